@@ -1,0 +1,45 @@
+// The snap subcommands. Each lives in its own file (cmd/NAME.cc) and is
+// listed once in cmd/main.cc.
+#pragma once
+
+#include <cxxopts.hpp>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+
+namespace snap::cmd {
+
+// Exit codes scripts can rely on (also in README.md).
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailure = 1,  // the operation failed; the message says why
+  kExitUsage = 2,    // bad command line
+};
+
+// A bad command line: printed with a pointer to `snap help CMD`, exit 2.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct Command {
+  const char* name;
+  const char* summary;
+  // Builds the option parser; used both to parse and for `snap help NAME`.
+  cxxopts::Options (*options)();
+  int (*run)(const cxxopts::ParseResult& args);
+};
+
+const std::vector<Command>& all_commands();
+
+// Parses argv for `c`, turning cxxopts errors into UsageError.
+cxxopts::ParseResult parse_or_usage(const Command& c, int argc, char** argv);
+
+// Declared by each cmd/NAME.cc.
+extern const Command kCheck;
+extern const Command kDump;
+extern const Command kInfo;
+extern const Command kRestore;
+
+}  // namespace snap::cmd

@@ -1,0 +1,118 @@
+// The data model of a checkpoint: everything a restore needs, as plain
+// structs. Dump fills it, the image layer stores it (manifest.json for these
+// facts, the page store for memory), restore and `snap info` read it.
+// The on-disk encoding is defined in src/image/FORMAT.md; bump
+// kFormatVersion when a change would confuse an older reader.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace snap::image {
+
+constexpr uint32_t kFormatVersion = 1;
+constexpr uint64_t kPageSize = 4096;
+
+// One thread's CPU state, captured while it was in a ptrace stop.
+struct ThreadState {
+  pid_t tid = 0;
+  std::vector<uint8_t> gpregs;  // struct user_regs_struct (NT_PRSTATUS), incl. fs/gs base
+  std::vector<uint8_t> xsave;   // NT_X86_XSTATE area, as long as the kernel returned it
+  uint64_t sigmask = 0;         // blocked signals (PTRACE_GETSIGMASK)
+  std::vector<std::vector<uint8_t>> pending;         // siginfo_t (128 B) each, private queue
+  std::vector<std::vector<uint8_t>> pending_shared;  // same, process-wide queue (leader only)
+  // The thread was stopped inside a system call that the kernel would have
+  // restarted (rax held -ERESTART*); restore re-issues syscall_nr.
+  bool in_syscall = false;
+  int64_t syscall_nr = -1;
+  // Filled by the parasite (issue 4); absent when not collected.
+  std::optional<std::array<uint64_t, 3>> sigaltstack;  // ss_sp, ss_flags, ss_size
+  std::optional<uint64_t> clear_child_tid;
+};
+
+enum class MappingKind : uint8_t {
+  Anonymous,   // private anonymous (incl. heap, thread stacks)
+  SharedAnon,  // MAP_SHARED|MAP_ANONYMOUS (or /dev/zero, memfd shared)
+  File,        // file-backed, private or shared
+  Heap,        // [heap]
+  Stack,       // [stack]
+  Vdso,        // [vdso]
+  Vvar,        // [vvar]
+  VvarVclock,  // [vvar_vclock]
+  Vsyscall,    // [vsyscall]: fixed by the kernel, never restored
+};
+
+struct Mapping {
+  uint64_t start = 0, end = 0;  // [start, end), page aligned
+  int prot = 0;                 // PROT_READ | PROT_WRITE | PROT_EXEC
+  bool shared = false;          // MAP_SHARED (else private)
+  MappingKind kind = MappingKind::Anonymous;
+  uint64_t pgoff = 0;           // file offset in bytes
+  std::string path;             // file path, or "[heap]" etc.; empty for anonymous
+  uint64_t dev = 0, inode = 0;  // of the mapped file
+  std::string vmflags;          // smaps VmFlags, e.g. "rd wr mr mw me ac sd"
+  // Memory content lives in the page store; this says how many of its pages
+  // have an entry there (zero pages are recorded without data).
+  uint64_t pages_dumped = 0;
+};
+
+enum class FdType : uint8_t { Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Other };
+
+struct FileDesc {
+  int fd = -1;
+  FdType type = FdType::Other;
+  std::string path;    // readlink of /proc/PID/fd/N
+  int flags = 0;       // open flags (fdinfo "flags", octal), incl. O_CLOEXEC
+  uint64_t pos = 0;    // fdinfo "pos"
+  uint64_t inode = 0;  // for pipes: the pipe inode, to pair ends
+  uint64_t size = 0;   // regular files: size at dump time
+  uint32_t mode = 0;   // st_mode of the target
+  std::vector<uint8_t> pipe_data;  // unread data in a pipe (parasite, issue 4)
+};
+
+struct MmLayout {
+  uint64_t start_code = 0, end_code = 0, start_data = 0, end_data = 0;
+  uint64_t start_brk = 0, brk = 0, start_stack = 0;
+  uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
+  std::vector<uint64_t> auxv;  // raw (key, value) pairs, ending with AT_NULL
+};
+
+struct Rlimit {
+  int resource = 0;
+  uint64_t cur = 0, max = 0;
+};
+
+struct SigAction {  // kernel struct sigaction, from the parasite (issue 4)
+  int signo = 0;
+  uint64_t handler = 0, flags = 0, restorer = 0, mask = 0;
+};
+
+struct Process {
+  pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
+  std::string comm, exe, cwd, root;
+  uint32_t umask = 022;
+  uint32_t personality = 0;
+  std::array<uint32_t, 4> uids{}, gids{};  // real, effective, saved, fs
+  std::vector<Rlimit> rlimits;
+  MmLayout mm;
+  std::vector<Mapping> mappings;  // sorted by start
+  std::vector<FileDesc> fds;      // sorted by fd
+  std::vector<ThreadState> threads;  // threads[0] is the thread-group leader
+  std::vector<SigAction> sigactions;  // empty when not collected
+};
+
+struct Checkpoint {
+  uint32_t format_version = kFormatVersion;
+  std::string snap_version;
+  std::string created;         // ISO 8601 UTC
+  std::string hostname;
+  std::string kernel_release;  // uname -r at dump time
+  std::vector<Process> processes;  // processes[0] is the root of the dumped tree
+};
+
+}  // namespace snap::image
