@@ -1,0 +1,407 @@
+#include "tracer/proc.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <set>
+
+#include "base/error.h"
+#include "base/scoped_fd.h"
+
+namespace snap::proc {
+
+namespace {
+
+std::string pid_path(pid_t pid, const char* what) {
+  return "/proc/" + std::to_string(pid) + "/" + what;
+}
+
+uint64_t to_u64(std::string_view s, int base = 10) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
+  if (ec != std::errc()) throw Error("cannot parse number '" + std::string(s) + "' from /proc");
+  return v;
+}
+
+std::vector<std::string_view> split_ws(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) i++;
+    size_t j = i;
+    while (j < s.size() && s[j] != ' ' && s[j] != '\t' && s[j] != '\n') j++;
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+std::vector<std::string_view> lines(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find('\n', i);
+    if (j == std::string_view::npos) j = s.size();
+    out.push_back(s.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+// "7f5f7aebd000-7f5f7aee3000 r-xp 00001000 fe:00 332383    /path"
+std::optional<MapEntry> parse_map_line(std::string_view line) {
+  auto f = split_ws(line);
+  if (f.size() < 5) return std::nullopt;
+  auto dash = f[0].find('-');
+  if (dash == std::string_view::npos || f[1].size() != 4) return std::nullopt;
+  MapEntry e;
+  e.start = to_u64(f[0].substr(0, dash), 16);
+  e.end = to_u64(f[0].substr(dash + 1), 16);
+  e.r = f[1][0] == 'r';
+  e.w = f[1][1] == 'w';
+  e.x = f[1][2] == 'x';
+  e.shared = f[1][3] == 's';
+  e.offset = to_u64(f[2], 16);
+  auto colon = f[3].find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  e.dev_major = static_cast<uint32_t>(to_u64(f[3].substr(0, colon), 16));
+  e.dev_minor = static_cast<uint32_t>(to_u64(f[3].substr(colon + 1), 16));
+  e.inode = to_u64(f[4]);
+  // The path is the rest of the line after the inode (it may contain spaces).
+  if (f.size() > 5) {
+    size_t at = static_cast<size_t>(f[5].data() - line.data());
+    e.path = std::string(line.substr(at));
+  }
+  return e;
+}
+
+}  // namespace
+
+std::optional<std::string> try_read_file(const std::string& path) {
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw SysError("open " + path, errno);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError("read " + path, errno);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+std::string read_link(const std::string& path) {
+  char buf[4096];
+  ssize_t n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+  if (n < 0) throw SysError("readlink " + path, errno);
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::vector<MapEntry> parse_maps(std::string_view text) {
+  std::vector<MapEntry> out;
+  for (auto l : lines(text))
+    if (auto e = parse_map_line(l)) out.push_back(std::move(*e));
+  return out;
+}
+
+std::vector<MapEntry> parse_smaps(std::string_view text) {
+  std::vector<MapEntry> out;
+  for (auto l : lines(text)) {
+    if (l.starts_with("VmFlags:")) {
+      if (out.empty()) throw Error("smaps: VmFlags before any mapping");
+      auto v = l.substr(8);
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+      out.back().vmflags = std::string(v);
+      continue;
+    }
+    // Mapping header lines start with a hex range; field lines with "Name:".
+    auto first = l.substr(0, l.find(' '));
+    if (first.find('-') != std::string_view::npos && first.find(':') == std::string_view::npos)
+      if (auto e = parse_map_line(l)) out.push_back(std::move(*e));
+  }
+  return out;
+}
+
+Stat parse_stat(std::string_view text) {
+  Stat s;
+  auto open = text.find('(');
+  auto close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open)
+    throw Error("malformed /proc/PID/stat");
+  s.pid = static_cast<pid_t>(to_u64(text.substr(0, open - 1)));
+  s.comm = std::string(text.substr(open + 1, close - open - 1));
+  auto f = split_ws(text.substr(close + 1));
+  // f[0] is field 3 (state) of proc(5); field N is f[N - 3].
+  auto field = [&](size_t n) -> std::string_view {
+    if (n - 3 >= f.size()) throw Error("/proc/PID/stat has too few fields");
+    return f[n - 3];
+  };
+  s.state = field(3)[0];
+  s.ppid = static_cast<pid_t>(to_u64(field(4)));
+  s.pgrp = static_cast<pid_t>(to_u64(field(5)));
+  s.session = static_cast<pid_t>(to_u64(field(6)));
+  s.flags = to_u64(field(9));
+  s.start_code = to_u64(field(26));
+  s.end_code = to_u64(field(27));
+  s.start_stack = to_u64(field(28));
+  if (f.size() >= 51 - 2) {
+    s.start_data = to_u64(field(45));
+    s.end_data = to_u64(field(46));
+    s.start_brk = to_u64(field(47));
+    s.arg_start = to_u64(field(48));
+    s.arg_end = to_u64(field(49));
+    s.env_start = to_u64(field(50));
+    s.env_end = to_u64(field(51));
+  }
+  return s;
+}
+
+Status parse_status(std::string_view text) {
+  Status s;
+  for (auto l : lines(text)) {
+    auto colon = l.find(':');
+    if (colon == std::string_view::npos) continue;
+    auto key = l.substr(0, colon);
+    auto f = split_ws(l.substr(colon + 1));
+    if (f.empty()) continue;
+    if (key == "Name") s.name = std::string(f[0]);
+    else if (key == "State") s.state = f[0][0];
+    else if (key == "Umask") s.umask = static_cast<uint32_t>(to_u64(f[0], 8));
+    else if (key == "Tgid") s.tgid = static_cast<pid_t>(to_u64(f[0]));
+    else if (key == "PPid") s.ppid = static_cast<pid_t>(to_u64(f[0]));
+    else if (key == "TracerPid") s.tracer_pid = static_cast<pid_t>(to_u64(f[0]));
+    else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {
+      auto& dst = key == "Uid" ? s.uids : s.gids;
+      for (size_t i = 0; i < 4; i++) dst[i] = static_cast<uint32_t>(to_u64(f[i]));
+    }
+  }
+  return s;
+}
+
+FdInfo parse_fdinfo(std::string_view text) {
+  FdInfo fi;
+  for (auto l : lines(text)) {
+    auto colon = l.find(':');
+    if (colon == std::string_view::npos) continue;
+    auto key = l.substr(0, colon);
+    auto f = split_ws(l.substr(colon + 1));
+    if (f.empty()) continue;
+    if (key == "pos") fi.pos = to_u64(f[0]);
+    else if (key == "flags") fi.flags = static_cast<int>(to_u64(f[0], 8));
+    else if (key == "mnt_id") fi.mnt_id = to_u64(f[0]);
+    else if (key == "ino") fi.ino = to_u64(f[0]);
+  }
+  return fi;
+}
+
+std::vector<pid_t> parse_pid_list(std::string_view text) {
+  std::vector<pid_t> out;
+  for (auto f : split_ws(text)) out.push_back(static_cast<pid_t>(to_u64(f)));
+  return out;
+}
+
+std::vector<pid_t> list_threads(pid_t pid) {
+  std::string path = pid_path(pid, "task");
+  DIR* d = ::opendir(path.c_str());
+  if (!d) throw SysError("opendir " + path, errno);
+  std::vector<pid_t> out;
+  while (auto* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    out.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  // The thread-group leader (tid == pid) goes first.
+  auto it = std::find(out.begin(), out.end(), pid);
+  if (it != out.end()) std::rotate(out.begin(), it, it + 1);
+  return out;
+}
+
+std::vector<pid_t> list_children(pid_t pid) {
+  std::set<pid_t> kids;
+  for (pid_t tid : list_threads(pid)) {
+    auto text = try_read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) +
+                              "/children");
+    if (!text) continue;  // the thread exited meanwhile
+    for (pid_t c : parse_pid_list(*text)) kids.insert(c);
+  }
+  return {kids.begin(), kids.end()};
+}
+
+std::vector<MapEntry> read_smaps(pid_t pid) { return parse_smaps(read_file(pid_path(pid, "smaps"))); }
+Stat read_stat(pid_t pid) { return parse_stat(read_file(pid_path(pid, "stat"))); }
+Status read_status(pid_t pid) { return parse_status(read_file(pid_path(pid, "status"))); }
+
+std::vector<uint64_t> read_auxv(pid_t pid) {
+  std::string raw = read_file(pid_path(pid, "auxv"));
+  std::vector<uint64_t> out(raw.size() / sizeof(uint64_t));
+  std::memcpy(out.data(), raw.data(), out.size() * sizeof(uint64_t));
+  return out;
+}
+
+namespace {
+
+image::MappingKind classify(const MapEntry& e) {
+  using K = image::MappingKind;
+  const std::string& p = e.path;
+  if (p == "[heap]") return K::Heap;
+  if (p == "[stack]") return K::Stack;
+  if (p == "[vdso]") return K::Vdso;
+  if (p == "[vvar]") return K::Vvar;
+  if (p == "[vvar_vclock]") return K::VvarVclock;
+  if (p == "[vsyscall]") return K::Vsyscall;
+  bool anon_like = p.empty() || p.starts_with("[anon:") || p.starts_with("/dev/zero") ||
+                   p.starts_with("/SYSV") || p.starts_with("/memfd:");
+  if (anon_like) return e.shared ? K::SharedAnon : K::Anonymous;
+  if (e.inode == 0) return e.shared ? K::SharedAnon : K::Anonymous;  // other [special] areas
+  return K::File;
+}
+
+image::FdType classify_fd(const std::string& link, const struct stat& st) {
+  using T = image::FdType;
+  if (link.starts_with("anon_inode:[eventfd")) return T::EventFd;
+  if (S_ISREG(st.st_mode)) return T::Regular;
+  if (S_ISDIR(st.st_mode)) return T::Directory;
+  if (S_ISFIFO(st.st_mode)) return link.starts_with("pipe:") ? T::Pipe : T::Fifo;
+  if (S_ISSOCK(st.st_mode)) return T::Socket;
+  if (S_ISCHR(st.st_mode)) {
+    unsigned maj = major(st.st_rdev);
+    // 4/5: virtual consoles and /dev/tty; 136-143: pseudo-terminal slaves.
+    if (maj == 4 || maj == 5 || (maj >= 136 && maj <= 143)) return T::Tty;
+    return T::CharDev;
+  }
+  return T::Other;
+}
+
+}  // namespace
+
+std::vector<image::Mapping> read_mappings(pid_t pid) {
+  std::vector<image::Mapping> out;
+  for (const auto& e : read_smaps(pid)) {
+    image::Mapping m;
+    m.start = e.start;
+    m.end = e.end;
+    m.prot = (e.r ? 1 : 0) | (e.w ? 2 : 0) | (e.x ? 4 : 0);  // PROT_READ/WRITE/EXEC
+    m.shared = e.shared;
+    m.kind = classify(e);
+    m.pgoff = e.offset;
+    m.path = e.path;
+    m.dev = makedev(e.dev_major, e.dev_minor);
+    m.inode = e.inode;
+    m.vmflags = e.vmflags;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::vector<image::FileDesc> read_fds(pid_t pid) {
+  std::string dir = pid_path(pid, "fd");
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) throw SysError("opendir " + dir, errno);
+  std::vector<int> nums;
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') nums.push_back(std::atoi(e->d_name));
+  ::closedir(d);
+  std::sort(nums.begin(), nums.end());
+
+  std::vector<image::FileDesc> out;
+  for (int n : nums) {
+    std::string link_path = dir + "/" + std::to_string(n);
+    image::FileDesc fd;
+    fd.fd = n;
+    try {
+      fd.path = read_link(link_path);
+    } catch (const SysError&) {
+      continue;  // closed meanwhile (only possible if not all threads are stopped)
+    }
+    struct stat st {};
+    if (::stat(link_path.c_str(), &st) == 0) {
+      fd.mode = st.st_mode;
+      fd.inode = st.st_ino;
+      fd.size = static_cast<uint64_t>(st.st_size);
+    }
+    fd.type = classify_fd(fd.path, st);
+    auto info = parse_fdinfo(read_file(pid_path(pid, "fdinfo") + "/" + std::to_string(n)));
+    fd.pos = info.pos;
+    fd.flags = info.flags;
+    if (info.ino) fd.inode = info.ino;
+    out.push_back(std::move(fd));
+  }
+  return out;
+}
+
+image::Process read_process(pid_t pid) {
+  image::Process p;
+  auto st = read_stat(pid);
+  auto status = read_status(pid);
+  p.pid = pid;
+  p.ppid = st.ppid;
+  p.pgid = st.pgrp;
+  p.sid = st.session;
+  p.comm = st.comm;
+  p.exe = read_link(pid_path(pid, "exe"));
+  p.cwd = read_link(pid_path(pid, "cwd"));
+  p.root = read_link(pid_path(pid, "root"));
+  p.umask = status.umask;
+  p.uids = status.uids;
+  p.gids = status.gids;
+  if (auto pers = try_read_file(pid_path(pid, "personality")))
+    p.personality = static_cast<uint32_t>(to_u64(std::string_view(*pers).substr(0, pers->find('\n')), 16));
+  for (int r = 0; r < RLIM_NLIMITS; r++) {
+    struct rlimit64 lim {};
+    if (::prlimit64(pid, static_cast<__rlimit_resource>(r), nullptr, &lim) != 0)
+      throw SysError("prlimit(pid " + std::to_string(pid) + ", resource " + std::to_string(r) + ")",
+                     errno);
+    p.rlimits.push_back({r, lim.rlim_cur, lim.rlim_max});
+  }
+  p.mm.start_code = st.start_code;
+  p.mm.end_code = st.end_code;
+  p.mm.start_data = st.start_data;
+  p.mm.end_data = st.end_data;
+  p.mm.start_brk = st.start_brk;
+  p.mm.start_stack = st.start_stack;
+  p.mm.arg_start = st.arg_start;
+  p.mm.arg_end = st.arg_end;
+  p.mm.env_start = st.env_start;
+  p.mm.env_end = st.env_end;
+  p.mm.auxv = read_auxv(pid);
+  p.mappings = read_mappings(pid);
+  // The kernel keeps brk exactly; /proc shows the [heap] end, which is brk
+  // rounded up to a page. That is as good for restoring it.
+  p.mm.brk = p.mm.start_brk;
+  for (const auto& m : p.mappings)
+    if (m.kind == image::MappingKind::Heap) p.mm.brk = m.end;
+  p.fds = read_fds(pid);
+  return p;
+}
+
+}  // namespace snap::proc

@@ -1,0 +1,86 @@
+// Reading /proc/PID: parsers take the file's text (so tests can feed them
+// fixed input) and readers fetch the text for a live process.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "image/checkpoint.h"
+
+namespace snap::proc {
+
+// Whole file as text; throws SysError naming the path.
+std::string read_file(const std::string& path);
+// Same, but nullopt when the file does not exist or cannot be read.
+std::optional<std::string> try_read_file(const std::string& path);
+std::string read_link(const std::string& path);
+
+// One line of /proc/PID/maps (+ the VmFlags of its smaps entry).
+struct MapEntry {
+  uint64_t start = 0, end = 0;
+  bool r = false, w = false, x = false, shared = false;
+  uint64_t offset = 0;
+  uint32_t dev_major = 0, dev_minor = 0;
+  uint64_t inode = 0;
+  std::string path;     // may be empty, "[heap]", "/usr/lib/... (deleted)"
+  std::string vmflags;  // from smaps; empty from plain maps
+};
+std::vector<MapEntry> parse_maps(std::string_view text);
+// Parses /proc/PID/smaps: the mapping lines plus each entry's VmFlags.
+std::vector<MapEntry> parse_smaps(std::string_view text);
+
+// The fields snap uses from /proc/PID/stat.
+struct Stat {
+  pid_t pid = 0;
+  std::string comm;
+  char state = '?';
+  pid_t ppid = 0, pgrp = 0, session = 0;
+  uint64_t flags = 0;  // PF_* (PF_KTHREAD = 0x00200000)
+  uint64_t start_code = 0, end_code = 0, start_stack = 0;
+  uint64_t start_data = 0, end_data = 0, start_brk = 0;
+  uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
+};
+Stat parse_stat(std::string_view text);
+
+// The fields snap uses from /proc/PID/status.
+struct Status {
+  std::string name;
+  char state = '?';
+  uint32_t umask = 022;
+  pid_t tgid = 0, ppid = 0, tracer_pid = 0;
+  std::array<uint32_t, 4> uids{}, gids{};
+};
+Status parse_status(std::string_view text);
+
+// /proc/PID/fdinfo/N.
+struct FdInfo {
+  uint64_t pos = 0;
+  int flags = 0;
+  uint64_t mnt_id = 0, ino = 0;
+};
+FdInfo parse_fdinfo(std::string_view text);
+
+// Space-separated pids (/proc/PID/task/TID/children).
+std::vector<pid_t> parse_pid_list(std::string_view text);
+
+// Readers for a live process.
+std::vector<pid_t> list_threads(pid_t pid);   // /proc/PID/task, sorted, leader first
+std::vector<pid_t> list_children(pid_t pid);  // union over all threads' children files
+std::vector<MapEntry> read_smaps(pid_t pid);
+Stat read_stat(pid_t pid);
+Status read_status(pid_t pid);
+std::vector<uint64_t> read_auxv(pid_t pid);
+
+// Everything about a (stopped) process that /proc shows, minus memory
+// contents and thread registers.
+image::Process read_process(pid_t pid);
+// Mappings of `pid`, classified (image::MappingKind), without content.
+std::vector<image::Mapping> read_mappings(pid_t pid);
+std::vector<image::FileDesc> read_fds(pid_t pid);
+
+}  // namespace snap::proc

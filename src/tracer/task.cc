@@ -1,0 +1,270 @@
+#include "tracer/task.h"
+
+#include <elf.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "tracer/proc.h"
+
+namespace snap {
+
+namespace {
+
+std::string who(pid_t tid) { return "pid " + std::to_string(tid); }
+
+long ptrace_or_throw(enum __ptrace_request req, pid_t tid, void* addr, void* data,
+                     const char* name) {
+  long rc = ::ptrace(req, tid, addr, data);
+  if (rc < 0) throw SysError(std::string("ptrace(") + name + ", " + who(tid) + ")", errno);
+  return rc;
+}
+
+// Why attaching to `pid` was refused, in terms the user can act on.
+std::string eperm_hint(pid_t pid) {
+  auto status = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
+  if (status) {
+    auto st = proc::parse_status(*status);
+    if (st.tracer_pid != 0)
+      return "it is already traced by pid " + std::to_string(st.tracer_pid) +
+             " (a debugger or strace?); detach that first";
+    if (st.uids[0] != ::getuid() && ::geteuid() != 0)
+      return "it belongs to uid " + std::to_string(st.uids[0]) +
+             "; only its owner (or root) can checkpoint it";
+  }
+  if (auto yama = proc::try_read_file("/proc/sys/kernel/yama/ptrace_scope"); yama && (*yama)[0] != '0')
+    return "Yama ptrace_scope is " + yama->substr(0, 1) +
+           ": only an ancestor may attach; start the job with 'snap run', or ask for CAP_SYS_PTRACE";
+  return "the process may be setuid or non-dumpable, or you lack CAP_SYS_PTRACE";
+}
+
+}  // namespace
+
+std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
+  if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) < 0) {
+    int err = errno;
+    if (err == EPERM) throw SysError("cannot attach to " + who(tid), err, eperm_hint(tid));
+    throw SysError("ptrace(PTRACE_SEIZE, " + who(tid) + ")", err);
+  }
+  std::unique_ptr<Task> t(new Task(tid));
+  ptrace_or_throw(PTRACE_INTERRUPT, tid, nullptr, nullptr, "PTRACE_INTERRUPT");
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(tid, &status, __WALL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw SysError("waitpid(" + who(tid) + ")", errno);
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      t->abandon();
+      throw Error(who(tid) + " exited while being stopped");
+    }
+    if (!WIFSTOPPED(status)) continue;
+    int event = status >> 16;
+    int sig = WSTOPSIG(status);
+    if (event == PTRACE_EVENT_STOP) break;  // the interrupt (or a group stop)
+    // A signal was about to be delivered: hold it back until detach, and
+    // stay stopped here (this is a stop as good as any).
+    t->stop_signal_ = sig;
+    break;
+  }
+  return t;
+}
+
+std::unique_ptr<Task> Task::adopt_stopped(pid_t tid) { return std::unique_ptr<Task>(new Task(tid)); }
+
+Task::~Task() {
+  if (!detached_) detach(0);
+}
+
+void Task::detach(int sig) {
+  if (detached_) return;
+  detached_ = true;
+  int deliver = sig ? sig : stop_signal_.value_or(0);
+  if (::ptrace(PTRACE_DETACH, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver))) < 0 &&
+      errno != ESRCH)
+    warn("could not detach from pid {}: {}", tid_, std::strerror(errno));
+}
+
+Registers Task::regs() const {
+  user_regs_struct r;
+  iovec iov{&r, sizeof r};
+  ptrace_or_throw(PTRACE_GETREGSET, tid_, reinterpret_cast<void*>(NT_PRSTATUS), &iov,
+                  "PTRACE_GETREGSET NT_PRSTATUS");
+  return Registers(r);
+}
+
+void Task::set_regs(const Registers& regs) {
+  user_regs_struct r = regs.raw();
+  iovec iov{&r, sizeof r};
+  ptrace_or_throw(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_PRSTATUS), &iov,
+                  "PTRACE_SETREGSET NT_PRSTATUS");
+}
+
+std::vector<uint8_t> Task::xsave() const {
+  std::vector<uint8_t> area(16384);
+  iovec iov{area.data(), area.size()};
+  ptrace_or_throw(PTRACE_GETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
+                  "PTRACE_GETREGSET NT_X86_XSTATE");
+  area.resize(iov.iov_len);
+  return area;
+}
+
+void Task::set_xsave(const std::vector<uint8_t>& area) {
+  std::vector<uint8_t> copy = area;
+  iovec iov{copy.data(), copy.size()};
+  ptrace_or_throw(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
+                  "PTRACE_SETREGSET NT_X86_XSTATE");
+}
+
+uint64_t Task::signal_mask() const {
+  uint64_t mask = 0;
+  ptrace_or_throw(PTRACE_GETSIGMASK, tid_, reinterpret_cast<void*>(sizeof mask), &mask,
+                  "PTRACE_GETSIGMASK");
+  return mask;
+}
+
+void Task::set_signal_mask(uint64_t mask) {
+  ptrace_or_throw(PTRACE_SETSIGMASK, tid_, reinterpret_cast<void*>(sizeof mask), &mask,
+                  "PTRACE_SETSIGMASK");
+}
+
+std::vector<std::vector<uint8_t>> Task::pending_signals(bool shared) const {
+  std::vector<std::vector<uint8_t>> out;
+  for (uint32_t off = 0;; off += 32) {
+    __ptrace_peeksiginfo_args args{off, shared ? static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED) : 0u, 32};
+    siginfo_t buf[32];
+    long n = ptrace_or_throw(PTRACE_PEEKSIGINFO, tid_, &args, buf, "PTRACE_PEEKSIGINFO");
+    for (long i = 0; i < n; i++) {
+      auto p = reinterpret_cast<const uint8_t*>(&buf[i]);
+      out.emplace_back(p, p + sizeof(siginfo_t));
+    }
+    if (n < 32) break;
+  }
+  return out;
+}
+
+int Task::resume_and_wait(int request) {
+  const char* name = request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT";
+  for (;;) {
+    ptrace_or_throw(static_cast<enum __ptrace_request>(request), tid_, nullptr, nullptr, name);
+    int status = 0;
+    pid_t r;
+    do r = ::waitpid(tid_, &status, __WALL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) throw SysError("waitpid(" + who(tid_) + ")", errno);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      detached_ = true;
+      throw Error(who(tid_) +
+                  (WIFEXITED(status) ? " exited with status " + std::to_string(WEXITSTATUS(status))
+                                     : " was killed by signal " + std::to_string(WTERMSIG(status))) +
+                  " while snap was working on it");
+    }
+    int sig = WSTOPSIG(status);
+    if (sig == (SIGTRAP | 0x80) || sig == SIGTRAP || (status >> 16) != 0) return status;
+    // Another signal arrived for the thread: hold it back until detach.
+    stop_signal_ = sig;
+  }
+}
+
+void check_dumpable(pid_t pid) {
+  if (pid <= 0) throw Error("invalid pid " + std::to_string(pid));
+  auto stat_text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat_text)
+    throw Error("no process with pid " + std::to_string(pid),
+                "check the pid with 'ps' (the job may have ended)");
+  auto st = proc::parse_stat(*stat_text);
+  if (st.flags & 0x00200000)  // PF_KTHREAD
+    throw Error("pid " + std::to_string(pid) + " (" + st.comm + ") is a kernel thread",
+                "only user processes can be checkpointed");
+  if (st.state == 'Z' || st.state == 'X')
+    throw Error("pid " + std::to_string(pid) + " (" + st.comm + ") is a zombie: it has exited",
+                "its parent has not collected it yet; there is nothing left to checkpoint");
+  // snap itself and its ancestors cannot be stopped by snap.
+  for (pid_t p = ::getpid(); p > 0;) {
+    if (p == pid)
+      throw Error("pid " + std::to_string(pid) + " is snap itself or one of its ancestors",
+                  "checkpoint a job from outside it (another shell, 'snap watch', or 'snap run')");
+    auto s = proc::try_read_file("/proc/" + std::to_string(p) + "/stat");
+    if (!s) break;
+    pid_t parent = proc::parse_stat(*s).ppid;
+    if (parent == p) break;
+    p = parent;
+  }
+  auto status = proc::read_status(pid);
+  if (status.tracer_pid != 0)
+    throw Error("pid " + std::to_string(pid) + " is already traced by pid " +
+                    std::to_string(status.tracer_pid),
+                "a debugger or strace holds it; detach that first");
+}
+
+SeizedTree SeizedTree::seize(pid_t root) {
+  check_dumpable(root);
+  SeizedTree tree;
+  std::set<pid_t> seized;  // tids
+  std::vector<pid_t> queue{root};
+  std::set<pid_t> known_procs{root};
+  size_t next = 0;
+  while (next < queue.size()) {
+    pid_t pid = queue[next++];
+    Proc proc{pid, {}};
+    // Stop threads until a rescan finds none new: a running thread may have
+    // been creating another while we stopped the rest.
+    for (bool grew = true; grew;) {
+      grew = false;
+      std::vector<pid_t> tids;
+      try {
+        tids = proc::list_threads(pid);
+      } catch (const SysError&) {
+        if (pid == root) throw Error("pid " + std::to_string(pid) + " exited");
+        break;  // a child exited before we got to it
+      }
+      for (pid_t tid : tids) {
+        if (seized.count(tid)) continue;
+        try {
+          proc.tasks.push_back(Task::seize_and_stop(tid));
+        } catch (const SysError& e) {
+          if (e.err() == ESRCH) continue;  // the thread exited meanwhile
+          throw;
+        }
+        seized.insert(tid);
+        grew = true;
+      }
+    }
+    if (proc.tasks.empty()) continue;
+    // Leader first.
+    std::stable_partition(proc.tasks.begin(), proc.tasks.end(),
+                          [&](const auto& t) { return t->tid() == pid; });
+    vlog("stopped pid {} ({} thread{})", pid, proc.tasks.size(), proc.tasks.size() == 1 ? "" : "s");
+    tree.procs_.push_back(std::move(proc));
+    // Its children are stopped next; they cannot fork once their parent...
+    // (they can, so each child is rescanned in its own turn).
+    for (pid_t c : proc::list_children(pid))
+      if (known_procs.insert(c).second) queue.push_back(c);
+  }
+  return tree;
+}
+
+size_t SeizedTree::thread_count() const {
+  size_t n = 0;
+  for (const auto& p : procs_) n += p.tasks.size();
+  return n;
+}
+
+void SeizedTree::kill_all() {
+  for (auto& p : procs_) {
+    ::kill(p.pid, SIGKILL);
+    for (auto& t : p.tasks) t->abandon();
+  }
+}
+
+}  // namespace snap

@@ -1,0 +1,90 @@
+// Threads held with ptrace. A Task is one seized thread: it is stopped while
+// snap works on it and detached (running again) when the Task goes away, on
+// every path, so a failed dump leaves the job running as before.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "base/remote_ptr.h"
+#include "tracer/registers.h"
+
+namespace snap {
+
+class Task {
+ public:
+  // PTRACE_SEIZE + PTRACE_INTERRUPT, then waits for the stop.
+  // Throws Error explaining EPERM/ESRCH in user terms.
+  static std::unique_ptr<Task> seize_and_stop(pid_t tid);
+  ~Task();  // detaches (re-delivering a signal that the stop intercepted)
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+
+  pid_t tid() const { return tid_; }
+
+  Registers regs() const;
+  void set_regs(const Registers& r);
+  std::vector<uint8_t> xsave() const;  // NT_X86_XSTATE, the kernel's length
+  void set_xsave(const std::vector<uint8_t>& area);
+  uint64_t signal_mask() const;
+  void set_signal_mask(uint64_t mask);
+  // Queued signals: the thread's own (shared=false) or its process's.
+  std::vector<std::vector<uint8_t>> pending_signals(bool shared) const;
+  // A signal whose delivery the seize intercepted; it goes back on detach.
+  std::optional<int> intercepted_signal() const { return stop_signal_; }
+
+  // Resumes with PTRACE_SYSCALL/PTRACE_CONT and waits for the next stop.
+  // Returns the wait status. Signal-delivery stops of other signals are
+  // remembered (and passed on at detach) and waited through.
+  int resume_and_wait(int request);
+
+  // Leaves the thread to the kernel: detaches now, optionally delivering sig.
+  void detach(int sig = 0);
+  // Forgets the thread without touching it (it was killed or exited).
+  void abandon() { detached_ = true; }
+
+  // For a thread snap created itself (restore): takes over an already
+  // ptrace-stopped child traced via PTRACE_TRACEME / seize.
+  static std::unique_ptr<Task> adopt_stopped(pid_t tid);
+
+ private:
+  explicit Task(pid_t tid) : tid_(tid) {}
+  pid_t tid_;
+  bool detached_ = false;
+  std::optional<int> stop_signal_;
+};
+
+// Every thread of a process and of all its descendants, stopped.
+class SeizedTree {
+ public:
+  // Stops `root` and all its descendants, rescanning /proc until no new
+  // thread or child appears. Refuses snap itself and its ancestors, zombies,
+  // kernel threads and processes traced by someone else, with a message.
+  static SeizedTree seize(pid_t root);
+
+  // Processes in discovery order (root first); each with its tasks, leader first.
+  struct Proc {
+    pid_t pid;
+    std::vector<std::unique_ptr<Task>> tasks;
+  };
+  std::vector<Proc>& processes() { return procs_; }
+  const std::vector<Proc>& processes() const { return procs_; }
+  size_t thread_count() const;
+
+  // Kills every process (SIGKILL), for `snap dump --kill`.
+  void kill_all();
+
+ private:
+  std::vector<Proc> procs_;
+};
+
+// Checks that `pid` can be dumped at all (exists, not snap or an ancestor,
+// not a zombie or kernel thread, not traced by another tracer). Throws Error.
+void check_dumpable(pid_t pid);
+
+}  // namespace snap
