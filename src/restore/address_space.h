@@ -1,0 +1,20 @@
+// Rebuilding a saved address space inside the skeleton process, driven from
+// snap through remote system calls.
+#pragma once
+
+#include <sys/types.h>
+
+#include "image/checkpoint.h"
+#include "image/image_reader.h"
+#include "tracer/remote.h"
+
+namespace snap::restore {
+
+// Replaces the skeleton's memory (a copy of snap's) with the saved one:
+// unmaps snap's mappings, moves [vvar]/[vvar_vclock]/[vdso] to their saved
+// addresses, recreates every mapping, fills the saved pages from the image,
+// then restores protections and the mm layout (PR_SET_MM_MAP). The caller's
+// RemoteSyscalls keeps working throughout (its syscall site follows the vDSO).
+void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img);
+
+}  // namespace snap::restore

@@ -1,0 +1,42 @@
+#include "tracer/collect.h"
+
+#include <signal.h>
+
+#include <cstring>
+
+#include "tracer/proc.h"
+
+namespace snap {
+
+image::ThreadState collect_thread(const Task& t, bool leader) {
+  image::ThreadState ts;
+  ts.tid = t.tid();
+  Registers regs = t.regs();
+  // Saved with an interrupted restartable syscall made explicit, so restore
+  // re-issues it (see Registers::with_restart_applied).
+  ts.in_syscall = regs.in_restartable_syscall();
+  if (ts.in_syscall) ts.syscall_nr = regs.original_syscallno();
+  ts.gpregs = regs.with_restart_applied().to_bytes();
+  ts.xsave = t.xsave();
+  ts.sigmask = t.signal_mask();
+  ts.pending = t.pending_signals(false);
+  if (leader) ts.pending_shared = t.pending_signals(true);
+  // A signal the seize intercepted was already dequeued: keep it pending.
+  if (auto sig = t.intercepted_signal()) {
+    siginfo_t si;
+    std::memset(&si, 0, sizeof si);
+    si.si_signo = *sig;
+    si.si_code = SI_KERNEL;
+    auto p = reinterpret_cast<const uint8_t*>(&si);
+    ts.pending.emplace_back(p, p + sizeof si);
+  }
+  return ts;
+}
+
+image::Process collect_process(const SeizedTree::Proc& p) {
+  image::Process out = proc::read_process(p.pid);
+  for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, t->tid() == p.pid));
+  return out;
+}
+
+}  // namespace snap

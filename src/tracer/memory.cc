@@ -1,0 +1,130 @@
+#include "tracer/memory.h"
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fmt/core.h>
+#include <memory>
+
+#include "base/error.h"
+#include "base/scoped_fd.h"
+#include "tracer/remote.h"
+
+namespace snap {
+
+namespace {
+constexpr uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62, kFilePage = 1ull << 61;
+constexpr size_t kBatchPages = 2048;  // 8 MiB per read
+constexpr size_t kMaxIov = 1024;      // IOV_MAX
+}  // namespace
+
+bool mapping_has_content(const image::Mapping& m) {
+  using K = image::MappingKind;
+  switch (m.kind) {
+    case K::Vdso: case K::Vvar: case K::VvarVclock: case K::Vsyscall:
+      return false;
+    case K::File:
+      return !m.shared;
+    default:
+      break;
+  }
+  // Device memory (VM_IO / VM_PFNMAP) cannot be read and is not ours to save.
+  return m.vmflags.find("io") == std::string::npos && m.vmflags.find("pf") == std::string::npos;
+}
+
+std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap) {
+  std::vector<uint64_t> out;
+  bool file = m.kind == image::MappingKind::File;
+  for (size_t i = 0; i < pagemap.size(); i++) {
+    uint64_t e = pagemap[i];
+    bool take = file ? ((e & kPresent) && !(e & kFilePage)) || (e & kSwapped)
+                     : (e & (kPresent | kSwapped)) != 0;
+    if (take) out.push_back(m.start + i * image::kPageSize);
+  }
+  return out;
+}
+
+std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m) {
+  std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw SysError("open " + path, errno);
+  size_t n = (m.end - m.start) / image::kPageSize;
+  std::vector<uint64_t> entries(n);
+  size_t done = 0;
+  while (done < n) {
+    off_t off = static_cast<off_t>((m.start / image::kPageSize + done) * sizeof(uint64_t));
+    ssize_t r = ::pread(fd.get(), entries.data() + done, (n - done) * sizeof(uint64_t), off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      throw SysError(fmt::format("read {} for mapping {:#x}-{:#x}", path, m.start, m.end),
+                     r < 0 ? errno : EIO);
+    done += static_cast<size_t>(r) / sizeof(uint64_t);
+  }
+  return select_pages(m, entries);
+}
+
+namespace {
+
+// Reads `pages` (ascending addresses, all within one mapping) with as few
+// process_vm_readv calls as possible: consecutive pages become one iovec.
+void read_pages(pid_t pid, const std::vector<uint64_t>& pages, size_t first, size_t count,
+                uint8_t* buf) {
+  std::vector<iovec> remote;
+  size_t i = first;
+  while (i < first + count) {
+    size_t j = i + 1;
+    while (j < first + count && pages[j] == pages[j - 1] + image::kPageSize) j++;
+    remote.push_back({reinterpret_cast<void*>(pages[i]), (j - i) * image::kPageSize});
+    i = j;
+  }
+  uint8_t* dst = buf;
+  for (size_t k = 0; k < remote.size(); k += kMaxIov) {
+    size_t nv = std::min(kMaxIov, remote.size() - k);
+    size_t want = 0;
+    for (size_t v = 0; v < nv; v++) want += remote[k + v].iov_len;
+    iovec local{dst, want};
+    ssize_t got = ::process_vm_readv(pid, &local, 1, &remote[k], nv, 0);
+    if (got != static_cast<ssize_t>(want)) {
+      // Pages without PROT_READ (or a short read): take the slow path that
+      // reaches them, one range at a time.
+      uint8_t* p = dst;
+      for (size_t v = 0; v < nv; v++) {
+        read_remote(pid, remote_addr(reinterpret_cast<uint64_t>(remote[k + v].iov_base)), p,
+                    remote[k + v].iov_len);
+        p += remote[k + v].iov_len;
+      }
+    }
+    dst += want;
+  }
+}
+
+}  // namespace
+
+MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink) {
+  MemoryStats stats;
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
+  for (auto& m : mappings) {
+    m.pages_dumped = 0;
+    if (!mapping_has_content(m)) continue;
+    auto pages = pages_to_dump(pid, m);
+    for (size_t first = 0; first < pages.size(); first += kBatchPages) {
+      size_t count = std::min(kBatchPages, pages.size() - first);
+      read_pages(pid, pages, first, count, buf.get());
+      // Hand consecutive runs to the sink.
+      size_t i = 0;
+      while (i < count) {
+        size_t j = i + 1;
+        while (j < count && pages[first + j] == pages[first + j - 1] + image::kPageSize) j++;
+        sink(pid, m.start, pages[first + i], buf.get() + i * image::kPageSize, j - i);
+        i = j;
+      }
+    }
+    m.pages_dumped = pages.size();
+    stats.pages += pages.size();
+  }
+  return stats;
+}
+
+}  // namespace snap

@@ -1,0 +1,42 @@
+// Which pages of a stopped process hold state, and reading them out.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "image/checkpoint.h"
+
+namespace snap {
+
+// Receives page contents as they are read: `npages` consecutive pages
+// starting at `addr`, belonging to the mapping that starts at mapping_start.
+// The data is only valid during the call.
+using PageSink = std::function<void(pid_t pid, uint64_t mapping_start, uint64_t addr,
+                                    const uint8_t* data, size_t npages)>;
+
+// Does the image need this mapping's memory? (File-backed shared mappings
+// are the file; [vdso]/[vvar] come from the kernel; everything private or
+// anonymous does.)
+bool mapping_has_content(const image::Mapping& m);
+
+// Pages of `m` to save, from /proc/PID/pagemap: present or swapped pages of
+// anonymous memory, and the copied-on-write (no longer file-backed) pages of
+// private file mappings. Untouched pages are never read: on these machines
+// even a read would allocate them. Returns page addresses, ascending.
+std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m);
+// Same from raw pagemap entries (one per page of m), for tests.
+std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap);
+
+struct MemoryStats {
+  uint64_t pages = 0;  // pages read out of the process
+  uint64_t bytes() const { return pages * image::kPageSize; }
+};
+
+// Reads every page to dump of process `pid` (stopped) in large batches and
+// hands it to `sink`; sets each mapping's pages_dumped.
+MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink);
+
+}  // namespace snap
