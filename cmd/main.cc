@@ -16,7 +16,7 @@ int g_verbosity = 0;
 namespace snap::cmd {
 
 const std::vector<Command>& all_commands() {
-  static const std::vector<Command> commands = {};
+  static const std::vector<Command> commands = {kCheck};
   return commands;
 }
 
