@@ -9,10 +9,6 @@
 #include "base/log.h"
 #include "cmd/command.h"
 
-namespace snap {
-int g_verbosity = 0;
-}
-
 namespace snap::cmd {
 
 const std::vector<Command>& all_commands() {
