@@ -404,8 +404,16 @@ Result probe_ptrace() {
     Target t;
     pid_t pid = t.pid();
     if (::ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(PTRACE_O_EXITKILL)) != 0) {
-      r.message = fmt::format("PTRACE_SEIZE of own child: {}: snap cannot dump{}",
-                              errno_name(errno), yama);
+      int err = errno;
+      std::string status = read_file("/proc/self/status");
+      bool traced = status.find("TracerPid:\t0\n") == std::string::npos &&
+                    status.find("TracerPid:") != std::string::npos;
+      r.message = fmt::format("PTRACE_SEIZE of own child: {}: snap cannot dump{}{}",
+                              errno_name(err),
+                              traced ? " (snap runs under a debugger or strace, which may "
+                                       "hold its children)"
+                                     : "",
+                              yama);
       return r;
     }
     if (::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) != 0) {
