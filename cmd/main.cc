@@ -9,14 +9,10 @@
 #include "base/log.h"
 #include "cmd/command.h"
 
-namespace snap {
-int g_verbosity = 0;
-}
-
 namespace snap::cmd {
 
 const std::vector<Command>& all_commands() {
-  static const std::vector<Command> commands = {};
+  static const std::vector<Command> commands = {kCheck};
   return commands;
 }
 

@@ -1,0 +1,866 @@
+#include "tracer/probe.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/scoped_fd.h"
+
+namespace snap::probe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// How long one probe may wait for its children.
+constexpr auto kProbeTimeout = 3s;
+// Children kill themselves (SIGALRM) after this many seconds, in case the
+// parent is gone or stuck.
+constexpr unsigned kChildAlarmSeconds = 10;
+
+std::string errno_name(int err) { return std::strerror(err); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return {};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Children: forked, bounded in time, always reaped.
+
+// waitpid with a deadline. Returns the status, or nullopt when the deadline
+// passed (or the pid is not ours to wait for).
+std::optional<int> wait_until(pid_t pid, Clock::time_point deadline, int options = 0) {
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, options | WNOHANG | __WALL);
+    if (r == pid) return status;
+    if (r < 0 && errno != EINTR) return std::nullopt;
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+// A forked child process. Killed (SIGKILL) and reaped when the owner goes
+// away unless it was reaped before.
+class Child {
+ public:
+  Child() = default;
+  explicit Child(pid_t pid) : pid_(pid) {}
+  Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+  Child& operator=(Child&& o) noexcept {
+    if (this != &o) {
+      kill_and_reap();
+      pid_ = std::exchange(o.pid_, -1);
+    }
+    return *this;
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child() { kill_and_reap(); }
+
+  pid_t pid() const { return pid_; }
+
+  // Waits for the child to exit; returns its wait status, or nullopt on
+  // timeout (the child is then still ours and is killed on destruction).
+  std::optional<int> wait_exit(Clock::time_point deadline) {
+    if (pid_ < 0) return std::nullopt;
+    for (;;) {
+      auto st = wait_until(pid_, deadline);
+      if (!st) return std::nullopt;
+      if (WIFEXITED(*st) || WIFSIGNALED(*st)) {
+        pid_ = -1;
+        return st;
+      }
+      // A stop of a traced child: not an exit, keep waiting.
+    }
+  }
+
+  void kill_and_reap() {
+    if (pid_ < 0) return;
+    ::kill(pid_, SIGKILL);
+    if (!wait_exit(Clock::now() + 2s))
+      warn("child {} did not die after SIGKILL; leaving it", pid_);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+struct Pipe {
+  ScopedFd r, w;
+};
+
+Pipe make_pipe() {
+  int fds[2];
+  check_sys(::pipe2(fds, O_CLOEXEC), "pipe2");
+  return Pipe{ScopedFd(fds[0]), ScopedFd(fds[1])};
+}
+
+// Forks; the child runs `body` and exits with its return value (127 when it
+// throws). The child never returns into the caller's code.
+Child fork_child(const std::function<int()>& body) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) throw SysError("fork", errno);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::alarm(kChildAlarmSeconds);
+    int rc = 127;
+    try {
+      rc = body();
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  return Child(pid);
+}
+
+// Child side: writes a message for the parent (best effort).
+void say(int fd, const std::string& msg) {
+  const char* p = msg.data();
+  size_t left = msg.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// Parent side: reads until EOF (every writer gone) or the deadline.
+std::string read_until_eof(int fd, Clock::time_point deadline) {
+  std::string out;
+  char buf[512];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// Reads exactly one byte before the deadline.
+bool read_byte(int fd, char* c, Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (left.count() <= 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(left.count())) != 1) return false;
+  return ::read(fd, c, 1) == 1;
+}
+
+// Runs `body(msg_fd)` in a forked child and collects what it said and how it
+// ended. Grandchildren that inherit msg_fd keep the pipe open until they exit.
+struct ChildOutcome {
+  std::optional<int> status;  // nullopt: timed out
+  std::string said;
+  bool exited_ok() const { return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0; }
+  std::string how() const {
+    if (!status) return "timed out";
+    if (WIFSIGNALED(*status)) return fmt::format("killed by signal {}", WTERMSIG(*status));
+    return fmt::format("exit {}", WEXITSTATUS(*status));
+  }
+};
+
+ChildOutcome run_in_child(const std::function<int(int msg_fd)>& body) {
+  Pipe p = make_pipe();
+  int wfd = p.w.get();
+  Child c = fork_child([&] { return body(wfd); });
+  p.w.reset();
+  auto deadline = Clock::now() + kProbeTimeout;
+  ChildOutcome out;
+  out.said = trim(read_until_eof(p.r.get(), deadline));
+  out.status = c.wait_exit(deadline);
+  return out;
+}
+
+// Anonymous memory, unmapped when the owner goes away.
+class Mapping {
+ public:
+  explicit Mapping(size_t size) : size_(size) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw SysError(fmt::format("mmap({} bytes)", size), errno);
+    addr_ = static_cast<char*>(p);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { ::munmap(addr_, size_); }
+  char* addr() const { return addr_; }
+
+ private:
+  char* addr_ = nullptr;
+  size_t size_ = 0;
+};
+
+size_t page_size() { return static_cast<size_t>(::sysconf(_SC_PAGESIZE)); }
+
+// A child to probe: it writes a value derived from its pid into the first of
+// two pages (the second stays untouched), then serves commands: 'w' rewrites
+// the first page and answers 'k'. It exits when the command pipe closes.
+class Target {
+ public:
+  Target() : mem_(2 * page_size()) {
+    Pipe cmd = make_pipe(), ack = make_pipe();
+    char* page = mem_.addr();
+    int cmd_r = cmd.r.get(), ack_w = ack.w.get();
+    int cmd_w = cmd.w.get(), ack_r = ack.r.get();
+    child_ = fork_child([=] {
+      // Without the parent's ends, closing the command pipe ends the child.
+      ::close(cmd_w);
+      ::close(ack_r);
+      volatile uint64_t* word = reinterpret_cast<volatile uint64_t*>(page);
+      *word = value_for(::getpid());
+      if (::write(ack_w, "r", 1) != 1) return 1;
+      char c;
+      while (::read(cmd_r, &c, 1) == 1) {
+        *word = value_for(::getpid());
+        if (::write(ack_w, "k", 1) != 1) return 1;
+      }
+      return 0;
+    });
+    cmd_w_ = std::move(cmd.w);
+    ack_r_ = std::move(ack.r);
+    char c = 0;
+    if (!read_byte(ack_r_.get(), &c, Clock::now() + kProbeTimeout) || c != 'r')
+      throw Error("probe child did not start");
+  }
+
+  pid_t pid() const { return child_.pid(); }
+  // The first page (touched by the child) and the second (untouched), at the
+  // same addresses in the child as here.
+  uint64_t touched() const { return reinterpret_cast<uint64_t>(mem_.addr()); }
+  uint64_t untouched() const { return touched() + page_size(); }
+  uint64_t expected_value() const { return value_for(child_.pid()); }
+
+  // Asks the child to write its page again; true when it answered in time.
+  bool poke() {
+    if (::write(cmd_w_.get(), "w", 1) != 1) return false;
+    char c = 0;
+    return read_byte(ack_r_.get(), &c, Clock::now() + kProbeTimeout) && c == 'k';
+  }
+
+ private:
+  static uint64_t value_for(pid_t pid) { return 0x5eed'0000'0000'0000ULL ^ static_cast<uint64_t>(pid); }
+
+  Mapping mem_;  // declared before child_: unmapped after the child is gone
+  Child child_;
+  ScopedFd cmd_w_, ack_r_;
+};
+
+// One pagemap entry of `pid` for the page at `addr`.
+std::optional<uint64_t> pagemap_entry(const std::string& pid, uint64_t addr, int* err) {
+  ScopedFd fd(::open(("/proc/" + pid + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    *err = errno;
+    return std::nullopt;
+  }
+  uint64_t e = 0;
+  off_t off = static_cast<off_t>(addr / page_size() * sizeof e);
+  if (::pread(fd.get(), &e, sizeof e, off) != static_cast<ssize_t>(sizeof e)) {
+    *err = errno;
+    return std::nullopt;
+  }
+  return e;
+}
+
+constexpr uint64_t kPmPresent = 1ULL << 63;
+constexpr uint64_t kPmSoftDirty = 1ULL << 55;
+constexpr uint64_t kPmPfnMask = (1ULL << 55) - 1;
+
+// clone3 with one set_tid entry: the new process gets `tid` in the caller's
+// pid namespace. The new process exits at once. Returns its pid or -errno.
+long clone3_with_tid(pid_t tid) {
+  pid_t tids[1] = {tid};
+  clone_args args{};
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(tids);
+  args.set_tid_size = 1;
+  long r = ::syscall(SYS_clone3, &args, sizeof args);
+  if (r == 0) ::syscall(SYS_exit_group, 0);  // the new process: touch nothing, leave
+  return r < 0 ? -errno : r;
+}
+
+// clone3 set_tid on pids that look free, retrying when one was taken in the
+// meantime. Returns the created pid (already reaped) or -errno.
+long try_set_tid(pid_t first_candidate, int tries) {
+  long last = -ESRCH;
+  for (int i = 0; i < tries; ++i) {
+    pid_t cand = first_candidate + i * 7;
+    if (::kill(cand, 0) == 0 || errno != ESRCH) continue;  // in use
+    long r = clone3_with_tid(cand);
+    if (r > 0) {
+      Child c(static_cast<pid_t>(r));
+      c.wait_exit(Clock::now() + kProbeTimeout);
+      return r == cand ? r : -EINVAL;
+    }
+    last = r;
+    if (r != -EEXIST) return r;
+  }
+  return last;
+}
+
+int yama_scope() {
+  std::string s = trim(read_file("/proc/sys/kernel/yama/ptrace_scope"));
+  if (s.empty()) return -1;
+  try {
+    return std::stoi(s);
+  } catch (...) {
+    return -1;
+  }
+}
+
+bool has_effective_cap(int cap) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (::syscall(SYS_capget, &hdr, data) != 0) return false;
+  return (data[cap / 32].effective >> (cap % 32)) & 1U;
+}
+
+#ifndef CAP_CHECKPOINT_RESTORE
+#define CAP_CHECKPOINT_RESTORE 40
+#endif
+
+// PAGEMAP_SCAN (Linux 6.7) as in <linux/fs.h>; spelled out here because the
+// build machine's headers predate it. The ioctl number depends only on the
+// struct size, which matches the kernel's.
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct PageRegion {
+  uint64_t start, end, categories;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kPageIsPresent = 1U << 3;
+
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Result probe_ptrace() {
+  Result r{"ptrace", "ptrace attach", Need::kRequired, false, {}};
+  int scope = yama_scope();
+  std::string yama;
+  if (scope == 1)
+    yama = has_effective_cap(CAP_SYS_PTRACE)
+               ? "; Yama ptrace_scope=1, but CAP_SYS_PTRACE lets snap attach to any process"
+               : "; Yama ptrace_scope=1: snap can attach only to its own descendants, "
+                 "start jobs under `snap run`";
+  else if (scope == 2)
+    yama = "; Yama ptrace_scope=2: only processes with CAP_SYS_PTRACE may attach";
+  else if (scope == 3)
+    yama = "; Yama ptrace_scope=3: ptrace attach is disabled until reboot";
+  else if (scope == 0)
+    yama = "; Yama ptrace_scope=0: any process of this user can be attached";
+  try {
+    Target t;
+    pid_t pid = t.pid();
+    if (::ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(PTRACE_O_EXITKILL)) != 0) {
+      int err = errno;
+      std::string status = read_file("/proc/self/status");
+      bool traced = status.find("TracerPid:\t0\n") == std::string::npos &&
+                    status.find("TracerPid:") != std::string::npos;
+      r.message = fmt::format("PTRACE_SEIZE of own child: {}: snap cannot dump{}{}",
+                              errno_name(err),
+                              traced ? " (snap runs under a debugger or strace, which may "
+                                       "hold its children)"
+                                     : "",
+                              yama);
+      return r;
+    }
+    if (::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) != 0) {
+      r.message = fmt::format("PTRACE_INTERRUPT: {}{}", errno_name(errno), yama);
+      return r;
+    }
+    auto st = wait_until(pid, Clock::now() + kProbeTimeout);
+    if (!st || !WIFSTOPPED(*st)) {
+      r.message = "the seized child did not stop after PTRACE_INTERRUPT" + yama;
+      return r;
+    }
+    user_regs_struct regs{};
+    iovec iov{&regs, sizeof regs};
+    if (::ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) != 0 ||
+        iov.iov_len != sizeof regs) {
+      r.message = fmt::format("PTRACE_GETREGSET NT_PRSTATUS: {}", errno_name(errno));
+      return r;
+    }
+    std::vector<uint64_t> xsave(8192);  // 64 KiB, far above any XSAVE area
+    iovec xiov{xsave.data(), xsave.size() * sizeof(uint64_t)};
+    if (::ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_X86_XSTATE), &xiov) != 0) {
+      r.message = fmt::format("PTRACE_GETREGSET NT_X86_XSTATE: {}: extended registers "
+                              "(AVX, ...) cannot be saved",
+                              errno_name(errno));
+      return r;
+    }
+    if (::ptrace(PTRACE_DETACH, pid, nullptr, nullptr) != 0) {
+      r.message = fmt::format("PTRACE_DETACH: {}", errno_name(errno));
+      return r;
+    }
+    if (!t.poke()) {
+      r.message = "the child did not run on after PTRACE_DETACH";
+      return r;
+    }
+    vlog("ptrace probe: child {} rip={:#x} xsave={} bytes", pid, regs.rip, xiov.iov_len);
+    r.ok = true;
+    r.message = fmt::format("seize/interrupt/registers work (XSAVE {} bytes){}", xiov.iov_len, yama);
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_process_vm_readv() {
+  Result r{"process_vm_readv", "process_vm_readv", Need::kRequired, false, {}};
+  try {
+    Target t;
+    uint64_t got = 0;
+    iovec local{&got, sizeof got};
+    iovec remote{reinterpret_cast<void*>(t.touched()), sizeof got};
+    ssize_t n = ::process_vm_readv(t.pid(), &local, 1, &remote, 1, 0);
+    if (n != static_cast<ssize_t>(sizeof got)) {
+      r.message = fmt::format("reading a child's memory: {}: snap cannot copy memory fast",
+                              n < 0 ? errno_name(errno) : "short read");
+    } else if (got != t.expected_value()) {
+      r.message = fmt::format("read {:#x} from the child, expected {:#x}", got, t.expected_value());
+    } else {
+      r.ok = true;
+      r.message = "memory of a traced process can be copied without a parasite";
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_pagemap() {
+  Result r{"pagemap", "/proc/PID/pagemap", Need::kRequired, false, {}};
+  try {
+    Target t;
+    std::string pid = std::to_string(t.pid());
+    int err = 0;
+    auto touched = pagemap_entry(pid, t.touched(), &err);
+    auto untouched = touched ? pagemap_entry(pid, t.untouched(), &err) : std::nullopt;
+    if (!touched || !untouched) {
+      r.message = fmt::format("reading /proc/{}/pagemap: {}: snap cannot tell which pages exist",
+                              pid, errno_name(err));
+    } else if (!(*touched & kPmPresent)) {
+      r.message = fmt::format("a written page is not reported present (entry {:#x})", *touched);
+    } else if (*untouched & kPmPresent) {
+      r.message = fmt::format("an untouched page is reported present (entry {:#x})", *untouched);
+    } else {
+      r.ok = true;
+      r.message = (*touched & kPmPfnMask)
+                      ? "present bits and PFNs readable"
+                      : "present bits readable; PFNs hidden without CAP_SYS_ADMIN "
+                        "(pages shared between processes cannot be matched by frame)";
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_set_tid() {
+  Result r{"set_tid", "clone3 set_tid", Need::kPidChoice, false, {}};
+  try {
+    long pid_max = 32768;
+    try {
+      pid_max = std::stol(read_file("/proc/sys/kernel/pid_max"));
+    } catch (...) {
+    }
+    // Pids near the top of the range are rarely in use.
+    pid_t first = static_cast<pid_t>(pid_max - 1000 + ::getpid() % 500);
+    long got = try_set_tid(first, 20);
+    if (got > 0) {
+      r.ok = true;
+      r.message = fmt::format("restored processes get their old pids here (made pid {})", got);
+    } else if (got == -EPERM) {
+      r.message = "needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN: restore must run in a new "
+                  "user+pid namespace";
+    } else if (got == -ENOSYS) {
+      r.message = "clone3 not supported by this kernel (needs Linux 5.5)";
+    } else {
+      r.message = fmt::format("clone3 set_tid: {}", errno_name(static_cast<int>(-got)));
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_prctl_mm_map() {
+  Result r{"prctl_mm_map", "prctl PR_SET_MM_MAP", Need::kRequired, false, {}};
+  try {
+    auto out = run_in_child([](int fd) {
+      unsigned size = 0;
+      if (::prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size, 0, 0) != 0) {
+        say(fd, fmt::format("PR_SET_MM_MAP_SIZE: {}", errno_name(errno)));
+        return 1;
+      }
+      if (size != sizeof(prctl_mm_map)) {
+        say(fd, fmt::format("kernel's prctl_mm_map is {} bytes, snap's {}", size,
+                            sizeof(prctl_mm_map)));
+        return 1;
+      }
+      // /proc/self/stat fields 26.. (1-based), after the ")" that ends comm.
+      std::string stat = read_file("/proc/self/stat");
+      auto paren = stat.rfind(')');
+      if (paren == std::string::npos) {
+        say(fd, "cannot parse /proc/self/stat");
+        return 1;
+      }
+      std::istringstream in(stat.substr(paren + 2));
+      // f[N] is field N; fields 1-3 (pid, comm, state) are not needed.
+      std::string state;
+      in >> state;
+      std::vector<uint64_t> f(4);
+      uint64_t v;
+      while (in >> v) f.push_back(v);
+      if (f.size() <= 51) {
+        say(fd, "/proc/self/stat has too few fields");
+        return 1;
+      }
+      std::string auxv = read_file("/proc/self/auxv");
+      prctl_mm_map m{};
+      m.start_code = f[26];
+      m.end_code = f[27];
+      m.start_stack = f[28];
+      m.start_data = f[45];
+      m.end_data = f[46];
+      m.start_brk = f[47];
+      m.brk = static_cast<uint64_t>(::syscall(SYS_brk, 0));
+      m.arg_start = f[48];
+      m.arg_end = f[49];
+      m.env_start = f[50];
+      m.env_end = f[51];
+      m.auxv = reinterpret_cast<__u64*>(auxv.data());
+      m.auxv_size = static_cast<uint32_t>(auxv.size());
+      m.exe_fd = static_cast<uint32_t>(-1);
+      if (::prctl(PR_SET_MM, PR_SET_MM_MAP, &m, sizeof m, 0) != 0) {
+        say(fd, fmt::format("PR_SET_MM_MAP of the unchanged layout: {}", errno_name(errno)));
+        return 1;
+      }
+      return 0;
+    });
+    if (out.exited_ok()) {
+      r.ok = true;
+      r.message = "restored processes get their brk, argv/env and auxv back";
+    } else {
+      r.message = (out.said.empty() ? "probe child " + out.how() : out.said) +
+                  ": restored processes would keep wrong brk/argv/auxv";
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_userns_pidns() {
+  Result r{"userns_pidns", "user+pid namespaces", Need::kPidChoice, false, {}};
+  try {
+    uid_t uid = ::getuid();
+    gid_t gid = ::getgid();
+    auto out = run_in_child([uid, gid](int fd) {
+      if (::unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0) {
+        say(fd, fmt::format("unshare(CLONE_NEWUSER|CLONE_NEWPID): {}", errno_name(errno)));
+        return 1;
+      }
+      // Map the user to root inside, as a restore would; failures are only
+      // noted, set_tid below does not need the mapping.
+      auto write_file = [](const std::string& path, const std::string& text) {
+        ScopedFd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+        return f && ::write(f.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      };
+      bool mapped = write_file("/proc/self/setgroups", "deny") &&
+                    write_file("/proc/self/uid_map", fmt::format("0 {} 1", uid)) &&
+                    write_file("/proc/self/gid_map", fmt::format("0 {} 1", gid));
+      if (!mapped) say(fd, "(uid/gid map not written) ");
+      pid_t init = ::fork();
+      if (init < 0) {
+        say(fd, fmt::format("fork in the new pid namespace: {}", errno_name(errno)));
+        return 1;
+      }
+      if (init == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        ::alarm(kChildAlarmSeconds);
+        if (::getpid() != 1) {
+          say(fd, fmt::format("first process in the new pid namespace is pid {}, not 1",
+                              ::getpid()));
+          ::_exit(1);
+        }
+        long got = clone3_with_tid(100);
+        if (got < 0) {
+          say(fd, fmt::format("clone3 set_tid inside the namespace: {}",
+                              errno_name(static_cast<int>(-got))));
+          ::_exit(1);
+        }
+        int st = 0;
+        ::waitpid(static_cast<pid_t>(got), &st, 0);
+        if (got != 100) {
+          say(fd, fmt::format("clone3 set_tid 100 made pid {}", got));
+          ::_exit(1);
+        }
+        ::_exit(0);
+      }
+      int st = 0;
+      if (::waitpid(init, &st, 0) != init) return 1;
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+    });
+    if (out.exited_ok()) {
+      r.ok = true;
+      r.message = "unprivileged restore can give processes their pids in a new namespace";
+      if (!out.said.empty()) r.message += " " + out.said;
+    } else {
+      r.message = (out.said.empty() ? "probe child " + out.how() : out.said) +
+                  ": restore cannot use a private pid namespace";
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_userfaultfd() {
+  Result r{"userfaultfd", "userfaultfd", Need::kOptional, false, {}};
+  std::string how = "userfaultfd(2)";
+  ScopedFd fd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  bool user_only = false;
+  int err = errno;
+  if (!fd && err == EPERM) {
+    // vm.unprivileged_userfaultfd=0: only faults from user mode are allowed.
+    fd.reset(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)));
+    if (fd) user_only = true;
+  }
+  if (!fd) {
+    ScopedFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+    if (dev) fd.reset(::ioctl(dev.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK));
+    if (!fd) {
+      r.message = fmt::format("userfaultfd(2): {}, /dev/userfaultfd: {}: no lazy restore "
+                              "(pages are copied up front)",
+                              errno_name(err), errno_name(errno));
+      return r;
+    }
+    how = "/dev/userfaultfd";
+  }
+  uffdio_api api{};
+  api.api = UFFD_API;
+  if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) {
+    r.message = fmt::format("UFFDIO_API: {}", errno_name(errno));
+    return r;
+  }
+  r.ok = true;
+  r.message = fmt::format("lazy restore possible via {}{}; write-protect {}{}", how,
+                          user_only ? " (user-mode faults only: vm.unprivileged_userfaultfd=0)" : "",
+                          (api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ? "yes" : "no",
+                          (api.features & UFFD_FEATURE_WP_ASYNC) ? ", async wp" : "");
+  return r;
+}
+
+Result probe_pagemap_scan() {
+  Result r{"pagemap_scan", "PAGEMAP_SCAN ioctl", Need::kOptional, false, {}};
+  try {
+    size_t ps = page_size();
+    Mapping m(4 * ps);
+    m.addr()[0] = 1;
+    m.addr()[2 * ps] = 1;
+    ScopedFd fd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      r.message = fmt::format("open /proc/self/pagemap: {}", errno_name(errno));
+      return r;
+    }
+    PageRegion regions[4]{};
+    PmScanArg a{};
+    a.size = sizeof a;
+    a.start = reinterpret_cast<uint64_t>(m.addr());
+    a.end = a.start + 4 * ps;
+    a.vec = reinterpret_cast<uint64_t>(regions);
+    a.vec_len = 4;
+    a.category_mask = kPageIsPresent;
+    a.return_mask = kPageIsPresent;
+    int n = ::ioctl(fd.get(), kPagemapScan, &a);
+    if (n < 0) {
+      r.message = fmt::format("PAGEMAP_SCAN: {}: page scans fall back to reading pagemap "
+                              "(needs Linux 6.7)",
+                              errno_name(errno));
+    } else if (n != 2 || regions[0].start != a.start || regions[0].end != a.start + ps ||
+               regions[1].start != a.start + 2 * ps) {
+      r.message = fmt::format("PAGEMAP_SCAN found {} regions, expected the 2 written pages", n);
+    } else {
+      r.ok = true;
+      r.message = "present pages found in one call per range";
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+Result probe_proc_children() {
+  Result r{"proc_children", "/proc/PID/task/TID/children", Need::kOptional, false, {}};
+  try {
+    Target t;
+    std::string path = fmt::format("/proc/self/task/{}/children", ::gettid());
+    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      r.message = fmt::format("{}: {}: process trees are found by scanning /proc", path,
+                              errno_name(errno));
+      return r;
+    }
+    std::string text = read_file(path);
+    std::istringstream in(text);
+    pid_t p;
+    bool found = false;
+    while (in >> p) found |= p == t.pid();
+    if (found) {
+      r.ok = true;
+      r.message = "process trees are found quickly";
+    } else {
+      r.message = fmt::format("{} does not list child {}: process trees are found by "
+                              "scanning /proc",
+                              path, t.pid());
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+std::vector<Result> probe_capabilities() {
+  struct Cap {
+    int cap;
+    const char* id;
+    const char* title;
+    const char* yes;
+    const char* no;
+  };
+  static const Cap caps[] = {
+      {CAP_CHECKPOINT_RESTORE, "cap_checkpoint_restore", "CAP_CHECKPOINT_RESTORE",
+       "set_tid and /proc/PID/map_files without CAP_SYS_ADMIN",
+       "not needed when restore runs in a user+pid namespace"},
+      {CAP_SYS_ADMIN, "cap_sys_admin", "CAP_SYS_ADMIN", "all restore features",
+       "not needed when restore runs in a user+pid namespace"},
+      {CAP_SYS_PTRACE, "cap_sys_ptrace", "CAP_SYS_PTRACE", "can attach to processes of any user",
+       "only processes of this user can be dumped"},
+  };
+  std::vector<Result> out;
+  for (const auto& c : caps) {
+    bool has = has_effective_cap(c.cap);
+    out.push_back(Result{c.id, c.title, Need::kOptional, has, has ? c.yes : c.no});
+  }
+  return out;
+}
+
+Result probe_soft_dirty() {
+  Result r{"soft_dirty", "soft-dirty bits", Need::kOptional, false, {}};
+  try {
+    Target t;
+    std::string pid = std::to_string(t.pid());
+    ScopedFd fd(::open(("/proc/" + pid + "/clear_refs").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), "4", 1) != 1) {
+      r.message = fmt::format("clearing /proc/{}/clear_refs: {}: incremental dumps compare "
+                              "page contents",
+                              pid, errno_name(errno));
+      return r;
+    }
+    if (!t.poke()) {
+      r.message = "probe child did not answer";
+      return r;
+    }
+    int err = 0;
+    auto e = pagemap_entry(pid, t.touched(), &err);
+    if (!e) {
+      r.message = fmt::format("reading pagemap: {}", errno_name(err));
+    } else if (*e & kPmSoftDirty) {
+      r.ok = true;
+      r.message = "incremental dumps can track written pages";
+    } else {
+      r.message = "a written page is not marked soft-dirty (kernel without "
+                  "CONFIG_MEM_SOFT_DIRTY?): incremental dumps compare page contents";
+    }
+  } catch (const Error& e) {
+    r.message = e.what();
+  }
+  return r;
+}
+
+std::vector<Result> probe_all() {
+  std::vector<Result> out;
+  out.push_back(probe_ptrace());
+  out.push_back(probe_process_vm_readv());
+  out.push_back(probe_pagemap());
+  out.push_back(probe_prctl_mm_map());
+  out.push_back(probe_set_tid());
+  out.push_back(probe_userns_pidns());
+  out.push_back(probe_proc_children());
+  out.push_back(probe_userfaultfd());
+  out.push_back(probe_pagemap_scan());
+  out.push_back(probe_soft_dirty());
+  for (auto& c : probe_capabilities()) out.push_back(std::move(c));
+  return out;
+}
+
+Verdict judge(const std::vector<Result>& results) {
+  Verdict v;
+  std::string missing;
+  bool any_pid_choice = false;
+  for (const auto& r : results) {
+    if (r.need == Need::kRequired && !r.ok) missing += (missing.empty() ? "" : ", ") + r.title;
+    if (r.need == Need::kPidChoice && r.ok) any_pid_choice = true;
+  }
+  if (!any_pid_choice)
+    missing += std::string(missing.empty() ? "" : ", ") +
+               "a way to choose pids (clone3 set_tid or user+pid namespaces)";
+  v.can_dump_restore = missing.empty();
+  if (!v.can_dump_restore) v.reason = "missing " + missing;
+  return v;
+}
+
+}  // namespace snap::probe

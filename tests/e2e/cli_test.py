@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the snap command line: help, usage errors, snap check.
+
+Usage: cli_test.py SNAP [--unprivileged]
+With --unprivileged, runs `snap check` as nobody (uid 65534) through setpriv;
+exits 77 (meson's "skipped") with the reason when that cannot be done here.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+SKIP = 77
+failures = []
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
+
+
+def expect(cond, what, proc=None):
+    if cond:
+        print(f"ok   {what}")
+        return
+    detail = ""
+    if proc is not None:
+        detail = f"\n  exit {proc.returncode}\n  stdout: {proc.stdout!r}\n  stderr: {proc.stderr!r}"
+    print(f"FAIL {what}{detail}")
+    failures.append(what)
+
+
+def check_text(prefix, argv):
+    p = run(argv + ["check"])
+    expect(p.returncode in (0, 1), f"{prefix}snap check exits 0 or 1", p)
+    lines = p.stdout.splitlines()
+    expect(len(lines) >= 2, f"{prefix}snap check prints probes and a verdict", p)
+    if not lines:
+        return
+    *probes, verdict = lines
+    for line in probes:
+        status = line.split()[0] if line.split() else ""
+        expect(status in ("ok", "missing"), f"{prefix}probe line starts with ok/missing: {line!r}")
+    can = verdict.startswith("snap can dump and restore")
+    cannot = verdict.startswith("snap cannot dump and restore")
+    expect(can or cannot, f"{prefix}last line is the verdict: {verdict!r}")
+    expect((p.returncode == 0) == can, f"{prefix}exit status matches the verdict", p)
+    for needed in ("ptrace attach", "process_vm_readv", "pagemap", "set_tid", "namespaces"):
+        expect(any(needed in line for line in probes), f"{prefix}a line for {needed}")
+
+
+def check_json(prefix, argv):
+    p = run(argv + ["check", "--json"])
+    expect(p.returncode in (0, 1), f"{prefix}snap check --json exits 0 or 1", p)
+    try:
+        doc = json.loads(p.stdout)
+    except json.JSONDecodeError as e:
+        expect(False, f"{prefix}snap check --json prints valid JSON ({e})", p)
+        return None
+    expect(isinstance(doc.get("probes"), list) and doc["probes"], f"{prefix}JSON has probes")
+    for pr in doc.get("probes", []):
+        expect(all(k in pr for k in ("id", "title", "ok", "need", "message")),
+               f"{prefix}JSON probe {pr.get('id')} has id/title/ok/need/message")
+    expect(doc.get("can_dump_restore") == (p.returncode == 0),
+           f"{prefix}JSON can_dump_restore matches the exit status", p)
+    return doc
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    snap = os.path.abspath(sys.argv[1])
+
+    if "--unprivileged" in sys.argv[2:]:
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            print("SKIP: setpriv is not installed (util-linux)")
+            return SKIP
+        if os.geteuid() != 0:
+            print("SKIP: not root, cannot switch to uid 65534")
+            return SKIP
+        argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", snap]
+        p = run(argv + ["--version"])
+        if p.returncode != 0:
+            print(f"SKIP: uid 65534 cannot run {snap}: {p.stderr.strip()}")
+            return SKIP
+        check_text("[uid 65534] ", argv)
+        doc = check_json("[uid 65534] ", argv)
+        if doc:
+            expect(doc.get("euid") == 65534, "[uid 65534] JSON reports euid 65534")
+            caps = {pr["id"]: pr["ok"] for pr in doc["probes"]}
+            expect(caps.get("cap_sys_admin") is False, "[uid 65534] has no CAP_SYS_ADMIN")
+    else:
+        p = run([snap, "--version"])
+        expect(p.returncode == 0 and p.stdout.startswith("snap "), "snap --version", p)
+        p = run([snap, "--help"])
+        expect(p.returncode == 0 and "check" in p.stdout, "snap --help lists check", p)
+        p = run([snap, "help", "check"])
+        expect(p.returncode == 0 and "--json" in p.stdout, "snap help check", p)
+        p = run([snap, "check", "--help"])
+        expect(p.returncode == 0 and "--json" in p.stdout, "snap check --help", p)
+        p = run([snap, "nosuch"])
+        expect(p.returncode == 2 and "nosuch" in p.stderr and not p.stdout,
+               "unknown command: exit 2, message on stderr", p)
+        p = run([snap, "check", "--bogus"])
+        expect(p.returncode == 2 and "bogus" in p.stderr, "unknown option to check: exit 2", p)
+        p = run([snap, "help", "nosuch"])
+        expect(p.returncode == 2 and "nosuch" in p.stderr, "snap help nosuch: exit 2", p)
+        p = run([snap])
+        expect(p.returncode == 2, "no command: exit 2", p)
+        check_text("", [snap])
+        check_json("", [snap])
+
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
