@@ -1,0 +1,94 @@
+// snap restore: bring a checkpointed process back and let it continue.
+//
+// The steps, in order:
+//   1. open the image and verify every checksum (nothing is created for a
+//      damaged image);
+//   2. rebuild the process: skeleton at the saved pid, files, memory,
+//      registers (src/restore);
+//   3. stay in the foreground as its parent: forward the signals a batch
+//      system sends, and exit with its status (or 128+signal), so a batch
+//      script can use `snap restore` like the original program.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fmt/core.h>
+
+#include "base/log.h"
+#include "cmd/command.h"
+#include "image/image_reader.h"
+#include "restore/restore.h"
+
+namespace snap::cmd {
+
+namespace {
+
+cxxopts::Options restore_options() {
+  cxxopts::Options o("snap restore", "Restore a checkpointed process and let it continue.\n");
+  o.custom_help("DIR [--detach] [--allow-changed-files] [-v]");
+  o.positional_help("DIR");
+  o.add_options()
+      ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
+      ("detach", "return as soon as the process runs, instead of waiting for it")
+      ("allow-changed-files", "restore even if a file the job had open is gone or shorter (warns)")
+      ("v,verbose", "log each step")
+      ("h,help", "show this help");
+  o.parse_positional({"dir"});
+  return o;
+}
+
+volatile sig_atomic_t g_child = 0;
+
+void forward_signal(int sig, siginfo_t* info, void*) {
+  // Keyboard signals already reach a child in our process group.
+  if (info->si_code == SI_KERNEL && ::getpgid(g_child) == ::getpgrp()) return;
+  if (g_child > 0) ::kill(g_child, sig);
+}
+
+int wait_for(pid_t child) {
+  g_child = child;
+  struct sigaction sa {};
+  sa.sa_sigaction = forward_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT})
+    ::sigaction(sig, &sa, nullptr);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0)
+    if (errno != EINTR) throw SysError(fmt::format("waitpid({})", child), errno);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+int run_restore(const cxxopts::ParseResult& args) {
+  if (!args.count("dir")) throw UsageError("missing image directory");
+  const std::string dir = args["dir"].as<std::string>();
+
+  auto img = image::ImageReader::open(dir);  // 1
+  img.verify_all();
+  const auto& ckpt = img.checkpoint();
+  if (ckpt.processes.size() != 1)
+    throw Error(fmt::format("the image holds {} processes; restoring process trees is not "
+                            "supported yet",
+                            ckpt.processes.size()));
+  vlog("image verified: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
+       ckpt.hostname);
+
+  restore::RestoreOptions opts;
+  opts.allow_changed_files = args.count("allow-changed-files") > 0;
+  auto spawner = restore::make_set_tid_spawner();
+  pid_t pid = restore::restore_process(img, ckpt.processes[0], *spawner, opts);  // 2
+
+  if (args.count("detach")) {
+    std::fprintf(stderr, "snap restore: pid %d is running\n", pid);
+    return kExitOk;
+  }
+  return wait_for(pid);  // 3
+}
+
+}  // namespace
+
+const Command kRestore = {"restore", "restore a checkpointed process and let it continue",
+                          restore_options, run_restore};
+
+}  // namespace snap::cmd
