@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/scoped_fd.h"
+#include "image/manifest.h"
 
 namespace snap::image::io {
 
@@ -26,10 +27,7 @@ void fsync_dir(const std::string& dir);
 void write_file(const std::string& path, const void* data, size_t len);
 std::string read_file(const std::string& path);
 
-struct FileSum {
-  uint64_t size = 0;
-  uint64_t xxh3 = 0;  // XXH3-64, seed 0
-};
+using FileSum = FileEntry;  // size and XXH3-64 (seed 0)
 FileSum sum_file(const std::string& path);
 FileSum sum_bytes(const void* data, size_t len);
 
