@@ -1,0 +1,96 @@
+// On-disk records of the page store (pages.bin, pages.idx, pagemap.bin).
+// Internal to src/image: the writer and the reader share these, nobody else
+// should need them. FORMAT.md is the normative description; keep the two in
+// step. All integers are little-endian (snap is x86_64 only), structs are
+// written as-is and their sizes are pinned by static_asserts below.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "image/checkpoint.h"
+
+namespace snap::image::disk {
+
+// File names inside an image directory.
+inline constexpr const char* kManifestFile = "manifest.json";
+inline constexpr const char* kPagesFile = "pages.bin";
+inline constexpr const char* kIndexFile = "pages.idx";
+inline constexpr const char* kPagemapFile = "pagemap.bin";
+
+// Unique pages per block: 64 pages = 256 KiB raw.
+inline constexpr uint32_t kBlockPages = 64;
+inline constexpr uint64_t kBlockRawBytes = kBlockPages * kPageSize;
+
+inline constexpr uint32_t kBlockMagic = 0x42504E53;  // "SNPB"
+inline constexpr uint16_t kBlockRaw = 1;             // flags: stored uncompressed
+
+// Precedes every block in pages.bin.
+struct BlockHeader {
+  uint32_t magic;
+  uint16_t flags;
+  uint16_t npages;      // pages in this block, 1..kBlockPages
+  uint32_t raw_len;     // npages * kPageSize
+  uint32_t stored_len;  // bytes following this header
+  uint64_t block;       // block number, = its position in the file
+  uint64_t checksum;    // XXH3-64 of the stored bytes
+};
+static_assert(sizeof(BlockHeader) == 32);
+
+// pages.idx: IndexHeader, nblocks x IndexBlock, npages x IndexPage.
+inline constexpr char kIndexMagic[8] = {'S', 'N', 'A', 'P', 'I', 'D', 'X', '1'};
+struct IndexHeader {
+  char magic[8];
+  uint32_t page_size;
+  uint32_t block_pages;
+  uint64_t nblocks;
+  uint64_t npages;  // unique pages
+};
+static_assert(sizeof(IndexHeader) == 32);
+
+struct IndexBlock {
+  uint64_t offset;      // of the BlockHeader in pages.bin
+  uint32_t stored_len;  // as in the header
+  uint16_t npages;
+  uint16_t flags;
+};
+static_assert(sizeof(IndexBlock) == 16);
+
+struct IndexPage {
+  uint8_t hash[16];  // XXH3-128 of the page, canonical (big-endian) form
+  uint32_t block;
+  uint32_t slot;
+};
+static_assert(sizeof(IndexPage) == 24);
+
+// pagemap.bin: PagemapHeader, then per mapping a PagemapTable followed by
+// its nruns PagemapRun records.
+inline constexpr char kPagemapMagic[8] = {'S', 'N', 'A', 'P', 'P', 'M', 'A', 'P'};
+struct PagemapHeader {
+  char magic[8];
+  uint64_t ntables;
+};
+static_assert(sizeof(PagemapHeader) == 16);
+
+struct PagemapTable {
+  int32_t pid;
+  uint32_t nruns;
+  uint64_t mapping_start;
+};
+static_assert(sizeof(PagemapTable) == 16);
+
+enum RunKind : uint32_t {
+  kRunZero = 0,    // npages zero pages; ref unused (0)
+  kRunSeq = 1,     // page i refers to unique page ref + i
+  kRunRepeat = 2,  // every page refers to unique page ref
+};
+
+struct PagemapRun {
+  uint64_t addr;
+  uint64_t ref;
+  uint32_t npages;
+  uint32_t kind;  // RunKind
+};
+static_assert(sizeof(PagemapRun) == 24);
+
+}  // namespace snap::image::disk

@@ -1,0 +1,19 @@
+#pragma once
+
+#include <cstdint>
+
+namespace snap::image {
+
+// Page store accounting, the same for the writer (so far) and the reader.
+struct ImageStats {
+  uint64_t pages = 0;            // pages recorded, all mappings of all processes
+  uint64_t zero_pages = 0;       // recorded as zero, no data stored
+  uint64_t unique_pages = 0;     // stored in pages.bin
+  uint64_t duplicate_pages = 0;  // non-zero pages equal to an already stored page
+  uint64_t blocks = 0;           // blocks written to pages.bin
+  uint64_t raw_blocks = 0;       // of which stored uncompressed
+  uint64_t raw_bytes = 0;        // pages * kPageSize: the memory the image covers
+  uint64_t stored_bytes = 0;     // size of pages.bin, block headers included
+};
+
+}  // namespace snap::image

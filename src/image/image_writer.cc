@@ -1,0 +1,516 @@
+#include "image/image_writer.h"
+
+#include <fcntl.h>
+#include <lz4.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "image/file_io.h"
+#include "image/format.h"
+#include "image/manifest.h"
+
+namespace snap::image {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kCompressThreads = 2;
+// Block buffers in flight: one being filled, the rest queued, being
+// compressed or waiting for their turn to be written. This bounds memory.
+constexpr int kSlots = 2 * kCompressThreads + 1;
+
+struct Hash128 {
+  uint64_t lo = 0, hi = 0;
+  bool operator==(const Hash128&) const = default;
+};
+struct Hash128Hasher {
+  size_t operator()(const Hash128& h) const { return h.lo; }
+};
+
+Hash128 hash_page(const uint8_t* p) {
+  XXH128_hash_t h = XXH3_128bits(p, kPageSize);
+  return {h.low64, h.high64};
+}
+
+bool all_zero(const uint8_t* p) {
+  static const uint8_t zero[kPageSize] = {};
+  return std::memcmp(p, zero, kPageSize) == 0;
+}
+
+// One reusable block buffer. Allocated on first use and then recycled, so
+// a dump touches fresh memory only for the first few blocks.
+struct Slot {
+  std::unique_ptr<uint8_t[]> raw;     // kBlockRawBytes
+  std::unique_ptr<uint8_t[]> packed;  // LZ4_compressBound(kBlockRawBytes)
+  uint64_t block = 0;
+  uint32_t npages = 0;
+  disk::BlockHeader header{};
+  const uint8_t* stored = nullptr;  // raw or packed, after compress()
+};
+
+void compress(Slot& s) {
+  const int raw_len = static_cast<int>(s.npages * kPageSize);
+  const int bound = LZ4_compressBound(static_cast<int>(disk::kBlockRawBytes));
+  if (!s.packed) s.packed = std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(bound));
+  int n = LZ4_compress_default(reinterpret_cast<const char*>(s.raw.get()),
+                               reinterpret_cast<char*>(s.packed.get()), raw_len, bound);
+  disk::BlockHeader& h = s.header;
+  h.magic = disk::kBlockMagic;
+  h.npages = static_cast<uint16_t>(s.npages);
+  h.raw_len = static_cast<uint32_t>(raw_len);
+  h.block = s.block;
+  if (n > 0 && n < raw_len) {
+    h.flags = 0;
+    h.stored_len = static_cast<uint32_t>(n);
+    s.stored = s.packed.get();
+  } else {
+    h.flags = disk::kBlockRaw;
+    h.stored_len = static_cast<uint32_t>(raw_len);
+    s.stored = s.raw.get();
+  }
+  h.checksum = XXH3_64bits(s.stored, h.stored_len);
+}
+
+std::string strip_slashes(std::string d) {
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d;
+}
+
+bool is_empty_dir(const std::string& dir) {
+  std::error_code ec;
+  bool empty = fs::is_empty(dir, ec);
+  if (ec) throw SysError(fmt::format("read directory {}", dir), ec.value());
+  return empty;
+}
+
+// Refuses what must not be replaced at DIR: anything but nothing, an empty
+// directory or, with force, a snap image.
+void check_target(const std::string& dir, bool force) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) < 0) {
+    if (errno == ENOENT) return;
+    throw SysError(fmt::format("stat({})", dir), errno);
+  }
+  if (!S_ISDIR(st.st_mode))
+    throw Error(fmt::format("{} exists and is not a directory", dir),
+                "choose another image directory");
+  if (is_empty_dir(dir)) return;
+  if (!force)
+    throw Error(fmt::format("{} exists and is not empty", dir),
+                "choose another directory, or pass --force to replace the image there");
+  if (::access((dir + "/" + disk::kManifestFile).c_str(), F_OK) < 0)
+    throw Error(fmt::format("{} is not empty and does not hold a snap image; not replacing it",
+                            dir),
+                "--force only replaces a previous image; choose another directory");
+}
+
+std::string parent_of(const std::string& dir) {
+  fs::path p = fs::path(dir).parent_path();
+  return p.empty() ? "." : p.string();
+}
+
+// Appends one page reference to a mapping's run list, extending the last
+// run where the page continues it.
+void append_ref(std::vector<disk::PagemapRun>& runs, uint64_t addr, disk::RunKind kind,
+                uint64_t ref) {
+  if (!runs.empty()) {
+    auto& r = runs.back();
+    if (r.addr + uint64_t{r.npages} * kPageSize == addr && r.npages < UINT32_MAX) {
+      if (kind == disk::kRunZero) {
+        if (r.kind == disk::kRunZero) return void(++r.npages);
+      } else if (r.kind == disk::kRunSeq && r.ref + r.npages == ref) {
+        return void(++r.npages);
+      } else if (r.kind == disk::kRunRepeat && r.ref == ref) {
+        return void(++r.npages);
+      } else if (r.kind == disk::kRunSeq && r.npages == 1 && r.ref == ref) {
+        r.kind = disk::kRunRepeat;
+        return void(++r.npages);
+      }
+    }
+  }
+  runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
+}
+
+}  // namespace
+
+class ImageWriter::Impl {
+ public:
+  Impl(std::string dir, bool force) : dir_(strip_slashes(std::move(dir))), force_(force) {
+    check_target(dir_, force_);
+    std::string templ = dir_ + ".snap-tmp-XXXXXX";
+    if (!::mkdtemp(templ.data()))
+      throw SysError(fmt::format("mkdtemp({})", templ), errno,
+                     "the parent directory of the image must exist and be writable");
+    tmp_ = templ;
+    pages_path_ = tmp_ + "/" + disk::kPagesFile;
+    pages_fd_ = io::open_file(pages_path_, O_WRONLY | O_CREAT | O_EXCL);
+    sum_.reset(XXH3_createState());
+    if (!sum_) throw std::bad_alloc();
+    XXH3_64bits_reset(sum_.get());
+    zero_hash_ = hash_page(std::array<uint8_t, kPageSize>{}.data());
+    slots_.resize(kSlots);
+    for (int i = kSlots - 1; i >= 0; --i) free_.push_back(i);
+    for (int i = 0; i < kCompressThreads; ++i) workers_.emplace_back([this] { worker(); });
+  }
+
+  ~Impl() {
+    stop_workers();
+    pages_fd_.reset();
+    if (!committed_ && !tmp_.empty()) {
+      std::error_code ec;
+      fs::remove_all(tmp_, ec);
+    }
+  }
+
+  void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                 size_t npages) {
+    if (addr % kPageSize || mapping_start % kPageSize || addr < mapping_start)
+      throw Error(fmt::format("add_pages(pid {}, mapping {:#x}): address {:#x} is not a page of "
+                              "the mapping",
+                              pid, mapping_start, addr));
+    // Hash outside the lock: this is most of the per-page work.
+    std::vector<Hash128> hashes(npages);
+    for (size_t i = 0; i < npages; ++i) hashes[i] = hash_page(data + i * kPageSize);
+
+    std::unique_lock lock(mu_);
+    check_usable();
+    auto& runs = tables_[{pid, mapping_start}];
+    for (size_t i = 0; i < npages; ++i) {
+      const uint8_t* page = data + i * kPageSize;
+      const uint64_t page_addr = addr + i * kPageSize;
+      ++stats_.pages;
+      if (hashes[i] == zero_hash_ && all_zero(page)) {
+        ++stats_.zero_pages;
+        append_ref(runs, page_addr, disk::kRunZero, 0);
+        continue;
+      }
+      auto it = by_hash_.find(hashes[i]);
+      if (it == by_hash_.end()) {
+        // Make room first: waiting drops the lock, and unique page numbers
+        // must be handed out in the order pages enter blocks.
+        wait_for_room(lock);
+        it = by_hash_.find(hashes[i]);
+      }
+      if (it != by_hash_.end()) {
+        ++stats_.duplicate_pages;
+        append_ref(runs, page_addr, disk::kRunSeq, it->second);
+        continue;
+      }
+      uint64_t ref = hashes_.size();
+      by_hash_.emplace(hashes[i], ref);
+      hashes_.push_back(hashes[i]);
+      ++stats_.unique_pages;
+      Slot& s = slots_[static_cast<size_t>(filling_)];
+      std::memcpy(s.raw.get() + s.npages * kPageSize, page, kPageSize);
+      if (++s.npages == disk::kBlockPages) submit_filling();
+      append_ref(runs, page_addr, disk::kRunSeq, ref);
+    }
+    stats_.raw_bytes = stats_.pages * kPageSize;
+  }
+
+  void commit(const Checkpoint& c) {
+    {
+      std::unique_lock lock(mu_);
+      check_usable();
+      if (filling_ >= 0 && slots_[static_cast<size_t>(filling_)].npages > 0) submit_filling();
+      done_cv_.wait(lock, [&] { return error_ || next_write_ == next_block_; });
+      if (error_) std::rethrow_exception(error_);
+      spent_ = true;  // from here on a failure leaves the writer unusable
+    }
+    stop_workers();
+    io::fsync_fd(pages_fd_.get(), pages_path_);
+    if (::close(pages_fd_.release()) < 0)
+      throw SysError(fmt::format("close({})", pages_path_), errno);
+
+    Manifest m;
+    m.checkpoint = c;
+    m.checkpoint.format_version = kFormatVersion;
+    m.files[disk::kPagesFile] = {file_off_, XXH3_64bits_digest(sum_.get())};
+    m.files[disk::kIndexFile] = write_index();
+    m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint);
+    std::string json = to_json(m);
+    io::write_file(tmp_ + "/" + disk::kManifestFile, json.data(), json.size());
+    io::fsync_dir(tmp_);
+    install();
+    committed_ = true;
+  }
+
+  ImageStats stats() const {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+  const std::string dir_;
+  std::string tmp_;
+
+ private:
+  void check_usable() {
+    if (error_) std::rethrow_exception(error_);
+    if (spent_) throw Error(fmt::format("image {}: writer already committed", dir_));
+  }
+
+  // Ensures filling_ names a slot with room for a page.
+  void wait_for_room(std::unique_lock<std::mutex>& lock) {
+    if (filling_ >= 0) return;
+    free_cv_.wait(lock, [&] { return error_ || !free_.empty(); });
+    if (error_) std::rethrow_exception(error_);
+    filling_ = free_.back();
+    free_.pop_back();
+    Slot& s = slots_[static_cast<size_t>(filling_)];
+    if (!s.raw) s.raw = std::make_unique_for_overwrite<uint8_t[]>(disk::kBlockRawBytes);
+    s.block = next_block_++;
+    s.npages = 0;
+  }
+
+  void submit_filling() {
+    queue_.push_back(filling_);
+    filling_ = -1;
+    work_cv_.notify_one();
+  }
+
+  void worker() {
+    for (;;) {
+      int s;
+      {
+        std::unique_lock lock(mu_);
+        work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (stopping_ || error_) return;
+        s = queue_.front();
+        queue_.pop_front();
+      }
+      try {
+        Slot& slot = slots_[static_cast<size_t>(s)];
+        compress(slot);
+        {
+          std::lock_guard lock(mu_);
+          done_.emplace(slot.block, s);
+        }
+        write_ready_blocks();
+      } catch (...) {
+        std::lock_guard lock(mu_);
+        if (!error_) error_ = std::current_exception();
+        free_cv_.notify_all();
+        done_cv_.notify_all();
+        return;
+      }
+    }
+  }
+
+  // Writes compressed blocks in block order, so that pages.bin is laid out
+  // (and checksummed) sequentially whatever order the workers finish in.
+  void write_ready_blocks() {
+    std::lock_guard io_lock(io_mu_);
+    for (;;) {
+      int s;
+      {
+        std::lock_guard lock(mu_);
+        auto it = done_.find(next_write_);
+        if (error_ || it == done_.end()) return;
+        s = it->second;
+        done_.erase(it);
+      }
+      Slot& slot = slots_[static_cast<size_t>(s)];
+      const disk::BlockHeader& h = slot.header;
+      io::write_all(pages_fd_.get(), &h, sizeof h, pages_path_);
+      io::write_all(pages_fd_.get(), slot.stored, h.stored_len, pages_path_);
+      XXH3_64bits_update(sum_.get(), &h, sizeof h);
+      XXH3_64bits_update(sum_.get(), slot.stored, h.stored_len);
+      blocks_.push_back({file_off_, h.stored_len, h.npages, h.flags});
+      file_off_ += sizeof h + h.stored_len;
+
+      std::lock_guard lock(mu_);
+      ++stats_.blocks;
+      if (h.flags & disk::kBlockRaw) ++stats_.raw_blocks;
+      stats_.stored_bytes = file_off_;
+      ++next_write_;
+      free_.push_back(s);
+      free_cv_.notify_one();
+      done_cv_.notify_all();
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  io::FileSum write_index() {
+    std::vector<disk::IndexPage> pages(hashes_.size());
+    for (size_t u = 0; u < hashes_.size(); ++u) {
+      XXH128_canonical_t canon;
+      XXH128_canonicalFromHash(&canon, XXH128_hash_t{hashes_[u].lo, hashes_[u].hi});
+      std::memcpy(pages[u].hash, canon.digest, sizeof canon.digest);
+      pages[u].block = static_cast<uint32_t>(u / disk::kBlockPages);
+      pages[u].slot = static_cast<uint32_t>(u % disk::kBlockPages);
+    }
+    std::sort(pages.begin(), pages.end(), [](const auto& a, const auto& b) {
+      return std::memcmp(a.hash, b.hash, sizeof a.hash) < 0;
+    });
+    disk::IndexHeader h{};
+    std::memcpy(h.magic, disk::kIndexMagic, sizeof h.magic);
+    h.page_size = kPageSize;
+    h.block_pages = disk::kBlockPages;
+    h.nblocks = blocks_.size();
+    h.npages = pages.size();
+    std::vector<uint8_t> buf;
+    append(buf, &h, sizeof h);
+    append(buf, blocks_.data(), blocks_.size() * sizeof(disk::IndexBlock));
+    append(buf, pages.data(), pages.size() * sizeof(disk::IndexPage));
+    io::write_file(tmp_ + "/" + disk::kIndexFile, buf.data(), buf.size());
+    return io::sum_bytes(buf.data(), buf.size());
+  }
+
+  // Also fills in Mapping::pages_dumped of `c`.
+  io::FileSum write_pagemap(Checkpoint& c) {
+    std::vector<uint8_t> buf;
+    disk::PagemapHeader h{};
+    std::memcpy(h.magic, disk::kPagemapMagic, sizeof h.magic);
+    h.ntables = tables_.size();
+    append(buf, &h, sizeof h);
+    for (auto& [key, runs] : tables_) {
+      auto [pid, start] = key;
+      Mapping* m = find_mapping(c, pid, start);
+      std::sort(runs.begin(), runs.end(),
+                [](const auto& a, const auto& b) { return a.addr < b.addr; });
+      uint64_t end = start, npages = 0;
+      for (const auto& r : runs) {
+        if (r.addr < end)
+          throw Error(fmt::format("image: pages of pid {} at {:#x} were added twice", pid, r.addr));
+        end = r.addr + uint64_t{r.npages} * kPageSize;
+        npages += r.npages;
+      }
+      if (end > m->end)
+        throw Error(fmt::format("image: pid {}: pages up to {:#x} lie outside mapping {:#x}-{:#x}",
+                                pid, end, m->start, m->end));
+      m->pages_dumped = npages;
+      disk::PagemapTable t{pid, static_cast<uint32_t>(runs.size()), start};
+      append(buf, &t, sizeof t);
+      append(buf, runs.data(), runs.size() * sizeof(disk::PagemapRun));
+    }
+    io::write_file(tmp_ + "/" + disk::kPagemapFile, buf.data(), buf.size());
+    return io::sum_bytes(buf.data(), buf.size());
+  }
+
+  static Mapping* find_mapping(Checkpoint& c, pid_t pid, uint64_t start) {
+    for (auto& p : c.processes) {
+      if (p.pid != pid) continue;
+      for (auto& m : p.mappings)
+        if (m.start == start) return &m;
+    }
+    throw Error(fmt::format("image: pages were added for pid {}, mapping {:#x}, which the "
+                            "checkpoint does not contain",
+                            pid, start));
+  }
+
+  static void append(std::vector<uint8_t>& buf, const void* p, size_t n) {
+    auto b = static_cast<const uint8_t*>(p);
+    buf.insert(buf.end(), b, b + n);
+  }
+
+  // Moves the finished image from tmp_ to dir_. See "Committing" in FORMAT.md.
+  void install() {
+    check_target(dir_, force_);
+    if (::rename(tmp_.c_str(), dir_.c_str()) == 0) {
+      // DIR did not exist or was an empty directory.
+    } else if (errno != ENOTEMPTY && errno != EEXIST) {
+      throw SysError(fmt::format("rename({}, {})", tmp_, dir_), errno);
+    } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, dir_.c_str(), RENAME_EXCHANGE) == 0) {
+      // The previous image now sits at tmp_.
+      remove_tree(tmp_);
+    } else if (errno == EINVAL || errno == ENOSYS) {
+      // No RENAME_EXCHANGE on this filesystem: move the old image aside.
+      std::string old = dir_ + ".snap-old-XXXXXX";
+      if (!::mkdtemp(old.data())) throw SysError(fmt::format("mkdtemp({})", old), errno);
+      if (::rename(dir_.c_str(), old.c_str()) < 0) {
+        int err = errno;
+        ::rmdir(old.c_str());
+        throw SysError(fmt::format("rename({}, {})", dir_, old), err);
+      }
+      if (::rename(tmp_.c_str(), dir_.c_str()) < 0) {
+        int err = errno;
+        ::rename(old.c_str(), dir_.c_str());
+        throw SysError(fmt::format("rename({}, {})", tmp_, dir_), err);
+      }
+      remove_tree(old);
+    } else {
+      throw SysError(fmt::format("renameat2({}, {}, RENAME_EXCHANGE)", tmp_, dir_), errno);
+    }
+    io::fsync_dir(parent_of(dir_));
+  }
+
+  static void remove_tree(const std::string& path) {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    if (ec) throw SysError(fmt::format("remove {}", path), ec.value());
+  }
+
+  const bool force_;
+  std::string pages_path_;
+  ScopedFd pages_fd_;
+  Hash128 zero_hash_;
+
+  mutable std::mutex mu_;  // guards everything below except what io_mu_ guards
+  std::condition_variable work_cv_, free_cv_, done_cv_;
+  std::vector<Slot> slots_;
+  std::vector<int> free_;         // slots ready for filling
+  int filling_ = -1;              // slot taking new pages, or none
+  std::deque<int> queue_;         // full slots awaiting compression
+  std::map<uint64_t, int> done_;  // block -> compressed slot awaiting its write
+  uint64_t next_block_ = 0;       // number of the next block to fill
+  uint64_t next_write_ = 0;       // number of the next block to write
+  std::unordered_map<Hash128, uint64_t, Hash128Hasher> by_hash_;  // -> unique page number
+  std::vector<Hash128> hashes_;   // by unique page number
+  std::map<std::pair<pid_t, uint64_t>, std::vector<disk::PagemapRun>> tables_;
+  ImageStats stats_;
+  std::exception_ptr error_;  // first failure of a worker
+  bool stopping_ = false, spent_ = false, committed_ = false;
+  std::vector<std::thread> workers_;
+
+  std::mutex io_mu_;  // guards pages.bin writes, sum_, blocks_, file_off_
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> sum_{nullptr, &XXH3_freeState};
+  std::vector<disk::IndexBlock> blocks_;
+  uint64_t file_off_ = 0;
+};
+
+ImageWriter ImageWriter::create(const std::string& dir, bool force) {
+  return ImageWriter(std::make_unique<Impl>(dir, force));
+}
+
+ImageWriter::ImageWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ImageWriter::ImageWriter(ImageWriter&&) noexcept = default;
+ImageWriter& ImageWriter::operator=(ImageWriter&&) noexcept = default;
+ImageWriter::~ImageWriter() = default;
+
+void ImageWriter::add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr,
+                            const uint8_t* data, size_t npages) {
+  impl_->add_pages(pid, mapping_start, addr, data, npages);
+}
+void ImageWriter::commit(const Checkpoint& c) { impl_->commit(c); }
+ImageStats ImageWriter::stats() const { return impl_->stats(); }
+const std::string& ImageWriter::dir() const { return impl_->dir_; }
+const std::string& ImageWriter::temp_dir() const { return impl_->tmp_; }
+
+}  // namespace snap::image

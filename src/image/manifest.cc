@@ -1,0 +1,399 @@
+#include "image/manifest.h"
+
+#include <limits>
+#include <optional>
+#include <type_traits>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+
+namespace snap::image {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using json = nlohmann::json;
+
+// Names of the enums in the manifest, indexed by the enum value.
+constexpr const char* kMappingKindNames[] = {"anonymous", "shared_anon", "file",
+                                             "heap",      "stack",       "vdso",
+                                             "vvar",      "vvar_vclock", "vsyscall"};
+constexpr const char* kFdTypeNames[] = {"regular", "directory", "pipe",    "fifo", "socket",
+                                        "tty",     "chardev",   "eventfd", "other"};
+
+std::string to_hex(const std::vector<uint8_t>& b) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string s(b.size() * 2, '\0');
+  for (size_t i = 0; i < b.size(); ++i) {
+    s[2 * i] = kDigits[b[i] >> 4];
+    s[2 * i + 1] = kDigits[b[i] & 15];
+  }
+  return s;
+}
+
+// ---- encoding ----
+
+ojson encode(const ThreadState& t) {
+  ojson j;
+  j["tid"] = t.tid;
+  j["gpregs"] = to_hex(t.gpregs);
+  j["xsave"] = to_hex(t.xsave);
+  j["sigmask"] = t.sigmask;
+  j["pending"] = ojson::array();
+  for (const auto& s : t.pending) j["pending"].push_back(to_hex(s));
+  j["pending_shared"] = ojson::array();
+  for (const auto& s : t.pending_shared) j["pending_shared"].push_back(to_hex(s));
+  j["in_syscall"] = t.in_syscall;
+  j["syscall_nr"] = t.syscall_nr;
+  if (t.sigaltstack) j["sigaltstack"] = *t.sigaltstack;
+  if (t.clear_child_tid) j["clear_child_tid"] = *t.clear_child_tid;
+  return j;
+}
+
+ojson encode(const Mapping& m) {
+  ojson j;
+  j["start"] = m.start;
+  j["end"] = m.end;
+  j["prot"] = m.prot;
+  j["shared"] = m.shared;
+  j["kind"] = kMappingKindNames[static_cast<size_t>(m.kind)];
+  j["pgoff"] = m.pgoff;
+  j["path"] = m.path;
+  j["dev"] = m.dev;
+  j["inode"] = m.inode;
+  j["vmflags"] = m.vmflags;
+  j["pages_dumped"] = m.pages_dumped;
+  return j;
+}
+
+ojson encode(const FileDesc& f) {
+  ojson j;
+  j["fd"] = f.fd;
+  j["type"] = kFdTypeNames[static_cast<size_t>(f.type)];
+  j["path"] = f.path;
+  j["flags"] = f.flags;
+  j["pos"] = f.pos;
+  j["inode"] = f.inode;
+  j["size"] = f.size;
+  j["mode"] = f.mode;
+  j["pipe_data"] = to_hex(f.pipe_data);
+  return j;
+}
+
+ojson encode(const Process& p) {
+  ojson j;
+  j["pid"] = p.pid;
+  j["ppid"] = p.ppid;
+  j["pgid"] = p.pgid;
+  j["sid"] = p.sid;
+  j["comm"] = p.comm;
+  j["exe"] = p.exe;
+  j["cwd"] = p.cwd;
+  j["root"] = p.root;
+  j["umask"] = p.umask;
+  j["personality"] = p.personality;
+  j["uids"] = p.uids;
+  j["gids"] = p.gids;
+  j["rlimits"] = ojson::array();
+  for (const auto& r : p.rlimits)
+    j["rlimits"].push_back({{"resource", r.resource}, {"cur", r.cur}, {"max", r.max}});
+  const MmLayout& mm = p.mm;
+  j["mm"] = {{"start_code", mm.start_code}, {"end_code", mm.end_code},
+             {"start_data", mm.start_data}, {"end_data", mm.end_data},
+             {"start_brk", mm.start_brk},   {"brk", mm.brk},
+             {"start_stack", mm.start_stack}, {"arg_start", mm.arg_start},
+             {"arg_end", mm.arg_end},       {"env_start", mm.env_start},
+             {"env_end", mm.env_end},       {"auxv", mm.auxv}};
+  j["mappings"] = ojson::array();
+  for (const auto& m : p.mappings) j["mappings"].push_back(encode(m));
+  j["fds"] = ojson::array();
+  for (const auto& f : p.fds) j["fds"].push_back(encode(f));
+  j["threads"] = ojson::array();
+  for (const auto& t : p.threads) j["threads"].push_back(encode(t));
+  j["sigactions"] = ojson::array();
+  for (const auto& s : p.sigactions)
+    j["sigactions"].push_back({{"signo", s.signo},
+                               {"handler", s.handler},
+                               {"flags", s.flags},
+                               {"restorer", s.restorer},
+                               {"mask", s.mask}});
+  return j;
+}
+
+// ---- decoding ----
+
+// A JSON value together with its path from the document root, so that every
+// complaint names the field it is about.
+class Field {
+ public:
+  Field(const json& j, std::string path) : j_(j), path_(std::move(path)) {}
+
+  [[noreturn]] void fail(std::string_view what) const {
+    throw Error(fmt::format("manifest.json: {}: {}", path_.empty() ? "(top level)" : path_, what),
+                "the image is damaged or was not written by snap");
+  }
+
+  Field operator[](const char* key) const {
+    auto f = opt(key);
+    if (!f) Field(j_, child(key)).fail("missing");
+    return *f;
+  }
+  std::optional<Field> opt(const char* key) const {
+    if (!j_.is_object()) fail("expected an object");
+    auto it = j_.find(key);
+    if (it == j_.end()) return std::nullopt;
+    return Field(*it, child(key));
+  }
+
+  size_t size() const {
+    if (!j_.is_array()) fail("expected an array");
+    return j_.size();
+  }
+  Field at(size_t i) const { return Field(j_[i], fmt::format("{}[{}]", path_, i)); }
+
+  template <typename T>
+  T as() const {
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!j_.is_boolean()) fail("expected true or false");
+      return j_.get<bool>();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (j_.is_number_unsigned()) {
+        auto v = j_.get<uint64_t>();
+        if (v > static_cast<uint64_t>(std::numeric_limits<T>::max())) fail("number out of range");
+        return static_cast<T>(v);
+      }
+      if (j_.is_number_integer()) {
+        auto v = j_.get<int64_t>();
+        if constexpr (std::is_unsigned_v<T>) {
+          fail("expected a non-negative integer");
+        } else {
+          if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max())
+            fail("number out of range");
+          return static_cast<T>(v);
+        }
+      }
+      fail("expected an integer");
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (!j_.is_string()) fail("expected a string");
+      return j_.get<std::string>();
+    } else {
+      static_assert(!sizeof(T), "unsupported field type");
+    }
+  }
+
+  std::vector<uint8_t> bytes() const {
+    auto s = as<std::string>();
+    if (s.size() % 2) fail("odd number of hex digits");
+    std::vector<uint8_t> out(s.size() / 2);
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = static_cast<uint8_t>(nibble(s[2 * i]) << 4 | nibble(s[2 * i + 1]));
+    return out;
+  }
+
+  template <typename T, size_t N>
+  std::array<T, N> fixed_array() const {
+    if (size() != N) fail(fmt::format("expected {} elements", N));
+    std::array<T, N> a{};
+    for (size_t i = 0; i < N; ++i) a[i] = at(i).as<T>();
+    return a;
+  }
+
+  template <typename T>
+  std::vector<T> list(T (*decode)(const Field&)) const {
+    std::vector<T> v;
+    v.reserve(size());
+    for (size_t i = 0; i < size(); ++i) v.push_back(decode(at(i)));
+    return v;
+  }
+
+  template <typename E, size_t N>
+  E enum_of(const char* const (&names)[N]) const {
+    auto s = as<std::string>();
+    for (size_t i = 0; i < N; ++i)
+      if (s == names[i]) return static_cast<E>(i);
+    fail(fmt::format("unknown value \"{}\"", s));
+  }
+
+ private:
+  std::string child(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+  int nibble(char c) const {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    fail("invalid hex digit");
+  }
+
+  const json& j_;
+  std::string path_;
+};
+
+std::vector<uint8_t> decode_bytes(const Field& f) { return f.bytes(); }
+uint64_t decode_u64(const Field& f) { return f.as<uint64_t>(); }
+
+ThreadState decode_thread(const Field& f) {
+  ThreadState t;
+  t.tid = f["tid"].as<pid_t>();
+  t.gpregs = f["gpregs"].bytes();
+  t.xsave = f["xsave"].bytes();
+  t.sigmask = f["sigmask"].as<uint64_t>();
+  t.pending = f["pending"].list(decode_bytes);
+  t.pending_shared = f["pending_shared"].list(decode_bytes);
+  t.in_syscall = f["in_syscall"].as<bool>();
+  t.syscall_nr = f["syscall_nr"].as<int64_t>();
+  if (auto s = f.opt("sigaltstack")) t.sigaltstack = s->fixed_array<uint64_t, 3>();
+  if (auto c = f.opt("clear_child_tid")) t.clear_child_tid = c->as<uint64_t>();
+  return t;
+}
+
+Mapping decode_mapping(const Field& f) {
+  Mapping m;
+  m.start = f["start"].as<uint64_t>();
+  m.end = f["end"].as<uint64_t>();
+  m.prot = f["prot"].as<int>();
+  m.shared = f["shared"].as<bool>();
+  m.kind = f["kind"].enum_of<MappingKind>(kMappingKindNames);
+  m.pgoff = f["pgoff"].as<uint64_t>();
+  m.path = f["path"].as<std::string>();
+  m.dev = f["dev"].as<uint64_t>();
+  m.inode = f["inode"].as<uint64_t>();
+  m.vmflags = f["vmflags"].as<std::string>();
+  m.pages_dumped = f["pages_dumped"].as<uint64_t>();
+  if (m.start % kPageSize || m.end % kPageSize || m.end <= m.start)
+    f["end"].fail("mapping is not a non-empty page-aligned range");
+  return m;
+}
+
+FileDesc decode_fd(const Field& f) {
+  FileDesc d;
+  d.fd = f["fd"].as<int>();
+  d.type = f["type"].enum_of<FdType>(kFdTypeNames);
+  d.path = f["path"].as<std::string>();
+  d.flags = f["flags"].as<int>();
+  d.pos = f["pos"].as<uint64_t>();
+  d.inode = f["inode"].as<uint64_t>();
+  d.size = f["size"].as<uint64_t>();
+  d.mode = f["mode"].as<uint32_t>();
+  d.pipe_data = f["pipe_data"].bytes();
+  return d;
+}
+
+Rlimit decode_rlimit(const Field& f) {
+  return {f["resource"].as<int>(), f["cur"].as<uint64_t>(), f["max"].as<uint64_t>()};
+}
+
+SigAction decode_sigaction(const Field& f) {
+  return {f["signo"].as<int>(), f["handler"].as<uint64_t>(), f["flags"].as<uint64_t>(),
+          f["restorer"].as<uint64_t>(), f["mask"].as<uint64_t>()};
+}
+
+MmLayout decode_mm(const Field& f) {
+  MmLayout mm;
+  mm.start_code = f["start_code"].as<uint64_t>();
+  mm.end_code = f["end_code"].as<uint64_t>();
+  mm.start_data = f["start_data"].as<uint64_t>();
+  mm.end_data = f["end_data"].as<uint64_t>();
+  mm.start_brk = f["start_brk"].as<uint64_t>();
+  mm.brk = f["brk"].as<uint64_t>();
+  mm.start_stack = f["start_stack"].as<uint64_t>();
+  mm.arg_start = f["arg_start"].as<uint64_t>();
+  mm.arg_end = f["arg_end"].as<uint64_t>();
+  mm.env_start = f["env_start"].as<uint64_t>();
+  mm.env_end = f["env_end"].as<uint64_t>();
+  mm.auxv = f["auxv"].list(decode_u64);
+  return mm;
+}
+
+Process decode_process(const Field& f) {
+  Process p;
+  p.pid = f["pid"].as<pid_t>();
+  p.ppid = f["ppid"].as<pid_t>();
+  p.pgid = f["pgid"].as<pid_t>();
+  p.sid = f["sid"].as<pid_t>();
+  p.comm = f["comm"].as<std::string>();
+  p.exe = f["exe"].as<std::string>();
+  p.cwd = f["cwd"].as<std::string>();
+  p.root = f["root"].as<std::string>();
+  p.umask = f["umask"].as<uint32_t>();
+  p.personality = f["personality"].as<uint32_t>();
+  p.uids = f["uids"].fixed_array<uint32_t, 4>();
+  p.gids = f["gids"].fixed_array<uint32_t, 4>();
+  p.rlimits = f["rlimits"].list(decode_rlimit);
+  p.mm = decode_mm(f["mm"]);
+  p.mappings = f["mappings"].list(decode_mapping);
+  p.fds = f["fds"].list(decode_fd);
+  p.threads = f["threads"].list(decode_thread);
+  p.sigactions = f["sigactions"].list(decode_sigaction);
+  return p;
+}
+
+}  // namespace
+
+std::string to_json(const Manifest& m) {
+  const Checkpoint& c = m.checkpoint;
+  ojson j;
+  j["format"] = kFormatName;
+  j["format_version"] = kFormatVersion;
+  j["files"] = ojson::object();
+  for (const auto& [name, e] : m.files)
+    j["files"][name] = {{"size", e.size}, {"xxh3", fmt::format("{:016x}", e.xxh3)}};
+  ojson& cj = j["checkpoint"];
+  cj["snap_version"] = c.snap_version;
+  cj["created"] = c.created;
+  cj["hostname"] = c.hostname;
+  cj["kernel_release"] = c.kernel_release;
+  cj["processes"] = ojson::array();
+  for (const auto& p : c.processes) cj["processes"].push_back(encode(p));
+  return j.dump(1) + "\n";
+}
+
+std::string to_json(const Checkpoint& c) { return to_json(Manifest{c, {}}); }
+
+Manifest manifest_from_json(std::string_view text) {
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(fmt::format("manifest.json: not valid JSON (truncated or damaged?): {}", e.what()),
+                "the image is damaged or incomplete");
+  }
+  Field root(doc, "");
+  if (root["format"].as<std::string>() != kFormatName)
+    root["format"].fail(fmt::format("expected \"{}\"", kFormatName));
+  auto version = root["format_version"].as<uint32_t>();
+  if (version != kFormatVersion)
+    throw Error(fmt::format("image format version {} is not supported: this snap ({}) reads "
+                            "version {} only",
+                            version, SNAP_VERSION, kFormatVersion),
+                "use the snap release that wrote the image");
+
+  Manifest m;
+  Field files = root["files"];
+  if (!doc["files"].is_object()) files.fail("expected an object");
+  for (const auto& [name, _] : doc["files"].items()) {
+    Field e = files[name.c_str()];
+    auto hex = e["xxh3"].as<std::string>();
+    uint64_t sum = 0;
+    if (hex.size() != 16 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+      e["xxh3"].fail("expected 16 lowercase hex digits");
+    sum = std::stoull(hex, nullptr, 16);
+    m.files[name] = {e["size"].as<uint64_t>(), sum};
+  }
+
+  Field c = root["checkpoint"];
+  Checkpoint& cp = m.checkpoint;
+  cp.format_version = version;
+  cp.snap_version = c["snap_version"].as<std::string>();
+  cp.created = c["created"].as<std::string>();
+  cp.hostname = c["hostname"].as<std::string>();
+  cp.kernel_release = c["kernel_release"].as<std::string>();
+  cp.processes = c["processes"].list(decode_process);
+  return m;
+}
+
+Checkpoint checkpoint_from_json(std::string_view text) {
+  return manifest_from_json(text).checkpoint;
+}
+
+}  // namespace snap::image

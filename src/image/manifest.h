@@ -1,0 +1,37 @@
+// manifest.json: the Checkpoint plus what the image directory must contain.
+// Encoding defined in FORMAT.md.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "image/checkpoint.h"
+
+namespace snap::image {
+
+inline constexpr const char* kFormatName = "snap-image";
+
+// Size and XXH3-64 of one file of the image, as the manifest records them.
+struct FileEntry {
+  uint64_t size = 0;
+  uint64_t xxh3 = 0;
+  bool operator==(const FileEntry&) const = default;
+};
+
+struct Manifest {
+  Checkpoint checkpoint;
+  std::map<std::string, FileEntry> files;  // by file name in the image dir
+};
+
+std::string to_json(const Manifest& m);
+// A manifest document holding `c` and no file entries.
+std::string to_json(const Checkpoint& c);
+
+// Throw snap::Error naming the offending field ("manifest.json:
+// processes[0].threads[1].gpregs: ...") on malformed or truncated input, and
+// refuse another major format version.
+Manifest manifest_from_json(std::string_view text);
+Checkpoint checkpoint_from_json(std::string_view text);
+
+}  // namespace snap::image
