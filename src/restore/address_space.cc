@@ -43,7 +43,7 @@ uint64_t find_free(const std::vector<Mapping>& a, const std::vector<Mapping>& b,
   uint64_t cand = 0x10000000;  // well above mmap_min_addr and the usual non-PIE text
   for (const auto& [s, e] : used) {
     if (cand + size <= s) return cand;
-    cand = std::max(cand, (e + 0xfffff) & ~0xfffffull);
+    cand = std::max<uint64_t>(cand, (e + 0xfffff) & ~uint64_t{0xfffff});
   }
   if (cand + size < 0x7ff000000000ull) return cand;
   throw Error("no free address range for restore's scratch memory");
@@ -200,7 +200,7 @@ void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p
   // Struct and auxv side by side in scratch memory.
   std::vector<uint8_t> buf(sizeof map + p.mm.auxv.size() * sizeof(uint64_t));
   uint64_t base = scratch.addr();
-  map.auxv = reinterpret_cast<uint64_t*>(base + sizeof map);
+  map.auxv = reinterpret_cast<__u64*>(base + sizeof map);
   map.auxv_size = static_cast<uint32_t>(p.mm.auxv.size() * sizeof(uint64_t));
   std::memcpy(buf.data(), &map, sizeof map);
   std::memcpy(buf.data() + sizeof map, p.mm.auxv.data(), map.auxv_size);

@@ -44,6 +44,14 @@ FdPlan plan_fds(const image::Process& p, bool allow_changed_files) {
     a.cloexec = (f.flags & O_CLOEXEC) != 0;
     a.path = f.path;
     a.pos = f.pos;
+    if (is_stdio(f.fd)) {
+      // The job's stdin/stdout/stderr are snap restore's own: a batch
+      // script redirects `snap restore` as it did the original program.
+      a.kind = FdAction::kInherit;
+      a.inherit = f.fd;
+      plan.actions.push_back(std::move(a));
+      continue;
+    }
     switch (f.type) {
       case T::Regular: {
         if (f.path.ends_with(" (deleted)"))
@@ -91,20 +99,22 @@ FdPlan plan_fds(const image::Process& p, bool allow_changed_files) {
       case T::Fifo:
       case T::Socket:
       case T::Other:
-        if (is_stdio(f.fd)) {
-          // The job's stdio (a terminal, or a pipe to the batch script):
-          // the restored job uses snap restore's own.
-          a.kind = FdAction::kInherit;
-          a.inherit = f.fd;
-          break;
-        }
         if (f.type == T::Tty) {
           a.kind = FdAction::kOpen;
           a.flags = (f.flags & ~O_CREAT) | O_NOCTTY;
           break;
         }
+        if (f.type == T::Pipe || f.type == T::Fifo) {
+          // The peer is not in the image: the job sees it gone (EOF on
+          // read, EPIPE on write), as if the peer had exited.
+          a.kind = FdAction::kOrphanPipe;
+          a.read_end = (f.flags & O_ACCMODE) == O_RDONLY;
+          plan.warnings.push_back(fd_name(f) + " led to a process outside the image; it comes back "
+                                  "as a pipe whose other end is closed");
+          break;
+        }
         throw Error(fd_name(f) + " leads outside the checkpointed processes",
-                    "restoring such pipes and sockets is not supported yet");
+                    "restoring sockets is not supported yet");
     }
     plan.actions.push_back(std::move(a));
   }
@@ -157,6 +167,14 @@ int install_fds(const FdPlan& plan, int keep_fd, std::string* err) {
           src = moved;
         }
         break;
+      case FdAction::kOrphanPipe: {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) < 0) return fail("pipe2", a.target);
+        src = ::fcntl(a.read_end ? p[0] : p[1], F_DUPFD_CLOEXEC, base);
+        ::close(p[0]);
+        ::close(p[1]);
+        break;
+      }
       case FdAction::kPipe: {
         auto& pp = pipes[static_cast<size_t>(a.pipe_group)];
         src = ::fcntl(a.read_end ? pp.first : pp.second, F_DUPFD_CLOEXEC, base);

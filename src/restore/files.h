@@ -15,6 +15,7 @@ struct FdAction {
     kInherit,  // take snap restore's own fd `inherit` (the job's stdio)
     kPipe,     // one end of a pipe recreated inside the process (pipe_group)
     kEventFd,  // a fresh eventfd
+    kOrphanPipe,  // a pipe end whose peer was outside the image: peer closed
   };
   Kind kind = kOpen;
   int target = -1;  // fd number in the restored process
