@@ -22,6 +22,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/manifest.h"
@@ -467,10 +468,12 @@ class ImageWriter::Impl {
     io::fsync_dir(parent_of(dir_));
   }
 
+  // The new image is in place by now: failing to delete the old one is
+  // worth a warning, not a failed dump.
   static void remove_tree(const std::string& path) {
     std::error_code ec;
     fs::remove_all(path, ec);
-    if (ec) throw SysError(fmt::format("remove {}", path), ec.value());
+    if (ec) warn("could not remove the previous image at {}: {}", path, ec.message());
   }
 
   const bool force_;
