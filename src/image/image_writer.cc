@@ -22,6 +22,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/manifest.h"
@@ -230,7 +231,12 @@ class ImageWriter::Impl {
     {
       std::unique_lock lock(mu_);
       check_usable();
-      if (filling_ >= 0 && slots_[static_cast<size_t>(filling_)].npages > 0) submit_filling();
+      if (filling_ >= 0 && slots_[static_cast<size_t>(filling_)].npages > 0) {
+        submit_filling();
+      } else if (filling_ >= 0) {  // taken for a page that turned out a duplicate
+        free_.push_back(std::exchange(filling_, -1));
+        --next_block_;
+      }
       done_cv_.wait(lock, [&] { return error_ || next_write_ == next_block_; });
       if (error_) std::rethrow_exception(error_);
       spent_ = true;  // from here on a failure leaves the writer unusable
@@ -269,9 +275,10 @@ class ImageWriter::Impl {
 
   // Ensures filling_ names a slot with room for a page.
   void wait_for_room(std::unique_lock<std::mutex>& lock) {
-    if (filling_ >= 0) return;
-    free_cv_.wait(lock, [&] { return error_ || !free_.empty(); });
+    // Another caller may have started a block while we waited.
+    free_cv_.wait(lock, [&] { return error_ || filling_ >= 0 || !free_.empty(); });
     if (error_) std::rethrow_exception(error_);
+    if (filling_ >= 0) return;
     filling_ = free_.back();
     free_.pop_back();
     Slot& s = slots_[static_cast<size_t>(filling_)];
@@ -342,7 +349,7 @@ class ImageWriter::Impl {
       stats_.stored_bytes = file_off_;
       ++next_write_;
       free_.push_back(s);
-      free_cv_.notify_one();
+      free_cv_.notify_all();
       done_cv_.notify_all();
     }
   }
@@ -461,10 +468,12 @@ class ImageWriter::Impl {
     io::fsync_dir(parent_of(dir_));
   }
 
+  // The new image is in place by now: failing to delete the old one is
+  // worth a warning, not a failed dump.
   static void remove_tree(const std::string& path) {
     std::error_code ec;
     fs::remove_all(path, ec);
-    if (ec) throw SysError(fmt::format("remove {}", path), ec.value());
+    if (ec) warn("could not remove the previous image at {}: {}", path, ec.message());
   }
 
   const bool force_;

@@ -1,0 +1,545 @@
+// The on-disk image: manifest encoding, page store, commit rules.
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "image/checkpoint.h"
+#include "image/image_reader.h"
+#include "image/image_writer.h"
+#include "image/manifest.h"
+
+namespace snap::image {
+namespace {
+
+namespace fs = std::filesystem;
+using Page = std::vector<uint8_t>;
+
+// ---- helpers ----
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string t = (fs::temp_directory_path() / "snap-image-test-XXXXXX").string();
+    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
+    path_ = t;
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  std::vector<std::string> entries() const {
+    std::vector<std::string> v;
+    for (const auto& e : fs::directory_iterator(path_)) v.push_back(e.path().filename());
+    return v;
+  }
+
+ private:
+  std::string path_;
+};
+
+constexpr pid_t kPid = 100;
+constexpr uint64_t kStart = 0x7f0000000000;
+constexpr uint64_t kMapPages = 4096;
+
+Checkpoint sample_checkpoint() {
+  Checkpoint c;
+  c.snap_version = "0.1.0";
+  c.created = "2024-01-02T03:04:05Z";
+  c.hostname = "node17";
+  c.kernel_release = "6.1.0-18-amd64";
+  for (pid_t pid : {kPid, kPid + 1}) {
+    Process p;
+    p.pid = pid;
+    p.ppid = pid == kPid ? 1 : kPid;
+    p.pgid = p.sid = kPid;
+    p.comm = "solver";
+    p.exe = "/opt/app/solver";
+    p.cwd = "/scratch/job";
+    p.root = "/";
+    p.umask = 027;
+    p.uids = {1000, 1000, 1000, 1000};
+    p.gids = {100, 100, 100, 100};
+    p.rlimits = {{7, 1024, 4096}, {3, 8 << 20, UINT64_MAX}};
+    p.mm.start_brk = 0x555000;
+    p.mm.brk = 0x576000;
+    p.mm.auxv = {6, 4096, 0, 0};
+    Mapping m;
+    m.start = kStart;
+    m.end = kStart + kMapPages * kPageSize;
+    m.prot = 3;
+    m.kind = MappingKind::Anonymous;
+    m.vmflags = "rd wr mr mw me ac";
+    p.mappings.push_back(m);
+    Mapping f;
+    f.start = 0x400000;
+    f.end = 0x401000;
+    f.prot = 5;
+    f.kind = MappingKind::File;
+    f.path = "/opt/app/solver";
+    f.dev = 0x803;
+    f.inode = 42;
+    p.mappings.push_back(f);
+    FileDesc fd;
+    fd.fd = 3;
+    fd.type = FdType::Pipe;
+    fd.path = "pipe:[1234]";
+    fd.flags = 02000001;
+    fd.inode = 1234;
+    fd.pipe_data = {'h', 'i', 0, 0xff};
+    p.fds.push_back(fd);
+    ThreadState t;
+    t.tid = pid;
+    t.gpregs.assign(216, 0);
+    for (size_t i = 0; i < t.gpregs.size(); ++i) t.gpregs[i] = static_cast<uint8_t>(i * 7);
+    t.xsave.assign(2688, 0xab);
+    t.sigmask = 1ull << 13;
+    t.pending = {std::vector<uint8_t>(128, 1)};
+    t.in_syscall = true;
+    t.syscall_nr = 230;
+    t.sigaltstack = std::array<uint64_t, 3>{0x7000, 0, 8192};
+    t.clear_child_tid = 0x7ffff000;
+    p.threads.push_back(t);
+    ThreadState t2;
+    t2.tid = pid + 1000;
+    p.threads.push_back(t2);
+    p.sigactions.push_back({10, 0x401000, 0x4000000, 0x401100, 0});
+    c.processes.push_back(p);
+  }
+  return c;
+}
+
+Page random_page(std::mt19937_64& rng) {
+  Page p(kPageSize);
+  for (size_t i = 0; i < kPageSize; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&p[i], &v, 8);
+  }
+  return p;
+}
+
+// Distinct per `n` but very compressible.
+Page text_page(uint64_t n) {
+  Page p(kPageSize);
+  std::string s = "page " + std::to_string(n) + ": the quick brown fox jumps over the lazy dog. ";
+  for (size_t i = 0; i < kPageSize; ++i) p[i] = static_cast<uint8_t>(s[i % s.size()]);
+  return p;
+}
+
+// Everything for_each_run delivers, by page address; zero pages as empty.
+std::map<uint64_t, Page> read_back(ImageReader& r, pid_t pid, uint64_t start) {
+  std::map<uint64_t, Page> out;
+  r.for_each_run(pid, start, [&](const PageRun& run) {
+    for (size_t i = 0; i < run.npages; ++i) {
+      uint64_t addr = run.addr + i * kPageSize;
+      EXPECT_FALSE(out.count(addr)) << "page delivered twice: " << addr;
+      out[addr] = run.zero() ? Page{} : Page(run.data + i * kPageSize,
+                                            run.data + (i + 1) * kPageSize);
+    }
+  });
+  return out;
+}
+
+void add(ImageWriter& w, pid_t pid, uint64_t addr, const Page& p) {
+  w.add_pages(pid, kStart, addr, p.data(), 1);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// ---- manifest ----
+
+TEST(Manifest, RoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  ASSERT_EQ(back.processes.size(), 2u);
+  const Process& p = back.processes[0];
+  EXPECT_EQ(back.hostname, "node17");
+  EXPECT_EQ(p.umask, 027u);
+  EXPECT_EQ(p.rlimits[1].max, UINT64_MAX);
+  EXPECT_EQ(p.mappings[1].kind, MappingKind::File);
+  EXPECT_EQ(p.mappings[1].inode, 42u);
+  EXPECT_EQ(p.fds[0].type, FdType::Pipe);
+  EXPECT_EQ(p.fds[0].flags, 02000001);
+  EXPECT_EQ(p.fds[0].pipe_data, (std::vector<uint8_t>{'h', 'i', 0, 0xff}));
+  EXPECT_EQ(p.threads[0].gpregs, c.processes[0].threads[0].gpregs);
+  EXPECT_EQ(p.threads[0].xsave, c.processes[0].threads[0].xsave);
+  EXPECT_EQ(p.threads[0].pending, c.processes[0].threads[0].pending);
+  EXPECT_EQ(p.threads[0].sigaltstack, c.processes[0].threads[0].sigaltstack);
+  EXPECT_EQ(p.threads[0].clear_child_tid, 0x7ffff000u);
+  EXPECT_FALSE(p.threads[1].sigaltstack.has_value());
+  EXPECT_FALSE(p.threads[1].clear_child_tid.has_value());
+  EXPECT_EQ(p.threads[0].syscall_nr, 230);
+  EXPECT_EQ(p.mm.auxv, c.processes[0].mm.auxv);
+  EXPECT_EQ(p.sigactions[0].restorer, 0x401100u);
+  EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
+}
+
+TEST(Manifest, TruncatedIsAClearError) {
+  std::string json = to_json(sample_checkpoint());
+  std::string msg = error_of([&] { checkpoint_from_json(json.substr(0, json.size() / 2)); });
+  EXPECT_NE(msg.find("manifest.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { checkpoint_from_json(""); }), "(no error)");
+}
+
+TEST(Manifest, BadFieldIsNamed) {
+  std::string json = to_json(sample_checkpoint());
+  std::string bad = json;
+  bad.replace(bad.find("\"gpregs\""), 8, "\"gpregz\"");
+  std::string msg = error_of([&] { checkpoint_from_json(bad); });
+  EXPECT_NE(msg.find("checkpoint.processes[0].threads[0].gpregs: missing"), std::string::npos)
+      << msg;
+  bad = json;
+  bad.replace(bad.find("\"anonymous\""), 11, "\"anonymouz\"");
+  msg = error_of([&] { checkpoint_from_json(bad); });
+  EXPECT_NE(msg.find("processes[0].mappings[0].kind"), std::string::npos) << msg;
+  bad = json;
+  size_t at = bad.find("\"umask\": ") + 9;
+  bad.replace(at, 2, "-1");
+  msg = error_of([&] { checkpoint_from_json(bad); });
+  EXPECT_NE(msg.find("processes[0].umask"), std::string::npos) << msg;
+}
+
+TEST(Manifest, OtherVersionRefused) {
+  std::string json = to_json(sample_checkpoint());
+  size_t at = json.find("\"format_version\": 1");
+  ASSERT_NE(at, std::string::npos);
+  json.replace(at, 19, "\"format_version\": 2");
+  std::string msg = error_of([&] { checkpoint_from_json(json); });
+  EXPECT_NE(msg.find("format version 2 is not supported"), std::string::npos) << msg;
+}
+
+// ---- page store ----
+
+TEST(PageStore, DuplicatesStoredOnce) {
+  TempDir t;
+  std::mt19937_64 rng(1);
+  Page a = random_page(rng);
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, kPid, kStart, a);
+    add(w, kPid, kStart + 5 * kPageSize, a);
+    add(w, kPid + 1, kStart + 9 * kPageSize, a);  // another process
+    w.commit(sample_checkpoint());
+    ImageStats s = w.stats();
+    EXPECT_EQ(s.pages, 3u);
+    EXPECT_EQ(s.unique_pages, 1u);
+    EXPECT_EQ(s.duplicate_pages, 2u);
+  }
+  auto r = ImageReader::open(t / "img");
+  EXPECT_EQ(r.stats().unique_pages, 1u);
+  EXPECT_EQ(r.stats().duplicate_pages, 2u);
+  EXPECT_EQ(r.checkpoint().processes[0].mappings[0].pages_dumped, 2u);
+  EXPECT_EQ(r.checkpoint().processes[1].mappings[0].pages_dumped, 1u);
+  auto got = read_back(r, kPid, kStart);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[kStart], a);
+  EXPECT_EQ(got[kStart + 5 * kPageSize], a);
+  EXPECT_EQ(read_back(r, kPid + 1, kStart)[kStart + 9 * kPageSize], a);
+  r.verify_all();
+}
+
+TEST(PageStore, ZeroPagesNotStored) {
+  TempDir t;
+  std::vector<uint8_t> zeros(100 * kPageSize, 0);
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    w.add_pages(kPid, kStart, kStart, zeros.data(), 100);
+    w.commit(sample_checkpoint());
+    EXPECT_EQ(w.stats().zero_pages, 100u);
+    EXPECT_EQ(w.stats().unique_pages, 0u);
+  }
+  EXPECT_EQ(fs::file_size(t / "img/pages.bin"), 0u);
+  auto r = ImageReader::open(t / "img");
+  int runs = 0;
+  r.for_each_run(kPid, kStart, [&](const PageRun& run) {
+    ++runs;
+    EXPECT_TRUE(run.zero());
+    EXPECT_EQ(run.addr, kStart);
+    EXPECT_EQ(run.npages, 100u);
+  });
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(r.checkpoint().processes[0].mappings[0].pages_dumped, 100u);
+  r.verify_all();
+}
+
+TEST(PageStore, CompressibleDataShrinks) {
+  TempDir t;
+  auto w = ImageWriter::create(t / "img", false);
+  for (uint64_t i = 0; i < 200; ++i) add(w, kPid, kStart + i * kPageSize, text_page(i));
+  w.commit(sample_checkpoint());
+  ImageStats s = w.stats();
+  EXPECT_EQ(s.unique_pages, 200u);
+  EXPECT_EQ(s.blocks, 4u);  // 64 + 64 + 64 + 8
+  EXPECT_EQ(s.raw_blocks, 0u);
+  EXPECT_LT(s.stored_bytes, s.raw_bytes / 4);
+  EXPECT_EQ(fs::file_size(t / "img/pages.bin"), s.stored_bytes);
+  auto r = ImageReader::open(t / "img");
+  auto got = read_back(r, kPid, kStart);
+  ASSERT_EQ(got.size(), 200u);
+  for (uint64_t i = 0; i < 200; ++i) ASSERT_EQ(got[kStart + i * kPageSize], text_page(i));
+}
+
+TEST(PageStore, IncompressibleDataStoredRaw) {
+  TempDir t;
+  std::mt19937_64 rng(2);
+  std::vector<Page> pages;
+  auto w = ImageWriter::create(t / "img", false);
+  for (uint64_t i = 0; i < 100; ++i) {
+    pages.push_back(random_page(rng));
+    add(w, kPid, kStart + i * kPageSize, pages.back());
+  }
+  w.commit(sample_checkpoint());
+  ImageStats s = w.stats();
+  EXPECT_EQ(s.blocks, 2u);
+  EXPECT_EQ(s.raw_blocks, 2u);
+  EXPECT_EQ(s.stored_bytes, 100 * kPageSize + 2 * 32);  // data plus two block headers
+  auto r = ImageReader::open(t / "img");
+  EXPECT_EQ(r.stats().raw_blocks, 2u);
+  auto got = read_back(r, kPid, kStart);
+  for (uint64_t i = 0; i < 100; ++i) ASSERT_EQ(got[kStart + i * kPageSize], pages[i]);
+  r.verify_all();
+}
+
+// A mix of everything over many blocks, fed from two threads, with gaps.
+TEST(PageStore, ManyBlocksReadBackExactly) {
+  TempDir t;
+  std::mt19937_64 rng(3);
+  std::map<pid_t, std::map<uint64_t, Page>> want;
+  std::vector<Page> pool;  // pages that will reappear
+  for (int i = 0; i < 20; ++i) pool.push_back(random_page(rng));
+  for (pid_t pid : {kPid, kPid + 1}) {
+    for (uint64_t i = 0; i < 2000; ++i) {
+      if (i % 97 == 13) continue;  // not dumped
+      uint64_t addr = kStart + i * kPageSize;
+      switch (rng() % 4) {
+        case 0: want[pid][addr] = Page{}; break;
+        case 1: want[pid][addr] = pool[rng() % pool.size()]; break;
+        case 2: want[pid][addr] = random_page(rng); break;
+        default: want[pid][addr] = text_page(rng()); break;
+      }
+    }
+  }
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    auto feed = [&](pid_t pid) {
+      // In batches of consecutive pages, as a dumper would.
+      std::vector<uint8_t> batch;
+      uint64_t batch_addr = 0;
+      auto flush = [&] {
+        w.add_pages(pid, kStart, batch_addr, batch.data(), batch.size() / kPageSize);
+        batch.clear();
+      };
+      for (const auto& [addr, p] : want[pid]) {
+        if (!batch.empty() && batch_addr + batch.size() != addr) flush();
+        if (batch.empty()) batch_addr = addr;
+        if (p.empty()) batch.insert(batch.end(), kPageSize, 0);
+        else batch.insert(batch.end(), p.begin(), p.end());
+        if (batch.size() == 37 * kPageSize) flush();
+      }
+      if (!batch.empty()) flush();
+    };
+    std::thread other(feed, kPid + 1);
+    feed(kPid);
+    other.join();
+    w.commit(sample_checkpoint());
+    EXPECT_GT(w.stats().blocks, 20u);
+    EXPECT_GT(w.stats().duplicate_pages, 0u);
+  }
+  auto r = ImageReader::open(t / "img");
+  r.verify_all();
+  for (pid_t pid : {kPid, kPid + 1}) {
+    auto got = read_back(r, pid, kStart);
+    ASSERT_EQ(got.size(), want[pid].size());
+    for (const auto& [addr, p] : want[pid]) ASSERT_EQ(got[addr], p) << "pid " << pid << " " << addr;
+  }
+  size_t max_run = 0;
+  r.for_each_run(kPid, kStart, [&](const PageRun& run) { max_run = std::max(max_run, run.npages); });
+  EXPECT_GT(max_run, 1u);
+}
+
+TEST(PageStore, FlippedByteNamesTheBlock) {
+  TempDir t;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    for (uint64_t i = 0; i < 200; ++i) add(w, kPid, kStart + i * kPageSize, text_page(i));
+    w.commit(sample_checkpoint());
+  }
+  // Find block 2 by walking the headers: 32 bytes, stored_len at offset 12.
+  std::fstream f(t / "img/pages.bin", std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t off = 0;
+  for (int b = 0; b < 2; ++b) {
+    uint32_t stored = 0;
+    f.seekg(static_cast<std::streamoff>(off + 12));
+    f.read(reinterpret_cast<char*>(&stored), 4);
+    off += 32 + stored;
+  }
+  f.seekg(static_cast<std::streamoff>(off + 40));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x20);
+  f.seekp(static_cast<std::streamoff>(off + 40));
+  f.write(&c, 1);
+  f.close();
+
+  auto r = ImageReader::open(t / "img");  // sizes are intact
+  std::string msg = error_of([&] { r.verify_all(); });
+  EXPECT_NE(msg.find("pages.bin: block 2 "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  // Restore reading the damaged block fails as well, and not on another one.
+  msg = error_of([&] { read_back(r, kPid, kStart); });
+  EXPECT_NE(msg.find("block 2 "), std::string::npos) << msg;
+}
+
+TEST(PageStore, DamagedIndexRefusedOnOpen) {
+  TempDir t;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, kPid, kStart, text_page(1));
+    w.commit(sample_checkpoint());
+  }
+  std::fstream f(t / "img/pages.idx", std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(40);
+  f.write("X", 1);
+  f.close();
+  std::string msg = error_of([&] { ImageReader::open(t / "img"); });
+  EXPECT_NE(msg.find("pages.idx: checksum"), std::string::npos) << msg;
+}
+
+// ---- commit rules ----
+
+TEST(Commit, AbandonedWriterLeavesNothing) {
+  TempDir t;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    EXPECT_TRUE(fs::is_directory(w.temp_dir()));
+    EXPECT_EQ(fs::status(w.temp_dir()).permissions(), fs::perms::owner_all);
+    for (uint64_t i = 0; i < 300; ++i) add(w, kPid, kStart + i * kPageSize, text_page(i));
+  }
+  EXPECT_TRUE(t.entries().empty());
+}
+
+TEST(Commit, AbandonedWriterKeepsPreviousImage) {
+  TempDir t;
+  std::mt19937_64 rng(4);
+  Page old_page = random_page(rng);
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, kPid, kStart, old_page);
+    w.commit(sample_checkpoint());
+  }
+  {
+    auto w = ImageWriter::create(t / "img", true);
+    add(w, kPid, kStart, random_page(rng));
+  }
+  EXPECT_EQ(t.entries(), std::vector<std::string>{"img"});
+  auto r = ImageReader::open(t / "img");
+  r.verify_all();
+  EXPECT_EQ(read_back(r, kPid, kStart)[kStart], old_page);
+}
+
+TEST(Commit, ForceReplacesPreviousImage) {
+  TempDir t;
+  std::mt19937_64 rng(5);
+  Page new_page = random_page(rng);
+  for (const Page& p : {random_page(rng), new_page}) {
+    auto w = ImageWriter::create(t / "img", true);
+    add(w, kPid, kStart, p);
+    w.commit(sample_checkpoint());
+  }
+  EXPECT_EQ(t.entries(), std::vector<std::string>{"img"});
+  auto r = ImageReader::open(t / "img");
+  EXPECT_EQ(read_back(r, kPid, kStart)[kStart], new_page);
+}
+
+TEST(Commit, NonEmptyDirectoryRefused) {
+  TempDir t;
+  fs::create_directory(t / "data");
+  std::ofstream(t / "data/results.csv") << "1,2,3\n";
+  std::string msg = error_of([&] { ImageWriter::create(t / "data", false); });
+  EXPECT_NE(msg.find("exists and is not empty"), std::string::npos) << msg;
+  // Not an image: even --force must not delete it.
+  msg = error_of([&] { ImageWriter::create(t / "data", true); });
+  EXPECT_NE(msg.find("does not hold a snap image"), std::string::npos) << msg;
+  EXPECT_TRUE(fs::exists(t / "data/results.csv"));
+  // A previous image is refused without force too.
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    w.commit(sample_checkpoint());
+  }
+  msg = error_of([&] { ImageWriter::create(t / "img", false); });
+  EXPECT_NE(msg.find("exists and is not empty"), std::string::npos) << msg;
+  // An empty directory is fine.
+  fs::create_directory(t / "empty");
+  auto w = ImageWriter::create(t / "empty", false);
+  w.commit(sample_checkpoint());
+  EXPECT_TRUE(fs::exists(t / "empty/manifest.json"));
+}
+
+TEST(Commit, PagesOfUnknownMappingRefused) {
+  TempDir t;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, 999, kStart, text_page(1));
+    std::string msg = error_of([&] { w.commit(sample_checkpoint()); });
+    EXPECT_NE(msg.find("pid 999"), std::string::npos) << msg;
+  }
+  EXPECT_TRUE(t.entries().empty());
+}
+
+TEST(Commit, WriteErrorNamesFileAndCleansUp) {
+  TempDir t;
+  // A file size limit makes write() fail with EFBIG, like a full disk would.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {256 << 10, 256 << 10};
+    setrlimit(RLIMIT_FSIZE, &rl);
+    int rc = 1;
+    try {
+      auto w = ImageWriter::create(t / "img", false);
+      std::mt19937_64 rng(6);
+      for (uint64_t i = 0; i < 200; ++i) add(w, kPid, kStart + i * kPageSize, random_page(rng));
+      w.commit(sample_checkpoint());
+    } catch (const SysError& e) {
+      rc = (e.err() == EFBIG && std::string(e.what()).find("pages.bin") != std::string::npos)
+               ? 0 : 2;
+    } catch (...) {
+      rc = 3;
+    }
+    _exit(rc);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(t.entries().empty());
+}
+
+TEST(Reader, MissingImageIsAClearError) {
+  TempDir t;
+  fs::create_directory(t / "img");
+  std::string msg = error_of([&] { ImageReader::open(t / "img"); });
+  EXPECT_NE(msg.find("is not a snap image"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace snap::image
