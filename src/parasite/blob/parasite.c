@@ -168,18 +168,25 @@ static long write_full(int fd, const void* buf, size_t n) {
   return 0;
 }
 
-static long send_reply(int fd, const struct snap_parasite_cmd* c, long status,
-                       const void* payload, uint64_t len) {
+/* Sends the reply header announcing `total` payload bytes, then the first
+ * `len` of them from `payload`; the caller streams the rest. */
+static long send_reply_head(int fd, const struct snap_parasite_cmd* c, long status,
+                            const void* payload, uint64_t len, uint64_t total) {
   struct snap_parasite_reply r;
   r.magic = SNAP_PARASITE_MAGIC;
   r.version = SNAP_PARASITE_VERSION;
   r.cmd = c->cmd;
   r.seq = c->seq;
   r.status = (int32_t)(status < 0 ? status : 0);
-  r.payload_len = status < 0 ? 0 : len;
+  r.payload_len = status < 0 ? 0 : total;
   long e = write_full(fd, &r, sizeof(r));
   if (e == 0 && status >= 0 && len && payload) e = write_full(fd, payload, len);
   return e;
+}
+
+static long send_reply(int fd, const struct snap_parasite_cmd* c, long status,
+                       const void* payload, uint64_t len) {
+  return send_reply_head(fd, c, status, payload, len, len);
 }
 
 /* ---- commands -------------------------------------------------------------
@@ -330,7 +337,7 @@ static long cmd_peek_pipe(int sock, const struct snap_parasite_cmd* c) {
     }
     pk.copied = t > 0 ? (uint64_t)t : 0;
   }
-  long e = send_reply(sock, c, 0, &pk, sizeof(pk) + pk.copied);
+  long e = send_reply_head(sock, c, 0, &pk, sizeof(pk), sizeof(pk) + pk.copied);
   /* payload continues: pk.copied bytes straight from our pipe */
   uint64_t left = e == 0 ? pk.copied : 0;
   while (left) {
