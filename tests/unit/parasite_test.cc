@@ -489,5 +489,131 @@ TEST(ParasiteLocal, CommandLoop) {
   EXPECT_EQ(child.wait(), 0);
 }
 
+// ---- self-healing: the blob returns to a known context on its own ------------
+
+constexpr uint64_t kArgA = 0x1111222233334444, kArgB = 0x5555666677778888;
+constexpr uint64_t kYmmLo = 0x0123456789abcdef, kYmmHi = 0xfedcba9876543210;
+constexpr int kResumedOk = 42;
+alignas(64) uint8_t g_fp[32768];
+size_t g_fp_len = 0;
+bool g_check_ymm = false;
+const snap_parasite_thread_state* g_thread_result = nullptr;
+alignas(16) uint8_t g_resume_stack[65536];
+
+// Where the frame sends the thread. Checks that GP registers (the two
+// argument registers), the FPU/AVX state, and the signal mask came from the
+// frame, then exits with kResumedOk.
+extern "C" [[noreturn]] __attribute__((used, noinline)) void snap_test_resume_target(uint64_t a, uint64_t b) {
+  alignas(16) uint64_t hi[2] = {0, 0};
+  if (g_check_ymm) __asm__ volatile("vextractf128 $1, %%ymm8, %0" : "=m"(hi));
+  uint32_t mxcsr = 0;
+  __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+  int code = kResumedOk;
+  sigset_t blocked;
+  sigprocmask(SIG_BLOCK, nullptr, &blocked);
+  if (a != kArgA || b != kArgB) code = 50;
+  else if ((mxcsr & 0x6000) != 0x6000) code = 51;
+  else if (g_check_ymm && (hi[0] != kYmmLo || hi[1] != kYmmHi)) code = 52;
+  else if (!sigismember(&blocked, SIGUSR2) || sigismember(&blocked, SIGUSR1)) code = 53;
+  else if (g_thread_result && g_thread_result->tid != getpid()) code = 54;
+  _exit(code);
+}
+
+// Keeps a copy of the FPU state exactly as the kernel lays it out in a
+// signal frame (so its size is one this kernel accepts back).
+void capture_fp(int, siginfo_t*, void* ctx) {
+  auto* uc = static_cast<ucontext_t*>(ctx);
+  auto* fp = reinterpret_cast<const uint8_t*>(uc->uc_mcontext.fpregs);
+  uint32_t magic1 = 0, size = 512;
+  std::memcpy(&magic1, fp + 464, 4);
+  if (magic1 == 0x46505853) std::memcpy(&size, fp + 464 + 16, 4);
+  if (size > sizeof(g_fp)) size = 512;
+  std::memcpy(g_fp, fp, size);
+  g_fp_len = size;
+}
+
+enum class HealMode { ControllerGone, Fini, ThreadEntry };
+
+// Runs in the child: maps the blob, builds a frame for the known context and
+// enters the blob. Returns only on failure.
+int heal_child(HealMode mode, int para, int host_copy) {
+  ::close(host_copy);  // only the test process holds the controller end
+  struct sigaction sa {};
+  sa.sa_sigaction = capture_fp;
+  sa.sa_flags = SA_SIGINFO;
+  if (sigaction(SIGUSR1, &sa, nullptr)) return 10;
+  raise(SIGUSR1);
+  if (g_fp_len < 512) return 11;
+  // A distinctive FPU state: MXCSR rounding toward zero, and (with AVX) a
+  // pattern in the upper half of ymm8. Clear the software-reserved bytes so
+  // the frame builder has to fill them in itself.
+  std::vector<uint8_t> xs(g_fp, g_fp + g_fp_len);
+  uint32_t mxcsr = 0x1f80 | 0x6000;
+  std::memcpy(xs.data() + 24, &mxcsr, 4);
+  std::memset(xs.data() + 464, 0, 48);
+  if (xs.size() >= 576 + 256 && __builtin_cpu_supports("avx")) {
+    std::memcpy(xs.data() + 576 + 8 * 16, &kYmmLo, 8);
+    std::memcpy(xs.data() + 576 + 8 * 16 + 8, &kYmmHi, 8);
+    xs[512] |= 0x4;  // XSTATE_BV: YMM
+    g_check_ymm = true;
+  }
+
+  user_regs_struct regs{};
+  uint16_t cs, ss;
+  __asm__("mov %%cs, %0" : "=r"(cs));
+  __asm__("mov %%ss, %0" : "=r"(ss));
+  regs.cs = cs;
+  regs.ss = ss;
+  regs.eflags = 0x202;
+  regs.rip = reinterpret_cast<uint64_t>(&snap_test_resume_target);
+  regs.rsp = reinterpret_cast<uint64_t>(g_resume_stack + sizeof(g_resume_stack)) - 8;  // as after a call
+  regs.rdi = kArgA;
+  regs.rsi = kArgB;
+  regs.orig_rax = static_cast<uint64_t>(-1);
+
+  void* fm = ::mmap(nullptr, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (fm == MAP_FAILED) return 12;
+  const remote_addr where(reinterpret_cast<uint64_t>(fm) + 8);  // not 64-aligned on purpose
+  auto frame = build_sigreturn_frame(regs, xs, uint64_t{1} << (SIGUSR2 - 1), where);
+  if (frame.bytes.size() + 8 > 65536) return 13;
+  std::memcpy(reinterpret_cast<void*>(where.as_int()), frame.bytes.data(), frame.bytes.size());
+
+  LocalBlob lb;
+  if (mode == HealMode::ThreadEntry) {
+    auto* ta = lb.at<snap_parasite_thread_args>(SNAP_PARASITE_SYM_THREAD_ARGS);
+    ta->magic = SNAP_PARASITE_MAGIC;
+    ta->sigreturn_sp = frame.sigreturn_sp().as_int();
+    g_thread_result = lb.at<snap_parasite_thread_state>(SNAP_PARASITE_SYM_THREAD_RESULT);
+    reinterpret_cast<void (*)()>(lb.mem + lb.blob.symbol_offset(SNAP_PARASITE_SYM_THREAD_ENTRY))();
+    return 14;
+  }
+  lb.service(lb.args(para, frame.sigreturn_sp().as_int()));
+  return 15;  // the service must not return when it has a frame
+}
+
+class ParasiteHeal : public ::testing::TestWithParam<HealMode> {};
+
+TEST_P(ParasiteHeal, ResumesOriginalContext) {
+  auto [host, para] = socket_pair();
+  const HealMode mode = GetParam();
+  Child child([&, p = para.get(), h = host.get()] { return heal_child(mode, p, h); });
+  para.reset();
+  if (mode == HealMode::ThreadEntry) {
+    EXPECT_EQ(child.wait(), kResumedOk);
+    return;
+  }
+  {
+    ParasiteClient client(std::move(host));
+    EXPECT_EQ(client.get_misc().dumpable, 1);  // the loop is live
+    if (mode == HealMode::Fini) client.fini();
+    // ControllerGone: the client closes its socket here, as a SIGKILLed
+    // snap's would be closed; the blob reads EOF.
+  }
+  EXPECT_EQ(child.wait(), kResumedOk);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ParasiteHeal,
+                         ::testing::Values(HealMode::ControllerGone, HealMode::Fini, HealMode::ThreadEntry));
+
 }  // namespace
 }  // namespace snap::parasite
