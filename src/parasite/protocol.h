@@ -1,0 +1,167 @@
+/*
+ * Wire protocol between snap (the host) and the parasite blob running inside
+ * the target. Shared by C++ host code and the freestanding C blob, so it is
+ * plain C: fixed-width types, explicit padding, no pointers (all addresses are
+ * plain u64 in the *target's* address space and never dereferenced by the
+ * host).
+ *
+ * Transport: a connected SOCK_STREAM unix socket. Every message is a header
+ * followed by exactly `payload_len` bytes of payload. Bump
+ * SNAP_PARASITE_VERSION on any layout change; the blob answers a command of
+ * another version with -EPROTONOSUPPORT and keeps serving.
+ */
+#ifndef SNAP_PARASITE_PROTOCOL_H
+#define SNAP_PARASITE_PROTOCOL_H
+
+#include <stdint.h>
+
+#define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
+#define SNAP_PARASITE_VERSION 1u
+
+/* Limits the blob enforces; larger requests get -E2BIG. */
+#define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
+#define SNAP_PARASITE_MAX_CMD_PAYLOAD (SNAP_PARASITE_MAX_TIMERS * 4u)
+#define SNAP_PARASITE_NSIG 64u
+
+enum snap_parasite_cmd_id {
+  SNAP_PARASITE_CMD_GET_SIGACTIONS = 1,
+  SNAP_PARASITE_CMD_GET_THREAD_STATE = 2,
+  SNAP_PARASITE_CMD_GET_ITIMERS = 3, /* payload: int32 POSIX timer ids */
+  SNAP_PARASITE_CMD_GET_MISC = 4,
+  SNAP_PARASITE_CMD_PEEK_PIPE = 5, /* arg[0] = pipe read fd, arg[1] = max bytes */
+  SNAP_PARASITE_CMD_FINI = 6,
+};
+
+/* host -> blob */
+struct snap_parasite_cmd {
+  uint32_t magic;       /* SNAP_PARASITE_MAGIC */
+  uint16_t version;     /* SNAP_PARASITE_VERSION */
+  uint16_t cmd;         /* enum snap_parasite_cmd_id */
+  uint32_t seq;         /* echoed in the reply */
+  uint32_t payload_len; /* bytes following; <= SNAP_PARASITE_MAX_CMD_PAYLOAD */
+  uint64_t arg[2];
+};
+
+/* blob -> host */
+struct snap_parasite_reply {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t cmd;
+  uint32_t seq;
+  int32_t status;       /* 0 on success, -errno on failure (then no payload) */
+  uint64_t payload_len; /* bytes following */
+};
+
+/* GET_SIGACTIONS payload: act[i] describes signal i + 1. */
+struct snap_parasite_sigaction {
+  uint64_t handler;
+  uint64_t flags;
+  uint64_t restorer;
+  uint64_t mask;
+  int32_t status; /* 0, or -errno (SIGKILL/SIGSTOP: -EINVAL, not queried) */
+  uint32_t pad;
+};
+struct snap_parasite_sigactions {
+  struct snap_parasite_sigaction act[SNAP_PARASITE_NSIG];
+};
+
+/* GET_THREAD_STATE payload (also the result of the per-thread entry). */
+struct snap_parasite_thread_state {
+  uint64_t ss_sp;
+  uint64_t ss_size;
+  int32_t ss_flags;
+  int32_t sigaltstack_status;
+  uint64_t clear_child_tid;
+  int32_t tid_address_status; /* -EINVAL without CONFIG_CHECKPOINT_RESTORE */
+  int32_t tid;                /* gettid() of the thread that ran it */
+};
+
+struct snap_parasite_timeval_pair { /* struct itimerval, 64-bit */
+  int64_t interval_sec, interval_usec;
+  int64_t value_sec, value_usec;
+};
+struct snap_parasite_posix_timer {
+  int32_t id;
+  int32_t status;  /* of timer_gettime; overrun is valid only when 0 */
+  int32_t overrun; /* timer_getoverrun */
+  int32_t pad;
+  int64_t interval_sec, interval_nsec;
+  int64_t value_sec, value_nsec;
+};
+/* GET_ITIMERS payload: this, then n_posix snap_parasite_posix_timer. */
+struct snap_parasite_itimers {
+  struct snap_parasite_timeval_pair itimer[3]; /* REAL, VIRTUAL, PROF */
+  int32_t itimer_status[3];
+  uint32_t n_posix;
+};
+
+/* GET_MISC payload */
+struct snap_parasite_misc {
+  int32_t pdeathsig;
+  int32_t pdeathsig_status;
+  int32_t dumpable; /* PR_GET_DUMPABLE result, or -errno */
+  uint32_t umask;
+};
+
+/* PEEK_PIPE payload: this, then `copied` bytes. copied < available means the
+ * data did not fit (max bytes, or pipe capacity); the host must treat that as
+ * an incomplete dump. */
+struct snap_parasite_pipe_peek {
+  uint64_t available; /* FIONREAD on the target's fd */
+  uint64_t copied;
+};
+
+/*
+ * Parameters the host writes into the blob's `snap_parasite_args` symbol
+ * before starting it.
+ */
+struct snap_parasite_args {
+  uint32_t magic;   /* SNAP_PARASITE_MAGIC, else the blob refuses to run */
+  uint16_t version; /* SNAP_PARASITE_VERSION */
+  uint16_t addr_len; /* length of `addr` used when sock_fd < 0 */
+  int32_t sock_fd;   /* connected socket in the target, or -1 */
+  uint32_t pad;
+  uint8_t addr[112]; /* struct sockaddr_un to connect() when sock_fd < 0 */
+  /* Value of rsp for rt_sigreturn: address of the frame's ucontext (the
+   * frame's start + 8). 0: no frame; the loop returns to its caller instead. */
+  uint64_t sigreturn_sp;
+};
+
+/* Per-thread one-shot entry (snap_parasite_thread_entry): the host fills
+ * `snap_parasite_thread_args`, the blob writes `snap_parasite_thread_result`. */
+struct snap_parasite_thread_args {
+  uint32_t magic;
+  uint32_t pad;
+  uint64_t sigreturn_sp; /* as above; 0: trap with int3 when done */
+};
+
+/* Entry point and data symbol names, for the host's symbol lookup. */
+#define SNAP_PARASITE_SYM_SERVICE "snap_parasite_service"
+#define SNAP_PARASITE_SYM_TRAP_ENTRY "snap_parasite_trap_entry"
+#define SNAP_PARASITE_SYM_THREAD_ENTRY "snap_parasite_thread_entry"
+#define SNAP_PARASITE_SYM_ARGS "snap_parasite_args"
+#define SNAP_PARASITE_SYM_THREAD_ARGS "snap_parasite_thread_args"
+#define SNAP_PARASITE_SYM_THREAD_RESULT "snap_parasite_thread_result"
+#define SNAP_PARASITE_SYM_RELOC_CHECK "snap_parasite_reloc_check"
+
+/* The layout is ABI between two separately compiled programs: pin it. */
+#ifdef __cplusplus
+#define SNAP_PARASITE_ASSERT_SIZE(type, n) static_assert(sizeof(struct type) == (n), #type)
+#else
+#define SNAP_PARASITE_ASSERT_SIZE(type, n) _Static_assert(sizeof(struct type) == (n), #type)
+#endif
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_cmd, 32);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_reply, 24);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_sigaction, 40);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_sigactions, 40 * 64);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 40);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_timeval_pair, 32);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_posix_timer, 48);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_itimers, 112);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 16);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);
+#undef SNAP_PARASITE_ASSERT_SIZE
+
+#endif /* SNAP_PARASITE_PROTOCOL_H */
