@@ -33,6 +33,9 @@ struct ThreadState {
   // Filled by the parasite (issue 4); absent when not collected.
   std::optional<std::array<uint64_t, 3>> sigaltstack;  // ss_sp, ss_flags, ss_size
   std::optional<uint64_t> clear_child_tid;
+  // The thread's registered restartable-sequences area: address, length,
+  // signature (PTRACE_GET_RSEQ_CONFIGURATION); restore registers it again.
+  std::optional<std::array<uint64_t, 3>> rseq;
 };
 
 enum class MappingKind : uint8_t {

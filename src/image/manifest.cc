@@ -49,6 +49,7 @@ ojson encode(const ThreadState& t) {
   j["syscall_nr"] = t.syscall_nr;
   if (t.sigaltstack) j["sigaltstack"] = *t.sigaltstack;
   if (t.clear_child_tid) j["clear_child_tid"] = *t.clear_child_tid;
+  if (t.rseq) j["rseq"] = *t.rseq;
   return j;
 }
 
@@ -244,6 +245,7 @@ ThreadState decode_thread(const Field& f) {
   t.syscall_nr = f["syscall_nr"].as<int64_t>();
   if (auto s = f.opt("sigaltstack")) t.sigaltstack = s->fixed_array<uint64_t, 3>();
   if (auto c = f.opt("clear_child_tid")) t.clear_child_tid = c->as<uint64_t>();
+  if (auto r = f.opt("rseq")) t.rseq = r->fixed_array<uint64_t, 3>();
   return t;
 }
 

@@ -215,6 +215,11 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   pid_t pid = rs.task().tid();
   auto now = proc::read_mappings(pid);
   Scratch scratch(rs, find_free(now, p.mappings, kScratchSize));
+  image::Mapping scratch_area;
+  scratch_area.start = scratch.addr();
+  scratch_area.end = scratch.addr() + kScratchSize;
+  scratch_area.kind = MappingKind::Vsyscall;  // kept, like the kernel's own
+  now.push_back(scratch_area);
 
   // 1. Drop snap's own mappings (its code, heap, stack, libraries).
   for (const auto& m : now) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/personality.h>
+#include <sys/rseq.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -24,6 +25,17 @@
 namespace snap::restore {
 
 namespace {
+
+constexpr uint32_t kRseqSig = 0x53053053;  // glibc's RSEQ_SIG on x86
+constexpr int kRseqFlagUnregister = 1;
+
+void unregister_rseq() {
+  if (__rseq_size == 0) return;
+  auto area = static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset;
+  // glibc registers 32 bytes (or its feature size); try both.
+  if (::syscall(SYS_rseq, area, 32, kRseqFlagUnregister, kRseqSig) != 0)
+    ::syscall(SYS_rseq, area, __rseq_size, kRseqFlagUnregister, kRseqSig);
+}
 
 // Runs in the skeleton (a fork of snap with the saved pid), before snap
 // takes it over with ptrace. Reports failures as text on `status_fd`;
@@ -56,6 +68,9 @@ int skeleton_main(const image::Process& p, const FdPlan& plan, int status_fd) {
     ::setrlimit(static_cast<__rlimit_resource>(r.resource), &lim);
   }
   ::syscall(SYS_personality, static_cast<unsigned long>(p.personality));
+  // glibc registered an rseq area in snap's TLS; the kernel writes to it on
+  // every return to user space, so it must go before that memory does.
+  unregister_rseq();
   if (::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) < 0)
     return report(fmt::format("ptrace(PTRACE_TRACEME): {}", std::strerror(errno)));
   ::close(status_fd);
@@ -117,6 +132,10 @@ pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawn
       if (!thread.pending.empty() || !thread.pending_shared.empty())
         warn("pid {}: {} queued signal(s) are not restored yet", p.pid,
              thread.pending.size() + thread.pending_shared.size());
+      if (thread.rseq) {
+        const auto& [area, len, sig] = *thread.rseq;
+        rs.checked("rseq registration", SYS_rseq, area, len, 0, sig);
+      }
       rs.set_final_regs(Registers::from_bytes(thread.gpregs));
     }
     task->set_xsave(thread.xsave);

@@ -19,6 +19,7 @@ image::ThreadState collect_thread(const Task& t, bool leader) {
   ts.gpregs = regs.with_restart_applied().to_bytes();
   ts.xsave = t.xsave();
   ts.sigmask = t.signal_mask();
+  ts.rseq = t.rseq_configuration();
   ts.pending = t.pending_signals(false);
   if (leader) ts.pending_shared = t.pending_signals(true);
   // A signal the seize intercepted was already dequeued: keep it pending.

@@ -153,6 +153,18 @@ std::vector<std::vector<uint8_t>> Task::pending_signals(bool shared) const {
   return out;
 }
 
+std::optional<std::array<uint64_t, 3>> Task::rseq_configuration() const {
+  struct {
+    uint64_t rseq_abi_pointer;
+    uint32_t rseq_abi_size, signature, flags, pad;
+  } conf{};
+  constexpr auto kGetRseqConfiguration = static_cast<enum __ptrace_request>(0x420f);
+  if (::ptrace(kGetRseqConfiguration, tid_, reinterpret_cast<void*>(sizeof conf), &conf) < 0)
+    return std::nullopt;  // kernel without rseq
+  if (!conf.rseq_abi_pointer) return std::nullopt;
+  return std::array<uint64_t, 3>{conf.rseq_abi_pointer, conf.rseq_abi_size, conf.signature};
+}
+
 int Task::resume_and_wait(int request) {
   const char* name = request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT";
   for (;;) {

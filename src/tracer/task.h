@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -35,6 +36,8 @@ class Task {
   void set_signal_mask(uint64_t mask);
   // Queued signals: the thread's own (shared=false) or its process's.
   std::vector<std::vector<uint8_t>> pending_signals(bool shared) const;
+  // The registered rseq area (address, length, signature), if any.
+  std::optional<std::array<uint64_t, 3>> rseq_configuration() const;
   // A signal whose delivery the seize intercepted; it goes back on detach.
   std::optional<int> intercepted_signal() const { return stop_signal_; }
 
