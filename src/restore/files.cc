@@ -44,9 +44,11 @@ FdPlan plan_fds(const image::Process& p, bool allow_changed_files) {
     a.cloexec = (f.flags & O_CLOEXEC) != 0;
     a.path = f.path;
     a.pos = f.pos;
-    if (is_stdio(f.fd)) {
-      // The job's stdin/stdout/stderr are snap restore's own: a batch
-      // script redirects `snap restore` as it did the original program.
+    bool file_like = f.type == T::Regular || f.type == T::Directory || f.type == T::CharDev;
+    if (is_stdio(f.fd) && !file_like) {
+      // Stdio that is a pipe, terminal or socket leads to whoever started
+      // the job (the batch script, the shell): the restored job gets snap
+      // restore's own. Files (an input deck, --output) are reopened below.
       a.kind = FdAction::kInherit;
       a.inherit = f.fd;
       plan.actions.push_back(std::move(a));
@@ -66,7 +68,7 @@ FdPlan plan_fds(const image::Process& p, bool allow_changed_files) {
           a.path = "/dev/null";
           a.flags = O_RDWR | (f.flags & O_CLOEXEC);
           a.pos = 0;
-        } else if (static_cast<uint64_t>(st.st_size) < f.pos) {
+        } else if (static_cast<uint64_t>(st.st_size) < f.pos && !(f.flags & O_APPEND)) {
           std::string msg = fmt::format("{} is now {} bytes, shorter than the saved offset {}",
                                         fd_name(f), st.st_size, f.pos);
           if (!allow_changed_files)

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""snap restore, end to end: real programs are dumped with --kill in the
+middle of their run, restored, and must finish with exactly the output of an
+uninterrupted run. Usage: restore_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import (Skip, case, expect, lines_of, main, pid_alive, start, wait_for,
+                      wait_lines)
+
+
+def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
+                      timeout=120):
+    """Runs argv with stdout to a file, dumps it with --kill once it printed
+    after_lines lines, restores it and checks the whole output file."""
+    out = env.path(f"{name}.out")
+    ckpt = env.path(f"{name}.ckpt")
+    p = start(argv, stdout_path=out, stdin_path=stdin_path)
+    wait_lines(out, after_lines)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    before = lines_of(out)
+    expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
+    r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
+    expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
+    got = lines_of(out)
+    if got != expected:
+        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
+                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
+    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
+
+
+@case
+def counter_c(env):
+    dump_kill_restore(env, [env.prog("counter"), "8", "200"], "counter", 3,
+                      [str(i) for i in range(1, 9)])
+
+
+@case
+def counter_python(env):
+    dump_kill_restore(env, [sys.executable, env.src("counter.py"), "8", "200"], "counter_py", 3,
+                      [str(i) for i in range(1, 9)])
+
+
+@case
+def counter_static(env):
+    dump_kill_restore(env, [env.prog("counter_static"), "8", "200"], "counter_static", 3,
+                      [str(i) for i in range(1, 9)])
+
+
+@case
+def avx512(env):
+    probe = subprocess.run([env.prog("avx512"), "0", "0"], capture_output=True, text=True)
+    if probe.returncode == 3:
+        raise Skip("this CPU has no AVX-512F")
+    dump_kill_restore(env, [env.prog("avx512"), "10", "200"], "avx512", 3,
+                      [f"round {i} ok" for i in range(1, 11)] + ["round 10 all ok"])
+
+
+@case
+def bc_pi(env):
+    if not shutil.which("bc"):
+        raise Skip("bc is not installed")
+    prog = env.path("pi.bc")
+    with open(prog, "w") as f:
+        f.write("scale=1800; 4*a(1)\n")
+    ref = subprocess.run(["bc", "-l"], stdin=open(prog), capture_output=True, text=True).stdout
+    out = env.path("pi.out")
+    ckpt = env.path("pi.ckpt")
+    p = start(["bc", "-l"], stdout_path=out, stdin_path=prog)
+    import time
+    time.sleep(0.5)
+    expect(p.poll() is None, "bc still computing when dumped")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    expect(os.path.getsize(out) == 0, "bc had printed nothing yet")
+    r = env.snap_run("restore", ckpt, timeout=300, check=False)
+    expect(r.returncode == 0, f"restored bc exited 0 ({r.stderr.strip()})")
+    with open(out) as f:
+        got = f.read()
+    expect(got == ref and len(ref) > 1800, "pi digits identical to an uninterrupted bc")
+
+
+@case
+def xz_file_to_file(env):
+    if not shutil.which("xz"):
+        raise Skip("xz is not installed")
+    import random
+    import time
+    src = env.path("data.txt")
+    rnd = random.Random(7)
+    with open(src, "w") as f:
+        for i in range(250000):
+            f.write(f"{i} {rnd.random()}\n")
+    ref = subprocess.run(["xz", "-T1", "-6", "-c", src], capture_output=True).stdout
+    out = env.path("data.txt.xz")
+    ckpt = env.path("xz.ckpt")
+    p = subprocess.Popen(["xz", "-T1", "-6", "-c", src], stdout=open(out, "wb"))
+    wait_for(lambda: os.path.getsize(out) > 0 or p.poll() is not None, 60, "xz output")
+    expect(p.poll() is None, "xz still running when dumped")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    partial = os.path.getsize(out)
+    expect(0 < partial < len(ref), f"xz was stopped mid-stream ({partial} of {len(ref)} bytes)")
+    r = env.snap_run("restore", ckpt, timeout=300, check=False)
+    expect(r.returncode == 0, f"restored xz exited 0 ({r.stderr.strip()})")
+    with open(out, "rb") as f:
+        got = f.read()
+    expect(got == ref, "xz output identical to an uninterrupted run (input and output offsets)")
+
+
+@case
+def dump_restore_twice(env):
+    out = env.path("twice.out")
+    p = start([env.prog("counter"), "12", "150"], stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("c1"))
+    p.wait()
+    pid = p.pid
+    # Restore in the background, dump the restored process again.
+    r1 = subprocess.Popen([env.snap, "restore", env.path("c1")], stderr=subprocess.PIPE, text=True)
+    n = len(lines_of(out))
+    wait_lines(out, n + 3)
+    expect(pid_alive(pid), "the restored counter runs with its old pid")
+    env.snap_run("dump", "--kill", "--pid", str(pid), "-o", env.path("c2"))
+    r1.wait(timeout=30)
+    expect(r1.returncode == 128 + 9, f"first snap restore reports its job killed (got {r1.returncode})")
+    r2 = env.snap_run("restore", env.path("c2"), check=False)
+    expect(r2.returncode == 0, f"second restore ran to the end ({r2.stderr.strip()})")
+    expect(lines_of(out) == [str(i) for i in range(1, 13)], "output 1..12 across two restores")
+
+
+def dump_counter(env, name):
+    out = env.path(f"{name}.out")
+    p = start([env.prog("counter"), "1000", "100"], stdout_path=out)
+    wait_lines(out, 2)
+    ckpt = env.path(name)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    return ckpt, p.pid, out
+
+
+@case
+def corrupted_page_block(env):
+    ckpt, pid, out = dump_counter(env, "corrupt")
+    pages = os.path.join(ckpt, "pages.bin")
+    size = os.path.getsize(pages)
+    expect(size > 64, "the image has stored pages")
+    with open(pages, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    n = len(lines_of(out))
+    r = env.snap_run("restore", ckpt, check=False)
+    expect(r.returncode == 1, f"a damaged image is refused with exit 1 (got {r.returncode})")
+    expect("pages.bin" in r.stderr and "block" in r.stderr, f"the message names the damage: {r.stderr.strip()}")
+    expect(not pid_alive(pid) and len(lines_of(out)) == n, "nothing was started")
+
+
+@case
+def truncated_manifest(env):
+    ckpt, pid, out = dump_counter(env, "trunc")
+    man = os.path.join(ckpt, "manifest.json")
+    with open(man, "r+b") as f:
+        f.truncate(os.path.getsize(man) // 2)
+    r = env.snap_run("restore", ckpt, check=False)
+    expect(r.returncode == 1, f"a truncated manifest is refused with exit 1 (got {r.returncode})")
+    expect("manifest" in r.stderr, f"the message names the manifest: {r.stderr.strip()}")
+    expect(not pid_alive(pid), "nothing was started")
+
+
+@case
+def pid_in_use(env):
+    out = env.path("inuse.out")
+    p = start([env.prog("counter"), "1000", "100"], stdout_path=out)
+    wait_lines(out, 2)
+    ckpt = env.path("inuse")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)  # leaves it running
+    r = env.snap_run("restore", ckpt, check=False)
+    expect(r.returncode == 1, f"restore over a live pid is refused with exit 1 (got {r.returncode})")
+    expect(f"pid {p.pid} is in use by 'counter'" in r.stderr, f"the message names the holder: {r.stderr.strip()}")
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    expect(p.poll() is None, "the original keeps running")
+
+
+if __name__ == "__main__":
+    main()

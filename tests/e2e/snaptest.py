@@ -1,0 +1,137 @@
+"""Shared helpers for snap's end-to-end tests (Python 3 standard library).
+
+A test script imports this, declares cases with @case, and calls main().
+Each case runs in its own meson test: `script.py SNAP PROGRAMS_DIR CASE`.
+A case passes by returning, fails by raising, and is skipped (exit 77) by
+raising Skip with the reason, which is printed.
+"""
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+CASES = {}
+
+
+class Skip(Exception):
+    pass
+
+
+class Env:
+    def __init__(self, snap, programs, source_programs):
+        self.snap = snap
+        self.programs = programs          # build dir of tests/programs
+        self.sources = source_programs    # source dir of tests/programs
+        self.tmp = tempfile.mkdtemp(prefix="snap-e2e-")
+
+    def prog(self, name):
+        return os.path.join(self.programs, name)
+
+    def src(self, name):
+        return os.path.join(self.sources, name)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def snap_run(self, *args, timeout=120, check=True, **kw):
+        p = subprocess.run([self.snap, *args], capture_output=True, text=True, timeout=timeout, **kw)
+        if check and p.returncode != 0:
+            raise AssertionError(f"snap {' '.join(args)} exited {p.returncode}\n"
+                                 f"stdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+
+def case(fn):
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def make_subreaper():
+    # PID 1 here never reaps orphans: collect them ourselves.
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def wait_for(pred, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def lines_of(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_lines(path, n, timeout=30.0):
+    wait_for(lambda: len(lines_of(path)) >= n, timeout, f"{n} lines in {path}")
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok   {what}")
+
+
+def main():
+    if len(sys.argv) != 5:
+        print(f"usage: {sys.argv[0]} SNAP PROGRAMS_BUILD_DIR PROGRAMS_SOURCE_DIR CASE")
+        print("cases: " + " ".join(CASES))
+        sys.exit(2)
+    snap, programs, sources, name = sys.argv[1:]
+    make_subreaper()
+    env = Env(os.path.abspath(snap), programs, sources)
+    try:
+        CASES[name](env)
+    except Skip as e:
+        print(f"SKIP {name}: {e}")
+        sys.exit(SKIP)
+    finally:
+        # Leave nothing running behind.
+        for p in list(_started):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        reap_orphans()
+    print(f"PASS {name}")
+
+
+_started = []
+
+
+def start(argv, stdout_path=None, stdin_path=None, **kw):
+    """Starts a program the test owns (killed at the end if still running)."""
+    stdout = open(stdout_path, "w") if stdout_path else subprocess.DEVNULL
+    stdin = open(stdin_path) if stdin_path else subprocess.DEVNULL
+    p = subprocess.Popen(argv, stdout=stdout, stdin=stdin, stderr=subprocess.STDOUT, **kw)
+    _started.append(p)
+    return p
