@@ -189,5 +189,33 @@ def pid_in_use(env):
     expect(p.poll() is None, "the original keeps running")
 
 
+@case
+def signals_forwarded(env):
+    import signal
+    import time
+    ckpt, pid, out = dump_counter(env, "sig")
+    r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    r.send_signal(signal.SIGTERM)
+    r.wait(timeout=30)
+    expect(r.returncode == 128 + signal.SIGTERM,
+           f"snap restore passes SIGTERM on and exits 143 like the job (got {r.returncode})")
+    time.sleep(0.2)
+    expect(not pid_alive(pid), "the restored job received it and ended")
+
+
+@case
+def detach(env):
+    ckpt, pid, out = dump_counter(env, "detach")
+    r = env.snap_run("restore", "--detach", ckpt, timeout=60)
+    expect(f"pid {pid} is running" in r.stderr, f"--detach reports the pid: {r.stderr.strip()}")
+    n = len(lines_of(out))
+    wait_lines(out, n + 3)
+    expect(pid_alive(pid), "the detached job keeps running after snap restore returned")
+    import signal
+    os.kill(pid, signal.SIGKILL)
+
+
 if __name__ == "__main__":
     main()

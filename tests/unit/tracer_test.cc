@@ -1,0 +1,184 @@
+// Unit tests of src/tracer's pure parts: /proc parsers, page selection,
+// syscall-restart handling in Registers, and the tracer against a live child.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "base/error.h"
+#include "tracer/memory.h"
+#include "tracer/proc.h"
+#include "tracer/registers.h"
+#include "tracer/task.h"
+
+using namespace snap;
+
+TEST(ProcParse, MapsLinesWithPathsSpacesAndSpecials) {
+  auto maps = proc::parse_maps(
+      "55d0c0a00000-55d0c0a02000 r--p 00000000 fe:00 1234                       /usr/bin/my prog\n"
+      "7f5f7aeef000-7f5f7aef1000 rw-p 00033000 fe:00 332383   /usr/lib/ld.so (deleted)\n"
+      "7ffda6c06000-7ffda6c27000 rw-p 00000000 00:00 0                          [stack]\n"
+      "7f0000000000-7f0000001000 rw-s 00000000 00:01 77                         /dev/zero (deleted)\n"
+      "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]\n");
+  ASSERT_EQ(maps.size(), 5u);
+  EXPECT_EQ(maps[0].start, 0x55d0c0a00000u);
+  EXPECT_EQ(maps[0].end, 0x55d0c0a02000u);
+  EXPECT_TRUE(maps[0].r);
+  EXPECT_FALSE(maps[0].w);
+  EXPECT_EQ(maps[0].path, "/usr/bin/my prog");
+  EXPECT_EQ(maps[0].dev_major, 0xfeu);
+  EXPECT_EQ(maps[0].inode, 1234u);
+  EXPECT_EQ(maps[1].offset, 0x33000u);
+  EXPECT_EQ(maps[1].path, "/usr/lib/ld.so (deleted)");
+  EXPECT_EQ(maps[2].path, "[stack]");
+  EXPECT_TRUE(maps[3].shared);
+  EXPECT_TRUE(maps[4].x);
+  EXPECT_FALSE(maps[4].r);
+}
+
+TEST(ProcParse, SmapsKeepsVmFlagsPerMapping) {
+  auto e = proc::parse_smaps(
+      "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+      "Size:                  4 kB\n"
+      "VmFlags: rd ex mr mw me dw \n"
+      "7ffda6c06000-7ffda6c27000 rw-p 00000000 00:00 0  [stack]\n"
+      "Rss:                  12 kB\n"
+      "VmFlags: rd wr mr mw me gd ac \n");
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].vmflags, "rd ex mr mw me dw");
+  EXPECT_EQ(e[1].vmflags, "rd wr mr mw me gd ac");
+}
+
+TEST(ProcParse, StatWithParenthesesAndSpacesInComm) {
+  std::string fields;
+  // After "state": fields 4..52 of proc(5); put field number N as its value.
+  for (int n = 4; n <= 52; n++) fields += " " + std::to_string(n);
+  auto st = proc::parse_stat("4242 (a (weird) name) S" + fields + "\n");
+  EXPECT_EQ(st.pid, 4242);
+  EXPECT_EQ(st.comm, "a (weird) name");
+  EXPECT_EQ(st.state, 'S');
+  EXPECT_EQ(st.ppid, 4);
+  EXPECT_EQ(st.pgrp, 5);
+  EXPECT_EQ(st.session, 6);
+  EXPECT_EQ(st.flags, 9u);
+  EXPECT_EQ(st.start_code, 26u);
+  EXPECT_EQ(st.start_stack, 28u);
+  EXPECT_EQ(st.start_brk, 47u);
+  EXPECT_EQ(st.env_end, 51u);
+}
+
+TEST(ProcParse, StatousAndFdinfo) {
+  auto s = proc::parse_status("Name:\tcounter\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t7\n"
+                              "PPid:\t1\nTracerPid:\t99\nUid:\t1000\t1001\t1002\t1003\n"
+                              "Gid:\t10\t11\t12\t13\n");
+  EXPECT_EQ(s.name, "counter");
+  EXPECT_EQ(s.umask, 027u);
+  EXPECT_EQ(s.tracer_pid, 99);
+  EXPECT_EQ(s.uids[1], 1001u);
+  EXPECT_EQ(s.gids[3], 13u);
+  auto fi = proc::parse_fdinfo("pos:\t4096\nflags:\t02100002\nmnt_id:\t25\nino:\t777\n");
+  EXPECT_EQ(fi.pos, 4096u);
+  EXPECT_EQ(fi.flags, 02100002);
+  EXPECT_EQ(fi.ino, 777u);
+  EXPECT_EQ(proc::parse_pid_list("12 13 \n"), (std::vector<pid_t>{12, 13}));
+}
+
+TEST(ProcParse, MalformedInputIsAnError) {
+  EXPECT_THROW(proc::parse_stat("garbage"), Error);
+  EXPECT_TRUE(proc::parse_maps("not a maps line\n").empty());
+}
+
+TEST(PageSelection, AnonymousTakesPresentAndSwapped) {
+  image::Mapping m;
+  m.start = 0x10000;
+  m.end = 0x10000 + 4 * 4096;
+  m.kind = image::MappingKind::Anonymous;
+  std::vector<uint64_t> pm = {0, 1ull << 63, 1ull << 62, (1ull << 63) | (1ull << 61)};
+  EXPECT_EQ(select_pages(m, pm), (std::vector<uint64_t>{0x11000, 0x12000, 0x13000}));
+}
+
+TEST(PageSelection, PrivateFileTakesOnlyCopiedOnWritePages) {
+  image::Mapping m;
+  m.start = 0x10000;
+  m.end = 0x10000 + 3 * 4096;
+  m.kind = image::MappingKind::File;
+  // page cache (file page), COW'd anonymous page, not present
+  std::vector<uint64_t> pm = {(1ull << 63) | (1ull << 61), 1ull << 63, 0};
+  EXPECT_EQ(select_pages(m, pm), (std::vector<uint64_t>{0x11000}));
+  m.shared = true;
+  EXPECT_FALSE(mapping_has_content(m));
+  m.kind = image::MappingKind::Vdso;
+  EXPECT_FALSE(mapping_has_content(m));
+}
+
+TEST(Registers, RestartIsMadeExplicit) {
+  Registers r;
+  r.raw().orig_rax = 230;                     // clock_nanosleep
+  r.raw().rax = static_cast<uint64_t>(-516);  // -ERESTART_RESTARTBLOCK
+  r.raw().rip = 0x401002;
+  ASSERT_TRUE(r.in_restartable_syscall());
+  Registers n = r.with_restart_applied();
+  EXPECT_EQ(n.raw().rax, 230u);
+  EXPECT_EQ(n.raw().rip, 0x401000u);
+  EXPECT_EQ(static_cast<int64_t>(n.raw().orig_rax), -1);
+  EXPECT_FALSE(n.in_restartable_syscall());
+
+  Registers done;
+  done.raw().orig_rax = 0;
+  done.raw().rax = static_cast<uint64_t>(-4);  // -EINTR: finished, not restarted
+  EXPECT_FALSE(done.in_restartable_syscall());
+  EXPECT_EQ(done.with_restart_applied().raw().rip, done.raw().rip);
+}
+
+TEST(Registers, BytesRoundTripAndSizeChecked) {
+  Registers r;
+  r.raw().r15 = 0x1122334455667788;
+  r.raw().fs_base = 0x7f0000001000;
+  auto b = r.to_bytes();
+  EXPECT_EQ(Registers::from_bytes(b).raw().r15, 0x1122334455667788u);
+  b.pop_back();
+  EXPECT_THROW(Registers::from_bytes(b), Error);
+}
+
+// A live child: seized, its registers read, memory pages found, detached,
+// and it carries on.
+TEST(Tracer, SeizeReadDetachLeavesChildRunning) {
+  int to_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    // Touch exactly 3 pages of an 8-page anonymous mapping.
+    auto* p = static_cast<uint8_t*>(mmap(nullptr, 8 * 4096, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    p[0] = 1;
+    p[2 * 4096] = 2;
+    p[5 * 4096] = 3;
+    uint64_t addr = reinterpret_cast<uint64_t>(p);
+    if (write(to_parent[1], &addr, sizeof addr) != sizeof addr) _exit(1);
+    for (;;) pause();
+  }
+  uint64_t addr = 0;
+  ASSERT_EQ(read(to_parent[0], &addr, sizeof addr), static_cast<ssize_t>(sizeof addr));
+  {
+    SeizedTree tree = SeizedTree::seize(child);
+    ASSERT_EQ(tree.processes().size(), 1u);
+    ASSERT_EQ(tree.thread_count(), 1u);
+    auto& task = *tree.processes()[0].tasks[0];
+    EXPECT_NE(task.regs().ip().as_int(), 0u);
+    EXPECT_GT(task.xsave().size(), 512u);
+    image::Mapping m;
+    for (auto& mm : proc::read_mappings(child))
+      if (mm.start == addr) m = mm;
+    ASSERT_EQ(m.start, addr);
+    auto pages = pages_to_dump(child, m);
+    EXPECT_EQ(pages, (std::vector<uint64_t>{addr, addr + 2 * 4096, addr + 5 * 4096}));
+  }
+  // Detached: the child still runs and answers a signal.
+  EXPECT_EQ(kill(child, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+}
