@@ -3,10 +3,13 @@
 // The steps, in order:
 //   1. stop every thread of the tree (ptrace seize + interrupt);
 //   2. collect each process's state from /proc and each thread's registers;
-//   3. read the memory that holds state and stream it into the page store
-//      (hashed, deduplicated, lz4-compressed on worker threads);
-//   4. let the job run again (or kill it, with --kill, once the image is safe);
-//   5. commit the image: fsync, then rename into place.
+//   3. take a copy-on-write snapshot of each process's memory (see
+//      tracer/snapshot.h) and let the job run again at once;
+//   4. read the memory that holds state from the snapshots and stream it
+//      into the page store (hashed, deduplicated, lz4-compressed on worker
+//      threads);
+//   5. commit the image: fsync, then rename into place; then release the
+//      snapshots (or, with --kill, kill the job, which stayed stopped).
 // Any failure before step 5 leaves the job running and any previous image
 // untouched.
 #include <sys/utsname.h>
@@ -23,6 +26,7 @@
 #include "image/image_writer.h"
 #include "tracer/collect.h"
 #include "tracer/memory.h"
+#include "tracer/snapshot.h"
 #include "tracer/task.h"
 
 namespace snap::cmd {
@@ -84,27 +88,45 @@ int run_dump(const cxxopts::ParseResult& args) {
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
 
   image::Checkpoint ckpt = new_checkpoint();
+  for (const auto& p : tree.processes()) ckpt.processes.push_back(collect_process(p));  // 2
+
+  // 3. With --kill the job stays stopped until the end: no snapshot needed.
+  std::vector<std::unique_ptr<MemorySnapshot>> snapshots(ckpt.processes.size());
   Progress progress("dump");
-  for (const auto& p : tree.processes()) {
-    image::Process proc = collect_process(p);  // 2
-    auto mem = dump_memory(p.pid, proc.mappings,  // 3
-                           [&](pid_t owner, uint64_t mstart, uint64_t addr, const uint8_t* data,
-                               size_t npages) {
-                             writer.add_pages(owner, mstart, addr, data, npages);
-                             progress.update(writer.stats().raw_bytes, writer.stats().stored_bytes);
-                           });
-    vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", p.pid,
-         proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
-    ckpt.processes.push_back(std::move(proc));
+  auto sink_for = [&](pid_t owner) {
+    return [&, owner](pid_t, uint64_t mstart, uint64_t addr, const uint8_t* data, size_t npages) {
+      writer.add_pages(owner, mstart, addr, data, npages);
+      progress.update(writer.stats().raw_bytes, writer.stats().stored_bytes);
+    };
+  };
+  if (!kill_after) {
+    for (size_t i = 0; i < ckpt.processes.size(); i++) {
+      auto& proc = ckpt.processes[i];
+      snapshots[i] = MemorySnapshot::take(*tree.processes()[i].tasks[0]);
+      // What the snapshot cannot show is read now, before the job runs.
+      dump_memory(proc.pid, proc.mappings, sink_for(proc.pid), [&](const image::Mapping& m) {
+        return !snapshots[i] || MemorySnapshot::differs_in_child(m);
+      });
+    }
+    tree = SeizedTree();  // detach: the job runs again
   }
   double frozen = seconds_since(t0);
+  vlog("job frozen for {:.3f} s", frozen);
 
-  if (!kill_after) {
-    tree = SeizedTree();  // 4: detach; the job runs again while we finish writing
-    vlog("job running again after {:.3f} s frozen", frozen);
+  for (size_t i = 0; i < ckpt.processes.size(); i++) {  // 4
+    auto& proc = ckpt.processes[i];
+    pid_t read_from = snapshots[i] ? snapshots[i]->pid() : proc.pid;
+    auto mem = dump_memory(read_from, proc.mappings, sink_for(proc.pid), [&](const image::Mapping& m) {
+      return kill_after || (snapshots[i] && !MemorySnapshot::differs_in_child(m));
+    });
+    vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
+         proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
   }
+
   writer.commit(ckpt);  // 5
   progress.done();
+  for (size_t i = 0; i < snapshots.size(); i++)
+    if (snapshots[i]) snapshots[i]->release(ckpt.processes[i].pid);
   if (kill_after) {
     tree.kill_all();
     vlog("killed the job after a complete checkpoint");

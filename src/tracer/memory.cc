@@ -102,10 +102,12 @@ void read_pages(pid_t pid, const std::vector<uint64_t>& pages, size_t first, siz
 
 }  // namespace
 
-MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink) {
+MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
+                        const MappingFilter& which) {
   MemoryStats stats;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
   for (auto& m : mappings) {
+    if (which && !which(m)) continue;
     m.pages_dumped = 0;
     if (!mapping_has_content(m)) continue;
     auto pages = pages_to_dump(pid, m);

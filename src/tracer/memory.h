@@ -35,8 +35,11 @@ struct MemoryStats {
   uint64_t bytes() const { return pages * image::kPageSize; }
 };
 
-// Reads every page to dump of process `pid` (stopped) in large batches and
-// hands it to `sink`; sets each mapping's pages_dumped.
-MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink);
+// Reads every page to dump of the mappings that `which` selects from
+// process `read_pid` (stopped, or a snapshot of the process) in large
+// batches and hands them to `sink`; sets those mappings' pages_dumped.
+using MappingFilter = std::function<bool(const image::Mapping&)>;
+MemoryStats dump_memory(pid_t read_pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
+                        const MappingFilter& which = {});
 
 }  // namespace snap

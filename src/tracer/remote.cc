@@ -5,6 +5,8 @@
 #include <sys/auxv.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -125,9 +127,25 @@ long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uin
   Registers r = final_;
   r.set_ip(site_);
   r.set_syscall(nr, {a1, a2, a3, a4, a5, a6});
+  if (poison_next_) {
+    r.set_sp(remote_addr(0));
+    r.raw().rbp = 0;
+    poison_next_ = false;
+  }
   task_.set_regs(r);
+  last_event_ = 0;
+  last_event_msg_ = -1;
   task_.resume_and_wait(PTRACE_SYSCALL);  // syscall-entry stop
-  task_.resume_and_wait(PTRACE_SYSCALL);  // syscall-exit stop
+  for (;;) {
+    int status = task_.resume_and_wait(PTRACE_SYSCALL);
+    if (WSTOPSIG(status) == (SIGTRAP | 0x80)) break;  // syscall-exit stop
+    if (int event = status >> 16) {  // e.g. PTRACE_EVENT_CLONE on the way
+      unsigned long msg = 0;
+      ::ptrace(PTRACE_GETEVENTMSG, task_.tid(), nullptr, &msg);
+      last_event_ = event;
+      last_event_msg_ = static_cast<long>(msg);
+    }
+  }
   return task_.regs().syscall_result();
 }
 

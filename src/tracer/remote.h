@@ -47,6 +47,14 @@ class RemoteSyscalls {
   long checked(const std::string& what, long nr, uint64_t a1 = 0, uint64_t a2 = 0,
                uint64_t a3 = 0, uint64_t a4 = 0, uint64_t a5 = 0, uint64_t a6 = 0);
 
+  // Runs the next syscall() with rsp = rbp = 0. A process born of it
+  // (clone) that ever ran on its own would fault at the `leave` after the
+  // vDSO's syscall instruction instead of running the job's code.
+  void poison_stack_for_next_call() { poison_next_ = true; }
+  // The message of the last ptrace event (e.g. PTRACE_EVENT_CLONE: the new
+  // pid) seen during the last syscall(), or -1.
+  long last_event_message(int event) const { return event == last_event_ ? last_event_msg_ : -1; }
+
   // The syscall site moved (restore moves the vDSO).
   void set_syscall_site(remote_addr site) { site_ = site; }
   // Registers to put back on scope exit (default: those at entry).
@@ -57,6 +65,9 @@ class RemoteSyscalls {
   Task& task_;
   remote_addr site_;
   Registers final_;
+  bool poison_next_ = false;
+  int last_event_ = 0;
+  long last_event_msg_ = -1;
 };
 
 }  // namespace snap

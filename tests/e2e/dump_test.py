@@ -27,6 +27,9 @@ def two_threads_256mib(env):
     ckpt = env.path("mem.ckpt")
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
     print(r.stderr.strip())
+    kids = [k for t in os.listdir(f"/proc/{p.pid}/task")
+            for k in open(f"/proc/{p.pid}/task/{t}/children").read().split()]
+    expect(kids == [], f"the dump left no process behind under the job (snapshot reaped): {kids}")
     size = image_size(ckpt)
     expect(size < 48 << 20, f"image of 256 MiB (10% random) is {size / 2**20:.1f} MiB < 48 MiB")
     expect(oct(os.stat(ckpt).st_mode & 0o777) == "0o700", "image directory is 0700")

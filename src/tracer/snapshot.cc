@@ -1,0 +1,84 @@
+#include "tracer/snapshot.h"
+
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <cstring>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "tracer/remote.h"
+
+namespace snap {
+
+namespace {
+
+bool has_flag(const std::string& vmflags, const char* flag) {
+  return (" " + vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
+}
+
+long set_options(pid_t tid, long options) {
+  return ::ptrace(PTRACE_SETOPTIONS, tid, nullptr, reinterpret_cast<void*>(options));
+}
+
+}  // namespace
+
+bool MemorySnapshot::differs_in_child(const image::Mapping& m) {
+  return has_flag(m.vmflags, "dc") || has_flag(m.vmflags, "wf");
+}
+
+std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {
+  pid_t child = -1;
+  {
+    RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
+    // Only for this call: report the clone so the child is born traced.
+    check_sys(set_options(leader.tid(), PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE),
+              "ptrace(PTRACE_SETOPTIONS)");
+    rs.poison_stack_for_next_call();
+    long rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, 0, 0, 0, 0);
+    set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
+    if (rc < 0) {
+      vlog("pid {}: no copy-on-write snapshot ({}); reading memory while stopped", leader.tid(),
+           std::strerror(static_cast<int>(-rc)));
+      return nullptr;
+    }
+    child = static_cast<pid_t>(rs.last_event_message(PTRACE_EVENT_CLONE));
+    if (child <= 0) child = static_cast<pid_t>(rc);
+  }
+  // The child starts in a ptrace stop; make sure snap's death kills it.
+  int status = 0;
+  while (::waitpid(child, &status, __WALL) < 0 && errno == EINTR) {}
+  std::unique_ptr<MemorySnapshot> snap(new MemorySnapshot(child));
+  if (set_options(child, PTRACE_O_EXITKILL) < 0)
+    throw SysError("ptrace(PTRACE_SETOPTIONS, snapshot pid " + std::to_string(child) + ")", errno);
+  vlog("pid {}: copy-on-write snapshot is pid {}", leader.tid(), child);
+  return snap;
+}
+
+void MemorySnapshot::kill_child() {
+  ::kill(child_, SIGKILL);
+  int status = 0;
+  while (::waitpid(child_, &status, __WALL) < 0 && errno == EINTR) {}
+}
+
+void MemorySnapshot::release(pid_t job_pid) {
+  if (released_) return;
+  released_ = true;
+  kill_child();
+  // The job is the child's parent: let it collect the zombie, quietly.
+  try {
+    auto leader = Task::seize_and_stop(job_pid);
+    RemoteSyscalls rs(*leader, find_syscall_site(job_pid));
+    rs.syscall(SYS_wait4, static_cast<uint64_t>(child_), 0, __WALL, 0);
+  } catch (const std::exception& e) {
+    warn("could not collect snapshot process {} in pid {}: {}", child_, job_pid, e.what());
+  }
+}
+
+MemorySnapshot::~MemorySnapshot() {
+  if (!released_) kill_child();
+}
+
+}  // namespace snap

@@ -1,0 +1,51 @@
+// A copy-on-write snapshot of a stopped process's memory, so the job runs
+// again while snap reads and compresses its pages.
+//
+// The stopped leader executes clone() with no flags and exit signal 0 (a
+// fork its parent is never told about and that plain wait() does not see).
+// The child never runs: it is born traced by snap with PTRACE_O_EXITKILL
+// (and with rsp = rbp = 0, so even if it were let go it would fault at once
+// instead of running the job's code). Its memory is the job's memory at the
+// instant of the dump; the kernel copies a page only when the job writes it.
+// Release kills the child; the job's leader reaps it in one more remote
+// wait4(), so nothing is left behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "image/checkpoint.h"
+#include "tracer/task.h"
+
+namespace snap {
+
+class MemorySnapshot {
+ public:
+  // Takes the snapshot from `leader` (stopped). Returns nullptr when the
+  // kernel refuses the clone (e.g. memory overcommit limits): the caller
+  // then reads the memory while the job is still stopped.
+  static std::unique_ptr<MemorySnapshot> take(Task& leader);
+  ~MemorySnapshot();  // kills and reaps the child if release() was not called
+
+  pid_t pid() const { return child_; }
+
+  // Mappings whose snapshot copy differs from the job's (MADV_DONTFORK is
+  // absent in the child, MADV_WIPEONFORK is zero there): read these from the
+  // job itself before it runs again.
+  static bool differs_in_child(const image::Mapping& m);
+
+  // Kills the child and has the job's leader `job_pid` reap it (a brief
+  // stop of that one thread).
+  void release(pid_t job_pid);
+
+ private:
+  MemorySnapshot(pid_t child) : child_(child) {}
+  void kill_child();
+  pid_t child_;
+  bool released_ = false;
+};
+
+}  // namespace snap
