@@ -190,6 +190,28 @@ def pid_in_use(env):
 
 
 @case
+def queued_signals(env):
+    import ctypes
+    import signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = env.path("sigq.out")
+    p = start([env.prog("sigqueue"), "8", "200"], stdout_path=out)
+    wait_lines(out, 2)
+    sigrtmin = signal.SIGRTMIN
+    expect(libc.sigqueue(p.pid, signal.SIGUSR1, ctypes.c_void_p(42)) == 0, "SIGUSR1 queued with value 42")
+    expect(libc.sigqueue(p.pid, sigrtmin, ctypes.c_void_p(7)) == 0, "SIGRTMIN queued with value 7")
+    wait_lines(out, 4)
+    ckpt = env.path("sigq.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    r = env.snap_run("restore", ckpt, check=False)
+    expect(r.returncode == 0, f"restored job exited 0 ({r.stderr.strip()})")
+    expected = ["blocked"] + [str(i) for i in range(1, 9)] + [
+        "SIGUSR1 code=SI_QUEUE value=42", "SIGRTMIN code=SI_QUEUE value=7"]
+    expect(lines_of(out) == expected, f"queued signals survived with their values: {lines_of(out)}")
+
+
+@case
 def signals_forwarded(env):
     import signal
     import time
