@@ -84,38 +84,44 @@ std::optional<MapEntry> parse_map_line(std::string_view line) {
 
 }  // namespace
 
-std::optional<std::string> try_read_file(const std::string& path) {
+namespace {
+
+// The whole file, or the errno that stopped reading it.
+std::string read_all(const std::string& path, int* err) {
+  *err = 0;
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return std::nullopt;
+  if (!fd) {
+    *err = errno;
+    return {};
+  }
   std::string out;
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      if (errno == EINTR) continue;
-      return std::nullopt;
+      *err = errno;
+      return {};
     }
-    if (n == 0) break;
+    if (n == 0) return out;
     out.append(buf, static_cast<size_t>(n));
   }
-  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> try_read_file(const std::string& path) {
+  int err;
+  std::string text = read_all(path, &err);
+  if (err) return std::nullopt;
+  return text;
 }
 
 std::string read_file(const std::string& path) {
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw SysError("open " + path, errno);
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw SysError("read " + path, errno);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
+  int err;
+  std::string text = read_all(path, &err);
+  if (err) throw SysError("read " + path, err);
+  return text;
 }
 
 std::string read_link(const std::string& path) {

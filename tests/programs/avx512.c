@@ -17,6 +17,15 @@ static int has_avx512f(void) {
   return (b >> 16) & 1;
 }
 
+/* Stores zmm16..zmm31 to the 1 KiB at asm operand %0. */
+#define STORE_ZMM16_31                                                                       \
+  "vmovdqu64 %%zmm16, 0(%0)\n vmovdqu64 %%zmm17, 64(%0)\n vmovdqu64 %%zmm18, 128(%0)\n"    \
+  "vmovdqu64 %%zmm19, 192(%0)\n vmovdqu64 %%zmm20, 256(%0)\n vmovdqu64 %%zmm21, 320(%0)\n" \
+  "vmovdqu64 %%zmm22, 384(%0)\n vmovdqu64 %%zmm23, 448(%0)\n vmovdqu64 %%zmm24, 512(%0)\n" \
+  "vmovdqu64 %%zmm25, 576(%0)\n vmovdqu64 %%zmm26, 640(%0)\n vmovdqu64 %%zmm27, 704(%0)\n" \
+  "vmovdqu64 %%zmm28, 768(%0)\n vmovdqu64 %%zmm29, 832(%0)\n vmovdqu64 %%zmm30, 896(%0)\n" \
+  "vmovdqu64 %%zmm31, 960(%0)\n"
+
 /* Output without library code: glibc's EVEX string functions use ymm16-31. */
 static void say(const char *what, int round) {
   char buf[64];
@@ -61,24 +70,14 @@ int main(int argc, char **argv) {
   static uint64_t ref[16][8] __attribute__((aligned(64)));
   static uint64_t now[16][8] __attribute__((aligned(64)));
   __asm__ volatile(
-      "vmovdqu64 %%zmm16, 0(%0)\n vmovdqu64 %%zmm17, 64(%0)\n vmovdqu64 %%zmm18, 128(%0)\n"
-      "vmovdqu64 %%zmm19, 192(%0)\n vmovdqu64 %%zmm20, 256(%0)\n vmovdqu64 %%zmm21, 320(%0)\n"
-      "vmovdqu64 %%zmm22, 384(%0)\n vmovdqu64 %%zmm23, 448(%0)\n vmovdqu64 %%zmm24, 512(%0)\n"
-      "vmovdqu64 %%zmm25, 576(%0)\n vmovdqu64 %%zmm26, 640(%0)\n vmovdqu64 %%zmm27, 704(%0)\n"
-      "vmovdqu64 %%zmm28, 768(%0)\n vmovdqu64 %%zmm29, 832(%0)\n vmovdqu64 %%zmm30, 896(%0)\n"
-      "vmovdqu64 %%zmm31, 960(%0)\n" :: "r"(ref) : "memory");
+      STORE_ZMM16_31 :: "r"(ref) : "memory");
   for (int r = 1; r <= rounds; r++) {
     struct timespec ts = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
     /* A raw syscall: no library code runs between the checks. */
     long ret;
     __asm__ volatile("syscall" : "=a"(ret) : "0"(SYS_nanosleep), "D"(&ts), "S"(0) : "rcx", "r11", "memory");
     __asm__ volatile(
-        "vmovdqu64 %%zmm16, 0(%0)\n vmovdqu64 %%zmm17, 64(%0)\n vmovdqu64 %%zmm18, 128(%0)\n"
-        "vmovdqu64 %%zmm19, 192(%0)\n vmovdqu64 %%zmm20, 256(%0)\n vmovdqu64 %%zmm21, 320(%0)\n"
-        "vmovdqu64 %%zmm22, 384(%0)\n vmovdqu64 %%zmm23, 448(%0)\n vmovdqu64 %%zmm24, 512(%0)\n"
-        "vmovdqu64 %%zmm25, 576(%0)\n vmovdqu64 %%zmm26, 640(%0)\n vmovdqu64 %%zmm27, 704(%0)\n"
-        "vmovdqu64 %%zmm28, 768(%0)\n vmovdqu64 %%zmm29, 832(%0)\n vmovdqu64 %%zmm30, 896(%0)\n"
-        "vmovdqu64 %%zmm31, 960(%0)\n" :: "r"(now) : "memory");
+        STORE_ZMM16_31 :: "r"(now) : "memory");
     unsigned k[8];
     __asm__ volatile("kmovw %%k1, %0\n kmovw %%k2, %1\n kmovw %%k3, %2\n kmovw %%k4, %3\n"
                      "kmovw %%k5, %4\n kmovw %%k6, %5\n kmovw %%k7, %6\n"
