@@ -2,7 +2,10 @@
 //
 // The steps, in order:
 //   1. stop every thread of the tree (ptrace seize + interrupt);
-//   2. collect each process's state from /proc and each thread's registers;
+//   2. collect each process's state from /proc and each thread's registers,
+//      and, with the parasite, what only the process itself can read
+//      (signal handlers, sigaltstacks, timers, pipe contents); the parasite
+//      is gone again before memory is read;
 //   3. read the memory that holds state and stream it into the page store
 //      (hashed, deduplicated, lz4-compressed on worker threads);
 //   4. let the job run again (or kill it, with --kill, once the image is safe);
@@ -21,6 +24,7 @@
 #include "cmd/command.h"
 #include "cmd/progress.h"
 #include "image/image_writer.h"
+#include "parasite/parasite.h"
 #include "tracer/collect.h"
 #include "tracer/memory.h"
 #include "tracer/task.h"
@@ -61,6 +65,14 @@ image::Checkpoint new_checkpoint() {
   return c;
 }
 
+// Step 2b: inject the parasite, ask, cure (src/parasite/README.md).
+void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
+  auto state = parasite::run_parasite(p, proc.fds);
+  parasite::apply_parasite_state(state, proc);
+  vlog("pid {}: parasite: {} handlers, {} POSIX timers, {} pipe(s)", p.pid,
+       state.sigactions.size(), state.posix_timers.size(), state.pipes.size());
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -85,8 +97,9 @@ int run_dump(const cxxopts::ParseResult& args) {
 
   image::Checkpoint ckpt = new_checkpoint();
   Progress progress("dump");
-  for (const auto& p : tree.processes()) {
+  for (auto& p : tree.processes()) {
     image::Process proc = collect_process(p);  // 2
+    collect_parasite_state(p, proc);
     auto mem = dump_memory(p.pid, proc.mappings,  // 3
                            [&](pid_t owner, uint64_t mstart, uint64_t addr, const uint8_t* data,
                                size_t npages) {
