@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,15 +40,18 @@ namespace {
 constexpr uint64_t kRedZone = 128;
 constexpr long kEnosys = -ENOSYS;
 
-// Phases, appended to the file named by $SNAP_PHASE_LOG (for the fault
-// tests: they kill snap at random instants and want to know where it was).
+// Phases, appended as "MONOTONIC_SECONDS PID PHASE" to the file named by
+// $SNAP_PHASE_LOG (for the fault tests: they kill snap at random instants
+// and want to know where it was).
 void phase(pid_t pid, const char* what) {
   static int fd = [] {
     const char* path = std::getenv("SNAP_PHASE_LOG");
     return path ? ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
   }();
   if (fd < 0) return;
-  auto line = fmt::format("{} {}\n", pid, what);
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  auto line = fmt::format("{}.{:09} {} {}\n", now.tv_sec, now.tv_nsec, pid, what);
   (void)!::write(fd, line.data(), line.size());
 }
 
