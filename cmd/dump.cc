@@ -2,7 +2,10 @@
 //
 // The steps, in order:
 //   1. stop every thread of the tree (ptrace seize + interrupt);
-//   2. collect each process's state from /proc and each thread's registers;
+//   2. collect each process's state from /proc and each thread's registers,
+//      and, with the parasite, what only the process itself can read
+//      (signal handlers, sigaltstacks, timers, pipe contents); the parasite
+//      is gone again before memory is read;
 //   3. take a copy-on-write snapshot of each process's memory (see
 //      tracer/snapshot.h) and let the job run again at once;
 //   4. read the memory that holds state from the snapshots and stream it
@@ -24,9 +27,10 @@
 #include "cmd/command.h"
 #include "cmd/progress.h"
 #include "image/image_writer.h"
+#include "parasite/parasite.h"
+#include "parasite/snapshot.h"
 #include "tracer/collect.h"
 #include "tracer/memory.h"
-#include "tracer/snapshot.h"
 #include "tracer/task.h"
 
 namespace snap::cmd {
@@ -65,6 +69,13 @@ image::Checkpoint new_checkpoint() {
   return c;
 }
 
+// The parasite's part of step 2 (src/parasite): runs in the stopped process
+// and is removed again before its memory is read.
+void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
+  auto state = parasite::run_parasite(p, proc.fds);
+  parasite::apply_parasite_state(state, proc);
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -88,10 +99,14 @@ int run_dump(const cxxopts::ParseResult& args) {
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
 
   image::Checkpoint ckpt = new_checkpoint();
-  for (const auto& p : tree.processes()) ckpt.processes.push_back(collect_process(p));  // 2
+  for (auto& p : tree.processes()) {  // 2
+    image::Process proc = collect_process(p);
+    collect_parasite_state(p, proc);
+    ckpt.processes.push_back(std::move(proc));
+  }
 
   // 3. With --kill the job stays stopped until the end: no snapshot needed.
-  std::vector<std::unique_ptr<MemorySnapshot>> snapshots(ckpt.processes.size());
+  std::vector<std::unique_ptr<parasite::MemorySnapshot>> snapshots(ckpt.processes.size());
   Progress progress("dump");
   auto sink_for = [&](pid_t owner) {
     return [&, owner](pid_t, uint64_t mstart, uint64_t addr, const uint8_t* data, size_t npages) {
@@ -102,10 +117,10 @@ int run_dump(const cxxopts::ParseResult& args) {
   if (!kill_after) {
     for (size_t i = 0; i < ckpt.processes.size(); i++) {
       auto& proc = ckpt.processes[i];
-      snapshots[i] = MemorySnapshot::take(*tree.processes()[i].tasks[0]);
+      snapshots[i] = parasite::MemorySnapshot::take(*tree.processes()[i].tasks[0]);
       // What the snapshot cannot show is read now, before the job runs.
       dump_memory(proc.pid, proc.mappings, sink_for(proc.pid), [&](const image::Mapping& m) {
-        return !snapshots[i] || MemorySnapshot::differs_in_child(m);
+        return !snapshots[i] || parasite::MemorySnapshot::differs_in_child(m);
       });
     }
     tree = SeizedTree();  // detach: the job runs again
@@ -117,7 +132,7 @@ int run_dump(const cxxopts::ParseResult& args) {
     auto& proc = ckpt.processes[i];
     pid_t read_from = snapshots[i] ? snapshots[i]->pid() : proc.pid;
     auto mem = dump_memory(read_from, proc.mappings, sink_for(proc.pid), [&](const image::Mapping& m) {
-      return kill_after || (snapshots[i] && !MemorySnapshot::differs_in_child(m));
+      return kill_after || (snapshots[i] && !parasite::MemorySnapshot::differs_in_child(m));
     });
     vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
          proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);

@@ -75,7 +75,10 @@ struct FileDesc {
   uint64_t inode = 0;  // for pipes: the pipe inode, to pair ends
   uint64_t size = 0;   // regular files: size at dump time
   uint32_t mode = 0;   // st_mode of the target
-  std::vector<uint8_t> pipe_data;  // unread data in a pipe (parasite, issue 4)
+  // Unread data in a pipe (parasite): on the lowest read-end fd of the pipe
+  // in the process that holds it, and the same bytes on the lowest write-end
+  // fd of that pipe in that process, if any (restore refills write ends).
+  std::vector<uint8_t> pipe_data;
 };
 
 struct MmLayout {
@@ -95,6 +98,22 @@ struct SigAction {  // kernel struct sigaction, from the parasite (issue 4)
   uint64_t handler = 0, flags = 0, restorer = 0, mask = 0;
 };
 
+// A timer's period and time to next expiry, in nanoseconds (0/0: disarmed).
+struct TimerValue {
+  int64_t interval_ns = 0, value_ns = 0;
+};
+
+// A POSIX timer (timer_create), from /proc/PID/timers and the parasite.
+struct PosixTimer {
+  int32_t id = 0;
+  int32_t clock_id = 0;
+  int32_t signo = 0;          // sigev_signo
+  uint64_t sigev_value = 0;   // sigev_value as the kernel shows it
+  std::string notify;         // /proc/PID/timers "notify:", e.g. "signal/pid.123"
+  TimerValue value;           // timer_gettime
+  int32_t overrun = 0;        // timer_getoverrun
+};
+
 struct Process {
   pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
   std::string comm, exe, cwd, root;
@@ -107,6 +126,11 @@ struct Process {
   std::vector<FileDesc> fds;      // sorted by fd
   std::vector<ThreadState> threads;  // threads[0] is the thread-group leader
   std::vector<SigAction> sigactions;  // empty when not collected
+  // Collected by the parasite; absent / empty when it did not run.
+  std::optional<std::array<TimerValue, 3>> itimers;  // ITIMER_REAL, _VIRTUAL, _PROF
+  std::vector<PosixTimer> posix_timers;
+  std::optional<int32_t> pdeathsig;  // PR_GET_PDEATHSIG
+  std::optional<int32_t> dumpable;   // PR_GET_DUMPABLE
 };
 
 struct Checkpoint {

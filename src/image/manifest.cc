@@ -120,6 +120,23 @@ ojson encode(const Process& p) {
                                {"flags", s.flags},
                                {"restorer", s.restorer},
                                {"mask", s.mask}});
+  if (p.itimers) {
+    j["itimers"] = ojson::array();
+    for (const auto& t : *p.itimers)
+      j["itimers"].push_back({{"interval_ns", t.interval_ns}, {"value_ns", t.value_ns}});
+  }
+  j["posix_timers"] = ojson::array();
+  for (const auto& t : p.posix_timers)
+    j["posix_timers"].push_back({{"id", t.id},
+                                 {"clock_id", t.clock_id},
+                                 {"signo", t.signo},
+                                 {"sigev_value", t.sigev_value},
+                                 {"notify", t.notify},
+                                 {"interval_ns", t.value.interval_ns},
+                                 {"value_ns", t.value.value_ns},
+                                 {"overrun", t.overrun}});
+  if (p.pdeathsig) j["pdeathsig"] = *p.pdeathsig;
+  if (p.dumpable) j["dumpable"] = *p.dumpable;
   return j;
 }
 
@@ -290,6 +307,22 @@ SigAction decode_sigaction(const Field& f) {
           f["restorer"].as<uint64_t>(), f["mask"].as<uint64_t>()};
 }
 
+TimerValue decode_timer_value(const Field& f) {
+  return {f["interval_ns"].as<int64_t>(), f["value_ns"].as<int64_t>()};
+}
+
+PosixTimer decode_posix_timer(const Field& f) {
+  PosixTimer t;
+  t.id = f["id"].as<int32_t>();
+  t.clock_id = f["clock_id"].as<int32_t>();
+  t.signo = f["signo"].as<int32_t>();
+  t.sigev_value = f["sigev_value"].as<uint64_t>();
+  t.notify = f["notify"].as<std::string>();
+  t.value = decode_timer_value(f);
+  t.overrun = f["overrun"].as<int32_t>();
+  return t;
+}
+
 MmLayout decode_mm(const Field& f) {
   MmLayout mm;
   mm.start_code = f["start_code"].as<uint64_t>();
@@ -327,6 +360,15 @@ Process decode_process(const Field& f) {
   p.fds = f["fds"].list(decode_fd);
   p.threads = f["threads"].list(decode_thread);
   p.sigactions = f["sigactions"].list(decode_sigaction);
+  // Added with the parasite; optional so that older images still read.
+  if (auto it = f.opt("itimers")) {
+    auto v = it->list(decode_timer_value);
+    if (v.size() != 3) it->fail("expected 3 elements");
+    p.itimers = std::array<TimerValue, 3>{v[0], v[1], v[2]};
+  }
+  if (auto pt = f.opt("posix_timers")) p.posix_timers = pt->list(decode_posix_timer);
+  if (auto d = f.opt("pdeathsig")) p.pdeathsig = d->as<int32_t>();
+  if (auto d = f.opt("dumpable")) p.dumpable = d->as<int32_t>();
   return p;
 }
 

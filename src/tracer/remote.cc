@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
 #include <mutex>
@@ -104,6 +105,63 @@ remote_addr find_syscall_site(pid_t pid, remote_addr vdso_base) {
   return site;
 }
 
+namespace {
+
+// Offset of a `syscall; (xor r,r | nop)*; ret` sequence in snap's own vDSO,
+// or 0 when there is none.
+uint64_t own_vdso_syscall_ret_offset() {
+  static uint64_t offset = 0;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto base = getauxval(AT_SYSINFO_EHDR);
+    uint64_t size = 0;
+    for (const auto& m : proc::read_mappings(::getpid()))
+      if (m.kind == image::MappingKind::Vdso) size = m.end - m.start;
+    if (!base || !size) return;
+    csh cs;
+    if (cs_open(CS_ARCH_X86, CS_MODE_64, &cs) != CS_ERR_OK) return;
+    cs_option(cs, CS_OPT_DETAIL, CS_OPT_ON);
+    auto bytes = reinterpret_cast<const uint8_t*>(base);
+    for (uint64_t i = 0; i + 1 < size && !offset; i++) {
+      if (bytes[i] != 0x0f || bytes[i + 1] != 0x05) continue;
+      cs_insn* insn = nullptr;
+      size_t avail = std::min<uint64_t>(size - i, 64);
+      size_t count = cs_disasm(cs, bytes + i, avail, base + i, 16, &insn);
+      bool ok = count > 1 && insn[0].id == X86_INS_SYSCALL;
+      for (size_t k = 1; ok && k < count; k++) {
+        const cs_insn& in = insn[k];
+        if (in.id == X86_INS_RET && in.size == 1) {
+          offset = i;
+          break;
+        }
+        const cs_x86& x = in.detail->x86;
+        bool self_xor = in.id == X86_INS_XOR && x.op_count == 2 && x.operands[0].type == X86_OP_REG &&
+                        x.operands[1].type == X86_OP_REG && x.operands[0].reg == x.operands[1].reg;
+        ok = self_xor || in.id == X86_INS_NOP;
+      }
+      if (count) cs_free(insn, count);
+    }
+    cs_close(&cs);
+  });
+  return offset;
+}
+
+}  // namespace
+
+std::optional<remote_addr> find_syscall_ret_site(pid_t pid) {
+  uint64_t off = own_vdso_syscall_ret_offset();
+  if (!off) return std::nullopt;
+  for (const auto& m : proc::read_mappings(pid)) {
+    if (m.kind != image::MappingKind::Vdso) continue;
+    remote_addr site = remote_addr(m.start) + static_cast<int64_t>(off);
+    uint8_t b[2];
+    read_remote(pid, site, b, 2);
+    if (b[0] != 0x0f || b[1] != 0x05) return std::nullopt;
+    return site;
+  }
+  return std::nullopt;
+}
+
 remote_addr find_syscall_site(pid_t pid) {
   for (const auto& m : proc::read_mappings(pid))
     if (m.kind == image::MappingKind::Vdso) return find_syscall_site(pid, remote_addr(m.start));
@@ -126,12 +184,8 @@ long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uin
                              uint64_t a5, uint64_t a6) {
   Registers r = final_;
   r.set_ip(site_);
+  if (call_sp_) r.set_sp(*call_sp_);
   r.set_syscall(nr, {a1, a2, a3, a4, a5, a6});
-  if (poison_next_) {
-    r.set_sp(remote_addr(0));
-    r.raw().rbp = 0;
-    poison_next_ = false;
-  }
   task_.set_regs(r);
   last_event_ = 0;
   last_event_msg_ = -1;

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "base/remote_ptr.h"
@@ -27,6 +28,13 @@ void write_remote(pid_t pid, remote_addr dst, const void* src, size_t n);
 remote_addr find_syscall_site(pid_t pid);
 // Same, for a vDSO known to start at `vdso_base` in `pid`.
 remote_addr find_syscall_site(pid_t pid, remote_addr vdso_base);
+// A `syscall` instruction of `pid`'s [vdso] that is followed only by
+// register-clearing instructions (xor r,r / nop) and a plain `ret`. A thread
+// that executes a system call there with rsp = P continues at the address
+// stored at P, with rsp = P + 8: the parasite uses this to make injected
+// calls end in rt_sigreturn if snap dies (src/parasite/README.md).
+// nullopt when this kernel's vDSO has no such instruction.
+std::optional<remote_addr> find_syscall_ret_site(pid_t pid);
 
 // An RAII scope in which a stopped thread executes system calls for snap,
 // in the spirit of rr's AutoRemoteSyscalls. No code is written into the
@@ -47,10 +55,6 @@ class RemoteSyscalls {
   long checked(const std::string& what, long nr, uint64_t a1 = 0, uint64_t a2 = 0,
                uint64_t a3 = 0, uint64_t a4 = 0, uint64_t a5 = 0, uint64_t a6 = 0);
 
-  // Runs the next syscall() with rsp = rbp = 0. A process born of it
-  // (clone) that ever ran on its own would fault at the `leave` after the
-  // vDSO's syscall instruction instead of running the job's code.
-  void poison_stack_for_next_call() { poison_next_ = true; }
   // The message of the last ptrace event (e.g. PTRACE_EVENT_CLONE: the new
   // pid) seen during the last syscall(), or -1.
   long last_event_message(int event) const { return event == last_event_ ? last_event_msg_ : -1; }
@@ -59,15 +63,18 @@ class RemoteSyscalls {
   void set_syscall_site(remote_addr site) { site_ = site; }
   // Registers to put back on scope exit (default: those at entry).
   void set_final_regs(const Registers& r) { final_ = r; }
+  // Stack pointer the thread has while it executes the calls (default: that
+  // of the final registers).
+  void set_syscall_sp(remote_addr sp) { call_sp_ = sp; }
   Task& task() { return task_; }
 
  private:
   Task& task_;
   remote_addr site_;
   Registers final_;
-  bool poison_next_ = false;
   int last_event_ = 0;
   long last_event_msg_ = -1;
+  std::optional<remote_addr> call_sp_;
 };
 
 }  // namespace snap

@@ -1,4 +1,4 @@
-#include "tracer/snapshot.h"
+#include "parasite/snapshot.h"
 
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -9,9 +9,10 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "parasite/parasite.h"
 #include "tracer/remote.h"
 
-namespace snap {
+namespace snap::parasite {
 
 namespace {
 
@@ -32,12 +33,13 @@ bool MemorySnapshot::differs_in_child(const image::Mapping& m) {
 std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {
   pid_t child = -1;
   {
-    RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
+    GuardedSyscalls guarded(leader);
+    auto& rs = guarded.rs();
     // Only for this call: report the clone so the child is born traced.
     check_sys(set_options(leader.tid(), PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE),
               "ptrace(PTRACE_SETOPTIONS)");
-    rs.poison_stack_for_next_call();
-    long rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, 0, 0, 0, 0);
+    constexpr uint64_t kChildFaultingSp = 8;
+    long rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, kChildFaultingSp, 0, 0, 0);
     set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
     if (rc < 0) {
       vlog("pid {}: no copy-on-write snapshot ({}); reading memory while stopped", leader.tid(),
@@ -70,8 +72,8 @@ void MemorySnapshot::release(pid_t job_pid) {
   // The job is the child's parent: let it collect the zombie, quietly.
   try {
     auto leader = Task::seize_and_stop(job_pid);
-    RemoteSyscalls rs(*leader, find_syscall_site(job_pid));
-    rs.syscall(SYS_wait4, static_cast<uint64_t>(child_), 0, __WALL, 0);
+    GuardedSyscalls guarded(*leader);
+    guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(child_), 0, __WALL, 0);
   } catch (const std::exception& e) {
     warn("could not collect snapshot process {} in pid {}: {}", child_, job_pid, e.what());
   }
@@ -81,4 +83,4 @@ MemorySnapshot::~MemorySnapshot() {
   if (!released_) kill_child();
 }
 
-}  // namespace snap
+}  // namespace snap::parasite

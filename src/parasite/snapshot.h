@@ -3,12 +3,15 @@
 //
 // The stopped leader executes clone() with no flags and exit signal 0 (a
 // fork its parent is never told about and that plain wait() does not see).
-// The child never runs: it is born traced by snap with PTRACE_O_EXITKILL
-// (and with rsp = rbp = 0, so even if it were let go it would fault at once
-// instead of running the job's code). Its memory is the job's memory at the
-// instant of the dump; the kernel copies a page only when the job writes it.
-// Release kills the child; the job's leader reaps it in one more remote
-// wait4(), so nothing is left behind.
+// The child never runs: it is born traced by snap, which then sets
+// PTRACE_O_EXITKILL on it; and its stack pointer is 8 (clone's newsp), so
+// even if snap died before that, the child would fault at the first `ret`
+// instead of running the job's code. The leader makes the call through
+// GuardedSyscalls, so if snap dies meanwhile it returns to its own context.
+// The child's memory is the job's memory at the instant of the dump; the
+// kernel copies a page only when the job writes it. Release kills the
+// child, and the job's leader reaps it in one more remote wait4(), so
+// nothing is left behind.
 #pragma once
 
 #include <sys/types.h>
@@ -20,7 +23,7 @@
 #include "image/checkpoint.h"
 #include "tracer/task.h"
 
-namespace snap {
+namespace snap::parasite {
 
 class MemorySnapshot {
  public:
@@ -48,4 +51,4 @@ class MemorySnapshot {
   bool released_ = false;
 };
 
-}  // namespace snap
+}  // namespace snap::parasite

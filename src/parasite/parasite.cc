@@ -1,0 +1,462 @@
+#include "parasite/parasite.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fmt/core.h>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/scoped_fd.h"
+#include "parasite/embedded_blob.h"
+#include "parasite/sigframe.h"
+#include "tracer/proc.h"
+#include "tracer/remote.h"
+
+namespace snap::parasite {
+
+namespace {
+
+constexpr uint64_t kRedZone = 128;
+constexpr long kEnosys = -ENOSYS;
+
+// Phases, appended as "MONOTONIC_SECONDS PID PHASE" to the file named by
+// $SNAP_PHASE_LOG (for the fault tests: they kill snap at random instants
+// and want to know where it was).
+void phase(pid_t pid, const char* what) {
+  static int fd = [] {
+    const char* path = std::getenv("SNAP_PHASE_LOG");
+    return path ? ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+  }();
+  if (fd < 0) return;
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  auto line = fmt::format("{}.{:09} {} {}\n", now.tv_sec, now.tv_nsec, pid, what);
+  (void)!::write(fd, line.data(), line.size());
+}
+
+// `mov $15, %rax; syscall` (glibc, musl) or `mov $15, %eax; syscall`: the
+// body of every x86_64 sa_restorer. Searched in the target's executable
+// file mappings, libc first.
+std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
+  static const std::vector<std::vector<uint8_t>> kPatterns = {
+      {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},
+      {0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},
+  };
+  auto maps = proc::read_mappings(pid);
+  std::stable_partition(maps.begin(), maps.end(), [](const image::Mapping& m) {
+    return m.path.find("libc") != std::string::npos;
+  });
+  for (const auto& m : maps) {
+    if (!(m.prot & PROT_EXEC) || m.kind != image::MappingKind::File) continue;
+    if (m.end - m.start > (uint64_t{64} << 20)) continue;
+    std::vector<uint8_t> text(m.end - m.start);
+    try {
+      read_remote(pid, remote_addr(m.start), text.data(), text.size());
+    } catch (const Error&) {
+      continue;
+    }
+    for (const auto& pat : kPatterns) {
+      auto it = std::search(text.begin(), text.end(), pat.begin(), pat.end());
+      if (it != text.end()) return remote_addr(m.start) + (it - text.begin());
+    }
+  }
+  return std::nullopt;
+}
+
+std::string regs_diff(const user_regs_struct& a, const user_regs_struct& b) {
+  std::string out;
+  auto cmp = [&](const char* name, unsigned long long x, unsigned long long y) {
+    if (x != y) out += fmt::format(" {}={:#x} (expected {:#x})", name, x, y);
+  };
+#define SNAP_CMP(f) cmp(#f, a.f, b.f)
+  SNAP_CMP(r15); SNAP_CMP(r14); SNAP_CMP(r13); SNAP_CMP(r12); SNAP_CMP(rbp); SNAP_CMP(rbx);
+  SNAP_CMP(r11); SNAP_CMP(r10); SNAP_CMP(r9);  SNAP_CMP(r8);  SNAP_CMP(rax); SNAP_CMP(rcx);
+  SNAP_CMP(rdx); SNAP_CMP(rsi); SNAP_CMP(rdi); SNAP_CMP(rip); SNAP_CMP(cs);  SNAP_CMP(rsp);
+  SNAP_CMP(ss);  SNAP_CMP(fs_base); SNAP_CMP(gs_base);
+#undef SNAP_CMP
+  // The arithmetic flags and DF; rt_sigreturn keeps the kernel's own bits.
+  cmp("eflags", a.eflags & 0xcd5, b.eflags & 0xcd5);
+  return out;
+}
+
+}  // namespace
+
+// ---- ThreadGuard ----------------------------------------------------------------
+
+ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
+    : task_(task), gadget_(gadget) {
+  Registers orig = task.regs();
+  clean_ = orig.with_restart_applied();
+  xsave_ = task.xsave();
+  mask_ = task.signal_mask();
+  if (!gadget_) return;
+  // The frame goes below the red zone, 64-byte aligned, on the thread's own
+  // stack: memory the ABI lets anyone clobber.
+  uint64_t top = orig.sp().as_int() - kRedZone;
+  uint64_t where = (top - (sigframe_layout::kFixedSize + xsave_.size() + 256)) & ~uint64_t{63};
+  while (where + sigreturn_frame_size(remote_addr(where), xsave_.size()) > top) where -= 64;
+  frame_ = remote_addr(where);
+  auto f = build_sigreturn_frame(orig.raw(), xsave_, mask_, frame_);
+  uint64_t g = gadget_->as_int();
+  std::memcpy(f.bytes.data(), &g, sizeof g);  // pretcode: where a `ret` goes
+  try {
+    write_remote(task.tid(), frame_, f.bytes.data(), f.bytes.size());
+  } catch (const Error& e) {
+    warn("pid {}: no room for a sigreturn frame below its stack pointer ({}); the parasite "
+         "runs without protection against snap dying while it injects",
+         task.tid(), e.what());
+    gadget_.reset();
+  }
+}
+
+ThreadGuard::~ThreadGuard() {
+  try {
+    release();
+  } catch (const std::exception& e) {
+    warn("pid {}: could not give the thread its state back: {}", task_.tid(), e.what());
+  }
+}
+
+void ThreadGuard::park() {
+  if (gadget_) {
+    Registers r = clean_;
+    r.set_ip(*gadget_);
+    r.set_sp(sigreturn_sp());
+    r.raw().orig_rax = static_cast<uint64_t>(-1);
+    task_.set_regs(r);
+  }
+  // With the registers at the gadget first: dying in between returns the
+  // thread to its original context, mask included.
+  task_.set_signal_mask(~uint64_t{0});
+  parked_ = true;
+}
+
+void ThreadGuard::release() {
+  if (!parked_) return;
+  // Mask first, while the registers still lead to rt_sigreturn.
+  task_.set_signal_mask(mask_);
+  task_.set_regs(clean_);
+  task_.set_xsave(xsave_);
+  parked_ = false;
+}
+
+void ThreadGuard::run_until_sigreturn(remote_addr entry) {
+  const pid_t tid = task_.tid();
+  if (!parked_) park();
+  Registers r = clean_;
+  r.set_ip(entry);
+  r.raw().orig_rax = static_cast<uint64_t>(-1);
+  task_.set_regs(r);
+  bool in_sigreturn = false;
+  for (;;) {
+    if (::ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) < 0)
+      throw SysError(fmt::format("ptrace(PTRACE_SYSCALL, pid {}) running the parasite", tid), errno);
+    int status = 0;
+    pid_t w;
+    do w = ::waitpid(tid, &status, __WALL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      task_.abandon();
+      parked_ = false;
+      throw Error(fmt::format("pid {} died while the parasite ran in it", tid));
+    }
+    if (!WIFSTOPPED(status)) continue;
+    int sig = WSTOPSIG(status);
+    if (sig == (SIGTRAP | 0x80)) {
+      Registers now = task_.regs();
+      if (in_sigreturn) break;  // exit stop of rt_sigreturn: original context
+      in_sigreturn = now.original_syscallno() == SYS_rt_sigreturn && now.syscall_result() == kEnosys;
+      continue;
+    }
+    if ((status >> 16) != 0) continue;  // group stop or other event: go on
+    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGFPE) {
+      Registers at = task_.regs();
+      task_.set_regs(clean_);  // put it back by hand; release() restores the rest
+      throw Error(fmt::format("the parasite in pid {} stopped with signal {} at {:#x}", tid, sig,
+                              at.ip().as_int()),
+                  "the target was put back as it was; please report this");
+    }
+    // All signals are blocked; only SIGSTOP gets here. Let the job see it later.
+    warn("pid {}: signal {} arrived while the parasite ran; it is dropped", tid, sig);
+  }
+  parked_ = false;  // the frame restored the original signal mask
+  Registers got = task_.regs();
+  auto diff = regs_diff(got.raw(), clean_.raw());
+  task_.set_regs(clean_);  // orig_rax and any difference found
+  if (!diff.empty())
+    throw Error(fmt::format("pid {}: registers after the parasite differ:{}", tid, diff),
+                "they were reset to the saved values; please report this");
+}
+
+// ---- Parasite -----------------------------------------------------------------
+
+GuardedSyscalls::GuardedSyscalls(Task& task)
+    : guard_(task, find_sigreturn_gadget(task.tid())) {
+  auto ret_site = find_syscall_ret_site(task.tid());
+  guard_.park();
+  rs_.emplace(task, ret_site ? *ret_site : find_syscall_site(task.tid()));
+  healing_ = guard_.protected_by_frame() && ret_site;
+  if (healing_) rs_->set_syscall_sp(guard_.frame());
+}
+
+Parasite::Parasite(SeizedTree::Proc& proc) : proc_(proc) {
+  const pid_t pid = proc.pid;
+  Task& leader = *proc.tasks.at(0);
+  gadget_ = find_sigreturn_gadget(pid);
+  ret_site_ = find_syscall_ret_site(pid);
+  if (!gadget_ || !ret_site_)
+    vlog("pid {}: no {}; an orphaned thread would not heal while snap injects", pid,
+         gadget_ ? "vDSO syscall followed by ret" : "rt_sigreturn gadget");
+  phase(pid, "parasite-inject");
+  guards_.push_back(std::make_unique<ThreadGuard>(leader, gadget_));
+  ThreadGuard& g = *guards_[0];
+  g.park();
+  const auto elf = embedded_blob();
+  const uint64_t size = prepare_blob(elf, remote_addr(0)).size();
+  {
+    RemoteSyscalls rs(leader, ret_site_ ? *ret_site_ : find_syscall_site(pid));
+    if (g.protected_by_frame() && ret_site_) rs.set_syscall_sp(g.frame());
+    long addr = rs.checked("mmap of the parasite", SYS_mmap, 0, size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0);
+    blob_ = prepare_blob(elf, remote_addr(static_cast<uint64_t>(addr)));
+    phase(pid, "parasite-mapped");
+    try {
+      write_remote(pid, blob_->base(), blob_->image().data(), blob_->image().size());
+      for (const auto& s : blob_->segments())
+        rs.checked("mprotect of the parasite", SYS_mprotect, (blob_->base() + s.offset).as_int(),
+                   s.size, static_cast<uint64_t>(s.prot));
+    } catch (...) {
+      rs.syscall(SYS_munmap, blob_->base().as_int(), size);
+      blob_.reset();
+      throw;
+    }
+  }
+  vlog("pid {}: parasite at {:#x} ({} bytes){}", pid, blob_->base().as_int(), size,
+       g.protected_by_frame() && ret_site_ ? "" : ", unprotected injection");
+}
+
+Parasite::~Parasite() {
+  unmap();
+  phase(proc_.pid, "parasite-released");
+  // Guards go in reverse order, leader last, each restoring its thread.
+  while (!guards_.empty()) guards_.pop_back();
+  phase(proc_.pid, "parasite-done");
+}
+
+void Parasite::unmap() noexcept {
+  if (!blob_) return;
+  const pid_t pid = proc_.pid;
+  phase(pid, "parasite-cure");
+  try {
+    ThreadGuard& g = *guards_.at(0);
+    g.park();
+    RemoteSyscalls rs(g.task(), ret_site_ ? *ret_site_ : find_syscall_site(pid));
+    if (g.protected_by_frame() && ret_site_) rs.set_syscall_sp(g.frame());
+    rs.checked("munmap of the parasite", SYS_munmap, blob_->base().as_int(), blob_->size());
+  } catch (const std::exception& e) {
+    warn("pid {}: the parasite stays mapped at {:#x}: {}", pid, blob_->base().as_int(), e.what());
+  }
+  blob_.reset();
+}
+
+snap_parasite_thread_state Parasite::run_thread_entry(size_t index) {
+  Task& t = *proc_.tasks.at(index);
+  ThreadGuard g(t, gadget_);
+  g.park();
+  snap_parasite_thread_args args{};
+  args.magic = SNAP_PARASITE_MAGIC;
+  args.sigreturn_sp = g.protected_by_frame() ? g.sigreturn_sp().as_int() : 0;
+  if (!args.sigreturn_sp)
+    throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
+                            proc_.pid),
+                "its stack has no room below the stack pointer");
+  write_remote(proc_.pid, blob_->symbol(SNAP_PARASITE_SYM_THREAD_ARGS), &args, sizeof args);
+  g.run_until_sigreturn(blob_->symbol(SNAP_PARASITE_SYM_THREAD_ENTRY));
+  snap_parasite_thread_state s{};
+  read_remote(proc_.pid, blob_->symbol(SNAP_PARASITE_SYM_THREAD_RESULT), &s, sizeof s);
+  if (s.tid != t.tid())
+    throw Error(fmt::format("parasite thread entry ran in tid {}, expected {}", s.tid, t.tid()));
+  return s;
+}
+
+void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) {
+  const pid_t pid = proc_.pid;
+  ThreadGuard& g = *guards_.at(0);
+  if (!g.protected_by_frame())
+    throw Error(fmt::format("pid {}: no sigreturn frame for the parasite", pid),
+                "its stack has no room below the stack pointer, or it has no rt_sigreturn code");
+
+  // snap listens on an abstract unix socket; the blob connects to it.
+  ScopedFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener) throw SysError("socket(AF_UNIX) for the parasite", errno);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::random_device rd;
+  auto name = fmt::format("snap-parasite-{}-{}-{:08x}", ::getpid(), pid, rd());
+  std::memcpy(sun.sun_path + 1, name.data(), name.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&sun), len) < 0)
+    throw SysError("bind of the parasite socket", errno);
+  if (::listen(listener.get(), 1) < 0) throw SysError("listen on the parasite socket", errno);
+
+  snap_parasite_args args{};
+  args.magic = SNAP_PARASITE_MAGIC;
+  args.version = SNAP_PARASITE_VERSION;
+  args.sock_fd = -1;
+  args.addr_len = static_cast<uint16_t>(len);
+  static_assert(sizeof(args.addr) >= sizeof(sockaddr_un));
+  std::memcpy(args.addr, &sun, len);
+  args.sigreturn_sp = g.sigreturn_sp().as_int();
+  write_remote(pid, blob_->symbol(SNAP_PARASITE_SYM_ARGS), &args, sizeof args);
+
+  // This thread drives the target with ptrace (only the tracer thread may);
+  // the helper talks to the blob.
+  std::exception_ptr session_error;
+  std::thread talker([&] {
+    try {
+      pollfd p{listener.get(), POLLIN, 0};
+      int r;
+      do r = ::poll(&p, 1, 10000);
+      while (r < 0 && errno == EINTR);
+      if (r <= 0) throw Error(fmt::format("the parasite in pid {} did not connect", pid));
+      ScopedFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn) throw SysError("accept of the parasite connection", errno);
+      ParasiteClient client(std::move(conn));
+      session(client);
+      client.fini();
+    } catch (...) {
+      session_error = std::current_exception();
+    }
+  });
+  phase(pid, "parasite-service");
+  std::exception_ptr run_error;
+  try {
+    g.run_until_sigreturn(blob_->symbol(SNAP_PARASITE_SYM_TRAP_ENTRY));
+  } catch (...) {
+    run_error = std::current_exception();
+    ::shutdown(listener.get(), SHUT_RDWR);
+  }
+  talker.join();
+  if (run_error) std::rethrow_exception(run_error);
+  if (session_error) std::rethrow_exception(session_error);
+}
+
+// ---- the dump step ----------------------------------------------------------------
+
+std::vector<image::PosixTimer> read_posix_timers(pid_t pid) {
+  std::vector<image::PosixTimer> out;
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/timers");
+  if (!text) return out;
+  std::istringstream in(*text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon), val = line.substr(colon + 1);
+    val.erase(0, val.find_first_not_of(' '));
+    try {
+      if (key == "ID") {
+        out.emplace_back();
+        out.back().id = std::stoi(val);
+      } else if (out.empty()) {
+        continue;
+      } else if (key == "signal") {
+        auto slash = val.find('/');
+        out.back().signo = std::stoi(val.substr(0, slash));
+        if (slash != std::string::npos) out.back().sigev_value = std::stoull(val.substr(slash + 1), nullptr, 16);
+      } else if (key == "notify") {
+        out.back().notify = val;
+      } else if (key == "ClockID") {
+        out.back().clock_id = std::stoi(val);
+      }
+    } catch (const std::exception&) {
+      throw Error(fmt::format("/proc/{}/timers: cannot parse \"{}\"", pid, line));
+    }
+  }
+  return out;
+}
+
+ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::FileDesc>& fds) {
+  ParasiteState st;
+  st.posix_timers = read_posix_timers(proc.pid);
+  Parasite para(proc);
+  for (size_t i = 1; i < proc.tasks.size(); i++)
+    st.threads.emplace_back(proc.tasks[i]->tid(), para.run_thread_entry(i));
+  para.run_service([&](ParasiteClient& c) {
+    st.sigactions = c.get_sigactions();
+    st.threads.emplace_back(proc.pid, c.get_thread_state());
+    std::vector<int32_t> ids;
+    for (const auto& t : st.posix_timers) ids.push_back(t.id);
+    Itimers it = c.get_itimers(ids);
+    for (size_t w = 0; w < 3; w++) {
+      if (it.itimers.itimer_status[w] < 0)
+        throw SysError(fmt::format("parasite: getitimer({}) in pid {}", w, proc.pid),
+                       -it.itimers.itimer_status[w]);
+      const auto& v = it.itimers.itimer[w];
+      st.itimers[w] = {v.interval_sec * 1000000000 + v.interval_usec * 1000,
+                       v.value_sec * 1000000000 + v.value_usec * 1000};
+    }
+    for (size_t i = 0; i < it.posix.size(); i++) {
+      const auto& p = it.posix[i];
+      if (p.status < 0)
+        throw SysError(fmt::format("parasite: timer_gettime({}) in pid {}", p.id, proc.pid), -p.status);
+      st.posix_timers[i].value = {p.interval_sec * 1000000000 + p.interval_nsec,
+                                  p.value_sec * 1000000000 + p.value_nsec};
+      st.posix_timers[i].overrun = p.overrun;
+    }
+    st.misc = c.get_misc();
+    std::set<uint64_t> seen;
+    for (const auto& f : fds)
+      if (f.type == image::FdType::Pipe && (f.flags & O_ACCMODE) == O_RDONLY &&
+          seen.insert(f.inode).second)
+        st.pipes.emplace_back(f.fd, c.peek_pipe(f.fd));
+  });
+  return st;  // ~Parasite: munmap, every thread back as it was
+}
+
+void apply_parasite_state(const ParasiteState& s, image::Process& out) {
+  out.sigactions = s.sigactions;
+  for (const auto& [tid, ts] : s.threads)
+    for (auto& t : out.threads)
+      if (t.tid == tid) apply_thread_state(ts, t);
+  out.itimers = s.itimers;
+  out.posix_timers = s.posix_timers;
+  if (s.misc.pdeathsig_status == 0) out.pdeathsig = s.misc.pdeathsig;
+  if (s.misc.dumpable >= 0) out.dumpable = s.misc.dumpable;
+  out.umask = s.misc.umask;
+  for (const auto& [fd, data] : s.pipes) {
+    auto rd = std::find_if(out.fds.begin(), out.fds.end(), [&](const auto& f) { return f.fd == fd; });
+    if (rd == out.fds.end()) continue;
+    rd->pipe_data = data;
+    // fds are sorted: the first write end of the same pipe is the lowest.
+    for (auto& f : out.fds)
+      if (f.type == image::FdType::Pipe && f.inode == rd->inode && (f.flags & O_ACCMODE) != O_RDONLY) {
+        f.pipe_data = data;
+        break;
+      }
+  }
+}
+
+}  // namespace snap::parasite

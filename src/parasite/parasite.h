@@ -1,0 +1,130 @@
+// Running the parasite blob inside a stopped process of a SeizedTree, to
+// collect the state only the process itself can read (see README.md for the
+// sequence and the self-healing design).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "base/remote_ptr.h"
+#include "image/checkpoint.h"
+#include "parasite/blob_loader.h"
+#include "parasite/client.h"
+#include "tracer/registers.h"
+#include "tracer/remote.h"
+#include "tracer/task.h"
+
+namespace snap::parasite {
+
+// One thread held in a state from which it gets back to its own context by
+// itself if snap dies: a complete rt_sigreturn frame for its original
+// context is written below its red zone, and while the guard is "parked" the
+// thread's registers point at an rt_sigreturn gadget with rsp at that frame.
+// The destructor gives the thread its original registers and signal mask.
+class ThreadGuard {
+ public:
+  // `sigreturn_gadget`: address of `mov $15, %eax/%rax; syscall` in the
+  // target, or nullopt (then an orphaned thread is not protected; see README).
+  ThreadGuard(Task& task, std::optional<remote_addr> sigreturn_gadget);
+  ~ThreadGuard();
+  ThreadGuard(const ThreadGuard&) = delete;
+  ThreadGuard& operator=(const ThreadGuard&) = delete;
+
+  // All signals blocked, registers at the gadget (or original ones without).
+  void park();
+  // Original signal mask, then original registers.
+  void release();
+
+  Task& task() { return task_; }
+  // rsp for an rt_sigreturn to the original context (frame + 8).
+  remote_addr sigreturn_sp() const { return frame_ + 8; }
+  // The frame's start: its first word holds the gadget address, so a `ret`
+  // executed with rsp here ends in rt_sigreturn.
+  remote_addr frame() const { return frame_; }
+  bool protected_by_frame() const { return gadget_.has_value(); }
+  const Registers& original_regs() const { return clean_; }  // restart applied
+
+  // Runs the thread from `entry` (any code that ends in rt_sigreturn on this
+  // guard's frame) until that rt_sigreturn has completed, then checks that
+  // the registers are the original ones. Throws if the thread stops in any
+  // other way (fault, trap); the thread is then put back by hand.
+  void run_until_sigreturn(remote_addr entry);
+
+ private:
+  Task& task_;
+  std::optional<remote_addr> gadget_;
+  Registers clean_;
+  std::vector<uint8_t> xsave_;
+  uint64_t mask_ = 0;
+  remote_addr frame_;
+  bool parked_ = false;
+};
+
+// A RemoteSyscalls scope on a parked thread: the calls run at the vDSO's
+// `syscall; ... ret` with rsp on the guard's frame, so a thread that snap's
+// death leaves behind completes the call and returns to its own context.
+// Without such a site or gadget the calls still work, unprotected (-v says so).
+class GuardedSyscalls {
+ public:
+  explicit GuardedSyscalls(Task& task);
+  RemoteSyscalls& rs() { return *rs_; }
+  bool healing() const { return healing_; }
+
+ private:
+  ThreadGuard guard_;  // declared first: released last
+  std::optional<RemoteSyscalls> rs_;
+  bool healing_ = false;
+};
+
+// What the parasite found in one process; applied to image::Process by
+// apply_parasite_state().
+struct ParasiteState {
+  std::vector<image::SigAction> sigactions;
+  std::vector<std::pair<pid_t, snap_parasite_thread_state>> threads;
+  std::array<image::TimerValue, 3> itimers{};
+  std::vector<image::PosixTimer> posix_timers;
+  snap_parasite_misc misc{};
+  std::vector<std::pair<int, std::vector<uint8_t>>> pipes;  // read-end fd, bytes
+};
+
+// The blob mapped into a process: mapped by the constructor (remote mmap
+// through the leader), unmapped by the destructor, which also hands every
+// thread back with its original registers and signal mask.
+class Parasite {
+ public:
+  explicit Parasite(SeizedTree::Proc& proc);
+  ~Parasite();
+  Parasite(const Parasite&) = delete;
+  Parasite& operator=(const Parasite&) = delete;
+
+  // Runs snap_parasite_thread_entry in thread `index` of the process (not
+  // the leader) and returns what it reported.
+  snap_parasite_thread_state run_thread_entry(size_t index);
+  // Runs the command loop in the leader; `session` talks to it (on another
+  // snap thread, while this one drives the leader with ptrace).
+  void run_service(const std::function<void(ParasiteClient&)>& session);
+
+  remote_addr base() const { return blob_->base(); }
+
+ private:
+  void unmap() noexcept;
+  SeizedTree::Proc& proc_;
+  std::optional<remote_addr> gadget_;
+  std::optional<remote_addr> ret_site_;
+  std::vector<std::unique_ptr<ThreadGuard>> guards_;  // [0] = leader
+  std::optional<LoadedBlob> blob_;
+};
+
+// The whole step of `snap dump`: inject, collect, cure. `fds` is the
+// process's fd table (to find pipe read ends).
+ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::FileDesc>& fds);
+// Copies the state into the process (threads matched by tid).
+void apply_parasite_state(const ParasiteState& s, image::Process& out);
+// /proc/PID/timers: the POSIX timers' ids, clocks and notification.
+std::vector<image::PosixTimer> read_posix_timers(pid_t pid);
+
+}  // namespace snap::parasite

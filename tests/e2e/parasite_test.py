@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the parasite in `snap dump`, on tests/programs/victim.
+
+Usage: parasite_test.py SNAP VICTIM (--manifest | --faults [--kills N] [--seed S])
+
+--manifest  dumps the running victim once and checks that manifest.json
+            records its handlers, sigaltstack, itimer, POSIX timer and pipe
+            data, and that the victim keeps running correctly.
+--faults    kills `snap dump` with SIGKILL at N (default 50) pseudo-random
+            instants while it dumps the victim, and checks after each kill
+            that the victim is untraced and running, and at the end that its
+            output is exactly the expected sequence with no FAIL. Half of the
+            kill instants are spread over a whole dump, half over the window
+            in which the parasite is in the target (both measured first, from
+            snap's phase log, $SNAP_PHASE_LOG). Reports where the kills landed.
+"""
+import ctypes
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+failures = []
+PR_SET_CHILD_SUBREAPER = 36
+INSIDE = {"parasite-inject", "parasite-mapped", "parasite-service", "parasite-cure",
+          "parasite-released"}
+
+
+def expect(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def expected_lines(n):
+    x, acc, out = 42, 0.0, []
+    for i in range(1, n + 1):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        acc += 0.25
+        out.append(f"{i} {x:016x} {acc:.2f}")
+    return out + ["DONE ok"]
+
+
+def reap_all():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Victim:
+    def __init__(self, exe, n, interval_ms, workdir):
+        self.n = n
+        self.out_path = os.path.join(workdir, "victim.out")
+        self.out = open(self.out_path, "w")
+        self.proc = subprocess.Popen([exe, str(n), str(interval_ms)], stdout=self.out,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        assert line.startswith("ready "), line
+        self.pid = self.proc.pid
+
+    def status(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                fields = dict(l.split(":\t", 1) for l in f.read().splitlines() if ":\t" in l)
+            return fields.get("State", "?").strip(), int(fields.get("TracerPid", "0"))
+        except FileNotFoundError:
+            return "gone", 0
+
+    def lines(self):
+        with open(self.out_path) as f:
+            return f.read().splitlines()
+
+    def finish(self, timeout):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            expect(False, "victim finished in time")
+        self.out.close()
+        return rc
+
+    def check_output(self, rc):
+        lines = self.lines()
+        fails = [l for l in lines if l.startswith("FAIL")]
+        expect(not fails, f"victim reported no FAIL ({fails[:3]})")
+        want = expected_lines(self.n)
+        got = [l for l in lines if not l.startswith("FAIL")]
+        if got != want:
+            bad = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            print(f"  first difference at line {bad + 1}: got {got[bad:bad + 1]} want {want[bad:bad + 1]}")
+        expect(got == want, f"victim printed the expected {self.n} lines and DONE ok")
+        expect(rc == 0, f"victim exit status 0 (got {rc})")
+
+
+def run_dump(snap, pid, out_dir, phase_log):
+    env = dict(os.environ, SNAP_PHASE_LOG=phase_log)
+    return subprocess.Popen([snap, "dump", "--pid", str(pid), "-o", out_dir], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def read_phases(path):
+    try:
+        with open(path) as f:
+            return [(float(t), name) for t, _, name in (l.split() for l in f if l.strip())]
+    except FileNotFoundError:
+        return []
+
+
+def test_manifest(snap, victim_exe, work):
+    v = Victim(victim_exe, 40, 20, work)
+    time.sleep(0.3)
+    img = os.path.join(work, "img")
+    p = run_dump(snap, v.pid, img, os.path.join(work, "phases"))
+    _, err = p.communicate(timeout=30)
+    expect(p.returncode == 0, f"snap dump exits 0 ({err.strip()})")
+    state, tracer = v.status()
+    expect(tracer == 0, "victim untraced after the dump")
+    with open(os.path.join(img, "manifest.json")) as f:
+        proc = json.load(f)["checkpoint"]["processes"][0]
+    acts = {a["signo"]: a for a in proc["sigactions"]}
+    SA_ONSTACK, SA_SIGINFO = 0x08000000, 4
+    expect(acts.get(14, {}).get("handler", 0) > 1 and acts[14]["flags"] & SA_ONSTACK,
+           "SIGALRM handler recorded, with SA_ONSTACK")
+    expect(acts.get(10, {}).get("handler", 0) > 1 and acts[10]["flags"] & SA_SIGINFO,
+           "SIGUSR1 handler recorded, with SA_SIGINFO")
+    expect(acts.get(15, {}).get("handler") == 0, "SIGTERM recorded as SIG_DFL")
+    alt = proc["threads"][0].get("sigaltstack")
+    expect(alt is not None and alt[0] != 0 and alt[2] == 65536, f"sigaltstack recorded ({alt})")
+    its = proc.get("itimers") or []
+    expect(len(its) == 3 and its[0]["interval_ns"] == 10_000_000, "ITIMER_REAL recorded (10 ms period)")
+    pts = proc.get("posix_timers", [])
+    expect(len(pts) == 1 and pts[0]["interval_ns"] == 20_000_000 and pts[0]["signo"] == 10
+           and pts[0]["sigev_value"] == 0x5eed and pts[0]["clock_id"] == 1,
+           f"POSIX timer recorded ({pts})")
+    want = b"snap-victim: unread pipe data 0123456789\0".hex()
+    pipes = [fd for fd in proc["fds"] if fd["type"] == "pipe" and fd["pipe_data"] == want]
+    expect(len(pipes) == 2, "pipe data recorded on the read end and the write end")
+    expect(proc.get("dumpable") == 1 and proc.get("pdeathsig") == 0, "dumpable and pdeathsig recorded")
+    with open(f"/proc/{v.pid}/maps") as f:
+        maps = f.read()
+    expect(len(maps.splitlines()) == len([m for m in proc["mappings"]]),
+           "no mapping left behind in the victim (same count as in the image)")
+    v.check_output(v.finish(30))
+
+
+def test_faults(snap, victim_exe, work, kills, seed):
+    rng = random.Random(seed)
+    # Measure a dump first (a few times, keep the medians).
+    probe = Victim(victim_exe, 100000, 20, work)
+    time.sleep(0.3)
+    totals, inside = [], []
+    for i in range(5):
+        log = os.path.join(work, f"measure{i}.log")
+        t0 = time.monotonic()
+        p = run_dump(snap, probe.pid, os.path.join(work, f"m{i}"), log)
+        p.communicate(timeout=30)
+        t1 = time.monotonic()
+        ph = read_phases(log)
+        if p.returncode != 0 or not ph:
+            expect(False, f"measuring dump {i} succeeds")
+            continue
+        totals.append(t1 - t0)
+        times = {name: t - t0 for t, name in ph}
+        if "parasite-inject" in times and "parasite-released" in times:
+            inside.append((times["parasite-inject"], times["parasite-released"]))
+    probe.proc.kill()
+    probe.proc.wait()
+    probe.out.close()
+    if not totals or not inside:
+        expect(False, "the dump could be measured")
+        return
+    total = sorted(totals)[len(totals) // 2]
+    win = (sorted(w[0] for w in inside)[len(inside) // 2],
+           sorted(w[1] for w in inside)[len(inside) // 2])
+    print(f"a dump takes {total * 1000:.1f} ms; the parasite is inside from "
+          f"{win[0] * 1000:.1f} to {win[1] * 1000:.1f} ms")
+
+    # The real run: enough lines to outlast the kills.
+    interval = 20
+    n = int((kills * (total + 0.08) + 1.5) * 1000 / interval) + 20
+    v = Victim(victim_exe, n, interval, work)
+    time.sleep(0.2)
+    landed = {}
+    for k in range(kills):
+        if k % 2 == 0:
+            delay = rng.uniform(0, total)
+        else:
+            delay = rng.uniform(win[0], win[1])
+        log = os.path.join(work, f"kill{k}.log")
+        t0 = time.monotonic()  # delays count from the same point as when measured
+        p = run_dump(snap, v.pid, os.path.join(work, f"k{k}"), log)
+        time.sleep(max(0.0, t0 + delay - time.monotonic()))
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        ph = read_phases(log)
+        last = ph[-1][1] if ph else "before-parasite"
+        if p.returncode == 0:
+            last = "finished"
+        landed[last] = landed.get(last, 0) + 1
+        # The victim must be untraced and running (or sleeping) again.
+        deadline = time.monotonic() + 2
+        while True:
+            state, tracer = v.status()
+            if tracer == 0 and state[:1] in ("R", "S"):
+                break
+            if time.monotonic() > deadline:
+                expect(False, f"kill {k} at {delay * 1000:.1f} ms ({last}): victim is {state}, "
+                              f"tracer {tracer}")
+                break
+            time.sleep(0.005)
+        time.sleep(0.06)  # let it run a few lines between dumps
+    n_inside = sum(c for name, c in landed.items() if name in INSIDE)
+    print(f"{kills} kills (seed {seed}): {n_inside} while the parasite was inside; by last phase: "
+          + ", ".join(f"{k}={c}" for k, c in sorted(landed.items())))
+    expect(n_inside > 0, "some kills landed while the parasite was inside")
+    rc = v.finish(n * interval / 1000 + 30)
+    v.check_output(rc)
+
+
+def main():
+    if len(sys.argv) < 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    snap, victim = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    args = sys.argv[3:]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("warning: cannot become a child subreaper")
+    kills = int(args[args.index("--kills") + 1]) if "--kills" in args else 50
+    seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 4
+    with tempfile.TemporaryDirectory(prefix="snap-parasite-test-") as work:
+        try:
+            if "--manifest" in args:
+                test_manifest(snap, victim, work)
+            if "--faults" in args:
+                test_faults(snap, victim, work, kills, seed)
+        finally:
+            reap_all()
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
