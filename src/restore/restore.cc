@@ -21,6 +21,7 @@
 #include "base/scoped_fd.h"
 #include "restore/address_space.h"
 #include "restore/files.h"
+#include "restore/signals.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
 
@@ -81,33 +82,6 @@ int skeleton_main(const image::Process& p, const FdPlan& plan, int status_fd) {
   return 127;  // not reached: snap replaces this process's memory meanwhile
 }
 
-// Puts the signals that were queued at dump time back in the queues. All
-// signals are blocked meanwhile (a delivery now would only reach snap as a
-// ptrace stop); the saved mask, set at the end, decides what runs first.
-void requeue_signals(RemoteSyscalls& rs, Task& task, const image::ThreadState& t) {
-  if (t.pending.empty() && t.pending_shared.empty()) return;
-  task.set_signal_mask(~0ull);
-  pid_t pid = task.tid();
-  long page = rs.checked("mmap for queued signals", SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0);
-  auto queue = [&](const std::vector<uint8_t>& info, bool shared) {
-    siginfo_t si;
-    std::memcpy(&si, info.data(), std::min(info.size(), sizeof si));
-    write_remote(pid, remote_addr(static_cast<uint64_t>(page)), &si, sizeof si);
-    if (shared)
-      rs.checked("rt_sigqueueinfo", SYS_rt_sigqueueinfo, static_cast<uint64_t>(pid),
-                 static_cast<uint64_t>(si.si_signo), static_cast<uint64_t>(page));
-    else
-      rs.checked("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(pid),
-                 static_cast<uint64_t>(pid), static_cast<uint64_t>(si.si_signo),
-                 static_cast<uint64_t>(page));
-  };
-  for (const auto& info : t.pending_shared) queue(info, true);
-  for (const auto& info : t.pending) queue(info, false);
-  rs.syscall(SYS_munmap, static_cast<uint64_t>(page), 4096);
-  vlog("restore: {} queued signal(s) put back", t.pending.size() + t.pending_shared.size());
-}
-
 }  // namespace
 
 pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawner& spawner,
@@ -158,7 +132,7 @@ pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawn
     {
       RemoteSyscalls rs(*task, find_syscall_site(child));
       rebuild_address_space(rs, p, img);
-      requeue_signals(rs, *task, thread);
+      restore_signal_state(rs, *task, p, thread);
       if (thread.rseq) {
         const auto& [area, len, sig] = *thread.rseq;
         rs.checked("rseq registration", SYS_rseq, area, len, 0, sig);

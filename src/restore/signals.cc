@@ -1,0 +1,173 @@
+#include "restore/signals.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+
+namespace snap::restore {
+
+namespace {
+
+// prctl(PR_TIMER_CREATE_RESTORE_IDS): timer_create() takes the id to use
+// from *timer_id (Linux 6.17+; not yet in every header).
+constexpr int kPrTimerCreateRestoreIds = 77;
+
+// The kernel's struct sigaction on x86_64 (not glibc's).
+struct KernelSigaction {
+  uint64_t handler, flags, restorer, mask;
+};
+
+struct KernelStack {  // stack_t
+  uint64_t sp;
+  int32_t flags;
+  int32_t pad;
+  uint64_t size;
+};
+
+timespec to_timespec(int64_t ns) { return {ns / 1000000000, ns % 1000000000}; }
+timeval to_timeval(int64_t ns) { return {ns / 1000000000, (ns % 1000000000) / 1000}; }
+
+// A page of remote memory for arguments, unmapped on scope exit.
+class ArgPage {
+ public:
+  explicit ArgPage(RemoteSyscalls& rs) : rs_(rs) {
+    addr_ = static_cast<uint64_t>(rs.checked("mmap for signal state", SYS_mmap, 0, 4096,
+                                             PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                             static_cast<uint64_t>(-1), 0));
+  }
+  ~ArgPage() { rs_.syscall(SYS_munmap, addr_, 4096); }
+  template <typename T>
+  uint64_t put(const T& v, uint64_t offset = 0) {
+    write_remote(rs_.task().tid(), remote_addr(addr_ + offset), &v, sizeof v);
+    return addr_ + offset;
+  }
+  template <typename T>
+  T get(uint64_t offset) {
+    T v;
+    read_remote(rs_.task().tid(), remote_addr(addr_ + offset), &v, sizeof v);
+    return v;
+  }
+
+ private:
+  RemoteSyscalls& rs_;
+  uint64_t addr_ = 0;
+};
+
+void restore_sigactions(RemoteSyscalls& rs, ArgPage& page, const image::Process& p) {
+  for (const auto& a : p.sigactions) {
+    if (a.signo == SIGKILL || a.signo == SIGSTOP) continue;
+    KernelSigaction k{a.handler, a.flags, a.restorer, a.mask};
+    uint64_t at = page.put(k);
+    rs.checked(fmt::format("rt_sigaction({})", a.signo), SYS_rt_sigaction,
+               static_cast<uint64_t>(a.signo), at, 0, 8);
+  }
+}
+
+void restore_thread_bits(RemoteSyscalls& rs, ArgPage& page, const image::ThreadState& t) {
+  if (t.sigaltstack) {
+    const auto& [sp, flags, size] = *t.sigaltstack;
+    // SS_ONSTACK describes where the thread was, it cannot be set.
+    KernelStack ss{sp, static_cast<int32_t>(flags & ~uint64_t{SS_ONSTACK}), 0, size};
+    rs.checked("sigaltstack", SYS_sigaltstack, page.put(ss), 0);
+  }
+  if (t.clear_child_tid) rs.syscall(SYS_set_tid_address, *t.clear_child_tid);
+}
+
+void restore_itimers(RemoteSyscalls& rs, ArgPage& page, const image::Process& p) {
+  if (!p.itimers) return;
+  for (int which = 0; which < 3; which++) {
+    const auto& v = (*p.itimers)[static_cast<size_t>(which)];
+    if (!v.interval_ns && !v.value_ns) continue;
+    // Caught with its signal pending, a periodic timer reads 0: re-arm it
+    // for one interval.
+    int64_t value = v.value_ns ? v.value_ns : v.interval_ns;
+    itimerval it{to_timeval(v.interval_ns), to_timeval(value)};
+    if (!it.it_value.tv_sec && !it.it_value.tv_usec) it.it_value.tv_usec = 1;
+    rs.checked(fmt::format("setitimer({})", which), SYS_setitimer, static_cast<uint64_t>(which),
+               page.put(it), 0);
+  }
+}
+
+void restore_posix_timers(RemoteSyscalls& rs, ArgPage& page, const image::Process& p,
+                          pid_t tid) {
+  if (p.posix_timers.empty()) return;
+  if (rs.syscall(SYS_prctl, kPrTimerCreateRestoreIds, 1, 0, 0, 0) != 0)
+    throw Error(fmt::format("pid {} has {} POSIX timer(s), and this kernel cannot re-create "
+                            "timers with given ids",
+                            p.pid, p.posix_timers.size()),
+                "restore on Linux 6.17 or newer (PR_TIMER_CREATE_RESTORE_IDS)");
+  for (const auto& t : p.posix_timers) {
+    sigevent ev;
+    std::memset(&ev, 0, sizeof ev);
+    ev.sigev_value.sival_ptr = reinterpret_cast<void*>(t.sigev_value);
+    ev.sigev_signo = t.signo;
+    if (t.notify.starts_with("thread")) {
+      ev.sigev_notify = SIGEV_THREAD_ID;
+      ev._sigev_un._tid = tid;  // the restored process has its one thread
+    } else if (t.notify.starts_with("none")) {
+      ev.sigev_notify = SIGEV_NONE;
+    } else {
+      ev.sigev_notify = SIGEV_SIGNAL;
+    }
+    constexpr uint64_t kIdAt = 512;
+    uint64_t ev_at = page.put(ev);
+    uint64_t id_at = page.put(static_cast<int32_t>(t.id), kIdAt);
+    rs.checked(fmt::format("timer_create(id {})", t.id), SYS_timer_create,
+               static_cast<uint64_t>(t.clock_id), ev_at, id_at);
+    if (int got = page.get<int32_t>(kIdAt); got != t.id)
+      throw Error(fmt::format("POSIX timer {} came back as id {}", t.id, got));
+    int64_t value = t.value.value_ns ? t.value.value_ns : t.value.interval_ns;
+    if (!value && !t.value.interval_ns) continue;  // disarmed
+    itimerspec its{to_timespec(t.value.interval_ns), to_timespec(value)};
+    rs.checked(fmt::format("timer_settime(id {})", t.id), SYS_timer_settime,
+               static_cast<uint64_t>(t.id), 0, page.put(its), 0);
+  }
+  rs.syscall(SYS_prctl, kPrTimerCreateRestoreIds, 0, 0, 0, 0);
+}
+
+void requeue_signals(RemoteSyscalls& rs, ArgPage& page, pid_t pid, const image::ThreadState& t) {
+  auto queue = [&](const std::vector<uint8_t>& info, bool shared) {
+    siginfo_t si;
+    std::memset(&si, 0, sizeof si);
+    std::memcpy(&si, info.data(), std::min(info.size(), sizeof si));
+    uint64_t at = page.put(si);
+    if (shared)
+      rs.checked("rt_sigqueueinfo", SYS_rt_sigqueueinfo, static_cast<uint64_t>(pid),
+                 static_cast<uint64_t>(si.si_signo), at);
+    else
+      rs.checked("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(pid),
+                 static_cast<uint64_t>(pid), static_cast<uint64_t>(si.si_signo), at);
+  };
+  for (const auto& info : t.pending_shared) queue(info, true);
+  for (const auto& info : t.pending) queue(info, false);
+}
+
+}  // namespace
+
+void restore_signal_state(RemoteSyscalls& rs, Task& task, const image::Process& p,
+                          const image::ThreadState& t) {
+  // Nothing may be delivered while snap still drives the thread: a signal
+  // now would only reach snap as a ptrace stop.
+  task.set_signal_mask(~0ull);
+  ArgPage page(rs);
+  restore_sigactions(rs, page, p);
+  restore_thread_bits(rs, page, t);
+  restore_itimers(rs, page, p);
+  restore_posix_timers(rs, page, p, task.tid());
+  requeue_signals(rs, page, task.tid(), t);
+  if (p.pdeathsig && *p.pdeathsig) rs.syscall(SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(*p.pdeathsig));
+  vlog("restore: {} handler(s), {} POSIX timer(s), {} queued signal(s)", p.sigactions.size(),
+       p.posix_timers.size(), t.pending.size() + t.pending_shared.size());
+}
+
+}  // namespace snap::restore
