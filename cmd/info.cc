@@ -102,6 +102,17 @@ std::string open_flags(int flags) {
   return s;
 }
 
+std::string sa_flags(uint64_t flags) {
+  static constexpr std::pair<uint64_t, const char*> kBits[] = {
+      {SA_SIGINFO, "SA_SIGINFO"},     {SA_ONSTACK, "SA_ONSTACK"},     {SA_RESTART, "SA_RESTART"},
+      {SA_NODEFER, "SA_NODEFER"},     {SA_RESETHAND, "SA_RESETHAND"}, {SA_NOCLDSTOP, "SA_NOCLDSTOP"},
+      {SA_NOCLDWAIT, "SA_NOCLDWAIT"}, {0x04000000, "SA_RESTORER"}};
+  std::string s;
+  for (auto [bit, name] : kBits)
+    if (flags & bit) s += (s.empty() ? "" : "|") + std::string(name);
+  return s.empty() ? "0" : s;
+}
+
 // ---- step 2: where a thread stopped ----
 
 // One instruction, decoded with Capstone.
@@ -314,6 +325,7 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
                                {"handler", hex(a.handler)},
                                {"handler_symbol", sym ? ojson(*sym) : ojson(nullptr)},
                                {"flags", hex(a.flags)},
+                               {"flags_text", sa_flags(a.flags)},
                                {"mask", hex(a.mask)}});
   }
 
@@ -457,9 +469,10 @@ void print_process(const ojson& p) {
       if (a["disposition"] == "default") continue;
       std::string what = a["disposition"] == "ignore"
                              ? "ignored"
-                             : str_or(a["handler_symbol"], a["handler"].get<std::string>());
+                             : str_or(a["handler_symbol"], "?") + " (" +
+                                   a["handler"].get<std::string>() + ")";
       std::printf("    %-10s %s  flags %s  mask %s\n", a["name"].get<std::string>().c_str(),
-                  what.c_str(), a["flags"].get<std::string>().c_str(),
+                  what.c_str(), a["flags_text"].get<std::string>().c_str(),
                   a["mask"].get<std::string>().c_str());
     }
   } else if (p["sigactions"].empty()) {
