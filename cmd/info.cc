@@ -15,7 +15,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -31,6 +33,7 @@
 #include "cmd/command.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
+#include "tracer/proc.h"
 #include "tracer/registers.h"
 #include "tracer/symbols.h"
 
@@ -145,7 +148,8 @@ constexpr size_t kMaxInsnBytes = 15;
 // Names addresses of one process, and reads code at them.
 class Locator {
  public:
-  Locator(image::ImageReader& img, const image::Process& p) : img_(img), p_(p) {}
+  Locator(image::ImageReader& img, const image::Process& p)
+      : img_(img), p_(p), kernel_release_(img.checkpoint().kernel_release) {}
 
   const Mapping* mapping_of(uint64_t addr) const {
     for (const auto& m : p_.mappings)
@@ -171,14 +175,15 @@ class Locator {
 
   // The bytes at addr (up to one instruction's worth, not beyond the
   // mapping): from the image where its page was dumped, else from the
-  // mapped file. `source` says which were used.
+  // mapped file (for an undumped [vdso], this kernel's). `source` says
+  // which were used.
   std::vector<uint8_t> code_at(uint64_t addr, std::string& source) {
     const Mapping* m = mapping_of(addr);
     if (!m) return {};
     const size_t n = std::min<uint64_t>(kMaxInsnBytes, m->end - addr);
     std::vector<uint8_t> buf(n, 0);
     std::vector<bool> have(n, false);
-    bool from_image = false, from_file = false;
+    bool from_image = false, from_file = false, from_kernel = false;
     img_.for_each_run(p_.pid, m->start, [&](const image::PageRun& r) {
       const uint64_t lo = std::max(addr, r.addr);
       const uint64_t hi = std::min<uint64_t>(addr + n, r.addr + r.npages * image::kPageSize);
@@ -197,10 +202,21 @@ class Locator {
       for (ssize_t i = 0; i < got; i++)
         if (!have[i]) buf[i] = file[i], have[i] = true, from_file = true;
     }
+    if (m->kind == image::MappingKind::Vdso && !from_image) {
+      if (const auto* vdso = vdso_bytes(*m)) {
+        std::copy_n(vdso->begin() + (addr - m->start), n, buf.begin());
+        std::fill(have.begin(), have.end(), true);
+        from_kernel = true;
+      }
+    }
     size_t len = 0;
     while (len < n && have[len]) len++;
     buf.resize(len);
-    source = from_image && from_file ? "image+file" : from_image ? "image" : from_file ? "file" : "";
+    source = from_kernel                ? "kernel"
+             : from_image && from_file ? "image+file"
+             : from_image              ? "image"
+             : from_file               ? "file"
+                                       : "";
     return buf;
   }
 
@@ -226,8 +242,12 @@ class Locator {
     return it->second.syms ? &*it->second.syms : nullptr;
   }
 
-  // The vDSO is not a file; its ELF image is the dumped mapping itself.
-  ElfSymbols vdso_symbols(const Mapping& m) {
+  // The vDSO is not a file; its ELF image is the dumped mapping itself. When
+  // it was not dumped, snap's own vDSO stands in if the image was made under
+  // the kernel running now (same release, same size). Loaded once.
+  const std::vector<uint8_t>* vdso_bytes(const Mapping& m) {
+    if (vdso_tried_) return vdso_ ? &*vdso_ : nullptr;
+    vdso_tried_ = true;
     std::vector<uint8_t> bytes(m.end - m.start, 0);
     uint64_t pages = 0;
     img_.for_each_run(p_.pid, m.start, [&](const image::PageRun& r) {
@@ -235,8 +255,23 @@ class Locator {
         std::copy(r.data, r.data + r.npages * image::kPageSize, bytes.begin() + (r.addr - m.start));
       pages += r.npages;
     });
-    if (pages * image::kPageSize != bytes.size()) throw Error("[vdso]: not dumped");
-    return ElfSymbols::from_memory(bytes, "[vdso]");
+    if (pages * image::kPageSize == bytes.size()) return &vdso_.emplace(std::move(bytes));
+    utsname u{};
+    ::uname(&u);
+    const uint64_t own = ::getauxval(AT_SYSINFO_EHDR);
+    if (!own || kernel_release_ != u.release) return nullptr;
+    for (const auto& mine : proc::read_mappings(::getpid()))
+      if (mine.kind == image::MappingKind::Vdso && mine.end - mine.start == bytes.size()) {
+        auto* p = reinterpret_cast<const uint8_t*>(own);
+        return &vdso_.emplace(p, p + bytes.size());
+      }
+    return nullptr;
+  }
+
+  ElfSymbols vdso_symbols(const Mapping& m) {
+    const auto* bytes = vdso_bytes(m);
+    if (!bytes) throw Error("[vdso] was not dumped and the image comes from another kernel");
+    return ElfSymbols::from_memory(*bytes, "[vdso]");
   }
 
   struct Loaded {
@@ -245,6 +280,9 @@ class Locator {
   };
   image::ImageReader& img_;
   const image::Process& p_;
+  std::string kernel_release_;
+  bool vdso_tried_ = false;
+  std::optional<std::vector<uint8_t>> vdso_;
   std::map<std::string, Loaded> cache_;
 };
 
