@@ -440,4 +440,7 @@ Checkpoint checkpoint_from_json(std::string_view text) {
   return manifest_from_json(text).checkpoint;
 }
 
+const char* name_of(MappingKind k) { return kMappingKindNames[static_cast<size_t>(k)]; }
+const char* name_of(FdType t) { return kFdTypeNames[static_cast<size_t>(t)]; }
+
 }  // namespace snap::image

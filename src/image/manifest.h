@@ -34,4 +34,9 @@ std::string to_json(const Checkpoint& c);
 Manifest manifest_from_json(std::string_view text);
 Checkpoint checkpoint_from_json(std::string_view text);
 
+// The manifest's names of the enums ("shared_anon", "eventfd"), also used by
+// `snap info`.
+const char* name_of(MappingKind k);
+const char* name_of(FdType t);
+
 }  // namespace snap::image

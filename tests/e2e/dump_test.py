@@ -58,6 +58,32 @@ def python_leave_running(env):
     expect(lines_of(out) == [str(i) for i in range(1, 11)], "its output is that of an undisturbed run")
 
 
+@case
+def info_shows_parasite_state(env):
+    out = env.path("victim.out")
+    p = start([env.prog("victim"), "200", "20"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("victim.ckpt")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    proc = doc["processes"][0]
+    handlers = {a["name"]: a for a in proc["sigactions"]}
+    expect("on_alarm" in (handlers["SIGALRM"]["handler_symbol"] or ""), "SIGALRM handler named by its symbol")
+    expect("SA_ONSTACK" in handlers["SIGALRM"]["flags_text"], "its SA_ONSTACK flag shown")
+    expect(proc["threads"][0]["sigaltstack"]["size"] == 65536, "the 64 KiB alternate stack")
+    expect(proc["itimers"]["real"]["interval_ns"] == 10_000_000, "ITIMER_REAL every 10 ms")
+    timers = proc["posix_timers"]
+    expect(len(timers) == 1 and timers[0]["signal"] == "SIGUSR1"
+           and timers[0]["value"]["interval_ns"] == 20_000_000, "the POSIX timer (SIGUSR1, 20 ms)")
+    pipes = [f for f in proc["fds"] if f["type"] == "pipe" and f.get("pipe_data_bytes")]
+    expect(pipes, "unread pipe data recorded")
+    text = env.snap_run("info", ckpt).stdout
+    expect("POSIX timer 0" in text and "victim!on_alarm" in text, "the text output shows them too")
+    p.wait(timeout=60)
+    lines = [l for l in lines_of(out) if not l.startswith("ready ")]
+    expect(lines[-1] == "DONE ok" and not any("FAIL" in l for l in lines), "the victim's own checks pass")
+
+
 def expect_refused(env, args, exit_code, words, what):
     r = env.snap_run("dump", *args, check=False)
     expect(r.returncode == exit_code, f"{what}: exit {exit_code} (got {r.returncode})")
