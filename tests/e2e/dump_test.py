@@ -39,6 +39,10 @@ def two_threads_256mib(env):
     expect(proc["pid"] == p.pid, "the manifest names the pid")
     tids = sorted(int(t) for t in os.listdir(f"/proc/{p.pid}/task"))
     expect(sorted(t["tid"] for t in proc["threads"]) == tids, f"both threads recorded: {tids}")
+    info = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    iproc = info["processes"][0]
+    expect(iproc["pid"] == p.pid and sorted(t["tid"] for t in iproc["threads"]) == tids,
+           "snap info --json names the pid and both threads")
     p.wait(timeout=120)
     lines = lines_of(out)
     expect(p.returncode == 0 and lines[-1] == "done", "the program finished normally")
