@@ -260,7 +260,7 @@ class Locator {
     ::uname(&u);
     const uint64_t own = ::getauxval(AT_SYSINFO_EHDR);
     if (!own || kernel_release_ != u.release) return nullptr;
-    for (const auto& mine : proc::read_mappings(::getpid()))
+    for (const auto& mine : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
       if (mine.kind == image::MappingKind::Vdso && mine.end - mine.start == bytes.size()) {
         auto* p = reinterpret_cast<const uint8_t*>(own);
         return &vdso_.emplace(p, p + bytes.size());

@@ -213,7 +213,7 @@ void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p
 
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img) {
   pid_t pid = rs.task().tid();
-  auto now = proc::read_mappings(pid);
+  auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
   Scratch scratch(rs, find_free(now, p.mappings, kScratchSize));
   image::Mapping scratch_area;
   scratch_area.start = scratch.addr();

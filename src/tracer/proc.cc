@@ -310,9 +310,11 @@ image::FdType classify_fd(const std::string& link, const struct stat& st) {
 
 }  // namespace
 
-std::vector<image::Mapping> read_mappings(pid_t pid) {
+std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   std::vector<image::Mapping> out;
-  for (const auto& e : read_smaps(pid)) {
+  auto entries = detail == MapDetail::kWithVmFlags ? read_smaps(pid)
+                                                   : parse_maps(read_file(pid_path(pid, "maps")));
+  for (const auto& e : entries) {
     image::Mapping m;
     m.start = e.start;
     m.end = e.end;

@@ -80,7 +80,11 @@ std::vector<uint64_t> read_auxv(pid_t pid);
 // contents and thread registers.
 image::Process read_process(pid_t pid);
 // Mappings of `pid`, classified (image::MappingKind), without content.
-std::vector<image::Mapping> read_mappings(pid_t pid);
+// With VmFlags they come from /proc/PID/smaps, which the kernel builds by
+// walking every page (slow for a large process); lookups that need only the
+// ranges, kinds and paths pass kRangesOnly to read the cheap /proc/PID/maps.
+enum class MapDetail { kWithVmFlags, kRangesOnly };
+std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail = MapDetail::kWithVmFlags);
 std::vector<image::FileDesc> read_fds(pid_t pid);
 
 }  // namespace snap::proc

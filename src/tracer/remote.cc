@@ -70,7 +70,7 @@ uint64_t own_vdso_syscall_offset() {
     auto base = getauxval(AT_SYSINFO_EHDR);
     if (!base) throw Error("snap has no vDSO (AT_SYSINFO_EHDR missing)");
     uint64_t size = 0;
-    for (const auto& m : proc::read_mappings(::getpid()))
+    for (const auto& m : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
       if (m.kind == image::MappingKind::Vdso) size = m.end - m.start;
     if (!size) throw Error("cannot find snap's own [vdso] mapping");
     csh cs;
@@ -115,7 +115,7 @@ uint64_t own_vdso_syscall_ret_offset() {
   std::call_once(once, [] {
     auto base = getauxval(AT_SYSINFO_EHDR);
     uint64_t size = 0;
-    for (const auto& m : proc::read_mappings(::getpid()))
+    for (const auto& m : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
       if (m.kind == image::MappingKind::Vdso) size = m.end - m.start;
     if (!base || !size) return;
     csh cs;
@@ -151,7 +151,7 @@ uint64_t own_vdso_syscall_ret_offset() {
 std::optional<remote_addr> find_syscall_ret_site(pid_t pid) {
   uint64_t off = own_vdso_syscall_ret_offset();
   if (!off) return std::nullopt;
-  for (const auto& m : proc::read_mappings(pid)) {
+  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly)) {
     if (m.kind != image::MappingKind::Vdso) continue;
     remote_addr site = remote_addr(m.start) + static_cast<int64_t>(off);
     uint8_t b[2];
@@ -163,7 +163,7 @@ std::optional<remote_addr> find_syscall_ret_site(pid_t pid) {
 }
 
 remote_addr find_syscall_site(pid_t pid) {
-  for (const auto& m : proc::read_mappings(pid))
+  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly))
     if (m.kind == image::MappingKind::Vdso) return find_syscall_site(pid, remote_addr(m.start));
   throw Error("pid " + std::to_string(pid) + " has no [vdso] mapping");
 }
