@@ -191,14 +191,24 @@ Stat parse_stat(std::string_view text) {
   return s;
 }
 
-Status parse_status(std::string_view text) {
-  Status s;
+namespace {
+
+// Calls fn(key, values) for each "Key:  value value..." line with values.
+template <typename Fn>
+void for_each_keyed_line(std::string_view text, Fn fn) {
   for (auto l : lines(text)) {
     auto colon = l.find(':');
     if (colon == std::string_view::npos) continue;
-    auto key = l.substr(0, colon);
     auto f = split_ws(l.substr(colon + 1));
-    if (f.empty()) continue;
+    if (!f.empty()) fn(l.substr(0, colon), f);
+  }
+}
+
+}  // namespace
+
+Status parse_status(std::string_view text) {
+  Status s;
+  for_each_keyed_line(text, [&](std::string_view key, const std::vector<std::string_view>& f) {
     if (key == "Name") s.name = std::string(f[0]);
     else if (key == "State") s.state = f[0][0];
     else if (key == "Umask") s.umask = static_cast<uint32_t>(to_u64(f[0], 8));
@@ -209,23 +219,18 @@ Status parse_status(std::string_view text) {
       auto& dst = key == "Uid" ? s.uids : s.gids;
       for (size_t i = 0; i < 4; i++) dst[i] = static_cast<uint32_t>(to_u64(f[i]));
     }
-  }
+  });
   return s;
 }
 
 FdInfo parse_fdinfo(std::string_view text) {
   FdInfo fi;
-  for (auto l : lines(text)) {
-    auto colon = l.find(':');
-    if (colon == std::string_view::npos) continue;
-    auto key = l.substr(0, colon);
-    auto f = split_ws(l.substr(colon + 1));
-    if (f.empty()) continue;
+  for_each_keyed_line(text, [&](std::string_view key, const std::vector<std::string_view>& f) {
     if (key == "pos") fi.pos = to_u64(f[0]);
     else if (key == "flags") fi.flags = static_cast<int>(to_u64(f[0], 8));
     else if (key == "mnt_id") fi.mnt_id = to_u64(f[0]);
     else if (key == "ino") fi.ino = to_u64(f[0]);
-  }
+  });
   return fi;
 }
 

@@ -62,110 +62,112 @@ void write_remote(pid_t pid, remote_addr dst, const void* src, size_t n) {
 
 namespace {
 
-// Offset of a `syscall` instruction in snap's own vDSO, found once.
-uint64_t own_vdso_syscall_offset() {
-  static uint64_t offset = 0;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    auto base = getauxval(AT_SYSINFO_EHDR);
-    if (!base) throw Error("snap has no vDSO (AT_SYSINFO_EHDR missing)");
-    uint64_t size = 0;
+// The kernel maps the same vDSO into every process, so instruction offsets
+// are found once, with Capstone, in snap's own copy.
+struct OwnVdso {
+  const uint8_t* bytes = nullptr;
+  uint64_t base = 0, size = 0;
+};
+
+const OwnVdso& own_vdso() {
+  static const OwnVdso vdso = [] {
+    OwnVdso v;
+    v.base = getauxval(AT_SYSINFO_EHDR);
+    if (!v.base) throw Error("snap has no vDSO (AT_SYSINFO_EHDR missing)");
     for (const auto& m : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
-      if (m.kind == image::MappingKind::Vdso) size = m.end - m.start;
-    if (!size) throw Error("cannot find snap's own [vdso] mapping");
-    csh cs;
-    if (cs_open(CS_ARCH_X86, CS_MODE_64, &cs) != CS_ERR_OK) throw Error("capstone: cs_open failed");
-    // Disassemble linearly from each executable section start is overkill;
-    // the vDSO text is contiguous code after the ELF headers, so scan for
-    // candidate bytes and confirm each with Capstone decoding from there.
-    auto bytes = reinterpret_cast<const uint8_t*>(base);
-    for (uint64_t i = 0; i + 1 < size && !offset; i++) {
-      if (bytes[i] != 0x0f || bytes[i + 1] != 0x05) continue;
-      cs_insn* insn = nullptr;
-      size_t count = cs_disasm(cs, bytes + i, 2, base + i, 1, &insn);
-      if (count == 1 && insn[0].id == X86_INS_SYSCALL) offset = i;
-      if (count) cs_free(insn, count);
+      if (m.kind == image::MappingKind::Vdso) v.size = m.end - m.start;
+    if (!v.size) throw Error("cannot find snap's own [vdso] mapping");
+    v.bytes = reinterpret_cast<const uint8_t*>(v.base);
+    return v;
+  }();
+  return vdso;
+}
+
+// The first offset in snap's vDSO where Capstone decodes a `syscall` whose
+// following instructions satisfy `accept` (given all decoded from there,
+// [0] being the syscall); 0 when there is none.
+template <typename Accept>
+uint64_t find_own_syscall(Accept accept) {
+  const OwnVdso& v = own_vdso();
+  csh cs;
+  if (cs_open(CS_ARCH_X86, CS_MODE_64, &cs) != CS_ERR_OK) throw Error("capstone: cs_open failed");
+  cs_option(cs, CS_OPT_DETAIL, CS_OPT_ON);
+  uint64_t found = 0;
+  // Candidate bytes 0f 05, each confirmed by decoding from there.
+  for (uint64_t i = 0; i + 1 < v.size && !found; i++) {
+    if (v.bytes[i] != 0x0f || v.bytes[i + 1] != 0x05) continue;
+    cs_insn* insn = nullptr;
+    size_t avail = std::min<uint64_t>(v.size - i, 64);
+    size_t count = cs_disasm(cs, v.bytes + i, avail, v.base + i, 16, &insn);
+    if (count && insn[0].id == X86_INS_SYSCALL && accept(insn, count)) found = i;
+    if (count) cs_free(insn, count);
+  }
+  cs_close(&cs);
+  return found;
+}
+
+// Any `syscall` instruction.
+uint64_t own_vdso_syscall_offset() {
+  static const uint64_t offset = [] {
+    uint64_t off = find_own_syscall([](const cs_insn*, size_t) { return true; });
+    if (!off) throw Error("no syscall instruction found in the vDSO");
+    return off;
+  }();
+  return offset;
+}
+
+// A `syscall; (xor r,r | nop)*; ret` sequence, or 0.
+uint64_t own_vdso_syscall_ret_offset() {
+  static const uint64_t offset = find_own_syscall([](const cs_insn* insn, size_t count) {
+    for (size_t k = 1; k < count; k++) {
+      const cs_insn& in = insn[k];
+      if (in.id == X86_INS_RET && in.size == 1) return true;
+      const cs_x86& x = in.detail->x86;
+      bool self_xor = in.id == X86_INS_XOR && x.op_count == 2 && x.operands[0].type == X86_OP_REG &&
+                      x.operands[1].type == X86_OP_REG && x.operands[0].reg == x.operands[1].reg;
+      if (!self_xor && in.id != X86_INS_NOP) return false;
     }
-    cs_close(&cs);
-    if (!offset) throw Error("no syscall instruction found in the vDSO");
+    return false;
   });
   return offset;
+}
+
+std::optional<remote_addr> vdso_base_of(pid_t pid) {
+  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly))
+    if (m.kind == image::MappingKind::Vdso) return remote_addr(m.start);
+  return std::nullopt;
+}
+
+bool is_syscall_at(pid_t pid, remote_addr site) {
+  uint8_t b[2];
+  read_remote(pid, site, b, 2);
+  return b[0] == 0x0f && b[1] == 0x05;
 }
 
 }  // namespace
 
 remote_addr find_syscall_site(pid_t pid, remote_addr vdso_base) {
   remote_addr site = vdso_base + static_cast<int64_t>(own_vdso_syscall_offset());
-  uint8_t b[2];
-  read_remote(pid, site, b, 2);
-  if (b[0] != 0x0f || b[1] != 0x05)
+  if (!is_syscall_at(pid, site))
     throw Error(fmt::format("pid {}: its vDSO differs from snap's (no syscall at {:#x})", pid,
                             site.as_int()),
                 "was the process started under another kernel?");
   return site;
 }
 
-namespace {
-
-// Offset of a `syscall; (xor r,r | nop)*; ret` sequence in snap's own vDSO,
-// or 0 when there is none.
-uint64_t own_vdso_syscall_ret_offset() {
-  static uint64_t offset = 0;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    auto base = getauxval(AT_SYSINFO_EHDR);
-    uint64_t size = 0;
-    for (const auto& m : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
-      if (m.kind == image::MappingKind::Vdso) size = m.end - m.start;
-    if (!base || !size) return;
-    csh cs;
-    if (cs_open(CS_ARCH_X86, CS_MODE_64, &cs) != CS_ERR_OK) return;
-    cs_option(cs, CS_OPT_DETAIL, CS_OPT_ON);
-    auto bytes = reinterpret_cast<const uint8_t*>(base);
-    for (uint64_t i = 0; i + 1 < size && !offset; i++) {
-      if (bytes[i] != 0x0f || bytes[i + 1] != 0x05) continue;
-      cs_insn* insn = nullptr;
-      size_t avail = std::min<uint64_t>(size - i, 64);
-      size_t count = cs_disasm(cs, bytes + i, avail, base + i, 16, &insn);
-      bool ok = count > 1 && insn[0].id == X86_INS_SYSCALL;
-      for (size_t k = 1; ok && k < count; k++) {
-        const cs_insn& in = insn[k];
-        if (in.id == X86_INS_RET && in.size == 1) {
-          offset = i;
-          break;
-        }
-        const cs_x86& x = in.detail->x86;
-        bool self_xor = in.id == X86_INS_XOR && x.op_count == 2 && x.operands[0].type == X86_OP_REG &&
-                        x.operands[1].type == X86_OP_REG && x.operands[0].reg == x.operands[1].reg;
-        ok = self_xor || in.id == X86_INS_NOP;
-      }
-      if (count) cs_free(insn, count);
-    }
-    cs_close(&cs);
-  });
-  return offset;
+remote_addr find_syscall_site(pid_t pid) {
+  auto base = vdso_base_of(pid);
+  if (!base) throw Error("pid " + std::to_string(pid) + " has no [vdso] mapping");
+  return find_syscall_site(pid, *base);
 }
-
-}  // namespace
 
 std::optional<remote_addr> find_syscall_ret_site(pid_t pid) {
   uint64_t off = own_vdso_syscall_ret_offset();
-  if (!off) return std::nullopt;
-  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly)) {
-    if (m.kind != image::MappingKind::Vdso) continue;
-    remote_addr site = remote_addr(m.start) + static_cast<int64_t>(off);
-    uint8_t b[2];
-    read_remote(pid, site, b, 2);
-    if (b[0] != 0x0f || b[1] != 0x05) return std::nullopt;
-    return site;
-  }
-  return std::nullopt;
-}
-
-remote_addr find_syscall_site(pid_t pid) {
-  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly))
-    if (m.kind == image::MappingKind::Vdso) return find_syscall_site(pid, remote_addr(m.start));
-  throw Error("pid " + std::to_string(pid) + " has no [vdso] mapping");
+  auto base = vdso_base_of(pid);
+  if (!off || !base) return std::nullopt;
+  remote_addr site = *base + static_cast<int64_t>(off);
+  if (!is_syscall_at(pid, site)) return std::nullopt;
+  return site;
 }
 
 RemoteSyscalls::RemoteSyscalls(Task& task, remote_addr syscall_site)

@@ -14,6 +14,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import reap_orphans  # noqa: E402
+
 PR_SET_CHILD_SUBREAPER = 36
 failures = []
 
@@ -32,16 +35,6 @@ def expect(cond, what, proc=None):
 def run(argv):
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
-
-def reap_zombies():
-    # Orphans are reparented to us (subreaper); PID 1 here never reaps them.
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def alive(pid):
@@ -144,7 +137,7 @@ def main():
             if job.poll() is None:
                 job.send_signal(signal.SIGKILL)
             job.wait(timeout=10)
-            reap_zombies()
+            reap_orphans()
 
     if failures:
         print(f"{len(failures)} check(s) failed")

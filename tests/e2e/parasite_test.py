@@ -24,6 +24,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import reap_orphans  # noqa: E402
+
 failures = []
 PR_SET_CHILD_SUBREAPER = 36
 INSIDE = {"parasite-inject", "parasite-mapped", "parasite-service", "parasite-cure",
@@ -44,15 +47,6 @@ def expected_lines(n):
         out.append(f"{i} {x:016x} {acc:.2f}")
     return out + ["DONE ok"]
 
-
-def reap_all():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 class Victim:
@@ -244,7 +238,7 @@ def main():
             if "--faults" in args:
                 test_faults(snap, victim, work, kills, seed)
         finally:
-            reap_all()
+            reap_orphans()
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1
