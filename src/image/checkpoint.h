@@ -36,6 +36,8 @@ struct ThreadState {
   // The thread's registered restartable-sequences area: address, length,
   // signature (PTRACE_GET_RSEQ_CONFIGURATION); restore registers it again.
   std::optional<std::array<uint64_t, 3>> rseq;
+  // The thread's robust futex list: head address and length (get_robust_list).
+  std::optional<std::array<uint64_t, 2>> robust_list;
 };
 
 enum class MappingKind : uint8_t {

@@ -21,7 +21,9 @@
 #include "base/scoped_fd.h"
 #include "restore/address_space.h"
 #include "restore/files.h"
+#include "restore/remote_page.h"
 #include "restore/signals.h"
+#include "restore/threads.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
 
@@ -86,11 +88,7 @@ int skeleton_main(const image::Process& p, const FdPlan& plan, int status_fd) {
 
 pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawner& spawner,
                       const RestoreOptions& opts) {
-  if (p.threads.size() != 1)
-    throw Error(fmt::format("pid {} has {} threads; restoring multi-threaded processes is not "
-                            "supported yet",
-                            p.pid, p.threads.size()));
-  const image::ThreadState& thread = p.threads[0];
+  if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   FdPlan plan = plan_fds(p, opts.allow_changed_files);
   for (const auto& w : plan.warnings) warn("{}", w);
 
@@ -123,31 +121,50 @@ pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawn
   }
   vlog("restore: skeleton pid {} stopped; rebuilding it", child);
   if (::ptrace(PTRACE_SETOPTIONS, child, nullptr,
-               reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD)) < 0) {
+               reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD |
+                                       PTRACE_O_TRACECLONE)) < 0) {
     ::kill(child, SIGKILL);
     throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS, pid {})", child), errno);
   }
-  auto task = Task::adopt_stopped(child);
+  auto leader = Task::adopt_stopped(child);
+  std::vector<std::unique_ptr<Task>> others;  // threads 1.., as in p.threads
+  // A thread's own state, and the registers it resumes with.
+  auto put_back = [&](const image::ThreadState& saved, RemoteSyscalls& rs, RemotePage& page) {
+    restore_thread_state(rs, page, p.pid, saved);
+    rs.set_final_regs(Registers::from_bytes(saved.gpregs));
+  };
   try {
     {
-      RemoteSyscalls rs(*task, find_syscall_site(child));
+      RemoteSyscalls rs(*leader, find_syscall_site(child));
       rebuild_address_space(rs, p, img);
-      restore_signal_state(rs, *task, p, thread);
-      if (thread.rseq) {
-        const auto& [area, len, sig] = *thread.rseq;
-        rs.checked("rseq registration", SYS_rseq, area, len, 0, sig);
-      }
-      rs.set_final_regs(Registers::from_bytes(thread.gpregs));
+      leader->set_signal_mask(~0ull);  // nothing is delivered until the end
+      RemotePage page(rs);
+      others = create_threads(rs, page, p);
+      restore_process_signals(rs, page, p);
+      put_back(p.threads[0], rs, page);
     }
-    task->set_xsave(thread.xsave);
-    task->set_signal_mask(thread.sigmask);
+    for (size_t i = 0; i < others.size(); i++) {
+      Task& t = *others[i];
+      t.set_signal_mask(~0ull);
+      RemoteSyscalls rs(t, find_syscall_site(child));
+      RemotePage page(rs);
+      put_back(p.threads[i + 1], rs, page);
+    }
+    // Extended state and masks last: no more code runs before the job's.
+    for (size_t i = 0; i <= others.size(); i++) {
+      Task& t = i == 0 ? *leader : *others[i - 1];
+      t.set_xsave(p.threads[i].xsave);
+      t.set_signal_mask(p.threads[i].sigmask);
+    }
   } catch (...) {
     ::kill(child, SIGKILL);
-    task->abandon();
+    for (auto& t : others) t->abandon();
+    leader->abandon();
     ::waitpid(child, &status, __WALL);
     throw;
   }
-  task->detach(0);
+  for (auto& t : others) t->detach(0);
+  leader->detach(0);
   vlog("restore: pid {} is running", child);
   return child;
 }

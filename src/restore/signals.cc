@@ -37,33 +37,7 @@ struct KernelStack {  // stack_t
 timespec to_timespec(int64_t ns) { return {ns / 1000000000, ns % 1000000000}; }
 timeval to_timeval(int64_t ns) { return {ns / 1000000000, (ns % 1000000000) / 1000}; }
 
-// A page of remote memory for arguments, unmapped on scope exit.
-class ArgPage {
- public:
-  explicit ArgPage(RemoteSyscalls& rs) : rs_(rs) {
-    addr_ = static_cast<uint64_t>(rs.checked("mmap for signal state", SYS_mmap, 0, 4096,
-                                             PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                                             static_cast<uint64_t>(-1), 0));
-  }
-  ~ArgPage() { rs_.syscall(SYS_munmap, addr_, 4096); }
-  template <typename T>
-  uint64_t put(const T& v, uint64_t offset = 0) {
-    write_remote(rs_.task().tid(), remote_addr(addr_ + offset), &v, sizeof v);
-    return addr_ + offset;
-  }
-  template <typename T>
-  T get(uint64_t offset) {
-    T v;
-    read_remote(rs_.task().tid(), remote_addr(addr_ + offset), &v, sizeof v);
-    return v;
-  }
-
- private:
-  RemoteSyscalls& rs_;
-  uint64_t addr_ = 0;
-};
-
-void restore_sigactions(RemoteSyscalls& rs, ArgPage& page, const image::Process& p) {
+void restore_sigactions(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
   for (const auto& a : p.sigactions) {
     if (a.signo == SIGKILL || a.signo == SIGSTOP) continue;
     KernelSigaction k{a.handler, a.flags, a.restorer, a.mask};
@@ -73,7 +47,12 @@ void restore_sigactions(RemoteSyscalls& rs, ArgPage& page, const image::Process&
   }
 }
 
-void restore_thread_bits(RemoteSyscalls& rs, ArgPage& page, const image::ThreadState& t) {
+void restore_thread_bits(RemoteSyscalls& rs, RemotePage& page, const image::ThreadState& t) {
+  if (t.rseq) {
+    const auto& [area, len, sig] = *t.rseq;
+    rs.checked("rseq registration", SYS_rseq, area, len, 0, sig);
+  }
+  if (t.robust_list) rs.checked("set_robust_list", SYS_set_robust_list, (*t.robust_list)[0], (*t.robust_list)[1]);
   if (t.sigaltstack) {
     const auto& [sp, flags, size] = *t.sigaltstack;
     // SS_ONSTACK describes where the thread was, it cannot be set.
@@ -83,7 +62,7 @@ void restore_thread_bits(RemoteSyscalls& rs, ArgPage& page, const image::ThreadS
   if (t.clear_child_tid) rs.syscall(SYS_set_tid_address, *t.clear_child_tid);
 }
 
-void restore_itimers(RemoteSyscalls& rs, ArgPage& page, const image::Process& p) {
+void restore_itimers(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
   if (!p.itimers) return;
   for (int which = 0; which < 3; which++) {
     const auto& v = (*p.itimers)[static_cast<size_t>(which)];
@@ -98,8 +77,14 @@ void restore_itimers(RemoteSyscalls& rs, ArgPage& page, const image::Process& p)
   }
 }
 
-void restore_posix_timers(RemoteSyscalls& rs, ArgPage& page, const image::Process& p,
-                          pid_t tid) {
+// "thread/tid.124" -> 124 (the restored thread has its saved tid).
+pid_t notify_tid(const std::string& notify, pid_t fallback) {
+  auto dot = notify.rfind('.');
+  if (dot == std::string::npos) return fallback;
+  return static_cast<pid_t>(std::atoi(notify.c_str() + dot + 1));
+}
+
+void restore_posix_timers(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
   if (p.posix_timers.empty()) return;
   if (rs.syscall(SYS_prctl, kPrTimerCreateRestoreIds, 1, 0, 0, 0) != 0)
     throw Error(fmt::format("pid {} has {} POSIX timer(s), and this kernel cannot re-create "
@@ -113,7 +98,7 @@ void restore_posix_timers(RemoteSyscalls& rs, ArgPage& page, const image::Proces
     ev.sigev_signo = t.signo;
     if (t.notify.starts_with("thread")) {
       ev.sigev_notify = SIGEV_THREAD_ID;
-      ev._sigev_un._tid = tid;  // the restored process has its one thread
+      ev._sigev_un._tid = notify_tid(t.notify, p.pid);
     } else if (t.notify.starts_with("none")) {
       ev.sigev_notify = SIGEV_NONE;
     } else {
@@ -135,39 +120,42 @@ void restore_posix_timers(RemoteSyscalls& rs, ArgPage& page, const image::Proces
   rs.syscall(SYS_prctl, kPrTimerCreateRestoreIds, 0, 0, 0, 0);
 }
 
-void requeue_signals(RemoteSyscalls& rs, ArgPage& page, pid_t pid, const image::ThreadState& t) {
-  auto queue = [&](const std::vector<uint8_t>& info, bool shared) {
+// The thread's own queue (shared = false) or the process's.
+void requeue_signals(RemoteSyscalls& rs, RemotePage& page, pid_t tgid, pid_t tid,
+                     const std::vector<std::vector<uint8_t>>& queued, bool shared) {
+  auto queue = [&](const std::vector<uint8_t>& info) {
     siginfo_t si;
     std::memset(&si, 0, sizeof si);
     std::memcpy(&si, info.data(), std::min(info.size(), sizeof si));
     uint64_t at = page.put(si);
     if (shared)
-      rs.checked("rt_sigqueueinfo", SYS_rt_sigqueueinfo, static_cast<uint64_t>(pid),
+      rs.checked("rt_sigqueueinfo", SYS_rt_sigqueueinfo, static_cast<uint64_t>(tgid),
                  static_cast<uint64_t>(si.si_signo), at);
     else
-      rs.checked("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(pid),
-                 static_cast<uint64_t>(pid), static_cast<uint64_t>(si.si_signo), at);
+      rs.checked("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(tgid),
+                 static_cast<uint64_t>(tid), static_cast<uint64_t>(si.si_signo), at);
   };
-  for (const auto& info : t.pending_shared) queue(info, true);
-  for (const auto& info : t.pending) queue(info, false);
+  for (const auto& info : queued) queue(info);
 }
 
 }  // namespace
 
-void restore_signal_state(RemoteSyscalls& rs, Task& task, const image::Process& p,
-                          const image::ThreadState& t) {
-  // Nothing may be delivered while snap still drives the thread: a signal
-  // now would only reach snap as a ptrace stop.
-  task.set_signal_mask(~0ull);
-  ArgPage page(rs);
+void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
   restore_sigactions(rs, page, p);
-  restore_thread_bits(rs, page, t);
   restore_itimers(rs, page, p);
-  restore_posix_timers(rs, page, p, task.tid());
-  requeue_signals(rs, page, task.tid(), t);
-  if (p.pdeathsig && *p.pdeathsig) rs.syscall(SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(*p.pdeathsig));
-  vlog("restore: {} handler(s), {} POSIX timer(s), {} queued signal(s)", p.sigactions.size(),
-       p.posix_timers.size(), t.pending.size() + t.pending_shared.size());
+  restore_posix_timers(rs, page, p);
+  const auto& leader = p.threads.at(0);
+  requeue_signals(rs, page, p.pid, p.pid, leader.pending_shared, true);
+  if (p.pdeathsig && *p.pdeathsig)
+    rs.syscall(SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(*p.pdeathsig));
+  vlog("restore: {} handler(s), {} POSIX timer(s), {} process-wide queued signal(s)",
+       p.sigactions.size(), p.posix_timers.size(), leader.pending_shared.size());
+}
+
+void restore_thread_state(RemoteSyscalls& rs, RemotePage& page, pid_t tgid,
+                          const image::ThreadState& t) {
+  restore_thread_bits(rs, page, t);
+  requeue_signals(rs, page, tgid, t.tid, t.pending, false);
 }
 
 }  // namespace snap::restore

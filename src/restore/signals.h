@@ -1,18 +1,25 @@
 // Signal and timer state of a restored process, installed through remote
-// system calls in its (only) thread: handlers, alternate stack,
-// clear_child_tid, interval timers, POSIX timers (with their ids), and the
-// signals that were queued.
+// system calls. The caller blocks every signal in every thread first (a
+// delivery now would only reach snap as a ptrace stop) and sets the saved
+// masks last.
 #pragma once
 
+#include <sys/types.h>
+
 #include "image/checkpoint.h"
+#include "restore/remote_page.h"
 #include "tracer/remote.h"
-#include "tracer/task.h"
 
 namespace snap::restore {
 
-// Blocks every signal in `task` (the saved mask is the caller's last step),
-// then installs what `p` and `t` recorded.
-void restore_signal_state(RemoteSyscalls& rs, Task& task, const image::Process& p,
+// Process-wide, run in any thread once all threads exist: handlers,
+// interval timers, POSIX timers (with their ids), pdeathsig, and the
+// signals queued for the whole process.
+void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, const image::Process& p);
+
+// Run in thread `t` itself: its alternate signal stack, clear_child_tid,
+// robust futex list, rseq area, and the signals queued for it.
+void restore_thread_state(RemoteSyscalls& rs, RemotePage& page, pid_t tgid,
                           const image::ThreadState& t);
 
 }  // namespace snap::restore

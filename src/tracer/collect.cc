@@ -1,6 +1,8 @@
 #include "tracer/collect.h"
 
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -20,6 +22,10 @@ image::ThreadState collect_thread(const Task& t, bool leader) {
   ts.xsave = t.xsave();
   ts.sigmask = t.signal_mask();
   ts.rseq = t.rseq_configuration();
+  uint64_t head = 0;
+  size_t len = 0;
+  if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) == 0 && head)
+    ts.robust_list = std::array<uint64_t, 2>{head, len};
   ts.pending = t.pending_signals(false);
   if (leader) ts.pending_shared = t.pending_signals(true);
   // A signal the seize intercepted was already dequeued: keep it pending.

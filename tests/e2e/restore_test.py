@@ -13,12 +13,12 @@ from snaptest import (Skip, case, expect, lines_of, main, pid_alive, start, wait
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
-                      timeout=120, ignore=lambda line: False):
+                      timeout=120, ignore=lambda line: False, environ=None):
     """Runs argv with stdout to a file, dumps it with --kill once it printed
     after_lines lines, restores it and checks the whole output file."""
     out = env.path(f"{name}.out")
     ckpt = env.path(f"{name}.ckpt")
-    p = start(argv, stdout_path=out, stdin_path=stdin_path)
+    p = start(argv, stdout_path=out, stdin_path=stdin_path, env=environ)
     wait_lines(out, after_lines)
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
@@ -221,6 +221,25 @@ def victim_handlers_timers_pipe(env):
     # Its stderr line "ready PID" shares the output file here.
     dump_kill_restore(env, [env.prog("victim"), "40", "20"], "victim", 15, ref,
                       ignore=lambda l: l.startswith("ready "))
+
+
+@case
+def threads_memory(env):
+    # Two threads: a worker re-checksums 64 MiB on a condition variable.
+    ref = subprocess.run([env.prog("memthreads"), "64", "30", "50"], capture_output=True,
+                         text=True, timeout=120).stdout.splitlines()
+    dump_kill_restore(env, [env.prog("memthreads"), "64", "30", "50"], "memthreads", 12, ref)
+
+
+@case
+def openmp(env):
+    if not os.path.exists(env.prog("omp_sum")):
+        raise Skip("no OpenMP compiler support here (omp_sum was not built)")
+    envvars = dict(os.environ, OMP_NUM_THREADS="4")
+    ref = subprocess.run([env.prog("omp_sum"), "30", "60"], capture_output=True, text=True,
+                         timeout=120, env=envvars).stdout.splitlines()
+    expect(ref[0] == "threads 4", "an uninterrupted run uses 4 threads")
+    dump_kill_restore(env, [env.prog("omp_sum"), "30", "60"], "omp_sum", 10, ref, environ=envvars)
 
 
 @case
