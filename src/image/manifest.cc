@@ -50,6 +50,7 @@ ojson encode(const ThreadState& t) {
   if (t.sigaltstack) j["sigaltstack"] = *t.sigaltstack;
   if (t.clear_child_tid) j["clear_child_tid"] = *t.clear_child_tid;
   if (t.rseq) j["rseq"] = *t.rseq;
+  if (!t.comm.empty()) j["comm"] = t.comm;
   if (t.robust_list) j["robust_list"] = *t.robust_list;
   return j;
 }
@@ -264,6 +265,7 @@ ThreadState decode_thread(const Field& f) {
   if (auto s = f.opt("sigaltstack")) t.sigaltstack = s->fixed_array<uint64_t, 3>();
   if (auto c = f.opt("clear_child_tid")) t.clear_child_tid = c->as<uint64_t>();
   if (auto r = f.opt("rseq")) t.rseq = r->fixed_array<uint64_t, 3>();
+  if (auto c = f.opt("comm")) t.comm = c->as<std::string>();
   if (auto r = f.opt("robust_list")) t.robust_list = r->fixed_array<uint64_t, 2>();
   return t;
 }

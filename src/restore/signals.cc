@@ -154,6 +154,11 @@ void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, const image::
 
 void restore_thread_state(RemoteSyscalls& rs, RemotePage& page, pid_t tgid,
                           const image::ThreadState& t) {
+  if (!t.comm.empty()) {
+    char name[16] = {};  // TASK_COMM_LEN
+    t.comm.copy(name, sizeof name - 1);
+    rs.syscall(SYS_prctl, PR_SET_NAME, page.put(name, 1024));
+  }
   restore_thread_bits(rs, page, t);
   requeue_signals(rs, page, tgid, t.tid, t.pending, false);
 }

@@ -10,7 +10,8 @@
 
 namespace snap {
 
-image::ThreadState collect_thread(const Task& t, bool leader) {
+image::ThreadState collect_thread(const Task& t, pid_t pid) {
+  const bool leader = t.tid() == pid;
   image::ThreadState ts;
   ts.tid = t.tid();
   Registers regs = t.regs();
@@ -22,6 +23,9 @@ image::ThreadState collect_thread(const Task& t, bool leader) {
   ts.xsave = t.xsave();
   ts.sigmask = t.signal_mask();
   ts.rseq = t.rseq_configuration();
+  if (auto comm = proc::try_read_file("/proc/" + std::to_string(pid) + "/task/" +
+                                      std::to_string(t.tid()) + "/comm"))
+    ts.comm = comm->substr(0, comm->find('\n'));
   uint64_t head = 0;
   size_t len = 0;
   if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) == 0 && head)
@@ -42,7 +46,7 @@ image::ThreadState collect_thread(const Task& t, bool leader) {
 
 image::Process collect_process(const SeizedTree::Proc& p) {
   image::Process out = proc::read_process(p.pid);
-  for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, t->tid() == p.pid));
+  for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));
   return out;
 }
 

@@ -6,8 +6,10 @@
 
 namespace snap {
 
-// One thread's registers, extended state, signal mask and queued signals.
-image::ThreadState collect_thread(const Task& t, bool leader);
+// One thread of process `pid`: registers, extended state, signal mask,
+// queued signals (the process-wide queue with the leader), rseq, robust
+// list and name.
+image::ThreadState collect_thread(const Task& t, pid_t pid);
 
 // /proc facts plus every thread's state, for a process of a SeizedTree.
 image::Process collect_process(const SeizedTree::Proc& p);

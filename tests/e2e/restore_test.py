@@ -114,6 +114,26 @@ def xz_file_to_file(env):
 
 
 @case
+def names_come_back(env):
+    ckpt, pid, out = dump_counter(env, "names")
+    r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    with open(f"/proc/{pid}/comm") as f:
+        comm = f.read().strip()
+    exe = os.readlink(f"/proc/{pid}/exe")
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    r.kill()
+    import signal
+    os.kill(pid, signal.SIGKILL)
+    r.wait()
+    expect(comm == "counter", f"/proc/PID/comm is the job's name again (got {comm!r})")
+    expect(exe == env.prog("counter"), f"/proc/PID/exe is the job's binary (got {exe})")
+    expect(argv[0].decode().endswith("counter") and argv[1] == b"1000", f"its command line is back: {argv[:3]}")
+
+
+@case
 def dump_restore_twice(env):
     out = env.path("twice.out")
     p = start([env.prog("counter"), "12", "150"], stdout_path=out)
