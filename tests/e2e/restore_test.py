@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, main, pid_alive, start, wait_for,
-                      wait_lines)
+from snaptest import (Skip, case, expect, lines_of, main, pid_alive, reap_orphans, start,
+                      wait_for, wait_lines)
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
@@ -131,6 +131,54 @@ def names_come_back(env):
     expect(comm == "counter", f"/proc/PID/comm is the job's name again (got {comm!r})")
     expect(exe == env.prog("counter"), f"/proc/PID/exe is the job's binary (got {exe})")
     expect(argv[0].decode().endswith("counter") and argv[1] == b"1000", f"its command line is back: {argv[:3]}")
+
+
+@case
+def restore_killed_midway(env):
+    # snap restore is SIGKILLed at seeded instants while it rebuilds a
+    # 256 MiB, 2-thread job: nothing half-built may survive (the skeleton is
+    # traced with PTRACE_O_EXITKILL), and the image restores fine afterwards.
+    import random
+    import signal
+    import time
+    out = env.path("mk.out")
+    p = start([env.prog("memthreads"), "256", "40", "50"], stdout_path=out)
+    wait_lines(out, 5, timeout=60)
+    ckpt = env.path("mk.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    t0 = time.monotonic()
+    r = subprocess.Popen([env.snap, "restore", "--detach", ckpt], stderr=subprocess.PIPE)
+    r.wait(timeout=60)
+    full = time.monotonic() - t0
+    expect(r.returncode == 0, f"a restore takes {full:.3f} s")
+    os.kill(p.pid, signal.SIGKILL)
+
+    def gone(pid):
+        # Orphans (the killed restore's child) come to us, the subreaper.
+        reap_orphans()
+        return not os.path.exists(f"/proc/{pid}")
+
+    wait_for(lambda: gone(p.pid), 10, "the pid to be free")
+    rnd = random.Random(1234)
+    interrupted = 0
+    for i in range(10):
+        r = subprocess.Popen([env.snap, "restore", "--detach", ckpt], stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0, 0.7 * full))
+        r.send_signal(signal.SIGKILL)
+        r.wait()
+        if r.returncode == -9:
+            interrupted += 1
+            wait_for(lambda: gone(p.pid), 10, f"kill {i}: no half-restored process left")
+        else:
+            os.kill(p.pid, signal.SIGKILL)  # it finished first; end the job
+            wait_for(lambda: gone(p.pid), 10, "the restored job to end")
+    print(f"{interrupted} of 10 kills landed while snap restore was working")
+    expect(interrupted >= 3, "most kills interrupted a restore")
+    before = len(lines_of(out))
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0, f"the image still restores and the job finishes ({r.stderr.strip()})")
+    expect(lines_of(out)[-1] == "done", "the job ran to its end")
 
 
 @case
