@@ -111,7 +111,10 @@ int run_dump(const cxxopts::ParseResult& args) {
   auto sink_for = [&](pid_t owner) {
     return [&, owner](pid_t, uint64_t mstart, uint64_t addr, const uint8_t* data, size_t npages) {
       writer.add_pages(owner, mstart, addr, data, npages);
-      progress.update(writer.stats().raw_bytes, writer.stats().stored_bytes);
+      if (progress.enabled()) {
+        auto st = writer.stats();
+        progress.update(st.raw_bytes, st.stored_bytes);
+      }
     };
   };
   if (!kill_after) {

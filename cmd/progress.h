@@ -15,6 +15,8 @@ class Progress {
  public:
   explicit Progress(std::string what)
       : what_(std::move(what)), tty_(::isatty(2)), t0_(std::chrono::steady_clock::now()) {}
+  // Shown only on a terminal: callers skip gathering numbers otherwise.
+  bool enabled() const { return tty_; }
   void update(uint64_t read_bytes, uint64_t written_bytes) {
     if (!tty_) return;
     auto now = std::chrono::steady_clock::now();
