@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <fmt/core.h>
 
 #include "base/log.h"
@@ -76,6 +77,51 @@ void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
   parasite::apply_parasite_state(state, proc);
 }
 
+// Where read pages go: the image writer (and the progress line).
+using Store = std::function<void(pid_t owner, uint64_t mapping_start, uint64_t addr,
+                                 const uint8_t* data, size_t npages)>;
+
+// Pages read from wherever (the job or its snapshot) are stored as the job's.
+PageSink store_as(pid_t owner, const Store& store) {
+  return [owner, &store](pid_t, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                         size_t npages) { store(owner, mapping_start, addr, data, npages); };
+}
+
+using Snapshots = std::vector<std::unique_ptr<parasite::MemorySnapshot>>;
+
+// Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
+// away, the few mappings a snapshot does not show as they are. A process
+// whose snapshot the kernel refuses gets none (nullptr): its memory is then
+// read here too, while it is still stopped.
+Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store) {
+  Snapshots snapshots;
+  for (size_t i = 0; i < ckpt.processes.size(); i++) {
+    auto& proc = ckpt.processes[i];
+    auto snap = parasite::MemorySnapshot::take(*tree.processes()[i].tasks[0]);
+    dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
+      return !snap || parasite::MemorySnapshot::differs_in_child(m);
+    });
+    snapshots.push_back(std::move(snap));
+  }
+  return snapshots;
+}
+
+// Step 4: every page not read yet, from the snapshots (or from the stopped
+// processes themselves, with --kill, where there are no snapshots).
+void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store) {
+  for (size_t i = 0; i < ckpt.processes.size(); i++) {
+    auto& proc = ckpt.processes[i];
+    const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
+    bool stopped = snapshots.empty();  // --kill: read everything from the job
+    auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings, store_as(proc.pid, store),
+                           [&](const image::Mapping& m) {
+                             return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
+                           });
+    vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
+         proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
+  }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -105,45 +151,29 @@ int run_dump(const cxxopts::ParseResult& args) {
     ckpt.processes.push_back(std::move(proc));
   }
 
-  // 3. With --kill the job stays stopped until the end: no snapshot needed.
-  std::vector<std::unique_ptr<parasite::MemorySnapshot>> snapshots(ckpt.processes.size());
   Progress progress("dump");
-  auto sink_for = [&](pid_t owner) {
-    return [&, owner](pid_t, uint64_t mstart, uint64_t addr, const uint8_t* data, size_t npages) {
-      writer.add_pages(owner, mstart, addr, data, npages);
-      if (progress.enabled()) {
-        auto st = writer.stats();
-        progress.update(st.raw_bytes, st.stored_bytes);
-      }
-    };
-  };
-  if (!kill_after) {
-    for (size_t i = 0; i < ckpt.processes.size(); i++) {
-      auto& proc = ckpt.processes[i];
-      snapshots[i] = parasite::MemorySnapshot::take(*tree.processes()[i].tasks[0]);
-      // What the snapshot cannot show is read now, before the job runs.
-      dump_memory(proc.pid, proc.mappings, sink_for(proc.pid), [&](const image::Mapping& m) {
-        return !snapshots[i] || parasite::MemorySnapshot::differs_in_child(m);
-      });
+  Store store = [&](pid_t owner, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                   size_t npages) {
+    writer.add_pages(owner, mapping_start, addr, data, npages);
+    if (progress.enabled()) {
+      auto st = writer.stats();
+      progress.update(st.raw_bytes, st.stored_bytes);
     }
+  };
+
+  Snapshots snapshots;  // 3: with --kill the job stays stopped: none needed
+  if (!kill_after) {
+    snapshots = take_snapshots(tree, ckpt, store);
     tree = SeizedTree();  // detach: the job runs again
   }
   double frozen = seconds_since(t0);
   vlog("job frozen for {:.3f} s", frozen);
 
-  for (size_t i = 0; i < ckpt.processes.size(); i++) {  // 4
-    auto& proc = ckpt.processes[i];
-    pid_t read_from = snapshots[i] ? snapshots[i]->pid() : proc.pid;
-    auto mem = dump_memory(read_from, proc.mappings, sink_for(proc.pid), [&](const image::Mapping& m) {
-      return kill_after || (snapshots[i] && !parasite::MemorySnapshot::differs_in_child(m));
-    });
-    vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
-         proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
-  }
+  read_memory(ckpt, snapshots, store);  // 4
 
   writer.commit(ckpt);  // 5
   progress.done();
-  for (size_t i = 0; i < snapshots.size(); i++)
+  for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
     if (snapshots[i]) snapshots[i]->release(ckpt.processes[i].pid);
   if (kill_after) {
     tree.kill_all();
