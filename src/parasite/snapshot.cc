@@ -27,7 +27,10 @@ long set_options(pid_t tid, long options) {
 }  // namespace
 
 bool MemorySnapshot::differs_in_child(const image::Mapping& m) {
-  return has_flag(m.vmflags, "dc") || has_flag(m.vmflags, "wf");
+  // Shared memory is not copied on write (and fork does not even copy its
+  // page tables, so the child's pagemap shows none of it): it is read from
+  // the job while it is stopped, like MADV_DONTFORK / MADV_WIPEONFORK areas.
+  return m.shared || has_flag(m.vmflags, "dc") || has_flag(m.vmflags, "wf");
 }
 
 std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {

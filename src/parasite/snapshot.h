@@ -35,9 +35,9 @@ class MemorySnapshot {
 
   pid_t pid() const { return child_; }
 
-  // Mappings whose snapshot copy differs from the job's (MADV_DONTFORK is
-  // absent in the child, MADV_WIPEONFORK is zero there): read these from the
-  // job itself before it runs again.
+  // Mappings the snapshot cannot show as they are (shared memory is not
+  // copied on write, MADV_DONTFORK is absent in the child, MADV_WIPEONFORK
+  // is zero there): read these from the job itself before it runs again.
   static bool differs_in_child(const image::Mapping& m);
 
   // Kills the child and has the job's leader `job_pid` reap it (a brief

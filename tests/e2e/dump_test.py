@@ -52,6 +52,27 @@ def two_threads_256mib(env):
 
 
 @case
+def tree_with_shared_memory(env):
+    out = env.path("shm.out")
+    p = start([env.prog("sharedmem"), "32", "60", "50"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("shm.ckpt")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    expect(len(doc["processes"]) == 2, "parent and child are both in the image")
+    for proc in doc["processes"]:
+        shared = [m for m in proc["mappings"] if m["kind"] == "shared_anon"]
+        expect(len(shared) == 1 and shared[0]["pages_dumped"] == 32 * 256,
+               f"pid {proc['pid']}: all 8192 pages of the shared region are in the image")
+    stats = doc["stats"]
+    print(json.dumps(stats))
+    expect(stats["unique_pages"] >= 8192, "the 8192 distinct shared pages are stored")
+    p.wait(timeout=60)
+    lines = lines_of(out)
+    expect(len(lines) == 60 and all(l.endswith(" ok") for l in lines), "the child kept seeing intact memory")
+
+
+@case
 def python_leave_running(env):
     out = env.path("py.out")
     p = start([sys.executable, env.src("counter.py"), "10", "100"], stdout_path=out)
