@@ -116,7 +116,8 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
     auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings, store_as(proc.pid, store),
                            [&](const image::Mapping& m) {
                              return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
-                           });
+                           },
+                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv);
     vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
          proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
   }

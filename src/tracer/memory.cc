@@ -67,6 +67,28 @@ std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m) {
 
 namespace {
 
+// Reads `pages` [first, first + count) through /proc/PID/mem, one pread per
+// run of consecutive pages.
+void read_pages_mem_file(int mem_fd, pid_t pid, const std::vector<uint64_t>& pages, size_t first,
+                         size_t count, uint8_t* buf) {
+  size_t i = first;
+  while (i < first + count) {
+    size_t j = i + 1;
+    while (j < first + count && pages[j] == pages[j - 1] + image::kPageSize) j++;
+    size_t len = (j - i) * image::kPageSize, done = 0;
+    uint8_t* dst = buf + (i - first) * image::kPageSize;
+    while (done < len) {
+      ssize_t r = ::pread(mem_fd, dst + done, len - done, static_cast<off_t>(pages[i] + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0)
+        throw SysError(fmt::format("read /proc/{}/mem at {:#x}", pid, pages[i] + done),
+                       r < 0 ? errno : EIO);
+      done += static_cast<size_t>(r);
+    }
+    i = j;
+  }
+}
+
 // Reads `pages` (ascending addresses, all within one mapping) with as few
 // process_vm_readv calls as possible: consecutive pages become one iovec.
 void read_pages(pid_t pid, const std::vector<uint64_t>& pages, size_t first, size_t count,
@@ -103,9 +125,15 @@ void read_pages(pid_t pid, const std::vector<uint64_t>& pages, size_t first, siz
 }  // namespace
 
 MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
-                        const MappingFilter& which) {
+                        const MappingFilter& which, ReadVia via) {
   MemoryStats stats;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
+  ScopedFd mem_fd;
+  if (via == ReadVia::kMemFile) {
+    std::string path = "/proc/" + std::to_string(pid) + "/mem";
+    mem_fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!mem_fd) throw SysError("open " + path, errno);
+  }
   for (auto& m : mappings) {
     if (which && !which(m)) continue;
     m.pages_dumped = 0;
@@ -113,7 +141,10 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     auto pages = pages_to_dump(pid, m);
     for (size_t first = 0; first < pages.size(); first += kBatchPages) {
       size_t count = std::min(kBatchPages, pages.size() - first);
-      read_pages(pid, pages, first, count, buf.get());
+      if (mem_fd)
+        read_pages_mem_file(mem_fd.get(), pid, pages, first, count, buf.get());
+      else
+        read_pages(pid, pages, first, count, buf.get());
       // Hand consecutive runs to the sink.
       size_t i = 0;
       while (i < count) {

@@ -39,7 +39,13 @@ struct MemoryStats {
 // process `read_pid` (stopped, or a snapshot of the process) in large
 // batches and hands them to `sink`; sets those mappings' pages_dumped.
 using MappingFilter = std::function<bool(const image::Mapping&)>;
+// How pages are copied out. process_vm_readv is fastest, but it pins pages,
+// and since Linux 5.19 pinning a copy-on-write-shared page read-only makes
+// the kernel copy it first: read from a fork-style snapshot that way, every
+// page would be duplicated (a second copy of the job's memory). Reads
+// through /proc/PID/mem take no pin, so they copy nothing.
+enum class ReadVia { kProcessVmReadv, kMemFile };
 MemoryStats dump_memory(pid_t read_pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
-                        const MappingFilter& which = {});
+                        const MappingFilter& which = {}, ReadVia via = ReadVia::kProcessVmReadv);
 
 }  // namespace snap

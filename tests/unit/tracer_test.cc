@@ -182,3 +182,82 @@ TEST(Tracer, SeizeReadDetachLeavesChildRunning) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
 }
+
+namespace {
+
+// Memory only this process maps (an unshared copy is counted clean).
+uint64_t private_kib(pid_t pid) {
+  auto text = proc::read_file("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  auto field = [&](const std::string& name) {
+    return std::stoull(text.substr(text.find(name + ":") + name.size() + 1));
+  };
+  return field("Private_Clean") + field("Private_Dirty");
+}
+
+// A process holding 32 MiB of touched memory forks; the child shares every
+// page copy-on-write with its parent, as a dump snapshot does.
+struct ForkedPair {
+  pid_t parent = -1, child = -1;
+  uint64_t region = 0;
+  ForkedPair() {
+    int p[2];
+    if (pipe(p) != 0) return;
+    parent = fork();
+    if (parent == 0) {
+      size_t len = 32 << 20;
+      auto* m = static_cast<uint8_t*>(mmap(nullptr, len, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+      for (size_t i = 0; i < len; i += 4096) m[i] = static_cast<uint8_t>(i >> 12 | 1);
+      pid_t c = fork();
+      if (c == 0)
+        for (;;) pause();
+      uint64_t msg[2] = {reinterpret_cast<uint64_t>(m), static_cast<uint64_t>(c)};
+      if (write(p[1], msg, sizeof msg) != sizeof msg) _exit(1);
+      for (;;) pause();
+    }
+    uint64_t msg[2];
+    if (read(p[0], msg, sizeof msg) == sizeof msg) {
+      region = msg[0];
+      child = static_cast<pid_t>(msg[1]);
+    }
+    close(p[0]);
+    close(p[1]);
+  }
+  ~ForkedPair() {
+    kill(child, SIGKILL);
+    kill(parent, SIGKILL);
+    waitpid(parent, nullptr, 0);  // the child goes to our subreaper or init
+  }
+  uint64_t read_child(ReadVia via) {
+    auto maps = proc::read_mappings(child);
+    uint64_t bytes = 0;
+    dump_memory(child, maps,
+                [&](pid_t, uint64_t, uint64_t, const uint8_t*, size_t n) { bytes += n * 4096; },
+                [&](const image::Mapping& m) { return m.start == region; }, via);
+    return bytes;
+  }
+};
+
+}  // namespace
+
+TEST(Snapshot, ReadingThroughProcMemCopiesNoSharedPage) {
+  ForkedPair pair;
+  ASSERT_GT(pair.child, 0);
+  uint64_t before = private_kib(pair.child);
+  EXPECT_EQ(pair.read_child(ReadVia::kMemFile), 32u << 20);
+  EXPECT_LT(private_kib(pair.child), before + 4096) << "reading made private copies";
+}
+
+TEST(Snapshot, ProcessVmReadvWouldCopyEverySharedPage) {
+  // Why snapshots are read through /proc/PID/mem: this kernel unshares
+  // copy-on-write pages that process_vm_readv pins.
+  ForkedPair pair;
+  ASSERT_GT(pair.child, 0);
+  uint64_t before = private_kib(pair.child);
+  EXPECT_EQ(pair.read_child(ReadVia::kProcessVmReadv), 32u << 20);
+  uint64_t after = private_kib(pair.child);
+  if (after < before + 16 * 1024)
+    GTEST_SKIP() << "this kernel does not unshare pinned pages (" << before << " -> " << after
+                 << " KiB private)";
+  SUCCEED() << "process_vm_readv duplicated " << (after - before) << " KiB";
+}
