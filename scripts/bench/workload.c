@@ -6,8 +6,8 @@
  *   DIR     holds the fifo "reports", where reports go, and the file
  *           "request", which holds a number the bench raises to ask for a
  *           report. Both are opened, used and closed each time, so no
- *           descriptor of them exists when the job is checkpointed. (Not a
- *           signal: snap restore does not bring signal handlers back yet.)
+ *           descriptor of them exists when the job is checkpointed, and the
+ *           job needs no cooperation from the bench beyond a file.
  *   MIB     size of the data region in MiB
  *   MIX     page kinds in percent, e.g. "random:10,zero:90"; kinds are
  *           random (incompressible), text (consecutive decimal numbers),
