@@ -1,5 +1,7 @@
 #include "tracer/probe.h"
 
+#include "tracer/proc.h"
+
 #include <elf.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -550,37 +552,27 @@ Result probe_prctl_mm_map() {
                             sizeof(prctl_mm_map)));
         return 1;
       }
-      // /proc/self/stat fields 26.. (1-based), after the ")" that ends comm.
-      std::string stat = read_file("/proc/self/stat");
-      auto paren = stat.rfind(')');
-      if (paren == std::string::npos) {
-        say(fd, "cannot parse /proc/self/stat");
-        return 1;
-      }
-      std::istringstream in(stat.substr(paren + 2));
-      // f[N] is field N; fields 1-3 (pid, comm, state) are not needed.
-      std::string state;
-      in >> state;
-      std::vector<uint64_t> f(4);
-      uint64_t v;
-      while (in >> v) f.push_back(v);
-      if (f.size() <= 51) {
-        say(fd, "/proc/self/stat has too few fields");
+      // The current layout, re-set unchanged.
+      proc::Stat st;
+      try {
+        st = proc::read_stat(::getpid());
+      } catch (const Error& e) {
+        say(fd, e.what());
         return 1;
       }
       std::string auxv = read_file("/proc/self/auxv");
       prctl_mm_map m{};
-      m.start_code = f[26];
-      m.end_code = f[27];
-      m.start_stack = f[28];
-      m.start_data = f[45];
-      m.end_data = f[46];
-      m.start_brk = f[47];
+      m.start_code = st.start_code;
+      m.end_code = st.end_code;
+      m.start_stack = st.start_stack;
+      m.start_data = st.start_data;
+      m.end_data = st.end_data;
+      m.start_brk = st.start_brk;
       m.brk = static_cast<uint64_t>(::syscall(SYS_brk, 0));
-      m.arg_start = f[48];
-      m.arg_end = f[49];
-      m.env_start = f[50];
-      m.env_end = f[51];
+      m.arg_start = st.arg_start;
+      m.arg_end = st.arg_end;
+      m.env_start = st.env_start;
+      m.env_end = st.env_end;
       m.auxv = reinterpret_cast<__u64*>(auxv.data());
       m.auxv_size = static_cast<uint32_t>(auxv.size());
       m.exe_fd = static_cast<uint32_t>(-1);
