@@ -258,8 +258,8 @@ SeizedTree SeizedTree::seize(pid_t root) {
                           [&](const auto& t) { return t->tid() == pid; });
     vlog("stopped pid {} ({} thread{})", pid, proc.tasks.size(), proc.tasks.size() == 1 ? "" : "s");
     tree.procs_.push_back(std::move(proc));
-    // Its children are stopped next; they cannot fork once their parent...
-    // (they can, so each child is rescanned in its own turn).
+    // Its children are stopped in their own turn. One may still fork until
+    // then; its new child shows up when that child's children are listed.
     for (pid_t c : proc::list_children(pid))
       if (known_procs.insert(c).second) queue.push_back(c);
   }
