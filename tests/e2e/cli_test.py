@@ -11,23 +11,16 @@ import shutil
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import check as expect, checks_result  # noqa: E402
+
 SKIP = 77
-failures = []
 
 
 def run(argv, **kw):
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
 
 
-def expect(cond, what, proc=None):
-    if cond:
-        print(f"ok   {what}")
-        return
-    detail = ""
-    if proc is not None:
-        detail = f"\n  exit {proc.returncode}\n  stdout: {proc.stdout!r}\n  stderr: {proc.stderr!r}"
-    print(f"FAIL {what}{detail}")
-    failures.append(what)
 
 
 def check_text(prefix, argv):
@@ -112,10 +105,7 @@ def main():
         check_text("", [snap])
         check_json("", [snap])
 
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    return 0
+    return checks_result()
 
 
 if __name__ == "__main__":

@@ -15,21 +15,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import reap_orphans  # noqa: E402
+from snaptest import check as expect, checks_result, reap_orphans  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
-failures = []
 
 
-def expect(cond, what, proc=None):
-    if cond:
-        print(f"ok   {what}")
-        return
-    detail = ""
-    if proc is not None:
-        detail = f"\n  exit {proc.returncode}\n  stdout: {proc.stdout!r}\n  stderr: {proc.stderr!r}"
-    print(f"FAIL {what}{detail}")
-    failures.append(what)
 
 
 def run(argv):
@@ -139,11 +129,7 @@ def main():
             job.wait(timeout=10)
             reap_orphans()
 
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    print("all checks passed")
-    return 0
+    return checks_result()
 
 
 if __name__ == "__main__":

@@ -25,18 +25,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import reap_orphans  # noqa: E402
+from snaptest import check as expect, checks_result, reap_orphans  # noqa: E402
 
-failures = []
 PR_SET_CHILD_SUBREAPER = 36
 INSIDE = {"parasite-inject", "parasite-mapped", "parasite-service", "parasite-cure",
           "parasite-released"}
 
 
-def expect(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def expected_lines(n):
@@ -239,10 +234,7 @@ def main():
                 test_faults(snap, victim, work, kills, seed)
         finally:
             reap_orphans()
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    return 0
+    return checks_result()
 
 
 if __name__ == "__main__":

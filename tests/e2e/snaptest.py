@@ -102,6 +102,29 @@ def expect(cond, what):
     print(f"ok   {what}")
 
 
+# Soft checks, for scripts that run many checks and report them all:
+# check() records a failure and goes on; checks_result() is the exit code.
+failures = []
+
+
+def check(cond, what, proc=None):
+    if cond:
+        print(f"ok   {what}")
+        return
+    detail = ""
+    if proc is not None:
+        detail = f"\n  exit {proc.returncode}\n  stdout: {proc.stdout!r}\n  stderr: {proc.stderr!r}"
+    print(f"FAIL {what}{detail}")
+    failures.append(what)
+
+
+def checks_result():
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    return 0
+
+
 def main():
     if len(sys.argv) != 5:
         print(f"usage: {sys.argv[0]} SNAP PROGRAMS_BUILD_DIR PROGRAMS_SOURCE_DIR CASE")
