@@ -97,7 +97,9 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
   Snapshots snapshots;
   for (size_t i = 0; i < ckpt.processes.size(); i++) {
     auto& proc = ckpt.processes[i];
-    auto snap = parasite::MemorySnapshot::take(*tree.processes()[i].tasks[0]);
+    Task& leader = *tree.processes()[i].tasks[0];
+    parasite::MemorySnapshot::collect_leftovers(leader);
+    auto snap = parasite::MemorySnapshot::take(leader);
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
       return !snap || parasite::MemorySnapshot::differs_in_child(m);
     });

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "parasite/parasite.h"
+#include "tracer/proc.h"
 #include "tracer/remote.h"
 
 namespace snap::parasite {
@@ -60,6 +61,23 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {
     throw SysError("ptrace(PTRACE_SETOPTIONS, snapshot pid " + std::to_string(child) + ")", errno);
   vlog("pid {}: copy-on-write snapshot is pid {}", leader.tid(), child);
   return snap;
+}
+
+int MemorySnapshot::collect_leftovers(Task& leader) {
+  std::vector<pid_t> leftovers;
+  for (pid_t c : proc::list_children(leader.tid())) {
+    auto st = proc::try_read_file("/proc/" + std::to_string(c) + "/stat");
+    if (!st) continue;
+    auto s = proc::parse_stat(*st);
+    if (s.state == 'Z' && s.exit_signal == 0) leftovers.push_back(c);
+  }
+  if (leftovers.empty()) return 0;
+  GuardedSyscalls guarded(leader);
+  int n = 0;
+  for (pid_t c : leftovers)
+    n += guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(c), 0, WNOHANG | __WALL, 0) == c;
+  vlog("pid {}: collected {} snapshot(s) left by an interrupted dump", leader.tid(), n);
+  return n;
 }
 
 void MemorySnapshot::kill_child() {

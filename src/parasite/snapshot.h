@@ -35,6 +35,11 @@ class MemorySnapshot {
 
   pid_t pid() const { return child_; }
 
+  // A dump that was itself killed can leave its snapshot behind as a zombie
+  // child of the job (exit signal 0, so nothing else ever collects it).
+  // Collects such zombies through the stopped `leader`; returns how many.
+  static int collect_leftovers(Task& leader);
+
   // Mappings the snapshot cannot show as they are (shared memory is not
   // copied on write, MADV_DONTFORK is absent in the child, MADV_WIPEONFORK
   // is zero there): read these from the job itself before it runs again.

@@ -179,6 +179,7 @@ Stat parse_stat(std::string_view text) {
   s.start_code = to_u64(field(26));
   s.end_code = to_u64(field(27));
   s.start_stack = to_u64(field(28));
+  s.exit_signal = static_cast<int>(to_u64(field(38)));
   if (f.size() >= 51 - 2) {
     s.start_data = to_u64(field(45));
     s.end_data = to_u64(field(46));

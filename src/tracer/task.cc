@@ -260,8 +260,17 @@ SeizedTree SeizedTree::seize(pid_t root) {
     tree.procs_.push_back(std::move(proc));
     // Its children are stopped in their own turn. One may still fork until
     // then; its new child shows up when that child's children are listed.
-    for (pid_t c : proc::list_children(pid))
-      if (known_procs.insert(c).second) queue.push_back(c);
+    for (pid_t c : proc::list_children(pid)) {
+      if (!known_procs.insert(c).second) continue;
+      // A zombie child has ended: nothing of it is left to stop or save
+      // (ptrace refuses it). Its parent has simply not collected it yet.
+      auto st = proc::try_read_file("/proc/" + std::to_string(c) + "/stat");
+      if (!st || proc::parse_stat(*st).state == 'Z') {
+        vlog("pid {}: child {} has exited; not part of the checkpoint", pid, c);
+        continue;
+      }
+      queue.push_back(c);
+    }
   }
   return tree;
 }

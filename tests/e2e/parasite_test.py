@@ -179,17 +179,29 @@ def test_faults(snap, victim_exe, work, kills, seed):
     v = Victim(victim_exe, n, interval, work)
     time.sleep(0.2)
     landed = {}
+    failed_dumps = 0
     for k in range(kills):
-        if k % 2 == 0:
-            delay = rng.uniform(0, total)
-        else:
-            delay = rng.uniform(win[0], win[1])
         log = os.path.join(work, f"kill{k}.log")
         t0 = time.monotonic()  # delays count from the same point as when measured
         p = run_dump(snap, v.pid, os.path.join(work, f"k{k}"), log)
-        time.sleep(max(0.0, t0 + delay - time.monotonic()))
+        if k % 2 == 0:
+            # Anywhere in a whole dump.
+            time.sleep(max(0.0, t0 + rng.uniform(0, total) - time.monotonic()))
+        else:
+            # Inside the parasite's window: wait for snap to log that it
+            # injects (start-up time varies with load), then a random part
+            # of the window's measured length.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and p.poll() is None and not any(
+                    name == "parasite-inject" for _, name in read_phases(log)):
+                time.sleep(0.0002)
+            time.sleep(rng.uniform(0, win[1] - win[0]))
         p.send_signal(signal.SIGKILL)
-        p.communicate()
+        _, err = p.communicate()
+        ph = read_phases(log)
+        if p.returncode not in (0, -9):
+            print(f"kill {k}: the dump failed on its own: {err.strip()}")
+            failed_dumps += 1
         ph = read_phases(log)
         last = ph[-1][1] if ph else "before-parasite"
         if p.returncode == 0:
@@ -211,6 +223,17 @@ def test_faults(snap, victim_exe, work, kills, seed):
     print(f"{kills} kills (seed {seed}): {n_inside} while the parasite was inside; by last phase: "
           + ", ".join(f"{k}={c}" for k, c in sorted(landed.items())))
     expect(n_inside > 0, "some kills landed while the parasite was inside")
+    expect(failed_dumps == 0, "no dump between the kills failed (what a killed dump leaves does not "
+                              "stand in the next one's way)")
+    # One complete dump collects any snapshot a killed dump left behind.
+    p = run_dump(snap, v.pid, os.path.join(work, "final"), os.path.join(work, "final.log"))
+    _, err = p.communicate()
+    expect(p.returncode == 0, f"a complete dump after the kills succeeds ({err.strip()})")
+    kids = []
+    for t in os.listdir(f"/proc/{v.pid}/task"):
+        with open(f"/proc/{v.pid}/task/{t}/children") as f:
+            kids += f.read().split()
+    expect(kids == [], f"nothing is left under the victim (snapshots collected): {kids}")
     rc = v.finish(n * interval / 1000 + 30)
     v.check_output(rc)
 

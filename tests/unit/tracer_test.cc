@@ -66,6 +66,7 @@ TEST(ProcParse, StatWithParenthesesAndSpacesInComm) {
   EXPECT_EQ(st.flags, 9u);
   EXPECT_EQ(st.start_code, 26u);
   EXPECT_EQ(st.start_stack, 28u);
+  EXPECT_EQ(st.exit_signal, 38);
   EXPECT_EQ(st.start_brk, 47u);
   EXPECT_EQ(st.env_end, 51u);
 }
