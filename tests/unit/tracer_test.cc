@@ -241,24 +241,22 @@ struct ForkedPair {
 
 }  // namespace
 
+// What dump_memory reads from a snapshot must not be copied: the snapshot
+// would otherwise hold a second copy of the job's memory. (For the record,
+// the same read with process_vm_readv is measured too: on kernels that
+// unshare pinned copy-on-write pages, it copies all 32 MiB. That is why
+// snapshots are read through /proc/PID/mem.)
 TEST(Snapshot, ReadingThroughProcMemCopiesNoSharedPage) {
   ForkedPair pair;
   ASSERT_GT(pair.child, 0);
   uint64_t before = private_kib(pair.child);
   EXPECT_EQ(pair.read_child(ReadVia::kMemFile), 32u << 20);
   EXPECT_LT(private_kib(pair.child), before + 4096) << "reading made private copies";
-}
 
-TEST(Snapshot, ProcessVmReadvWouldCopyEverySharedPage) {
-  // Why snapshots are read through /proc/PID/mem: this kernel unshares
-  // copy-on-write pages that process_vm_readv pins.
-  ForkedPair pair;
-  ASSERT_GT(pair.child, 0);
-  uint64_t before = private_kib(pair.child);
-  EXPECT_EQ(pair.read_child(ReadVia::kProcessVmReadv), 32u << 20);
-  uint64_t after = private_kib(pair.child);
-  if (after < before + 16 * 1024)
-    GTEST_SKIP() << "this kernel does not unshare pinned pages (" << before << " -> " << after
-                 << " KiB private)";
-  SUCCEED() << "process_vm_readv duplicated " << (after - before) << " KiB";
+  ForkedPair other;
+  ASSERT_GT(other.child, 0);
+  uint64_t readv_before = private_kib(other.child);
+  other.read_child(ReadVia::kProcessVmReadv);
+  ::testing::Test::RecordProperty("process_vm_readv_copied_kib",
+                                  std::to_string(private_kib(other.child) - readv_before));
 }
