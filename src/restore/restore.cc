@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/personality.h>
 #include <sys/rseq.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -45,13 +46,18 @@ void unregister_rseq() {
 // Runs in the skeleton (a fork of snap with the saved pid), before snap
 // takes it over with ptrace. Reports failures as text on `status_fd`;
 // closing status_fd without a word means success.
-int skeleton_main(const image::Process& p, const FdPlan& plan, int status_fd) {
+int skeleton_main(const image::Process& p, const FdPlan& plan, int status_fd, pid_t snap_pid) {
   std::string err;
   auto report = [&](const std::string& msg) {
     ssize_t n = ::write(status_fd, msg.data(), msg.size());
     (void)n;
     return 127;
   };
+  // Until snap holds it with PTRACE_O_EXITKILL, the skeleton must not
+  // outlive snap: die with it (and if snap is already gone, now). Restore
+  // sets the job's own parent-death signal at the end.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::syscall(SYS_getppid) != snap_pid) return 127;
   if (p.sid == p.pid) {
     if (::setsid() < 0) return report(fmt::format("setsid: {}", std::strerror(errno)));
   } else if (p.pgid == p.pid) {
@@ -95,9 +101,10 @@ pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawn
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
   ScopedFd status_read(fds[0]), status_write(fds[1]);
+  const pid_t snap_pid = ::getpid();
   pid_t child = spawner.spawn(p.pid, [&] {
     status_read.reset();
-    return skeleton_main(p, plan, status_write.get());
+    return skeleton_main(p, plan, status_write.get(), snap_pid);
   });
   status_write.reset();
 

@@ -146,8 +146,9 @@ void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, const image::
   restore_posix_timers(rs, page, p);
   const auto& leader = p.threads.at(0);
   requeue_signals(rs, page, p.pid, p.pid, leader.pending_shared, true);
-  if (p.pdeathsig && *p.pdeathsig)
-    rs.syscall(SYS_prctl, PR_SET_PDEATHSIG, static_cast<uint64_t>(*p.pdeathsig));
+  // Always: the skeleton ran with SIGKILL here until snap held it.
+  rs.checked("prctl(PR_SET_PDEATHSIG)", SYS_prctl, PR_SET_PDEATHSIG,
+             static_cast<uint64_t>(p.pdeathsig.value_or(0)));
   vlog("restore: {} handler(s), {} POSIX timer(s), {} process-wide queued signal(s)",
        p.sigactions.size(), p.posix_timers.size(), leader.pending_shared.size());
 }

@@ -162,9 +162,11 @@ def restore_killed_midway(env):
     wait_for(lambda: gone(p.pid), 10, "the pid to be free")
     rnd = random.Random(1234)
     interrupted = 0
-    for i in range(10):
+    kills = 16
+    for i in range(kills):
         r = subprocess.Popen([env.snap, "restore", "--detach", ckpt], stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0, 0.7 * full))
+        # Half early, while the skeleton is being set up, half anywhere.
+        time.sleep(rnd.uniform(0, (0.1 if i % 2 else 0.7) * full))
         r.send_signal(signal.SIGKILL)
         r.wait()
         if r.returncode == -9:
@@ -173,7 +175,7 @@ def restore_killed_midway(env):
         else:
             os.kill(p.pid, signal.SIGKILL)  # it finished first; end the job
             wait_for(lambda: gone(p.pid), 10, "the restored job to end")
-    print(f"{interrupted} of 10 kills landed while snap restore was working")
+    print(f"{interrupted} of {kills} kills landed while snap restore was working")
     expect(interrupted >= 3, "most kills interrupted a restore")
     before = len(lines_of(out))
     r = env.snap_run("restore", ckpt, check=False, timeout=120)
