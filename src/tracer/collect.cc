@@ -33,14 +33,7 @@ image::ThreadState collect_thread(const Task& t, pid_t pid) {
   ts.pending = t.pending_signals(false);
   if (leader) ts.pending_shared = t.pending_signals(true);
   // A signal the seize intercepted was already dequeued: keep it pending.
-  if (auto sig = t.intercepted_signal()) {
-    siginfo_t si;
-    std::memset(&si, 0, sizeof si);
-    si.si_signo = *sig;
-    si.si_code = SI_KERNEL;
-    auto p = reinterpret_cast<const uint8_t*>(&si);
-    ts.pending.emplace_back(p, p + sizeof si);
-  }
+  if (t.intercepted_signal()) ts.pending.push_back(t.intercepted_siginfo());
   return ts;
 }
 

@@ -191,7 +191,13 @@ long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uin
   task_.set_regs(r);
   last_event_ = 0;
   last_event_msg_ = -1;
-  task_.resume_and_wait(PTRACE_SYSCALL);  // syscall-entry stop
+  // The syscall-entry stop. Other stops may come first (an interrupt still
+  // pending from the seize, say): they are passed over, never mistaken for
+  // it, or the entry stop's -ENOSYS would be read as the result below.
+  for (;;) {
+    int status = task_.resume_and_wait(PTRACE_SYSCALL);
+    if (WSTOPSIG(status) == (SIGTRAP | 0x80) && (status >> 16) == 0) break;
+  }
   for (;;) {
     int status = task_.resume_and_wait(PTRACE_SYSCALL);
     if (WSTOPSIG(status) == (SIGTRAP | 0x80)) break;  // syscall-exit stop

@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,6 +50,24 @@ std::string eperm_hint(pid_t pid) {
 
 }  // namespace
 
+namespace {
+
+// Puts back a signal that a ptrace stop took from thread `tid`, with its
+// original siginfo where the kernel lets another process send that (signals
+// from the kernel or a timer), else as a plain tgkill.
+void requeue_signal(pid_t tid, int sig, const std::vector<uint8_t>& info) {
+  auto status = proc::try_read_file("/proc/" + std::to_string(tid) + "/status");
+  pid_t tgid = status ? proc::parse_status(*status).tgid : tid;
+  siginfo_t si;
+  std::memset(&si, 0, sizeof si);
+  std::memcpy(&si, info.data(), std::min(info.size(), sizeof si));
+  if (::syscall(SYS_rt_tgsigqueueinfo, tgid, tid, sig, &si) == 0) return;
+  if (::syscall(SYS_tgkill, tgid, tid, sig) != 0)
+    warn("could not give signal {} back to pid {}: {}", sig, tid, std::strerror(errno));
+}
+
+}  // namespace
+
 std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
   if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) < 0) {
     int err = errno;
@@ -74,7 +93,7 @@ std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
     if (event == PTRACE_EVENT_STOP) break;  // the interrupt (or a group stop)
     // A signal was about to be delivered: hold it back until detach, and
     // stay stopped here (this is a stop as good as any).
-    t->stop_signal_ = sig;
+    t->intercept(sig);
     break;
   }
   return t;
@@ -86,9 +105,28 @@ Task::~Task() {
   if (!detached_) detach(0);
 }
 
+void Task::intercept(int sig) {
+  if (stop_signal_) requeue_signal(tid_, *stop_signal_, stop_siginfo_);  // an earlier one
+  stop_signal_ = sig;
+  siginfo_t si;
+  std::memset(&si, 0, sizeof si);
+  if (::ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &si) < 0) {
+    si.si_signo = sig;
+    si.si_code = SI_KERNEL;
+  }
+  auto p = reinterpret_cast<const uint8_t*>(&si);
+  stop_siginfo_.assign(p, p + sizeof si);
+  resumed_ = false;
+}
+
 void Task::detach(int sig) {
   if (detached_) return;
   detached_ = true;
+  if (stop_signal_ && resumed_) {
+    // No longer in that signal-delivery stop: queue the signal again.
+    requeue_signal(tid_, *stop_signal_, stop_siginfo_);
+    stop_signal_.reset();
+  }
   int deliver = sig ? sig : stop_signal_.value_or(0);
   if (::ptrace(PTRACE_DETACH, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver))) < 0 &&
       errno != ESRCH)
@@ -168,6 +206,7 @@ std::optional<std::array<uint64_t, 3>> Task::rseq_configuration() const {
 int Task::resume_and_wait(int request) {
   const char* name = request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT";
   for (;;) {
+    resumed_ = true;
     ptrace_or_throw(static_cast<enum __ptrace_request>(request), tid_, nullptr, nullptr, name);
     int status = 0;
     pid_t r;
@@ -184,7 +223,7 @@ int Task::resume_and_wait(int request) {
     int sig = WSTOPSIG(status);
     if (sig == (SIGTRAP | 0x80) || sig == SIGTRAP || (status >> 16) != 0) return status;
     // Another signal arrived for the thread: hold it back until detach.
-    stop_signal_ = sig;
+    intercept(sig);
   }
 }
 

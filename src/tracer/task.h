@@ -39,6 +39,8 @@ class Task {
   // The registered rseq area (address, length, signature), if any.
   std::optional<std::array<uint64_t, 3>> rseq_configuration() const;
   // A signal whose delivery the seize intercepted; it goes back on detach.
+  // Its siginfo (128 bytes), to save in the image; empty if none.
+  const std::vector<uint8_t>& intercepted_siginfo() const { return stop_siginfo_; }
   std::optional<int> intercepted_signal() const { return stop_signal_; }
 
   // Resumes with PTRACE_SYSCALL/PTRACE_CONT and waits for the next stop.
@@ -57,9 +59,15 @@ class Task {
 
  private:
   explicit Task(pid_t tid) : tid_(tid) {}
+  // Takes note of a signal-delivery stop: the signal goes back at detach.
+  void intercept(int sig);
   pid_t tid_;
   bool detached_ = false;
   std::optional<int> stop_signal_;
+  std::vector<uint8_t> stop_siginfo_;
+  // Resumed since the intercepted stop: the signal cannot ride on the
+  // detach any more and is queued again instead.
+  bool resumed_ = false;
 };
 
 // Every thread of a process and of all its descendants, stopped.
