@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import Skip, case, expect, lines_of, main, pid_alive, start, wait_lines
+from snaptest import Skip, case, expect, lines_of, main, pid_alive, start, start_job, wait_lines
 
 
 def image_size(d):
@@ -53,9 +53,7 @@ def two_threads_256mib(env):
 
 @case
 def tree_with_shared_memory(env):
-    out = env.path("shm.out")
-    p = start([env.prog("sharedmem"), "32", "60", "50"], stdout_path=out)
-    wait_lines(out, 3)
+    p, out = start_job(env, "shm", [env.prog("sharedmem"), "32", "60", "50"], 3)
     ckpt = env.path("shm.ckpt")
     env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
     doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
@@ -74,9 +72,7 @@ def tree_with_shared_memory(env):
 
 @case
 def python_leave_running(env):
-    out = env.path("py.out")
-    p = start([sys.executable, env.src("counter.py"), "10", "100"], stdout_path=out)
-    wait_lines(out, 3)
+    p, out = start_job(env, "py", [sys.executable, env.src("counter.py"), "10", "100"], 3)
     env.snap_run("dump", "--pid", str(p.pid), "-o", env.path("py.ckpt"))
     p.wait(timeout=60)
     expect(p.returncode == 0, "python counter exits 0 after being dumped")
@@ -85,9 +81,7 @@ def python_leave_running(env):
 
 @case
 def info_shows_parasite_state(env):
-    out = env.path("victim.out")
-    p = start([env.prog("victim"), "200", "20"], stdout_path=out)
-    wait_lines(out, 3)
+    p, out = start_job(env, "victim", [env.prog("victim"), "200", "20"], 3)
     ckpt = env.path("victim.ckpt")
     env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
     doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
@@ -119,9 +113,7 @@ def expect_refused(env, args, exit_code, words, what):
 
 @case
 def bad_inputs(env):
-    out = env.path("victim.out")
-    victim = start([env.prog("counter"), "100000", "50"], stdout_path=out)
-    wait_lines(out, 1)
+    victim, out = start_job(env, "victim", [env.prog("counter"), "100000", "50"], 1)
     dest = env.path("nothing")
 
     expect_refused(env, ["--pid", "4000000", "-o", dest], 1, ["no process with pid 4000000"], "no such pid")
@@ -181,9 +173,7 @@ def mount_tmpfs(env, name, opts):
 def full_and_readonly_disk(env):
     if os.geteuid() != 0:
         raise Skip("mounting a small tmpfs needs root")
-    out = env.path("victim.out")
-    victim = start([env.prog("memthreads"), "64", "100000", "50"], stdout_path=out)
-    wait_lines(out, 2, timeout=60)
+    victim, out = start_job(env, "victim", [env.prog("memthreads"), "64", "100000", "50"], 2, timeout=60)
     try:
         small = mount_tmpfs(env, "small", "size=1m")
         r = env.snap_run("dump", "--pid", str(victim.pid), "-o", os.path.join(small, "ck"), check=False)

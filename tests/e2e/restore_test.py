@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, lines_of, main, pid_alive, reap_orphans, start,
-                      wait_for, wait_lines)
+                      start_job, wait_for, wait_lines)
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
@@ -141,9 +141,7 @@ def restore_killed_midway(env):
     import random
     import signal
     import time
-    out = env.path("mk.out")
-    p = start([env.prog("memthreads"), "256", "40", "50"], stdout_path=out)
-    wait_lines(out, 5, timeout=60)
+    p, out = start_job(env, "mk", [env.prog("memthreads"), "256", "40", "50"], 5, timeout=60)
     ckpt = env.path("mk.ckpt")
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
@@ -185,9 +183,7 @@ def restore_killed_midway(env):
 
 @case
 def dump_restore_twice(env):
-    out = env.path("twice.out")
-    p = start([env.prog("counter"), "12", "150"], stdout_path=out)
-    wait_lines(out, 3)
+    p, out = start_job(env, "twice", [env.prog("counter"), "12", "150"], 3)
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("c1"))
     p.wait()
     pid = p.pid
@@ -246,9 +242,7 @@ def truncated_manifest(env):
 
 @case
 def pid_in_use(env):
-    out = env.path("inuse.out")
-    p = start([env.prog("counter"), "1000", "100"], stdout_path=out)
-    wait_lines(out, 2)
+    p, out = start_job(env, "inuse", [env.prog("counter"), "1000", "100"], 2)
     ckpt = env.path("inuse")
     env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)  # leaves it running
     r = env.snap_run("restore", ckpt, check=False)
@@ -264,9 +258,7 @@ def queued_signals(env):
     import ctypes
     import signal
     libc = ctypes.CDLL(None, use_errno=True)
-    out = env.path("sigq.out")
-    p = start([env.prog("sigqueue"), "8", "200"], stdout_path=out)
-    wait_lines(out, 2)
+    p, out = start_job(env, "sigq", [env.prog("sigqueue"), "8", "200"], 2)
     sigrtmin = signal.SIGRTMIN
     expect(libc.sigqueue(p.pid, signal.SIGUSR1, ctypes.c_void_p(42)) == 0, "SIGUSR1 queued with value 42")
     expect(libc.sigqueue(p.pid, sigrtmin, ctypes.c_void_p(7)) == 0, "SIGRTMIN queued with value 7")

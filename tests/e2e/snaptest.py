@@ -151,6 +151,15 @@ def main():
 _started = []
 
 
+def start_job(env, name, argv, lines, timeout=30.0, **kw):
+    """Starts argv with stdout to NAME.out and waits for its first `lines`
+    lines; returns (process, output path)."""
+    out = env.path(f"{name}.out")
+    p = start(argv, stdout_path=out, **kw)
+    wait_lines(out, lines, timeout)
+    return p, out
+
+
 def start(argv, stdout_path=None, stdin_path=None, **kw):
     """Starts a program the test owns (killed at the end if still running)."""
     stdout = open(stdout_path, "w") if stdout_path else subprocess.DEVNULL
