@@ -15,7 +15,8 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;  // 2: process trees (zombies, shared files, sockets)
+constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
 // One thread's CPU state, captured while it was in a ptrace stop.
@@ -69,6 +70,17 @@ struct Mapping {
 
 enum class FdType : uint8_t { Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Other };
 
+// A unix socket (sock_diag and the socket itself, at dump time).
+struct UnixSocket {
+  int type = 0;             // SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET
+  int state = 0;            // udiag_state: TCP_ESTABLISHED (1), TCP_LISTEN (10), TCP_CLOSE (7)
+  uint64_t peer_inode = 0;  // inode of the connected peer socket, 0 if none
+  std::string name;         // bound address: a path, "@name" for the abstract namespace, or empty
+  // Data queued for reading on this socket, oldest first: one entry per
+  // message (datagram / record); a stream socket has at most one entry.
+  std::vector<std::vector<uint8_t>> queue;
+};
+
 struct FileDesc {
   int fd = -1;
   FdType type = FdType::Other;
@@ -82,6 +94,11 @@ struct FileDesc {
   // in the process that holds it, and the same bytes on the lowest write-end
   // fd of that pipe in that process, if any (restore refills write ends).
   std::vector<uint8_t> pipe_data;
+  // The open file description (struct file) behind the fd: fds with equal
+  // non-zero ids, in one process or several, share it (offset, status
+  // flags), as after dup() or fork(). 0: not known (format 1).
+  uint64_t file_id = 0;
+  std::optional<UnixSocket> unix_socket;  // type Socket of family AF_UNIX
 };
 
 struct MmLayout {
@@ -119,6 +136,10 @@ struct PosixTimer {
 
 struct Process {
   pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
+  // An exited child its parent has not reaped yet: only the ids above, comm
+  // and exit_status are meaningful (no threads, memory or fds).
+  bool zombie = false;
+  int32_t exit_status = 0;  // zombie: the status wait() returns (exit code / signal)
   std::string comm, exe, cwd, root;
   uint32_t umask = 022;
   uint32_t personality = 0;
@@ -134,6 +155,7 @@ struct Process {
   std::vector<PosixTimer> posix_timers;
   std::optional<int32_t> pdeathsig;  // PR_GET_PDEATHSIG
   std::optional<int32_t> dumpable;   // PR_GET_DUMPABLE
+  std::optional<int32_t> child_subreaper;  // PR_GET_CHILD_SUBREAPER
 };
 
 struct Checkpoint {
@@ -142,7 +164,9 @@ struct Checkpoint {
   std::string created;         // ISO 8601 UTC
   std::string hostname;
   std::string kernel_release;  // uname -r at dump time
-  std::vector<Process> processes;  // processes[0] is the root of the dumped tree
+  // processes[0] is the root of the dumped tree; every other process's
+  // parent (ppid) comes before it.
+  std::vector<Process> processes;
 };
 
 }  // namespace snap::image

@@ -82,6 +82,13 @@ ojson encode(const FileDesc& f) {
   j["size"] = f.size;
   j["mode"] = f.mode;
   j["pipe_data"] = to_hex(f.pipe_data);
+  if (f.file_id) j["file_id"] = f.file_id;
+  if (const auto& u = f.unix_socket) {
+    ojson q = ojson::array();
+    for (const auto& m : u->queue) q.push_back(to_hex(m));
+    j["unix_socket"] = {{"type", u->type}, {"state", u->state}, {"peer_inode", u->peer_inode},
+                        {"name", u->name}, {"queue", q}};
+  }
   return j;
 }
 
@@ -91,6 +98,10 @@ ojson encode(const Process& p) {
   j["ppid"] = p.ppid;
   j["pgid"] = p.pgid;
   j["sid"] = p.sid;
+  if (p.zombie) {
+    j["zombie"] = true;
+    j["exit_status"] = p.exit_status;
+  }
   j["comm"] = p.comm;
   j["exe"] = p.exe;
   j["cwd"] = p.cwd;
@@ -139,6 +150,7 @@ ojson encode(const Process& p) {
                                  {"overrun", t.overrun}});
   if (p.pdeathsig) j["pdeathsig"] = *p.pdeathsig;
   if (p.dumpable) j["dumpable"] = *p.dumpable;
+  if (p.child_subreaper) j["child_subreaper"] = *p.child_subreaper;
   return j;
 }
 
@@ -299,6 +311,16 @@ FileDesc decode_fd(const Field& f) {
   d.size = f["size"].as<uint64_t>();
   d.mode = f["mode"].as<uint32_t>();
   d.pipe_data = f["pipe_data"].bytes();
+  if (auto id = f.opt("file_id")) d.file_id = id->as<uint64_t>();
+  if (auto u = f.opt("unix_socket")) {
+    UnixSocket s;
+    s.type = (*u)["type"].as<int>();
+    s.state = (*u)["state"].as<int>();
+    s.peer_inode = (*u)["peer_inode"].as<uint64_t>();
+    s.name = (*u)["name"].as<std::string>();
+    s.queue = (*u)["queue"].list(decode_bytes);
+    d.unix_socket = std::move(s);
+  }
   return d;
 }
 
@@ -350,6 +372,8 @@ Process decode_process(const Field& f) {
   p.ppid = f["ppid"].as<pid_t>();
   p.pgid = f["pgid"].as<pid_t>();
   p.sid = f["sid"].as<pid_t>();
+  if (auto z = f.opt("zombie")) p.zombie = z->as<bool>();
+  if (auto e = f.opt("exit_status")) p.exit_status = e->as<int32_t>();
   p.comm = f["comm"].as<std::string>();
   p.exe = f["exe"].as<std::string>();
   p.cwd = f["cwd"].as<std::string>();
@@ -373,6 +397,7 @@ Process decode_process(const Field& f) {
   if (auto pt = f.opt("posix_timers")) p.posix_timers = pt->list(decode_posix_timer);
   if (auto d = f.opt("pdeathsig")) p.pdeathsig = d->as<int32_t>();
   if (auto d = f.opt("dumpable")) p.dumpable = d->as<int32_t>();
+  if (auto d = f.opt("child_subreaper")) p.child_subreaper = d->as<int32_t>();
   return p;
 }
 
@@ -410,10 +435,10 @@ Manifest manifest_from_json(std::string_view text) {
   if (root["format"].as<std::string>() != kFormatName)
     root["format"].fail(fmt::format("expected \"{}\"", kFormatName));
   auto version = root["format_version"].as<uint32_t>();
-  if (version != kFormatVersion)
+  if (version < kOldestFormatVersion || version > kFormatVersion)
     throw Error(fmt::format("image format version {} is not supported: this snap ({}) reads "
-                            "version {} only",
-                            version, SNAP_VERSION, kFormatVersion),
+                            "versions {} to {}",
+                            version, SNAP_VERSION, kOldestFormatVersion, kFormatVersion),
                 "use the snap release that wrote the image");
 
   Manifest m;
