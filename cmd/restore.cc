@@ -3,8 +3,9 @@
 // The steps, in order:
 //   1. open the image and verify every checksum (nothing is created for a
 //      damaged image);
-//   2. rebuild the process: skeleton at the saved pid, files, memory,
-//      registers (src/restore);
+//   2. rebuild every process of the tree: skeletons at the saved pids,
+//      sessions and groups, files, memory, threads, registers; all start
+//      together (src/restore);
 //   3. stay in the foreground as its parent: forward the signals a batch
 //      system sends, and exit with its status (or 128+signal), so a batch
 //      script can use `snap restore` like the original program.
@@ -25,7 +26,7 @@ namespace snap::cmd {
 namespace {
 
 cxxopts::Options restore_options() {
-  cxxopts::Options o("snap restore", "Restore a checkpointed process and let it continue.\n");
+  cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
   o.custom_help("DIR [--detach] [--allow-changed-files] [-v]");
   o.positional_help("DIR");
   o.add_options()
@@ -67,17 +68,13 @@ int run_restore(const cxxopts::ParseResult& args) {
   auto img = image::ImageReader::open(dir);  // 1
   img.verify_all();
   const auto& ckpt = img.checkpoint();
-  if (ckpt.processes.size() != 1)
-    throw Error(fmt::format("the image holds {} processes; restoring process trees is not "
-                            "supported yet",
-                            ckpt.processes.size()));
   vlog("image verified: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
        ckpt.hostname);
 
   restore::RestoreOptions opts;
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
   auto spawner = restore::make_set_tid_spawner();
-  pid_t pid = restore::restore_process(img, ckpt.processes[0], *spawner, opts);  // 2
+  pid_t pid = restore::restore_tree(img, *spawner, opts);  // 2
 
   if (args.count("detach")) {
     std::fprintf(stderr, "snap restore: pid %d is running\n", pid);
@@ -88,7 +85,7 @@ int run_restore(const cxxopts::ParseResult& args) {
 
 }  // namespace
 
-const Command kRestore = {"restore", "restore a checkpointed process and let it continue",
+const Command kRestore = {"restore", "restore a checkpointed process tree and let it continue",
                           restore_options, run_restore};
 
 }  // namespace snap::cmd

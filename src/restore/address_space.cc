@@ -135,14 +135,24 @@ void apply_madvise(RemoteSyscalls& rs, const Mapping& m) {
   if (has("wf")) rs.syscall(SYS_madvise, m.start, len, MADV_WIPEONFORK);
 }
 
-bool writes_content(const Mapping& m) { return m.pages_dumped > 0; }
+// Shared memory objects get their contents through their memfd.
+bool writes_content(const Mapping& m) { return m.pages_dumped > 0 && !is_shm_object(m); }
 
-void create_mapping(RemoteSyscalls& rs, Scratch& scratch, const Mapping& m) {
+void create_mapping(RemoteSyscalls& rs, Scratch& scratch, const Mapping& m,
+                    const std::map<ShmKey, int>& shm) {
   uint64_t len = m.end - m.start;
   int prot = m.prot | (writes_content(m) ? PROT_WRITE : 0);
   int flags = (m.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
   if (m.vmflags.find("gd") != std::string::npos) flags |= MAP_GROWSDOWN;
   int fd = -1;
+  if (is_shm_object(m)) {
+    long rc = rs.syscall(SYS_mmap, m.start, len, static_cast<uint64_t>(prot),
+                         static_cast<uint64_t>(MAP_SHARED | MAP_FIXED_NOREPLACE),
+                         static_cast<uint64_t>(shm.at(shm_key(m))), m.pgoff);
+    if (rc < 0 && rc > -4096) throw SysError("mmap " + describe(m), static_cast<int>(-rc));
+    apply_madvise(rs, m);
+    return;
+  }
   if (m.kind == MappingKind::File) {
     if (m.path.ends_with(" (deleted)"))
       throw Error(describe(m) + ": the mapped file was deleted before the dump",
@@ -211,7 +221,8 @@ void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p
 
 }  // namespace
 
-void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img) {
+void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
+                           const std::map<ShmKey, int>& shm) {
   pid_t pid = rs.task().tid();
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
   Scratch scratch(rs, find_free(now, p.mappings, kScratchSize));
@@ -235,7 +246,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   uint64_t written = 0;
   for (const auto& m : p.mappings) {
     if (is_special(m.kind)) continue;
-    create_mapping(rs, scratch, m);
+    create_mapping(rs, scratch, m, shm);
     if (writes_content(m)) {
       written += fill_mapping(rs, p.pid, m, img);
       if (!(m.prot & PROT_WRITE))
@@ -248,6 +259,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.
   set_mm_layout(rs, scratch, p);
   scratch.release();
+  for (const auto& [key, fd] : shm) rs.syscall(SYS_close, static_cast<uint64_t>(fd));
 }
 
 }  // namespace snap::restore

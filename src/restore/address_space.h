@@ -6,6 +6,7 @@
 
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
+#include "restore/files.h"
 #include "tracer/remote.h"
 
 namespace snap::restore {
@@ -13,8 +14,11 @@ namespace snap::restore {
 // Replaces the skeleton's memory (a copy of snap's) with the saved one:
 // unmaps snap's mappings, moves [vvar]/[vvar_vclock]/[vdso] to their saved
 // addresses, recreates every mapping, fills the saved pages from the image,
-// then restores protections and the mm layout (PR_SET_MM_MAP). The caller's
+// then restores protections and the mm layout (PR_SET_MM_MAP). Shared
+// memory objects are mapped from their memfds (`shm`: fds in the process,
+// closed at the end), whose contents OpenFiles wrote. The caller's
 // RemoteSyscalls keeps working throughout (its syscall site follows the vDSO).
-void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img);
+void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
+                           const std::map<ShmKey, int>& shm);
 
 }  // namespace snap::restore

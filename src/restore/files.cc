@@ -2,212 +2,385 @@
 
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
-#include <map>
 #include <set>
+#include <tuple>
 
 #include "base/error.h"
 
 namespace snap::restore {
 
+bool is_shm_object(const image::Mapping& m) {
+  // Anonymous shared memory, memfd and SysV segments; and a shared mapping
+  // of a file deleted since (a POSIX semaphore or /dev/shm segment unlinked
+  // by its creator): its pages are in the image, the file is not.
+  return m.kind == image::MappingKind::SharedAnon ||
+         (m.kind == image::MappingKind::File && m.shared && m.path.ends_with(" (deleted)"));
+}
+
+ShmKey shm_key(const image::Mapping& m) { return {m.dev, m.inode}; }
+
 namespace {
 
-bool is_stdio(int fd) { return fd >= 0 && fd <= 2; }
+using image::FdType;
+using image::FileDesc;
+using image::Process;
 
-std::string fd_name(const image::FileDesc& f) {
-  return fmt::format("fd {} ({})", f.fd, f.path);
+bool is_stdio(int fd) { return fd >= 0 && fd <= 2; }
+bool is_read_end(const FileDesc& f) { return (f.flags & O_ACCMODE) == O_RDONLY; }
+
+std::string fd_name(const Process& p, const FileDesc& f) {
+  return fmt::format("pid {} fd {} ({})", p.pid, f.fd, f.path);
 }
+
+// Which open file description an fd is: pipes by inode and end, sockets by
+// inode, everything else by the dump's file_id (or, unknown, on its own).
+using DescKey = std::tuple<int, uint64_t, uint64_t>;
+DescKey desc_key(const Process& p, const FileDesc& f) {
+  if (f.type == FdType::Pipe) return {1, f.inode, is_read_end(f) ? 0 : 1};
+  if (f.type == FdType::Socket && f.inode) return {2, f.inode, 0};
+  if (f.file_id) return {3, f.file_id, 0};
+  return {4, static_cast<uint64_t>(p.pid), static_cast<uint64_t>(f.fd)};
+}
+
+// The status flags an open file description carries (F_SETFL).
+constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
 
 }  // namespace
 
-FdPlan plan_fds(const image::Process& p, bool allow_changed_files) {
-  using T = image::FdType;
-  FdPlan plan;
-  // Pipes whose both ends belong to the process are rebuilt inside it.
-  std::map<uint64_t, std::pair<bool, bool>> pipe_ends;  // inode -> (has read, has write)
-  for (const auto& f : p.fds)
-    if (f.type == T::Pipe) {
-      auto& e = pipe_ends[f.inode];
-      ((f.flags & O_ACCMODE) == O_RDONLY ? e.first : e.second) = true;
-    }
-  std::map<uint64_t, int> groups;
+class FilePlanner {
+ public:
+  FilePlanner(const image::Checkpoint& c, image::ImageReader& img, bool allow, OpenFiles& out)
+      : ckpt_(c), img_(img), allow_changed_(allow), out_(out) {}
 
-  for (const auto& f : p.fds) {
-    FdAction a;
-    a.target = f.fd;
-    a.flags = f.flags;
-    a.cloexec = (f.flags & O_CLOEXEC) != 0;
-    a.path = f.path;
-    a.pos = f.pos;
-    bool file_like = f.type == T::Regular || f.type == T::Directory || f.type == T::CharDev;
-    if (is_stdio(f.fd) && !file_like) {
-      // Stdio that is a pipe, terminal or socket leads to whoever started
-      // the job (the batch script, the shell): the restored job gets snap
-      // restore's own. Files (an input deck, --output) are reopened below.
-      a.kind = FdAction::kInherit;
-      a.inherit = f.fd;
-      plan.actions.push_back(std::move(a));
-      continue;
+  void run() {
+    int highest = 2;
+    for (const auto& p : ckpt_.processes)
+      for (const auto& f : p.fds) highest = std::max(highest, f.fd);
+    out_.base_ = highest + 1;
+    raise_fd_limit();
+    index();
+    for (const auto& p : ckpt_.processes) {
+      if (p.zombie) continue;
+      auto& files = out_.procs_[p.pid];
+      for (const auto& f : p.fds)
+        files.fds.push_back({f.fd, object_for(p, f), (f.flags & O_CLOEXEC) != 0});
+      for (const auto& m : p.mappings)
+        if (is_shm_object(m)) files.shm[shm_key(m)] = memfd_for(m);
     }
-    switch (f.type) {
-      case T::Regular: {
-        if (f.path.ends_with(" (deleted)"))
-          throw Error(fd_name(f) + ": the file was deleted before the dump",
-                      "restoring deleted files is not supported yet");
-        struct stat st {};
-        if (::stat(f.path.c_str(), &st) != 0) {
-          if (!allow_changed_files)
-            throw SysError("cannot restore " + fd_name(f), errno,
-                           "put the file back, or pass --allow-changed-files to open /dev/null instead");
-          plan.warnings.push_back(fd_name(f) + " is gone; /dev/null stands in");
-          a.path = "/dev/null";
-          a.flags = O_RDWR | (f.flags & O_CLOEXEC);
-          a.pos = 0;
-        } else if (static_cast<uint64_t>(st.st_size) < f.pos && !(f.flags & O_APPEND)) {
-          std::string msg = fmt::format("{} is now {} bytes, shorter than the saved offset {}",
-                                        fd_name(f), st.st_size, f.pos);
-          if (!allow_changed_files)
-            throw Error(msg, "the job wrote there; restore an image taken with the file as it is, "
-                             "or pass --allow-changed-files");
-          plan.warnings.push_back(msg);
-        }
-        a.kind = FdAction::kOpen;
-        break;
-      }
-      case T::Directory:
-      case T::CharDev:
-        a.kind = FdAction::kOpen;
-        break;
-      case T::EventFd:
-        a.kind = FdAction::kEventFd;
-        break;
-      case T::Pipe:
-        if (pipe_ends[f.inode].first && pipe_ends[f.inode].second) {
-          a.kind = FdAction::kPipe;
-          auto [it, fresh] = groups.emplace(f.inode, plan.pipe_groups);
-          if (fresh) plan.pipe_groups++;
-          a.pipe_group = it->second;
-          a.read_end = (f.flags & O_ACCMODE) == O_RDONLY;
-          a.pipe_data = f.pipe_data;
-          break;
-        }
-        [[fallthrough]];
-      case T::Tty:
-      case T::Fifo:
-      case T::Socket:
-      case T::Other:
-        if (f.type == T::Tty) {
-          a.kind = FdAction::kOpen;
-          a.flags = (f.flags & ~O_CREAT) | O_NOCTTY;
-          break;
-        }
-        if (f.type == T::Pipe || f.type == T::Fifo) {
-          // The peer is not in the image: the job sees it gone (EOF on
-          // read, EPIPE on write), as if the peer had exited.
-          a.kind = FdAction::kOrphanPipe;
-          a.read_end = (f.flags & O_ACCMODE) == O_RDONLY;
-          plan.warnings.push_back(fd_name(f) + " led to a process outside the image; it comes back "
-                                  "as a pipe whose other end is closed");
-          break;
-        }
-        throw Error(fd_name(f) + " leads outside the checkpointed processes",
-                    "restoring sockets is not supported yet");
-    }
-    plan.actions.push_back(std::move(a));
+    fill_shared_memory();
   }
-  return plan;
-}
 
-int install_fds(const FdPlan& plan, int keep_fd, std::string* err) {
-  int base = 3;
-  for (const auto& a : plan.actions) base = std::max(base, a.target + 1);
-  auto fail = [&](const std::string& what, int target) {
-    *err = fmt::format("fd {}: {}: {}", target, what, std::strerror(errno));
-    return -1;
+ private:
+  struct PipeInfo {
+    bool read = false, write = false;  // ends held in the image
+    const std::vector<uint8_t>* data = nullptr;
   };
 
-  int keep = ::fcntl(keep_fd, F_DUPFD_CLOEXEC, base);
-  if (keep < 0) return fail("moving the status pipe", keep_fd);
-
-  std::vector<std::pair<int, int>> pipes(static_cast<size_t>(plan.pipe_groups), {-1, -1});
-  for (auto& pp : pipes) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) < 0) return fail("pipe2", -1);
-    pp = {::fcntl(fds[0], F_DUPFD_CLOEXEC, base), ::fcntl(fds[1], F_DUPFD_CLOEXEC, base)};
-    ::close(fds[0]);
-    ::close(fds[1]);
-  }
-
-  // First every source at a number above all targets, then into place, so
-  // that no dup2 overwrites a source still needed.
-  std::vector<int> sources;
-  for (const auto& a : plan.actions) {
-    int src = -1;
-    switch (a.kind) {
-      case FdAction::kOpen: {
-        int fd = ::open(a.path.c_str(), a.flags & ~(O_CREAT | O_EXCL | O_TRUNC));
-        if (fd < 0) return fail("open " + a.path, a.target);
-        if (a.pos && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 && errno != ESPIPE)
-          return fail("lseek " + a.path, a.target);
-        src = ::fcntl(fd, F_DUPFD_CLOEXEC, base);
-        ::close(fd);
-        break;
-      }
-      case FdAction::kInherit:
-        src = ::fcntl(a.inherit, F_DUPFD_CLOEXEC, base);
-        break;
-      case FdAction::kEventFd:
-        src = ::eventfd(0, EFD_CLOEXEC | (a.flags & O_NONBLOCK ? EFD_NONBLOCK : 0));
-        if (src >= 0 && src < base) {
-          int moved = ::fcntl(src, F_DUPFD_CLOEXEC, base);
-          ::close(src);
-          src = moved;
-        }
-        break;
-      case FdAction::kOrphanPipe: {
-        int p[2];
-        if (::pipe2(p, O_CLOEXEC) < 0) return fail("pipe2", a.target);
-        src = ::fcntl(a.read_end ? p[0] : p[1], F_DUPFD_CLOEXEC, base);
-        ::close(p[0]);
-        ::close(p[1]);
-        break;
-      }
-      case FdAction::kPipe: {
-        auto& pp = pipes[static_cast<size_t>(a.pipe_group)];
-        src = ::fcntl(a.read_end ? pp.first : pp.second, F_DUPFD_CLOEXEC, base);
-        if (!a.read_end && !a.pipe_data.empty() &&
-            ::write(pp.second, a.pipe_data.data(), a.pipe_data.size()) < 0)
-          return fail("refilling a pipe", a.target);
-        break;
-      }
+  void raise_fd_limit() {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &lim);
     }
-    if (src < 0) return fail("creating the descriptor", a.target);
-    sources.push_back(src);
   }
-  std::set<int> wanted{keep};
-  for (size_t i = 0; i < plan.actions.size(); i++) {
-    const auto& a = plan.actions[i];
-    if (::dup3(sources[i], a.target, a.cloexec ? O_CLOEXEC : 0) < 0) return fail("dup3", a.target);
-    if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);
-    // Open file status flags that open() does not set (O_NONBLOCK on pipes);
-    // never on inherited stdio, whose flags snap restore shares.
-    if (a.kind != FdAction::kInherit)
-      ::fcntl(a.target, F_SETFL, a.flags & (O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME));
+
+  void index() {
+    const Process& root = ckpt_.processes[0];
+    for (const auto& p : ckpt_.processes)
+      for (const auto& f : p.fds) {
+        if (f.type == FdType::Pipe) {
+          auto& pi = pipes_[f.inode];
+          (is_read_end(f) ? pi.read : pi.write) = true;
+          if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
+        }
+        if (f.type == FdType::Socket && f.inode) sockets_[f.inode] = &f;
+      }
+    // Stdio of the root that leads outside the image (the batch script's
+    // pipe, the terminal, a socket) is snap restore's own, for every
+    // process that shares it. Files are reopened instead.
+    for (const auto& f : root.fds) {
+      if (!is_stdio(f.fd) || f.type == FdType::Regular || f.type == FdType::Directory ||
+          f.type == FdType::CharDev)
+        continue;
+      if (f.type == FdType::Pipe) {
+        const auto& pi = pipes_[f.inode];
+        if (pi.read && pi.write) continue;  // both ends in the image: recreated
+      }
+      if (f.type == FdType::Socket && f.unix_socket && sockets_.count(f.unix_socket->peer_inode))
+        continue;
+      external_.emplace(desc_key(root, f), f.fd);
+    }
+  }
+
+  int keep(int fd, const std::string& what) {
+    if (fd < 0) throw SysError(what, errno);
+    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, out_.base_);
+    int err = errno;
+    ::close(fd);
+    if (moved < 0)
+      throw SysError(what + ": moving it above fd " + std::to_string(out_.base_), err,
+                     "raise the open files limit (ulimit -n)");
+    out_.owned_.emplace_back(moved);
+    return moved;
+  }
+
+  int object_for(const Process& p, const FileDesc& f) {
+    DescKey key = desc_key(p, f);
+    if (auto it = objects_.find(key); it != objects_.end()) return it->second;
+    int fd = create(p, f, key);
+    objects_[key] = fd;
+    return fd;
+  }
+
+  int create(const Process& p, const FileDesc& f, const DescKey& key) {
+    if (auto ext = external_.find(key); ext != external_.end()) {
+      int own = ::fcntl(ext->second, F_DUPFD_CLOEXEC, out_.base_);
+      if (own >= 0) {
+        out_.owned_.emplace_back(own);
+        return own;
+      }
+      out_.warnings_.push_back(fmt::format("{}: snap restore's own fd {} is closed; /dev/null "
+                                           "stands in",
+                                           fd_name(p, f), ext->second));
+      return keep(::open("/dev/null", O_RDWR), "open /dev/null");
+    }
+    switch (f.type) {
+      case FdType::Regular:
+        return open_file(p, f);
+      case FdType::Directory:
+      case FdType::CharDev:
+        return reopen(p, f, f.path, f.flags);
+      case FdType::Tty:
+        return reopen(p, f, f.path, f.flags | O_NOCTTY);
+      case FdType::EventFd:
+        return keep(::eventfd(0, EFD_CLOEXEC | (f.flags & O_NONBLOCK ? EFD_NONBLOCK : 0)),
+                    "eventfd for " + fd_name(p, f));
+      case FdType::Pipe:
+        return pipe_end(p, f);
+      case FdType::Fifo:
+        return fifo(p, f);
+      case FdType::Socket:
+        return socket(p, f);
+      case FdType::Other:
+        break;
+    }
+    throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
+  }
+
+  int reopen(const Process& p, const FileDesc& f, const std::string& path, int flags) {
+    int fd = keep(::open(path.c_str(), flags & ~(O_CREAT | O_EXCL | O_TRUNC)),
+                  "cannot restore " + fd_name(p, f) + ": open");
+    if (f.pos && ::lseek(fd, static_cast<off_t>(f.pos), SEEK_SET) < 0 && errno != ESPIPE)
+      throw SysError("cannot restore " + fd_name(p, f) + ": lseek", errno);
+    return fd;
+  }
+
+  int open_file(const Process& p, const FileDesc& f) {
+    if (f.path.ends_with(" (deleted)"))
+      throw Error(fd_name(p, f) + ": the file was deleted before the dump",
+                  "restoring deleted files is not supported yet");
+    struct stat st {};
+    if (::stat(f.path.c_str(), &st) != 0) {
+      if (!allow_changed_)
+        throw SysError("cannot restore " + fd_name(p, f), errno,
+                       "put the file back, or pass --allow-changed-files to open /dev/null instead");
+      out_.warnings_.push_back(fd_name(p, f) + " is gone; /dev/null stands in");
+      return keep(::open("/dev/null", O_RDWR), "open /dev/null");
+    }
+    if (static_cast<uint64_t>(st.st_size) < f.pos && !(f.flags & O_APPEND)) {
+      std::string msg = fmt::format("{} is now {} bytes, shorter than the saved offset {}",
+                                    fd_name(p, f), st.st_size, f.pos);
+      if (!allow_changed_)
+        throw Error(msg, "the job wrote there; restore an image taken with the file as it is, "
+                         "or pass --allow-changed-files");
+      out_.warnings_.push_back(msg);
+    }
+    return reopen(p, f, f.path, f.flags);
+  }
+
+  // Puts `data` into a pipe through its write end, growing the pipe if the
+  // data exceeds its capacity (the job may have grown it too).
+  void refill(const Process& p, const FileDesc& f, int write_fd, const std::vector<uint8_t>& data) {
+    if (data.size() > 65536) ::fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(data.size()));
+    ::fcntl(write_fd, F_SETFL, O_NONBLOCK);
+    ssize_t n = ::write(write_fd, data.data(), data.size());
+    if (n != static_cast<ssize_t>(data.size()))
+      throw SysError(fmt::format("cannot put back the {} unread bytes of the pipe of {}",
+                                 data.size(), fd_name(p, f)),
+                     n < 0 ? errno : EAGAIN);
+  }
+
+  int pipe_end(const Process& p, const FileDesc& f) {
+    // Both ends are made at once, and get their status flags once.
+    const PipeInfo& pi = pipes_.at(f.inode);
+    int ends[2];
+    if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
+    ScopedFd r(ends[0]), w(ends[1]);
+    if (pi.data) refill(p, f, w.get(), *pi.data);
+    int flags_r = O_RDONLY, flags_w = O_WRONLY;
+    for (const auto& q : ckpt_.processes)
+      for (const auto& g : q.fds)
+        if (g.type == FdType::Pipe && g.inode == f.inode)
+          (is_read_end(g) ? flags_r : flags_w) = g.flags;
+    ::fcntl(w.get(), F_SETFL, flags_w & kStatusFlags);
+    ::fcntl(r.get(), F_SETFL, flags_r & kStatusFlags);
+    if (!(pi.read && pi.write))
+      out_.warnings_.push_back(fmt::format(
+          "{}: the pipe's other end was outside the image; it comes back closed ({})",
+          fd_name(p, f), pi.read ? "the job reads the saved data, then end of file"
+                                 : "a write gets EPIPE"));
+    int rfd = pi.read ? keep(r.release(), "pipe") : -1;
+    int wfd = pi.write ? keep(w.release(), "pipe") : -1;
+    if (pi.read) objects_[{1, f.inode, 0}] = rfd;
+    if (pi.write) objects_[{1, f.inode, 1}] = wfd;
+    return is_read_end(f) ? rfd : wfd;
+  }
+
+  // A named pipe is opened by its name; a first O_RDWR open keeps the pipe
+  // from blocking or failing while the others open their ends.
+  int fifo(const Process& p, const FileDesc& f) {
+    ScopedFd anchor(::open(f.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    if (!anchor) {
+      out_.warnings_.push_back(fd_name(p, f) + ": the FIFO is gone; it comes back as a pipe whose "
+                                               "other end is closed");
+      int ends[2];
+      if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
+      ScopedFd r(ends[0]), w(ends[1]);
+      return keep(is_read_end(f) ? r.release() : w.release(), "pipe");
+    }
+    int fd = keep(::open(f.path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
+                  "cannot restore " + fd_name(p, f) + ": open");
+    ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
+    if (!f.pipe_data.empty()) refill(p, f, anchor.get(), f.pipe_data);
+    return fd;
+  }
+
+  int socket(const Process& p, const FileDesc& f) {
+    const auto& u = f.unix_socket;
+    const FileDesc* peer = u ? sockets_[u->peer_inode] : nullptr;
+    if (!u || !peer || !peer->unix_socket)
+      throw Error(fd_name(p, f) + " leads outside the checkpointed processes",
+                  "restoring sockets to the outside is not supported yet");
+    if (u->state == 10)  // TCP_LISTEN
+      throw Error(fd_name(p, f) + " is a listening socket",
+                  "restoring listening sockets is not supported yet");
+    int sv[2];
+    if (::socketpair(AF_UNIX, u->type | SOCK_CLOEXEC, 0, sv) < 0)
+      throw SysError("socketpair for " + fd_name(p, f), errno);
+    ScopedFd mine(sv[0]), theirs(sv[1]);
+    // What waited to be read on one end was sent by the other.
+    auto put_back = [&](const image::UnixSocket& q, int from) {
+      for (const auto& msg : q.queue) {
+        ssize_t n = ::send(from, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n != static_cast<ssize_t>(msg.size()))
+          throw SysError(fmt::format("cannot put back the {} bytes queued on {}", msg.size(),
+                                     fd_name(p, f)),
+                         n < 0 ? errno : EAGAIN);
+      }
+    };
+    put_back(*u, theirs.get());
+    put_back(*peer->unix_socket, mine.get());
+    ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
+    ::fcntl(theirs.get(), F_SETFL, peer->flags & kStatusFlags);
+    for (const auto* s : {&f, peer})
+      if (!s->unix_socket->name.empty())
+        out_.warnings_.push_back(fmt::format("pid {}: socket {} comes back connected, without "
+                                             "its address {}",
+                                             p.pid, s->path, s->unix_socket->name));
+    int a = keep(mine.release(), "socketpair");
+    int b = keep(theirs.release(), "socketpair");
+    objects_[{2, peer->inode, 0}] = b;
+    return a;
+  }
+
+  int memfd_for(const image::Mapping& m) {
+    ShmKey key = shm_key(m);
+    if (auto it = shm_.find(key); it != shm_.end()) return it->second;
+    // memfd names show in /proc/PID/maps: keep a memfd's own name.
+    std::string name = "snap-shm";
+    if (m.path.starts_with("/memfd:")) {
+      name = m.path.substr(7);
+      if (auto d = name.rfind(" (deleted)"); d != std::string::npos) name.resize(d);
+    }
+    int fd = keep(::memfd_create(name.c_str(), MFD_CLOEXEC), "memfd_create for " + m.path);
+    shm_[key] = fd;
+    return fd;
+  }
+
+  // Sizes every shared memory object and writes its saved pages.
+  void fill_shared_memory() {
+    std::map<ShmKey, uint64_t> size;
+    for (const auto& p : ckpt_.processes)
+      for (const auto& m : p.mappings)
+        if (is_shm_object(m)) {
+          auto& s = size[shm_key(m)];
+          s = std::max(s, m.pgoff + (m.end - m.start));
+        }
+    for (const auto& [key, bytes] : size)
+      if (::ftruncate(shm_.at(key), static_cast<off_t>(bytes)) < 0)
+        throw SysError(fmt::format("ftruncate of shared memory ({} bytes)", bytes), errno);
+    for (const auto& p : ckpt_.processes)
+      for (const auto& m : p.mappings) {
+        if (!is_shm_object(m) || !m.pages_dumped) continue;
+        int fd = shm_.at(shm_key(m));
+        img_.for_each_run(p.pid, m.start, [&](const image::PageRun& run) {
+          if (run.zero()) return;  // a new memfd reads as zeros
+          size_t bytes = run.npages * image::kPageSize;
+          uint64_t off = m.pgoff + (run.addr - m.start);
+          for (size_t done = 0; done < bytes;) {
+            ssize_t n = ::pwrite(fd, run.data + done, bytes - done, static_cast<off_t>(off + done));
+            if (n <= 0) throw SysError("writing shared memory " + m.path, n < 0 ? errno : EIO);
+            done += static_cast<size_t>(n);
+          }
+        });
+      }
+  }
+
+  const image::Checkpoint& ckpt_;
+  image::ImageReader& img_;
+  bool allow_changed_;
+  OpenFiles& out_;
+  std::map<uint64_t, PipeInfo> pipes_;
+  std::map<uint64_t, const FileDesc*> sockets_;
+  std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
+  std::map<DescKey, int> objects_;
+  std::map<ShmKey, int> shm_;
+};
+
+OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,
+                            bool allow_changed_files) {
+  OpenFiles out;
+  FilePlanner(ckpt, img, allow_changed_files, out).run();
+  return out;
+}
+
+int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
+  std::set<int> wanted{keep_fd};
+  for (const auto& a : files.fds) {
+    // Every source is above every target: no dup3 overwrites a source.
+    if (::dup3(a.source, a.target, a.cloexec ? O_CLOEXEC : 0) < 0) {
+      *err = fmt::format("fd {}: dup3: {}", a.target, std::strerror(errno));
+      return -1;
+    }
     wanted.insert(a.target);
   }
-  // Close everything else (snap's own fds, the sources).
+  for (const auto& [key, fd] : files.shm) wanted.insert(fd);
   int next = 0;
   for (int fd : wanted) {
     if (fd > next) ::close_range(static_cast<unsigned>(next), static_cast<unsigned>(fd - 1), 0);
     next = fd + 1;
   }
   ::close_range(static_cast<unsigned>(next), ~0u, 0);
-  return keep;
+  return 0;
 }
 
 }  // namespace snap::restore

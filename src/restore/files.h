@@ -1,49 +1,70 @@
-// File descriptors of a restored process: planned and checked in snap
-// (before anything is created), installed inside the skeleton child.
+// The open files of a restored tree. Every open file description of the
+// image is created once, in snap, before the first skeleton is forked:
+// files opened at their offset, pipes and unix socket pairs with their
+// unread data, eventfds, and each shared memory object as a memfd filled
+// with its pages. The skeletons inherit all of them through fork(), and
+// each puts its own at their numbers and closes the rest. So what several
+// fds or processes shared (an offset, a pipe, a socket pair, memory) is one
+// kernel object again, as it was.
 #pragma once
 
+#include <sys/types.h>
+
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "base/scoped_fd.h"
 #include "image/checkpoint.h"
+#include "image/image_reader.h"
 
 namespace snap::restore {
 
 struct FdAction {
-  enum Kind {
-    kOpen,     // open(path, flags) and seek to pos
-    kInherit,  // take snap restore's own fd `inherit` (the job's stdio)
-    kPipe,     // one end of a pipe recreated inside the process (pipe_group)
-    kEventFd,  // a fresh eventfd
-    kOrphanPipe,  // a pipe end whose peer was outside the image: peer closed
-  };
-  Kind kind = kOpen;
-  int target = -1;  // fd number in the restored process
-  std::string path;
-  int flags = 0;
-  unsigned long long pos = 0;
-  int inherit = -1;
-  int pipe_group = -1;  // kPipe: which pipe; ends are told apart by flags
-  bool read_end = false;
+  int target = -1;   // fd number in the restored process
+  int source = -1;   // snap's fd of the description (inherited by the skeleton)
   bool cloexec = false;
-  std::vector<uint8_t> pipe_data;  // kPipe write end: unread data to put back
 };
 
-struct FdPlan {
-  std::vector<FdAction> actions;
-  int pipe_groups = 0;
-  std::vector<std::string> warnings;
+// Shared memory objects by (dev, inode) of their mappings.
+using ShmKey = std::pair<uint64_t, uint64_t>;
+bool is_shm_object(const image::Mapping& m);
+ShmKey shm_key(const image::Mapping& m);
+
+struct ProcessFiles {
+  std::vector<FdAction> fds;
+  std::map<ShmKey, int> shm;  // memfd (inherited) for each shared memory object it maps
 };
 
-// Decides how each saved fd comes back. Regular files must exist and be at
-// least as long as the saved offset, unless allow_changed_files (then only
-// a warning). Throws Error naming the fd and file otherwise.
-FdPlan plan_fds(const image::Process& p, bool allow_changed_files);
+class OpenFiles {
+ public:
+  // Checks every fd and shared mapping of the image and creates their
+  // objects. Throws Error naming the pid, fd and file when one cannot come
+  // back faithfully: a regular file that is gone or shorter than the saved
+  // offset (unless allow_changed_files: then a warning), a socket leading
+  // outside the image, a kind of file restore does not know.
+  static OpenFiles create(const image::Checkpoint& ckpt, image::ImageReader& img,
+                          bool allow_changed_files);
 
-// In the child (a fork of snap, before it is traced): installs the plan's
-// fds at their numbers and closes every other fd except `keep_fd`, which
-// is moved above them; returns its new number, or -1 with *err set.
-// Uses only plain system calls.
-int install_fds(const FdPlan& plan, int keep_fd, std::string* err);
+  const ProcessFiles& of(pid_t pid) const { return procs_.at(pid); }
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  // The lowest fd number the objects use: above every target fd.
+  int base() const { return base_; }
+  // Closes snap's copies (the skeletons hold theirs).
+  void close_all() { owned_.clear(); }
+
+ private:
+  int base_ = 3;
+  std::vector<ScopedFd> owned_;
+  std::map<pid_t, ProcessFiles> procs_;
+  std::vector<std::string> warnings_;
+  friend class FilePlanner;
+};
+
+// In a skeleton (a fork of snap, before it is traced): puts `files`' fds at
+// their numbers and closes every other fd except the memfds in files.shm
+// and `keep_fd`. Returns 0, or -1 with *err set. Only plain system calls.
+int install_fds(const ProcessFiles& files, int keep_fd, std::string* err);
 
 }  // namespace snap::restore

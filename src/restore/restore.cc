@@ -1,21 +1,18 @@
 #include "restore/restore.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
-#include <sys/personality.h>
-#include <sys/rseq.h>
-#include <sys/prctl.h>
 #include <sys/ptrace.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
+#include <map>
+#include <memory>
+#include <set>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -24,7 +21,10 @@
 #include "restore/files.h"
 #include "restore/remote_page.h"
 #include "restore/signals.h"
+#include "restore/skeleton.h"
 #include "restore/threads.h"
+#include "restore/tree.h"
+#include "tracer/proc.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
 
@@ -32,148 +32,198 @@ namespace snap::restore {
 
 namespace {
 
-constexpr uint32_t kRseqSig = 0x53053053;  // glibc's RSEQ_SIG on x86
-constexpr int kRseqFlagUnregister = 1;
-
-void unregister_rseq() {
-  if (__rseq_size == 0) return;
-  auto area = static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset;
-  // glibc registers 32 bytes (or its feature size); try both.
-  if (::syscall(SYS_rseq, area, 32, kRseqFlagUnregister, kRseqSig) != 0)
-    ::syscall(SYS_rseq, area, __rseq_size, kRseqFlagUnregister, kRseqSig);
-}
-
-// Runs in the skeleton (a fork of snap with the saved pid), before snap
-// takes it over with ptrace. Reports failures as text on `status_fd`;
-// closing status_fd without a word means success.
-int skeleton_main(const image::Process& p, const FdPlan& plan, int status_fd, pid_t snap_pid) {
-  std::string err;
-  auto report = [&](const std::string& msg) {
-    ssize_t n = ::write(status_fd, msg.data(), msg.size());
-    (void)n;
-    return 127;
-  };
-  // Until snap holds it with PTRACE_O_EXITKILL, the skeleton must not
-  // outlive snap: die with it (and if snap is already gone, now). Restore
-  // sets the job's own parent-death signal at the end.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::syscall(SYS_getppid) != snap_pid) return 127;
-  if (p.sid == p.pid) {
-    if (::setsid() < 0) return report(fmt::format("setsid: {}", std::strerror(errno)));
-  } else if (p.pgid == p.pid) {
-    if (::setpgid(0, 0) < 0) return report(fmt::format("setpgid: {}", std::strerror(errno)));
-  }
-  int keep = install_fds(plan, status_fd, &err);
-  if (keep < 0) return report(err);
-  status_fd = keep;
-  if (::chdir(p.cwd.c_str()) < 0)
-    return report(fmt::format("chdir {}: {}", p.cwd, std::strerror(errno)));
-  ::umask(p.umask);
-  for (const auto& r : p.rlimits) {
-    rlimit lim{r.cur, r.max};
-    if (::setrlimit(static_cast<__rlimit_resource>(r.resource), &lim) == 0) continue;
-    // Raising a hard limit needs CAP_SYS_RESOURCE: keep today's hard limit.
-    rlimit now{};
-    ::getrlimit(static_cast<__rlimit_resource>(r.resource), &now);
-    lim = {std::min<rlim_t>(r.cur, now.rlim_max), now.rlim_max};
-    ::setrlimit(static_cast<__rlimit_resource>(r.resource), &lim);
-  }
-  ::syscall(SYS_personality, static_cast<unsigned long>(p.personality));
-  // glibc registered an rseq area in snap's TLS; the kernel writes to it on
-  // every return to user space, so it must go before that memory does.
-  unregister_rseq();
-  if (::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) < 0)
-    return report(fmt::format("ptrace(PTRACE_TRACEME): {}", std::strerror(errno)));
-  ::close(status_fd);
-  // glibc's raise() would use the parent's cached tid: signal by raw pid.
-  ::syscall(SYS_kill, ::syscall(SYS_getpid), SIGSTOP);
-  return 127;  // not reached: snap replaces this process's memory meanwhile
-}
-
-}  // namespace
-
-pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawner& spawner,
-                      const RestoreOptions& opts) {
-  if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
-  FdPlan plan = plan_fds(p, opts.allow_changed_files);
-  for (const auto& w : plan.warnings) warn("{}", w);
-
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
-  ScopedFd status_read(fds[0]), status_write(fds[1]);
-  const pid_t snap_pid = ::getpid();
-  pid_t child = spawner.spawn(p.pid, [&] {
-    status_read.reset();
-    return skeleton_main(p, plan, status_write.get(), snap_pid);
-  });
-  status_write.reset();
-
-  // Either the skeleton reports a failure, or it closes the pipe and stops.
-  std::string failure;
-  char buf[512];
-  for (ssize_t n; (n = ::read(status_read.get(), buf, sizeof buf)) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    failure.append(buf, static_cast<size_t>(n));
-  }
-  int status = 0;
-  while (::waitpid(child, &status, WUNTRACED | __WALL) < 0 && errno == EINTR) {}
-  if (!failure.empty() || !WIFSTOPPED(status)) {
-    if (WIFSTOPPED(status)) {
-      ::kill(child, SIGKILL);
-      ::waitpid(child, &status, __WALL);
+// Every pid and tid the image needs must be free, before anything exists.
+void check_ids_free(const TreePlan& plan) {
+  auto ids = plan.all_ids();
+  std::string taken;
+  size_t n = 0;
+  for (pid_t id : ids)
+    if (auto who = describe_pid_user(id); !who.empty()) {
+      taken += (n++ ? "; " : "") + who;
     }
-    throw Error(fmt::format("restoring pid {}: {}", p.pid,
-                            failure.empty() ? "the skeleton process died" : failure));
+  if (n)
+    throw Error(fmt::format("cannot restore: {} of the {} pids the image needs {} in use: {}", n,
+                            ids.size(), n == 1 ? "is" : "are", taken),
+                "the original job may still be running: stop it first (or dump with --kill)");
+}
+
+// The processes of a restore in progress. Until release(), leaving the
+// scope (an error) kills every one of them: nothing of the job runs.
+class TreeUnderConstruction {
+ public:
+  explicit TreeUnderConstruction(const TreePlan& plan) : plan_(plan) {}
+  ~TreeUnderConstruction() {
+    if (released_) return;
+    for (auto& [pid, tasks] : tasks_)
+      for (auto& t : tasks) t->abandon();
+    for (pid_t pid : reported_) ::kill(pid, SIGKILL);
+    if (root_ > 0) {
+      ::kill(root_, SIGKILL);  // its descendants die with it (PR_SET_PDEATHSIG)
+      int status;
+      while (::waitpid(root_, &status, __WALL) < 0 && errno == EINTR) {}
+    }
   }
-  vlog("restore: skeleton pid {} stopped; rebuilding it", child);
-  if (::ptrace(PTRACE_SETOPTIONS, child, nullptr,
-               reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD |
-                                       PTRACE_O_TRACECLONE)) < 0) {
-    ::kill(child, SIGKILL);
-    throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS, pid {})", child), errno);
+
+  void set_root(pid_t pid) { root_ = pid; }
+
+  // Reads the skeletons' reports until each has reported or ended.
+  void collect_reports(int fd) {
+    size_t expected = plan_.helpers.size();
+    for (const auto& [pid, n] : plan_.nodes) expected += n.proc->zombie ? 0 : 1;
+    std::string failures;
+    for (;;) {
+      pollfd pfd{fd, POLLIN, 0};
+      int rc = ::poll(&pfd, 1, 60000);
+      if (rc < 0 && errno == EINTR) continue;
+      if (rc <= 0) throw Error("the restored processes did not get ready within 60 s");
+      SkeletonReport r;
+      ssize_t got = ::read(fd, &r, sizeof r);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;  // every skeleton has reported or ended
+      if (got != sizeof r) throw Error("garbled report from a restored process");
+      if (r.kind == SkeletonReport::kFailed) {
+        failures += fmt::format("{}restoring pid {}: {}", failures.empty() ? "" : "; ", r.pid,
+                                std::string(r.text, strnlen(r.text, sizeof r.text)));
+        continue;
+      }
+      reported_.insert(r.pid);
+    }
+    if (!failures.empty()) throw Error(failures);
+    if (reported_.size() != expected) {
+      std::string missing;
+      for (const auto& [pid, n] : plan_.nodes)
+        if (!n.proc->zombie && !reported_.count(pid)) missing += " " + std::to_string(pid);
+      throw Error(fmt::format("restored process(es){} died while being set up", missing));
+    }
+    for (const auto& [pid, n] : plan_.nodes) {
+      if (!n.proc->zombie) continue;
+      auto st = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
+      if (!st || proc::parse_stat(*st).state != 'Z')
+        throw Error(fmt::format("zombie pid {} could not be recreated", pid));
+    }
   }
-  auto leader = Task::adopt_stopped(child);
-  std::vector<std::unique_ptr<Task>> others;  // threads 1.., as in p.threads
-  // A thread's own state, and the registers it resumes with.
+
+  // Takes every live process over with ptrace.
+  void seize_all() {
+    for (const auto& [pid, n] : plan_.nodes) {
+      if (n.proc->zombie) continue;
+      auto t = Task::seize_and_stop(pid);
+      if (::ptrace(PTRACE_SETOPTIONS, pid, nullptr,
+                   reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD |
+                                           PTRACE_O_TRACECLONE)) < 0)
+        throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS, pid {})", pid), errno);
+      tasks_[pid].push_back(std::move(t));
+    }
+  }
+
+  std::vector<std::unique_ptr<Task>>& tasks(pid_t pid) { return tasks_.at(pid); }
+  Task& leader(pid_t pid) { return *tasks_.at(pid).at(0); }
+
+  // Lets every thread of every process go, as close together as it gets.
+  void release() {
+    for (auto& [pid, tasks] : tasks_)
+      for (size_t i = tasks.size(); i-- > 0;) tasks[i]->detach(0);
+    released_ = true;
+  }
+
+ private:
+  const TreePlan& plan_;
+  pid_t root_ = -1;
+  std::set<pid_t> reported_;
+  std::map<pid_t, std::vector<std::unique_ptr<Task>>> tasks_;
+  bool released_ = false;
+};
+
+// Joins the groups that exist only now, then lets the group helpers go.
+void join_groups(TreeUnderConstruction& tree, const TreePlan& plan) {
+  const pid_t own_group = ::getpgrp();
+  for (const auto& [pid, n] : plan.nodes) {
+    if (n.proc->zombie || (!n.join_group && !n.join_external_group)) continue;
+    pid_t group = n.join_external_group ? own_group : n.join_group;
+    Task& t = tree.leader(pid);
+    RemoteSyscalls rs(t, find_syscall_site(pid));
+    rs.checked(fmt::format("setpgid(0, {})", group), SYS_setpgid, 0, static_cast<uint64_t>(group));
+  }
+  for (const auto& h : plan.helpers) {
+    ::kill(h.pid, SIGKILL);
+    Task& t = tree.leader(h.creator);
+    RemoteSyscalls rs(t, find_syscall_site(h.creator));
+    rs.checked(fmt::format("wait4 for group helper {}", h.pid), SYS_wait4,
+               static_cast<uint64_t>(h.pid), 0, __WALL, 0);
+  }
+  if (!plan.helpers.empty()) vlog("restore: {} group helper(s) done", plan.helpers.size());
+}
+
+// One process: memory, threads, signal state, registers. Its tasks stay
+// stopped (tasks[0] the leader; the new threads are appended).
+void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
+                     image::ImageReader& img, const ProcessFiles& files) {
+  if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
+  Task& leader = *tasks[0];
   auto put_back = [&](const image::ThreadState& saved, RemoteSyscalls& rs, RemotePage& page) {
     restore_thread_state(rs, page, p.pid, saved);
     rs.set_final_regs(Registers::from_bytes(saved.gpregs));
   };
-  try {
-    {
-      RemoteSyscalls rs(*leader, find_syscall_site(child));
-      rebuild_address_space(rs, p, img);
-      leader->set_signal_mask(~0ull);  // nothing is delivered until the end
-      RemotePage page(rs);
-      others = create_threads(rs, page, p);
-      restore_process_signals(rs, page, p);
-      put_back(p.threads[0], rs, page);
-    }
-    for (size_t i = 0; i < others.size(); i++) {
-      Task& t = *others[i];
-      t.set_signal_mask(~0ull);
-      RemoteSyscalls rs(t, find_syscall_site(child));
-      RemotePage page(rs);
-      put_back(p.threads[i + 1], rs, page);
-    }
-    // Extended state and masks last: no more code runs before the job's.
-    for (size_t i = 0; i <= others.size(); i++) {
-      Task& t = i == 0 ? *leader : *others[i - 1];
-      t.set_xsave(p.threads[i].xsave);
-      t.set_signal_mask(p.threads[i].sigmask);
-    }
-  } catch (...) {
-    ::kill(child, SIGKILL);
-    for (auto& t : others) t->abandon();
-    leader->abandon();
-    ::waitpid(child, &status, __WALL);
-    throw;
+  {
+    RemoteSyscalls rs(leader, find_syscall_site(p.pid));
+    rebuild_address_space(rs, p, img, files.shm);
+    leader.set_signal_mask(~0ull);  // nothing is delivered until the end
+    RemotePage page(rs);
+    for (auto& t : create_threads(rs, page, p)) tasks.push_back(std::move(t));
+    restore_process_signals(rs, page, p);
+    put_back(p.threads[0], rs, page);
   }
-  for (auto& t : others) t->detach(0);
-  leader->detach(0);
-  vlog("restore: pid {} is running", child);
-  return child;
+  for (size_t i = 1; i < tasks.size(); i++) {
+    Task& t = *tasks[i];
+    t.set_signal_mask(~0ull);
+    RemoteSyscalls rs(t, find_syscall_site(p.pid));
+    RemotePage page(rs);
+    put_back(p.threads[i], rs, page);
+  }
+  // Extended state and masks last: no more code runs before the job's.
+  for (size_t i = 0; i < tasks.size(); i++) {
+    tasks[i]->set_xsave(p.threads[i].xsave);
+    tasks[i]->set_signal_mask(p.threads[i].sigmask);
+  }
+  vlog("restore: pid {} rebuilt ({} thread(s))", p.pid, tasks.size());
+}
+
+}  // namespace
+
+pid_t restore_tree(image::ImageReader& img, PidSpawner& spawner, const RestoreOptions& opts) {
+  const auto& ckpt = img.checkpoint();
+  TreePlan plan = plan_tree(ckpt);
+  check_ids_free(plan);
+  OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files);
+  for (const auto& w : files.warnings()) warn("{}", w);
+
+  // The skeletons' reports come back on one pipe, above every fd they set up.
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
+  ScopedFd report_read(ends[0]), report_write_low(ends[1]);
+  ScopedFd report_write(::fcntl(report_write_low.get(), F_DUPFD_CLOEXEC, files.base()));
+  if (!report_write) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
+  report_write_low.reset();
+
+  TreeUnderConstruction tree(plan);
+  SkeletonContext ctx{plan, files, spawner, report_write.get(), ::getpgrp()};
+  const pid_t me = static_cast<pid_t>(::syscall(SYS_getpid));
+  tree.set_root(spawner.spawn(plan.root, [&] {
+    report_read.reset();
+    return skeleton_main(ctx, plan.root, me);
+  }));
+  report_write.reset();
+  files.close_all();  // the skeletons hold them now
+  tree.collect_reports(report_read.get());
+  vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
+
+  tree.seize_all();
+  join_groups(tree, plan);
+  for (const auto& p : ckpt.processes)
+    if (!p.zombie) rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid));
+  tree.release();
+  vlog("restore: {} process(es) running", plan.nodes.size());
+  return plan.root;
 }
 
 }  // namespace snap::restore

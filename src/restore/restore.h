@@ -1,5 +1,7 @@
-// Restoring one process from an image: the skeleton, its files, its memory,
-// its thread, and the jump back into the saved context.
+// Restoring a checkpointed process tree: skeletons with the saved pids,
+// parents, sessions and groups; their files; each process's memory, threads
+// and signal state; and the jump back into the saved context, for every
+// process of the tree at once.
 #pragma once
 
 #include <sys/types.h>
@@ -14,10 +16,11 @@ struct RestoreOptions {
   bool allow_changed_files = false;
 };
 
-// Brings `p` back as a child of the caller, with its saved pid, and lets it
-// run. Returns that pid. Throws Error (and leaves nothing running) when any
-// step fails.
-pid_t restore_process(image::ImageReader& img, const image::Process& p, PidSpawner& spawner,
-                      const RestoreOptions& opts);
+// Brings back every process of the image, the root as a child of the
+// caller, and lets them all run together. Returns the root's pid. Refuses
+// (Error naming the process and the object) before creating anything when
+// the image cannot come back faithfully; when a later step fails, every
+// process created so far is killed and nothing of the job has run.
+pid_t restore_tree(image::ImageReader& img, PidSpawner& spawner, const RestoreOptions& opts);
 
 }  // namespace snap::restore

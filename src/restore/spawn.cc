@@ -24,14 +24,14 @@ namespace {
 
 class SetTidSpawner : public PidSpawner {
  public:
-  pid_t spawn(pid_t want, const std::function<int()>& child) override {
+  pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal) override {
     if (auto who = describe_pid_user(want); !who.empty())
       throw Error("cannot restore: " + who,
                   "the original job may still be running: stop it first (or dump with --kill)");
     pid_t tid = want;
     clone_args args;
     std::memset(&args, 0, sizeof args);
-    args.exit_signal = SIGCHLD;
+    args.exit_signal = static_cast<uint64_t>(exit_signal);
     args.set_tid = reinterpret_cast<uint64_t>(&tid);
     args.set_tid_size = 1;
     long rc = ::syscall(SYS_clone3, &args, sizeof args);

@@ -4,6 +4,7 @@
 // will get a new user+pid namespace instead (not yet implemented).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <functional>
@@ -15,10 +16,12 @@ namespace snap::restore {
 class PidSpawner {
  public:
   virtual ~PidSpawner() = default;
-  // Creates a child with pid `want` (a fork of snap) that runs `child` and
-  // _exit()s with its result. Returns the child's pid. Throws Error saying
-  // who holds the pid, or what privilege is missing.
-  virtual pid_t spawn(pid_t want, const std::function<int()>& child) = 0;
+  // Creates a child with pid `want` (a fork of the caller) that runs
+  // `child` and _exit()s with its result; the parent gets `exit_signal`
+  // when it ends (0: none, and only a __WALL wait collects it). Returns the
+  // child's pid. Throws Error saying who holds the pid, or what privilege is
+  // missing.
+  virtual pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal = SIGCHLD) = 0;
 };
 
 // clone3 with set_tid in snap's own pid namespace.

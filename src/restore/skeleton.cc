@@ -1,0 +1,165 @@
+#include "restore/skeleton.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/rseq.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/core.h>
+
+#include "base/error.h"
+
+namespace snap::restore {
+
+namespace {
+
+constexpr uint32_t kRseqSig = 0x53053053;  // glibc's RSEQ_SIG on x86
+constexpr int kRseqFlagUnregister = 1;
+
+void unregister_rseq() {
+  if (__rseq_size == 0) return;
+  auto area = static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset;
+  // glibc registers 32 bytes (or its feature size); try both.
+  if (::syscall(SYS_rseq, area, 32, kRseqFlagUnregister, kRseqSig) != 0)
+    ::syscall(SYS_rseq, area, __rseq_size, kRseqFlagUnregister, kRseqSig);
+}
+
+// glibc's getpid() may answer from the parent's cache after clone3.
+pid_t own_pid() { return static_cast<pid_t>(::syscall(SYS_getpid)); }
+
+void report(int fd, SkeletonReport::Kind kind, const std::string& text = {}) {
+  SkeletonReport r;
+  r.pid = own_pid();
+  r.kind = kind;
+  text.copy(r.text, sizeof r.text - 1);
+  ssize_t n = ::write(fd, &r, sizeof r);
+  (void)n;
+}
+
+int fail(const SkeletonContext& ctx, const std::string& text) {
+  report(ctx.report_fd, SkeletonReport::kFailed, text);
+  return 127;
+}
+
+// Until snap holds it with PTRACE_O_EXITKILL, a skeleton must not outlive
+// its parent (and through it, snap): die with it, and now if it is gone.
+bool bind_to_parent(pid_t parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  return ::syscall(SYS_getppid) == parent;
+}
+
+// Sessions and groups made at birth; joining another group comes later,
+// once every group exists (snap does it through ptrace).
+std::string make_session_and_group(const TreePlan::Node& n) {
+  if (n.setsid && ::setsid() < 0) return fmt::format("setsid: {}", std::strerror(errno));
+  if (n.group_leader && ::setpgid(0, 0) < 0) return fmt::format("setpgid: {}", std::strerror(errno));
+  return {};
+}
+
+// A helper holds a process group whose leader had exited, until its
+// members have joined; then snap kills it and its creator reaps it.
+int helper_main(const SkeletonContext& ctx, pid_t creator) {
+  if (!bind_to_parent(creator)) return 127;
+  if (::setpgid(0, 0) < 0) return fail(ctx, fmt::format("setpgid: {}", std::strerror(errno)));
+  ::close_range(0, static_cast<unsigned>(ctx.report_fd - 1), 0);
+  ::close_range(static_cast<unsigned>(ctx.report_fd + 1), ~0u, 0);
+  report(ctx.report_fd, SkeletonReport::kHelperReady);
+  ::close(ctx.report_fd);
+  for (;;) ::pause();
+}
+
+// A zombie: takes its ids and name, then ends as the original did, for its
+// parent to collect after the restore.
+int zombie_main(const SkeletonContext& ctx, const image::Process& z) {
+  const auto& n = ctx.plan.node(z.pid);
+  make_session_and_group(n);
+  if (n.join_group) ::setpgid(0, n.join_group);  // best effort: the group may not exist yet
+  if (n.join_external_group) ::setpgid(0, ctx.snap_pgid);
+  ::prctl(PR_SET_NAME, z.comm.c_str());
+  if (WIFSIGNALED(z.exit_status)) {
+    int sig = WTERMSIG(z.exit_status);
+    rlimit none{0, 0};
+    ::setrlimit(RLIMIT_CORE, &none);  // a core dump now would be a new file
+    ::signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+    ::syscall(SYS_kill, own_pid(), sig);
+  }
+  ::_exit(WEXITSTATUS(z.exit_status));
+}
+
+void set_rlimits(const image::Process& p) {
+  for (const auto& r : p.rlimits) {
+    rlimit lim{r.cur, r.max};
+    if (::setrlimit(static_cast<__rlimit_resource>(r.resource), &lim) == 0) continue;
+    // Raising a hard limit needs CAP_SYS_RESOURCE: keep today's hard limit.
+    rlimit now{};
+    ::getrlimit(static_cast<__rlimit_resource>(r.resource), &now);
+    lim = {std::min<rlim_t>(r.cur, now.rlim_max), now.rlim_max};
+    ::setrlimit(static_cast<__rlimit_resource>(r.resource), &lim);
+  }
+}
+
+}  // namespace
+
+int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
+  if (!bind_to_parent(parent)) return 127;
+  const auto& n = ctx.plan.node(pid);
+  const image::Process& p = *n.proc;
+  // Nothing is delivered to a skeleton; a zombie child's SIGCHLD is
+  // discarded (SIGCHLD unblocked, default action) as it was long ago.
+  sigset_t all;
+  sigfillset(&all);
+  sigdelset(&all, SIGCHLD);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  ::signal(SIGCHLD, SIG_DFL);
+  if (auto err = make_session_and_group(n); !err.empty()) return fail(ctx, err);
+  if (p.child_subreaper.value_or(0)) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+  try {
+    for (const auto& h : n.helpers)
+      ctx.spawner.spawn(h.pid, [&] { return helper_main(ctx, pid); }, 0);
+    std::vector<pid_t> zombies;
+    for (const image::Process* c : n.children) {
+      if (c->zombie) {
+        ctx.spawner.spawn(c->pid, [&] { return zombie_main(ctx, *c); });
+        zombies.push_back(c->pid);
+      } else {
+        ctx.spawner.spawn(c->pid, [&] { return skeleton_main(ctx, c->pid, pid); });
+      }
+    }
+    // Zombies are dead before snap traces this process: a SIGCHLD would be
+    // queued for a traced process, and reach the job.
+    for (pid_t z : zombies) {
+      siginfo_t si;
+      while (::waitid(P_PID, static_cast<id_t>(z), &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+    }
+  } catch (const std::exception& e) {
+    return fail(ctx, e.what());
+  }
+
+  std::string err;
+  if (install_fds(ctx.files.of(pid), ctx.report_fd, &err) < 0) return fail(ctx, err);
+  if (::chdir(p.cwd.c_str()) < 0)
+    return fail(ctx, fmt::format("chdir {}: {}", p.cwd, std::strerror(errno)));
+  ::umask(p.umask);
+  set_rlimits(p);
+  ::syscall(SYS_personality, static_cast<unsigned long>(p.personality));
+  // glibc registered an rseq area in snap's TLS; the kernel writes to it on
+  // every return to user space, so it must go before that memory does.
+  unregister_rseq();
+  report(ctx.report_fd, SkeletonReport::kReady);
+  ::close(ctx.report_fd);
+  for (;;) ::pause();  // until snap seizes it
+}
+
+}  // namespace snap::restore
