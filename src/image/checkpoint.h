@@ -54,6 +54,14 @@ enum class MappingKind : uint8_t {
   Vsyscall,    // [vsyscall]: fixed by the kernel, never restored
 };
 
+struct Mapping;
+// A shared memory object rather than private memory or a file on disk:
+// anonymous shared memory, memfd, SysV segments, and a shared mapping of a
+// file deleted since (a POSIX semaphore or /dev/shm segment its creator
+// unlinked). Its pages are in the image; mappings with the same dev and
+// inode, in any process, are one object.
+bool is_shm_object(const Mapping& m);
+
 struct Mapping {
   uint64_t start = 0, end = 0;  // [start, end), page aligned
   int prot = 0;                 // PROT_READ | PROT_WRITE | PROT_EXEC
@@ -67,6 +75,11 @@ struct Mapping {
   // have an entry there (zero pages are recorded without data).
   uint64_t pages_dumped = 0;
 };
+
+inline bool is_shm_object(const Mapping& m) {
+  return m.kind == MappingKind::SharedAnon ||
+         (m.kind == MappingKind::File && m.shared && m.path.ends_with(" (deleted)"));
+}
 
 enum class FdType : uint8_t { Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Other };
 

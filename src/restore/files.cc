@@ -18,14 +18,6 @@
 
 namespace snap::restore {
 
-bool is_shm_object(const image::Mapping& m) {
-  // Anonymous shared memory, memfd and SysV segments; and a shared mapping
-  // of a file deleted since (a POSIX semaphore or /dev/shm segment unlinked
-  // by its creator): its pages are in the image, the file is not.
-  return m.kind == image::MappingKind::SharedAnon ||
-         (m.kind == image::MappingKind::File && m.shared && m.path.ends_with(" (deleted)"));
-}
-
 ShmKey shm_key(const image::Mapping& m) { return {m.dev, m.inode}; }
 
 namespace {

@@ -27,9 +27,9 @@ struct FdAction {
   bool cloexec = false;
 };
 
-// Shared memory objects by (dev, inode) of their mappings.
+// Shared memory objects (image::is_shm_object) by (dev, inode).
 using ShmKey = std::pair<uint64_t, uint64_t>;
-bool is_shm_object(const image::Mapping& m);
+using image::is_shm_object;
 ShmKey shm_key(const image::Mapping& m);
 
 struct ProcessFiles {

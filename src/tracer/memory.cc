@@ -26,7 +26,10 @@ bool mapping_has_content(const image::Mapping& m) {
     case K::Vdso: case K::Vvar: case K::VvarVclock: case K::Vsyscall:
       return false;
     case K::File:
-      return !m.shared;
+      // A shared file mapping is the file, unless the file is gone (an
+      // unlinked POSIX semaphore or /dev/shm segment): then only the image
+      // keeps its contents.
+      return !m.shared || image::is_shm_object(m);
     default:
       break;
   }
@@ -36,7 +39,7 @@ bool mapping_has_content(const image::Mapping& m) {
 
 std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap) {
   std::vector<uint64_t> out;
-  bool file = m.kind == image::MappingKind::File;
+  bool file = m.kind == image::MappingKind::File;  // only pages copied on write
   for (size_t i = 0; i < pagemap.size(); i++) {
     uint64_t e = pagemap[i];
     bool take = file ? ((e & kPresent) && !(e & kFilePage)) || (e & kSwapped)
@@ -46,7 +49,38 @@ std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<ui
   return out;
 }
 
+namespace {
+
+// A shared memory object's pages live in the object, not only in this
+// process's page tables (another process, or write(), may have filled
+// them): its data ranges, from the object itself through
+// /proc/PID/map_files (which needs CAP_CHECKPOINT_RESTORE or
+// CAP_SYS_ADMIN). Without that, every page of the mapping.
+std::vector<uint64_t> shm_pages(pid_t pid, const image::Mapping& m) {
+  std::vector<uint64_t> out;
+  std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const auto first = static_cast<off_t>(m.pgoff), last = static_cast<off_t>(m.pgoff + (m.end - m.start));
+  if (!fd) {
+    for (uint64_t a = m.start; a < m.end; a += image::kPageSize) out.push_back(a);
+    return out;
+  }
+  for (off_t pos = first; pos < last;) {
+    off_t data = ::lseek(fd.get(), pos, SEEK_DATA);
+    if (data < 0 || data >= last) break;  // ENXIO: no data after pos
+    off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0 || hole > last) hole = last;
+    for (off_t o = data & ~static_cast<off_t>(image::kPageSize - 1); o < hole; o += image::kPageSize)
+      out.push_back(m.start + static_cast<uint64_t>(o - first));
+    pos = hole;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m) {
+  if (image::is_shm_object(m)) return shm_pages(pid, m);
   std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw SysError("open " + path, errno);
