@@ -1,0 +1,139 @@
+// The restore plan of a process tree (src/restore/tree.h): who forks whom,
+// sessions, process groups and their helpers, zombies; and the layouts it
+// must refuse before anything is created.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "base/error.h"
+#include "image/checkpoint.h"
+#include "restore/tree.h"
+
+namespace snap::restore {
+namespace {
+
+image::ThreadState thread(pid_t tid) {
+  image::ThreadState t;
+  t.tid = tid;
+  return t;
+}
+
+image::Process proc(pid_t pid, pid_t ppid, pid_t pgid, pid_t sid, bool zombie = false) {
+  image::Process p;
+  p.pid = pid;
+  p.ppid = ppid;
+  p.pgid = pgid;
+  p.sid = sid;
+  p.comm = "p" + std::to_string(pid);
+  p.zombie = zombie;
+  if (!zombie) p.threads.push_back(thread(pid));
+  return p;
+}
+
+image::Checkpoint ckpt(std::vector<image::Process> ps) {
+  image::Checkpoint c;
+  c.processes = std::move(ps);
+  return c;
+}
+
+std::vector<pid_t> pids(const std::vector<const image::Process*>& v) {
+  std::vector<pid_t> out;
+  for (auto* p : v) out.push_back(p->pid);
+  return out;
+}
+
+TEST(TreePlan, PipelineFromABatchScriptKeepsTheOutsideSessionAndGroup) {
+  // bash -c 'a | b' started by a script: everything in the script's group
+  // (50) and session (40), which are outside the image.
+  auto c = ckpt({proc(100, 50, 50, 40), proc(101, 100, 50, 40), proc(102, 100, 50, 40)});
+  TreePlan plan = plan_tree(c);
+  EXPECT_EQ(plan.root, 100);
+  EXPECT_EQ(plan.external_sid, 40);
+  EXPECT_EQ(plan.external_pgid, 50);
+  EXPECT_EQ(pids(plan.node(100).children), (std::vector<pid_t>{101, 102}));
+  for (pid_t p : {100, 101, 102}) {
+    EXPECT_FALSE(plan.node(p).setsid);
+    EXPECT_FALSE(plan.node(p).group_leader);
+    EXPECT_EQ(plan.node(p).join_group, 0);
+  }
+  // Children already inherit snap restore's group; only they are told so.
+  EXPECT_FALSE(plan.node(100).join_external_group);
+  EXPECT_TRUE(plan.node(101).join_external_group);
+  EXPECT_TRUE(plan.helpers.empty());
+}
+
+TEST(TreePlan, ShellJobLayoutGetsAHelperForTheExitedGroupLeader) {
+  // A session leader (subreaper) whose job group 201's leader has exited;
+  // its two workers were reparented to the root. Another worker is in the
+  // root's own group.
+  auto c = ckpt({proc(200, 1, 200, 200), proc(202, 200, 201, 200), proc(203, 200, 201, 200),
+                 proc(204, 200, 200, 200)});
+  TreePlan plan = plan_tree(c);
+  EXPECT_TRUE(plan.node(200).setsid);
+  ASSERT_EQ(plan.helpers.size(), 1u);
+  EXPECT_EQ(plan.helpers[0].pid, 201);
+  EXPECT_EQ(plan.helpers[0].creator, 200);
+  EXPECT_EQ(plan.node(200).helpers.size(), 1u);
+  EXPECT_EQ(plan.node(202).join_group, 201);
+  EXPECT_EQ(plan.node(203).join_group, 201);
+  EXPECT_EQ(plan.node(204).join_group, 200);
+  auto ids = plan.all_ids();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 201), ids.end()) << "the helper's pid must be free too";
+}
+
+TEST(TreePlan, GroupLedByAnotherLiveProcessIsJoined) {
+  // An interactive shell's job: 301 leads group 301, 302 joined it.
+  auto c = ckpt({proc(300, 1, 300, 300), proc(301, 300, 301, 300), proc(302, 300, 301, 300)});
+  TreePlan plan = plan_tree(c);
+  EXPECT_TRUE(plan.node(301).group_leader);
+  EXPECT_EQ(plan.node(302).join_group, 301);
+  EXPECT_TRUE(plan.helpers.empty());
+}
+
+TEST(TreePlan, ZombiesComeAfterLiveSiblingsAndCountTheirPids) {
+  auto c = ckpt({proc(400, 1, 400, 400), proc(401, 400, 400, 400, true), proc(402, 400, 400, 400)});
+  c.processes[1].exit_status = 42 << 8;
+  TreePlan plan = plan_tree(c);
+  EXPECT_EQ(pids(plan.node(400).children), (std::vector<pid_t>{402, 401}));
+  auto ids = plan.all_ids();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 401), ids.end());
+}
+
+TEST(TreePlan, ThreadIdsAreAmongTheIdsToTake) {
+  auto c = ckpt({proc(500, 1, 500, 500)});
+  c.processes[0].threads.push_back(thread(501));
+  auto ids = plan_tree(c).all_ids();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 501), ids.end());
+}
+
+TEST(TreePlan, RefusesASessionWhoseLeaderExited) {
+  // 602's parent is in session 600, 602 in session 610 whose leader is gone.
+  auto c = ckpt({proc(600, 1, 600, 600), proc(602, 600, 610, 610)});
+  try {
+    plan_tree(c);
+    FAIL() << "expected a refusal";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("pid 602"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("session 610"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TreePlan, RefusesInconsistentTrees) {
+  EXPECT_THROW(plan_tree(ckpt({})), Error);
+  // A parent missing from the image, or listed after its child.
+  EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 700, 700), proc(702, 701, 700, 700)})), Error);
+  EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 700, 700), proc(702, 701, 700, 700),
+                               proc(701, 700, 700, 700)})),
+               Error);
+  // The root a zombie; a zombie with a child; a pid twice.
+  EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 700, 700, true)})), Error);
+  EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 700, 700), proc(701, 700, 700, 700, true),
+                               proc(702, 701, 700, 700)})),
+               Error);
+  EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 700, 700), proc(700, 700, 700, 700)})), Error);
+  // A session leader outside its own group cannot exist.
+  EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 701, 700)})), Error);
+}
+
+}  // namespace
+}  // namespace snap::restore
