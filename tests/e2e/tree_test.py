@@ -230,12 +230,14 @@ def dump_restore_at(env, name, argv, point, want_status, want, collect=stdout_on
     finally:
         kill_leftovers(pids)
     print(f"     snap restore exited {r.returncode}; stderr: {r.stderr.strip()!r}")
-    expect(r.returncode == want_status,
-           f"{name} {point.label}: the restored job exited {want_status} (got {r.returncode})")
     got = collect(d)
-    if got != want:
-        raise AssertionError(f"{name} {point.label}: outputs differ from an uninterrupted run\n"
-                             + first_difference(got, want))
+    same = got == want
+    diff = "" if same else ("; outputs differ from an uninterrupted run:\n"
+                            + first_difference(got, want))
+    expect(r.returncode == want_status,
+           f"{name} {point.label}: the restored job exited {want_status} (got {r.returncode}){diff}")
+    if not same:
+        raise AssertionError(f"{name} {point.label}{diff}")
     print(f"ok   {name} {point.label}: continued from ({describe_outputs(before)}) to "
           f"({describe_outputs(got)}), byte-identical to the reference")
 
