@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+"""snap restore of process trees, end to end (issue #9): real jobs of several
+processes are dumped with --kill at two or more points of their run,
+restored, and must finish with output byte-identical to an uninterrupted run
+(and the restored root's exit status). Each point is an independent run: a
+failure at one point is recorded and the next point still runs; the case
+fails at the end if any point failed.
+Usage: tree_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import Skip, case, expect, lines_of, main, reap_orphans, start, wait_for
+
+# Every job runs with the same environment, in the C locale (sort, bc).
+JOB_ENV = dict(os.environ, LC_ALL="C", LANG="C")
+
+NL = b"\n"
+LOOP = "for i in $(seq 1 60); do echo line $i; sleep 0.1; done"
+
+
+# --- what a run leaves behind ------------------------------------------------
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def stdout_only(d):
+    """The job's stdout (and stderr: the same file) in run directory d."""
+    return {"stdout": read_bytes(os.path.join(d, "out"))}
+
+
+def tree_pids(root):
+    """root and all its descendants, from /proc/PID/task/TID/children."""
+    seen, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        if pid in seen:
+            continue
+        seen.append(pid)
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return seen
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "?"
+
+
+def exists(pid):
+    """A process (even a zombie) holds this pid."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def all_gone(pids):
+    reap_orphans()  # killed descendants come to us, the subreaper
+    return not any(exists(p) for p in pids)
+
+
+def ours(pid):
+    """pid is a descendant of this test (a restored process under snap
+    restore, or an orphan reparented to us, the subreaper), so that cleaning
+    up never hits an unrelated process that reused a pid."""
+    me = os.getpid()
+    for _ in range(64):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            return False
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def kill_leftovers(pids):
+    pids = [p for p in pids if ours(p)]
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        wait_for(lambda: all_gone(pids), 10, "leftover processes to end")
+    except AssertionError as e:
+        print(f"warning: {e}")
+
+
+def image_processes(ckpt):
+    """The processes of an image, root first (src/image/FORMAT.md)."""
+    with open(os.path.join(ckpt, "manifest.json")) as f:
+        return json.load(f)["checkpoint"]["processes"]
+
+
+def image_pids(ckpt):
+    return [p["pid"] for p in image_processes(ckpt)]
+
+
+def describe_outputs(outs):
+    stdout = outs.get("stdout") or b""
+    parts = [f"stdout {len(stdout)} bytes, {stdout.count(NL)} lines"]
+    files = [k for k in outs if k != "stdout" and outs[k] is not None]
+    if files:
+        parts.append(f"{len(files)} other files")
+    return ", ".join(parts)
+
+
+def first_difference(got, want):
+    lines = []
+    for k in sorted(set(got) | set(want)):
+        g, w = got.get(k), want.get(k)
+        if g == w:
+            continue
+        if g is None or w is None:
+            lines.append(f"  {k}: {'missing' if g is None else 'present'} after restore, "
+                         f"{'missing' if w is None else 'present'} in the reference")
+        else:
+            i = next((i for i in range(min(len(g), len(w))) if g[i] != w[i]), min(len(g), len(w)))
+            lines.append(f"  {k}: {len(g)} bytes, reference {len(w)}; first difference at byte {i}:"
+                         f"\n    got  {g[max(0, i - 60):i + 60]!r}\n    want {w[max(0, i - 60):i + 60]!r}")
+        if len(lines) >= 5:
+            lines.append("  ...")
+            break
+    return "\n".join(lines)
+
+
+# --- the shared helper ---------------------------------------------------------
+
+def reference_run(env, name, argv, collect=stdout_only, setup=None, timeout=120):
+    """Runs argv uninterrupted (stdin /dev/null, stdout+stderr to a file in a
+    fresh directory, which is also its cwd); returns (status, outputs, seconds)."""
+    d = env.path(f"{name}-reference")
+    os.mkdir(d)
+    if setup:
+        setup(d)
+    t0 = time.monotonic()
+    with open(os.path.join(d, "out"), "w") as out:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                           cwd=d, env=JOB_ENV, timeout=timeout)
+    secs = time.monotonic() - t0
+    outs = collect(d)
+    print(f"reference {name}: exit {p.returncode} after {secs:.2f} s, {describe_outputs(outs)}")
+    return p.returncode, outs, secs
+
+
+class Point:
+    """Where to dump: `reached(d, t)` is true once the job in run directory d,
+    started t seconds ago, got there; `label` says where that is."""
+    def __init__(self, label, reached):
+        self.label = label
+        self.reached = reached
+
+
+def after_lines(n):
+    return Point(f"after {n} lines", lambda d, t: len(lines_of(os.path.join(d, "out"))) >= n)
+
+
+def after_seconds(s):
+    return Point(f"{s:.2f} s in", lambda d, t: t >= s)
+
+
+def dump_restore_at(env, name, argv, point, want_status, want, collect=stdout_only, setup=None,
+                    check_image=None, restore_timeout=120, reach_timeout=60):
+    """One run: start argv in a fresh directory, dump it with --kill at
+    `point`, check the whole original tree is gone, restore it in the
+    foreground, and compare its exit status and every output with the
+    reference (`want`, from collect())."""
+    d = env.path(f"{name}-{re.sub(r'[^a-z0-9]+', '_', point.label)}")
+    os.mkdir(d)
+    if setup:
+        setup(d)
+    t0 = time.monotonic()
+    p = start(argv, stdout_path=os.path.join(d, "out"), cwd=d, env=JOB_ENV)
+    wait_for(lambda: p.poll() is not None or point.reached(d, time.monotonic() - t0),
+             reach_timeout, f"{name} to get {point.label}")
+    expect(p.poll() is None, f"{name} {point.label}: the job is still running "
+                             f"({time.monotonic() - t0:.2f} s in)")
+    tree = tree_pids(p.pid)
+    print(f"     dumping {name} {point.label}: pid {p.pid}, tree of {len(tree)}: "
+          + " ".join(f"{pid}:{comm(pid)}" for pid in tree))
+    ckpt = os.path.join(d, "ckpt")
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    print(f"     {r.stderr.strip()}")
+    p.wait(timeout=10)
+    expect(p.returncode == -signal.SIGKILL, f"{name} {point.label}: the dump killed the root")
+    procs = image_processes(ckpt)
+    pids = [q["pid"] for q in procs]
+    if check_image:
+        check_image(procs)
+    expect(pids[0] == p.pid and len(pids) >= 2,
+           f"{name} {point.label}: the image holds the tree from the root down ({len(pids)} processes)")
+    wait_for(lambda: all_gone(set(pids) | set(tree)), 10, "the original tree to be gone")
+    print(f"ok   {name} {point.label}: no process of the original tree is left")
+
+    # The job was stopped mid-run: what it had written is a strict beginning
+    # of the reference output.
+    before = collect(d)
+    partial = all(v is None or (want.get(k) is not None and want[k].startswith(v))
+                  for k, v in before.items())
+    unfinished = before != want
+    expect(partial and unfinished,
+           f"{name} {point.label}: stopped mid-run, its outputs a strict beginning of the "
+           f"reference ({describe_outputs(before)})")
+
+    try:
+        r = env.snap_run("restore", ckpt, timeout=restore_timeout, check=False,
+                         stdin=subprocess.DEVNULL)
+    finally:
+        kill_leftovers(pids)
+    print(f"     snap restore exited {r.returncode}; stderr: {r.stderr.strip()!r}")
+    got = collect(d)
+    same = got == want
+    diff = "" if same else ("; outputs differ from an uninterrupted run:\n"
+                            + first_difference(got, want))
+    expect(r.returncode == want_status,
+           f"{name} {point.label}: the restored job exited {want_status} (got {r.returncode}){diff}")
+    if not same:
+        raise AssertionError(f"{name} {point.label}{diff}")
+    print(f"ok   {name} {point.label}: continued from ({describe_outputs(before)}) to "
+          f"({describe_outputs(got)}), byte-identical to the reference")
+
+
+def dump_restore_points(env, name, argv, points, want_status, want, **kw):
+    """dump_restore_at for each point; every point runs even if one fails."""
+    expect(len(points) >= 2, f"{name}: {len(points)} dump points")
+    failed = []
+    for point in points:
+        try:
+            dump_restore_at(env, name, argv, point, want_status, want, **kw)
+        except (AssertionError, subprocess.TimeoutExpired) as e:
+            print(f"FAIL {e}")
+            failed.append(f"{point.label}: {str(e).splitlines()[0]}")
+    if failed:
+        raise AssertionError(f"{name}: {len(failed)} of {len(points)} dump points failed:\n  "
+                             + "\n  ".join(failed))
+
+
+def need(tool):
+    if not shutil.which(tool):
+        raise Skip(f"{tool} is not installed")
+
+
+# --- cases -----------------------------------------------------------------------
+
+@case
+def pipeline_sha256sum(env):
+    # bash -> (subshell running the loop -> sleep), sha256sum: nothing is
+    # printed before the end, so the points are times.
+    need("sha256sum")
+    argv = ["bash", "-c", f"{LOOP} | sha256sum"]
+    status, want, secs = reference_run(env, "sha256", argv)
+    expect(want["stdout"] == hashlib.sha256("".join(f"line {i}\n" for i in range(1, 61)).encode())
+           .hexdigest().encode() + b"  -\n", "the reference is the sha256 of lines 1..60")
+    dump_restore_points(env, "sha256", argv, [after_seconds(0.2 * secs), after_seconds(0.7 * secs)],
+                        status, want)
+
+
+@case
+def pipeline_sort(env):
+    # Three stages: the loop, sort (holds everything until its input ends),
+    # cat -n.
+    need("sort")
+    argv = ["bash", "-c", f"{LOOP} | sort -k2,2nr | cat -n"]
+    status, want, secs = reference_run(env, "sort", argv)
+    expect(want["stdout"].startswith(b"     1\tline 60\n") and want["stdout"].count(b"\n") == 60,
+           "the reference holds lines 60..1")
+    dump_restore_points(env, "sort", argv, [after_seconds(0.2 * secs), after_seconds(0.7 * secs)],
+                        status, want)
+
+
+@case
+def bc_pi(env):
+    need("bc")
+    argv = ["bash", "-c", "echo 'scale=2000; 4*a(1)' | bc -l"]
+    status, want, secs = reference_run(env, "bc", argv)
+    expect(want["stdout"].startswith(b"3.14159") and len(want["stdout"]) > 2000,
+           "the reference holds 2000 digits of pi")
+    dump_restore_points(env, "bc", argv, [after_seconds(0.2 * secs), after_seconds(0.5 * secs)],
+                        status, want)
+
+
+@case
+def python_pool(env):
+    probe = subprocess.run([sys.executable, "-c", "import multiprocessing, multiprocessing.pool"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        raise Skip(f"python3 multiprocessing is not usable here: {probe.stderr.decode().strip()}")
+    argv = [sys.executable, env.src("pool_job.py"), "60", "100"]
+    status, want, secs = reference_run(env, "pool", argv)
+    expect(want["stdout"].endswith(b"pool done\n") and want["stdout"].count(b"\n") == 61,
+           "the reference holds 60 results in order")
+    dump_restore_points(env, "pool", argv, [after_lines(10), after_lines(45)], status, want)
+
+
+MAKE_TARGETS = 300
+
+
+def write_makefile(d):
+    with open(os.path.join(d, "Makefile"), "w") as f:
+        f.write("all: " + " ".join(f"o{n}" for n in range(1, MAKE_TARGETS + 1)) + "\n")
+        for n in range(1, MAKE_TARGETS + 1):
+            f.write(f"o{n}: ; sleep 0.05; echo {n} | sha1sum > o{n}\n")
+
+
+def make_outputs(d):
+    outs = stdout_only(d)
+    for name in os.listdir(d):
+        if re.fullmatch(r"o\d+", name):
+            outs[name] = read_bytes(os.path.join(d, name))
+    return outs
+
+
+def made_files(n):
+    def reached(d, t):
+        return sum(1 for name in os.listdir(d) if re.fullmatch(r"o\d+", name)) >= n
+    return Point(f"after {n} files", reached)
+
+
+@case
+def make_j2(env):
+    need("make")
+    need("sha1sum")
+    # The reference is computed: make echoes each recipe as it starts it,
+    # in the order of `all`'s prerequisites; oN holds sha1("N\n").
+    want = {"stdout": "".join(f"sleep 0.05; echo {n} | sha1sum > o{n}\n"
+                              for n in range(1, MAKE_TARGETS + 1)).encode()}
+    for n in range(1, MAKE_TARGETS + 1):
+        want[f"o{n}"] = hashlib.sha1(f"{n}\n".encode()).hexdigest().encode() + b"  -\n"
+    argv = ["make", "-j2"]
+    dump_restore_points(env, "make", argv, [made_files(60), made_files(220)], 0, want,
+                        collect=make_outputs, setup=write_makefile, restore_timeout=180)
+
+
+def family_outputs(d):
+    outs = stdout_only(d)
+    outs["family.log"] = read_bytes(os.path.join(d, "family.log"))
+    return outs
+
+
+@case
+def family(env):
+    # socketpair, MAP_SHARED counter, one file description shared by parent
+    # and child (tests/programs/family.c); its own verdict is the last line.
+    argv = [env.prog("family"), "40", "50", "family.log"]
+    status, want, secs = reference_run(env, "family", argv, collect=family_outputs)
+    expect(status == 0 and want["stdout"].endswith(b"verdict PASS\n"),
+           "an uninterrupted family run passes its own checks")
+    dump_restore_points(env, "family", argv, [after_lines(10), after_lines(60)], status, want,
+                        collect=family_outputs)
+
+
+@case
+def zombie(env):
+    # Two children ended but unreaped at the dump; reaped after the restore
+    # with their pids and statuses (tests/programs/zombie.c).
+    argv = [env.prog("zombie"), "30", "100"]
+    status, want, secs = reference_run(env, "zombie", argv)
+    out = want["stdout"].decode()
+    expect(status == 0 and "same pid yes, exited 42" in out
+           and "same pid yes, killed by signal 10" in out and "no other child: yes" in out,
+           "an uninterrupted zombie run reaps both children with their statuses")
+
+    def two_zombies(procs):
+        zombies = [q for q in procs if q.get("zombie")]
+        statuses = sorted(q.get("exit_status") for q in zombies)
+        expect(statuses == [signal.SIGUSR1, 42 << 8],
+               f"the image records both unreaped children as zombies with their wait statuses "
+               f"(found {len(zombies)} zombies, statuses {statuses})")
+
+    dump_restore_points(env, "zombie", argv, [after_lines(5), after_lines(25)], status, want,
+                        check_image=two_zombies)
+
+
+@case
+def shell_jobs(env):
+    # A session with two process groups, one without its leader, under a
+    # subreaper root (tests/programs/jobs.c).
+    argv = [env.prog("jobs"), "30", "100"]
+    status, want, secs = reference_run(env, "jobs", argv)
+    out = want["stdout"].decode()
+    expect(status == 0 and "NO" not in out and out.endswith("reaped 3 workers, all exited 0 yes\n"),
+           "an uninterrupted jobs run passes its own checks")
+    dump_restore_points(env, "jobs", argv, [after_lines(10), after_lines(70)], status, want)
+
+
+@case
+def pids_taken(env):
+    # An image whose pids are partly taken is refused before anything is
+    # created, naming each taken pid and its holder.
+    if os.geteuid() != 0:
+        raise Skip("taking chosen pids (clone3 set_tid) needs root")
+    d = env.path("taken")
+    os.mkdir(d)
+    out = os.path.join(d, "out")
+    p = start([env.prog("jobs"), "300", "100"], stdout_path=out, cwd=d, env=JOB_ENV)
+    wait_for(lambda: len(lines_of(out)) >= 8, 30, "8 lines from jobs")
+    tree = tree_pids(p.pid)
+    ckpt = os.path.join(d, "ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait(timeout=10)
+    pids = image_pids(ckpt)
+    expect(len(pids) == 4 and pids[0] == p.pid, f"the image holds the root and 3 workers: {pids}")
+    wait_for(lambda: all_gone(set(pids) | set(tree)), 10, "the original tree to be gone")
+    # Take two pids that are not the root's, so a restore that checks only
+    # as it goes would already have created the root.
+    taken = [pids[1], pids[-1]]
+    free = [pid for pid in pids if pid not in taken]
+    holder = subprocess.Popen([env.prog("take_pid"), *map(str, taken)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in holder.stdout:
+            lines.append(line.strip())
+            if line.strip() == "ready":
+                break
+        if lines[-1:] != ["ready"]:
+            holder.wait(timeout=10)
+            raise AssertionError(f"take_pid could not take {taken}: {holder.stderr.read().strip()}")
+        expect(all(exists(t) and comm(t) == "take_pid" for t in taken),
+               f"pids {taken} are held by take_pid")
+        output_before = read_bytes(out)
+
+        # Watch the free pids while snap restore runs: none may appear, not
+        # even for a moment (best effort: polled as fast as Python can).
+        seen = set()
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                for pid in free:
+                    if os.path.exists(f"/proc/{pid}"):
+                        seen.add(pid)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            r = env.snap_run("restore", ckpt, check=False, timeout=60, stdin=subprocess.DEVNULL)
+        finally:
+            stop.set()
+            watcher.join()
+        print(f"     snap restore exited {r.returncode}; stderr: {r.stderr.strip()!r}")
+        expect(r.returncode == 1, f"the restore is refused with exit 1 (got {r.returncode})")
+        for t in taken:
+            expect(re.search(rf"\bpid {t}\b[^\n]*take_pid", r.stderr) is not None,
+                   f"the message names taken pid {t} and its holder take_pid")
+        expect(not seen, f"no process of the image was created, even briefly (seen: {sorted(seen)})")
+        expect(not any(exists(pid) for pid in free), f"none of the free pids {free} is in use")
+        expect(read_bytes(out) == output_before, "the job's output file did not change")
+        expect(all(exists(t) and comm(t) == "take_pid" for t in taken),
+               "the holders of the taken pids were left alone")
+    finally:
+        holder.kill()
+        holder.wait()
+        kill_leftovers(pids)
+
+
+if __name__ == "__main__":
+    main()
