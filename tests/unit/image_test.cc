@@ -274,11 +274,14 @@ TEST(Manifest, BadFieldIsNamed) {
 
 TEST(Manifest, OtherVersionRefused) {
   std::string json = to_json(sample_checkpoint());
-  size_t at = json.find("\"format_version\": 1");
+  const std::string now = "\"format_version\": " + std::to_string(kFormatVersion);
+  size_t at = json.find(now);
   ASSERT_NE(at, std::string::npos);
-  json.replace(at, 19, "\"format_version\": 2");
+  json.replace(at, now.size(), "\"format_version\": " + std::to_string(kFormatVersion + 1));
   std::string msg = error_of([&] { checkpoint_from_json(json); });
-  EXPECT_NE(msg.find("format version 2 is not supported"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("format version " + std::to_string(kFormatVersion + 1) + " is not supported"),
+            std::string::npos)
+      << msg;
 }
 
 // ---- page store ----
