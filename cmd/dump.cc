@@ -5,9 +5,12 @@
 //   2. collect each process's state from /proc and each thread's registers,
 //      and, with the parasite, what only the process itself can read
 //      (signal handlers, sigaltstacks, timers, pipe contents); the parasite
-//      is gone again before memory is read;
+//      is gone again before memory is read; zombie children (ids and exit
+//      status); then what the tree shares: open file descriptions (kcmp)
+//      and unix sockets (sock_diag, their queued data peeked);
 //   3. take a copy-on-write snapshot of each process's memory (see
-//      tracer/snapshot.h) and let the job run again at once;
+//      tracer/snapshot.h) and let the job run again at once; shared memory
+//      is read now, each page of a shared object only once in the tree;
 //   4. read the memory that holds state from the snapshots and stream it
 //      into the page store (hashed, deduplicated, lz4-compressed on worker
 //      threads);
@@ -32,6 +35,8 @@
 #include "parasite/snapshot.h"
 #include "tracer/collect.h"
 #include "tracer/memory.h"
+#include "tracer/sharing.h"
+#include "tracer/sockets.h"
 #include "tracer/task.h"
 
 namespace snap::cmd {
@@ -93,16 +98,17 @@ using Snapshots = std::vector<std::unique_ptr<parasite::MemorySnapshot>>;
 // away, the few mappings a snapshot does not show as they are. A process
 // whose snapshot the kernel refuses gets none (nullptr): its memory is then
 // read here too, while it is still stopped.
-Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store) {
+Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
+                         SharedMemoryPages& shared) {
   Snapshots snapshots;
-  for (size_t i = 0; i < ckpt.processes.size(); i++) {
+  for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
     Task& leader = *tree.processes()[i].tasks[0];
     parasite::MemorySnapshot::collect_leftovers(leader);
     auto snap = parasite::MemorySnapshot::take(leader);
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
       return !snap || parasite::MemorySnapshot::differs_in_child(m);
-    });
+    }, ReadVia::kProcessVmReadv, &shared);
     snapshots.push_back(std::move(snap));
   }
   return snapshots;
@@ -110,16 +116,18 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
 
 // Step 4: every page not read yet, from the snapshots (or from the stopped
 // processes themselves, with --kill, where there are no snapshots).
-void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store) {
+void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
+                 SharedMemoryPages& shared) {
   for (size_t i = 0; i < ckpt.processes.size(); i++) {
     auto& proc = ckpt.processes[i];
+    if (proc.zombie) continue;
     const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
     bool stopped = snapshots.empty();  // --kill: read everything from the job
     auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings, store_as(proc.pid, store),
                            [&](const image::Mapping& m) {
                              return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
                            },
-                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv);
+                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared);
     vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
          proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
   }
@@ -153,6 +161,11 @@ int run_dump(const cxxopts::ParseResult& args) {
     collect_parasite_state(p, proc);
     ckpt.processes.push_back(std::move(proc));
   }
+  // Zombies last: each one's parent is a live process, listed already.
+  for (pid_t z : tree.zombies()) ckpt.processes.push_back(collect_zombie(z));
+  // What the processes share: open file descriptions, unix sockets.
+  assign_file_ids(ckpt.processes);
+  collect_unix_sockets(ckpt.processes);
 
   Progress progress("dump");
   Store store = [&](pid_t owner, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
@@ -164,15 +177,17 @@ int run_dump(const cxxopts::ParseResult& args) {
     }
   };
 
+  // Shared memory objects mapped more than once in the tree are read once.
+  SharedMemoryPages shared;
   Snapshots snapshots;  // 3: with --kill the job stays stopped: none needed
   if (!kill_after) {
-    snapshots = take_snapshots(tree, ckpt, store);
+    snapshots = take_snapshots(tree, ckpt, store, shared);
     tree = SeizedTree();  // detach: the job runs again
   }
   double frozen = seconds_since(t0);
   vlog("job frozen for {:.3f} s", frozen);
 
-  read_memory(ckpt, snapshots, store);  // 4
+  read_memory(ckpt, snapshots, store, shared);  // 4
 
   writer.commit(ckpt);  // 5
   progress.done();

@@ -31,6 +31,7 @@
 #include "base/error.h"
 #include "base/scoped_fd.h"
 #include "cmd/command.h"
+#include "cmd/info_tree.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
 #include "tracer/proc.h"
@@ -41,7 +42,6 @@ namespace snap::cmd {
 
 namespace {
 
-using ojson = nlohmann::ordered_json;
 using image::Mapping;
 
 cxxopts::Options info_options() {
@@ -348,6 +348,7 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
   j["exe"] = p.exe;
   j["cwd"] = p.cwd;
   j["root"] = p.root;
+  describe_tree_fields(p, j);
   j["threads"] = ojson::array();
   for (const auto& t : p.threads) j["threads"].push_back(describe_thread(t, loc, dis));
 
@@ -409,6 +410,7 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
                         {"path", f.path},
                         {"pipe_data_bytes", f.pipe_data.size()},
                         {"pipe_data", hex_bytes(f.pipe_data)}});
+  for (size_t i = 0; i < p.fds.size(); i++) describe_fd_sharing(p.fds[i], j["fds"][i]);
   return j;
 }
 
@@ -459,6 +461,7 @@ ojson describe(image::ImageReader& img) {
   j["kernel_release"] = c.kernel_release;
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));
+  describe_tree_and_sharing(c, j);
   j["stats"] = describe_stats(img);
   return j;
 }
@@ -515,6 +518,11 @@ void print_process(const ojson& p) {
   std::printf("\nprocess %d (%s)  ppid %d  pgid %d  sid %d\n", p["pid"].get<int>(),
               p["comm"].get<std::string>().c_str(), p["ppid"].get<int>(), p["pgid"].get<int>(),
               p["sid"].get<int>());
+  if (p["zombie"].get<bool>()) {
+    std::printf("  zombie (%s): exited, not yet reaped by its parent\n",
+                p["exit_text"].get<std::string>().c_str());
+    return;
+  }
   std::printf("  exe  %s\n  cwd  %s\n", p["exe"].get<std::string>().c_str(),
               p["cwd"].get<std::string>().c_str());
   std::printf("  threads: %zu, where each stopped:\n", p["threads"].size());
@@ -573,6 +581,15 @@ void print_process(const ojson& p) {
     if (f["pipe_data_bytes"].get<size_t>() > 0)
       std::printf("         unread pipe data: %zu bytes \"%s\"\n", f["pipe_data_bytes"].get<size_t>(),
                   preview(f["pipe_data"].get<std::string>()).c_str());
+    if (const auto& u = f["unix_socket"]; !u.is_null()) {
+      std::string peer = u["peer_inode"].is_null() ? "none" : std::to_string(u["peer_inode"].get<uint64_t>());
+      std::string name = u["name"].get<std::string>();
+      std::printf("         unix %s, %s, peer inode %s%s, %zu message(s) / %llu bytes queued\n",
+                  u["type"].get<std::string>().c_str(), u["state"].get<std::string>().c_str(),
+                  peer.c_str(), name.empty() ? "" : (", bound to " + name).c_str(),
+                  u["queued_messages"].get<size_t>(),
+                  static_cast<unsigned long long>(u["queued_bytes"].get<uint64_t>()));
+    }
   }
 }
 
@@ -588,6 +605,7 @@ void print_text(const ojson& j) {
   std::printf("  host %s, kernel %s\n", j["hostname"].get<std::string>().c_str(),
               j["kernel_release"].get<std::string>().c_str());
   for (const auto& p : j["processes"]) print_process(p);
+  print_tree_and_sharing(j);
 
   const auto& s = j["stats"];
   auto u = [&](const char* k) { return s[k].get<uint64_t>(); };

@@ -445,6 +445,7 @@ void apply_parasite_state(const ParasiteState& s, image::Process& out) {
   out.posix_timers = s.posix_timers;
   if (s.misc.pdeathsig_status == 0) out.pdeathsig = s.misc.pdeathsig;
   if (s.misc.dumpable >= 0) out.dumpable = s.misc.dumpable;
+  if (s.misc.child_subreaper_status == 0) out.child_subreaper = s.misc.child_subreaper;
   out.umask = s.misc.umask;
   for (const auto& [fd, data] : s.pipes) {
     auto rd = std::find_if(out.fds.begin(), out.fds.end(), [&](const auto& f) { return f.fd == fd; });

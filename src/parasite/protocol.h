@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 1u
+#define SNAP_PARASITE_VERSION 2u /* 2: GET_MISC has child_subreaper */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
@@ -101,6 +101,8 @@ struct snap_parasite_misc {
   int32_t pdeathsig_status;
   int32_t dumpable; /* PR_GET_DUMPABLE result, or -errno */
   uint32_t umask;
+  int32_t child_subreaper; /* PR_GET_CHILD_SUBREAPER, valid when status is 0 */
+  int32_t child_subreaper_status;
 };
 
 /* PEEK_PIPE payload: this, then `copied` bytes. copied < available means the
@@ -158,7 +160,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 40);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_timeval_pair, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_posix_timer, 48);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_itimers, 112);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 16);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 24);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "base/error.h"
 #include "tracer/proc.h"
 
 namespace snap {
@@ -40,6 +41,21 @@ image::ThreadState collect_thread(const Task& t, pid_t pid) {
 image::Process collect_process(const SeizedTree::Proc& p) {
   image::Process out = proc::read_process(p.pid);
   for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));
+  return out;
+}
+
+image::Process collect_zombie(pid_t pid) {
+  auto st = proc::read_stat(pid);
+  if (st.state != 'Z' && st.state != 'X')
+    throw Error("pid " + std::to_string(pid) + " was a zombie and is running again (pid reused?)");
+  image::Process out;
+  out.pid = pid;
+  out.ppid = st.ppid;
+  out.pgid = st.pgrp;
+  out.sid = st.session;
+  out.comm = st.comm;
+  out.zombie = true;
+  out.exit_status = st.exit_code;
   return out;
 }
 

@@ -14,4 +14,8 @@ image::ThreadState collect_thread(const Task& t, pid_t pid);
 // /proc facts plus every thread's state, for a process of a SeizedTree.
 image::Process collect_process(const SeizedTree::Proc& p);
 
+// An exited, unreaped child (SeizedTree::zombies()): ids, comm and the
+// wait status its parent will get (/proc/PID/stat).
+image::Process collect_zombie(pid_t pid);
+
 }  // namespace snap

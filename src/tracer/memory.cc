@@ -158,8 +158,17 @@ void read_pages(pid_t pid, const std::vector<uint64_t>& pages, size_t first, siz
 
 }  // namespace
 
+void SharedMemoryPages::claim(const image::Mapping& m, std::vector<uint64_t>& pages) {
+  if (!image::is_shm_object(m) || m.inode == 0) return;
+  auto& taken = taken_[{m.dev, m.inode}];
+  std::erase_if(pages, [&](uint64_t addr) {
+    uint64_t off = m.pgoff + (addr - m.start);
+    return !taken.insert(off / image::kPageSize).second;
+  });
+}
+
 MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
-                        const MappingFilter& which, ReadVia via) {
+                        const MappingFilter& which, ReadVia via, SharedMemoryPages* shared) {
   MemoryStats stats;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
   ScopedFd mem_fd;
@@ -173,6 +182,7 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     m.pages_dumped = 0;
     if (!mapping_has_content(m)) continue;
     auto pages = pages_to_dump(pid, m);
+    if (shared) shared->claim(m, pages);
     for (size_t first = 0; first < pages.size(); first += kBatchPages) {
       size_t count = std::min(kBatchPages, pages.size() - first);
       if (mem_fd)

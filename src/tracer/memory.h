@@ -5,6 +5,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "image/checkpoint.h"
@@ -35,6 +38,19 @@ struct MemoryStats {
   uint64_t bytes() const { return pages * image::kPageSize; }
 };
 
+// Shared memory objects (image::is_shm_object): mappings with the same (dev,
+// inode) show one object, in one process or several. Each page of it (by
+// offset in the object) is read once: from the first mapping that shows it.
+class SharedMemoryPages {
+ public:
+  // Removes from `pages` (ascending addresses in `m`) those another mapping
+  // already gave, and marks the rest as given. Other kinds: unchanged.
+  void claim(const image::Mapping& m, std::vector<uint64_t>& pages);
+
+ private:
+  std::map<std::pair<uint64_t, uint64_t>, std::unordered_set<uint64_t>> taken_;  // page offsets
+};
+
 // Reads every page to dump of the mappings that `which` selects from
 // process `read_pid` (stopped, or a snapshot of the process) in large
 // batches and hands them to `sink`; sets those mappings' pages_dumped.
@@ -45,7 +61,10 @@ using MappingFilter = std::function<bool(const image::Mapping&)>;
 // page would be duplicated (a second copy of the job's memory). Reads
 // through /proc/PID/mem take no pin, so they copy nothing.
 enum class ReadVia { kProcessVmReadv, kMemFile };
+// With `shared`, pages of shared memory objects that an earlier call
+// already read (from this or another process) are left out.
 MemoryStats dump_memory(pid_t read_pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
-                        const MappingFilter& which = {}, ReadVia via = ReadVia::kProcessVmReadv);
+                        const MappingFilter& which = {}, ReadVia via = ReadVia::kProcessVmReadv,
+                        SharedMemoryPages* shared = nullptr);
 
 }  // namespace snap

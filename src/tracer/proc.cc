@@ -189,6 +189,7 @@ Stat parse_stat(std::string_view text) {
     s.env_start = to_u64(field(50));
     s.env_end = to_u64(field(51));
   }
+  if (f.size() >= 52 - 2) s.exit_code = static_cast<int>(to_u64(field(52)));
   return s;
 }
 

@@ -42,6 +42,7 @@ struct Stat {
   pid_t ppid = 0, pgrp = 0, session = 0;
   uint64_t flags = 0;  // PF_* (PF_KTHREAD = 0x00200000)
   int exit_signal = 0;  // signal the parent gets when this process ends
+  int exit_code = 0;    // field 52: the wait status of an exited (zombie) process
   uint64_t start_code = 0, end_code = 0, start_stack = 0;
   uint64_t start_data = 0, end_data = 0, start_brk = 0;
   uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;

@@ -258,6 +258,30 @@ void check_dumpable(pid_t pid) {
                 "a debugger or strace holds it; detach that first");
 }
 
+namespace {
+
+enum class ChildKind { kLive, kJobZombie, kNotOurs };
+
+// A child that has exited is a zombie until its parent reaps it. One with
+// exit signal 0 is one of snap's snapshots (see parasite/snapshot.h), left
+// by a dump that was killed: the job never sees it, so it is not recorded.
+ChildKind classify_child(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!text) return ChildKind::kNotOurs;  // reaped meanwhile
+  auto st = proc::parse_stat(*text);
+  if (st.state != 'Z' && st.state != 'X') return ChildKind::kLive;
+  // A leader that ended before its other threads shows 'Z' too, but its
+  // process is alive.
+  try {
+    if (proc::list_threads(pid).size() > 1) return ChildKind::kLive;
+  } catch (const SysError&) {
+    return ChildKind::kNotOurs;
+  }
+  return st.exit_signal == 0 ? ChildKind::kNotOurs : ChildKind::kJobZombie;
+}
+
+}  // namespace
+
 SeizedTree SeizedTree::seize(pid_t root) {
   check_dumpable(root);
   SeizedTree tree;
@@ -268,6 +292,7 @@ SeizedTree SeizedTree::seize(pid_t root) {
   while (next < queue.size()) {
     pid_t pid = queue[next++];
     Proc proc{pid, {}};
+    bool became_zombie = false;
     // Stop threads until a rescan finds none new: a running thread may have
     // been creating another while we stopped the rest.
     for (bool grew = true; grew;) {
@@ -277,19 +302,31 @@ SeizedTree SeizedTree::seize(pid_t root) {
         tids = proc::list_threads(pid);
       } catch (const SysError&) {
         if (pid == root) throw Error("pid " + std::to_string(pid) + " exited");
-        break;  // a child exited before we got to it
+        break;  // a child exited and was reaped before we got to it
       }
       for (pid_t tid : tids) {
         if (seized.count(tid)) continue;
         try {
           proc.tasks.push_back(Task::seize_and_stop(tid));
-        } catch (const SysError& e) {
-          if (e.err() == ESRCH) continue;  // the thread exited meanwhile
+        } catch (const Error& e) {
+          auto* sys = dynamic_cast<const SysError*>(&e);
+          if (sys && sys->err() == ESRCH) continue;  // the thread exited meanwhile
+          // A child that exited since it was listed is a zombie now: ptrace
+          // refuses it (EPERM), or it ended during the stop.
+          if (pid != root && proc.tasks.empty() && classify_child(pid) != ChildKind::kLive) {
+            became_zombie = classify_child(pid) == ChildKind::kJobZombie;
+            tids.clear();
+            break;
+          }
           throw;
         }
         seized.insert(tid);
         grew = true;
       }
+    }
+    if (became_zombie) {
+      vlog("pid {} exited while the tree was being stopped: recorded as a zombie", pid);
+      tree.zombies_.push_back(pid);
     }
     if (proc.tasks.empty()) continue;
     // Leader first.
@@ -301,14 +338,20 @@ SeizedTree SeizedTree::seize(pid_t root) {
     // then; its new child shows up when that child's children are listed.
     for (pid_t c : proc::list_children(pid)) {
       if (!known_procs.insert(c).second) continue;
-      // A zombie child has ended: nothing of it is left to stop or save
-      // (ptrace refuses it). Its parent has simply not collected it yet.
-      auto st = proc::try_read_file("/proc/" + std::to_string(c) + "/stat");
-      if (!st || proc::parse_stat(*st).state == 'Z') {
-        vlog("pid {}: child {} has exited; not part of the checkpoint", pid, c);
-        continue;
+      switch (classify_child(c)) {
+        case ChildKind::kLive:
+          queue.push_back(c);
+          break;
+        case ChildKind::kJobZombie:
+          // It has ended: nothing of it is left to stop (ptrace refuses it),
+          // but its parent will reap it and get its status.
+          vlog("pid {}: child {} is a zombie", pid, c);
+          tree.zombies_.push_back(c);
+          break;
+        case ChildKind::kNotOurs:
+          vlog("pid {}: child {} is not part of the job (gone, or a snapshot left by snap)", pid, c);
+          break;
       }
-      queue.push_back(c);
     }
   }
   return tree;

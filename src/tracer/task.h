@@ -74,8 +74,12 @@ class Task {
 class SeizedTree {
  public:
   // Stops `root` and all its descendants, rescanning /proc until no new
-  // thread or child appears. Refuses snap itself and its ancestors, zombies,
-  // kernel threads and processes traced by someone else, with a message.
+  // thread or child appears. Refuses snap itself and its ancestors, a zombie
+  // root, kernel threads and processes traced by someone else, with a
+  // message. Zombie children are listed in zombies() (they cannot be
+  // stopped), except those with exit signal 0: nobody is told of their end,
+  // and they are snap's own copy-on-write snapshots (parasite/snapshot.h)
+  // that a killed dump left behind, never part of the job.
   static SeizedTree seize(pid_t root);
 
   // Processes in discovery order (root first); each with its tasks, leader first.
@@ -86,12 +90,16 @@ class SeizedTree {
   std::vector<Proc>& processes() { return procs_; }
   const std::vector<Proc>& processes() const { return procs_; }
   size_t thread_count() const;
+  // Children of processes in the tree that had exited and were not reaped
+  // yet, in discovery order: only their /proc/PID/stat is left to record.
+  const std::vector<pid_t>& zombies() const { return zombies_; }
 
   // Kills every process (SIGKILL), for `snap dump --kill`.
   void kill_all();
 
  private:
   std::vector<Proc> procs_;
+  std::vector<pid_t> zombies_;
 };
 
 // Checks that `pid` can be dumped at all (exists, not snap or an ancestor,

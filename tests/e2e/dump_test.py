@@ -58,16 +58,100 @@ def tree_with_shared_memory(env):
     env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
     doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
     expect(len(doc["processes"]) == 2, "parent and child are both in the image")
+    dumped = []
     for proc in doc["processes"]:
         shared = [m for m in proc["mappings"] if m["kind"] == "shared_anon"]
-        expect(len(shared) == 1 and shared[0]["pages_dumped"] == 32 * 256,
-               f"pid {proc['pid']}: all 8192 pages of the shared region are in the image")
+        expect(len(shared) == 1, f"pid {proc['pid']} maps the shared region")
+        dumped.append(shared[0]["pages_dumped"])
+    expect(sum(dumped) == 32 * 256 and 32 * 256 in dumped,
+           f"all 8192 pages of the shared region are in the image, read once: {dumped}")
     stats = doc["stats"]
     print(json.dumps(stats))
     expect(stats["unique_pages"] >= 8192, "the 8192 distinct shared pages are stored")
     p.wait(timeout=60)
     lines = lines_of(out)
     expect(len(lines) == 60 and all(l.endswith(" ok") for l in lines), "the child kept seeing intact memory")
+
+
+@case
+def tree_zombie_sockets_shared(env):
+    """A tree for restore (issue 9): a zombie, a child subreaper, socket
+    pairs with data queued both ways, an inherited open file, shared memory."""
+    go = env.path("go")
+    p, out = start_job(env, "tree", [env.prog("tree_dump"), env.path("file"), go], 1)
+    _, parent, child, zombie = lines_of(out)[0].split()
+    parent, child, zombie = int(parent), int(child), int(zombie)
+    ckpt = env.path("tree.ckpt")
+    env.snap_run("dump", "--pid", str(parent), "-o", ckpt)
+    with open(os.path.join(ckpt, "manifest.json")) as f:
+        man = json.load(f)["checkpoint"]
+    procs = {pr["pid"]: pr for pr in man["processes"]}
+    expect(man["processes"][0]["pid"] == parent and set(procs) == {parent, child, zombie},
+           f"root first, then the child and the zombie: {list(procs)}")
+    order = [pr["pid"] for pr in man["processes"]]
+    expect(all(order.index(pr["ppid"]) < order.index(pr["pid"]) for pr in man["processes"][1:]),
+           "each process's parent comes before it")
+    z = procs[zombie]
+    expect(z.get("zombie") is True and z["exit_status"] == 7 << 8 and z["ppid"] == parent,
+           f"the zombie with wait status 7 << 8: {z.get('exit_status')}")
+    expect(z["threads"] == [] and z["mappings"] == [] and z["fds"] == [], "the zombie has no state")
+    expect(procs[parent].get("child_subreaper") == 1, "the parent is a child subreaper")
+    expect(procs[child].get("child_subreaper") == 0, "the child is not")
+
+    def fd_by_path(pid, suffix):
+        return [f for f in procs[pid]["fds"] if f["path"].endswith(suffix)]
+    pf, cf = fd_by_path(parent, "/file"), fd_by_path(child, "/file")
+    expect(len(pf) == 1 and len(cf) == 1 and pf[0]["file_id"] and pf[0]["file_id"] == cf[0]["file_id"],
+           "the inherited open file has one file_id in both processes")
+    ids = [f["file_id"] for pr in man["processes"] for f in pr["fds"]]
+    expect(all(ids), "every fd has a file_id")
+
+    def sockets(pid):
+        return {f["unix_socket"]["type"]: f for f in procs[pid]["fds"] if f.get("unix_socket")}
+    ps, cs = sockets(parent), sockets(child)
+    expect(set(ps) == {1, 2, 5} and set(cs) == {1, 2, 5}, "stream, dgram and seqpacket in both")
+    h = lambda s: s.encode().hex()
+    want = {  # type: (queued at the parent's end, at the child's end)
+        1: (["stream from child"], ["stream from parent"]),
+        5: (["reply 1", "reply 22", "reply 333"], ["seq one", "seq two, longer"]),
+        2: (["back 1", "back 2"], ["d1", "dgram two"]),
+    }
+    for t, (at_parent, at_child) in want.items():
+        a, b = ps[t], cs[t]
+        expect(a["unix_socket"]["peer_inode"] == b["inode"] and b["unix_socket"]["peer_inode"] == a["inode"],
+               f"type {t}: the peers point at each other")
+        expect(a["unix_socket"]["state"] == 1 and a["file_id"] != b["file_id"], f"type {t}: connected, two sockets")
+        expect(a["unix_socket"]["queue"] == [h(m) for m in at_parent], f"type {t}: the parent's queue exactly")
+        expect(b["unix_socket"]["queue"] == [h(m) for m in at_child], f"type {t}: the child's queue exactly")
+
+    shared = [(pid, m) for pid in (parent, child) for m in procs[pid]["mappings"]
+              if m["kind"] == "shared_anon" and m["end"] - m["start"] == 16 * 4096]
+    expect(len(shared) == 2 and shared[0][1]["inode"] == shared[1][1]["inode"],
+           "both map the one shared region")
+    expect(sorted(m["pages_dumped"] for _, m in shared) == [0, 16], "its 16 pages are dumped once")
+
+    doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    iz = [pr for pr in doc["processes"] if pr["pid"] == zombie][0]
+    expect(iz["zombie"] and iz["exit_text"] == "exit status 7", "snap info: the zombie's exit status")
+    sh = doc["sharing"]
+    expect(any({"pid": parent, "fd": pf[0]["fd"]} in f["fds"] and {"pid": child, "fd": cf[0]["fd"]} in f["fds"]
+               for f in sh["open_files"]), "snap info: the shared open file")
+    pairs = {sp["type"]: sp for sp in sh["unix_socket_pairs"]}
+    expect(set(pairs) == {"stream", "dgram", "seqpacket"}, "snap info: three socket pairs")
+    expect(sorted(e["queued_messages"] for e in pairs["seqpacket"]["ends"]) == [2, 3],
+           "snap info: queued messages per end")
+    expect(len(sh["shared_memory"]) == 1 and sorted(sh["shared_memory"][0]["pids"]) == sorted([parent, child])
+           and sh["shared_memory"][0]["pages_dumped"] == 16, "snap info: the shared memory object")
+    text = env.snap_run("info", ckpt).stdout
+    expect("zombie (exit status 7)" in text and "child subreaper" in text and "unix seqpacket" in text,
+           "the text output shows the tree and the sharing")
+
+    # The job goes on: every queue still holds its data, the file offset is shared.
+    open(go, "w").close()
+    p.wait(timeout=60)
+    lines = lines_of(out)
+    expect(p.returncode == 0 and lines[-1] == "DONE ok" and "parent ok" in lines and "child ok" in lines,
+           f"the job read its queues intact and reaped the zombie (exit 7): {lines}")
 
 
 @case

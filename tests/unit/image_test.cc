@@ -191,6 +191,61 @@ TEST(Manifest, RoundTrip) {
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 
+// Format 2: zombies, child subreaper, shared open files, unix sockets.
+TEST(Manifest, TreeFieldsRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  c.processes[0].child_subreaper = 1;
+  c.processes[0].fds[0].file_id = 1;
+  c.processes[1].fds[0].file_id = 1;
+  FileDesc sock;
+  sock.fd = 4;
+  sock.type = FdType::Socket;
+  sock.path = "socket:[5001]";
+  sock.inode = 5001;
+  sock.file_id = 2;
+  UnixSocket u;
+  u.type = 5;  // SOCK_SEQPACKET
+  u.state = 1;
+  u.peer_inode = 5002;
+  u.name = "@abstract\x01name";
+  u.queue = {{'o', 'n', 'e'}, {}, {0, 0xff, 7}};
+  sock.unix_socket = u;
+  c.processes[0].fds.push_back(sock);
+  Process z;
+  z.pid = kPid + 2;
+  z.ppid = kPid;
+  z.pgid = z.sid = kPid;
+  z.comm = "worker";
+  z.zombie = true;
+  z.exit_status = 7 << 8;
+  c.processes.push_back(z);
+
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  ASSERT_EQ(back.processes.size(), 3u);
+  EXPECT_EQ(back.processes[0].child_subreaper, 1);
+  EXPECT_FALSE(back.processes[1].child_subreaper.has_value());
+  EXPECT_FALSE(back.processes[0].zombie);
+  EXPECT_EQ(back.processes[0].fds[0].file_id, 1u);
+  EXPECT_EQ(back.processes[1].fds[0].file_id, 1u);
+  EXPECT_FALSE(back.processes[0].fds[0].unix_socket.has_value());
+  const auto& s = back.processes[0].fds[1];
+  ASSERT_TRUE(s.unix_socket.has_value());
+  EXPECT_EQ(s.file_id, 2u);
+  EXPECT_EQ(s.unix_socket->type, 5);
+  EXPECT_EQ(s.unix_socket->state, 1);
+  EXPECT_EQ(s.unix_socket->peer_inode, 5002u);
+  EXPECT_EQ(s.unix_socket->name, u.name);
+  EXPECT_EQ(s.unix_socket->queue, u.queue);
+  const Process& bz = back.processes[2];
+  EXPECT_TRUE(bz.zombie);
+  EXPECT_EQ(bz.exit_status, 7 << 8);
+  EXPECT_EQ(bz.comm, "worker");
+  EXPECT_EQ(bz.ppid, kPid);
+  EXPECT_TRUE(bz.threads.empty() && bz.mappings.empty() && bz.fds.empty());
+  EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
+}
+
 TEST(Manifest, TruncatedIsAClearError) {
   std::string json = to_json(sample_checkpoint());
   std::string msg = error_of([&] { checkpoint_from_json(json.substr(0, json.size() / 2)); });
@@ -219,11 +274,14 @@ TEST(Manifest, BadFieldIsNamed) {
 
 TEST(Manifest, OtherVersionRefused) {
   std::string json = to_json(sample_checkpoint());
-  size_t at = json.find("\"format_version\": 1");
+  const std::string now = "\"format_version\": " + std::to_string(kFormatVersion);
+  size_t at = json.find(now);
   ASSERT_NE(at, std::string::npos);
-  json.replace(at, 19, "\"format_version\": 2");
+  json.replace(at, now.size(), "\"format_version\": " + std::to_string(kFormatVersion + 1));
   std::string msg = error_of([&] { checkpoint_from_json(json); });
-  EXPECT_NE(msg.find("format version 2 is not supported"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("format version " + std::to_string(kFormatVersion + 1) + " is not supported"),
+            std::string::npos)
+      << msg;
 }
 
 // ---- page store ----

@@ -358,6 +358,7 @@ TEST(ParasiteLocal, CommandLoop) {
     if (sigaction(SIGUSR1, &sa, nullptr)) return 10;
     signal(SIGTERM, SIG_IGN);
     umask(027);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1)) return 18;
     prctl(PR_SET_PDEATHSIG, SIGHUP);
     static uint8_t altstack[65536];
     stack_t ss{altstack, 0, sizeof(altstack)};
@@ -416,6 +417,8 @@ TEST(ParasiteLocal, CommandLoop) {
   EXPECT_EQ(misc.pdeathsig_status, 0);
   EXPECT_EQ(misc.pdeathsig, SIGHUP);
   EXPECT_EQ(misc.dumpable, 1);
+  EXPECT_EQ(misc.child_subreaper_status, 0);
+  EXPECT_EQ(misc.child_subreaper, 1);
 
   auto ts = client.get_thread_state();
   EXPECT_EQ(ts.tid, child.pid());

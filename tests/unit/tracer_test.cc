@@ -69,6 +69,7 @@ TEST(ProcParse, StatWithParenthesesAndSpacesInComm) {
   EXPECT_EQ(st.exit_signal, 38);
   EXPECT_EQ(st.start_brk, 47u);
   EXPECT_EQ(st.env_end, 51u);
+  EXPECT_EQ(st.exit_code, 52);  // a zombie's wait status
 }
 
 TEST(ProcParse, StatousAndFdinfo) {

@@ -305,6 +305,10 @@ static long cmd_get_misc(int sock, const struct snap_parasite_cmd* c) {
   long old = sys1(NR_umask, 0);
   sys1(NR_umask, old);
   m.umask = (uint32_t)old;
+  int reaper = 0;
+  r = sys2(NR_prctl, 37 /* PR_GET_CHILD_SUBREAPER */, &reaper);
+  m.child_subreaper_status = (int32_t)r;
+  m.child_subreaper = r == 0 ? reaper : 0;
   return send_reply(sock, c, 0, &m, sizeof(m));
 }
 

@@ -1,0 +1,52 @@
+// Unix sockets of a stopped tree: what sock_diag says about each (type,
+// state, peer, bound name, queue length) and the data queued on it, read
+// without consuming it from a copy of the target's fd (pidfd_getfd).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "image/checkpoint.h"
+
+namespace snap {
+
+// One socket of a NETLINK_SOCK_DIAG dump of AF_UNIX sockets.
+struct UnixDiag {
+  uint64_t inode = 0;
+  int type = 0;   // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+  int state = 0;  // TCP_ESTABLISHED (1), TCP_CLOSE (7), TCP_LISTEN (10)
+  uint64_t peer_inode = 0;
+  std::string name;  // path, "@abstract", or empty
+  // UNIX_DIAG_RQLEN: stream/seqpacket: bytes queued; dgram: length of the
+  // first message; listening: connections waiting to be accepted.
+  bool has_rqlen = false;
+  uint32_t rqueue = 0, wqueue = 0;
+};
+
+// Parses one buffer of netlink messages answering a unix_diag_req dump
+// (UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN). Appends the
+// sockets to `out`; returns true at NLMSG_DONE. Throws Error on
+// NLMSG_ERROR or a malformed message.
+bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out);
+
+// Every unix socket in snap's network namespace, by inode.
+std::map<uint64_t, UnixDiag> query_unix_sockets();
+
+// The data queued for reading on unix socket `sock` of type `type`, one
+// entry per message (stream: one entry, or none when empty), oldest first,
+// read with MSG_PEEK from SO_PEEK_OFF 0 (the socket's peek offset is set
+// back afterwards). Throws Error, naming `what`, when something queued
+// cannot be captured: passed fds (SCM_RIGHTS), a zero-length message.
+std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what);
+
+// Fills FileDesc::unix_socket of every AF_UNIX socket fd of the (stopped)
+// processes; other sockets keep it empty. Throws Error naming pid, fd and
+// socket when a socket's queue cannot be captured completely.
+void collect_unix_sockets(std::vector<image::Process>& procs);
+
+}  // namespace snap
