@@ -18,7 +18,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import Skip, case, expect, lines_of, main, reap_orphans, start, wait_for
+from snaptest import (Skip, case, expect, lines_of, main, reap_orphans, start, wait_for,
+                      wait_lines)
 
 # Every job runs with the same environment, in the C locale (sort, bc).
 JOB_ENV = dict(os.environ, LC_ALL="C", LANG="C")
@@ -403,6 +404,49 @@ def shell_jobs(env):
     expect(status == 0 and "NO" not in out and out.endswith("reaped 3 workers, all exited 0 yes\n"),
            "an uninterrupted jobs run passes its own checks")
     dump_restore_points(env, "jobs", argv, [after_lines(10), after_lines(70)], status, want)
+
+
+@case
+def restored_tree_again(env):
+    # A restored tree is dumped and restored again: family.c (socket pair,
+    # shared memory and shared file offset) through two dump/restore cycles.
+    argv = [env.prog("family"), "40", "50", "family.log"]
+    status, want, secs = reference_run(env, "family", argv, collect=family_outputs)
+    d = env.path("family-twice")
+    os.mkdir(d)
+    out = os.path.join(d, "out")
+    p = start(argv, stdout_path=out, cwd=d, env=JOB_ENV)
+    wait_lines(out, 10)
+    ckpt1, ckpt2 = os.path.join(d, "ckpt1"), os.path.join(d, "ckpt2")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt1)
+    p.wait(timeout=10)
+    pids = image_pids(ckpt1)
+    wait_for(lambda: all_gone(pids), 10, "the original tree to be gone")
+    # First restore in the background; dump what it brought back.
+    r1 = start([env.snap, "restore", ckpt1], cwd=d)
+    try:
+        wait_lines(out, 50)
+        expect(r1.poll() is None and all(exists(q) for q in image_pids(ckpt1)),
+               "the restored tree runs with its saved pids")
+        env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt2)
+        r1.wait(timeout=20)
+        expect(r1.returncode == 128 + signal.SIGKILL,
+               f"the first snap restore ends with its job, killed by the second dump "
+               f"(exit {r1.returncode})")
+        expect(sorted(image_pids(ckpt2)) == sorted(pids),
+               "the second image holds the same processes")
+        wait_for(lambda: all_gone(pids), 10, "the restored tree to be gone")
+        before = family_outputs(d)
+        expect(before != want, "the job was stopped mid-run again")
+        r = env.snap_run("restore", ckpt2, timeout=120, check=False, stdin=subprocess.DEVNULL)
+    finally:
+        kill_leftovers(pids)
+    got = family_outputs(d)
+    expect(r.returncode == status, f"the twice-restored job exited {status} (got {r.returncode}; "
+                                   f"{r.stderr.strip()})")
+    if got != want:
+        raise AssertionError("outputs differ from an uninterrupted run:\n" + first_difference(got, want))
+    print("ok   dump, restore, dump, restore: output byte-identical to an uninterrupted run")
 
 
 @case
