@@ -227,7 +227,7 @@ class FilePlanner {
     ::fcntl(r.get(), F_SETFL, flags_r & kStatusFlags);
     if (!(pi.read && pi.write))
       out_.warnings_.push_back(fmt::format(
-          "{}: the pipe's other end was outside the image; it comes back closed ({})",
+          "{}: no process of the image held the pipe's other end; it comes back closed ({})",
           fd_name(p, f), pi.read ? "the job reads the saved data, then end of file"
                                  : "a write gets EPIPE"));
     int rfd = pi.read ? keep(r.release(), "pipe") : -1;
