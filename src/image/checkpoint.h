@@ -92,6 +92,9 @@ struct UnixSocket {
   // Data queued for reading on this socket, oldest first: one entry per
   // message (datagram / record); a stream socket has at most one entry.
   std::vector<std::vector<uint8_t>> queue;
+  // Connected to snap itself (a `snap checkpoint` waiting for its answer):
+  // restore makes it a socket whose peer is closed, with `queue` waiting.
+  bool detached_peer = false;
 };
 
 struct FileDesc {

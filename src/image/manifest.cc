@@ -88,6 +88,7 @@ ojson encode(const FileDesc& f) {
     for (const auto& m : u->queue) q.push_back(to_hex(m));
     j["unix_socket"] = {{"type", u->type}, {"state", u->state}, {"peer_inode", u->peer_inode},
                         {"name", u->name}, {"queue", q}};
+    if (u->detached_peer) j["unix_socket"]["detached_peer"] = true;
   }
   return j;
 }
@@ -319,6 +320,7 @@ FileDesc decode_fd(const Field& f) {
     s.peer_inode = (*u)["peer_inode"].as<uint64_t>();
     s.name = (*u)["name"].as<std::string>();
     s.queue = (*u)["queue"].list(decode_bytes);
+    if (auto d = u->opt("detached_peer")) s.detached_peer = d->as<bool>();
     d.unix_socket = std::move(s);
   }
   return d;

@@ -258,6 +258,7 @@ class FilePlanner {
 
   int socket(const Process& p, const FileDesc& f) {
     const auto& u = f.unix_socket;
+    if (u && u->detached_peer) return detached_socket(p, f);
     const FileDesc* peer = u ? sockets_[u->peer_inode] : nullptr;
     if (!u || !peer || !peer->unix_socket)
       throw Error(fd_name(p, f) + " leads outside the checkpointed processes",
@@ -292,6 +293,21 @@ class FilePlanner {
     int b = keep(theirs.release(), "socketpair");
     objects_[{2, peer->inode, 0}] = b;
     return a;
+  }
+
+  // A connection to snap itself: what snap answered waits in it, and its
+  // peer is gone (the job reads the answer, then end of file).
+  int detached_socket(const Process& p, const FileDesc& f) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, f.unix_socket->type | SOCK_CLOEXEC, 0, sv) < 0)
+      throw SysError("socketpair for " + fd_name(p, f), errno);
+    ScopedFd mine(sv[0]), theirs(sv[1]);
+    for (const auto& msg : f.unix_socket->queue)
+      if (::send(theirs.get(), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(msg.size()))
+        throw SysError("cannot put back the answer waiting on " + fd_name(p, f), errno);
+    ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
+    return keep(mine.release(), "socketpair");
   }
 
   int memfd_for(const image::Mapping& m) {

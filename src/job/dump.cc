@@ -1,0 +1,178 @@
+#include "job/dump.h"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <fmt/core.h>
+#include <memory>
+
+#include "base/log.h"
+#include "parasite/parasite.h"
+#include "parasite/snapshot.h"
+#include "tracer/collect.h"
+#include "tracer/memory.h"
+#include "tracer/sharing.h"
+#include "tracer/sockets.h"
+#include "tracer/task.h"
+
+namespace snap::job {
+
+namespace {
+
+std::string now_iso8601() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+image::Checkpoint new_checkpoint() {
+  image::Checkpoint c;
+  c.snap_version = SNAP_VERSION;
+  c.created = now_iso8601();
+  utsname u{};
+  ::uname(&u);
+  c.hostname = u.nodename;
+  c.kernel_release = u.release;
+  return c;
+}
+
+namespace {
+
+// The parasite's part of step 2 (src/parasite): runs in the stopped process
+// and is removed again before its memory is read.
+void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
+  auto state = parasite::run_parasite(p, proc.fds);
+  parasite::apply_parasite_state(state, proc);
+}
+
+// Where read pages go: the image writer (and the progress line).
+using Store = std::function<void(pid_t owner, uint64_t mapping_start, uint64_t addr,
+                                 const uint8_t* data, size_t npages)>;
+
+// Pages read from wherever (the job or its snapshot) are stored as the job's.
+PageSink store_as(pid_t owner, const Store& store) {
+  return [owner, &store](pid_t, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                         size_t npages) { store(owner, mapping_start, addr, data, npages); };
+}
+
+using Snapshots = std::vector<std::unique_ptr<parasite::MemorySnapshot>>;
+
+// Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
+// away, the few mappings a snapshot does not show as they are. A process
+// whose snapshot the kernel refuses gets none (nullptr): its memory is then
+// read here too, while it is still stopped.
+Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
+                         SharedMemoryPages& shared) {
+  Snapshots snapshots;
+  for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
+    auto& proc = ckpt.processes[i];
+    Task& leader = *tree.processes()[i].tasks[0];
+    parasite::MemorySnapshot::collect_leftovers(leader);
+    auto snap = parasite::MemorySnapshot::take(leader);
+    dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
+      return !snap || parasite::MemorySnapshot::differs_in_child(m);
+    }, ReadVia::kProcessVmReadv, &shared);
+    snapshots.push_back(std::move(snap));
+  }
+  return snapshots;
+}
+
+// Step 4: every page not read yet, from the snapshots (or from the stopped
+// processes themselves, with --kill, where there are no snapshots).
+void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
+                 SharedMemoryPages& shared) {
+  for (size_t i = 0; i < ckpt.processes.size(); i++) {
+    auto& proc = ckpt.processes[i];
+    if (proc.zombie) continue;
+    const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
+    bool stopped = snapshots.empty();  // --kill: read everything from the job
+    auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings, store_as(proc.pid, store),
+                           [&](const image::Mapping& m) {
+                             return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
+                           },
+                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared);
+    vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
+         proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
+  }
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Sockets connected to snap's own control connections come back with
+// snap's answer waiting and their peer closed (see DumpOptions).
+void mark_control_connections(image::Checkpoint& ckpt, const DumpOptions& opts) {
+  if (!opts.control_reply) return;
+  for (auto& p : ckpt.processes)
+    for (auto& f : p.fds) {
+      if (!f.unix_socket || !f.unix_socket->peer_inode) continue;
+      auto reply = opts.control_reply(f.unix_socket->peer_inode);
+      if (!reply) continue;
+      f.unix_socket->peer_inode = 0;
+      f.unix_socket->detached_peer = true;
+      f.unix_socket->queue.clear();
+      if (!reply->empty()) f.unix_socket->queue.push_back(std::move(*reply));
+      vlog("pid {} fd {}: a connection to snap itself", p.pid, f.fd);
+    }
+}
+
+}  // namespace
+
+DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
+  auto t0 = std::chrono::steady_clock::now();
+  SeizedTree tree = SeizedTree::seize(pid);  // 1
+  DumpResult result;
+  result.threads = tree.thread_count();
+  vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
+
+  image::Checkpoint ckpt = new_checkpoint();
+  for (auto& p : tree.processes()) {  // 2
+    image::Process proc = collect_process(p);
+    collect_parasite_state(p, proc);
+    ckpt.processes.push_back(std::move(proc));
+  }
+  // Zombies last: each one's parent is a live process, listed already.
+  for (pid_t z : tree.zombies()) ckpt.processes.push_back(collect_zombie(z));
+  // What the processes share: open file descriptions, unix sockets.
+  assign_file_ids(ckpt.processes);
+  collect_unix_sockets(ckpt.processes);
+  mark_control_connections(ckpt, opts);
+
+  Store store = [&](pid_t owner, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                   size_t npages) {
+    sink.add_pages(owner, mapping_start, addr, data, npages);
+    if (opts.progress) opts.progress(sink.stats());
+  };
+
+  // Shared memory objects mapped more than once in the tree are read once.
+  SharedMemoryPages shared;
+  Snapshots snapshots;  // 3: with kill the job stays stopped: none needed
+  if (!opts.kill) {
+    snapshots = take_snapshots(tree, ckpt, store, shared);
+    tree = SeizedTree();  // detach: the job runs again
+  }
+  result.frozen = seconds_since(t0);
+  vlog("job frozen for {:.3f} s", result.frozen);
+
+  read_memory(ckpt, snapshots, store, shared);  // 4
+
+  sink.commit(ckpt);  // 5
+  for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
+    if (snapshots[i]) snapshots[i]->release(ckpt.processes[i].pid);
+  if (opts.kill) {
+    tree.kill_all();
+    vlog("killed the job after a complete checkpoint");
+  }
+  result.processes = ckpt.processes.size();
+  result.stats = sink.stats();
+  result.seconds = seconds_since(t0);
+  return result;
+}
+
+}  // namespace snap::job

@@ -1,0 +1,84 @@
+// The steps of a dump, as a library function: `snap dump`, `snap run`,
+// `snap checkpoint` and `snap watch` all checkpoint a job through it.
+//   1. stop every thread of the tree (ptrace seize + interrupt);
+//   2. collect each process's state from /proc and each thread's registers,
+//      and, with the parasite, what only the process itself can read
+//      (signal handlers, sigaltstacks, timers, pipe contents); the parasite
+//      is gone again before memory is read; what the processes share (open
+//      file descriptions, unix sockets) is found across the tree;
+//   3. take a copy-on-write snapshot of each process's memory and let the
+//      job run again at once (unless it is to be killed);
+//   4. read the memory that holds state from the snapshots and stream it
+//      into the sink (hashed, deduplicated, lz4-compressed on worker threads);
+//   5. commit the image (fsync, rename into place); then release the
+//      snapshots, or, with `kill`, kill the job, which stayed stopped.
+// Any failure before step 5 leaves the job running and any previous image
+// untouched.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "image/checkpoint.h"
+#include "image/image_stats.h"
+#include "image/image_writer.h"
+
+namespace snap::job {
+
+// Where a dump's pages and manifest go: a plain image or a checkpoint of a
+// series.
+class DumpSink {
+ public:
+  virtual ~DumpSink() = default;
+  virtual void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                         size_t npages) = 0;
+  virtual void commit(const image::Checkpoint& c) = 0;
+  virtual image::ImageStats stats() const = 0;
+};
+
+// A plain image directory (image::ImageWriter).
+class ImageSink : public DumpSink {
+ public:
+  explicit ImageSink(image::ImageWriter& w) : w_(w) {}
+  void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                 size_t npages) override {
+    w_.add_pages(pid, mapping_start, addr, data, npages);
+  }
+  void commit(const image::Checkpoint& c) override { w_.commit(c); }
+  image::ImageStats stats() const override { return w_.stats(); }
+
+ private:
+  image::ImageWriter& w_;
+};
+
+struct DumpOptions {
+  bool kill = false;  // kill the whole tree once the image is committed
+  // A unix socket of the tree connected to a socket of snap's own (a
+  // `snap checkpoint` waiting for snap run's answer): given the peer's
+  // inode, the bytes the restored socket finds waiting (its peer then comes
+  // back closed), or nullopt for a socket that is not snap's.
+  std::function<std::optional<std::vector<uint8_t>>(uint64_t peer_inode)> control_reply;
+  // Called as pages are stored (for a progress line).
+  std::function<void(const image::ImageStats&)> progress;
+};
+
+struct DumpResult {
+  size_t processes = 0, threads = 0;
+  image::ImageStats stats;
+  double seconds = 0;  // the whole dump
+  double frozen = 0;   // how long the job was stopped
+};
+
+// Checkpoints the tree rooted at `pid` into `sink`. Throws Error (the job
+// left running as before, nothing committed) when any step fails.
+DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts);
+
+// A Checkpoint with this snap's version, the time and the machine filled in.
+image::Checkpoint new_checkpoint();
+
+}  // namespace snap::job
