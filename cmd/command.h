@@ -38,8 +38,10 @@ cxxopts::ParseResult parse_or_usage(const Command& c, int argc, char** argv);
 
 // Declared by each cmd/NAME.cc.
 extern const Command kCheck;
+extern const Command kCheckpoint;
 extern const Command kDump;
 extern const Command kInfo;
 extern const Command kRestore;
+extern const Command kRun;
 
 }  // namespace snap::cmd

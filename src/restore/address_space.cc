@@ -3,6 +3,7 @@
 #include <linux/prctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <fcntl.h>
 
@@ -191,8 +192,18 @@ uint64_t fill_mapping(RemoteSyscalls& rs, pid_t saved_pid, const Mapping& m, ima
   return written;
 }
 
+// Whether `path` is snap's own executable (the skeleton's /proc/PID/exe).
+bool is_own_executable(const std::string& path) {
+  struct stat a {}, b {};
+  return ::stat(path.c_str(), &a) == 0 && ::stat("/proc/self/exe", &b) == 0 &&
+         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p) {
-  int exe_fd = remote_open(rs, scratch, p.exe, O_RDONLY | O_CLOEXEC);
+  // The kernel refuses to replace /proc/PID/exe while the old one is mapped:
+  // when the job is snap itself (a `snap checkpoint` inside the job), the
+  // skeleton's exe is already the right one, and is kept (exe_fd -1).
+  int exe_fd = is_own_executable(p.exe) ? -1 : remote_open(rs, scratch, p.exe, O_RDONLY | O_CLOEXEC);
   prctl_mm_map map;
   std::memset(&map, 0, sizeof map);
   map.start_code = p.mm.start_code;
@@ -216,7 +227,7 @@ void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p
   std::memcpy(buf.data() + sizeof map, p.mm.auxv.data(), map.auxv_size);
   scratch.put(buf.data(), buf.size());
   rs.checked("prctl(PR_SET_MM_MAP)", SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, base, sizeof map, 0);
-  rs.syscall(SYS_close, static_cast<uint64_t>(exe_fd));
+  if (exe_fd >= 0) rs.syscall(SYS_close, static_cast<uint64_t>(exe_fd));
 }
 
 }  // namespace

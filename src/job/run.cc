@@ -1,0 +1,192 @@
+#include "job/run.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/scoped_fd.h"
+#include "image/image_reader.h"
+#include "job/control.h"
+#include "job/dump.h"
+#include "job/series.h"
+#include "restore/restore.h"
+#include "restore/spawn.h"
+
+namespace snap::job {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// What a batch system or a user sends to snap run is meant for the job.
+constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT};
+
+int exit_code_of(int status) {
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Signals come in through a signalfd; the job gets the mask snap run had.
+class Signals {
+ public:
+  Signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    for (int s : kForwarded) sigaddset(&set, s);
+    ::sigprocmask(SIG_BLOCK, &set, &old_);
+    fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!fd_) throw SysError("signalfd", errno);
+  }
+  ~Signals() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+  int fd() const { return fd_.get(); }
+  const sigset_t& original_mask() const { return old_; }
+
+ private:
+  sigset_t old_;
+  ScopedFd fd_;
+};
+
+pid_t start_program(const std::vector<std::string>& argv, const sigset_t& mask) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) throw SysError("fork", errno);
+  if (pid == 0) {
+    ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "snap run: cannot run %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+class Runner {
+ public:
+  explicit Runner(const RunOptions& o) : opts_(o), lock_(o.dir), server_(o.dir) {}
+
+  int run() {
+    if (auto latest = latest_checkpoint(opts_.dir)) {
+      auto img = image::ImageReader::open(*latest);
+      img.verify_all();
+      auto spawner = restore::make_set_tid_spawner();
+      root_ = restore::restore_tree(img, *spawner, restore::RestoreOptions{});
+      std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)\n", root_, img.dir().c_str(),
+                   img.checkpoint().created.c_str());
+    } else {
+      if (opts_.argv.empty())
+        throw Error(opts_.dir + " holds no checkpoint and no program was given",
+                    "start the job with 'snap run --dir " + opts_.dir + " -- PROGRAM ARGS...'");
+      root_ = start_program(opts_.argv, signals_.original_mask());
+      std::fprintf(stderr, "snap run: started pid %d (%s); checkpoints go to %s\n", root_,
+                   opts_.argv[0].c_str(), opts_.dir.c_str());
+    }
+    schedule_next();
+    return loop();
+  }
+
+ private:
+  void schedule_next() {
+    if (opts_.interval > 0)
+      next_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(opts_.interval));
+  }
+
+  int loop() {
+    for (;;) {
+      std::vector<pollfd> fds{{signals_.fd(), POLLIN, 0}, {server_.listen_fd(), POLLIN, 0}};
+      for (int c : server_.connection_fds()) fds.push_back({c, POLLIN, 0});
+      int timeout = -1;
+      if (opts_.interval > 0) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_ - Clock::now());
+        timeout = static_cast<int>(std::max<int64_t>(0, left.count()));
+      }
+      if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR)
+        throw SysError("poll", errno);
+      if (auto code = handle_signals()) {
+        server_.answer_all("error the job has ended\n");
+        return *code;
+      }
+      bool requested = server_.poll_requests();
+      bool due = opts_.interval > 0 && Clock::now() >= next_;
+      if (requested || due) {
+        if (auto code = checkpoint(server_.any_kill_requested())) return *code;
+      }
+    }
+  }
+
+  // Forwards what is meant for the job; the job's end ends snap run.
+  std::optional<int> handle_signals() {
+    signalfd_siginfo si;
+    while (::read(signals_.fd(), &si, sizeof si) == sizeof si) {
+      int sig = static_cast<int>(si.ssi_signo);
+      if (sig != SIGCHLD) {
+        // Keyboard signals reach a job in our process group by themselves.
+        if (si.ssi_code == SI_KERNEL && ::getpgid(root_) == ::getpgrp()) continue;
+        ::kill(root_, sig);
+      }
+    }
+    int status;
+    pid_t r;
+    while ((r = ::waitpid(-1, &status, WNOHANG)) > 0)
+      if (r == root_) return exit_code_of(status);
+    return std::nullopt;
+  }
+
+  // One checkpoint of the job, which keeps running (or, with kill, ends).
+  // A failure is reported and the job goes on: the previous checkpoint stays
+  // the latest.
+  std::optional<int> checkpoint(bool kill) {
+    std::unique_ptr<SeriesSink> sink;
+    int n = 0;
+    try {
+      sink = SeriesSink::begin(opts_.dir, opts_.keep);
+      n = sink->number();
+      DumpOptions o;
+      o.kill = kill;
+      o.control_reply = [&](uint64_t peer) { return server_.reply_for(peer, n); };
+      auto r = dump_tree(root_, *sink, o);
+      std::fprintf(stderr,
+                   "snap run: checkpoint %d: %zu process(es), %.1f MiB memory -> %.1f MiB new in "
+                   "%.2f s (frozen %.2f s)%s\n",
+                   n, r.processes, static_cast<double>(r.stats.raw_bytes) / (1 << 20),
+                   static_cast<double>(r.stats.stored_bytes) / (1 << 20), r.seconds, r.frozen,
+                   kill ? "; job stopped" : "");
+      server_.answer_received(fmt::format("ok {}\n", n));
+    } catch (const Error& e) {
+      warn("checkpoint {} failed, the job goes on: {}", n, e.what());
+      server_.answer_received(fmt::format("error {}\n", e.what()));
+      schedule_next();
+      return std::nullopt;
+    }
+    schedule_next();
+    if (!kill) return std::nullopt;
+    int status;
+    while (::waitpid(root_, &status, 0) < 0 && errno == EINTR) {}
+    std::fprintf(stderr, "snap run: the job is stopped after checkpoint %d; run the same command "
+                         "again to resume it\n", n);
+    return kExitCheckpointedAndStopped;
+  }
+
+  RunOptions opts_;
+  Signals signals_;
+  RunLock lock_;
+  ControlServer server_;
+  pid_t root_ = -1;
+  Clock::time_point next_{};
+};
+
+}  // namespace
+
+int run_job(const RunOptions& opts) { return Runner(opts).run(); }
+
+}  // namespace snap::job

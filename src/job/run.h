@@ -1,0 +1,30 @@
+// `snap run`: start a job, or resume it from the latest good checkpoint of
+// its checkpoint directory, and stay its parent: checkpoint it every
+// `interval` seconds and whenever `snap checkpoint` asks, forward the
+// signals a batch system sends, and end with the job's status. The same
+// command line serves the first start and every restart of a batch job.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace snap::job {
+
+struct RunOptions {
+  std::string dir;                // the checkpoint directory (created 0700)
+  std::vector<std::string> argv;  // the program, for a first start
+  double interval = 0;            // seconds between checkpoints; 0: only on request
+  unsigned keep = 2;              // checkpoints kept
+};
+
+// The exit status of `snap run` when a checkpoint ended the job on request
+// (`snap checkpoint --kill`): run the same command again to resume.
+constexpr int kExitCheckpointedAndStopped = 75;  // EX_TEMPFAIL
+
+// Runs the job to its end; returns the exit code for `snap run`: the job's
+// status (128+signal when a signal ended it), or kExitCheckpointedAndStopped.
+// Throws Error when the job cannot be started or resumed, or when another
+// snap run owns the directory.
+int run_job(const RunOptions& opts);
+
+}  // namespace snap::job
