@@ -43,5 +43,6 @@ extern const Command kDump;
 extern const Command kInfo;
 extern const Command kRestore;
 extern const Command kRun;
+extern const Command kWatch;
 
 }  // namespace snap::cmd

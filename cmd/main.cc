@@ -12,7 +12,7 @@
 namespace snap::cmd {
 
 const std::vector<Command>& all_commands() {
-  static const std::vector<Command> commands = {kCheck, kDump, kInfo, kRestore, kRun, kCheckpoint};
+  static const std::vector<Command> commands = {kCheck, kDump, kInfo, kRestore, kRun, kCheckpoint, kWatch};
   return commands;
 }
 
