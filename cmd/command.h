@@ -33,6 +33,10 @@ struct Command {
 
 const std::vector<Command>& all_commands();
 
+// What followed a bare "--" on the command line (snap run's program and its
+// arguments), word for word; cxxopts never sees it.
+const std::vector<std::string>& words_after_dashes();
+
 // Parses argv for `c`, turning cxxopts errors into UsageError.
 cxxopts::ParseResult parse_or_usage(const Command& c, int argc, char** argv);
 

@@ -56,6 +56,8 @@ int run_help(int argc, char** argv) {
   return kExitOk;
 }
 
+std::vector<std::string> g_after_dashes;
+
 int dispatch(int argc, char** argv) {
   if (argc < 2) {
     print_overview(stderr);
@@ -69,8 +71,15 @@ int dispatch(int argc, char** argv) {
   if (name == "--help" || name == "-h" || name == "help") return run_help(argc, argv);
   const Command* c = find_command(name);
   if (!c) throw UsageError("unknown command '" + name + "'");
-  // cxxopts sees "snap-NAME ARGS...".
-  auto args = parse_or_usage(*c, argc - 1, argv + 1);
+  // cxxopts sees "snap-NAME ARGS..." up to a bare "--".
+  int nopts = argc;
+  for (int i = 2; i < argc; i++)
+    if (std::string_view(argv[i]) == "--") {
+      nopts = i;
+      g_after_dashes.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  auto args = parse_or_usage(*c, nopts - 1, argv + 1);
   if (args.count("help")) {
     std::fputs(c->options().help().c_str(), stdout);
     return kExitOk;
@@ -80,6 +89,9 @@ int dispatch(int argc, char** argv) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& words_after_dashes() { return g_after_dashes; }
+
 }  // namespace snap::cmd
 
 int main(int argc, char** argv) {

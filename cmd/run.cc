@@ -20,11 +20,8 @@ cxxopts::Options run_options() {
       ("interval", "seconds between checkpoints (default: only on request)",
        cxxopts::value<double>()->default_value("0"))
       ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"))
-      ("program", "the program and its arguments", cxxopts::value<std::vector<std::string>>())
       ("v,verbose", "log each step")
       ("h,help", "show this help");
-  o.parse_positional({"program"});
-  o.positional_help("-- PROGRAM [ARGS...]");
   return o;
 }
 
@@ -36,7 +33,7 @@ int run_run(const cxxopts::ParseResult& args) {
   opts.keep = args["keep"].as<unsigned>();
   if (opts.interval < 0) throw UsageError("--interval must not be negative");
   if (opts.keep < 1) throw UsageError("--keep must be at least 1");
-  if (args.count("program")) opts.argv = args["program"].as<std::vector<std::string>>();
+  opts.argv = words_after_dashes();
   return job::run_job(opts);
 }
 

@@ -1,6 +1,8 @@
 #include "job/watch.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -53,7 +55,11 @@ class JobEnd {
     fd_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!fd_ || ::inotify_add_watch(fd_.get(), o.dir.c_str(), IN_DELETE | IN_MOVED_FROM) < 0)
       throw SysError("inotify on " + o.dir, errno);
+    lock_ = o.dir + "/run.lock";
   }
+  // How long to wait before looking again: a snap run that was killed
+  // leaves its socket behind, so its lock is looked at every second.
+  int poll_timeout_ms() const { return sock_.empty() ? -1 : 1000; }
   int fd() const { return fd_.get(); }
   // After fd() polled readable (or to check now).
   bool ended() {
@@ -63,12 +69,17 @@ class JobEnd {
     }
     char buf[4096];
     while (::read(fd_.get(), buf, sizeof buf) > 0) {}
-    return !exists(sock_);
+    return !exists(sock_) || !lock_held();
   }
 
  private:
+  bool lock_held() const {
+    ScopedFd l(::open(lock_.c_str(), O_RDONLY | O_CLOEXEC));
+    return l && ::flock(l.get(), LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+  }
+
   ScopedFd fd_;
-  std::string sock_;
+  std::string sock_, lock_;
 };
 
 void checkpoint_now(const WatchOptions& o) {
@@ -109,7 +120,7 @@ int watch_file(const WatchOptions& o) {
     }
     if (end.ended()) break;
     pollfd fds[2] = {{in.get(), POLLIN, 0}, {end.fd(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) throw SysError("poll", errno);
+    if (::poll(fds, 2, end.poll_timeout_ms()) < 0 && errno != EINTR) throw SysError("poll", errno);
     char buf[4096];
     while (::read(in.get(), buf, sizeof buf) > 0) {}  // which event does not matter
   }

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Checkpoint series end to end: `snap run` (periodic checkpoints, resume
+after kill -9), `snap checkpoint` from outside and from inside the job,
+`snap watch --file`, and nothing lost when a checkpoint fails or snap dies.
+Usage: series_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import (Skip, _started, case, expect, lines_of, main, pid_alive, reap_orphans, start,
+                      wait_for, wait_lines)
+
+
+def started_pid(err_path):
+    """The job's pid, from snap run's first line ("started pid N" / "resumed pid N")."""
+    m = re.search(r"snap run: (started|resumed) pid (\d+)", open(err_path).read())
+    return int(m.group(2)) if m else None
+
+
+def tree_of(pid):
+    """pid and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def kill_everything(run_proc, err_path):
+    """kill -9 of snap run and of the whole job, as a node failure would."""
+    job = started_pid(err_path)
+    victims = tree_of(job) if job else []
+    run_proc.kill()
+    for p in victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run_proc.wait()
+    wait_for(lambda: not any(pid_alive(p) for p in victims), 10, "the job to be gone")
+    reap_orphans()
+
+
+class Run:
+    """One `snap run` of the test: stdout to `out` opened with `mode` ("w"
+    for a first start, "a" to append; a resumed job reopens its own files
+    itself), stderr to its own file."""
+    def __init__(self, env, name, ckpt, argv, out, mode="w", extra=()):
+        self.err = env.path(f"{name}.err")
+        self.proc = subprocess.Popen([env.snap, "run", "--dir", ckpt, *extra, "--", *argv],
+                                     stdout=open(out, mode), stderr=open(self.err, "w"),
+                                     stdin=subprocess.DEVNULL)
+        _started.append(self.proc)
+
+    def stderr(self):
+        return open(self.err).read()
+
+
+def checkpoints_made(run):
+    return len(re.findall(r"snap run: checkpoint \d+:", run.stderr()))
+
+
+@case
+def run_interval_resume(env):
+    # The seeds' first wish: checkpoint every N seconds; after kill -9 of
+    # everything, the same command resumes from the latest checkpoint.
+    ckpt, out = env.path("ck"), env.path("count.out")
+    argv = [sys.executable, env.src("counter.py"), "40", "200"]
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", "2"])
+    wait_for(lambda: checkpoints_made(r1) >= 2, 30, "two periodic checkpoints")
+    expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()})")
+    kill_everything(r1.proc, r1.err)
+    before = lines_of(out)
+    k = int(before[-1])
+    expect(k < 40, f"killed mid-run at {k}")
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "2"])
+    rc = r2.proc.wait(timeout=60)
+    expect(rc == 0, f"the resumed job ran to its end, snap run exited 0 (got {rc}: {r2.stderr().strip()})")
+    expect("resumed pid" in r2.stderr(), "the second snap run resumed from a checkpoint")
+    nums = [int(x) for x in lines_of(out)]
+    expect(nums[:len(before)] == list(range(1, k + 1)), "the first run printed 1..k")
+    after = nums[len(before):]
+    m = after[0]
+    expect(after == list(range(m, 41)), f"the resumed run printed {m}..40 in order")
+    # The output file is opened O_APPEND: what the job printed after the last
+    # checkpoint comes again. No number is missing; at most an interval
+    # (2 s = 10 numbers, plus slack) repeats.
+    expect(2 <= m <= k + 1, f"resumed at {m}, not from the start, with nothing missing (k = {k})")
+    expect(k - m + 1 <= 13, f"{k - m + 1} numbers repeated, within what the 2 s interval explains")
+
+
+@case
+def second_run_on_same_dir_refused(env):
+    ckpt = env.path("ck")
+    r1 = Run(env, "run1", ckpt, [env.prog("counter"), "100", "100"], env.path("a.out"))
+    wait_lines(env.path("a.out"), 2)
+    r2 = env.snap_run("run", "--dir", ckpt, "--", env.prog("counter"), "3", "10", check=False)
+    expect(r2.returncode == 1, f"a second snap run on the same directory exits 1 (got {r2.returncode})")
+    expect(f"in use by snap run pid {r1.proc.pid}" in r2.stderr,
+           f"it names the snap run holding it: {r2.stderr.strip()}")
+    expect(r1.proc.poll() is None, "the first snap run goes on")
+    kill_everything(r1.proc, r1.err)
+
+
+def self_checkpoint(env, argv_of):
+    ckpt, out = env.path("ck"), env.path("self.out")
+    argv = argv_of(ckpt)
+    ref = subprocess.run([x if x != ckpt else env.path("unused") for x in argv],
+                         capture_output=True, text=True).stdout
+    ref = ref.replace("checkpoint call returned 256", "checkpoint call returned 0")
+    r1 = Run(env, "run1", ckpt, argv, out)
+    wait_for(lambda: any(l.startswith("checkpoint call returned") for l in lines_of(out)), 30,
+             "the job's own checkpoint call to return")
+    expect("checkpoint call returned 0" in lines_of(out),
+           f"the call succeeded inside the job ({lines_of(out)[-1]}; {r1.stderr().strip()})")
+    wait_lines(out, len(lines_of(out)) + 3)
+    kill_everything(r1.proc, r1.err)
+    before = open(out).read()
+    r2 = Run(env, "run2", ckpt, argv, out, "a")
+    rc = r2.proc.wait(timeout=60)
+    expect(rc == 0 and "resumed pid" in r2.stderr(),
+           f"the same snap run command resumed the job (exit {rc}: {r2.stderr().strip()})")
+    got = open(out).read()
+    expect(got == ref, f"it continued right after its checkpoint call: output identical to an "
+                       f"uninterrupted run\nbefore: {before!r}\ngot:    {got!r}\nwant:   {ref!r}")
+
+
+@case
+def self_checkpoint_c(env):
+    self_checkpoint(env, lambda ck: [env.prog("selfck"), env.snap, ck, "15", "5", "200"])
+
+
+@case
+def self_checkpoint_python(env):
+    self_checkpoint(env, lambda ck: [sys.executable, env.src("selfck.py"), env.snap, ck, "15", "5",
+                                     "200"])
+
+
+@case
+def checkpoint_kill_then_resume(env):
+    # snap checkpoint --kill from outside: the job ends once the checkpoint
+    # is safe (requeue); snap run says so with exit 75; running the same
+    # command again resumes it.
+    ckpt, out = env.path("ck"), env.path("k.out")
+    argv = [env.prog("counter"), "30", "100"]
+    r1 = Run(env, "run1", ckpt, argv, out)
+    wait_lines(out, 5)
+    r = env.snap_run("checkpoint", "--dir", ckpt, "--wait", "--kill")
+    expect("checkpoint 1 of" in r.stderr, f"snap checkpoint reports the safe checkpoint: {r.stderr.strip()}")
+    rc = r1.proc.wait(timeout=20)
+    expect(rc == 75, f"snap run exits 75 when a checkpoint stopped the job (got {rc})")
+    job = started_pid(r1.err)
+    expect(not pid_alive(job), "the job is gone")
+    n = len(lines_of(out))
+    r2 = Run(env, "run2", ckpt, argv, out, "a")
+    rc = r2.proc.wait(timeout=60)
+    expect(rc == 0, f"resumed and finished (exit {rc}: {r2.stderr().strip()})")
+    expect(lines_of(out) == [str(i) for i in range(1, 31)],
+           f"output continued from line {n} with nothing missing or repeated")
+    r = env.snap_run("checkpoint", "--dir", ckpt, "--wait", check=False)
+    expect(r.returncode == 1 and "no 'snap run' owns" in r.stderr,
+           f"with no snap run, snap checkpoint says so: {r.stderr.strip()}")
+
+
+@case
+def watch_file(env):
+    # touch signal.myfile makes snap watch checkpoint within a second, then
+    # the file is gone; with --dir beside snap run, and with --pid.
+    ckpt, out = env.path("ck"), env.path("w.out")
+    r1 = Run(env, "run1", ckpt, [env.prog("counter"), "60", "100"], out)
+    wait_lines(out, 2)
+    sig = env.path("signal.myfile")
+    w = start([env.snap, "watch", "--file", sig, "--dir", ckpt])
+    time.sleep(0.5)
+    for n in (1, 2):
+        t0 = time.monotonic()
+        open(sig, "w").close()
+        wait_for(lambda: os.path.exists(os.path.join(ckpt, "latest")) and
+                 os.readlink(os.path.join(ckpt, "latest")).split("/")[-1] == str(n)
+                 and not os.path.exists(sig), 5, f"checkpoint {n} and the file gone")
+        took = time.monotonic() - t0
+        expect(took < 1.0, f"touch -> checkpoint {n} safe and file removed in {took:.2f} s")
+    kill_everything(r1.proc, r1.err)
+    w.wait(timeout=10)
+    expect(w.returncode == 0, "snap watch ends with the job")
+
+    p = start([env.prog("counter"), "60", "100"], stdout_path=env.path("p.out"))
+    wait_lines(env.path("p.out"), 2)
+    img = env.path("img")
+    w = start([env.snap, "watch", "--file", sig, "--pid", str(p.pid), "-o", img])
+    time.sleep(0.5)
+    open(sig, "w").close()
+    wait_for(lambda: os.path.exists(os.path.join(img, "manifest.json")) and not os.path.exists(sig),
+             5, "the --pid image and the file gone")
+    r = env.snap_run("info", img)
+    expect(f"process {p.pid}" in r.stdout, "the image holds the watched job")
+    p.kill()
+    p.wait()
+    w.wait(timeout=10)
+    expect(w.returncode == 0, "snap watch --pid ends when the job does")
+
+
+@case
+def failed_checkpoint_keeps_previous(env):
+    # CKPT on a disk that fills up: the failed checkpoint leaves the job
+    # running and the previous checkpoint intact and still `latest`.
+    if os.geteuid() != 0:
+        raise Skip("mounting a small tmpfs needs root")
+    disk = env.path("disk")
+    os.mkdir(disk)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", disk], check=True)
+    try:
+        ckpt, out = os.path.join(disk, "ck"), env.path("f.out")
+        prog = ("import os, sys, time\n"
+                "keep = []\n"
+                "for i in range(1, 41):\n"
+                "    print(i, flush=True)\n"
+                "    if i == 8: keep.append(os.urandom(24 << 20))\n"
+                "    time.sleep(0.1)\n")
+        argv = [sys.executable, "-c", prog]
+        r1 = Run(env, "run1", ckpt, argv, out)
+        wait_lines(out, 3)
+        r = env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+        wait_lines(out, 10)
+        r = env.snap_run("checkpoint", "--dir", ckpt, "--wait", check=False)
+        expect(r.returncode == 1 and "No space left" in r.stderr,
+               f"the second checkpoint fails: disk full ({r.stderr.strip()})")
+        expect(os.readlink(os.path.join(ckpt, "latest")).split("/")[-1] == "1",
+               "latest still names checkpoint 1")
+        expect(r1.proc.poll() is None, "the job runs on")
+        kill_everything(r1.proc, r1.err)
+        n = len(lines_of(out))
+        r2 = Run(env, "run2", ckpt, argv, out, "a")
+        rc = r2.proc.wait(timeout=60)
+        expect(rc == 0 and "resumed pid" in r2.stderr(), f"resumed from checkpoint 1 ({r2.stderr().strip()})")
+        expect(lines_of(out) == [str(i) for i in range(1, 41)], f"output complete after resuming (was at {n})")
+    finally:
+        subprocess.run(["umount", "-l", disk], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
