@@ -162,9 +162,12 @@ void append_ref(std::vector<disk::PagemapRun>& runs, uint64_t addr, disk::RunKin
 constexpr int kPackShift = 40;
 constexpr uint64_t kPageMask = (uint64_t{1} << kPackShift) - 1;
 
+// N.tmp-XXXXXX, N.tmp-gc, latest.tmp-PID
 bool has_temp_infix(const std::string& name) {
   auto dot = name.find(kSeriesTempInfix);
-  return dot != std::string::npos && dot > 0;
+  if (dot == std::string::npos || dot == 0) return false;
+  std::string head = name.substr(0, dot);
+  return head == kSeriesLatest || head.find_first_not_of("0123456789") == std::string::npos;
 }
 
 std::optional<uint64_t> number_of(const std::string& s) {
