@@ -255,6 +255,7 @@ class ImageWriter::Impl {
                      errno == EWOULDBLOCK ? "another snap is writing this series; wait for it"
                                           : "");
     remove_leftovers();
+    remove_uncommitted();
     io::fsync_dir(ckpt_);
 
     std::vector<uint64_t> numbers = series_numbers(ckpt_);
@@ -272,6 +273,7 @@ class ImageWriter::Impl {
     dir_ = fmt::format("{}/{}", ckpt_, number_);
 
     if (base_) {
+      base_number_ = base_->checkpoint().series_number;
       base_packs_ = base_->packs();
       base_->for_each_stored_page([&](const uint8_t* hash16, const ImageReader::StoredPage& sp) {
         XXH128_canonical_t canon;
@@ -304,6 +306,25 @@ class ImageWriter::Impl {
     if (pack_created_ && !installed_) {
       ::unlink(pages_path_.c_str());
       ::unlink(index_path_.c_str());
+    }
+  }
+
+  // A checkpoint numbered above the one `latest` names was installed by a
+  // writer killed before it switched `latest`: it was never committed, and
+  // keeping it would make the next checkpoint's predecessor ambiguous.
+  void remove_uncommitted() {
+    std::optional<uint64_t> latest = series_latest(ckpt_);
+    if (!latest) return;
+    for (uint64_t n : series_numbers(ckpt_)) {
+      if (n <= *latest) continue;
+      std::string from = fmt::format("{}/{}", ckpt_, n);
+      std::string to = fmt::format("{}{}uncommitted", from, kSeriesTempInfix);
+      std::error_code ec;
+      fs::remove_all(to, ec);
+      if (::rename(from.c_str(), to.c_str()) < 0)
+        throw SysError(fmt::format("rename({}, {})", from, to), errno);
+      fs::remove_all(to, ec);
+      if (ec) warn("could not remove {}: {}", to, ec.message());
     }
   }
 
@@ -541,6 +562,7 @@ class ImageWriter::Impl {
   std::string dir_;
   std::string tmp_;
   uint64_t number_ = 0;  // series: N
+  std::optional<uint64_t> base_number_;  // series: the checkpoint add_unchanged refers to
 
  private:
   void check_usable() {
@@ -814,6 +836,7 @@ void ImageWriter::add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr
   impl_->add_unchanged(pid, mapping_start, addr, npages);
 }
 uint64_t ImageWriter::series_number() const { return impl_->number_; }
+std::optional<uint64_t> ImageWriter::base_number() const { return impl_->base_number_; }
 
 ImageWriter::ImageWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ImageWriter::ImageWriter(ImageWriter&&) noexcept = default;

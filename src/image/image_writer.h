@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "image/checkpoint.h"
@@ -76,6 +77,12 @@ class ImageWriter {
   ImageStats stats() const;
   const std::string& dir() const;       // DIR (in a series: CKPT/N)
   uint64_t series_number() const;       // N in a series, else 0
+  // The checkpoint add_unchanged() refers to: the one `latest` named at
+  // create_in_series() (or, where it was damaged, the newest good one
+  // before it); nullopt for the first checkpoint of a series or a plain
+  // image. A dumper whose dirty-page tracking started at another
+  // checkpoint must give all pages with add_pages().
+  std::optional<uint64_t> base_number() const;
   const std::string& temp_dir() const;  // where the image is written until commit
 
  private:

@@ -131,6 +131,8 @@ ImageStats write_next(const std::string& ckpt, uint64_t npages, const ChangedFn&
                       bool use_unchanged, unsigned keep = 2) {
   auto w = ImageWriter::create_in_series(ckpt, {keep});
   uint64_t n = w.series_number();
+  if (use_unchanged && n > 1 && w.base_number() != n - 1)
+    throw std::runtime_error(fmt::format("checkpoint {}: base is not {}", n, n - 1));
   for (uint64_t i = 0; i < npages; ++i) {
     uint64_t addr = kStart + i * kPageSize;
     if (use_unchanged && n > 1 && !changed(n, i)) {
