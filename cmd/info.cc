@@ -34,6 +34,7 @@
 #include "cmd/info_tree.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
+#include "image/series.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
 #include "tracer/symbols.h"
@@ -50,7 +51,9 @@ cxxopts::Options info_options() {
   o.custom_help("DIR [--json]");
   o.positional_help("DIR");
   o.add_options()
-      ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
+      ("dir", "image directory written by snap dump, or a checkpoint series directory "
+              "(lists the series, then describes its latest good checkpoint)",
+       cxxopts::value<std::string>())
       ("json", "print the facts as one JSON document (keys: FORMAT.md)")
       ("h,help", "show this help");
   o.parse_positional({"dir"});
@@ -446,7 +449,30 @@ ojson describe_stats(const image::ImageReader& img) {
   j["image_bytes"] = image_bytes_on_disk(img.dir());
   j["dedup_ratio"] = ratio(nonzero, s.unique_pages);
   j["compression_ratio"] = ratio(s.unique_pages * image::kPageSize, s.stored_bytes);
+  j["earlier_pages"] = s.earlier_pages;
+  j["unchanged_pages"] = s.unchanged_pages;
+  j["new_stored_bytes"] = s.new_stored_bytes;
   return j;
+}
+
+// The checkpoints of a series (image::list_series), oldest first.
+ojson describe_series(const std::string& ckpt) {
+  ojson list = ojson::array();
+  for (const auto& e : image::list_series(ckpt))
+    list.push_back({{"number", e.number},
+                    {"dir", e.dir},
+                    {"latest", e.latest},
+                    {"complete", e.complete},
+                    {"problem", e.problem.empty() ? ojson(nullptr) : ojson(e.problem)},
+                    {"created", e.created},
+                    {"changed_pages_by",
+                     e.changed_pages_by.empty() ? ojson(nullptr) : ojson(e.changed_pages_by)},
+                    {"pages", e.pages},
+                    {"new_bytes", e.new_bytes},
+                    {"referenced_bytes", e.referenced_bytes},
+                    {"checkpoint_bytes", e.checkpoint_bytes},
+                    {"earlier_pages", e.earlier_pages}});
+  return list;
 }
 
 ojson describe(image::ImageReader& img) {
@@ -459,6 +485,9 @@ ojson describe(image::ImageReader& img) {
   j["created"] = c.created;
   j["hostname"] = c.hostname;
   j["kernel_release"] = c.kernel_release;
+  j["series_number"] = c.series_number ? ojson(*c.series_number) : ojson(nullptr);
+  j["changed_pages_by"] = c.changed_pages_by.empty() ? ojson(nullptr) : ojson(c.changed_pages_by);
+  j["series"] = nullptr;
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));
   describe_tree_and_sharing(c, j);
@@ -597,8 +626,45 @@ std::string ratio_text(const ojson& r) {
   return r.is_null() ? "n/a" : fmt::format("{:.2f}", r.get<double>());
 }
 
+std::string short_size(uint64_t bytes) {
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  if (bytes < (1 << 20)) return fmt::format("{:.1f} KiB", static_cast<double>(bytes) / 1024);
+  if (bytes < (1ull << 30)) return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20));
+  return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1ull << 30));
+}
+
+void print_series(const ojson& series) {
+  std::printf("checkpoint series: %zu checkpoint(s)\n", series.size());
+  std::printf("  %6s %-20s %10s %10s %10s %8s  %-12s %s\n", "number", "created", "memory",
+              "new", "referenced", "shared", "changes by", "state");
+  for (const auto& e : series) {
+    std::string state = e["complete"].get<bool>() ? "complete" : "DAMAGED";
+    if (e["latest"].get<bool>()) state += ", latest";
+    std::printf("  %6llu %-20s %10s %10s %10s %8llu  %-12s %s\n",
+                static_cast<unsigned long long>(e["number"].get<uint64_t>()),
+                e["created"].get<std::string>().c_str(),
+                short_size(e["pages"].get<uint64_t>() * image::kPageSize).c_str(),
+                short_size(e["new_bytes"].get<uint64_t>()).c_str(),
+                short_size(e["referenced_bytes"].get<uint64_t>()).c_str(),
+                static_cast<unsigned long long>(e["earlier_pages"].get<uint64_t>()),
+                e["changed_pages_by"].is_null() ? "-"
+                                                : e["changed_pages_by"].get<std::string>().c_str(),
+                state.c_str());
+    if (!e["problem"].is_null())
+      std::printf("         %s\n", e["problem"].get<std::string>().c_str());
+  }
+  std::printf("  (shared: pages of the checkpoint stored by earlier ones)\n\n");
+}
+
 void print_text(const ojson& j) {
+  if (!j["series"].is_null()) print_series(j["series"]);
   std::printf("snap image %s\n", j["dir"].get<std::string>().c_str());
+  if (!j["series_number"].is_null())
+    std::printf("  checkpoint %llu of a series, changed pages found by %s\n",
+                static_cast<unsigned long long>(j["series_number"].get<uint64_t>()),
+                j["changed_pages_by"].is_null()
+                    ? "(not said)"
+                    : j["changed_pages_by"].get<std::string>().c_str());
   std::printf("  format version %u, written by snap %s at %s\n",
               j["format_version"].get<unsigned>(), j["snap_version"].get<std::string>().c_str(),
               j["created"].get<std::string>().c_str());
@@ -623,12 +689,22 @@ void print_text(const ojson& j) {
   std::printf("  compression ratio %s (unique page bytes per byte stored)\n",
               ratio_text(s["compression_ratio"]).c_str());
   std::printf("  image size      %s on disk\n", size_text(u("image_bytes")).c_str());
+  if (!j["series_number"].is_null())
+    std::printf("  series          %llu pages from earlier checkpoints (%llu reported unchanged), "
+                "%s stored new\n",
+                static_cast<unsigned long long>(u("earlier_pages")),
+                static_cast<unsigned long long>(u("unchanged_pages")),
+                size_text(u("new_stored_bytes")).c_str());
 }
 
 int run_info(const cxxopts::ParseResult& args) {
   if (!args.count("dir")) throw UsageError("missing image directory");
-  auto img = image::ImageReader::open(args["dir"].as<std::string>());  // 1
-  ojson doc = describe(img);                                            // 2, 3
+  const std::string path = args["dir"].as<std::string>();
+  auto img = image::ImageReader::open(path);  // 1 (a series: its latest good checkpoint)
+  ojson doc = describe(img);                  // 2, 3
+  if (img.in_series() && image::is_series_dir(path) &&
+      !std::filesystem::exists(std::filesystem::path(path) / "manifest.json"))
+    doc["series"] = describe_series(path);
   if (args.count("json"))                                               // 4
     std::printf("%s\n", doc.dump(1, ' ', false, ojson::error_handler_t::replace).c_str());
   else

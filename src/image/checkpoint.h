@@ -15,7 +15,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 2;  // 2: process trees (zombies, shared files, sockets)
+constexpr uint32_t kFormatVersion = 3;  // 2: process trees; 3: checkpoint series (shared packs)
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -183,6 +183,12 @@ struct Checkpoint {
   // processes[0] is the root of the dumped tree; every other process's
   // parent (ppid) comes before it.
   std::vector<Process> processes;
+  // Set when the checkpoint is one of a series (FORMAT.md, "Checkpoint
+  // series"): its number there, filled in by the series writer's commit().
+  std::optional<uint64_t> series_number;
+  // How the dumper found the pages that changed since the previous
+  // checkpoint: "full", "content-hash", "uffd-wp", ...; empty: not said.
+  std::string changed_pages_by;
 };
 
 }  // namespace snap::image

@@ -15,9 +15,11 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/manifest.h"
+#include "image/series.h"
 
 namespace snap::image {
 
@@ -36,9 +38,22 @@ T read_record(const std::string& buf, size_t& off) {
 
 }  // namespace
 
+// One page store: pages.bin + pages.idx of a plain image, or one pack of a
+// series (packs/N.pack + packs/N.idx).
+struct Pack {
+  std::string name;                 // series pack number; empty for a plain image
+  std::string data_path, index_path;
+  FileEntry data, index;            // as the manifest records them
+  std::vector<disk::IndexBlock> blocks;
+  std::vector<disk::IndexPage> pages;  // sorted by hash
+  uint64_t base = 0;                // page ref of its unique page 0
+  ScopedFd fd;
+};
+
 class ImageReader::Impl {
  public:
   explicit Impl(std::string dir) : dir_(std::move(dir)) {
+    while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
     std::string manifest_path = path(disk::kManifestFile);
     if (::access(manifest_path.c_str(), F_OK) < 0 && errno == ENOENT)
       throw Error(fmt::format("{} is not a snap image: it has no {}", dir_, disk::kManifestFile),
@@ -46,58 +61,141 @@ class ImageReader::Impl {
     Manifest m = manifest_from_json(io::read_file(manifest_path));
     checkpoint_ = std::move(m.checkpoint);
     files_ = std::move(m.files);
-    for (const char* name : {disk::kPagesFile, disk::kIndexFile, disk::kPagemapFile})
-      if (!files_.count(name))
-        throw Error(fmt::format("{}: manifest.json lists no {}", dir_, name), kDamaged);
-    for (const auto& [name, entry] : files_) {
-      struct stat st;
-      if (::stat(path(name).c_str(), &st) < 0)
-        throw SysError(fmt::format("stat({})", path(name)), errno, kDamaged);
-      if (static_cast<uint64_t>(st.st_size) != entry.size)
-        throw Error(fmt::format("{}: size is {} bytes, manifest.json says {}", path(name),
-                                st.st_size, entry.size),
-                    kDamaged);
+    series_ = m.series;
+    if (m.packs.empty()) {
+      for (const char* name : {disk::kPagesFile, disk::kIndexFile})
+        if (!files_.count(name))
+          throw Error(fmt::format("{}: manifest.json lists no {}", dir_, name), kDamaged);
+      Pack& p = packs_.emplace_back();
+      p.data_path = path(disk::kPagesFile);
+      p.index_path = path(disk::kIndexFile);
+      p.data = files_.at(disk::kPagesFile);
+      p.index = files_.at(disk::kIndexFile);
+    } else {
+      std::string packs_dir = parent_dir() + "/" + kSeriesPacks;
+      for (const auto& e : m.packs) {
+        Pack& p = packs_.emplace_back();
+        p.name = e.name;
+        p.data_path = packs_dir + "/" + e.name + ".pack";
+        p.index_path = packs_dir + "/" + e.name + ".idx";
+        p.data = e.data;
+        p.index = e.index;
+      }
     }
-    load_index(read_checked(disk::kIndexFile));
-    load_pagemap(read_checked(disk::kPagemapFile));
-    pages_fd_ = io::open_file(path(disk::kPagesFile), O_RDONLY);
+    if (!files_.count(disk::kPagemapFile))
+      throw Error(fmt::format("{}: manifest.json lists no {}", dir_, disk::kPagemapFile), kDamaged);
+    for (const auto& [name, entry] : files_) check_size(path(name), entry);
+    for (auto& p : packs_) {
+      check_size(p.data_path, p.data);
+      check_size(p.index_path, p.index);
+    }
+    for (auto& p : packs_) {
+      p.base = total_pages_;
+      load_index(p, read_checked(p.index_path, p.index));
+      total_pages_ += p.pages.size();
+    }
+    load_pagemap(read_checked(path(disk::kPagemapFile), files_.at(disk::kPagemapFile)));
+    for (auto& p : packs_) p.fd = io::open_file(p.data_path, O_RDONLY);
     stored_buf_ = std::make_unique_for_overwrite<uint8_t[]>(
         static_cast<size_t>(LZ4_compressBound(static_cast<int>(disk::kBlockRawBytes))));
   }
 
+  bool in_series() const { return !packs_.front().name.empty(); }
+
+  std::vector<ImageReader::PackFiles> packs() const {
+    std::vector<ImageReader::PackFiles> v;
+    for (const auto& p : packs_)
+      v.push_back({p.name, p.data_path, p.index_path, p.data.size, p.index.size, p.data.xxh3,
+                   p.index.xxh3, p.pages.size()});
+    return v;
+  }
+
+  void for_each_stored_page(
+      const std::function<void(const uint8_t*, const ImageReader::StoredPage&)>& fn) const {
+    for (uint32_t i = 0; i < packs_.size(); ++i)
+      for (const auto& e : packs_[i].pages)
+        fn(e.hash, {i, e.block * uint64_t{disk::kBlockPages} + e.slot});
+  }
+
+  std::vector<std::optional<ImageReader::StoredPage>> locate(pid_t pid, uint64_t addr,
+                                                             size_t npages) const {
+    std::vector<std::optional<ImageReader::StoredPage>> out;
+    out.reserve(npages);
+    for (size_t i = 0; i < npages; ++i) {
+      uint64_t a = addr + i * kPageSize;
+      const disk::PagemapRun* run = nullptr;
+      // The mapping holding `a` is the last one of pid starting at or below it.
+      auto t = tables_.upper_bound({pid, a});
+      if (t != tables_.begin() && (--t)->first.first == pid) {
+        const auto& runs = t->second;
+        auto r = std::upper_bound(runs.begin(), runs.end(), a,
+                                  [](uint64_t x, const disk::PagemapRun& r) { return x < r.addr; });
+        if (r != runs.begin() && a < (--r)->addr + uint64_t{r->npages} * kPageSize) run = &*r;
+      }
+      if (!run)
+        throw Error(fmt::format("checkpoint {}: pid {} has no page at {:#x}", dir_, pid, a),
+                    "pages reported unchanged must have been dumped in the previous checkpoint");
+      if (run->kind == disk::kRunZero) {
+        out.emplace_back(std::nullopt);
+        continue;
+      }
+      uint64_t ref = run->kind == disk::kRunSeq ? run->ref + (a - run->addr) / kPageSize : run->ref;
+      const Pack& p = pack_of(ref);
+      out.emplace_back(ImageReader::StoredPage{static_cast<uint32_t>(&p - packs_.data()),
+                                               ref - p.base});
+    }
+    return out;
+  }
+
   ImageStats stats() const {
     ImageStats s;
-    s.unique_pages = index_.size();
-    s.blocks = blocks_.size();
-    for (const auto& b : blocks_) s.raw_blocks += (b.flags & disk::kBlockRaw) ? 1 : 0;
-    s.stored_bytes = files_.at(disk::kPagesFile).size;
+    std::vector<uint64_t> refs;
+    for (const auto& p : packs_) {
+      s.blocks += p.blocks.size();
+      for (const auto& b : p.blocks) s.raw_blocks += (b.flags & disk::kBlockRaw) ? 1 : 0;
+      s.stored_bytes += p.data.size;
+    }
     for (const auto& [key, runs] : tables_)
       for (const auto& r : runs) {
         s.pages += r.npages;
         if (r.kind == disk::kRunZero) s.zero_pages += r.npages;
+        else if (r.kind == disk::kRunRepeat) refs.push_back(r.ref);
+        else for (uint32_t i = 0; i < r.npages; ++i) refs.push_back(r.ref + i);
       }
+    // Unique pages: those the pagemap refers to (a pack of a series may
+    // hold pages only other checkpoints use).
+    std::sort(refs.begin(), refs.end());
+    s.unique_pages = static_cast<uint64_t>(std::unique(refs.begin(), refs.end()) - refs.begin());
     s.duplicate_pages = s.pages - s.zero_pages - s.unique_pages;
     s.raw_bytes = s.pages * kPageSize;
+    if (series_) {
+      s.earlier_pages = series_->earlier_pages;
+      s.unchanged_pages = series_->unchanged_pages;
+      s.new_stored_bytes = packs_.back().data.size + packs_.back().index.size;
+    } else {
+      s.new_stored_bytes = s.stored_bytes;
+    }
     return s;
   }
 
   void verify_all() {
-    std::vector<const disk::IndexPage*> by_number(index_.size());
-    for (const auto& p : index_) by_number[p.block * uint64_t{disk::kBlockPages} + p.slot] = &p;
-    for (uint64_t b = 0; b < blocks_.size(); ++b) {
-      const uint8_t* raw = read_block(b, raw_buf());
-      for (uint32_t slot = 0; slot < blocks_[b].npages; ++slot) {
-        XXH128_canonical_t canon;
-        XXH128_canonicalFromHash(&canon, XXH3_128bits(raw + slot * kPageSize, kPageSize));
-        const auto* entry = by_number[b * disk::kBlockPages + slot];
-        if (std::memcmp(canon.digest, entry->hash, sizeof canon.digest) != 0)
-          throw Error(fmt::format("{}: block {} (offset {}): page {} does not match its hash in {}",
-                                  path(disk::kPagesFile), b, blocks_[b].offset, slot,
-                                  disk::kIndexFile),
-                      kDamaged);
+    for (auto& p : packs_) {
+      std::vector<const disk::IndexPage*> by_number(p.pages.size());
+      for (const auto& e : p.pages) by_number[e.block * uint64_t{disk::kBlockPages} + e.slot] = &e;
+      for (uint64_t b = 0; b < p.blocks.size(); ++b) {
+        const uint8_t* raw = read_block(p, b, raw_buf());
+        for (uint32_t slot = 0; slot < p.blocks[b].npages; ++slot) {
+          XXH128_canonical_t canon;
+          XXH128_canonicalFromHash(&canon, XXH3_128bits(raw + slot * kPageSize, kPageSize));
+          const auto* entry = by_number[b * disk::kBlockPages + slot];
+          if (std::memcmp(canon.digest, entry->hash, sizeof canon.digest) != 0)
+            throw Error(fmt::format("{}: block {} (offset {}): page {} does not match its hash in {}",
+                                    p.data_path, b, p.blocks[b].offset, slot, p.index_path),
+                        kDamaged);
+        }
       }
+      check_sum(p.data_path, p.data, io::sum_file(p.data_path));
     }
-    check_sum(disk::kPagesFile, io::sum_file(path(disk::kPagesFile)));
   }
 
   void for_each_run(pid_t pid, uint64_t mapping_start,
@@ -124,40 +222,65 @@ class ImageReader::Impl {
           flush();
         if (!run_pages) run_addr = addr;
         uint64_t ref = r.kind == disk::kRunSeq ? r.ref + i : r.ref;
-        const uint8_t* block = cached_block(ref / disk::kBlockPages);
+        Pack& p = pack_of(ref);
+        uint64_t u = ref - p.base;
+        const uint8_t* block = cached_block(p, u / disk::kBlockPages);
         std::memcpy(run_buf_.get() + run_pages * kPageSize,
-                    block + (ref % disk::kBlockPages) * kPageSize, kPageSize);
+                    block + (u % disk::kBlockPages) * kPageSize, kPageSize);
         ++run_pages;
       }
     }
     flush();
   }
 
-  const std::string dir_;
+  std::string dir_;
   Checkpoint checkpoint_;
 
  private:
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
 
-  [[noreturn]] void damaged(const char* file, const std::string& what) const {
-    throw Error(fmt::format("{}: {}", path(file), what), kDamaged);
+  std::string parent_dir() const {
+    auto slash = dir_.rfind('/');
+    if (slash == std::string::npos) return ".";
+    return slash == 0 ? "/" : dir_.substr(0, slash);
   }
 
-  void check_sum(const char* name, const io::FileSum& sum) const {
-    const auto& want = files_.at(name);
+  [[noreturn]] void damaged(const std::string& file, const std::string& what) const {
+    throw Error(fmt::format("{}: {}", file, what), kDamaged);
+  }
+
+  static void check_size(const std::string& file, const FileEntry& entry) {
+    struct stat st;
+    if (::stat(file.c_str(), &st) < 0) throw SysError(fmt::format("stat({})", file), errno, kDamaged);
+    if (static_cast<uint64_t>(st.st_size) != entry.size)
+      throw Error(fmt::format("{}: size is {} bytes, manifest.json says {}", file, st.st_size,
+                              entry.size),
+                  kDamaged);
+  }
+
+  void check_sum(const std::string& file, const FileEntry& want, const io::FileSum& sum) const {
     if (sum.xxh3 != want.xxh3 || sum.size != want.size)
-      damaged(name, fmt::format("checksum {:016x} does not match manifest.json ({:016x})",
+      damaged(file, fmt::format("checksum {:016x} does not match manifest.json ({:016x})",
                                 sum.xxh3, want.xxh3));
   }
 
-  std::string read_checked(const char* name) const {
-    std::string buf = io::read_file(path(name));
-    check_sum(name, io::sum_bytes(buf.data(), buf.size()));
+  std::string read_checked(const std::string& file, const FileEntry& want) const {
+    std::string buf = io::read_file(file);
+    check_sum(file, want, io::sum_bytes(buf.data(), buf.size()));
     return buf;
   }
 
-  void load_index(const std::string& buf) {
-    const char* f = disk::kIndexFile;
+  Pack& pack_of(uint64_t ref) {
+    return const_cast<Pack&>(static_cast<const Impl*>(this)->pack_of(ref));
+  }
+  const Pack& pack_of(uint64_t ref) const {
+    auto it = std::upper_bound(packs_.begin(), packs_.end(), ref,
+                               [](uint64_t r, const Pack& p) { return r < p.base; });
+    return *--it;  // refs are checked against total_pages_ on open
+  }
+
+  void load_index(Pack& pk, const std::string& buf) {
+    const std::string& f = pk.index_path;
     if (buf.size() < sizeof(disk::IndexHeader)) damaged(f, "truncated header");
     size_t off = 0;
     auto h = read_record<disk::IndexHeader>(buf, off);
@@ -178,27 +301,28 @@ class ImageReader::Impl {
         damaged(f, fmt::format("block {}: entry inconsistent", b));
       file_off += sizeof(disk::BlockHeader) + e.stored_len;
       pages += e.npages;
-      blocks_.push_back(e);
+      pk.blocks.push_back(e);
     }
     if (pages != h.npages) damaged(f, "page count does not match its blocks");
-    if (file_off != files_.at(disk::kPagesFile).size)
-      damaged(f, fmt::format("blocks end at {}, {} has {} bytes", file_off, disk::kPagesFile,
-                             files_.at(disk::kPagesFile).size));
-    index_.resize(h.npages);
-    std::memcpy(index_.data(), buf.data() + off, h.npages * sizeof(disk::IndexPage));
+    if (file_off != pk.data.size)
+      damaged(f, fmt::format("blocks end at {}, {} has {} bytes", file_off, pk.data_path,
+                             pk.data.size));
+    auto& index = pk.pages;
+    index.resize(h.npages);
+    std::memcpy(index.data(), buf.data() + off, h.npages * sizeof(disk::IndexPage));
     std::vector<bool> seen(h.npages);
-    for (size_t i = 0; i < index_.size(); ++i) {
-      const auto& p = index_[i];
+    for (size_t i = 0; i < index.size(); ++i) {
+      const auto& p = index[i];
       uint64_t u = p.block * uint64_t{disk::kBlockPages} + p.slot;
       if (p.slot >= disk::kBlockPages || u >= h.npages || seen[u] ||
-          (i && std::memcmp(index_[i - 1].hash, p.hash, sizeof p.hash) >= 0))
+          (i && std::memcmp(index[i - 1].hash, p.hash, sizeof p.hash) >= 0))
         damaged(f, fmt::format("page entry {}: out of order or out of range", i));
       seen[u] = true;
     }
   }
 
   void load_pagemap(const std::string& buf) {
-    const char* f = disk::kPagemapFile;
+    const std::string f = path(disk::kPagemapFile);
     if (buf.size() < sizeof(disk::PagemapHeader)) damaged(f, "truncated header");
     size_t off = 0;
     auto h = read_record<disk::PagemapHeader>(buf, off);
@@ -219,8 +343,8 @@ class ImageReader::Impl {
       for (const auto& r : runs) {
         bool ok = r.addr >= end && r.addr % kPageSize == 0 && r.npages > 0 &&
                   r.addr + uint64_t{r.npages} * kPageSize <= m->end;
-        if (r.kind == disk::kRunSeq) ok = ok && r.ref + r.npages <= index_.size();
-        else if (r.kind == disk::kRunRepeat) ok = ok && r.ref < index_.size();
+        if (r.kind == disk::kRunSeq) ok = ok && r.ref + r.npages <= total_pages_;
+        else if (r.kind == disk::kRunRepeat) ok = ok && r.ref < total_pages_;
         else if (r.kind != disk::kRunZero) ok = false;
         if (!ok)
           damaged(f, fmt::format("pid {} mapping {:#x}: run at {:#x} is invalid", table.pid,
@@ -245,19 +369,19 @@ class ImageReader::Impl {
   }
 
   // Reads block b into out (kBlockRawBytes) after checking it; returns out.
-  const uint8_t* read_block(uint64_t b, uint8_t* out) {
-    const char* f = disk::kPagesFile;
-    const disk::IndexBlock& e = blocks_[b];
+  const uint8_t* read_block(Pack& pk, uint64_t b, uint8_t* out) {
+    const std::string& f = pk.data_path;
+    const disk::IndexBlock& e = pk.blocks[b];
     auto bad = [&](std::string_view what) {
       damaged(f, fmt::format("block {} (offset {}): {}", b, e.offset, what));
     };
     disk::BlockHeader h;
-    io::pread_exact(pages_fd_.get(), &h, sizeof h, static_cast<off_t>(e.offset), path(f));
+    io::pread_exact(pk.fd.get(), &h, sizeof h, static_cast<off_t>(e.offset), f);
     if (h.magic != disk::kBlockMagic || h.block != b || h.npages != e.npages ||
         h.flags != e.flags || h.stored_len != e.stored_len || h.raw_len != h.npages * kPageSize)
       bad("header does not match pages.idx");
-    io::pread_exact(pages_fd_.get(), stored_buf_.get(), h.stored_len,
-                    static_cast<off_t>(e.offset + sizeof h), path(f));
+    io::pread_exact(pk.fd.get(), stored_buf_.get(), h.stored_len,
+                    static_cast<off_t>(e.offset + sizeof h), f);
     if (XXH3_64bits(stored_buf_.get(), h.stored_len) != h.checksum) bad("checksum mismatch");
     if (h.flags & disk::kBlockRaw) {
       std::memcpy(out, stored_buf_.get(), h.raw_len);
@@ -277,7 +401,8 @@ class ImageReader::Impl {
     std::unique_ptr<uint8_t[]> data;
   };
 
-  const uint8_t* cached_block(uint64_t b) {
+  const uint8_t* cached_block(Pack& pk, uint64_t block) {
+    const uint64_t b = (static_cast<uint64_t>(&pk - packs_.data()) << 40) | block;
     CachedBlock* victim = &cache_[0];
     for (auto& c : cache_) {
       if (c.block == b) {
@@ -288,24 +413,50 @@ class ImageReader::Impl {
     }
     if (!victim->data) victim->data = std::make_unique_for_overwrite<uint8_t[]>(disk::kBlockRawBytes);
     victim->block = UINT64_MAX;  // in case reading throws
-    read_block(b, victim->data.get());
+    read_block(pk, block, victim->data.get());
     victim->block = b;
     victim->last_use = ++clock_;
     return victim->data.get();
   }
 
   std::map<std::string, FileEntry> files_;
-  std::vector<disk::IndexBlock> blocks_;
-  std::vector<disk::IndexPage> index_;  // sorted by hash
+  std::optional<SeriesFacts> series_;
+  std::vector<Pack> packs_;  // plain image: one, pages.bin + pages.idx
+  uint64_t total_pages_ = 0;  // unique pages of all packs
   std::map<std::pair<pid_t, uint64_t>, std::vector<disk::PagemapRun>> tables_;
-  ScopedFd pages_fd_;
   std::unique_ptr<uint8_t[]> stored_buf_, verify_buf_, run_buf_;
   std::array<CachedBlock, kCachedBlocks> cache_;
   uint64_t clock_ = 0;
 };
 
-ImageReader ImageReader::open(const std::string& dir) {
-  return ImageReader(std::make_unique<Impl>(dir));
+// The latest good checkpoint of series `ckpt`: the one `latest` names or,
+// where that one fails to open, the newest older one that opens.
+std::unique_ptr<ImageReader::Impl> ImageReader::open_series(const std::string& ckpt) {
+  std::vector<uint64_t> numbers = series_numbers(ckpt);
+  std::optional<uint64_t> latest = series_latest(ckpt);
+  if (!latest)
+    warn("series {}: `{}` names no checkpoint; looking for the newest good one", ckpt,
+         kSeriesLatest);
+  std::string failures;
+  for (auto it = numbers.rbegin(); it != numbers.rend(); ++it) {
+    if (latest && *it > *latest) continue;  // committed after `latest` was: not yet valid
+    std::string dir = fmt::format("{}/{}", ckpt, *it);
+    try {
+      return std::make_unique<ImageReader::Impl>(dir);
+    } catch (const Error& e) {
+      warn("checkpoint {} is incomplete or damaged ({}); falling back to the previous one", dir,
+           e.what());
+      failures += fmt::format("\n  {}: {}", dir, e.what());
+    }
+  }
+  throw Error(fmt::format("series {} holds no complete checkpoint{}", ckpt, failures),
+              "no checkpoint of this series can be restored; start the job again");
+}
+
+ImageReader ImageReader::open(const std::string& path) {
+  if (::access((path + "/" + disk::kManifestFile).c_str(), F_OK) < 0 && is_series_dir(path))
+    return ImageReader(open_series(path));
+  return ImageReader(std::make_unique<Impl>(path));
 }
 
 ImageReader::ImageReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -317,6 +468,16 @@ const Checkpoint& ImageReader::checkpoint() const { return impl_->checkpoint_; }
 ImageStats ImageReader::stats() const { return impl_->stats(); }
 const std::string& ImageReader::dir() const { return impl_->dir_; }
 void ImageReader::verify_all() { impl_->verify_all(); }
+bool ImageReader::in_series() const { return impl_->in_series(); }
+std::vector<ImageReader::PackFiles> ImageReader::packs() const { return impl_->packs(); }
+void ImageReader::for_each_stored_page(
+    const std::function<void(const uint8_t* hash16, const StoredPage&)>& fn) const {
+  impl_->for_each_stored_page(fn);
+}
+std::vector<std::optional<ImageReader::StoredPage>> ImageReader::locate(pid_t pid, uint64_t addr,
+                                                                        size_t npages) const {
+  return impl_->locate(pid, addr, npages);
+}
 void ImageReader::for_each_run(pid_t pid, uint64_t mapping_start,
                                const std::function<void(const PageRun&)>& fn) {
   impl_->for_each_run(pid, mapping_start, fn);

@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
@@ -29,7 +31,11 @@ class ImageReader {
   // checksums of pages.idx and pagemap.bin and their consistency with each
   // other and with the Checkpoint. pages.bin is verified block by block as
   // it is read (and as a whole by verify_all()). Throws snap::Error.
-  static ImageReader open(const std::string& dir);
+  // `path` is a plain image directory, a checkpoint of a series (CKPT/N,
+  // whose packs are in CKPT/packs), or a series directory CKPT: then the
+  // checkpoint `latest` names, or, where that one fails these checks, the
+  // newest older one that passes them (with a warning).
+  static ImageReader open(const std::string& path);
 
   ImageReader(ImageReader&&) noexcept;
   ImageReader& operator=(ImageReader&&) noexcept;
@@ -37,7 +43,31 @@ class ImageReader {
 
   const Checkpoint& checkpoint() const;
   ImageStats stats() const;
-  const std::string& dir() const;
+  const std::string& dir() const;  // the image / checkpoint directory opened
+  bool in_series() const;          // a checkpoint of a series (has packs)
+
+  // For the series writer (src/image only) ------------------------------
+  // Where a page is stored: pack (index in the manifest's pack list; 0 for
+  // a plain image) and unique page number within that pack.
+  struct StoredPage {
+    uint32_t pack = 0;
+    uint64_t page = 0;
+  };
+  // The packs' data and index paths and manifest entries, in reference order.
+  struct PackFiles {
+    std::string name, data_path, index_path;
+    uint64_t data_size = 0, index_size = 0, data_xxh3 = 0, index_xxh3 = 0;
+    uint64_t npages = 0;
+  };
+  std::vector<PackFiles> packs() const;
+  // Calls fn for every unique page of every pack with its XXH3-128 hash
+  // (canonical big-endian bytes).
+  void for_each_stored_page(
+      const std::function<void(const uint8_t* hash16, const StoredPage&)>& fn) const;
+  // Where pages [addr, addr + npages * kPageSize) of `pid` are, whichever
+  // mapping holds them: nullopt for a zero page. Throws when a page was not
+  // dumped.
+  std::vector<std::optional<StoredPage>> locate(pid_t pid, uint64_t addr, size_t npages) const;
 
   // Reads everything: every block (checksum, decompression), every stored
   // page against its hash in pages.idx, and the checksum of pages.bin.
@@ -56,6 +86,7 @@ class ImageReader {
  private:
   class Impl;
   explicit ImageReader(std::unique_ptr<Impl> impl);
+  static std::unique_ptr<Impl> open_series(const std::string& ckpt);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <lz4.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -14,6 +15,8 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -25,7 +28,9 @@
 #include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
+#include "image/image_reader.h"
 #include "image/manifest.h"
+#include "image/series.h"
 
 namespace snap::image {
 
@@ -150,6 +155,62 @@ void append_ref(std::vector<disk::PagemapRun>& runs, uint64_t addr, disk::RunKin
   runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
 }
 
+// Page refs while writing a series checkpoint: pack slot (index in the
+// base's pack list, or the new pack after them) in the high bits, unique
+// page number in that pack below. commit() turns them into the manifest's
+// numbering. For a plain image the slot is 0, so a ref is the page number.
+constexpr int kPackShift = 40;
+constexpr uint64_t kPageMask = (uint64_t{1} << kPackShift) - 1;
+
+// N.tmp-XXXXXX, N.tmp-gc, latest.tmp-PID
+bool has_temp_infix(const std::string& name) {
+  auto dot = name.find(kSeriesTempInfix);
+  if (dot == std::string::npos || dot == 0) return false;
+  std::string head = name.substr(0, dot);
+  return head == kSeriesLatest || head.find_first_not_of("0123456789") == std::string::npos;
+}
+
+std::optional<uint64_t> number_of(const std::string& s) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  return std::stoull(s);
+}
+
+// Deletes packs no checkpoint of the series refers to: those of checkpoints
+// collected, or of a writer killed before its checkpoint was installed. When
+// some checkpoint's manifest cannot be read (it cannot be restored anyway,
+// but maybe it is being looked at), only packs numbered above every
+// checkpoint go.
+void remove_unused_packs(const std::string& ckpt) {
+  std::set<std::string> used;
+  bool all_read = true;
+  std::vector<uint64_t> numbers = series_numbers(ckpt);
+  for (uint64_t n : numbers) {
+    try {
+      Manifest m = manifest_from_json(
+          io::read_file(fmt::format("{}/{}/{}", ckpt, n, disk::kManifestFile)));
+      for (const auto& p : m.packs) used.insert(p.name);
+    } catch (const Error&) {
+      all_read = false;
+    }
+  }
+  const uint64_t highest = numbers.empty() ? 0 : numbers.back();
+  const std::string packs = ckpt + "/" + kSeriesPacks;
+  bool removed = false;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(packs, ec)) {
+    std::string file = e.path().filename().string();
+    std::string stem = file.substr(0, file.find('.'));
+    auto n = number_of(stem);
+    if (used.count(stem) || (n && !all_read && *n <= highest)) continue;
+    if (::unlink(e.path().c_str()) < 0 && errno != ENOENT)
+      warn("could not remove unused pack file {}: {}", e.path().string(), strerror(errno));
+    removed = true;
+  }
+  if (ec) throw SysError(fmt::format("read directory {}", packs), ec.value());
+  if (removed) io::fsync_dir(packs);
+}
+
 }  // namespace
 
 class ImageWriter::Impl {
@@ -162,7 +223,12 @@ class ImageWriter::Impl {
                      "the parent directory of the image must exist and be writable");
     tmp_ = templ;
     pages_path_ = tmp_ + "/" + disk::kPagesFile;
+    index_path_ = tmp_ + "/" + disk::kIndexFile;
     pages_fd_ = io::open_file(pages_path_, O_WRONLY | O_CREAT | O_EXCL);
+    start();
+  }
+
+  void start() {
     sum_.reset(XXH3_createState());
     if (!sum_) throw std::bad_alloc();
     XXH3_64bits_reset(sum_.get());
@@ -172,6 +238,63 @@ class ImageWriter::Impl {
     for (int i = 0; i < kCompressThreads; ++i) workers_.emplace_back([this] { worker(); });
   }
 
+  // A checkpoint of the series in `ckpt`.
+  Impl(std::string ckpt, SeriesOptions opts) : series_(true), opts_(opts) {
+    ckpt_ = strip_slashes(std::move(ckpt));
+    if (::mkdir(ckpt_.c_str(), 0700) < 0 && errno != EEXIST)
+      throw SysError(fmt::format("mkdir({})", ckpt_), errno,
+                     "the parent directory of the series must exist and be writable");
+    const std::string packs = ckpt_ + "/" + kSeriesPacks;
+    if (::mkdir(packs.c_str(), 0700) < 0 && errno != EEXIST)
+      throw SysError(fmt::format("mkdir({})", packs), errno);
+    if (!is_series_dir(ckpt_))
+      throw Error(fmt::format("{} is not a checkpoint series directory", ckpt_));
+    lock_ = io::open_file(ckpt_ + "/" + kSeriesLock, O_RDWR | O_CREAT);
+    if (::flock(lock_.get(), LOCK_EX | LOCK_NB) < 0)
+      throw SysError(fmt::format("flock({}/{})", ckpt_, kSeriesLock), errno,
+                     errno == EWOULDBLOCK ? "another snap is writing this series; wait for it"
+                                          : "");
+    remove_leftovers();
+    remove_uncommitted();
+    io::fsync_dir(ckpt_);
+
+    std::vector<uint64_t> numbers = series_numbers(ckpt_);
+    if (!numbers.empty()) {
+      try {
+        base_.emplace(ImageReader::open(ckpt_));
+      } catch (const Error& e) {
+        warn("series {}: no previous checkpoint can be read ({}); this one stores all its pages",
+             ckpt_, e.what());
+      }
+    }
+    remove_unused_packs(ckpt_);
+    number_ = numbers.empty() ? 1 : numbers.back() + 1;
+    if (auto l = series_latest(ckpt_); l && *l >= number_) number_ = *l + 1;
+    dir_ = fmt::format("{}/{}", ckpt_, number_);
+
+    if (base_) {
+      base_number_ = base_->checkpoint().series_number;
+      base_packs_ = base_->packs();
+      base_->for_each_stored_page([&](const uint8_t* hash16, const ImageReader::StoredPage& sp) {
+        XXH128_canonical_t canon;
+        std::memcpy(canon.digest, hash16, sizeof canon.digest);
+        XXH128_hash_t h = XXH128_hashFromCanonical(&canon);
+        by_hash_.emplace(Hash128{h.low64, h.high64},
+                         (uint64_t{sp.pack} << kPackShift) | sp.page);
+      });
+    }
+    new_slot_ = base_packs_.size();
+
+    std::string templ = fmt::format("{}/{}{}XXXXXX", ckpt_, number_, kSeriesTempInfix);
+    if (!::mkdtemp(templ.data())) throw SysError(fmt::format("mkdtemp({})", templ), errno);
+    tmp_ = templ;
+    pages_path_ = fmt::format("{}/{}.pack", packs, number_);
+    index_path_ = fmt::format("{}/{}.idx", packs, number_);
+    pages_fd_ = io::open_file(pages_path_, O_WRONLY | O_CREAT | O_EXCL);
+    pack_created_ = true;
+    start();
+  }
+
   ~Impl() {
     stop_workers();
     pages_fd_.reset();
@@ -179,6 +302,44 @@ class ImageWriter::Impl {
       std::error_code ec;
       fs::remove_all(tmp_, ec);
     }
+    // The new pack belongs to no checkpoint unless CKPT/N was installed.
+    if (pack_created_ && !installed_) {
+      ::unlink(pages_path_.c_str());
+      ::unlink(index_path_.c_str());
+    }
+  }
+
+  // A checkpoint numbered above the one `latest` names was installed by a
+  // writer killed before it switched `latest`: it was never committed, and
+  // keeping it would make the next checkpoint's predecessor ambiguous.
+  void remove_uncommitted() {
+    std::optional<uint64_t> latest = series_latest(ckpt_);
+    if (!latest) return;
+    for (uint64_t n : series_numbers(ckpt_)) {
+      if (n <= *latest) continue;
+      std::string from = fmt::format("{}/{}", ckpt_, n);
+      std::string to = fmt::format("{}{}uncommitted", from, kSeriesTempInfix);
+      std::error_code ec;
+      fs::remove_all(to, ec);
+      if (::rename(from.c_str(), to.c_str()) < 0)
+        throw SysError(fmt::format("rename({}, {})", from, to), errno);
+      fs::remove_all(to, ec);
+      if (ec) warn("could not remove {}: {}", to, ec.message());
+    }
+  }
+
+  // Temporary directories and `latest` links of a killed writer, and
+  // checkpoints a killed collection had begun to delete.
+  void remove_leftovers() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(ckpt_, ec)) {
+      std::string name = e.path().filename().string();
+      if (!has_temp_infix(name)) continue;
+      std::error_code rec;
+      fs::remove_all(e.path(), rec);
+      if (rec) warn("could not remove {}: {}", e.path().string(), rec.message());
+    }
+    if (ec) throw SysError(fmt::format("read directory {}", ckpt_), ec.value());
   }
 
   void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
@@ -211,11 +372,12 @@ class ImageWriter::Impl {
         it = by_hash_.find(hashes[i]);
       }
       if (it != by_hash_.end()) {
-        ++stats_.duplicate_pages;
+        if (it->second >> kPackShift == new_slot_) ++stats_.duplicate_pages;
+        else ++stats_.earlier_pages;
         append_ref(runs, page_addr, disk::kRunSeq, it->second);
         continue;
       }
-      uint64_t ref = hashes_.size();
+      uint64_t ref = (new_slot_ << kPackShift) | hashes_.size();
       by_hash_.emplace(hashes[i], ref);
       hashes_.push_back(hashes[i]);
       ++stats_.unique_pages;
@@ -223,6 +385,38 @@ class ImageWriter::Impl {
       std::memcpy(s.raw.get() + s.npages * kPageSize, page, kPageSize);
       if (++s.npages == disk::kBlockPages) submit_filling();
       append_ref(runs, page_addr, disk::kRunSeq, ref);
+    }
+    stats_.raw_bytes = stats_.pages * kPageSize;
+  }
+
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) {
+    if (!series_)
+      throw Error(fmt::format("image {}: add_unchanged() needs a checkpoint series", dir_));
+    if (!base_)
+      throw Error(fmt::format("series {}: pages of pid {} at {:#x} were reported unchanged, but "
+                              "there is no previous checkpoint",
+                              ckpt_, pid, addr),
+                  "the first checkpoint of a series must store all pages");
+    if (addr % kPageSize || mapping_start % kPageSize || addr < mapping_start)
+      throw Error(fmt::format("add_unchanged(pid {}, mapping {:#x}): address {:#x} is not a page "
+                              "of the mapping",
+                              pid, mapping_start, addr));
+    auto where = base_->locate(pid, addr, npages);  // throws naming the base checkpoint
+    std::unique_lock lock(mu_);
+    check_usable();
+    auto& runs = tables_[{pid, mapping_start}];
+    for (size_t i = 0; i < npages; ++i) {
+      const uint64_t page_addr = addr + i * kPageSize;
+      ++stats_.pages;
+      if (!where[i]) {
+        ++stats_.zero_pages;
+        append_ref(runs, page_addr, disk::kRunZero, 0);
+        continue;
+      }
+      ++stats_.earlier_pages;
+      ++stats_.unchanged_pages;
+      append_ref(runs, page_addr, disk::kRunSeq,
+                 (uint64_t{where[i]->pack} << kPackShift) | where[i]->page);
     }
     stats_.raw_bytes = stats_.pages * kPageSize;
   }
@@ -249,14 +443,115 @@ class ImageWriter::Impl {
     Manifest m;
     m.checkpoint = c;
     m.checkpoint.format_version = kFormatVersion;
-    m.files[disk::kPagesFile] = {file_off_, XXH3_64bits_digest(sum_.get())};
-    m.files[disk::kIndexFile] = write_index();
+    if (!series_) {
+      m.files[disk::kPagesFile] = {file_off_, XXH3_64bits_digest(sum_.get())};
+      m.files[disk::kIndexFile] = write_index();
+      m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint);
+      std::string json = to_json(m);
+      io::write_file(tmp_ + "/" + disk::kManifestFile, json.data(), json.size());
+      io::fsync_dir(tmp_);
+      install();
+      committed_ = true;
+      return;
+    }
+    commit_series(m);
+  }
+
+  // See "Checkpoint series" in FORMAT.md for the order and why.
+  void commit_series(Manifest& m) {
+    FileEntry pack_sum{file_off_, XXH3_64bits_digest(sum_.get())};
+    FileEntry index_sum = write_index();
+    io::fsync_dir(ckpt_ + "/" + kSeriesPacks);
+    {
+      std::lock_guard lock(mu_);
+      stats_.new_stored_bytes = pack_sum.size + index_sum.size;
+    }
+
+    // The packs the pagemap refers to, base packs first, and their place in
+    // the manifest's page numbering.
+    std::set<uint64_t> used;
+    for (const auto& [key, runs] : tables_)
+      for (const auto& r : runs)
+        if (r.kind != disk::kRunZero) used.insert(r.ref >> kPackShift);
+    std::map<uint64_t, uint64_t> first_ref;  // pack slot -> ref of its page 0
+    uint64_t total = 0;
+    for (uint64_t slot = 0; slot < base_packs_.size(); ++slot) {
+      if (!used.count(slot)) continue;
+      const auto& p = base_packs_[slot];
+      m.packs.push_back({p.name, {p.data_size, p.data_xxh3}, {p.index_size, p.index_xxh3}});
+      first_ref[slot] = total;
+      total += p.npages;
+    }
+    m.packs.push_back({std::to_string(number_), pack_sum, index_sum});
+    first_ref[new_slot_] = total;
+    for (auto& [key, runs] : tables_)
+      for (auto& r : runs)
+        if (r.kind != disk::kRunZero) r.ref = first_ref.at(r.ref >> kPackShift) + (r.ref & kPageMask);
+
+    m.checkpoint.series_number = number_;
+    m.series = SeriesFacts{hashes_.size(), stats_.earlier_pages, stats_.unchanged_pages};
     m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint);
     std::string json = to_json(m);
     io::write_file(tmp_ + "/" + disk::kManifestFile, json.data(), json.size());
     io::fsync_dir(tmp_);
-    install();
+
+    if (::rename(tmp_.c_str(), dir_.c_str()) < 0)
+      throw SysError(fmt::format("rename({}, {})", tmp_, dir_), errno);
+    installed_ = true;  // the new pack belongs to CKPT/N now
     committed_ = true;
+    io::fsync_dir(ckpt_);
+    switch_latest();
+    collect_garbage();
+  }
+
+  // latest -> N, atomically: a new symlink renamed over the old one.
+  void switch_latest() {
+    std::string tmp = fmt::format("{}/{}{}{}", ckpt_, kSeriesLatest, kSeriesTempInfix, ::getpid());
+    ::unlink(tmp.c_str());
+    if (::symlink(std::to_string(number_).c_str(), tmp.c_str()) < 0)
+      throw SysError(fmt::format("symlink({})", tmp), errno);
+    if (::rename(tmp.c_str(), (ckpt_ + "/" + kSeriesLatest).c_str()) < 0) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      throw SysError(fmt::format("rename({}, {}/{})", tmp, ckpt_, kSeriesLatest), err);
+    }
+    io::fsync_dir(ckpt_);
+  }
+
+  // Keeps the `keep` newest checkpoints and the one `latest` names; each
+  // other one is renamed to N.tmp-gc (no longer a checkpoint, and removed by
+  // the next writer if this one dies), then deleted; then the packs no
+  // remaining checkpoint refers to. The checkpoint is committed already:
+  // failures are warnings.
+  void collect_garbage() {
+    try {
+      std::vector<uint64_t> numbers = series_numbers(ckpt_);
+      std::optional<uint64_t> latest = series_latest(ckpt_);
+      const size_t keep = std::max(1u, opts_.keep);
+      std::vector<std::string> doomed;
+      for (size_t i = 0; i + keep < numbers.size(); ++i) {
+        if (numbers[i] == latest || numbers[i] == number_) continue;
+        std::string from = fmt::format("{}/{}", ckpt_, numbers[i]);
+        std::string to = fmt::format("{}{}gc", from, kSeriesTempInfix);
+        std::error_code ec;
+        fs::remove_all(to, ec);
+        if (::rename(from.c_str(), to.c_str()) < 0)
+          throw SysError(fmt::format("rename({}, {})", from, to), errno);
+        doomed.push_back(to);
+      }
+      if (doomed.empty()) return;
+      io::fsync_dir(ckpt_);
+      for (const auto& d : doomed) {
+        std::error_code ec;
+        fs::remove_all(d, ec);
+        if (ec) warn("could not remove {}: {}", d, ec.message());
+      }
+      remove_unused_packs(ckpt_);
+      io::fsync_dir(ckpt_);
+    } catch (const Error& e) {
+      warn("series {}: checkpoint {} is committed, but removing old checkpoints failed: {}",
+           ckpt_, number_, e.what());
+    }
   }
 
   ImageStats stats() const {
@@ -264,8 +559,10 @@ class ImageWriter::Impl {
     return stats_;
   }
 
-  const std::string dir_;
+  std::string dir_;
   std::string tmp_;
+  uint64_t number_ = 0;  // series: N
+  std::optional<uint64_t> base_number_;  // series: the checkpoint add_unchanged refers to
 
  private:
   void check_usable() {
@@ -397,7 +694,7 @@ class ImageWriter::Impl {
     append(buf, &h, sizeof h);
     append(buf, blocks_.data(), blocks_.size() * sizeof(disk::IndexBlock));
     append(buf, pages.data(), pages.size() * sizeof(disk::IndexPage));
-    io::write_file(tmp_ + "/" + disk::kIndexFile, buf.data(), buf.size());
+    io::write_file(index_path_, buf.data(), buf.size());
     return io::sum_bytes(buf.data(), buf.size());
   }
 
@@ -487,7 +784,17 @@ class ImageWriter::Impl {
     if (ec) warn("could not remove the previous image at {}: {}", path, ec.message());
   }
 
-  const bool force_;
+  const bool force_ = false;
+  // Series: CKPT, its lock, the base checkpoint and its packs.
+  const bool series_ = false;
+  const SeriesOptions opts_;
+  std::string ckpt_;
+  ScopedFd lock_;
+  std::optional<ImageReader> base_;
+  std::vector<ImageReader::PackFiles> base_packs_;
+  uint64_t new_slot_ = 0;  // pack slot of the new pack (refs' high bits)
+  bool pack_created_ = false, installed_ = false;
+  std::string index_path_;
   std::string pages_path_;
   ScopedFd pages_fd_;
   Hash128 zero_hash_;
@@ -519,6 +826,17 @@ class ImageWriter::Impl {
 ImageWriter ImageWriter::create(const std::string& dir, bool force) {
   return ImageWriter(std::make_unique<Impl>(dir, force));
 }
+
+ImageWriter ImageWriter::create_in_series(const std::string& ckpt_dir, SeriesOptions opts) {
+  return ImageWriter(std::make_unique<Impl>(ckpt_dir, opts));
+}
+
+void ImageWriter::add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr,
+                                size_t npages) {
+  impl_->add_unchanged(pid, mapping_start, addr, npages);
+}
+uint64_t ImageWriter::series_number() const { return impl_->number_; }
+std::optional<uint64_t> ImageWriter::base_number() const { return impl_->base_number_; }
 
 ImageWriter::ImageWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ImageWriter::ImageWriter(ImageWriter&&) noexcept = default;

@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
+#include "image/series.h"
 
 namespace snap::image {
 
@@ -21,6 +23,16 @@ class ImageWriter {
   // `force`, a snap image, which commit() replaces atomically. Anything else
   // at DIR is refused (checked again by commit()).
   static ImageWriter create(const std::string& dir, bool force);
+
+  // Starts the next checkpoint of the series in `ckpt_dir` (FORMAT.md,
+  // "Checkpoint series"), creating the directory if needed. Takes the
+  // series' lock (another writer there is refused), removes what a killed
+  // writer or collection left (temporary directories, packs no checkpoint
+  // refers to), opens the latest good checkpoint as the base for
+  // add_unchanged() and for deduplication, and numbers the new checkpoint
+  // one above the highest there. Its pages go to a new pack, packs/N.pack;
+  // pages stored in a pack of the base are referred to, not stored again.
+  static ImageWriter create_in_series(const std::string& ckpt_dir, SeriesOptions opts = {});
 
   ImageWriter(ImageWriter&&) noexcept;
   ImageWriter& operator=(ImageWriter&&) noexcept;
@@ -39,16 +51,38 @@ class ImageWriter {
   void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
                  size_t npages);
 
+  // Series only: the npages pages of `pid` at `addr` are the same as in the
+  // previous checkpoint (the base); they refer to whatever it stored for
+  // them, looked up by pid and address (whatever mapping held them then),
+  // and are recorded under mapping `mapping_start` of the new checkpoint.
+  // Throws when there is no base or the base has no such pages for pid.
+  // Thread-safe.
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages);
+
   // Waits for compression, writes pages.idx, pagemap.bin and manifest.json
   // (with each Mapping's pages_dumped filled in from what add_pages saw),
   // fsyncs them and the directory, then moves the image into place at DIR.
   // Every (pid, mapping_start) given to add_pages must name a mapping of
   // `c` that contains its pages. Call once; on failure the writer is spent
   // and its destructor cleans up.
+  //
+  // In a series, commit() writes packs/N.idx, then the checkpoint into
+  // CKPT/N.tmp-XXXXXX, renames it to CKPT/N, switches `latest` to it (each
+  // step fsynced), sets `c.series_number` in what it writes, and then
+  // removes the checkpoints older than the `keep` newest and the packs only
+  // they used. A failure of that collection is a warning: the checkpoint
+  // is committed by then.
   void commit(const Checkpoint& c);
 
   ImageStats stats() const;
-  const std::string& dir() const;       // DIR
+  const std::string& dir() const;       // DIR (in a series: CKPT/N)
+  uint64_t series_number() const;       // N in a series, else 0
+  // The checkpoint add_unchanged() refers to: the one `latest` named at
+  // create_in_series() (or, where it was damaged, the newest good one
+  // before it); nullopt for the first checkpoint of a series or a plain
+  // image. A dumper whose dirty-page tracking started at another
+  // checkpoint must give all pages with add_pages().
+  std::optional<uint64_t> base_number() const;
   const std::string& temp_dir() const;  // where the image is written until commit
 
  private:

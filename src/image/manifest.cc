@@ -413,17 +413,31 @@ std::string to_json(const Manifest& m) {
   j["files"] = ojson::object();
   for (const auto& [name, e] : m.files)
     j["files"][name] = {{"size", e.size}, {"xxh3", fmt::format("{:016x}", e.xxh3)}};
+  auto entry = [](const FileEntry& e) {
+    return ojson{{"size", e.size}, {"xxh3", fmt::format("{:016x}", e.xxh3)}};
+  };
+  if (!m.packs.empty()) {
+    j["packs"] = ojson::array();
+    for (const auto& p : m.packs)
+      j["packs"].push_back({{"name", p.name}, {"pack", entry(p.data)}, {"index", entry(p.index)}});
+  }
+  if (m.series)
+    j["series"] = {{"new_pages", m.series->new_pages},
+                   {"earlier_pages", m.series->earlier_pages},
+                   {"unchanged_pages", m.series->unchanged_pages}};
   ojson& cj = j["checkpoint"];
   cj["snap_version"] = c.snap_version;
   cj["created"] = c.created;
   cj["hostname"] = c.hostname;
   cj["kernel_release"] = c.kernel_release;
+  if (c.series_number) cj["series_number"] = *c.series_number;
+  if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
   cj["processes"] = ojson::array();
   for (const auto& p : c.processes) cj["processes"].push_back(encode(p));
   return j.dump(1) + "\n";
 }
 
-std::string to_json(const Checkpoint& c) { return to_json(Manifest{c, {}}); }
+std::string to_json(const Checkpoint& c) { return to_json(Manifest{c, {}, {}, std::nullopt}); }
 
 Manifest manifest_from_json(std::string_view text) {
   json doc;
@@ -444,17 +458,29 @@ Manifest manifest_from_json(std::string_view text) {
                 "use the snap release that wrote the image");
 
   Manifest m;
-  Field files = root["files"];
-  if (!doc["files"].is_object()) files.fail("expected an object");
-  for (const auto& [name, _] : doc["files"].items()) {
-    Field e = files[name.c_str()];
+  auto file_entry = [](const Field& e) {
     auto hex = e["xxh3"].as<std::string>();
-    uint64_t sum = 0;
     if (hex.size() != 16 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
       e["xxh3"].fail("expected 16 lowercase hex digits");
-    sum = std::stoull(hex, nullptr, 16);
-    m.files[name] = {e["size"].as<uint64_t>(), sum};
+    return FileEntry{e["size"].as<uint64_t>(), std::stoull(hex, nullptr, 16)};
+  };
+  Field files = root["files"];
+  if (!doc["files"].is_object()) files.fail("expected an object");
+  for (const auto& [name, _] : doc["files"].items()) m.files[name] = file_entry(files[name.c_str()]);
+  // Version 3: series checkpoints.
+  if (auto packs = root.opt("packs")) {
+    for (size_t i = 0; i < packs->size(); ++i) {
+      Field p = packs->at(i);
+      PackEntry e{p["name"].as<std::string>(), file_entry(p["pack"]), file_entry(p["index"])};
+      if (e.name.empty() || e.name.find_first_not_of("0123456789") != std::string::npos)
+        p["name"].fail("expected a pack number");
+      m.packs.push_back(std::move(e));
+    }
+    if (m.packs.empty()) packs->fail("expected at least one pack");
   }
+  if (auto s = root.opt("series"))
+    m.series = SeriesFacts{(*s)["new_pages"].as<uint64_t>(), (*s)["earlier_pages"].as<uint64_t>(),
+                           (*s)["unchanged_pages"].as<uint64_t>()};
 
   Field c = root["checkpoint"];
   Checkpoint& cp = m.checkpoint;
@@ -463,6 +489,8 @@ Manifest manifest_from_json(std::string_view text) {
   cp.created = c["created"].as<std::string>();
   cp.hostname = c["hostname"].as<std::string>();
   cp.kernel_release = c["kernel_release"].as<std::string>();
+  if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
+  if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
   cp.processes = c["processes"].list(decode_process);
   return m;
 }

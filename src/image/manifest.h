@@ -3,6 +3,8 @@
 #pragma once
 
 #include <map>
+#include <optional>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -19,9 +21,29 @@ struct FileEntry {
   bool operator==(const FileEntry&) const = default;
 };
 
+// A pack of a checkpoint series: CKPT/packs/NAME.pack (pages.bin format)
+// and CKPT/packs/NAME.idx (pages.idx format).
+struct PackEntry {
+  std::string name;
+  FileEntry data, index;
+  bool operator==(const PackEntry&) const = default;
+};
+
+// What a series checkpoint records about its own writing (FORMAT.md).
+struct SeriesFacts {
+  uint64_t new_pages = 0;      // unique pages stored in its own new pack
+  uint64_t earlier_pages = 0;  // pages referring to packs of earlier checkpoints
+  uint64_t unchanged_pages = 0;  // of those, given as unchanged (add_unchanged)
+};
+
 struct Manifest {
   Checkpoint checkpoint;
   std::map<std::string, FileEntry> files;  // by file name in the image dir
+  // Empty for a plain image (pages.bin + pages.idx in the image dir). For a
+  // series checkpoint: the packs its pagemap refers to, in reference order
+  // (page refs number the unique pages of all of them, first pack first).
+  std::vector<PackEntry> packs;
+  std::optional<SeriesFacts> series;
 };
 
 std::string to_json(const Manifest& m);
