@@ -36,9 +36,10 @@
 // read-only and PROT_NONE mappings, mappings registered with another
 // userfaultfd (the job's own), and anything mapped, moved (mremap), split
 // or merged (mprotect, munmap of a part) since it was armed; those are armed
-// at the next scan_and_rearm. Transparent huge pages are tracked by
-// 2 MiB: one written byte reports the whole huge page written (unless the
-// kernel split it). Writes the CPU does not make through the job's page
+// at the next scan_and_rearm. A transparent huge page mapped by one
+// page-table entry is protected as a whole: one written byte may report all
+// of its 2 MiB written (false positives only; re-protecting part of one
+// splits it). Arming inhibits khugepaged collapse of protected pages. Writes the CPU does not make through the job's page
 // tables are NOT seen: DMA into pinned pages (RDMA-registered memory,
 // io_uring fixed buffers, O_DIRECT reads in flight).
 #pragma once
