@@ -37,11 +37,19 @@ bool mapping_has_content(const image::Mapping& m) {
   return m.vmflags.find("io") == std::string::npos && m.vmflags.find("pf") == std::string::npos;
 }
 
+bool is_pte_marker(uint64_t e) {
+  // Swapped entries carry the swap type in bits 0-4 (MAX_SWAPFILES_SHIFT);
+  // the kernel's last type, SWP_PTE_MARKER, is 31.
+  constexpr uint64_t kSwapTypeMask = 0x1f, kPteMarkerType = 0x1f;
+  return (e & kSwapped) && (e & kSwapTypeMask) == kPteMarkerType;
+}
+
 std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap) {
   std::vector<uint64_t> out;
   bool file = m.kind == image::MappingKind::File;  // only pages copied on write
   for (size_t i = 0; i < pagemap.size(); i++) {
     uint64_t e = pagemap[i];
+    if (is_pte_marker(e)) continue;
     bool take = file ? ((e & kPresent) && !(e & kFilePage)) || (e & kSwapped)
                      : (e & (kPresent | kSwapped)) != 0;
     if (take) out.push_back(m.start + i * image::kPageSize);

@@ -30,6 +30,13 @@ bool mapping_has_content(const image::Mapping& m);
 // private file mappings. Untouched pages are never read: on these machines
 // even a read would allocate them. Returns page addresses, ascending.
 std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m);
+// Whether a /proc/PID/pagemap entry shown as swapped is a pte marker, not
+// a page: the kernel leaves markers where userfaultfd write-protects an
+// unpopulated page (tracer/write_tracker.h), where a write-protected file
+// page was zapped, and for guard regions (MADV_GUARD_INSTALL). They hold no
+// data. The swap type that tells (the last one, 31) is only shown to
+// CAP_SYS_ADMIN; without it a marker looks swapped (read: it reads as zero).
+bool is_pte_marker(uint64_t pagemap_entry);
 // Same from raw pagemap entries (one per page of m), for tests.
 std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap);
 

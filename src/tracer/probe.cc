@@ -34,6 +34,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/scoped_fd.h"
+#include "tracer/write_tracker.h"
 
 namespace snap::probe {
 namespace {
@@ -823,6 +824,15 @@ Result probe_soft_dirty() {
   return r;
 }
 
+Result probe_write_tracking() {
+  Result r{"write_tracking", "pages written since a checkpoint", Need::kOptional, false, {}};
+  const auto& s = WriteTracker::supported();
+  r.ok = s.ok;
+  r.message = s.ok ? "incremental dumps read only written pages (" + s.reason + ")"
+                   : s.reason + ": incremental dumps compare page contents instead";
+  return r;
+}
+
 std::vector<Result> probe_all() {
   std::vector<Result> out;
   out.push_back(probe_ptrace());
@@ -835,6 +845,7 @@ std::vector<Result> probe_all() {
   out.push_back(probe_userfaultfd());
   out.push_back(probe_pagemap_scan());
   out.push_back(probe_soft_dirty());
+  out.push_back(probe_write_tracking());
   for (auto& c : probe_capabilities()) out.push_back(std::move(c));
   return out;
 }

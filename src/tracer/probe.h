@@ -53,6 +53,10 @@ std::vector<Result> probe_capabilities();
 // clear_refs 4 on a child, then a write must set pagemap bit 55.
 Result probe_soft_dirty();
 
+// WriteTracker::supported(): userfaultfd async write-protect of a page of
+// snap's own, PAGEMAP_SCAN reporting and re-protecting it, pidfd_getfd.
+Result probe_write_tracking();
+
 // All of the above, in the order `snap check` prints them.
 std::vector<Result> probe_all();
 

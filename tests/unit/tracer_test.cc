@@ -102,6 +102,20 @@ TEST(PageSelection, AnonymousTakesPresentAndSwapped) {
   EXPECT_EQ(select_pages(m, pm), (std::vector<uint64_t>{0x11000, 0x12000, 0x13000}));
 }
 
+TEST(PageSelection, PteMarkersAreNotPages) {
+  image::Mapping m;
+  m.start = 0x10000;
+  m.end = 0x10000 + 3 * 4096;
+  m.kind = image::MappingKind::Anonymous;
+  // A userfaultfd write-protect marker on an unpopulated page, as pagemap
+  // shows it to root (swapped | uffd-wp, swap type 31); a page in swap file
+  // 0 at offset 5; the same marker seen without CAP_SYS_ADMIN (type hidden).
+  std::vector<uint64_t> pm = {0x420000000000003full, (1ull << 62) | (5ull << 5), 1ull << 62};
+  EXPECT_TRUE(is_pte_marker(pm[0]));
+  EXPECT_FALSE(is_pte_marker(pm[1]));
+  EXPECT_EQ(select_pages(m, pm), (std::vector<uint64_t>{0x11000, 0x12000}));
+}
+
 TEST(PageSelection, PrivateFileTakesOnlyCopiedOnWritePages) {
   image::Mapping m;
   m.start = 0x10000;

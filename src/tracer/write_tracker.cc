@@ -1,0 +1,383 @@
+#include "tracer/write_tracker.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "tracer/memory.h"
+#include "tracer/proc.h"
+#include "tracer/remote.h"
+#include "tracer/task.h"
+
+namespace snap {
+
+namespace {
+
+// The kernel interfaces of Linux 6.7, spelled out because the build
+// machine's headers predate them (<linux/fs.h>, <linux/userfaultfd.h>).
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct PageRegion {
+  uint64_t start, end, categories;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kScanWpMatching = 1 << 0;   // PM_SCAN_WP_MATCHING
+constexpr uint64_t kScanCheckWpAsync = 1 << 1;  // PM_SCAN_CHECK_WPASYNC
+constexpr uint64_t kPageIsWritten = 1 << 1;
+constexpr uint64_t kPageIsFile = 1 << 2;
+constexpr uint64_t kPageIsPresent = 1 << 3;
+constexpr uint64_t kPageIsSwapped = 1 << 4;
+
+constexpr uint64_t kFeatureWpHugetlbfsShmem = 1 << 12;  // UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+constexpr uint64_t kFeatureWpUnpopulated = 1 << 13;     // UFFD_FEATURE_WP_UNPOPULATED
+constexpr uint64_t kFeatureWpAsync = 1 << 15;           // UFFD_FEATURE_WP_ASYNC
+constexpr int kUffdUserModeOnly = 1;                    // UFFD_USER_MODE_ONLY
+
+constexpr size_t kRegionBatch = 4096;  // regions per PAGEMAP_SCAN call
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_getfd(int pidfd, int fd) { return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
+
+// The features snap asks for: async write-protect, markers on unpopulated
+// pages (without them PAGEMAP_SCAN skips anonymous ranges), and hugetlbfs /
+// shmem where offered.
+uint64_t wanted_features(uint64_t offered) {
+  return kFeatureWpAsync | kFeatureWpUnpopulated | (offered & kFeatureWpHugetlbfsShmem);
+}
+
+// UFFDIO_API on a fresh context: the features this kernel offers.
+uint64_t offered_features(int uffd) {
+  uffdio_api api{};
+  api.api = UFFD_API;
+  if (::ioctl(uffd, UFFDIO_API, &api) != 0) throw SysError("ioctl(UFFDIO_API)", errno);
+  return api.features;
+}
+
+void enable_features(int uffd, uint64_t features) {
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = features;
+  if (::ioctl(uffd, UFFDIO_API, &api) != 0)
+    throw SysError(fmt::format("ioctl(UFFDIO_API, features {:#x})", features), errno);
+}
+
+int register_wp(int uffd, uint64_t start, uint64_t end) {
+  uffdio_register reg{};
+  reg.range.start = start;
+  reg.range.len = end - start;
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+}
+
+int write_protect(int uffd, uint64_t start, uint64_t end) {
+  uffdio_writeprotect wp{};
+  wp.range.start = start;
+  wp.range.len = end - start;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  return ::ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : errno;
+}
+
+// Appends [s, e) to `runs`, merging with the last run when adjacent.
+void append_run(std::vector<PageRun>& runs, uint64_t s, uint64_t e) {
+  if (!runs.empty() && runs.back().end == s) runs.back().end = e;
+  else runs.push_back({s, e});
+}
+
+// One PAGEMAP_SCAN walk over [start, end), as many calls as the regions
+// need. Returns 0 and the regions, or the errno of the failed call.
+int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t mask,
+                 uint64_t anyof, uint64_t ret_mask, std::vector<PageRegion>& out) {
+  std::vector<PageRegion> vec(kRegionBatch);
+  uint64_t pos = start;
+  while (pos < end) {
+    PmScanArg a{};
+    a.size = sizeof a;
+    a.flags = flags;
+    a.start = pos;
+    a.end = end;
+    a.vec = reinterpret_cast<uint64_t>(vec.data());
+    a.vec_len = vec.size();
+    a.category_mask = mask;
+    a.category_anyof_mask = anyof;
+    a.return_mask = ret_mask;
+    int n = ::ioctl(pagemap_fd, kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    out.insert(out.end(), vec.begin(), vec.begin() + n);
+    if (a.walk_end <= pos) return EIO;  // no progress: should not happen
+    pos = a.walk_end;
+  }
+  return 0;
+}
+
+// Raw /proc/PID/pagemap entries of [start, end).
+std::vector<uint64_t> read_pagemap(int fd, const std::string& path, uint64_t start, uint64_t end) {
+  size_t n = (end - start) / image::kPageSize, done = 0;
+  std::vector<uint64_t> entries(n);
+  while (done < n) {
+    off_t off = static_cast<off_t>((start / image::kPageSize + done) * sizeof(uint64_t));
+    ssize_t r = ::pread(fd, entries.data() + done, (n - done) * sizeof(uint64_t), off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) throw SysError(fmt::format("read {} at {:#x}", path, start), r < 0 ? errno : EIO);
+    done += static_cast<size_t>(r) / sizeof(uint64_t);
+  }
+  return entries;
+}
+
+// Pages of `a` that are also in `b` (both ascending and disjoint).
+std::vector<PageRun> intersect(const std::vector<PageRun>& a, const std::vector<PageRun>& b) {
+  std::vector<PageRun> out;
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    uint64_t s = std::max(a[i].start, b[j].start), e = std::min(a[i].end, b[j].end);
+    if (s < e) append_run(out, s, e);
+    if (a[i].end < b[j].end) i++;
+    else j++;
+  }
+  return out;
+}
+
+// The thread group of a thread.
+pid_t tgid_of(pid_t tid) {
+  pid_t tgid = proc::read_status(tid).tgid;
+  return tgid > 0 ? tgid : tid;
+}
+
+}  // namespace
+
+bool runs_contain(const std::vector<PageRun>& runs, uint64_t addr) {
+  auto it = std::upper_bound(runs.begin(), runs.end(), addr,
+                             [](uint64_t a, const PageRun& r) { return a < r.end; });
+  return it != runs.end() && it->start <= addr;
+}
+
+uint64_t runs_pages(const std::vector<PageRun>& runs) {
+  uint64_t n = 0;
+  for (const auto& r : runs) n += r.pages();
+  return n;
+}
+
+bool WriteTracker::trackable(const image::Mapping& m, std::string* why) {
+  auto no = [&](const char* reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  using K = image::MappingKind;
+  if (!mapping_has_content(m)) return no("holds no state of its own");
+  if (m.shared || image::is_shm_object(m) || m.kind == K::SharedAnon)
+    return no("shared memory (other processes write it through their own page tables)");
+  if (m.kind != K::Anonymous && m.kind != K::Heap && m.kind != K::Stack && m.kind != K::File)
+    return no("not private memory");
+  if (!(m.prot & PROT_WRITE)) return no("not writable");
+  if (m.end - m.start > kMaxTrackedBytes) return no("larger than the tracking limit");
+  // A range the job's own userfaultfd watches is refused by UFFDIO_REGISTER
+  // (EBUSY), and stays untracked.
+  return true;
+}
+
+const WriteTracker::Support& WriteTracker::supported() {
+  static const Support s = [] {
+    Support r;
+    auto fail = [&](std::string why) {
+      r.ok = false;
+      r.reason = std::move(why);
+      return r;
+    };
+    const uint64_t ps = image::kPageSize;
+    int flags = O_CLOEXEC | O_NONBLOCK | kUffdUserModeOnly;
+    ScopedFd q(static_cast<int>(::syscall(SYS_userfaultfd, flags)));
+    if (!q) return fail(fmt::format("userfaultfd(UFFD_USER_MODE_ONLY): {}", std::strerror(errno)));
+    try {
+      r.features = offered_features(q.get());
+    } catch (const SysError& e) {
+      return fail(e.what());
+    }
+    if (!(r.features & kFeatureWpAsync) || !(r.features & kFeatureWpUnpopulated))
+      return fail("no asynchronous userfaultfd write-protect (UFFD_FEATURE_WP_ASYNC, Linux 6.7)");
+    ScopedFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, flags)));
+    if (!uffd) return fail(fmt::format("userfaultfd: {}", std::strerror(errno)));
+    try {
+      enable_features(uffd.get(), wanted_features(r.features));
+    } catch (const SysError& e) {
+      return fail(e.what());
+    }
+    void* p = ::mmap(nullptr, 4 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return fail(fmt::format("mmap: {}", std::strerror(errno)));
+    struct Unmap {
+      void* p;
+      size_t n;
+      ~Unmap() { ::munmap(p, n); }
+    } unmap{p, 4 * ps};
+    auto* bytes = static_cast<volatile uint8_t*>(p);
+    bytes[0] = 1;  // one present page, one written after arming, two untouched
+    auto start = reinterpret_cast<uint64_t>(p), end = start + 4 * ps;
+    if (int e = register_wp(uffd.get(), start, end))
+      return fail(fmt::format("UFFDIO_REGISTER (write-protect): {}", std::strerror(e)));
+    if (int e = write_protect(uffd.get(), start, end))
+      return fail(fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e)));
+    bytes[2 * ps] = 1;  // resolved by the kernel (async): does not block
+    ScopedFd pm(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    if (!pm) return fail(fmt::format("open /proc/self/pagemap: {}", std::strerror(errno)));
+    for (int round = 0; round < 2; round++) {
+      std::vector<PageRegion> regions;
+      int e = pagemap_scan(pm.get(), start, end, kScanWpMatching | kScanCheckWpAsync,
+                           kPageIsWritten, 0, kPageIsWritten, regions);
+      if (e) return fail(fmt::format("PAGEMAP_SCAN: {} (needs Linux 6.7)", std::strerror(e)));
+      size_t want = round == 0 ? 1 : 0;  // the second scan: re-protected, nothing written
+      if (regions.size() != want ||
+          (want && (regions[0].start != start + 2 * ps || regions[0].end != start + 3 * ps)))
+        return fail(fmt::format("PAGEMAP_SCAN reported {} written regions, expected {}",
+                                regions.size(), want));
+    }
+    ScopedFd self(pidfd_open(::getpid()));
+    if (!self) return fail(fmt::format("pidfd_open: {} (needs Linux 5.3)", std::strerror(errno)));
+    ScopedFd dup(pidfd_getfd(self.get(), uffd.get()));
+    if (!dup) return fail(fmt::format("pidfd_getfd: {} (needs Linux 5.6)", std::strerror(errno)));
+    r.ok = true;
+    r.reason = "userfaultfd asynchronous write-protect + PAGEMAP_SCAN";
+    return r;
+  }();
+  return s;
+}
+
+WriteTracker WriteTracker::arm(RemoteSyscalls& rs, const std::vector<image::Mapping>& mappings) {
+  const Support& sup = supported();
+  pid_t pid = tgid_of(rs.task().tid());
+  if (!sup.ok)
+    throw Error(fmt::format("cannot track the writes of pid {}: {}", pid, sup.reason),
+                "incremental dumps compare page contents instead");
+  ScopedFd pidfd(pidfd_open(pid));
+  if (!pidfd) throw SysError(fmt::format("pidfd_open({})", pid), errno);
+  long fd = rs.syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | kUffdUserModeOnly);
+  if (fd < 0)
+    throw SysError(fmt::format("userfaultfd(UFFD_USER_MODE_ONLY) in pid {}", pid), static_cast<int>(-fd),
+                   "seccomp or an LSM may forbid it in the job: incremental dumps compare page "
+                   "contents instead");
+  // The job's copy goes at once, whatever happens next.
+  ScopedFd mine(pidfd_getfd(pidfd.get(), static_cast<int>(fd)));
+  int getfd_err = errno;
+  long closed = rs.syscall(SYS_close, static_cast<uint64_t>(fd));
+  if (!mine) throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd), getfd_err);
+  if (closed < 0)
+    throw SysError(fmt::format("close of fd {} in pid {}", fd, pid), static_cast<int>(-closed));
+  enable_features(mine.get(), wanted_features(sup.features));
+
+  WriteTracker t(pid, std::move(mine));
+  for (const auto& m : mappings) {
+    // A refused range is reported untracked by the scans (with the reason).
+    if (trackable(m) && t.arm_one(m.start, m.end, nullptr)) t.armed_.push_back({m.start, m.end});
+  }
+  std::sort(t.armed_.begin(), t.armed_.end(),
+            [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
+  return t;
+}
+
+bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
+  if (int e = register_wp(uffd_.get(), start, end)) {
+    if (why)
+      *why = fmt::format("UFFDIO_REGISTER: {}{}", std::strerror(e),
+                         e == EBUSY ? " (the job's own userfaultfd watches it)" : "");
+    return false;
+  }
+  if (int e = write_protect(uffd_.get(), start, end)) {
+    uffdio_range r{start, end - start};
+    ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
+    if (why) *why = fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e));
+    return false;
+  }
+  return true;
+}
+
+std::vector<RangeReport> WriteTracker::scan_and_rearm(const std::vector<image::Mapping>& mappings) {
+  std::string path = fmt::format("/proc/{}/pagemap", pid_);
+  ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pm) throw SysError("open " + path, errno);
+
+  std::vector<PageRun> still_armed;
+  std::vector<RangeReport> out;
+  for (const auto& m : mappings) {
+    if (!mapping_has_content(m)) continue;
+    RangeReport rep;
+    rep.start = m.start;
+    rep.end = m.end;
+    std::string why;
+    bool can = trackable(m, &why);
+    // armed_ is ascending and disjoint: the first run ending after m.start.
+    auto a = std::upper_bound(armed_.begin(), armed_.end(), m.start,
+                              [](uint64_t s, const PageRun& r) { return s < r.end; });
+    bool overlaps = a != armed_.end() && a->start < m.end;
+    bool exact = overlaps && a->start == m.start && a->end == m.end;
+    if (can && exact) {
+      std::vector<PageRegion> regions;
+      int e = pagemap_scan(pm.get(), m.start, m.end, kScanWpMatching | kScanCheckWpAsync,
+                           kPageIsWritten, 0, kPageIsWritten, regions);
+      if (e == EPERM) {
+        // Same addresses, but not our registration any more: unmapped and
+        // mapped again since.
+        why = "replaced since it was armed";
+      } else if (e) {
+        throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
+      } else {
+        for (const auto& r : regions) append_run(rep.written, r.start, r.end);
+        regions.clear();
+        e = pagemap_scan(pm.get(), m.start, m.end, 0, 0, kPageIsPresent | kPageIsSwapped,
+                         kPageIsPresent | kPageIsSwapped | kPageIsFile, regions);
+        if (e)
+          throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
+        bool file = m.kind == image::MappingKind::File;
+        for (const auto& r : regions) {
+          if (r.categories & kPageIsSwapped) {
+            // Swapped out, or a pte marker (PAGEMAP_SCAN shows both as
+            // swapped): arming leaves markers on unpopulated pages, and
+            // zapping a private file page leaves one. Only pagemap tells.
+            std::vector<uint64_t> entries = read_pagemap(pm.get(), path, r.start, r.end);
+            for (size_t i = 0; i < entries.size(); i++)
+              if (!is_pte_marker(entries[i])) {
+                uint64_t a = r.start + i * image::kPageSize;
+                append_run(rep.resident, a, a + image::kPageSize);
+              }
+          } else if (!(file && (r.categories & kPageIsFile))) {
+            // Present; a private file mapping's own pages are the copied-on-write ones.
+            append_run(rep.resident, r.start, r.end);
+          }
+        }
+        // A page zapped since (MADV_DONTNEED) shows as written, but holds
+        // nothing now: absent, not written.
+        rep.written = intersect(rep.written, rep.resident);
+        rep.tracked = true;
+        still_armed.push_back({m.start, m.end});
+        out.push_back(std::move(rep));
+        continue;
+      }
+    } else if (can) {
+      why = overlaps ? "changed shape since it was armed (split, merged, grown or shrunk)"
+                     : "mapped since tracking was armed";
+    }
+    rep.why = why;
+    // Armed now, so the next scan tracks it: this checkpoint reads it in full.
+    if (can) {
+      std::string refused;
+      if (arm_one(m.start, m.end, &refused)) still_armed.push_back({m.start, m.end});
+      else rep.why += "; not armed: " + refused;
+    }
+    out.push_back(std::move(rep));
+  }
+  std::sort(still_armed.begin(), still_armed.end(),
+            [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
+  armed_ = std::move(still_armed);
+  return out;
+}
+
+}  // namespace snap

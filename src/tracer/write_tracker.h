@@ -1,0 +1,146 @@
+// Which pages a process wrote since the last checkpoint, without reading
+// them: userfaultfd write-protection in async mode (UFFD_FEATURE_WP_ASYNC,
+// Linux 6.7) and the PAGEMAP_SCAN ioctl on /proc/PID/pagemap (6.7). For
+// kernels without soft-dirty bits (CONFIG_MEM_SOFT_DIRTY off).
+//
+// How it works:
+//   arm:  the stopped process executes userfaultfd() (RemoteSyscalls); snap
+//         takes the descriptor into its own table with pidfd_getfd and has
+//         the process close its copy at once. Everything else (UFFDIO_API,
+//         UFFDIO_REGISTER, UFFDIO_WRITEPROTECT) snap does on its copy: these
+//         act on the mm the context was created for. The job is left with no
+//         extra descriptor and no extra mapping.
+//   run:  a write to a protected page faults once; in async mode the kernel
+//         clears the page's protection itself and the write goes on (nothing
+//         waits on snap; nothing is queued on the descriptor).
+//   scan: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING reports the pages whose
+//         protection is gone (PAGE_IS_WRITTEN) and protects them again in the
+//         same page-table walk, with the process stopped.
+//
+// Lifetime: the context lives as long as snap holds the descriptor. When
+// the WriteTracker goes away, or snap dies, the kernel unregisters the
+// ranges and the job runs on as before (stale protection bits are ignored
+// once a range is unregistered).
+//
+// Fork: children of the job are not tracked (the kernel drops the
+// registration in the child, the context has no UFFD_FEATURE_EVENT_FORK).
+// The parent's tracking survives the fork unchanged: pages it shares
+// copy-on-write with the child stay protected, and its first write to one
+// both copies it and reports it written. snap's own copy-on-write snapshot
+// (parasite/snapshot.h) is such a fork.
+//
+// What is tracked: private, writable mappings that hold state (anonymous,
+// [heap], [stack], private file mappings: copied-on-write pages), up to
+// kMaxTrackedBytes each. Not tracked (reported untracked, read in full every
+// time): shared memory (written through other processes' page tables),
+// read-only and PROT_NONE mappings, mappings registered with another
+// userfaultfd (the job's own), and anything mapped, moved (mremap), split
+// or merged (mprotect, munmap of a part) since it was armed; those are armed
+// at the next scan_and_rearm. A transparent huge page mapped by one
+// page-table entry is protected as a whole: one written byte may report all
+// of its 2 MiB written (false positives only; re-protecting part of one
+// splits it). Arming inhibits khugepaged collapse of protected pages. Writes the CPU does not make through the job's page
+// tables are NOT seen: DMA into pinned pages (RDMA-registered memory,
+// io_uring fixed buffers, O_DIRECT reads in flight).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/scoped_fd.h"
+#include "image/checkpoint.h"
+
+namespace snap {
+
+class RemoteSyscalls;
+
+// Pages [start, end) of a process, page aligned.
+struct PageRun {
+  uint64_t start = 0, end = 0;
+  uint64_t pages() const { return (end - start) / image::kPageSize; }
+  bool operator==(const PageRun&) const = default;
+};
+// Whether ascending, disjoint `runs` cover page `addr`.
+bool runs_contain(const std::vector<PageRun>& runs, uint64_t addr);
+uint64_t runs_pages(const std::vector<PageRun>& runs);
+
+// What one scan says about one mapping of the process.
+struct RangeReport {
+  uint64_t start = 0, end = 0;
+  // false: read this mapping in full (as pages_to_dump selects); `why` says
+  // why (new since arming, reshaped, shared, ...). written/resident empty.
+  bool tracked = false;
+  std::string why;
+  // Tracked mappings:
+  //   written:  pages written since arming or the previous scan (read them);
+  //   resident: pages that hold state now: present or swapped (for a private
+  //             file mapping, only pages copied on write, or swapped) —
+  //             the pages pages_to_dump would select.
+  // The caller's rule, per page: written → read it; resident and not
+  // written → unchanged since the previous checkpoint (reference it; if the
+  // previous one had no data there, the page is zero); not resident →
+  // absent (zero, or the file's page). A written page is always resident.
+  std::vector<PageRun> written;
+  std::vector<PageRun> resident;
+};
+
+class WriteTracker {
+ public:
+  // Largest mapping armed. Arming write-protects unpopulated pages too
+  // (pte markers), which allocates page tables: 2 MiB per GiB of range.
+  static constexpr uint64_t kMaxTrackedBytes = 64ull << 30;
+
+  struct Support {
+    bool ok = false;
+    std::string reason;     // when !ok: what is missing; else what is used
+    uint64_t features = 0;  // UFFD features the kernel offers
+  };
+  // Whether this kernel and user can track writes: tried for real on a page
+  // of snap's own (userfaultfd with UFFD_USER_MODE_ONLY, async
+  // write-protect, PAGEMAP_SCAN re-protecting a written page, pidfd_getfd).
+  // Computed once. A job can still refuse (seccomp, no free descriptor):
+  // arm() throws then.
+  static const Support& supported();
+
+  // Arms tracking in the process of `rs`'s thread, which is stopped, for
+  // those of `mappings` (its current ones: proc::read_mappings) that can be
+  // tracked. Throws SysError (with pid, call, errno) when the process cannot
+  // create a userfaultfd or the kernel lacks the features; the process is
+  // then left as it was.
+  static WriteTracker arm(RemoteSyscalls& rs, const std::vector<image::Mapping>& mappings);
+
+  WriteTracker(WriteTracker&&) noexcept = default;
+  WriteTracker& operator=(WriteTracker&&) noexcept = default;
+  ~WriteTracker() = default;  // closing the descriptor ends the tracking
+
+  // With the process stopped: one report per mapping of `mappings` (its
+  // current ones, ascending) that holds state (mapping_has_content), in the
+  // same order. Tracked mappings are re-protected in the same walk, so the
+  // next scan reports writes made after this one. Mappings reported
+  // untracked that can be tracked are armed now (from snap, no system call
+  // in the job), so the next scan tracks them. Throws SysError when
+  // /proc/PID/pagemap cannot be opened or scanned.
+  std::vector<RangeReport> scan_and_rearm(const std::vector<image::Mapping>& mappings);
+
+  pid_t pid() const { return pid_; }
+  // Ranges armed now, ascending.
+  const std::vector<PageRun>& armed() const { return armed_; }
+
+  // Whether `m` is a kind of mapping this tracker arms.
+  static bool trackable(const image::Mapping& m, std::string* why = nullptr);
+
+ private:
+  WriteTracker(pid_t pid, ScopedFd uffd) : pid_(pid), uffd_(std::move(uffd)) {}
+  // UFFDIO_REGISTER (WP) + UFFDIO_WRITEPROTECT on [start, end); false (with
+  // `why`) when the kernel refuses the range.
+  bool arm_one(uint64_t start, uint64_t end, std::string* why);
+
+  pid_t pid_ = 0;
+  ScopedFd uffd_;
+  std::vector<PageRun> armed_;
+};
+
+}  // namespace snap
