@@ -118,7 +118,8 @@ class ImageReader::Impl {
   }
 
   std::vector<std::optional<ImageReader::StoredPage>> locate(pid_t pid, uint64_t addr,
-                                                             size_t npages) const {
+                                                             size_t npages,
+                                                             bool missing_is_zero) const {
     std::vector<std::optional<ImageReader::StoredPage>> out;
     out.reserve(npages);
     for (size_t i = 0; i < npages; ++i) {
@@ -131,6 +132,10 @@ class ImageReader::Impl {
         auto r = std::upper_bound(runs.begin(), runs.end(), a,
                                   [](uint64_t x, const disk::PagemapRun& r) { return x < r.addr; });
         if (r != runs.begin() && a < (--r)->addr + uint64_t{r->npages} * kPageSize) run = &*r;
+      }
+      if (!run && missing_is_zero) {
+        out.emplace_back(std::nullopt);
+        continue;
       }
       if (!run)
         throw Error(fmt::format("checkpoint {}: pid {} has no page at {:#x}", dir_, pid, a),
@@ -475,8 +480,9 @@ void ImageReader::for_each_stored_page(
   impl_->for_each_stored_page(fn);
 }
 std::vector<std::optional<ImageReader::StoredPage>> ImageReader::locate(pid_t pid, uint64_t addr,
-                                                                        size_t npages) const {
-  return impl_->locate(pid, addr, npages);
+                                                                        size_t npages,
+                                                                        bool missing_is_zero) const {
+  return impl_->locate(pid, addr, npages, missing_is_zero);
 }
 void ImageReader::for_each_run(pid_t pid, uint64_t mapping_start,
                                const std::function<void(const PageRun&)>& fn) {

@@ -66,8 +66,9 @@ class ImageReader {
       const std::function<void(const uint8_t* hash16, const StoredPage&)>& fn) const;
   // Where pages [addr, addr + npages * kPageSize) of `pid` are, whichever
   // mapping holds them: nullopt for a zero page. Throws when a page was not
-  // dumped.
-  std::vector<std::optional<StoredPage>> locate(pid_t pid, uint64_t addr, size_t npages) const;
+  // dumped, unless missing_is_zero (then nullopt too).
+  std::vector<std::optional<StoredPage>> locate(pid_t pid, uint64_t addr, size_t npages,
+                                                bool missing_is_zero = false) const;
 
   // Reads everything: every block (checksum, decompression), every stored
   // page against its hash in pages.idx, and the checksum of pages.bin.

@@ -389,7 +389,8 @@ class ImageWriter::Impl {
     stats_.raw_bytes = stats_.pages * kPageSize;
   }
 
-  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) {
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
+                     bool missing_is_zero) {
     if (!series_)
       throw Error(fmt::format("image {}: add_unchanged() needs a checkpoint series", dir_));
     if (!base_)
@@ -401,7 +402,7 @@ class ImageWriter::Impl {
       throw Error(fmt::format("add_unchanged(pid {}, mapping {:#x}): address {:#x} is not a page "
                               "of the mapping",
                               pid, mapping_start, addr));
-    auto where = base_->locate(pid, addr, npages);  // throws naming the base checkpoint
+    auto where = base_->locate(pid, addr, npages, missing_is_zero);  // throws naming the base
     std::unique_lock lock(mu_);
     check_usable();
     auto& runs = tables_[{pid, mapping_start}];
@@ -832,8 +833,8 @@ ImageWriter ImageWriter::create_in_series(const std::string& ckpt_dir, SeriesOpt
 }
 
 void ImageWriter::add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr,
-                                size_t npages) {
-  impl_->add_unchanged(pid, mapping_start, addr, npages);
+                                size_t npages, bool missing_is_zero) {
+  impl_->add_unchanged(pid, mapping_start, addr, npages, missing_is_zero);
 }
 uint64_t ImageWriter::series_number() const { return impl_->number_; }
 std::optional<uint64_t> ImageWriter::base_number() const { return impl_->base_number_; }

@@ -55,9 +55,11 @@ class ImageWriter {
   // previous checkpoint (the base); they refer to whatever it stored for
   // them, looked up by pid and address (whatever mapping held them then),
   // and are recorded under mapping `mapping_start` of the new checkpoint.
-  // Throws when there is no base or the base has no such pages for pid.
-  // Thread-safe.
-  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages);
+  // Throws when there is no base or the base has no such pages for pid,
+  // unless `missing_is_zero` (write tracking knows such a page was never
+  // written: it is zero). Thread-safe.
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
+                     bool missing_is_zero = false);
 
   // Waits for compression, writes pages.idx, pagemap.bin and manifest.json
   // (with each Mapping's pages_dumped filled in from what add_pages saw),

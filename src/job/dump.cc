@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "base/log.h"
+#include "job/incremental.h"
 #include "parasite/parasite.h"
 #include "parasite/snapshot.h"
 #include "tracer/collect.h"
@@ -85,7 +86,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
 // Step 4: every page not read yet, from the snapshots (or from the stopped
 // processes themselves, with --kill, where there are no snapshots).
 void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
-                 SharedMemoryPages& shared) {
+                 SharedMemoryPages& shared, const std::function<PageChooser(pid_t)>& chooser) {
   for (size_t i = 0; i < ckpt.processes.size(); i++) {
     auto& proc = ckpt.processes[i];
     if (proc.zombie) continue;
@@ -95,7 +96,8 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
                            [&](const image::Mapping& m) {
                              return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
                            },
-                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared);
+                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared,
+                           chooser(proc.pid));
     vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
          proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
   }
@@ -143,6 +145,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
   assign_file_ids(ckpt.processes);
   collect_unix_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
+  // Incremental: which pages changed since the previous checkpoint.
+  if (opts.incremental) opts.incremental->scan(tree, ckpt, sink.base_number());
 
   Store store = [&](pid_t owner, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
                    size_t npages) {
@@ -160,7 +164,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   vlog("job frozen for {:.3f} s", result.frozen);
 
-  read_memory(ckpt, snapshots, store, shared);  // 4
+  read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
+    return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
+  });
+  ckpt.changed_pages_by = opts.incremental ? opts.incremental->method(sink.base_number())
+                          : sink.base_number()            ? "content-hash"
+                                                          : "full";
 
   sink.commit(ckpt);  // 5
   for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
@@ -170,6 +179,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
     vlog("killed the job after a complete checkpoint");
   }
   result.processes = ckpt.processes.size();
+  result.method = ckpt.changed_pages_by;
   result.stats = sink.stats();
   result.seconds = seconds_since(t0);
   return result;

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
 #include "image/image_writer.h"
@@ -39,6 +40,13 @@ class DumpSink {
                          size_t npages) = 0;
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
+  // A checkpoint of a series: the previous checkpoint, which pages found
+  // unchanged refer to (add_unchanged), if there is one.
+  virtual std::optional<uint64_t> base_number() const { return std::nullopt; }
+  virtual void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) {
+    (void)pid, (void)mapping_start, (void)addr, (void)npages;
+    throw Error("unchanged pages can only refer to an earlier checkpoint of a series");
+  }
 };
 
 // A plain image directory (image::ImageWriter).
@@ -56,6 +64,8 @@ class ImageSink : public DumpSink {
   image::ImageWriter& w_;
 };
 
+class Incremental;
+
 struct DumpOptions {
   bool kill = false;  // kill the whole tree once the image is committed
   // A unix socket of the tree connected to a socket of snap's own (a
@@ -63,6 +73,9 @@ struct DumpOptions {
   // inode, the bytes the restored socket finds waiting (its peer then comes
   // back closed), or nullopt for a socket that is not snap's.
   std::function<std::optional<std::vector<uint8_t>>(uint64_t peer_inode)> control_reply;
+  // Write tracking across the checkpoints of a series (snap run); none:
+  // every page is read.
+  Incremental* incremental = nullptr;
   // Called as pages are stored (for a progress line).
   std::function<void(const image::ImageStats&)> progress;
 };
@@ -72,6 +85,7 @@ struct DumpResult {
   image::ImageStats stats;
   double seconds = 0;  // the whole dump
   double frozen = 0;   // how long the job was stopped
+  std::string method;  // how changed pages were found ("full", "uffd-wp", ...)
 };
 
 // Checkpoints the tree rooted at `pid` into `sink`. Throws Error (the job

@@ -17,6 +17,7 @@
 #include "image/image_reader.h"
 #include "job/control.h"
 #include "job/dump.h"
+#include "job/incremental.h"
 #include "job/series.h"
 #include "restore/restore.h"
 #include "restore/spawn.h"
@@ -154,15 +155,19 @@ class Runner {
       DumpOptions o;
       o.kill = kill;
       o.control_reply = [&](uint64_t peer) { return server_.reply_for(peer, n); };
+      o.incremental = &incremental_;
       auto r = dump_tree(root_, *sink, o);
+      incremental_.committed(static_cast<uint64_t>(n));
       std::fprintf(stderr,
-                   "snap run: checkpoint %d: %zu process(es), %.1f MiB memory -> %.1f MiB new in "
-                   "%.2f s (frozen %.2f s)%s\n",
+                   "snap run: checkpoint %d: %zu process(es), %.1f MiB memory, %.1f MiB new, "
+                   "changed pages by %s, in %.2f s (frozen %.2f s)%s\n",
                    n, r.processes, static_cast<double>(r.stats.raw_bytes) / (1 << 20),
-                   static_cast<double>(r.stats.stored_bytes) / (1 << 20), r.seconds, r.frozen,
+                   static_cast<double>(r.stats.new_stored_bytes) / (1 << 20), r.method.c_str(),
+                   r.seconds, r.frozen,
                    kill ? "; job stopped" : "");
       server_.answer_received(fmt::format("ok {}\n", n));
     } catch (const Error& e) {
+      incremental_.failed();
       warn("checkpoint {} failed, the job goes on: {}", n, e.what());
       server_.answer_received(fmt::format("error {}\n", e.what()));
       schedule_next();
@@ -181,6 +186,7 @@ class Runner {
   Signals signals_;
   RunLock lock_;
   ControlServer server_;
+  Incremental incremental_;
   pid_t root_ = -1;
   Clock::time_point next_{};
 };

@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "image/image_reader.h"
 #include "image/image_writer.h"
+#include "image/series.h"
 
 namespace snap::job {
 
@@ -40,50 +41,36 @@ RunLock::RunLock(const std::string& ckpt_dir) {
 
 namespace {
 
-// Interim layout until the shared page store lands: CKPT/N are plain
-// images, CKPT/latest -> N.
-std::optional<int> latest_number(const std::string& dir) {
-  std::error_code ec;
-  auto target = fs::read_symlink(fs::path(dir) / "latest", ec);
-  if (ec) return std::nullopt;
-  return std::stoi(target.string());
-}
-
-class PlainSeriesSink : public SeriesSink {
+// The next checkpoint of a series (image::ImageWriter::create_in_series).
+class SeriesWriterSink : public SeriesSink {
  public:
-  PlainSeriesSink(std::string dir, int n)
-      : dir_(std::move(dir)), n_(n),
-        w_(image::ImageWriter::create(fmt::format("{}/{}", dir_, n), true)) {}
+  SeriesWriterSink(const std::string& dir, unsigned keep)
+      : w_(image::ImageWriter::create_in_series(dir, image::SeriesOptions{keep})) {}
   void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
                  size_t npages) override {
     w_.add_pages(pid, mapping_start, addr, data, npages);
   }
-  void commit(const image::Checkpoint& c) override {
-    w_.commit(c);
-    std::string tmp = fmt::format("{}/latest.tmp-{}", dir_, ::getpid());
-    ::unlink(tmp.c_str());
-    if (::symlink(std::to_string(n_).c_str(), tmp.c_str()) < 0) throw SysError("symlink " + tmp, errno);
-    if (::rename(tmp.c_str(), (dir_ + "/latest").c_str()) < 0) throw SysError("rename " + tmp, errno);
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
+    w_.add_unchanged(pid, mapping_start, addr, npages, true);
   }
+  std::optional<uint64_t> base_number() const override { return w_.base_number(); }
+  void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
-  int number() const override { return n_; }
+  int number() const override { return static_cast<int>(w_.series_number()); }
 
  private:
-  std::string dir_;
-  int n_;
   image::ImageWriter w_;
 };
 
 }  // namespace
 
 std::optional<std::string> latest_checkpoint(const std::string& ckpt_dir) {
-  auto n = latest_number(ckpt_dir);
-  if (!n) return std::nullopt;
-  return fmt::format("{}/{}", ckpt_dir, *n);
+  if (!image::series_latest(ckpt_dir) && image::series_numbers(ckpt_dir).empty()) return std::nullopt;
+  return ckpt_dir;  // ImageReader::open picks the latest good checkpoint
 }
 
-std::unique_ptr<SeriesSink> SeriesSink::begin(const std::string& ckpt_dir, unsigned) {
-  return std::make_unique<PlainSeriesSink>(ckpt_dir, latest_number(ckpt_dir).value_or(0) + 1);
+std::unique_ptr<SeriesSink> SeriesSink::begin(const std::string& ckpt_dir, unsigned keep) {
+  return std::make_unique<SeriesWriterSink>(ckpt_dir, keep);
 }
 
 }  // namespace snap::job

@@ -176,7 +176,8 @@ void SharedMemoryPages::claim(const image::Mapping& m, std::vector<uint64_t>& pa
 }
 
 MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
-                        const MappingFilter& which, ReadVia via, SharedMemoryPages* shared) {
+                        const MappingFilter& which, ReadVia via, SharedMemoryPages* shared,
+                        const PageChooser& choose) {
   MemoryStats stats;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
   ScopedFd mem_fd;
@@ -189,7 +190,9 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     if (which && !which(m)) continue;
     m.pages_dumped = 0;
     if (!mapping_has_content(m)) continue;
-    auto pages = pages_to_dump(pid, m);
+    std::optional<std::vector<uint64_t>> chosen;
+    if (choose) chosen = choose(m);
+    auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
     if (shared) shared->claim(m, pages);
     for (size_t first = 0; first < pages.size(); first += kBatchPages) {
       size_t count = std::min(kBatchPages, pages.size() - first);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <map>
 #include <unordered_set>
 #include <utility>
@@ -70,8 +71,11 @@ using MappingFilter = std::function<bool(const image::Mapping&)>;
 enum class ReadVia { kProcessVmReadv, kMemFile };
 // With `shared`, pages of shared memory objects that an earlier call
 // already read (from this or another process) are left out.
+// With `choose`, the pages to read of a mapping are its answer when it
+// gives one (write tracking knows which pages changed), else pages_to_dump's.
+using PageChooser = std::function<std::optional<std::vector<uint64_t>>(const image::Mapping&)>;
 MemoryStats dump_memory(pid_t read_pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
                         const MappingFilter& which = {}, ReadVia via = ReadVia::kProcessVmReadv,
-                        SharedMemoryPages* shared = nullptr);
+                        SharedMemoryPages* shared = nullptr, const PageChooser& choose = {});
 
 }  // namespace snap
