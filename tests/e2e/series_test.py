@@ -248,6 +248,89 @@ def failed_checkpoint_keeps_previous(env):
     finally:
         subprocess.run(["umount", "-l", disk], capture_output=True)
 
+def series_info(env, ckpt):
+    import json
+    r = env.snap_run("info", ckpt, "--json")
+    return json.loads(r.stdout)
+
+
+@case
+def incremental_stores_only_changes(env):
+    # 64 MiB of random memory; 1 % of its pages rewritten between two
+    # checkpoints: the second one finds them with write tracking, stores
+    # only them, and the job resumed from it has all its memory right.
+    ckpt, out = env.path("ck"), env.path("r.out")
+    argv = [env.prog("rewrite"), "64"]
+    r1 = Run(env, "run1", ckpt, argv, out)
+    wait_for(lambda: "ready" in lines_of(out), 60, "the job to fill its memory")
+    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    job = started_pid(r1.err)
+    os.kill(job, signal.SIGUSR1)
+    wait_for(lambda: any(l.startswith("rewrote") for l in lines_of(out)), 20, "the rewrite")
+    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    info = series_info(env, ckpt)
+    series = {c["number"]: c for c in info["series"]}
+    first, second = series[1], series[2]
+    print(f"     checkpoint 1: {first['new_bytes']} bytes new; checkpoint 2: "
+          f"{second['new_bytes']} bytes new, by {second['changed_pages_by']}")
+    expect(first["changed_pages_by"] == "full" and second["changed_pages_by"] == "uffd-wp",
+           "the second checkpoint found its changed pages with write tracking")
+    expect(first["new_bytes"] >= 64 << 20, "the first checkpoint stored the 64 MiB")
+    expect(second["new_bytes"] <= 0.03 * first["new_bytes"],
+           f"the second checkpoint added {100 * second['new_bytes'] / first['new_bytes']:.2f} % "
+           f"of the first one's bytes (1 % of pages changed; at most 3 %)")
+    kill_everything(r1.proc, r1.err)
+    r2 = Run(env, "run2", ckpt, argv, out, "a")
+    wait_for(lambda: "resumed pid" in r2.stderr(), 30, "the resume")
+    job = started_pid(r2.err)
+    os.kill(job, signal.SIGUSR2)
+    wait_for(lambda: any(l.startswith("verify") for l in lines_of(out)), 20, "the job's own check")
+    expect("verify ok" in lines_of(out), "the job resumed from the incremental checkpoint has all "
+                                          "its memory (its own checksum)")
+    os.kill(job, signal.SIGTERM)
+    expect(r2.proc.wait(timeout=20) == 0, "and ends normally")
+
+
+@case
+def killed_while_checkpointing(env):
+    # snap run is killed (-9, with its job) at random instants, checkpointing
+    # every 0.2 s; each time the same command resumes from `latest`, which
+    # must always be a whole checkpoint: the job's memory checks out.
+    ckpt, out = env.path("ck"), env.path("k.out")
+    argv = [env.prog("rewrite"), "32"]
+    rnd = random.Random(1234)
+    resumed = 0
+    for i in range(20):
+        r = Run(env, f"run{i}", ckpt, argv, out, "w" if i == 0 else "a",
+                extra=["--interval", "0.2"])
+        wait_for(lambda: started_pid(r.err) is not None, 30, "the job to start or resume")
+        if i:
+            expect("resumed pid" in r.stderr(), f"round {i}: resumed from the latest checkpoint")
+            resumed += 1
+        job = started_pid(r.err)
+        if i == 0:
+            wait_for(lambda: "ready" in lines_of(out), 60, "the job to fill its memory")
+            wait_for(lambda: checkpoints_made(r) >= 1, 30, "a first checkpoint")
+        os.kill(job, signal.SIGUSR1)  # something to write in the next checkpoint
+        time.sleep(rnd.uniform(0.05, 0.6))
+        kill_everything(r.proc, r.err)
+    r = Run(env, "last", ckpt, argv, out, "a")
+    wait_for(lambda: "resumed pid" in r.stderr(), 30, "the last resume")
+    job = started_pid(r.err)
+    n = sum(1 for l in lines_of(out) if l.startswith("verify"))
+    os.kill(job, signal.SIGUSR2)
+    wait_for(lambda: sum(1 for l in lines_of(out) if l.startswith("verify")) > n, 20, "the check")
+    expect(lines_of(out)[-1] == "verify ok" or "verify ok" in lines_of(out)[-3:],
+           f"after 20 kills the latest checkpoint restores a job whose memory checks out")
+    leftovers = [d for d in os.listdir(ckpt) if ".tmp-" in d]
+    os.kill(job, signal.SIGTERM)
+    r.proc.wait(timeout=20)
+    print(f"     {resumed} resumes; leftovers of killed writers now: {leftovers}")
+    info = series_info(env, ckpt)
+    expect(all(c["complete"] for c in info["series"]) and len(info["series"]) <= 2,
+           f"the series holds only complete checkpoints, at most --keep 2 "
+           f"({[(c['number'], c['complete']) for c in info['series']]})")
+
 
 if __name__ == "__main__":
     main()
