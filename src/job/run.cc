@@ -76,13 +76,11 @@ class Runner {
   explicit Runner(const RunOptions& o) : opts_(o), lock_(o.dir), server_(o.dir) {}
 
   int run() {
-    if (auto latest = latest_checkpoint(opts_.dir)) {
-      auto img = image::ImageReader::open(*latest);
-      img.verify_all();
+    if (auto img = open_latest_good(opts_.dir)) {
       auto spawner = restore::make_set_tid_spawner();
-      root_ = restore::restore_tree(img, *spawner, restore::RestoreOptions{});
-      std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)\n", root_, img.dir().c_str(),
-                   img.checkpoint().created.c_str());
+      root_ = restore::restore_tree(*img, *spawner, restore::RestoreOptions{});
+      std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)\n", root_, img->dir().c_str(),
+                   img->checkpoint().created.c_str());
     } else {
       if (opts_.argv.empty())
         throw Error(opts_.dir + " holds no checkpoint and no program was given",

@@ -64,9 +64,25 @@ class SeriesWriterSink : public SeriesSink {
 
 }  // namespace
 
-std::optional<std::string> latest_checkpoint(const std::string& ckpt_dir) {
-  if (!image::series_latest(ckpt_dir) && image::series_numbers(ckpt_dir).empty()) return std::nullopt;
-  return ckpt_dir;  // ImageReader::open picks the latest good checkpoint
+std::optional<image::ImageReader> open_latest_good(const std::string& ckpt_dir) {
+  auto numbers = image::series_numbers(ckpt_dir);
+  if (numbers.empty()) return std::nullopt;
+  auto latest = image::series_latest(ckpt_dir);
+  std::string why;
+  for (auto it = numbers.rbegin(); it != numbers.rend(); ++it) {
+    if (latest && *it > *latest) continue;  // never committed
+    std::string dir = fmt::format("{}/{}", ckpt_dir, *it);
+    try {
+      auto img = image::ImageReader::open(dir);
+      img.verify_all();
+      return img;
+    } catch (const Error& e) {
+      warn("checkpoint {} is damaged, trying the one before: {}", dir, e.what());
+      why = e.what();
+    }
+  }
+  throw Error(fmt::format("no checkpoint in {} is whole (the last problem: {})", ckpt_dir, why),
+              "start the job afresh with another --dir, or restore a copy of the directory");
 }
 
 std::unique_ptr<SeriesSink> SeriesSink::begin(const std::string& ckpt_dir, unsigned keep) {

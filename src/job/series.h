@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/scoped_fd.h"
+#include "image/image_reader.h"
 #include "job/dump.h"
 
 namespace snap::job {
@@ -22,9 +23,11 @@ class RunLock {
   ScopedFd fd_;
 };
 
-// The path to restore from (CKPT's latest good checkpoint), or nullopt when
-// CKPT holds no checkpoint yet.
-std::optional<std::string> latest_checkpoint(const std::string& ckpt_dir);
+// CKPT's newest checkpoint that opens and verifies completely (every page
+// block read and checked), newest first, each one skipped with a warning
+// saying why; nullopt when CKPT holds no checkpoint yet. Throws Error when
+// it holds checkpoints but none is whole.
+std::optional<image::ImageReader> open_latest_good(const std::string& ckpt_dir);
 
 // The next checkpoint of the series in CKPT.
 class SeriesSink : public DumpSink {

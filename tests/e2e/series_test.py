@@ -332,5 +332,37 @@ def killed_while_checkpointing(env):
            f"({[(c['number'], c['complete']) for c in info['series']]})")
 
 
+@case
+def damaged_newest_falls_back(env):
+    # The newest checkpoint's page data is damaged (a flipped byte): snap run
+    # says so and resumes from the one before; the job continues correctly.
+    ckpt, out = env.path("ck"), env.path("d.out")
+    argv = [env.prog("rewrite"), "16"]
+    r1 = Run(env, "run1", ckpt, argv, out)
+    wait_for(lambda: "ready" in lines_of(out), 60, "the job to fill its memory")
+    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    os.kill(started_pid(r1.err), signal.SIGUSR1)
+    wait_for(lambda: any(l.startswith("rewrote") for l in lines_of(out)), 20, "the rewrite")
+    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    kill_everything(r1.proc, r1.err)
+    pack = os.path.join(ckpt, "packs", "2.pack")
+    with open(pack, "r+b") as f:
+        f.seek(os.path.getsize(pack) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xff]))
+    r2 = Run(env, "run2", ckpt, argv, out, "a")
+    wait_for(lambda: "resumed pid" in r2.stderr(), 30, "the resume")
+    err = r2.stderr()
+    expect("is damaged" in err and re.search(r"resumed pid \d+ from .*/1 ", err),
+           f"checkpoint 2 is skipped with a warning, the job resumes from 1: {err.strip()}")
+    job = started_pid(r2.err)
+    os.kill(job, signal.SIGUSR2)
+    wait_for(lambda: any(l.startswith("verify") for l in lines_of(out)), 20, "the job's own check")
+    expect("verify ok" in lines_of(out), "its memory checks out")
+    os.kill(job, signal.SIGTERM)
+    r2.proc.wait(timeout=20)
+
+
 if __name__ == "__main__":
     main()
