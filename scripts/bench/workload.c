@@ -25,6 +25,14 @@
  *                           R, more than the last one handled; the longest gap
  *                           since the previous report, then a full checksum
  *                           check of every touched page
+ *   report req=R seq=S maxgap_us=U verify=OK|FAIL rewrote=N
+ *                           when DIR/request holds "R rewrite=PCT": first
+ *                           rewrites PCT percent (a decimal, e.g. 1 or 0.5) of
+ *                           the touched pages, spread evenly over the region,
+ *                           each whole page with new random data, then reports
+ *                           as above; N is the number of pages rewritten.
+ *                           Each such request starts at another page, so
+ *                           successive ones rewrite mostly different pages.
  * Each iteration of the loop also changes one word of one touched page, so a
  * restored job proves the memory it got back is the memory it had. */
 #include <fcntl.h>
@@ -106,14 +114,41 @@ static uint64_t now_us(void) {
   return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* The number in DIR/request, or 0. Checked every 10 ms. */
-static uint64_t read_request(void) {
-  char buf[32] = {0};
+/* The number in DIR/request, or 0, and in *rewrite the percentage of a
+ * "rewrite=PCT" after it, or 0. Checked every 10 ms. */
+static uint64_t read_request(double *rewrite) {
+  char buf[64] = {0};
+  *rewrite = 0;
   int fd = open(request, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   if (read(fd, buf, sizeof buf - 1) < 0) buf[0] = 0;
   close(fd);
+  char *opt = strstr(buf, "rewrite=");
+  if (opt) *rewrite = strtod(opt + strlen("rewrite="), NULL);
   return strtoull(buf, NULL, 10);
+}
+
+/* Rewrites pct percent of the touched pages with new random data, spread
+ * evenly from a start that moves with each call; keeps *sum up to date.
+ * Returns the number of pages rewritten. */
+static uint64_t rewrite_pages(uint64_t *w, uint64_t npages, uint64_t touched_pages, double pct,
+                              uint64_t *sum, uint64_t *seed) {
+  uint64_t n = (uint64_t)((double)touched_pages * pct / 100 + 0.5), done = 0;
+  if (n == 0 || touched_pages == 0) return 0;
+  if (n > touched_pages) n = touched_pages;
+  uint64_t start = xorshift(seed) % npages;
+  for (uint64_t k = 0; k < n; k++) {
+    uint64_t pg = (start + k * npages / n) % npages;
+    while (page_kind(pg) == UNTOUCHED) pg = (pg + 1) % npages;
+    uint64_t *q = w + pg * WORDS;
+    for (uint64_t i = 0; i < WORDS; i++) {
+      uint64_t v = xorshift(seed);
+      *sum += (v - q[i]) * weight(pg * WORDS + i);
+      q[i] = v;
+    }
+    done++;
+  }
+  return done;
 }
 
 static void parse_mix(const char *mix) {
@@ -178,10 +213,12 @@ int main(int argc, char **argv) {
   }
   /* The request count is read before saying ready: the bench asks for the
    * first report as soon as it sees "ready". */
-  uint64_t seq = 0, maxgap = 0, last = now_us(), handled = read_request();
+  double rewrite = 0;
+  uint64_t seq = 0, maxgap = 0, last = now_us(), handled = read_request(&rewrite);
   if (is_parent) say("ready pid=%d\n", getpid());
-  uint64_t touched = 0;
+  uint64_t touched = 0, touched_pages = 0;
   for (uint64_t pg = 0; pg < 100 && pg < npages; pg++) touched += page_kind(pg) != UNTOUCHED;
+  for (uint64_t pg = 0; pg < npages; pg++) touched_pages += page_kind(pg) != UNTOUCHED;
   struct timespec ms = {0, 1000000};
   for (;;) {
     clock_nanosleep(CLOCK_MONOTONIC, 0, &ms, NULL);
@@ -199,14 +236,19 @@ int main(int argc, char **argv) {
       w[word] += seq;
       sum += seq * weight(word);
     }
-    uint64_t req = seq % 10 ? 0 : read_request();
+    uint64_t req = seq % 10 ? 0 : read_request(&rewrite);
     if (req > handled) {
       handled = req;
       uint64_t gap_before = maxgap;
+      char extra[48] = "";
+      if (rewrite > 0) {
+        uint64_t n = rewrite_pages(w, npages, touched_pages, rewrite, &sum, &seed);
+        snprintf(extra, sizeof extra, " rewrote=%llu", (unsigned long long)n);
+      }
       int ok = checksum(w, npages) == sum;
-      say("report req=%llu seq=%llu maxgap_us=%llu verify=%s\n", (unsigned long long)req,
+      say("report req=%llu seq=%llu maxgap_us=%llu verify=%s%s\n", (unsigned long long)req,
           (unsigned long long)seq,
-          (unsigned long long)gap_before, ok ? "OK" : "FAIL");
+          (unsigned long long)gap_before, ok ? "OK" : "FAIL", extra);
       maxgap = 0;
       last = now_us(); /* the check itself is not a stall */
     }
