@@ -27,28 +27,31 @@ namespace {
 
 cxxopts::Options restore_options() {
   cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
-  o.custom_help("DIR [--detach] [--allow-changed-files] [-v]");
+  o.custom_help("DIR [--detach] [--allow-changed-files] [--isolate] [-v]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
       ("detach", "return as soon as the process runs, instead of waiting for it")
       ("allow-changed-files", "restore even if a file the job had open is gone or shorter (warns)")
+      ("isolate", "restore in a new user and pid namespace (what ordinary users always get)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   o.parse_positional({"dir"});
   return o;
 }
 
-volatile sig_atomic_t g_child = 0;
+volatile sig_atomic_t g_root = 0;
 
 void forward_signal(int sig, siginfo_t* info, void*) {
-  // Keyboard signals already reach a child in our process group.
-  if (info->si_code == SI_KERNEL && ::getpgid(g_child) == ::getpgrp()) return;
-  if (g_child > 0) ::kill(g_child, sig);
+  // Keyboard signals already reach a job in our process group.
+  if (info->si_code == SI_KERNEL && ::getpgid(g_root) == ::getpgrp()) return;
+  if (g_root > 0) ::kill(g_root, sig);
 }
 
-int wait_for(pid_t child) {
-  g_child = child;
+// Waits for `child` (the root, or the namespace's init, which ends with the
+// root's status) and forwards signals to the root.
+int wait_for(pid_t child, pid_t root) {
+  g_root = root;
   struct sigaction sa {};
   sa.sa_sigaction = forward_signal;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
@@ -73,14 +76,16 @@ int run_restore(const cxxopts::ParseResult& args) {
 
   restore::RestoreOptions opts;
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
-  auto spawner = restore::make_set_tid_spawner();
-  pid_t pid = restore::restore_tree(img, *spawner, opts);  // 2
+  auto space = restore::choose_pid_space(args.count("isolate") > 0);
+  auto tree = restore::restore_tree(img, *space, opts);  // 2
+  for (const auto& [saved, host] : tree.host_pids)
+    vlog("pid {} of the job is pid {} here", saved, host);
 
   if (args.count("detach")) {
-    std::fprintf(stderr, "snap restore: pid %d is running\n", pid);
+    std::fprintf(stderr, "snap restore: pid %d is running\n", tree.root);
     return kExitOk;
   }
-  return wait_for(pid);  // 3
+  return wait_for(tree.child, tree.root);  // 3
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ cxxopts::Options run_options() {
       ("interval", "seconds between checkpoints (default: only on request)",
        cxxopts::value<double>()->default_value("0"))
       ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"))
+      ("isolate", "run the job in a new user and pid namespace (ordinary users always do)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   return o;
@@ -34,6 +35,7 @@ int run_run(const cxxopts::ParseResult& args) {
   if (opts.interval < 0) throw UsageError("--interval must not be negative");
   if (opts.keep < 1) throw UsageError("--keep must be at least 1");
   opts.argv = words_after_dashes();
+  opts.isolate = args.count("isolate") > 0;
   return job::run_job(opts);
 }
 

@@ -56,19 +56,16 @@ class Signals {
   ScopedFd fd_;
 };
 
-pid_t start_program(const std::vector<std::string>& argv, const sigset_t& mask) {
+// Runs argv in the job's pid space: there, `child` runs in place of
+// snap's code, with the signal mask snap run had.
+[[noreturn]] void exec_program(const std::vector<std::string>& argv, const sigset_t& mask) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) throw SysError("fork", errno);
-  if (pid == 0) {
-    ::sigprocmask(SIG_SETMASK, &mask, nullptr);
-    ::execvp(args[0], args.data());
-    std::fprintf(stderr, "snap run: cannot run %s: %s\n", args[0], std::strerror(errno));
-    ::_exit(127);
-  }
-  return pid;
+  ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+  ::execvp(args[0], args.data());
+  std::fprintf(stderr, "snap run: cannot run %s: %s\n", args[0], std::strerror(errno));
+  ::_exit(127);
 }
 
 class Runner {
@@ -76,24 +73,39 @@ class Runner {
   explicit Runner(const RunOptions& o) : opts_(o), lock_(o.dir), server_(o.dir) {}
 
   int run() {
+    space_ = restore::choose_pid_space(opts_.isolate);
+    const char* where = space_->fresh() ? " in a new user and pid namespace" : "";
     if (auto img = open_latest_good(opts_.dir)) {
-      auto spawner = restore::make_set_tid_spawner();
-      root_ = restore::restore_tree(*img, *spawner, restore::RestoreOptions{});
-      std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)\n", root_, img->dir().c_str(),
-                   img->checkpoint().created.c_str());
+      auto tree = restore::restore_tree(*img, *space_, restore::RestoreOptions{});
+      child_ = tree.child;
+      root_ = tree.root;
+      std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)%s\n", root_,
+                   img->dir().c_str(), img->checkpoint().created.c_str(), where);
     } else {
       if (opts_.argv.empty())
         throw Error(opts_.dir + " holds no checkpoint and no program was given",
                     "start the job with 'snap run --dir " + opts_.dir + " -- PROGRAM ARGS...'");
-      root_ = start_program(opts_.argv, signals_.original_mask());
-      std::fprintf(stderr, "snap run: started pid %d (%s); checkpoints go to %s\n", root_,
-                   opts_.argv[0].c_str(), opts_.dir.c_str());
+      child_ = space_->start_root(0, [&]() -> int { exec_program(opts_.argv, signals_.original_mask()); });
+      root_ = space_->fresh() ? find_root() : child_;
+      space_->released();
+      std::fprintf(stderr, "snap run: started pid %d (%s)%s; checkpoints go to %s\n", root_,
+                   opts_.argv[0].c_str(), where, opts_.dir.c_str());
     }
     schedule_next();
     return loop();
   }
 
  private:
+  // The job started in a fresh namespace: the one process below its init.
+  pid_t find_root() {
+    for (int i = 0; i < 500; i++) {
+      auto pids = space_->host_pids();
+      if (!pids.empty()) return pids.begin()->second;
+      ::usleep(10000);
+    }
+    throw Error("the job did not start in its namespace");
+  }
+
   void schedule_next() {
     if (opts_.interval > 0)
       next_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -137,7 +149,7 @@ class Runner {
     int status;
     pid_t r;
     while ((r = ::waitpid(-1, &status, WNOHANG)) > 0)
-      if (r == root_) return exit_code_of(status);
+      if (r == child_) return exit_code_of(status);
     return std::nullopt;
   }
 
@@ -174,7 +186,7 @@ class Runner {
     schedule_next();
     if (!kill) return std::nullopt;
     int status;
-    while (::waitpid(root_, &status, 0) < 0 && errno == EINTR) {}
+    while (::waitpid(child_, &status, 0) < 0 && errno == EINTR) {}
     std::fprintf(stderr, "snap run: the job is stopped after checkpoint %d; run the same command "
                          "again to resume it\n", n);
     return kExitCheckpointedAndStopped;
@@ -185,7 +197,9 @@ class Runner {
   RunLock lock_;
   ControlServer server_;
   Incremental incremental_;
-  pid_t root_ = -1;
+  std::unique_ptr<restore::PidSpace> space_;
+  pid_t child_ = -1;  // what snap run waits for: the job's root, or its namespace's init
+  pid_t root_ = -1;   // the job's root, as snap sees it: what is dumped and signalled
   Clock::time_point next_{};
 };
 

@@ -15,6 +15,9 @@ struct RunOptions {
   std::vector<std::string> argv;  // the program, for a first start
   double interval = 0;            // seconds between checkpoints; 0: only on request
   unsigned keep = 2;              // checkpoints kept
+  // Run the job in a new user and pid namespace even as root (an ordinary
+  // user's jobs always run in one, so that their pids never clash).
+  bool isolate = false;
 };
 
 // The exit status of `snap run` when a checkpoint ended the job on request

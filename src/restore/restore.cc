@@ -51,20 +51,22 @@ void check_ids_free(const TreePlan& plan) {
 // scope (an error) kills every one of them: nothing of the job runs.
 class TreeUnderConstruction {
  public:
-  explicit TreeUnderConstruction(const TreePlan& plan) : plan_(plan) {}
+  TreeUnderConstruction(const TreePlan& plan, PidSpace& space) : plan_(plan), space_(space) {}
   ~TreeUnderConstruction() {
     if (released_) return;
     for (auto& [pid, tasks] : tasks_)
       for (auto& t : tasks) t->abandon();
-    for (pid_t pid : reported_) ::kill(pid, SIGKILL);
-    if (root_ > 0) {
-      ::kill(root_, SIGKILL);  // its descendants die with it (PR_SET_PDEATHSIG)
+    // A fresh namespace ends with its init; in the host's, each goes.
+    if (!space_.fresh())
+      for (pid_t pid : reported_) ::kill(pid, SIGKILL);
+    if (child_ > 0) {
+      ::kill(child_, SIGKILL);  // its descendants die with it (PR_SET_PDEATHSIG)
       int status;
-      while (::waitpid(root_, &status, __WALL) < 0 && errno == EINTR) {}
+      while (::waitpid(child_, &status, __WALL) < 0 && errno == EINTR) {}
     }
   }
 
-  void set_root(pid_t pid) { root_ = pid; }
+  void set_child(pid_t pid) { child_ = pid; }
 
   // Reads the skeletons' reports until each has reported or ended.
   void collect_reports(int fd) {
@@ -97,7 +99,7 @@ class TreeUnderConstruction {
     }
     for (const auto& [pid, n] : plan_.nodes) {
       if (!n.proc->zombie) continue;
-      auto st = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
+      auto st = proc::try_read_file("/proc/" + std::to_string(space_.host_pid(pid)) + "/stat");
       if (!st || proc::parse_stat(*st).state != 'Z')
         throw Error(fmt::format("zombie pid {} could not be recreated", pid));
     }
@@ -107,8 +109,9 @@ class TreeUnderConstruction {
   void seize_all() {
     for (const auto& [pid, n] : plan_.nodes) {
       if (n.proc->zombie) continue;
-      auto t = Task::seize_and_stop(pid);
-      if (::ptrace(PTRACE_SETOPTIONS, pid, nullptr,
+      pid_t host = space_.host_pid(pid);
+      auto t = Task::seize_and_stop(host);
+      if (::ptrace(PTRACE_SETOPTIONS, host, nullptr,
                    reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD |
                                            PTRACE_O_TRACECLONE)) < 0)
         throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS, pid {})", pid), errno);
@@ -128,26 +131,29 @@ class TreeUnderConstruction {
 
  private:
   const TreePlan& plan_;
-  pid_t root_ = -1;
+  PidSpace& space_;
+  pid_t child_ = -1;
   std::set<pid_t> reported_;
   std::map<pid_t, std::vector<std::unique_ptr<Task>>> tasks_;
   bool released_ = false;
 };
 
 // Joins the groups that exist only now, then lets the group helpers go.
-void join_groups(TreeUnderConstruction& tree, const TreePlan& plan) {
+void join_groups(TreeUnderConstruction& tree, const TreePlan& plan, PidSpace& space) {
   const pid_t own_group = ::getpgrp();
   for (const auto& [pid, n] : plan.nodes) {
-    if (n.proc->zombie || (!n.join_group && !n.join_external_group)) continue;
-    pid_t group = n.join_external_group ? own_group : n.join_group;
+    // In a fresh namespace the group outside it is the root's, inherited.
+    bool external = n.join_external_group && !space.fresh();
+    if (n.proc->zombie || (!n.join_group && !external)) continue;
+    pid_t group = external ? own_group : n.join_group;
     Task& t = tree.leader(pid);
-    RemoteSyscalls rs(t, find_syscall_site(pid));
+    RemoteSyscalls rs(t, find_syscall_site(t.tid()));
     rs.checked(fmt::format("setpgid(0, {})", group), SYS_setpgid, 0, static_cast<uint64_t>(group));
   }
   for (const auto& h : plan.helpers) {
-    ::kill(h.pid, SIGKILL);
+    ::kill(space.host_pid(h.pid), SIGKILL);
     Task& t = tree.leader(h.creator);
-    RemoteSyscalls rs(t, find_syscall_site(h.creator));
+    RemoteSyscalls rs(t, find_syscall_site(t.tid()));
     rs.checked(fmt::format("wait4 for group helper {}", h.pid), SYS_wait4,
                static_cast<uint64_t>(h.pid), 0, __WALL, 0);
   }
@@ -156,27 +162,40 @@ void join_groups(TreeUnderConstruction& tree, const TreePlan& plan) {
 
 // One process: memory, threads, signal state, registers. Its tasks stay
 // stopped (tasks[0] the leader; the new threads are appended).
+// In a fresh namespace the skeletons had every capability there, which
+// the job did not: each thread drops them last.
+void drop_capabilities(RemoteSyscalls& rs, RemotePage& page) {
+  struct {
+    uint32_t version;
+    int32_t pid;
+  } header{0x20080522, 0};  // _LINUX_CAPABILITY_VERSION_3, this thread
+  uint32_t none[6] = {};
+  rs.checked("capset (dropping the namespace's capabilities)", SYS_capset, page.put(header),
+             page.put(none, 64));
+}
+
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
-                     image::ImageReader& img, const ProcessFiles& files) {
+                     image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace) {
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
   auto put_back = [&](const image::ThreadState& saved, RemoteSyscalls& rs, RemotePage& page) {
     restore_thread_state(rs, page, p.pid, saved);
+    if (fresh_namespace) drop_capabilities(rs, page);
     rs.set_final_regs(Registers::from_bytes(saved.gpregs));
   };
   {
-    RemoteSyscalls rs(leader, find_syscall_site(p.pid));
+    RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
     rebuild_address_space(rs, p, img, files.shm);
     leader.set_signal_mask(~0ull);  // nothing is delivered until the end
     RemotePage page(rs);
-    for (auto& t : create_threads(rs, page, p)) tasks.push_back(std::move(t));
+    for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));
     restore_process_signals(rs, page, p);
     put_back(p.threads[0], rs, page);
   }
   for (size_t i = 1; i < tasks.size(); i++) {
     Task& t = *tasks[i];
     t.set_signal_mask(~0ull);
-    RemoteSyscalls rs(t, find_syscall_site(p.pid));
+    RemoteSyscalls rs(t, find_syscall_site(t.tid()));
     RemotePage page(rs);
     put_back(p.threads[i], rs, page);
   }
@@ -190,10 +209,10 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
 
 }  // namespace
 
-pid_t restore_tree(image::ImageReader& img, PidSpawner& spawner, const RestoreOptions& opts) {
+RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts) {
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
-  check_ids_free(plan);
+  if (!space.fresh()) check_ids_free(plan);
   OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files);
   for (const auto& w : files.warnings()) warn("{}", w);
 
@@ -205,25 +224,34 @@ pid_t restore_tree(image::ImageReader& img, PidSpawner& spawner, const RestoreOp
   if (!report_write) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
   report_write_low.reset();
 
-  TreeUnderConstruction tree(plan);
-  SkeletonContext ctx{plan, files, spawner, report_write.get(), ::getpgrp()};
-  const pid_t me = static_cast<pid_t>(::syscall(SYS_getpid));
-  tree.set_root(spawner.spawn(plan.root, [&] {
+  TreeUnderConstruction tree(plan, space);
+  SkeletonContext ctx{plan, files, space.spawner(), report_write.get(), ::getpgrp()};
+  RestoredTree out;
+  out.child = space.start_root(plan.root, [&] {
     report_read.reset();
-    return skeleton_main(ctx, plan.root, me);
-  }));
+    return skeleton_main(ctx, plan.root, space.root_parent());
+  });
+  tree.set_child(out.child);
   report_write.reset();
   files.close_all();  // the skeletons hold them now
   tree.collect_reports(report_read.get());
   vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
 
   tree.seize_all();
-  join_groups(tree, plan);
+  join_groups(tree, plan, space);
   for (const auto& p : ckpt.processes)
-    if (!p.zombie) rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid));
+    if (!p.zombie) rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh());
+  out.root = space.host_pid(plan.root);
+  out.host_pids = space.host_pids();
   tree.release();
+  space.released();
   vlog("restore: {} process(es) running", plan.nodes.size());
-  return plan.root;
+  return out;
+}
+
+std::unique_ptr<PidSpace> choose_pid_space(bool isolate) {
+  if (!isolate && ::geteuid() == 0) return make_host_pid_space();
+  return make_namespace_pid_space();
 }
 
 }  // namespace snap::restore

@@ -6,6 +6,9 @@
 
 #include <sys/types.h>
 
+#include <map>
+#include <memory>
+
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
 #include "restore/spawn.h"
@@ -16,11 +19,22 @@ struct RestoreOptions {
   bool allow_changed_files = false;
 };
 
-// Brings back every process of the image, the root as a child of the
-// caller, and lets them all run together. Returns the root's pid. Refuses
-// (Error naming the process and the object) before creating anything when
-// the image cannot come back faithfully; when a later step fails, every
-// process created so far is killed and nothing of the job has run.
-pid_t restore_tree(image::ImageReader& img, PidSpawner& spawner, const RestoreOptions& opts);
+struct RestoredTree {
+  pid_t child = -1;  // the caller's child to wait for: the root, or the namespace's init
+  pid_t root = -1;   // the root as the caller sees it: where its signals go
+  std::map<pid_t, pid_t> host_pids;  // saved -> host pids, in a fresh namespace
+};
+
+// Brings back every process of the image in `space` (its root a child of
+// the caller, or of the namespace's init) and lets them all run together.
+// Refuses (Error naming the process and the object) before creating
+// anything when the image cannot come back faithfully; when a later step
+// fails, every process created so far is killed and nothing of the job has
+// run.
+RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts);
+
+// The pid space a restore by this user uses: the host's for root (unless
+// `isolate`), else a fresh user + pid namespace.
+std::unique_ptr<PidSpace> choose_pid_space(bool isolate);
 
 }  // namespace snap::restore

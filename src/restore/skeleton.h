@@ -34,7 +34,8 @@ struct SkeletonContext {
   pid_t snap_pgid;    // the group of snap restore (for the root's outside group)
 };
 
-// Body of the skeleton of live process `pid`, whose parent is `parent`.
+// Body of the skeleton of live process `pid`, whose parent is `parent` (as
+// the process sees it).
 // Returns only on failure (after reporting it); its exit code then.
 int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent);
 

@@ -1,13 +1,20 @@
 #include "restore/spawn.h"
 
+#include <fcntl.h>
 #include <linux/sched.h>
-#include <signal.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <fmt/core.h>
+#include <vector>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "tracer/proc.h"
 
 namespace snap::restore {
@@ -22,35 +29,212 @@ std::string describe_pid_user(pid_t pid) {
 
 namespace {
 
+pid_t own_pid() { return static_cast<pid_t>(::syscall(SYS_getpid)); }
+
+// clone3 with set_tid in the caller's pid namespace. `host`: that namespace
+// is the one /proc shows, so a taken pid can be named before trying.
 class SetTidSpawner : public PidSpawner {
  public:
+  explicit SetTidSpawner(bool host) : host_(host) {}
   pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal) override {
-    if (auto who = describe_pid_user(want); !who.empty())
-      throw Error("cannot restore: " + who,
-                  "the original job may still be running: stop it first (or dump with --kill)");
+    if (host_ && want)
+      if (auto who = describe_pid_user(want); !who.empty())
+        throw Error("cannot restore: " + who,
+                    "the original job may still be running: stop it first (or dump with --kill)");
     pid_t tid = want;
     clone_args args;
     std::memset(&args, 0, sizeof args);
     args.exit_signal = static_cast<uint64_t>(exit_signal);
-    args.set_tid = reinterpret_cast<uint64_t>(&tid);
-    args.set_tid_size = 1;
+    if (want) {  // else any pid
+      args.set_tid = reinterpret_cast<uint64_t>(&tid);
+      args.set_tid_size = 1;
+    }
     long rc = ::syscall(SYS_clone3, &args, sizeof args);
     if (rc == 0) ::_exit(child());
     if (rc < 0) {
       int err = errno;
-      if (err == EEXIST) throw Error("cannot restore: " + describe_pid_user(want));
+      if (err == EEXIST)
+        throw Error(host_ ? "cannot restore: " + describe_pid_user(want)
+                          : fmt::format("cannot restore: pid {} is taken", want));
       if (err == EPERM)
         throw SysError("clone3(set_tid=" + std::to_string(want) + ")", err,
-                       "choosing a pid needs CAP_CHECKPOINT_RESTORE (run as root); restoring "
-                       "unprivileged in a new pid namespace is not supported yet");
+                       "choosing a pid needs CAP_CHECKPOINT_RESTORE; as an ordinary user, snap "
+                       "restores in a new user and pid namespace (see 'snap check')");
       throw SysError("clone3(set_tid=" + std::to_string(want) + ")", err);
     }
     return static_cast<pid_t>(rc);
   }
+
+ private:
+  bool host_;
+};
+
+class HostPidSpace : public PidSpace {
+ public:
+  pid_t start_root(pid_t want, const std::function<int()>& child) override {
+    parent_ = own_pid();
+    return spawner_.spawn(want, child, SIGCHLD);
+  }
+  pid_t root_parent() const override { return parent_; }
+  PidSpawner& spawner() override { return spawner_; }
+  bool fresh() const override { return false; }
+  pid_t host_pid(pid_t saved) override { return saved; }
+
+ private:
+  SetTidSpawner spawner_{true};
+  pid_t parent_ = 0;
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw SysError("open " + path, errno);
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(text.size())) throw SysError("write " + path, n < 0 ? err : EIO);
+}
+
+// pid 1 of the namespace: starts the root with its saved pid, then reaps
+// whatever ends in the namespace and ends with the root's status (which,
+// as the namespace's init, ends the rest too). It dies with snap until
+// snap says the tree is released ('r' on `ctl`).
+int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpawner& spawner) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  char c = 0;
+  if (::read(ctl, &c, 1) != 1 || c != 'm') return 127;  // the id maps are written
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  int sfd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  pid_t root;
+  try {
+    root = spawner.spawn(want, child, SIGCHLD);
+  } catch (const std::exception&) {
+    return 127;  // the report pipe tells snap nothing: it sees the root missing
+  }
+  // Nothing of snap's stays open here (the report pipe least of all).
+  int keep_lo = std::min(ctl, sfd), keep_hi = std::max(ctl, sfd);
+  ::close_range(0, static_cast<unsigned>(keep_lo - 1), 0);
+  if (keep_hi > keep_lo + 1)
+    ::close_range(static_cast<unsigned>(keep_lo + 1), static_cast<unsigned>(keep_hi - 1), 0);
+  ::close_range(static_cast<unsigned>(keep_hi + 1), ~0u, 0);
+  ::prctl(PR_SET_NAME, "snap-init");
+  bool released = false;
+  for (;;) {
+    pollfd fds[2] = {{sfd, POLLIN, 0}, {released ? -1 : ctl, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents) {
+      ssize_t n = ::read(ctl, &c, 1);
+      if (n == 1 && c == 'r') {
+        ::prctl(PR_SET_PDEATHSIG, 0);
+        released = true;
+      } else if (n == 0) {
+        return 127;  // snap gave up before the tree ran
+      }
+    }
+    signalfd_siginfo si;
+    while (::read(sfd, &si, sizeof si) == sizeof si) {}
+    int status;
+    for (pid_t r; (r = ::waitpid(-1, &status, WNOHANG | __WALL)) > 0;)
+      if (r == root) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+}
+
+class NamespacePidSpace : public PidSpace {
+ public:
+  pid_t start_root(pid_t want, const std::function<int()>& child) override {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
+    ScopedFd ctl_read(p[0]);
+    ctl_.reset(p[1]);
+    clone_args args;
+    std::memset(&args, 0, sizeof args);
+    args.flags = CLONE_NEWUSER | CLONE_NEWPID;
+    args.exit_signal = SIGCHLD;
+    long rc = ::syscall(SYS_clone3, &args, sizeof args);
+    if (rc == 0) {
+      ctl_.reset();
+      ::_exit(init_main(ctl_read.get(), want, child, spawner_));
+    }
+    if (rc < 0)
+      throw SysError("clone3(CLONE_NEWUSER | CLONE_NEWPID)", errno,
+                     "this kernel or its settings do not let this user create user and pid "
+                     "namespaces (see 'snap check')");
+    init_ = static_cast<pid_t>(rc);
+    ctl_read.reset();
+    // The caller's uid and gid, mapped to themselves.
+    std::string base = "/proc/" + std::to_string(init_);
+    try {
+      write_file(base + "/setgroups", "deny");
+      write_file(base + "/uid_map", fmt::format("{0} {0} 1\n", ::geteuid()));
+      write_file(base + "/gid_map", fmt::format("{0} {0} 1\n", ::getegid()));
+    } catch (...) {
+      ::kill(init_, SIGKILL);
+      ::waitpid(init_, nullptr, 0);
+      throw;
+    }
+    if (::write(ctl_.get(), "m", 1) != 1) throw SysError("starting the namespace's init", errno);
+    vlog("restore: new user and pid namespace, its init is pid {}", init_);
+    return init_;
+  }
+  pid_t root_parent() const override { return 1; }
+  PidSpawner& spawner() override { return spawner_; }
+  bool fresh() const override { return true; }
+
+  pid_t host_pid(pid_t saved) override {
+    auto it = map_.find(saved);
+    if (it == map_.end()) {
+      rescan();
+      it = map_.find(saved);
+    }
+    if (it == map_.end())
+      throw Error(fmt::format("pid {} of the restored tree is not in its namespace", saved));
+    return it->second;
+  }
+  std::map<pid_t, pid_t> host_pids() override {
+    rescan();
+    return map_;
+  }
+  void released() override {
+    if (ctl_ && ::write(ctl_.get(), "r", 1) != 1)
+      warn("could not tell the namespace's init that the job runs: {}", std::strerror(errno));
+    ctl_.reset();
+  }
+
+ private:
+  // Every process below init, by the pid it has in the namespace (the last
+  // NSpid value) and the host's.
+  void rescan() {
+    map_.clear();
+    std::vector<pid_t> todo{init_};
+    while (!todo.empty()) {
+      pid_t p = todo.back();
+      todo.pop_back();
+      if (p != init_)
+        if (auto st = proc::try_read_file("/proc/" + std::to_string(p) + "/status")) {
+          auto pos = st->find("NSpid:");
+          if (pos != std::string::npos) {
+            auto line = st->substr(pos, st->find('\n', pos) - pos);
+            auto last = line.find_last_of(" \t");
+            map_[static_cast<pid_t>(std::stol(line.substr(last + 1)))] = p;
+          }
+        }
+      for (pid_t c : proc::list_children(p)) todo.push_back(c);
+    }
+  }
+
+  SetTidSpawner spawner_{false};
+  pid_t init_ = -1;
+  ScopedFd ctl_;
+  std::map<pid_t, pid_t> map_;
 };
 
 }  // namespace
 
-std::unique_ptr<PidSpawner> make_set_tid_spawner() { return std::make_unique<SetTidSpawner>(); }
+std::unique_ptr<PidSpace> make_host_pid_space() { return std::make_unique<HostPidSpace>(); }
+std::unique_ptr<PidSpace> make_namespace_pid_space() {
+  return std::make_unique<NamespacePidSpace>();
+}
 
 }  // namespace snap::restore

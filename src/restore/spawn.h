@@ -1,15 +1,24 @@
-// Creating the skeleton process with the saved pid. Behind an interface
-// because how a pid is chosen depends on privilege: clone3(set_tid) needs
-// CAP_CHECKPOINT_RESTORE in the pid namespace's owner; unprivileged users
-// will get a new user+pid namespace instead (not yet implemented).
+// Where a restored tree's pids come from. Two kinds of pid space:
+//   - the host's own pid namespace: clone3(set_tid) gives each process its
+//     saved pid there; needs CAP_CHECKPOINT_RESTORE (root), and the pids
+//     must be free;
+//   - a fresh user + pid namespace (ordinary users, or root with
+//     --isolate): the caller's uid and gid are mapped to themselves, snap's
+//     own init is pid 1 of the namespace, and inside it every process gets
+//     its saved pid with clone3(set_tid), which the namespace's owner may
+//     do. Pids cannot clash with anything, and a job restored this way and
+//     dumped again keeps its pids (the dump records the job's own view).
 #pragma once
 
 #include <signal.h>
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+
+#include "base/scoped_fd.h"
 
 namespace snap::restore {
 
@@ -24,8 +33,34 @@ class PidSpawner {
   virtual pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal = SIGCHLD) = 0;
 };
 
-// clone3 with set_tid in snap's own pid namespace.
-std::unique_ptr<PidSpawner> make_set_tid_spawner();
+class PidSpace {
+ public:
+  virtual ~PidSpace() = default;
+  // Starts the root of the tree with pid `want` (as the job sees it; 0:
+  // any, for a job started afresh), running `child` (its skeleton). Returns the process snap restore is
+  // the parent of and waits for: the root itself, or the namespace's init.
+  virtual pid_t start_root(pid_t want, const std::function<int()>& child) = 0;
+  // The root's parent, as the root sees it (its skeleton checks it).
+  virtual pid_t root_parent() const = 0;
+  // The spawner the skeletons use for the processes they create.
+  virtual PidSpawner& spawner() = 0;
+  // Whether the pids are snap's own namespace's (they must be free there,
+  // and are what /proc shows) or a fresh namespace's.
+  virtual bool fresh() const = 0;
+  // The pid snap (in the host namespace) uses for a process of the tree,
+  // given its saved pid; identity in the host's own space. Throws Error
+  // when no such process exists (yet).
+  virtual pid_t host_pid(pid_t saved) = 0;
+  // The tree is rebuilt and running: from now on it must outlive snap.
+  virtual void released() {}
+  // The saved → host pid pairs of the tree, for `snap restore -v`.
+  virtual std::map<pid_t, pid_t> host_pids() { return {}; }
+};
+
+// The host's pid namespace (clone3 set_tid, CAP_CHECKPOINT_RESTORE).
+std::unique_ptr<PidSpace> make_host_pid_space();
+// A fresh user + pid namespace (any user whose kernel allows them).
+std::unique_ptr<PidSpace> make_namespace_pid_space();
 
 // "pid 1234 is in use by 'counter' (state S)" or empty when free.
 std::string describe_pid_user(pid_t pid);

@@ -16,7 +16,8 @@
 namespace snap::restore {
 
 // Returns the new threads (p.threads[1..]), stopped, in the same order.
+// check_free: the tids are the host's, name a process holding one.
 std::vector<std::unique_ptr<Task>> create_threads(RemoteSyscalls& leader, RemotePage& page,
-                                                  const image::Process& p);
+                                                  const image::Process& p, bool check_free);
 
 }  // namespace snap::restore
