@@ -114,6 +114,16 @@ void PidView::apply(image::Checkpoint& c) const {
   }
 }
 
+pid_t own_tid(pid_t pid, pid_t tid) {
+  auto ids = parse_ns_ids(proc::read_file("/proc/" + str(pid) + "/task/" + str(tid) + "/status"));
+  return ids.pid.empty() ? tid : ids.pid.back();
+}
+
+pid_t own_pid(pid_t pid) {
+  auto ids = parse_ns_ids(proc::read_file("/proc/" + str(pid) + "/status"));
+  return ids.pid.empty() ? pid : ids.pid.back();
+}
+
 PidView read_pid_view(const image::Checkpoint& c) {
   std::vector<ProcIds> procs;
   for (const auto& p : c.processes) {

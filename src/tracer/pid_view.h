@@ -78,6 +78,14 @@ class PidView {
 // a tree that spans several pid namespaces.
 PidView read_pid_view(const image::Checkpoint& c);
 
+// Thread `tid` of process `pid` (host ids) as it sees itself: gettid() in
+// its own pid namespace (the last value of its NSpid); `tid` when /proc
+// shows no NSpid.
+pid_t own_tid(pid_t pid, pid_t tid);
+// Process `pid` (host id, a zombie too) as it and its parent see it: what
+// a wait4() inside the job names it by. `pid` when /proc shows no NSpid.
+pid_t own_pid(pid_t pid);
+
 // "signal/pid.123", "thread/tid.123" (/proc/PID/timers notify) with the
 // id translated by `view`; other texts ("none/pid.0") unchanged.
 std::string translate_notify(const std::string& notify, const PidView& view);
