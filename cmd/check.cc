@@ -57,6 +57,8 @@ int run_check(const cxxopts::ParseResult& args) {
   std::vector<probe::Result> results = probe::probe_all();
   reap_orphans();
   probe::Verdict v = probe::judge(results);
+  const int yama = probe::read_yama_scope();
+  auto summary = probe::summarize(results, yama, probe::has_cap_sys_ptrace());
 
   if (args.count("json")) {
     nlohmann::json j;
@@ -64,6 +66,10 @@ int run_check(const cxxopts::ParseResult& args) {
     j["euid"] = ::geteuid();
     j["can_dump_restore"] = v.can_dump_restore;
     j["reason"] = v.reason;
+    j["yama_ptrace_scope"] = yama < 0 ? nlohmann::json(nullptr) : nlohmann::json(yama);
+    j["summary"] = nlohmann::json::array();
+    for (const auto& s : summary)
+      j["summary"].push_back({{"id", s.id}, {"title", s.title}, {"ok", s.ok}, {"why", s.why}});
     j["probes"] = nlohmann::json::array();
     for (const auto& r : results)
       j["probes"].push_back({{"id", r.id},
@@ -78,6 +84,9 @@ int run_check(const cxxopts::ParseResult& args) {
     for (const auto& r : results)
       std::printf("%-8s %-*s  %s\n", r.ok ? "ok" : "missing", static_cast<int>(width),
                   r.title.c_str(), r.message.c_str());
+    // What works for this user, one line each: "dump: yes: why".
+    for (const auto& s : summary)
+      std::printf("%s: %s: %s\n", s.title.c_str(), s.ok ? "yes" : "no", s.why.c_str());
     if (v.can_dump_restore)
       std::printf("snap can dump and restore for this user\n");
     else

@@ -487,6 +487,7 @@ ojson describe(image::ImageReader& img) {
   j["kernel_release"] = c.kernel_release;
   j["series_number"] = c.series_number ? ojson(*c.series_number) : ojson(nullptr);
   j["changed_pages_by"] = c.changed_pages_by.empty() ? ojson(nullptr) : ojson(c.changed_pages_by);
+  j["pid_namespace"] = c.pid_namespace.empty() ? ojson(nullptr) : ojson(c.pid_namespace);
   j["series"] = nullptr;
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));
@@ -670,6 +671,10 @@ void print_text(const ojson& j) {
               j["created"].get<std::string>().c_str());
   std::printf("  host %s, kernel %s\n", j["hostname"].get<std::string>().c_str(),
               j["kernel_release"].get<std::string>().c_str());
+  if (!j["pid_namespace"].is_null())
+    std::printf("  pids as the job saw them, %s\n",
+                j["pid_namespace"] == "own" ? "in its own pid namespace"
+                                            : "in the dumper's pid namespace");
   for (const auto& p : j["processes"]) print_process(p);
   print_tree_and_sharing(j);
 

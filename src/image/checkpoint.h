@@ -189,6 +189,11 @@ struct Checkpoint {
   // How the dumper found the pages that changed since the previous
   // checkpoint: "full", "content-hash", "uffd-wp", ...; empty: not said.
   std::string changed_pages_by;
+  // The pid namespace the job's ids are recorded in (issue #11): "own" when
+  // the job ran in a pid namespace below the dumper's (its ids, as the job
+  // saw them, differ from the host's), "host" when it ran in the dumper's
+  // namespace; empty: not said (older images, recorded as the dumper saw it).
+  std::string pid_namespace;
 };
 
 }  // namespace snap::image

@@ -432,6 +432,7 @@ std::string to_json(const Manifest& m) {
   cj["kernel_release"] = c.kernel_release;
   if (c.series_number) cj["series_number"] = *c.series_number;
   if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
+  if (!c.pid_namespace.empty()) cj["pid_namespace"] = c.pid_namespace;
   cj["processes"] = ojson::array();
   for (const auto& p : c.processes) cj["processes"].push_back(encode(p));
   return j.dump(1) + "\n";
@@ -491,6 +492,7 @@ Manifest manifest_from_json(std::string_view text) {
   cp.kernel_release = c["kernel_release"].as<std::string>();
   if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
   if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
+  if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();
   cp.processes = c["processes"].list(decode_process);
   return m;
 }

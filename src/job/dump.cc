@@ -14,6 +14,7 @@
 #include "parasite/snapshot.h"
 #include "tracer/collect.h"
 #include "tracer/memory.h"
+#include "tracer/pid_view.h"
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
 #include "tracer/task.h"
@@ -124,9 +125,31 @@ void mark_control_connections(image::Checkpoint& ckpt, const DumpOptions& opts) 
     }
 }
 
+// The sink as restore will look pages up: by the pids of the manifest, which
+// are the job's own (pidview::PidView), while the dump reads everything by
+// host pid.
+class PidViewSink : public DumpSink {
+ public:
+  PidViewSink(DumpSink& sink, const pidview::PidView& view) : sink_(sink), view_(view) {}
+  void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                 size_t npages) override {
+    sink_.add_pages(view_.pid(pid), mapping_start, addr, data, npages);
+  }
+  void commit(const image::Checkpoint& c) override { sink_.commit(c); }
+  image::ImageStats stats() const override { return sink_.stats(); }
+  std::optional<uint64_t> base_number() const override { return sink_.base_number(); }
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
+    sink_.add_unchanged(view_.pid(pid), mapping_start, addr, npages);
+  }
+
+ private:
+  DumpSink& sink_;
+  const pidview::PidView& view_;
+};
+
 }  // namespace
 
-DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
+DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1
   DumpResult result;
@@ -145,6 +168,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
   assign_file_ids(ckpt.processes);
   collect_unix_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
+  // The ids as the job sees them (its own pid namespace), read while the
+  // tree is stopped; everything below still works on host pids, pages are
+  // stored under the job's.
+  const pidview::PidView view = pidview::read_pid_view(ckpt);
+  if (view.own_namespace()) vlog("the job runs in its own pid namespace: ids recorded as it sees them");
+  PidViewSink sink(outer_sink, view);
   // Incremental: which pages changed since the previous checkpoint.
   if (opts.incremental) opts.incremental->scan(tree, ckpt, sink.base_number());
 
@@ -171,9 +200,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts) {
                           : sink.base_number()            ? "content-hash"
                                                           : "full";
 
+  std::vector<pid_t> host_pids;
+  for (const auto& p : ckpt.processes) host_pids.push_back(p.pid);
+  view.apply(ckpt);
   sink.commit(ckpt);  // 5
   for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
-    if (snapshots[i]) snapshots[i]->release(ckpt.processes[i].pid);
+    if (snapshots[i]) snapshots[i]->release(host_pids[i]);
   if (opts.kill) {
     tree.kill_all();
     vlog("killed the job after a complete checkpoint");

@@ -30,6 +30,7 @@
 #include "base/scoped_fd.h"
 #include "parasite/embedded_blob.h"
 #include "parasite/sigframe.h"
+#include "tracer/pid_view.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 
@@ -296,7 +297,8 @@ snap_parasite_thread_state Parasite::run_thread_entry(size_t index) {
   g.run_until_sigreturn(blob_->symbol(SNAP_PARASITE_SYM_THREAD_ENTRY));
   snap_parasite_thread_state s{};
   read_remote(proc_.pid, blob_->symbol(SNAP_PARASITE_SYM_THREAD_RESULT), &s, sizeof s);
-  if (s.tid != t.tid())
+  // gettid() there is the thread's id in its own pid namespace (pid_view.h).
+  if (s.tid != t.tid() && s.tid != pidview::own_tid(proc_.pid, t.tid()))
     throw Error(fmt::format("parasite thread entry ran in tid {}, expected {}", s.tid, t.tid()));
   return s;
 }

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "parasite/parasite.h"
+#include "tracer/pid_view.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 
@@ -69,7 +70,8 @@ int MemorySnapshot::collect_leftovers(Task& leader) {
     auto st = proc::try_read_file("/proc/" + std::to_string(c) + "/stat");
     if (!st) continue;
     auto s = proc::parse_stat(*st);
-    if (s.state == 'Z' && s.exit_signal == 0) leftovers.push_back(c);
+    // wait4 runs in the job: the child by its id there (pid_view.h).
+    if (s.state == 'Z' && s.exit_signal == 0) leftovers.push_back(pidview::own_pid(c));
   }
   if (leftovers.empty()) return 0;
   GuardedSyscalls guarded(leader);
@@ -89,12 +91,19 @@ void MemorySnapshot::kill_child() {
 void MemorySnapshot::release(pid_t job_pid) {
   if (released_) return;
   released_ = true;
+  // wait4 runs in the job: the child by its id there (pid_view.h).
+  pid_t own = child_;
+  try {
+    own = pidview::own_pid(child_);
+  } catch (const std::exception& e) {
+    vlog("snapshot process {}: {}", child_, e.what());
+  }
   kill_child();
   // The job is the child's parent: let it collect the zombie, quietly.
   try {
     auto leader = Task::seize_and_stop(job_pid);
     GuardedSyscalls guarded(*leader);
-    guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(child_), 0, __WALL, 0);
+    guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(own), 0, __WALL, 0);
   } catch (const std::exception& e) {
     warn("could not collect snapshot process {} in pid {}: {}", child_, job_pid, e.what());
   }

@@ -346,6 +346,26 @@ long try_set_tid(pid_t first_candidate, int tries) {
   return last;
 }
 
+// Why this kernel refuses unprivileged user namespaces, from the sysctls
+// that do: "" when none of them says no.
+std::string userns_blocker() {
+  auto value = [](const char* path) -> std::string {
+    try {
+      return trim(read_file(path));
+    } catch (...) {
+      return {};
+    }
+  };
+  std::string out;
+  if (value("/proc/sys/kernel/unprivileged_userns_clone") == "0")
+    out += "; kernel.unprivileged_userns_clone=0 forbids user namespaces to ordinary users";
+  if (value("/proc/sys/user/max_user_namespaces") == "0")
+    out += "; user.max_user_namespaces=0 forbids user namespaces";
+  if (value("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1")
+    out += "; kernel.apparmor_restrict_unprivileged_userns=1 (AppArmor) restricts them";
+  return out;
+}
+
 int yama_scope() {
   std::string s = trim(read_file("/proc/sys/kernel/yama/ptrace_scope"));
   if (s.empty()) return -1;
@@ -603,19 +623,26 @@ Result probe_userns_pidns() {
     gid_t gid = ::getgid();
     auto out = run_in_child([uid, gid](int fd) {
       if (::unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0) {
-        say(fd, fmt::format("unshare(CLONE_NEWUSER|CLONE_NEWPID): {}", errno_name(errno)));
+        int err = errno;
+        say(fd, fmt::format("unshare(CLONE_NEWUSER|CLONE_NEWPID): {}{}", errno_name(err),
+                            userns_blocker()));
         return 1;
       }
-      // Map the user to root inside, as a restore would; failures are only
-      // noted, set_tid below does not need the mapping.
-      auto write_file = [](const std::string& path, const std::string& text) {
+      // Map the user's own uid and gid, as a restore does: the restored job
+      // keeps its ids.
+      auto write_file = [](const std::string& path, const std::string& text) -> std::string {
         ScopedFd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-        return f && ::write(f.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size());
+        if (!f || ::write(f.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+          return fmt::format("writing \"{}\" to {}: {}", text, path, errno_name(errno));
+        return {};
       };
-      bool mapped = write_file("/proc/self/setgroups", "deny") &&
-                    write_file("/proc/self/uid_map", fmt::format("0 {} 1", uid)) &&
-                    write_file("/proc/self/gid_map", fmt::format("0 {} 1", gid));
-      if (!mapped) say(fd, "(uid/gid map not written) ");
+      for (auto [path, text] : {std::pair<std::string, std::string>{"/proc/self/setgroups", "deny"},
+                                {"/proc/self/uid_map", fmt::format("{} {} 1", uid, uid)},
+                                {"/proc/self/gid_map", fmt::format("{} {} 1", gid, gid)}})
+        if (auto err = write_file(path, text); !err.empty()) {
+          say(fd, err);
+          return 1;
+        }
       pid_t init = ::fork();
       if (init < 0) {
         say(fd, fmt::format("fork in the new pid namespace: {}", errno_name(errno)));
@@ -847,6 +874,71 @@ std::vector<Result> probe_all() {
   out.push_back(probe_soft_dirty());
   out.push_back(probe_write_tracking());
   for (auto& c : probe_capabilities()) out.push_back(std::move(c));
+  return out;
+}
+
+int read_yama_scope() { return yama_scope(); }
+bool has_cap_sys_ptrace() { return has_effective_cap(CAP_SYS_PTRACE); }
+
+std::vector<Summary> summarize(const std::vector<Result>& results, int scope, bool cap_sys_ptrace) {
+  auto find = [&](const std::string& id) -> const Result* {
+    for (const auto& r : results)
+      if (r.id == id) return &r;
+    return nullptr;
+  };
+  // Required probes each side needs; a probe not run counts as missing.
+  auto missing_of = [&](std::initializer_list<const char*> ids) {
+    std::string m;
+    for (const char* id : ids) {
+      const Result* r = find(id);
+      if (!r || !r->ok) m += (m.empty() ? "" : "; ") + (r ? r->title + ": " + r->message : std::string(id) + " not probed");
+    }
+    return m;
+  };
+  std::vector<Summary> out;
+
+  Summary dump{"dump", "dump", false, {}};
+  if (auto m = missing_of({"ptrace", "process_vm_readv", "pagemap"}); !m.empty()) {
+    dump.why = m;
+  } else if (scope >= 2 && !cap_sys_ptrace) {
+    dump.why = fmt::format("Yama ptrace_scope={} allows ptrace attach only with CAP_SYS_PTRACE", scope);
+  } else if (scope == 3) {
+    dump.why = "Yama ptrace_scope=3: ptrace attach is disabled until reboot";
+  } else if (scope == 1 && !cap_sys_ptrace) {
+    dump.ok = true;
+    dump.why = "only jobs started with `snap run` (Yama ptrace_scope=1: a process may be traced "
+               "only by its ancestors, so `snap dump --pid` of another process fails)";
+  } else {
+    dump.ok = true;
+    dump.why = cap_sys_ptrace ? "any process (CAP_SYS_PTRACE)"
+                    : scope < 0 ? std::string("any process of this user (no Yama ptrace restriction)")
+                                : fmt::format("any process of this user (Yama ptrace_scope={})", scope);
+  }
+  out.push_back(dump);
+
+  const std::string common = missing_of({"prctl_mm_map"});
+  Summary restore{"restore", "restore", false, {}};
+  const Result* set_tid = find("set_tid");
+  if (!common.empty()) restore.why = common;
+  else if (set_tid && set_tid->ok) {
+    restore.ok = true;
+    restore.why = "each process gets its pid back with clone3 set_tid, in this pid namespace";
+  } else {
+    restore.why = "clone3 set_tid: " + (set_tid ? set_tid->message : std::string("not probed"));
+  }
+  out.push_back(restore);
+
+  Summary userns{"restore_userns", "restore in a new user+pid namespace", false, {}};
+  const Result* ns = find("userns_pidns");
+  if (!common.empty()) userns.why = common;
+  else if (ns && ns->ok) {
+    userns.ok = true;
+    userns.why = "this user can create a user and a pid namespace, map its own uid/gid there and "
+                 "give processes their pids with clone3 set_tid inside";
+  } else {
+    userns.why = ns ? ns->message : "not probed";
+  }
+  out.push_back(userns);
   return out;
 }
 

@@ -69,4 +69,22 @@ struct Verdict {
 // one kPidChoice result is ok.
 Verdict judge(const std::vector<Result>& results);
 
+// What works for this user, in three plain lines (issue #11): "dump",
+// "restore" (in place, each process with its pid: clone3 set_tid) and
+// "restore_userns" (in a new user+pid namespace, as an ordinary user does).
+struct Summary {
+  std::string id;     // "dump", "restore", "restore_userns"
+  std::string title;  // "dump", "restore", "restore in a new user+pid namespace"
+  bool ok = false;
+  std::string why;    // the reason, always given
+};
+// From the probe results and the Yama ptrace_scope (-1: no Yama) and
+// whether the caller has CAP_SYS_PTRACE.
+std::vector<Summary> summarize(const std::vector<Result>& results, int yama_scope,
+                               bool cap_sys_ptrace);
+// The Yama ptrace_scope of this kernel, -1 without Yama.
+int read_yama_scope();
+// Whether the caller has CAP_SYS_PTRACE in its effective set.
+bool has_cap_sys_ptrace();
+
 }  // namespace snap::probe

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <string>
@@ -30,6 +31,28 @@ long ptrace_or_throw(enum __ptrace_request req, pid_t tid, void* addr, void* dat
   return rc;
 }
 
+}  // namespace
+
+std::string yama_eperm_hint(int scope) {
+  switch (scope) {
+    case 1:
+      return "Yama ptrace_scope is 1 (/proc/sys/kernel/yama/ptrace_scope): a process may only be "
+             "traced by its ancestors, and this one was not started by snap; start the job with "
+             "'snap run' (snap stays its parent and can checkpoint it), or ask for CAP_SYS_PTRACE";
+    case 2:
+      return "Yama ptrace_scope is 2 (/proc/sys/kernel/yama/ptrace_scope): only processes with "
+             "CAP_SYS_PTRACE may attach, even to their own children; run snap as root or with "
+             "CAP_SYS_PTRACE";
+    case 3:
+      return "Yama ptrace_scope is 3 (/proc/sys/kernel/yama/ptrace_scope): ptrace attach is "
+             "disabled on this machine until reboot; no process can be checkpointed";
+    default:
+      return {};
+  }
+}
+
+namespace {
+
 // Why attaching to `pid` was refused, in terms the user can act on.
 std::string eperm_hint(pid_t pid) {
   auto status = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
@@ -42,9 +65,8 @@ std::string eperm_hint(pid_t pid) {
       return "it belongs to uid " + std::to_string(st.uids[0]) +
              "; only its owner (or root) can checkpoint it";
   }
-  if (auto yama = proc::try_read_file("/proc/sys/kernel/yama/ptrace_scope"); yama && (*yama)[0] != '0')
-    return "Yama ptrace_scope is " + yama->substr(0, 1) +
-           ": only an ancestor may attach; start the job with 'snap run', or ask for CAP_SYS_PTRACE";
+  if (auto yama = proc::try_read_file("/proc/sys/kernel/yama/ptrace_scope"); yama && !yama->empty())
+    if (auto hint = yama_eperm_hint(std::atoi(yama->c_str())); !hint.empty()) return hint;
   return "the process may be setuid or non-dumpable, or you lack CAP_SYS_PTRACE";
 }
 

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "base/remote_ptr.h"
@@ -101,6 +102,11 @@ class SeizedTree {
   std::vector<Proc> procs_;
   std::vector<pid_t> zombies_;
 };
+
+// Why PTRACE_SEIZE fails with EPERM under Yama ptrace_scope `scope`
+// (/proc/sys/kernel/yama/ptrace_scope) for a process that is not snap's
+// descendant; empty for scope 0 (Yama refuses nothing there).
+std::string yama_eperm_hint(int scope);
 
 // Checks that `pid` can be dumped at all (exists, not snap or an ancestor,
 // not a zombie or kernel thread, not traced by another tracer). Throws Error.

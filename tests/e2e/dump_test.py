@@ -51,6 +51,107 @@ def two_threads_256mib(env):
     expect(len({l.split()[2] for l in ticks_seen}) == 1, "memory checksum unchanged across the dump")
 
 
+def ns_ids(path):
+    """NSpid, NSpgid, NSsid of a /proc/.../status file, outermost first."""
+    ids = {}
+    with open(path) as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("NSpid", "NSpgid", "NSsid"):
+                ids[key] = [int(v) for v in rest.split()]
+    return ids
+
+
+def children_of(pid):
+    return [int(k) for t in os.listdir(f"/proc/{pid}/task")
+            for k in open(f"/proc/{pid}/task/{t}/children").read().split()]
+
+
+def expected_view(root):
+    """The tree under host pid `root` as its processes see themselves:
+    {own pid: (own ppid, pgid, sid, sorted own tids)}, read from /proc."""
+    out, host_to_own, todo = {}, {}, [root]
+    while todo:
+        pid = todo.pop(0)
+        ids = ns_ids(f"/proc/{pid}/status")
+        host_to_own[pid] = ids["NSpid"][-1]
+        tids = sorted(ns_ids(f"/proc/{pid}/task/{t}/status")["NSpid"][-1]
+                      for t in os.listdir(f"/proc/{pid}/task"))
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        out[pid] = [ppid, ids["NSpgid"][-1], ids["NSsid"][-1], tids]
+        todo += children_of(pid)
+    # The root's parent (outside the tree): its pid in the same namespace.
+    parent = ns_ids(f"/proc/{out[root][0]}/status")["NSpid"]
+    host_to_own[out[root][0]] = parent[-1] if len(parent) == len(ns_ids(f"/proc/{root}/status")["NSpid"]) else 0
+    return {host_to_own[h]: (host_to_own[v[0]], *v[1:]) for h, v in out.items()}
+
+
+@case
+def pid_namespace_ids(env):
+    """Issue #11: a job running in a pid namespace of its own, dumped by its
+    host pid, is recorded with the ids it sees there; a job in snap's own
+    namespace keeps host ids; a tree across namespaces is refused."""
+    unshare = shutil.which("unshare")
+    if not unshare or os.geteuid() != 0:
+        raise Skip("needs root and unshare(1) to make a pid namespace")
+    mem, shm = env.path("ns_mem.out"), env.path("ns_shm.out")
+    # sh is pid 1 of the new namespace and the parent of both jobs (pids 2+);
+    # memthreads stays in a group and session of outside (0 inside),
+    # sharedmem leads its own session in there.
+    ns = start([unshare, "--pid", "--fork", "--kill-child", "sh", "-c",
+                f"{env.prog('memthreads')} 16 600 100 > {mem} & "
+                f"setsid {env.prog('sharedmem')} 4 600 100 > {shm} & wait"])
+    wait_lines(mem, 2)
+    wait_lines(shm, 2)
+    [sh] = children_of(ns.pid)
+    jobs = {open(f"/proc/{j}/comm").read().strip(): j for j in children_of(sh)}
+    expect(ns_ids(f"/proc/{sh}/status")["NSpid"][-1] == 1, "sh is pid 1 of the new namespace")
+    for comm in ("memthreads", "sharedmem"):
+        host = jobs[comm]
+        nspid = ns_ids(f"/proc/{host}/status")["NSpid"]
+        expect(len(nspid) == 2 and nspid[-1] >= 2, f"{comm}: host pid {host}, pid {nspid[-1]} inside")
+        ckpt = env.path(f"ns_{comm}.ckpt")
+        want = expected_view(host)
+        r = env.snap_run("dump", "--pid", str(host), "-o", ckpt)
+        print(r.stderr.strip())
+        expect(expected_view(host) == want, f"{comm}: the dump left no process behind in the job")
+        expect(pid_alive(host), f"{comm} runs on after the dump")
+        doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+        expect(doc.get("pid_namespace") == "own", f"{comm}: pid_namespace is own: {doc.get('pid_namespace')}")
+        got = {p["pid"]: (p["ppid"], p["pgid"], p["sid"], sorted(t["tid"] for t in p["threads"]))
+               for p in doc["processes"]}
+        print(f"{comm}: manifest {got}, /proc says {want}")
+        expect(got == want, f"{comm}: pids, ppids, pgids, sids and tids as the job sees them")
+        if comm == "sharedmem":
+            expect(all(v[1] == v[2] == nspid[-1] for v in got.values()),
+                   "sharedmem's group and session are its own pid inside")
+        expect(doc["processes"][0]["pid"] == nspid[-1] and doc["processes"][0]["ppid"] == 1,
+               f"{comm}: the root is pid {nspid[-1]} with parent 1 (sh) in the image")
+        for p in doc["processes"]:
+            dumped = sum(m["pages_dumped"] for m in p["mappings"])
+            expect(dumped > 0, f"{comm}: pid {p['pid']} has its pages stored under its own pid ({dumped})")
+        text = env.snap_run("info", ckpt).stdout
+        expect("in its own pid namespace" in text, "snap info says the ids are the job's own")
+    # The unshare process is in snap's namespace, its child sh in the new one.
+    r = env.snap_run("dump", "--pid", str(ns.pid), "-o", env.path("ns_across.ckpt"), check=False)
+    expect(r.returncode != 0 and f"pid {sh}" in r.stderr and "pid namespace" in r.stderr,
+           f"a tree across pid namespaces is refused naming pid {sh}: {r.stderr.strip()}")
+    expect(not os.path.exists(env.path("ns_across.ckpt")), "nothing written for the refused tree")
+    expect(pid_alive(sh) and pid_alive(jobs["memthreads"]), "the refused tree runs on")
+    # A job in snap's own namespace: host ids, as before.
+    host_out = env.path("host_mem.out")
+    p = start([env.prog("memthreads"), "16", "600", "100"], stdout_path=host_out)
+    wait_lines(host_out, 2)
+    ckpt = env.path("host_mem.ckpt")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    doc = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{p.pid}/task"))
+    expect(doc.get("pid_namespace") == "host", "a job in snap's namespace: pid_namespace is host")
+    root = doc["processes"][0]
+    expect(root["pid"] == p.pid and root["ppid"] == os.getpid()
+           and sorted(t["tid"] for t in root["threads"]) == tids, "it keeps its host pid, ppid and tids")
+
+
 @case
 def tree_with_shared_memory(env):
     p, out = start_job(env, "shm", [env.prog("sharedmem"), "32", "60", "50"], 3)

@@ -116,3 +116,59 @@ TEST(Judge, NeedsAllRequiredAndOnePidChoice) {
 
 }  // namespace
 }  // namespace snap::probe
+
+namespace snap::probe {
+namespace {
+
+std::vector<Result> all_ok() {
+  std::vector<Result> rs;
+  for (const char* id : {"ptrace", "process_vm_readv", "pagemap", "prctl_mm_map"})
+    rs.push_back({id, id, Need::kRequired, true, "works"});
+  rs.push_back({"set_tid", "clone3 set_tid", Need::kPidChoice, true, "works"});
+  rs.push_back({"userns_pidns", "user+pid namespaces", Need::kPidChoice, true, "works"});
+  return rs;
+}
+
+const Summary& get(const std::vector<Summary>& s, const std::string& id) {
+  for (const auto& x : s)
+    if (x.id == id) return x;
+  throw std::runtime_error("no summary " + id);
+}
+
+TEST(Summarize, OrdinaryUserWithoutSetTid) {
+  auto rs = all_ok();
+  rs[4].ok = false;
+  rs[4].message = "needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN";
+  auto s = summarize(rs, -1, false);
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_TRUE(get(s, "dump").ok);
+  EXPECT_NE(get(s, "dump").why.find("no Yama"), std::string::npos) << get(s, "dump").why;
+  EXPECT_FALSE(get(s, "restore").ok);
+  EXPECT_NE(get(s, "restore").why.find("set_tid"), std::string::npos);
+  EXPECT_TRUE(get(s, "restore_userns").ok);
+}
+
+TEST(Summarize, YamaScopes) {
+  auto s1 = summarize(all_ok(), 1, false);
+  EXPECT_TRUE(get(s1, "dump").ok);
+  EXPECT_NE(get(s1, "dump").why.find("snap run"), std::string::npos) << get(s1, "dump").why;
+  EXPECT_NE(get(s1, "dump").why.find("ptrace_scope=1"), std::string::npos);
+  EXPECT_EQ(get(summarize(all_ok(), 1, true), "dump").why.find("snap run"), std::string::npos);
+  EXPECT_FALSE(get(summarize(all_ok(), 2, false), "dump").ok);
+  EXPECT_TRUE(get(summarize(all_ok(), 2, true), "dump").ok);
+  EXPECT_FALSE(get(summarize(all_ok(), 3, true), "dump").ok);
+}
+
+TEST(Summarize, NamespacesRefusedSaysWhy) {
+  auto rs = all_ok();
+  rs[5].ok = false;
+  rs[5].message = "unshare(CLONE_NEWUSER|CLONE_NEWPID): EPERM; kernel.unprivileged_userns_clone=0 ...";
+  auto s = summarize(rs, 0, false);
+  EXPECT_FALSE(get(s, "restore_userns").ok);
+  EXPECT_NE(get(s, "restore_userns").why.find("unprivileged_userns_clone"), std::string::npos);
+  rs[0].ok = false;
+  EXPECT_FALSE(get(summarize(rs, 0, false), "dump").ok);
+}
+
+}  // namespace
+}  // namespace snap::probe

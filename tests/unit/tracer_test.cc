@@ -275,3 +275,13 @@ TEST(Snapshot, ReadingThroughProcMemCopiesNoSharedPage) {
   ::testing::Test::RecordProperty("process_vm_readv_copied_kib",
                                   std::to_string(private_kib(other.child) - readv_before));
 }
+
+TEST(YamaHint, ScopeOneSaysOnlyAncestorsAndPointsToSnapRun) {
+  auto h1 = yama_eperm_hint(1);
+  EXPECT_NE(h1.find("ptrace_scope is 1"), std::string::npos) << h1;
+  EXPECT_NE(h1.find("ancestors"), std::string::npos) << h1;
+  EXPECT_NE(h1.find("'snap run'"), std::string::npos) << h1;
+  EXPECT_NE(yama_eperm_hint(2).find("CAP_SYS_PTRACE"), std::string::npos);
+  EXPECT_NE(yama_eperm_hint(3).find("disabled"), std::string::npos);
+  EXPECT_TRUE(yama_eperm_hint(0).empty());
+}
