@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,6 +130,8 @@ int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpaw
       if (n == 1 && c == 'r') {
         ::prctl(PR_SET_PDEATHSIG, 0);
         released = true;
+        ssize_t w = ::write(ctl, "R", 1);  // snap may go now
+        (void)w;
       } else if (n == 0) {
         return 127;  // snap gave up before the tree ran
       }
@@ -144,8 +147,8 @@ int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpaw
 class NamespacePidSpace : public PidSpace {
  public:
   pid_t start_root(pid_t want, const std::function<int()>& child) override {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
+    int p[2];  // snap <-> init, both ways
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0) throw SysError("socketpair", errno);
     ScopedFd ctl_read(p[0]);
     ctl_.reset(p[1]);
     clone_args args;
@@ -196,8 +199,10 @@ class NamespacePidSpace : public PidSpace {
     rescan();
     return map_;
   }
+  // Init stops dying with snap, and says so before snap may go.
   void released() override {
-    if (ctl_ && ::write(ctl_.get(), "r", 1) != 1)
+    char ack = 0;
+    if (!ctl_ || ::write(ctl_.get(), "r", 1) != 1 || ::read(ctl_.get(), &ack, 1) != 1 || ack != 'R')
       warn("could not tell the namespace's init that the job runs: {}", std::strerror(errno));
     ctl_.reset();
   }

@@ -15,5 +15,8 @@ if not setpriv:
     print("SKIP: setpriv is not installed (util-linux)")
     sys.exit(77)
 env = dict(os.environ, SNAP_TEST_UNPRIVILEGED="1", HOME="/tmp")
+# The system's python: an interpreter under root's home (pyenv) is not
+# reachable for other users, and the tests run jobs with sys.executable.
+python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 os.execve(setpriv, [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                    "--inh-caps=-all", "--bounding-set=-all", sys.executable, *sys.argv[1:]], env)
+                    "--inh-caps=-all", "--bounding-set=-all", python, *sys.argv[1:]], env)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, main, pid_alive, reap_orphans, start,
-                      start_job, wait_for, wait_lines)
+from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans,
+                      start, start_job, wait_for, wait_lines)
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
@@ -119,6 +119,7 @@ def names_come_back(env):
     r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
     n = len(lines_of(out))
     wait_lines(out, n + 2)
+    pid = live_pid(pid)
     with open(f"/proc/{pid}/comm") as f:
         comm = f.read().strip()
     exe = os.readlink(f"/proc/{pid}/exe")
@@ -191,6 +192,7 @@ def dump_restore_twice(env):
     r1 = subprocess.Popen([env.snap, "restore", env.path("c1")], stderr=subprocess.PIPE, text=True)
     n = len(lines_of(out))
     wait_lines(out, n + 3)
+    pid = live_pid(pid)
     expect(pid_alive(pid), "the restored counter runs with its old pid")
     env.snap_run("dump", "--kill", "--pid", str(pid), "-o", env.path("c2"))
     r1.wait(timeout=30)
@@ -324,7 +326,9 @@ def signals_forwarded(env):
 def detach(env):
     ckpt, pid, out = dump_counter(env, "detach")
     r = env.snap_run("restore", "--detach", ckpt, timeout=60)
-    expect(f"pid {pid} is running" in r.stderr, f"--detach reports the pid: {r.stderr.strip()}")
+    host = live_pid(pid)
+    expect(f"pid {host} is running" in r.stderr, f"--detach reports the pid: {r.stderr.strip()}")
+    pid = host
     n = len(lines_of(out))
     wait_lines(out, n + 3)
     expect(pid_alive(pid), "the detached job keeps running after snap restore returned")

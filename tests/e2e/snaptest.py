@@ -96,6 +96,36 @@ def pid_alive(pid):
         return False
 
 
+def live_pid(saved, timeout=10.0):
+    """The pid this test sees for a restored process whose pid was `saved`.
+    As root, restore gives it that very pid; as an ordinary user
+    (SNAP_TEST_UNPRIVILEGED) it has it inside a new pid namespace, and
+    another one here: the newest process of ours whose own-namespace pid
+    (the last NSpid value, one level down) is `saved`."""
+    if not os.environ.get("SNAP_TEST_UNPRIVILEGED"):
+        return saved
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/status") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            ns = next((l.split()[1:] for l in st.splitlines() if l.startswith("NSpid:")), [])
+            uid = next((l.split()[1] for l in st.splitlines() if l.startswith("Uid:")), "")
+            if len(ns) == 2 and ns[-1] == str(saved) and uid == str(os.getuid()):
+                found.append(int(d))
+        if found:
+            return max(found)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no restored process has pid {saved} in its namespace")
+        time.sleep(0.05)
+
+
 def expect(cond, what):
     if not cond:
         raise AssertionError(what)
