@@ -386,10 +386,15 @@ size_t SeizedTree::thread_count() const {
 }
 
 void SeizedTree::kill_all() {
-  for (auto& p : procs_) {
-    ::kill(p.pid, SIGKILL);
-    for (auto& t : p.tasks) t->abandon();
-  }
+  for (auto& p : procs_) ::kill(p.pid, SIGKILL);
+  // A traced thread's end is told to its tracer first: collect it, so that
+  // its parent (a namespace's init, say) can reap the process.
+  for (auto& p : procs_)
+    for (auto& t : p.tasks) {
+      int status;
+      while (::waitpid(t->tid(), &status, __WALL) < 0 && errno == EINTR) {}
+      t->abandon();
+    }
 }
 
 }  // namespace snap
