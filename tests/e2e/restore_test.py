@@ -335,6 +335,34 @@ def detach(env):
     import signal
     os.kill(pid, signal.SIGKILL)
 
+@case
+def three_cycles_same_depth(env):
+    # dump -> restore three times in a row; the restored job keeps its pid,
+    # and (as an ordinary user, in a fresh pid namespace each time) never
+    # ends up nested deeper: the namespace depth is the same after each cycle.
+    out = env.path("cycles.out")
+    p = start([env.prog("counter"), "40", "100"], stdout_path=out)
+    saved = p.pid
+    host = p.pid
+    depths = []
+    for cycle in range(1, 4):
+        wait_lines(out, len(lines_of(out)) + 3)
+        ckpt = env.path(f"cycle{cycle}")
+        env.snap_run("dump", "--kill", "--pid", str(host), "-o", ckpt)
+        if cycle == 1:
+            p.wait()
+        wait_for(lambda: not pid_alive(host), 10, "the dumped job to be gone")
+        reap_orphans()
+        r = env.snap_run("restore", "--detach", ckpt, timeout=60)
+        host = live_pid(saved)
+        with open(f"/proc/{host}/status") as f:
+            nspid = next(l.split()[1:] for l in f.read().splitlines() if l.startswith("NSpid:"))
+        depths.append(len(nspid))
+        expect(nspid[-1] == str(saved), f"cycle {cycle}: the job has its pid {saved} ({nspid})")
+    expect(len(set(depths)) == 1, f"the pid namespace depth stays the same: {depths}")
+    wait_for(lambda: lines_of(out)[-1:] == ["40"], 60, "the job to finish")
+    expect(lines_of(out) == [str(i) for i in range(1, 41)], "output 1..40 across three restores")
+
 
 if __name__ == "__main__":
     main()
