@@ -117,6 +117,19 @@ class ImageReader::Impl {
         fn(e.hash, {i, e.block * uint64_t{disk::kBlockPages} + e.slot});
   }
 
+  std::optional<ImageReader::StoredPage> find_stored(const uint8_t* hash16) const {
+    for (uint32_t i = 0; i < packs_.size(); ++i) {
+      const auto& pages = packs_[i].pages;
+      auto it = std::lower_bound(pages.begin(), pages.end(), hash16,
+                                 [](const disk::IndexPage& e, const uint8_t* h) {
+                                   return std::memcmp(e.hash, h, sizeof e.hash) < 0;
+                                 });
+      if (it != pages.end() && std::memcmp(it->hash, hash16, sizeof it->hash) == 0)
+        return ImageReader::StoredPage{i, it->block * uint64_t{disk::kBlockPages} + it->slot};
+    }
+    return std::nullopt;
+  }
+
   std::vector<std::optional<ImageReader::StoredPage>> locate(pid_t pid, uint64_t addr,
                                                              size_t npages,
                                                              bool missing_is_zero) const {
@@ -478,6 +491,9 @@ std::vector<ImageReader::PackFiles> ImageReader::packs() const { return impl_->p
 void ImageReader::for_each_stored_page(
     const std::function<void(const uint8_t* hash16, const StoredPage&)>& fn) const {
   impl_->for_each_stored_page(fn);
+}
+std::optional<ImageReader::StoredPage> ImageReader::find_stored(const uint8_t* hash16) const {
+  return impl_->find_stored(hash16);
 }
 std::vector<std::optional<ImageReader::StoredPage>> ImageReader::locate(pid_t pid, uint64_t addr,
                                                                         size_t npages,

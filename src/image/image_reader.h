@@ -64,6 +64,10 @@ class ImageReader {
   // (canonical big-endian bytes).
   void for_each_stored_page(
       const std::function<void(const uint8_t* hash16, const StoredPage&)>& fn) const;
+  // The stored page with this XXH3-128 hash (canonical big-endian bytes),
+  // if any pack of the image holds one: a binary search of each pack's
+  // sorted index, no table to build.
+  std::optional<StoredPage> find_stored(const uint8_t* hash16) const;
   // Where pages [addr, addr + npages * kPageSize) of `pid` are, whichever
   // mapping holds them: nullopt for a zero page. Throws when a page was not
   // dumped, unless missing_is_zero (then nullopt too).

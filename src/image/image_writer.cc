@@ -275,13 +275,6 @@ class ImageWriter::Impl {
     if (base_) {
       base_number_ = base_->checkpoint().series_number;
       base_packs_ = base_->packs();
-      base_->for_each_stored_page([&](const uint8_t* hash16, const ImageReader::StoredPage& sp) {
-        XXH128_canonical_t canon;
-        std::memcpy(canon.digest, hash16, sizeof canon.digest);
-        XXH128_hash_t h = XXH128_hashFromCanonical(&canon);
-        by_hash_.emplace(Hash128{h.low64, h.high64},
-                         (uint64_t{sp.pack} << kPackShift) | sp.page);
-      });
     }
     new_slot_ = base_packs_.size();
 
@@ -364,6 +357,12 @@ class ImageWriter::Impl {
         append_ref(runs, page_addr, disk::kRunZero, 0);
         continue;
       }
+      // Pages the base already stores are looked up in its sorted indexes.
+      if (auto earlier = in_base(hashes[i])) {
+        ++stats_.earlier_pages;
+        append_ref(runs, page_addr, disk::kRunSeq, *earlier);
+        continue;
+      }
       auto it = by_hash_.find(hashes[i]);
       if (it == by_hash_.end()) {
         // Make room first: waiting drops the lock, and unique page numbers
@@ -372,8 +371,7 @@ class ImageWriter::Impl {
         it = by_hash_.find(hashes[i]);
       }
       if (it != by_hash_.end()) {
-        if (it->second >> kPackShift == new_slot_) ++stats_.duplicate_pages;
-        else ++stats_.earlier_pages;
+        ++stats_.duplicate_pages;
         append_ref(runs, page_addr, disk::kRunSeq, it->second);
         continue;
       }
@@ -566,6 +564,15 @@ class ImageWriter::Impl {
   std::optional<uint64_t> base_number_;  // series: the checkpoint add_unchanged refers to
 
  private:
+  std::optional<uint64_t> in_base(const Hash128& h) const {
+    if (!base_) return std::nullopt;
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, XXH128_hash_t{h.lo, h.hi});
+    auto sp = base_->find_stored(canon.digest);
+    if (!sp) return std::nullopt;
+    return (uint64_t{sp->pack} << kPackShift) | sp->page;
+  }
+
   void check_usable() {
     if (error_) std::rethrow_exception(error_);
     if (spent_) throw Error(fmt::format("image {}: writer already committed", dir_));

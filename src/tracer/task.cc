@@ -389,11 +389,12 @@ void SeizedTree::kill_all() {
   for (auto& p : procs_) ::kill(p.pid, SIGKILL);
   // A traced thread's end is told to its tracer first: collect it, so that
   // its parent (a namespace's init, say) can reap the process.
+  // Other threads first: a leader's end is reported only after its threads'.
   for (auto& p : procs_)
-    for (auto& t : p.tasks) {
+    for (size_t i = p.tasks.size(); i-- > 0;) {
       int status;
-      while (::waitpid(t->tid(), &status, __WALL) < 0 && errno == EINTR) {}
-      t->abandon();
+      while (::waitpid(p.tasks[i]->tid(), &status, __WALL) < 0 && errno == EINTR) {}
+      p.tasks[i]->abandon();
     }
 }
 

@@ -318,7 +318,14 @@ std::vector<RangeReport> WriteTracker::scan_and_rearm(const std::vector<image::M
     auto a = std::upper_bound(armed_.begin(), armed_.end(), m.start,
                               [](uint64_t s, const PageRun& r) { return s < r.end; });
     bool overlaps = a != armed_.end() && a->start < m.end;
-    bool exact = overlaps && a->start == m.start && a->end == m.end;
+    // Armed exactly: one armed range, or several adjacent ones the kernel
+    // has merged into one mapping since (their protection stays per page).
+    bool exact = overlaps && a->start == m.start;
+    if (exact) {
+      auto b = a;
+      while (b->end < m.end && b + 1 != armed_.end() && (b + 1)->start == b->end) ++b;
+      exact = b->end == m.end;
+    }
     if (can && exact) {
       std::vector<PageRegion> regions;
       int e = pagemap_scan(pm.get(), m.start, m.end, kScanWpMatching | kScanCheckWpAsync,

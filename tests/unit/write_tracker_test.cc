@@ -281,7 +281,7 @@ TEST(WriteTracker, NewAndReshapedMappingsAreUntrackedThenArmed) {
   EXPECT_FALSE(r[job.a(0)].tracked);  // read-only now: not trackable
   EXPECT_FALSE(r[job.a(4)].tracked);
   EXPECT_NE(r[job.a(4)].why.find("changed shape"), std::string::npos) << r[job.a(4)].why;
-  EXPECT_TRUE(r[job.b(0)].tracked);
+  EXPECT_TRUE(r[job.b(0)].tracked) << r[job.b(0)].why;
   // Armed by that scan: the next one tracks them.
   job.write_page(fresh + kPage);
   job.write_page(job.a(5));
