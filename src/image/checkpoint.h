@@ -160,6 +160,7 @@ struct Process {
   uint32_t umask = 022;
   uint32_t personality = 0;
   std::array<uint32_t, 4> uids{}, gids{};  // real, effective, saved, fs
+  std::optional<std::vector<uint32_t>> groups;  // supplementary groups (absent: not recorded)
   std::vector<Rlimit> rlimits;
   MmLayout mm;
   std::vector<Mapping> mappings;  // sorted by start

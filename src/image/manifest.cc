@@ -111,6 +111,7 @@ ojson encode(const Process& p) {
   j["personality"] = p.personality;
   j["uids"] = p.uids;
   j["gids"] = p.gids;
+  if (p.groups) j["groups"] = *p.groups;
   j["rlimits"] = ojson::array();
   for (const auto& r : p.rlimits)
     j["rlimits"].push_back({{"resource", r.resource}, {"cur", r.cur}, {"max", r.max}});
@@ -384,6 +385,11 @@ Process decode_process(const Field& f) {
   p.personality = f["personality"].as<uint32_t>();
   p.uids = f["uids"].fixed_array<uint32_t, 4>();
   p.gids = f["gids"].fixed_array<uint32_t, 4>();
+  if (auto g = f.opt("groups")) {
+    std::vector<uint32_t> v;
+    for (size_t i = 0; i < g->size(); ++i) v.push_back(g->at(i).as<uint32_t>());
+    p.groups = std::move(v);
+  }
   p.rlimits = f["rlimits"].list(decode_rlimit);
   p.mm = decode_mm(f["mm"]);
   p.mappings = f["mappings"].list(decode_mapping);

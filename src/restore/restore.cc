@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "restore/address_space.h"
+#include "restore/credentials.h"
 #include "restore/files.h"
 #include "restore/remote_page.h"
 #include "restore/signals.h"
@@ -181,6 +182,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   auto put_back = [&](const image::ThreadState& saved, RemoteSyscalls& rs, RemotePage& page) {
     restore_thread_state(rs, page, p.pid, saved);
     if (fresh_namespace) drop_capabilities(rs, page);
+    else restore_credentials(rs, page, p);  // last: it may give up root
     rs.set_final_regs(Registers::from_bytes(saved.gpregs));
   };
   {
@@ -213,6 +215,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
   if (!space.fresh()) check_ids_free(plan);
+  for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
   OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files);
   for (const auto& w : files.warnings()) warn("{}", w);
 

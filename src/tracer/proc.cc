@@ -217,7 +217,9 @@ Status parse_status(std::string_view text) {
     else if (key == "Tgid") s.tgid = static_cast<pid_t>(to_u64(f[0]));
     else if (key == "PPid") s.ppid = static_cast<pid_t>(to_u64(f[0]));
     else if (key == "TracerPid") s.tracer_pid = static_cast<pid_t>(to_u64(f[0]));
-    else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {
+    else if (key == "Groups") {
+      for (auto g : f) s.groups.push_back(static_cast<uint32_t>(to_u64(g)));
+    } else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {
       auto& dst = key == "Uid" ? s.uids : s.gids;
       for (size_t i = 0; i < 4; i++) dst[i] = static_cast<uint32_t>(to_u64(f[i]));
     }
@@ -234,6 +236,24 @@ FdInfo parse_fdinfo(std::string_view text) {
     else if (key == "ino") fi.ino = to_u64(f[0]);
   });
   return fi;
+}
+
+std::vector<image::Rlimit> parse_limits(std::string_view text) {
+  // "Max cpu time              unlimited            unlimited            seconds":
+  // the name is 26 columns, soft and hard 21 each; one line per resource,
+  // in RLIMIT_* order, after the header.
+  std::vector<image::Rlimit> out;
+  auto value = [](std::string_view v) -> uint64_t {
+    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    return v == "unlimited" ? RLIM_INFINITY : to_u64(v);
+  };
+  int r = 0;
+  for (auto l : lines(text)) {
+    if (l.starts_with("Limit") || l.size() < 68) continue;
+    out.push_back({r++, value(l.substr(26, 21)), value(l.substr(47, 21))});
+  }
+  if (out.size() < RLIM_NLIMITS) throw Error("/proc/PID/limits: expected " + std::to_string(RLIM_NLIMITS) + " limits");
+  return out;
 }
 
 std::vector<pid_t> parse_pid_list(std::string_view text) {
@@ -389,14 +409,22 @@ image::Process read_process(pid_t pid) {
   p.umask = status.umask;
   p.uids = status.uids;
   p.gids = status.gids;
+  p.groups = status.groups;
   if (auto pers = try_read_file(pid_path(pid, "personality")))
     p.personality = static_cast<uint32_t>(to_u64(std::string_view(*pers).substr(0, pers->find('\n')), 16));
   for (int r = 0; r < RLIM_NLIMITS; r++) {
     struct rlimit64 lim {};
-    if (::prlimit64(pid, static_cast<__rlimit_resource>(r), nullptr, &lim) != 0)
+    if (::prlimit64(pid, static_cast<__rlimit_resource>(r), nullptr, &lim) == 0) {
+      p.rlimits.push_back({r, lim.rlim_cur, lim.rlim_max});
+      continue;
+    }
+    // Reading another user's limits with prlimit needs CAP_SYS_RESOURCE
+    // (root may lack it); /proc/PID/limits shows them to whoever may trace.
+    if (errno != EPERM)
       throw SysError("prlimit(pid " + std::to_string(pid) + ", resource " + std::to_string(r) + ")",
                      errno);
-    p.rlimits.push_back({r, lim.rlim_cur, lim.rlim_max});
+    p.rlimits = parse_limits(read_file(pid_path(pid, "limits")));
+    break;
   }
   p.mm.start_code = st.start_code;
   p.mm.end_code = st.end_code;

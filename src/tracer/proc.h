@@ -56,6 +56,7 @@ struct Status {
   uint32_t umask = 022;
   pid_t tgid = 0, ppid = 0, tracer_pid = 0;
   std::array<uint32_t, 4> uids{}, gids{};
+  std::vector<uint32_t> groups;  // supplementary groups
 };
 Status parse_status(std::string_view text);
 
@@ -66,6 +67,9 @@ struct FdInfo {
   uint64_t mnt_id = 0, ino = 0;
 };
 FdInfo parse_fdinfo(std::string_view text);
+
+// /proc/PID/limits, as (resource, soft, hard) in RLIMIT_* order.
+std::vector<image::Rlimit> parse_limits(std::string_view text);
 
 // Space-separated pids (/proc/PID/task/TID/children).
 std::vector<pid_t> parse_pid_list(std::string_view text);

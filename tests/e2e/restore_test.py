@@ -363,6 +363,47 @@ def three_cycles_same_depth(env):
     wait_for(lambda: lines_of(out)[-1:] == ["40"], 60, "the job to finish")
     expect(lines_of(out) == [str(i) for i in range(1, 41)], "output 1..40 across three restores")
 
+@case
+def job_keeps_its_user(env):
+    # Root restores another user's job: it runs as that user again, not as
+    # root. That user restoring a root job is refused before anything runs.
+    if os.geteuid() != 0 or os.environ.get("SNAP_TEST_UNPRIVILEGED"):
+        raise Skip("needs root, to run a job as another user")
+    os.chmod(env.tmp, 0o777)
+    out = env.path("user.out")
+    open(out, "w").close()
+    os.chown(out, 65534, 65534)
+    p = start([env.prog("counter"), "25", "100"], stdout_path=out, user=65534, group=65534,
+              extra_groups=[])
+    wait_lines(out, 3)
+    ckpt = env.path("user.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    with open(f"/proc/{p.pid}/status") as f:
+        ids = {l.split(":")[0]: l.split()[1:] for l in f.read().splitlines()
+               if l.startswith(("Uid:", "Gid:"))}
+    expect(ids["Uid"] == ["65534"] * 4 and ids["Gid"] == ["65534"] * 4,
+           f"the restored job runs as uid/gid 65534 again ({ids})")
+    r.wait(timeout=60)
+    expect(r.returncode == 0 and lines_of(out) == [str(i) for i in range(1, 26)],
+           "and runs to its end with its output continued")
+
+    q = start([env.prog("counter"), "1000", "100"], stdout_path=env.path("root.out"))
+    wait_lines(env.path("root.out"), 2)
+    ckpt2 = env.path("root.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(q.pid), "-o", ckpt2)
+    q.wait()
+    subprocess.run(["chmod", "-R", "a+rX", ckpt2], check=True)
+    os.chmod(env.path("root.out"), 0o666)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", env.snap,
+                        "restore", ckpt2], capture_output=True, text=True, timeout=60)
+    expect(r.returncode == 1 and f"pid {q.pid} (counter) ran with uids 0/0/0/0" in r.stderr,
+           f"an ordinary user restoring root's job is refused, naming pid and ids: {r.stderr.strip()}")
+    expect(len(lines_of(env.path("root.out"))) == 2, "nothing of that job ran")
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 // Unit tests of src/tracer's pure parts: /proc parsers, page selection,
 // syscall-restart handling in Registers, and the tracer against a live child.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -285,3 +286,23 @@ TEST(YamaHint, ScopeOneSaysOnlyAncestorsAndPointsToSnapRun) {
   EXPECT_NE(yama_eperm_hint(3).find("disabled"), std::string::npos);
   EXPECT_TRUE(yama_eperm_hint(0).empty());
 }
+
+namespace snap {
+namespace {
+
+TEST(ProcLimits, ParsedLikePrlimit) {
+  // Our own limits both ways: /proc/self/limits and getrlimit agree.
+  auto text = proc::read_file("/proc/self/limits");
+  auto limits = proc::parse_limits(text);
+  ASSERT_GE(limits.size(), static_cast<size_t>(RLIM_NLIMITS));
+  for (int r = 0; r < RLIM_NLIMITS; r++) {
+    rlimit lim{};
+    ASSERT_EQ(::getrlimit(static_cast<__rlimit_resource>(r), &lim), 0);
+    EXPECT_EQ(limits[static_cast<size_t>(r)].resource, r);
+    EXPECT_EQ(limits[static_cast<size_t>(r)].cur, lim.rlim_cur) << "resource " << r;
+    EXPECT_EQ(limits[static_cast<size_t>(r)].max, lim.rlim_max) << "resource " << r;
+  }
+}
+
+}  // namespace
+}  // namespace snap

@@ -1,0 +1,29 @@
+// Who a restored process is: its user and group ids, supplementary groups,
+// and resource limits. Checked before anything is created (a restore that
+// would give the job other ids refuses; one that only lowers a hard limit
+// warns), and put back in each thread as the last step of its rebuild.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "image/checkpoint.h"
+#include "restore/remote_page.h"
+#include "tracer/remote.h"
+
+namespace snap::restore {
+
+// Throws Error naming the pid and the ids when the restoring user cannot
+// give the job its ids: in a fresh user namespace (an ordinary user, or
+// --isolate) only the caller's own uid and gid exist; elsewhere only root
+// can set other ids. Returns warnings for what comes back weaker without
+// changing what the job does: supplementary groups in a user namespace,
+// hard resource limits above what this user may set.
+std::vector<std::string> check_credentials(const image::Checkpoint& ckpt, bool fresh_namespace);
+
+// In the thread of `rs`, after everything that needs privilege: its saved
+// supplementary groups, gids and uids (real, effective, saved, fs). Nothing
+// to do when they are already the caller's.
+void restore_credentials(RemoteSyscalls& rs, RemotePage& page, const image::Process& p);
+
+}  // namespace snap::restore
