@@ -47,6 +47,7 @@ extern const Command kDump;
 extern const Command kInfo;
 extern const Command kRestore;
 extern const Command kRun;
+extern const Command kSlurm;
 extern const Command kWatch;
 
 }  // namespace snap::cmd

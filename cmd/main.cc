@@ -12,7 +12,8 @@
 namespace snap::cmd {
 
 const std::vector<Command>& all_commands() {
-  static const std::vector<Command> commands = {kCheck, kDump, kInfo, kRestore, kRun, kCheckpoint, kWatch};
+  static const std::vector<Command> commands = {kCheck,      kDump,  kInfo,       kRestore,
+                                                kRun,        kSlurm, kCheckpoint, kWatch};
   return commands;
 }
 

@@ -1,5 +1,12 @@
 // snap run: start a job (or resume it from its latest good checkpoint) and
 // checkpoint it every --interval seconds and on request. src/job/run.h.
+// snap slurm: the same, set up for a Slurm batch script (README, "Using snap
+// under Slurm"; scripts/slurm/example.sbatch).
+#include <signal.h>
+#include <string.h>
+
+#include <cstdlib>
+
 #include "cmd/command.h"
 #include "job/run.h"
 
@@ -7,26 +14,69 @@ namespace snap::cmd {
 
 namespace {
 
+// "USR1", "SIGUSR1" or a number.
+int signal_from_name(const std::string& name) {
+  std::string n = name.rfind("SIG", 0) == 0 ? name.substr(3) : name;
+  char* end = nullptr;
+  long v = std::strtol(n.c_str(), &end, 10);
+  if (!n.empty() && *end == '\0') {
+    if (v > 0 && v < NSIG && v != SIGKILL && v != SIGSTOP && v != SIGCHLD) return static_cast<int>(v);
+  } else {
+    for (int s = 1; s < NSIG; s++) {
+      const char* a = ::sigabbrev_np(s);
+      if (a && n == a && s != SIGKILL && s != SIGSTOP && s != SIGCHLD) return s;
+    }
+  }
+  throw UsageError("--on-signal: '" + name + "' is not a signal snap run can take (e.g. USR1)");
+}
+
+void add_common(cxxopts::Options& o) {
+  o.add_options()
+      ("dir", "checkpoint directory (created 0700)", cxxopts::value<std::string>())
+      ("interval", "seconds between checkpoints (default: only on request)",
+       cxxopts::value<double>()->default_value("0"))
+      ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"));
+}
+
 cxxopts::Options run_options() {
   cxxopts::Options o("snap run",
                      "Start a job, or resume it from the latest good checkpoint in DIR, and\n"
                      "checkpoint it every SEC seconds and whenever 'snap checkpoint --dir DIR'\n"
                      "asks. snap run stays the job's parent, forwards signals to it and exits\n"
-                     "with its status; 75 when 'snap checkpoint --kill' stopped it (run the\n"
-                     "same command again to resume).\n");
-  o.custom_help("--dir DIR [--interval SEC] [--keep N] [-v] -- PROGRAM [ARGS...]");
+                     "with its status; 75 when 'snap checkpoint --kill' or the --on-signal\n"
+                     "signal stopped it (run the same command again to resume).\n");
+  o.custom_help("--dir DIR [--interval SEC] [--keep N] [--on-signal SIG [--requeue]] [-v] "
+                "-- PROGRAM [ARGS...]");
+  add_common(o);
   o.add_options()
-      ("dir", "checkpoint directory (created 0700)", cxxopts::value<std::string>())
-      ("interval", "seconds between checkpoints (default: only on request)",
-       cxxopts::value<double>()->default_value("0"))
-      ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"))
       ("isolate", "run the job in a new user and pid namespace (ordinary users always do)")
+      ("on-signal", "when snap run receives SIG (e.g. USR1), checkpoint and stop the job "
+                    "instead of forwarding SIG to it", cxxopts::value<std::string>())
+      ("requeue", "after the --on-signal checkpoint, run 'scontrol requeue $SLURM_JOB_ID'")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   return o;
 }
 
-int run_run(const cxxopts::ParseResult& args) {
+cxxopts::Options slurm_options() {
+  cxxopts::Options o("snap slurm",
+                     "snap run for a Slurm batch script: 'exec snap slurm --dir DIR -- PROGRAM'\n"
+                     "with '#SBATCH --signal=B:USR1@90 --requeue --open-mode=append'. On\n"
+                     "SIGUSR1 it checkpoints the job, stops it, runs 'scontrol requeue\n"
+                     "$SLURM_JOB_ID' and exits 75; the requeued script resumes the job from\n"
+                     "DIR. The job runs in its own pid namespace, so it resumes on any node\n"
+                     "that sees DIR. Same as 'snap run --on-signal USR1 --requeue --isolate'.\n");
+  o.custom_help("--dir DIR [--interval SEC] [--keep N] [--signal SIG] [-v] -- PROGRAM [ARGS...]");
+  add_common(o);
+  o.add_options()
+      ("signal", "the signal Slurm sends (#SBATCH --signal=B:SIG@SECONDS)",
+       cxxopts::value<std::string>()->default_value("USR1"))
+      ("v,verbose", "log each step")
+      ("h,help", "show this help");
+  return o;
+}
+
+job::RunOptions common(const cxxopts::ParseResult& args) {
   if (!args.count("dir")) throw UsageError("missing --dir DIR");
   job::RunOptions opts;
   opts.dir = args["dir"].as<std::string>();
@@ -35,7 +85,24 @@ int run_run(const cxxopts::ParseResult& args) {
   if (opts.interval < 0) throw UsageError("--interval must not be negative");
   if (opts.keep < 1) throw UsageError("--keep must be at least 1");
   opts.argv = words_after_dashes();
+  return opts;
+}
+
+int run_run(const cxxopts::ParseResult& args) {
+  job::RunOptions opts = common(args);
   opts.isolate = args.count("isolate") > 0;
+  if (args.count("on-signal"))
+    opts.checkpoint_signal = signal_from_name(args["on-signal"].as<std::string>());
+  opts.requeue = args.count("requeue") > 0;
+  if (opts.requeue && !opts.checkpoint_signal) throw UsageError("--requeue needs --on-signal SIG");
+  return job::run_job(opts);
+}
+
+int run_slurm(const cxxopts::ParseResult& args) {
+  job::RunOptions opts = common(args);
+  opts.isolate = true;
+  opts.checkpoint_signal = signal_from_name(args["signal"].as<std::string>());
+  opts.requeue = true;
   return job::run_job(opts);
 }
 
@@ -43,5 +110,7 @@ int run_run(const cxxopts::ParseResult& args) {
 
 const Command kRun = {"run", "start or resume a job and checkpoint it periodically and on request",
                       run_options, run_run};
+const Command kSlurm = {"slurm", "snap run in a Slurm batch script: checkpoint and requeue on a signal",
+                       slurm_options, run_slurm};
 
 }  // namespace snap::cmd

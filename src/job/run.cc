@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/core.h>
 
@@ -38,11 +39,17 @@ int exit_code_of(int status) {
 // Signals come in through a signalfd; the job gets the mask snap run had.
 class Signals {
  public:
-  Signals() {
+  explicit Signals(int checkpoint_signal) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
     for (int s : kForwarded) sigaddset(&set, s);
+    if (checkpoint_signal > 0) {
+      // An ignored signal never reaches a signalfd (a shell's `trap '' USR1`
+      // before exec would hide it).
+      ::signal(checkpoint_signal, SIG_DFL);
+      sigaddset(&set, checkpoint_signal);
+    }
     ::sigprocmask(SIG_BLOCK, &set, &old_);
     fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!fd_) throw SysError("signalfd", errno);
@@ -70,7 +77,8 @@ class Signals {
 
 class Runner {
  public:
-  explicit Runner(const RunOptions& o) : opts_(o), lock_(o.dir), server_(o.dir) {}
+  explicit Runner(const RunOptions& o)
+      : opts_(o), signals_(o.checkpoint_signal), lock_(o.dir), server_(o.dir) {}
 
   int run() {
     space_ = restore::choose_pid_space(opts_.isolate);
@@ -127,6 +135,15 @@ class Runner {
         server_.answer_all("error the job has ended\n");
         return *code;
       }
+      if (stop_signalled_) {
+        stop_signalled_ = false;
+        std::fprintf(stderr, "snap run: %s received: checkpointing and stopping the job\n",
+                     ::sigabbrev_np(opts_.checkpoint_signal));
+        if (auto code = checkpoint(true)) {
+          if (opts_.requeue) requeue();
+          return *code;
+        }
+      }
       bool requested = server_.poll_requests();
       bool due = opts_.interval > 0 && Clock::now() >= next_;
       if (requested || due) {
@@ -140,6 +157,10 @@ class Runner {
     signalfd_siginfo si;
     while (::read(signals_.fd(), &si, sizeof si) == sizeof si) {
       int sig = static_cast<int>(si.ssi_signo);
+      if (sig == opts_.checkpoint_signal) {
+        stop_signalled_ = true;  // for snap run, not the job
+        continue;
+      }
       if (sig != SIGCHLD) {
         // Keyboard signals reach a job in our process group by themselves.
         if (si.ssi_code == SI_KERNEL && ::getpgid(root_) == ::getpgrp()) continue;
@@ -192,6 +213,40 @@ class Runner {
     return kExitCheckpointedAndStopped;
   }
 
+  // The job is checkpointed and gone: `scontrol requeue $SLURM_JOB_ID`, so
+  // that Slurm runs the batch script again, which resumes it. Requeue sends
+  // SIGTERM to every process of the Slurm job, scontrol and snap run
+  // included: snap run has it blocked, and scontrol ended by it counts as
+  // done (Slurm signals only a job it is requeueing).
+  void requeue() {
+    const char* id = std::getenv("SLURM_JOB_ID");
+    if (!id || !*id) {
+      std::fprintf(stderr, "snap run: not in a Slurm job (no SLURM_JOB_ID): not requeued\n");
+      return;
+    }
+    std::fprintf(stderr, "snap run: scontrol requeue %s\n", id);
+    std::fflush(stderr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      warn("cannot fork for scontrol requeue: {}; submit the batch script again to resume",
+           std::strerror(errno));
+      return;
+    }
+    if (pid == 0) {
+      ::sigprocmask(SIG_SETMASK, &signals_.original_mask(), nullptr);
+      ::execlp("scontrol", "scontrol", "requeue", id, static_cast<char*>(nullptr));
+      std::fprintf(stderr, "snap run: cannot run scontrol: %s\n", std::strerror(errno));
+      ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    bool done = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+                (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+    if (!done)
+      warn("scontrol requeue {} failed (status {}); submit the batch script again to resume",
+           id, exit_code_of(status));
+  }
+
   RunOptions opts_;
   Signals signals_;
   RunLock lock_;
@@ -201,6 +256,7 @@ class Runner {
   pid_t child_ = -1;  // what snap run waits for: the job's root, or its namespace's init
   pid_t root_ = -1;   // the job's root, as snap sees it: what is dumped and signalled
   Clock::time_point next_{};
+  bool stop_signalled_ = false;  // opts_.checkpoint_signal came
 };
 
 }  // namespace

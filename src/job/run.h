@@ -18,6 +18,15 @@ struct RunOptions {
   // Run the job in a new user and pid namespace even as root (an ordinary
   // user's jobs always run in one, so that their pids never clash).
   bool isolate = false;
+  // A signal to snap run itself that means "checkpoint and stop" (like
+  // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
+  // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made
+  // snap run.
+  int checkpoint_signal = 0;
+  // After that checkpoint, and only once it is complete, run
+  // `scontrol requeue $SLURM_JOB_ID` when SLURM_JOB_ID is set, so that the
+  // same batch script resumes the job on its next start.
+  bool requeue = false;
 };
 
 // The exit status of `snap run` when a checkpoint ended the job on request
