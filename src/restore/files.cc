@@ -60,11 +60,18 @@ class FilePlanner {
     out_.base_ = highest + 1;
     raise_fd_limit();
     index();
+    for (const auto& p : ckpt_.processes)
+      for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
     for (const auto& p : ckpt_.processes) {
       if (p.zombie) continue;
       auto& files = out_.procs_[p.pid];
-      for (const auto& f : p.fds)
-        files.fds.push_back({f.fd, object_for(p, f), (f.flags & O_CLOEXEC) != 0});
+      for (const auto& f : p.fds) {
+        FdAction a;
+        a.target = f.fd;
+        a.cloexec = (f.flags & O_CLOEXEC) != 0;
+        if (!own_file(p, f, a)) a.source = object_for(p, f);
+        files.fds.push_back(std::move(a));
+      }
       for (const auto& m : p.mappings)
         if (is_shm_object(m)) files.shm[shm_key(m)] = memfd_for(m);
     }
@@ -125,6 +132,40 @@ class FilePlanner {
     return moved;
   }
 
+  // A file (or eventfd) no other fd shares: checked here, opened by the
+  // skeleton itself. False for what must be one object made by snap.
+  bool own_file(const Process& p, const FileDesc& f, FdAction& a) {
+    DescKey key = desc_key(p, f);
+    if (uses_[key] != 1 || external_.count(key)) return false;
+    switch (f.type) {
+      case FdType::Regular:
+        if (!check_file(p, f)) {
+          a.path = "/dev/null";
+          a.flags = O_RDWR | (f.flags & O_CLOEXEC);
+          return true;
+        }
+        break;
+      case FdType::Directory:
+      case FdType::CharDev:
+        break;
+      case FdType::Tty:
+        a.flags = f.flags | O_NOCTTY;
+        a.path = f.path;
+        a.pos = f.pos;
+        return true;
+      case FdType::EventFd:
+        a.eventfd = true;
+        a.flags = f.flags;
+        return true;
+      default:
+        return false;
+    }
+    a.path = f.path;
+    a.flags = f.flags;
+    a.pos = f.pos;
+    return true;
+  }
+
   int object_for(const Process& p, const FileDesc& f) {
     DescKey key = desc_key(p, f);
     if (auto it = objects_.find(key); it != objects_.end()) return it->second;
@@ -176,7 +217,9 @@ class FilePlanner {
     return fd;
   }
 
-  int open_file(const Process& p, const FileDesc& f) {
+  // A regular file must be there and long enough for its offset. False:
+  // gone, and allowed (/dev/null stands in, with a warning).
+  bool check_file(const Process& p, const FileDesc& f) {
     if (f.path.ends_with(" (deleted)"))
       throw Error(fd_name(p, f) + ": the file was deleted before the dump",
                   "restoring deleted files is not supported yet");
@@ -186,7 +229,7 @@ class FilePlanner {
         throw SysError("cannot restore " + fd_name(p, f), errno,
                        "put the file back, or pass --allow-changed-files to open /dev/null instead");
       out_.warnings_.push_back(fd_name(p, f) + " is gone; /dev/null stands in");
-      return keep(::open("/dev/null", O_RDWR), "open /dev/null");
+      return false;
     }
     if (static_cast<uint64_t>(st.st_size) < f.pos && !(f.flags & O_APPEND)) {
       std::string msg = fmt::format("{} is now {} bytes, shorter than the saved offset {}",
@@ -196,6 +239,11 @@ class FilePlanner {
                          "or pass --allow-changed-files");
       out_.warnings_.push_back(msg);
     }
+    return true;
+  }
+
+  int open_file(const Process& p, const FileDesc& f) {
+    if (!check_file(p, f)) return keep(::open("/dev/null", O_RDWR), "open /dev/null");
     return reopen(p, f, f.path, f.flags);
   }
 
@@ -361,6 +409,7 @@ class FilePlanner {
   std::map<uint64_t, const FileDesc*> sockets_;
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
+  std::map<DescKey, int> uses_;  // fds of the whole tree per description
   std::map<ShmKey, int> shm_;
 };
 
@@ -372,13 +421,32 @@ OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& i
 }
 
 int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
+  auto fail = [&](const char* what, int target) {
+    *err = fmt::format("fd {}: {}: {}", target, what, std::strerror(errno));
+    return -1;
+  };
   std::set<int> wanted{keep_fd};
+  // Inherited objects: every source is above every target, so no dup3
+  // overwrites a source.
   for (const auto& a : files.fds) {
-    // Every source is above every target: no dup3 overwrites a source.
-    if (::dup3(a.source, a.target, a.cloexec ? O_CLOEXEC : 0) < 0) {
-      *err = fmt::format("fd {}: dup3: {}", a.target, std::strerror(errno));
-      return -1;
+    if (a.source < 0) continue;
+    if (::dup3(a.source, a.target, a.cloexec ? O_CLOEXEC : 0) < 0) return fail("dup3", a.target);
+    wanted.insert(a.target);
+  }
+  // Its own files, in ascending order: open() takes the lowest free number,
+  // never one already in place, and what it takes is moved to the target.
+  for (const auto& a : files.fds) {
+    if (a.source >= 0) continue;
+    int fd = a.eventfd ? ::eventfd(0, EFD_CLOEXEC | (a.flags & O_NONBLOCK ? EFD_NONBLOCK : 0))
+                       : ::open(a.path.c_str(), (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC);
+    if (fd < 0) return fail(a.eventfd ? "eventfd" : ("open " + a.path).c_str(), a.target);
+    if (a.pos && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 && errno != ESPIPE)
+      return fail("lseek", a.target);
+    if (fd != a.target) {
+      if (::dup3(fd, a.target, 0) < 0) return fail("dup3", a.target);
+      ::close(fd);
     }
+    if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);
     wanted.insert(a.target);
   }
   for (const auto& [key, fd] : files.shm) wanted.insert(fd);

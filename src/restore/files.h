@@ -23,8 +23,15 @@ namespace snap::restore {
 
 struct FdAction {
   int target = -1;   // fd number in the restored process
-  int source = -1;   // snap's fd of the description (inherited by the skeleton)
+  // Shared descriptions (and pipes, sockets): snap's fd of the object,
+  // inherited by the skeleton. -1: a file only this fd opened, which the
+  // skeleton opens itself (so snap never holds 10,000 of a job's files).
+  int source = -1;
   bool cloexec = false;
+  std::string path;   // source -1: open(path, flags) at pos, or an eventfd
+  int flags = 0;
+  uint64_t pos = 0;
+  bool eventfd = false;
 };
 
 // Shared memory objects (image::is_shm_object) by (dev, inode).
@@ -63,8 +70,10 @@ class OpenFiles {
 };
 
 // In a skeleton (a fork of snap, before it is traced): puts `files`' fds at
-// their numbers and closes every other fd except the memfds in files.shm
-// and `keep_fd`. Returns 0, or -1 with *err set. Only plain system calls.
+// their numbers (inherited objects first, then its own files, opened at the
+// lowest free number and moved into place, in ascending order) and closes
+// every other fd except the memfds in files.shm and `keep_fd`. Returns 0,
+// or -1 with *err set. Only plain system calls.
 int install_fds(const ProcessFiles& files, int keep_fd, std::string* err);
 
 }  // namespace snap::restore

@@ -404,6 +404,17 @@ def job_keeps_its_user(env):
            f"an ordinary user restoring root's job is refused, naming pid and ids: {r.stderr.strip()}")
     expect(len(lines_of(env.path("root.out"))) == 2, "nothing of that job ran")
 
+@case
+def ten_thousand_fds(env):
+    # 10,000 open files: dumped without comparing every pair of them, and
+    # restored under the job's own raised fd limit.
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 10100:
+        raise Skip(f"the hard RLIMIT_NOFILE here ({hard}) is below the job's 10,100")
+    dump_kill_restore(env, [env.prog("manyfds"), "10000"], "manyfds", 5,
+                      [str(i) for i in range(1, 31)])
+
 
 if __name__ == "__main__":
     main()
