@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/temp_dir.h"
+
 #include "base/error.h"
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
@@ -28,24 +30,7 @@ using Page = std::vector<uint8_t>;
 
 // ---- helpers ----
 
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "snap-image-test-XXXXXX").string();
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-    path_ = t;
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> v;
-    for (const auto& e : fs::directory_iterator(path_)) v.push_back(e.path().filename());
-    return v;
-  }
-
- private:
-  std::string path_;
-};
+using test_support::TempDir;
 
 constexpr pid_t kPid = 100;
 constexpr uint64_t kStart = 0x7f0000000000;

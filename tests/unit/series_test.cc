@@ -19,6 +19,8 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
+#include "tests/unit/temp_dir.h"
+
 #include "base/error.h"
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
@@ -31,19 +33,7 @@ namespace {
 namespace fs = std::filesystem;
 using Page = std::vector<uint8_t>;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "snap-series-test-XXXXXX").string();
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-    path_ = t;
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test_support::TempDir;
 
 constexpr pid_t kPid = 100;
 constexpr uint64_t kStart = 0x7f0000000000;
