@@ -27,13 +27,15 @@ namespace {
 
 cxxopts::Options restore_options() {
   cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
-  o.custom_help("DIR [--detach] [--allow-changed-files] [--isolate] [-v]");
+  o.custom_help("DIR [--detach] [--allow-changed-files] [--allow-changed-code] [--isolate] [-v]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
       ("detach", "return as soon as the process runs, instead of waiting for it")
       ("allow-changed-files", "restore even if a file the job had open is gone or shorter (warns)")
       ("isolate", "restore in a new user and pid namespace (what ordinary users always get)")
+      ("allow-changed-code", "restore even if the executable or a library changed since the dump "
+       "(the job will likely crash; warns)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   o.parse_positional({"dir"});
@@ -76,6 +78,7 @@ int run_restore(const cxxopts::ParseResult& args) {
 
   restore::RestoreOptions opts;
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
+  opts.allow_changed_code = args.count("allow-changed-code") > 0;
   auto space = restore::choose_pid_space(args.count("isolate") > 0);
   auto tree = restore::restore_tree(img, *space, opts);  // 2
   for (const auto& [saved, host] : tree.host_pids)

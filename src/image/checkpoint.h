@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -175,6 +176,15 @@ struct Process {
   std::optional<int32_t> child_subreaper;  // PR_GET_CHILD_SUBREAPER
 };
 
+// What identifies a file's contents: the executable and every file a job
+// maps, so that a restore never runs saved memory against other code.
+struct FileStamp {
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  uint64_t dev = 0, inode = 0;
+  std::string build_id;  // hex of the ELF NT_GNU_BUILD_ID note, or empty
+};
+
 struct Checkpoint {
   uint32_t format_version = kFormatVersion;
   std::string snap_version;
@@ -195,6 +205,9 @@ struct Checkpoint {
   // saw them, differ from the host's), "host" when it ran in the dumper's
   // namespace; empty: not said (older images, recorded as the dumper saw it).
   std::string pid_namespace;
+  // The executables and mapped files of all processes, by path (empty in
+  // older images, which are then not checked).
+  std::map<std::string, FileStamp> code_files;
 };
 
 }  // namespace snap::image

@@ -439,6 +439,13 @@ std::string to_json(const Manifest& m) {
   if (c.series_number) cj["series_number"] = *c.series_number;
   if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
   if (!c.pid_namespace.empty()) cj["pid_namespace"] = c.pid_namespace;
+  if (!c.code_files.empty()) {
+    ojson files = ojson::object();
+    for (const auto& [path, st] : c.code_files)
+      files[path] = {{"size", st.size}, {"mtime_ns", st.mtime_ns}, {"dev", st.dev},
+                     {"inode", st.inode}, {"build_id", st.build_id}};
+    cj["code_files"] = files;
+  }
   cj["processes"] = ojson::array();
   for (const auto& p : c.processes) cj["processes"].push_back(encode(p));
   return j.dump(1) + "\n";
@@ -499,6 +506,15 @@ Manifest manifest_from_json(std::string_view text) {
   if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
   if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
   if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();
+  if (auto cf = c.opt("code_files")) {
+    if (!doc["checkpoint"]["code_files"].is_object()) cf->fail("expected an object");
+    for (const auto& [path, _] : doc["checkpoint"]["code_files"].items()) {
+      Field e = (*cf)[path.c_str()];
+      cp.code_files[path] = {e["size"].as<uint64_t>(), e["mtime_ns"].as<int64_t>(),
+                             e["dev"].as<uint64_t>(), e["inode"].as<uint64_t>(),
+                             e["build_id"].as<std::string>()};
+    }
+  }
   cp.processes = c["processes"].list(decode_process);
   return m;
 }

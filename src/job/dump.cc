@@ -13,6 +13,7 @@
 #include "parasite/parasite.h"
 #include "parasite/snapshot.h"
 #include "tracer/collect.h"
+#include "tracer/file_stamp.h"
 #include "tracer/memory.h"
 #include "tracer/pid_view.h"
 #include "tracer/sharing.h"
@@ -168,6 +169,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   assign_file_ids(ckpt.processes);
   collect_unix_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
+  record_code_files(ckpt);  // what identifies the code the memory runs with
   // The ids as the job sees them (its own pid namespace), read while the
   // tree is stopped; everything below still works on host pids, pages are
   // stored under the job's.

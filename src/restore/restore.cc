@@ -25,6 +25,7 @@
 #include "restore/skeleton.h"
 #include "restore/threads.h"
 #include "restore/tree.h"
+#include "tracer/file_stamp.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
@@ -211,9 +212,32 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
 
 }  // namespace
 
+void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
+  std::string changed;
+  size_t n = 0;
+  for (const auto& [path, saved] : ckpt.code_files) {
+    auto now = stamp_file(path);
+    std::string why = now ? stamp_change(saved, *now) : "gone";
+    if (why.empty()) continue;
+    if (allow_changed_code) {
+      warn("{} changed since the dump ({}); the job runs its saved memory against it anyway "
+           "(--allow-changed-code)", path, why);
+      continue;
+    }
+    changed += fmt::format("{}\n  {}: {}", n++ ? "" : "", path, why);
+  }
+  if (n)
+    throw Error(fmt::format("cannot restore: {} file(s) of the job's code changed since the dump:{}",
+                            n, changed),
+                "put back the executable and libraries the job ran with (a rebuilt binary or an "
+                "updated library would make the restored job crash or compute wrong results); "
+                "--allow-changed-code runs it anyway");
+}
+
 RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts) {
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
+  check_code_files(ckpt, opts.allow_changed_code);
   if (!space.fresh()) check_ids_free(plan);
   for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
   OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files);

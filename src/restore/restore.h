@@ -17,7 +17,15 @@ namespace snap::restore {
 
 struct RestoreOptions {
   bool allow_changed_files = false;
+  // Run the saved memory even against executables or libraries that
+  // changed since the dump (it will likely crash): warn instead of refuse.
+  bool allow_changed_code = false;
 };
+
+// Throws Error naming every executable or mapped file that is gone or
+// differs from the image's stamp of it (unless allow_changed_code: then
+// warnings). Nothing is created before this check.
+void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code);
 
 struct RestoredTree {
   pid_t child = -1;  // the caller's child to wait for: the root, or the namespace's init

@@ -415,6 +415,32 @@ def ten_thousand_fds(env):
     dump_kill_restore(env, [env.prog("manyfds"), "10000"], "manyfds", 5,
                       [str(i) for i in range(1, 31)])
 
+@case
+def changed_binary_refused(env):
+    # The counter's binary is rebuilt (replaced) between dump and restore, as
+    # when a user recompiles between requeues: the restore refuses, naming
+    # the file, and starts nothing; with the original back, it restores.
+    exe = env.path("counter-copy")
+    shutil.copy(env.prog("counter"), exe)
+    out = env.path("changed.out")
+    p = start([exe, "20", "100"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("changed.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    os.rename(exe, exe + ".orig")
+    shutil.copy(env.prog("counter_static"), exe)  # another build of the program
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 1 and exe in r.stderr and "changed since the dump" in r.stderr,
+           f"a restore onto a rebuilt binary is refused, naming it: {r.stderr.strip()}")
+    expect(lines_of(out) == before and not pid_alive(p.pid),
+           "nothing was started")
+    os.replace(exe + ".orig", exe)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0 and lines_of(out) == [str(i) for i in range(1, 21)],
+           f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
+
 
 if __name__ == "__main__":
     main()
