@@ -145,6 +145,9 @@ void create_mapping(RemoteSyscalls& rs, Scratch& scratch, const Mapping& m,
   int prot = m.prot | (writes_content(m) ? PROT_WRITE : 0);
   int flags = (m.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
   if (m.vmflags.find("gd") != std::string::npos) flags |= MAP_GROWSDOWN;
+  // A reservation (MAP_NORESERVE: sanitizers, Go, V8 reserve terabytes)
+  // comes back as one: charged to the commit limit, it would not fit.
+  if ((" " + m.vmflags + " ").find(" nr ") != std::string::npos) flags |= MAP_NORESERVE;
   int fd = -1;
   if (is_shm_object(m)) {
     long rc = rs.syscall(SYS_mmap, m.start, len, static_cast<uint64_t>(prot),

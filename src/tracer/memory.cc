@@ -10,12 +10,15 @@
 
 #include "base/error.h"
 #include "base/scoped_fd.h"
+#include "tracer/pagemap.h"
 #include "tracer/remote.h"
 
 namespace snap {
 
 namespace {
-constexpr uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62, kFilePage = 1ull << 61;
+using pagemap::kFilePage;
+using pagemap::kPresent;
+using pagemap::kSwapped;
 constexpr size_t kBatchPages = 2048;  // 8 MiB per read
 constexpr size_t kMaxIov = 1024;      // IOV_MAX
 }  // namespace
@@ -44,16 +47,26 @@ bool is_pte_marker(uint64_t e) {
   return (e & kSwapped) && (e & kSwapTypeMask) == kPteMarkerType;
 }
 
-std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap) {
-  std::vector<uint64_t> out;
+namespace {
+
+// Calls `fn` with the pages of the n entries from addr that select_pages takes.
+template <typename Fn>
+void select_into(const image::Mapping& m, uint64_t addr, const uint64_t* entries, size_t n, Fn&& fn) {
   bool file = m.kind == image::MappingKind::File;  // only pages copied on write
-  for (size_t i = 0; i < pagemap.size(); i++) {
-    uint64_t e = pagemap[i];
+  for (size_t i = 0; i < n; i++) {
+    uint64_t e = entries[i];
     if (is_pte_marker(e)) continue;
     bool take = file ? ((e & kPresent) && !(e & kFilePage)) || (e & kSwapped)
                      : (e & (kPresent | kSwapped)) != 0;
-    if (take) out.push_back(m.start + i * image::kPageSize);
+    if (take) fn(addr + i * image::kPageSize);
   }
+}
+
+}  // namespace
+
+std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<uint64_t>& pagemap) {
+  std::vector<uint64_t> out;
+  select_into(m, m.start, pagemap.data(), pagemap.size(), [&](uint64_t a) { out.push_back(a); });
   return out;
 }
 
@@ -87,24 +100,53 @@ std::vector<uint64_t> shm_pages(pid_t pid, const image::Mapping& m) {
 
 }  // namespace
 
-std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m) {
-  if (image::is_shm_object(m)) return shm_pages(pid, m);
+void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::function<void(uint64_t)>& fn,
+                           PagemapWay way) {
+  if (image::is_shm_object(m)) {
+    for (uint64_t a : shm_pages(pid, m)) fn(a);
+    return;
+  }
   std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw SysError("open " + path, errno);
-  size_t n = (m.end - m.start) / image::kPageSize;
-  std::vector<uint64_t> entries(n);
-  size_t done = 0;
-  while (done < n) {
-    off_t off = static_cast<off_t>((m.start / image::kPageSize + done) * sizeof(uint64_t));
-    ssize_t r = ::pread(fd.get(), entries.data() + done, (n - done) * sizeof(uint64_t), off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0)
-      throw SysError(fmt::format("read {} for mapping {:#x}-{:#x}", path, m.start, m.end),
-                     r < 0 ? errno : EIO);
-    done += static_cast<size_t>(r) / sizeof(uint64_t);
+  if (way == PagemapWay::kAuto) {
+    // The ranges that hold pages, from the page tables: a walk that skips
+    // what was never touched, however large.
+    using namespace pagemap;
+    bool file = m.kind == image::MappingKind::File;
+    bool any = false;
+    int e = scan(fd.get(), m.start, m.end, 0, 0, kPageIsPresent | kPageIsSwapped,
+                 kPageIsPresent | kPageIsSwapped | kPageIsFile, [&](const Region& r) {
+                   any = true;
+                   if (r.categories & kPageIsSwapped) {
+                     // Swapped out, or pte markers (shown as swapped too):
+                     // only the entries tell.
+                     read_chunks(fd.get(), path, r.start, r.end,
+                                 [&](uint64_t at, const uint64_t* entries, size_t n) {
+                                   select_into(m, at, entries, n, fn);
+                                 });
+                   } else if (!(file && (r.categories & kPageIsFile))) {
+                     // Present; a private file mapping's own pages are the
+                     // copied-on-write (anonymous) ones.
+                     for (uint64_t a = r.start; a < r.end; a += image::kPageSize) fn(a);
+                   }
+                 });
+    if (e == 0) return;
+    if (any || !scan_unsupported(e))
+      throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
   }
-  return select_pages(m, entries);
+  // No PAGEMAP_SCAN (before Linux 6.7): every entry of the range, a bounded
+  // chunk at a time.
+  pagemap::read_chunks(fd.get(), path, m.start, m.end,
+                       [&](uint64_t at, const uint64_t* entries, size_t n) {
+                         select_into(m, at, entries, n, fn);
+                       });
+}
+
+std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m, PagemapWay way) {
+  std::vector<uint64_t> out;
+  for_each_page_to_dump(pid, m, [&](uint64_t a) { out.push_back(a); }, way);
+  return out;
 }
 
 namespace {
@@ -192,15 +234,13 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     if (!mapping_has_content(m)) continue;
     std::optional<std::vector<uint64_t>> chosen;
     if (choose) chosen = choose(m);
-    auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
-    if (shared) shared->claim(m, pages);
-    for (size_t first = 0; first < pages.size(); first += kBatchPages) {
-      size_t count = std::min(kBatchPages, pages.size() - first);
+    // Reads pages [first, first + count) of `pages` and hands consecutive
+    // runs to the sink.
+    auto read_batch = [&](const std::vector<uint64_t>& pages, size_t first, size_t count) {
       if (mem_fd)
         read_pages_mem_file(mem_fd.get(), pid, pages, first, count, buf.get());
       else
         read_pages(pid, pages, first, count, buf.get());
-      // Hand consecutive runs to the sink.
       size_t i = 0;
       while (i < count) {
         size_t j = i + 1;
@@ -208,9 +248,32 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
         sink(pid, m.start, pages[first + i], buf.get() + i * image::kPageSize, j - i);
         i = j;
       }
+    };
+    uint64_t n = 0;
+    if (chosen || (shared && image::is_shm_object(m))) {
+      auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
+      if (shared) shared->claim(m, pages);
+      for (size_t first = 0; first < pages.size(); first += kBatchPages)
+        read_batch(pages, first, std::min(kBatchPages, pages.size() - first));
+      n = pages.size();
+    } else {
+      // Read as the page tables are walked, a batch at a time: snap holds
+      // no list of the mapping's pages, however many it has.
+      std::vector<uint64_t> batch;
+      batch.reserve(kBatchPages);
+      for_each_page_to_dump(pid, m, [&](uint64_t a) {
+        batch.push_back(a);
+        if (batch.size() == kBatchPages) {
+          read_batch(batch, 0, batch.size());
+          n += batch.size();
+          batch.clear();
+        }
+      });
+      read_batch(batch, 0, batch.size());
+      n += batch.size();
     }
-    m.pages_dumped = pages.size();
-    stats.pages += pages.size();
+    m.pages_dumped = n;
+    stats.pages += n;
   }
   return stats;
 }

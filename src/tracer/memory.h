@@ -30,7 +30,17 @@ bool mapping_has_content(const image::Mapping& m);
 // anonymous memory, and the copied-on-write (no longer file-backed) pages of
 // private file mappings. Untouched pages are never read: on these machines
 // even a read would allocate them. Returns page addresses, ascending.
-std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m);
+// Costs what the mapping holds, not its size (a 16 TiB MAP_NORESERVE
+// reservation with a few pages is a few page-table walks): PAGEMAP_SCAN
+// finds the ranges, pagemap entries are read only where they must tell a
+// swapped page from a pte marker. Without PAGEMAP_SCAN (or with
+// kChunkedRead, for tests) every entry is read, a bounded chunk at a time.
+enum class PagemapWay { kAuto, kChunkedRead };
+std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m,
+                                    PagemapWay way = PagemapWay::kAuto);
+// Same, each page handed to `fn` as found (ascending), none held.
+void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::function<void(uint64_t)>& fn,
+                           PagemapWay way = PagemapWay::kAuto);
 // Whether a /proc/PID/pagemap entry shown as swapped is a pte marker, not
 // a page: the kernel leaves markers where userfaultfd write-protects an
 // unpopulated page (tracer/write_tracker.h), where a write-protected file

@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "tracer/memory.h"
+#include "tracer/pagemap.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
@@ -21,29 +22,20 @@ namespace snap {
 
 namespace {
 
-// The kernel interfaces of Linux 6.7, spelled out because the build
-// machine's headers predate them (<linux/fs.h>, <linux/userfaultfd.h>).
-struct PmScanArg {
-  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-struct PageRegion {
-  uint64_t start, end, categories;
-};
-constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
-constexpr uint64_t kScanWpMatching = 1 << 0;   // PM_SCAN_WP_MATCHING
-constexpr uint64_t kScanCheckWpAsync = 1 << 1;  // PM_SCAN_CHECK_WPASYNC
-constexpr uint64_t kPageIsWritten = 1 << 1;
-constexpr uint64_t kPageIsFile = 1 << 2;
-constexpr uint64_t kPageIsPresent = 1 << 3;
-constexpr uint64_t kPageIsSwapped = 1 << 4;
+using pagemap::kPageIsFile;
+using pagemap::kPageIsPresent;
+using pagemap::kPageIsSwapped;
+using pagemap::kPageIsWritten;
+using pagemap::kScanCheckWpAsync;
+using pagemap::kScanWpMatching;
+using PageRegion = pagemap::Region;
 
+// The userfaultfd features of Linux 6.7, spelled out because the build
+// machine's headers predate them (<linux/userfaultfd.h>).
 constexpr uint64_t kFeatureWpHugetlbfsShmem = 1 << 12;  // UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 constexpr uint64_t kFeatureWpUnpopulated = 1 << 13;     // UFFD_FEATURE_WP_UNPOPULATED
 constexpr uint64_t kFeatureWpAsync = 1 << 15;           // UFFD_FEATURE_WP_ASYNC
 constexpr int kUffdUserModeOnly = 1;                    // UFFD_USER_MODE_ONLY
-
-constexpr size_t kRegionBatch = 4096;  // regions per PAGEMAP_SCAN call
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 int pidfd_getfd(int pidfd, int fd) { return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
@@ -93,47 +85,9 @@ void append_run(std::vector<PageRun>& runs, uint64_t s, uint64_t e) {
   else runs.push_back({s, e});
 }
 
-// One PAGEMAP_SCAN walk over [start, end), as many calls as the regions
-// need. Returns 0 and the regions, or the errno of the failed call.
 int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t mask,
                  uint64_t anyof, uint64_t ret_mask, std::vector<PageRegion>& out) {
-  std::vector<PageRegion> vec(kRegionBatch);
-  uint64_t pos = start;
-  while (pos < end) {
-    PmScanArg a{};
-    a.size = sizeof a;
-    a.flags = flags;
-    a.start = pos;
-    a.end = end;
-    a.vec = reinterpret_cast<uint64_t>(vec.data());
-    a.vec_len = vec.size();
-    a.category_mask = mask;
-    a.category_anyof_mask = anyof;
-    a.return_mask = ret_mask;
-    int n = ::ioctl(pagemap_fd, kPagemapScan, &a);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    out.insert(out.end(), vec.begin(), vec.begin() + n);
-    if (a.walk_end <= pos) return EIO;  // no progress: should not happen
-    pos = a.walk_end;
-  }
-  return 0;
-}
-
-// Raw /proc/PID/pagemap entries of [start, end).
-std::vector<uint64_t> read_pagemap(int fd, const std::string& path, uint64_t start, uint64_t end) {
-  size_t n = (end - start) / image::kPageSize, done = 0;
-  std::vector<uint64_t> entries(n);
-  while (done < n) {
-    off_t off = static_cast<off_t>((start / image::kPageSize + done) * sizeof(uint64_t));
-    ssize_t r = ::pread(fd, entries.data() + done, (n - done) * sizeof(uint64_t), off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) throw SysError(fmt::format("read {} at {:#x}", path, start), r < 0 ? errno : EIO);
-    done += static_cast<size_t>(r) / sizeof(uint64_t);
-  }
-  return entries;
+  return pagemap::scan(pagemap_fd, start, end, flags, mask, anyof, ret_mask, out);
 }
 
 // Pages of `a` that are also in `b` (both ascending and disjoint).
@@ -349,12 +303,16 @@ std::vector<RangeReport> WriteTracker::scan_and_rearm(const std::vector<image::M
             // Swapped out, or a pte marker (PAGEMAP_SCAN shows both as
             // swapped): arming leaves markers on unpopulated pages, and
             // zapping a private file page leaves one. Only pagemap tells.
-            std::vector<uint64_t> entries = read_pagemap(pm.get(), path, r.start, r.end);
-            for (size_t i = 0; i < entries.size(); i++)
-              if (!is_pte_marker(entries[i])) {
-                uint64_t a = r.start + i * image::kPageSize;
-                append_run(rep.resident, a, a + image::kPageSize);
-              }
+            // Read in bounded chunks: arming leaves a marker on every
+            // unpopulated page, so this region may be the whole mapping.
+            pagemap::read_chunks(pm.get(), path, r.start, r.end,
+                                 [&](uint64_t at, const uint64_t* entries, size_t n) {
+                                   for (size_t i = 0; i < n; i++)
+                                     if (!is_pte_marker(entries[i])) {
+                                       uint64_t a = at + i * image::kPageSize;
+                                       append_run(rep.resident, a, a + image::kPageSize);
+                                     }
+                                 });
           } else if (!(file && (r.categories & kPageIsFile))) {
             // Present; a private file mapping's own pages are the copied-on-write ones.
             append_run(rep.resident, r.start, r.end);

@@ -442,5 +442,64 @@ def changed_binary_refused(env):
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
 
 
+def snap_measured(env, *args):
+    """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
+    snap and of what it waited for), from wait4's rusage of that one child."""
+    import time
+    errpath = env.path("snap_measured.err")
+    t0 = time.monotonic()
+    with open(errpath, "w") as err:
+        p = subprocess.Popen([env.snap, *args], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    with open(errpath) as err:
+        return p.returncode, err.read(), time.monotonic() - t0, usage.ru_maxrss
+
+
+def sparse(env, tib, pages, assert_kib):
+    """A job reserving TIB TiB with MAP_NORESERVE and PAGES pages touched
+    (tests/programs/sparse.c): dumped with --kill, restored, its values
+    intact and its reservations as they were."""
+    name = f"sparse_{tib}tib"
+    out = env.path(f"{name}.out")
+    ckpt = env.path(f"{name}.ckpt")
+    rounds = 6
+    p = start([env.prog("sparse"), str(tib), str(pages), str(rounds), "300"], stdout_path=out)
+    wait_for(lambda: p.poll() is not None or len(lines_of(out)) >= 3, 60, f"{name}: first rounds")
+    if p.poll() == 3:
+        raise Skip(f"the kernel refused a {tib} TiB MAP_NORESERVE reservation: {lines_of(out)}")
+    rc, err, secs, kib = snap_measured(env, "dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    expect(rc == 0, f"{name}: dump exited 0 (got {rc}; {err.strip()})")
+    p.wait()
+    print(f"info {name}: dump of {tib} TiB reserved, {pages} pages touched: {secs:.2f} s, "
+          f"snap's peak memory {kib / 1024:.1f} MiB")
+    if assert_kib:
+        expect(kib <= assert_kib, f"{name}: snap dump's peak memory {kib} KiB <= {assert_kib} KiB")
+    before = lines_of(out)
+    expect(len(before) < rounds + 2, f"{name}: killed mid-run ({len(before)} lines)")
+    rc, err, secs, kib = snap_measured(env, "restore", ckpt)
+    expect(rc == 0, f"{name}: restored job exited 0 (got {rc}; {err.strip()}; output {lines_of(out)})")
+    print(f"info {name}: restore and the rest of the run: {secs:.2f} s, peak memory (snap and "
+          f"the job) {kib / 1024:.1f} MiB")
+    if assert_kib:
+        expect(kib <= assert_kib, f"{name}: snap restore's peak memory {kib} KiB <= {assert_kib} KiB")
+    expected = ["ready"] + [str(i) for i in range(1, rounds + 1)] + ["done"]
+    got = lines_of(out)
+    if got != expected:
+        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
+                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
+    print(f"ok   {name}: continued from line {len(before)}, values intact, reservations kept")
+
+
+@case
+def sparse_16tib(env):
+    sparse(env, 16, 4096, 256 * 1024)
+
+
+@case
+def sparse_4tib(env):
+    sparse(env, 4, 2048, None)  # timing printed, not asserted
+
+
 if __name__ == "__main__":
     main()

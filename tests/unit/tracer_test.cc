@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fcntl.h>
 
 #include "base/error.h"
 #include "tracer/memory.h"
+#include "tracer/pagemap.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
 #include "tracer/task.h"
@@ -115,6 +117,63 @@ TEST(PageSelection, PteMarkersAreNotPages) {
   EXPECT_TRUE(is_pte_marker(pm[0]));
   EXPECT_FALSE(is_pte_marker(pm[1]));
   EXPECT_EQ(select_pages(m, pm), (std::vector<uint64_t>{0x11000, 0x12000}));
+}
+
+// A sparse reservation of this process: PAGEMAP_SCAN's answer (where the
+// kernel has it) and the chunked pagemap read agree, page for page, and the
+// chunked read is exact across chunk boundaries.
+TEST(PageSelection, SparseReservationScanAndChunkedReadAgree) {
+  const uint64_t size = 64ull << 30, ps = 4096;
+  auto* p = static_cast<uint8_t*>(
+      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  auto base = reinterpret_cast<uint64_t>(p);
+  std::vector<uint64_t> want;
+  // More separate runs than one PAGEMAP_SCAN call returns (4096).
+  const uint64_t n = 5000;
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t off = i * (size / n) / ps * ps;
+    p[off] = 1;
+    want.push_back(base + off);
+    if (i % 10 == 0) {  // a run of two
+      p[off + ps] = 1;
+      want.push_back(base + off + ps);
+    }
+  }
+  image::Mapping m;
+  for (auto& mm : proc::read_mappings(getpid()))
+    if (mm.start == base) m = mm;
+  ASSERT_EQ(m.start, base);
+  EXPECT_NE(m.vmflags.find("nr"), std::string::npos);
+  EXPECT_EQ(pages_to_dump(getpid(), m), want);
+  EXPECT_EQ(pages_to_dump(getpid(), m, PagemapWay::kChunkedRead), want);
+
+  // Chunks of 3 entries over 10 pages around the first run: the same
+  // entries, in order, as one read.
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::vector<uint64_t> whole, chunked;
+  std::vector<uint64_t> addrs;
+  pagemap::read_chunks(fd, "pagemap", base, base + 10 * ps, [&](uint64_t at, const uint64_t* e, size_t n) {
+    EXPECT_EQ(n, 10u);
+    EXPECT_EQ(at, base);
+    whole.assign(e, e + n);
+  });
+  pagemap::read_chunks(fd, "pagemap", base, base + 10 * ps,
+                       [&](uint64_t at, const uint64_t* e, size_t n) {
+                         EXPECT_LE(n, 3u);
+                         addrs.push_back(at);
+                         chunked.insert(chunked.end(), e, e + n);
+                       },
+                       3);
+  close(fd);
+  EXPECT_EQ(chunked, whole);
+  EXPECT_EQ(addrs, (std::vector<uint64_t>{base, base + 3 * ps, base + 6 * ps, base + 9 * ps}));
+  ASSERT_EQ(whole.size(), 10u);
+  EXPECT_TRUE(whole[0] & pagemap::kPresent);
+  EXPECT_TRUE(whole[1] & pagemap::kPresent);
+  EXPECT_FALSE(whole[2] & pagemap::kPresent);
+  munmap(p, size);
 }
 
 TEST(PageSelection, PrivateFileTakesOnlyCopiedOnWritePages) {
