@@ -1,5 +1,6 @@
 #include "tracer/probe.h"
 
+#include "tracer/pagemap.h"
 #include "tracer/proc.h"
 
 #include <elf.h>
@@ -387,19 +388,6 @@ bool has_effective_cap(int cap) {
 #define CAP_CHECKPOINT_RESTORE 40
 #endif
 
-// PAGEMAP_SCAN (Linux 6.7) as in <linux/fs.h>; spelled out here because the
-// build machine's headers predate it. The ioctl number depends only on the
-// struct size, which matches the kernel's.
-struct PmScanArg {
-  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-struct PageRegion {
-  uint64_t start, end, categories;
-};
-constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
-constexpr uint64_t kPageIsPresent = 1U << 3;
-
 #ifndef UFFD_FEATURE_WP_ASYNC
 #define UFFD_FEATURE_WP_ASYNC (1 << 15)
 #endif
@@ -736,22 +724,17 @@ Result probe_pagemap_scan() {
       r.message = fmt::format("open /proc/self/pagemap: {}", errno_name(errno));
       return r;
     }
-    PageRegion regions[4]{};
-    PmScanArg a{};
-    a.size = sizeof a;
-    a.start = reinterpret_cast<uint64_t>(m.addr());
-    a.end = a.start + 4 * ps;
-    a.vec = reinterpret_cast<uint64_t>(regions);
-    a.vec_len = 4;
-    a.category_mask = kPageIsPresent;
-    a.return_mask = kPageIsPresent;
-    int n = ::ioctl(fd.get(), kPagemapScan, &a);
-    if (n < 0) {
+    const uint64_t start = reinterpret_cast<uint64_t>(m.addr());
+    std::vector<pagemap::Region> regions;
+    int err = pagemap::scan(fd.get(), start, start + 4 * ps, 0, pagemap::kPageIsPresent, 0,
+                            pagemap::kPageIsPresent, regions);
+    size_t n = regions.size();
+    if (err) {
       r.message = fmt::format("PAGEMAP_SCAN: {}: page scans fall back to reading pagemap "
                               "(needs Linux 6.7)",
-                              errno_name(errno));
-    } else if (n != 2 || regions[0].start != a.start || regions[0].end != a.start + ps ||
-               regions[1].start != a.start + 2 * ps) {
+                              errno_name(err));
+    } else if (n != 2 || regions[0].start != start || regions[0].end != start + ps ||
+               regions[1].start != start + 2 * ps) {
       r.message = fmt::format("PAGEMAP_SCAN found {} regions, expected the 2 written pages", n);
     } else {
       r.ok = true;
