@@ -177,7 +177,7 @@ void SharedMemoryPages::claim(const image::Mapping& m, std::vector<uint64_t>& pa
 
 MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
                         const MappingFilter& which, ReadVia via, SharedMemoryPages* shared,
-                        const PageChooser& choose) {
+                        const PageChooser& choose, const BatchDone& after_batch) {
   MemoryStats stats;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
   ScopedFd mem_fd;
@@ -208,6 +208,11 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
         sink(pid, m.start, pages[first + i], buf.get() + i * image::kPageSize, j - i);
         i = j;
       }
+      // The range reaches to the next batch (or the mapping's ends): the
+      // pages between were not to be read either.
+      if (after_batch)
+        after_batch(m, first == 0 ? m.start : pages[first],
+                    first + count < pages.size() ? pages[first + count] : m.end);
     }
     m.pages_dumped = pages.size();
     stats.pages += pages.size();
