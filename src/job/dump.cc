@@ -91,10 +91,10 @@ uint64_t minor_faults(pid_t pid) {
 // between two readings, every page the job copies on write costs it a minor
 // fault, so 4 KiB per minor fault of the job bounds the growth (from above:
 // faults that copy nothing count too). Only when that bound reaches the
-// budget is the exact figure read; when it, plus twice the growth seen during
-// the last batch (what may come before the next check), reaches the budget,
-// every thread of the job is stopped again (ptrace, invisible to the job)
-// until the rest is read.
+// budget (plus twice the growth seen during the last batch: what may come
+// before the next check) is every thread of the job stopped (ptrace,
+// invisible to the job) and the exact figure read; with room left for a few
+// batches the job goes on, else it stays stopped until the rest is read.
 class MemoryBudget {
  public:
   MemoryBudget(uint64_t budget, std::vector<pid_t> job, const Snapshots& snapshots)
@@ -112,19 +112,35 @@ class MemoryBudget {
     // Twice the last batch's growth may come before the next check: a batch
     // can take longer than the last one (the machine is busy).
     if (exact_ + grown + 2 * step < budget_ && grown < kPeakResolution) return;
+    if (exact_ + grown + 2 * step < budget_) {  // only for peak()
+      exact_ = measure();
+      checks_++;
+      faults_at_exact_ = f;
+      // What the job may have copied while smaps_rollup was read counts too.
+      uint64_t during = (faults() - f) * image::kPageSize;
+      if (exact_ + during + 2 * step < budget_) return;
+    }
+    // Near the budget: the job is stopped first and measured then, so that
+    // it copies nothing more while smaps_rollup is read. If there is room
+    // for a few more batches it goes on (a brief stop), else it stays
+    // stopped until the rest is read.
+    stop_job();
     exact_ = measure();
     checks_++;
-    // What the job may have copied while smaps_rollup was read counts too.
-    faults_at_exact_ = f;
-    uint64_t during = (faults() - f) * image::kPageSize;
-    if (exact_ + during + 2 * step >= budget_) freeze();
+    faults_at_exact_ = faults_last_ = faults();
+    if (exact_ + 4 * step < budget_) {
+      resume_job();
+      brief_stops_++;
+      return;
+    }
+    frozen_ = reached_ = true;
+    vlog("memory budget reached ({} MiB held by the snapshots; {} exact checks, {} brief stops "
+         "before): job stopped until the rest is read", exact_ >> 20, checks_, brief_stops_);
   }
 
-  // Lets a job stopped by freeze() go again.
+  // Lets a job stopped for the budget go again.
   void thaw() {
-    if (!frozen_) return;
-    tasks_.clear();  // detach
-    frozen_seconds_ = seconds_since(frozen_at_);
+    if (frozen_) resume_job();
     frozen_ = false;
   }
 
@@ -133,6 +149,7 @@ class MemoryBudget {
   // 64 MiB more).
   uint64_t peak() { measure(); return peak_; }
   bool reached() const { return reached_; }
+  // How long the job was stopped for the budget, in all.
   double frozen_seconds() const { return frozen_seconds_; }
 
  private:
@@ -144,8 +161,13 @@ class MemoryBudget {
     return sum;
   }
 
-  void freeze() {
-    reached_ = frozen_ = true;
+  void resume_job() {
+    tasks_.clear();  // detach
+    frozen_seconds_ += seconds_since(frozen_at_);
+  }
+
+  // Every thread of the job, stopped (ptrace seize + interrupt).
+  void stop_job() {
     frozen_at_ = std::chrono::steady_clock::now();
     std::set<pid_t> seized;
     for (pid_t pid : job_) {
@@ -168,10 +190,6 @@ class MemoryBudget {
         }
       }
     }
-    // What the job wrote until it stopped.
-    measure();
-    vlog("memory budget reached ({} MiB held by the snapshots after {} exact checks): job "
-         "stopped again ({} threads) until the rest is read", exact_ >> 20, checks_, tasks_.size());
   }
 
   static constexpr uint64_t kPeakResolution = 64ull << 20;
@@ -187,7 +205,7 @@ class MemoryBudget {
   const Snapshots& snapshots_;
   std::vector<std::unique_ptr<Task>> tasks_;
   std::chrono::steady_clock::time_point frozen_at_;
-  uint64_t faults_at_exact_, faults_last_, exact_ = 0, peak_ = 0, checks_ = 0;
+  uint64_t faults_at_exact_, faults_last_, exact_ = 0, peak_ = 0, checks_ = 0, brief_stops_ = 0;
   double frozen_seconds_ = 0;
   bool frozen_ = false, reached_ = false;
 };
