@@ -22,8 +22,8 @@ cxxopts::Options dump_options() {
       ("leave-running", "let the job continue after the dump (the default)")
       ("kill", "kill the whole tree once the image is safely written (for requeue)")
       ("memory-budget", "most extra memory a leave-running dump may cost the job (SIZE: 64M, 1G, "
-       "bytes); default: 5 % of its resident memory, at least 64M, at most what its memory "
-       "cgroup has left; past it the job is stopped again until the rest is read",
+       "bytes); default: 5 % of its resident memory, at least 64M, at most half of what its "
+       "memory cgroup has left; past it the job is stopped again until the rest is read",
        cxxopts::value<std::string>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")

@@ -347,8 +347,11 @@ uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
     if (at != std::string::npos) rss += std::strtoull(text->c_str() + at + 6, nullptr, 10) << 10;
   }
   uint64_t budget = std::max(kFloor, rss / 20);
+  // Half of what the cgroup has left: the job may write more between the
+  // check that stops it and the stop (up to a batch's time), and that must
+  // not reach the limit either.
   if (!pids.empty())
-    if (auto left = cgroup_memory_left(pids[0])) budget = std::min(budget, *left);
+    if (auto left = cgroup_memory_left(pids[0])) budget = std::min(budget, *left / 2);
   return budget;
 }
 

@@ -79,7 +79,8 @@ struct DumpOptions {
   // Extra memory a leave-running dump may cost (the snapshot's copies of
   // pages the job writes before they are read), in bytes; nullopt: the
   // default, the smaller of 5 % of the job's resident memory (at least
-  // 64 MiB) and what its memory cgroup has left below its limit. Read pages
+  // 64 MiB) and half of what its memory cgroup has left below its limit
+  // (the other half for what the job writes before a stop takes hold). Read pages
   // are released from the snapshot at once; when the budget would be
   // passed, the job is stopped again until the rest is read.
   std::optional<uint64_t> memory_budget;
