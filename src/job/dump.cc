@@ -7,6 +7,7 @@
 #include <chrono>
 #include <ctime>
 #include <fmt/core.h>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <set>
@@ -98,8 +99,9 @@ uint64_t minor_faults(pid_t pid) {
 class MemoryBudget {
  public:
   MemoryBudget(uint64_t budget, std::vector<pid_t> job, const Snapshots& snapshots)
-      : budget_(budget), job_(std::move(job)), snapshots_(snapshots), faults_at_exact_(faults()),
-        faults_last_(faults_at_exact_) {}
+      : budget_(budget), job_(std::move(job)), snapshots_(snapshots) {
+    for (pid_t p : job_) seen_faults_[p] = minor_faults(p);
+  }
 
   void after_batch(parasite::MemorySnapshot& s, uint64_t start, uint64_t end) {
     s.discard(start, end);
@@ -194,10 +196,14 @@ class MemoryBudget {
 
   static constexpr uint64_t kPeakResolution = 64ull << 20;
 
-  uint64_t faults() const {
-    uint64_t sum = 0;
-    for (pid_t p : job_) sum += minor_faults(p);
-    return sum;
+  // The job's minor faults since the dump began, never decreasing (a
+  // process that ends takes its count with it: what it had stays counted).
+  uint64_t faults() {
+    for (pid_t p : job_) {
+      uint64_t now = minor_faults(p), &seen = seen_faults_[p];
+      if (now > seen) faults_total_ += now - seen, seen = now;
+    }
+    return faults_total_;
   }
 
   uint64_t budget_;
@@ -205,7 +211,8 @@ class MemoryBudget {
   const Snapshots& snapshots_;
   std::vector<std::unique_ptr<Task>> tasks_;
   std::chrono::steady_clock::time_point frozen_at_;
-  uint64_t faults_at_exact_, faults_last_, exact_ = 0, peak_ = 0, checks_ = 0, brief_stops_ = 0;
+  std::map<pid_t, uint64_t> seen_faults_;
+  uint64_t faults_total_ = 0, faults_at_exact_ = 0, faults_last_ = 0, exact_ = 0, peak_ = 0, checks_ = 0, brief_stops_ = 0;
   double frozen_seconds_ = 0;
   bool frozen_ = false, reached_ = false;
 };
