@@ -15,16 +15,41 @@ namespace {
 
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
-  o.custom_help("--pid PID -o DIR [--kill] [--force] [-v]");
+  o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--force] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
       ("leave-running", "let the job continue after the dump (the default)")
       ("kill", "kill the whole tree once the image is safely written (for requeue)")
+      ("memory-budget", "most extra memory a leave-running dump may cost the job (SIZE: 64M, 1G, "
+       "bytes); default: 5 % of its resident memory, at least 64M, at most half of what its "
+       "memory cgroup has left; past it the job is stopped again until the rest is read",
+       cxxopts::value<std::string>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   return o;
+}
+
+// "64M", "1G", "512k", "4096": bytes.
+uint64_t parse_size(const std::string& text) {
+  size_t used = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(text, &used);
+  } catch (const std::exception&) {
+    throw UsageError("--memory-budget: not a size: " + text);
+  }
+  std::string unit = text.substr(used);
+  int shift = 0;
+  if (unit == "" || unit == "B" || unit == "b") shift = 0;
+  else if (unit == "k" || unit == "K" || unit == "KiB") shift = 10;
+  else if (unit == "m" || unit == "M" || unit == "MiB") shift = 20;
+  else if (unit == "g" || unit == "G" || unit == "GiB") shift = 30;
+  else if (unit == "t" || unit == "T" || unit == "TiB") shift = 40;
+  else throw UsageError("--memory-budget: unknown unit in " + text + " (use k, M, G or T)");
+  if (shift && n > (~0ull >> shift)) throw UsageError("--memory-budget: too large: " + text);
+  return static_cast<uint64_t>(n) << shift;
 }
 
 int run_dump(const cxxopts::ParseResult& args) {
@@ -42,6 +67,10 @@ int run_dump(const cxxopts::ParseResult& args) {
   Progress progress("dump");
   job::DumpOptions opts;
   opts.kill = args.count("kill") > 0;
+  if (args.count("memory-budget")) {
+    if (opts.kill) throw UsageError("--memory-budget is for leave-running dumps (--kill stops the job)");
+    opts.memory_budget = parse_size(args["memory-budget"].as<std::string>());
+  }
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };
   auto r = job::dump_tree(pid, sink, opts);
@@ -52,6 +81,10 @@ int run_dump(const cxxopts::ParseResult& args) {
                pid, r.processes, r.threads, static_cast<double>(r.stats.raw_bytes) / (1 << 20),
                static_cast<double>(r.stats.stored_bytes) / (1 << 20), r.seconds, r.frozen,
                opts.kill ? "; job killed" : "");
+  if (!opts.kill)
+    std::fprintf(stderr, "snap dump: extra memory: peak %.1f MiB of a %.1f MiB budget\n",
+                 static_cast<double>(r.peak_extra) / (1 << 20),
+                 static_cast<double>(r.memory_budget) / (1 << 20));
   return kExitOk;
 }
 

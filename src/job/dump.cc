@@ -3,10 +3,14 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <fmt/core.h>
+#include <map>
 #include <memory>
+#include <sstream>
+#include <set>
 
 #include "base/log.h"
 #include "job/incremental.h"
@@ -16,6 +20,7 @@
 #include "tracer/file_stamp.h"
 #include "tracer/memory.h"
 #include "tracer/pid_view.h"
+#include "tracer/proc.h"
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
 #include "tracer/task.h"
@@ -65,6 +70,154 @@ PageSink store_as(pid_t owner, const Store& store) {
 
 using Snapshots = std::vector<std::unique_ptr<parasite::MemorySnapshot>>;
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The minor faults of process `pid` so far (all its threads), or 0.
+uint64_t minor_faults(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!text) return 0;
+  auto close = text->rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(text->substr(close + 1));
+  std::string field;
+  for (int i = 0; i < 8 && in >> field; i++) {}  // state .. minflt (fields 3-10)
+  return std::strtoull(field.c_str(), nullptr, 10);
+}
+
+// The extra memory of a leave-running dump (DumpOptions::memory_budget).
+// After each batch read from a snapshot, that range is released from it.
+// What the snapshots hold alone is measured exactly from smaps_rollup, but
+// that walks their page tables, so it is not read after every batch:
+// between two readings, every page the job copies on write costs it a minor
+// fault, so 4 KiB per minor fault of the job bounds the growth (from above:
+// faults that copy nothing count too). Only when that bound reaches the
+// budget (plus twice the growth seen during the last batch: what may come
+// before the next check) is every thread of the job stopped (ptrace,
+// invisible to the job) and the exact figure read; with room left for a few
+// batches the job goes on, else it stays stopped until the rest is read.
+class MemoryBudget {
+ public:
+  MemoryBudget(uint64_t budget, std::vector<pid_t> job, const Snapshots& snapshots)
+      : budget_(budget), job_(std::move(job)), snapshots_(snapshots) {
+    for (pid_t p : job_) seen_faults_[p] = minor_faults(p);
+  }
+
+  void after_batch(parasite::MemorySnapshot& s, uint64_t start, uint64_t end) {
+    s.discard(start, end);
+    if (frozen_) return;
+    uint64_t f = faults();
+    uint64_t step = (f - faults_last_) * image::kPageSize;  // growth bound over the last batch
+    faults_last_ = f;
+    uint64_t grown = (f - faults_at_exact_) * image::kPageSize;
+    // An exact reading also every 64 MiB of possible growth, for peak().
+    // Twice the last batch's growth may come before the next check: a batch
+    // can take longer than the last one (the machine is busy).
+    if (exact_ + grown + 2 * step < budget_ && grown < kPeakResolution) return;
+    if (exact_ + grown + 2 * step < budget_) {  // only for peak()
+      exact_ = measure();
+      checks_++;
+      faults_at_exact_ = f;
+      // What the job may have copied while smaps_rollup was read counts too.
+      uint64_t during = (faults() - f) * image::kPageSize;
+      if (exact_ + during + 2 * step < budget_) return;
+    }
+    // Near the budget: the job is stopped first and measured then, so that
+    // it copies nothing more while smaps_rollup is read. If there is room
+    // for a few more batches it goes on (a brief stop), else it stays
+    // stopped until the rest is read.
+    stop_job();
+    exact_ = measure();
+    checks_++;
+    faults_at_exact_ = faults_last_ = faults();
+    if (exact_ + 4 * step < budget_) {
+      resume_job();
+      brief_stops_++;
+      return;
+    }
+    frozen_ = reached_ = true;
+    vlog("memory budget reached ({} MiB held by the snapshots; {} exact checks, {} brief stops "
+         "before): job stopped until the rest is read", exact_ >> 20, checks_, brief_stops_);
+  }
+
+  // Lets a job stopped for the budget go again.
+  void thaw() {
+    if (frozen_) resume_job();
+    frozen_ = false;
+  }
+
+  // The most the snapshots were measured to hold alone (at the exact checks,
+  // at the freeze and at the end; between readings it may have been up to
+  // 64 MiB more).
+  uint64_t peak() { measure(); return peak_; }
+  bool reached() const { return reached_; }
+  // How long the job was stopped for the budget, in all.
+  double frozen_seconds() const { return frozen_seconds_; }
+
+ private:
+  uint64_t measure() {
+    uint64_t sum = 0;
+    for (const auto& s : snapshots_)
+      if (s) sum += s->private_bytes();
+    peak_ = std::max(peak_, sum);
+    return sum;
+  }
+
+  void resume_job() {
+    tasks_.clear();  // detach
+    frozen_seconds_ += seconds_since(frozen_at_);
+  }
+
+  // Every thread of the job, stopped (ptrace seize + interrupt).
+  void stop_job() {
+    frozen_at_ = std::chrono::steady_clock::now();
+    std::set<pid_t> seized;
+    for (pid_t pid : job_) {
+      for (bool grew = true; grew;) {  // threads it starts meanwhile too
+        grew = false;
+        std::vector<pid_t> tids;
+        try {
+          tids = proc::list_threads(pid);
+        } catch (const std::exception&) {
+          break;  // it has ended
+        }
+        for (pid_t tid : tids) {
+          if (!seized.insert(tid).second) continue;
+          try {
+            tasks_.push_back(Task::seize_and_stop(tid));
+            grew = true;
+          } catch (const std::exception& e) {
+            vlog("thread {} not stopped again: {}", tid, e.what());
+          }
+        }
+      }
+    }
+  }
+
+  static constexpr uint64_t kPeakResolution = 64ull << 20;
+
+  // The job's minor faults since the dump began, never decreasing (a
+  // process that ends takes its count with it: what it had stays counted).
+  uint64_t faults() {
+    for (pid_t p : job_) {
+      uint64_t now = minor_faults(p), &seen = seen_faults_[p];
+      if (now > seen) faults_total_ += now - seen, seen = now;
+    }
+    return faults_total_;
+  }
+
+  uint64_t budget_;
+  std::vector<pid_t> job_;
+  const Snapshots& snapshots_;
+  std::vector<std::unique_ptr<Task>> tasks_;
+  std::chrono::steady_clock::time_point frozen_at_;
+  std::map<pid_t, uint64_t> seen_faults_;
+  uint64_t faults_total_ = 0, faults_at_exact_ = 0, faults_last_ = 0, exact_ = 0, peak_ = 0, checks_ = 0, brief_stops_ = 0;
+  double frozen_seconds_ = 0;
+  bool frozen_ = false, reached_ = false;
+};
+
 // Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
 // away, the few mappings a snapshot does not show as they are. A process
 // whose snapshot the kernel refuses gets none (nullptr): its memory is then
@@ -88,7 +241,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
 // Step 4: every page not read yet, from the snapshots (or from the stopped
 // processes themselves, with --kill, where there are no snapshots).
 void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
-                 SharedMemoryPages& shared, const std::function<PageChooser(pid_t)>& chooser) {
+                 SharedMemoryPages& shared, const std::function<PageChooser(pid_t)>& chooser,
+                 MemoryBudget* budget) {
   for (size_t i = 0; i < ckpt.processes.size(); i++) {
     auto& proc = ckpt.processes[i];
     if (proc.zombie) continue;
@@ -99,14 +253,12 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
                              return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
                            },
                            snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared,
-                           chooser(proc.pid));
+                           chooser(proc.pid), [&](const image::Mapping&, uint64_t start, uint64_t end) {
+                             if (snap && budget) budget->after_batch(*snapshots[i], start, end);
+                           });
     vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
          proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
   }
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Sockets connected to snap's own control connections come back with
@@ -148,7 +300,68 @@ class PidViewSink : public DumpSink {
   const pidview::PidView& view_;
 };
 
+std::optional<uint64_t> read_number(const std::string& path) {
+  auto text = proc::try_read_file(path);
+  if (!text || text->empty() || !std::isdigit(static_cast<unsigned char>((*text)[0]))) return std::nullopt;
+  return std::strtoull(text->c_str(), nullptr, 10);
+}
+
 }  // namespace
+
+std::optional<uint64_t> cgroup_memory_left(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/cgroup");
+  if (!text) return std::nullopt;
+  std::optional<uint64_t> left;
+  std::istringstream in(*text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto c1 = line.find(':'), c2 = line.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos) continue;
+    std::string id = line.substr(0, c1), ctl = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
+    std::string base, limit_file, usage_file;
+    if (id == "0" && ctl.empty()) {  // v2: mounted alone, or under unified/ (hybrid)
+      base = proc::try_read_file("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup"
+                                                                       : "/sys/fs/cgroup/unified";
+      limit_file = "memory.max", usage_file = "memory.current";
+    } else if (("," + ctl + ",").find(",memory,") != std::string::npos) {
+      base = "/sys/fs/cgroup/memory";
+      limit_file = "memory.limit_in_bytes", usage_file = "memory.usage_in_bytes";
+    } else {
+      continue;
+    }
+    // The cgroup and every one above it: the tightest limit counts.
+    for (;;) {
+      std::string dir = base + (path == "/" ? "" : path);
+      auto limit = read_number(dir + "/" + limit_file), usage = read_number(dir + "/" + usage_file);
+      if (limit && usage && *limit < (1ull << 60)) {  // v1 shows "no limit" as a huge number
+        uint64_t l = *limit > *usage ? *limit - *usage : 0;
+        left = left ? std::min(*left, l) : l;
+      }
+      if (path.empty() || path == "/") break;
+      auto slash = path.rfind('/');
+      path = slash == 0 ? "/" : path.substr(0, slash);
+    }
+  }
+  return left;
+}
+
+uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
+  constexpr uint64_t kFloor = 64ull << 20;
+  uint64_t rss = 0;
+  for (pid_t p : pids) {
+    auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status");
+    if (!text) continue;
+    auto at = text->find("VmRSS:");
+    if (at != std::string::npos) rss += std::strtoull(text->c_str() + at + 6, nullptr, 10) << 10;
+  }
+  uint64_t budget = std::max(kFloor, rss / 20);
+  // Half of what the cgroup has left: the job may write more between the
+  // check that stops it and the stop (up to a batch's time), and that must
+  // not reach the limit either.
+  if (!pids.empty())
+    if (auto left = cgroup_memory_left(pids[0])) budget = std::min(budget, *left / 2);
+  return budget;
+}
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
@@ -188,16 +401,33 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Shared memory objects mapped more than once in the tree are read once.
   SharedMemoryPages shared;
   Snapshots snapshots;  // 3: with kill the job stays stopped: none needed
+  std::optional<MemoryBudget> budget;
   if (!opts.kill) {
+    std::vector<pid_t> live;
+    for (const auto& p : tree.processes()) live.push_back(p.pid);
+    result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(live);
+    vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared);
     tree = SeizedTree();  // detach: the job runs again
+    budget.emplace(result.memory_budget, std::move(live), snapshots);
   }
   result.frozen = seconds_since(t0);
   vlog("job frozen for {:.3f} s", result.frozen);
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
-  });
+  }, budget ? &*budget : nullptr);
+  if (budget) {
+    budget->thaw();
+    result.peak_extra = budget->peak();
+    result.budget_reached = budget->reached();
+    result.budget_frozen = budget->frozen_seconds();
+    result.frozen += result.budget_frozen;
+    if (result.budget_reached)
+      warn("memory budget of {} MiB reached: the job was stopped again for {:.2f} s more "
+           "until the rest of its memory was read", result.memory_budget >> 20,
+           result.budget_frozen);
+  }
   ckpt.changed_pages_by = opts.incremental ? opts.incremental->method(sink.base_number())
                           : sink.base_number()            ? "content-hash"
                                                           : "full";

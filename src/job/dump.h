@@ -76,6 +76,14 @@ struct DumpOptions {
   // Write tracking across the checkpoints of a series (snap run); none:
   // every page is read.
   Incremental* incremental = nullptr;
+  // Extra memory a leave-running dump may cost (the snapshot's copies of
+  // pages the job writes before they are read), in bytes; nullopt: the
+  // default, the smaller of 5 % of the job's resident memory (at least
+  // 64 MiB) and half of what its memory cgroup has left below its limit
+  // (the other half for what the job writes before a stop takes hold). Read pages
+  // are released from the snapshot at once; when the budget would be
+  // passed, the job is stopped again until the rest is read.
+  std::optional<uint64_t> memory_budget;
   // Called as pages are stored (for a progress line).
   std::function<void(const image::ImageStats&)> progress;
 };
@@ -86,7 +94,20 @@ struct DumpResult {
   double seconds = 0;  // the whole dump
   double frozen = 0;   // how long the job was stopped
   std::string method;  // how changed pages were found ("full", "uffd-wp", ...)
+  // Leave-running dumps: the budget, the most the snapshots were seen to
+  // hold beyond the job, and, when the budget was reached, how long the job
+  // was stopped again (also counted in `frozen`).
+  uint64_t memory_budget = 0, peak_extra = 0;
+  bool budget_reached = false;
+  double budget_frozen = 0;
 };
+
+// The default memory budget of a leave-running dump of these processes
+// (DumpOptions::memory_budget).
+uint64_t default_memory_budget(const std::vector<pid_t>& pids);
+// What the memory cgroup (v2 or v1, and those above it) of `pid` has left
+// below its limit; nullopt where there is no limit.
+std::optional<uint64_t> cgroup_memory_left(pid_t pid);
 
 // Checkpoints the tree rooted at `pid` into `sink`. Throws Error (the job
 // left running as before, nothing committed) when any step fails.

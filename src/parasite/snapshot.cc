@@ -1,11 +1,13 @@
 #include "parasite/snapshot.h"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <cstring>
+#include <sstream>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -54,11 +56,12 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {
     child = static_cast<pid_t>(rs.last_event_message(PTRACE_EVENT_CLONE));
     if (child <= 0) child = static_cast<pid_t>(rc);
   }
-  // The child starts in a ptrace stop; make sure snap's death kills it.
+  // The child starts in a ptrace stop; make sure snap's death kills it
+  // (and see its system-call stops as such: discard() runs calls in it).
   int status = 0;
   while (::waitpid(child, &status, __WALL) < 0 && errno == EINTR) {}
   std::unique_ptr<MemorySnapshot> snap(new MemorySnapshot(child));
-  if (set_options(child, PTRACE_O_EXITKILL) < 0)
+  if (set_options(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD) < 0)
     throw SysError("ptrace(PTRACE_SETOPTIONS, snapshot pid " + std::to_string(child) + ")", errno);
   vlog("pid {}: copy-on-write snapshot is pid {}", leader.tid(), child);
   return snap;
@@ -82,7 +85,43 @@ int MemorySnapshot::collect_leftovers(Task& leader) {
   return n;
 }
 
+MemorySnapshot::MemorySnapshot(pid_t child) : child_(child), task_(Task::adopt_stopped(child)) {}
+
+bool MemorySnapshot::discard(uint64_t start, uint64_t end) {
+  if (discard_failed_ || start >= end) return false;
+  try {
+    if (!rs_) rs_ = std::make_unique<RemoteSyscalls>(*task_, find_syscall_site(child_));
+    long rc = rs_->syscall(SYS_madvise, start, end - start, MADV_DONTNEED);
+    if (rc < 0) throw SysError("madvise(MADV_DONTNEED)", static_cast<int>(-rc));
+    return true;
+  } catch (const std::exception& e) {
+    discard_failed_ = true;
+    vlog("snapshot {}: cannot release pages already read ({}): they stay until the end",
+         child_, e.what());
+    return false;
+  }
+}
+
+uint64_t MemorySnapshot::private_bytes() const {
+  auto text = proc::try_read_file("/proc/" + std::to_string(child_) + "/smaps_rollup");
+  if (!text) return 0;
+  std::istringstream in(*text);
+  std::string line;
+  uint64_t kb = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("Private_Dirty:", 0) == 0 || line.rfind("Private_Clean:", 0) == 0)
+      kb += std::strtoull(line.c_str() + line.find(':') + 1, nullptr, 10);
+  }
+  return kb << 10;
+}
+
 void MemorySnapshot::kill_child() {
+  try {
+    rs_.reset();  // the child gets its registers back while it still can
+  } catch (const std::exception& e) {
+    vlog("snapshot {}: {}", child_, e.what());
+  }
+  task_->abandon();
   ::kill(child_, SIGKILL);
   int status = 0;
   while (::waitpid(child_, &status, __WALL) < 0 && errno == EINTR) {}

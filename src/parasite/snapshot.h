@@ -23,6 +23,10 @@
 #include "image/checkpoint.h"
 #include "tracer/task.h"
 
+namespace snap {
+class RemoteSyscalls;
+}
+
 namespace snap::parasite {
 
 class MemorySnapshot {
@@ -45,14 +49,31 @@ class MemorySnapshot {
   // is zero there): read these from the job itself before it runs again.
   static bool differs_in_child(const image::Mapping& m);
 
+  // Drops [start, end) from the snapshot: the child (never run, ptrace-
+  // stopped) executes madvise(MADV_DONTNEED) on its own copy; the job is
+  // not touched. Called once those pages are read: the snapshot no longer
+  // shares them, so the job's later writes copy nothing. (process_madvise
+  // does not allow MADV_DONTNEED on another process.) False, once logged,
+  // when the kernel refuses (the pages are then kept until release).
+  bool discard(uint64_t start, uint64_t end);
+
+  // Memory the snapshot holds alone: pages the job wrote (or freed) since
+  // the snapshot was taken, which copy-on-write left private to the child
+  // (smaps_rollup Private_Dirty + Private_Clean; right after the fork every
+  // page is shared). This is what the snapshot costs beyond the job.
+  uint64_t private_bytes() const;
+
   // Kills the child and has the job's leader `job_pid` reap it (a brief
   // stop of that one thread).
   void release(pid_t job_pid);
 
  private:
-  MemorySnapshot(pid_t child) : child_(child) {}
+  MemorySnapshot(pid_t child);
   void kill_child();
   pid_t child_;
+  std::unique_ptr<Task> task_;           // the child, for discard()
+  std::unique_ptr<RemoteSyscalls> rs_;   // made at the first discard()
+  bool discard_failed_ = false;
   bool released_ = false;
 };
 

@@ -219,7 +219,7 @@ void SharedMemoryPages::claim(const image::Mapping& m, std::vector<uint64_t>& pa
 
 MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
                         const MappingFilter& which, ReadVia via, SharedMemoryPages* shared,
-                        const PageChooser& choose) {
+                        const PageChooser& choose, const BatchDone& after_batch) {
   MemoryStats stats;
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
   ScopedFd mem_fd;
@@ -234,13 +234,20 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     if (!mapping_has_content(m)) continue;
     std::optional<std::vector<uint64_t>> chosen;
     if (choose) chosen = choose(m);
-    // Reads pages [first, first + count) of `pages` and hands consecutive
-    // runs to the sink.
-    auto read_batch = [&](const std::vector<uint64_t>& pages, size_t first, size_t count) {
-      if (mem_fd)
-        read_pages_mem_file(mem_fd.get(), pid, pages, first, count, buf.get());
-      else
-        read_pages(pid, pages, first, count, buf.get());
+    // Reads pages [first, first + count) of `pages`, hands consecutive runs
+    // to the sink, then tells after_batch the range it covered: from where
+    // the previous batch ended (or the mapping's start) to its last page
+    // (or, for the last batch, the mapping's end). Pages in between were
+    // not to be read either.
+    uint64_t covered = m.start;
+    auto read_batch = [&](const std::vector<uint64_t>& pages, size_t first, size_t count,
+                          bool last) {
+      if (count) {
+        if (mem_fd)
+          read_pages_mem_file(mem_fd.get(), pid, pages, first, count, buf.get());
+        else
+          read_pages(pid, pages, first, count, buf.get());
+      }
       size_t i = 0;
       while (i < count) {
         size_t j = i + 1;
@@ -248,13 +255,19 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
         sink(pid, m.start, pages[first + i], buf.get() + i * image::kPageSize, j - i);
         i = j;
       }
+      uint64_t to = last ? m.end : count ? pages[first + count - 1] + image::kPageSize : covered;
+      if (after_batch && to > covered) after_batch(m, covered, to);
+      covered = to;
     };
     uint64_t n = 0;
     if (chosen || (shared && image::is_shm_object(m))) {
       auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
       if (shared) shared->claim(m, pages);
-      for (size_t first = 0; first < pages.size(); first += kBatchPages)
-        read_batch(pages, first, std::min(kBatchPages, pages.size() - first));
+      for (size_t first = 0; first < pages.size(); first += kBatchPages) {
+        size_t count = std::min(kBatchPages, pages.size() - first);
+        read_batch(pages, first, count, first + count == pages.size());
+      }
+      if (pages.empty()) read_batch(pages, 0, 0, true);
       n = pages.size();
     } else {
       // Read as the page tables are walked, a batch at a time: snap holds
@@ -264,12 +277,12 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
       for_each_page_to_dump(pid, m, [&](uint64_t a) {
         batch.push_back(a);
         if (batch.size() == kBatchPages) {
-          read_batch(batch, 0, batch.size());
+          read_batch(batch, 0, batch.size(), false);
           n += batch.size();
           batch.clear();
         }
       });
-      read_batch(batch, 0, batch.size());
+      read_batch(batch, 0, batch.size(), true);
       n += batch.size();
     }
     m.pages_dumped = n;

@@ -84,8 +84,15 @@ enum class ReadVia { kProcessVmReadv, kMemFile };
 // With `choose`, the pages to read of a mapping are its answer when it
 // gives one (write tracking knows which pages changed), else pages_to_dump's.
 using PageChooser = std::function<std::optional<std::vector<uint64_t>>(const image::Mapping&)>;
+// With `after_batch`, called after each batch has been handed to the sink
+// with the range of `m` it covers: from the mapping's start (first batch)
+// or its first page to the next batch's first page or the mapping's end.
+// Every page of the range that is to be read has been (a snapshot may
+// release the whole range).
+using BatchDone = std::function<void(const image::Mapping& m, uint64_t start, uint64_t end)>;
 MemoryStats dump_memory(pid_t read_pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
                         const MappingFilter& which = {}, ReadVia via = ReadVia::kProcessVmReadv,
-                        SharedMemoryPages* shared = nullptr, const PageChooser& choose = {});
+                        SharedMemoryPages* shared = nullptr, const PageChooser& choose = {},
+                        const BatchDone& after_batch = {});
 
 }  // namespace snap
