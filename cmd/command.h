@@ -2,6 +2,7 @@
 // listed once in cmd/main.cc.
 #pragma once
 
+#include <cstdint>
 #include <cxxopts.hpp>
 #include <string>
 #include <vector>
@@ -36,6 +37,10 @@ const std::vector<Command>& all_commands();
 // What followed a bare "--" on the command line (snap run's program and its
 // arguments), word for word; cxxopts never sees it.
 const std::vector<std::string>& words_after_dashes();
+
+// A size as options take it: "64M", "1G", "512k", "4096" (bytes). Throws
+// UsageError naming `option`.
+uint64_t parse_size(const std::string& option, const std::string& text);
 
 // Parses argv for `c`, turning cxxopts errors into UsageError.
 cxxopts::ParseResult parse_or_usage(const Command& c, int argc, char** argv);

@@ -31,27 +31,6 @@ cxxopts::Options dump_options() {
   return o;
 }
 
-// "64M", "1G", "512k", "4096": bytes.
-uint64_t parse_size(const std::string& text) {
-  size_t used = 0;
-  unsigned long long n = 0;
-  try {
-    n = std::stoull(text, &used);
-  } catch (const std::exception&) {
-    throw UsageError("--memory-budget: not a size: " + text);
-  }
-  std::string unit = text.substr(used);
-  int shift = 0;
-  if (unit == "" || unit == "B" || unit == "b") shift = 0;
-  else if (unit == "k" || unit == "K" || unit == "KiB") shift = 10;
-  else if (unit == "m" || unit == "M" || unit == "MiB") shift = 20;
-  else if (unit == "g" || unit == "G" || unit == "GiB") shift = 30;
-  else if (unit == "t" || unit == "T" || unit == "TiB") shift = 40;
-  else throw UsageError("--memory-budget: unknown unit in " + text + " (use k, M, G or T)");
-  if (shift && n > (~0ull >> shift)) throw UsageError("--memory-budget: too large: " + text);
-  return static_cast<uint64_t>(n) << shift;
-}
-
 int run_dump(const cxxopts::ParseResult& args) {
   if (!args.count("pid")) throw UsageError("missing --pid PID");
   if (!args.count("output")) throw UsageError("missing -o DIR");
@@ -69,7 +48,7 @@ int run_dump(const cxxopts::ParseResult& args) {
   opts.kill = args.count("kill") > 0;
   if (args.count("memory-budget")) {
     if (opts.kill) throw UsageError("--memory-budget is for leave-running dumps (--kill stops the job)");
-    opts.memory_budget = parse_size(args["memory-budget"].as<std::string>());
+    opts.memory_budget = parse_size("--memory-budget", args["memory-budget"].as<std::string>());
   }
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };

@@ -93,6 +93,26 @@ int dispatch(int argc, char** argv) {
 
 const std::vector<std::string>& words_after_dashes() { return g_after_dashes; }
 
+uint64_t parse_size(const std::string& option, const std::string& text) {
+  size_t used = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(text, &used);
+  } catch (const std::exception&) {
+    throw UsageError(option + ": not a size: " + text);
+  }
+  std::string unit = text.substr(used);
+  int shift = 0;
+  if (unit == "" || unit == "B" || unit == "b") shift = 0;
+  else if (unit == "k" || unit == "K" || unit == "KiB") shift = 10;
+  else if (unit == "m" || unit == "M" || unit == "MiB") shift = 20;
+  else if (unit == "g" || unit == "G" || unit == "GiB") shift = 30;
+  else if (unit == "t" || unit == "T" || unit == "TiB") shift = 40;
+  else throw UsageError(option + ": unknown unit in " + text + " (use k, M, G or T)");
+  if (shift && n > (~0ull >> shift)) throw UsageError(option + ": too large: " + text);
+  return static_cast<uint64_t>(n) << shift;
+}
+
 }  // namespace snap::cmd
 
 int main(int argc, char** argv) {

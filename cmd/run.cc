@@ -35,7 +35,10 @@ void add_common(cxxopts::Options& o) {
       ("dir", "checkpoint directory (created 0700)", cxxopts::value<std::string>())
       ("interval", "seconds between checkpoints (default: only on request)",
        cxxopts::value<double>()->default_value("0"))
-      ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"));
+      ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"))
+      ("memory-budget", "most extra memory a checkpoint may cost the job (SIZE: 64M, 1G; default: "
+                        "5 % of its resident memory, at least 64M, within its memory cgroup)",
+       cxxopts::value<std::string>());
 }
 
 cxxopts::Options run_options() {
@@ -85,6 +88,8 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
   if (opts.interval < 0) throw UsageError("--interval must not be negative");
   if (opts.keep < 1) throw UsageError("--keep must be at least 1");
   opts.argv = words_after_dashes();
+  if (args.count("memory-budget"))
+    opts.memory_budget = parse_size("--memory-budget", args["memory-budget"].as<std::string>());
   return opts;
 }
 

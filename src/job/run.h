@@ -5,6 +5,7 @@
 // command line serves the first start and every restart of a batch job.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct RunOptions {
   // Run the job in a new user and pid namespace even as root (an ordinary
   // user's jobs always run in one, so that their pids never clash).
   bool isolate = false;
+  // Most extra memory a checkpoint may cost the job (DumpOptions); none:
+  // the default budget.
+  std::optional<uint64_t> memory_budget;
   // A signal to snap run itself that means "checkpoint and stop" (like
   // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
   // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made
