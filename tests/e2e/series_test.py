@@ -254,6 +254,29 @@ def series_info(env, ckpt):
     return json.loads(r.stdout)
 
 
+def checkpoint_rewrite_checkpoint(env, ckpt, out, argv):
+    """Starts the rewrite job under snap run, takes checkpoint 1, has the
+    job rewrite 1 % of its pages, takes checkpoint 2; returns the Run."""
+    r = Run(env, "run1", ckpt, argv, out)
+    wait_for(lambda: "ready" in lines_of(out), 60, "the job to fill its memory")
+    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    os.kill(started_pid(r.err), signal.SIGUSR1)
+    wait_for(lambda: any(l.startswith("rewrote") for l in lines_of(out)), 20, "the rewrite")
+    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    return r
+
+
+def memory_checks_out(run, out):
+    """Asks the (resumed) rewrite job to check all its memory against the
+    checksum it kept; true when it says ok."""
+    job = started_pid(run.err)
+    n = sum(1 for l in lines_of(out) if l.startswith("verify"))
+    os.kill(job, signal.SIGUSR2)
+    wait_for(lambda: sum(1 for l in lines_of(out) if l.startswith("verify")) > n, 20,
+             "the job's own check")
+    return [l for l in lines_of(out) if l.startswith("verify")][-1] == "verify ok"
+
+
 @case
 def incremental_stores_only_changes(env):
     # 64 MiB of random memory; 1 % of its pages rewritten between two
@@ -261,13 +284,7 @@ def incremental_stores_only_changes(env):
     # only them, and the job resumed from it has all its memory right.
     ckpt, out = env.path("ck"), env.path("r.out")
     argv = [env.prog("rewrite"), "64"]
-    r1 = Run(env, "run1", ckpt, argv, out)
-    wait_for(lambda: "ready" in lines_of(out), 60, "the job to fill its memory")
-    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
-    job = started_pid(r1.err)
-    os.kill(job, signal.SIGUSR1)
-    wait_for(lambda: any(l.startswith("rewrote") for l in lines_of(out)), 20, "the rewrite")
-    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    r1 = checkpoint_rewrite_checkpoint(env, ckpt, out, argv)
     info = series_info(env, ckpt)
     series = {c["number"]: c for c in info["series"]}
     first, second = series[1], series[2]
@@ -282,12 +299,9 @@ def incremental_stores_only_changes(env):
     kill_everything(r1.proc, r1.err)
     r2 = Run(env, "run2", ckpt, argv, out, "a")
     wait_for(lambda: "resumed pid" in r2.stderr(), 30, "the resume")
-    job = started_pid(r2.err)
-    os.kill(job, signal.SIGUSR2)
-    wait_for(lambda: any(l.startswith("verify") for l in lines_of(out)), 20, "the job's own check")
-    expect("verify ok" in lines_of(out), "the job resumed from the incremental checkpoint has all "
-                                          "its memory (its own checksum)")
-    os.kill(job, signal.SIGTERM)
+    expect(memory_checks_out(r2, out), "the job resumed from the incremental checkpoint has all "
+                                       "its memory (its own checksum)")
+    os.kill(started_pid(r2.err), signal.SIGTERM)
     expect(r2.proc.wait(timeout=20) == 0, "and ends normally")
 
 
@@ -317,11 +331,8 @@ def killed_while_checkpointing(env):
     r = Run(env, "last", ckpt, argv, out, "a")
     wait_for(lambda: "resumed pid" in r.stderr(), 30, "the last resume")
     job = started_pid(r.err)
-    n = sum(1 for l in lines_of(out) if l.startswith("verify"))
-    os.kill(job, signal.SIGUSR2)
-    wait_for(lambda: sum(1 for l in lines_of(out) if l.startswith("verify")) > n, 20, "the check")
-    expect(lines_of(out)[-1] == "verify ok" or "verify ok" in lines_of(out)[-3:],
-           f"after 20 kills the latest checkpoint restores a job whose memory checks out")
+    expect(memory_checks_out(r, out),
+           "after 20 kills the latest checkpoint restores a job whose memory checks out")
     leftovers = [d for d in os.listdir(ckpt) if ".tmp-" in d]
     os.kill(job, signal.SIGTERM)
     r.proc.wait(timeout=20)
@@ -338,12 +349,7 @@ def damaged_newest_falls_back(env):
     # says so and resumes from the one before; the job continues correctly.
     ckpt, out = env.path("ck"), env.path("d.out")
     argv = [env.prog("rewrite"), "16"]
-    r1 = Run(env, "run1", ckpt, argv, out)
-    wait_for(lambda: "ready" in lines_of(out), 60, "the job to fill its memory")
-    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
-    os.kill(started_pid(r1.err), signal.SIGUSR1)
-    wait_for(lambda: any(l.startswith("rewrote") for l in lines_of(out)), 20, "the rewrite")
-    env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+    r1 = checkpoint_rewrite_checkpoint(env, ckpt, out, argv)
     kill_everything(r1.proc, r1.err)
     pack = os.path.join(ckpt, "packs", "2.pack")
     with open(pack, "r+b") as f:
@@ -356,11 +362,8 @@ def damaged_newest_falls_back(env):
     err = r2.stderr()
     expect("is damaged" in err and re.search(r"resumed pid \d+ from .*/1 ", err),
            f"checkpoint 2 is skipped with a warning, the job resumes from 1: {err.strip()}")
-    job = started_pid(r2.err)
-    os.kill(job, signal.SIGUSR2)
-    wait_for(lambda: any(l.startswith("verify") for l in lines_of(out)), 20, "the job's own check")
-    expect("verify ok" in lines_of(out), "its memory checks out")
-    os.kill(job, signal.SIGTERM)
+    expect(memory_checks_out(r2, out), "its memory checks out")
+    os.kill(started_pid(r2.err), signal.SIGTERM)
     r2.proc.wait(timeout=20)
 
 
