@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "tracer/batch.h"
 #include "tracer/proc.h"
 #include "tracer/task.h"
 
@@ -24,7 +25,6 @@ namespace {
 using image::Mapping;
 using image::MappingKind;
 
-constexpr uint64_t kScratchSize = 64 * 1024;
 
 bool is_special(MappingKind k) {
   return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
@@ -47,35 +47,7 @@ uint64_t find_free(const std::vector<Mapping>& a, const std::vector<Mapping>& b,
     cand = std::max<uint64_t>(cand, (e + 0xfffff) & ~uint64_t{0xfffff});
   }
   if (cand + size < 0x7ff000000000ull) return cand;
-  throw Error("no free address range for restore's scratch memory");
-}
-
-// Remote scratch memory for system call arguments (paths, structs).
-class Scratch {
- public:
-  Scratch(RemoteSyscalls& rs, uint64_t addr) : rs_(rs), addr_(addr) {
-    rs.checked("mmap of restore scratch memory", SYS_mmap, addr, kScratchSize,
-               PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-               static_cast<uint64_t>(-1), 0);
-  }
-  // Copies bytes into the scratch area and returns their remote address.
-  uint64_t put(const void* data, size_t n) {
-    if (n > kScratchSize) throw Error("restore scratch memory too small");
-    write_remote(rs_.task().tid(), remote_addr(addr_), data, n);
-    return addr_;
-  }
-  uint64_t put(const std::string& s) { return put(s.c_str(), s.size() + 1); }
-  void release() { rs_.syscall(SYS_munmap, addr_, kScratchSize); }
-  uint64_t addr() const { return addr_; }
-
- private:
-  RemoteSyscalls& rs_;
-  uint64_t addr_;
-};
-
-int remote_open(RemoteSyscalls& rs, Scratch& scratch, const std::string& path, int flags) {
-  return static_cast<int>(rs.checked("open " + path, SYS_openat, static_cast<uint64_t>(AT_FDCWD),
-                                     scratch.put(path), static_cast<uint64_t>(flags), 0));
+  throw Error("no free address range for restore's system call batch area");
 }
 
 std::optional<Mapping> find_kind(const std::vector<Mapping>& ms, MappingKind k) {
@@ -124,61 +96,107 @@ void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::v
   }
 }
 
-void apply_madvise(RemoteSyscalls& rs, const Mapping& m) {
-  auto has = [&](const char* flag) {
-    return (" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
-  };
-  uint64_t len = m.end - m.start;
-  if (has("hg")) rs.syscall(SYS_madvise, m.start, len, MADV_HUGEPAGE);
-  if (has("nh")) rs.syscall(SYS_madvise, m.start, len, MADV_NOHUGEPAGE);
-  if (has("dc")) rs.syscall(SYS_madvise, m.start, len, MADV_DONTFORK);
-  if (has("dd")) rs.syscall(SYS_madvise, m.start, len, MADV_DONTDUMP);
-  if (has("wf")) rs.syscall(SYS_madvise, m.start, len, MADV_WIPEONFORK);
+// Madvise flags the kernel shows in smaps' VmFlags, and the advice that
+// sets each. They may fail (THP disabled, say) without harming the job.
+void add_madvise(SyscallBatch& batch, const Mapping& m) {
+  static const std::pair<const char*, int> kAdvice[] = {
+      {"hg", MADV_HUGEPAGE}, {"nh", MADV_NOHUGEPAGE}, {"dc", MADV_DONTFORK},
+      {"dd", MADV_DONTDUMP}, {"wf", MADV_WIPEONFORK}};
+  for (const auto& [flag, advice] : kAdvice)
+    if ((" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos)
+      batch.add("madvise " + describe(m), SyscallBatch::kMayFail, SYS_madvise, m.start,
+                m.end - m.start, static_cast<uint64_t>(advice));
 }
 
 // Shared memory objects get their contents through their memfd.
 bool writes_content(const Mapping& m) { return m.pages_dumped > 0 && !is_shm_object(m); }
 
-void create_mapping(RemoteSyscalls& rs, Scratch& scratch, const Mapping& m,
-                    const std::map<ShmKey, int>& shm) {
+bool has_flag(const Mapping& m, const char* flag) {
+  return (" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
+}
+
+// The mmap of `m` (fd: the file's, the shared memory object's memfd, or -1).
+void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
   uint64_t len = m.end - m.start;
   int prot = m.prot | (writes_content(m) ? PROT_WRITE : 0);
   int flags = (m.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
-  if (m.vmflags.find("gd") != std::string::npos) flags |= MAP_GROWSDOWN;
-  // A reservation (MAP_NORESERVE: sanitizers, Go, V8 reserve terabytes)
-  // comes back as one: charged to the commit limit, it would not fit.
-  if ((" " + m.vmflags + " ").find(" nr ") != std::string::npos) flags |= MAP_NORESERVE;
-  int fd = -1;
+  uint64_t offset = m.pgoff;
   if (is_shm_object(m)) {
-    long rc = rs.syscall(SYS_mmap, m.start, len, static_cast<uint64_t>(prot),
-                         static_cast<uint64_t>(MAP_SHARED | MAP_FIXED_NOREPLACE),
-                         static_cast<uint64_t>(shm.at(shm_key(m))), m.pgoff);
-    if (rc < 0 && rc > -4096) throw SysError("mmap " + describe(m), static_cast<int>(-rc));
-    apply_madvise(rs, m);
-    return;
-  }
-  if (m.kind == MappingKind::File) {
-    if (m.path.ends_with(" (deleted)"))
-      throw Error(describe(m) + ": the mapped file was deleted before the dump",
-                  "restoring mappings of deleted files is not supported yet");
-    int oflags = (m.shared && (m.prot & PROT_WRITE)) ? O_RDWR : O_RDONLY;
-    fd = remote_open(rs, scratch, m.path, oflags | O_CLOEXEC);
+    flags = MAP_SHARED | MAP_FIXED_NOREPLACE;
   } else {
-    flags |= MAP_ANONYMOUS;
+    if (has_flag(m, "gd")) flags |= MAP_GROWSDOWN;
+    // A reservation (MAP_NORESERVE: sanitizers, Go, V8 reserve terabytes)
+    // comes back as one: charged to the commit limit, it would not fit.
+    if (has_flag(m, "nr")) flags |= MAP_NORESERVE;
+    if (m.kind != MappingKind::File) {
+      flags |= MAP_ANONYMOUS;
+      offset = 0;
+    }
   }
-  long rc = rs.syscall(SYS_mmap, m.start, len, static_cast<uint64_t>(prot), static_cast<uint64_t>(flags),
-                       static_cast<uint64_t>(fd), m.kind == MappingKind::File ? m.pgoff : 0);
-  if (fd >= 0) rs.syscall(SYS_close, static_cast<uint64_t>(fd));
-  if (rc < 0 && rc > -4096) throw SysError("mmap " + describe(m), static_cast<int>(-rc));
-  if (static_cast<uint64_t>(rc) != m.start)
-    throw Error(fmt::format("mmap {}: the kernel placed it at {:#x}", describe(m), rc));
-  apply_madvise(rs, m);
+  batch.add("mmap " + describe(m), SyscallBatch::kReturnsFirstArg, SYS_mmap, m.start, len,
+            static_cast<uint64_t>(prot), static_cast<uint64_t>(flags), static_cast<uint64_t>(fd),
+            offset);
+}
+
+// Files opened at once while mappings are created: well under any fd limit.
+constexpr size_t kFilesPerRound = 64;
+
+// Creates every saved mapping but the kernel's own, a few batches in all:
+// per round, the files of up to kFilesPerRound distinct paths are opened
+// (one batch), then the round's mappings are created, advised, and the
+// files closed (another).
+void create_mappings(SyscallBatch& batch, const image::Process& p, const std::map<ShmKey, int>& shm) {
+  const auto& ms = p.mappings;
+  size_t i = 0;
+  while (i < ms.size()) {
+    std::map<std::pair<std::string, int>, int> files;  // (path, flags) -> fd in the target
+    std::vector<std::pair<std::string, int>> order;
+    size_t j = i;
+    for (; j < ms.size(); j++) {
+      const Mapping& m = ms[j];
+      if (is_special(m.kind) || is_shm_object(m) || m.kind != MappingKind::File) continue;
+      if (m.path.ends_with(" (deleted)"))
+        throw Error(describe(m) + ": the mapped file was deleted before the dump",
+                    "restoring mappings of deleted files is not supported yet");
+      int oflags = ((m.shared && (m.prot & PROT_WRITE)) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+      std::pair<std::string, int> key{m.path, oflags};
+      if (files.count(key)) continue;
+      if (files.size() == kFilesPerRound) break;
+      files[key] = -1;
+      order.push_back(key);
+    }
+    for (const auto& key : order) {
+      batch.reserve(1, key.first.size() + 1);
+      batch.add("open " + key.first, SYS_openat, static_cast<uint64_t>(AT_FDCWD),
+                batch.put(key.first).as_int(), static_cast<uint64_t>(key.second), 0);
+    }
+    auto fds = batch.run();
+    for (size_t k = 0; k < order.size(); k++) files[order[k]] = static_cast<int>(fds[k]);
+
+    for (size_t k = i; k < j; k++) {
+      const Mapping& m = ms[k];
+      if (is_special(m.kind)) continue;
+      batch.reserve(6, 0);
+      int fd = -1;
+      if (is_shm_object(m)) {
+        fd = shm.at(shm_key(m));
+      } else if (m.kind == MappingKind::File) {
+        int oflags = ((m.shared && (m.prot & PROT_WRITE)) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+        fd = files.at({m.path, oflags});
+      }
+      add_mmap(batch, m, fd);
+      add_madvise(batch, m);
+    }
+    batch.reserve(files.size(), 0);
+    for (const auto& [key, fd] : files) batch.add("close", SYS_close, static_cast<uint64_t>(fd));
+    batch.run();
+    i = j;
+  }
 }
 
 // Writes the saved pages of `m`. Zero pages need no write in fresh anonymous
 // memory, but do in file mappings (the file has other bytes there).
-uint64_t fill_mapping(RemoteSyscalls& rs, pid_t saved_pid, const Mapping& m, image::ImageReader& img) {
-  pid_t pid = rs.task().tid();
+uint64_t fill_mapping(pid_t pid, pid_t saved_pid, const Mapping& m, image::ImageReader& img) {
   uint64_t written = 0;
   std::vector<uint8_t> zeros;
   img.for_each_run(saved_pid, m.start, [&](const image::PageRun& run) {
@@ -202,11 +220,17 @@ bool is_own_executable(const std::string& path) {
          a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p) {
+void set_mm_layout(SyscallBatch& batch, const image::Process& p) {
   // The kernel refuses to replace /proc/PID/exe while the old one is mapped:
   // when the job is snap itself (a `snap checkpoint` inside the job), the
   // skeleton's exe is already the right one, and is kept (exe_fd -1).
-  int exe_fd = is_own_executable(p.exe) ? -1 : remote_open(rs, scratch, p.exe, O_RDONLY | O_CLOEXEC);
+  int exe_fd = -1;
+  if (!is_own_executable(p.exe)) {
+    batch.reserve(1, p.exe.size() + 1);
+    batch.add("open " + p.exe, SYS_openat, static_cast<uint64_t>(AT_FDCWD), batch.put(p.exe).as_int(),
+              O_RDONLY | O_CLOEXEC, 0);
+    exe_fd = static_cast<int>(batch.run().at(0));
+  }
   prctl_mm_map map;
   std::memset(&map, 0, sizeof map);
   map.start_code = p.mm.start_code;
@@ -221,16 +245,14 @@ void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p
   map.env_start = p.mm.env_start;
   map.env_end = p.mm.env_end;
   map.exe_fd = static_cast<uint32_t>(exe_fd);
-  // Struct and auxv side by side in scratch memory.
-  std::vector<uint8_t> buf(sizeof map + p.mm.auxv.size() * sizeof(uint64_t));
-  uint64_t base = scratch.addr();
-  map.auxv = reinterpret_cast<__u64*>(base + sizeof map);
-  map.auxv_size = static_cast<uint32_t>(p.mm.auxv.size() * sizeof(uint64_t));
-  std::memcpy(buf.data(), &map, sizeof map);
-  std::memcpy(buf.data() + sizeof map, p.mm.auxv.data(), map.auxv_size);
-  scratch.put(buf.data(), buf.size());
-  rs.checked("prctl(PR_SET_MM_MAP)", SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, base, sizeof map, 0);
-  if (exe_fd >= 0) rs.syscall(SYS_close, static_cast<uint64_t>(exe_fd));
+  size_t auxv_bytes = p.mm.auxv.size() * sizeof(uint64_t);
+  batch.reserve(2, sizeof map + auxv_bytes);
+  map.auxv = reinterpret_cast<__u64*>(batch.put(p.mm.auxv.data(), auxv_bytes).as_int());
+  map.auxv_size = static_cast<uint32_t>(auxv_bytes);
+  batch.add("prctl(PR_SET_MM_MAP)", SYS_prctl, PR_SET_MM, PR_SET_MM_MAP,
+            batch.put_value(map).as_int(), sizeof map, 0);
+  if (exe_fd >= 0) batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(exe_fd));
+  batch.run();
 }
 
 }  // namespace
@@ -239,41 +261,43 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
                            const std::map<ShmKey, int>& shm) {
   pid_t pid = rs.task().tid();
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
-  Scratch scratch(rs, find_free(now, p.mappings, kScratchSize));
-  image::Mapping scratch_area;
-  scratch_area.start = scratch.addr();
-  scratch_area.end = scratch.addr() + kScratchSize;
-  scratch_area.kind = MappingKind::Vsyscall;  // kept, like the kernel's own
-  now.push_back(scratch_area);
+  SyscallBatch batch(rs, remote_addr(find_free(now, p.mappings, SyscallBatch::footprint())));
+  image::Mapping batch_area;
+  batch_area.start = batch.range().start.as_int();
+  batch_area.end = batch.range().end.as_int();
+  batch_area.kind = MappingKind::Vsyscall;  // kept, like the kernel's own
+  now.push_back(batch_area);
 
   // 1. Drop snap's own mappings (its code, heap, stack, libraries).
   for (const auto& m : now) {
     if (is_special(m.kind)) continue;
-    rs.checked("munmap " + describe(m), SYS_munmap, m.start, m.end - m.start);
+    batch.reserve(1, 0);
+    batch.add("munmap " + describe(m), SYS_munmap, m.start, m.end - m.start);
   }
+  batch.run();
   vlog("restore: unmapped {} mappings of the skeleton", now.size());
 
   // 2. The kernel's own mappings go where the job had them.
   move_vdso(rs, now, p.mappings);
 
-  // 3. Every saved mapping, then its contents, then its protection.
+  // 3. Every saved mapping, then the contents, then the protections.
+  create_mappings(batch, p, shm);
   uint64_t written = 0;
+  for (const auto& m : p.mappings)
+    if (!is_special(m.kind) && writes_content(m)) written += fill_mapping(pid, p.pid, m, img);
   for (const auto& m : p.mappings) {
-    if (is_special(m.kind)) continue;
-    create_mapping(rs, scratch, m, shm);
-    if (writes_content(m)) {
-      written += fill_mapping(rs, p.pid, m, img);
-      if (!(m.prot & PROT_WRITE))
-        rs.checked("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
-                   static_cast<uint64_t>(m.prot));
-    }
+    if (is_special(m.kind) || !writes_content(m) || (m.prot & PROT_WRITE)) continue;
+    batch.reserve(1, 0);
+    batch.add("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
+              static_cast<uint64_t>(m.prot));
   }
+  batch.reserve(shm.size(), 0);
+  for (const auto& [key, fd] : shm) batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
+  batch.run();
   vlog("restore: {} mappings created, {} MiB written", p.mappings.size(), written >> 20);
 
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.
-  set_mm_layout(rs, scratch, p);
-  scratch.release();
-  for (const auto& [key, fd] : shm) rs.syscall(SYS_close, static_cast<uint64_t>(fd));
+  set_mm_layout(batch, p);
 }
 
 }  // namespace snap::restore

@@ -1,5 +1,7 @@
-// Rebuilding a saved address space inside the skeleton process, driven from
-// snap through remote system calls.
+// Rebuilding a saved address space inside the skeleton process: the system
+// calls run in batches inside the skeleton (tracer/batch.h), a handful of
+// ptrace round trips whatever the number of mappings; the pages are written
+// from snap.
 #pragma once
 
 #include <sys/types.h>

@@ -14,6 +14,8 @@
 #include <set>
 #include <string>
 
+#include <fmt/core.h>
+
 #include "base/error.h"
 #include "base/log.h"
 #include "tracer/proc.h"
@@ -244,6 +246,15 @@ int Task::resume_and_wait(int request) {
     }
     int sig = WSTOPSIG(status);
     if (sig == (SIGTRAP | 0x80) || sig == SIGTRAP || (status >> 16) != 0) return status;
+    // A fault of the code snap made the thread run: resuming would only
+    // fault again.
+    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE) {
+      siginfo_t si{};
+      if (::ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &si) == 0 && si.si_code > 0)
+        throw Error(fmt::format("{} faulted ({}, address {:#x}) at {:#x} while running code for snap",
+                                who(tid_), strsignal(sig), reinterpret_cast<uint64_t>(si.si_addr),
+                                regs().ip().as_int()));
+    }
     // Another signal arrived for the thread: hold it back until detach.
     intercept(sig);
   }

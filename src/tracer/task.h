@@ -46,7 +46,9 @@ class Task {
 
   // Resumes with PTRACE_SYSCALL/PTRACE_CONT and waits for the next stop.
   // Returns the wait status. Signal-delivery stops of other signals are
-  // remembered (and passed on at detach) and waited through.
+  // remembered (and passed on at detach) and waited through. A fault the
+  // kernel raised (SIGSEGV, SIGBUS, SIGILL, SIGFPE in code snap made the
+  // thread run) throws Error with the address instead.
   int resume_and_wait(int request);
 
   // Leaves the thread to the kernel: detaches now, optionally delivering sig.
