@@ -308,7 +308,7 @@ static void make_reservation(uint64_t *seed) {
   if (base == MAP_FAILED) {
     int err = errno;
     fprintf(stderr, "bench-workload: the kernel refuses a MAP_NORESERVE reservation of %llu GiB: "
-            "%s (vm.overcommit_memory=%d; 2 ignores MAP_NORESERVE)\n",
+            "%s (vm.overcommit_memory=%d, where 2 ignores MAP_NORESERVE; or ulimit -v)\n",
             (unsigned long long)(opt.reserve >> 30), strerror(err), overcommit_memory());
     exit(3);
   }
