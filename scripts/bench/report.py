@@ -62,8 +62,8 @@ def failed_cell(runs, key):
 
 def table(results, tool):
     cols = [k for k, _ in COLUMNS]
-    out = ["| workload | memory MiB | resident MiB | " + " | ".join(HEADERS[k] for k in cols) + " |",
-           "|" + "---|" * (len(cols) + 3)]
+    out = ["| workload | memory MiB | resident MiB | " + " | ".join(HEADERS[k] for k in cols)
+           + " |", "|" + "---|" * (len(cols) + 3)]
     for wl, per_tool in results:
         runs = per_tool.get(tool)
         if runs is None:  # a row this tool does not run (the series: snap's own)
@@ -125,7 +125,8 @@ def ratio_table(results, a, b):
             continue
         runs_a, runs_b = per_tool[a], per_tool[b]
         cells = [ratio_cell(runs_a, runs_b, a, b, key) for key in RATIO_KEYS]
-        out.append(f"| {wl.label} | " + " | ".join(cells) + f" | {targets_cell(wl, runs_a, runs_b)} |")
+        out.append(f"| {wl.label} | " + " | ".join(cells)
+                   + f" | {targets_cell(wl, runs_a, runs_b)} |")
     return "\n".join(out)
 
 
