@@ -36,7 +36,8 @@ class Workload:
 
     @property
     def label(self):
-        keys = {k: v for k, v in (kv.split("=", 1) for kv in self.shape)}
+        keys = {k: f"{int(v):,}" if v.isdigit() else v
+                for k, v in (kv.split("=", 1) for kv in self.shape)}
         if "reserve" in keys:
             keys["reserve"] = size_text(keys["reserve"])
         return self.title.format(size=size_text(f"{self.mib}M"), **keys)
