@@ -345,10 +345,15 @@ class ImageReader::Impl {
     size_t off = 0;
     auto h = read_record<disk::PagemapHeader>(buf, off);
     if (std::memcmp(h.magic, disk::kPagemapMagic, sizeof h.magic) != 0) damaged(f, "bad magic");
+    // Every mapping by (pid, start): a table per mapping is looked up once.
+    std::map<std::pair<pid_t, uint64_t>, const Mapping*> mappings;
+    for (const auto& p : checkpoint_.processes)
+      for (const auto& m : p.mappings) mappings.emplace(std::pair{p.pid, m.start}, &m);
     for (uint64_t t = 0; t < h.ntables; ++t) {
       if (buf.size() - off < sizeof(disk::PagemapTable)) damaged(f, "truncated");
       auto table = read_record<disk::PagemapTable>(buf, off);
-      const Mapping* m = find_mapping(table.pid, table.mapping_start);
+      auto found = mappings.find({table.pid, table.mapping_start});
+      const Mapping* m = found == mappings.end() ? nullptr : found->second;
       if (!m)
         damaged(f, fmt::format("pid {} mapping {:#x} is not in the checkpoint", table.pid,
                                table.mapping_start));
@@ -371,14 +376,6 @@ class ImageReader::Impl {
       }
     }
     if (off != buf.size()) damaged(f, "trailing bytes");
-  }
-
-  const Mapping* find_mapping(pid_t pid, uint64_t start) const {
-    for (const auto& p : checkpoint_.processes)
-      if (p.pid == pid)
-        for (const auto& m : p.mappings)
-          if (m.start == start) return &m;
-    return nullptr;
   }
 
   uint8_t* raw_buf() {

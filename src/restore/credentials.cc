@@ -67,7 +67,7 @@ std::vector<std::string> check_credentials(const image::Checkpoint& ckpt, bool f
   return warnings;
 }
 
-void restore_credentials(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
+void restore_credentials(SyscallBatch& batch, const image::Process& p) {
   const auto& u = p.uids;
   const auto& g = p.gids;
   bool same = ::geteuid() == u[1] && ::getuid() == u[0] && ::getegid() == g[1] && ::getgid() == g[0] &&
@@ -77,14 +77,15 @@ void restore_credentials(RemoteSyscalls& rs, RemotePage& page, const image::Proc
   if (p.groups) {
     std::vector<uint32_t> groups = *p.groups;
     if (groups.size() > 1000) groups.resize(1000);  // one page
-    uint64_t at = page.addr();
-    write_remote(rs.task().tid(), remote_addr(at), groups.data(), groups.size() * 4);
-    rs.checked("setgroups", SYS_setgroups, groups.size(), at);
+    batch.reserve(1, groups.size() * 4);
+    batch.add("setgroups", SYS_setgroups, groups.size(),
+              batch.put(groups.data(), groups.size() * 4).as_int());
   }
-  rs.checked("setresgid", SYS_setresgid, g[0], g[1], g[2]);
-  rs.syscall(SYS_setfsgid, g[3]);
-  rs.checked("setresuid", SYS_setresuid, u[0], u[1], u[2]);
-  rs.syscall(SYS_setfsuid, u[3]);
+  batch.reserve(4, 0);
+  batch.add("setresgid", SYS_setresgid, g[0], g[1], g[2]);
+  batch.add("setfsgid", SyscallBatch::kMayFail, SYS_setfsgid, g[3]);
+  batch.add("setresuid", SYS_setresuid, u[0], u[1], u[2]);
+  batch.add("setfsuid", SyscallBatch::kMayFail, SYS_setfsuid, u[3]);
 }
 
 }  // namespace snap::restore

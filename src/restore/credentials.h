@@ -9,7 +9,7 @@
 
 #include "image/checkpoint.h"
 #include "restore/remote_page.h"
-#include "tracer/remote.h"
+#include "tracer/batch.h"
 
 namespace snap::restore {
 
@@ -21,9 +21,9 @@ namespace snap::restore {
 // hard resource limits above what this user may set.
 std::vector<std::string> check_credentials(const image::Checkpoint& ckpt, bool fresh_namespace);
 
-// In the thread of `rs`, after everything that needs privilege: its saved
+// Queued for the thread itself, after everything that needs privilege: its saved
 // supplementary groups, gids and uids (real, effective, saved, fs). Nothing
 // to do when they are already the caller's.
-void restore_credentials(RemoteSyscalls& rs, RemotePage& page, const image::Process& p);
+void restore_credentials(SyscallBatch& batch, const image::Process& p);
 
 }  // namespace snap::restore

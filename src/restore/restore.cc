@@ -166,42 +166,51 @@ void join_groups(TreeUnderConstruction& tree, const TreePlan& plan, PidSpace& sp
 // stopped (tasks[0] the leader; the new threads are appended).
 // In a fresh namespace the skeletons had every capability there, which
 // the job did not: each thread drops them last.
-void drop_capabilities(RemoteSyscalls& rs, RemotePage& page) {
+void drop_capabilities(SyscallBatch& batch) {
   struct {
     uint32_t version;
     int32_t pid;
   } header{0x20080522, 0};  // _LINUX_CAPABILITY_VERSION_3, this thread
   uint32_t none[6] = {};
-  rs.checked("capset (dropping the namespace's capabilities)", SYS_capset, page.put(header),
-             page.put(none, 64));
+  batch.reserve(1, sizeof header + sizeof none + 16);
+  uint64_t h = batch.put_value(header).as_int();
+  batch.add("capset (dropping the namespace's capabilities)", SYS_capset, h,
+            batch.put_value(none).as_int());
 }
 
+// Each thread's own state runs in that thread, one batch of system calls
+// per thread; the threads come back to their saved registers.
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                      image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace) {
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
-  auto put_back = [&](const image::ThreadState& saved, RemoteSyscalls& rs, RemotePage& page) {
-    restore_thread_state(rs, page, p.pid, saved);
-    if (fresh_namespace) drop_capabilities(rs, page);
-    else restore_credentials(rs, page, p);  // last: it may give up root
-    rs.set_final_regs(Registers::from_bytes(saved.gpregs));
+  auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
+    restore_thread_state(batch, p.pid, saved);
+    if (fresh_namespace) drop_capabilities(batch);
+    else restore_credentials(batch, p);  // last: it may give up root
   };
+  RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
+  rebuild_address_space(rs, p, img, files.shm);
+  leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
-    RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-    rebuild_address_space(rs, p, img, files.shm);
-    leader.set_signal_mask(~0ull);  // nothing is delivered until the end
-    RemotePage page(rs);
-    for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));
-    restore_process_signals(rs, page, p);
-    put_back(p.threads[0], rs, page);
-  }
-  for (size_t i = 1; i < tasks.size(); i++) {
-    Task& t = *tasks[i];
-    t.set_signal_mask(~0ull);
-    RemoteSyscalls rs(t, find_syscall_site(t.tid()));
-    RemotePage page(rs);
-    put_back(p.threads[i], rs, page);
-  }
+    SyscallBatch batch(rs, std::nullopt, 256 << 10);
+    {
+      RemotePage page(rs);
+      for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));
+      restore_process_signals(rs, page, batch, p);
+    }
+    batch.run();
+    for (size_t i = 1; i < tasks.size(); i++) {
+      Task& t = *tasks[i];
+      t.set_signal_mask(~0ull);
+      queue_thread(batch, p.threads[i]);
+      batch.run(t);
+      t.set_regs(Registers::from_bytes(p.threads[i].gpregs));
+    }
+    queue_thread(batch, p.threads[0]);
+    batch.run();
+  }  // the batch area goes (munmap needs no privilege)
+  rs.set_final_regs(Registers::from_bytes(p.threads[0].gpregs));
   // Extended state and masks last: no more code runs before the job's.
   for (size_t i = 0; i < tasks.size(); i++) {
     tasks[i]->set_xsave(p.threads[i].xsave);

@@ -37,32 +37,35 @@ struct KernelStack {  // stack_t
 timespec to_timespec(int64_t ns) { return {ns / 1000000000, ns % 1000000000}; }
 timeval to_timeval(int64_t ns) { return {ns / 1000000000, (ns % 1000000000) / 1000}; }
 
-void restore_sigactions(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
+void restore_sigactions(SyscallBatch& batch, const image::Process& p) {
   for (const auto& a : p.sigactions) {
     if (a.signo == SIGKILL || a.signo == SIGSTOP) continue;
     KernelSigaction k{a.handler, a.flags, a.restorer, a.mask};
-    uint64_t at = page.put(k);
-    rs.checked(fmt::format("rt_sigaction({})", a.signo), SYS_rt_sigaction,
-               static_cast<uint64_t>(a.signo), at, 0, 8);
+    batch.reserve(1, sizeof k);
+    batch.add(fmt::format("rt_sigaction({})", a.signo), SYS_rt_sigaction,
+              static_cast<uint64_t>(a.signo), batch.put_value(k).as_int(), 0, 8);
   }
 }
 
-void restore_thread_bits(RemoteSyscalls& rs, RemotePage& page, const image::ThreadState& t) {
+void restore_thread_bits(SyscallBatch& batch, const image::ThreadState& t) {
+  batch.reserve(4, sizeof(KernelStack));
   if (t.rseq) {
     const auto& [area, len, sig] = *t.rseq;
-    rs.checked("rseq registration", SYS_rseq, area, len, 0, sig);
+    batch.add("rseq registration", SYS_rseq, area, len, 0, sig);
   }
-  if (t.robust_list) rs.checked("set_robust_list", SYS_set_robust_list, (*t.robust_list)[0], (*t.robust_list)[1]);
+  if (t.robust_list)
+    batch.add("set_robust_list", SYS_set_robust_list, (*t.robust_list)[0], (*t.robust_list)[1]);
   if (t.sigaltstack) {
     const auto& [sp, flags, size] = *t.sigaltstack;
     // SS_ONSTACK describes where the thread was, it cannot be set.
     KernelStack ss{sp, static_cast<int32_t>(flags & ~uint64_t{SS_ONSTACK}), 0, size};
-    rs.checked("sigaltstack", SYS_sigaltstack, page.put(ss), 0);
+    batch.add("sigaltstack", SYS_sigaltstack, batch.put_value(ss).as_int(), 0);
   }
-  if (t.clear_child_tid) rs.syscall(SYS_set_tid_address, *t.clear_child_tid);
+  if (t.clear_child_tid)
+    batch.add("set_tid_address", SyscallBatch::kMayFail, SYS_set_tid_address, *t.clear_child_tid);
 }
 
-void restore_itimers(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
+void restore_itimers(SyscallBatch& batch, const image::Process& p) {
   if (!p.itimers) return;
   for (int which = 0; which < 3; which++) {
     const auto& v = (*p.itimers)[static_cast<size_t>(which)];
@@ -72,8 +75,9 @@ void restore_itimers(RemoteSyscalls& rs, RemotePage& page, const image::Process&
     int64_t value = v.value_ns ? v.value_ns : v.interval_ns;
     itimerval it{to_timeval(v.interval_ns), to_timeval(value)};
     if (!it.it_value.tv_sec && !it.it_value.tv_usec) it.it_value.tv_usec = 1;
-    rs.checked(fmt::format("setitimer({})", which), SYS_setitimer, static_cast<uint64_t>(which),
-               page.put(it), 0);
+    batch.reserve(1, sizeof it);
+    batch.add(fmt::format("setitimer({})", which), SYS_setitimer, static_cast<uint64_t>(which),
+              batch.put_value(it).as_int(), 0);
   }
 }
 
@@ -121,47 +125,51 @@ void restore_posix_timers(RemoteSyscalls& rs, RemotePage& page, const image::Pro
 }
 
 // The thread's own queue (shared = false) or the process's.
-void requeue_signals(RemoteSyscalls& rs, RemotePage& page, pid_t tgid, pid_t tid,
+void requeue_signals(SyscallBatch& batch, pid_t tgid, pid_t tid,
                      const std::vector<std::vector<uint8_t>>& queued, bool shared) {
   auto queue = [&](const std::vector<uint8_t>& info) {
     siginfo_t si;
     std::memset(&si, 0, sizeof si);
     std::memcpy(&si, info.data(), std::min(info.size(), sizeof si));
-    uint64_t at = page.put(si);
+    batch.reserve(1, sizeof si);
+    uint64_t at = batch.put_value(si).as_int();
     if (shared)
-      rs.checked("rt_sigqueueinfo", SYS_rt_sigqueueinfo, static_cast<uint64_t>(tgid),
-                 static_cast<uint64_t>(si.si_signo), at);
+      batch.add("rt_sigqueueinfo", SYS_rt_sigqueueinfo, static_cast<uint64_t>(tgid),
+                static_cast<uint64_t>(si.si_signo), at);
     else
-      rs.checked("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(tgid),
-                 static_cast<uint64_t>(tid), static_cast<uint64_t>(si.si_signo), at);
+      batch.add("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(tgid),
+                static_cast<uint64_t>(tid), static_cast<uint64_t>(si.si_signo), at);
   };
   for (const auto& info : queued) queue(info);
 }
 
 }  // namespace
 
-void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, const image::Process& p) {
-  restore_sigactions(rs, page, p);
-  restore_itimers(rs, page, p);
+void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, SyscallBatch& batch,
+                             const image::Process& p) {
   restore_posix_timers(rs, page, p);
+  restore_sigactions(batch, p);
+  restore_itimers(batch, p);
   const auto& leader = p.threads.at(0);
-  requeue_signals(rs, page, p.pid, p.pid, leader.pending_shared, true);
+  requeue_signals(batch, p.pid, p.pid, leader.pending_shared, true);
   // Always: the skeleton ran with SIGKILL here until snap held it.
-  rs.checked("prctl(PR_SET_PDEATHSIG)", SYS_prctl, PR_SET_PDEATHSIG,
-             static_cast<uint64_t>(p.pdeathsig.value_or(0)));
+  batch.reserve(1, 0);
+  batch.add("prctl(PR_SET_PDEATHSIG)", SYS_prctl, PR_SET_PDEATHSIG,
+            static_cast<uint64_t>(p.pdeathsig.value_or(0)));
   vlog("restore: {} handler(s), {} POSIX timer(s), {} process-wide queued signal(s)",
        p.sigactions.size(), p.posix_timers.size(), leader.pending_shared.size());
 }
 
-void restore_thread_state(RemoteSyscalls& rs, RemotePage& page, pid_t tgid,
-                          const image::ThreadState& t) {
+void restore_thread_state(SyscallBatch& batch, pid_t tgid, const image::ThreadState& t) {
   if (!t.comm.empty()) {
     char name[16] = {};  // TASK_COMM_LEN
     t.comm.copy(name, sizeof name - 1);
-    rs.syscall(SYS_prctl, PR_SET_NAME, page.put(name, 1024));
+    batch.reserve(1, sizeof name);
+    batch.add("prctl(PR_SET_NAME)", SyscallBatch::kMayFail, SYS_prctl, PR_SET_NAME,
+              batch.put(name, sizeof name).as_int());
   }
-  restore_thread_bits(rs, page, t);
-  requeue_signals(rs, page, tgid, t.tid, t.pending, false);
+  restore_thread_bits(batch, t);
+  requeue_signals(batch, tgid, t.tid, t.pending, false);
 }
 
 }  // namespace snap::restore
