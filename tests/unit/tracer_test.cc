@@ -9,12 +9,15 @@
 
 #include <cstring>
 #include <fcntl.h>
+#include <sys/syscall.h>
 
 #include "base/error.h"
+#include "tracer/batch.h"
 #include "tracer/memory.h"
 #include "tracer/pagemap.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
+#include "tracer/remote.h"
 #include "tracer/task.h"
 
 using namespace snap;
@@ -365,3 +368,60 @@ TEST(ProcLimits, ParsedLikePrlimit) {
 
 }  // namespace
 }  // namespace snap
+
+// A batch runs its calls inside the child in order, passes arguments
+// written to its arena, returns every result, lets calls marked may-fail
+// fail, stops at the first call that must not fail (naming it, the later
+// calls not run), and leaves the child running as before.
+TEST(SyscallBatch, RunsInTheTargetAndStopsAtTheFirstFailure) {
+  int to_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    char c = 1;
+    if (write(to_parent[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  char c;
+  ASSERT_EQ(read(to_parent[0], &c, 1), 1);
+  {
+    SeizedTree tree = SeizedTree::seize(child);
+    Task& task = *tree.processes()[0].tasks[0];
+    RemoteSyscalls rs(task, find_syscall_site(child));
+    SyscallBatch batch(rs);
+    batch.reserve(4, 64);
+    batch.add("getpid", SYS_getpid);
+    const std::string path = "/proc/self/status";
+    batch.add("open", SYS_openat, static_cast<uint64_t>(AT_FDCWD), batch.put(path).as_int(), O_RDONLY);
+    batch.add("close of a bad fd", SyscallBatch::kMayFail, SYS_close, 12345);
+    auto results = batch.run();
+    ASSERT_EQ(results.size(), 3u);
+    EXPECT_EQ(results[0], child);
+    EXPECT_GE(results[1], 0);
+    EXPECT_EQ(results[2], -EBADF);
+    // The fd it opened is the child's.
+    EXPECT_EQ(::access(("/proc/" + std::to_string(child) + "/fd/" + std::to_string(results[1])).c_str(), F_OK), 0);
+
+    // A mmap that must land at its address, then a failing call that stops
+    // the batch: the call after it never runs.
+    batch.reserve(3, 0);
+    batch.add("close", SYS_close, static_cast<uint64_t>(results[1]));
+    batch.add("dup of a bad fd", SYS_dup, 12345);
+    batch.add("getppid", SYS_getppid);
+    try {
+      batch.run();
+      ADD_FAILURE() << "a failing call did not stop the batch";
+    } catch (const SysError& e) {
+      EXPECT_NE(std::string(e.what()).find("dup of a bad fd in pid " + std::to_string(child)),
+                std::string::npos) << e.what();
+    }
+    EXPECT_NE(::access(("/proc/" + std::to_string(child) + "/fd/" + std::to_string(results[1])).c_str(), F_OK), 0);
+  }
+  // The batch area is gone and the child still runs.
+  for (auto& m : proc::read_mappings(child, proc::MapDetail::kRangesOnly))
+    EXPECT_FALSE(m.path.empty() && m.prot == (PROT_READ | PROT_EXEC)) << std::hex << m.start;
+  EXPECT_EQ(kill(child, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+}
