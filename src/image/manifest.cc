@@ -448,7 +448,9 @@ std::string to_json(const Manifest& m) {
   }
   cj["processes"] = ojson::array();
   for (const auto& p : c.processes) cj["processes"].push_back(encode(p));
-  return j.dump(1) + "\n";
+  // Compact: a job with 20,000 mappings or fds writes megabytes of it, and
+  // `snap info --json` or jq shows it indented.
+  return j.dump() + "\n";
 }
 
 std::string to_json(const Checkpoint& c) { return to_json(Manifest{c, {}, {}, std::nullopt}); }

@@ -251,7 +251,7 @@ TEST(Manifest, BadFieldIsNamed) {
   msg = error_of([&] { checkpoint_from_json(bad); });
   EXPECT_NE(msg.find("processes[0].mappings[0].kind"), std::string::npos) << msg;
   bad = json;
-  size_t at = bad.find("\"umask\": ") + 9;
+  size_t at = bad.find("\"umask\":") + 8;
   bad.replace(at, 2, "-1");
   msg = error_of([&] { checkpoint_from_json(bad); });
   EXPECT_NE(msg.find("processes[0].umask"), std::string::npos) << msg;
@@ -259,10 +259,10 @@ TEST(Manifest, BadFieldIsNamed) {
 
 TEST(Manifest, OtherVersionRefused) {
   std::string json = to_json(sample_checkpoint());
-  const std::string now = "\"format_version\": " + std::to_string(kFormatVersion);
+  const std::string now = "\"format_version\":" + std::to_string(kFormatVersion);
   size_t at = json.find(now);
   ASSERT_NE(at, std::string::npos);
-  json.replace(at, now.size(), "\"format_version\": " + std::to_string(kFormatVersion + 1));
+  json.replace(at, now.size(), "\"format_version\":" + std::to_string(kFormatVersion + 1));
   std::string msg = error_of([&] { checkpoint_from_json(json); });
   EXPECT_NE(msg.find("format version " + std::to_string(kFormatVersion + 1) + " is not supported"),
             std::string::npos)
