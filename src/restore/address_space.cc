@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "restore/fill.h"
 #include "tracer/proc.h"
 #include "tracer/task.h"
 
@@ -175,26 +176,6 @@ void create_mapping(RemoteSyscalls& rs, Scratch& scratch, const Mapping& m,
   apply_madvise(rs, m);
 }
 
-// Writes the saved pages of `m`. Zero pages need no write in fresh anonymous
-// memory, but do in file mappings (the file has other bytes there).
-uint64_t fill_mapping(RemoteSyscalls& rs, pid_t saved_pid, const Mapping& m, image::ImageReader& img) {
-  pid_t pid = rs.task().tid();
-  uint64_t written = 0;
-  std::vector<uint8_t> zeros;
-  img.for_each_run(saved_pid, m.start, [&](const image::PageRun& run) {
-    size_t bytes = run.npages * image::kPageSize;
-    const uint8_t* data = run.data;
-    if (run.zero()) {
-      if (m.kind != MappingKind::File && !m.shared) return;
-      if (zeros.size() < bytes) zeros.assign(bytes, 0);
-      data = zeros.data();
-    }
-    write_remote(pid, remote_addr(run.addr), data, bytes);
-    written += bytes;
-  });
-  return written;
-}
-
 // Whether `path` is snap's own executable (the skeleton's /proc/PID/exe).
 bool is_own_executable(const std::string& path) {
   struct stat a {}, b {};
@@ -236,7 +217,7 @@ void set_mm_layout(RemoteSyscalls& rs, Scratch& scratch, const image::Process& p
 }  // namespace
 
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const std::map<ShmKey, int>& shm) {
+                           const std::map<ShmKey, int>& shm, const FillOptions& fill) {
   pid_t pid = rs.task().tid();
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
   Scratch scratch(rs, find_free(now, p.mappings, kScratchSize));
@@ -256,18 +237,15 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   // 2. The kernel's own mappings go where the job had them.
   move_vdso(rs, now, p.mappings);
 
-  // 3. Every saved mapping, then its contents, then its protection.
-  uint64_t written = 0;
-  for (const auto& m : p.mappings) {
-    if (is_special(m.kind)) continue;
-    create_mapping(rs, scratch, m, shm);
-    if (writes_content(m)) {
-      written += fill_mapping(rs, p.pid, m, img);
-      if (!(m.prot & PROT_WRITE))
-        rs.checked("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
-                   static_cast<uint64_t>(m.prot));
-    }
-  }
+  // 3. Every saved mapping (writable where it gets content), then the
+  // contents of all, then their protections.
+  for (const auto& m : p.mappings)
+    if (!is_special(m.kind)) create_mapping(rs, scratch, m, shm);
+  uint64_t written = fill_memory(pid, p, img, fill);
+  for (const auto& m : p.mappings)
+    if (!is_special(m.kind) && writes_content(m) && !(m.prot & PROT_WRITE))
+      rs.checked("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
+                 static_cast<uint64_t>(m.prot));
   vlog("restore: {} mappings created, {} MiB written", p.mappings.size(), written >> 20);
 
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.

@@ -177,7 +177,8 @@ void drop_capabilities(RemoteSyscalls& rs, RemotePage& page) {
 }
 
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
-                     image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace) {
+                     image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
+                     const FillOptions& fill) {
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
   auto put_back = [&](const image::ThreadState& saved, RemoteSyscalls& rs, RemotePage& page) {
@@ -188,7 +189,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   };
   {
     RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-    rebuild_address_space(rs, p, img, files.shm);
+    rebuild_address_space(rs, p, img, files.shm, fill);
     leader.set_signal_mask(~0ull);  // nothing is delivered until the end
     RemotePage page(rs);
     for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));
@@ -267,7 +268,8 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   tree.seize_all();
   join_groups(tree, plan, space);
   for (const auto& p : ckpt.processes)
-    if (!p.zombie) rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh());
+    if (!p.zombie)
+      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill);
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();
   tree.release();
