@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "base/log.h"
-#include "image/file_io.h"
 #include "image/format.h"
 #include "image/pack.h"
+#include "image/range_reader.h"
 
 namespace snap::image {
 
@@ -60,17 +60,25 @@ class Crew {
  public:
   Crew(const ImageReader& img, std::vector<Chunk> chunks, uint64_t chunk_bytes,
        const std::function<void(const BlockPages&)>& fn)
-      : img_(img), chunks_(std::move(chunks)), chunk_bytes_(chunk_bytes), fn_(fn) {}
+      : img_(img), chunks_(std::move(chunks)), chunk_bytes_(chunk_bytes), fn_(fn) {
+    for (const auto& c : chunks_) {
+      if (readers_.size() <= c.pack) readers_.resize(c.pack + 1);
+      if (!readers_[c.pack]) {
+        const Pack& pk = img.pack(c.pack);
+        readers_[c.pack] = std::make_unique<RangeReader>(pk.data_path, pk.fd.get());
+      }
+    }
+  }
 
   // Takes chunks until none is left or some thread failed.
   void work() noexcept {
     try {
-      auto stored = std::make_unique_for_overwrite<uint8_t[]>(chunk_bytes_);
+      ReadBuffer stored(chunk_bytes_);
       std::unique_ptr<uint8_t[]> raw;  // for compressed blocks only
       while (!stop_.load(std::memory_order_relaxed)) {
         size_t i = next_.fetch_add(1, std::memory_order_relaxed);
         if (i >= chunks_.size()) return;
-        read_chunk(chunks_[i], stored.get(), raw);
+        read_chunk(chunks_[i], stored, raw);
       }
     } catch (...) {
       fail(std::current_exception());
@@ -89,10 +97,9 @@ class Crew {
     stop_.store(true, std::memory_order_relaxed);
   }
 
-  void read_chunk(const Chunk& c, uint8_t* buf, std::unique_ptr<uint8_t[]>& raw) {
+  void read_chunk(const Chunk& c, ReadBuffer& buf, std::unique_ptr<uint8_t[]>& raw) {
     const Pack& pk = img_.pack(c.pack);
-    io::pread_exact(pk.fd.get(), buf, c.bytes, static_cast<off_t>(c.offset), pk.data_path);
-    const uint8_t* p = buf;
+    const uint8_t* p = readers_[c.pack]->read(c.offset, c.bytes, buf);
     for (uint64_t b = c.first; b < c.first + c.count; ++b) {
       if (stop_.load(std::memory_order_relaxed)) return;
       disk::BlockHeader h;
@@ -111,6 +118,7 @@ class Crew {
   const std::vector<Chunk> chunks_;
   const uint64_t chunk_bytes_;
   const std::function<void(const BlockPages&)>& fn_;
+  std::vector<std::unique_ptr<RangeReader>> readers_;  // by pack
   std::atomic<size_t> next_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;

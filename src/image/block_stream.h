@@ -1,5 +1,6 @@
 // Reading many blocks of an image's page store at the disk's speed: worker
-// threads each read a run of consecutive blocks with one pread, check and
+// threads each read a run of consecutive blocks with one read (O_DIRECT
+// when they are not in the page cache: range_reader.h), check and
 // decompress them one by one, and hand each block's pages to the caller's
 // function on the same thread, while the others read on.
 #pragma once

@@ -1,6 +1,10 @@
 // Reading the page store block by block on several threads
 // (src/image/block_stream.h) and the pieces that say where each page goes
 // (ImageReader::for_each_piece).
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -183,6 +187,56 @@ void flip_byte_in_block(const std::string& pages, int block) {
   c = static_cast<char>(c ^ 0x20);
   f.seekp(static_cast<std::streamoff>(off + 40));
   f.write(&c, 1);
+}
+
+// Drops a file from the page cache (snap fsyncs its images, so nothing is dirty).
+void drop_cached(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+// Pages of `path` in the page cache, or -1 where cachestat() is missing.
+long cached_pages(const std::string& path) {
+  struct {
+    uint64_t off, len;
+  } range{0, 0};  // len 0: to the end
+  uint64_t cs[5] = {};
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  long rc = ::syscall(451 /* cachestat */, fd, &range, cs, 0);
+  ::close(fd);
+  return rc < 0 ? -1 : static_cast<long>(cs[0]);
+}
+
+TEST(ReadBlocks, AColdImageIsReadRightAndLeavesThePageCacheAlone) {
+  TempDir t;
+  auto want = write_image(t / "img");
+  const std::string pages = t / "img/pages.bin";
+  drop_cached(pages);
+  // Where the drop worked (not tmpfs) and cachestat() exists, the reads
+  // must not have gone through the page cache (O_DIRECT), if the file
+  // system takes O_DIRECT at all.
+  bool observable = cached_pages(pages) == 0;
+  int direct = ::open(pages.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (direct < 0) observable = false;
+  else ::close(direct);
+  auto r = ImageReader::open(t / "img");
+  EXPECT_EQ(read_back(r, {2, size_t{64} << 20}), want);
+  if (observable) {
+    EXPECT_EQ(cached_pages(pages), 0);
+  }
+  drop_cached(pages);
+  EXPECT_EQ(read_back(r, {3, size_t{1}}), want);  // one block a read: unaligned ends
+  if (observable) {
+    EXPECT_EQ(cached_pages(pages), 0);
+  }
+  // A damaged block read cold is named too.
+  flip_byte_in_block(pages, 3);
+  drop_cached(pages);
+  auto damaged = ImageReader::open(t / "img");
+  std::string msg = error_of([&] { read_back(damaged, {2, size_t{64} << 20}); });
+  EXPECT_NE(msg.find("pages.bin: block 3 "), std::string::npos) << msg;
 }
 
 TEST(ReadBlocks, ADamagedBlockIsNamedWhateverTheThreads) {
