@@ -79,15 +79,15 @@ const uint8_t* RangeReader::read_direct(uint64_t off, size_t len, ReadBuffer& bu
       return nullptr;
     }
     if (n < 0) throw SysError(fmt::format("read({})", path_), errno);
-    if (n == 0)
-      throw Error(fmt::format("{}: truncated (file ends at offset {})", path_, first + done),
-                  "the image is damaged or incomplete");
+    if (n == 0) break;
     done += static_cast<uint64_t>(n);
-    if (done % kAlign) break;  // the end of the file: no more after a short read
+    if (done % kAlign) break;  // unaligned from here on
   }
+  // What is left after a short read (the end of the file, or a file system
+  // that stops early) through the page cache; that says if the file ends.
   if (first + done < off + len)
-    throw Error(fmt::format("{}: truncated (file ends at offset {})", path_, first + done),
-                "the image is damaged or incomplete");
+    io::pread_exact(fd_, buf.data() + done, off + len - (first + done),
+                    static_cast<off_t>(first + done), path_);
   return buf.data() + (off - first);
 }
 

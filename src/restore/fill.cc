@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -33,8 +34,8 @@ constexpr unsigned kMaxJobs = 64;
 // Read buffers of all worker threads together.
 constexpr size_t kReadMemory = size_t{64} << 20;
 
+// Zero pages are written from one buffer of this many.
 constexpr uint32_t kZeroPages = 64;
-alignas(4096) const uint8_t kZeros[kZeroPages * kPageSize] = {};
 
 bool is_kernel_mapping(MappingKind k) {
   return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
@@ -56,9 +57,11 @@ class Filler {
   void add(const Mapping& m, const PagePiece& pc) {
     if (pc.kind == PagePiece::kZero) {
       if (!zeros_need_writing(m)) return;
+      if (!zero_pages_) zero_pages_ = std::make_unique<uint8_t[]>(kZeroPages * kPageSize);
       for (uint32_t done = 0; done < pc.npages;) {
         uint32_t n = std::min(pc.npages - done, kZeroPages);
-        zeros_.add(kZeros, remote_addr(pc.addr + uint64_t{done} * kPageSize), n * kPageSize);
+        zeros_.add(zero_pages_.get(), remote_addr(pc.addr + uint64_t{done} * kPageSize),
+                   n * kPageSize);
         done += n;
       }
       return;
@@ -114,7 +117,8 @@ class Filler {
   const image::ImageReader& img_;
   const unsigned jobs_;
   std::vector<PagePiece> window_;  // read-only while its blocks are read
-  RemoteWriter zeros_;             // the calling thread's
+  std::unique_ptr<uint8_t[]> zero_pages_;  // kZeroPages, zero-filled
+  RemoteWriter zeros_;                      // the calling thread's
   std::atomic<uint64_t> written_{0};
 };
 

@@ -239,6 +239,17 @@ TEST(ReadBlocks, AColdImageIsReadRightAndLeavesThePageCacheAlone) {
   EXPECT_NE(msg.find("pages.bin: block 3 "), std::string::npos) << msg;
 }
 
+TEST(ReadBlocks, AFileCutShortAfterOpeningIsTruncatedCold) {
+  TempDir t;
+  write_image(t / "img");
+  auto r = ImageReader::open(t / "img");
+  const std::string pages = t / "img/pages.bin";
+  ASSERT_EQ(::truncate(pages.c_str(), 300 * 1024 + 17), 0);  // within block 1, unaligned
+  drop_cached(pages);
+  std::string msg = error_of([&] { read_back(r, {2, size_t{64} << 20}); });
+  EXPECT_NE(msg.find("pages.bin: truncated"), std::string::npos) << msg;
+}
+
 TEST(ReadBlocks, ADamagedBlockIsNamedWhateverTheThreads) {
   TempDir t;
   write_image(t / "img");
