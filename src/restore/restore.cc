@@ -56,8 +56,22 @@ class TreeUnderConstruction {
   TreeUnderConstruction(const TreePlan& plan, PidSpace& space) : plan_(plan), space_(space) {}
   ~TreeUnderConstruction() {
     if (released_) return;
+    // Every task snap traces is killed and reaped here, by its tracer:
+    // until then its parent cannot reap it, and in a fresh namespace the
+    // init, which waits for every process of the namespace before it ends,
+    // would wait for ever, and this destructor for the init.
     for (auto& [pid, tasks] : tasks_)
-      for (auto& t : tasks) t->abandon();
+      for (auto& t : tasks) ::kill(t->tid(), SIGKILL);
+    for (auto& [pid, tasks] : tasks_)
+      for (size_t i = tasks.size(); i-- > 0;) {  // a leader is reaped after its threads
+        int status = 0;
+        for (;;) {
+          pid_t r = ::waitpid(tasks[i]->tid(), &status, __WALL);
+          if (r < 0 && errno == EINTR) continue;
+          if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) break;
+        }
+        tasks[i]->abandon();
+      }
     // A fresh namespace ends with its init; in the host's, each goes.
     if (!space_.fresh())
       for (pid_t pid : reported_) ::kill(pid, SIGKILL);
