@@ -26,6 +26,7 @@ namespace snap::image {
 
 namespace {
 
+constexpr const char* kDamaged = kDamagedHint;
 constexpr size_t kCachedBlocks = 4;
 
 template <typename T>
@@ -53,7 +54,7 @@ class ImageReader::Impl {
     if (m.packs.empty()) {
       for (const char* name : {disk::kPagesFile, disk::kIndexFile})
         if (!files_.count(name))
-          throw Error(fmt::format("{}: manifest.json lists no {}", dir_, name), kDamagedHint);
+          throw Error(fmt::format("{}: manifest.json lists no {}", dir_, name), kDamaged);
       Pack& p = packs_.emplace_back();
       p.data_path = path(disk::kPagesFile);
       p.index_path = path(disk::kIndexFile);
@@ -71,7 +72,7 @@ class ImageReader::Impl {
       }
     }
     if (!files_.count(disk::kPagemapFile))
-      throw Error(fmt::format("{}: manifest.json lists no {}", dir_, disk::kPagemapFile), kDamagedHint);
+      throw Error(fmt::format("{}: manifest.json lists no {}", dir_, disk::kPagemapFile), kDamaged);
     for (const auto& [name, entry] : files_) check_size(path(name), entry);
     for (auto& p : packs_) {
       check_size(p.data_path, p.data);
@@ -197,7 +198,7 @@ class ImageReader::Impl {
           if (std::memcmp(canon.digest, entry->hash, sizeof canon.digest) != 0)
             throw Error(fmt::format("{}: block {} (offset {}): page {} does not match its hash in {}",
                                     p.data_path, b, p.blocks[b].offset, slot, p.index_path),
-                        kDamagedHint);
+                        kDamaged);
         }
       }
       check_sum(p.data_path, p.data, io::sum_file(p.data_path));
@@ -286,16 +287,16 @@ class ImageReader::Impl {
   }
 
   [[noreturn]] void damaged(const std::string& file, const std::string& what) const {
-    throw Error(fmt::format("{}: {}", file, what), kDamagedHint);
+    throw Error(fmt::format("{}: {}", file, what), kDamaged);
   }
 
   static void check_size(const std::string& file, const FileEntry& entry) {
     struct stat st;
-    if (::stat(file.c_str(), &st) < 0) throw SysError(fmt::format("stat({})", file), errno, kDamagedHint);
+    if (::stat(file.c_str(), &st) < 0) throw SysError(fmt::format("stat({})", file), errno, kDamaged);
     if (static_cast<uint64_t>(st.st_size) != entry.size)
       throw Error(fmt::format("{}: size is {} bytes, manifest.json says {}", file, st.st_size,
                               entry.size),
-                  kDamagedHint);
+                  kDamaged);
   }
 
   void check_sum(const std::string& file, const FileEntry& want, const io::FileSum& sum) const {

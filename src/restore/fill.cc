@@ -27,7 +27,7 @@ using image::Mapping;
 using image::MappingKind;
 using image::PagePiece;
 
-// Pieces planned at once (1.5 MiB of them; a window of a fresh dump covers
+// Pieces planned at once (2.5 MiB of them; a window of a fresh dump covers
 // up to 16 GiB). The blocks of one window are each read once.
 constexpr size_t kWindowPieces = size_t{1} << 16;
 constexpr unsigned kMaxJobs = 64;
