@@ -1,8 +1,10 @@
 // snap restore: bring a checkpointed process back and let it continue.
 //
 // The steps, in order:
-//   1. open the image and verify every checksum (nothing is created for a
-//      damaged image);
+//   1. open the image and check its manifest, index and pagemap (nothing is
+//      created for a damaged one); page blocks are checked as the memory is
+//      filled from them, and damage there kills the half-built processes
+//      before any code of the job runs;
 //   2. rebuild every process of the tree: skeletons at the saved pids,
 //      sessions and groups, files, memory, threads, registers; all start
 //      together (src/restore);
@@ -27,11 +29,14 @@ namespace {
 
 cxxopts::Options restore_options() {
   cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
-  o.custom_help("DIR [--detach] [--allow-changed-files] [--allow-changed-code] [--isolate] [-v]");
+  o.custom_help("DIR [--detach] [--jobs N] [--allow-changed-files] [--allow-changed-code] "
+                "[--isolate] [-v]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
       ("detach", "return as soon as the process runs, instead of waiting for it")
+      ("jobs", "threads reading the image into memory (default: the CPUs snap may use)",
+       cxxopts::value<unsigned>(), "N")
       ("allow-changed-files", "restore even if a file the job had open is gone or shorter (warns)")
       ("isolate", "restore in a new user and pid namespace (what ordinary users always get)")
       ("allow-changed-code", "restore even if the executable or a library changed since the dump "
@@ -70,13 +75,16 @@ int run_restore(const cxxopts::ParseResult& args) {
   if (!args.count("dir")) throw UsageError("missing image directory");
   const std::string dir = args["dir"].as<std::string>();
 
+  restore::RestoreOptions opts;
+  if (args.count("jobs")) {
+    opts.fill.jobs = args["jobs"].as<unsigned>();
+    if (opts.fill.jobs == 0) throw UsageError("--jobs must be at least 1");
+  }
   auto img = image::ImageReader::open(dir);  // 1
-  img.verify_all();
   const auto& ckpt = img.checkpoint();
-  vlog("image verified: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
+  vlog("image opened: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
        ckpt.hostname);
 
-  restore::RestoreOptions opts;
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
   opts.allow_changed_code = args.count("allow-changed-code") > 0;
   auto space = restore::choose_pid_space(args.count("isolate") > 0);

@@ -19,13 +19,14 @@
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/manifest.h"
+#include "image/pack.h"
 #include "image/series.h"
 
 namespace snap::image {
 
 namespace {
 
-constexpr const char* kDamaged = "the image is damaged; it cannot be restored";
+constexpr const char* kDamaged = kDamagedHint;
 constexpr size_t kCachedBlocks = 4;
 
 template <typename T>
@@ -37,18 +38,6 @@ T read_record(const std::string& buf, size_t& off) {
 }
 
 }  // namespace
-
-// One page store: pages.bin + pages.idx of a plain image, or one pack of a
-// series (packs/N.pack + packs/N.idx).
-struct Pack {
-  std::string name;                 // series pack number; empty for a plain image
-  std::string data_path, index_path;
-  FileEntry data, index;            // as the manifest records them
-  std::vector<disk::IndexBlock> blocks;
-  std::vector<disk::IndexPage> pages;  // sorted by hash
-  uint64_t base = 0;                // page ref of its unique page 0
-  ScopedFd fd;
-};
 
 class ImageReader::Impl {
  public:
@@ -251,6 +240,40 @@ class ImageReader::Impl {
     flush();
   }
 
+  void for_each_piece(pid_t pid, uint64_t mapping_start,
+                      const std::function<void(const PagePiece&)>& fn) const {
+    auto it = tables_.find({pid, mapping_start});
+    if (it == tables_.end()) return;
+    for (const auto& r : it->second) {
+      if (r.kind == disk::kRunZero) {
+        fn(PagePiece{r.addr, r.npages, PagePiece::kZero, 0, {}});
+        continue;
+      }
+      if (r.kind == disk::kRunRepeat) {
+        const Pack& p = pack_of(r.ref);
+        uint64_t u = r.ref - p.base;
+        fn(PagePiece{r.addr, r.npages, PagePiece::kRepeat,
+                     static_cast<uint32_t>(u % disk::kBlockPages),
+                     {pack_index(p), u / disk::kBlockPages}});
+        continue;
+      }
+      // A sequence: one piece per block (and per pack) it crosses.
+      for (uint32_t i = 0; i < r.npages;) {
+        uint64_t ref = r.ref + i;
+        const Pack& p = pack_of(ref);
+        uint64_t u = ref - p.base;
+        uint64_t slot = u % disk::kBlockPages;
+        uint64_t n = std::min<uint64_t>({r.npages - i, disk::kBlockPages - slot,
+                                         p.base + p.pages.size() - ref});
+        fn(PagePiece{r.addr + uint64_t{i} * kPageSize, static_cast<uint32_t>(n), PagePiece::kSeq,
+                     static_cast<uint32_t>(slot), {pack_index(p), u / disk::kBlockPages}});
+        i += static_cast<uint32_t>(n);
+      }
+    }
+  }
+
+  const Pack& pack(uint32_t i) const { return packs_.at(i); }
+
   std::string dir_;
   Checkpoint checkpoint_;
 
@@ -296,6 +319,8 @@ class ImageReader::Impl {
                                [](uint64_t r, const Pack& p) { return r < p.base; });
     return *--it;  // refs are checked against total_pages_ on open
   }
+
+  uint32_t pack_index(const Pack& p) const { return static_cast<uint32_t>(&p - packs_.data()); }
 
   void load_index(Pack& pk, const std::string& buf) {
     const std::string& f = pk.index_path;
@@ -385,27 +410,14 @@ class ImageReader::Impl {
 
   // Reads block b into out (kBlockRawBytes) after checking it; returns out.
   const uint8_t* read_block(Pack& pk, uint64_t b, uint8_t* out) {
-    const std::string& f = pk.data_path;
     const disk::IndexBlock& e = pk.blocks[b];
-    auto bad = [&](std::string_view what) {
-      damaged(f, fmt::format("block {} (offset {}): {}", b, e.offset, what));
-    };
     disk::BlockHeader h;
-    io::pread_exact(pk.fd.get(), &h, sizeof h, static_cast<off_t>(e.offset), f);
-    if (h.magic != disk::kBlockMagic || h.block != b || h.npages != e.npages ||
-        h.flags != e.flags || h.stored_len != e.stored_len || h.raw_len != h.npages * kPageSize)
-      bad("header does not match pages.idx");
-    io::pread_exact(pk.fd.get(), stored_buf_.get(), h.stored_len,
-                    static_cast<off_t>(e.offset + sizeof h), f);
-    if (XXH3_64bits(stored_buf_.get(), h.stored_len) != h.checksum) bad("checksum mismatch");
-    if (h.flags & disk::kBlockRaw) {
-      std::memcpy(out, stored_buf_.get(), h.raw_len);
-    } else {
-      int n = LZ4_decompress_safe(reinterpret_cast<const char*>(stored_buf_.get()),
-                                  reinterpret_cast<char*>(out), static_cast<int>(h.stored_len),
-                                  static_cast<int>(disk::kBlockRawBytes));
-      if (n != static_cast<int>(h.raw_len)) bad("does not decompress");
-    }
+    io::pread_exact(pk.fd.get(), &h, sizeof h, static_cast<off_t>(e.offset), pk.data_path);
+    // Read as much as the index promises; decode_block checks the header.
+    io::pread_exact(pk.fd.get(), stored_buf_.get(), e.stored_len,
+                    static_cast<off_t>(e.offset + sizeof h), pk.data_path);
+    const uint8_t* pages = decode_block(pk, b, h, stored_buf_.get(), out);
+    if (pages != out) std::memcpy(out, pages, h.raw_len);
     return out;
   }
 
@@ -501,5 +513,10 @@ void ImageReader::for_each_run(pid_t pid, uint64_t mapping_start,
                                const std::function<void(const PageRun&)>& fn) {
   impl_->for_each_run(pid, mapping_start, fn);
 }
+void ImageReader::for_each_piece(pid_t pid, uint64_t mapping_start,
+                                 const std::function<void(const PagePiece&)>& fn) const {
+  impl_->for_each_piece(pid, mapping_start, fn);
+}
+const Pack& ImageReader::pack(uint32_t i) const { return impl_->pack(i); }
 
 }  // namespace snap::image

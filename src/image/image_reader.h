@@ -15,6 +15,31 @@
 
 namespace snap::image {
 
+struct Pack;  // src/image/pack.h
+
+// A block of the page store: pack (index in the image's pack list; 0 for a
+// plain image) and block number within that pack.
+struct BlockId {
+  uint32_t pack = 0;
+  uint64_t block = 0;
+  auto operator<=>(const BlockId&) const = default;
+};
+
+// Consecutive pages of one mapping with one source, as for_each_piece()
+// delivers them: all zero, or taken from one block of the page store.
+struct PagePiece {
+  enum Kind : uint8_t {
+    kZero,    // npages zero pages (no block)
+    kSeq,     // page i is slot `slot + i` of `block`
+    kRepeat,  // every page is slot `slot` of `block`
+  };
+  uint64_t addr = 0;
+  uint32_t npages = 0;
+  Kind kind = kZero;
+  uint32_t slot = 0;
+  BlockId block;
+};
+
 // Consecutive pages of one mapping, as for_each_run() delivers them.
 struct PageRun {
   uint64_t addr = 0;
@@ -87,6 +112,17 @@ class ImageReader {
   static constexpr size_t kMaxRunPages = 256;  // 1 MiB
   void for_each_run(pid_t pid, uint64_t mapping_start,
                     const std::function<void(const PageRun&)>& fn);
+
+  // Where the pages dumped of mapping `mapping_start` of `pid` are stored,
+  // in address order, without reading them: a run of the pagemap whose pages
+  // lie in several blocks comes as one piece per block. Read the blocks with
+  // read_blocks() (image/block_stream.h).
+  void for_each_piece(pid_t pid, uint64_t mapping_start,
+                      const std::function<void(const PagePiece&)>& fn) const;
+
+  // For src/image only: pack `i` of the image, as for_each_piece's BlockId
+  // names it. Its fd may be read from any thread (pread).
+  const Pack& pack(uint32_t i) const;
 
  private:
   class Impl;

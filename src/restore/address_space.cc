@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "restore/fill.h"
 #include "tracer/batch.h"
 #include "tracer/proc.h"
 #include "tracer/task.h"
@@ -194,25 +195,6 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
   }
 }
 
-// Writes the saved pages of `m`. Zero pages need no write in fresh anonymous
-// memory, but do in file mappings (the file has other bytes there).
-uint64_t fill_mapping(pid_t pid, pid_t saved_pid, const Mapping& m, image::ImageReader& img) {
-  uint64_t written = 0;
-  std::vector<uint8_t> zeros;
-  img.for_each_run(saved_pid, m.start, [&](const image::PageRun& run) {
-    size_t bytes = run.npages * image::kPageSize;
-    const uint8_t* data = run.data;
-    if (run.zero()) {
-      if (m.kind != MappingKind::File && !m.shared) return;
-      if (zeros.size() < bytes) zeros.assign(bytes, 0);
-      data = zeros.data();
-    }
-    write_remote(pid, remote_addr(run.addr), data, bytes);
-    written += bytes;
-  });
-  return written;
-}
-
 // Whether `path` is snap's own executable (the skeleton's /proc/PID/exe).
 bool is_own_executable(const std::string& path) {
   struct stat a {}, b {};
@@ -258,7 +240,7 @@ void set_mm_layout(SyscallBatch& batch, const image::Process& p) {
 }  // namespace
 
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const std::map<ShmKey, int>& shm) {
+                           const std::map<ShmKey, int>& shm, const FillOptions& fill) {
   pid_t pid = rs.task().tid();
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
   SyscallBatch batch(rs, remote_addr(find_free(now, p.mappings, SyscallBatch::footprint())));
@@ -280,11 +262,10 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   // 2. The kernel's own mappings go where the job had them.
   move_vdso(rs, now, p.mappings);
 
-  // 3. Every saved mapping, then the contents, then the protections.
+  // 3. Every saved mapping (writable where it gets content), then the
+  // contents of all, then their protections.
   create_mappings(batch, p, shm);
-  uint64_t written = 0;
-  for (const auto& m : p.mappings)
-    if (!is_special(m.kind) && writes_content(m)) written += fill_mapping(pid, p.pid, m, img);
+  uint64_t written = fill_memory(pid, p, img, fill);
   for (const auto& m : p.mappings) {
     if (is_special(m.kind) || !writes_content(m) || (m.prot & PROT_WRITE)) continue;
     batch.reserve(1, 0);

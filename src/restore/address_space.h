@@ -9,6 +9,7 @@
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
 #include "restore/files.h"
+#include "restore/fill.h"
 #include "tracer/remote.h"
 
 namespace snap::restore {
@@ -21,6 +22,6 @@ namespace snap::restore {
 // closed at the end), whose contents OpenFiles wrote. The caller's
 // RemoteSyscalls keeps working throughout (its syscall site follows the vDSO).
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const std::map<ShmKey, int>& shm);
+                           const std::map<ShmKey, int>& shm, const FillOptions& fill);
 
 }  // namespace snap::restore

@@ -56,8 +56,22 @@ class TreeUnderConstruction {
   TreeUnderConstruction(const TreePlan& plan, PidSpace& space) : plan_(plan), space_(space) {}
   ~TreeUnderConstruction() {
     if (released_) return;
+    // Every task snap traces is killed and reaped here, by its tracer:
+    // until then its parent cannot reap it, and in a fresh namespace the
+    // init, which waits for every process of the namespace before it ends,
+    // would wait for ever, and this destructor for the init.
     for (auto& [pid, tasks] : tasks_)
-      for (auto& t : tasks) t->abandon();
+      for (auto& t : tasks) ::kill(t->tid(), SIGKILL);
+    for (auto& [pid, tasks] : tasks_)
+      for (size_t i = tasks.size(); i-- > 0;) {  // a leader is reaped after its threads
+        int status = 0;
+        for (;;) {
+          pid_t r = ::waitpid(tasks[i]->tid(), &status, __WALL);
+          if (r < 0 && errno == EINTR) continue;
+          if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) break;
+        }
+        tasks[i]->abandon();
+      }
     // A fresh namespace ends with its init; in the host's, each goes.
     if (!space_.fresh())
       for (pid_t pid : reported_) ::kill(pid, SIGKILL);
@@ -181,7 +195,8 @@ void drop_capabilities(SyscallBatch& batch) {
 // Each thread's own state runs in that thread, one batch of system calls
 // per thread; the threads come back to their saved registers.
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
-                     image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace) {
+                     image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
+                     const FillOptions& fill) {
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
@@ -190,7 +205,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     else restore_credentials(batch, p);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-  rebuild_address_space(rs, p, img, files.shm);
+  rebuild_address_space(rs, p, img, files.shm, fill);
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
@@ -276,7 +291,8 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   tree.seize_all();
   join_groups(tree, plan, space);
   for (const auto& p : ckpt.processes)
-    if (!p.zombie) rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh());
+    if (!p.zombie)
+      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill);
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();
   tree.release();

@@ -11,6 +11,7 @@
 
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
+#include "restore/fill.h"
 #include "restore/spawn.h"
 
 namespace snap::restore {
@@ -20,6 +21,7 @@ struct RestoreOptions {
   // Run the saved memory even against executables or libraries that
   // changed since the dump (it will likely crash): warn instead of refuse.
   bool allow_changed_code = false;
+  FillOptions fill;  // how memory is filled from the image
 };
 
 // Throws Error naming every executable or mapped file that is gone or

@@ -521,6 +521,73 @@ def pids_taken(env):
         holder.wait()
         kill_leftovers(pids)
 
+def flip_byte_in_last_block(pages):
+    """Flips a byte in the stored data of the last block of pages.bin
+    (src/image/FORMAT.md: a 32-byte header, stored_len at offset 12)."""
+    size, off, last = os.path.getsize(pages), 0, None
+    with open(pages, "r+b") as f:
+        while off < size:
+            f.seek(off + 12)
+            stored = int.from_bytes(f.read(4), "little")
+            last, off = off, off + 32 + stored
+        f.seek(last + 32 + 7)
+        b = f.read(1)
+        f.seek(last + 32 + 7)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+# A parent and a child with 4 MiB of random data each: the child's come
+# last in the image, so a damaged last block is found once the parent's
+# memory is filled.
+TWO_WITH_DATA = """
+import os, time
+mine = os.urandom(4 << 20)
+if os.fork() == 0:
+    mine = os.urandom(4 << 20)
+    while True:
+        time.sleep(0.1)
+i = 0
+while True:
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+"""
+
+
+@case
+def damaged_block_kills_the_half_built_tree(env):
+    # Memory pages are checked block by block as restore fills the
+    # processes: damage in the last block is found once every process of
+    # the tree exists and the first is filled. The restore fails naming the
+    # block, and every process it created is gone without having run.
+    d = env.path("damaged")
+    os.mkdir(d)
+    out = os.path.join(d, "out")
+    p = start([sys.executable, "-c", TWO_WITH_DATA], stdout_path=out, cwd=d, env=JOB_ENV)
+    wait_lines(out, 5)
+    ckpt = os.path.join(d, "ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait(timeout=10)
+    pids = image_pids(ckpt)
+    expect(len(pids) == 2, f"the image holds the parent and the child: {pids}")
+    wait_for(lambda: all_gone(pids), 10, "the original tree to be gone")
+    flip_byte_in_last_block(os.path.join(ckpt, "pages.bin"))
+    before = read_bytes(out)
+    try:
+        r = env.snap_run("restore", "-v", ckpt, check=False, timeout=60,
+                         stdin=subprocess.DEVNULL)
+        err = r.stderr.strip()
+        expect(r.returncode == 1, f"the damaged image is refused with exit 1 (got {r.returncode})")
+        expect(re.search(r"pages\.bin: block \d+ \(offset \d+\): checksum mismatch", err),
+               f"the message names the damaged block: {err.splitlines()[-2:]}")
+        filled = re.findall(r"restore: pid \d+: \d+ MiB written", err)
+        expect(len(filled) == 1, f"the parent was filled before the damage was found: {filled}")
+        if os.geteuid() == 0:  # the saved pids are the host's
+            wait_for(lambda: all_gone(pids), 10, "every process restore created to be gone")
+        time.sleep(0.5)
+        expect(read_bytes(out) == before, "no process of the job ran (its output did not move)")
+    finally:
+        kill_leftovers(pids)
 
 if __name__ == "__main__":
     main()

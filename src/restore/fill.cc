@@ -1,0 +1,155 @@
+#include "restore/fill.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "image/block_stream.h"
+#include "restore/remote_writer.h"
+
+namespace snap::restore {
+
+namespace {
+
+using image::BlockId;
+using image::kPageSize;
+using image::Mapping;
+using image::MappingKind;
+using image::PagePiece;
+
+// Pieces planned at once (2.5 MiB of them; a window of a fresh dump covers
+// up to 16 GiB). The blocks of one window are each read once.
+constexpr size_t kWindowPieces = size_t{1} << 16;
+constexpr unsigned kMaxJobs = 64;
+// Read buffers of all worker threads together.
+constexpr size_t kReadMemory = size_t{64} << 20;
+
+// Zero pages are written from one buffer of this many.
+constexpr uint32_t kZeroPages = 64;
+
+bool is_kernel_mapping(MappingKind k) {
+  return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
+         k == MappingKind::Vsyscall;
+}
+
+// Fresh private anonymous memory reads as zeros already; a file mapping has
+// the file's bytes there, a shared one the object's.
+bool zeros_need_writing(const Mapping& m) { return m.kind == MappingKind::File || m.shared; }
+
+// One process: the pieces of its mappings gather in a window; the window's
+// blocks are read once each, in file order, and their pages written where
+// the pieces say.
+class Filler {
+ public:
+  Filler(pid_t pid, const image::ImageReader& img, unsigned jobs)
+      : pid_(pid), img_(img), jobs_(jobs), zeros_(pid) {}
+
+  void add(const Mapping& m, const PagePiece& pc) {
+    if (pc.kind == PagePiece::kZero) {
+      if (!zeros_need_writing(m)) return;
+      if (!zero_pages_) zero_pages_ = std::make_unique<uint8_t[]>(kZeroPages * kPageSize);
+      for (uint32_t done = 0; done < pc.npages;) {
+        uint32_t n = std::min(pc.npages - done, kZeroPages);
+        zeros_.add(zero_pages_.get(), remote_addr(pc.addr + uint64_t{done} * kPageSize),
+                   n * kPageSize);
+        done += n;
+      }
+      return;
+    }
+    window_.push_back(pc);
+    if (window_.size() == kWindowPieces) flush_window();
+  }
+
+  // Writes what is left; returns the bytes written in all.
+  uint64_t finish() {
+    flush_window();
+    zeros_.flush();
+    return written_ + zeros_.written();
+  }
+
+ private:
+  void flush_window() {
+    if (window_.empty()) return;
+    std::sort(window_.begin(), window_.end(), [](const PagePiece& a, const PagePiece& b) {
+      return std::tie(a.block, a.addr) < std::tie(b.block, b.addr);
+    });
+    std::vector<BlockId> blocks;
+    for (const auto& pc : window_)
+      if (blocks.empty() || blocks.back() != pc.block) blocks.push_back(pc.block);
+    image::read_blocks(img_, blocks, {jobs_, kReadMemory},
+                       [this](const image::BlockPages& b) { write_block(b); });
+    window_.clear();
+  }
+
+  // On a worker thread: every piece of the window that block b supplies.
+  void write_block(const image::BlockPages& b) {
+    auto pieces = std::ranges::equal_range(window_, b.id, {}, &PagePiece::block);
+    RemoteWriter w(pid_);
+    for (const PagePiece& pc : pieces) {
+      uint32_t used = pc.kind == PagePiece::kSeq ? pc.npages : 1;
+      if (pc.slot + used > b.npages)
+        throw Error(fmt::format("pack {} block {} holds {} pages; the pagemap wants page {}",
+                                b.id.pack, b.id.block, b.npages, pc.slot + used - 1),
+                    "the image is damaged; it cannot be restored");
+      const uint8_t* src = b.pages + uint64_t{pc.slot} * kPageSize;
+      if (pc.kind == PagePiece::kSeq) {
+        w.add(src, remote_addr(pc.addr), uint64_t{pc.npages} * kPageSize);
+      } else {
+        for (uint32_t i = 0; i < pc.npages; ++i)
+          w.add(src, remote_addr(pc.addr + uint64_t{i} * kPageSize), kPageSize);
+      }
+    }
+    w.flush();
+    written_.fetch_add(w.written(), std::memory_order_relaxed);
+  }
+
+  const pid_t pid_;
+  const image::ImageReader& img_;
+  const unsigned jobs_;
+  std::vector<PagePiece> window_;  // read-only while its blocks are read
+  std::unique_ptr<uint8_t[]> zero_pages_;  // kZeroPages, zero-filled
+  RemoteWriter zeros_;                      // the calling thread's
+  std::atomic<uint64_t> written_{0};
+};
+
+}  // namespace
+
+unsigned usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return static_cast<unsigned>(CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+bool fill_writes(const Mapping& m) {
+  return m.pages_dumped > 0 && !image::is_shm_object(m) && !is_kernel_mapping(m.kind);
+}
+
+uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
+                     const FillOptions& opts) {
+  auto t0 = std::chrono::steady_clock::now();
+  unsigned jobs = std::clamp(opts.jobs, 1u, kMaxJobs);
+  Filler filler(pid, img, jobs);
+  for (const auto& m : p.mappings) {
+    if (!fill_writes(m)) continue;
+    img.for_each_piece(p.pid, m.start, [&](const PagePiece& pc) { filler.add(m, pc); });
+  }
+  uint64_t written = filler.finish();
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  vlog("restore: pid {}: {} MiB written in {:.3f} s with {} thread(s)", p.pid, written >> 20, s,
+       jobs);
+  return written;
+}
+
+}  // namespace snap::restore

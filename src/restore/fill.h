@@ -1,0 +1,39 @@
+// Filling a restored process's memory from the image at the disk's speed:
+// each block of the page store is read once, by worker threads that check
+// and decompress it and write its pages straight from the block buffer into
+// the process (process_vm_writev, iovec arrays), while the others read on.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "image/checkpoint.h"
+#include "image/image_reader.h"
+
+namespace snap::restore {
+
+// The CPUs snap may run on (sched_getaffinity), at least 1.
+unsigned usable_cpus();
+
+struct FillOptions {
+  unsigned jobs = usable_cpus();  // worker threads (`snap restore --jobs`)
+};
+
+// Whether mapping `m` gets its saved pages written by fill_memory(): it has
+// dumped pages and is not a shared memory object (those get theirs through
+// their memfd) nor a mapping of the kernel's ([vdso], [vvar] ...). It must
+// exist and be writable when fill_memory() runs.
+bool fill_writes(const image::Mapping& m);
+
+// Writes every saved page of every mapping of `p` that gets content
+// (fill_writes) into `pid`, a stopped process whose mappings already exist.
+// Zero pages are written only where memory does not start as zeros (file
+// and shared mappings), not in fresh private anonymous memory. Returns the
+// bytes written. Throws snap::Error naming the file and block on damaged
+// data (and SysError naming pid and address when a write fails), before the
+// job has run any of its own code; no thread outlives the call.
+uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
+                     const FillOptions& opts);
+
+}  // namespace snap::restore
