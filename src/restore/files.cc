@@ -196,6 +196,8 @@ class FilePlanner {
 
   int object_for(const Process& p, const FileDesc& f) {
     DescKey key = desc_key(p, f);
+    if (f.type == FdType::Pipe && f.file_id && !external_.count(key))
+      return pipe_description(p, f, key);
     if (auto it = objects_.find(key); it != objects_.end()) return it->second;
     int fd = create(p, f, key);
     objects_[key] = fd;
@@ -237,6 +239,32 @@ class FilePlanner {
         break;
     }
     throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
+  }
+
+  // A pipe end can have several open file descriptions (one opened again
+  // through /proc/PID/fd/N), each with its own status flags: the first is
+  // the end pipe2() made, the others are opened again the same way.
+  int pipe_description(const Process& p, const FileDesc& f, const DescKey& end_key) {
+    DescKey own{5, f.file_id, 0};
+    if (auto it = objects_.find(own); it != objects_.end()) return it->second;
+    int end;
+    if (auto it = objects_.find(end_key); it != objects_.end()) {
+      end = it->second;
+    } else {
+      end = create(p, f, end_key);
+      objects_[end_key] = end;
+    }
+    int fd = end;
+    auto [claim, first] = pipe_end_owner_.emplace(end_key, f.file_id);
+    if (!first && claim->second != f.file_id) {
+      std::string path = fmt::format("/proc/self/fd/{}", end);
+      fd = keep(::open(path.c_str(), (f.flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC),
+                "cannot restore " + fd_name(p, f) + ": open " + path);
+    }
+    if (::fcntl(fd, F_SETFL, f.flags & kStatusFlags) < 0)
+      throw SysError("cannot restore " + fd_name(p, f) + ": fcntl(F_SETFL)", errno);
+    objects_[own] = fd;
+    return fd;
   }
 
   int reopen(const Process& p, const FileDesc& f, const std::string& path, int flags) {
@@ -440,6 +468,7 @@ class FilePlanner {
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description
+  std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
   std::map<ShmKey, int> shm_;
 };
 

@@ -493,6 +493,15 @@ def process_settings(env):
     dump_kill_restore(env, [env.prog("settings"), "8", "200"], "settings", 3, expected)
 
 
+@case
+def pipe_opened_twice(env):
+    # One pipe end opened again through /proc/self/fd: two open file
+    # descriptions, only one O_NONBLOCK; both come back, on the same pipe.
+    expected = [f"{i}: read {chr(ord('a') + i % 26)} via {'pipe' if i % 2 else 'reopened'}, "
+                "nonblock 0 1" for i in range(1, 11)]
+    dump_kill_restore(env, [env.prog("pipe_reopen"), "10", "150"], "pipe_reopen", 3, expected)
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""
