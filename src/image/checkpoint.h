@@ -16,7 +16,8 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 3;  // 2: process trees; 3: checkpoint series (shared packs)
+constexpr uint32_t kFormatVersion = 4;  // 2: process trees; 3: checkpoint series (shared packs);
+                                        // 4: eventfd counters, epoll instances
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -82,7 +83,17 @@ inline bool is_shm_object(const Mapping& m) {
          (m.kind == MappingKind::File && m.shared && m.path.ends_with(" (deleted)"));
 }
 
-enum class FdType : uint8_t { Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Other };
+enum class FdType : uint8_t {
+  Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Epoll, Other
+};
+
+// One file an epoll instance watches (fdinfo "tfd:"): the watched fd's
+// number in the process holding the epoll fd, and what epoll_ctl was given.
+struct EpollTarget {
+  int fd = -1;
+  uint32_t events = 0;  // the registered mask, incl. EPOLLET / EPOLLONESHOT
+  uint64_t data = 0;    // epoll_data as the job set it
+};
 
 // A unix socket (sock_diag and the socket itself, at dump time).
 struct UnixSocket {
@@ -116,6 +127,12 @@ struct FileDesc {
   // flags), as after dup() or fork(). 0: not known (format 1).
   uint64_t file_id = 0;
   std::optional<UnixSocket> unix_socket;  // type Socket of family AF_UNIX
+  // Type EventFd: the counter (fdinfo "eventfd-count") and EFD_SEMAPHORE.
+  uint64_t eventfd_count = 0;
+  bool eventfd_semaphore = false;
+  // Type Epoll: the fds it watches, by their numbers in this process. A dump
+  // refuses an epoll watching a file this process no longer holds at that number.
+  std::vector<EpollTarget> epoll_targets;
 };
 
 struct MmLayout {
@@ -174,6 +191,10 @@ struct Process {
   std::optional<int32_t> pdeathsig;  // PR_GET_PDEATHSIG
   std::optional<int32_t> dumpable;   // PR_GET_DUMPABLE
   std::optional<int32_t> child_subreaper;  // PR_GET_CHILD_SUBREAPER
+  // From /proc/PID (format 4); absent: not recorded, left as restore finds them.
+  std::optional<int32_t> oom_score_adj;  // /proc/PID/oom_score_adj
+  std::optional<bool> thp_disabled;      // PR_GET_THP_DISABLE (status "THP_enabled: 0")
+  std::optional<bool> no_new_privs;      // PR_GET_NO_NEW_PRIVS (status "NoNewPrivs")
 };
 
 // What identifies a file's contents: the executable and every file a job

@@ -20,8 +20,8 @@ using json = nlohmann::json;
 constexpr const char* kMappingKindNames[] = {"anonymous", "shared_anon", "file",
                                              "heap",      "stack",       "vdso",
                                              "vvar",      "vvar_vclock", "vsyscall"};
-constexpr const char* kFdTypeNames[] = {"regular", "directory", "pipe",    "fifo", "socket",
-                                        "tty",     "chardev",   "eventfd", "other"};
+constexpr const char* kFdTypeNames[] = {"regular", "directory", "pipe",    "fifo",  "socket",
+                                        "tty",     "chardev",   "eventfd", "epoll", "other"};
 
 std::string to_hex(const std::vector<uint8_t>& b) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -90,6 +90,16 @@ ojson encode(const FileDesc& f) {
                         {"name", u->name}, {"queue", q}};
     if (u->detached_peer) j["unix_socket"]["detached_peer"] = true;
   }
+  if (f.type == FdType::EventFd) {
+    j["eventfd_count"] = f.eventfd_count;
+    if (f.eventfd_semaphore) j["eventfd_semaphore"] = true;
+  }
+  if (f.type == FdType::Epoll) {
+    ojson ts = ojson::array();
+    for (const auto& t : f.epoll_targets)
+      ts.push_back({{"fd", t.fd}, {"events", t.events}, {"data", t.data}});
+    j["epoll_targets"] = ts;
+  }
   return j;
 }
 
@@ -153,6 +163,9 @@ ojson encode(const Process& p) {
   if (p.pdeathsig) j["pdeathsig"] = *p.pdeathsig;
   if (p.dumpable) j["dumpable"] = *p.dumpable;
   if (p.child_subreaper) j["child_subreaper"] = *p.child_subreaper;
+  if (p.oom_score_adj) j["oom_score_adj"] = *p.oom_score_adj;
+  if (p.thp_disabled) j["thp_disabled"] = *p.thp_disabled;
+  if (p.no_new_privs) j["no_new_privs"] = *p.no_new_privs;
   return j;
 }
 
@@ -302,6 +315,14 @@ Mapping decode_mapping(const Field& f) {
   return m;
 }
 
+EpollTarget decode_epoll_target(const Field& f) {
+  EpollTarget t;
+  t.fd = f["fd"].as<int>();
+  t.events = f["events"].as<uint32_t>();
+  t.data = f["data"].as<uint64_t>();
+  return t;
+}
+
 FileDesc decode_fd(const Field& f) {
   FileDesc d;
   d.fd = f["fd"].as<int>();
@@ -324,6 +345,9 @@ FileDesc decode_fd(const Field& f) {
     if (auto d = u->opt("detached_peer")) s.detached_peer = d->as<bool>();
     d.unix_socket = std::move(s);
   }
+  if (auto c = f.opt("eventfd_count")) d.eventfd_count = c->as<uint64_t>();
+  if (auto s = f.opt("eventfd_semaphore")) d.eventfd_semaphore = s->as<bool>();
+  if (auto ts = f.opt("epoll_targets")) d.epoll_targets = ts->list(decode_epoll_target);
   return d;
 }
 
@@ -406,6 +430,9 @@ Process decode_process(const Field& f) {
   if (auto d = f.opt("pdeathsig")) p.pdeathsig = d->as<int32_t>();
   if (auto d = f.opt("dumpable")) p.dumpable = d->as<int32_t>();
   if (auto d = f.opt("child_subreaper")) p.child_subreaper = d->as<int32_t>();
+  if (auto d = f.opt("oom_score_adj")) p.oom_score_adj = d->as<int32_t>();
+  if (auto d = f.opt("thp_disabled")) p.thp_disabled = d->as<bool>();
+  if (auto d = f.opt("no_new_privs")) p.no_new_privs = d->as<bool>();
   return p;
 }
 

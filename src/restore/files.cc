@@ -1,6 +1,7 @@
 #include "restore/files.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -46,6 +47,26 @@ DescKey desc_key(const Process& p, const FileDesc& f) {
 // The status flags an open file description carries (F_SETFL).
 constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
 
+// An eventfd with its saved counter; plain system calls (skeletons use it).
+int make_eventfd(uint64_t count, bool semaphore, int flags) {
+  int fd = ::eventfd(0, EFD_CLOEXEC | (flags & O_NONBLOCK ? EFD_NONBLOCK : 0) |
+                            (semaphore ? EFD_SEMAPHORE : 0));
+  // eventfd() takes an unsigned int; a larger counter is written instead.
+  if (fd >= 0 && count && ::write(fd, &count, sizeof count) != sizeof count) {
+    int err = errno;
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+int make_epoll(int flags) {
+  int fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (fd >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  return fd;
+}
+
 }  // namespace
 
 class FilePlanner {
@@ -69,6 +90,7 @@ class FilePlanner {
         FdAction a;
         a.target = f.fd;
         a.cloexec = (f.flags & O_CLOEXEC) != 0;
+        a.epoll_targets = f.epoll_targets;
         if (!own_file(p, f, a)) a.source = object_for(p, f);
         files.fds.push_back(std::move(a));
       }
@@ -155,6 +177,12 @@ class FilePlanner {
         return true;
       case FdType::EventFd:
         a.eventfd = true;
+        a.eventfd_count = f.eventfd_count;
+        a.eventfd_semaphore = f.eventfd_semaphore;
+        a.flags = f.flags;
+        return true;
+      case FdType::Epoll:
+        a.epoll = true;
         a.flags = f.flags;
         return true;
       default:
@@ -168,6 +196,8 @@ class FilePlanner {
 
   int object_for(const Process& p, const FileDesc& f) {
     DescKey key = desc_key(p, f);
+    if (f.type == FdType::Pipe && f.file_id && !external_.count(key))
+      return pipe_description(p, f, key);
     if (auto it = objects_.find(key); it != objects_.end()) return it->second;
     int fd = create(p, f, key);
     objects_[key] = fd;
@@ -195,8 +225,10 @@ class FilePlanner {
       case FdType::Tty:
         return reopen(p, f, f.path, f.flags | O_NOCTTY);
       case FdType::EventFd:
-        return keep(::eventfd(0, EFD_CLOEXEC | (f.flags & O_NONBLOCK ? EFD_NONBLOCK : 0)),
+        return keep(make_eventfd(f.eventfd_count, f.eventfd_semaphore, f.flags),
                     "eventfd for " + fd_name(p, f));
+      case FdType::Epoll:
+        return keep(make_epoll(f.flags), "epoll_create1 for " + fd_name(p, f));
       case FdType::Pipe:
         return pipe_end(p, f);
       case FdType::Fifo:
@@ -207,6 +239,32 @@ class FilePlanner {
         break;
     }
     throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
+  }
+
+  // A pipe end can have several open file descriptions (one opened again
+  // through /proc/PID/fd/N), each with its own status flags: the first is
+  // the end pipe2() made, the others are opened again the same way.
+  int pipe_description(const Process& p, const FileDesc& f, const DescKey& end_key) {
+    DescKey own{5, f.file_id, 0};
+    if (auto it = objects_.find(own); it != objects_.end()) return it->second;
+    int end;
+    if (auto it = objects_.find(end_key); it != objects_.end()) {
+      end = it->second;
+    } else {
+      end = create(p, f, end_key);
+      objects_[end_key] = end;
+    }
+    int fd = end;
+    auto [claim, first] = pipe_end_owner_.emplace(end_key, f.file_id);
+    if (!first && claim->second != f.file_id) {
+      std::string path = fmt::format("/proc/self/fd/{}", end);
+      fd = keep(::open(path.c_str(), (f.flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC),
+                "cannot restore " + fd_name(p, f) + ": open " + path);
+    }
+    if (::fcntl(fd, F_SETFL, f.flags & kStatusFlags) < 0)
+      throw SysError("cannot restore " + fd_name(p, f) + ": fcntl(F_SETFL)", errno);
+    objects_[own] = fd;
+    return fd;
   }
 
   int reopen(const Process& p, const FileDesc& f, const std::string& path, int flags) {
@@ -410,6 +468,7 @@ class FilePlanner {
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description
+  std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
   std::map<ShmKey, int> shm_;
 };
 
@@ -437,9 +496,12 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
   // never one already in place, and what it takes is moved to the target.
   for (const auto& a : files.fds) {
     if (a.source >= 0) continue;
-    int fd = a.eventfd ? ::eventfd(0, EFD_CLOEXEC | (a.flags & O_NONBLOCK ? EFD_NONBLOCK : 0))
+    int fd = a.eventfd ? make_eventfd(a.eventfd_count, a.eventfd_semaphore, a.flags)
+             : a.epoll ? make_epoll(a.flags)
                        : ::open(a.path.c_str(), (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC);
-    if (fd < 0) return fail(a.eventfd ? "eventfd" : ("open " + a.path).c_str(), a.target);
+    if (fd < 0)
+      return fail(a.eventfd ? "eventfd" : a.epoll ? "epoll_create1" : ("open " + a.path).c_str(),
+                  a.target);
     if (a.pos && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 && errno != ESPIPE)
       return fail("lseek", a.target);
     if (fd != a.target) {
@@ -456,6 +518,18 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
     next = fd + 1;
   }
   ::close_range(static_cast<unsigned>(next), ~0u, 0);
+  // Every watched fd is at its number now.
+  for (const auto& a : files.fds)
+    for (const auto& t : a.epoll_targets) {
+      epoll_event ev{};
+      ev.events = t.events;
+      ev.data.u64 = t.data;
+      if (::epoll_ctl(a.target, EPOLL_CTL_ADD, t.fd, &ev) < 0 && errno != EEXIST) {
+        *err = fmt::format("fd {}: epoll_ctl(EPOLL_CTL_ADD, fd {}, events {:#x}): {}", a.target,
+                           t.fd, t.events, std::strerror(errno));
+        return -1;
+      }
+    }
   return 0;
 }
 

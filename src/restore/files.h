@@ -28,10 +28,17 @@ struct FdAction {
   // skeleton opens itself (so snap never holds 10,000 of a job's files).
   int source = -1;
   bool cloexec = false;
-  std::string path;   // source -1: open(path, flags) at pos, or an eventfd
+  std::string path;   // source -1: open(path, flags) at pos, an eventfd or an epoll
   int flags = 0;
   uint64_t pos = 0;
   bool eventfd = false;
+  uint64_t eventfd_count = 0;
+  bool eventfd_semaphore = false;
+  bool epoll = false;
+  // An epoll (own or inherited): the fds it watches, registered once every
+  // fd of the process is in place (a shared epoll: by each holder; EEXIST
+  // from the second is expected).
+  std::vector<image::EpollTarget> epoll_targets;
 };
 
 // Shared memory objects (image::is_shm_object) by (dev, inode).

@@ -109,6 +109,28 @@ void set_rlimits(const image::Process& p) {
   }
 }
 
+// oom_score_adj, THP and no_new_privs, as the job had them. Empty, or what
+// failed: lowering oom_score_adj below what snap restore has needs
+// CAP_SYS_RESOURCE, and a restore without it must not give the job another.
+std::string set_process_settings(const image::Process& p) {
+  if (p.oom_score_adj) {
+    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    std::string v = std::to_string(*p.oom_score_adj);
+    bool ok = fd >= 0 && ::write(fd, v.data(), v.size()) == static_cast<ssize_t>(v.size());
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (!ok)
+      return fmt::format("writing oom_score_adj {}: {}{}", v, std::strerror(err),
+                         err == EACCES ? " (lowering it needs CAP_SYS_RESOURCE)" : "");
+  }
+  if (p.thp_disabled && ::prctl(PR_SET_THP_DISABLE, *p.thp_disabled ? 1 : 0, 0, 0, 0) < 0)
+    return fmt::format("prctl(PR_SET_THP_DISABLE): {}", std::strerror(errno));
+  // Last: it only limits what an execve() may gain, never what snap does next.
+  if (p.no_new_privs.value_or(false) && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+    return fmt::format("prctl(PR_SET_NO_NEW_PRIVS): {}", std::strerror(errno));
+  return {};
+}
+
 }  // namespace
 
 int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
@@ -154,6 +176,7 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
   ::umask(p.umask);
   set_rlimits(p);
   ::syscall(SYS_personality, static_cast<unsigned long>(p.personality));
+  if (auto err = set_process_settings(p); !err.empty()) return fail(ctx, err);
   // glibc registered an rseq area in snap's TLS; the kernel writes to it on
   // every return to user space, so it must go before that memory does.
   unregister_rseq();

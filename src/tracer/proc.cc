@@ -12,6 +12,8 @@
 #include <cstring>
 #include <set>
 
+#include <fmt/core.h>
+
 #include "base/error.h"
 #include "base/scoped_fd.h"
 
@@ -217,6 +219,10 @@ Status parse_status(std::string_view text) {
     else if (key == "Tgid") s.tgid = static_cast<pid_t>(to_u64(f[0]));
     else if (key == "PPid") s.ppid = static_cast<pid_t>(to_u64(f[0]));
     else if (key == "TracerPid") s.tracer_pid = static_cast<pid_t>(to_u64(f[0]));
+    else if (key == "THP_enabled") s.thp_enabled = f[0] != "0";
+    else if (key == "NoNewPrivs") s.no_new_privs = f[0] != "0";
+    else if (key == "Seccomp") s.seccomp = static_cast<int>(to_u64(f[0]));
+    else if (key == "Seccomp_filters") s.seccomp_filters = static_cast<int>(to_u64(f[0]));
     else if (key == "Groups") {
       for (auto g : f) s.groups.push_back(static_cast<uint32_t>(to_u64(g)));
     } else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {
@@ -234,6 +240,21 @@ FdInfo parse_fdinfo(std::string_view text) {
     else if (key == "flags") fi.flags = static_cast<int>(to_u64(f[0], 8));
     else if (key == "mnt_id") fi.mnt_id = to_u64(f[0]);
     else if (key == "ino") fi.ino = to_u64(f[0]);
+    else if (key == "eventfd-count") fi.eventfd_count = to_u64(f[0], 16);
+    else if (key == "eventfd-semaphore") fi.eventfd_semaphore = f[0] != "0";
+    else if (key == "tfd") {
+      // "tfd:        5 events:       19 data: ffffffffffffffff  pos:0 ino:3 sdev:d"
+      if (f.size() < 5 || f[1] != "events:" || f[3] != "data:")
+        throw Error("fdinfo: malformed epoll line 'tfd: " + std::string(f[0]) + " ...'");
+      image::EpollTarget t;
+      t.fd = static_cast<int>(to_u64(f[0]));
+      t.events = static_cast<uint32_t>(to_u64(f[2], 16));
+      t.data = to_u64(f[4], 16);
+      uint64_t ino = 0;
+      for (auto v : f)
+        if (v.starts_with("ino:")) ino = to_u64(v.substr(4), 16);
+      fi.epoll_targets.emplace_back(t, ino);
+    }
   });
   return fi;
 }
@@ -322,6 +343,7 @@ image::MappingKind classify(const MapEntry& e) {
 image::FdType classify_fd(const std::string& link, const struct stat& st) {
   using T = image::FdType;
   if (link.starts_with("anon_inode:[eventfd")) return T::EventFd;
+  if (link == "anon_inode:[eventpoll]") return T::Epoll;
   if (S_ISREG(st.st_mode)) return T::Regular;
   if (S_ISDIR(st.st_mode)) return T::Directory;
   if (S_ISFIFO(st.st_mode)) return link.starts_with("pipe:") ? T::Pipe : T::Fifo;
@@ -358,7 +380,32 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   return out;
 }
 
+namespace {
+
+struct Watched {
+  int epoll_fd, fd;
+  uint64_t inode;
+};
+
+// Restore registers each watched file again under the number the epoll
+// knows it by; that needs the file to be open at that number still (a
+// closed or replaced fd leaves the epoll watching a file only it holds).
+void check_epoll_targets(pid_t pid, const std::vector<image::FileDesc>& fds,
+                         const std::vector<Watched>& watched) {
+  for (const auto& w : watched) {
+    auto it = std::find_if(fds.begin(), fds.end(), [&](const auto& f) { return f.fd == w.fd; });
+    if (it == fds.end() || it->inode != w.inode)
+      throw Error("pid " + std::to_string(pid) + " fd " + std::to_string(w.epoll_fd) +
+                      " (epoll) watches a file that is no longer open as fd " +
+                      std::to_string(w.fd) + " (inode " + std::to_string(w.inode) + ")",
+                  "snap cannot restore an epoll watching a closed or replaced fd");
+  }
+}
+
+}  // namespace
+
 std::vector<image::FileDesc> read_fds(pid_t pid) {
+  std::vector<Watched> watched;
   std::string dir = pid_path(pid, "fd");
   DIR* d = ::opendir(dir.c_str());
   if (!d) throw SysError("opendir " + dir, errno);
@@ -389,8 +436,15 @@ std::vector<image::FileDesc> read_fds(pid_t pid) {
     fd.pos = info.pos;
     fd.flags = info.flags;
     if (info.ino) fd.inode = info.ino;
+    fd.eventfd_count = info.eventfd_count;
+    fd.eventfd_semaphore = info.eventfd_semaphore;
+    for (const auto& [t, ino] : info.epoll_targets) {
+      fd.epoll_targets.push_back(t);
+      watched.push_back({n, t.fd, ino});
+    }
     out.push_back(std::move(fd));
   }
+  check_epoll_targets(pid, out, watched);
   return out;
 }
 
@@ -410,6 +464,20 @@ image::Process read_process(pid_t pid) {
   p.uids = status.uids;
   p.gids = status.gids;
   p.groups = status.groups;
+  // A restored job has the seccomp filters snap restore has (it is a fork
+  // of it): the same as the job's when both run in one container. Filters
+  // the job installed itself would be lost.
+  auto self = read_status(::getpid());
+  if (status.seccomp != self.seccomp || status.seccomp_filters != self.seccomp_filters)
+    throw Error(fmt::format("pid {} runs under seccomp mode {} with {} filter(s), snap under mode "
+                            "{} with {}: the job set up seccomp itself",
+                            pid, status.seccomp, status.seccomp_filters, self.seccomp,
+                            self.seccomp_filters),
+                "snap cannot restore seccomp filters yet");
+  if (status.thp_enabled) p.thp_disabled = !*status.thp_enabled;
+  p.no_new_privs = status.no_new_privs;
+  if (auto adj = try_read_file(pid_path(pid, "oom_score_adj")))
+    p.oom_score_adj = static_cast<int32_t>(std::stol(*adj));
   if (auto pers = try_read_file(pid_path(pid, "personality")))
     p.personality = static_cast<uint32_t>(to_u64(std::string_view(*pers).substr(0, pers->find('\n')), 16));
   for (int r = 0; r < RLIM_NLIMITS; r++) {

@@ -57,6 +57,11 @@ struct Status {
   pid_t tgid = 0, ppid = 0, tracer_pid = 0;
   std::array<uint32_t, 4> uids{}, gids{};
   std::vector<uint32_t> groups;  // supplementary groups
+  // Absent from kernels too old to show them.
+  std::optional<bool> thp_enabled;   // "THP_enabled:" (0: PR_SET_THP_DISABLE)
+  std::optional<bool> no_new_privs;  // "NoNewPrivs:"
+  int seccomp = 0;                   // "Seccomp:" 0 off, 1 strict, 2 filter
+  int seccomp_filters = 0;           // "Seccomp_filters:"
 };
 Status parse_status(std::string_view text);
 
@@ -65,6 +70,10 @@ struct FdInfo {
   uint64_t pos = 0;
   int flags = 0;
   uint64_t mnt_id = 0, ino = 0;
+  uint64_t eventfd_count = 0;  // "eventfd-count:" (hex)
+  bool eventfd_semaphore = false;
+  // An epoll fd's "tfd:" lines, with the inode of each watched file ("ino:", hex).
+  std::vector<std::pair<image::EpollTarget, uint64_t>> epoll_targets;
 };
 FdInfo parse_fdinfo(std::string_view text);
 

@@ -442,6 +442,66 @@ def changed_binary_refused(env):
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
 
 
+def epoll_expected(limit):
+    """What tests/programs/epoll_events prints, computed as it runs."""
+    count, pending, out = 30, 0, []
+    for i in range(1, limit + 1):
+        count += i
+        pending += 1
+        tags = (0xe7e7e7e7e7e7e7e7 ^ 0x1) ^ (0x9193 ^ 0x1)  # data ^ EPOLLIN, each
+        line = f"{i}: 2 ready, tags {tags:x}"
+        if i % 3 == 0:
+            line += f", eventfd held {count}"
+            count, pending = 0, pending - 1
+        out.append(line)
+    return out
+
+
+@case
+def epoll_eventfd(env):
+    # An epoll watching an eventfd (level) and a pipe (edge triggered), with
+    # the eventfd's counter and an unread byte in the pipe at the dump: both
+    # restored, and the epoll reports them with the job's own data.
+    dump_kill_restore(env, [env.prog("epoll_events"), "12", "150"], "epoll", 4,
+                      epoll_expected(12))
+
+
+@case
+def epoll_stale_fd_refused(env):
+    # An epoll still watching a file its fd number no longer names cannot be
+    # registered again: the dump refuses, naming the pid and the epoll's fd,
+    # and the job runs on.
+    out = env.path("stale.out")
+    p = start([env.prog("epoll_events"), "--stale"], stdout_path=out)
+    wait_lines(out, 1)
+    words = lines_of(out)[0].split()  # "epoll 3 watches closed fd 7 (file kept as 8)"
+    ep, closed = words[1], words[5]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("stale.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {ep} (epoll)" in r.stderr
+           and f"no longer open as fd {closed}" in r.stderr,
+           f"the dump is refused, naming pid, epoll fd and watched fd: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
+def process_settings(env):
+    # oom_score_adj, THP disabled and no_new_privs come back as the job set them.
+    expected = [f"{i} oom_score_adj=321 thp_disable=1 no_new_privs=1" for i in range(1, 9)]
+    dump_kill_restore(env, [env.prog("settings"), "8", "200"], "settings", 3, expected)
+
+
+@case
+def pipe_opened_twice(env):
+    # One pipe end opened again through /proc/self/fd: two open file
+    # descriptions, only one O_NONBLOCK; both come back, on the same pipe.
+    expected = [f"{i}: read {chr(ord('a') + i % 26)} via {'pipe' if i % 2 else 'reopened'}, "
+                "nonblock 0 1" for i in range(1, 11)]
+    dump_kill_restore(env, [env.prog("pipe_reopen"), "10", "150"], "pipe_reopen", 3, expected)
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""

@@ -1,0 +1,37 @@
+/* A counter that first sets what a process carries besides its memory:
+ * oom_score_adj, PR_SET_THP_DISABLE and PR_SET_NO_NEW_PRIVS. Each line shows
+ * them as the process reads them back then, so a restored run prints the
+ * same lines only if they came back.
+ * Usage: settings LIMIT INTERVAL_MS */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+static int oom_score_adj(void) {
+  char buf[16] = {0};
+  int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+  if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0) return -9999;
+  close(fd);
+  return atoi(buf);
+}
+
+int main(int argc, char **argv) {
+  long limit = argc > 1 ? atol(argv[1]) : 10;
+  long ms = argc > 2 ? atol(argv[2]) : 200;
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+  if (fd < 0 || write(fd, "321", 3) != 3) return perror("oom_score_adj"), 1;
+  close(fd);
+  if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    return perror("prctl"), 1;
+  for (long i = 1; i <= limit; i++) {
+    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d\n", i, oom_score_adj(),
+           prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
