@@ -64,7 +64,7 @@ std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
       {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},
       {0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},
   };
-  auto maps = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
+  auto maps = proc::read_executable_mappings(pid);
   std::stable_partition(maps.begin(), maps.end(), [](const image::Mapping& m) {
     return m.path.find("libc") != std::string::npos;
   });

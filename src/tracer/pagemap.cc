@@ -20,7 +20,8 @@ constexpr size_t kRegionBatch = 4096;  // regions per PAGEMAP_SCAN call
 
 int scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t mask, uint64_t anyof,
          uint64_t ret_mask, const std::function<void(const Region&)>& fn) {
-  std::unique_ptr<Region[]> vec(new Region[kRegionBatch]);
+  // Reused: a dump scans once per mapping, thousands of times.
+  thread_local std::unique_ptr<Region[]> vec(new Region[kRegionBatch]);
   uint64_t pos = start, seen = start;
   while (pos < end) {
     ScanArg a{};

@@ -57,6 +57,19 @@ std::vector<std::string_view> lines(std::string_view s) {
   return out;
 }
 
+// Same, one line at a time (smaps of a process with many mappings has
+// hundreds of thousands).
+template <typename Fn>
+void for_each_line(std::string_view s, Fn&& fn) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find('\n', i);
+    if (j == std::string_view::npos) j = s.size();
+    fn(s.substr(i, j - i));
+    i = j + 1;
+  }
+}
+
 // "7f5f7aebd000-7f5f7aee3000 r-xp 00001000 fe:00 332383    /path"
 std::optional<MapEntry> parse_map_line(std::string_view line) {
   auto f = split_ws(line);
@@ -96,17 +109,25 @@ std::string read_all(const std::string& path, int* err) {
     *err = errno;
     return {};
   }
+  // Read straight into the string, in large reads: /proc/PID/smaps of a
+  // process with many mappings is tens of MiB, and each read(2) of a
+  // seq_file fills as much of the buffer as it can.
   std::string out;
-  char buf[65536];
+  size_t len = 0;
+  out.resize(64 << 10);
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (out.size() - len < (16 << 10)) out.resize(out.size() * 2);
+    ssize_t n = ::read(fd.get(), out.data() + len, out.size() - len);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       *err = errno;
       return {};
     }
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
+    if (n == 0) {
+      out.resize(len);
+      return out;
+    }
+    len += static_cast<size_t>(n);
   }
 }
 
@@ -135,27 +156,29 @@ std::string read_link(const std::string& path) {
 
 std::vector<MapEntry> parse_maps(std::string_view text) {
   std::vector<MapEntry> out;
-  for (auto l : lines(text))
+  for_each_line(text, [&](std::string_view l) {
     if (auto e = parse_map_line(l)) out.push_back(std::move(*e));
+  });
   return out;
 }
 
 std::vector<MapEntry> parse_smaps(std::string_view text) {
   std::vector<MapEntry> out;
-  for (auto l : lines(text)) {
+  for_each_line(text, [&](std::string_view l) {
     if (l.starts_with("VmFlags:")) {
       if (out.empty()) throw Error("smaps: VmFlags before any mapping");
       auto v = l.substr(8);
       while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
       while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
       out.back().vmflags = std::string(v);
-      continue;
+      return;
     }
     // Mapping header lines start with a hex range; field lines with "Name:".
     auto first = l.substr(0, l.find(' '));
+    if (first.empty() || first.back() == ':') return;
     if (first.find('-') != std::string_view::npos && first.find(':') == std::string_view::npos)
       if (auto e = parse_map_line(l)) out.push_back(std::move(*e));
-  }
+  });
   return out;
 }
 
@@ -359,24 +382,42 @@ image::FdType classify_fd(const std::string& link, const struct stat& st) {
 
 }  // namespace
 
+namespace {
+
+image::Mapping to_mapping(const MapEntry& e) {
+  image::Mapping m;
+  m.start = e.start;
+  m.end = e.end;
+  m.prot = (e.r ? 1 : 0) | (e.w ? 2 : 0) | (e.x ? 4 : 0);  // PROT_READ/WRITE/EXEC
+  m.shared = e.shared;
+  m.kind = classify(e);
+  m.pgoff = e.offset;
+  m.path = e.path;
+  m.dev = makedev(e.dev_major, e.dev_minor);
+  m.inode = e.inode;
+  m.vmflags = e.vmflags;
+  return m;
+}
+
+}  // namespace
+
+std::vector<image::Mapping> read_executable_mappings(pid_t pid) {
+  std::vector<image::Mapping> out;
+  for_each_line(read_file(pid_path(pid, "maps")), [&](std::string_view l) {
+    // "start-end perms ...": only lines whose perms have x are parsed.
+    size_t sp = l.find(' ');
+    if (sp == std::string_view::npos || sp + 3 >= l.size() || l[sp + 3] != 'x') return;
+    if (auto e = parse_map_line(l)) out.push_back(to_mapping(*e));
+  });
+  return out;
+}
+
 std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   std::vector<image::Mapping> out;
   auto entries = detail == MapDetail::kWithVmFlags ? read_smaps(pid)
                                                    : parse_maps(read_file(pid_path(pid, "maps")));
-  for (const auto& e : entries) {
-    image::Mapping m;
-    m.start = e.start;
-    m.end = e.end;
-    m.prot = (e.r ? 1 : 0) | (e.w ? 2 : 0) | (e.x ? 4 : 0);  // PROT_READ/WRITE/EXEC
-    m.shared = e.shared;
-    m.kind = classify(e);
-    m.pgoff = e.offset;
-    m.path = e.path;
-    m.dev = makedev(e.dev_major, e.dev_minor);
-    m.inode = e.inode;
-    m.vmflags = e.vmflags;
-    out.push_back(std::move(m));
-  }
+  out.reserve(entries.size());
+  for (const auto& e : entries) out.push_back(to_mapping(e));
   return out;
 }
 

@@ -100,6 +100,9 @@ image::Process read_process(pid_t pid);
 // ranges, kinds and paths pass kRangesOnly to read the cheap /proc/PID/maps.
 enum class MapDetail { kWithVmFlags, kRangesOnly };
 std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail = MapDetail::kWithVmFlags);
+// Only the executable ones (PROT_EXEC), from /proc/PID/maps, without
+// building the others (a process may have tens of thousands).
+std::vector<image::Mapping> read_executable_mappings(pid_t pid);
 std::vector<image::FileDesc> read_fds(pid_t pid);
 
 }  // namespace snap::proc

@@ -132,7 +132,30 @@ uint64_t own_vdso_syscall_ret_offset() {
   return offset;
 }
 
+// Where the kernel put the process's vDSO (auxv AT_SYSINFO_EHDR), if it is
+// still there: the same bytes as snap's own (one kernel, one vDSO). This
+// costs no walk over the process's mappings, which may be many thousands.
+std::optional<remote_addr> vdso_base_from_auxv(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/auxv");
+  if (!text) return std::nullopt;
+  uint64_t base = 0;
+  for (size_t i = 0; i + 16 <= text->size(); i += 16) {
+    uint64_t kv[2];
+    std::memcpy(kv, text->data() + i, sizeof kv);
+    if (kv[0] == AT_SYSINFO_EHDR) base = kv[1];
+  }
+  if (!base) return std::nullopt;
+  const OwnVdso& v = own_vdso();
+  std::vector<uint8_t> got(v.size);
+  iovec local{got.data(), got.size()}, remote{reinterpret_cast<void*>(base), got.size()};
+  if (::process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(got.size()) ||
+      std::memcmp(got.data(), v.bytes, got.size()) != 0)
+    return std::nullopt;
+  return remote_addr(base);
+}
+
 std::optional<remote_addr> vdso_base_of(pid_t pid) {
+  if (auto base = vdso_base_from_auxv(pid)) return base;  // moved (restore moves it): the maps say
   for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly))
     if (m.kind == image::MappingKind::Vdso) return remote_addr(m.start);
   return std::nullopt;
