@@ -18,19 +18,21 @@
 #include <optional>
 #include <set>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <fmt/core.h>
 
+#include "base/cpus.h"
 #include "base/error.h"
+#include "base/huge_buffer.h"
 #include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
 #include "image/series.h"
+#include "image/staged_file.h"
 
 namespace snap::image {
 
@@ -38,17 +40,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kCompressThreads = 2;
-// Block buffers in flight: one being filled, the rest queued, being
-// compressed or waiting for their turn to be written. This bounds memory.
-constexpr int kSlots = 2 * kCompressThreads + 1;
+// Threads adding pages at once (block buffers are made for them), at most.
+constexpr unsigned kMaxWorkers = 64;
 
 struct Hash128 {
   uint64_t lo = 0, hi = 0;
   bool operator==(const Hash128&) const = default;
-};
-struct Hash128Hasher {
-  size_t operator()(const Hash128& h) const { return h.lo; }
 };
 
 Hash128 hash_page(const uint8_t* p) {
@@ -56,28 +53,101 @@ Hash128 hash_page(const uint8_t* p) {
   return {h.low64, h.high64};
 }
 
-bool all_zero(const uint8_t* p) {
-  static const uint8_t zero[kPageSize] = {};
-  return std::memcmp(p, zero, kPageSize) == 0;
+// Whether every byte of the page is zero. Most pages that are not give up
+// at their first word; a zero page costs one pass, and no hash.
+bool is_zero_page(const uint8_t* p) {
+  for (size_t i = 0; i < kPageSize; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, p + i, sizeof w);
+    if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0) return false;
+  }
+  return true;
 }
 
+// Page hash -> ref of the stored page: open addressing, linear probing, at
+// most half full. 24 bytes an entry; also what pages.idx is built from.
+class PageTable {
+ public:
+  PageTable() { entries_.assign(kInitial, Entry{}); }
+
+  const uint64_t* find(const Hash128& h) const {
+    for (size_t i = h.lo & mask(); ; i = (i + 1) & mask()) {
+      const Entry& e = entries_[i];
+      if (e.ref == kEmpty) return nullptr;
+      if (e.lo == h.lo && e.hi == h.hi) return &e.ref;
+    }
+  }
+
+  // `h` must not be in the table yet.
+  void insert(const Hash128& h, uint64_t ref) {
+    if ((size_ + 1) * 2 > entries_.size()) grow();
+    place(h.lo, h.hi, ref);
+    size_++;
+  }
+
+  size_t size() const { return size_; }
+
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    for (const auto& e : entries_)
+      if (e.ref != kEmpty) fn(Hash128{e.lo, e.hi}, e.ref);
+  }
+
+ private:
+  struct Entry {
+    uint64_t lo = 0, hi = 0, ref = kEmpty;
+  };
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  static constexpr size_t kInitial = size_t{1} << 16;
+
+  size_t mask() const { return entries_.size() - 1; }
+
+  void place(uint64_t lo, uint64_t hi, uint64_t ref) {
+    size_t i = lo & mask();
+    while (entries_[i].ref != kEmpty) i = (i + 1) & mask();
+    entries_[i] = {lo, hi, ref};
+  }
+
+  void grow() {
+    std::vector<Entry> old(entries_.size() * 2);
+    old.swap(entries_);
+    for (const auto& e : old)
+      if (e.ref != kEmpty) place(e.lo, e.hi, e.ref);
+  }
+
+  std::vector<Entry> entries_;
+  size_t size_ = 0;
+};
+
+// Room for a block compressed by lz4 (LZ4_compressBound of a full block),
+// rounded to pages.
+constexpr size_t kPackedBytes =
+    (disk::kBlockRawBytes + disk::kBlockRawBytes / 255 + 16 + kPageSize - 1) / kPageSize * kPageSize;
+static_assert(kPackedBytes >= static_cast<size_t>(LZ4_COMPRESSBOUND(disk::kBlockRawBytes)));
+
 // One reusable block buffer. Allocated on first use and then recycled, so
-// a dump touches fresh memory only for the first few blocks.
+// a dump touches fresh memory only for the first few blocks. Its pages are
+// copied in by the threads that add them, outside the writer's lock: a
+// slot is compressed once it is closed (full, or the last one at commit)
+// and no copy into it is still under way.
 struct Slot {
-  std::unique_ptr<uint8_t[]> raw;     // kBlockRawBytes
-  std::unique_ptr<uint8_t[]> packed;  // LZ4_compressBound(kBlockRawBytes)
+  uint8_t* raw = nullptr;     // kBlockRawBytes
+  uint8_t* packed = nullptr;  // kPackedBytes
   uint64_t block = 0;
-  uint32_t npages = 0;
+  uint32_t npages = 0;   // places handed out
+  uint32_t copying = 0;  // of those, copies not done yet
+  bool closed = false;
   disk::BlockHeader header{};
   const uint8_t* stored = nullptr;  // raw or packed, after compress()
 };
 
 void compress(Slot& s) {
   const int raw_len = static_cast<int>(s.npages * kPageSize);
-  const int bound = LZ4_compressBound(static_cast<int>(disk::kBlockRawBytes));
-  if (!s.packed) s.packed = std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(bound));
-  int n = LZ4_compress_default(reinterpret_cast<const char*>(s.raw.get()),
-                               reinterpret_cast<char*>(s.packed.get()), raw_len, bound);
+  // On incompressible data lz4 notices early and skips ahead (a pass over
+  // random data costs less than hashing it); such a block is stored raw.
+  int n = LZ4_compress_default(reinterpret_cast<const char*>(s.raw),
+                               reinterpret_cast<char*>(s.packed), raw_len,
+                               static_cast<int>(kPackedBytes));
   disk::BlockHeader& h = s.header;
   h.magic = disk::kBlockMagic;
   h.npages = static_cast<uint16_t>(s.npages);
@@ -86,11 +156,11 @@ void compress(Slot& s) {
   if (n > 0 && n < raw_len) {
     h.flags = 0;
     h.stored_len = static_cast<uint32_t>(n);
-    s.stored = s.packed.get();
+    s.stored = s.packed;
   } else {
     h.flags = disk::kBlockRaw;
     h.stored_len = static_cast<uint32_t>(raw_len);
-    s.stored = s.raw.get();
+    s.stored = s.raw;
   }
   h.checksum = XXH3_64bits(s.stored, h.stored_len);
 }
@@ -211,6 +281,65 @@ void remove_unused_packs(const std::string& ckpt) {
   if (removed) io::fsync_dir(packs);
 }
 
+// What add_pages() finds out about a page before it takes the lock.
+struct PageFacts {
+  bool zero = false;
+  Hash128 hash;
+  std::optional<uint64_t> earlier;  // series: a ref into the base's packs
+};
+// A page copy add_pages() owes to a slot (consecutive places merged).
+struct Copy {
+  int slot;
+  uint32_t place;  // first page's place in the block
+  const uint8_t* src;
+  uint32_t npages;
+};
+
+// Writes a whole new file without fsyncing it (SyncAll does, with the others).
+ScopedFd write_unsynced(const std::string& path, const void* data, size_t len) {
+  ScopedFd fd = io::open_file(path, O_WRONLY | O_CREAT | O_EXCL);
+  io::write_all(fd.get(), data, len, path);
+  return fd;
+}
+template <typename Bytes>
+ScopedFd write_unsynced(const std::string& path, const Bytes& b) {
+  return write_unsynced(path, b.data(), b.size());
+}
+
+// The files of an image, fsynced together once all are written: each on a
+// thread of its own, so that their device flushes overlap (the block layer
+// merges flushes that wait at the same time) instead of queueing one after
+// the other.
+class SyncAll {
+ public:
+  void add(ScopedFd fd, std::string path) { files_.emplace_back(std::move(fd), std::move(path)); }
+  // fsyncs and closes every file added since the last wait(); throws the
+  // first failure.
+  void wait() {
+    std::vector<std::thread> threads;
+    std::vector<std::exception_ptr> errors(files_.size());
+    for (size_t i = 1; i < files_.size(); i++)
+      threads.emplace_back([&, i] { errors[i] = sync_one(files_[i]); });
+    if (!files_.empty()) errors[0] = sync_one(files_[0]);
+    for (auto& t : threads) t.join();
+    files_.clear();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+
+ private:
+  static std::exception_ptr sync_one(std::pair<ScopedFd, std::string>& f) {
+    try {
+      io::fsync_fd(f.first.get(), f.second);
+      if (::close(f.first.release()) < 0) throw SysError(fmt::format("close({})", f.second), errno);
+      return nullptr;
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  std::vector<std::pair<ScopedFd, std::string>> files_;
+};
+
 }  // namespace
 
 class ImageWriter::Impl {
@@ -232,10 +361,33 @@ class ImageWriter::Impl {
     sum_.reset(XXH3_createState());
     if (!sum_) throw std::bad_alloc();
     XXH3_64bits_reset(sum_.get());
-    zero_hash_ = hash_page(std::array<uint8_t, kPageSize>{}.data());
-    slots_.resize(kSlots);
-    for (int i = kSlots - 1; i >= 0; --i) free_.push_back(i);
-    for (int i = 0; i < kCompressThreads; ++i) workers_.emplace_back([this] { worker(); });
+    stage_ = std::make_unique<StagedFile>(pages_fd_.get(), pages_path_);
+  }
+
+  // Before the first page: how many threads will add pages at once (and so
+  // how many block buffers there are). Later calls change nothing.
+  void set_jobs(unsigned n) {
+    std::lock_guard lock(mu_);
+    if (slots_.empty()) jobs_ = std::clamp(n, 1u, kMaxWorkers);
+  }
+
+  // The block buffers, at the first page.
+  void make_slots() {
+    if (!slots_.empty()) return;
+    const unsigned n = jobs_ ? jobs_ : std::min(usable_cpus(), kMaxWorkers);
+    // One slot being filled, others closed and waiting for their last
+    // copies, one per thread being compressed, and as many done and
+    // waiting for their turn to be written: this bounds memory.
+    const size_t nslots = 3 * size_t{n} + 4;
+    // Their buffers are slices of one huge-page buffer (base/huge_buffer.h),
+    // each touched when first used.
+    arena_ = HugeBuffer(nslots * (disk::kBlockRawBytes + kPackedBytes));
+    slots_.resize(nslots);
+    for (size_t i = 0; i < nslots; ++i) {
+      slots_[i].raw = arena_.data() + i * disk::kBlockRawBytes;
+      slots_[i].packed = arena_.data() + nslots * disk::kBlockRawBytes + i * kPackedBytes;
+    }
+    for (size_t i = nslots; i-- > 0;) free_.push_back(static_cast<int>(i));
   }
 
   // A checkpoint of the series in `ckpt`.
@@ -289,7 +441,7 @@ class ImageWriter::Impl {
   }
 
   ~Impl() {
-    stop_workers();
+    stage_.reset();  // waits for writes in flight
     pages_fd_.reset();
     if (!committed_ && !tmp_.empty()) {
       std::error_code ec;
@@ -341,51 +493,82 @@ class ImageWriter::Impl {
       throw Error(fmt::format("add_pages(pid {}, mapping {:#x}): address {:#x} is not a page of "
                               "the mapping",
                               pid, mapping_start, addr));
-    // Hash outside the lock: this is most of the per-page work.
-    std::vector<Hash128> hashes(npages);
-    for (size_t i = 0; i < npages; ++i) hashes[i] = hash_page(data + i * kPageSize);
+    // Outside the lock, this is most of the per-page work: which pages are
+    // zero, the hashes of the others, and (series) which the base stores.
+    thread_local std::vector<PageFacts> facts;
+    thread_local std::vector<Copy> copies;
+    copies.clear();
+    facts.resize(npages);
+    for (size_t i = 0; i < npages; ++i) {
+      const uint8_t* page = data + i * kPageSize;
+      PageFacts& f = facts[i];
+      f.zero = is_zero_page(page);
+      if (f.zero) continue;
+      f.hash = hash_page(page);
+      f.earlier = in_base(f.hash);  // pages the base stores: in its sorted indexes
+    }
 
+    thread_local std::vector<int> complete;  // slots this call closed the last copy of
+    complete.clear();
     std::unique_lock lock(mu_);
     check_usable();
+    make_slots();
     auto& runs = tables_[{pid, mapping_start}];
     for (size_t i = 0; i < npages; ++i) {
       const uint8_t* page = data + i * kPageSize;
       const uint64_t page_addr = addr + i * kPageSize;
+      const PageFacts& f = facts[i];
       ++stats_.pages;
-      if (hashes[i] == zero_hash_ && all_zero(page)) {
+      if (f.zero) {
         ++stats_.zero_pages;
         append_ref(runs, page_addr, disk::kRunZero, 0);
         continue;
       }
-      // Pages the base already stores are looked up in its sorted indexes.
-      if (auto earlier = in_base(hashes[i])) {
+      if (f.earlier) {
         ++stats_.earlier_pages;
-        append_ref(runs, page_addr, disk::kRunSeq, *earlier);
+        append_ref(runs, page_addr, disk::kRunSeq, *f.earlier);
         continue;
       }
-      auto it = by_hash_.find(hashes[i]);
-      if (it == by_hash_.end()) {
-        // Make room first: waiting drops the lock, and unique page numbers
-        // must be handed out in the order pages enter blocks.
+      const uint64_t* known = table_.find(f.hash);
+      if (!known && filling_ < 0 && free_.empty()) {
+        // Waiting for a free block buffer: first the copies this call owes
+        // and the blocks it completed (a slot waiting for them could never
+        // be written, nor any after it).
+        finish_copies(lock, copies, complete);
+        compress_and_write(lock, complete);
         wait_for_room(lock);
-        it = by_hash_.find(hashes[i]);
+        known = table_.find(f.hash);  // stored by another thread meanwhile?
       }
-      if (it != by_hash_.end()) {
+      if (known) {
         ++stats_.duplicate_pages;
-        append_ref(runs, page_addr, disk::kRunSeq, it->second);
+        append_ref(runs, page_addr, disk::kRunSeq, *known);
         continue;
       }
-      uint64_t ref = (new_slot_ << kPackShift) | hashes_.size();
-      by_hash_.emplace(hashes[i], ref);
-      hashes_.push_back(hashes[i]);
+      if (filling_ < 0) start_slot();
+      const int si = filling_;
+      Slot& s = slots_[static_cast<size_t>(si)];
+      const uint64_t u = s.block * disk::kBlockPages + s.npages;  // its unique page number
+      const uint64_t ref = (new_slot_ << kPackShift) | u;
+      table_.insert(f.hash, ref);
       ++stats_.unique_pages;
-      Slot& s = slots_[static_cast<size_t>(filling_)];
-      std::memcpy(s.raw.get() + s.npages * kPageSize, page, kPageSize);
-      if (++s.npages == disk::kBlockPages) submit_filling();
+      if (!copies.empty() && copies.back().slot == si &&
+          copies.back().place + copies.back().npages == s.npages &&
+          copies.back().src + copies.back().npages * kPageSize == page)
+        copies.back().npages++;
+      else
+        copies.push_back({si, s.npages, page, 1});
+      s.copying++;
+      if (++s.npages == disk::kBlockPages) {
+        s.closed = true;
+        filling_ = -1;
+      }
       append_ref(runs, page_addr, disk::kRunSeq, ref);
     }
     stats_.raw_bytes = stats_.pages * kPageSize;
+    finish_copies(lock, copies, complete);
+    compress_and_write(lock, complete);
   }
+
 
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero) {
@@ -424,42 +607,51 @@ class ImageWriter::Impl {
     {
       std::unique_lock lock(mu_);
       check_usable();
-      if (filling_ >= 0 && slots_[static_cast<size_t>(filling_)].npages > 0) {
-        submit_filling();
-      } else if (filling_ >= 0) {  // taken for a page that turned out a duplicate
-        free_.push_back(std::exchange(filling_, -1));
-        --next_block_;
+      std::vector<int> last;
+      if (filling_ >= 0) {  // the last block, not full
+        Slot& s = slots_[static_cast<size_t>(filling_)];
+        s.closed = true;
+        if (s.copying == 0) last.push_back(filling_);
+        filling_ = -1;
       }
+      compress_and_write(lock, last);
       done_cv_.wait(lock, [&] { return error_ || next_write_ == next_block_; });
       if (error_) std::rethrow_exception(error_);
       spent_ = true;  // from here on a failure leaves the writer unusable
     }
-    stop_workers();
-    io::fsync_fd(pages_fd_.get(), pages_path_);
-    if (::close(pages_fd_.release()) < 0)
-      throw SysError(fmt::format("close({})", pages_path_), errno);
+    stage_->finish();
+    file_off_ = stage_->size();
+    vlog("{}: {} MiB written{}", pages_path_, file_off_ >> 20,
+         stage_->direct() ? " around the page cache (O_DIRECT)" : "");
+    stage_.reset();
+    // The other files are written first and every file fsynced after, at
+    // once (one device flush can serve them all).
+    SyncAll syncs;
+    syncs.add(std::move(pages_fd_), pages_path_);
 
     Manifest m;
     m.checkpoint = c;
     m.checkpoint.format_version = kFormatVersion;
     if (!series_) {
       m.files[disk::kPagesFile] = {file_off_, XXH3_64bits_digest(sum_.get())};
-      m.files[disk::kIndexFile] = write_index();
-      m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint);
+      m.files[disk::kIndexFile] = write_index(syncs);
+      m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
       std::string json = to_json(m);
-      io::write_file(tmp_ + "/" + disk::kManifestFile, json.data(), json.size());
+      syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
+      syncs.wait();
       io::fsync_dir(tmp_);
       install();
       committed_ = true;
       return;
     }
-    commit_series(m);
+    commit_series(m, syncs);
   }
 
   // See "Checkpoint series" in FORMAT.md for the order and why.
-  void commit_series(Manifest& m) {
+  void commit_series(Manifest& m, SyncAll& syncs) {
     FileEntry pack_sum{file_off_, XXH3_64bits_digest(sum_.get())};
-    FileEntry index_sum = write_index();
+    FileEntry index_sum = write_index(syncs);
+    syncs.wait();
     io::fsync_dir(ckpt_ + "/" + kSeriesPacks);
     {
       std::lock_guard lock(mu_);
@@ -488,10 +680,11 @@ class ImageWriter::Impl {
         if (r.kind != disk::kRunZero) r.ref = first_ref.at(r.ref >> kPackShift) + (r.ref & kPageMask);
 
     m.checkpoint.series_number = number_;
-    m.series = SeriesFacts{hashes_.size(), stats_.earlier_pages, stats_.unchanged_pages};
-    m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint);
+    m.series = SeriesFacts{table_.size(), stats_.earlier_pages, stats_.unchanged_pages};
+    m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
     std::string json = to_json(m);
-    io::write_file(tmp_ + "/" + disk::kManifestFile, json.data(), json.size());
+    syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
+    syncs.wait();
     io::fsync_dir(tmp_);
 
     if (::rename(tmp_.c_str(), dir_.c_str()) < 0)
@@ -578,91 +771,101 @@ class ImageWriter::Impl {
     if (spent_) throw Error(fmt::format("image {}: writer already committed", dir_));
   }
 
-  // Ensures filling_ names a slot with room for a page.
+  // Waits until a slot can take pages (one is filling, or one is free).
   void wait_for_room(std::unique_lock<std::mutex>& lock) {
-    // Another caller may have started a block while we waited.
     free_cv_.wait(lock, [&] { return error_ || filling_ >= 0 || !free_.empty(); });
     if (error_) std::rethrow_exception(error_);
-    if (filling_ >= 0) return;
+  }
+
+  // A free slot becomes the one filling, for the next block.
+  void start_slot() {
     filling_ = free_.back();
     free_.pop_back();
     Slot& s = slots_[static_cast<size_t>(filling_)];
-    if (!s.raw) s.raw = std::make_unique_for_overwrite<uint8_t[]>(disk::kBlockRawBytes);
     s.block = next_block_++;
     s.npages = 0;
+    s.copying = 0;
+    s.closed = false;
   }
 
-  void submit_filling() {
-    queue_.push_back(filling_);
-    filling_ = -1;
-    work_cv_.notify_one();
-  }
-
-  void worker() {
-    for (;;) {
-      int s;
-      {
-        std::unique_lock lock(mu_);
-        work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (stopping_ || error_) return;
-        s = queue_.front();
-        queue_.pop_front();
-      }
-      try {
-        Slot& slot = slots_[static_cast<size_t>(s)];
-        compress(slot);
-        {
-          std::lock_guard lock(mu_);
-          done_.emplace(slot.block, s);
-        }
-        write_ready_blocks();
-      } catch (...) {
-        std::lock_guard lock(mu_);
-        if (!error_) error_ = std::current_exception();
-        free_cv_.notify_all();
-        done_cv_.notify_all();
-        return;
-      }
+  // Copies pages into the places add_pages() took for them, outside the
+  // lock; adds the slots whose last copy that was to `complete`.
+  void finish_copies(std::unique_lock<std::mutex>& lock, std::vector<Copy>& copies,
+                     std::vector<int>& complete) {
+    if (copies.empty()) return;
+    lock.unlock();
+    for (const Copy& c : copies)
+      std::memcpy(slots_[static_cast<size_t>(c.slot)].raw + size_t{c.place} * kPageSize, c.src,
+                  size_t{c.npages} * kPageSize);
+    lock.lock();
+    for (const Copy& c : copies) {
+      Slot& s = slots_[static_cast<size_t>(c.slot)];
+      s.copying -= c.npages;
+      if (s.copying == 0 && s.closed) complete.push_back(c.slot);
     }
+    copies.clear();
   }
 
-  // Starts the disk writes of what has accumulated (without waiting for
-  // them), so the fsync in commit() finds little left to do.
-  void start_writeback() {
-    constexpr uint64_t kWritebackChunk = 32 << 20;
-    if (file_off_ - written_back_ < kWritebackChunk) return;
-    ::sync_file_range(pages_fd_.get(), static_cast<off64_t>(written_back_),
-                      static_cast<off64_t>(file_off_ - written_back_), SYNC_FILE_RANGE_WRITE);
-    written_back_ = file_off_;
+  // Compresses the complete slots outside the lock, on the calling thread
+  // (the one that just copied their pages: no hand-off to another thread,
+  // which costs a context switch per block), then appends what is next in
+  // block order to pages.bin. Called and returns with the lock held.
+  void compress_and_write(std::unique_lock<std::mutex>& lock, std::vector<int>& complete) {
+    if (complete.empty()) return;
+    lock.unlock();
+    try {
+      for (int s : complete) compress(slots_[static_cast<size_t>(s)]);
+      lock.lock();
+      for (int s : complete) done_.emplace(slots_[static_cast<size_t>(s)].block, s);
+      complete.clear();
+      lock.unlock();
+      write_ready_blocks();
+    } catch (...) {
+      if (!lock.owns_lock()) lock.lock();
+      if (!error_) error_ = std::current_exception();
+      free_cv_.notify_all();
+      done_cv_.notify_all();
+      throw;
+    }
+    lock.lock();
   }
 
-  // Writes compressed blocks in block order, so that pages.bin is laid out
-  // (and checksummed) sequentially whatever order the workers finish in.
+  // Appends compressed blocks to pages.bin in block order, so that it is
+  // laid out (and checksummed) sequentially whatever order the threads
+  // finish them in. One thread at a time does it, for as long as the next block
+  // is ready; the others only leave theirs in done_.
   void write_ready_blocks() {
-    std::lock_guard io_lock(io_mu_);
+    {
+      std::lock_guard lock(mu_);
+      if (appending_) return;
+      appending_ = true;
+    }
+    // (After a failure appending_ stays set: nothing is written any more.)
     for (;;) {
       int s;
       {
         std::lock_guard lock(mu_);
         auto it = done_.find(next_write_);
-        if (error_ || it == done_.end()) return;
+        if (error_ || it == done_.end()) {
+          appending_ = false;  // under the same lock that found nothing
+          return;
+        }
         s = it->second;
         done_.erase(it);
       }
       Slot& slot = slots_[static_cast<size_t>(s)];
       const disk::BlockHeader& h = slot.header;
-      io::write_all(pages_fd_.get(), &h, sizeof h, pages_path_);
-      io::write_all(pages_fd_.get(), slot.stored, h.stored_len, pages_path_);
+      const uint64_t off = stage_->size();
+      stage_->append(&h, sizeof h);
+      stage_->append(slot.stored, h.stored_len);
       XXH3_64bits_update(sum_.get(), &h, sizeof h);
       XXH3_64bits_update(sum_.get(), slot.stored, h.stored_len);
-      blocks_.push_back({file_off_, h.stored_len, h.npages, h.flags});
-      file_off_ += sizeof h + h.stored_len;
-      start_writeback();
+      blocks_.push_back({off, h.stored_len, h.npages, h.flags});
 
       std::lock_guard lock(mu_);
       ++stats_.blocks;
       if (h.flags & disk::kBlockRaw) ++stats_.raw_blocks;
-      stats_.stored_bytes = file_off_;
+      stats_.stored_bytes = stage_->size();
       ++next_write_;
       free_.push_back(s);
       free_cv_.notify_all();
@@ -670,28 +873,26 @@ class ImageWriter::Impl {
     }
   }
 
-  void stop_workers() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    work_cv_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
-  }
-
-  io::FileSum write_index() {
-    std::vector<disk::IndexPage> pages(hashes_.size());
-    for (size_t u = 0; u < hashes_.size(); ++u) {
-      XXH128_canonical_t canon;
-      XXH128_canonicalFromHash(&canon, XXH128_hash_t{hashes_[u].lo, hashes_[u].hi});
-      std::memcpy(pages[u].hash, canon.digest, sizeof canon.digest);
-      pages[u].block = static_cast<uint32_t>(u / disk::kBlockPages);
-      pages[u].slot = static_cast<uint32_t>(u % disk::kBlockPages);
-    }
-    std::sort(pages.begin(), pages.end(), [](const auto& a, const auto& b) {
-      return std::memcmp(a.hash, b.hash, sizeof a.hash) < 0;
+  io::FileSum write_index(SyncAll& syncs) {
+    std::vector<disk::IndexPage> pages;
+    pages.reserve(table_.size());
+    std::vector<std::pair<Hash128, uint64_t>> sorted;
+    sorted.reserve(table_.size());
+    table_.for_each([&](const Hash128& h, uint64_t ref) { sorted.emplace_back(h, ref & kPageMask); });
+    // The canonical form is big-endian high then low: memcmp order is the
+    // order of (hi, lo) as numbers.
+    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+      return a.first.hi != b.first.hi ? a.first.hi < b.first.hi : a.first.lo < b.first.lo;
     });
+    for (const auto& [h, u] : sorted) {
+      disk::IndexPage e{};
+      XXH128_canonical_t canon;
+      XXH128_canonicalFromHash(&canon, XXH128_hash_t{h.lo, h.hi});
+      std::memcpy(e.hash, canon.digest, sizeof canon.digest);
+      e.block = static_cast<uint32_t>(u / disk::kBlockPages);
+      e.slot = static_cast<uint32_t>(u % disk::kBlockPages);
+      pages.push_back(e);
+    }
     disk::IndexHeader h{};
     std::memcpy(h.magic, disk::kIndexMagic, sizeof h.magic);
     h.page_size = kPageSize;
@@ -699,25 +900,32 @@ class ImageWriter::Impl {
     h.nblocks = blocks_.size();
     h.npages = pages.size();
     std::vector<uint8_t> buf;
+    buf.reserve(sizeof h + blocks_.size() * sizeof(disk::IndexBlock) +
+                pages.size() * sizeof(disk::IndexPage));
     append(buf, &h, sizeof h);
     append(buf, blocks_.data(), blocks_.size() * sizeof(disk::IndexBlock));
     append(buf, pages.data(), pages.size() * sizeof(disk::IndexPage));
-    io::write_file(index_path_, buf.data(), buf.size());
+    syncs.add(write_unsynced(index_path_, buf), index_path_);
     return io::sum_bytes(buf.data(), buf.size());
   }
 
+
   // Also fills in Mapping::pages_dumped of `c`.
-  io::FileSum write_pagemap(Checkpoint& c) {
+  io::FileSum write_pagemap(Checkpoint& c, SyncAll& syncs) {
     std::vector<uint8_t> buf;
     disk::PagemapHeader h{};
     std::memcpy(h.magic, disk::kPagemapMagic, sizeof h.magic);
     h.ntables = tables_.size();
     append(buf, &h, sizeof h);
+    std::map<std::pair<pid_t, uint64_t>, Mapping*> mappings;  // (pid, start) ->
+    for (auto& p : c.processes)
+      for (auto& m : p.mappings) mappings.emplace(std::pair{p.pid, m.start}, &m);
     for (auto& [key, runs] : tables_) {
       auto [pid, start] = key;
-      Mapping* m = find_mapping(c, pid, start);
+      Mapping* m = find_mapping(mappings, pid, start);
       std::sort(runs.begin(), runs.end(),
                 [](const auto& a, const auto& b) { return a.addr < b.addr; });
+      merge_runs(runs);  // pages of one mapping may have come in many calls, from many threads
       uint64_t end = start, npages = 0;
       for (const auto& r : runs) {
         if (r.addr < end)
@@ -733,16 +941,36 @@ class ImageWriter::Impl {
       append(buf, &t, sizeof t);
       append(buf, runs.data(), runs.size() * sizeof(disk::PagemapRun));
     }
-    io::write_file(tmp_ + "/" + disk::kPagemapFile, buf.data(), buf.size());
+    syncs.add(write_unsynced(tmp_ + "/" + disk::kPagemapFile, buf), tmp_ + "/" + disk::kPagemapFile);
     return io::sum_bytes(buf.data(), buf.size());
   }
 
-  static Mapping* find_mapping(Checkpoint& c, pid_t pid, uint64_t start) {
-    for (auto& p : c.processes) {
-      if (p.pid != pid) continue;
-      for (auto& m : p.mappings)
-        if (m.start == start) return &m;
+  // Joins runs (sorted by address) that continue each other.
+  static void merge_runs(std::vector<disk::PagemapRun>& runs) {
+    size_t out = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (out > 0) {
+        disk::PagemapRun& a = runs[out - 1];
+        const disk::PagemapRun& b = runs[i];
+        bool adjacent = a.addr + uint64_t{a.npages} * kPageSize == b.addr &&
+                        uint64_t{a.npages} + b.npages <= UINT32_MAX;
+        bool same = a.kind == b.kind &&
+                    ((a.kind == disk::kRunZero) ||
+                     (a.kind == disk::kRunSeq && a.ref + a.npages == b.ref) ||
+                     (a.kind == disk::kRunRepeat && a.ref == b.ref));
+        if (adjacent && same) {
+          a.npages += b.npages;
+          continue;
+        }
+      }
+      runs[out++] = runs[i];
     }
+    runs.resize(out);
+  }
+
+  static Mapping* find_mapping(const std::map<std::pair<pid_t, uint64_t>, Mapping*>& mappings,
+                               pid_t pid, uint64_t start) {
+    if (auto it = mappings.find({pid, start}); it != mappings.end()) return it->second;
     throw Error(fmt::format("image: pages were added for pid {}, mapping {:#x}, which the "
                             "checkpoint does not contain",
                             pid, start));
@@ -805,30 +1033,30 @@ class ImageWriter::Impl {
   std::string index_path_;
   std::string pages_path_;
   ScopedFd pages_fd_;
-  Hash128 zero_hash_;
+  std::unique_ptr<StagedFile> stage_;  // pages.bin (or the pack) as it is appended
 
-  mutable std::mutex mu_;  // guards everything below except what io_mu_ guards
-  std::condition_variable work_cv_, free_cv_, done_cv_;
-  std::vector<Slot> slots_;
+
+  mutable std::mutex mu_;  // guards what follows up to sum_, and slots but their bytes
+  std::condition_variable free_cv_, done_cv_;
+  HugeBuffer arena_;              // the slots' buffers
+  std::vector<Slot> slots_;       // made at the first page, never resized
   std::vector<int> free_;         // slots ready for filling
   int filling_ = -1;              // slot taking new pages, or none
-  std::deque<int> queue_;         // full slots awaiting compression
   std::map<uint64_t, int> done_;  // block -> compressed slot awaiting its write
   uint64_t next_block_ = 0;       // number of the next block to fill
   uint64_t next_write_ = 0;       // number of the next block to write
-  std::unordered_map<Hash128, uint64_t, Hash128Hasher> by_hash_;  // -> unique page number
-  std::vector<Hash128> hashes_;   // by unique page number
+  PageTable table_;               // hash -> ref, of the pages this image stores
   std::map<std::pair<pid_t, uint64_t>, std::vector<disk::PagemapRun>> tables_;
   ImageStats stats_;
-  std::exception_ptr error_;  // first failure of a worker
-  bool stopping_ = false, spent_ = false, committed_ = false;
-  std::vector<std::thread> workers_;
+  std::exception_ptr error_;  // first failure to compress or write
+  bool spent_ = false, committed_ = false;
+  bool appending_ = false;  // a thread is in write_ready_blocks()
+  unsigned jobs_ = 0;       // threads adding pages at once; 0: the CPUs snap may use
 
-  std::mutex io_mu_;  // guards pages.bin writes, sum_, blocks_, file_off_
+  // The thread in write_ready_blocks() (appending_) alone uses these.
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> sum_{nullptr, &XXH3_freeState};
   std::vector<disk::IndexBlock> blocks_;
-  uint64_t file_off_ = 0;
-  uint64_t written_back_ = 0;  // pages.bin bytes handed to writeback
+  uint64_t file_off_ = 0;  // pages.bin's size, once committed
 };
 
 ImageWriter ImageWriter::create(const std::string& dir, bool force) {
@@ -856,6 +1084,7 @@ void ImageWriter::add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr,
   impl_->add_pages(pid, mapping_start, addr, data, npages);
 }
 void ImageWriter::commit(const Checkpoint& c) { impl_->commit(c); }
+void ImageWriter::set_jobs(unsigned n) { impl_->set_jobs(n); }
 ImageStats ImageWriter::stats() const { return impl_->stats(); }
 const std::string& ImageWriter::dir() const { return impl_->dir_; }
 const std::string& ImageWriter::temp_dir() const { return impl_->tmp_; }

@@ -40,14 +40,21 @@ class ImageWriter {
   // temporary directory. DIR, and any image already there, is left alone.
   ~ImageWriter();
 
+  // How many threads compress pages (and so how much memory the writer
+  // holds: about 1.5 MiB per thread); 0, or not called: the CPUs snap may
+  // use. Only before the first add_pages().
+  void set_jobs(unsigned n);
+
   // Records npages pages of process `pid`, mapping starting at
   // `mapping_start`, beginning at page-aligned `addr`; `data` holds
   // npages * kPageSize bytes and is copied before the call returns. Zero
   // pages are recorded without data; a page equal to one already stored
   // (anywhere in the image) is stored once. Pages of one mapping may come in
   // several calls, in any order, but must not overlap.
-  // Thread-safe. Blocks while the compression queue is full. Throws the
-  // error of a failed background write (SysError naming pages.bin).
+  // Thread-safe, and made to be called from several threads at once: pages
+  // are hashed and copied outside the writer's lock. Blocks while the
+  // compression queue is full. Throws the error of a failed background
+  // write (SysError naming pages.bin).
   void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
                  size_t npages);
 
