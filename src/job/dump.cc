@@ -9,9 +9,11 @@
 #include <fmt/core.h>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <set>
 
+#include "base/cpus.h"
 #include "base/log.h"
 #include "job/incremental.h"
 #include "parasite/parasite.h"
@@ -74,6 +76,22 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Under -v: how long each step of the dump took ("steps: seize 0.002 s, ...").
+class StepTimes {
+ public:
+  void step(const char* name) {
+    auto now = std::chrono::steady_clock::now();
+    text_ += fmt::format("{}{} {:.3f} s", text_.empty() ? "" : ", ", name,
+                         std::chrono::duration<double>(now - last_).count());
+    last_ = now;
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::string text_;
+};
+
 // The minor faults of process `pid` so far (all its threads), or 0.
 uint64_t minor_faults(pid_t pid) {
   auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
@@ -104,8 +122,25 @@ class MemoryBudget {
     for (pid_t p : job_) seen_faults_[p] = minor_faults(p);
   }
 
+  // [start, end) of snapshot `s` is read. Ranges are released a few at a
+  // time (one madvise for many small mappings), and the budget checked then.
   void after_batch(parasite::MemorySnapshot& s, uint64_t start, uint64_t end) {
-    s.discard(start, end);
+    if (pending_snap_ && pending_snap_ != &s) flush();
+    pending_snap_ = &s;
+    if (!pending_.empty() && pending_.back().second == start)
+      pending_.back().second = end;
+    else
+      pending_.emplace_back(start, end);
+    pending_bytes_ += end - start;
+    if (pending_bytes_ >= kFlushBytes || pending_.size() >= kFlushRanges) flush();
+  }
+
+  // Releases what after_batch() gathered, then checks the budget.
+  void flush() {
+    if (pending_.empty()) return;
+    pending_snap_->discard(pending_);
+    pending_.clear();
+    pending_bytes_ = 0;
     if (frozen_) return;
     uint64_t f = faults();
     uint64_t step = (f - faults_last_) * image::kPageSize;  // growth bound over the last batch
@@ -143,6 +178,7 @@ class MemoryBudget {
 
   // Lets a job stopped for the budget go again.
   void thaw() {
+    flush();
     if (frozen_) resume_job();
     frozen_ = false;
   }
@@ -196,6 +232,14 @@ class MemoryBudget {
   }
 
   static constexpr uint64_t kPeakResolution = 64ull << 20;
+  // Ranges are released (and the budget checked) once they cover this much,
+  // or this many ranges are waiting: about once per batch of a large mapping
+  // (8 MiB), and not once per mapping where there are thousands of small ones.
+  static constexpr uint64_t kFlushBytes = 8ull << 20;
+  static constexpr size_t kFlushRanges = 256;
+  parasite::MemorySnapshot* pending_snap_ = nullptr;
+  std::vector<std::pair<uint64_t, uint64_t>> pending_;
+  uint64_t pending_bytes_ = 0;
 
   // The job's minor faults since the dump began, never decreasing (a
   // process that ends takes its count with it: what it had stays counted).
@@ -223,7 +267,7 @@ class MemoryBudget {
 // whose snapshot the kernel refuses gets none (nullptr): its memory is then
 // read here too, while it is still stopped.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
-                         SharedMemoryPages& shared) {
+                         SharedMemoryPages& shared, MemoryReaders& readers) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -232,7 +276,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
     auto snap = parasite::MemorySnapshot::take(leader);
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
       return !snap || parasite::MemorySnapshot::differs_in_child(m);
-    }, ReadVia::kProcessVmReadv, &shared);
+    }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
     snapshots.push_back(std::move(snap));
   }
   return snapshots;
@@ -242,7 +286,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
 // processes themselves, with --kill, where there are no snapshots).
 void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
                  SharedMemoryPages& shared, const std::function<PageChooser(pid_t)>& chooser,
-                 MemoryBudget* budget) {
+                 MemoryBudget* budget, MemoryReaders& readers) {
   for (size_t i = 0; i < ckpt.processes.size(); i++) {
     auto& proc = ckpt.processes[i];
     if (proc.zombie) continue;
@@ -255,7 +299,8 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
                            snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared,
                            chooser(proc.pid), [&](const image::Mapping&, uint64_t start, uint64_t end) {
                              if (snap && budget) budget->after_batch(*snapshots[i], start, end);
-                           });
+                           }, &readers);
+    if (budget) budget->flush();  // before the next process's snapshot
     vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
          proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
   }
@@ -290,6 +335,7 @@ class PidViewSink : public DumpSink {
   }
   void commit(const image::Checkpoint& c) override { sink_.commit(c); }
   image::ImageStats stats() const override { return sink_.stats(); }
+  void set_jobs(unsigned n) override { sink_.set_jobs(n); }
   std::optional<uint64_t> base_number() const override { return sink_.base_number(); }
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
     sink_.add_unchanged(view_.pid(pid), mapping_start, addr, npages);
@@ -365,7 +411,9 @@ uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
+  StepTimes steps;
   SeizedTree tree = SeizedTree::seize(pid);  // 1
+  steps.step("seize");
   DumpResult result;
   result.threads = tree.thread_count();
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
@@ -373,7 +421,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   image::Checkpoint ckpt = new_checkpoint();
   for (auto& p : tree.processes()) {  // 2
     image::Process proc = collect_process(p);
+    steps.step("collect");
     collect_parasite_state(p, proc);
+    steps.step("parasite");
     ckpt.processes.push_back(std::move(proc));
   }
   // Zombies last: each one's parent is a live process, listed already.
@@ -383,6 +433,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   collect_unix_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
   record_code_files(ckpt);  // what identifies the code the memory runs with
+  steps.step("sharing and code files");
   // The ids as the job sees them (its own pid namespace), read while the
   // tree is stopped; everything below still works on host pids, pages are
   // stored under the job's.
@@ -391,12 +442,22 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   PidViewSink sink(outer_sink, view);
   // Incremental: which pages changed since the previous checkpoint.
   if (opts.incremental) opts.incremental->scan(tree, ckpt, sink.base_number());
+  steps.step("pid view and write tracking");
 
+  // Pages are stored by the reader threads, concurrently.
+  std::mutex progress_mu;
   Store store = [&](pid_t owner, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
                    size_t npages) {
     sink.add_pages(owner, mapping_start, addr, data, npages);
-    if (opts.progress) opts.progress(sink.stats());
+    if (opts.progress) {
+      std::unique_lock lock(progress_mu, std::try_to_lock);
+      if (lock) opts.progress(sink.stats());
+    }
   };
+  const unsigned jobs = opts.jobs ? opts.jobs : std::min(usable_cpus(), kMaxJobs);
+  sink.set_jobs(jobs);
+  MemoryReaders readers(jobs);
+  vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
 
   // Shared memory objects mapped more than once in the tree are read once.
   SharedMemoryPages shared;
@@ -407,16 +468,18 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(live);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
-    snapshots = take_snapshots(tree, ckpt, store, shared);
+    snapshots = take_snapshots(tree, ckpt, store, shared, readers);
     tree = SeizedTree();  // detach: the job runs again
     budget.emplace(result.memory_budget, std::move(live), snapshots);
   }
   result.frozen = seconds_since(t0);
+  steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
-  }, budget ? &*budget : nullptr);
+  }, budget ? &*budget : nullptr, readers);
+  steps.step("memory");
   if (budget) {
     budget->thaw();
     result.peak_extra = budget->peak();
@@ -436,12 +499,15 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   for (const auto& p : ckpt.processes) host_pids.push_back(p.pid);
   view.apply(ckpt);
   sink.commit(ckpt);  // 5
+  steps.step("commit");
   for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
     if (snapshots[i]) snapshots[i]->release(host_pids[i]);
   if (opts.kill) {
     tree.kill_all();
     vlog("killed the job after a complete checkpoint");
   }
+  steps.step("release");
+  vlog("steps: {}", steps.text());
   result.processes = ckpt.processes.size();
   result.method = ckpt.changed_pages_by;
   result.stats = sink.stats();

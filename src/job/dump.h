@@ -40,6 +40,8 @@ class DumpSink {
                          size_t npages) = 0;
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
+  // Threads that compress (DumpOptions::jobs), before the first page.
+  virtual void set_jobs(unsigned n) { (void)n; }
   // A checkpoint of a series: the previous checkpoint, which pages found
   // unchanged refer to (add_unchanged), if there is one.
   virtual std::optional<uint64_t> base_number() const { return std::nullopt; }
@@ -59,12 +61,16 @@ class ImageSink : public DumpSink {
   }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
+  void set_jobs(unsigned n) override { w_.set_jobs(n); }
 
  private:
   image::ImageWriter& w_;
 };
 
 class Incremental;
+
+// The default worker count stops here, however many CPUs there are.
+inline constexpr unsigned kMaxJobs = 64;
 
 struct DumpOptions {
   bool kill = false;  // kill the whole tree once the image is committed
@@ -84,7 +90,11 @@ struct DumpOptions {
   // are released from the snapshot at once; when the budget would be
   // passed, the job is stopped again until the rest is read.
   std::optional<uint64_t> memory_budget;
-  // Called as pages are stored (for a progress line).
+  // Threads that compress pages, and as many reading and hashing them; 0:
+  // the CPUs snap may use (sched_getaffinity), at most kMaxJobs.
+  unsigned jobs = 0;
+  // Called as pages are stored (for a progress line), from one thread at a
+  // time (not always the same one).
   std::function<void(const image::ImageStats&)> progress;
 };
 

@@ -56,6 +56,7 @@ class SeriesWriterSink : public SeriesSink {
   std::optional<uint64_t> base_number() const override { return w_.base_number(); }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
+  void set_jobs(unsigned n) override { w_.set_jobs(n); }
   int number() const override { return static_cast<int>(w_.series_number()); }
 
  private:

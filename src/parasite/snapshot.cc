@@ -87,12 +87,16 @@ int MemorySnapshot::collect_leftovers(Task& leader) {
 
 MemorySnapshot::MemorySnapshot(pid_t child) : child_(child), task_(Task::adopt_stopped(child)) {}
 
+long MemorySnapshot::madvise_dontneed(uint64_t start, uint64_t end) {
+  if (!rs_) rs_ = std::make_unique<RemoteSyscalls>(*task_, find_syscall_site(child_));
+  return rs_->syscall(SYS_madvise, start, end - start, MADV_DONTNEED);
+}
+
 bool MemorySnapshot::discard(uint64_t start, uint64_t end) {
   if (discard_failed_ || start >= end) return false;
   try {
-    if (!rs_) rs_ = std::make_unique<RemoteSyscalls>(*task_, find_syscall_site(child_));
-    long rc = rs_->syscall(SYS_madvise, start, end - start, MADV_DONTNEED);
-    if (rc < 0) throw SysError("madvise(MADV_DONTNEED)", static_cast<int>(-rc));
+    long rc = madvise_dontneed(start, end);
+    if (rc < 0 && rc != -ENOMEM) throw SysError("madvise(MADV_DONTNEED)", static_cast<int>(-rc));
     return true;
   } catch (const std::exception& e) {
     discard_failed_ = true;
@@ -100,6 +104,23 @@ bool MemorySnapshot::discard(uint64_t start, uint64_t end) {
          child_, e.what());
     return false;
   }
+}
+
+bool MemorySnapshot::discard(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  if (ranges.empty() || discard_failed_) return false;
+  if (ranges.size() == 1) return discard(ranges[0].first, ranges[0].second);
+  try {
+    long rc = madvise_dontneed(ranges.front().first, ranges.back().second);
+    if (rc == 0 || rc == -ENOMEM) return true;  // ENOMEM: holes in the span
+  } catch (const std::exception& e) {
+    discard_failed_ = true;
+    vlog("snapshot {}: cannot release pages already read ({}): they stay until the end",
+         child_, e.what());
+    return false;
+  }
+  bool ok = true;
+  for (const auto& [start, end] : ranges) ok = discard(start, end) && ok;
+  return ok;
 }
 
 uint64_t MemorySnapshot::private_bytes() const {

@@ -18,6 +18,7 @@
 
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "image/checkpoint.h"
@@ -56,6 +57,14 @@ class MemorySnapshot {
   // does not allow MADV_DONTNEED on another process.) False, once logged,
   // when the kernel refuses (the pages are then kept until release).
   bool discard(uint64_t start, uint64_t end);
+  // Same for several ranges (ascending, not overlapping) in one call when
+  // it can: one madvise over the span from the first to the last, gaps
+  // included (what lies between them must be read already or never be read,
+  // e.g. other mappings dumped before, or unmapped holes: the kernel
+  // releases the mapped parts and reports the holes with ENOMEM, which is
+  // fine here). Where the span holds an area madvise refuses (VM_PFNMAP,
+  // VM_IO ...), the ranges are released one by one.
+  bool discard(const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
 
   // Memory the snapshot holds alone: pages the job wrote (or freed) since
   // the snapshot was taken, which copy-on-write left private to the child
@@ -70,6 +79,7 @@ class MemorySnapshot {
  private:
   MemorySnapshot(pid_t child);
   void kill_child();
+  long madvise_dontneed(uint64_t start, uint64_t end);  // in the child; -errno
   pid_t child_;
   std::unique_ptr<Task> task_;           // the child, for discard()
   std::unique_ptr<RemoteSyscalls> rs_;   // made at the first discard()

@@ -5,10 +5,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <fmt/core.h>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "base/error.h"
+#include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
 #include "tracer/pagemap.h"
 #include "tracer/remote.h"
@@ -109,19 +116,30 @@ void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::functi
   std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw SysError("open " + path, errno);
+  for_each_page_to_dump(fd.get(), pid, m, fn, way);
+}
+
+void for_each_page_to_dump(int pagemap_fd, pid_t pid, const image::Mapping& m,
+                           const std::function<void(uint64_t)>& fn, PagemapWay way) {
+  if (image::is_shm_object(m)) {
+    for (uint64_t a : shm_pages(pid, m)) fn(a);
+    return;
+  }
+  const std::string path = "/proc/" + std::to_string(pid) + "/pagemap";  // for messages
+  const int fd = pagemap_fd;
   if (way == PagemapWay::kAuto) {
     // The ranges that hold pages, from the page tables: a walk that skips
     // what was never touched, however large.
     using namespace pagemap;
     bool file = m.kind == image::MappingKind::File;
     bool any = false;
-    int e = scan(fd.get(), m.start, m.end, 0, 0, kPageIsPresent | kPageIsSwapped,
+    int e = scan(fd, m.start, m.end, 0, 0, kPageIsPresent | kPageIsSwapped,
                  kPageIsPresent | kPageIsSwapped | kPageIsFile, [&](const Region& r) {
                    any = true;
                    if (r.categories & kPageIsSwapped) {
                      // Swapped out, or pte markers (shown as swapped too):
                      // only the entries tell.
-                     read_chunks(fd.get(), path, r.start, r.end,
+                     read_chunks(fd, path, r.start, r.end,
                                  [&](uint64_t at, const uint64_t* entries, size_t n) {
                                    select_into(m, at, entries, n, fn);
                                  });
@@ -137,7 +155,7 @@ void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::functi
   }
   // No PAGEMAP_SCAN (before Linux 6.7): every entry of the range, a bounded
   // chunk at a time.
-  pagemap::read_chunks(fd.get(), path, m.start, m.end,
+  pagemap::read_chunks(fd, path, m.start, m.end,
                        [&](uint64_t at, const uint64_t* entries, size_t n) {
                          select_into(m, at, entries, n, fn);
                        });
@@ -151,60 +169,247 @@ std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m, PagemapW
 
 namespace {
 
-// Reads `pages` [first, first + count) through /proc/PID/mem, one pread per
-// run of consecutive pages.
-void read_pages_mem_file(int mem_fd, pid_t pid, const std::vector<uint64_t>& pages, size_t first,
-                         size_t count, uint8_t* buf) {
-  size_t i = first;
-  while (i < first + count) {
-    size_t j = i + 1;
-    while (j < first + count && pages[j] == pages[j - 1] + image::kPageSize) j++;
-    size_t len = (j - i) * image::kPageSize, done = 0;
-    uint8_t* dst = buf + (i - first) * image::kPageSize;
-    while (done < len) {
-      ssize_t r = ::pread(mem_fd, dst + done, len - done, static_cast<off_t>(pages[i] + done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0)
-        throw SysError(fmt::format("read /proc/{}/mem at {:#x}", pid, pages[i] + done),
-                       r < 0 ? errno : EIO);
-      done += static_cast<size_t>(r);
-    }
-    i = j;
+// A run of consecutive pages of one mapping.
+struct PageRun {
+  uint64_t mapping_start, addr;
+  size_t npages;
+};
+
+// A range of a mapping whose pages are all read once its batch (and every
+// batch before it) is done: what BatchDone reports.
+struct Cover {
+  const image::Mapping* m;
+  uint64_t start, end;
+};
+
+// What one dump_memory() call reads from, for its batches.
+struct ReadContext {
+  pid_t pid;
+  int mem_fd;  // /proc/PID/mem, or -1: process_vm_readv
+  const PageSink* sink;
+};
+
+// Up to kBatchPages pages, in runs, of one or more mappings.
+struct Batch {
+  const ReadContext* ctx = nullptr;
+  std::vector<PageRun> runs;
+  size_t npages = 0;
+  std::vector<Cover> covers;
+  uint64_t seq = 0;
+  std::exception_ptr error;
+};
+
+// Reads one run through /proc/PID/mem: one pread for the run (the kernel
+// takes no pin, so a snapshot's pages are not copied).
+void read_run_mem_file(int mem_fd, pid_t pid, const PageRun& r, uint8_t* dst) {
+  const size_t len = r.npages * image::kPageSize;
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(mem_fd, dst + done, len - done, static_cast<off_t>(r.addr + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      throw SysError(fmt::format("read /proc/{}/mem at {:#x}", pid, r.addr + done), n < 0 ? errno : EIO);
+    done += static_cast<size_t>(n);
   }
 }
 
-// Reads `pages` (ascending addresses, all within one mapping) with as few
-// process_vm_readv calls as possible: consecutive pages become one iovec.
-void read_pages(pid_t pid, const std::vector<uint64_t>& pages, size_t first, size_t count,
-                uint8_t* buf) {
+// Reads the runs with as few process_vm_readv calls as possible: each run
+// is one iovec.
+void read_runs_vm_readv(pid_t pid, const std::vector<PageRun>& runs, uint8_t* buf) {
   std::vector<iovec> remote;
-  size_t i = first;
-  while (i < first + count) {
-    size_t j = i + 1;
-    while (j < first + count && pages[j] == pages[j - 1] + image::kPageSize) j++;
-    remote.push_back({reinterpret_cast<void*>(pages[i]), (j - i) * image::kPageSize});
-    i = j;
-  }
+  remote.reserve(std::min(runs.size(), kMaxIov));
   uint8_t* dst = buf;
-  for (size_t k = 0; k < remote.size(); k += kMaxIov) {
-    size_t nv = std::min(kMaxIov, remote.size() - k);
+  for (size_t k = 0; k < runs.size(); k += kMaxIov) {
+    size_t nv = std::min(kMaxIov, runs.size() - k);
+    remote.clear();
     size_t want = 0;
-    for (size_t v = 0; v < nv; v++) want += remote[k + v].iov_len;
+    for (size_t v = 0; v < nv; v++) {
+      remote.push_back({reinterpret_cast<void*>(runs[k + v].addr), runs[k + v].npages * image::kPageSize});
+      want += remote.back().iov_len;
+    }
     iovec local{dst, want};
-    ssize_t got = ::process_vm_readv(pid, &local, 1, &remote[k], nv, 0);
+    ssize_t got = ::process_vm_readv(pid, &local, 1, remote.data(), nv, 0);
     if (got != static_cast<ssize_t>(want)) {
       // Pages without PROT_READ (or a short read): take the slow path that
       // reaches them, one range at a time.
       uint8_t* p = dst;
       for (size_t v = 0; v < nv; v++) {
-        read_remote(pid, remote_addr(reinterpret_cast<uint64_t>(remote[k + v].iov_base)), p,
-                    remote[k + v].iov_len);
-        p += remote[k + v].iov_len;
+        read_remote(pid, remote_addr(reinterpret_cast<uint64_t>(remote[v].iov_base)), p,
+                    remote[v].iov_len);
+        p += remote[v].iov_len;
       }
     }
     dst += want;
   }
 }
+
+// Reads a batch into `buf` and hands its runs to the sink.
+void read_batch(const Batch& b, uint8_t* buf) {
+  const ReadContext& c = *b.ctx;
+  if (c.mem_fd >= 0) {
+    uint8_t* dst = buf;
+    for (const auto& r : b.runs) {
+      read_run_mem_file(c.mem_fd, c.pid, r, dst);
+      dst += r.npages * image::kPageSize;
+    }
+  } else {
+    read_runs_vm_readv(c.pid, b.runs, buf);
+  }
+  const uint8_t* p = buf;
+  for (const auto& r : b.runs) {
+    (*c.sink)(c.pid, r.mapping_start, r.addr, p, r.npages);
+    p += r.npages * image::kPageSize;
+  }
+}
+
+HugeBuffer batch_buffer(size_t pages) { return HugeBuffer(pages * image::kPageSize); }
+
+// All readers' buffers together stay within this (8 MiB batches for up to
+// 8 readers, smaller ones beyond).
+constexpr size_t kReadersPages = 16384;
+
+}  // namespace
+
+class MemoryReaders::Impl {
+ public:
+  explicit Impl(unsigned n)
+      : batch_pages_(n ? std::clamp<size_t>(kReadersPages / n, 256, kBatchPages) : kBatchPages) {
+    for (unsigned i = 0; i < n; i++) threads_.emplace_back([this] { loop(); });
+  }
+  size_t batch_pages() const { return batch_pages_; }
+  ~Impl() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  unsigned threads() const { return static_cast<unsigned>(threads_.size()); }
+  // Batches queued or being read: a reader each, and as many waiting.
+  size_t capacity() const { return 2 * threads_.size(); }
+
+  void submit(Batch&& b) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(b));
+    work_cv_.notify_one();
+  }
+
+  // Waits for the next batch read (in any order).
+  Batch wait_done() {
+    std::unique_lock lock(mu_);
+    done_cv_.wait(lock, [&] { return !done_.empty(); });
+    Batch b = std::move(done_.front());
+    done_.pop_front();
+    return b;
+  }
+
+  // A batch read, if one is waiting.
+  std::optional<Batch> try_done() {
+    std::lock_guard lock(mu_);
+    if (done_.empty()) return std::nullopt;
+    Batch b = std::move(done_.front());
+    done_.pop_front();
+    return b;
+  }
+
+ private:
+  void loop() {
+    HugeBuffer buf;
+    for (;;) {
+      Batch b;
+      {
+        std::unique_lock lock(mu_);
+        work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        b = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      try {
+        if (!buf) buf = batch_buffer(batch_pages_);
+        read_batch(b, buf.data());
+      } catch (...) {
+        b.error = std::current_exception();
+      }
+      std::lock_guard lock(mu_);
+      done_.push_back(std::move(b));
+      done_cv_.notify_all();
+    }
+  }
+
+  const size_t batch_pages_;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<Batch> queue_, done_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+MemoryReaders::MemoryReaders(unsigned threads)
+    : impl_(std::make_unique<Impl>(threads > 1 ? threads : 0)) {}
+MemoryReaders::~MemoryReaders() = default;
+unsigned MemoryReaders::threads() const { return impl_->threads(); }
+
+namespace {
+
+// Runs the batches of one dump_memory() call, on the readers or inline, and
+// reports their covers in order once every batch before them is done.
+class BatchRunner {
+ public:
+  BatchRunner(MemoryReaders* readers, const BatchDone& after_batch)
+      : pool_(readers && readers->threads() ? &readers->impl() : nullptr),
+        after_batch_(after_batch),
+        batch_pages_(pool_ ? pool_->batch_pages() : kBatchPages) {}
+  size_t batch_pages() const { return batch_pages_; }
+  // Waits for what is still being read: it refers to this call's context.
+  ~BatchRunner() {
+    while (in_flight_) {
+      pool_->wait_done();
+      in_flight_--;
+    }
+  }
+
+  void submit(Batch&& b) {
+    b.seq = next_seq_++;
+    if (!pool_) {
+      if (!buf_) buf_ = batch_buffer(batch_pages_);
+      read_batch(b, buf_.data());
+      finished(std::move(b));
+      return;
+    }
+    while (in_flight_ >= pool_->capacity()) take(pool_->wait_done());
+    pool_->submit(std::move(b));
+    in_flight_++;
+    while (auto d = pool_->try_done()) take(std::move(*d));
+  }
+
+  void finish() {
+    while (in_flight_) take(pool_->wait_done());
+  }
+
+ private:
+  void take(Batch&& b) {
+    in_flight_--;
+    finished(std::move(b));
+  }
+
+  void finished(Batch&& b) {
+    if (b.error) std::rethrow_exception(b.error);  // the destructor waits for the rest
+    ready_.emplace(b.seq, std::move(b.covers));
+    for (auto it = ready_.begin(); it != ready_.end() && it->first == next_done_;
+         it = ready_.erase(it), next_done_++)
+      if (after_batch_)
+        for (const auto& c : it->second) after_batch_(*c.m, c.start, c.end);
+  }
+
+  MemoryReaders::Impl* pool_;
+  const BatchDone& after_batch_;
+  const size_t batch_pages_;
+  HugeBuffer buf_;
+  size_t in_flight_ = 0;
+  uint64_t next_seq_ = 0, next_done_ = 0;
+  std::map<uint64_t, std::vector<Cover>> ready_;
+};
 
 }  // namespace
 
@@ -219,75 +424,66 @@ void SharedMemoryPages::claim(const image::Mapping& m, std::vector<uint64_t>& pa
 
 MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
                         const MappingFilter& which, ReadVia via, SharedMemoryPages* shared,
-                        const PageChooser& choose, const BatchDone& after_batch) {
+                        const PageChooser& choose, const BatchDone& after_batch,
+                        MemoryReaders* readers) {
   MemoryStats stats;
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[kBatchPages * image::kPageSize]);
-  ScopedFd mem_fd;
+  ScopedFd mem_fd, pagemap_fd;
   if (via == ReadVia::kMemFile) {
     std::string path = "/proc/" + std::to_string(pid) + "/mem";
     mem_fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!mem_fd) throw SysError("open " + path, errno);
   }
+  const ReadContext ctx{pid, mem_fd ? mem_fd.get() : -1, &sink};
+  BatchRunner runner(readers, after_batch);
+  Batch cur;
+  cur.ctx = &ctx;
   for (auto& m : mappings) {
     if (which && !which(m)) continue;
     m.pages_dumped = 0;
     if (!mapping_has_content(m)) continue;
     std::optional<std::vector<uint64_t>> chosen;
     if (choose) chosen = choose(m);
-    // Reads pages [first, first + count) of `pages`, hands consecutive runs
-    // to the sink, then tells after_batch the range it covered: from where
+    // Pages join the current batch, which goes to be read when full; the
+    // range of the mapping covered so far is reported with it: from where
     // the previous batch ended (or the mapping's start) to its last page
-    // (or, for the last batch, the mapping's end). Pages in between were
-    // not to be read either.
-    uint64_t covered = m.start;
-    auto read_batch = [&](const std::vector<uint64_t>& pages, size_t first, size_t count,
-                          bool last) {
-      if (count) {
-        if (mem_fd)
-          read_pages_mem_file(mem_fd.get(), pid, pages, first, count, buf.get());
-        else
-          read_pages(pid, pages, first, count, buf.get());
-      }
-      size_t i = 0;
-      while (i < count) {
-        size_t j = i + 1;
-        while (j < count && pages[first + j] == pages[first + j - 1] + image::kPageSize) j++;
-        sink(pid, m.start, pages[first + i], buf.get() + i * image::kPageSize, j - i);
-        i = j;
-      }
-      uint64_t to = last ? m.end : count ? pages[first + count - 1] + image::kPageSize : covered;
-      if (after_batch && to > covered) after_batch(m, covered, to);
-      covered = to;
+    // (or, for the last batch of the mapping, the mapping's end). Pages in
+    // between were not to be read either.
+    uint64_t covered = m.start, n = 0;
+    auto add = [&](uint64_t a) {
+      auto& runs = cur.runs;
+      if (!runs.empty() && runs.back().mapping_start == m.start &&
+          runs.back().addr + runs.back().npages * image::kPageSize == a)
+        runs.back().npages++;
+      else
+        runs.push_back({m.start, a, 1});
+      n++;
+      if (++cur.npages < runner.batch_pages()) return;
+      if (after_batch) cur.covers.push_back({&m, covered, a + image::kPageSize});
+      covered = a + image::kPageSize;
+      runner.submit(std::move(cur));
+      cur = Batch{};
+      cur.ctx = &ctx;
     };
-    uint64_t n = 0;
     if (chosen || (shared && image::is_shm_object(m))) {
       auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
       if (shared) shared->claim(m, pages);
-      for (size_t first = 0; first < pages.size(); first += kBatchPages) {
-        size_t count = std::min(kBatchPages, pages.size() - first);
-        read_batch(pages, first, count, first + count == pages.size());
-      }
-      if (pages.empty()) read_batch(pages, 0, 0, true);
-      n = pages.size();
+      for (uint64_t a : pages) add(a);
     } else {
       // Read as the page tables are walked, a batch at a time: snap holds
       // no list of the mapping's pages, however many it has.
-      std::vector<uint64_t> batch;
-      batch.reserve(kBatchPages);
-      for_each_page_to_dump(pid, m, [&](uint64_t a) {
-        batch.push_back(a);
-        if (batch.size() == kBatchPages) {
-          read_batch(batch, 0, batch.size(), false);
-          n += batch.size();
-          batch.clear();
-        }
-      });
-      read_batch(batch, 0, batch.size(), true);
-      n += batch.size();
+      if (!pagemap_fd && !image::is_shm_object(m)) {
+        std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
+        pagemap_fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!pagemap_fd) throw SysError("open " + path, errno);
+      }
+      for_each_page_to_dump(pagemap_fd ? pagemap_fd.get() : -1, pid, m, add);
     }
+    if (after_batch && m.end > covered) cur.covers.push_back({&m, covered, m.end});
     m.pages_dumped = n;
     stats.pages += n;
   }
+  if (cur.npages || !cur.covers.empty()) runner.submit(std::move(cur));
+  runner.finish();
   return stats;
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <map>
+#include <memory>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -41,6 +42,11 @@ std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m,
 // Same, each page handed to `fn` as found (ascending), none held.
 void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::function<void(uint64_t)>& fn,
                            PagemapWay way = PagemapWay::kAuto);
+// Same with /proc/PID/pagemap already open (a dump opens it once per process,
+// not once per mapping).
+void for_each_page_to_dump(int pagemap_fd, pid_t pid, const image::Mapping& m,
+                           const std::function<void(uint64_t)>& fn,
+                           PagemapWay way = PagemapWay::kAuto);
 // Whether a /proc/PID/pagemap entry shown as swapped is a pte marker, not
 // a page: the kernel leaves markers where userfaultfd write-protects an
 // unpopulated page (tracer/write_tracker.h), where a write-protected file
@@ -69,6 +75,26 @@ class SharedMemoryPages {
   std::map<std::pair<uint64_t, uint64_t>, std::unordered_set<uint64_t>> taken_;  // page offsets
 };
 
+// Threads that read pages and hand them to the sink while the caller of
+// dump_memory() walks the page tables: the sink is then called from these
+// threads, concurrently (it must be thread-safe). Each has its own batch
+// buffer, kept from one dump_memory() call to the next. With `threads` 0 or
+// 1 there are none: the caller reads.
+class MemoryReaders {
+ public:
+  explicit MemoryReaders(unsigned threads);
+  ~MemoryReaders();
+  MemoryReaders(const MemoryReaders&) = delete;
+  MemoryReaders& operator=(const MemoryReaders&) = delete;
+  unsigned threads() const;
+
+  class Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 // Reads every page to dump of the mappings that `which` selects from
 // process `read_pid` (stopped, or a snapshot of the process) in large
 // batches and hands them to `sink`; sets those mappings' pages_dumped.
@@ -88,11 +114,16 @@ using PageChooser = std::function<std::optional<std::vector<uint64_t>>(const ima
 // with the range of `m` it covers: from the mapping's start (first batch)
 // or its first page to the next batch's first page or the mapping's end.
 // Every page of the range that is to be read has been (a snapshot may
-// release the whole range).
+// release the whole range). Called on the calling thread, in address order
+// within a mapping and in mapping order; with `readers`, once every batch
+// up to the end of the range has been handed to the sink.
+// With `readers`, pages are read and given to the sink by its threads (a
+// batch may then hold pages of several small mappings); `which`, `choose`
+// and `after_batch` are still called on the calling thread only.
 using BatchDone = std::function<void(const image::Mapping& m, uint64_t start, uint64_t end)>;
 MemoryStats dump_memory(pid_t read_pid, std::vector<image::Mapping>& mappings, const PageSink& sink,
                         const MappingFilter& which = {}, ReadVia via = ReadVia::kProcessVmReadv,
                         SharedMemoryPages* shared = nullptr, const PageChooser& choose = {},
-                        const BatchDone& after_batch = {});
+                        const BatchDone& after_batch = {}, MemoryReaders* readers = nullptr);
 
 }  // namespace snap
