@@ -15,7 +15,7 @@ namespace {
 
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
-  o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--force] [-v]");
+  o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--force] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -25,6 +25,8 @@ cxxopts::Options dump_options() {
        "bytes); default: 5 % of its resident memory, at least 64M, at most half of what its "
        "memory cgroup has left; past it the job is stopped again until the rest is read",
        cxxopts::value<std::string>())
+      ("j,jobs", "threads reading and compressing memory (default: the CPUs snap may run on, "
+                 "at most 64)", cxxopts::value<unsigned>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -49,6 +51,10 @@ int run_dump(const cxxopts::ParseResult& args) {
   if (args.count("memory-budget")) {
     if (opts.kill) throw UsageError("--memory-budget is for leave-running dumps (--kill stops the job)");
     opts.memory_budget = parse_size("--memory-budget", args["memory-budget"].as<std::string>());
+  }
+  if (args.count("jobs")) {
+    opts.jobs = args["jobs"].as<unsigned>();
+    if (opts.jobs == 0) throw UsageError("--jobs must be at least 1");
   }
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };

@@ -38,7 +38,9 @@ void add_common(cxxopts::Options& o) {
       ("keep", "checkpoints kept (at least 1)", cxxopts::value<unsigned>()->default_value("2"))
       ("memory-budget", "most extra memory a checkpoint may cost the job (SIZE: 64M, 1G; default: "
                         "5 % of its resident memory, at least 64M, within its memory cgroup)",
-       cxxopts::value<std::string>());
+       cxxopts::value<std::string>())
+      ("j,jobs", "threads reading and compressing memory at a checkpoint (default: the CPUs snap "
+                 "may run on, at most 64)", cxxopts::value<unsigned>());
 }
 
 cxxopts::Options run_options() {
@@ -90,6 +92,10 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
   opts.argv = words_after_dashes();
   if (args.count("memory-budget"))
     opts.memory_budget = parse_size("--memory-budget", args["memory-budget"].as<std::string>());
+  if (args.count("jobs")) {
+    opts.jobs = args["jobs"].as<unsigned>();
+    if (opts.jobs == 0) throw UsageError("--jobs must be at least 1");
+  }
   return opts;
 }
 

@@ -65,23 +65,25 @@ bool is_zero_page(const uint8_t* p) {
 }
 
 // Page hash -> ref of the stored page: open addressing, linear probing, at
-// most half full. 24 bytes an entry; also what pages.idx is built from.
+// most half full. 24 bytes an entry (48 per stored page), in huge pages
+// the kernel hands out zeroed (an all-zero entry is empty: refs are kept
+// plus one).
 class PageTable {
  public:
-  PageTable() { entries_.assign(kInitial, Entry{}); }
+  PageTable() : buf_(kInitial * sizeof(Entry)), cap_(kInitial) {}
 
-  const uint64_t* find(const Hash128& h) const {
+  std::optional<uint64_t> find(const Hash128& h) const {
+    const Entry* e = entries();
     for (size_t i = h.lo & mask(); ; i = (i + 1) & mask()) {
-      const Entry& e = entries_[i];
-      if (e.ref == kEmpty) return nullptr;
-      if (e.lo == h.lo && e.hi == h.hi) return &e.ref;
+      if (e[i].ref1 == 0) return std::nullopt;
+      if (e[i].lo == h.lo && e[i].hi == h.hi) return e[i].ref1 - 1;
     }
   }
 
   // `h` must not be in the table yet.
   void insert(const Hash128& h, uint64_t ref) {
-    if ((size_ + 1) * 2 > entries_.size()) grow();
-    place(h.lo, h.hi, ref);
+    if ((size_ + 1) * 2 > cap_) grow();
+    place(entries(), mask(), {h.lo, h.hi, ref + 1});
     size_++;
   }
 
@@ -89,33 +91,38 @@ class PageTable {
 
   template <typename Fn>
   void for_each(Fn&& fn) const {
-    for (const auto& e : entries_)
-      if (e.ref != kEmpty) fn(Hash128{e.lo, e.hi}, e.ref);
+    const Entry* e = entries();
+    for (size_t i = 0; i < cap_; ++i)
+      if (e[i].ref1) fn(Hash128{e[i].lo, e[i].hi}, e[i].ref1 - 1);
   }
 
  private:
   struct Entry {
-    uint64_t lo = 0, hi = 0, ref = kEmpty;
+    uint64_t lo, hi, ref1;  // ref1: ref + 1, 0 when empty
   };
-  static constexpr uint64_t kEmpty = ~uint64_t{0};
   static constexpr size_t kInitial = size_t{1} << 16;
 
-  size_t mask() const { return entries_.size() - 1; }
+  Entry* entries() const { return reinterpret_cast<Entry*>(buf_.data()); }
+  size_t mask() const { return cap_ - 1; }
 
-  void place(uint64_t lo, uint64_t hi, uint64_t ref) {
-    size_t i = lo & mask();
-    while (entries_[i].ref != kEmpty) i = (i + 1) & mask();
-    entries_[i] = {lo, hi, ref};
+  static void place(Entry* e, size_t mask, const Entry& x) {
+    size_t i = x.lo & mask;
+    while (e[i].ref1) i = (i + 1) & mask;
+    e[i] = x;
   }
 
   void grow() {
-    std::vector<Entry> old(entries_.size() * 2);
-    old.swap(entries_);
-    for (const auto& e : old)
-      if (e.ref != kEmpty) place(e.lo, e.hi, e.ref);
+    HugeBuffer bigger(cap_ * 2 * sizeof(Entry));
+    Entry* to = reinterpret_cast<Entry*>(bigger.data());
+    const Entry* from = entries();
+    for (size_t i = 0; i < cap_; ++i)
+      if (from[i].ref1) place(to, cap_ * 2 - 1, from[i]);
+    buf_ = std::move(bigger);
+    cap_ *= 2;
   }
 
-  std::vector<Entry> entries_;
+  HugeBuffer buf_;
+  size_t cap_;
   size_t size_ = 0;
 };
 
@@ -529,7 +536,7 @@ class ImageWriter::Impl {
         append_ref(runs, page_addr, disk::kRunSeq, *f.earlier);
         continue;
       }
-      const uint64_t* known = table_.find(f.hash);
+      std::optional<uint64_t> known = table_.find(f.hash);
       if (!known && filling_ < 0 && free_.empty()) {
         // Waiting for a free block buffer: first the copies this call owes
         // and the blocks it completed (a slot waiting for them could never
@@ -874,41 +881,54 @@ class ImageWriter::Impl {
   }
 
   io::FileSum write_index(SyncAll& syncs) {
-    std::vector<disk::IndexPage> pages;
-    pages.reserve(table_.size());
-    std::vector<std::pair<Hash128, uint64_t>> sorted;
-    sorted.reserve(table_.size());
-    table_.for_each([&](const Hash128& h, uint64_t ref) { sorted.emplace_back(h, ref & kPageMask); });
+    // One array: filled with (hash, page number), sorted, then turned into
+    // IndexPage records in place (the same 24 bytes each).
+    struct Sortable {
+      uint64_t hi, lo, u;
+    };
+    static_assert(sizeof(Sortable) == sizeof(disk::IndexPage));
+    const size_t n = table_.size();
+    HugeBuffer buf(std::max<size_t>(1, n * sizeof(Sortable)));
+    auto* sorted = reinterpret_cast<Sortable*>(buf.data());
+    size_t k = 0;
+    table_.for_each([&](const Hash128& h, uint64_t ref) { sorted[k++] = {h.hi, h.lo, ref & kPageMask}; });
     // The canonical form is big-endian high then low: memcmp order is the
     // order of (hi, lo) as numbers.
-    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
-      return a.first.hi != b.first.hi ? a.first.hi < b.first.hi : a.first.lo < b.first.lo;
+    std::sort(sorted, sorted + n, [](const Sortable& a, const Sortable& b) {
+      return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
     });
-    for (const auto& [h, u] : sorted) {
+    auto* pages = reinterpret_cast<disk::IndexPage*>(buf.data());
+    for (size_t i = 0; i < n; ++i) {
+      Sortable x = sorted[i];
       disk::IndexPage e{};
       XXH128_canonical_t canon;
-      XXH128_canonicalFromHash(&canon, XXH128_hash_t{h.lo, h.hi});
+      XXH128_canonicalFromHash(&canon, XXH128_hash_t{x.lo, x.hi});
       std::memcpy(e.hash, canon.digest, sizeof canon.digest);
-      e.block = static_cast<uint32_t>(u / disk::kBlockPages);
-      e.slot = static_cast<uint32_t>(u % disk::kBlockPages);
-      pages.push_back(e);
+      e.block = static_cast<uint32_t>(x.u / disk::kBlockPages);
+      e.slot = static_cast<uint32_t>(x.u % disk::kBlockPages);
+      std::memcpy(&pages[i], &e, sizeof e);
     }
     disk::IndexHeader h{};
     std::memcpy(h.magic, disk::kIndexMagic, sizeof h.magic);
     h.page_size = kPageSize;
     h.block_pages = disk::kBlockPages;
     h.nblocks = blocks_.size();
-    h.npages = pages.size();
-    std::vector<uint8_t> buf;
-    buf.reserve(sizeof h + blocks_.size() * sizeof(disk::IndexBlock) +
-                pages.size() * sizeof(disk::IndexPage));
-    append(buf, &h, sizeof h);
-    append(buf, blocks_.data(), blocks_.size() * sizeof(disk::IndexBlock));
-    append(buf, pages.data(), pages.size() * sizeof(disk::IndexPage));
-    syncs.add(write_unsynced(index_path_, buf), index_path_);
-    return io::sum_bytes(buf.data(), buf.size());
+    h.npages = n;
+    const size_t blocks_bytes = blocks_.size() * sizeof(disk::IndexBlock);
+    const size_t pages_bytes = n * sizeof(disk::IndexPage);
+    ScopedFd fd = io::open_file(index_path_, O_WRONLY | O_CREAT | O_EXCL);
+    io::write_all(fd.get(), &h, sizeof h, index_path_);
+    io::write_all(fd.get(), blocks_.data(), blocks_bytes, index_path_);
+    io::write_all(fd.get(), pages, pages_bytes, index_path_);
+    syncs.add(std::move(fd), index_path_);
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), &XXH3_freeState);
+    if (!st) throw std::bad_alloc();
+    XXH3_64bits_reset(st.get());
+    XXH3_64bits_update(st.get(), &h, sizeof h);
+    XXH3_64bits_update(st.get(), blocks_.data(), blocks_bytes);
+    XXH3_64bits_update(st.get(), pages, pages_bytes);
+    return {sizeof h + blocks_bytes + pages_bytes, XXH3_64bits_digest(st.get())};
   }
-
 
   // Also fills in Mapping::pages_dumped of `c`.
   io::FileSum write_pagemap(Checkpoint& c, SyncAll& syncs) {

@@ -188,6 +188,7 @@ class Runner {
       o.control_reply = [&](uint64_t peer) { return server_.reply_for(peer, n); };
       o.incremental = &incremental_;
       if (!kill) o.memory_budget = opts_.memory_budget;
+      o.jobs = opts_.jobs;
       auto r = dump_tree(root_, *sink, o);
       incremental_.committed(static_cast<uint64_t>(n));
       std::fprintf(stderr,

@@ -22,6 +22,9 @@ struct RunOptions {
   // Most extra memory a checkpoint may cost the job (DumpOptions); none:
   // the default budget.
   std::optional<uint64_t> memory_budget;
+  // Threads reading and compressing memory at a checkpoint (DumpOptions);
+  // 0: the default.
+  unsigned jobs = 0;
   // A signal to snap run itself that means "checkpoint and stop" (like
   // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
   // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made
