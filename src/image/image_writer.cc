@@ -626,7 +626,9 @@ class ImageWriter::Impl {
       if (error_) std::rethrow_exception(error_);
       spent_ = true;  // from here on a failure leaves the writer unusable
     }
+    StepTimes steps;
     stage_->finish();
+    steps.step("pages");
     file_off_ = stage_->size();
     vlog("{}: {} MiB written{}", pages_path_, file_off_ >> 20,
          stage_->direct() ? " around the page cache (O_DIRECT)" : "");
@@ -642,12 +644,18 @@ class ImageWriter::Impl {
     if (!series_) {
       m.files[disk::kPagesFile] = {file_off_, XXH3_64bits_digest(sum_.get())};
       m.files[disk::kIndexFile] = write_index(syncs);
+      steps.step("index");
       m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
+      steps.step("pagemap");
       std::string json = to_json(m);
       syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
+      syncs.add(io::open_file(tmp_, O_RDONLY | O_DIRECTORY), tmp_);  // its entries, at the same time
+      steps.step("manifest");
       syncs.wait();
-      io::fsync_dir(tmp_);
+      steps.step("fsync");
       install();
+      steps.step("install");
+      vlog("commit: {}", steps.text());
       committed_ = true;
       return;
     }
@@ -658,8 +666,8 @@ class ImageWriter::Impl {
   void commit_series(Manifest& m, SyncAll& syncs) {
     FileEntry pack_sum{file_off_, XXH3_64bits_digest(sum_.get())};
     FileEntry index_sum = write_index(syncs);
+    syncs.add(io::open_file(ckpt_ + "/" + kSeriesPacks, O_RDONLY | O_DIRECTORY), ckpt_ + "/" + kSeriesPacks);
     syncs.wait();
-    io::fsync_dir(ckpt_ + "/" + kSeriesPacks);
     {
       std::lock_guard lock(mu_);
       stats_.new_stored_bytes = pack_sum.size + index_sum.size;
@@ -691,8 +699,8 @@ class ImageWriter::Impl {
     m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
     std::string json = to_json(m);
     syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
+    syncs.add(io::open_file(tmp_, O_RDONLY | O_DIRECTORY), tmp_);
     syncs.wait();
-    io::fsync_dir(tmp_);
 
     if (::rename(tmp_.c_str(), dir_.c_str()) < 0)
       throw SysError(fmt::format("rename({}, {})", tmp_, dir_), errno);

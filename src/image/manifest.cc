@@ -1,7 +1,9 @@
 #include "image/manifest.h"
 
+#include <iterator>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <type_traits>
 
 #include <fmt/core.h>
@@ -55,20 +57,45 @@ ojson encode(const ThreadState& t) {
   return j;
 }
 
-ojson encode(const Mapping& m) {
-  ojson j;
-  j["start"] = m.start;
-  j["end"] = m.end;
-  j["prot"] = m.prot;
-  j["shared"] = m.shared;
-  j["kind"] = kMappingKindNames[static_cast<size_t>(m.kind)];
-  j["pgoff"] = m.pgoff;
-  j["path"] = m.path;
-  j["dev"] = m.dev;
-  j["inode"] = m.inode;
-  j["vmflags"] = m.vmflags;
-  j["pages_dumped"] = m.pages_dumped;
-  return j;
+// A process may have tens of thousands of mappings: they are written as
+// text directly (the same compact JSON an ojson of these keys would give), not
+// built as JSON objects first. Strings go through nlohmann's serializer, so
+// they are escaped (and refused when not UTF-8) exactly as elsewhere.
+void append_string(std::string& out, const std::string& v) {
+  bool plain = true;  // printable ASCII, nothing to escape: as it is
+  for (char ch : v) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+      plain = false;
+      break;
+    }
+  }
+  if (!plain) {
+    out += ojson(v).dump();
+    return;
+  }
+  out += '"';
+  out += v;
+  out += '"';
+}
+
+void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
+  out += "[";
+  bool first = true;
+  for (const Mapping& m : mappings) {
+    out += first ? "\n  " : ",\n  ";
+    first = false;
+    fmt::format_to(std::back_inserter(out),
+                   R"({{"start": {}, "end": {}, "prot": {}, "shared": {}, "kind": "{}", "pgoff": {}, )"
+                   R"("path": )",
+                   m.start, m.end, m.prot, m.shared, kMappingKindNames[static_cast<size_t>(m.kind)],
+                   m.pgoff);
+    append_string(out, m.path);
+    fmt::format_to(std::back_inserter(out), R"(, "dev": {}, "inode": {}, "vmflags": )", m.dev, m.inode);
+    append_string(out, m.vmflags);
+    fmt::format_to(std::back_inserter(out), R"(, "pages_dumped": {}}})", m.pages_dumped);
+  }
+  out += "]";
 }
 
 ojson encode(const FileDesc& f) {
@@ -132,8 +159,7 @@ ojson encode(const Process& p) {
              {"start_stack", mm.start_stack}, {"arg_start", mm.arg_start},
              {"arg_end", mm.arg_end},       {"env_start", mm.env_start},
              {"env_end", mm.env_end},       {"auxv", mm.auxv}};
-  j["mappings"] = ojson::array();
-  for (const auto& m : p.mappings) j["mappings"].push_back(encode(m));
+  // "mappings" is added as text by process_text().
   j["fds"] = ojson::array();
   for (const auto& f : p.fds) j["fds"].push_back(encode(f));
   j["threads"] = ojson::array();
@@ -167,6 +193,17 @@ ojson encode(const Process& p) {
   if (p.thp_disabled) j["thp_disabled"] = *p.thp_disabled;
   if (p.no_new_privs) j["no_new_privs"] = *p.no_new_privs;
   return j;
+}
+
+// A process as JSON text: encode(p), with its mappings as the last key.
+std::string process_text(const Process& p) {
+  std::string out = encode(p).dump();
+  if (out.empty() || out.back() != '}') throw Error("manifest: unexpected JSON for a process");
+  out.pop_back();
+  out += out.back() == '{' ? "\"mappings\":" : ",\"mappings\":";
+  append_mappings(out, p.mappings);
+  out += "}";
+  return out;
 }
 
 // ---- decoding ----
@@ -473,11 +510,22 @@ std::string to_json(const Manifest& m) {
                      {"inode", st.inode}, {"build_id", st.build_id}};
     cj["code_files"] = files;
   }
+  // The processes are spliced in as text (process_text()): "processes" is
+  // the last key of "checkpoint", itself the last key of the document.
   cj["processes"] = ojson::array();
-  for (const auto& p : c.processes) cj["processes"].push_back(encode(p));
   // Compact: a job with 20,000 mappings or fds writes megabytes of it, and
   // `snap info --json` or jq shows it indented.
-  return j.dump() + "\n";
+  std::string out = j.dump();
+  static constexpr std::string_view kTail = "\"processes\":[]}}";
+  if (!std::string_view(out).ends_with(kTail)) throw Error("manifest: unexpected JSON layout");
+  out.resize(out.size() - kTail.size());
+  out += "\"processes\":[";
+  for (size_t i = 0; i < c.processes.size(); ++i) {
+    if (i) out += ',';
+    out += process_text(c.processes[i]);
+  }
+  out += "]}}\n";
+  return out;
 }
 
 std::string to_json(const Checkpoint& c) { return to_json(Manifest{c, {}, {}, std::nullopt}); }

@@ -76,22 +76,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Under -v: how long each step of the dump took ("steps: seize 0.002 s, ...").
-class StepTimes {
- public:
-  void step(const char* name) {
-    auto now = std::chrono::steady_clock::now();
-    text_ += fmt::format("{}{} {:.3f} s", text_.empty() ? "" : ", ", name,
-                         std::chrono::duration<double>(now - last_).count());
-    last_ = now;
-  }
-  const std::string& text() const { return text_; }
-
- private:
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-  std::string text_;
-};
-
 // The minor faults of process `pid` so far (all its threads), or 0.
 uint64_t minor_faults(pid_t pid) {
   auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
@@ -236,7 +220,7 @@ class MemoryBudget {
   // or this many ranges are waiting: about once per batch of a large mapping
   // (8 MiB), and not once per mapping where there are thousands of small ones.
   static constexpr uint64_t kFlushBytes = 8ull << 20;
-  static constexpr size_t kFlushRanges = 256;
+  static constexpr size_t kFlushRanges = 4096;
   parasite::MemorySnapshot* pending_snap_ = nullptr;
   std::vector<std::pair<uint64_t, uint64_t>> pending_;
   uint64_t pending_bytes_ = 0;

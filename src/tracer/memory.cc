@@ -119,46 +119,107 @@ void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::functi
   for_each_page_to_dump(fd.get(), pid, m, fn, way);
 }
 
-void for_each_page_to_dump(int pagemap_fd, pid_t pid, const image::Mapping& m,
-                           const std::function<void(uint64_t)>& fn, PagemapWay way) {
+namespace {
+
+// The pages of `m` within region `r` (clipped to m) that hold state, as
+// ranges [start, end) to `fn`.
+template <typename Fn>
+void region_ranges(int fd, const std::string& path, const image::Mapping& m,
+                   const pagemap::Region& r, Fn&& fn) {
+  using namespace pagemap;
+  if (r.categories & kPageIsSwapped) {
+    // Swapped out, or pte markers (shown as swapped too): only the entries tell.
+    read_chunks(fd, path, r.start, r.end, [&](uint64_t at, const uint64_t* entries, size_t n) {
+      select_into(m, at, entries, n, [&](uint64_t a) { fn(a, a + image::kPageSize); });
+    });
+  } else if (!(m.kind == image::MappingKind::File && (r.categories & kPageIsFile))) {
+    // Present; a private file mapping's own pages are the copied-on-write
+    // (anonymous) ones.
+    fn(r.start, r.end);
+  }
+}
+
+constexpr uint64_t kScanCategories = pagemap::kPageIsPresent | pagemap::kPageIsSwapped;
+constexpr uint64_t kScanReturned = kScanCategories | pagemap::kPageIsFile;
+
+// Like for_each_page_to_dump, a range at a time, the mapping's own walk.
+template <typename Fn>
+void for_each_range_to_dump(int fd, pid_t pid, const image::Mapping& m, Fn&& fn, PagemapWay way) {
   if (image::is_shm_object(m)) {
-    for (uint64_t a : shm_pages(pid, m)) fn(a);
+    for (uint64_t a : shm_pages(pid, m)) fn(a, a + image::kPageSize);
     return;
   }
   const std::string path = "/proc/" + std::to_string(pid) + "/pagemap";  // for messages
-  const int fd = pagemap_fd;
   if (way == PagemapWay::kAuto) {
     // The ranges that hold pages, from the page tables: a walk that skips
     // what was never touched, however large.
-    using namespace pagemap;
-    bool file = m.kind == image::MappingKind::File;
     bool any = false;
-    int e = scan(fd, m.start, m.end, 0, 0, kPageIsPresent | kPageIsSwapped,
-                 kPageIsPresent | kPageIsSwapped | kPageIsFile, [&](const Region& r) {
-                   any = true;
-                   if (r.categories & kPageIsSwapped) {
-                     // Swapped out, or pte markers (shown as swapped too):
-                     // only the entries tell.
-                     read_chunks(fd, path, r.start, r.end,
-                                 [&](uint64_t at, const uint64_t* entries, size_t n) {
-                                   select_into(m, at, entries, n, fn);
-                                 });
-                   } else if (!(file && (r.categories & kPageIsFile))) {
-                     // Present; a private file mapping's own pages are the
-                     // copied-on-write (anonymous) ones.
-                     for (uint64_t a = r.start; a < r.end; a += image::kPageSize) fn(a);
-                   }
-                 });
+    int e = pagemap::scan(fd, m.start, m.end, 0, 0, kScanCategories, kScanReturned,
+                          [&](const pagemap::Region& r) {
+                            any = true;
+                            region_ranges(fd, path, m, r, fn);
+                          });
     if (e == 0) return;
-    if (any || !scan_unsupported(e))
+    if (any || !pagemap::scan_unsupported(e))
       throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
   }
   // No PAGEMAP_SCAN (before Linux 6.7): every entry of the range, a bounded
   // chunk at a time.
-  pagemap::read_chunks(fd, path, m.start, m.end,
-                       [&](uint64_t at, const uint64_t* entries, size_t n) {
-                         select_into(m, at, entries, n, fn);
-                       });
+  pagemap::read_chunks(fd, path, m.start, m.end, [&](uint64_t at, const uint64_t* entries, size_t n) {
+    select_into(m, at, entries, n, [&](uint64_t a) { fn(a, a + image::kPageSize); });
+  });
+}
+
+// The regions of a stretch of small mappings, from one PAGEMAP_SCAN walk
+// instead of one per mapping (a process may have tens of thousands).
+class RegionWindow {
+ public:
+  // Mappings this small share walks, over at most this span and this many.
+  static constexpr uint64_t kSmall = 2 << 20, kSpan = 64 << 20;
+  static constexpr size_t kMappings = 512;
+
+  bool covers(const image::Mapping& m) const { return valid_ && m.start >= lo_ && m.end <= hi_; }
+
+  // Walks [lo, hi); false when the kernel has no PAGEMAP_SCAN.
+  bool fill(int fd, const std::string& path, uint64_t lo, uint64_t hi) {
+    regions_.clear();
+    pos_ = 0;
+    valid_ = false;
+    int e = pagemap::scan(fd, lo, hi, 0, 0, kScanCategories, kScanReturned, regions_);
+    if (e != 0) {
+      if (pagemap::scan_unsupported(e)) return false;
+      throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, lo, hi), e);
+    }
+    lo_ = lo, hi_ = hi, valid_ = true;
+    return true;
+  }
+
+  // The regions within m, clipped to it (mappings come in ascending order).
+  template <typename Fn>
+  void for_each(const image::Mapping& m, Fn&& fn) {
+    while (pos_ < regions_.size() && regions_[pos_].end <= m.start) pos_++;
+    for (size_t i = pos_; i < regions_.size() && regions_[i].start < m.end; i++) {
+      pagemap::Region r = regions_[i];
+      r.start = std::max(r.start, m.start);
+      r.end = std::min(r.end, m.end);
+      fn(r);
+    }
+  }
+
+ private:
+  std::vector<pagemap::Region> regions_;
+  size_t pos_ = 0;
+  uint64_t lo_ = 0, hi_ = 0;
+  bool valid_ = false;
+};
+
+}  // namespace
+
+void for_each_page_to_dump(int pagemap_fd, pid_t pid, const image::Mapping& m,
+                           const std::function<void(uint64_t)>& fn, PagemapWay way) {
+  for_each_range_to_dump(pagemap_fd, pid, m, [&](uint64_t start, uint64_t end) {
+    for (uint64_t a = start; a < end; a += image::kPageSize) fn(a);
+  }, way);
 }
 
 std::vector<uint64_t> pages_to_dump(pid_t pid, const image::Mapping& m, PagemapWay way) {
@@ -434,10 +495,14 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     if (!mem_fd) throw SysError("open " + path, errno);
   }
   const ReadContext ctx{pid, mem_fd ? mem_fd.get() : -1, &sink};
+  const std::string pagemap_path = "/proc/" + std::to_string(pid) + "/pagemap";
   BatchRunner runner(readers, after_batch);
   Batch cur;
   cur.ctx = &ctx;
-  for (auto& m : mappings) {
+  RegionWindow window;
+  bool have_scan = true;
+  for (size_t mi = 0; mi < mappings.size(); mi++) {
+    auto& m = mappings[mi];
     if (which && !which(m)) continue;
     m.pages_dumped = 0;
     if (!mapping_has_content(m)) continue;
@@ -449,34 +514,56 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     // (or, for the last batch of the mapping, the mapping's end). Pages in
     // between were not to be read either.
     uint64_t covered = m.start, n = 0;
-    auto add = [&](uint64_t a) {
-      auto& runs = cur.runs;
-      if (!runs.empty() && runs.back().mapping_start == m.start &&
-          runs.back().addr + runs.back().npages * image::kPageSize == a)
-        runs.back().npages++;
-      else
-        runs.push_back({m.start, a, 1});
-      n++;
-      if (++cur.npages < runner.batch_pages()) return;
-      if (after_batch) cur.covers.push_back({&m, covered, a + image::kPageSize});
-      covered = a + image::kPageSize;
-      runner.submit(std::move(cur));
-      cur = Batch{};
-      cur.ctx = &ctx;
+    // Pages [a, b) of m join the batch.
+    auto add = [&](uint64_t a, uint64_t b) {
+      while (a < b) {
+        size_t take = std::min<uint64_t>((b - a) / image::kPageSize, runner.batch_pages() - cur.npages);
+        auto& runs = cur.runs;
+        if (!runs.empty() && runs.back().mapping_start == m.start &&
+            runs.back().addr + runs.back().npages * image::kPageSize == a)
+          runs.back().npages += take;
+        else
+          runs.push_back({m.start, a, take});
+        n += take;
+        cur.npages += take;
+        a += take * image::kPageSize;
+        if (cur.npages < runner.batch_pages()) continue;
+        if (after_batch) cur.covers.push_back({&m, covered, a});
+        covered = a;
+        runner.submit(std::move(cur));
+        cur = Batch{};
+        cur.ctx = &ctx;
+      }
     };
     if (chosen || (shared && image::is_shm_object(m))) {
       auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
       if (shared) shared->claim(m, pages);
-      for (uint64_t a : pages) add(a);
+      for (uint64_t a : pages) add(a, a + image::kPageSize);
+    } else if (image::is_shm_object(m)) {
+      for_each_range_to_dump(-1, pid, m, add, PagemapWay::kAuto);
     } else {
       // Read as the page tables are walked, a batch at a time: snap holds
       // no list of the mapping's pages, however many it has.
-      if (!pagemap_fd && !image::is_shm_object(m)) {
-        std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
-        pagemap_fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!pagemap_fd) throw SysError("open " + path, errno);
+      if (!pagemap_fd) {
+        pagemap_fd.reset(::open(pagemap_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!pagemap_fd) throw SysError("open " + pagemap_path, errno);
       }
-      for_each_page_to_dump(pagemap_fd ? pagemap_fd.get() : -1, pid, m, add);
+      if (have_scan && m.end - m.start <= RegionWindow::kSmall && !window.covers(m)) {
+        // One walk for this mapping and the small ones after it.
+        uint64_t hi = m.end;
+        for (size_t k = mi + 1; k < mappings.size() && k - mi < RegionWindow::kMappings &&
+                                mappings[k].end - mappings[k].start <= RegionWindow::kSmall &&
+                                mappings[k].end - m.start <= RegionWindow::kSpan;
+             k++)
+          hi = mappings[k].end;
+        have_scan = window.fill(pagemap_fd.get(), pagemap_path, m.start, hi);
+      }
+      if (have_scan && window.covers(m))
+        window.for_each(m, [&](const pagemap::Region& r) {
+          region_ranges(pagemap_fd.get(), pagemap_path, m, r, add);
+        });
+      else
+        for_each_range_to_dump(pagemap_fd.get(), pid, m, add, PagemapWay::kAuto);
     }
     if (after_batch && m.end > covered) cur.covers.push_back({&m, covered, m.end});
     m.pages_dumped = n;

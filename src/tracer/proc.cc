@@ -15,6 +15,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
 
 namespace snap::proc {
@@ -164,6 +165,7 @@ std::vector<MapEntry> parse_maps(std::string_view text) {
 
 std::vector<MapEntry> parse_smaps(std::string_view text) {
   std::vector<MapEntry> out;
+  out.reserve(text.size() / 512 + 16);  // about 700-1000 bytes a mapping
   for_each_line(text, [&](std::string_view l) {
     if (l.starts_with("VmFlags:")) {
       if (out.empty()) throw Error("smaps: VmFlags before any mapping");
@@ -334,7 +336,28 @@ std::vector<pid_t> list_children(pid_t pid) {
   return {kids.begin(), kids.end()};
 }
 
-std::vector<MapEntry> read_smaps(pid_t pid) { return parse_smaps(read_file(pid_path(pid, "smaps"))); }
+std::vector<MapEntry> read_smaps(pid_t pid) {
+  // Tens of MiB for a process with many mappings: read into huge pages
+  // (one page fault per 2 MiB), and parsed from there.
+  std::string path = pid_path(pid, "smaps");
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw SysError("read " + path, errno);
+  HugeBuffer buf(size_t{4} << 20);
+  size_t len = 0;
+  for (;;) {
+    if (buf.size() - len < (64 << 10)) {
+      HugeBuffer bigger(buf.size() * 2);
+      std::memcpy(bigger.data(), buf.data(), len);
+      buf = std::move(bigger);
+    }
+    ssize_t n = ::read(fd.get(), buf.data() + len, buf.size() - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw SysError("read " + path, errno);
+    if (n == 0) break;
+    len += static_cast<size_t>(n);
+  }
+  return parse_smaps(std::string_view(reinterpret_cast<const char*>(buf.data()), len));
+}
 Stat read_stat(pid_t pid) { return parse_stat(read_file(pid_path(pid, "stat"))); }
 Status read_status(pid_t pid) { return parse_status(read_file(pid_path(pid, "status"))); }
 
@@ -384,7 +407,7 @@ image::FdType classify_fd(const std::string& link, const struct stat& st) {
 
 namespace {
 
-image::Mapping to_mapping(const MapEntry& e) {
+image::Mapping to_mapping(MapEntry&& e) {
   image::Mapping m;
   m.start = e.start;
   m.end = e.end;
@@ -392,10 +415,10 @@ image::Mapping to_mapping(const MapEntry& e) {
   m.shared = e.shared;
   m.kind = classify(e);
   m.pgoff = e.offset;
-  m.path = e.path;
+  m.path = std::move(e.path);
   m.dev = makedev(e.dev_major, e.dev_minor);
   m.inode = e.inode;
-  m.vmflags = e.vmflags;
+  m.vmflags = std::move(e.vmflags);
   return m;
 }
 
@@ -407,7 +430,7 @@ std::vector<image::Mapping> read_executable_mappings(pid_t pid) {
     // "start-end perms ...": only lines whose perms have x are parsed.
     size_t sp = l.find(' ');
     if (sp == std::string_view::npos || sp + 3 >= l.size() || l[sp + 3] != 'x') return;
-    if (auto e = parse_map_line(l)) out.push_back(to_mapping(*e));
+    if (auto e = parse_map_line(l)) out.push_back(to_mapping(std::move(*e)));
   });
   return out;
 }
@@ -417,7 +440,7 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   auto entries = detail == MapDetail::kWithVmFlags ? read_smaps(pid)
                                                    : parse_maps(read_file(pid_path(pid, "maps")));
   out.reserve(entries.size());
-  for (const auto& e : entries) out.push_back(to_mapping(e));
+  for (auto& e : entries) out.push_back(to_mapping(std::move(e)));
   return out;
 }
 
