@@ -535,6 +535,45 @@ def bad_inputs(env):
     expect(victim.poll() is None, "the victim kept running through all of it")
 
 
+@case
+def many_mappings(env):
+    # 20,000 one-page mappings (a JVM, Python with many extension modules):
+    # dumped with --jobs 2 and with --jobs 1 while the job runs on, the two
+    # images hold the same pages; the job, killed, restores from the first
+    # and counts on with every page intact (it checks them all per line).
+    n, count = 20000, 60
+    out = env.path("maps.out")
+    p = start([env.prog("manymaps"), str(n), str(count)], stdout_path=out)
+    wait_lines(out, 2, timeout=60)
+    ck2, ck1 = env.path("maps2.ckpt"), env.path("maps1.ckpt")
+    t0 = time.monotonic()
+    r = env.snap_run("dump", "--pid", str(p.pid), "-o", ck2, "--jobs", "2", "-v")
+    took = time.monotonic() - t0
+    steps = [l for l in r.stderr.splitlines() if "steps:" in l]
+    print(f"dump of {n} mappings with --jobs 2: {took:.2f} s; {steps[-1] if steps else ''}")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ck1, "--jobs", "1")
+    stats = [json.loads(env.snap_run("info", "--json", d).stdout)["stats"] for d in (ck2, ck1)]
+    expect(stats[0]["pages"] == stats[1]["pages"] and stats[0]["unique_pages"] == stats[1]["unique_pages"],
+           f"--jobs 1 and 2 store the same pages: {stats[0]['pages']}/{stats[0]['unique_pages']} and "
+           f"{stats[1]['pages']}/{stats[1]['unique_pages']}")
+    with open(os.path.join(ck2, "manifest.json")) as f:
+        maps = json.load(f)["checkpoint"]["processes"][0]["mappings"]
+    dumped = sum(1 for m in maps if m["pages_dumped"] == 1 and m["end"] - m["start"] == 4096)
+    expect(dumped >= n, f"each one-page mapping has its page in the image ({dumped} >= {n})")
+    p.kill()
+    p.wait()
+    before = lines_of(out)
+    expect("bad" not in " ".join(before) and len(before) < count, f"killed mid-run at line {len(before)}")
+    r = env.snap_run("restore", ck2, timeout=240, check=False)
+    expect(r.returncode == 0, f"restored job exited 0 (got {r.returncode}; {r.stderr.strip()[-300:]})")
+    got = lines_of(out)
+    expect(not [l for l in got if l.startswith("bad")], f"every page intact after restore: "
+           f"{[l for l in got if l.startswith('bad')][:3]}")
+    nums = [int(l) for l in got]
+    expect(nums[-1] == count and all(b == a + 1 or b <= a for a, b in zip(nums, nums[1:])),
+           f"the restored job counted on to {count} (last lines {got[-3:]})")
+
+
 def mount_tmpfs(env, name, opts):
     d = env.path(name)
     os.mkdir(d)

@@ -1,4 +1,5 @@
 // The on-disk image: manifest encoding, page store, commit rules.
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -21,6 +22,8 @@
 #include "image/image_reader.h"
 #include "image/image_writer.h"
 #include "image/manifest.h"
+#include "image/staged_file.h"
+#include "base/scoped_fd.h"
 
 namespace snap::image {
 namespace {
@@ -418,6 +421,68 @@ TEST(PageStore, ManyBlocksReadBackExactly) {
   EXPECT_GT(max_run, 1u);
 }
 
+// What a dump with --jobs does: several threads add pages at once, the
+// same pages among them (dedup across threads), more blocks than the
+// writer has buffers for (so threads wait for room, and each compresses the
+// blocks it completes). With one job the writer has the fewest buffers.
+void many_threads_add_at_once(unsigned jobs) {
+  TempDir t;
+  constexpr int kThreads = 4;
+  constexpr uint64_t kPages = 3000;  // per thread, in the one mapping
+  std::mt19937_64 rng(11);
+  std::vector<Page> pool;
+  for (int i = 0; i < 30; ++i) pool.push_back(random_page(rng));
+  std::map<uint64_t, Page> want;
+  for (uint64_t i = 0; i < kThreads * kPages; ++i) {
+    uint64_t addr = kStart + i * kPageSize;
+    switch (rng() % 5) {
+      case 0: want[addr] = Page{}; break;
+      case 1: want[addr] = pool[rng() % pool.size()]; break;
+      case 2: want[addr] = random_page(rng); break;
+      default: want[addr] = text_page(rng() % 5000); break;  // some equal by chance
+    }
+  }
+  Checkpoint c = sample_checkpoint();
+  c.processes[0].mappings[0].end = kStart + kThreads * kPages * kPageSize;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    w.set_jobs(jobs);
+    // Thread k takes every kThreads-th stretch of 50 pages.
+    auto feed = [&](int k) {
+      std::vector<uint8_t> batch;
+      for (uint64_t first = k * 50; first < kThreads * kPages; first += kThreads * 50) {
+        batch.clear();
+        for (uint64_t i = first; i < first + 50; ++i) {
+          const Page& p = want[kStart + i * kPageSize];
+          if (p.empty()) batch.insert(batch.end(), kPageSize, 0);
+          else batch.insert(batch.end(), p.begin(), p.end());
+        }
+        w.add_pages(kPid, kStart, kStart + first * kPageSize, batch.data(), 50);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int k = 0; k < kThreads; ++k) threads.emplace_back(feed, k);
+    for (auto& th : threads) th.join();
+    w.commit(c);
+    EXPECT_GT(w.stats().blocks, 50u);
+    EXPECT_GT(w.stats().duplicate_pages, 0u);
+    EXPECT_GT(w.stats().zero_pages, 0u);
+  }
+  auto r = ImageReader::open(t / "img");
+  r.verify_all();
+  auto got = read_back(r, kPid, kStart);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [addr, p] : want) ASSERT_EQ(got[addr], p) << addr;
+  // Stretches from different threads that continue each other are one run
+  // in pagemap.bin again.
+  size_t runs = 0;
+  r.for_each_run(kPid, kStart, [&](const PageRun&) { runs++; });
+  EXPECT_LT(runs, want.size());
+}
+
+TEST(PageStore, ManyThreadsAddAtOnce) { many_threads_add_at_once(4); }
+TEST(PageStore, ManyThreadsAddAtOnceFewBuffers) { many_threads_add_at_once(1); }
+
 TEST(PageStore, FlippedByteNamesTheBlock) {
   TempDir t;
   {
@@ -467,6 +532,54 @@ TEST(PageStore, DamagedIndexRefusedOnOpen) {
 }
 
 // ---- commit rules ----
+
+// pages.bin's writer: appends of any size come out in order, the file has
+// exactly the bytes appended (the last write is padded for O_DIRECT, then
+// the file cut back), whether or not the file system takes O_DIRECT.
+TEST(StagedFile, AppendsComeOutExactly) {
+  TempDir t;
+  // The test's directory (a disk: O_DIRECT) and /dev/shm (tmpfs: buffered
+  // or, since Linux 6.6, O_DIRECT taken but served from memory).
+  for (const std::string& dir : {t / "", std::string("/dev/shm/")}) {
+    if (dir == "/dev/shm/" && ::access(dir.c_str(), W_OK) != 0) continue;
+    std::string path = dir + "staged-" + std::to_string(::getpid());
+    std::mt19937_64 rng(5);
+    std::vector<uint8_t> want;
+    {
+      snap::ScopedFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      ASSERT_TRUE(fd);
+      StagedFile f(fd.get(), path);
+      // ~13 MiB in pieces from 1 byte to 300 KiB: several 4 MiB writes and
+      // a tail that is not a multiple of 4096.
+      while (want.size() < (13u << 20)) {
+        size_t n = rng() % 3 == 0 ? rng() % 64 + 1 : rng() % (300 << 10) + 1;
+        std::vector<uint8_t> piece(n);
+        for (auto& b : piece) b = static_cast<uint8_t>(rng());
+        f.append(piece.data(), n);
+        want.insert(want.end(), piece.begin(), piece.end());
+      }
+      f.finish();
+      EXPECT_EQ(f.size(), want.size());
+    }
+    std::ifstream in(path, std::ios::binary);
+    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ::unlink(path.c_str());
+    ASSERT_EQ(got.size(), want.size()) << dir;
+    EXPECT_TRUE(got == want) << dir;
+  }
+}
+
+TEST(StagedFile, NothingAppendedIsAnEmptyFile) {
+  TempDir t;
+  std::string path = t / "empty";
+  snap::ScopedFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  ASSERT_TRUE(fd);
+  {
+    StagedFile f(fd.get(), path);
+    f.finish();
+  }
+  EXPECT_EQ(fs::file_size(path), 0u);
+}
 
 TEST(Commit, AbandonedWriterLeavesNothing) {
   TempDir t;

@@ -7,8 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fcntl.h>
+#include <map>
+#include <mutex>
 #include <sys/syscall.h>
 
 #include "base/error.h"
@@ -337,6 +340,103 @@ TEST(Snapshot, ReadingThroughProcMemCopiesNoSharedPage) {
   other.read_child(ReadVia::kProcessVmReadv);
   ::testing::Test::RecordProperty("process_vm_readv_copied_kib",
                                   std::to_string(private_kib(other.child) - readv_before));
+}
+
+// Reader threads (dump --jobs) read exactly what the caller alone reads:
+// the same pages with the same contents, whatever thread hands them over
+// and in whatever order; batches may mix many small mappings, and the
+// ranges reported done cover each mapping once, in order, only after its
+// pages were handed over.
+TEST(DumpMemory, ReaderThreadsReadWhatOneThreadReads) {
+  int to_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    // 600 one-page mappings that cannot merge (a page apart), then a 40 MiB
+    // one with stretches touched and untouched; every page touched holds
+    // its own address.
+    constexpr size_t kSmall = 600, kBig = 40 << 20;
+    auto* base = static_cast<uint8_t*>(mmap(nullptr, 2 * kSmall * 4096 + kBig, PROT_NONE,
+                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    for (size_t i = 0; i < kSmall; i++) {
+      uint8_t* p = base + 2 * i * 4096;
+      mmap(p, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      *reinterpret_cast<uint64_t*>(p) = reinterpret_cast<uint64_t>(p);
+    }
+    uint8_t* big = base + 2 * kSmall * 4096;
+    mmap(big, kBig, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    for (size_t off = 0; off < kBig; off += 4096)
+      if ((off >> 12) % 1000 < 700) *reinterpret_cast<uint64_t*>(big + off) = reinterpret_cast<uint64_t>(big + off);
+    uint64_t lo = reinterpret_cast<uint64_t>(base), hi = lo + 2 * kSmall * 4096 + kBig;
+    uint64_t msg[2] = {lo, hi};
+    if (write(to_parent[1], msg, sizeof msg) != sizeof msg) _exit(1);
+    for (;;) pause();
+  }
+  uint64_t range[2] = {};
+  ASSERT_EQ(read(to_parent[0], range, sizeof range), static_cast<ssize_t>(sizeof range));
+  auto inside = [&](const image::Mapping& m) { return m.start >= range[0] && m.end <= range[1]; };
+  const uint64_t big = range[0] + 2 * 600 * 4096;
+  auto touched = [&](uint64_t a) {
+    return a < big ? (a - range[0]) / 4096 % 2 == 0 : (a - big) / 4096 % 1000 < 700;
+  };
+
+  struct Result {
+    std::map<uint64_t, uint64_t> pages;  // address -> first word
+    std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> done;  // mapping -> ranges
+    std::vector<uint64_t> done_order;
+    bool early = false;  // a range reported before its pages
+  };
+  auto run = [&](unsigned threads) {
+    Result r;
+    std::mutex mu;
+    auto maps = proc::read_mappings(child);
+    MemoryReaders readers(threads);
+    dump_memory(child, maps,
+                [&](pid_t, uint64_t start, uint64_t addr, const uint8_t* data, size_t n) {
+                  std::lock_guard lock(mu);
+                  for (size_t i = 0; i < n; i++) {
+                    uint64_t w;
+                    std::memcpy(&w, data + i * 4096, sizeof w);
+                    EXPECT_TRUE(r.pages.emplace(addr + i * 4096, w).second) << "twice: " << addr;
+                    EXPECT_GE(addr, start);
+                  }
+                },
+                inside, ReadVia::kMemFile, nullptr, {},
+                [&](const image::Mapping& m, uint64_t start, uint64_t end) {
+                  std::lock_guard lock(mu);
+                  // Every page of the range the child touched was handed over.
+                  for (uint64_t a = start; a < end; a += 4096)
+                    if (touched(a) && !r.pages.count(a)) r.early = true;
+                  r.done[m.start].emplace_back(start, end);
+                  if (r.done_order.empty() || r.done_order.back() != m.start) r.done_order.push_back(m.start);
+                },
+                threads ? &readers : nullptr);
+    return r;
+  };
+  Result one = run(0), many = run(3);
+  size_t nmaps = 0;  // the one-page mappings, the PROT_NONE pages between them, the big one
+  for (const auto& m : proc::read_mappings(child)) nmaps += inside(m);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+
+  EXPECT_EQ(nmaps, 1201u);
+  EXPECT_EQ(one.pages.size(), 600u + 7000 + 240);  // 40 MiB: 10,240 pages, 700 of each 1000
+  EXPECT_EQ(many.pages, one.pages);
+  for (const auto& [addr, w] : many.pages) ASSERT_EQ(w, addr) << "page " << addr;
+  for (const Result* r : {&one, &many}) {
+    EXPECT_FALSE(r->early) << "a range was reported done before its pages were read";
+    EXPECT_EQ(r->done.size(), nmaps);
+    EXPECT_TRUE(std::is_sorted(r->done_order.begin(), r->done_order.end()));
+    EXPECT_EQ(r->done_order.size(), r->done.size()) << "a mapping's ranges came in two stretches";
+    for (const auto& [start, ranges] : r->done) {
+      uint64_t at = start;
+      for (const auto& [a, b] : ranges) {
+        EXPECT_EQ(a, at) << "mapping " << start << ": ranges not contiguous";
+        EXPECT_GT(b, a);
+        at = b;
+      }
+    }
+  }
 }
 
 TEST(YamaHint, ScopeOneSaysOnlyAncestorsAndPointsToSnapRun) {
