@@ -648,6 +648,7 @@ class ImageWriter::Impl {
       m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
       steps.step("pagemap");
       std::string json = to_json(m);
+      steps.step("json");
       syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
       syncs.add(io::open_file(tmp_, O_RDONLY | O_DIRECTORY), tmp_);  // its entries, at the same time
       steps.step("manifest");
@@ -941,6 +942,10 @@ class ImageWriter::Impl {
   // Also fills in Mapping::pages_dumped of `c`.
   io::FileSum write_pagemap(Checkpoint& c, SyncAll& syncs) {
     std::vector<uint8_t> buf;
+    size_t nruns = 0;
+    for (const auto& [key, runs] : tables_) nruns += runs.size();
+    buf.reserve(sizeof(disk::PagemapHeader) + tables_.size() * sizeof(disk::PagemapTable) +
+                nruns * sizeof(disk::PagemapRun));
     disk::PagemapHeader h{};
     std::memcpy(h.magic, disk::kPagemapMagic, sizeof h.magic);
     h.ntables = tables_.size();

@@ -83,17 +83,16 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
   out += "[";
   bool first = true;
   for (const Mapping& m : mappings) {
-    out += first ? "\n  " : ",\n  ";
+    if (!first) out += ',';
     first = false;
     fmt::format_to(std::back_inserter(out),
-                   R"({{"start": {}, "end": {}, "prot": {}, "shared": {}, "kind": "{}", "pgoff": {}, )"
-                   R"("path": )",
+                   R"({{"start":{},"end":{},"prot":{},"shared":{},"kind":"{}","pgoff":{},"path":)",
                    m.start, m.end, m.prot, m.shared, kMappingKindNames[static_cast<size_t>(m.kind)],
                    m.pgoff);
     append_string(out, m.path);
-    fmt::format_to(std::back_inserter(out), R"(, "dev": {}, "inode": {}, "vmflags": )", m.dev, m.inode);
+    fmt::format_to(std::back_inserter(out), R"(,"dev":{},"inode":{},"vmflags":)", m.dev, m.inode);
     append_string(out, m.vmflags);
-    fmt::format_to(std::back_inserter(out), R"(, "pages_dumped": {}}})", m.pages_dumped);
+    fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{}}})", m.pages_dumped);
   }
   out += "]";
 }
@@ -159,7 +158,7 @@ ojson encode(const Process& p) {
              {"start_stack", mm.start_stack}, {"arg_start", mm.arg_start},
              {"arg_end", mm.arg_end},       {"env_start", mm.env_start},
              {"env_end", mm.env_end},       {"auxv", mm.auxv}};
-  // "mappings" is added as text by process_text().
+  // "mappings" is added as text by append_process().
   j["fds"] = ojson::array();
   for (const auto& f : p.fds) j["fds"].push_back(encode(f));
   j["threads"] = ojson::array();
@@ -195,15 +194,15 @@ ojson encode(const Process& p) {
   return j;
 }
 
-// A process as JSON text: encode(p), with its mappings as the last key.
-std::string process_text(const Process& p) {
-  std::string out = encode(p).dump();
-  if (out.empty() || out.back() != '}') throw Error("manifest: unexpected JSON for a process");
-  out.pop_back();
-  out += out.back() == '{' ? "\"mappings\":" : ",\"mappings\":";
+// Appends a process as JSON text: encode(p), with its mappings as the last key.
+void append_process(std::string& out, const Process& p) {
+  std::string head = encode(p).dump();
+  if (head.empty() || head.back() != '}') throw Error("manifest: unexpected JSON for a process");
+  head.pop_back();
+  out += head;
+  out += head.back() == '{' ? "\"mappings\":" : ",\"mappings\":";
   append_mappings(out, p.mappings);
   out += "}";
-  return out;
 }
 
 // ---- decoding ----
@@ -510,7 +509,7 @@ std::string to_json(const Manifest& m) {
                      {"inode", st.inode}, {"build_id", st.build_id}};
     cj["code_files"] = files;
   }
-  // The processes are spliced in as text (process_text()): "processes" is
+  // The processes are spliced in as text (append_process()): "processes" is
   // the last key of "checkpoint", itself the last key of the document.
   cj["processes"] = ojson::array();
   // Compact: a job with 20,000 mappings or fds writes megabytes of it, and
@@ -519,10 +518,13 @@ std::string to_json(const Manifest& m) {
   static constexpr std::string_view kTail = "\"processes\":[]}}";
   if (!std::string_view(out).ends_with(kTail)) throw Error("manifest: unexpected JSON layout");
   out.resize(out.size() - kTail.size());
+  size_t nmappings = 0;
+  for (const auto& p : c.processes) nmappings += p.mappings.size();
+  out.reserve(out.size() + c.processes.size() * 8192 + nmappings * 300);
   out += "\"processes\":[";
   for (size_t i = 0; i < c.processes.size(); ++i) {
     if (i) out += ',';
-    out += process_text(c.processes[i]);
+    append_process(out, c.processes[i]);
   }
   out += "]}}\n";
   return out;
