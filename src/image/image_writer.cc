@@ -500,11 +500,25 @@ class ImageWriter::Impl {
       throw Error(fmt::format("add_pages(pid {}, mapping {:#x}): address {:#x} is not a page of "
                               "the mapping",
                               pid, mapping_start, addr));
+    // A block's worth of pages at a time: the blocks a call completes are
+    // compressed (and appended) before it takes more places, so that one
+    // call never holds many buffers whose turn to be written comes before
+    // those of another thread, which would then wait.
+    for (size_t done = 0; done < npages; done += disk::kBlockPages) {
+      size_t n = std::min<size_t>(disk::kBlockPages, npages - done);
+      add_some(pid, mapping_start, addr + done * kPageSize, data + done * kPageSize, n);
+    }
+  }
+
+  void add_some(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
+                size_t npages) {
     // Outside the lock, this is most of the per-page work: which pages are
     // zero, the hashes of the others, and (series) which the base stores.
     thread_local std::vector<PageFacts> facts;
     thread_local std::vector<Copy> copies;
+    thread_local std::vector<int> complete;  // slots whose last copy this call made
     copies.clear();
+    complete.clear();
     facts.resize(npages);
     for (size_t i = 0; i < npages; ++i) {
       const uint8_t* page = data + i * kPageSize;
@@ -515,8 +529,6 @@ class ImageWriter::Impl {
       f.earlier = in_base(f.hash);  // pages the base stores: in its sorted indexes
     }
 
-    thread_local std::vector<int> complete;  // slots this call closed the last copy of
-    complete.clear();
     std::unique_lock lock(mu_);
     check_usable();
     make_slots();
@@ -575,7 +587,6 @@ class ImageWriter::Impl {
     finish_copies(lock, copies, complete);
     compress_and_write(lock, complete);
   }
-
 
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero) {
