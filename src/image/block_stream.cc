@@ -142,7 +142,8 @@ void read_blocks(const ImageReader& img, std::span<const BlockId> blocks,
   uint64_t largest = 0;
   for (const auto& c : chunks) largest = std::max(largest, c.bytes);
   Crew crew(img, std::move(chunks), largest, fn);
-  std::vector<std::jthread> threads;  // joined on every way out
+  std::vector<std::jthread> threads;  // joined on every way out, before crew goes
+  threads.reserve(jobs);
   for (unsigned i = 1; i < jobs; ++i) {
     try {
       threads.emplace_back([&crew] { crew.work(); });
