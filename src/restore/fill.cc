@@ -124,14 +124,6 @@ class Filler {
 
 }  // namespace
 
-unsigned usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-    return static_cast<unsigned>(CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
 bool fill_writes(const Mapping& m) {
   return m.pages_dumped > 0 && !image::is_shm_object(m) && !is_kernel_mapping(m.kind);
 }

@@ -8,13 +8,11 @@
 
 #include <cstdint>
 
+#include "base/cpus.h"
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
 
 namespace snap::restore {
-
-// The CPUs snap may run on (sched_getaffinity), at least 1.
-unsigned usable_cpus();
 
 struct FillOptions {
   unsigned jobs = usable_cpus();  // worker threads (`snap restore --jobs`)
