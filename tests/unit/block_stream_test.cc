@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/test_pages.h"
 
 #include "base/error.h"
 #include "image/block_stream.h"
@@ -35,21 +36,8 @@ constexpr pid_t kPid = 100;
 constexpr uint64_t kStart = 0x7f0000000000;
 constexpr uint64_t kPages = 700;
 
-Page random_page(std::mt19937_64& rng) {
-  Page p(kPageSize);
-  for (size_t i = 0; i < kPageSize; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&p[i], &v, 8);
-  }
-  return p;
-}
-
-Page text_page(uint64_t n) {
-  Page p(kPageSize);
-  std::string s = "page " + std::to_string(n) + ": the quick brown fox jumps over the lazy dog. ";
-  for (size_t i = 0; i < kPageSize; ++i) p[i] = static_cast<uint8_t>(s[i % s.size()]);
-  return p;
-}
+using test_support::random_page;
+using test_support::text_page;
 
 // A plain image of one mapping: random pages (raw blocks), text pages
 // (compressed blocks), zero pages, a page repeated, and random again.
@@ -172,22 +160,7 @@ TEST(ReadBlocks, EveryBlockOnceAndEveryPageRightOnAnyNumberOfThreads) {
   }
 }
 
-void flip_byte_in_block(const std::string& pages, int block) {
-  std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
-  uint64_t off = 0;
-  for (int b = 0; b < block; ++b) {
-    uint32_t stored = 0;
-    f.seekg(static_cast<std::streamoff>(off + 12));
-    f.read(reinterpret_cast<char*>(&stored), 4);
-    off += 32 + stored;
-  }
-  f.seekg(static_cast<std::streamoff>(off + 40));
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x20);
-  f.seekp(static_cast<std::streamoff>(off + 40));
-  f.write(&c, 1);
-}
+using test_support::flip_byte_in_block;
 
 // Drops a file from the page cache (snap fsyncs its images, so nothing is dirty).
 void drop_cached(const std::string& path) {

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/test_pages.h"
 
 #include "base/error.h"
 #include "image/checkpoint.h"
@@ -106,22 +107,8 @@ Checkpoint sample_checkpoint() {
   return c;
 }
 
-Page random_page(std::mt19937_64& rng) {
-  Page p(kPageSize);
-  for (size_t i = 0; i < kPageSize; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&p[i], &v, 8);
-  }
-  return p;
-}
-
-// Distinct per `n` but very compressible.
-Page text_page(uint64_t n) {
-  Page p(kPageSize);
-  std::string s = "page " + std::to_string(n) + ": the quick brown fox jumps over the lazy dog. ";
-  for (size_t i = 0; i < kPageSize; ++i) p[i] = static_cast<uint8_t>(s[i % s.size()]);
-  return p;
-}
+using test_support::random_page;
+using test_support::text_page;
 
 // Everything for_each_run delivers, by page address; zero pages as empty.
 std::map<uint64_t, Page> read_back(ImageReader& r, pid_t pid, uint64_t start) {
@@ -490,22 +477,7 @@ TEST(PageStore, FlippedByteNamesTheBlock) {
     for (uint64_t i = 0; i < 200; ++i) add(w, kPid, kStart + i * kPageSize, text_page(i));
     w.commit(sample_checkpoint());
   }
-  // Find block 2 by walking the headers: 32 bytes, stored_len at offset 12.
-  std::fstream f(t / "img/pages.bin", std::ios::in | std::ios::out | std::ios::binary);
-  uint64_t off = 0;
-  for (int b = 0; b < 2; ++b) {
-    uint32_t stored = 0;
-    f.seekg(static_cast<std::streamoff>(off + 12));
-    f.read(reinterpret_cast<char*>(&stored), 4);
-    off += 32 + stored;
-  }
-  f.seekg(static_cast<std::streamoff>(off + 40));
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x20);
-  f.seekp(static_cast<std::streamoff>(off + 40));
-  f.write(&c, 1);
-  f.close();
+  test_support::flip_byte_in_block(t / "img/pages.bin", 2);
 
   auto r = ImageReader::open(t / "img");  // sizes are intact
   std::string msg = error_of([&] { r.verify_all(); });
