@@ -27,11 +27,6 @@ using image::Mapping;
 using image::MappingKind;
 
 
-bool is_special(MappingKind k) {
-  return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
-         k == MappingKind::Vsyscall;
-}
-
 std::string describe(const Mapping& m) {
   return fmt::format("mapping {:#x}-{:#x} {}", m.start, m.end, m.path.empty() ? "(anonymous)" : m.path);
 }
@@ -109,8 +104,6 @@ void add_madvise(SyscallBatch& batch, const Mapping& m) {
                 m.end - m.start, static_cast<uint64_t>(advice));
 }
 
-// Shared memory objects get their contents through their memfd.
-bool writes_content(const Mapping& m) { return m.pages_dumped > 0 && !is_shm_object(m); }
 
 bool has_flag(const Mapping& m, const char* flag) {
   return (" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
@@ -119,7 +112,7 @@ bool has_flag(const Mapping& m, const char* flag) {
 // The mmap of `m` (fd: the file's, the shared memory object's memfd, or -1).
 void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
   uint64_t len = m.end - m.start;
-  int prot = m.prot | (writes_content(m) ? PROT_WRITE : 0);
+  int prot = m.prot | (fill_writes(m) ? PROT_WRITE : 0);
   int flags = (m.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
   uint64_t offset = m.pgoff;
   if (is_shm_object(m)) {
@@ -155,7 +148,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
     size_t j = i;
     for (; j < ms.size(); j++) {
       const Mapping& m = ms[j];
-      if (is_special(m.kind) || is_shm_object(m) || m.kind != MappingKind::File) continue;
+      if (is_kernel_mapping(m.kind) || is_shm_object(m) || m.kind != MappingKind::File) continue;
       if (m.path.ends_with(" (deleted)"))
         throw Error(describe(m) + ": the mapped file was deleted before the dump",
                     "restoring mappings of deleted files is not supported yet");
@@ -176,7 +169,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
 
     for (size_t k = i; k < j; k++) {
       const Mapping& m = ms[k];
-      if (is_special(m.kind)) continue;
+      if (is_kernel_mapping(m.kind)) continue;
       batch.reserve(6, 0);
       int fd = -1;
       if (is_shm_object(m)) {
@@ -252,7 +245,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
 
   // 1. Drop snap's own mappings (its code, heap, stack, libraries).
   for (const auto& m : now) {
-    if (is_special(m.kind)) continue;
+    if (is_kernel_mapping(m.kind)) continue;
     batch.reserve(1, 0);
     batch.add("munmap " + describe(m), SYS_munmap, m.start, m.end - m.start);
   }
@@ -267,7 +260,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   create_mappings(batch, p, shm);
   uint64_t written = fill_memory(pid, p, img, fill);
   for (const auto& m : p.mappings) {
-    if (is_special(m.kind) || !writes_content(m) || (m.prot & PROT_WRITE)) continue;
+    if (is_kernel_mapping(m.kind) || !fill_writes(m) || (m.prot & PROT_WRITE)) continue;
     batch.reserve(1, 0);
     batch.add("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
               static_cast<uint64_t>(m.prot));

@@ -37,11 +37,6 @@ constexpr size_t kReadMemory = size_t{64} << 20;
 // Zero pages are written from one buffer of this many.
 constexpr uint32_t kZeroPages = 64;
 
-bool is_kernel_mapping(MappingKind k) {
-  return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
-         k == MappingKind::Vsyscall;
-}
-
 // Fresh private anonymous memory reads as zeros already; a file mapping has
 // the file's bytes there, a shared one the object's.
 bool zeros_need_writing(const Mapping& m) { return m.kind == MappingKind::File || m.shared; }
@@ -123,6 +118,11 @@ class Filler {
 };
 
 }  // namespace
+
+bool is_kernel_mapping(MappingKind k) {
+  return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
+         k == MappingKind::Vsyscall;
+}
 
 bool fill_writes(const Mapping& m) {
   return m.pages_dumped > 0 && !image::is_shm_object(m) && !is_kernel_mapping(m.kind);

@@ -18,6 +18,9 @@ struct FillOptions {
   unsigned jobs = usable_cpus();  // worker threads (`snap restore --jobs`)
 };
 
+// [vdso], [vvar], [vvar_vclock], [vsyscall]: the kernel's, never created.
+bool is_kernel_mapping(image::MappingKind k);
+
 // Whether mapping `m` gets its saved pages written by fill_memory(): it has
 // dumped pages and is not a shared memory object (those get theirs through
 // their memfd) nor a mapping of the kernel's ([vdso], [vvar] ...). It must
