@@ -15,7 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import check as expect, checks_result, reap_orphans  # noqa: E402
+from snaptest import check as expect, checks_result, pid_alive as alive, reap_orphans  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -25,14 +25,6 @@ PR_SET_CHILD_SUBREAPER = 36
 def run(argv):
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def output_lines(path):
