@@ -32,7 +32,7 @@ constexpr size_t kBuffers = 16;     // at most this many chunks exist (64 MiB)
 // writes it out while the rest is produced, instead of all of it in the
 // final fsync. Measured on this project's virtual disk, a 1 GiB dump took
 // 1.07-1.22 s without and 0.87-0.94 s with it (every 32-128 MiB alike).
-constexpr uint64_t kSyncEvery = 64 << 20;
+constexpr uint64_t kSyncEvery = StagedFile::kSyncEvery;
 // O_DIRECT wants buffer, offset and length aligned to the device's logical
 // block; 4096 covers every device snap meets (a stricter one fails with
 // EINVAL, and the writes go through the page cache instead).
@@ -45,6 +45,8 @@ struct Chunk {
 };
 
 }  // namespace
+
+using Pressure = StagedFile::Pressure;
 
 class StagedFile::Impl {
  public:
@@ -103,6 +105,15 @@ class StagedFile::Impl {
     return direct_;
   }
 
+  StagedFile::Pressure pressure() {
+    std::lock_guard lock(mu_);
+    Pressure p;
+    p.waited = wait_seconds_ - waited_reported_;
+    waited_reported_ = wait_seconds_;
+    p.unsynced = (cur_off_submitted_ > synced_ ? cur_off_submitted_ - synced_ : 0);
+    return p;
+  }
+
  private:
   // A free buffer for cur_, waiting while all are in flight.
   void take_buffer() {
@@ -131,6 +142,7 @@ class StagedFile::Impl {
     if (error_) std::rethrow_exception(error_);
     queue_.push_back(cur_);
     cur_.off += cur_.len;
+    cur_off_submitted_ = cur_.off;
     cur_.buf = nullptr;
     cur_.len = 0;
     work_cv_.notify_one();
@@ -182,7 +194,7 @@ class StagedFile::Impl {
       syncing_ = false;
       syncs_++;
       if (rc < 0 && !error_) error_ = std::make_exception_ptr(SysError(fmt::format("fdatasync({})", path_), err));
-      synced = mark;
+      synced = synced_ = mark;
       done_cv_.notify_all();
     }
   }
@@ -234,7 +246,8 @@ class StagedFile::Impl {
   uint64_t written_ = 0;  // bytes whose write is over
   bool syncing_ = false, finished_ = false;
   std::thread syncer_;
-  double write_seconds_ = 0, wait_seconds_ = 0;
+  double write_seconds_ = 0, wait_seconds_ = 0, waited_reported_ = 0;
+  uint64_t synced_ = 0, cur_off_submitted_ = 0;
   bool direct_ = false, stopping_ = false;
   std::exception_ptr error_;
   std::vector<std::thread> threads_;
@@ -253,5 +266,6 @@ void StagedFile::append(const void* data, size_t n) {
 void StagedFile::finish() { impl_->finish(size_); }
 
 bool StagedFile::direct() const { return impl_->direct(); }
+StagedFile::Pressure StagedFile::pressure() { return impl_->pressure(); }
 
 }  // namespace snap::image

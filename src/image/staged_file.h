@@ -45,6 +45,17 @@ class StagedFile {
   // Whether the writes went around the page cache (O_DIRECT) so far.
   bool direct() const;
 
+  // Whether the disk keeps up: how long append() waited for a free buffer
+  // since the last call, and how many bytes handed to write are not yet
+  // known durable (written and fdatasynced). A disk that keeps up makes
+  // append() never wait and its syncs follow the writes closely.
+  struct Pressure {
+    double waited = 0;
+    uint64_t unsynced = 0;
+  };
+  Pressure pressure();
+  static constexpr uint64_t kSyncEvery = 64 << 20;  // see staged_file.cc
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
