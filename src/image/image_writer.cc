@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -873,7 +874,9 @@ class ImageWriter::Impl {
       lock.lock();
       for (int s : complete) {
         Slot& slot = slots_[static_cast<size_t>(s)];
-        if (!slot.lz4) continue;
+        // Cheap compression (lz4 fast on this data: mostly repeats) is
+        // always worth it: it costs less than writing the bytes.
+        if (!slot.lz4 || lz4_rate_ >= kCheapLz4) continue;
         credit_ += share_;
         slot.lz4 = credit_ >= 1;
         if (slot.lz4) credit_ -= 1;
@@ -882,8 +885,22 @@ class ImageWriter::Impl {
     }
     lock.unlock();
     try {
-      for (int s : complete) compress(slots_[static_cast<size_t>(s)], slots_[static_cast<size_t>(s)].lz4);
+      double lz4_seconds = 0;
+      uint64_t lz4_bytes = 0;
+      for (int s : complete) {
+        Slot& slot = slots_[static_cast<size_t>(s)];
+        auto t0 = std::chrono::steady_clock::now();
+        compress(slot, slot.lz4);
+        if (slot.lz4 && !(slot.header.flags & disk::kBlockRaw)) {
+          lz4_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          lz4_bytes += slot.header.raw_len;
+        }
+      }
       lock.lock();
+      if (lz4_bytes && lz4_seconds > 0) {  // bytes per second of one thread, recent blocks weigh most
+        double rate = static_cast<double>(lz4_bytes) / lz4_seconds;
+        lz4_rate_ = lz4_rate_ == kUnknownRate ? rate : 0.75 * lz4_rate_ + 0.25 * rate;
+      }
       for (int s : complete) done_.emplace(slots_[static_cast<size_t>(s)].block, s);
       complete.clear();
       lock.unlock();
@@ -1153,6 +1170,10 @@ class ImageWriter::Impl {
   // costs nothing then), down to kMinShare while it keeps up (the CPUs are
   // what the dump waits for); credit_ spreads it over the blocks.
   static constexpr double kMinShare = 0.125, kShareStep = 0.25;
+  // Compressible blocks compressed faster than this (per thread, bytes/s)
+  // are all compressed, whatever the disk: that costs less than the write.
+  static constexpr double kCheapLz4 = 1.5e9, kUnknownRate = 1e30;
+  double lz4_rate_ = kUnknownRate;
   static constexpr unsigned kAdjustBlocks = 32;
   double share_ = 1.0, credit_ = 0;
   uint64_t skipped_ = 0;       // compressible blocks stored raw
