@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "image/image_writer.h"
 
 namespace snap::cmd {
 
@@ -41,6 +42,9 @@ const std::vector<std::string>& words_after_dashes();
 // A size as options take it: "64M", "1G", "512k", "4096" (bytes). Throws
 // UsageError naming `option`.
 uint64_t parse_size(const std::string& option, const std::string& text);
+
+// --compress: "auto" or "always" (image::Compression). Throws UsageError.
+image::Compression parse_compression(const std::string& text);
 
 // Parses argv for `c`, turning cxxopts errors into UsageError.
 cxxopts::ParseResult parse_or_usage(const Command& c, int argc, char** argv);

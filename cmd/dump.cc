@@ -15,7 +15,8 @@ namespace {
 
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
-  o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--force] [-v]");
+  o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--compress auto|always] "
+                "[--force] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -27,6 +28,10 @@ cxxopts::Options dump_options() {
        cxxopts::value<std::string>())
       ("j,jobs", "threads reading and compressing memory (default: the CPUs snap may run on, "
                  "at most 64)", cxxopts::value<unsigned>())
+      ("compress", "which page blocks are lz4-compressed: 'auto' (the default): those the disk "
+                   "leaves time for (all of them when the disk is the limit, at least an eighth "
+                   "when the CPUs are); 'always': every one (the smallest image, slower where "
+                   "CPUs are few)", cxxopts::value<std::string>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -56,6 +61,7 @@ int run_dump(const cxxopts::ParseResult& args) {
     opts.jobs = args["jobs"].as<unsigned>();
     if (opts.jobs == 0) throw UsageError("--jobs must be at least 1");
   }
+  if (args.count("compress")) opts.compression = parse_compression(args["compress"].as<std::string>());
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };
   auto r = job::dump_tree(pid, sink, opts);

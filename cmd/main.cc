@@ -113,6 +113,12 @@ uint64_t parse_size(const std::string& option, const std::string& text) {
   return static_cast<uint64_t>(n) << shift;
 }
 
+image::Compression parse_compression(const std::string& text) {
+  if (text == "auto") return image::Compression::kAuto;
+  if (text == "always") return image::Compression::kAlways;
+  throw UsageError("--compress: '" + text + "': use auto or always");
+}
+
 }  // namespace snap::cmd
 
 int main(int argc, char** argv) {

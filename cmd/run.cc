@@ -40,7 +40,9 @@ void add_common(cxxopts::Options& o) {
                         "5 % of its resident memory, at least 64M, within its memory cgroup)",
        cxxopts::value<std::string>())
       ("j,jobs", "threads reading and compressing memory at a checkpoint (default: the CPUs snap "
-                 "may run on, at most 64)", cxxopts::value<unsigned>());
+                 "may run on, at most 64)", cxxopts::value<unsigned>())
+      ("compress", "which page blocks are lz4-compressed: auto (default: those the disk leaves "
+                   "time for) or always", cxxopts::value<std::string>());
 }
 
 cxxopts::Options run_options() {
@@ -96,6 +98,7 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
     opts.jobs = args["jobs"].as<unsigned>();
     if (opts.jobs == 0) throw UsageError("--jobs must be at least 1");
   }
+  if (args.count("compress")) opts.compression = parse_compression(args["compress"].as<std::string>());
   return opts;
 }
 

@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -144,17 +145,36 @@ struct Slot {
   uint32_t npages = 0;   // places handed out
   uint32_t copying = 0;  // of those, copies not done yet
   bool closed = false;
+  bool lz4 = true;  // compress it (Compression::kAuto decides per block)
   disk::BlockHeader header{};
   const uint8_t* stored = nullptr;  // raw or packed, after compress()
 };
 
-void compress(Slot& s) {
+// Whether lz4 finds nothing to take out of the block, judged from 1 KiB at
+// four places (about 1 % of compressing it all): then it is stored raw
+// without trying (on random data lz4 gives up early anyway, but not for
+// free).
+bool looks_incompressible(const Slot& s) {
+  const size_t raw_len = s.npages * kPageSize;
+  char out[LZ4_COMPRESSBOUND(1024)];
+  for (size_t k = 0; k < 4; ++k) {
+    size_t at = (raw_len - 1024) / 3 * k / kPageSize * kPageSize;
+    int n = LZ4_compress_default(reinterpret_cast<const char*>(s.raw + at), out, 1024, sizeof out);
+    if (n > 0 && n < 1000) return false;
+  }
+  return true;
+}
+
+// Fills in the block header; with `lz4`, compresses the block first (it is
+// stored raw when that does not shrink it).
+void compress(Slot& s, bool lz4) {
   const int raw_len = static_cast<int>(s.npages * kPageSize);
   // On incompressible data lz4 notices early and skips ahead (a pass over
   // random data costs less than hashing it); such a block is stored raw.
-  int n = LZ4_compress_default(reinterpret_cast<const char*>(s.raw),
-                               reinterpret_cast<char*>(s.packed), raw_len,
-                               static_cast<int>(kPackedBytes));
+  int n = lz4 ? LZ4_compress_default(reinterpret_cast<const char*>(s.raw),
+                                     reinterpret_cast<char*>(s.packed), raw_len,
+                                     static_cast<int>(kPackedBytes))
+              : 0;
   disk::BlockHeader& h = s.header;
   h.magic = disk::kBlockMagic;
   h.npages = static_cast<uint16_t>(s.npages);
@@ -369,6 +389,11 @@ class ImageWriter::Impl {
     if (!sum_) throw std::bad_alloc();
     XXH3_64bits_reset(sum_.get());
     stage_ = std::make_unique<StagedFile>(pages_fd_.get(), pages_path_);
+  }
+
+  void set_compression(Compression c) {
+    std::lock_guard lock(mu_);
+    compression_ = c;
   }
 
   // Before the first page: how many threads will add pages at once (and so
@@ -641,8 +666,10 @@ class ImageWriter::Impl {
     stage_->finish();
     steps.step("pages");
     file_off_ = stage_->size();
-    vlog("{}: {} MiB written{}", pages_path_, file_off_ >> 20,
-         stage_->direct() ? " around the page cache (O_DIRECT)" : "");
+    vlog("{}: {} MiB written{}; {} of {} blocks raw{}", pages_path_, file_off_ >> 20,
+         stage_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
+         stats_.blocks,
+         skipped_ ? fmt::format(" ({} of them compressible, left raw: the disk kept up)", skipped_) : "");
     stage_.reset();
     // The other files are written first and every file fsynced after, at
     // once (one device flush can serve them all).
@@ -839,10 +866,41 @@ class ImageWriter::Impl {
   // block order to pages.bin. Called and returns with the lock held.
   void compress_and_write(std::unique_lock<std::mutex>& lock, std::vector<int>& complete) {
     if (complete.empty()) return;
+    if (compression_ == Compression::kAuto) {
+      // Blocks lz4 can do nothing with are stored raw; of the others, the
+      // share the disk leaves time for is compressed (see Compression).
+      lock.unlock();
+      for (int s : complete) slots_[static_cast<size_t>(s)].lz4 = !looks_incompressible(slots_[static_cast<size_t>(s)]);
+      lock.lock();
+      for (int s : complete) {
+        Slot& slot = slots_[static_cast<size_t>(s)];
+        // Cheap compression (lz4 fast on this data: mostly repeats) is
+        // always worth it: it costs less than writing the bytes.
+        if (!slot.lz4 || lz4_rate_ >= kCheapLz4) continue;
+        credit_ += share_;
+        slot.lz4 = credit_ >= 1;
+        if (slot.lz4) credit_ -= 1;
+        else ++skipped_;
+      }
+    }
     lock.unlock();
     try {
-      for (int s : complete) compress(slots_[static_cast<size_t>(s)]);
+      double lz4_seconds = 0;
+      uint64_t lz4_bytes = 0;
+      for (int s : complete) {
+        Slot& slot = slots_[static_cast<size_t>(s)];
+        auto t0 = std::chrono::steady_clock::now();
+        compress(slot, slot.lz4);
+        if (slot.lz4 && !(slot.header.flags & disk::kBlockRaw)) {
+          lz4_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          lz4_bytes += slot.header.raw_len;
+        }
+      }
       lock.lock();
+      if (lz4_bytes && lz4_seconds > 0) {  // bytes per second of one thread, recent blocks weigh most
+        double rate = static_cast<double>(lz4_bytes) / lz4_seconds;
+        lz4_rate_ = lz4_rate_ == kUnknownRate ? rate : 0.75 * lz4_rate_ + 0.25 * rate;
+      }
       for (int s : complete) done_.emplace(slots_[static_cast<size_t>(s)].block, s);
       complete.clear();
       lock.unlock();
@@ -889,7 +947,17 @@ class ImageWriter::Impl {
       XXH3_64bits_update(sum_.get(), slot.stored, h.stored_len);
       blocks_.push_back({off, h.stored_len, h.npages, h.flags});
 
+      // Every 8 MiB of blocks: is the disk keeping up?
+      StagedFile::Pressure pressure;
+      const bool adjust = compression_ == Compression::kAuto && ++since_adjust_ >= kAdjustBlocks;
+      if (adjust) pressure = stage_->pressure();
+
       std::lock_guard lock(mu_);
+      if (adjust) {
+        since_adjust_ = 0;
+        bool behind = pressure.waited > 0.001 || pressure.unsynced > 2 * StagedFile::kSyncEvery;
+        share_ = behind ? std::min(1.0, share_ + kShareStep) : std::max(kMinShare, share_ - kShareStep);
+      }
       ++stats_.blocks;
       if (h.flags & disk::kBlockRaw) ++stats_.raw_blocks;
       stats_.stored_bytes = stage_->size();
@@ -1096,6 +1164,20 @@ class ImageWriter::Impl {
   bool spent_ = false, committed_ = false;
   bool appending_ = false;  // a thread is in write_ready_blocks()
   unsigned jobs_ = 0;       // threads adding pages at once; 0: the CPUs snap may use
+  Compression compression_ = Compression::kAlways;
+  // kAuto: the share of compressible blocks compressed, adjusted every
+  // kAdjustBlocks blocks written: up when the disk falls behind (compressing
+  // costs nothing then), down to kMinShare while it keeps up (the CPUs are
+  // what the dump waits for); credit_ spreads it over the blocks.
+  static constexpr double kMinShare = 0.125, kShareStep = 0.25;
+  // Compressible blocks compressed faster than this (per thread, bytes/s)
+  // are all compressed, whatever the disk: that costs less than the write.
+  static constexpr double kCheapLz4 = 1.5e9, kUnknownRate = 1e30;
+  double lz4_rate_ = kUnknownRate;
+  static constexpr unsigned kAdjustBlocks = 32;
+  double share_ = 1.0, credit_ = 0;
+  uint64_t skipped_ = 0;       // compressible blocks stored raw
+  unsigned since_adjust_ = 0;  // the appending thread's
 
   // The thread in write_ready_blocks() (appending_) alone uses these.
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> sum_{nullptr, &XXH3_freeState};
@@ -1129,6 +1211,7 @@ void ImageWriter::add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr,
 }
 void ImageWriter::commit(const Checkpoint& c) { impl_->commit(c); }
 void ImageWriter::set_jobs(unsigned n) { impl_->set_jobs(n); }
+void ImageWriter::set_compression(Compression c) { impl_->set_compression(c); }
 ImageStats ImageWriter::stats() const { return impl_->stats(); }
 const std::string& ImageWriter::dir() const { return impl_->dir_; }
 const std::string& ImageWriter::temp_dir() const { return impl_->tmp_; }

@@ -16,6 +16,19 @@
 
 namespace snap::image {
 
+// Which blocks of pages.bin are lz4-compressed.
+//   kAlways: every block (stored raw only when lz4 does not shrink it).
+//   kAuto: compression where it does not slow the dump. Blocks lz4 can do
+//     nothing with (judged from a few samples) are stored raw without
+//     trying. Blocks lz4 compresses fast (over 1.5 GB/s a thread: mostly
+//     repeats) are always compressed. Of the others (text-like data, slow
+//     to compress), all are compressed while the disk is what the dump
+//     waits for, and only a share (at least an eighth) while the disk keeps
+//     up with raw blocks and the CPUs are the limit: compressing them all
+//     would then make the dump slower, not the image smaller for free.
+//     With many CPUs for a disk, that is all of them.
+enum class Compression { kAuto, kAlways };
+
 class ImageWriter {
  public:
   // Starts an image for DIR in a fresh sibling directory DIR.snap-tmp-XXXXXX
@@ -44,6 +57,8 @@ class ImageWriter {
   // holds: about 1.5 MiB per thread); 0, or not called: the CPUs snap may
   // use. Only before the first add_pages().
   void set_jobs(unsigned n);
+  // Before the first add_pages(); default kAlways (snap dump asks for kAuto).
+  void set_compression(Compression c);
 
   // Records npages pages of process `pid`, mapping starting at
   // `mapping_start`, beginning at page-aligned `addr`; `data` holds

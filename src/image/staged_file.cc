@@ -25,7 +25,14 @@ namespace snap::image {
 namespace {
 
 constexpr size_t kChunk = 4 << 20;  // bytes per write
-constexpr size_t kBuffers = 8;      // at most this many chunks exist
+constexpr size_t kBuffers = 16;     // at most this many chunks exist (64 MiB)
+// What is written is made durable (fdatasync, on a thread of its own) every
+// this many bytes while more is being written: a device with a volatile
+// write cache (or a virtual disk in front of its host's page cache) then
+// writes it out while the rest is produced, instead of all of it in the
+// final fsync. Measured on this project's virtual disk, a 1 GiB dump took
+// 1.07-1.22 s without and 0.87-0.94 s with it (every 32-128 MiB alike).
+constexpr uint64_t kSyncEvery = StagedFile::kSyncEvery;
 // O_DIRECT wants buffer, offset and length aligned to the device's logical
 // block; 4096 covers every device snap meets (a stricter one fails with
 // EINVAL, and the writes go through the page cache instead).
@@ -39,6 +46,8 @@ struct Chunk {
 
 }  // namespace
 
+using Pressure = StagedFile::Pressure;
+
 class StagedFile::Impl {
  public:
   Impl(int fd, std::string path, unsigned io_threads) : fd_(fd), path_(std::move(path)) {
@@ -46,6 +55,7 @@ class StagedFile::Impl {
     direct_ = fl >= 0 && ::fcntl(fd_, F_SETFL, fl | O_DIRECT) == 0;
     if (io_threads == 0) io_threads = 1;
     for (unsigned i = 0; i < io_threads; i++) threads_.emplace_back([this] { loop(); });
+    syncer_ = std::thread([this] { sync_loop(); });
   }
 
   ~Impl() {
@@ -54,7 +64,9 @@ class StagedFile::Impl {
       stopping_ = true;
     }
     work_cv_.notify_all();
+    done_cv_.notify_all();
     for (auto& t : threads_) t.join();
+    if (syncer_.joinable()) syncer_.join();
   }
 
   void append(const uint8_t* p, size_t n) {
@@ -77,18 +89,29 @@ class StagedFile::Impl {
       submit();
     }
     std::unique_lock lock(mu_);
-    done_cv_.wait(lock, [&] { return error_ || (queue_.empty() && writing_ == 0); });
+    done_cv_.wait(lock, [&] { return error_ || (queue_.empty() && writing_ == 0 && !syncing_); });
     if (error_) std::rethrow_exception(error_);
+    finished_ = true;
+    done_cv_.notify_all();
     lock.unlock();
     if (::ftruncate(fd_, static_cast<off_t>(size)) < 0)
       throw SysError(fmt::format("ftruncate({})", path_), errno);
-    vlog("{}: {} writes, {:.3f} s in them (all threads), {:.3f} s waiting for a buffer", path_,
-         writes_, write_seconds_, wait_seconds_);
+    vlog("{}: {} writes, {:.3f} s in them (all threads), {:.3f} s waiting for a buffer, {} syncs",
+         path_, writes_, write_seconds_, wait_seconds_, syncs_);
   }
 
   bool direct() const {
     std::lock_guard lock(mu_);
     return direct_;
+  }
+
+  StagedFile::Pressure pressure() {
+    std::lock_guard lock(mu_);
+    Pressure p;
+    p.waited = wait_seconds_ - waited_reported_;
+    waited_reported_ = wait_seconds_;
+    p.unsynced = (cur_off_submitted_ > synced_ ? cur_off_submitted_ - synced_ : 0);
+    return p;
   }
 
  private:
@@ -119,6 +142,7 @@ class StagedFile::Impl {
     if (error_) std::rethrow_exception(error_);
     queue_.push_back(cur_);
     cur_.off += cur_.len;
+    cur_off_submitted_ = cur_.off;
     cur_.buf = nullptr;
     cur_.len = 0;
     work_cv_.notify_one();
@@ -148,7 +172,30 @@ class StagedFile::Impl {
       std::lock_guard lock(mu_);
       write_seconds_ += dt;
       writes_++;
+      written_ += c.len;
       finished(c, err);
+    }
+  }
+
+  // Makes what is written durable while more is being written, once there
+  // is kSyncEvery of it (one fdatasync at a time; the I/O threads go on).
+  void sync_loop() {
+    std::unique_lock lock(mu_);
+    uint64_t synced = 0;
+    for (;;) {
+      done_cv_.wait(lock, [&] { return stopping_ || finished_ || error_ || written_ >= synced + kSyncEvery; });
+      if (stopping_ || finished_ || error_) return;
+      uint64_t mark = written_;
+      syncing_ = true;
+      lock.unlock();
+      int rc = ::fdatasync(fd_);
+      int err = errno;
+      lock.lock();
+      syncing_ = false;
+      syncs_++;
+      if (rc < 0 && !error_) error_ = std::make_exception_ptr(SysError(fmt::format("fdatasync({})", path_), err));
+      synced = synced_ = mark;
+      done_cv_.notify_all();
     }
   }
 
@@ -195,8 +242,12 @@ class StagedFile::Impl {
   std::deque<Chunk> queue_;
   HugeBuffer arena_;                  // kBuffers chunks, made at the first byte
   std::vector<uint8_t*> free_, all_;  // all_: the chunks handed out so far
-  size_t writing_ = 0, writes_ = 0;
-  double write_seconds_ = 0, wait_seconds_ = 0;
+  size_t writing_ = 0, writes_ = 0, syncs_ = 0;
+  uint64_t written_ = 0;  // bytes whose write is over
+  bool syncing_ = false, finished_ = false;
+  std::thread syncer_;
+  double write_seconds_ = 0, wait_seconds_ = 0, waited_reported_ = 0;
+  uint64_t synced_ = 0, cur_off_submitted_ = 0;
   bool direct_ = false, stopping_ = false;
   std::exception_ptr error_;
   std::vector<std::thread> threads_;
@@ -215,5 +266,6 @@ void StagedFile::append(const void* data, size_t n) {
 void StagedFile::finish() { impl_->finish(size_); }
 
 bool StagedFile::direct() const { return impl_->direct(); }
+StagedFile::Pressure StagedFile::pressure() { return impl_->pressure(); }
 
 }  // namespace snap::image

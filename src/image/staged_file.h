@@ -1,7 +1,7 @@
 // A file written front to back in large writes, on threads of its own, so
 // that the disk is busy while the next bytes are being produced.
 //
-// Bytes appended are gathered into 4 MiB buffers; each full buffer is written
+// Bytes appended are gathered into 4 MiB buffers (16 at most); each full buffer is written
 // (pwrite at its offset) by one of a few I/O threads while the producer fills
 // the next, several writes in flight. Where the file system allows it the
 // writes are O_DIRECT: they go from these buffers to the device, without a
@@ -9,7 +9,10 @@
 // memory cgroup of the job snap runs beside, with an image that is not read
 // again soon). Where it does not (EINVAL), the same writes go through the page
 // cache, each followed by sync_file_range() so that writeback starts at once.
-// Either way, nothing is durable before finish() and an fsync.
+// Every 64 MiB written, a thread of its own fdatasyncs the file while the
+// writes go on, so that the device writes out its cache during the dump
+// rather than all in the final fsync. Nothing is certainly durable before
+// finish() and an fsync.
 #pragma once
 
 #include <sys/types.h>
@@ -41,6 +44,17 @@ class StagedFile {
   uint64_t size() const { return size_; }
   // Whether the writes went around the page cache (O_DIRECT) so far.
   bool direct() const;
+
+  // Whether the disk keeps up: how long append() waited for a free buffer
+  // since the last call, and how many bytes handed to write are not yet
+  // known durable (written and fdatasynced). A disk that keeps up makes
+  // append() never wait and its syncs follow the writes closely.
+  struct Pressure {
+    double waited = 0;
+    uint64_t unsynced = 0;
+  };
+  Pressure pressure();
+  static constexpr uint64_t kSyncEvery = 64 << 20;  // see staged_file.cc
 
  private:
   class Impl;

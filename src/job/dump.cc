@@ -320,6 +320,7 @@ class PidViewSink : public DumpSink {
   void commit(const image::Checkpoint& c) override { sink_.commit(c); }
   image::ImageStats stats() const override { return sink_.stats(); }
   void set_jobs(unsigned n) override { sink_.set_jobs(n); }
+  void set_compression(image::Compression c) override { sink_.set_compression(c); }
   std::optional<uint64_t> base_number() const override { return sink_.base_number(); }
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
     sink_.add_unchanged(view_.pid(pid), mapping_start, addr, npages);
@@ -440,6 +441,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   };
   const unsigned jobs = opts.jobs ? opts.jobs : std::min(usable_cpus(), kMaxJobs);
   sink.set_jobs(jobs);
+  sink.set_compression(opts.compression);
   MemoryReaders readers(jobs);
   vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
 

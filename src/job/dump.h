@@ -40,8 +40,10 @@ class DumpSink {
                          size_t npages) = 0;
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
-  // Threads that compress (DumpOptions::jobs), before the first page.
+  // Threads that compress (DumpOptions::jobs) and which blocks they
+  // compress (DumpOptions::compression), before the first page.
   virtual void set_jobs(unsigned n) { (void)n; }
+  virtual void set_compression(image::Compression c) { (void)c; }
   // A checkpoint of a series: the previous checkpoint, which pages found
   // unchanged refer to (add_unchanged), if there is one.
   virtual std::optional<uint64_t> base_number() const { return std::nullopt; }
@@ -62,6 +64,7 @@ class ImageSink : public DumpSink {
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
   void set_jobs(unsigned n) override { w_.set_jobs(n); }
+  void set_compression(image::Compression c) override { w_.set_compression(c); }
 
  private:
   image::ImageWriter& w_;
@@ -93,6 +96,9 @@ struct DumpOptions {
   // Threads that compress pages, and as many reading and hashing them; 0:
   // the CPUs snap may use (sched_getaffinity), at most kMaxJobs.
   unsigned jobs = 0;
+  // Which blocks are lz4-compressed (image::Compression): by default those
+  // the disk leaves time for (auto), or all (always: the smallest image).
+  image::Compression compression = image::Compression::kAuto;
   // Called as pages are stored (for a progress line), from one thread at a
   // time (not always the same one).
   std::function<void(const image::ImageStats&)> progress;

@@ -189,6 +189,7 @@ class Runner {
       o.incremental = &incremental_;
       if (!kill) o.memory_budget = opts_.memory_budget;
       o.jobs = opts_.jobs;
+      o.compression = opts_.compression;
       auto r = dump_tree(root_, *sink, o);
       incremental_.committed(static_cast<uint64_t>(n));
       std::fprintf(stderr,

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "image/image_writer.h"
+
 namespace snap::job {
 
 struct RunOptions {
@@ -25,6 +27,7 @@ struct RunOptions {
   // Threads reading and compressing memory at a checkpoint (DumpOptions);
   // 0: the default.
   unsigned jobs = 0;
+  image::Compression compression = image::Compression::kAuto;  // DumpOptions
   // A signal to snap run itself that means "checkpoint and stop" (like
   // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
   // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made

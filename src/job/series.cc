@@ -57,6 +57,7 @@ class SeriesWriterSink : public SeriesSink {
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
   void set_jobs(unsigned n) override { w_.set_jobs(n); }
+  void set_compression(image::Compression c) override { w_.set_compression(c); }
   int number() const override { return static_cast<int>(w_.series_number()); }
 
  private:

@@ -498,6 +498,9 @@ def bad_inputs(env):
     expect_refused(env, ["--pid", str(os.getpid()), "-o", dest], 1, ["ancestor"], "snap's own ancestor")
     expect_refused(env, ["-o", dest], 2, ["--pid"], "missing --pid")
     expect_refused(env, ["--pid", str(victim.pid)], 2, ["-o"], "missing -o")
+    expect_refused(env, ["--pid", str(victim.pid), "-o", dest, "--jobs", "0"], 2, ["--jobs"], "--jobs 0")
+    expect_refused(env, ["--pid", str(victim.pid), "-o", dest, "--compress", "sometimes"], 2,
+                   ["--compress", "auto or always"], "unknown --compress")
 
     zombie = subprocess.Popen(["true"])
     time.sleep(0.3)  # exited, not yet waited for: a zombie

@@ -351,6 +351,49 @@ TEST(PageStore, IncompressibleDataStoredRaw) {
   r.verify_all();
 }
 
+// Compression::kAuto (snap dump's default): blocks of random data are
+// stored raw without trying; of compressible ones at least an eighth are
+// compressed (all, while the disk falls behind), the rest stored raw while
+// the disk keeps up. Either way every page reads back exactly.
+TEST(PageStore, AutoCompressionStoresWhatItDecidesExactly) {
+  TempDir t;
+  std::mt19937_64 rng(12);
+  constexpr uint64_t kText = 64 * 400, kRandom = 64 * 20;
+  std::vector<Page> randoms;
+  Checkpoint c = sample_checkpoint();
+  c.processes[0].mappings[0].end = kStart + (kText + kRandom) * kPageSize;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    w.set_compression(Compression::kAuto);
+    std::vector<uint8_t> batch;
+    for (uint64_t i = 0; i < kText; i += 64) {
+      batch.clear();
+      for (uint64_t k = i; k < i + 64; ++k) {
+        Page p = text_page(k);
+        batch.insert(batch.end(), p.begin(), p.end());
+      }
+      w.add_pages(kPid, kStart, kStart + i * kPageSize, batch.data(), 64);
+    }
+    for (uint64_t i = 0; i < kRandom; ++i) {
+      randoms.push_back(random_page(rng));
+      add(w, kPid, kStart + (kText + i) * kPageSize, randoms.back());
+    }
+    w.commit(c);
+    ImageStats s = w.stats();
+    EXPECT_EQ(s.blocks, (kText + kRandom) / 64);
+    EXPECT_GE(s.raw_blocks, kRandom / 64) << "random blocks are stored raw";
+    EXPECT_LE(s.raw_blocks, kRandom / 64 + kText / 64 * 7 / 8 + 8)
+        << "at least an eighth of the compressible blocks are compressed";
+  }
+  auto r = ImageReader::open(t / "img");
+  r.verify_all();
+  auto got = read_back(r, kPid, kStart);
+  ASSERT_EQ(got.size(), kText + kRandom);
+  for (uint64_t i = 0; i < kText; ++i) ASSERT_EQ(got[kStart + i * kPageSize], text_page(i)) << i;
+  for (uint64_t i = 0; i < kRandom; ++i)
+    ASSERT_EQ(got[kStart + (kText + i) * kPageSize], randoms[i]) << i;
+}
+
 // A mix of everything over many blocks, fed from two threads, with gaps.
 TEST(PageStore, ManyBlocksReadBackExactly) {
   TempDir t;
