@@ -20,6 +20,8 @@
 #include <exception>
 #include <fmt/core.h>
 #include <map>
+#include <mutex>
+#include <span>
 #include <random>
 #include <set>
 #include <sstream>
@@ -57,14 +59,86 @@ void phase(pid_t pid, const char* what) {
 }
 
 // `mov $15, %rax; syscall` (glibc, musl) or `mov $15, %eax; syscall`: the
-// body of every x86_64 sa_restorer. Searched in the target's executable
-// file mappings, libc first.
-std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
+// body of every x86_64 sa_restorer.
+const std::vector<std::vector<uint8_t>>& sigreturn_patterns() {
   static const std::vector<std::vector<uint8_t>> kPatterns = {
       {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},
       {0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05},
   };
+  return kPatterns;
+}
+
+std::optional<size_t> find_pattern(std::span<const uint8_t> text) {
+  for (const auto& pat : sigreturn_patterns()) {
+    auto it = std::search(text.begin(), text.end(), pat.begin(), pat.end());
+    if (it != text.end()) return static_cast<size_t>(it - text.begin());
+  }
+  return std::nullopt;
+}
+
+bool is_gadget_at(pid_t pid, remote_addr at) {
+  uint8_t b[9];
+  for (const auto& pat : sigreturn_patterns()) {
+    try {
+      read_remote(pid, at, b, pat.size());
+    } catch (const Error&) {
+      return false;
+    }
+    if (std::equal(pat.begin(), pat.end(), b)) return true;
+  }
+  return false;
+}
+
+// A gadget in a file snap maps itself (its libc): the file and the offset
+// in it. Found once, in snap's own memory, with no copy; any process that
+// maps the same file there has it at the same place in its mapping.
+struct FileGadget {
+  uint64_t dev = 0, inode = 0, file_offset = 0;
+};
+
+const std::optional<FileGadget>& own_file_gadget() {
+  static const std::optional<FileGadget> found = []() -> std::optional<FileGadget> {
+    try {
+      for (const auto& m : proc::read_executable_mappings(::getpid())) {
+        if (m.kind != image::MappingKind::File || m.path.find("libc") == std::string::npos ||
+            !(m.prot & PROT_READ))
+          continue;
+        std::span<const uint8_t> text(reinterpret_cast<const uint8_t*>(m.start), m.end - m.start);
+        if (auto at = find_pattern(text)) return FileGadget{m.dev, m.inode, m.pgoff + *at};
+      }
+    } catch (const std::exception&) {
+    }
+    return std::nullopt;
+  }();
+  return found;
+}
+
+// The gadget in the target, searched in its executable file mappings, libc
+// first: where snap's own libc has one, if the target maps that file;
+// else by reading its code (a costly copy of a few MiB, made while the job
+// is stopped, so the last place found in each process is kept and checked
+// first next time).
+std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
+  static std::mutex mu;
+  static std::map<pid_t, remote_addr> last;
+  {
+    std::lock_guard lock(mu);
+    auto it = last.find(pid);
+    if (it != last.end() && is_gadget_at(pid, it->second)) return it->second;
+  }
+  auto remember = [&](remote_addr at) {
+    std::lock_guard lock(mu);
+    last[pid] = at;
+    return at;
+  };
   auto maps = proc::read_executable_mappings(pid);
+  if (const auto& own = own_file_gadget())
+    for (const auto& m : maps)
+      if (m.kind == image::MappingKind::File && m.dev == own->dev && m.inode == own->inode &&
+          own->file_offset >= m.pgoff && own->file_offset < m.pgoff + (m.end - m.start)) {
+        remote_addr at = remote_addr(m.start) + (own->file_offset - m.pgoff);
+        if (is_gadget_at(pid, at)) return remember(at);
+      }
   std::stable_partition(maps.begin(), maps.end(), [](const image::Mapping& m) {
     return m.path.find("libc") != std::string::npos;
   });
@@ -77,10 +151,7 @@ std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
     } catch (const Error&) {
       continue;
     }
-    for (const auto& pat : kPatterns) {
-      auto it = std::search(text.begin(), text.end(), pat.begin(), pat.end());
-      if (it != text.end()) return remote_addr(m.start) + (it - text.begin());
-    }
+    if (auto at = find_pattern(text)) return remember(remote_addr(m.start) + *at);
   }
   return std::nullopt;
 }

@@ -1,5 +1,6 @@
 #include "tracer/sharing.h"
 
+#include <fcntl.h>
 #include <linux/kcmp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -38,13 +39,18 @@ void assign_file_ids(std::vector<image::Process>& procs, const FileOrder& order)
     image::Process* p;
     image::FileDesc* f;
   };
-  // Candidates: fds with the same type, mode and inode, sorted by kcmp's
-  // order of their open file descriptions, so equal ones are neighbours:
-  // O(n log n) kcmp calls, not one per pair (10,000 fds on /dev/null).
-  std::map<std::tuple<image::FdType, uint32_t, uint64_t>, std::vector<Fd>> groups;
+  // Candidates: fds with the same type, mode and inode, and the same
+  // offset and status flags (an open file description has one of each, read
+  // from every fd while the tree is stopped; O_CLOEXEC belongs to the fd),
+  // sorted by kcmp's order of their open file descriptions, so equal ones
+  // are neighbours: O(n log n) kcmp calls, not one per pair (10,000 fds on
+  // /dev/null), and none between fds that differ in offset.
+  using Key = std::tuple<image::FdType, uint32_t, uint64_t, uint64_t, int>;
+  std::map<Key, std::vector<Fd>> groups;
   size_t seen = 0;
   for (auto& p : procs)
-    for (auto& f : p.fds) groups[{f.type, f.mode, f.inode}].push_back({seen++, &p, &f});
+    for (auto& f : p.fds)
+      groups[{f.type, f.mode, f.inode, f.pos, f.flags & ~O_CLOEXEC}].push_back({seen++, &p, &f});
   std::vector<std::vector<Fd>> descriptions;
   for (auto& [key, fds] : groups) {
     std::stable_sort(fds.begin(), fds.end(), [&](const Fd& a, const Fd& b) {

@@ -300,6 +300,33 @@ TEST(FileIds, SharedDescriptionsGetOneId) {
   EXPECT_LE(calls, 12);
 }
 
+TEST(FileIds, DifferentOffsetsAreNeverCompared) {
+  // 100 opens of one file, each at its own offset, and a dup of the first
+  // with only O_CLOEXEC different: the offsets alone tell them apart, so
+  // kcmp is asked only about the pair at the same offset.
+  std::vector<image::Process> procs(1);
+  procs[0].pid = 10;
+  for (int i = 0; i < 100; i++) {
+    auto f = fd_entry(i, image::FdType::Regular, 7);
+    f.pos = static_cast<uint64_t>(i) * 512;
+    f.flags = O_RDWR;
+    procs[0].fds.push_back(f);
+  }
+  auto dup = fd_entry(100, image::FdType::Regular, 7);
+  dup.flags = O_RDWR | O_CLOEXEC;
+  procs[0].fds.push_back(dup);
+  int calls = 0;
+  assign_file_ids(procs, [&](pid_t, int f1, pid_t, int f2) {
+    calls++;
+    auto desc = [](int fd) { return fd == 100 ? 0 : fd; };
+    return desc(f1) - desc(f2);
+  });
+  EXPECT_LE(calls, 2);
+  EXPECT_EQ(procs[0].fds[0].file_id, procs[0].fds[100].file_id);
+  EXPECT_NE(procs[0].fds[0].file_id, procs[0].fds[1].file_id);
+  EXPECT_EQ(procs[0].fds[99].file_id, 100u);
+}
+
 TEST(FileIds, KcmpOnThisProcess) {
   ScopedFd f1(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
   ScopedFd f2(::dup(f1.get()));
