@@ -18,6 +18,8 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -66,14 +68,16 @@ bool is_zero_page(const uint8_t* p) {
 }
 
 // Page hash -> ref of the stored page: open addressing, linear probing, at
-// most half full. 24 bytes an entry (48 per stored page), in huge pages
-// the kernel hands out zeroed (an all-zero entry is empty: refs are kept
-// plus one).
+// most three quarters full. 24 bytes an entry (32 to 64 per stored page),
+// in huge pages the kernel hands out zeroed (an all-zero entry is empty:
+// refs are kept plus one). At commit its own buffer becomes the sorted
+// index (sorted_in_place), so writing pages.idx takes no second copy.
 class PageTable {
  public:
   PageTable() : buf_(kInitial * sizeof(Entry)), cap_(kInitial) {}
 
   std::optional<uint64_t> find(const Hash128& h) const {
+    if (spent_) throw std::logic_error("PageTable::find after sorted_in_place");
     const Entry* e = entries();
     for (size_t i = h.lo & mask(); ; i = (i + 1) & mask()) {
       if (e[i].ref1 == 0) return std::nullopt;
@@ -83,18 +87,30 @@ class PageTable {
 
   // `h` must not be in the table yet.
   void insert(const Hash128& h, uint64_t ref) {
-    if ((size_ + 1) * 2 > cap_) grow();
+    if ((size_ + 1) * 4 > cap_ * 3) grow();
     place(entries(), mask(), {h.lo, h.hi, ref + 1});
     size_++;
   }
 
   size_t size() const { return size_; }
 
-  template <typename Fn>
-  void for_each(Fn&& fn) const {
-    const Entry* e = entries();
+  // The entries moved to the front of the table's buffer and sorted by
+  // hash (hi, then lo); each one's `ref1` becomes its ref. The table can
+  // look nothing up afterwards (size() still counts the entries).
+  struct Sorted {
+    uint64_t lo, hi, ref;
+  };
+  std::span<Sorted> sorted_in_place() {
+    Entry* e = entries();
+    size_t k = 0;
     for (size_t i = 0; i < cap_; ++i)
-      if (e[i].ref1) fn(Hash128{e[i].lo, e[i].hi}, e[i].ref1 - 1);
+      if (e[i].ref1) e[k++] = {e[i].lo, e[i].hi, e[i].ref1 - 1};
+    auto* out = reinterpret_cast<Sorted*>(e);
+    std::sort(out, out + k, [](const Sorted& a, const Sorted& b) {
+      return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
+    });
+    spent_ = true;
+    return {out, k};
   }
 
  private:
@@ -125,6 +141,7 @@ class PageTable {
   HugeBuffer buf_;
   size_t cap_;
   size_t size_ = 0;
+  bool spent_ = false;
 };
 
 // Room for a block compressed by lz4 (LZ4_compressBound of a full block),
@@ -969,31 +986,23 @@ class ImageWriter::Impl {
   }
 
   io::FileSum write_index(SyncAll& syncs) {
-    // One array: filled with (hash, page number), sorted, then turned into
-    // IndexPage records in place (the same 24 bytes each).
-    struct Sortable {
-      uint64_t hi, lo, u;
-    };
-    static_assert(sizeof(Sortable) == sizeof(disk::IndexPage));
-    const size_t n = table_.size();
-    HugeBuffer buf(std::max<size_t>(1, n * sizeof(Sortable)));
-    auto* sorted = reinterpret_cast<Sortable*>(buf.data());
-    size_t k = 0;
-    table_.for_each([&](const Hash128& h, uint64_t ref) { sorted[k++] = {h.hi, h.lo, ref & kPageMask}; });
-    // The canonical form is big-endian high then low: memcmp order is the
-    // order of (hi, lo) as numbers.
-    std::sort(sorted, sorted + n, [](const Sortable& a, const Sortable& b) {
-      return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
-    });
-    auto* pages = reinterpret_cast<disk::IndexPage*>(buf.data());
+    // The table's own entries, sorted where they are, are turned into
+    // IndexPage records in place (the same 24 bytes each). The canonical
+    // form is big-endian high then low: memcmp order is the order of
+    // (hi, lo) as numbers.
+    static_assert(sizeof(PageTable::Sorted) == sizeof(disk::IndexPage));
+    std::span<PageTable::Sorted> sorted = table_.sorted_in_place();
+    const size_t n = sorted.size();
+    auto* pages = reinterpret_cast<disk::IndexPage*>(sorted.data());
     for (size_t i = 0; i < n; ++i) {
-      Sortable x = sorted[i];
+      PageTable::Sorted x = sorted[i];
+      const uint64_t u = x.ref & kPageMask;
       disk::IndexPage e{};
       XXH128_canonical_t canon;
       XXH128_canonicalFromHash(&canon, XXH128_hash_t{x.lo, x.hi});
       std::memcpy(e.hash, canon.digest, sizeof canon.digest);
-      e.block = static_cast<uint32_t>(x.u / disk::kBlockPages);
-      e.slot = static_cast<uint32_t>(x.u % disk::kBlockPages);
+      e.block = static_cast<uint32_t>(u / disk::kBlockPages);
+      e.slot = static_cast<uint32_t>(u % disk::kBlockPages);
       std::memcpy(&pages[i], &e, sizeof e);
     }
     disk::IndexHeader h{};
