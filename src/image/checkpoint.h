@@ -191,6 +191,9 @@ struct Process {
   std::optional<int32_t> pdeathsig;  // PR_GET_PDEATHSIG
   std::optional<int32_t> dumpable;   // PR_GET_DUMPABLE
   std::optional<int32_t> child_subreaper;  // PR_GET_CHILD_SUBREAPER
+  // Stopped by job control (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) at the
+  // dump: the signal; a restore leaves it stopped. 0: running.
+  int32_t stop_signal = 0;
   // From /proc/PID (format 4); absent: not recorded, left as restore finds them.
   std::optional<int32_t> oom_score_adj;  // /proc/PID/oom_score_adj
   std::optional<bool> thp_disabled;      // PR_GET_THP_DISABLE (status "THP_enabled: 0")

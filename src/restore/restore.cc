@@ -139,7 +139,16 @@ class TreeUnderConstruction {
   Task& leader(pid_t pid) { return *tasks_.at(pid).at(0); }
 
   // Lets every thread of every process go, as close together as it gets.
+  // A process that was stopped by job control at the dump gets its stop
+  // signal first, while every thread is still held: each thread takes it
+  // before running any of the job's code, so the process stops where it
+  // was, and its parent is told, as a stop tells it (SIGCHLD, waitpid).
   void release() {
+    for (auto& [pid, tasks] : tasks_)
+      if (int sig = plan_.nodes.at(pid).proc->stop_signal; sig && !tasks.empty())
+        if (::kill(tasks[0]->tid(), sig) < 0)
+          throw SysError(fmt::format("kill(pid {}, signal {}) to leave it stopped as it was", pid, sig),
+                         errno);
     for (auto& [pid, tasks] : tasks_)
       for (size_t i = tasks.size(); i-- > 0;) tasks[i]->detach(0);
     released_ = true;

@@ -114,7 +114,12 @@ std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
     if (!WIFSTOPPED(status)) continue;
     int event = status >> 16;
     int sig = WSTOPSIG(status);
-    if (event == PTRACE_EVENT_STOP) break;  // the interrupt (or a group stop)
+    if (event == PTRACE_EVENT_STOP) {  // the interrupt, or a group stop
+      // A thread already in a job-control stop reports it with its stop
+      // signal; the interrupt of a running one with SIGTRAP.
+      if (sig != SIGTRAP) t->group_stop_ = sig;
+      break;
+    }
     // A signal was about to be delivered: hold it back until detach, and
     // stay stopped here (this is a stop as good as any).
     t->intercept(sig);

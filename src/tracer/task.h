@@ -43,6 +43,9 @@ class Task {
   // Its siginfo (128 bytes), to save in the image; empty if none.
   const std::vector<uint8_t>& intercepted_siginfo() const { return stop_siginfo_; }
   std::optional<int> intercepted_signal() const { return stop_signal_; }
+  // The signal of the job-control stop (SIGSTOP, SIGTSTP, ...) the thread
+  // was in when seized, if it was: it stays stopped after detach.
+  std::optional<int> job_control_stop() const { return group_stop_; }
 
   // Resumes with PTRACE_SYSCALL/PTRACE_CONT and waits for the next stop.
   // Returns the wait status. Signal-delivery stops of other signals are
@@ -67,6 +70,7 @@ class Task {
   pid_t tid_;
   bool detached_ = false;
   std::optional<int> stop_signal_;
+  std::optional<int> group_stop_;
   std::vector<uint8_t> stop_siginfo_;
   // Resumed since the intercepted stop: the signal cannot ride on the
   // detach any more and is queued again instead.

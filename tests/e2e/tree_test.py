@@ -395,6 +395,29 @@ def zombie(env):
 
 
 @case
+def stopped_child(env):
+    # A child stopped by job control (it raised SIGSTOP; its parent saw the
+    # stop) comes back stopped, not running: the parent finds it still
+    # stopped halfway, then continues it with SIGCONT and reaps it
+    # (tests/programs/stopped_child.c).
+    argv = [env.prog("stopped_child"), "30", "100"]
+    status, want, secs = reference_run(env, "stopped_child", argv)
+    out = want["stdout"].decode()
+    expect(status == 0 and "child still stopped: yes" in out
+           and out.endswith("child: continued\nchild exited 7\n"),
+           "an uninterrupted run keeps its child stopped until SIGCONT")
+
+    def child_stopped(procs):
+        stops = sorted(q.get("stop_signal", 0) for q in procs)
+        expect(stops == [0, signal.SIGSTOP],
+               f"the image records the child as stopped by SIGSTOP, the parent as running "
+               f"(stop signals {stops})")
+
+    dump_restore_points(env, "stopped_child", argv, [after_lines(3), after_lines(12)], status, want,
+                        check_image=child_stopped)
+
+
+@case
 def shell_jobs(env):
     # A session with two process groups, one without its leader, under a
     # subreaper root (tests/programs/jobs.c).
