@@ -135,6 +135,13 @@ Task::~Task() {
 }
 
 void Task::intercept(int sig) {
+  auto is_stop = [](int s) { return s == SIGSTOP || s == SIGTSTP || s == SIGTTIN || s == SIGTTOU; };
+  // Stop signals cannot be blocked, so one queued again would come straight
+  // back here while snap works on the thread. They need not be: a process
+  // in a job-control stop ignores more of them (the SIGCONT that ends the
+  // stop discards them), and several coalesce into one stop. So at most one
+  // is held (for detach), and a stopped process's are dropped.
+  if (is_stop(sig) && (group_stop_ || (stop_signal_ && is_stop(*stop_signal_)))) return;
   if (stop_signal_) requeue_signal(tid_, *stop_signal_, stop_siginfo_);  // an earlier one
   stop_signal_ = sig;
   siginfo_t si;

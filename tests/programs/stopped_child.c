@@ -4,10 +4,12 @@
  * INTERVAL_MS, and halfway asks again, without waiting, whether the child
  * is stopped: a restore must bring the child back stopped, not running.
  * Then it sends SIGCONT; the child prints one line and exits 7, and the
- * parent reaps it. Usage: stopped_child TICKS INTERVAL_MS */
+ * parent reaps it. The child also has two more SIGSTOPs pending while it
+ * is stopped. Usage: stopped_child TICKS INTERVAL_MS */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,11 @@ int main(int argc, char **argv) {
   siginfo_t si = {0};
   if (waitid(P_PID, child, &si, WSTOPPED | WNOWAIT) != 0) return 1;
   printf("child stopped by signal %d\n", si.si_status);
+  /* Another SIGSTOP, to the process and to the thread: pending while it is
+   * stopped (the SIGCONT below discards them). A dump must not be thrown
+   * by stop signals that arrive while it works on the child. */
+  kill(child, SIGSTOP);
+  syscall(SYS_tkill, child, SIGSTOP);
   for (int i = 1; i <= ticks; i++) {
     printf("tick %d\n", i);
     nanosleep(&ts, NULL);
