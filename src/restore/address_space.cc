@@ -109,6 +109,14 @@ bool has_flag(const Mapping& m, const char* flag) {
   return (" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
 }
 
+// How the file of a file mapping is opened to map it again: read-write for
+// a shared mapping that is writable, or may be made so by mprotect (VmFlags
+// "mw": the file was open for writing when it was mapped), else read-only.
+int open_flags_for(const Mapping& m) {
+  bool rw = m.shared && ((m.prot & PROT_WRITE) || has_flag(m, "mw"));
+  return (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+}
+
 // The mmap of `m` (fd: the file's, the shared memory object's memfd, or -1).
 void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
   uint64_t len = m.end - m.start;
@@ -152,8 +160,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
       if (m.path.ends_with(" (deleted)"))
         throw Error(describe(m) + ": the mapped file was deleted before the dump",
                     "restoring mappings of deleted files is not supported yet");
-      int oflags = ((m.shared && (m.prot & PROT_WRITE)) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
-      std::pair<std::string, int> key{m.path, oflags};
+      std::pair<std::string, int> key{m.path, open_flags_for(m)};
       if (files.count(key)) continue;
       if (files.size() == kFilesPerRound) break;
       files[key] = -1;
@@ -175,8 +182,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
       if (is_shm_object(m)) {
         fd = shm.at(shm_key(m));
       } else if (m.kind == MappingKind::File) {
-        int oflags = ((m.shared && (m.prot & PROT_WRITE)) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
-        fd = files.at({m.path, oflags});
+        fd = files.at({m.path, open_flags_for(m)});
       }
       add_mmap(batch, m, fd);
       add_madvise(batch, m);

@@ -502,6 +502,17 @@ def pipe_opened_twice(env):
     dump_kill_restore(env, [env.prog("pipe_reopen"), "10", "150"], "pipe_reopen", 3, expected)
 
 
+@case
+def shared_map_made_writable(env):
+    # A MAP_SHARED file mapping, read-only at the dump, from a descriptor
+    # opened read-write: the restored job can still mprotect it writable
+    # (the file is opened read-write to map it back).
+    data = env.path("shared_map_protect.data")
+    expected = [f"{i}: file holds {i}" for i in range(1, 9)]
+    dump_kill_restore(env, [env.prog("shared_map_protect"), data, "8", "200"], "shared_map_protect",
+                      3, expected)
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""
