@@ -100,13 +100,17 @@ void restore_posix_timers(RemoteSyscalls& rs, RemotePage& page, const image::Pro
     std::memset(&ev, 0, sizeof ev);
     ev.sigev_value.sival_ptr = reinterpret_cast<void*>(t.sigev_value);
     ev.sigev_signo = t.signo;
-    if (t.notify.starts_with("thread")) {
-      ev.sigev_notify = SIGEV_THREAD_ID;
-      ev._sigev_un._tid = notify_tid(t.notify, p.pid);
-    } else if (t.notify.starts_with("none")) {
+    // /proc/PID/timers "notify: HOW/WHO.ID": HOW signal, none or thread;
+    // WHO "tid" when the signal goes to one thread (SIGEV_THREAD_ID, as
+    // glibc's SIGEV_THREAD timers do: to their helper thread), else "pid".
+    if (t.notify.starts_with("none")) {
       ev.sigev_notify = SIGEV_NONE;
     } else {
       ev.sigev_notify = SIGEV_SIGNAL;
+      if (t.notify.find("/tid.") != std::string::npos) {
+        ev.sigev_notify |= SIGEV_THREAD_ID;
+        ev._sigev_un._tid = notify_tid(t.notify, p.pid);
+      }
     }
     constexpr uint64_t kIdAt = 512;
     uint64_t ev_at = page.put(ev);

@@ -513,6 +513,14 @@ def shared_map_made_writable(env):
                       3, expected)
 
 
+@case
+def thread_timer(env):
+    # A SIGEV_THREAD POSIX timer: its signal goes to glibc's helper thread
+    # (SIGEV_THREAD_ID), and must again after a restore.
+    dump_kill_restore(env, [env.prog("thread_timer"), "10", "150"], "thread_timer", 3,
+                      [str(i) for i in range(1, 11)])
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""
