@@ -194,6 +194,13 @@ struct Process {
   // Stopped by job control (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) at the
   // dump: the signal; a restore leaves it stopped. 0: running.
   int32_t stop_signal = 0;
+  // membarrier(2) registrations, as the REGISTER commands that made them
+  // (MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED 16, ..._SYNC_CORE 64,
+  // ..._RSEQ 256), or'ed. 0: none.
+  uint32_t membarrier = 0;
+  // /proc/PID/loginuid (the audit login uid); 4294967295: unset. Absent
+  // (older images): not recorded.
+  std::optional<uint32_t> loginuid;
   // From /proc/PID (format 4); absent: not recorded, left as restore finds them.
   std::optional<int32_t> oom_score_adj;  // /proc/PID/oom_score_adj
   std::optional<bool> thp_disabled;      // PR_GET_THP_DISABLE (status "THP_enabled: 0")

@@ -189,6 +189,8 @@ ojson encode(const Process& p) {
   if (p.dumpable) j["dumpable"] = *p.dumpable;
   if (p.child_subreaper) j["child_subreaper"] = *p.child_subreaper;
   if (p.stop_signal) j["stop_signal"] = p.stop_signal;
+  if (p.membarrier) j["membarrier"] = p.membarrier;
+  if (p.loginuid) j["loginuid"] = *p.loginuid;
   if (p.oom_score_adj) j["oom_score_adj"] = *p.oom_score_adj;
   if (p.thp_disabled) j["thp_disabled"] = *p.thp_disabled;
   if (p.no_new_privs) j["no_new_privs"] = *p.no_new_privs;
@@ -468,6 +470,8 @@ Process decode_process(const Field& f) {
   if (auto d = f.opt("dumpable")) p.dumpable = d->as<int32_t>();
   if (auto d = f.opt("child_subreaper")) p.child_subreaper = d->as<int32_t>();
   if (auto d = f.opt("stop_signal")) p.stop_signal = d->as<int32_t>();
+  if (auto d = f.opt("membarrier")) p.membarrier = d->as<uint32_t>();
+  if (auto d = f.opt("loginuid")) p.loginuid = d->as<uint32_t>();
   if (auto d = f.opt("oom_score_adj")) p.oom_score_adj = d->as<int32_t>();
   if (auto d = f.opt("thp_disabled")) p.thp_disabled = d->as<bool>();
   if (auto d = f.opt("no_new_privs")) p.no_new_privs = d->as<bool>();

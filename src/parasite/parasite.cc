@@ -520,6 +520,7 @@ void apply_parasite_state(const ParasiteState& s, image::Process& out) {
   if (s.misc.dumpable >= 0) out.dumpable = s.misc.dumpable;
   if (s.misc.child_subreaper_status == 0) out.child_subreaper = s.misc.child_subreaper;
   out.umask = s.misc.umask;
+  out.membarrier = s.misc.membarrier;
   for (const auto& [fd, data] : s.pipes) {
     auto rd = std::find_if(out.fds.begin(), out.fds.end(), [&](const auto& f) { return f.fd == fd; });
     if (rd == out.fds.end()) continue;

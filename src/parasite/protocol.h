@@ -103,6 +103,12 @@ struct snap_parasite_misc {
   uint32_t umask;
   int32_t child_subreaper; /* PR_GET_CHILD_SUBREAPER, valid when status is 0 */
   int32_t child_subreaper_status;
+  /* membarrier registrations of the process, as the REGISTER commands that
+   * made them: MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (16), ..._SYNC_CORE
+   * (64), ..._RSEQ (256); found by trying each private expedited barrier,
+   * which fails with EPERM when not registered */
+  uint32_t membarrier;
+  uint32_t pad;
 };
 
 /* PEEK_PIPE payload: this, then `copied` bytes. copied < available means the
@@ -160,7 +166,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 40);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_timeval_pair, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_posix_timer, 48);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_itimers, 112);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 24);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);

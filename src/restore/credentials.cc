@@ -1,13 +1,22 @@
 #include "restore/credentials.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
 
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
 #include "base/error.h"
+#include "base/log.h"
+#include "base/scoped_fd.h"
+#include "tracer/proc.h"
 
 namespace snap::restore {
 
@@ -86,6 +95,23 @@ void restore_credentials(SyscallBatch& batch, const image::Process& p) {
   batch.add("setfsgid", SyscallBatch::kMayFail, SYS_setfsgid, g[3]);
   batch.add("setresuid", SYS_setresuid, u[0], u[1], u[2]);
   batch.add("setfsuid", SyscallBatch::kMayFail, SYS_setfsuid, u[3]);
+}
+
+void adopt_login_uid(const image::Checkpoint& ckpt) {
+  constexpr uint32_t kUnset = 4294967295u;
+  auto own = proc::try_read_file("/proc/self/loginuid");
+  if (!own || std::strtoul(own->c_str(), nullptr, 10) != kUnset) return;
+  std::optional<uint32_t> job;
+  for (const auto& p : ckpt.processes) {
+    if (p.zombie || !p.loginuid) continue;
+    if (job && *job != *p.loginuid) return;
+    job = p.loginuid;
+  }
+  if (!job || *job == kUnset) return;
+  ScopedFd fd(::open("/proc/self/loginuid", O_WRONLY | O_CLOEXEC));
+  std::string v = std::to_string(*job);
+  if (!fd || ::write(fd.get(), v.data(), v.size()) != static_cast<ssize_t>(v.size()))
+    vlog("restore: could not take the job's audit login uid {}: {}", v, std::strerror(errno));
 }
 
 }  // namespace snap::restore

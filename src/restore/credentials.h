@@ -26,4 +26,12 @@ std::vector<std::string> check_credentials(const image::Checkpoint& ckpt, bool f
 // to do when they are already the caller's.
 void restore_credentials(SyscallBatch& batch, const image::Process& p);
 
+// The audit login uid of a job that set its own where snap restore's is
+// still unset (anyone may set an unset one, once, but only from the initial
+// user namespace, where a restore for an ordinary user no longer is by the
+// time its processes run): snap restore takes it itself first, so every
+// process it starts inherits it. Nothing where the processes differ in it
+// or snap restore's is set (each skeleton then sets its own, or refuses).
+void adopt_login_uid(const image::Checkpoint& ckpt);
+
 }  // namespace snap::restore

@@ -273,6 +273,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   check_code_files(ckpt, opts.allow_changed_code);
   if (!space.fresh()) check_ids_free(plan);
   for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
+  adopt_login_uid(ckpt);
   OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files);
   for (const auto& w : files.warnings()) warn("{}", w);
 

@@ -11,10 +11,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "tracer/proc.h"
 
 namespace snap::restore {
 
@@ -123,6 +125,29 @@ std::string set_process_settings(const image::Process& p) {
       return fmt::format("writing oom_score_adj {}: {}{}", v, std::strerror(err),
                          err == EACCES ? " (lowering it needs CAP_SYS_RESOURCE)" : "");
   }
+  // The audit login uid: inherited from snap restore, set only where the
+  // job's differs (that needs CAP_AUDIT_CONTROL).
+  if (p.loginuid) {
+    auto own = proc::try_read_file("/proc/self/loginuid");
+    if (own && static_cast<uint32_t>(std::strtoul(own->c_str(), nullptr, 10)) != *p.loginuid) {
+      int fd = ::open("/proc/self/loginuid", O_WRONLY | O_CLOEXEC);
+      std::string v = std::to_string(*p.loginuid);
+      bool ok = fd >= 0 && ::write(fd, v.data(), v.size()) == static_cast<ssize_t>(v.size());
+      int err = errno;
+      if (fd >= 0) ::close(fd);
+      if (!ok)
+        return fmt::format("setting the audit login uid (loginuid) {} (snap restore's is {}): {}{}",
+                           v, own->substr(0, own->find('\n')), std::strerror(err),
+                           err == EPERM ? " (changing it needs CAP_AUDIT_CONTROL; restore from the "
+                                          "job's own login session)"
+                                        : "");
+    }
+  }
+  // Registrations for membarrier(2) belong to the address space, which the
+  // skeleton keeps (its mappings are replaced, not the mm).
+  for (uint32_t reg : {16u, 64u, 256u})
+    if ((p.membarrier & reg) && ::syscall(SYS_membarrier, reg, 0, 0) < 0)
+      return fmt::format("membarrier registration {}: {}", reg, std::strerror(errno));
   if (p.thp_disabled && ::prctl(PR_SET_THP_DISABLE, *p.thp_disabled ? 1 : 0, 0, 0, 0) < 0)
     return fmt::format("prctl(PR_SET_THP_DISABLE): {}", std::strerror(errno));
   // Last: it only limits what an execve() may gain, never what snap does next.

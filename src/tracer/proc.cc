@@ -540,6 +540,8 @@ image::Process read_process(pid_t pid) {
                 "snap cannot restore seccomp filters yet");
   if (status.thp_enabled) p.thp_disabled = !*status.thp_enabled;
   p.no_new_privs = status.no_new_privs;
+  if (auto uid = try_read_file(pid_path(pid, "loginuid")))
+    p.loginuid = static_cast<uint32_t>(std::strtoul(uid->c_str(), nullptr, 10));
   if (auto adj = try_read_file(pid_path(pid, "oom_score_adj")))
     p.oom_score_adj = static_cast<int32_t>(std::stol(*adj));
   if (auto pers = try_read_file(pid_path(pid, "personality")))

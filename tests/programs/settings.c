@@ -1,14 +1,27 @@
 /* A counter that first sets what a process carries besides its memory:
- * oom_score_adj, PR_SET_THP_DISABLE and PR_SET_NO_NEW_PRIVS. Each line shows
+ * oom_score_adj, PR_SET_THP_DISABLE, PR_SET_NO_NEW_PRIVS, a membarrier
+ * registration (private expedited) and, where it may (it is unset), its
+ * audit login uid (/proc/self/loginuid: its own uid, as a login sets it, or
+ * 4242 for root). Each line shows
  * them as the process reads them back then, so a restored run prints the
  * same lines only if they came back.
  * Usage: settings LIMIT INTERVAL_MS */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/membarrier.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+static long loginuid(void) {
+  char buf[16] = {0};
+  int fd = open("/proc/self/loginuid", O_RDONLY);
+  if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0) return -1;
+  close(fd);
+  return atol(buf);
+}
 
 static int oom_score_adj(void) {
   char buf[16] = {0};
@@ -28,9 +41,21 @@ int main(int argc, char **argv) {
   close(fd);
   if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
     return perror("prctl"), 1;
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
+    return perror("membarrier"), 1;
+  fd = open("/proc/self/loginuid", O_WRONLY);  /* fails once set: then inherited */
+  if (fd >= 0) {
+    char uid[16];
+    int n = snprintf(uid, sizeof uid, "%u", getuid() ? (unsigned)getuid() : 4242u);
+    if (write(fd, uid, (size_t)n) != n) {}
+    close(fd);
+  }
   for (long i = 1; i <= limit; i++) {
-    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d\n", i, oom_score_adj(),
-           prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
+    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d membarrier=%s loginuid=%ld\n", i,
+           oom_score_adj(), prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0),
+           prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+           syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? "yes" : "NO",
+           loginuid());
     nanosleep(&ts, NULL);
   }
   return 0;

@@ -25,7 +25,7 @@ enum {
   NR_sendto = 44, NR_recvfrom = 45, NR_getitimer = 36, NR_fcntl = 72,
   NR_umask = 95, NR_sigaltstack = 131, NR_prctl = 157, NR_gettid = 186,
   NR_timer_gettime = 224, NR_timer_getoverrun = 225, NR_tee = 276,
-  NR_pipe2 = 293,
+  NR_pipe2 = 293, NR_membarrier = 324,
 };
 
 enum {
@@ -309,6 +309,10 @@ static long cmd_get_misc(int sock, const struct snap_parasite_cmd* c) {
   r = sys2(NR_prctl, 37 /* PR_GET_CHILD_SUBREAPER */, &reaper);
   m.child_subreaper_status = (int32_t)r;
   m.child_subreaper = r == 0 ? reaper : 0;
+  /* (barrier command, the registration it needs) */
+  static const uint32_t barriers[3][2] = {{8, 16}, {32, 64}, {128, 256}};
+  for (int i = 0; i < 3; i++)
+    if (sys3(NR_membarrier, barriers[i][0], 0, 0) == 0) m.membarrier |= barriers[i][1];
   return send_reply(sock, c, 0, &m, sizeof(m));
 }
 
