@@ -195,8 +195,8 @@ struct Process {
   // dump: the signal; a restore leaves it stopped. 0: running.
   int32_t stop_signal = 0;
   // membarrier(2) registrations, as the REGISTER commands that made them
-  // (MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED 16, ..._SYNC_CORE 64,
-  // ..._RSEQ 256), or'ed. 0: none.
+  // (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED 4, ..._PRIVATE_EXPEDITED 16,
+  // ..._SYNC_CORE 64, ..._RSEQ 256), or'ed. 0: none.
   uint32_t membarrier = 0;
   // /proc/PID/loginuid (the audit login uid); 4294967295: unset. Absent
   // (older images): not recorded.

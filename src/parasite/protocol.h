@@ -104,8 +104,9 @@ struct snap_parasite_misc {
   int32_t child_subreaper; /* PR_GET_CHILD_SUBREAPER, valid when status is 0 */
   int32_t child_subreaper_status;
   /* membarrier registrations of the process, as the REGISTER commands that
-   * made them: MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (16), ..._SYNC_CORE
-   * (64), ..._RSEQ (256); found by trying each private expedited barrier,
+   * made them (MEMBARRIER_CMD_GET_REGISTRATIONS): ..._GLOBAL_EXPEDITED (4),
+   * ..._PRIVATE_EXPEDITED (16), ..._SYNC_CORE (64), ..._RSEQ (256); on
+   * kernels before 6.3 the private ones, found by trying each barrier,
    * which fails with EPERM when not registered */
   uint32_t membarrier;
   uint32_t pad;

@@ -145,7 +145,7 @@ std::string set_process_settings(const image::Process& p) {
   }
   // Registrations for membarrier(2) belong to the address space, which the
   // skeleton keeps (its mappings are replaced, not the mm).
-  for (uint32_t reg : {16u, 64u, 256u})
+  for (uint32_t reg : {4u, 16u, 64u, 256u})
     if ((p.membarrier & reg) && ::syscall(SYS_membarrier, reg, 0, 0) < 0)
       return fmt::format("membarrier registration {}: {}", reg, std::strerror(errno));
   if (p.thp_disabled && ::prctl(PR_SET_THP_DISABLE, *p.thp_disabled ? 1 : 0, 0, 0, 0) < 0)

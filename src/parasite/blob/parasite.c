@@ -309,10 +309,17 @@ static long cmd_get_misc(int sock, const struct snap_parasite_cmd* c) {
   r = sys2(NR_prctl, 37 /* PR_GET_CHILD_SUBREAPER */, &reaper);
   m.child_subreaper_status = (int32_t)r;
   m.child_subreaper = r == 0 ? reaper : 0;
-  /* (barrier command, the registration it needs) */
-  static const uint32_t barriers[3][2] = {{8, 16}, {32, 64}, {128, 256}};
-  for (int i = 0; i < 3; i++)
-    if (sys3(NR_membarrier, barriers[i][0], 0, 0) == 0) m.membarrier |= barriers[i][1];
+  /* MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3); before it, each private
+   * expedited barrier, which fails unless registered: (barrier, the
+   * registration it needs) */
+  long regs = sys3(NR_membarrier, 512, 0, 0);
+  if (regs >= 0) {
+    m.membarrier = (uint32_t)regs;
+  } else {
+    static const uint32_t barriers[3][2] = {{8, 16}, {32, 64}, {128, 256}};
+    for (int i = 0; i < 3; i++)
+      if (sys3(NR_membarrier, barriers[i][0], 0, 0) == 0) m.membarrier |= barriers[i][1];
+  }
   return send_reply(sock, c, 0, &m, sizeof(m));
 }
 
