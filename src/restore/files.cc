@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "base/error.h"
+#include "restore/anon_fds.h"
 
 namespace snap::restore {
 
@@ -91,6 +92,7 @@ class FilePlanner {
         a.target = f.fd;
         a.cloexec = (f.flags & O_CLOEXEC) != 0;
         a.epoll_targets = f.epoll_targets;
+        a.file = &f;
         if (!own_file(p, f, a)) a.source = object_for(p, f);
         files.fds.push_back(std::move(a));
       }
@@ -185,6 +187,12 @@ class FilePlanner {
         a.epoll = true;
         a.flags = f.flags;
         return true;
+      case FdType::SignalFd:
+      case FdType::TimerFd:
+      case FdType::Inotify:
+        a.anon = true;
+        a.flags = f.flags;
+        return true;
       default:
         return false;
     }
@@ -229,6 +237,14 @@ class FilePlanner {
                     "eventfd for " + fd_name(p, f));
       case FdType::Epoll:
         return keep(make_epoll(f.flags), "epoll_create1 for " + fd_name(p, f));
+      case FdType::SignalFd:
+      case FdType::TimerFd:
+      case FdType::Inotify: {
+        std::string why;
+        int fd = make_anon_fd(f, &why);
+        if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
+        return keep(fd, fd_name(p, f));
+      }
       case FdType::Pipe:
         return pipe_end(p, f);
       case FdType::Fifo:
@@ -496,6 +512,20 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
   // never one already in place, and what it takes is moved to the target.
   for (const auto& a : files.fds) {
     if (a.source >= 0) continue;
+    if (a.anon) {
+      std::string why;
+      int fd = make_anon_fd(*a.file, &why);
+      if (fd < 0) {
+        *err = fmt::format("fd {}: {}", a.target, why);
+        return -1;
+      }
+      if (fd != a.target && ::dup3(fd, a.target, a.cloexec ? O_CLOEXEC : 0) < 0)
+        return fail("dup3", a.target);
+      if (fd != a.target) ::close(fd);
+      if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);
+      wanted.insert(a.target);
+      continue;
+    }
     int fd = a.eventfd ? make_eventfd(a.eventfd_count, a.eventfd_semaphore, a.flags)
              : a.epoll ? make_epoll(a.flags)
                        : ::open(a.path.c_str(), (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC);
@@ -530,6 +560,16 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
         return -1;
       }
     }
+  // Locks and owners last: a POSIX lock is the process's, and closing any
+  // of its fds of that file (snap's copies above) would have dropped it.
+  for (const auto& a : files.fds) {
+    if (!a.file) continue;
+    std::string why;
+    if (apply_fd_state(a.target, *a.file, &why) < 0) {
+      *err = fmt::format("fd {} ({}): {}", a.target, a.file->path, why);
+      return -1;
+    }
+  }
   return 0;
 }
 

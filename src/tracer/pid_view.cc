@@ -110,6 +110,8 @@ void PidView::apply(image::Checkpoint& c) const {
     if (auto it = sid_.find(host); it != sid_.end()) p.sid = it->second;
     for (auto& t : p.threads) t.tid = pid(t.tid);
     for (auto& t : p.posix_timers) t.notify = translate_notify(t.notify, *this);
+    for (auto& f : p.fds)
+      if (f.owner && f.owner->pid) f.owner->pid = pid(f.owner->pid);
     p.pid = pid(host);
   }
 }
