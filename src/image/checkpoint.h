@@ -179,6 +179,7 @@ struct FileDesc {
   std::vector<InotifyWatch> inotify_watches;  // type Inotify, by ascending wd
   std::vector<FileLock> locks;              // regular files and directories
   std::optional<FileOwner> owner;           // absent: no owner, no signal set
+  uint32_t pipe_size = 0;  // pipes and FIFOs: capacity (F_GETPIPE_SZ); 0: not recorded
 };
 
 struct MmLayout {

@@ -147,6 +147,7 @@ ojson encode(const FileDesc& f) {
                     {"start", l.start}, {"len", l.len}});
     j["locks"] = ls;
   }
+  if (f.pipe_size) j["pipe_size"] = f.pipe_size;
   if (const auto& o = f.owner)
     j["owner"] = {{"type", o->type}, {"pid", o->pid}, {"signum", o->signum}, {"uid", o->uid},
                   {"euid", o->euid}};
@@ -439,6 +440,7 @@ FileDesc decode_fd(const Field& f) {
   }
   if (auto ws = f.opt("inotify_watches")) d.inotify_watches = ws->list(decode_inotify_watch);
   if (auto ls = f.opt("locks")) d.locks = ls->list(decode_lock);
+  if (auto ps = f.opt("pipe_size")) d.pipe_size = ps->as<uint32_t>();
   if (auto o = f.opt("owner")) {
     FileOwner w;
     w.type = (*o)["type"].as<int32_t>();

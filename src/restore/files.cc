@@ -333,12 +333,24 @@ class FilePlanner {
                      n < 0 ? errno : EAGAIN);
   }
 
+  // The capacity the job gave the pipe (F_SETPIPE_SZ); beyond
+  // /proc/sys/fs/pipe-max-size that needs CAP_SYS_RESOURCE.
+  void set_pipe_size(const Process& p, const FileDesc& f, int fd) {
+    if (f.pipe_size && ::fcntl(fd, F_GETPIPE_SZ) != static_cast<int>(f.pipe_size) &&
+        ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0)
+      out_.warnings_.push_back(fmt::format("{}: cannot give the pipe its size of {} bytes again "
+                                           "({}); it keeps {}",
+                                           fd_name(p, f), f.pipe_size, std::strerror(errno),
+                                           ::fcntl(fd, F_GETPIPE_SZ)));
+  }
+
   int pipe_end(const Process& p, const FileDesc& f) {
     // Both ends are made at once, and get their status flags once.
     const PipeInfo& pi = pipes_.at(f.inode);
     int ends[2];
     if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
     ScopedFd r(ends[0]), w(ends[1]);
+    set_pipe_size(p, f, w.get());
     if (pi.data) refill(p, f, w.get(), *pi.data);
     int flags_r = O_RDONLY, flags_w = O_WRONLY;
     for (const auto& q : ckpt_.processes)
@@ -374,6 +386,7 @@ class FilePlanner {
     int fd = keep(::open(f.path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
                   "cannot restore " + fd_name(p, f) + ": open");
     ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
+    set_pipe_size(p, f, anchor.get());
     if (!f.pipe_data.empty()) refill(p, f, anchor.get(), f.pipe_data);
     return fd;
   }

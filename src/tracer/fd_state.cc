@@ -298,6 +298,10 @@ void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds) {
       if (errno == EBADF) continue;  // closed meanwhile
       throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd.fd), errno);
     }
+    if (fd.type == T::Pipe || fd.type == T::Fifo) {
+      int size = ::fcntl(copy.get(), F_GETPIPE_SZ);
+      if (size > 0) fd.pipe_size = static_cast<uint32_t>(size);
+    }
     f_owner_ex own{};
     if (::fcntl(copy.get(), F_GETOWN_EX, &own) < 0) continue;
     int sig = ::fcntl(copy.get(), F_GETSIG);

@@ -26,8 +26,8 @@ void parse_fd_state_line(std::string_view key, const std::vector<std::string_vie
 void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info);
 
 // Records the owner (F_GETOWN_EX, F_GETSIG, F_GETOWNER_UIDS) of each fd of
-// stopped process `pid` that has one, reading it through a copy of the fd
-// (pidfd_getfd).
+// stopped process `pid` that has one, and the capacity of its pipes and
+// FIFOs (F_GETPIPE_SZ), reading them through a copy of the fd (pidfd_getfd).
 void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds);
 
 // A POSIX lock on a file the process also maps cannot come back: restore

@@ -531,6 +531,16 @@ def inotify_deleted_target_refused(env):
 
 
 @case
+def fifo_data_pipe_size(env):
+    # Bytes waiting in a FIFO the job holds O_RDWR, a pipe grown with
+    # F_SETPIPE_SZ and its read end's O_NONBLOCK all come back.
+    expected = [f"{i}: fifo {chr(ord('a') + (i - 1) % 26)}, pipe size 1048576, nonblock 1"
+                for i in range(1, 11)]
+    dump_kill_restore(env, [env.prog("fifo_state"), "10", "150", env.path("state.fifo")],
+                      "fifo_state", 3, expected)
+
+
+@case
 def process_settings(env):
     # oom_score_adj, THP disabled and no_new_privs come back as the job set them.
     expected = [f"{i} oom_score_adj=321 thp_disable=1 no_new_privs=1" for i in range(1, 9)]
