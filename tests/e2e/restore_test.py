@@ -533,9 +533,9 @@ def inotify_deleted_target_refused(env):
 @case
 def fifo_data_pipe_size(env):
     # Bytes waiting in a FIFO the job holds O_RDWR, a pipe grown with
-    # F_SETPIPE_SZ and its read end's O_NONBLOCK all come back.
-    expected = [f"{i}: fifo {chr(ord('a') + (i - 1) % 26)}, pipe size 1048576, nonblock 1"
-                for i in range(1, 11)]
+    # F_SETPIPE_SZ and its read end's O_NONBLOCK, owner and signal come back.
+    expected = [f"{i}: fifo {chr(ord('a') + (i - 1) % 26)}, pipe size 1048576, nonblock 1, "
+                "owner self 1, signal 12" for i in range(1, 11)]
     dump_kill_restore(env, [env.prog("fifo_state"), "10", "150", env.path("state.fifo")],
                       "fifo_state", 3, expected)
 
