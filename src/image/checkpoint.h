@@ -85,7 +85,7 @@ inline bool is_shm_object(const Mapping& m) {
 
 enum class FdType : uint8_t {
   Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Epoll,
-  SignalFd, TimerFd, Inotify, Other
+  SignalFd, TimerFd, Inotify, PidFd, Other
 };
 
 // A timerfd (fdinfo): its clock, the flags of its last timerfd_settime
@@ -179,6 +179,8 @@ struct FileDesc {
   std::vector<InotifyWatch> inotify_watches;  // type Inotify, by ascending wd
   std::vector<FileLock> locks;              // regular files and directories
   std::optional<FileOwner> owner;           // absent: no owner, no signal set
+  // Type PidFd: the process it refers to (fdinfo "Pid:"), as the job sees it.
+  int32_t pidfd_pid = 0;
   uint32_t pipe_size = 0;  // pipes and FIFOs: capacity (F_GETPIPE_SZ); 0: not recorded
 };
 

@@ -24,7 +24,7 @@ constexpr const char* kMappingKindNames[] = {"anonymous", "shared_anon", "file",
                                              "vvar",      "vvar_vclock", "vsyscall"};
 constexpr const char* kFdTypeNames[] = {"regular",  "directory", "pipe",    "fifo",  "socket",
                                         "tty",      "chardev",   "eventfd", "epoll", "signalfd",
-                                        "timerfd",  "inotify",   "other"};
+                                        "timerfd",  "inotify",   "pidfd",   "other"};
 constexpr const char* kLockKindNames[] = {"posix", "flock", "ofd", "lease"};
 
 std::string to_hex(const std::vector<uint8_t>& b) {
@@ -148,6 +148,7 @@ ojson encode(const FileDesc& f) {
     j["locks"] = ls;
   }
   if (f.pipe_size) j["pipe_size"] = f.pipe_size;
+  if (f.type == FdType::PidFd) j["pidfd_pid"] = f.pidfd_pid;
   if (const auto& o = f.owner)
     j["owner"] = {{"type", o->type}, {"pid", o->pid}, {"signum", o->signum}, {"uid", o->uid},
                   {"euid", o->euid}};
@@ -441,6 +442,7 @@ FileDesc decode_fd(const Field& f) {
   if (auto ws = f.opt("inotify_watches")) d.inotify_watches = ws->list(decode_inotify_watch);
   if (auto ls = f.opt("locks")) d.locks = ls->list(decode_lock);
   if (auto ps = f.opt("pipe_size")) d.pipe_size = ps->as<uint32_t>();
+  if (auto pp = f.opt("pidfd_pid")) d.pidfd_pid = pp->as<int32_t>();
   if (auto o = f.opt("owner")) {
     FileOwner w;
     w.type = (*o)["type"].as<int32_t>();

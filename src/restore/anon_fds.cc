@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -169,10 +170,19 @@ int set_owner(int fd, const image::FileOwner& o, std::string* err) {
   return 0;
 }
 
+int make_pidfd(const image::FileDesc& f, std::string* err) {
+  // pidfd_open takes PIDFD_NONBLOCK (O_NONBLOCK) and PIDFD_THREAD (O_EXCL).
+  int fd = static_cast<int>(
+      ::syscall(SYS_pidfd_open, f.pidfd_pid, static_cast<unsigned>(f.flags & (O_NONBLOCK | O_EXCL))));
+  if (fd < 0) return fail(err, fmt::format("pidfd_open(pid {})", f.pidfd_pid));
+  return fd;
+}
+
 }  // namespace
 
 bool is_anon_fd(const image::FileDesc& f) {
-  return f.type == FdType::SignalFd || f.type == FdType::TimerFd || f.type == FdType::Inotify;
+  return f.type == FdType::SignalFd || f.type == FdType::TimerFd || f.type == FdType::Inotify ||
+         f.type == FdType::PidFd;
 }
 
 int make_anon_fd(const image::FileDesc& f, std::string* err) {
@@ -180,6 +190,7 @@ int make_anon_fd(const image::FileDesc& f, std::string* err) {
     case FdType::SignalFd: return make_signalfd(f, err);
     case FdType::TimerFd: return make_timerfd(f, err);
     case FdType::Inotify: return make_inotify(f, err);
+    case FdType::PidFd: return make_pidfd(f, err);
     default: break;
   }
   errno = EINVAL;

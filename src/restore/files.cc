@@ -190,6 +190,7 @@ class FilePlanner {
       case FdType::SignalFd:
       case FdType::TimerFd:
       case FdType::Inotify:
+      case FdType::PidFd:
         a.anon = true;
         a.flags = f.flags;
         return true;
@@ -245,6 +246,10 @@ class FilePlanner {
         if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
         return keep(fd, fd_name(p, f));
       }
+      case FdType::PidFd:
+        // Made before the skeletons: the process it refers to is not there yet.
+        throw Error(fd_name(p, f) + ": a pidfd shared by several fds or processes",
+                    "restoring shared pidfds is not supported yet");
       case FdType::Pipe:
         return pipe_end(p, f);
       case FdType::Fifo:

@@ -91,6 +91,7 @@ void parse_fd_state_line(std::string_view key, const std::vector<std::string_vie
     return *fi.timerfd;
   };
   if (key == "sigmask") fi.sigmask = num(f[0], 16);
+  else if (key == "Pid") fi.pidfd_pid = static_cast<int32_t>(std::stol(std::string(f[0])));
   else if (key == "clockid") timer().clock_id = static_cast<int32_t>(num(f[0]));
   else if (key == "ticks" && fi.timerfd) timer().ticks = num(f[0]);
   else if (key == "settime flags" && fi.timerfd) timer().settime_flags = static_cast<int32_t>(num(f[0], 8));
@@ -260,6 +261,14 @@ void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
                 "lease break is over");
   fd.locks = info.locks;
   if (fd.type == image::FdType::SignalFd) fd.signalfd_mask = info.sigmask.value_or(0);
+  if (fd.type == image::FdType::PidFd) {
+    int32_t target = info.pidfd_pid.value_or(0);
+    if (target <= 0)
+      throw Error(name("pidfd") + (target < 0 ? " refers to a process that has exited"
+                                              : " refers to a process outside snap's pid namespace"),
+                  "snap restores pidfds of live processes of the dumped tree");
+    fd.pidfd_pid = target;
+  }
   if (fd.type == image::FdType::TimerFd) {
     if (!info.timerfd) throw Error(name("timerfd") + ": fdinfo shows no timer");
     fd.timerfd = info.timerfd;

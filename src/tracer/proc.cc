@@ -396,6 +396,7 @@ image::FdType classify_fd(const std::string& link, const struct stat& st) {
   if (link == "anon_inode:[signalfd]") return T::SignalFd;
   if (link == "anon_inode:[timerfd]") return T::TimerFd;
   if (link == "anon_inode:inotify") return T::Inotify;
+  if (link == "anon_inode:[pidfd]") return T::PidFd;
   if (S_ISREG(st.st_mode)) return T::Regular;
   if (S_ISDIR(st.st_mode)) return T::Directory;
   if (S_ISFIFO(st.st_mode)) return link.starts_with("pipe:") ? T::Pipe : T::Fifo;

@@ -86,6 +86,7 @@ struct FdInfo {
     std::vector<uint8_t> handle;  // f_handle bytes
   };
   std::vector<InotifyMark> inotify;
+  std::optional<int32_t> pidfd_pid;  // pidfd "Pid:" (-1: exited, 0: outside our pid namespace)
   std::vector<image::FileLock> locks;  // "lock:" lines snap restores
   std::string unsupported_lock;        // a "lock:" line it cannot (a lease being broken, ...)
 };

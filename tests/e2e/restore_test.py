@@ -496,9 +496,10 @@ def anon_fds_expected(limit, inotify=True):
 
 @case
 def signalfd_timerfd_inotify_locks(env):
-    # An epoll over a signalfd (its mask), a timerfd (its period) and an
-    # inotify fd (its watches, under their own numbers 2 and 3), with an
-    # flock, a POSIX and an OFD lock: all come back and the run continues
+    # An epoll over a signalfd (its mask; the signal sent through a pidfd of
+    # the job's own), a timerfd (its period) and an inotify fd (its watches,
+    # under their own numbers 2 and 3), with an flock, a POSIX and an OFD
+    # lock: all come back and the run continues
     # as if uninterrupted (the locks seen from other opens and /proc/locks).
     dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir")],
                       "anon_fds", 4, anon_fds_expected(12))

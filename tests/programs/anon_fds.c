@@ -1,6 +1,6 @@
 /* An event loop over a signalfd, a timerfd and an inotify fd (one epoll),
- * holding an flock, a POSIX lock and an OFD lock. Each round it raises
- * SIGUSR1 and creates a file in DIR, waits until epoll reported all three
+ * holding an flock, a POSIX lock and an OFD lock. Each round it sends itself
+ * SIGUSR1 through a pidfd of its own and creates a file in DIR, waits until epoll reported all three
  * sources, and prints what each said, plus whether its locks are still held
  * (flock and OFD: a second open of the file is refused the lock; POSIX: a
  * /proc/locks line with its pid). A restored run must print exactly what an
@@ -19,6 +19,7 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -112,6 +113,8 @@ int main(int argc, char **argv) {
     wd_file = inotify_add_watch(ifd, path, IN_ATTRIB);
     if (wd_dir < 0 || wd_file < 0) die("inotify_add_watch");
   }
+  int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  if (self < 0) die("pidfd_open");
   int ep = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN};
   ev.data.u32 = 1;
@@ -130,7 +133,7 @@ int main(int argc, char **argv) {
   if (fstat(pf, &st) < 0) die("fstat");
 
   for (long i = 1; i <= limit; i++) {
-    raise(SIGUSR1);
+    if (syscall(SYS_pidfd_send_signal, self, SIGUSR1, NULL, 0) < 0) die("pidfd_send_signal");
     char name[32];
     snprintf(name, sizeof name, "f%ld", i);
     if (use_inotify) close(open_in_dir(name));
@@ -138,9 +141,13 @@ int main(int argc, char **argv) {
     char created[64] = "-";
     while (seen != want) {
       struct epoll_event got[4];
-      int n = epoll_wait(ep, got, 4, -1);
+      int n = epoll_wait(ep, got, 4, 10000);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) die("epoll_wait");
+      if (n == 0) {
+        fprintf(stderr, "round %ld: nothing for 10 s (seen %d of %d)\n", i, seen, want);
+        exit(1);
+      }
       for (int k = 0; k < n; k++) {
         uint32_t what = got[k].data.u32;
         if (what == 1) {

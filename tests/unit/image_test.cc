@@ -239,6 +239,11 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   fds.push_back(sfd);
   fds.push_back(tfd);
   fds.push_back(ifd);
+  FileDesc pfd;
+  pfd.fd = 8;
+  pfd.type = FdType::PidFd;
+  pfd.pidfd_pid = 4321;
+  fds.push_back(pfd);
   fds[0].locks = {{image::LockKind::Posix, true, 10, 5}, {image::LockKind::Lease, false, 0, 0}};
   fds[0].owner = image::FileOwner{2, 4242, 29, 1, 2};
   std::string json = to_json(c);
@@ -261,6 +266,8 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   EXPECT_EQ(b[0].owner->pid, 4242);
   EXPECT_EQ(b[0].owner->signum, 29);
   EXPECT_FALSE(b[1].owner.has_value());
+  EXPECT_EQ(b[4].type, FdType::PidFd);
+  EXPECT_EQ(b[4].pidfd_pid, 4321);
   EXPECT_EQ(to_json(back), json);
 }
 

@@ -101,6 +101,10 @@ TEST(ProcParse, FdinfoOfAnonFdsAndLocks) {
   auto sig = proc::parse_fdinfo("pos:\t0\nflags:\t02004002\nmnt_id:\t15\nino:\t1\n"
                                 "sigmask:\t0000000000000200\n");
   EXPECT_EQ(sig.sigmask, 0x200u);
+  auto pidfd = proc::parse_fdinfo("pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1\n"
+                                  "Pid:\t4321\nNSpid:\t4321\n");
+  EXPECT_EQ(pidfd.pidfd_pid, 4321);
+  EXPECT_EQ(proc::parse_fdinfo("Pid:\t-1\n").pidfd_pid, -1);
   auto tfd = proc::parse_fdinfo("pos:\t0\nflags:\t02\nclockid: 1\nticks: 4\nsettime flags: 01\n"
                                 "it_value: (0, 49406829)\nit_interval: (4, 5)\n");
   ASSERT_TRUE(tfd.timerfd.has_value());
