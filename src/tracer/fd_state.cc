@@ -305,6 +305,7 @@ void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds) {
     ScopedFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd.fd, 0)));
     if (!copy) {
       if (errno == EBADF) continue;  // closed meanwhile
+      if (errno == ENOSYS) return;   // before Linux 5.6: owners and pipe sizes not recorded
       throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd.fd), errno);
     }
     if (fd.type == T::Pipe || fd.type == T::Fifo) {
