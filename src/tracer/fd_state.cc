@@ -260,6 +260,13 @@ void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
                 "snap restores POSIX, OFD and flock locks and active leases; wait until the "
                 "lease break is over");
   fd.locks = info.locks;
+  // Restore refuses an anonymous-inode fd of a kind it does not know
+  // (fanotify, userfaultfd, io_uring, perf_event, bpf...): say so now,
+  // before a --kill ends a job whose image could not be restored.
+  if (fd.type == image::FdType::Other && fd.path.starts_with("anon_inode:"))
+    throw Error(name(fd.path.c_str()) + ": snap cannot restore this kind of file",
+                "snap restores eventfd, epoll, signalfd, timerfd, inotify and pidfd fds; close "
+                "this one before the dump");
   if (fd.type == image::FdType::SignalFd) fd.signalfd_mask = info.sigmask.value_or(0);
   if (fd.type == image::FdType::PidFd) {
     int32_t target = info.pidfd_pid.value_or(0);

@@ -532,6 +532,24 @@ def inotify_deleted_target_refused(env):
 
 
 @case
+def unknown_anon_fd_refused(env):
+    # An anonymous-inode fd restore does not know (here a userfaultfd) is
+    # refused at dump, naming pid, fd and object, before --kill ends the job.
+    out = env.path("uffd.out")
+    p = start([env.prog("anon_fds"), "--userfaultfd"], stdout_path=out)
+    wait_lines(out, 1)
+    fd = lines_of(out)[0].split()[1]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("uffd.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (anon_inode:[userfaultfd])" in r.stderr
+           and "cannot restore this kind of file" in r.stderr,
+           f"the dump is refused, naming pid, fd and object: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
 def fifo_data_pipe_size(env):
     # Bytes waiting in a FIFO the job holds O_RDWR, a pipe grown with
     # F_SETPIPE_SZ and its read end's O_NONBLOCK, owner and signal come back.

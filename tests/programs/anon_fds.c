@@ -6,7 +6,8 @@
  * /proc/locks line with its pid). A restored run must print exactly what an
  * uninterrupted one does.
  * Usage: anon_fds LIMIT INTERVAL_MS DIR [--no-inotify | --hold-watched]
- * (--hold-watched keeps DIR/watched open, so that it outlives an unlink). */
+ * (--hold-watched keeps DIR/watched open, so that it outlives an unlink).
+ *        anon_fds --userfaultfd: holds a userfaultfd, prints its fd, waits. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -80,6 +81,12 @@ static int posix_held(ino_t ino) {
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc > 1 && !strcmp(argv[1], "--userfaultfd")) {
+    int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
+    if (uffd < 0) die("userfaultfd");
+    printf("userfaultfd %d\n", uffd);
+    for (;;) pause();
+  }
   if (argc < 4) return 2;
   long limit = atol(argv[1]), ms = atol(argv[2]);
   snprintf(dir, sizeof dir, "%s", argv[3]);
