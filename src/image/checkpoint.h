@@ -84,7 +84,47 @@ inline bool is_shm_object(const Mapping& m) {
 }
 
 enum class FdType : uint8_t {
-  Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Epoll, Other
+  Regular, Directory, Pipe, Fifo, Socket, Tty, CharDev, EventFd, Epoll,
+  SignalFd, TimerFd, Inotify, PidFd, Other
+};
+
+// A timerfd (fdinfo): its clock, the flags of its last timerfd_settime
+// (TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET), the expirations not yet
+// read, and its period and time left (relative, also for an absolute timer).
+struct TimerFdState {
+  int32_t clock_id = 0;
+  int32_t settime_flags = 0;
+  uint64_t ticks = 0;
+  int64_t interval_ns = 0, value_ns = 0;
+};
+
+// One watch of an inotify instance (fdinfo "inotify" lines): its number,
+// the mask inotify_add_watch was given, and the watched file found by its
+// handle at dump time (path, and the inode it had then).
+struct InotifyWatch {
+  int32_t wd = 0;
+  uint32_t mask = 0;
+  std::string path;
+  uint64_t dev = 0, inode = 0;
+};
+
+// A lock held through an fd (fdinfo "lock:" lines). POSIX locks belong to
+// the process; flock, OFD locks and leases to the open file description.
+enum class LockKind : uint8_t { Posix, Flock, Ofd, Lease };
+struct FileLock {
+  LockKind kind = LockKind::Posix;
+  bool write = false;       // F_WRLCK / LOCK_EX, else F_RDLCK / LOCK_SH
+  uint64_t start = 0;       // byte range (POSIX, OFD)
+  uint64_t len = 0;         // 0: to the end of the file
+};
+
+// Who gets SIGIO / SIGURG for an open file description (F_GETOWN_EX,
+// F_GETSIG, F_GETOWNER_UIDS).
+struct FileOwner {
+  int32_t type = 0;   // F_OWNER_TID, F_OWNER_PID or F_OWNER_PGRP
+  int32_t pid = 0;    // 0: no owner
+  int32_t signum = 0; // F_SETSIG; 0: SIGIO
+  uint32_t uid = 0, euid = 0;  // credentials recorded by F_SETOWN
 };
 
 // One file an epoll instance watches (fdinfo "tfd:"): the watched fd's
@@ -133,6 +173,15 @@ struct FileDesc {
   // Type Epoll: the fds it watches, by their numbers in this process. A dump
   // refuses an epoll watching a file this process no longer holds at that number.
   std::vector<EpollTarget> epoll_targets;
+  // Type SignalFd: the signals it reads (fdinfo "sigmask", bit n-1 for signal n).
+  uint64_t signalfd_mask = 0;
+  std::optional<TimerFdState> timerfd;      // type TimerFd
+  std::vector<InotifyWatch> inotify_watches;  // type Inotify, by ascending wd
+  std::vector<FileLock> locks;              // regular files and directories
+  std::optional<FileOwner> owner;           // absent: no owner, no signal set
+  // Type PidFd: the process it refers to (fdinfo "Pid:"), as the job sees it.
+  int32_t pidfd_pid = 0;
+  uint32_t pipe_size = 0;  // pipes and FIFOs: capacity (F_GETPIPE_SZ); 0: not recorded
 };
 
 struct MmLayout {

@@ -22,8 +22,10 @@ using json = nlohmann::json;
 constexpr const char* kMappingKindNames[] = {"anonymous", "shared_anon", "file",
                                              "heap",      "stack",       "vdso",
                                              "vvar",      "vvar_vclock", "vsyscall"};
-constexpr const char* kFdTypeNames[] = {"regular", "directory", "pipe",    "fifo",  "socket",
-                                        "tty",     "chardev",   "eventfd", "epoll", "other"};
+constexpr const char* kFdTypeNames[] = {"regular",  "directory", "pipe",    "fifo",  "socket",
+                                        "tty",      "chardev",   "eventfd", "epoll", "signalfd",
+                                        "timerfd",  "inotify",   "pidfd",   "other"};
+constexpr const char* kLockKindNames[] = {"posix", "flock", "ofd", "lease"};
 
 std::string to_hex(const std::vector<uint8_t>& b) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -126,6 +128,30 @@ ojson encode(const FileDesc& f) {
       ts.push_back({{"fd", t.fd}, {"events", t.events}, {"data", t.data}});
     j["epoll_targets"] = ts;
   }
+  if (f.type == FdType::SignalFd) j["signalfd_mask"] = f.signalfd_mask;
+  if (const auto& t = f.timerfd)
+    j["timerfd"] = {{"clock_id", t->clock_id}, {"settime_flags", t->settime_flags},
+                    {"ticks", t->ticks}, {"interval_ns", t->interval_ns},
+                    {"value_ns", t->value_ns}};
+  if (f.type == FdType::Inotify) {
+    ojson ws = ojson::array();
+    for (const auto& w : f.inotify_watches)
+      ws.push_back({{"wd", w.wd}, {"mask", w.mask}, {"path", w.path}, {"dev", w.dev},
+                    {"inode", w.inode}});
+    j["inotify_watches"] = ws;
+  }
+  if (!f.locks.empty()) {
+    ojson ls = ojson::array();
+    for (const auto& l : f.locks)
+      ls.push_back({{"kind", kLockKindNames[static_cast<size_t>(l.kind)]}, {"write", l.write},
+                    {"start", l.start}, {"len", l.len}});
+    j["locks"] = ls;
+  }
+  if (f.pipe_size) j["pipe_size"] = f.pipe_size;
+  if (f.type == FdType::PidFd) j["pidfd_pid"] = f.pidfd_pid;
+  if (const auto& o = f.owner)
+    j["owner"] = {{"type", o->type}, {"pid", o->pid}, {"signum", o->signum}, {"uid", o->uid},
+                  {"euid", o->euid}};
   return j;
 }
 
@@ -362,6 +388,25 @@ EpollTarget decode_epoll_target(const Field& f) {
   return t;
 }
 
+InotifyWatch decode_inotify_watch(const Field& f) {
+  InotifyWatch w;
+  w.wd = f["wd"].as<int32_t>();
+  w.mask = f["mask"].as<uint32_t>();
+  w.path = f["path"].as<std::string>();
+  w.dev = f["dev"].as<uint64_t>();
+  w.inode = f["inode"].as<uint64_t>();
+  return w;
+}
+
+FileLock decode_lock(const Field& f) {
+  FileLock l;
+  l.kind = f["kind"].enum_of<LockKind>(kLockKindNames);
+  l.write = f["write"].as<bool>();
+  l.start = f["start"].as<uint64_t>();
+  l.len = f["len"].as<uint64_t>();
+  return l;
+}
+
 FileDesc decode_fd(const Field& f) {
   FileDesc d;
   d.fd = f["fd"].as<int>();
@@ -387,6 +432,29 @@ FileDesc decode_fd(const Field& f) {
   if (auto c = f.opt("eventfd_count")) d.eventfd_count = c->as<uint64_t>();
   if (auto s = f.opt("eventfd_semaphore")) d.eventfd_semaphore = s->as<bool>();
   if (auto ts = f.opt("epoll_targets")) d.epoll_targets = ts->list(decode_epoll_target);
+  if (auto m = f.opt("signalfd_mask")) d.signalfd_mask = m->as<uint64_t>();
+  if (auto t = f.opt("timerfd")) {
+    TimerFdState s;
+    s.clock_id = (*t)["clock_id"].as<int32_t>();
+    s.settime_flags = (*t)["settime_flags"].as<int32_t>();
+    s.ticks = (*t)["ticks"].as<uint64_t>();
+    s.interval_ns = (*t)["interval_ns"].as<int64_t>();
+    s.value_ns = (*t)["value_ns"].as<int64_t>();
+    d.timerfd = s;
+  }
+  if (auto ws = f.opt("inotify_watches")) d.inotify_watches = ws->list(decode_inotify_watch);
+  if (auto ls = f.opt("locks")) d.locks = ls->list(decode_lock);
+  if (auto ps = f.opt("pipe_size")) d.pipe_size = ps->as<uint32_t>();
+  if (auto pp = f.opt("pidfd_pid")) d.pidfd_pid = pp->as<int32_t>();
+  if (auto o = f.opt("owner")) {
+    FileOwner w;
+    w.type = (*o)["type"].as<int32_t>();
+    w.pid = (*o)["pid"].as<int32_t>();
+    w.signum = (*o)["signum"].as<int32_t>();
+    w.uid = (*o)["uid"].as<uint32_t>();
+    w.euid = (*o)["euid"].as<uint32_t>();
+    d.owner = w;
+  }
   return d;
 }
 

@@ -502,7 +502,8 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
     st.misc = c.get_misc();
     std::set<uint64_t> seen;
     for (const auto& f : fds)
-      if (f.type == image::FdType::Pipe && (f.flags & O_ACCMODE) == O_RDONLY &&
+      if (((f.type == image::FdType::Pipe && (f.flags & O_ACCMODE) == O_RDONLY) ||
+           (f.type == image::FdType::Fifo && (f.flags & O_ACCMODE) != O_WRONLY)) &&
           seen.insert(f.inode).second)
         st.pipes.emplace_back(f.fd, c.peek_pipe(f.fd));
   });

@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "base/error.h"
+#include "restore/anon_fds.h"
 
 namespace snap::restore {
 
@@ -91,6 +92,7 @@ class FilePlanner {
         a.target = f.fd;
         a.cloexec = (f.flags & O_CLOEXEC) != 0;
         a.epoll_targets = f.epoll_targets;
+        a.file = &f;
         if (!own_file(p, f, a)) a.source = object_for(p, f);
         files.fds.push_back(std::move(a));
       }
@@ -185,6 +187,13 @@ class FilePlanner {
         a.epoll = true;
         a.flags = f.flags;
         return true;
+      case FdType::SignalFd:
+      case FdType::TimerFd:
+      case FdType::Inotify:
+      case FdType::PidFd:
+        a.anon = true;
+        a.flags = f.flags;
+        return true;
       default:
         return false;
     }
@@ -229,6 +238,18 @@ class FilePlanner {
                     "eventfd for " + fd_name(p, f));
       case FdType::Epoll:
         return keep(make_epoll(f.flags), "epoll_create1 for " + fd_name(p, f));
+      case FdType::SignalFd:
+      case FdType::TimerFd:
+      case FdType::Inotify: {
+        std::string why;
+        int fd = make_anon_fd(f, &why);
+        if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
+        return keep(fd, fd_name(p, f));
+      }
+      case FdType::PidFd:
+        // Made before the skeletons: the process it refers to is not there yet.
+        throw Error(fd_name(p, f) + ": a pidfd shared by several fds or processes",
+                    "restoring shared pidfds is not supported yet");
       case FdType::Pipe:
         return pipe_end(p, f);
       case FdType::Fifo:
@@ -317,12 +338,24 @@ class FilePlanner {
                      n < 0 ? errno : EAGAIN);
   }
 
+  // The capacity the job gave the pipe (F_SETPIPE_SZ); beyond
+  // /proc/sys/fs/pipe-max-size that needs CAP_SYS_RESOURCE.
+  void set_pipe_size(const Process& p, const FileDesc& f, int fd) {
+    if (f.pipe_size && ::fcntl(fd, F_GETPIPE_SZ) != static_cast<int>(f.pipe_size) &&
+        ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0)
+      out_.warnings_.push_back(fmt::format("{}: cannot give the pipe its size of {} bytes again "
+                                           "({}); it keeps {}",
+                                           fd_name(p, f), f.pipe_size, std::strerror(errno),
+                                           ::fcntl(fd, F_GETPIPE_SZ)));
+  }
+
   int pipe_end(const Process& p, const FileDesc& f) {
     // Both ends are made at once, and get their status flags once.
     const PipeInfo& pi = pipes_.at(f.inode);
     int ends[2];
     if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
     ScopedFd r(ends[0]), w(ends[1]);
+    set_pipe_size(p, f, w.get());
     if (pi.data) refill(p, f, w.get(), *pi.data);
     int flags_r = O_RDONLY, flags_w = O_WRONLY;
     for (const auto& q : ckpt_.processes)
@@ -358,6 +391,7 @@ class FilePlanner {
     int fd = keep(::open(f.path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
                   "cannot restore " + fd_name(p, f) + ": open");
     ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
+    set_pipe_size(p, f, anchor.get());
     if (!f.pipe_data.empty()) refill(p, f, anchor.get(), f.pipe_data);
     return fd;
   }
@@ -496,6 +530,20 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
   // never one already in place, and what it takes is moved to the target.
   for (const auto& a : files.fds) {
     if (a.source >= 0) continue;
+    if (a.anon) {
+      std::string why;
+      int fd = make_anon_fd(*a.file, &why);
+      if (fd < 0) {
+        *err = fmt::format("fd {}: {}", a.target, why);
+        return -1;
+      }
+      if (fd != a.target && ::dup3(fd, a.target, a.cloexec ? O_CLOEXEC : 0) < 0)
+        return fail("dup3", a.target);
+      if (fd != a.target) ::close(fd);
+      if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);
+      wanted.insert(a.target);
+      continue;
+    }
     int fd = a.eventfd ? make_eventfd(a.eventfd_count, a.eventfd_semaphore, a.flags)
              : a.epoll ? make_epoll(a.flags)
                        : ::open(a.path.c_str(), (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC);
@@ -530,6 +578,16 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
         return -1;
       }
     }
+  // Locks and owners last: a POSIX lock is the process's, and closing any
+  // of its fds of that file (snap's copies above) would have dropped it.
+  for (const auto& a : files.fds) {
+    if (!a.file) continue;
+    std::string why;
+    if (apply_fd_state(a.target, *a.file, &why) < 0) {
+      *err = fmt::format("fd {} ({}): {}", a.target, a.file->path, why);
+      return -1;
+    }
+  }
   return 0;
 }
 

@@ -35,6 +35,9 @@ struct FdAction {
   uint64_t eventfd_count = 0;
   bool eventfd_semaphore = false;
   bool epoll = false;
+  bool anon = false;  // a signalfd, timerfd or inotify fd (restore/anon_fds.h)
+  // The saved fd: its anon state, locks and owner (set once it is in place).
+  const image::FileDesc* file = nullptr;
   // An epoll (own or inherited): the fds it watches, registered once every
   // fd of the process is in place (a shared epoll: by each holder; EEXIST
   // from the second is expected).

@@ -110,6 +110,10 @@ void PidView::apply(image::Checkpoint& c) const {
     if (auto it = sid_.find(host); it != sid_.end()) p.sid = it->second;
     for (auto& t : p.threads) t.tid = pid(t.tid);
     for (auto& t : p.posix_timers) t.notify = translate_notify(t.notify, *this);
+    for (auto& f : p.fds)
+      if (f.owner && f.owner->pid) f.owner->pid = pid(f.owner->pid);
+    for (auto& f : p.fds)
+      if (f.pidfd_pid) f.pidfd_pid = pid(f.pidfd_pid);
     p.pid = pid(host);
   }
 }

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
+#include "tracer/fd_state.h"
 
 namespace snap::proc {
 
@@ -279,6 +280,8 @@ FdInfo parse_fdinfo(std::string_view text) {
       for (auto v : f)
         if (v.starts_with("ino:")) ino = to_u64(v.substr(4), 16);
       fi.epoll_targets.emplace_back(t, ino);
+    } else {
+      parse_fd_state_line(key, f, fi);
     }
   });
   return fi;
@@ -390,6 +393,10 @@ image::FdType classify_fd(const std::string& link, const struct stat& st) {
   using T = image::FdType;
   if (link.starts_with("anon_inode:[eventfd")) return T::EventFd;
   if (link == "anon_inode:[eventpoll]") return T::Epoll;
+  if (link == "anon_inode:[signalfd]") return T::SignalFd;
+  if (link == "anon_inode:[timerfd]") return T::TimerFd;
+  if (link == "anon_inode:inotify") return T::Inotify;
+  if (link == "anon_inode:[pidfd]") return T::PidFd;
   if (S_ISREG(st.st_mode)) return T::Regular;
   if (S_ISDIR(st.st_mode)) return T::Directory;
   if (S_ISFIFO(st.st_mode)) return link.starts_with("pipe:") ? T::Pipe : T::Fifo;
@@ -506,9 +513,11 @@ std::vector<image::FileDesc> read_fds(pid_t pid) {
       fd.epoll_targets.push_back(t);
       watched.push_back({n, t.fd, ino});
     }
+    fill_fd_state(pid, fd, info);
     out.push_back(std::move(fd));
   }
   check_epoll_targets(pid, out, watched);
+  read_fd_owners(pid, out);
   return out;
 }
 
@@ -578,6 +587,7 @@ image::Process read_process(pid_t pid) {
   for (const auto& m : p.mappings)
     if (m.kind == image::MappingKind::Heap) p.mm.brk = m.end;
   p.fds = read_fds(pid);
+  check_posix_locks(p);
   return p;
 }
 

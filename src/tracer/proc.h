@@ -74,6 +74,21 @@ struct FdInfo {
   bool eventfd_semaphore = false;
   // An epoll fd's "tfd:" lines, with the inode of each watched file ("ino:", hex).
   std::vector<std::pair<image::EpollTarget, uint64_t>> epoll_targets;
+  // Anonymous-inode fds and locks (tracer/fd_state.h parses these lines).
+  std::optional<uint64_t> sigmask;              // signalfd "sigmask:" (hex)
+  std::optional<image::TimerFdState> timerfd;   // timerfd "clockid:" ... "it_interval:"
+  struct InotifyMark {
+    int32_t wd = 0;
+    uint32_t mask = 0;
+    uint64_t ino = 0;
+    uint32_t sdev = 0;  // the kernel's dev_t: major << 20 | minor
+    int32_t handle_type = 0;
+    std::vector<uint8_t> handle;  // f_handle bytes
+  };
+  std::vector<InotifyMark> inotify;
+  std::optional<int32_t> pidfd_pid;  // pidfd "Pid:" (-1: exited, 0: outside our pid namespace)
+  std::vector<image::FileLock> locks;  // "lock:" lines snap restores
+  std::string unsupported_lock;        // a "lock:" line it cannot (a lease being broken, ...)
 };
 FdInfo parse_fdinfo(std::string_view text);
 

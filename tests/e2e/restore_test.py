@@ -486,6 +486,79 @@ def epoll_stale_fd_refused(env):
     p.wait()
 
 
+def anon_fds_expected(limit, inotify=True):
+    """What tests/programs/anon_fds prints."""
+    return [f"{i}: signal 10, timer every 150 ms, "
+            + (f"inotify wd 2 (dir 2 file 3) created f{i}, " if inotify
+               else "inotify wd 0 (dir 0 file 0) created -, ")
+            + "flock 1 posix 1 ofd 1" for i in range(1, limit + 1)]
+
+
+@case
+def signalfd_timerfd_inotify_locks(env):
+    # An epoll over a signalfd (its mask; the signal sent through a pidfd of
+    # the job's own), a timerfd (its period) and an inotify fd (its watches,
+    # under their own numbers 2 and 3), with an flock, a POSIX and an OFD
+    # lock: all come back and the run continues
+    # as if uninterrupted (the locks seen from other opens and /proc/locks).
+    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir")],
+                      "anon_fds", 4, anon_fds_expected(12))
+
+
+@case
+def signalfd_timerfd_locks(env):
+    # The same without inotify: an unprivileged dump cannot open a watched
+    # file by its handle (CAP_DAC_READ_SEARCH), so the nobody variant runs this.
+    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir"),
+                            "--no-inotify"], "anon_fds", 4, anon_fds_expected(12, False))
+
+
+@case
+def inotify_deleted_target_refused(env):
+    # A watch on a file deleted since cannot be added again by path: the
+    # dump refuses, naming pid, fd and watch, and the job runs on.
+    out = env.path("gone.out")
+    d = env.path("gone_dir")
+    p = start([env.prog("anon_fds"), "1000", "150", d, "--hold-watched"], stdout_path=out)
+    wait_lines(out, 1)
+    os.unlink(os.path.join(d, "watched"))  # watch 3 is on it; the job keeps it open
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("gone.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr,
+           f"the dump is refused, naming pid, inotify fd and watch: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
+def unknown_anon_fd_refused(env):
+    # An anonymous-inode fd restore does not know (here a userfaultfd) is
+    # refused at dump, naming pid, fd and object, before --kill ends the job.
+    out = env.path("uffd.out")
+    p = start([env.prog("anon_fds"), "--userfaultfd"], stdout_path=out)
+    wait_lines(out, 1)
+    fd = lines_of(out)[0].split()[1]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("uffd.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (anon_inode:[userfaultfd])" in r.stderr
+           and "cannot restore this kind of file" in r.stderr,
+           f"the dump is refused, naming pid, fd and object: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
+def fifo_data_pipe_size(env):
+    # Bytes waiting in a FIFO the job holds O_RDWR, a pipe grown with
+    # F_SETPIPE_SZ and its read end's O_NONBLOCK, owner and signal come back.
+    expected = [f"{i}: fifo {chr(ord('a') + (i - 1) % 26)}, pipe size 1048576, nonblock 1, "
+                "owner self 1, signal 12" for i in range(1, 11)]
+    dump_kill_restore(env, [env.prog("fifo_state"), "10", "150", env.path("state.fifo")],
+                      "fifo_state", 3, expected)
+
+
 @case
 def process_settings(env):
     # oom_score_adj, THP disabled, no_new_privs, a membarrier registration

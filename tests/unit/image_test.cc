@@ -221,6 +221,56 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 
+TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  auto& fds = c.processes[0].fds;
+  FileDesc sfd;
+  sfd.fd = 5;
+  sfd.type = FdType::SignalFd;
+  sfd.signalfd_mask = (1ull << 9) | (1ull << 63);
+  FileDesc tfd;
+  tfd.fd = 6;
+  tfd.type = FdType::TimerFd;
+  tfd.timerfd = image::TimerFdState{1, 1, 3, 4000000000, 123456789};
+  FileDesc ifd;
+  ifd.fd = 7;
+  ifd.type = FdType::Inotify;
+  ifd.inotify_watches = {{1, 0x100, "/tmp/a dir", 2049, 77}, {9, 0xfff, "/x", 1, 2}};
+  fds.push_back(sfd);
+  fds.push_back(tfd);
+  fds.push_back(ifd);
+  FileDesc pfd;
+  pfd.fd = 8;
+  pfd.type = FdType::PidFd;
+  pfd.pidfd_pid = 4321;
+  fds.push_back(pfd);
+  fds[0].locks = {{image::LockKind::Posix, true, 10, 5}, {image::LockKind::Lease, false, 0, 0}};
+  fds[0].owner = image::FileOwner{2, 4242, 29, 1, 2};
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  const auto& b = back.processes[0].fds;
+  ASSERT_EQ(b.size(), fds.size());
+  EXPECT_EQ(b[1].type, FdType::SignalFd);
+  EXPECT_EQ(b[1].signalfd_mask, sfd.signalfd_mask);
+  ASSERT_TRUE(b[2].timerfd.has_value());
+  EXPECT_EQ(b[2].timerfd->ticks, 3u);
+  EXPECT_EQ(b[2].timerfd->interval_ns, 4000000000);
+  ASSERT_EQ(b[3].inotify_watches.size(), 2u);
+  EXPECT_EQ(b[3].inotify_watches[0].path, "/tmp/a dir");
+  EXPECT_EQ(b[3].inotify_watches[1].wd, 9);
+  ASSERT_EQ(b[0].locks.size(), 2u);
+  EXPECT_EQ(b[0].locks[0].kind, image::LockKind::Posix);
+  EXPECT_EQ(b[0].locks[0].len, 5u);
+  EXPECT_EQ(b[0].locks[1].kind, image::LockKind::Lease);
+  ASSERT_TRUE(b[0].owner.has_value());
+  EXPECT_EQ(b[0].owner->pid, 4242);
+  EXPECT_EQ(b[0].owner->signum, 29);
+  EXPECT_FALSE(b[1].owner.has_value());
+  EXPECT_EQ(b[4].type, FdType::PidFd);
+  EXPECT_EQ(b[4].pidfd_pid, 4321);
+  EXPECT_EQ(to_json(back), json);
+}
+
 TEST(Manifest, TruncatedIsAClearError) {
   std::string json = to_json(sample_checkpoint());
   std::string msg = error_of([&] { checkpoint_from_json(json.substr(0, json.size() / 2)); });

@@ -97,6 +97,54 @@ TEST(ProcParse, StatousAndFdinfo) {
   EXPECT_EQ(proc::parse_pid_list("12 13 \n"), (std::vector<pid_t>{12, 13}));
 }
 
+TEST(ProcParse, FdinfoOfAnonFdsAndLocks) {
+  auto sig = proc::parse_fdinfo("pos:\t0\nflags:\t02004002\nmnt_id:\t15\nino:\t1\n"
+                                "sigmask:\t0000000000000200\n");
+  EXPECT_EQ(sig.sigmask, 0x200u);
+  auto pidfd = proc::parse_fdinfo("pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1\n"
+                                  "Pid:\t4321\nNSpid:\t4321\n");
+  EXPECT_EQ(pidfd.pidfd_pid, 4321);
+  EXPECT_EQ(proc::parse_fdinfo("Pid:\t-1\n").pidfd_pid, -1);
+  auto tfd = proc::parse_fdinfo("pos:\t0\nflags:\t02\nclockid: 1\nticks: 4\nsettime flags: 01\n"
+                                "it_value: (0, 49406829)\nit_interval: (4, 5)\n");
+  ASSERT_TRUE(tfd.timerfd.has_value());
+  EXPECT_EQ(tfd.timerfd->clock_id, 1);
+  EXPECT_EQ(tfd.timerfd->ticks, 4u);
+  EXPECT_EQ(tfd.timerfd->settime_flags, 1);
+  EXPECT_EQ(tfd.timerfd->value_ns, 49406829);
+  EXPECT_EQ(tfd.timerfd->interval_ns, 4000000005);
+  auto ino = proc::parse_fdinfo(
+      "pos:\t0\nflags:\t04000\ninotify wd:1a ino:a888bf sdev:800001 mask:fce ignored_mask:0 "
+      "fhandle-bytes:8 fhandle-type:1 f_handle:bf88a800bcd1e5c8\n");
+  ASSERT_EQ(ino.inotify.size(), 1u);
+  EXPECT_EQ(ino.inotify[0].wd, 0x1a);
+  EXPECT_EQ(ino.inotify[0].ino, 0xa888bfu);
+  EXPECT_EQ(ino.inotify[0].sdev, 0x800001u);
+  EXPECT_EQ(ino.inotify[0].mask, 0xfceu);
+  EXPECT_EQ(ino.inotify[0].handle_type, 1);
+  EXPECT_EQ(ino.inotify[0].handle.size(), 8u);
+  auto locks = proc::parse_fdinfo(
+      "pos:\t0\nflags:\t02\nlock:\t1: POSIX  ADVISORY  WRITE 1234 08:01:5678 100 199\n"
+      "lock:\t2: FLOCK  ADVISORY  READ 1234 08:01:5678 0 EOF\n"
+      "lock:\t3: OFDLCK ADVISORY  READ -1 08:01:5678 7 EOF\n"
+      "lock:\t4: LEASE  ACTIVE    WRITE 1234 08:01:5678 0 EOF\n");
+  ASSERT_EQ(locks.locks.size(), 4u);
+  EXPECT_EQ(locks.locks[0].kind, image::LockKind::Posix);
+  EXPECT_TRUE(locks.locks[0].write);
+  EXPECT_EQ(locks.locks[0].start, 100u);
+  EXPECT_EQ(locks.locks[0].len, 100u);
+  EXPECT_EQ(locks.locks[1].kind, image::LockKind::Flock);
+  EXPECT_FALSE(locks.locks[1].write);
+  EXPECT_EQ(locks.locks[2].kind, image::LockKind::Ofd);
+  EXPECT_EQ(locks.locks[2].start, 7u);
+  EXPECT_EQ(locks.locks[2].len, 0u);
+  EXPECT_EQ(locks.locks[3].kind, image::LockKind::Lease);
+  EXPECT_TRUE(locks.unsupported_lock.empty());
+  auto breaking = proc::parse_fdinfo("lock:\t1: LEASE  BREAKING  READ 1234 08:01:5678 0 EOF\n");
+  EXPECT_TRUE(breaking.locks.empty());
+  EXPECT_NE(breaking.unsupported_lock.find("BREAKING"), std::string::npos);
+}
+
 TEST(ProcParse, MalformedInputIsAnError) {
   EXPECT_THROW(proc::parse_stat("garbage"), Error);
   EXPECT_TRUE(proc::parse_maps("not a maps line\n").empty());

@@ -1,0 +1,35 @@
+// Anonymous-inode fds made again from their saved state (signalfd, timerfd,
+// inotify, pidfd), and the per-fd state a restored fd gets once it is at its
+// number: locks (POSIX, OFD, flock, leases) and its owner (F_SETOWN).
+// Plain system calls: snap uses them for shared objects, a skeleton for
+// its own fds.
+#pragma once
+
+#include <string>
+
+#include "image/checkpoint.h"
+
+namespace snap::restore {
+
+// Is `f` one of the kinds make_anon_fd makes?
+bool is_anon_fd(const image::FileDesc& f);
+
+// A new signalfd, timerfd, inotify fd or pidfd (close-on-exec) with f's
+// state and status flags. -1 with *err set on failure.
+//  - pidfd: pidfd_open of the saved pid, which must exist by then (the
+//    process itself, its parent, a child: a skeleton's children are
+//    forked before it installs its fds);
+//  - timerfd: armed with the time that was left at the dump (an absolute
+//    timer: now + that time, still absolute), its unread expirations set
+//    again (TFD_IOC_SET_TICKS);
+//  - inotify: each watch added again by path under its own number (numbers
+//    below it are used up by watches on a private memfd, added and removed;
+//    the events this queues are read away).
+int make_anon_fd(const image::FileDesc& f, std::string* err);
+
+// Takes f's locks through `fd` (POSIX ones for the calling process), then
+// sets its owner and signal. 0, or -1 with *err set (naming what held a
+// lock in the way).
+int apply_fd_state(int fd, const image::FileDesc& f, std::string* err);
+
+}  // namespace snap::restore
