@@ -23,6 +23,10 @@ namespace snap {
 
 namespace {
 
+// Newer than some libc headers (Linux 5.14 and 5.7).
+constexpr int kSoBufLock = 72;     // SO_BUF_LOCK
+constexpr int kIpv6Freebind = 78;  // IPV6_FREEBIND
+
 struct OptionId {
   int level, name;
 };
@@ -35,17 +39,20 @@ constexpr OptionId kSocketOptions[] = {
     {SOL_SOCKET, SO_RCVLOWAT},  {SOL_SOCKET, SO_RCVTIMEO},  {SOL_SOCKET, SO_SNDTIMEO},
     {SOL_SOCKET, SO_PRIORITY},  {SOL_SOCKET, SO_LINGER},    {SOL_SOCKET, SO_OOBINLINE},
     {SOL_SOCKET, SO_PASSCRED},  {SOL_SOCKET, SO_TIMESTAMP}, {SOL_SOCKET, SO_NO_CHECK},
+    {SOL_SOCKET, kSoBufLock},
 };
 constexpr OptionId kIpOptions[] = {
     {SOL_IP, IP_FREEBIND}, {SOL_IP, IP_TOS}, {SOL_IP, IP_TTL}, {SOL_IP, IP_RECVERR},
     {SOL_IP, IP_PKTINFO},  {SOL_IP, IP_MTU_DISCOVER},
 };
 constexpr OptionId kIpv6Options[] = {
-    {SOL_IPV6, IPV6_V6ONLY}, {SOL_IPV6, IPV6_UNICAST_HOPS}, {SOL_IPV6, IPV6_RECVPKTINFO},
+    {SOL_IPV6, IPV6_V6ONLY},      {SOL_IPV6, IPV6_UNICAST_HOPS},
+    {SOL_IPV6, IPV6_RECVPKTINFO}, {SOL_IPV6, kIpv6Freebind},
 };
 constexpr OptionId kTcpOptions[] = {
     {SOL_TCP, TCP_NODELAY},      {SOL_TCP, TCP_KEEPIDLE},     {SOL_TCP, TCP_KEEPINTVL},
     {SOL_TCP, TCP_KEEPCNT},      {SOL_TCP, TCP_USER_TIMEOUT}, {SOL_TCP, TCP_DEFER_ACCEPT},
+    {SOL_TCP, TCP_CORK},
 };
 
 bool read_option(int sock, OptionId id, std::vector<uint8_t>& out) {
