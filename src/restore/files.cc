@@ -395,7 +395,9 @@ class FilePlanner {
     if (u->peer_inode && !peer && u->type != SOCK_DGRAM)
       throw Error(what + " leads outside the checkpointed processes",
                   "snap restores connections between the processes of the image only");
-    ScopedFd s = make_unix_socket(f, p.cwd, what);
+    uint64_t deleted_inode = 0;
+    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode);
+    if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
     ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
     int fd = keep(s.release(), "socket");
     // Connected once every socket is bound: to itself, to a socket of the
@@ -439,6 +441,7 @@ class FilePlanner {
       shutdown_socket(l.fd, l.shutdown, l.what);
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
+    for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
   }
 
   // A connection to snap itself: what snap answered waits in it, and its
@@ -513,6 +516,13 @@ class FilePlanner {
     std::string cwd, what;
   };
   std::vector<LaterSocket> later_;
+  struct DeletedName {
+    const FileDesc* f;
+    std::string cwd;
+    uint64_t inode;
+    std::string what;
+  };
+  std::vector<DeletedName> deleted_names_;  // bound, to delete once connected to
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description

@@ -172,6 +172,19 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
     sockaddr_storage ss;
     socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
     int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+    if (rc < 0 && errno == EADDRNOTAVAIL) {
+      // The job bound with IP_FREEBIND set then (an address this host
+      // does not have now, or yet): bound the same way, the option set
+      // back afterwards.
+      int on = 1, was = 0;
+      socklen_t olen = sizeof was;
+      ::getsockopt(sock.get(), SOL_IP, IP_FREEBIND, &was, &olen);
+      ::setsockopt(sock.get(), SOL_IP, IP_FREEBIND, &on, sizeof on);
+      rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+      int err = errno;
+      ::setsockopt(sock.get(), SOL_IP, IP_FREEBIND, &was, sizeof was);
+      errno = err;
+    }
     if (rc < 0 && errno == EADDRINUSE && s.protocol == IPPROTO_TCP) {
       // Connections of the dead job may linger (TIME_WAIT) on the port:
       // bind over them as SO_REUSEADDR allows, then set it as the job had it.
@@ -208,20 +221,46 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
   return sock;
 }
 
-ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what) {
+ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
+                          uint64_t* deleted_inode) {
   const auto& u = *f.unix_socket;
   ScopedFd sock(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
   if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, u.type), errno);
   set_socket_options(sock.get(), f, what);
   if (u.name.empty()) return sock;
   InDirectory in(u.name, cwd, what);
-  if (is_path(u.name)) clear_stale_socket_file(u.name, u.type, what);
   UnixAddress a = unix_address(u.name, what);
-  if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len) < 0)
-    throw SysError(fmt::format("cannot restore {}: bind to {}", what, u.name), errno,
-                   errno == EADDRINUSE ? "another socket holds this name now; stop its owner "
-                                         "and restore again"
-                                       : "");
+  // A name deleted before the dump may have been taken by another file
+  // since (another socket of the job bound there): that one is moved
+  // aside while this socket binds and deletes its own file.
+  std::string aside;
+  struct stat st {};
+  if (u.name_deleted && is_path(u.name) && ::lstat(u.name.c_str(), &st) == 0) {
+    aside = u.name + ".snap-aside";
+    if (::rename(u.name.c_str(), aside.c_str()) < 0)
+      throw SysError(fmt::format("cannot restore {}: move {} aside to bind its deleted name", what,
+                                 u.name),
+                     errno);
+  } else if (is_path(u.name)) {
+    clear_stale_socket_file(u.name, u.type, what);
+  }
+  int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len);
+  int err = errno;
+  if (!aside.empty()) {
+    if (rc == 0) ::unlink(u.name.c_str());
+    if (::rename(aside.c_str(), u.name.c_str()) < 0)
+      throw SysError(fmt::format("cannot restore {}: move {} back to {}", what, aside, u.name),
+                     errno);
+  }
+  // The file of a deleted name is deleted once peers connected to it.
+  if (rc == 0 && aside.empty() && u.name_deleted && is_path(u.name) &&
+      ::lstat(u.name.c_str(), &st) == 0)
+    *deleted_inode = st.st_ino;
+  if (rc < 0)
+    throw SysError(fmt::format("cannot restore {}: bind to {}", what, u.name), err,
+                   err == EADDRINUSE ? "another socket holds this name now; stop its owner "
+                                       "and restore again"
+                                     : "");
   if (u.state == kListen && ::listen(sock.get(), u.backlog) < 0)
     throw SysError(fmt::format("cannot restore {}: listen on {}", what, u.name), errno);
   if (!u.queue.empty()) {
@@ -233,11 +272,20 @@ ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, cons
                      errno);
     send_queue(from.get(), u, what);
   }
-  if (u.name_deleted && is_path(u.name) && ::unlink(u.name.c_str()) < 0)
+  return sock;
+}
+
+void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,
+                        const std::string& what) {
+  const auto& u = *f.unix_socket;
+  InDirectory in(u.name, cwd, what);
+  // Only the file this socket made, not one another socket made since.
+  struct stat st {};
+  if (::lstat(u.name.c_str(), &st) != 0 || st.st_ino != inode) return;
+  if (::unlink(u.name.c_str()) < 0 && errno != ENOENT)
     throw SysError(fmt::format("cannot restore {}: unlink of {} (deleted before the dump)", what,
                                u.name),
                    errno);
-  return sock;
 }
 
 void connect_unix(int sock, const std::string& name, const std::string& cwd,

@@ -23,8 +23,15 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what);
 // A unix socket of `f`, bound to its name (relative names under `cwd`, the
 // process's working directory) and listening if it was, with the messages
 // queued on it sent to it again; not connected yet. A name whose file was
-// deleted is bound and deleted again.
-ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what);
+// deleted before the dump is bound too: `deleted_inode` gets the inode of
+// the file it made, for delete_socket_name once peers have connected (0:
+// deleted already, another file was at that name).
+ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
+                          uint64_t* deleted_inode);
+
+// Deletes the file at `f`'s name if it is still the one with `inode`.
+void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,
+                        const std::string& what);
 
 // Connects `sock` (of `type`) to the unix socket named `name`.
 void connect_unix(int sock, const std::string& name, const std::string& cwd,
