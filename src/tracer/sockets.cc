@@ -197,7 +197,8 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
 
 }  // namespace
 
-std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what) {
+std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what,
+                                                   bool shut_for_reading) {
   std::vector<std::vector<uint8_t>> out;
   PeekOffset offset(sock, what);
   if (type == SOCK_STREAM) {
@@ -218,6 +219,8 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std:
     ssize_t n = peek_once(sock, &none, 0, MSG_TRUNC, what);
     if (n == -EAGAIN) break;
     if (n < 0) throw SysError("recv(MSG_PEEK | MSG_TRUNC) on " + what, static_cast<int>(-n));
+    // Shut down for reading, an empty queue reads as 0 (end of file).
+    if (n == 0 && shut_for_reading) break;
     if (n == 0)
       throw Error(what + ": a zero-length message is queued; peeking cannot step over it, so "
                          "the rest of the queue cannot be read without consuming it",
@@ -284,7 +287,7 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
   // An unconnected stream or seqpacket socket has nothing to read (and
   // recv says EINVAL).
   if (u.type != SOCK_DGRAM && u.state != 1) return;
-  s.queue = peek_unix_queue(sock, u.type, what);
+  s.queue = peek_unix_queue(sock, u.type, what, (u.shutdown & 1) != 0);
   // sock_diag's count checks the peek: stream and seqpacket report
   // all bytes queued, dgram the length of the first message.
   if (u.has_rqlen) {

@@ -44,7 +44,11 @@ std::map<uint64_t, UnixDiag> query_unix_sockets();
 // read with MSG_PEEK from SO_PEEK_OFF 0 (the socket's peek offset is set
 // back afterwards). Throws Error, naming `what`, when something queued
 // cannot be captured: passed fds (SCM_RIGHTS), a zero-length message.
-std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what);
+// `shut_for_reading`: the socket has RCV_SHUTDOWN, so a read of 0 bytes at
+// the end of the queue is end of file, not a message (one in the middle
+// shows as a byte count short of sock_diag's).
+std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what,
+                                                  bool shut_for_reading = false);
 
 // Fills FileDesc::unix_socket or inet_socket, sock_options and sock_filter
 // of every socket fd of the (stopped) processes. Throws Error naming pid,
