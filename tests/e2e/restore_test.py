@@ -546,6 +546,30 @@ def asyncio_sockets(env):
 
 
 @case
+def unix_socket_states(env):
+    # Unix sockets other than connected pairs (tests/programs/unix_states.py):
+    # a bound datagram socket with messages waiting, a socket whose peer
+    # wrote and closed, a pair shut down one way, listening sockets on a
+    # deleted path and on an abstract name, a buffer size, O_NONBLOCK, an
+    # unbound socket bound after the restore. All checked by the program at
+    # the end of its run, which must print what an uninterrupted run prints.
+    where = env.path("unix_states")
+    os.makedirs(where, exist_ok=True)
+    rounds = 8
+    expected = [f"round {i}" for i in range(1, rounds + 1)] + [
+        "dgram: first second True",
+        "closed peer: last words True nonblocking True",
+        "shut down: True send EPIPE",
+        "deleted name: True True 1",
+        "abstract: hello True",
+        "rcvbuf kept: True",
+        "bound later: True",
+    ]
+    dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
+                      "unix_states", 3, expected)
+
+
+@case
 def tcp_connection_refused_at_dump(env):
     # A job holding a TCP connection to a server outside it (here: this
     # test): the dump refuses, naming pid, fd and both addresses, and
