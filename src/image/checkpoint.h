@@ -95,6 +95,8 @@ struct EpollTarget {
   uint64_t data = 0;    // epoll_data as the job set it
 };
 
+struct FileDesc;
+
 // A unix socket (sock_diag and the socket itself, at dump time).
 struct UnixSocket {
   int type = 0;             // SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET
@@ -116,6 +118,11 @@ struct UnixSocket {
   // Connected (dgram) to a socket outside the image: that socket's name,
   // which restore connects to again.
   std::string peer_name;
+  // Files passed along with the messages of `queue` (SCM_RIGHTS, datagram
+  // and seqpacket sockets), one list per message, in the order they were
+  // passed (fd -1; empty: none, and in older images). Restore sends them
+  // along again.
+  std::vector<std::vector<FileDesc>> queue_fds;
 };
 
 // An AF_INET / AF_INET6 socket (getsockname, getpeername, sock_diag).

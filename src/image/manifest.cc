@@ -121,6 +121,17 @@ ojson encode(const FileDesc& f) {
     if (u->name_inode) ju["name_inode"] = u->name_inode;
     if (u->name_deleted) ju["name_deleted"] = true;
     if (!u->peer_name.empty()) ju["peer_name"] = u->peer_name;
+    bool passed = false;
+    for (const auto& m : u->queue_fds) passed |= !m.empty();
+    if (passed) {
+      ojson all = ojson::array();
+      for (const auto& m : u->queue_fds) {
+        ojson one = ojson::array();
+        for (const auto& d : m) one.push_back(encode(d));
+        all.push_back(one);
+      }
+      ju["queue_fds"] = all;
+    }
   }
   if (const auto& s = f.inet_socket) {
     j["inet_socket"] = {{"family", s->family}, {"type", s->type}, {"protocol", s->protocol},
@@ -378,6 +389,9 @@ EpollTarget decode_epoll_target(const Field& f) {
   return t;
 }
 
+FileDesc decode_fd(const Field& f);
+std::vector<FileDesc> decode_fd_list(const Field& f) { return f.list(decode_fd); }
+
 SockOpt decode_sock_opt(const Field& o) {
   return {o["level"].as<int>(), o["name"].as<int>(), o["value"].bytes()};
 }
@@ -407,6 +421,7 @@ FileDesc decode_fd(const Field& f) {
     if (auto v = u->opt("name_inode")) s.name_inode = v->as<uint64_t>();
     if (auto v = u->opt("name_deleted")) s.name_deleted = v->as<bool>();
     if (auto v = u->opt("peer_name")) s.peer_name = v->as<std::string>();
+    if (auto v = u->opt("queue_fds")) s.queue_fds = v->list(decode_fd_list);
     d.unix_socket = std::move(s);
   }
   if (auto i = f.opt("inet_socket")) {

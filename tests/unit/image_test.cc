@@ -237,6 +237,12 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   u.name_inode = 777;
   u.name_deleted = true;
   u.peer_name = "/run/other";
+  u.queue = {{'a'}, {'b'}};
+  FileDesc in_flight;
+  in_flight.type = FdType::Pipe;
+  in_flight.inode = 6100;
+  in_flight.path = "pipe:[6100]";
+  u.queue_fds = {{}, {in_flight}};
   lis.unix_socket = u;
   lis.sock_options = {{1, 2, {1, 0, 0, 0}}, {6, 4, {0x2c, 1, 0, 0}}};
   lis.sock_filter = {6, 0, 0, 0, 0xff, 0xff, 0, 0};
@@ -267,6 +273,11 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   EXPECT_EQ(l.unix_socket->name_inode, 777u);
   EXPECT_TRUE(l.unix_socket->name_deleted);
   EXPECT_EQ(l.unix_socket->peer_name, "/run/other");
+  ASSERT_EQ(l.unix_socket->queue_fds.size(), 2u);
+  EXPECT_TRUE(l.unix_socket->queue_fds[0].empty());
+  ASSERT_EQ(l.unix_socket->queue_fds[1].size(), 1u);
+  EXPECT_EQ(l.unix_socket->queue_fds[1][0].type, FdType::Pipe);
+  EXPECT_EQ(l.unix_socket->queue_fds[1][0].inode, 6100u);
   ASSERT_EQ(l.sock_options.size(), 2u);
   EXPECT_EQ(l.sock_options[1].level, 6);
   EXPECT_EQ(l.sock_options[1].name, 4);
