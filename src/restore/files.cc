@@ -126,6 +126,11 @@ class FilePlanner {
           if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
         }
         if (f.type == FdType::Socket && f.inode) sockets_[f.inode] = &f;
+        // Pipe ends in flight on a socket count as held.
+        if (f.unix_socket)
+          for (const auto& m : f.unix_socket->queue_fds)
+            for (const auto& d : m)
+              if (d.type == FdType::Pipe) (is_read_end(d) ? pipes_[d.inode].read : pipes_[d.inode].write) = true;
       }
     // Stdio of the root that leads outside the image (the batch script's
     // pipe, the terminal, a socket) is snap restore's own, for every
@@ -388,7 +393,7 @@ class FilePlanner {
     // Connected, and the peer was closed (a named datagram socket says
     // connected too when others connected to it).
     if (u->state == 1 && !u->peer_inode && (u->type != SOCK_DGRAM || u->name.empty())) {
-      ScopedFd s = make_orphan_unix_socket(f, what);
+      ScopedFd s = make_orphan_unix_socket(f, what, passed_file(p));
       ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
       return keep(s.release(), "socketpair");
     }
@@ -396,7 +401,7 @@ class FilePlanner {
       throw Error(what + " leads outside the checkpointed processes",
                   "snap restores connections between the processes of the image only");
     uint64_t deleted_inode = 0;
-    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode);
+    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
     if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
     ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
     int fd = keep(s.release(), "socket");
@@ -408,6 +413,15 @@ class FilePlanner {
     return fd;
   }
 
+  // Files in flight on a socket of `p`: a pipe end is the object of that
+  // end (shared with processes holding it); anything else is opened anew.
+  PassedFile passed_file(const Process& p) {
+    return [this, &p](const FileDesc& d) {
+      if (d.type == FdType::Pipe) return object_for(p, d);
+      return create(p, d, desc_key(p, d));
+    };
+  }
+
   int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer) {
     const std::string what = fd_name(p, f);
     int sv[2];
@@ -417,8 +431,8 @@ class FilePlanner {
     set_socket_options(mine.get(), f, what);
     set_socket_options(theirs.get(), peer, what + "'s peer");
     // What waited to be read on one end was sent by the other.
-    send_queue(theirs.get(), *f.unix_socket, what);
-    send_queue(mine.get(), *peer.unix_socket, what);
+    send_queue(theirs.get(), *f.unix_socket, what, passed_file(p));
+    send_queue(mine.get(), *peer.unix_socket, what, passed_file(p));
     shutdown_socket(mine.get(), f.unix_socket->shutdown, what);
     shutdown_socket(theirs.get(), peer.unix_socket->shutdown, what + "'s peer");
     ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);

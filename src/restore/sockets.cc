@@ -150,9 +150,28 @@ void shutdown_socket(int sock, int mask, const std::string& what) {
     throw SysError(fmt::format("cannot restore {}: shutdown({})", what, (mask & 3) - 1), errno);
 }
 
-void send_queue(int from, const image::UnixSocket& q, const std::string& what) {
-  for (const auto& msg : q.queue) {
-    ssize_t n = ::send(from, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+void send_queue(int from, const image::UnixSocket& q, const std::string& what,
+                const PassedFile& passed) {
+  for (size_t i = 0; i < q.queue.size(); i++) {
+    const auto& msg = q.queue[i];
+    iovec iov{const_cast<uint8_t*>(msg.data()), msg.size()};
+    msghdr h{};
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    std::vector<char> control;
+    if (i < q.queue_fds.size() && !q.queue_fds[i].empty()) {
+      std::vector<int> fds;
+      for (const auto& d : q.queue_fds[i]) fds.push_back(passed(d));
+      control.resize(CMSG_SPACE(fds.size() * sizeof(int)));
+      h.msg_control = control.data();
+      h.msg_controllen = control.size();
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+      std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+    }
+    ssize_t n = ::sendmsg(from, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n != static_cast<ssize_t>(msg.size()))
       throw SysError(fmt::format("cannot put back the {} bytes queued on {}", msg.size(), what),
                      n < 0 ? errno : EAGAIN);
@@ -222,7 +241,7 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
 }
 
 ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
-                          uint64_t* deleted_inode) {
+                          uint64_t* deleted_inode, const PassedFile& passed) {
   const auto& u = *f.unix_socket;
   ScopedFd sock(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
   if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, u.type), errno);
@@ -270,7 +289,7 @@ ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, cons
       throw SysError(fmt::format("cannot restore {}: connect to {} to queue its messages", what,
                                  u.name),
                      errno);
-    send_queue(from.get(), u, what);
+    send_queue(from.get(), u, what, passed);
   }
   return sock;
 }
@@ -296,14 +315,15 @@ void connect_unix(int sock, const std::string& name, const std::string& cwd,
     throw SysError(fmt::format("cannot restore {}: connect to {}", what, name), errno);
 }
 
-ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& what) {
+ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& what,
+                                 const PassedFile& passed) {
   const auto& u = *f.unix_socket;
   int sv[2];
   if (::socketpair(AF_UNIX, u.type | SOCK_CLOEXEC, 0, sv) < 0)
     throw SysError("socketpair for " + what, errno);
   ScopedFd mine(sv[0]), theirs(sv[1]);
   set_socket_options(mine.get(), f, what);
-  send_queue(theirs.get(), u, what);
+  send_queue(theirs.get(), u, what, passed);
   theirs.reset();  // the peer closes: the job reads what is queued, then end of file
   shutdown_socket(mine.get(), u.shutdown, what);
   return mine;

@@ -5,12 +5,16 @@
 // with the options and the filter the job set on it.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 
 namespace snap::restore {
+
+// Makes (or finds) the object of a file passed in flight; returns snap's fd of it.
+using PassedFile = std::function<int(const image::FileDesc&)>;
 
 // Sets the options and the filter of `f` on `sock`. `what` names the fd
 // in errors.
@@ -27,7 +31,7 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what);
 // the file it made, for delete_socket_name once peers have connected (0:
 // deleted already, another file was at that name).
 ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
-                          uint64_t* deleted_inode);
+                          uint64_t* deleted_inode, const PassedFile& passed);
 
 // Deletes the file at `f`'s name if it is still the one with `inode`.
 void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,
@@ -39,12 +43,15 @@ void connect_unix(int sock, const std::string& name, const std::string& cwd,
 
 // A unix socket whose peer was closed before the dump: a pair whose other
 // end sent `f`'s queue and was closed.
-ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& what);
+ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& what,
+                                 const PassedFile& passed);
 
 // shutdown() of the directions in `mask` (1 receive, 2 send).
 void shutdown_socket(int sock, int mask, const std::string& what);
 
-// Sends `queue` from `from`, the other end of the socket that is to read it.
-void send_queue(int from, const image::UnixSocket& q, const std::string& what);
+// Sends `queue` from `from`, the other end of the socket that is to read it,
+// with the files passed along each message (`passed` makes them).
+void send_queue(int from, const image::UnixSocket& q, const std::string& what,
+                const PassedFile& passed);
 
 }  // namespace snap::restore

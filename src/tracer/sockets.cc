@@ -5,6 +5,8 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -166,7 +168,8 @@ class PeekOffset {
 // data would be installed in snap by the peek: they are closed again and
 // the dump refused (restore could not pass them again). Returns the
 // recvmsg result, or -errno.
-ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::string& what) {
+ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::string& what,
+                  std::vector<ScopedFd>* passed = nullptr) {
   iovec iov{data, len};
   alignas(cmsghdr) char control[1024];
   msghdr msg{};
@@ -186,9 +189,13 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
     for (size_t i = 0; i < count; i++) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      ::close(fd);
+      if (passed)
+        passed->emplace_back(fd);
+      else
+        ::close(fd);
     }
   }
+  if (passed && !(msg.msg_flags & MSG_CTRUNC)) return n;
   if (fds || (msg.msg_flags & MSG_CTRUNC))
     throw Error(what + ": file descriptors are queued on it (SCM_RIGHTS), which snap cannot save",
                 "let the job receive them before checkpointing");
@@ -198,7 +205,8 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
 }  // namespace
 
 std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what,
-                                                   bool shut_for_reading) {
+                                                   bool shut_for_reading,
+                                                   std::vector<std::vector<ScopedFd>>* passed) {
   std::vector<std::vector<uint8_t>> out;
   PeekOffset offset(sock, what);
   if (type == SOCK_STREAM) {
@@ -216,7 +224,9 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std:
     // The length of the next message first (MSG_TRUNC, nothing copied, the
     // peek offset stays), then the message itself.
     char none;
-    ssize_t n = peek_once(sock, &none, 0, MSG_TRUNC, what);
+    std::vector<ScopedFd> fds;  // the length probe gets them too; dropped
+    ssize_t n = peek_once(sock, &none, 0, MSG_TRUNC, what, passed ? &fds : nullptr);
+    fds.clear();
     if (n == -EAGAIN) break;
     if (n < 0) throw SysError("recv(MSG_PEEK | MSG_TRUNC) on " + what, static_cast<int>(-n));
     // Shut down for reading, an empty queue reads as 0 (end of file).
@@ -226,11 +236,12 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std:
                          "the rest of the queue cannot be read without consuming it",
                   "let the job read its queue before checkpointing");
     std::vector<uint8_t> message(static_cast<size_t>(n));
-    ssize_t got = peek_once(sock, message.data(), message.size(), 0, what);
+    ssize_t got = peek_once(sock, message.data(), message.size(), 0, what, passed ? &fds : nullptr);
     if (got < 0) throw SysError("recv(MSG_PEEK) on " + what, static_cast<int>(-got));
     if (got != n)
       throw Error(fmt::format("{}: message of {} bytes peeked as {} bytes", what, n, got));
     out.push_back(std::move(message));
+    if (passed) passed->push_back(std::move(fds));
   }
   return out;
 }
@@ -255,6 +266,42 @@ namespace {
 std::string socket_file(const image::Process& p, const std::string& name) {
   if (name.empty() || name[0] == '@' || name[0] == '/') return name;
   return fmt::format("/proc/{}/cwd/{}", p.pid, name);
+}
+
+// A file passed in flight (SCM_RIGHTS), as restore can make it again: a
+// pipe end with nothing unread, or a regular file.
+image::FileDesc describe_passed(int fd, const std::string& what) {
+  image::FileDesc d;
+  d.fd = -1;
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) throw SysError("fstat of a file in flight on " + what, errno);
+  char link[256] = "";
+  ssize_t n = ::readlink(fmt::format("/proc/self/fd/{}", fd).c_str(), link, sizeof link - 1);
+  d.path = n > 0 ? std::string(link, static_cast<size_t>(n)) : "";
+  d.flags = ::fcntl(fd, F_GETFL);
+  d.inode = st.st_ino;
+  d.mode = st.st_mode;
+  if (S_ISFIFO(st.st_mode) && d.path.starts_with("pipe:")) {
+    d.type = image::FdType::Pipe;
+    int unread = 0;
+    if ((d.flags & O_ACCMODE) == O_RDONLY && ::ioctl(fd, FIONREAD, &unread) == 0 && unread > 0)
+      throw Error(fmt::format("{}: a pipe passed in flight on it (SCM_RIGHTS) holds {} unread "
+                              "bytes, which snap cannot save",
+                              what, unread),
+                  "let the job receive the pipe before checkpointing");
+    return d;
+  }
+  if (S_ISREG(st.st_mode) && !d.path.ends_with(" (deleted)")) {
+    d.type = image::FdType::Regular;
+    d.size = static_cast<uint64_t>(st.st_size);
+    off_t pos = ::lseek(fd, 0, SEEK_CUR);
+    d.pos = pos > 0 ? static_cast<uint64_t>(pos) : 0;
+    return d;
+  }
+  throw Error(fmt::format("{}: {} is passed in flight on it (SCM_RIGHTS); snap can save only "
+                          "pipes and regular files passed this way",
+                          what, d.path),
+              "let the job receive it before checkpointing");
 }
 
 void describe_unix(const image::Process& p, const UnixDiag& u,
@@ -287,7 +334,16 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
   // An unconnected stream or seqpacket socket has nothing to read (and
   // recv says EINVAL).
   if (u.type != SOCK_DGRAM && u.state != 1) return;
-  s.queue = peek_unix_queue(sock, u.type, what, (u.shutdown & 1) != 0);
+  std::vector<std::vector<ScopedFd>> passed;
+  s.queue = peek_unix_queue(sock, u.type, what, (u.shutdown & 1) != 0,
+                            u.type == SOCK_STREAM ? nullptr : &passed);
+  bool any = false;
+  for (const auto& m : passed) any |= !m.empty();
+  if (any)
+    for (const auto& m : passed) {
+      s.queue_fds.emplace_back();
+      for (const auto& fd : m) s.queue_fds.back().push_back(describe_passed(fd.get(), what));
+    }
   // sock_diag's count checks the peek: stream and seqpacket report
   // all bytes queued, dgram the length of the first message.
   if (u.has_rqlen) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 
 namespace snap {
@@ -47,8 +48,11 @@ std::map<uint64_t, UnixDiag> query_unix_sockets();
 // `shut_for_reading`: the socket has RCV_SHUTDOWN, so a read of 0 bytes at
 // the end of the queue is end of file, not a message (one in the middle
 // shows as a byte count short of sock_diag's).
-std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what,
-                                                  bool shut_for_reading = false);
+// `passed` (datagram and seqpacket sockets): gets the files passed with
+// each message (SCM_RIGHTS), as fds of snap's, instead of a refusal.
+std::vector<std::vector<uint8_t>> peek_unix_queue(
+    int sock, int type, const std::string& what, bool shut_for_reading = false,
+    std::vector<std::vector<ScopedFd>>* passed = nullptr);
 
 // Fills FileDesc::unix_socket or inet_socket, sock_options and sock_filter
 // of every socket fd of the (stopped) processes. Throws Error naming pid,
