@@ -550,8 +550,9 @@ def unix_socket_states(env):
     # Unix sockets other than connected pairs (tests/programs/unix_states.py):
     # a bound datagram socket with messages waiting, a socket whose peer
     # wrote and closed, a pair shut down one way, listening sockets on a
-    # deleted path and on an abstract name, a buffer size, O_NONBLOCK, an
-    # unbound socket bound after the restore. All checked by the program at
+    # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
+    # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
+    # restore. All checked by the program at
     # the end of its run, which must print what an uninterrupted run prints.
     where = env.path("unix_states")
     os.makedirs(where, exist_ok=True)
@@ -563,6 +564,7 @@ def unix_socket_states(env):
         "deleted name: True True 1",
         "abstract: hello True",
         "rcvbuf kept: True",
+        "passed fd: fd through",
         "bound later: True",
     ]
     dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
