@@ -380,7 +380,6 @@ class FilePlanner {
     if (!u)
       throw Error(what + " is a socket of a family snap cannot restore",
                   "only unix, IPv4 and IPv6 sockets come back");
-    if (u->detached_peer) return detached_socket(p, f);
     const auto* peer = u->peer_inode ? sockets_[u->peer_inode] : nullptr;
     const bool self = peer == &f || (peer && peer->inode == f.inode);
     const bool mutual = peer && !self && peer->unix_socket &&
@@ -391,8 +390,10 @@ class FilePlanner {
                    (u->name.empty() && peer->unix_socket->name.empty())))
       return socket_pair(p, f, *peer);
     // Connected, and the peer was closed (a named datagram socket says
-    // connected too when others connected to it).
-    if (u->state == 1 && !u->peer_inode && (u->type != SOCK_DGRAM || u->name.empty())) {
+    // connected too when others connected to it), or connected to snap
+    // itself (a `snap checkpoint` that got its answer).
+    if (u->detached_peer ||
+        (u->state == 1 && !u->peer_inode && (u->type != SOCK_DGRAM || u->name.empty()))) {
       ScopedFd s = make_orphan_unix_socket(f, what, passed_file(p));
       ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
       return keep(s.release(), "socketpair");
@@ -456,21 +457,6 @@ class FilePlanner {
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
     for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
-  }
-
-  // A connection to snap itself: what snap answered waits in it, and its
-  // peer is gone (the job reads the answer, then end of file).
-  int detached_socket(const Process& p, const FileDesc& f) {
-    int sv[2];
-    if (::socketpair(AF_UNIX, f.unix_socket->type | SOCK_CLOEXEC, 0, sv) < 0)
-      throw SysError("socketpair for " + fd_name(p, f), errno);
-    ScopedFd mine(sv[0]), theirs(sv[1]);
-    for (const auto& msg : f.unix_socket->queue)
-      if (::send(theirs.get(), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
-          static_cast<ssize_t>(msg.size()))
-        throw SysError("cannot put back the answer waiting on " + fd_name(p, f), errno);
-    ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
-    return keep(mine.release(), "socketpair");
   }
 
   int memfd_for(const image::Mapping& m) {
