@@ -135,6 +135,8 @@ struct EpollTarget {
   uint64_t data = 0;    // epoll_data as the job set it
 };
 
+struct FileDesc;
+
 // A unix socket (sock_diag and the socket itself, at dump time).
 struct UnixSocket {
   int type = 0;             // SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET
@@ -147,6 +149,40 @@ struct UnixSocket {
   // Connected to snap itself (a `snap checkpoint` waiting for its answer):
   // restore makes it a socket whose peer is closed, with `queue` waiting.
   bool detached_peer = false;
+  int shutdown = 0;  // sk_shutdown: 1 no more receives, 2 no more sends (either side's doing)
+  int backlog = 0;   // listening: the backlog listen() was given
+  // A path name: the inode of the socket file bind() made (0: abstract,
+  // unbound or not known), and whether that file was gone at dump time.
+  uint64_t name_inode = 0;
+  bool name_deleted = false;
+  // Connected (dgram) to a socket outside the image: that socket's name,
+  // which restore connects to again.
+  std::string peer_name;
+  // Files passed along with the messages of `queue` (SCM_RIGHTS, datagram
+  // and seqpacket sockets), one list per message, in the order they were
+  // passed (fd -1; empty: none, and in older images). Restore sends them
+  // along again.
+  std::vector<std::vector<FileDesc>> queue_fds;
+};
+
+// An AF_INET / AF_INET6 socket (getsockname, getpeername, sock_diag).
+struct InetSocket {
+  int family = 0;    // AF_INET or AF_INET6
+  int type = 0;      // SOCK_STREAM, SOCK_DGRAM, ...
+  int protocol = 0;  // SO_PROTOCOL: IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, ...
+  int state = 0;     // as sock_diag's idiag_state (TCP states: 1 established, 7 close, 10 listen)
+  std::string local, peer;  // addresses as inet_ntop writes them; peer empty: not connected
+  uint16_t local_port = 0, peer_port = 0;
+  int shutdown = 0;  // sk_shutdown: 1 no more receives, 2 no more sends
+  int backlog = 0;   // listening: the backlog listen() was given
+};
+
+// One socket option the job changed from what a new socket of the same
+// kind has: setsockopt(level, name, value) restores it (SO_RCVBUF and
+// SO_SNDBUF: half the value, the kernel doubles what it is given).
+struct SockOpt {
+  int level = 0, name = 0;
+  std::vector<uint8_t> value;  // as getsockopt returned it
 };
 
 struct FileDesc {
@@ -167,6 +203,9 @@ struct FileDesc {
   // flags), as after dup() or fork(). 0: not known (format 1).
   uint64_t file_id = 0;
   std::optional<UnixSocket> unix_socket;  // type Socket of family AF_UNIX
+  std::optional<InetSocket> inet_socket;  // type Socket of family AF_INET / AF_INET6
+  std::vector<SockOpt> sock_options;      // type Socket: options the job set
+  std::vector<uint8_t> sock_filter;       // type Socket: classic BPF filter (struct sock_filter[])
   // Type EventFd: the counter (fdinfo "eventfd-count") and EFD_SEMAPHORE.
   uint64_t eventfd_count = 0;
   bool eventfd_semaphore = false;

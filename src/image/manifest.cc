@@ -116,8 +116,38 @@ ojson encode(const FileDesc& f) {
     for (const auto& m : u->queue) q.push_back(to_hex(m));
     j["unix_socket"] = {{"type", u->type}, {"state", u->state}, {"peer_inode", u->peer_inode},
                         {"name", u->name}, {"queue", q}};
-    if (u->detached_peer) j["unix_socket"]["detached_peer"] = true;
+    auto& ju = j["unix_socket"];
+    if (u->detached_peer) ju["detached_peer"] = true;
+    if (u->shutdown) ju["shutdown"] = u->shutdown;
+    if (u->backlog) ju["backlog"] = u->backlog;
+    if (u->name_inode) ju["name_inode"] = u->name_inode;
+    if (u->name_deleted) ju["name_deleted"] = true;
+    if (!u->peer_name.empty()) ju["peer_name"] = u->peer_name;
+    bool passed = false;
+    for (const auto& m : u->queue_fds) passed |= !m.empty();
+    if (passed) {
+      ojson all = ojson::array();
+      for (const auto& m : u->queue_fds) {
+        ojson one = ojson::array();
+        for (const auto& d : m) one.push_back(encode(d));
+        all.push_back(one);
+      }
+      ju["queue_fds"] = all;
+    }
   }
+  if (const auto& s = f.inet_socket) {
+    j["inet_socket"] = {{"family", s->family}, {"type", s->type}, {"protocol", s->protocol},
+                        {"state", s->state}, {"local", s->local}, {"local_port", s->local_port},
+                        {"peer", s->peer}, {"peer_port", s->peer_port},
+                        {"shutdown", s->shutdown}, {"backlog", s->backlog}};
+  }
+  if (!f.sock_options.empty()) {
+    ojson os = ojson::array();
+    for (const auto& o : f.sock_options)
+      os.push_back({{"level", o.level}, {"name", o.name}, {"value", to_hex(o.value)}});
+    j["sock_options"] = os;
+  }
+  if (!f.sock_filter.empty()) j["sock_filter"] = to_hex(f.sock_filter);
   if (f.type == FdType::EventFd) {
     j["eventfd_count"] = f.eventfd_count;
     if (f.eventfd_semaphore) j["eventfd_semaphore"] = true;
@@ -407,6 +437,13 @@ FileLock decode_lock(const Field& f) {
   return l;
 }
 
+FileDesc decode_fd(const Field& f);
+std::vector<FileDesc> decode_fd_list(const Field& f) { return f.list(decode_fd); }
+
+SockOpt decode_sock_opt(const Field& o) {
+  return {o["level"].as<int>(), o["name"].as<int>(), o["value"].bytes()};
+}
+
 FileDesc decode_fd(const Field& f) {
   FileDesc d;
   d.fd = f["fd"].as<int>();
@@ -427,8 +464,31 @@ FileDesc decode_fd(const Field& f) {
     s.name = (*u)["name"].as<std::string>();
     s.queue = (*u)["queue"].list(decode_bytes);
     if (auto d = u->opt("detached_peer")) s.detached_peer = d->as<bool>();
+    if (auto v = u->opt("shutdown")) s.shutdown = v->as<int>();
+    if (auto v = u->opt("backlog")) s.backlog = v->as<int>();
+    if (auto v = u->opt("name_inode")) s.name_inode = v->as<uint64_t>();
+    if (auto v = u->opt("name_deleted")) s.name_deleted = v->as<bool>();
+    if (auto v = u->opt("peer_name")) s.peer_name = v->as<std::string>();
+    if (auto v = u->opt("queue_fds")) s.queue_fds = v->list(decode_fd_list);
     d.unix_socket = std::move(s);
   }
+  if (auto i = f.opt("inet_socket")) {
+    InetSocket s;
+    s.family = (*i)["family"].as<int>();
+    s.type = (*i)["type"].as<int>();
+    s.protocol = (*i)["protocol"].as<int>();
+    s.state = (*i)["state"].as<int>();
+    s.local = (*i)["local"].as<std::string>();
+    s.local_port = (*i)["local_port"].as<uint16_t>();
+    s.peer = (*i)["peer"].as<std::string>();
+    s.peer_port = (*i)["peer_port"].as<uint16_t>();
+    s.shutdown = (*i)["shutdown"].as<int>();
+    s.backlog = (*i)["backlog"].as<int>();
+    d.inet_socket = std::move(s);
+  }
+  if (auto os = f.opt("sock_options"))
+    d.sock_options = os->list(decode_sock_opt);
+  if (auto b = f.opt("sock_filter")) d.sock_filter = b->bytes();
   if (auto c = f.opt("eventfd_count")) d.eventfd_count = c->as<uint64_t>();
   if (auto s = f.opt("eventfd_semaphore")) d.eventfd_semaphore = s->as<bool>();
   if (auto ts = f.opt("epoll_targets")) d.epoll_targets = ts->list(decode_epoll_target);

@@ -415,8 +415,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   for (pid_t z : tree.zombies()) ckpt.processes.push_back(collect_zombie(z));
   // What the processes share: open file descriptions, unix sockets.
   assign_file_ids(ckpt.processes);
-  collect_unix_sockets(ckpt.processes);
+  collect_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
+  check_sockets_restorable(ckpt.processes);  // before anything could be killed
   record_code_files(ckpt);  // what identifies the code the memory runs with
   steps.step("sharing and code files");
   // The ids as the job sees them (its own pid namespace), read while the

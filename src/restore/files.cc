@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "restore/anon_fds.h"
+#include "restore/sockets.h"
 
 namespace snap::restore {
 
@@ -99,6 +100,7 @@ class FilePlanner {
       for (const auto& m : p.mappings)
         if (is_shm_object(m)) files.shm[shm_key(m)] = memfd_for(m);
     }
+    connect_sockets();
     fill_shared_memory();
   }
 
@@ -126,6 +128,11 @@ class FilePlanner {
           if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
         }
         if (f.type == FdType::Socket && f.inode) sockets_[f.inode] = &f;
+        // Pipe ends in flight on a socket count as held.
+        if (f.unix_socket)
+          for (const auto& m : f.unix_socket->queue_fds)
+            for (const auto& d : m)
+              if (d.type == FdType::Pipe) (is_read_end(d) ? pipes_[d.inode].read : pipes_[d.inode].write) = true;
       }
     // Stdio of the root that leads outside the image (the batch script's
     // pipe, the terminal, a socket) is snap restore's own, for every
@@ -397,57 +404,93 @@ class FilePlanner {
   }
 
   int socket(const Process& p, const FileDesc& f) {
+    const std::string what = fd_name(p, f);
+    if (f.inet_socket) {
+      ScopedFd s = make_inet_socket(f, what);
+      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+      return keep(s.release(), "socket");
+    }
     const auto& u = f.unix_socket;
-    if (u && u->detached_peer) return detached_socket(p, f);
-    const FileDesc* peer = u ? sockets_[u->peer_inode] : nullptr;
-    if (!u || !peer || !peer->unix_socket)
-      throw Error(fd_name(p, f) + " leads outside the checkpointed processes",
-                  "restoring sockets to the outside is not supported yet");
-    if (u->state == 10)  // TCP_LISTEN
-      throw Error(fd_name(p, f) + " is a listening socket",
-                  "restoring listening sockets is not supported yet");
-    int sv[2];
-    if (::socketpair(AF_UNIX, u->type | SOCK_CLOEXEC, 0, sv) < 0)
-      throw SysError("socketpair for " + fd_name(p, f), errno);
-    ScopedFd mine(sv[0]), theirs(sv[1]);
-    // What waited to be read on one end was sent by the other.
-    auto put_back = [&](const image::UnixSocket& q, int from) {
-      for (const auto& msg : q.queue) {
-        ssize_t n = ::send(from, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n != static_cast<ssize_t>(msg.size()))
-          throw SysError(fmt::format("cannot put back the {} bytes queued on {}", msg.size(),
-                                     fd_name(p, f)),
-                         n < 0 ? errno : EAGAIN);
-      }
+    if (!u)
+      throw Error(what + " is a socket of a family snap cannot restore",
+                  "only unix, IPv4 and IPv6 sockets come back");
+    const auto* peer = u->peer_inode ? sockets_[u->peer_inode] : nullptr;
+    const bool self = peer == &f || (peer && peer->inode == f.inode);
+    const bool mutual = peer && !self && peer->unix_socket &&
+                        peer->unix_socket->peer_inode == f.inode;
+    // Two sockets connected to each other: one socketpair, unless they are
+    // named datagram sockets (each bound, then connected to the other).
+    if (mutual && (u->type != SOCK_DGRAM ||
+                   (u->name.empty() && peer->unix_socket->name.empty())))
+      return socket_pair(p, f, *peer);
+    // Connected, and the peer was closed (a named datagram socket says
+    // connected too when others connected to it), or connected to snap
+    // itself (a `snap checkpoint` that got its answer).
+    if (u->detached_peer ||
+        (u->state == 1 && !u->peer_inode && (u->type != SOCK_DGRAM || u->name.empty()))) {
+      ScopedFd s = make_orphan_unix_socket(f, what, passed_file(p));
+      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+      return keep(s.release(), "socketpair");
+    }
+    if (u->peer_inode && !peer && u->type != SOCK_DGRAM)
+      throw Error(what + " leads outside the checkpointed processes",
+                  "snap restores connections between the processes of the image only");
+    uint64_t deleted_inode = 0;
+    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
+    if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+    ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
+    int fd = keep(s.release(), "socket");
+    // Connected once every socket is bound: to itself, to a socket of the
+    // image or to one outside it, by name.
+    std::string to = self ? u->name : peer ? peer->unix_socket->name : u->peer_name;
+    if (u->peer_inode || u->shutdown || (f.flags & O_NONBLOCK))
+      later_.push_back({fd, to, u->peer_inode != 0, u->shutdown, f.flags & kStatusFlags, p.cwd, what});
+    return fd;
+  }
+
+  // Files in flight on a socket of `p`: a pipe end is the object of that
+  // end (shared with processes holding it); anything else is opened anew.
+  PassedFile passed_file(const Process& p) {
+    return [this, &p](const FileDesc& d) {
+      if (d.type == FdType::Pipe) return object_for(p, d);
+      return create(p, d, desc_key(p, d));
     };
-    put_back(*u, theirs.get());
-    put_back(*peer->unix_socket, mine.get());
+  }
+
+  int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer) {
+    const std::string what = fd_name(p, f);
+    int sv[2];
+    if (::socketpair(AF_UNIX, f.unix_socket->type | SOCK_CLOEXEC, 0, sv) < 0)
+      throw SysError("socketpair for " + what, errno);
+    ScopedFd mine(sv[0]), theirs(sv[1]);
+    set_socket_options(mine.get(), f, what);
+    set_socket_options(theirs.get(), peer, what + "'s peer");
+    // What waited to be read on one end was sent by the other.
+    send_queue(theirs.get(), *f.unix_socket, what, passed_file(p));
+    send_queue(mine.get(), *peer.unix_socket, what, passed_file(p));
+    shutdown_socket(mine.get(), f.unix_socket->shutdown, what);
+    shutdown_socket(theirs.get(), peer.unix_socket->shutdown, what + "'s peer");
     ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
-    ::fcntl(theirs.get(), F_SETFL, peer->flags & kStatusFlags);
-    for (const auto* s : {&f, peer})
+    ::fcntl(theirs.get(), F_SETFL, peer.flags & kStatusFlags);
+    for (const auto* s : {&f, &peer})
       if (!s->unix_socket->name.empty())
         out_.warnings_.push_back(fmt::format("pid {}: socket {} comes back connected, without "
                                              "its address {}",
                                              p.pid, s->path, s->unix_socket->name));
     int a = keep(mine.release(), "socketpair");
     int b = keep(theirs.release(), "socketpair");
-    objects_[{2, peer->inode, 0}] = b;
+    objects_[{2, peer.inode, 0}] = b;
     return a;
   }
 
-  // A connection to snap itself: what snap answered waits in it, and its
-  // peer is gone (the job reads the answer, then end of file).
-  int detached_socket(const Process& p, const FileDesc& f) {
-    int sv[2];
-    if (::socketpair(AF_UNIX, f.unix_socket->type | SOCK_CLOEXEC, 0, sv) < 0)
-      throw SysError("socketpair for " + fd_name(p, f), errno);
-    ScopedFd mine(sv[0]), theirs(sv[1]);
-    for (const auto& msg : f.unix_socket->queue)
-      if (::send(theirs.get(), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
-          static_cast<ssize_t>(msg.size()))
-        throw SysError("cannot put back the answer waiting on " + fd_name(p, f), errno);
-    ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
-    return keep(mine.release(), "socketpair");
+  // Connections and shutdowns of unix sockets, once all are bound.
+  void connect_sockets() {
+    for (const auto& l : later_) {
+      if (l.connect) connect_unix(l.fd, l.to, l.cwd, l.what);
+      shutdown_socket(l.fd, l.shutdown, l.what);
+      ::fcntl(l.fd, F_SETFL, l.status_flags);
+    }
+    for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
   }
 
   int memfd_for(const image::Mapping& m) {
@@ -499,6 +542,21 @@ class FilePlanner {
   OpenFiles& out_;
   std::map<uint64_t, PipeInfo> pipes_;
   std::map<uint64_t, const FileDesc*> sockets_;
+  struct LaterSocket {
+    int fd;
+    std::string to;  // connect to this name, if `connect`
+    bool connect;
+    int shutdown, status_flags;
+    std::string cwd, what;
+  };
+  std::vector<LaterSocket> later_;
+  struct DeletedName {
+    const FileDesc* f;
+    std::string cwd;
+    uint64_t inode;
+    std::string what;
+  };
+  std::vector<DeletedName> deleted_names_;  // bound, to delete once connected to
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description

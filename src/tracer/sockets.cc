@@ -4,6 +4,9 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <netinet/in.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -15,6 +18,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/scoped_fd.h"
+#include "tracer/sock_options.h"
 
 namespace snap {
 
@@ -78,6 +82,12 @@ bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out)
         case UNIX_DIAG_PEER:
           if (data_len >= 4) d.peer_inode = u32_at(data);
           break;
+        case UNIX_DIAG_SHUTDOWN:
+          if (data_len >= 1) d.shutdown = data[0];
+          break;
+        case UNIX_DIAG_VFS:
+          if (data_len >= sizeof(unix_diag_vfs)) d.vfs_inode = u32_at(data);
+          break;
         case UNIX_DIAG_RQLEN:
           if (data_len >= sizeof(unix_diag_rqlen)) {
             d.has_rqlen = true;
@@ -108,7 +118,7 @@ std::map<uint64_t, UnixDiag> query_unix_sockets() {
   req.h.nlmsg_seq = 1;
   req.r.sdiag_family = AF_UNIX;
   req.r.udiag_states = ~0u;
-  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   if (::sendto(nl.get(), &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
@@ -158,7 +168,8 @@ class PeekOffset {
 // data would be installed in snap by the peek: they are closed again and
 // the dump refused (restore could not pass them again). Returns the
 // recvmsg result, or -errno.
-ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::string& what) {
+ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::string& what,
+                  std::vector<ScopedFd>* passed = nullptr) {
   iovec iov{data, len};
   alignas(cmsghdr) char control[1024];
   msghdr msg{};
@@ -178,9 +189,13 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
     for (size_t i = 0; i < count; i++) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      ::close(fd);
+      if (passed)
+        passed->emplace_back(fd);
+      else
+        ::close(fd);
     }
   }
+  if (passed && !(msg.msg_flags & MSG_CTRUNC)) return n;
   if (fds || (msg.msg_flags & MSG_CTRUNC))
     throw Error(what + ": file descriptors are queued on it (SCM_RIGHTS), which snap cannot save",
                 "let the job receive them before checkpointing");
@@ -189,7 +204,9 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
 
 }  // namespace
 
-std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what) {
+std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what,
+                                                   bool shut_for_reading,
+                                                   std::vector<std::vector<ScopedFd>>* passed) {
   std::vector<std::vector<uint8_t>> out;
   PeekOffset offset(sock, what);
   if (type == SOCK_STREAM) {
@@ -207,19 +224,24 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std:
     // The length of the next message first (MSG_TRUNC, nothing copied, the
     // peek offset stays), then the message itself.
     char none;
-    ssize_t n = peek_once(sock, &none, 0, MSG_TRUNC, what);
+    std::vector<ScopedFd> fds;  // the length probe gets them too; dropped
+    ssize_t n = peek_once(sock, &none, 0, MSG_TRUNC, what, passed ? &fds : nullptr);
+    fds.clear();
     if (n == -EAGAIN) break;
     if (n < 0) throw SysError("recv(MSG_PEEK | MSG_TRUNC) on " + what, static_cast<int>(-n));
+    // Shut down for reading, an empty queue reads as 0 (end of file).
+    if (n == 0 && shut_for_reading) break;
     if (n == 0)
       throw Error(what + ": a zero-length message is queued; peeking cannot step over it, so "
                          "the rest of the queue cannot be read without consuming it",
                   "let the job read its queue before checkpointing");
     std::vector<uint8_t> message(static_cast<size_t>(n));
-    ssize_t got = peek_once(sock, message.data(), message.size(), 0, what);
+    ssize_t got = peek_once(sock, message.data(), message.size(), 0, what, passed ? &fds : nullptr);
     if (got < 0) throw SysError("recv(MSG_PEEK) on " + what, static_cast<int>(-got));
     if (got != n)
       throw Error(fmt::format("{}: message of {} bytes peeked as {} bytes", what, n, got));
     out.push_back(std::move(message));
+    if (passed) passed->push_back(std::move(fds));
   }
   return out;
 }
@@ -236,18 +258,124 @@ ScopedFd copy_fd(pid_t pid, int fd) {
 
 }  // namespace
 
-void collect_unix_sockets(std::vector<image::Process>& procs) {
+namespace {
+
+// The name a unix socket was bound to, as a path snap can stat: relative
+// names were relative to the binder's working directory, taken to be the
+// process's current one.
+std::string socket_file(const image::Process& p, const std::string& name) {
+  if (name.empty() || name[0] == '@' || name[0] == '/') return name;
+  return fmt::format("/proc/{}/cwd/{}", p.pid, name);
+}
+
+// A file passed in flight (SCM_RIGHTS), as restore can make it again: a
+// pipe end with nothing unread, or a regular file.
+image::FileDesc describe_passed(int fd, const std::string& what) {
+  image::FileDesc d;
+  d.fd = -1;
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) throw SysError("fstat of a file in flight on " + what, errno);
+  char link[256] = "";
+  ssize_t n = ::readlink(fmt::format("/proc/self/fd/{}", fd).c_str(), link, sizeof link - 1);
+  d.path = n > 0 ? std::string(link, static_cast<size_t>(n)) : "";
+  d.flags = ::fcntl(fd, F_GETFL);
+  d.inode = st.st_ino;
+  d.mode = st.st_mode;
+  if (S_ISFIFO(st.st_mode) && d.path.starts_with("pipe:")) {
+    d.type = image::FdType::Pipe;
+    int unread = 0;
+    if ((d.flags & O_ACCMODE) == O_RDONLY && ::ioctl(fd, FIONREAD, &unread) == 0 && unread > 0)
+      throw Error(fmt::format("{}: a pipe passed in flight on it (SCM_RIGHTS) holds {} unread "
+                              "bytes, which snap cannot save",
+                              what, unread),
+                  "let the job receive the pipe before checkpointing");
+    return d;
+  }
+  if (S_ISREG(st.st_mode) && !d.path.ends_with(" (deleted)")) {
+    d.type = image::FdType::Regular;
+    d.size = static_cast<uint64_t>(st.st_size);
+    off_t pos = ::lseek(fd, 0, SEEK_CUR);
+    d.pos = pos > 0 ? static_cast<uint64_t>(pos) : 0;
+    return d;
+  }
+  throw Error(fmt::format("{}: {} is passed in flight on it (SCM_RIGHTS); snap can save only "
+                          "pipes and regular files passed this way",
+                          what, d.path),
+              "let the job receive it before checkpointing");
+}
+
+void describe_unix(const image::Process& p, const UnixDiag& u,
+                   const std::map<uint64_t, UnixDiag>& diag, int sock, const std::string& what,
+                   image::UnixSocket& s) {
+  s.type = u.type;
+  s.state = u.state;
+  s.peer_inode = u.peer_inode;
+  s.name = u.name;
+  s.shutdown = u.shutdown;
+  if (!u.name.empty() && u.name[0] != '@') {
+    s.name_inode = u.vfs_inode;
+    struct stat st {};
+    std::string file = socket_file(p, u.name);
+    s.name_deleted = ::stat(file.c_str(), &st) != 0 || st.st_ino != u.vfs_inode;
+  }
+  if (u.state == kTcpListen) {
+    s.backlog = static_cast<int>(u.wqueue);
+    if (u.has_rqlen && u.rqueue > 0)
+      throw Error(fmt::format("{}: {} connection(s) wait to be accepted on this listening "
+                              "socket{}; snap cannot save them",
+                              what, u.rqueue, u.name.empty() ? "" : " " + u.name),
+                  "checkpoint when no connection is pending");
+    return;
+  }
+  // Connected to a socket snap will not see in the image: its name, to
+  // connect to again (dgram); stream connections are refused later.
+  if (u.peer_inode)
+    if (auto peer = diag.find(u.peer_inode); peer != diag.end()) s.peer_name = peer->second.name;
+  // An unconnected stream or seqpacket socket has nothing to read (and
+  // recv says EINVAL).
+  if (u.type != SOCK_DGRAM && u.state != 1) return;
+  std::vector<std::vector<ScopedFd>> passed;
+  s.queue = peek_unix_queue(sock, u.type, what, (u.shutdown & 1) != 0,
+                            u.type == SOCK_STREAM ? nullptr : &passed);
+  bool any = false;
+  for (const auto& m : passed) any |= !m.empty();
+  if (any)
+    for (const auto& m : passed) {
+      s.queue_fds.emplace_back();
+      for (const auto& fd : m) s.queue_fds.back().push_back(describe_passed(fd.get(), what));
+    }
+  // sock_diag's count checks the peek: stream and seqpacket report
+  // all bytes queued, dgram the length of the first message.
+  if (u.has_rqlen) {
+    uint64_t peeked = 0;
+    for (const auto& m : s.queue) peeked += m.size();
+    uint64_t expect = u.rqueue;
+    uint64_t got = u.type == SOCK_DGRAM ? (s.queue.empty() ? 0 : s.queue[0].size()) : peeked;
+    if (got != expect)
+      throw Error(fmt::format("{}: peeking its queue gave {} bytes where the kernel counts {}; "
+                              "the image would lose data",
+                              what, got, expect),
+                  "a process outside the checkpoint may be writing to it");
+  }
+}
+
+}  // namespace
+
+void collect_sockets(std::vector<image::Process>& procs) {
   std::map<uint64_t, UnixDiag> diag;
   bool queried = false;
   // A socket's facts (and queue) once, for all its fds.
-  std::map<uint64_t, image::UnixSocket> done;
+  std::map<uint64_t, const image::FileDesc*> done;
   for (auto& p : procs) {
     for (auto& f : p.fds) {
       if (f.type != image::FdType::Socket) continue;
       const std::string what =
           fmt::format("pid {} fd {} (socket inode {})", p.pid, f.fd, f.inode);
       if (auto it = done.find(f.inode); it != done.end()) {
-        f.unix_socket = it->second;
+        f.unix_socket = it->second->unix_socket;
+        f.inet_socket = it->second->inet_socket;
+        f.sock_options = it->second->sock_options;
+        f.sock_filter = it->second->sock_filter;
         continue;
       }
       ScopedFd sock = copy_fd(p.pid, f.fd);
@@ -255,51 +383,104 @@ void collect_unix_sockets(std::vector<image::Process>& procs) {
       if (::fstat(sock.get(), &st) < 0) throw SysError("fstat of a copy of " + what, errno);
       if (st.st_ino != f.inode)
         throw Error(what + ": the fd now refers to inode " + std::to_string(st.st_ino));
-      int domain = 0;
+      int domain = 0, type = 0, protocol = 0;
       socklen_t len = sizeof domain;
       if (::getsockopt(sock.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
         throw SysError("getsockopt(SO_DOMAIN) on " + what, errno);
-      if (domain != AF_UNIX) continue;  // restore refuses these; nothing to add
-      if (!queried) {
-        diag = query_unix_sockets();
-        queried = true;
-      }
-      auto d = diag.find(f.inode);
-      if (d == diag.end())
-        throw Error(what + ": sock_diag does not know this unix socket",
-                    "is the job in another network namespace than snap?");
-      const UnixDiag& u = d->second;
-      image::UnixSocket s;
-      s.type = u.type;
-      s.state = u.state;
-      s.peer_inode = u.peer_inode;
-      s.name = u.name;
-      if (u.state == kTcpListen) {
-        if (u.has_rqlen && u.rqueue > 0)
-          throw Error(fmt::format("{}: {} connection(s) wait to be accepted on this listening "
-                                  "socket; snap cannot save them",
-                                  what, u.rqueue),
-                      "checkpoint when no connection is pending");
-      } else {
-        s.queue = peek_unix_queue(sock.get(), u.type, what);
-        // sock_diag's count checks the peek: stream and seqpacket report
-        // all bytes queued, dgram the length of the first message.
-        if (u.has_rqlen) {
-          uint64_t peeked = 0;
-          for (const auto& m : s.queue) peeked += m.size();
-          uint64_t expect = u.rqueue;
-          uint64_t got = u.type == SOCK_DGRAM ? (s.queue.empty() ? 0 : s.queue[0].size()) : peeked;
-          if (got != expect)
-            throw Error(fmt::format("{}: peeking its queue gave {} bytes where the kernel counts {}; "
-                                    "the image would lose data",
-                                    what, got, expect),
-                        "a process outside the checkpoint may be writing to it");
+      len = sizeof type;
+      if (::getsockopt(sock.get(), SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        throw SysError("getsockopt(SO_TYPE) on " + what, errno);
+      len = sizeof protocol;
+      if (::getsockopt(sock.get(), SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0)
+        throw SysError("getsockopt(SO_PROTOCOL) on " + what, errno);
+      done.emplace(f.inode, &f);
+      if (domain == AF_UNIX) {
+        if (!queried) {
+          diag = query_unix_sockets();
+          queried = true;
         }
+        auto d = diag.find(f.inode);
+        if (d == diag.end())
+          throw Error(what + ": sock_diag does not know this unix socket",
+                      "is the job in another network namespace than snap?");
+        f.unix_socket.emplace();
+        describe_unix(p, d->second, diag, sock.get(), what, *f.unix_socket);
+      } else if (domain == AF_INET || domain == AF_INET6) {
+        uint32_t pending = 0;
+        int queued = 0;
+        f.inet_socket = describe_inet_socket(sock.get(), domain, type, protocol, what, pending, queued);
+        const auto& s = *f.inet_socket;
+        if (pending)
+          throw Error(fmt::format("{}: {} connection(s) wait to be accepted on this listening "
+                                  "socket {}; snap cannot save them",
+                                  what, pending, inet_address(s.local, s.local_port, domain)),
+                      "checkpoint when no connection is pending");
+        if (queued > 0 && type == SOCK_DGRAM)
+          warn("{}: datagrams waiting on {} are dropped (as a network may drop them)", what,
+               inet_address(s.local, s.local_port, domain));
+      } else {
+        continue;  // check_sockets_restorable refuses these
       }
-      done.emplace(f.inode, s);
-      f.unix_socket = std::move(s);
+      f.sock_options = changed_socket_options(sock.get(), domain, type, protocol);
+      f.sock_filter = socket_filter(sock.get(), what);
     }
   }
+}
+
+void check_sockets_restorable(const std::vector<image::Process>& procs) {
+  std::map<uint64_t, const image::FileDesc*> in_image;
+  for (const auto& p : procs)
+    for (const auto& f : p.fds)
+      if (f.type == image::FdType::Socket) in_image[f.inode] = &f;
+  // The root's stdio leading outside is snap restore's own at restore.
+  std::map<uint64_t, bool> root_stdio;
+  if (!procs.empty())
+    for (const auto& f : procs[0].fds)
+      if (f.fd <= 2 && f.type == image::FdType::Socket) root_stdio[f.inode] = true;
+  for (const auto& p : procs)
+    for (const auto& f : p.fds) {
+      if (f.type != image::FdType::Socket || root_stdio.count(f.inode)) continue;
+      const std::string what = fmt::format("pid {} fd {}", p.pid, f.fd);
+      if (const auto& s = f.inet_socket) {
+        if (s->state == kTcpListen || s->state == 7 || s->protocol != IPPROTO_TCP) continue;
+        throw Error(fmt::format("{}: TCP connection {} -> {} ({}): snap cannot restore a TCP "
+                                "connection, its peer would not know the new socket",
+                                what, inet_address(s->local, s->local_port, s->family),
+                                inet_address(s->peer, s->peer_port, s->family),
+                                s->state == 1 ? "established" : "state " + std::to_string(s->state)),
+                    "checkpoint when the job holds no open TCP connection (close it, or "
+                    "let the job reconnect after a restore); nothing was killed");
+      }
+      if (const auto& u = f.unix_socket) {
+        if (u->detached_peer || !u->peer_inode) continue;
+        if (auto peer = in_image.find(u->peer_inode); peer != in_image.end()) {
+          // A datagram socket connected one way only gets its queue back
+          // from a sender of ours, which needs a name to send to.
+          const auto& pu = peer->second->unix_socket;
+          bool mutual = pu && pu->peer_inode == f.inode;
+          if (!mutual && !u->queue.empty() && u->name.empty())
+            throw Error(fmt::format("{}: {} message(s) wait on an unnamed unix socket connected "
+                                    "to {}; snap cannot queue them again",
+                                    what, u->queue.size(), u->peer_name),
+                        "checkpoint when the job has read them; nothing was killed");
+          continue;
+        }
+        if (u->type == SOCK_DGRAM && !u->peer_name.empty()) continue;  // connected again by name
+        throw Error(fmt::format("{}: unix socket {}connected to {} (socket inode {}), which is "
+                                "outside the checkpointed processes",
+                                what, u->name.empty() ? "" : u->name + " ",
+                                u->peer_name.empty() ? "an unnamed socket" : u->peer_name,
+                                u->peer_inode),
+                    "snap cannot restore a connection to a process it does not restore; "
+                    "checkpoint the whole process tree, or close the connection first; "
+                    "nothing was killed");
+      }
+      if (!f.unix_socket && !f.inet_socket)
+        throw Error(fmt::format("{}: {} is a socket of a family snap cannot restore (only unix, "
+                                "IPv4 and IPv6 sockets)",
+                                what, f.path),
+                    "close it before checkpointing; nothing was killed");
+    }
 }
 
 }  // namespace snap

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 
 namespace snap {
@@ -25,7 +26,9 @@ struct UnixDiag {
   // UNIX_DIAG_RQLEN: stream/seqpacket: bytes queued; dgram: length of the
   // first message; listening: connections waiting to be accepted.
   bool has_rqlen = false;
-  uint32_t rqueue = 0, wqueue = 0;
+  uint32_t rqueue = 0, wqueue = 0;  // listening: wqueue is the backlog
+  int shutdown = 0;                 // UNIX_DIAG_SHUTDOWN: sk_shutdown
+  uint64_t vfs_inode = 0;           // UNIX_DIAG_VFS: inode of the bound socket file
 };
 
 // Parses one buffer of netlink messages answering a unix_diag_req dump
@@ -42,11 +45,24 @@ std::map<uint64_t, UnixDiag> query_unix_sockets();
 // read with MSG_PEEK from SO_PEEK_OFF 0 (the socket's peek offset is set
 // back afterwards). Throws Error, naming `what`, when something queued
 // cannot be captured: passed fds (SCM_RIGHTS), a zero-length message.
-std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what);
+// `shut_for_reading`: the socket has RCV_SHUTDOWN, so a read of 0 bytes at
+// the end of the queue is end of file, not a message (one in the middle
+// shows as a byte count short of sock_diag's).
+// `passed` (datagram and seqpacket sockets): gets the files passed with
+// each message (SCM_RIGHTS), as fds of snap's, instead of a refusal.
+std::vector<std::vector<uint8_t>> peek_unix_queue(
+    int sock, int type, const std::string& what, bool shut_for_reading = false,
+    std::vector<std::vector<ScopedFd>>* passed = nullptr);
 
-// Fills FileDesc::unix_socket of every AF_UNIX socket fd of the (stopped)
-// processes; other sockets keep it empty. Throws Error naming pid, fd and
-// socket when a socket's queue cannot be captured completely.
-void collect_unix_sockets(std::vector<image::Process>& procs);
+// Fills FileDesc::unix_socket or inet_socket, sock_options and sock_filter
+// of every socket fd of the (stopped) processes. Throws Error naming pid,
+// fd and socket when a socket's queue cannot be captured completely.
+void collect_sockets(std::vector<image::Process>& procs);
+
+// Refuses (Error naming pid, fd, the socket and its addresses) a dump with
+// a socket restore could not bring back: a TCP connection, a unix stream
+// connected to a process outside the image, a socket of another family.
+// Sockets that are the root's stdio are snap restore's own and pass.
+void check_sockets_restorable(const std::vector<image::Process>& procs);
 
 }  // namespace snap

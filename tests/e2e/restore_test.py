@@ -601,6 +601,106 @@ def thread_timer(env):
                       [str(i) for i in range(1, 11)])
 
 
+@case
+def asyncio_sockets(env):
+    # A Python asyncio server and its client in one process: a listening TCP
+    # socket on 127.0.0.1 (a port the kernel chose), a listening unix socket
+    # on a path, a UDP endpoint and a connected UDP client. After the
+    # restore the same port and path take new connections (the socket file
+    # the killed job left behind is replaced), and the servers' counters
+    # carry on.
+    name = "asyncio_sockets"
+    rounds = 10
+    out = env.path(f"{name}.out")
+    ckpt = env.path(f"{name}.ckpt")
+    sock_path = env.path("server.sock")
+    p = start([sys.executable, env.src("asyncio_sockets.py"), str(rounds), "150", sock_path],
+              stdout_path=out)
+    wait_lines(out, 3)
+    # A dump that lands while a round's connection is open is refused (a
+    # TCP connection cannot come back) and leaves the job running: again.
+    for attempt in range(10):
+        r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
+        if r.returncode == 0:
+            break
+        expect("TCP connection" in r.stderr or "connected to" in r.stderr,
+               f"{name}: a refused dump names an open connection: {r.stderr.strip()}")
+        expect(p.poll() is None, f"{name}: a refused dump leaves the job running")
+        shutil.rmtree(ckpt, ignore_errors=True)
+    expect(r.returncode == 0, f"{name}: dumped ({r.stderr.strip()})")
+    p.wait()
+    expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    before = lines_of(out)
+    expect(len(before) < rounds, f"{name}: killed mid-run ({len(before)} lines)")
+    expect(os.path.exists(sock_path), f"{name}: the killed job left its socket file behind")
+    r = env.snap_run("restore", ckpt, timeout=120, check=False)
+    expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
+    expected = [f"{i} tcp pong {i} ({i}) unix pong {i} ({i}) udp pong {i} ({i})"
+                for i in range(1, rounds + 1)]
+    got = lines_of(out)
+    if got != expected:
+        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
+                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
+    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
+
+
+@case
+def unix_socket_states(env):
+    # Unix sockets other than connected pairs (tests/programs/unix_states.py):
+    # a bound datagram socket with messages waiting, a socket whose peer
+    # wrote and closed, a pair shut down one way, listening sockets on a
+    # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
+    # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
+    # restore. All checked by the program at
+    # the end of its run, which must print what an uninterrupted run prints.
+    where = env.path("unix_states")
+    os.makedirs(where, exist_ok=True)
+    rounds = 8
+    expected = [f"round {i}" for i in range(1, rounds + 1)] + [
+        "dgram: first second True",
+        "closed peer: last words True nonblocking True",
+        "shut down: True send EPIPE",
+        "deleted name: True True 1",
+        "abstract: hello True",
+        "rcvbuf kept: True",
+        "passed fd: fd through",
+        "bound later: True",
+    ]
+    dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
+                      "unix_states", 3, expected)
+
+
+@case
+def tcp_connection_refused_at_dump(env):
+    # A job holding a TCP connection to a server outside it (here: this
+    # test): the dump refuses, naming pid, fd and both addresses, and
+    # --kill kills nothing.
+    import socket
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    out = env.path("tcp_client.out")
+    job = ("import socket, sys, time\n"
+           f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+           "print(s.fileno(), s.getsockname()[1], flush=True)\n"
+           "time.sleep(60)\n")
+    p = start([sys.executable, "-c", job], stdout_path=out)
+    conn, _ = srv.accept()
+    wait_lines(out, 1)
+    fd, local_port = lines_of(out)[0].split()
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
+                     check=False)
+    expect(r.returncode != 0, "the dump is refused")
+    want = f"pid {p.pid} fd {fd}: TCP connection 127.0.0.1:{local_port} -> 127.0.0.1:{port}"
+    expect(want in r.stderr, f"the refusal names '{want}': {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+    conn.close()
+    srv.close()
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""

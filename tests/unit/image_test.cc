@@ -271,6 +271,80 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   EXPECT_EQ(to_json(back), json);
 }
 
+TEST(Manifest, SocketFieldsRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  FileDesc lis;
+  lis.fd = 5;
+  lis.type = FdType::Socket;
+  lis.path = "socket:[6001]";
+  lis.inode = 6001;
+  UnixSocket u;
+  u.type = 1;
+  u.state = 10;
+  u.name = "srv.sock";
+  u.shutdown = 2;
+  u.backlog = 16;
+  u.name_inode = 777;
+  u.name_deleted = true;
+  u.peer_name = "/run/other";
+  u.queue = {{'a'}, {'b'}};
+  FileDesc in_flight;
+  in_flight.type = FdType::Pipe;
+  in_flight.inode = 6100;
+  in_flight.path = "pipe:[6100]";
+  u.queue_fds = {{}, {in_flight}};
+  lis.unix_socket = u;
+  lis.sock_options = {{1, 2, {1, 0, 0, 0}}, {6, 4, {0x2c, 1, 0, 0}}};
+  lis.sock_filter = {6, 0, 0, 0, 0xff, 0xff, 0, 0};
+  FileDesc tcp;
+  tcp.fd = 6;
+  tcp.type = FdType::Socket;
+  tcp.path = "socket:[6002]";
+  tcp.inode = 6002;
+  InetSocket in;
+  in.family = 10;
+  in.type = 1;
+  in.protocol = 6;
+  in.state = 10;
+  in.local = "::1";
+  in.local_port = 8888;
+  in.backlog = 128;
+  in.shutdown = 1;
+  tcp.inet_socket = in;
+  c.processes[0].fds.push_back(lis);
+  c.processes[0].fds.push_back(tcp);
+
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  const auto& l = back.processes[0].fds[1];
+  ASSERT_TRUE(l.unix_socket.has_value());
+  EXPECT_EQ(l.unix_socket->shutdown, 2);
+  EXPECT_EQ(l.unix_socket->backlog, 16);
+  EXPECT_EQ(l.unix_socket->name_inode, 777u);
+  EXPECT_TRUE(l.unix_socket->name_deleted);
+  EXPECT_EQ(l.unix_socket->peer_name, "/run/other");
+  ASSERT_EQ(l.unix_socket->queue_fds.size(), 2u);
+  EXPECT_TRUE(l.unix_socket->queue_fds[0].empty());
+  ASSERT_EQ(l.unix_socket->queue_fds[1].size(), 1u);
+  EXPECT_EQ(l.unix_socket->queue_fds[1][0].type, FdType::Pipe);
+  EXPECT_EQ(l.unix_socket->queue_fds[1][0].inode, 6100u);
+  ASSERT_EQ(l.sock_options.size(), 2u);
+  EXPECT_EQ(l.sock_options[1].level, 6);
+  EXPECT_EQ(l.sock_options[1].name, 4);
+  EXPECT_EQ(l.sock_options[1].value, lis.sock_options[1].value);
+  EXPECT_EQ(l.sock_filter, lis.sock_filter);
+  const auto& t = back.processes[0].fds[2];
+  ASSERT_TRUE(t.inet_socket.has_value());
+  EXPECT_FALSE(t.unix_socket.has_value());
+  EXPECT_EQ(t.inet_socket->family, 10);
+  EXPECT_EQ(t.inet_socket->local, "::1");
+  EXPECT_EQ(t.inet_socket->local_port, 8888);
+  EXPECT_EQ(t.inet_socket->backlog, 128);
+  EXPECT_EQ(t.inet_socket->shutdown, 1);
+  EXPECT_TRUE(t.inet_socket->peer.empty());
+  EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
+}
+
 TEST(Manifest, TruncatedIsAClearError) {
   std::string json = to_json(sample_checkpoint());
   std::string msg = error_of([&] { checkpoint_from_json(json.substr(0, json.size() / 2)); });

@@ -1,0 +1,332 @@
+#include "restore/sockets.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <fmt/core.h>
+
+#include "base/error.h"
+
+namespace snap::restore {
+
+namespace {
+
+constexpr int kListen = 10;  // TCP_LISTEN, as sock_diag and TCP_INFO say
+
+// A unix socket address for "@abstract" or a path.
+struct UnixAddress {
+  sockaddr_un sun{};
+  socklen_t len = 0;
+};
+
+UnixAddress unix_address(const std::string& name, const std::string& what) {
+  UnixAddress a;
+  a.sun.sun_family = AF_UNIX;
+  if (name.size() > sizeof a.sun.sun_path - (name[0] == '@' ? 0 : 1))
+    throw Error(fmt::format("{}: the socket name {} is too long", what, name));
+  std::memcpy(a.sun.sun_path, name.data(), name.size());
+  if (name[0] == '@') a.sun.sun_path[0] = '\0';
+  a.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() +
+                                 (name[0] == '@' ? 0 : 1));
+  return a;
+}
+
+bool is_path(const std::string& name) { return !name.empty() && name[0] != '@'; }
+
+// Works in `dir` while it lives, for names relative to a process's
+// working directory; snap's own is restored afterwards.
+class InDirectory {
+ public:
+  InDirectory(const std::string& name, const std::string& dir, const std::string& what) {
+    if (!is_path(name) || name[0] == '/' || dir.empty()) return;
+    old_.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!old_) throw SysError("open of snap's working directory", errno);
+    if (::chdir(dir.c_str()) < 0)
+      throw SysError(fmt::format("cannot restore {}: chdir {} to bind {}", what, dir, name), errno);
+  }
+  ~InDirectory() {
+    if (old_) (void)::fchdir(old_.get());
+  }
+  InDirectory(const InDirectory&) = delete;
+  InDirectory& operator=(const InDirectory&) = delete;
+
+ private:
+  ScopedFd old_;
+};
+
+// A socket file left at `path` by the checkpointed job, which is gone, is
+// removed; one that something still answers on is not.
+void clear_stale_socket_file(const std::string& path, int type, const std::string& what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISSOCK(st.st_mode))
+    throw Error(fmt::format("cannot restore {}: {} is in the way of its socket, and is not a "
+                            "socket file",
+                            what, path),
+                "move that file away and restore again");
+  ScopedFd probe(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!probe) throw SysError("socket(AF_UNIX) to probe " + path, errno);
+  UnixAddress a = unix_address(path, what);
+  if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len) == 0 ||
+      errno != ECONNREFUSED)
+    throw Error(fmt::format("cannot restore {}: a live socket answers at {}", what, path),
+                "another process (a restored copy of this job?) listens there; stop it first");
+  if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+    throw SysError(fmt::format("cannot restore {}: unlink of the stale socket file {}", what, path),
+                   errno);
+}
+
+void set_option(int sock, const image::SockOpt& o, const std::string& what) {
+  std::vector<uint8_t> value = o.value;
+  // The kernel doubles the buffer sizes it is given, and reports the doubled value.
+  if (o.level == SOL_SOCKET && (o.name == SO_RCVBUF || o.name == SO_SNDBUF) &&
+      value.size() == sizeof(int)) {
+    int v;
+    std::memcpy(&v, value.data(), sizeof v);
+    v /= 2;
+    std::memcpy(value.data(), &v, sizeof v);
+  }
+  if (::setsockopt(sock, o.level, o.name, value.data(), static_cast<socklen_t>(value.size())) < 0)
+    throw SysError(fmt::format("cannot restore {}: setsockopt(level {}, option {})", what, o.level,
+                               o.name),
+                   errno);
+}
+
+// A sockaddr_in / sockaddr_in6 of `addr` and `port`.
+socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sockaddr_storage& ss,
+                        const std::string& what) {
+  ss = {};
+  if (family == AF_INET) {
+    auto& a = reinterpret_cast<sockaddr_in&>(ss);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (::inet_pton(AF_INET, addr.c_str(), &a.sin_addr) != 1)
+      throw Error(fmt::format("{}: bad IPv4 address \"{}\" in the image", what, addr));
+    return sizeof a;
+  }
+  auto& a = reinterpret_cast<sockaddr_in6&>(ss);
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(port);
+  if (::inet_pton(AF_INET6, addr.c_str(), &a.sin6_addr) != 1)
+    throw Error(fmt::format("{}: bad IPv6 address \"{}\" in the image", what, addr));
+  return sizeof a;
+}
+
+std::string printable(int family, const std::string& addr, uint16_t port) {
+  return family == AF_INET6 ? fmt::format("[{}]:{}", addr, port) : fmt::format("{}:{}", addr, port);
+}
+
+}  // namespace
+
+void set_socket_options(int sock, const image::FileDesc& f, const std::string& what) {
+  for (const auto& o : f.sock_options) set_option(sock, o, what);
+  if (f.sock_filter.empty()) return;
+  if (f.sock_filter.size() % sizeof(sock_filter))
+    throw Error(fmt::format("{}: the socket filter in the image is {} bytes, not whole "
+                            "instructions", what, f.sock_filter.size()));
+  std::vector<sock_filter> prog(f.sock_filter.size() / sizeof(sock_filter));
+  std::memcpy(prog.data(), f.sock_filter.data(), f.sock_filter.size());
+  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+  if (::setsockopt(sock, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
+    throw SysError(fmt::format("cannot restore {}: setsockopt(SO_ATTACH_FILTER, {} instructions)",
+                               what, prog.size()),
+                   errno);
+}
+
+void shutdown_socket(int sock, int mask, const std::string& what) {
+  if (!(mask & 3)) return;
+  // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2; an unconnected socket says
+  // ENOTCONN but is shut down all the same.
+  if (::shutdown(sock, (mask & 3) - 1) < 0 && errno != ENOTCONN)
+    throw SysError(fmt::format("cannot restore {}: shutdown({})", what, (mask & 3) - 1), errno);
+}
+
+void send_queue(int from, const image::UnixSocket& q, const std::string& what,
+                const PassedFile& passed) {
+  for (size_t i = 0; i < q.queue.size(); i++) {
+    const auto& msg = q.queue[i];
+    iovec iov{const_cast<uint8_t*>(msg.data()), msg.size()};
+    msghdr h{};
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    std::vector<char> control;
+    if (i < q.queue_fds.size() && !q.queue_fds[i].empty()) {
+      std::vector<int> fds;
+      for (const auto& d : q.queue_fds[i]) fds.push_back(passed(d));
+      control.resize(CMSG_SPACE(fds.size() * sizeof(int)));
+      h.msg_control = control.data();
+      h.msg_controllen = control.size();
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+      std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+    }
+    ssize_t n = ::sendmsg(from, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n != static_cast<ssize_t>(msg.size()))
+      throw SysError(fmt::format("cannot put back the {} bytes queued on {}", msg.size(), what),
+                     n < 0 ? errno : EAGAIN);
+  }
+}
+
+ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
+  const auto& s = *f.inet_socket;
+  ScopedFd sock(::socket(s.family, s.type | SOCK_CLOEXEC, s.protocol));
+  if (!sock)
+    throw SysError(fmt::format("cannot restore {}: socket({}, {}, {})", what,
+                               s.family == AF_INET6 ? "AF_INET6" : "AF_INET", s.type, s.protocol),
+                   errno);
+  set_socket_options(sock.get(), f, what);
+  const bool any = s.local == "0.0.0.0" || s.local == "::";
+  if (s.local_port || !any) {
+    sockaddr_storage ss;
+    socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
+    int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+    if (rc < 0 && errno == EADDRNOTAVAIL) {
+      // The job bound with IP_FREEBIND set then (an address this host
+      // does not have now, or yet): bound the same way, the option set
+      // back afterwards.
+      int on = 1, was = 0;
+      socklen_t olen = sizeof was;
+      ::getsockopt(sock.get(), SOL_IP, IP_FREEBIND, &was, &olen);
+      ::setsockopt(sock.get(), SOL_IP, IP_FREEBIND, &on, sizeof on);
+      rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+      int err = errno;
+      ::setsockopt(sock.get(), SOL_IP, IP_FREEBIND, &was, sizeof was);
+      errno = err;
+    }
+    if (rc < 0 && errno == EADDRINUSE && s.protocol == IPPROTO_TCP) {
+      // Connections of the dead job may linger (TIME_WAIT) on the port:
+      // bind over them as SO_REUSEADDR allows, then set it as the job had it.
+      int on = 1, was = 0;
+      socklen_t olen = sizeof was;
+      ::getsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &was, &olen);
+      ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+      rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+      int err = errno;
+      ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &was, sizeof was);
+      errno = err;
+    }
+    if (rc < 0)
+      throw SysError(fmt::format("cannot restore {}: bind to {}", what,
+                                 printable(s.family, s.local, s.local_port)),
+                     errno, errno == EADDRINUSE ? "another process holds this address now; "
+                                                  "stop it and restore again"
+                                                : "");
+  }
+  if (s.state == kListen && s.protocol == IPPROTO_TCP) {
+    if (::listen(sock.get(), s.backlog) < 0)
+      throw SysError(fmt::format("cannot restore {}: listen on {}", what,
+                                 printable(s.family, s.local, s.local_port)),
+                     errno);
+  } else if (!s.peer.empty() && s.type != SOCK_STREAM) {
+    sockaddr_storage ss;
+    socklen_t len = inet_sockaddr(s.family, s.peer, s.peer_port, ss, what);
+    if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)
+      throw SysError(fmt::format("cannot restore {}: connect to {}", what,
+                                 printable(s.family, s.peer, s.peer_port)),
+                     errno);
+  }
+  shutdown_socket(sock.get(), s.shutdown, what);
+  return sock;
+}
+
+ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
+                          uint64_t* deleted_inode, const PassedFile& passed) {
+  const auto& u = *f.unix_socket;
+  ScopedFd sock(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
+  if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, u.type), errno);
+  set_socket_options(sock.get(), f, what);
+  if (u.name.empty()) return sock;
+  InDirectory in(u.name, cwd, what);
+  UnixAddress a = unix_address(u.name, what);
+  // A name deleted before the dump may have been taken by another file
+  // since (another socket of the job bound there): that one is moved
+  // aside while this socket binds and deletes its own file.
+  std::string aside;
+  struct stat st {};
+  if (u.name_deleted && is_path(u.name) && ::lstat(u.name.c_str(), &st) == 0) {
+    aside = u.name + ".snap-aside";
+    if (::rename(u.name.c_str(), aside.c_str()) < 0)
+      throw SysError(fmt::format("cannot restore {}: move {} aside to bind its deleted name", what,
+                                 u.name),
+                     errno);
+  } else if (is_path(u.name)) {
+    clear_stale_socket_file(u.name, u.type, what);
+  }
+  int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len);
+  int err = errno;
+  if (!aside.empty()) {
+    if (rc == 0) ::unlink(u.name.c_str());
+    if (::rename(aside.c_str(), u.name.c_str()) < 0)
+      throw SysError(fmt::format("cannot restore {}: move {} back to {}", what, aside, u.name),
+                     errno);
+  }
+  // The file of a deleted name is deleted once peers connected to it.
+  if (rc == 0 && aside.empty() && u.name_deleted && is_path(u.name) &&
+      ::lstat(u.name.c_str(), &st) == 0)
+    *deleted_inode = st.st_ino;
+  if (rc < 0)
+    throw SysError(fmt::format("cannot restore {}: bind to {}", what, u.name), err,
+                   err == EADDRINUSE ? "another socket holds this name now; stop its owner "
+                                       "and restore again"
+                                     : "");
+  if (u.state == kListen && ::listen(sock.get(), u.backlog) < 0)
+    throw SysError(fmt::format("cannot restore {}: listen on {}", what, u.name), errno);
+  if (!u.queue.empty()) {
+    // Messages that waited here: sent to it again from a socket of snap's.
+    ScopedFd from(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
+    if (!from || ::connect(from.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len) < 0)
+      throw SysError(fmt::format("cannot restore {}: connect to {} to queue its messages", what,
+                                 u.name),
+                     errno);
+    send_queue(from.get(), u, what, passed);
+  }
+  return sock;
+}
+
+void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,
+                        const std::string& what) {
+  const auto& u = *f.unix_socket;
+  InDirectory in(u.name, cwd, what);
+  // Only the file this socket made, not one another socket made since.
+  struct stat st {};
+  if (::lstat(u.name.c_str(), &st) != 0 || st.st_ino != inode) return;
+  if (::unlink(u.name.c_str()) < 0 && errno != ENOENT)
+    throw SysError(fmt::format("cannot restore {}: unlink of {} (deleted before the dump)", what,
+                               u.name),
+                   errno);
+}
+
+void connect_unix(int sock, const std::string& name, const std::string& cwd,
+                  const std::string& what) {
+  InDirectory in(name, cwd, what);
+  UnixAddress a = unix_address(name, what);
+  if (::connect(sock, reinterpret_cast<sockaddr*>(&a.sun), a.len) < 0)
+    throw SysError(fmt::format("cannot restore {}: connect to {}", what, name), errno);
+}
+
+ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& what,
+                                 const PassedFile& passed) {
+  const auto& u = *f.unix_socket;
+  int sv[2];
+  if (::socketpair(AF_UNIX, u.type | SOCK_CLOEXEC, 0, sv) < 0)
+    throw SysError("socketpair for " + what, errno);
+  ScopedFd mine(sv[0]), theirs(sv[1]);
+  set_socket_options(mine.get(), f, what);
+  send_queue(theirs.get(), u, what, passed);
+  theirs.reset();  // the peer closes: the job reads what is queued, then end of file
+  shutdown_socket(mine.get(), u.shutdown, what);
+  return mine;
+}
+
+}  // namespace snap::restore

@@ -1,0 +1,57 @@
+// Sockets of a restored tree, made in snap before the skeletons fork:
+// unix sockets bound to their names (a stale socket file of the dead job
+// removed first), listening, with their queued data; IPv4/IPv6 sockets
+// bound to their address and port, listening or connected (UDP); each
+// with the options and the filter the job set on it.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "base/scoped_fd.h"
+#include "image/checkpoint.h"
+
+namespace snap::restore {
+
+// Makes (or finds) the object of a file passed in flight; returns snap's fd of it.
+using PassedFile = std::function<int(const image::FileDesc&)>;
+
+// Sets the options and the filter of `f` on `sock`. `what` names the fd
+// in errors.
+void set_socket_options(int sock, const image::FileDesc& f, const std::string& what);
+
+// An AF_INET / AF_INET6 socket as `f` describes it: options, bind, listen
+// or connect (datagram), shutdown.
+ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what);
+
+// A unix socket of `f`, bound to its name (relative names under `cwd`, the
+// process's working directory) and listening if it was, with the messages
+// queued on it sent to it again; not connected yet. A name whose file was
+// deleted before the dump is bound too: `deleted_inode` gets the inode of
+// the file it made, for delete_socket_name once peers have connected (0:
+// deleted already, another file was at that name).
+ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
+                          uint64_t* deleted_inode, const PassedFile& passed);
+
+// Deletes the file at `f`'s name if it is still the one with `inode`.
+void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,
+                        const std::string& what);
+
+// Connects `sock` (of `type`) to the unix socket named `name`.
+void connect_unix(int sock, const std::string& name, const std::string& cwd,
+                  const std::string& what);
+
+// A unix socket whose peer was closed before the dump: a pair whose other
+// end sent `f`'s queue and was closed.
+ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& what,
+                                 const PassedFile& passed);
+
+// shutdown() of the directions in `mask` (1 receive, 2 send).
+void shutdown_socket(int sock, int mask, const std::string& what);
+
+// Sends `queue` from `from`, the other end of the socket that is to read it,
+// with the files passed along each message (`passed` makes them).
+void send_queue(int from, const image::UnixSocket& q, const std::string& what,
+                const PassedFile& passed);
+
+}  // namespace snap::restore

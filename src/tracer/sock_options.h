@@ -1,0 +1,32 @@
+// What a socket carries besides its connection: the options a job set on
+// it, its classic BPF filter, and, for AF_INET / AF_INET6, its addresses
+// and TCP/UDP state. All read from a copy of the job's fd (pidfd_getfd).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "image/checkpoint.h"
+
+namespace snap {
+
+// The options of `sock` (of `domain`, `type`, `protocol`) whose values
+// differ from those of a new socket of the same kind: what the job set.
+std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int type, int protocol);
+
+// The classic BPF program attached to `sock` (SO_GET_FILTER), as struct
+// sock_filter[]; empty when none.
+std::vector<uint8_t> socket_filter(int sock, const std::string& what);
+
+// Addresses, state, shutdown and backlog of an AF_INET / AF_INET6 socket.
+// `accept_queue` gets the connections a listening TCP socket has not
+// accepted yet; `queued` the bytes waiting to be read.
+image::InetSocket describe_inet_socket(int sock, int domain, int type, int protocol,
+                                       const std::string& what, uint32_t& accept_queue,
+                                       int& queued);
+
+// "127.0.0.1:8080", "[::1]:8080".
+std::string inet_address(const std::string& addr, uint16_t port, int family);
+
+}  // namespace snap

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Unix sockets in the states a checkpoint must keep, checked at the end of
+the run (after a restore, if one happened in between).
+Usage: unix_states.py ROUNDS INTERVAL_MS DIR
+Prints one line per round, then one line per check."""
+import os
+import socket
+import sys
+import time
+
+rounds, interval, where = int(sys.argv[1]), int(sys.argv[2]) / 1000, sys.argv[3]
+
+# A bound datagram socket with two messages waiting, sent by an unbound one.
+dg_path = os.path.join(where, "dg.sock")
+dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+dg.bind(dg_path)
+sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sender.sendto(b"first", dg_path)
+sender.sendto(b"second", dg_path)
+sender.close()
+# A stream socket whose peer wrote, then closed.
+left, gone = socket.socketpair()
+gone.sendall(b"last words")
+gone.close()
+# A seqpacket pair, one side shut down for writing.
+sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+sa.shutdown(socket.SHUT_WR)
+# A listening socket whose file was deleted, and one with an abstract name.
+gone_path = os.path.join(where, "gone.sock")
+hidden = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+hidden.bind(gone_path)
+hidden.listen(4)
+os.unlink(gone_path)
+abstract = f"\0snap-unix-states-{os.getpid()}"
+ab = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ab.bind(abstract)
+ab.listen(4)
+# Options: a receive buffer size and non-blocking mode.
+dg.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 50000)
+rcvbuf = dg.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+left.setblocking(False)
+# A pipe's read end in flight (SCM_RIGHTS); the job keeps only the write end.
+pipe_r, pipe_w = os.pipe()
+pa, pb = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+socket.send_fds(pa, [b"fd"], [pipe_r])
+os.close(pipe_r)
+# An unbound, unconnected socket, bound later.
+later = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+for i in range(1, rounds + 1):
+    print(f"round {i}", flush=True)
+    time.sleep(interval)
+
+print("dgram:", dg.recv(100).decode(), dg.recv(100).decode(), dg.getsockname() == dg_path)
+print("closed peer:", left.recv(100).decode(), left.recv(100) == b"", "nonblocking",
+      not left.getblocking())
+print("shut down:", sb.recv(100) == b"", end=" ")
+try:
+    sa.send(b"x")
+    print("send worked")
+except BrokenPipeError:
+    print("send EPIPE")
+print("deleted name:", hidden.getsockname() == gone_path, not os.path.exists(gone_path),
+      hidden.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.connect(abstract)
+c.sendall(b"hello")
+conn, _ = ab.accept()
+print("abstract:", conn.recv(100).decode(), ab.getsockname() == abstract.encode())
+print("rcvbuf kept:", dg.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rcvbuf)
+msg, fds, _, _ = socket.recv_fds(pb, 100, 1)
+os.write(pipe_w, b"through")
+print("passed fd:", msg.decode(), os.read(fds[0], 100).decode())
+later_path = os.path.join(where, "later.sock")
+later.bind(later_path)
+print("bound later:", later.getsockname() == later_path)
+os.unlink(later_path)
+os.unlink(dg_path)
