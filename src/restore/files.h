@@ -49,6 +49,10 @@ ShmKey shm_key(const image::Mapping& m);
 struct ProcessFiles {
   std::vector<FdAction> fds;
   std::map<ShmKey, int> shm;  // memfd (inherited) for each shared memory object it maps
+  // The remade deleted file or memfd (inherited) of each image::GhostFile
+  // it maps, by ghost id (restore/ghosts.h).
+  std::map<uint64_t, int> ghosts;
+  int cwd_fd = -1;  // a removed cwd: its remade directory (inherited), for fchdir
 };
 
 class OpenFiles {
@@ -79,7 +83,7 @@ class OpenFiles {
 // In a skeleton (a fork of snap, before it is traced): puts `files`' fds at
 // their numbers (inherited objects first, then its own files, opened at the
 // lowest free number and moved into place, in ascending order) and closes
-// every other fd except the memfds in files.shm and `keep_fd`. Returns 0,
+// every other fd except the memfds in files.shm and files.ghosts and `keep_fd`. Returns 0,
 // or -1 with *err set. Only plain system calls.
 int install_fds(const ProcessFiles& files, int keep_fd, std::string* err);
 

@@ -205,7 +205,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     else restore_credentials(batch, p);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-  rebuild_address_space(rs, p, img, files.shm, fill);
+  rebuild_address_space(rs, p, img, files, fill);
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);

@@ -502,6 +502,28 @@ def pipe_opened_twice(env):
     dump_kill_restore(env, [env.prog("pipe_reopen"), "10", "150"], "pipe_reopen", 3, expected)
 
 
+@case
+def deleted_files_memfd(env):
+    # A job writing to an unlinked sparse scratch file (two fds, a shared and
+    # a private mapping), a sealed memfd (shared and private mappings), an
+    # unlinked FIFO and a removed cwd (tests/programs/ghosts.c): its output
+    # after a restore equals an uninterrupted run's, line for line, and the
+    # restore leaves no file behind in the job's directory.
+    rounds = 12
+    ref_dir, job_dir = env.path("ghosts_ref"), env.path("ghosts_job")
+    os.makedirs(ref_dir)
+    os.makedirs(job_dir)
+    ref_out = env.path("ghosts_ref.out")
+    ref = start([env.prog("ghosts"), ref_dir, str(rounds), "0"], stdout_path=ref_out)
+    ref.wait()
+    expected = lines_of(ref_out)
+    expect(ref.returncode == 0 and len(expected) == rounds,
+           f"the uninterrupted run finished ({ref.returncode}, {expected})")
+    dump_kill_restore(env, [env.prog("ghosts"), job_dir, str(rounds), "150"], "ghosts", 4,
+                      expected)
+    expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""
