@@ -311,6 +311,9 @@ class FilePlanner {
   // A regular file must be there and long enough for its offset. False:
   // gone, and allowed (/dev/null stands in, with a warning).
   bool check_file(const Process& p, const FileDesc& f) {
+    // /proc/PID/... of a process of the image: there once the skeleton,
+    // which opens it itself, has that pid again.
+    if (is_image_proc_file(f.path)) return true;
     if (f.path.ends_with(" (deleted)"))
       throw Error(fd_name(p, f) + ": the file was deleted before the dump",
                   "restoring deleted files is not supported yet");
@@ -331,6 +334,16 @@ class FilePlanner {
       out_.warnings_.push_back(msg);
     }
     return true;
+  }
+
+  bool is_image_proc_file(const std::string& path) const {
+    if (!path.starts_with("/proc/")) return false;
+    auto slash = path.find('/', 6);
+    std::string num = path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
+    for (const auto& q : ckpt_.processes)
+      if (std::to_string(q.pid) == num) return true;
+    return false;
   }
 
   int open_file(const Process& p, const FileDesc& f) {
@@ -391,7 +404,9 @@ class FilePlanner {
     int fd = keep(::open(path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
                   "cannot restore " + fd_name(p, f) + ": open");
     ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
-    if (!f.pipe_data.empty()) refill(p, f, anchor.get(), f.pipe_data);
+    // The data is the FIFO's: put back once, whichever of its fds carries it.
+    if (!f.pipe_data.empty() && fifo_filled_.insert(f.inode).second)
+      refill(p, f, anchor.get(), f.pipe_data);
     return fd;
   }
 
@@ -505,6 +520,7 @@ class FilePlanner {
   std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
   std::map<ShmKey, int> shm_;
   std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file
+  std::set<uint64_t> fifo_filled_;  // FIFOs (inode) whose unread data is back
 };
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,

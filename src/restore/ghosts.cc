@@ -120,7 +120,8 @@ int wanted_flags(const GhostFile& g) {
 ScopedFd open_by_handle(const GhostFile& g, const std::string& who) {
   std::string dir = dir_of(g.path);
   while (dir != "/" && !exists(dir)) dir = dir_of(dir);
-  ScopedFd mount(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  // Not O_PATH: open_by_handle_at refuses such a mount fd (EBADF).
+  ScopedFd mount(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!mount) throw SysError(fmt::format("cannot restore {}: open {}", who, dir), errno);
   if (g.handle.size() > MAX_HANDLE_SZ) throw Error(who + ": the saved file handle is too long");
   alignas(file_handle) unsigned char buf[sizeof(file_handle) + MAX_HANDLE_SZ] = {};

@@ -52,9 +52,16 @@ class GhostCollector {
       for (auto& m : p.mappings) {
         bool deleted_file = m.kind == image::MappingKind::File && is_deleted(m.path);
         if (!deleted_file && !is_memfd(m.path)) continue;
-        m.ghost = ghost(proc + fmt::format("map_files/{:x}-{:x}", m.start, m.end),
-                        fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end, m.path),
-                        m.path);
+        // A file an fd holds too is known by the device and inode maps
+        // shows; else map_files leads to it (which needs CAP_CHECKPOINT_RESTORE).
+        if (auto it = ids_.find({m.dev, m.inode}); it != ids_.end()) {
+          m.ghost = it->second;
+        } else {
+          m.ghost = ghost(proc + fmt::format("map_files/{:x}-{:x}", m.start, m.end),
+                          fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end,
+                                      m.path),
+                          m.path);
+        }
         // A private mapping of a memfd maps the file: the pages it has not
         // copied yet follow the file's, as after the dump.
         if (!m.shared) m.kind = image::MappingKind::File;

@@ -5,7 +5,7 @@
  * ways, then unlinked; and a subdirectory of DIR as cwd, then removed.
  * Each round appends a line to the scratch file, bumps a counter through
  * the shared mapping, writes into the memfd, passes a byte through the
- * FIFO, and prints what it sees through every other path: the offset, the
+ * FIFO (one byte stays unread in it), and prints what it sees through every other path: the offset, the
  * counter read back, what the private mappings see (the pages they never
  * copied follow the file), the links as /proc shows them, seals, the hole,
  * mode and link counts. A restored run prints the same only if every one
@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
   if (mkfifo(fifo, 0600) < 0) return perror(fifo), 1;
   int fr = open(fifo, O_RDONLY | O_NONBLOCK), fw = open(fifo, O_WRONLY);
   if (fr < 0 || fw < 0 || unlink(fifo) < 0) return perror("fifo"), 1;
+  if (write(fw, "@", 1) != 1) return perror("fifo write"), 1;  /* one byte always unread */
 
   snprintf(sub, sizeof sub, "%s/cwd", dir);
   if (mkdir(sub, 0750) < 0 || chdir(sub) < 0 || rmdir(sub) < 0) return perror(sub), 1;
