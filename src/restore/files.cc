@@ -315,8 +315,9 @@ class FilePlanner {
     // which opens it itself, has that pid again.
     if (is_image_proc_file(f.path)) return true;
     if (f.path.ends_with(" (deleted)"))
-      throw Error(fd_name(p, f) + ": the file was deleted before the dump",
-                  "restoring deleted files is not supported yet");
+      throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
+                                  "does not hold it (an older snap took it)",
+                  "dump the job again with this version of snap");
     struct stat st {};
     if (::stat(f.path.c_str(), &st) != 0) {
       if (!allow_changed_)

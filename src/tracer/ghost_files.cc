@@ -49,18 +49,38 @@ class GhostCollector {
       }
       if (is_deleted(p.cwd))
         p.cwd_ghost = ghost(proc + "cwd", fmt::format("pid {} cwd ({})", p.pid, p.cwd), p.cwd);
+    }
+    // Mappings once every fd's file is known, in whichever process.
+    for (auto& p : ckpt_.processes) {
+      if (p.zombie) continue;
+      std::string proc = fmt::format("/proc/{}/", p.pid);
       for (auto& m : p.mappings) {
         bool deleted_file = m.kind == image::MappingKind::File && is_deleted(m.path);
         if (!deleted_file && !is_memfd(m.path)) continue;
+        bool held = ids_.count({m.dev, m.inode}) > 0;
+        // A shared mapping of a deleted file or memfd no fd holds (an
+        // unlinked POSIX shared memory segment) stays what it was: shared
+        // memory, its pages in the page store however large, made again
+        // as a memfd (of the same name for a memfd).
+        if (m.shared && !held) continue;
         // A file an fd holds too is known by the device and inode maps
         // shows; else map_files leads to it (which needs CAP_CHECKPOINT_RESTORE).
         if (auto it = ids_.find({m.dev, m.inode}); it != ids_.end()) {
           m.ghost = it->second;
         } else {
-          m.ghost = ghost(proc + fmt::format("map_files/{:x}-{:x}", m.start, m.end),
-                          fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end,
-                                      m.path),
-                          m.path);
+          std::string link = proc + fmt::format("map_files/{:x}-{:x}", m.start, m.end);
+          std::string who =
+              fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end, m.path);
+          struct stat st {};
+          if (::stat(link.c_str(), &st) != 0 && (errno == EPERM || errno == EACCES)) {
+            // A private memfd mapping is saved as private memory then (all
+            // its pages); one of a deleted file cannot be.
+            if (m.kind != image::MappingKind::File) continue;
+            throw SysError("cannot save " + who + ": no fd holds the deleted file, and reading "
+                           "it through " + link + " needs CAP_CHECKPOINT_RESTORE",
+                           errno, "dump the job as root");
+          }
+          m.ghost = ghost(link, who, m.path);
         }
         // A private mapping of a memfd maps the file: the pages it has not
         // copied yet follow the file's, as after the dump.
