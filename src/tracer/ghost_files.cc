@@ -183,7 +183,8 @@ class GhostCollector {
       throw Error(fmt::format("{}: the deleted files and memfds of the job hold more than {} MiB "
                               "of data, more than snap keeps in an image",
                               who, kMaxGhostBytes >> 20),
-                  "snap cannot restore this job faithfully");
+                  "let the job keep that much data in a file that still has a name (a restore "
+                  "reopens it there)");
     image::GhostExtent e;
     e.offset = start;
     e.data.resize(end - start);
