@@ -152,7 +152,8 @@ struct GhostExtent {
 // refer to it. Restore makes it again, under its old name, then unlinks
 // it: the restored fds are deleted files again, sharing one inode.
 struct GhostFile {
-  enum class Kind : uint8_t { File, Memfd, Fifo, Directory };
+  // ProcDir: /proc/PID of a process that has ended since (path "/proc/PID").
+  enum class Kind : uint8_t { File, Memfd, Fifo, Directory, ProcDir };
   uint64_t id = 0;           // > 0, unique in the checkpoint
   Kind kind = Kind::File;
   std::string path;          // the old path without " (deleted)"; a memfd's name

@@ -132,7 +132,7 @@ ojson encode(const FileDesc& f) {
   return j;
 }
 
-constexpr const char* kGhostKindNames[] = {"file", "memfd", "fifo", "directory"};
+constexpr const char* kGhostKindNames[] = {"file", "memfd", "fifo", "directory", "proc_dir"};
 
 ojson encode(const GhostFile& g) {
   ojson j;

@@ -7,6 +7,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -154,7 +156,8 @@ class FilePlanner {
     for (const auto& g : ckpt_.ghost_files) {
       std::string who = fmt::format("{} {}", g.kind == image::GhostFile::Kind::Memfd ? "memfd" : "deleted file",
                                     g.path);
-      ghosts_[g.id] = keep(recreate_ghost(g, who, out_.warnings_).release(), "remaking " + who);
+      ghosts_[g.id] =
+          keep(recreate_ghost(g, who, out_.warnings_, out_.holders_).release(), "remaking " + who);
     }
   }
 
@@ -529,6 +532,14 @@ OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& i
   OpenFiles out;
   FilePlanner(ckpt, img, allow_changed_files, out).run();
   return out;
+}
+
+void OpenFiles::end_holders() {
+  for (pid_t pid : holders_) {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+  }
+  holders_.clear();
 }
 
 int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {

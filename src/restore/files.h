@@ -71,12 +71,20 @@ class OpenFiles {
   int base() const { return base_; }
   // Closes snap's copies (the skeletons hold theirs).
   void close_all() { owned_.clear(); }
+  // Once every skeleton is in its cwd: ends the processes that held a
+  // /proc/PID cwd (restore/ghosts.h), so it shows as deleted again.
+  void end_holders();
+  OpenFiles() = default;
+  OpenFiles(OpenFiles&&) = default;
+  OpenFiles& operator=(OpenFiles&&) = default;
+  ~OpenFiles() { end_holders(); }
 
  private:
   int base_ = 3;
   std::vector<ScopedFd> owned_;
   std::map<pid_t, ProcessFiles> procs_;
   std::vector<std::string> warnings_;
+  std::vector<pid_t> holders_;
   friend class FilePlanner;
 };
 

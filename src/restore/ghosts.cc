@@ -2,7 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <fmt/core.h>
@@ -184,10 +188,36 @@ ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<s
   return fd;
 }
 
+// /proc/PID of a process that has ended: a process is started with that
+// pid (clone3 set_tid), which waits to be killed; its directory is opened.
+ScopedFd make_proc_dir(const GhostFile& g, const std::string& who, std::vector<pid_t>& holders) {
+  pid_t want = static_cast<pid_t>(std::stol(g.path.substr(6)));
+  clone_args args{};
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&want);
+  args.set_tid_size = 1;
+  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives snap restore
+    for (;;) ::pause();
+  }
+  if (pid < 0)
+    throw SysError(fmt::format("cannot restore {}: it was the directory of process {}, which had "
+                               "ended; starting a process with that pid (clone3 set_tid)",
+                               who, want),
+                   errno, "restore as root, with pid " + std::to_string(want) + " free");
+  holders.push_back(static_cast<pid_t>(pid));
+  ScopedFd fd(::open(g.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw SysError(fmt::format("cannot restore {}: open {}", who, g.path), errno);
+  return fd;
+}
+
 }  // namespace
 
-ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
+ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,
+                        std::vector<pid_t>& holders) {
   if (g.kind == GhostFile::Kind::Memfd) return make_memfd(g, who, warnings);
+  if (g.kind == GhostFile::Kind::ProcDir) return make_proc_dir(g, who, holders);
   if (g.nlink > 0) return open_by_handle(g, who);
   return make_unlinked(g, who, warnings);
 }

@@ -286,6 +286,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   report_write.reset();
   files.close_all();  // the skeletons hold them now
   tree.collect_reports(report_read.get());
+  files.end_holders();  // every skeleton is in its cwd
   vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
 
   tree.seize_all();

@@ -30,6 +30,12 @@ std::string strip_deleted(std::string path) {
   return path;
 }
 
+// "/proc/PID" (a process's directory, not one below it).
+bool proc_pid_dir(const std::string& path) {
+  return path.size() > 6 && path.starts_with("/proc/") &&
+         path.find_first_not_of("0123456789", 6) == std::string::npos;
+}
+
 int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
 
 class GhostCollector {
@@ -123,7 +129,16 @@ class GhostCollector {
     }
     // A directory that was removed has no links; one still linked elsewhere
     // is reopened by its handle.
-    if (g.kind == GhostFile::Kind::Directory) g.nlink = 0;
+    if (g.kind == GhostFile::Kind::Directory) {
+      g.nlink = 0;
+      struct statfs fs {};
+      if (::statfs(link.c_str(), &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC) {
+        if (!proc_pid_dir(g.path))
+          throw Error(who + " is a directory of /proc that is gone",
+                      "snap can only restore /proc/PID of a process that has ended");
+        g.kind = GhostFile::Kind::ProcDir;
+      }
+    }
     if (g.nlink > 0) {
       save_handle(link, who, g);
     } else if (g.kind == GhostFile::Kind::File || g.kind == GhostFile::Kind::Memfd) {
