@@ -272,6 +272,8 @@ class FilePlanner {
       case FdType::Socket:
         return socket(p, f);
       case FdType::Other:
+        // An O_PATH fd on a symbolic link itself (O_PATH | O_NOFOLLOW).
+        if ((f.flags & O_PATH) && S_ISLNK(f.mode)) return reopen(p, f, f.path, f.flags | O_NOFOLLOW);
         break;
     }
     throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
