@@ -506,7 +506,8 @@ def pipe_opened_twice(env):
 def deleted_files_memfd(env):
     # A job writing to an unlinked sparse scratch file (two fds, a shared and
     # a private mapping), a sealed memfd (shared and private mappings), an
-    # unlinked FIFO and a removed cwd (tests/programs/ghosts.c): its output
+    # unlinked FIFO, a removed cwd and an O_PATH fd on a symbolic link
+    # (tests/programs/ghosts.c): its output
     # after a restore equals an uninterrupted run's, line for line, and the
     # restore leaves no file behind in the job's directory.
     rounds = 12

@@ -2,7 +2,8 @@
  * file in DIR, opened twice (the second time through /proc/self/fd), made
  * sparse (2 MiB with a hole), mapped shared and private, then unlinked; a
  * memfd with a seal, mapped shared and private; a FIFO in DIR, opened both
- * ways, then unlinked; and a subdirectory of DIR as cwd, then removed.
+ * ways, then unlinked; a subdirectory of DIR as cwd, then removed; and an
+ * O_PATH fd on a symbolic link DIR.link.
  * Each round appends a line to the scratch file, bumps a counter through
  * the shared mapping, writes into the memfd, passes a byte through the
  * FIFO (one byte stays unread in it), and prints what it sees through every other path: the offset, the
@@ -68,6 +69,13 @@ int main(int argc, char **argv) {
   if (fr < 0 || fw < 0 || unlink(fifo) < 0) return perror("fifo"), 1;
   if (write(fw, "@", 1) != 1) return perror("fifo write"), 1;  /* one byte always unread */
 
+  /* Not a deleted file: an O_PATH fd on a symbolic link itself, beside DIR. */
+  char slink[4096];
+  snprintf(slink, sizeof slink, "%s.link", dir);
+  if (symlink("scratch-target", slink) < 0) return perror(slink), 1;
+  int lfd = open(slink, O_PATH | O_NOFOLLOW);
+  if (lfd < 0) return perror(slink), 1;
+
   snprintf(sub, sizeof sub, "%s/cwd", dir);
   if (mkdir(sub, 0750) < 0 || chdir(sub) < 0 || rmdir(sub) < 0) return perror(sub), 1;
 
@@ -96,6 +104,10 @@ int main(int argc, char **argv) {
     snprintf(self, sizeof self, "/proc/self/fd/%d", mfd);
     link_of(self, l2, sizeof l2);
     link_of("/proc/self/cwd", l3, sizeof l3);
+    char target[64] = "";
+    ssize_t tl = readlinkat(lfd, "", target, sizeof target - 1);
+    target[tl < 0 ? 0 : tl] = 0;
+    printf("%s ", target);
     printf("%ld: offset %ld counter %u/%u tail %s memfd %ld/%ld private %ld seals %#x fifo %c "
            "hole@%ld size %ld mode %o nlink %ld same %d links %d %d %d cwd %o/%ld\n",
            i, (long)lseek(fd, 0, SEEK_CUR), counter, shared[0], private, msum, mshared[0],
