@@ -1,8 +1,9 @@
 // The open files of a restored tree. Every open file description of the
 // image is created once, in snap, before the first skeleton is forked:
 // files opened at their offset, pipes and unix socket pairs with their
-// unread data, eventfds, and each shared memory object as a memfd filled
-// with its pages. The skeletons inherit all of them through fork(), and
+// unread data, eventfds, each shared memory object as a memfd filled
+// with its pages, and each deleted file or memfd made again
+// (restore/ghosts.h), which its fds reopen and its mappings map. The skeletons inherit all of them through fork(), and
 // each puts its own at their numbers and closes the rest. So what several
 // fds or processes shared (an offset, a pipe, a socket pair, memory) is one
 // kernel object again, as it was.
