@@ -16,8 +16,10 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 4;  // 2: process trees; 3: checkpoint series (shared packs);
-                                        // 4: eventfd counters, epoll instances
+constexpr uint32_t kFormatVersion = 5;  // 2: process trees; 3: checkpoint series (shared packs);
+                                        // 4: eventfd counters, epoll instances;
+                                        // 5: the rest of issue #14 (sockets, anon fds,
+                                        //    locks, deleted files, stops, membarrier)
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -76,6 +78,9 @@ struct Mapping {
   // Memory content lives in the page store; this says how many of its pages
   // have an entry there (zero pages are recorded without data).
   uint64_t pages_dumped = 0;
+  // A mapping of a deleted file or a memfd: the GhostFile (by id) restore
+  // maps instead of a path; 0: none.
+  uint64_t ghost = 0;
 };
 
 inline bool is_shm_object(const Mapping& m) {
@@ -221,6 +226,39 @@ struct FileDesc {
   // Type PidFd: the process it refers to (fdinfo "Pid:"), as the job sees it.
   int32_t pidfd_pid = 0;
   uint32_t pipe_size = 0;  // pipes and FIFOs: capacity (F_GETPIPE_SZ); 0: not recorded
+  // A deleted file, directory or FIFO, or a memfd: the GhostFile (by id)
+  // restore opens this fd on again; 0: none.
+  uint64_t ghost = 0;
+};
+
+// One extent of a ghost file's data (holes between extents stay holes).
+struct GhostExtent {
+  uint64_t offset = 0;
+  std::vector<uint8_t> data;
+};
+
+// A file the job holds that no path leads to any more (it was unlinked,
+// or is a memfd), saved once for all the fds, mappings and cwds that
+// refer to it. Restore makes it again, under its old name, then unlinks
+// it: the restored fds are deleted files again, sharing one inode.
+struct GhostFile {
+  // ProcDir: /proc/PID of a process that has ended since (path "/proc/PID").
+  enum class Kind : uint8_t { File, Memfd, Fifo, Directory, ProcDir };
+  uint64_t id = 0;           // > 0, unique in the checkpoint
+  Kind kind = Kind::File;
+  std::string path;          // the old path without " (deleted)"; a memfd's name
+  uint32_t mode = 0;         // st_mode (type and permission bits)
+  uint32_t uid = 0, gid = 0;
+  uint64_t size = 0;
+  int64_t atime_ns = 0, mtime_ns = 0;
+  uint64_t nlink = 0;        // links left at dump time (another name still leads to it)
+  uint64_t dev = 0, inode = 0;
+  // nlink > 0: the file's handle (name_to_handle_at), restore opens the
+  // same inode by it; data is then empty.
+  int32_t handle_type = 0;
+  std::vector<uint8_t> handle;
+  uint32_t seals = 0;        // memfd: F_GET_SEALS
+  std::vector<GhostExtent> data;  // File and Memfd with nlink 0: the contents
 };
 
 struct MmLayout {
@@ -263,6 +301,7 @@ struct Process {
   bool zombie = false;
   int32_t exit_status = 0;  // zombie: the status wait() returns (exit code / signal)
   std::string comm, exe, cwd, root;
+  uint64_t cwd_ghost = 0;  // the cwd was removed: its GhostFile (kind Directory); 0: none
   uint32_t umask = 022;
   uint32_t personality = 0;
   std::array<uint32_t, 4> uids{}, gids{};  // real, effective, saved, fs
@@ -327,6 +366,9 @@ struct Checkpoint {
   // The executables and mapped files of all processes, by path (empty in
   // older images, which are then not checked).
   std::map<std::string, FileStamp> code_files;
+  // Deleted files and memfds the processes hold (fds, mappings, cwds),
+  // referred to by FileDesc::ghost, Mapping::ghost and Process::cwd_ghost.
+  std::vector<GhostFile> ghost_files;
 };
 
 }  // namespace snap::image

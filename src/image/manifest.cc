@@ -94,7 +94,9 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
     append_string(out, m.path);
     fmt::format_to(std::back_inserter(out), R"(,"dev":{},"inode":{},"vmflags":)", m.dev, m.inode);
     append_string(out, m.vmflags);
-    fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{}}})", m.pages_dumped);
+    fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{})", m.pages_dumped);
+    if (m.ghost) fmt::format_to(std::back_inserter(out), R"(,"ghost":{})", m.ghost);
+    out += '}';
   }
   out += "]";
 }
@@ -182,6 +184,34 @@ ojson encode(const FileDesc& f) {
   if (const auto& o = f.owner)
     j["owner"] = {{"type", o->type}, {"pid", o->pid}, {"signum", o->signum}, {"uid", o->uid},
                   {"euid", o->euid}};
+  if (f.ghost) j["ghost"] = f.ghost;
+  return j;
+}
+
+constexpr const char* kGhostKindNames[] = {"file", "memfd", "fifo", "directory", "proc_dir"};
+
+ojson encode(const GhostFile& g) {
+  ojson j;
+  j["id"] = g.id;
+  j["kind"] = kGhostKindNames[static_cast<size_t>(g.kind)];
+  j["path"] = g.path;
+  j["mode"] = g.mode;
+  j["uid"] = g.uid;
+  j["gid"] = g.gid;
+  j["size"] = g.size;
+  j["atime_ns"] = g.atime_ns;
+  j["mtime_ns"] = g.mtime_ns;
+  j["nlink"] = g.nlink;
+  j["dev"] = g.dev;
+  j["inode"] = g.inode;
+  if (!g.handle.empty()) {
+    j["handle_type"] = g.handle_type;
+    j["handle"] = to_hex(g.handle);
+  }
+  if (g.seals) j["seals"] = g.seals;
+  ojson data = ojson::array();
+  for (const auto& e : g.data) data.push_back({{"offset", e.offset}, {"data", to_hex(e.data)}});
+  j["data"] = data;
   return j;
 }
 
@@ -198,6 +228,7 @@ ojson encode(const Process& p) {
   j["comm"] = p.comm;
   j["exe"] = p.exe;
   j["cwd"] = p.cwd;
+  if (p.cwd_ghost) j["cwd_ghost"] = p.cwd_ghost;
   j["root"] = p.root;
   j["umask"] = p.umask;
   j["personality"] = p.personality;
@@ -405,6 +436,7 @@ Mapping decode_mapping(const Field& f) {
   m.inode = f["inode"].as<uint64_t>();
   m.vmflags = f["vmflags"].as<std::string>();
   m.pages_dumped = f["pages_dumped"].as<uint64_t>();
+  if (auto g = f.opt("ghost")) m.ghost = g->as<uint64_t>();
   if (m.start % kPageSize || m.end % kPageSize || m.end <= m.start)
     f["end"].fail("mapping is not a non-empty page-aligned range");
   return m;
@@ -515,7 +547,36 @@ FileDesc decode_fd(const Field& f) {
     w.euid = (*o)["euid"].as<uint32_t>();
     d.owner = w;
   }
+  if (auto g = f.opt("ghost")) d.ghost = g->as<uint64_t>();
   return d;
+}
+
+GhostExtent decode_ghost_extent(const Field& f) {
+  return {f["offset"].as<uint64_t>(), f["data"].bytes()};
+}
+
+GhostFile decode_ghost(const Field& f) {
+  GhostFile g;
+  g.id = f["id"].as<uint64_t>();
+  g.kind = f["kind"].enum_of<GhostFile::Kind>(kGhostKindNames);
+  g.path = f["path"].as<std::string>();
+  g.mode = f["mode"].as<uint32_t>();
+  g.uid = f["uid"].as<uint32_t>();
+  g.gid = f["gid"].as<uint32_t>();
+  g.size = f["size"].as<uint64_t>();
+  g.atime_ns = f["atime_ns"].as<int64_t>();
+  g.mtime_ns = f["mtime_ns"].as<int64_t>();
+  g.nlink = f["nlink"].as<uint64_t>();
+  g.dev = f["dev"].as<uint64_t>();
+  g.inode = f["inode"].as<uint64_t>();
+  if (auto h = f.opt("handle")) {
+    g.handle = h->bytes();
+    g.handle_type = f["handle_type"].as<int32_t>();
+  }
+  if (auto s = f.opt("seals")) g.seals = s->as<uint32_t>();
+  g.data = f["data"].list(decode_ghost_extent);
+  if (g.id == 0) f["id"].fail("a ghost file's id must not be 0");
+  return g;
 }
 
 Rlimit decode_rlimit(const Field& f) {
@@ -571,6 +632,7 @@ Process decode_process(const Field& f) {
   p.comm = f["comm"].as<std::string>();
   p.exe = f["exe"].as<std::string>();
   p.cwd = f["cwd"].as<std::string>();
+  if (auto g = f.opt("cwd_ghost")) p.cwd_ghost = g->as<uint64_t>();
   p.root = f["root"].as<std::string>();
   p.umask = f["umask"].as<uint32_t>();
   p.personality = f["personality"].as<uint32_t>();
@@ -642,6 +704,11 @@ std::string to_json(const Manifest& m) {
       files[path] = {{"size", st.size}, {"mtime_ns", st.mtime_ns}, {"dev", st.dev},
                      {"inode", st.inode}, {"build_id", st.build_id}};
     cj["code_files"] = files;
+  }
+  if (!c.ghost_files.empty()) {
+    ojson ghosts = ojson::array();
+    for (const auto& g : c.ghost_files) ghosts.push_back(encode(g));
+    cj["ghost_files"] = ghosts;
   }
   // The processes are spliced in as text (append_process()): "processes" is
   // the last key of "checkpoint", itself the last key of the document.
@@ -728,6 +795,7 @@ Manifest manifest_from_json(std::string_view text) {
                              e["build_id"].as<std::string>()};
     }
   }
+  if (auto g = c.opt("ghost_files")) cp.ghost_files = g->list(decode_ghost);
   cp.processes = c["processes"].list(decode_process);
   return m;
 }

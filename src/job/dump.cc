@@ -20,6 +20,7 @@
 #include "parasite/snapshot.h"
 #include "tracer/collect.h"
 #include "tracer/file_stamp.h"
+#include "tracer/ghost_files.h"
 #include "tracer/memory.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
@@ -419,6 +420,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   mark_control_connections(ckpt, opts);
   check_sockets_restorable(ckpt.processes);  // before anything could be killed
   record_code_files(ckpt);  // what identifies the code the memory runs with
+  collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
   steps.step("sharing and code files");
   // The ids as the job sees them (its own pid namespace), read while the
   // tree is stopped; everything below still works on host pids, pages are

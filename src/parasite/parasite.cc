@@ -501,11 +501,15 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
     }
     st.misc = c.get_misc();
     std::set<uint64_t> seen;
-    for (const auto& f : fds)
-      if (((f.type == image::FdType::Pipe && (f.flags & O_ACCMODE) == O_RDONLY) ||
-           (f.type == image::FdType::Fifo && (f.flags & O_ACCMODE) != O_WRONLY)) &&
-          seen.insert(f.inode).second)
+    // A FIFO's unread data too (through any fd that may read it: tee
+    // needs one), once per FIFO.
+    for (const auto& f : fds) {
+      bool pipe_read = f.type == image::FdType::Pipe && (f.flags & O_ACCMODE) == O_RDONLY;
+      bool fifo_read = f.type == image::FdType::Fifo && (f.flags & O_ACCMODE) != O_WRONLY &&
+                       !(f.flags & O_PATH);
+      if ((pipe_read || fifo_read) && seen.insert(f.inode).second)
         st.pipes.emplace_back(f.fd, c.peek_pipe(f.fd));
+    }
   });
   return st;  // ~Parasite: munmap, every thread back as it was
 }

@@ -147,7 +147,7 @@ constexpr size_t kFilesPerRound = 64;
 // per round, the files of up to kFilesPerRound distinct paths are opened
 // (one batch), then the round's mappings are created, advised, and the
 // files closed (another).
-void create_mappings(SyscallBatch& batch, const image::Process& p, const std::map<ShmKey, int>& shm) {
+void create_mappings(SyscallBatch& batch, const image::Process& p, const ProcessFiles& pf) {
   const auto& ms = p.mappings;
   size_t i = 0;
   while (i < ms.size()) {
@@ -156,10 +156,12 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
     size_t j = i;
     for (; j < ms.size(); j++) {
       const Mapping& m = ms[j];
-      if (is_kernel_mapping(m.kind) || is_shm_object(m) || m.kind != MappingKind::File) continue;
+      if (is_kernel_mapping(m.kind) || is_shm_object(m) || m.kind != MappingKind::File || m.ghost)
+        continue;
       if (m.path.ends_with(" (deleted)"))
-        throw Error(describe(m) + ": the mapped file was deleted before the dump",
-                    "restoring mappings of deleted files is not supported yet");
+        throw Error(describe(m) + ": the mapped file was deleted before the dump, and the image "
+                                  "does not hold it",
+                    "dump the job again with this version of snap");
       std::pair<std::string, int> key{m.path, open_flags_for(m)};
       if (files.count(key)) continue;
       if (files.size() == kFilesPerRound) break;
@@ -179,8 +181,10 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const std::ma
       if (is_kernel_mapping(m.kind)) continue;
       batch.reserve(6, 0);
       int fd = -1;
-      if (is_shm_object(m)) {
-        fd = shm.at(shm_key(m));
+      if (m.ghost) {
+        fd = pf.ghosts.at(m.ghost);
+      } else if (is_shm_object(m)) {
+        fd = pf.shm.at(shm_key(m));
       } else if (m.kind == MappingKind::File) {
         fd = files.at({m.path, open_flags_for(m)});
       }
@@ -239,7 +243,7 @@ void set_mm_layout(SyscallBatch& batch, const image::Process& p) {
 }  // namespace
 
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const std::map<ShmKey, int>& shm, const FillOptions& fill) {
+                           const ProcessFiles& files, const FillOptions& fill) {
   pid_t pid = rs.task().tid();
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
   SyscallBatch batch(rs, remote_addr(find_free(now, p.mappings, SyscallBatch::footprint())));
@@ -263,7 +267,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
 
   // 3. Every saved mapping (writable where it gets content), then the
   // contents of all, then their protections.
-  create_mappings(batch, p, shm);
+  create_mappings(batch, p, files);
   uint64_t written = fill_memory(pid, p, img, fill);
   for (const auto& m : p.mappings) {
     if (is_kernel_mapping(m.kind) || !fill_writes(m) || (m.prot & PROT_WRITE)) continue;
@@ -271,8 +275,11 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
     batch.add("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
               static_cast<uint64_t>(m.prot));
   }
-  batch.reserve(shm.size(), 0);
-  for (const auto& [key, fd] : shm) batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
+  batch.reserve(files.shm.size() + files.ghosts.size(), 0);
+  for (const auto& [key, fd] : files.shm)
+    batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
+  for (const auto& [id, fd] : files.ghosts)
+    batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
   batch.run();
   vlog("restore: {} mappings created, {} MiB written", p.mappings.size(), written >> 20);
 

@@ -18,10 +18,12 @@ namespace snap::restore {
 // unmaps snap's mappings, moves [vvar]/[vvar_vclock]/[vdso] to their saved
 // addresses, recreates every mapping, fills the saved pages from the image,
 // then restores protections and the mm layout (PR_SET_MM_MAP). Shared
-// memory objects are mapped from their memfds (`shm`: fds in the process,
-// closed at the end), whose contents OpenFiles wrote. The caller's
+// memory objects are mapped from their memfds (`files.shm`: fds in the
+// process, closed at the end), whose contents OpenFiles wrote, and
+// mappings of deleted files and memfds from the remade files
+// (`files.ghosts`, closed at the end too). The caller's
 // RemoteSyscalls keeps working throughout (its syscall site follows the vDSO).
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const std::map<ShmKey, int>& shm, const FillOptions& fill);
+                           const ProcessFiles& files, const FillOptions& fill);
 
 }  // namespace snap::restore

@@ -7,6 +7,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include "base/error.h"
 #include "restore/anon_fds.h"
 #include "restore/sockets.h"
+#include "restore/ghosts.h"
 
 namespace snap::restore {
 
@@ -83,6 +86,7 @@ class FilePlanner {
     out_.base_ = highest + 1;
     raise_fd_limit();
     index();
+    remake_ghosts();
     for (const auto& p : ckpt_.processes)
       for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
     for (const auto& p : ckpt_.processes) {
@@ -98,7 +102,11 @@ class FilePlanner {
         files.fds.push_back(std::move(a));
       }
       for (const auto& m : p.mappings)
-        if (is_shm_object(m)) files.shm[shm_key(m)] = memfd_for(m);
+        if (m.ghost)
+          files.ghosts[m.ghost] = ghost_fd(m.ghost, fmt::format("pid {} {}", p.pid, m.path));
+        else if (is_shm_object(m))
+          files.shm[shm_key(m)] = memfd_for(m);
+      if (p.cwd_ghost) files.cwd_fd = ghost_fd(p.cwd_ghost, fmt::format("pid {} cwd", p.pid));
     }
     connect_sockets();
     fill_shared_memory();
@@ -151,6 +159,33 @@ class FilePlanner {
     }
   }
 
+  // Every deleted file and memfd of the image, made again (held by snap
+  // until the skeletons inherit what they need of them).
+  void remake_ghosts() {
+    for (const auto& g : ckpt_.ghost_files) {
+      std::string who = fmt::format("{} {}", g.kind == image::GhostFile::Kind::Memfd ? "memfd" : "deleted file",
+                                    g.path);
+      ghosts_[g.id] =
+          keep(recreate_ghost(g, who, out_.warnings_, out_.holders_).release(), "remaking " + who);
+    }
+  }
+
+  int ghost_fd(uint64_t id, const std::string& who) {
+    auto it = ghosts_.find(id);
+    if (it == ghosts_.end())
+      throw Error(fmt::format("{} refers to deleted file {}, which the image does not hold", who, id),
+                  "the image is damaged");
+    return it->second;
+  }
+
+  // An fd on a deleted file or memfd: a new open file description of the
+  // remade file (through /proc/self/fd), with the fd's flags and offset.
+  int ghost_description(const Process& p, const FileDesc& f) {
+    std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
+    if (f.type == FdType::Fifo) return fifo(p, f, path);
+    return reopen(p, f, path, f.flags);
+  }
+
   int keep(int fd, const std::string& what) {
     if (fd < 0) throw SysError(what, errno);
     int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, out_.base_);
@@ -167,7 +202,7 @@ class FilePlanner {
   // skeleton itself. False for what must be one object made by snap.
   bool own_file(const Process& p, const FileDesc& f, FdAction& a) {
     DescKey key = desc_key(p, f);
-    if (uses_[key] != 1 || external_.count(key)) return false;
+    if (uses_[key] != 1 || external_.count(key) || f.ghost) return false;
     switch (f.type) {
       case FdType::Regular:
         if (!check_file(p, f)) {
@@ -232,6 +267,7 @@ class FilePlanner {
                                            fd_name(p, f), ext->second));
       return keep(::open("/dev/null", O_RDWR), "open /dev/null");
     }
+    if (f.ghost) return ghost_description(p, f);
     switch (f.type) {
       case FdType::Regular:
         return open_file(p, f);
@@ -260,10 +296,12 @@ class FilePlanner {
       case FdType::Pipe:
         return pipe_end(p, f);
       case FdType::Fifo:
-        return fifo(p, f);
+        return fifo(p, f, f.path);
       case FdType::Socket:
         return socket(p, f);
       case FdType::Other:
+        // An O_PATH fd on a symbolic link itself (O_PATH | O_NOFOLLOW).
+        if ((f.flags & O_PATH) && S_ISLNK(f.mode)) return reopen(p, f, f.path, f.flags | O_NOFOLLOW);
         break;
     }
     throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
@@ -306,9 +344,13 @@ class FilePlanner {
   // A regular file must be there and long enough for its offset. False:
   // gone, and allowed (/dev/null stands in, with a warning).
   bool check_file(const Process& p, const FileDesc& f) {
+    // /proc/PID/... of a process of the image: there once the skeleton,
+    // which opens it itself, has that pid again.
+    if (is_image_proc_file(f.path)) return true;
     if (f.path.ends_with(" (deleted)"))
-      throw Error(fd_name(p, f) + ": the file was deleted before the dump",
-                  "restoring deleted files is not supported yet");
+      throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
+                                  "does not hold it (an older snap took it)",
+                  "dump the job again with this version of snap");
     struct stat st {};
     if (::stat(f.path.c_str(), &st) != 0) {
       if (!allow_changed_)
@@ -326,6 +368,16 @@ class FilePlanner {
       out_.warnings_.push_back(msg);
     }
     return true;
+  }
+
+  bool is_image_proc_file(const std::string& path) const {
+    if (!path.starts_with("/proc/")) return false;
+    auto slash = path.find('/', 6);
+    std::string num = path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
+    for (const auto& q : ckpt_.processes)
+      if (std::to_string(q.pid) == num) return true;
+    return false;
   }
 
   int open_file(const Process& p, const FileDesc& f) {
@@ -385,8 +437,8 @@ class FilePlanner {
 
   // A named pipe is opened by its name; a first O_RDWR open keeps the pipe
   // from blocking or failing while the others open their ends.
-  int fifo(const Process& p, const FileDesc& f) {
-    ScopedFd anchor(::open(f.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  int fifo(const Process& p, const FileDesc& f, const std::string& path) {
+    ScopedFd anchor(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (!anchor) {
       out_.warnings_.push_back(fd_name(p, f) + ": the FIFO is gone; it comes back as a pipe whose "
                                                "other end is closed");
@@ -395,11 +447,13 @@ class FilePlanner {
       ScopedFd r(ends[0]), w(ends[1]);
       return keep(is_read_end(f) ? r.release() : w.release(), "pipe");
     }
-    int fd = keep(::open(f.path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
+    int fd = keep(::open(path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
                   "cannot restore " + fd_name(p, f) + ": open");
     ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
     set_pipe_size(p, f, anchor.get());
-    if (!f.pipe_data.empty()) refill(p, f, anchor.get(), f.pipe_data);
+    // The data is the FIFO's: put back once, whichever of its fds carries it.
+    if (!f.pipe_data.empty() && fifo_filled_.insert(f.inode).second)
+      refill(p, f, anchor.get(), f.pipe_data);
     return fd;
   }
 
@@ -512,7 +566,7 @@ class FilePlanner {
     std::map<ShmKey, uint64_t> size;
     for (const auto& p : ckpt_.processes)
       for (const auto& m : p.mappings)
-        if (is_shm_object(m)) {
+        if (is_shm_object(m) && !m.ghost) {
           auto& s = size[shm_key(m)];
           s = std::max(s, m.pgoff + (m.end - m.start));
         }
@@ -521,7 +575,8 @@ class FilePlanner {
         throw SysError(fmt::format("ftruncate of shared memory ({} bytes)", bytes), errno);
     for (const auto& p : ckpt_.processes)
       for (const auto& m : p.mappings) {
-        if (!is_shm_object(m) || !m.pages_dumped) continue;
+        // A deleted file or memfd has its contents from the image already.
+        if (!is_shm_object(m) || !m.pages_dumped || m.ghost) continue;
         int fd = shm_.at(shm_key(m));
         img_.for_each_run(p.pid, m.start, [&](const image::PageRun& run) {
           if (run.zero()) return;  // a new memfd reads as zeros
@@ -562,6 +617,8 @@ class FilePlanner {
   std::map<DescKey, int> uses_;  // fds of the whole tree per description
   std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
   std::map<ShmKey, int> shm_;
+  std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file
+  std::set<uint64_t> fifo_filled_;  // FIFOs (inode) whose unread data is back
 };
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,
@@ -569,6 +626,14 @@ OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& i
   OpenFiles out;
   FilePlanner(ckpt, img, allow_changed_files, out).run();
   return out;
+}
+
+void OpenFiles::end_holders() {
+  for (pid_t pid : holders_) {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+  }
+  holders_.clear();
 }
 
 int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
@@ -618,6 +683,7 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
     wanted.insert(a.target);
   }
   for (const auto& [key, fd] : files.shm) wanted.insert(fd);
+  for (const auto& [id, fd] : files.ghosts) wanted.insert(fd);
   int next = 0;
   for (int fd : wanted) {
     if (fd > next) ::close_range(static_cast<unsigned>(next), static_cast<unsigned>(fd - 1), 0);

@@ -1,8 +1,9 @@
 // The open files of a restored tree. Every open file description of the
 // image is created once, in snap, before the first skeleton is forked:
 // files opened at their offset, pipes and unix socket pairs with their
-// unread data, eventfds, and each shared memory object as a memfd filled
-// with its pages. The skeletons inherit all of them through fork(), and
+// unread data, eventfds, each shared memory object as a memfd filled
+// with its pages, and each deleted file or memfd made again
+// (restore/ghosts.h), which its fds reopen and its mappings map. The skeletons inherit all of them through fork(), and
 // each puts its own at their numbers and closes the rest. So what several
 // fds or processes shared (an offset, a pipe, a socket pair, memory) is one
 // kernel object again, as it was.
@@ -52,6 +53,10 @@ ShmKey shm_key(const image::Mapping& m);
 struct ProcessFiles {
   std::vector<FdAction> fds;
   std::map<ShmKey, int> shm;  // memfd (inherited) for each shared memory object it maps
+  // The remade deleted file or memfd (inherited) of each image::GhostFile
+  // it maps, by ghost id (restore/ghosts.h).
+  std::map<uint64_t, int> ghosts;
+  int cwd_fd = -1;  // a removed cwd: its remade directory (inherited), for fchdir
 };
 
 class OpenFiles {
@@ -70,19 +75,27 @@ class OpenFiles {
   int base() const { return base_; }
   // Closes snap's copies (the skeletons hold theirs).
   void close_all() { owned_.clear(); }
+  // Once every skeleton is in its cwd: ends the processes that held a
+  // /proc/PID cwd (restore/ghosts.h), so it shows as deleted again.
+  void end_holders();
+  OpenFiles() = default;
+  OpenFiles(OpenFiles&&) = default;
+  OpenFiles& operator=(OpenFiles&&) = default;
+  ~OpenFiles() { end_holders(); }
 
  private:
   int base_ = 3;
   std::vector<ScopedFd> owned_;
   std::map<pid_t, ProcessFiles> procs_;
   std::vector<std::string> warnings_;
+  std::vector<pid_t> holders_;
   friend class FilePlanner;
 };
 
 // In a skeleton (a fork of snap, before it is traced): puts `files`' fds at
 // their numbers (inherited objects first, then its own files, opened at the
 // lowest free number and moved into place, in ascending order) and closes
-// every other fd except the memfds in files.shm and `keep_fd`. Returns 0,
+// every other fd except the memfds in files.shm and files.ghosts and `keep_fd`. Returns 0,
 // or -1 with *err set. Only plain system calls.
 int install_fds(const ProcessFiles& files, int keep_fd, std::string* err);
 

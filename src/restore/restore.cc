@@ -214,7 +214,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     else restore_credentials(batch, p);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-  rebuild_address_space(rs, p, img, files.shm, fill);
+  rebuild_address_space(rs, p, img, files, fill);
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
@@ -296,6 +296,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   report_write.reset();
   files.close_all();  // the skeletons hold them now
   tree.collect_reports(report_read.get());
+  files.end_holders();  // every skeleton is in its cwd
   vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
 
   tree.seize_all();

@@ -195,8 +195,12 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
   }
 
   std::string err;
-  if (install_fds(ctx.files.of(pid), ctx.report_fd, &err) < 0) return fail(ctx, err);
-  if (::chdir(p.cwd.c_str()) < 0)
+  // A removed cwd: the remade directory, before install_fds closes snap's fd on it.
+  const ProcessFiles& files = ctx.files.of(pid);
+  if (files.cwd_fd >= 0 && ::fchdir(files.cwd_fd) < 0)
+    return fail(ctx, fmt::format("fchdir to the remade cwd {}: {}", p.cwd, std::strerror(errno)));
+  if (install_fds(files, ctx.report_fd, &err) < 0) return fail(ctx, err);
+  if (files.cwd_fd < 0 && ::chdir(p.cwd.c_str()) < 0)
     return fail(ctx, fmt::format("chdir {}: {}", p.cwd, std::strerror(errno)));
   ::umask(p.umask);
   set_rlimits(p);

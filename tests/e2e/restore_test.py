@@ -701,6 +701,54 @@ def tcp_connection_refused_at_dump(env):
     srv.close()
 
 
+@case
+def deleted_files_memfd(env):
+    # A job writing to an unlinked sparse scratch file (two fds, a shared and
+    # a private mapping), a sealed memfd (shared and private mappings), an
+    # unlinked FIFO, a removed cwd and an O_PATH fd on a symbolic link
+    # (tests/programs/ghosts.c): its output
+    # after a restore equals an uninterrupted run's, line for line, and the
+    # restore leaves no file behind in the job's directory.
+    rounds = 12
+    ref_dir, job_dir = env.path("ghosts_ref"), env.path("ghosts_job")
+    os.makedirs(ref_dir)
+    os.makedirs(job_dir)
+    ref_out = env.path("ghosts_ref.out")
+    ref = start([env.prog("ghosts"), ref_dir, str(rounds), "0"], stdout_path=ref_out)
+    ref.wait()
+    expected = lines_of(ref_out)
+    expect(ref.returncode == 0 and len(expected) == rounds,
+           f"the uninterrupted run finished ({ref.returncode}, {expected})")
+    dump_kill_restore(env, [env.prog("ghosts"), job_dir, str(rounds), "150"], "ghosts", 4,
+                      expected)
+    expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
+
+
+@case
+def deleted_file_too_large_refused(env):
+    # A memfd holding more than the 64 MiB of deleted-file data an image
+    # keeps: the dump refuses, naming the pid, the fd and the memfd, writes
+    # no image, and the job (dumped with --kill) runs on.
+    out = env.path("bigmemfd.out")
+    code = ("import os, sys, time\n"
+            "fd = os.memfd_create('big')\n"
+            "os.pwrite(fd, b'x' * (65 << 20), 0)\n"
+            "print(fd, flush=True)\n"
+            "time.sleep(120)\n")
+    p = start([sys.executable, "-c", code], stdout_path=out)
+    wait_lines(out, 1)
+    fd = lines_of(out)[0]
+    ckpt = env.path("bigmemfd.ckpt")
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (/memfd:big (deleted))" in r.stderr
+           and "64 MiB" in r.stderr,
+           f"the dump is refused, naming pid, fd and memfd: {r.stderr.strip()}")
+    expect(not os.path.exists(ckpt), "no image was written")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
 def snap_measured(env, *args):
     """Runs snap; returns (exit status, stderr, seconds, peak resident KiB of
     snap and of what it waited for), from wait4's rusage of that one child."""

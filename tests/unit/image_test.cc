@@ -342,6 +342,55 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   EXPECT_EQ(t.inet_socket->backlog, 128);
   EXPECT_EQ(t.inet_socket->shutdown, 1);
   EXPECT_TRUE(t.inet_socket->peer.empty());
+  EXPECT_EQ(to_json(back), json);
+}
+
+// Deleted files and memfds: the ghost table and what refers to it.
+TEST(Manifest, GhostFilesRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  GhostFile g;
+  g.id = 1;
+  g.kind = GhostFile::Kind::Memfd;
+  g.path = "name with \"quotes\"";
+  g.mode = 0100640;
+  g.uid = 1000;
+  g.gid = 100;
+  g.size = 1 << 20;
+  g.atime_ns = 1700000000123456789;
+  g.mtime_ns = 1700000001000000000;
+  g.seals = 0x2;
+  g.data = {{0, {1, 2, 3}}, {65536, {0xff}}};
+  GhostFile linked;
+  linked.id = 2;
+  linked.kind = GhostFile::Kind::File;
+  linked.path = "/tmp/x";
+  linked.nlink = 1;
+  linked.handle_type = 1;
+  linked.handle = {9, 8, 7, 6};
+  c.ghost_files = {g, linked};
+  c.processes[0].fds[0].ghost = 2;
+  c.processes[0].mappings[0].ghost = 1;
+  c.processes[1].cwd_ghost = 1;
+
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  ASSERT_EQ(back.ghost_files.size(), 2u);
+  const GhostFile& b = back.ghost_files[0];
+  EXPECT_EQ(b.kind, GhostFile::Kind::Memfd);
+  EXPECT_EQ(b.path, g.path);
+  EXPECT_EQ(b.mode, g.mode);
+  EXPECT_EQ(b.atime_ns, g.atime_ns);
+  EXPECT_EQ(b.seals, 0x2u);
+  ASSERT_EQ(b.data.size(), 2u);
+  EXPECT_EQ(b.data[1].offset, 65536u);
+  EXPECT_EQ(b.data[1].data, std::vector<uint8_t>{0xff});
+  EXPECT_EQ(back.ghost_files[1].handle, linked.handle);
+  EXPECT_EQ(back.ghost_files[1].nlink, 1u);
+  EXPECT_EQ(back.processes[0].fds[0].ghost, 2u);
+  EXPECT_EQ(back.processes[0].fds.size() > 1 ? back.processes[0].fds[1].ghost : 0u, 0u);
+  EXPECT_EQ(back.processes[0].mappings[0].ghost, 1u);
+  EXPECT_EQ(back.processes[1].cwd_ghost, 1u);
+  EXPECT_EQ(back.processes[0].cwd_ghost, 0u);
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 

@@ -1,0 +1,225 @@
+#include "restore/ghosts.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+#include <random>
+
+#include "base/error.h"
+
+namespace snap::restore {
+
+namespace {
+
+using image::GhostFile;
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// The directories above a ghost's path that are gone (a removed
+// directory's ghost, or a file in one): made for the time the ghost is
+// created, and removed again (innermost first) when this goes away.
+class MissingParents {
+ public:
+  MissingParents(const std::string& path, const std::string& who) {
+    std::vector<std::string> missing;
+    for (std::string d = dir_of(path); d != "/" && d != "." && !exists(d); d = dir_of(d))
+      missing.push_back(d);
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+      if (::mkdir(it->c_str(), 0700) != 0)
+        throw SysError(fmt::format("cannot restore {}: mkdir {} (a directory above it, gone "
+                                   "since the dump)",
+                                   who, *it),
+                       errno);
+      made_.push_back(*it);
+    }
+  }
+  ~MissingParents() {
+    for (auto it = made_.rbegin(); it != made_.rend(); ++it) ::rmdir(it->c_str());
+  }
+  MissingParents(const MissingParents&) = delete;
+  MissingParents& operator=(const MissingParents&) = delete;
+
+ private:
+  std::vector<std::string> made_;
+};
+
+// The old path when it is free (so /proc shows "PATH (deleted)" again),
+// else a sibling name no one uses.
+std::string free_name(const std::string& path) {
+  if (!exists(path)) return path;
+  std::random_device rd;
+  for (;;) {
+    std::string name = fmt::format("{}.snap-ghost-{:08x}", path, rd());
+    if (!exists(name)) return name;
+  }
+}
+
+void write_contents(int fd, const GhostFile& g, const std::string& who) {
+  for (const auto& e : g.data)
+    for (size_t done = 0; done < e.data.size();) {
+      ssize_t n = ::pwrite(fd, e.data.data() + done, e.data.size() - done,
+                           static_cast<off_t>(e.offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        throw SysError(fmt::format("cannot restore {}: writing its saved contents at offset {}", who,
+                                   e.offset + done),
+                       n < 0 ? errno : EIO);
+      done += static_cast<size_t>(n);
+    }
+  if (::ftruncate(fd, static_cast<off_t>(g.size)) != 0)
+    throw SysError(fmt::format("cannot restore {}: ftruncate to {} bytes", who, g.size), errno);
+}
+
+timespec from_ns(int64_t ns) {
+  return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+
+// Owner first (chown clears set-id bits), then mode, then times.
+void set_attributes(int fd, const GhostFile& g, const std::string& who,
+                    std::vector<std::string>& warnings) {
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && (st.st_uid != g.uid || st.st_gid != g.gid) &&
+      ::fchown(fd, g.uid, g.gid) != 0)
+    warnings.push_back(fmt::format("{}: cannot give it its owner {}:{} back ({}); it belongs to "
+                                   "{}:{}",
+                                   who, g.uid, g.gid, std::strerror(errno), st.st_uid, st.st_gid));
+  if (::fchmod(fd, g.mode & 07777) != 0)
+    throw SysError(fmt::format("cannot restore {}: fchmod {:o}", who, g.mode & 07777), errno);
+  timespec times[2] = {from_ns(g.atime_ns), from_ns(g.mtime_ns)};
+  if (::futimens(fd, times) != 0)
+    throw SysError(fmt::format("cannot restore {}: futimens", who), errno);
+}
+
+ScopedFd reopen_self(int fd, int flags) {
+  std::string link = fmt::format("/proc/self/fd/{}", fd);
+  return ScopedFd(::open(link.c_str(), flags | O_CLOEXEC));
+}
+
+int wanted_flags(const GhostFile& g) {
+  switch (g.kind) {
+    case GhostFile::Kind::Fifo: return O_RDWR | O_NONBLOCK;
+    case GhostFile::Kind::Directory: return O_RDONLY | O_DIRECTORY;
+    default: return O_RDWR;
+  }
+}
+
+// The inode another link still leads to, by its handle; checked to be the
+// one of the dump.
+ScopedFd open_by_handle(const GhostFile& g, const std::string& who) {
+  std::string dir = dir_of(g.path);
+  while (dir != "/" && !exists(dir)) dir = dir_of(dir);
+  // Not O_PATH: open_by_handle_at refuses such a mount fd (EBADF).
+  ScopedFd mount(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!mount) throw SysError(fmt::format("cannot restore {}: open {}", who, dir), errno);
+  if (g.handle.size() > MAX_HANDLE_SZ) throw Error(who + ": the saved file handle is too long");
+  alignas(file_handle) unsigned char buf[sizeof(file_handle) + MAX_HANDLE_SZ] = {};
+  auto* h = reinterpret_cast<file_handle*>(buf);
+  h->handle_bytes = static_cast<unsigned>(g.handle.size());
+  h->handle_type = g.handle_type;
+  std::copy(g.handle.begin(), g.handle.end(), h->f_handle);
+  ScopedFd path(::open_by_handle_at(mount.get(), h, O_PATH | O_CLOEXEC));
+  struct stat st {};
+  if (!path || ::fstat(path.get(), &st) != 0 || st.st_ino != g.inode)
+    throw SysError(fmt::format("cannot restore {}: it was unlinked, but at the dump {} other "
+                               "link(s) led to its inode {}, which is gone now",
+                               who, g.nlink, g.inode),
+                   path ? ESTALE : errno,
+                   "restore where the file's other name still exists (the dump kept no copy)");
+  ScopedFd fd = reopen_self(path.get(), wanted_flags(g));
+  if (!fd && g.kind == GhostFile::Kind::File) fd = reopen_self(path.get(), O_RDONLY);
+  if (!fd) throw SysError(fmt::format("cannot restore {}: reopen by handle", who), errno);
+  return fd;
+}
+
+ScopedFd make_memfd(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
+  ScopedFd fd(::memfd_create(g.path.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) throw SysError(fmt::format("cannot restore {}: memfd_create(\"{}\")", who, g.path), errno);
+  write_contents(fd.get(), g, who);
+  set_attributes(fd.get(), g, who, warnings);
+  if (g.seals && ::fcntl(fd.get(), F_ADD_SEALS, g.seals) != 0)
+    throw SysError(fmt::format("cannot restore {}: F_ADD_SEALS {:#x}", who, g.seals), errno);
+  return fd;
+}
+
+ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
+  MissingParents parents(g.path, who);
+  std::string name = free_name(g.path);
+  ScopedFd fd;
+  auto fail = [&](const char* what) {
+    return SysError(fmt::format("cannot restore {}: {} {}", who, what, name), errno);
+  };
+  switch (g.kind) {
+    case GhostFile::Kind::Directory:
+      if (::mkdir(name.c_str(), 0700) != 0) throw fail("mkdir");
+      fd.reset(::open(name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!fd) throw fail("open");
+      if (::rmdir(name.c_str()) != 0) throw fail("rmdir");
+      break;
+    case GhostFile::Kind::Fifo:
+      if (::mkfifo(name.c_str(), 0600) != 0) throw fail("mkfifo");
+      fd.reset(::open(name.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+      if (!fd) throw fail("open");
+      if (::unlink(name.c_str()) != 0) throw fail("unlink");
+      break;
+    default:
+      fd.reset(::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!fd) throw fail("create");
+      if (::unlink(name.c_str()) != 0) throw fail("unlink");
+      write_contents(fd.get(), g, who);
+      break;
+  }
+  set_attributes(fd.get(), g, who, warnings);
+  return fd;
+}
+
+// /proc/PID of a process that has ended: a process is started with that
+// pid (clone3 set_tid), which waits to be killed; its directory is opened.
+ScopedFd make_proc_dir(const GhostFile& g, const std::string& who, std::vector<pid_t>& holders) {
+  pid_t want = static_cast<pid_t>(std::stol(g.path.substr(6)));
+  clone_args args{};
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&want);
+  args.set_tid_size = 1;
+  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives snap restore
+    for (;;) ::pause();
+  }
+  if (pid < 0)
+    throw SysError(fmt::format("cannot restore {}: it was the directory of process {}, which had "
+                               "ended; starting a process with that pid (clone3 set_tid)",
+                               who, want),
+                   errno, "restore as root, with pid " + std::to_string(want) + " free");
+  holders.push_back(static_cast<pid_t>(pid));
+  ScopedFd fd(::open(g.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw SysError(fmt::format("cannot restore {}: open {}", who, g.path), errno);
+  return fd;
+}
+
+}  // namespace
+
+ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,
+                        std::vector<pid_t>& holders) {
+  if (g.kind == GhostFile::Kind::Memfd) return make_memfd(g, who, warnings);
+  if (g.kind == GhostFile::Kind::ProcDir) return make_proc_dir(g, who, holders);
+  if (g.nlink > 0) return open_by_handle(g, who);
+  return make_unlinked(g, who, warnings);
+}
+
+}  // namespace snap::restore

@@ -1,0 +1,35 @@
+// Making a deleted file, FIFO or directory, or a memfd, of the image again
+// (image::GhostFile), before the fds, mappings and cwds that refer to it
+// are restored: they are then opened on (or mapped from) the fd made here.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/scoped_fd.h"
+#include "image/checkpoint.h"
+
+namespace snap::restore {
+
+// Makes ghost `g` and returns an fd on it: O_RDWR for a file or memfd
+// (O_RDONLY where only that is allowed), O_RDWR|O_NONBLOCK for a FIFO,
+// O_RDONLY|O_DIRECTORY for a directory; close-on-exec.
+//  * A memfd: memfd_create with its name, its contents, size and seals.
+//  * A file, FIFO or directory without links: created under its old path
+//    (a sibling name when that path is taken again; missing parent
+//    directories are made and removed again), opened, unlinked at once;
+//    then its contents and size (holes stay holes), owner, mode and times.
+//  * /proc/PID of an ended process: a process with that pid (clone3
+//    set_tid; root, the pid free) holds the directory until the caller ends it.
+//  * One another link still led to at the dump: the same inode, opened by
+//    its handle (open_by_handle_at).
+// Throws Error naming `who` and the file when it cannot be made. What is
+// not exact (an owner snap may not set) is added to `warnings`.
+// A /proc/PID directory (kind ProcDir) can only be entered while process
+// PID lives: its pid is added to `holders`, a process that waits for
+// SIGKILL; the caller kills and reaps it once the restored processes are in
+// that directory, which then shows as deleted again.
+ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
+                        std::vector<std::string>& warnings, std::vector<pid_t>& holders);
+
+}  // namespace snap::restore

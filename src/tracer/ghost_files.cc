@@ -1,0 +1,225 @@
+#include "tracer/ghost_files.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+#include <map>
+#include <utility>
+
+#include "base/error.h"
+#include "base/scoped_fd.h"
+
+namespace snap {
+
+namespace {
+
+using image::GhostFile;
+
+constexpr std::string_view kDeleted = " (deleted)";
+constexpr std::string_view kMemfd = "/memfd:";
+
+bool is_deleted(const std::string& path) { return path.ends_with(kDeleted); }
+bool is_memfd(const std::string& path) { return path.starts_with(kMemfd); }
+
+std::string strip_deleted(std::string path) {
+  if (is_deleted(path)) path.resize(path.size() - kDeleted.size());
+  return path;
+}
+
+// "/proc/PID" (a process's directory, not one below it).
+bool proc_pid_dir(const std::string& path) {
+  return path.size() > 6 && path.starts_with("/proc/") &&
+         path.find_first_not_of("0123456789", 6) == std::string::npos;
+}
+
+int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
+
+class GhostCollector {
+ public:
+  explicit GhostCollector(image::Checkpoint& ckpt) : ckpt_(ckpt) {}
+
+  void run() {
+    for (auto& p : ckpt_.processes) {
+      if (p.zombie) continue;
+      std::string proc = fmt::format("/proc/{}/", p.pid);
+      for (auto& f : p.fds) {
+        bool file_like = f.type == image::FdType::Regular || f.type == image::FdType::Directory ||
+                         f.type == image::FdType::Fifo;
+        if (!file_like || !(is_deleted(f.path) || is_memfd(f.path))) continue;
+        f.ghost = ghost(proc + "fd/" + std::to_string(f.fd),
+                        fmt::format("pid {} fd {} ({})", p.pid, f.fd, f.path), f.path);
+      }
+      if (is_deleted(p.cwd))
+        p.cwd_ghost = ghost(proc + "cwd", fmt::format("pid {} cwd ({})", p.pid, p.cwd), p.cwd);
+    }
+    // Mappings once every fd's file is known, in whichever process.
+    for (auto& p : ckpt_.processes) {
+      if (p.zombie) continue;
+      std::string proc = fmt::format("/proc/{}/", p.pid);
+      for (auto& m : p.mappings) {
+        bool deleted_file = m.kind == image::MappingKind::File && is_deleted(m.path);
+        if (!deleted_file && !is_memfd(m.path)) continue;
+        bool held = ids_.count({m.dev, m.inode}) > 0;
+        // A shared mapping of a deleted file or memfd no fd holds (an
+        // unlinked POSIX shared memory segment) stays what it was: shared
+        // memory, its pages in the page store however large, made again
+        // as a memfd (of the same name for a memfd).
+        if (m.shared && !held) continue;
+        // A file an fd holds too is known by the device and inode maps
+        // shows; else map_files leads to it (which needs CAP_CHECKPOINT_RESTORE).
+        if (auto it = ids_.find({m.dev, m.inode}); it != ids_.end()) {
+          m.ghost = it->second;
+        } else {
+          std::string link = proc + fmt::format("map_files/{:x}-{:x}", m.start, m.end);
+          std::string who =
+              fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end, m.path);
+          struct stat st {};
+          if (::stat(link.c_str(), &st) != 0 && (errno == EPERM || errno == EACCES)) {
+            // A private memfd mapping is saved as private memory then (all
+            // its pages); one of a deleted file cannot be.
+            if (m.kind != image::MappingKind::File) continue;
+            throw SysError("cannot save " + who + ": no fd holds the deleted file, and reading "
+                           "it through " + link + " needs CAP_CHECKPOINT_RESTORE",
+                           errno, "dump the job as root");
+          }
+          m.ghost = ghost(link, who, m.path);
+        }
+        // A private mapping of a memfd maps the file: the pages it has not
+        // copied yet follow the file's, as after the dump.
+        if (!m.shared) m.kind = image::MappingKind::File;
+      }
+    }
+  }
+
+ private:
+  // The ghost `link` (a /proc magic link) leads to, saved on first sight.
+  uint64_t ghost(const std::string& link, const std::string& who, const std::string& shown) {
+    struct stat st {};
+    if (::stat(link.c_str(), &st) != 0) throw SysError("stat " + link + " for " + who, errno);
+    auto key = std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+    if (auto it = ids_.find(key); it != ids_.end()) return it->second;
+
+    GhostFile g;
+    g.id = ckpt_.ghost_files.size() + 1;
+    g.mode = st.st_mode;
+    g.uid = st.st_uid;
+    g.gid = st.st_gid;
+    g.size = static_cast<uint64_t>(st.st_size);
+    g.atime_ns = to_ns(st.st_atim);
+    g.mtime_ns = to_ns(st.st_mtim);
+    g.nlink = st.st_nlink;
+    g.dev = st.st_dev;
+    g.inode = st.st_ino;
+    if (is_memfd(shown) && S_ISREG(st.st_mode)) {
+      g.kind = GhostFile::Kind::Memfd;
+      g.path = strip_deleted(shown.substr(kMemfd.size()));
+      g.nlink = 0;
+    } else {
+      g.path = strip_deleted(shown);
+      g.kind = S_ISDIR(st.st_mode)    ? GhostFile::Kind::Directory
+               : S_ISFIFO(st.st_mode) ? GhostFile::Kind::Fifo
+                                      : GhostFile::Kind::File;
+      if (!S_ISDIR(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISREG(st.st_mode))
+        throw Error(who + " is a deleted special file", "snap can only restore deleted regular "
+                                                        "files, directories and FIFOs");
+    }
+    // A directory that was removed has no links; one still linked elsewhere
+    // is reopened by its handle.
+    if (g.kind == GhostFile::Kind::Directory) {
+      g.nlink = 0;
+      struct statfs fs {};
+      if (::statfs(link.c_str(), &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC) {
+        if (!proc_pid_dir(g.path))
+          throw Error(who + " is a directory of /proc that is gone",
+                      "snap can only restore /proc/PID of a process that has ended");
+        g.kind = GhostFile::Kind::ProcDir;
+      }
+    }
+    if (g.nlink > 0) {
+      save_handle(link, who, g);
+    } else if (g.kind == GhostFile::Kind::File || g.kind == GhostFile::Kind::Memfd) {
+      save_contents(link, who, g);
+    }
+    ckpt_.ghost_files.push_back(std::move(g));
+    ids_[key] = ckpt_.ghost_files.back().id;
+    return ckpt_.ghost_files.back().id;
+  }
+
+  void save_handle(const std::string& link, const std::string& who, GhostFile& g) {
+    alignas(file_handle) unsigned char buf[sizeof(file_handle) + MAX_HANDLE_SZ] = {};
+    auto* h = reinterpret_cast<file_handle*>(buf);
+    h->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    if (::name_to_handle_at(AT_FDCWD, link.c_str(), h, &mount_id, AT_SYMLINK_FOLLOW) != 0)
+      throw SysError(fmt::format("{}: the file was unlinked but {} other link(s) still lead to it, "
+                                 "and its filesystem gives no handle to reopen it by "
+                                 "(name_to_handle_at)",
+                                 who, g.nlink),
+                     errno, "snap cannot restore such a file faithfully");
+    g.handle_type = h->handle_type;
+    g.handle.assign(h->f_handle, h->f_handle + h->handle_bytes);
+  }
+
+  // The data extents (SEEK_DATA / SEEK_HOLE: holes stay holes).
+  void save_contents(const std::string& link, const std::string& who, GhostFile& g) {
+    ScopedFd fd(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
+    if (!fd) fd.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw SysError("open " + link + " to save " + who, errno);
+    struct statfs fs {};
+    if (::fstatfs(fd.get(), &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC)
+      throw Error(who + " is a memfd in huge pages (MFD_HUGETLB)",
+                  "snap cannot restore hugetlbfs memfds yet");
+    if (g.kind == GhostFile::Kind::Memfd) {
+      int seals = ::fcntl(fd.get(), F_GET_SEALS);
+      if (seals > 0) g.seals = static_cast<uint32_t>(seals);
+    }
+    uint64_t off = 0;
+    while (off < g.size) {
+      off_t data = ::lseek(fd.get(), static_cast<off_t>(off), SEEK_DATA);
+      if (data < 0 && errno == ENXIO) break;  // only a hole up to the end
+      off_t hole = data < 0 ? -1 : ::lseek(fd.get(), data, SEEK_HOLE);
+      if (data < 0 || hole < 0) {  // no SEEK_DATA here: everything is data
+        data = static_cast<off_t>(off);
+        hole = static_cast<off_t>(g.size);
+      }
+      uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), g.size);
+      read_extent(fd.get(), who, static_cast<uint64_t>(data), end, g);
+      off = end;
+    }
+  }
+
+  void read_extent(int fd, const std::string& who, uint64_t start, uint64_t end, GhostFile& g) {
+    total_ += end - start;
+    if (total_ > kMaxGhostBytes)
+      throw Error(fmt::format("{}: the deleted files and memfds of the job hold more than {} MiB "
+                              "of data, more than snap keeps in an image",
+                              who, kMaxGhostBytes >> 20),
+                  "let the job keep that much data in a file that still has a name (a restore "
+                  "reopens it there)");
+    image::GhostExtent e;
+    e.offset = start;
+    e.data.resize(end - start);
+    for (size_t done = 0; done < e.data.size();) {
+      ssize_t n = ::pread(fd, e.data.data() + done, e.data.size() - done,
+                          static_cast<off_t>(start + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw SysError("read the contents of " + who, n < 0 ? errno : EIO);
+      done += static_cast<size_t>(n);
+    }
+    g.data.push_back(std::move(e));
+  }
+
+  image::Checkpoint& ckpt_;
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> ids_;  // (dev, inode) -> ghost id
+  uint64_t total_ = 0;
+};
+
+}  // namespace
+
+void collect_ghost_files(image::Checkpoint& ckpt) { GhostCollector(ckpt).run(); }
+
+}  // namespace snap

@@ -1,0 +1,27 @@
+// Files a stopped job holds that no path leads to any more: unlinked files,
+// FIFOs and directories, and memfds (image::GhostFile). Their contents and
+// attributes go into the image, since restore cannot reopen them by name.
+#pragma once
+
+#include <cstdint>
+
+#include "image/checkpoint.h"
+
+namespace snap {
+
+// The most data of unlinked files and memfds one image keeps (it is stored
+// in the manifest).
+constexpr uint64_t kMaxGhostBytes = uint64_t{64} << 20;
+
+// Finds every fd, mapping and cwd of ckpt's (stopped, host-pid) processes
+// that refers to a deleted file or a memfd, saves each such file once into
+// ckpt.ghost_files (contents without holes, size, mode, owner, times,
+// seals; a handle instead of contents when another link still leads to it)
+// and sets FileDesc::ghost, Mapping::ghost and Process::cwd_ghost. A
+// private mapping of a memfd becomes a file mapping (only its copied pages
+// are saved). Throws Error naming the pid, the fd or mapping and the file
+// when one cannot come back faithfully (a hugetlbfs memfd, a file without
+// a handle, more data than kMaxGhostBytes).
+void collect_ghost_files(image::Checkpoint& ckpt);
+
+}  // namespace snap
