@@ -52,6 +52,32 @@ def kill_everything(run_proc, err_path):
     reap_orphans()
 
 
+def thread_states(pid):
+    """"TID STATE WCHAN" of every thread of pid and its descendants."""
+    out = []
+    for p in [pid] + tree_of(pid):
+        try:
+            for t in sorted(os.listdir(f"/proc/{p}/task"), key=int):
+                stat = open(f"/proc/{p}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+                wchan = open(f"/proc/{p}/task/{t}/wchan").read()
+                out.append(f"{p}/{t} {stat[0]} {wchan}")
+        except OSError:
+            continue
+    return out
+
+
+def wait_or_explain(run, timeout):
+    """The exit status of `run`'s snap run; if it has not ended within
+    timeout s, fails with what it said and where each of its processes'
+    threads is, to tell a hung restore from a hung job or checkpoint."""
+    try:
+        return run.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        states = thread_states(run.proc.pid)
+        raise AssertionError(f"snap run (pid {run.proc.pid}) still running after {timeout} s; it said:\n"
+                             f"{run.stderr()}\nthreads (tid state wchan): {states}")
+
+
 class Run:
     """One `snap run` of the test: stdout to `out` opened with `mode` ("w"
     for a first start, "a" to append; a resumed job reopens its own files
@@ -85,7 +111,7 @@ def run_interval_resume(env):
     k = int(before[-1])
     expect(k < 40, f"killed mid-run at {k}")
     r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "2"])
-    rc = r2.proc.wait(timeout=60)
+    rc = wait_or_explain(r2, 60)
     expect(rc == 0, f"the resumed job ran to its end, snap run exited 0 (got {rc}: {r2.stderr().strip()})")
     expect("resumed pid" in r2.stderr(), "the second snap run resumed from a checkpoint")
     nums = [int(x) for x in lines_of(out)]
