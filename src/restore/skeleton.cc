@@ -16,6 +16,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/scoped_fd.h"
 #include "tracer/proc.h"
 
 namespace snap::restore {
@@ -111,17 +112,22 @@ void set_rlimits(const image::Process& p) {
   }
 }
 
+// Writes `value` to /proc/self/NAME: 0, or the errno of what failed.
+int write_own_proc_file(const char* name, const std::string& value) {
+  ScopedFd fd(::open((std::string("/proc/self/") + name).c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return errno;
+  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size()))
+    return errno ? errno : EIO;
+  return 0;
+}
+
 // oom_score_adj, THP and no_new_privs, as the job had them. Empty, or what
 // failed: lowering oom_score_adj below what snap restore has needs
 // CAP_SYS_RESOURCE, and a restore without it must not give the job another.
 std::string set_process_settings(const image::Process& p) {
   if (p.oom_score_adj) {
-    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     std::string v = std::to_string(*p.oom_score_adj);
-    bool ok = fd >= 0 && ::write(fd, v.data(), v.size()) == static_cast<ssize_t>(v.size());
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    if (!ok)
+    if (int err = write_own_proc_file("oom_score_adj", v))
       return fmt::format("writing oom_score_adj {}: {}{}", v, std::strerror(err),
                          err == EACCES ? " (lowering it needs CAP_SYS_RESOURCE)" : "");
   }
@@ -130,12 +136,8 @@ std::string set_process_settings(const image::Process& p) {
   if (p.loginuid) {
     auto own = proc::try_read_file("/proc/self/loginuid");
     if (own && static_cast<uint32_t>(std::strtoul(own->c_str(), nullptr, 10)) != *p.loginuid) {
-      int fd = ::open("/proc/self/loginuid", O_WRONLY | O_CLOEXEC);
       std::string v = std::to_string(*p.loginuid);
-      bool ok = fd >= 0 && ::write(fd, v.data(), v.size()) == static_cast<ssize_t>(v.size());
-      int err = errno;
-      if (fd >= 0) ::close(fd);
-      if (!ok)
+      if (int err = write_own_proc_file("loginuid", v))
         return fmt::format("setting the audit login uid (loginuid) {} (snap restore's is {}): {}{}",
                            v, own->substr(0, own->find('\n')), std::strerror(err),
                            err == EPERM ? " (changing it needs CAP_AUDIT_CONTROL; restore from the "
