@@ -138,6 +138,9 @@ struct EpollTarget {
   int fd = -1;
   uint32_t events = 0;  // the registered mask, incl. EPOLLET / EPOLLONESHOT
   uint64_t data = 0;    // epoll_data as the job set it
+  // The job closed `fd` (or put another file there) but holds the watched
+  // file as this fd: restore registers it under `fd` through a copy. -1: none.
+  int via = -1;
 };
 
 struct FileDesc;
@@ -215,7 +218,7 @@ struct FileDesc {
   uint64_t eventfd_count = 0;
   bool eventfd_semaphore = false;
   // Type Epoll: the fds it watches, by their numbers in this process. A dump
-  // refuses an epoll watching a file this process no longer holds at that number.
+  // refuses an epoll watching a file this process no longer holds at all.
   std::vector<EpollTarget> epoll_targets;
   // Type SignalFd: the signals it reads (fdinfo "sigmask", bit n-1 for signal n).
   uint64_t signalfd_mask = 0;

@@ -156,8 +156,10 @@ ojson encode(const FileDesc& f) {
   }
   if (f.type == FdType::Epoll) {
     ojson ts = ojson::array();
-    for (const auto& t : f.epoll_targets)
+    for (const auto& t : f.epoll_targets) {
       ts.push_back({{"fd", t.fd}, {"events", t.events}, {"data", t.data}});
+      if (t.via >= 0) ts.back()["via"] = t.via;
+    }
     j["epoll_targets"] = ts;
   }
   if (f.type == FdType::SignalFd) j["signalfd_mask"] = f.signalfd_mask;
@@ -447,6 +449,7 @@ EpollTarget decode_epoll_target(const Field& f) {
   t.fd = f["fd"].as<int>();
   t.events = f["events"].as<uint32_t>();
   t.data = f["data"].as<uint64_t>();
+  if (auto via = f.opt("via")) t.via = via->as<int>();
   return t;
 }
 

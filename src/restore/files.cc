@@ -66,6 +66,40 @@ int make_eventfd(uint64_t count, bool semaphore, int flags) {
   return fd;
 }
 
+// Registers `t` with the epoll `epoll_fd` again. A file the job watched
+// under a number it has since closed or reused (t.via: the number it holds
+// the file at now) is put at that number for the call, and whatever was
+// there put back: the epoll keys its watches by (file, number).
+int watch_again(int epoll_fd, const image::EpollTarget& t, std::string* err) {
+  epoll_event ev{};
+  ev.events = t.events;
+  ev.data.u64 = t.data;
+  auto fail = [&](const char* what) {
+    *err = fmt::format("fd {}: {} (watch of fd {} via fd {}): {}", epoll_fd, what, t.fd, t.via,
+                       std::strerror(errno));
+    return -1;
+  };
+  if (t.via < 0) {
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, t.fd, &ev) < 0 && errno != EEXIST)
+      return fail("epoll_ctl(EPOLL_CTL_ADD)");
+    return 0;
+  }
+  int fd_flags = ::fcntl(t.fd, F_GETFD);
+  int saved = fd_flags < 0 ? -1 : ::fcntl(t.fd, F_DUPFD_CLOEXEC, 0);
+  if (fd_flags >= 0 && saved < 0) return fail("saving the fd in the way");
+  if (::dup2(t.via, t.fd) < 0) return fail("dup2");
+  int r = ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, t.fd, &ev);
+  if (r < 0 && errno != EEXIST) return fail("epoll_ctl(EPOLL_CTL_ADD)");
+  if (saved < 0) {
+    ::close(t.fd);
+    return 0;
+  }
+  if (::dup3(saved, t.fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+    return fail("putting back the fd in the way");
+  ::close(saved);
+  return 0;
+}
+
 int make_epoll(int flags) {
   int fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (fd >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -692,16 +726,8 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
   ::close_range(static_cast<unsigned>(next), ~0u, 0);
   // Every watched fd is at its number now.
   for (const auto& a : files.fds)
-    for (const auto& t : a.epoll_targets) {
-      epoll_event ev{};
-      ev.events = t.events;
-      ev.data.u64 = t.data;
-      if (::epoll_ctl(a.target, EPOLL_CTL_ADD, t.fd, &ev) < 0 && errno != EEXIST) {
-        *err = fmt::format("fd {}: epoll_ctl(EPOLL_CTL_ADD, fd {}, events {:#x}): {}", a.target,
-                           t.fd, t.events, std::strerror(errno));
-        return -1;
-      }
-    }
+    for (const auto& t : a.epoll_targets)
+      if (watch_again(a.target, t, err) < 0) return -1;
   // Locks and owners last: a POSIX lock is the process's, and closing any
   // of its fds of that file (snap's copies above) would have dropped it.
   for (const auto& a : files.fds) {

@@ -18,6 +18,7 @@
 #include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
 #include "tracer/fd_state.h"
+#include "tracer/sharing.h"
 
 namespace snap::proc {
 
@@ -454,22 +455,35 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
 namespace {
 
 struct Watched {
-  int epoll_fd, fd;
+  size_t epoll_index;   // in read_fds' list
+  size_t target_index;  // in that fd's epoll_targets
+  int nth;              // registrations under the same number before it
   uint64_t inode;
 };
 
 // Restore registers each watched file again under the number the epoll
-// knows it by; that needs the file to be open at that number still (a
-// closed or replaced fd leaves the epoll watching a file only it holds).
-void check_epoll_targets(pid_t pid, const std::vector<image::FileDesc>& fds,
-                         const std::vector<Watched>& watched) {
+// knows it by. Usually that fd is still the file; when the job closed it
+// (or put another file there) and holds the file under another number,
+// restore borrows the number for the registration: `via` names that fd.
+// An epoll whose file the process no longer holds at all is refused.
+void resolve_epoll_targets(pid_t pid, std::vector<image::FileDesc>& fds,
+                           const std::vector<Watched>& watched) {
   for (const auto& w : watched) {
-    auto it = std::find_if(fds.begin(), fds.end(), [&](const auto& f) { return f.fd == w.fd; });
-    if (it == fds.end() || it->inode != w.inode)
-      throw Error("pid " + std::to_string(pid) + " fd " + std::to_string(w.epoll_fd) +
+    const image::FileDesc& ep = fds[w.epoll_index];
+    image::EpollTarget& t = fds[w.epoll_index].epoll_targets[w.target_index];
+    auto holds = [&](const image::FileDesc& f) {
+      return f.inode == w.inode && is_epoll_target(pid, f.fd, ep.fd, t.fd, w.nth);
+    };
+    auto same = std::find_if(fds.begin(), fds.end(), [&](const auto& f) { return f.fd == t.fd; });
+    if (same != fds.end() && holds(*same)) continue;
+    auto other = std::find_if(fds.begin(), fds.end(), holds);
+    if (other == fds.end())
+      throw Error("pid " + std::to_string(pid) + " fd " + std::to_string(ep.fd) +
                       " (epoll) watches a file that is no longer open as fd " +
-                      std::to_string(w.fd) + " (inode " + std::to_string(w.inode) + ")",
-                  "snap cannot restore an epoll watching a closed or replaced fd");
+                      std::to_string(t.fd) + " (inode " + std::to_string(w.inode) +
+                      ") nor as any other fd of this process",
+                  "snap cannot restore an epoll watching a file only another process holds");
+    t.via = other->fd;
   }
 }
 
@@ -510,13 +524,15 @@ std::vector<image::FileDesc> read_fds(pid_t pid) {
     fd.eventfd_count = info.eventfd_count;
     fd.eventfd_semaphore = info.eventfd_semaphore;
     for (const auto& [t, ino] : info.epoll_targets) {
+      int nth = static_cast<int>(std::count_if(fd.epoll_targets.begin(), fd.epoll_targets.end(),
+                                               [&](const auto& e) { return e.fd == t.fd; }));
+      watched.push_back({out.size(), fd.epoll_targets.size(), nth, ino});
       fd.epoll_targets.push_back(t);
-      watched.push_back({n, t.fd, ino});
     }
     fill_fd_state(pid, fd, info);
     out.push_back(std::move(fd));
   }
-  check_epoll_targets(pid, out, watched);
+  resolve_epoll_targets(pid, out, watched);
   read_fd_owners(pid, out);
   return out;
 }

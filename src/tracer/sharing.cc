@@ -29,6 +29,19 @@ int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2) {
   return r == 0 ? 0 : r == 1 ? -1 : 1;
 }
 
+bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth) {
+  kcmp_epoll_slot slot{};
+  slot.efd = static_cast<__u32>(epoll_fd);
+  slot.tfd = static_cast<__u32>(tfd);
+  slot.toff = static_cast<__u32>(nth);
+  long r = ::syscall(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd, &slot);
+  if (r < 0)
+    throw SysError(fmt::format("kcmp(KCMP_EPOLL_TFD, pid {} fd {}, epoll fd {} watch {} #{})", pid,
+                               fd, epoll_fd, tfd, nth),
+                   errno);
+  return r == 0;
+}
+
 bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2) {
   return open_file_order(pid1, fd1, pid2, fd2) == 0;
 }

@@ -15,6 +15,10 @@ namespace snap {
 bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // kcmp's order of the two open file descriptions: <0, 0 (the same), >0.
 int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2);
+// Is fd of pid the file that pid's epoll `epoll_fd` watches as its
+// `nth` (from 0) registration under number `tfd`? (kcmp KCMP_EPOLL_TFD.)
+// False when fd is another file; throws SysError on other failures.
+bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth);
 
 // Gives every fd of `procs` (zombies have none) its FileDesc::file_id: fds
 // that share one open file description, after dup() or fork(), in one

@@ -467,14 +467,24 @@ def epoll_eventfd(env):
 
 
 @case
+def epoll_closed_number(env):
+    # The same, with both files registered under fd 50, closed after each
+    # registration and then reused for /dev/null: the epoll watches them by
+    # a number that names another file. Restore registers each under 50
+    # through a copy and puts /dev/null back: the output is the same.
+    dump_kill_restore(env, [env.prog("epoll_events"), "--closed", "12", "150"], "epoll_closed", 4,
+                      epoll_expected(12))
+
+
+@case
 def epoll_stale_fd_refused(env):
-    # An epoll still watching a file its fd number no longer names cannot be
-    # registered again: the dump refuses, naming the pid and the epoll's fd,
-    # and the job runs on.
+    # An epoll watching a file that only another process still holds (its
+    # child; the parent closed it) cannot be registered again by the parent:
+    # the dump refuses, naming the pid and the epoll's fd, and the job runs on.
     out = env.path("stale.out")
     p = start([env.prog("epoll_events"), "--stale"], stdout_path=out)
     wait_lines(out, 1)
-    words = lines_of(out)[0].split()  # "epoll 3 watches closed fd 7 (file kept as 8)"
+    words = lines_of(out)[0].split()  # "epoll 3 watches closed fd 7 (file kept by child 99)"
     ep, closed = words[1], words[5]
     r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("stale.ckpt"),
                      check=False)

@@ -3,13 +3,20 @@
  * prints it; every third round it drains the eventfd and one pipe byte. A
  * restored run must print exactly what an uninterrupted one does: the
  * counter, the unread byte, the registrations (with their data) come back.
- * Usage: epoll_events LIMIT INTERVAL_MS
- *        epoll_events --stale: watches an fd, then closes it, and waits. */
+ * Usage: epoll_events [--closed] LIMIT INTERVAL_MS
+ *          --closed: both are registered under fd 50, which is then closed
+ *          and reused for /dev/null (the epoll watches them under a number
+ *          that now names another file): the output is the same.
+ *        epoll_events --stale: watches an fd that only a child of it holds
+ *          afterwards (the parent closed it), and waits. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,18 +32,30 @@ int main(int argc, char **argv) {
   int efd = eventfd(30, EFD_NONBLOCK);
   int p[2];
   if (ep < 0 || efd < 0 || pipe(p) < 0) die("setup");
+  int closed = argc > 1 && strcmp(argv[1], "--closed") == 0;
+  if (closed) argv++, argc--;
+  /* With --closed, each is added as fd 50, a copy closed right after. */
+  int efd_as = closed ? dup2(efd, 50) : efd;
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0xe7e7e7e7e7e7e7e7ull};
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) < 0) die("epoll_ctl eventfd");
+  if (efd_as < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, efd_as, &ev) < 0) die("epoll_ctl eventfd");
+  if (closed) close(50);
+  int pipe_as = closed ? dup2(p[0], 50) : p[0];
   ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = 0x9193;
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) < 0) die("epoll_ctl pipe");
+  if (pipe_as < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, pipe_as, &ev) < 0) die("epoll_ctl pipe");
+  if (closed && (close(50) < 0 || dup2(open("/dev/null", O_RDONLY), 50) != 50)) die("reuse 50");
   if (argc > 1 && strcmp(argv[1], "--stale") == 0) {
     int other = eventfd(0, 0);
     ev.events = EPOLLIN;
     if (other < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, other, &ev) < 0) die("stale");
-    int keep = dup(other);  /* the epoll still holds the file through `keep` */
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {  /* holds the file; ends with its parent */
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      for (;;) pause();
+    }
     close(other);
-    printf("epoll %d watches closed fd %d (file kept as %d)\n", ep, other, keep);
+    printf("epoll %d watches closed fd %d (file kept by child %d)\n", ep, other, (int)child);
     for (;;) pause();
   }
   long limit = argc > 1 ? atol(argv[1]) : 10;
