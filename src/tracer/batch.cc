@@ -104,6 +104,12 @@ void SyscallBatch::run_queue(Task& task) {
   if (!data_.empty())
     write_remote(tid, calls_at + static_cast<int64_t>(arena_ / 2), data_.data(), data_.size());
 
+  // The loop ends on int3. A SIGTRAP the kernel forces on a thread that
+  // blocks it resets the job's own SIGTRAP handler to the default (the
+  // restored job would then die of its next SIGTRAP): unblock it meanwhile.
+  const uint64_t trap_bit = uint64_t{1} << (SIGTRAP - 1);
+  const uint64_t mask = task.signal_mask();
+  if (mask & trap_bit) task.set_signal_mask(mask & ~trap_bit);
   const Registers saved = task.regs();
   Registers r = saved;
   r.set_ip(base_);
@@ -121,6 +127,7 @@ void SyscallBatch::run_queue(Task& task) {
   }
   const size_t stopped_at = task.regs().raw().r12;
   task.set_regs(saved);
+  if (mask & trap_bit) task.set_signal_mask(mask);
 
   std::vector<Call> done(n);
   read_remote(tid, calls_at, done.data(), n * kCallBytes);

@@ -4,6 +4,8 @@
  *   - a SIGALRM handler (SA_ONSTACK) on an alternate signal stack, driven by
  *     a running ITIMER_REAL; the handler checks it runs on that stack;
  *   - a POSIX timer (CLOCK_MONOTONIC, SIGUSR1, its own handler);
+ *   - a SIGTRAP handler (as runtimes with their own breakpoints have), which
+ *     every check raises and expects to run;
  *   - a pipe holding unread data;
  *   - a loop printing "I VALUE" for I = 1..N, VALUE a 64-bit LCG step
  *     (x = x * 6364136223846793005 + 1442695040888963407, x0 = 42), printed
@@ -26,7 +28,12 @@
 
 static const char kPipeData[] = "snap-victim: unread pipe data 0123456789";
 static char altstack[65536] __attribute__((aligned(16)));
-static volatile sig_atomic_t alarms, timer_ticks, off_stack;
+static volatile sig_atomic_t alarms, timer_ticks, off_stack, traps;
+
+static void on_trap(int sig) {
+  (void)sig;
+  traps++;
+}
 
 static void on_alarm(int sig) {
   (void)sig;
@@ -56,6 +63,11 @@ static void check_state(int last_alarms, int last_ticks) {
   if (sa.sa_handler != on_alarm || !(sa.sa_flags & SA_ONSTACK)) fail("SIGALRM handler");
   sigaction(SIGUSR1, NULL, &sa);
   if (sa.sa_sigaction != on_timer || !(sa.sa_flags & SA_SIGINFO)) fail("SIGUSR1 handler");
+  sigaction(SIGTRAP, NULL, &sa);
+  if (sa.sa_handler != on_trap) fail("SIGTRAP handler");
+  int before = traps;
+  if (sa.sa_handler == on_trap) raise(SIGTRAP);
+  if (traps != before + 1) fail("SIGTRAP did not reach its handler");
   stack_t ss;
   if (sigaltstack(NULL, &ss) || ss.ss_sp != altstack || ss.ss_size != sizeof altstack)
     fail("sigaltstack");
@@ -96,6 +108,9 @@ int main(int argc, char** argv) {
   sa.sa_sigaction = on_timer;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigaction(SIGUSR1, &sa, NULL);
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_trap;
+  sigaction(SIGTRAP, &sa, NULL);
 
   struct itimerval it = {{0, 10000}, {0, 10000}};
   setitimer(ITIMER_REAL, &it, NULL);
