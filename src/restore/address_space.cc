@@ -58,17 +58,25 @@ void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::v
   pid_t pid = rs.task().tid();
   const MappingKind kinds[] = {MappingKind::Vvar, MappingKind::VvarVclock, MappingKind::Vdso};
   std::vector<std::pair<Mapping, Mapping>> moves;  // (current, saved)
+  const bool job_had_none = !find_kind(saved, MappingKind::Vdso) &&
+                            !find_kind(saved, MappingKind::Vvar) &&
+                            !find_kind(saved, MappingKind::VvarVclock);
   for (auto k : kinds) {
     auto cur = find_kind(now, k);
     auto want = find_kind(saved, k);
     if (!cur && !want) continue;
+    if (job_had_none) {  // kept out of the job's way until drop_vdso
+      moves.push_back({*cur, *cur});
+      continue;
+    }
     if (!cur || !want || cur->end - cur->start != want->end - want->start)
       throw Error(fmt::format("the kernel's vDSO layout differs from the image's ({})",
                               want ? want->path : cur->path),
                   "restore on a machine running the same kernel as the dump");
     moves.push_back({*cur, *want});
   }
-  bool same = std::all_of(moves.begin(), moves.end(), [](auto& m) { return m.first.start == m.second.start; });
+  bool same = !job_had_none &&
+              std::all_of(moves.begin(), moves.end(), [](auto& m) { return m.first.start == m.second.start; });
   if (!same) {
     uint64_t total = 0;
     for (auto& [cur, want] : moves) total += cur.end - cur.start;
@@ -82,6 +90,7 @@ void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::v
       if (cur.kind == MappingKind::Vdso) rs.set_syscall_site(find_syscall_site(pid, remote_addr(tmp)));
       tmp += len;
     }
+    if (job_had_none) return;
     for (auto& [cur, want] : moves) {
       uint64_t len = cur.end - cur.start;
       rs.checked("mremap " + cur.path, SYS_mremap, cur.start, len, len,
@@ -90,6 +99,22 @@ void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::v
         rs.set_syscall_site(find_syscall_site(pid, remote_addr(want.start)));
     }
   }
+}
+
+// A job that had unmapped its vDSO gets none: once its code is back, system
+// calls go through a `syscall` in it, and the skeleton's vDSO is unmapped.
+void drop_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& saved) {
+  if (find_kind(saved, MappingKind::Vdso) || find_kind(saved, MappingKind::Vvar)) return;
+  pid_t pid = rs.task().tid();
+  auto site = find_code_syscall_site(pid);
+  if (!site) throw Error(fmt::format("pid {}: the job had no [vdso] and no system call instruction "
+                                     "in its code is left to use instead", pid));
+  rs.set_syscall_site(*site);
+  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly))
+    if (m.kind == MappingKind::Vdso || m.kind == MappingKind::Vvar ||
+        m.kind == MappingKind::VvarVclock)
+      rs.checked("munmap " + m.path, SYS_munmap, m.start, m.end - m.start);
+  vlog("restore: pid {} had no vDSO; the skeleton's is unmapped", pid);
 }
 
 // Madvise flags the kernel shows in smaps' VmFlags, and the advice that
@@ -285,6 +310,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
 
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.
   set_mm_layout(batch, p);
+  drop_vdso(rs, p.mappings);
 }
 
 }  // namespace snap::restore

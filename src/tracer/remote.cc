@@ -3,6 +3,7 @@
 #include <capstone/capstone.h>
 #include <fcntl.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -178,10 +179,28 @@ remote_addr find_syscall_site(pid_t pid, remote_addr vdso_base) {
   return site;
 }
 
+std::optional<remote_addr> find_code_syscall_site(pid_t pid) {
+  std::vector<uint8_t> buf(64 << 10);
+  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly)) {
+    if (!(m.prot & PROT_EXEC) || m.kind != image::MappingKind::File) continue;
+    // Chunks overlap by a byte, so an instruction across a boundary is seen.
+    for (uint64_t at = m.start; at + 1 < m.end; at += buf.size() - 1) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), m.end - at));
+      iovec local{buf.data(), n}, remote{reinterpret_cast<void*>(at), n};
+      if (::process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(n)) break;
+      for (size_t i = 0; i + 1 < n; i++)
+        if (buf[i] == 0x0f && buf[i + 1] == 0x05) return remote_addr(at + i);
+    }
+  }
+  return std::nullopt;
+}
+
 remote_addr find_syscall_site(pid_t pid) {
-  auto base = vdso_base_of(pid);
-  if (!base) throw Error("pid " + std::to_string(pid) + " has no [vdso] mapping");
-  return find_syscall_site(pid, *base);
+  if (auto base = vdso_base_of(pid)) return find_syscall_site(pid, *base);
+  // It unmapped its vDSO: any `syscall` in its own code serves.
+  if (auto site = find_code_syscall_site(pid)) return *site;
+  throw Error("pid " + std::to_string(pid) +
+              " has no [vdso] mapping and no system call instruction in its code");
 }
 
 std::optional<remote_addr> find_syscall_ret_site(pid_t pid) {

@@ -25,7 +25,11 @@ void write_remote(pid_t pid, remote_addr dst, const void* src, size_t n);
 // The address of a `syscall` instruction in `pid`'s [vdso]. The kernel maps
 // the same vDSO into every process, so snap finds the instruction in its own
 // copy with Capstone and checks the bytes at the same offset in the target.
+// A process without a vDSO (it unmapped it): one in its file-backed code.
 remote_addr find_syscall_site(pid_t pid);
+// A `syscall` instruction in pid's file-backed code (for a process that
+// unmapped its vDSO); nullopt when there is none.
+std::optional<remote_addr> find_code_syscall_site(pid_t pid);
 // Same, for a vDSO known to start at `vdso_base` in `pid`.
 remote_addr find_syscall_site(pid_t pid, remote_addr vdso_base);
 // A `syscall` instruction of `pid`'s [vdso] that is followed only by

@@ -467,6 +467,15 @@ def epoll_eventfd(env):
 
 
 @case
+def without_vdso(env):
+    # A job that unmapped its vDSO (tests/programs/no_vdso.c): the dump finds
+    # a system call instruction in its code instead, and the restored job has
+    # no [vdso] or [vvar] either (it checks every round).
+    dump_kill_restore(env, [env.prog("no_vdso"), "10", "150"], "no_vdso", 3,
+                      [f"{i} absent" for i in range(1, 11)])
+
+
+@case
 def epoll_closed_number(env):
     # The same, with both files registered under fd 50, closed after each
     # registration and then reused for /dev/null: the epoll watches them by
