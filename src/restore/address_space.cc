@@ -142,6 +142,8 @@ int open_flags_for(const Mapping& m) {
   return (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC;
 }
 
+constexpr int kMapDroppable = 0x08;  // MAP_DROPPABLE, Linux 6.11; older headers lack it
+
 // The mmap of `m` (fd: the file's, the shared memory object's memfd, or -1).
 void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
   uint64_t len = m.end - m.start;
@@ -159,6 +161,9 @@ void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
       flags |= MAP_ANONYMOUS;
       offset = 0;
     }
+    // MAP_DROPPABLE (the kernel may empty it; it is never inherited): a map
+    // type of its own, in place of MAP_PRIVATE.
+    if (has_flag(m, "dp") && m.kind != MappingKind::File) flags = (flags & ~MAP_PRIVATE) | kMapDroppable;
   }
   batch.add("mmap " + describe(m), SyscallBatch::kReturnsFirstArg, SYS_mmap, m.start, len,
             static_cast<uint64_t>(prot), static_cast<uint64_t>(flags), static_cast<uint64_t>(fd),

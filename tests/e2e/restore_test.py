@@ -476,6 +476,20 @@ def without_vdso(env):
 
 
 @case
+def droppable_and_wipeonfork(env):
+    # MAP_DROPPABLE memory comes back droppable (and empty, as the kernel may
+    # leave it), MADV_WIPEONFORK memory keeps its data and its flag: a child
+    # forked after restore sees both zeroed (tests/programs/droppable.c).
+    ref = subprocess.run([env.prog("droppable"), "10", "150"], capture_output=True, text=True,
+                         timeout=60)
+    if ref.returncode == 2:
+        raise Skip("this kernel has no MAP_DROPPABLE (Linux 6.11+)")
+    expect(ref.returncode == 0 and len(ref.stdout.splitlines()) == 10, "an uninterrupted run works")
+    dump_kill_restore(env, [env.prog("droppable"), "10", "150"], "droppable", 3,
+                      ref.stdout.splitlines())
+
+
+@case
 def epoll_closed_number(env):
     # The same, with both files registered under fd 50, closed after each
     # registration and then reused for /dev/null: the epoll watches them by
