@@ -21,6 +21,7 @@
 #include "restore/anon_fds.h"
 #include "restore/sockets.h"
 #include "restore/ghosts.h"
+#include "restore/ns_files.h"
 
 namespace snap::restore {
 
@@ -236,7 +237,7 @@ class FilePlanner {
   // skeleton itself. False for what must be one object made by snap.
   bool own_file(const Process& p, const FileDesc& f, FdAction& a) {
     DescKey key = desc_key(p, f);
-    if (uses_[key] != 1 || external_.count(key) || f.ghost) return false;
+    if (uses_[key] != 1 || external_.count(key) || f.ghost || namespace_kind(f.path)) return false;
     switch (f.type) {
       case FdType::Regular:
         if (!check_file(p, f)) {
@@ -415,6 +416,9 @@ class FilePlanner {
   }
 
   int open_file(const Process& p, const FileDesc& f) {
+    if (namespace_kind(f.path))
+      return keep(open_namespace(f.path, f.flags, "cannot restore " + fd_name(p, f)),
+                  "open namespace");
     if (!check_file(p, f)) return keep(::open("/dev/null", O_RDWR), "open /dev/null");
     return reopen(p, f, f.path, f.flags);
   }

@@ -490,6 +490,14 @@ def droppable_and_wipeonfork(env):
 
 
 @case
+def namespace_fds(env):
+    # Fds on the job's own namespaces (/proc/self/ns/net, uts, ipc, mnt,
+    # cgroup) come back on the same namespaces (tests/programs/ns_fds.c).
+    dump_kill_restore(env, [env.prog("ns_fds"), "10", "150"], "ns_fds", 3,
+                      [f"{i} net=same uts=same ipc=same mnt=same cgroup=same" for i in range(1, 11)])
+
+
+@case
 def epoll_closed_number(env):
     # The same, with both files registered under fd 50, closed after each
     # registration and then reused for /dev/null: the epoll watches them by
