@@ -56,6 +56,7 @@ enum class MappingKind : uint8_t {
   Vvar,        // [vvar]
   VvarVclock,  // [vvar_vclock]
   Vsyscall,    // [vsyscall]: fixed by the kernel, never restored
+  Aio,         // an AIO context's ring (io_setup): made again by io_setup, moved here
 };
 
 struct Mapping;
@@ -81,6 +82,8 @@ struct Mapping {
   // A mapping of a deleted file or a memfd: the GhostFile (by id) restore
   // maps instead of a path; 0: none.
   uint64_t ghost = 0;
+  // Kind Aio: the ring's size in events (struct aio_ring's nr).
+  uint32_t aio_nr = 0;
 };
 
 inline bool is_shm_object(const Mapping& m) {

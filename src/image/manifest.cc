@@ -21,7 +21,8 @@ using json = nlohmann::json;
 // Names of the enums in the manifest, indexed by the enum value.
 constexpr const char* kMappingKindNames[] = {"anonymous", "shared_anon", "file",
                                              "heap",      "stack",       "vdso",
-                                             "vvar",      "vvar_vclock", "vsyscall"};
+                                             "vvar",      "vvar_vclock", "vsyscall",
+                                             "aio"};
 constexpr const char* kFdTypeNames[] = {"regular",  "directory", "pipe",    "fifo",  "socket",
                                         "tty",      "chardev",   "eventfd", "epoll", "signalfd",
                                         "timerfd",  "inotify",   "pidfd",   "other"};
@@ -96,6 +97,7 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
     append_string(out, m.vmflags);
     fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{})", m.pages_dumped);
     if (m.ghost) fmt::format_to(std::back_inserter(out), R"(,"ghost":{})", m.ghost);
+    if (m.kind == MappingKind::Aio) fmt::format_to(std::back_inserter(out), R"(,"aio_nr":{})", m.aio_nr);
     out += '}';
   }
   out += "]";
@@ -439,6 +441,7 @@ Mapping decode_mapping(const Field& f) {
   m.vmflags = f["vmflags"].as<std::string>();
   m.pages_dumped = f["pages_dumped"].as<uint64_t>();
   if (auto g = f.opt("ghost")) m.ghost = g->as<uint64_t>();
+  if (auto n = f.opt("aio_nr")) m.aio_nr = n->as<uint32_t>();
   if (m.start % kPageSize || m.end % kPageSize || m.end <= m.start)
     f["end"].fail("mapping is not a non-empty page-aligned range");
   return m;

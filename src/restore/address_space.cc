@@ -101,6 +101,44 @@ void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::v
   }
 }
 
+// Each AIO context again: io_setup makes a ring of the saved size, which is
+// then moved where the job's was; the kernel names a context by its ring's
+// address, so the job's context id is valid again. The kernel sizes a ring
+// for 2 * max(n, 4 * CPUs) + 2 events, rounded up to whole pages (128
+// events a page, less the header): n = (nr - 2) / 2 gives back nr's pages.
+void restore_aio_rings(SyscallBatch& batch, const image::Process& p) {
+  constexpr uint64_t kHeader = 32, kEvent = 32;
+  for (const auto& m : p.mappings) {
+    if (m.kind != MappingKind::Aio) continue;
+    const uint64_t len = m.end - m.start;
+    const uint64_t ask = m.aio_nr > 2 ? (m.aio_nr - 2) / 2 : 1;
+    batch.reserve(1, sizeof(uint64_t));
+    remote_addr ctx_at = batch.put_value(uint64_t{0});
+    batch.add(fmt::format("io_setup({}) for the AIO context {:#x}", ask, m.start), SYS_io_setup,
+              ask, ctx_at.as_int());
+    batch.run();
+    uint64_t ctx = 0;
+    batch.read(ctx_at, &ctx, sizeof ctx);
+    uint32_t header[2] = {};  // id, nr
+    batch.read(remote_addr(ctx), header, sizeof header);
+    const uint64_t page = image::kPageSize;
+    const uint64_t got_len = (kHeader + header[1] * kEvent + page - 1) / page * page;
+    if (got_len != len) {
+      batch.reserve(1, 0);
+      batch.add("io_destroy", SyscallBatch::kMayFail, SYS_io_destroy, ctx);
+      batch.run();
+      throw Error(fmt::format("the AIO context {:#x} had a ring of {} bytes; io_setup here makes "
+                              "one of {} bytes",
+                              m.start, len, got_len),
+                  "restore on a machine with as many CPUs as the dump's");
+    }
+    batch.reserve(1, 0);
+    batch.add(fmt::format("mremap of the AIO ring {:#x} to {:#x}", ctx, m.start), SYS_mremap, ctx,
+              len, len, MREMAP_MAYMOVE | MREMAP_FIXED, m.start);
+    batch.run();
+  }
+}
+
 // A job that had unmapped its vDSO gets none: once its code is back, system
 // calls go through a `syscall` in it, and the skeleton's vDSO is unmapped.
 void drop_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& saved) {
@@ -312,6 +350,8 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
     batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
   batch.run();
   vlog("restore: {} mappings created, {} MiB written", p.mappings.size(), written >> 20);
+
+  restore_aio_rings(batch, p);
 
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.
   set_mm_layout(batch, p);

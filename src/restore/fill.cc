@@ -121,7 +121,7 @@ class Filler {
 
 bool is_kernel_mapping(MappingKind k) {
   return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||
-         k == MappingKind::Vsyscall;
+         k == MappingKind::Vsyscall || k == MappingKind::Aio;
 }
 
 bool fill_writes(const Mapping& m) {

@@ -33,7 +33,7 @@ constexpr size_t kMaxIov = 1024;      // IOV_MAX
 bool mapping_has_content(const image::Mapping& m) {
   using K = image::MappingKind;
   switch (m.kind) {
-    case K::Vdso: case K::Vvar: case K::VvarVclock: case K::Vsyscall:
+    case K::Vdso: case K::Vvar: case K::VvarVclock: case K::Vsyscall: case K::Aio:
       return false;
     case K::File:
       // A shared file mapping is the file, unless the file is gone (an

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
+#include "tracer/aio_rings.h"
 #include "tracer/fd_state.h"
 #include "tracer/sharing.h"
 
@@ -383,6 +384,7 @@ image::MappingKind classify(const MapEntry& e) {
   if (p == "[vvar]") return K::Vvar;
   if (p == "[vvar_vclock]") return K::VvarVclock;
   if (p == "[vsyscall]") return K::Vsyscall;
+  if (p == "/[aio] (deleted)" && e.shared) return K::Aio;
   bool anon_like = p.empty() || p.starts_with("[anon:") || p.starts_with("/dev/zero") ||
                    p.starts_with("/SYSV") || p.starts_with("/memfd:");
   if (anon_like) return e.shared ? K::SharedAnon : K::Anonymous;
@@ -597,6 +599,7 @@ image::Process read_process(pid_t pid) {
   p.mm.env_end = st.env_end;
   p.mm.auxv = read_auxv(pid);
   p.mappings = read_mappings(pid);
+  read_aio_rings(pid, p.mappings);
   // The kernel keeps brk exactly; /proc shows the [heap] end, which is brk
   // rounded up to a page. That is as good for restoring it.
   p.mm.brk = p.mm.start_brk;

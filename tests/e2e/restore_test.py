@@ -498,6 +498,17 @@ def namespace_fds(env):
 
 
 @case
+def aio_context(env):
+    # A kernel AIO context made before the dump is used after the restore
+    # (tests/programs/aio_job.c): io_setup makes its ring again, moved to
+    # where the job's was, so the job's context id works; output identical.
+    ref = subprocess.run([env.prog("aio_job"), "10", "150"], capture_output=True, text=True,
+                         timeout=60).stdout.splitlines()
+    expect(len(ref) == 10, "an uninterrupted run works")
+    dump_kill_restore(env, [env.prog("aio_job"), "10", "150"], "aio_job", 3, ref)
+
+
+@case
 def epoll_closed_number(env):
     # The same, with both files registered under fd 50, closed after each
     # registration and then reused for /dev/null: the epoll watches them by
