@@ -403,6 +403,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   DumpResult result;
   result.threads = tree.thread_count();
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
+  {
+    std::vector<pid_t> pids;
+    for (auto& p : tree.processes()) pids.push_back(p.pid);
+    refuse_shared_tables(pids);  // before anything is injected
+  }
 
   image::Checkpoint ckpt = new_checkpoint();
   for (auto& p : tree.processes()) {  // 2

@@ -29,6 +29,33 @@ int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2) {
   return r == 0 ? 0 : r == 1 ? -1 : 1;
 }
 
+void refuse_shared_tables(const std::vector<pid_t>& pids) {
+  struct Kind {
+    int type;
+    const char* what;
+  };
+  static const Kind kKinds[] = {
+      {KCMP_VM, "their memory (one was started with vfork or CLONE_VM and has not exec'd yet)"},
+      {KCMP_FILES, "one fd table (clone with CLONE_FILES)"},
+      {KCMP_FS, "one cwd, root and umask (clone with CLONE_FS)"},
+      {KCMP_SIGHAND, "one table of signal handlers (clone with CLONE_SIGHAND)"},
+  };
+  for (const Kind& k : kKinds) {
+    auto order = [&](pid_t a, pid_t b) {
+      long r = ::syscall(SYS_kcmp, a, b, k.type, 0, 0);
+      if (r < 0) throw SysError(fmt::format("kcmp(pid {}, pid {}, type {})", a, b, k.type), errno);
+      return r;  // 0 equal, 1 less, 2 greater
+    };
+    std::vector<pid_t> sorted = pids;
+    std::sort(sorted.begin(), sorted.end(), [&](pid_t a, pid_t b) { return order(a, b) == 1; });
+    for (size_t i = 1; i < sorted.size(); i++)
+      if (order(sorted[i - 1], sorted[i]) == 0)
+        throw Error(fmt::format("pid {} and pid {} share {}", sorted[i - 1], sorted[i], k.what),
+                    k.type == KCMP_VM ? "dump again in a moment, once the child has exec'd"
+                                      : "snap cannot restore processes sharing that yet");
+  }
+}
+
 bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth) {
   kcmp_epoll_slot slot{};
   slot.efd = static_cast<__u32>(epoll_fd);

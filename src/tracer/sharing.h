@@ -20,6 +20,14 @@ int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // False when fd is another file; throws SysError on other failures.
 bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth);
 
+// Refuses (throws, naming both pids) processes of the tree that share what
+// processes of their own normally do not: memory (a vfork child that has
+// not exec'd yet), the fd table, the cwd/root/umask or the signal handlers
+// (clone with CLONE_VM, CLONE_FILES, CLONE_FS or CLONE_SIGHAND but not
+// CLONE_THREAD). Restore makes each process its own of these, so the job
+// would not behave as before. O(n log n) kcmp calls.
+void refuse_shared_tables(const std::vector<pid_t>& pids);
+
 // Gives every fd of `procs` (zombies have none) its FileDesc::file_id: fds
 // that share one open file description, after dup() or fork(), in one
 // process or several, get the same id; ids are 1..N in order of first

@@ -519,6 +519,26 @@ def epoll_closed_number(env):
 
 
 @case
+def shared_fd_table_refused(env):
+    # Two processes sharing one fd table (clone with CLONE_FILES, not a
+    # thread) would come back with a table each: the dump refuses, naming
+    # both, and the job runs on.
+    out = env.path("shared_fdt.out")
+    p = start([env.prog("shared_fdt")], stdout_path=out)
+    wait_lines(out, 1)
+    parent, child = lines_of(out)[0].split()[1:3]
+    r = env.snap_run("dump", "--kill", "--pid", parent, "-o", env.path("shared_fdt.ckpt"),
+                     check=False)
+    named = (f"pid {parent} and pid {child} share one fd table" in r.stderr
+             or f"pid {child} and pid {parent} share one fd table" in r.stderr)
+    expect(r.returncode != 0 and named,
+           f"the dump is refused, naming both: {r.stderr.strip()}")
+    expect(p.poll() is None and pid_alive(int(child)), "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
 def epoll_stale_fd_refused(env):
     # An epoll watching a file that only another process still holds (its
     # child; the parent closed it) cannot be registered again by the parent:
