@@ -1,5 +1,6 @@
 #include "tracer/tcp_repair.h"
 
+#include <linux/filter.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -156,8 +157,16 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
       Held h;
       h.sock = copy_target_fd(p.pid, f.fd);
       h.reuseaddr = get_int(h.sock.get(), SOL_SOCKET, SO_REUSEADDR, "getsockopt(SO_REUSEADDR)", what);
+      h.job_filter = f.sock_filter;
+      sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+      sock_fprog deaf{1, drop_all};
+      h.deaf = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_ATTACH_FILTER, &deaf, sizeof deaf) == 0;
+      if (!h.deaf)  // SO_LOCK_FILTER: read as it is (a peer outside may still send)
+        vlog("{}: cannot keep its packets out while it is read: {}", what, std::strerror(errno));
+      const int sock = h.sock.get();
+      r.held_.push_back(std::move(h));  // its filter comes off again if this fails
       int on = TCP_REPAIR_ON;
-      if (::setsockopt(h.sock.get(), SOL_TCP, TCP_REPAIR, &on, sizeof on) < 0) {
+      if (::setsockopt(sock, SOL_TCP, TCP_REPAIR, &on, sizeof on) < 0) {
         int err = errno;
         if (err == EPERM)
           throw Error(fmt::format("pid {} fd {}: {}: saving a TCP connection needs TCP repair mode, "
@@ -167,8 +176,8 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
                       "holds no open TCP connection; nothing was killed");
         throw SysError("setsockopt(TCP_REPAIR) on " + what, err);
       }
-      todo.push_back({&f, h.sock.get(), what});
-      r.held_.push_back(std::move(h));
+      r.held_.back().repairing = true;
+      todo.push_back({&f, sock, what});
     }
   for (auto& t : todo) read_connection(t.sock, *t.f->inet_socket, t.what);
   for (auto& [f, first] : copies) f->inet_socket->tcp = first->inet_socket->tcp;
@@ -189,12 +198,24 @@ void TcpRepair::leave() {
   for (auto& h : held_) {
     // No window probe: the job's peer hears nothing of this.
     int off = TCP_REPAIR_OFF_NO_WP;
-    if (::setsockopt(h.sock.get(), SOL_TCP, TCP_REPAIR, &off, sizeof off) < 0)
+    if (h.repairing && ::setsockopt(h.sock.get(), SOL_TCP, TCP_REPAIR, &off, sizeof off) < 0)
       warn("could not take TCP socket (snap's fd {}) out of repair mode: {}", h.sock.get(),
            std::strerror(errno));
-    if (h.reuseaddr &&
+    if (h.repairing && h.reuseaddr &&
         ::setsockopt(h.sock.get(), SOL_SOCKET, SO_REUSEADDR, &h.reuseaddr, sizeof h.reuseaddr) < 0)
       warn("could not set SO_REUSEADDR back on a TCP socket: {}", std::strerror(errno));
+    if (!h.deaf) continue;
+    int rc;
+    if (h.job_filter.empty()) {
+      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, nullptr, 0);
+    } else {
+      std::vector<sock_filter> prog(h.job_filter.size() / sizeof(sock_filter));
+      std::memcpy(prog.data(), h.job_filter.data(), prog.size() * sizeof(sock_filter));
+      sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog);
+    }
+    if (rc < 0)
+      warn("could not take snap's filter off a TCP socket of the job: {}", std::strerror(errno));
   }
   held_.clear();
 }

@@ -4,7 +4,9 @@
 // repair mode a socket sends nothing, and closing it sends neither FIN nor
 // RST: with --kill the job dies with its sockets still in repair mode, so
 // the peer (restored with it) never learns; otherwise they leave repair
-// mode once read and the job goes on untouched.
+// mode once read and the job goes on untouched. While they are read, a
+// socket filter that drops everything keeps packets of a peer that still
+// runs from changing them.
 #pragma once
 
 #include <utility>
@@ -46,7 +48,13 @@ class TcpRepair {
  private:
   struct Held {
     ScopedFd sock;
-    int reuseaddr = 0;  // SO_REUSEADDR before: leaving repair mode clears it
+    bool repairing = false;  // in repair mode
+    int reuseaddr = 0;       // SO_REUSEADDR before: leaving repair mode clears it
+    // A filter dropping every packet keeps the socket deaf while it is read
+    // (nothing arrives, nothing is acknowledged); the job's own filter
+    // (struct sock_filter[], empty: none) is put back when it goes on.
+    bool deaf = false;
+    std::vector<uint8_t> job_filter;
   };
   std::vector<Held> held_;
 };
