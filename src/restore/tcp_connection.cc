@@ -50,17 +50,12 @@ void set_int(int sock, int level, int name, int value, const std::string& call,
   set(sock, level, name, &value, sizeof value, call, what);
 }
 
-bool job_set(const image::FileDesc& f, int level, int name) {
-  return std::any_of(f.sock_options.begin(), f.sock_options.end(),
-                     [&](const image::SockOpt& o) { return o.level == level && o.name == name; });
-}
-
-// Room for `bytes` more in a buffer the job left to the kernel's tuning:
-// the buffer is grown (SO_*BUFFORCE), its lock taken off again (SO_BUF_LOCK)
-// so that the kernel goes on tuning it.
-void make_room(int sock, const image::FileDesc& f, int name, int force, size_t bytes,
-               const std::string& what) {
-  if (bytes == 0 || job_set(f, SOL_SOCKET, name)) return;
+// Room for `bytes` more in a socket buffer: it is grown (SO_*BUFFORCE).
+// One the job left to the kernel's tuning gets its lock taken off again
+// (SO_BUF_LOCK), so that the kernel goes on tuning it; one the job set is
+// set to its size again once the queue is in (settle_buffers).
+void make_room(int sock, int name, int force, size_t bytes, const std::string& what) {
+  if (bytes == 0) return;
   int now = 0;
   socklen_t len = sizeof now;
   if (::getsockopt(sock, SOL_SOCKET, name, &now, &len) < 0)
@@ -154,8 +149,8 @@ ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what) 
   // Data the job had not read, and data sent but not acknowledged (the
   // kernel sends it again if the peer asks); the unsent rest follows
   // repair mode.
-  make_room(sock.get(), f, SO_RCVBUF, SO_RCVBUFFORCE, t.recv_queue.size(), what);
-  make_room(sock.get(), f, SO_SNDBUF, SO_SNDBUFFORCE, t.send_queue.size(), what);
+  make_room(sock.get(), SO_RCVBUF, SO_RCVBUFFORCE, t.recv_queue.size(), what);
+  make_room(sock.get(), SO_SNDBUF, SO_SNDBUFFORCE, t.send_queue.size(), what);
   if (!t.recv_queue.empty()) {
     select_queue(sock.get(), TCP_RECV_QUEUE, what);
     send_all(sock.get(), t.recv_queue.data(), t.recv_queue.size(), "receive", what);
@@ -196,6 +191,15 @@ void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string
   if (t.unsent)
     send_all(sock, t.send_queue.data() + (t.send_queue.size() - t.unsent), t.unsent, "unsent send",
              what);
+  // Buffer sizes the job set, as it set them (make_room may have grown them).
+  for (const auto& o : f.sock_options)
+    if (o.level == SOL_SOCKET && (o.name == SO_RCVBUF || o.name == SO_SNDBUF) &&
+        o.value.size() == sizeof(int)) {
+      int v;
+      std::memcpy(&v, o.value.data(), sizeof v);
+      v /= 2;  // the kernel doubles what it is given
+      set_int(sock, SOL_SOCKET, o.name, v, "setsockopt(SO_RCVBUF / SO_SNDBUF)", what);
+    }
   shutdown_socket(sock, s.shutdown, what);
 }
 

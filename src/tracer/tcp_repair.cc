@@ -207,7 +207,8 @@ void TcpRepair::leave() {
     if (!h.deaf) continue;
     int rc;
     if (h.job_filter.empty()) {
-      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, nullptr, 0);
+      int unused = 0;  // the kernel wants an int it does not read
+      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
     } else {
       std::vector<sock_filter> prog(h.job_filter.size() / sizeof(sock_filter));
       std::memcpy(prog.data(), h.job_filter.data(), prog.size() * sizeof(sock_filter));

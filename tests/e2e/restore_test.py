@@ -13,9 +13,11 @@ from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, r
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
-                      timeout=120, ignore=lambda line: False, environ=None):
+                      timeout=120, ignore=lambda line: False, environ=None, tree=False):
     """Runs argv with stdout to a file, dumps it with --kill once it printed
-    after_lines lines, restores it and checks the whole output file."""
+    after_lines lines, restores it and checks the whole output file. `tree`:
+    the job has children, reaped (this test is their subreaper) before the
+    restore needs their pids."""
     out = env.path(f"{name}.out")
     ckpt = env.path(f"{name}.ckpt")
     p = start(argv, stdout_path=out, stdin_path=stdin_path, env=environ)
@@ -23,6 +25,13 @@ def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
     expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    if tree:
+        def all_reaped():
+            try:
+                return os.waitpid(-1, os.WNOHANG)[0] < 0
+            except ChildProcessError:
+                return True
+        wait_for(all_reaped, 30, "the killed job's children to be reaped")
     before = lines_of(out)
     expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
     r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
@@ -729,7 +738,7 @@ def tcp_connections(env):
     rounds = 8
     argv = [sys.executable, env.src("tcp_pair.py"), str(rounds), "200"]
     if tcp_repair_allowed():
-        dump_kill_restore(env, argv, "tcp_pair", 3, tcp_pair_expected(rounds))
+        dump_kill_restore(env, argv, "tcp_pair", 3, tcp_pair_expected(rounds), tree=True)
         return
     out = env.path("tcp_pair.out")
     p = start(argv, stdout_path=out)
