@@ -560,6 +560,7 @@ class FilePlanner {
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
     for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
+    for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
     for (const auto& t : tcp_later_) finish_tcp_connection(t.fd, *t.f, t.what);
   }
 

@@ -179,15 +179,18 @@ ScopedFd make_closed_tcp_connection(const image::FileDesc& f, const std::string&
   return sock;
 }
 
-void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string& what) {
-  const auto& s = *f.inet_socket;
-  const auto& t = *s.tcp;
+void leave_tcp_repair(int sock, const image::FileDesc& f, const std::string& what) {
   set_int(sock, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR, off)", what);
   // Leaving repair mode clears SO_REUSEADDR.
   for (const auto& o : f.sock_options)
     if (o.level == SOL_SOCKET && o.name == SO_REUSEADDR)
       set(sock, o.level, o.name, o.value.data(), static_cast<socklen_t>(o.value.size()),
           "setsockopt(SO_REUSEADDR)", what);
+}
+
+void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string& what) {
+  const auto& s = *f.inet_socket;
+  const auto& t = *s.tcp;
   if (t.unsent)
     send_all(sock, t.send_queue.data() + (t.send_queue.size() - t.unsent), t.unsent, "unsent send",
              what);
@@ -200,6 +203,7 @@ void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string
       v /= 2;  // the kernel doubles what it is given
       set_int(sock, SOL_SOCKET, o.name, v, "setsockopt(SO_RCVBUF / SO_SNDBUF)", what);
     }
+  // A FIN the job had sent goes out again after its data.
   shutdown_socket(sock, s.shutdown, what);
 }
 

@@ -21,8 +21,12 @@ ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what);
 ScopedFd make_closed_tcp_connection(const image::FileDesc& f, const std::string& what);
 
 // Takes the socket out of repair mode (the kernel then sends a window
-// probe to the peer), sends the data that was never sent, and sets
-// SO_REUSEADDR as the job had it.
+// probe to the peer) and sets SO_REUSEADDR as the job had it.
+void leave_tcp_repair(int sock, const image::FileDesc& f, const std::string& what);
+
+// Then, once every connection of the image left repair mode: sends the
+// data that was never sent, sets the buffer sizes the job set, and shuts
+// the socket down as it was (a half-closed connection sends its FIN again).
 void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string& what);
 
 }  // namespace snap::restore

@@ -432,7 +432,8 @@ void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp
       if (const auto& s = f.inet_socket) {
         if (s->state == kTcpListen || s->state == 7 || s->protocol != IPPROTO_TCP) continue;
         const bool peer_here = tcp_peer_in_image(procs, *s);
-        if (s->state == 1 && (peer_here || tcp_established)) continue;  // saved by TcpRepair
+        if (tcp_repairable_state(s->state) && (peer_here || tcp_established))
+          continue;  // saved by TcpRepair
         const std::string conn =
             fmt::format("{}: TCP connection {} -> {} ({})", what,
                         inet_address(s->local, s->local_port, s->family),
@@ -444,8 +445,8 @@ void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp
                       "checkpoint the whole process tree, or when the job holds no open TCP "
                       "connection to outside (close it, or let the job reconnect after a "
                       "restore), or save it anyway with --tcp-established; nothing was killed");
-        throw Error(conn + ": snap restores established TCP connections only (not half-closed "
-                           "or still connecting ones)",
+        throw Error(conn + ": snap restores established and half-closed TCP connections only "
+                           "(not connecting or closing ones)",
                     "checkpoint when the connection is established or closed; nothing was killed");
       }
       if (const auto& u = f.unix_socket) {

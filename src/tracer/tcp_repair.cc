@@ -23,6 +23,12 @@ namespace {
 
 constexpr int kEstablished = 1;  // TCP_ESTABLISHED
 
+// The job sent its FIN (shutdown for writing): FIN_WAIT1, FIN_WAIT2,
+// LAST_ACK, CLOSING.
+bool fin_sent(int state) { return state == 4 || state == 5 || state == 9 || state == 11; }
+// The peer's FIN came in: CLOSE_WAIT, LAST_ACK, CLOSING.
+bool fin_received(int state) { return state == 8 || state == 9 || state == 11; }
+
 // "::ffff:127.0.0.1" and "127.0.0.1" are one address.
 std::string plain(const std::string& addr) {
   return addr.starts_with("::ffff:") && addr.find('.') != std::string::npos ? addr.substr(7) : addr;
@@ -80,16 +86,28 @@ void read_connection(int sock, image::InetSocket& s, const std::string& what) {
   socklen_t len = sizeof info;
   if (::getsockopt(sock, SOL_TCP, TCP_INFO, &info, &len) < 0)
     throw SysError("getsockopt(TCP_INFO) on " + what, errno);
-  if (info.tcpi_state != kEstablished)
-    throw Error(fmt::format("{}: {} changed to state {} while the job was stopped", what,
-                            describe(s), info.tcpi_state),
+  if (info.tcpi_state != s.state)
+    throw Error(fmt::format("{}: {} changed from state {} to {} while the job was stopped", what,
+                            describe(s), s.state, info.tcpi_state),
                 "checkpoint again");
   image::TcpConnection t;
-  const int outq = ioctl_int(sock, SIOCOUTQ, "ioctl(SIOCOUTQ)", what);
-  const int unsent = ioctl_int(sock, SIOCOUTQNSD, "ioctl(SIOCOUTQNSD)", what);
+  int outq = ioctl_int(sock, SIOCOUTQ, "ioctl(SIOCOUTQ)", what);
+  int unsent = ioctl_int(sock, SIOCOUTQNSD, "ioctl(SIOCOUTQNSD)", what);
   const int inq = ioctl_int(sock, SIOCINQ, "ioctl(SIOCINQ)", what);
+  // A half-closed connection comes back established and is shut down
+  // again: the FIN the job sent is left out of its send queue (restore
+  // sends it again, a duplicate to a peer that had it), and the FIN that
+  // came in stays counted in the receive sequence, with the socket shut
+  // down for reading (end of file after the data).
+  if (fin_sent(s.state)) {
+    if (outq > 0) outq--;
+    if (unsent > 0) unsent--;
+    s.shutdown |= 2;
+  }
+  if (fin_received(s.state)) s.shutdown |= 1;
   t.recv_queue = read_queue(sock, TCP_RECV_QUEUE, t.recv_seq, inq, what);
   t.send_queue = read_queue(sock, TCP_SEND_QUEUE, t.send_seq, outq, what);
+  if (fin_sent(s.state)) t.send_seq--;
   set_int(sock, SOL_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "setsockopt(TCP_REPAIR_QUEUE)", what);
   t.unsent = static_cast<uint32_t>(std::min(unsent, outq));
   t.mss = static_cast<uint32_t>(get_int(sock, SOL_TCP, TCP_MAXSEG, "getsockopt(TCP_MAXSEG)", what));
@@ -113,6 +131,10 @@ void read_connection(int sock, image::InetSocket& s, const std::string& what) {
 }
 
 }  // namespace
+
+bool tcp_repairable_state(int state) {
+  return state == kEstablished || fin_sent(state) || fin_received(state);
+}
 
 bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::InetSocket& s) {
   for (const auto& p : procs)
@@ -145,7 +167,7 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
   for (auto& p : procs)
     for (auto& f : p.fds) {
       auto& s = f.inet_socket;
-      if (!s || s->protocol != IPPROTO_TCP || s->state != kEstablished ||
+      if (!s || s->protocol != IPPROTO_TCP || !tcp_repairable_state(s->state) ||
           root_stdio.count(f.inode) || !(outside_peers || tcp_peer_in_image(procs, *s)))
         continue;
       if (auto d = done.find(f.inode); d != done.end()) {
@@ -180,7 +202,10 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
       todo.push_back({&f, sock, what});
     }
   for (auto& t : todo) read_connection(t.sock, *t.f->inet_socket, t.what);
-  for (auto& [f, first] : copies) f->inet_socket->tcp = first->inet_socket->tcp;
+  for (auto& [f, first] : copies) {
+    f->inet_socket->tcp = first->inet_socket->tcp;
+    f->inet_socket->shutdown = first->inet_socket->shutdown;
+  }
   return r;
 }
 

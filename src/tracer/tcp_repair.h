@@ -17,6 +17,10 @@
 
 namespace snap {
 
+// Whether a TCP connection in `state` (TCP_INFO's) can be saved: it is
+// established, or half-closed (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING).
+bool tcp_repairable_state(int state);
+
 // Whether the other end of TCP connection `s` is a socket of `procs`
 // (addresses and ports crossed; IPv4-mapped IPv6 addresses as IPv4).
 bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::InetSocket& s);
@@ -24,7 +28,7 @@ bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::In
 class TcpRepair {
  public:
   TcpRepair() = default;
-  // Puts every established TCP connection of `procs` whose peer is in
+  // Puts every established (or half-closed) TCP connection of `procs` whose peer is in
   // `procs` too (any peer: `outside_peers`) into repair mode, then fills
   // its inet_socket->tcp. Throws
   // Error naming pid, fd and addresses when one cannot be read (no
