@@ -723,14 +723,17 @@ def tcp_repair_allowed():
 
 def tcp_pair_expected(rounds):
     return [f"round {i}: pong {i} to ping {i}" for i in range(1, rounds + 1)] + [
-        "blob 3200000 bytes 14be4c32330227c8", "ticks in order: True", "child exit 0"]
+        "half-closed: b'hello from a half-closed connection\\n'",
+        "blob 3200000 bytes 14be4c32330227c8, answer b'answer to a half-closed connection\\n'",
+        "ticks in order: True", "child exit 0"]
 
 
 @case
 def tcp_connections(env):
     # TCP connections between a parent and its child (tests/programs/
-    # tcp_pair.py, over 127.0.0.1 and ::1), with unread data both ways and a
-    # full send queue at the dump: saved in repair mode, killed without a
+    # tcp_pair.py, over 127.0.0.1 and ::1), with unread data both ways, a
+    # full send queue and a half-closed connection (its FIN unread) at the
+    # dump: saved in repair mode, killed without a
     # FIN or RST reaching the peer, restored; the output equals an
     # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) the
     # dump is refused instead, naming pid, fd, the connection and

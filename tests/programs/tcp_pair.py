@@ -4,7 +4,9 @@ a parent (server, on 127.0.0.1 and ::1) and its forked child (client)
 exchange numbered messages. The parent keeps PINGS_AHEAD pings queued
 unread at the child, the child sends ticks the parent reads only at the
 end, and the parent pushes a 3 MiB blob over IPv6 that the child reads only
-at the end (so send and receive queues are full at any checkpoint). Prints
+at the end (so send and receive queues are full at any checkpoint). A
+third connection is half-closed by the child at once (its greeting and a
+FIN wait unread at the parent, which answers at the end). Prints
 one line per round, then what came through at the end; the same on every run.
 Usage: tcp_pair.py ROUNDS INTERVAL_MS"""
 import hashlib
@@ -20,6 +22,9 @@ BLOB = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(100000))
 def child(rounds, interval, port4, port6):
     c4 = socket.create_connection(("127.0.0.1", port4))
     c6 = socket.create_connection(("::1", port6))
+    half = socket.create_connection(("127.0.0.1", port4))
+    half.sendall(b"hello from a half-closed connection\n")
+    half.shutdown(socket.SHUT_WR)
     f4 = c4.makefile("rb")
     for i in range(1, rounds + 1):
         time.sleep(interval)
@@ -33,7 +38,13 @@ def child(rounds, interval, port4, port6):
             break
         digest.update(d)
         n += len(d)
-    c4.sendall(f"blob {n} bytes {digest.hexdigest()[:16]}\n".encode())
+    reply = b""
+    while True:
+        d = half.recv(4096)
+        if not d:
+            break
+        reply += d
+    c4.sendall(f"blob {n} bytes {digest.hexdigest()[:16]}, answer {reply!r}\n".encode())
     c6.close()
     c4.close()
     os._exit(0)
@@ -48,6 +59,7 @@ def main():
         child(rounds, interval, srv4.getsockname()[1], srv6.getsockname()[1])
     a4, _ = srv4.accept()
     a6, _ = srv6.accept()
+    half, _ = srv4.accept()
     r4 = a4.makefile("rb")
     for i in range(1, min(PINGS_AHEAD, rounds) + 1):
         a4.sendall(f"ping {i}\n".encode())
@@ -64,6 +76,15 @@ def main():
             a4.sendall(f"ping {i + PINGS_AHEAD}\n".encode())
     a6.setblocking(True)
     a6.sendall(BLOB[sent:])
+    greeting = b""
+    while True:
+        d = half.recv(4096)
+        if not d:
+            break
+        greeting += d
+    print(f"half-closed: {greeting!r}", flush=True)
+    half.sendall(b"answer to a half-closed connection\n")
+    half.close()
     print(r4.readline().decode().strip(), flush=True)
     a6.shutdown(socket.SHUT_WR)
     ticks = b""
