@@ -16,7 +16,7 @@ namespace {
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
   o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--compress auto|always] "
-                "[--force] [-v]");
+                "[--force] [--tcp-established] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -32,6 +32,10 @@ cxxopts::Options dump_options() {
                    "leaves time for (all of them when the disk is the limit, at least an eighth "
                    "when the CPUs are); 'always': every one (the smallest image, slower where "
                    "CPUs are few)", cxxopts::value<std::string>())
+      ("tcp-established", "also save TCP connections whose peer is outside the job (in TCP "
+       "repair mode, as CRIU does; needs CAP_NET_ADMIN): with --kill the job's end of them "
+       "closes silently, and the peer carries on with the restored job if it sends nothing "
+       "meanwhile and the restore is on this host")
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -53,6 +57,7 @@ int run_dump(const cxxopts::ParseResult& args) {
   Progress progress("dump");
   job::DumpOptions opts;
   opts.kill = args.count("kill") > 0;
+  opts.tcp_established = args.count("tcp-established") > 0;
   if (args.count("memory-budget")) {
     if (opts.kill) throw UsageError("--memory-budget is for leave-running dumps (--kill stops the job)");
     opts.memory_budget = parse_size("--memory-budget", args["memory-budget"].as<std::string>());

@@ -30,7 +30,7 @@ namespace {
 cxxopts::Options restore_options() {
   cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
   o.custom_help("DIR [--detach] [--jobs N] [--allow-changed-files] [--allow-changed-code] "
-                "[--isolate] [-v]");
+                "[--isolate] [--tcp-close] [-v]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
@@ -41,6 +41,8 @@ cxxopts::Options restore_options() {
       ("isolate", "restore in a new user and pid namespace (what ordinary users always get)")
       ("allow-changed-code", "restore even if the executable or a library changed since the dump "
        "(the job will likely crash; warns)")
+      ("tcp-close", "bring the job's TCP connections back closed (reads see end of file, "
+       "writes EPIPE) instead of connected")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   o.parse_positional({"dir"});
@@ -87,6 +89,7 @@ int run_restore(const cxxopts::ParseResult& args) {
 
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
   opts.allow_changed_code = args.count("allow-changed-code") > 0;
+  opts.tcp_close = args.count("tcp-close") > 0;
   auto space = restore::choose_pid_space(args.count("isolate") > 0);
   auto tree = restore::restore_tree(img, *space, opts);  // 2
   for (const auto& [saved, host] : tree.host_pids)

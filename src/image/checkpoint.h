@@ -176,6 +176,26 @@ struct UnixSocket {
   std::vector<std::vector<FileDesc>> queue_fds;
 };
 
+// An established TCP connection read in repair mode (TCP_REPAIR), both
+// ends of it in the image: restore makes the socket again in repair mode
+// with the same sequence numbers, options, window and queued data, so
+// neither end notices.
+struct TcpConnection {
+  uint32_t send_seq = 0;  // TCP_QUEUE_SEQ of the send queue: after its last byte (write_seq)
+  uint32_t recv_seq = 0;  // of the receive queue: after the last byte received (rcv_nxt)
+  // Written by the job, not acknowledged by the peer yet, oldest first; the
+  // last `unsent` bytes of it were never sent.
+  std::vector<uint8_t> send_queue;
+  uint32_t unsent = 0;
+  std::vector<uint8_t> recv_queue;  // received, not read by the job yet
+  uint32_t mss = 0;                 // TCP_MAXSEG in repair mode (mss_clamp)
+  uint32_t options = 0;             // tcpi_options: TCPI_OPT_TIMESTAMPS, _SACK, _WSCALE
+  uint32_t snd_wscale = 0, rcv_wscale = 0;
+  uint32_t timestamp = 0;           // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
+  // TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+  std::optional<std::array<uint32_t, 5>> window;
+};
+
 // An AF_INET / AF_INET6 socket (getsockname, getpeername, sock_diag).
 struct InetSocket {
   int family = 0;    // AF_INET or AF_INET6
@@ -186,6 +206,7 @@ struct InetSocket {
   uint16_t local_port = 0, peer_port = 0;
   int shutdown = 0;  // sk_shutdown: 1 no more receives, 2 no more sends
   int backlog = 0;   // listening: the backlog listen() was given
+  std::optional<TcpConnection> tcp;  // an established TCP connection saved in repair mode
 };
 
 // One socket option the job changed from what a new socket of the same

@@ -144,6 +144,19 @@ ojson encode(const FileDesc& f) {
                         {"state", s->state}, {"local", s->local}, {"local_port", s->local_port},
                         {"peer", s->peer}, {"peer_port", s->peer_port},
                         {"shutdown", s->shutdown}, {"backlog", s->backlog}};
+    if (const auto& t = s->tcp) {
+      ojson jt = {{"send_seq", t->send_seq},     {"recv_seq", t->recv_seq},
+                  {"send_queue", to_hex(t->send_queue)}, {"unsent", t->unsent},
+                  {"recv_queue", to_hex(t->recv_queue)}, {"mss", t->mss},
+                  {"options", t->options},       {"snd_wscale", t->snd_wscale},
+                  {"rcv_wscale", t->rcv_wscale}, {"timestamp", t->timestamp}};
+      if (t->window) {
+        ojson w = ojson::array();
+        for (uint32_t v : *t->window) w.push_back(v);
+        jt["window"] = w;
+      }
+      j["inet_socket"]["tcp"] = jt;
+    }
   }
   if (!f.sock_options.empty()) {
     ojson os = ojson::array();
@@ -522,6 +535,28 @@ FileDesc decode_fd(const Field& f) {
     s.peer_port = (*i)["peer_port"].as<uint16_t>();
     s.shutdown = (*i)["shutdown"].as<int>();
     s.backlog = (*i)["backlog"].as<int>();
+    if (auto t = i->opt("tcp")) {
+      TcpConnection c;
+      c.send_seq = (*t)["send_seq"].as<uint32_t>();
+      c.recv_seq = (*t)["recv_seq"].as<uint32_t>();
+      c.send_queue = (*t)["send_queue"].bytes();
+      c.unsent = (*t)["unsent"].as<uint32_t>();
+      c.recv_queue = (*t)["recv_queue"].bytes();
+      c.mss = (*t)["mss"].as<uint32_t>();
+      c.options = (*t)["options"].as<uint32_t>();
+      c.snd_wscale = (*t)["snd_wscale"].as<uint32_t>();
+      c.rcv_wscale = (*t)["rcv_wscale"].as<uint32_t>();
+      c.timestamp = (*t)["timestamp"].as<uint32_t>();
+      if (auto w = t->opt("window")) {
+        auto v = w->list(decode_u64);
+        if (v.size() != 5) throw Error("manifest: inet_socket.tcp.window needs 5 numbers");
+        c.window.emplace();
+        for (size_t k = 0; k < 5; k++) (*c.window)[k] = static_cast<uint32_t>(v[k]);
+      }
+      if (c.unsent > c.send_queue.size())
+        throw Error("manifest: inet_socket.tcp.unsent exceeds its send_queue");
+      s.tcp = std::move(c);
+    }
     d.inet_socket = std::move(s);
   }
   if (auto os = f.opt("sock_options"))

@@ -27,6 +27,7 @@
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
 #include "tracer/task.h"
+#include "tracer/tcp_repair.h"
 
 namespace snap::job {
 
@@ -423,7 +424,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   assign_file_ids(ckpt.processes);
   collect_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
-  check_sockets_restorable(ckpt.processes);  // before anything could be killed
+  check_sockets_restorable(ckpt.processes, opts.tcp_established);  // before anything could be killed
+  // Established TCP connections, read in repair mode; taken out of it when
+  // the job goes on (or the dump fails), left in it when the job is killed.
+  TcpRepair tcp_repair = TcpRepair::save(ckpt.processes, opts.tcp_established);
   record_code_files(ckpt);  // what identifies the code the memory runs with
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
   steps.step("sharing and code files");
@@ -463,6 +467,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(live);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers);
+    tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
     budget.emplace(result.memory_budget, std::move(live), snapshots);
   }
@@ -497,6 +502,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
     if (snapshots[i]) snapshots[i]->release(host_pids[i]);
   if (opts.kill) {
+    tcp_repair.keep_for_kill();  // its connections die silently: the peer is in the image
     tree.kill_all();
     vlog("killed the job after a complete checkpoint");
   }

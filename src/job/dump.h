@@ -77,6 +77,9 @@ inline constexpr unsigned kMaxJobs = 64;
 
 struct DumpOptions {
   bool kill = false;  // kill the whole tree once the image is committed
+  // Save established TCP connections whose peer is outside the tree too
+  // (else refused at dump; those with both ends in the tree always are).
+  bool tcp_established = false;
   // A unix socket of the tree connected to a socket of snap's own (a
   // `snap checkpoint` waiting for snap run's answer): given the peer's
   // inode, the bytes the restored socket finds waiting (its peer then comes

@@ -20,6 +20,7 @@
 #include "base/error.h"
 #include "restore/anon_fds.h"
 #include "restore/sockets.h"
+#include "restore/tcp_connection.h"
 #include "restore/ghosts.h"
 #include "restore/ns_files.h"
 
@@ -111,8 +112,9 @@ int make_epoll(int flags) {
 
 class FilePlanner {
  public:
-  FilePlanner(const image::Checkpoint& c, image::ImageReader& img, bool allow, OpenFiles& out)
-      : ckpt_(c), img_(img), allow_changed_(allow), out_(out) {}
+  FilePlanner(const image::Checkpoint& c, image::ImageReader& img, bool allow, bool tcp_close,
+              OpenFiles& out)
+      : ckpt_(c), img_(img), allow_changed_(allow), tcp_close_(tcp_close), out_(out) {}
 
   void run() {
     int highest = 2;
@@ -497,6 +499,19 @@ class FilePlanner {
 
   int socket(const Process& p, const FileDesc& f) {
     const std::string what = fd_name(p, f);
+    if (f.inet_socket && f.inet_socket->tcp) {
+      // In repair mode until every socket exists (connect_sockets); or
+      // closed, as asked.
+      ScopedFd s = tcp_close_ ? make_closed_tcp_connection(f, what) : make_tcp_connection(f, what);
+      if (tcp_close_) {
+        ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+        return keep(s.release(), "socket");
+      }
+      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+      int fd = keep(s.release(), "socket");
+      tcp_later_.push_back({fd, &f, what});
+      return fd;
+    }
     if (f.inet_socket) {
       ScopedFd s = make_inet_socket(f, what);
       ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
@@ -583,6 +598,8 @@ class FilePlanner {
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
     for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
+    for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
+    for (const auto& t : tcp_later_) finish_tcp_connection(t.fd, *t.f, t.what);
   }
 
   int memfd_for(const image::Mapping& m) {
@@ -632,6 +649,7 @@ class FilePlanner {
   const image::Checkpoint& ckpt_;
   image::ImageReader& img_;
   bool allow_changed_;
+  bool tcp_close_;  // TCP connections come back closed
   OpenFiles& out_;
   std::map<uint64_t, PipeInfo> pipes_;
   std::map<uint64_t, const FileDesc*> sockets_;
@@ -643,6 +661,12 @@ class FilePlanner {
     std::string cwd, what;
   };
   std::vector<LaterSocket> later_;
+  struct LaterTcp {
+    int fd;
+    const FileDesc* f;
+    std::string what;
+  };
+  std::vector<LaterTcp> tcp_later_;  // TCP connections in repair mode
   struct DeletedName {
     const FileDesc* f;
     std::string cwd;
@@ -660,9 +684,9 @@ class FilePlanner {
 };
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,
-                            bool allow_changed_files) {
+                            bool allow_changed_files, bool tcp_close) {
   OpenFiles out;
-  FilePlanner(ckpt, img, allow_changed_files, out).run();
+  FilePlanner(ckpt, img, allow_changed_files, tcp_close, out).run();
   return out;
 }
 

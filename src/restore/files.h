@@ -65,9 +65,10 @@ class OpenFiles {
   // objects. Throws Error naming the pid, fd and file when one cannot come
   // back faithfully: a regular file that is gone or shorter than the saved
   // offset (unless allow_changed_files: then a warning), a socket leading
-  // outside the image, a kind of file restore does not know.
+  // outside the image, a kind of file restore does not know. `tcp_close`:
+  // TCP connections come back closed (end of file, EPIPE) instead.
   static OpenFiles create(const image::Checkpoint& ckpt, image::ImageReader& img,
-                          bool allow_changed_files);
+                          bool allow_changed_files, bool tcp_close = false);
 
   const ProcessFiles& of(pid_t pid) const { return procs_.at(pid); }
   const std::vector<std::string>& warnings() const { return warnings_; }

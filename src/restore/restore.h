@@ -21,6 +21,8 @@ struct RestoreOptions {
   // Run the saved memory even against executables or libraries that
   // changed since the dump (it will likely crash): warn instead of refuse.
   bool allow_changed_code = false;
+  // TCP connections of the image come back closed (as if the peer had gone).
+  bool tcp_close = false;
   FillOptions fill;  // how memory is filled from the image
 };
 

@@ -2,10 +2,6 @@
 
 #include <arpa/inet.h>
 #include <linux/filter.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
-#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -116,57 +112,6 @@ std::string inet_address(const std::string& addr, uint16_t port, int family) {
 
 namespace {
 
-// sock_diag's view of one TCP or UDP socket.
-struct InetDiag {
-  bool found = false;
-  int state = 0, shutdown = 0;
-};
-
-// Looks the socket with `inode` up in a sock_diag dump of its family and
-// protocol. Not found (no diag module for the protocol): found = false.
-InetDiag query_inet(int family, int protocol, uint64_t inode) {
-  InetDiag out;
-  ScopedFd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (!nl) return out;
-  struct {
-    nlmsghdr h;
-    inet_diag_req_v2 r;
-  } req{};
-  req.h.nlmsg_len = sizeof req;
-  req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.h.nlmsg_seq = 1;
-  req.r.sdiag_family = static_cast<uint8_t>(family);
-  req.r.sdiag_protocol = static_cast<uint8_t>(protocol);
-  req.r.idiag_states = ~0u;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (::sendto(nl.get(), &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
-    return out;
-  std::vector<uint8_t> buf(1 << 16);
-  for (;;) {
-    ssize_t n = ::recv(nl.get(), buf.data(), buf.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return out;
-    int left = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, left);
-         h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) return out;
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg)))
-        continue;
-      auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
-      if (m->idiag_inode != inode) continue;
-      out.found = true;
-      out.state = m->idiag_state;
-      int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
-      for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len))
-        if (a->rta_type == INET_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1)
-          out.shutdown = *static_cast<uint8_t*>(RTA_DATA(a));
-      return out;
-    }
-  }
-}
-
 // Address and port of a sockaddr_in / sockaddr_in6.
 std::pair<std::string, uint16_t> split(const sockaddr_storage& ss) {
   char text[INET6_ADDRSTRLEN] = "";
@@ -183,8 +128,8 @@ std::pair<std::string, uint16_t> split(const sockaddr_storage& ss) {
 }  // namespace
 
 image::InetSocket describe_inet_socket(int sock, int domain, int type, int protocol,
-                                       const std::string& what, uint32_t& accept_queue,
-                                       int& queued) {
+                                       const std::string& what, InetDiags& diags,
+                                       uint32_t& accept_queue, int& queued) {
   image::InetSocket s;
   s.family = domain;
   s.type = type;
@@ -215,8 +160,7 @@ image::InetSocket describe_inet_socket(int sock, int domain, int type, int proto
   }
   struct stat st {};
   if (::fstat(sock, &st) == 0 && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)) {
-    InetDiag d = query_inet(domain, protocol, st.st_ino);
-    if (d.found) s.shutdown = d.shutdown;
+    if (const InetDiag* d = diags.find(domain, protocol, st.st_ino)) s.shutdown = d->shutdown;
   }
   if (s.state != TCP_LISTEN && ::ioctl(sock, FIONREAD, &queued) < 0) queued = 0;
   return s;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "image/checkpoint.h"
+#include "tracer/sock_diag.h"
 
 namespace snap {
 
@@ -21,10 +22,11 @@ std::vector<uint8_t> socket_filter(int sock, const std::string& what);
 
 // Addresses, state, shutdown and backlog of an AF_INET / AF_INET6 socket.
 // `accept_queue` gets the connections a listening TCP socket has not
-// accepted yet; `queued` the bytes waiting to be read.
+// accepted yet; `queued` the bytes waiting to be read. `diags`: sock_diag's
+// answers, one dump per family and protocol for all the sockets of a dump.
 image::InetSocket describe_inet_socket(int sock, int domain, int type, int protocol,
-                                       const std::string& what, uint32_t& accept_queue,
-                                       int& queued);
+                                       const std::string& what, InetDiags& diags,
+                                       uint32_t& accept_queue, int& queued);
 
 // "127.0.0.1:8080", "[::1]:8080".
 std::string inet_address(const std::string& addr, uint16_t port, int family);

@@ -18,7 +18,9 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/scoped_fd.h"
+#include "tracer/sock_diag.h"
 #include "tracer/sock_options.h"
+#include "tracer/tcp_repair.h"
 
 namespace snap {
 
@@ -106,8 +108,6 @@ bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out)
 }
 
 std::map<uint64_t, UnixDiag> query_unix_sockets() {
-  ScopedFd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (!nl) throw SysError("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno);
   struct {
     nlmsghdr h;
     unix_diag_req r;
@@ -119,19 +119,9 @@ std::map<uint64_t, UnixDiag> query_unix_sockets() {
   req.r.sdiag_family = AF_UNIX;
   req.r.udiag_states = ~0u;
   req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (::sendto(nl.get(), &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
-    throw SysError("send of the sock_diag request for unix sockets", errno);
   std::vector<UnixDiag> all;
-  std::vector<uint8_t> buf(1 << 16);
-  for (bool done = false; !done;) {
-    ssize_t n = ::recv(nl.get(), buf.data(), buf.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw SysError("recv of the sock_diag answer for unix sockets", errno);
-    if (n == 0) throw Error("sock_diag: the answer ended without NLMSG_DONE");
-    done = parse_unix_diag(buf.data(), static_cast<size_t>(n), all);
-  }
+  sock_diag_dump(&req, sizeof req, "unix sockets",
+                 [&](const uint8_t* buf, size_t len) { return parse_unix_diag(buf, len, all); });
   std::map<uint64_t, UnixDiag> out;
   for (auto& d : all) out[d.inode] = std::move(d);
   return out;
@@ -246,17 +236,13 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std:
   return out;
 }
 
-namespace {
-
-ScopedFd copy_fd(pid_t pid, int fd) {
+ScopedFd copy_target_fd(pid_t pid, int fd) {
   ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) throw SysError(fmt::format("pidfd_open(pid {})", pid), errno);
   ScopedFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
   if (!copy) throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd), errno);
   return copy;
 }
-
-}  // namespace
 
 namespace {
 
@@ -364,6 +350,7 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
 void collect_sockets(std::vector<image::Process>& procs) {
   std::map<uint64_t, UnixDiag> diag;
   bool queried = false;
+  InetDiags inet_diags;  // one sock_diag dump per family and protocol
   // A socket's facts (and queue) once, for all its fds.
   std::map<uint64_t, const image::FileDesc*> done;
   for (auto& p : procs) {
@@ -378,7 +365,7 @@ void collect_sockets(std::vector<image::Process>& procs) {
         f.sock_filter = it->second->sock_filter;
         continue;
       }
-      ScopedFd sock = copy_fd(p.pid, f.fd);
+      ScopedFd sock = copy_target_fd(p.pid, f.fd);
       struct stat st {};
       if (::fstat(sock.get(), &st) < 0) throw SysError("fstat of a copy of " + what, errno);
       if (st.st_ino != f.inode)
@@ -408,7 +395,8 @@ void collect_sockets(std::vector<image::Process>& procs) {
       } else if (domain == AF_INET || domain == AF_INET6) {
         uint32_t pending = 0;
         int queued = 0;
-        f.inet_socket = describe_inet_socket(sock.get(), domain, type, protocol, what, pending, queued);
+        f.inet_socket = describe_inet_socket(sock.get(), domain, type, protocol, what, inet_diags,
+                                             pending, queued);
         const auto& s = *f.inet_socket;
         if (pending)
           throw Error(fmt::format("{}: {} connection(s) wait to be accepted on this listening "
@@ -427,7 +415,7 @@ void collect_sockets(std::vector<image::Process>& procs) {
   }
 }
 
-void check_sockets_restorable(const std::vector<image::Process>& procs) {
+void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp_established) {
   std::map<uint64_t, const image::FileDesc*> in_image;
   for (const auto& p : procs)
     for (const auto& f : p.fds)
@@ -443,13 +431,23 @@ void check_sockets_restorable(const std::vector<image::Process>& procs) {
       const std::string what = fmt::format("pid {} fd {}", p.pid, f.fd);
       if (const auto& s = f.inet_socket) {
         if (s->state == kTcpListen || s->state == 7 || s->protocol != IPPROTO_TCP) continue;
-        throw Error(fmt::format("{}: TCP connection {} -> {} ({}): snap cannot restore a TCP "
-                                "connection, its peer would not know the new socket",
-                                what, inet_address(s->local, s->local_port, s->family),
-                                inet_address(s->peer, s->peer_port, s->family),
-                                s->state == 1 ? "established" : "state " + std::to_string(s->state)),
-                    "checkpoint when the job holds no open TCP connection (close it, or "
-                    "let the job reconnect after a restore); nothing was killed");
+        const bool peer_here = tcp_peer_in_image(procs, *s);
+        if (tcp_repairable_state(s->state) && (peer_here || tcp_established))
+          continue;  // saved by TcpRepair
+        const std::string conn =
+            fmt::format("{}: TCP connection {} -> {} ({})", what,
+                        inet_address(s->local, s->local_port, s->family),
+                        inet_address(s->peer, s->peer_port, s->family),
+                        s->state == 1 ? "established" : "state " + std::to_string(s->state));
+        if (!peer_here)
+          throw Error(conn + ": its peer is outside the checkpointed processes and would not "
+                             "know the new socket",
+                      "checkpoint the whole process tree, or when the job holds no open TCP "
+                      "connection to outside (close it, or let the job reconnect after a "
+                      "restore), or save it anyway with --tcp-established; nothing was killed");
+        throw Error(conn + ": snap restores established and half-closed TCP connections only "
+                           "(not connecting or closing ones)",
+                    "checkpoint when the connection is established or closed; nothing was killed");
       }
       if (const auto& u = f.unix_socket) {
         if (u->detached_peer || !u->peer_inode) continue;

@@ -54,15 +54,22 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(
     int sock, int type, const std::string& what, bool shut_for_reading = false,
     std::vector<std::vector<ScopedFd>>* passed = nullptr);
 
+// A copy of fd `fd` of process `pid` (pidfd_getfd): the same open file.
+ScopedFd copy_target_fd(pid_t pid, int fd);
+
 // Fills FileDesc::unix_socket or inet_socket, sock_options and sock_filter
 // of every socket fd of the (stopped) processes. Throws Error naming pid,
 // fd and socket when a socket's queue cannot be captured completely.
 void collect_sockets(std::vector<image::Process>& procs);
 
 // Refuses (Error naming pid, fd, the socket and its addresses) a dump with
-// a socket restore could not bring back: a TCP connection, a unix stream
+// a socket restore could not bring back: a TCP connection whose peer is
+// outside the image or that is not established (established ones with
+// both ends in the image are saved by TcpRepair), a unix stream
 // connected to a process outside the image, a socket of another family.
 // Sockets that are the root's stdio are snap restore's own and pass.
-void check_sockets_restorable(const std::vector<image::Process>& procs);
+// `tcp_established`: established TCP connections to a peer outside pass too.
+void check_sockets_restorable(const std::vector<image::Process>& procs,
+                              bool tcp_established = false);
 
 }  // namespace snap

@@ -13,9 +13,11 @@ from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, r
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
-                      timeout=120, ignore=lambda line: False, environ=None):
+                      timeout=120, ignore=lambda line: False, environ=None, tree=False):
     """Runs argv with stdout to a file, dumps it with --kill once it printed
-    after_lines lines, restores it and checks the whole output file."""
+    after_lines lines, restores it and checks the whole output file. `tree`:
+    the job has children, reaped (this test is their subreaper) before the
+    restore needs their pids."""
     out = env.path(f"{name}.out")
     ckpt = env.path(f"{name}.ckpt")
     p = start(argv, stdout_path=out, stdin_path=stdin_path, env=environ)
@@ -23,6 +25,13 @@ def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
     expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    if tree:
+        def all_reaped():
+            try:
+                return os.waitpid(-1, os.WNOHANG)[0] < 0
+            except ChildProcessError:
+                return True
+        wait_for(all_reaped, 30, "the killed job's children to be reaped")
     before = lines_of(out)
     expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
     r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
@@ -771,6 +780,73 @@ def tcp_connection_refused_at_dump(env):
     p.wait()
     conn.close()
     srv.close()
+
+
+def tcp_repair_allowed():
+    """Whether this process may use TCP repair mode (CAP_NET_ADMIN)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, 19, 1)  # TCP_REPAIR
+        except PermissionError:
+            return False
+    return True
+
+
+def tcp_pair_expected(rounds):
+    return [f"round {i}: pong {i} to ping {i}" for i in range(1, rounds + 1)] + [
+        "half-closed: b'hello from a half-closed connection\\n'",
+        "blob 3200000 bytes 14be4c32330227c8, answer b'answer to a half-closed connection\\n'",
+        "ticks in order: True", "child exit 0"]
+
+
+@case
+def tcp_connections(env):
+    # TCP connections between a parent and its child (tests/programs/
+    # tcp_pair.py, over 127.0.0.1 and ::1), with unread data both ways, a
+    # full send queue and a half-closed connection (its FIN unread) at the
+    # dump: saved in repair mode, killed without a
+    # FIN or RST reaching the peer, restored; the output equals an
+    # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) the
+    # dump is refused instead, naming pid, fd, the connection and
+    # CAP_NET_ADMIN, and the job runs on untouched.
+    rounds = 8
+    argv = [sys.executable, env.src("tcp_pair.py"), str(rounds), "200"]
+    if tcp_repair_allowed():
+        dump_kill_restore(env, argv, "tcp_pair", 3, tcp_pair_expected(rounds), tree=True)
+        return
+    out = env.path("tcp_pair.out")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 2)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
+                     check=False)
+    expect(r.returncode != 0, "the dump without CAP_NET_ADMIN is refused")
+    expect("TCP connection 127.0.0.1:" in r.stderr and "CAP_NET_ADMIN" in r.stderr
+           and f"pid {p.pid} fd " in r.stderr,
+           f"the refusal names pid, fd, the connection and CAP_NET_ADMIN: {r.stderr.strip()}")
+    p.wait(timeout=60)
+    expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
+           f"the job ran on untouched: {lines_of(out)}")
+    print("ok   tcp_connections: refused without CAP_NET_ADMIN, job untouched")
+
+
+@case
+def tcp_connections_leave_running(env):
+    # A dump that leaves the job running takes its TCP connections out of
+    # repair mode again without a packet: the job ends as an uninterrupted
+    # run does, and the image restores the same way once it is gone.
+    if not tcp_repair_allowed():
+        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
+    rounds = 8
+    out = env.path("tcp_live.out")
+    p = start([sys.executable, env.src("tcp_pair.py"), str(rounds), "200"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("tcp_live.ckpt")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    p.wait(timeout=60)
+    expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
+           f"the job ran on to the same end after the dump: {lines_of(out)}")
+    print("ok   tcp_connections_leave_running: the job carried on untouched")
 
 
 @case

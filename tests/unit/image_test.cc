@@ -342,7 +342,72 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   EXPECT_EQ(t.inet_socket->backlog, 128);
   EXPECT_EQ(t.inet_socket->shutdown, 1);
   EXPECT_TRUE(t.inet_socket->peer.empty());
+  EXPECT_FALSE(t.inet_socket->tcp.has_value());
   EXPECT_EQ(to_json(back), json);
+}
+
+// An established TCP connection saved in repair mode: every field back,
+// queues byte for byte; a window is optional.
+TEST(Manifest, TcpConnectionRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  FileDesc f;
+  f.fd = 7;
+  f.type = FdType::Socket;
+  f.path = "socket:[7001]";
+  f.inode = 7001;
+  InetSocket in;
+  in.family = 2;
+  in.type = 1;
+  in.protocol = 6;
+  in.state = 1;
+  in.local = "127.0.0.1";
+  in.local_port = 40000;
+  in.peer = "127.0.0.1";
+  in.peer_port = 8080;
+  TcpConnection t;
+  t.send_seq = 0xfffffff0u;
+  t.recv_seq = 12345;
+  t.send_queue = {1, 2, 3, 0, 255};
+  t.unsent = 2;
+  t.recv_queue = {'h', 'i', '\n'};
+  t.mss = 65483;
+  t.options = 7;
+  t.snd_wscale = 7;
+  t.rcv_wscale = 9;
+  t.timestamp = 4000000000u;
+  t.window = std::array<uint32_t, 5>{1, 2, 3, 4, 5};
+  in.tcp = t;
+  f.inet_socket = in;
+  c.processes[0].fds.push_back(f);
+  FileDesc g = f;
+  g.fd = 8;
+  g.inet_socket->tcp->window.reset();
+  c.processes[0].fds.push_back(g);
+
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  const auto& b = back.processes[0].fds[back.processes[0].fds.size() - 2];
+  ASSERT_TRUE(b.inet_socket && b.inet_socket->tcp);
+  const auto& bt = *b.inet_socket->tcp;
+  EXPECT_EQ(bt.send_seq, t.send_seq);
+  EXPECT_EQ(bt.recv_seq, t.recv_seq);
+  EXPECT_EQ(bt.send_queue, t.send_queue);
+  EXPECT_EQ(bt.unsent, 2u);
+  EXPECT_EQ(bt.recv_queue, t.recv_queue);
+  EXPECT_EQ(bt.mss, t.mss);
+  EXPECT_EQ(bt.options, 7u);
+  EXPECT_EQ(bt.snd_wscale, 7u);
+  EXPECT_EQ(bt.rcv_wscale, 9u);
+  EXPECT_EQ(bt.timestamp, t.timestamp);
+  EXPECT_EQ(bt.window, t.window);
+  EXPECT_FALSE(back.processes[0].fds.back().inet_socket->tcp->window.has_value());
+  EXPECT_EQ(to_json(back), json);
+
+  // More unsent bytes than the queue holds: a damaged image.
+  auto at = json.find("\"unsent\":2");
+  ASSERT_NE(at, std::string::npos);
+  json.replace(at, 11, "\"unsent\":9");
+  EXPECT_THROW(checkpoint_from_json(json), Error);
 }
 
 // Deleted files and memfds: the ghost table and what refers to it.

@@ -2,6 +2,7 @@
 // parsing, peeking socket queues, open file descriptions, shared memory.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -13,6 +14,7 @@
 #include <dirent.h>
 
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -21,6 +23,7 @@
 #include "base/scoped_fd.h"
 #include "tracer/memory.h"
 #include "tracer/sharing.h"
+#include "tracer/sock_diag.h"
 #include "tracer/sockets.h"
 
 namespace snap {
@@ -117,6 +120,43 @@ TEST(SockDiag, ErrorsAndDamageAreRefused) {
   EXPECT_THROW(parse_unix_diag(m.data(), m.size(), out), Error);
   Bytes shortbody = message(SOCK_DIAG_BY_FAMILY, Bytes(4, 0));
   EXPECT_THROW(parse_unix_diag(shortbody.data(), shortbody.size(), out), Error);
+}
+
+// An inet_diag answer: sockets by inode with their state and shutdown,
+// several per buffer, NLMSG_DONE at the end; errors refused.
+TEST(SockDiag, ParsesInetSocketsByInode) {
+  auto inet_msg = [](uint32_t ino, uint8_t state, int shut) {
+    inet_diag_msg d{};
+    d.idiag_family = AF_INET;
+    d.idiag_state = state;
+    d.idiag_inode = ino;
+    Bytes body;
+    put(body, &d, sizeof d);
+    if (shut >= 0) {
+      uint8_t s = static_cast<uint8_t>(shut);
+      attr(body, INET_DIAG_SHUTDOWN, &s, 1);
+    }
+    return message(SOCK_DIAG_BY_FAMILY, body);
+  };
+  Bytes buf = inet_msg(21, 1, 2);
+  Bytes b2 = inet_msg(22, 10, -1);
+  buf.insert(buf.end(), b2.begin(), b2.end());
+  std::map<uint64_t, InetDiag> out;
+  EXPECT_FALSE(parse_inet_diag(buf.data(), buf.size(), out));
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[21].state, 1);
+  EXPECT_EQ(out[21].shutdown, 2);
+  EXPECT_EQ(out[22].state, 10);
+  EXPECT_EQ(out[22].shutdown, 0);
+  Bytes done = message(NLMSG_DONE, Bytes(4, 0));
+  EXPECT_TRUE(parse_inet_diag(done.data(), done.size(), out));
+  int32_t err = -ENOENT;
+  Bytes body;
+  put(body, &err, sizeof err);
+  Bytes e = message(NLMSG_ERROR, body);
+  EXPECT_THROW(parse_inet_diag(e.data(), e.size(), out), SysError);
+  Bytes shortbody = message(SOCK_DIAG_BY_FAMILY, Bytes(4, 0));
+  EXPECT_THROW(parse_inet_diag(shortbody.data(), shortbody.size(), out), Error);
 }
 
 uint64_t inode_of(int fd) {

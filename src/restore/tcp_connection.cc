@@ -1,0 +1,210 @@
+#include "restore/tcp_connection.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "restore/sockets.h"
+
+namespace snap::restore {
+
+namespace {
+
+std::string printable(int family, const std::string& addr, uint16_t port) {
+  return family == AF_INET6 ? fmt::format("[{}]:{}", addr, port) : fmt::format("{}:{}", addr, port);
+}
+
+socklen_t address(int family, const std::string& addr, uint16_t port, sockaddr_storage& ss,
+                  const std::string& what) {
+  ss = {};
+  if (family == AF_INET) {
+    auto& a = reinterpret_cast<sockaddr_in&>(ss);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (::inet_pton(AF_INET, addr.c_str(), &a.sin_addr) != 1)
+      throw Error(fmt::format("{}: bad IPv4 address \"{}\" in the image", what, addr));
+    return sizeof a;
+  }
+  auto& a = reinterpret_cast<sockaddr_in6&>(ss);
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(port);
+  if (::inet_pton(AF_INET6, addr.c_str(), &a.sin6_addr) != 1)
+    throw Error(fmt::format("{}: bad IPv6 address \"{}\" in the image", what, addr));
+  return sizeof a;
+}
+
+void set(int sock, int level, int name, const void* value, socklen_t len, const std::string& call,
+         const std::string& what) {
+  if (::setsockopt(sock, level, name, value, len) < 0)
+    throw SysError(fmt::format("cannot restore {}: {}", what, call), errno);
+}
+
+void set_int(int sock, int level, int name, int value, const std::string& call,
+             const std::string& what) {
+  set(sock, level, name, &value, sizeof value, call, what);
+}
+
+// Room for `bytes` more in a socket buffer: it is grown (SO_*BUFFORCE).
+// One the job left to the kernel's tuning gets its lock taken off again
+// (SO_BUF_LOCK), so that the kernel goes on tuning it; one the job set is
+// set to its size again once the queue is in (settle_buffers).
+void make_room(int sock, int name, int force, size_t bytes, const std::string& what) {
+  if (bytes == 0) return;
+  int now = 0;
+  socklen_t len = sizeof now;
+  if (::getsockopt(sock, SOL_SOCKET, name, &now, &len) < 0)
+    throw SysError(fmt::format("cannot restore {}: getsockopt(level 1, option {})", what, name), errno);
+  // The kernel doubles what it is given and counts its overhead in it too.
+  const size_t want = bytes * 2 + (64 << 10);
+  if (static_cast<size_t>(now) >= want) return;
+  constexpr int kSoBufLock = 72;  // SO_BUF_LOCK, Linux 5.14
+  int locks = 0;
+  len = sizeof locks;
+  const bool can_unlock = ::getsockopt(sock, SOL_SOCKET, kSoBufLock, &locks, &len) == 0;
+  set_int(sock, SOL_SOCKET, force, static_cast<int>(std::min<size_t>(want, 1u << 30)),
+          fmt::format("setsockopt(SOL_SOCKET, {}) for {} queued bytes", force, bytes), what);
+  if (can_unlock) set_int(sock, SOL_SOCKET, kSoBufLock, locks, "setsockopt(SO_BUF_LOCK)", what);
+}
+
+// Sends `data` into the queue selected (repair mode) or to the peer.
+void send_all(int sock, const uint8_t* data, size_t len, const char* queue, const std::string& what) {
+  size_t off = 0, chunk = len;
+  while (off < len) {
+    ssize_t n = ::send(sock, data + off, std::min(chunk, len - off), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 && (errno == ENOMEM || errno == EAGAIN) && chunk > 4096) {
+      chunk /= 2;  // a repair-mode receive queue takes one linear buffer per call
+      continue;
+    }
+    if (n <= 0)
+      throw SysError(fmt::format("cannot restore {}: put back byte {} of {} of its {} queue", what,
+                                 off, len, queue),
+                     n < 0 ? errno : EAGAIN);
+    off += static_cast<size_t>(n);
+  }
+}
+
+void select_queue(int sock, int queue, const std::string& what) {
+  set_int(sock, SOL_TCP, TCP_REPAIR_QUEUE, queue, "setsockopt(TCP_REPAIR_QUEUE)", what);
+}
+
+}  // namespace
+
+ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what) {
+  const auto& s = *f.inet_socket;
+  const auto& t = *s.tcp;
+  ScopedFd sock(::socket(s.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!sock) throw SysError(fmt::format("cannot restore {}: socket(TCP)", what), errno);
+  set_socket_options(sock.get(), f, what);
+  int on = TCP_REPAIR_ON;
+  if (::setsockopt(sock.get(), SOL_TCP, TCP_REPAIR, &on, sizeof on) < 0)
+    throw SysError(fmt::format("cannot restore {}: setsockopt(TCP_REPAIR) for the TCP connection "
+                               "{} -> {}",
+                               what, printable(s.family, s.local, s.local_port),
+                               printable(s.family, s.peer, s.peer_port)),
+                   errno, errno == EPERM ? "restoring a TCP connection needs CAP_NET_ADMIN: "
+                                           "run snap restore as root"
+                                         : "");
+  // In repair mode the port may be shared with a listener or a dead
+  // connection of the job (SO_REUSEADDR is forced).
+  sockaddr_storage ss;
+  socklen_t len = address(s.family, s.local, s.local_port, ss, what);
+  if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)
+    throw SysError(fmt::format("cannot restore {}: bind to {}", what,
+                               printable(s.family, s.local, s.local_port)),
+                   errno, errno == EADDRINUSE ? "another connection holds this address pair now"
+                                              : "");
+  // Each queue's sequence number where its data starts; filling it moves it on.
+  select_queue(sock.get(), TCP_RECV_QUEUE, what);
+  set_int(sock.get(), SOL_TCP, TCP_QUEUE_SEQ,
+          static_cast<int>(t.recv_seq - static_cast<uint32_t>(t.recv_queue.size())),
+          "setsockopt(TCP_QUEUE_SEQ) of the receive queue", what);
+  select_queue(sock.get(), TCP_SEND_QUEUE, what);
+  set_int(sock.get(), SOL_TCP, TCP_QUEUE_SEQ,
+          static_cast<int>(t.send_seq - static_cast<uint32_t>(t.send_queue.size())),
+          "setsockopt(TCP_QUEUE_SEQ) of the send queue", what);
+  select_queue(sock.get(), TCP_NO_QUEUE, what);
+  len = address(s.family, s.peer, s.peer_port, ss, what);
+  if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)  // no packet in repair mode
+    throw SysError(fmt::format("cannot restore {}: connect (repair mode) to {}", what,
+                               printable(s.family, s.peer, s.peer_port)),
+                   errno);
+  tcp_repair_opt opts[4];
+  int n = 0;
+  if (t.options & TCPI_OPT_SACK) opts[n++] = {TCPOPT_SACK_PERMITTED, 0};
+  if (t.options & TCPI_OPT_WSCALE) opts[n++] = {TCPOPT_WINDOW, t.snd_wscale + (t.rcv_wscale << 16)};
+  if (t.options & TCPI_OPT_TIMESTAMPS) opts[n++] = {TCPOPT_TIMESTAMP, 0};
+  opts[n++] = {TCPOPT_MAXSEG, t.mss};
+  set(sock.get(), SOL_TCP, TCP_REPAIR_OPTIONS, opts, static_cast<socklen_t>(n * sizeof opts[0]),
+      "setsockopt(TCP_REPAIR_OPTIONS)", what);
+  if (t.options & TCPI_OPT_TIMESTAMPS)
+    set(sock.get(), SOL_TCP, TCP_TIMESTAMP, &t.timestamp, sizeof t.timestamp,
+        "setsockopt(TCP_TIMESTAMP)", what);
+  // Data the job had not read, and data sent but not acknowledged (the
+  // kernel sends it again if the peer asks); the unsent rest follows
+  // repair mode.
+  make_room(sock.get(), SO_RCVBUF, SO_RCVBUFFORCE, t.recv_queue.size(), what);
+  make_room(sock.get(), SO_SNDBUF, SO_SNDBUFFORCE, t.send_queue.size(), what);
+  if (!t.recv_queue.empty()) {
+    select_queue(sock.get(), TCP_RECV_QUEUE, what);
+    send_all(sock.get(), t.recv_queue.data(), t.recv_queue.size(), "receive", what);
+  }
+  const size_t sent = t.send_queue.size() - t.unsent;
+  if (sent) {
+    select_queue(sock.get(), TCP_SEND_QUEUE, what);
+    send_all(sock.get(), t.send_queue.data(), sent, "send", what);
+  }
+  select_queue(sock.get(), TCP_NO_QUEUE, what);
+  if (t.window) {
+    const auto& w = *t.window;
+    tcp_repair_window rw{w[0], w[1], w[2], w[3], w[4]};
+    set(sock.get(), SOL_TCP, TCP_REPAIR_WINDOW, &rw, sizeof rw, "setsockopt(TCP_REPAIR_WINDOW)",
+        what);
+  }
+  return sock;
+}
+
+ScopedFd make_closed_tcp_connection(const image::FileDesc& f, const std::string& what) {
+  const auto& s = *f.inet_socket;
+  ScopedFd sock(::socket(s.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!sock) throw SysError(fmt::format("cannot restore {}: socket(TCP)", what), errno);
+  set_socket_options(sock.get(), f, what);
+  shutdown_socket(sock.get(), 3, what);  // ENOTCONN, but shut down all the same
+  return sock;
+}
+
+void leave_tcp_repair(int sock, const image::FileDesc& f, const std::string& what) {
+  set_int(sock, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR, off)", what);
+  // Leaving repair mode clears SO_REUSEADDR.
+  for (const auto& o : f.sock_options)
+    if (o.level == SOL_SOCKET && o.name == SO_REUSEADDR)
+      set(sock, o.level, o.name, o.value.data(), static_cast<socklen_t>(o.value.size()),
+          "setsockopt(SO_REUSEADDR)", what);
+}
+
+void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string& what) {
+  const auto& s = *f.inet_socket;
+  const auto& t = *s.tcp;
+  if (t.unsent)
+    send_all(sock, t.send_queue.data() + (t.send_queue.size() - t.unsent), t.unsent, "unsent send",
+             what);
+  // Buffer sizes the job set, as it set them (make_room may have grown them).
+  for (const auto& o : f.sock_options)
+    if (o.level == SOL_SOCKET && (o.name == SO_RCVBUF || o.name == SO_SNDBUF) &&
+        o.value.size() == sizeof(int)) {
+      int v;
+      std::memcpy(&v, o.value.data(), sizeof v);
+      v /= 2;  // the kernel doubles what it is given
+      set_int(sock, SOL_SOCKET, o.name, v, "setsockopt(SO_RCVBUF / SO_SNDBUF)", what);
+    }
+  // A FIN the job had sent goes out again after its data.
+  shutdown_socket(sock, s.shutdown, what);
+}
+
+}  // namespace snap::restore

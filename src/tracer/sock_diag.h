@@ -1,0 +1,42 @@
+// NETLINK_SOCK_DIAG dumps: one request, every answer buffer handed to a
+// parser until NLMSG_DONE. Used once per family (and protocol) during the
+// freeze, the sockets then looked up by inode.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace snap {
+
+// Sends the request `req` (nlmsghdr + family's request, `len` bytes) on a
+// new NETLINK_SOCK_DIAG socket and calls `parse` on each answer buffer
+// until it returns true (it saw NLMSG_DONE). `what` names the dump in errors.
+void sock_diag_dump(const void* req, size_t len, const std::string& what,
+                    const std::function<bool(const uint8_t* buf, size_t len)>& parse);
+
+// sock_diag's view of one TCP or UDP socket.
+struct InetDiag {
+  uint64_t inode = 0;
+  int state = 0, shutdown = 0;  // idiag_state; INET_DIAG_SHUTDOWN (sk_shutdown)
+};
+
+// Parses one answer buffer of an inet_diag_req_v2 dump into `out` (by
+// inode); returns true at NLMSG_DONE. Throws Error on NLMSG_ERROR or a
+// malformed message.
+bool parse_inet_diag(const uint8_t* buf, size_t len, std::map<uint64_t, InetDiag>& out);
+
+// The sockets of `family` (AF_INET, AF_INET6) and `protocol` (IPPROTO_TCP,
+// IPPROTO_UDP), by inode, dumped once and kept; empty when sock_diag
+// cannot answer (no diag module for the protocol).
+class InetDiags {
+ public:
+  const InetDiag* find(int family, int protocol, uint64_t inode);
+
+ private:
+  std::map<std::pair<int, int>, std::map<uint64_t, InetDiag>> dumps_;
+};
+
+}  // namespace snap

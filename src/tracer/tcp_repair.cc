@@ -1,0 +1,251 @@
+#include "tracer/tcp_repair.h"
+
+#include <linux/filter.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "tracer/sock_options.h"
+#include "tracer/sockets.h"
+
+namespace snap {
+
+namespace {
+
+constexpr int kEstablished = 1;  // TCP_ESTABLISHED
+
+// The job sent its FIN (shutdown for writing): FIN_WAIT1, FIN_WAIT2,
+// LAST_ACK, CLOSING.
+bool fin_sent(int state) { return state == 4 || state == 5 || state == 9 || state == 11; }
+// The peer's FIN came in: CLOSE_WAIT, LAST_ACK, CLOSING.
+bool fin_received(int state) { return state == 8 || state == 9 || state == 11; }
+
+// "::ffff:127.0.0.1" and "127.0.0.1" are one address.
+std::string plain(const std::string& addr) {
+  return addr.starts_with("::ffff:") && addr.find('.') != std::string::npos ? addr.substr(7) : addr;
+}
+
+std::string describe(const image::InetSocket& s) {
+  return fmt::format("TCP connection {} -> {}", inet_address(s.local, s.local_port, s.family),
+                     inet_address(s.peer, s.peer_port, s.family));
+}
+
+void set_int(int sock, int level, int name, int value, const std::string& call,
+             const std::string& what) {
+  if (::setsockopt(sock, level, name, &value, sizeof value) < 0)
+    throw SysError(fmt::format("{} on {}", call, what), errno);
+}
+
+int get_int(int sock, int level, int name, const std::string& call, const std::string& what) {
+  int v = 0;
+  socklen_t len = sizeof v;
+  if (::getsockopt(sock, level, name, &v, &len) < 0)
+    throw SysError(fmt::format("{} on {}", call, what), errno);
+  return v;
+}
+
+int ioctl_int(int sock, unsigned long request, const char* call, const std::string& what) {
+  int v = 0;
+  if (::ioctl(sock, request, &v) < 0) throw SysError(fmt::format("{} on {}", call, what), errno);
+  return v;
+}
+
+// Selects `queue` and reads its sequence number and `len` bytes, peeked:
+// one byte more is asked for, so a queue longer than said shows.
+std::vector<uint8_t> read_queue(int sock, int queue, uint32_t& seq, int len,
+                                const std::string& what) {
+  const char* name = queue == TCP_SEND_QUEUE ? "send" : "receive";
+  set_int(sock, SOL_TCP, TCP_REPAIR_QUEUE, queue, "setsockopt(TCP_REPAIR_QUEUE)", what);
+  seq = static_cast<uint32_t>(get_int(sock, SOL_TCP, TCP_QUEUE_SEQ, "getsockopt(TCP_QUEUE_SEQ)", what));
+  std::vector<uint8_t> data(static_cast<size_t>(len) + 1);
+  ssize_t n = 0;
+  if (len > 0) {
+    do n = ::recv(sock, data.data(), data.size(), MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) throw SysError(fmt::format("recv(MSG_PEEK) of the {} queue of {}", name, what), errno);
+  }
+  if (n != len)
+    throw Error(fmt::format("{}: its {} queue holds {} bytes where the kernel counts {}; the "
+                            "image would lose data",
+                            what, name, n, len));
+  data.resize(static_cast<size_t>(len));
+  return data;
+}
+
+void read_connection(int sock, image::InetSocket& s, const std::string& what) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(sock, SOL_TCP, TCP_INFO, &info, &len) < 0)
+    throw SysError("getsockopt(TCP_INFO) on " + what, errno);
+  if (info.tcpi_state != s.state)
+    throw Error(fmt::format("{}: {} changed from state {} to {} while the job was stopped", what,
+                            describe(s), s.state, info.tcpi_state),
+                "checkpoint again");
+  image::TcpConnection t;
+  int outq = ioctl_int(sock, SIOCOUTQ, "ioctl(SIOCOUTQ)", what);
+  int unsent = ioctl_int(sock, SIOCOUTQNSD, "ioctl(SIOCOUTQNSD)", what);
+  const int inq = ioctl_int(sock, SIOCINQ, "ioctl(SIOCINQ)", what);
+  // A half-closed connection comes back established and is shut down
+  // again: the FIN the job sent is left out of its send queue (restore
+  // sends it again, a duplicate to a peer that had it), and the FIN that
+  // came in stays counted in the receive sequence, with the socket shut
+  // down for reading (end of file after the data).
+  if (fin_sent(s.state)) {
+    if (outq > 0) outq--;
+    if (unsent > 0) unsent--;
+    s.shutdown |= 2;
+  }
+  if (fin_received(s.state)) s.shutdown |= 1;
+  t.recv_queue = read_queue(sock, TCP_RECV_QUEUE, t.recv_seq, inq, what);
+  t.send_queue = read_queue(sock, TCP_SEND_QUEUE, t.send_seq, outq, what);
+  if (fin_sent(s.state)) t.send_seq--;
+  set_int(sock, SOL_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "setsockopt(TCP_REPAIR_QUEUE)", what);
+  t.unsent = static_cast<uint32_t>(std::min(unsent, outq));
+  t.mss = static_cast<uint32_t>(get_int(sock, SOL_TCP, TCP_MAXSEG, "getsockopt(TCP_MAXSEG)", what));
+  t.options = info.tcpi_options;
+  if (t.options & TCPI_OPT_WSCALE) {
+    t.snd_wscale = info.tcpi_snd_wscale;
+    t.rcv_wscale = info.tcpi_rcv_wscale;
+  }
+  if (t.options & TCPI_OPT_TIMESTAMPS)
+    t.timestamp = static_cast<uint32_t>(
+        get_int(sock, SOL_TCP, TCP_TIMESTAMP, "getsockopt(TCP_TIMESTAMP)", what));
+  tcp_repair_window w{};
+  len = sizeof w;
+  if (::getsockopt(sock, SOL_TCP, TCP_REPAIR_WINDOW, &w, &len) == 0)
+    t.window = std::array<uint32_t, 5>{w.snd_wl1, w.snd_wnd, w.max_window, w.rcv_wnd, w.rcv_wup};
+  else if (errno != ENOPROTOOPT)
+    throw SysError("getsockopt(TCP_REPAIR_WINDOW) on " + what, errno);
+  vlog("{}: {} saved in repair mode: {} bytes to send ({} unsent), {} to read", what, describe(s),
+       t.send_queue.size(), t.unsent, t.recv_queue.size());
+  s.tcp = std::move(t);
+}
+
+}  // namespace
+
+bool tcp_repairable_state(int state) {
+  return state == kEstablished || fin_sent(state) || fin_received(state);
+}
+
+bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::InetSocket& s) {
+  for (const auto& p : procs)
+    for (const auto& f : p.fds) {
+      const auto& o = f.inet_socket;
+      if (o && o->protocol == IPPROTO_TCP && o->local_port == s.peer_port &&
+          o->peer_port == s.local_port && plain(o->local) == plain(s.peer) &&
+          plain(o->peer) == plain(s.local))
+        return true;
+    }
+  return false;
+}
+
+TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers) {
+  TcpRepair r;
+  struct Todo {
+    image::FileDesc* f;
+    int sock;
+    std::string what;
+  };
+  std::vector<Todo> todo;
+  std::map<uint64_t, image::FileDesc*> done;  // a socket's fds after the first share its facts
+  std::vector<std::pair<image::FileDesc*, image::FileDesc*>> copies;
+  // The root's stdio is snap restore's own at restore: left alone.
+  std::set<uint64_t> root_stdio;
+  if (!procs.empty())
+    for (const auto& f : procs[0].fds)
+      if (f.fd <= 2 && f.type == image::FdType::Socket) root_stdio.insert(f.inode);
+  // All in repair mode first, then all read: none of them sends meanwhile.
+  for (auto& p : procs)
+    for (auto& f : p.fds) {
+      auto& s = f.inet_socket;
+      if (!s || s->protocol != IPPROTO_TCP || !tcp_repairable_state(s->state) ||
+          root_stdio.count(f.inode) || !(outside_peers || tcp_peer_in_image(procs, *s)))
+        continue;
+      if (auto d = done.find(f.inode); d != done.end()) {
+        copies.emplace_back(&f, d->second);
+        continue;
+      }
+      done[f.inode] = &f;
+      const std::string what = fmt::format("pid {} fd {} (socket inode {})", p.pid, f.fd, f.inode);
+      Held h;
+      h.sock = copy_target_fd(p.pid, f.fd);
+      h.reuseaddr = get_int(h.sock.get(), SOL_SOCKET, SO_REUSEADDR, "getsockopt(SO_REUSEADDR)", what);
+      h.job_filter = f.sock_filter;
+      sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+      sock_fprog deaf{1, drop_all};
+      h.deaf = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_ATTACH_FILTER, &deaf, sizeof deaf) == 0;
+      if (!h.deaf)  // SO_LOCK_FILTER: read as it is (a peer outside may still send)
+        vlog("{}: cannot keep its packets out while it is read: {}", what, std::strerror(errno));
+      const int sock = h.sock.get();
+      r.held_.push_back(std::move(h));  // its filter comes off again if this fails
+      int on = TCP_REPAIR_ON;
+      if (::setsockopt(sock, SOL_TCP, TCP_REPAIR, &on, sizeof on) < 0) {
+        int err = errno;
+        if (err == EPERM)
+          throw Error(fmt::format("pid {} fd {}: {}: saving a TCP connection needs TCP repair mode, "
+                                  "which needs CAP_NET_ADMIN",
+                                  p.pid, f.fd, describe(*s)),
+                      "run snap dump as root (or with CAP_NET_ADMIN), or checkpoint when the job "
+                      "holds no open TCP connection; nothing was killed");
+        throw SysError("setsockopt(TCP_REPAIR) on " + what, err);
+      }
+      r.held_.back().repairing = true;
+      todo.push_back({&f, sock, what});
+    }
+  for (auto& t : todo) read_connection(t.sock, *t.f->inet_socket, t.what);
+  for (auto& [f, first] : copies) {
+    f->inet_socket->tcp = first->inet_socket->tcp;
+    f->inet_socket->shutdown = first->inet_socket->shutdown;
+  }
+  return r;
+}
+
+TcpRepair& TcpRepair::operator=(TcpRepair&& o) noexcept {
+  if (this != &o) {
+    leave();
+    held_ = std::exchange(o.held_, {});
+  }
+  return *this;
+}
+
+TcpRepair::~TcpRepair() { leave(); }
+
+void TcpRepair::leave() {
+  for (auto& h : held_) {
+    // No window probe: the job's peer hears nothing of this.
+    int off = TCP_REPAIR_OFF_NO_WP;
+    if (h.repairing && ::setsockopt(h.sock.get(), SOL_TCP, TCP_REPAIR, &off, sizeof off) < 0)
+      warn("could not take TCP socket (snap's fd {}) out of repair mode: {}", h.sock.get(),
+           std::strerror(errno));
+    if (h.repairing && h.reuseaddr &&
+        ::setsockopt(h.sock.get(), SOL_SOCKET, SO_REUSEADDR, &h.reuseaddr, sizeof h.reuseaddr) < 0)
+      warn("could not set SO_REUSEADDR back on a TCP socket: {}", std::strerror(errno));
+    if (!h.deaf) continue;
+    int rc;
+    if (h.job_filter.empty()) {
+      int unused = 0;  // the kernel wants an int it does not read
+      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
+    } else {
+      std::vector<sock_filter> prog(h.job_filter.size() / sizeof(sock_filter));
+      std::memcpy(prog.data(), h.job_filter.data(), prog.size() * sizeof(sock_filter));
+      sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog);
+    }
+    if (rc < 0)
+      warn("could not take snap's filter off a TCP socket of the job: {}", std::strerror(errno));
+  }
+  held_.clear();
+}
+
+void TcpRepair::keep_for_kill() { held_.clear(); }
+
+}  // namespace snap

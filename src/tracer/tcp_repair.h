@@ -1,0 +1,66 @@
+// Established TCP connections of a stopped tree, read in TCP repair mode
+// (TCP_REPAIR, which needs CAP_NET_ADMIN): sequence numbers, options,
+// window and both queues, from a copy of the job's fd (pidfd_getfd). In
+// repair mode a socket sends nothing, and closing it sends neither FIN nor
+// RST: with --kill the job dies with its sockets still in repair mode, so
+// the peer (restored with it) never learns; otherwise they leave repair
+// mode once read and the job goes on untouched. While they are read, a
+// socket filter that drops everything keeps packets of a peer that still
+// runs from changing them.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include "base/scoped_fd.h"
+#include "image/checkpoint.h"
+
+namespace snap {
+
+// Whether a TCP connection in `state` (TCP_INFO's) can be saved: it is
+// established, or half-closed (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING).
+bool tcp_repairable_state(int state);
+
+// Whether the other end of TCP connection `s` is a socket of `procs`
+// (addresses and ports crossed; IPv4-mapped IPv6 addresses as IPv4).
+bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::InetSocket& s);
+
+class TcpRepair {
+ public:
+  TcpRepair() = default;
+  // Puts every established (or half-closed) TCP connection of `procs` whose peer is in
+  // `procs` too (any peer: `outside_peers`) into repair mode, then fills
+  // its inet_socket->tcp. Throws
+  // Error naming pid, fd and addresses when one cannot be read (no
+  // CAP_NET_ADMIN: EPERM); the sockets touched so far leave repair mode.
+  static TcpRepair save(std::vector<image::Process>& procs, bool outside_peers = false);
+  // Takes the sockets still held out of repair mode (SO_REUSEADDR as the
+  // job had it), sending nothing: the job goes on as if never stopped.
+  ~TcpRepair();
+  TcpRepair(TcpRepair&& o) noexcept : held_(std::exchange(o.held_, {})) {}
+  TcpRepair& operator=(TcpRepair&& o) noexcept;
+  TcpRepair(const TcpRepair&) = delete;
+  TcpRepair& operator=(const TcpRepair&) = delete;
+
+  // Same as the destructor, now.
+  void leave();
+  // Lets go of snap's copies with the sockets still in repair mode, just
+  // before the job is killed: its sockets then close without a FIN or RST.
+  void keep_for_kill();
+  bool empty() const { return held_.empty(); }
+
+ private:
+  struct Held {
+    ScopedFd sock;
+    bool repairing = false;  // in repair mode
+    int reuseaddr = 0;       // SO_REUSEADDR before: leaving repair mode clears it
+    // A filter dropping every packet keeps the socket deaf while it is read
+    // (nothing arrives, nothing is acknowledged); the job's own filter
+    // (struct sock_filter[], empty: none) is put back when it goes on.
+    bool deaf = false;
+    std::vector<uint8_t> job_filter;
+  };
+  std::vector<Held> held_;
+};
+
+}  // namespace snap
