@@ -30,7 +30,7 @@ namespace {
 cxxopts::Options restore_options() {
   cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
   o.custom_help("DIR [--detach] [--jobs N] [--allow-changed-files] [--allow-changed-code] "
-                "[--isolate] [--tcp-close] [-v]");
+                "[--isolate] [--tcp-close] [--tcp-established] [-v]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
@@ -43,6 +43,8 @@ cxxopts::Options restore_options() {
        "(the job will likely crash; warns)")
       ("tcp-close", "bring the job's TCP connections back closed (reads see end of file, "
        "writes EPIPE) instead of connected")
+      ("tcp-established", "let TCP connections to peers outside the image come back "
+       "connected (dump --tcp-established saved them; the peer must still be there)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
   o.parse_positional({"dir"});
@@ -90,6 +92,7 @@ int run_restore(const cxxopts::ParseResult& args) {
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
   opts.allow_changed_code = args.count("allow-changed-code") > 0;
   opts.tcp_close = args.count("tcp-close") > 0;
+  opts.tcp_established = args.count("tcp-established") > 0;
   auto space = restore::choose_pid_space(args.count("isolate") > 0);
   auto tree = restore::restore_tree(img, *space, opts);  // 2
   for (const auto& [saved, host] : tree.host_pids)

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -245,6 +246,30 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
 
 }  // namespace
 
+void check_outside_connections(const image::Checkpoint& ckpt, const RestoreOptions& opts) {
+  if (opts.tcp_close || opts.tcp_established) return;
+  // An IPv4 peer seen from an IPv6 socket is "::ffff:a.b.c.d".
+  auto plain = [](const std::string& a) { return a.starts_with("::ffff:") ? a.substr(7) : a; };
+  using End = std::tuple<std::string, uint16_t, std::string, uint16_t>;
+  std::set<End> ends;
+  for (const auto& p : ckpt.processes)
+    for (const auto& f : p.fds)
+      if (f.inet_socket && f.inet_socket->tcp)
+        ends.insert({plain(f.inet_socket->local), f.inet_socket->local_port,
+                     plain(f.inet_socket->peer), f.inet_socket->peer_port});
+  for (const auto& p : ckpt.processes)
+    for (const auto& f : p.fds) {
+      if (!f.inet_socket || !f.inet_socket->tcp) continue;
+      const auto& s = *f.inet_socket;
+      if (ends.count({plain(s.peer), s.peer_port, plain(s.local), s.local_port})) continue;
+      throw Error(fmt::format("pid {} fd {}: its TCP connection {}:{} -> {}:{} leads outside the "
+                              "image (saved with dump --tcp-established)",
+                              p.pid, f.fd, s.local, s.local_port, s.peer, s.peer_port),
+                  "pass --tcp-established if that peer still holds the connection and sent "
+                  "nothing since, or --tcp-close to have it come back closed");
+    }
+}
+
 void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
   std::string changed;
   size_t n = 0;
@@ -271,6 +296,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
   check_code_files(ckpt, opts.allow_changed_code);
+  check_outside_connections(ckpt, opts);
   if (!space.fresh()) check_ids_free(plan);
   for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
   adopt_login_uid(ckpt);

@@ -23,6 +23,10 @@ struct RestoreOptions {
   bool allow_changed_code = false;
   // TCP connections of the image come back closed (as if the peer had gone).
   bool tcp_close = false;
+  // TCP connections to peers outside the image (saved by dump
+  // --tcp-established) may come back connected: the user says the peer is
+  // still there. Without it (or tcp_close) such an image is refused.
+  bool tcp_established = false;
   FillOptions fill;  // how memory is filled from the image
 };
 
@@ -30,6 +34,10 @@ struct RestoreOptions {
 // differs from the image's stamp of it (unless allow_changed_code: then
 // warnings). Nothing is created before this check.
 void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code);
+
+// Throws Error naming the first TCP connection of the image whose peer is
+// not in the image too, unless opts says what to do with such connections.
+void check_outside_connections(const image::Checkpoint& ckpt, const RestoreOptions& opts);
 
 struct RestoredTree {
   pid_t child = -1;  // the caller's child to wait for: the root, or the namespace's init

@@ -831,6 +831,55 @@ def tcp_connections(env):
 
 
 @case
+def tcp_outside_peer(env):
+    # A job talking to a server outside it (this test) over TCP: dump
+    # --tcp-established saves the connection, and a restore without the
+    # option refuses before anything runs (is the peer still there?); with
+    # --tcp-established the job carries on with the same server, its
+    # output equal to an uninterrupted run's.
+    if not tcp_repair_allowed():
+        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
+    import socket
+    import threading
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rwb", buffering=0) as f:
+            for line in f:
+                f.write(b"pong " + line.split()[-1] + b"\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    rounds = 10
+    job = ("import socket, sys, time\n"
+           f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+           "f = s.makefile('rwb', buffering=0)\n"
+           f"for i in range(1, {rounds} + 1):\n"
+           "    f.write(b'ping %d\\n' % i)\n"
+           "    print(i, f.readline().decode().strip(), flush=True)\n"
+           "    time.sleep(0.15)\n")
+    out = env.path("tcp_outside.out")
+    ckpt = env.path("tcp_outside.ckpt")
+    p = start([sys.executable, "-c", job], stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode != 0 and "leads outside the image" in r.stderr
+           and "--tcp-established" in r.stderr,
+           f"a restore without --tcp-established refuses: {r.stderr.strip()}")
+    expect(not pid_alive(p.pid), "and nothing of the job runs")
+    r = env.snap_run("restore", "--tcp-established", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0, f"restored with --tcp-established ({r.stderr.strip()})")
+    expected = [f"{i} pong {i}" for i in range(1, rounds + 1)]
+    expect(lines_of(out) == expected, f"the job went on with the same server: {lines_of(out)}")
+    srv.close()
+
+
+@case
 def tcp_connections_leave_running(env):
     # A dump that leaves the job running takes its TCP connections out of
     # repair mode again without a packet: the job ends as an uninterrupted
