@@ -105,12 +105,17 @@ struct TimerFdState {
 
 // One watch of an inotify instance (fdinfo "inotify" lines): its number,
 // the mask inotify_add_watch was given, and the watched file found by its
-// handle at dump time (path, and the inode it had then).
+// handle at dump time (path, and the inode it had then), or, for a file
+// deleted since that the job still holds, its GhostFile (path empty).
 struct InotifyWatch {
   int32_t wd = 0;
   uint32_t mask = 0;
   std::string path;
   uint64_t dev = 0, inode = 0;
+  uint64_t ghost = 0;  // the watched file is this GhostFile (by id); 0: none
+  // At dump time only (not saved): why no path leads to the file, while
+  // path is empty and ghost not yet found.
+  std::string unfound;
 };
 
 // A lock held through an fd (fdinfo "lock:" lines). POSIX locks belong to

@@ -167,9 +167,11 @@ ojson encode(const FileDesc& f) {
                     {"value_ns", t->value_ns}};
   if (f.type == FdType::Inotify) {
     ojson ws = ojson::array();
-    for (const auto& w : f.inotify_watches)
+    for (const auto& w : f.inotify_watches) {
       ws.push_back({{"wd", w.wd}, {"mask", w.mask}, {"path", w.path}, {"dev", w.dev},
                     {"inode", w.inode}});
+      if (w.ghost) ws.back()["ghost"] = w.ghost;
+    }
     j["inotify_watches"] = ws;
   }
   if (!f.locks.empty()) {
@@ -457,6 +459,7 @@ InotifyWatch decode_inotify_watch(const Field& f) {
   w.path = f["path"].as<std::string>();
   w.dev = f["dev"].as<uint64_t>();
   w.inode = f["inode"].as<uint64_t>();
+  if (auto g = f.opt("ghost")) w.ghost = g->as<uint64_t>();
   return w;
 }
 

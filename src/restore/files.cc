@@ -202,7 +202,8 @@ class FilePlanner {
   // skeleton itself. False for what must be one object made by snap.
   bool own_file(const Process& p, const FileDesc& f, FdAction& a) {
     DescKey key = desc_key(p, f);
-    if (uses_[key] != 1 || external_.count(key) || f.ghost) return false;
+    // A watch on a deleted file is added on snap's fd on its remade ghost.
+    if (uses_[key] != 1 || external_.count(key) || f.ghost || watches_ghost(f)) return false;
     switch (f.type) {
       case FdType::Regular:
         if (!check_file(p, f)) {
@@ -285,7 +286,7 @@ class FilePlanner {
       case FdType::TimerFd:
       case FdType::Inotify: {
         std::string why;
-        int fd = make_anon_fd(f, &why);
+        int fd = make_anon_fd(f, &why, &ghosts_);
         if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
         return keep(fd, fd_name(p, f));
       }

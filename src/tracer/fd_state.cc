@@ -283,15 +283,16 @@ void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
   if (fd.type == image::FdType::Inotify && !info.inotify.empty()) {
     auto mounts = read_mounts(pid);
     for (const auto& w : info.inotify) {
-      std::string why;
-      std::string path = watch_path(w, mounts, &why);
-      if (path.empty())
-        throw Error(fmt::format("{}: watch {} is on a file (inode {}) snap cannot find: {}",
-                                name("inotify"), w.wd, w.ino, why),
-                    "snap restores inotify watches on files it can find by path; remove the "
-                    "watch (inotify_rm_watch) before the dump");
-      fd.inotify_watches.push_back(
-          {w.wd, w.mask, std::move(path), makedev(w.sdev >> 20, w.sdev & 0xfffff), w.ino});
+      // A file no path leads to may be a deleted one the job holds: its
+      // ghost is looked for once every fd is known (collect_ghost_files).
+      image::InotifyWatch iw;
+      iw.wd = w.wd;
+      iw.mask = w.mask;
+      iw.dev = makedev(w.sdev >> 20, w.sdev & 0xfffff);
+      iw.inode = w.ino;
+      iw.path = watch_path(w, mounts, &iw.unfound);
+      if (!iw.path.empty()) iw.unfound.clear();
+      fd.inotify_watches.push_back(std::move(iw));
     }
     std::sort(fd.inotify_watches.begin(), fd.inotify_watches.end(),
               [](const auto& a, const auto& b) { return a.wd < b.wd; });

@@ -514,17 +514,31 @@ def signalfd_timerfd_locks(env):
 
 
 @case
+def inotify_deleted_target(env):
+    # A watch on a file the job unlinked but keeps open comes back on the
+    # remade (and again unlinked) file: the job's fchmod through its fd is
+    # still reported by the watch, under its number 3.
+    expected = [line + ", deleted file's watch reports attrib" for line in anon_fds_expected(12)]
+    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir"),
+                            "--unlink-watched"], "anon_fds", 4, expected)
+
+
+@case
 def inotify_deleted_target_refused(env):
-    # A watch on a file deleted since cannot be added again by path: the
-    # dump refuses, naming pid, fd and watch, and the job runs on.
+    # A watch on a deleted file that only a process outside the job holds
+    # open cannot be added again: the dump refuses, naming pid, fd and
+    # watch, and the job runs on.
     out = env.path("gone.out")
     d = env.path("gone_dir")
-    p = start([env.prog("anon_fds"), "1000", "150", d, "--hold-watched"], stdout_path=out)
+    p = start([env.prog("anon_fds"), "1000", "150", d], stdout_path=out)
     wait_lines(out, 1)
-    os.unlink(os.path.join(d, "watched"))  # watch 3 is on it; the job keeps it open
+    outside = os.open(os.path.join(d, "watched"), os.O_RDONLY)  # watch 3 is on it
+    os.unlink(os.path.join(d, "watched"))
     r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("gone.ckpt"),
                      check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr,
+    os.close(outside)
+    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr
+           and "no fd or mapping of the job holds it" in r.stderr,
            f"the dump is refused, naming pid, inotify fd and watch: {r.stderr.strip()}")
     expect(p.poll() is None, "the job is still running")
     p.kill()

@@ -235,7 +235,7 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   FileDesc ifd;
   ifd.fd = 7;
   ifd.type = FdType::Inotify;
-  ifd.inotify_watches = {{1, 0x100, "/tmp/a dir", 2049, 77}, {9, 0xfff, "/x", 1, 2}};
+  ifd.inotify_watches = {{1, 0x100, "/tmp/a dir", 2049, 77, 0, {}}, {9, 0xfff, "", 1, 2, 3, {}}};
   fds.push_back(sfd);
   fds.push_back(tfd);
   fds.push_back(ifd);
@@ -258,6 +258,8 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   ASSERT_EQ(b[3].inotify_watches.size(), 2u);
   EXPECT_EQ(b[3].inotify_watches[0].path, "/tmp/a dir");
   EXPECT_EQ(b[3].inotify_watches[1].wd, 9);
+  EXPECT_EQ(b[3].inotify_watches[0].ghost, 0u);
+  EXPECT_EQ(b[3].inotify_watches[1].ghost, 3u);  // a watch on a deleted file
   ASSERT_EQ(b[0].locks.size(), 2u);
   EXPECT_EQ(b[0].locks[0].kind, image::LockKind::Posix);
   EXPECT_EQ(b[0].locks[0].len, 5u);
