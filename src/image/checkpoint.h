@@ -173,6 +173,13 @@ struct UnixSocket {
   // passed (fd -1; empty: none, and in older images). Restore sends them
   // along again.
   std::vector<std::vector<FileDesc>> queue_fds;
+  // Listening: the sockets whose connections wait to be accepted, by
+  // inode, in the order accept() takes them (all in the image). Restore
+  // connects them again in that order.
+  std::vector<uint64_t> pending;
+  // A connected socket whose connection waits to be accepted: the
+  // listening socket's inode (its peer has no inode then: peer_inode 0).
+  uint64_t pending_on = 0;
 };
 
 // An AF_INET / AF_INET6 socket (getsockname, getpeername, sock_diag).

@@ -120,6 +120,8 @@ ojson encode(const FileDesc& f) {
                         {"name", u->name}, {"queue", q}};
     auto& ju = j["unix_socket"];
     if (u->detached_peer) ju["detached_peer"] = true;
+    if (!u->pending.empty()) ju["pending"] = u->pending;
+    if (u->pending_on) ju["pending_on"] = u->pending_on;
     if (u->shutdown) ju["shutdown"] = u->shutdown;
     if (u->backlog) ju["backlog"] = u->backlog;
     if (u->name_inode) ju["name_inode"] = u->name_inode;
@@ -499,6 +501,8 @@ FileDesc decode_fd(const Field& f) {
     s.name = (*u)["name"].as<std::string>();
     s.queue = (*u)["queue"].list(decode_bytes);
     if (auto d = u->opt("detached_peer")) s.detached_peer = d->as<bool>();
+    if (auto pl = u->opt("pending")) s.pending = pl->list(decode_u64);
+    if (auto po = u->opt("pending_on")) s.pending_on = po->as<uint64_t>();
     if (auto v = u->opt("shutdown")) s.shutdown = v->as<int>();
     if (auto v = u->opt("backlog")) s.backlog = v->as<int>();
     if (auto v = u->opt("name_inode")) s.name_inode = v->as<uint64_t>();

@@ -135,7 +135,10 @@ class FilePlanner {
           (is_read_end(f) ? pi.read : pi.write) = true;
           if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
         }
-        if (f.type == FdType::Socket && f.inode) sockets_[f.inode] = &f;
+        if (f.type == FdType::Socket && f.inode) {
+          sockets_[f.inode] = &f;
+          socket_cwd_[f.inode] = p.cwd;
+        }
         // Pipe ends in flight on a socket count as held.
         if (f.unix_socket)
           for (const auto& m : f.unix_socket->queue_fds)
@@ -478,6 +481,19 @@ class FilePlanner {
     if (mutual && (u->type != SOCK_DGRAM ||
                    (u->name.empty() && peer->unix_socket->name.empty())))
       return socket_pair(p, f, *peer);
+    // Its connection waits to be accepted by a listener of the image: made
+    // now, connected to it again (in the listener's accept order) later.
+    if (u->pending_on && sockets_.count(u->pending_on)) {
+      const auto& l = *sockets_[u->pending_on];
+      uint64_t deleted_inode = 0;
+      ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
+      if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+      ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
+      int fd = keep(s.release(), "socket");
+      pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
+                           socket_cwd_[u->pending_on], what};
+      return fd;
+    }
     // Connected, and the peer was closed (a named datagram socket says
     // connected too when others connected to it), or connected to snap
     // itself (a `snap checkpoint` that got its answer).
@@ -545,6 +561,16 @@ class FilePlanner {
       shutdown_socket(l.fd, l.shutdown, l.what);
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
+    // Connections not accepted at the dump, pending again in their order.
+    for (const auto& [inode, f] : sockets_)
+      for (uint64_t c : f->unix_socket ? f->unix_socket->pending : std::vector<uint64_t>{}) {
+        auto it = pending_.find(c);
+        if (it == pending_.end()) continue;
+        const auto& l = it->second;
+        connect_unix(l.fd, l.to, l.cwd, l.what);
+        shutdown_socket(l.fd, l.shutdown, l.what);
+        ::fcntl(l.fd, F_SETFL, l.status_flags);
+      }
     for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
   }
 
@@ -606,6 +632,8 @@ class FilePlanner {
     std::string cwd, what;
   };
   std::vector<LaterSocket> later_;
+  std::map<uint64_t, LaterSocket> pending_;  // by inode: to connect in accept order
+  std::map<uint64_t, std::string> socket_cwd_;  // by inode: its process's cwd
   struct DeletedName {
     const FileDesc* f;
     std::string cwd;

@@ -665,7 +665,8 @@ def unix_socket_states(env):
     # wrote and closed, a pair shut down one way, listening sockets on a
     # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
     # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
-    # restore. All checked by the program at
+    # restore, connections not yet accepted (stream, in their order, and
+    # seqpacket). All checked by the program at
     # the end of its run, which must print what an uninterrupted run prints.
     where = env.path("unix_states")
     os.makedirs(where, exist_ok=True)
@@ -679,9 +680,32 @@ def unix_socket_states(env):
         "rcvbuf kept: True",
         "passed fd: fd through",
         "bound later: True",
+        "pending: True one two back",
+        "pending seqpacket: rec",
     ]
     dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
                       "unix_states", 3, expected)
+
+
+@case
+def unix_pending_data_refused(env):
+    # A connection not yet accepted that carries data: the data cannot be
+    # read without accepting it, so the dump refuses, naming pid and fd,
+    # and the job runs on.
+    where = env.path("busy")
+    os.makedirs(where, exist_ok=True)
+    out = env.path("busy.out")
+    p = start([sys.executable, env.src("unix_states.py"), "--pending-data", where], stdout_path=out)
+    wait_lines(out, 1)
+    fd = lines_of(out)[0].split()[2]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("busy.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {fd}" in r.stderr
+           and "waits to be accepted" in r.stderr,
+           f"the dump is refused, naming pid and fd: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
 
 
 @case

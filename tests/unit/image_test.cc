@@ -286,6 +286,8 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   u.name = "srv.sock";
   u.shutdown = 2;
   u.backlog = 16;
+  u.pending = {41, 42};  // connections not accepted yet, in accept order
+  u.pending_on = 40;
   u.name_inode = 777;
   u.name_deleted = true;
   u.peer_name = "/run/other";
@@ -322,6 +324,8 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   ASSERT_TRUE(l.unix_socket.has_value());
   EXPECT_EQ(l.unix_socket->shutdown, 2);
   EXPECT_EQ(l.unix_socket->backlog, 16);
+  EXPECT_EQ(l.unix_socket->pending, (std::vector<uint64_t>{41, 42}));
+  EXPECT_EQ(l.unix_socket->pending_on, 40u);
   EXPECT_EQ(l.unix_socket->name_inode, 777u);
   EXPECT_TRUE(l.unix_socket->name_deleted);
   EXPECT_EQ(l.unix_socket->peer_name, "/run/other");
