@@ -44,7 +44,12 @@ bool mapping_has_content(const image::Mapping& m) {
       break;
   }
   // Device memory (VM_IO / VM_PFNMAP) cannot be read and is not ours to save.
-  return m.vmflags.find("io") == std::string::npos && m.vmflags.find("pf") == std::string::npos;
+  // MAP_DROPPABLE memory (VmFlags "dp") may be dropped by the kernel at any
+  // time: it comes back as dropped (zero pages), as CRIU restores it too.
+  auto has = [&](const char* f) {
+    return (" " + m.vmflags + " ").find(std::string(" ") + f + " ") != std::string::npos;
+  };
+  return !has("io") && !has("pf") && !has("dp");
 }
 
 bool is_pte_marker(uint64_t e) {

@@ -588,6 +588,18 @@ def process_settings(env):
 
 
 @case
+def madvise_flags(env):
+    # Advice (MADV_DONTFORK, SEQUENTIAL, RANDOM, DONTDUMP, HUGEPAGE,
+    # NOHUGEPAGE, MERGEABLE, WIPEONFORK), locks (MAP_LOCKED, mlock2, on
+    # fault), MAP_NORESERVE and MAP_DROPPABLE come back as smaps' VmFlags
+    # show them, contents too: the restored run prints what an uninterrupted
+    # one does (computed by one, since the kernel may not offer all of them).
+    expected = subprocess.run([env.prog("madvise_flags"), "8", "0"], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+    dump_kill_restore(env, [env.prog("madvise_flags"), "8", "200"], "madvise_flags", 3, expected)
+
+
+@case
 def pipe_opened_twice(env):
     # One pipe end opened again through /proc/self/fd: two open file
     # descriptions, only one O_NONBLOCK; both come back, on the same pipe.
