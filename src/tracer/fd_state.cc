@@ -250,10 +250,34 @@ std::string watch_path(const FdInfo::InotifyMark& w, const std::vector<Mount>& m
   return {};
 }
 
+// An fd on a namespace (nsfs: "net:[4026531840]"): one of the process's
+// own namespaces is opened again as /proc/self/ns/KIND, which is that
+// namespace in the restored process too; another one is refused.
+void namespace_fd(pid_t pid, image::FileDesc& fd) {
+  const std::string& link = fd.path;
+  auto colon = link.find(":[");
+  if (fd.type != image::FdType::Regular || colon == std::string::npos || !link.ends_with("]") ||
+      link.find('/') != std::string::npos)
+    return;
+  std::string kind = link.substr(0, colon);
+  struct stat own {};
+  std::string mine = fmt::format("/proc/{}/ns/{}", pid, kind);
+  if (::stat(mine.c_str(), &own) == 0 && own.st_ino == fd.inode) {
+    fd.path = "/proc/self/ns/" + kind;
+    return;
+  }
+  throw Error(fmt::format("pid {} fd {} ({}) is a namespace other than the process's own {} "
+                          "namespace",
+                          pid, fd.fd, link, kind),
+              "snap restores fds on a process's own namespaces only; close this one before the "
+              "dump");
+}
+
 }  // namespace
 
 void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
   auto name = [&](const char* what) { return fmt::format("pid {} fd {} ({})", pid, fd.fd, what); };
+  namespace_fd(pid, fd);
   if (!info.unsupported_lock.empty())
     throw Error(name(fd.path.c_str()) + " holds a lock snap cannot take again: " +
                     info.unsupported_lock,

@@ -20,9 +20,11 @@ void parse_fd_state_line(std::string_view key, const std::vector<std::string_vie
                          FdInfo& fi);
 
 // Copies what parse_fd_state_line read into `fd`, finding the path of each
-// inotify watch by its file handle. Throws Error naming pid and fd for
-// what a restore could not bring back: a lease being broken, a watched
-// file that has no path any more.
+// inotify watch by its file handle (a watch on a file without a path gets
+// its ghost later, collect_ghost_files), and the path of an fd on one of
+// the process's own namespaces (/proc/self/ns/KIND). Throws Error naming
+// pid and fd for what a restore could not bring back: a lease being
+// broken, an fd on another namespace.
 void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info);
 
 // Records the owner (F_GETOWN_EX, F_GETSIG, F_GETOWNER_UIDS) of each fd of

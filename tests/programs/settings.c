@@ -2,13 +2,15 @@
  * oom_score_adj, PR_SET_THP_DISABLE, PR_SET_NO_NEW_PRIVS, a membarrier
  * registration (private expedited) and, where it may (it is unset), its
  * audit login uid (/proc/self/loginuid: its own uid, as a login sets it, or
- * 4242 for root). Each line shows
+ * 4242 for root), and an fd on its own network namespace
+ * (/proc/self/ns/net, still that namespace: netns_fd=1). Each line shows
  * them as the process reads them back then, so a restored run prints the
  * same lines only if they came back.
  * Usage: settings LIMIT INTERVAL_MS */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <linux/membarrier.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -21,6 +23,15 @@ static long loginuid(void) {
   if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0) return -1;
   close(fd);
   return atol(buf);
+}
+
+/* Is fd `ns` the namespace /proc/self/ns/net is? */
+static int same_netns(int ns) {
+  char a[64] = "", b[64] = "", link[32];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", ns);
+  if (readlink(link, a, sizeof a - 1) <= 0 || readlink("/proc/self/ns/net", b, sizeof b - 1) <= 0)
+    return 0;
+  return strcmp(a, b) == 0;
 }
 
 static int oom_score_adj(void) {
@@ -50,12 +61,14 @@ int main(int argc, char **argv) {
     if (write(fd, uid, (size_t)n) != n) {}
     close(fd);
   }
+  int netns = open("/proc/self/ns/net", O_RDONLY);
   for (long i = 1; i <= limit; i++) {
-    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d membarrier=%s loginuid=%ld\n", i,
+    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d membarrier=%s loginuid=%ld "
+           "netns_fd=%d\n", i,
            oom_score_adj(), prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0),
            prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
            syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? "yes" : "NO",
-           loginuid());
+           loginuid(), same_netns(netns));
     nanosleep(&ts, NULL);
   }
   return 0;
