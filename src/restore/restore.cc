@@ -201,6 +201,12 @@ void drop_capabilities(SyscallBatch& batch) {
             batch.put_value(none).as_int());
 }
 
+// Every signal blocked but SIGTRAP: a batch of system calls ends in a
+// breakpoint, and the kernel resets the handler of a SIGTRAP it forces
+// while it is blocked (force_sig_info), so the job's own handler, already
+// restored then, would be lost.
+constexpr uint64_t kAllButTrap = ~(uint64_t{1} << (SIGTRAP - 1));
+
 // Each thread's own state runs in that thread, one batch of system calls
 // per thread; the threads come back to their saved registers.
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
@@ -215,7 +221,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
   rebuild_address_space(rs, p, img, files, fill);
-  leader.set_signal_mask(~0ull);  // nothing is delivered until the end
+  leader.set_signal_mask(kAllButTrap);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
     {
@@ -226,7 +232,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     batch.run();
     for (size_t i = 1; i < tasks.size(); i++) {
       Task& t = *tasks[i];
-      t.set_signal_mask(~0ull);
+      t.set_signal_mask(kAllButTrap);
       queue_thread(batch, p.threads[i]);
       batch.run(t);
       t.set_regs(Registers::from_bytes(p.threads[i].gpregs));

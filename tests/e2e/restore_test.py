@@ -577,14 +577,16 @@ def fifo_data_pipe_size(env):
 def process_settings(env):
     # oom_score_adj, THP disabled, no_new_privs, a membarrier registration
     # and the audit login uid come back as the job set them, and an fd on
-    # its own network namespace is on that namespace again. The job sets
+    # its own network namespace is on that namespace again, and its SIGTRAP
+    # handler still runs (the breakpoints of restore's system call batches
+    # must not reset it). The job sets
     # the login uid where it is unset (to its uid, or 4242 as root), else it
     # is inherited: a first run says which.
     first = subprocess.run([env.prog("settings"), "1", "0"], capture_output=True, text=True,
                            check=True).stdout.split()
     uid = [w for w in first if w.startswith("loginuid=")][0]
     expected = [f"{i} oom_score_adj=321 thp_disable=1 no_new_privs=1 membarrier=yes {uid} "
-                "netns_fd=1" for i in range(1, 9)]
+                "netns_fd=1 sigtrap=1" for i in range(1, 9)]
     dump_kill_restore(env, [env.prog("settings"), "8", "200"], "settings", 3, expected)
 
 

@@ -2,12 +2,14 @@
  * oom_score_adj, PR_SET_THP_DISABLE, PR_SET_NO_NEW_PRIVS, a membarrier
  * registration (private expedited) and, where it may (it is unset), its
  * audit login uid (/proc/self/loginuid: its own uid, as a login sets it, or
- * 4242 for root), and an fd on its own network namespace
- * (/proc/self/ns/net, still that namespace: netns_fd=1). Each line shows
- * them as the process reads them back then, so a restored run prints the
+ * 4242 for root), an fd on its own network namespace (/proc/self/ns/net,
+ * still that namespace: netns_fd=1) and a SIGTRAP handler (each round it
+ * raises SIGTRAP: sigtrap=1 when the handler ran). Each line shows them as
+ * the process reads them back then, so a restored run prints the
  * same lines only if they came back.
  * Usage: settings LIMIT INTERVAL_MS */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,9 @@ static int same_netns(int ns) {
     return 0;
   return strcmp(a, b) == 0;
 }
+
+static volatile sig_atomic_t trapped;
+static void on_trap(int sig) { trapped = sig == SIGTRAP; }
 
 static int oom_score_adj(void) {
   char buf[16] = {0};
@@ -62,13 +67,16 @@ int main(int argc, char **argv) {
     close(fd);
   }
   int netns = open("/proc/self/ns/net", O_RDONLY);
+  signal(SIGTRAP, on_trap);
   for (long i = 1; i <= limit; i++) {
+    trapped = 0;
+    raise(SIGTRAP);
     printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d membarrier=%s loginuid=%ld "
-           "netns_fd=%d\n", i,
+           "netns_fd=%d sigtrap=%d\n", i,
            oom_score_adj(), prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0),
            prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
            syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? "yes" : "NO",
-           loginuid(), same_netns(netns));
+           loginuid(), same_netns(netns), (int)trapped);
     nanosleep(&ts, NULL);
   }
   return 0;
