@@ -415,6 +415,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Zombies last: each one's parent is a live process, listed already.
   for (pid_t z : tree.zombies()) ckpt.processes.push_back(collect_zombie(z));
   // What the processes share: open file descriptions, unix sockets.
+  check_fd_tables_not_shared(ckpt.processes);
   assign_file_ids(ckpt.processes);
   collect_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);

@@ -361,6 +361,15 @@ void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds) {
   }
 }
 
+void check_aio_rings(const image::Process& p) {
+  for (const auto& m : p.mappings)
+    if (m.path.starts_with("/[aio]"))
+      throw Error(fmt::format("pid {} has an AIO context (io_setup, ring at {:#x}-{:#x})", p.pid,
+                              m.start, m.end),
+                  "snap cannot restore Linux AIO contexts yet; destroy it (io_destroy) before "
+                  "the dump");
+}
+
 void check_posix_locks(const image::Process& p) {
   for (const auto& f : p.fds) {
     bool posix = std::any_of(f.locks.begin(), f.locks.end(),

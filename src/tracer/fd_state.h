@@ -35,6 +35,10 @@ void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds);
 // A POSIX lock on a file the process also maps cannot come back: restore
 // opens and closes mapped files inside the process, and any close drops
 // its POSIX locks on that file. Throws Error naming pid, fd and file.
+// Throws Error naming the pid when `p` has an AIO context (its ring shows
+// as a "/[aio] (deleted)" mapping): restore cannot make it again.
+void check_aio_rings(const image::Process& p);
+
 void check_posix_locks(const image::Process& p);
 
 }  // namespace snap::proc

@@ -588,6 +588,7 @@ image::Process read_process(pid_t pid) {
     if (m.kind == image::MappingKind::Heap) p.mm.brk = m.end;
   p.fds = read_fds(pid);
   check_posix_locks(p);
+  check_aio_rings(p);
   return p;
 }
 

@@ -29,6 +29,23 @@ int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2) {
   return r == 0 ? 0 : r == 1 ? -1 : 1;
 }
 
+void check_fd_tables_not_shared(const std::vector<image::Process>& procs) {
+  std::vector<pid_t> pids;
+  for (const auto& p : procs)
+    if (!p.zombie) pids.push_back(p.pid);
+  auto order = [](pid_t a, pid_t b) {
+    long r = ::syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0);
+    if (r < 0) throw SysError(fmt::format("kcmp(KCMP_FILES, pid {}, pid {})", a, b), errno);
+    return r;  // 0 the same, 1 a before b, 2 after
+  };
+  std::sort(pids.begin(), pids.end(), [&](pid_t a, pid_t b) { return order(a, b) == 1; });
+  for (size_t i = 1; i < pids.size(); i++)
+    if (order(pids[i - 1], pids[i]) == 0)
+      throw Error(fmt::format("pids {} and {} share one fd table (clone with CLONE_FILES)",
+                              pids[i - 1], pids[i]),
+                  "snap cannot restore a shared fd table yet; nothing was killed");
+}
+
 bool same_open_file(pid_t pid1, int fd1, pid_t pid2, int fd2) {
   return open_file_order(pid1, fd1, pid2, fd2) == 0;
 }

@@ -22,6 +22,11 @@ int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2);
 // appearance (processes, then fds, in order). Only fds of the same type and
 // inode are compared, by sorting them in `order` (kcmp's order of open file
 // descriptions on the live tree; tests pass their own): O(n log n) calls.
+// Throws Error naming both pids when two processes of `procs` (zombies
+// aside) share one fd table (clone CLONE_FILES): restore gives each its
+// own. Compared in kcmp(KCMP_FILES) order: O(n log n) calls.
+void check_fd_tables_not_shared(const std::vector<image::Process>& procs);
+
 using FileOrder = std::function<int(pid_t pid1, int fd1, pid_t pid2, int fd2)>;
 void assign_file_ids(std::vector<image::Process>& procs, const FileOrder& order = open_file_order);
 

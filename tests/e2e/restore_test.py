@@ -563,6 +563,35 @@ def unknown_anon_fd_refused(env):
     p.wait()
 
 
+def refused_at_dump(env, mode, expected):
+    """tests/programs/unrestorable MODE: the dump is refused with `expected`
+    in its message, naming the pid it prints, and the job runs on."""
+    out = env.path(mode.strip("-") + ".out")
+    p = start([env.prog("unrestorable"), mode], stdout_path=out)
+    wait_lines(out, 1)
+    pid = lines_of(out)[0].split()[1]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("refused.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and pid in r.stderr and expected in r.stderr,
+           f"the dump is refused, naming pid {pid}: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
+def aio_context_refused(env):
+    # An AIO context (io_setup) cannot be made again: refused at dump.
+    refused_at_dump(env, "--aio", "has an AIO context")
+
+
+@case
+def shared_fd_table_refused(env):
+    # Two processes sharing one fd table (CLONE_FILES) would come back with
+    # one each: refused at dump.
+    refused_at_dump(env, "--clone-files", "share one fd table")
+
+
 @case
 def fifo_data_pipe_size(env):
     # Bytes waiting in a FIFO the job holds O_RDWR, a pipe grown with
