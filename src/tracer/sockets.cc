@@ -483,6 +483,7 @@ void check_sockets_restorable(const std::vector<image::Process>& procs) {
                     "let the job reconnect after a restore); nothing was killed");
       }
       if (const auto& u = f.unix_socket) {
+        if (u->detached_peer) continue;  // connected to snap itself
         for (uint64_t c : u->pending)
           if (!in_image.count(c))
             throw Error(fmt::format("{}: a connection from socket inode {}, outside the "
@@ -500,7 +501,7 @@ void check_sockets_restorable(const std::vector<image::Process>& procs) {
                       "snap cannot restore a connection to a process it does not restore; "
                       "nothing was killed");
         }
-        if (u->detached_peer || !u->peer_inode) continue;
+        if (!u->peer_inode) continue;
         if (auto peer = in_image.find(u->peer_inode); peer != in_image.end()) {
           // A datagram socket connected one way only gets its queue back
           // from a sender of ours, which needs a name to send to.
