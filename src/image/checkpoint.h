@@ -108,12 +108,17 @@ struct TimerFdState {
 
 // One watch of an inotify instance (fdinfo "inotify" lines): its number,
 // the mask inotify_add_watch was given, and the watched file found by its
-// handle at dump time (path, and the inode it had then).
+// handle at dump time (path, and the inode it had then), or, for a file
+// deleted since that the job still holds, its GhostFile (path empty).
 struct InotifyWatch {
   int32_t wd = 0;
   uint32_t mask = 0;
   std::string path;
   uint64_t dev = 0, inode = 0;
+  uint64_t ghost = 0;  // the watched file is this GhostFile (by id); 0: none
+  // At dump time only (not saved): why no path leads to the file, while
+  // path is empty and ghost not yet found.
+  std::string unfound;
 };
 
 // A lock held through an fd (fdinfo "lock:" lines). POSIX locks belong to
@@ -174,6 +179,13 @@ struct UnixSocket {
   // passed (fd -1; empty: none, and in older images). Restore sends them
   // along again.
   std::vector<std::vector<FileDesc>> queue_fds;
+  // Listening: the sockets whose connections wait to be accepted, by
+  // inode, in the order accept() takes them (all in the image). Restore
+  // connects them again in that order.
+  std::vector<uint64_t> pending;
+  // A connected socket whose connection waits to be accepted: the
+  // listening socket's inode (its peer has no inode then: peer_inode 0).
+  uint64_t pending_on = 0;
 };
 
 // An established TCP connection read in repair mode (TCP_REPAIR), both

@@ -122,6 +122,8 @@ ojson encode(const FileDesc& f) {
                         {"name", u->name}, {"queue", q}};
     auto& ju = j["unix_socket"];
     if (u->detached_peer) ju["detached_peer"] = true;
+    if (!u->pending.empty()) ju["pending"] = u->pending;
+    if (u->pending_on) ju["pending_on"] = u->pending_on;
     if (u->shutdown) ju["shutdown"] = u->shutdown;
     if (u->backlog) ju["backlog"] = u->backlog;
     if (u->name_inode) ju["name_inode"] = u->name_inode;
@@ -184,9 +186,11 @@ ojson encode(const FileDesc& f) {
                     {"value_ns", t->value_ns}};
   if (f.type == FdType::Inotify) {
     ojson ws = ojson::array();
-    for (const auto& w : f.inotify_watches)
+    for (const auto& w : f.inotify_watches) {
       ws.push_back({{"wd", w.wd}, {"mask", w.mask}, {"path", w.path}, {"dev", w.dev},
                     {"inode", w.inode}});
+      if (w.ghost) ws.back()["ghost"] = w.ghost;
+    }
     j["inotify_watches"] = ws;
   }
   if (!f.locks.empty()) {
@@ -476,6 +480,7 @@ InotifyWatch decode_inotify_watch(const Field& f) {
   w.path = f["path"].as<std::string>();
   w.dev = f["dev"].as<uint64_t>();
   w.inode = f["inode"].as<uint64_t>();
+  if (auto g = f.opt("ghost")) w.ghost = g->as<uint64_t>();
   return w;
 }
 
@@ -515,6 +520,8 @@ FileDesc decode_fd(const Field& f) {
     s.name = (*u)["name"].as<std::string>();
     s.queue = (*u)["queue"].list(decode_bytes);
     if (auto d = u->opt("detached_peer")) s.detached_peer = d->as<bool>();
+    if (auto pl = u->opt("pending")) s.pending = pl->list(decode_u64);
+    if (auto po = u->opt("pending_on")) s.pending_on = po->as<uint64_t>();
     if (auto v = u->opt("shutdown")) s.shutdown = v->as<int>();
     if (auto v = u->opt("backlog")) s.backlog = v->as<int>();
     if (auto v = u->opt("name_inode")) s.name_inode = v->as<uint64_t>();

@@ -155,22 +155,29 @@ void drop_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& saved) {
   vlog("restore: pid {} had no vDSO; the skeleton's is unmapped", pid);
 }
 
-// Madvise flags the kernel shows in smaps' VmFlags, and the advice that
-// sets each. They may fail (THP disabled, say) without harming the job.
-void add_madvise(SyscallBatch& batch, const Mapping& m) {
-  static const std::pair<const char*, int> kAdvice[] = {
-      {"hg", MADV_HUGEPAGE}, {"nh", MADV_NOHUGEPAGE}, {"dc", MADV_DONTFORK},
-      {"dd", MADV_DONTDUMP}, {"wf", MADV_WIPEONFORK}};
-  for (const auto& [flag, advice] : kAdvice)
-    if ((" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos)
-      batch.add("madvise " + describe(m), SyscallBatch::kMayFail, SYS_madvise, m.start,
-                m.end - m.start, static_cast<uint64_t>(advice));
-}
-
-
 bool has_flag(const Mapping& m, const char* flag) {
   return (" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
 }
+
+// Madvise flags the kernel shows in smaps' VmFlags, and the advice that
+// sets each. They may fail (THP or KSM not built in, say) without harming
+// the job. Then the lock of a locked mapping (mlock, mlock2 on fault),
+// which must not fail (RLIMIT_MEMLOCK): the job relied on it.
+void add_madvise(SyscallBatch& batch, const Mapping& m) {
+  static const std::pair<const char*, int> kAdvice[] = {
+      {"hg", MADV_HUGEPAGE},  {"nh", MADV_NOHUGEPAGE},  {"dc", MADV_DONTFORK},
+      {"dd", MADV_DONTDUMP},  {"wf", MADV_WIPEONFORK},  {"sr", MADV_SEQUENTIAL},
+      {"rr", MADV_RANDOM},    {"mg", MADV_MERGEABLE}};
+  for (const auto& [flag, advice] : kAdvice)
+    if (has_flag(m, flag))
+      batch.add("madvise " + describe(m), SyscallBatch::kMayFail, SYS_madvise, m.start,
+                m.end - m.start, static_cast<uint64_t>(advice));
+  if (has_flag(m, "lo"))
+    batch.add("mlock2 " + describe(m), SYS_mlock2, m.start, m.end - m.start,
+              has_flag(m, "lf") ? uint64_t{MLOCK_ONFAULT} : 0);
+}
+
+constexpr int kMapDroppable = 0x08;  // MAP_DROPPABLE, a mapping type of its own
 
 // How the file of a file mapping is opened to map it again: read-write for
 // a shared mapping that is writable, or may be made so by mprotect (VmFlags
@@ -179,8 +186,6 @@ int open_flags_for(const Mapping& m) {
   bool rw = m.shared && ((m.prot & PROT_WRITE) || has_flag(m, "mw"));
   return (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC;
 }
-
-constexpr int kMapDroppable = 0x08;  // MAP_DROPPABLE, Linux 6.11; older headers lack it
 
 // The mmap of `m` (fd: the file's, the shared memory object's memfd, or -1).
 void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
@@ -195,13 +200,12 @@ void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
     // A reservation (MAP_NORESERVE: sanitizers, Go, V8 reserve terabytes)
     // comes back as one: charged to the commit limit, it would not fit.
     if (has_flag(m, "nr")) flags |= MAP_NORESERVE;
+    // Memory the kernel may drop under pressure (Linux 6.11, vgetrandom).
+    if (has_flag(m, "dp") && !m.shared) flags = (flags & ~MAP_PRIVATE) | kMapDroppable;
     if (m.kind != MappingKind::File) {
       flags |= MAP_ANONYMOUS;
       offset = 0;
     }
-    // MAP_DROPPABLE (the kernel may empty it; it is never inherited): a map
-    // type of its own, in place of MAP_PRIVATE.
-    if (has_flag(m, "dp") && m.kind != MappingKind::File) flags = (flags & ~MAP_PRIVATE) | kMapDroppable;
   }
   batch.add("mmap " + describe(m), SyscallBatch::kReturnsFirstArg, SYS_mmap, m.start, len,
             static_cast<uint64_t>(prot), static_cast<uint64_t>(flags), static_cast<uint64_t>(fd),
@@ -247,7 +251,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const Process
     for (size_t k = i; k < j; k++) {
       const Mapping& m = ms[k];
       if (is_kernel_mapping(m.kind)) continue;
-      batch.reserve(6, 0);
+      batch.reserve(10, 0);  // mmap, advice, lock
       int fd = -1;
       if (m.ghost) {
         fd = pf.ghosts.at(m.ghost);

@@ -77,7 +77,8 @@ void drain(int fd) {
   while (::read(fd, buf, sizeof buf) > 0) {}
 }
 
-int make_inotify(const image::FileDesc& f, std::string* err) {
+int make_inotify(const image::FileDesc& f, std::string* err,
+                 const std::map<uint64_t, int>* ghosts) {
   ScopedFd fd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!fd) return fail(err, "inotify_init1");
   ScopedFd spare;  // a file no job watches, to use up watch numbers
@@ -97,11 +98,22 @@ int make_inotify(const image::FileDesc& f, std::string* err) {
       last = got;
       if (burnt % 1000 == 999) drain(fd.get());  // each removal queued an IN_IGNORED
     }
-    int got = ::inotify_add_watch(fd.get(), w.path.c_str(), w.mask | IN_DONT_FOLLOW);
-    if (got < 0) return fail(err, fmt::format("inotify_add_watch({}, {:#x})", w.path, w.mask));
+    std::string path = w.path;
+    uint32_t follow = IN_DONT_FOLLOW;
+    if (w.ghost) {  // the remade deleted file, through its magic link
+      if (!ghosts || !ghosts->count(w.ghost)) {
+        errno = ENOENT;
+        return fail(err, fmt::format("watch {} is on deleted file {}, which was not remade", w.wd,
+                                     w.ghost));
+      }
+      path = "/proc/self/fd/" + std::to_string(ghosts->at(w.ghost));
+      follow = 0;
+    }
+    int got = ::inotify_add_watch(fd.get(), path.c_str(), w.mask | follow);
+    if (got < 0) return fail(err, fmt::format("inotify_add_watch({}, {:#x})", path, w.mask));
     if (got != w.wd) {
       errno = EINVAL;
-      return fail(err, fmt::format("inotify watch on {} came back as number {}, not {}", w.path,
+      return fail(err, fmt::format("inotify watch on {} came back as number {}, not {}", path,
                                    got, w.wd));
     }
     last = got;
@@ -185,11 +197,18 @@ bool is_anon_fd(const image::FileDesc& f) {
          f.type == FdType::PidFd;
 }
 
-int make_anon_fd(const image::FileDesc& f, std::string* err) {
+bool watches_ghost(const image::FileDesc& f) {
+  for (const auto& w : f.inotify_watches)
+    if (w.ghost) return true;
+  return false;
+}
+
+int make_anon_fd(const image::FileDesc& f, std::string* err,
+                 const std::map<uint64_t, int>* ghosts) {
   switch (f.type) {
     case FdType::SignalFd: return make_signalfd(f, err);
     case FdType::TimerFd: return make_timerfd(f, err);
-    case FdType::Inotify: return make_inotify(f, err);
+    case FdType::Inotify: return make_inotify(f, err, ghosts);
     case FdType::PidFd: return make_pidfd(f, err);
     default: break;
   }

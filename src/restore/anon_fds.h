@@ -5,6 +5,8 @@
 // its own fds.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 
 #include "image/checkpoint.h"
@@ -24,8 +26,14 @@ bool is_anon_fd(const image::FileDesc& f);
 //    again (TFD_IOC_SET_TICKS);
 //  - inotify: each watch added again by path under its own number (numbers
 //    below it are used up by watches on a private memfd, added and removed;
-//    the events this queues are read away).
-int make_anon_fd(const image::FileDesc& f, std::string* err);
+//    the events this queues are read away); a watch on a deleted file on
+//    the calling process's fd on its remade ghost, from `ghosts` (ghost id
+//    -> fd; such a watch without it fails).
+int make_anon_fd(const image::FileDesc& f, std::string* err,
+                 const std::map<uint64_t, int>* ghosts = nullptr);
+
+// Does `f` (an inotify fd) watch a deleted file (one that needs `ghosts`)?
+bool watches_ghost(const image::FileDesc& f);
 
 // Takes f's locks through `fd` (POSIX ones for the calling process), then
 // sets its owner and signal. 0, or -1 with *err set (naming what held a

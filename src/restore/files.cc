@@ -172,7 +172,10 @@ class FilePlanner {
           (is_read_end(f) ? pi.read : pi.write) = true;
           if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
         }
-        if (f.type == FdType::Socket && f.inode) sockets_[f.inode] = &f;
+        if (f.type == FdType::Socket && f.inode) {
+          sockets_[f.inode] = &f;
+          socket_cwd_[f.inode] = p.cwd;
+        }
         // Pipe ends in flight on a socket count as held.
         if (f.unix_socket)
           for (const auto& m : f.unix_socket->queue_fds)
@@ -239,7 +242,10 @@ class FilePlanner {
   // skeleton itself. False for what must be one object made by snap.
   bool own_file(const Process& p, const FileDesc& f, FdAction& a) {
     DescKey key = desc_key(p, f);
-    if (uses_[key] != 1 || external_.count(key) || f.ghost || namespace_kind(f.path)) return false;
+    // A watch on a deleted file is added on snap's fd on its remade ghost.
+    if (uses_[key] != 1 || external_.count(key) || f.ghost || namespace_kind(f.path) ||
+        watches_ghost(f))
+      return false;
     switch (f.type) {
       case FdType::Regular:
         if (!check_file(p, f)) {
@@ -322,7 +328,7 @@ class FilePlanner {
       case FdType::TimerFd:
       case FdType::Inotify: {
         std::string why;
-        int fd = make_anon_fd(f, &why);
+        int fd = make_anon_fd(f, &why, &ghosts_);
         if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
         return keep(fd, fd_name(p, f));
       }
@@ -530,6 +536,19 @@ class FilePlanner {
     if (mutual && (u->type != SOCK_DGRAM ||
                    (u->name.empty() && peer->unix_socket->name.empty())))
       return socket_pair(p, f, *peer);
+    // Its connection waits to be accepted by a listener of the image: made
+    // now, connected to it again (in the listener's accept order) later.
+    if (u->pending_on && sockets_.count(u->pending_on)) {
+      const auto& l = *sockets_[u->pending_on];
+      uint64_t deleted_inode = 0;
+      ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
+      if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+      ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
+      int fd = keep(s.release(), "socket");
+      pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
+                           socket_cwd_[u->pending_on], what};
+      return fd;
+    }
     // Connected, and the peer was closed (a named datagram socket says
     // connected too when others connected to it), or connected to snap
     // itself (a `snap checkpoint` that got its answer).
@@ -597,6 +616,16 @@ class FilePlanner {
       shutdown_socket(l.fd, l.shutdown, l.what);
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
+    // Connections not accepted at the dump, pending again in their order.
+    for (const auto& [inode, f] : sockets_)
+      for (uint64_t c : f->unix_socket ? f->unix_socket->pending : std::vector<uint64_t>{}) {
+        auto it = pending_.find(c);
+        if (it == pending_.end()) continue;
+        const auto& l = it->second;
+        connect_unix(l.fd, l.to, l.cwd, l.what);
+        shutdown_socket(l.fd, l.shutdown, l.what);
+        ::fcntl(l.fd, F_SETFL, l.status_flags);
+      }
     for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
     for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
     for (const auto& t : tcp_later_) finish_tcp_connection(t.fd, *t.f, t.what);
@@ -667,6 +696,8 @@ class FilePlanner {
     std::string what;
   };
   std::vector<LaterTcp> tcp_later_;  // TCP connections in repair mode
+  std::map<uint64_t, LaterSocket> pending_;  // by inode: to connect in accept order
+  std::map<uint64_t, std::string> socket_cwd_;  // by inode: its process's cwd
   struct DeletedName {
     const FileDesc* f;
     std::string cwd;

@@ -250,10 +250,31 @@ std::string watch_path(const FdInfo::InotifyMark& w, const std::vector<Mount>& m
   return {};
 }
 
+// An fd on a namespace (nsfs: "net:[4026531840]"): one of the process's
+// own namespaces comes back (restore opens that namespace by its inode,
+// and refuses when it runs elsewhere); another one is refused here.
+void namespace_fd(pid_t pid, image::FileDesc& fd) {
+  const std::string& link = fd.path;
+  auto colon = link.find(":[");
+  if (fd.type != image::FdType::Regular || colon == std::string::npos || !link.ends_with("]") ||
+      link.find('/') != std::string::npos)
+    return;
+  std::string kind = link.substr(0, colon);
+  struct stat own {};
+  std::string mine = fmt::format("/proc/{}/ns/{}", pid, kind);
+  if (::stat(mine.c_str(), &own) == 0 && own.st_ino == fd.inode) return;
+  throw Error(fmt::format("pid {} fd {} ({}) is a namespace other than the process's own {} "
+                          "namespace",
+                          pid, fd.fd, link, kind),
+              "snap restores fds on a process's own namespaces only; close this one before the "
+              "dump");
+}
+
 }  // namespace
 
 void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
   auto name = [&](const char* what) { return fmt::format("pid {} fd {} ({})", pid, fd.fd, what); };
+  namespace_fd(pid, fd);
   if (!info.unsupported_lock.empty())
     throw Error(name(fd.path.c_str()) + " holds a lock snap cannot take again: " +
                     info.unsupported_lock,
@@ -283,15 +304,16 @@ void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
   if (fd.type == image::FdType::Inotify && !info.inotify.empty()) {
     auto mounts = read_mounts(pid);
     for (const auto& w : info.inotify) {
-      std::string why;
-      std::string path = watch_path(w, mounts, &why);
-      if (path.empty())
-        throw Error(fmt::format("{}: watch {} is on a file (inode {}) snap cannot find: {}",
-                                name("inotify"), w.wd, w.ino, why),
-                    "snap restores inotify watches on files it can find by path; remove the "
-                    "watch (inotify_rm_watch) before the dump");
-      fd.inotify_watches.push_back(
-          {w.wd, w.mask, std::move(path), makedev(w.sdev >> 20, w.sdev & 0xfffff), w.ino});
+      // A file no path leads to may be a deleted one the job holds: its
+      // ghost is looked for once every fd is known (collect_ghost_files).
+      image::InotifyWatch iw;
+      iw.wd = w.wd;
+      iw.mask = w.mask;
+      iw.dev = makedev(w.sdev >> 20, w.sdev & 0xfffff);
+      iw.inode = w.ino;
+      iw.path = watch_path(w, mounts, &iw.unfound);
+      if (!iw.path.empty()) iw.unfound.clear();
+      fd.inotify_watches.push_back(std::move(iw));
     }
     std::sort(fd.inotify_watches.begin(), fd.inotify_watches.end(),
               [](const auto& a, const auto& b) { return a.wd < b.wd; });

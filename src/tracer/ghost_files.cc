@@ -93,9 +93,28 @@ class GhostCollector {
         if (!m.shared) m.kind = image::MappingKind::File;
       }
     }
+    for (auto& p : ckpt_.processes)
+      for (auto& f : p.fds)
+        for (auto& w : f.inotify_watches) resolve_watch(p.pid, f.fd, w);
   }
 
  private:
+  // An inotify watch on a file no path leads to: on the ghost of the same
+  // inode when an fd or mapping of the job holds it (the watch is added
+  // again on the remade file), else refused.
+  void resolve_watch(pid_t pid, int fd, image::InotifyWatch& w) {
+    if (!w.path.empty() || w.ghost) return;
+    auto it = ids_.find({w.dev, w.inode});
+    if (it == ids_.end())
+      throw Error(fmt::format("pid {} fd {} (inotify): watch {} is on a file (inode {}) snap "
+                              "cannot find: {}, and no fd or mapping of the job holds it",
+                              pid, fd, w.wd, w.inode, w.unfound),
+                  "snap restores inotify watches on files it can find by path and on deleted "
+                  "files the job keeps open; remove the watch (inotify_rm_watch) before the dump");
+    w.ghost = it->second;
+    w.unfound.clear();
+  }
+
   // The ghost `link` (a /proc magic link) leads to, saved on first sight.
   uint64_t ghost(const std::string& link, const std::string& who, const std::string& shown) {
     struct stat st {};

@@ -19,9 +19,12 @@ constexpr uint64_t kMaxGhostBytes = uint64_t{64} << 20;
 // seals; a handle instead of contents when another link still leads to it)
 // and sets FileDesc::ghost, Mapping::ghost and Process::cwd_ghost. A
 // private mapping of a memfd becomes a file mapping (only its copied pages
-// are saved). Throws Error naming the pid, the fd or mapping and the file
+// are saved). An inotify watch on a file no path led to gets the ghost of
+// its inode (InotifyWatch::ghost). Throws Error naming the pid, the fd or
+// mapping and the file (or watch)
 // when one cannot come back faithfully (a hugetlbfs memfd, a file without
-// a handle, more data than kMaxGhostBytes).
+// a handle, more data than kMaxGhostBytes, a watched file deleted that no
+// fd or mapping holds).
 void collect_ghost_files(image::Checkpoint& ckpt);
 
 }  // namespace snap

@@ -24,7 +24,7 @@ using PageSink = std::function<void(pid_t pid, uint64_t mapping_start, uint64_t 
 
 // Does the image need this mapping's memory? (File-backed shared mappings
 // are the file; [vdso]/[vvar] come from the kernel; everything private or
-// anonymous does.)
+// anonymous does, but MAP_DROPPABLE memory, which may be lost anyway.)
 bool mapping_has_content(const image::Mapping& m);
 
 // Pages of `m` to save, from /proc/PID/pagemap: present or swapped pages of

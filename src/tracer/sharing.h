@@ -34,6 +34,7 @@ void refuse_shared_tables(const std::vector<pid_t>& pids);
 // appearance (processes, then fds, in order). Only fds of the same type and
 // inode are compared, by sorting them in `order` (kcmp's order of open file
 // descriptions on the live tree; tests pass their own): O(n log n) calls.
+
 using FileOrder = std::function<int(pid_t pid1, int fd1, pid_t pid2, int fd2)>;
 void assign_file_ids(std::vector<image::Process>& procs, const FileOrder& order = open_file_order);
 

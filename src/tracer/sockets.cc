@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
 
@@ -84,6 +85,9 @@ bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out)
         case UNIX_DIAG_PEER:
           if (data_len >= 4) d.peer_inode = u32_at(data);
           break;
+        case UNIX_DIAG_ICONS:
+          for (size_t i = 0; i + 4 <= data_len; i += 4) d.icons.push_back(u32_at(data + i));
+          break;
         case UNIX_DIAG_SHUTDOWN:
           if (data_len >= 1) d.shutdown = data[0];
           break;
@@ -118,7 +122,8 @@ std::map<uint64_t, UnixDiag> query_unix_sockets() {
   req.h.nlmsg_seq = 1;
   req.r.sdiag_family = AF_UNIX;
   req.r.udiag_states = ~0u;
-  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS;
+  req.r.udiag_show =
+      UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS;
   std::vector<UnixDiag> all;
   sock_diag_dump(&req, sizeof req, "unix sockets",
                  [&](const uint8_t* buf, size_t len) { return parse_unix_diag(buf, len, all); });
@@ -306,13 +311,39 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
   }
   if (u.state == kTcpListen) {
     s.backlog = static_cast<int>(u.wqueue);
-    if (u.has_rqlen && u.rqueue > 0)
+    // Connections not yet accepted come back from their connecting sockets
+    // (check_sockets_restorable: which must be in the image), connected again.
+    for (uint64_t c : u.icons)
+      if (!c)
+        throw Error(fmt::format("{}: a connection waits to be accepted on this listening "
+                                "socket{} whose connecting socket was closed; snap cannot see "
+                                "what it sent",
+                                what, u.name.empty() ? "" : " " + u.name),
+                    "checkpoint when the job has accepted it; nothing was killed");
+    s.pending = u.icons;
+    if (u.has_rqlen && u.rqueue != u.icons.size())
       throw Error(fmt::format("{}: {} connection(s) wait to be accepted on this listening "
-                              "socket{}; snap cannot save them",
-                              what, u.rqueue, u.name.empty() ? "" : " " + u.name),
+                              "socket{}, sock_diag lists {}",
+                              what, u.rqueue, u.name.empty() ? "" : " " + u.name, u.icons.size()),
                   "checkpoint when no connection is pending");
     return;
   }
+  // Connected, its peer the socket a listener made for the connection,
+  // which is not accepted yet (it has no inode): restore connects again.
+  if (u.state == 1 && !u.peer_inode)
+    for (const auto& [inode, l] : diag)
+      if (l.state == kTcpListen && std::find(l.icons.begin(), l.icons.end(), u.inode) != l.icons.end()) {
+        s.pending_on = inode;
+        // What it sent waits on the connection's socket, out of reach of
+        // a peek; sock_diag counts it as this socket's write queue.
+        if (u.has_rqlen && u.wqueue > 0)
+          throw Error(fmt::format("{}: it sent data ({} bytes in flight) on a connection that "
+                                  "waits to be accepted on{} (socket inode {}); snap cannot "
+                                  "read it without accepting it",
+                                  what, u.wqueue, l.name.empty() ? "" : " " + l.name, inode),
+                      "checkpoint when the job has accepted the connection; nothing was killed");
+        break;
+      }
   // Connected to a socket snap will not see in the image: its name, to
   // connect to again (dgram); stream connections are refused later.
   if (u.peer_inode)
@@ -450,7 +481,25 @@ void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp
                     "checkpoint when the connection is established or closed; nothing was killed");
       }
       if (const auto& u = f.unix_socket) {
-        if (u->detached_peer || !u->peer_inode) continue;
+        if (u->detached_peer) continue;  // connected to snap itself
+        for (uint64_t c : u->pending)
+          if (!in_image.count(c))
+            throw Error(fmt::format("{}: a connection from socket inode {}, outside the "
+                                    "checkpointed processes, waits to be accepted on listening "
+                                    "socket {}",
+                                    what, c, u->name.empty() ? "(unnamed)" : u->name),
+                        "snap cannot restore a connection to a process it does not restore; "
+                        "checkpoint when the job has accepted it; nothing was killed");
+        if (u->pending_on) {
+          if (in_image.count(u->pending_on)) continue;
+          throw Error(fmt::format("{}: unix socket connected to listening socket inode {} "
+                                  "outside the checkpointed processes, which has not accepted "
+                                  "the connection yet",
+                                  what, u->pending_on),
+                      "snap cannot restore a connection to a process it does not restore; "
+                      "nothing was killed");
+        }
+        if (!u->peer_inode) continue;
         if (auto peer = in_image.find(u->peer_inode); peer != in_image.end()) {
           // A datagram socket connected one way only gets its queue back
           // from a sender of ours, which needs a name to send to.

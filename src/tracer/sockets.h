@@ -29,10 +29,13 @@ struct UnixDiag {
   uint32_t rqueue = 0, wqueue = 0;  // listening: wqueue is the backlog
   int shutdown = 0;                 // UNIX_DIAG_SHUTDOWN: sk_shutdown
   uint64_t vfs_inode = 0;           // UNIX_DIAG_VFS: inode of the bound socket file
+  // UNIX_DIAG_ICONS (listening): per connection not yet accepted, the
+  // inode of the socket that connected (0: it was closed), in accept order.
+  std::vector<uint64_t> icons;
 };
 
 // Parses one buffer of netlink messages answering a unix_diag_req dump
-// (UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN). Appends the
+// (UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_ICONS). Appends the
 // sockets to `out`; returns true at NLMSG_DONE. Throws Error on
 // NLMSG_ERROR or a malformed message.
 bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out);

@@ -595,17 +595,31 @@ def signalfd_timerfd_locks(env):
 
 
 @case
+def inotify_deleted_target(env):
+    # A watch on a file the job unlinked but keeps open comes back on the
+    # remade (and again unlinked) file: the job's fchmod through its fd is
+    # still reported by the watch, under its number 3.
+    expected = [line + ", deleted file's watch reports attrib" for line in anon_fds_expected(12)]
+    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir"),
+                            "--unlink-watched"], "anon_fds", 4, expected)
+
+
+@case
 def inotify_deleted_target_refused(env):
-    # A watch on a file deleted since cannot be added again by path: the
-    # dump refuses, naming pid, fd and watch, and the job runs on.
+    # A watch on a deleted file that only a process outside the job holds
+    # open cannot be added again: the dump refuses, naming pid, fd and
+    # watch, and the job runs on.
     out = env.path("gone.out")
     d = env.path("gone_dir")
-    p = start([env.prog("anon_fds"), "1000", "150", d, "--hold-watched"], stdout_path=out)
+    p = start([env.prog("anon_fds"), "1000", "150", d], stdout_path=out)
     wait_lines(out, 1)
-    os.unlink(os.path.join(d, "watched"))  # watch 3 is on it; the job keeps it open
+    outside = os.open(os.path.join(d, "watched"), os.O_RDONLY)  # watch 3 is on it
+    os.unlink(os.path.join(d, "watched"))
     r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("gone.ckpt"),
                      check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr,
+    os.close(outside)
+    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr
+           and "no fd or mapping of the job holds it" in r.stderr,
            f"the dump is refused, naming pid, inotify fd and watch: {r.stderr.strip()}")
     expect(p.poll() is None, "the job is still running")
     p.kill()
@@ -643,15 +657,30 @@ def fifo_data_pipe_size(env):
 @case
 def process_settings(env):
     # oom_score_adj, THP disabled, no_new_privs, a membarrier registration
-    # and the audit login uid come back as the job set them. The job sets
+    # and the audit login uid come back as the job set them, and an fd on
+    # its own network namespace is on that namespace again, and its SIGTRAP
+    # handler still runs (the breakpoints of restore's system call batches
+    # must not reset it). The job sets
     # the login uid where it is unset (to its uid, or 4242 as root), else it
     # is inherited: a first run says which.
     first = subprocess.run([env.prog("settings"), "1", "0"], capture_output=True, text=True,
                            check=True).stdout.split()
     uid = [w for w in first if w.startswith("loginuid=")][0]
-    expected = [f"{i} oom_score_adj=321 thp_disable=1 no_new_privs=1 membarrier=yes {uid}"
-                for i in range(1, 9)]
+    expected = [f"{i} oom_score_adj=321 thp_disable=1 no_new_privs=1 membarrier=yes {uid} "
+                "netns_fd=1 sigtrap=1" for i in range(1, 9)]
     dump_kill_restore(env, [env.prog("settings"), "8", "200"], "settings", 3, expected)
+
+
+@case
+def madvise_flags(env):
+    # Advice (MADV_DONTFORK, SEQUENTIAL, RANDOM, DONTDUMP, HUGEPAGE,
+    # NOHUGEPAGE, MERGEABLE, WIPEONFORK), locks (MAP_LOCKED, mlock2, on
+    # fault), MAP_NORESERVE and MAP_DROPPABLE come back as smaps' VmFlags
+    # show them, contents too: the restored run prints what an uninterrupted
+    # one does (computed by one, since the kernel may not offer all of them).
+    expected = subprocess.run([env.prog("madvise_flags"), "8", "0"], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+    dump_kill_restore(env, [env.prog("madvise_flags"), "8", "200"], "madvise_flags", 3, expected)
 
 
 @case
@@ -732,7 +761,8 @@ def unix_socket_states(env):
     # wrote and closed, a pair shut down one way, listening sockets on a
     # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
     # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
-    # restore. All checked by the program at
+    # restore, connections not yet accepted (stream, in their order, and
+    # seqpacket). All checked by the program at
     # the end of its run, which must print what an uninterrupted run prints.
     where = env.path("unix_states")
     os.makedirs(where, exist_ok=True)
@@ -746,9 +776,32 @@ def unix_socket_states(env):
         "rcvbuf kept: True",
         "passed fd: fd through",
         "bound later: True",
+        "pending: True one two back",
+        "pending seqpacket: rec",
     ]
     dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
                       "unix_states", 3, expected)
+
+
+@case
+def unix_pending_data_refused(env):
+    # A connection not yet accepted that carries data: the data cannot be
+    # read without accepting it, so the dump refuses, naming pid and fd,
+    # and the job runs on.
+    where = env.path("busy")
+    os.makedirs(where, exist_ok=True)
+    out = env.path("busy.out")
+    p = start([sys.executable, env.src("unix_states.py"), "--pending-data", where], stdout_path=out)
+    wait_lines(out, 1)
+    fd = lines_of(out)[0].split()[2]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("busy.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {fd}" in r.stderr
+           and "waits to be accepted" in r.stderr,
+           f"the dump is refused, naming pid and fd: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
 
 
 @case

@@ -5,8 +5,10 @@
  * (flock and OFD: a second open of the file is refused the lock; POSIX: a
  * /proc/locks line with its pid). A restored run must print exactly what an
  * uninterrupted one does.
- * Usage: anon_fds LIMIT INTERVAL_MS DIR [--no-inotify | --hold-watched]
- * (--hold-watched keeps DIR/watched open, so that it outlives an unlink).
+ * Usage: anon_fds LIMIT INTERVAL_MS DIR [--no-inotify | --hold-watched | --unlink-watched]
+ * (--hold-watched keeps DIR/watched open, so that it outlives an unlink;
+ * --unlink-watched also unlinks it, and each round changes its mode through
+ * the fd it holds and waits for the watch on it to report IN_ATTRIB).
  *        anon_fds --userfaultfd: holds a userfaultfd, prints its fd, waits. */
 #include <errno.h>
 #include <fcntl.h>
@@ -91,6 +93,7 @@ int main(int argc, char **argv) {
   long limit = atol(argv[1]), ms = atol(argv[2]);
   snprintf(dir, sizeof dir, "%s", argv[3]);
   int use_inotify = !(argc > 4 && !strcmp(argv[4], "--no-inotify"));
+  int unlink_watched = argc > 4 && !strcmp(argv[4], "--unlink-watched");
   if (mkdir(dir, 0755) < 0 && errno != EEXIST) die("mkdir");
 
   sigset_t set;
@@ -103,13 +106,13 @@ int main(int argc, char **argv) {
   int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
   struct itimerspec its = {{ms / 1000, (ms % 1000) * 1000000L}, {ms / 1000, (ms % 1000) * 1000000L}};
   if (sfd < 0 || tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0) die("signalfd/timerfd");
-  int ifd = -1, wd_dir = 0, wd_file = 0;
+  int ifd = -1, wd_dir = 0, wd_file = 0, held = -1;
   if (use_inotify) {
     ifd = inotify_init1(IN_NONBLOCK);
     if (ifd < 0) die("inotify_init1");
     /* Watch numbers that do not start at 1: one added and removed first. */
-    int held = open_in_dir("watched");
-    if (!(argc > 4 && !strcmp(argv[4], "--hold-watched"))) close(held);
+    held = open_in_dir("watched");
+    if (!(argc > 4 && !strcmp(argv[4], "--hold-watched")) && !unlink_watched) close(held);
     char path[4200];
     snprintf(path, sizeof path, "%s/watched", dir);
     int first = inotify_add_watch(ifd, path, IN_OPEN);
@@ -119,6 +122,10 @@ int main(int argc, char **argv) {
     wd_dir = inotify_add_watch(ifd, dir, IN_CREATE);
     wd_file = inotify_add_watch(ifd, path, IN_ATTRIB);
     if (wd_dir < 0 || wd_file < 0) die("inotify_add_watch");
+    if (unlink_watched) {
+      if (unlink(path) < 0) die("unlink watched");
+      while (read(ifd, buf, sizeof buf) > 0) {}  /* its IN_ATTRIB (link count) */
+    }
   }
   int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
   if (self < 0) die("pidfd_open");
@@ -144,7 +151,8 @@ int main(int argc, char **argv) {
     char name[32];
     snprintf(name, sizeof name, "f%ld", i);
     if (use_inotify) close(open_in_dir(name));
-    int want = use_inotify ? 7 : 3, seen = 0, signo = 0, got_wd = 0;
+    if (unlink_watched && fchmod(held, i % 2 ? 0600 : 0644) < 0) die("fchmod watched");
+    int want = use_inotify ? 7 : 3, seen = 0, signo = 0, got_wd = 0, attrib_wd = 0;
     char created[64] = "-";
     while (seen != want) {
       struct epoll_event got[4];
@@ -172,9 +180,10 @@ int main(int argc, char **argv) {
               got_wd = e->wd;
               snprintf(created, sizeof created, "%s", e->name);
             }
+            if (e->wd == wd_file && (e->mask & IN_ATTRIB)) attrib_wd = e->wd;
             off += (ssize_t)(sizeof *e + e->len);
           }
-          if (!got_wd) continue;
+          if (!got_wd || (unlink_watched && !attrib_wd)) continue;
         }
         seen |= (int)what;
       }
@@ -182,9 +191,11 @@ int main(int argc, char **argv) {
     struct itimerspec now;
     if (timerfd_gettime(tfd, &now) < 0) die("timerfd_gettime");
     printf("%ld: signal %d, timer every %ld ms, inotify wd %d (dir %d file %d) created %s, "
-           "flock %d posix %d ofd %d\n",
+           "flock %d posix %d ofd %d%s\n",
            i, signo, now.it_interval.tv_sec * 1000 + now.it_interval.tv_nsec / 1000000, got_wd,
-           wd_dir, wd_file, created, flock_held(), posix_held(st.st_ino), ofd_held());
+           wd_dir, wd_file, created, flock_held(), posix_held(st.st_ino), ofd_held(),
+           unlink_watched ? (attrib_wd == wd_file ? ", deleted file's watch reports attrib" : ", no attrib")
+                          : "");
   }
   return 0;
 }

@@ -2,13 +2,17 @@
  * oom_score_adj, PR_SET_THP_DISABLE, PR_SET_NO_NEW_PRIVS, a membarrier
  * registration (private expedited) and, where it may (it is unset), its
  * audit login uid (/proc/self/loginuid: its own uid, as a login sets it, or
- * 4242 for root). Each line shows
- * them as the process reads them back then, so a restored run prints the
+ * 4242 for root), an fd on its own network namespace (/proc/self/ns/net,
+ * still that namespace: netns_fd=1) and a SIGTRAP handler (each round it
+ * raises SIGTRAP: sigtrap=1 when the handler ran). Each line shows them as
+ * the process reads them back then, so a restored run prints the
  * same lines only if they came back.
  * Usage: settings LIMIT INTERVAL_MS */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <linux/membarrier.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -22,6 +26,18 @@ static long loginuid(void) {
   close(fd);
   return atol(buf);
 }
+
+/* Is fd `ns` the namespace /proc/self/ns/net is? */
+static int same_netns(int ns) {
+  char a[64] = "", b[64] = "", link[32];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", ns);
+  if (readlink(link, a, sizeof a - 1) <= 0 || readlink("/proc/self/ns/net", b, sizeof b - 1) <= 0)
+    return 0;
+  return strcmp(a, b) == 0;
+}
+
+static volatile sig_atomic_t trapped;
+static void on_trap(int sig) { trapped = sig == SIGTRAP; }
 
 static int oom_score_adj(void) {
   char buf[16] = {0};
@@ -50,12 +66,17 @@ int main(int argc, char **argv) {
     if (write(fd, uid, (size_t)n) != n) {}
     close(fd);
   }
+  int netns = open("/proc/self/ns/net", O_RDONLY);
+  signal(SIGTRAP, on_trap);
   for (long i = 1; i <= limit; i++) {
-    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d membarrier=%s loginuid=%ld\n", i,
+    trapped = 0;
+    raise(SIGTRAP);
+    printf("%ld oom_score_adj=%d thp_disable=%d no_new_privs=%d membarrier=%s loginuid=%ld "
+           "netns_fd=%d sigtrap=%d\n", i,
            oom_score_adj(), prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0),
            prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
            syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? "yes" : "NO",
-           loginuid());
+           loginuid(), same_netns(netns), (int)trapped);
     nanosleep(&ts, NULL);
   }
   return 0;

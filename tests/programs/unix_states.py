@@ -2,11 +2,25 @@
 """Unix sockets in the states a checkpoint must keep, checked at the end of
 the run (after a restore, if one happened in between).
 Usage: unix_states.py ROUNDS INTERVAL_MS DIR
-Prints one line per round, then one line per check."""
+Prints one line per round, then one line per check.
+unix_states.py --pending-data DIR: a connection that sent data waits to be
+accepted; prints "pending fd N", then sleeps."""
 import os
 import socket
 import sys
 import time
+
+if sys.argv[1] == "--pending-data":
+    path = os.path.join(sys.argv[2], "busy.sock")
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.bind(path)
+    busy.listen(2)
+    talker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    talker.connect(path)
+    talker.sendall(b"unread")
+    print("pending fd", talker.fileno(), flush=True)
+    while True:
+        time.sleep(60)
 
 rounds, interval, where = int(sys.argv[1]), int(sys.argv[2]) / 1000, sys.argv[3]
 
@@ -44,6 +58,23 @@ pipe_r, pipe_w = os.pipe()
 pa, pb = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 socket.send_fds(pa, [b"fd"], [pipe_r])
 os.close(pipe_r)
+# Connections not accepted yet: two on a stream listener (from a bound
+# socket and an unbound one), one on a seqpacket listener.
+wait_path = os.path.join(where, "wait.sock")
+waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+waiting.bind(wait_path)
+waiting.listen(3)
+first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+first.bind(os.path.join(where, "first.sock"))
+first.connect(wait_path)
+second = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+second.connect(wait_path)
+sp_name = f"\0snap-unix-states-sp-{os.getpid()}"
+sp = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+sp.bind(sp_name)
+sp.listen(1)
+sp_client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+sp_client.connect(sp_name)
 # An unbound, unconnected socket, bound later.
 later = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
@@ -74,5 +105,17 @@ print("passed fd:", msg.decode(), os.read(fds[0], 100).decode())
 later_path = os.path.join(where, "later.sock")
 later.bind(later_path)
 print("bound later:", later.getsockname() == later_path)
+a, a_from = waiting.accept()
+b, b_from = waiting.accept()
+first.sendall(b"one")
+second.sendall(b"two")
+a.sendall(b"back")
+print("pending:", a_from == os.path.join(where, "first.sock"), a.recv(10).decode(),
+      b.recv(10).decode(), first.recv(10).decode())
+spc, _ = sp.accept()
+sp_client.send(b"rec")
+print("pending seqpacket:", spc.recv(10).decode())
+os.unlink(wait_path)
+os.unlink(os.path.join(where, "first.sock"))
 os.unlink(later_path)
 os.unlink(dg_path)

@@ -235,7 +235,7 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   FileDesc ifd;
   ifd.fd = 7;
   ifd.type = FdType::Inotify;
-  ifd.inotify_watches = {{1, 0x100, "/tmp/a dir", 2049, 77}, {9, 0xfff, "/x", 1, 2}};
+  ifd.inotify_watches = {{1, 0x100, "/tmp/a dir", 2049, 77, 0, {}}, {9, 0xfff, "", 1, 2, 3, {}}};
   fds.push_back(sfd);
   fds.push_back(tfd);
   fds.push_back(ifd);
@@ -258,6 +258,8 @@ TEST(Manifest, AnonFdsLocksAndOwnersRoundTrip) {
   ASSERT_EQ(b[3].inotify_watches.size(), 2u);
   EXPECT_EQ(b[3].inotify_watches[0].path, "/tmp/a dir");
   EXPECT_EQ(b[3].inotify_watches[1].wd, 9);
+  EXPECT_EQ(b[3].inotify_watches[0].ghost, 0u);
+  EXPECT_EQ(b[3].inotify_watches[1].ghost, 3u);  // a watch on a deleted file
   ASSERT_EQ(b[0].locks.size(), 2u);
   EXPECT_EQ(b[0].locks[0].kind, image::LockKind::Posix);
   EXPECT_EQ(b[0].locks[0].len, 5u);
@@ -284,6 +286,8 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   u.name = "srv.sock";
   u.shutdown = 2;
   u.backlog = 16;
+  u.pending = {41, 42};  // connections not accepted yet, in accept order
+  u.pending_on = 40;
   u.name_inode = 777;
   u.name_deleted = true;
   u.peer_name = "/run/other";
@@ -320,6 +324,8 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   ASSERT_TRUE(l.unix_socket.has_value());
   EXPECT_EQ(l.unix_socket->shutdown, 2);
   EXPECT_EQ(l.unix_socket->backlog, 16);
+  EXPECT_EQ(l.unix_socket->pending, (std::vector<uint64_t>{41, 42}));
+  EXPECT_EQ(l.unix_socket->pending_on, 40u);
   EXPECT_EQ(l.unix_socket->name_inode, 777u);
   EXPECT_TRUE(l.unix_socket->name_deleted);
   EXPECT_EQ(l.unix_socket->peer_name, "/run/other");
