@@ -527,7 +527,8 @@ class FilePlanner {
     if (!u)
       throw Error(what + " is a socket of a family snap cannot restore",
                   "only unix, IPv4 and IPv6 sockets come back");
-    const auto* peer = u->peer_inode ? sockets_[u->peer_inode] : nullptr;
+    auto known = u->peer_inode ? sockets_.find(u->peer_inode) : sockets_.end();
+    const FileDesc* peer = known != sockets_.end() ? known->second : nullptr;
     const bool self = peer == &f || (peer && peer->inode == f.inode);
     const bool mutual = peer && !self && peer->unix_socket &&
                         peer->unix_socket->peer_inode == f.inode;
@@ -618,7 +619,7 @@ class FilePlanner {
     }
     // Connections not accepted at the dump, pending again in their order.
     for (const auto& [inode, f] : sockets_)
-      for (uint64_t c : f->unix_socket ? f->unix_socket->pending : std::vector<uint64_t>{}) {
+      for (uint64_t c : f && f->unix_socket ? f->unix_socket->pending : std::vector<uint64_t>{}) {
         auto it = pending_.find(c);
         if (it == pending_.end()) continue;
         const auto& l = it->second;
