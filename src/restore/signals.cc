@@ -37,9 +37,18 @@ struct KernelStack {  // stack_t
 timespec to_timespec(int64_t ns) { return {ns / 1000000000, ns % 1000000000}; }
 timeval to_timeval(int64_t ns) { return {ns / 1000000000, (ns % 1000000000) / 1000}; }
 
+bool ignores_sigtrap(const image::Process& p) {
+  return std::any_of(p.sigactions.begin(), p.sigactions.end(), [](const auto& a) {
+    return a.signo == SIGTRAP && a.handler == reinterpret_cast<uint64_t>(SIG_IGN);
+  });
+}
+
 void restore_sigactions(SyscallBatch& batch, const image::Process& p) {
   for (const auto& a : p.sigactions) {
     if (a.signo == SIGKILL || a.signo == SIGSTOP) continue;
+    // An ignored SIGTRAP waits for restore_ignored_sigtrap: the breakpoint
+    // ending each batch would turn it back to the default.
+    if (a.signo == SIGTRAP && ignores_sigtrap(p)) continue;
     KernelSigaction k{a.handler, a.flags, a.restorer, a.mask};
     batch.reserve(1, sizeof k);
     batch.add(fmt::format("rt_sigaction({})", a.signo), SYS_rt_sigaction,
@@ -148,6 +157,15 @@ void requeue_signals(SyscallBatch& batch, pid_t tgid, pid_t tid,
 }
 
 }  // namespace
+
+void restore_ignored_sigtrap(RemoteSyscalls& rs, const image::Process& p) {
+  for (const auto& a : p.sigactions) {
+    if (a.signo != SIGTRAP || !ignores_sigtrap(p)) continue;
+    RemotePage page(rs);
+    KernelSigaction k{a.handler, a.flags, a.restorer, a.mask};
+    rs.checked("rt_sigaction(SIGTRAP, SIG_IGN)", SYS_rt_sigaction, SIGTRAP, page.put(k), 0, 8);
+  }
+}
 
 void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, SyscallBatch& batch,
                              const image::Process& p) {

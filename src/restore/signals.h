@@ -18,6 +18,11 @@ namespace snap::restore {
 // interval timers, POSIX timers (with their ids), pdeathsig, and the
 // signals queued for the whole process.
 // POSIX timers are made at once through `rs`; the rest is queued in `batch`.
+// A job that ignores SIGTRAP: its SIG_IGN, set through `rs` once no more
+// batches run (the kernel resets an ignored SIGTRAP it forces, and each
+// batch ends on a breakpoint).
+void restore_ignored_sigtrap(RemoteSyscalls& rs, const image::Process& p);
+
 void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, SyscallBatch& batch,
                              const image::Process& p);
 

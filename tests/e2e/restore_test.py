@@ -518,6 +518,15 @@ def aio_context(env):
 
 
 @case
+def sigtrap_ignored(env):
+    # A job ignoring SIGTRAP still ignores it after a restore (each batch of
+    # restore's system calls ends on a breakpoint, and the kernel resets an
+    # ignored SIGTRAP it forces): tests/programs/trap_ignored.c raises it.
+    dump_kill_restore(env, [env.prog("trap_ignored"), "10", "150"], "trap_ignored", 3,
+                      [f"{i} ignored" for i in range(1, 11)])
+
+
+@case
 def epoll_closed_number(env):
     # The same, with both files registered under fd 50, closed after each
     # registration and then reused for /dev/null: the epoll watches them by
