@@ -101,7 +101,8 @@ void set_option(int sock, const image::SockOpt& o, const std::string& what) {
                    errno);
 }
 
-// A sockaddr_in / sockaddr_in6 of `addr` and `port`.
+}  // namespace
+
 socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sockaddr_storage& ss,
                         const std::string& what) {
   ss = {};
@@ -124,8 +125,6 @@ socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sock
 std::string printable(int family, const std::string& addr, uint16_t port) {
   return family == AF_INET6 ? fmt::format("[{}]:{}", addr, port) : fmt::format("{}:{}", addr, port);
 }
-
-}  // namespace
 
 void set_socket_options(int sock, const image::FileDesc& f, const std::string& what) {
   for (const auto& o : f.sock_options) set_option(sock, o, what);

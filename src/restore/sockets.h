@@ -5,6 +5,8 @@
 // with the options and the filter the job set on it.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <functional>
 #include <string>
 
@@ -18,6 +20,13 @@ using PassedFile = std::function<int(const image::FileDesc&)>;
 
 // Sets the options and the filter of `f` on `sock`. `what` names the fd
 // in errors.
+// A sockaddr_in / sockaddr_in6 of `addr` and `port` (as the image writes
+// them); throws naming `what` when the address does not parse.
+socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sockaddr_storage& ss,
+                        const std::string& what);
+// "1.2.3.4:80" or "[::1]:80".
+std::string printable(int family, const std::string& addr, uint16_t port);
+
 void set_socket_options(int sock, const image::FileDesc& f, const std::string& what);
 
 // An AF_INET / AF_INET6 socket as `f` describes it: options, bind, listen

@@ -16,29 +16,6 @@ namespace snap::restore {
 
 namespace {
 
-std::string printable(int family, const std::string& addr, uint16_t port) {
-  return family == AF_INET6 ? fmt::format("[{}]:{}", addr, port) : fmt::format("{}:{}", addr, port);
-}
-
-socklen_t address(int family, const std::string& addr, uint16_t port, sockaddr_storage& ss,
-                  const std::string& what) {
-  ss = {};
-  if (family == AF_INET) {
-    auto& a = reinterpret_cast<sockaddr_in&>(ss);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    if (::inet_pton(AF_INET, addr.c_str(), &a.sin_addr) != 1)
-      throw Error(fmt::format("{}: bad IPv4 address \"{}\" in the image", what, addr));
-    return sizeof a;
-  }
-  auto& a = reinterpret_cast<sockaddr_in6&>(ss);
-  a.sin6_family = AF_INET6;
-  a.sin6_port = htons(port);
-  if (::inet_pton(AF_INET6, addr.c_str(), &a.sin6_addr) != 1)
-    throw Error(fmt::format("{}: bad IPv6 address \"{}\" in the image", what, addr));
-  return sizeof a;
-}
-
 void set(int sock, int level, int name, const void* value, socklen_t len, const std::string& call,
          const std::string& what) {
   if (::setsockopt(sock, level, name, value, len) < 0)
@@ -114,7 +91,7 @@ ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what) 
   // In repair mode the port may be shared with a listener or a dead
   // connection of the job (SO_REUSEADDR is forced).
   sockaddr_storage ss;
-  socklen_t len = address(s.family, s.local, s.local_port, ss, what);
+  socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
   if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)
     throw SysError(fmt::format("cannot restore {}: bind to {}", what,
                                printable(s.family, s.local, s.local_port)),
@@ -130,7 +107,7 @@ ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what) 
           static_cast<int>(t.send_seq - static_cast<uint32_t>(t.send_queue.size())),
           "setsockopt(TCP_QUEUE_SEQ) of the send queue", what);
   select_queue(sock.get(), TCP_NO_QUEUE, what);
-  len = address(s.family, s.peer, s.peer_port, ss, what);
+  len = inet_sockaddr(s.family, s.peer, s.peer_port, ss, what);
   if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)  // no packet in repair mode
     throw SysError(fmt::format("cannot restore {}: connect (repair mode) to {}", what,
                                printable(s.family, s.peer, s.peer_port)),

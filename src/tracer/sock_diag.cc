@@ -34,7 +34,8 @@ void sock_diag_dump(const void* req, size_t len, const std::string& what,
   }
 }
 
-bool parse_inet_diag(const uint8_t* buf, size_t len, std::map<uint64_t, InetDiag>& out) {
+bool for_each_diag_message(const uint8_t* buf, size_t len, const char* what,
+                           const std::function<void(const uint8_t* body, size_t len)>& message) {
   size_t off = 0;
   while (off + sizeof(nlmsghdr) <= len) {
     nlmsghdr h;
@@ -49,9 +50,28 @@ bool parse_inet_diag(const uint8_t* buf, size_t len, std::map<uint64_t, InetDiag
     if (h.nlmsg_type == NLMSG_ERROR) {
       int32_t err = -EPROTO;
       if (body_len >= sizeof err) std::memcpy(&err, body, sizeof err);
-      throw SysError("sock_diag dump of inet sockets", -err);
+      throw SysError(fmt::format("sock_diag dump of {}", what), -err);
     }
-    if (h.nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+    if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY) message(body, body_len);
+  }
+  return false;
+}
+
+void for_each_diag_attr(const uint8_t* body, size_t len, size_t from, uint64_t inode,
+                        const std::function<void(uint16_t type, const uint8_t* data,
+                                                 size_t len)>& attr) {
+  for (size_t a = from; a + sizeof(rtattr) <= len;) {
+    rtattr ra;
+    std::memcpy(&ra, body + a, sizeof ra);
+    if (ra.rta_len < sizeof ra || a + ra.rta_len > len)
+      throw Error(fmt::format("sock_diag: malformed attribute of socket {}", inode));
+    attr(ra.rta_type, body + a + RTA_LENGTH(0), ra.rta_len - RTA_LENGTH(0));
+    a += RTA_ALIGN(ra.rta_len);
+  }
+}
+
+bool parse_inet_diag(const uint8_t* buf, size_t len, std::map<uint64_t, InetDiag>& out) {
+  return for_each_diag_message(buf, len, "inet sockets", [&](const uint8_t* body, size_t body_len) {
     if (body_len < sizeof(inet_diag_msg))
       throw Error(fmt::format("sock_diag: short inet_diag_msg ({} bytes)", body_len));
     inet_diag_msg m;
@@ -59,19 +79,12 @@ bool parse_inet_diag(const uint8_t* buf, size_t len, std::map<uint64_t, InetDiag
     InetDiag d;
     d.inode = m.idiag_inode;
     d.state = m.idiag_state;
-    size_t a = NLMSG_ALIGN(sizeof m);
-    while (a + sizeof(rtattr) <= body_len) {
-      rtattr ra;
-      std::memcpy(&ra, body + a, sizeof ra);
-      if (ra.rta_len < sizeof ra || a + ra.rta_len > body_len)
-        throw Error(fmt::format("sock_diag: malformed attribute of socket {}", d.inode));
-      if (ra.rta_type == INET_DIAG_SHUTDOWN && ra.rta_len > RTA_LENGTH(0))
-        d.shutdown = body[a + RTA_LENGTH(0)];
-      a += RTA_ALIGN(ra.rta_len);
-    }
+    for_each_diag_attr(body, body_len, NLMSG_ALIGN(sizeof m), d.inode,
+                       [&](uint16_t type, const uint8_t* data, size_t n) {
+                         if (type == INET_DIAG_SHUTDOWN && n > 0) d.shutdown = data[0];
+                       });
     out[d.inode] = d;
-  }
-  return false;
+  });
 }
 
 const InetDiag* InetDiags::find(int family, int protocol, uint64_t inode) {

@@ -17,6 +17,17 @@ namespace snap {
 void sock_diag_dump(const void* req, size_t len, const std::string& what,
                     const std::function<bool(const uint8_t* buf, size_t len)>& parse);
 
+// Walks the netlink messages of one answer buffer: `message` gets the body
+// of each SOCK_DIAG_BY_FAMILY message. True at NLMSG_DONE; throws Error on
+// NLMSG_ERROR (naming `what`) or a malformed message.
+bool for_each_diag_message(const uint8_t* buf, size_t len, const char* what,
+                           const std::function<void(const uint8_t* body, size_t len)>& message);
+// Walks the attributes of a message body from offset `from`: `attr` gets
+// each one's type and payload. Throws Error naming `inode` on a malformed one.
+void for_each_diag_attr(const uint8_t* body, size_t len, size_t from, uint64_t inode,
+                        const std::function<void(uint16_t type, const uint8_t* data,
+                                                 size_t len)>& attr);
+
 // sock_diag's view of one TCP or UDP socket.
 struct InetDiag {
   uint64_t inode = 0;

@@ -38,23 +38,7 @@ uint32_t u32_at(const uint8_t* p) {
 }  // namespace
 
 bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out) {
-  size_t off = 0;
-  while (off + sizeof(nlmsghdr) <= len) {
-    nlmsghdr h;
-    std::memcpy(&h, buf + off, sizeof h);
-    if (h.nlmsg_len < sizeof h || off + h.nlmsg_len > len)
-      throw Error(fmt::format("sock_diag: malformed netlink message (length {} at offset {} of {})",
-                              h.nlmsg_len, off, len));
-    const uint8_t* body = buf + off + NLMSG_HDRLEN;
-    const size_t body_len = h.nlmsg_len - std::min<size_t>(h.nlmsg_len, NLMSG_HDRLEN);
-    off += NLMSG_ALIGN(h.nlmsg_len);
-    if (h.nlmsg_type == NLMSG_DONE) return true;
-    if (h.nlmsg_type == NLMSG_ERROR) {
-      int err = EPROTO;
-      if (body_len >= sizeof(int32_t)) err = -static_cast<int32_t>(u32_at(body));
-      throw SysError("sock_diag dump of unix sockets", err);
-    }
-    if (h.nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+  return for_each_diag_message(buf, len, "unix sockets", [&](const uint8_t* body, size_t body_len) {
     if (body_len < sizeof(unix_diag_msg))
       throw Error(fmt::format("sock_diag: short unix_diag_msg ({} bytes)", body_len));
     unix_diag_msg m;
@@ -63,15 +47,8 @@ bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out)
     d.inode = m.udiag_ino;
     d.type = m.udiag_type;
     d.state = m.udiag_state;
-    size_t a = NLMSG_ALIGN(sizeof m);
-    while (a + sizeof(rtattr) <= body_len) {
-      rtattr ra;
-      std::memcpy(&ra, body + a, sizeof ra);
-      if (ra.rta_len < sizeof ra || a + ra.rta_len > body_len)
-        throw Error(fmt::format("sock_diag: malformed attribute of socket {}", d.inode));
-      const uint8_t* data = body + a + RTA_LENGTH(0);
-      const size_t data_len = ra.rta_len - RTA_LENGTH(0);
-      switch (ra.rta_type) {
+    auto attr = [&](uint16_t type, const uint8_t* data, size_t data_len) {
+      switch (type) {
         case UNIX_DIAG_NAME: {
           std::string raw(reinterpret_cast<const char*>(data), data_len);
           if (!raw.empty() && raw[0] == '\0') {
@@ -104,11 +81,10 @@ bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out)
         default:
           break;
       }
-      a += RTA_ALIGN(ra.rta_len);
-    }
+    };
+    for_each_diag_attr(body, body_len, NLMSG_ALIGN(sizeof m), d.inode, attr);
     out.push_back(std::move(d));
-  }
-  return false;
+  });
 }
 
 std::map<uint64_t, UnixDiag> query_unix_sockets() {
