@@ -27,6 +27,7 @@
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
 #include "tracer/task.h"
+#include "tracer/tty.h"
 
 namespace snap::job {
 
@@ -417,6 +418,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What the processes share: open file descriptions, unix sockets.
   assign_file_ids(ckpt.processes);
   collect_sockets(ckpt.processes);
+  proc::collect_ptys(ckpt, !opts.kill);  // before anything could be killed
   mark_control_connections(ckpt, opts);
   check_sockets_restorable(ckpt.processes);  // before anything could be killed
   record_code_files(ckpt);  // what identifies the code the memory runs with
