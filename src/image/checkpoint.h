@@ -250,7 +250,8 @@ struct Termios {
   uint32_t ispeed = 0, ospeed = 0;
 };
 
-// A pseudo-terminal pair whose master a process of the image holds.
+// A pseudo-terminal pair whose master a process of the image holds, or
+// whose master was closed while the job holds its slave (hung_up).
 struct Pty {
   uint32_t index = 0;  // N of /dev/pts/N at dump time (restore may get another)
   Termios termios;
@@ -263,6 +264,12 @@ struct Pty {
   // Written to the master, not yet read from the slave (after the slave's
   // input processing); written to the slave, not yet read from the master.
   std::vector<uint8_t> input, output;
+  // The slave's node in /dev/pts (grantpt, fchown): owner, group and
+  // st_mode; mode 0: not recorded.
+  uint32_t uid = 0, gid = 0, mode = 0;
+  // The master was closed before the dump (no process of the image holds
+  // it; the node is gone): the slave fds are hung up, nothing else is kept.
+  bool hung_up = false;
 };
 
 // One extent of a ghost file's data (holes between extents stay holes).

@@ -203,6 +203,8 @@ ojson encode(const Pty& t) {
   if (t.fg_pgrp) j["fg_pgrp"] = t.fg_pgrp;
   if (!t.input.empty()) j["input"] = to_hex(t.input);
   if (!t.output.empty()) j["output"] = to_hex(t.output);
+  if (t.mode) j["owner"] = {t.uid, t.gid, t.mode};
+  if (t.hung_up) j["hung_up"] = true;
   return j;
 }
 
@@ -589,6 +591,13 @@ Pty decode_pty(const Field& f) {
   if (auto v = f.opt("fg_pgrp")) t.fg_pgrp = v->as<int32_t>();
   if (auto v = f.opt("input")) t.input = v->bytes();
   if (auto v = f.opt("output")) t.output = v->bytes();
+  if (auto v = f.opt("owner")) {
+    auto o = v->fixed_array<uint32_t, 3>();
+    t.uid = o[0];
+    t.gid = o[1];
+    t.mode = o[2];
+  }
+  if (auto v = f.opt("hung_up")) t.hung_up = v->as<bool>();
   return t;
 }
 

@@ -418,11 +418,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What the processes share: open file descriptions, unix sockets.
   assign_file_ids(ckpt.processes);
   collect_sockets(ckpt.processes);
-  proc::collect_ptys(ckpt, !opts.kill);  // before anything could be killed
   mark_control_connections(ckpt, opts);
   check_sockets_restorable(ckpt.processes);  // before anything could be killed
   record_code_files(ckpt);  // what identifies the code the memory runs with
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
+  proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing and code files");
   // The ids as the job sees them (its own pid namespace), read while the
   // tree is stopped; everything below still works on host pids, pages are

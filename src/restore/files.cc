@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -88,7 +89,8 @@ class FilePlanner {
     raise_fd_limit();
     index();
     remake_ghosts();
-    make_ptys();
+    ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
+                  out_.warnings_);
     for (const auto& p : ckpt_.processes)
       for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
     for (const auto& p : ckpt_.processes) {
@@ -109,14 +111,12 @@ class FilePlanner {
         else if (is_shm_object(m))
           files.shm[shm_key(m)] = memfd_for(m);
       if (p.cwd_ghost) files.cwd_fd = ghost_fd(p.cwd_ghost, fmt::format("pid {} cwd", p.pid));
-      for (const auto& t : ckpt_.ptys) {
-        if (t.session == p.pid) files.ctty_fd = ptys_.at(t.index).second;
-        if (t.session && t.fg_pgrp == p.pid && p.sid == t.session && p.pgid == p.pid)
-          files.fg_fd = ptys_.at(t.index).second;
-      }
+      files.ctty_fd = ptys_->ctty_of(p);
+      files.fg_fd = ptys_->foreground_of(p);
     }
     connect_sockets();
     fill_shared_memory();
+    ptys_->hang_up();
   }
 
  private:
@@ -177,48 +177,6 @@ class FilePlanner {
     }
   }
 
-  // Every pty whose master the job held, made again (restore/tty.h); snap
-  // holds master and slave until the skeletons have theirs.
-  void make_ptys() {
-    for (const auto& t : ckpt_.ptys) {
-      PtyPair pair = make_pty(t);
-      std::string what = fmt::format("pty {}", t.index);
-      ptys_[t.index] = {keep(pair.master.release(), what), keep(pair.slave.release(), what)};
-      bool fg_found = !t.session || !t.fg_pgrp;
-      for (const auto& p : ckpt_.processes)
-        if (p.pid == t.fg_pgrp && !p.zombie && p.sid == t.session && p.pgid == p.pid) fg_found = true;
-      if (!fg_found)
-        out_.warnings_.push_back(fmt::format("pty {}: its foreground group {} has no leader to "
-                                             "make it so again; the session leader's group is",
-                                             t.index, t.fg_pgrp));
-    }
-  }
-
-  // An fd of a pty of the image: its master, or a new description of its slave.
-  int pty_end(const Process& p, const FileDesc& f) {
-    auto it = ptys_.find(f.pty->index);
-    if (it == ptys_.end())
-      throw Error(fmt::format("{} refers to pty {}, which the image does not hold", fd_name(p, f),
-                              f.pty->index),
-                  "the image is damaged");
-    if (!f.pty->master) return keep(open_pty_slave(it->second.first, f.flags, fd_name(p, f)).release(),
-                                    fd_name(p, f));
-    if (!masters_used_.insert(f.pty->index).second)
-      throw Error(fd_name(p, f) + ": a second open file description of a pty master",
-                  "snap cannot restore that");
-    ::fcntl(it->second.first, F_SETFL, f.flags & kStatusFlags);
-    return it->second.first;
-  }
-
-  // /dev/tty, not shared, in a process of the session the pty controls:
-  // the skeleton opens /dev/tty itself, once the pty is its terminal again.
-  bool own_ctty(const Process& p, const FileDesc& f) const {
-    if (f.path != "/dev/tty" || f.pty->master) return false;
-    for (const auto& t : ckpt_.ptys)
-      if (t.index == f.pty->index) return t.session && t.session == p.sid;
-    return false;
-  }
-
   int ghost_fd(uint64_t id, const std::string& who) {
     auto it = ghosts_.find(id);
     if (it == ghosts_.end())
@@ -264,7 +222,7 @@ class FilePlanner {
       case FdType::CharDev:
         break;
       case FdType::Tty:
-        if (f.pty && !own_ctty(p, f)) return false;
+        if (f.pty && !ptys_->opened_by_skeleton(p, f)) return false;
         a.flags = f.flags | O_NOCTTY;
         a.path = f.path;
         a.pos = f.pos;
@@ -325,7 +283,7 @@ class FilePlanner {
       case FdType::CharDev:
         return reopen(p, f, f.path, f.flags);
       case FdType::Tty:
-        if (f.pty) return pty_end(p, f);
+        if (f.pty) return ptys_->open_end(f, fd_name(p, f));
         return reopen(p, f, f.path, f.flags | O_NOCTTY);
       case FdType::EventFd:
         return keep(make_eventfd(f.eventfd_count, f.eventfd_semaphore, f.flags),
@@ -670,8 +628,7 @@ class FilePlanner {
   std::map<ShmKey, int> shm_;
   std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file
   std::set<uint64_t> fifo_filled_;  // FIFOs (inode) whose unread data is back
-  std::map<uint32_t, std::pair<int, int>> ptys_;  // pty index -> snap's master, slave
-  std::set<uint32_t> masters_used_;
+  std::optional<PtyTable> ptys_;
 };
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,

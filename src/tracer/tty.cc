@@ -145,6 +145,8 @@ struct TtyFd {
   size_t proc = 0, fd = 0;
   uint32_t index = 0;
   bool master = false;
+  bool alias = false;  // /dev/tty
+  bool hung_up = false;  // a slave whose master was closed (its node is gone)
   ScopedFd copy;
 };
 
@@ -189,6 +191,8 @@ std::vector<TtyFd> find_pty_fds(const image::Checkpoint& ckpt) {
         t.index = n;
         t.master = true;
       } else {
+        t.alias = ctty;
+        t.hung_up = slave && f.path.ends_with(" (deleted)");
         if (ctty) {  // /dev/tty: the terminal it was opened on
           unsigned dev = 0;
           if (::ioctl(t.copy.get(), TIOCGDEV, &dev) < 0) continue;
@@ -289,7 +293,7 @@ void refill_pty(int master, int slave, const image::Pty& t, const std::string& w
   if (::ioctl(master, TIOCPKT, &packet) < 0) throw SysError(what + ": ioctl(TIOCPKT)", errno);
 }
 
-void collect_ptys(image::Checkpoint& ckpt, bool keeps_running) {
+void collect_ptys(image::Checkpoint& ckpt) {
   std::vector<TtyFd> fds = find_pty_fds(ckpt);
   std::map<uint32_t, TtyFd*> masters;
   for (auto& t : fds)
@@ -316,7 +320,7 @@ void collect_ptys(image::Checkpoint& ckpt, bool keeps_running) {
     ScopedFd peer;
     int s = -1;
     for (auto& f : fds)
-      if (!f.master && f.index == index) {
+      if (!f.master && !f.alias && f.index == index) {
         s = f.copy.get();
         break;
       }
@@ -324,12 +328,18 @@ void collect_ptys(image::Checkpoint& ckpt, bool keeps_running) {
       peer.reset(open_pty_peer(m, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC));
       s = peer.get();
     }
+    struct stat st {};
+    if (s >= 0 && ::fstat(s, &st) == 0) {
+      t.uid = st.st_uid;
+      t.gid = st.st_gid;
+      t.mode = st.st_mode;
+    }
     t.output = drain_master(m, t.packet, who);
     if (s >= 0) t.input = drain_slave(s, k, who);
     if (t.input.size() > kMaxPtyQueue || t.output.size() > kMaxPtyQueue) {
       std::string msg = fmt::format("{} has {} bytes queued for the slave and {} for the master",
                                     who, t.input.size(), t.output.size());
-      if (keeps_running && s >= 0) {  // best effort: the job gets them back, in order
+      if (s >= 0) {  // best effort: the job gets them back, in order
         image::Pty back = t;
         try {
           refill_pty(m, s, back, who);
@@ -340,7 +350,7 @@ void collect_ptys(image::Checkpoint& ckpt, bool keeps_running) {
                                    "job has read its terminal",
                                    kMaxPtyQueue));
     }
-    if (keeps_running && (!t.input.empty() || !t.output.empty())) {
+    if (!t.input.empty() || !t.output.empty()) {
       if (s < 0) throw Error(who + ": data was read from it, and no slave to put it back");
       refill_pty(m, s, t, who);
     }
@@ -349,8 +359,25 @@ void collect_ptys(image::Checkpoint& ckpt, bool keeps_running) {
            t.output.size());
     ckpt.ptys.push_back(std::move(t));
   }
+  // Slaves whose master was closed: hung up, they come back hung up.
+  std::map<uint32_t, TtyFd*> hung;
+  for (auto& f : fds) {
+    if (!f.hung_up) continue;
+    if (masters.count(f.index)) {
+      const auto& p = ckpt.processes[f.proc];
+      throw Error(fmt::format("{}: a hung-up slave of a pty numbered as another pty the job holds "
+                              "(pty {})", fd_name(p, p.fds[f.fd]), f.index),
+                  "snap cannot tell the two apart");
+    }
+    if (hung.emplace(f.index, &f).second) {
+      image::Pty t;
+      t.index = f.index;
+      t.hung_up = true;
+      ckpt.ptys.push_back(std::move(t));
+    }
+  }
   for (auto& f : fds)
-    if (masters.count(f.index))
+    if (masters.count(f.index) || hung.count(f.index))
       ckpt.processes[f.proc].fds[f.fd].pty = image::PtyEnd{f.index, f.master};
 }
 

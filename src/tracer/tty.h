@@ -17,12 +17,13 @@ namespace snap::proc {
 constexpr size_t kMaxPtyQueue = 4095;
 
 // Fills ckpt.ptys and FileDesc::pty for every pty whose master an fd of
-// ckpt.processes holds (host pids, all stopped). Reads the queued data; a
-// job that keeps running (keeps_running) gets it back. Throws Error naming
-// pid, fd and pty when the pty cannot come back as it is: more data queued
-// than a restore can put back, a session it controls whose leader is not
-// dumped.
-void collect_ptys(image::Checkpoint& ckpt, bool keeps_running);
+// ckpt.processes holds (host pids, all stopped), and for hung-up slaves.
+// Reads the queued data and puts it back (the job keeps running, or the
+// dump may still fail: --kill kills only after a complete image). Throws
+// Error naming pid, fd and pty when the pty cannot come back as it is:
+// more data queued than a restore can put back, a session it controls
+// whose leader is not dumped.
+void collect_ptys(image::Checkpoint& ckpt);
 
 // Gives the pty of `master` (and `slave`, an fd of its other side) the
 // queued data, termios, window size and packet mode of `t`: t.input

@@ -40,23 +40,21 @@ if pid == 0:
     os._exit(0)
 
 fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 132, 0, 0))
-pending = b""
-
 
 def read_line():
-    global pending
-    while b"\n" not in pending:
-        pending += os.read(master, 1024)
-    line, pending = pending.split(b"\n", 1)
-    return line.rstrip(b"\r").decode()
+    # A byte at a time: the answers after this one stay in the master.
+    line = b""
+    while not line.endswith(b"\n"):
+        line += os.read(master, 1)
+    return line.rstrip(b"\r\n").decode()
 
 
 stream = "".join(f"line {i}\n" for i in range(1, lines + 1)) + "quit\n"
-ahead = stream.index("line 4") + 3  # three lines and a half
+ahead = stream.index("line 5") + 3  # four lines and a half
 assert read_line() == "ready"
 os.write(master, stream[:ahead].encode())
 for i in range(1, lines + 1):
-    time.sleep(interval * 0.8)
+    time.sleep(interval * 1.3)  # slower than the child: its answers wait
     answer = read_line()
     nxt = stream.find("\n", ahead)
     if nxt >= 0:  # the rest of the unfinished line, and half of the next
