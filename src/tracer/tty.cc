@@ -234,8 +234,10 @@ void read_session(const image::Checkpoint& ckpt, int m, image::Pty& t, const std
 
 int open_pty_peer(int master, int flags) { return ::ioctl(master, TIOCGPTPEER, flags); }
 
-void refill_pty(int master, int slave, const image::Pty& t, const std::string& what) {
-  const KernelTermios final = to_kernel(t.termios);
+namespace {
+
+void refill(int master, int slave, const image::Pty& t, const KernelTermios& final,
+            const std::string& what) {
   int off = 0;
   ::ioctl(master, TIOCPKT, &off);  // the echoes below are read back plain
   if (!t.input.empty()) {
@@ -285,6 +287,20 @@ void refill_pty(int master, int slave, const image::Pty& t, const std::string& w
         }))
       throw Error(fmt::format("{}: the terminal took {} of the {} queued output bytes back", what,
                               queued(master), t.output.size()));
+  }
+}
+
+}  // namespace
+
+void refill_pty(int master, int slave, const image::Pty& t, const std::string& what) {
+  const KernelTermios final = to_kernel(t.termios);
+  try {
+    refill(master, slave, t, final, what);
+  } catch (const Error&) {
+    ::ioctl(master, kTcSets2, &final);  // never left with the settings used to refill it
+    int packet = t.packet ? 1 : 0;
+    ::ioctl(master, TIOCPKT, &packet);
+    throw;
   }
   set_termios(master, final, what);
   struct winsize ws {t.winsize[0], t.winsize[1], t.winsize[2], t.winsize[3]};

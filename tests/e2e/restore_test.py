@@ -728,6 +728,24 @@ def program_on_a_pty_leave_running(env):
 
 
 @case
+def pty_queue_too_large_refused(env):
+    # 10000 bytes wait in a pty (tests/programs/pty_big_queue.py), more than
+    # a restore can put back: the dump is refused, naming the pty, and the
+    # job, not killed, reads every byte intact (the dump put them back).
+    out = env.path("pty_big.out")
+    p = start([sys.executable, env.src("pty_big_queue.py"), "8000"], stdout_path=out)
+    wait_lines(out, 1)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("pty_big.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and "10000 bytes queued" in r.stderr,
+           f"the dump is refused, saying why (rc {r.returncode}: {r.stderr.strip()})")
+    p.wait(timeout=60)
+    expect(p.returncode == 0, f"the job was not killed (got {p.returncode})")
+    expect(lines_of(out) == ["wrote 10000", "read 10000 intact True"], f"output {lines_of(out)}")
+    print("ok   pty_big: refused at dump, the job kept its terminal's data")
+
+
+@case
 def tcp_connection_refused_at_dump(env):
     # A job holding a TCP connection to a server outside it (here: this
     # test): the dump refuses, naming pid, fd and both addresses, and
