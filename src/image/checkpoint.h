@@ -229,6 +229,14 @@ struct SockOpt {
   std::vector<uint8_t> value;  // as getsockopt returned it
 };
 
+// Which pseudo-terminal (Checkpoint::ptys, by index) an fd of type Tty is
+// and which side: the master (/dev/ptmx), or the slave (/dev/pts/N, or
+// /dev/tty naming it as the controlling terminal).
+struct PtyEnd {
+  uint32_t index = 0;
+  bool master = false;
+};
+
 struct FileDesc {
   int fd = -1;
   FdType type = FdType::Other;
@@ -268,6 +276,39 @@ struct FileDesc {
   // A deleted file, directory or FIFO, or a memfd: the GhostFile (by id)
   // restore opens this fd on again; 0: none.
   uint64_t ghost = 0;
+  // Type Tty: a pseudo-terminal whose master a process of the image holds.
+  // Absent: any other terminal (reopened by path, or snap restore's own).
+  std::optional<PtyEnd> pty;
+};
+
+// The termios of a terminal, as the kernel's struct termios2 (TCGETS2).
+struct Termios {
+  uint32_t iflag = 0, oflag = 0, cflag = 0, lflag = 0;
+  uint8_t line = 0;
+  std::vector<uint8_t> cc;  // c_cc, 19 bytes
+  uint32_t ispeed = 0, ospeed = 0;
+};
+
+// A pseudo-terminal pair whose master a process of the image holds, or
+// whose master was closed while the job holds its slave (hung_up).
+struct Pty {
+  uint32_t index = 0;  // N of /dev/pts/N at dump time (restore may get another)
+  Termios termios;
+  std::array<uint16_t, 4> winsize{};  // ws_row, ws_col, ws_xpixel, ws_ypixel
+  bool locked = false;   // TIOCGPTLCK: the slave cannot be opened yet
+  bool packet = false;   // TIOCPKT on the master
+  // The leader of the session that has it as controlling terminal, a
+  // process of the image; 0: none. And that session's foreground group.
+  pid_t session = 0, fg_pgrp = 0;
+  // Written to the master, not yet read from the slave (after the slave's
+  // input processing); written to the slave, not yet read from the master.
+  std::vector<uint8_t> input, output;
+  // The slave's node in /dev/pts (grantpt, fchown): owner, group and
+  // st_mode; mode 0: not recorded.
+  uint32_t uid = 0, gid = 0, mode = 0;
+  // The master was closed before the dump (no process of the image holds
+  // it; the node is gone): the slave fds are hung up, nothing else is kept.
+  bool hung_up = false;
 };
 
 // One extent of a ghost file's data (holes between extents stay holes).
@@ -408,6 +449,8 @@ struct Checkpoint {
   // Deleted files and memfds the processes hold (fds, mappings, cwds),
   // referred to by FileDesc::ghost, Mapping::ghost and Process::cwd_ghost.
   std::vector<GhostFile> ghost_files;
+  // Pseudo-terminals whose master the processes hold (FileDesc::pty).
+  std::vector<Pty> ptys;
 };
 
 }  // namespace snap::image

@@ -206,6 +206,26 @@ ojson encode(const FileDesc& f) {
     j["owner"] = {{"type", o->type}, {"pid", o->pid}, {"signum", o->signum}, {"uid", o->uid},
                   {"euid", o->euid}};
   if (f.ghost) j["ghost"] = f.ghost;
+  if (f.pty) j["pty"] = {{"index", f.pty->index}, {"master", f.pty->master}};
+  return j;
+}
+
+ojson encode(const Pty& t) {
+  const Termios& m = t.termios;
+  ojson j;
+  j["index"] = t.index;
+  j["termios"] = {{"iflag", m.iflag}, {"oflag", m.oflag}, {"cflag", m.cflag},
+                  {"lflag", m.lflag}, {"line", m.line}, {"cc", to_hex(m.cc)},
+                  {"ispeed", m.ispeed}, {"ospeed", m.ospeed}};
+  j["winsize"] = t.winsize;
+  if (t.locked) j["locked"] = true;
+  if (t.packet) j["packet"] = true;
+  if (t.session) j["session"] = t.session;
+  if (t.fg_pgrp) j["fg_pgrp"] = t.fg_pgrp;
+  if (!t.input.empty()) j["input"] = to_hex(t.input);
+  if (!t.output.empty()) j["output"] = to_hex(t.output);
+  if (t.mode) j["owner"] = {t.uid, t.gid, t.mode};
+  if (t.hung_up) j["hung_up"] = true;
   return j;
 }
 
@@ -596,7 +616,37 @@ FileDesc decode_fd(const Field& f) {
     d.owner = w;
   }
   if (auto g = f.opt("ghost")) d.ghost = g->as<uint64_t>();
+  if (auto t = f.opt("pty")) d.pty = PtyEnd{(*t)["index"].as<uint32_t>(), (*t)["master"].as<bool>()};
   return d;
+}
+
+Pty decode_pty(const Field& f) {
+  Pty t;
+  t.index = f["index"].as<uint32_t>();
+  Field m = f["termios"];
+  t.termios.iflag = m["iflag"].as<uint32_t>();
+  t.termios.oflag = m["oflag"].as<uint32_t>();
+  t.termios.cflag = m["cflag"].as<uint32_t>();
+  t.termios.lflag = m["lflag"].as<uint32_t>();
+  t.termios.line = m["line"].as<uint8_t>();
+  t.termios.cc = m["cc"].bytes();
+  t.termios.ispeed = m["ispeed"].as<uint32_t>();
+  t.termios.ospeed = m["ospeed"].as<uint32_t>();
+  t.winsize = f["winsize"].fixed_array<uint16_t, 4>();
+  if (auto v = f.opt("locked")) t.locked = v->as<bool>();
+  if (auto v = f.opt("packet")) t.packet = v->as<bool>();
+  if (auto v = f.opt("session")) t.session = v->as<int32_t>();
+  if (auto v = f.opt("fg_pgrp")) t.fg_pgrp = v->as<int32_t>();
+  if (auto v = f.opt("input")) t.input = v->bytes();
+  if (auto v = f.opt("output")) t.output = v->bytes();
+  if (auto v = f.opt("owner")) {
+    auto o = v->fixed_array<uint32_t, 3>();
+    t.uid = o[0];
+    t.gid = o[1];
+    t.mode = o[2];
+  }
+  if (auto v = f.opt("hung_up")) t.hung_up = v->as<bool>();
+  return t;
 }
 
 GhostExtent decode_ghost_extent(const Field& f) {
@@ -758,6 +808,11 @@ std::string to_json(const Manifest& m) {
     for (const auto& g : c.ghost_files) ghosts.push_back(encode(g));
     cj["ghost_files"] = ghosts;
   }
+  if (!c.ptys.empty()) {
+    ojson ptys = ojson::array();
+    for (const auto& t : c.ptys) ptys.push_back(encode(t));
+    cj["ptys"] = ptys;
+  }
   // The processes are spliced in as text (append_process()): "processes" is
   // the last key of "checkpoint", itself the last key of the document.
   cj["processes"] = ojson::array();
@@ -844,6 +899,7 @@ Manifest manifest_from_json(std::string_view text) {
     }
   }
   if (auto g = c.opt("ghost_files")) cp.ghost_files = g->list(decode_ghost);
+  if (auto t = c.opt("ptys")) cp.ptys = t->list(decode_pty);
   cp.processes = c["processes"].list(decode_process);
   return m;
 }

@@ -28,6 +28,7 @@
 #include "tracer/sockets.h"
 #include "tracer/task.h"
 #include "tracer/tcp_repair.h"
+#include "tracer/tty.h"
 
 namespace snap::job {
 
@@ -430,6 +431,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   TcpRepair tcp_repair = TcpRepair::save(ckpt.processes, opts.tcp_established);
   record_code_files(ckpt);  // what identifies the code the memory runs with
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
+  proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing and code files");
   // The ids as the job sees them (its own pid namespace), read while the
   // tree is stopped; everything below still works on host pids, pages are

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -23,6 +24,7 @@
 #include "restore/tcp_connection.h"
 #include "restore/ghosts.h"
 #include "restore/ns_files.h"
+#include "restore/tty.h"
 
 namespace snap::restore {
 
@@ -124,6 +126,8 @@ class FilePlanner {
     raise_fd_limit();
     index();
     remake_ghosts();
+    ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
+                  out_.warnings_);
     for (const auto& p : ckpt_.processes)
       for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
     for (const auto& p : ckpt_.processes) {
@@ -144,9 +148,12 @@ class FilePlanner {
         else if (is_shm_object(m))
           files.shm[shm_key(m)] = memfd_for(m);
       if (p.cwd_ghost) files.cwd_fd = ghost_fd(p.cwd_ghost, fmt::format("pid {} cwd", p.pid));
+      files.ctty_fd = ptys_->ctty_of(p);
+      files.fg_fd = ptys_->foreground_of(p);
     }
     connect_sockets();
     fill_shared_memory();
+    ptys_->hang_up();
   }
 
  private:
@@ -187,7 +194,7 @@ class FilePlanner {
     // process that shares it. Files are reopened instead.
     for (const auto& f : root.fds) {
       if (!is_stdio(f.fd) || f.type == FdType::Regular || f.type == FdType::Directory ||
-          f.type == FdType::CharDev)
+          f.type == FdType::CharDev || f.pty)
         continue;
       if (f.type == FdType::Pipe) {
         const auto& pi = pipes_[f.inode];
@@ -258,6 +265,7 @@ class FilePlanner {
       case FdType::CharDev:
         break;
       case FdType::Tty:
+        if (f.pty && !ptys_->opened_by_skeleton(p, f)) return false;
         a.flags = f.flags | O_NOCTTY;
         a.path = f.path;
         a.pos = f.pos;
@@ -318,6 +326,7 @@ class FilePlanner {
       case FdType::CharDev:
         return reopen(p, f, f.path, f.flags);
       case FdType::Tty:
+        if (f.pty) return ptys_->open_end(f, fd_name(p, f));
         return reopen(p, f, f.path, f.flags | O_NOCTTY);
       case FdType::EventFd:
         return keep(make_eventfd(f.eventfd_count, f.eventfd_semaphore, f.flags),
@@ -713,6 +722,7 @@ class FilePlanner {
   std::map<ShmKey, int> shm_;
   std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file
   std::set<uint64_t> fifo_filled_;  // FIFOs (inode) whose unread data is back
+  std::optional<PtyTable> ptys_;
 };
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,

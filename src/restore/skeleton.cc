@@ -1,4 +1,5 @@
 #include "restore/skeleton.h"
+#include "restore/tty.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -172,6 +173,9 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
   ::sigprocmask(SIG_SETMASK, &all, nullptr);
   ::signal(SIGCHLD, SIG_DFL);
   if (auto err = make_session_and_group(n); !err.empty()) return fail(ctx, err);
+  const ProcessFiles& files = ctx.files.of(pid);
+  // Before any child: they inherit the controlling terminal.
+  if (auto err = take_terminal(files.ctty_fd, files.fg_fd); !err.empty()) return fail(ctx, err);
   if (p.child_subreaper.value_or(0)) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
 
   try {
@@ -198,7 +202,6 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
 
   std::string err;
   // A removed cwd: the remade directory, before install_fds closes snap's fd on it.
-  const ProcessFiles& files = ctx.files.of(pid);
   if (files.cwd_fd >= 0 && ::fchdir(files.cwd_fd) < 0)
     return fail(ctx, fmt::format("fchdir to the remade cwd {}: {}", p.cwd, std::strerror(errno)));
   if (install_fds(files, ctx.report_fd, &err) < 0) return fail(ctx, err);

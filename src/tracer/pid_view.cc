@@ -116,6 +116,10 @@ void PidView::apply(image::Checkpoint& c) const {
       if (f.pidfd_pid) f.pidfd_pid = pid(f.pidfd_pid);
     p.pid = pid(host);
   }
+  for (auto& t : c.ptys) {
+    if (t.session) t.session = pid(t.session);
+    if (t.fg_pgrp) t.fg_pgrp = pid(t.fg_pgrp);
+  }
 }
 
 pid_t own_tid(pid_t pid, pid_t tid) {

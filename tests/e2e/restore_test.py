@@ -12,6 +12,20 @@ from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, r
                       start, start_job, wait_for, wait_lines)
 
 
+def reap_killed_children(timeout=5.0):
+    """Collects the job's other processes, killed by the dump, that came to
+    us (the subreaper) when their parent died, so that their pids are free."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.02)
+
+
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
                       timeout=120, ignore=lambda line: False, environ=None, tree=False):
     """Runs argv with stdout to a file, dumps it with --kill once it printed
@@ -25,6 +39,7 @@ def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
     expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    reap_killed_children()
     if tree:
         def all_reaped():
             try:
@@ -790,6 +805,66 @@ def unix_socket_states(env):
     ]
     dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
                       "unix_states", 3, expected)
+
+
+def pty_lines_expected(lines):
+    return [f"got b'line {i}\\n' 40x132" for i in range(1, lines + 1)] + [
+        "child: ctty True echo False foreground True session leader True",
+        "child exit 0",
+    ]
+
+
+@case
+def program_on_a_pty(env):
+    # A program on a pseudo-terminal (tests/programs/pty_lines.py): the
+    # parent holds the master and writes numbered lines ahead of a child that
+    # has the slave as controlling terminal (no echo, 40x132) and reads one
+    # line per read(); answers wait in the master. Lines queued both ways,
+    # the unfinished one, the settings, the controlling terminal and the
+    # foreground group must come back.
+    lines = 12
+    dump_kill_restore(env, [sys.executable, env.src("pty_lines.py"), str(lines), "150"],
+                      "pty_lines", 3, pty_lines_expected(lines))
+
+
+@case
+def program_on_a_pty_leave_running(env):
+    # The same, dumped without --kill: the dump reads what waits in the pty
+    # and puts it back, so the job goes on as if nothing happened; then the
+    # image, restored once the job has ended, runs to the same end (writing
+    # its lines again over the same bytes of the output file).
+    lines = 12
+    out, ckpt = env.path("pty_live.out"), env.path("pty_live.ckpt")
+    p = start([sys.executable, env.src("pty_lines.py"), str(lines), "150"], stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    p.wait(timeout=60)
+    expect(p.returncode == 0, f"the job went on after the dump and exited 0 (got {p.returncode})")
+    got = lines_of(out)
+    expect(got == pty_lines_expected(lines), f"the job's output after a dump: {got}")
+    r = env.snap_run("restore", ckpt, check=False)
+    expect(r.returncode == 0, f"restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
+    got = lines_of(out)
+    expect(got == pty_lines_expected(lines), f"the restored job's output: {got}")
+    print("ok   pty_live: the job kept its terminal's queued data, and so did the image")
+
+
+@case
+def pty_queue_too_large_refused(env):
+    # 10000 bytes wait in a pty (tests/programs/pty_big_queue.py), more than
+    # a restore can put back: the dump is refused, naming the pty, and the
+    # job, not killed, reads every byte intact (the dump put them back).
+    out = env.path("pty_big.out")
+    p = start([sys.executable, env.src("pty_big_queue.py"), "8000"], stdout_path=out)
+    wait_lines(out, 1)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("pty_big.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and "10000 bytes queued" in r.stderr,
+           f"the dump is refused, saying why (rc {r.returncode}: {r.stderr.strip()})")
+    p.wait(timeout=60)
+    expect(p.returncode == 0, f"the job was not killed (got {p.returncode})")
+    expect(lines_of(out) == ["wrote 10000", "read 10000 intact True"], f"output {lines_of(out)}")
+    print("ok   pty_big: refused at dump, the job kept its terminal's data")
 
 
 @case

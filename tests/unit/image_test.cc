@@ -465,6 +465,53 @@ TEST(Manifest, GhostFilesRoundTrip) {
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 
+TEST(Manifest, PtyFieldsRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  image::Pty t;
+  t.index = 3;
+  t.termios = {0x500, 0x5, 0xbf, 0x8a3b, 0, std::vector<uint8_t>(19, 7), 38400, 38400};
+  t.winsize = {40, 132, 0, 0};
+  t.packet = true;
+  t.session = 101;
+  t.fg_pgrp = 102;
+  t.input = {'l', 'i', 'n', 'e', '\n', 'l'};
+  t.output = {'o', 'k', '\r', '\n'};
+  t.uid = 1000;
+  t.gid = 5;
+  t.mode = 020620;
+  image::Pty gone;
+  gone.index = 4;
+  gone.hung_up = true;
+  c.ptys = {t, gone};
+  FileDesc m;
+  m.fd = 9;
+  m.type = FdType::Tty;
+  m.path = "/dev/ptmx";
+  m.pty = image::PtyEnd{3, true};
+  c.processes[0].fds.push_back(m);
+
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  ASSERT_EQ(back.ptys.size(), 2u);
+  const image::Pty& b = back.ptys[0];
+  EXPECT_EQ(b.index, 3u);
+  EXPECT_EQ(b.termios.lflag, 0x8a3bu);
+  EXPECT_EQ(b.termios.cc, t.termios.cc);
+  EXPECT_EQ(b.winsize[1], 132);
+  EXPECT_TRUE(b.packet);
+  EXPECT_FALSE(b.locked);
+  EXPECT_EQ(b.session, 101);
+  EXPECT_EQ(b.fg_pgrp, 102);
+  EXPECT_EQ(b.input, t.input);
+  EXPECT_EQ(b.output, t.output);
+  EXPECT_EQ(b.mode, 020620u);
+  EXPECT_TRUE(back.ptys[1].hung_up);
+  ASSERT_TRUE(back.processes[0].fds.back().pty.has_value());
+  EXPECT_TRUE(back.processes[0].fds.back().pty->master);
+  EXPECT_FALSE(back.processes[0].fds.front().pty.has_value());
+  EXPECT_EQ(to_json(back), json);
+}
+
 TEST(Manifest, TruncatedIsAClearError) {
   std::string json = to_json(sample_checkpoint());
   std::string msg = error_of([&] { checkpoint_from_json(json.substr(0, json.size() / 2)); });
