@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -50,8 +51,18 @@ class SetTidSpawner : public PidSpawner {
       args.set_tid = reinterpret_cast<uint64_t>(&tid);
       args.set_tid_size = 1;
     }
+    // The new process starts with every signal blocked, so one sent to its
+    // pid while it is set up (a `kill` of the job's old pid) waits for the
+    // restored job instead of killing a half-made process; the skeleton
+    // then sets the mask it works with.
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
     long rc = ::syscall(SYS_clone3, &args, sizeof args);
     if (rc == 0) ::_exit(child());
+    int clone_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = clone_errno;
     if (rc < 0) {
       int err = errno;
       if (err == EEXIST)

@@ -542,6 +542,36 @@ def sigtrap_ignored(env):
 
 
 @case
+def signal_during_restore(env):
+    # A signal sent to the job's pid the moment it exists again, while
+    # restore is still building the process (as a batch system or a test
+    # harness may do): it waits for the restored job, which then gets it,
+    # instead of killing the half-made process and failing the restore.
+    # (Root only: an ordinary user's restore gives the job a pid namespace
+    # of its own, where the old pid number is not the job's from outside.)
+    import signal
+    import time
+    for k in range(3):
+        ckpt = env.path(f"sigrace{k}.ckpt")
+        p = start([env.prog("counter"), "100", "100"], stdout_path=env.path(f"sigrace{k}.out"))
+        wait_lines(env.path(f"sigrace{k}.out"), 2)
+        env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+        p.wait()
+        reap_killed_children()
+        r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+                break
+            except ProcessLookupError:
+                time.sleep(0.0002)
+        _, err = r.communicate(timeout=60)
+        expect(r.returncode == 128 + signal.SIGTERM and "died while being set up" not in err,
+               f"round {k}: the restored job got the SIGTERM (exit {r.returncode}; {err.strip()})")
+
+
+@case
 def epoll_closed_number(env):
     # The same, with both files registered under fd 50, closed after each
     # registration and then reused for /dev/null: the epoll watches them by
