@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
@@ -221,6 +223,60 @@ int apply_fd_state(int fd, const image::FileDesc& f, std::string* err) {
     if (take_lock(fd, l, err) < 0) return -1;
   if (f.owner && set_owner(fd, *f.owner, err) < 0) return -1;
   return 0;
+}
+
+// An eventfd with its saved counter; plain system calls (skeletons use it).
+int make_eventfd(uint64_t count, bool semaphore, int flags) {
+  int fd = ::eventfd(0, EFD_CLOEXEC | (flags & O_NONBLOCK ? EFD_NONBLOCK : 0) |
+                            (semaphore ? EFD_SEMAPHORE : 0));
+  // eventfd() takes an unsigned int; a larger counter is written instead.
+  if (fd >= 0 && count && ::write(fd, &count, sizeof count) != sizeof count) {
+    int err = errno;
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+// Registers `t` with the epoll `epoll_fd` again. A file the job watched
+// under a number it has since closed or reused (t.via: the number it holds
+// the file at now) is put at that number for the call, and whatever was
+// there put back: the epoll keys its watches by (file, number).
+int watch_again(int epoll_fd, const image::EpollTarget& t, std::string* err) {
+  epoll_event ev{};
+  ev.events = t.events;
+  ev.data.u64 = t.data;
+  auto fail = [&](const char* what) {
+    *err = fmt::format("fd {}: {} (watch of fd {} via fd {}): {}", epoll_fd, what, t.fd, t.via,
+                       std::strerror(errno));
+    return -1;
+  };
+  if (t.via < 0) {
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, t.fd, &ev) < 0 && errno != EEXIST)
+      return fail("epoll_ctl(EPOLL_CTL_ADD)");
+    return 0;
+  }
+  int fd_flags = ::fcntl(t.fd, F_GETFD);
+  int saved = fd_flags < 0 ? -1 : ::fcntl(t.fd, F_DUPFD_CLOEXEC, 0);
+  if (fd_flags >= 0 && saved < 0) return fail("saving the fd in the way");
+  if (::dup2(t.via, t.fd) < 0) return fail("dup2");
+  int r = ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, t.fd, &ev);
+  if (r < 0 && errno != EEXIST) return fail("epoll_ctl(EPOLL_CTL_ADD)");
+  if (saved < 0) {
+    ::close(t.fd);
+    return 0;
+  }
+  if (::dup3(saved, t.fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+    return fail("putting back the fd in the way");
+  ::close(saved);
+  return 0;
+}
+
+int make_epoll(int flags) {
+  int fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (fd >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  return fd;
 }
 
 }  // namespace snap::restore

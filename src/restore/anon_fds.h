@@ -40,4 +40,12 @@ bool watches_ghost(const image::FileDesc& f);
 // lock in the way).
 int apply_fd_state(int fd, const image::FileDesc& f, std::string* err);
 
+// An eventfd with its saved counter and flags; -1 with errno on failure.
+int make_eventfd(uint64_t count, bool semaphore, int flags);
+// An epoll instance with the job's O_NONBLOCK; -1 with errno on failure.
+int make_epoll(int flags);
+// Registers watch `t` with `epoll_fd` again (through a copy at t.fd when the
+// job holds the file under another number, t.via). 0, or -1 with *err set.
+int watch_again(int epoll_fd, const image::EpollTarget& t, std::string* err);
+
 }  // namespace snap::restore

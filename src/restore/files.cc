@@ -56,60 +56,6 @@ DescKey desc_key(const Process& p, const FileDesc& f) {
 // The status flags an open file description carries (F_SETFL).
 constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
 
-// An eventfd with its saved counter; plain system calls (skeletons use it).
-int make_eventfd(uint64_t count, bool semaphore, int flags) {
-  int fd = ::eventfd(0, EFD_CLOEXEC | (flags & O_NONBLOCK ? EFD_NONBLOCK : 0) |
-                            (semaphore ? EFD_SEMAPHORE : 0));
-  // eventfd() takes an unsigned int; a larger counter is written instead.
-  if (fd >= 0 && count && ::write(fd, &count, sizeof count) != sizeof count) {
-    int err = errno;
-    ::close(fd);
-    errno = err;
-    return -1;
-  }
-  return fd;
-}
-
-// Registers `t` with the epoll `epoll_fd` again. A file the job watched
-// under a number it has since closed or reused (t.via: the number it holds
-// the file at now) is put at that number for the call, and whatever was
-// there put back: the epoll keys its watches by (file, number).
-int watch_again(int epoll_fd, const image::EpollTarget& t, std::string* err) {
-  epoll_event ev{};
-  ev.events = t.events;
-  ev.data.u64 = t.data;
-  auto fail = [&](const char* what) {
-    *err = fmt::format("fd {}: {} (watch of fd {} via fd {}): {}", epoll_fd, what, t.fd, t.via,
-                       std::strerror(errno));
-    return -1;
-  };
-  if (t.via < 0) {
-    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, t.fd, &ev) < 0 && errno != EEXIST)
-      return fail("epoll_ctl(EPOLL_CTL_ADD)");
-    return 0;
-  }
-  int fd_flags = ::fcntl(t.fd, F_GETFD);
-  int saved = fd_flags < 0 ? -1 : ::fcntl(t.fd, F_DUPFD_CLOEXEC, 0);
-  if (fd_flags >= 0 && saved < 0) return fail("saving the fd in the way");
-  if (::dup2(t.via, t.fd) < 0) return fail("dup2");
-  int r = ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, t.fd, &ev);
-  if (r < 0 && errno != EEXIST) return fail("epoll_ctl(EPOLL_CTL_ADD)");
-  if (saved < 0) {
-    ::close(t.fd);
-    return 0;
-  }
-  if (::dup3(saved, t.fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
-    return fail("putting back the fd in the way");
-  ::close(saved);
-  return 0;
-}
-
-int make_epoll(int flags) {
-  int fd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (fd >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, O_NONBLOCK);
-  return fd;
-}
-
 }  // namespace
 
 class FilePlanner {
@@ -738,77 +684,6 @@ void OpenFiles::end_holders() {
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
   }
   holders_.clear();
-}
-
-int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
-  auto fail = [&](const char* what, int target) {
-    *err = fmt::format("fd {}: {}: {}", target, what, std::strerror(errno));
-    return -1;
-  };
-  std::set<int> wanted{keep_fd};
-  // Inherited objects: every source is above every target, so no dup3
-  // overwrites a source.
-  for (const auto& a : files.fds) {
-    if (a.source < 0) continue;
-    if (::dup3(a.source, a.target, a.cloexec ? O_CLOEXEC : 0) < 0) return fail("dup3", a.target);
-    wanted.insert(a.target);
-  }
-  // Its own files, in ascending order: open() takes the lowest free number,
-  // never one already in place, and what it takes is moved to the target.
-  for (const auto& a : files.fds) {
-    if (a.source >= 0) continue;
-    if (a.anon) {
-      std::string why;
-      int fd = make_anon_fd(*a.file, &why);
-      if (fd < 0) {
-        *err = fmt::format("fd {}: {}", a.target, why);
-        return -1;
-      }
-      if (fd != a.target && ::dup3(fd, a.target, a.cloexec ? O_CLOEXEC : 0) < 0)
-        return fail("dup3", a.target);
-      if (fd != a.target) ::close(fd);
-      if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);
-      wanted.insert(a.target);
-      continue;
-    }
-    int fd = a.eventfd ? make_eventfd(a.eventfd_count, a.eventfd_semaphore, a.flags)
-             : a.epoll ? make_epoll(a.flags)
-                       : ::open(a.path.c_str(), (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC);
-    if (fd < 0)
-      return fail(a.eventfd ? "eventfd" : a.epoll ? "epoll_create1" : ("open " + a.path).c_str(),
-                  a.target);
-    if (a.pos && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 && errno != ESPIPE)
-      return fail("lseek", a.target);
-    if (fd != a.target) {
-      if (::dup3(fd, a.target, 0) < 0) return fail("dup3", a.target);
-      ::close(fd);
-    }
-    if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);
-    wanted.insert(a.target);
-  }
-  for (const auto& [key, fd] : files.shm) wanted.insert(fd);
-  for (const auto& [id, fd] : files.ghosts) wanted.insert(fd);
-  int next = 0;
-  for (int fd : wanted) {
-    if (fd > next) ::close_range(static_cast<unsigned>(next), static_cast<unsigned>(fd - 1), 0);
-    next = fd + 1;
-  }
-  ::close_range(static_cast<unsigned>(next), ~0u, 0);
-  // Every watched fd is at its number now.
-  for (const auto& a : files.fds)
-    for (const auto& t : a.epoll_targets)
-      if (watch_again(a.target, t, err) < 0) return -1;
-  // Locks and owners last: a POSIX lock is the process's, and closing any
-  // of its fds of that file (snap's copies above) would have dropped it.
-  for (const auto& a : files.fds) {
-    if (!a.file) continue;
-    std::string why;
-    if (apply_fd_state(a.target, *a.file, &why) < 0) {
-      *err = fmt::format("fd {} ({}): {}", a.target, a.file->path, why);
-      return -1;
-    }
-  }
-  return 0;
 }
 
 }  // namespace snap::restore
