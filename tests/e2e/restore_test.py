@@ -533,6 +533,24 @@ def aio_context(env):
 
 
 @case
+def aio_uncollected_refused(env):
+    # A completion left in an AIO ring cannot be put back (io_setup makes an
+    # empty ring, the kernel keeps its own tail): the dump refuses, naming
+    # the pid and the context, and the job runs on.
+    out = env.path("aio_uncollected.out")
+    p = start([env.prog("aio_job"), "--uncollected"], stdout_path=out)
+    wait_lines(out, 1)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("aio.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid}: the AIO context" in r.stderr
+           and "1 completed event(s)" in r.stderr,
+           f"the dump is refused, naming pid and context: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
 def sigtrap_ignored(env):
     # A job ignoring SIGTRAP still ignores it after a restore (each batch of
     # restore's system calls ends on a breakpoint, and the kernel resets an

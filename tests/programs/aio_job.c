@@ -2,7 +2,9 @@
  * and database codes use it), by raw system calls. Each round reads 16 bytes
  * of its own executable at offset 16*i through its AIO context and prints
  * them; the context is made once, before the loop, so a restored run uses
- * the context the dump saw. Usage: aio_job N INTERVAL_MS */
+ * the context the dump saw. Usage: aio_job N INTERVAL_MS
+ *        aio_job --uncollected: one read completes and is left in the ring
+ *          (never io_getevents), prints "ready", and waits. */
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <stdint.h>
@@ -20,6 +22,21 @@ int main(int argc, char **argv) {
   if (syscall(SYS_io_setup, 8, &ctx) < 0) return perror("io_setup"), 1;
   int fd = open("/proc/self/exe", O_RDONLY);
   if (fd < 0) return perror("open"), 1;
+  if (argc > 1 && strcmp(argv[1], "--uncollected") == 0) {
+    static unsigned char buf[16];
+    struct iocb cb;
+    memset(&cb, 0, sizeof cb);
+    cb.aio_lio_opcode = IOCB_CMD_PREAD;
+    cb.aio_fildes = (uint32_t)fd;
+    cb.aio_buf = (uint64_t)(uintptr_t)buf;
+    cb.aio_nbytes = sizeof buf;
+    struct iocb *list[1] = {&cb};
+    if (syscall(SYS_io_submit, ctx, 1, list) != 1) return perror("io_submit"), 1;
+    const volatile unsigned *ring = (const volatile unsigned *)ctx;  /* id, nr, head, tail */
+    while (ring[2] == ring[3]) usleep(1000);
+    printf("ready\n");
+    for (;;) pause();
+  }
   for (long i = 1; i <= n; i++) {
     unsigned char buf[16];
     struct iocb cb;
