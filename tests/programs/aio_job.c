@@ -15,6 +15,20 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Submits one read of 16 bytes at `offset` into buf, tagged `data`. */
+static int submit_read(aio_context_t ctx, int fd, unsigned char *buf, long offset, long data) {
+  struct iocb cb;
+  memset(&cb, 0, sizeof cb);
+  cb.aio_lio_opcode = IOCB_CMD_PREAD;
+  cb.aio_fildes = (uint32_t)fd;
+  cb.aio_buf = (uint64_t)(uintptr_t)buf;
+  cb.aio_nbytes = 16;
+  cb.aio_offset = offset;
+  cb.aio_data = (uint64_t)data;
+  struct iocb *list[1] = {&cb};
+  return syscall(SYS_io_submit, ctx, 1, list) == 1 ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 10, ms = argc > 2 ? atol(argv[2]) : 100;
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -24,14 +38,7 @@ int main(int argc, char **argv) {
   if (fd < 0) return perror("open"), 1;
   if (argc > 1 && strcmp(argv[1], "--uncollected") == 0) {
     static unsigned char buf[16];
-    struct iocb cb;
-    memset(&cb, 0, sizeof cb);
-    cb.aio_lio_opcode = IOCB_CMD_PREAD;
-    cb.aio_fildes = (uint32_t)fd;
-    cb.aio_buf = (uint64_t)(uintptr_t)buf;
-    cb.aio_nbytes = sizeof buf;
-    struct iocb *list[1] = {&cb};
-    if (syscall(SYS_io_submit, ctx, 1, list) != 1) return perror("io_submit"), 1;
+    if (submit_read(ctx, fd, buf, 0, 0) < 0) return perror("io_submit"), 1;
     const volatile unsigned *ring = (const volatile unsigned *)ctx;  /* id, nr, head, tail */
     while (ring[2] == ring[3]) usleep(1000);
     printf("ready\n");
@@ -39,16 +46,7 @@ int main(int argc, char **argv) {
   }
   for (long i = 1; i <= n; i++) {
     unsigned char buf[16];
-    struct iocb cb;
-    memset(&cb, 0, sizeof cb);
-    cb.aio_lio_opcode = IOCB_CMD_PREAD;
-    cb.aio_fildes = (uint32_t)fd;
-    cb.aio_buf = (uint64_t)(uintptr_t)buf;
-    cb.aio_nbytes = sizeof buf;
-    cb.aio_offset = 16 * i;
-    cb.aio_data = (uint64_t)i;
-    struct iocb *list[1] = {&cb};
-    if (syscall(SYS_io_submit, ctx, 1, list) != 1) return perror("io_submit"), 1;
+    if (submit_read(ctx, fd, buf, 16 * i, i) < 0) return perror("io_submit"), 1;
     struct io_event ev;
     if (syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL) != 1) return perror("io_getevents"), 1;
     printf("%ld: data %lld res %lld bytes", i, (long long)ev.data, (long long)ev.res);
