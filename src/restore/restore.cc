@@ -13,7 +13,6 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <tuple>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -30,6 +29,7 @@
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
+#include "tracer/tcp_repair.h"
 
 namespace snap::restore {
 
@@ -249,20 +249,11 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
 
 void check_outside_connections(const image::Checkpoint& ckpt, const RestoreOptions& opts) {
   if (opts.tcp_close || opts.tcp_established) return;
-  // An IPv4 peer seen from an IPv6 socket is "::ffff:a.b.c.d".
-  auto plain = [](const std::string& a) { return a.starts_with("::ffff:") ? a.substr(7) : a; };
-  using End = std::tuple<std::string, uint16_t, std::string, uint16_t>;
-  std::set<End> ends;
-  for (const auto& p : ckpt.processes)
-    for (const auto& f : p.fds)
-      if (f.inet_socket && f.inet_socket->tcp)
-        ends.insert({plain(f.inet_socket->local), f.inet_socket->local_port,
-                     plain(f.inet_socket->peer), f.inet_socket->peer_port});
   for (const auto& p : ckpt.processes)
     for (const auto& f : p.fds) {
-      if (!f.inet_socket || !f.inet_socket->tcp) continue;
+      if (!f.inet_socket || !f.inet_socket->tcp || tcp_peer_in_image(ckpt.processes, *f.inet_socket))
+        continue;
       const auto& s = *f.inet_socket;
-      if (ends.count({plain(s.peer), s.peer_port, plain(s.local), s.local_port})) continue;
       throw Error(fmt::format("pid {} fd {}: its TCP connection {}:{} -> {}:{} leads outside the "
                               "image (saved with dump --tcp-established)",
                               p.pid, f.fd, s.local, s.local_port, s.peer, s.peer_port),
