@@ -25,6 +25,17 @@ namespace {
 // one's path as a string was most of the decoding's time); a Field refers to
 // its parent, so it lives no longer than the Field it came from, and to the
 // parser's document, which outlives them all.
+// Makes the value `make` returns right where emplace_back puts it, instead
+// of moving it there (a FileDesc is most of a kilobyte; a job may have
+// thousands).
+template <typename Make>
+struct InPlace {
+  Make make;
+  operator decltype(make())() { return make(); }
+};
+template <typename Make>
+InPlace(Make) -> InPlace<Make>;
+
 class Field {
  public:
   explicit Field(simdjson::dom::element e) : e_(e) {}
@@ -112,7 +123,8 @@ class Field {
     std::vector<T> v;
     v.reserve(a.size());
     size_t i = 0;
-    for (simdjson::dom::element e : a) v.push_back(decode(Field(e, this, nullptr, i++)));
+    for (simdjson::dom::element e : a)
+      v.emplace_back(InPlace{[&] { return decode(Field(e, this, nullptr, i++)); }});
     return v;
   }
 

@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 
 #include "base/error.h"
 #include "restore/anon_fds.h"
@@ -349,10 +350,10 @@ class FilePlanner {
       throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
                                   "does not hold it (an older snap took it)",
                   "dump the job again with this version of snap");
-    struct stat st {};
-    if (::stat(f.path.c_str(), &st) != 0) {
+    auto [st, err] = stat_once(f.path);
+    if (err) {
       if (!allow_changed_)
-        throw SysError("cannot restore " + fd_name(p, f), errno,
+        throw SysError("cannot restore " + fd_name(p, f), err,
                        "put the file back, or pass --allow-changed-files to open /dev/null instead");
       out_.warnings_.push_back(fd_name(p, f) + " is gone; /dev/null stands in");
       return false;
@@ -366,6 +367,14 @@ class FilePlanner {
       out_.warnings_.push_back(msg);
     }
     return true;
+  }
+
+  // stat(2) of a path, once however many fds name it (a job may hold one
+  // file open thousands of times): the result, or the errno.
+  std::pair<struct stat, int> stat_once(const std::string& path) {
+    auto [it, fresh] = stats_.try_emplace(path);
+    if (fresh && ::stat(path.c_str(), &it->second.first) != 0) it->second.second = errno;
+    return it->second;
   }
 
   bool is_image_proc_file(const std::string& path) const {
@@ -636,6 +645,7 @@ class FilePlanner {
   bool allow_changed_;
   bool tcp_close_;  // TCP connections come back closed
   OpenFiles& out_;
+  std::unordered_map<std::string, std::pair<struct stat, int>> stats_;  // stat_once
   std::map<uint64_t, PipeInfo> pipes_;
   std::map<uint64_t, const FileDesc*> sockets_;
   struct LaterSocket {

@@ -111,18 +111,28 @@ def bc_pi(env):
 
 @case
 def xz_file_to_file(env):
+    p, ref, out, ckpt = xz_dumped(env, "xz")
+    r = env.snap_run("restore", ckpt, timeout=300, check=False)
+    expect(r.returncode == 0, f"restored xz exited 0 ({r.stderr.strip()})")
+    with open(out, "rb") as f:
+        got = f.read()
+    expect(got == ref, "xz output identical to an uninterrupted run (input and output offsets)")
+
+
+def xz_dumped(env, name):
+    """xz compressing a file into a file, dumped with --kill mid-stream: its
+    process, the output of an uninterrupted run, the output file, the image."""
     if not shutil.which("xz"):
         raise Skip("xz is not installed")
     import random
-    import time
-    src = env.path("data.txt")
+    src = env.path(f"{name}-data.txt")
     rnd = random.Random(7)
     with open(src, "w") as f:
         for i in range(250000):
             f.write(f"{i} {rnd.random()}\n")
     ref = subprocess.run(["xz", "-T1", "-6", "-c", src], capture_output=True).stdout
-    out = env.path("data.txt.xz")
-    ckpt = env.path("xz.ckpt")
+    out = env.path(f"{name}-data.txt.xz")
+    ckpt = env.path(f"{name}.ckpt")
     p = subprocess.Popen(["xz", "-T1", "-6", "-c", src], stdout=open(out, "wb"))
     wait_for(lambda: os.path.getsize(out) > 0 or p.poll() is not None, 60, "xz output")
     expect(p.poll() is None, "xz still running when dumped")
@@ -130,11 +140,35 @@ def xz_file_to_file(env):
     p.wait()
     partial = os.path.getsize(out)
     expect(0 < partial < len(ref), f"xz was stopped mid-stream ({partial} of {len(ref)} bytes)")
+    return p, ref, out, ckpt
+
+
+@case
+def changed_input_refused(env):
+    # The file xz reads is cut short, then removed, between dump and restore:
+    # each restore refuses, naming the fd and what changed, and starts
+    # nothing; with the file back as it was, xz finishes as if never stopped.
+    p, ref, out, ckpt = xz_dumped(env, "changed")
+    src = env.path("changed-data.txt")
+    os.rename(src, src + ".orig")
+    with open(src + ".orig", "rb") as f, open(src, "wb") as g:
+        g.write(f.read(100))
+    partial = os.path.getsize(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 1 and f"({src}) is now 100 bytes, shorter than the saved offset" in r.stderr,
+           f"a restore onto a shortened input is refused, naming it: {r.stderr.strip()}")
+    os.unlink(src)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 1 and "cannot restore" in r.stderr and src in r.stderr
+           and "--allow-changed-files" in r.stderr,
+           f"a restore without the input file is refused, naming it: {r.stderr.strip()}")
+    expect(os.path.getsize(out) == partial and not pid_alive(p.pid), "nothing was started")
+    os.rename(src + ".orig", src)
     r = env.snap_run("restore", ckpt, timeout=300, check=False)
-    expect(r.returncode == 0, f"restored xz exited 0 ({r.stderr.strip()})")
     with open(out, "rb") as f:
         got = f.read()
-    expect(got == ref, "xz output identical to an uninterrupted run (input and output offsets)")
+    expect(r.returncode == 0 and got == ref,
+           f"with the input back, xz finishes as an uninterrupted run ({r.stderr.strip()})")
 
 
 @case
