@@ -320,42 +320,29 @@ void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info) {
   }
 }
 
-void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds) {
+void read_fd_owner(int copy, image::FileDesc& fd) {
   using T = image::FdType;
-  ScopedFd pidfd;
-  for (auto& fd : fds) {
-    if (fd.type != T::Regular && fd.type != T::Directory && fd.type != T::Pipe &&
-        fd.type != T::Fifo && fd.type != T::Socket && fd.type != T::Tty && fd.type != T::CharDev)
-      continue;
-    if (!pidfd) {
-      pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-      if (!pidfd) throw SysError(fmt::format("pidfd_open(pid {})", pid), errno);
-    }
-    ScopedFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd.fd, 0)));
-    if (!copy) {
-      if (errno == EBADF) continue;  // closed meanwhile
-      if (errno == ENOSYS) return;   // before Linux 5.6: owners and pipe sizes not recorded
-      throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd.fd), errno);
-    }
-    if (fd.type == T::Pipe || fd.type == T::Fifo) {
-      int size = ::fcntl(copy.get(), F_GETPIPE_SZ);
-      if (size > 0) fd.pipe_size = static_cast<uint32_t>(size);
-    }
-    f_owner_ex own{};
-    if (::fcntl(copy.get(), F_GETOWN_EX, &own) < 0) continue;
-    int sig = ::fcntl(copy.get(), F_GETSIG);
-    if (own.pid == 0 && sig <= 0) continue;
-    image::FileOwner o;
-    o.type = own.type;
-    o.pid = own.pid;
-    o.signum = sig > 0 ? sig : 0;
-    uint32_t uids[2] = {0, 0};
-    if (own.pid && ::fcntl(copy.get(), F_GETOWNER_UIDS, uids) == 0) {
-      o.uid = uids[0];
-      o.euid = uids[1];
-    }
-    fd.owner = o;
+  if (fd.type != T::Regular && fd.type != T::Directory && fd.type != T::Pipe &&
+      fd.type != T::Fifo && fd.type != T::Socket && fd.type != T::Tty && fd.type != T::CharDev)
+    return;
+  if (fd.type == T::Pipe || fd.type == T::Fifo) {
+    int size = ::fcntl(copy, F_GETPIPE_SZ);
+    if (size > 0) fd.pipe_size = static_cast<uint32_t>(size);
   }
+  f_owner_ex own{};
+  if (::fcntl(copy, F_GETOWN_EX, &own) < 0) return;
+  int sig = ::fcntl(copy, F_GETSIG);
+  if (own.pid == 0 && sig <= 0) return;
+  image::FileOwner o;
+  o.type = own.type;
+  o.pid = own.pid;
+  o.signum = sig > 0 ? sig : 0;
+  uint32_t uids[2] = {0, 0};
+  if (own.pid && ::fcntl(copy, F_GETOWNER_UIDS, uids) == 0) {
+    o.uid = uids[0];
+    o.euid = uids[1];
+  }
+  fd.owner = o;
 }
 
 void check_posix_locks(const image::Process& p) {

@@ -25,10 +25,10 @@ void parse_fd_state_line(std::string_view key, const std::vector<std::string_vie
 // file that has no path any more.
 void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info);
 
-// Records the owner (F_GETOWN_EX, F_GETSIG, F_GETOWNER_UIDS) of each fd of
-// stopped process `pid` that has one, and the capacity of its pipes and
-// FIFOs (F_GETPIPE_SZ), reading them through a copy of the fd (pidfd_getfd).
-void read_fd_owners(pid_t pid, std::vector<image::FileDesc>& fds);
+// Records the owner (F_GETOWN_EX, F_GETSIG, F_GETOWNER_UIDS) of `fd`, if it
+// has one, and the capacity of a pipe or FIFO (F_GETPIPE_SZ), read through
+// `copy`, snap's copy of the fd (pidfd_getfd).
+void read_fd_owner(int copy, image::FileDesc& fd);
 
 // A POSIX lock on a file the process also maps cannot come back: restore
 // opens and closes mapped files inside the process, and any close drops

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "base/scoped_fd.h"
 #include "tracer/aio_rings.h"
 #include "tracer/fd_state.h"
+#include "tracer/fd_table.h"
 #include "tracer/sharing.h"
 
 namespace snap::proc {
@@ -105,22 +107,36 @@ std::optional<MapEntry> parse_map_line(std::string_view line) {
 
 namespace {
 
-// The whole file, or the errno that stopped reading it.
-std::string read_all(const std::string& path, int* err) {
+// The whole file (`name` in directory `dirfd`, or AT_FDCWD), or the errno
+// that stopped reading it.
+std::string read_all(int dirfd, const char* name, int* err) {
   *err = 0;
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ScopedFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC));
   if (!fd) {
     *err = errno;
     return {};
   }
-  // Read straight into the string, in large reads: /proc/PID/smaps of a
-  // process with many mappings is tens of MiB, and each read(2) of a
-  // seq_file fills as much of the buffer as it can.
-  std::string out;
-  size_t len = 0;
-  out.resize(64 << 10);
+  // Most files here are small (fdinfo, stat, status: one per fd or thread,
+  // thousands of them per dump): a first read onto the stack, and a string
+  // of just that size. A larger one is read straight into the string, in
+  // large reads: /proc/PID/maps of a process with many mappings is MiBs,
+  // and each read(2) of a seq_file fills as much of the buffer as it can.
+  char first[4096];
+  ssize_t n0;
+  do n0 = ::read(fd.get(), first, sizeof first);
+  while (n0 < 0 && errno == EINTR);
+  if (n0 < 0) {
+    *err = errno;
+    return {};
+  }
+  std::string out(first, static_cast<size_t>(n0));
+  if (n0 == 0) return out;
+  size_t len = out.size();
+  const bool small = n0 < static_cast<ssize_t>(sizeof first);  // likely all of it
+  const size_t min_room = small ? 256 : 16 << 10;
+  out.resize(small ? len + 512 : 64 << 10);
   for (;;) {
-    if (out.size() - len < (16 << 10)) out.resize(out.size() * 2);
+    if (out.size() - len < min_room) out.resize(std::max<size_t>(out.size() * 2, 64 << 10));
     ssize_t n = ::read(fd.get(), out.data() + len, out.size() - len);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
@@ -137,16 +153,20 @@ std::string read_all(const std::string& path, int* err) {
 
 }  // namespace
 
+std::string read_file_at(int dirfd, const char* name, int* err) {
+  return read_all(dirfd, name, err);
+}
+
 std::optional<std::string> try_read_file(const std::string& path) {
   int err;
-  std::string text = read_all(path, &err);
+  std::string text = read_all(AT_FDCWD, path.c_str(), &err);
   if (err) return std::nullopt;
   return text;
 }
 
 std::string read_file(const std::string& path) {
   int err;
-  std::string text = read_all(path, &err);
+  std::string text = read_all(AT_FDCWD, path.c_str(), &err);
   if (err) throw SysError("read " + path, err);
   return text;
 }
@@ -392,27 +412,6 @@ image::MappingKind classify(const MapEntry& e) {
   return K::File;
 }
 
-image::FdType classify_fd(const std::string& link, const struct stat& st) {
-  using T = image::FdType;
-  if (link.starts_with("anon_inode:[eventfd")) return T::EventFd;
-  if (link == "anon_inode:[eventpoll]") return T::Epoll;
-  if (link == "anon_inode:[signalfd]") return T::SignalFd;
-  if (link == "anon_inode:[timerfd]") return T::TimerFd;
-  if (link == "anon_inode:inotify") return T::Inotify;
-  if (link == "anon_inode:[pidfd]") return T::PidFd;
-  if (S_ISREG(st.st_mode)) return T::Regular;
-  if (S_ISDIR(st.st_mode)) return T::Directory;
-  if (S_ISFIFO(st.st_mode)) return link.starts_with("pipe:") ? T::Pipe : T::Fifo;
-  if (S_ISSOCK(st.st_mode)) return T::Socket;
-  if (S_ISCHR(st.st_mode)) {
-    unsigned maj = major(st.st_rdev);
-    // 4/5: virtual consoles and /dev/tty; 136-143: pseudo-terminal slaves.
-    if (maj == 4 || maj == 5 || (maj >= 136 && maj <= 143)) return T::Tty;
-    return T::CharDev;
-  }
-  return T::Other;
-}
-
 }  // namespace
 
 namespace {
@@ -451,91 +450,6 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
                                                    : parse_maps(read_file(pid_path(pid, "maps")));
   out.reserve(entries.size());
   for (auto& e : entries) out.push_back(to_mapping(std::move(e)));
-  return out;
-}
-
-namespace {
-
-struct Watched {
-  size_t epoll_index;   // in read_fds' list
-  size_t target_index;  // in that fd's epoll_targets
-  int nth;              // registrations under the same number before it
-  uint64_t inode;
-};
-
-// Restore registers each watched file again under the number the epoll
-// knows it by. Usually that fd is still the file; when the job closed it
-// (or put another file there) and holds the file under another number,
-// restore borrows the number for the registration: `via` names that fd.
-// An epoll whose file the process no longer holds at all is refused.
-void resolve_epoll_targets(pid_t pid, std::vector<image::FileDesc>& fds,
-                           const std::vector<Watched>& watched) {
-  for (const auto& w : watched) {
-    const image::FileDesc& ep = fds[w.epoll_index];
-    image::EpollTarget& t = fds[w.epoll_index].epoll_targets[w.target_index];
-    auto holds = [&](const image::FileDesc& f) {
-      return f.inode == w.inode && is_epoll_target(pid, f.fd, ep.fd, t.fd, w.nth);
-    };
-    auto same = std::find_if(fds.begin(), fds.end(), [&](const auto& f) { return f.fd == t.fd; });
-    if (same != fds.end() && holds(*same)) continue;
-    auto other = std::find_if(fds.begin(), fds.end(), holds);
-    if (other == fds.end())
-      throw Error("pid " + std::to_string(pid) + " fd " + std::to_string(ep.fd) +
-                      " (epoll) watches a file that is no longer open as fd " +
-                      std::to_string(t.fd) + " (inode " + std::to_string(w.inode) +
-                      ") nor as any other fd of this process",
-                  "snap cannot restore an epoll watching a file only another process holds");
-    t.via = other->fd;
-  }
-}
-
-}  // namespace
-
-std::vector<image::FileDesc> read_fds(pid_t pid) {
-  std::vector<Watched> watched;
-  std::string dir = pid_path(pid, "fd");
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) throw SysError("opendir " + dir, errno);
-  std::vector<int> nums;
-  while (auto* e = ::readdir(d))
-    if (e->d_name[0] != '.') nums.push_back(std::atoi(e->d_name));
-  ::closedir(d);
-  std::sort(nums.begin(), nums.end());
-
-  std::vector<image::FileDesc> out;
-  for (int n : nums) {
-    std::string link_path = dir + "/" + std::to_string(n);
-    image::FileDesc fd;
-    fd.fd = n;
-    try {
-      fd.path = read_link(link_path);
-    } catch (const SysError&) {
-      continue;  // closed meanwhile (only possible if not all threads are stopped)
-    }
-    struct stat st {};
-    if (::stat(link_path.c_str(), &st) == 0) {
-      fd.mode = st.st_mode;
-      fd.inode = st.st_ino;
-      fd.size = static_cast<uint64_t>(st.st_size);
-    }
-    fd.type = classify_fd(fd.path, st);
-    auto info = parse_fdinfo(read_file(pid_path(pid, "fdinfo") + "/" + std::to_string(n)));
-    fd.pos = info.pos;
-    fd.flags = info.flags;
-    if (info.ino) fd.inode = info.ino;
-    fd.eventfd_count = info.eventfd_count;
-    fd.eventfd_semaphore = info.eventfd_semaphore;
-    for (const auto& [t, ino] : info.epoll_targets) {
-      int nth = static_cast<int>(std::count_if(fd.epoll_targets.begin(), fd.epoll_targets.end(),
-                                               [&](const auto& e) { return e.fd == t.fd; }));
-      watched.push_back({out.size(), fd.epoll_targets.size(), nth, ino});
-      fd.epoll_targets.push_back(t);
-    }
-    fill_fd_state(pid, fd, info);
-    out.push_back(std::move(fd));
-  }
-  resolve_epoll_targets(pid, out, watched);
-  read_fd_owners(pid, out);
   return out;
 }
 

@@ -18,6 +18,9 @@ namespace snap::proc {
 std::string read_file(const std::string& path);
 // Same, but nullopt when the file does not exist or cannot be read.
 std::optional<std::string> try_read_file(const std::string& path);
+// The whole file `name` in directory `dirfd` (AT_FDCWD: a path), or "" with
+// the errno that stopped reading it in *err.
+std::string read_file_at(int dirfd, const char* name, int* err);
 std::string read_link(const std::string& path);
 
 // One line of /proc/PID/maps (+ the VmFlags of its smaps entry).
@@ -118,6 +121,5 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail = MapDetai
 // Only the executable ones (PROT_EXEC), from /proc/PID/maps, without
 // building the others (a process may have tens of thousands).
 std::vector<image::Mapping> read_executable_mappings(pid_t pid);
-std::vector<image::FileDesc> read_fds(pid_t pid);
 
 }  // namespace snap::proc
