@@ -260,9 +260,9 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
     auto& proc = ckpt.processes[i];
     Task& leader = *tree.processes()[i].tasks[0];
     parasite::MemorySnapshot::collect_leftovers(leader);
-    auto snap = parasite::MemorySnapshot::take(leader);
+    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings);
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
-      return !snap || parasite::MemorySnapshot::differs_in_child(m);
+      return !snap || snap->read_from_job(m);
     }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
     snapshots.push_back(std::move(snap));
   }
@@ -281,7 +281,7 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
     bool stopped = snapshots.empty();  // --kill: read everything from the job
     auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings, store_as(proc.pid, store),
                            [&](const image::Mapping& m) {
-                             return stopped || (snap && !parasite::MemorySnapshot::differs_in_child(m));
+                             return stopped || (snap && !snap->read_from_job(m));
                            },
                            snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared,
                            chooser(proc.pid), [&](const image::Mapping&, uint64_t start, uint64_t end) {

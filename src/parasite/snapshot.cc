@@ -6,8 +6,11 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
+
+#include <fmt/core.h>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -37,17 +40,77 @@ bool MemorySnapshot::differs_in_child(const image::Mapping& m) {
   return m.shared || has_flag(m.vmflags, "dc") || has_flag(m.vmflags, "wf");
 }
 
-std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {
+bool MemorySnapshot::read_from_job(const image::Mapping& m) const {
+  return differs_in_child(m) || std::binary_search(kept_out_.begin(), kept_out_.end(), m.start);
+}
+
+namespace {
+
+// The sparse reservations of a process to keep out of its snapshot (see
+// MemorySnapshot::take), by start.
+std::vector<uint64_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>& mappings) {
+  constexpr uint64_t kMinSize = 1ull << 30, kMaxHeld = 256ull << 20, kSpread = 512;
+  std::vector<uint64_t> out;
+  if (std::none_of(mappings.begin(), mappings.end(),
+                   [&](const auto& m) { return m.end - m.start >= kMinSize; }))
+    return out;
+  // Resident + swapped bounds the pages any one mapping holds.
+  auto status = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
+  if (!status) return out;
+  auto kib = [&](const char* key) -> uint64_t {
+    auto at = status->find(key);
+    return at == std::string::npos ? 0 : std::strtoull(status->c_str() + at + std::strlen(key), nullptr, 10);
+  };
+  const uint64_t held = (kib("VmRSS:") + kib("VmSwap:")) << 10;
+  if (held > kMaxHeld) return out;
+  for (const auto& m : mappings)
+    if (m.kind == image::MappingKind::Anonymous && !MemorySnapshot::differs_in_child(m) &&
+        m.end - m.start >= kMinSize && m.end - m.start >= kSpread * held)
+      out.push_back(m.start);
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
+                                                     const std::vector<image::Mapping>& mappings) {
   pid_t child = -1;
+  std::vector<uint64_t> kept_out = sparse_mappings(leader.tid(), mappings);
   {
     GuardedSyscalls guarded(leader);
     auto& rs = guarded.rs();
     // Only for this call: report the clone so the child is born traced.
     check_sys(set_options(leader.tid(), PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE),
               "ptrace(PTRACE_SETOPTIONS)");
-    constexpr uint64_t kChildFaultingSp = 8;
-    long rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, kChildFaultingSp, 0, 0, 0);
+    std::vector<const image::Mapping*> dontfork;
+    auto undo = [&] {  // the job's own setting back at once
+      for (const auto* m : dontfork) {
+        long rc = rs.syscall(SYS_madvise, m->start, m->end - m->start, MADV_DOFORK);
+        if (rc < 0)
+          throw SysError(fmt::format("pid {}: madvise(MADV_DOFORK) on {:#x}-{:#x} after the "
+                                     "snapshot", leader.tid(), m->start, m->end),
+                         static_cast<int>(-rc));
+      }
+    };
+    long rc;
+    try {
+      for (const auto& m : mappings)
+        if (std::binary_search(kept_out.begin(), kept_out.end(), m.start) &&
+            rs.syscall(SYS_madvise, m.start, m.end - m.start, MADV_DONTFORK) == 0)
+          dontfork.push_back(&m);
+      constexpr uint64_t kChildFaultingSp = 8;
+      rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, kChildFaultingSp, 0, 0, 0);
+    } catch (...) {
+      try { undo(); } catch (...) {}
+      throw;
+    }
     set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
+    undo();
+    kept_out.clear();
+    for (const auto* m : dontfork) kept_out.push_back(m->start);
+    if (!dontfork.empty())
+      vlog("pid {}: {} sparse reservation(s) kept out of the snapshot, read while stopped",
+           leader.tid(), dontfork.size());
     if (rc < 0) {
       vlog("pid {}: no copy-on-write snapshot ({}); reading memory while stopped", leader.tid(),
            std::strerror(static_cast<int>(-rc)));
@@ -60,7 +123,7 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader) {
   // (and see its system-call stops as such: discard() runs calls in it).
   int status = 0;
   while (::waitpid(child, &status, __WALL) < 0 && errno == EINTR) {}
-  std::unique_ptr<MemorySnapshot> snap(new MemorySnapshot(child));
+  std::unique_ptr<MemorySnapshot> snap(new MemorySnapshot(child, std::move(kept_out)));
   if (set_options(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD) < 0)
     throw SysError("ptrace(PTRACE_SETOPTIONS, snapshot pid " + std::to_string(child) + ")", errno);
   vlog("pid {}: copy-on-write snapshot is pid {}", leader.tid(), child);
@@ -85,7 +148,8 @@ int MemorySnapshot::collect_leftovers(Task& leader) {
   return n;
 }
 
-MemorySnapshot::MemorySnapshot(pid_t child) : child_(child), task_(Task::adopt_stopped(child)) {}
+MemorySnapshot::MemorySnapshot(pid_t child, std::vector<uint64_t> kept_out)
+    : child_(child), task_(Task::adopt_stopped(child)), kept_out_(std::move(kept_out)) {}
 
 long MemorySnapshot::madvise_dontneed(uint64_t start, uint64_t end) {
   if (!rs_) rs_ = std::make_unique<RemoteSyscalls>(*task_, find_syscall_site(child_));

@@ -35,7 +35,16 @@ class MemorySnapshot {
   // Takes the snapshot from `leader` (stopped). Returns nullptr when the
   // kernel refuses the clone (e.g. memory overcommit limits): the caller
   // then reads the memory while the job is still stopped.
-  static std::unique_ptr<MemorySnapshot> take(Task& leader);
+  //
+  // A sparse reservation (a mapping of 1 GiB or more, 512 times the
+  // process's resident and swapped memory or more: a few pages spread over
+  // terabytes, as AddressSanitizer, Go or CUDA's unified memory make) would
+  // cost the fork a page-table page or two per present page: such mappings
+  // are kept out of the child (MADV_DONTFORK around the clone, undone at
+  // once) and read from the job while it is stopped instead, which costs
+  // less (at most 256 MiB in all). `mappings` are the process's.
+  static std::unique_ptr<MemorySnapshot> take(Task& leader,
+                                              const std::vector<image::Mapping>& mappings);
   ~MemorySnapshot();  // kills and reaps the child if release() was not called
 
   pid_t pid() const { return child_; }
@@ -49,6 +58,9 @@ class MemorySnapshot {
   // copied on write, MADV_DONTFORK is absent in the child, MADV_WIPEONFORK
   // is zero there): read these from the job itself before it runs again.
   static bool differs_in_child(const image::Mapping& m);
+  // Whether `m` is read from the job itself while it is stopped: it differs
+  // in the child, or it was kept out of this snapshot (see take()).
+  bool read_from_job(const image::Mapping& m) const;
 
   // Drops [start, end) from the snapshot: the child (never run, ptrace-
   // stopped) executes madvise(MADV_DONTNEED) on its own copy; the job is
@@ -77,7 +89,7 @@ class MemorySnapshot {
   void release(pid_t job_pid);
 
  private:
-  MemorySnapshot(pid_t child);
+  MemorySnapshot(pid_t child, std::vector<uint64_t> kept_out);
   void kill_child();
   long madvise_dontneed(uint64_t start, uint64_t end);  // in the child; -errno
   pid_t child_;
@@ -85,6 +97,7 @@ class MemorySnapshot {
   std::unique_ptr<RemoteSyscalls> rs_;   // made at the first discard()
   bool discard_failed_ = false;
   bool released_ = false;
+  std::vector<uint64_t> kept_out_;  // starts of the mappings kept out of the child, sorted
 };
 
 }  // namespace snap::parasite

@@ -1259,5 +1259,35 @@ def sparse_4tib(env):
     sparse(env, 4, 2048, None)  # timing printed, not asserted
 
 
+@case
+def sparse_leave_running(env):
+    # A dump that lets the job run on keeps its sparse reservation out of the
+    # copy-on-write snapshot (read while the job is stopped, far cheaper than
+    # the fork copying its page tables): the job's own mapping is as it was
+    # after the dump (no MADV_DONTFORK left on it) and it runs to the end;
+    # the image restores and the job continues from the dump point.
+    out = env.path("sparse_lr.out")
+    ckpt = env.path("sparse_lr.ckpt")
+    rounds = 8
+    expected = ["ready"] + [str(i) for i in range(1, rounds + 1)] + ["done"]
+    p = start([env.prog("sparse"), "4", "2048", str(rounds), "300"], stdout_path=out)
+    wait_for(lambda: p.poll() is not None or len(lines_of(out)) >= 3, 60, "sparse: first rounds")
+    if p.poll() == 3:
+        raise Skip(f"the kernel refused a 4 TiB MAP_NORESERVE reservation: {lines_of(out)}")
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+    expect("sparse reservation(s) kept out of the snapshot" in r.stderr,
+           f"the reservation was kept out of the snapshot: {r.stderr.strip()}")
+    with open(f"/proc/{p.pid}/smaps") as f:
+        flags = [l.split()[1:] for l in f if l.startswith("VmFlags:")]
+    expect(not any("dc" in fl for fl in flags), f"no mapping of the job is left MADV_DONTFORK: {flags}")
+    p.wait()
+    expect(p.returncode == 0 and lines_of(out) == expected,
+           f"the job ran on to its end after the dump (exit {p.returncode}, {lines_of(out)})")
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == expected,
+           f"restored from the dump point, it ends as an uninterrupted run ({r.stderr.strip()}; "
+           f"{lines_of(out)})")
+
+
 if __name__ == "__main__":
     main()
