@@ -234,52 +234,76 @@ void ThreadGuard::release() {
 }
 
 void ThreadGuard::run_until_sigreturn(remote_addr entry) {
-  const pid_t tid = task_.tid();
+  start(entry);
+  for (;;) {
+    int status = 0;
+    pid_t w;
+    do w = ::waitpid(task_.tid(), &status, __WALL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", task_.tid()), errno);
+    if (on_stop(status)) return;
+  }
+}
+
+void ThreadGuard::start(remote_addr entry, uint64_t arg, remote_addr sp) {
   if (!parked_) park();
   Registers r = clean_;
   r.set_ip(entry);
+  if (sp.as_int()) r.set_sp(sp);
+  r.raw().rdi = arg;
   r.raw().orig_rax = static_cast<uint64_t>(-1);
   task_.set_regs(r);
-  bool in_sigreturn = false;
-  for (;;) {
-    if (::ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) < 0)
-      throw SysError(fmt::format("ptrace(PTRACE_SYSCALL, pid {}) running the parasite", tid), errno);
-    int status = 0;
-    pid_t w;
-    do w = ::waitpid(tid, &status, __WALL);
-    while (w < 0 && errno == EINTR);
-    if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
-    if (WIFEXITED(status) || WIFSIGNALED(status)) {
-      task_.abandon();
-      parked_ = false;
-      throw Error(fmt::format("pid {} died while the parasite ran in it", tid));
-    }
-    if (!WIFSTOPPED(status)) continue;
-    int sig = WSTOPSIG(status);
-    if (sig == (SIGTRAP | 0x80)) {
-      Registers now = task_.regs();
-      if (in_sigreturn) break;  // exit stop of rt_sigreturn: original context
-      in_sigreturn = now.original_syscallno() == SYS_rt_sigreturn && now.syscall_result() == kEnosys;
-      continue;
-    }
-    if ((status >> 16) != 0) continue;  // group stop or other event: go on
-    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGFPE) {
-      Registers at = task_.regs();
-      task_.set_regs(clean_);  // put it back by hand; release() restores the rest
-      throw Error(fmt::format("the parasite in pid {} stopped with signal {} at {:#x}", tid, sig,
-                              at.ip().as_int()),
-                  "the target was put back as it was; please report this");
-    }
-    // All signals are blocked; only SIGSTOP gets here. Let the job see it later.
-    warn("pid {}: signal {} arrived while the parasite ran; it is dropped", tid, sig);
+  in_sigreturn_ = false;
+  resume();
+}
+
+void ThreadGuard::resume() {
+  if (::ptrace(PTRACE_SYSCALL, task_.tid(), nullptr, nullptr) < 0)
+    throw SysError(fmt::format("ptrace(PTRACE_SYSCALL, pid {}) running the parasite", task_.tid()),
+                   errno);
+}
+
+bool ThreadGuard::on_stop(int status) {
+  const pid_t tid = task_.tid();
+  if (WIFEXITED(status) || WIFSIGNALED(status)) {
+    task_.abandon();
+    parked_ = false;
+    throw Error(fmt::format("pid {} died while the parasite ran in it", tid));
   }
-  parked_ = false;  // the frame restored the original signal mask
-  Registers got = task_.regs();
-  auto diff = regs_diff(got.raw(), clean_.raw());
-  task_.set_regs(clean_);  // orig_rax and any difference found
-  if (!diff.empty())
-    throw Error(fmt::format("pid {}: registers after the parasite differ:{}", tid, diff),
-                "they were reset to the saved values; please report this");
+  if (!WIFSTOPPED(status)) {
+    resume();
+    return false;
+  }
+  int sig = WSTOPSIG(status);
+  if (sig == (SIGTRAP | 0x80)) {
+    Registers now = task_.regs();
+    if (!in_sigreturn_) {
+      in_sigreturn_ = now.original_syscallno() == SYS_rt_sigreturn && now.syscall_result() == kEnosys;
+      resume();
+      return false;
+    }
+    // Exit stop of rt_sigreturn: the original context.
+    parked_ = false;  // the frame restored the original signal mask
+    auto diff = regs_diff(now.raw(), clean_.raw());
+    task_.set_regs(clean_);  // orig_rax and any difference found
+    if (!diff.empty())
+      throw Error(fmt::format("pid {}: registers after the parasite differ:{}", tid, diff),
+                  "they were reset to the saved values; please report this");
+    return true;
+  }
+  if ((status >> 16) == 0 &&
+      (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGFPE)) {
+    Registers at = task_.regs();
+    task_.set_regs(clean_);  // put it back by hand; release() restores the rest
+    throw Error(fmt::format("the parasite in pid {} stopped with signal {} at {:#x}", tid, sig,
+                            at.ip().as_int()),
+                "the target was put back as it was; please report this");
+  }
+  // A group stop or other event: go on. All signals are blocked; only
+  // SIGSTOP gets here. Let the job see it later.
+  if ((status >> 16) == 0) warn("pid {}: signal {} arrived while the parasite ran; it is dropped", tid, sig);
+  resume();
+  return false;
 }
 
 // ---- Parasite -----------------------------------------------------------------
@@ -306,13 +330,17 @@ Parasite::Parasite(SeizedTree::Proc& proc) : proc_(proc) {
   ThreadGuard& g = *guards_[0];
   g.park();
   const auto elf = embedded_blob();
-  const uint64_t size = prepare_blob(elf, remote_addr(0)).size();
+  // The image, then a slot per thread but the leader (run_thread_entries).
+  const uint64_t image_size = (prepare_blob(elf, remote_addr(0)).size() + 4095) & ~uint64_t{4095};
+  const uint64_t size = image_size + (proc.tasks.size() - 1) * SNAP_PARASITE_THREAD_SLOT_SIZE;
   {
     RemoteSyscalls rs(leader, ret_site_ ? *ret_site_ : find_syscall_site(pid));
     if (g.protected_by_frame() && ret_site_) rs.set_syscall_sp(g.frame());
     long addr = rs.checked("mmap of the parasite", SYS_mmap, 0, size, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0);
     blob_ = prepare_blob(elf, remote_addr(static_cast<uint64_t>(addr)));
+    mapped_ = size;
+    slots_ = blob_->base() + static_cast<int64_t>(image_size);
     phase(pid, "parasite-mapped");
     try {
       write_remote(pid, blob_->base(), blob_->image().data(), blob_->image().size());
@@ -346,32 +374,78 @@ void Parasite::unmap() noexcept {
     g.park();
     RemoteSyscalls rs(g.task(), ret_site_ ? *ret_site_ : find_syscall_site(pid));
     if (g.protected_by_frame() && ret_site_) rs.set_syscall_sp(g.frame());
-    rs.checked("munmap of the parasite", SYS_munmap, blob_->base().as_int(), blob_->size());
+    rs.checked("munmap of the parasite", SYS_munmap, blob_->base().as_int(), mapped_);
   } catch (const std::exception& e) {
     warn("pid {}: the parasite stays mapped at {:#x}: {}", pid, blob_->base().as_int(), e.what());
   }
   blob_.reset();
 }
 
-snap_parasite_thread_state Parasite::run_thread_entry(size_t index) {
-  Task& t = *proc_.tasks.at(index);
-  ThreadGuard g(t, gadget_);
-  g.park();
-  snap_parasite_thread_args args{};
-  args.magic = SNAP_PARASITE_MAGIC;
-  args.sigreturn_sp = g.protected_by_frame() ? g.sigreturn_sp().as_int() : 0;
-  if (!args.sigreturn_sp)
-    throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
-                            proc_.pid),
-                "its stack has no room below the stack pointer");
-  write_remote(proc_.pid, blob_->symbol(SNAP_PARASITE_SYM_THREAD_ARGS), &args, sizeof args);
-  g.run_until_sigreturn(blob_->symbol(SNAP_PARASITE_SYM_THREAD_ENTRY));
-  snap_parasite_thread_state s{};
-  read_remote(proc_.pid, blob_->symbol(SNAP_PARASITE_SYM_THREAD_RESULT), &s, sizeof s);
-  // gettid() there is the thread's id in its own pid namespace (pid_view.h).
-  if (s.tid != t.tid() && s.tid != pidview::own_tid(proc_.pid, t.tid()))
-    throw Error(fmt::format("parasite thread entry ran in tid {}, expected {}", s.tid, t.tid()));
-  return s;
+std::vector<std::pair<pid_t, snap_parasite_thread_state>> Parasite::run_thread_entries() {
+  const size_t n = proc_.tasks.size() - 1;
+  std::vector<std::pair<pid_t, snap_parasite_thread_state>> out;
+  if (n == 0) return out;
+  const remote_addr entry = blob_->symbol(SNAP_PARASITE_SYM_THREAD_ENTRY);
+  std::vector<std::unique_ptr<ThreadGuard>> guards;
+  // The slots as they go to the job: all written, and later read, at once.
+  std::vector<uint8_t> area(n * SNAP_PARASITE_THREAD_SLOT_SIZE);
+  auto slot_in = [&](size_t i) {
+    return reinterpret_cast<snap_parasite_thread_slot*>(area.data() + i * SNAP_PARASITE_THREAD_SLOT_SIZE);
+  };
+  for (size_t i = 0; i < n; i++) {
+    Task& t = *proc_.tasks[i + 1];
+    guards.push_back(std::make_unique<ThreadGuard>(t, gadget_));
+    guards.back()->park();
+    if (!guards.back()->protected_by_frame())
+      throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
+                              proc_.pid),
+                  "its stack has no room below the stack pointer");
+    slot_in(i)->args.magic = SNAP_PARASITE_MAGIC;
+    slot_in(i)->args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
+  }
+  auto slot = [&](size_t i) { return slots_ + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
+  write_remote(proc_.pid, slots_, area.data(), area.size());
+  // All of them set off, then each driven from stop to stop in turn: while
+  // snap waits for one, the others run.
+  std::vector<bool> running(n, false);
+  std::exception_ptr error;
+  for (size_t i = 0; i < n && !error; i++) {
+    try {
+      guards[i]->start(entry, slot(i).as_int(), slot(i + 1));
+      running[i] = true;
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  for (size_t left = std::count(running.begin(), running.end(), true); left;) {
+    for (size_t i = 0; i < n; i++) {
+      if (!running[i]) continue;
+      const pid_t tid = proc_.tasks[i + 1]->tid();
+      int status = 0;
+      pid_t w;
+      do w = ::waitpid(tid, &status, __WALL);
+      while (w < 0 && errno == EINTR);
+      try {
+        if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
+        if (!guards[i]->on_stop(status)) continue;
+      } catch (...) {  // this one is put back; the others still run to their end
+        if (!error) error = std::current_exception();
+      }
+      running[i] = false;
+      left--;
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  read_remote(proc_.pid, slots_, area.data(), area.size());
+  for (size_t i = 0; i < n; i++) {
+    const snap_parasite_thread_state& got = slot_in(i)->result;
+    const Task& t = *proc_.tasks[i + 1];
+    // gettid() there is the thread's id in its own pid namespace (pid_view.h).
+    if (got.tid != t.tid() && got.tid != pidview::own_tid(proc_.pid, t.tid()))
+      throw Error(fmt::format("parasite thread entry ran in tid {}, expected {}", got.tid, t.tid()));
+    out.emplace_back(t.tid(), got);
+  }
+  return out;
 }
 
 void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) {
@@ -475,8 +549,7 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
   ParasiteState st;
   st.posix_timers = read_posix_timers(proc.pid);
   Parasite para(proc);
-  for (size_t i = 1; i < proc.tasks.size(); i++)
-    st.threads.emplace_back(proc.tasks[i]->tid(), para.run_thread_entry(i));
+  st.threads = para.run_thread_entries();
   para.run_service([&](ParasiteClient& c) {
     st.sigactions = c.get_sigactions();
     st.threads.emplace_back(proc.pid, c.get_thread_state());

@@ -53,6 +53,13 @@ class ThreadGuard {
   // the registers are the original ones. Throws if the thread stops in any
   // other way (fault, trap); the thread is then put back by hand.
   void run_until_sigreturn(remote_addr entry);
+  // The same in two halves, so that several threads run at once: start()
+  // sets the thread off at `entry` (rdi = `arg`; rsp = `sp`, or left as it
+  // is when null); on_stop() takes each waitpid status of the thread and
+  // says whether that rt_sigreturn has completed (the checks above done),
+  // else lets it run on to its next stop.
+  void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
+  bool on_stop(int status);
 
  private:
   Task& task_;
@@ -62,6 +69,8 @@ class ThreadGuard {
   uint64_t mask_ = 0;
   remote_addr frame_;
   bool parked_ = false;
+  bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
+  void resume();               // PTRACE_SYSCALL
 };
 
 // A RemoteSyscalls scope on a parked thread: the calls run at the vDSO's
@@ -101,9 +110,10 @@ class Parasite {
   Parasite(const Parasite&) = delete;
   Parasite& operator=(const Parasite&) = delete;
 
-  // Runs snap_parasite_thread_entry in thread `index` of the process (not
-  // the leader) and returns what it reported.
-  snap_parasite_thread_state run_thread_entry(size_t index);
+  // Runs snap_parasite_thread_entry in every thread of the process but the
+  // leader, all at once (each on a slot of its own after the blob), and
+  // returns what each reported, by tid.
+  std::vector<std::pair<pid_t, snap_parasite_thread_state>> run_thread_entries();
   // Runs the command loop in the leader; `session` talks to it (on another
   // snap thread, while this one drives the leader with ptrace).
   void run_service(const std::function<void(ParasiteClient&)>& session);
@@ -117,6 +127,8 @@ class Parasite {
   std::optional<remote_addr> ret_site_;
   std::vector<std::unique_ptr<ThreadGuard>> guards_;  // [0] = leader
   std::optional<LoadedBlob> blob_;
+  uint64_t mapped_ = 0;   // bytes mapped at the blob's base: its image, then the thread slots
+  remote_addr slots_;     // slot i-1 for thread i
 };
 
 // The whole step of `snap dump`: inject, collect, cure. `fds` is the

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 2u /* 2: GET_MISC has child_subreaper */
+#define SNAP_PARASITE_VERSION 3u /* 2: GET_MISC has child_subreaper; 3: thread slots */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
@@ -136,21 +136,27 @@ struct snap_parasite_args {
   uint64_t sigreturn_sp;
 };
 
-/* Per-thread one-shot entry (snap_parasite_thread_entry): the host fills
- * `snap_parasite_thread_args`, the blob writes `snap_parasite_thread_result`. */
+/* Per-thread one-shot entry (snap_parasite_thread_entry), called with rdi
+ * pointing at a slot of the thread's own, rsp at that slot's end (the entry's
+ * stack, 16-aligned): the host fills `args`, the blob writes `result`. The
+ * host puts the slots after the blob's image in its mapping, one per thread,
+ * so all the threads of a process run the entry at once. */
 struct snap_parasite_thread_args {
   uint32_t magic;
   uint32_t pad;
   uint64_t sigreturn_sp; /* as above; 0: trap with int3 when done */
 };
+struct snap_parasite_thread_slot {
+  struct snap_parasite_thread_args args;
+  struct snap_parasite_thread_state result;
+};
+#define SNAP_PARASITE_THREAD_SLOT_SIZE 4096u
 
 /* Entry point and data symbol names, for the host's symbol lookup. */
 #define SNAP_PARASITE_SYM_SERVICE "snap_parasite_service"
 #define SNAP_PARASITE_SYM_TRAP_ENTRY "snap_parasite_trap_entry"
 #define SNAP_PARASITE_SYM_THREAD_ENTRY "snap_parasite_thread_entry"
 #define SNAP_PARASITE_SYM_ARGS "snap_parasite_args"
-#define SNAP_PARASITE_SYM_THREAD_ARGS "snap_parasite_thread_args"
-#define SNAP_PARASITE_SYM_THREAD_RESULT "snap_parasite_thread_result"
 #define SNAP_PARASITE_SYM_RELOC_CHECK "snap_parasite_reloc_check"
 
 /* The layout is ABI between two separately compiled programs: pin it. */
@@ -171,6 +177,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 56);
 #undef SNAP_PARASITE_ASSERT_SIZE
 
 #endif /* SNAP_PARASITE_PROTOCOL_H */

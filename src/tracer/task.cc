@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
 #include <set>
 #include <string>
@@ -185,12 +186,22 @@ void Task::set_regs(const Registers& regs) {
 }
 
 std::vector<uint8_t> Task::xsave() const {
-  std::vector<uint8_t> area(16384);
-  iovec iov{area.data(), area.size()};
-  ptrace_or_throw(PTRACE_GETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
-                  "PTRACE_GETREGSET NT_X86_XSTATE");
-  area.resize(iov.iov_len);
-  return area;
+  // The kernel allocates, zeroes and copies as many bytes as asked: ask for
+  // the size the first call reported (the CPU's XSAVE area, the same for
+  // every thread), and for more only if a call fills all it was given.
+  static std::atomic<size_t> known{0};
+  size_t size = known.load(std::memory_order_relaxed);
+  for (size = size ? size + 64 : 16384;; size *= 2) {
+    std::vector<uint8_t> area(size);
+    iovec iov{area.data(), area.size()};
+    ptrace_or_throw(PTRACE_GETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
+                    "PTRACE_GETREGSET NT_X86_XSTATE");
+    if (iov.iov_len < size) {
+      area.resize(iov.iov_len);
+      known.store(iov.iov_len, std::memory_order_relaxed);
+      return area;
+    }
+  }
 }
 
 void Task::set_xsave(const std::vector<uint8_t>& area) {

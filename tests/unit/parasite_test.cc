@@ -120,7 +120,7 @@ struct LocalBlob {
 TEST(BlobLoader, FindsEntryPointsAndData) {
   auto b = prepare_blob(embedded_blob(), remote_addr(0x10000000));
   for (const char* s : {SNAP_PARASITE_SYM_SERVICE, SNAP_PARASITE_SYM_TRAP_ENTRY, SNAP_PARASITE_SYM_THREAD_ENTRY,
-                        SNAP_PARASITE_SYM_ARGS, SNAP_PARASITE_SYM_THREAD_ARGS, SNAP_PARASITE_SYM_THREAD_RESULT,
+                        SNAP_PARASITE_SYM_ARGS,
                         SNAP_PARASITE_SYM_RELOC_CHECK}) {
     auto a = b.find_symbol(s);
     ASSERT_TRUE(a.has_value()) << s;
@@ -583,11 +583,14 @@ int heal_child(HealMode mode, int para, int host_copy) {
 
   LocalBlob lb;
   if (mode == HealMode::ThreadEntry) {
-    auto* ta = lb.at<snap_parasite_thread_args>(SNAP_PARASITE_SYM_THREAD_ARGS);
-    ta->magic = SNAP_PARASITE_MAGIC;
-    ta->sigreturn_sp = frame.sigreturn_sp().as_int();
-    g_thread_result = lb.at<snap_parasite_thread_state>(SNAP_PARASITE_SYM_THREAD_RESULT);
-    reinterpret_cast<void (*)()>(lb.mem + lb.blob.symbol_offset(SNAP_PARASITE_SYM_THREAD_ENTRY))();
+    // The slot the host would give the thread; the entry runs on this
+    // test's stack, as called here.
+    static snap_parasite_thread_slot slot;
+    slot.args.magic = SNAP_PARASITE_MAGIC;
+    slot.args.sigreturn_sp = frame.sigreturn_sp().as_int();
+    g_thread_result = &slot.result;
+    reinterpret_cast<void (*)(snap_parasite_thread_slot*)>(
+        lb.mem + lb.blob.symbol_offset(SNAP_PARASITE_SYM_THREAD_ENTRY))(&slot);
     return 14;
   }
   lb.service(lb.args(para, frame.sigreturn_sp().as_int()));

@@ -66,8 +66,6 @@ void* memcpy(void* d, const void* s, size_t n) {
 /* ---- memory the host fills / reads --------------------------------------- */
 
 struct snap_parasite_args snap_parasite_args;
-struct snap_parasite_thread_args snap_parasite_thread_args;
-struct snap_parasite_thread_state snap_parasite_thread_result;
 
 /* Holds its own address once the host applied relocations; the blob refuses
  * to use its (relocated) dispatch table otherwise. volatile: the compiler
@@ -75,9 +73,7 @@ struct snap_parasite_thread_state snap_parasite_thread_result;
 void* volatile snap_parasite_reloc_check = (void*)&snap_parasite_reloc_check;
 
 #define MAIN_STACK_SIZE 32768
-#define THREAD_STACK_SIZE 16384
 __attribute__((aligned(16), used)) unsigned char snap_parasite_main_stack[MAIN_STACK_SIZE];
-__attribute__((aligned(16), used)) unsigned char snap_parasite_thread_stack[THREAD_STACK_SIZE];
 
 static unsigned char io_buf[16384];
 static unsigned char cmd_payload[SNAP_PARASITE_MAX_CMD_PAYLOAD];
@@ -88,11 +84,12 @@ static unsigned char reply_buf[sizeof(struct snap_parasite_itimers) +
  * snap_parasite_trap_entry: the host points rip here (any rsp). Switches to
  * the blob's stack and serves commands; when the service returns (FINI with
  * no sigreturn frame, or a setup error), traps with int3 forever.
- * snap_parasite_thread_entry: one-shot per-thread state collection on its own
- * stack; ends in rt_sigreturn (if a frame was given) or int3.
+ * snap_parasite_thread_entry: one-shot per-thread state collection; the host
+ * points rdi at the thread's slot and rsp at its end (protocol.h); ends in
+ * rt_sigreturn (if a frame was given) or int3.
  */
 long snap_parasite_service(struct snap_parasite_args* a);
-void snap_parasite_thread_main(void);
+void snap_parasite_thread_main(struct snap_parasite_thread_slot* slot);
 
 __asm__(
     ".pushsection .text.entry,\"ax\",@progbits\n"
@@ -110,7 +107,7 @@ __asm__(
     ".hidden snap_parasite_thread_entry\n"
     ".type snap_parasite_thread_entry,@function\n"
     "snap_parasite_thread_entry:\n"
-    "  lea snap_parasite_thread_stack+16384(%rip), %rsp\n"
+    "  and $-16, %rsp\n"
     "  call snap_parasite_thread_main\n"
     "2: int3\n"
     "  jmp 2b\n"
@@ -467,11 +464,10 @@ out:
   return result;
 }
 
-void snap_parasite_thread_main(void) {
-  struct snap_parasite_thread_args* a = &snap_parasite_thread_args;
-  if (a->magic != SNAP_PARASITE_MAGIC) return; /* -> int3 */
-  collect_thread_state(&snap_parasite_thread_result);
-  if (a->sigreturn_sp) sigreturn_to(a->sigreturn_sp);
+void snap_parasite_thread_main(struct snap_parasite_thread_slot* slot) {
+  if (slot->args.magic != SNAP_PARASITE_MAGIC) return; /* -> int3 */
+  collect_thread_state(&slot->result);
+  if (slot->args.sigreturn_sp) sigreturn_to(slot->args.sigreturn_sp);
 }
 
 #pragma GCC visibility pop
