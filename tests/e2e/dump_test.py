@@ -467,6 +467,10 @@ def info_shows_parasite_state(env):
     expect("on_alarm" in (handlers["SIGALRM"]["handler_symbol"] or ""), "SIGALRM handler named by its symbol")
     expect("SA_ONSTACK" in handlers["SIGALRM"]["flags_text"], "its SA_ONSTACK flag shown")
     expect(proc["threads"][0]["sigaltstack"]["size"] == 65536, "the 64 KiB alternate stack")
+    workers = proc["threads"][1:]
+    expect(len(workers) == 3 and all(t["sigaltstack"]["size"] == 16384 for t in workers)
+           and len({t["sigaltstack"]["sp"] for t in workers}) == 3,
+           f"each worker thread's own 16 KiB alternate stack: {[t.get('sigaltstack') for t in workers]}")
     expect(proc["itimers"]["real"]["interval_ns"] == 10_000_000, "ITIMER_REAL every 10 ms")
     timers = proc["posix_timers"]
     expect(len(timers) == 1 and timers[0]["signal"] == "SIGUSR1"

@@ -10,12 +10,17 @@
  *   - a loop printing "I VALUE" for I = 1..N, VALUE a 64-bit LCG step
  *     (x = x * 6364136223846793005 + 1442695040888963407, x0 = 42), printed
  *     as hex, plus a double accumulator; one line per INTERVAL_MS.
- * Every 10 lines it checks handlers, altstack, timers, signal mask and the
- * pipe, and prints "FAIL <what>" if anything is off. At the end it reads the
- * pipe and prints "DONE ok" or "FAIL ...".
+ *   - 3 worker threads, each with an alternate signal stack of its own
+ *     (16 KiB) and SIGALRM and SIGUSR1 blocked, each checking both every
+ *     5 ms (so that a dump runs the parasite in every thread at once, and a
+ *     restore must give each thread its own state back).
+ * Every 10 lines it checks handlers, altstack, timers, signal mask, the
+ * workers and the pipe, and prints "FAIL <what>" if anything is off. At the
+ * end it reads the pipe and prints "DONE ok" or "FAIL ...".
  *
  * Usage: victim N [INTERVAL_MS]   (prints "ready PID" to stderr at start) */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +59,30 @@ static void fail(const char* what) {
   fails++;
 }
 
+#define WORKERS 3
+static char worker_alt[WORKERS][16384] __attribute__((aligned(16)));
+static const char* volatile worker_bad[WORKERS];
+static volatile int worker_rounds[WORKERS];
+
+static void* worker(void* arg) {
+  long k = (long)arg;
+  stack_t ss = {.ss_sp = worker_alt[k], .ss_size = sizeof worker_alt[k], .ss_flags = 0};
+  if (sigaltstack(&ss, NULL)) worker_bad[k] = "sigaltstack set";
+  for (;;) {
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) || cur.ss_sp != worker_alt[k] || cur.ss_size != sizeof worker_alt[k])
+      worker_bad[k] = "its sigaltstack";
+    sigset_t mask;
+    pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    if (!sigismember(&mask, SIGALRM) || !sigismember(&mask, SIGUSR1) || sigismember(&mask, SIGTRAP))
+      worker_bad[k] = "its signal mask";
+    worker_rounds[k]++;
+    struct timespec t = {0, 5000000};
+    nanosleep(&t, NULL);
+  }
+  return NULL;
+}
+
 static timer_t timer;
 static int pipefd[2];
 
@@ -84,6 +113,12 @@ static void check_state(int last_alarms, int last_ticks) {
   if (alarms == last_alarms) fail("no SIGALRM since the last check");
   if (timer_ticks == last_ticks) fail("no POSIX timer tick since the last check");
   if (off_stack) fail("SIGALRM handler ran off the alternate stack");
+  for (int k = 0; k < WORKERS; k++) {
+    char what[64];
+    snprintf(what, sizeof what, "worker %d: %s", k, worker_bad[k] ? worker_bad[k] : "");
+    if (worker_bad[k]) fail(what);
+    if (!worker_rounds[k]) fail("a worker thread does not run");
+  }
 }
 
 static void sleep_ms(long ms) {
@@ -122,6 +157,17 @@ int main(int argc, char** argv) {
   if (timer_create(CLOCK_MONOTONIC, &sev, &timer)) return perror("timer_create"), 1;
   struct itimerspec ts = {{0, 20000000}, {0, 20000000}};
   timer_settime(timer, 0, &ts, NULL);
+
+  sigset_t block, old_mask;  // the workers start with SIGALRM and SIGUSR1 blocked
+  sigemptyset(&block);
+  sigaddset(&block, SIGALRM);
+  sigaddset(&block, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+  for (long k = 0; k < WORKERS; k++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, worker, (void*)k)) return perror("pthread_create"), 1;
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 
   if (pipe(pipefd)) return perror("pipe"), 1;
   if (write(pipefd[1], kPipeData, sizeof kPipeData) != (ssize_t)sizeof kPipeData) return 1;
