@@ -92,13 +92,26 @@ void assign_file_ids(std::vector<image::Process>& procs, const FileOrder& order)
     for (auto& f : p.fds)
       groups[{f.type, f.mode, f.inode, f.pos, f.flags & ~O_CLOEXEC}].push_back({seen++, &p, &f});
   std::vector<std::vector<Fd>> descriptions;
+  // Each pair compared once: the sort's comparisons mostly include the
+  // neighbours' that follow it (a group of two or three is most groups).
+  std::map<std::pair<size_t, size_t>, int> known;
+  auto compare = [&](const Fd& a, const Fd& b) {
+    auto [it, fresh] = known.try_emplace({a.seen, b.seen}, 0);
+    if (fresh) {
+      it->second = order(a.p->pid, a.f->fd, b.p->pid, b.f->fd);
+      known.try_emplace({b.seen, a.seen}, -it->second);
+    }
+    return it->second;
+  };
   for (auto& [key, fds] : groups) {
-    std::stable_sort(fds.begin(), fds.end(), [&](const Fd& a, const Fd& b) {
-      return order(a.p->pid, a.f->fd, b.p->pid, b.f->fd) < 0;
-    });
+    if (fds.size() == 1) {
+      descriptions.push_back(std::move(fds));
+      continue;
+    }
+    known.clear();
+    std::stable_sort(fds.begin(), fds.end(), [&](const Fd& a, const Fd& b) { return compare(a, b) < 0; });
     for (size_t i = 0; i < fds.size(); i++) {
-      if (i == 0 || order(fds[i - 1].p->pid, fds[i - 1].f->fd, fds[i].p->pid, fds[i].f->fd) != 0)
-        descriptions.emplace_back();
+      if (i == 0 || compare(fds[i - 1], fds[i]) != 0) descriptions.emplace_back();
       descriptions.back().push_back(fds[i]);
     }
   }
