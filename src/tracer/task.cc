@@ -93,6 +93,40 @@ void requeue_signal(pid_t tid, int sig, const std::vector<uint8_t>& info) {
 
 }  // namespace
 
+std::optional<int> wait_stop_leaving_exit(pid_t tid) {
+  for (;;) {
+    // A look first, taking nothing: an exit stays for whoever collects it.
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(tid), &info, WEXITED | WSTOPPED | __WALL | WNOWAIT) < 0) {
+      if (errno == EINTR) continue;
+      throw SysError("waitid(" + who(tid) + ")", errno);
+    }
+    if (info.si_code == CLD_EXITED || info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED) {
+      // snap's own child (snap run's job): its parent's wait collects it.
+      // Anything else is taken here, as a tracer must: that hands the
+      // zombie to its real parent (and lets a thread's group be reaped).
+      auto st = proc::try_read_file("/proc/" + std::to_string(tid) + "/status");
+      if (st) {
+        auto s = proc::parse_status(*st);
+        if (s.tgid == tid && s.ppid == ::getpid()) return std::nullopt;
+      }
+      int ignored;
+      while (::waitpid(tid, &ignored, __WALL) < 0 && errno == EINTR) {}
+      return std::nullopt;
+    }
+    int status = 0;
+    pid_t r = ::waitpid(tid, &status, __WALL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw SysError("waitpid(" + who(tid) + ")", errno);
+    }
+    // Killed between the look and the wait (SIGKILL only: it was stopped):
+    // its status is gone, as it would have been before.
+    if (WIFEXITED(status) || WIFSIGNALED(status)) return std::nullopt;
+    return status;
+  }
+}
+
 std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
   if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) < 0) {
     int err = errno;
@@ -102,16 +136,12 @@ std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
   std::unique_ptr<Task> t(new Task(tid));
   ptrace_or_throw(PTRACE_INTERRUPT, tid, nullptr, nullptr, "PTRACE_INTERRUPT");
   for (;;) {
-    int status = 0;
-    pid_t r = ::waitpid(tid, &status, __WALL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw SysError("waitpid(" + who(tid) + ")", errno);
-    }
-    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+    auto stop = wait_stop_leaving_exit(tid);
+    if (!stop) {
       t->abandon();
       throw Error(who(tid) + " exited while being stopped");
     }
+    int status = *stop;
     if (!WIFSTOPPED(status)) continue;
     int event = status >> 16;
     int sig = WSTOPSIG(status);

@@ -118,4 +118,10 @@ std::string yama_eperm_hint(int scope);
 // not a zombie or kernel thread, not traced by another tracer). Throws Error.
 void check_dumpable(pid_t pid);
 
+// Waits for the next ptrace stop of traced task `tid` and returns its wait
+// status, taken. If the task exits instead, returns nullopt and leaves the
+// exit to be collected by its parent: that may be snap itself (`snap run`
+// waits for its job), which must still learn how the job ended.
+std::optional<int> wait_stop_leaving_exit(pid_t tid);
+
 }  // namespace snap

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -311,6 +312,41 @@ TEST(Tracer, SeizeReadDetachLeavesChildRunning) {
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+}
+
+// snap run is its job's parent and its tracer at once: a job that ends while
+// a checkpoint stops it must leave its exit status for snap run's own wait
+// (taking it there made snap run wait forever for an ended job).
+TEST(Tracer, ExitWhileBeingStoppedIsLeftToTheParent) {
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(1);
+    _exit(7);
+  }
+  close(go[0]);
+  ASSERT_EQ(ptrace(PTRACE_SEIZE, child, nullptr, nullptr), 0);
+  ASSERT_EQ(write(go[1], "x", 1), 1);  // it exits now, traced by us
+  EXPECT_FALSE(wait_stop_leaving_exit(child).has_value());
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);  // still ours to collect
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+  close(go[1]);
+
+  // A stop is returned (and taken): a seized, interrupted child.
+  child = fork();
+  if (child == 0) {
+    for (;;) pause();
+  }
+  ASSERT_EQ(ptrace(PTRACE_SEIZE, child, nullptr, nullptr), 0);
+  ASSERT_EQ(ptrace(PTRACE_INTERRUPT, child, nullptr, nullptr), 0);
+  auto stop = wait_stop_leaving_exit(child);
+  ASSERT_TRUE(stop.has_value());
+  EXPECT_TRUE(WIFSTOPPED(*stop) && (*stop >> 16) == PTRACE_EVENT_STOP);
+  kill(child, SIGKILL);
+  ASSERT_EQ(waitpid(child, &status, __WALL), child);
 }
 
 namespace {
