@@ -383,10 +383,8 @@ uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
   constexpr uint64_t kFloor = 64ull << 20;
   uint64_t rss = 0;
   for (pid_t p : pids) {
-    auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status");
-    if (!text) continue;
-    auto at = text->find("VmRSS:");
-    if (at != std::string::npos) rss += std::strtoull(text->c_str() + at + 6, nullptr, 10) << 10;
+    if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status"))
+      rss += proc::parse_status(*text).rss_bytes;
   }
   uint64_t budget = std::max(kFloor, rss / 20);
   // Half of what the cgroup has left: the job may write more between the

@@ -55,13 +55,10 @@ std::vector<uint64_t> sparse_mappings(pid_t pid, const std::vector<image::Mappin
                    [&](const auto& m) { return m.end - m.start >= kMinSize; }))
     return out;
   // Resident + swapped bounds the pages any one mapping holds.
-  auto status = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
-  if (!status) return out;
-  auto kib = [&](const char* key) -> uint64_t {
-    auto at = status->find(key);
-    return at == std::string::npos ? 0 : std::strtoull(status->c_str() + at + std::strlen(key), nullptr, 10);
-  };
-  const uint64_t held = (kib("VmRSS:") + kib("VmSwap:")) << 10;
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
+  if (!text) return out;
+  const proc::Status status = proc::parse_status(*text);
+  const uint64_t held = status.rss_bytes + status.swap_bytes;
   if (held > kMaxHeld) return out;
   for (const auto& m : mappings)
     if (m.kind == image::MappingKind::Anonymous && !MemorySnapshot::differs_in_child(m) &&

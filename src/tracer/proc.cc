@@ -271,6 +271,8 @@ Status parse_status(std::string_view text) {
     else if (key == "NoNewPrivs") s.no_new_privs = f[0] != "0";
     else if (key == "Seccomp") s.seccomp = static_cast<int>(to_u64(f[0]));
     else if (key == "Seccomp_filters") s.seccomp_filters = static_cast<int>(to_u64(f[0]));
+    else if (key == "VmRSS") s.rss_bytes = to_u64(f[0]) << 10;  // "VmRSS:  1234 kB"
+    else if (key == "VmSwap") s.swap_bytes = to_u64(f[0]) << 10;
     else if (key == "Groups") {
       for (auto g : f) s.groups.push_back(static_cast<uint32_t>(to_u64(g)));
     } else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {

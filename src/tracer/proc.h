@@ -65,6 +65,7 @@ struct Status {
   std::optional<bool> no_new_privs;  // "NoNewPrivs:"
   int seccomp = 0;                   // "Seccomp:" 0 off, 1 strict, 2 filter
   int seccomp_filters = 0;           // "Seccomp_filters:"
+  uint64_t rss_bytes = 0, swap_bytes = 0;  // "VmRSS:", "VmSwap:" (0 for a zombie)
 };
 Status parse_status(std::string_view text);
 

@@ -85,8 +85,10 @@ TEST(ProcParse, StatWithParenthesesAndSpacesInComm) {
 TEST(ProcParse, StatousAndFdinfo) {
   auto s = proc::parse_status("Name:\tcounter\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t7\n"
                               "PPid:\t1\nTracerPid:\t99\nUid:\t1000\t1001\t1002\t1003\n"
-                              "Gid:\t10\t11\t12\t13\n");
+                              "Gid:\t10\t11\t12\t13\nVmRSS:\t    2048 kB\nVmSwap:\t      12 kB\n");
   EXPECT_EQ(s.name, "counter");
+  EXPECT_EQ(s.rss_bytes, 2048u << 10);
+  EXPECT_EQ(s.swap_bytes, 12u << 10);
   EXPECT_EQ(s.umask, 027u);
   EXPECT_EQ(s.tracer_pid, 99);
   EXPECT_EQ(s.uids[1], 1001u);
