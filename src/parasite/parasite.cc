@@ -235,14 +235,16 @@ void ThreadGuard::release() {
 
 void ThreadGuard::run_until_sigreturn(remote_addr entry) {
   start(entry);
-  for (;;) {
-    int status = 0;
-    pid_t w;
-    do w = ::waitpid(task_.tid(), &status, __WALL);
-    while (w < 0 && errno == EINTR);
-    if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", task_.tid()), errno);
-    if (on_stop(status)) return;
-  }
+  while (!wait_and_step()) {}
+}
+
+bool ThreadGuard::wait_and_step() {
+  int status = 0;
+  pid_t w;
+  do w = ::waitpid(task_.tid(), &status, __WALL);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", task_.tid()), errno);
+  return on_stop(status);
 }
 
 void ThreadGuard::start(remote_addr entry, uint64_t arg, remote_addr sp) {
@@ -420,14 +422,8 @@ std::vector<std::pair<pid_t, snap_parasite_thread_state>> Parasite::run_thread_e
   for (size_t left = std::count(running.begin(), running.end(), true); left;) {
     for (size_t i = 0; i < n; i++) {
       if (!running[i]) continue;
-      const pid_t tid = proc_.tasks[i + 1]->tid();
-      int status = 0;
-      pid_t w;
-      do w = ::waitpid(tid, &status, __WALL);
-      while (w < 0 && errno == EINTR);
       try {
-        if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
-        if (!guards[i]->on_stop(status)) continue;
+        if (!guards[i]->wait_and_step()) continue;
       } catch (...) {  // this one is put back; the others still run to their end
         if (!error) error = std::current_exception();
       }

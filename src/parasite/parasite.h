@@ -55,11 +55,11 @@ class ThreadGuard {
   void run_until_sigreturn(remote_addr entry);
   // The same in two halves, so that several threads run at once: start()
   // sets the thread off at `entry` (rdi = `arg`; rsp = `sp`, or left as it
-  // is when null); on_stop() takes each waitpid status of the thread and
+  // is when null); wait_and_step() waits for the thread's next stop and
   // says whether that rt_sigreturn has completed (the checks above done),
   // else lets it run on to its next stop.
   void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
-  bool on_stop(int status);
+  bool wait_and_step();
 
  private:
   Task& task_;
@@ -71,6 +71,7 @@ class ThreadGuard {
   bool parked_ = false;
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
   void resume();               // PTRACE_SYSCALL
+  bool on_stop(int status);    // wait_and_step() with the stop's wait status
 };
 
 // A RemoteSyscalls scope on a parked thread: the calls run at the vDSO's
