@@ -58,6 +58,13 @@ def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
     print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
 
 
+def uninterrupted(argv, timeout=60, environ=None):
+    """An uninterrupted run of argv: (exit status, its stdout lines), what a
+    restored run's output is compared with."""
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environ)
+    return r.returncode, r.stdout.splitlines()
+
+
 @case
 def counter_c(env):
     dump_kill_restore(env, [env.prog("counter"), "8", "200"], "counter", 3,
@@ -337,8 +344,7 @@ def queued_signals(env):
 def victim_handlers_timers_pipe(env):
     # The victim checks its own handlers, alternate stack, interval timer,
     # POSIX timer and unread pipe data as it runs (tests/programs/victim.c).
-    ref = subprocess.run([env.prog("victim"), "40", "20"], capture_output=True, text=True,
-                         timeout=60).stdout.splitlines()
+    _, ref = uninterrupted([env.prog("victim"), "40", "20"])
     expect(ref[-1] == "DONE ok" and not any("FAIL" in l for l in ref), "an uninterrupted victim passes its checks")
     # Its stderr line "ready PID" shares the output file here.
     dump_kill_restore(env, [env.prog("victim"), "40", "20"], "victim", 15, ref,
@@ -348,8 +354,7 @@ def victim_handlers_timers_pipe(env):
 @case
 def threads_memory(env):
     # Two threads: a worker re-checksums 64 MiB on a condition variable.
-    ref = subprocess.run([env.prog("memthreads"), "64", "30", "50"], capture_output=True,
-                         text=True, timeout=120).stdout.splitlines()
+    _, ref = uninterrupted([env.prog("memthreads"), "64", "30", "50"], timeout=120)
     dump_kill_restore(env, [env.prog("memthreads"), "64", "30", "50"], "memthreads", 12, ref)
 
 
@@ -358,8 +363,7 @@ def openmp(env):
     if not os.path.exists(env.prog("omp_sum")):
         raise Skip("no OpenMP compiler support here (omp_sum was not built)")
     envvars = dict(os.environ, OMP_NUM_THREADS="4")
-    ref = subprocess.run([env.prog("omp_sum"), "30", "60"], capture_output=True, text=True,
-                         timeout=120, env=envvars).stdout.splitlines()
+    _, ref = uninterrupted([env.prog("omp_sum"), "30", "60"], timeout=120, environ=envvars)
     expect(ref[0] == "threads 4", "an uninterrupted run uses 4 threads")
     dump_kill_restore(env, [env.prog("omp_sum"), "30", "60"], "omp_sum", 10, ref, environ=envvars)
 
@@ -540,13 +544,11 @@ def droppable_and_wipeonfork(env):
     # MAP_DROPPABLE memory comes back droppable (and empty, as the kernel may
     # leave it), MADV_WIPEONFORK memory keeps its data and its flag: a child
     # forked after restore sees both zeroed (tests/programs/droppable.c).
-    ref = subprocess.run([env.prog("droppable"), "10", "150"], capture_output=True, text=True,
-                         timeout=60)
-    if ref.returncode == 2:
+    rc, ref = uninterrupted([env.prog("droppable"), "10", "150"])
+    if rc == 2:
         raise Skip("this kernel has no MAP_DROPPABLE (Linux 6.11+)")
-    expect(ref.returncode == 0 and len(ref.stdout.splitlines()) == 10, "an uninterrupted run works")
-    dump_kill_restore(env, [env.prog("droppable"), "10", "150"], "droppable", 3,
-                      ref.stdout.splitlines())
+    expect(rc == 0 and len(ref) == 10, "an uninterrupted run works")
+    dump_kill_restore(env, [env.prog("droppable"), "10", "150"], "droppable", 3, ref)
 
 
 @case
@@ -562,8 +564,7 @@ def aio_context(env):
     # A kernel AIO context made before the dump is used after the restore
     # (tests/programs/aio_job.c): io_setup makes its ring again, moved to
     # where the job's was, so the job's context id works; output identical.
-    ref = subprocess.run([env.prog("aio_job"), "10", "150"], capture_output=True, text=True,
-                         timeout=60).stdout.splitlines()
+    _, ref = uninterrupted([env.prog("aio_job"), "10", "150"])
     expect(len(ref) == 10, "an uninterrupted run works")
     dump_kill_restore(env, [env.prog("aio_job"), "10", "150"], "aio_job", 3, ref)
 
