@@ -19,6 +19,16 @@ PINGS_AHEAD = 3
 BLOB = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(100000))
 
 
+def read_to_eof(sock):
+    """Everything the peer sends until it shuts its side."""
+    out = b""
+    while True:
+        d = sock.recv(4096)
+        if not d:
+            return out
+        out += d
+
+
 def child(rounds, interval, port4, port6):
     c4 = socket.create_connection(("127.0.0.1", port4))
     c6 = socket.create_connection(("::1", port6))
@@ -38,12 +48,7 @@ def child(rounds, interval, port4, port6):
             break
         digest.update(d)
         n += len(d)
-    reply = b""
-    while True:
-        d = half.recv(4096)
-        if not d:
-            break
-        reply += d
+    reply = read_to_eof(half)
     c4.sendall(f"blob {n} bytes {digest.hexdigest()[:16]}, answer {reply!r}\n".encode())
     c6.close()
     c4.close()
@@ -76,23 +81,13 @@ def main():
             a4.sendall(f"ping {i + PINGS_AHEAD}\n".encode())
     a6.setblocking(True)
     a6.sendall(BLOB[sent:])
-    greeting = b""
-    while True:
-        d = half.recv(4096)
-        if not d:
-            break
-        greeting += d
+    greeting = read_to_eof(half)
     print(f"half-closed: {greeting!r}", flush=True)
     half.sendall(b"answer to a half-closed connection\n")
     half.close()
     print(r4.readline().decode().strip(), flush=True)
     a6.shutdown(socket.SHUT_WR)
-    ticks = b""
-    while True:
-        d = a6.recv(4096)
-        if not d:
-            break
-        ticks += d
+    ticks = read_to_eof(a6)
     want = "".join(f"tick {i}\n" for i in range(1, rounds + 1))
     print(f"ticks in order: {ticks.decode() == want}", flush=True)
     _, status = os.waitpid(pid, 0)
