@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -21,7 +20,6 @@
 #include "tracer/aio_rings.h"
 #include "tracer/fd_state.h"
 #include "tracer/fd_table.h"
-#include "tracer/sharing.h"
 
 namespace snap::proc {
 
