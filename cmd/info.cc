@@ -34,6 +34,7 @@
 #include "cmd/info_tree.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
+#include "image/manifest_file.h"
 #include "image/series.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
@@ -48,13 +49,15 @@ using image::Mapping;
 cxxopts::Options info_options() {
   cxxopts::Options o("snap info", "Describe a checkpoint image: processes, threads and where "
                                   "they stopped, memory, files, storage.\n");
-  o.custom_help("DIR [--json]");
+  o.custom_help("DIR [--json | --manifest]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump, or a checkpoint series directory "
               "(lists the series, then describes its latest good checkpoint)",
        cxxopts::value<std::string>())
       ("json", "print the facts as one JSON document (keys: FORMAT.md)")
+      ("manifest", "print the image's whole manifest as it is stored (manifest.json with "
+                   "the checkpoint of checkpoint.json.lz4 in it; FORMAT.md), for debugging")
       ("h,help", "show this help");
   o.parse_positional({"dir"});
   return o;
@@ -706,6 +709,10 @@ int run_info(const cxxopts::ParseResult& args) {
   if (!args.count("dir")) throw UsageError("missing image directory");
   const std::string path = args["dir"].as<std::string>();
   auto img = image::ImageReader::open(path);  // 1 (a series: its latest good checkpoint)
+  if (args.count("manifest")) {
+    std::fputs(image::to_json(image::read_manifest(img.dir())).c_str(), stdout);
+    return kExitOk;
+  }
   ojson doc = describe(img);                  // 2, 3
   if (img.in_series() && image::is_series_dir(path) &&
       !std::filesystem::exists(std::filesystem::path(path) / "manifest.json"))

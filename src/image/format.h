@@ -14,6 +14,7 @@ namespace snap::image::disk {
 
 // File names inside an image directory.
 inline constexpr const char* kManifestFile = "manifest.json";
+inline constexpr const char* kCheckpointFile = "checkpoint.json.lz4";  // from version 6
 inline constexpr const char* kPagesFile = "pages.bin";
 inline constexpr const char* kIndexFile = "pages.idx";
 inline constexpr const char* kPagemapFile = "pagemap.bin";
@@ -37,8 +38,12 @@ struct BlockHeader {
 };
 static_assert(sizeof(BlockHeader) == 32);
 
-// pages.idx: IndexHeader, nblocks x IndexBlock, npages x IndexPage.
+// pages.idx: IndexHeader, nblocks x IndexBlock, then npages x IndexPage
+// (kIndexMagic: the packs of a series, and plain images before version 6)
+// or nothing (kIndexBlocksMagic: plain images from version 6, which no
+// later image refers to by hash).
 inline constexpr char kIndexMagic[8] = {'S', 'N', 'A', 'P', 'I', 'D', 'X', '1'};
+inline constexpr char kIndexBlocksMagic[8] = {'S', 'N', 'A', 'P', 'I', 'D', 'X', '2'};
 struct IndexHeader {
   char magic[8];
   uint32_t page_size;

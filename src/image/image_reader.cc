@@ -19,6 +19,7 @@
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/manifest.h"
+#include "image/manifest_file.h"
 #include "image/pack.h"
 #include "image/series.h"
 
@@ -47,7 +48,7 @@ class ImageReader::Impl {
     if (::access(manifest_path.c_str(), F_OK) < 0 && errno == ENOENT)
       throw Error(fmt::format("{} is not a snap image: it has no {}", dir_, disk::kManifestFile),
                   "an interrupted dump leaves no image; dump again");
-    Manifest m = manifest_from_json(io::read_file(manifest_path));
+    Manifest m = read_manifest(dir_);
     checkpoint_ = std::move(m.checkpoint);
     files_ = std::move(m.files);
     series_ = m.series;
@@ -81,7 +82,7 @@ class ImageReader::Impl {
     for (auto& p : packs_) {
       p.base = total_pages_;
       load_index(p, read_checked(p.index_path, p.index));
-      total_pages_ += p.pages.size();
+      total_pages_ += p.npages;
     }
     load_pagemap(read_checked(path(disk::kPagemapFile), files_.at(disk::kPagemapFile)));
     for (auto& p : packs_) p.fd = io::open_file(p.data_path, O_RDONLY);
@@ -95,7 +96,7 @@ class ImageReader::Impl {
     std::vector<ImageReader::PackFiles> v;
     for (const auto& p : packs_)
       v.push_back({p.name, p.data_path, p.index_path, p.data.size, p.index.size, p.data.xxh3,
-                   p.index.xxh3, p.pages.size()});
+                   p.index.xxh3, p.npages});
     return v;
   }
 
@@ -187,11 +188,13 @@ class ImageReader::Impl {
 
   void verify_all() {
     for (auto& p : packs_) {
+      // Every block is read (its checksum and length checked); its pages
+      // are checked against their hashes where the index has them.
       std::vector<const disk::IndexPage*> by_number(p.pages.size());
       for (const auto& e : p.pages) by_number[e.block * uint64_t{disk::kBlockPages} + e.slot] = &e;
       for (uint64_t b = 0; b < p.blocks.size(); ++b) {
         const uint8_t* raw = read_block(p, b, raw_buf());
-        for (uint32_t slot = 0; slot < p.blocks[b].npages; ++slot) {
+        for (uint32_t slot = 0; !p.pages.empty() && slot < p.blocks[b].npages; ++slot) {
           XXH128_canonical_t canon;
           XXH128_canonicalFromHash(&canon, XXH3_128bits(raw + slot * kPageSize, kPageSize));
           const auto* entry = by_number[b * disk::kBlockPages + slot];
@@ -264,7 +267,7 @@ class ImageReader::Impl {
         uint64_t u = ref - p.base;
         uint64_t slot = u % disk::kBlockPages;
         uint64_t n = std::min<uint64_t>({r.npages - i, disk::kBlockPages - slot,
-                                         p.base + p.pages.size() - ref});
+                                         p.base + p.npages - ref});
         fn(PagePiece{r.addr + uint64_t{i} * kPageSize, static_cast<uint32_t>(n), PagePiece::kSeq,
                      static_cast<uint32_t>(slot), {pack_index(p), u / disk::kBlockPages}});
         i += static_cast<uint32_t>(n);
@@ -327,13 +330,18 @@ class ImageReader::Impl {
     if (buf.size() < sizeof(disk::IndexHeader)) damaged(f, "truncated header");
     size_t off = 0;
     auto h = read_record<disk::IndexHeader>(buf, off);
-    if (std::memcmp(h.magic, disk::kIndexMagic, sizeof h.magic) != 0) damaged(f, "bad magic");
+    const bool hashes = std::memcmp(h.magic, disk::kIndexMagic, sizeof h.magic) == 0;
+    if (!hashes && std::memcmp(h.magic, disk::kIndexBlocksMagic, sizeof h.magic) != 0)
+      damaged(f, "bad magic");
+    if (!hashes && in_series()) damaged(f, "a series pack without page hashes");
     if (h.page_size != kPageSize || h.block_pages != disk::kBlockPages)
       damaged(f, fmt::format("page size {} / block pages {} unsupported", h.page_size,
                              h.block_pages));
-    if (buf.size() != sizeof h + h.nblocks * sizeof(disk::IndexBlock) +
-                          h.npages * sizeof(disk::IndexPage))
+    if (h.nblocks > buf.size() || h.npages > h.nblocks * disk::kBlockPages ||
+        buf.size() != sizeof h + h.nblocks * sizeof(disk::IndexBlock) +
+                          (hashes ? h.npages * sizeof(disk::IndexPage) : 0))
       damaged(f, "size does not match its header");
+    pk.npages = h.npages;
     uint64_t file_off = 0, pages = 0;
     for (uint64_t b = 0; b < h.nblocks; ++b) {
       auto e = read_record<disk::IndexBlock>(buf, off);
@@ -350,6 +358,7 @@ class ImageReader::Impl {
     if (file_off != pk.data.size)
       damaged(f, fmt::format("blocks end at {}, {} has {} bytes", file_off, pk.data_path,
                              pk.data.size));
+    if (!hashes) return;
     auto& index = pk.pages;
     index.resize(h.npages);
     std::memcpy(index.data(), buf.data() + off, h.npages * sizeof(disk::IndexPage));

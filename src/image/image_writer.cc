@@ -34,6 +34,7 @@
 #include "image/format.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
+#include "image/manifest_file.h"
 #include "image/series.h"
 #include "image/staged_file.h"
 
@@ -301,8 +302,7 @@ void remove_unused_packs(const std::string& ckpt) {
   std::vector<uint64_t> numbers = series_numbers(ckpt);
   for (uint64_t n : numbers) {
     try {
-      Manifest m = manifest_from_json(
-          io::read_file(fmt::format("{}/{}/{}", ckpt, n, disk::kManifestFile)));
+      Manifest m = read_manifest(fmt::format("{}/{}", ckpt, n), /*checkpoint=*/false);
       for (const auto& p : m.packs) used.insert(p.name);
     } catch (const Error&) {
       all_read = false;
@@ -702,7 +702,8 @@ class ImageWriter::Impl {
       steps.step("index");
       m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
       steps.step("pagemap");
-      std::string json = to_json(m);
+      m.files[disk::kCheckpointFile] = write_checkpoint(m.checkpoint, syncs);
+      std::string json = manifest_file_json(m);
       steps.step("json");
       syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
       syncs.add(io::open_file(tmp_, O_RDONLY | O_DIRECTORY), tmp_);  // its entries, at the same time
@@ -753,7 +754,8 @@ class ImageWriter::Impl {
     m.checkpoint.series_number = number_;
     m.series = SeriesFacts{table_.size(), stats_.earlier_pages, stats_.unchanged_pages};
     m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
-    std::string json = to_json(m);
+    m.files[disk::kCheckpointFile] = write_checkpoint(m.checkpoint, syncs);
+    std::string json = manifest_file_json(m);
     syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
     syncs.add(io::open_file(tmp_, O_RDONLY | O_DIRECTORY), tmp_);
     syncs.wait();
@@ -985,16 +987,19 @@ class ImageWriter::Impl {
     }
   }
 
+  // A series pack's index has the page hashes (later checkpoints find its
+  // pages by them); a plain image's has its block table only.
   io::FileSum write_index(SyncAll& syncs) {
     // The table's own entries, sorted where they are, are turned into
     // IndexPage records in place (the same 24 bytes each). The canonical
     // form is big-endian high then low: memcmp order is the order of
     // (hi, lo) as numbers.
     static_assert(sizeof(PageTable::Sorted) == sizeof(disk::IndexPage));
-    std::span<PageTable::Sorted> sorted = table_.sorted_in_place();
-    const size_t n = sorted.size();
+    const size_t n = table_.size();
+    std::span<PageTable::Sorted> sorted;
+    if (series_) sorted = table_.sorted_in_place();
     auto* pages = reinterpret_cast<disk::IndexPage*>(sorted.data());
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < sorted.size(); ++i) {
       PageTable::Sorted x = sorted[i];
       const uint64_t u = x.ref & kPageMask;
       disk::IndexPage e{};
@@ -1006,13 +1011,13 @@ class ImageWriter::Impl {
       std::memcpy(&pages[i], &e, sizeof e);
     }
     disk::IndexHeader h{};
-    std::memcpy(h.magic, disk::kIndexMagic, sizeof h.magic);
+    std::memcpy(h.magic, series_ ? disk::kIndexMagic : disk::kIndexBlocksMagic, sizeof h.magic);
     h.page_size = kPageSize;
     h.block_pages = disk::kBlockPages;
     h.nblocks = blocks_.size();
     h.npages = n;
     const size_t blocks_bytes = blocks_.size() * sizeof(disk::IndexBlock);
-    const size_t pages_bytes = n * sizeof(disk::IndexPage);
+    const size_t pages_bytes = sorted.size() * sizeof(disk::IndexPage);
     ScopedFd fd = io::open_file(index_path_, O_WRONLY | O_CREAT | O_EXCL);
     io::write_all(fd.get(), &h, sizeof h, index_path_);
     io::write_all(fd.get(), blocks_.data(), blocks_bytes, index_path_);
@@ -1025,6 +1030,14 @@ class ImageWriter::Impl {
     XXH3_64bits_update(st.get(), blocks_.data(), blocks_bytes);
     XXH3_64bits_update(st.get(), pages, pages_bytes);
     return {sizeof h + blocks_bytes + pages_bytes, XXH3_64bits_digest(st.get())};
+  }
+
+  // tmp_/checkpoint.json.lz4, unsynced (syncs will).
+  io::FileSum write_checkpoint(const Checkpoint& c, SyncAll& syncs) {
+    const std::string file = tmp_ + "/" + disk::kCheckpointFile;
+    std::string frame = compress_checkpoint(c);
+    syncs.add(write_unsynced(file, frame), file);
+    return io::sum_bytes(frame.data(), frame.size());
   }
 
   // Also fills in Mapping::pages_dumped of `c`.

@@ -104,7 +104,7 @@ ojson encode(const FileDesc& f) {
   j["inode"] = f.inode;
   j["size"] = f.size;
   j["mode"] = f.mode;
-  j["pipe_data"] = to_hex(f.pipe_data);
+  if (!f.pipe_data.empty()) j["pipe_data"] = to_hex(f.pipe_data);  // always there up to version 5
   if (f.file_id) j["file_id"] = f.file_id;
   if (const auto& u = f.unix_socket) {
     ojson q = ojson::array();
@@ -326,13 +326,11 @@ void append_process(std::string& out, const Process& p) {
   out += "}";
 }
 
-}  // namespace
-
-std::string to_json(const Manifest& m) {
-  const Checkpoint& c = m.checkpoint;
+// The manifest's own keys: format, files, packs, series.
+ojson manifest_head(const Manifest& m) {
   ojson j;
   j["format"] = kFormatName;
-  j["format_version"] = kFormatVersion;
+  j["format_version"] = m.checkpoint.format_version;  // the writer sets kFormatVersion
   j["files"] = ojson::object();
   for (const auto& [name, e] : m.files)
     j["files"][name] = {{"size", e.size}, {"xxh3", fmt::format("{:016x}", e.xxh3)}};
@@ -348,7 +346,13 @@ std::string to_json(const Manifest& m) {
     j["series"] = {{"new_pages", m.series->new_pages},
                    {"earlier_pages", m.series->earlier_pages},
                    {"unchanged_pages", m.series->unchanged_pages}};
-  ojson& cj = j["checkpoint"];
+  return j;
+}
+
+// The checkpoint object, compact: a job with 20,000 mappings or fds writes
+// megabytes of it, and `snap info --manifest` or jq shows it indented.
+std::string checkpoint_text(const Checkpoint& c) {
+  ojson cj;
   cj["snap_version"] = c.snap_version;
   cj["created"] = c.created;
   cj["hostname"] = c.hostname;
@@ -374,12 +378,10 @@ std::string to_json(const Manifest& m) {
     cj["ptys"] = ptys;
   }
   // The processes are spliced in as text (append_process()): "processes" is
-  // the last key of "checkpoint", itself the last key of the document.
+  // the last key.
   cj["processes"] = ojson::array();
-  // Compact: a job with 20,000 mappings or fds writes megabytes of it, and
-  // `snap info --json` or jq shows it indented.
-  std::string out = j.dump();
-  static constexpr std::string_view kTail = "\"processes\":[]}}";
+  std::string out = cj.dump();
+  static constexpr std::string_view kTail = "\"processes\":[]}";
   if (!std::string_view(out).ends_with(kTail)) throw Error("manifest: unexpected JSON layout");
   out.resize(out.size() - kTail.size());
   size_t nmappings = 0;
@@ -390,9 +392,26 @@ std::string to_json(const Manifest& m) {
     if (i) out += ',';
     append_process(out, c.processes[i]);
   }
-  out += "]}}\n";
+  out += "]}";
   return out;
 }
+
+}  // namespace
+
+std::string to_json(const Manifest& m) {
+  std::string out = manifest_head(m).dump();  // never empty: "files" is always there
+  out.pop_back();
+  std::string cp = checkpoint_text(m.checkpoint);
+  out.reserve(out.size() + cp.size() + 20);
+  out += ",\"checkpoint\":";
+  out += cp;
+  out += "}\n";
+  return out;
+}
+
+std::string manifest_file_json(const Manifest& m) { return manifest_head(m).dump() + "\n"; }
+
+std::string checkpoint_json(const Checkpoint& c) { return checkpoint_text(c) + "\n"; }
 
 std::string to_json(const Checkpoint& c) { return to_json(Manifest{c, {}, {}, std::nullopt}); }
 

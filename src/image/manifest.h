@@ -44,17 +44,30 @@ struct Manifest {
   // (page refs number the unique pages of all of them, first pack first).
   std::vector<PackEntry> packs;
   std::optional<SeriesFacts> series;
+  // Read from a manifest.json of version 6 or later: `checkpoint` is not in
+  // it but in checkpoint.json.lz4 (manifest_file.h reads both).
+  bool checkpoint_in_file = false;
 };
 
+// The whole manifest as one document, `checkpoint` included (as
+// manifest.json held it up to version 5; what `snap info --manifest` prints).
 std::string to_json(const Manifest& m);
-// A manifest document holding `c` and no file entries.
+// Such a document holding `c` and no file entries.
 std::string to_json(const Checkpoint& c);
+// Version 6 on disk: manifest.json without `checkpoint`, and the checkpoint
+// object alone (compressed into checkpoint.json.lz4 by manifest_file.h).
+std::string manifest_file_json(const Manifest& m);
+std::string checkpoint_json(const Checkpoint& c);
 
 // Throw snap::Error naming the offending field ("manifest.json:
 // processes[0].threads[1].gpregs: ...") on malformed or truncated input, and
 // refuse another major format version.
+// A version 6 manifest.json (without `checkpoint`) comes back with
+// checkpoint_in_file set and an empty checkpoint.
 Manifest manifest_from_json(std::string_view text);
 Checkpoint checkpoint_from_json(std::string_view text);
+// The text of checkpoint_json(), as found in checkpoint.json.lz4.
+Checkpoint checkpoint_file_from_json(std::string_view text, uint32_t format_version);
 
 // The manifest's names of the enums ("shared_anon", "eventfd"), also used by
 // `snap info`.

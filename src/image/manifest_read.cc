@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "image/manifest.h"
+#include "image/format.h"
 #include "image/manifest_names.h"
 
 namespace snap::image {
@@ -38,11 +39,14 @@ InPlace(Make) -> InPlace<Make>;
 
 class Field {
  public:
-  explicit Field(simdjson::dom::element e) : e_(e) {}
+  // The root of the document in file `doc` (named in complaints).
+  Field(simdjson::dom::element e, const char* doc) : e_(e), doc_(doc) {}
 
   [[noreturn]] void fail(std::string_view what) const {
     std::string path = this->path();
-    throw Error(fmt::format("manifest.json: {}: {}", path.empty() ? "(top level)" : path, what),
+    const Field* root = this;
+    while (root->parent_) root = root->parent_;
+    throw Error(fmt::format("{}: {}: {}", root->doc_, path.empty() ? "(top level)" : path, what),
                 "the image is damaged or was not written by snap");
   }
 
@@ -164,6 +168,7 @@ class Field {
 
   simdjson::dom::element e_;
   const Field* parent_ = nullptr;
+  const char* doc_ = nullptr;  // the root's file name
   const char* key_ = nullptr;  // nullptr: element index_ of an array
   size_t index_ = 0;
 };
@@ -255,7 +260,7 @@ FileDesc decode_fd(const Field& f) {
   d.inode = f["inode"].as<uint64_t>();
   d.size = f["size"].as<uint64_t>();
   d.mode = f["mode"].as<uint32_t>();
-  d.pipe_data = f["pipe_data"].bytes();
+  if (auto b = f.opt("pipe_data")) d.pipe_data = b->bytes();
   if (auto id = f.opt("file_id")) d.file_id = id->as<uint64_t>();
   if (auto u = f.opt("unix_socket")) {
     UnixSocket s;
@@ -498,14 +503,43 @@ FileEntry file_entry(const Field& e) {
 
 }  // namespace
 
-Manifest manifest_from_json(std::string_view text) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  if (auto err = parser.parse(text.data(), text.size()).get(doc))
-    throw Error(fmt::format("manifest.json: not valid JSON (truncated or damaged?): {}",
+namespace {
+
+simdjson::dom::element parse(simdjson::dom::parser& parser, std::string_view text,
+                             const char* doc) {
+  simdjson::dom::element e;
+  if (auto err = parser.parse(text.data(), text.size()).get(e))
+    throw Error(fmt::format("{}: not valid JSON (truncated or damaged?): {}", doc,
                             simdjson::error_message(err)),
                 "the image is damaged or incomplete");
-  Field root(doc);
+  return e;
+}
+
+void decode_checkpoint(const Field& c, Checkpoint& cp) {
+  cp.snap_version = c["snap_version"].as<std::string>();
+  cp.created = c["created"].as<std::string>();
+  cp.hostname = c["hostname"].as<std::string>();
+  cp.kernel_release = c["kernel_release"].as<std::string>();
+  if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
+  if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
+  if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();
+  if (auto cf = c.opt("code_files")) {
+    cf->for_each_member([&](std::string path, const Field& e) {
+      cp.code_files[std::move(path)] = {e["size"].as<uint64_t>(), e["mtime_ns"].as<int64_t>(),
+                                        e["dev"].as<uint64_t>(), e["inode"].as<uint64_t>(),
+                                        e["build_id"].as<std::string>()};
+    });
+  }
+  if (auto g = c.opt("ghost_files")) cp.ghost_files = g->list(decode_ghost);
+  if (auto t = c.opt("ptys")) cp.ptys = t->list(decode_pty);
+  cp.processes = c["processes"].list(decode_process);
+}
+
+}  // namespace
+
+Manifest manifest_from_json(std::string_view text) {
+  simdjson::dom::parser parser;
+  Field root(parse(parser, text, disk::kManifestFile), disk::kManifestFile);
   if (root["format"].as<std::string>() != kFormatName)
     root["format"].fail(fmt::format("expected \"{}\"", kFormatName));
   auto version = root["format_version"].as<uint32_t>();
@@ -532,31 +566,28 @@ Manifest manifest_from_json(std::string_view text) {
     m.series = SeriesFacts{(*s)["new_pages"].as<uint64_t>(), (*s)["earlier_pages"].as<uint64_t>(),
                            (*s)["unchanged_pages"].as<uint64_t>()};
 
-  Field c = root["checkpoint"];
-  Checkpoint& cp = m.checkpoint;
-  cp.format_version = version;
-  cp.snap_version = c["snap_version"].as<std::string>();
-  cp.created = c["created"].as<std::string>();
-  cp.hostname = c["hostname"].as<std::string>();
-  cp.kernel_release = c["kernel_release"].as<std::string>();
-  if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
-  if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
-  if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();
-  if (auto cf = c.opt("code_files")) {
-    cf->for_each_member([&](std::string path, const Field& e) {
-      cp.code_files[std::move(path)] = {e["size"].as<uint64_t>(), e["mtime_ns"].as<int64_t>(),
-                                        e["dev"].as<uint64_t>(), e["inode"].as<uint64_t>(),
-                                        e["build_id"].as<std::string>()};
-    });
-  }
-  if (auto g = c.opt("ghost_files")) cp.ghost_files = g->list(decode_ghost);
-  if (auto t = c.opt("ptys")) cp.ptys = t->list(decode_pty);
-  cp.processes = c["processes"].list(decode_process);
+  m.checkpoint.format_version = version;
+  // Up to version 5 the checkpoint is in the manifest; from version 6 in a
+  // file of its own, which the manifest lists.
+  if (auto c = root.opt("checkpoint"))
+    decode_checkpoint(*c, m.checkpoint);
+  else if (version < 6 || !m.files.count(disk::kCheckpointFile))
+    root["checkpoint"].fail(fmt::format("missing, and no {} is listed", disk::kCheckpointFile));
+  else
+    m.checkpoint_in_file = true;
   return m;
 }
 
 Checkpoint checkpoint_from_json(std::string_view text) {
   return manifest_from_json(text).checkpoint;
+}
+
+Checkpoint checkpoint_file_from_json(std::string_view text, uint32_t format_version) {
+  simdjson::dom::parser parser;
+  Checkpoint cp;
+  cp.format_version = format_version;
+  decode_checkpoint(Field(parse(parser, text, disk::kCheckpointFile), disk::kCheckpointFile), cp);
+  return cp;
 }
 
 }  // namespace snap::image

@@ -20,7 +20,8 @@ struct Pack {
   std::string data_path, index_path;
   FileEntry data, index;            // as the manifest records them
   std::vector<disk::IndexBlock> blocks;
-  std::vector<disk::IndexPage> pages;  // sorted by hash
+  uint64_t npages = 0;              // unique pages
+  std::vector<disk::IndexPage> pages;  // sorted by hash; empty where the index has no hashes
   uint64_t base = 0;                // page ref of its unique page 0
   ScopedFd fd;                      // data_path, read with pread (any thread)
 };

@@ -13,6 +13,7 @@
 #include "image/format.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
+#include "image/manifest_file.h"
 
 namespace snap::image {
 
@@ -76,7 +77,7 @@ std::vector<SeriesEntry> list_series(const std::string& ckpt_dir) {
     e.latest = latest == n;
     e.checkpoint_bytes = dir_bytes(e.dir);
     try {
-      Manifest m = manifest_from_json(io::read_file(e.dir + "/" + disk::kManifestFile));
+      Manifest m = read_manifest(e.dir);
       e.created = m.checkpoint.created;
       e.changed_pages_by = m.checkpoint.changed_pages_by;
       for (const auto& p : m.packs) e.referenced_bytes += p.data.size + p.index.size;

@@ -35,9 +35,7 @@ def two_threads_256mib(env):
     size = image_size(ckpt)
     expect(size < 48 << 20, f"image of 256 MiB (10% random) is {size / 2**20:.1f} MiB < 48 MiB")
     expect(oct(os.stat(ckpt).st_mode & 0o777) == "0o700", "image directory is 0700")
-    with open(os.path.join(ckpt, "manifest.json")) as f:
-        man = json.load(f)
-    proc = man["checkpoint"]["processes"][0] if "checkpoint" in man else man["processes"][0]
+    proc = env.manifest(ckpt)["checkpoint"]["processes"][0]
     expect(proc["pid"] == p.pid, "the manifest names the pid")
     tids = sorted(int(t) for t in os.listdir(f"/proc/{p.pid}/task"))
     expect(sorted(t["tid"] for t in proc["threads"]) == tids, f"both threads recorded: {tids}")
@@ -376,8 +374,7 @@ def tree_zombie_sockets_shared(env):
     parent, child, zombie = int(parent), int(child), int(zombie)
     ckpt = env.path("tree.ckpt")
     env.snap_run("dump", "--pid", str(parent), "-o", ckpt)
-    with open(os.path.join(ckpt, "manifest.json")) as f:
-        man = json.load(f)["checkpoint"]
+    man = env.manifest(ckpt)["checkpoint"]
     procs = {pr["pid"]: pr for pr in man["processes"]}
     expect(man["processes"][0]["pid"] == parent and set(procs) == {parent, child, zombie},
            f"root first, then the child and the zombie: {list(procs)}")
@@ -565,8 +562,7 @@ def many_mappings(env):
     expect(stats[0]["pages"] == stats[1]["pages"] and stats[0]["unique_pages"] == stats[1]["unique_pages"],
            f"--jobs 1 and 2 store the same pages: {stats[0]['pages']}/{stats[0]['unique_pages']} and "
            f"{stats[1]['pages']}/{stats[1]['unique_pages']}")
-    with open(os.path.join(ck2, "manifest.json")) as f:
-        maps = json.load(f)["checkpoint"]["processes"][0]["mappings"]
+    maps = env.manifest(ck2)["checkpoint"]["processes"][0]["mappings"]
     dumped = sum(1 for m in maps if m["pages_dumped"] == 1 and m["end"] - m["start"] == 4096)
     expect(dumped >= n, f"each one-page mapping has its page in the image ({dumped} >= {n})")
     p.kill()

@@ -6,6 +6,7 @@ A case passes by returning, fails by raising, and is skipped (exit 77) by
 raising Skip with the reason, which is printed.
 """
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +44,11 @@ class Env:
             raise AssertionError(f"snap {' '.join(args)} exited {p.returncode}\n"
                                  f"stdout: {p.stdout}\nstderr: {p.stderr}")
         return p
+
+    def manifest(self, ckpt):
+        """The image's whole manifest, checkpoint included (snap info
+        --manifest: manifest.json and checkpoint.json.lz4 together)."""
+        return json.loads(self.snap_run("info", ckpt, "--manifest").stdout)
 
 
 def case(fn):

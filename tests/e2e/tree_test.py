@@ -7,7 +7,6 @@ failure at one point is recorded and the next point still runs; the case
 fails at the end if any point failed.
 Usage: tree_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -109,14 +108,13 @@ def kill_leftovers(pids):
         print(f"warning: {e}")
 
 
-def image_processes(ckpt):
+def image_processes(env, ckpt):
     """The processes of an image, root first (src/image/FORMAT.md)."""
-    with open(os.path.join(ckpt, "manifest.json")) as f:
-        return json.load(f)["checkpoint"]["processes"]
+    return env.manifest(ckpt)["checkpoint"]["processes"]
 
 
-def image_pids(ckpt):
-    return [p["pid"] for p in image_processes(ckpt)]
+def image_pids(env, ckpt):
+    return [p["pid"] for p in image_processes(env, ckpt)]
 
 
 def describe_outputs(outs):
@@ -206,7 +204,7 @@ def dump_restore_at(env, name, argv, point, want_status, want, collect=stdout_on
     print(f"     {r.stderr.strip()}")
     p.wait(timeout=10)
     expect(p.returncode == -signal.SIGKILL, f"{name} {point.label}: the dump killed the root")
-    procs = image_processes(ckpt)
+    procs = image_processes(env, ckpt)
     pids = [q["pid"] for q in procs]
     if check_image:
         check_image(procs)
@@ -443,20 +441,20 @@ def restored_tree_again(env):
     ckpt1, ckpt2 = os.path.join(d, "ckpt1"), os.path.join(d, "ckpt2")
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt1)
     p.wait(timeout=10)
-    pids = image_pids(ckpt1)
+    pids = image_pids(env, ckpt1)
     wait_for(lambda: all_gone(pids), 10, "the original tree to be gone")
     # First restore in the background; dump what it brought back.
     r1 = start([env.snap, "restore", ckpt1], cwd=d)
     try:
         wait_lines(out, 50)
-        expect(r1.poll() is None and all(exists(live_pid(q)) for q in image_pids(ckpt1)),
+        expect(r1.poll() is None and all(exists(live_pid(q)) for q in image_pids(env, ckpt1)),
                "the restored tree runs with its saved pids")
         env.snap_run("dump", "--kill", "--pid", str(live_pid(p.pid)), "-o", ckpt2)
         r1.wait(timeout=20)
         expect(r1.returncode == 128 + signal.SIGKILL,
                f"the first snap restore ends with its job, killed by the second dump "
                f"(exit {r1.returncode})")
-        expect(sorted(image_pids(ckpt2)) == sorted(pids),
+        expect(sorted(image_pids(env, ckpt2)) == sorted(pids),
                "the second image holds the same processes")
         def reaped():  # orphans of the killed tree come to this test (a subreaper)
             reap_orphans()
@@ -490,7 +488,7 @@ def pids_taken(env):
     ckpt = os.path.join(d, "ckpt")
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait(timeout=10)
-    pids = image_pids(ckpt)
+    pids = image_pids(env, ckpt)
     expect(len(pids) == 4 and pids[0] == p.pid, f"the image holds the root and 3 workers: {pids}")
     wait_for(lambda: all_gone(set(pids) | set(tree)), 10, "the original tree to be gone")
     # Take two pids that are not the root's, so a restore that checks only
@@ -591,7 +589,7 @@ def damaged_block_kills_the_half_built_tree(env):
     ckpt = os.path.join(d, "ckpt")
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait(timeout=10)
-    pids = image_pids(ckpt)
+    pids = image_pids(env, ckpt)
     expect(len(pids) == 2, f"the image holds the parent and the child: {pids}")
     wait_for(lambda: all_gone(pids), 10, "the original tree to be gone")
     flip_byte_in_last_block(os.path.join(ckpt, "pages.bin"))

@@ -23,6 +23,7 @@
 #include "image/image_reader.h"
 #include "image/image_writer.h"
 #include "image/manifest.h"
+#include "image/manifest_file.h"
 #include "image/staged_file.h"
 #include "base/scoped_fd.h"
 
@@ -835,6 +836,89 @@ TEST(PageStore, DamagedIndexRefusedOnOpen) {
   f.close();
   std::string msg = error_of([&] { ImageReader::open(t / "img"); });
   EXPECT_NE(msg.find("pages.idx: checksum"), std::string::npos) << msg;
+}
+
+// ---- version 6 layout ----
+
+// A plain image's pages.idx holds its block table only; the checkpoint is in
+// checkpoint.json.lz4, listed and checksummed by a small manifest.json, and
+// comes back whole.
+TEST(Layout, PlainImageIndexWithoutHashesAndCheckpointFile) {
+  TempDir t;
+  Checkpoint c = sample_checkpoint();
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    for (uint64_t i = 0; i < 200; ++i) add(w, kPid, kStart + i * kPageSize, text_page(i));
+    w.commit(c);
+  }
+  const uint64_t nblocks = (200 + 63) / 64;
+  EXPECT_EQ(fs::file_size(t / "img/pages.idx"), 32 + nblocks * 16);
+  std::ifstream idx(t / "img/pages.idx", std::ios::binary);
+  char magic[8];
+  idx.read(magic, 8);
+  EXPECT_EQ(std::string(magic, 8), "SNAPIDX2");
+  std::ifstream mf(t / "img/manifest.json");
+  std::string manifest((std::istreambuf_iterator<char>(mf)), {});
+  EXPECT_EQ(manifest.find("\"checkpoint\""), std::string::npos) << manifest;
+  EXPECT_NE(manifest.find("checkpoint.json.lz4"), std::string::npos) << manifest;
+
+  auto r = ImageReader::open(t / "img");
+  EXPECT_EQ(r.stats().unique_pages, 200u);
+  auto got = read_back(r, kPid, kStart);
+  ASSERT_EQ(got.size(), 200u);
+  for (uint64_t i = 0; i < 200; ++i) EXPECT_EQ(got[kStart + i * kPageSize], text_page(i));
+  r.verify_all();
+  // The checkpoint as it was committed (with the pages_dumped the writer
+  // fills in), and `snap info --manifest`'s document shows it inline.
+  Manifest m = read_manifest(t / "img");
+  c.processes[0].mappings[0].pages_dumped = 200;
+  EXPECT_EQ(to_json(m.checkpoint), to_json(c));
+  EXPECT_NE(to_json(m).find("\"checkpoint\":{\"snap_version\""), std::string::npos);
+}
+
+TEST(Layout, DamagedCheckpointFileRefusedOnOpen) {
+  TempDir t;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, kPid, kStart, text_page(1));
+    w.commit(sample_checkpoint());
+  }
+  const fs::path cp = t / "img/checkpoint.json.lz4";
+  {
+    std::fstream f(cp, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(cp) / 2));
+    f.write("X", 1);
+  }
+  std::string msg = error_of([&] { ImageReader::open(t / "img"); });
+  EXPECT_NE(msg.find("checkpoint.json.lz4: checksum"), std::string::npos) << msg;
+  fs::resize_file(cp, fs::file_size(cp) - 10);
+  msg = error_of([&] { ImageReader::open(t / "img"); });
+  EXPECT_NE(msg.find("checkpoint.json.lz4: size is"), std::string::npos) << msg;
+}
+
+// Images of version 5 and older hold the checkpoint in manifest.json (and
+// page hashes in a plain image's pages.idx): still read.
+TEST(Layout, Version5ManifestStillRead) {
+  TempDir t;
+  Checkpoint c = sample_checkpoint();
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, kPid, kStart, text_page(7));
+    w.commit(c);
+  }
+  Manifest m = read_manifest(t / "img");
+  m.files.erase("checkpoint.json.lz4");
+  m.checkpoint.format_version = 5;
+  fs::remove(t / "img/checkpoint.json.lz4");
+  std::ofstream(t / "img/manifest.json", std::ios::trunc) << to_json(m);
+  auto r = ImageReader::open(t / "img");
+  EXPECT_EQ(r.checkpoint().format_version, 5u);
+  EXPECT_EQ(r.checkpoint().processes.size(), c.processes.size());
+  EXPECT_EQ(read_back(r, kPid, kStart)[kStart], text_page(7));
+  // Without the checkpoint in it, a version 5 manifest is damaged.
+  std::ofstream(t / "img/manifest.json", std::ios::trunc) << manifest_file_json(m);
+  std::string msg = error_of([&] { ImageReader::open(t / "img"); });
+  EXPECT_NE(msg.find("manifest.json: checkpoint: missing"), std::string::npos) << msg;
 }
 
 // ---- commit rules ----
