@@ -86,9 +86,13 @@ def ratio_cell(runs_a, runs_b, a, b, key):
 
 
 def ratio_text(r, limit):
-    """r to two decimals, or three where two would read as meeting limit."""
-    text = f"{r:.2f}"
-    return f"{r:.3f}" if float(text) <= limit else text
+    """r to two decimals, or as many more (up to six) as it takes not to
+    read as meeting a limit it misses."""
+    for digits in range(2, 7):
+        text = f"{r:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return text
 
 
 def targets_cell(wl, runs_a, runs_b):
