@@ -35,7 +35,9 @@
 #include "image/image_reader.h"
 #include "image/manifest.h"
 #include "image/manifest_file.h"
+#include "image/page_table.h"
 #include "image/series.h"
+#include "image/series_dir.h"
 #include "image/staged_file.h"
 
 namespace snap::image {
@@ -47,16 +49,6 @@ namespace {
 // Threads adding pages at once (block buffers are made for them), at most.
 constexpr unsigned kMaxWorkers = 64;
 
-struct Hash128 {
-  uint64_t lo = 0, hi = 0;
-  bool operator==(const Hash128&) const = default;
-};
-
-Hash128 hash_page(const uint8_t* p) {
-  XXH128_hash_t h = XXH3_128bits(p, kPageSize);
-  return {h.low64, h.high64};
-}
-
 // Whether every byte of the page is zero. Most pages that are not give up
 // at their first word; a zero page costs one pass, and no hash.
 bool is_zero_page(const uint8_t* p) {
@@ -67,83 +59,6 @@ bool is_zero_page(const uint8_t* p) {
   }
   return true;
 }
-
-// Page hash -> ref of the stored page: open addressing, linear probing, at
-// most three quarters full. 24 bytes an entry (32 to 64 per stored page),
-// in huge pages the kernel hands out zeroed (an all-zero entry is empty:
-// refs are kept plus one). At commit its own buffer becomes the sorted
-// index (sorted_in_place), so writing pages.idx takes no second copy.
-class PageTable {
- public:
-  PageTable() : buf_(kInitial * sizeof(Entry)), cap_(kInitial) {}
-
-  std::optional<uint64_t> find(const Hash128& h) const {
-    if (spent_) throw std::logic_error("PageTable::find after sorted_in_place");
-    const Entry* e = entries();
-    for (size_t i = h.lo & mask(); ; i = (i + 1) & mask()) {
-      if (e[i].ref1 == 0) return std::nullopt;
-      if (e[i].lo == h.lo && e[i].hi == h.hi) return e[i].ref1 - 1;
-    }
-  }
-
-  // `h` must not be in the table yet.
-  void insert(const Hash128& h, uint64_t ref) {
-    if ((size_ + 1) * 4 > cap_ * 3) grow();
-    place(entries(), mask(), {h.lo, h.hi, ref + 1});
-    size_++;
-  }
-
-  size_t size() const { return size_; }
-
-  // The entries moved to the front of the table's buffer and sorted by
-  // hash (hi, then lo); each one's `ref1` becomes its ref. The table can
-  // look nothing up afterwards (size() still counts the entries).
-  struct Sorted {
-    uint64_t lo, hi, ref;
-  };
-  std::span<Sorted> sorted_in_place() {
-    Entry* e = entries();
-    size_t k = 0;
-    for (size_t i = 0; i < cap_; ++i)
-      if (e[i].ref1) e[k++] = {e[i].lo, e[i].hi, e[i].ref1 - 1};
-    auto* out = reinterpret_cast<Sorted*>(e);
-    std::sort(out, out + k, [](const Sorted& a, const Sorted& b) {
-      return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
-    });
-    spent_ = true;
-    return {out, k};
-  }
-
- private:
-  struct Entry {
-    uint64_t lo, hi, ref1;  // ref1: ref + 1, 0 when empty
-  };
-  static constexpr size_t kInitial = size_t{1} << 16;
-
-  Entry* entries() const { return reinterpret_cast<Entry*>(buf_.data()); }
-  size_t mask() const { return cap_ - 1; }
-
-  static void place(Entry* e, size_t mask, const Entry& x) {
-    size_t i = x.lo & mask;
-    while (e[i].ref1) i = (i + 1) & mask;
-    e[i] = x;
-  }
-
-  void grow() {
-    HugeBuffer bigger(cap_ * 2 * sizeof(Entry));
-    Entry* to = reinterpret_cast<Entry*>(bigger.data());
-    const Entry* from = entries();
-    for (size_t i = 0; i < cap_; ++i)
-      if (from[i].ref1) place(to, cap_ * 2 - 1, from[i]);
-    buf_ = std::move(bigger);
-    cap_ *= 2;
-  }
-
-  HugeBuffer buf_;
-  size_t cap_;
-  size_t size_ = 0;
-  bool spent_ = false;
-};
 
 // Room for a block compressed by lz4 (LZ4_compressBound of a full block),
 // rounded to pages.
@@ -277,54 +192,6 @@ void append_ref(std::vector<disk::PagemapRun>& runs, uint64_t addr, disk::RunKin
 constexpr int kPackShift = 40;
 constexpr uint64_t kPageMask = (uint64_t{1} << kPackShift) - 1;
 
-// N.tmp-XXXXXX, N.tmp-gc, latest.tmp-PID
-bool has_temp_infix(const std::string& name) {
-  auto dot = name.find(kSeriesTempInfix);
-  if (dot == std::string::npos || dot == 0) return false;
-  std::string head = name.substr(0, dot);
-  return head == kSeriesLatest || head.find_first_not_of("0123456789") == std::string::npos;
-}
-
-std::optional<uint64_t> number_of(const std::string& s) {
-  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos)
-    return std::nullopt;
-  return std::stoull(s);
-}
-
-// Deletes packs no checkpoint of the series refers to: those of checkpoints
-// collected, or of a writer killed before its checkpoint was installed. When
-// some checkpoint's manifest cannot be read (it cannot be restored anyway,
-// but maybe it is being looked at), only packs numbered above every
-// checkpoint go.
-void remove_unused_packs(const std::string& ckpt) {
-  std::set<std::string> used;
-  bool all_read = true;
-  std::vector<uint64_t> numbers = series_numbers(ckpt);
-  for (uint64_t n : numbers) {
-    try {
-      Manifest m = read_manifest(fmt::format("{}/{}", ckpt, n), /*checkpoint=*/false);
-      for (const auto& p : m.packs) used.insert(p.name);
-    } catch (const Error&) {
-      all_read = false;
-    }
-  }
-  const uint64_t highest = numbers.empty() ? 0 : numbers.back();
-  const std::string packs = ckpt + "/" + kSeriesPacks;
-  bool removed = false;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(packs, ec)) {
-    std::string file = e.path().filename().string();
-    std::string stem = file.substr(0, file.find('.'));
-    auto n = number_of(stem);
-    if (used.count(stem) || (n && !all_read && *n <= highest)) continue;
-    if (::unlink(e.path().c_str()) < 0 && errno != ENOENT)
-      warn("could not remove unused pack file {}: {}", e.path().string(), strerror(errno));
-    removed = true;
-  }
-  if (ec) throw SysError(fmt::format("read directory {}", packs), ec.value());
-  if (removed) io::fsync_dir(packs);
-}
-
 // What add_pages() finds out about a page before it takes the lock.
 struct PageFacts {
   bool zero = false;
@@ -455,8 +322,8 @@ class ImageWriter::Impl {
       throw SysError(fmt::format("flock({}/{})", ckpt_, kSeriesLock), errno,
                      errno == EWOULDBLOCK ? "another snap is writing this series; wait for it"
                                           : "");
-    remove_leftovers();
-    remove_uncommitted();
+    remove_leftovers(ckpt_);
+    remove_uncommitted(ckpt_);
     io::fsync_dir(ckpt_);
 
     std::vector<uint64_t> numbers = series_numbers(ckpt_);
@@ -501,39 +368,6 @@ class ImageWriter::Impl {
       ::unlink(pages_path_.c_str());
       ::unlink(index_path_.c_str());
     }
-  }
-
-  // A checkpoint numbered above the one `latest` names was installed by a
-  // writer killed before it switched `latest`: it was never committed, and
-  // keeping it would make the next checkpoint's predecessor ambiguous.
-  void remove_uncommitted() {
-    std::optional<uint64_t> latest = series_latest(ckpt_);
-    if (!latest) return;
-    for (uint64_t n : series_numbers(ckpt_)) {
-      if (n <= *latest) continue;
-      std::string from = fmt::format("{}/{}", ckpt_, n);
-      std::string to = fmt::format("{}{}uncommitted", from, kSeriesTempInfix);
-      std::error_code ec;
-      fs::remove_all(to, ec);
-      if (::rename(from.c_str(), to.c_str()) < 0)
-        throw SysError(fmt::format("rename({}, {})", from, to), errno);
-      fs::remove_all(to, ec);
-      if (ec) warn("could not remove {}: {}", to, ec.message());
-    }
-  }
-
-  // Temporary directories and `latest` links of a killed writer, and
-  // checkpoints a killed collection had begun to delete.
-  void remove_leftovers() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(ckpt_, ec)) {
-      std::string name = e.path().filename().string();
-      if (!has_temp_infix(name)) continue;
-      std::error_code rec;
-      fs::remove_all(e.path(), rec);
-      if (rec) warn("could not remove {}: {}", e.path().string(), rec.message());
-    }
-    if (ec) throw SysError(fmt::format("read directory {}", ckpt_), ec.value());
   }
 
   void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
@@ -765,58 +599,8 @@ class ImageWriter::Impl {
     installed_ = true;  // the new pack belongs to CKPT/N now
     committed_ = true;
     io::fsync_dir(ckpt_);
-    switch_latest();
-    collect_garbage();
-  }
-
-  // latest -> N, atomically: a new symlink renamed over the old one.
-  void switch_latest() {
-    std::string tmp = fmt::format("{}/{}{}{}", ckpt_, kSeriesLatest, kSeriesTempInfix, ::getpid());
-    ::unlink(tmp.c_str());
-    if (::symlink(std::to_string(number_).c_str(), tmp.c_str()) < 0)
-      throw SysError(fmt::format("symlink({})", tmp), errno);
-    if (::rename(tmp.c_str(), (ckpt_ + "/" + kSeriesLatest).c_str()) < 0) {
-      int err = errno;
-      ::unlink(tmp.c_str());
-      throw SysError(fmt::format("rename({}, {}/{})", tmp, ckpt_, kSeriesLatest), err);
-    }
-    io::fsync_dir(ckpt_);
-  }
-
-  // Keeps the `keep` newest checkpoints and the one `latest` names; each
-  // other one is renamed to N.tmp-gc (no longer a checkpoint, and removed by
-  // the next writer if this one dies), then deleted; then the packs no
-  // remaining checkpoint refers to. The checkpoint is committed already:
-  // failures are warnings.
-  void collect_garbage() {
-    try {
-      std::vector<uint64_t> numbers = series_numbers(ckpt_);
-      std::optional<uint64_t> latest = series_latest(ckpt_);
-      const size_t keep = std::max(1u, opts_.keep);
-      std::vector<std::string> doomed;
-      for (size_t i = 0; i + keep < numbers.size(); ++i) {
-        if (numbers[i] == latest || numbers[i] == number_) continue;
-        std::string from = fmt::format("{}/{}", ckpt_, numbers[i]);
-        std::string to = fmt::format("{}{}gc", from, kSeriesTempInfix);
-        std::error_code ec;
-        fs::remove_all(to, ec);
-        if (::rename(from.c_str(), to.c_str()) < 0)
-          throw SysError(fmt::format("rename({}, {})", from, to), errno);
-        doomed.push_back(to);
-      }
-      if (doomed.empty()) return;
-      io::fsync_dir(ckpt_);
-      for (const auto& d : doomed) {
-        std::error_code ec;
-        fs::remove_all(d, ec);
-        if (ec) warn("could not remove {}: {}", d, ec.message());
-      }
-      remove_unused_packs(ckpt_);
-      io::fsync_dir(ckpt_);
-    } catch (const Error& e) {
-      warn("series {}: checkpoint {} is committed, but removing old checkpoints failed: {}",
-           ckpt_, number_, e.what());
-    }
+    switch_latest(ckpt_, number_);
+    collect_garbage(ckpt_, opts_.keep, number_);
   }
 
   ImageStats stats() const {
