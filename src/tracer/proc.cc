@@ -106,8 +106,9 @@ std::optional<MapEntry> parse_map_line(std::string_view line) {
 namespace {
 
 // The whole file (`name` in directory `dirfd`, or AT_FDCWD), or the errno
-// that stopped reading it.
-std::string read_all(int dirfd, const char* name, int* err) {
+// that stopped reading it. With `one_piece` (a /proc file the kernel makes
+// whole before the first read returns), a short first read is the end.
+std::string read_all(int dirfd, const char* name, int* err, bool one_piece = false) {
   *err = 0;
   ScopedFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC));
   if (!fd) {
@@ -128,7 +129,7 @@ std::string read_all(int dirfd, const char* name, int* err) {
     return {};
   }
   std::string out(first, static_cast<size_t>(n0));
-  if (n0 == 0) return out;
+  if (n0 == 0 || (one_piece && n0 < static_cast<ssize_t>(sizeof first))) return out;
   size_t len = out.size();
   const bool small = n0 < static_cast<ssize_t>(sizeof first);  // likely all of it
   const size_t min_room = small ? 256 : 16 << 10;
@@ -152,7 +153,7 @@ std::string read_all(int dirfd, const char* name, int* err) {
 }  // namespace
 
 std::string read_file_at(int dirfd, const char* name, int* err) {
-  return read_all(dirfd, name, err);
+  return read_all(dirfd, name, err, /*one_piece=*/true);
 }
 
 std::optional<std::string> try_read_file(const std::string& path) {

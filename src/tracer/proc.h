@@ -19,7 +19,9 @@ std::string read_file(const std::string& path);
 // Same, but nullopt when the file does not exist or cannot be read.
 std::optional<std::string> try_read_file(const std::string& path);
 // The whole file `name` in directory `dirfd` (AT_FDCWD: a path), or "" with
-// the errno that stopped reading it in *err.
+// the errno that stopped reading it in *err. Only for /proc files the
+// kernel makes in one piece (single_open: fdinfo, stat, status), whose
+// first read, if short, is all of it: one read(2) instead of two.
 std::string read_file_at(int dirfd, const char* name, int* err);
 std::string read_link(const std::string& path);
 
