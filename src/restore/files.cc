@@ -1,11 +1,11 @@
+// OpenFiles and the general part of its FilePlanner (restore/file_planner.h):
+// the plan of every fd, ghosts, files, pipes and FIFOs.
 #include "restore/files.h"
 
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <signal.h>
@@ -14,672 +14,420 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
-#include <optional>
-#include <set>
-#include <tuple>
-#include <unordered_map>
 
 #include "base/error.h"
 #include "restore/anon_fds.h"
-#include "restore/sockets.h"
-#include "restore/tcp_connection.h"
+#include "restore/file_planner.h"
 #include "restore/ghosts.h"
 #include "restore/ns_files.h"
 #include "restore/tty.h"
 
 namespace snap::restore {
 
-ShmKey shm_key(const image::Mapping& m) { return {m.dev, m.inode}; }
-
 namespace {
 
 using image::FdType;
-using image::FileDesc;
-using image::Process;
 
 bool is_stdio(int fd) { return fd >= 0 && fd <= 2; }
-bool is_read_end(const FileDesc& f) { return (f.flags & O_ACCMODE) == O_RDONLY; }
-
-std::string fd_name(const Process& p, const FileDesc& f) {
-  return fmt::format("pid {} fd {} ({})", p.pid, f.fd, f.path);
-}
-
-// Which open file description an fd is: pipes by inode and end, sockets by
-// inode, everything else by the dump's file_id (or, unknown, on its own).
-using DescKey = std::tuple<int, uint64_t, uint64_t>;
-DescKey desc_key(const Process& p, const FileDesc& f) {
-  if (f.type == FdType::Pipe) return {1, f.inode, is_read_end(f) ? 0 : 1};
-  if (f.type == FdType::Socket && f.inode) return {2, f.inode, 0};
-  if (f.file_id) return {3, f.file_id, 0};
-  return {4, static_cast<uint64_t>(p.pid), static_cast<uint64_t>(f.fd)};
-}
-
-// The status flags an open file description carries (F_SETFL).
-constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
 
 }  // namespace
 
-class FilePlanner {
- public:
-  FilePlanner(const image::Checkpoint& c, image::ImageReader& img, bool allow, bool tcp_close,
-              OpenFiles& out)
-      : ckpt_(c), img_(img), allow_changed_(allow), tcp_close_(tcp_close), out_(out) {}
-
-  void run() {
-    int highest = 2;
-    for (const auto& p : ckpt_.processes)
-      for (const auto& f : p.fds) highest = std::max(highest, f.fd);
-    out_.base_ = highest + 1;
-    raise_fd_limit();
-    index();
-    remake_ghosts();
-    ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
-                  out_.warnings_);
-    for (const auto& p : ckpt_.processes)
-      for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
-    for (const auto& p : ckpt_.processes) {
-      if (p.zombie) continue;
-      auto& files = out_.procs_[p.pid];
-      for (const auto& f : p.fds) {
-        FdAction a;
-        a.target = f.fd;
-        a.cloexec = (f.flags & O_CLOEXEC) != 0;
-        a.epoll_targets = f.epoll_targets;
-        a.file = &f;
-        if (!own_file(p, f, a)) a.source = object_for(p, f);
-        files.fds.push_back(std::move(a));
-      }
-      for (const auto& m : p.mappings)
-        if (m.ghost)
-          files.ghosts[m.ghost] = ghost_fd(m.ghost, fmt::format("pid {} {}", p.pid, m.path));
-        else if (is_shm_object(m))
-          files.shm[shm_key(m)] = memfd_for(m);
-      if (p.cwd_ghost) files.cwd_fd = ghost_fd(p.cwd_ghost, fmt::format("pid {} cwd", p.pid));
-      files.ctty_fd = ptys_->ctty_of(p);
-      files.fg_fd = ptys_->foreground_of(p);
+void FilePlanner::run() {
+  int highest = 2;
+  for (const auto& p : ckpt_.processes)
+    for (const auto& f : p.fds) highest = std::max(highest, f.fd);
+  out_.base_ = highest + 1;
+  raise_fd_limit();
+  index();
+  remake_ghosts();
+  ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
+                out_.warnings_);
+  for (const auto& p : ckpt_.processes)
+    for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
+  for (const auto& p : ckpt_.processes) {
+    if (p.zombie) continue;
+    auto& files = out_.procs_[p.pid];
+    for (const auto& f : p.fds) {
+      FdAction a;
+      a.target = f.fd;
+      a.cloexec = (f.flags & O_CLOEXEC) != 0;
+      a.epoll_targets = f.epoll_targets;
+      a.file = &f;
+      if (!own_file(p, f, a)) a.source = object_for(p, f);
+      files.fds.push_back(std::move(a));
     }
-    connect_sockets();
-    fill_shared_memory();
-    ptys_->hang_up();
+    for (const auto& m : p.mappings)
+      if (m.ghost)
+        files.ghosts[m.ghost] = ghost_fd(m.ghost, fmt::format("pid {} {}", p.pid, m.path));
+      else if (is_shm_object(m))
+        files.shm[shm_key(m)] = memfd_for(m);
+    if (p.cwd_ghost) files.cwd_fd = ghost_fd(p.cwd_ghost, fmt::format("pid {} cwd", p.pid));
+    files.ctty_fd = ptys_->ctty_of(p);
+    files.fg_fd = ptys_->foreground_of(p);
   }
+  connect_sockets();
+  fill_shared_memory();
+  ptys_->hang_up();
+}
 
- private:
-  struct PipeInfo {
-    bool read = false, write = false;  // ends held in the image
-    const std::vector<uint8_t>* data = nullptr;
-  };
-
-  void raise_fd_limit() {
-    rlimit lim{};
-    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-      lim.rlim_cur = lim.rlim_max;
-      ::setrlimit(RLIMIT_NOFILE, &lim);
-    }
+void FilePlanner::raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
   }
+}
 
-  void index() {
-    const Process& root = ckpt_.processes[0];
-    for (const auto& p : ckpt_.processes)
-      for (const auto& f : p.fds) {
-        if (f.type == FdType::Pipe) {
-          auto& pi = pipes_[f.inode];
-          (is_read_end(f) ? pi.read : pi.write) = true;
-          if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
-        }
-        if (f.type == FdType::Socket && f.inode) {
-          sockets_[f.inode] = &f;
-          socket_cwd_[f.inode] = p.cwd;
-        }
-        // Pipe ends in flight on a socket count as held.
-        if (f.unix_socket)
-          for (const auto& m : f.unix_socket->queue_fds)
-            for (const auto& d : m)
-              if (d.type == FdType::Pipe) (is_read_end(d) ? pipes_[d.inode].read : pipes_[d.inode].write) = true;
-      }
-    // Stdio of the root that leads outside the image (the batch script's
-    // pipe, the terminal, a socket) is snap restore's own, for every
-    // process that shares it. Files are reopened instead.
-    for (const auto& f : root.fds) {
-      if (!is_stdio(f.fd) || f.type == FdType::Regular || f.type == FdType::Directory ||
-          f.type == FdType::CharDev || f.pty)
-        continue;
+void FilePlanner::index() {
+  const Process& root = ckpt_.processes[0];
+  for (const auto& p : ckpt_.processes)
+    for (const auto& f : p.fds) {
       if (f.type == FdType::Pipe) {
-        const auto& pi = pipes_[f.inode];
-        if (pi.read && pi.write) continue;  // both ends in the image: recreated
+        auto& pi = pipes_[f.inode];
+        (is_read_end(f) ? pi.read : pi.write) = true;
+        if (!f.pipe_data.empty() && !pi.data) pi.data = &f.pipe_data;
       }
-      if (f.type == FdType::Socket && f.unix_socket && sockets_.count(f.unix_socket->peer_inode))
-        continue;
-      external_.emplace(desc_key(root, f), f.fd);
+      if (f.type == FdType::Socket && f.inode) {
+        sockets_[f.inode] = &f;
+        socket_cwd_[f.inode] = p.cwd;
+      }
+      // Pipe ends in flight on a socket count as held.
+      if (f.unix_socket)
+        for (const auto& m : f.unix_socket->queue_fds)
+          for (const auto& d : m)
+            if (d.type == FdType::Pipe) (is_read_end(d) ? pipes_[d.inode].read : pipes_[d.inode].write) = true;
     }
-  }
-
-  // Every deleted file and memfd of the image, made again (held by snap
-  // until the skeletons inherit what they need of them).
-  void remake_ghosts() {
-    for (const auto& g : ckpt_.ghost_files) {
-      std::string who = fmt::format("{} {}", g.kind == image::GhostFile::Kind::Memfd ? "memfd" : "deleted file",
-                                    g.path);
-      ghosts_[g.id] =
-          keep(recreate_ghost(g, who, out_.warnings_, out_.holders_).release(), "remaking " + who);
+  // Stdio of the root that leads outside the image (the batch script's
+  // pipe, the terminal, a socket) is snap restore's own, for every
+  // process that shares it. Files are reopened instead.
+  for (const auto& f : root.fds) {
+    if (!is_stdio(f.fd) || f.type == FdType::Regular || f.type == FdType::Directory ||
+        f.type == FdType::CharDev || f.pty)
+      continue;
+    if (f.type == FdType::Pipe) {
+      const auto& pi = pipes_[f.inode];
+      if (pi.read && pi.write) continue;  // both ends in the image: recreated
     }
+    if (f.type == FdType::Socket && f.unix_socket && sockets_.count(f.unix_socket->peer_inode))
+      continue;
+    external_.emplace(desc_key(root, f), f.fd);
   }
+}
 
-  int ghost_fd(uint64_t id, const std::string& who) {
-    auto it = ghosts_.find(id);
-    if (it == ghosts_.end())
-      throw Error(fmt::format("{} refers to deleted file {}, which the image does not hold", who, id),
-                  "the image is damaged");
-    return it->second;
+// Every deleted file and memfd of the image, made again (held by snap
+// until the skeletons inherit what they need of them).
+void FilePlanner::remake_ghosts() {
+  for (const auto& g : ckpt_.ghost_files) {
+    std::string who = fmt::format("{} {}", g.kind == image::GhostFile::Kind::Memfd ? "memfd" : "deleted file",
+                                  g.path);
+    ghosts_[g.id] =
+        keep(recreate_ghost(g, who, out_.warnings_, out_.holders_).release(), "remaking " + who);
   }
+}
 
-  // An fd on a deleted file or memfd: a new open file description of the
-  // remade file (through /proc/self/fd), with the fd's flags and offset.
-  int ghost_description(const Process& p, const FileDesc& f) {
-    std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
-    if (f.type == FdType::Fifo) return fifo(p, f, path);
-    return reopen(p, f, path, f.flags);
-  }
+int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
+  auto it = ghosts_.find(id);
+  if (it == ghosts_.end())
+    throw Error(fmt::format("{} refers to deleted file {}, which the image does not hold", who, id),
+                "the image is damaged");
+  return it->second;
+}
 
-  int keep(int fd, const std::string& what) {
-    if (fd < 0) throw SysError(what, errno);
-    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, out_.base_);
-    int err = errno;
-    ::close(fd);
-    if (moved < 0)
-      throw SysError(what + ": moving it above fd " + std::to_string(out_.base_), err,
-                     "raise the open files limit (ulimit -n)");
-    out_.owned_.emplace_back(moved);
-    return moved;
-  }
+// An fd on a deleted file or memfd: a new open file description of the
+// remade file (through /proc/self/fd), with the fd's flags and offset.
+int FilePlanner::ghost_description(const Process& p, const FileDesc& f) {
+  std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
+  if (f.type == FdType::Fifo) return fifo(p, f, path);
+  return reopen(p, f, path, f.flags);
+}
 
-  // A file (or eventfd) no other fd shares: checked here, opened by the
-  // skeleton itself. False for what must be one object made by snap.
-  bool own_file(const Process& p, const FileDesc& f, FdAction& a) {
-    DescKey key = desc_key(p, f);
-    // A watch on a deleted file is added on snap's fd on its remade ghost.
-    if (uses_[key] != 1 || external_.count(key) || f.ghost || namespace_kind(f.path) ||
-        watches_ghost(f))
+int FilePlanner::keep(int fd, const std::string& what) {
+  if (fd < 0) throw SysError(what, errno);
+  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, out_.base_);
+  int err = errno;
+  ::close(fd);
+  if (moved < 0)
+    throw SysError(what + ": moving it above fd " + std::to_string(out_.base_), err,
+                   "raise the open files limit (ulimit -n)");
+  out_.owned_.emplace_back(moved);
+  return moved;
+}
+
+// A file (or eventfd) no other fd shares: checked here, opened by the
+// skeleton itself. False for what must be one object made by snap.
+bool FilePlanner::own_file(const Process& p, const FileDesc& f, FdAction& a) {
+  DescKey key = desc_key(p, f);
+  // A watch on a deleted file is added on snap's fd on its remade ghost.
+  if (uses_[key] != 1 || external_.count(key) || f.ghost || namespace_kind(f.path) ||
+      watches_ghost(f))
+    return false;
+  switch (f.type) {
+    case FdType::Regular:
+      if (!check_file(p, f)) {
+        a.path = "/dev/null";
+        a.flags = O_RDWR | (f.flags & O_CLOEXEC);
+        return true;
+      }
+      break;
+    case FdType::Directory:
+    case FdType::CharDev:
+      break;
+    case FdType::Tty:
+      if (f.pty && !ptys_->opened_by_skeleton(p, f)) return false;
+      a.flags = f.flags | O_NOCTTY;
+      a.path = f.path;
+      a.pos = f.pos;
+      return true;
+    case FdType::EventFd:
+      a.eventfd = true;
+      a.eventfd_count = f.eventfd_count;
+      a.eventfd_semaphore = f.eventfd_semaphore;
+      a.flags = f.flags;
+      return true;
+    case FdType::Epoll:
+      a.epoll = true;
+      a.flags = f.flags;
+      return true;
+    case FdType::SignalFd:
+    case FdType::TimerFd:
+    case FdType::Inotify:
+    case FdType::PidFd:
+      a.anon = true;
+      a.flags = f.flags;
+      return true;
+    default:
       return false;
-    switch (f.type) {
-      case FdType::Regular:
-        if (!check_file(p, f)) {
-          a.path = "/dev/null";
-          a.flags = O_RDWR | (f.flags & O_CLOEXEC);
-          return true;
-        }
-        break;
-      case FdType::Directory:
-      case FdType::CharDev:
-        break;
-      case FdType::Tty:
-        if (f.pty && !ptys_->opened_by_skeleton(p, f)) return false;
-        a.flags = f.flags | O_NOCTTY;
-        a.path = f.path;
-        a.pos = f.pos;
-        return true;
-      case FdType::EventFd:
-        a.eventfd = true;
-        a.eventfd_count = f.eventfd_count;
-        a.eventfd_semaphore = f.eventfd_semaphore;
-        a.flags = f.flags;
-        return true;
-      case FdType::Epoll:
-        a.epoll = true;
-        a.flags = f.flags;
-        return true;
-      case FdType::SignalFd:
-      case FdType::TimerFd:
-      case FdType::Inotify:
-      case FdType::PidFd:
-        a.anon = true;
-        a.flags = f.flags;
-        return true;
-      default:
-        return false;
-    }
-    a.path = f.path;
-    a.flags = f.flags;
-    a.pos = f.pos;
-    return true;
   }
+  a.path = f.path;
+  a.flags = f.flags;
+  a.pos = f.pos;
+  return true;
+}
 
-  int object_for(const Process& p, const FileDesc& f) {
-    DescKey key = desc_key(p, f);
-    if (f.type == FdType::Pipe && f.file_id && !external_.count(key))
-      return pipe_description(p, f, key);
-    if (auto it = objects_.find(key); it != objects_.end()) return it->second;
-    int fd = create(p, f, key);
-    objects_[key] = fd;
-    return fd;
-  }
+int FilePlanner::object_for(const Process& p, const FileDesc& f) {
+  DescKey key = desc_key(p, f);
+  if (f.type == FdType::Pipe && f.file_id && !external_.count(key))
+    return pipe_description(p, f, key);
+  if (auto it = objects_.find(key); it != objects_.end()) return it->second;
+  int fd = create(p, f, key);
+  objects_[key] = fd;
+  return fd;
+}
 
-  int create(const Process& p, const FileDesc& f, const DescKey& key) {
-    if (auto ext = external_.find(key); ext != external_.end()) {
-      int own = ::fcntl(ext->second, F_DUPFD_CLOEXEC, out_.base_);
-      if (own >= 0) {
-        out_.owned_.emplace_back(own);
-        return own;
-      }
-      out_.warnings_.push_back(fmt::format("{}: snap restore's own fd {} is closed; /dev/null "
-                                           "stands in",
-                                           fd_name(p, f), ext->second));
-      return keep(::open("/dev/null", O_RDWR), "open /dev/null");
+int FilePlanner::create(const Process& p, const FileDesc& f, const DescKey& key) {
+  if (auto ext = external_.find(key); ext != external_.end()) {
+    int own = ::fcntl(ext->second, F_DUPFD_CLOEXEC, out_.base_);
+    if (own >= 0) {
+      out_.owned_.emplace_back(own);
+      return own;
     }
-    if (f.ghost) return ghost_description(p, f);
-    switch (f.type) {
-      case FdType::Regular:
-        return open_file(p, f);
-      case FdType::Directory:
-      case FdType::CharDev:
-        return reopen(p, f, f.path, f.flags);
-      case FdType::Tty:
-        if (f.pty) return ptys_->open_end(f, fd_name(p, f));
-        return reopen(p, f, f.path, f.flags | O_NOCTTY);
-      case FdType::EventFd:
-        return keep(make_eventfd(f.eventfd_count, f.eventfd_semaphore, f.flags),
-                    "eventfd for " + fd_name(p, f));
-      case FdType::Epoll:
-        return keep(make_epoll(f.flags), "epoll_create1 for " + fd_name(p, f));
-      case FdType::SignalFd:
-      case FdType::TimerFd:
-      case FdType::Inotify: {
-        std::string why;
-        int fd = make_anon_fd(f, &why, &ghosts_);
-        if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
-        return keep(fd, fd_name(p, f));
-      }
-      case FdType::PidFd:
-        // Made before the skeletons: the process it refers to is not there yet.
-        throw Error(fd_name(p, f) + ": a pidfd shared by several fds or processes",
-                    "restoring shared pidfds is not supported yet");
-      case FdType::Pipe:
-        return pipe_end(p, f);
-      case FdType::Fifo:
-        return fifo(p, f, f.path);
-      case FdType::Socket:
-        return socket(p, f);
-      case FdType::Other:
-        // An O_PATH fd on a symbolic link itself (O_PATH | O_NOFOLLOW).
-        if ((f.flags & O_PATH) && S_ISLNK(f.mode)) return reopen(p, f, f.path, f.flags | O_NOFOLLOW);
-        break;
-    }
-    throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
+    out_.warnings_.push_back(fmt::format("{}: snap restore's own fd {} is closed; /dev/null "
+                                         "stands in",
+                                         fd_name(p, f), ext->second));
+    return keep(::open("/dev/null", O_RDWR), "open /dev/null");
   }
-
-  // A pipe end can have several open file descriptions (one opened again
-  // through /proc/PID/fd/N), each with its own status flags: the first is
-  // the end pipe2() made, the others are opened again the same way.
-  int pipe_description(const Process& p, const FileDesc& f, const DescKey& end_key) {
-    DescKey own{5, f.file_id, 0};
-    if (auto it = objects_.find(own); it != objects_.end()) return it->second;
-    int end;
-    if (auto it = objects_.find(end_key); it != objects_.end()) {
-      end = it->second;
-    } else {
-      end = create(p, f, end_key);
-      objects_[end_key] = end;
+  if (f.ghost) return ghost_description(p, f);
+  switch (f.type) {
+    case FdType::Regular:
+      return open_file(p, f);
+    case FdType::Directory:
+    case FdType::CharDev:
+      return reopen(p, f, f.path, f.flags);
+    case FdType::Tty:
+      if (f.pty) return ptys_->open_end(f, fd_name(p, f));
+      return reopen(p, f, f.path, f.flags | O_NOCTTY);
+    case FdType::EventFd:
+      return keep(make_eventfd(f.eventfd_count, f.eventfd_semaphore, f.flags),
+                  "eventfd for " + fd_name(p, f));
+    case FdType::Epoll:
+      return keep(make_epoll(f.flags), "epoll_create1 for " + fd_name(p, f));
+    case FdType::SignalFd:
+    case FdType::TimerFd:
+    case FdType::Inotify: {
+      std::string why;
+      int fd = make_anon_fd(f, &why, &ghosts_);
+      if (fd < 0) throw Error("cannot restore " + fd_name(p, f) + ": " + why);
+      return keep(fd, fd_name(p, f));
     }
-    int fd = end;
-    auto [claim, first] = pipe_end_owner_.emplace(end_key, f.file_id);
-    if (!first && claim->second != f.file_id) {
-      std::string path = fmt::format("/proc/self/fd/{}", end);
-      fd = keep(::open(path.c_str(), (f.flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC),
-                "cannot restore " + fd_name(p, f) + ": open " + path);
-    }
-    if (::fcntl(fd, F_SETFL, f.flags & kStatusFlags) < 0)
-      throw SysError("cannot restore " + fd_name(p, f) + ": fcntl(F_SETFL)", errno);
-    objects_[own] = fd;
-    return fd;
+    case FdType::PidFd:
+      // Made before the skeletons: the process it refers to is not there yet.
+      throw Error(fd_name(p, f) + ": a pidfd shared by several fds or processes",
+                  "restoring shared pidfds is not supported yet");
+    case FdType::Pipe:
+      return pipe_end(p, f);
+    case FdType::Fifo:
+      return fifo(p, f, f.path);
+    case FdType::Socket:
+      return socket(p, f);
+    case FdType::Other:
+      // An O_PATH fd on a symbolic link itself (O_PATH | O_NOFOLLOW).
+      if ((f.flags & O_PATH) && S_ISLNK(f.mode)) return reopen(p, f, f.path, f.flags | O_NOFOLLOW);
+      break;
   }
+  throw Error(fd_name(p, f) + ": restoring this kind of file is not supported yet");
+}
 
-  int reopen(const Process& p, const FileDesc& f, const std::string& path, int flags) {
-    int fd = keep(::open(path.c_str(), flags & ~(O_CREAT | O_EXCL | O_TRUNC)),
-                  "cannot restore " + fd_name(p, f) + ": open");
-    if (f.pos && ::lseek(fd, static_cast<off_t>(f.pos), SEEK_SET) < 0 && errno != ESPIPE)
-      throw SysError("cannot restore " + fd_name(p, f) + ": lseek", errno);
-    return fd;
+// A pipe end can have several open file descriptions (one opened again
+// through /proc/PID/fd/N), each with its own status flags: the first is
+// the end pipe2() made, the others are opened again the same way.
+int FilePlanner::pipe_description(const Process& p, const FileDesc& f, const DescKey& end_key) {
+  DescKey own{5, f.file_id, 0};
+  if (auto it = objects_.find(own); it != objects_.end()) return it->second;
+  int end;
+  if (auto it = objects_.find(end_key); it != objects_.end()) {
+    end = it->second;
+  } else {
+    end = create(p, f, end_key);
+    objects_[end_key] = end;
   }
-
-  // A regular file must be there and long enough for its offset. False:
-  // gone, and allowed (/dev/null stands in, with a warning).
-  bool check_file(const Process& p, const FileDesc& f) {
-    // /proc/PID/... of a process of the image: there once the skeleton,
-    // which opens it itself, has that pid again.
-    if (is_image_proc_file(f.path)) return true;
-    if (f.path.ends_with(" (deleted)"))
-      throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
-                                  "does not hold it (an older snap took it)",
-                  "dump the job again with this version of snap");
-    auto [st, err] = stat_once(f.path);
-    if (err) {
-      if (!allow_changed_)
-        throw SysError("cannot restore " + fd_name(p, f), err,
-                       "put the file back, or pass --allow-changed-files to open /dev/null instead");
-      out_.warnings_.push_back(fd_name(p, f) + " is gone; /dev/null stands in");
-      return false;
-    }
-    if (static_cast<uint64_t>(st.st_size) < f.pos && !(f.flags & O_APPEND)) {
-      std::string msg = fmt::format("{} is now {} bytes, shorter than the saved offset {}",
-                                    fd_name(p, f), st.st_size, f.pos);
-      if (!allow_changed_)
-        throw Error(msg, "the job wrote there; restore an image taken with the file as it is, "
-                         "or pass --allow-changed-files");
-      out_.warnings_.push_back(msg);
-    }
-    return true;
+  int fd = end;
+  auto [claim, first] = pipe_end_owner_.emplace(end_key, f.file_id);
+  if (!first && claim->second != f.file_id) {
+    std::string path = fmt::format("/proc/self/fd/{}", end);
+    fd = keep(::open(path.c_str(), (f.flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC),
+              "cannot restore " + fd_name(p, f) + ": open " + path);
   }
+  if (::fcntl(fd, F_SETFL, f.flags & kStatusFlags) < 0)
+    throw SysError("cannot restore " + fd_name(p, f) + ": fcntl(F_SETFL)", errno);
+  objects_[own] = fd;
+  return fd;
+}
 
-  // stat(2) of a path, once however many fds name it (a job may hold one
-  // file open thousands of times): the result, or the errno.
-  std::pair<struct stat, int> stat_once(const std::string& path) {
-    auto [it, fresh] = stats_.try_emplace(path);
-    if (fresh && ::stat(path.c_str(), &it->second.first) != 0) it->second.second = errno;
-    return it->second;
-  }
+int FilePlanner::reopen(const Process& p, const FileDesc& f, const std::string& path, int flags) {
+  int fd = keep(::open(path.c_str(), flags & ~(O_CREAT | O_EXCL | O_TRUNC)),
+                "cannot restore " + fd_name(p, f) + ": open");
+  if (f.pos && ::lseek(fd, static_cast<off_t>(f.pos), SEEK_SET) < 0 && errno != ESPIPE)
+    throw SysError("cannot restore " + fd_name(p, f) + ": lseek", errno);
+  return fd;
+}
 
-  bool is_image_proc_file(const std::string& path) const {
-    if (!path.starts_with("/proc/")) return false;
-    auto slash = path.find('/', 6);
-    std::string num = path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6);
-    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
-    for (const auto& q : ckpt_.processes)
-      if (std::to_string(q.pid) == num) return true;
+// A regular file must be there and long enough for its offset. False:
+// gone, and allowed (/dev/null stands in, with a warning).
+bool FilePlanner::check_file(const Process& p, const FileDesc& f) {
+  // /proc/PID/... of a process of the image: there once the skeleton,
+  // which opens it itself, has that pid again.
+  if (is_image_proc_file(f.path)) return true;
+  if (f.path.ends_with(" (deleted)"))
+    throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
+                                "does not hold it (an older snap took it)",
+                "dump the job again with this version of snap");
+  auto [st, err] = stat_once(f.path);
+  if (err) {
+    if (!allow_changed_)
+      throw SysError("cannot restore " + fd_name(p, f), err,
+                     "put the file back, or pass --allow-changed-files to open /dev/null instead");
+    out_.warnings_.push_back(fd_name(p, f) + " is gone; /dev/null stands in");
     return false;
   }
-
-  int open_file(const Process& p, const FileDesc& f) {
-    if (namespace_kind(f.path))
-      return keep(open_namespace(f.path, f.flags, "cannot restore " + fd_name(p, f)),
-                  "open namespace");
-    if (!check_file(p, f)) return keep(::open("/dev/null", O_RDWR), "open /dev/null");
-    return reopen(p, f, f.path, f.flags);
+  if (static_cast<uint64_t>(st.st_size) < f.pos && !(f.flags & O_APPEND)) {
+    std::string msg = fmt::format("{} is now {} bytes, shorter than the saved offset {}",
+                                  fd_name(p, f), st.st_size, f.pos);
+    if (!allow_changed_)
+      throw Error(msg, "the job wrote there; restore an image taken with the file as it is, "
+                       "or pass --allow-changed-files");
+    out_.warnings_.push_back(msg);
   }
+  return true;
+}
 
-  // Puts `data` into a pipe through its write end, growing the pipe if the
-  // data exceeds its capacity (the job may have grown it too).
-  void refill(const Process& p, const FileDesc& f, int write_fd, const std::vector<uint8_t>& data) {
-    if (data.size() > 65536) ::fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(data.size()));
-    ::fcntl(write_fd, F_SETFL, O_NONBLOCK);
-    ssize_t n = ::write(write_fd, data.data(), data.size());
-    if (n != static_cast<ssize_t>(data.size()))
-      throw SysError(fmt::format("cannot put back the {} unread bytes of the pipe of {}",
-                                 data.size(), fd_name(p, f)),
-                     n < 0 ? errno : EAGAIN);
-  }
+// stat(2) of a path, once however many fds name it (a job may hold one
+// file open thousands of times): the result, or the errno.
+std::pair<struct stat, int> FilePlanner::stat_once(const std::string& path) {
+  auto [it, fresh] = stats_.try_emplace(path);
+  if (fresh && ::stat(path.c_str(), &it->second.first) != 0) it->second.second = errno;
+  return it->second;
+}
 
-  // The capacity the job gave the pipe (F_SETPIPE_SZ); beyond
-  // /proc/sys/fs/pipe-max-size that needs CAP_SYS_RESOURCE.
-  void set_pipe_size(const Process& p, const FileDesc& f, int fd) {
-    if (f.pipe_size && ::fcntl(fd, F_GETPIPE_SZ) != static_cast<int>(f.pipe_size) &&
-        ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0)
-      out_.warnings_.push_back(fmt::format("{}: cannot give the pipe its size of {} bytes again "
-                                           "({}); it keeps {}",
-                                           fd_name(p, f), f.pipe_size, std::strerror(errno),
-                                           ::fcntl(fd, F_GETPIPE_SZ)));
-  }
+bool FilePlanner::is_image_proc_file(const std::string& path) const {
+  if (!path.starts_with("/proc/")) return false;
+  auto slash = path.find('/', 6);
+  std::string num = path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6);
+  if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
+  for (const auto& q : ckpt_.processes)
+    if (std::to_string(q.pid) == num) return true;
+  return false;
+}
 
-  int pipe_end(const Process& p, const FileDesc& f) {
-    // Both ends are made at once, and get their status flags once.
-    const PipeInfo& pi = pipes_.at(f.inode);
+int FilePlanner::open_file(const Process& p, const FileDesc& f) {
+  if (namespace_kind(f.path))
+    return keep(open_namespace(f.path, f.flags, "cannot restore " + fd_name(p, f)),
+                "open namespace");
+  if (!check_file(p, f)) return keep(::open("/dev/null", O_RDWR), "open /dev/null");
+  return reopen(p, f, f.path, f.flags);
+}
+
+// Puts `data` into a pipe through its write end, growing the pipe if the
+// data exceeds its capacity (the job may have grown it too).
+void FilePlanner::refill(const Process& p, const FileDesc& f, int write_fd,
+                         const std::vector<uint8_t>& data) {
+  if (data.size() > 65536) ::fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(data.size()));
+  ::fcntl(write_fd, F_SETFL, O_NONBLOCK);
+  ssize_t n = ::write(write_fd, data.data(), data.size());
+  if (n != static_cast<ssize_t>(data.size()))
+    throw SysError(fmt::format("cannot put back the {} unread bytes of the pipe of {}",
+                               data.size(), fd_name(p, f)),
+                   n < 0 ? errno : EAGAIN);
+}
+
+// The capacity the job gave the pipe (F_SETPIPE_SZ); beyond
+// /proc/sys/fs/pipe-max-size that needs CAP_SYS_RESOURCE.
+void FilePlanner::set_pipe_size(const Process& p, const FileDesc& f, int fd) {
+  if (f.pipe_size && ::fcntl(fd, F_GETPIPE_SZ) != static_cast<int>(f.pipe_size) &&
+      ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0)
+    out_.warnings_.push_back(fmt::format("{}: cannot give the pipe its size of {} bytes again "
+                                         "({}); it keeps {}",
+                                         fd_name(p, f), f.pipe_size, std::strerror(errno),
+                                         ::fcntl(fd, F_GETPIPE_SZ)));
+}
+
+int FilePlanner::pipe_end(const Process& p, const FileDesc& f) {
+  // Both ends are made at once, and get their status flags once.
+  const PipeInfo& pi = pipes_.at(f.inode);
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
+  ScopedFd r(ends[0]), w(ends[1]);
+  set_pipe_size(p, f, w.get());
+  if (pi.data) refill(p, f, w.get(), *pi.data);
+  int flags_r = O_RDONLY, flags_w = O_WRONLY;
+  for (const auto& q : ckpt_.processes)
+    for (const auto& g : q.fds)
+      if (g.type == FdType::Pipe && g.inode == f.inode)
+        (is_read_end(g) ? flags_r : flags_w) = g.flags;
+  ::fcntl(w.get(), F_SETFL, flags_w & kStatusFlags);
+  ::fcntl(r.get(), F_SETFL, flags_r & kStatusFlags);
+  if (!(pi.read && pi.write))
+    out_.warnings_.push_back(fmt::format(
+        "{}: no process of the image held the pipe's other end; it comes back closed ({})",
+        fd_name(p, f), pi.read ? "the job reads the saved data, then end of file"
+                               : "a write gets EPIPE"));
+  int rfd = pi.read ? keep(r.release(), "pipe") : -1;
+  int wfd = pi.write ? keep(w.release(), "pipe") : -1;
+  if (pi.read) objects_[{1, f.inode, 0}] = rfd;
+  if (pi.write) objects_[{1, f.inode, 1}] = wfd;
+  return is_read_end(f) ? rfd : wfd;
+}
+
+// A named pipe is opened by its name; a first O_RDWR open keeps the pipe
+// from blocking or failing while the others open their ends.
+int FilePlanner::fifo(const Process& p, const FileDesc& f, const std::string& path) {
+  ScopedFd anchor(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!anchor) {
+    out_.warnings_.push_back(fd_name(p, f) + ": the FIFO is gone; it comes back as a pipe whose "
+                                             "other end is closed");
     int ends[2];
     if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
     ScopedFd r(ends[0]), w(ends[1]);
-    set_pipe_size(p, f, w.get());
-    if (pi.data) refill(p, f, w.get(), *pi.data);
-    int flags_r = O_RDONLY, flags_w = O_WRONLY;
-    for (const auto& q : ckpt_.processes)
-      for (const auto& g : q.fds)
-        if (g.type == FdType::Pipe && g.inode == f.inode)
-          (is_read_end(g) ? flags_r : flags_w) = g.flags;
-    ::fcntl(w.get(), F_SETFL, flags_w & kStatusFlags);
-    ::fcntl(r.get(), F_SETFL, flags_r & kStatusFlags);
-    if (!(pi.read && pi.write))
-      out_.warnings_.push_back(fmt::format(
-          "{}: no process of the image held the pipe's other end; it comes back closed ({})",
-          fd_name(p, f), pi.read ? "the job reads the saved data, then end of file"
-                                 : "a write gets EPIPE"));
-    int rfd = pi.read ? keep(r.release(), "pipe") : -1;
-    int wfd = pi.write ? keep(w.release(), "pipe") : -1;
-    if (pi.read) objects_[{1, f.inode, 0}] = rfd;
-    if (pi.write) objects_[{1, f.inode, 1}] = wfd;
-    return is_read_end(f) ? rfd : wfd;
+    return keep(is_read_end(f) ? r.release() : w.release(), "pipe");
   }
-
-  // A named pipe is opened by its name; a first O_RDWR open keeps the pipe
-  // from blocking or failing while the others open their ends.
-  int fifo(const Process& p, const FileDesc& f, const std::string& path) {
-    ScopedFd anchor(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
-    if (!anchor) {
-      out_.warnings_.push_back(fd_name(p, f) + ": the FIFO is gone; it comes back as a pipe whose "
-                                               "other end is closed");
-      int ends[2];
-      if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2 for " + fd_name(p, f), errno);
-      ScopedFd r(ends[0]), w(ends[1]);
-      return keep(is_read_end(f) ? r.release() : w.release(), "pipe");
-    }
-    int fd = keep(::open(path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
-                  "cannot restore " + fd_name(p, f) + ": open");
-    ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
-    set_pipe_size(p, f, anchor.get());
-    // The data is the FIFO's: put back once, whichever of its fds carries it.
-    if (!f.pipe_data.empty() && fifo_filled_.insert(f.inode).second)
-      refill(p, f, anchor.get(), f.pipe_data);
-    return fd;
-  }
-
-  int socket(const Process& p, const FileDesc& f) {
-    const std::string what = fd_name(p, f);
-    if (f.inet_socket && f.inet_socket->tcp) {
-      // In repair mode until every socket exists (connect_sockets); or
-      // closed, as asked.
-      ScopedFd s = tcp_close_ ? make_closed_tcp_connection(f, what) : make_tcp_connection(f, what);
-      if (tcp_close_) {
-        ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
-        return keep(s.release(), "socket");
-      }
-      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
-      int fd = keep(s.release(), "socket");
-      tcp_later_.push_back({fd, &f, what});
-      return fd;
-    }
-    if (f.inet_socket) {
-      ScopedFd s = make_inet_socket(f, what);
-      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
-      return keep(s.release(), "socket");
-    }
-    const auto& u = f.unix_socket;
-    if (!u)
-      throw Error(what + " is a socket of a family snap cannot restore",
-                  "only unix, IPv4 and IPv6 sockets come back");
-    auto known = u->peer_inode ? sockets_.find(u->peer_inode) : sockets_.end();
-    const FileDesc* peer = known != sockets_.end() ? known->second : nullptr;
-    const bool self = peer == &f || (peer && peer->inode == f.inode);
-    const bool mutual = peer && !self && peer->unix_socket &&
-                        peer->unix_socket->peer_inode == f.inode;
-    // Two sockets connected to each other: one socketpair, unless they are
-    // named datagram sockets (each bound, then connected to the other).
-    if (mutual && (u->type != SOCK_DGRAM ||
-                   (u->name.empty() && peer->unix_socket->name.empty())))
-      return socket_pair(p, f, *peer);
-    // Its connection waits to be accepted by a listener of the image: made
-    // now, connected to it again (in the listener's accept order) later.
-    if (u->pending_on && sockets_.count(u->pending_on)) {
-      const auto& l = *sockets_[u->pending_on];
-      uint64_t deleted_inode = 0;
-      ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
-      if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
-      ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
-      int fd = keep(s.release(), "socket");
-      pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
-                           socket_cwd_[u->pending_on], what};
-      return fd;
-    }
-    // Connected, and the peer was closed (a named datagram socket says
-    // connected too when others connected to it), or connected to snap
-    // itself (a `snap checkpoint` that got its answer).
-    if (u->detached_peer ||
-        (u->state == 1 && !u->peer_inode && (u->type != SOCK_DGRAM || u->name.empty()))) {
-      ScopedFd s = make_orphan_unix_socket(f, what, passed_file(p));
-      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
-      return keep(s.release(), "socketpair");
-    }
-    if (u->peer_inode && !peer && u->type != SOCK_DGRAM)
-      throw Error(what + " leads outside the checkpointed processes",
-                  "snap restores connections between the processes of the image only");
-    uint64_t deleted_inode = 0;
-    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
-    if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
-    ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
-    int fd = keep(s.release(), "socket");
-    // Connected once every socket is bound: to itself, to a socket of the
-    // image or to one outside it, by name.
-    std::string to = self ? u->name : peer ? peer->unix_socket->name : u->peer_name;
-    if (u->peer_inode || u->shutdown || (f.flags & O_NONBLOCK))
-      later_.push_back({fd, to, u->peer_inode != 0, u->shutdown, f.flags & kStatusFlags, p.cwd, what});
-    return fd;
-  }
-
-  // Files in flight on a socket of `p`: a pipe end is the object of that
-  // end (shared with processes holding it); anything else is opened anew.
-  PassedFile passed_file(const Process& p) {
-    return [this, &p](const FileDesc& d) {
-      if (d.type == FdType::Pipe) return object_for(p, d);
-      return create(p, d, desc_key(p, d));
-    };
-  }
-
-  int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer) {
-    const std::string what = fd_name(p, f);
-    int sv[2];
-    if (::socketpair(AF_UNIX, f.unix_socket->type | SOCK_CLOEXEC, 0, sv) < 0)
-      throw SysError("socketpair for " + what, errno);
-    ScopedFd mine(sv[0]), theirs(sv[1]);
-    set_socket_options(mine.get(), f, what);
-    set_socket_options(theirs.get(), peer, what + "'s peer");
-    // What waited to be read on one end was sent by the other.
-    send_queue(theirs.get(), *f.unix_socket, what, passed_file(p));
-    send_queue(mine.get(), *peer.unix_socket, what, passed_file(p));
-    shutdown_socket(mine.get(), f.unix_socket->shutdown, what);
-    shutdown_socket(theirs.get(), peer.unix_socket->shutdown, what + "'s peer");
-    ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
-    ::fcntl(theirs.get(), F_SETFL, peer.flags & kStatusFlags);
-    for (const auto* s : {&f, &peer})
-      if (!s->unix_socket->name.empty())
-        out_.warnings_.push_back(fmt::format("pid {}: socket {} comes back connected, without "
-                                             "its address {}",
-                                             p.pid, s->path, s->unix_socket->name));
-    int a = keep(mine.release(), "socketpair");
-    int b = keep(theirs.release(), "socketpair");
-    objects_[{2, peer.inode, 0}] = b;
-    return a;
-  }
-
-  // Connections and shutdowns of unix sockets, once all are bound.
-  void connect_sockets() {
-    for (const auto& l : later_) {
-      if (l.connect) connect_unix(l.fd, l.to, l.cwd, l.what);
-      shutdown_socket(l.fd, l.shutdown, l.what);
-      ::fcntl(l.fd, F_SETFL, l.status_flags);
-    }
-    // Connections not accepted at the dump, pending again in their order.
-    for (const auto& [inode, f] : sockets_)
-      for (uint64_t c : f && f->unix_socket ? f->unix_socket->pending : std::vector<uint64_t>{}) {
-        auto it = pending_.find(c);
-        if (it == pending_.end()) continue;
-        const auto& l = it->second;
-        connect_unix(l.fd, l.to, l.cwd, l.what);
-        shutdown_socket(l.fd, l.shutdown, l.what);
-        ::fcntl(l.fd, F_SETFL, l.status_flags);
-      }
-    for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
-    for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
-    for (const auto& t : tcp_later_) finish_tcp_connection(t.fd, *t.f, t.what);
-  }
-
-  int memfd_for(const image::Mapping& m) {
-    ShmKey key = shm_key(m);
-    if (auto it = shm_.find(key); it != shm_.end()) return it->second;
-    // memfd names show in /proc/PID/maps: keep a memfd's own name.
-    std::string name = "snap-shm";
-    if (m.path.starts_with("/memfd:")) {
-      name = m.path.substr(7);
-      if (auto d = name.rfind(" (deleted)"); d != std::string::npos) name.resize(d);
-    }
-    int fd = keep(::memfd_create(name.c_str(), MFD_CLOEXEC), "memfd_create for " + m.path);
-    shm_[key] = fd;
-    return fd;
-  }
-
-  // Sizes every shared memory object and writes its saved pages.
-  void fill_shared_memory() {
-    std::map<ShmKey, uint64_t> size;
-    for (const auto& p : ckpt_.processes)
-      for (const auto& m : p.mappings)
-        if (is_shm_object(m) && !m.ghost) {
-          auto& s = size[shm_key(m)];
-          s = std::max(s, m.pgoff + (m.end - m.start));
-        }
-    for (const auto& [key, bytes] : size)
-      if (::ftruncate(shm_.at(key), static_cast<off_t>(bytes)) < 0)
-        throw SysError(fmt::format("ftruncate of shared memory ({} bytes)", bytes), errno);
-    for (const auto& p : ckpt_.processes)
-      for (const auto& m : p.mappings) {
-        // A deleted file or memfd has its contents from the image already.
-        if (!is_shm_object(m) || !m.pages_dumped || m.ghost) continue;
-        int fd = shm_.at(shm_key(m));
-        img_.for_each_run(p.pid, m.start, [&](const image::PageRun& run) {
-          if (run.zero()) return;  // a new memfd reads as zeros
-          size_t bytes = run.npages * image::kPageSize;
-          uint64_t off = m.pgoff + (run.addr - m.start);
-          for (size_t done = 0; done < bytes;) {
-            ssize_t n = ::pwrite(fd, run.data + done, bytes - done, static_cast<off_t>(off + done));
-            if (n <= 0) throw SysError("writing shared memory " + m.path, n < 0 ? errno : EIO);
-            done += static_cast<size_t>(n);
-          }
-        });
-      }
-  }
-
-  const image::Checkpoint& ckpt_;
-  image::ImageReader& img_;
-  bool allow_changed_;
-  bool tcp_close_;  // TCP connections come back closed
-  OpenFiles& out_;
-  std::unordered_map<std::string, std::pair<struct stat, int>> stats_;  // stat_once
-  std::map<uint64_t, PipeInfo> pipes_;
-  std::map<uint64_t, const FileDesc*> sockets_;
-  struct LaterSocket {
-    int fd;
-    std::string to;  // connect to this name, if `connect`
-    bool connect;
-    int shutdown, status_flags;
-    std::string cwd, what;
-  };
-  std::vector<LaterSocket> later_;
-  struct LaterTcp {
-    int fd;
-    const FileDesc* f;
-    std::string what;
-  };
-  std::vector<LaterTcp> tcp_later_;  // TCP connections in repair mode
-  std::map<uint64_t, LaterSocket> pending_;  // by inode: to connect in accept order
-  std::map<uint64_t, std::string> socket_cwd_;  // by inode: its process's cwd
-  struct DeletedName {
-    const FileDesc* f;
-    std::string cwd;
-    uint64_t inode;
-    std::string what;
-  };
-  std::vector<DeletedName> deleted_names_;  // bound, to delete once connected to
-  std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
-  std::map<DescKey, int> objects_;
-  std::map<DescKey, int> uses_;  // fds of the whole tree per description
-  std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
-  std::map<ShmKey, int> shm_;
-  std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file
-  std::set<uint64_t> fifo_filled_;  // FIFOs (inode) whose unread data is back
-  std::optional<PtyTable> ptys_;
-};
+  int fd = keep(::open(path.c_str(), (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK),
+                "cannot restore " + fd_name(p, f) + ": open");
+  ::fcntl(fd, F_SETFL, f.flags & kStatusFlags);
+  set_pipe_size(p, f, anchor.get());
+  // The data is the FIFO's: put back once, whichever of its fds carries it.
+  if (!f.pipe_data.empty() && fifo_filled_.insert(f.inode).second)
+    refill(p, f, anchor.get(), f.pipe_data);
+  return fd;
+}
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,
                             bool allow_changed_files, bool tcp_close) {

@@ -1,0 +1,152 @@
+// FilePlanner's sockets (restore/file_planner.h): TCP connections, other
+// IPv4/IPv6 sockets and unix sockets (socket pairs, connections waiting to
+// be accepted, sockets connected by name), connected and shut down once
+// every socket is bound.
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "restore/file_planner.h"
+#include "restore/sockets.h"
+#include "restore/tcp_connection.h"
+
+namespace snap::restore {
+
+namespace {
+
+using image::FdType;
+
+}  // namespace
+
+int FilePlanner::socket(const Process& p, const FileDesc& f) {
+  const std::string what = fd_name(p, f);
+  if (f.inet_socket && f.inet_socket->tcp) {
+    // In repair mode until every socket exists (connect_sockets); or
+    // closed, as asked.
+    ScopedFd s = tcp_close_ ? make_closed_tcp_connection(f, what) : make_tcp_connection(f, what);
+    if (tcp_close_) {
+      ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+      return keep(s.release(), "socket");
+    }
+    ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+    int fd = keep(s.release(), "socket");
+    tcp_later_.push_back({fd, &f, what});
+    return fd;
+  }
+  if (f.inet_socket) {
+    ScopedFd s = make_inet_socket(f, what);
+    ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+    return keep(s.release(), "socket");
+  }
+  const auto& u = f.unix_socket;
+  if (!u)
+    throw Error(what + " is a socket of a family snap cannot restore",
+                "only unix, IPv4 and IPv6 sockets come back");
+  auto known = u->peer_inode ? sockets_.find(u->peer_inode) : sockets_.end();
+  const FileDesc* peer = known != sockets_.end() ? known->second : nullptr;
+  const bool self = peer == &f || (peer && peer->inode == f.inode);
+  const bool mutual = peer && !self && peer->unix_socket &&
+                      peer->unix_socket->peer_inode == f.inode;
+  // Two sockets connected to each other: one socketpair, unless they are
+  // named datagram sockets (each bound, then connected to the other).
+  if (mutual && (u->type != SOCK_DGRAM ||
+                 (u->name.empty() && peer->unix_socket->name.empty())))
+    return socket_pair(p, f, *peer);
+  // Its connection waits to be accepted by a listener of the image: made
+  // now, connected to it again (in the listener's accept order) later.
+  if (u->pending_on && sockets_.count(u->pending_on)) {
+    const auto& l = *sockets_[u->pending_on];
+    uint64_t deleted_inode = 0;
+    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
+    if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+    ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
+    int fd = keep(s.release(), "socket");
+    pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
+                         socket_cwd_[u->pending_on], what};
+    return fd;
+  }
+  // Connected, and the peer was closed (a named datagram socket says
+  // connected too when others connected to it), or connected to snap
+  // itself (a `snap checkpoint` that got its answer).
+  if (u->detached_peer ||
+      (u->state == 1 && !u->peer_inode && (u->type != SOCK_DGRAM || u->name.empty()))) {
+    ScopedFd s = make_orphan_unix_socket(f, what, passed_file(p));
+    ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+    return keep(s.release(), "socketpair");
+  }
+  if (u->peer_inode && !peer && u->type != SOCK_DGRAM)
+    throw Error(what + " leads outside the checkpointed processes",
+                "snap restores connections between the processes of the image only");
+  uint64_t deleted_inode = 0;
+  ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
+  if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+  ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
+  int fd = keep(s.release(), "socket");
+  // Connected once every socket is bound: to itself, to a socket of the
+  // image or to one outside it, by name.
+  std::string to = self ? u->name : peer ? peer->unix_socket->name : u->peer_name;
+  if (u->peer_inode || u->shutdown || (f.flags & O_NONBLOCK))
+    later_.push_back({fd, to, u->peer_inode != 0, u->shutdown, f.flags & kStatusFlags, p.cwd, what});
+  return fd;
+}
+
+// Files in flight on a socket of `p`: a pipe end is the object of that
+// end (shared with processes holding it); anything else is opened anew.
+PassedFile FilePlanner::passed_file(const Process& p) {
+  return [this, &p](const FileDesc& d) {
+    if (d.type == FdType::Pipe) return object_for(p, d);
+    return create(p, d, desc_key(p, d));
+  };
+}
+
+int FilePlanner::socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer) {
+  const std::string what = fd_name(p, f);
+  int sv[2];
+  if (::socketpair(AF_UNIX, f.unix_socket->type | SOCK_CLOEXEC, 0, sv) < 0)
+    throw SysError("socketpair for " + what, errno);
+  ScopedFd mine(sv[0]), theirs(sv[1]);
+  set_socket_options(mine.get(), f, what);
+  set_socket_options(theirs.get(), peer, what + "'s peer");
+  // What waited to be read on one end was sent by the other.
+  send_queue(theirs.get(), *f.unix_socket, what, passed_file(p));
+  send_queue(mine.get(), *peer.unix_socket, what, passed_file(p));
+  shutdown_socket(mine.get(), f.unix_socket->shutdown, what);
+  shutdown_socket(theirs.get(), peer.unix_socket->shutdown, what + "'s peer");
+  ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
+  ::fcntl(theirs.get(), F_SETFL, peer.flags & kStatusFlags);
+  for (const auto* s : {&f, &peer})
+    if (!s->unix_socket->name.empty())
+      out_.warnings_.push_back(fmt::format("pid {}: socket {} comes back connected, without "
+                                           "its address {}",
+                                           p.pid, s->path, s->unix_socket->name));
+  int a = keep(mine.release(), "socketpair");
+  int b = keep(theirs.release(), "socketpair");
+  objects_[{2, peer.inode, 0}] = b;
+  return a;
+}
+
+// Connections and shutdowns of unix sockets, once all are bound.
+void FilePlanner::connect_sockets() {
+  for (const auto& l : later_) {
+    if (l.connect) connect_unix(l.fd, l.to, l.cwd, l.what);
+    shutdown_socket(l.fd, l.shutdown, l.what);
+    ::fcntl(l.fd, F_SETFL, l.status_flags);
+  }
+  // Connections not accepted at the dump, pending again in their order.
+  for (const auto& [inode, f] : sockets_)
+    for (uint64_t c : f && f->unix_socket ? f->unix_socket->pending : std::vector<uint64_t>{}) {
+      auto it = pending_.find(c);
+      if (it == pending_.end()) continue;
+      const auto& l = it->second;
+      connect_unix(l.fd, l.to, l.cwd, l.what);
+      shutdown_socket(l.fd, l.shutdown, l.what);
+      ::fcntl(l.fd, F_SETFL, l.status_flags);
+    }
+  for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
+  for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
+  for (const auto& t : tcp_later_) finish_tcp_connection(t.fd, *t.f, t.what);
+}
+
+}  // namespace snap::restore
