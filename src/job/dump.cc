@@ -5,7 +5,6 @@
 
 #include <cctype>
 #include <chrono>
-#include <future>
 #include <ctime>
 #include <fmt/core.h>
 #include <map>
@@ -412,18 +411,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
 
   image::Checkpoint ckpt = new_checkpoint();
   for (auto& p : tree.processes()) {  // 2
-    // The mappings (smaps walks every page table: the longest read of a
-    // large process) are read on a thread of their own meanwhile; the
-    // parasite needs none of them.
-    auto layout = std::async(std::launch::async, [pid = p.pid] {
-      return proc::read_memory_layout(pid);
-    });
-    image::Process proc = collect_process(p, /*mappings=*/false);
+    image::Process proc = collect_process(p);
     steps.step("collect");
     collect_parasite_state(p, proc);
     steps.step("parasite");
-    proc::apply_memory_layout(layout.get(), proc);
-    steps.step("mappings");
     ckpt.processes.push_back(std::move(proc));
   }
   // Zombies last: each one's parent is a live process, listed already.

@@ -11,9 +11,8 @@ namespace snap {
 // list and name.
 image::ThreadState collect_thread(const Task& t, pid_t pid);
 
-// /proc facts plus every thread's state, for a process of a SeizedTree;
-// without `mappings`, no mappings (see proc::read_memory_layout).
-image::Process collect_process(const SeizedTree::Proc& p, bool mappings = true);
+// /proc facts plus every thread's state, for a process of a SeizedTree.
+image::Process collect_process(const SeizedTree::Proc& p);
 
 // An exited, unreaped child (SeizedTree::zombies()): ids, comm and the
 // wait status its parent will get (/proc/PID/stat).

@@ -454,24 +454,7 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   return out;
 }
 
-MemoryLayout read_memory_layout(pid_t pid) {
-  MemoryLayout l;
-  l.mappings = read_mappings(pid);
-  read_aio_rings(pid, l.mappings);
-  // The kernel keeps brk exactly; /proc shows the [heap] end, which is brk
-  // rounded up to a page. That is as good for restoring it.
-  for (const auto& m : l.mappings)
-    if (m.kind == image::MappingKind::Heap) l.brk = m.end;
-  return l;
-}
-
-void apply_memory_layout(MemoryLayout layout, image::Process& p) {
-  p.mappings = std::move(layout.mappings);
-  p.mm.brk = layout.brk ? layout.brk : p.mm.start_brk;
-  check_posix_locks(p);  // needs both the fds and the mappings
-}
-
-image::Process read_process(pid_t pid, bool mappings) {
+image::Process read_process(pid_t pid) {
   image::Process p;
   auto st = read_stat(pid);
   auto status = read_status(pid);
@@ -530,9 +513,15 @@ image::Process read_process(pid_t pid, bool mappings) {
   p.mm.env_start = st.env_start;
   p.mm.env_end = st.env_end;
   p.mm.auxv = read_auxv(pid);
+  p.mappings = read_mappings(pid);
+  read_aio_rings(pid, p.mappings);
+  // The kernel keeps brk exactly; /proc shows the [heap] end, which is brk
+  // rounded up to a page. That is as good for restoring it.
   p.mm.brk = p.mm.start_brk;
+  for (const auto& m : p.mappings)
+    if (m.kind == image::MappingKind::Heap) p.mm.brk = m.end;
   p.fds = read_fds(pid);
-  if (mappings) apply_memory_layout(read_memory_layout(pid), p);
+  check_posix_locks(p);
   return p;
 }
 

@@ -113,22 +113,8 @@ Status read_status(pid_t pid);
 std::vector<uint64_t> read_auxv(pid_t pid);
 
 // Everything about a (stopped) process that /proc shows, minus memory
-// contents and thread registers; without `mappings` (and brk), which
-// read_memory_layout() reads.
-image::Process read_process(pid_t pid, bool mappings = true);
-
-// A process's mappings (from smaps: with VmFlags, so the kernel walks every
-// page table, the longest read of a process), its AIO rings, and brk (the
-// [heap] end; 0 without a heap). read_process(pid, false) and this may run
-// at the same time, on two threads.
-struct MemoryLayout {
-  std::vector<image::Mapping> mappings;
-  uint64_t brk = 0;
-};
-MemoryLayout read_memory_layout(pid_t pid);
-// Puts `layout` into `p` (mappings; brk, else the start of the heap), whose
-// fds are read: refuses a POSIX lock on a file the process maps.
-void apply_memory_layout(MemoryLayout layout, image::Process& p);
+// contents and thread registers.
+image::Process read_process(pid_t pid);
 // Mappings of `pid`, classified (image::MappingKind), without content.
 // With VmFlags they come from /proc/PID/smaps, which the kernel builds by
 // walking every page (slow for a large process); lookups that need only the
