@@ -545,8 +545,7 @@ def bad_inputs(env):
 def posix_lock_on_mapped_file_refused(env):
     """A POSIX lock on a file the process also maps is refused at dump
     (snap cannot restore it yet), naming pid and fd; the job runs on, and
-    nothing is written. The check needs the fds and the mappings, which
-    the dump reads on two threads."""
+    nothing is written."""
     data = env.path("locked.data")
     prog = ("import fcntl, mmap, sys, time\n"
             "f = open(sys.argv[1], 'w+b'); f.write(b'x' * 4096); f.flush()\n"
