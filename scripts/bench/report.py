@@ -172,3 +172,58 @@ def incremental_notes(results):
                 f"| {pct('dump_share')} % |",
                 f"| freeze, s | {cell(runs, 'freeze1')} | {cell(runs, 'freeze')} | |"]
     return out
+
+
+SCALING_NOTES = """How the work is spread over workers (`--jobs N`, default: the CPUs snap
+may run on), and what would limit it on a node with 32-128 cores and a
+parallel file system:
+
+- **Dump.** N threads read the job's memory (from its copy-on-write
+  snapshot, with process_vm_readv or /proc/PID/mem, a stretch of pages
+  each), skip zero pages, hash the rest (XXH3-128), look them up in one
+  shared table (under one lock, held for the lookup and a place in a
+  block, not for the copy), copy them into 64-page blocks and compress
+  each full block where it pays; the finished blocks are appended in
+  order with 4 MiB O_DIRECT writes while a thread of its own fdatasyncs
+  behind them. Hashing (XXH3: several GB/s a core) and lz4 (far slower on
+  compressible data; incompressible blocks are recognised from 1 % of
+  their bytes and stored raw) spread over the workers; what stays serial
+  is the table lookup (per page, under the lock) and the one ordered
+  stream of pages.bin, which at tens of GB/s would need several files
+  (one per worker, striped over the file system's targets) instead of one.
+- **Restore.** N threads each take a block, read it (O_DIRECT when not
+  cached), check it and decompress it, and write its pages straight into
+  the restored process (process_vm_writev); no thread waits for another.
+  What limits it is the kernel's page-fault path of the one process being
+  filled (per-VMA locks let faults in different mappings proceed at once;
+  faults in one huge mapping share its lock), and the file system's read
+  bandwidth.
+- **Freeze.** The parts done while the job is stopped (seizing threads,
+  registers, the parasite, fds, the snapshot's fork) do not use the
+  workers: they scale with the job's threads, fds and page tables, not
+  with the cores."""
+
+
+def scaling_section(results, names, counts):
+    """--scaling: dump and restore at each worker count, and the speedup of
+    each over the first count's."""
+    head = " | ".join(f"dump s ({n})" for n in counts) + " | " + \
+        " | ".join(f"restore s ({n})" for n in counts)
+    out = [f"### snap with {', '.join(str(n) for n in counts)} worker(s) (`--jobs`; median of "
+           "the runs, speedup over the first count)", "",
+           "| workload | " + head + " |", "|" + "---|" * (2 * len(counts) + 1)]
+    for wl, per_tool in results:
+        cells = []
+        for key in ("dump", "restore"):
+            base = median_of(per_tool.get(names[0], []), key)
+            for name in names:
+                runs = per_tool.get(name, [])
+                m = median_of(runs, key)
+                if m is None:
+                    cells.append(failed_cell(runs, key) or "–")
+                elif name == names[0] or not base:
+                    cells.append(fmt_value(key, m))
+                else:
+                    cells.append(f"{fmt_value(key, m)} ({base / m:.2f}×)")
+        out.append(f"| {wl.label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n\n" + SCALING_NOTES
