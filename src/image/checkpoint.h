@@ -1,6 +1,6 @@
 // The data model of a checkpoint: everything a restore needs, as plain
-// structs. Dump fills it, the image layer stores it (manifest.json for these
-// facts, the page store for memory), restore and `snap info` read it.
+// structs. Dump fills it, the image layer stores it (checkpoint.json.lz4 for
+// these facts, the page store for memory), restore and `snap info` read it.
 // The on-disk encoding is defined in src/image/FORMAT.md; bump
 // kFormatVersion when a change would confuse an older reader.
 #pragma once

@@ -83,8 +83,9 @@ class ImageWriter {
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero = false);
 
-  // Waits for compression, writes pages.idx, pagemap.bin and manifest.json
-  // (with each Mapping's pages_dumped filled in from what add_pages saw),
+  // Waits for compression, writes pages.idx, pagemap.bin,
+  // checkpoint.json.lz4 (with each Mapping's pages_dumped filled in from
+  // what add_pages saw) and manifest.json,
   // fsyncs them and the directory, then moves the image into place at DIR.
   // Every (pid, mapping_start) given to add_pages must name a mapping of
   // `c` that contains its pages. Call once; on failure the writer is spent

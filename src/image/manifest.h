@@ -1,5 +1,7 @@
-// manifest.json: the Checkpoint plus what the image directory must contain.
-// Encoding defined in FORMAT.md.
+// manifest.json: what the image directory must contain (each file's size
+// and checksum) and, up to version 5, the Checkpoint itself (from version 6
+// in checkpoint.json.lz4, see manifest_file.h). Encoding defined in
+// FORMAT.md.
 #pragma once
 
 #include <map>
