@@ -97,4 +97,22 @@ FileSum sum_bytes(const void* data, size_t len) { return {len, XXH3_64bits(data,
 
 std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
 
+void check_sum(const std::string& file, const FileEntry& want, const FileSum& got) {
+  constexpr const char* kDamaged = "the image is damaged; it cannot be restored";
+  if (got.size != want.size)
+    throw Error(fmt::format("{}: size is {} bytes, manifest.json says {}", file, got.size,
+                            want.size),
+                kDamaged);
+  if (got.xxh3 != want.xxh3)
+    throw Error(fmt::format("{}: checksum {:016x} does not match manifest.json ({:016x})", file,
+                            got.xxh3, want.xxh3),
+                kDamaged);
+}
+
+std::string read_checked(const std::string& file, const FileEntry& want) {
+  std::string buf = read_file(file);
+  check_sum(file, want, sum_bytes(buf.data(), buf.size()));
+  return buf;
+}
+
 }  // namespace snap::image::io

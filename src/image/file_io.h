@@ -30,6 +30,11 @@ std::string read_file(const std::string& path);
 using FileSum = FileEntry;  // size and XXH3-64 (seed 0)
 FileSum sum_file(const std::string& path);
 FileSum sum_bytes(const void* data, size_t len);
+// Throws snap::Error naming `file` when `got` is not the size and checksum
+// the manifest records for it (`want`).
+void check_sum(const std::string& file, const FileEntry& want, const FileSum& got);
+// The whole file, once check_sum has passed on it.
+std::string read_checked(const std::string& file, const FileEntry& want);
 
 std::string hex64(uint64_t v);  // 16 lowercase hex digits
 

@@ -81,10 +81,10 @@ class ImageReader::Impl {
     }
     for (auto& p : packs_) {
       p.base = total_pages_;
-      load_index(p, read_checked(p.index_path, p.index));
+      load_index(p, io::read_checked(p.index_path, p.index));
       total_pages_ += p.npages;
     }
-    load_pagemap(read_checked(path(disk::kPagemapFile), files_.at(disk::kPagemapFile)));
+    load_pagemap(io::read_checked(path(disk::kPagemapFile), files_.at(disk::kPagemapFile)));
     for (auto& p : packs_) p.fd = io::open_file(p.data_path, O_RDONLY);
     stored_buf_ = std::make_unique_for_overwrite<uint8_t[]>(
         static_cast<size_t>(LZ4_compressBound(static_cast<int>(disk::kBlockRawBytes))));
@@ -204,7 +204,7 @@ class ImageReader::Impl {
                         kDamaged);
         }
       }
-      check_sum(p.data_path, p.data, io::sum_file(p.data_path));
+      io::check_sum(p.data_path, p.data, io::sum_file(p.data_path));
     }
   }
 
@@ -300,18 +300,6 @@ class ImageReader::Impl {
       throw Error(fmt::format("{}: size is {} bytes, manifest.json says {}", file, st.st_size,
                               entry.size),
                   kDamaged);
-  }
-
-  void check_sum(const std::string& file, const FileEntry& want, const io::FileSum& sum) const {
-    if (sum.xxh3 != want.xxh3 || sum.size != want.size)
-      damaged(file, fmt::format("checksum {:016x} does not match manifest.json ({:016x})",
-                                sum.xxh3, want.xxh3));
-  }
-
-  std::string read_checked(const std::string& file, const FileEntry& want) const {
-    std::string buf = io::read_file(file);
-    check_sum(file, want, io::sum_bytes(buf.data(), buf.size()));
-    return buf;
   }
 
   Pack& pack_of(uint64_t ref) {

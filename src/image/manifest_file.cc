@@ -58,17 +58,7 @@ Manifest read_manifest(const std::string& dir, bool checkpoint) {
   Manifest m = manifest_from_json(io::read_file(dir + "/" + disk::kManifestFile));
   if (!checkpoint || !m.checkpoint_in_file) return m;
   const std::string file = dir + "/" + disk::kCheckpointFile;
-  std::string frame = io::read_file(file);
-  const FileEntry& want = m.files.at(disk::kCheckpointFile);
-  io::FileSum got = io::sum_bytes(frame.data(), frame.size());
-  if (got.size != want.size)
-    throw Error(fmt::format("{}: size is {} bytes, manifest.json says {}", file, got.size,
-                            want.size),
-                kDamaged);
-  if (got.xxh3 != want.xxh3)
-    throw Error(fmt::format("{}: checksum {:016x} does not match manifest.json ({:016x})", file,
-                            got.xxh3, want.xxh3),
-                kDamaged);
+  std::string frame = io::read_checked(file, m.files.at(disk::kCheckpointFile));
   m.checkpoint = checkpoint_file_from_json(decompress(file, frame), m.checkpoint.format_version);
   m.checkpoint_in_file = false;
   return m;
