@@ -249,24 +249,53 @@ class MemoryBudget {
   bool frozen_ = false, reached_ = false;
 };
 
+// The flags of each mapping from smaps itself (the process stopped).
+void reread_vmflags(image::Process& proc) {
+  auto now = proc::read_smaps(proc.pid);
+  size_t j = 0;
+  for (auto& m : proc.mappings) {
+    while (j < now.size() && now[j].start < m.start) j++;
+    if (j == now.size() || now[j].start != m.start || now[j].end != m.end)
+      throw Error(fmt::format("pid {}: mapping {:#x}-{:#x} changed while the job was stopped",
+                              proc.pid, m.start, m.end));
+    m.vmflags = now[j].vmflags;
+  }
+}
+
 // Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
 // away, the few mappings a snapshot does not show as they are. A process
 // whose snapshot the kernel refuses gets none (nullptr): its memory is then
 // read here too, while it is still stopped.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
-                         SharedMemoryPages& shared, MemoryReaders& readers) {
+                         SharedMemoryPages& shared, MemoryReaders& readers,
+                         const proc::VmFlagsHints& hints) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
     Task& leader = *tree.processes()[i].tasks[0];
     parasite::MemorySnapshot::collect_leftovers(leader);
     auto snap = parasite::MemorySnapshot::take(leader, proc.mappings);
+    // No snapshot to confirm hinted flags with: smaps, while still stopped.
+    if (!snap && hints.applied(proc.pid)) reread_vmflags(proc);
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
       return !snap || snap->read_from_job(m);
     }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
     snapshots.push_back(std::move(snap));
   }
   return snapshots;
+}
+
+// Step 3b, the job running again: mapping flags taken from hints, checked
+// against each snapshot (tracer/vmflags.h).
+void confirm_hinted_flags(image::Checkpoint& ckpt, const Snapshots& snapshots,
+                          const proc::VmFlagsHints& hints) {
+  for (size_t i = 0; i < snapshots.size(); i++) {
+    auto& proc = ckpt.processes[i];
+    const auto* snap = snapshots[i].get();
+    if (!snap || !hints.applied(proc.pid)) continue;
+    proc::confirm_vmflags(proc.pid, proc.mappings, proc::read_smaps(snap->pid()),
+                          [&](const image::Mapping& m) { return snap->read_from_job(m); });
+  }
 }
 
 // Step 4: every page not read yet, from the snapshots (or from the stopped
@@ -396,8 +425,14 @@ uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
 }
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
-  auto t0 = std::chrono::steady_clock::now();
   StepTimes steps;
+  // Mapping flags read while the job still runs (tracer/vmflags.h): reading
+  // smaps walks every page. With --kill nothing is gained: the job stays
+  // stopped to the end anyway.
+  std::optional<proc::VmFlagsHints> hints;
+  if (!opts.kill) hints = proc::VmFlagsHints::read_tree(pid);
+  steps.step("mapping flags");
+  auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1
   steps.step("seize");
   DumpResult result;
@@ -411,7 +446,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
 
   image::Checkpoint ckpt = new_checkpoint();
   for (auto& p : tree.processes()) {  // 2
-    image::Process proc = collect_process(p);
+    image::Process proc = collect_process(p, hints ? &*hints : nullptr);
     steps.step("collect");
     collect_parasite_state(p, proc);
     steps.step("parasite");
@@ -466,7 +501,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(live);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
-    snapshots = take_snapshots(tree, ckpt, store, shared, readers);
+    snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints);
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
     budget.emplace(result.memory_budget, std::move(live), snapshots);
@@ -474,6 +509,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
+  if (hints) confirm_hinted_flags(ckpt, snapshots, *hints);
+  steps.step("flags confirmed");
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};

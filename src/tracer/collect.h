@@ -3,6 +3,7 @@
 
 #include "image/checkpoint.h"
 #include "tracer/task.h"
+#include "tracer/vmflags.h"
 
 namespace snap {
 
@@ -11,8 +12,9 @@ namespace snap {
 // list and name.
 image::ThreadState collect_thread(const Task& t, pid_t pid);
 
-// /proc facts plus every thread's state, for a process of a SeizedTree.
-image::Process collect_process(const SeizedTree::Proc& p);
+// /proc facts plus every thread's state, for a process of a SeizedTree;
+// mapping flags from `hints` where they fit (tracer/vmflags.h).
+image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints = nullptr);
 
 // An exited, unreaped child (SeizedTree::zombies()): ids, comm and the
 // wait status its parent will get (/proc/PID/stat).

@@ -1,4 +1,5 @@
 #include "tracer/proc.h"
+#include "tracer/vmflags.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -74,31 +75,44 @@ void for_each_line(std::string_view s, Fn&& fn) {
   }
 }
 
-// "7f5f7aebd000-7f5f7aee3000 r-xp 00001000 fe:00 332383    /path"
-std::optional<MapEntry> parse_map_line(std::string_view line) {
-  auto f = split_ws(line);
-  if (f.size() < 5) return std::nullopt;
-  auto dash = f[0].find('-');
-  if (dash == std::string_view::npos || f[1].size() != 4) return std::nullopt;
-  MapEntry e;
-  e.start = to_u64(f[0].substr(0, dash), 16);
-  e.end = to_u64(f[0].substr(dash + 1), 16);
-  e.r = f[1][0] == 'r';
-  e.w = f[1][1] == 'w';
-  e.x = f[1][2] == 'x';
-  e.shared = f[1][3] == 's';
-  e.offset = to_u64(f[2], 16);
-  auto colon = f[3].find(':');
-  if (colon == std::string_view::npos) return std::nullopt;
-  e.dev_major = static_cast<uint32_t>(to_u64(f[3].substr(0, colon), 16));
-  e.dev_minor = static_cast<uint32_t>(to_u64(f[3].substr(colon + 1), 16));
-  e.inode = to_u64(f[4]);
+// "7f5f7aebd000-7f5f7aee3000 r-xp 00001000 fe:00 332383    /path", into
+// `e`; false for a line of another shape. Fields are cut by hand, without a
+// vector per line: /proc/PID/maps of a job may have 100,000 lines, read
+// while it is stopped.
+bool parse_map_line(std::string_view line, MapEntry& e) {
+  size_t i = 0;
+  auto field = [&]() {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
+    size_t j = i;
+    while (j < line.size() && line[j] != ' ' && line[j] != '\t') j++;
+    std::string_view f = line.substr(i, j - i);
+    i = j;
+    return f;
+  };
+  auto hex = [](std::string_view f, uint64_t& v) {
+    auto [p, ec] = std::from_chars(f.data(), f.data() + f.size(), v, 16);
+    return ec == std::errc() && p == f.data() + f.size();
+  };
+  std::string_view range = field(), perms = field(), offset = field(), dev = field(), inode = field();
+  auto dash = range.find('-'), colon = dev.find(':');
+  uint64_t major = 0, minor = 0;
+  if (inode.empty() || perms.size() != 4 || dash == std::string_view::npos ||
+      colon == std::string_view::npos || !hex(range.substr(0, dash), e.start) ||
+      !hex(range.substr(dash + 1), e.end) || !hex(offset, e.offset) ||
+      !hex(dev.substr(0, colon), major) || !hex(dev.substr(colon + 1), minor))
+    return false;
+  auto [p, ec] = std::from_chars(inode.data(), inode.data() + inode.size(), e.inode);
+  if (ec != std::errc() || p != inode.data() + inode.size()) return false;
+  e.dev_major = static_cast<uint32_t>(major);
+  e.dev_minor = static_cast<uint32_t>(minor);
+  e.r = perms[0] == 'r';
+  e.w = perms[1] == 'w';
+  e.x = perms[2] == 'x';
+  e.shared = perms[3] == 's';
   // The path is the rest of the line after the inode (it may contain spaces).
-  if (f.size() > 5) {
-    size_t at = static_cast<size_t>(f[5].data() - line.data());
-    e.path = std::string(line.substr(at));
-  }
-  return e;
+  while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
+  e.path.assign(line.substr(i));
+  return true;
 }
 
 }  // namespace
@@ -179,8 +193,9 @@ std::string read_link(const std::string& path) {
 
 std::vector<MapEntry> parse_maps(std::string_view text) {
   std::vector<MapEntry> out;
+  out.reserve(text.size() / 64 + 16);  // about 70-150 bytes a line
   for_each_line(text, [&](std::string_view l) {
-    if (auto e = parse_map_line(l)) out.push_back(std::move(*e));
+    if (!parse_map_line(l, out.emplace_back())) out.pop_back();
   });
   return out;
 }
@@ -201,7 +216,7 @@ std::vector<MapEntry> parse_smaps(std::string_view text) {
     auto first = l.substr(0, l.find(' '));
     if (first.empty() || first.back() == ':') return;
     if (first.find('-') != std::string_view::npos && first.find(':') == std::string_view::npos)
-      if (auto e = parse_map_line(l)) out.push_back(std::move(*e));
+      if (!parse_map_line(l, out.emplace_back())) out.pop_back();
   });
   return out;
 }
@@ -272,6 +287,7 @@ Status parse_status(std::string_view text) {
     else if (key == "Seccomp_filters") s.seccomp_filters = static_cast<int>(to_u64(f[0]));
     else if (key == "VmRSS") s.rss_bytes = to_u64(f[0]) << 10;  // "VmRSS:  1234 kB"
     else if (key == "VmSwap") s.swap_bytes = to_u64(f[0]) << 10;
+    else if (key == "VmLck") s.locked_bytes = to_u64(f[0]) << 10;
     else if (key == "Groups") {
       for (auto g : f) s.groups.push_back(static_cast<uint32_t>(to_u64(g)));
     } else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {
@@ -440,7 +456,8 @@ std::vector<image::Mapping> read_executable_mappings(pid_t pid) {
     // "start-end perms ...": only lines whose perms have x are parsed.
     size_t sp = l.find(' ');
     if (sp == std::string_view::npos || sp + 3 >= l.size() || l[sp + 3] != 'x') return;
-    if (auto e = parse_map_line(l)) out.push_back(to_mapping(std::move(*e)));
+    MapEntry e;
+    if (parse_map_line(l, e)) out.push_back(to_mapping(std::move(e)));
   });
   return out;
 }
@@ -454,7 +471,7 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   return out;
 }
 
-image::Process read_process(pid_t pid) {
+image::Process read_process(pid_t pid, VmFlagsHints* hints) {
   image::Process p;
   auto st = read_stat(pid);
   auto status = read_status(pid);
@@ -513,7 +530,12 @@ image::Process read_process(pid_t pid) {
   p.mm.env_start = st.env_start;
   p.mm.env_end = st.env_end;
   p.mm.auxv = read_auxv(pid);
-  p.mappings = read_mappings(pid);
+  if (hints) {
+    p.mappings = read_mappings(pid, MapDetail::kRangesOnly);
+    if (!hints->apply(pid, p.mappings, status.locked_bytes)) p.mappings = read_mappings(pid);
+  } else {
+    p.mappings = read_mappings(pid);
+  }
   read_aio_rings(pid, p.mappings);
   // The kernel keeps brk exactly; /proc shows the [heap] end, which is brk
   // rounded up to a page. That is as good for restoring it.

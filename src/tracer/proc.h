@@ -68,6 +68,7 @@ struct Status {
   int seccomp = 0;                   // "Seccomp:" 0 off, 1 strict, 2 filter
   int seccomp_filters = 0;           // "Seccomp_filters:"
   uint64_t rss_bytes = 0, swap_bytes = 0;  // "VmRSS:", "VmSwap:" (0 for a zombie)
+  uint64_t locked_bytes = 0;               // "VmLck:": the size of its mlocked mappings
 };
 Status parse_status(std::string_view text);
 
@@ -112,9 +113,12 @@ Stat read_stat(pid_t pid);
 Status read_status(pid_t pid);
 std::vector<uint64_t> read_auxv(pid_t pid);
 
+class VmFlagsHints;
 // Everything about a (stopped) process that /proc shows, minus memory
-// contents and thread registers.
-image::Process read_process(pid_t pid);
+// contents and thread registers. With hints (tracer/vmflags.h) the mappings
+// come from /proc/PID/maps and take their flags from the hints where these
+// fit, instead of from smaps.
+image::Process read_process(pid_t pid, VmFlagsHints* hints = nullptr);
 // Mappings of `pid`, classified (image::MappingKind), without content.
 // With VmFlags they come from /proc/PID/smaps, which the kernel builds by
 // walking every page (slow for a large process); lookups that need only the

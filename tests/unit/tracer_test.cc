@@ -85,10 +85,12 @@ TEST(ProcParse, StatWithParenthesesAndSpacesInComm) {
 TEST(ProcParse, StatousAndFdinfo) {
   auto s = proc::parse_status("Name:\tcounter\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t7\n"
                               "PPid:\t1\nTracerPid:\t99\nUid:\t1000\t1001\t1002\t1003\n"
-                              "Gid:\t10\t11\t12\t13\nVmRSS:\t    2048 kB\nVmSwap:\t      12 kB\n");
+                              "Gid:\t10\t11\t12\t13\nVmLck:\t      16 kB\nVmRSS:\t    2048 kB\n"
+                              "VmSwap:\t      12 kB\n");
   EXPECT_EQ(s.name, "counter");
   EXPECT_EQ(s.rss_bytes, 2048u << 10);
   EXPECT_EQ(s.swap_bytes, 12u << 10);
+  EXPECT_EQ(s.locked_bytes, 16u << 10);
   EXPECT_EQ(s.umask, 027u);
   EXPECT_EQ(s.tracer_pid, 99);
   EXPECT_EQ(s.uids[1], 1001u);
@@ -151,6 +153,8 @@ TEST(ProcParse, FdinfoOfAnonFdsAndLocks) {
 TEST(ProcParse, MalformedInputIsAnError) {
   EXPECT_THROW(proc::parse_stat("garbage"), Error);
   EXPECT_TRUE(proc::parse_maps("not a maps line\n").empty());
+  EXPECT_TRUE(proc::parse_maps("00400000-00401000 r-xp 00000000 fe:00 4x2 /bin/x\n").empty());
+  EXPECT_TRUE(proc::parse_maps("00400000-00401000 r-xp 00000000 fe00 42 /bin/x\n").empty());
 }
 
 TEST(PageSelection, AnonymousTakesPresentAndSwapped) {

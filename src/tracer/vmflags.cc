@@ -1,0 +1,120 @@
+#include "tracer/vmflags.h"
+
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+
+namespace snap::proc {
+
+namespace {
+
+// Flags a fork does not give the child: they cannot be confirmed from the
+// snapshot and stay as the hints (checked against VmLck) said.
+constexpr std::string_view kNotInherited[] = {"lo", "lf", "um", "uw", "ui"};
+
+bool same_mapping(const MapEntry& e, const image::Mapping& m) {
+  const int prot = (e.r ? 1 : 0) | (e.w ? 2 : 0) | (e.x ? 4 : 0);
+  return e.start == m.start && e.end == m.end && prot == m.prot && e.shared == m.shared &&
+         e.offset == m.pgoff && makedev(e.dev_major, e.dev_minor) == m.dev &&
+         e.inode == m.inode && e.path == m.path;
+}
+
+// The entry of `sorted` (by start, as /proc lists them) that starts at `start`.
+const MapEntry* find_at(const std::vector<MapEntry>& sorted, uint64_t start) {
+  auto it = std::lower_bound(sorted.begin(), sorted.end(), start,
+                             [](const MapEntry& e, uint64_t s) { return e.start < s; });
+  return it != sorted.end() && it->start == start ? &*it : nullptr;
+}
+
+}  // namespace
+
+bool has_vmflag(std::string_view vmflags, std::string_view flag) {
+  size_t pos = 0;
+  while (pos < vmflags.size()) {
+    size_t end = vmflags.find(' ', pos);
+    if (end == std::string_view::npos) end = vmflags.size();
+    if (vmflags.substr(pos, end - pos) == flag) return true;
+    pos = end + 1;
+  }
+  return false;
+}
+
+VmFlagsHints VmFlagsHints::read_tree(pid_t root) {
+  VmFlagsHints hints;
+  std::vector<pid_t> todo{root};
+  while (!todo.empty()) {
+    pid_t pid = todo.back();
+    todo.pop_back();
+    try {
+      hints.add(pid, read_smaps(pid));
+      for (pid_t c : list_children(pid)) todo.push_back(c);
+    } catch (const std::exception&) {
+      // Gone or not readable: the dump itself will say what is wrong.
+    }
+  }
+  return hints;
+}
+
+void VmFlagsHints::add(pid_t pid, std::vector<MapEntry> smaps) {
+  std::sort(smaps.begin(), smaps.end(), [](const MapEntry& a, const MapEntry& b) {
+    return a.start < b.start;
+  });
+  by_pid_[pid] = std::move(smaps);
+}
+
+size_t VmFlagsHints::mapping_count() const {
+  size_t n = 0;
+  for (const auto& [pid, entries] : by_pid_) n += entries.size();
+  return n;
+}
+
+bool VmFlagsHints::apply(pid_t pid, std::vector<image::Mapping>& mappings,
+                         uint64_t locked_bytes) {
+  auto it = by_pid_.find(pid);
+  if (it == by_pid_.end()) return false;
+  std::vector<const std::string*> flags;
+  flags.reserve(mappings.size());
+  uint64_t locked = 0;
+  for (const auto& m : mappings) {
+    const MapEntry* e = find_at(it->second, m.start);
+    if (!e || !same_mapping(*e, m)) return false;
+    if (has_vmflag(e->vmflags, "lo")) locked += m.end - m.start;
+    flags.push_back(&e->vmflags);
+  }
+  if (locked != locked_bytes) return false;
+  for (size_t i = 0; i < mappings.size(); i++) mappings[i].vmflags = *flags[i];
+  applied_.insert(pid);
+  return true;
+}
+
+void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
+                     const std::vector<MapEntry>& snapshot,
+                     const std::function<bool(const image::Mapping&)>& read_from_job) {
+  std::vector<MapEntry> sorted = snapshot;
+  std::sort(sorted.begin(), sorted.end(), [](const MapEntry& a, const MapEntry& b) {
+    return a.start < b.start;
+  });
+  for (auto& m : mappings) {
+    const bool from_job = read_from_job(m);
+    const MapEntry* c = find_at(sorted, m.start);
+    if (c && c->end != m.end) c = nullptr;
+    if (!from_job && (!c || has_vmflag(c->vmflags, "wf")))
+      throw Error(fmt::format(
+          "pid {}: mapping {:#x}-{:#x} became {} while snap was stopping the job, so its memory "
+          "was not read as it was; nothing was written: run the dump again",
+          pid, m.start, m.end, c ? "MADV_WIPEONFORK" : "MADV_DONTFORK (or was remapped)"));
+    // Not in the snapshot and read from the job: MADV_DONTFORK, or a sparse
+    // reservation kept out of the fork; the hint's flags stay.
+    if (!c) continue;
+    std::string flags = c->vmflags;
+    for (auto f : kNotInherited)
+      if (has_vmflag(m.vmflags, f) && !has_vmflag(flags, f)) flags += " " + std::string(f);
+    m.vmflags = std::move(flags);
+  }
+}
+
+}  // namespace snap::proc

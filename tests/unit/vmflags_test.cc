@@ -1,0 +1,125 @@
+// Mapping flags taken from smaps read before the stop (tracer/vmflags.h).
+#include <gtest/gtest.h>
+#include <sys/sysmacros.h>
+
+#include "base/error.h"
+#include "tracer/proc.h"
+#include "tracer/vmflags.h"
+
+using namespace snap;
+
+namespace {
+
+constexpr char kSmaps[] =
+    "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+    "Rss:                   4 kB\n"
+    "VmFlags: rd ex mr mw me\n"
+    "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
+    "Rss:                1024 kB\n"
+    "VmFlags: rd wr mr mw me ac lo\n"
+    "7f0000200000-7f0000300000 rw-p 00000000 00:00 0\n"
+    "VmFlags: rd wr mr mw me ac dc\n";
+
+// The same mappings as /proc/PID/maps shows them while the job is stopped.
+std::vector<image::Mapping> stopped_maps(const char* maps) {
+  std::vector<image::Mapping> out;
+  for (auto& e : proc::parse_maps(maps)) {
+    image::Mapping m;
+    m.start = e.start, m.end = e.end, m.pgoff = e.offset, m.inode = e.inode, m.path = e.path;
+    m.prot = (e.r ? 1 : 0) | (e.w ? 2 : 0) | (e.x ? 4 : 0);
+    m.shared = e.shared;
+    m.dev = makedev(e.dev_major, e.dev_minor);
+    out.push_back(m);
+  }
+  return out;
+}
+
+constexpr char kMaps[] =
+    "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+    "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
+    "7f0000200000-7f0000300000 rw-p 00000000 00:00 0\n";
+
+}  // namespace
+
+TEST(VmFlags, FlagListLookupIsByWholeWord) {
+  EXPECT_TRUE(proc::has_vmflag("rd wr dc", "dc"));
+  EXPECT_TRUE(proc::has_vmflag("rd", "rd"));
+  EXPECT_FALSE(proc::has_vmflag("rd wr mw", "w"));
+  EXPECT_FALSE(proc::has_vmflag("", "rd"));
+}
+
+TEST(VmFlags, HintsGiveIdenticalMappingsTheirFlags) {
+  proc::VmFlagsHints hints;
+  hints.add(7, proc::parse_smaps(kSmaps));
+  auto maps = stopped_maps(kMaps);
+  ASSERT_TRUE(hints.apply(7, maps, 1 << 20));  // VmLck: the one locked MiB
+  EXPECT_TRUE(hints.applied(7));
+  EXPECT_EQ(maps[0].vmflags, "rd ex mr mw me");
+  EXPECT_EQ(maps[1].vmflags, "rd wr mr mw me ac lo");
+  EXPECT_EQ(maps[2].vmflags, "rd wr mr mw me ac dc");
+}
+
+TEST(VmFlags, HintsThatDoNotFitAreRefused) {
+  proc::VmFlagsHints hints;
+  hints.add(7, proc::parse_smaps(kSmaps));
+  // The locks changed since (VmLck disagrees): smaps must be read.
+  auto maps = stopped_maps(kMaps);
+  EXPECT_FALSE(hints.apply(7, maps, 0));
+  EXPECT_TRUE(maps[1].vmflags.empty());
+  // A mapping grew, or was made read-only, since the hints were read.
+  auto grown = stopped_maps(
+      "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+      "7f0000000000-7f0000180000 rw-p 00000000 00:00 0\n");
+  EXPECT_FALSE(hints.apply(7, grown, 1 << 20));
+  auto protected_now = stopped_maps("7f0000200000-7f0000300000 r--p 00000000 00:00 0\n");
+  EXPECT_FALSE(hints.apply(7, protected_now, 0));
+  // A process with no hints at all.
+  auto other = stopped_maps(kMaps);
+  EXPECT_FALSE(hints.apply(8, other, 1 << 20));
+  EXPECT_FALSE(hints.applied(7));
+}
+
+TEST(VmFlags, SnapshotCorrectsFlagsAndKeepsWhatForkDrops) {
+  proc::VmFlagsHints hints;
+  hints.add(7, proc::parse_smaps(kSmaps));
+  auto maps = stopped_maps(kMaps);
+  ASSERT_TRUE(hints.apply(7, maps, 1 << 20));
+  // The fork: no lo (fork does not pass mlock on), no dc mapping at all, and
+  // MADV_HUGEPAGE given to the first mapping after the hints were read.
+  auto snapshot = proc::parse_smaps(
+      "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+      "VmFlags: rd ex mr mw me hg\n"
+      "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
+      "VmFlags: rd wr mr mw me ac\n");
+  proc::confirm_vmflags(7, maps, snapshot, [](const image::Mapping& m) {
+    return proc::has_vmflag(m.vmflags, "dc");
+  });
+  EXPECT_EQ(maps[0].vmflags, "rd ex mr mw me hg");
+  EXPECT_EQ(maps[1].vmflags, "rd wr mr mw me ac lo");
+  EXPECT_EQ(maps[2].vmflags, "rd wr mr mw me ac dc");
+}
+
+TEST(VmFlags, MemoryReadFromASnapshotThatLacksItIsAnError) {
+  auto maps = stopped_maps(kMaps);
+  for (auto& m : maps) m.vmflags = "rd wr mr mw me ac";  // hints: nothing special
+  auto from_snapshot = [](const image::Mapping&) { return false; };
+  // Became MADV_DONTFORK before the stop: not in the fork.
+  auto without_last = proc::parse_smaps(
+      "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+      "VmFlags: rd ex mr mw me\n"
+      "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
+      "VmFlags: rd wr mr mw me ac\n");
+  EXPECT_THROW(proc::confirm_vmflags(7, maps, without_last, from_snapshot), Error);
+  // Became MADV_WIPEONFORK: in the fork, but empty there.
+  auto wiped = proc::parse_smaps(
+      "00400000-00401000 r-xp 00000000 fe:00 42   /bin/x\n"
+      "VmFlags: rd ex mr mw me\n"
+      "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
+      "VmFlags: rd wr mr mw me ac\n"
+      "7f0000200000-7f0000300000 rw-p 00000000 00:00 0\n"
+      "VmFlags: rd wr mr mw me ac wf\n");
+  EXPECT_THROW(proc::confirm_vmflags(7, maps, wiped, from_snapshot), Error);
+  // Read from the job itself while it was stopped: nothing lost either way.
+  EXPECT_NO_THROW(proc::confirm_vmflags(7, maps, wiped, [](const image::Mapping&) { return true; }));
+  EXPECT_EQ(maps[2].vmflags, "rd wr mr mw me ac wf");
+}
