@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/heap.h"
 #include "base/log.h"
 #include "cmd/command.h"
 
@@ -123,6 +124,7 @@ image::Compression parse_compression(const std::string& text) {
 
 int main(int argc, char** argv) {
   using namespace snap;
+  keep_freed_heap_mapped();
   std::string sub = argc > 1 ? argv[1] : "";
   std::string prefix = sub.empty() || sub[0] == '-' ? "snap" : "snap " + sub;
   try {
