@@ -60,7 +60,7 @@ namespace {
 // The parasite's part of step 2 (src/parasite): runs in the stopped process
 // and is removed again before its memory is read.
 void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
-  auto state = parasite::run_parasite(p, proc.fds);
+  auto state = parasite::run_parasite(p, proc.fds, &proc.mappings);
   parasite::apply_parasite_state(state, proc);
 }
 

@@ -118,7 +118,8 @@ const std::optional<FileGadget>& own_file_gadget() {
 // else by reading its code (a costly copy of a few MiB, made while the job
 // is stopped, so the last place found in each process is kept and checked
 // first next time).
-std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
+std::optional<remote_addr> find_sigreturn_gadget(pid_t pid,
+                                                 const std::vector<image::Mapping>* known = nullptr) {
   static std::mutex mu;
   static std::map<pid_t, remote_addr> last;
   {
@@ -131,7 +132,15 @@ std::optional<remote_addr> find_sigreturn_gadget(pid_t pid) {
     last[pid] = at;
     return at;
   };
-  auto maps = proc::read_executable_mappings(pid);
+  // The mappings the dump read already, while the process has been stopped
+  // since: /proc/PID/maps is not read again (MiBs for a large process).
+  std::vector<image::Mapping> maps;
+  if (known) {
+    for (const auto& m : *known)
+      if (m.prot & PROT_EXEC) maps.push_back(m);
+  } else {
+    maps = proc::read_executable_mappings(pid);
+  }
   if (const auto& own = own_file_gadget())
     for (const auto& m : maps)
       if (m.kind == image::MappingKind::File && m.dev == own->dev && m.inode == own->inode &&
@@ -319,10 +328,11 @@ GuardedSyscalls::GuardedSyscalls(Task& task)
   if (healing_) rs_->set_syscall_sp(guard_.frame());
 }
 
-Parasite::Parasite(SeizedTree::Proc& proc) : proc_(proc) {
+Parasite::Parasite(SeizedTree::Proc& proc, const std::vector<image::Mapping>* mappings)
+    : proc_(proc) {
   const pid_t pid = proc.pid;
   Task& leader = *proc.tasks.at(0);
-  gadget_ = find_sigreturn_gadget(pid);
+  gadget_ = find_sigreturn_gadget(pid, mappings);
   ret_site_ = find_syscall_ret_site(pid);
   if (!gadget_ || !ret_site_)
     vlog("pid {}: no {}; an orphaned thread would not heal while snap injects", pid,
@@ -541,10 +551,11 @@ std::vector<image::PosixTimer> read_posix_timers(pid_t pid) {
   return out;
 }
 
-ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::FileDesc>& fds) {
+ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::FileDesc>& fds,
+                           const std::vector<image::Mapping>* mappings) {
   ParasiteState st;
   st.posix_timers = read_posix_timers(proc.pid);
-  Parasite para(proc);
+  Parasite para(proc, mappings);
   st.threads = para.run_thread_entries();
   para.run_service([&](ParasiteClient& c) {
     st.sigactions = c.get_sigactions();

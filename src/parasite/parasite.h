@@ -106,7 +106,8 @@ struct ParasiteState {
 // thread back with its original registers and signal mask.
 class Parasite {
  public:
-  explicit Parasite(SeizedTree::Proc& proc);
+  // `mappings`: the process's, read since it stopped, if the caller has them.
+  explicit Parasite(SeizedTree::Proc& proc, const std::vector<image::Mapping>* mappings = nullptr);
   ~Parasite();
   Parasite(const Parasite&) = delete;
   Parasite& operator=(const Parasite&) = delete;
@@ -133,8 +134,10 @@ class Parasite {
 };
 
 // The whole step of `snap dump`: inject, collect, cure. `fds` is the
-// process's fd table (to find pipe read ends).
-ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::FileDesc>& fds);
+// process's fd table (to find pipe read ends); `mappings` its mappings,
+// read while it was stopped (where the injection looks for code it needs).
+ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::FileDesc>& fds,
+                           const std::vector<image::Mapping>* mappings = nullptr);
 // Copies the state into the process (threads matched by tid).
 void apply_parasite_state(const ParasiteState& s, image::Process& out);
 // /proc/PID/timers: the POSIX timers' ids, clocks and notification.
