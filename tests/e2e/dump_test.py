@@ -605,6 +605,45 @@ def many_mappings(env):
            f"the restored job counted on to {count} (last lines {got[-3:]})")
 
 
+def smaps_flags(pid):
+    """{start: set of VmFlags} from /proc/PID/smaps."""
+    flags, start = {}, None
+    for line in open(f"/proc/{pid}/smaps"):
+        head = line.split(" ", 1)[0]
+        if "-" in head and not head.endswith(":"):
+            start = int(head.split("-")[0], 16)
+        elif line.startswith("VmFlags:"):
+            flags[start] = set(line.split()[1:])
+    return flags
+
+
+@case
+def mapping_flags_leave_running(env):
+    # A leave-running dump takes mapping flags from smaps read before the
+    # job is stopped and checks them against its copy-on-write snapshot
+    # (src/tracer/vmflags.h): advice, MADV_DONTFORK / WIPEONFORK and locks
+    # (which fork does not pass on) must be in the image as smaps shows
+    # them, and the job must carry on. (restore-madvise_flags restores such
+    # flags from a --kill dump, which reads smaps while the job is stopped.)
+    out = env.path("flags.out")
+    p = start([env.prog("madvise_flags"), "1000", "100"], stdout_path=out)
+    wait_lines(out, 2)
+    ckpt = env.path("flags.ckpt")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    now = smaps_flags(p.pid)
+    maps = env.manifest(ckpt)["checkpoint"]["processes"][0]["mappings"]
+    differ = [(hex(m["start"]), m["vmflags"], " ".join(sorted(now.get(m["start"], []))))
+              for m in maps if m["start"] in now and set(m["vmflags"].split()) != now[m["start"]]]
+    expect(not differ, f"every mapping's flags in the image are smaps': {differ[:3]}")
+    seen = set().union(*(set(m["vmflags"].split()) for m in maps))
+    expect({"dc", "lo", "wf", "nr"} <= seen, f"the program's locked, MADV_DONTFORK, WIPEONFORK "
+           f"and MAP_NORESERVE mappings are there ({sorted(seen)})")
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)  # the job carries on after the dump
+    p.kill()
+    p.wait()
+
+
 def mount_tmpfs(env, name, opts):
     d = env.path(name)
     os.mkdir(d)
