@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +23,7 @@
 #include <fmt/core.h>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <random>
 #include <set>
@@ -274,13 +277,59 @@ void ThreadGuard::resume() {
                    errno);
 }
 
-bool ThreadGuard::on_stop(int status) {
+void ThreadGuard::fail_on_fault_or_death(int status) {
   const pid_t tid = task_.tid();
   if (WIFEXITED(status) || WIFSIGNALED(status)) {
     task_.abandon();
     parked_ = false;
     throw Error(fmt::format("pid {} died while the parasite ran in it", tid));
   }
+  if (!WIFSTOPPED(status)) return;
+  const int sig = WSTOPSIG(status);
+  if ((status >> 16) == 0 &&
+      (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGFPE)) {
+    Registers at = task_.regs();
+    task_.set_regs(clean_);  // put it back by hand; release() restores the rest
+    throw Error(fmt::format("the parasite in pid {} stopped with signal {} at {:#x}", tid, sig,
+                            at.ip().as_int()),
+                "the target was put back as it was; please report this");
+  }
+}
+
+void ThreadGuard::resume_free() {
+  if (::ptrace(PTRACE_CONT, task_.tid(), nullptr, nullptr) < 0)
+    throw SysError(fmt::format("ptrace(PTRACE_CONT, pid {}) running the parasite", task_.tid()),
+                   errno);
+}
+
+void ThreadGuard::interrupt() {
+  if (::ptrace(PTRACE_INTERRUPT, task_.tid(), nullptr, nullptr) < 0)
+    throw SysError(fmt::format("ptrace(PTRACE_INTERRUPT, pid {}) stopping the parasite",
+                               task_.tid()),
+                   errno);
+  interrupted_ = true;
+}
+
+bool ThreadGuard::on_free_stop(int status) {
+  fail_on_fault_or_death(status);
+  if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP && WSTOPSIG(status) == SIGTRAP &&
+      interrupted_) {
+    interrupted_ = false;
+    return true;
+  }
+  // A system-call stop left from the stepped start, a group stop (SIGSTOP:
+  // all other signals are blocked in the blob; the job sees it later), or
+  // the like: on, without stops.
+  if (WIFSTOPPED(status) && (status >> 16) == 0 && WSTOPSIG(status) != (SIGTRAP | 0x80))
+    warn("pid {}: signal {} arrived while the parasite ran; it is dropped", task_.tid(),
+         WSTOPSIG(status));
+  resume_free();
+  return false;
+}
+
+bool ThreadGuard::on_stop(int status) {
+  const pid_t tid = task_.tid();
+  fail_on_fault_or_death(status);
   if (!WIFSTOPPED(status)) {
     resume();
     return false;
@@ -301,14 +350,6 @@ bool ThreadGuard::on_stop(int status) {
       throw Error(fmt::format("pid {}: registers after the parasite differ:{}", tid, diff),
                   "they were reset to the saved values; please report this");
     return true;
-  }
-  if ((status >> 16) == 0 &&
-      (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGFPE)) {
-    Registers at = task_.regs();
-    task_.set_regs(clean_);  // put it back by hand; release() restores the rest
-    throw Error(fmt::format("the parasite in pid {} stopped with signal {} at {:#x}", tid, sig,
-                            at.ip().as_int()),
-                "the target was put back as it was; please report this");
   }
   // A group stop or other event: go on. All signals are blocked; only
   // SIGSTOP gets here. Let the job see it later.
@@ -386,6 +427,9 @@ void Parasite::unmap() noexcept {
     g.park();
     RemoteSyscalls rs(g.task(), ret_site_ ? *ret_site_ : find_syscall_site(pid));
     if (g.protected_by_frame() && ret_site_) rs.set_syscall_sp(g.frame());
+    // The blob's socket, if the leader was stopped before it could close it.
+    if (leader_sock_ >= 0) rs.syscall(SYS_close, static_cast<uint64_t>(leader_sock_));
+    leader_sock_ = -1;
     rs.checked("munmap of the parasite", SYS_munmap, blob_->base().as_int(), mapped_);
   } catch (const std::exception& e) {
     warn("pid {}: the parasite stays mapped at {:#x}: {}", pid, blob_->base().as_int(), e.what());
@@ -485,7 +529,19 @@ void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) 
   write_remote(pid, blob_->symbol(SNAP_PARASITE_SYM_ARGS), &args, sizeof args);
 
   // This thread drives the target with ptrace (only the tracer thread may);
-  // the helper talks to the blob.
+  // the helper talks to the blob. The leader is stepped from stop to stop
+  // only until the blob has connected: before that, its failures end in
+  // its rt_sigreturn, caught at that call. Once connected, the blob ends
+  // only when snap hangs up (after FINI too, it waits for that), so the
+  // leader runs free, without a stop at each of its ~100 system calls; when
+  // the talk is over it is interrupted wherever it is, parked, and only then
+  // does snap hang up.
+  std::mutex mu;
+  std::condition_variable talk_over;
+  bool done = false;
+  std::atomic<bool> connected{false};
+  int conn_fd = -1;                      // under mu: to cut the talk short on errors
+  std::optional<ParasiteClient> client;  // open until the leader is stopped
   std::exception_ptr session_error;
   std::thread talker([&] {
     try {
@@ -496,22 +552,74 @@ void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) 
       if (r <= 0) throw Error(fmt::format("the parasite in pid {} did not connect", pid));
       ScopedFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (!conn) throw SysError("accept of the parasite connection", errno);
-      ParasiteClient client(std::move(conn));
-      session(client);
-      client.fini();
+      {
+        std::lock_guard lock(mu);
+        conn_fd = conn.get();
+        client.emplace(std::move(conn));
+      }
+      connected = true;
+      session(*client);
+      client->fini();
     } catch (...) {
       session_error = std::current_exception();
     }
+    std::lock_guard lock(mu);
+    done = true;
+    talk_over.notify_all();
   });
   phase(pid, "parasite-service");
   std::exception_ptr run_error;
   try {
-    g.run_until_sigreturn(blob_->symbol(SNAP_PARASITE_SYM_TRAP_ENTRY));
+    const pid_t tid = g.task().tid();
+    auto next_stop = [&](int flags) -> std::optional<int> {
+      int st = 0;
+      pid_t w;
+      do w = ::waitpid(tid, &st, __WALL | flags);
+      while (w < 0 && errno == EINTR);
+      if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
+      return w == 0 ? std::nullopt : std::optional<int>(st);
+    };
+    g.start(blob_->symbol(SNAP_PARASITE_SYM_TRAP_ENTRY));
+    bool ended = false;  // its rt_sigreturn done: it never connected
+    while (!ended && !connected) ended = g.wait_and_step();
+    if (ended) {
+      ::shutdown(listener.get(), SHUT_RDWR);  // the talker need not wait any longer
+    } else {
+      std::unique_lock lock(mu);
+      while (!done) {
+        lock.unlock();
+        while (auto st = next_stop(WNOHANG)) g.on_free_stop(*st);
+        lock.lock();
+        talk_over.wait_for(lock, std::chrono::milliseconds(1), [&] { return done; });
+      }
+      lock.unlock();
+      g.interrupt();
+      while (!g.on_free_stop(*next_stop(0))) {}
+      const uint64_t ip = g.task().regs().ip().as_int(), base = blob_->base().as_int();
+      if (ip < base || ip >= base + mapped_) {
+        // Its rt_sigreturn ran (a socket error the blob took for snap's
+        // end): back in its own code, which has run since. Its state now is
+        // the one to keep; what was collected is stale.
+        g.forget();
+        guards_[0] = std::make_unique<ThreadGuard>(*proc_.tasks.at(0), gadget_);
+        throw Error(fmt::format("the parasite in pid {} went back to the program before snap "
+                                "stopped it; nothing was written",
+                                pid),
+                    "the job runs on; run the dump again");
+      }
+      g.park();
+      snap_parasite_args back{};
+      read_remote(pid, blob_->symbol(SNAP_PARASITE_SYM_ARGS), &back, sizeof back);
+      leader_sock_ = back.sock_fd;
+    }
   } catch (...) {
     run_error = std::current_exception();
     ::shutdown(listener.get(), SHUT_RDWR);
+    std::lock_guard lock(mu);
+    if (conn_fd >= 0) ::shutdown(conn_fd, SHUT_RDWR);
   }
   talker.join();
+  client.reset();  // hang up: the leader is stopped (or gone back by itself)
   if (run_error) std::rethrow_exception(run_error);
   if (session_error) std::rethrow_exception(session_error);
 }

@@ -61,6 +61,18 @@ class ThreadGuard {
   void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
   bool wait_and_step();
 
+  // A thread that runs free (no system-call stops; run_service): its next
+  // stop's wait status. True for the stop interrupt() asked for; for any
+  // other stop the thread runs on (PTRACE_CONT), and a fault or its death
+  // throws as with wait_and_step().
+  bool on_free_stop(int status);
+  void resume_free();  // PTRACE_CONT
+  void interrupt();    // PTRACE_INTERRUPT
+  // The thread left the parasite on its own (its rt_sigreturn ran while it
+  // ran free): its state is its own again, nothing of the guard's to put
+  // back. The guard is spent.
+  void forget() { parked_ = false; }
+
  private:
   Task& task_;
   std::optional<remote_addr> gadget_;
@@ -70,8 +82,11 @@ class ThreadGuard {
   remote_addr frame_;
   bool parked_ = false;
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
+  bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
   void resume();               // PTRACE_SYSCALL
   bool on_stop(int status);    // wait_and_step() with the stop's wait status
+  // A fault, trap or death at a stop: the thread put back, an error thrown.
+  void fail_on_fault_or_death(int status);
 };
 
 // A RemoteSyscalls scope on a parked thread: the calls run at the vDSO's
@@ -131,6 +146,7 @@ class Parasite {
   std::optional<LoadedBlob> blob_;
   uint64_t mapped_ = 0;   // bytes mapped at the blob's base: its image, then the thread slots
   remote_addr slots_;     // slot i-1 for thread i
+  int leader_sock_ = -1;  // the blob's socket in the job, when snap must close it
 };
 
 // The whole step of `snap dump`: inject, collect, cure. `fds` is the

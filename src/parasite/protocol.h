@@ -16,7 +16,8 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 3u /* 2: GET_MISC has child_subreaper; 3: thread slots */
+#define SNAP_PARASITE_VERSION 4u /* 2: GET_MISC has child_subreaper; 3: thread slots;
+                                    4: FINI waits for the host to hang up */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
@@ -128,7 +129,8 @@ struct snap_parasite_args {
   uint32_t magic;   /* SNAP_PARASITE_MAGIC, else the blob refuses to run */
   uint16_t version; /* SNAP_PARASITE_VERSION */
   uint16_t addr_len; /* length of `addr` used when sock_fd < 0 */
-  int32_t sock_fd;   /* connected socket in the target, or -1 */
+  int32_t sock_fd;   /* connected socket in the target, or -1 (then the
+                        blob writes here the one it connects) */
   uint32_t pad;
   uint8_t addr[112]; /* struct sockaddr_un to connect() when sock_fd < 0 */
   /* Value of rsp for rt_sigreturn: address of the frame's ucontext (the

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -348,7 +349,8 @@ TEST(ParasiteLocal, CommandLoop) {
   };
   static const char kData[] = "unread pipe data, not for the parasite to eat";
 
-  Child child([&, para = para.get(), info = info_w.get()]() -> int {
+  Child child([&, para = para.get(), info = info_w.get(), host_copy = host.get()]() -> int {
+    ::close(host_copy);  // only the test process holds the controller end
     // State for the parasite to find.
     struct sigaction sa {};
     sa.sa_handler = usr1_handler;
@@ -394,7 +396,8 @@ TEST(ParasiteLocal, CommandLoop) {
   Expect e{};
   ASSERT_EQ(::read(info_r.get(), &e, sizeof(e)), static_cast<ssize_t>(sizeof(e)));
 
-  ParasiteClient client(std::move(host));
+  std::optional<ParasiteClient> connection(std::in_place, std::move(host));
+  ParasiteClient& client = *connection;
   auto acts = client.get_sigactions();
   EXPECT_EQ(acts.size(), 62u);
   bool saw_usr1 = false, saw_term = false;
@@ -489,6 +492,11 @@ TEST(ParasiteLocal, CommandLoop) {
   EXPECT_EQ(client.get_misc().umask, 027u);  // still in step
 
   client.fini();
+  // After FINI the blob waits for snap to hang up (a snap that runs it
+  // without system-call stops stops it there); then it returns.
+  ::usleep(50000);
+  EXPECT_EQ(::waitpid(child.pid(), nullptr, WNOHANG), 0) << "the blob returned before the hang-up";
+  connection.reset();
   EXPECT_EQ(child.wait(), 0);
 }
 

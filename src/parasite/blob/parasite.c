@@ -413,6 +413,7 @@ long snap_parasite_service(struct snap_parasite_args* a) {
       result = r;
       goto out;
     }
+    a->sock_fd = sock; /* for a host that closes it itself (see FINI) */
   }
 
   for (;;) {
@@ -445,6 +446,15 @@ long snap_parasite_service(struct snap_parasite_args* a) {
       r = send_reply(sock, &c, -E_2BIG, 0, 0);
     } else if (c.cmd == SNAP_PARASITE_CMD_FINI) {
       r = send_reply(sock, &c, 0, 0, 0);
+      /* Then wait for the host to hang up. A host that runs this thread
+       * without system-call stops stops it here and puts it back itself
+       * (closing a->sock_fd); with no host left, EOF ends it as any loss
+       * of the controller does. */
+      if (!r) {
+        unsigned char b;
+        while (read_full(sock, &b, 1) == 0) {
+        }
+      }
       result = 0;
       break;
     } else if (c.cmd >= sizeof(handlers) / sizeof(handlers[0]) || !handlers[c.cmd]) {
