@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace snap::image {
@@ -87,6 +88,19 @@ struct Mapping {
   // Kind Aio: the ring's size in events (struct aio_ring's nr).
   uint32_t aio_nr = 0;
 };
+
+// Whether a VmFlags list ("rd wr mr mw me dc") has `flag` ("dc"), as a
+// whole word.
+inline bool has_vmflag(std::string_view vmflags, std::string_view flag) {
+  size_t pos = 0;
+  while (pos < vmflags.size()) {
+    size_t end = vmflags.find(' ', pos);
+    if (end == std::string_view::npos) end = vmflags.size();
+    if (vmflags.substr(pos, end - pos) == flag) return true;
+    pos = end + 1;
+  }
+  return false;
+}
 
 inline bool is_shm_object(const Mapping& m) {
   return m.kind == MappingKind::SharedAnon ||

@@ -23,10 +23,6 @@ namespace snap::parasite {
 
 namespace {
 
-bool has_flag(const std::string& vmflags, const char* flag) {
-  return (" " + vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
-}
-
 long set_options(pid_t tid, long options) {
   return ::ptrace(PTRACE_SETOPTIONS, tid, nullptr, reinterpret_cast<void*>(options));
 }
@@ -37,7 +33,7 @@ bool MemorySnapshot::differs_in_child(const image::Mapping& m) {
   // Shared memory is not copied on write (and fork does not even copy its
   // page tables, so the child's pagemap shows none of it): it is read from
   // the job while it is stopped, like MADV_DONTFORK / MADV_WIPEONFORK areas.
-  return m.shared || has_flag(m.vmflags, "dc") || has_flag(m.vmflags, "wf");
+  return m.shared || image::has_vmflag(m.vmflags, "dc") || image::has_vmflag(m.vmflags, "wf");
 }
 
 bool MemorySnapshot::read_from_job(const image::Mapping& m) const {

@@ -156,7 +156,7 @@ void drop_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& saved) {
 }
 
 bool has_flag(const Mapping& m, const char* flag) {
-  return (" " + m.vmflags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
+  return image::has_vmflag(m.vmflags, flag);
 }
 
 // Madvise flags the kernel shows in smaps' VmFlags, and the advice that

@@ -46,9 +46,8 @@ bool mapping_has_content(const image::Mapping& m) {
   // Device memory (VM_IO / VM_PFNMAP) cannot be read and is not ours to save.
   // MAP_DROPPABLE memory ("dp") is what the kernel may empty at any time:
   // it comes back empty, as after memory pressure.
-  const std::string flags = " " + m.vmflags + " ";
-  auto flag = [&](const char* f) { return flags.find(std::string(" ") + f + " ") != std::string::npos; };
-  return !flag("io") && !flag("pf") && !flag("dp");
+  return !image::has_vmflag(m.vmflags, "io") && !image::has_vmflag(m.vmflags, "pf") &&
+         !image::has_vmflag(m.vmflags, "dp");
 }
 
 bool is_pte_marker(uint64_t e) {

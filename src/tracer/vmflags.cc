@@ -32,17 +32,6 @@ const MapEntry* find_at(const std::vector<MapEntry>& sorted, uint64_t start) {
 
 }  // namespace
 
-bool has_vmflag(std::string_view vmflags, std::string_view flag) {
-  size_t pos = 0;
-  while (pos < vmflags.size()) {
-    size_t end = vmflags.find(' ', pos);
-    if (end == std::string_view::npos) end = vmflags.size();
-    if (vmflags.substr(pos, end - pos) == flag) return true;
-    pos = end + 1;
-  }
-  return false;
-}
-
 VmFlagsHints VmFlagsHints::read_tree(pid_t root) {
   VmFlagsHints hints;
   std::vector<pid_t> todo{root};
@@ -82,7 +71,7 @@ bool VmFlagsHints::apply(pid_t pid, std::vector<image::Mapping>& mappings,
   for (const auto& m : mappings) {
     const MapEntry* e = find_at(it->second, m.start);
     if (!e || !same_mapping(*e, m)) return false;
-    if (has_vmflag(e->vmflags, "lo")) locked += m.end - m.start;
+    if (image::has_vmflag(e->vmflags, "lo")) locked += m.end - m.start;
     flags.push_back(&e->vmflags);
   }
   if (locked != locked_bytes) return false;
@@ -102,7 +91,7 @@ void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
     const bool from_job = read_from_job(m);
     const MapEntry* c = find_at(sorted, m.start);
     if (c && c->end != m.end) c = nullptr;
-    if (!from_job && (!c || has_vmflag(c->vmflags, "wf")))
+    if (!from_job && (!c || image::has_vmflag(c->vmflags, "wf")))
       throw Error(fmt::format(
           "pid {}: mapping {:#x}-{:#x} became {} while snap was stopping the job, so its memory "
           "was not read as it was; nothing was written: run the dump again",
@@ -112,7 +101,8 @@ void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
     if (!c) continue;
     std::string flags = c->vmflags;
     for (auto f : kNotInherited)
-      if (has_vmflag(m.vmflags, f) && !has_vmflag(flags, f)) flags += " " + std::string(f);
+      if (image::has_vmflag(m.vmflags, f) && !image::has_vmflag(flags, f))
+        flags += " " + std::string(f);
     m.vmflags = std::move(flags);
   }
 }

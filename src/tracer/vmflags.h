@@ -28,9 +28,6 @@
 
 namespace snap::proc {
 
-// True when the space-separated flag list has `flag` ("dc", "lo", ...).
-bool has_vmflag(std::string_view vmflags, std::string_view flag);
-
 class VmFlagsHints {
  public:
   VmFlagsHints() = default;

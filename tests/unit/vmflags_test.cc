@@ -42,10 +42,10 @@ constexpr char kMaps[] =
 }  // namespace
 
 TEST(VmFlags, FlagListLookupIsByWholeWord) {
-  EXPECT_TRUE(proc::has_vmflag("rd wr dc", "dc"));
-  EXPECT_TRUE(proc::has_vmflag("rd", "rd"));
-  EXPECT_FALSE(proc::has_vmflag("rd wr mw", "w"));
-  EXPECT_FALSE(proc::has_vmflag("", "rd"));
+  EXPECT_TRUE(image::has_vmflag("rd wr dc", "dc"));
+  EXPECT_TRUE(image::has_vmflag("rd", "rd"));
+  EXPECT_FALSE(image::has_vmflag("rd wr mw", "w"));
+  EXPECT_FALSE(image::has_vmflag("", "rd"));
 }
 
 TEST(VmFlags, HintsGiveIdenticalMappingsTheirFlags) {
@@ -92,7 +92,7 @@ TEST(VmFlags, SnapshotCorrectsFlagsAndKeepsWhatForkDrops) {
       "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
       "VmFlags: rd wr mr mw me ac\n");
   proc::confirm_vmflags(7, maps, snapshot, [](const image::Mapping& m) {
-    return proc::has_vmflag(m.vmflags, "dc");
+    return image::has_vmflag(m.vmflags, "dc");
   });
   EXPECT_EQ(maps[0].vmflags, "rd ex mr mw me hg");
   EXPECT_EQ(maps[1].vmflags, "rd wr mr mw me ac lo");
