@@ -14,96 +14,12 @@
 #include "image/checkpoint.h"
 #include "parasite/blob_loader.h"
 #include "parasite/client.h"
+#include "parasite/thread_guard.h"
 #include "tracer/registers.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
 
 namespace snap::parasite {
-
-// One thread held in a state from which it gets back to its own context by
-// itself if snap dies: a complete rt_sigreturn frame for its original
-// context is written below its red zone, and while the guard is "parked" the
-// thread's registers point at an rt_sigreturn gadget with rsp at that frame.
-// The destructor gives the thread its original registers and signal mask.
-class ThreadGuard {
- public:
-  // `sigreturn_gadget`: address of `mov $15, %eax/%rax; syscall` in the
-  // target, or nullopt (then an orphaned thread is not protected; see README).
-  ThreadGuard(Task& task, std::optional<remote_addr> sigreturn_gadget);
-  ~ThreadGuard();
-  ThreadGuard(const ThreadGuard&) = delete;
-  ThreadGuard& operator=(const ThreadGuard&) = delete;
-
-  // All signals blocked, registers at the gadget (or original ones without).
-  void park();
-  // Original signal mask, then original registers.
-  void release();
-
-  Task& task() { return task_; }
-  // rsp for an rt_sigreturn to the original context (frame + 8).
-  remote_addr sigreturn_sp() const { return frame_ + 8; }
-  // The frame's start: its first word holds the gadget address, so a `ret`
-  // executed with rsp here ends in rt_sigreturn.
-  remote_addr frame() const { return frame_; }
-  bool protected_by_frame() const { return gadget_.has_value(); }
-  const Registers& original_regs() const { return clean_; }  // restart applied
-
-  // Runs the thread from `entry` (any code that ends in rt_sigreturn on this
-  // guard's frame) until that rt_sigreturn has completed, then checks that
-  // the registers are the original ones. Throws if the thread stops in any
-  // other way (fault, trap); the thread is then put back by hand.
-  void run_until_sigreturn(remote_addr entry);
-  // The same in two halves, so that several threads run at once: start()
-  // sets the thread off at `entry` (rdi = `arg`; rsp = `sp`, or left as it
-  // is when null); wait_and_step() waits for the thread's next stop and
-  // says whether that rt_sigreturn has completed (the checks above done),
-  // else lets it run on to its next stop.
-  void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
-  bool wait_and_step();
-
-  // A thread that runs free (no system-call stops; run_service): its next
-  // stop's wait status. True for the stop interrupt() asked for; for any
-  // other stop the thread runs on (PTRACE_CONT), and a fault or its death
-  // throws as with wait_and_step().
-  bool on_free_stop(int status);
-  void resume_free();  // PTRACE_CONT
-  void interrupt();    // PTRACE_INTERRUPT
-  // The thread left the parasite on its own (its rt_sigreturn ran while it
-  // ran free): its state is its own again, nothing of the guard's to put
-  // back. The guard is spent.
-  void forget() { parked_ = false; }
-
- private:
-  Task& task_;
-  std::optional<remote_addr> gadget_;
-  Registers clean_;
-  std::vector<uint8_t> xsave_;
-  uint64_t mask_ = 0;
-  remote_addr frame_;
-  bool parked_ = false;
-  bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
-  bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
-  void resume();               // PTRACE_SYSCALL
-  bool on_stop(int status);    // wait_and_step() with the stop's wait status
-  // A fault, trap or death at a stop: the thread put back, an error thrown.
-  void fail_on_fault_or_death(int status);
-};
-
-// A RemoteSyscalls scope on a parked thread: the calls run at the vDSO's
-// `syscall; ... ret` with rsp on the guard's frame, so a thread that snap's
-// death leaves behind completes the call and returns to its own context.
-// Without such a site or gadget the calls still work, unprotected (-v says so).
-class GuardedSyscalls {
- public:
-  explicit GuardedSyscalls(Task& task);
-  RemoteSyscalls& rs() { return *rs_; }
-  bool healing() const { return healing_; }
-
- private:
-  ThreadGuard guard_;  // declared first: released last
-  std::optional<RemoteSyscalls> rs_;
-  bool healing_ = false;
-};
 
 // What the parasite found in one process; applied to image::Process by
 // apply_parasite_state().
