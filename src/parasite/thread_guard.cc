@@ -284,8 +284,10 @@ void ThreadGuard::interrupt() {
 
 bool ThreadGuard::on_free_stop(int status) {
   fail_on_fault_or_death(status);
-  if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP && WSTOPSIG(status) == SIGTRAP &&
-      interrupted_) {
+  // The stop interrupt() asked for. In a process stopped by job control it
+  // is reported with the stop signal (SIGSTOP...), not SIGTRAP; any
+  // PTRACE_EVENT_STOP after interrupt() means the thread is stopped now.
+  if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP && interrupted_) {
     interrupted_ = false;
     return true;
   }
