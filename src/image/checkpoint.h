@@ -295,6 +295,9 @@ struct FileDesc {
   // Type Tty: a pseudo-terminal whose master a process of the image holds.
   // Absent: any other terminal (reopened by path, or snap restore's own).
   std::optional<PtyEnd> pty;
+  // At dump time only (not saved): the mount the file is on (fdinfo
+  // "mnt_id"), which with `inode` tells it from another.
+  uint64_t mnt_id = 0;
 };
 
 // The termios of a terminal, as the kernel's struct termios2 (TCGETS2).

@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <ctime>
@@ -20,6 +21,7 @@
 #include "parasite/parasite.h"
 #include "parasite/snapshot.h"
 #include "tracer/collect.h"
+#include "tracer/fd_hints.h"
 #include "tracer/file_stamp.h"
 #include "tracer/ghost_files.h"
 #include "tracer/memory.h"
@@ -263,21 +265,30 @@ void reread_vmflags(image::Process& proc) {
   }
 }
 
+// What a leave-running dump reads before it stops the job, so as to read
+// less while it is stopped (tracer/vmflags.h, tracer/fd_hints.h).
+struct Hints {
+  proc::VmFlagsHints vmflags;
+  proc::FdHints fds;
+};
+
 // Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
 // away, the few mappings a snapshot does not show as they are. A process
 // whose snapshot the kernel refuses gets none (nullptr): its memory is then
-// read here too, while it is still stopped.
+// read here too, while it is still stopped, and what it took from hints is
+// checked against itself.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
-                         SharedMemoryPages& shared, MemoryReaders& readers,
-                         const proc::VmFlagsHints& hints) {
+                         SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
     Task& leader = *tree.processes()[i].tasks[0];
     parasite::MemorySnapshot::collect_leftovers(leader);
     auto snap = parasite::MemorySnapshot::take(leader, proc.mappings);
-    // No snapshot to confirm hinted flags with: smaps, while still stopped.
-    if (!snap && hints.applied(proc.pid)) reread_vmflags(proc);
+    if (!snap) {
+      if (hints.vmflags.applied(proc.pid)) reread_vmflags(proc);
+      hints.fds.confirm(proc.pid, proc.fds, proc.pid);
+    }
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
       return !snap || snap->read_from_job(m);
     }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
@@ -286,17 +297,36 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
   return snapshots;
 }
 
-// Step 3b, the job running again: mapping flags taken from hints, checked
-// against each snapshot (tracer/vmflags.h).
-void confirm_hinted_flags(image::Checkpoint& ckpt, const Snapshots& snapshots,
-                          const proc::VmFlagsHints& hints) {
+// Step 3b, the job running again: mapping flags and fds taken from hints,
+// checked against each snapshot (tracer/vmflags.h, tracer/fd_hints.h).
+void confirm_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, const Hints& hints) {
   for (size_t i = 0; i < snapshots.size(); i++) {
     auto& proc = ckpt.processes[i];
     const auto* snap = snapshots[i].get();
-    if (!snap || !hints.applied(proc.pid)) continue;
-    proc::confirm_vmflags(proc.pid, proc.mappings, proc::read_smaps(snap->pid()),
-                          [&](const image::Mapping& m) { return snap->read_from_job(m); });
+    if (!snap) continue;
+    if (hints.vmflags.applied(proc.pid))
+      proc::confirm_vmflags(proc.pid, proc.mappings, proc::read_smaps(snap->pid()),
+                            [&](const image::Mapping& m) { return snap->read_from_job(m); });
+    hints.fds.confirm(proc.pid, proc.fds, snap->pid());
   }
+}
+
+// Whether every live process has a snapshot: then which fds share an open
+// file description is asked of the snapshots (their fd tables are the
+// job's when it was stopped) once the job runs again.
+bool all_taken(const Snapshots& snapshots) {
+  return !snapshots.empty() && std::all_of(snapshots.begin(), snapshots.end(),
+                                           [](const auto& s) { return s != nullptr; });
+}
+
+// kcmp's order of open files, asked of each process's snapshot.
+FileOrder order_in_snapshots(const image::Checkpoint& ckpt, const Snapshots& snapshots) {
+  std::map<pid_t, pid_t> snapshot_of;
+  for (size_t i = 0; i < snapshots.size(); i++)
+    snapshot_of[ckpt.processes[i].pid] = snapshots[i]->pid();
+  return [snapshot_of](pid_t pid1, int fd1, pid_t pid2, int fd2) {
+    return open_file_order(snapshot_of.at(pid1), fd1, snapshot_of.at(pid2), fd2);
+  };
 }
 
 // Step 4: every page not read yet, from the snapshots (or from the stopped
@@ -430,14 +460,16 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Mapping flags read while the job still runs (tracer/vmflags.h): reading
   // smaps walks every page. With --kill nothing is gained: the job stays
   // stopped to the end anyway.
-  std::optional<proc::VmFlagsHints> hints;
+  std::optional<Hints> hints;
   if (!opts.kill) {
-    hints = proc::VmFlagsHints::read_tree(pid);
-    // What collecting the mappings will allocate (text, entries: ~400 bytes
-    // a mapping), faulted in now rather than while the job is stopped.
-    warm_heap(std::min<size_t>(hints->mapping_count() * 512, 31 << 20));
+    hints.emplace(Hints{proc::VmFlagsHints::read_tree(pid), proc::FdHints::read_tree(pid)});
+    // What collecting the mappings and fds will allocate (text, entries:
+    // ~400 bytes a mapping, ~1 KiB an fd), faulted in now rather than while
+    // the job is stopped.
+    warm_heap(std::min<size_t>(hints->vmflags.mapping_count() * 512 + hints->fds.size() * 1024,
+                               31 << 20));
   }
-  steps.step("mapping flags");
+  steps.step("hints");
   auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1
   steps.step("seize");
@@ -452,7 +484,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
 
   image::Checkpoint ckpt = new_checkpoint();
   for (auto& p : tree.processes()) {  // 2
-    image::Process proc = collect_process(p, hints ? &*hints : nullptr);
+    image::Process proc = collect_process(p, hints ? &hints->vmflags : nullptr,
+                                          hints ? &hints->fds : nullptr);
+    if (hints)
+      vlog("pid {}: {} of {} fds read from hints", p.pid, hints->fds.applied(p.pid).size(),
+           proc.fds.size());
     steps.step("collect");
     collect_parasite_state(p, proc);
     steps.step("parasite");
@@ -460,8 +496,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   }
   // Zombies last: each one's parent is a live process, listed already.
   for (pid_t z : tree.zombies()) ckpt.processes.push_back(collect_zombie(z));
-  // What the processes share: open file descriptions, unix sockets.
-  assign_file_ids(ckpt.processes);
+  // What the processes share: unix sockets (open file descriptions below).
   collect_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
   check_sockets_restorable(ckpt.processes, opts.tcp_established);  // before anything could be killed
@@ -508,6 +543,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(live);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints);
+    if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
     budget.emplace(result.memory_budget, std::move(live), snapshots);
@@ -515,8 +551,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
-  if (hints) confirm_hinted_flags(ckpt, snapshots, *hints);
-  steps.step("flags confirmed");
+  if (hints) confirm_hints(ckpt, snapshots, *hints);
+  // Which fds share an open file description (kcmp; with --kill the job is
+  // still stopped).
+  if (opts.kill) assign_file_ids(ckpt.processes);
+  else if (all_taken(snapshots)) assign_file_ids(ckpt.processes, order_in_snapshots(ckpt, snapshots));
+  steps.step("hints confirmed");
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};

@@ -38,8 +38,9 @@ image::ThreadState collect_thread(const Task& t, pid_t pid) {
   return ts;
 }
 
-image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints) {
-  image::Process out = proc::read_process(p.pid, hints);
+image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints,
+                               proc::FdHints* fd_hints) {
+  image::Process out = proc::read_process(p.pid, hints, fd_hints);
   for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));
   // A job-control stop is the whole process's: its leader says.
   if (!p.tasks.empty())

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "image/checkpoint.h"
+#include "tracer/fd_hints.h"
 #include "tracer/task.h"
 #include "tracer/vmflags.h"
 
@@ -13,8 +14,10 @@ namespace snap {
 image::ThreadState collect_thread(const Task& t, pid_t pid);
 
 // /proc facts plus every thread's state, for a process of a SeizedTree;
-// mapping flags from `hints` where they fit (tracer/vmflags.h).
-image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints = nullptr);
+// mapping flags from `hints` where they fit (tracer/vmflags.h), fds from
+// `fd_hints` where they fit (tracer/fd_hints.h).
+image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints = nullptr,
+                               proc::FdHints* fd_hints = nullptr);
 
 // An exited, unreaped child (SeizedTree::zombies()): ids, comm and the
 // wait status its parent will get (/proc/PID/stat).

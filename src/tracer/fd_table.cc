@@ -2,23 +2,23 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <charconv>
-#include <exception>
 #include <string>
-#include <thread>
 
 #include <fmt/core.h>
 
 #include "base/cpus.h"
 #include "base/error.h"
+#include "base/parallel.h"
 #include "base/scoped_fd.h"
+#include "tracer/fd_hints.h"
 #include "tracer/fd_state.h"
 #include "tracer/proc.h"
 #include "tracer/sharing.h"
@@ -89,24 +89,68 @@ struct Table {
   int fd_dir;    // /proc/PID/fd
   int info_dir;  // /proc/PID/fdinfo
   std::string info_dir_path;
+  FdHints* hints;  // or null
+  // Inodes /proc/locks shows locked now (with hints only).
+  std::vector<uint64_t> locked;
+  // Where to keep snap's copies of hintable fds (by index), or null.
+  std::vector<ScopedFd>* copies;
 };
 
-// Fills `fd` (its number set) from the table; false if the process closed
-// it meanwhile (only possible if not all its threads are stopped). Epoll
-// watches go to `watched`, for fd number `index` of the table.
-bool read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Watched>& watched) {
+enum class FdRead { kClosed, kWhole, kFromHint };
+
+// Fills `fd` from its hint if it is still the hinted file (fd_hints.h);
+// sets `closed` (and returns true) if the process closed it. Else false.
+bool read_from_hint(const Table& t, const char* name, image::FileDesc& fd, bool* closed) {
+  FdHints::Hint* hint = t.hints ? t.hints->find(t.pid, fd.fd) : nullptr;
+  if (!hint) return false;
+  const image::FileDesc& h = hint->fd;
+  if (hint->copy && h.type != image::FdType::CharDev && h.locks.empty() &&
+      !std::binary_search(t.locked.begin(), t.locked.end(), h.inode)) {
+    // Still snap's copy's open file description: its offset and flags.
+    if (::syscall(SYS_kcmp, t.pid, ::getpid(), KCMP_FILE, fd.fd, hint->copy.get()) != 0)
+      return false;  // another file, or none: read whole
+    off_t pos = ::lseek(hint->copy.get(), 0, SEEK_CUR);
+    int flags = ::fcntl(hint->copy.get(), F_GETFL);
+    if (pos < 0 || flags < 0) return false;
+    const int cloexec = h.flags & O_CLOEXEC;  // the fd's own: confirmed later
+    fd = std::move(hint->fd);
+    fd.pos = static_cast<uint64_t>(pos);
+    fd.flags = (flags & ~O_CLOEXEC) | cloexec;
+    return true;
+  }
+  int err;
+  std::string text = read_file_at(t.info_dir, name, &err);
+  if (err == ENOENT) return *closed = true;
+  if (err) throw SysError("read " + t.info_dir_path + "/" + name, err);
+  auto info = parse_fdinfo(text);
+  if (info.ino != h.inode || info.mnt_id != h.mnt_id) return false;
+  hint->copy.reset();  // maybe another open file description of that file
+  fd = std::move(hint->fd);
+  fd.pos = info.pos;
+  fd.flags = info.flags;
+  fill_fd_state(t.pid, fd, info);  // its locks
+  return true;
+}
+
+// Fills `fd` (its number set) from the table, or from its hint; kClosed if
+// the process closed it meanwhile (only possible if not all its threads
+// are stopped). Epoll watches go to `watched`, for fd number `index` of the
+// table.
+FdRead read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Watched>& watched) {
   char name[16];
   *std::to_chars(name, name + sizeof name - 1, fd.fd).ptr = '\0';
+  bool closed = false;
+  if (read_from_hint(t, name, fd, &closed)) return closed ? FdRead::kClosed : FdRead::kFromHint;
   char target[4096];
   ssize_t len = ::readlinkat(t.fd_dir, name, target, sizeof target - 1);
-  if (len < 0) return false;
+  if (len < 0) return FdRead::kClosed;
   fd.path.assign(target, static_cast<size_t>(len));
   // snap's own copy of the fd (pidfd_getfd, Linux 5.6): fstat and fcntl on
   // it cost no path lookup in /proc.
   ScopedFd copy;
   if (t.pidfd >= 0) {
     copy.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, t.pidfd, fd.fd, 0)));
-    if (!copy && errno == EBADF) return false;
+    if (!copy && errno == EBADF) return FdRead::kClosed;
     if (!copy && errno != ENOSYS)
       throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", t.pid, fd.fd), errno);
   }
@@ -119,9 +163,10 @@ bool read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Watc
   fd.type = classify_fd(fd.path, st);
   int err;
   std::string text = read_file_at(t.info_dir, name, &err);
-  if (err == ENOENT) return false;
+  if (err == ENOENT) return FdRead::kClosed;
   if (err) throw SysError("read " + t.info_dir_path + "/" + name, err);
   auto info = parse_fdinfo(text);
+  fd.mnt_id = info.mnt_id;
   fd.pos = info.pos;
   fd.flags = info.flags;
   if (info.ino) fd.inode = info.ino;
@@ -135,19 +180,23 @@ bool read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Watc
   }
   fill_fd_state(t.pid, fd, info);
   if (copy) read_fd_owner(copy.get(), fd);  // before Linux 5.6: owners, pipe sizes not recorded
-  return true;
-}
-
-// Reader threads for a table of `n` fds: one per CPU snap may use, at most
-// 4, and one per 1,000 fds (each fd costs ~10 system calls, ~25 us).
-unsigned reader_threads(size_t n) {
-  return static_cast<unsigned>(std::clamp<size_t>(n / 1000, 1, std::min(usable_cpus(), 4u)));
+  if (t.copies && FdHints::can_hint(fd)) (*t.copies)[index] = std::move(copy);
+  return FdRead::kWhole;
 }
 
 }  // namespace
 
-std::vector<image::FileDesc> read_fds(pid_t pid) {
-  Table t{pid, -1, -1, -1, "/proc/" + std::to_string(pid) + "/fdinfo"};
+unsigned fd_reader_threads(size_t n) {
+  return static_cast<unsigned>(std::clamp<size_t>(n / 1000, 1, std::min(usable_cpus(), 4u)));
+}
+
+namespace {
+
+std::vector<image::FileDesc> read_table(pid_t pid, FdHints* hints, std::vector<ScopedFd>* copies,
+                                        size_t max_copies) {
+  Table t{pid, -1, -1, -1, "/proc/" + std::to_string(pid) + "/fdinfo", hints, {}, nullptr};
+  if (hints)
+    if (auto locks = try_read_file("/proc/locks")) t.locked = parse_locked_inodes(*locks);
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   ScopedFd fd_dir(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   ScopedFd info_dir(::open(t.info_dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -168,45 +217,44 @@ std::vector<image::FileDesc> read_fds(pid_t pid) {
     ::closedir(d);
   }
   std::sort(nums.begin(), nums.end());
+  if (copies && nums.size() <= max_copies) {
+    copies->clear();
+    copies->resize(nums.size());
+    t.copies = copies;
+  }
 
   // The fds, each filled in place by one of the threads (fd i by thread
   // i % threads); an error stops them all, the lowest fd's is reported.
   std::vector<image::FileDesc> out(nums.size());
-  std::vector<char> open(nums.size(), 0);
-  const unsigned nthreads = reader_threads(nums.size());
+  std::vector<FdRead> got(nums.size(), FdRead::kClosed);
+  const unsigned nthreads = fd_reader_threads(nums.size());
   std::vector<std::vector<Watched>> watched(nthreads);
-  std::vector<std::pair<size_t, std::exception_ptr>> errors(nthreads, {SIZE_MAX, nullptr});
-  std::atomic<bool> failed{false};
-  auto work = [&](unsigned k) {
-    for (size_t i = k; i < nums.size() && !failed.load(std::memory_order_relaxed); i += nthreads) {
-      try {
-        out[i].fd = nums[i];
-        open[i] = read_fd(t, i, out[i], watched[k]);
-      } catch (...) {
-        errors[k] = {i, std::current_exception()};
-        failed = true;
-        return;
-      }
-    }
-  };
-  {
-    std::vector<std::jthread> helpers;
-    for (unsigned k = 1; k < nthreads; k++) helpers.emplace_back(work, k);
-    work(0);
+  parallel_for(nums.size(), nthreads, [&](size_t i) {
+    out[i].fd = nums[i];
+    got[i] = read_fd(t, i, out[i], watched[i % nthreads]);
+  });
+  if (hints) {
+    std::vector<int> from_hints;
+    for (size_t i = 0; i < nums.size(); i++)
+      if (got[i] == FdRead::kFromHint) from_hints.push_back(nums[i]);
+    hints->set_applied(pid, std::move(from_hints));
   }
-  auto first = std::min_element(errors.begin(), errors.end(),
-                                [](const auto& a, const auto& b) { return a.first < b.first; });
-  if (first->second) std::rethrow_exception(first->second);
 
   // Fds closed meanwhile leave the list (the watches' indexes follow).
   std::vector<size_t> moved_to(nums.size());
   size_t kept = 0;
   for (size_t i = 0; i < nums.size(); i++) {
-    if (!open[i]) continue;
+    if (got[i] == FdRead::kClosed) continue;
     if (kept != i) out[kept] = std::move(out[i]);
     moved_to[i] = kept++;
   }
   out.resize(kept);
+  if (t.copies) {
+    for (size_t i = 0; i < nums.size(); i++)
+      if (got[i] != FdRead::kClosed && moved_to[i] != i)
+        (*copies)[moved_to[i]] = std::move((*copies)[i]);
+    copies->resize(kept);
+  }
   std::vector<Watched> all;
   for (auto& w : watched)
     for (auto& x : w) all.push_back({moved_to[x.epoll_index], x.target_index, x.nth, x.inode});
@@ -215,6 +263,18 @@ std::vector<image::FileDesc> read_fds(pid_t pid) {
   });
   resolve_epoll_targets(pid, out, all);
   return out;
+}
+
+}  // namespace
+
+std::vector<image::FileDesc> read_fds(pid_t pid, FdHints* hints) {
+  return read_table(pid, hints, nullptr, 0);
+}
+
+std::vector<image::FileDesc> read_fds_keeping_copies(pid_t pid, size_t max_copies,
+                                                     std::vector<ScopedFd>& copies) {
+  copies.clear();
+  return read_table(pid, nullptr, &copies, max_copies);
 }
 
 }  // namespace snap::proc

@@ -378,6 +378,17 @@ std::vector<pid_t> list_children(pid_t pid) {
   return {kids.begin(), kids.end()};
 }
 
+std::vector<pid_t> list_tree(pid_t root) {
+  std::vector<pid_t> out{root};
+  for (size_t i = 0; i < out.size(); i++) {
+    try {
+      for (pid_t c : list_children(out[i])) out.push_back(c);
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
 std::vector<MapEntry> read_smaps(pid_t pid) {
   // Tens of MiB for a process with many mappings: read into huge pages
   // (one page fault per 2 MiB), and parsed from there.
@@ -471,7 +482,7 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   return out;
 }
 
-image::Process read_process(pid_t pid, VmFlagsHints* hints) {
+image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   image::Process p;
   auto st = read_stat(pid);
   auto status = read_status(pid);
@@ -542,7 +553,7 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints) {
   p.mm.brk = p.mm.start_brk;
   for (const auto& m : p.mappings)
     if (m.kind == image::MappingKind::Heap) p.mm.brk = m.end;
-  p.fds = read_fds(pid);
+  p.fds = read_fds(pid, fd_hints);
   check_posix_locks(p);
   return p;
 }

@@ -108,17 +108,22 @@ std::vector<pid_t> parse_pid_list(std::string_view text);
 // Readers for a live process.
 std::vector<pid_t> list_threads(pid_t pid);   // /proc/PID/task, sorted, leader first
 std::vector<pid_t> list_children(pid_t pid);  // union over all threads' children files
+// `root` and its descendants as they are now, parents first; one whose
+// children cannot be read (gone meanwhile) ends its branch.
+std::vector<pid_t> list_tree(pid_t root);
 std::vector<MapEntry> read_smaps(pid_t pid);
 Stat read_stat(pid_t pid);
 Status read_status(pid_t pid);
 std::vector<uint64_t> read_auxv(pid_t pid);
 
 class VmFlagsHints;
+class FdHints;
 // Everything about a (stopped) process that /proc shows, minus memory
 // contents and thread registers. With hints (tracer/vmflags.h) the mappings
 // come from /proc/PID/maps and take their flags from the hints where these
-// fit, instead of from smaps.
-image::Process read_process(pid_t pid, VmFlagsHints* hints = nullptr);
+// fit, instead of from smaps; with fd hints (tracer/fd_hints.h) fds that
+// fit theirs read only fdinfo.
+image::Process read_process(pid_t pid, VmFlagsHints* hints = nullptr, FdHints* fd_hints = nullptr);
 // Mappings of `pid`, classified (image::MappingKind), without content.
 // With VmFlags they come from /proc/PID/smaps, which the kernel builds by
 // walking every page (slow for a large process); lookups that need only the

@@ -34,13 +34,9 @@ const MapEntry* find_at(const std::vector<MapEntry>& sorted, uint64_t start) {
 
 VmFlagsHints VmFlagsHints::read_tree(pid_t root) {
   VmFlagsHints hints;
-  std::vector<pid_t> todo{root};
-  while (!todo.empty()) {
-    pid_t pid = todo.back();
-    todo.pop_back();
+  for (pid_t pid : list_tree(root)) {
     try {
       hints.add(pid, read_smaps(pid));
-      for (pid_t c : list_children(pid)) todo.push_back(c);
     } catch (const std::exception&) {
       // Gone or not readable: the dump itself will say what is wrong.
     }

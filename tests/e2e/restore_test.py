@@ -3,6 +3,7 @@
 middle of their run, restored, and must finish with exactly the output of an
 uninterrupted run. Usage: restore_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -478,6 +479,42 @@ def ten_thousand_fds(env):
         raise Skip(f"the hard RLIMIT_NOFILE here ({hard}) is below the job's 10,100")
     dump_kill_restore(env, [env.prog("manyfds"), "10000"], "manyfds", 5,
                       [f"{i} 1 1" for i in range(1, 31)])
+
+@case
+def fd_offsets_leave_running(env):
+    # A dump that lets the job run on reads most fds from hints taken just
+    # before the stop (src/tracer/fd_hints.h), though this job moves every
+    # fd's offset and flips flags and close-on-exec all the time: what the
+    # image holds must be each fd as it was at the stop, as the job's memory
+    # expects it. The job carries on after the dump; killed and restored, it
+    # continues from the dump point with every fd as it expects.
+    import resource
+    n = 3000
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < n + 100:
+        raise Skip(f"the hard RLIMIT_NOFILE here ({hard}) is below the job's {n + 100}")
+    out, ckpt = env.path("fd_offsets.out"), env.path("fd_offsets.ckpt")
+    rounds = 40
+    expected = [f"{i} ok" for i in range(1, rounds + 1)]
+    p = start([env.prog("fd_offsets"), env.path("fd_offsets.dat"), str(n), str(rounds), "50"],
+              stdout_path=out)
+    wait_lines(out, 5)
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+    hinted = re.search(r"(\d+) of (\d+) fds read from hints", r.stderr)
+    expect(hinted and int(hinted.group(1)) >= n, f"its data files were read from hints: "
+           f"{hinted.group(0) if hinted else r.stderr.strip()}")
+    at_dump = len(lines_of(out))
+    wait_lines(out, at_dump + 3)  # it carries on after the dump
+    p.kill()
+    p.wait()
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    got = lines_of(out)
+    expect(r.returncode == 0 and got == expected,
+           f"restored from the dump point, every fd as the job expects (exit {r.returncode}; "
+           f"{r.stderr.strip()}; {[l for l in got if 'ok' not in l][:3] or got[-3:]})")
+    print(f"ok   fd_offsets_leave_running: {hinted.group(0)}; dumped at line {at_dump}, "
+          f"restored to the end")
+
 
 @case
 def changed_binary_refused(env):

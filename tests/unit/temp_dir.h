@@ -22,6 +22,7 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
   std::vector<std::string> entries() const {
     std::vector<std::string> v;
     for (const auto& e : std::filesystem::directory_iterator(path_))
