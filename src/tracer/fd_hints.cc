@@ -134,32 +134,4 @@ void FdHints::confirm(pid_t pid, std::vector<image::FileDesc>& fds, pid_t source
   parallel_for(todo.size(), fd_reader_threads(todo.size()), check);
 }
 
-std::vector<uint64_t> parse_locked_inodes(std::string_view text) {
-  std::vector<uint64_t> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    // "1: POSIX  ADVISORY  WRITE 1234 08:02:131090 0 EOF": maj:min:inode.
-    size_t start = 0;
-    while (start < line.size()) {
-      size_t stop = line.find(' ', start);
-      if (stop == std::string_view::npos) stop = line.size();
-      std::string_view word = line.substr(start, stop - start);
-      start = stop + 1;
-      size_t c1 = word.find(':'), c2 = c1 == std::string_view::npos ? c1 : word.find(':', c1 + 1);
-      if (c2 == std::string_view::npos || c1 == 0) continue;
-      uint64_t ino = 0;
-      auto [p, ec] = std::from_chars(word.data() + c2 + 1, word.data() + word.size(), ino);
-      if (ec == std::errc() && p == word.data() + word.size()) out.push_back(ino);
-      break;
-    }
-  }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 }  // namespace snap::proc

@@ -23,9 +23,7 @@
 
 #include <sys/types.h>
 
-#include <cstdint>
 #include <map>
-#include <string_view>
 #include <vector>
 
 #include "base/fd_limit.h"
@@ -73,9 +71,5 @@ class FdHints {
   std::map<pid_t, std::vector<Hint>> by_pid_;  // sorted by fd
   std::map<pid_t, std::vector<int>> applied_;
 };
-
-// The inodes /proc/locks shows a lock, lease or waiter on (any device),
-// sorted.
-std::vector<uint64_t> parse_locked_inodes(std::string_view proc_locks);
 
 }  // namespace snap::proc

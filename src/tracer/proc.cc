@@ -298,6 +298,24 @@ Status parse_status(std::string_view text) {
   return s;
 }
 
+std::vector<uint64_t> parse_locked_inodes(std::string_view text) {
+  std::vector<uint64_t> out;
+  for (std::string_view line : lines(text)) {
+    // "1: POSIX  ADVISORY  WRITE 1234 08:02:131090 0 EOF": maj:min:inode.
+    for (std::string_view word : split_ws(line)) {
+      size_t c1 = word.find(':'), c2 = word.rfind(':');
+      if (c1 == std::string_view::npos || c2 == c1) continue;
+      uint64_t ino = 0;
+      auto [end, ec] = std::from_chars(word.data() + c2 + 1, word.data() + word.size(), ino);
+      if (ec == std::errc() && end == word.data() + word.size()) out.push_back(ino);
+      break;
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 FdInfo parse_fdinfo(std::string_view text) {
   FdInfo fi;
   for_each_keyed_line(text, [&](std::string_view key, const std::vector<std::string_view>& f) {

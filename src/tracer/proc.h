@@ -98,6 +98,9 @@ struct FdInfo {
   std::string unsupported_lock;        // a "lock:" line it cannot (a lease being broken, ...)
 };
 FdInfo parse_fdinfo(std::string_view text);
+// The inodes /proc/locks shows a lock, lease or waiter on (any device),
+// sorted.
+std::vector<uint64_t> parse_locked_inodes(std::string_view text);
 
 // /proc/PID/limits, as (resource, soft, hard) in RLIMIT_* order.
 std::vector<image::Rlimit> parse_limits(std::string_view text);

@@ -12,6 +12,7 @@
 #include "base/scoped_fd.h"
 #include "tracer/fd_hints.h"
 #include "tracer/fd_table.h"
+#include "tracer/proc.h"
 #include "temp_dir.h"
 
 using namespace snap;
