@@ -8,6 +8,7 @@ raising Skip with the reason, which is printed.
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,18 +172,27 @@ def main():
     snap, programs, sources, name = sys.argv[1:]
     make_subreaper()
     env = Env(os.path.abspath(snap), programs, sources)
+    outcome = None  # "pass" or "skip"; None: failed
     try:
         CASES[name](env)
+        outcome = "pass"
     except Skip as e:
         print(f"SKIP {name}: {e}")
-        sys.exit(SKIP)
+        outcome = "skip"
     finally:
-        # Leave nothing running behind.
+        # Leave nothing running behind, and no files but a failure's (its
+        # images and outputs, to look at).
         for p in list(_started):
             if p.poll() is None:
                 p.kill()
                 p.wait()
         reap_orphans()
+        if outcome:
+            shutil.rmtree(env.tmp, ignore_errors=True)
+        else:
+            print(f"kept for inspection: {env.tmp}")
+    if outcome == "skip":
+        sys.exit(SKIP)
     print(f"PASS {name}")
 
 
