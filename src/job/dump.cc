@@ -252,19 +252,6 @@ class MemoryBudget {
   bool frozen_ = false, reached_ = false;
 };
 
-// The flags of each mapping from smaps itself (the process stopped).
-void reread_vmflags(image::Process& proc) {
-  auto now = proc::read_smaps(proc.pid);
-  size_t j = 0;
-  for (auto& m : proc.mappings) {
-    while (j < now.size() && now[j].start < m.start) j++;
-    if (j == now.size() || now[j].start != m.start || now[j].end != m.end)
-      throw Error(fmt::format("pid {}: mapping {:#x}-{:#x} changed while the job was stopped",
-                              proc.pid, m.start, m.end));
-    m.vmflags = now[j].vmflags;
-  }
-}
-
 // What a leave-running dump reads before it stops the job, so as to read
 // less while it is stopped (tracer/vmflags.h, tracer/fd_hints.h).
 struct Hints {
@@ -286,7 +273,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
     parasite::MemorySnapshot::collect_leftovers(leader);
     auto snap = parasite::MemorySnapshot::take(leader, proc.mappings);
     if (!snap) {
-      if (hints.vmflags.applied(proc.pid)) reread_vmflags(proc);
+      if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       hints.fds.confirm(proc.pid, proc.fds, proc.pid);
     }
     dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {

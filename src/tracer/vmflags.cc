@@ -23,6 +23,13 @@ bool same_mapping(const MapEntry& e, const image::Mapping& m) {
          e.inode == m.inode && e.path == m.path;
 }
 
+// /proc lists mappings by address already: sorted only if they are not.
+void sort_by_start(std::vector<MapEntry>& entries) {
+  auto by_start = [](const MapEntry& a, const MapEntry& b) { return a.start < b.start; };
+  if (!std::is_sorted(entries.begin(), entries.end(), by_start))
+    std::sort(entries.begin(), entries.end(), by_start);
+}
+
 // The entry of `sorted` (by start, as /proc lists them) that starts at `start`.
 const MapEntry* find_at(const std::vector<MapEntry>& sorted, uint64_t start) {
   auto it = std::lower_bound(sorted.begin(), sorted.end(), start,
@@ -45,9 +52,7 @@ VmFlagsHints VmFlagsHints::read_tree(pid_t root) {
 }
 
 void VmFlagsHints::add(pid_t pid, std::vector<MapEntry> smaps) {
-  std::sort(smaps.begin(), smaps.end(), [](const MapEntry& a, const MapEntry& b) {
-    return a.start < b.start;
-  });
+  sort_by_start(smaps);
   by_pid_[pid] = std::move(smaps);
 }
 
@@ -77,15 +82,12 @@ bool VmFlagsHints::apply(pid_t pid, std::vector<image::Mapping>& mappings,
 }
 
 void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
-                     const std::vector<MapEntry>& snapshot,
+                     std::vector<MapEntry> snapshot,
                      const std::function<bool(const image::Mapping&)>& read_from_job) {
-  std::vector<MapEntry> sorted = snapshot;
-  std::sort(sorted.begin(), sorted.end(), [](const MapEntry& a, const MapEntry& b) {
-    return a.start < b.start;
-  });
+  sort_by_start(snapshot);
   for (auto& m : mappings) {
     const bool from_job = read_from_job(m);
-    const MapEntry* c = find_at(sorted, m.start);
+    const MapEntry* c = find_at(snapshot, m.start);
     if (c && c->end != m.end) c = nullptr;
     if (!from_job && (!c || image::has_vmflag(c->vmflags, "wf")))
       throw Error(fmt::format(
@@ -100,6 +102,18 @@ void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
       if (image::has_vmflag(m.vmflags, f) && !image::has_vmflag(flags, f))
         flags += " " + std::string(f);
     m.vmflags = std::move(flags);
+  }
+}
+
+void reread_vmflags(pid_t pid, std::vector<image::Mapping>& mappings) {
+  std::vector<MapEntry> now = read_smaps(pid);
+  sort_by_start(now);
+  for (auto& m : mappings) {
+    const MapEntry* e = find_at(now, m.start);
+    if (!e || e->end != m.end)
+      throw Error(fmt::format("pid {}: mapping {:#x}-{:#x} changed while the job was stopped", pid,
+                              m.start, m.end));
+    m.vmflags = e->vmflags;
   }
 }
 

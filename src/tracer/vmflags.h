@@ -61,7 +61,12 @@ class VmFlagsHints {
 // MADV_DONTFORK or MADV_WIPEONFORK between the hints and the stop): its
 // memory would be missing or zero, so the dump must not go on.
 void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
-                     const std::vector<MapEntry>& snapshot,
+                     std::vector<MapEntry> snapshot,
                      const std::function<bool(const image::Mapping&)>& read_from_job);
+
+// The flags of each of `mappings` (process `pid`, stopped, without a
+// snapshot to confirm hinted flags with) from its smaps itself. Throws if
+// a mapping is not there as it is in `mappings`.
+void reread_vmflags(pid_t pid, std::vector<image::Mapping>& mappings);
 
 }  // namespace snap::proc
