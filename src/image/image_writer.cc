@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <lz4.h>
-#include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +10,6 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <exception>
 #include <filesystem>
 #include <map>
@@ -20,7 +18,6 @@
 #include <set>
 #include <span>
 #include <stdexcept>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -32,10 +29,13 @@
 #include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
+#include "image/image_dir.h"
 #include "image/image_reader.h"
 #include "image/manifest.h"
 #include "image/manifest_file.h"
+#include "image/pack.h"
 #include "image/page_table.h"
+#include "image/pagemap_builder.h"
 #include "image/series.h"
 #include "image/series_dir.h"
 #include "image/staged_file.h"
@@ -60,12 +60,6 @@ bool is_zero_page(const uint8_t* p) {
   return true;
 }
 
-// Room for a block compressed by lz4 (LZ4_compressBound of a full block),
-// rounded to pages.
-constexpr size_t kPackedBytes =
-    (disk::kBlockRawBytes + disk::kBlockRawBytes / 255 + 16 + kPageSize - 1) / kPageSize * kPageSize;
-static_assert(kPackedBytes >= static_cast<size_t>(LZ4_COMPRESSBOUND(disk::kBlockRawBytes)));
-
 // One reusable block buffer. Allocated on first use and then recycled, so
 // a dump touches fresh memory only for the first few blocks. Its pages are
 // copied in by the threads that add them, outside the writer's lock: a
@@ -82,108 +76,6 @@ struct Slot {
   disk::BlockHeader header{};
   const uint8_t* stored = nullptr;  // raw or packed, after compress()
 };
-
-// Whether lz4 finds nothing to take out of the block, judged from 1 KiB at
-// four places (about 1 % of compressing it all): then it is stored raw
-// without trying (on random data lz4 gives up early anyway, but not for
-// free).
-bool looks_incompressible(const Slot& s) {
-  const size_t raw_len = s.npages * kPageSize;
-  char out[LZ4_COMPRESSBOUND(1024)];
-  for (size_t k = 0; k < 4; ++k) {
-    size_t at = (raw_len - 1024) / 3 * k / kPageSize * kPageSize;
-    int n = LZ4_compress_default(reinterpret_cast<const char*>(s.raw + at), out, 1024, sizeof out);
-    if (n > 0 && n < 1000) return false;
-  }
-  return true;
-}
-
-// Fills in the block header; with `lz4`, compresses the block first (it is
-// stored raw when that does not shrink it).
-void compress(Slot& s, bool lz4) {
-  const int raw_len = static_cast<int>(s.npages * kPageSize);
-  // On incompressible data lz4 notices early and skips ahead (a pass over
-  // random data costs less than hashing it); such a block is stored raw.
-  int n = lz4 ? LZ4_compress_default(reinterpret_cast<const char*>(s.raw),
-                                     reinterpret_cast<char*>(s.packed), raw_len,
-                                     static_cast<int>(kPackedBytes))
-              : 0;
-  disk::BlockHeader& h = s.header;
-  h.magic = disk::kBlockMagic;
-  h.npages = static_cast<uint16_t>(s.npages);
-  h.raw_len = static_cast<uint32_t>(raw_len);
-  h.block = s.block;
-  if (n > 0 && n < raw_len) {
-    h.flags = 0;
-    h.stored_len = static_cast<uint32_t>(n);
-    s.stored = s.packed;
-  } else {
-    h.flags = disk::kBlockRaw;
-    h.stored_len = static_cast<uint32_t>(raw_len);
-    s.stored = s.raw;
-  }
-  h.checksum = XXH3_64bits(s.stored, h.stored_len);
-}
-
-std::string strip_slashes(std::string d) {
-  while (d.size() > 1 && d.back() == '/') d.pop_back();
-  return d;
-}
-
-bool is_empty_dir(const std::string& dir) {
-  std::error_code ec;
-  bool empty = fs::is_empty(dir, ec);
-  if (ec) throw SysError(fmt::format("read directory {}", dir), ec.value());
-  return empty;
-}
-
-// Refuses what must not be replaced at DIR: anything but nothing, an empty
-// directory or, with force, a snap image.
-void check_target(const std::string& dir, bool force) {
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) < 0) {
-    if (errno == ENOENT) return;
-    throw SysError(fmt::format("stat({})", dir), errno);
-  }
-  if (!S_ISDIR(st.st_mode))
-    throw Error(fmt::format("{} exists and is not a directory", dir),
-                "choose another image directory");
-  if (is_empty_dir(dir)) return;
-  if (!force)
-    throw Error(fmt::format("{} exists and is not empty", dir),
-                "choose another directory, or pass --force to replace the image there");
-  if (::access((dir + "/" + disk::kManifestFile).c_str(), F_OK) < 0)
-    throw Error(fmt::format("{} is not empty and does not hold a snap image; not replacing it",
-                            dir),
-                "--force only replaces a previous image; choose another directory");
-}
-
-std::string parent_of(const std::string& dir) {
-  fs::path p = fs::path(dir).parent_path();
-  return p.empty() ? "." : p.string();
-}
-
-// Appends one page reference to a mapping's run list, extending the last
-// run where the page continues it.
-void append_ref(std::vector<disk::PagemapRun>& runs, uint64_t addr, disk::RunKind kind,
-                uint64_t ref) {
-  if (!runs.empty()) {
-    auto& r = runs.back();
-    if (r.addr + uint64_t{r.npages} * kPageSize == addr && r.npages < UINT32_MAX) {
-      if (kind == disk::kRunZero) {
-        if (r.kind == disk::kRunZero) return void(++r.npages);
-      } else if (r.kind == disk::kRunSeq && r.ref + r.npages == ref) {
-        return void(++r.npages);
-      } else if (r.kind == disk::kRunRepeat && r.ref == ref) {
-        return void(++r.npages);
-      } else if (r.kind == disk::kRunSeq && r.npages == 1 && r.ref == ref) {
-        r.kind = disk::kRunRepeat;
-        return void(++r.npages);
-      }
-    }
-  }
-  runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
-}
 
 // Page refs while writing a series checkpoint: pack slot (index in the
 // base's pack list, or the new pack after them) in the high bits, unique
@@ -204,51 +96,6 @@ struct Copy {
   uint32_t place;  // first page's place in the block
   const uint8_t* src;
   uint32_t npages;
-};
-
-// Writes a whole new file without fsyncing it (SyncAll does, with the others).
-ScopedFd write_unsynced(const std::string& path, const void* data, size_t len) {
-  ScopedFd fd = io::open_file(path, O_WRONLY | O_CREAT | O_EXCL);
-  io::write_all(fd.get(), data, len, path);
-  return fd;
-}
-template <typename Bytes>
-ScopedFd write_unsynced(const std::string& path, const Bytes& b) {
-  return write_unsynced(path, b.data(), b.size());
-}
-
-// The files of an image, fsynced together once all are written: each on a
-// thread of its own, so that their device flushes overlap (the block layer
-// merges flushes that wait at the same time) instead of queueing one after
-// the other.
-class SyncAll {
- public:
-  void add(ScopedFd fd, std::string path) { files_.emplace_back(std::move(fd), std::move(path)); }
-  // fsyncs and closes every file added since the last wait(); throws the
-  // first failure.
-  void wait() {
-    std::vector<std::thread> threads;
-    std::vector<std::exception_ptr> errors(files_.size());
-    for (size_t i = 1; i < files_.size(); i++)
-      threads.emplace_back([&, i] { errors[i] = sync_one(files_[i]); });
-    if (!files_.empty()) errors[0] = sync_one(files_[0]);
-    for (auto& t : threads) t.join();
-    files_.clear();
-    for (auto& e : errors)
-      if (e) std::rethrow_exception(e);
-  }
-
- private:
-  static std::exception_ptr sync_one(std::pair<ScopedFd, std::string>& f) {
-    try {
-      io::fsync_fd(f.first.get(), f.second);
-      if (::close(f.first.release()) < 0) throw SysError(fmt::format("close({})", f.second), errno);
-      return nullptr;
-    } catch (...) {
-      return std::current_exception();
-    }
-  }
-  std::vector<std::pair<ScopedFd, std::string>> files_;
 };
 
 }  // namespace
@@ -408,7 +255,7 @@ class ImageWriter::Impl {
     std::unique_lock lock(mu_);
     check_usable();
     make_slots();
-    auto& runs = tables_[{pid, mapping_start}];
+    auto& runs = pagemap_.runs(pid, mapping_start);
     for (size_t i = 0; i < npages; ++i) {
       const uint8_t* page = data + i * kPageSize;
       const uint64_t page_addr = addr + i * kPageSize;
@@ -416,12 +263,12 @@ class ImageWriter::Impl {
       ++stats_.pages;
       if (f.zero) {
         ++stats_.zero_pages;
-        append_ref(runs, page_addr, disk::kRunZero, 0);
+        PagemapBuilder::add(runs, page_addr, disk::kRunZero, 0);
         continue;
       }
       if (f.earlier) {
         ++stats_.earlier_pages;
-        append_ref(runs, page_addr, disk::kRunSeq, *f.earlier);
+        PagemapBuilder::add(runs, page_addr, disk::kRunSeq, *f.earlier);
         continue;
       }
       std::optional<uint64_t> known = table_.find(f.hash);
@@ -436,7 +283,7 @@ class ImageWriter::Impl {
       }
       if (known) {
         ++stats_.duplicate_pages;
-        append_ref(runs, page_addr, disk::kRunSeq, *known);
+        PagemapBuilder::add(runs, page_addr, disk::kRunSeq, *known);
         continue;
       }
       if (filling_ < 0) start_slot();
@@ -457,7 +304,7 @@ class ImageWriter::Impl {
         s.closed = true;
         filling_ = -1;
       }
-      append_ref(runs, page_addr, disk::kRunSeq, ref);
+      PagemapBuilder::add(runs, page_addr, disk::kRunSeq, ref);
     }
     stats_.raw_bytes = stats_.pages * kPageSize;
     finish_copies(lock, copies, complete);
@@ -480,18 +327,18 @@ class ImageWriter::Impl {
     auto where = base_->locate(pid, addr, npages, missing_is_zero);  // throws naming the base
     std::unique_lock lock(mu_);
     check_usable();
-    auto& runs = tables_[{pid, mapping_start}];
+    auto& runs = pagemap_.runs(pid, mapping_start);
     for (size_t i = 0; i < npages; ++i) {
       const uint64_t page_addr = addr + i * kPageSize;
       ++stats_.pages;
       if (!where[i]) {
         ++stats_.zero_pages;
-        append_ref(runs, page_addr, disk::kRunZero, 0);
+        PagemapBuilder::add(runs, page_addr, disk::kRunZero, 0);
         continue;
       }
       ++stats_.earlier_pages;
       ++stats_.unchanged_pages;
-      append_ref(runs, page_addr, disk::kRunSeq,
+      PagemapBuilder::add(runs, page_addr, disk::kRunSeq,
                  (uint64_t{where[i]->pack} << kPackShift) | where[i]->page);
     }
     stats_.raw_bytes = stats_.pages * kPageSize;
@@ -544,7 +391,7 @@ class ImageWriter::Impl {
       steps.step("manifest");
       syncs.wait();
       steps.step("fsync");
-      install();
+      install_image(tmp_, dir_, force_);
       steps.step("install");
       vlog("commit: {}", steps.text());
       committed_ = true;
@@ -567,9 +414,7 @@ class ImageWriter::Impl {
     // The packs the pagemap refers to, base packs first, and their place in
     // the manifest's page numbering.
     std::set<uint64_t> used;
-    for (const auto& [key, runs] : tables_)
-      for (const auto& r : runs)
-        if (r.kind != disk::kRunZero) used.insert(r.ref >> kPackShift);
+    pagemap_.for_each_stored([&](const disk::PagemapRun& r) { used.insert(r.ref >> kPackShift); });
     std::map<uint64_t, uint64_t> first_ref;  // pack slot -> ref of its page 0
     uint64_t total = 0;
     for (uint64_t slot = 0; slot < base_packs_.size(); ++slot) {
@@ -581,9 +426,9 @@ class ImageWriter::Impl {
     }
     m.packs.push_back({std::to_string(number_), pack_sum, index_sum});
     first_ref[new_slot_] = total;
-    for (auto& [key, runs] : tables_)
-      for (auto& r : runs)
-        if (r.kind != disk::kRunZero) r.ref = first_ref.at(r.ref >> kPackShift) + (r.ref & kPageMask);
+    pagemap_.for_each_stored([&](disk::PagemapRun& r) {
+      r.ref = first_ref.at(r.ref >> kPackShift) + (r.ref & kPageMask);
+    });
 
     m.checkpoint.series_number = number_;
     m.series = SeriesFacts{table_.size(), stats_.earlier_pages, stats_.unchanged_pages};
@@ -673,7 +518,10 @@ class ImageWriter::Impl {
       // Blocks lz4 can do nothing with are stored raw; of the others, the
       // share the disk leaves time for is compressed (see Compression).
       lock.unlock();
-      for (int s : complete) slots_[static_cast<size_t>(s)].lz4 = !looks_incompressible(slots_[static_cast<size_t>(s)]);
+      for (int s : complete) {
+        Slot& slot = slots_[static_cast<size_t>(s)];
+        slot.lz4 = !looks_incompressible(slot.raw, slot.npages);
+      }
       lock.lock();
       for (int s : complete) {
         Slot& slot = slots_[static_cast<size_t>(s)];
@@ -693,7 +541,8 @@ class ImageWriter::Impl {
       for (int s : complete) {
         Slot& slot = slots_[static_cast<size_t>(s)];
         auto t0 = std::chrono::steady_clock::now();
-        compress(slot, slot.lz4);
+        slot.stored = encode_block(slot.block, slot.raw, slot.npages, slot.lz4, slot.packed,
+                                   slot.header);
         if (slot.lz4 && !(slot.header.flags & disk::kBlockRaw)) {
           lz4_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           lz4_bytes += slot.header.raw_len;
@@ -826,116 +675,9 @@ class ImageWriter::Impl {
 
   // Also fills in Mapping::pages_dumped of `c`.
   io::FileSum write_pagemap(Checkpoint& c, SyncAll& syncs) {
-    std::vector<uint8_t> buf;
-    size_t nruns = 0;
-    for (const auto& [key, runs] : tables_) nruns += runs.size();
-    buf.reserve(sizeof(disk::PagemapHeader) + tables_.size() * sizeof(disk::PagemapTable) +
-                nruns * sizeof(disk::PagemapRun));
-    disk::PagemapHeader h{};
-    std::memcpy(h.magic, disk::kPagemapMagic, sizeof h.magic);
-    h.ntables = tables_.size();
-    append(buf, &h, sizeof h);
-    std::map<std::pair<pid_t, uint64_t>, Mapping*> mappings;  // (pid, start) ->
-    for (auto& p : c.processes)
-      for (auto& m : p.mappings) mappings.emplace(std::pair{p.pid, m.start}, &m);
-    for (auto& [key, runs] : tables_) {
-      auto [pid, start] = key;
-      Mapping* m = find_mapping(mappings, pid, start);
-      std::sort(runs.begin(), runs.end(),
-                [](const auto& a, const auto& b) { return a.addr < b.addr; });
-      merge_runs(runs);  // pages of one mapping may have come in many calls, from many threads
-      uint64_t end = start, npages = 0;
-      for (const auto& r : runs) {
-        if (r.addr < end)
-          throw Error(fmt::format("image: pages of pid {} at {:#x} were added twice", pid, r.addr));
-        end = r.addr + uint64_t{r.npages} * kPageSize;
-        npages += r.npages;
-      }
-      if (end > m->end)
-        throw Error(fmt::format("image: pid {}: pages up to {:#x} lie outside mapping {:#x}-{:#x}",
-                                pid, end, m->start, m->end));
-      m->pages_dumped = npages;
-      disk::PagemapTable t{pid, static_cast<uint32_t>(runs.size()), start};
-      append(buf, &t, sizeof t);
-      append(buf, runs.data(), runs.size() * sizeof(disk::PagemapRun));
-    }
+    std::vector<uint8_t> buf = pagemap_.serialize(c);
     syncs.add(write_unsynced(tmp_ + "/" + disk::kPagemapFile, buf), tmp_ + "/" + disk::kPagemapFile);
     return io::sum_bytes(buf.data(), buf.size());
-  }
-
-  // Joins runs (sorted by address) that continue each other.
-  static void merge_runs(std::vector<disk::PagemapRun>& runs) {
-    size_t out = 0;
-    for (size_t i = 0; i < runs.size(); ++i) {
-      if (out > 0) {
-        disk::PagemapRun& a = runs[out - 1];
-        const disk::PagemapRun& b = runs[i];
-        bool adjacent = a.addr + uint64_t{a.npages} * kPageSize == b.addr &&
-                        uint64_t{a.npages} + b.npages <= UINT32_MAX;
-        bool same = a.kind == b.kind &&
-                    ((a.kind == disk::kRunZero) ||
-                     (a.kind == disk::kRunSeq && a.ref + a.npages == b.ref) ||
-                     (a.kind == disk::kRunRepeat && a.ref == b.ref));
-        if (adjacent && same) {
-          a.npages += b.npages;
-          continue;
-        }
-      }
-      runs[out++] = runs[i];
-    }
-    runs.resize(out);
-  }
-
-  static Mapping* find_mapping(const std::map<std::pair<pid_t, uint64_t>, Mapping*>& mappings,
-                               pid_t pid, uint64_t start) {
-    if (auto it = mappings.find({pid, start}); it != mappings.end()) return it->second;
-    throw Error(fmt::format("image: pages were added for pid {}, mapping {:#x}, which the "
-                            "checkpoint does not contain",
-                            pid, start));
-  }
-
-  static void append(std::vector<uint8_t>& buf, const void* p, size_t n) {
-    auto b = static_cast<const uint8_t*>(p);
-    buf.insert(buf.end(), b, b + n);
-  }
-
-  // Moves the finished image from tmp_ to dir_. See "Committing" in FORMAT.md.
-  void install() {
-    check_target(dir_, force_);
-    if (::rename(tmp_.c_str(), dir_.c_str()) == 0) {
-      // DIR did not exist or was an empty directory.
-    } else if (errno != ENOTEMPTY && errno != EEXIST) {
-      throw SysError(fmt::format("rename({}, {})", tmp_, dir_), errno);
-    } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, dir_.c_str(), RENAME_EXCHANGE) == 0) {
-      // The previous image now sits at tmp_.
-      remove_tree(tmp_);
-    } else if (errno == EINVAL || errno == ENOSYS) {
-      // No RENAME_EXCHANGE on this filesystem: move the old image aside.
-      std::string old = dir_ + ".snap-old-XXXXXX";
-      if (!::mkdtemp(old.data())) throw SysError(fmt::format("mkdtemp({})", old), errno);
-      if (::rename(dir_.c_str(), old.c_str()) < 0) {
-        int err = errno;
-        ::rmdir(old.c_str());
-        throw SysError(fmt::format("rename({}, {})", dir_, old), err);
-      }
-      if (::rename(tmp_.c_str(), dir_.c_str()) < 0) {
-        int err = errno;
-        ::rename(old.c_str(), dir_.c_str());
-        throw SysError(fmt::format("rename({}, {})", tmp_, dir_), err);
-      }
-      remove_tree(old);
-    } else {
-      throw SysError(fmt::format("renameat2({}, {}, RENAME_EXCHANGE)", tmp_, dir_), errno);
-    }
-    io::fsync_dir(parent_of(dir_));
-  }
-
-  // The new image is in place by now: failing to delete the old one is
-  // worth a warning, not a failed dump.
-  static void remove_tree(const std::string& path) {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-    if (ec) warn("could not remove the previous image at {}: {}", path, ec.message());
   }
 
   const bool force_ = false;
@@ -964,7 +706,7 @@ class ImageWriter::Impl {
   uint64_t next_block_ = 0;       // number of the next block to fill
   uint64_t next_write_ = 0;       // number of the next block to write
   PageTable table_;               // hash -> ref, of the pages this image stores
-  std::map<std::pair<pid_t, uint64_t>, std::vector<disk::PagemapRun>> tables_;
+  PagemapBuilder pagemap_;
   ImageStats stats_;
   std::exception_ptr error_;  // first failure to compress or write
   bool spent_ = false, committed_ = false;

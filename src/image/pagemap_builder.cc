@@ -1,0 +1,104 @@
+#include "image/pagemap_builder.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+
+namespace snap::image {
+
+namespace {
+
+// Joins runs (sorted by address) that continue each other.
+void merge_runs(std::vector<disk::PagemapRun>& runs) {
+  size_t out = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (out > 0) {
+      disk::PagemapRun& a = runs[out - 1];
+      const disk::PagemapRun& b = runs[i];
+      bool adjacent = a.addr + uint64_t{a.npages} * kPageSize == b.addr &&
+                      uint64_t{a.npages} + b.npages <= UINT32_MAX;
+      bool same = a.kind == b.kind &&
+                  ((a.kind == disk::kRunZero) ||
+                   (a.kind == disk::kRunSeq && a.ref + a.npages == b.ref) ||
+                   (a.kind == disk::kRunRepeat && a.ref == b.ref));
+      if (adjacent && same) {
+        a.npages += b.npages;
+        continue;
+      }
+    }
+    runs[out++] = runs[i];
+  }
+  runs.resize(out);
+}
+
+void append(std::vector<uint8_t>& buf, const void* p, size_t n) {
+  auto b = static_cast<const uint8_t*>(p);
+  buf.insert(buf.end(), b, b + n);
+}
+
+}  // namespace
+
+void PagemapBuilder::add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t ref) {
+  if (!runs.empty()) {
+    auto& r = runs.back();
+    if (r.addr + uint64_t{r.npages} * kPageSize == addr && r.npages < UINT32_MAX) {
+      if (kind == disk::kRunZero) {
+        if (r.kind == disk::kRunZero) return void(++r.npages);
+      } else if (r.kind == disk::kRunSeq && r.ref + r.npages == ref) {
+        return void(++r.npages);
+      } else if (r.kind == disk::kRunRepeat && r.ref == ref) {
+        return void(++r.npages);
+      } else if (r.kind == disk::kRunSeq && r.npages == 1 && r.ref == ref) {
+        r.kind = disk::kRunRepeat;
+        return void(++r.npages);
+      }
+    }
+  }
+  runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
+}
+
+std::vector<uint8_t> PagemapBuilder::serialize(Checkpoint& c) {
+  std::vector<uint8_t> buf;
+  size_t nruns = 0;
+  for (const auto& [key, runs] : tables_) nruns += runs.size();
+  buf.reserve(sizeof(disk::PagemapHeader) + tables_.size() * sizeof(disk::PagemapTable) +
+              nruns * sizeof(disk::PagemapRun));
+  disk::PagemapHeader h{};
+  std::memcpy(h.magic, disk::kPagemapMagic, sizeof h.magic);
+  h.ntables = tables_.size();
+  append(buf, &h, sizeof h);
+  std::map<std::pair<pid_t, uint64_t>, Mapping*> mappings;  // (pid, start) ->
+  for (auto& p : c.processes)
+    for (auto& m : p.mappings) mappings.emplace(std::pair{p.pid, m.start}, &m);
+  for (auto& [key, runs] : tables_) {
+    auto [pid, start] = key;
+    auto it = mappings.find({pid, start});
+    if (it == mappings.end())
+      throw Error(fmt::format("image: pages were added for pid {}, mapping {:#x}, which the "
+                              "checkpoint does not contain",
+                              pid, start));
+    Mapping* m = it->second;
+    std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.addr < b.addr; });
+    merge_runs(runs);
+    uint64_t end = start, npages = 0;
+    for (const auto& r : runs) {
+      if (r.addr < end)
+        throw Error(fmt::format("image: pages of pid {} at {:#x} were added twice", pid, r.addr));
+      end = r.addr + uint64_t{r.npages} * kPageSize;
+      npages += r.npages;
+    }
+    if (end > m->end)
+      throw Error(fmt::format("image: pid {}: pages up to {:#x} lie outside mapping {:#x}-{:#x}",
+                              pid, end, m->start, m->end));
+    m->pages_dumped = npages;
+    disk::PagemapTable t{pid, static_cast<uint32_t>(runs.size()), start};
+    append(buf, &t, sizeof t);
+    append(buf, runs.data(), runs.size() * sizeof(disk::PagemapRun));
+  }
+  return buf;
+}
+
+}  // namespace snap::image

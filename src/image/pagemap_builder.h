@@ -1,0 +1,46 @@
+// The pagemap of an image being written (pagemap.bin, FORMAT.md): for each
+// mapping of each process, runs of page references as the pages come in.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "image/checkpoint.h"
+#include "image/format.h"
+
+namespace snap::image {
+
+class PagemapBuilder {
+ public:
+  using Runs = std::vector<disk::PagemapRun>;
+
+  // The runs of mapping `start` of process `pid` (empty at first).
+  Runs& runs(pid_t pid, uint64_t start) { return tables_[{pid, start}]; }
+  // Appends one page reference to `runs`, extending the last run where the
+  // page continues it.
+  static void add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t ref);
+
+  // fn(run) for every run that refers to stored pages (all but zero runs).
+  template <typename Fn>
+  void for_each_stored(Fn&& fn) {
+    for (auto& [key, runs] : tables_)
+      for (auto& r : runs)
+        if (r.kind != disk::kRunZero) fn(r);
+  }
+
+  // pagemap.bin: the tables sorted by (pid, mapping), each one's runs
+  // sorted and joined where they continue each other (pages come in many
+  // calls, from many threads). Sets every mapping's pages_dumped in `c`.
+  // Throws for pages of a mapping `c` does not have, outside it, or added
+  // twice.
+  std::vector<uint8_t> serialize(Checkpoint& c);
+
+ private:
+  std::map<std::pair<pid_t, uint64_t>, Runs> tables_;
+};
+
+}  // namespace snap::image
