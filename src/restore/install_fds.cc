@@ -55,7 +55,7 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
     if (a.pos && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 && errno != ESPIPE)
       return fail("lseek", a.target);
     if (fd != a.target) {
-      if (::dup3(fd, a.target, 0) < 0) return fail("dup3", a.target);
+      if (::dup3(fd, a.target, a.cloexec ? O_CLOEXEC : 0) < 0) return fail("dup3", a.target);
       ::close(fd);
     }
     if (!a.cloexec) ::fcntl(a.target, F_SETFD, 0);

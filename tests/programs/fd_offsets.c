@@ -1,11 +1,13 @@
 /* A job whose many open files keep changing while it runs: N separate
  * opens of one data file (byte i of it is i % 251), each fd's offset a
- * step further every round (one byte read from each), its O_NONBLOCK and
- * close-on-exec flipped on every third fd. Each round checks every fd
- * against what the program's memory expects (the byte read, F_GETFL,
- * F_GETFD) and prints "R ok", or "R BAD fd F: WHAT" for the first fd that
- * differs: a checkpoint whose offsets or flags are not those of the moment
- * its memory was taken shows as BAD after a restore.
+ * step further every round (one byte read from each); close-on-exec set
+ * for good on every third fd (the first among them), O_NONBLOCK and
+ * close-on-exec flipped every round on the ones after those. Each round
+ * checks every fd against what the program's memory expects (the byte
+ * read, F_GETFL, F_GETFD) and prints "R ok", or "R BAD fd F: WHAT" for the
+ * first fd that differs: a checkpoint whose offsets or flags are not those
+ * of the moment its memory was taken, or a restore that does not bring
+ * them back, shows as BAD.
  * Usage: fd_offsets DATAFILE N ROUNDS MS */
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,6 +36,8 @@ int main(int argc, char **argv) {
     if (fds[k] < 0) { perror("open"); return 1; }
     /* Different starting offsets: fd k starts at k % 1000. */
     if (lseek(fds[k], k % 1000, SEEK_SET) < 0) { perror("lseek"); return 1; }
+    /* Every third fd, the first among them, is close-on-exec for good. */
+    if (k % 3 == 0 && fcntl(fds[k], F_SETFD, FD_CLOEXEC) < 0) { perror("fcntl"); return 1; }
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
@@ -44,7 +48,9 @@ int main(int argc, char **argv) {
       long want = (k % 1000) + round - 1;
       unsigned char c;
       if (read(fds[k], &c, 1) != 1 || c != want % 251) bad = "offset", bad_fd = fds[k];
-      if (k % 3) continue;
+      if (!bad && k % 3 == 0 && !(fcntl(fds[k], F_GETFD) & FD_CLOEXEC))
+        bad = "FD_CLOEXEC kept", bad_fd = fds[k];
+      if (k % 3 != 1) continue;
       /* Flags as the previous round left them, then flipped. */
       int odd = (round - 1) % 2;
       int fl = fcntl(fds[k], F_GETFL), fd_flags = fcntl(fds[k], F_GETFD);
