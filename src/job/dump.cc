@@ -449,7 +449,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // stopped to the end anyway.
   std::optional<Hints> hints;
   if (!opts.kill) {
-    hints.emplace(Hints{proc::VmFlagsHints::read_tree(pid), proc::FdHints::read_tree(pid)});
+    const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
+    hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids)});
     // What collecting the mappings and fds will allocate (text, entries:
     // ~400 bytes a mapping, ~1 KiB an fd), faulted in now rather than while
     // the job is stopped.

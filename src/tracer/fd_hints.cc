@@ -26,13 +26,13 @@ namespace {
 constexpr std::string_view kDeleted = " (deleted)";
 }  // namespace
 
-FdHints FdHints::read_tree(pid_t root) {
+FdHints FdHints::read(const std::vector<pid_t>& pids) {
   constexpr size_t kSpare = 256;  // fds snap keeps free for everything else
   FdHints hints;
   hints.limit_ = RaisedFdLimit::raise();
   const size_t open = open_fd_count();
   size_t room = hints.limit_.limit() > open + kSpare ? hints.limit_.limit() - open - kSpare : 0;
-  for (pid_t pid : list_tree(root)) {
+  for (pid_t pid : pids) {
     try {
       std::vector<ScopedFd> copies;
       auto fds = read_fds_keeping_copies(pid, room, copies);
@@ -59,13 +59,15 @@ bool FdHints::can_hint(const image::FileDesc& f) {
          !f.pty;
 }
 
-FdHints::Hint* FdHints::find(pid_t pid, int fd) {
+const FdHints::Hint* FdHints::lookup(pid_t pid, int fd) const {
   auto p = by_pid_.find(pid);
   if (p == by_pid_.end()) return nullptr;
   auto it = std::lower_bound(p->second.begin(), p->second.end(), fd,
                              [](const Hint& h, int n) { return h.fd.fd < n; });
   return it != p->second.end() && it->fd.fd == fd ? &*it : nullptr;
 }
+
+FdHints::Hint* FdHints::find(pid_t pid, int fd) { return const_cast<Hint*>(lookup(pid, fd)); }
 
 const std::vector<int>& FdHints::applied(pid_t pid) const {
   static const std::vector<int> kNone;
@@ -89,18 +91,10 @@ void FdHints::confirm(pid_t pid, std::vector<image::FileDesc>& fds, pid_t source
   if (!info_fd) throw SysError("open " + info_dir, errno);
   ScopedFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, source, 0)));
   if (!pidfd && errno != ENOSYS) throw SysError(fmt::format("pidfd_open(pid {})", source), errno);
-  auto p = by_pid_.find(pid);
   std::vector<std::pair<image::FileDesc*, const Hint*>> todo;
-  for (auto& f : fds) {
-    if (!std::binary_search(hinted.begin(), hinted.end(), f.fd)) continue;
-    const Hint* h = nullptr;
-    if (p != by_pid_.end()) {
-      auto it = std::lower_bound(p->second.begin(), p->second.end(), f.fd,
-                                 [](const Hint& x, int n) { return x.fd.fd < n; });
-      if (it != p->second.end() && it->fd.fd == f.fd) h = &*it;
-    }
-    todo.push_back({&f, h});
-  }
+  for (auto& f : fds)
+    if (std::binary_search(hinted.begin(), hinted.end(), f.fd))
+      todo.push_back({&f, lookup(pid, f.fd)});
   auto check = [&](size_t i) {
     image::FileDesc& fd = *todo[i].first;
     char name[16];

@@ -40,11 +40,11 @@ class FdHints {
   };
 
   FdHints() = default;
-  // The fds of `root` and of every descendant, read now (while they run),
-  // with copies of them while snap's fd limit (raised to its hard limit
-  // meanwhile) leaves room for them. A process that appears later has no
-  // hints.
-  static FdHints read_tree(pid_t root);
+  // The fds of each of `pids` (a job's tree, list_tree), read now (while
+  // they run), with copies of them while snap's fd limit (raised to its
+  // hard limit meanwhile) leaves room for them. A process that appears
+  // later has no hints.
+  static FdHints read(const std::vector<pid_t>& pids);
   // Whether `f` is a file whose recorded fields, but offset, flags and
   // locks, its open file description fixes: a regular file, directory or
   // device other than a terminal, reached by a path, not deleted, with no
@@ -67,6 +67,8 @@ class FdHints {
   void confirm(pid_t pid, std::vector<image::FileDesc>& fds, pid_t source) const;
 
  private:
+  const Hint* lookup(pid_t pid, int fd) const;
+
   RaisedFdLimit limit_;  // declared first: put back after the copies are closed
   std::map<pid_t, std::vector<Hint>> by_pid_;  // sorted by fd
   std::map<pid_t, std::vector<int>> applied_;

@@ -39,9 +39,9 @@ const MapEntry* find_at(const std::vector<MapEntry>& sorted, uint64_t start) {
 
 }  // namespace
 
-VmFlagsHints VmFlagsHints::read_tree(pid_t root) {
+VmFlagsHints VmFlagsHints::read(const std::vector<pid_t>& pids) {
   VmFlagsHints hints;
-  for (pid_t pid : list_tree(root)) {
+  for (pid_t pid : pids) {
     try {
       hints.add(pid, read_smaps(pid));
     } catch (const std::exception&) {

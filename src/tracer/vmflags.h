@@ -31,10 +31,10 @@ namespace snap::proc {
 class VmFlagsHints {
  public:
   VmFlagsHints() = default;
-  // smaps of `root` and of every descendant, read now (while they run). A
-  // process that appears later has no hints (its smaps is then read while
-  // it is stopped).
-  static VmFlagsHints read_tree(pid_t root);
+  // smaps of each of `pids` (a job's tree, list_tree), read now (while
+  // they run). A process that appears later has no hints (its smaps is
+  // then read while it is stopped).
+  static VmFlagsHints read(const std::vector<pid_t>& pids);
   void add(pid_t pid, std::vector<MapEntry> smaps);
 
   // Gives each of `mappings` (from /proc/PID/maps, read while stopped) the

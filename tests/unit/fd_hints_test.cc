@@ -66,7 +66,7 @@ TEST(FdHints, StoppedReadTakesOffsetFlagsAndWhatChangedSinceTheHints) {
   ScopedFd folder = open_file(dir.path(), O_RDONLY | O_DIRECTORY);
   ScopedFd null = open_file("/dev/null", O_RDONLY);
 
-  proc::FdHints hints = proc::FdHints::read_tree(::getpid());
+  proc::FdHints hints = proc::FdHints::read({::getpid()});
   ASSERT_NE(hints.find(::getpid(), file.get()), nullptr);
   ASSERT_NE(hints.find(::getpid(), replaced.get()), nullptr);
 
@@ -116,7 +116,7 @@ TEST(FdHints, StoppedReadTakesOffsetFlagsAndWhatChangedSinceTheHints) {
 TEST(FdHints, AFileLockedSinceTheHintsHasItsLockRead) {
   TempDir dir;
   ScopedFd file = open_file(dir.path() + "/locked");
-  proc::FdHints hints = proc::FdHints::read_tree(::getpid());
+  proc::FdHints hints = proc::FdHints::read({::getpid()});
   ASSERT_NE(hints.find(::getpid(), file.get()), nullptr);
   ASSERT_EQ(::flock(file.get(), LOCK_EX), 0);
   auto fds = proc::read_fds(::getpid(), &hints);
@@ -131,7 +131,7 @@ TEST(FdHints, AFileDeletedSinceTheHintsFailsTheCheck) {
   TempDir dir;
   const std::string path = dir.path() + "/gone";
   ScopedFd file = open_file(path);
-  proc::FdHints hints = proc::FdHints::read_tree(::getpid());
+  proc::FdHints hints = proc::FdHints::read({::getpid()});
   auto fds = proc::read_fds(::getpid(), &hints);
   ASSERT_TRUE(applied(hints, file.get()));
   ASSERT_EQ(::unlink(path.c_str()), 0);
