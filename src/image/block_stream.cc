@@ -23,10 +23,11 @@ namespace {
 
 // One pread: up to this many bytes of consecutive blocks.
 constexpr uint64_t kMaxChunkBytes = uint64_t{4} << 20;
-// The largest block on disk: its header and the longest stored length the
-// index allows (checked on open).
+// The largest block on disk: its header (to version 6) and the longest
+// stored length the index allows (checked on open).
 constexpr uint64_t kMaxBlockBytes =
-    sizeof(disk::BlockHeader) + LZ4_COMPRESSBOUND(disk::kBlockRawBytes);
+    sizeof(disk::BlockHeader) +
+    std::max<uint64_t>(disk::kRawBlockBytes, LZ4_COMPRESSBOUND(disk::kBlockRawBytes));
 
 // Consecutive blocks of one pack, read with one pread.
 struct Chunk {
@@ -39,8 +40,8 @@ std::vector<Chunk> plan_chunks(const ImageReader& img, std::span<const BlockId> 
                                uint64_t max_bytes) {
   std::vector<Chunk> chunks;
   for (const BlockId& id : blocks) {
-    const disk::IndexBlock& e = img.pack(id.pack).blocks.at(id.block);
-    uint64_t bytes = sizeof(disk::BlockHeader) + e.stored_len;
+    const Pack& pk = img.pack(id.pack);
+    const uint64_t bytes = pk.block_bytes(id.block);
     if (!chunks.empty()) {
       Chunk& c = chunks.back();
       if (c.pack == id.pack && c.first + c.count == id.block && c.bytes + bytes <= max_bytes) {
@@ -49,7 +50,7 @@ std::vector<Chunk> plan_chunks(const ImageReader& img, std::span<const BlockId> 
         continue;
       }
     }
-    chunks.push_back({id.pack, id.block, 1, e.offset, bytes});
+    chunks.push_back({id.pack, id.block, 1, pk.blocks.at(id.block).offset, bytes});
   }
   return chunks;
 }
@@ -102,15 +103,12 @@ class Crew {
     const uint8_t* p = readers_[c.pack]->read(c.offset, c.bytes, buf);
     for (uint64_t b = c.first; b < c.first + c.count; ++b) {
       if (stop_.load(std::memory_order_relaxed)) return;
-      disk::BlockHeader h;
-      std::memcpy(&h, p, sizeof h);
-      const uint8_t* stored = p + sizeof h;
-      p = stored + pk.blocks[b].stored_len;
-      if (!(h.flags & disk::kBlockRaw) && !raw)
+      const uint8_t* at = p;
+      p += pk.block_bytes(b);
+      if (!(pk.blocks[b].flags & disk::kBlockRaw) && !raw)
         raw = std::make_unique_for_overwrite<uint8_t[]>(disk::kBlockRawBytes);
-      // The header's lengths are checked against the index before use.
-      const uint8_t* pages = decode_block(pk, b, h, stored, raw.get());
-      fn_(BlockPages{{c.pack, b}, pages, h.npages});
+      const uint8_t* pages = decode_block(pk, b, at, raw.get());
+      fn_(BlockPages{{c.pack, b}, pages, pk.blocks[b].npages});
     }
   }
 
@@ -136,7 +134,8 @@ void read_blocks(const ImageReader& img, std::span<const BlockId> blocks,
   uint64_t chunk_bytes = std::clamp<uint64_t>(per_thread > disk::kBlockRawBytes
                                                   ? per_thread - disk::kBlockRawBytes
                                                   : 0,
-                                              kMaxBlockBytes, kMaxChunkBytes);
+                                              kMaxBlockBytes,
+                                              std::max(kMaxBlockBytes, kMaxChunkBytes));
   auto chunks = plan_chunks(img, blocks, chunk_bytes);
   jobs = static_cast<unsigned>(std::min<size_t>(jobs, chunks.size()));
   uint64_t largest = 0;

@@ -17,12 +17,14 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 6;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 7;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
                                         // 6: checkpoint.json.lz4, plain images' pages.idx
                                         //    without page hashes
+                                        // 7: no block headers in pages.bin, raw blocks
+                                        //    of up to 4 MiB, pagemap.bin.lz4
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 

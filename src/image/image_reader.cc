@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "image/file_io.h"
 #include "image/format.h"
+#include "image/lz4_frame.h"
 #include "image/manifest.h"
 #include "image/manifest_file.h"
 #include "image/pack.h"
@@ -29,6 +30,10 @@ namespace {
 
 constexpr const char* kDamaged = kDamagedHint;
 constexpr size_t kCachedBlocks = 4;
+// The most bytes one block takes in a data file, header included.
+constexpr size_t kMaxBlockBytes =
+    sizeof(disk::BlockHeader) +
+    std::max<size_t>(disk::kRawBlockBytes, LZ4_COMPRESSBOUND(disk::kBlockRawBytes));
 
 template <typename T>
 T read_record(const std::string& buf, size_t& off) {
@@ -72,8 +77,11 @@ class ImageReader::Impl {
         p.index = e.index;
       }
     }
-    if (!files_.count(disk::kPagemapFile))
-      throw Error(fmt::format("{}: manifest.json lists no {}", dir_, disk::kPagemapFile), kDamaged);
+    pagemap_file_ = files_.count(disk::kPagemapFrameFile) ? disk::kPagemapFrameFile
+                                                          : disk::kPagemapFile;
+    if (!files_.count(pagemap_file_))
+      throw Error(fmt::format("{}: manifest.json lists no {}", dir_, disk::kPagemapFrameFile),
+                  kDamaged);
     for (const auto& [name, entry] : files_) check_size(path(name), entry);
     for (auto& p : packs_) {
       check_size(p.data_path, p.data);
@@ -84,10 +92,9 @@ class ImageReader::Impl {
       load_index(p, io::read_checked(p.index_path, p.index));
       total_pages_ += p.npages;
     }
-    load_pagemap(io::read_checked(path(disk::kPagemapFile), files_.at(disk::kPagemapFile)));
+    load_pagemap(read_pagemap());
     for (auto& p : packs_) p.fd = io::open_file(p.data_path, O_RDONLY);
-    stored_buf_ = std::make_unique_for_overwrite<uint8_t[]>(
-        static_cast<size_t>(LZ4_compressBound(static_cast<int>(disk::kBlockRawBytes))));
+    stored_buf_ = std::make_unique_for_overwrite<uint8_t[]>(kMaxBlockBytes);
   }
 
   bool in_series() const { return !packs_.front().name.empty(); }
@@ -103,19 +110,18 @@ class ImageReader::Impl {
   void for_each_stored_page(
       const std::function<void(const uint8_t*, const ImageReader::StoredPage&)>& fn) const {
     for (uint32_t i = 0; i < packs_.size(); ++i)
-      for (const auto& e : packs_[i].pages)
-        fn(e.hash, {i, e.block * uint64_t{disk::kBlockPages} + e.slot});
+      for (const auto& e : packs_[i].pages) fn(e.hash, {i, e.page});
   }
 
   std::optional<ImageReader::StoredPage> find_stored(const uint8_t* hash16) const {
     for (uint32_t i = 0; i < packs_.size(); ++i) {
       const auto& pages = packs_[i].pages;
       auto it = std::lower_bound(pages.begin(), pages.end(), hash16,
-                                 [](const disk::IndexPage& e, const uint8_t* h) {
+                                 [](const disk::IndexPage7& e, const uint8_t* h) {
                                    return std::memcmp(e.hash, h, sizeof e.hash) < 0;
                                  });
       if (it != pages.end() && std::memcmp(it->hash, hash16, sizeof it->hash) == 0)
-        return ImageReader::StoredPage{i, it->block * uint64_t{disk::kBlockPages} + it->slot};
+        return ImageReader::StoredPage{i, it->page};
     }
     return std::nullopt;
   }
@@ -190,14 +196,14 @@ class ImageReader::Impl {
     for (auto& p : packs_) {
       // Every block is read (its checksum and length checked); its pages
       // are checked against their hashes where the index has them.
-      std::vector<const disk::IndexPage*> by_number(p.pages.size());
-      for (const auto& e : p.pages) by_number[e.block * uint64_t{disk::kBlockPages} + e.slot] = &e;
+      std::vector<const disk::IndexPage7*> by_number(p.pages.size());
+      for (const auto& e : p.pages) by_number[e.page] = &e;
       for (uint64_t b = 0; b < p.blocks.size(); ++b) {
         const uint8_t* raw = read_block(p, b, raw_buf());
         for (uint32_t slot = 0; !p.pages.empty() && slot < p.blocks[b].npages; ++slot) {
           XXH128_canonical_t canon;
-          XXH128_canonicalFromHash(&canon, XXH3_128bits(raw + slot * kPageSize, kPageSize));
-          const auto* entry = by_number[b * disk::kBlockPages + slot];
+          XXH128_canonicalFromHash(&canon, XXH3_128bits(raw + size_t{slot} * kPageSize, kPageSize));
+          const auto* entry = by_number[p.first_page[b] + slot];
           if (std::memcmp(canon.digest, entry->hash, sizeof canon.digest) != 0)
             throw Error(fmt::format("{}: block {} (offset {}): page {} does not match its hash in {}",
                                     p.data_path, b, p.blocks[b].offset, slot, p.index_path),
@@ -233,10 +239,10 @@ class ImageReader::Impl {
         if (!run_pages) run_addr = addr;
         uint64_t ref = r.kind == disk::kRunSeq ? r.ref + i : r.ref;
         Pack& p = pack_of(ref);
-        uint64_t u = ref - p.base;
-        const uint8_t* block = cached_block(p, u / disk::kBlockPages);
-        std::memcpy(run_buf_.get() + run_pages * kPageSize,
-                    block + (u % disk::kBlockPages) * kPageSize, kPageSize);
+        auto [b, slot] = p.where(ref - p.base);
+        const uint8_t* block = cached_block(p, b);
+        std::memcpy(run_buf_.get() + run_pages * kPageSize, block + size_t{slot} * kPageSize,
+                    kPageSize);
         ++run_pages;
       }
     }
@@ -254,22 +260,19 @@ class ImageReader::Impl {
       }
       if (r.kind == disk::kRunRepeat) {
         const Pack& p = pack_of(r.ref);
-        uint64_t u = r.ref - p.base;
-        fn(PagePiece{r.addr, r.npages, PagePiece::kRepeat,
-                     static_cast<uint32_t>(u % disk::kBlockPages),
-                     {pack_index(p), u / disk::kBlockPages}});
+        auto [b, slot] = p.where(r.ref - p.base);
+        fn(PagePiece{r.addr, r.npages, PagePiece::kRepeat, slot, {pack_index(p), b}});
         continue;
       }
       // A sequence: one piece per block (and per pack) it crosses.
       for (uint32_t i = 0; i < r.npages;) {
         uint64_t ref = r.ref + i;
         const Pack& p = pack_of(ref);
-        uint64_t u = ref - p.base;
-        uint64_t slot = u % disk::kBlockPages;
-        uint64_t n = std::min<uint64_t>({r.npages - i, disk::kBlockPages - slot,
+        auto [b, slot] = p.where(ref - p.base);
+        uint64_t n = std::min<uint64_t>({r.npages - i, uint64_t{p.blocks[b].npages} - slot,
                                          p.base + p.npages - ref});
         fn(PagePiece{r.addr + uint64_t{i} * kPageSize, static_cast<uint32_t>(n), PagePiece::kSeq,
-                     static_cast<uint32_t>(slot), {pack_index(p), u / disk::kBlockPages}});
+                     slot, {pack_index(p), b}});
         i += static_cast<uint32_t>(n);
       }
     }
@@ -318,27 +321,44 @@ class ImageReader::Impl {
     if (buf.size() < sizeof(disk::IndexHeader)) damaged(f, "truncated header");
     size_t off = 0;
     auto h = read_record<disk::IndexHeader>(buf, off);
-    const bool hashes = std::memcmp(h.magic, disk::kIndexMagic, sizeof h.magic) == 0;
-    if (!hashes && std::memcmp(h.magic, disk::kIndexBlocksMagic, sizeof h.magic) != 0)
-      damaged(f, "bad magic");
+    auto magic_is = [&](const char* m) { return std::memcmp(h.magic, m, sizeof h.magic) == 0; };
+    const bool v7 = magic_is(disk::kIndex7Magic) || magic_is(disk::kIndex7BlocksMagic);
+    const bool hashes = magic_is(disk::kIndexMagic) || magic_is(disk::kIndex7Magic);
+    if (!v7 && !hashes && !magic_is(disk::kIndexBlocksMagic)) damaged(f, "bad magic");
     if (!hashes && in_series()) damaged(f, "a series pack without page hashes");
     if (h.page_size != kPageSize || h.block_pages != disk::kBlockPages)
       damaged(f, fmt::format("page size {} / block pages {} unsupported", h.page_size,
                              h.block_pages));
-    if (h.nblocks > buf.size() || h.npages > h.nblocks * disk::kBlockPages ||
-        buf.size() != sizeof h + h.nblocks * sizeof(disk::IndexBlock) +
-                          (hashes ? h.npages * sizeof(disk::IndexPage) : 0))
+    const size_t entry = v7 ? sizeof(disk::IndexBlock7) : sizeof(disk::IndexBlock);
+    static_assert(sizeof(disk::IndexPage) == sizeof(disk::IndexPage7));
+    if (h.nblocks > buf.size() || h.npages > h.nblocks * disk::kRawBlockPages ||
+        buf.size() != sizeof h + h.nblocks * entry + (hashes ? h.npages * sizeof(disk::IndexPage7) : 0))
       damaged(f, "size does not match its header");
     pk.npages = h.npages;
+    pk.headers = !v7;
     uint64_t file_off = 0, pages = 0;
     for (uint64_t b = 0; b < h.nblocks; ++b) {
-      auto e = read_record<disk::IndexBlock>(buf, off);
-      bool last = b + 1 == h.nblocks;
-      if (e.offset != file_off || e.npages == 0 || e.npages > disk::kBlockPages ||
-          (!last && e.npages != disk::kBlockPages) || e.flags & ~disk::kBlockRaw ||
-          e.stored_len > static_cast<uint32_t>(LZ4_compressBound(int{disk::kBlockRawBytes})))
-        damaged(f, fmt::format("block {}: entry inconsistent", b));
-      file_off += sizeof(disk::BlockHeader) + e.stored_len;
+      Pack::Block e;
+      if (v7) {
+        auto d = read_record<disk::IndexBlock7>(buf, off);
+        e = {d.offset, d.checksum, d.stored_len, d.npages, d.flags};
+      } else {
+        auto d = read_record<disk::IndexBlock>(buf, off);
+        e = {d.offset, 0, d.stored_len, d.npages, d.flags};
+      }
+      // Up to version 6 every block but the last holds kBlockPages; from 7
+      // a raw block holds up to kRawBlockPages, a compressed one up to
+      // kBlockPages, both stored within the bounds their buffers have.
+      const bool raw = e.flags & disk::kBlockRaw;
+      const uint32_t most = v7 && raw ? disk::kRawBlockPages : disk::kBlockPages;
+      bool ok = e.offset == file_off && e.npages > 0 && e.npages <= most &&
+                !(e.flags & ~disk::kBlockRaw) &&
+                (raw ? e.stored_len == uint64_t{e.npages} * kPageSize
+                     : e.stored_len <= static_cast<uint32_t>(LZ4_compressBound(int{disk::kBlockRawBytes})));
+      if (!v7 && b + 1 < h.nblocks && e.npages != disk::kBlockPages) ok = false;
+      if (!ok) damaged(f, fmt::format("block {}: entry inconsistent", b));
+      pk.first_page.push_back(pages);
+      file_off += pk.header_bytes() + e.stored_len;
       pages += e.npages;
       pk.blocks.push_back(e);
     }
@@ -347,22 +367,41 @@ class ImageReader::Impl {
       damaged(f, fmt::format("blocks end at {}, {} has {} bytes", file_off, pk.data_path,
                              pk.data.size));
     if (!hashes) return;
+    // Version 6 entries (block, slot) become unique page numbers.
     auto& index = pk.pages;
     index.resize(h.npages);
-    std::memcpy(index.data(), buf.data() + off, h.npages * sizeof(disk::IndexPage));
+    std::memcpy(index.data(), buf.data() + off, h.npages * sizeof(disk::IndexPage7));
     std::vector<bool> seen(h.npages);
     for (size_t i = 0; i < index.size(); ++i) {
-      const auto& p = index[i];
-      uint64_t u = p.block * uint64_t{disk::kBlockPages} + p.slot;
-      if (p.slot >= disk::kBlockPages || u >= h.npages || seen[u] ||
+      auto& p = index[i];
+      if (!v7) {
+        disk::IndexPage old;
+        std::memcpy(&old, &p, sizeof old);
+        p.page = old.slot < disk::kBlockPages ? old.block * uint64_t{disk::kBlockPages} + old.slot
+                                              : UINT64_MAX;
+      }
+      if (p.page >= h.npages || seen[p.page] ||
           (i && std::memcmp(index[i - 1].hash, p.hash, sizeof p.hash) >= 0))
         damaged(f, fmt::format("page entry {}: out of order or out of range", i));
-      seen[u] = true;
+      seen[p.page] = true;
     }
   }
 
+  // The pagemap, decompressed where it is pagemap.bin.lz4 (version 7).
+  std::string read_pagemap() const {
+    const std::string f = path(pagemap_file_);
+    std::string bytes = io::read_checked(f, files_.at(pagemap_file_));
+    if (pagemap_file_ == disk::kPagemapFile) return bytes;
+    // No more than a table per mapping and a run per page.
+    uint64_t most = sizeof(disk::PagemapHeader);
+    for (const auto& p : checkpoint_.processes)
+      for (const auto& m : p.mappings)
+        most += sizeof(disk::PagemapTable) + (m.end - m.start) / kPageSize * sizeof(disk::PagemapRun);
+    return lz4_unframe(f, bytes, most, kDamaged);
+  }
+
   void load_pagemap(const std::string& buf) {
-    const std::string f = path(disk::kPagemapFile);
+    const std::string f = path(pagemap_file_);
     if (buf.size() < sizeof(disk::PagemapHeader)) damaged(f, "truncated header");
     size_t off = 0;
     auto h = read_record<disk::PagemapHeader>(buf, off);
@@ -401,20 +440,17 @@ class ImageReader::Impl {
   }
 
   uint8_t* raw_buf() {
-    if (!verify_buf_) verify_buf_ = std::make_unique_for_overwrite<uint8_t[]>(disk::kBlockRawBytes);
+    if (!verify_buf_) verify_buf_ = std::make_unique_for_overwrite<uint8_t[]>(disk::kRawBlockBytes);
     return verify_buf_.get();
   }
 
-  // Reads block b into out (kBlockRawBytes) after checking it; returns out.
+  // Reads block b into out (kRawBlockBytes) after checking it; returns out.
   const uint8_t* read_block(Pack& pk, uint64_t b, uint8_t* out) {
-    const disk::IndexBlock& e = pk.blocks[b];
-    disk::BlockHeader h;
-    io::pread_exact(pk.fd.get(), &h, sizeof h, static_cast<off_t>(e.offset), pk.data_path);
-    // Read as much as the index promises; decode_block checks the header.
-    io::pread_exact(pk.fd.get(), stored_buf_.get(), e.stored_len,
-                    static_cast<off_t>(e.offset + sizeof h), pk.data_path);
-    const uint8_t* pages = decode_block(pk, b, h, stored_buf_.get(), out);
-    if (pages != out) std::memcpy(out, pages, h.raw_len);
+    // As much as the index promises; decode_block checks the rest.
+    io::pread_exact(pk.fd.get(), stored_buf_.get(), pk.block_bytes(b),
+                    static_cast<off_t>(pk.blocks[b].offset), pk.data_path);
+    const uint8_t* pages = decode_block(pk, b, stored_buf_.get(), out);
+    if (pages != out) std::memcpy(out, pages, size_t{pk.blocks[b].npages} * kPageSize);
     return out;
   }
 
@@ -435,7 +471,7 @@ class ImageReader::Impl {
       }
       if (c.last_use < victim->last_use) victim = &c;
     }
-    if (!victim->data) victim->data = std::make_unique_for_overwrite<uint8_t[]>(disk::kBlockRawBytes);
+    if (!victim->data) victim->data = std::make_unique_for_overwrite<uint8_t[]>(disk::kRawBlockBytes);
     victim->block = UINT64_MAX;  // in case reading throws
     read_block(pk, block, victim->data.get());
     victim->block = b;
@@ -444,6 +480,7 @@ class ImageReader::Impl {
   }
 
   std::map<std::string, FileEntry> files_;
+  const char* pagemap_file_ = disk::kPagemapFrameFile;
   std::optional<SeriesFacts> series_;
   std::vector<Pack> packs_;  // plain image: one, pages.bin + pages.idx
   uint64_t total_pages_ = 0;  // unique pages of all packs

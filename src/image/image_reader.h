@@ -53,9 +53,8 @@ struct PageRun {
 class ImageReader {
  public:
   // Reads and validates manifest.json and the checkpoint (checksummed), the
-  // sizes of all files, the checksums of pages.idx and pagemap.bin and
-  // their consistency with each
-  // other and with the Checkpoint. pages.bin is verified block by block as
+  // sizes of all files, the checksums of pages.idx and the pagemap and
+  // their consistency with each other and with the Checkpoint. pages.bin is verified block by block as
   // it is read (and as a whole by verify_all()). Throws snap::Error.
   // `path` is a plain image directory, a checkpoint of a series (CKPT/N,
   // whose packs are in CKPT/packs), or a series directory CKPT: then the

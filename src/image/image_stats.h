@@ -13,8 +13,8 @@ struct ImageStats {
   uint64_t blocks = 0;           // blocks written to pages.bin
   uint64_t raw_blocks = 0;       // of which stored uncompressed
   uint64_t raw_bytes = 0;        // pages * kPageSize: the memory the image covers
-  uint64_t stored_bytes = 0;     // size of pages.bin, block headers included (a series
-                                 // checkpoint: of all the packs it refers to)
+  uint64_t stored_bytes = 0;     // size of pages.bin (a series checkpoint: of all
+                                 // the packs it refers to)
   // Checkpoint series (0 for a plain image):
   uint64_t earlier_pages = 0;     // pages referring to pages stored by earlier checkpoints
   uint64_t unchanged_pages = 0;   // of those, given as unchanged (add_unchanged)

@@ -27,10 +27,12 @@
 #include "base/error.h"
 #include "base/huge_buffer.h"
 #include "base/log.h"
+#include "image/block_appender.h"
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/image_dir.h"
 #include "image/image_reader.h"
+#include "image/lz4_frame.h"
 #include "image/manifest.h"
 #include "image/manifest_file.h"
 #include "image/pack.h"
@@ -48,6 +50,9 @@ namespace {
 
 // Threads adding pages at once (block buffers are made for them), at most.
 constexpr unsigned kMaxWorkers = 64;
+// lz4 level of pagemap.bin.lz4: high compression takes a pagemap to about
+// a third (its runs repeat themselves), a few ms per MiB at commit.
+constexpr int kPagemapLevel = 9;
 
 // Whether every byte of the page is zero. Most pages that are not give up
 // at their first word; a zero page costs one pass, and no hash.
@@ -73,7 +78,7 @@ struct Slot {
   uint32_t copying = 0;  // of those, copies not done yet
   bool closed = false;
   bool lz4 = true;  // compress it (Compression::kAuto decides per block)
-  disk::BlockHeader header{};
+  Pack::Block entry;                // after compress(), but its offset
   const uint8_t* stored = nullptr;  // raw or packed, after compress()
 };
 
@@ -115,12 +120,7 @@ class ImageWriter::Impl {
     start();
   }
 
-  void start() {
-    sum_.reset(XXH3_createState());
-    if (!sum_) throw std::bad_alloc();
-    XXH3_64bits_reset(sum_.get());
-    stage_ = std::make_unique<StagedFile>(pages_fd_.get(), pages_path_);
-  }
+  void start() { out_ = std::make_unique<BlockAppender>(pages_fd_.get(), pages_path_); }
 
   void set_compression(Compression c) {
     std::lock_guard lock(mu_);
@@ -204,7 +204,7 @@ class ImageWriter::Impl {
   }
 
   ~Impl() {
-    stage_.reset();  // waits for writes in flight
+    out_.reset();  // waits for writes in flight
     pages_fd_.reset();
     if (!committed_ && !tmp_.empty()) {
       std::error_code ec;
@@ -289,7 +289,9 @@ class ImageWriter::Impl {
       if (filling_ < 0) start_slot();
       const int si = filling_;
       Slot& s = slots_[static_cast<size_t>(si)];
-      const uint64_t u = s.block * disk::kBlockPages + s.npages;  // its unique page number
+      // Its unique page number: slots are numbered in kBlockPages steps
+      // (the blocks on disk may join several: BlockAppender).
+      const uint64_t u = s.block * disk::kBlockPages + s.npages;
       const uint64_t ref = (new_slot_ << kPackShift) | u;
       table_.insert(f.hash, ref);
       ++stats_.unique_pages;
@@ -361,14 +363,23 @@ class ImageWriter::Impl {
       spent_ = true;  // from here on a failure leaves the writer unusable
     }
     StepTimes steps;
-    stage_->finish();
+    pages_sum_ = out_->finish();
     steps.step("pages");
-    file_off_ = stage_->size();
-    vlog("{}: {} MiB written{}; {} of {} blocks raw{}", pages_path_, file_off_ >> 20,
-         stage_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
+    blocks_ = out_->blocks();
+    {
+      std::lock_guard lock(mu_);
+      stats_.blocks = blocks_.size();
+      stats_.raw_blocks = static_cast<uint64_t>(std::ranges::count_if(
+          blocks_, [](const Pack::Block& b) { return b.flags & disk::kBlockRaw; }));
+      stats_.stored_bytes = pages_sum_.size;
+    }
+    vlog("{}: {} MiB written{}; {} of {} blocks raw{}", pages_path_, pages_sum_.size >> 20,
+         out_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
          stats_.blocks,
-         skipped_ ? fmt::format(" ({} of them compressible, left raw: the disk kept up)", skipped_) : "");
-    stage_.reset();
+         skipped_ ? fmt::format(" ({} blocks of 64 pages compressible, left raw: the disk kept up)",
+                                skipped_)
+                  : "");
+    out_.reset();
     // The other files are written first and every file fsynced after, at
     // once (one device flush can serve them all).
     SyncAll syncs;
@@ -378,10 +389,10 @@ class ImageWriter::Impl {
     m.checkpoint = c;
     m.checkpoint.format_version = kFormatVersion;
     if (!series_) {
-      m.files[disk::kPagesFile] = {file_off_, XXH3_64bits_digest(sum_.get())};
+      m.files[disk::kPagesFile] = pages_sum_;
       m.files[disk::kIndexFile] = write_index(syncs);
       steps.step("index");
-      m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
+      m.files[disk::kPagemapFrameFile] = write_pagemap(m.checkpoint, syncs);
       steps.step("pagemap");
       m.files[disk::kCheckpointFile] = write_checkpoint(m.checkpoint, syncs);
       std::string json = manifest_file_json(m);
@@ -402,7 +413,7 @@ class ImageWriter::Impl {
 
   // See "Checkpoint series" in FORMAT.md for the order and why.
   void commit_series(Manifest& m, SyncAll& syncs) {
-    FileEntry pack_sum{file_off_, XXH3_64bits_digest(sum_.get())};
+    FileEntry pack_sum = pages_sum_;
     FileEntry index_sum = write_index(syncs);
     syncs.add(io::open_file(ckpt_ + "/" + kSeriesPacks, O_RDONLY | O_DIRECTORY), ckpt_ + "/" + kSeriesPacks);
     syncs.wait();
@@ -432,7 +443,7 @@ class ImageWriter::Impl {
 
     m.checkpoint.series_number = number_;
     m.series = SeriesFacts{table_.size(), stats_.earlier_pages, stats_.unchanged_pages};
-    m.files[disk::kPagemapFile] = write_pagemap(m.checkpoint, syncs);
+    m.files[disk::kPagemapFrameFile] = write_pagemap(m.checkpoint, syncs);
     m.files[disk::kCheckpointFile] = write_checkpoint(m.checkpoint, syncs);
     std::string json = manifest_file_json(m);
     syncs.add(write_unsynced(tmp_ + "/" + disk::kManifestFile, json), tmp_ + "/" + disk::kManifestFile);
@@ -541,11 +552,10 @@ class ImageWriter::Impl {
       for (int s : complete) {
         Slot& slot = slots_[static_cast<size_t>(s)];
         auto t0 = std::chrono::steady_clock::now();
-        slot.stored = encode_block(slot.block, slot.raw, slot.npages, slot.lz4, slot.packed,
-                                   slot.header);
-        if (slot.lz4 && !(slot.header.flags & disk::kBlockRaw)) {
+        slot.stored = encode_block(slot.raw, slot.npages, slot.lz4, slot.packed, slot.entry);
+        if (slot.lz4 && !(slot.entry.flags & disk::kBlockRaw)) {
           lz4_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          lz4_bytes += slot.header.raw_len;
+          lz4_bytes += uint64_t{slot.npages} * kPageSize;
         }
       }
       lock.lock();
@@ -591,18 +601,12 @@ class ImageWriter::Impl {
         done_.erase(it);
       }
       Slot& slot = slots_[static_cast<size_t>(s)];
-      const disk::BlockHeader& h = slot.header;
-      const uint64_t off = stage_->size();
-      stage_->append(&h, sizeof h);
-      stage_->append(slot.stored, h.stored_len);
-      XXH3_64bits_update(sum_.get(), &h, sizeof h);
-      XXH3_64bits_update(sum_.get(), slot.stored, h.stored_len);
-      blocks_.push_back({off, h.stored_len, h.npages, h.flags});
+      out_->append(slot.entry, slot.stored);
 
       // Every 8 MiB of blocks: is the disk keeping up?
       StagedFile::Pressure pressure;
       const bool adjust = compression_ == Compression::kAuto && ++since_adjust_ >= kAdjustBlocks;
-      if (adjust) pressure = stage_->pressure();
+      if (adjust) pressure = out_->pressure();
 
       std::lock_guard lock(mu_);
       if (adjust) {
@@ -610,9 +614,7 @@ class ImageWriter::Impl {
         bool behind = pressure.waited > 0.001 || pressure.unsynced > 2 * StagedFile::kSyncEvery;
         share_ = behind ? std::min(1.0, share_ + kShareStep) : std::max(kMinShare, share_ - kShareStep);
       }
-      ++stats_.blocks;
-      if (h.flags & disk::kBlockRaw) ++stats_.raw_blocks;
-      stats_.stored_bytes = stage_->size();
+      stats_.stored_bytes = out_->size();
       ++next_write_;
       free_.push_back(s);
       free_cv_.notify_all();
@@ -624,43 +626,46 @@ class ImageWriter::Impl {
   // pages by them); a plain image's has its block table only.
   io::FileSum write_index(SyncAll& syncs) {
     // The table's own entries, sorted where they are, are turned into
-    // IndexPage records in place (the same 24 bytes each). The canonical
+    // IndexPage7 records in place (the same 24 bytes each). The canonical
     // form is big-endian high then low: memcmp order is the order of
     // (hi, lo) as numbers.
-    static_assert(sizeof(PageTable::Sorted) == sizeof(disk::IndexPage));
+    static_assert(sizeof(PageTable::Sorted) == sizeof(disk::IndexPage7));
     const size_t n = table_.size();
     std::span<PageTable::Sorted> sorted;
     if (series_) sorted = table_.sorted_in_place();
-    auto* pages = reinterpret_cast<disk::IndexPage*>(sorted.data());
+    auto* pages = reinterpret_cast<disk::IndexPage7*>(sorted.data());
     for (size_t i = 0; i < sorted.size(); ++i) {
       PageTable::Sorted x = sorted[i];
-      const uint64_t u = x.ref & kPageMask;
-      disk::IndexPage e{};
+      disk::IndexPage7 e{};
       XXH128_canonical_t canon;
       XXH128_canonicalFromHash(&canon, XXH128_hash_t{x.lo, x.hi});
       std::memcpy(e.hash, canon.digest, sizeof canon.digest);
-      e.block = static_cast<uint32_t>(u / disk::kBlockPages);
-      e.slot = static_cast<uint32_t>(u % disk::kBlockPages);
+      e.page = x.ref & kPageMask;
       std::memcpy(&pages[i], &e, sizeof e);
     }
     disk::IndexHeader h{};
-    std::memcpy(h.magic, series_ ? disk::kIndexMagic : disk::kIndexBlocksMagic, sizeof h.magic);
+    std::memcpy(h.magic, series_ ? disk::kIndex7Magic : disk::kIndex7BlocksMagic, sizeof h.magic);
     h.page_size = kPageSize;
     h.block_pages = disk::kBlockPages;
     h.nblocks = blocks_.size();
     h.npages = n;
-    const size_t blocks_bytes = blocks_.size() * sizeof(disk::IndexBlock);
-    const size_t pages_bytes = sorted.size() * sizeof(disk::IndexPage);
+    std::vector<disk::IndexBlock7> table;
+    table.reserve(blocks_.size());
+    for (const Pack::Block& b : blocks_)
+      table.push_back({b.offset, b.checksum, b.stored_len, static_cast<uint16_t>(b.npages),
+                       b.flags});
+    const size_t blocks_bytes = table.size() * sizeof(disk::IndexBlock7);
+    const size_t pages_bytes = sorted.size() * sizeof(disk::IndexPage7);
     ScopedFd fd = io::open_file(index_path_, O_WRONLY | O_CREAT | O_EXCL);
     io::write_all(fd.get(), &h, sizeof h, index_path_);
-    io::write_all(fd.get(), blocks_.data(), blocks_bytes, index_path_);
+    io::write_all(fd.get(), table.data(), blocks_bytes, index_path_);
     io::write_all(fd.get(), pages, pages_bytes, index_path_);
     syncs.add(std::move(fd), index_path_);
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), &XXH3_freeState);
     if (!st) throw std::bad_alloc();
     XXH3_64bits_reset(st.get());
     XXH3_64bits_update(st.get(), &h, sizeof h);
-    XXH3_64bits_update(st.get(), blocks_.data(), blocks_bytes);
+    XXH3_64bits_update(st.get(), table.data(), blocks_bytes);
     XXH3_64bits_update(st.get(), pages, pages_bytes);
     return {sizeof h + blocks_bytes + pages_bytes, XXH3_64bits_digest(st.get())};
   }
@@ -673,11 +678,14 @@ class ImageWriter::Impl {
     return io::sum_bytes(frame.data(), frame.size());
   }
 
-  // Also fills in Mapping::pages_dumped of `c`.
+  // pagemap.bin.lz4. Also fills in Mapping::pages_dumped of `c`.
   io::FileSum write_pagemap(Checkpoint& c, SyncAll& syncs) {
     std::vector<uint8_t> buf = pagemap_.serialize(c);
-    syncs.add(write_unsynced(tmp_ + "/" + disk::kPagemapFile, buf), tmp_ + "/" + disk::kPagemapFile);
-    return io::sum_bytes(buf.data(), buf.size());
+    std::string frame = lz4_frame({reinterpret_cast<const char*>(buf.data()), buf.size()},
+                                  kPagemapLevel);
+    const std::string file = tmp_ + "/" + disk::kPagemapFrameFile;
+    syncs.add(write_unsynced(file, frame), file);
+    return io::sum_bytes(frame.data(), frame.size());
   }
 
   const bool force_ = false;
@@ -693,10 +701,10 @@ class ImageWriter::Impl {
   std::string index_path_;
   std::string pages_path_;
   ScopedFd pages_fd_;
-  std::unique_ptr<StagedFile> stage_;  // pages.bin (or the pack) as it is appended
+  std::unique_ptr<BlockAppender> out_;  // pages.bin (or the pack) as it is appended
 
 
-  mutable std::mutex mu_;  // guards what follows up to sum_, and slots but their bytes
+  mutable std::mutex mu_;  // guards what follows up to pages_sum_, and slots but their bytes
   std::condition_variable free_cv_, done_cv_;
   HugeBuffer arena_;              // the slots' buffers
   std::vector<Slot> slots_;       // made at the first page, never resized
@@ -727,10 +735,9 @@ class ImageWriter::Impl {
   uint64_t skipped_ = 0;       // compressible blocks stored raw
   unsigned since_adjust_ = 0;  // the appending thread's
 
-  // The thread in write_ready_blocks() (appending_) alone uses these.
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> sum_{nullptr, &XXH3_freeState};
-  std::vector<disk::IndexBlock> blocks_;
-  uint64_t file_off_ = 0;  // pages.bin's size, once committed
+  // Once committed: pages.bin's size and checksum, and its blocks.
+  io::FileSum pages_sum_;
+  std::vector<Pack::Block> blocks_;
 };
 
 ImageWriter ImageWriter::create(const std::string& dir, bool force) {

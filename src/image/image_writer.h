@@ -83,7 +83,7 @@ class ImageWriter {
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero = false);
 
-  // Waits for compression, writes pages.idx, pagemap.bin,
+  // Waits for compression, writes pages.idx, pagemap.bin.lz4,
   // checkpoint.json.lz4 (with each Mapping's pages_dumped filled in from
   // what add_pages saw) and manifest.json,
   // fsyncs them and the directory, then moves the image into place at DIR.

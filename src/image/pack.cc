@@ -3,6 +3,8 @@
 #include <lz4.h>
 #include <xxhash.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string_view>
 
 #include <fmt/core.h>
@@ -11,23 +13,38 @@
 
 namespace snap::image {
 
-const uint8_t* decode_block(const Pack& pk, uint64_t b, const disk::BlockHeader& h,
-                            const uint8_t* stored, uint8_t* out) {
-  const disk::IndexBlock& e = pk.blocks[b];
+std::pair<uint64_t, uint32_t> Pack::where(uint64_t u) const {
+  // The last block starting at or before u (u < npages: checked by callers).
+  auto it = std::upper_bound(first_page.begin(), first_page.end(), u);
+  uint64_t b = static_cast<uint64_t>(it - first_page.begin()) - 1;
+  return {b, static_cast<uint32_t>(u - first_page[b])};
+}
+
+const uint8_t* decode_block(const Pack& pk, uint64_t b, const uint8_t* at, uint8_t* out) {
+  const Pack::Block& e = pk.blocks[b];
   auto bad = [&](std::string_view what) {
     throw Error(fmt::format("{}: block {} (offset {}): {}", pk.data_path, b, e.offset, what),
                 kDamagedHint);
   };
-  if (h.magic != disk::kBlockMagic || h.block != b || h.npages != e.npages ||
-      h.flags != e.flags || h.stored_len != e.stored_len || h.raw_len != h.npages * kPageSize ||
-      ((h.flags & disk::kBlockRaw) && h.stored_len != h.raw_len))
-    bad("header does not match pages.idx");
-  if (XXH3_64bits(stored, h.stored_len) != h.checksum) bad("checksum mismatch");
-  if (h.flags & disk::kBlockRaw) return stored;
+  uint64_t checksum = e.checksum;
+  const uint8_t* stored = at;
+  if (pk.headers) {
+    disk::BlockHeader h;
+    std::memcpy(&h, at, sizeof h);
+    if (h.magic != disk::kBlockMagic || h.block != b || h.npages != e.npages ||
+        h.flags != e.flags || h.stored_len != e.stored_len || h.raw_len != h.npages * kPageSize)
+      bad("header does not match pages.idx");
+    checksum = h.checksum;
+    stored += sizeof h;
+  }
+  // The index's entries were checked on open: a raw block's stored length
+  // is its pages', a compressed one holds at most kBlockPages.
+  if (XXH3_64bits(stored, e.stored_len) != checksum) bad("checksum mismatch");
+  if (e.flags & disk::kBlockRaw) return stored;
   int n = LZ4_decompress_safe(reinterpret_cast<const char*>(stored), reinterpret_cast<char*>(out),
-                              static_cast<int>(h.stored_len),
+                              static_cast<int>(e.stored_len),
                               static_cast<int>(disk::kBlockRawBytes));
-  if (n != static_cast<int>(h.raw_len)) bad("does not decompress");
+  if (n < 0 || static_cast<uint64_t>(n) != e.npages * kPageSize) bad("does not decompress");
   return out;
 }
 
@@ -44,8 +61,8 @@ bool looks_incompressible(const uint8_t* raw, uint32_t npages) {
   return true;
 }
 
-const uint8_t* encode_block(uint64_t block, const uint8_t* raw, uint32_t npages, bool lz4,
-                            uint8_t* packed, disk::BlockHeader& h) {
+const uint8_t* encode_block(const uint8_t* raw, uint32_t npages, bool lz4, uint8_t* packed,
+                            Pack::Block& e) {
   const int raw_len = static_cast<int>(npages * kPageSize);
   // On incompressible data lz4 notices early and skips ahead (a pass over
   // random data costs less than hashing it); such a block is stored raw.
@@ -53,21 +70,17 @@ const uint8_t* encode_block(uint64_t block, const uint8_t* raw, uint32_t npages,
                                      reinterpret_cast<char*>(packed), raw_len,
                                      static_cast<int>(kPackedBytes))
               : 0;
-  h.magic = disk::kBlockMagic;
-  h.npages = static_cast<uint16_t>(npages);
-  h.raw_len = static_cast<uint32_t>(raw_len);
-  h.block = block;
-  const uint8_t* stored = raw;
+  e.npages = npages;
   if (n > 0 && n < raw_len) {
-    h.flags = 0;
-    h.stored_len = static_cast<uint32_t>(n);
-    stored = packed;
-  } else {
-    h.flags = disk::kBlockRaw;
-    h.stored_len = static_cast<uint32_t>(raw_len);
+    e.flags = 0;
+    e.stored_len = static_cast<uint32_t>(n);
+    e.checksum = XXH3_64bits(packed, e.stored_len);
+    return packed;
   }
-  h.checksum = XXH3_64bits(stored, h.stored_len);
-  return stored;
+  e.flags = disk::kBlockRaw;
+  e.stored_len = static_cast<uint32_t>(raw_len);
+  e.checksum = 0;
+  return raw;
 }
 
 }  // namespace snap::image

@@ -32,7 +32,7 @@ class PagemapBuilder {
         if (r.kind != disk::kRunZero) fn(r);
   }
 
-  // pagemap.bin: the tables sorted by (pid, mapping), each one's runs
+  // pagemap.bin (the writer compresses it into pagemap.bin.lz4): the tables sorted by (pid, mapping), each one's runs
   // sorted and joined where they continue each other (pages come in many
   // calls, from many threads). Sets every mapping's pages_dumped in `c`.
   // Throws for pages of a mapping `c` does not have, outside it, or added

@@ -543,17 +543,16 @@ def pids_taken(env):
         kill_leftovers(pids)
 
 def flip_byte_in_last_block(pages):
-    """Flips a byte in the stored data of the last block of pages.bin
-    (src/image/FORMAT.md: a 32-byte header, stored_len at offset 12)."""
-    size, off, last = os.path.getsize(pages), 0, None
+    """Flips a byte in the stored data of the last block of pages.bin, found
+    by the last entry of pages.idx beside it (src/image/FORMAT.md, version 7:
+    a 32-byte header, then 24-byte entries with the offset first)."""
+    with open(pages[:-len("bin")] + "idx", "rb") as f:
+        idx = f.read()
+    last = int.from_bytes(idx[len(idx) - 24:len(idx) - 16], "little")
     with open(pages, "r+b") as f:
-        while off < size:
-            f.seek(off + 12)
-            stored = int.from_bytes(f.read(4), "little")
-            last, off = off, off + 32 + stored
-        f.seek(last + 32 + 7)
+        f.seek(last + 7)
         b = f.read(1)
-        f.seek(last + 32 + 7)
+        f.seek(last + 7)
         f.write(bytes([b[0] ^ 0x10]))
 
 

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/v6_layout.h"
 #include "tests/unit/test_pages.h"
 
 #include "base/error.h"
@@ -622,24 +623,33 @@ TEST(PageStore, CompressibleDataShrinks) {
   for (uint64_t i = 0; i < 200; ++i) ASSERT_EQ(got[kStart + i * kPageSize], text_page(i));
 }
 
+// Consecutive raw blocks are joined into blocks of up to 1024 pages, and
+// pages.bin holds nothing but their bytes: 2500 random pages take 3 blocks
+// (1024 + 1024 + 452), 3 index entries, and not one byte more than the pages.
 TEST(PageStore, IncompressibleDataStoredRaw) {
   TempDir t;
   std::mt19937_64 rng(2);
+  constexpr uint64_t kPages = 2500;
   std::vector<Page> pages;
+  Checkpoint c = sample_checkpoint();
+  c.processes[0].mappings[0].end = kStart + kPages * kPageSize;
   auto w = ImageWriter::create(t / "img", false);
-  for (uint64_t i = 0; i < 100; ++i) {
+  for (uint64_t i = 0; i < kPages; ++i) {
     pages.push_back(random_page(rng));
     add(w, kPid, kStart + i * kPageSize, pages.back());
   }
-  w.commit(sample_checkpoint());
+  w.commit(c);
   ImageStats s = w.stats();
-  EXPECT_EQ(s.blocks, 2u);
-  EXPECT_EQ(s.raw_blocks, 2u);
-  EXPECT_EQ(s.stored_bytes, 100 * kPageSize + 2 * 32);  // data plus two block headers
+  EXPECT_EQ(s.blocks, 3u);
+  EXPECT_EQ(s.raw_blocks, 3u);
+  EXPECT_EQ(s.stored_bytes, kPages * kPageSize);
+  EXPECT_EQ(fs::file_size(t / "img/pages.bin"), kPages * kPageSize);
+  EXPECT_EQ(fs::file_size(t / "img/pages.idx"), 32 + 3 * 24);
   auto r = ImageReader::open(t / "img");
-  EXPECT_EQ(r.stats().raw_blocks, 2u);
+  EXPECT_EQ(r.stats().raw_blocks, 3u);
   auto got = read_back(r, kPid, kStart);
-  for (uint64_t i = 0; i < 100; ++i) ASSERT_EQ(got[kStart + i * kPageSize], pages[i]);
+  ASSERT_EQ(got.size(), kPages);
+  for (uint64_t i = 0; i < kPages; ++i) ASSERT_EQ(got[kStart + i * kPageSize], pages[i]) << i;
   r.verify_all();
 }
 
@@ -672,10 +682,11 @@ TEST(PageStore, AutoCompressionStoresWhatItDecidesExactly) {
     }
     w.commit(c);
     ImageStats s = w.stats();
-    EXPECT_EQ(s.blocks, (kText + kRandom) / 64);
-    EXPECT_GE(s.raw_blocks, kRandom / 64) << "random blocks are stored raw";
-    EXPECT_LE(s.raw_blocks, kRandom / 64 + kText / 64 * 7 / 8 + 8)
+    // Raw blocks next to each other are joined (up to 16 of 64 pages each).
+    EXPECT_GE(s.raw_blocks, 1u) << "random blocks are stored raw";
+    EXPECT_GE(s.blocks - s.raw_blocks, kText / 64 / 8 - 8)
         << "at least an eighth of the compressible blocks are compressed";
+    EXPECT_GE(s.stored_bytes, kRandom * kPageSize);
   }
   auto r = ImageReader::open(t / "img");
   r.verify_all();
@@ -838,9 +849,10 @@ TEST(PageStore, DamagedIndexRefusedOnOpen) {
   EXPECT_NE(msg.find("pages.idx: checksum"), std::string::npos) << msg;
 }
 
-// ---- version 6 layout ----
+// ---- version 6 and 7 layout ----
 
-// A plain image's pages.idx holds its block table only; the checkpoint is in
+// A plain image's pages.idx holds its block table only (24-byte entries,
+// version 7); the pagemap is in pagemap.bin.lz4, the checkpoint in
 // checkpoint.json.lz4, listed and checksummed by a small manifest.json, and
 // comes back whole.
 TEST(Layout, PlainImageIndexWithoutHashesAndCheckpointFile) {
@@ -852,11 +864,13 @@ TEST(Layout, PlainImageIndexWithoutHashesAndCheckpointFile) {
     w.commit(c);
   }
   const uint64_t nblocks = (200 + 63) / 64;
-  EXPECT_EQ(fs::file_size(t / "img/pages.idx"), 32 + nblocks * 16);
+  EXPECT_EQ(fs::file_size(t / "img/pages.idx"), 32 + nblocks * 24);
   std::ifstream idx(t / "img/pages.idx", std::ios::binary);
   char magic[8];
   idx.read(magic, 8);
-  EXPECT_EQ(std::string(magic, 8), "SNAPIDX2");
+  EXPECT_EQ(std::string(magic, 8), "SNAPIDX4");
+  EXPECT_TRUE(fs::exists(t / "img/pagemap.bin.lz4"));
+  EXPECT_FALSE(fs::exists(t / "img/pagemap.bin"));
   std::ifstream mf(t / "img/manifest.json");
   std::string manifest((std::istreambuf_iterator<char>(mf)), {});
   EXPECT_EQ(manifest.find("\"checkpoint\""), std::string::npos) << manifest;
@@ -874,6 +888,58 @@ TEST(Layout, PlainImageIndexWithoutHashesAndCheckpointFile) {
   c.processes[0].mappings[0].pages_dumped = 200;
   EXPECT_EQ(to_json(m.checkpoint), to_json(c));
   EXPECT_NE(to_json(m).find("\"checkpoint\":{\"snap_version\""), std::string::npos);
+}
+
+// An image of format version 6 (a header before each block, 64 pages a
+// block, 16-byte index entries, pagemap.bin uncompressed) reads back
+// exactly, raw, compressed, zero and repeated pages alike; a damaged block
+// of it is named.
+TEST(Layout, Version6PageStoreStillRead) {
+  TempDir t;
+  std::mt19937_64 rng(6);
+  constexpr uint64_t kPages = 700;
+  std::vector<Page> want;
+  Checkpoint c = sample_checkpoint();
+  c.processes[0].mappings[0].end = kStart + kPages * kPageSize;
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    for (uint64_t i = 0; i < kPages; ++i) {
+      Page p = i < 200 || i >= 500 ? random_page(rng)
+               : i < 400           ? text_page(i)
+               : i < 450           ? Page(kPageSize, 0)
+                                   : text_page(1000);
+      add(w, kPid, kStart + i * kPageSize, p);
+      want.push_back(i >= 400 && i < 450 ? Page{} : p);  // zero pages read back empty
+    }
+    w.commit(c);
+  }
+  test_support::image_to_v6(t / "img");
+  EXPECT_TRUE(fs::exists(t / "img/pagemap.bin"));
+  {
+    auto r = ImageReader::open(t / "img");
+    EXPECT_EQ(r.checkpoint().format_version, 6u);
+    // 601 unique pages in blocks of 64: 10 blocks, each with its header.
+    EXPECT_EQ(r.stats().blocks, 10u);
+    auto got = read_back(r, kPid, kStart);
+    ASSERT_EQ(got.size(), kPages);
+    for (uint64_t i = 0; i < kPages; ++i) ASSERT_EQ(got[kStart + i * kPageSize], want[i]) << i;
+    r.verify_all();
+  }
+  // Block 9's stored bytes begin after 9 blocks and their headers (the ones
+  // before it hold 64 pages each; raw or not, a header is 32 bytes).
+  std::ifstream idx(t / "img/pages.idx", std::ios::binary);
+  uint64_t off = 0;
+  idx.seekg(32 + 9 * 16);
+  idx.read(reinterpret_cast<char*>(&off), 8);
+  {
+    std::fstream f(t / "img/pages.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(off + 32 + 100));
+    f.put('\x5a');
+  }
+  auto r = ImageReader::open(t / "img");
+  std::string msg = error_of([&] { read_back(r, kPid, kStart); });
+  EXPECT_NE(msg.find("pages.bin: block 9 "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
 }
 
 TEST(Layout, DamagedCheckpointFileRefusedOnOpen) {

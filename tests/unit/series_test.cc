@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/v6_layout.h"
 
 #include "base/error.h"
 #include "image/checkpoint.h"
@@ -163,9 +164,9 @@ TEST(Series, SecondCheckpointStoresOnlyChangedPages) {
   EXPECT_EQ(s2.pages, kPages);
   EXPECT_EQ(s2.unique_pages, 10u);
   EXPECT_EQ(s2.earlier_pages, kPages - 10);
-  // Random pages are stored raw: one block of 10 pages and its header.
-  EXPECT_EQ(file_size(ckpt + "/packs/2.pack"), 32 + 10 * kPageSize);
-  EXPECT_EQ(s2.stored_bytes, 32 + 10 * kPageSize);
+  // Random pages are stored raw: one block of 10 pages, nothing else.
+  EXPECT_EQ(file_size(ckpt + "/packs/2.pack"), 10 * kPageSize);
+  EXPECT_EQ(s2.stored_bytes, 10 * kPageSize);
   EXPECT_EQ(s2.new_stored_bytes, file_size(ckpt + "/packs/2.pack") +
                                      file_size(ckpt + "/packs/2.idx"));
 
@@ -173,7 +174,7 @@ TEST(Series, SecondCheckpointStoresOnlyChangedPages) {
   auto s3 = write_next(ckpt, kPages, one_percent, true);
   EXPECT_EQ(s3.unique_pages, 10u);
   EXPECT_EQ(s3.unchanged_pages, kPages - 10);
-  EXPECT_EQ(file_size(ckpt + "/packs/3.pack"), 32 + 10 * kPageSize);
+  EXPECT_EQ(file_size(ckpt + "/packs/3.pack"), 10 * kPageSize);
 
   EXPECT_EQ(series_latest(ckpt), 3u);
   for (uint64_t n : {1, 2, 3}) {
@@ -280,7 +281,7 @@ TEST(Series, DamagedNewestFallsBackWithWarning) {
 
   // A flipped byte in the newest pagemap.
   {
-    std::fstream f(ckpt + "/3/pagemap.bin", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(ckpt + "/3/pagemap.bin.lz4", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(20);
     f.put('\x5a');
   }
@@ -308,11 +309,40 @@ TEST(Series, DamagedNewestFallsBackWithWarning) {
 
   // Nothing good at all: a clear error.
   fs::remove(ckpt + "/1/manifest.json");
-  fs::remove(ckpt + "/2/pagemap.bin");
+  fs::remove(ckpt + "/2/pagemap.bin.lz4");
   testing::internal::CaptureStderr();
   std::string e = error_of([&] { ImageReader::open(ckpt); });
   testing::internal::GetCapturedStderr();
   EXPECT_NE(e.find("holds no complete checkpoint"), std::string::npos) << e;
+}
+
+// A series begun by a snap of format version 6 (a header before each block
+// of its pack, pagemap.bin uncompressed) goes on: the next checkpoint finds
+// the old pack's pages by hash, stores its own in the layout of today, and
+// both read back exactly (one image, two layouts).
+TEST(Series, OldLayoutPackAndNewOneInOneCheckpoint) {
+  TempDir t;
+  const std::string ckpt = t / "ckpt";
+  constexpr uint64_t kPages = 300;  // random: one raw block of 300 pages, five in version 6
+  write_next(ckpt, kPages, one_percent, false);
+  test_support::manifest_to_v6(
+      ckpt + "/1",
+      {{"1", test_support::pack_to_v6(ckpt + "/packs/1.pack", ckpt + "/packs/1.idx")}});
+  EXPECT_EQ(file_size(ckpt + "/packs/1.pack"), kPages * kPageSize + 5 * 32);
+  {
+    auto r = ImageReader::open(ckpt);
+    EXPECT_EQ(r.checkpoint().format_version, 6u);
+    expect_content(r, kPages, one_percent);
+    r.verify_all();
+  }
+  auto s2 = write_next(ckpt, kPages, one_percent, false);
+  EXPECT_EQ(s2.earlier_pages, kPages - 3);  // found in the version 6 pack by hash
+  EXPECT_EQ(s2.unique_pages, 3u);
+  auto r = ImageReader::open(ckpt);
+  EXPECT_EQ(r.checkpoint().series_number, 2u);
+  EXPECT_EQ(r.checkpoint().format_version, kFormatVersion);
+  expect_content(r, kPages, one_percent);
+  r.verify_all();
 }
 
 TEST(Series, PlainImagesAndSingleCheckpointsStillRead) {

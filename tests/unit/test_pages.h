@@ -32,17 +32,16 @@ inline Page text_page(uint64_t n) {
   return p;
 }
 
-// Flips one bit of byte 40 of block `block`'s data in a pages.bin, found by
-// walking the 32-byte block headers (stored length at offset 12).
+// Flips one bit of byte 40 of block `block`'s data in a pages.bin, found
+// by its entry in the pages.idx beside it (FORMAT.md, version 7: a 32-byte
+// header, then 24-byte entries with the offset first).
 inline void flip_byte_in_block(const std::string& pages, int block) {
-  std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
+  const std::string index = pages.substr(0, pages.size() - 4) + ".idx";  // pages.bin -> pages.idx
+  std::ifstream idx(index, std::ios::binary);
   uint64_t off = 0;
-  for (int b = 0; b < block; ++b) {
-    uint32_t stored = 0;
-    f.seekg(static_cast<std::streamoff>(off + 12));
-    f.read(reinterpret_cast<char*>(&stored), 4);
-    off += 32 + stored;
-  }
+  idx.seekg(32 + 24 * block);
+  idx.read(reinterpret_cast<char*>(&off), 8);
+  std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
   f.seekg(static_cast<std::streamoff>(off + 40));
   char c = 0;
   f.read(&c, 1);
