@@ -1,16 +1,12 @@
 #include "image/image_writer.h"
 
 #include <fcntl.h>
-#include <lz4.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
-#include <chrono>
-#include <condition_variable>
-#include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -23,11 +19,9 @@
 
 #include <fmt/core.h>
 
-#include "base/cpus.h"
 #include "base/error.h"
-#include "base/huge_buffer.h"
 #include "base/log.h"
-#include "image/block_appender.h"
+#include "image/block_pipeline.h"
 #include "image/file_io.h"
 #include "image/format.h"
 #include "image/image_dir.h"
@@ -40,7 +34,6 @@
 #include "image/pagemap_builder.h"
 #include "image/series.h"
 #include "image/series_dir.h"
-#include "image/staged_file.h"
 
 namespace snap::image {
 
@@ -48,8 +41,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Threads adding pages at once (block buffers are made for them), at most.
-constexpr unsigned kMaxWorkers = 64;
 // lz4 level of pagemap.bin.lz4: high compression takes a pagemap to about
 // a third (its runs repeat themselves), a few ms per MiB at commit.
 constexpr int kPagemapLevel = 9;
@@ -65,23 +56,6 @@ bool is_zero_page(const uint8_t* p) {
   return true;
 }
 
-// One reusable block buffer. Allocated on first use and then recycled, so
-// a dump touches fresh memory only for the first few blocks. Its pages are
-// copied in by the threads that add them, outside the writer's lock: a
-// slot is compressed once it is closed (full, or the last one at commit)
-// and no copy into it is still under way.
-struct Slot {
-  uint8_t* raw = nullptr;     // kBlockRawBytes
-  uint8_t* packed = nullptr;  // kPackedBytes
-  uint64_t block = 0;
-  uint32_t npages = 0;   // places handed out
-  uint32_t copying = 0;  // of those, copies not done yet
-  bool closed = false;
-  bool lz4 = true;  // compress it (Compression::kAuto decides per block)
-  Pack::Block entry;                // after compress(), but its offset
-  const uint8_t* stored = nullptr;  // raw or packed, after compress()
-};
-
 // Page refs while writing a series checkpoint: pack slot (index in the
 // base's pack list, or the new pack after them) in the high bits, unique
 // page number in that pack below. commit() turns them into the manifest's
@@ -95,14 +69,6 @@ struct PageFacts {
   Hash128 hash;
   std::optional<uint64_t> earlier;  // series: a ref into the base's packs
 };
-// A page copy add_pages() owes to a slot (consecutive places merged).
-struct Copy {
-  int slot;
-  uint32_t place;  // first page's place in the block
-  const uint8_t* src;
-  uint32_t npages;
-};
-
 }  // namespace
 
 class ImageWriter::Impl {
@@ -120,37 +86,18 @@ class ImageWriter::Impl {
     start();
   }
 
-  void start() { out_ = std::make_unique<BlockAppender>(pages_fd_.get(), pages_path_); }
+  void start() { pipe_ = std::make_unique<BlockPipeline>(mu_, pages_fd_.get(), pages_path_); }
 
   void set_compression(Compression c) {
     std::lock_guard lock(mu_);
-    compression_ = c;
+    pipe_->set_compression(c);
   }
 
   // Before the first page: how many threads will add pages at once (and so
   // how many block buffers there are). Later calls change nothing.
   void set_jobs(unsigned n) {
     std::lock_guard lock(mu_);
-    if (slots_.empty()) jobs_ = std::clamp(n, 1u, kMaxWorkers);
-  }
-
-  // The block buffers, at the first page.
-  void make_slots() {
-    if (!slots_.empty()) return;
-    const unsigned n = jobs_ ? jobs_ : std::min(usable_cpus(), kMaxWorkers);
-    // One slot being filled, others closed and waiting for their last
-    // copies, one per thread being compressed, and as many done and
-    // waiting for their turn to be written: this bounds memory.
-    const size_t nslots = 3 * size_t{n} + 4;
-    // Their buffers are slices of one huge-page buffer (base/huge_buffer.h),
-    // each touched when first used.
-    arena_ = HugeBuffer(nslots * (disk::kBlockRawBytes + kPackedBytes));
-    slots_.resize(nslots);
-    for (size_t i = 0; i < nslots; ++i) {
-      slots_[i].raw = arena_.data() + i * disk::kBlockRawBytes;
-      slots_[i].packed = arena_.data() + nslots * disk::kBlockRawBytes + i * kPackedBytes;
-    }
-    for (size_t i = nslots; i-- > 0;) free_.push_back(static_cast<int>(i));
+    pipe_->set_jobs(n);
   }
 
   // A checkpoint of the series in `ckpt`.
@@ -204,7 +151,7 @@ class ImageWriter::Impl {
   }
 
   ~Impl() {
-    out_.reset();  // waits for writes in flight
+    pipe_.reset();  // waits for writes in flight
     pages_fd_.reset();
     if (!committed_ && !tmp_.empty()) {
       std::error_code ec;
@@ -238,10 +185,9 @@ class ImageWriter::Impl {
     // Outside the lock, this is most of the per-page work: which pages are
     // zero, the hashes of the others, and (series) which the base stores.
     thread_local std::vector<PageFacts> facts;
-    thread_local std::vector<Copy> copies;
-    thread_local std::vector<int> complete;  // slots whose last copy this call made
-    copies.clear();
-    complete.clear();
+    thread_local BlockPipeline::Owed owed;
+    owed.copies.clear();
+    owed.complete.clear();
     facts.resize(npages);
     for (size_t i = 0; i < npages; ++i) {
       const uint8_t* page = data + i * kPageSize;
@@ -254,7 +200,6 @@ class ImageWriter::Impl {
 
     std::unique_lock lock(mu_);
     check_usable();
-    make_slots();
     auto& runs = pagemap_.runs(pid, mapping_start);
     for (size_t i = 0; i < npages; ++i) {
       const uint8_t* page = data + i * kPageSize;
@@ -272,13 +217,12 @@ class ImageWriter::Impl {
         continue;
       }
       std::optional<uint64_t> known = table_.find(f.hash);
-      if (!known && filling_ < 0 && free_.empty()) {
+      if (!known && !pipe_->has_room()) {
         // Waiting for a free block buffer: first the copies this call owes
-        // and the blocks it completed (a slot waiting for them could never
+        // and the blocks it completed (a block waiting for them could never
         // be written, nor any after it).
-        finish_copies(lock, copies, complete);
-        compress_and_write(lock, complete);
-        wait_for_room(lock);
+        pipe_->settle(lock, owed);
+        pipe_->wait_for_room(lock);
         known = table_.find(f.hash);  // stored by another thread meanwhile?
       }
       if (known) {
@@ -286,31 +230,13 @@ class ImageWriter::Impl {
         PagemapBuilder::add(runs, page_addr, disk::kRunSeq, *known);
         continue;
       }
-      if (filling_ < 0) start_slot();
-      const int si = filling_;
-      Slot& s = slots_[static_cast<size_t>(si)];
-      // Its unique page number: slots are numbered in kBlockPages steps
-      // (the blocks on disk may join several: BlockAppender).
-      const uint64_t u = s.block * disk::kBlockPages + s.npages;
-      const uint64_t ref = (new_slot_ << kPackShift) | u;
+      const uint64_t ref = (new_slot_ << kPackShift) | pipe_->place(page, owed);
       table_.insert(f.hash, ref);
       ++stats_.unique_pages;
-      if (!copies.empty() && copies.back().slot == si &&
-          copies.back().place + copies.back().npages == s.npages &&
-          copies.back().src + copies.back().npages * kPageSize == page)
-        copies.back().npages++;
-      else
-        copies.push_back({si, s.npages, page, 1});
-      s.copying++;
-      if (++s.npages == disk::kBlockPages) {
-        s.closed = true;
-        filling_ = -1;
-      }
       PagemapBuilder::add(runs, page_addr, disk::kRunSeq, ref);
     }
     stats_.raw_bytes = stats_.pages * kPageSize;
-    finish_copies(lock, copies, complete);
-    compress_and_write(lock, complete);
+    pipe_->settle(lock, owed);
   }
 
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
@@ -347,39 +273,26 @@ class ImageWriter::Impl {
   }
 
   void commit(const Checkpoint& c) {
+    StepTimes steps;
     {
       std::unique_lock lock(mu_);
       check_usable();
-      std::vector<int> last;
-      if (filling_ >= 0) {  // the last block, not full
-        Slot& s = slots_[static_cast<size_t>(filling_)];
-        s.closed = true;
-        if (s.copying == 0) last.push_back(filling_);
-        filling_ = -1;
-      }
-      compress_and_write(lock, last);
-      done_cv_.wait(lock, [&] { return error_ || next_write_ == next_block_; });
-      if (error_) std::rethrow_exception(error_);
       spent_ = true;  // from here on a failure leaves the writer unusable
-    }
-    StepTimes steps;
-    pages_sum_ = out_->finish();
-    steps.step("pages");
-    blocks_ = out_->blocks();
-    {
-      std::lock_guard lock(mu_);
+      pages_sum_ = pipe_->finish(lock);
+      blocks_ = pipe_->blocks();
       stats_.blocks = blocks_.size();
       stats_.raw_blocks = static_cast<uint64_t>(std::ranges::count_if(
           blocks_, [](const Pack::Block& b) { return b.flags & disk::kBlockRaw; }));
       stats_.stored_bytes = pages_sum_.size;
     }
+    steps.step("pages");
     vlog("{}: {} MiB written{}; {} of {} blocks raw{}", pages_path_, pages_sum_.size >> 20,
-         out_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
+         pipe_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
          stats_.blocks,
-         skipped_ ? fmt::format(" ({} blocks of 64 pages compressible, left raw: the disk kept up)",
-                                skipped_)
-                  : "");
-    out_.reset();
+         pipe_->skipped() ? fmt::format(" ({} blocks of 64 pages compressible, left raw: the disk "
+                                        "kept up)", pipe_->skipped())
+                          : "");
+    pipe_.reset();
     // The other files are written first and every file fsynced after, at
     // once (one device flush can serve them all).
     SyncAll syncs;
@@ -461,7 +374,9 @@ class ImageWriter::Impl {
 
   ImageStats stats() const {
     std::lock_guard lock(mu_);
-    return stats_;
+    ImageStats s = stats_;
+    if (pipe_) s.stored_bytes = pipe_->stored_bytes();
+    return s;
   }
 
   std::string dir_;
@@ -480,146 +395,8 @@ class ImageWriter::Impl {
   }
 
   void check_usable() {
-    if (error_) std::rethrow_exception(error_);
     if (spent_) throw Error(fmt::format("image {}: writer already committed", dir_));
-  }
-
-  // Waits until a slot can take pages (one is filling, or one is free).
-  void wait_for_room(std::unique_lock<std::mutex>& lock) {
-    free_cv_.wait(lock, [&] { return error_ || filling_ >= 0 || !free_.empty(); });
-    if (error_) std::rethrow_exception(error_);
-  }
-
-  // A free slot becomes the one filling, for the next block.
-  void start_slot() {
-    filling_ = free_.back();
-    free_.pop_back();
-    Slot& s = slots_[static_cast<size_t>(filling_)];
-    s.block = next_block_++;
-    s.npages = 0;
-    s.copying = 0;
-    s.closed = false;
-  }
-
-  // Copies pages into the places add_pages() took for them, outside the
-  // lock; adds the slots whose last copy that was to `complete`.
-  void finish_copies(std::unique_lock<std::mutex>& lock, std::vector<Copy>& copies,
-                     std::vector<int>& complete) {
-    if (copies.empty()) return;
-    lock.unlock();
-    for (const Copy& c : copies)
-      std::memcpy(slots_[static_cast<size_t>(c.slot)].raw + size_t{c.place} * kPageSize, c.src,
-                  size_t{c.npages} * kPageSize);
-    lock.lock();
-    for (const Copy& c : copies) {
-      Slot& s = slots_[static_cast<size_t>(c.slot)];
-      s.copying -= c.npages;
-      if (s.copying == 0 && s.closed) complete.push_back(c.slot);
-    }
-    copies.clear();
-  }
-
-  // Compresses the complete slots outside the lock, on the calling thread
-  // (the one that just copied their pages: no hand-off to another thread,
-  // which costs a context switch per block), then appends what is next in
-  // block order to pages.bin. Called and returns with the lock held.
-  void compress_and_write(std::unique_lock<std::mutex>& lock, std::vector<int>& complete) {
-    if (complete.empty()) return;
-    if (compression_ == Compression::kAuto) {
-      // Blocks lz4 can do nothing with are stored raw; of the others, the
-      // share the disk leaves time for is compressed (see Compression).
-      lock.unlock();
-      for (int s : complete) {
-        Slot& slot = slots_[static_cast<size_t>(s)];
-        slot.lz4 = !looks_incompressible(slot.raw, slot.npages);
-      }
-      lock.lock();
-      for (int s : complete) {
-        Slot& slot = slots_[static_cast<size_t>(s)];
-        // Cheap compression (lz4 fast on this data: mostly repeats) is
-        // always worth it: it costs less than writing the bytes.
-        if (!slot.lz4 || lz4_rate_ >= kCheapLz4) continue;
-        credit_ += share_;
-        slot.lz4 = credit_ >= 1;
-        if (slot.lz4) credit_ -= 1;
-        else ++skipped_;
-      }
-    }
-    lock.unlock();
-    try {
-      double lz4_seconds = 0;
-      uint64_t lz4_bytes = 0;
-      for (int s : complete) {
-        Slot& slot = slots_[static_cast<size_t>(s)];
-        auto t0 = std::chrono::steady_clock::now();
-        slot.stored = encode_block(slot.raw, slot.npages, slot.lz4, slot.packed, slot.entry);
-        if (slot.lz4 && !(slot.entry.flags & disk::kBlockRaw)) {
-          lz4_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          lz4_bytes += uint64_t{slot.npages} * kPageSize;
-        }
-      }
-      lock.lock();
-      if (lz4_bytes && lz4_seconds > 0) {  // bytes per second of one thread, recent blocks weigh most
-        double rate = static_cast<double>(lz4_bytes) / lz4_seconds;
-        lz4_rate_ = lz4_rate_ == kUnknownRate ? rate : 0.75 * lz4_rate_ + 0.25 * rate;
-      }
-      for (int s : complete) done_.emplace(slots_[static_cast<size_t>(s)].block, s);
-      complete.clear();
-      lock.unlock();
-      write_ready_blocks();
-    } catch (...) {
-      if (!lock.owns_lock()) lock.lock();
-      if (!error_) error_ = std::current_exception();
-      free_cv_.notify_all();
-      done_cv_.notify_all();
-      throw;
-    }
-    lock.lock();
-  }
-
-  // Appends compressed blocks to pages.bin in block order, so that it is
-  // laid out (and checksummed) sequentially whatever order the threads
-  // finish them in. One thread at a time does it, for as long as the next block
-  // is ready; the others only leave theirs in done_.
-  void write_ready_blocks() {
-    {
-      std::lock_guard lock(mu_);
-      if (appending_) return;
-      appending_ = true;
-    }
-    // (After a failure appending_ stays set: nothing is written any more.)
-    for (;;) {
-      int s;
-      {
-        std::lock_guard lock(mu_);
-        auto it = done_.find(next_write_);
-        if (error_ || it == done_.end()) {
-          appending_ = false;  // under the same lock that found nothing
-          return;
-        }
-        s = it->second;
-        done_.erase(it);
-      }
-      Slot& slot = slots_[static_cast<size_t>(s)];
-      out_->append(slot.entry, slot.stored);
-
-      // Every 8 MiB of blocks: is the disk keeping up?
-      StagedFile::Pressure pressure;
-      const bool adjust = compression_ == Compression::kAuto && ++since_adjust_ >= kAdjustBlocks;
-      if (adjust) pressure = out_->pressure();
-
-      std::lock_guard lock(mu_);
-      if (adjust) {
-        since_adjust_ = 0;
-        bool behind = pressure.waited > 0.001 || pressure.unsynced > 2 * StagedFile::kSyncEvery;
-        share_ = behind ? std::min(1.0, share_ + kShareStep) : std::max(kMinShare, share_ - kShareStep);
-      }
-      stats_.stored_bytes = out_->size();
-      ++next_write_;
-      free_.push_back(s);
-      free_cv_.notify_all();
-      done_cv_.notify_all();
-    }
+    pipe_->rethrow_if_failed();
   }
 
   // A series pack's index has the page hashes (later checkpoints find its
@@ -701,39 +478,16 @@ class ImageWriter::Impl {
   std::string index_path_;
   std::string pages_path_;
   ScopedFd pages_fd_;
-  std::unique_ptr<BlockAppender> out_;  // pages.bin (or the pack) as it is appended
 
 
-  mutable std::mutex mu_;  // guards what follows up to pages_sum_, and slots but their bytes
-  std::condition_variable free_cv_, done_cv_;
-  HugeBuffer arena_;              // the slots' buffers
-  std::vector<Slot> slots_;       // made at the first page, never resized
-  std::vector<int> free_;         // slots ready for filling
-  int filling_ = -1;              // slot taking new pages, or none
-  std::map<uint64_t, int> done_;  // block -> compressed slot awaiting its write
-  uint64_t next_block_ = 0;       // number of the next block to fill
-  uint64_t next_write_ = 0;       // number of the next block to write
-  PageTable table_;               // hash -> ref, of the pages this image stores
+  // Guards what follows up to pages_sum_, and the pipeline (which shares
+  // it: block_pipeline.h).
+  mutable std::mutex mu_;
+  std::unique_ptr<BlockPipeline> pipe_;  // pages.bin (or the pack) as it is written
+  PageTable table_;                      // hash -> ref, of the pages this image stores
   PagemapBuilder pagemap_;
   ImageStats stats_;
-  std::exception_ptr error_;  // first failure to compress or write
   bool spent_ = false, committed_ = false;
-  bool appending_ = false;  // a thread is in write_ready_blocks()
-  unsigned jobs_ = 0;       // threads adding pages at once; 0: the CPUs snap may use
-  Compression compression_ = Compression::kAlways;
-  // kAuto: the share of compressible blocks compressed, adjusted every
-  // kAdjustBlocks blocks written: up when the disk falls behind (compressing
-  // costs nothing then), down to kMinShare while it keeps up (the CPUs are
-  // what the dump waits for); credit_ spreads it over the blocks.
-  static constexpr double kMinShare = 0.125, kShareStep = 0.25;
-  // Compressible blocks compressed faster than this (per thread, bytes/s)
-  // are all compressed, whatever the disk: that costs less than the write.
-  static constexpr double kCheapLz4 = 1.5e9, kUnknownRate = 1e30;
-  double lz4_rate_ = kUnknownRate;
-  static constexpr unsigned kAdjustBlocks = 32;
-  double share_ = 1.0, credit_ = 0;
-  uint64_t skipped_ = 0;       // compressible blocks stored raw
-  unsigned since_adjust_ = 0;  // the appending thread's
 
   // Once committed: pages.bin's size and checksum, and its blocks.
   io::FileSum pages_sum_;

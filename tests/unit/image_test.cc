@@ -109,6 +109,13 @@ Checkpoint sample_checkpoint() {
   return c;
 }
 
+// sample_checkpoint() with its first mapping `npages` pages long.
+Checkpoint checkpoint_of(uint64_t npages) {
+  Checkpoint c = sample_checkpoint();
+  c.processes[0].mappings[0].end = kStart + npages * kPageSize;
+  return c;
+}
+
 using test_support::random_page;
 using test_support::text_page;
 
@@ -631,8 +638,7 @@ TEST(PageStore, IncompressibleDataStoredRaw) {
   std::mt19937_64 rng(2);
   constexpr uint64_t kPages = 2500;
   std::vector<Page> pages;
-  Checkpoint c = sample_checkpoint();
-  c.processes[0].mappings[0].end = kStart + kPages * kPageSize;
+  Checkpoint c = checkpoint_of(kPages);
   auto w = ImageWriter::create(t / "img", false);
   for (uint64_t i = 0; i < kPages; ++i) {
     pages.push_back(random_page(rng));
@@ -662,8 +668,7 @@ TEST(PageStore, AutoCompressionStoresWhatItDecidesExactly) {
   std::mt19937_64 rng(12);
   constexpr uint64_t kText = 64 * 400, kRandom = 64 * 20;
   std::vector<Page> randoms;
-  Checkpoint c = sample_checkpoint();
-  c.processes[0].mappings[0].end = kStart + (kText + kRandom) * kPageSize;
+  Checkpoint c = checkpoint_of(kText + kRandom);
   {
     auto w = ImageWriter::create(t / "img", false);
     w.set_compression(Compression::kAuto);
@@ -775,8 +780,7 @@ void many_threads_add_at_once(unsigned jobs) {
       default: want[addr] = text_page(rng() % 5000); break;  // some equal by chance
     }
   }
-  Checkpoint c = sample_checkpoint();
-  c.processes[0].mappings[0].end = kStart + kThreads * kPages * kPageSize;
+  Checkpoint c = checkpoint_of(kThreads * kPages);
   {
     auto w = ImageWriter::create(t / "img", false);
     w.set_jobs(jobs);
@@ -899,8 +903,7 @@ TEST(Layout, Version6PageStoreStillRead) {
   std::mt19937_64 rng(6);
   constexpr uint64_t kPages = 700;
   std::vector<Page> want;
-  Checkpoint c = sample_checkpoint();
-  c.processes[0].mappings[0].end = kStart + kPages * kPageSize;
+  Checkpoint c = checkpoint_of(kPages);
   {
     auto w = ImageWriter::create(t / "img", false);
     for (uint64_t i = 0; i < kPages; ++i) {
