@@ -184,8 +184,9 @@ parallel file system:
   shared table (under one lock, held for the lookup and a place in a
   block, not for the copy), copy them into 64-page blocks and compress
   each full block where it pays; the finished blocks are appended in
-  order with 4 MiB O_DIRECT writes while a thread of its own fdatasyncs
-  behind them. Hashing (XXH3: several GB/s a core) and lz4 (far slower on
+  order (raw ones joined into blocks of up to 4 MiB, one checksum each)
+  with 4 MiB O_DIRECT writes while a thread of its own fdatasyncs behind
+  them. Hashing (XXH3: several GB/s a core) and lz4 (far slower on
   compressible data; incompressible blocks are recognised from 1 % of
   their bytes and stored raw) spread over the workers; what stays serial
   is the table lookup (per page, under the lock) and the one ordered
