@@ -1,6 +1,5 @@
 #include "image/block_stream.h"
 
-#include <lz4.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,13 +20,9 @@ namespace snap::image {
 
 namespace {
 
-// One pread: up to this many bytes of consecutive blocks.
+// One pread: up to this many bytes of consecutive blocks (or one block,
+// where that is larger).
 constexpr uint64_t kMaxChunkBytes = uint64_t{4} << 20;
-// The largest block on disk: its header (to version 6) and the longest
-// stored length the index allows (checked on open).
-constexpr uint64_t kMaxBlockBytes =
-    sizeof(disk::BlockHeader) +
-    std::max<uint64_t>(disk::kRawBlockBytes, LZ4_COMPRESSBOUND(disk::kBlockRawBytes));
 
 // Consecutive blocks of one pack, read with one pread.
 struct Chunk {
@@ -129,17 +124,23 @@ void read_blocks(const ImageReader& img, std::span<const BlockId> blocks,
                  const BlockReadOptions& opts, const std::function<void(const BlockPages&)>& fn) {
   if (blocks.empty()) return;
   unsigned jobs = std::max(1u, opts.jobs);
-  // Each thread holds one chunk of stored blocks and one decompressed block.
+  // Each thread holds one chunk of stored blocks and one decompressed block;
+  // a chunk holds at least one block, whatever the memory.
+  uint64_t biggest = 0;
+  for (const BlockId& id : blocks) biggest = std::max(biggest, img.pack(id.pack).block_bytes(id.block));
   uint64_t per_thread = opts.memory / jobs;
   uint64_t chunk_bytes = std::clamp<uint64_t>(per_thread > disk::kBlockRawBytes
                                                   ? per_thread - disk::kBlockRawBytes
                                                   : 0,
-                                              kMaxBlockBytes,
-                                              std::max(kMaxBlockBytes, kMaxChunkBytes));
+                                              biggest, std::max(biggest, kMaxChunkBytes));
   auto chunks = plan_chunks(img, blocks, chunk_bytes);
-  jobs = static_cast<unsigned>(std::min<size_t>(jobs, chunks.size()));
   uint64_t largest = 0;
   for (const auto& c : chunks) largest = std::max(largest, c.bytes);
+  // No more threads than chunks, nor than the memory holds chunks of this
+  // size (raw blocks of 4 MiB: many threads would hold 4 MiB each, and
+  // reading them is the disk's work, not the CPUs').
+  jobs = static_cast<unsigned>(std::min<uint64_t>(
+      {jobs, chunks.size(), std::max<uint64_t>(1, opts.memory / (largest + disk::kBlockRawBytes))}));
   Crew crew(img, std::move(chunks), largest, fn);
   std::vector<std::jthread> threads;  // joined on every way out, before crew goes
   threads.reserve(jobs);

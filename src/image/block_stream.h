@@ -22,7 +22,10 @@ struct BlockPages {
 };
 
 struct BlockReadOptions {
-  unsigned jobs = 1;             // threads, the caller's included; at least 1
+  // Threads, the caller's included; at least 1, and no more than `memory`
+  // holds a read and a decompressed block for (a read holds one block at
+  // least: up to 4 MiB for a raw one).
+  unsigned jobs = 1;
   size_t memory = size_t{64} << 20;  // all their buffers together, at most (about)
 };
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -14,6 +15,7 @@
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -151,7 +153,8 @@ TEST(ReadBlocks, EveryBlockOnceAndEveryPageRightOnAnyNumberOfThreads) {
   ASSERT_GT(stats.raw_blocks, 0u);
   ASSERT_LT(stats.raw_blocks, stats.blocks);
   for (unsigned jobs : {1u, 2u, 4u, 16u}) {
-    for (size_t memory : {size_t{1}, size_t{64} << 20}) {  // 1: one block a read
+    // 1: one block a read, one thread; 4 MiB: small reads, up to 4 threads.
+    for (size_t memory : {size_t{1}, size_t{4} << 20, size_t{64} << 20}) {
       std::map<BlockId, int> delivered;
       auto got = read_back(r, {jobs, memory}, &delivered);
       EXPECT_EQ(got, want) << jobs << " thread(s), memory " << memory;
@@ -236,6 +239,52 @@ TEST(ReadBlocks, ADamagedBlockIsNamedWhateverTheThreads) {
   }
 }
 
+// Raw blocks of 4 MiB: no more threads read than the memory holds such a
+// read and a decompressed block for, whatever `jobs` says.
+TEST(ReadBlocks, ThreadsBoundedByTheMemoryForLargeBlocks) {
+  TempDir t;
+  std::mt19937_64 rng(4);
+  constexpr uint64_t kRaw = 4 * 1024;  // four raw blocks of 1024 pages
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    for (uint64_t i = 0; i < kRaw; ++i) {
+      Page p = random_page(rng);
+      w.add_pages(kPid, kStart, kStart + i * kPageSize, p.data(), 1);
+    }
+    Checkpoint c;
+    Process proc;
+    proc.pid = kPid;
+    ThreadState th;
+    th.tid = kPid;
+    proc.threads.push_back(th);
+    Mapping m;
+    m.start = kStart;
+    m.end = kStart + kRaw * kPageSize;
+    m.prot = 3;
+    proc.mappings.push_back(m);
+    c.processes.push_back(proc);
+    w.commit(c);
+  }
+  auto r = ImageReader::open(t / "img");
+  ASSERT_EQ(r.stats().blocks, 4u);
+  std::vector<BlockId> blocks;
+  for (uint64_t b = 0; b < 4; ++b) blocks.push_back({0, b});
+  for (auto [memory, most] : {std::pair{size_t{9} << 20, size_t{2}}, {size_t{1}, size_t{1}},
+                              {size_t{64} << 20, size_t{4}}}) {
+    std::mutex mu;
+    std::set<std::thread::id> threads;
+    read_blocks(r, blocks, {8, memory}, [&](const BlockPages&) {
+      {
+        std::lock_guard lock(mu);
+        threads.insert(std::this_thread::get_id());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));  // let the others take theirs
+    });
+    EXPECT_LE(threads.size(), most) << memory << " bytes";
+    if (memory == size_t{64} << 20) EXPECT_GT(threads.size(), 1u);
+  }
+}
+
 TEST(ReadBlocks, WhatTheFunctionThrowsStopsTheOthersAndComesBack) {
   TempDir t;
   write_image(t / "img");
@@ -243,7 +292,7 @@ TEST(ReadBlocks, WhatTheFunctionThrowsStopsTheOthersAndComesBack) {
   auto blocks = blocks_of(pieces_of(r));
   std::atomic<int> calls{0};
   std::string msg = error_of([&] {
-    read_blocks(r, blocks, {4, size_t{1}}, [&](const BlockPages& b) {
+    read_blocks(r, blocks, {4, size_t{4} << 20}, [&](const BlockPages& b) {
       calls++;
       if (b.id.block == 2) throw Error("no room in the target");
     });
