@@ -42,6 +42,25 @@ constexpr uint64_t kPages = 700;
 using test_support::random_page;
 using test_support::text_page;
 
+// A checkpoint of one process with one mapping of `npages` at kStart.
+Checkpoint one_mapping(uint64_t npages) {
+  Checkpoint c;
+  Process proc;
+  proc.pid = kPid;
+  proc.ppid = 1;
+  proc.pgid = proc.sid = kPid;
+  ThreadState t;
+  t.tid = kPid;
+  proc.threads.push_back(t);
+  Mapping m;
+  m.start = kStart;
+  m.end = kStart + npages * kPageSize;
+  m.prot = 3;
+  proc.mappings.push_back(m);
+  c.processes.push_back(proc);
+  return c;
+}
+
 // A plain image of one mapping: random pages (raw blocks), text pages
 // (compressed blocks), zero pages, a page repeated, and random again.
 // Returns the pages by address (zero pages as empty).
@@ -60,22 +79,7 @@ std::map<uint64_t, Page> write_image(const std::string& dir) {
     Page data = p.empty() ? Page(kPageSize, 0) : p;
     w.add_pages(kPid, kStart, addr, data.data(), 1);
   }
-  Checkpoint c;
-  Process proc;
-  proc.pid = kPid;
-  proc.ppid = 1;
-  proc.pgid = proc.sid = kPid;
-  ThreadState t;
-  t.tid = kPid;
-  proc.threads.push_back(t);
-  Mapping m;
-  m.start = kStart;
-  m.end = kStart + kPages * kPageSize;
-  m.prot = 3;
-  m.pages_dumped = kPages;
-  proc.mappings.push_back(m);
-  c.processes.push_back(proc);
-  w.commit(c);
+  w.commit(one_mapping(kPages));
   return want;
 }
 
@@ -251,19 +255,7 @@ TEST(ReadBlocks, ThreadsBoundedByTheMemoryForLargeBlocks) {
       Page p = random_page(rng);
       w.add_pages(kPid, kStart, kStart + i * kPageSize, p.data(), 1);
     }
-    Checkpoint c;
-    Process proc;
-    proc.pid = kPid;
-    ThreadState th;
-    th.tid = kPid;
-    proc.threads.push_back(th);
-    Mapping m;
-    m.start = kStart;
-    m.end = kStart + kRaw * kPageSize;
-    m.prot = 3;
-    proc.mappings.push_back(m);
-    c.processes.push_back(proc);
-    w.commit(c);
+    w.commit(one_mapping(kRaw));
   }
   auto r = ImageReader::open(t / "img");
   ASSERT_EQ(r.stats().blocks, 4u);
