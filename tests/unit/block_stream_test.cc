@@ -273,7 +273,9 @@ TEST(ReadBlocks, ThreadsBoundedByTheMemoryForLargeBlocks) {
       std::this_thread::sleep_for(std::chrono::milliseconds(30));  // let the others take theirs
     });
     EXPECT_LE(threads.size(), most) << memory << " bytes";
-    if (memory == size_t{64} << 20) EXPECT_GT(threads.size(), 1u);
+    if (memory == size_t{64} << 20) {
+      EXPECT_GT(threads.size(), 1u);
+    }
   }
 }
 
