@@ -282,6 +282,7 @@ class ImageReader::Impl {
 
   std::string dir_;
   Checkpoint checkpoint_;
+  std::optional<SeriesFacts> series_;
 
  private:
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
@@ -481,7 +482,6 @@ class ImageReader::Impl {
 
   std::map<std::string, FileEntry> files_;
   const char* pagemap_file_ = disk::kPagemapFrameFile;
-  std::optional<SeriesFacts> series_;
   std::vector<Pack> packs_;  // plain image: one, pages.bin + pages.idx
   uint64_t total_pages_ = 0;  // unique pages of all packs
   std::map<std::pair<pid_t, uint64_t>, std::vector<disk::PagemapRun>> tables_;
@@ -530,6 +530,7 @@ ImageStats ImageReader::stats() const { return impl_->stats(); }
 const std::string& ImageReader::dir() const { return impl_->dir_; }
 void ImageReader::verify_all() { impl_->verify_all(); }
 bool ImageReader::in_series() const { return impl_->in_series(); }
+const std::optional<SeriesFacts>& ImageReader::series_facts() const { return impl_->series_; }
 std::vector<ImageReader::PackFiles> ImageReader::packs() const { return impl_->packs(); }
 void ImageReader::for_each_stored_page(
     const std::function<void(const uint8_t* hash16, const StoredPage&)>& fn) const {

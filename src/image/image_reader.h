@@ -12,6 +12,7 @@
 
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
+#include "image/manifest.h"
 
 namespace snap::image {
 
@@ -70,6 +71,9 @@ class ImageReader {
   ImageStats stats() const;
   const std::string& dir() const;  // the image / checkpoint directory opened
   bool in_series() const;          // a checkpoint of a series (has packs)
+  // What a series checkpoint's manifest says of its writing; nullopt for
+  // a plain image.
+  const std::optional<SeriesFacts>& series_facts() const;
 
   // For the series writer (src/image only) ------------------------------
   // Where a page is stored: pack (index in the manifest's pack list; 0 for

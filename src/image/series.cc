@@ -35,6 +35,20 @@ uint64_t dir_bytes(const std::string& dir) {
   return n;
 }
 
+// What `snap list` shows of checkpoint `e` (its number set), from its
+// checkpoint and manifest facts.
+void take_facts(SeriesEntry& e, const Checkpoint& c, const std::vector<PackEntry>& packs,
+                const std::optional<SeriesFacts>& series) {
+  e.created = c.created;
+  e.changed_pages_by = c.changed_pages_by;
+  for (const auto& p : packs) e.referenced_bytes += p.data.size + p.index.size;
+  if (!packs.empty() && packs.back().name == std::to_string(e.number))
+    e.new_bytes = packs.back().data.size + packs.back().index.size;
+  if (series) e.earlier_pages = series->earlier_pages;
+  for (const auto& p : c.processes)
+    for (const auto& map : p.mappings) e.pages += map.pages_dumped;
+}
+
 }  // namespace
 
 bool is_series_dir(const std::string& dir) {
@@ -76,20 +90,24 @@ std::vector<SeriesEntry> list_series(const std::string& ckpt_dir) {
     e.dir = fmt::format("{}/{}", ckpt_dir, n);
     e.latest = latest == n;
     e.checkpoint_bytes = dir_bytes(e.dir);
+    // The facts from the reader, whose opening is the check (the checkpoint
+    // is decompressed and parsed once); from the manifest alone where that
+    // fails.
     try {
-      Manifest m = read_manifest(e.dir);
-      e.created = m.checkpoint.created;
-      e.changed_pages_by = m.checkpoint.changed_pages_by;
-      for (const auto& p : m.packs) e.referenced_bytes += p.data.size + p.index.size;
-      if (!m.packs.empty() && m.packs.back().name == std::to_string(n))
-        e.new_bytes = m.packs.back().data.size + m.packs.back().index.size;
-      if (m.series) e.earlier_pages = m.series->earlier_pages;
-      for (const auto& p : m.checkpoint.processes)
-        for (const auto& map : p.mappings) e.pages += map.pages_dumped;
-      ImageReader::open(e.dir);  // the open-time checks
+      const ImageReader r = ImageReader::open(e.dir);
+      std::vector<PackEntry> packs;
+      for (const auto& p : r.packs())
+        packs.push_back({p.name, {p.data_size, p.data_xxh3}, {p.index_size, p.index_xxh3}});
+      take_facts(e, r.checkpoint(), packs, r.series_facts());
       e.complete = true;
     } catch (const Error& err) {
       e.problem = err.what();
+      try {
+        const Manifest m = read_manifest(e.dir);
+        take_facts(e, m.checkpoint, m.packs, m.series);
+      } catch (const Error&) {
+        // unreadable: the problem above says why
+      }
     }
     out.push_back(std::move(e));
   }
