@@ -208,11 +208,13 @@ class MemoryBudget {
         } catch (const std::exception&) {
           break;  // it has ended
         }
-        for (pid_t tid : tids) {
-          if (!seized.insert(tid).second) continue;
+        std::erase_if(tids, [&](pid_t tid) { return !seized.insert(tid).second; });
+        Task::Stopped got = Task::seize_and_stop_all(tids);  // together
+        grew = !got.tasks.empty();
+        for (auto& t : got.tasks) tasks_.push_back(std::move(t));
+        for (auto& [tid, error] : got.failed) {
           try {
-            tasks_.push_back(Task::seize_and_stop(tid));
-            grew = true;
+            std::rethrow_exception(error);
           } catch (const std::exception& e) {
             vlog("thread {} not stopped again: {}", tid, e.what());
           }

@@ -127,20 +127,66 @@ std::optional<int> wait_stop_leaving_exit(pid_t tid) {
   }
 }
 
+namespace {
+
+SysError seize_error(pid_t tid, int err) {
+  if (err == EPERM) return SysError("cannot attach to " + who(tid), err, eperm_hint(tid));
+  return SysError("ptrace(PTRACE_SEIZE, " + who(tid) + ")", err);
+}
+
+}  // namespace
+
 std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
-  if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) < 0) {
-    int err = errno;
-    if (err == EPERM) throw SysError("cannot attach to " + who(tid), err, eperm_hint(tid));
-    throw SysError("ptrace(PTRACE_SEIZE, " + who(tid) + ")", err);
+  Stopped s = seize_and_stop_all({tid});
+  if (!s.failed.empty()) std::rethrow_exception(s.failed.front().second);
+  return std::move(s.tasks.front());
+}
+
+Task::Stopped Task::seize_and_stop_all(const std::vector<pid_t>& tids) {
+  Stopped out;
+  // Seized, not stopped yet: such a thread cannot be detached before its
+  // stop (PTRACE_DETACH wants a stopped tracee), so every one seized is
+  // interrupted and waited for below, whatever else fails.
+  std::vector<std::unique_ptr<Task>> seized;
+  for (pid_t tid : tids) {
+    if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) < 0)
+      out.failed.emplace_back(tid, std::make_exception_ptr(seize_error(tid, errno)));
+    else
+      seized.push_back(std::unique_ptr<Task>(new Task(tid)));
   }
-  std::unique_ptr<Task> t(new Task(tid));
-  ptrace_or_throw(PTRACE_INTERRUPT, tid, nullptr, nullptr, "PTRACE_INTERRUPT");
-  for (;;) {
-    auto stop = wait_stop_leaving_exit(tid);
-    if (!stop) {
-      t->abandon();
-      throw Error(who(tid) + " exited while being stopped");
+  std::vector<bool> interrupted(seized.size(), false);
+  for (size_t i = 0; i < seized.size(); i++) {
+    if (::ptrace(PTRACE_INTERRUPT, seized[i]->tid(), nullptr, nullptr) == 0) {
+      interrupted[i] = true;
+      continue;
     }
+    // Gone meanwhile (its exit undoes the seize).
+    int err = errno;
+    seized[i]->abandon();
+    out.failed.emplace_back(seized[i]->tid(), std::make_exception_ptr(SysError(
+        "ptrace(PTRACE_INTERRUPT, " + who(seized[i]->tid()) + ")", err)));
+  }
+  for (size_t i = 0; i < seized.size(); i++) {
+    if (!interrupted[i]) continue;
+    std::unique_ptr<Task>& t = seized[i];
+    try {
+      if (t->await_interrupt_stop()) {
+        out.tasks.push_back(std::move(t));
+        continue;
+      }
+      t->abandon();
+      throw Error(who(t->tid()) + " exited while being stopped");
+    } catch (...) {
+      out.failed.emplace_back(t->tid(), std::current_exception());
+    }
+  }
+  return out;
+}
+
+bool Task::await_interrupt_stop() {
+  for (;;) {
+    auto stop = wait_stop_leaving_exit(tid_);
+    if (!stop) return false;
     int status = *stop;
     if (!WIFSTOPPED(status)) continue;
     int event = status >> 16;
@@ -148,15 +194,14 @@ std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
     if (event == PTRACE_EVENT_STOP) {  // the interrupt, or a group stop
       // A thread already in a job-control stop reports it with its stop
       // signal; the interrupt of a running one with SIGTRAP.
-      if (sig != SIGTRAP) t->group_stop_ = sig;
-      break;
+      if (sig != SIGTRAP) group_stop_ = sig;
+      return true;
     }
     // A signal was about to be delivered: hold it back until detach, and
     // stay stopped here (this is a stop as good as any).
-    t->intercept(sig);
-    break;
+    intercept(sig);
+    return true;
   }
-  return t;
 }
 
 std::unique_ptr<Task> Task::adopt_stopped(pid_t tid) { return std::unique_ptr<Task>(new Task(tid)); }
@@ -390,10 +435,17 @@ SeizedTree SeizedTree::seize(pid_t root) {
         if (pid == root) throw Error("pid " + std::to_string(pid) + " exited");
         break;  // a child exited and was reaped before we got to it
       }
-      for (pid_t tid : tids) {
-        if (seized.count(tid)) continue;
+      std::erase_if(tids, [&](pid_t tid) { return seized.count(tid) != 0; });
+      // All of them at once: the job's freeze starts with the first stop.
+      Task::Stopped got = Task::seize_and_stop_all(tids);
+      for (auto& t : got.tasks) {
+        seized.insert(t->tid());
+        proc.tasks.push_back(std::move(t));
+        grew = true;
+      }
+      for (auto& [tid, error] : got.failed) {
         try {
-          proc.tasks.push_back(Task::seize_and_stop(tid));
+          std::rethrow_exception(error);
         } catch (const Error& e) {
           auto* sys = dynamic_cast<const SysError*>(&e);
           if (sys && sys->err() == ESRCH) continue;  // the thread exited meanwhile
@@ -401,13 +453,11 @@ SeizedTree SeizedTree::seize(pid_t root) {
           // refuses it (EPERM), or it ended during the stop.
           if (pid != root && proc.tasks.empty() && classify_child(pid) != ChildKind::kLive) {
             became_zombie = classify_child(pid) == ChildKind::kJobZombie;
-            tids.clear();
+            grew = false;
             break;
           }
           throw;
         }
-        seized.insert(tid);
-        grew = true;
       }
     }
     if (became_zombie) {

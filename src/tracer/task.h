@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <array>
 #include <map>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,15 @@ class Task {
   // PTRACE_SEIZE + PTRACE_INTERRUPT, then waits for the stop.
   // Throws Error explaining EPERM/ESRCH in user terms.
   static std::unique_ptr<Task> seize_and_stop(pid_t tid);
+  // The same for several threads at once: all are seized (which does not
+  // stop them), then all interrupted, then each stop collected, so they stop
+  // together instead of one after another. What could not be stopped is in
+  // `failed`, each with the error seize_and_stop would have thrown.
+  struct Stopped {
+    std::vector<std::unique_ptr<Task>> tasks;  // in the order of the tids
+    std::vector<std::pair<pid_t, std::exception_ptr>> failed;
+  };
+  static Stopped seize_and_stop_all(const std::vector<pid_t>& tids);
   ~Task();  // detaches (re-delivering a signal that the stop intercepted)
   Task(const Task&) = delete;
   Task& operator=(const Task&) = delete;
@@ -65,6 +75,9 @@ class Task {
 
  private:
   explicit Task(pid_t tid) : tid_(tid) {}
+  // After PTRACE_INTERRUPT: waits for the thread's stop and notes what it
+  // was (a job-control stop, an intercepted signal). False if it exited.
+  bool await_interrupt_stop();
   // Takes note of a signal-delivery stop: the signal goes back at detach.
   void intercept(int sig);
   pid_t tid_;

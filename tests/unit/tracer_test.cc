@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <sys/syscall.h>
+#include <thread>
 
 #include "base/error.h"
 #include "tracer/batch.h"
@@ -318,6 +320,67 @@ TEST(Tracer, SeizeReadDetachLeavesChildRunning) {
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+}
+
+// Several threads stopped at once (seize all, interrupt all, then wait):
+// every one is stopped and stays so (its counter stands still), a thread that does not exist is reported with ESRCH and stops
+// none of the others, and after the tasks go every thread runs again.
+TEST(Tracer, ThreadsAreStoppedTogether) {
+  constexpr int kThreads = 6;
+  auto* counters = static_cast<volatile uint64_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                                                        MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(counters, MAP_FAILED);
+  pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (int i = 0; i < kThreads; i++)
+      std::thread([counters, i] {
+        for (;;) {
+          counters[i] = counters[i] + 1;
+          usleep(i % 2 ? 1000 : 10);
+        }
+      }).detach();
+    for (;;) pause();
+  }
+  std::vector<pid_t> tids;
+  for (int tries = 0; tries < 2000 && tids.size() < kThreads + 1; tries++) {
+    tids = proc::list_threads(child);
+    usleep(1000);
+  }
+  ASSERT_EQ(tids.size(), static_cast<size_t>(kThreads + 1));
+  for (int i = 0; i < kThreads; i++)
+    while (counters[i] == 0) usleep(100);
+  pid_t gone = fork();  // a tid that no longer exists
+  if (gone == 0) _exit(0);
+  ASSERT_EQ(waitpid(gone, nullptr, 0), gone);
+  auto with_gone = tids;
+  with_gone.insert(with_gone.begin() + 2, gone);
+  {
+    Task::Stopped s = Task::seize_and_stop_all(with_gone);
+    ASSERT_EQ(s.failed.size(), 1u);
+    EXPECT_EQ(s.failed[0].first, gone);
+    try {
+      std::rethrow_exception(s.failed[0].second);
+    } catch (const SysError& e) {
+      EXPECT_EQ(e.err(), ESRCH);
+    }
+    ASSERT_EQ(s.tasks.size(), tids.size());
+    for (size_t i = 0; i < tids.size(); i++) {
+      EXPECT_EQ(s.tasks[i]->tid(), tids[i]);
+      auto stat = proc::read_file("/proc/" + std::to_string(child) + "/task/" +
+                                  std::to_string(tids[i]) + "/stat");
+      EXPECT_EQ(stat.substr(stat.rfind(')') + 2, 1), "t") << "thread " << tids[i];
+    }
+    std::vector<uint64_t> before(counters, counters + kThreads);
+    usleep(20000);
+    EXPECT_EQ(std::vector<uint64_t>(counters, counters + kThreads), before);
+  }
+  std::vector<uint64_t> after(counters, counters + kThreads);
+  usleep(20000);
+  for (int i = 0; i < kThreads; i++) EXPECT_GT(counters[i], after[i]) << "thread " << i;
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  munmap(const_cast<uint64_t*>(counters), 4096);
 }
 
 // snap run is its job's parent and its tracer at once: a job that ends while
