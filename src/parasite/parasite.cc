@@ -7,6 +7,7 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -128,17 +129,37 @@ void Parasite::unmap() noexcept {
   blob_.reset();
 }
 
-std::vector<std::pair<pid_t, snap_parasite_thread_state>> Parasite::run_thread_entries() {
+namespace {
+
+// The slots' heads (what the blob writes: args, result, done), read at once.
+void read_slot_heads(pid_t pid, remote_addr slots, size_t n, std::vector<snap_parasite_thread_slot>& out) {
+  out.resize(n);
+  constexpr size_t kBatch = 512;  // iovecs per call, under IOV_MAX
+  for (size_t i = 0; i < n; i += kBatch) {
+    size_t k = std::min(kBatch, n - i);
+    std::vector<iovec> local(k), remote(k);
+    for (size_t j = 0; j < k; j++) {
+      local[j] = {&out[i + j], sizeof out[i + j]};
+      remote[j] = {reinterpret_cast<void*>((slots + static_cast<int64_t>((i + j) * SNAP_PARASITE_THREAD_SLOT_SIZE)).as_int()),
+                   sizeof out[i + j]};
+    }
+    ssize_t got = ::process_vm_readv(pid, local.data(), k, remote.data(), k, 0);
+    if (got == static_cast<ssize_t>(k * sizeof out[0])) continue;
+    for (size_t j = 0; j < k; j++)  // the slow way (read_remote falls back to /proc/PID/mem)
+      read_remote(pid, slots + static_cast<int64_t>((i + j) * SNAP_PARASITE_THREAD_SLOT_SIZE),
+                  &out[i + j], sizeof out[i + j]);
+  }
+}
+
+}  // namespace
+
+Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::function<bool()>& between) {
   const size_t n = proc_.tasks.size() - 1;
-  std::vector<std::pair<pid_t, snap_parasite_thread_state>> out;
+  ThreadStates out;
   if (n == 0) return out;
   const remote_addr entry = blob_->symbol(SNAP_PARASITE_SYM_THREAD_ENTRY);
   std::vector<std::unique_ptr<ThreadGuard>> guards;
-  // The slots as they go to the job: all written, and later read, at once.
-  std::vector<uint8_t> area(n * SNAP_PARASITE_THREAD_SLOT_SIZE);
-  auto slot_in = [&](size_t i) {
-    return reinterpret_cast<snap_parasite_thread_slot*>(area.data() + i * SNAP_PARASITE_THREAD_SLOT_SIZE);
-  };
+  std::vector<snap_parasite_thread_slot> heads(n);
   for (size_t i = 0; i < n; i++) {
     Task& t = *proc_.tasks[i + 1];
     guards.push_back(std::make_unique<ThreadGuard>(t, gadget_));
@@ -147,39 +168,89 @@ std::vector<std::pair<pid_t, snap_parasite_thread_state>> Parasite::run_thread_e
       throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
                               proc_.pid),
                   "its stack has no room below the stack pointer");
-    slot_in(i)->args.magic = SNAP_PARASITE_MAGIC;
-    slot_in(i)->args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
+    heads[i] = {};
+    heads[i].args.magic = SNAP_PARASITE_MAGIC;
+    heads[i].args.wait_fd = wait_fd;
+    heads[i].args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
   }
   auto slot = [&](size_t i) { return slots_ + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
-  write_remote(proc_.pid, slots_, area.data(), area.size());
-  // All of them set off, then each driven from stop to stop in turn: while
-  // snap waits for one, the others run.
+  for (size_t i = 0; i < n; i++) write_remote(proc_.pid, slot(i), &heads[i], sizeof heads[i]);
+  // All set off at once, running free (no stop at each system call): each
+  // reports, then waits on the socket until snap stops it there.
   std::vector<bool> running(n, false);
   std::exception_ptr error;
   for (size_t i = 0; i < n && !error; i++) {
     try {
-      guards[i]->start(entry, slot(i).as_int(), slot(i + 1));
+      guards[i]->start_free(entry, slot(i).as_int(), slot(i + 1));
       running[i] = true;
     } catch (...) {
       error = std::current_exception();
     }
   }
-  for (size_t left = std::count(running.begin(), running.end(), true); left;) {
-    for (size_t i = 0; i < n; i++) {
-      if (!running[i]) continue;
-      try {
-        if (!guards[i]->wait_and_step()) continue;
-      } catch (...) {  // this one is put back; the others still run to their end
-        if (!error) error = std::current_exception();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!error) {
+    read_slot_heads(proc_.pid, slots_, n, heads);
+    bool all = true;
+    for (size_t i = 0; i < n && all; i++) all = !running[i] || heads[i].done;
+    if (all) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      size_t late = 0;
+      for (size_t i = 0; i < n; i++) late += running[i] && !heads[i].done;
+      error = std::make_exception_ptr(Error(fmt::format(
+          "pid {}: {} thread(s) did not run the parasite's thread entry within 10 s", proc_.pid, late)));
+      break;
+    }
+    if (!between()) {
+      error = std::make_exception_ptr(Error(fmt::format("the parasite in pid {} failed", proc_.pid)));
+      break;
+    }
+    struct timespec pause = {0, 50 * 1000};
+    ::nanosleep(&pause, nullptr);
+  }
+  // Every one started: stopped where it waits, checked, put back. A fault
+  // (or the int3 of a slot the blob refused) shows at this stop and throws.
+  for (size_t i = 0; i < n; i++) {
+    if (!running[i]) continue;
+    try {
+      guards[i]->interrupt();
+    } catch (...) {
+      if (!error) error = std::current_exception();
+      running[i] = false;  // gone: nothing to wait for
+      guards[i]->forget();
+    }
+  }
+  const uint64_t base = blob_->base().as_int();
+  for (size_t i = 0; i < n; i++) {
+    if (!running[i]) continue;
+    ThreadGuard& g = *guards[i];
+    const pid_t tid = g.task().tid();
+    try {
+      for (;;) {
+        int st = 0;
+        pid_t w;
+        do w = ::waitpid(tid, &st, __WALL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
+        if (g.on_free_stop(st)) break;
       }
-      running[i] = false;
-      left--;
+      const uint64_t ip = g.task().regs().ip().as_int();
+      if (ip < base || ip >= base + mapped_) {
+        // Its rt_sigreturn ran (the socket failed it): its own code has run
+        // since, so what it reported is stale, and its state is its own.
+        g.forget();
+        throw Error(fmt::format("thread {} of pid {} went back to the program before snap stopped "
+                                "it; nothing was written", tid, proc_.pid),
+                    "the job runs on; run the dump again");
+      }
+      g.release();
+    } catch (...) {
+      if (!error) error = std::current_exception();
     }
   }
   if (error) std::rethrow_exception(error);
-  read_remote(proc_.pid, slots_, area.data(), area.size());
+  read_slot_heads(proc_.pid, slots_, n, heads);
   for (size_t i = 0; i < n; i++) {
-    const snap_parasite_thread_state& got = slot_in(i)->result;
+    const snap_parasite_thread_state& got = heads[i].result;
     const Task& t = *proc_.tasks[i + 1];
     // gettid() there is the thread's id in its own pid namespace (pid_view.h).
     if (got.tid != t.tid() && got.tid != pidview::own_tid(proc_.pid, t.tid()))
@@ -189,8 +260,26 @@ std::vector<std::pair<pid_t, snap_parasite_thread_state>> Parasite::run_thread_e
   return out;
 }
 
-void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) {
+int Parasite::service_socket(const std::function<bool()>& between) {
+  // The blob notes it in its args right after connect().
+  const remote_addr args = blob_->symbol(SNAP_PARASITE_SYM_ARGS);
+  snap_parasite_args now{};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    read_remote(proc_.pid, args, &now, sizeof now);
+    if (now.sock_fd >= 0) return now.sock_fd;
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(fmt::format("the parasite in pid {} connected but did not note its socket",
+                              proc_.pid));
+    if (!between()) throw Error(fmt::format("the parasite in pid {} failed", proc_.pid));
+    struct timespec pause = {0, 20 * 1000};
+    ::nanosleep(&pause, nullptr);
+  }
+}
+
+Parasite::ThreadStates Parasite::run_service(const std::function<void(ParasiteClient&)>& session) {
   const pid_t pid = proc_.pid;
+  ThreadStates threads;
   ThreadGuard& g = *guards_.at(0);
   if (!g.protected_by_frame())
     throw Error(fmt::format("pid {}: no sigreturn frame for the parasite", pid),
@@ -259,7 +348,7 @@ void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) 
     talk_over.notify_all();
   });
   phase(pid, "parasite-service");
-  std::exception_ptr run_error;
+  std::exception_ptr run_error, threads_error;
   try {
     const pid_t tid = g.task().tid();
     auto next_stop = [&](int flags) -> std::optional<int> {
@@ -276,6 +365,29 @@ void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) 
     if (ended) {
       ::shutdown(listener.get(), SHUT_RDWR);  // the talker need not wait any longer
     } else {
+      auto drain = [&] {  // the leader runs free: on past any stop but a fault
+        while (auto st = next_stop(WNOHANG)) g.on_free_stop(*st);
+      };
+      // The other threads meanwhile. Whatever fails there, each is back as
+      // it was, and the leader's talk still ends the usual way (stopped in
+      // the blob, parked) before the error is reported; a fault of the
+      // leader meanwhile ends it all at once, as below.
+      std::exception_ptr leader_error;
+      auto drain_meanwhile = [&] {
+        try {
+          drain();
+          return true;
+        } catch (...) {
+          leader_error = std::current_exception();
+          return false;
+        }
+      };
+      if (proc_.tasks.size() > 1) try {
+        threads = run_thread_entries(service_socket(drain_meanwhile), drain_meanwhile);
+      } catch (...) {
+        threads_error = std::current_exception();
+      }
+      if (leader_error) std::rethrow_exception(leader_error);
       std::unique_lock lock(mu);
       while (!done) {
         lock.unlock();
@@ -312,7 +424,9 @@ void Parasite::run_service(const std::function<void(ParasiteClient&)>& session) 
   talker.join();
   client.reset();  // hang up: the leader is stopped (or gone back by itself)
   if (run_error) std::rethrow_exception(run_error);
+  if (threads_error) std::rethrow_exception(threads_error);
   if (session_error) std::rethrow_exception(session_error);
+  return threads;
 }
 
 // ---- the dump step ----------------------------------------------------------------
@@ -355,10 +469,10 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
   ParasiteState st;
   st.posix_timers = read_posix_timers(proc.pid);
   Parasite para(proc, mappings);
-  st.threads = para.run_thread_entries();
-  para.run_service([&](ParasiteClient& c) {
+  std::optional<snap_parasite_thread_state> leader;
+  st.threads = para.run_service([&](ParasiteClient& c) {
     st.sigactions = c.get_sigactions();
-    st.threads.emplace_back(proc.pid, c.get_thread_state());
+    leader = c.get_thread_state();
     std::vector<int32_t> ids;
     for (const auto& t : st.posix_timers) ids.push_back(t.id);
     Itimers it = c.get_itimers(ids);
@@ -390,6 +504,7 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
         st.pipes.emplace_back(f.fd, c.peek_pipe(f.fd));
     }
   });
+  if (leader) st.threads.emplace_back(proc.pid, *leader);
   return st;  // ~Parasite: munmap, every thread back as it was
 }
 

@@ -43,18 +43,26 @@ class Parasite {
   Parasite(const Parasite&) = delete;
   Parasite& operator=(const Parasite&) = delete;
 
-  // Runs snap_parasite_thread_entry in every thread of the process but the
-  // leader, all at once (each on a slot of its own after the blob), and
-  // returns what each reported, by tid.
-  std::vector<std::pair<pid_t, snap_parasite_thread_state>> run_thread_entries();
+  using ThreadStates = std::vector<std::pair<pid_t, snap_parasite_thread_state>>;
   // Runs the command loop in the leader; `session` talks to it (on another
-  // snap thread, while this one drives the leader with ptrace).
-  void run_service(const std::function<void(ParasiteClient&)>& session);
+  // snap thread, while this one drives the leader with ptrace). Meanwhile
+  // every other thread of the process runs snap_parasite_thread_entry (see
+  // run_thread_entries); what each reported is returned, by tid.
+  ThreadStates run_service(const std::function<void(ParasiteClient&)>& session);
 
   remote_addr base() const { return blob_->base(); }
 
  private:
   void unmap() noexcept;
+  // snap_parasite_thread_entry in every thread but the leader, all at once
+  // (each on a slot of its own after the blob), running free: no stop until
+  // each has reported and waits on `wait_fd` (the service's socket in the
+  // job, so that snap's death sends them back); then each is stopped there
+  // and put back. `between` runs while snap waits for them; false from it
+  // ends the wait (and the call) with an error.
+  ThreadStates run_thread_entries(int wait_fd, const std::function<bool()>& between);
+  // The fd of the socket the leader's blob connected, in the job.
+  int service_socket(const std::function<bool()>& between);
   SeizedTree::Proc& proc_;
   std::optional<remote_addr> gadget_;
   std::optional<remote_addr> ret_site_;

@@ -16,8 +16,9 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 4u /* 2: GET_MISC has child_subreaper; 3: thread slots;
-                                    4: FINI waits for the host to hang up */
+#define SNAP_PARASITE_VERSION 5u /* 2: GET_MISC has child_subreaper; 3: thread slots;
+                                    4: FINI waits for the host to hang up;
+                                    5: thread entries wait on the service socket */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
@@ -140,17 +141,24 @@ struct snap_parasite_args {
 
 /* Per-thread one-shot entry (snap_parasite_thread_entry), called with rdi
  * pointing at a slot of the thread's own, rsp at that slot's end (the entry's
- * stack, 16-aligned): the host fills `args`, the blob writes `result`. The
- * host puts the slots after the blob's image in its mapping, one per thread,
- * so all the threads of a process run the entry at once. */
+ * stack, 16-aligned): the host fills `args`, the blob writes `result`, then
+ * sets `done`. The host puts the slots after the blob's image in its
+ * mapping, one per thread, so all the threads of a process run the entry at
+ * once, without system-call stops. */
 struct snap_parasite_thread_args {
   uint32_t magic;
-  uint32_t pad;
+  int32_t wait_fd;       /* >= 0: once done, wait until the peer of this
+                            socket (the service's, snap's end) hangs up:
+                            the host stops the thread there and puts it
+                            back itself; if snap dies, its end closes and
+                            the thread returns to its own context */
   uint64_t sigreturn_sp; /* as above; 0: trap with int3 when done */
 };
 struct snap_parasite_thread_slot {
   struct snap_parasite_thread_args args;
   struct snap_parasite_thread_state result;
+  uint32_t done; /* 1 once `result` is written */
+  uint32_t pad;
 };
 #define SNAP_PARASITE_THREAD_SLOT_SIZE 4096u
 
@@ -179,7 +187,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 56);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 64);
 #undef SNAP_PARASITE_ASSERT_SIZE
 
 #endif /* SNAP_PARASITE_PROTOCOL_H */

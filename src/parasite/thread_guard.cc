@@ -232,6 +232,16 @@ bool ThreadGuard::wait_and_step() {
 }
 
 void ThreadGuard::start(remote_addr entry, uint64_t arg, remote_addr sp) {
+  point_at(entry, arg, sp);
+  resume();
+}
+
+void ThreadGuard::start_free(remote_addr entry, uint64_t arg, remote_addr sp) {
+  point_at(entry, arg, sp);
+  resume_free();
+}
+
+void ThreadGuard::point_at(remote_addr entry, uint64_t arg, remote_addr sp) {
   if (!parked_) park();
   Registers r = clean_;
   r.set_ip(entry);
@@ -240,7 +250,6 @@ void ThreadGuard::start(remote_addr entry, uint64_t arg, remote_addr sp) {
   r.raw().orig_rax = static_cast<uint64_t>(-1);
   task_.set_regs(r);
   in_sigreturn_ = false;
-  resume();
 }
 
 void ThreadGuard::resume() {

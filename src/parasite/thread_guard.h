@@ -65,6 +65,8 @@ class ThreadGuard {
   // else lets it run on to its next stop.
   void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
   bool wait_and_step();
+  // start() for a thread that runs free: no stop until interrupt() (below).
+  void start_free(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
 
   // A thread that runs free (no system-call stops; run_service): its next
   // stop's wait status. True for the stop interrupt() asked for; for any
@@ -89,6 +91,8 @@ class ThreadGuard {
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
   bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
   void resume();               // PTRACE_SYSCALL
+  // Parked if not yet, registers set for a call of `entry` (start()).
+  void point_at(remote_addr entry, uint64_t arg, remote_addr sp);
   bool on_stop(int status);    // wait_and_step() with the stop's wait status
   // A fault, trap or death at a stop: the thread put back, an error thrown.
   void fail_on_fault_or_death(int status);

@@ -543,7 +543,9 @@ void capture_fp(int, siginfo_t*, void* ctx) {
   g_fp_len = size;
 }
 
-enum class HealMode { ControllerGone, Fini, ThreadEntry };
+// ThreadEntry: a thread entry that returns at once; ThreadEntryWaits: one
+// that waits on the service's socket, as in a dump, until snap hangs up.
+enum class HealMode { ControllerGone, Fini, ThreadEntry, ThreadEntryWaits };
 
 // Runs in the child: maps the blob, builds a frame for the known context and
 // enters the blob. Returns only on failure.
@@ -590,11 +592,12 @@ int heal_child(HealMode mode, int para, int host_copy) {
   std::memcpy(reinterpret_cast<void*>(where.as_int()), frame.bytes.data(), frame.bytes.size());
 
   LocalBlob lb;
-  if (mode == HealMode::ThreadEntry) {
+  if (mode == HealMode::ThreadEntry || mode == HealMode::ThreadEntryWaits) {
     // The slot the host would give the thread; the entry runs on this
     // test's stack, as called here.
     static snap_parasite_thread_slot slot;
     slot.args.magic = SNAP_PARASITE_MAGIC;
+    slot.args.wait_fd = mode == HealMode::ThreadEntryWaits ? para : -1;
     slot.args.sigreturn_sp = frame.sigreturn_sp().as_int();
     g_thread_result = &slot.result;
     reinterpret_cast<void (*)(snap_parasite_thread_slot*)>(
@@ -616,6 +619,18 @@ TEST_P(ParasiteHeal, ResumesOriginalContext) {
     EXPECT_EQ(child.wait(), kResumedOk);
     return;
   }
+  if (mode == HealMode::ThreadEntryWaits) {
+    // It waits while snap is there, even when snap talks to the service
+    // (the socket turns readable)...
+    ASSERT_EQ(::write(host.get(), "x", 1), 1);
+    ::usleep(100 * 1000);
+    int status;
+    EXPECT_EQ(::waitpid(child.pid(), &status, WNOHANG), 0) << "the thread entry did not wait";
+    // ...and goes back to its own context once snap's end closes.
+    host.reset();
+    EXPECT_EQ(child.wait(), kResumedOk);
+    return;
+  }
   {
     ParasiteClient client(std::move(host));
     EXPECT_EQ(client.get_misc().dumpable, 1);  // the loop is live
@@ -627,7 +642,8 @@ TEST_P(ParasiteHeal, ResumesOriginalContext) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, ParasiteHeal,
-                         ::testing::Values(HealMode::ControllerGone, HealMode::Fini, HealMode::ThreadEntry));
+                         ::testing::Values(HealMode::ControllerGone, HealMode::Fini, HealMode::ThreadEntry,
+                                           HealMode::ThreadEntryWaits));
 
 }  // namespace
 }  // namespace snap::parasite

@@ -21,7 +21,7 @@
 
 enum {
   NR_read = 0, NR_write = 1, NR_close = 3, NR_rt_sigaction = 13,
-  NR_rt_sigreturn = 15, NR_ioctl = 16, NR_socket = 41, NR_connect = 42,
+  NR_poll = 7, NR_rt_sigreturn = 15, NR_ioctl = 16, NR_socket = 41, NR_connect = 42,
   NR_sendto = 44, NR_recvfrom = 45, NR_getitimer = 36, NR_fcntl = 72,
   NR_umask = 95, NR_sigaltstack = 131, NR_prctl = 157, NR_gettid = 186,
   NR_timer_gettime = 224, NR_timer_getoverrun = 225, NR_tee = 276,
@@ -477,6 +477,19 @@ out:
 void snap_parasite_thread_main(struct snap_parasite_thread_slot* slot) {
   if (slot->args.magic != SNAP_PARASITE_MAGIC) return; /* -> int3 */
   collect_thread_state(&slot->result);
+  __atomic_store_n(&slot->done, 1u, __ATOMIC_RELEASE);
+  if (slot->args.wait_fd >= 0) {
+    /* Until snap's end of the socket closes (it died: back to our own
+     * context below). Normally snap stops the thread in here and restores
+     * it; snap's commands to the service make the socket readable, which
+     * is not asked for. All signals are blocked: no EINTR. */
+    struct {
+      int32_t fd;
+      int16_t events, revents;
+    } p = {slot->args.wait_fd, 0x2000 /* POLLRDHUP */, 0};
+    while (sys3(NR_poll, &p, 1, -1) == 0) {
+    }
+  }
   if (slot->args.sigreturn_sp) sigreturn_to(slot->args.sigreturn_sp);
 }
 
