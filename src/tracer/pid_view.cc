@@ -150,6 +150,13 @@ PidView read_pid_view(const image::Checkpoint& c) {
         if (!ids.ns.pid.empty()) ids.threads[t.tid] = ids.ns.pid.back();
         continue;
       }
+      // One level (the job shares /proc's pid namespace): every thread's
+      // id there is its tid, as /proc names it; no need to read it, which
+      // costs ~15 us a thread while the job is stopped.
+      if (ids.ns.pid.size() == 1) {
+        ids.threads[t.tid] = t.tid;
+        continue;
+      }
       auto tns = parse_ns_ids(proc::read_file(dir + "/task/" + str(t.tid) + "/status"));
       if (tns.pid.size() != ids.ns.pid.size())
         throw Error("pid " + str(p.pid) + " thread " + str(t.tid) +
