@@ -131,23 +131,28 @@ void Parasite::unmap() noexcept {
 
 namespace {
 
-// The slots' heads (what the blob writes: args, result, done), read at once.
-void read_slot_heads(pid_t pid, remote_addr slots, size_t n, std::vector<snap_parasite_thread_slot>& out) {
-  out.resize(n);
-  constexpr size_t kBatch = 512;  // iovecs per call, under IOV_MAX
+// The slots' heads (args, result, done), read from the job or written to
+// it, a call for up to 512 of them.
+void move_slot_heads(pid_t pid, remote_addr slots, std::vector<snap_parasite_thread_slot>& heads,
+                     bool write) {
+  const size_t n = heads.size();
+  auto slot = [&](size_t i) { return slots + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
+  constexpr size_t kBatch = 512;  // iovecs a call, under IOV_MAX
   for (size_t i = 0; i < n; i += kBatch) {
-    size_t k = std::min(kBatch, n - i);
+    const size_t k = std::min(kBatch, n - i);
     std::vector<iovec> local(k), remote(k);
     for (size_t j = 0; j < k; j++) {
-      local[j] = {&out[i + j], sizeof out[i + j]};
-      remote[j] = {reinterpret_cast<void*>((slots + static_cast<int64_t>((i + j) * SNAP_PARASITE_THREAD_SLOT_SIZE)).as_int()),
-                   sizeof out[i + j]};
+      local[j] = {&heads[i + j], sizeof heads[i + j]};
+      remote[j] = {reinterpret_cast<void*>(slot(i + j).as_int()), sizeof heads[i + j]};
     }
-    ssize_t got = ::process_vm_readv(pid, local.data(), k, remote.data(), k, 0);
-    if (got == static_cast<ssize_t>(k * sizeof out[0])) continue;
-    for (size_t j = 0; j < k; j++)  // the slow way (read_remote falls back to /proc/PID/mem)
-      read_remote(pid, slots + static_cast<int64_t>((i + j) * SNAP_PARASITE_THREAD_SLOT_SIZE),
-                  &out[i + j], sizeof out[i + j]);
+    ssize_t done = write ? ::process_vm_writev(pid, local.data(), k, remote.data(), k, 0)
+                         : ::process_vm_readv(pid, local.data(), k, remote.data(), k, 0);
+    if (done == static_cast<ssize_t>(k * sizeof heads[0])) continue;
+    for (size_t j = 0; j < k; j++)  // one by one (these fall back to /proc/PID/mem)
+      if (write)
+        write_remote(pid, slot(i + j), &heads[i + j], sizeof heads[i + j]);
+      else
+        read_remote(pid, slot(i + j), &heads[i + j], sizeof heads[i + j]);
   }
 }
 
@@ -174,7 +179,7 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
     heads[i].args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
   }
   auto slot = [&](size_t i) { return slots_ + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
-  for (size_t i = 0; i < n; i++) write_remote(proc_.pid, slot(i), &heads[i], sizeof heads[i]);
+  move_slot_heads(proc_.pid, slots_, heads, true);
   // All set off at once, running free (no stop at each system call): each
   // reports, then waits on the socket until snap stops it there.
   std::vector<bool> running(n, false);
@@ -189,7 +194,7 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!error) {
-    read_slot_heads(proc_.pid, slots_, n, heads);
+    move_slot_heads(proc_.pid, slots_, heads, false);
     bool all = true;
     for (size_t i = 0; i < n && all; i++) all = !running[i] || heads[i].done;
     if (all) break;
@@ -248,7 +253,7 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
     }
   }
   if (error) std::rethrow_exception(error);
-  read_slot_heads(proc_.pid, slots_, n, heads);
+  move_slot_heads(proc_.pid, slots_, heads, false);
   for (size_t i = 0; i < n; i++) {
     const snap_parasite_thread_state& got = heads[i].result;
     const Task& t = *proc_.tasks[i + 1];
