@@ -468,7 +468,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
   {
     std::vector<pid_t> pids;
-    for (auto& p : tree.processes()) pids.push_back(p.pid);
+    for (auto& p : tree.processes()) {
+      pids.push_back(p.pid);
+      std::vector<pid_t> tids;
+      for (const auto& t : p.tasks) tids.push_back(t->tid());
+      refuse_thread_tables(p.pid, tids);  // the parasite's threads wait on the leader's fd too
+    }
     refuse_shared_tables(pids);  // before anything is injected
   }
 

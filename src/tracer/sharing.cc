@@ -56,6 +56,22 @@ void refuse_shared_tables(const std::vector<pid_t>& pids) {
   }
 }
 
+void refuse_thread_tables(pid_t pid, const std::vector<pid_t>& tids) {
+  for (pid_t tid : tids) {
+    if (tid == pid) continue;
+    for (auto [type, what] : {std::pair{KCMP_FILES, "an fd table"}, std::pair{KCMP_FS, "a cwd, root and umask"}}) {
+      long r = ::syscall(SYS_kcmp, pid, tid, type, 0, 0);
+      if (r < 0)
+        throw SysError(fmt::format("kcmp(pid {}, thread {}, type {})", pid, tid, static_cast<int>(type)),
+                       errno);
+      if (r != 0)
+        throw Error(fmt::format("thread {} of pid {} has {} of its own (unshare in that thread)", tid,
+                                pid, what),
+                    "snap cannot restore threads that do not share these with their process yet");
+    }
+  }
+}
+
 bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth) {
   kcmp_epoll_slot slot{};
   slot.efd = static_cast<__u32>(epoll_fd);

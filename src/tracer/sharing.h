@@ -27,6 +27,11 @@ bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth);
 // CLONE_THREAD). Restore makes each process its own of these, so the job
 // would not behave as before. O(n log n) kcmp calls.
 void refuse_shared_tables(const std::vector<pid_t>& pids);
+// Refuses (throws, naming the thread) a thread of process `pid` with an fd
+// table or cwd/root/umask of its own (unshare(CLONE_FILES or CLONE_FS) in
+// that thread): restore gives all threads of a process the process's. Two
+// kcmp calls a thread.
+void refuse_thread_tables(pid_t pid, const std::vector<pid_t>& tids);
 
 // Gives every fd of `procs` (zombies have none) its FileDesc::file_id: fds
 // that share one open file description, after dup() or fork(), in one

@@ -694,6 +694,28 @@ def shared_fd_table_refused(env):
 
 
 @case
+def thread_own_tables_refused(env):
+    # A thread with an fd table, or a cwd/root/umask, of its own (unshare in
+    # that thread) would come back sharing its process's: the dump (the
+    # job left running) refuses before anything is injected, naming the
+    # thread, writes nothing, and the job runs on.
+    for what, words in (("files", "an fd table"), ("fs", "a cwd, root and umask")):
+        out = env.path(f"thread_{what}.out")
+        p = start([env.prog("shared_fdt"), what], stdout_path=out)
+        wait_lines(out, 1)
+        pid, tid = lines_of(out)[0].split()[1:3]
+        ckpt = env.path(f"thread_{what}.ckpt")
+        r = env.snap_run("dump", "--pid", pid, "-o", ckpt, check=False)
+        expect(r.returncode != 0 and f"thread {tid} of pid {pid} has {words} of its own" in r.stderr,
+               f"{what}: the dump is refused, naming the thread: {r.stderr.strip()}")
+        expect(not os.path.exists(ckpt), f"{what}: nothing written")
+        status = open(f"/proc/{pid}/status").read()
+        expect(p.poll() is None and "TracerPid:\t0" in status, f"{what}: the job runs on, untraced")
+        p.kill()
+        p.wait()
+
+
+@case
 def epoll_stale_fd_refused(env):
     # An epoll watching a file that only another process still holds (its
     # child; the parent closed it) cannot be registered again by the parent:
