@@ -370,6 +370,10 @@ Parasite::ThreadStates Parasite::run_service(const std::function<void(ParasiteCl
     if (ended) {
       ::shutdown(listener.get(), SHUT_RDWR);  // the talker need not wait any longer
     } else {
+      // Still stepped: its next system call (the read of the first
+      // command) stops it. Set it free there at once, not at the loop's
+      // next look below (a millisecond later, and the first command waits).
+      g.on_free_stop(*next_stop(0));
       auto drain = [&] {  // the leader runs free: on past any stop but a fault
         while (auto st = next_stop(WNOHANG)) g.on_free_stop(*st);
       };
