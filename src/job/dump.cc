@@ -27,6 +27,7 @@
 #include "tracer/memory.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
+#include "tracer/remote.h"
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
 #include "tracer/task.h"
@@ -459,6 +460,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     warm_heap(std::min<size_t>(hints->vmflags.mapping_count() * 512 + hints->fds.size() * 1024,
                                31 << 20));
   }
+  prepare_syscall_sites();  // the parasite's injection needs them, while the job is stopped
   steps.step("hints");
   auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1

@@ -170,6 +170,15 @@ bool is_syscall_at(pid_t pid, remote_addr site) {
 
 }  // namespace
 
+void prepare_syscall_sites() {
+  try {
+    own_vdso_syscall_offset();
+    own_vdso_syscall_ret_offset();
+  } catch (const Error&) {
+    // Said where a site is needed (a process without a vDSO needs none).
+  }
+}
+
 remote_addr find_syscall_site(pid_t pid, remote_addr vdso_base) {
   remote_addr site = vdso_base + static_cast<int64_t>(own_vdso_syscall_offset());
   if (!is_syscall_at(pid, site))

@@ -22,6 +22,10 @@ class Task;
 void read_remote(pid_t pid, remote_addr src, void* dst, size_t n);
 void write_remote(pid_t pid, remote_addr dst, const void* src, size_t n);
 
+// Works out, in snap's own vDSO, the offsets find_syscall_site and
+// find_syscall_ret_site look for (a disassembly, ~1 ms, done once): a dump
+// calls it before it stops the job, so that the job does not wait for it.
+void prepare_syscall_sites();
 // The address of a `syscall` instruction in `pid`'s [vdso]. The kernel maps
 // the same vDSO into every process, so snap finds the instruction in its own
 // copy with Capstone and checks the bytes at the same offset in the target.
