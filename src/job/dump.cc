@@ -20,6 +20,7 @@
 #include "job/incremental.h"
 #include "parasite/parasite.h"
 #include "parasite/snapshot.h"
+#include "parasite/thread_guard.h"
 #include "tracer/collect.h"
 #include "tracer/fd_hints.h"
 #include "tracer/file_stamp.h"
@@ -460,7 +461,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     warm_heap(std::min<size_t>(hints->vmflags.mapping_count() * 512 + hints->fds.size() * 1024,
                                31 << 20));
   }
-  prepare_syscall_sites();  // the parasite's injection needs them, while the job is stopped
+  // What the parasite's injection needs and can know before the job stops.
+  prepare_syscall_sites();
+  parasite::prepare_sigreturn_gadget();
   steps.step("hints");
   auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1

@@ -86,6 +86,8 @@ const std::optional<FileGadget>& own_file_gadget() {
 
 }  // namespace
 
+void prepare_sigreturn_gadget() { own_file_gadget(); }
+
 // The gadget in the target, searched in its executable file mappings, libc
 // first: where snap's own libc has one, if the target maps that file;
 // else by reading its code (a costly copy of a few MiB, made while the job

@@ -24,6 +24,11 @@ namespace snap::parasite {
 // /proc/PID/maps), libc first; nullopt if there is none.
 std::optional<remote_addr> find_sigreturn_gadget(pid_t pid,
                                                  const std::vector<image::Mapping>* known = nullptr);
+// Finds the gadget in snap's own libc now (its maps read, its code
+// searched: ~0.6 ms, once), which find_sigreturn_gadget then looks for at
+// the same file offset in the target: a dump calls it before it stops the
+// job.
+void prepare_sigreturn_gadget();
 
 // One thread held in a state from which it gets back to its own context by
 // itself if snap dies: a complete rt_sigreturn frame for its original
