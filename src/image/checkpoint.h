@@ -31,7 +31,7 @@ constexpr uint64_t kPageSize = 4096;
 // One thread's CPU state, captured while it was in a ptrace stop.
 struct ThreadState {
   pid_t tid = 0;
-  std::string comm;             // the thread's name (/proc/PID/task/TID/comm)
+  std::string comm;             // the thread's name (PR_GET_NAME, by the parasite)
   std::vector<uint8_t> gpregs;  // struct user_regs_struct (NT_PRSTATUS), incl. fs/gs base
   std::vector<uint8_t> xsave;   // NT_X86_XSTATE area, as long as the kernel returned it
   uint64_t sigmask = 0;         // blocked signals (PTRACE_GETSIGMASK)

@@ -179,6 +179,7 @@ void apply_thread_state(const snap_parasite_thread_state& s, image::ThreadState&
     out.sigaltstack = std::array<uint64_t, 3>{s.ss_sp, static_cast<uint64_t>(static_cast<uint32_t>(s.ss_flags)),
                                               s.ss_size};
   if (s.tid_address_status == 0) out.clear_child_tid = s.clear_child_tid;
+  if (s.comm_status == 0) out.comm.assign(s.comm, strnlen(s.comm, sizeof s.comm));
 }
 
 }  // namespace snap::parasite

@@ -16,9 +16,10 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 5u /* 2: GET_MISC has child_subreaper; 3: thread slots;
+#define SNAP_PARASITE_VERSION 6u /* 2: GET_MISC has child_subreaper; 3: thread slots;
                                     4: FINI waits for the host to hang up;
-                                    5: thread entries wait on the service socket */
+                                    5: thread entries wait on the service socket;
+                                    6: thread state has the thread's name */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
@@ -76,6 +77,9 @@ struct snap_parasite_thread_state {
   uint64_t clear_child_tid;
   int32_t tid_address_status; /* -EINVAL without CONFIG_CHECKPOINT_RESTORE */
   int32_t tid;                /* gettid() of the thread that ran it */
+  char comm[16];              /* PR_GET_NAME, NUL-terminated */
+  int32_t comm_status;
+  int32_t pad;
 };
 
 struct snap_parasite_timeval_pair { /* struct itimerval, 64-bit */
@@ -179,7 +183,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_cmd, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_reply, 24);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_sigaction, 40);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_sigactions, 40 * 64);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 40);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 64);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_timeval_pair, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_posix_timer, 48);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_itimers, 112);
@@ -187,7 +191,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 64);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 88);
 #undef SNAP_PARASITE_ASSERT_SIZE
 
 #endif /* SNAP_PARASITE_PROTOCOL_H */

@@ -24,9 +24,6 @@ image::ThreadState collect_thread(const Task& t, pid_t pid) {
   ts.xsave = t.xsave();
   ts.sigmask = t.signal_mask();
   ts.rseq = t.rseq_configuration();
-  if (auto comm = proc::try_read_file("/proc/" + std::to_string(pid) + "/task/" +
-                                      std::to_string(t.tid()) + "/comm"))
-    ts.comm = comm->substr(0, comm->find('\n'));
   uint64_t head = 0;
   size_t len = 0;
   if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) == 0 && head)

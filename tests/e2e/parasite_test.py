@@ -123,6 +123,9 @@ def test_manifest(snap, victim_exe, work):
     expect(acts.get(10, {}).get("handler", 0) > 1 and acts[10]["flags"] & SA_SIGINFO,
            "SIGUSR1 handler recorded, with SA_SIGINFO")
     expect(acts.get(15, {}).get("handler") == 0, "SIGTERM recorded as SIG_DFL")
+    names = sorted(t.get("comm", "") for t in proc["threads"])
+    expect(names == ["victim", "victim-w0", "victim-w1", "victim-w2"],
+           f"each thread's name recorded ({names})")
     alt = proc["threads"][0].get("sigaltstack")
     expect(alt is not None and alt[0] != 0 and alt[2] == 65536, f"sigaltstack recorded ({alt})")
     its = proc.get("itimers") or []

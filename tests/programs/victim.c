@@ -21,6 +21,7 @@
  * Usage: victim N [INTERVAL_MS]   (prints "ready PID" to stderr at start) */
 #include <errno.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +67,9 @@ static volatile int worker_rounds[WORKERS];
 
 static void* worker(void* arg) {
   long k = (long)arg;
+  char name[16];
+  snprintf(name, sizeof name, "victim-w%ld", k);
+  prctl(PR_SET_NAME, name);  /* the dump records each thread's name */
   stack_t ss = {.ss_sp = worker_alt[k], .ss_size = sizeof worker_alt[k], .ss_flags = 0};
   if (sigaltstack(&ss, NULL)) worker_bad[k] = "sigaltstack set";
   for (;;) {

@@ -243,6 +243,8 @@ static void collect_thread_state(struct snap_parasite_thread_state* s) {
   s->tid_address_status = (int32_t)(r < 0 ? r : 0);
   if (r >= 0) s->clear_child_tid = tid_addr;
   s->tid = (int32_t)sys0(NR_gettid);
+  r = sys2(NR_prctl, 16 /* PR_GET_NAME */, s->comm);
+  s->comm_status = (int32_t)(r < 0 ? r : 0);
 }
 
 static long cmd_get_thread_state(int sock, const struct snap_parasite_cmd* c) {
