@@ -224,22 +224,13 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
       guards[i]->forget();
     }
   }
-  const uint64_t base = blob_->base().as_int();
   for (size_t i = 0; i < n; i++) {
     if (!running[i]) continue;
     ThreadGuard& g = *guards[i];
     const pid_t tid = g.task().tid();
     try {
-      for (;;) {
-        int st = 0;
-        pid_t w;
-        do w = ::waitpid(tid, &st, __WALL);
-        while (w < 0 && errno == EINTR);
-        if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", tid), errno);
-        if (g.on_free_stop(st)) break;
-      }
-      const uint64_t ip = g.task().regs().ip().as_int();
-      if (ip < base || ip >= base + mapped_) {
+      while (!g.wait_free()) {}
+      if (!in_blob(g.task().regs().ip())) {
         // Its rt_sigreturn ran (the socket failed it): its own code has run
         // since, so what it reported is stale, and its state is its own.
         g.forget();
@@ -373,7 +364,7 @@ Parasite::ThreadStates Parasite::run_service(const std::function<void(ParasiteCl
       // Still stepped: its next system call (the read of the first
       // command) stops it. Set it free there at once, not at the loop's
       // next look below (a millisecond later, and the first command waits).
-      g.on_free_stop(*next_stop(0));
+      g.wait_free();
       auto drain = [&] {  // the leader runs free: on past any stop but a fault
         while (auto st = next_stop(WNOHANG)) g.on_free_stop(*st);
       };
@@ -406,9 +397,8 @@ Parasite::ThreadStates Parasite::run_service(const std::function<void(ParasiteCl
       }
       lock.unlock();
       g.interrupt();
-      while (!g.on_free_stop(*next_stop(0))) {}
-      const uint64_t ip = g.task().regs().ip().as_int(), base = blob_->base().as_int();
-      if (ip < base || ip >= base + mapped_) {
+      while (!g.wait_free()) {}
+      if (!in_blob(g.task().regs().ip())) {
         // Its rt_sigreturn ran (a socket error the blob took for snap's
         // end): back in its own code, which has run since. Its state now is
         // the one to keep; what was collected is stale.

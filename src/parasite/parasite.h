@@ -54,6 +54,10 @@ class Parasite {
 
  private:
   void unmap() noexcept;
+  // Whether `ip` is in what snap mapped for the blob (its image and slots).
+  bool in_blob(remote_addr ip) const {
+    return ip.as_int() >= blob_->base().as_int() && ip.as_int() < blob_->base().as_int() + mapped_;
+  }
   // snap_parasite_thread_entry in every thread but the leader, all at once
   // (each on a slot of its own after the blob), running free: no stop until
   // each has reported and waits on `wait_fd` (the service's socket in the

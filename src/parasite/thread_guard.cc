@@ -224,14 +224,18 @@ void ThreadGuard::run_until_sigreturn(remote_addr entry) {
   while (!wait_and_step()) {}
 }
 
-bool ThreadGuard::wait_and_step() {
+int ThreadGuard::wait_stop() {
   int status = 0;
   pid_t w;
   do w = ::waitpid(task_.tid(), &status, __WALL);
   while (w < 0 && errno == EINTR);
   if (w < 0) throw SysError(fmt::format("waitpid(pid {}) running the parasite", task_.tid()), errno);
-  return on_stop(status);
+  return status;
 }
+
+bool ThreadGuard::wait_and_step() { return on_stop(wait_stop()); }
+
+bool ThreadGuard::wait_free() { return on_free_stop(wait_stop()); }
 
 void ThreadGuard::start(remote_addr entry, uint64_t arg, remote_addr sp) {
   point_at(entry, arg, sp);

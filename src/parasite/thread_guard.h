@@ -78,6 +78,8 @@ class ThreadGuard {
   // other stop the thread runs on (PTRACE_CONT), and a fault or its death
   // throws as with wait_and_step().
   bool on_free_stop(int status);
+  // on_free_stop() of the thread's next stop, waited for.
+  bool wait_free();
   void resume_free();  // PTRACE_CONT
   void interrupt();    // PTRACE_INTERRUPT
   // The thread left the parasite on its own (its rt_sigreturn ran while it
@@ -96,6 +98,7 @@ class ThreadGuard {
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
   bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
   void resume();               // PTRACE_SYSCALL
+  int wait_stop();             // the thread's next stop's wait status
   // Parked if not yet, registers set for a call of `entry` (start()).
   void point_at(remote_addr entry, uint64_t arg, remote_addr sp);
   bool on_stop(int status);    // wait_and_step() with the stop's wait status
