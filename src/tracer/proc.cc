@@ -200,9 +200,13 @@ std::vector<MapEntry> parse_maps(std::string_view text) {
   return out;
 }
 
-std::vector<MapEntry> parse_smaps(std::string_view text) {
+std::vector<MapEntry> parse_smaps(std::string_view text, std::string* maps_text) {
   std::vector<MapEntry> out;
   out.reserve(text.size() / 512 + 16);  // about 700-1000 bytes a mapping
+  if (maps_text) {
+    maps_text->clear();
+    maps_text->reserve(text.size() / 8);
+  }
   for_each_line(text, [&](std::string_view l) {
     if (l.starts_with("VmFlags:")) {
       if (out.empty()) throw Error("smaps: VmFlags before any mapping");
@@ -215,8 +219,13 @@ std::vector<MapEntry> parse_smaps(std::string_view text) {
     // Mapping header lines start with a hex range; field lines with "Name:".
     auto first = l.substr(0, l.find(' '));
     if (first.empty() || first.back() == ':') return;
-    if (first.find('-') != std::string_view::npos && first.find(':') == std::string_view::npos)
-      if (!parse_map_line(l, out.emplace_back())) out.pop_back();
+    if (first.find('-') == std::string_view::npos || first.find(':') != std::string_view::npos)
+      return;
+    if (maps_text) {
+      maps_text->append(l);
+      maps_text->push_back('\n');
+    }
+    if (!parse_map_line(l, out.emplace_back())) out.pop_back();
   });
   return out;
 }
@@ -407,27 +416,41 @@ std::vector<pid_t> list_tree(pid_t root) {
   return out;
 }
 
-std::vector<MapEntry> read_smaps(pid_t pid) {
-  // Tens of MiB for a process with many mappings: read into huge pages
-  // (one page fault per 2 MiB), and parsed from there.
-  std::string path = pid_path(pid, "smaps");
+namespace {
+
+// All of /proc file `path`, for the large ones (smaps, maps of a process
+// with many mappings: MiBs): read into huge pages, one page fault per
+// 2 MiB, where a growing string would fault every 4 KiB and copy as it grows.
+struct HugeText {
+  HugeBuffer buf;
+  size_t len = 0;
+  std::string_view view() const { return {reinterpret_cast<const char*>(buf.data()), len}; }
+};
+
+HugeText read_huge(const std::string& path) {
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw SysError("read " + path, errno);
-  HugeBuffer buf(size_t{4} << 20);
-  size_t len = 0;
+  HugeText t{HugeBuffer(size_t{4} << 20), 0};
   for (;;) {
-    if (buf.size() - len < (64 << 10)) {
-      HugeBuffer bigger(buf.size() * 2);
-      std::memcpy(bigger.data(), buf.data(), len);
-      buf = std::move(bigger);
+    if (t.buf.size() - t.len < (64 << 10)) {
+      HugeBuffer bigger(t.buf.size() * 2);
+      std::memcpy(bigger.data(), t.buf.data(), t.len);
+      t.buf = std::move(bigger);
     }
-    ssize_t n = ::read(fd.get(), buf.data() + len, buf.size() - len);
+    ssize_t n = ::read(fd.get(), t.buf.data() + t.len, t.buf.size() - t.len);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw SysError("read " + path, errno);
     if (n == 0) break;
-    len += static_cast<size_t>(n);
+    t.len += static_cast<size_t>(n);
   }
-  return parse_smaps(std::string_view(reinterpret_cast<const char*>(buf.data()), len));
+  return t;
+}
+
+}  // namespace
+
+std::vector<MapEntry> read_smaps(pid_t pid, std::string* maps_text) {
+  // Tens of MiB for a process with many mappings.
+  return parse_smaps(read_huge(pid_path(pid, "smaps")).view(), maps_text);
 }
 Stat read_stat(pid_t pid) { return parse_stat(read_file(pid_path(pid, "stat"))); }
 Status read_status(pid_t pid) { return parse_status(read_file(pid_path(pid, "status"))); }
@@ -560,8 +583,15 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   p.mm.env_end = st.env_end;
   p.mm.auxv = read_auxv(pid);
   if (hints) {
-    p.mappings = read_mappings(pid, MapDetail::kRangesOnly);
-    if (!hints->apply(pid, p.mappings, status.locked_bytes)) p.mappings = read_mappings(pid);
+    // Most often the mappings are those of the hints, line for line: then
+    // their entries are taken as they are, nothing parsed while stopped.
+    const HugeText maps = read_huge(pid_path(pid, "maps"));
+    auto entries = hints->take_if_same(pid, maps.view(), status.locked_bytes);
+    if (!entries) entries = parse_maps(maps.view());
+    p.mappings.reserve(entries->size());
+    for (auto& e : *entries) p.mappings.push_back(to_mapping(std::move(e)));
+    if (!hints->applied(pid) && !hints->apply(pid, p.mappings, status.locked_bytes))
+      p.mappings = read_mappings(pid);
   } else {
     p.mappings = read_mappings(pid);
   }

@@ -37,7 +37,9 @@ struct MapEntry {
 };
 std::vector<MapEntry> parse_maps(std::string_view text);
 // Parses /proc/PID/smaps: the mapping lines plus each entry's VmFlags.
-std::vector<MapEntry> parse_smaps(std::string_view text);
+// `maps_text`, when given, receives the mapping lines themselves, each
+// with its newline: what /proc/PID/maps showed at the same time.
+std::vector<MapEntry> parse_smaps(std::string_view text, std::string* maps_text = nullptr);
 
 // The fields snap uses from /proc/PID/stat.
 struct Stat {
@@ -114,7 +116,7 @@ std::vector<pid_t> list_children(pid_t pid);  // union over all threads' childre
 // `root` and its descendants as they are now, parents first; one whose
 // children cannot be read (gone meanwhile) ends its branch.
 std::vector<pid_t> list_tree(pid_t root);
-std::vector<MapEntry> read_smaps(pid_t pid);
+std::vector<MapEntry> read_smaps(pid_t pid, std::string* maps_text = nullptr);
 Stat read_stat(pid_t pid);
 Status read_status(pid_t pid);
 std::vector<uint64_t> read_auxv(pid_t pid);

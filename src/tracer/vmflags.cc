@@ -43,7 +43,9 @@ VmFlagsHints VmFlagsHints::read(const std::vector<pid_t>& pids) {
   VmFlagsHints hints;
   for (pid_t pid : pids) {
     try {
-      hints.add(pid, read_smaps(pid));
+      std::string maps_text;
+      std::vector<MapEntry> smaps = read_smaps(pid, &maps_text);
+      hints.add(pid, std::move(smaps), std::move(maps_text));
     } catch (const std::exception&) {
       // Gone or not readable: the dump itself will say what is wrong.
     }
@@ -51,9 +53,29 @@ VmFlagsHints VmFlagsHints::read(const std::vector<pid_t>& pids) {
   return hints;
 }
 
-void VmFlagsHints::add(pid_t pid, std::vector<MapEntry> smaps) {
+void VmFlagsHints::add(pid_t pid, std::vector<MapEntry> smaps, std::string maps_text) {
   sort_by_start(smaps);
   by_pid_[pid] = std::move(smaps);
+  maps_text_[pid] = std::move(maps_text);
+}
+
+std::optional<std::vector<MapEntry>> VmFlagsHints::take_if_same(pid_t pid,
+                                                                std::string_view maps_text,
+                                                                uint64_t locked_bytes) {
+  auto text = maps_text_.find(pid);
+  auto it = by_pid_.find(pid);
+  if (text == maps_text_.end() || it == by_pid_.end() || text->second.empty() ||
+      text->second != maps_text)
+    return std::nullopt;
+  uint64_t locked = 0;
+  for (const auto& e : it->second)
+    if (image::has_vmflag(e.vmflags, "lo")) locked += e.end - e.start;
+  if (locked != locked_bytes) return std::nullopt;
+  std::vector<MapEntry> out = std::move(it->second);
+  by_pid_.erase(it);
+  maps_text_.erase(text);
+  applied_.insert(pid);
+  return out;
 }
 
 size_t VmFlagsHints::mapping_count() const {

@@ -59,6 +59,40 @@ TEST(VmFlags, HintsGiveIdenticalMappingsTheirFlags) {
   EXPECT_EQ(maps[2].vmflags, "rd wr mr mw me ac dc");
 }
 
+TEST(VmFlags, SmapsGivesTheMapsTextOfItsMappingLines) {
+  std::string text;
+  proc::parse_smaps(kSmaps, &text);
+  EXPECT_EQ(text, kMaps);
+}
+
+TEST(VmFlags, HintEntriesAreTakenWhenMapsIsTheSameText) {
+  std::string text;
+  proc::VmFlagsHints hints;
+  auto smaps = proc::parse_smaps(kSmaps, &text);
+  hints.add(7, smaps, text);
+  // Other text (one protection changed): nothing taken.
+  std::string changed = kMaps;
+  changed[changed.find("rw-p")] = '-';
+  EXPECT_FALSE(hints.take_if_same(7, changed, 1 << 20));
+  // The same text, but VmLck says the locked MiB is not locked any more.
+  EXPECT_FALSE(hints.take_if_same(7, kMaps, 0));
+  EXPECT_FALSE(hints.take_if_same(8, kMaps, 1 << 20));  // no hints for that pid
+  EXPECT_FALSE(hints.applied(7));
+  auto taken = hints.take_if_same(7, kMaps, 1 << 20);
+  ASSERT_TRUE(taken);
+  EXPECT_TRUE(hints.applied(7));
+  ASSERT_EQ(taken->size(), 3u);
+  EXPECT_EQ((*taken)[1].start, 0x7f0000000000u);
+  EXPECT_EQ((*taken)[1].vmflags, "rd wr mr mw me ac lo");
+  EXPECT_EQ((*taken)[2].vmflags, "rd wr mr mw me ac dc");
+  // Taken once: a second look finds none.
+  EXPECT_FALSE(hints.take_if_same(7, kMaps, 1 << 20));
+  // Hints without the text (added without it) are never taken.
+  proc::VmFlagsHints bare;
+  bare.add(7, smaps);
+  EXPECT_FALSE(bare.take_if_same(7, kMaps, 1 << 20));
+}
+
 TEST(VmFlags, HintsThatDoNotFitAreRefused) {
   proc::VmFlagsHints hints;
   hints.add(7, proc::parse_smaps(kSmaps));
