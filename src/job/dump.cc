@@ -4,20 +4,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <fmt/core.h>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
-#include <set>
 
 #include "base/cpus.h"
 #include "base/heap.h"
 #include "base/log.h"
 #include "job/incremental.h"
+#include "job/memory_budget.h"
 #include "parasite/parasite.h"
 #include "parasite/snapshot.h"
 #include "parasite/thread_guard.h"
@@ -78,183 +76,9 @@ PageSink store_as(pid_t owner, const Store& store) {
                          size_t npages) { store(owner, mapping_start, addr, data, npages); };
 }
 
-using Snapshots = std::vector<std::unique_ptr<parasite::MemorySnapshot>>;
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-
-// The minor faults of process `pid` so far (all its threads), or 0.
-uint64_t minor_faults(pid_t pid) {
-  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
-  if (!text) return 0;
-  auto close = text->rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream in(text->substr(close + 1));
-  std::string field;
-  for (int i = 0; i < 8 && in >> field; i++) {}  // state .. minflt (fields 3-10)
-  return std::strtoull(field.c_str(), nullptr, 10);
-}
-
-// The extra memory of a leave-running dump (DumpOptions::memory_budget).
-// After each batch read from a snapshot, that range is released from it.
-// What the snapshots hold alone is measured exactly from smaps_rollup, but
-// that walks their page tables, so it is not read after every batch:
-// between two readings, every page the job copies on write costs it a minor
-// fault, so 4 KiB per minor fault of the job bounds the growth (from above:
-// faults that copy nothing count too). Only when that bound reaches the
-// budget (plus twice the growth seen during the last batch: what may come
-// before the next check) is every thread of the job stopped (ptrace,
-// invisible to the job) and the exact figure read; with room left for a few
-// batches the job goes on, else it stays stopped until the rest is read.
-class MemoryBudget {
- public:
-  MemoryBudget(uint64_t budget, std::vector<pid_t> job, const Snapshots& snapshots)
-      : budget_(budget), job_(std::move(job)), snapshots_(snapshots) {
-    for (pid_t p : job_) seen_faults_[p] = minor_faults(p);
-  }
-
-  // [start, end) of snapshot `s` is read. Ranges are released a few at a
-  // time (one madvise for many small mappings), and the budget checked then.
-  void after_batch(parasite::MemorySnapshot& s, uint64_t start, uint64_t end) {
-    if (pending_snap_ && pending_snap_ != &s) flush();
-    pending_snap_ = &s;
-    if (!pending_.empty() && pending_.back().second == start)
-      pending_.back().second = end;
-    else
-      pending_.emplace_back(start, end);
-    pending_bytes_ += end - start;
-    if (pending_bytes_ >= kFlushBytes || pending_.size() >= kFlushRanges) flush();
-  }
-
-  // Releases what after_batch() gathered, then checks the budget.
-  void flush() {
-    if (pending_.empty()) return;
-    pending_snap_->discard(pending_);
-    pending_.clear();
-    pending_bytes_ = 0;
-    if (frozen_) return;
-    uint64_t f = faults();
-    uint64_t step = (f - faults_last_) * image::kPageSize;  // growth bound over the last batch
-    faults_last_ = f;
-    uint64_t grown = (f - faults_at_exact_) * image::kPageSize;
-    // An exact reading also every 64 MiB of possible growth, for peak().
-    // Twice the last batch's growth may come before the next check: a batch
-    // can take longer than the last one (the machine is busy).
-    if (exact_ + grown + 2 * step < budget_ && grown < kPeakResolution) return;
-    if (exact_ + grown + 2 * step < budget_) {  // only for peak()
-      exact_ = measure();
-      checks_++;
-      faults_at_exact_ = f;
-      // What the job may have copied while smaps_rollup was read counts too.
-      uint64_t during = (faults() - f) * image::kPageSize;
-      if (exact_ + during + 2 * step < budget_) return;
-    }
-    // Near the budget: the job is stopped first and measured then, so that
-    // it copies nothing more while smaps_rollup is read. If there is room
-    // for a few more batches it goes on (a brief stop), else it stays
-    // stopped until the rest is read.
-    stop_job();
-    exact_ = measure();
-    checks_++;
-    faults_at_exact_ = faults_last_ = faults();
-    if (exact_ + 4 * step < budget_) {
-      resume_job();
-      brief_stops_++;
-      return;
-    }
-    frozen_ = reached_ = true;
-    vlog("memory budget reached ({} MiB held by the snapshots; {} exact checks, {} brief stops "
-         "before): job stopped until the rest is read", exact_ >> 20, checks_, brief_stops_);
-  }
-
-  // Lets a job stopped for the budget go again.
-  void thaw() {
-    flush();
-    if (frozen_) resume_job();
-    frozen_ = false;
-  }
-
-  // The most the snapshots were measured to hold alone (at the exact checks,
-  // at the freeze and at the end; between readings it may have been up to
-  // 64 MiB more).
-  uint64_t peak() { measure(); return peak_; }
-  bool reached() const { return reached_; }
-  // How long the job was stopped for the budget, in all.
-  double frozen_seconds() const { return frozen_seconds_; }
-
- private:
-  uint64_t measure() {
-    uint64_t sum = 0;
-    for (const auto& s : snapshots_)
-      if (s) sum += s->private_bytes();
-    peak_ = std::max(peak_, sum);
-    return sum;
-  }
-
-  void resume_job() {
-    tasks_.clear();  // detach
-    frozen_seconds_ += seconds_since(frozen_at_);
-  }
-
-  // Every thread of the job, stopped (ptrace seize + interrupt).
-  void stop_job() {
-    frozen_at_ = std::chrono::steady_clock::now();
-    std::set<pid_t> seized;
-    for (pid_t pid : job_) {
-      for (bool grew = true; grew;) {  // threads it starts meanwhile too
-        grew = false;
-        std::vector<pid_t> tids;
-        try {
-          tids = proc::list_threads(pid);
-        } catch (const std::exception&) {
-          break;  // it has ended
-        }
-        std::erase_if(tids, [&](pid_t tid) { return !seized.insert(tid).second; });
-        Task::Stopped got = Task::seize_and_stop_all(tids);  // together
-        grew = !got.tasks.empty();
-        for (auto& t : got.tasks) tasks_.push_back(std::move(t));
-        for (auto& [tid, error] : got.failed) {
-          try {
-            std::rethrow_exception(error);
-          } catch (const std::exception& e) {
-            vlog("thread {} not stopped again: {}", tid, e.what());
-          }
-        }
-      }
-    }
-  }
-
-  static constexpr uint64_t kPeakResolution = 64ull << 20;
-  // Ranges are released (and the budget checked) once they cover this much,
-  // or this many ranges are waiting: about once per batch of a large mapping
-  // (8 MiB), and not once per mapping where there are thousands of small ones.
-  static constexpr uint64_t kFlushBytes = 8ull << 20;
-  static constexpr size_t kFlushRanges = 4096;
-  parasite::MemorySnapshot* pending_snap_ = nullptr;
-  std::vector<std::pair<uint64_t, uint64_t>> pending_;
-  uint64_t pending_bytes_ = 0;
-
-  // The job's minor faults since the dump began, never decreasing (a
-  // process that ends takes its count with it: what it had stays counted).
-  uint64_t faults() {
-    for (pid_t p : job_) {
-      uint64_t now = minor_faults(p), &seen = seen_faults_[p];
-      if (now > seen) faults_total_ += now - seen, seen = now;
-    }
-    return faults_total_;
-  }
-
-  uint64_t budget_;
-  std::vector<pid_t> job_;
-  const Snapshots& snapshots_;
-  std::vector<std::unique_ptr<Task>> tasks_;
-  std::chrono::steady_clock::time_point frozen_at_;
-  std::map<pid_t, uint64_t> seen_faults_;
-  uint64_t faults_total_ = 0, faults_at_exact_ = 0, faults_last_ = 0, exact_ = 0, peak_ = 0, checks_ = 0, brief_stops_ = 0;
-  double frozen_seconds_ = 0;
-  bool frozen_ = false, reached_ = false;
-};
 
 // What a leave-running dump reads before it stops the job, so as to read
 // less while it is stopped (tracer/vmflags.h, tracer/fd_hints.h).
@@ -385,66 +209,7 @@ class PidViewSink : public DumpSink {
   const pidview::PidView& view_;
 };
 
-std::optional<uint64_t> read_number(const std::string& path) {
-  auto text = proc::try_read_file(path);
-  if (!text || text->empty() || !std::isdigit(static_cast<unsigned char>((*text)[0]))) return std::nullopt;
-  return std::strtoull(text->c_str(), nullptr, 10);
-}
-
 }  // namespace
-
-std::optional<uint64_t> cgroup_memory_left(pid_t pid) {
-  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/cgroup");
-  if (!text) return std::nullopt;
-  std::optional<uint64_t> left;
-  std::istringstream in(*text);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto c1 = line.find(':'), c2 = line.find(':', c1 + 1);
-    if (c1 == std::string::npos || c2 == std::string::npos) continue;
-    std::string id = line.substr(0, c1), ctl = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
-    std::string base, limit_file, usage_file;
-    if (id == "0" && ctl.empty()) {  // v2: mounted alone, or under unified/ (hybrid)
-      base = proc::try_read_file("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup"
-                                                                       : "/sys/fs/cgroup/unified";
-      limit_file = "memory.max", usage_file = "memory.current";
-    } else if (("," + ctl + ",").find(",memory,") != std::string::npos) {
-      base = "/sys/fs/cgroup/memory";
-      limit_file = "memory.limit_in_bytes", usage_file = "memory.usage_in_bytes";
-    } else {
-      continue;
-    }
-    // The cgroup and every one above it: the tightest limit counts.
-    for (;;) {
-      std::string dir = base + (path == "/" ? "" : path);
-      auto limit = read_number(dir + "/" + limit_file), usage = read_number(dir + "/" + usage_file);
-      if (limit && usage && *limit < (1ull << 60)) {  // v1 shows "no limit" as a huge number
-        uint64_t l = *limit > *usage ? *limit - *usage : 0;
-        left = left ? std::min(*left, l) : l;
-      }
-      if (path.empty() || path == "/") break;
-      auto slash = path.rfind('/');
-      path = slash == 0 ? "/" : path.substr(0, slash);
-    }
-  }
-  return left;
-}
-
-uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
-  constexpr uint64_t kFloor = 64ull << 20;
-  uint64_t rss = 0;
-  for (pid_t p : pids) {
-    if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status"))
-      rss += proc::parse_status(*text).rss_bytes;
-  }
-  uint64_t budget = std::max(kFloor, rss / 20);
-  // Half of what the cgroup has left: the job may write more between the
-  // check that stops it and the stop (up to a batch's time), and that must
-  // not reach the limit either.
-  if (!pids.empty())
-    if (auto left = cgroup_memory_left(pids[0])) budget = std::min(budget, *left / 2);
-  return budget;
-}
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   StepTimes steps;

@@ -121,13 +121,6 @@ struct DumpResult {
   double budget_frozen = 0;
 };
 
-// The default memory budget of a leave-running dump of these processes
-// (DumpOptions::memory_budget).
-uint64_t default_memory_budget(const std::vector<pid_t>& pids);
-// What the memory cgroup (v2 or v1, and those above it) of `pid` has left
-// below its limit; nullopt where there is no limit.
-std::optional<uint64_t> cgroup_memory_left(pid_t pid);
-
 // Checkpoints the tree rooted at `pid` into `sink`. Throws Error (the job
 // left running as before, nothing committed) when any step fails.
 DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts);
