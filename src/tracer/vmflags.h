@@ -8,12 +8,12 @@
 // /proc/PID/maps while the job is stopped and takes each mapping's flags
 // from an identical hint (when maps is byte for byte the hints' own mapping
 // lines, as it most often is, the hint entries are taken whole: 20,000
-// mappings parsed and matched while stopped cost ~5 ms), and checks them against the copy-on-write
-// snapshot's smaps once the job runs again: the snapshot is the job at the
-// moment of its fork, so its flags are the truth, but for those fork does
-// not pass on (mlock's lo/lf, userfaultfd's um/uw/ui) and MADV_DONTFORK
-// mappings, which it does not copy at all. Locks are checked while the job
-// is stopped instead, against VmLck.
+// mappings parsed and matched while stopped cost ~5 ms), and checks them
+// against the copy-on-write snapshot's smaps once the job runs again: the
+// snapshot is the job at the moment of its fork, so its flags are the
+// truth, but for those fork does not pass on (mlock's lo/lf, userfaultfd's
+// um/uw/ui) and MADV_DONTFORK mappings, which it does not copy at all.
+// Locks are checked while the job is stopped instead, against VmLck.
 #pragma once
 
 #include <sys/types.h>
