@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "base/huge_buffer.h"
+#include "base/log.h"
 #include "base/scoped_fd.h"
 #include "tracer/aio_rings.h"
 #include "tracer/fd_state.h"
@@ -585,13 +586,28 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   if (hints) {
     // Most often the mappings are those of the hints, line for line: then
     // their entries are taken as they are, nothing parsed while stopped.
-    const HugeText maps = read_huge(pid_path(pid, "maps"));
-    auto entries = hints->take_if_same(pid, maps.view(), status.locked_bytes);
-    if (!entries) entries = parse_maps(maps.view());
+    // MiBs for tens of thousands of mappings: then into huge pages.
+    std::string small;
+    HugeText big;
+    std::string_view maps;
+    if (hints->maps_text_size(pid) >= (size_t{1} << 20)) {
+      big = read_huge(pid_path(pid, "maps"));
+      maps = big.view();
+    } else {
+      small = read_file(pid_path(pid, "maps"));
+      maps = small;
+    }
+    auto entries = hints->take_if_same(pid, maps, status.locked_bytes);
+    const bool same = entries.has_value();
+    if (!same) entries = parse_maps(maps);
     p.mappings.reserve(entries->size());
     for (auto& e : *entries) p.mappings.push_back(to_mapping(std::move(e)));
-    if (!hints->applied(pid) && !hints->apply(pid, p.mappings, status.locked_bytes))
-      p.mappings = read_mappings(pid);
+    if (!same) {
+      const bool matched = hints->apply(pid, p.mappings, status.locked_bytes);
+      if (!matched) p.mappings = read_mappings(pid);
+      vlog("pid {}: mappings changed since the hints: {}", pid,
+           matched ? "flags matched one by one" : "smaps read while stopped");
+    }
   } else {
     p.mappings = read_mappings(pid);
   }

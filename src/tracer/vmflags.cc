@@ -84,6 +84,11 @@ size_t VmFlagsHints::mapping_count() const {
   return n;
 }
 
+size_t VmFlagsHints::maps_text_size(pid_t pid) const {
+  auto it = maps_text_.find(pid);
+  return it == maps_text_.end() ? 0 : it->second.size();
+}
+
 bool VmFlagsHints::apply(pid_t pid, std::vector<image::Mapping>& mappings,
                          uint64_t locked_bytes) {
   auto it = by_pid_.find(pid);

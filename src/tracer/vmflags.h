@@ -56,6 +56,8 @@ class VmFlagsHints {
   bool apply(pid_t pid, std::vector<image::Mapping>& mappings, uint64_t locked_bytes);
   // How many mappings the hints cover, all processes together.
   size_t mapping_count() const;
+  // The length of `pid`'s maps text in the hints (0: none).
+  size_t maps_text_size(pid_t pid) const;
   // Whether apply() gave `pid` its flags (which then want confirm_vmflags).
   bool applied(pid_t pid) const { return applied_.count(pid) != 0; }
 

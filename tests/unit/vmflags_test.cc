@@ -70,6 +70,8 @@ TEST(VmFlags, HintEntriesAreTakenWhenMapsIsTheSameText) {
   proc::VmFlagsHints hints;
   auto smaps = proc::parse_smaps(kSmaps, &text);
   hints.add(7, smaps, text);
+  EXPECT_EQ(hints.maps_text_size(7), text.size());
+  EXPECT_EQ(hints.maps_text_size(8), 0u);
   // Other text (one protection changed): nothing taken.
   std::string changed = kMaps;
   changed[changed.find("rw-p")] = '-';
