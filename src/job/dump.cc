@@ -220,10 +220,16 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
     hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids)});
-    // What collecting the mappings and fds will allocate (text, entries:
-    // ~400 bytes a mapping, ~1 KiB an fd), faulted in now rather than while
-    // the job is stopped.
-    warm_heap(std::min<size_t>(hints->vmflags.mapping_count() * 512 + hints->fds.size() * 1024,
+    size_t threads = 0;
+    for (pid_t p : pids)
+      if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status"))
+        threads += static_cast<size_t>(std::max(proc::parse_status(*text).threads, 1));
+    // What collecting the mappings, fds and threads will allocate (text,
+    // entries: ~400 bytes a mapping, ~1 KiB an fd; a thread's XSAVE area
+    // kept twice and its sigreturn frame, ~12 KiB), faulted in now rather
+    // than while the job is stopped (page faults are dear on a VM).
+    warm_heap(std::min<size_t>(hints->vmflags.mapping_count() * 512 + hints->fds.size() * 1024 +
+                                   threads * (16 << 10),
                                31 << 20));
   }
   // What the parasite's injection needs and can know before the job stops.

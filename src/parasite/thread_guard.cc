@@ -164,10 +164,18 @@ std::string regs_diff(const user_regs_struct& a, const user_regs_struct& b) {
 
 ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
     : task_(task), gadget_(gadget) {
-  Registers orig = task.regs();
+  // What the dump's collect read at this stop, if it did; else read now.
+  Registers orig;
+  if (auto known = task.take_stop_state()) {
+    orig = known->regs;
+    xsave_ = std::move(known->xsave);
+    mask_ = known->mask;
+  } else {
+    orig = task.regs();
+    xsave_ = task.xsave();
+    mask_ = task.signal_mask();
+  }
   clean_ = orig.with_restart_applied();
-  xsave_ = task.xsave();
-  mask_ = task.signal_mask();
   if (!gadget_) return;
   // The frame goes below the red zone, 64-byte aligned, on the thread's own
   // stack: memory the ABI lets anyone clobber.

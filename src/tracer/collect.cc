@@ -11,7 +11,7 @@
 
 namespace snap {
 
-image::ThreadState collect_thread(const Task& t, pid_t pid) {
+image::ThreadState collect_thread(Task& t, pid_t pid) {
   const bool leader = t.tid() == pid;
   image::ThreadState ts;
   ts.tid = t.tid();
@@ -23,6 +23,7 @@ image::ThreadState collect_thread(const Task& t, pid_t pid) {
   ts.gpregs = regs.with_restart_applied().to_bytes();
   ts.xsave = t.xsave();
   ts.sigmask = t.signal_mask();
+  t.keep_stop_state({regs, ts.xsave, ts.sigmask});  // for the parasite's guard of it
   ts.rseq = t.rseq_configuration();
   uint64_t head = 0;
   size_t len = 0;

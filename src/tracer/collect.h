@@ -10,8 +10,9 @@ namespace snap {
 
 // One thread of process `pid`: registers, extended state, signal mask,
 // queued signals (the process-wide queue with the leader), rseq, robust
-// list and name.
-image::ThreadState collect_thread(const Task& t, pid_t pid);
+// list and name. The registers, extended state and mask stay with `t` too
+// (Task::keep_stop_state), for the parasite's guard of the thread.
+image::ThreadState collect_thread(Task& t, pid_t pid);
 
 // /proc facts plus every thread's state, for a process of a SeizedTree;
 // mapping flags from `hints` where they fit (tracer/vmflags.h), fds from

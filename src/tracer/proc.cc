@@ -298,6 +298,7 @@ Status parse_status(std::string_view text) {
     else if (key == "VmRSS") s.rss_bytes = to_u64(f[0]) << 10;  // "VmRSS:  1234 kB"
     else if (key == "VmSwap") s.swap_bytes = to_u64(f[0]) << 10;
     else if (key == "VmLck") s.locked_bytes = to_u64(f[0]) << 10;
+    else if (key == "Threads") s.threads = static_cast<int>(to_u64(f[0]));
     else if (key == "Groups") {
       for (auto g : f) s.groups.push_back(static_cast<uint32_t>(to_u64(g)));
     } else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {

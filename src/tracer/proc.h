@@ -71,6 +71,7 @@ struct Status {
   int seccomp_filters = 0;           // "Seccomp_filters:"
   uint64_t rss_bytes = 0, swap_bytes = 0;  // "VmRSS:", "VmSwap:" (0 for a zombie)
   uint64_t locked_bytes = 0;               // "VmLck:": the size of its mlocked mappings
+  int threads = 0;                         // "Threads:"
 };
 Status parse_status(std::string_view text);
 

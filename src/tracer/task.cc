@@ -234,6 +234,7 @@ void Task::intercept(int sig) {
 void Task::detach(int sig) {
   if (detached_) return;
   detached_ = true;
+  stop_state_.reset();
   if (stop_signal_ && resumed_) {
     // No longer in that signal-delivery stop: queue the signal again.
     requeue_signal(tid_, *stop_signal_, stop_siginfo_);
@@ -254,6 +255,7 @@ Registers Task::regs() const {
 }
 
 void Task::set_regs(const Registers& regs) {
+  stop_state_.reset();
   user_regs_struct r = regs.raw();
   iovec iov{&r, sizeof r};
   ptrace_or_throw(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_PRSTATUS), &iov,
@@ -280,6 +282,7 @@ std::vector<uint8_t> Task::xsave() const {
 }
 
 void Task::set_xsave(const std::vector<uint8_t>& area) {
+  stop_state_.reset();
   std::vector<uint8_t> copy = area;
   iovec iov{copy.data(), copy.size()};
   ptrace_or_throw(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
@@ -294,6 +297,7 @@ uint64_t Task::signal_mask() const {
 }
 
 void Task::set_signal_mask(uint64_t mask) {
+  stop_state_.reset();
   ptrace_or_throw(PTRACE_SETSIGMASK, tid_, reinterpret_cast<void*>(sizeof mask), &mask,
                   "PTRACE_SETSIGMASK");
 }
@@ -326,6 +330,7 @@ std::optional<std::array<uint64_t, 3>> Task::rseq_configuration() const {
 }
 
 int Task::resume_and_wait(int request) {
+  stop_state_.reset();
   const char* name = request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT";
   for (;;) {
     resumed_ = true;

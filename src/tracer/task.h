@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/remote_ptr.h"
@@ -57,6 +58,19 @@ class Task {
   // was in when seized, if it was: it stays stopped after detach.
   std::optional<int> job_control_stop() const { return group_stop_; }
 
+  // The registers, XSAVE area and signal mask as read at this stop, kept by
+  // whoever read them (the dump's collect) for the next one who needs them
+  // (the parasite's guard of the thread) to take instead of reading them
+  // again: ~3 system calls a thread while the job is stopped. Dropped when
+  // the thread is resumed or detached, or any of them is set.
+  struct StopState {
+    Registers regs;
+    std::vector<uint8_t> xsave;
+    uint64_t mask = 0;
+  };
+  void keep_stop_state(StopState s) { stop_state_ = std::move(s); }
+  std::optional<StopState> take_stop_state() { return std::exchange(stop_state_, std::nullopt); }
+
   // Resumes with PTRACE_SYSCALL/PTRACE_CONT and waits for the next stop.
   // Returns the wait status. Signal-delivery stops of other signals are
   // remembered (and passed on at detach) and waited through. A fault the
@@ -85,6 +99,7 @@ class Task {
   std::optional<int> stop_signal_;
   std::optional<int> group_stop_;
   std::vector<uint8_t> stop_siginfo_;
+  std::optional<StopState> stop_state_;
   // Resumed since the intercepted stop: the signal cannot ride on the
   // detach any more and is queued again instead.
   bool resumed_ = false;

@@ -88,8 +88,9 @@ TEST(ProcParse, StatousAndFdinfo) {
   auto s = proc::parse_status("Name:\tcounter\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t7\n"
                               "PPid:\t1\nTracerPid:\t99\nUid:\t1000\t1001\t1002\t1003\n"
                               "Gid:\t10\t11\t12\t13\nVmLck:\t      16 kB\nVmRSS:\t    2048 kB\n"
-                              "VmSwap:\t      12 kB\n");
+                              "VmSwap:\t      12 kB\nThreads:\t257\n");
   EXPECT_EQ(s.name, "counter");
+  EXPECT_EQ(s.threads, 257);
   EXPECT_EQ(s.rss_bytes, 2048u << 10);
   EXPECT_EQ(s.swap_bytes, 12u << 10);
   EXPECT_EQ(s.locked_bytes, 16u << 10);
@@ -320,6 +321,38 @@ TEST(Tracer, SeizeReadDetachLeavesChildRunning) {
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+}
+
+// What collect read at a stop is kept for the parasite's guard (one taker),
+// and dropped as soon as it could be stale: a register set, a resume.
+TEST(Tracer, StopStateIsTakenOnceAndDroppedWhenItCouldBeStale) {
+  pid_t child = fork();
+  if (child == 0) {
+    for (;;) pause();
+  }
+  {
+    SeizedTree tree = SeizedTree::seize(child);
+    auto& task = *tree.processes()[0].tasks[0];
+    const Registers regs = task.regs();
+    task.keep_stop_state({regs, task.xsave(), task.signal_mask()});
+    auto taken = task.take_stop_state();
+    ASSERT_TRUE(taken);
+    EXPECT_EQ(taken->regs.ip().as_int(), regs.ip().as_int());
+    EXPECT_GT(taken->xsave.size(), 512u);
+    EXPECT_FALSE(task.take_stop_state());  // taken once
+    task.keep_stop_state({regs, {}, 0});
+    task.set_regs(regs);
+    EXPECT_FALSE(task.take_stop_state());  // registers set: dropped
+    task.keep_stop_state({regs, {}, 0});
+    task.set_signal_mask(task.signal_mask());
+    EXPECT_FALSE(task.take_stop_state());  // mask set: dropped
+    task.keep_stop_state({regs, {}, 0});
+    task.detach();
+    EXPECT_FALSE(task.take_stop_state());  // running again: dropped
+  }
+  EXPECT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
 }
 
 // Several threads stopped at once (seize all, interrupt all, then wait):
