@@ -525,6 +525,41 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   return out;
 }
 
+namespace {
+
+// The mappings of stopped process `pid`, their flags from `hints` where
+// they fit (tracer/vmflags.h). Most often /proc/PID/maps is the hints'
+// text line for line: then their entries are taken whole, nothing parsed
+// or matched while the job is stopped.
+std::vector<image::Mapping> mappings_with_hints(pid_t pid, VmFlagsHints& hints,
+                                                uint64_t locked_bytes) {
+  // MiBs for tens of thousands of mappings: then into huge pages.
+  std::string small;
+  HugeText big;
+  std::string_view maps;
+  if (hints.maps_text_size(pid) >= (size_t{1} << 20)) {
+    big = read_huge(pid_path(pid, "maps"));
+    maps = big.view();
+  } else {
+    small = read_file(pid_path(pid, "maps"));
+    maps = small;
+  }
+  auto entries = hints.take_if_same(pid, maps, locked_bytes);
+  const bool same = entries.has_value();
+  if (!same) entries = parse_maps(maps);
+  std::vector<image::Mapping> out;
+  out.reserve(entries->size());
+  for (auto& e : *entries) out.push_back(to_mapping(std::move(e)));
+  if (same) return out;
+  const bool matched = hints.apply(pid, out, locked_bytes);
+  if (!matched) out = read_mappings(pid);
+  vlog("pid {}: mappings changed since the hints: {}", pid,
+       matched ? "flags matched one by one" : "smaps read while stopped");
+  return out;
+}
+
+}  // namespace
+
 image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   image::Process p;
   auto st = read_stat(pid);
@@ -584,34 +619,7 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   p.mm.env_start = st.env_start;
   p.mm.env_end = st.env_end;
   p.mm.auxv = read_auxv(pid);
-  if (hints) {
-    // Most often the mappings are those of the hints, line for line: then
-    // their entries are taken as they are, nothing parsed while stopped.
-    // MiBs for tens of thousands of mappings: then into huge pages.
-    std::string small;
-    HugeText big;
-    std::string_view maps;
-    if (hints->maps_text_size(pid) >= (size_t{1} << 20)) {
-      big = read_huge(pid_path(pid, "maps"));
-      maps = big.view();
-    } else {
-      small = read_file(pid_path(pid, "maps"));
-      maps = small;
-    }
-    auto entries = hints->take_if_same(pid, maps, status.locked_bytes);
-    const bool same = entries.has_value();
-    if (!same) entries = parse_maps(maps);
-    p.mappings.reserve(entries->size());
-    for (auto& e : *entries) p.mappings.push_back(to_mapping(std::move(e)));
-    if (!same) {
-      const bool matched = hints->apply(pid, p.mappings, status.locked_bytes);
-      if (!matched) p.mappings = read_mappings(pid);
-      vlog("pid {}: mappings changed since the hints: {}", pid,
-           matched ? "flags matched one by one" : "smaps read while stopped");
-    }
-  } else {
-    p.mappings = read_mappings(pid);
-  }
+  p.mappings = hints ? mappings_with_hints(pid, *hints, status.locked_bytes) : read_mappings(pid);
   read_aio_rings(pid, p.mappings);
   // The kernel keeps brk exactly; /proc shows the [heap] end, which is brk
   // rounded up to a page. That is as good for restoring it.
