@@ -568,6 +568,25 @@ def posix_lock_on_mapped_file_refused(env):
     job.wait()
 
 
+def kill_restore_count_on(env, p, out, ckpt, count, timeout):
+    """Kills manymaps job `p` (writing to `out`) mid-run, restores `ckpt` and
+    checks that it counted on to `count` with every check it makes (its
+    pages, and with CHURN their protections) passing, before and after."""
+    p.kill()
+    p.wait()
+    before = lines_of(out)
+    expect(not [l for l in before if l.startswith("bad")] and len(before) < count,
+           f"killed mid-run at line {len(before)}, every check passed before")
+    r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
+    expect(r.returncode == 0, f"restored job exited 0 (got {r.returncode}; {r.stderr.strip()[-300:]})")
+    got = lines_of(out)
+    expect(not [l for l in got if l.startswith("bad")], f"every page (and protection) as the job "
+           f"left it after restore: {[l for l in got if l.startswith('bad')][:3]}")
+    nums = [int(l) for l in got]
+    expect(nums[-1] == count and all(b == a + 1 or b <= a for a, b in zip(nums, nums[1:])),
+           f"the restored job counted on to {count} (last lines {got[-3:]})")
+
+
 @case
 def many_mappings(env):
     # 20,000 one-page mappings (a JVM, Python with many extension modules):
@@ -592,18 +611,7 @@ def many_mappings(env):
     maps = env.manifest(ck2)["checkpoint"]["processes"][0]["mappings"]
     dumped = sum(1 for m in maps if m["pages_dumped"] == 1 and m["end"] - m["start"] == 4096)
     expect(dumped >= n, f"each one-page mapping has its page in the image ({dumped} >= {n})")
-    p.kill()
-    p.wait()
-    before = lines_of(out)
-    expect("bad" not in " ".join(before) and len(before) < count, f"killed mid-run at line {len(before)}")
-    r = env.snap_run("restore", ck2, timeout=240, check=False)
-    expect(r.returncode == 0, f"restored job exited 0 (got {r.returncode}; {r.stderr.strip()[-300:]})")
-    got = lines_of(out)
-    expect(not [l for l in got if l.startswith("bad")], f"every page intact after restore: "
-           f"{[l for l in got if l.startswith('bad')][:3]}")
-    nums = [int(l) for l in got]
-    expect(nums[-1] == count and all(b == a + 1 or b <= a for a, b in zip(nums, nums[1:])),
-           f"the restored job counted on to {count} (last lines {got[-3:]})")
+    kill_restore_count_on(env, p, out, ck2, count, timeout=240)
 
 
 @case
@@ -628,19 +636,7 @@ def mappings_changing_while_hinted(env):
             break
     expect(changed, "one of 5 dumps found the mappings changed since the hints")
     print(f"dump {attempt + 1}: mappings changed since the hints: {changed.group(1)}")
-    p.kill()
-    p.wait()
-    before = lines_of(out)
-    expect(not [l for l in before if l.startswith("bad")] and len(before) < count,
-           f"killed mid-run at line {len(before)}, every check passed before")
-    r = env.snap_run("restore", ck, timeout=120, check=False)
-    expect(r.returncode == 0, f"restored job exited 0 (got {r.returncode}; {r.stderr.strip()[-300:]})")
-    got = lines_of(out)
-    expect(not [l for l in got if l.startswith("bad")], f"every page and protection as the job "
-           f"left them after restore: {[l for l in got if l.startswith('bad')][:3]}")
-    nums = [int(l) for l in got]
-    expect(nums[-1] == count and all(b == a + 1 or b <= a for a, b in zip(nums, nums[1:])),
-           f"the restored job counted on to {count} (last lines {got[-3:]})")
+    kill_restore_count_on(env, p, out, ck, count, timeout=120)
 
 
 def smaps_flags(pid):
