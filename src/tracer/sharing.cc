@@ -29,6 +29,18 @@ int open_file_order(pid_t pid1, int fd1, pid_t pid2, int fd2) {
   return r == 0 ? 0 : r == 1 ? -1 : 1;
 }
 
+namespace {
+
+// kcmp of the kernel object of `type` (KCMP_FILES, ...) that tasks `a` and
+// `b` hold: 0 the same one, 1 or 2 an order between different ones.
+long kcmp_object(pid_t a, pid_t b, int type) {
+  long r = ::syscall(SYS_kcmp, a, b, type, 0, 0);
+  if (r < 0) throw SysError(fmt::format("kcmp(pid {}, pid {}, type {})", a, b, type), errno);
+  return r;
+}
+
+}  // namespace
+
 void refuse_shared_tables(const std::vector<pid_t>& pids) {
   struct Kind {
     int type;
@@ -41,11 +53,7 @@ void refuse_shared_tables(const std::vector<pid_t>& pids) {
       {KCMP_SIGHAND, "one table of signal handlers (clone with CLONE_SIGHAND)"},
   };
   for (const Kind& k : kKinds) {
-    auto order = [&](pid_t a, pid_t b) {
-      long r = ::syscall(SYS_kcmp, a, b, k.type, 0, 0);
-      if (r < 0) throw SysError(fmt::format("kcmp(pid {}, pid {}, type {})", a, b, k.type), errno);
-      return r;  // 0 equal, 1 less, 2 greater
-    };
+    auto order = [&](pid_t a, pid_t b) { return kcmp_object(a, b, k.type); };
     std::vector<pid_t> sorted = pids;
     std::sort(sorted.begin(), sorted.end(), [&](pid_t a, pid_t b) { return order(a, b) == 1; });
     for (size_t i = 1; i < sorted.size(); i++)
@@ -60,11 +68,7 @@ void refuse_thread_tables(pid_t pid, const std::vector<pid_t>& tids) {
   for (pid_t tid : tids) {
     if (tid == pid) continue;
     for (auto [type, what] : {std::pair{KCMP_FILES, "an fd table"}, std::pair{KCMP_FS, "a cwd, root and umask"}}) {
-      long r = ::syscall(SYS_kcmp, pid, tid, type, 0, 0);
-      if (r < 0)
-        throw SysError(fmt::format("kcmp(pid {}, thread {}, type {})", pid, tid, static_cast<int>(type)),
-                       errno);
-      if (r != 0)
+      if (kcmp_object(pid, tid, type) != 0)
         throw Error(fmt::format("thread {} of pid {} has {} of its own (unshare in that thread)", tid,
                                 pid, what),
                     "snap cannot restore threads that do not share these with their process yet");
