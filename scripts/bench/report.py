@@ -141,6 +141,64 @@ def target_notes():
             "≤ 256 MiB, and it restores."]
 
 
+def floor_cell(got):
+    """bench-floor's medians for one row, in words (ms)."""
+    if isinstance(got, str):
+        return got
+    parts = []
+    if "ptrace" in got:
+        f = got["ptrace"]
+        parts.append(f"ptrace: stop {f['stop_ms']:.1f}, let go {f['detach_ms']:.1f}, "
+                     f"the job's stall {f['gap_ms']:.1f}")
+    if "threads" in got:
+        f = got["threads"]
+        parts.append(f"in the job: every thread runs code and waits {f['park_ms']:.1f}, "
+                     f"fork {f['fork_ms']:.1f}, main thread's stall {f['gap_ms']:.1f}")
+    if "maps" in got:
+        f = got["maps"]
+        parts.append(f"/proc/PID/maps {f['maps_ms']:.1f} + fork {f['fork_ms']:.1f} "
+                     f"= {f['sum_ms']:.1f}")
+    return "; ".join(parts)
+
+
+def floor_section(floors, results, names):
+    """What the machine charges for the freeze of the shapes' jobs, against
+    the freezes measured in the same run (ms)."""
+    freezes = {wl.name: per_tool for wl, per_tool in results}
+    other = names[1] if len(names) > 1 else None
+    rounds = next((int(f["rounds"]) for _, got in floors if isinstance(got, dict)
+                   for f in got.values()), 0)
+    head = ["workload", "snap freeze"] + ([f"{other} freeze", f"0.1 × {other}"] if other else []) \
+        + [f"floor (bench-floor, medians of {rounds} rounds)"]
+    out = ["### What this machine charges for these freezes (ms, this run)", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for wl, got in floors:
+        per_tool = freezes.get(wl.name, {})
+        cells = [wl.label]
+        for name in names[:2]:
+            v = median_of(per_tool.get(name, []), "freeze")
+            cells.append(f"{v * 1e3:.0f}" if v is not None else "–")
+            if name == other:
+                cells.append(f"{v * 1e2:.0f}" if v is not None else "–")
+        cells.append(floor_cell(got))
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["",
+            "`bench-floor` (scripts/bench/floor.c) runs the same shapes with no",
+            "checkpointer's own work: *ptrace* stops every thread of such a job from",
+            "outside and lets it go again (what any ptrace tool pays at least, with",
+            "nothing read); *in the job* every thread runs a signal handler that reads",
+            "its sigaltstack and clear-child-tid address (the per-thread state only the",
+            "thread itself can tell) and waits, the process forks, the threads are let",
+            "go, main thread first; for mappings, one read of /proc/PID/maps (how the",
+            "mappings are learnt while the job is stopped) and one fork (the",
+            "copy-on-write snapshot). A tool that stops the threads with ptrace, runs",
+            "code in each and forks a snapshot pays at least the ptrace stop, the",
+            "threads' own code and the fork; one that reads the mappings while the job",
+            "is stopped and forks, at least the maps text and the fork. Going below",
+            "that takes another mechanism, not a faster version of the same one."]
+    return "\n".join(out)
+
+
 def errors(results):
     out = []
     for wl, per_tool in results:

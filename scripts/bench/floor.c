@@ -1,0 +1,364 @@
+/* What this machine charges for the parts of a freeze that no checkpointer
+ * avoids, measured inside one process with no tool attached: the least a
+ * freeze of such a job could be here. scripts/bench/bench runs it next to
+ * the rows it explains (same run, same machine).
+ *
+ * Usage: bench-floor threads N [ROUNDS]
+ *          a process of 1 + N threads: the main one sleeps 1 ms in a loop
+ *          and measures its longest stall (as bench-workload does), the N
+ *          others sleep 100 ms in a loop. Each round, a controller thread
+ *          of the process makes every one of them run code of its own and
+ *          wait (a signal handler that reads the two things only a thread
+ *          itself can tell: its sigaltstack and its clear-child-tid
+ *          address), forks once all wait (the copy-on-write snapshot), then
+ *          lets the main thread go, then the others. That is what any tool
+ *          must do to such a job, with ptrace's stops and round trips and
+ *          all reading of state left out.
+ *        bench-floor ptrace N [ROUNDS]
+ *          the same job as a child process, stopped from outside with
+ *          ptrace and let go again each round: every thread seized,
+ *          interrupted and waited for, then detached, main thread first.
+ *          That is the part of a freeze no ptrace tool avoids, with nothing
+ *          read and nothing run in the job.
+ *        bench-floor maps N [ROUNDS]
+ *          N separate one-page private anonymous mappings, each touched
+ *          (as bench-workload maps=N lays them out); each round reads
+ *          /proc/self/maps whole (how a tool learns the mappings while the
+ *          job is stopped) and forks (the snapshot).
+ * Prints one line of KEY=VALUE, medians over the rounds (default 7), times
+ * in ms:
+ *   floor threads=N rounds=R park_ms=.. fork_ms=.. gap_ms=.. all_ms=..
+ *     park: from the first signal until every thread waits; fork; gap: the
+ *     main thread's own longest stall; all: from the first signal until the
+ *     last thread was let go
+ *   floor ptrace threads=N rounds=R stop_ms=.. detach_ms=.. gap_ms=..
+ *   floor maps=N rounds=R maps_ms=.. fork_ms=.. sum_ms=..
+ * Exit status: 2 bad arguments, 1 a failure of the machine (named). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dirent.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static long futex(atomic_int *addr, int op, int val) {
+  return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+}
+
+static void wait_while(atomic_int *addr, int val) {
+  while (atomic_load(addr) == val) futex(addr, FUTEX_WAIT_PRIVATE, val);
+}
+
+/* ---- the job of the threads and ptrace modes ------------------------- */
+
+/* What the main thread measures, shared with a controller thread or (ptrace
+ * mode) with the parent process. */
+struct gap_watch {
+  atomic_llong gap_us; /* its longest stall since the last reset */
+  atomic_int reset;    /* set to have gap_us cleared */
+  atomic_int stop;     /* set to end the job */
+};
+
+static int nthreads;
+static pid_t *tids; /* [0]: the main thread */
+static atomic_int started;
+
+static void *sleeper(void *arg) {
+  tids[(long)arg] = (pid_t)syscall(SYS_gettid);
+  atomic_fetch_add(&started, 1);
+  for (;;) {
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+/* N threads more, each sleeping 100 ms in a loop (bench-workload threads=N). */
+static void start_sleepers(int n) {
+  nthreads = n;
+  tids = calloc(n + 1, sizeof *tids);
+  if (!tids) die("bench-floor: calloc");
+  tids[0] = (pid_t)syscall(SYS_gettid);
+  for (long i = 1; i <= n; i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, sleeper, (void *)i)) die("bench-floor: pthread_create");
+    pthread_detach(t);
+  }
+  while (atomic_load(&started) < n) sched_yield();
+}
+
+/* The main thread's loop: 1 ms sleeps, the longest gap noted. */
+static void watch_gaps(struct gap_watch *w) {
+  double last = now_ms();
+  while (!atomic_load(&w->stop)) {
+    struct timespec ms = {0, 1000 * 1000};
+    nanosleep(&ms, NULL);
+    double t = now_ms();
+    if (atomic_exchange(&w->reset, 0)) atomic_store(&w->gap_us, 0);
+    long long us = (long long)((t - last) * 1e3);
+    if (us > atomic_load(&w->gap_us)) atomic_store(&w->gap_us, us);
+    last = t;
+  }
+}
+
+/* Before a round: the gap cleared, time to settle. After it: time for the
+ * main thread to note its stall, returned in ms. */
+static void settle(struct gap_watch *w) {
+  struct timespec t = {0, 300 * 1000 * 1000};
+  atomic_store(&w->reset, 1);
+  nanosleep(&t, NULL);
+}
+
+static double noted_gap(struct gap_watch *w) {
+  struct timespec t = {0, 300 * 1000 * 1000};
+  nanosleep(&t, NULL);
+  return atomic_load(&w->gap_us) / 1e3;
+}
+
+/* ---- threads: parked by a signal, in-process ------------------------- */
+
+static atomic_int parked; /* threads in the handler, waiting */
+static atomic_int go_main, go_rest;
+static stack_t *altstacks;
+static void **tid_addresses;
+
+static int my_index(void) {
+  pid_t me = (pid_t)syscall(SYS_gettid);
+  for (int i = 0; i <= nthreads; i++)
+    if (tids[i] == me) return i;
+  return -1;
+}
+
+static void park(int sig) {
+  (void)sig;
+  int i = my_index();
+  if (i >= 0) {
+    sigaltstack(NULL, &altstacks[i]);
+    prctl(PR_GET_TID_ADDRESS, &tid_addresses[i], 0, 0, 0);
+  }
+  atomic_fetch_add(&parked, 1);
+  futex(&parked, FUTEX_WAKE_PRIVATE, 1);
+  wait_while(i == 0 ? &go_main : &go_rest, 0);
+}
+
+struct park_rounds {
+  int rounds;
+  struct gap_watch *w;
+  double *park, *fork, *gap, *all;
+};
+
+static void *park_controller(void *arg) {
+  struct park_rounds *a = arg;
+  for (int k = 0; k < a->rounds; k++) {
+    settle(a->w);
+    atomic_store(&parked, 0);
+    atomic_store(&go_main, 0);
+    atomic_store(&go_rest, 0);
+    double t0 = now_ms();
+    for (int i = 0; i <= nthreads; i++)
+      if (syscall(SYS_tgkill, getpid(), tids[i], SIGUSR2)) die("bench-floor: tgkill");
+    int n;
+    while ((n = atomic_load(&parked)) <= nthreads) futex(&parked, FUTEX_WAIT_PRIVATE, n);
+    double t1 = now_ms();
+    pid_t child = fork();
+    if (child < 0) die("bench-floor: fork");
+    if (child == 0) _exit(0);
+    double t2 = now_ms();
+    atomic_store(&go_main, 1);
+    futex(&go_main, FUTEX_WAKE_PRIVATE, 1);
+    atomic_store(&go_rest, 1);
+    futex(&go_rest, FUTEX_WAKE_PRIVATE, nthreads);
+    double t3 = now_ms();
+    if (waitpid(child, NULL, 0) < 0) die("bench-floor: waitpid");
+    a->park[k] = t1 - t0;
+    a->fork[k] = t2 - t1;
+    a->all[k] = t3 - t0;
+    a->gap[k] = noted_gap(a->w);
+  }
+  atomic_store(&a->w->stop, 1);
+  return NULL;
+}
+
+static int run_threads(int n, int rounds) {
+  static struct gap_watch w;
+  altstacks = calloc(n + 1, sizeof *altstacks);
+  tid_addresses = calloc(n + 1, sizeof *tid_addresses);
+  if (!altstacks || !tid_addresses) die("bench-floor: calloc");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = park;
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(SIGUSR2, &sa, NULL)) die("bench-floor: sigaction");
+  start_sleepers(n);
+  double park_v[rounds], fork_v[rounds], gap_v[rounds], all_v[rounds];
+  struct park_rounds a = {rounds, &w, park_v, fork_v, gap_v, all_v};
+  pthread_t ctl; /* not one of the threads it parks */
+  if (pthread_create(&ctl, NULL, park_controller, &a)) die("bench-floor: pthread_create");
+  watch_gaps(&w);
+  pthread_join(ctl, NULL);
+  printf("floor threads=%d rounds=%d park_ms=%.2f fork_ms=%.2f gap_ms=%.2f all_ms=%.2f\n", n,
+         rounds, median(park_v, rounds), median(fork_v, rounds), median(gap_v, rounds),
+         median(all_v, rounds));
+  return 0;
+}
+
+/* ---- ptrace: stopped and let go from outside ------------------------- */
+
+static int list_tasks(pid_t pid, pid_t *out, int max) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) die("bench-floor: /proc/PID/task");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < max)
+    if (e->d_name[0] != '.') out[n++] = atoi(e->d_name);
+  closedir(d);
+  for (int i = 0; i < n; i++) /* main thread first */
+    if (out[i] == pid) {
+      out[i] = out[0];
+      out[0] = pid;
+    }
+  return n;
+}
+
+static int run_ptrace(int n, int rounds) {
+  struct gap_watch *w = mmap(NULL, sizeof *w, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                             -1, 0);
+  if (w == MAP_FAILED) die("bench-floor: mmap");
+  int ready[2];
+  if (pipe(ready)) die("bench-floor: pipe");
+  pid_t job = fork();
+  if (job < 0) die("bench-floor: fork");
+  if (job == 0) {
+    close(ready[0]);
+    start_sleepers(n);
+    if (write(ready[1], "r", 1) != 1) _exit(1);
+    close(ready[1]);
+    watch_gaps(w);
+    _exit(0);
+  }
+  close(ready[1]);
+  char c;
+  if (read(ready[0], &c, 1) != 1) {
+    fprintf(stderr, "bench-floor: the job did not start\n");
+    return 1;
+  }
+  pid_t *t = calloc(n + 1, sizeof *t);
+  if (!t) die("bench-floor: calloc");
+  double stop_v[rounds], detach_v[rounds], gap_v[rounds];
+  for (int k = 0; k < rounds; k++) {
+    settle(w);
+    int m = list_tasks(job, t, n + 1);
+    double t0 = now_ms();
+    for (int i = 0; i < m; i++)
+      if (ptrace(PTRACE_SEIZE, t[i], NULL, NULL)) die("bench-floor: PTRACE_SEIZE");
+    for (int i = 0; i < m; i++)
+      if (ptrace(PTRACE_INTERRUPT, t[i], NULL, NULL)) die("bench-floor: PTRACE_INTERRUPT");
+    for (int i = 0; i < m; i++)
+      if (waitpid(t[i], NULL, __WALL) < 0) die("bench-floor: waitpid");
+    double t1 = now_ms();
+    for (int i = 0; i < m; i++)
+      if (ptrace(PTRACE_DETACH, t[i], NULL, NULL)) die("bench-floor: PTRACE_DETACH");
+    double t2 = now_ms();
+    stop_v[k] = t1 - t0;
+    detach_v[k] = t2 - t1;
+    gap_v[k] = noted_gap(w);
+  }
+  kill(job, SIGKILL);
+  waitpid(job, NULL, 0);
+  printf("floor ptrace threads=%d rounds=%d stop_ms=%.2f detach_ms=%.2f gap_ms=%.2f\n", n, rounds,
+         median(stop_v, rounds), median(detach_v, rounds), median(gap_v, rounds));
+  return 0;
+}
+
+/* ---- maps ------------------------------------------------------------- */
+
+static int run_maps(int n, int rounds) {
+  size_t len = 2 * (size_t)n * PAGE;
+  char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) die("bench-floor: mmap");
+  for (int i = 0; i < n; i++) {
+    base[2 * (size_t)i * PAGE] = (char)i;
+    if (munmap(base + (2 * (size_t)i + 1) * PAGE, PAGE)) die("bench-floor: munmap");
+  }
+  size_t cap = (size_t)n * 128 + (1 << 20);
+  char *buf = malloc(cap);
+  if (!buf) die("bench-floor: malloc");
+  memset(buf, 0, cap);
+  double maps_v[rounds], fork_v[rounds], sum_v[rounds];
+  for (int k = 0; k < rounds; k++) {
+    double t0 = now_ms();
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) die("bench-floor: /proc/self/maps");
+    while (fread(buf, 1, cap, f) > 0) {}
+    fclose(f);
+    double t1 = now_ms();
+    pid_t child = fork();
+    if (child < 0) die("bench-floor: fork");
+    if (child == 0) _exit(0);
+    double t2 = now_ms();
+    if (waitpid(child, NULL, 0) < 0) die("bench-floor: waitpid");
+    maps_v[k] = t1 - t0;
+    fork_v[k] = t2 - t1;
+    sum_v[k] = t2 - t0;
+    struct timespec settle = {0, 100 * 1000 * 1000};
+    nanosleep(&settle, NULL);
+  }
+  printf("floor maps=%d rounds=%d maps_ms=%.2f fork_ms=%.2f sum_ms=%.2f\n", n, rounds,
+         median(maps_v, rounds), median(fork_v, rounds), median(sum_v, rounds));
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3 || argc > 4) {
+    fprintf(stderr, "usage: bench-floor threads|ptrace|maps N [ROUNDS]\n");
+    return 2;
+  }
+  int n = atoi(argv[2]);
+  int rounds = argc > 3 ? atoi(argv[3]) : 7;
+  if (n < 1 || rounds < 1 || rounds > 1000) {
+    fprintf(stderr, "bench-floor: N and ROUNDS must be positive (ROUNDS at most 1000)\n");
+    return 2;
+  }
+  if (!strcmp(argv[1], "threads")) return run_threads(n, rounds);
+  if (!strcmp(argv[1], "ptrace")) return run_ptrace(n, rounds);
+  if (!strcmp(argv[1], "maps")) return run_maps(n, rounds);
+  fprintf(stderr, "bench-floor: unknown mode %s (threads, ptrace or maps)\n", argv[1]);
+  return 2;
+}
