@@ -16,10 +16,12 @@
  *          all reading of state left out.
  *        bench-floor ptrace N [ROUNDS]
  *          the same job as a child process, stopped from outside with
- *          ptrace and let go again each round: every thread seized,
- *          interrupted and waited for, then detached, main thread first.
- *          That is the part of a freeze no ptrace tool avoids, with nothing
- *          read and nothing run in the job.
+ *          ptrace each round: every thread seized, interrupted and waited
+ *          for; then each made to run one system call, all at once
+ *          (prctl(PR_GET_TID_ADDRESS): its clear-child-tid address, which
+ *          only the thread can tell) and put back; then all detached, main
+ *          thread first. That is the least a ptrace checkpointer does to
+ *          such a job, with nothing else read and no snapshot.
  *        bench-floor maps N [ROUNDS]
  *          N separate one-page private anonymous mappings, each touched
  *          (as bench-workload maps=N lays them out); each round reads
@@ -31,13 +33,15 @@
  *     park: from the first signal until every thread waits; fork; gap: the
  *     main thread's own longest stall; all: from the first signal until the
  *     last thread was let go
- *   floor ptrace threads=N rounds=R stop_ms=.. detach_ms=.. gap_ms=..
+ *   floor ptrace threads=N rounds=R stop_ms=.. call_ms=.. detach_ms=.. gap_ms=..
  *   floor maps=N rounds=R maps_ms=.. fork_ms=.. sum_ms=..
  * Exit status: 2 bad arguments, 1 a failure of the machine (named). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dirent.h>
+#include <elf.h>
+#include <stdint.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
@@ -49,6 +53,8 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -257,10 +263,54 @@ static int list_tasks(pid_t pid, pid_t *out, int max) {
   return n;
 }
 
+/* `syscall; int3`: where a stopped thread is sent to make one system call
+ * and stop again. The job is a fork of this program, so it is at the same
+ * address there. */
+extern char floor_syscall_gadget[];
+__asm__(".text\n.globl floor_syscall_gadget\nfloor_syscall_gadget:\n syscall\n int3\n");
+
+static void set_regs(pid_t tid, struct user_regs_struct *r) {
+  struct iovec io = {r, sizeof *r};
+  if (ptrace(PTRACE_SETREGSET, tid, (void *)NT_PRSTATUS, &io)) die("bench-floor: PTRACE_SETREGSET");
+}
+
+/* Every stopped thread t[i] runs prctl(PR_GET_TID_ADDRESS, &slots[i]) (the
+ * clear-child-tid address, which only the thread itself can tell), all at
+ * once, and is put back as it was. */
+static void one_call_each(const pid_t *t, int m, uint64_t *slots) {
+  static struct user_regs_struct saved[4096];
+  for (int i = 0; i < m; i++) {
+    struct iovec io = {&saved[i], sizeof saved[i]};
+    if (ptrace(PTRACE_GETREGSET, t[i], (void *)NT_PRSTATUS, &io)) die("bench-floor: PTRACE_GETREGSET");
+    struct user_regs_struct call = saved[i];
+    call.rip = (uint64_t)floor_syscall_gadget;
+    call.orig_rax = (uint64_t)-1; /* no restart of what it was in */
+    call.rax = SYS_prctl;
+    call.rdi = PR_GET_TID_ADDRESS;
+    call.rsi = (uint64_t)&slots[i];
+    set_regs(t[i], &call);
+    if (ptrace(PTRACE_CONT, t[i], NULL, NULL)) die("bench-floor: PTRACE_CONT");
+  }
+  for (int i = 0; i < m; i++) {
+    int st;
+    if (waitpid(t[i], &st, __WALL) < 0) die("bench-floor: waitpid");
+    if (!WIFSTOPPED(st) || WSTOPSIG(st) != SIGTRAP) {
+      fprintf(stderr, "bench-floor: thread %d stopped with status %#x, not at the int3\n", t[i], st);
+      exit(1);
+    }
+    set_regs(t[i], &saved[i]); /* the int3's SIGTRAP is dropped at detach */
+  }
+}
+
 static int run_ptrace(int n, int rounds) {
+  if (n + 1 > 4096) {
+    fprintf(stderr, "bench-floor: ptrace mode takes at most 4095 threads\n");
+    return 2;
+  }
   struct gap_watch *w = mmap(NULL, sizeof *w, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                              -1, 0);
-  if (w == MAP_FAILED) die("bench-floor: mmap");
+  uint64_t *slots = calloc(n + 1, sizeof *slots); /* the job's copy is written */
+  if (w == MAP_FAILED || !slots) die("bench-floor: memory");
   int ready[2];
   if (pipe(ready)) die("bench-floor: pipe");
   pid_t job = fork();
@@ -280,8 +330,9 @@ static int run_ptrace(int n, int rounds) {
     return 1;
   }
   pid_t *t = calloc(n + 1, sizeof *t);
-  if (!t) die("bench-floor: calloc");
-  double stop_v[rounds], detach_v[rounds], gap_v[rounds];
+  uint64_t *got = calloc(n + 1, sizeof *got);
+  if (!t || !got) die("bench-floor: calloc");
+  double stop_v[rounds], call_v[rounds], detach_v[rounds], gap_v[rounds];
   for (int k = 0; k < rounds; k++) {
     settle(w);
     int m = list_tasks(job, t, n + 1);
@@ -293,17 +344,30 @@ static int run_ptrace(int n, int rounds) {
     for (int i = 0; i < m; i++)
       if (waitpid(t[i], NULL, __WALL) < 0) die("bench-floor: waitpid");
     double t1 = now_ms();
+    one_call_each(t, m, slots);
+    double t2 = now_ms();
     for (int i = 0; i < m; i++)
       if (ptrace(PTRACE_DETACH, t[i], NULL, NULL)) die("bench-floor: PTRACE_DETACH");
-    double t2 = now_ms();
+    double t3 = now_ms();
     stop_v[k] = t1 - t0;
-    detach_v[k] = t2 - t1;
+    call_v[k] = t2 - t1;
+    detach_v[k] = t3 - t2;
     gap_v[k] = noted_gap(w);
+    /* Every thread's answer arrived (glibc gives each thread one). */
+    struct iovec local = {got, (size_t)m * sizeof *got}, remote = {slots, (size_t)m * sizeof *got};
+    if (process_vm_readv(job, &local, 1, &remote, 1, 0) != (ssize_t)local.iov_len)
+      die("bench-floor: process_vm_readv");
+    for (int i = 0; i < m; i++)
+      if (!got[i]) {
+        fprintf(stderr, "bench-floor: thread %d gave no clear-child-tid address\n", t[i]);
+        return 1;
+      }
   }
   kill(job, SIGKILL);
   waitpid(job, NULL, 0);
-  printf("floor ptrace threads=%d rounds=%d stop_ms=%.2f detach_ms=%.2f gap_ms=%.2f\n", n, rounds,
-         median(stop_v, rounds), median(detach_v, rounds), median(gap_v, rounds));
+  printf("floor ptrace threads=%d rounds=%d stop_ms=%.2f call_ms=%.2f detach_ms=%.2f gap_ms=%.2f\n",
+         n, rounds, median(stop_v, rounds), median(call_v, rounds), median(detach_v, rounds),
+         median(gap_v, rounds));
   return 0;
 }
 

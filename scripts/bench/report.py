@@ -148,8 +148,9 @@ def floor_cell(got):
     parts = []
     if "ptrace" in got:
         f = got["ptrace"]
-        parts.append(f"ptrace: stop {f['stop_ms']:.1f}, let go {f['detach_ms']:.1f}, "
-                     f"the job's stall {f['gap_ms']:.1f}")
+        parts.append(f"ptrace: stop {f['stop_ms']:.1f}, one system call in each thread "
+                     f"{f['call_ms']:.1f}, let go {f['detach_ms']:.1f}; the job's stall "
+                     f"{f['gap_ms']:.1f}")
     if "threads" in got:
         f = got["threads"]
         parts.append(f"in the job: every thread runs code and waits {f['park_ms']:.1f}, "
@@ -185,8 +186,10 @@ def floor_section(floors, results, names):
     out += ["",
             "`bench-floor` (scripts/bench/floor.c) runs the same shapes with no",
             "checkpointer's own work: *ptrace* stops every thread of such a job from",
-            "outside and lets it go again (what any ptrace tool pays at least, with",
-            "nothing read); *in the job* every thread runs a signal handler that reads",
+            "outside, has each make one system call (prctl(PR_GET_TID_ADDRESS), state",
+            "only the thread can tell) and lets them go, main thread first: the least a",
+            "ptrace checkpointer does, with nothing else read and no snapshot (the job's",
+            "stall there has no fork in it); *in the job* every thread runs a signal handler that reads",
             "its sigaltstack and clear-child-tid address (the per-thread state only the",
             "thread itself can tell) and waits, the process forks, the threads are let",
             "go, main thread first; for mappings, one read of /proc/PID/maps (how the",
