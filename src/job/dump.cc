@@ -98,7 +98,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
     Task& leader = *tree.processes()[i].tasks[0];
-    parasite::MemorySnapshot::collect_leftovers(leader);
+    parasite::MemorySnapshot::collect_leftovers(leader, tree.processes()[i].left_snapshots);
     auto snap = parasite::MemorySnapshot::take(leader, proc.mappings);
     if (!snap) {
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);

@@ -123,20 +123,15 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
   return snap;
 }
 
-int MemorySnapshot::collect_leftovers(Task& leader) {
-  std::vector<pid_t> leftovers;
-  for (pid_t c : proc::list_children(leader.tid())) {
-    auto st = proc::try_read_file("/proc/" + std::to_string(c) + "/stat");
-    if (!st) continue;
-    auto s = proc::parse_stat(*st);
-    // wait4 runs in the job: the child by its id there (pid_view.h).
-    if (s.state == 'Z' && s.exit_signal == 0) leftovers.push_back(pidview::own_pid(c));
-  }
-  if (leftovers.empty()) return 0;
+int MemorySnapshot::collect_leftovers(Task& leader, const std::vector<pid_t>& left) {
+  if (left.empty()) return 0;
   GuardedSyscalls guarded(leader);
   int n = 0;
-  for (pid_t c : leftovers)
-    n += guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(c), 0, WNOHANG | __WALL, 0) == c;
+  for (pid_t c : left) {
+    // wait4 runs in the job: the child by its id there (pid_view.h).
+    const pid_t own = pidview::own_pid(c);
+    n += guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(own), 0, WNOHANG | __WALL, 0) == own;
+  }
   vlog("pid {}: collected {} snapshot(s) left by an interrupted dump", leader.tid(), n);
   return n;
 }

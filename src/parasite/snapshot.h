@@ -51,8 +51,10 @@ class MemorySnapshot {
 
   // A dump that was itself killed can leave its snapshot behind as a zombie
   // child of the job (exit signal 0, so nothing else ever collects it).
-  // Collects such zombies through the stopped `leader`; returns how many.
-  static int collect_leftovers(Task& leader);
+  // Collects such zombies, `left` (host pids, as SeizedTree::seize found
+  // them: SeizedTree::Proc::left_snapshots), through the stopped `leader`;
+  // returns how many.
+  static int collect_leftovers(Task& leader, const std::vector<pid_t>& left);
 
   // Mappings the snapshot cannot show as they are (shared memory is not
   // copied on write, MADV_DONTFORK is absent in the child, MADV_WIPEONFORK

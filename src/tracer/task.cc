@@ -396,14 +396,14 @@ void check_dumpable(pid_t pid) {
 
 namespace {
 
-enum class ChildKind { kLive, kJobZombie, kNotOurs };
+enum class ChildKind { kLive, kJobZombie, kSnapshotLeft, kGone };
 
 // A child that has exited is a zombie until its parent reaps it. One with
 // exit signal 0 is one of snap's snapshots (see parasite/snapshot.h), left
 // by a dump that was killed: the job never sees it, so it is not recorded.
 ChildKind classify_child(pid_t pid) {
   auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
-  if (!text) return ChildKind::kNotOurs;  // reaped meanwhile
+  if (!text) return ChildKind::kGone;  // reaped meanwhile
   auto st = proc::parse_stat(*text);
   if (st.state != 'Z' && st.state != 'X') return ChildKind::kLive;
   // A leader that ended before its other threads shows 'Z' too, but its
@@ -411,9 +411,9 @@ ChildKind classify_child(pid_t pid) {
   try {
     if (proc::list_threads(pid).size() > 1) return ChildKind::kLive;
   } catch (const SysError&) {
-    return ChildKind::kNotOurs;
+    return ChildKind::kGone;
   }
-  return st.exit_signal == 0 ? ChildKind::kNotOurs : ChildKind::kJobZombie;
+  return st.exit_signal == 0 ? ChildKind::kSnapshotLeft : ChildKind::kJobZombie;
 }
 
 }  // namespace
@@ -427,7 +427,7 @@ SeizedTree SeizedTree::seize(pid_t root) {
   size_t next = 0;
   while (next < queue.size()) {
     pid_t pid = queue[next++];
-    Proc proc{pid, {}};
+    Proc proc{pid, {}, {}};
     bool became_zombie = false;
     // Stop threads until a rescan finds none new: a running thread may have
     // been creating another while we stopped the rest.
@@ -489,8 +489,11 @@ SeizedTree SeizedTree::seize(pid_t root) {
           vlog("pid {}: child {} is a zombie", pid, c);
           tree.zombies_.push_back(c);
           break;
-        case ChildKind::kNotOurs:
-          vlog("pid {}: child {} is not part of the job (gone, or a snapshot left by snap)", pid, c);
+        case ChildKind::kSnapshotLeft:
+          vlog("pid {}: child {} is a snapshot left by an interrupted dump, not the job's", pid, c);
+          tree.procs_.back().left_snapshots.push_back(c);
+          break;
+        case ChildKind::kGone:
           break;
       }
     }

@@ -121,6 +121,9 @@ class SeizedTree {
   struct Proc {
     pid_t pid;
     std::vector<std::unique_ptr<Task>> tasks;
+    // Zombie children with exit signal 0: snapshots a killed dump left
+    // (parasite/snapshot.h), found while the children were listed.
+    std::vector<pid_t> left_snapshots;
   };
   std::vector<Proc>& processes() { return procs_; }
   const std::vector<Proc>& processes() const { return procs_; }
