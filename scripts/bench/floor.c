@@ -1,7 +1,7 @@
-/* What this machine charges for the parts of a freeze that no checkpointer
- * avoids, measured inside one process with no tool attached: the least a
- * freeze of such a job could be here. scripts/bench/bench runs it next to
- * the rows it explains (same run, same machine).
+/* What this machine charges for the parts of a freeze that a checkpointer
+ * built a given way cannot avoid, with none of its own work in it: the
+ * least a freeze of such a job could be here, that way. scripts/bench/bench
+ * runs it right after the rows it explains (same run, same machine).
  *
  * Usage: bench-floor threads N [ROUNDS]
  *          a process of 1 + N threads: the main one sleeps 1 ms in a loop
@@ -11,9 +11,9 @@
  *          wait (a signal handler that reads the two things only a thread
  *          itself can tell: its sigaltstack and its clear-child-tid
  *          address), forks once all wait (the copy-on-write snapshot), then
- *          lets the main thread go, then the others. That is what any tool
- *          must do to such a job, with ptrace's stops and round trips and
- *          all reading of state left out.
+ *          lets the main thread go, then the others: stopping the threads,
+ *          code in each and a fork, done the cheapest way there is, from
+ *          inside, with no ptrace stop or round trip and nothing else read.
  *        bench-floor ptrace N [ROUNDS]
  *          the same job as a child process, stopped from outside with
  *          ptrace each round: every thread seized, interrupted and waited
@@ -41,11 +41,11 @@
 #endif
 #include <dirent.h>
 #include <elf.h>
-#include <stdint.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
