@@ -217,9 +217,13 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // smaps walks every page. With --kill nothing is gained: the job stays
   // stopped to the end anyway.
   std::optional<Hints> hints;
+  DumpResult result;
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
     hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids)});
+    // The snapshots' budget: from the job's resident memory and its
+    // cgroup's room, read now rather than while it is stopped.
+    result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(pids);
     size_t threads = 0;
     for (pid_t p : pids)
       if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status"))
@@ -235,11 +239,19 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What the parasite's injection needs and can know before the job stops.
   prepare_syscall_sites();
   parasite::prepare_sigreturn_gadget();
+  // And what needs no stopped job: the reader threads, the sink's settings,
+  // the checkpoint's own facts (its time stamp's first call reads the time
+  // zone file).
+  const unsigned jobs = opts.jobs ? opts.jobs : std::min(usable_cpus(), kMaxJobs);
+  outer_sink.set_jobs(jobs);
+  outer_sink.set_compression(opts.compression);
+  MemoryReaders readers(jobs);
+  vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
+  image::Checkpoint ckpt = new_checkpoint();
   steps.step("hints");
   auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1
   steps.step("seize");
-  DumpResult result;
   result.threads = tree.thread_count();
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
   {
@@ -253,7 +265,6 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     refuse_shared_tables(pids);  // before anything is injected
   }
 
-  image::Checkpoint ckpt = new_checkpoint();
   for (auto& p : tree.processes()) {  // 2
     image::Process proc = collect_process(p, hints ? &hints->vmflags : nullptr,
                                           hints ? &hints->fds : nullptr);
@@ -274,10 +285,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Established TCP connections, read in repair mode; taken out of it when
   // the job goes on (or the dump fails), left in it when the job is killed.
   TcpRepair tcp_repair = TcpRepair::save(ckpt.processes, opts.tcp_established);
-  record_code_files(ckpt);  // what identifies the code the memory runs with
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
-  steps.step("sharing and code files");
+  steps.step("sharing");
   // The ids as the job sees them (its own pid namespace), read while the
   // tree is stopped; everything below still works on host pids, pages are
   // stored under the job's.
@@ -298,11 +308,6 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       if (lock) opts.progress(sink.stats());
     }
   };
-  const unsigned jobs = opts.jobs ? opts.jobs : std::min(usable_cpus(), kMaxJobs);
-  sink.set_jobs(jobs);
-  sink.set_compression(opts.compression);
-  MemoryReaders readers(jobs);
-  vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
 
   // Shared memory objects mapped more than once in the tree are read once.
   SharedMemoryPages shared;
@@ -311,7 +316,6 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   if (!opts.kill) {
     std::vector<pid_t> live;
     for (const auto& p : tree.processes()) live.push_back(p.pid);
-    result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(live);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints);
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
@@ -327,7 +331,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // still stopped).
   if (opts.kill) assign_file_ids(ckpt.processes);
   else if (all_taken(snapshots)) assign_file_ids(ckpt.processes, order_in_snapshots(ckpt, snapshots));
-  steps.step("hints confirmed");
+  // What identifies the code the memory runs with: the files the
+  // mappings name (their stamps need no stopped job).
+  record_code_files(ckpt);
+  steps.step("hints confirmed, code files");
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
