@@ -121,6 +121,7 @@ LoadedBlob prepare_blob(std::span<const uint8_t> elf_bytes, remote_addr base) {
   out.image_.assign(hi - lo, 0);  // .bss and gaps are zero
   for (auto& ph : loads) {
     std::memcpy(out.image_.data() + (ph.p_vaddr - lo), elf_bytes.data() + ph.p_offset, ph.p_filesz);
+    if (ph.p_filesz) out.written_ = std::max(out.written_, page_up(ph.p_vaddr + ph.p_filesz) - lo);
     BlobSegment seg{page_down(ph.p_vaddr) - lo, page_up(ph.p_vaddr + ph.p_memsz) - page_down(ph.p_vaddr),
                     prot_of(ph.p_flags)};
     // Segments sharing a page get the union of their protections.
@@ -167,6 +168,7 @@ LoadedBlob prepare_blob(std::span<const uint8_t> elf_bytes, remote_addr base) {
         uint64_t v = static_cast<uint64_t>(r.r_addend + delta);
         std::memcpy(out.image_.data() + (r.r_offset - lo), &v, 8);
         out.relocated_.push_back(r.r_offset - lo);
+        out.written_ = std::max(out.written_, page_up(r.r_offset + 8) - lo);
       }
     } else if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) {
       Elf_Data* d = elf_getdata(scn, nullptr);

@@ -3,7 +3,8 @@
 // offsets, .bss zeroed, R_X86_64_RELATIVE relocations applied for that
 // address) and resolves its entry points and data symbols by name.
 // Nothing here touches the target: the caller maps image().size() bytes at
-// base(), writes image(), then applies segments()' protections.
+// base() (fresh anonymous memory, so zero), writes its first written_size()
+// bytes, then applies segments()' protections.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,9 @@ class LoadedBlob {
   // The whole span of the PT_LOAD segments, page rounded: write it at base().
   const std::vector<uint8_t>& image() const { return image_; }
   uint64_t size() const { return image_.size(); }
+  // The bytes of image() before its zero tail (.bss past the last file
+  // byte, page rounded): what must be written into zeroed memory.
+  uint64_t written_size() const { return written_; }
   const std::vector<BlobSegment>& segments() const { return segments_; }
   // Image offsets of the 8-byte words relocations were applied to.
   const std::vector<uint64_t>& relocated_offsets() const { return relocated_; }
@@ -46,6 +50,7 @@ class LoadedBlob {
   friend LoadedBlob prepare_blob(std::span<const uint8_t> elf, remote_addr base);
   remote_addr base_;
   std::vector<uint8_t> image_;
+  uint64_t written_ = 0;
   std::vector<BlobSegment> segments_;
   std::vector<uint64_t> relocated_;
   std::map<std::string, uint64_t, std::less<>> symbols_;  // name -> image offset

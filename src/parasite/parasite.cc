@@ -88,10 +88,14 @@ Parasite::Parasite(SeizedTree::Proc& proc, const std::vector<image::Mapping>* ma
     slots_ = blob_->base() + static_cast<int64_t>(image_size);
     phase(pid, "parasite-mapped");
     try {
-      write_remote(pid, blob_->base(), blob_->image().data(), blob_->image().size());
+      // The mapping is fresh and zero: its zero tail (.bss) is not
+      // written, and segments that want what it has (read and write) keep
+      // it without a call.
+      write_remote(pid, blob_->base(), blob_->image().data(), blob_->written_size());
       for (const auto& s : blob_->segments())
-        rs.checked("mprotect of the parasite", SYS_mprotect, (blob_->base() + s.offset).as_int(),
-                   s.size, static_cast<uint64_t>(s.prot));
+        if (s.prot != (PROT_READ | PROT_WRITE))
+          rs.checked("mprotect of the parasite", SYS_mprotect, (blob_->base() + s.offset).as_int(),
+                     s.size, static_cast<uint64_t>(s.prot));
     } catch (...) {
       rs.syscall(SYS_munmap, blob_->base().as_int(), size);
       blob_.reset();

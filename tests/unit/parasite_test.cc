@@ -82,7 +82,8 @@ std::pair<ScopedFd, ScopedFd> socket_pair() {
 }
 
 // The blob mapped into this process the way the host maps it into a target:
-// loader image copied in, then each segment's protection applied.
+// the loader image up to its zero tail copied into fresh memory, then the
+// protection of each segment that wants other than read-write applied.
 struct LocalBlob {
   uint8_t* mem = nullptr;
   size_t size = 0;
@@ -95,8 +96,10 @@ struct LocalBlob {
     if (m == MAP_FAILED) throw SysError("mmap", errno);
     mem = static_cast<uint8_t*>(m);
     blob = prepare_blob(elf, remote_addr(reinterpret_cast<uint64_t>(mem)));
-    std::memcpy(mem, blob.image().data(), blob.size());
-    for (const auto& s : blob.segments()) check_sys(::mprotect(mem + s.offset, s.size, s.prot), "mprotect");
+    std::memcpy(mem, blob.image().data(), blob.written_size());
+    for (const auto& s : blob.segments())
+      if (s.prot != (PROT_READ | PROT_WRITE))
+        check_sys(::mprotect(mem + s.offset, s.size, s.prot), "mprotect");
   }
   template <typename T>
   T* at(const char* sym) {
@@ -117,6 +120,18 @@ struct LocalBlob {
 };
 
 // ---- loader -----------------------------------------------------------------
+
+// The host writes only what precedes the image's zero tail (.bss: the
+// service's stack and buffers, ~50 KiB) into the fresh mapping.
+TEST(BlobLoader, ZeroTailIsLeftToTheFreshMapping) {
+  auto b = prepare_blob(embedded_blob(), remote_addr(0x10000000));
+  EXPECT_EQ(b.written_size() % 4096, 0u);
+  EXPECT_GT(b.written_size(), 0u);
+  EXPECT_LT(b.written_size(), b.size()) << "the blob has a .bss; none is written";
+  for (uint64_t i = b.written_size(); i < b.size(); i++)
+    ASSERT_EQ(b.image()[i], 0) << "non-zero byte at " << i << " past written_size()";
+  for (uint64_t off : b.relocated_offsets()) EXPECT_LE(off + 8, b.written_size());
+}
 
 TEST(BlobLoader, FindsEntryPointsAndData) {
   auto b = prepare_blob(embedded_blob(), remote_addr(0x10000000));
