@@ -220,10 +220,12 @@ void ThreadGuard::park() {
 
 void ThreadGuard::release() {
   if (!parked_) return;
-  // Mask first, while the registers still lead to rt_sigreturn.
+  // Mask first, while the registers still lead to rt_sigreturn. The XSAVE
+  // area is as it was: the blob's code touches no x87, SSE or AVX register
+  // (src/parasite/meson.build), nor do system calls or the rt_sigreturn of
+  // the frame built from it.
   task_.set_signal_mask(mask_);
   task_.set_regs(clean_);
-  task_.set_xsave(xsave_);
   parked_ = false;
 }
 

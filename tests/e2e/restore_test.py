@@ -94,6 +94,32 @@ def avx512(env):
 
 
 @case
+def avx512_leave_running(env):
+    # Dumps that leave the job running leave its extended register state as
+    # it was: the parasite's code and the snapshot's fork run in the job's
+    # thread, and snap does not write its XSAVE area back (the blob touches
+    # no x87, SSE or AVX register).
+    probe = subprocess.run([env.prog("avx512"), "0", "0"], capture_output=True, text=True)
+    if probe.returncode == 3:
+        raise Skip("this CPU has no AVX-512F")
+    out = env.path("avx512_lr.out")
+    p = start([env.prog("avx512"), "12", "150"], stdout_path=out)
+    wait_lines(out, 2)
+    for i in range(3):
+        wait_lines(out, 2 + i)
+        if p.poll() is not None:
+            expect(False, f"before dump {i + 1}: the job ended (exit {p.returncode}, last line "
+                          f"{lines_of(out)[-1:]})")
+            return
+        env.snap_run("dump", "--pid", str(p.pid), "-o", env.path(f"avx512_lr{i}"))
+    p.wait(timeout=60)
+    got = lines_of(out)
+    expect(p.returncode == 0 and got == [f"round {i} ok" for i in range(1, 13)] + ["round 12 all ok"],
+           f"the job checked its zmm16-31 and k1-7 every round after 3 dumps (exit {p.returncode}, "
+           f"last line {got[-1:] or 'none'})")
+
+
+@case
 def bc_pi(env):
     if not shutil.which("bc"):
         raise Skip("bc is not installed")

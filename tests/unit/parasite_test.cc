@@ -2,7 +2,10 @@
 // builder, and the blob itself, run *locally* in a forked child (no ptrace):
 // the child maps the blob with the loader, calls its command loop with one
 // end of a socketpair, and the test drives it through ParasiteClient.
+#include <capstone/capstone.h>
 #include <elf.h>
+#include <gelf.h>
+#include <libelf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -23,6 +26,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <fmt/core.h>
 
 #include "base/error.h"
 #include "base/scoped_fd.h"
@@ -120,6 +125,64 @@ struct LocalBlob {
 };
 
 // ---- loader -----------------------------------------------------------------
+
+// The blob's code leaves the x87, SSE and AVX state alone (it is built with
+// -mgeneral-regs-only): a thread it runs in keeps its XSAVE area as it was,
+// which is why snap does not write that area back (ThreadGuard::release).
+TEST(BlobLoader, CodeTouchesNoFloatingPointOrVectorRegister) {
+  auto bytes = embedded_blob();
+  ASSERT_NE(elf_version(EV_CURRENT), EV_NONE);
+  Elf* elf = elf_memory(reinterpret_cast<char*>(const_cast<uint8_t*>(bytes.data())), bytes.size());
+  ASSERT_NE(elf, nullptr);
+  size_t shstrndx = 0;
+  ASSERT_EQ(elf_getshdrstrndx(elf, &shstrndx), 0);
+  csh cs;
+  ASSERT_EQ(cs_open(CS_ARCH_X86, CS_MODE_64, &cs), CS_ERR_OK);
+  cs_option(cs, CS_OPT_DETAIL, CS_OPT_ON);
+  cs_insn* insn = cs_malloc(cs);
+  size_t checked = 0;
+  std::vector<std::string> found;
+  auto state_reg = [&](uint16_t r) {
+    std::string n = cs_reg_name(cs, r) ? cs_reg_name(cs, r) : "";
+    return n.starts_with("xmm") || n.starts_with("ymm") || n.starts_with("zmm") ||
+           n.starts_with("st(") || n.starts_with("mm") || n.starts_with("fp") || n == "mxcsr" ||
+           (n.size() == 2 && n[0] == 'k' && n[1] >= '0' && n[1] <= '7');
+  };
+  for (Elf_Scn* scn = nullptr; (scn = elf_nextscn(elf, scn));) {
+    GElf_Shdr sh;
+    ASSERT_NE(gelf_getshdr(scn, &sh), nullptr);
+    if (sh.sh_type != SHT_PROGBITS || !(sh.sh_flags & SHF_EXECINSTR)) continue;
+    const uint8_t* code = bytes.data() + sh.sh_offset;
+    size_t left = sh.sh_size;
+    uint64_t addr = sh.sh_addr;
+    while (left) {
+      if (!cs_disasm_iter(cs, &code, &left, &addr, insn)) {  // padding: on by a byte
+        code++, left--, addr++;
+        continue;
+      }
+      checked++;
+      cs_regs rd, wr;
+      uint8_t nrd = 0, nwr = 0;
+      bool uses = false;
+      if (cs_regs_access(cs, insn, rd, &nrd, wr, &nwr) == CS_ERR_OK) {
+        for (uint8_t i = 0; i < nrd; i++) uses |= state_reg(rd[i]);
+        for (uint8_t i = 0; i < nwr; i++) uses |= state_reg(wr[i]);
+      }
+      for (uint8_t i = 0; i < insn->detail->groups_count; i++) {
+        uint8_t g = insn->detail->groups[i];
+        uses |= g == X86_GRP_SSE1 || g == X86_GRP_SSE2 || g == X86_GRP_SSE3 || g == X86_GRP_SSSE3 ||
+                g == X86_GRP_SSE41 || g == X86_GRP_SSE42 || g == X86_GRP_AVX || g == X86_GRP_AVX2 ||
+                g == X86_GRP_AVX512 || g == X86_GRP_FPU || g == X86_GRP_MMX;
+      }
+      if (uses) found.push_back(fmt::format("{:#x}: {} {}", insn->address, insn->mnemonic, insn->op_str));
+    }
+  }
+  cs_free(insn, 1);
+  cs_close(&cs);
+  elf_end(elf);
+  EXPECT_GT(checked, 100u) << "the blob's code was not found";
+  EXPECT_TRUE(found.empty()) << found.size() << " instruction(s), the first: " << found.front();
+}
 
 // The host writes only what precedes the image's zero tail (.bss: the
 // service's stack and buffers, ~50 KiB) into the fresh mapping.
