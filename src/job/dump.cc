@@ -221,13 +221,18 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
     hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids)});
+    size_t threads = 0;
+    uint64_t resident = 0;
+    for (pid_t p : pids)
+      if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status")) {
+        const proc::Status st = proc::parse_status(*text);
+        threads += static_cast<size_t>(std::max(st.threads, 1));
+        resident += st.rss_bytes;
+      }
     // The snapshots' budget: from the job's resident memory and its
     // cgroup's room, read now rather than while it is stopped.
-    result.memory_budget = opts.memory_budget ? *opts.memory_budget : default_memory_budget(pids);
-    size_t threads = 0;
-    for (pid_t p : pids)
-      if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status"))
-        threads += static_cast<size_t>(std::max(proc::parse_status(*text).threads, 1));
+    result.memory_budget =
+        opts.memory_budget ? *opts.memory_budget : default_memory_budget(resident, pid);
     // What collecting the mappings, fds and threads will allocate (text,
     // entries: ~400 bytes a mapping, ~1 KiB an fd; a thread's XSAVE area
     // kept twice and its sigreturn frame, ~12 KiB), faulted in now rather

@@ -190,19 +190,13 @@ std::optional<uint64_t> cgroup_memory_left(pid_t pid) {
   return left;
 }
 
-uint64_t default_memory_budget(const std::vector<pid_t>& pids) {
+uint64_t default_memory_budget(uint64_t resident_bytes, pid_t job) {
   constexpr uint64_t kFloor = 64ull << 20;
-  uint64_t rss = 0;
-  for (pid_t p : pids) {
-    if (auto text = proc::try_read_file("/proc/" + std::to_string(p) + "/status"))
-      rss += proc::parse_status(*text).rss_bytes;
-  }
-  uint64_t budget = std::max(kFloor, rss / 20);
+  uint64_t budget = std::max(kFloor, resident_bytes / 20);
   // Half of what the cgroup has left: the job may write more between the
   // check that stops it and the stop (up to a batch's time), and that must
   // not reach the limit either.
-  if (!pids.empty())
-    if (auto left = cgroup_memory_left(pids[0])) budget = std::min(budget, *left / 2);
+  if (auto left = cgroup_memory_left(job)) budget = std::min(budget, *left / 2);
   return budget;
 }
 

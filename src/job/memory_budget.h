@@ -83,9 +83,10 @@ class MemoryBudget {
   bool frozen_ = false, reached_ = false;
 };
 
-// The default memory budget of a leave-running dump of these processes
-// (DumpOptions::memory_budget).
-uint64_t default_memory_budget(const std::vector<pid_t>& pids);
+// The default memory budget of a leave-running dump (DumpOptions::
+// memory_budget) of a job whose processes hold `resident_bytes` (their
+// VmRSS summed), `job` one of them (its memory cgroup's room counts).
+uint64_t default_memory_budget(uint64_t resident_bytes, pid_t job);
 // What the memory cgroup (v2 or v1, and those above it) of `pid` has left
 // below its limit; nullopt where there is no limit.
 std::optional<uint64_t> cgroup_memory_left(pid_t pid);
