@@ -22,6 +22,15 @@
  *          only the thread can tell) and put back; then all detached, main
  *          thread first. That is the least a ptrace checkpointer does to
  *          such a job, with nothing else read and no snapshot.
+ *        bench-floor memory MIB [ROUNDS]
+ *          the threads mode's job with no thread but the main one and MIB
+ *          MiB of private anonymous memory, every page written again before
+ *          each round (as a job that has just written its data: every
+ *          page's table entry writable, the fork's dearest case): the main
+ *          thread parked by a signal, a fork, the main thread let go. The
+ *          fork write-protects every page of the parent; its stall also
+ *          holds what the parent's next run pays for that (on a virtual
+ *          machine with shadow page tables, a sizeable part).
  *        bench-floor maps N [ROUNDS]
  *          N separate one-page private anonymous mappings, each touched
  *          (as bench-workload maps=N lays them out); each round reads
@@ -33,6 +42,7 @@
  *     park: from the first signal until every thread waits; fork; gap: the
  *     main thread's own longest stall; all: from the first signal until the
  *     last thread was let go
+ *   floor memory=MIB rounds=R park_ms=.. fork_ms=.. gap_ms=.. all_ms=..
  *   floor ptrace threads=N rounds=R stop_ms=.. call_ms=.. detach_ms=.. gap_ms=..
  *   floor maps=N rounds=R maps_ms=.. fork_ms=.. sum_ms=..
  * Exit status: 2 bad arguments, 1 a failure of the machine (named). */
@@ -182,6 +192,22 @@ static void park(int sig) {
   wait_while(i == 0 ? &go_main : &go_rest, 0);
 }
 
+/* memory mode: the data, mapped afresh and written before each round. */
+static size_t data_bytes;
+static char *data;
+
+static void write_data_afresh(void) {
+  if (!data_bytes) return;
+  if (data && munmap(data, data_bytes)) die("bench-floor: munmap");
+  data = mmap(NULL, data_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (data == MAP_FAILED) die("bench-floor: mmap");
+  /* A byte written to each page by the program itself, as a job writes its
+   * data: not MADV_POPULATE_WRITE, whose pages the fork write-protects at
+   * well under half the cost here (on a virtual machine with shadow page
+   * tables, pages the program has not touched yet are cheaper to change). */
+  for (size_t off = 0; off < data_bytes; off += PAGE) data[off] = 1;
+}
+
 struct park_rounds {
   int rounds;
   struct gap_watch *w;
@@ -191,6 +217,7 @@ struct park_rounds {
 static void *park_controller(void *arg) {
   struct park_rounds *a = arg;
   for (int k = 0; k < a->rounds; k++) {
+    write_data_afresh();
     settle(a->w);
     atomic_store(&parked, 0);
     atomic_store(&go_main, 0);
@@ -220,7 +247,8 @@ static void *park_controller(void *arg) {
   return NULL;
 }
 
-static int run_threads(int n, int rounds) {
+static int run_threads(int n, int rounds, int mib) {
+  data_bytes = (size_t)mib << 20;
   static struct gap_watch w;
   altstacks = calloc(n + 1, sizeof *altstacks);
   tid_addresses = calloc(n + 1, sizeof *tid_addresses);
@@ -237,9 +265,9 @@ static int run_threads(int n, int rounds) {
   if (pthread_create(&ctl, NULL, park_controller, &a)) die("bench-floor: pthread_create");
   watch_gaps(&w);
   pthread_join(ctl, NULL);
-  printf("floor threads=%d rounds=%d park_ms=%.2f fork_ms=%.2f gap_ms=%.2f all_ms=%.2f\n", n,
-         rounds, median(park_v, rounds), median(fork_v, rounds), median(gap_v, rounds),
-         median(all_v, rounds));
+  printf("floor %s=%d rounds=%d park_ms=%.2f fork_ms=%.2f gap_ms=%.2f all_ms=%.2f\n",
+         mib ? "memory" : "threads", mib ? mib : n, rounds, median(park_v, rounds),
+         median(fork_v, rounds), median(gap_v, rounds), median(all_v, rounds));
   return 0;
 }
 
@@ -411,7 +439,7 @@ static int run_maps(int n, int rounds) {
 
 int main(int argc, char **argv) {
   if (argc < 3 || argc > 4) {
-    fprintf(stderr, "usage: bench-floor threads|ptrace|maps N [ROUNDS]\n");
+    fprintf(stderr, "usage: bench-floor threads|ptrace|memory|maps N [ROUNDS]\n");
     return 2;
   }
   int n = atoi(argv[2]);
@@ -420,9 +448,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench-floor: N and ROUNDS must be positive (ROUNDS at most 1000)\n");
     return 2;
   }
-  if (!strcmp(argv[1], "threads")) return run_threads(n, rounds);
+  if (!strcmp(argv[1], "threads")) return run_threads(n, rounds, 0);
+  if (!strcmp(argv[1], "memory")) return run_threads(0, rounds, n);
   if (!strcmp(argv[1], "ptrace")) return run_ptrace(n, rounds);
   if (!strcmp(argv[1], "maps")) return run_maps(n, rounds);
-  fprintf(stderr, "bench-floor: unknown mode %s (threads, ptrace or maps)\n", argv[1]);
+  fprintf(stderr, "bench-floor: unknown mode %s (threads, ptrace, memory or maps)\n", argv[1]);
   return 2;
 }

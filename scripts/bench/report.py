@@ -155,6 +155,11 @@ def floor_cell(got):
         f = got["threads"]
         parts.append(f"in the job: every thread runs code and waits {f['park_ms']:.1f}, "
                      f"fork {f['fork_ms']:.1f}, main thread's stall {f['gap_ms']:.1f}")
+    if "memory" in got:
+        f = got["memory"]
+        parts.append(f"in the job: the main thread parked {f['park_ms']:.1f}, fork of "
+                     f"{f['memory']:.0f} MiB written {f['fork_ms']:.1f}, main thread's stall "
+                     f"{f['gap_ms']:.1f}")
     if "maps" in got:
         f = got["maps"]
         parts.append(f"/proc/PID/maps {f['maps_ms']:.1f} + fork {f['fork_ms']:.1f} "
@@ -163,8 +168,9 @@ def floor_cell(got):
 
 
 def floor_section(floors, results, names):
-    """What the machine charges for the freeze of the shapes' jobs, against
-    the freezes measured in the same run (ms)."""
+    """What the machine charges for the freeze of the shapes' jobs and of
+    the jobs of written memory, against the freezes measured in the same run
+    (ms)."""
     freezes = {wl.name: per_tool for wl, per_tool in results}
     other = names[1] if len(names) > 1 else None
     rounds = next((int(f["rounds"]) for _, got in floors if isinstance(got, dict)
@@ -194,11 +200,14 @@ def floor_section(floors, results, names):
             "thread itself can tell) and waits, the process forks, the threads are let",
             "go, main thread first; for mappings, one read of /proc/PID/maps (how the",
             "mappings are learnt while the job is stopped) and one fork (the",
-            "copy-on-write snapshot). A tool that stops the threads with ptrace, runs",
-            "code in each and forks a snapshot pays at least the ptrace stop, the",
-            "threads' own code and the fork; one that reads the mappings while the job",
-            "is stopped and forks, at least the maps text and the fork. Going below",
-            "that takes another mechanism, not a faster version of the same one."]
+            "copy-on-write snapshot); for written memory, a one-thread job that has just",
+            "written every page of its data (by its own stores, as a job does) parked",
+            "by a signal while the process forks. A tool that stops the threads with",
+            "ptrace, runs code in each and forks a snapshot pays at least the ptrace",
+            "stop, the threads' own code and the fork; one that reads the mappings",
+            "while the job is stopped and forks, at least the maps text and the fork;",
+            "one that forks a snapshot of written memory, at least that fork. Going",
+            "below that takes another mechanism, not a faster version of the same one."]
     return "\n".join(out)
 
 
