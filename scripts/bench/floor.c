@@ -23,14 +23,15 @@
  *          thread first. That is the least a ptrace checkpointer does to
  *          such a job, with nothing else read and no snapshot.
  *        bench-floor memory MIB [ROUNDS]
- *          the threads mode's job with no thread but the main one and MIB
- *          MiB of private anonymous memory, every page written again before
- *          each round (as a job that has just written its data: every
- *          page's table entry writable, the fork's dearest case): the main
- *          thread parked by a signal, a fork, the main thread let go. The
- *          fork write-protects every page of the parent; its stall also
- *          holds what the parent's next run pays for that (on a virtual
- *          machine with shadow page tables, a sizeable part).
+ *          the threads mode's job with no sleeping thread and MIB MiB of
+ *          private anonymous memory, every page written again before each
+ *          round (as a job that has just written its data: every page's
+ *          table entry writable, the fork's dearest case): the main thread
+ *          parked by a signal, a fork by the controller, the main thread
+ *          let go. The fork write-protects every page of the process; what
+ *          the first return to user mode after it pays for that (on a
+ *          virtual machine with shadow page tables, a sizeable part) is in
+ *          fork_ms: the forking thread returns first.
  *        bench-floor maps N [ROUNDS]
  *          N separate one-page private anonymous mappings, each touched
  *          (as bench-workload maps=N lays them out); each round reads
