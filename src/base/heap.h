@@ -14,8 +14,10 @@ namespace snap {
 // the start of snap.
 void keep_freed_heap_mapped();
 
-// Touches `bytes` of heap and frees them again, so that what is allocated
-// next (up to that much) finds its pages already there.
+// Touches `bytes` of heap, from snap and from the kernel, and frees them
+// again, so that what is allocated next (up to that much) finds its pages
+// already there, for snap's own writes and for the kernel's (system calls
+// that fill buffers).
 void warm_heap(size_t bytes);
 
 }  // namespace snap
