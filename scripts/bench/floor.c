@@ -32,6 +32,13 @@
  *          the first return to user mode after it pays for that (on a
  *          virtual machine with shadow page tables, a sizeable part) is in
  *          fork_ms: the forking thread returns first.
+ *        bench-floor memory-wp MIB [ROUNDS]
+ *          the memory mode with the fork replaced by the other way to
+ *          snapshot memory copy-on-write: the data registered with a
+ *          userfaultfd and write-protected (UFFDIO_WRITEPROTECT), which a
+ *          tool would then copy page by page as the job writes. Exit
+ *          status 3 where this machine does not let the process use
+ *          userfaultfd (vm.unprivileged_userfaultfd 0 and not root).
  *        bench-floor maps N [ROUNDS]
  *          N separate one-page private anonymous mappings, each touched
  *          (as bench-workload maps=N lays them out); each round reads
@@ -45,9 +52,11 @@
  *     main thread's own longest stall; all: from the first signal until the
  *     last thread was let go
  *   floor memory=MIB rounds=R park_ms=.. fork_ms=.. gap_ms=.. all_ms=..
+ *   floor memory-wp=MIB rounds=R park_ms=.. wp_ms=.. gap_ms=.. all_ms=..
  *   floor ptrace threads=N rounds=R stop_ms=.. call_ms=.. detach_ms=.. gap_ms=..
  *   floor maps=N rounds=R maps_ms=.. fork_ms=.. sum_ms=..
- * Exit status: 2 bad arguments, 1 a failure of the machine (named). */
+ * Exit status: 2 bad arguments, 1 a failure of the machine (named), 3 the
+ * mode's mechanism not available here (named). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -55,6 +64,7 @@
 #include <fcntl.h>
 #include <elf.h>
 #include <linux/futex.h>
+#include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -62,6 +72,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -198,6 +209,36 @@ static void park(int sig) {
 /* memory mode: the data, mapped afresh and written before each round. */
 static size_t data_bytes;
 static char *data;
+static int wp_uffd = -1; /* memory-wp mode: write-protect instead of fork */
+
+static void open_uffd(void) {
+  wp_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+  if (wp_uffd < 0) {
+    perror("bench-floor: userfaultfd (not permitted here unless root or "
+           "vm.unprivileged_userfaultfd is 1)");
+    exit(3);
+  }
+  struct uffdio_api api = {.api = UFFD_API};
+  if (ioctl(wp_uffd, UFFDIO_API, &api)) die("bench-floor: UFFDIO_API");
+  if (!(api.ioctls & (1ULL << _UFFDIO_REGISTER))) {
+    fprintf(stderr, "bench-floor: this kernel's userfaultfd cannot register\n");
+    exit(3);
+  }
+}
+
+/* The snapshot taken the userfaultfd way: every page of the data made
+ * read-only to the job, to be copied when it writes. */
+static void write_protect_data(void) {
+  struct uffdio_register r = {.range = {(unsigned long)data, data_bytes},
+                              .mode = UFFDIO_REGISTER_MODE_WP};
+  if (ioctl(wp_uffd, UFFDIO_REGISTER, &r)) {
+    perror("bench-floor: UFFDIO_REGISTER (write-protect mode)");
+    exit(3);
+  }
+  struct uffdio_writeprotect wp = {.range = {(unsigned long)data, data_bytes},
+                                   .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+  if (ioctl(wp_uffd, UFFDIO_WRITEPROTECT, &wp)) die("bench-floor: UFFDIO_WRITEPROTECT");
+}
 
 static void write_data_afresh(void) {
   if (!data_bytes) return;
@@ -232,16 +273,21 @@ static void *park_controller(void *arg) {
     int n;
     while ((n = atomic_load(&parked)) <= nthreads) futex(&parked, FUTEX_WAIT_PRIVATE, n);
     double t1 = now_ms();
-    pid_t child = fork();
-    if (child < 0) die("bench-floor: fork");
-    if (child == 0) _exit(0);
+    pid_t child = -1;
+    if (wp_uffd >= 0) {
+      write_protect_data(); /* dropped with the mapping, next round */
+    } else {
+      child = fork();
+      if (child < 0) die("bench-floor: fork");
+      if (child == 0) _exit(0);
+    }
     double t2 = now_ms();
     atomic_store(&go_main, 1);
     futex(&go_main, FUTEX_WAKE_PRIVATE, 1);
     atomic_store(&go_rest, 1);
     futex(&go_rest, FUTEX_WAKE_PRIVATE, nthreads);
     double t3 = now_ms();
-    if (waitpid(child, NULL, 0) < 0) die("bench-floor: waitpid");
+    if (child > 0 && waitpid(child, NULL, 0) < 0) die("bench-floor: waitpid");
     a->park[k] = t1 - t0;
     a->fork[k] = t2 - t1;
     a->all[k] = t3 - t0;
@@ -269,8 +315,9 @@ static int run_threads(int n, int rounds, int mib) {
   if (pthread_create(&ctl, NULL, park_controller, &a)) die("bench-floor: pthread_create");
   watch_gaps(&w);
   pthread_join(ctl, NULL);
-  printf("floor %s=%d rounds=%d park_ms=%.2f fork_ms=%.2f gap_ms=%.2f all_ms=%.2f\n",
-         mib ? "memory" : "threads", mib ? mib : n, rounds, median(park_v, rounds),
+  printf("floor %s=%d rounds=%d park_ms=%.2f %s_ms=%.2f gap_ms=%.2f all_ms=%.2f\n",
+         wp_uffd >= 0 ? "memory-wp" : mib ? "memory" : "threads", mib ? mib : n, rounds,
+         median(park_v, rounds), wp_uffd >= 0 ? "wp" : "fork",
          median(fork_v, rounds), median(gap_v, rounds), median(all_v, rounds));
   return 0;
 }
@@ -442,11 +489,16 @@ static int run_maps(int n, int rounds) {
     double t0 = now_ms();
     read_maps(buf, cap);
     double t1 = now_ms();
-    pid_t child = fork();
-    if (child < 0) die("bench-floor: fork");
-    if (child == 0) _exit(0);
+    pid_t child = -1;
+    if (wp_uffd >= 0) {
+      write_protect_data(); /* dropped with the mapping, next round */
+    } else {
+      child = fork();
+      if (child < 0) die("bench-floor: fork");
+      if (child == 0) _exit(0);
+    }
     double t2 = now_ms();
-    if (waitpid(child, NULL, 0) < 0) die("bench-floor: waitpid");
+    if (child > 0 && waitpid(child, NULL, 0) < 0) die("bench-floor: waitpid");
     maps_v[k] = t1 - t0;
     fork_v[k] = t2 - t1;
     sum_v[k] = t2 - t0;
@@ -460,7 +512,7 @@ static int run_maps(int n, int rounds) {
 
 int main(int argc, char **argv) {
   if (argc < 3 || argc > 4) {
-    fprintf(stderr, "usage: bench-floor threads|ptrace|memory|maps N [ROUNDS]\n");
+    fprintf(stderr, "usage: bench-floor threads|ptrace|memory|memory-wp|maps N [ROUNDS]\n");
     return 2;
   }
   int n = atoi(argv[2]);
@@ -471,8 +523,12 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "threads")) return run_threads(n, rounds, 0);
   if (!strcmp(argv[1], "memory")) return run_threads(0, rounds, n);
+  if (!strcmp(argv[1], "memory-wp")) {
+    open_uffd();
+    return run_threads(0, rounds, n);
+  }
   if (!strcmp(argv[1], "ptrace")) return run_ptrace(n, rounds);
   if (!strcmp(argv[1], "maps")) return run_maps(n, rounds);
-  fprintf(stderr, "bench-floor: unknown mode %s (threads, ptrace, memory or maps)\n", argv[1]);
+  fprintf(stderr, "bench-floor: unknown mode %s (threads, ptrace, memory, memory-wp or maps)\n", argv[1]);
   return 2;
 }

@@ -160,6 +160,14 @@ def floor_cell(got):
         parts.append(f"in the job: the main thread parked {f['park_ms']:.1f}, fork of "
                      f"{f['memory']:.0f} MiB written {f['fork_ms']:.1f}, main thread's stall "
                      f"{f['gap_ms']:.1f}")
+    if "memory-wp" in got:
+        f = got["memory-wp"]
+        if "unavailable" in f:
+            parts.append(f"userfaultfd write-protect instead of the fork: not measurable here "
+                         f"({f['unavailable']})")
+        else:
+            parts.append(f"userfaultfd write-protect instead of the fork {f['wp_ms']:.1f}, "
+                         f"main thread's stall {f['gap_ms']:.1f}")
     if "maps" in got:
         f = got["maps"]
         parts.append(f"/proc/PID/maps {f['maps_ms']:.1f} + fork {f['fork_ms']:.1f} "
@@ -174,7 +182,7 @@ def floor_section(floors, results, names):
     freezes = {wl.name: per_tool for wl, per_tool in results}
     other = names[1] if len(names) > 1 else None
     rounds = next((int(f["rounds"]) for _, got in floors if isinstance(got, dict)
-                   for f in got.values()), 0)
+                   for f in got.values() if "rounds" in f), 0)
     head = ["workload", "snap freeze"] + ([f"{other} freeze", f"0.1 × {other}"] if other else []) \
         + [f"floor (bench-floor, medians of {rounds} rounds)"]
     out = ["### What this machine charges for these freezes (ms, this run)", "",
@@ -202,12 +210,15 @@ def floor_section(floors, results, names):
             "mappings are learnt while the job is stopped) and one fork (the",
             "copy-on-write snapshot); for written memory, a one-thread job that has just",
             "written every page of its data (by its own stores, as a job does) parked",
-            "by a signal while the process forks. A tool that stops the threads with",
+            "by a signal while the process forks, and again with the fork replaced by",
+            "the other copy-on-write snapshot, the data registered with a userfaultfd",
+            "and write-protected (UFFDIO_WRITEPROTECT). A tool that stops the threads with",
             "ptrace, runs code in each and forks a snapshot pays at least the ptrace",
             "stop, the threads' own code and the fork; one that reads the mappings",
             "while the job is stopped and forks, at least the maps text and the fork;",
-            "one that forks a snapshot of written memory, at least that fork. Going",
-            "below that takes another mechanism, not a faster version of the same one."]
+            "one that forks a snapshot of written memory, at least that fork, and one",
+            "that write-protects it instead, at least the write-protect. Going below",
+            "that takes another mechanism, not a faster version of the same one."]
     return "\n".join(out)
 
 
