@@ -297,7 +297,8 @@ static void *park_controller(void *arg) {
   return NULL;
 }
 
-static int run_threads(int n, int rounds, int mib) {
+/* `mode` names the output line (threads, memory or memory-wp). */
+static int run_threads(const char *mode, int n, int rounds, int mib) {
   data_bytes = (size_t)mib << 20;
   static struct gap_watch w;
   altstacks = calloc(n + 1, sizeof *altstacks);
@@ -315,9 +316,8 @@ static int run_threads(int n, int rounds, int mib) {
   if (pthread_create(&ctl, NULL, park_controller, &a)) die("bench-floor: pthread_create");
   watch_gaps(&w);
   pthread_join(ctl, NULL);
-  printf("floor %s=%d rounds=%d park_ms=%.2f %s_ms=%.2f gap_ms=%.2f all_ms=%.2f\n",
-         wp_uffd >= 0 ? "memory-wp" : mib ? "memory" : "threads", mib ? mib : n, rounds,
-         median(park_v, rounds), wp_uffd >= 0 ? "wp" : "fork",
+  printf("floor %s=%d rounds=%d park_ms=%.2f %s_ms=%.2f gap_ms=%.2f all_ms=%.2f\n", mode,
+         mib ? mib : n, rounds, median(park_v, rounds), wp_uffd >= 0 ? "wp" : "fork",
          median(fork_v, rounds), median(gap_v, rounds), median(all_v, rounds));
   return 0;
 }
@@ -516,11 +516,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench-floor: N and ROUNDS must be positive (ROUNDS at most 1000)\n");
     return 2;
   }
-  if (!strcmp(argv[1], "threads")) return run_threads(n, rounds, 0);
-  if (!strcmp(argv[1], "memory")) return run_threads(0, rounds, n);
+  if (!strcmp(argv[1], "threads")) return run_threads(argv[1], n, rounds, 0);
+  if (!strcmp(argv[1], "memory")) return run_threads(argv[1], 0, rounds, n);
   if (!strcmp(argv[1], "memory-wp")) {
     open_uffd();
-    return run_threads(0, rounds, n);
+    return run_threads(argv[1], 0, rounds, n);
   }
   if (!strcmp(argv[1], "ptrace")) return run_ptrace(n, rounds);
   if (!strcmp(argv[1], "maps")) return run_maps(n, rounds);
