@@ -26,6 +26,7 @@
 #include "tracer/memory.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
+#include "tracer/registers.h"
 #include "tracer/remote.h"
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
@@ -99,7 +100,10 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
     auto& proc = ckpt.processes[i];
     Task& leader = *tree.processes()[i].tasks[0];
     parasite::MemorySnapshot::collect_leftovers(leader, tree.processes()[i].left_snapshots);
-    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings);
+    std::vector<uint64_t> sps;  // of the threads but the leader: their stacks are kept out
+    for (const auto& t : proc.threads)
+      if (t.tid != proc.pid) sps.push_back(Registers::from_bytes(t.gpregs).sp().as_int());
+    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps);
     if (!snap) {
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       hints.fds.confirm(proc.pid, proc.fds, proc.pid);

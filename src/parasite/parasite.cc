@@ -39,11 +39,6 @@
 
 namespace snap::parasite {
 
-namespace {
-
-// Phases, appended as "MONOTONIC_SECONDS PID PHASE" to the file named by
-// $SNAP_PHASE_LOG (for the fault tests: they kill snap at random instants
-// and want to know where it was).
 void phase(pid_t pid, const char* what) {
   static int fd = [] {
     const char* path = std::getenv("SNAP_PHASE_LOG");
@@ -55,8 +50,6 @@ void phase(pid_t pid, const char* what) {
   auto line = fmt::format("{}.{:09} {} {}\n", now.tv_sec, now.tv_nsec, pid, what);
   (void)!::write(fd, line.data(), line.size());
 }
-
-}  // namespace
 
 // ---- Parasite -----------------------------------------------------------------
 

@@ -84,6 +84,11 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
                            const std::vector<image::Mapping>* mappings = nullptr);
 // Copies the state into the process (threads matched by tid).
 void apply_parasite_state(const ParasiteState& s, image::Process& out);
+
+// Appends "MONOTONIC_SECONDS PID PHASE" to the file named by $SNAP_PHASE_LOG,
+// if set (for the fault tests: they kill snap at chosen instants and want
+// to know where it was).
+void phase(pid_t pid, const char* what);
 // /proc/PID/timers: the POSIX timers' ids, clocks and notification.
 std::vector<image::PosixTimer> read_posix_timers(pid_t pid);
 

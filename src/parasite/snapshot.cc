@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "parasite/keep_out.h"
 #include "parasite/parasite.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
@@ -40,76 +41,51 @@ bool MemorySnapshot::read_from_job(const image::Mapping& m) const {
   return differs_in_child(m) || std::binary_search(kept_out_.begin(), kept_out_.end(), m.start);
 }
 
-namespace {
-
-// The sparse reservations of a process to keep out of its snapshot (see
-// MemorySnapshot::take), by start.
-std::vector<uint64_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>& mappings) {
-  constexpr uint64_t kMinSize = 1ull << 30, kMaxHeld = 256ull << 20, kSpread = 512;
-  std::vector<uint64_t> out;
-  if (std::none_of(mappings.begin(), mappings.end(),
-                   [&](const auto& m) { return m.end - m.start >= kMinSize; }))
-    return out;
-  // Resident + swapped bounds the pages any one mapping holds.
-  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
-  if (!text) return out;
-  const proc::Status status = proc::parse_status(*text);
-  const uint64_t held = status.rss_bytes + status.swap_bytes;
-  if (held > kMaxHeld) return out;
-  for (const auto& m : mappings)
-    if (m.kind == image::MappingKind::Anonymous && !MemorySnapshot::differs_in_child(m) &&
-        m.end - m.start >= kMinSize && m.end - m.start >= kSpread * held)
-      out.push_back(m.start);
-  return out;
-}
-
-}  // namespace
-
 std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
-                                                     const std::vector<image::Mapping>& mappings) {
+                                                     const std::vector<image::Mapping>& mappings,
+                                                     const std::vector<uint64_t>& thread_sps) {
   pid_t child = -1;
-  std::vector<uint64_t> kept_out = sparse_mappings(leader.tid(), mappings);
+  std::vector<KeepOut> runs = keep_out(leader.tid(), mappings, thread_sps);
+  std::vector<uint64_t> kept_out;
   {
     GuardedSyscalls guarded(leader);
     auto& rs = guarded.rs();
+    if (!guarded.healing() && !runs.empty()) {
+      vlog("pid {}: nothing is kept out of the snapshot (no way back for its sequence)",
+           leader.tid());
+      runs.clear();
+    }
     // Only for this call: report the clone so the child is born traced.
     check_sys(set_options(leader.tid(), PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE),
               "ptrace(PTRACE_SETOPTIONS)");
-    std::vector<const image::Mapping*> dontfork;
-    auto undo = [&] {  // the job's own setting back at once
-      for (const auto* m : dontfork) {
-        long rc = rs.syscall(SYS_madvise, m->start, m->end - m->start, MADV_DOFORK);
-        if (rc < 0)
-          throw SysError(fmt::format("pid {}: madvise(MADV_DOFORK) on {:#x}-{:#x} after the "
-                                     "snapshot", leader.tid(), m->start, m->end),
-                         static_cast<int>(-rc));
-      }
-    };
     long rc;
     try {
-      for (const auto& m : mappings)
-        if (std::binary_search(kept_out.begin(), kept_out.end(), m.start) &&
-            rs.syscall(SYS_madvise, m.start, m.end - m.start, MADV_DONTFORK) == 0)
-          dontfork.push_back(&m);
-      constexpr uint64_t kChildFaultingSp = 8;
-      rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, kChildFaultingSp, 0, 0, 0);
+      if (runs.empty()) {
+        constexpr uint64_t kChildFaultingSp = 8;
+        rc = rs.syscall(SYS_clone, 0 /* no flags, exit signal 0 */, kChildFaultingSp, 0, 0, 0);
+        if (rc > 0) child = static_cast<pid_t>(rs.last_event_message(PTRACE_EVENT_CLONE));
+      } else {
+        KeptOutClone got = clone_keeping_out(guarded, runs);
+        rc = got.rc;
+        child = got.child;
+        kept_out = std::move(got.kept_out);
+        if (got.sparse)
+          vlog("pid {}: {} sparse reservation(s) kept out of the snapshot, read while stopped",
+               leader.tid(), got.sparse);
+        if (got.stacks)
+          vlog("pid {}: {} thread stack and guard mapping(s) kept out of the snapshot, read "
+               "while stopped", leader.tid(), got.stacks);
+      }
     } catch (...) {
-      try { undo(); } catch (...) {}
+      set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
       throw;
     }
     set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
-    undo();
-    kept_out.clear();
-    for (const auto* m : dontfork) kept_out.push_back(m->start);
-    if (!dontfork.empty())
-      vlog("pid {}: {} sparse reservation(s) kept out of the snapshot, read while stopped",
-           leader.tid(), dontfork.size());
     if (rc < 0) {
       vlog("pid {}: no copy-on-write snapshot ({}); reading memory while stopped", leader.tid(),
            std::strerror(static_cast<int>(-rc)));
       return nullptr;
     }
-    child = static_cast<pid_t>(rs.last_event_message(PTRACE_EVENT_CLONE));
     if (child <= 0) child = static_cast<pid_t>(rc);
   }
   // The child starts in a ptrace stop; make sure snap's death kills it

@@ -6,7 +6,8 @@
 // The child never runs: it is born traced by snap, which then sets
 // PTRACE_O_EXITKILL on it; and its stack pointer is 8 (clone's newsp), so
 // even if snap died before that, the child would fault at the first `ret`
-// instead of running the job's code. The leader makes the call through
+// (or, cloned by keep_out_fork.S, exit at once) instead of running the
+// job's code. The leader makes the call through
 // GuardedSyscalls, so if snap dies meanwhile it returns to its own context.
 // The child's memory is the job's memory at the instant of the dump; the
 // kernel copies a page only when the job writes it. Release kills the
@@ -36,15 +37,13 @@ class MemorySnapshot {
   // kernel refuses the clone (e.g. memory overcommit limits): the caller
   // then reads the memory while the job is still stopped.
   //
-  // A sparse reservation (a mapping of 1 GiB or more, 512 times the
-  // process's resident and swapped memory or more: a few pages spread over
-  // terabytes, as AddressSanitizer, Go or CUDA's unified memory make) would
-  // cost the fork a page-table page or two per present page: such mappings
-  // are kept out of the child (MADV_DONTFORK around the clone, undone at
-  // once) and read from the job while it is stopped instead, which costs
-  // less (at most 256 MiB in all). `mappings` are the process's.
+  // Some mappings are kept out of the child and read from the job while
+  // it is stopped instead (sparse reservations, the stacks of the threads
+  // but the leader: keep_out.h says which and how). `mappings` are the
+  // process's, sorted; `thread_sps` the stack pointers of its other threads.
   static std::unique_ptr<MemorySnapshot> take(Task& leader,
-                                              const std::vector<image::Mapping>& mappings);
+                                              const std::vector<image::Mapping>& mappings,
+                                              const std::vector<uint64_t>& thread_sps);
   ~MemorySnapshot();  // kills and reaps the child if release() was not called
 
   pid_t pid() const { return child_; }

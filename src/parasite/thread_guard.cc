@@ -352,6 +352,10 @@ bool ThreadGuard::on_stop(int status) {
   }
   // A group stop or other event: go on. All signals are blocked; only
   // SIGSTOP gets here. Let the job see it later.
+  if ((status >> 16) == PTRACE_EVENT_CLONE) {
+    unsigned long msg = 0;
+    if (::ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) == 0) cloned_ = static_cast<pid_t>(msg);
+  }
   if ((status >> 16) == 0) warn("pid {}: signal {} arrived while the parasite ran; it is dropped", tid, sig);
   resume();
   return false;

@@ -86,6 +86,9 @@ class ThreadGuard {
   // ran free): its state is its own again, nothing of the guard's to put
   // back. The guard is spent.
   void forget() { parked_ = false; }
+  // The child the thread cloned while snap stepped it (wait_and_step()),
+  // as snap sees it (PTRACE_EVENT_CLONE's message), if it did.
+  std::optional<pid_t> cloned() const { return cloned_; }
 
  private:
   Task& task_;
@@ -97,6 +100,7 @@ class ThreadGuard {
   bool parked_ = false;
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
   bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
+  std::optional<pid_t> cloned_;
   void resume();               // PTRACE_SYSCALL
   int wait_stop();             // the thread's next stop's wait status
   // Parked if not yet, registers set for a call of `entry` (start()).
@@ -114,6 +118,7 @@ class GuardedSyscalls {
  public:
   explicit GuardedSyscalls(Task& task);
   RemoteSyscalls& rs() { return *rs_; }
+  ThreadGuard& guard() { return guard_; }
   bool healing() const { return healing_; }
 
  private:

@@ -9,10 +9,14 @@ Usage: parasite_test.py SNAP VICTIM (--manifest | --faults [--kills N] [--seed S
 --faults    kills `snap dump` with SIGKILL at N (default 50) pseudo-random
             instants while it dumps the victim, and checks after each kill
             that the victim is untraced and running, and at the end that its
-            output is exactly the expected sequence with no FAIL. Half of the
-            kill instants are spread over a whole dump, half over the window
-            in which the parasite is in the target (both measured first, from
-            snap's phase log, $SNAP_PHASE_LOG). Reports where the kills landed.
+            output is exactly the expected sequence with no FAIL. A third of
+            the kill instants is spread over a whole dump, a third over the
+            window in which the parasite is in the target (both measured
+            first, from snap's phase log, $SNAP_PHASE_LOG), and a third lands
+            as soon as snap starts the sequence that keeps the thread stacks out of
+            the snapshot, after which no mapping of the victim may stay
+            MADV_DONTFORK (and the victim's own fork at its end must work).
+            Reports where the kills landed.
 """
 import ctypes
 import json
@@ -62,6 +66,22 @@ class Victim:
             return fields.get("State", "?").strip(), int(fields.get("TracerPid", "0"))
         except FileNotFoundError:
             return "gone", 0
+
+    def dontfork_mappings(self):
+        """The victim's mappings marked MADV_DONTFORK ("dc"): it makes none
+        itself, so any is one a dump left."""
+        out, head = [], None
+        try:
+            with open(f"/proc/{self.pid}/smaps") as f:
+                for l in f:
+                    if l.startswith("VmFlags:"):
+                        if "dc" in l.split()[1:]:
+                            out.append(head)
+                    elif not l.split(" ", 1)[0].endswith(":"):  # "start-end perms ..."
+                        head = l.split(" ", 1)[0]
+        except FileNotFoundError:
+            pass
+        return out
 
     def lines(self):
         with open(self.out_path) as f:
@@ -188,9 +208,17 @@ def test_faults(snap, victim_exe, work, kills, seed):
         log = os.path.join(work, f"kill{k}.log")
         t0 = time.monotonic()  # delays count from the same point as when measured
         p = run_dump(snap, v.pid, os.path.join(work, f"k{k}"), log)
-        if k % 2 == 0:
+        if k % 3 == 0:
             # Anywhere in a whole dump.
             time.sleep(max(0.0, t0 + rng.uniform(0, total) - time.monotonic()))
+        elif k % 3 == 2:
+            # In the sequence that keeps the thread stacks out of the
+            # snapshot (MADV_DONTFORK, clone, MADV_DOFORK inside the job):
+            # as soon as snap logs that it starts it.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and p.poll() is None and not any(
+                    name == "snapshot-sequence" for _, name in read_phases(log)):
+                time.sleep(0.0001)
         else:
             # Inside the parasite's window: wait for snap to log that it
             # injects (start-up time varies with load), then a random part
@@ -218,15 +246,24 @@ def test_faults(snap, victim_exe, work, kills, seed):
             if tracer == 0 and state[:1] in ("R", "S"):
                 break
             if time.monotonic() > deadline:
-                expect(False, f"kill {k} at {delay * 1000:.1f} ms ({last}): victim is {state}, "
+                expect(False, f"kill {k} at {(time.monotonic() - t0) * 1000:.1f} ms ({last}): victim is {state}, "
                               f"tracer {tracer}")
                 break
             time.sleep(0.005)
+        # A kill inside that sequence leaves the victim to finish it alone:
+        # give it a moment.
+        deadline = time.monotonic() + 1
+        while (left := v.dontfork_mappings()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        expect(not left, f"kill {k} ({last}): no mapping of the victim left MADV_DONTFORK ({left})")
         time.sleep(0.06)  # let it run a few lines between dumps
     n_inside = sum(c for name, c in landed.items() if name in INSIDE)
     print(f"{kills} kills (seed {seed}): {n_inside} while the parasite was inside; by last phase: "
           + ", ".join(f"{k}={c}" for k, c in sorted(landed.items())))
     expect(n_inside > 0, "some kills landed while the parasite was inside")
+    n_sequence = landed.get("snapshot-sequence", 0)
+    expect(n_sequence > 0, "some kills landed in the sequence that keeps the thread stacks out "
+                           "of the snapshot (and the victim was left with none MADV_DONTFORK)")
     expect(failed_dumps == 0, "no dump between the kills failed (what a killed dump leaves does not "
                               "stand in the next one's way)")
     # One complete dump collects any snapshot a killed dump left behind.

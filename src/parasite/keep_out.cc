@@ -1,0 +1,189 @@
+#include "parasite/keep_out.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "parasite/parasite.h"
+#include "parasite/snapshot.h"
+#include "parasite/thread_guard.h"
+#include "tracer/proc.h"
+#include "tracer/remote.h"
+
+extern "C" {
+extern const uint8_t snap_keep_out_fork_start[];
+extern const uint8_t snap_keep_out_fork_end[];
+}
+
+namespace snap::parasite {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kMaxStack = 64ull << 20;
+
+// The data page keep_out_fork.S reads and writes (see there).
+struct SequenceHead {
+  uint64_t n, end_sp, clone_rc;
+};
+struct SequenceEntry {
+  uint64_t start, len;
+  int64_t dontfork_rc, dofork_rc;
+};
+static_assert(sizeof(SequenceHead) == 24 && sizeof(SequenceEntry) == 32);
+static_assert(sizeof(SequenceHead) + kMaxKeepOut * sizeof(SequenceEntry) <= kPage);
+
+bool is_private_anonymous(const image::Mapping& m) {
+  return m.kind == image::MappingKind::Anonymous && !MemorySnapshot::differs_in_child(m);
+}
+
+// The sparse reservations, by index in `mappings`.
+std::vector<size_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>& mappings) {
+  constexpr uint64_t kMinSize = 1ull << 30, kMaxHeld = 256ull << 20, kSpread = 512;
+  std::vector<size_t> out;
+  if (std::none_of(mappings.begin(), mappings.end(),
+                   [&](const auto& m) { return m.end - m.start >= kMinSize; }))
+    return out;
+  // Resident + swapped bounds the pages any one mapping holds.
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/status");
+  if (!text) return out;
+  const proc::Status status = proc::parse_status(*text);
+  const uint64_t held = status.rss_bytes + status.swap_bytes;
+  if (held > kMaxHeld) return out;
+  for (size_t i = 0; i < mappings.size(); i++) {
+    const auto& m = mappings[i];
+    if (is_private_anonymous(m) && m.end - m.start >= kMinSize && m.end - m.start >= kSpread * held)
+      out.push_back(i);
+  }
+  return out;
+}
+
+// The threads' stacks and the guard mapping right below each, by index.
+std::vector<size_t> thread_stacks(const std::vector<image::Mapping>& mappings,
+                                  const std::vector<uint64_t>& sps) {
+  std::vector<size_t> out;
+  for (uint64_t sp : sps) {
+    auto it = std::upper_bound(mappings.begin(), mappings.end(), sp,
+                               [](uint64_t a, const image::Mapping& m) { return a < m.start; });
+    if (it == mappings.begin()) continue;
+    const size_t i = static_cast<size_t>(it - mappings.begin()) - 1;
+    const auto& m = mappings[i];
+    if (sp >= m.end || !is_private_anonymous(m) || m.end - m.start > kMaxStack ||
+        (m.prot & PROT_WRITE) == 0)
+      continue;
+    out.push_back(i);
+    if (i > 0 && mappings[i - 1].end == m.start && mappings[i - 1].prot == PROT_NONE &&
+        is_private_anonymous(mappings[i - 1]))
+      out.push_back(i - 1);
+  }
+  return out;
+}
+
+// Adjacent mappings joined into runs, ascending.
+std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::vector<size_t> idx,
+                             bool stacks) {
+  std::sort(idx.begin(), idx.end());
+  idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
+  std::vector<KeepOut> out;
+  for (size_t i : idx) {
+    const auto& m = mappings[i];
+    if (out.empty() || out.back().end != m.start) out.push_back({m.start, m.end, {}, stacks});
+    out.back().end = m.end;
+    out.back().mappings.push_back(m.start);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
+                              const std::vector<uint64_t>& thread_sps) {
+  std::vector<KeepOut> out = runs_of(mappings, sparse_mappings(pid, mappings), false);
+  if (out.size() > kMaxKeepOut) out.resize(kMaxKeepOut);
+  for (auto& r : runs_of(mappings, thread_stacks(mappings, thread_sps), true)) {
+    if (out.size() >= kMaxKeepOut) break;
+    // A stack inside a sparse reservation is already kept out with it.
+    if (std::none_of(out.begin(), out.end(),
+                     [&](const KeepOut& k) { return r.start < k.end && k.start < r.end; }))
+      out.push_back(std::move(r));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.start < b.start; });
+  return out;
+}
+
+KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepOut>& runs) {
+  RemoteSyscalls& rs = guarded.rs();
+  ThreadGuard& guard = guarded.guard();
+  const pid_t tid = rs.task().tid();
+  if (!guarded.healing())
+    throw Error(fmt::format("pid {}: no way back to its own context for the snapshot's sequence",
+                            tid));
+  const size_t code = static_cast<size_t>(snap_keep_out_fork_end - snap_keep_out_fork_start);
+  if (code > kPage || runs.size() > kMaxKeepOut) throw std::logic_error("keep-out sequence too large");
+
+  // Code page, then data page. If snap dies before the sequence starts, these
+  // two pages are all it leaves in the job. Shared: a private anonymous
+  // mapping could merge with a neighbour of the job's, which the child
+  // would then have in another shape than the job's list of mappings.
+  const remote_addr base(static_cast<uint64_t>(rs.checked(
+      "mmap of the snapshot's sequence", SYS_mmap, 0, 2 * kPage, PROT_READ | PROT_WRITE,
+      MAP_SHARED | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0)));
+  const remote_addr data = base + static_cast<int64_t>(kPage);
+  KeptOutClone out;
+  try {
+    write_remote(tid, base, snap_keep_out_fork_start, code);
+    rs.checked("mprotect of the snapshot's sequence", SYS_mprotect, base.as_int(), kPage,
+               PROT_READ | PROT_EXEC);
+    std::vector<uint8_t> bytes(sizeof(SequenceHead) + runs.size() * sizeof(SequenceEntry));
+    SequenceHead head{runs.size(), guard.frame().as_int(), 0};
+    std::memcpy(bytes.data(), &head, sizeof head);
+    for (size_t i = 0; i < runs.size(); i++) {
+      SequenceEntry e{runs[i].start, runs[i].end - runs[i].start, 1, 1};
+      std::memcpy(bytes.data() + sizeof head + i * sizeof e, &e, sizeof e);
+    }
+    write_remote(tid, data, bytes.data(), bytes.size());
+
+    phase(tid, "snapshot-sequence");
+    guard.start(base, data.as_int());
+    while (!guard.wait_and_step()) {}
+    phase(tid, "snapshot-sequence-done");
+    guard.park();  // for the munmap below, and until the guard's scope ends
+
+    read_remote(tid, data, bytes.data(), bytes.size());
+    std::memcpy(&head, bytes.data(), sizeof head);
+    out.rc = static_cast<long>(head.clone_rc);
+    if (out.rc > 0) out.child = guard.cloned().value_or(static_cast<pid_t>(out.rc));
+    for (size_t i = 0; i < runs.size(); i++) {
+      SequenceEntry e;
+      std::memcpy(&e, bytes.data() + sizeof head + i * sizeof e, sizeof e);
+      if (e.dontfork_rc != 0) continue;  // not kept out: in the child as usual
+      if (e.dofork_rc != 0) {
+        if (out.child > 0) {  // born stopped and traced: never run
+          ::kill(out.child, SIGKILL);
+          while (::waitpid(out.child, nullptr, __WALL) < 0 && errno == EINTR) {}
+        }
+        throw SysError(fmt::format("pid {}: madvise(MADV_DOFORK) on {:#x}-{:#x} after the snapshot",
+                                   tid, runs[i].start, runs[i].end),
+                       static_cast<int>(-e.dofork_rc));
+      }
+      out.kept_out.insert(out.kept_out.end(), runs[i].mappings.begin(), runs[i].mappings.end());
+      (runs[i].stacks ? out.stacks : out.sparse) += runs[i].mappings.size();
+    }
+  } catch (...) {
+    rs.syscall(SYS_munmap, base.as_int(), 2 * kPage);
+    throw;
+  }
+  rs.checked("munmap of the snapshot's sequence", SYS_munmap, base.as_int(), 2 * kPage);
+  std::sort(out.kept_out.begin(), out.kept_out.end());
+  return out;
+}
+
+}  // namespace snap::parasite

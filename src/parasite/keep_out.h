@@ -1,0 +1,68 @@
+// Mappings kept out of a copy-on-write snapshot (snapshot.h) and read from
+// the stopped job instead, and the clone that keeps them out.
+//
+// Two kinds cost the fork more than reading them while stopped:
+//  - sparse reservations (1 GiB or more, 512 times the process's resident
+//    and swapped memory or more: a few pages spread over terabytes, as
+//    AddressSanitizer, Go or CUDA's unified memory make): the fork would copy
+//    a page-table page or two per present page;
+//  - the stacks of the threads but the leader (each thread's stack pointer
+//    in a private anonymous mapping of at most 64 MiB, with the inaccessible
+//    guard mapping right below it): shared copy-on-write, every thread the
+//    dump lets go takes a fault on its own stack at once, all together on
+//    the job's CPUs, before the job's main thread gets on (measured with 256
+//    threads: the fork 4.2 -> 1.8 ms, the main thread's stall after it
+//    21-25 -> 8 ms, scripts/bench/floor.c's threads mode with the stacks
+//    kept out).
+//
+// They are kept out with MADV_DONTFORK around the clone, and given their
+// own flag back at once. The three steps run as one sequence inside the
+// job's leader (keep_out_fork.S), so that they finish even if snap dies in
+// between: a stack left with MADV_DONTFORK would be missing in every later
+// fork of the job, whose child would then crash in glibc (fork reclaims the
+// other threads' stacks through the descriptors that live in them).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "image/checkpoint.h"
+
+namespace snap {
+class Task;
+}
+
+namespace snap::parasite {
+
+class GuardedSyscalls;
+
+struct KeepOut {
+  uint64_t start = 0, end = 0;        // one madvise: adjacent mappings joined
+  std::vector<uint64_t> mappings;     // the starts of the mappings inside
+  bool stacks = false;                // thread stacks and guards, else sparse reservations
+};
+
+// What to keep out of the snapshot of process `pid`, stopped: `mappings`
+// (sorted by start), `thread_sps` the stack pointers of its threads but the
+// leader. Ascending, at most kMaxKeepOut runs (the sparse reservations
+// first, then the stacks as they fit).
+std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
+                              const std::vector<uint64_t>& thread_sps);
+inline constexpr size_t kMaxKeepOut = 120;
+
+struct KeptOutClone {
+  long rc = 0;                    // the clone's result in the job (-errno on failure)
+  pid_t child = -1;               // the child, as snap sees it (rc > 0)
+  std::vector<uint64_t> kept_out; // starts of the mappings the child lacks, sorted
+  size_t sparse = 0, stacks = 0;  // of them: sparse reservations, thread stacks and guards
+};
+
+// The leader (parked by `guarded`, PTRACE_O_TRACECLONE set) runs
+// keep_out_fork.S on `runs`: MADV_DONTFORK on each, clone, MADV_DOFORK on
+// those marked, back to its own context. Throws if the sequence did not
+// complete as expected (a fault, or MADV_DOFORK refused: named).
+KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepOut>& runs);
+
+}  // namespace snap::parasite
