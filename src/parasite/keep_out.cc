@@ -80,8 +80,9 @@ std::vector<size_t> thread_stacks(const std::vector<image::Mapping>& mappings,
         (m.prot & PROT_WRITE) == 0)
       continue;
     out.push_back(i);
-    if (i > 0 && mappings[i - 1].end == m.start && mappings[i - 1].prot == PROT_NONE &&
-        is_private_anonymous(mappings[i - 1]))
+    const auto& below = i > 0 ? mappings[i - 1] : m;
+    if (i > 0 && below.end == m.start && below.prot == PROT_NONE && is_private_anonymous(below) &&
+        below.end - below.start <= kMaxStack)  // so never a sparse reservation too
       out.push_back(i - 1);
   }
   return out;
@@ -108,12 +109,11 @@ std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mapp
                               const std::vector<uint64_t>& thread_sps) {
   std::vector<KeepOut> out = runs_of(mappings, sparse_mappings(pid, mappings), false);
   if (out.size() > kMaxKeepOut) out.resize(kMaxKeepOut);
+  // Disjoint from the sparse reservations: stacks and guards are at most
+  // kMaxStack, reservations at least 1 GiB.
   for (auto& r : runs_of(mappings, thread_stacks(mappings, thread_sps), true)) {
     if (out.size() >= kMaxKeepOut) break;
-    // A stack inside a sparse reservation is already kept out with it.
-    if (std::none_of(out.begin(), out.end(),
-                     [&](const KeepOut& k) { return r.start < k.end && k.start < r.end; }))
-      out.push_back(std::move(r));
+    out.push_back(std::move(r));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.start < b.start; });
   return out;
