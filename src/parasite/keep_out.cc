@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -12,9 +13,11 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/scoped_fd.h"
 #include "parasite/parasite.h"
 #include "parasite/snapshot.h"
 #include "parasite/thread_guard.h"
+#include "tracer/pagemap.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 
@@ -29,6 +32,8 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kMaxStack = 64ull << 20;
+// Pages a thread stack may hold to be kept out, each and all together.
+constexpr uint64_t kMaxStackHeld = 64, kMaxStacksHeld = 4096;
 
 // The data page keep_out_fork.S reads and writes (see there).
 struct SequenceHead {
@@ -66,10 +71,63 @@ std::vector<size_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>
   return out;
 }
 
-// The threads' stacks and the guard mapping right below each, by index.
-std::vector<size_t> thread_stacks(const std::vector<image::Mapping>& mappings,
+// Pages present or swapped in each of `idx` (indices into `mappings`,
+// ascending), from as few page-table walks as adjacent mappings allow: the
+// stacks glibc gives threads sit side by side. 0 for all when the pagemap
+// cannot be read (the process is stopped: it cannot have gone).
+std::vector<uint64_t> held_pages(pid_t pid, const std::vector<image::Mapping>& mappings,
+                                 const std::vector<size_t>& idx) {
+  std::vector<uint64_t> held(idx.size(), 0);
+  const std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw SysError(fmt::format("open {}", path), errno);
+  constexpr uint64_t kGap = 64ull << 20;  // walked through, not around
+  constexpr uint64_t kCategories = pagemap::kPageIsPresent | pagemap::kPageIsSwapped;
+  for (size_t first = 0; first < idx.size();) {
+    size_t last = first;
+    while (last + 1 < idx.size() && mappings[idx[last + 1]].start - mappings[idx[last]].end <= kGap)
+      last++;
+    const uint64_t lo = mappings[idx[first]].start, hi = mappings[idx[last]].end;
+    size_t at = first;  // regions come ascending
+    auto count = [&](uint64_t start, uint64_t end) {
+      for (; at <= last && start < end; at++) {
+        const auto& m = mappings[idx[at]];
+        if (end <= m.start) return;
+        if (start >= m.end) continue;
+        held[at] += (std::min(end, m.end) - std::max(start, m.start)) / kPage;
+        if (end < m.end) return;
+      }
+    };
+    int e = pagemap::scan(fd.get(), lo, hi, 0, 0, kCategories, kCategories,
+                          [&](const pagemap::Region& r) { count(r.start, r.end); });
+    if (e != 0 && !pagemap::scan_unsupported(e))
+      throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, lo, hi), e);
+    if (e != 0) {  // before Linux 6.7: the entries of each mapping, at most 64 MiB
+      for (size_t k = first; k <= last; k++) {
+        at = k;
+        const auto& m = mappings[idx[k]];
+        pagemap::read_chunks(fd.get(), path, m.start, m.end,
+                             [&](uint64_t a, const uint64_t* entries, size_t n) {
+                               for (size_t j = 0; j < n; j++)
+                                 if (entries[j] & (pagemap::kPresent | pagemap::kSwapped))
+                                   count(a + j * kPage, a + (j + 1) * kPage);
+                             });
+      }
+    }
+    first = last + 1;
+  }
+  return held;
+}
+
+// The threads' stacks and the guard mapping right below each, by index. A
+// stack is read while the job is stopped, so one that holds more than a
+// few pages (deep recursion, large automatic arrays on OpenMP threads, or a
+// "stack" that is really an arena the runtime carved it from) stays in the
+// snapshot: after the release its thread faults only on the few pages it
+// writes, while reading it would lengthen the freeze by all it holds.
+std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& mappings,
                                   const std::vector<uint64_t>& sps) {
-  std::vector<size_t> out;
+  std::vector<size_t> stacks;
   for (uint64_t sp : sps) {
     auto it = std::upper_bound(mappings.begin(), mappings.end(), sp,
                                [](uint64_t a, const image::Mapping& m) { return a < m.start; });
@@ -79,12 +137,39 @@ std::vector<size_t> thread_stacks(const std::vector<image::Mapping>& mappings,
     if (sp >= m.end || !is_private_anonymous(m) || m.end - m.start > kMaxStack ||
         (m.prot & PROT_WRITE) == 0)
       continue;
+    stacks.push_back(i);
+  }
+  std::sort(stacks.begin(), stacks.end());
+  stacks.erase(std::unique(stacks.begin(), stacks.end()), stacks.end());
+  if (stacks.empty()) return stacks;
+
+  const std::vector<uint64_t> held = held_pages(pid, mappings, stacks);
+  std::vector<size_t> out;
+  uint64_t total = 0;
+  size_t too_deep = 0, over_total = 0;
+  for (size_t k = 0; k < stacks.size(); k++) {
+    if (held[k] > kMaxStackHeld) {
+      too_deep++;
+      continue;
+    }
+    if (total + held[k] > kMaxStacksHeld) {
+      over_total++;
+      continue;
+    }
+    total += held[k];
+    const size_t i = stacks[k];
+    const auto& m = mappings[i];
     out.push_back(i);
     const auto& below = i > 0 ? mappings[i - 1] : m;
     if (i > 0 && below.end == m.start && below.prot == PROT_NONE && is_private_anonymous(below) &&
         below.end - below.start <= kMaxStack)  // so never a sparse reservation too
       out.push_back(i - 1);
   }
+  if (too_deep + over_total > 0)
+    vlog("pid {}: {} thread stack(s) left in the snapshot: {} holding more than {} KiB, {} over "
+         "{} MiB for all stacks",
+         pid, too_deep + over_total, too_deep, kMaxStackHeld * kPage >> 10, over_total,
+         kMaxStacksHeld * kPage >> 20);
   return out;
 }
 
@@ -111,7 +196,7 @@ std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mapp
   if (out.size() > kMaxKeepOut) out.resize(kMaxKeepOut);
   // Disjoint from the sparse reservations: stacks and guards are at most
   // kMaxStack, reservations at least 1 GiB.
-  for (auto& r : runs_of(mappings, thread_stacks(mappings, thread_sps), true)) {
+  for (auto& r : runs_of(mappings, thread_stacks(pid, mappings, thread_sps), true)) {
     if (out.size() >= kMaxKeepOut) break;
     out.push_back(std::move(r));
   }

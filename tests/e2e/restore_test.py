@@ -1375,5 +1375,35 @@ def sparse_leave_running(env):
            f"{lines_of(out)})")
 
 
+@case
+def deep_thread_stacks_leave_running(env):
+    # A dump that lets the job run on reads the threads' small stacks while
+    # the job is stopped, but leaves in the copy-on-write snapshot a stack
+    # that holds many pages (2 MiB of recursion) and one carved from an
+    # arena with 8 MiB of data: reading those while stopped would lengthen
+    # the freeze by all they hold. Either way the image holds each stack as
+    # it was at the stop: the threads keep changing their stacks after the
+    # dump, and the restored job continues from the dump point.
+    argv = [env.prog("deep_stacks"), "40", "50"]
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(len(ref) == 42 and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    out, ckpt = env.path("deep_stacks.out"), env.path("deep_stacks.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 6)
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+    left = re.search(r"(\d+) thread stack\(s\) left in the snapshot: (\d+) holding more than", r.stderr)
+    expect(left and left.group(1) == "2" and left.group(2) == "2",
+           f"the deep stack and the arena stay in the snapshot: {r.stderr.strip()}")
+    kept = re.search(r"(\d+) thread stack and guard mapping\(s\) kept out", r.stderr)
+    expect(kept and int(kept.group(1)) >= 2, f"the shallow stacks are kept out: {r.stderr.strip()}")
+    p.wait()
+    expect(p.returncode == 0 and lines_of(out) == ref,
+           f"the job ran on to its end after the dump (exit {p.returncode}, {lines_of(out)[-2:]})")
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"restored from the dump point, it ends as an uninterrupted run ({r.stderr.strip()}; "
+           f"{lines_of(out)[-2:]})")
+
+
 if __name__ == "__main__":
     main()
