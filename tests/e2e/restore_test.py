@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""snap restore, end to end: real programs are dumped with --kill in the
-middle of their run, restored, and must finish with exactly the output of an
-uninterrupted run. Usage: restore_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+"""snap restore, end to end: real programs are dumped in the middle of their
+run (most with --kill), restored, and must finish with exactly the output of
+an uninterrupted run: processes, memory, threads, signals, settings, and
+images that must be refused. Descriptors are in files_test.py, sockets in
+sockets_test.py. Usage: restore_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
 import os
 import re
 import shutil
@@ -9,61 +11,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans,
-                      start, start_job, wait_for, wait_lines)
-
-
-def reap_killed_children(timeout=5.0):
-    """Collects the job's other processes, killed by the dump, that came to
-    us (the subreaper) when their parent died, so that their pids are free."""
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            time.sleep(0.02)
-
-
-def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
-                      timeout=120, ignore=lambda line: False, environ=None, tree=False):
-    """Runs argv with stdout to a file, dumps it with --kill once it printed
-    after_lines lines, restores it and checks the whole output file. `tree`:
-    the job has children, reaped (this test is their subreaper) before the
-    restore needs their pids."""
-    out = env.path(f"{name}.out")
-    ckpt = env.path(f"{name}.ckpt")
-    p = start(argv, stdout_path=out, stdin_path=stdin_path, env=environ)
-    wait_lines(out, after_lines)
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    expect(p.returncode == -9, f"{name}: the original was killed by the dump")
-    reap_killed_children()
-    if tree:
-        def all_reaped():
-            try:
-                return os.waitpid(-1, os.WNOHANG)[0] < 0
-            except ChildProcessError:
-                return True
-        wait_for(all_reaped, 30, "the killed job's children to be reaped")
-    before = lines_of(out)
-    expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
-    r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
-    expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
-    got = [l for l in lines_of(out) if not ignore(l)]
-    if got != expected:
-        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
-                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
-    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
-
-
-def uninterrupted(argv, timeout=60, environ=None):
-    """An uninterrupted run of argv: (exit status, its stdout lines), what a
-    restored run's output is compared with."""
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environ)
-    return r.returncode, r.stdout.splitlines()
+from snaptest import (Skip, case, expect, lines_of, live_pid, pid_alive, reap_orphans, start, start_job, wait_for, wait_lines, main)
+from compare_runs import dump_kill_restore, reap_killed_children, uninterrupted
 
 
 @case
@@ -144,68 +93,6 @@ def bc_pi(env):
 
 
 @case
-def xz_file_to_file(env):
-    p, ref, out, ckpt = xz_dumped(env, "xz")
-    r = env.snap_run("restore", ckpt, timeout=300, check=False)
-    expect(r.returncode == 0, f"restored xz exited 0 ({r.stderr.strip()})")
-    with open(out, "rb") as f:
-        got = f.read()
-    expect(got == ref, "xz output identical to an uninterrupted run (input and output offsets)")
-
-
-def xz_dumped(env, name):
-    """xz compressing a file into a file, dumped with --kill mid-stream: its
-    process, the output of an uninterrupted run, the output file, the image."""
-    if not shutil.which("xz"):
-        raise Skip("xz is not installed")
-    import random
-    src = env.path(f"{name}-data.txt")
-    rnd = random.Random(7)
-    with open(src, "w") as f:
-        for i in range(250000):
-            f.write(f"{i} {rnd.random()}\n")
-    ref = subprocess.run(["xz", "-T1", "-6", "-c", src], capture_output=True).stdout
-    out = env.path(f"{name}-data.txt.xz")
-    ckpt = env.path(f"{name}.ckpt")
-    p = subprocess.Popen(["xz", "-T1", "-6", "-c", src], stdout=open(out, "wb"))
-    wait_for(lambda: os.path.getsize(out) > 0 or p.poll() is not None, 60, "xz output")
-    expect(p.poll() is None, "xz still running when dumped")
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    partial = os.path.getsize(out)
-    expect(0 < partial < len(ref), f"xz was stopped mid-stream ({partial} of {len(ref)} bytes)")
-    return p, ref, out, ckpt
-
-
-@case
-def changed_input_refused(env):
-    # The file xz reads is cut short, then removed, between dump and restore:
-    # each restore refuses, naming the fd and what changed, and starts
-    # nothing; with the file back as it was, xz finishes as if never stopped.
-    p, ref, out, ckpt = xz_dumped(env, "changed")
-    src = env.path("changed-data.txt")
-    os.rename(src, src + ".orig")
-    with open(src + ".orig", "rb") as f, open(src, "wb") as g:
-        g.write(f.read(100))
-    partial = os.path.getsize(out)
-    r = env.snap_run("restore", ckpt, check=False, timeout=60)
-    expect(r.returncode == 1 and f"({src}) is now 100 bytes, shorter than the saved offset" in r.stderr,
-           f"a restore onto a shortened input is refused, naming it: {r.stderr.strip()}")
-    os.unlink(src)
-    r = env.snap_run("restore", ckpt, check=False, timeout=60)
-    expect(r.returncode == 1 and "cannot restore" in r.stderr and src in r.stderr
-           and "--allow-changed-files" in r.stderr,
-           f"a restore without the input file is refused, naming it: {r.stderr.strip()}")
-    expect(os.path.getsize(out) == partial and not pid_alive(p.pid), "nothing was started")
-    os.rename(src + ".orig", src)
-    r = env.snap_run("restore", ckpt, timeout=300, check=False)
-    with open(out, "rb") as f:
-        got = f.read()
-    expect(r.returncode == 0 and got == ref,
-           f"with the input back, xz finishes as an uninterrupted run ({r.stderr.strip()})")
-
-
-@case
 def names_come_back(env):
     ckpt, pid, out = dump_counter(env, "names")
     r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
@@ -268,10 +155,10 @@ def restore_killed_midway(env):
             wait_for(lambda: gone(p.pid), 10, "the restored job to end")
     print(f"{interrupted} of {kills} kills landed while snap restore was working")
     expect(interrupted >= 3, "most kills interrupted a restore")
-    before = len(lines_of(out))
     r = env.snap_run("restore", ckpt, check=False, timeout=120)
     expect(r.returncode == 0, f"the image still restores and the job finishes ({r.stderr.strip()})")
-    expect(lines_of(out)[-1] == "done", "the job ran to its end")
+    _, ref = uninterrupted([env.prog("memthreads"), "256", "40", "50"], timeout=120)
+    expect(lines_of(out) == ref, f"it ends as an uninterrupted run: {lines_of(out)[-2:]}")
 
 
 @case
@@ -424,6 +311,7 @@ def detach(env):
     import signal
     os.kill(pid, signal.SIGKILL)
 
+
 @case
 def three_cycles_same_depth(env):
     # dump -> restore three times in a row; the restored job keeps its pid,
@@ -442,7 +330,7 @@ def three_cycles_same_depth(env):
             p.wait()
         wait_for(lambda: not pid_alive(host), 10, "the dumped job to be gone")
         reap_orphans()
-        r = env.snap_run("restore", "--detach", ckpt, timeout=60)
+        env.snap_run("restore", "--detach", ckpt, timeout=60)
         host = live_pid(saved)
         with open(f"/proc/{host}/status") as f:
             nspid = next(l.split()[1:] for l in f.read().splitlines() if l.startswith("NSpid:"))
@@ -451,6 +339,7 @@ def three_cycles_same_depth(env):
     expect(len(set(depths)) == 1, f"the pid namespace depth stays the same: {depths}")
     wait_for(lambda: lines_of(out)[-1:] == ["40"], 60, "the job to finish")
     expect(lines_of(out) == [str(i) for i in range(1, 41)], "output 1..40 across three restores")
+
 
 @case
 def job_keeps_its_user(env):
@@ -493,54 +382,6 @@ def job_keeps_its_user(env):
            f"an ordinary user restoring root's job is refused, naming pid and ids: {r.stderr.strip()}")
     expect(len(lines_of(env.path("root.out"))) == 2, "nothing of that job ran")
 
-@case
-def ten_thousand_fds(env):
-    # 10,000 open files: dumped without comparing every pair of them (by
-    # several threads where snap may use several CPUs), and restored under
-    # the job's own raised fd limit; the epoll after them still watches its
-    # eventfd.
-    import resource
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 10100:
-        raise Skip(f"the hard RLIMIT_NOFILE here ({hard}) is below the job's 10,100")
-    dump_kill_restore(env, [env.prog("manyfds"), "10000"], "manyfds", 5,
-                      [f"{i} 1 1" for i in range(1, 31)])
-
-@case
-def fd_offsets_leave_running(env):
-    # A dump that lets the job run on reads most fds from hints taken just
-    # before the stop (src/tracer/fd_hints.h), though this job moves every
-    # fd's offset and flips flags and close-on-exec all the time: what the
-    # image holds must be each fd as it was at the stop, as the job's memory
-    # expects it. The job carries on after the dump; killed and restored, it
-    # continues from the dump point with every fd as it expects.
-    import resource
-    n = 3000
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < n + 100:
-        raise Skip(f"the hard RLIMIT_NOFILE here ({hard}) is below the job's {n + 100}")
-    out, ckpt = env.path("fd_offsets.out"), env.path("fd_offsets.ckpt")
-    rounds = 40
-    expected = [f"{i} ok" for i in range(1, rounds + 1)]
-    p = start([env.prog("fd_offsets"), env.path("fd_offsets.dat"), str(n), str(rounds), "50"],
-              stdout_path=out)
-    wait_lines(out, 5)
-    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
-    hinted = re.search(r"(\d+) of (\d+) fds read from hints", r.stderr)
-    expect(hinted and int(hinted.group(1)) >= n, f"its data files were read from hints: "
-           f"{hinted.group(0) if hinted else r.stderr.strip()}")
-    at_dump = len(lines_of(out))
-    wait_lines(out, at_dump + 3)  # it carries on after the dump
-    p.kill()
-    p.wait()
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    got = lines_of(out)
-    expect(r.returncode == 0 and got == expected,
-           f"restored from the dump point, every fd as the job expects (exit {r.returncode}; "
-           f"{r.stderr.strip()}; {[l for l in got if 'ok' not in l][:3] or got[-3:]})")
-    print(f"ok   fd_offsets_leave_running: {hinted.group(0)}; dumped at line {at_dump}, "
-          f"restored to the end")
-
 
 @case
 def changed_binary_refused(env):
@@ -569,30 +410,6 @@ def changed_binary_refused(env):
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
 
 
-def epoll_expected(limit):
-    """What tests/programs/epoll_events prints, computed as it runs."""
-    count, pending, out = 30, 0, []
-    for i in range(1, limit + 1):
-        count += i
-        pending += 1
-        tags = (0xe7e7e7e7e7e7e7e7 ^ 0x1) ^ (0x9193 ^ 0x1)  # data ^ EPOLLIN, each
-        line = f"{i}: 2 ready, tags {tags:x}"
-        if i % 3 == 0:
-            line += f", eventfd held {count}"
-            count, pending = 0, pending - 1
-        out.append(line)
-    return out
-
-
-@case
-def epoll_eventfd(env):
-    # An epoll watching an eventfd (level) and a pipe (edge triggered), with
-    # the eventfd's counter and an unread byte in the pipe at the dump: both
-    # restored, and the epoll reports them with the job's own data.
-    dump_kill_restore(env, [env.prog("epoll_events"), "12", "150"], "epoll", 4,
-                      epoll_expected(12))
-
-
 @case
 def without_vdso(env):
     # A job that unmapped its vDSO (tests/programs/no_vdso.c): the dump finds
@@ -612,42 +429,6 @@ def droppable_and_wipeonfork(env):
         raise Skip("this kernel has no MAP_DROPPABLE (Linux 6.11+)")
     expect(rc == 0 and len(ref) == 10, "an uninterrupted run works")
     dump_kill_restore(env, [env.prog("droppable"), "10", "150"], "droppable", 3, ref)
-
-
-@case
-def namespace_fds(env):
-    # Fds on the job's own namespaces (/proc/self/ns/net, uts, ipc, mnt,
-    # cgroup) come back on the same namespaces (tests/programs/ns_fds.c).
-    dump_kill_restore(env, [env.prog("ns_fds"), "10", "150"], "ns_fds", 3,
-                      [f"{i} net=same uts=same ipc=same mnt=same cgroup=same" for i in range(1, 11)])
-
-
-@case
-def aio_context(env):
-    # A kernel AIO context made before the dump is used after the restore
-    # (tests/programs/aio_job.c): io_setup makes its ring again, moved to
-    # where the job's was, so the job's context id works; output identical.
-    _, ref = uninterrupted([env.prog("aio_job"), "10", "150"])
-    expect(len(ref) == 10, "an uninterrupted run works")
-    dump_kill_restore(env, [env.prog("aio_job"), "10", "150"], "aio_job", 3, ref)
-
-
-@case
-def aio_uncollected_refused(env):
-    # A completion left in an AIO ring cannot be put back (io_setup makes an
-    # empty ring, the kernel keeps its own tail): the dump refuses, naming
-    # the pid and the context, and the job runs on.
-    out = env.path("aio_uncollected.out")
-    p = start([env.prog("aio_job"), "--uncollected"], stdout_path=out)
-    wait_lines(out, 1)
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("aio.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid}: the AIO context" in r.stderr
-           and "1 completed event(s)" in r.stderr,
-           f"the dump is refused, naming pid and context: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
 
 
 @case
@@ -690,165 +471,6 @@ def signal_during_restore(env):
 
 
 @case
-def epoll_closed_number(env):
-    # The same, with both files registered under fd 50, closed after each
-    # registration and then reused for /dev/null: the epoll watches them by
-    # a number that names another file. Restore registers each under 50
-    # through a copy and puts /dev/null back: the output is the same.
-    dump_kill_restore(env, [env.prog("epoll_events"), "--closed", "12", "150"], "epoll_closed", 4,
-                      epoll_expected(12))
-
-
-@case
-def shared_fd_table_refused(env):
-    # Two processes sharing one fd table (clone with CLONE_FILES, not a
-    # thread) would come back with a table each: the dump refuses, naming
-    # both, and the job runs on.
-    out = env.path("shared_fdt.out")
-    p = start([env.prog("shared_fdt")], stdout_path=out)
-    wait_lines(out, 1)
-    parent, child = lines_of(out)[0].split()[1:3]
-    r = env.snap_run("dump", "--kill", "--pid", parent, "-o", env.path("shared_fdt.ckpt"),
-                     check=False)
-    named = (f"pid {parent} and pid {child} share one fd table" in r.stderr
-             or f"pid {child} and pid {parent} share one fd table" in r.stderr)
-    expect(r.returncode != 0 and named,
-           f"the dump is refused, naming both: {r.stderr.strip()}")
-    expect(p.poll() is None and pid_alive(int(child)), "the job is still running")
-    p.kill()
-    p.wait()
-
-
-@case
-def thread_own_tables_refused(env):
-    # A thread with an fd table, or a cwd/root/umask, of its own (unshare in
-    # that thread) would come back sharing its process's: the dump (the
-    # job left running) refuses before anything is injected, naming the
-    # thread, writes nothing, and the job runs on.
-    for what, words in (("files", "an fd table"), ("fs", "a cwd, root and umask")):
-        out = env.path(f"thread_{what}.out")
-        p = start([env.prog("shared_fdt"), what], stdout_path=out)
-        wait_lines(out, 1)
-        pid, tid = lines_of(out)[0].split()[1:3]
-        ckpt = env.path(f"thread_{what}.ckpt")
-        r = env.snap_run("dump", "--pid", pid, "-o", ckpt, check=False)
-        expect(r.returncode != 0 and f"thread {tid} of pid {pid} has {words} of its own" in r.stderr,
-               f"{what}: the dump is refused, naming the thread: {r.stderr.strip()}")
-        expect(not os.path.exists(ckpt), f"{what}: nothing written")
-        status = open(f"/proc/{pid}/status").read()
-        expect(p.poll() is None and "TracerPid:\t0" in status, f"{what}: the job runs on, untraced")
-        p.kill()
-        p.wait()
-
-
-@case
-def epoll_stale_fd_refused(env):
-    # An epoll watching a file that only another process still holds (its
-    # child; the parent closed it) cannot be registered again by the parent:
-    # the dump refuses, naming the pid and the epoll's fd, and the job runs on.
-    out = env.path("stale.out")
-    p = start([env.prog("epoll_events"), "--stale"], stdout_path=out)
-    wait_lines(out, 1)
-    words = lines_of(out)[0].split()  # "epoll 3 watches closed fd 7 (file kept by child 99)"
-    ep, closed = words[1], words[5]
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("stale.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {ep} (epoll)" in r.stderr
-           and f"no longer open as fd {closed}" in r.stderr,
-           f"the dump is refused, naming pid, epoll fd and watched fd: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
-
-
-def anon_fds_expected(limit, inotify=True):
-    """What tests/programs/anon_fds prints."""
-    return [f"{i}: signal 10, timer every 150 ms, "
-            + (f"inotify wd 2 (dir 2 file 3) created f{i}, " if inotify
-               else "inotify wd 0 (dir 0 file 0) created -, ")
-            + "flock 1 posix 1 ofd 1" for i in range(1, limit + 1)]
-
-
-@case
-def signalfd_timerfd_inotify_locks(env):
-    # An epoll over a signalfd (its mask; the signal sent through a pidfd of
-    # the job's own), a timerfd (its period) and an inotify fd (its watches,
-    # under their own numbers 2 and 3), with an flock, a POSIX and an OFD
-    # lock: all come back and the run continues
-    # as if uninterrupted (the locks seen from other opens and /proc/locks).
-    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir")],
-                      "anon_fds", 4, anon_fds_expected(12))
-
-
-@case
-def signalfd_timerfd_locks(env):
-    # The same without inotify: an unprivileged dump cannot open a watched
-    # file by its handle (CAP_DAC_READ_SEARCH), so the nobody variant runs this.
-    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir"),
-                            "--no-inotify"], "anon_fds", 4, anon_fds_expected(12, False))
-
-
-@case
-def inotify_deleted_target(env):
-    # A watch on a file the job unlinked but keeps open comes back on the
-    # remade (and again unlinked) file: the job's fchmod through its fd is
-    # still reported by the watch, under its number 3.
-    expected = [line + ", deleted file's watch reports attrib" for line in anon_fds_expected(12)]
-    dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir"),
-                            "--unlink-watched"], "anon_fds", 4, expected)
-
-
-@case
-def inotify_deleted_target_refused(env):
-    # A watch on a deleted file that only a process outside the job holds
-    # open cannot be added again: the dump refuses, naming pid, fd and
-    # watch, and the job runs on.
-    out = env.path("gone.out")
-    d = env.path("gone_dir")
-    p = start([env.prog("anon_fds"), "1000", "150", d], stdout_path=out)
-    wait_lines(out, 1)
-    outside = os.open(os.path.join(d, "watched"), os.O_RDONLY)  # watch 3 is on it
-    os.unlink(os.path.join(d, "watched"))
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("gone.ckpt"),
-                     check=False)
-    os.close(outside)
-    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr
-           and "no fd or mapping of the job holds it" in r.stderr,
-           f"the dump is refused, naming pid, inotify fd and watch: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
-
-
-@case
-def unknown_anon_fd_refused(env):
-    # An anonymous-inode fd restore does not know (here a userfaultfd) is
-    # refused at dump, naming pid, fd and object, before --kill ends the job.
-    out = env.path("uffd.out")
-    p = start([env.prog("anon_fds"), "--userfaultfd"], stdout_path=out)
-    wait_lines(out, 1)
-    fd = lines_of(out)[0].split()[1]
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("uffd.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (anon_inode:[userfaultfd])" in r.stderr
-           and "cannot restore this kind of file" in r.stderr,
-           f"the dump is refused, naming pid, fd and object: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
-
-
-@case
-def fifo_data_pipe_size(env):
-    # Bytes waiting in a FIFO the job holds O_RDWR, a pipe grown with
-    # F_SETPIPE_SZ and its read end's O_NONBLOCK, owner and signal come back.
-    expected = [f"{i}: fifo {chr(ord('a') + (i - 1) % 26)}, pipe size 1048576, nonblock 1, "
-                "owner self 1, signal 12" for i in range(1, 11)]
-    dump_kill_restore(env, [env.prog("fifo_state"), "10", "150", env.path("state.fifo")],
-                      "fifo_state", 3, expected)
-
-
-@case
 def process_settings(env):
     # oom_score_adj, THP disabled, no_new_privs, a membarrier registration
     # and the audit login uid come back as the job set them, and an fd on
@@ -878,15 +500,6 @@ def madvise_flags(env):
 
 
 @case
-def pipe_opened_twice(env):
-    # One pipe end opened again through /proc/self/fd: two open file
-    # descriptions, only one O_NONBLOCK; both come back, on the same pipe.
-    expected = [f"{i}: read {chr(ord('a') + i % 26)} via {'pipe' if i % 2 else 'reopened'}, "
-                "nonblock 0 1" for i in range(1, 11)]
-    dump_kill_restore(env, [env.prog("pipe_reopen"), "10", "150"], "pipe_reopen", 3, expected)
-
-
-@case
 def shared_map_made_writable(env):
     # A MAP_SHARED file mapping, read-only at the dump, from a descriptor
     # opened read-write: the restored job can still mprotect it writable
@@ -903,387 +516,6 @@ def thread_timer(env):
     # (SIGEV_THREAD_ID), and must again after a restore.
     dump_kill_restore(env, [env.prog("thread_timer"), "10", "150"], "thread_timer", 3,
                       [str(i) for i in range(1, 11)])
-
-
-@case
-def asyncio_sockets(env):
-    # A Python asyncio server and its client in one process: a listening TCP
-    # socket on 127.0.0.1 (a port the kernel chose), a listening unix socket
-    # on a path, a UDP endpoint and a connected UDP client. After the
-    # restore the same port and path take new connections (the socket file
-    # the killed job left behind is replaced), and the servers' counters
-    # carry on.
-    name = "asyncio_sockets"
-    rounds = 10
-    out = env.path(f"{name}.out")
-    ckpt = env.path(f"{name}.ckpt")
-    sock_path = env.path("server.sock")
-    p = start([sys.executable, env.src("asyncio_sockets.py"), str(rounds), "150", sock_path],
-              stdout_path=out)
-    wait_lines(out, 3)
-    # A dump that lands while a round's connection is open is refused (a
-    # TCP connection cannot come back) and leaves the job running: again.
-    for attempt in range(10):
-        r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
-        if r.returncode == 0:
-            break
-        expect("TCP connection" in r.stderr or "connected to" in r.stderr,
-               f"{name}: a refused dump names an open connection: {r.stderr.strip()}")
-        expect(p.poll() is None, f"{name}: a refused dump leaves the job running")
-        shutil.rmtree(ckpt, ignore_errors=True)
-    expect(r.returncode == 0, f"{name}: dumped ({r.stderr.strip()})")
-    p.wait()
-    expect(p.returncode == -9, f"{name}: the original was killed by the dump")
-    before = lines_of(out)
-    expect(len(before) < rounds, f"{name}: killed mid-run ({len(before)} lines)")
-    expect(os.path.exists(sock_path), f"{name}: the killed job left its socket file behind")
-    r = env.snap_run("restore", ckpt, timeout=120, check=False)
-    expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
-    expected = [f"{i} tcp pong {i} ({i}) unix pong {i} ({i}) udp pong {i} ({i})"
-                for i in range(1, rounds + 1)]
-    got = lines_of(out)
-    if got != expected:
-        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
-                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
-    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
-
-
-@case
-def unix_socket_states(env):
-    # Unix sockets other than connected pairs (tests/programs/unix_states.py):
-    # a bound datagram socket with messages waiting, a socket whose peer
-    # wrote and closed, a pair shut down one way, listening sockets on a
-    # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
-    # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
-    # restore, connections not yet accepted (stream, in their order, and
-    # seqpacket). All checked by the program at
-    # the end of its run, which must print what an uninterrupted run prints.
-    where = env.path("unix_states")
-    os.makedirs(where, exist_ok=True)
-    rounds = 8
-    expected = [f"round {i}" for i in range(1, rounds + 1)] + [
-        "dgram: first second True",
-        "closed peer: last words True nonblocking True",
-        "shut down: True send EPIPE",
-        "deleted name: True True 1",
-        "abstract: hello True",
-        "rcvbuf kept: True",
-        "passed fd: fd through",
-        "bound later: True",
-        "pending: True one two back",
-        "pending seqpacket: rec",
-    ]
-    dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
-                      "unix_states", 3, expected)
-
-
-def pty_lines_expected(lines):
-    return [f"got b'line {i}\\n' 40x132" for i in range(1, lines + 1)] + [
-        "child: ctty True echo False foreground True session leader True",
-        "child exit 0",
-    ]
-
-
-@case
-def program_on_a_pty(env):
-    # A program on a pseudo-terminal (tests/programs/pty_lines.py): the
-    # parent holds the master and writes numbered lines ahead of a child that
-    # has the slave as controlling terminal (no echo, 40x132) and reads one
-    # line per read(); answers wait in the master. Lines queued both ways,
-    # the unfinished one, the settings, the controlling terminal and the
-    # foreground group must come back.
-    lines = 12
-    dump_kill_restore(env, [sys.executable, env.src("pty_lines.py"), str(lines), "150"],
-                      "pty_lines", 3, pty_lines_expected(lines))
-
-
-@case
-def program_on_a_pty_leave_running(env):
-    # The same, dumped without --kill: the dump reads what waits in the pty
-    # and puts it back, so the job goes on as if nothing happened; then the
-    # image, restored once the job has ended, runs to the same end (writing
-    # its lines again over the same bytes of the output file).
-    lines = 12
-    out, ckpt = env.path("pty_live.out"), env.path("pty_live.ckpt")
-    p = start([sys.executable, env.src("pty_lines.py"), str(lines), "150"], stdout_path=out)
-    wait_lines(out, 3)
-    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
-    p.wait(timeout=60)
-    expect(p.returncode == 0, f"the job went on after the dump and exited 0 (got {p.returncode})")
-    got = lines_of(out)
-    expect(got == pty_lines_expected(lines), f"the job's output after a dump: {got}")
-    r = env.snap_run("restore", ckpt, check=False)
-    expect(r.returncode == 0, f"restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
-    got = lines_of(out)
-    expect(got == pty_lines_expected(lines), f"the restored job's output: {got}")
-    print("ok   pty_live: the job kept its terminal's queued data, and so did the image")
-
-
-@case
-def pty_queue_too_large_refused(env):
-    # 10000 bytes wait in a pty (tests/programs/pty_big_queue.py), more than
-    # a restore can put back: the dump is refused, naming the pty, and the
-    # job, not killed, reads every byte intact (the dump put them back).
-    out = env.path("pty_big.out")
-    p = start([sys.executable, env.src("pty_big_queue.py"), "8000"], stdout_path=out)
-    wait_lines(out, 1)
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("pty_big.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and "10000 bytes queued" in r.stderr,
-           f"the dump is refused, saying why (rc {r.returncode}: {r.stderr.strip()})")
-    p.wait(timeout=60)
-    expect(p.returncode == 0, f"the job was not killed (got {p.returncode})")
-    expect(lines_of(out) == ["wrote 10000", "read 10000 intact True"], f"output {lines_of(out)}")
-    print("ok   pty_big: refused at dump, the job kept its terminal's data")
-
-
-@case
-def unix_pending_data_refused(env):
-    # A connection not yet accepted that carries data: the data cannot be
-    # read without accepting it, so the dump refuses, naming pid and fd,
-    # and the job runs on.
-    where = env.path("busy")
-    os.makedirs(where, exist_ok=True)
-    out = env.path("busy.out")
-    p = start([sys.executable, env.src("unix_states.py"), "--pending-data", where], stdout_path=out)
-    wait_lines(out, 1)
-    fd = lines_of(out)[0].split()[2]
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("busy.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {fd}" in r.stderr
-           and "waits to be accepted" in r.stderr,
-           f"the dump is refused, naming pid and fd: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
-
-
-@case
-def tcp_connection_refused_at_dump(env):
-    # A job holding a TCP connection to a server outside it (here: this
-    # test): the dump refuses, naming pid, fd and both addresses, and
-    # --kill kills nothing.
-    import socket
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    out = env.path("tcp_client.out")
-    job = ("import socket, sys, time\n"
-           f"s = socket.create_connection(('127.0.0.1', {port}))\n"
-           "print(s.fileno(), s.getsockname()[1], flush=True)\n"
-           "time.sleep(60)\n")
-    p = start([sys.executable, "-c", job], stdout_path=out)
-    conn, _ = srv.accept()
-    wait_lines(out, 1)
-    fd, local_port = lines_of(out)[0].split()
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
-                     check=False)
-    expect(r.returncode != 0, "the dump is refused")
-    want = f"pid {p.pid} fd {fd}: TCP connection 127.0.0.1:{local_port} -> 127.0.0.1:{port}"
-    expect(want in r.stderr, f"the refusal names '{want}': {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
-    conn.close()
-    srv.close()
-
-
-def tcp_repair_allowed():
-    """Whether this process may use TCP repair mode (CAP_NET_ADMIN)."""
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.setsockopt(socket.IPPROTO_TCP, 19, 1)  # TCP_REPAIR
-        except PermissionError:
-            return False
-    return True
-
-
-def tcp_pair_expected(rounds):
-    return [f"round {i}: pong {i} to ping {i}" for i in range(1, rounds + 1)] + [
-        "half-closed: b'hello from a half-closed connection\\n'",
-        "blob 3200000 bytes 14be4c32330227c8, answer b'answer to a half-closed connection\\n'",
-        "ticks in order: True", "child exit 0"]
-
-
-@case
-def tcp_connections(env):
-    # TCP connections between a parent and its child (tests/programs/
-    # tcp_pair.py, over 127.0.0.1 and ::1), with unread data both ways, a
-    # full send queue and a half-closed connection (its FIN unread) at the
-    # dump: saved in repair mode, killed without a
-    # FIN or RST reaching the peer, restored; the output equals an
-    # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) the
-    # dump is refused instead, naming pid, fd, the connection and
-    # CAP_NET_ADMIN, and the job runs on untouched.
-    rounds = 8
-    argv = [sys.executable, env.src("tcp_pair.py"), str(rounds), "200"]
-    if tcp_repair_allowed():
-        dump_kill_restore(env, argv, "tcp_pair", 3, tcp_pair_expected(rounds), tree=True)
-        return
-    out = env.path("tcp_pair.out")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 2)
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
-                     check=False)
-    expect(r.returncode != 0, "the dump without CAP_NET_ADMIN is refused")
-    expect("TCP connection 127.0.0.1:" in r.stderr and "CAP_NET_ADMIN" in r.stderr
-           and f"pid {p.pid} fd " in r.stderr,
-           f"the refusal names pid, fd, the connection and CAP_NET_ADMIN: {r.stderr.strip()}")
-    p.wait(timeout=60)
-    expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
-           f"the job ran on untouched: {lines_of(out)}")
-    print("ok   tcp_connections: refused without CAP_NET_ADMIN, job untouched")
-
-
-@case
-def tcp_outside_peer(env):
-    # A job talking to a server outside it (this test) over TCP: dump
-    # --tcp-established saves the connection, and a restore without the
-    # option refuses before anything runs (is the peer still there?); with
-    # --tcp-established the job carries on with the same server, its
-    # output equal to an uninterrupted run's.
-    if not tcp_repair_allowed():
-        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
-    import socket
-    import threading
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-
-    def serve():
-        conn, _ = srv.accept()
-        with conn, conn.makefile("rwb", buffering=0) as f:
-            for line in f:
-                f.write(b"pong " + line.split()[-1] + b"\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    rounds = 10
-    job = ("import socket, sys, time\n"
-           f"s = socket.create_connection(('127.0.0.1', {port}))\n"
-           "f = s.makefile('rwb', buffering=0)\n"
-           f"for i in range(1, {rounds} + 1):\n"
-           "    f.write(b'ping %d\\n' % i)\n"
-           "    print(i, f.readline().decode().strip(), flush=True)\n"
-           "    time.sleep(0.15)\n")
-    out = env.path("tcp_outside.out")
-    ckpt = env.path("tcp_outside.ckpt")
-    p = start([sys.executable, "-c", job], stdout_path=out)
-    wait_lines(out, 3)
-    env.snap_run("dump", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    r = env.snap_run("restore", ckpt, check=False, timeout=60)
-    expect(r.returncode != 0 and "leads outside the image" in r.stderr
-           and "--tcp-established" in r.stderr,
-           f"a restore without --tcp-established refuses: {r.stderr.strip()}")
-    expect(not pid_alive(p.pid), "and nothing of the job runs")
-    r = env.snap_run("restore", "--tcp-established", ckpt, check=False, timeout=60)
-    expect(r.returncode == 0, f"restored with --tcp-established ({r.stderr.strip()})")
-    expected = [f"{i} pong {i}" for i in range(1, rounds + 1)]
-    expect(lines_of(out) == expected, f"the job went on with the same server: {lines_of(out)}")
-    srv.close()
-
-
-@case
-def unix_dgram_to_outside(env):
-    # A datagram socket connected to a named socket outside the job (here:
-    # the test's, as a logging daemon's): restore connects it to that name
-    # again, and the job's datagrams keep arriving there, in order.
-    import socket
-    path = env.path("outside.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    srv.bind(path)
-    rounds = 10
-    job = ("import socket, time\n"
-           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
-           f"s.connect({path!r})\n"
-           f"for i in range(1, {rounds} + 1):\n"
-           "    s.send(b'tick %d' % i)\n"
-           "    print(i, flush=True)\n"
-           "    time.sleep(0.15)\n")
-    dump_kill_restore(env, [sys.executable, "-c", job], "unix_dgram_outside", 3,
-                      [str(i) for i in range(1, rounds + 1)])
-    srv.settimeout(1)
-    got = []
-    try:
-        while True:
-            got.append(srv.recv(64).decode())
-    except socket.timeout:
-        pass
-    srv.close()
-    # The tick sent while the dump stopped the job may be the one printed
-    # last before the kill: every tick arrives once, in order.
-    expect(got == [f"tick {i}" for i in range(1, rounds + 1)],
-           f"the outside socket got every datagram once, in order: {got}")
-
-
-@case
-def tcp_connections_leave_running(env):
-    # A dump that leaves the job running takes its TCP connections out of
-    # repair mode again without a packet: the job ends as an uninterrupted
-    # run does, and the image restores the same way once it is gone.
-    if not tcp_repair_allowed():
-        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
-    rounds = 8
-    out = env.path("tcp_live.out")
-    p = start([sys.executable, env.src("tcp_pair.py"), str(rounds), "200"], stdout_path=out)
-    wait_lines(out, 3)
-    ckpt = env.path("tcp_live.ckpt")
-    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
-    p.wait(timeout=60)
-    expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
-           f"the job ran on to the same end after the dump: {lines_of(out)}")
-    print("ok   tcp_connections_leave_running: the job carried on untouched")
-
-
-@case
-def deleted_files_memfd(env):
-    # A job writing to an unlinked sparse scratch file (two fds, a shared and
-    # a private mapping), a sealed memfd (shared and private mappings), an
-    # unlinked FIFO, a removed cwd and an O_PATH fd on a symbolic link
-    # (tests/programs/ghosts.c): its output
-    # after a restore equals an uninterrupted run's, line for line, and the
-    # restore leaves no file behind in the job's directory.
-    rounds = 12
-    ref_dir, job_dir = env.path("ghosts_ref"), env.path("ghosts_job")
-    os.makedirs(ref_dir)
-    os.makedirs(job_dir)
-    ref_out = env.path("ghosts_ref.out")
-    ref = start([env.prog("ghosts"), ref_dir, str(rounds), "0"], stdout_path=ref_out)
-    ref.wait()
-    expected = lines_of(ref_out)
-    expect(ref.returncode == 0 and len(expected) == rounds,
-           f"the uninterrupted run finished ({ref.returncode}, {expected})")
-    dump_kill_restore(env, [env.prog("ghosts"), job_dir, str(rounds), "150"], "ghosts", 4,
-                      expected)
-    expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
-
-
-@case
-def deleted_file_too_large_refused(env):
-    # A memfd holding more than the 64 MiB of deleted-file data an image
-    # keeps: the dump refuses, naming the pid, the fd and the memfd, writes
-    # no image, and the job (dumped with --kill) runs on.
-    out = env.path("bigmemfd.out")
-    code = ("import os, sys, time\n"
-            "fd = os.memfd_create('big')\n"
-            "os.pwrite(fd, b'x' * (65 << 20), 0)\n"
-            "print(fd, flush=True)\n"
-            "time.sleep(120)\n")
-    p = start([sys.executable, "-c", code], stdout_path=out)
-    wait_lines(out, 1)
-    fd = lines_of(out)[0]
-    ckpt = env.path("bigmemfd.ckpt")
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (/memfd:big (deleted))" in r.stderr
-           and "64 MiB" in r.stderr,
-           f"the dump is refused, naming pid, fd and memfd: {r.stderr.strip()}")
-    expect(not os.path.exists(ckpt), "no image was written")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
 
 
 def snap_measured(env, *args):

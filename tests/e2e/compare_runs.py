@@ -1,0 +1,61 @@
+"""What the end-to-end tests of restore share: a run that is dumped with
+--kill, restored and compared with an uninterrupted run of the same program."""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import (expect, lines_of, start, wait_for, wait_lines)
+
+
+def reap_killed_children(timeout=5.0):
+    """Collects the job's other processes, killed by the dump, that came to
+    us (the subreaper) when their parent died, so that their pids are free."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.02)
+
+
+def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
+                      timeout=120, ignore=lambda line: False, environ=None, tree=False):
+    """Runs argv with stdout to a file, dumps it with --kill once it printed
+    after_lines lines, restores it and checks the whole output file. `tree`:
+    the job has children, reaped (this test is their subreaper) before the
+    restore needs their pids."""
+    out = env.path(f"{name}.out")
+    ckpt = env.path(f"{name}.ckpt")
+    p = start(argv, stdout_path=out, stdin_path=stdin_path, env=environ)
+    wait_lines(out, after_lines)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    reap_killed_children()
+    if tree:
+        def all_reaped():
+            try:
+                return os.waitpid(-1, os.WNOHANG)[0] < 0
+            except ChildProcessError:
+                return True
+        wait_for(all_reaped, 30, "the killed job's children to be reaped")
+    before = lines_of(out)
+    expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
+    r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
+    expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
+    got = [l for l in lines_of(out) if not ignore(l)]
+    if got != expected:
+        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
+                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
+    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
+
+
+def uninterrupted(argv, timeout=60, environ=None):
+    """An uninterrupted run of argv: (exit status, its stdout lines), what a
+    restored run's output is compared with."""
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environ)
+    return r.returncode, r.stdout.splitlines()

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""snap dump and restore of a job's sockets, end to end: unix sockets in
+every state with their queued data, TCP connections inside the job and to a
+peer outside it (TCP repair), and what must be refused. Each restored program
+must finish with the output of an uninterrupted run.
+Usage: sockets_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snaptest import (Skip, case, expect, lines_of, pid_alive, start, wait_lines, main)
+from compare_runs import dump_kill_restore
+
+
+@case
+def asyncio_sockets(env):
+    # A Python asyncio server and its client in one process: a listening TCP
+    # socket on 127.0.0.1 (a port the kernel chose), a listening unix socket
+    # on a path, a UDP endpoint and a connected UDP client. After the
+    # restore the same port and path take new connections (the socket file
+    # the killed job left behind is replaced), and the servers' counters
+    # carry on.
+    name = "asyncio_sockets"
+    rounds = 10
+    out = env.path(f"{name}.out")
+    ckpt = env.path(f"{name}.ckpt")
+    sock_path = env.path("server.sock")
+    p = start([sys.executable, env.src("asyncio_sockets.py"), str(rounds), "150", sock_path],
+              stdout_path=out)
+    wait_lines(out, 3)
+    # A dump that lands while a round's connection is open is refused (a
+    # TCP connection cannot come back) and leaves the job running: again.
+    for attempt in range(10):
+        r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
+        if r.returncode == 0:
+            break
+        expect("TCP connection" in r.stderr or "connected to" in r.stderr,
+               f"{name}: a refused dump names an open connection: {r.stderr.strip()}")
+        expect(p.poll() is None, f"{name}: a refused dump leaves the job running")
+        shutil.rmtree(ckpt, ignore_errors=True)
+    expect(r.returncode == 0, f"{name}: dumped ({r.stderr.strip()})")
+    p.wait()
+    expect(p.returncode == -9, f"{name}: the original was killed by the dump")
+    before = lines_of(out)
+    expect(len(before) < rounds, f"{name}: killed mid-run ({len(before)} lines)")
+    expect(os.path.exists(sock_path), f"{name}: the killed job left its socket file behind")
+    r = env.snap_run("restore", ckpt, timeout=120, check=False)
+    expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
+    expected = [f"{i} tcp pong {i} ({i}) unix pong {i} ({i}) udp pong {i} ({i})"
+                for i in range(1, rounds + 1)]
+    got = lines_of(out)
+    if got != expected:
+        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
+                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
+    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
+
+
+@case
+def unix_socket_states(env):
+    # Unix sockets other than connected pairs (tests/programs/unix_states.py):
+    # a bound datagram socket with messages waiting, a socket whose peer
+    # wrote and closed, a pair shut down one way, listening sockets on a
+    # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
+    # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
+    # restore, connections not yet accepted (stream, in their order, and
+    # seqpacket). All checked by the program at
+    # the end of its run, which must print what an uninterrupted run prints.
+    where = env.path("unix_states")
+    os.makedirs(where, exist_ok=True)
+    rounds = 8
+    expected = [f"round {i}" for i in range(1, rounds + 1)] + [
+        "dgram: first second True",
+        "closed peer: last words True nonblocking True",
+        "shut down: True send EPIPE",
+        "deleted name: True True 1",
+        "abstract: hello True",
+        "rcvbuf kept: True",
+        "passed fd: fd through",
+        "bound later: True",
+        "pending: True one two back",
+        "pending seqpacket: rec",
+    ]
+    dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
+                      "unix_states", 3, expected)
+
+
+@case
+def unix_pending_data_refused(env):
+    # A connection not yet accepted that carries data: the data cannot be
+    # read without accepting it, so the dump refuses, naming pid and fd,
+    # and the job runs on.
+    where = env.path("busy")
+    os.makedirs(where, exist_ok=True)
+    out = env.path("busy.out")
+    p = start([sys.executable, env.src("unix_states.py"), "--pending-data", where], stdout_path=out)
+    wait_lines(out, 1)
+    fd = lines_of(out)[0].split()[2]
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("busy.ckpt"),
+                     check=False)
+    expect(r.returncode != 0 and f"pid {p.pid} fd {fd}" in r.stderr
+           and "waits to be accepted" in r.stderr,
+           f"the dump is refused, naming pid and fd: {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+
+
+@case
+def tcp_connection_refused_at_dump(env):
+    # A job holding a TCP connection to a server outside it (here: this
+    # test): the dump refuses, naming pid, fd and both addresses, and
+    # --kill kills nothing.
+    import socket
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    out = env.path("tcp_client.out")
+    job = ("import socket, sys, time\n"
+           f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+           "print(s.fileno(), s.getsockname()[1], flush=True)\n"
+           "time.sleep(60)\n")
+    p = start([sys.executable, "-c", job], stdout_path=out)
+    conn, _ = srv.accept()
+    wait_lines(out, 1)
+    fd, local_port = lines_of(out)[0].split()
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
+                     check=False)
+    expect(r.returncode != 0, "the dump is refused")
+    want = f"pid {p.pid} fd {fd}: TCP connection 127.0.0.1:{local_port} -> 127.0.0.1:{port}"
+    expect(want in r.stderr, f"the refusal names '{want}': {r.stderr.strip()}")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+    conn.close()
+    srv.close()
+
+
+def tcp_repair_allowed():
+    """Whether this process may use TCP repair mode (CAP_NET_ADMIN)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, 19, 1)  # TCP_REPAIR
+        except PermissionError:
+            return False
+    return True
+
+
+def tcp_pair_expected(rounds):
+    return [f"round {i}: pong {i} to ping {i}" for i in range(1, rounds + 1)] + [
+        "half-closed: b'hello from a half-closed connection\\n'",
+        "blob 3200000 bytes 14be4c32330227c8, answer b'answer to a half-closed connection\\n'",
+        "ticks in order: True", "child exit 0"]
+
+
+@case
+def tcp_connections(env):
+    # TCP connections between a parent and its child (tests/programs/
+    # tcp_pair.py, over 127.0.0.1 and ::1), with unread data both ways, a
+    # full send queue and a half-closed connection (its FIN unread) at the
+    # dump: saved in repair mode, killed without a
+    # FIN or RST reaching the peer, restored; the output equals an
+    # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) the
+    # dump is refused instead, naming pid, fd, the connection and
+    # CAP_NET_ADMIN, and the job runs on untouched.
+    rounds = 8
+    argv = [sys.executable, env.src("tcp_pair.py"), str(rounds), "200"]
+    if tcp_repair_allowed():
+        dump_kill_restore(env, argv, "tcp_pair", 3, tcp_pair_expected(rounds), tree=True)
+        return
+    out = env.path("tcp_pair.out")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 2)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
+                     check=False)
+    expect(r.returncode != 0, "the dump without CAP_NET_ADMIN is refused")
+    expect("TCP connection 127.0.0.1:" in r.stderr and "CAP_NET_ADMIN" in r.stderr
+           and f"pid {p.pid} fd " in r.stderr,
+           f"the refusal names pid, fd, the connection and CAP_NET_ADMIN: {r.stderr.strip()}")
+    p.wait(timeout=60)
+    expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
+           f"the job ran on untouched: {lines_of(out)}")
+    print("ok   tcp_connections: refused without CAP_NET_ADMIN, job untouched")
+
+
+@case
+def tcp_outside_peer(env):
+    # A job talking to a server outside it (this test) over TCP: dump
+    # --tcp-established saves the connection, and a restore without the
+    # option refuses before anything runs (is the peer still there?); with
+    # --tcp-established the job carries on with the same server, its
+    # output equal to an uninterrupted run's.
+    if not tcp_repair_allowed():
+        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
+    import socket
+    import threading
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rwb", buffering=0) as f:
+            for line in f:
+                f.write(b"pong " + line.split()[-1] + b"\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    rounds = 10
+    job = ("import socket, sys, time\n"
+           f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+           "f = s.makefile('rwb', buffering=0)\n"
+           f"for i in range(1, {rounds} + 1):\n"
+           "    f.write(b'ping %d\\n' % i)\n"
+           "    print(i, f.readline().decode().strip(), flush=True)\n"
+           "    time.sleep(0.15)\n")
+    out = env.path("tcp_outside.out")
+    ckpt = env.path("tcp_outside.ckpt")
+    p = start([sys.executable, "-c", job], stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode != 0 and "leads outside the image" in r.stderr
+           and "--tcp-established" in r.stderr,
+           f"a restore without --tcp-established refuses: {r.stderr.strip()}")
+    expect(not pid_alive(p.pid), "and nothing of the job runs")
+    r = env.snap_run("restore", "--tcp-established", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0, f"restored with --tcp-established ({r.stderr.strip()})")
+    expected = [f"{i} pong {i}" for i in range(1, rounds + 1)]
+    expect(lines_of(out) == expected, f"the job went on with the same server: {lines_of(out)}")
+    srv.close()
+
+
+@case
+def unix_dgram_to_outside(env):
+    # A datagram socket connected to a named socket outside the job (here:
+    # the test's, as a logging daemon's): restore connects it to that name
+    # again, and the job's datagrams keep arriving there, in order.
+    import socket
+    path = env.path("outside.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    rounds = 10
+    job = ("import socket, time\n"
+           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+           f"s.connect({path!r})\n"
+           f"for i in range(1, {rounds} + 1):\n"
+           "    s.send(b'tick %d' % i)\n"
+           "    print(i, flush=True)\n"
+           "    time.sleep(0.15)\n")
+    dump_kill_restore(env, [sys.executable, "-c", job], "unix_dgram_outside", 3,
+                      [str(i) for i in range(1, rounds + 1)])
+    srv.settimeout(1)
+    got = []
+    try:
+        while True:
+            got.append(srv.recv(64).decode())
+    except socket.timeout:
+        pass
+    srv.close()
+    # The tick sent while the dump stopped the job may be the one printed
+    # last before the kill: every tick arrives once, in order.
+    expect(got == [f"tick {i}" for i in range(1, rounds + 1)],
+           f"the outside socket got every datagram once, in order: {got}")
+
+
+@case
+def tcp_connections_leave_running(env):
+    # A dump that leaves the job running takes its TCP connections out of
+    # repair mode again without a packet: the job ends as an uninterrupted
+    # run does, and the image restores the same way once it is gone.
+    if not tcp_repair_allowed():
+        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
+    rounds = 8
+    out = env.path("tcp_live.out")
+    p = start([sys.executable, env.src("tcp_pair.py"), str(rounds), "200"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("tcp_live.ckpt")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    p.wait(timeout=60)
+    expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
+           f"the job ran on to the same end after the dump: {lines_of(out)}")
+    print("ok   tcp_connections_leave_running: the job carried on untouched")
+
+
+if __name__ == "__main__":
+    main()
