@@ -7,9 +7,11 @@
 #include <chrono>
 #include <ctime>
 #include <fmt/core.h>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "base/cpus.h"
 #include "base/heap.h"
@@ -116,17 +118,38 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
   return snapshots;
 }
 
-// Step 3b, the job running again: mapping flags and fds taken from hints,
-// checked against each snapshot (tracer/vmflags.h, tracer/fd_hints.h).
-void confirm_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, const Hints& hints) {
-  for (size_t i = 0; i < snapshots.size(); i++) {
-    auto& proc = ckpt.processes[i];
+// Step 3b, the job running again: the fds taken from hints, checked
+// against each snapshot (tracer/fd_hints.h).
+void confirm_fd_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, const Hints& hints) {
+  for (size_t i = 0; i < snapshots.size(); i++)
+    if (snapshots[i]) hints.fds.confirm(ckpt.processes[i].pid, ckpt.processes[i].fds, snapshots[i]->pid());
+}
+
+// The mapping flags of each snapshot whose process took its flags from
+// hints (tracer/vmflags.h), by process index. Reading a whole smaps is the
+// costly part of checking them (20,000 mappings: ~40 ms), so it runs on a
+// thread of its own while step 4 reads the memory; confirm_flag_hints
+// checks them once both are done, before the snapshots end.
+using SnapshotFlags = std::vector<std::optional<std::vector<proc::MapEntry>>>;
+std::future<SnapshotFlags> read_snapshot_flags(const image::Checkpoint& ckpt,
+                                               const Snapshots& snapshots, const Hints& hints) {
+  std::vector<std::pair<size_t, pid_t>> which;  // process index, snapshot pid
+  for (size_t i = 0; i < snapshots.size(); i++)
+    if (snapshots[i] && hints.vmflags.applied(ckpt.processes[i].pid))
+      which.emplace_back(i, snapshots[i]->pid());
+  return std::async(std::launch::async, [which, n = snapshots.size()] {
+    SnapshotFlags out(n);
+    for (auto [i, pid] : which) out[i] = proc::read_smaps(pid);
+    return out;
+  });
+}
+
+void confirm_flag_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, SnapshotFlags flags) {
+  for (size_t i = 0; i < flags.size(); i++) {
+    if (!flags[i]) continue;
     const auto* snap = snapshots[i].get();
-    if (!snap) continue;
-    if (hints.vmflags.applied(proc.pid))
-      proc::confirm_vmflags(proc.pid, proc.mappings, proc::read_smaps(snap->pid()),
-                            [&](const image::Mapping& m) { return snap->read_from_job(m); });
-    hints.fds.confirm(proc.pid, proc.fds, snap->pid());
+    proc::confirm_vmflags(ckpt.processes[i].pid, ckpt.processes[i].mappings, std::move(*flags[i]),
+                          [&](const image::Mapping& m) { return snap->read_from_job(m); });
   }
 }
 
@@ -335,7 +358,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
-  if (hints) confirm_hints(ckpt, snapshots, *hints);
+  std::future<SnapshotFlags> snapshot_flags;
+  if (hints) {
+    snapshot_flags = read_snapshot_flags(ckpt, snapshots, *hints);
+    confirm_fd_hints(ckpt, snapshots, *hints);
+  }
   // Which fds share an open file description (kcmp; with --kill the job is
   // still stopped).
   if (opts.kill) assign_file_ids(ckpt.processes);
@@ -343,7 +370,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What identifies the code the memory runs with: the files the
   // mappings name (their stamps need no stopped job).
   record_code_files(ckpt);
-  steps.step("hints confirmed, code files");
+  steps.step("fd hints confirmed, code files");
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
@@ -360,6 +387,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
            "until the rest of its memory was read", result.memory_budget >> 20,
            result.budget_frozen);
   }
+  if (snapshot_flags.valid()) confirm_flag_hints(ckpt, snapshots, snapshot_flags.get());
+  for (auto& s : snapshots)  // all read: their teardown overlaps the commit
+    if (s) s->end();
   ckpt.changed_pages_by = opts.incremental ? opts.incremental->method(sink.base_number())
                           : sink.base_number()            ? "content-hash"
                                                           : "full";

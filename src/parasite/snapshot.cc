@@ -164,7 +164,16 @@ uint64_t MemorySnapshot::private_bytes() const {
   return kb << 10;
 }
 
-void MemorySnapshot::kill_child() {
+void MemorySnapshot::end() {
+  if (ended_) return;
+  ended_ = true;
+  // wait4 runs in the job: the child by its id there (pid_view.h).
+  own_pid_ = child_;
+  try {
+    own_pid_ = pidview::own_pid(child_);
+  } catch (const std::exception& e) {
+    vlog("snapshot process {}: {}", child_, e.what());
+  }
   try {
     rs_.reset();  // the child gets its registers back while it still can
   } catch (const std::exception& e) {
@@ -172,6 +181,10 @@ void MemorySnapshot::kill_child() {
   }
   task_->abandon();
   ::kill(child_, SIGKILL);
+}
+
+void MemorySnapshot::kill_child() {
+  end();
   int status = 0;
   while (::waitpid(child_, &status, __WALL) < 0 && errno == EINTR) {}
 }
@@ -179,19 +192,12 @@ void MemorySnapshot::kill_child() {
 void MemorySnapshot::release(pid_t job_pid) {
   if (released_) return;
   released_ = true;
-  // wait4 runs in the job: the child by its id there (pid_view.h).
-  pid_t own = child_;
-  try {
-    own = pidview::own_pid(child_);
-  } catch (const std::exception& e) {
-    vlog("snapshot process {}: {}", child_, e.what());
-  }
   kill_child();
   // The job is the child's parent: let it collect the zombie, quietly.
   try {
     auto leader = Task::seize_and_stop(job_pid);
     GuardedSyscalls guarded(*leader);
-    guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(own), 0, __WALL, 0);
+    guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(own_pid_), 0, __WALL, 0);
   } catch (const std::exception& e) {
     warn("could not collect snapshot process {} in pid {}: {}", child_, job_pid, e.what());
   }

@@ -85,8 +85,11 @@ class MemorySnapshot {
   // page is shared). This is what the snapshot costs beyond the job.
   uint64_t private_bytes() const;
 
-  // Kills the child and has the job's leader `job_pid` reap it (a brief
-  // stop of that one thread).
+  // Kills the child once everything was read from it, without waiting: the
+  // kernel tears it down while the dump commits (20,000 mappings: ~20 ms).
+  void end();
+  // Kills the child (unless end() did), waits for its end and has the job's
+  // leader `job_pid` reap it (a brief stop of that one thread).
   void release(pid_t job_pid);
 
  private:
@@ -97,7 +100,8 @@ class MemorySnapshot {
   std::unique_ptr<Task> task_;           // the child, for discard()
   std::unique_ptr<RemoteSyscalls> rs_;   // made at the first discard()
   bool discard_failed_ = false;
-  bool released_ = false;
+  bool ended_ = false, released_ = false;
+  pid_t own_pid_ = -1;  // the child's pid as the job sees it, read by end()
   std::vector<uint64_t> kept_out_;  // starts of the mappings kept out of the child, sorted
 };
 
