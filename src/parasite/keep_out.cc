@@ -1,9 +1,9 @@
 #include "parasite/keep_out.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <fcntl.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -73,8 +73,8 @@ std::vector<size_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>
 
 // Pages present or swapped in each of `idx` (indices into `mappings`,
 // ascending), from as few page-table walks as adjacent mappings allow: the
-// stacks glibc gives threads sit side by side. 0 for all when the pagemap
-// cannot be read (the process is stopped: it cannot have gone).
+// stacks glibc gives threads sit side by side. Throws when the pagemap
+// cannot be read.
 std::vector<uint64_t> held_pages(pid_t pid, const std::vector<image::Mapping>& mappings,
                                  const std::vector<size_t>& idx) {
   std::vector<uint64_t> held(idx.size(), 0);
@@ -143,7 +143,13 @@ std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& 
   stacks.erase(std::unique(stacks.begin(), stacks.end()), stacks.end());
   if (stacks.empty()) return stacks;
 
-  const std::vector<uint64_t> held = held_pages(pid, mappings, stacks);
+  std::vector<uint64_t> held;
+  try {
+    held = held_pages(pid, mappings, stacks);
+  } catch (const std::exception& e) {  // keeping them out only shortens the freeze
+    vlog("pid {}: thread stacks left in the snapshot: {}", pid, e.what());
+    return {};
+  }
   std::vector<size_t> out;
   uint64_t total = 0;
   size_t too_deep = 0, over_total = 0;
