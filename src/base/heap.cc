@@ -1,9 +1,7 @@
 #include "base/heap.h"
 
 #include <malloc.h>
-#include <sys/mman.h>
 
-#include <cstdint>
 #include <cstdlib>
 #include <fcntl.h>
 #include <unistd.h>
@@ -26,14 +24,6 @@ void warm_heap(size_t bytes) {
   auto* volatile p = static_cast<volatile char*>(std::malloc(bytes));
   if (!p) return;
   const long page = ::sysconf(_SC_PAGESIZE);
-  // The page tables first, in one call (Linux 5.14; ignored where it is
-  // not there): on this project's machine it takes a third off the whole
-  // (10 MiB: 44 -> 29 ms), though the writes below still cost each their
-  // first time, snap's and the kernel's apart.
-  const uintptr_t psz = static_cast<uintptr_t>(page > 0 ? page : 4096);
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + psz - 1) & ~(psz - 1);
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(psz - 1);
-  if (hi > lo) (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
   for (size_t off = 0; off < bytes; off += static_cast<size_t>(page > 0 ? page : 4096)) p[off] = 0;
   // And once by the kernel (zeros read from /dev/zero): on this project's
   // machine the kernel's first write into a page of snap's memory costs
