@@ -59,3 +59,16 @@ def uninterrupted(argv, timeout=60, environ=None):
     restored run's output is compared with."""
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environ)
     return r.returncode, r.stdout.splitlines()
+
+
+def runs_on_then_restores(env, p, out, ckpt, expected):
+    """After a dump that let the job run on: the job (p, its stdout in out)
+    runs to its end printing `expected`, then the image ckpt restores and
+    the job, continuing from the dump point, ends with `expected` again."""
+    p.wait()
+    expect(p.returncode == 0 and lines_of(out) == expected,
+           f"the job ran on to its end after the dump (exit {p.returncode}, {lines_of(out)[-3:]})")
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == expected,
+           f"restored from the dump point, it ends as an uninterrupted run ({r.stderr.strip()}; "
+           f"{lines_of(out)[-3:]})")

@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, pid_alive, start, wait_for, wait_lines, main)
+from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
+                      wait_for, wait_lines)
 from compare_runs import dump_kill_restore, uninterrupted
 
 
@@ -177,14 +178,8 @@ def aio_uncollected_refused(env):
     out = env.path("aio_uncollected.out")
     p = start([env.prog("aio_job"), "--uncollected"], stdout_path=out)
     wait_lines(out, 1)
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("aio.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid}: the AIO context" in r.stderr
-           and "1 completed event(s)" in r.stderr,
-           f"the dump is refused, naming pid and context: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
+    expect_dump_refused(env, p, "aio", [f"pid {p.pid}: the AIO context", "1 completed event(s)"],
+                        "pid and context")
 
 
 @case
@@ -249,14 +244,9 @@ def epoll_stale_fd_refused(env):
     wait_lines(out, 1)
     words = lines_of(out)[0].split()  # "epoll 3 watches closed fd 7 (file kept by child 99)"
     ep, closed = words[1], words[5]
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("stale.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {ep} (epoll)" in r.stderr
-           and f"no longer open as fd {closed}" in r.stderr,
-           f"the dump is refused, naming pid, epoll fd and watched fd: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
+    expect_dump_refused(env, p, "stale",
+                        [f"pid {p.pid} fd {ep} (epoll)", f"no longer open as fd {closed}"],
+                        "pid, epoll fd and watched fd")
 
 
 def anon_fds_expected(limit, inotify=True):
@@ -307,15 +297,10 @@ def inotify_deleted_target_refused(env):
     wait_lines(out, 1)
     outside = os.open(os.path.join(d, "watched"), os.O_RDONLY)  # watch 3 is on it
     os.unlink(os.path.join(d, "watched"))
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("gone.ckpt"),
-                     check=False)
+    expect_dump_refused(env, p, "gone", [f"pid {p.pid} fd ", "(inotify): watch 3",
+                                         "no fd or mapping of the job holds it"],
+                        "pid, inotify fd and watch")
     os.close(outside)
-    expect(r.returncode != 0 and f"pid {p.pid} fd " in r.stderr and "(inotify): watch 3" in r.stderr
-           and "no fd or mapping of the job holds it" in r.stderr,
-           f"the dump is refused, naming pid, inotify fd and watch: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
 
 
 @case
@@ -326,14 +311,9 @@ def unknown_anon_fd_refused(env):
     p = start([env.prog("anon_fds"), "--userfaultfd"], stdout_path=out)
     wait_lines(out, 1)
     fd = lines_of(out)[0].split()[1]
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("uffd.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (anon_inode:[userfaultfd])" in r.stderr
-           and "cannot restore this kind of file" in r.stderr,
-           f"the dump is refused, naming pid, fd and object: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
+    expect_dump_refused(env, p, "uffd", [f"pid {p.pid} fd {fd} (anon_inode:[userfaultfd])",
+                                         "cannot restore this kind of file"],
+                        "pid, fd and object")
 
 
 @case
@@ -452,15 +432,9 @@ def deleted_file_too_large_refused(env):
     p = start([sys.executable, "-c", code], stdout_path=out)
     wait_lines(out, 1)
     fd = lines_of(out)[0]
-    ckpt = env.path("bigmemfd.ckpt")
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {fd} (/memfd:big (deleted))" in r.stderr
-           and "64 MiB" in r.stderr,
-           f"the dump is refused, naming pid, fd and memfd: {r.stderr.strip()}")
-    expect(not os.path.exists(ckpt), "no image was written")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
+    expect_dump_refused(env, p, "bigmemfd",
+                        [f"pid {p.pid} fd {fd} (/memfd:big (deleted))", "64 MiB"],
+                        "pid, fd and memfd")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, live_pid, pid_alive, reap_orphans, start, start_job, wait_for, wait_lines, main)
-from compare_runs import dump_kill_restore, reap_killed_children, uninterrupted
+from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
+                      start_job, wait_for, wait_lines)
+from compare_runs import (dump_kill_restore, reap_killed_children, runs_on_then_restores,
+                          uninterrupted)
 
 
 @case
@@ -598,13 +600,7 @@ def sparse_leave_running(env):
     with open(f"/proc/{p.pid}/smaps") as f:
         flags = [l.split()[1:] for l in f if l.startswith("VmFlags:")]
     expect(not any("dc" in fl for fl in flags), f"no mapping of the job is left MADV_DONTFORK: {flags}")
-    p.wait()
-    expect(p.returncode == 0 and lines_of(out) == expected,
-           f"the job ran on to its end after the dump (exit {p.returncode}, {lines_of(out)})")
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    expect(r.returncode == 0 and lines_of(out) == expected,
-           f"restored from the dump point, it ends as an uninterrupted run ({r.stderr.strip()}; "
-           f"{lines_of(out)})")
+    runs_on_then_restores(env, p, out, ckpt, expected)
 
 
 @case
@@ -628,13 +624,7 @@ def deep_thread_stacks_leave_running(env):
            f"the deep stack and the arena stay in the snapshot: {r.stderr.strip()}")
     kept = re.search(r"(\d+) thread stack and guard mapping\(s\) kept out", r.stderr)
     expect(kept and int(kept.group(1)) >= 2, f"the shallow stacks are kept out: {r.stderr.strip()}")
-    p.wait()
-    expect(p.returncode == 0 and lines_of(out) == ref,
-           f"the job ran on to its end after the dump (exit {p.returncode}, {lines_of(out)[-2:]})")
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    expect(r.returncode == 0 and lines_of(out) == ref,
-           f"restored from the dump point, it ends as an uninterrupted run ({r.stderr.strip()}; "
-           f"{lines_of(out)[-2:]})")
+    runs_on_then_restores(env, p, out, ckpt, ref)
 
 
 if __name__ == "__main__":

@@ -215,3 +215,19 @@ def start(argv, stdout_path=None, stdin_path=None, **kw):
     p = subprocess.Popen(argv, stdout=stdout, stdin=stdin, stderr=subprocess.STDOUT, **kw)
     _started.append(p)
     return p
+
+
+def expect_dump_refused(env, p, name, words, what):
+    """`snap dump --kill` of p (a job the test started) into NAME.ckpt must be
+    refused with every one of `words` in its message (`what` says what it
+    names), write no image and leave the job running; the job is then ended.
+    Returns the dump's result."""
+    ckpt = env.path(f"{name}.ckpt")
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt, check=False)
+    expect(r.returncode != 0 and all(w in r.stderr for w in words),
+           f"the dump is refused, naming {what}: {r.stderr.strip()}")
+    expect(not os.path.exists(ckpt), "no image was written")
+    expect(p.poll() is None, "the job is still running")
+    p.kill()
+    p.wait()
+    return r

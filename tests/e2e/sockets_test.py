@@ -9,7 +9,8 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, pid_alive, start, wait_lines, main)
+from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
+                      wait_lines)
 from compare_runs import dump_kill_restore
 
 
@@ -96,14 +97,8 @@ def unix_pending_data_refused(env):
     p = start([sys.executable, env.src("unix_states.py"), "--pending-data", where], stdout_path=out)
     wait_lines(out, 1)
     fd = lines_of(out)[0].split()[2]
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("busy.ckpt"),
-                     check=False)
-    expect(r.returncode != 0 and f"pid {p.pid} fd {fd}" in r.stderr
-           and "waits to be accepted" in r.stderr,
-           f"the dump is refused, naming pid and fd: {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
+    expect_dump_refused(env, p, "busy", [f"pid {p.pid} fd {fd}", "waits to be accepted"],
+                        "pid and fd")
 
 
 @case
@@ -125,14 +120,8 @@ def tcp_connection_refused_at_dump(env):
     conn, _ = srv.accept()
     wait_lines(out, 1)
     fd, local_port = lines_of(out)[0].split()
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
-                     check=False)
-    expect(r.returncode != 0, "the dump is refused")
     want = f"pid {p.pid} fd {fd}: TCP connection 127.0.0.1:{local_port} -> 127.0.0.1:{port}"
-    expect(want in r.stderr, f"the refusal names '{want}': {r.stderr.strip()}")
-    expect(p.poll() is None, "the job is still running")
-    p.kill()
-    p.wait()
+    expect_dump_refused(env, p, "tcp", [want], f"'{want}'")
     conn.close()
     srv.close()
 
