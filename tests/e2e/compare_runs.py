@@ -47,11 +47,16 @@ def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
     expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
     r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
     expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
-    got = [l for l in lines_of(out) if not ignore(l)]
+    expect_continued(name, before, [l for l in lines_of(out) if not ignore(l)], expected)
+
+
+def expect_continued(name, before, got, expected, what="output identical"):
+    """The restored job's output `got` (its lines before the dump: `before`)
+    must be `expected`, an uninterrupted run's."""
     if got != expected:
         raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
                              f"before restore: {before}\nafter: {got}\nexpected: {expected}")
-    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
+    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, {what}")
 
 
 def uninterrupted(argv, timeout=60, environ=None):

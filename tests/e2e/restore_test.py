@@ -13,8 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
                       start_job, wait_for, wait_lines)
-from compare_runs import (dump_kill_restore, reap_killed_children, runs_on_then_restores,
-                          uninterrupted)
+from compare_runs import (dump_kill_restore, expect_continued, reap_killed_children,
+                          runs_on_then_restores, uninterrupted)
 
 
 @case
@@ -562,11 +562,7 @@ def sparse(env, tib, pages, assert_kib):
     if assert_kib:
         expect(kib <= assert_kib, f"{name}: snap restore's peak memory {kib} KiB <= {assert_kib} KiB")
     expected = ["ready"] + [str(i) for i in range(1, rounds + 1)] + ["done"]
-    got = lines_of(out)
-    if got != expected:
-        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
-                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
-    print(f"ok   {name}: continued from line {len(before)}, values intact, reservations kept")
+    expect_continued(name, before, lines_of(out), expected, "values intact, reservations kept")
 
 
 @case

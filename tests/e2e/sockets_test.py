@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
                       wait_lines)
-from compare_runs import dump_kill_restore
+from compare_runs import dump_kill_restore, expect_continued
 
 
 @case
@@ -50,11 +50,7 @@ def asyncio_sockets(env):
     expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
     expected = [f"{i} tcp pong {i} ({i}) unix pong {i} ({i}) udp pong {i} ({i})"
                 for i in range(1, rounds + 1)]
-    got = lines_of(out)
-    if got != expected:
-        raise AssertionError(f"{name}: output differs from an uninterrupted run\n"
-                             f"before restore: {before}\nafter: {got}\nexpected: {expected}")
-    print(f"ok   {name}: continued from line {len(before)} to {len(got)}, output identical")
+    expect_continued(name, before, lines_of(out), expected)
 
 
 @case
