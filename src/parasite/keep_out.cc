@@ -71,54 +71,6 @@ std::vector<size_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>
   return out;
 }
 
-// Pages present or swapped in each of `idx` (indices into `mappings`,
-// ascending), from as few page-table walks as adjacent mappings allow: the
-// stacks glibc gives threads sit side by side. Throws when the pagemap
-// cannot be read.
-std::vector<uint64_t> held_pages(pid_t pid, const std::vector<image::Mapping>& mappings,
-                                 const std::vector<size_t>& idx) {
-  std::vector<uint64_t> held(idx.size(), 0);
-  const std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw SysError(fmt::format("open {}", path), errno);
-  constexpr uint64_t kGap = 64ull << 20;  // walked through, not around
-  constexpr uint64_t kCategories = pagemap::kPageIsPresent | pagemap::kPageIsSwapped;
-  for (size_t first = 0; first < idx.size();) {
-    size_t last = first;
-    while (last + 1 < idx.size() && mappings[idx[last + 1]].start - mappings[idx[last]].end <= kGap)
-      last++;
-    const uint64_t lo = mappings[idx[first]].start, hi = mappings[idx[last]].end;
-    size_t at = first;  // regions come ascending
-    auto count = [&](uint64_t start, uint64_t end) {
-      for (; at <= last && start < end; at++) {
-        const auto& m = mappings[idx[at]];
-        if (end <= m.start) return;
-        if (start >= m.end) continue;
-        held[at] += (std::min(end, m.end) - std::max(start, m.start)) / kPage;
-        if (end < m.end) return;
-      }
-    };
-    int e = pagemap::scan(fd.get(), lo, hi, 0, 0, kCategories, kCategories,
-                          [&](const pagemap::Region& r) { count(r.start, r.end); });
-    if (e != 0 && !pagemap::scan_unsupported(e))
-      throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, lo, hi), e);
-    if (e != 0) {  // before Linux 6.7: the entries of each mapping, at most 64 MiB
-      for (size_t k = first; k <= last; k++) {
-        at = k;
-        const auto& m = mappings[idx[k]];
-        pagemap::read_chunks(fd.get(), path, m.start, m.end,
-                             [&](uint64_t a, const uint64_t* entries, size_t n) {
-                               for (size_t j = 0; j < n; j++)
-                                 if (entries[j] & (pagemap::kPresent | pagemap::kSwapped))
-                                   count(a + j * kPage, a + (j + 1) * kPage);
-                             });
-      }
-    }
-    first = last + 1;
-  }
-  return held;
-}
-
 // The threads' stacks and the guard mapping right below each, by index. A
 // stack is read while the job is stopped, so one that holds more than a
 // few pages (deep recursion, large automatic arrays on OpenMP threads, or a
@@ -145,7 +97,12 @@ std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& 
 
   std::vector<uint64_t> held;
   try {
-    held = held_pages(pid, mappings, stacks);
+    const std::string path = "/proc/" + std::to_string(pid) + "/pagemap";
+    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw SysError(fmt::format("open {}", path), errno);
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (size_t i : stacks) ranges.emplace_back(mappings[i].start, mappings[i].end);
+    held = pagemap::held_pages(fd.get(), path, ranges);
   } catch (const std::exception& e) {  // keeping them out only shortens the freeze
     vlog("pid {}: thread stacks left in the snapshot: {}", pid, e.what());
     return {};

@@ -2,7 +2,7 @@
  * leader when ranges are kept out of it (parasite/snapshot.h): madvise
  * MADV_DONTFORK on each range, clone, MADV_DOFORK on each range marked,
  * then back to the thread's own context. It is never called in snap:
- * snapshot.cc copies the bytes between the two labels into a page of the
+ * keep_out.cc copies the bytes between the two labels into a page of the
  * job, so the code uses only relative jumps and no data, and no stack.
  *
  * Run as one sequence in the job so that it finishes whatever happens to

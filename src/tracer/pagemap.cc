@@ -85,4 +85,43 @@ void read_chunks(int fd, const std::string& path, uint64_t start, uint64_t end,
   }
 }
 
+std::vector<uint64_t> held_pages(int fd, const std::string& path,
+                                 const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  constexpr uint64_t kPage = image::kPageSize;
+  constexpr uint64_t kGap = 64ull << 20;  // walked through, not around
+  constexpr uint64_t kCategories = kPageIsPresent | kPageIsSwapped;
+  std::vector<uint64_t> held(ranges.size(), 0);
+  for (size_t first = 0; first < ranges.size();) {
+    size_t last = first;
+    while (last + 1 < ranges.size() && ranges[last + 1].first - ranges[last].second <= kGap) last++;
+    const uint64_t lo = ranges[first].first, hi = ranges[last].second;
+    size_t at = first;  // regions come ascending
+    auto count = [&](uint64_t start, uint64_t end) {
+      for (; at <= last && start < end; at++) {
+        const auto [rs, re] = ranges[at];
+        if (end <= rs) return;
+        if (start >= re) continue;
+        held[at] += (std::min(end, re) - std::max(start, rs)) / kPage;
+        if (end < re) return;
+      }
+    };
+    int e = scan(fd, lo, hi, 0, 0, kCategories, kCategories,
+                 [&](const Region& r) { count(r.start, r.end); });
+    if (e != 0 && !scan_unsupported(e))
+      throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, lo, hi), e);
+    if (e != 0) {  // before Linux 6.7: the entries of each range
+      for (size_t k = first; k <= last; k++) {
+        at = k;
+        read_chunks(fd, path, ranges[k].first, ranges[k].second,
+                    [&](uint64_t a, const uint64_t* entries, size_t n) {
+                      for (size_t j = 0; j < n; j++)
+                        if (entries[j] & (kPresent | kSwapped)) count(a + j * kPage, a + (j + 1) * kPage);
+                    });
+      }
+    }
+    first = last + 1;
+  }
+  return held;
+}
+
 }  // namespace snap::pagemap

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace snap::pagemap {
@@ -51,5 +52,13 @@ bool scan_unsupported(int err);
 void read_chunks(int pagemap_fd, const std::string& path, uint64_t start, uint64_t end,
                  const std::function<void(uint64_t addr, const uint64_t* entries, size_t n)>& fn,
                  size_t chunk = kChunkEntries);
+
+// Pages present or swapped in each of `ranges` (ascending, disjoint), from
+// as few walks as their closeness allows: ranges less than 64 MiB apart
+// share one PAGEMAP_SCAN walk (the stacks glibc gives threads sit side by
+// side); without PAGEMAP_SCAN, the raw entries of each range. Throws on a
+// read error (`path` names the file in the message).
+std::vector<uint64_t> held_pages(int pagemap_fd, const std::string& path,
+                                 const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
 
 }  // namespace snap::pagemap

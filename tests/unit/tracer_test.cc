@@ -183,6 +183,30 @@ TEST(PageSelection, PteMarkersAreNotPages) {
   EXPECT_EQ(select_pages(m, pm), (std::vector<uint64_t>{0x11000, 0x12000}));
 }
 
+// Pages held by ranges of this process, counted per range: neighbours and a
+// range far away (its own walk), a range holding nothing, and pages both
+// inside and past a range's end (only the inside ones count).
+TEST(PageSelection, HeldPagesPerRange) {
+  const uint64_t ps = 4096, size = 512ull << 20;
+  auto* p = static_cast<uint8_t*>(
+      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  const auto base = reinterpret_cast<uint64_t>(p);
+  for (uint64_t i = 0; i < 3; i++) p[i * ps] = 1;            // range 0: 3 pages
+  for (uint64_t i = 0; i < 40; i++) p[(16 + i) * ps] = 1;    // range 1: 16 of its pages, 24 past it
+  p[(400ull << 20) + 5 * ps] = 1;                            // range 3, far away: 1 page
+  const std::vector<std::pair<uint64_t, uint64_t>> ranges = {
+      {base, base + 8 * ps},
+      {base + 16 * ps, base + 32 * ps},
+      {base + 100 * ps, base + 200 * ps},
+      {base + (400ull << 20), base + (400ull << 20) + 64 * ps}};
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(pagemap::held_pages(fd, "pagemap", ranges), (std::vector<uint64_t>{3, 16, 0, 1}));
+  close(fd);
+  munmap(p, size);
+}
+
 // A sparse reservation of this process: PAGEMAP_SCAN's answer (where the
 // kernel has it) and the chunked pagemap read agree, page for page, and the
 // chunked read is exact across chunk boundaries.
