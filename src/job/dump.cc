@@ -122,7 +122,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
 // against each snapshot (tracer/fd_hints.h).
 void confirm_fd_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, const Hints& hints) {
   for (size_t i = 0; i < snapshots.size(); i++)
-    if (snapshots[i]) hints.fds.confirm(ckpt.processes[i].pid, ckpt.processes[i].fds, snapshots[i]->pid());
+    if (snapshots[i])
+      hints.fds.confirm(ckpt.processes[i].pid, ckpt.processes[i].fds, snapshots[i]->pid());
 }
 
 // The mapping flags of each snapshot whose process took its flags from

@@ -175,7 +175,8 @@ KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepO
     throw Error(fmt::format("pid {}: no way back to its own context for the snapshot's sequence",
                             tid));
   const size_t code = static_cast<size_t>(snap_keep_out_fork_end - snap_keep_out_fork_start);
-  if (code > kPage || runs.size() > kMaxKeepOut) throw std::logic_error("keep-out sequence too large");
+  if (code > kPage || runs.size() > kMaxKeepOut)
+    throw std::logic_error("keep-out sequence too large");
 
   // Code page, then data page. If snap dies before the sequence starts, these
   // two pages are all it leaves in the job. Shared: a private anonymous

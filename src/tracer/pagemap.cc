@@ -115,7 +115,8 @@ std::vector<uint64_t> held_pages(int fd, const std::string& path,
         read_chunks(fd, path, ranges[k].first, ranges[k].second,
                     [&](uint64_t a, const uint64_t* entries, size_t n) {
                       for (size_t j = 0; j < n; j++)
-                        if (entries[j] & (kPresent | kSwapped)) count(a + j * kPage, a + (j + 1) * kPage);
+                        if (entries[j] & (kPresent | kSwapped))
+                          count(a + j * kPage, a + (j + 1) * kPage);
                     });
       }
     }
