@@ -94,12 +94,14 @@ struct Mapping {
 // Whether a VmFlags list ("rd wr mr mw me dc") has `flag` ("dc"), as a
 // whole word.
 inline bool has_vmflag(std::string_view vmflags, std::string_view flag) {
-  size_t pos = 0;
-  while (pos < vmflags.size()) {
-    size_t end = vmflags.find(' ', pos);
-    if (end == std::string_view::npos) end = vmflags.size();
-    if (vmflags.substr(pos, end - pos) == flag) return true;
-    pos = end + 1;
+  // A dump asks this of every mapping, tens of thousands while the job is
+  // stopped: a search for the name, then a check that it is a whole word.
+  if (flag.empty()) return false;
+  for (size_t pos = vmflags.find(flag); pos != std::string_view::npos;
+       pos = vmflags.find(flag, pos + 1)) {
+    const size_t end = pos + flag.size();
+    if ((pos == 0 || vmflags[pos - 1] == ' ') && (end == vmflags.size() || vmflags[end] == ' '))
+      return true;
   }
   return false;
 }

@@ -46,6 +46,11 @@ TEST(VmFlags, FlagListLookupIsByWholeWord) {
   EXPECT_TRUE(image::has_vmflag("rd", "rd"));
   EXPECT_FALSE(image::has_vmflag("rd wr mw", "w"));
   EXPECT_FALSE(image::has_vmflag("", "rd"));
+  EXPECT_FALSE(image::has_vmflag("rd mww", "mw"));
+  EXPECT_FALSE(image::has_vmflag("xdc rd", "dc"));
+  EXPECT_TRUE(image::has_vmflag("dcx xdc dc", "dc"));  // found past parts of words
+  EXPECT_TRUE(image::has_vmflag("dc rd", "dc"));
+  EXPECT_FALSE(image::has_vmflag("rd wr", ""));
 }
 
 TEST(VmFlags, HintsGiveIdenticalMappingsTheirFlags) {
