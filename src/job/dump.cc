@@ -16,6 +16,7 @@
 #include "base/cpus.h"
 #include "base/heap.h"
 #include "base/log.h"
+#include "job/held_pages.h"
 #include "job/incremental.h"
 #include "job/memory_budget.h"
 #include "parasite/parasite.h"
@@ -79,6 +80,11 @@ PageSink store_as(pid_t owner, const Store& store) {
                          size_t npages) { store(owner, mapping_start, addr, data, npages); };
 }
 
+// What a leave-running dump holds of the pages it reads while the job is
+// stopped (held_pages.h): thread stacks alone may hold 16 MiB
+// (parasite/keep_out.cc).
+constexpr size_t kHeldPagesMax = 32 << 20;
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -91,12 +97,13 @@ struct Hints {
 };
 
 // Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
-// away, the few mappings a snapshot does not show as they are. A process
-// whose snapshot the kernel refuses gets none (nullptr): its memory is then
-// read here too, while it is still stopped, and what it took from hints is
-// checked against itself.
+// away (into `held`, stored once the job runs again), the few mappings a
+// snapshot does not show as they are. A process whose snapshot the kernel
+// refuses gets none (nullptr): its memory is then read here too, while it
+// is still stopped, and what it took from hints is checked against itself.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
-                         SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints) {
+                         SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
+                         HeldPages& held) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -110,7 +117,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       hints.fds.confirm(proc.pid, proc.fds, proc.pid);
     }
-    dump_memory(proc.pid, proc.mappings, store_as(proc.pid, store), [&](const image::Mapping& m) {
+    dump_memory(proc.pid, proc.mappings, held.sink(proc.pid, store_as(proc.pid, store)),
+                [&](const image::Mapping& m) {
       return !snap || snap->read_from_job(m);
     }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
     snapshots.push_back(std::move(snap));
@@ -279,6 +287,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   outer_sink.set_jobs(jobs);
   outer_sink.set_compression(opts.compression);
   MemoryReaders readers(jobs);
+  // Where pages read while the job is stopped wait until it runs again.
+  std::optional<HeldPages> held;
+  if (!opts.kill) held.emplace(kHeldPagesMax);
   vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
   image::Checkpoint ckpt = new_checkpoint();
   steps.step("hints");
@@ -350,7 +361,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     std::vector<pid_t> live;
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
-    snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints);
+    snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints, *held);
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
@@ -359,6 +370,18 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
+  if (held) {
+    const size_t kept = held->bytes_held(), passed = held->bytes_passed_on();
+    held->store_all(store);
+    if (kept)
+      vlog("{:.1f} MiB read while the job was stopped, stored once it ran again",
+           static_cast<double>(kept) / (1 << 20));
+    if (passed)
+      vlog("{:.1f} MiB read while the job was stopped past the {} MiB held: stored while it was",
+           static_cast<double>(passed) / (1 << 20), kHeldPagesMax >> 20);
+    held.reset();
+    steps.step("pages read while stopped, stored");
+  }
   std::future<SnapshotFlags> snapshot_flags;
   if (hints) {
     snapshot_flags = read_snapshot_flags(ckpt, snapshots, *hints);

@@ -174,11 +174,14 @@ void for_each_range_to_dump(int fd, pid_t pid, const image::Mapping& m, Fn&& fn,
 }
 
 // The regions of a stretch of small mappings, from one PAGEMAP_SCAN walk
-// instead of one per mapping (a process may have tens of thousands).
+// instead of one per mapping (a process may have tens of thousands, or a
+// thread stack of 8 MiB or more for each of hundreds of threads).
 class RegionWindow {
  public:
-  // Mappings this small share walks, over at most this span and this many.
-  static constexpr uint64_t kSmall = 2 << 20, kSpan = 64 << 20;
+  // Mappings this small share walks, over at most this span and this many
+  // (a walk skips what has no page tables; its regions, at most one for
+  // every other page of the span, take at most 3 MiB).
+  static constexpr uint64_t kSmall = 64ull << 20, kSpan = 1ull << 30;
   static constexpr size_t kMappings = 512;
 
   bool covers(const image::Mapping& m) const { return valid_ && m.start >= lo_ && m.end <= hi_; }

@@ -620,6 +620,13 @@ def deep_thread_stacks_leave_running(env):
            f"the deep stack and the arena stay in the snapshot: {r.stderr.strip()}")
     kept = re.search(r"(\d+) thread stack and guard mapping\(s\) kept out", r.stderr)
     expect(kept and int(kept.group(1)) >= 2, f"the shallow stacks are kept out: {r.stderr.strip()}")
+    # What is read of them while the job is stopped is stored (hashed,
+    # compressed, written) only once it runs again.
+    held = re.search(r"[\d.]+ MiB read while the job was stopped, stored once it ran again",
+                     r.stderr)
+    expect(held and "stored while it was" not in r.stderr and
+           r.stderr.find("job frozen for") in range(0, held.start()),
+           f"the kept-out stacks' pages are stored after the stop: {r.stderr.strip()}")
     runs_on_then_restores(env, p, out, ckpt, ref)
 
 
