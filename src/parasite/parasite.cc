@@ -162,20 +162,20 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
   const remote_addr entry = blob_->symbol(SNAP_PARASITE_SYM_THREAD_ENTRY);
   std::vector<std::unique_ptr<ThreadGuard>> guards;
   std::vector<snap_parasite_thread_slot> heads(n);
+  auto slot = [&](size_t i) { return slots_ + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
   for (size_t i = 0; i < n; i++) {
     Task& t = *proc_.tasks[i + 1];
     guards.push_back(std::make_unique<ThreadGuard>(t, gadget_));
-    guards.back()->park();
     if (!guards.back()->protected_by_frame())
       throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
                               proc_.pid),
                   "its stack has no room below the stack pointer");
+    guards.back()->prepare(entry, slot(i).as_int(), slot(i + 1));
     heads[i] = {};
     heads[i].args.magic = SNAP_PARASITE_MAGIC;
     heads[i].args.wait_fd = wait_fd;
     heads[i].args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
   }
-  auto slot = [&](size_t i) { return slots_ + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
   move_slot_heads(proc_.pid, slots_, heads, true);
   // All set off at once, running free (no stop at each system call): each
   // reports, then waits on the socket until snap stops it there.
@@ -183,7 +183,7 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
   std::exception_ptr error;
   for (size_t i = 0; i < n && !error; i++) {
     try {
-      guards[i]->start_free(entry, slot(i).as_int(), slot(i + 1));
+      guards[i]->resume_free();
       running[i] = true;
     } catch (...) {
       error = std::current_exception();
@@ -223,16 +223,27 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
   }
   for (size_t i = 0; i < n; i++) {
     if (!running[i]) continue;
-    ThreadGuard& g = *guards[i];
-    const pid_t tid = g.task().tid();
     try {
-      while (!g.wait_free()) {}
-      if (!in_blob(g.task().regs().ip())) {
-        // Its rt_sigreturn ran (the socket failed it): its own code has run
-        // since, so what it reported is stale, and its state is its own.
+      while (!guards[i]->wait_free()) {}
+    } catch (...) {
+      if (!error) error = std::current_exception();
+      running[i] = false;
+    }
+  }
+  // Where each one stopped: still in the blob, or on its way back (its
+  // rt_sigreturn, after the socket failed it), told by its slot.
+  move_slot_heads(proc_.pid, slots_, heads, false);
+  for (size_t i = 0; i < n; i++) {
+    if (!running[i]) continue;
+    ThreadGuard& g = *guards[i];
+    try {
+      if (heads[i].left) {
+        // Its own code may have run since: what it reported is stale, and
+        // its state is its own (a thread still short of its rt_sigreturn
+        // finishes the way back once let go).
         g.forget();
         throw Error(fmt::format("thread {} of pid {} went back to the program before snap stopped "
-                                "it; nothing was written", tid, proc_.pid),
+                                "it; nothing was written", g.task().tid(), proc_.pid),
                     "the job runs on; run the dump again");
       }
       g.release();
@@ -241,7 +252,6 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
     }
   }
   if (error) std::rethrow_exception(error);
-  move_slot_heads(proc_.pid, slots_, heads, false);
   for (size_t i = 0; i < n; i++) {
     const snap_parasite_thread_state& got = heads[i].result;
     const Task& t = *proc_.tasks[i + 1];

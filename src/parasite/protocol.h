@@ -16,10 +16,11 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 6u /* 2: GET_MISC has child_subreaper; 3: thread slots;
+#define SNAP_PARASITE_VERSION 7u /* 2: GET_MISC has child_subreaper; 3: thread slots;
                                     4: FINI waits for the host to hang up;
                                     5: thread entries wait on the service socket;
-                                    6: thread state has the thread's name */
+                                    6: thread state has the thread's name;
+                                    7: a thread slot tells when its thread left */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
@@ -162,7 +163,8 @@ struct snap_parasite_thread_slot {
   struct snap_parasite_thread_args args;
   struct snap_parasite_thread_state result;
   uint32_t done; /* 1 once `result` is written */
-  uint32_t pad;
+  uint32_t left; /* 1 just before the entry's rt_sigreturn: the thread is
+                    on its way back to its own code (snap died or hung up) */
 };
 #define SNAP_PARASITE_THREAD_SLOT_SIZE 4096u
 

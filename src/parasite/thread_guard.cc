@@ -252,13 +252,7 @@ void ThreadGuard::start(remote_addr entry, uint64_t arg, remote_addr sp) {
   resume();
 }
 
-void ThreadGuard::start_free(remote_addr entry, uint64_t arg, remote_addr sp) {
-  point_at(entry, arg, sp);
-  resume_free();
-}
-
 void ThreadGuard::point_at(remote_addr entry, uint64_t arg, remote_addr sp) {
-  if (!parked_) park();
   Registers r = clean_;
   r.set_ip(entry);
   if (sp.as_int()) r.set_sp(sp);
@@ -266,6 +260,13 @@ void ThreadGuard::point_at(remote_addr entry, uint64_t arg, remote_addr sp) {
   r.raw().orig_rax = static_cast<uint64_t>(-1);
   task_.set_regs(r);
   in_sigreturn_ = false;
+  if (parked_) return;
+  // Parked straight at the entry (one call less than park() and then
+  // this), registers first: should snap die before the mask is set, the
+  // thread runs the entry with its own mask, and the entry ends in the
+  // frame's rt_sigreturn as it does when snap dies later.
+  parked_ = true;
+  task_.set_signal_mask(~uint64_t{0});
 }
 
 void ThreadGuard::resume() {

@@ -70,8 +70,13 @@ class ThreadGuard {
   // else lets it run on to its next stop.
   void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
   bool wait_and_step();
-  // start() for a thread that runs free: no stop until interrupt() (below).
-  void start_free(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
+  // start() in two halves for a thread that will run free (no stop until
+  // interrupt(), below): its registers set for `entry` and the thread
+  // parked, then set off by resume_free(), so that all of a process's
+  // threads are made ready before the first one runs.
+  void prepare(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr()) {
+    point_at(entry, arg, sp);
+  }
 
   // A thread that runs free (no system-call stops; run_service): its next
   // stop's wait status. True for the stop interrupt() asked for; for any
@@ -103,7 +108,8 @@ class ThreadGuard {
   std::optional<pid_t> cloned_;
   void resume();               // PTRACE_SYSCALL
   int wait_stop();             // the thread's next stop's wait status
-  // Parked if not yet, registers set for a call of `entry` (start()).
+  // Registers set for a call of `entry` (start()), then parked (all
+  // signals blocked) if not yet.
   void point_at(remote_addr entry, uint64_t arg, remote_addr sp);
   bool on_stop(int status);    // wait_and_step() with the stop's wait status
   // A fault, trap or death at a stop: the thread put back, an error thrown.

@@ -587,6 +587,7 @@ alignas(64) uint8_t g_fp[32768];
 size_t g_fp_len = 0;
 bool g_check_ymm = false;
 const snap_parasite_thread_state* g_thread_result = nullptr;
+const snap_parasite_thread_slot* g_thread_slot = nullptr;
 alignas(16) uint8_t g_resume_stack[65536];
 
 // Where the frame sends the thread. Checks that GP registers (the two
@@ -605,6 +606,7 @@ extern "C" [[noreturn]] __attribute__((used, noinline)) void snap_test_resume_ta
   else if (g_check_ymm && (hi[0] != kYmmLo || hi[1] != kYmmHi)) code = 52;
   else if (!sigismember(&blocked, SIGUSR2) || sigismember(&blocked, SIGUSR1)) code = 53;
   else if (g_thread_result && g_thread_result->tid != getpid()) code = 54;
+  else if (g_thread_slot && g_thread_slot->left != 1) code = 55;  // snap would not know
   _exit(code);
 }
 
@@ -678,6 +680,7 @@ int heal_child(HealMode mode, int para, int host_copy) {
     slot.args.wait_fd = mode == HealMode::ThreadEntryWaits ? para : -1;
     slot.args.sigreturn_sp = frame.sigreturn_sp().as_int();
     g_thread_result = &slot.result;
+    g_thread_slot = &slot;
     reinterpret_cast<void (*)(snap_parasite_thread_slot*)>(
         lb.mem + lb.blob.symbol_offset(SNAP_PARASITE_SYM_THREAD_ENTRY))(&slot);
     return 14;

@@ -492,6 +492,10 @@ void snap_parasite_thread_main(struct snap_parasite_thread_slot* slot) {
     while (sys3(NR_poll, &p, 1, -1) == 0) {
     }
   }
+  /* Snap reads this once it has stopped the thread (rather than where the
+   * thread stopped): set here, the thread may still be in the blob, which
+   * snap then takes for gone back, and lets go to finish the way back. */
+  __atomic_store_n(&slot->left, 1u, __ATOMIC_RELEASE);
   if (slot->args.sigreturn_sp) sigreturn_to(slot->args.sigreturn_sp);
 }
 
