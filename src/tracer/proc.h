@@ -114,6 +114,8 @@ std::vector<pid_t> parse_pid_list(std::string_view text);
 // Readers for a live process.
 std::vector<pid_t> list_threads(pid_t pid);   // /proc/PID/task, sorted, leader first
 std::vector<pid_t> list_children(pid_t pid);  // union over all threads' children files
+// The same for the threads `tids` of `pid` (a stopped process's, known).
+std::vector<pid_t> list_children(pid_t pid, const std::vector<pid_t>& tids);
 // `root` and its descendants as they are now, parents first; one whose
 // children cannot be read (gone meanwhile) ends its branch.
 std::vector<pid_t> list_tree(pid_t root);

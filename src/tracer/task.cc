@@ -477,7 +477,9 @@ SeizedTree SeizedTree::seize(pid_t root) {
     tree.procs_.push_back(std::move(proc));
     // Its children are stopped in their own turn. One may still fork until
     // then; its new child shows up when that child's children are listed.
-    for (pid_t c : proc::list_children(pid)) {
+    std::vector<pid_t> tids;
+    for (const auto& t : tree.procs_.back().tasks) tids.push_back(t->tid());
+    for (pid_t c : proc::list_children(pid, tids)) {
       if (!known_procs.insert(c).second) continue;
       switch (classify_child(c)) {
         case ChildKind::kLive:
