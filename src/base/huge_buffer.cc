@@ -2,13 +2,26 @@
 
 #include <sys/mman.h>
 
+#include <fstream>
 #include <new>
+#include <string>
 #include <utility>
 
 namespace snap {
 
 namespace {
 constexpr size_t kHuge = size_t{2} << 20;
+}
+
+bool huge_pages_available() {
+  static const bool available = [] {
+    std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string text;
+    std::getline(in, text);
+    return text.find("[always]") != std::string::npos ||
+           text.find("[madvise]") != std::string::npos;
+  }();
+  return available;
 }
 
 HugeBuffer::HugeBuffer(size_t size) {

@@ -16,6 +16,10 @@
 
 namespace snap {
 
+// Whether this kernel gives a HugeBuffer huge pages (transparent huge pages
+// "always" or "madvise"; not "never", nor a kernel without them).
+bool huge_pages_available();
+
 class HugeBuffer {
  public:
   HugeBuffer() = default;

@@ -15,6 +15,7 @@
 
 #include "base/cpus.h"
 #include "base/heap.h"
+#include "base/huge_buffer.h"
 #include "base/log.h"
 #include "job/held_pages.h"
 #include "job/incremental.h"
@@ -97,13 +98,14 @@ struct Hints {
 };
 
 // Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
-// away (into `held`, stored once the job runs again), the few mappings a
-// snapshot does not show as they are. A process whose snapshot the kernel
-// refuses gets none (nullptr): its memory is then read here too, while it
-// is still stopped, and what it took from hints is checked against itself.
+// away (into `held`, if any, stored once the job runs again), the few
+// mappings a snapshot does not show as they are. A process whose snapshot
+// the kernel refuses gets none (nullptr): its memory is then read here too,
+// while it is still stopped, and what it took from hints is checked against
+// itself.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages& held) {
+                         HeldPages* held) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -117,7 +119,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       hints.fds.confirm(proc.pid, proc.fds, proc.pid);
     }
-    dump_memory(proc.pid, proc.mappings, held.sink(proc.pid, store_as(proc.pid, store)),
+    dump_memory(proc.pid, proc.mappings,
+                held ? held->sink(proc.pid, store_as(proc.pid, store)) : store_as(proc.pid, store),
                 [&](const image::Mapping& m) {
       return !snap || snap->read_from_job(m);
     }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
@@ -288,8 +291,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   outer_sink.set_compression(opts.compression);
   MemoryReaders readers(jobs);
   // Where pages read while the job is stopped wait until it runs again.
+  // Without huge pages, filling the buffer would fault on every page while
+  // the job is stopped, which costs more than storing them there.
   std::optional<HeldPages> held;
-  if (!opts.kill) held.emplace(kHeldPagesMax);
+  if (!opts.kill && huge_pages_available()) held.emplace(kHeldPagesMax);
   vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
   image::Checkpoint ckpt = new_checkpoint();
   steps.step("hints");
@@ -361,7 +366,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     std::vector<pid_t> live;
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
-    snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints, *held);
+    snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints,
+                               held ? &*held : nullptr);
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again

@@ -10,8 +10,8 @@ namespace snap::job {
 HeldPages::HeldPages(size_t max_bytes) : buf_(max_bytes) { runs_.reserve(1024); }
 
 PageSink HeldPages::sink(pid_t owner, PageSink next) {
-  return [this, owner, next = std::move(next)](pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
-                              size_t npages) {
+  return [this, owner, next = std::move(next)](pid_t pid, uint64_t mapping_start, uint64_t addr,
+                                               const uint8_t* data, size_t npages) {
     const size_t len = npages * image::kPageSize;
     size_t at = 0;
     {
