@@ -49,6 +49,13 @@ void phase(pid_t pid, const char* what) {
   ::clock_gettime(CLOCK_MONOTONIC, &now);
   auto line = fmt::format("{}.{:09} {} {}\n", now.tv_sec, now.tv_nsec, pid, what);
   (void)!::write(fd, line.data(), line.size());
+  // And, for the fault test, a pause there: snap killed in it is snap
+  // killed in that state, however short it is otherwise.
+  static const char* pause_at = std::getenv("SNAP_PHASE_PAUSE");
+  if (pause_at && std::strcmp(pause_at, what) == 0) {
+    struct timespec pause = {0, 300 * 1000 * 1000};
+    ::nanosleep(&pause, nullptr);
+  }
 }
 
 // ---- Parasite -----------------------------------------------------------------
@@ -170,13 +177,18 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
       throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
                               proc_.pid),
                   "its stack has no room below the stack pointer");
-    guards.back()->prepare(entry, slot(i).as_int(), slot(i + 1));
     heads[i] = {};
     heads[i].args.magic = SNAP_PARASITE_MAGIC;
     heads[i].args.wait_fd = wait_fd;
     heads[i].args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
   }
+  // The slots first: a thread is pointed at the entry only once its slot
+  // leads it back (should snap die then, the entry finds snap's end of the
+  // socket closed and returns by its rt_sigreturn; an empty slot would
+  // end in the entry's int3, and the job with it).
   move_slot_heads(proc_.pid, slots_, heads, true);
+  for (size_t i = 0; i < n; i++) guards[i]->prepare(entry, slot(i).as_int(), slot(i + 1));
+  phase(proc_.pid, "parasite-threads-ready");
   // All set off at once, running free (no stop at each system call): each
   // reports, then waits on the socket until snap stops it there.
   std::vector<bool> running(n, false);

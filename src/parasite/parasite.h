@@ -87,7 +87,8 @@ void apply_parasite_state(const ParasiteState& s, image::Process& out);
 
 // Appends "MONOTONIC_SECONDS PID PHASE" to the file named by $SNAP_PHASE_LOG,
 // if set (for the fault tests: they kill snap at chosen instants and want
-// to know where it was).
+// to know where it was); with $SNAP_PHASE_PAUSE naming the phase too, snap
+// then sleeps 0.3 s there, so that a test can kill it in that state.
 void phase(pid_t pid, const char* what);
 // /proc/PID/timers: the POSIX timers' ids, clocks and notification.
 std::vector<image::PosixTimer> read_posix_timers(pid_t pid);

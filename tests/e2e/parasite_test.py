@@ -110,8 +110,10 @@ class Victim:
         expect(rc == 0, f"victim exit status 0 (got {rc})")
 
 
-def run_dump(snap, pid, out_dir, phase_log):
+def run_dump(snap, pid, out_dir, phase_log, pause_at=None):
     env = dict(os.environ, SNAP_PHASE_LOG=phase_log)
+    if pause_at:
+        env["SNAP_PHASE_PAUSE"] = pause_at  # snap sleeps there (parasite.h)
     return subprocess.Popen([snap, "dump", "--pid", str(pid), "-o", out_dir], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -266,6 +268,31 @@ def test_faults(snap, victim_exe, work, kills, seed):
                            "of the snapshot (and the victim was left with none MADV_DONTFORK)")
     expect(failed_dumps == 0, "no dump between the kills failed (what a killed dump leaves does not "
                               "stand in the next one's way)")
+    # States too brief to hit by chance, each held by snap (SNAP_PHASE_PAUSE)
+    # and killed in: every thread but the leader pointed at the parasite's
+    # thread entry, none set off yet. Let go by the kernel, each must run
+    # the entry, find snap gone and return to its own code.
+    for j, at in enumerate(["parasite-threads-ready"] * 3):
+        log = os.path.join(work, f"pause{j}.log")
+        p = run_dump(snap, v.pid, os.path.join(work, f"p{j}"), log, pause_at=at)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and p.poll() is None and not any(
+                name == at for _, name in read_phases(log)):
+            time.sleep(0.0002)
+        reached = any(name == at for _, name in read_phases(log))
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        expect(reached, f"snap reached {at} before it was killed")
+        deadline = time.monotonic() + 2
+        while True:
+            state, tracer = v.status()
+            if tracer == 0 and state[:1] in ("R", "S"):
+                break
+            if time.monotonic() > deadline:
+                expect(False, f"killed at {at}: victim is {state}, tracer {tracer}")
+                break
+            time.sleep(0.005)
+        time.sleep(0.06)
     # One complete dump collects any snapshot a killed dump left behind.
     p = run_dump(snap, v.pid, os.path.join(work, "final"), os.path.join(work, "final.log"))
     _, err = p.communicate()
