@@ -45,16 +45,17 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
                                                      const std::vector<image::Mapping>& mappings,
                                                      const std::vector<uint64_t>& thread_sps) {
   pid_t child = -1;
-  std::vector<KeepOut> runs = keep_out(leader.tid(), mappings, thread_sps);
   std::vector<uint64_t> kept_out;
   {
     GuardedSyscalls guarded(leader);
     auto& rs = guarded.rs();
-    if (!guarded.healing() && !runs.empty()) {
-      vlog("pid {}: nothing is kept out of the snapshot (no way back for its sequence)",
-           leader.tid());
-      runs.clear();
-    }
+    // What to keep out, only where the sequence that does it has a way back.
+    std::vector<KeepOut> runs;
+    if (guarded.healing())
+      runs = keep_out(leader.tid(), mappings, thread_sps);
+    else
+      vlog("pid {}: nothing is kept out of the snapshot (no way back for a keep-out sequence): "
+           "thread stacks and sparse reservations stay in it", leader.tid());
     // Only for this call: report the clone so the child is born traced.
     check_sys(set_options(leader.tid(), PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE),
               "ptrace(PTRACE_SETOPTIONS)");
