@@ -167,6 +167,20 @@ def test_manifest(snap, victim_exe, work):
     v.check_output(v.finish(30))
 
 
+def expect_untraced(v, when):
+    """After snap was killed: the victim must be untraced and running (or
+    sleeping) again within 2 s; `when()` names the kill if not."""
+    deadline = time.monotonic() + 2
+    while True:
+        state, tracer = v.status()
+        if tracer == 0 and state[:1] in ("R", "S"):
+            return
+        if time.monotonic() > deadline:
+            expect(False, f"{when()}: victim is {state}, tracer {tracer}")
+            return
+        time.sleep(0.005)
+
+
 def test_faults(snap, victim_exe, work, kills, seed):
     rng = random.Random(seed)
     # Measure a dump first (a few times, keep the medians).
@@ -241,17 +255,7 @@ def test_faults(snap, victim_exe, work, kills, seed):
         if p.returncode == 0:
             last = "finished"
         landed[last] = landed.get(last, 0) + 1
-        # The victim must be untraced and running (or sleeping) again.
-        deadline = time.monotonic() + 2
-        while True:
-            state, tracer = v.status()
-            if tracer == 0 and state[:1] in ("R", "S"):
-                break
-            if time.monotonic() > deadline:
-                expect(False, f"kill {k} at {(time.monotonic() - t0) * 1000:.1f} ms ({last}): victim is {state}, "
-                              f"tracer {tracer}")
-                break
-            time.sleep(0.005)
+        expect_untraced(v, lambda: f"kill {k} at {(time.monotonic() - t0) * 1000:.1f} ms ({last})")
         # A kill inside that sequence leaves the victim to finish it alone:
         # give it a moment.
         deadline = time.monotonic() + 1
@@ -283,15 +287,7 @@ def test_faults(snap, victim_exe, work, kills, seed):
         p.send_signal(signal.SIGKILL)
         p.communicate()
         expect(reached, f"snap reached {at} before it was killed")
-        deadline = time.monotonic() + 2
-        while True:
-            state, tracer = v.status()
-            if tracer == 0 and state[:1] in ("R", "S"):
-                break
-            if time.monotonic() > deadline:
-                expect(False, f"killed at {at}: victim is {state}, tracer {tracer}")
-                break
-            time.sleep(0.005)
+        expect_untraced(v, lambda: f"killed at {at}")
         time.sleep(0.06)
     # One complete dump collects any snapshot a killed dump left behind.
     p = run_dump(snap, v.pid, os.path.join(work, "final"), os.path.join(work, "final.log"))
