@@ -153,11 +153,20 @@ def memory_budget(env):
     expect("memory budget of 2 MiB reached" in err, "snap says the budget was reached and "
            "for how long the job was stopped again")
     expect(p.poll() is None, "the job still runs after the dump")
-    # The same without a (binding) budget: the test means something.
-    _, free_peak, _ = dump_sampled(env, p.pid, env.path("rw-free.ckpt"), ["--memory-budget", "64G"])
-    print(f"     without a budget: snapshot private peak {free_peak / 2**20:.1f} MiB")
+    # The same without a (binding) budget: the test means something. How
+    # much the job copies meanwhile depends on how much CPU it gets beside
+    # snap's readers (2 cores here: 1.4 to 52 MiB seen), so up to three
+    # dumps, until one holds more than the budget.
+    free_peak = 0
+    for attempt in range(3):
+        _, peak, _ = dump_sampled(env, p.pid, env.path(f"rw-free{attempt}.ckpt"),
+                                  ["--memory-budget", "64G"])
+        print(f"     without a budget: snapshot private peak {peak / 2**20:.1f} MiB")
+        free_peak = max(free_peak, peak)
+        if free_peak > budget:
+            break
     expect(free_peak > budget, f"without a budget the snapshot held more than 2 MiB "
-           f"({free_peak / 2**20:.1f} MiB): the budget above was what kept it down")
+           f"({free_peak / 2**20:.1f} MiB at most): the budget above was what kept it down")
     n = len(lines_of(out))
     os.kill(p.pid, signal.SIGUSR2)
     wait_for(lambda: len(lines_of(out)) > n, 20, "the job's own check")
