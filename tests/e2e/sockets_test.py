@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
-                      wait_lines)
+                      wait_for, wait_lines)
 from compare_runs import dump_kill_restore, expect_continued
 
 
@@ -115,6 +115,8 @@ def tcp_connection_refused_at_dump(env):
     p = start([sys.executable, "-c", job], stdout_path=out)
     conn, _ = srv.accept()
     wait_lines(out, 1)
+    # The whole line: a read may catch it half written (CI saw one field).
+    wait_for(lambda: len(lines_of(out)[0].split()) == 2, 10, "the job's fd and port")
     fd, local_port = lines_of(out)[0].split()
     want = f"pid {p.pid} fd {fd}: TCP connection 127.0.0.1:{local_port} -> 127.0.0.1:{port}"
     expect_dump_refused(env, p, "tcp", [want], f"'{want}'")
