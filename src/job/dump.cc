@@ -376,6 +376,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
+  if (!opts.kill) parasite::phase(pid, "job-released");  // the budget is watched from here
   if (held) {
     const size_t kept = held->bytes_held(), passed = held->bytes_passed_on();
     held->store_all(store);

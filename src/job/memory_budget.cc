@@ -39,8 +39,21 @@ std::optional<uint64_t> read_number(const std::string& path) {
 }  // namespace
 
 MemoryBudget::MemoryBudget(uint64_t budget, std::vector<pid_t> job, const Snapshots& snapshots)
-    : budget_(budget), job_(std::move(job)), snapshots_(snapshots) {
+    : budget_(budget),
+      job_(std::move(job)),
+      snapshots_(snapshots),
+      interval_(std::min<int64_t>(10000, 1000 + 50 * static_cast<int64_t>(job_.size()))) {
   for (pid_t p : job_) seen_faults_[p] = minor_faults(p);
+  watcher_ = std::thread([this] { watch(); });
+}
+
+MemoryBudget::~MemoryBudget() {
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  wake_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
 }
 
 void MemoryBudget::after_batch(parasite::MemorySnapshot& s, uint64_t start, uint64_t end) {
@@ -59,14 +72,33 @@ void MemoryBudget::flush() {
   pending_snap_->discard(pending_);
   pending_.clear();
   pending_bytes_ = 0;
-  if (frozen_) return;
+}
+
+void MemoryBudget::watch() {
+  std::unique_lock lock(mu_);
+  while (!done_) {
+    wake_.wait_for(lock, interval_);
+    if (done_ || frozen_) continue;
+    lock.unlock();
+    try {
+      check();
+    } catch (const std::exception& e) {  // a job gone meanwhile, say: the dump tells
+      vlog("memory budget: {}", e.what());
+    }
+    lock.lock();
+  }
+  lock.unlock();
+  if (!tasks_.empty()) resume_job();
+}
+
+void MemoryBudget::check() {
   uint64_t f = faults();
-  uint64_t step = (f - faults_last_) * image::kPageSize;  // growth bound over the last batch
+  uint64_t step = (f - faults_last_) * image::kPageSize;  // growth bound over the last interval
   faults_last_ = f;
   uint64_t grown = (f - faults_at_exact_) * image::kPageSize;
   // An exact reading also every 64 MiB of possible growth, for peak().
-  // Twice the last batch's growth may come before the next check: a batch
-  // can take longer than the last one (the machine is busy).
+  // Twice the last interval's growth may come before the next look: the
+  // watcher may wake late on a busy machine.
   if (exact_ + grown + 2 * step < budget_ && grown < kPeakResolution) return;
   if (exact_ + grown + 2 * step < budget_) {  // only for peak()
     exact_ = measure();
@@ -78,7 +110,7 @@ void MemoryBudget::flush() {
   }
   // Near the budget: the job is stopped first and measured then, so that
   // it copies nothing more while smaps_rollup is read. If there is room
-  // for a few more batches it goes on (a brief stop), else it stays
+  // for a few more intervals it goes on (a brief stop), else it stays
   // stopped until the rest is read.
   stop_job();
   exact_ = measure();
@@ -96,8 +128,12 @@ void MemoryBudget::flush() {
 
 void MemoryBudget::thaw() {
   flush();
-  if (frozen_) resume_job();
-  frozen_ = false;
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  wake_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
 }
 
 uint64_t MemoryBudget::peak() {

@@ -212,7 +212,12 @@ def memory_budget_cgroup(env):
     all of it, is dumped leave-running with the default budget (bounded by
     the cgroup's headroom): the job is not OOM-killed by its own checkpoint,
     and its memory checks out. (Without a budget the same dump gets it
-    OOM-killed: measured by hand, not run here.)"""
+    OOM-killed: measured by hand, not run here.) snap is held for 0.3 s
+    right after it lets the job go, before it reads anything (its phase
+    hook): the budget must hold from that moment, not only once the readers
+    are under way (the job copies its 256 MiB in well under that; a CI run
+    saw the job OOM-killed when the budget was checked between batches
+    only and the first batch came late)."""
     import signal
     parent = memory_cgroup_v1()
     if os.geteuid() != 0 or parent is None:
@@ -235,7 +240,13 @@ def memory_budget_cgroup(env):
         snaptest._started.append(p)
         wait_lines(out, 1, timeout=60)
         time.sleep(0.3)
-        r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", env.path("cg.ckpt"))
+        r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", env.path("cg.ckpt"),
+                         env=dict(os.environ, SNAP_PHASE_LOG=env.path("phases"),
+                                  SNAP_PHASE_PAUSE="job-released"))
+        expect("job-released" in open(env.path("phases")).read(),
+               "snap paused right after it let the job go")
+        expect("MiB reached" in r.stderr, "the budget was reached (while snap paused, nothing "
+               "read yet) and the job stopped again")
         print("\n".join(l for l in r.stderr.splitlines() if "budget" in l or "snap dump" in l))
         oom = [l for l in open(os.path.join(cg, "memory.oom_control")) if l.startswith("oom_kill ")]
         expect(p.poll() is None, "the job is alive after the dump")
