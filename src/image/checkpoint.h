@@ -226,6 +226,10 @@ struct TcpConnection {
   uint32_t timestamp = 0;           // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
   // TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
   std::optional<std::array<uint32_t, 5>> window;
+  // The nf_tables table (family inet) that drops what the peer sends while
+  // the job is down (dump --kill of a connection to a peer outside the
+  // image: tracer/net_lock.h); the restore removes it. Empty: none.
+  std::string network_lock;
 };
 
 // An AF_INET / AF_INET6 socket (getsockname, getpeername, sock_diag).

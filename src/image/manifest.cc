@@ -148,6 +148,7 @@ ojson encode(const FileDesc& f) {
         for (uint32_t v : *t->window) w.push_back(v);
         jt["window"] = w;
       }
+      if (!t->network_lock.empty()) jt["network_lock"] = t->network_lock;
       j["inet_socket"]["tcp"] = jt;
     }
   }

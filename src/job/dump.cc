@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 
 #include "base/cpus.h"
 #include "base/heap.h"
@@ -28,6 +29,7 @@
 #include "tracer/file_stamp.h"
 #include "tracer/ghost_files.h"
 #include "tracer/memory.h"
+#include "tracer/net_lock.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
@@ -207,6 +209,29 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
   }
 }
 
+// With --kill: what the peers outside the image of the saved TCP
+// connections send is dropped until the restore (tracer/net_lock.h); the
+// lock's name goes into the image.
+netlock::NetworkLock lock_outside_connections(image::Checkpoint& ckpt, pid_t pid) {
+  std::vector<const image::InetSocket*> outside;
+  std::vector<image::TcpConnection*> locked;
+  std::set<uint64_t> seen;  // one socket may have several fds
+  for (auto& p : ckpt.processes)
+    for (auto& f : p.fds) {
+      auto& s = f.inet_socket;
+      if (!s || !s->tcp || tcp_peer_in_image(ckpt.processes, *s)) continue;
+      locked.push_back(&*s->tcp);
+      if (seen.insert(f.inode).second) outside.push_back(&*s);
+    }
+  if (outside.empty()) return {};
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  auto lock = netlock::NetworkLock::take(
+      fmt::format("snap_{}_{}{:09}", pid, now.tv_sec, now.tv_nsec), outside);
+  for (auto* t : locked) t->network_lock = lock.name();
+  return lock;
+}
+
 // Sockets connected to snap's own control connections come back with
 // snap's answer waiting and their peer closed (see DumpOptions).
 void mark_control_connections(image::Checkpoint& ckpt, const DumpOptions& opts) {
@@ -334,6 +359,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Established TCP connections, read in repair mode; taken out of it when
   // the job goes on (or the dump fails), left in it when the job is killed.
   TcpRepair tcp_repair = TcpRepair::save(ckpt.processes, opts.tcp_established);
+  // Taken while the sockets are in repair mode (alive, deaf); removed again
+  // if the dump fails, kept when the job is killed.
+  netlock::NetworkLock network_lock;
+  if (opts.kill) network_lock = lock_outside_connections(ckpt, pid);
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing");
@@ -434,6 +463,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     if (snapshots[i]) snapshots[i]->release(host_pids[i]);
   if (opts.kill) {
     tcp_repair.keep_for_kill();  // its connections die silently: the peer is in the image
+    network_lock.keep();           // or its packets are dropped until the restore
     tree.kill_all();
     vlog("killed the job after a complete checkpoint");
   }

@@ -115,6 +115,7 @@ class FilePlanner {
     std::string what;
   };
   std::vector<LaterTcp> tcp_later_;  // TCP connections in repair mode
+  std::set<std::string> network_locks_;  // the dump's, removed once they exist
   std::map<uint64_t, LaterSocket> pending_;  // by inode: to connect in accept order
   std::map<uint64_t, std::string> socket_cwd_;  // by inode: its process's cwd
   struct DeletedName {

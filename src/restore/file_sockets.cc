@@ -11,6 +11,7 @@
 #include "restore/file_planner.h"
 #include "restore/sockets.h"
 #include "restore/tcp_connection.h"
+#include "tracer/net_lock.h"
 
 namespace snap::restore {
 
@@ -23,6 +24,7 @@ using image::FdType;
 int FilePlanner::socket(const Process& p, const FileDesc& f) {
   const std::string what = fd_name(p, f);
   if (f.inet_socket && f.inet_socket->tcp) {
+    if (!f.inet_socket->tcp->network_lock.empty()) network_locks_.insert(f.inet_socket->tcp->network_lock);
     // In repair mode until every socket exists (connect_sockets); or
     // closed, as asked.
     ScopedFd s = tcp_close_ ? make_closed_tcp_connection(f, what) : make_tcp_connection(f, what);
@@ -146,6 +148,10 @@ void FilePlanner::connect_sockets() {
     }
   for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
   for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
+  // What the peers sent while the job was down was dropped (the dump's
+  // network lock, tracer/net_lock.h): now their connections exist again.
+  // Before the unsent data goes out: its acknowledgements must come in.
+  for (const auto& name : network_locks_) netlock::release(name);
   for (const auto& t : tcp_later_) finish_tcp_connection(t.fd, *t.f, t.what);
 }
 

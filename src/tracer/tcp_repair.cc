@@ -29,11 +29,6 @@ bool fin_sent(int state) { return state == 4 || state == 5 || state == 9 || stat
 // The peer's FIN came in: CLOSE_WAIT, LAST_ACK, CLOSING.
 bool fin_received(int state) { return state == 8 || state == 9 || state == 11; }
 
-// "::ffff:127.0.0.1" and "127.0.0.1" are one address.
-std::string plain(const std::string& addr) {
-  return addr.starts_with("::ffff:") && addr.find('.') != std::string::npos ? addr.substr(7) : addr;
-}
-
 std::string describe(const image::InetSocket& s) {
   return fmt::format("TCP connection {} -> {}", inet_address(s.local, s.local_port, s.family),
                      inet_address(s.peer, s.peer_port, s.family));
@@ -136,13 +131,17 @@ bool tcp_repairable_state(int state) {
   return state == kEstablished || fin_sent(state) || fin_received(state);
 }
 
+std::string unmapped_address(const std::string& addr) {
+  return addr.starts_with("::ffff:") && addr.find('.') != std::string::npos ? addr.substr(7) : addr;
+}
+
 bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::InetSocket& s) {
   for (const auto& p : procs)
     for (const auto& f : p.fds) {
       const auto& o = f.inet_socket;
       if (o && o->protocol == IPPROTO_TCP && o->local_port == s.peer_port &&
-          o->peer_port == s.local_port && plain(o->local) == plain(s.peer) &&
-          plain(o->peer) == plain(s.local))
+          o->peer_port == s.local_port && unmapped_address(o->local) == unmapped_address(s.peer) &&
+          unmapped_address(o->peer) == unmapped_address(s.local))
         return true;
     }
   return false;

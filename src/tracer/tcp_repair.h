@@ -9,6 +9,7 @@
 // runs from changing them.
 #pragma once
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,9 @@ namespace snap {
 // Whether a TCP connection in `state` (TCP_INFO's) can be saved: it is
 // established, or half-closed (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING).
 bool tcp_repairable_state(int state);
+
+// "::ffff:127.0.0.1" and "127.0.0.1" are one address: the second.
+std::string unmapped_address(const std::string& addr);
 
 // Whether the other end of TCP connection `s` is a socket of `procs`
 // (addresses and ports crossed; IPv4-mapped IPv6 addresses as IPv4).

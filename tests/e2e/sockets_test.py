@@ -7,6 +7,7 @@ Usage: sockets_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
 import os
 import shutil
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
@@ -218,6 +219,104 @@ def tcp_outside_peer(env):
     expect(r.returncode == 0, f"restored with --tcp-established ({r.stderr.strip()})")
     expected = [f"{i} pong {i}" for i in range(1, rounds + 1)]
     expect(lines_of(out) == expected, f"the job went on with the same server: {lines_of(out)}")
+    srv.close()
+
+
+def nft_table_exists(name):
+    """Whether nf_tables table `inet name` exists (libnftables through
+    ctypes, as snap loads it); None when libnftables is not here."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        return None
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ctx = lib.nft_ctx_new(0)
+    lib.nft_ctx_buffer_output(ctx)  # quiet
+    lib.nft_ctx_buffer_error(ctx)
+    try:
+        return lib.nft_run_cmd_from_buffer(ctx, f"list table inet {name}".encode()) == 0
+    finally:
+        lib.nft_ctx_free(ctx)
+
+
+@case
+def tcp_outside_peer_sending(env):
+    # A job reading a stream from a server outside it (this test) slower
+    # than the server sends: the server's kernel holds unsent data and
+    # probes the job's closed window every few hundred ms. dump --kill
+    # --tcp-established kills the job; the server's probes would find no
+    # socket and the kernel would reset the connection, but the dump leaves
+    # a network lock (an nf_tables table, named in the image) that drops
+    # them until the restore, which removes it. The restored job reads the
+    # whole stream, intact, and the server never saw an error.
+    if not tcp_repair_allowed():
+        raise Skip("TCP repair mode needs CAP_NET_ADMIN")
+    if nft_table_exists("snap_none") is None:
+        raise Skip("no libnftables.so.1 here (Debian: libnftables1)")
+    import hashlib
+    import socket
+    import threading
+    total = 4 << 20
+    stream = hashlib.shake_256(b"snap").digest(total)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    result = {}
+
+    def serve():
+        conn, _ = srv.accept()
+        try:
+            with conn:
+                conn.sendall(stream)
+                conn.shutdown(socket.SHUT_WR)
+                result["sent"] = len(stream)
+                conn.recv(1)  # until the job closes its end
+        except OSError as e:
+            result["error"] = repr(e)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    job = ("import hashlib, socket, sys, time\n"
+           "s = socket.socket()\n"
+           "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # a window that fills\n"
+           f"s.connect(('127.0.0.1', {port}))\n"
+           "h, n = hashlib.sha256(), 0\n"
+           "while True:\n"
+           "    b = s.recv(16384)\n"
+           "    if not b: break\n"
+           "    h.update(b); n += len(b)\n"
+           "    if n % (256 << 10) < len(b): print('read', n >> 18, flush=True)\n"
+           "    time.sleep(0.01)\n"
+           "print('total', n, h.hexdigest(), flush=True)\n")
+    out = env.path("tcp_sending.out")
+    ckpt = env.path("tcp_sending.ckpt")
+    p = start([sys.executable, "-c", job], stdout_path=out)
+    wait_lines(out, 2)
+    r = env.snap_run("dump", "-v", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    tcp = [f["inet_socket"]["tcp"] for proc in env.manifest(ckpt)["checkpoint"]["processes"]
+           for f in proc["fds"] if f.get("inet_socket", {}).get("tcp")]
+    expect(len(tcp) == 1 and tcp[0].get("network_lock", "").startswith("snap_"),
+           f"the image names the dump's network lock: {[t.get('network_lock') for t in tcp]}")
+    lock = tcp[0]["network_lock"]
+    expect(nft_table_exists(lock), f"nf_tables table {lock} is there while the job is down")
+    time.sleep(1.5)  # the server probes the closed window meanwhile
+    expect("error" not in result, f"the server's connection survived the job's death: {result}")
+    r = env.snap_run("restore", "--tcp-established", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0, f"restored with --tcp-established ({r.stderr.strip()})")
+    expect(not nft_table_exists(lock), f"the restore removed {lock}")
+    expected = f"total {total} {hashlib.sha256(stream).hexdigest()}"
+    expect(lines_of(out)[-1] == expected,
+           f"the restored job read the whole stream, intact: {lines_of(out)[-1]} (want {expected})")
+    t.join(10)
+    expect(result.get("sent") == total and "error" not in result,
+           f"the server sent it all without an error: {result}")
     srv.close()
 
 

@@ -391,12 +391,14 @@ TEST(Manifest, TcpConnectionRoundTrip) {
   t.rcv_wscale = 9;
   t.timestamp = 4000000000u;
   t.window = std::array<uint32_t, 5>{1, 2, 3, 4, 5};
+  t.network_lock = "snap_7_1700000000000000001";
   in.tcp = t;
   f.inet_socket = in;
   c.processes[0].fds.push_back(f);
   FileDesc g = f;
   g.fd = 8;
   g.inet_socket->tcp->window.reset();
+  g.inet_socket->tcp->network_lock.clear();
   c.processes[0].fds.push_back(g);
 
   std::string json = to_json(c);
@@ -415,7 +417,10 @@ TEST(Manifest, TcpConnectionRoundTrip) {
   EXPECT_EQ(bt.rcv_wscale, 9u);
   EXPECT_EQ(bt.timestamp, t.timestamp);
   EXPECT_EQ(bt.window, t.window);
+  EXPECT_EQ(bt.network_lock, t.network_lock);
   EXPECT_FALSE(back.processes[0].fds.back().inet_socket->tcp->window.has_value());
+  EXPECT_TRUE(back.processes[0].fds.back().inet_socket->tcp->network_lock.empty());
+  EXPECT_EQ(json.find("network_lock"), json.rfind("network_lock"));  // written only when there is one
   EXPECT_EQ(to_json(back), json);
 
   // More unsent bytes than the queue holds: a damaged image.

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "base/error.h"
 #include "tracer/batch.h"
 #include "tracer/memory.h"
+#include "tracer/net_lock.h"
 #include "tracer/pagemap.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
@@ -27,6 +29,26 @@
 #include "tracer/task.h"
 
 using namespace snap;
+
+TEST(NetworkLock, DropRuleMatchesWhatThePeerSends) {
+  image::InetSocket s;
+  s.family = AF_INET;
+  s.local = "10.1.2.3";
+  s.local_port = 40000;
+  s.peer = "10.9.8.7";
+  s.peer_port = 5432;
+  EXPECT_EQ(netlock::drop_rule(s),
+            "ip saddr 10.9.8.7 ip daddr 10.1.2.3 tcp sport 5432 tcp dport 40000 drop");
+  s.family = AF_INET6;  // an IPv6 socket talking IPv4: the packets are IPv4
+  s.local = "::ffff:10.1.2.3";
+  s.peer = "::ffff:10.9.8.7";
+  EXPECT_EQ(netlock::drop_rule(s),
+            "ip saddr 10.9.8.7 ip daddr 10.1.2.3 tcp sport 5432 tcp dport 40000 drop");
+  s.local = "fd00::1";
+  s.peer = "fd00::2";
+  EXPECT_EQ(netlock::drop_rule(s),
+            "ip6 saddr fd00::2 ip6 daddr fd00::1 tcp sport 5432 tcp dport 40000 drop");
+}
 
 TEST(ProcParse, MapsLinesWithPathsSpacesAndSpecials) {
   auto maps = proc::parse_maps(
