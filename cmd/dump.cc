@@ -34,8 +34,9 @@ cxxopts::Options dump_options() {
                    "CPUs are few)", cxxopts::value<std::string>())
       ("tcp-established", "also save TCP connections whose peer is outside the job (in TCP "
        "repair mode, as CRIU does; needs CAP_NET_ADMIN): with --kill the job's end of them "
-       "closes silently, and the peer carries on with the restored job if it sends nothing "
-       "meanwhile and the restore is on this host")
+       "closes silently, what the peer sends meanwhile is dropped (an nf_tables table the "
+       "restore removes), and the peer carries on with the restored job if the restore is on "
+       "this host")
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
