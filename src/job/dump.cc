@@ -323,8 +323,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
   image::Checkpoint ckpt = new_checkpoint();
   steps.step("hints");
+  if (hints) proc::warm_locks_read();  // read again while stopped (with the fd hints)
   auto t0 = std::chrono::steady_clock::now();
   SeizedTree tree = SeizedTree::seize(pid);  // 1
+  parasite::phase(pid, "job-seized");
   steps.step("seize");
   result.threads = tree.thread_count();
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
@@ -346,6 +348,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       vlog("pid {}: {} of {} fds read from hints", p.pid, hints->fds.applied(p.pid).size(),
            proc.fds.size());
     steps.step("collect");
+    parasite::phase(p.pid, "process-collected");
     collect_parasite_state(p, proc);
     steps.step("parasite");
     ckpt.processes.push_back(std::move(proc));

@@ -104,6 +104,12 @@ FdInfo parse_fdinfo(std::string_view text);
 // The inodes /proc/locks shows a lock, lease or waiter on (any device),
 // sorted.
 std::vector<uint64_t> parse_locked_inodes(std::string_view text);
+// Reading /proc/locks takes the kernel's file_rwsem for writing, and the
+// first to take it after a quiet while waits for an RCU grace period (10 to
+// 20 ms on a virtual machine); whoever takes it within a grace period of
+// the last does not. read_fds() with hints reads /proc/locks while the job
+// is stopped: one read just before the stop keeps that one short.
+void warm_locks_read();
 
 // /proc/PID/limits, as (resource, soft, hard) in RLIMIT_* order.
 std::vector<image::Rlimit> parse_limits(std::string_view text);
