@@ -173,6 +173,18 @@ def tcp_connections(env):
     print("ok   tcp_connections: refused without CAP_NET_ADMIN, job untouched")
 
 
+def killed_at_dump(env, job, name, lines):
+    """Python `job` started (its output to NAME.out), dumped with --kill
+    --tcp-established to NAME.ckpt once it printed `lines` lines; returns
+    (its Popen, the output path, the image path)."""
+    out, ckpt = env.path(f"{name}.out"), env.path(f"{name}.ckpt")
+    p = start([sys.executable, "-c", job], stdout_path=out)
+    wait_lines(out, lines)
+    env.snap_run("dump", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    return p, out, ckpt
+
+
 @case
 def tcp_outside_peer(env):
     # A job talking to a server outside it (this test) over TCP: dump
@@ -204,12 +216,7 @@ def tcp_outside_peer(env):
            "    f.write(b'ping %d\\n' % i)\n"
            "    print(i, f.readline().decode().strip(), flush=True)\n"
            "    time.sleep(0.15)\n")
-    out = env.path("tcp_outside.out")
-    ckpt = env.path("tcp_outside.ckpt")
-    p = start([sys.executable, "-c", job], stdout_path=out)
-    wait_lines(out, 3)
-    env.snap_run("dump", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
+    p, out, ckpt = killed_at_dump(env, job, "tcp_outside", 3)
     r = env.snap_run("restore", ckpt, check=False, timeout=60)
     expect(r.returncode != 0 and "leads outside the image" in r.stderr
            and "--tcp-established" in r.stderr,
@@ -294,12 +301,7 @@ def tcp_outside_peer_sending(env):
            "    if n % (256 << 10) < len(b): print('read', n >> 18, flush=True)\n"
            "    time.sleep(0.01)\n"
            "print('total', n, h.hexdigest(), flush=True)\n")
-    out = env.path("tcp_sending.out")
-    ckpt = env.path("tcp_sending.ckpt")
-    p = start([sys.executable, "-c", job], stdout_path=out)
-    wait_lines(out, 2)
-    r = env.snap_run("dump", "-v", "--kill", "--tcp-established", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
+    _, out, ckpt = killed_at_dump(env, job, "tcp_sending", 2)
     tcp = [f["inet_socket"]["tcp"] for proc in env.manifest(ckpt)["checkpoint"]["processes"]
            for f in proc["fds"] if f.get("inet_socket", {}).get("tcp")]
     expect(len(tcp) == 1 and tcp[0].get("network_lock", "").startswith("snap_"),
