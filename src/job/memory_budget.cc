@@ -47,13 +47,15 @@ MemoryBudget::MemoryBudget(uint64_t budget, std::vector<pid_t> job, const Snapsh
   watcher_ = std::thread([this] { watch(); });
 }
 
-MemoryBudget::~MemoryBudget() {
+MemoryBudget::~MemoryBudget() { stop_watching(); }
+
+void MemoryBudget::stop_watching() {
   {
     std::lock_guard lock(mu_);
     done_ = true;
   }
   wake_.notify_all();
-  if (watcher_.joinable()) watcher_.join();
+  if (watcher_.joinable()) watcher_.join();  // it lets a job it stopped go first
 }
 
 void MemoryBudget::after_batch(parasite::MemorySnapshot& s, uint64_t start, uint64_t end) {
@@ -128,12 +130,7 @@ void MemoryBudget::check() {
 
 void MemoryBudget::thaw() {
   flush();
-  {
-    std::lock_guard lock(mu_);
-    done_ = true;
-  }
-  wake_.notify_all();
-  if (watcher_.joinable()) watcher_.join();
+  stop_watching();
 }
 
 uint64_t MemoryBudget::peak() {

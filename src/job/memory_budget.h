@@ -68,6 +68,7 @@ class MemoryBudget {
 
  private:
   void watch();  // the watching thread
+  void stop_watching();
   void check();  // one look, on the watching thread
   uint64_t measure();
   void resume_job();

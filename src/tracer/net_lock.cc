@@ -2,17 +2,15 @@
 
 #include <dlfcn.h>
 #include <fmt/core.h>
-#include <sys/socket.h>
 
 #include <memory>
+#include <type_traits>
 
 #include "base/error.h"
 #include "base/log.h"
 #include "tracer/tcp_repair.h"
 
 namespace snap::netlock {
-
-using snap::unmapped_address;
 
 namespace {
 
@@ -80,8 +78,9 @@ NetworkLock NetworkLock::take(const std::string& name,
                               const std::vector<const image::InetSocket*>& connections) {
   NetworkLock lock;
   if (connections.empty()) return lock;
-  // One batch: the kernel applies all of it or nothing. Priority -150 puts
-  // the chain before connection tracking's and the default filters.
+  // One batch: the kernel applies all of it or nothing. Priority -150
+  // (mangle's): before the filter chains a firewall may have (0), which
+  // could accept the packets first.
   std::string cmds = fmt::format("add table inet {0}\n"
                                  "add chain inet {0} peers {{ type filter hook input priority -150; "
                                  "policy accept; }}\n",
@@ -101,16 +100,18 @@ NetworkLock NetworkLock::take(const std::string& name,
 
 NetworkLock& NetworkLock::operator=(NetworkLock&& o) noexcept {
   if (this != &o) {
-    this->~NetworkLock();
+    drop();
     name_ = std::exchange(o.name_, {});
   }
   return *this;
 }
 
-NetworkLock::~NetworkLock() {
+NetworkLock::~NetworkLock() { drop(); }
+
+void NetworkLock::drop() noexcept {
   if (name_.empty()) return;
   try {
-    release(name_);
+    release(std::exchange(name_, {}));
   } catch (const std::exception& e) {
     warn("{}", e.what());
   }

@@ -40,6 +40,7 @@ class NetworkLock {
   const std::string& name() const { return name_; }
 
  private:
+  void drop() noexcept;  // removes the table now, if held (a failure is a warning)
   std::string name_;
 };
 
