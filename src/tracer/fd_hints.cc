@@ -128,4 +128,12 @@ void FdHints::confirm(pid_t pid, std::vector<image::FileDesc>& fds, pid_t source
   parallel_for(todo.size(), fd_reader_threads(todo.size()), check);
 }
 
+const std::vector<uint64_t>& FdHints::locked_inodes() {
+  if (!locked_) {
+    auto text = try_read_file("/proc/locks");
+    locked_ = text ? parse_locked_inodes(*text) : std::vector<uint64_t>{};
+  }
+  return *locked_;
+}
+
 }  // namespace snap::proc

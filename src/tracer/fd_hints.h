@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "base/fd_limit.h"
@@ -59,6 +60,12 @@ class FdHints {
   const std::vector<int>& applied(pid_t pid) const;
   size_t size() const;
 
+  // The inodes /proc/locks shows a lock, lease or waiter on, read at the
+  // first call (once the job is stopped: read_fds asks it then; a hinted
+  // fd whose file is locked now is read whole) and kept for the dump's
+  // other processes, stopped at the same time.
+  const std::vector<uint64_t>& locked_inodes();
+
   // Checks the fds of process `pid` that took their hints against process
   // `source`, whose fd table is that of `pid` when it was stopped (its
   // copy-on-write snapshot, or `pid` itself still stopped): each gets the
@@ -72,6 +79,7 @@ class FdHints {
   RaisedFdLimit limit_;  // declared first: put back after the copies are closed
   std::map<pid_t, std::vector<Hint>> by_pid_;  // sorted by fd
   std::map<pid_t, std::vector<int>> applied_;
+  std::optional<std::vector<uint64_t>> locked_;
 };
 
 }  // namespace snap::proc

@@ -91,7 +91,7 @@ struct Table {
   std::string info_dir_path;
   FdHints* hints;  // or null
   // Inodes /proc/locks shows locked now (with hints only).
-  std::vector<uint64_t> locked;
+  const std::vector<uint64_t>* locked;
   // Where to keep snap's copies of hintable fds (by index), or null.
   std::vector<ScopedFd>* copies;
 };
@@ -105,7 +105,7 @@ bool read_from_hint(const Table& t, const char* name, image::FileDesc& fd, bool*
   if (!hint) return false;
   const image::FileDesc& h = hint->fd;
   if (hint->copy && h.type != image::FdType::CharDev && h.locks.empty() &&
-      !std::binary_search(t.locked.begin(), t.locked.end(), h.inode)) {
+      !std::binary_search(t.locked->begin(), t.locked->end(), h.inode)) {
     // Still snap's copy's open file description: its offset and flags.
     if (::syscall(SYS_kcmp, t.pid, ::getpid(), KCMP_FILE, fd.fd, hint->copy.get()) != 0)
       return false;  // another file, or none: read whole
@@ -194,9 +194,8 @@ namespace {
 
 std::vector<image::FileDesc> read_table(pid_t pid, FdHints* hints, std::vector<ScopedFd>* copies,
                                         size_t max_copies) {
-  Table t{pid, -1, -1, -1, "/proc/" + std::to_string(pid) + "/fdinfo", hints, {}, nullptr};
-  if (hints)
-    if (auto locks = try_read_file("/proc/locks")) t.locked = parse_locked_inodes(*locks);
+  Table t{pid, -1, -1, -1, "/proc/" + std::to_string(pid) + "/fdinfo", hints,
+          hints ? &hints->locked_inodes() : nullptr, nullptr};
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   ScopedFd fd_dir(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   ScopedFd info_dir(::open(t.info_dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

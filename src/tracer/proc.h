@@ -108,7 +108,8 @@ std::vector<uint64_t> parse_locked_inodes(std::string_view text);
 // first to take it after a quiet while waits for an RCU grace period (10 to
 // 20 ms on a virtual machine); whoever takes it within a grace period of
 // the last does not. read_fds() with hints reads /proc/locks while the job
-// is stopped: one read just before the stop keeps that one short.
+// is stopped (FdHints::locked_inodes, once a dump): one read just before
+// the stop keeps that one short.
 void warm_locks_read();
 
 // /proc/PID/limits, as (resource, soft, hard) in RLIMIT_* order.
