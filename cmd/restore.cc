@@ -35,7 +35,7 @@ cxxopts::Options restore_options() {
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
       ("detach", "return as soon as the process runs, instead of waiting for it")
-      ("jobs", "threads reading the image into memory (default: the CPUs snap may use)",
+      ("jobs", "workers reading the image into memory, two threads each (default: the CPUs snap may use)",
        cxxopts::value<unsigned>(), "N")
       ("allow-changed-files", "restore even if a file the job had open is gone or shorter (warns)")
       ("isolate", "restore in a new user and pid namespace (what ordinary users always get)")

@@ -192,9 +192,11 @@ parallel file system:
   is the table lookup (per page, under the lock) and the one ordered
   stream of pages.bin, which at tens of GB/s would need several files
   (one per worker, striped over the file system's targets) instead of one.
-- **Restore.** N threads each take a block, read it (O_DIRECT when not
-  cached), check it and decompress it, and write its pages straight into
-  the restored process (process_vm_writev); no thread waits for another.
+- **Restore.** 2N threads (two a worker: one reads while the other
+  writes, so that the disk always has a read in flight) each take a block,
+  read it (O_DIRECT when not cached), check it and decompress it, and
+  write its pages straight into the restored process (process_vm_writev);
+  no thread waits for another.
   What limits it is the kernel's page-fault path of the one process being
   filled (per-VMA locks let faults in different mappings proceed at once;
   faults in one huge mapping share its lock), and the file system's read

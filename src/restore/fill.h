@@ -15,7 +15,9 @@
 namespace snap::restore {
 
 struct FillOptions {
-  unsigned jobs = usable_cpus();  // worker threads (`snap restore --jobs`)
+  // Workers (`snap restore --jobs`); each is two threads, one reading
+  // while the other writes (fill.cc).
+  unsigned jobs = usable_cpus();
 };
 
 // [vdso], [vvar], [vvar_vclock], [vsyscall]: the kernel's, never created.
