@@ -145,8 +145,8 @@ uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img
   }
   uint64_t written = filler.finish();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  vlog("restore: pid {}: {} MiB written in {:.3f} s by {} worker(s), {} thread(s) each", p.pid,
-       written >> 20, s, jobs, kThreadsPerWorker);
+  vlog("restore: pid {}: {} MiB written in {:.3f} s by {} worker(s) (up to {} thread(s))", p.pid,
+       written >> 20, s, jobs, jobs * kThreadsPerWorker);
   return written;
 }
 
