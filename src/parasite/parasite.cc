@@ -171,16 +171,20 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
   std::vector<snap_parasite_thread_slot> heads(n);
   auto slot = [&](size_t i) { return slots_ + static_cast<int64_t>(i * SNAP_PARASITE_THREAD_SLOT_SIZE); };
   for (size_t i = 0; i < n; i++) {
-    Task& t = *proc_.tasks[i + 1];
-    guards.push_back(std::make_unique<ThreadGuard>(t, gadget_));
-    if (!guards.back()->protected_by_frame())
+    guards.push_back(
+        std::make_unique<ThreadGuard>(*proc_.tasks[i + 1], gadget_, ThreadGuard::DeferFrame{}));
+  }
+  ThreadGuard::write_frames(proc_.pid, guards);  // one system call for all
+  for (size_t i = 0; i < n; i++) {
+    const Task& t = *proc_.tasks[i + 1];
+    if (!guards[i]->protected_by_frame())
       throw Error(fmt::format("thread {} of pid {}: no sigreturn frame for the parasite", t.tid(),
                               proc_.pid),
                   "its stack has no room below the stack pointer");
     heads[i] = {};
     heads[i].args.magic = SNAP_PARASITE_MAGIC;
     heads[i].args.wait_fd = wait_fd;
-    heads[i].args.sigreturn_sp = guards.back()->sigreturn_sp().as_int();
+    heads[i].args.sigreturn_sp = guards[i]->sigreturn_sp().as_int();
   }
   // The slots first: a thread is pointed at the entry only once its slot
   // leads it back (should snap die then, the entry finds snap's end of the

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 
@@ -163,6 +164,17 @@ std::string regs_diff(const user_regs_struct& a, const user_regs_struct& b) {
 // ---- ThreadGuard ----------------------------------------------------------------
 
 ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
+    : ThreadGuard(task, gadget, DeferFrame{}) {
+  if (unwritten_.empty()) return;
+  try {
+    write_remote(task.tid(), frame_, unwritten_.data(), unwritten_.size());
+    unwritten_.clear();
+  } catch (const Error& e) {
+    frame_not_written(e.what());
+  }
+}
+
+ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget, DeferFrame)
     : task_(task), gadget_(gadget) {
   // What the dump's collect read at this stop, if it did; else read now.
   Registers orig;
@@ -176,7 +188,10 @@ ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
     mask_ = task.signal_mask();
   }
   clean_ = orig.with_restart_applied();
-  if (!gadget_) return;
+  if (gadget_) build_frame(orig);
+}
+
+void ThreadGuard::build_frame(const Registers& orig) {
   // The frame goes below the red zone, 64-byte aligned, on the thread's own
   // stack: memory the ABI lets anyone clobber.
   uint64_t top = orig.sp().as_int() - kRedZone;
@@ -186,13 +201,48 @@ ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
   auto f = build_sigreturn_frame(orig.raw(), xsave_, mask_, frame_);
   uint64_t g = gadget_->as_int();
   std::memcpy(f.bytes.data(), &g, sizeof g);  // pretcode: where a `ret` goes
-  try {
-    write_remote(task.tid(), frame_, f.bytes.data(), f.bytes.size());
-  } catch (const Error& e) {
-    warn("pid {}: no room for a sigreturn frame below its stack pointer ({}); the parasite "
-         "runs without protection against snap dying while it injects",
-         task.tid(), e.what());
-    gadget_.reset();
+  unwritten_ = std::move(f.bytes);
+}
+
+void ThreadGuard::frame_not_written(const std::string& why) {
+  warn("pid {}: no room for a sigreturn frame below its stack pointer ({}); the parasite "
+       "runs without protection against snap dying while it injects",
+       task_.tid(), why);
+  gadget_.reset();
+  unwritten_.clear();
+}
+
+void ThreadGuard::write_frames(pid_t pid, const std::vector<std::unique_ptr<ThreadGuard>>& guards) {
+  std::vector<ThreadGuard*> todo;
+  for (const auto& g : guards)
+    if (!g->unwritten_.empty()) todo.push_back(g.get());
+  constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
+  for (size_t i = 0; i < todo.size(); i += kBatch) {
+    const size_t k = std::min(kBatch, todo.size() - i);
+    std::vector<iovec> local(k), remote(k);
+    size_t total = 0;
+    for (size_t j = 0; j < k; j++) {
+      ThreadGuard& g = *todo[i + j];
+      local[j] = {g.unwritten_.data(), g.unwritten_.size()};
+      remote[j] = {reinterpret_cast<void*>(g.frame_.as_int()), g.unwritten_.size()};
+      total += g.unwritten_.size();
+    }
+    const ssize_t done = ::process_vm_writev(pid, local.data(), k, remote.data(), k, 0);
+    if (done == static_cast<ssize_t>(total)) {
+      for (size_t j = 0; j < k; j++) todo[i + j]->unwritten_.clear();
+      continue;
+    }
+    // Some did not go (a frame past the end of its stack's mapping, or no
+    // process_vm_writev here): each on its own, as the constructor does.
+    for (size_t j = 0; j < k; j++) {
+      ThreadGuard& g = *todo[i + j];
+      try {
+        write_remote(g.task_.tid(), g.frame_, g.unwritten_.data(), g.unwritten_.size());
+        g.unwritten_.clear();
+      } catch (const Error& e) {
+        g.frame_not_written(e.what());
+      }
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -40,6 +41,15 @@ class ThreadGuard {
   // `sigreturn_gadget`: address of `mov $15, %eax/%rax; syscall` in the
   // target, or nullopt (then an orphaned thread is not protected; see README).
   ThreadGuard(Task& task, std::optional<remote_addr> sigreturn_gadget);
+  // The same with the frame built but not written yet: write_frames()
+  // writes those of many threads with one system call.
+  struct DeferFrame {};
+  ThreadGuard(Task& task, std::optional<remote_addr> sigreturn_gadget, DeferFrame);
+  // Writes the deferred frames of `guards` (threads of process `pid`):
+  // one process_vm_writev for all, each one that did not fit written on
+  // its own; a guard whose frame cannot be written is left unprotected
+  // (protected_by_frame() false), as the constructor leaves it.
+  static void write_frames(pid_t pid, const std::vector<std::unique_ptr<ThreadGuard>>& guards);
   ~ThreadGuard();
   ThreadGuard(const ThreadGuard&) = delete;
   ThreadGuard& operator=(const ThreadGuard&) = delete;
@@ -106,6 +116,9 @@ class ThreadGuard {
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
   bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
   std::optional<pid_t> cloned_;
+  std::vector<uint8_t> unwritten_;  // the frame, until write_frames()
+  void build_frame(const Registers& orig);
+  void frame_not_written(const std::string& why);
   void resume();               // PTRACE_SYSCALL
   int wait_stop();             // the thread's next stop's wait status
   // Registers set for a call of `entry` (start()), then parked (all

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "base/error.h"
+#include "base/parallel.h"
 
 namespace snap {
 
@@ -65,15 +66,18 @@ void refuse_shared_tables(const std::vector<pid_t>& pids) {
 }
 
 void refuse_thread_tables(pid_t pid, const std::vector<pid_t>& tids) {
-  for (pid_t tid : tids) {
-    if (tid == pid) continue;
+  // Two kcmp calls a thread, made while the job is stopped: a process with
+  // many threads has them made by two threads of snap's (a CPU is free).
+  parallel_for(tids.size(), tids.size() >= 64 ? 2 : 1, [&](size_t i) {
+    const pid_t tid = tids[i];
+    if (tid == pid) return;
     for (auto [type, what] : {std::pair{KCMP_FILES, "an fd table"}, std::pair{KCMP_FS, "a cwd, root and umask"}}) {
       if (kcmp_object(pid, tid, type) != 0)
         throw Error(fmt::format("thread {} of pid {} has {} of its own (unshare in that thread)", tid,
                                 pid, what),
                     "snap cannot restore threads that do not share these with their process yet");
     }
-  }
+  });
 }
 
 bool is_epoll_target(pid_t pid, int fd, int epoll_fd, int tfd, int nth) {
