@@ -16,7 +16,9 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/ucontext.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +38,9 @@
 #include "parasite/embedded_blob.h"
 #include "parasite/protocol.h"
 #include "parasite/sigframe.h"
+#include "parasite/thread_guard.h"
+#include "tracer/proc.h"
+#include "tracer/task.h"
 
 namespace snap::parasite {
 namespace {
@@ -576,6 +581,65 @@ TEST(ParasiteLocal, CommandLoop) {
   EXPECT_EQ(::waitpid(child.pid(), nullptr, WNOHANG), 0) << "the blob returned before the hang-up";
   connection.reset();
   EXPECT_EQ(child.wait(), 0);
+}
+
+// ---- the threads' frames, written with one system call ------------------------
+
+// A thread whose stack pointer is 256 bytes above an unmapped page: no
+// room for a sigreturn frame below its red zone. It waits in pause() with
+// no stack use.
+void* low_stack_thread(void* page) {
+  const uint64_t sp = reinterpret_cast<uint64_t>(page) + 4096 + 256;
+  __asm__ volatile("mov %0, %%rsp\n1: mov $34, %%eax\nsyscall\njmp 1b" : : "r"(sp) : "memory");
+  return nullptr;
+}
+
+TEST(ThreadGuardFrames, OneCallForAllAndEachThatFailsAlone) {
+  Child child([] {
+    void* two = ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // The lower page unmapped (a PROT_NONE one root could still write
+    // through /proc/PID/mem).
+    if (two == MAP_FAILED || ::munmap(two, 4096) != 0) return 10;
+    pthread_t t;
+    if (pthread_create(&t, nullptr, low_stack_thread, two) != 0) return 11;
+    for (;;) ::pause();
+  });
+  std::vector<pid_t> tids;
+  for (int i = 0; i < 200 && tids.size() < 2; i++) {
+    ::usleep(10000);
+    tids = proc::list_threads(child.pid());
+  }
+  ASSERT_EQ(tids.size(), 2u);
+  ::usleep(50000);  // the second thread in its pause()
+  Task::Stopped stopped = Task::seize_and_stop_all(tids);
+  ASSERT_TRUE(stopped.failed.empty());
+  ASSERT_EQ(stopped.tasks.size(), 2u);
+  const remote_addr gadget(0x123456789a0ull);
+  // Both orders: the unwritable frame first (the call fails at once) and
+  // last (it writes part); the other is written either way.
+  for (bool low_first : {true, false}) {
+    SCOPED_TRACE(low_first ? "unwritable frame first" : "unwritable frame last");
+    std::vector<std::unique_ptr<ThreadGuard>> guards;
+    Task& main_task = *stopped.tasks[0];
+    Task& low_task = *stopped.tasks[1];
+    for (Task* t : low_first ? std::vector<Task*>{&low_task, &main_task}
+                             : std::vector<Task*>{&main_task, &low_task})
+      guards.push_back(std::make_unique<ThreadGuard>(*t, gadget, ThreadGuard::DeferFrame{}));
+    ThreadGuard& low = *guards[low_first ? 0 : 1];
+    ThreadGuard& main = *guards[low_first ? 1 : 0];
+    ThreadGuard::write_frames(child.pid(), guards);
+    EXPECT_FALSE(low.protected_by_frame());
+    ASSERT_TRUE(main.protected_by_frame());
+    // The main thread's frame is in its memory: its first word (pretcode)
+    // is the gadget, and its saved rip the thread's own.
+    uint64_t words[2 + sigframe_layout::kScRip / 8 + sigframe_layout::kSigcontext / 8] = {};
+    iovec local{words, sizeof words}, remote{reinterpret_cast<void*>(main.frame().as_int()), sizeof words};
+    ASSERT_EQ(::process_vm_readv(child.pid(), &local, 1, &remote, 1, 0),
+              static_cast<ssize_t>(sizeof words));
+    EXPECT_EQ(words[0], gadget.as_int());
+    EXPECT_EQ(words[(sigframe_layout::kSigcontext + sigframe_layout::kScRip) / 8],
+              main.original_regs().ip().as_int());
+  }
 }
 
 // ---- self-healing: the blob returns to a known context on its own ------------
