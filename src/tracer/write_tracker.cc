@@ -17,6 +17,7 @@
 #include "tracer/proc.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
+#include "tracer/userfaultfd.h"
 
 namespace snap {
 
@@ -30,53 +31,22 @@ using pagemap::kScanCheckWpAsync;
 using pagemap::kScanWpMatching;
 using PageRegion = pagemap::Region;
 
-// The userfaultfd features of Linux 6.7, spelled out because the build
-// machine's headers predate them (<linux/userfaultfd.h>).
-constexpr uint64_t kFeatureWpHugetlbfsShmem = 1 << 12;  // UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-constexpr uint64_t kFeatureWpUnpopulated = 1 << 13;     // UFFD_FEATURE_WP_UNPOPULATED
-constexpr uint64_t kFeatureWpAsync = 1 << 15;           // UFFD_FEATURE_WP_ASYNC
-constexpr int kUffdUserModeOnly = 1;                    // UFFD_USER_MODE_ONLY
-
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
-int pidfd_getfd(int pidfd, int fd) { return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
+using uffd::enable_features;
+using uffd::kFeatureWpAsync;
+using uffd::kFeatureWpHugetlbfsShmem;
+using uffd::kFeatureWpUnpopulated;
+using uffd::offered_features;
+using uffd::pidfd_getfd;
+using uffd::pidfd_open;
+using uffd::register_wp;
+using uffd::write_protect;
+constexpr int kUffdUserModeOnly = uffd::kUserModeOnly;
 
 // The features snap asks for: async write-protect, markers on unpopulated
 // pages (without them PAGEMAP_SCAN skips anonymous ranges), and hugetlbfs /
 // shmem where offered.
 uint64_t wanted_features(uint64_t offered) {
   return kFeatureWpAsync | kFeatureWpUnpopulated | (offered & kFeatureWpHugetlbfsShmem);
-}
-
-// UFFDIO_API on a fresh context: the features this kernel offers.
-uint64_t offered_features(int uffd) {
-  uffdio_api api{};
-  api.api = UFFD_API;
-  if (::ioctl(uffd, UFFDIO_API, &api) != 0) throw SysError("ioctl(UFFDIO_API)", errno);
-  return api.features;
-}
-
-void enable_features(int uffd, uint64_t features) {
-  uffdio_api api{};
-  api.api = UFFD_API;
-  api.features = features;
-  if (::ioctl(uffd, UFFDIO_API, &api) != 0)
-    throw SysError(fmt::format("ioctl(UFFDIO_API, features {:#x})", features), errno);
-}
-
-int register_wp(int uffd, uint64_t start, uint64_t end) {
-  uffdio_register reg{};
-  reg.range.start = start;
-  reg.range.len = end - start;
-  reg.mode = UFFDIO_REGISTER_MODE_WP;
-  return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
-}
-
-int write_protect(int uffd, uint64_t start, uint64_t end) {
-  uffdio_writeprotect wp{};
-  wp.range.start = start;
-  wp.range.len = end - start;
-  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-  return ::ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : errno;
 }
 
 // Appends [s, e) to `runs`, merging with the last run when adjacent.
@@ -212,20 +182,9 @@ WriteTracker WriteTracker::arm(RemoteSyscalls& rs, const std::vector<image::Mapp
   if (!sup.ok)
     throw Error(fmt::format("cannot track the writes of pid {}: {}", pid, sup.reason),
                 "incremental dumps compare page contents instead");
-  ScopedFd pidfd(pidfd_open(pid));
-  if (!pidfd) throw SysError(fmt::format("pidfd_open({})", pid), errno);
-  long fd = rs.syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | kUffdUserModeOnly);
-  if (fd < 0)
-    throw SysError(fmt::format("userfaultfd(UFFD_USER_MODE_ONLY) in pid {}", pid), static_cast<int>(-fd),
-                   "seccomp or an LSM may forbid it in the job: incremental dumps compare page "
-                   "contents instead");
-  // The job's copy goes at once, whatever happens next.
-  ScopedFd mine(pidfd_getfd(pidfd.get(), static_cast<int>(fd)));
-  int getfd_err = errno;
-  long closed = rs.syscall(SYS_close, static_cast<uint64_t>(fd));
-  if (!mine) throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd), getfd_err);
-  if (closed < 0)
-    throw SysError(fmt::format("close of fd {} in pid {}", fd, pid), static_cast<int>(-closed));
+  ScopedFd mine = uffd::create_in(rs, pid, O_CLOEXEC | O_NONBLOCK | kUffdUserModeOnly,
+                                  "seccomp or an LSM may forbid it in the job: incremental dumps "
+                                  "compare page contents instead");
   enable_features(mine.get(), wanted_features(sup.features));
 
   WriteTracker t(pid, std::move(mine));

@@ -1,0 +1,67 @@
+#include "tracer/userfaultfd.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "tracer/remote.h"
+
+namespace snap::uffd {
+
+uint64_t offered_features(int uffd) {
+  uffdio_api api{};
+  api.api = UFFD_API;
+  if (::ioctl(uffd, UFFDIO_API, &api) != 0) throw SysError("ioctl(UFFDIO_API)", errno);
+  return api.features;
+}
+
+void enable_features(int uffd, uint64_t features) {
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = features;
+  if (::ioctl(uffd, UFFDIO_API, &api) != 0)
+    throw SysError(fmt::format("ioctl(UFFDIO_API, features {:#x})", features), errno);
+}
+
+int register_wp(int uffd, uint64_t start, uint64_t end) {
+  uffdio_register reg{};
+  reg.range.start = start;
+  reg.range.len = end - start;
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+}
+
+int write_protect(int uffd, uint64_t start, uint64_t end, bool protect) {
+  uffdio_writeprotect wp{};
+  wp.range.start = start;
+  wp.range.len = end - start;
+  wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+  return ::ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : errno;
+}
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_getfd(int pidfd, int fd) { return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
+
+ScopedFd create_in(RemoteSyscalls& rs, pid_t pid, int flags, const std::string& hint) {
+  ScopedFd pidfd(pidfd_open(pid));
+  if (!pidfd) throw SysError(fmt::format("pidfd_open({})", pid), errno);
+  long fd = rs.syscall(SYS_userfaultfd, static_cast<uint64_t>(flags));
+  if (fd < 0)
+    throw SysError(fmt::format("userfaultfd({}) in pid {}",
+                               flags & kUserModeOnly ? "UFFD_USER_MODE_ONLY" : "", pid),
+                   static_cast<int>(-fd), hint);
+  ScopedFd mine(pidfd_getfd(pidfd.get(), static_cast<int>(fd)));
+  int getfd_err = errno;
+  long closed = rs.syscall(SYS_close, static_cast<uint64_t>(fd));
+  if (!mine) throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, fd), getfd_err);
+  if (closed < 0)
+    throw SysError(fmt::format("close of fd {} in pid {}", fd, pid), static_cast<int>(-closed));
+  return mine;
+}
+
+}  // namespace snap::uffd

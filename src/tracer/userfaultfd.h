@@ -1,0 +1,57 @@
+// userfaultfd for a process of the job: the context is created by the
+// process itself (only a context's own mm can be registered), taken into
+// snap's fd table and closed in the process, so the job is left with no
+// extra descriptor; everything else is ioctls on snap's copy. Used by the
+// write tracker (tracer/write_tracker.h, asynchronous write-protect) and
+// the shared-memory snapshot (parasite/shared_snapshot.h, write-protect
+// served by snap).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "base/scoped_fd.h"
+
+namespace snap {
+
+class RemoteSyscalls;
+
+namespace uffd {
+
+// Features of Linux 5.19 to 6.7, spelled out because the build machine's
+// headers predate some of them (<linux/userfaultfd.h>).
+inline constexpr uint64_t kFeatureEventFork = 1 << 1;          // UFFD_FEATURE_EVENT_FORK
+inline constexpr uint64_t kFeatureEventRemap = 1 << 2;         // UFFD_FEATURE_EVENT_REMAP
+inline constexpr uint64_t kFeatureWpHugetlbfsShmem = 1 << 12;  // UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+inline constexpr uint64_t kFeatureWpUnpopulated = 1 << 13;     // UFFD_FEATURE_WP_UNPOPULATED
+inline constexpr uint64_t kFeatureWpAsync = 1 << 15;           // UFFD_FEATURE_WP_ASYNC
+// userfaultfd() flag: faults the kernel takes on the process's behalf
+// (copy_to_user in read(2), process_vm_writev into it) are not served but
+// fail. What an unprivileged process may create without
+// vm.unprivileged_userfaultfd.
+inline constexpr int kUserModeOnly = 1;  // UFFD_USER_MODE_ONLY
+
+// UFFDIO_API on a fresh context: the features this kernel offers. Throws
+// SysError.
+uint64_t offered_features(int uffd);
+// UFFDIO_API asking for `features`. Throws SysError.
+void enable_features(int uffd, uint64_t features);
+// UFFDIO_REGISTER in write-protect mode; 0 or errno.
+int register_wp(int uffd, uint64_t start, uint64_t end);
+// UFFDIO_WRITEPROTECT setting (or clearing, which also wakes a thread
+// waiting on a page of the range) the protection of [start, end); 0 or errno.
+int write_protect(int uffd, uint64_t start, uint64_t end, bool protect = true);
+
+int pidfd_open(pid_t pid);
+int pidfd_getfd(int pidfd, int fd);
+
+// userfaultfd(flags) executed by the stopped process of `rs` (thread group
+// `pid`); its descriptor is taken into snap's table and closed in the
+// process at once, whatever happens next. Throws SysError naming the pid and
+// the call, with `hint` as what to do.
+ScopedFd create_in(RemoteSyscalls& rs, pid_t pid, int flags, const std::string& hint);
+
+}  // namespace uffd
+}  // namespace snap
