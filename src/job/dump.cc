@@ -22,6 +22,7 @@
 #include "job/incremental.h"
 #include "job/memory_budget.h"
 #include "parasite/parasite.h"
+#include "parasite/shared_snapshot.h"
 #include "parasite/snapshot.h"
 #include "parasite/thread_guard.h"
 #include "tracer/collect.h"
@@ -99,15 +100,26 @@ struct Hints {
   proc::FdHints fds;
 };
 
+// Whether every live process has a snapshot: then which fds share an open
+// file description is asked of the snapshots (their fd tables are the
+// job's when it was stopped) once the job runs again.
+bool all_taken(const Snapshots& snapshots) {
+  return !snapshots.empty() && std::all_of(snapshots.begin(), snapshots.end(),
+                                           [](const auto& s) { return s != nullptr; });
+}
+
+using SharedSnapshot = std::unique_ptr<parasite::SharedMemorySnapshot>;
+
 // Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
 // away (into `held`, if any, stored once the job runs again), the few
 // mappings a snapshot does not show as they are. A process whose snapshot
 // the kernel refuses gets none (nullptr): its memory is then read here too,
 // while it is still stopped, and what it took from hints is checked against
-// itself.
+// itself. Anonymous shared memory is write-protected instead, where the
+// job allows it (`shm`, parasite/shared_snapshot.h), and read once it runs.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages* held) {
+                         HeldPages* held, SharedSnapshot& shm) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -121,12 +133,26 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       hints.fds.confirm(proc.pid, proc.fds, proc.pid);
     }
+    snapshots.push_back(std::move(snap));
+  }
+  // After every clone: a snapshot child must not inherit the protection.
+  if (all_taken(snapshots)) {
+    std::vector<parasite::SharedMemorySnapshot::Process> procs;
+    for (size_t i = 0; i < snapshots.size(); i++)
+      procs.push_back({tree.processes()[i].tasks[0].get(), ckpt.processes[i].pid,
+                       snapshots[i]->pid(), &ckpt.processes[i].mappings});
+    std::string why;
+    shm = parasite::SharedMemorySnapshot::take(procs, store, &why);
+    if (!why.empty()) vlog("anonymous shared memory is read while the job is stopped: {}", why);
+  }
+  for (size_t i = 0; i < snapshots.size(); i++) {
+    auto& proc = ckpt.processes[i];
+    const auto* snap = snapshots[i].get();
     dump_memory(proc.pid, proc.mappings,
                 held ? held->sink(proc.pid, store_as(proc.pid, store)) : store_as(proc.pid, store),
                 [&](const image::Mapping& m) {
-      return !snap || snap->read_from_job(m);
+      return (!snap || snap->read_from_job(m)) && !(shm && shm->covers(proc.pid, m));
     }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
-    snapshots.push_back(std::move(snap));
   }
   return snapshots;
 }
@@ -167,14 +193,6 @@ void confirm_flag_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, Sna
   }
 }
 
-// Whether every live process has a snapshot: then which fds share an open
-// file description is asked of the snapshots (their fd tables are the
-// job's when it was stopped) once the job runs again.
-bool all_taken(const Snapshots& snapshots) {
-  return !snapshots.empty() && std::all_of(snapshots.begin(), snapshots.end(),
-                                           [](const auto& s) { return s != nullptr; });
-}
-
 // kcmp's order of open files, asked of each process's snapshot.
 FileOrder order_in_snapshots(const image::Checkpoint& ckpt, const Snapshots& snapshots) {
   std::map<pid_t, pid_t> snapshot_of;
@@ -189,18 +207,28 @@ FileOrder order_in_snapshots(const image::Checkpoint& ckpt, const Snapshots& sna
 // processes themselves, with --kill, where there are no snapshots).
 void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
                  SharedMemoryPages& shared, const std::function<PageChooser(pid_t)>& chooser,
-                 MemoryBudget* budget, MemoryReaders& readers) {
+                 MemoryBudget* budget, MemoryReaders& readers, parasite::SharedMemorySnapshot* shm) {
   for (size_t i = 0; i < ckpt.processes.size(); i++) {
     auto& proc = ckpt.processes[i];
     if (proc.zombie) continue;
     const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
     bool stopped = snapshots.empty();  // --kill: read everything from the job
-    auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings, store_as(proc.pid, store),
+    PageChooser choose = chooser(proc.pid);
+    if (shm)  // the write-protected shared memory: the pages chosen at the stop
+      choose = [shm, pid = proc.pid, inner = std::move(choose)](const image::Mapping& m)
+          -> std::optional<std::vector<uint64_t>> {
+        if (shm->covers(pid, m)) return shm->pages(pid, m);
+        return inner ? inner(m) : std::nullopt;
+      };
+    auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings,
+                           shm ? shm->sink(proc.pid, store_as(proc.pid, store))
+                               : store_as(proc.pid, store),
                            [&](const image::Mapping& m) {
-                             return stopped || (snap && !snap->read_from_job(m));
+                             return stopped || (snap && (!snap->read_from_job(m) ||
+                                                         (shm && shm->covers(proc.pid, m))));
                            },
                            snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared,
-                           chooser(proc.pid), [&](const image::Mapping&, uint64_t start, uint64_t end) {
+                           choose, [&](const image::Mapping&, uint64_t start, uint64_t end) {
                              if (snap && budget) budget->after_batch(*snapshots[i], start, end);
                            }, &readers);
     if (budget) budget->flush();  // before the next process's snapshot
@@ -393,13 +421,18 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Shared memory objects mapped more than once in the tree are read once.
   SharedMemoryPages shared;
   Snapshots snapshots;  // 3: with kill the job stays stopped: none needed
+  SharedSnapshot shm;   // declared after the snapshots: it reads through them
   std::optional<MemoryBudget> budget;
   if (!opts.kill) {
     std::vector<pid_t> live;
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints,
-                               held ? &*held : nullptr);
+                               held ? &*held : nullptr, shm);
+    if (shm)
+      vlog("{} MiB of anonymous shared memory write-protected in {} process(es): read once the "
+           "job runs, each page before the job's first write to it", shm->stats().bytes >> 20,
+           shm->stats().contexts);
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
@@ -437,7 +470,13 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
     return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
-  }, budget ? &*budget : nullptr, readers);
+  }, budget ? &*budget : nullptr, readers, shm.get());
+  if (shm) {
+    const auto st = shm->finish();  // all read: the protection goes
+    vlog("shared memory: {} page(s) stored, {} of them copied at the job's first write; {} "
+         "userfaultfd context(s)", st.pages, st.copied_at_write, st.contexts);
+    shm.reset();
+  }
   steps.step("memory");
   if (budget) {
     budget->thaw();

@@ -644,5 +644,50 @@ def deep_thread_stacks_leave_running(env):
     runs_on_then_restores(env, p, out, ckpt, ref)
 
 
+
+def shared_memory_rewritten(env, name, argv, lines_first):
+    # A dump that lets the job run on write-protects anonymous shared
+    # memory instead of reading it while the job is stopped
+    # (parasite/shared_snapshot.h). The job's writer keeps rewriting every
+    # page, and checks before each write that the memory is exactly what its
+    # own progress says; snap holds still 0.3 s right after letting the job
+    # go, so the writer writes pages snap has not read yet. The job must run
+    # on to its end, and the image must hold every page as it was at the
+    # stop: the restored writer finds any page from another instant.
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    out, ckpt = env.path(f"{name}.out"), env.path(f"{name}.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, lines_first)
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
+                     env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
+                              SNAP_PHASE_PAUSE="job-released"))
+    armed = re.search(r"(\d+) MiB of anonymous shared memory write-protected in (\d+) process", r.stderr)
+    served = re.search(r"shared memory: (\d+) page\(s\) stored, (\d+) of them copied at the job's "
+                       r"first write; (\d+) userfaultfd context", r.stderr)
+    expect(armed and served and "read while the job is stopped" not in r.stderr,
+           f"the shared memory was write-protected, not read while stopped: {r.stderr.strip()}")
+    expect(int(served.group(2)) > 0,
+           f"the job wrote pages snap had not read yet, each copied first: {served.group(0)}")
+    runs_on_then_restores(env, p, out, ckpt, ref)
+    return int(served.group(3))
+
+
+@case
+def shared_memory_written_during_dump(env):
+    # One writer, 64 MiB: the readers and the writer's faults meet.
+    shared_memory_rewritten(env, "shared_sweeps_one",
+                                      [env.prog("shared_sweeps"), "64", "100", "one"], 2)
+
+
+@case
+def shared_memory_written_by_children_forked_during_dump(env):
+    # A new writer is forked for each sweep, 2 MiB: children forked after
+    # the stop write pages snap has not read (the first pages of a sweep
+    # that was past them at the stop); their faults are served too.
+    contexts = shared_memory_rewritten(
+        env, "shared_sweeps_fork", [env.prog("shared_sweeps"), "2", "3000", "fork"], 4)
+    expect(contexts > 2, f"children forked during the dump got contexts of their own: {contexts}")
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,352 @@
+#include "parasite/shared_snapshot.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/parallel.h"
+#include "tracer/remote.h"
+#include "tracer/userfaultfd.h"
+
+namespace snap::parasite {
+
+namespace {
+
+constexpr uint64_t kPage = image::kPageSize;
+constexpr uint64_t kFeatures =
+    uffd::kFeatureWpHugetlbfsShmem | uffd::kFeatureEventFork | uffd::kFeatureEventRemap;
+// Protecting a populated range walks its page tables (~12 ms for 512 MiB
+// here): large ranges are cut so two threads share the work.
+constexpr uint64_t kProtectPiece = 64ull << 20;
+
+// The features this kernel offers, asked of a context of snap's own (one
+// that serves user faults only: any process may create it).
+uint64_t offered() {
+  static const uint64_t features = [] {
+    ScopedFd q(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | uffd::kUserModeOnly)));
+    if (!q) return uint64_t{0};
+    try {
+      return uffd::offered_features(q.get());
+    } catch (const Error&) {
+      return uint64_t{0};
+    }
+  }();
+  return features;
+}
+
+}  // namespace
+
+bool SharedMemorySnapshot::coverable(const image::Mapping& m) {
+  return m.kind == image::MappingKind::SharedAnon && m.inode != 0 &&
+         !image::has_vmflag(m.vmflags, "ht") && mapping_has_content(m);
+}
+
+const SharedMemorySnapshot::Owner* SharedMemorySnapshot::Object::owner_of(uint64_t page) const {
+  auto it = std::upper_bound(owners.begin(), owners.end(), page,
+                             [](uint64_t p, const Owner& o) { return p < o.first; });
+  if (it == owners.begin()) return nullptr;
+  --it;
+  return page < it->last ? &*it : nullptr;
+}
+
+std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vector<Process>& procs,
+                                                                 Store store, std::string* why) {
+  std::unique_ptr<SharedMemorySnapshot> ss(new SharedMemorySnapshot());
+  ss->store_ = std::move(store);
+  std::map<std::pair<uint64_t, uint64_t>, size_t> object_of;  // (dev, inode)
+  for (const auto& p : procs)
+    for (const auto& m : *p.mappings)
+      if (coverable(m)) object_of.try_emplace({m.dev, m.inode}, object_of.size());
+  if (object_of.empty()) return nullptr;
+  try {
+    const uint64_t features = offered();
+    if ((features & kFeatures) != kFeatures) {
+      *why = "this kernel's userfaultfd cannot write-protect shared memory (Linux 5.19)";
+      return nullptr;
+    }
+    ss->objects_.resize(object_of.size());
+    // Per object, the page offsets an earlier mapping stores already.
+    std::vector<std::vector<std::pair<uint64_t, uint64_t>>> taken(object_of.size());
+    std::vector<std::pair<int, Segment>> to_protect;  // (uffd, range)
+    for (const auto& p : procs) {
+      std::vector<const image::Mapping*> mine;
+      for (const auto& m : *p.mappings)
+        if (coverable(m)) mine.push_back(&m);
+      if (mine.empty()) continue;
+      auto view = std::make_unique<View>();
+      {
+        RemoteSyscalls rs(*p.leader, find_syscall_site(p.pid));
+        view->uffd = uffd::create_in(rs, p.pid, O_CLOEXEC | O_NONBLOCK,
+                                     "a job may be refused a userfaultfd that serves the kernel's "
+                                     "own faults (vm.unprivileged_userfaultfd = 0, seccomp)");
+      }
+      uffd::enable_features(view->uffd.get(), kFeatures);
+      ScopedFd& mem = ss->mem_fds_[p.snapshot_pid];
+      if (!mem) {
+        std::string path = fmt::format("/proc/{}/mem", p.snapshot_pid);
+        mem.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!mem) throw SysError("open " + path, errno);
+      }
+      for (const auto* m : mine) {
+        size_t obj = object_of.at({m->dev, m->inode});
+        if (int e = uffd::register_wp(view->uffd.get(), m->start, m->end))
+          throw SysError(fmt::format("UFFDIO_REGISTER of {:#x}-{:#x} in pid {}", m->start, m->end,
+                                     p.pid), e, e == EBUSY ? "the job's own userfaultfd watches it" : "");
+        view->segs.push_back({m->start, m->end, obj, m->pgoff});
+        for (uint64_t s = m->start; s < m->end; s += kProtectPiece)
+          to_protect.push_back({view->uffd.get(), {s, std::min(m->end, s + kProtectPiece), obj, 0}});
+        ss->stats_.bytes += m->end - m->start;
+        // The pages of the object this mapping stores: those no earlier
+        // mapping shows (which of them hold data is asked once the job runs).
+        const uint64_t first = m->pgoff / kPage, last = first + (m->end - m->start) / kPage;
+        Object& o = ss->objects_[obj];
+        if (o.saved.size() < last) o.saved.resize(last);
+        auto& t = taken[obj];
+        uint64_t at = first;
+        auto own = [&](uint64_t a, uint64_t b) {
+          if (a < b) o.owners.push_back({a, b, p.pid, mem.get(), m->start, m->start + (a - first) * kPage});
+        };
+        for (const auto& [a, b] : t) {  // sorted, disjoint
+          if (b <= at || a >= last) continue;
+          own(at, std::min(a, last));
+          at = std::max(at, b);
+        }
+        own(at, last);
+        t.push_back({first, last});
+        std::sort(t.begin(), t.end());
+        std::vector<std::pair<uint64_t, uint64_t>> merged;
+        for (const auto& r : t)
+          if (!merged.empty() && r.first <= merged.back().second)
+            merged.back().second = std::max(merged.back().second, r.second);
+          else
+            merged.push_back(r);
+        t = std::move(merged);
+        ss->claimed_[{p.pid, m->start}] = Claimed{obj, m->pgoff, p.snapshot_pid};
+      }
+      ss->views_.push_back(std::move(view));
+    }
+    for (auto& o : ss->objects_)
+      std::sort(o.owners.begin(), o.owners.end(),
+                [](const Owner& a, const Owner& b) { return a.first < b.first; });
+    parallel_for(to_protect.size(), 2, [&](size_t i) {
+      const auto& [fd, r] = to_protect[i];
+      if (int e = uffd::write_protect(fd, r.start, r.end))
+        throw SysError(fmt::format("UFFDIO_WRITEPROTECT of {:#x}-{:#x}", r.start, r.end), e);
+    });
+    ss->stats_.contexts = ss->views_.size();
+    ss->stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!ss->stop_fd_) throw SysError("eventfd", errno);
+    ss->server_ = std::thread([s = ss.get()] { s->serve(); });
+  } catch (const Error& e) {
+    *why = e.what();
+    return nullptr;  // closing the contexts unregisters everything
+  }
+  return ss;
+}
+
+SharedMemorySnapshot::~SharedMemorySnapshot() { stop(); }
+
+void SharedMemorySnapshot::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (server_.joinable()) {
+    uint64_t one = 1;
+    if (::write(stop_fd_.get(), &one, sizeof one) != sizeof one) std::terminate();
+    server_.join();
+  }
+  std::lock_guard lock(mu_);
+  views_.clear();  // the kernel drops the protection, waiting threads go on
+}
+
+bool SharedMemorySnapshot::covers(pid_t pid, const image::Mapping& m) const {
+  return claimed_.count({pid, m.start}) > 0;
+}
+
+std::vector<uint64_t> SharedMemorySnapshot::pages(pid_t pid, const image::Mapping& m) const {
+  auto it = claimed_.find({pid, m.start});
+  if (it == claimed_.end()) return {};
+  const Claimed& c = it->second;
+  // The object's pages that hold data, asked through the snapshot child
+  // (the same object at the same addresses, even if the job unmapped it
+  // since); those this mapping stores. A page the job filled since the stop
+  // was stored at its first write (as the zeros it held), so it is dropped
+  // again by sink().
+  std::vector<uint64_t> out = pages_to_dump(c.snapshot_pid, m);
+  const Object& o = objects_[c.object];
+  std::erase_if(out, [&](uint64_t a) {
+    const Owner* ow = o.owner_of((c.pgoff + a - m.start) / kPage);
+    return !ow || ow->pid != pid || ow->mapping_start != m.start;
+  });
+  return out;
+}
+
+void SharedMemorySnapshot::fail(std::string what) {
+  std::lock_guard lock(mu_);
+  if (error_.empty()) error_ = std::move(what);
+}
+
+PageSink SharedMemorySnapshot::sink(pid_t pid, PageSink inner) {
+  return [this, pid, inner = std::move(inner)](pid_t p, uint64_t mapping_start, uint64_t addr,
+                                               const uint8_t* data, size_t npages) {
+    auto it = claimed_.find({pid, mapping_start});
+    if (it == claimed_.end()) return inner(p, mapping_start, addr, data, npages);
+    const Claimed& c = it->second;
+    const uint64_t first = (c.pgoff + addr - mapping_start) / kPage;
+    std::vector<char> keep(npages);
+    {
+      std::lock_guard lock(mu_);
+      auto& saved = objects_[c.object].saved;
+      for (size_t i = 0; i < npages; i++)
+        if (first + i < saved.size() && !saved[first + i]) {
+          saved[first + i] = true;
+          keep[i] = 1;
+          stats_.pages++;
+        }
+    }
+    // What was read before the page was marked stored is the page as it was
+    // at the stop: the job's first write to it waits until it is stored.
+    for (size_t i = 0; i < npages;) {
+      size_t j = i;
+      while (j < npages && keep[j] == keep[i]) j++;
+      if (keep[i]) inner(p, mapping_start, addr + i * kPage, data + i * kPage, j - i);
+      i = j;
+    }
+    unprotect(c.object, first, first + npages);
+  };
+}
+
+void SharedMemorySnapshot::unprotect(size_t object, uint64_t first, uint64_t last) {
+  std::lock_guard lock(mu_);
+  for (const auto& v : views_)
+    for (const auto& s : v->segs) {
+      if (s.object != object) continue;
+      uint64_t lo = std::max(s.pgoff, first * kPage), hi = std::min(s.pgoff + (s.end - s.start), last * kPage);
+      if (lo >= hi) continue;
+      // A range the job unmapped meanwhile is refused: nothing to lift there.
+      uffd::write_protect(v->uffd.get(), s.start + (lo - s.pgoff), s.start + (hi - s.pgoff), false);
+    }
+}
+
+void SharedMemorySnapshot::serve() {
+  std::array<uffd_msg, 32> msgs;
+  std::vector<bool> gone;  // by view: a context that reports an error is not polled again
+  for (;;) {
+    gone.resize(views_.size());
+    std::vector<pollfd> pfds{{stop_fd_.get(), POLLIN, 0}};
+    for (size_t v = 0; v < views_.size(); v++)
+      pfds.push_back({gone[v] ? -1 : views_[v]->uffd.get(), POLLIN, 0});
+    if (::poll(pfds.data(), pfds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      fail(fmt::format("poll on the shared memory's userfaultfds: {}", std::strerror(errno)));
+      return;  // stop() closes the contexts: the job is let go
+    }
+    if (pfds[0].revents) return;
+    for (size_t v = 0; v + 1 < pfds.size(); v++) {
+      if (!(pfds[v + 1].revents & POLLIN)) {
+        if (pfds[v + 1].revents & (POLLERR | POLLHUP | POLLNVAL)) gone[v] = true;
+        continue;
+      }
+      for (;;) {
+        ssize_t n = ::read(views_[v]->uffd.get(), msgs.data(), sizeof msgs);
+        if (n <= 0) break;
+        for (size_t k = 0; k < static_cast<size_t>(n) / sizeof(uffd_msg); k++) {
+          const uffd_msg& msg = msgs[k];
+          if (msg.event == UFFD_EVENT_PAGEFAULT) {
+            on_fault(v, msg.arg.pagefault.address & ~(kPage - 1));
+          } else if (msg.event == UFFD_EVENT_FORK) {
+            // The child's context, in snap's fd table: its faults are
+            // served the same way, its layout is the parent's.
+            auto child = std::make_unique<View>();
+            child->uffd.reset(static_cast<int>(msg.arg.fork.ufd));
+            std::lock_guard lock(mu_);
+            child->segs = views_[v]->segs;
+            views_.push_back(std::move(child));
+            stats_.contexts++;
+          } else if (msg.event == UFFD_EVENT_REMAP) {
+            on_remap(v, msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
+          }
+        }
+      }
+    }
+  }
+}
+
+void SharedMemorySnapshot::on_fault(size_t view, uint64_t addr) {
+  std::array<uint8_t, kPage> page;
+  int fd = views_[view]->uffd.get();
+  {
+    std::unique_lock lock(mu_);
+    const auto& segs = views_[view]->segs;
+    auto seg = std::find_if(segs.begin(), segs.end(),
+                            [&](const Segment& s) { return addr >= s.start && addr < s.end; });
+    if (seg != segs.end()) {
+      Object& o = objects_[seg->object];
+      uint64_t n = (seg->pgoff + addr - seg->start) / kPage;
+      const Owner* ow = o.owner_of(n);
+      if (ow && n < o.saved.size() && !o.saved[n]) {
+        // A hole of the object reads as zeros here (and gets a page, which
+        // the job's write was about to give it anyway).
+        uint64_t at = ow->addr + (n - ow->first) * kPage;
+        if (::pread(ow->mem_fd, page.data(), kPage, static_cast<off_t>(at)) ==
+            static_cast<ssize_t>(kPage)) {
+          o.saved[n] = true;
+          stats_.pages++;
+          stats_.copied_at_write++;
+          lock.unlock();
+          try {
+            store_(ow->pid, ow->mapping_start, at, page.data(), 1);
+          } catch (const std::exception& e) {
+            fail(fmt::format("storing a page of shared memory the job wrote: {}", e.what()));
+          }
+        } else if (error_.empty()) {
+          error_ = fmt::format("reading page {:#x} of shared memory from the snapshot: {}", at,
+                               std::strerror(errno));
+        }
+      }
+    }
+  }
+  // The write goes on (even where the page could not be stored: the dump
+  // fails then, the job must not).
+  if (uffd::write_protect(fd, addr, addr + kPage, false) != 0) {
+    uffdio_range r{addr, kPage};
+    ::ioctl(fd, UFFDIO_WAKE, &r);
+  }
+}
+
+void SharedMemorySnapshot::on_remap(size_t view, uint64_t from, uint64_t to, uint64_t len) {
+  std::lock_guard lock(mu_);
+  std::vector<Segment> out;
+  for (const auto& s : views_[view]->segs) {
+    uint64_t lo = std::max(s.start, from), hi = std::min(s.end, from + len);
+    if (lo >= hi) {
+      out.push_back(s);
+      continue;
+    }
+    if (s.start < lo) out.push_back({s.start, lo, s.object, s.pgoff});
+    out.push_back({lo - from + to, hi - from + to, s.object, s.pgoff + (lo - s.start)});
+    if (hi < s.end) out.push_back({hi, s.end, s.object, s.pgoff + (hi - s.start)});
+  }
+  views_[view]->segs = std::move(out);
+}
+
+SharedMemorySnapshot::Stats SharedMemorySnapshot::finish() {
+  stop();
+  std::lock_guard lock(mu_);
+  if (!error_.empty())
+    throw Error("shared memory: " + error_, "the job ran on unharmed; dump it again");
+  return stats_;
+}
+
+}  // namespace snap::parasite

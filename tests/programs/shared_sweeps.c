@@ -1,0 +1,92 @@
+/* Anonymous shared memory rewritten while it is being dumped: a writer
+ * sweeps over MIB of MAP_SHARED | MAP_ANONYMOUS memory, raising the first
+ * and last word of each page from g-1 to g in sweep g, page after page. At
+ * any instant the memory is then "pages [0, k) hold g, the rest g-1" for
+ * the writer's own (g, k), and the writer checks exactly that: the whole
+ * memory before each sweep, each page before it raises it. A dump whose
+ * image mixes pages from different instants comes back CORRUPT.
+ *
+ * Usage: shared_sweeps MIB SWEEPS MODE
+ *   MODE one:  one child does every sweep
+ *        fork: the parent forks a new child for each sweep (so children
+ *              forked while a dump reads the memory write it too)
+ * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
+ * with "CORRUPT ..." on the first wrong page. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WORDS 512 /* per 4 KiB page */
+
+static uint64_t *mem;
+static size_t pages;
+
+static void say(const char *fmt, long a, long b, long c) {
+  char line[160];
+  int n = snprintf(line, sizeof line, fmt, a, b, c);
+  if (write(1, line, (size_t)n) != n) _exit(3);
+}
+
+static void corrupt(long page, long got, long want) {
+  say("CORRUPT page %ld holds %ld, expected %ld\n", page, got, want);
+  _exit(1);
+}
+
+/* Sweep g: every page from g-1 to g, with a short sleep every 64 pages so a
+ * sweep lasts a few milliseconds. */
+static void sweep(uint64_t g) {
+  for (size_t p = 0; p < pages; p++)
+    if (mem[p * WORDS] != g - 1 || mem[p * WORDS + WORDS - 1] != g - 1)
+      corrupt((long)p, (long)mem[p * WORDS], (long)(g - 1));
+  struct timespec pause = {0, 20000};
+  for (size_t p = 0; p < pages; p++) {
+    uint64_t *w = mem + p * WORDS;
+    if (w[0] != g - 1 || w[WORDS - 1] != g - 1) corrupt((long)p, (long)w[0], (long)(g - 1));
+    w[0] = g;
+    w[WORDS - 1] = g;
+    if (p % 64 == 63) nanosleep(&pause, NULL);
+  }
+  if (g % 20 == 0) say("sweep %ld\n", (long)g, 0, 0);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: shared_sweeps MIB SWEEPS one|fork\n");
+    return 2;
+  }
+  pages = (size_t)atol(argv[1]) * 256;
+  uint64_t sweeps = (uint64_t)atol(argv[2]);
+  int fork_each = strcmp(argv[3], "fork") == 0;
+  mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return 1;
+  for (size_t p = 0; p < pages; p++) mem[p * WORDS] = mem[p * WORDS + WORDS - 1] = 0;
+  say("ready\n", 0, 0, 0);
+  if (!fork_each) {
+    pid_t c = fork();
+    if (c == 0) {
+      for (uint64_t g = 1; g <= sweeps; g++) sweep(g);
+      _exit(0);
+    }
+    int st;
+    if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
+  } else {
+    for (uint64_t g = 1; g <= sweeps; g++) {
+      pid_t c = fork();
+      if (c == 0) {
+        sweep(g);
+        _exit(0);
+      }
+      int st;
+      if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
+    }
+  }
+  for (size_t p = 0; p < pages; p++)
+    if (mem[p * WORDS] != sweeps) corrupt((long)p, (long)mem[p * WORDS], (long)sweeps);
+  say("done\n", 0, 0, 0);
+  return 0;
+}
