@@ -1,6 +1,7 @@
 #include "restore/fill.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -54,6 +55,21 @@ class Filler {
  public:
   Filler(pid_t pid, const image::ImageReader& img, unsigned jobs)
       : pid_(pid), img_(img), jobs_(jobs), zeros_(pid) {}
+  // Into a file instead (a shared memory object's memfd): pieces given to
+  // add_to_file carry file offsets where they carry addresses.
+  struct IntoFile {
+    int fd;
+  };
+  Filler(IntoFile file, const image::ImageReader& img, unsigned jobs)
+      : pid_(-1), img_(img), jobs_(jobs), zeros_(-1), fd_(file.fd) {}
+
+  // A piece whose `addr` is the offset in the file; zero pieces are left
+  // out (a fresh file reads as zeros).
+  void add_to_file(const PagePiece& pc) {
+    if (pc.kind == PagePiece::kZero) return;
+    window_.push_back(pc);
+    if (window_.size() == kWindowPieces) flush_window();
+  }
 
   void add(const Mapping& m, const PagePiece& pc) {
     if (pc.kind == PagePiece::kZero) {
@@ -95,6 +111,7 @@ class Filler {
   // On a worker thread: every piece of the window that block b supplies.
   void write_block(const image::BlockPages& b) {
     auto pieces = std::ranges::equal_range(window_, b.id, {}, &PagePiece::block);
+    if (fd_ >= 0) return write_block_to_file(b, pieces);
     RemoteWriter w(pid_);
     for (const PagePiece& pc : pieces) {
       uint32_t used = pc.kind == PagePiece::kSeq ? pc.npages : 1;
@@ -114,6 +131,34 @@ class Filler {
     written_.fetch_add(w.written(), std::memory_order_relaxed);
   }
 
+  template <typename Pieces>
+  void write_block_to_file(const image::BlockPages& b, const Pieces& pieces) {
+    uint64_t written = 0;
+    auto put = [&](const uint8_t* src, uint64_t off, uint64_t bytes) {
+      for (uint64_t done = 0; done < bytes;) {
+        ssize_t n = ::pwrite(fd_, src + done, bytes - done, static_cast<off_t>(off + done));
+        if (n <= 0)
+          throw SysError(fmt::format("writing shared memory at offset {:#x}", off + done),
+                         n < 0 ? errno : EIO);
+        done += static_cast<uint64_t>(n);
+      }
+      written += bytes;
+    };
+    for (const PagePiece& pc : pieces) {
+      uint32_t used = pc.kind == PagePiece::kSeq ? pc.npages : 1;
+      if (pc.slot + used > b.npages)
+        throw Error(fmt::format("pack {} block {} holds {} pages; the pagemap wants page {}",
+                                b.id.pack, b.id.block, b.npages, pc.slot + used - 1),
+                    "the image is damaged; it cannot be restored");
+      const uint8_t* src = b.pages + uint64_t{pc.slot} * kPageSize;
+      if (pc.kind == PagePiece::kSeq)
+        put(src, pc.addr, uint64_t{pc.npages} * kPageSize);
+      else
+        for (uint32_t i = 0; i < pc.npages; ++i) put(src, pc.addr + uint64_t{i} * kPageSize, kPageSize);
+    }
+    written_.fetch_add(written, std::memory_order_relaxed);
+  }
+
   const pid_t pid_;
   const image::ImageReader& img_;
   const unsigned jobs_;
@@ -121,9 +166,22 @@ class Filler {
   std::unique_ptr<uint8_t[]> zero_pages_;  // kZeroPages, zero-filled
   RemoteWriter zeros_;                      // the calling thread's
   std::atomic<uint64_t> written_{0};
+  const int fd_ = -1;  // writing into this file, not into process pid_
 };
 
 }  // namespace
+
+uint64_t fill_file(int fd, const std::vector<std::pair<pid_t, const image::Mapping*>>& mappings,
+                   image::ImageReader& img, const FillOptions& opts) {
+  Filler filler(Filler::IntoFile{fd}, img, std::clamp(opts.jobs, 1u, kMaxJobs));
+  for (const auto& [pid, m] : mappings)
+    img.for_each_piece(pid, m->start, [&](const PagePiece& piece) {
+      PagePiece pc = piece;
+      pc.addr = m->pgoff + (pc.addr - m->start);
+      filler.add_to_file(pc);
+    });
+  return filler.finish();
+}
 
 bool is_kernel_mapping(MappingKind k) {
   return k == MappingKind::Vdso || k == MappingKind::Vvar || k == MappingKind::VvarVclock ||

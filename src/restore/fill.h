@@ -7,6 +7,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "base/cpus.h"
 #include "image/checkpoint.h"
@@ -38,5 +40,12 @@ bool fill_writes(const image::Mapping& m);
 // job has run any of its own code; no thread outlives the call.
 uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
                      const FillOptions& opts);
+
+// Writes the saved pages of `mappings` (by the pid they are saved under),
+// all of one shared memory object, into `fd`, a fresh file of the object's
+// size, each at its offset in the object, with the same workers. Zero pages
+// are not written. Returns the bytes written; throws as fill_memory.
+uint64_t fill_file(int fd, const std::vector<std::pair<pid_t, const image::Mapping*>>& mappings,
+                   image::ImageReader& img, const FillOptions& opts);
 
 }  // namespace snap::restore

@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "restore/file_planner.h"
+#include "restore/fill.h"
 
 namespace snap::restore {
 
@@ -39,22 +40,14 @@ void FilePlanner::fill_shared_memory() {
   for (const auto& [key, bytes] : size)
     if (::ftruncate(shm_.at(key), static_cast<off_t>(bytes)) < 0)
       throw SysError(fmt::format("ftruncate of shared memory ({} bytes)", bytes), errno);
+  // Each object's pages, from every mapping that saved some, read and
+  // written by the workers that fill private memory (restore/fill.h).
+  std::map<ShmKey, std::vector<std::pair<pid_t, const image::Mapping*>>> saved;
   for (const auto& p : ckpt_.processes)
-    for (const auto& m : p.mappings) {
+    for (const auto& m : p.mappings)
       // A deleted file or memfd has its contents from the image already.
-      if (!is_shm_object(m) || !m.pages_dumped || m.ghost) continue;
-      int fd = shm_.at(shm_key(m));
-      img_.for_each_run(p.pid, m.start, [&](const image::PageRun& run) {
-        if (run.zero()) return;  // a new memfd reads as zeros
-        size_t bytes = run.npages * image::kPageSize;
-        uint64_t off = m.pgoff + (run.addr - m.start);
-        for (size_t done = 0; done < bytes;) {
-          ssize_t n = ::pwrite(fd, run.data + done, bytes - done, static_cast<off_t>(off + done));
-          if (n <= 0) throw SysError("writing shared memory " + m.path, n < 0 ? errno : EIO);
-          done += static_cast<size_t>(n);
-        }
-      });
-    }
+      if (is_shm_object(m) && m.pages_dumped && !m.ghost) saved[shm_key(m)].push_back({p.pid, &m});
+  for (const auto& [key, mappings] : saved) fill_file(shm_.at(key), mappings, img_, {});
 }
 
 }  // namespace snap::restore
