@@ -689,5 +689,13 @@ def shared_memory_written_by_children_forked_during_dump(env):
         env, "shared_sweeps_fork", [env.prog("shared_sweeps"), "2", "3000", "fork"], 4)
     expect(contexts > 2, f"children forked during the dump got contexts of their own: {contexts}")
 
+
+@case
+def shared_memory_moved_during_dump(env):
+    # The writer moves its mapping of the memory (mremap) after each sweep:
+    # its faults come from the new address, which snap follows.
+    shared_memory_rewritten(env, "shared_sweeps_remap",
+                            [env.prog("shared_sweeps"), "16", "200", "remap"], 2)
+
 if __name__ == "__main__":
     main()

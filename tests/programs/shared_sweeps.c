@@ -7,9 +7,11 @@
  * image mixes pages from different instants comes back CORRUPT.
  *
  * Usage: shared_sweeps MIB SWEEPS MODE
- *   MODE one:  one child does every sweep
- *        fork: the parent forks a new child for each sweep (so children
- *              forked while a dump reads the memory write it too)
+ *   MODE one:   one child does every sweep
+ *        fork:  the parent forks a new child for each sweep (so children
+ *               forked while a dump reads the memory write it too)
+ *        remap: as one, and the child moves its mapping of the memory
+ *               (mremap) to another address after each sweep
  * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
  * with "CORRUPT ..." on the first wrong page. */
 #include <stdint.h>
@@ -61,7 +63,7 @@ int main(int argc, char **argv) {
   }
   pages = (size_t)atol(argv[1]) * 256;
   uint64_t sweeps = (uint64_t)atol(argv[2]);
-  int fork_each = strcmp(argv[3], "fork") == 0;
+  int fork_each = strcmp(argv[3], "fork") == 0, remap = strcmp(argv[3], "remap") == 0;
   mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 1;
   for (size_t p = 0; p < pages; p++) mem[p * WORDS] = mem[p * WORDS + WORDS - 1] = 0;
@@ -69,7 +71,21 @@ int main(int argc, char **argv) {
   if (!fork_each) {
     pid_t c = fork();
     if (c == 0) {
-      for (uint64_t g = 1; g <= sweeps; g++) sweep(g);
+      /* With remap, the memory alternates between where it was mapped and
+       * a reservation of the same size. */
+      size_t bytes = pages * 4096;
+      void *away = remap ? mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : NULL;
+      if (away == MAP_FAILED) _exit(1);
+      for (uint64_t g = 1; g <= sweeps; g++) {
+        sweep(g);
+        if (remap) {
+          void *was = mem;
+          void *to = mremap(mem, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, away);
+          if (to == MAP_FAILED) _exit(1);
+          mem = to;
+          away = was;
+        }
+      }
       _exit(0);
     }
     int st;
