@@ -150,7 +150,7 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
     if (!ss->stop_fd_) throw SysError("eventfd", errno);
     ss->server_ = std::thread([s = ss.get()] { s->serve(); });
   } catch (const Error& e) {
-    *why = e.what();
+    *why = e.hint().empty() ? e.what() : fmt::format("{} ({})", e.what(), e.hint());
     return nullptr;  // closing the contexts unregisters everything
   }
   return ss;

@@ -662,6 +662,16 @@ def shared_memory_rewritten(env, name, argv, lines_first):
     r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
                      env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
                               SNAP_PHASE_PAUSE="job-released"))
+    if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
+        # An ordinary user's job may only create a userfaultfd that does
+        # not serve the kernel's own faults: snap reads the memory while
+        # the job is stopped, as before, and says why.
+        expect("anonymous shared memory is read while the job is stopped" in r.stderr and
+               "vm.unprivileged_userfaultfd" in r.stderr,
+               f"without vm.unprivileged_userfaultfd the memory is read while stopped, and snap "
+               f"says why: {r.stderr.strip()}")
+        runs_on_then_restores(env, p, out, ckpt, ref)
+        return None
     armed = re.search(r"(\d+) MiB of anonymous shared memory write-protected in (\d+) process", r.stderr)
     served = re.search(r"shared memory: (\d+) page\(s\) stored, (\d+) of them copied at the job's "
                        r"first write; (\d+) userfaultfd context", r.stderr)
@@ -687,7 +697,8 @@ def shared_memory_written_by_children_forked_during_dump(env):
     # that was past them at the stop); their faults are served too.
     contexts = shared_memory_rewritten(
         env, "shared_sweeps_fork", [env.prog("shared_sweeps"), "2", "3000", "fork"], 4)
-    expect(contexts > 2, f"children forked during the dump got contexts of their own: {contexts}")
+    expect(contexts is None or contexts > 2,
+           f"children forked during the dump got contexts of their own: {contexts}")
 
 
 @case
