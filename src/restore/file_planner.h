@@ -48,8 +48,8 @@ inline constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT |
 class FilePlanner {
  public:
   FilePlanner(const image::Checkpoint& c, image::ImageReader& img, bool allow, bool tcp_close,
-              OpenFiles& out)
-      : ckpt_(c), img_(img), allow_changed_(allow), tcp_close_(tcp_close), out_(out) {}
+              OpenFiles& out, const FillOptions& fill = {})
+      : ckpt_(c), img_(img), allow_changed_(allow), tcp_close_(tcp_close), out_(out), fill_(fill) {}
 
   void run();
 
@@ -98,6 +98,7 @@ class FilePlanner {
   bool allow_changed_;
   bool tcp_close_;  // TCP connections come back closed
   OpenFiles& out_;
+  FillOptions fill_;  // the workers that write shared memory (fill_file)
   std::unordered_map<std::string, std::pair<struct stat, int>> stats_;  // stat_once
   std::map<uint64_t, PipeInfo> pipes_;
   std::map<uint64_t, const FileDesc*> sockets_;

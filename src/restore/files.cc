@@ -430,9 +430,9 @@ int FilePlanner::fifo(const Process& p, const FileDesc& f, const std::string& pa
 }
 
 OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& img,
-                            bool allow_changed_files, bool tcp_close) {
+                            bool allow_changed_files, bool tcp_close, const FillOptions& fill) {
   OpenFiles out;
-  FilePlanner(ckpt, img, allow_changed_files, tcp_close, out).run();
+  FilePlanner(ckpt, img, allow_changed_files, tcp_close, out, fill).run();
   return out;
 }
 

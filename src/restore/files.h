@@ -19,6 +19,7 @@
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
+#include "restore/fill.h"
 
 namespace snap::restore {
 
@@ -71,8 +72,10 @@ class OpenFiles {
   // offset (unless allow_changed_files: then a warning), a socket leading
   // outside the image, a kind of file restore does not know. `tcp_close`:
   // TCP connections come back closed (end of file, EPIPE) instead.
+  // `fill`: the workers that write shared memory objects' pages.
   static OpenFiles create(const image::Checkpoint& ckpt, image::ImageReader& img,
-                          bool allow_changed_files, bool tcp_close = false);
+                          bool allow_changed_files, bool tcp_close = false,
+                          const FillOptions& fill = {});
 
   const ProcessFiles& of(pid_t pid) const { return procs_.at(pid); }
   const std::vector<std::string>& warnings() const { return warnings_; }

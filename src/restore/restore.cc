@@ -292,7 +292,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   if (!space.fresh()) check_ids_free(plan);
   for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
   adopt_login_uid(ckpt);
-  OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files, opts.tcp_close);
+  OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files, opts.tcp_close, opts.fill);
   for (const auto& w : files.warnings()) warn("{}", w);
 
   // The skeletons' reports come back on one pipe, above every fd they set up.

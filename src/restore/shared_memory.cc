@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "restore/file_planner.h"
 #include "restore/fill.h"
 
@@ -47,7 +49,13 @@ void FilePlanner::fill_shared_memory() {
     for (const auto& m : p.mappings)
       // A deleted file or memfd has its contents from the image already.
       if (is_shm_object(m) && m.pages_dumped && !m.ghost) saved[shm_key(m)].push_back({p.pid, &m});
-  for (const auto& [key, mappings] : saved) fill_file(shm_.at(key), mappings, img_, {});
+  auto t0 = std::chrono::steady_clock::now();
+  uint64_t written = 0;
+  for (const auto& [key, mappings] : saved) written += fill_file(shm_.at(key), mappings, img_, fill_);
+  if (!saved.empty())
+    vlog("restore: {} shared memory object(s): {} MiB written in {:.3f} s", saved.size(),
+         written >> 20,
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 }  // namespace snap::restore
