@@ -708,5 +708,15 @@ def shared_memory_moved_during_dump(env):
     shared_memory_rewritten(env, "shared_sweeps_remap",
                             [env.prog("shared_sweeps"), "16", "200", "remap"], 2)
 
+
+@case
+def shared_memory_mapped_in_part(env):
+    # The parent unmaps the first half of its mapping: the second half of
+    # the memory is stored under the parent's mapping, the first under the
+    # writer's, and a page the writer writes first is copied through the
+    # snapshot of whichever process stores it.
+    shared_memory_rewritten(env, "shared_sweeps_split",
+                            [env.prog("shared_sweeps"), "32", "160", "split"], 2)
+
 if __name__ == "__main__":
     main()

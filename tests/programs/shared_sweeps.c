@@ -12,6 +12,9 @@
  *               forked while a dump reads the memory write it too)
  *        remap: as one, and the child moves its mapping of the memory
  *               (mremap) to another address after each sweep
+ *        split: as one, and the parent unmaps the first half of its own
+ *               mapping once the child runs (so each process maps a part
+ *               of the memory the other does not)
  * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
  * with "CORRUPT ..." on the first wrong page. */
 #include <stdint.h>
@@ -64,6 +67,8 @@ int main(int argc, char **argv) {
   pages = (size_t)atol(argv[1]) * 256;
   uint64_t sweeps = (uint64_t)atol(argv[2]);
   int fork_each = strcmp(argv[3], "fork") == 0, remap = strcmp(argv[3], "remap") == 0;
+  int split = strcmp(argv[3], "split") == 0;
+  size_t first = 0; /* the parent's first mapped page at the end */
   mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 1;
   for (size_t p = 0; p < pages; p++) mem[p * WORDS] = mem[p * WORDS + WORDS - 1] = 0;
@@ -88,6 +93,10 @@ int main(int argc, char **argv) {
       }
       _exit(0);
     }
+    if (split) {
+      first = pages / 2;
+      if (munmap(mem, first * 4096)) return 1;
+    }
     int st;
     if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
   } else {
@@ -101,7 +110,7 @@ int main(int argc, char **argv) {
       if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
     }
   }
-  for (size_t p = 0; p < pages; p++)
+  for (size_t p = first; p < pages; p++)
     if (mem[p * WORDS] != sweeps) corrupt((long)p, (long)mem[p * WORDS], (long)sweeps);
   say("done\n", 0, 0, 0);
   return 0;
