@@ -111,39 +111,32 @@ class Filler {
   // On a worker thread: every piece of the window that block b supplies.
   void write_block(const image::BlockPages& b) {
     auto pieces = std::ranges::equal_range(window_, b.id, {}, &PagePiece::block);
-    if (fd_ >= 0) return write_block_to_file(b, pieces);
-    RemoteWriter w(pid_);
-    for (const PagePiece& pc : pieces) {
-      uint32_t used = pc.kind == PagePiece::kSeq ? pc.npages : 1;
-      if (pc.slot + used > b.npages)
-        throw Error(fmt::format("pack {} block {} holds {} pages; the pagemap wants page {}",
-                                b.id.pack, b.id.block, b.npages, pc.slot + used - 1),
-                    "the image is damaged; it cannot be restored");
-      const uint8_t* src = b.pages + uint64_t{pc.slot} * kPageSize;
-      if (pc.kind == PagePiece::kSeq) {
-        w.add(src, remote_addr(pc.addr), uint64_t{pc.npages} * kPageSize);
-      } else {
-        for (uint32_t i = 0; i < pc.npages; ++i)
-          w.add(src, remote_addr(pc.addr + uint64_t{i} * kPageSize), kPageSize);
-      }
+    if (fd_ >= 0) {
+      uint64_t written = 0;
+      copies(b, pieces, [&](const uint8_t* src, uint64_t off, uint64_t bytes) {
+        for (uint64_t done = 0; done < bytes;) {
+          ssize_t n = ::pwrite(fd_, src + done, bytes - done, static_cast<off_t>(off + done));
+          if (n <= 0)
+            throw SysError(fmt::format("writing shared memory at offset {:#x}", off + done),
+                           n < 0 ? errno : EIO);
+          done += static_cast<uint64_t>(n);
+        }
+        written += bytes;
+      });
+      written_.fetch_add(written, std::memory_order_relaxed);
+      return;
     }
+    RemoteWriter w(pid_);
+    copies(b, pieces, [&](const uint8_t* src, uint64_t addr, uint64_t bytes) {
+      w.add(src, remote_addr(addr), bytes);
+    });
     w.flush();
     written_.fetch_add(w.written(), std::memory_order_relaxed);
   }
 
-  template <typename Pieces>
-  void write_block_to_file(const image::BlockPages& b, const Pieces& pieces) {
-    uint64_t written = 0;
-    auto put = [&](const uint8_t* src, uint64_t off, uint64_t bytes) {
-      for (uint64_t done = 0; done < bytes;) {
-        ssize_t n = ::pwrite(fd_, src + done, bytes - done, static_cast<off_t>(off + done));
-        if (n <= 0)
-          throw SysError(fmt::format("writing shared memory at offset {:#x}", off + done),
-                         n < 0 ? errno : EIO);
-        done += static_cast<uint64_t>(n);
-      }
-      written += bytes;
-    };
+  // put(source, destination, bytes) for each copy the pieces ask of block b.
+  template <typename Pieces, typename Put>
+  static void copies(const image::BlockPages& b, const Pieces& pieces, Put&& put) {
     for (const PagePiece& pc : pieces) {
       uint32_t used = pc.kind == PagePiece::kSeq ? pc.npages : 1;
       if (pc.slot + used > b.npages)
@@ -156,7 +149,6 @@ class Filler {
       else
         for (uint32_t i = 0; i < pc.npages; ++i) put(src, pc.addr + uint64_t{i} * kPageSize, kPageSize);
     }
-    written_.fetch_add(written, std::memory_order_relaxed);
   }
 
   const pid_t pid_;
