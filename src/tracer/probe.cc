@@ -36,6 +36,7 @@
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "tracer/probe_child.h"
+#include "tracer/userfaultfd.h"
 #include "tracer/write_tracker.h"
 
 namespace snap::probe {
@@ -590,6 +591,16 @@ Result probe_soft_dirty() {
   return r;
 }
 
+Result probe_shared_write_protect() {
+  Result r{"shared_wp", "shared memory while the job runs", Need::kOptional, false, {}};
+  std::string why = uffd::shared_write_protect_refused();
+  r.ok = why.empty();
+  r.message = r.ok ? "leave-running dumps write-protect anonymous shared memory (userfaultfd) "
+                     "instead of reading it while the job is stopped"
+                   : why + ": such dumps read anonymous shared memory while the job is stopped";
+  return r;
+}
+
 Result probe_write_tracking() {
   Result r{"write_tracking", "pages written since a checkpoint", Need::kOptional, false, {}};
   const auto& s = WriteTracker::supported();
@@ -612,6 +623,7 @@ std::vector<Result> probe_all() {
   out.push_back(probe_pagemap_scan());
   out.push_back(probe_soft_dirty());
   out.push_back(probe_write_tracking());
+  out.push_back(probe_shared_write_protect());
   for (auto& c : probe_capabilities()) out.push_back(std::move(c));
   return out;
 }

@@ -56,6 +56,9 @@ Result probe_soft_dirty();
 // WriteTracker::supported(): userfaultfd async write-protect of a page of
 // snap's own, PAGEMAP_SCAN reporting and re-protecting it, pidfd_getfd.
 Result probe_write_tracking();
+// uffd::shared_write_protect_refused(): a page of anonymous shared memory
+// of snap's own write-protected as the shared-memory snapshot does.
+Result probe_shared_write_protect();
 
 // All of the above, in the order `snap check` prints them.
 std::vector<Result> probe_all();

@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <fmt/core.h>
 
@@ -42,6 +45,32 @@ int write_protect(int uffd, uint64_t start, uint64_t end, bool protect) {
   wp.range.len = end - start;
   wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
   return ::ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : errno;
+}
+
+std::string shared_write_protect_refused() {
+  ScopedFd fd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  if (!fd)
+    return errno == EPERM ? "userfaultfd(2) serving the kernel's own faults is refused to this "
+                            "user (vm.unprivileged_userfaultfd = 0)"
+                          : fmt::format("userfaultfd(2): {}", std::strerror(errno));
+  constexpr uint64_t kWanted = kFeatureWpHugetlbfsShmem | kFeatureEventFork | kFeatureEventRemap;
+  try {
+    enable_features(fd.get(), kWanted);
+  } catch (const SysError& e) {
+    return fmt::format("{} (write-protecting shared memory needs Linux 5.19)", e.what());
+  }
+  const uint64_t ps = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  void* p = ::mmap(nullptr, ps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return fmt::format("mmap: {}", std::strerror(errno));
+  auto start = reinterpret_cast<uint64_t>(p);
+  std::string why;
+  if (int e = register_wp(fd.get(), start, start + ps))
+    why = fmt::format("UFFDIO_REGISTER of shared memory: {}", std::strerror(e));
+  else if (int e2 = write_protect(fd.get(), start, start + ps))
+    why = fmt::format("UFFDIO_WRITEPROTECT of shared memory: {}", std::strerror(e2));
+  fd.reset();
+  ::munmap(p, ps);
+  return why;
 }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }

@@ -44,6 +44,13 @@ int register_wp(int uffd, uint64_t start, uint64_t end);
 // waiting on a page of the range) the protection of [start, end); 0 or errno.
 int write_protect(int uffd, uint64_t start, uint64_t end, bool protect = true);
 
+// Whether this process may write-protect anonymous shared memory with a
+// context that serves every fault (the kernel's too) and follows forks and
+// mremap, as the shared-memory snapshot needs: tried on a page of its own.
+// Empty when it may, else why not. A job of the same user is allowed
+// the same.
+std::string shared_write_protect_refused();
+
 int pidfd_open(pid_t pid);
 int pidfd_getfd(int pidfd, int fd);
 

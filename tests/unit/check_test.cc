@@ -85,7 +85,7 @@ TEST(Probe, AllHaveNamesAndMessagesAndFinishQuickly) {
   }
   for (const char* id : {"ptrace", "process_vm_readv", "pagemap", "set_tid", "prctl_mm_map",
                          "userns_pidns", "userfaultfd", "pagemap_scan", "proc_children",
-                         "soft_dirty", "write_tracking", "cap_sys_ptrace"})
+                         "soft_dirty", "write_tracking", "shared_wp", "cap_sys_ptrace"})
     EXPECT_TRUE(ids.count(id)) << "no probe " << id;
   EXPECT_TRUE(judge(results).can_dump_restore) << judge(results).reason;
   expect_no_children_left();
