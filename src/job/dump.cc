@@ -214,7 +214,7 @@ void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Stor
     const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
     bool stopped = snapshots.empty();  // --kill: read everything from the job
     PageChooser choose = chooser(proc.pid);
-    if (shm)  // the write-protected shared memory: the pages chosen at the stop
+    if (shm)  // the write-protected shared memory: its pages as the shared snapshot chooses them
       choose = [shm, pid = proc.pid, inner = std::move(choose)](const image::Mapping& m)
           -> std::optional<std::vector<uint64_t>> {
         if (shm->covers(pid, m)) return shm->pages(pid, m);

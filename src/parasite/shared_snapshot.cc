@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/parallel.h"
+#include "parasite/thread_guard.h"
 #include "tracer/remote.h"
 #include "tracer/userfaultfd.h"
 
@@ -87,8 +88,10 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
       if (mine.empty()) continue;
       auto view = std::make_unique<View>();
       {
-        RemoteSyscalls rs(*p.leader, find_syscall_site(p.pid));
-        view->uffd = uffd::create_in(rs, p.pid, O_CLOEXEC | O_NONBLOCK,
+        // Guarded: if snap dies during these calls, the leader goes back to
+        // its own context by itself.
+        GuardedSyscalls guarded(*p.leader);
+        view->uffd = uffd::create_in(guarded.rs(), p.pid, O_CLOEXEC | O_NONBLOCK,
                                      "a job may be refused a userfaultfd that serves the kernel's "
                                      "own faults (vm.unprivileged_userfaultfd = 0, seccomp)");
       }

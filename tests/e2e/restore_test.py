@@ -718,5 +718,32 @@ def shared_memory_mapped_in_part(env):
     shared_memory_rewritten(env, "shared_sweeps_split",
                             [env.prog("shared_sweeps"), "32", "160", "split"], 2)
 
+
+@case
+def shared_memory_snap_killed_while_serving(env):
+    # snap is killed while the job's writer waits on pages snap has not
+    # stored yet: the kernel closes snap's userfaultfds, which lifts the
+    # protection and lets every waiting thread go. The job runs on to its
+    # end, its memory never harmed (the writer checks every page it writes).
+    argv = [env.prog("shared_sweeps"), "64", "100", "one"]
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    out, phases = env.path("shared_killed.out"), env.path("shared_killed.phases")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 2)
+    d = subprocess.Popen([env.snap, "dump", "-v", "--pid", str(p.pid), "-o",
+                          env.path("shared_killed.ckpt")],
+                         env=dict(os.environ, SNAP_PHASE_LOG=phases, SNAP_PHASE_PAUSE="job-released"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(phases) and "job-released" in open(phases).read(), 60,
+             "snap let the job go")
+    d.kill()
+    _, err = d.communicate(timeout=30)
+    expect("write-protected" in err, f"the shared memory was write-protected: {err.strip()}")
+    p.wait(timeout=120)
+    expect(p.returncode == 0 and lines_of(out) == ref,
+           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
+           f"{lines_of(out)[-2:]})")
+
 if __name__ == "__main__":
     main()
