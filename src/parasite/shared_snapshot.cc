@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <set>
 
 #include <fmt/core.h>
 
@@ -66,10 +67,22 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
                                                                  Store store, std::string* why) {
   std::unique_ptr<SharedMemorySnapshot> ss(new SharedMemorySnapshot());
   ss->store_ = std::move(store);
-  std::map<std::pair<uint64_t, uint64_t>, size_t> object_of;  // (dev, inode)
+  // An object some process maps MADV_DONTFORK is missing from that
+  // process's snapshot child: it is read while the job is stopped.
+  std::set<std::pair<uint64_t, uint64_t>> not_forked;
   for (const auto& p : procs)
     for (const auto& m : *p.mappings)
-      if (coverable(m)) object_of.try_emplace({m.dev, m.inode}, object_of.size());
+      if (coverable(m) && image::has_vmflag(m.vmflags, "dc") &&
+          not_forked.insert({m.dev, m.inode}).second)
+        vlog("pid {}: shared memory {:#x}-{:#x} is MADV_DONTFORK: it is read while the job is "
+             "stopped", p.pid, m.start, m.end);
+  std::map<std::pair<uint64_t, uint64_t>, size_t> object_of;  // (dev, inode)
+  auto covered = [&](const image::Mapping& m) {
+    return coverable(m) && !not_forked.count({m.dev, m.inode});
+  };
+  for (const auto& p : procs)
+    for (const auto& m : *p.mappings)
+      if (covered(m)) object_of.try_emplace({m.dev, m.inode}, object_of.size());
   if (object_of.empty()) return nullptr;
   try {
     const uint64_t features = offered();
@@ -84,7 +97,7 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
     for (const auto& p : procs) {
       std::vector<const image::Mapping*> mine;
       for (const auto& m : *p.mappings)
-        if (coverable(m)) mine.push_back(&m);
+        if (covered(m)) mine.push_back(&m);
       if (mine.empty()) continue;
       auto view = std::make_unique<View>();
       {

@@ -39,8 +39,9 @@
 //
 // Not covered (read while stopped): shared memory with a name (files,
 // memfds, System V segments: other processes or the job's descriptors write
-// it without faulting here), hugetlb, a tree where a process has no
-// snapshot. Writes the CPU does not make through the job's page tables (DMA
+// it without faulting here), hugetlb, an object a process maps
+// MADV_DONTFORK (its snapshot child lacks it), a tree where a process has
+// no snapshot. Writes the CPU does not make through the job's page tables (DMA
 // into registered memory) are not seen, as with any snapshot.
 #pragma once
 

@@ -15,6 +15,8 @@
  *        split: as one, and the parent unmaps the first half of its own
  *               mapping once the child runs (so each process maps a part
  *               of the memory the other does not)
+ *        dontfork: as one, and the parent marks its own mapping
+ *               MADV_DONTFORK once the child runs
  * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
  * with "CORRUPT ..." on the first wrong page. */
 #include <stdint.h>
@@ -67,7 +69,7 @@ int main(int argc, char **argv) {
   pages = (size_t)atol(argv[1]) * 256;
   uint64_t sweeps = (uint64_t)atol(argv[2]);
   int fork_each = strcmp(argv[3], "fork") == 0, remap = strcmp(argv[3], "remap") == 0;
-  int split = strcmp(argv[3], "split") == 0;
+  int split = strcmp(argv[3], "split") == 0, dontfork = strcmp(argv[3], "dontfork") == 0;
   size_t first = 0; /* the parent's first mapped page at the end */
   mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 1;
@@ -97,6 +99,7 @@ int main(int argc, char **argv) {
       first = pages / 2;
       if (munmap(mem, first * 4096)) return 1;
     }
+    if (dontfork && madvise(mem, pages * 4096, MADV_DONTFORK)) return 1;
     int st;
     if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
   } else {
