@@ -714,6 +714,10 @@ def shared_memory_moved_during_dump(env):
     # its faults come from the new address, which snap follows.
     shared_memory_rewritten(env, "shared_sweeps_remap",
                             [env.prog("shared_sweeps"), "16", "200", "remap"], 2)
+    # Then all of it but its first page, every 64 pages it writes (the
+    # mapping split in two, the part at an offset moving mid-sweep).
+    shared_memory_rewritten(env, "shared_sweeps_remap_tail",
+                            [env.prog("shared_sweeps"), "16", "200", "remap-tail"], 2)
 
 
 @case

@@ -12,6 +12,9 @@
  *               forked while a dump reads the memory write it too)
  *        remap: as one, and the child moves its mapping of the memory
  *               (mremap) to another address after each sweep
+ *        remap-tail: the child moves all of its mapping but the first page
+ *               to another address every 64 pages it writes (so the mapping
+ *               is split, and the part at an offset moves mid-sweep)
  *        split: as one, and the parent unmaps the first half of its own
  *               mapping once the child runs (so each process maps a part
  *               of the memory the other does not)
@@ -32,11 +35,34 @@
 
 static uint64_t *mem;
 static size_t pages;
+/* The writer's view: pages from `tail_from` on may live elsewhere (remap-tail). */
+static uint64_t *upper;
+static size_t tail_from = 1;
+
+static uint64_t *page_at(size_t p) {
+  return p < tail_from ? mem + p * WORDS : upper + (p - tail_from) * WORDS;
+}
 
 static void say(const char *fmt, long a, long b, long c) {
   char line[160];
   int n = snprintf(line, sizeof line, fmt, a, b, c);
   if (write(1, line, (size_t)n) != n) _exit(3);
+}
+
+/* remap and remap-tail: moves the writer's mapping (or its tail) to `away`
+ * and back, each call the other way. */
+static int moves, tail_moves;
+static void *away;
+
+static void move(void) {
+  uint64_t **moving = tail_moves ? &upper : &mem;
+  size_t bytes = (tail_moves ? pages - tail_from : pages) * 4096;
+  void *was = *moving;
+  void *to = mremap(was, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, away);
+  if (to == MAP_FAILED) _exit(1);
+  *moving = to;
+  if (!tail_moves) upper = mem + tail_from * WORDS;
+  away = was;
 }
 
 static void corrupt(long page, long got, long want) {
@@ -48,15 +74,18 @@ static void corrupt(long page, long got, long want) {
  * sweep lasts a few milliseconds. */
 static void sweep(uint64_t g) {
   for (size_t p = 0; p < pages; p++)
-    if (mem[p * WORDS] != g - 1 || mem[p * WORDS + WORDS - 1] != g - 1)
-      corrupt((long)p, (long)mem[p * WORDS], (long)(g - 1));
+    if (page_at(p)[0] != g - 1 || page_at(p)[WORDS - 1] != g - 1)
+      corrupt((long)p, (long)page_at(p)[0], (long)(g - 1));
   struct timespec pause = {0, 20000};
   for (size_t p = 0; p < pages; p++) {
-    uint64_t *w = mem + p * WORDS;
+    uint64_t *w = page_at(p);
     if (w[0] != g - 1 || w[WORDS - 1] != g - 1) corrupt((long)p, (long)w[0], (long)(g - 1));
     w[0] = g;
     w[WORDS - 1] = g;
-    if (p % 64 == 63) nanosleep(&pause, NULL);
+    if (p % 64 == 63) {
+      if (tail_moves) move();
+      nanosleep(&pause, NULL);
+    }
   }
   if (g % 20 == 0) say("sweep %ld\n", (long)g, 0, 0);
 }
@@ -69,29 +98,29 @@ int main(int argc, char **argv) {
   pages = (size_t)atol(argv[1]) * 256;
   uint64_t sweeps = (uint64_t)atol(argv[2]);
   int fork_each = strcmp(argv[3], "fork") == 0, remap = strcmp(argv[3], "remap") == 0;
+  int remap_tail = strcmp(argv[3], "remap-tail") == 0;
   int split = strcmp(argv[3], "split") == 0, dontfork = strcmp(argv[3], "dontfork") == 0;
   size_t first = 0; /* the parent's first mapped page at the end */
   mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 1;
+  upper = mem + tail_from * WORDS;
   for (size_t p = 0; p < pages; p++) mem[p * WORDS] = mem[p * WORDS + WORDS - 1] = 0;
   say("ready\n", 0, 0, 0);
   if (!fork_each) {
     pid_t c = fork();
     if (c == 0) {
-      /* With remap, the memory alternates between where it was mapped and
-       * a reservation of the same size. */
-      size_t bytes = pages * 4096;
-      void *away = remap ? mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : NULL;
-      if (away == MAP_FAILED) _exit(1);
+      /* The moving part alternates between where it was mapped and a
+       * reservation of its size. */
+      size_t bytes = remap_tail ? (pages - tail_from) * 4096 : pages * 4096;
+      moves = remap;
+      tail_moves = remap_tail;
+      if (moves || tail_moves) {
+        away = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (away == MAP_FAILED) _exit(1);
+      }
       for (uint64_t g = 1; g <= sweeps; g++) {
         sweep(g);
-        if (remap) {
-          void *was = mem;
-          void *to = mremap(mem, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, away);
-          if (to == MAP_FAILED) _exit(1);
-          mem = to;
-          away = was;
-        }
+        if (moves) move();
       }
       _exit(0);
     }
