@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,25 +26,15 @@ namespace snap::parasite {
 namespace {
 
 constexpr uint64_t kPage = image::kPageSize;
-constexpr uint64_t kFeatures =
-    uffd::kFeatureWpHugetlbfsShmem | uffd::kFeatureEventFork | uffd::kFeatureEventRemap;
 // Protecting a populated range walks its page tables (~12 ms for 512 MiB
 // here): large ranges are cut so two threads share the work.
 constexpr uint64_t kProtectPiece = 64ull << 20;
 
-// The features this kernel offers, asked of a context of snap's own (one
-// that serves user faults only: any process may create it).
-uint64_t offered() {
-  static const uint64_t features = [] {
-    ScopedFd q(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | uffd::kUserModeOnly)));
-    if (!q) return uint64_t{0};
-    try {
-      return uffd::offered_features(q.get());
-    } catch (const Error&) {
-      return uint64_t{0};
-    }
-  }();
-  return features;
+// Why snap (and so a job of its user) may not write-protect shared memory
+// here, or empty: tried once, on a page of snap's own.
+const std::string& refused() {
+  static const std::string why = uffd::shared_write_protect_refused();
+  return why;
 }
 
 }  // namespace
@@ -85,14 +74,11 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
       if (covered(m)) object_of.try_emplace({m.dev, m.inode}, object_of.size());
   if (object_of.empty()) return nullptr;
   try {
-    const uint64_t features = offered();
-    if ((features & kFeatures) != kFeatures) {
-      *why = "this kernel's userfaultfd cannot write-protect shared memory (Linux 5.19)";
+    if (!refused().empty()) {
+      *why = refused();
       return nullptr;
     }
     ss->objects_.resize(object_of.size());
-    // Per object, the page offsets an earlier mapping stores already.
-    std::vector<std::vector<std::pair<uint64_t, uint64_t>>> taken(object_of.size());
     std::vector<std::pair<int, Segment>> to_protect;  // (uffd, range)
     for (const auto& p : procs) {
       std::vector<const image::Mapping*> mine;
@@ -108,7 +94,7 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
                                      "a job may be refused a userfaultfd that serves the kernel's "
                                      "own faults (vm.unprivileged_userfaultfd = 0, seccomp)");
       }
-      uffd::enable_features(view->uffd.get(), kFeatures);
+      uffd::enable_features(view->uffd.get(), uffd::kSharedWpFeatures);
       ScopedFd& mem = ss->mem_fds_[p.snapshot_pid];
       if (!mem) {
         std::string path = fmt::format("/proc/{}/mem", p.snapshot_pid);
@@ -129,33 +115,25 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
         const uint64_t first = m->pgoff / kPage, last = first + (m->end - m->start) / kPage;
         Object& o = ss->objects_[obj];
         if (o.saved.size() < last) o.saved.resize(last);
-        auto& t = taken[obj];
+        // The gaps between the runs earlier mappings own (sorted, disjoint).
+        std::vector<Owner> mine_runs;
         uint64_t at = first;
         auto own = [&](uint64_t a, uint64_t b) {
-          if (a < b) o.owners.push_back({a, b, p.pid, mem.get(), m->start, m->start + (a - first) * kPage});
+          if (a < b) mine_runs.push_back({a, b, p.pid, mem.get(), m->start, m->start + (a - first) * kPage});
         };
-        for (const auto& [a, b] : t) {  // sorted, disjoint
-          if (b <= at || a >= last) continue;
-          own(at, std::min(a, last));
-          at = std::max(at, b);
+        for (const auto& ow : o.owners) {
+          if (ow.last <= at || ow.first >= last) continue;
+          own(at, std::min(ow.first, last));
+          at = std::max(at, ow.last);
         }
         own(at, last);
-        t.push_back({first, last});
-        std::sort(t.begin(), t.end());
-        std::vector<std::pair<uint64_t, uint64_t>> merged;
-        for (const auto& r : t)
-          if (!merged.empty() && r.first <= merged.back().second)
-            merged.back().second = std::max(merged.back().second, r.second);
-          else
-            merged.push_back(r);
-        t = std::move(merged);
+        o.owners.insert(o.owners.end(), mine_runs.begin(), mine_runs.end());
+        std::sort(o.owners.begin(), o.owners.end(),
+                  [](const Owner& a, const Owner& b) { return a.first < b.first; });
         ss->claimed_[{p.pid, m->start}] = Claimed{obj, m->pgoff, p.snapshot_pid};
       }
       ss->views_.push_back(std::move(view));
     }
-    for (auto& o : ss->objects_)
-      std::sort(o.owners.begin(), o.owners.end(),
-                [](const Owner& a, const Owner& b) { return a.first < b.first; });
     parallel_for(to_protect.size(), 2, [&](size_t i) {
       const auto& [fd, r] = to_protect[i];
       if (int e = uffd::write_protect(fd, r.start, r.end))
@@ -199,8 +177,12 @@ std::vector<uint64_t> SharedMemorySnapshot::pages(pid_t pid, const image::Mappin
   // since); those this mapping stores. A page the job filled since the stop
   // was stored at its first write (as the zeros it held), so it is dropped
   // again by sink().
-  std::vector<uint64_t> out = pages_to_dump(c.snapshot_pid, m);
   const Object& o = objects_[c.object];
+  if (std::none_of(o.owners.begin(), o.owners.end(), [&](const Owner& ow) {
+        return ow.pid == pid && ow.mapping_start == m.start;
+      }))
+    return {};  // every page of it is another mapping's (the object's data is read once)
+  std::vector<uint64_t> out = pages_to_dump(c.snapshot_pid, m);
   std::erase_if(out, [&](uint64_t a) {
     const Owner* ow = o.owner_of((c.pgoff + a - m.start) / kPage);
     return !ow || ow->pid != pid || ow->mapping_start != m.start;

@@ -53,9 +53,8 @@ std::string shared_write_protect_refused() {
     return errno == EPERM ? "userfaultfd(2) serving the kernel's own faults is refused to this "
                             "user (vm.unprivileged_userfaultfd = 0)"
                           : fmt::format("userfaultfd(2): {}", std::strerror(errno));
-  constexpr uint64_t kWanted = kFeatureWpHugetlbfsShmem | kFeatureEventFork | kFeatureEventRemap;
   try {
-    enable_features(fd.get(), kWanted);
+    enable_features(fd.get(), kSharedWpFeatures);
   } catch (const SysError& e) {
     return fmt::format("{} (write-protecting shared memory needs Linux 5.19)", e.what());
   }

@@ -27,6 +27,10 @@ inline constexpr uint64_t kFeatureEventRemap = 1 << 2;         // UFFD_FEATURE_E
 inline constexpr uint64_t kFeatureWpHugetlbfsShmem = 1 << 12;  // UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 inline constexpr uint64_t kFeatureWpUnpopulated = 1 << 13;     // UFFD_FEATURE_WP_UNPOPULATED
 inline constexpr uint64_t kFeatureWpAsync = 1 << 15;           // UFFD_FEATURE_WP_ASYNC
+// What the shared-memory snapshot asks of a context: write-protect of
+// shmem, and the fork and mremap events.
+inline constexpr uint64_t kSharedWpFeatures =
+    kFeatureWpHugetlbfsShmem | kFeatureEventFork | kFeatureEventRemap;
 // userfaultfd() flag: faults the kernel takes on the process's behalf
 // (copy_to_user in read(2), process_vm_writev into it) are not served but
 // fail. What an unprivileged process may create without
