@@ -15,6 +15,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "restore/fill.h"
+#include "restore/page_copier.h"
 #include "tracer/batch.h"
 #include "tracer/proc.h"
 #include "tracer/task.h"
@@ -340,7 +341,12 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   // 3. Every saved mapping (writable where it gets content), then the
   // contents of all, then their protections.
   create_mappings(batch, p, files);
-  uint64_t written = fill_memory(pid, p, img, fill);
+  uint64_t written = 0;
+  {
+    auto copier = PageCopier::open(rs, pid, p);
+    written = fill_memory(pid, p, img, fill, copier.get());
+  }  // its context closed: every mapping unregistered before more system calls
+
   for (const auto& m : p.mappings) {
     if (is_kernel_mapping(m.kind) || !fill_writes(m) || (m.prot & PROT_WRITE)) continue;
     batch.reserve(1, 0);

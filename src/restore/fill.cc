@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "image/block_stream.h"
+#include "restore/page_copier.h"
 #include "restore/remote_writer.h"
 
 namespace snap::restore {
@@ -53,8 +54,8 @@ bool zeros_need_writing(const Mapping& m) { return m.kind == MappingKind::File |
 // the pieces say.
 class Filler {
  public:
-  Filler(pid_t pid, const image::ImageReader& img, unsigned jobs)
-      : pid_(pid), img_(img), jobs_(jobs), zeros_(pid) {}
+  Filler(pid_t pid, const image::ImageReader& img, unsigned jobs, const PageCopier* copier)
+      : pid_(pid), img_(img), jobs_(jobs), zeros_(pid), copier_(copier) {}
   // Into a file instead (a shared memory object's memfd): pieces given to
   // add_to_file carry file offsets where they carry addresses.
   struct IntoFile {
@@ -127,11 +128,15 @@ class Filler {
       return;
     }
     RemoteWriter w(pid_);
+    uint64_t copied = 0;
     copies(b, pieces, [&](const uint8_t* src, uint64_t addr, uint64_t bytes) {
-      w.add(src, remote_addr(addr), bytes);
+      if (copier_ && copier_->covers(remote_addr(addr)))
+        copied += copier_->copy(src, remote_addr(addr), bytes, w);
+      else
+        w.add(src, remote_addr(addr), bytes);
     });
     w.flush();
-    written_.fetch_add(w.written(), std::memory_order_relaxed);
+    written_.fetch_add(w.written() + copied, std::memory_order_relaxed);
   }
 
   // put(source, destination, bytes) for each copy the pieces ask of block b.
@@ -158,6 +163,7 @@ class Filler {
   std::unique_ptr<uint8_t[]> zero_pages_;  // kZeroPages, zero-filled
   RemoteWriter zeros_;                      // the calling thread's
   std::atomic<uint64_t> written_{0};
+  const PageCopier* copier_ = nullptr;
   const int fd_ = -1;  // writing into this file, not into process pid_
 };
 
@@ -185,18 +191,19 @@ bool fill_writes(const Mapping& m) {
 }
 
 uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
-                     const FillOptions& opts) {
+                     const FillOptions& opts, const PageCopier* copier) {
   auto t0 = std::chrono::steady_clock::now();
   unsigned jobs = std::clamp(opts.jobs, 1u, kMaxJobs);
-  Filler filler(pid, img, jobs);
+  Filler filler(pid, img, jobs, copier);
   for (const auto& m : p.mappings) {
     if (!fill_writes(m)) continue;
     img.for_each_piece(p.pid, m.start, [&](const PagePiece& pc) { filler.add(m, pc); });
   }
   uint64_t written = filler.finish();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  vlog("restore: pid {}: {} MiB written in {:.3f} s by {} worker(s) (up to {} thread(s))", p.pid,
-       written >> 20, s, jobs, jobs * kThreadsPerWorker);
+  vlog("restore: pid {}: {} MiB written in {:.3f} s by {} worker(s) (up to {} thread(s)), {} MiB "
+       "of it by UFFDIO_COPY", p.pid, written >> 20, s, jobs, jobs * kThreadsPerWorker,
+       copier ? copier->copied() >> 20 : 0);
   return written;
 }
 

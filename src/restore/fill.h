@@ -1,7 +1,8 @@
 // Filling a restored process's memory from the image at the disk's speed:
 // each block of the page store is read once, by worker threads that check
 // and decompress it and write its pages straight from the block buffer into
-// the process (process_vm_writev, iovec arrays), while the others read on.
+// the process (UFFDIO_COPY where a PageCopier covers them, else
+// process_vm_writev with iovec arrays), while the others read on.
 #pragma once
 
 #include <sys/types.h>
@@ -35,11 +36,13 @@ bool fill_writes(const image::Mapping& m);
 // (fill_writes) into `pid`, a stopped process whose mappings already exist.
 // Zero pages are written only where memory does not start as zeros (file
 // and shared mappings), not in fresh private anonymous memory. Returns the
-// bytes written. Throws snap::Error naming the file and block on damaged
-// data (and SysError naming pid and address when a write fails), before the
-// job has run any of its own code; no thread outlives the call.
+// bytes written. Pages in the mappings `copier` (if any) covers go through
+// it. Throws snap::Error naming the file and block on damaged data (and
+// SysError naming pid and address when a write fails), before the job has
+// run any of its own code; no thread outlives the call.
+class PageCopier;
 uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
-                     const FillOptions& opts);
+                     const FillOptions& opts, const PageCopier* copier = nullptr);
 
 // Writes the saved pages of `mappings` (by the pid they are saved under),
 // all of one shared memory object, into `fd`, a fresh file of the object's

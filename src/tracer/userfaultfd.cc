@@ -39,6 +39,25 @@ int register_wp(int uffd, uint64_t start, uint64_t end) {
   return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
 }
 
+int register_missing(int uffd, uint64_t start, uint64_t end) {
+  uffdio_register reg{};
+  reg.range.start = start;
+  reg.range.len = end - start;
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+  return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+}
+
+int64_t copy(int uffd, remote_addr dst, const void* src, uint64_t len) {
+  uffdio_copy c{};
+  c.dst = dst.as_int();
+  c.src = reinterpret_cast<uint64_t>(src);
+  c.len = len;
+  c.mode = UFFDIO_COPY_MODE_DONTWAKE;
+  if (::ioctl(uffd, UFFDIO_COPY, &c) == 0) return static_cast<int64_t>(len);
+  if (c.copy > 0) return c.copy;
+  return c.copy < 0 ? c.copy : -errno;
+}
+
 int write_protect(int uffd, uint64_t start, uint64_t end, bool protect) {
   uffdio_writeprotect wp{};
   wp.range.start = start;

@@ -1,10 +1,11 @@
-// userfaultfd for a process of the job: the context is created by the
-// process itself (only a context's own mm can be registered), taken into
-// snap's fd table and closed in the process, so the job is left with no
-// extra descriptor; everything else is ioctls on snap's copy. Used by the
-// write tracker (tracer/write_tracker.h, asynchronous write-protect) and
-// the shared-memory snapshot (parasite/shared_snapshot.h, write-protect
-// served by snap).
+// userfaultfd for a process of the job or of a restore: the context is
+// created by the process itself (only a context's own mm can be
+// registered), taken into snap's fd table and closed in the process, so the
+// job is left with no extra descriptor; everything else is ioctls on snap's
+// copy. Used by the write tracker (tracer/write_tracker.h, asynchronous
+// write-protect), the shared-memory snapshot (parasite/shared_snapshot.h,
+// write-protect served by snap) and the restore's fill of private memory
+// (restore/page_copier.h, UFFDIO_COPY).
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/remote_ptr.h"
 #include "base/scoped_fd.h"
 
 namespace snap {
@@ -44,6 +46,14 @@ uint64_t offered_features(int uffd);
 void enable_features(int uffd, uint64_t features);
 // UFFDIO_REGISTER in write-protect mode; 0 or errno.
 int register_wp(int uffd, uint64_t start, uint64_t end);
+// UFFDIO_REGISTER in missing mode (for UFFDIO_COPY); 0 or errno.
+int register_missing(int uffd, uint64_t start, uint64_t end);
+// UFFDIO_COPY of `len` bytes (whole pages) from `src` in snap to `dst` in
+// the context's process, a page at a time allocated and filled (no zeroing,
+// no fault), without waking anyone. The bytes copied (the kernel may stop
+// early: call again for the rest), or -errno when none was (-EEXIST: the
+// page at `dst` is there already).
+int64_t copy(int uffd, remote_addr dst, const void* src, uint64_t len);
 // UFFDIO_WRITEPROTECT setting (or clearing, which also wakes a thread
 // waiting on a page of the range) the protection of [start, end); 0 or errno.
 int write_protect(int uffd, uint64_t start, uint64_t end, bool protect = true);

@@ -23,11 +23,14 @@ def reap_killed_children(timeout=5.0):
 
 
 def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
-                      timeout=120, ignore=lambda line: False, environ=None, tree=False):
+                      timeout=120, ignore=lambda line: False, environ=None, tree=False,
+                      restore_said=None):
     """Runs argv with stdout to a file, dumps it with --kill once it printed
     after_lines lines, restores it and checks the whole output file. `tree`:
     the job has children, reaped (this test is their subreaper) before the
-    restore needs their pids."""
+    restore needs their pids. `restore_said`: the restore runs with -v, and
+    this is called with what it printed on stderr (to check how it
+    restored)."""
     out = env.path(f"{name}.out")
     ckpt = env.path(f"{name}.ckpt")
     p = start(argv, stdout_path=out, stdin_path=stdin_path, env=environ)
@@ -45,9 +48,12 @@ def dump_kill_restore(env, argv, name, after_lines, expected, stdin_path=None,
         wait_for(all_reaped, 30, "the killed job's children to be reaped")
     before = lines_of(out)
     expect(len(before) < len(expected), f"{name}: killed mid-run ({len(before)} lines)")
-    r = env.snap_run("restore", ckpt, timeout=timeout, check=False)
+    verbose = ["-v"] if restore_said else []
+    r = env.snap_run("restore", *verbose, ckpt, timeout=timeout, check=False)
     expect(r.returncode == 0, f"{name}: restored job exited 0 (got {r.returncode}; {r.stderr.strip()})")
     expect_continued(name, before, [l for l in lines_of(out) if not ignore(l)], expected)
+    if restore_said:
+        restore_said(r.stderr)
 
 
 def expect_continued(name, before, got, expected, what="output identical"):

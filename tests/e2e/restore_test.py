@@ -271,7 +271,20 @@ def victim_handlers_timers_pipe(env):
 def threads_memory(env):
     # Two threads: a worker re-checksums 64 MiB on a condition variable.
     _, ref = uninterrupted([env.prog("memthreads"), "64", "30", "50"], timeout=120)
-    dump_kill_restore(env, [env.prog("memthreads"), "64", "30", "50"], "memthreads", 12, ref)
+
+    # Its heap's pages (10 % of 64 MiB random, the rest zeros: not written)
+    # were copied into fresh pages (restore/page_copier.h), not written
+    # through faults; as root and as an ordinary user alike. What is left
+    # is the libraries' data, private file mappings.
+    def copied(stderr):
+        m = re.search(r"(\d+) MiB written in .* (\d+) MiB of it by UFFDIO_COPY", stderr)
+        written, by_copy = (int(m[1]), int(m[2])) if m else (0, 0)
+        ok = by_copy >= 6 and written - by_copy <= 2
+        expect(ok, f"memthreads: its heap restored by UFFDIO_COPY ({by_copy} of {written} MiB)"
+                   + ("" if ok else f", restore -v said:\n{stderr}"))
+
+    dump_kill_restore(env, [env.prog("memthreads"), "64", "30", "50"], "memthreads", 12, ref,
+                      restore_said=copied)
 
 
 @case

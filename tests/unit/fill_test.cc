@@ -1,8 +1,10 @@
 // Filling a process's memory from an image (src/restore/fill.h), into a real
 // child process: every page lands where the image says, zero pages are
 // written only where memory does not start as zeros, any number of threads.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +23,8 @@
 #include "image/image_reader.h"
 #include "image/image_writer.h"
 #include "restore/fill.h"
+#include "restore/page_copier.h"
+#include "tracer/userfaultfd.h"
 
 namespace snap::restore {
 namespace {
@@ -112,6 +116,14 @@ std::map<uint64_t, Page> write_image(const std::string& dir, const Regions& r,
   return want;
 }
 
+Page read_page(pid_t pid, uint64_t addr) {
+  Page p(kPageSize);
+  iovec local{p.data(), kPageSize}, remote{reinterpret_cast<void*>(addr), kPageSize};
+  if (::process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(kPageSize))
+    throw std::runtime_error("process_vm_readv");
+  return p;
+}
+
 // A child that waits to be killed, with the regions as they are now.
 class Child {
  public:
@@ -126,13 +138,7 @@ class Child {
     ::waitpid(pid_, nullptr, 0);
   }
   pid_t pid() const { return pid_; }
-  Page read(uint64_t addr) const {
-    Page p(kPageSize);
-    iovec local{p.data(), kPageSize}, remote{reinterpret_cast<void*>(addr), kPageSize};
-    if (::process_vm_readv(pid_, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(kPageSize))
-      throw std::runtime_error("process_vm_readv");
-    return p;
-  }
+  Page read(uint64_t addr) const { return read_page(pid_, addr); }
 
  private:
   pid_t pid_ = -1;
@@ -159,6 +165,92 @@ TEST(FillMemory, EveryPageLandsAndZerosOnlyWhereMemoryIsNotFresh) {
                             kPageSize
           << (in_anon ? " of the anonymous region" : " of the file region") << ", " << jobs
           << " thread(s)";
+    }
+  }
+}
+
+// A child whose anonymous region is fresh memory but for its first
+// kTouched pages (which hold kStale), with a userfaultfd context of its own
+// that the test takes (pidfd_getfd) and the child then closes, as a restore
+// does with the process it rebuilds.
+constexpr uint64_t kTouched = 10;
+class ChildWithContext {
+ public:
+  explicit ChildWithContext(uint8_t* anon) {
+    int up[2], down[2];
+    if (::pipe(up) || ::pipe(down)) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork");
+    if (pid_ == 0) {
+      void* p = ::mmap(anon, kPages * kPageSize, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      if (p != anon) ::_exit(1);
+      std::memset(anon, kStale, kTouched * kPageSize);
+      int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | uffd::kUserModeOnly));
+      if (::write(up[1], &fd, sizeof fd) != sizeof fd) ::_exit(1);
+      char c;
+      if (::read(down[0], &c, 1) != 1) ::_exit(1);
+      ::close(fd);
+      for (;;) ::pause();
+    }
+    ::close(up[1]);
+    ::close(down[0]);
+    int fd = -1;
+    if (::read(up[0], &fd, sizeof fd) != sizeof fd || fd < 0)
+      throw std::runtime_error("the child made no userfaultfd");
+    ScopedFd pidfd(uffd::pidfd_open(pid_));
+    uffd_.reset(uffd::pidfd_getfd(pidfd.get(), fd));
+    if (!uffd_) throw std::runtime_error("pidfd_getfd");
+    if (::write(down[1], "x", 1) != 1) throw std::runtime_error("pipe");
+    ::close(up[0]);
+    ::close(down[1]);
+  }
+  ~ChildWithContext() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+  Page read(uint64_t addr) const { return read_page(pid_, addr); }
+  ScopedFd take_context() { return std::move(uffd_); }
+
+ private:
+  pid_t pid_ = -1;
+  ScopedFd uffd_;
+};
+
+TEST(FillMemory, ACopierFillsFreshPagesAndLeavesPresentOnesToTheWriter) {
+  Regions regions;
+  TempDir t;
+  image::Process proc;
+  auto want = write_image(t / "img", regions, proc);
+  auto img = image::ImageReader::open(t / "img");
+  const uint64_t anon = reinterpret_cast<uint64_t>(regions.anon);
+  const uint64_t anon_end = anon + kPages * kPageSize;
+  for (unsigned jobs : {1u, 3u}) {
+    ChildWithContext child(regions.anon);
+    uint64_t written = 0, copied = 0;
+    {
+      ScopedFd fd = child.take_context();
+      uffd::enable_features(fd.get(), 0);
+      ASSERT_EQ(uffd::register_missing(fd.get(), anon, anon_end), 0);
+      PageCopier copier(std::move(fd), child.pid(), {{anon, anon_end}});
+      EXPECT_TRUE(copier.covers(remote_addr(anon)));
+      EXPECT_TRUE(copier.covers(remote_addr(anon_end - 1)));
+      EXPECT_FALSE(copier.covers(remote_addr(anon_end)));
+      EXPECT_FALSE(copier.covers(remote_addr(reinterpret_cast<uint64_t>(regions.file))));
+      written = fill_memory(child.pid(), proc, img, FillOptions{jobs}, &copier);
+      copied = copier.copied();
+    }  // closed: the region unregistered, so its untouched pages read as zeros
+    EXPECT_EQ(written, (2 * kPages - 100) * kPageSize) << jobs << " worker(s)";
+    // Not the touched pages (there already: written by process_vm_writev),
+    // nor the 100 zero ones.
+    EXPECT_EQ(copied, (kPages - 100 - kTouched) * kPageSize) << jobs << " worker(s)";
+    for (const auto& [addr, page] : want) {
+      bool in_anon = addr >= anon && addr < anon_end;
+      bool zero = std::all_of(page.begin(), page.end(), [](uint8_t b) { return b == 0; });
+      Page expected = zero && in_anon ? Page(kPageSize, 0) : page;
+      ASSERT_EQ(child.read(addr), expected) << "page at " << std::hex << addr << ", " << jobs
+                                            << " worker(s)";
     }
   }
 }
