@@ -448,8 +448,9 @@ Result probe_userfaultfd() {
     ScopedFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
     if (dev) fd.reset(::ioctl(dev.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK));
     if (!fd) {
-      r.message = fmt::format("userfaultfd(2): {}, /dev/userfaultfd: {}: no lazy restore "
-                              "(pages are copied up front)",
+      r.message = fmt::format("userfaultfd(2): {}, /dev/userfaultfd: {}: restore fills memory "
+                              "through page faults (process_vm_writev), and incremental dumps "
+                              "compare page contents",
                               errno_name(err), errno_name(errno));
       return r;
     }
@@ -461,11 +462,18 @@ Result probe_userfaultfd() {
     r.message = fmt::format("UFFDIO_API: {}", errno_name(errno));
     return r;
   }
+  // What a restore creates in the process it rebuilds (restore/page_copier.h).
+  ScopedFd copier(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY)));
+  int copier_err = errno;
   r.ok = true;
-  r.message = fmt::format("lazy restore possible via {}{}; write-protect {}{}", how,
-                          user_only ? " (user-mode faults only: vm.unprivileged_userfaultfd=0)" : "",
-                          (api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ? "yes" : "no",
-                          (api.features & UFFD_FEATURE_WP_ASYNC) ? ", async wp" : "");
+  r.message = fmt::format(
+      "available via {}{}; write-protect {}{}; restore fills private memory {}", how,
+      user_only ? " (user-mode faults only: vm.unprivileged_userfaultfd=0)" : "",
+      (api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) ? "yes" : "no",
+      (api.features & UFFD_FEATURE_WP_ASYNC) ? ", async wp" : "",
+      copier ? "with UFFDIO_COPY"
+             : fmt::format("through page faults (userfaultfd(UFFD_USER_MODE_ONLY): {})",
+                           errno_name(copier_err)));
   return r;
 }
 

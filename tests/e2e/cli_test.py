@@ -76,6 +76,15 @@ def check_json(prefix, argv):
     return doc
 
 
+def expect_restore_copies(prefix, doc):
+    """This kernel lets any user create the userfaultfd a restore fills
+    memory with (restore/page_copier.h): `snap check` must say so."""
+    uffd = next((pr for pr in (doc or {}).get("probes", []) if pr["id"] == "userfaultfd"), {})
+    expect("restore fills private memory with UFFDIO_COPY" in uffd.get("message", ""),
+           f"{prefix}the userfaultfd line says restore fills memory with UFFDIO_COPY: "
+           f"{uffd.get('message')!r}")
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -109,6 +118,7 @@ def main():
             expect(doc.get("euid") == 65534, "[uid 65534] JSON reports euid 65534")
             caps = {pr["id"]: pr["ok"] for pr in doc["probes"]}
             expect(caps.get("cap_sys_admin") is False, "[uid 65534] has no CAP_SYS_ADMIN")
+        expect_restore_copies("[uid 65534] ", doc)
     else:
         p = run([snap, "--version"])
         expect(p.returncode == 0 and p.stdout.startswith("snap "), "snap --version", p)
@@ -128,7 +138,7 @@ def main():
         p = run([snap])
         expect(p.returncode == 2, "no command: exit 2", p)
         check_text("", [snap])
-        check_json("", [snap])
+        expect_restore_copies("", check_json("", [snap]))
 
     return checks_result()
 
