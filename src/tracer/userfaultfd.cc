@@ -31,20 +31,24 @@ void enable_features(int uffd, uint64_t features) {
     throw SysError(fmt::format("ioctl(UFFDIO_API, features {:#x})", features), errno);
 }
 
-int register_wp(int uffd, uint64_t start, uint64_t end) {
+namespace {
+
+int register_range(int uffd, uint64_t start, uint64_t end, uint64_t mode) {
   uffdio_register reg{};
   reg.range.start = start;
   reg.range.len = end - start;
-  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  reg.mode = mode;
   return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
 }
 
+}  // namespace
+
+int register_wp(int uffd, uint64_t start, uint64_t end) {
+  return register_range(uffd, start, end, UFFDIO_REGISTER_MODE_WP);
+}
+
 int register_missing(int uffd, uint64_t start, uint64_t end) {
-  uffdio_register reg{};
-  reg.range.start = start;
-  reg.range.len = end - start;
-  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-  return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+  return register_range(uffd, start, end, UFFDIO_REGISTER_MODE_MISSING);
 }
 
 int64_t copy(int uffd, remote_addr dst, const void* src, uint64_t len) {

@@ -144,13 +144,19 @@ class Child {
   pid_t pid_ = -1;
 };
 
-TEST(FillMemory, EveryPageLandsAndZerosOnlyWhereMemoryIsNotFresh) {
+// The regions, an image of their pages, and what the image says of them.
+struct Saved {
   Regions regions;
   TempDir t;
   image::Process proc;
-  auto want = write_image(t / "img", regions, proc);
-  auto img = image::ImageReader::open(t / "img");
+  std::map<uint64_t, Page> want = write_image(t / "img", regions, proc);
+  image::ImageReader img = image::ImageReader::open(t / "img");
   const uint64_t anon = reinterpret_cast<uint64_t>(regions.anon);
+};
+
+TEST(FillMemory, EveryPageLandsAndZerosOnlyWhereMemoryIsNotFresh) {
+  Saved saved;
+  auto& [regions, t, proc, want, img, anon] = saved;
   for (unsigned jobs : {1u, 2u, 5u}) {
     Child child;
     uint64_t written = fill_memory(child.pid(), proc, img, FillOptions{jobs});
@@ -219,12 +225,8 @@ class ChildWithContext {
 };
 
 TEST(FillMemory, ACopierFillsFreshPagesAndLeavesPresentOnesToTheWriter) {
-  Regions regions;
-  TempDir t;
-  image::Process proc;
-  auto want = write_image(t / "img", regions, proc);
-  auto img = image::ImageReader::open(t / "img");
-  const uint64_t anon = reinterpret_cast<uint64_t>(regions.anon);
+  Saved saved;
+  auto& [regions, t, proc, want, img, anon] = saved;
   const uint64_t anon_end = anon + kPages * kPageSize;
   for (unsigned jobs : {1u, 3u}) {
     ChildWithContext child(regions.anon);
