@@ -122,10 +122,4 @@ uint64_t PageCopier::copy(const uint8_t* src, remote_addr dst, uint64_t bytes,
   return copied;
 }
 
-uint64_t PageCopier::registered_bytes() const {
-  uint64_t sum = 0;
-  for (const auto& [s, e] : ranges_) sum += e - s;
-  return sum;
-}
-
 }  // namespace snap::restore

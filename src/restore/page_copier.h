@@ -52,7 +52,6 @@ class PageCopier {
   // through `fallback` instead, which the caller flushes. Returns the bytes
   // the kernel copied. Throws SysError naming pid and address.
   uint64_t copy(const uint8_t* src, remote_addr dst, uint64_t bytes, RemoteWriter& fallback) const;
-  uint64_t registered_bytes() const;
   // Bytes copied by all copy() calls so far.
   uint64_t copied() const { return copied_.load(std::memory_order_relaxed); }
 
