@@ -164,7 +164,7 @@ void MemoryBudget::stop_job() {
         break;  // it has ended
       }
       std::erase_if(tids, [&](pid_t tid) { return !seized.insert(tid).second; });
-      Task::Stopped got = Task::seize_and_stop_all(tids);  // together
+      Task::Stopped got = Task::seize_and_stop_all(tids, pid);  // together
       grew = !got.tasks.empty();
       for (auto& t : got.tasks) tasks_.push_back(std::move(t));
       for (auto& [tid, error] : got.failed) {

@@ -93,8 +93,18 @@ void requeue_signal(pid_t tid, int sig, const std::vector<uint8_t>& info) {
 
 }  // namespace
 
-std::optional<int> wait_stop_leaving_exit(pid_t tid) {
+std::optional<int> wait_stop_leaving_exit(pid_t tid, bool leader) {
   for (;;) {
+    if (!leader) {
+      int status = 0;
+      pid_t r = ::waitpid(tid, &status, __WALL);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw SysError("waitpid(" + who(tid) + ")", errno);
+      }
+      if (WIFEXITED(status) || WIFSIGNALED(status)) return std::nullopt;
+      return status;
+    }
     // A look first, taking nothing: an exit stays for whoever collects it.
     siginfo_t info{};
     if (::waitid(P_PID, static_cast<id_t>(tid), &info, WEXITED | WSTOPPED | __WALL | WNOWAIT) < 0) {
@@ -142,7 +152,7 @@ std::unique_ptr<Task> Task::seize_and_stop(pid_t tid) {
   return std::move(s.tasks.front());
 }
 
-Task::Stopped Task::seize_and_stop_all(const std::vector<pid_t>& tids) {
+Task::Stopped Task::seize_and_stop_all(const std::vector<pid_t>& tids, pid_t tgid) {
   Stopped out;
   // Seized, not stopped yet: such a thread cannot be detached before its
   // stop (PTRACE_DETACH wants a stopped tracee), so every one seized is
@@ -170,7 +180,7 @@ Task::Stopped Task::seize_and_stop_all(const std::vector<pid_t>& tids) {
     if (!interrupted[i]) continue;
     std::unique_ptr<Task>& t = seized[i];
     try {
-      if (t->await_interrupt_stop()) {
+      if (t->await_interrupt_stop(tgid == 0 || t->tid() == tgid)) {
         out.tasks.push_back(std::move(t));
         continue;
       }
@@ -183,9 +193,9 @@ Task::Stopped Task::seize_and_stop_all(const std::vector<pid_t>& tids) {
   return out;
 }
 
-bool Task::await_interrupt_stop() {
+bool Task::await_interrupt_stop(bool leader) {
   for (;;) {
-    auto stop = wait_stop_leaving_exit(tid_);
+    auto stop = wait_stop_leaving_exit(tid_, leader);
     if (!stop) return false;
     int status = *stop;
     if (!WIFSTOPPED(status)) continue;
@@ -442,7 +452,7 @@ SeizedTree SeizedTree::seize(pid_t root) {
       }
       std::erase_if(tids, [&](pid_t tid) { return seized.count(tid) != 0; });
       // All of them at once: the job's freeze starts with the first stop.
-      Task::Stopped got = Task::seize_and_stop_all(tids);
+      Task::Stopped got = Task::seize_and_stop_all(tids, pid);
       for (auto& t : got.tasks) {
         seized.insert(t->tid());
         proc.tasks.push_back(std::move(t));

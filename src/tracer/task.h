@@ -29,11 +29,13 @@ class Task {
   // stop them), then all interrupted, then each stop collected, so they stop
   // together instead of one after another. What could not be stopped is in
   // `failed`, each with the error seize_and_stop would have thrown.
+  // `tgid`, where all are threads of that process, spares the threads but
+  // its leader a system call each (see wait_stop_leaving_exit).
   struct Stopped {
     std::vector<std::unique_ptr<Task>> tasks;  // in the order of the tids
     std::vector<std::pair<pid_t, std::exception_ptr>> failed;
   };
-  static Stopped seize_and_stop_all(const std::vector<pid_t>& tids);
+  static Stopped seize_and_stop_all(const std::vector<pid_t>& tids, pid_t tgid = 0);
   ~Task();  // detaches (re-delivering a signal that the stop intercepted)
   Task(const Task&) = delete;
   Task& operator=(const Task&) = delete;
@@ -91,7 +93,8 @@ class Task {
   explicit Task(pid_t tid) : tid_(tid) {}
   // After PTRACE_INTERRUPT: waits for the thread's stop and notes what it
   // was (a job-control stop, an intercepted signal). False if it exited.
-  bool await_interrupt_stop();
+  // `leader`: whether it may lead its thread group (wait_stop_leaving_exit).
+  bool await_interrupt_stop(bool leader);
   // Takes note of a signal-delivery stop: the signal goes back at detach.
   void intercept(int sig);
   pid_t tid_;
@@ -152,7 +155,10 @@ void check_dumpable(pid_t pid);
 // Waits for the next ptrace stop of traced task `tid` and returns its wait
 // status, taken. If the task exits instead, returns nullopt and leaves the
 // exit to be collected by its parent: that may be snap itself (`snap run`
-// waits for its job), which must still learn how the job ended.
-std::optional<int> wait_stop_leaving_exit(pid_t tid);
+// waits for its job), which must still learn how the job ended. That takes
+// a look first (waitid with WNOWAIT); a thread known not to lead its group
+// (`leader` false) is never anyone's child to wait for, and is waited for
+// at once: one system call less, which counts in a freeze of many threads.
+std::optional<int> wait_stop_leaving_exit(pid_t tid, bool leader = true);
 
 }  // namespace snap

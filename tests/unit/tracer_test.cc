@@ -435,7 +435,7 @@ TEST(Tracer, ThreadsAreStoppedTogether) {
   auto with_gone = tids;
   with_gone.insert(with_gone.begin() + 2, gone);
   {
-    Task::Stopped s = Task::seize_and_stop_all(with_gone);
+    Task::Stopped s = Task::seize_and_stop_all(with_gone, child);
     ASSERT_EQ(s.failed.size(), 1u);
     EXPECT_EQ(s.failed[0].first, gone);
     try {
@@ -495,6 +495,43 @@ TEST(Tracer, ExitWhileBeingStoppedIsLeftToTheParent) {
   EXPECT_TRUE(WIFSTOPPED(*stop) && (*stop >> 16) == PTRACE_EVENT_STOP);
   kill(child, SIGKILL);
   ASSERT_EQ(waitpid(child, &status, __WALL), child);
+}
+
+// A thread but the leader is nobody's child: its exit is taken at once (no
+// look first), its process goes on, and the leader's own exit stays for the
+// parent as above.
+TEST(Tracer, ThreadExitWhileBeingStoppedIsTakenAndItsProcessGoesOn) {
+  int go[2], said[2];
+  ASSERT_EQ(pipe(go), 0);
+  ASSERT_EQ(pipe(said), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    std::thread t([&] {
+      pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+      if (write(said[1], &tid, sizeof tid) != sizeof tid) _exit(1);
+      char c;
+      if (read(go[0], &c, 1) != 1) _exit(1);
+    });
+    t.join();  // the thread has exited
+    if (write(said[1], "j", 1) != 1) _exit(1);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(1);
+    _exit(9);
+  }
+  pid_t tid = 0;
+  ASSERT_EQ(read(said[0], &tid, sizeof tid), static_cast<ssize_t>(sizeof tid));
+  ASSERT_NE(tid, child);
+  ASSERT_EQ(ptrace(PTRACE_SEIZE, tid, nullptr, nullptr), 0);
+  ASSERT_EQ(write(go[1], "x", 1), 1);  // the thread exits now, traced by us
+  EXPECT_FALSE(wait_stop_leaving_exit(tid, false).has_value());
+  char j = 0;
+  ASSERT_EQ(read(said[0], &j, 1), 1);  // its process went on: it joined it
+  EXPECT_EQ(j, 'j');
+  ASSERT_EQ(write(go[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 9);
+  for (int fd : {go[0], go[1], said[0], said[1]}) close(fd);
 }
 
 namespace {
