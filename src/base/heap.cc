@@ -1,7 +1,10 @@
 #include "base/heap.h"
 
 #include <malloc.h>
+#include <sys/mman.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <fcntl.h>
 #include <unistd.h>
@@ -12,8 +15,25 @@ namespace snap {
 
 void keep_freed_heap_mapped() {
   ::mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
-  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 128 << 20);
   ::mallopt(M_TOP_PAD, 4 << 20);
+  // The heap grown by 60 MiB (in blocks below the mmap threshold: from the
+  // heap, not mapped apart), its whole 2 MiB pieces advised, and freed
+  // again: it stays mapped (within the trim threshold) and later blocks come
+  // from it. Nothing is touched here; where the advice is refused nothing
+  // changes.
+  constexpr size_t kHuge = 2 << 20, kBlock = 30 << 20;
+  void* a = std::malloc(kBlock);
+  void* b = a ? std::malloc(kBlock) : nullptr;
+  if (a && b) {
+    const auto lo_at = std::min(reinterpret_cast<uintptr_t>(a), reinterpret_cast<uintptr_t>(b));
+    const auto hi_at = std::max(reinterpret_cast<uintptr_t>(a), reinterpret_cast<uintptr_t>(b)) + kBlock;
+    const uintptr_t lo = (lo_at + kHuge - 1) & ~(kHuge - 1), hi = hi_at & ~(kHuge - 1);
+    if (lo < hi && hi_at - lo_at <= 2 * kBlock + 4096)  // side by side in the heap, not apart
+      ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+  }
+  std::free(b);
+  std::free(a);
 }
 
 void warm_heap(size_t bytes) {

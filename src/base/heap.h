@@ -10,7 +10,11 @@ namespace snap {
 // job is stopped (20,000 mappings: some MiB) came from fresh mmaps each
 // time, glibc's default for blocks over 128 KiB: ~20 ms of the freeze was
 // page faults. With this, blocks up to 32 MiB come from the heap, and up to
-// 64 MiB freed at its top stays mapped for the next ones. Called once, at
+// 128 MiB freed at its top stays mapped for the next ones. And the heap's
+// first 60 MiB are advised to transparent huge pages (where the kernel's
+// THP mode is "always" or "madvise"): one fault per 2 MiB instead of 512,
+// for what snap builds when it starts (a restore's parsed image: 20,000
+// mappings, 3.5 MB of text, opened in ~32 ms against ~85). Called once, at
 // the start of snap.
 void keep_freed_heap_mapped();
 

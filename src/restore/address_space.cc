@@ -318,6 +318,7 @@ void set_mm_layout(SyscallBatch& batch, const image::Process& p) {
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
                            const ProcessFiles& files, const FillOptions& fill) {
   pid_t pid = rs.task().tid();
+  StepTimes steps;
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
   SyscallBatch batch(rs, remote_addr(find_free(now, p.mappings, SyscallBatch::footprint())));
   image::Mapping batch_area;
@@ -340,12 +341,16 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
 
   // 3. Every saved mapping (writable where it gets content), then the
   // contents of all, then their protections.
+  steps.step("skeleton's mappings dropped");
   create_mappings(batch, p, files);
+  steps.step("mappings created");
   uint64_t written = 0;
   {
     auto copier = PageCopier::open(rs, pid, p);
+    steps.step("userfaultfd");
     written = fill_memory(pid, p, img, fill, copier.get());
   }  // its context closed: every mapping unregistered before more system calls
+  steps.step("memory");
 
   for (const auto& m : p.mappings) {
     if (is_kernel_mapping(m.kind) || !fill_writes(m) || (m.prot & PROT_WRITE)) continue;
@@ -359,13 +364,15 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   for (const auto& [id, fd] : files.ghosts)
     batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
   batch.run();
-  vlog("restore: {} mappings created, {} MiB written", p.mappings.size(), written >> 20);
-
+  steps.step("protections");
   restore_aio_rings(batch, p);
 
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.
   set_mm_layout(batch, p);
   drop_vdso(rs, p.mappings);
+  steps.step("layout");
+  vlog("restore: pid {}: {} mappings created, {} MiB written; steps: {}", pid, p.mappings.size(),
+       written >> 20, steps.text());
 }
 
 }  // namespace snap::restore

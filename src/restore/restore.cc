@@ -285,6 +285,7 @@ void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
 }
 
 RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts) {
+  StepTimes steps;
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
   check_code_files(ckpt, opts.allow_changed_code);
@@ -294,6 +295,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   adopt_login_uid(ckpt);
   OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files, opts.tcp_close, opts.fill);
   for (const auto& w : files.warnings()) warn("{}", w);
+  steps.step("checks and files");
 
   // The skeletons' reports come back on one pipe, above every fd they set up.
   int ends[2];
@@ -316,17 +318,21 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   tree.collect_reports(report_read.get());
   files.end_holders();  // every skeleton is in its cwd
   vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
+  steps.step("skeletons");
 
   tree.seize_all();
   join_groups(tree, plan, space);
+  steps.step("seize");
   for (const auto& p : ckpt.processes)
     if (!p.zombie)
       rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill);
+  steps.step("rebuild");
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();
   tree.release();
   space.released();
-  vlog("restore: {} process(es) running", plan.nodes.size());
+  steps.step("release");
+  vlog("restore: {} process(es) running; steps: {}", plan.nodes.size(), steps.text());
   return out;
 }
 

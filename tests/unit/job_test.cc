@@ -1,13 +1,22 @@
 // Pieces of a dump's orchestration (src/job) that stand alone.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "base/heap.h"
+#include "base/huge_buffer.h"
 #include "image/checkpoint.h"
 #include "job/held_pages.h"
 
@@ -108,3 +117,39 @@ TEST(HeldPages, ReadersAddAtOnce) {
 }
 
 }  // namespace
+
+// snap's heap (base/heap.h): after keep_freed_heap_mapped(), a block of
+// some MiB, freed and taken again, lies in heap advised to transparent huge
+// pages. Checked in a child, whose malloc settings are its own.
+TEST(Heap, LargeBlocksComeFromHeapAdvisedToHugePages) {
+  if (!huge_pages_available())
+    GTEST_SKIP() << "transparent huge pages are off here (THP \"never\"): nothing is advised";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    keep_freed_heap_mapped();
+    auto* p = static_cast<char*>(std::malloc(8 << 20));
+    if (!p) _exit(3);
+    p[0] = 1;
+    const auto at = reinterpret_cast<uintptr_t>(p) + (4 << 20);
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool inside = false;
+    while (std::getline(smaps, line)) {
+      uintptr_t lo = 0, hi = 0;
+      char dash = 0;
+      std::istringstream range(line);
+      if (range >> std::hex >> lo >> dash >> hi && dash == '-') {
+        inside = lo <= at && at < hi;
+        continue;
+      }
+      if (inside && line.rfind("VmFlags:", 0) == 0) _exit(line.find(" hg") != std::string::npos ? 0 : 1);
+    }
+    _exit(2);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: the block's mapping is not advised (no hg), "
+                                       "2: no mapping holds it, 3: malloc failed";
+}
