@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <fmt/core.h>
 
+#include "base/heap.h"
 #include "base/log.h"
 #include "cmd/command.h"
 #include "image/image_reader.h"
@@ -84,17 +85,22 @@ int run_restore(const cxxopts::ParseResult& args) {
     opts.fill.jobs = args["jobs"].as<unsigned>();
     if (opts.fill.jobs == 0) throw UsageError("--jobs must be at least 1");
   }
-  auto img = image::ImageReader::open(dir);  // 1
-  const auto& ckpt = img.checkpoint();
-  vlog("image opened: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
-       ckpt.hostname);
-
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
   opts.allow_changed_code = args.count("allow-changed-code") > 0;
   opts.tcp_close = args.count("tcp-close") > 0;
   opts.tcp_established = args.count("tcp-established") > 0;
-  auto space = restore::choose_pid_space(args.count("isolate") > 0);
-  auto tree = restore::restore_tree(img, *space, opts);  // 2
+  advise_heap_huge_pages();
+  std::unique_ptr<restore::PidSpace> space;
+  restore::RestoredTree tree;
+  {
+    auto img = image::ImageReader::open(dir);  // 1
+    const auto& ckpt = img.checkpoint();
+    vlog("image opened: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
+         ckpt.hostname);
+    space = restore::choose_pid_space(args.count("isolate") > 0);
+    tree = restore::restore_tree(img, *space, opts);  // 2
+  }
+  release_free_heap();  // the image is closed: snap holds little while it waits
   for (const auto& [saved, host] : tree.host_pids)
     vlog("pid {} of the job is pid {} here", saved, host);
 

@@ -15,8 +15,12 @@ namespace snap {
 
 void keep_freed_heap_mapped() {
   ::mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
-  ::mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
   ::mallopt(M_TOP_PAD, 4 << 20);
+}
+
+void advise_heap_huge_pages() {
+  ::mallopt(M_TRIM_THRESHOLD, 128 << 20);  // above what is advised: it stays
   // The heap grown by 60 MiB (in blocks below the mmap threshold: from the
   // heap, not mapped apart), its whole 2 MiB pieces advised, and freed
   // again: it stays mapped (within the trim threshold) and later blocks come
@@ -34,6 +38,11 @@ void keep_freed_heap_mapped() {
   }
   std::free(b);
   std::free(a);
+}
+
+void release_free_heap() {
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  ::malloc_trim(0);
 }
 
 void warm_heap(size_t bytes) {

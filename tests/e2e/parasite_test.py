@@ -162,8 +162,12 @@ def test_manifest(snap, victim_exe, work):
     expect(proc.get("dumpable") == 1 and proc.get("pdeathsig") == 0, "dumpable and pdeathsig recorded")
     with open(f"/proc/{v.pid}/maps") as f:
         maps = f.read()
-    expect(len(maps.splitlines()) == len([m for m in proc["mappings"]]),
-           "no mapping left behind in the victim (same count as in the image)")
+    now = {int(l.split("-")[0], 16): l for l in maps.splitlines()}
+    saved = {m["start"] for m in proc["mappings"]}
+    expect(len(now) == len(saved),
+           "no mapping left behind in the victim (same count as in the image; now but not saved: "
+           f"{[now[a] for a in sorted(set(now) - saved)]}, saved but not now: "
+           f"{[hex(a) for a in sorted(saved - set(now))]})")
     v.check_output(v.finish(30))
 
 

@@ -118,8 +118,8 @@ TEST(HeldPages, ReadersAddAtOnce) {
 
 }  // namespace
 
-// snap's heap (base/heap.h): after keep_freed_heap_mapped(), a block of
-// some MiB, freed and taken again, lies in heap advised to transparent huge
+// snap's heap (base/heap.h): after advise_heap_huge_pages(), as restore
+// calls it, a block of some MiB lies in heap advised to transparent huge
 // pages. Checked in a child, whose malloc settings are its own.
 TEST(Heap, LargeBlocksComeFromHeapAdvisedToHugePages) {
   if (!huge_pages_available())
@@ -128,6 +128,7 @@ TEST(Heap, LargeBlocksComeFromHeapAdvisedToHugePages) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     keep_freed_heap_mapped();
+    advise_heap_huge_pages();
     auto* p = static_cast<char*>(std::malloc(8 << 20));
     if (!p) _exit(3);
     p[0] = 1;
