@@ -95,19 +95,11 @@ void requeue_signal(pid_t tid, int sig, const std::vector<uint8_t>& info) {
 
 std::optional<int> wait_stop_leaving_exit(pid_t tid, bool leader) {
   for (;;) {
-    if (!leader) {
-      int status = 0;
-      pid_t r = ::waitpid(tid, &status, __WALL);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        throw SysError("waitpid(" + who(tid) + ")", errno);
-      }
-      if (WIFEXITED(status) || WIFSIGNALED(status)) return std::nullopt;
-      return status;
-    }
-    // A look first, taking nothing: an exit stays for whoever collects it.
+    // A look first, taking nothing: an exit stays for whoever collects it
+    // (a thread but the leader is nobody's child: no look).
     siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(tid), &info, WEXITED | WSTOPPED | __WALL | WNOWAIT) < 0) {
+    if (leader &&
+        ::waitid(P_PID, static_cast<id_t>(tid), &info, WEXITED | WSTOPPED | __WALL | WNOWAIT) < 0) {
       if (errno == EINTR) continue;
       throw SysError("waitid(" + who(tid) + ")", errno);
     }
@@ -130,8 +122,9 @@ std::optional<int> wait_stop_leaving_exit(pid_t tid, bool leader) {
       if (errno == EINTR) continue;
       throw SysError("waitpid(" + who(tid) + ")", errno);
     }
-    // Killed between the look and the wait (SIGKILL only: it was stopped):
-    // its status is gone, as it would have been before.
+    // Exited (a thread without the look), or killed between the look and
+    // the wait (SIGKILL only: it was stopped): its status is gone, as it
+    // would have been before.
     if (WIFEXITED(status) || WIFSIGNALED(status)) return std::nullopt;
     return status;
   }
