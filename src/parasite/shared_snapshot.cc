@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/parallel.h"
+#include "parasite/parasite.h"
 #include "parasite/thread_guard.h"
 #include "tracer/remote.h"
 #include "tracer/userfaultfd.h"
@@ -35,6 +38,71 @@ constexpr uint64_t kProtectPiece = 64ull << 20;
 const std::string& refused() {
   static const std::string why = uffd::shared_write_protect_refused();
   return why;
+}
+
+// A userfaultfd context of process `pid` (its leader stopped and parked by
+// `guarded`), taken by snap, with no moment where snap's death would leave
+// the job a descriptor (it would keep its later dumps from working: snap
+// cannot save one). The leader runs a few instructions of its own, from a
+// page mapped for them: userfaultfd(flags), close() of what it returned,
+// then `ret` onto its guard's frame, whose rt_sigreturn takes it back to
+// its own context. snap takes the descriptor at that userfaultfd's exit
+// stop, between the two calls. Dying anywhere after the start, snap leaves
+// a thread that closes it and goes back by itself; before, nothing exists.
+// Where the guard cannot heal, a plain remote call as before.
+ScopedFd create_context_in(GuardedSyscalls& guarded, pid_t pid, int flags, const std::string& hint) {
+  if (!guarded.healing()) return uffd::create_in(guarded.rs(), pid, flags, hint);
+  RemoteSyscalls& rs = guarded.rs();
+  ThreadGuard& guard = guarded.guard();
+  const pid_t tid = rs.task().tid();
+  ScopedFd pidfd(uffd::pidfd_open(pid));
+  if (!pidfd) throw SysError(fmt::format("pidfd_open({})", pid), errno);
+  const uint32_t f = static_cast<uint32_t>(flags);
+  const uint8_t code[] = {
+      0xbf, uint8_t(f), uint8_t(f >> 8), uint8_t(f >> 16), uint8_t(f >> 24),  // mov $flags, %edi
+      0xb8, uint8_t(SYS_userfaultfd), uint8_t(SYS_userfaultfd >> 8), 0, 0,  // mov $SYS_userfaultfd, %eax
+      0x0f, 0x05,                                                          // syscall
+      0x89, 0xc7,                                                          // mov %eax, %edi
+      0xb8, uint8_t(SYS_close), 0, 0, 0,                                   // mov $SYS_close, %eax
+      0x0f, 0x05,                                                          // syscall
+      0xc3};                                                               // ret: to the frame's gadget
+  const remote_addr page(static_cast<uint64_t>(
+      rs.checked("mmap of the userfaultfd sequence", SYS_mmap, 0, kPage, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0)));
+  ScopedFd mine;
+  long result = -ENOSYS;
+  int getfd_err = 0;
+  try {
+    write_remote(tid, page, code, sizeof code);
+    rs.checked("mprotect of the userfaultfd sequence", SYS_mprotect, page.as_int(), kPage,
+               PROT_READ | PROT_EXEC);
+    bool entered = false;
+    guard.on_syscall_stop([&](const Registers& r) {
+      if (r.original_syscallno() != SYS_userfaultfd) return;
+      if (!entered) {  // its entry stop; the exit is next
+        entered = true;
+        return;
+      }
+      result = r.syscall_result();
+      if (result < 0) return;
+      phase(tid, "shared-uffd-created");
+      mine.reset(uffd::pidfd_getfd(pidfd.get(), static_cast<int>(result)));
+      getfd_err = errno;
+    });
+    guard.start(page, 0, guard.frame());
+    while (!guard.wait_and_step()) {}
+    guard.on_syscall_stop(nullptr);
+    guard.park();  // for the munmap below, and until the guard's scope ends
+  } catch (...) {
+    guard.on_syscall_stop(nullptr);
+    rs.syscall(SYS_munmap, page.as_int(), kPage);
+    throw;
+  }
+  rs.checked("munmap of the userfaultfd sequence", SYS_munmap, page.as_int(), kPage);
+  if (result < 0)
+    throw SysError(fmt::format("userfaultfd() in pid {}", pid), static_cast<int>(-result), hint);
+  if (!mine) throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, result), getfd_err);
+  return mine;
 }
 
 }  // namespace
@@ -90,7 +158,7 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
         // Guarded: if snap dies during these calls, the leader goes back to
         // its own context by itself.
         GuardedSyscalls guarded(*p.leader);
-        view->uffd = uffd::create_in(guarded.rs(), p.pid, O_CLOEXEC | O_NONBLOCK,
+        view->uffd = create_context_in(guarded, p.pid, O_CLOEXEC | O_NONBLOCK,
                                      "a job may be refused a userfaultfd that serves the kernel's "
                                      "own faults (vm.unprivileged_userfaultfd = 0, seccomp)");
       }

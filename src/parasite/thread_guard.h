@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -80,6 +81,9 @@ class ThreadGuard {
   // else lets it run on to its next stop.
   void start(remote_addr entry, uint64_t arg = 0, remote_addr sp = remote_addr());
   bool wait_and_step();
+  // Called by wait_and_step() at each system-call stop (entry or exit) of
+  // the thread while it is stopped there, before it goes on; empty: none.
+  void on_syscall_stop(std::function<void(const Registers&)> f) { syscall_stop_ = std::move(f); }
   // start() in two halves for a thread that will run free (no stop until
   // interrupt(), below): its registers set for `entry` and the thread
   // parked, then set off by resume_free(), so that all of a process's
@@ -116,6 +120,7 @@ class ThreadGuard {
   bool in_sigreturn_ = false;  // between start() and the end of its rt_sigreturn
   bool interrupted_ = false;   // interrupt() asked, its stop not seen yet
   std::optional<pid_t> cloned_;
+  std::function<void(const Registers&)> syscall_stop_;
   std::vector<uint8_t> unwritten_;  // the frame, until write_frames()
   void build_frame(const Registers& orig);
   void frame_not_written(const std::string& why);

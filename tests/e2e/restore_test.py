@@ -773,6 +773,62 @@ def shared_memory_snap_killed_while_serving(env):
 
 
 @case
+def shared_memory_snap_killed_making_its_context(env):
+    # snap is killed right when the job's leader has created the userfaultfd
+    # context for its shared memory (snap holds still there: the phase
+    # shared-uffd-created), before snap took it: the leader closes it by
+    # itself and goes back to its own code, so the job keeps no descriptor
+    # (snap refuses to save one: every later dump would fail) and runs on;
+    # the next dump succeeds and restores as an uninterrupted run ends.
+    argv = [env.prog("shared_sweeps"), "4", "5000", "one"]  # ~8 s: it outlives the checks
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    out, phases = env.path("ctx_killed.out"), env.path("ctx_killed.phases")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 2)
+    d = subprocess.Popen([env.snap, "dump", "--pid", str(p.pid), "-o", env.path("ctx_killed.ckpt")],
+                         env=dict(os.environ, SNAP_PHASE_LOG=phases,
+                                  SNAP_PHASE_PAUSE="shared-uffd-created"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(phases) and "shared-uffd-created" in open(phases).read(), 60,
+             "snap reached the moment the job's context exists")
+    d.kill()
+    d.communicate(timeout=30)
+    def tree():
+        pids = [p.pid]
+        for t in os.listdir(f"/proc/{p.pid}/task"):
+            with open(f"/proc/{p.pid}/task/{t}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+        return pids
+
+    def uffds():
+        fds = []
+        for pid in tree():
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if "userfaultfd" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                        fds.append(f"pid {pid} fd {fd}")
+                except FileNotFoundError:
+                    pass
+        return fds
+
+    try:
+        wait_for(lambda: not uffds(), 2, "the job to close the context itself")
+    except AssertionError:
+        pass
+    expect(uffds() == [] and p.poll() is None,
+           f"the job, still running, holds no userfaultfd: {uffds()} (exit {p.poll()})")
+    for pid in tree():
+        with open(f"/proc/{pid}/status") as f:
+            tracer = [l.split()[1] for l in f if l.startswith("TracerPid:")]
+        expect(tracer == ["0"], f"pid {pid} is not traced any more ({tracer})")
+    ckpt = env.path("ctx_next.ckpt")
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+    expect("write-protected" in r.stderr, f"the next dump write-protects it again: {r.stderr.strip()}")
+    runs_on_then_restores(env, p, out, ckpt, ref)
+
+
+@case
 def shared_memory_dontfork(env):
     # The parent marks its mapping MADV_DONTFORK: its snapshot child lacks
     # the memory, so snap cannot read it from there and reads it while the
