@@ -387,8 +387,8 @@ bool ThreadGuard::on_stop(int status) {
   int sig = WSTOPSIG(status);
   if (sig == (SIGTRAP | 0x80)) {
     Registers now = task_.regs();
-    if (syscall_stop_ && !in_sigreturn_) syscall_stop_(now);
     if (!in_sigreturn_) {
+      if (syscall_stop_) syscall_stop_(now);
       in_sigreturn_ = now.original_syscallno() == SYS_rt_sigreturn && now.syscall_result() == kEnosys;
       resume();
       return false;
