@@ -342,6 +342,8 @@ void SharedMemorySnapshot::serve() {
             stats_.contexts++;
           } else if (msg.event == UFFD_EVENT_REMAP) {
             on_remap(v, msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
+          } else if (msg.event == UFFD_EVENT_REMOVE) {
+            on_remove(v, msg.arg.remove.start, msg.arg.remove.end);
           }
         }
       }
@@ -407,11 +409,38 @@ void SharedMemorySnapshot::on_remap(size_t view, uint64_t from, uint64_t to, uin
   views_[view]->segs = std::move(out);
 }
 
+void SharedMemorySnapshot::on_remove(size_t view, uint64_t start, uint64_t end) {
+  // The job's madvise goes on as soon as this event is read: with
+  // MADV_REMOVE the object's pages are freed, and what they held at the
+  // stop is gone, so a page not stored yet cannot be stored as it was.
+  // (With MADV_DONTNEED only the job's page tables lose them, but the event
+  // does not tell which.) The dump fails rather than store other contents.
+  std::lock_guard lock(mu_);
+  for (const auto& s : views_[view]->segs) {
+    const uint64_t lo = std::max(s.start, start), hi = std::min(s.end, end);
+    if (lo >= hi) continue;
+    const Object& o = objects_[s.object];
+    for (uint64_t a = lo; a < hi; a += kPage) {
+      const uint64_t n = (s.pgoff + a - s.start) / kPage;
+      if (n >= o.saved.size() || o.saved[n] || !o.owner_of(n)) continue;
+      if (error_.empty())
+        error_ = fmt::format(
+            "the job released anonymous shared memory at {:#x}-{:#x} (madvise MADV_REMOVE or "
+            "MADV_DONTNEED) before snap had read all of it; what it held at the stop may be "
+            "gone, so it cannot be stored faithfully",
+            start, end);
+      return;
+    }
+  }
+}
+
 SharedMemorySnapshot::Stats SharedMemorySnapshot::finish() {
   stop();
   std::lock_guard lock(mu_);
   if (!error_.empty())
-    throw Error("shared memory: " + error_, "the job ran on unharmed; dump it again");
+    throw Error("shared memory: " + error_,
+                "the job ran on unharmed; dump it again (or with --kill: the job stays stopped "
+                "while its memory is read)");
   return stats_;
 }
 

@@ -27,6 +27,11 @@
 //          the protection and snap serves its faults too (the fork waits
 //          until snap has read the event). mremap: UFFD_FEATURE_EVENT_REMAP,
 //          snap follows the move.
+//   madvise: UFFD_FEATURE_EVENT_REMOVE: the job's MADV_REMOVE (or
+//          MADV_DONTNEED; the event does not say which) goes on as soon as
+//          snap has read the event, so a page freed then that snap had not
+//          stored no longer holds what it held at the stop: the dump fails
+//          (finish() throws), the job runs on.
 // A write the kernel makes for the job (read(2) into the memory,
 // process_vm_writev from another process of the job) faults the same way:
 // the context is created without UFFD_USER_MODE_ONLY, which is what an
@@ -145,6 +150,7 @@ class SharedMemorySnapshot {
   void serve();
   void on_fault(size_t view, uint64_t addr);
   void on_remap(size_t view, uint64_t from, uint64_t to, uint64_t len);
+  void on_remove(size_t view, uint64_t start, uint64_t end);
   // Lifts the protection of object pages [first, last) in every view.
   void unprotect(size_t object, uint64_t first, uint64_t last);
   void stop();

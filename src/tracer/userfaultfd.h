@@ -26,13 +26,15 @@ namespace uffd {
 // headers predate some of them (<linux/userfaultfd.h>).
 inline constexpr uint64_t kFeatureEventFork = 1 << 1;          // UFFD_FEATURE_EVENT_FORK
 inline constexpr uint64_t kFeatureEventRemap = 1 << 2;         // UFFD_FEATURE_EVENT_REMAP
+inline constexpr uint64_t kFeatureEventRemove = 1 << 3;        // UFFD_FEATURE_EVENT_REMOVE
 inline constexpr uint64_t kFeatureWpHugetlbfsShmem = 1 << 12;  // UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 inline constexpr uint64_t kFeatureWpUnpopulated = 1 << 13;     // UFFD_FEATURE_WP_UNPOPULATED
 inline constexpr uint64_t kFeatureWpAsync = 1 << 15;           // UFFD_FEATURE_WP_ASYNC
 // What the shared-memory snapshot asks of a context: write-protect of
-// shmem, and the fork and mremap events.
+// shmem, and the fork, mremap and madvise (MADV_REMOVE, MADV_DONTNEED)
+// events.
 inline constexpr uint64_t kSharedWpFeatures =
-    kFeatureWpHugetlbfsShmem | kFeatureEventFork | kFeatureEventRemap;
+    kFeatureWpHugetlbfsShmem | kFeatureEventFork | kFeatureEventRemap | kFeatureEventRemove;
 // userfaultfd() flag: faults the kernel takes on the process's behalf
 // (copy_to_user in read(2), process_vm_writev into it) are not served but
 // fail. What an unprivileged process may create without

@@ -746,6 +746,37 @@ def shared_memory_mapped_in_part(env):
 
 
 @case
+def shared_memory_released_during_dump(env):
+    # The writer frees each page (MADV_REMOVE) right before it raises it, so
+    # while snap holds still after letting the job go, it frees pages snap
+    # has not read: what they held at the stop is gone. The dump refuses
+    # (no image) rather than store other contents, the job runs on unharmed
+    # to the end of an uninterrupted run, and a dump with --kill (the job
+    # stopped while its memory is read) restores to that end.
+    argv = [env.prog("shared_sweeps"), "2", "200", "punch"]
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    out, ckpt = env.path("punch.out"), env.path("punch.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 2)
+    r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
+                     env=dict(os.environ, SNAP_PHASE_PAUSE="job-released"))
+    if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
+        # Read while the job is stopped (shared_memory_rewritten): faithful.
+        expect(r.returncode == 0, f"the memory read while stopped is dumped: {r.stderr.strip()}")
+        runs_on_then_restores(env, p, out, ckpt, ref)
+        return
+    expect(r.returncode == 1 and "MADV_REMOVE" in r.stderr and "--kill" in r.stderr,
+           f"the dump refuses, says why and what to do (exit {r.returncode}): {r.stderr.strip()}")
+    expect(not os.path.exists(ckpt), "the refused dump left no image")
+    p.wait(timeout=120)
+    expect(p.returncode == 0 and lines_of(out) == ref,
+           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
+           f"{lines_of(out)[-2:]})")
+    dump_kill_restore(env, argv, "punch_kill", 2, ref, tree=True)
+
+
+@case
 def shared_memory_snap_killed_while_serving(env):
     # snap is killed while the job's writer waits on pages snap has not
     # stored yet: the kernel closes snap's userfaultfds, which lifts the

@@ -20,6 +20,8 @@
  *               of the memory the other does not)
  *        dontfork: as one, and the parent marks its own mapping
  *               MADV_DONTFORK once the child runs
+ *        punch: as one, and the writer frees each page (MADV_REMOVE: it
+ *               reads as zeros) right before it raises it
  * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
  * with "CORRUPT ..." on the first wrong page. */
 #include <stdint.h>
@@ -38,6 +40,7 @@ static size_t pages;
 /* The writer's view: pages from `tail_from` on may live elsewhere (remap-tail). */
 static uint64_t *upper;
 static size_t tail_from = 1;
+static int punch;
 
 static uint64_t *page_at(size_t p) {
   return p < tail_from ? mem + p * WORDS : upper + (p - tail_from) * WORDS;
@@ -80,6 +83,7 @@ static void sweep(uint64_t g) {
   for (size_t p = 0; p < pages; p++) {
     uint64_t *w = page_at(p);
     if (w[0] != g - 1 || w[WORDS - 1] != g - 1) corrupt((long)p, (long)w[0], (long)(g - 1));
+    if (punch && (madvise(w, 4096, MADV_REMOVE) || w[0] != 0)) _exit(1);
     w[0] = g;
     w[WORDS - 1] = g;
     if (p % 64 == 63) {
@@ -92,7 +96,7 @@ static void sweep(uint64_t g) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: shared_sweeps MIB SWEEPS one|fork\n");
+    fprintf(stderr, "usage: shared_sweeps MIB SWEEPS MODE\n");
     return 2;
   }
   pages = (size_t)atol(argv[1]) * 256;
@@ -100,6 +104,7 @@ int main(int argc, char **argv) {
   int fork_each = strcmp(argv[3], "fork") == 0, remap = strcmp(argv[3], "remap") == 0;
   int remap_tail = strcmp(argv[3], "remap-tail") == 0;
   int split = strcmp(argv[3], "split") == 0, dontfork = strcmp(argv[3], "dontfork") == 0;
+  punch = strcmp(argv[3], "punch") == 0;
   size_t first = 0; /* the parent's first mapped page at the end */
   mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 1;
