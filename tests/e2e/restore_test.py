@@ -660,6 +660,18 @@ def deep_thread_stacks_leave_running(env):
 
 
 
+def started_after_a_reference(env, argv, name, lines_first):
+    """An uninterrupted run of argv (it must end with "done"), then argv
+    started again, its stdout in NAME.out, once it has printed lines_first
+    lines: (the process, NAME.out, the uninterrupted run's lines)."""
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    out = env.path(f"{name}.out")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, lines_first)
+    return p, out, ref
+
+
 def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=None):
     # A dump that lets the job run on write-protects anonymous shared
     # memory instead of reading it while the job is stopped
@@ -669,11 +681,8 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
     # go, so the writer writes pages snap has not read yet. The job must run
     # on to its end, and the image must hold every page as it was at the
     # stop: the restored writer finds any page from another instant.
-    _, ref = uninterrupted(argv, timeout=120)
-    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
-    out, ckpt = env.path(f"{name}.out"), env.path(f"{name}.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, lines_first)
+    p, out, ref = started_after_a_reference(env, argv, name, lines_first)
+    ckpt = env.path(f"{name}.ckpt")
     r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
                      env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
                               SNAP_PHASE_PAUSE="job-released"))
@@ -754,11 +763,8 @@ def shared_memory_released_during_dump(env):
     # to the end of an uninterrupted run, and a dump with --kill (the job
     # stopped while its memory is read) restores to that end.
     argv = [env.prog("shared_sweeps"), "2", "200", "punch"]
-    _, ref = uninterrupted(argv, timeout=120)
-    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
-    out, ckpt = env.path("punch.out"), env.path("punch.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 2)
+    p, out, ref = started_after_a_reference(env, argv, "punch", 2)
+    ckpt = env.path("punch.ckpt")
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
                      env=dict(os.environ, SNAP_PHASE_PAUSE="job-released"))
     if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
@@ -783,11 +789,8 @@ def shared_memory_snap_killed_while_serving(env):
     # protection and lets every waiting thread go. The job runs on to its
     # end, its memory never harmed (the writer checks every page it writes).
     argv = [env.prog("shared_sweeps"), "64", "100", "one"]
-    _, ref = uninterrupted(argv, timeout=120)
-    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
-    out, phases = env.path("shared_killed.out"), env.path("shared_killed.phases")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 2)
+    p, out, ref = started_after_a_reference(env, argv, "shared_killed", 2)
+    phases = env.path("shared_killed.phases")
     d = subprocess.Popen([env.snap, "dump", "-v", "--pid", str(p.pid), "-o",
                           env.path("shared_killed.ckpt")],
                          env=dict(os.environ, SNAP_PHASE_LOG=phases, SNAP_PHASE_PAUSE="job-released"),
@@ -812,11 +815,8 @@ def shared_memory_snap_killed_making_its_context(env):
     # (snap refuses to save one: every later dump would fail) and runs on;
     # the next dump succeeds and restores as an uninterrupted run ends.
     argv = [env.prog("shared_sweeps"), "4", "5000", "one"]  # ~8 s: it outlives the checks
-    _, ref = uninterrupted(argv, timeout=120)
-    expect(ref and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
-    out, phases = env.path("ctx_killed.out"), env.path("ctx_killed.phases")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 2)
+    p, out, ref = started_after_a_reference(env, argv, "ctx_killed", 2)
+    phases = env.path("ctx_killed.phases")
     d = subprocess.Popen([env.snap, "dump", "--pid", str(p.pid), "-o", env.path("ctx_killed.ckpt")],
                          env=dict(os.environ, SNAP_PHASE_LOG=phases,
                                   SNAP_PHASE_PAUSE="shared-uffd-created"),
