@@ -168,69 +168,42 @@ std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mapp
 }
 
 KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepOut>& runs) {
-  RemoteSyscalls& rs = guarded.rs();
-  ThreadGuard& guard = guarded.guard();
-  const pid_t tid = rs.task().tid();
-  if (!guarded.healing())
-    throw Error(fmt::format("pid {}: no way back to its own context for the snapshot's sequence",
-                            tid));
+  const pid_t tid = guarded.rs().task().tid();
   const size_t code = static_cast<size_t>(snap_keep_out_fork_end - snap_keep_out_fork_start);
-  if (code > kPage || runs.size() > kMaxKeepOut)
-    throw std::logic_error("keep-out sequence too large");
-
-  // Code page, then data page. If snap dies before the sequence starts, these
-  // two pages are all it leaves in the job. Shared: a private anonymous
-  // mapping could merge with a neighbour of the job's, which the child
-  // would then have in another shape than the job's list of mappings.
-  const remote_addr base(static_cast<uint64_t>(rs.checked(
-      "mmap of the snapshot's sequence", SYS_mmap, 0, 2 * kPage, PROT_READ | PROT_WRITE,
-      MAP_SHARED | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0)));
-  const remote_addr data = base + static_cast<int64_t>(kPage);
-  KeptOutClone out;
-  try {
-    write_remote(tid, base, snap_keep_out_fork_start, code);
-    rs.checked("mprotect of the snapshot's sequence", SYS_mprotect, base.as_int(), kPage,
-               PROT_READ | PROT_EXEC);
-    std::vector<uint8_t> bytes(sizeof(SequenceHead) + runs.size() * sizeof(SequenceEntry));
-    SequenceHead head{runs.size(), guard.frame().as_int(), 0};
-    std::memcpy(bytes.data(), &head, sizeof head);
-    for (size_t i = 0; i < runs.size(); i++) {
-      SequenceEntry e{runs[i].start, runs[i].end - runs[i].start, 1, 1};
-      std::memcpy(bytes.data() + sizeof head + i * sizeof e, &e, sizeof e);
-    }
-    write_remote(tid, data, bytes.data(), bytes.size());
-
-    phase(tid, "snapshot-sequence");
-    guard.start(base, data.as_int());
-    while (!guard.wait_and_step()) {}
-    phase(tid, "snapshot-sequence-done");
-    guard.park();  // for the munmap below, and until the guard's scope ends
-
-    read_remote(tid, data, bytes.data(), bytes.size());
-    std::memcpy(&head, bytes.data(), sizeof head);
-    out.rc = static_cast<long>(head.clone_rc);
-    if (out.rc > 0) out.child = guard.cloned().value_or(static_cast<pid_t>(out.rc));
-    for (size_t i = 0; i < runs.size(); i++) {
-      SequenceEntry e;
-      std::memcpy(&e, bytes.data() + sizeof head + i * sizeof e, sizeof e);
-      if (e.dontfork_rc != 0) continue;  // not kept out: in the child as usual
-      if (e.dofork_rc != 0) {
-        if (out.child > 0) {  // born stopped and traced: never run
-          ::kill(out.child, SIGKILL);
-          while (::waitpid(out.child, nullptr, __WALL) < 0 && errno == EINTR) {}
-        }
-        throw SysError(fmt::format("pid {}: madvise(MADV_DOFORK) on {:#x}-{:#x} after the snapshot",
-                                   tid, runs[i].start, runs[i].end),
-                       static_cast<int>(-e.dofork_rc));
-      }
-      out.kept_out.insert(out.kept_out.end(), runs[i].mappings.begin(), runs[i].mappings.end());
-      (runs[i].stacks ? out.stacks : out.sparse) += runs[i].mappings.size();
-    }
-  } catch (...) {
-    rs.syscall(SYS_munmap, base.as_int(), 2 * kPage);
-    throw;
+  if (runs.size() > kMaxKeepOut) throw std::logic_error("keep-out sequence too large");
+  // If snap dies before the sequence starts, its two pages are all it
+  // leaves in the job (shared: the child has the job's shape of mappings).
+  std::vector<uint8_t> bytes(sizeof(SequenceHead) + runs.size() * sizeof(SequenceEntry));
+  SequenceHead head{runs.size(), guarded.guard().frame().as_int(), 0};
+  std::memcpy(bytes.data(), &head, sizeof head);
+  for (size_t i = 0; i < runs.size(); i++) {
+    SequenceEntry e{runs[i].start, runs[i].end - runs[i].start, 1, 1};
+    std::memcpy(bytes.data() + sizeof head + i * sizeof e, &e, sizeof e);
   }
-  rs.checked("munmap of the snapshot's sequence", SYS_munmap, base.as_int(), 2 * kPage);
+  bytes = guarded.run_sequence(
+      "snapshot-sequence",
+      {reinterpret_cast<const uint8_t*>(snap_keep_out_fork_start), code}, std::move(bytes));
+
+  KeptOutClone out;
+  std::memcpy(&head, bytes.data(), sizeof head);
+  out.rc = static_cast<long>(head.clone_rc);
+  if (out.rc > 0) out.child = guarded.guard().cloned().value_or(static_cast<pid_t>(out.rc));
+  for (size_t i = 0; i < runs.size(); i++) {
+    SequenceEntry e;
+    std::memcpy(&e, bytes.data() + sizeof head + i * sizeof e, sizeof e);
+    if (e.dontfork_rc != 0) continue;  // not kept out: in the child as usual
+    if (e.dofork_rc != 0) {
+      if (out.child > 0) {  // born stopped and traced: never run
+        ::kill(out.child, SIGKILL);
+        while (::waitpid(out.child, nullptr, __WALL) < 0 && errno == EINTR) {}
+      }
+      throw SysError(fmt::format("pid {}: madvise(MADV_DOFORK) on {:#x}-{:#x} after the snapshot",
+                                 tid, runs[i].start, runs[i].end),
+                     static_cast<int>(-e.dofork_rc));
+    }
+    out.kept_out.insert(out.kept_out.end(), runs[i].mappings.begin(), runs[i].mappings.end());
+    (runs[i].stacks ? out.stacks : out.sparse) += runs[i].mappings.size();
+  }
   std::sort(out.kept_out.begin(), out.kept_out.end());
   return out;
 }

@@ -52,9 +52,7 @@ const std::string& refused() {
 // Where the guard cannot heal, a plain remote call as before.
 ScopedFd create_context_in(GuardedSyscalls& guarded, pid_t pid, int flags, const std::string& hint) {
   if (!guarded.healing()) return uffd::create_in(guarded.rs(), pid, flags, hint);
-  RemoteSyscalls& rs = guarded.rs();
-  ThreadGuard& guard = guarded.guard();
-  const pid_t tid = rs.task().tid();
+  const pid_t tid = guarded.rs().task().tid();
   ScopedFd pidfd(uffd::pidfd_open(pid));
   if (!pidfd) throw SysError(fmt::format("pidfd_open({})", pid), errno);
   const uint32_t f = static_cast<uint32_t>(flags);
@@ -66,39 +64,22 @@ ScopedFd create_context_in(GuardedSyscalls& guarded, pid_t pid, int flags, const
       0xb8, uint8_t(SYS_close), 0, 0, 0,                                   // mov $SYS_close, %eax
       0x0f, 0x05,                                                          // syscall
       0xc3};                                                               // ret: to the frame's gadget
-  const remote_addr page(static_cast<uint64_t>(
-      rs.checked("mmap of the userfaultfd sequence", SYS_mmap, 0, kPage, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0)));
   ScopedFd mine;
   long result = -ENOSYS;
   int getfd_err = 0;
-  try {
-    write_remote(tid, page, code, sizeof code);
-    rs.checked("mprotect of the userfaultfd sequence", SYS_mprotect, page.as_int(), kPage,
-               PROT_READ | PROT_EXEC);
-    bool entered = false;
-    guard.on_syscall_stop([&](const Registers& r) {
-      if (r.original_syscallno() != SYS_userfaultfd) return;
-      if (!entered) {  // its entry stop; the exit is next
-        entered = true;
-        return;
-      }
-      result = r.syscall_result();
-      if (result < 0) return;
-      phase(tid, "shared-uffd-created");
-      mine.reset(uffd::pidfd_getfd(pidfd.get(), static_cast<int>(result)));
-      getfd_err = errno;
-    });
-    guard.start(page, 0, guard.frame());
-    while (!guard.wait_and_step()) {}
-    guard.on_syscall_stop(nullptr);
-    guard.park();  // for the munmap below, and until the guard's scope ends
-  } catch (...) {
-    guard.on_syscall_stop(nullptr);
-    rs.syscall(SYS_munmap, page.as_int(), kPage);
-    throw;
-  }
-  rs.checked("munmap of the userfaultfd sequence", SYS_munmap, page.as_int(), kPage);
+  bool entered = false;
+  guarded.run_sequence("userfaultfd-sequence", code, {}, [&](const Registers& r) {
+    if (r.original_syscallno() != SYS_userfaultfd) return;
+    if (!entered) {  // its entry stop; the exit is next
+      entered = true;
+      return;
+    }
+    result = r.syscall_result();
+    if (result < 0) return;
+    phase(tid, "shared-uffd-created");
+    mine.reset(uffd::pidfd_getfd(pidfd.get(), static_cast<int>(result)));
+    getfd_err = errno;
+  });
   if (result < 0)
     throw SysError(fmt::format("userfaultfd() in pid {}", pid), static_cast<int>(-result), hint);
   if (!mine) throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", pid, result), getfd_err);

@@ -19,6 +19,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "parasite/parasite.h"
 #include "parasite/sigframe.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
@@ -420,6 +421,41 @@ GuardedSyscalls::GuardedSyscalls(Task& task)
   rs_.emplace(task, ret_site ? *ret_site : find_syscall_site(task.tid()));
   healing_ = guard_.protected_by_frame() && ret_site;
   if (healing_) rs_->set_syscall_sp(guard_.frame());
+}
+
+std::vector<uint8_t> GuardedSyscalls::run_sequence(const std::string& name,
+                                                   std::span<const uint8_t> code,
+                                                   std::vector<uint8_t> data,
+                                                   std::function<void(const Registers&)> on_syscall) {
+  constexpr uint64_t kPage = 4096;
+  const pid_t tid = guard_.task().tid();
+  if (!healing_)
+    throw Error(fmt::format("pid {}: no way back to its own context for the {}", tid, name));
+  if (code.size() > kPage || data.size() > kPage) throw std::logic_error(name + " too large");
+  const remote_addr base(static_cast<uint64_t>(
+      rs_->checked(fmt::format("mmap of the {}", name), SYS_mmap, 0, 2 * kPage,
+                   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0)));
+  const remote_addr at = base + static_cast<int64_t>(kPage);
+  try {
+    write_remote(tid, base, code.data(), code.size());
+    rs_->checked(fmt::format("mprotect of the {}", name), SYS_mprotect, base.as_int(), kPage,
+                 PROT_READ | PROT_EXEC);
+    if (!data.empty()) write_remote(tid, at, data.data(), data.size());
+    guard_.on_syscall_stop(std::move(on_syscall));
+    phase(tid, name.c_str());
+    guard_.start(base, at.as_int(), guard_.frame());
+    while (!guard_.wait_and_step()) {}
+    phase(tid, (name + "-done").c_str());
+    guard_.on_syscall_stop(nullptr);
+    guard_.park();  // for the munmap below, and until this scope ends
+    if (!data.empty()) read_remote(tid, at, data.data(), data.size());
+  } catch (...) {
+    guard_.on_syscall_stop(nullptr);
+    rs_->syscall(SYS_munmap, base.as_int(), 2 * kPage);
+    throw;
+  }
+  rs_->checked(fmt::format("munmap of the {}", name), SYS_munmap, base.as_int(), 2 * kPage);
+  return data;
 }
 
 }  // namespace snap::parasite

@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "base/remote_ptr.h"
@@ -144,6 +146,22 @@ class GuardedSyscalls {
   RemoteSyscalls& rs() { return *rs_; }
   ThreadGuard& guard() { return guard_; }
   bool healing() const { return healing_; }
+
+  // A few instructions the parked thread runs by itself, so that they
+  // complete, and the thread returns to its own context, even if snap dies
+  // in between. `code` (position independent, at most a page) is mapped
+  // with a data page after it holding `data` (rdi points there); the thread
+  // starts at the code with rsp at the guard's frame, so the code's final
+  // `ret` reaches the frame's rt_sigreturn gadget, and is stepped from
+  // system call to system call (`on_syscall` sees each stop) until that
+  // rt_sigreturn, then parked again. Returns the data as the code left it.
+  // The pages are MAP_SHARED (a private anonymous mapping could merge with
+  // a neighbour of the job's) and unmapped again, on a throw too. `name`
+  // names the sequence in errors and its phases (NAME, NAME-done).
+  // Needs healing(); throws Error (a fault, a death: ThreadGuard's).
+  std::vector<uint8_t> run_sequence(const std::string& name, std::span<const uint8_t> code,
+                                    std::vector<uint8_t> data,
+                                    std::function<void(const Registers&)> on_syscall = {});
 
  private:
   ThreadGuard guard_;  // declared first: released last
