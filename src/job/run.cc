@@ -13,6 +13,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/heap.h"
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "image/image_reader.h"
@@ -83,13 +84,19 @@ class Runner {
   int run() {
     space_ = restore::choose_pid_space(opts_.isolate);
     const char* where = space_->fresh() ? " in a new user and pid namespace" : "";
+    // A resume parses a whole image at once, as snap restore does
+    // (base/heap.h); the checkpoints that follow keep 4 KiB pages.
+    advise_heap_huge_pages();
     if (auto img = open_latest_good(opts_.dir)) {
       auto tree = restore::restore_tree(*img, *space_, restore::RestoreOptions{});
       child_ = tree.child;
       root_ = tree.root;
       std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)%s\n", root_,
                    img->dir().c_str(), img->checkpoint().created.c_str(), where);
+      img.reset();
+      release_free_heap();
     } else {
+      release_free_heap();
       if (opts_.argv.empty())
         throw Error(opts_.dir + " holds no checkpoint and no program was given",
                     "start the job with 'snap run --dir " + opts_.dir + " -- PROGRAM ARGS...'");
