@@ -89,6 +89,17 @@ struct Mapping {
   uint64_t ghost = 0;
   // Kind Aio: the ring's size in events (struct aio_ring's nr).
   uint32_t aio_nr = 0;
+  // A MAP_SHARED mapping of a file on tmpfs (/dev/shm: POSIX shared memory,
+  // MPI's shared-memory transports), all of whose data lies in the ranges
+  // the job maps: memory a restore may find gone (another node, a cleaned
+  // /dev/shm) or changed (the job ran on), so its pages are in the page
+  // store as for anonymous shared memory, and restore makes the file again
+  // at its path with this size, mode and owner.
+  struct NamedShm {
+    uint64_t size = 0;
+    uint32_t mode = 0, uid = 0, gid = 0;
+  };
+  std::optional<NamedShm> named_shm;
 };
 
 // Whether a VmFlags list ("rd wr mr mw me dc") has `flag` ("dc"), as a
@@ -108,7 +119,8 @@ inline bool has_vmflag(std::string_view vmflags, std::string_view flag) {
 
 inline bool is_shm_object(const Mapping& m) {
   return m.kind == MappingKind::SharedAnon ||
-         (m.kind == MappingKind::File && m.shared && m.path.ends_with(" (deleted)"));
+         (m.kind == MappingKind::File && m.shared &&
+          (m.path.ends_with(" (deleted)") || m.named_shm));
 }
 
 enum class FdType : uint8_t {

@@ -89,6 +89,10 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
     fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{})", m.pages_dumped);
     if (m.ghost) fmt::format_to(std::back_inserter(out), R"(,"ghost":{})", m.ghost);
     if (m.kind == MappingKind::Aio) fmt::format_to(std::back_inserter(out), R"(,"aio_nr":{})", m.aio_nr);
+    if (m.named_shm)
+      fmt::format_to(std::back_inserter(out),
+                     R"(,"named_shm":{{"size":{},"mode":{},"uid":{},"gid":{}}})", m.named_shm->size,
+                     m.named_shm->mode, m.named_shm->uid, m.named_shm->gid);
     out += '}';
   }
   out += "]";

@@ -91,6 +91,7 @@ class FilePlanner {
 
   // shared_memory.cc
   int memfd_for(const image::Mapping& m);
+  void remake_named_shm();
   void fill_shared_memory();
 
   const image::Checkpoint& ckpt_;

@@ -40,6 +40,7 @@ void FilePlanner::run() {
   raise_fd_limit();
   index();
   remake_ghosts();
+  remake_named_shm();  // before any fd opens one by its path
   ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
                 out_.warnings_);
   for (const auto& p : ckpt_.processes)
@@ -134,11 +135,13 @@ int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
 }
 
 // An fd on a deleted file or memfd: a new open file description of the
-// remade file (through /proc/self/fd), with the fd's flags and offset.
+// remade file (through /proc/self/fd), with the fd's flags and offset. But
+// O_NOFOLLOW (kept in an fd's flags: Open MPI opens its shared memory file
+// so): on /proc/self/fd's link it would refuse to follow it (ELOOP).
 int FilePlanner::ghost_description(const Process& p, const FileDesc& f) {
   std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
   if (f.type == FdType::Fifo) return fifo(p, f, path);
-  return reopen(p, f, path, f.flags);
+  return reopen(p, f, path, f.flags & ~O_NOFOLLOW);
 }
 
 int FilePlanner::keep(int fd, const std::string& what) {

@@ -1,10 +1,15 @@
 // FilePlanner's shared memory (restore/file_planner.h): each shared memory
-// object the image maps is one memfd, sized and filled with its saved pages.
+// object the image maps is one memfd, or for a file that was in /dev/shm
+// that file made again, sized and filled with its saved pages.
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <random>
 #include <fmt/core.h>
 
 #include "base/error.h"
@@ -30,12 +35,59 @@ int FilePlanner::memfd_for(const image::Mapping& m) {
   return fd;
 }
 
+namespace {
+
+// A shared memory file of the image (image::Mapping::named_shm) made again
+// at its path, empty, of its size, mode and (as root) owner: created beside
+// it, then renamed over it, so that a file left there is replaced whole and
+// a process still holding that one keeps it.
+ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warnings) {
+  const auto& n = *m.named_shm;
+  const std::string what = "cannot make the shared memory file " + m.path + " again";
+  std::random_device rd;
+  std::string tmp;
+  ScopedFd fd;
+  for (int i = 0; i < 64 && !fd; i++) {
+    tmp = fmt::format("{}.snap-shm-{:08x}", m.path, rd());
+    fd.reset(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd && errno != EEXIST)
+      throw SysError(what + ": create " + tmp, errno,
+                     "its directory must exist and be writable by the user who restores");
+  }
+  if (!fd) throw SysError(what + ": create " + tmp, EEXIST);
+  auto fail = [&](const std::string& step) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return SysError(what + ": " + step, err);
+  };
+  if (::ftruncate(fd.get(), static_cast<off_t>(n.size)) != 0) throw fail("ftruncate");
+  if (::fchmod(fd.get(), n.mode & 07777) != 0) throw fail("fchmod");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) == 0 && (st.st_uid != n.uid || st.st_gid != n.gid) &&
+      ::fchown(fd.get(), n.uid, n.gid) != 0)
+    warnings.push_back(fmt::format("{}: owned by uid {} gid {} now, not {} {} as at the dump ({})",
+                                   m.path, st.st_uid, st.st_gid, n.uid, n.gid, std::strerror(errno)));
+  if (::rename(tmp.c_str(), m.path.c_str()) != 0) throw fail("rename " + tmp + " to it");
+  return fd;
+}
+
+}  // namespace
+
+// The shared memory files of the image, each once, made again at their
+// paths before any fd refers to them; filled by fill_shared_memory().
+void FilePlanner::remake_named_shm() {
+  for (const auto& p : ckpt_.processes)
+    for (const auto& m : p.mappings)
+      if (m.named_shm && !shm_.count(shm_key(m)))
+        shm_[shm_key(m)] = keep(make_named_shm(m, out_.warnings_).release(), "making " + m.path);
+}
+
 // Sizes every shared memory object and writes its saved pages.
 void FilePlanner::fill_shared_memory() {
   std::map<ShmKey, uint64_t> size;
   for (const auto& p : ckpt_.processes)
     for (const auto& m : p.mappings)
-      if (is_shm_object(m) && !m.ghost) {
+      if (is_shm_object(m) && !m.ghost && !m.named_shm) {  // a named one has its size
         auto& s = size[shm_key(m)];
         s = std::max(s, m.pgoff + (m.end - m.start));
       }

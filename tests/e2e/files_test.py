@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
                       wait_for, wait_lines)
-from compare_runs import dump_kill_restore, uninterrupted
+from compare_runs import dump_kill_restore, reap_killed_children, runs_on_then_restores, uninterrupted
 
 
 @case
@@ -416,6 +416,60 @@ def deleted_files_memfd(env):
     dump_kill_restore(env, [env.prog("ghosts"), job_dir, str(rounds), "150"], "ghosts", 4,
                       expected)
     expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
+
+
+def named_shm_argv(env, tag):
+    """named_shm on a segment of its own in /dev/shm: (argv, its path),
+    the segment removed when this test ends, whatever happened."""
+    import atexit
+    name = f"/snap-test-{tag}-{os.getpid()}"
+    atexit.register(lambda: os.path.exists("/dev/shm" + name) and os.unlink("/dev/shm" + name))
+    return [env.prog("named_shm"), name, "4", "40", "50"], "/dev/shm" + name
+
+
+@case
+def named_shm_cleaned_away(env):
+    # A job keeping its state in /dev/shm (shm_open, mapped by it and its
+    # child, kept open), dumped with --kill; the segment is then removed, as
+    # when a site cleans /dev/shm after a job or the restore runs on another
+    # node. The image holds its pages: the restore makes the file again, and
+    # the job ends as an uninterrupted run, which unlinks it at its end.
+    argv, path = named_shm_argv(env, "ref")
+    _, ref = uninterrupted(argv, timeout=120)
+    expect(ref and ref[0] == "ready" and ref[-1] == "done" and not any("CORRUPT" in l for l in ref),
+           f"an uninterrupted run ends: {ref[-2:]}")
+    argv, path = named_shm_argv(env, "gone")
+    out, ckpt = env.path("named_shm.out"), env.path("named_shm.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 6)
+    r = env.snap_run("dump", "-v", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    expect(f"{path}: shared memory file ({4 << 20} bytes), saved in the image" in r.stderr,
+           f"the dump says it saved the segment: {r.stderr.strip()[-300:]}")
+    p.wait()
+    reap_killed_children()
+    os.unlink(path)
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"restored with its segment gone, it ends as an uninterrupted run (exit {r.returncode}, "
+           f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
+    expect(not os.path.exists(path), "the restored job unlinked its segment at its end")
+
+
+@case
+def named_shm_leave_running(env):
+    # The same job dumped while it runs on: it rewrites its segment, ends
+    # and unlinks it. The restore makes the segment again as it was at the
+    # dump (not as the job left it), and the job ends as an uninterrupted run.
+    argv, _ = named_shm_argv(env, "ref2")
+    _, ref = uninterrupted(argv, timeout=120)
+    argv, path = named_shm_argv(env, "running")
+    out, ckpt = env.path("named_shm_running.out"), env.path("named_shm_running.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 6)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    runs_on_then_restores(env, p, out, ckpt, ref)
+    expect(not os.path.exists(path), "the restored job unlinked its segment at its end")
 
 
 @case

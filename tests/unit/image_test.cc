@@ -479,6 +479,29 @@ TEST(Manifest, GhostFilesRoundTrip) {
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 
+// A shared mapping of a file in /dev/shm: it counts as shared memory (its
+// pages are in the page store) and keeps its file's size, mode and owner.
+TEST(Manifest, NamedShmRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  Mapping& m = c.processes[0].mappings[0];
+  m.kind = MappingKind::File;
+  m.shared = true;
+  m.path = "/dev/shm/vader_segment.0";
+  EXPECT_FALSE(is_shm_object(m));
+  m.named_shm = Mapping::NamedShm{4194312, 0100600, 1000, 100};
+  EXPECT_TRUE(is_shm_object(m));
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  const Mapping& b = back.processes[0].mappings[0];
+  ASSERT_TRUE(b.named_shm.has_value());
+  EXPECT_EQ(b.named_shm->size, 4194312u);
+  EXPECT_EQ(b.named_shm->mode, 0100600u);
+  EXPECT_EQ(b.named_shm->uid, 1000u);
+  EXPECT_EQ(b.named_shm->gid, 100u);
+  EXPECT_FALSE(back.processes[0].mappings.size() > 1 && back.processes[0].mappings[1].named_shm);
+  EXPECT_EQ(to_json(back), json);
+}
+
 TEST(Manifest, PtyFieldsRoundTrip) {
   Checkpoint c = sample_checkpoint();
   image::Pty t;

@@ -1,0 +1,88 @@
+#include "tracer/named_shm.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "base/log.h"
+#include "base/scoped_fd.h"
+
+namespace snap {
+
+namespace {
+
+using Range = std::pair<uint64_t, uint64_t>;  // [first byte, end) of the file
+
+// Whether every data extent of `fd` (size `size`) lies within `mapped`
+// (sorted, merged), in whole pages.
+bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
+  auto covered = [&](uint64_t a, uint64_t b) {
+    auto it = std::upper_bound(mapped.begin(), mapped.end(), Range{a, UINT64_MAX});
+    if (it == mapped.begin()) return false;
+    --it;
+    return it->first <= a && b <= it->second;
+  };
+  for (uint64_t pos = 0; pos < size;) {
+    off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) return errno == ENXIO;  // no data past pos; else: cannot tell
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return false;
+    const uint64_t a = static_cast<uint64_t>(data) & ~uint64_t{image::kPageSize - 1};
+    const uint64_t b = (std::min<uint64_t>(static_cast<uint64_t>(hole), size) + image::kPageSize - 1) &
+                       ~uint64_t{image::kPageSize - 1};
+    if (!covered(a, b)) return false;
+    pos = static_cast<uint64_t>(hole);
+  }
+  return true;
+}
+
+}  // namespace
+
+void mark_named_shared_memory(image::Checkpoint& ckpt) {
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<image::Mapping*>> files;  // (dev, inode)
+  for (auto& p : ckpt.processes) {
+    if (p.zombie) continue;
+    for (auto& m : p.mappings)
+      if (m.kind == image::MappingKind::File && m.shared && !m.ghost && m.path.starts_with("/") &&
+          !m.path.ends_with(" (deleted)"))
+        files[{m.dev, m.inode}].push_back(&m);
+  }
+  for (auto& [key, maps] : files) {
+    const std::string& path = maps.front()->path;
+    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    struct statfs fs {};
+    struct stat st {};
+    if (!fd || ::fstatfs(fd.get(), &fs) != 0 || fs.f_type != TMPFS_MAGIC ||
+        ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<uint64_t>(st.st_dev) != key.first || static_cast<uint64_t>(st.st_ino) != key.second)
+      continue;
+    std::vector<Range> mapped;
+    for (const auto* m : maps) mapped.push_back({m->pgoff, m->pgoff + (m->end - m->start)});
+    std::sort(mapped.begin(), mapped.end());
+    std::vector<Range> merged;
+    for (const auto& r : mapped)
+      if (!merged.empty() && r.first <= merged.back().second)
+        merged.back().second = std::max(merged.back().second, r.second);
+      else
+        merged.push_back(r);
+    const auto size = static_cast<uint64_t>(st.st_size);
+    if (!data_within(fd.get(), size, merged)) {
+      vlog("{}: shared memory file with data outside what the job maps: mapped from the file "
+           "at restore, its contents not saved",
+           path);
+      continue;
+    }
+    for (auto* m : maps)
+      m->named_shm = image::Mapping::NamedShm{size, st.st_mode, st.st_uid, st.st_gid};
+    vlog("{}: shared memory file ({} bytes), saved in the image", path, size);
+  }
+}
+
+}  // namespace snap
