@@ -181,11 +181,12 @@ def after_seconds(s):
 
 
 def dump_restore_at(env, name, argv, point, want_status, want, collect=stdout_only, setup=None,
-                    check_image=None, restore_timeout=120, reach_timeout=60):
+                    check_image=None, restore_timeout=120, reach_timeout=60, before_restore=None):
     """One run: start argv in a fresh directory, dump it with --kill at
     `point`, check the whole original tree is gone, restore it in the
-    foreground, and compare its exit status and every output with the
-    reference (`want`, from collect())."""
+    foreground (`before_restore()` called first, if any), and compare its
+    exit status and every output with the reference (`want`, from
+    collect())."""
     d = env.path(f"{name}-{re.sub(r'[^a-z0-9]+', '_', point.label)}")
     os.mkdir(d)
     if setup:
@@ -223,6 +224,8 @@ def dump_restore_at(env, name, argv, point, want_status, want, collect=stdout_on
            f"{name} {point.label}: stopped mid-run, its outputs a strict beginning of the "
            f"reference ({describe_outputs(before)})")
 
+    if before_restore:
+        before_restore()
     try:
         r = env.snap_run("restore", ckpt, timeout=restore_timeout, check=False,
                          stdin=subprocess.DEVNULL)
@@ -311,6 +314,32 @@ def python_pool(env):
     expect(want["stdout"].endswith(b"pool done\n") and want["stdout"].count(b"\n") == 61,
            "the reference holds 60 results in order")
     dump_restore_points(env, "pool", argv, [after_lines(10), after_lines(45)], status, want)
+
+
+@case
+def mpi_ring(env):
+    # Open MPI's mpirun and two ranks (sockets between mpirun and the ranks,
+    # shared memory in /dev/shm between the ranks, a deleted file opened
+    # O_NOFOLLOW in each), dumped at two points; before each restore the
+    # job's segments in /dev/shm are removed, as a site's cleanup after a
+    # job does (the image holds them).
+    if not os.path.exists(env.prog("mpi_ring")) or not shutil.which("mpirun"):
+        raise Skip("no MPI here (Open MPI's mpicc and mpirun: scripts/setup installs them)")
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    argv = ["mpirun", *root, "--oversubscribe", "-np", "2", env.prog("mpi_ring"), "40"]
+    status, want, secs = reference_run(env, "mpi", argv)
+    expect(status == 0 and want["stdout"].startswith(b"step 1 token 2 sum 97\n") and
+           want["stdout"].endswith(b"done\n"), "the reference ran its 40 steps")
+    before = set(os.listdir("/dev/shm"))
+
+    def clean_dev_shm():
+        gone = sorted(set(os.listdir("/dev/shm")) - before)
+        for f in gone:
+            os.unlink(os.path.join("/dev/shm", f))
+        print(f"     removed from /dev/shm: {gone}")
+
+    dump_restore_points(env, "mpi", argv, [after_lines(8), after_lines(25)], status, want,
+                        before_restore=clean_dev_shm)
 
 
 MAKE_TARGETS = 300
