@@ -439,6 +439,11 @@ OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& i
   return out;
 }
 
+OpenFiles::~OpenFiles() {
+  end_holders();
+  for (const auto& path : made_paths_) ::unlink(path.c_str());
+}
+
 void OpenFiles::end_holders() {
   for (pid_t pid : holders_) {
     ::kill(pid, SIGKILL);

@@ -86,10 +86,14 @@ class OpenFiles {
   // Once every skeleton is in its cwd: ends the processes that held a
   // /proc/PID cwd (restore/ghosts.h), so it shows as deleted again.
   void end_holders();
+  // Once the restored job runs: the files made again at paths where none
+  // was (shared memory files in /dev/shm) stay. Until then they are
+  // removed again if the restore fails.
+  void keep_made_files() { made_paths_.clear(); }
   OpenFiles() = default;
   OpenFiles(OpenFiles&&) = default;
   OpenFiles& operator=(OpenFiles&&) = default;
-  ~OpenFiles() { end_holders(); }
+  ~OpenFiles();
 
  private:
   int base_ = 3;
@@ -97,6 +101,7 @@ class OpenFiles {
   std::map<pid_t, ProcessFiles> procs_;
   std::vector<std::string> warnings_;
   std::vector<pid_t> holders_;
+  std::vector<std::string> made_paths_;
   friend class FilePlanner;
 };
 

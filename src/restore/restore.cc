@@ -331,6 +331,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   out.host_pids = space.host_pids();
   tree.release();
   space.released();
+  files.keep_made_files();
   steps.step("release");
   vlog("restore: {} process(es) running; steps: {}", plan.nodes.size(), steps.text());
   return out;

@@ -41,7 +41,7 @@ namespace {
 // at its path, empty, of its size, mode and (as root) owner: created beside
 // it, then renamed over it, so that a file left there is replaced whole and
 // a process still holding that one keeps it.
-ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warnings) {
+ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warnings, bool* was_there) {
   const auto& n = *m.named_shm;
   const std::string what = "cannot make the shared memory file " + m.path + " again";
   std::random_device rd;
@@ -67,6 +67,8 @@ ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warni
       ::fchown(fd.get(), n.uid, n.gid) != 0)
     warnings.push_back(fmt::format("{}: owned by uid {} gid {} now, not {} {} as at the dump ({})",
                                    m.path, st.st_uid, st.st_gid, n.uid, n.gid, std::strerror(errno)));
+  struct stat old {};
+  *was_there = ::lstat(m.path.c_str(), &old) == 0;
   if (::rename(tmp.c_str(), m.path.c_str()) != 0) throw fail("rename " + tmp + " to it");
   return fd;
 }
@@ -74,12 +76,17 @@ ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warni
 }  // namespace
 
 // The shared memory files of the image, each once, made again at their
-// paths before any fd refers to them; filled by fill_shared_memory().
+// paths before any fd refers to them; filled by fill_shared_memory(). One
+// made where no file was is removed again if the restore fails.
 void FilePlanner::remake_named_shm() {
   for (const auto& p : ckpt_.processes)
     for (const auto& m : p.mappings)
-      if (m.named_shm && !shm_.count(shm_key(m)))
-        shm_[shm_key(m)] = keep(make_named_shm(m, out_.warnings_).release(), "making " + m.path);
+      if (m.named_shm && !shm_.count(shm_key(m))) {
+        bool was_there = false;
+        ScopedFd fd = make_named_shm(m, out_.warnings_, &was_there);
+        if (!was_there) out_.made_paths_.push_back(m.path);  // removed if the restore fails
+        shm_[shm_key(m)] = keep(fd.release(), "making " + m.path);
+      }
 }
 
 // Sizes every shared memory object and writes its saved pages.

@@ -449,6 +449,20 @@ def named_shm_cleaned_away(env):
     reap_killed_children()
     os.unlink(path)
     before = lines_of(out)
+    # A restore that fails (a damaged block) after making the segment again
+    # removes it: nothing is left in /dev/shm.
+    bad = env.path("named_shm_damaged.ckpt")
+    shutil.copytree(ckpt, bad)
+    pages = os.path.join(bad, "pages.bin")
+    with open(pages, "r+b") as f:
+        f.seek(os.path.getsize(pages) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    r = env.snap_run("restore", bad, check=False, timeout=120)
+    expect(r.returncode == 1 and "checksum" in r.stderr and not os.path.exists(path),
+           f"a failed restore leaves no segment behind (exit {r.returncode}, "
+           f"{os.path.exists(path)}): {r.stderr.strip()[-200:]}")
     r = env.snap_run("restore", ckpt, check=False, timeout=120)
     expect(r.returncode == 0 and lines_of(out) == ref,
            f"restored with its segment gone, it ends as an uninterrupted run (exit {r.returncode}, "
