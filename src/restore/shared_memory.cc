@@ -111,6 +111,12 @@ void FilePlanner::fill_shared_memory() {
   auto t0 = std::chrono::steady_clock::now();
   uint64_t written = 0;
   for (const auto& [key, mappings] : saved) written += fill_file(shm_.at(key), mappings, img_, fill_);
+  // Whole pages were written: a shared memory file whose size is not a
+  // multiple of the page size has it again.
+  for (const auto& p : ckpt_.processes)
+    for (const auto& m : p.mappings)
+      if (m.named_shm && ::ftruncate(shm_.at(shm_key(m)), static_cast<off_t>(m.named_shm->size)) < 0)
+        throw SysError(fmt::format("ftruncate of {} ({} bytes)", m.path, m.named_shm->size), errno);
   if (!saved.empty())
     vlog("restore: {} shared memory object(s): {} MiB written in {:.3f} s", saved.size(),
          written >> 20,

@@ -55,6 +55,11 @@ void mark_named_shared_memory(image::Checkpoint& ckpt) {
         files[{m.dev, m.inode}].push_back(&m);
   }
   for (auto& [key, maps] : files) {
+    // Memory the job may write: a file only ever mapped read-only (data
+    // staged in /dev/shm, say) stays the file, as any other.
+    if (std::none_of(maps.begin(), maps.end(),
+                     [](const image::Mapping* m) { return image::has_vmflag(m->vmflags, "mw"); }))
+      continue;
     const std::string& path = maps.front()->path;
     ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     struct statfs fs {};

@@ -12,8 +12,9 @@
 namespace snap {
 
 // Marks every MAP_SHARED file mapping of ckpt's (stopped, host-pid)
-// processes whose file is a regular file on tmpfs, still at its path, with
-// its data (SEEK_DATA) only in ranges that mappings of the tree map: sets
+// processes whose file is a regular file on tmpfs, still at its path, that
+// a mapping of the tree may write (VmFlags "mw"), with its data (SEEK_DATA)
+// only in ranges that mappings of the tree map: sets
 // Mapping::named_shm (the file's size, mode and owner). A file with data
 // elsewhere stays a plain file mapping (-v says so): the image would not
 // hold all of it.

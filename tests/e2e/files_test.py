@@ -443,7 +443,7 @@ def named_shm_cleaned_away(env):
     p = start(argv, stdout_path=out)
     wait_lines(out, 6)
     r = env.snap_run("dump", "-v", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    expect(f"{path}: shared memory file ({4 << 20} bytes), saved in the image" in r.stderr,
+    expect(f"{path}: shared memory file ({(4 << 20) + 8} bytes), saved in the image" in r.stderr,
            f"the dump says it saved the segment: {r.stderr.strip()[-300:]}")
     p.wait()
     reap_killed_children()

@@ -8,7 +8,7 @@
  * one at the dump (gone, or rewritten since) prints other numbers. At the
  * end the segment is unlinked (as MPI_Finalize does).
  * Usage: named_shm NAME MIB TICKS INTERVAL_MS
- * Prints "ready", "tick T HASH WORD" per tick, "done"; exit status 1 with
+ * Prints "ready", "tick T HASH WORD SIZE" per tick, "done"; exit status 1 with
  * "CORRUPT ..." when the child finds another value than the parent wrote. */
 #include <fcntl.h>
 #include <signal.h>
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,15 +32,19 @@ int main(int argc, char **argv) {
   size_t pages = (size_t)atol(argv[2]) * 256;
   int ticks = atoi(argv[3]);
   long ms = atol(argv[4]);
+  /* 8 bytes more than whole pages, as Open MPI's segments are: the size
+   * (printed each tick) must come back exact. */
+  const size_t bytes = pages * 4096 + 8;
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
-  if (fd < 0 || ftruncate(fd, (off_t)(pages * 4096))) return 1;
-  uint64_t *mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (fd < 0 || ftruncate(fd, (off_t)bytes)) return 1;
+  uint64_t *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (mem == MAP_FAILED) return 1;
   for (size_t p = 0; p < pages; p++) mem[p * WORDS] = p * 2654435761u;
   setvbuf(stdout, NULL, _IOLBF, 0);
   struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
-  /* The parent's last write, for the child: [pages * WORDS - 1] holds the tick, [-2] the value. */
-  uint64_t *tick_at = &mem[pages * WORDS - 1], *value_at = &mem[pages * WORDS - 2];
+  /* The parent's last write, for the child: the tick in the 8 bytes past
+   * the whole pages, the value in the word before them. */
+  uint64_t *tick_at = &mem[pages * WORDS], *value_at = &mem[pages * WORDS - 1];
   pid_t child = fork();
   if (child == 0) {
     uint64_t seen = 0;
@@ -72,8 +77,10 @@ int main(int argc, char **argv) {
     __atomic_store_n(tick_at, (uint64_t)t, __ATOMIC_RELEASE);
     hash = hash * 1099511628211u ^ v;
     uint64_t word = 0;
-    if (pread(fd, &word, sizeof word, (off_t)(q * 4096)) != sizeof word) return 1;
-    printf("tick %d %016lx %016lx\n", t, (unsigned long)hash, (unsigned long)word);
+    struct stat st;
+    if (pread(fd, &word, sizeof word, (off_t)(q * 4096)) != sizeof word || fstat(fd, &st)) return 1;
+    printf("tick %d %016lx %016lx %ld\n", t, (unsigned long)hash, (unsigned long)word,
+           (long)st.st_size);
     nanosleep(&pause, NULL);
   }
   kill(child, SIGKILL);
