@@ -342,6 +342,9 @@ struct Pty {
   // Written to the master, not yet read from the slave (after the slave's
   // input processing); written to the slave, not yet read from the master.
   std::vector<uint8_t> input, output;
+  // Where in `input` an end of file (VEOF, ^D, in canonical mode) ended a
+  // line: offsets, ascending; the character itself is not in `input`.
+  std::vector<uint64_t> input_eofs;
   // The slave's node in /dev/pts (grantpt, fchown): owner, group and
   // st_mode; mode 0: not recorded.
   uint32_t uid = 0, gid = 0, mode = 0;

@@ -219,6 +219,7 @@ ojson encode(const Pty& t) {
   if (t.session) j["session"] = t.session;
   if (t.fg_pgrp) j["fg_pgrp"] = t.fg_pgrp;
   if (!t.input.empty()) j["input"] = to_hex(t.input);
+  if (!t.input_eofs.empty()) j["input_eofs"] = t.input_eofs;
   if (!t.output.empty()) j["output"] = to_hex(t.output);
   if (t.mode) j["owner"] = {t.uid, t.gid, t.mode};
   if (t.hung_up) j["hung_up"] = true;

@@ -372,6 +372,7 @@ Pty decode_pty(const Field& f) {
   if (auto v = f.opt("session")) t.session = v->as<int32_t>();
   if (auto v = f.opt("fg_pgrp")) t.fg_pgrp = v->as<int32_t>();
   if (auto v = f.opt("input")) t.input = v->bytes();
+  if (auto v = f.opt("input_eofs")) t.input_eofs = v->list(decode_u64);
   if (auto v = f.opt("output")) t.output = v->bytes();
   if (auto v = f.opt("owner")) {
     auto o = v->fixed_array<uint32_t, 3>();

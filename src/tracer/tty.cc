@@ -91,17 +91,41 @@ std::vector<uint8_t> drain_master(int m, bool packet, const std::string& what) {
   return out;
 }
 
-// Everything the slave has to read (what the master wrote): in non-canonical
-// mode for the moment, so that an unfinished line comes too.
-std::vector<uint8_t> drain_slave(int s, const KernelTermios& saved, const std::string& what) {
+// Everything the slave has to read (what the master wrote), into t.input.
+// In canonical mode the complete lines first, a read each, to find those an
+// end of file (VEOF) ended: such a read returns the line without its
+// terminator (an empty one: 0), which non-canonical mode would show as a
+// NUL byte (t.input_eofs). Then, in non-canonical mode for the moment, the
+// rest: an unfinished line.
+void drain_slave(int s, const KernelTermios& saved, image::Pty& t, const std::string& what) {
+  std::vector<uint8_t>& out = t.input;
+  uint8_t buf[4096];
+  int err = 0;
+  if (saved.lflag & ICANON) {
+    auto ends_line = [&](uint8_t c) {
+      return c == '\n' || (saved.cc[VEOL] != 0 && c == saved.cc[VEOL]) ||
+             (saved.cc[VEOL2] != 0 && c == saved.cc[VEOL2]);
+    };
+    // A line ready is what poll reports in canonical mode (the fd may be
+    // the job's own, blocking); at most as many as the queue may hold.
+    for (size_t n = 0; n <= kMaxPtyQueue; n++) {
+      pollfd p{s, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN) || (p.revents & POLLHUP)) break;
+      ssize_t r = ::read(s, buf, sizeof buf);
+      if (r < 0) {
+        if (errno != EAGAIN && errno != EIO) err = errno;
+        break;
+      }
+      out.insert(out.end(), buf, buf + r);
+      if (r == 0 || !ends_line(buf[r - 1])) t.input_eofs.push_back(out.size());
+    }
+    if (err) throw SysError(what + ": reading the slave", err);
+  }
   KernelTermios k = saved;
   k.lflag &= ~static_cast<uint32_t>(ICANON);
   k.cc[VMIN] = 0;
   k.cc[VTIME] = 0;
   set_termios(s, k, what);
-  std::vector<uint8_t> out;
-  uint8_t buf[4096];
-  int err = 0;
   for (;;) {
     ssize_t r = ::read(s, buf, sizeof buf);
     if (r > 0) {
@@ -113,7 +137,6 @@ std::vector<uint8_t> drain_slave(int s, const KernelTermios& saved, const std::s
   }
   set_termios(s, saved, what);
   if (err) throw SysError(what + ": reading the slave", err);
-  return out;
 }
 
 void write_all(int fd, const std::vector<uint8_t>& data, const std::string& what) {
@@ -240,16 +263,24 @@ void refill(int master, int slave, const image::Pty& t, const KernelTermios& fin
             const std::string& what) {
   int off = 0;
   ::ioctl(master, TIOCPKT, &off);  // the echoes below are read back plain
-  if (!t.input.empty()) {
+  if (!t.input.empty() || !t.input_eofs.empty()) {
     // Written to the master again with no input processing, the line
-    // discipline in the saved canonical mode (so lines end where they did)
-    // and echo on: the echoes say when all of it has been taken in. The
-    // editing characters are a byte the data does not hold.
+    // discipline in the saved canonical mode (so lines end where they did:
+    // at a newline, at the saved VEOL and VEOL2, and at an end of file,
+    // written again as VEOF where it was) and echo on: the echoes say when
+    // all of it has been taken in (VEOF is not echoed). The other editing
+    // characters are a byte the data does not hold; VEOF another.
     bool used[256] = {};
     for (uint8_t c : t.input) used[c] = true;
-    int spare = 1;
-    while (spare < 256 && (used[spare] || spare == '\n')) spare++;
-    if (spare == 256)
+    used['\n'] = true;
+    auto unused = [&](int from) {
+      while (from < 256 && used[from]) from++;
+      return from;
+    };
+    const int spare = unused(1);
+    used[final.cc[VEOL]] = used[final.cc[VEOL2]] = true;
+    const int eof = spare < 256 ? unused(spare + 1) : 256;
+    if (spare == 256 || (!t.input_eofs.empty() && eof == 256))
       throw Error(what + ": the queued input holds every byte value; snap cannot put it back");
     KernelTermios k = final;
     k.iflag = 0;
@@ -258,8 +289,21 @@ void refill(int master, int slave, const image::Pty& t, const KernelTermios& fin
     std::fill(std::begin(k.cc), std::end(k.cc), static_cast<uint8_t>(spare));
     k.cc[VMIN] = 1;
     k.cc[VTIME] = 0;
+    k.cc[VEOL] = final.cc[VEOL];
+    k.cc[VEOL2] = final.cc[VEOL2];
+    if (!t.input_eofs.empty()) k.cc[VEOF] = static_cast<uint8_t>(eof);
     set_termios(master, k, what);
-    write_all(master, t.input, what + ": writing the queued input to the master");
+    size_t from = 0;
+    for (uint64_t at : t.input_eofs) {
+      if (at < from || at > t.input.size())
+        throw Error(what + ": an end of file out of order in the queued input", "the image is damaged");
+      write_all(master, {t.input.begin() + static_cast<ptrdiff_t>(from), t.input.begin() + static_cast<ptrdiff_t>(at)},
+                what + ": writing the queued input to the master");
+      write_all(master, {static_cast<uint8_t>(eof)}, what + ": writing an end of file to the master");
+      from = at;
+    }
+    write_all(master, {t.input.begin() + static_cast<ptrdiff_t>(from), t.input.end()},
+              what + ": writing the queued input to the master");
     size_t echoed = 0;
     uint8_t buf[4096];
     bool ok = wait_for([&] {
@@ -351,8 +395,8 @@ void collect_ptys(image::Checkpoint& ckpt) {
       t.mode = st.st_mode;
     }
     t.output = drain_master(m, t.packet, who);
-    if (s >= 0) t.input = drain_slave(s, k, who);
-    if (t.input.size() > kMaxPtyQueue || t.output.size() > kMaxPtyQueue) {
+    if (s >= 0) drain_slave(s, k, t, who);
+    if (t.input.size() + t.input_eofs.size() > kMaxPtyQueue || t.output.size() > kMaxPtyQueue) {
       std::string msg = fmt::format("{} has {} bytes queued for the slave and {} for the master",
                                     who, t.input.size(), t.output.size());
       if (s >= 0) {  // best effort: the job gets them back, in order
@@ -366,7 +410,7 @@ void collect_ptys(image::Checkpoint& ckpt) {
                                    "job has read its terminal",
                                    kMaxPtyQueue));
     }
-    if (!t.input.empty() || !t.output.empty()) {
+    if (!t.input.empty() || !t.input_eofs.empty() || !t.output.empty()) {
       if (s < 0) throw Error(who + ": data was read from it, and no slave to put it back");
       refill_pty(m, s, t, who);
     }

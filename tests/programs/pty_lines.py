@@ -2,7 +2,8 @@
 """A program on a pseudo-terminal: the parent writes numbered lines into the
 master (always a few lines and half of the next one ahead), the child, whose
 controlling terminal the slave is (no echo, a window size), reads them one
-at a time (canonical mode: one line per read) and answers each; the parent
+at a time (canonical mode: one line per read, a line ended by ^D without a
+newline) and answers each; the parent
 reads the answers late, so some wait in the master too. Both queues are
 full at any moment a dump may come.
 Usage: pty_lines.py LINES INTERVAL_MS
@@ -49,14 +50,21 @@ def read_line():
     return line.rstrip(b"\r\n").decode()
 
 
-stream = "".join(f"line {i}\n" for i in range(1, lines + 1)) + "quit\n"
+# Every third line ends with an end of file (^D: the read returns it
+# without a newline), every sixth is only that (the read returns nothing).
+def line(i):
+    return "\x04" if i % 6 == 0 else f"line {i}\x04" if i % 3 == 0 else f"line {i}\n"
+
+
+stream = "".join(line(i) for i in range(1, lines + 1)) + "quit\n"
 ahead = stream.index("line 5") + 3  # four lines and a half
 assert read_line() == "ready"
 os.write(master, stream[:ahead].encode())
 for i in range(1, lines + 1):
     time.sleep(interval * 1.3)  # slower than the child: its answers wait
     answer = read_line()
-    nxt = stream.find("\n", ahead)
+    ends = [e for e in (stream.find("\n", ahead), stream.find("\x04", ahead)) if e >= 0]
+    nxt = min(ends) if ends else -1
     if nxt >= 0:  # the rest of the unfinished line, and half of the next
         end = min(nxt + 4, len(stream))
         os.write(master, stream[ahead:end].encode())

@@ -512,6 +512,7 @@ TEST(Manifest, PtyFieldsRoundTrip) {
   t.session = 101;
   t.fg_pgrp = 102;
   t.input = {'l', 'i', 'n', 'e', '\n', 'l'};
+  t.input_eofs = {5, 6};
   t.output = {'o', 'k', '\r', '\n'};
   t.uid = 1000;
   t.gid = 5;
@@ -540,6 +541,7 @@ TEST(Manifest, PtyFieldsRoundTrip) {
   EXPECT_EQ(b.session, 101);
   EXPECT_EQ(b.fg_pgrp, 102);
   EXPECT_EQ(b.input, t.input);
+  EXPECT_EQ(b.input_eofs, t.input_eofs);
   EXPECT_EQ(b.output, t.output);
   EXPECT_EQ(b.mode, 020620u);
   EXPECT_TRUE(back.ptys[1].hung_up);
