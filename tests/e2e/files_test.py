@@ -336,8 +336,10 @@ def pipe_opened_twice(env):
 
 
 def pty_lines_expected(lines):
-    def got(i):  # tests/programs/pty_lines.py: ^D ends every third line
-        return "b''" if i % 6 == 0 else f"b'line {i}'" if i % 3 == 0 else f"b'line {i}\\n'"
+    def got(i):  # tests/programs/pty_lines.py: ^D ends every third line, VEOL some others
+        if i % 6 == 0:
+            return "b''"
+        return f"b'line {i}'" if i % 3 == 0 else f"b'line {i};'" if i % 4 == 0 else f"b'line {i}\\n'"
     return [f"got {got(i)} 40x132" for i in range(1, lines + 1)] + [
         "child: ctty True echo False foreground True session leader True",
         "child exit 0",

@@ -22,6 +22,7 @@ pid, master = pty.fork()
 if pid == 0:
     attrs = termios.tcgetattr(0)
     attrs[3] &= ~termios.ECHO  # lflag: -echo
+    attrs[6][termios.VEOL] = b";"  # ';' ends a line too
     termios.tcsetattr(0, termios.TCSANOW, attrs)
     os.write(1, b"ready\n")
     while True:
@@ -51,9 +52,12 @@ def read_line():
 
 
 # Every third line ends with an end of file (^D: the read returns it
-# without a newline), every sixth is only that (the read returns nothing).
+# without a newline), every sixth is only that (the read returns nothing);
+# every fourth of the others with ';', the terminal's VEOL.
 def line(i):
-    return "\x04" if i % 6 == 0 else f"line {i}\x04" if i % 3 == 0 else f"line {i}\n"
+    if i % 6 == 0:
+        return "\x04"
+    return f"line {i}\x04" if i % 3 == 0 else f"line {i};" if i % 4 == 0 else f"line {i}\n"
 
 
 stream = "".join(line(i) for i in range(1, lines + 1)) + "quit\n"
@@ -63,7 +67,7 @@ os.write(master, stream[:ahead].encode())
 for i in range(1, lines + 1):
     time.sleep(interval * 1.3)  # slower than the child: its answers wait
     answer = read_line()
-    ends = [e for e in (stream.find("\n", ahead), stream.find("\x04", ahead)) if e >= 0]
+    ends = [e for e in (stream.find(c, ahead) for c in "\n\x04;") if e >= 0]
     nxt = min(ends) if ends else -1
     if nxt >= 0:  # the rest of the unfinished line, and half of the next
         end = min(nxt + 4, len(stream))
