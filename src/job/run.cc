@@ -87,16 +87,17 @@ class Runner {
     // A resume parses a whole image at once, as snap restore does
     // (base/heap.h); the checkpoints that follow keep 4 KiB pages.
     advise_heap_huge_pages();
+    bool resumed = false;
     if (auto img = open_latest_good(opts_.dir)) {
       auto tree = restore::restore_tree(*img, *space_, restore::RestoreOptions{});
       child_ = tree.child;
       root_ = tree.root;
+      resumed = true;
       std::fprintf(stderr, "snap run: resumed pid %d from %s (made %s)%s\n", root_,
                    img->dir().c_str(), img->checkpoint().created.c_str(), where);
-      img.reset();
-      release_free_heap();
-    } else {
-      release_free_heap();
+    }
+    release_free_heap();  // the image is closed
+    if (!resumed) {
       if (opts_.argv.empty())
         throw Error(opts_.dir + " holds no checkpoint and no program was given",
                     "start the job with 'snap run --dir " + opts_.dir + " -- PROGRAM ARGS...'");

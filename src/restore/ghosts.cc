@@ -90,17 +90,22 @@ timespec from_ns(int64_t ns) {
   return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
 
-// Owner first (chown clears set-id bits), then mode, then times.
-void set_attributes(int fd, const GhostFile& g, const std::string& who,
-                    std::vector<std::string>& warnings) {
+// Owner first (chown clears set-id bits), then mode.
+void set_owner_and_mode(int fd, uint32_t uid, uint32_t gid, uint32_t mode, const std::string& who,
+                        std::vector<std::string>& warnings) {
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && (st.st_uid != g.uid || st.st_gid != g.gid) &&
-      ::fchown(fd, g.uid, g.gid) != 0)
+  if (::fstat(fd, &st) == 0 && (st.st_uid != uid || st.st_gid != gid) && ::fchown(fd, uid, gid) != 0)
     warnings.push_back(fmt::format("{}: cannot give it its owner {}:{} back ({}); it belongs to "
                                    "{}:{}",
-                                   who, g.uid, g.gid, std::strerror(errno), st.st_uid, st.st_gid));
-  if (::fchmod(fd, g.mode & 07777) != 0)
-    throw SysError(fmt::format("cannot restore {}: fchmod {:o}", who, g.mode & 07777), errno);
+                                   who, uid, gid, std::strerror(errno), st.st_uid, st.st_gid));
+  if (::fchmod(fd, mode & 07777) != 0)
+    throw SysError(fmt::format("cannot restore {}: fchmod {:o}", who, mode & 07777), errno);
+}
+
+// Owner, mode, then times.
+void set_attributes(int fd, const GhostFile& g, const std::string& who,
+                    std::vector<std::string>& warnings) {
+  set_owner_and_mode(fd, g.uid, g.gid, g.mode, who, warnings);
   timespec times[2] = {from_ns(g.atime_ns), from_ns(g.mtime_ns)};
   if (::futimens(fd, times) != 0)
     throw SysError(fmt::format("cannot restore {}: futimens", who), errno);
@@ -213,6 +218,29 @@ ScopedFd make_proc_dir(const GhostFile& g, const std::string& who, std::vector<p
 }
 
 }  // namespace
+
+ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warnings,
+                        bool* was_there) {
+  const auto& n = *m.named_shm;
+  const std::string who = "the shared memory file " + m.path;
+  const std::string name = free_name(m.path);
+  *was_there = name != m.path;
+  ScopedFd fd(::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd)
+    throw SysError(fmt::format("cannot restore {}: create {}", who, name), errno,
+                   "its directory must exist and be writable by the user who restores");
+  try {
+    if (::ftruncate(fd.get(), static_cast<off_t>(n.size)) != 0)
+      throw SysError(fmt::format("cannot restore {}: ftruncate to {} bytes", who, n.size), errno);
+    set_owner_and_mode(fd.get(), n.uid, n.gid, n.mode, who, warnings);
+    if (*was_there && ::rename(name.c_str(), m.path.c_str()) != 0)
+      throw SysError(fmt::format("cannot restore {}: rename {} to it", who, name), errno);
+  } catch (...) {
+    ::unlink(name.c_str());
+    throw;
+  }
+  return fd;
+}
 
 ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,
                         std::vector<pid_t>& holders) {

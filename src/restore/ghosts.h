@@ -1,6 +1,7 @@
 // Making a deleted file, FIFO or directory, or a memfd, of the image again
-// (image::GhostFile), before the fds, mappings and cwds that refer to it
-// are restored: they are then opened on (or mapped from) the fd made here.
+// (image::GhostFile), or a shared memory file that was in /dev/shm, before
+// the fds, mappings and cwds that refer to it are restored: they are then
+// opened on (or mapped from) the fd made here.
 #pragma once
 
 #include <string>
@@ -31,5 +32,13 @@ namespace snap::restore {
 // that directory, which then shows as deleted again.
 ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
                         std::vector<std::string>& warnings, std::vector<pid_t>& holders);
+
+// A shared memory file of the image (image::Mapping::named_shm) made again
+// at its path, empty, with its size, mode and (where snap may) owner:
+// created there, or where a file is left there (*was_there), beside it and
+// then renamed over it, so that it is replaced whole and a process still
+// holding the old one keeps it. Returns an O_RDWR fd on it.
+ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warnings,
+                        bool* was_there);
 
 }  // namespace snap::restore

@@ -293,17 +293,19 @@ void refill(int master, int slave, const image::Pty& t, const KernelTermios& fin
     k.cc[VEOL2] = final.cc[VEOL2];
     if (!t.input_eofs.empty()) k.cc[VEOF] = static_cast<uint8_t>(eof);
     set_termios(master, k, what);
+    // The input up to each end of file, then VEOF; then the rest.
     size_t from = 0;
-    for (uint64_t at : t.input_eofs) {
-      if (at < from || at > t.input.size())
-        throw Error(what + ": an end of file out of order in the queued input", "the image is damaged");
-      write_all(master, {t.input.begin() + static_cast<ptrdiff_t>(from), t.input.begin() + static_cast<ptrdiff_t>(at)},
-                what + ": writing the queued input to the master");
-      write_all(master, {static_cast<uint8_t>(eof)}, what + ": writing an end of file to the master");
-      from = at;
+    for (size_t i = 0; i <= t.input_eofs.size(); i++) {
+      const size_t to = i < t.input_eofs.size() ? t.input_eofs[i] : t.input.size();
+      if (to < from || to > t.input.size())
+        throw Error(what + ": an end of file out of order in the queued input",
+                    "the image is damaged");
+      std::vector<uint8_t> piece(t.input.begin() + static_cast<ptrdiff_t>(from),
+                                 t.input.begin() + static_cast<ptrdiff_t>(to));
+      if (i < t.input_eofs.size()) piece.push_back(static_cast<uint8_t>(eof));
+      write_all(master, piece, what + ": writing the queued input to the master");
+      from = to;
     }
-    write_all(master, {t.input.begin() + static_cast<ptrdiff_t>(from), t.input.end()},
-              what + ": writing the queued input to the master");
     size_t echoed = 0;
     uint8_t buf[4096];
     bool ok = wait_for([&] {

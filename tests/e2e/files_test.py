@@ -477,8 +477,9 @@ def named_shm_cleaned_away(env):
 @case
 def named_shm_leave_running(env):
     # The same job dumped while it runs on: it rewrites its segment, ends
-    # and unlinks it. The restore makes the segment again as it was at the
-    # dump (not as the job left it), and the job ends as an uninterrupted run.
+    # and unlinks it; then another file is left at that path. The restore
+    # replaces it with the segment as it was at the dump (not as the job
+    # left it), and the job ends as an uninterrupted run.
     argv, _ = named_shm_argv(env, "ref2")
     _, ref = uninterrupted(argv, timeout=120)
     argv, path = named_shm_argv(env, "running")
@@ -486,6 +487,9 @@ def named_shm_leave_running(env):
     p = start(argv, stdout_path=out)
     wait_lines(out, 6)
     env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    with open(path, "wb") as f:
+        f.write(b"stale " * 1000)
     runs_on_then_restores(env, p, out, ckpt, ref)
     expect(not os.path.exists(path), "the restored job unlinked its segment at its end")
 
