@@ -242,6 +242,10 @@ struct TcpConnection {
   // the job is down (dump --kill of a connection to a peer outside the
   // image: tracer/net_lock.h); the restore removes it. Empty: none.
   std::string network_lock;
+  // Saved without repair mode (no CAP_NET_ADMIN), both ends in the image:
+  // only recv_queue is filled (peeked), nothing was in flight; the restore
+  // connects the two sockets again at their addresses and sends it.
+  bool peeked = false;
 };
 
 // An AF_INET / AF_INET6 socket (getsockname, getpeername, sock_diag).

@@ -153,6 +153,7 @@ ojson encode(const FileDesc& f) {
         jt["window"] = w;
       }
       if (!t->network_lock.empty()) jt["network_lock"] = t->network_lock;
+      if (t->peeked) jt["peeked"] = true;
       j["inet_socket"]["tcp"] = jt;
     }
   }

@@ -314,6 +314,7 @@ FileDesc decode_fd(const Field& f) {
         for (size_t k = 0; k < 5; k++) (*c.window)[k] = static_cast<uint32_t>(v[k]);
       }
       if (auto l = t->opt("network_lock")) c.network_lock = l->as<std::string>();
+      if (auto k = t->opt("peeked")) c.peeked = k->as<bool>();
       if (c.unsent > c.send_queue.size())
         throw Error("manifest: inet_socket.tcp.unsent exceeds its send_queue");
       s.tcp = std::move(c);

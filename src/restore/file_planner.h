@@ -85,6 +85,7 @@ class FilePlanner {
 
   // file_sockets.cc
   int socket(const Process& p, const FileDesc& f);
+  void make_tcp_pairs();
   PassedFile passed_file(const Process& p);
   int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer);
   void connect_sockets();

@@ -3,7 +3,12 @@
 // be accepted, sockets connected by name), connected and shut down once
 // every socket is bound.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <set>
+#include <utility>
+#include <vector>
 
 #include <fmt/core.h>
 
@@ -12,6 +17,7 @@
 #include "restore/sockets.h"
 #include "restore/tcp_connection.h"
 #include "tracer/net_lock.h"
+#include "tracer/tcp_repair.h"
 
 namespace snap::restore {
 
@@ -21,8 +27,57 @@ using image::FdType;
 
 }  // namespace
 
+// TCP connections between two sockets of the image saved without repair
+// mode: each pair connected again before any other socket exists (a
+// listener of the image at one end's port binds after them, beside them).
+// The end whose port no listener of the image has is listened on for the
+// moment, so that the other one can connect to it.
+void FilePlanner::make_tcp_pairs() {
+  if (tcp_close_) return;
+  std::set<uint16_t> listened;  // ports listeners of the image hold
+  std::vector<const FileDesc*> peeked;
+  for (const auto& [inode, f] : sockets_) {
+    const auto& s = f->inet_socket;
+    if (s && s->protocol == IPPROTO_TCP && s->state == 10) listened.insert(s->local_port);
+    if (s && s->tcp && s->tcp->peeked) peeked.push_back(f);
+  }
+  std::set<const FileDesc*> made;
+  for (const FileDesc* f : peeked) {
+    if (made.count(f)) continue;
+    const auto& s = *f->inet_socket;
+    const FileDesc* peer = nullptr;
+    for (const FileDesc* g : peeked) {
+      const auto& o = *g->inet_socket;
+      if (g != f && o.local_port == s.peer_port && o.peer_port == s.local_port &&
+          unmapped_address(o.local) == unmapped_address(s.peer) &&
+          unmapped_address(o.peer) == unmapped_address(s.local))
+        peer = g;
+    }
+    const std::string what = fmt::format("TCP socket inode {} ({} -> {})", f->inode,
+                                         printable(s.family, s.local, s.local_port),
+                                         printable(s.family, s.peer, s.peer_port));
+    if (!peer)
+      throw Error(what + " was saved without repair mode, but its peer is not in the image",
+                  "the image is damaged");
+    // The server end is the one whose port no listener of the image holds.
+    const bool f_listened = listened.count(s.local_port) != 0;
+    const FileDesc* client = f_listened ? f : peer;
+    const FileDesc* server = f_listened ? peer : f;
+    auto [c, sv] = make_tcp_pair(*client, *server, what);
+    for (auto [sock, d] : {std::pair{c.get(), client}, std::pair{sv.get(), server}})
+      ::fcntl(sock, F_SETFL, d->flags & kStatusFlags);
+    objects_[{2, client->inode, 0}] = keep(c.release(), "socket");
+    objects_[{2, server->inode, 0}] = keep(sv.release(), "socket");
+    made.insert(f);
+    made.insert(peer);
+  }
+}
+
 int FilePlanner::socket(const Process& p, const FileDesc& f) {
   const std::string what = fd_name(p, f);
+  if (f.inet_socket && f.inet_socket->tcp && f.inet_socket->tcp->peeked && !tcp_close_)
+    throw Error(what + " was saved without repair mode, but was not connected again",
+                "the image is damaged");
   if (f.inet_socket && f.inet_socket->tcp) {
     if (!f.inet_socket->tcp->network_lock.empty()) network_locks_.insert(f.inet_socket->tcp->network_lock);
     // In repair mode until every socket exists (connect_sockets); or

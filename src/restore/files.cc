@@ -43,6 +43,7 @@ void FilePlanner::run() {
   remake_named_shm();  // before any fd opens one by its path
   ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
                 out_.warnings_);
+  make_tcp_pairs();  // before any other socket binds
   for (const auto& p : ckpt_.processes)
     for (const auto& f : p.fds) uses_[desc_key(p, f)]++;
   for (const auto& p : ckpt_.processes) {

@@ -186,6 +186,8 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
                    errno);
   set_socket_options(sock.get(), f, what);
   const bool any = s.local == "0.0.0.0" || s.local == "::";
+  int reuse_was = 0;
+  bool reuse_forced = false;
   if (s.local_port || !any) {
     sockaddr_storage ss;
     socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
@@ -204,16 +206,15 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
       errno = err;
     }
     if (rc < 0 && errno == EADDRINUSE && s.protocol == IPPROTO_TCP) {
-      // Connections of the dead job may linger (TIME_WAIT) on the port:
-      // bind over them as SO_REUSEADDR allows, then set it as the job had it.
-      int on = 1, was = 0;
-      socklen_t olen = sizeof was;
-      ::getsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &was, &olen);
+      // Connections of the dead job may linger (TIME_WAIT) on the port, or
+      // the restored ones (make_tcp_pair): bind over them as SO_REUSEADDR
+      // allows, then (after listen, which checks again) set it as the job had it.
+      int on = 1;
+      socklen_t olen = sizeof reuse_was;
+      ::getsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuse_was, &olen);
       ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
       rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
-      int err = errno;
-      ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &was, sizeof was);
-      errno = err;
+      reuse_forced = true;
     }
     if (rc < 0)
       throw SysError(fmt::format("cannot restore {}: bind to {}", what,
@@ -235,6 +236,7 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
                                  printable(s.family, s.peer, s.peer_port)),
                      errno);
   }
+  if (reuse_forced) ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuse_was, sizeof reuse_was);
   shutdown_socket(sock.get(), s.shutdown, what);
   return sock;
 }

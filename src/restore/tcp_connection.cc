@@ -3,13 +3,22 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <tuple>
+#include <utility>
+
 #include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <cstring>
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "restore/sockets.h"
 
 namespace snap::restore {
@@ -182,6 +191,143 @@ void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string
     }
   // A FIN the job had sent goes out again after its data.
   shutdown_socket(sock, s.shutdown, what);
+}
+
+}  // namespace snap::restore
+
+namespace snap::restore {
+
+namespace {
+
+// Whether a TCP connection in TIME_WAIT has local port `port` (in this
+// network namespace: /proc/net/tcp and tcp6, state 06).
+bool time_wait_on(uint16_t port) {
+  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state;
+      if (!(fields >> slot >> local >> remote >> state)) continue;
+      auto colon = local.rfind(':');
+      if (colon == std::string::npos) continue;
+      if (state == "06" && std::stoul(local.substr(colon + 1), nullptr, 16) == port) return true;
+    }
+  }
+  return false;
+}
+
+// A TCP socket with `f`'s options, bound to its own address and port
+// with SO_REUSEADDR (other connections of the image share the port), with
+// a receive buffer that holds `incoming` bytes without a reader.
+ScopedFd bound_tcp_socket(const image::FileDesc& f, size_t incoming, const std::string& what) {
+  const auto& s = *f.inet_socket;
+  ScopedFd sock(::socket(s.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!sock) throw SysError(fmt::format("cannot restore {}: socket", what), errno);
+  set_socket_options(sock.get(), f, what);  // some only before bind (IPV6_V6ONLY)
+  set_int(sock.get(), SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)", what);
+  int rcvbuf = 0;
+  socklen_t olen = sizeof rcvbuf;
+  ::getsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &olen);
+  if (incoming > static_cast<size_t>(rcvbuf) / 2) {  // at most net.core.rmem_max for an ordinary user
+    int want = static_cast<int>(std::min<size_t>(incoming, 1u << 30));
+    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+  }
+  sockaddr_storage ss;
+  socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
+  int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+  // A connection the job closed shortly before the dump lingers on the
+  // port (TIME_WAIT, a minute): its socket did not allow reuse, so no bind
+  // can, without CAP_NET_ADMIN. Nothing of the job runs yet: wait for it.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
+  bool said = false;
+  while (rc < 0 && errno == EADDRINUSE && time_wait_on(s.local_port) &&
+         std::chrono::steady_clock::now() < give_up) {
+    if (!said)
+      warn("{}: port {} is held by a connection the job closed just before the checkpoint "
+           "(TIME_WAIT); waiting for the kernel to free it (at most a minute)",
+           what, s.local_port);
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+  }
+  if (rc < 0)
+    throw SysError(fmt::format("cannot restore {}: bind to {}", what,
+                               printable(s.family, s.local, s.local_port)),
+                   errno, errno == EADDRINUSE ? "another process holds this address now (the "
+                                                "checkpointed job itself, if it still runs, or a "
+                                                "connection it closed, for a minute after): "
+                                                "restore again when it is free"
+                                              : "");
+  return sock;
+}
+
+// Sends all of `data` on `sock`, which its peer does not read yet: the
+// peer's receive buffer must take it.
+void send_all(int sock, const std::vector<uint8_t>& data, const std::string& what) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::send(sock, data.data() + done, data.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN)
+      throw SysError(fmt::format("cannot restore {}: sending its unread data", what), errno);
+    pollfd p{sock, POLLOUT, 0};
+    if (::poll(&p, 1, 2000) <= 0)
+      throw Error(fmt::format("cannot restore {}: its peer's receive buffer took {} of the {} "
+                              "bytes it had not read",
+                              what, done, data.size()),
+                  "without CAP_NET_ADMIN a receive buffer is at most net.core.rmem_max; restore "
+                  "as root, or checkpoint when less is waiting");
+  }
+}
+
+}  // namespace
+
+std::pair<ScopedFd, ScopedFd> make_tcp_pair(const image::FileDesc& client,
+                                            const image::FileDesc& server, const std::string& what) {
+  const auto& c = *client.inet_socket;
+  const auto& s = *server.inet_socket;
+  // What waits at each end was sent by the other one.
+  const auto& to_server = s.tcp->recv_queue;
+  const auto& to_client = c.tcp->recv_queue;
+  ScopedFd listener = bound_tcp_socket(server, to_server.size(), what + "'s peer");
+  if (::listen(listener.get(), 1) < 0)
+    throw SysError(fmt::format("cannot restore {}: listen on {} for a moment", what,
+                               printable(s.family, s.local, s.local_port)),
+                   errno);
+  ScopedFd mine = bound_tcp_socket(client, to_client.size(), what);
+  sockaddr_storage ss;
+  socklen_t len = inet_sockaddr(c.family, c.peer, c.peer_port, ss, what);  // as the client saw it
+  int rc;
+  do rc = ::connect(mine.get(), reinterpret_cast<sockaddr*>(&ss), len);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0)
+    throw SysError(fmt::format("cannot restore {}: connect to {}", what,
+                               printable(c.family, c.peer, c.peer_port)),
+                   errno);
+  ScopedFd theirs(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!theirs) throw SysError(fmt::format("cannot restore {}: accept", what), errno);
+  // The accepted socket has the listener's options. Both keep SO_REUSEADDR
+  // (whatever the job had: a connected socket never binds again), so that
+  // the other connections and the listener of the image on the same port
+  // can bind beside them.
+  listener.reset();
+  send_all(mine.get(), to_server, what);
+  send_all(theirs.get(), to_client, what + "'s peer");
+  // Shut down as they were: a FIN one end sent, now after its data.
+  for (auto [sock, f, peer] : {std::tuple{mine.get(), &c, &s}, std::tuple{theirs.get(), &s, &c}}) {
+    int how = -1;
+    if (f->shutdown & 2) how = SHUT_WR;
+    if ((f->shutdown & 1) && !(peer->shutdown & 2)) how = how == SHUT_WR ? SHUT_RDWR : SHUT_RD;
+    if (how >= 0 && ::shutdown(sock, how) < 0)
+      throw SysError(fmt::format("cannot restore {}: shutdown", what), errno);
+  }
+  return {std::move(mine), std::move(theirs)};
 }
 
 }  // namespace snap::restore

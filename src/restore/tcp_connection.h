@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
@@ -15,6 +16,16 @@ namespace snap::restore {
 // The socket of `f` (inet_socket with tcp), still in repair mode. Needs
 // CAP_NET_ADMIN. `what` names the fd in errors.
 ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what);
+
+// Two sockets of the image connected to each other, saved without repair
+// mode (image::TcpConnection::peeked): connected again at their own
+// addresses (`server`'s address listened on for a moment, `client` bound to
+// its own and connecting), each one's unread data sent by the other, and
+// shut down as they were. Returns {client's socket, server's}. Needs the
+// addresses free: fails (EADDRINUSE) while the checkpointed job still holds
+// them. `what` names the client's fd in errors.
+std::pair<ScopedFd, ScopedFd> make_tcp_pair(const image::FileDesc& client,
+                                            const image::FileDesc& server, const std::string& what);
 
 // The socket of `f` as a connection that was closed (restore --tcp-close):
 // unconnected, shut down both ways, so reads see end of file and writes EPIPE.

@@ -125,6 +125,50 @@ void read_connection(int sock, image::InetSocket& s, const std::string& what) {
   s.tcp = std::move(t);
 }
 
+// Without repair mode (no CAP_NET_ADMIN), a connection between two sockets
+// of the job: only what waits to be read is saved (peeked, nothing taken
+// from the job), and the restore connects the two again and sends it. That
+// is faithful only when nothing is in flight: every byte either end sent
+// was acknowledged (on loopback, delivered), and any FIN too.
+void peek_connection(int sock, image::InetSocket& s, const std::string& what) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(sock, SOL_TCP, TCP_INFO, &info, &len) < 0)
+    throw SysError("getsockopt(TCP_INFO) on " + what, errno);
+  const std::string hint =
+      "without CAP_NET_ADMIN snap can save a connection between two processes of the job only "
+      "when nothing is in flight on it: dump again in a moment (or as root); nothing was killed";
+  if (info.tcpi_state != kEstablished && info.tcpi_state != 5 /* FIN_WAIT2 */ &&
+      info.tcpi_state != 8 /* CLOSE_WAIT */)
+    throw Error(fmt::format("{}: {} is closing (TCP state {}), its FIN not yet acknowledged", what,
+                            describe(s), info.tcpi_state),
+                hint);
+  if (int outq = ioctl_int(sock, SIOCOUTQ, "ioctl(SIOCOUTQ)", what); outq > 0)
+    throw Error(fmt::format("{}: {}: {} bytes the job sent are not yet acknowledged by its peer "
+                            "(whose receive buffer is full)",
+                            what, describe(s), outq),
+                hint);
+  if (info.tcpi_state == 5) s.shutdown |= 2;
+  if (info.tcpi_state == 8) s.shutdown |= 1;
+  image::TcpConnection t;
+  const int inq = ioctl_int(sock, SIOCINQ, "ioctl(SIOCINQ)", what);
+  t.recv_queue.resize(static_cast<size_t>(inq) + 1);
+  ssize_t n = 0;
+  if (inq > 0) {
+    do n = ::recv(sock, t.recv_queue.data(), t.recv_queue.size(), MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) throw SysError(fmt::format("recv(MSG_PEEK) of {}", what), errno);
+  }
+  if (n != inq)
+    throw Error(fmt::format("{}: its receive queue holds {} bytes where the kernel counts {}; the "
+                            "image would lose data",
+                            what, n, inq));
+  t.recv_queue.resize(static_cast<size_t>(inq));
+  t.peeked = true;
+  vlog("{}: {} saved without repair mode: {} bytes to read", what, describe(s), inq);
+  s.tcp = std::move(t);
+}
+
 }  // namespace
 
 bool tcp_repairable_state(int state) {
@@ -154,7 +198,7 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
     int sock;
     std::string what;
   };
-  std::vector<Todo> todo;
+  std::vector<Todo> todo, peek;
   std::map<uint64_t, image::FileDesc*> done;  // a socket's fds after the first share its facts
   std::vector<std::pair<image::FileDesc*, image::FileDesc*>> copies;
   // The root's stdio is snap restore's own at restore: left alone.
@@ -167,8 +211,10 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
     for (auto& f : p.fds) {
       auto& s = f.inet_socket;
       if (!s || s->protocol != IPPROTO_TCP || !tcp_repairable_state(s->state) ||
-          root_stdio.count(f.inode) || !(outside_peers || tcp_peer_in_image(procs, *s)))
+          root_stdio.count(f.inode))
         continue;
+      const bool inside = tcp_peer_in_image(procs, *s);
+      if (!outside_peers && !inside) continue;
       if (auto d = done.find(f.inode); d != done.end()) {
         copies.emplace_back(&f, d->second);
         continue;
@@ -189,6 +235,11 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
       int on = TCP_REPAIR_ON;
       if (::setsockopt(sock, SOL_TCP, TCP_REPAIR, &on, sizeof on) < 0) {
         int err = errno;
+        if (err == EPERM && inside) {  // both ends in the job: saved without repair mode
+          r.held_.back().peeked = true;
+          peek.push_back({&f, sock, what});
+          continue;
+        }
         if (err == EPERM)
           throw Error(fmt::format("pid {} fd {}: {}: saving a TCP connection needs TCP repair mode, "
                                   "which needs CAP_NET_ADMIN",
@@ -201,6 +252,7 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
       todo.push_back({&f, sock, what});
     }
   for (auto& t : todo) read_connection(t.sock, *t.f->inet_socket, t.what);
+  for (auto& t : peek) peek_connection(t.sock, *t.f->inet_socket, t.what);
   for (auto& [f, first] : copies) {
     f->inet_socket->tcp = first->inet_socket->tcp;
     f->inet_socket->shutdown = first->inet_socket->shutdown;
@@ -245,6 +297,16 @@ void TcpRepair::leave() {
   held_.clear();
 }
 
-void TcpRepair::keep_for_kill() { held_.clear(); }
+void TcpRepair::keep_for_kill() {
+  // A connection saved without repair mode closes with a reset, not a FIN:
+  // a FIN would leave its ports in TIME_WAIT for a minute, where the
+  // restore binds them again.
+  for (auto& h : held_) {
+    linger abort{1, 0};
+    if (h.peeked && ::setsockopt(h.sock.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort) < 0)
+      warn("could not set SO_LINGER on a TCP socket of the job: {}", std::strerror(errno));
+  }
+  held_.clear();
+}
 
 }  // namespace snap

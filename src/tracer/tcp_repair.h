@@ -49,7 +49,8 @@ class TcpRepair {
   // Same as the destructor, now.
   void leave();
   // Lets go of snap's copies with the sockets still in repair mode, just
-  // before the job is killed: its sockets then close without a FIN or RST.
+  // before the job is killed: its sockets then close without a FIN or RST
+  // (those saved without repair mode with a RST, leaving no TIME_WAIT).
   void keep_for_kill();
   bool empty() const { return held_.empty(); }
 
@@ -57,6 +58,7 @@ class TcpRepair {
   struct Held {
     ScopedFd sock;
     bool repairing = false;  // in repair mode
+    bool peeked = false;     // saved without it (both ends in the job, no CAP_NET_ADMIN)
     int reuseaddr = 0;       // SO_REUSEADDR before: leaving repair mode clears it
     // A filter dropping every packet keeps the socket deaf while it is read
     // (nothing arrives, nothing is acknowledged); the job's own filter

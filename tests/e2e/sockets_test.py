@@ -4,6 +4,7 @@ every state with their queued data, TCP connections inside the job and to a
 peer outside it (TCP repair), and what must be refused. Each restored program
 must finish with the output of an uninterrupted run.
 Usage: sockets_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import hashlib
 import os
 import shutil
 import sys
@@ -136,10 +137,12 @@ def tcp_repair_allowed():
     return True
 
 
-def tcp_pair_expected(rounds):
+def tcp_pair_expected(rounds, blob_bytes=3200000):
+    blob = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(100000))[:blob_bytes]
+    digest = hashlib.sha256(blob).hexdigest()[:16]
     return [f"round {i}: pong {i} to ping {i}" for i in range(1, rounds + 1)] + [
         "half-closed: b'hello from a half-closed connection\\n'",
-        "blob 3200000 bytes 14be4c32330227c8, answer b'answer to a half-closed connection\\n'",
+        f"blob {blob_bytes} bytes {digest}, answer b'answer to a half-closed connection\\n'",
         "ticks in order: True", "child exit 0"]
 
 
@@ -150,9 +153,12 @@ def tcp_connections(env):
     # full send queue and a half-closed connection (its FIN unread) at the
     # dump: saved in repair mode, killed without a
     # FIN or RST reaching the peer, restored; the output equals an
-    # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) the
-    # dump is refused instead, naming pid, fd, the connection and
-    # CAP_NET_ADMIN, and the job runs on untouched.
+    # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) such
+    # a job, with bytes in flight, is refused instead, naming pid, fd, the
+    # connection and CAP_NET_ADMIN, and runs on untouched; the same job
+    # with a short blob (all of it waiting in the child's receive queue,
+    # nothing in flight) is saved without repair mode, and restored by
+    # connecting the sockets again and sending what waited.
     rounds = 8
     argv = [sys.executable, env.src("tcp_pair.py"), str(rounds), "200"]
     if tcp_repair_allowed():
@@ -163,14 +169,16 @@ def tcp_connections(env):
     wait_lines(out, 2)
     r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("tcp.ckpt"),
                      check=False)
-    expect(r.returncode != 0, "the dump without CAP_NET_ADMIN is refused")
-    expect("TCP connection 127.0.0.1:" in r.stderr and "CAP_NET_ADMIN" in r.stderr
+    expect(r.returncode != 0, "the dump of bytes in flight without CAP_NET_ADMIN is refused")
+    expect("TCP connection " in r.stderr and "CAP_NET_ADMIN" in r.stderr
            and f"pid {p.pid} fd " in r.stderr,
            f"the refusal names pid, fd, the connection and CAP_NET_ADMIN: {r.stderr.strip()}")
     p.wait(timeout=60)
     expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
            f"the job ran on untouched: {lines_of(out)}")
-    print("ok   tcp_connections: refused without CAP_NET_ADMIN, job untouched")
+    print("ok   tcp_connections: bytes in flight refused without CAP_NET_ADMIN, job untouched")
+    dump_kill_restore(env, argv + ["20000"], "tcp_pair_short", 3,
+                      tcp_pair_expected(rounds, 20000), tree=True)
 
 
 def killed_at_dump(env, job, name, lines):

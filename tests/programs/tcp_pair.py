@@ -8,7 +8,9 @@ at the end (so send and receive queues are full at any checkpoint). A
 third connection is half-closed by the child at once (its greeting and a
 FIN wait unread at the parent, which answers at the end). Prints
 one line per round, then what came through at the end; the same on every run.
-Usage: tcp_pair.py ROUNDS INTERVAL_MS"""
+With BLOB_BYTES, the blob is that long instead (a short one is all in the
+child's receive queue at a checkpoint: nothing in flight).
+Usage: tcp_pair.py ROUNDS INTERVAL_MS [BLOB_BYTES]"""
 import hashlib
 import os
 import socket
@@ -29,7 +31,7 @@ def read_to_eof(sock):
         out += d
 
 
-def child(rounds, interval, port4, port6):
+def child(rounds, interval, port4, port6, blob):
     c4 = socket.create_connection(("127.0.0.1", port4))
     c6 = socket.create_connection(("::1", port6))
     half = socket.create_connection(("127.0.0.1", port4))
@@ -42,7 +44,7 @@ def child(rounds, interval, port4, port6):
         c6.sendall(f"tick {i}\n".encode())
         c4.sendall(f"pong {i} to {ping}\n".encode())
     digest, n = hashlib.sha256(), 0
-    while n < len(BLOB):
+    while n < len(blob):
         d = c6.recv(1 << 16)
         if not d:
             break
@@ -57,11 +59,12 @@ def child(rounds, interval, port4, port6):
 
 def main():
     rounds, interval = int(sys.argv[1]), int(sys.argv[2]) / 1000
+    blob = BLOB[:int(sys.argv[3])] if len(sys.argv) > 3 else BLOB
     srv4 = socket.create_server(("127.0.0.1", 0))
     srv6 = socket.create_server(("::1", 0), family=socket.AF_INET6)
     pid = os.fork()
     if pid == 0:
-        child(rounds, interval, srv4.getsockname()[1], srv6.getsockname()[1])
+        child(rounds, interval, srv4.getsockname()[1], srv6.getsockname()[1], blob)
     a4, _ = srv4.accept()
     a6, _ = srv6.accept()
     half, _ = srv4.accept()
@@ -72,7 +75,7 @@ def main():
     sent = 0
     for i in range(1, rounds + 1):
         try:
-            sent += a6.send(BLOB[sent:])  # what fits now
+            sent += a6.send(blob[sent:])  # what fits now
         except BlockingIOError:
             pass
         line = r4.readline().decode().strip()
@@ -80,7 +83,7 @@ def main():
         if i + PINGS_AHEAD <= rounds:
             a4.sendall(f"ping {i + PINGS_AHEAD}\n".encode())
     a6.setblocking(True)
-    a6.sendall(BLOB[sent:])
+    a6.sendall(blob[sent:])
     greeting = read_to_eof(half)
     print(f"half-closed: {greeting!r}", flush=True)
     half.sendall(b"answer to a half-closed connection\n")

@@ -399,6 +399,7 @@ TEST(Manifest, TcpConnectionRoundTrip) {
   g.fd = 8;
   g.inet_socket->tcp->window.reset();
   g.inet_socket->tcp->network_lock.clear();
+  g.inet_socket->tcp->peeked = true;  // saved without repair mode
   c.processes[0].fds.push_back(g);
 
   std::string json = to_json(c);
@@ -421,6 +422,9 @@ TEST(Manifest, TcpConnectionRoundTrip) {
   EXPECT_FALSE(back.processes[0].fds.back().inet_socket->tcp->window.has_value());
   EXPECT_TRUE(back.processes[0].fds.back().inet_socket->tcp->network_lock.empty());
   EXPECT_EQ(json.find("network_lock"), json.rfind("network_lock"));  // written only when there is one
+  EXPECT_FALSE(bt.peeked);
+  EXPECT_TRUE(back.processes[0].fds.back().inet_socket->tcp->peeked);
+  EXPECT_EQ(json.find("peeked"), json.rfind("peeked"));  // written only when set
   EXPECT_EQ(to_json(back), json);
 
   // More unsent bytes than the queue holds: a damaged image.
