@@ -6,7 +6,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <map>
 #include <set>
+#include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -35,41 +38,44 @@ using image::FdType;
 void FilePlanner::make_tcp_pairs() {
   if (tcp_close_) return;
   std::set<uint16_t> listened;  // ports listeners of the image hold
-  std::vector<const FileDesc*> peeked;
-  for (const auto& [inode, f] : sockets_) {
-    const auto& s = f->inet_socket;
-    if (s && s->protocol == IPPROTO_TCP && s->state == 10) listened.insert(s->local_port);
-    if (s && s->tcp && s->tcp->peeked) peeked.push_back(f);
-  }
-  std::set<const FileDesc*> made;
-  for (const FileDesc* f : peeked) {
-    if (made.count(f)) continue;
-    const auto& s = *f->inet_socket;
-    const FileDesc* peer = nullptr;
-    for (const FileDesc* g : peeked) {
-      const auto& o = *g->inet_socket;
-      if (g != f && o.local_port == s.peer_port && o.peer_port == s.local_port &&
-          unmapped_address(o.local) == unmapped_address(s.peer) &&
-          unmapped_address(o.peer) == unmapped_address(s.local))
-        peer = g;
+  using Ends = std::tuple<std::string, uint16_t, std::string, uint16_t>;  // local, peer
+  std::map<Ends, std::pair<const Process*, const FileDesc*>> peeked;   // one fd of each socket
+  for (const auto& p : ckpt_.processes)
+    for (const auto& f : p.fds) {
+      const auto& s = f.inet_socket;
+      if (s && s->protocol == IPPROTO_TCP && s->state == 10) listened.insert(s->local_port);
+      if (s && s->tcp && s->tcp->peeked)
+        peeked.try_emplace({unmapped_address(s->local), s->local_port, unmapped_address(s->peer),
+                            s->peer_port},
+                           &p, &f);
     }
-    const std::string what = fmt::format("TCP socket inode {} ({} -> {})", f->inode,
+  std::set<uint64_t> made;  // socket inodes
+  for (const auto& [ends, at] : peeked) {
+    const auto [p, f] = at;
+    if (made.count(f->inode)) continue;
+    const auto& [local, local_port, peer, peer_port] = ends;
+    const auto other = peeked.find({peer, peer_port, local, local_port});
+    const auto& s = *f->inet_socket;
+    const std::string name = fmt::format("{} (TCP connection {} -> {})", fd_name(*p, *f),
                                          printable(s.family, s.local, s.local_port),
                                          printable(s.family, s.peer, s.peer_port));
-    if (!peer)
-      throw Error(what + " was saved without repair mode, but its peer is not in the image",
+    if (other == peeked.end())
+      throw Error(name + " was saved without repair mode, but its peer is not in the image",
                   "the image is damaged");
-    // The server end is the one whose port no listener of the image holds.
-    const bool f_listened = listened.count(s.local_port) != 0;
-    const FileDesc* client = f_listened ? f : peer;
-    const FileDesc* server = f_listened ? peer : f;
-    auto [c, sv] = make_tcp_pair(*client, *server, what);
-    for (auto [sock, d] : {std::pair{c.get(), client}, std::pair{sv.get(), server}})
+    // The end listened on for the moment is one whose port no listener of
+    // the image holds; the other one connects to it.
+    const auto [q, g] = other->second;
+    const bool f_connects = listened.count(s.local_port) != 0;
+    const FileDesc& client = f_connects ? *f : *g;
+    const FileDesc& server = f_connects ? *g : *f;
+    const std::string what = f_connects ? name : fmt::format("{}, the peer of {}", fd_name(*q, *g), name);
+    auto [c, sv] = make_tcp_pair(client, server, what);
+    for (auto [sock, d] : {std::pair{c.get(), &client}, std::pair{sv.get(), &server}})
       ::fcntl(sock, F_SETFL, d->flags & kStatusFlags);
-    objects_[{2, client->inode, 0}] = keep(c.release(), "socket");
-    objects_[{2, server->inode, 0}] = keep(sv.release(), "socket");
-    made.insert(f);
-    made.insert(peer);
+    objects_[{2, client.inode, 0}] = keep(c.release(), "socket");
+    objects_[{2, server.inode, 0}] = keep(sv.release(), "socket");
+    made.insert(f->inode);
+    made.insert(g->inode);
   }
 }
 

@@ -10,11 +10,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 
 namespace snap::restore {
 
@@ -101,7 +106,47 @@ void set_option(int sock, const image::SockOpt& o, const std::string& what) {
                    errno);
 }
 
+// Whether a TCP connection in TIME_WAIT has local port `port` (in this
+// network namespace: /proc/net/tcp and tcp6, state 06).
+bool time_wait_on(uint16_t port) {
+  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state;
+      if (!(fields >> slot >> local >> remote >> state)) continue;
+      auto colon = local.rfind(':');
+      if (colon == std::string::npos) continue;
+      if (state == "06" && std::stoul(local.substr(colon + 1), nullptr, 16) == port) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+int bind_tcp(int sock, const sockaddr_storage& ss, socklen_t len, uint16_t port,
+             const std::string& what) {
+  int rc = ::bind(sock, reinterpret_cast<const sockaddr*>(&ss), len);
+  // A connection the job closed shortly before the dump lingers on the
+  // port (TIME_WAIT, a minute): where its socket did not allow reuse, no
+  // bind can, without CAP_NET_ADMIN. Nothing of the job runs yet: wait.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
+  bool said = false;
+  while (rc < 0 && errno == EADDRINUSE && time_wait_on(port) &&
+         std::chrono::steady_clock::now() < give_up) {
+    if (!said)
+      warn("{}: port {} is held by a connection the job closed just before the checkpoint "
+           "(TIME_WAIT); waiting for the kernel to free it (at most a minute)",
+           what, port);
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    rc = ::bind(sock, reinterpret_cast<const sockaddr*>(&ss), len);
+  }
+  return rc;
+}
 
 socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sockaddr_storage& ss,
                         const std::string& what) {
@@ -208,12 +253,13 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
     if (rc < 0 && errno == EADDRINUSE && s.protocol == IPPROTO_TCP) {
       // Connections of the dead job may linger (TIME_WAIT) on the port, or
       // the restored ones (make_tcp_pair): bind over them as SO_REUSEADDR
-      // allows, then (after listen, which checks again) set it as the job had it.
+      // allows (waiting out a TIME_WAIT that does not allow it), then
+      // (after listen, which checks again) set it as the job had it.
       int on = 1;
       socklen_t olen = sizeof reuse_was;
       ::getsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuse_was, &olen);
       ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-      rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
+      rc = bind_tcp(sock.get(), ss, len, s.local_port, what);
       reuse_forced = true;
     }
     if (rc < 0)

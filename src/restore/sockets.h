@@ -27,6 +27,13 @@ socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sock
 // "1.2.3.4:80" or "[::1]:80".
 std::string printable(int family, const std::string& addr, uint16_t port);
 
+// bind() of a TCP socket to `ss` (port `port`); where a connection in
+// TIME_WAIT holds the port (one the job closed just before the dump) and
+// the kernel refuses, waits for it to go (at most a minute, saying so).
+// Returns bind's result (errno set).
+int bind_tcp(int sock, const sockaddr_storage& ss, socklen_t len, uint16_t port,
+             const std::string& what);
+
 void set_socket_options(int sock, const image::FileDesc& f, const std::string& what);
 
 // An AF_INET / AF_INET6 socket as `f` describes it: options, bind, listen

@@ -10,15 +10,10 @@
 #include <utility>
 
 #include <algorithm>
-#include <chrono>
-#include <fstream>
-#include <sstream>
-#include <thread>
 #include <cstring>
 #include <fmt/core.h>
 
 #include "base/error.h"
-#include "base/log.h"
 #include "restore/sockets.h"
 
 namespace snap::restore {
@@ -199,25 +194,6 @@ namespace snap::restore {
 
 namespace {
 
-// Whether a TCP connection in TIME_WAIT has local port `port` (in this
-// network namespace: /proc/net/tcp and tcp6, state 06).
-bool time_wait_on(uint16_t port) {
-  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);  // the header
-    while (std::getline(in, line)) {
-      std::istringstream fields(line);
-      std::string slot, local, remote, state;
-      if (!(fields >> slot >> local >> remote >> state)) continue;
-      auto colon = local.rfind(':');
-      if (colon == std::string::npos) continue;
-      if (state == "06" && std::stoul(local.substr(colon + 1), nullptr, 16) == port) return true;
-    }
-  }
-  return false;
-}
-
 // A TCP socket with `f`'s options, bound to its own address and port
 // with SO_REUSEADDR (other connections of the image share the port), with
 // a receive buffer that holds `incoming` bytes without a reader.
@@ -236,22 +212,7 @@ ScopedFd bound_tcp_socket(const image::FileDesc& f, size_t incoming, const std::
   }
   sockaddr_storage ss;
   socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
-  int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
-  // A connection the job closed shortly before the dump lingers on the
-  // port (TIME_WAIT, a minute): its socket did not allow reuse, so no bind
-  // can, without CAP_NET_ADMIN. Nothing of the job runs yet: wait for it.
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
-  bool said = false;
-  while (rc < 0 && errno == EADDRINUSE && time_wait_on(s.local_port) &&
-         std::chrono::steady_clock::now() < give_up) {
-    if (!said)
-      warn("{}: port {} is held by a connection the job closed just before the checkpoint "
-           "(TIME_WAIT); waiting for the kernel to free it (at most a minute)",
-           what, s.local_port);
-    said = true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&ss), len);
-  }
+  int rc = bind_tcp(sock.get(), ss, len, s.local_port, what);
   if (rc < 0)
     throw SysError(fmt::format("cannot restore {}: bind to {}", what,
                                printable(s.family, s.local, s.local_port)),

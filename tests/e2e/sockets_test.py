@@ -364,6 +364,28 @@ def unix_dgram_to_outside(env):
 
 
 @case
+def tcp_port_in_time_wait(env):
+    # A server (tests/programs/tcp_time_wait.py) whose listener has no
+    # SO_REUSEADDR closed a connection just before the dump: that
+    # connection waits in TIME_WAIT on the listener's port for a minute, and
+    # no socket may bind the port meanwhile (not the listener, not the
+    # server's other connection, saved without repair mode by an ordinary
+    # user). The restore says so and waits for the kernel to free the port
+    # (about a minute), and the job goes on: its output equals an
+    # uninterrupted run's, ticks that waited unread at the dump included.
+    ticks = 12
+    argv = [sys.executable, env.src("tcp_time_wait.py"), str(ticks), "300"]
+    expected = [f"got tick {i}" for i in range(1, ticks + 1)] + ["child exit 0"]
+
+    def waited(stderr):
+        expect("(TIME_WAIT); waiting for the kernel to free it" in stderr,
+               f"the restore waited for the port: {stderr.strip()}")
+
+    dump_kill_restore(env, argv, "tcp_time_wait", 2, expected, tree=True, timeout=180,
+                      restore_said=waited)
+
+
+@case
 def tcp_connections_leave_running(env):
     # A dump that leaves the job running takes its TCP connections out of
     # repair mode again without a packet: the job ends as an uninterrupted
