@@ -7,15 +7,20 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
+#include <tuple>
 #include <fmt/core.h>
 
 #include "base/error.h"
 #include "base/log.h"
 #include "tracer/sock_options.h"
 #include "tracer/sockets.h"
+#include "tracer/tcp_counters.h"
 
 namespace snap {
 
@@ -129,8 +134,10 @@ void read_connection(int sock, image::InetSocket& s, const std::string& what) {
 // of the job: only what waits to be read is saved (peeked, nothing taken
 // from the job), and the restore connects the two again and sends it. That
 // is faithful only when nothing is in flight: every byte either end sent
-// was acknowledged (on loopback, delivered), and any FIN too.
-void peek_connection(int sock, image::InetSocket& s, const std::string& what) {
+// was acknowledged, or is known to be in its peer's receive queue
+// (`delivered`: on loopback the data arrives at once, its acknowledgement
+// may be delayed by up to 40 ms), and any FIN was acknowledged.
+void peek_connection(int sock, image::InetSocket& s, bool delivered, const std::string& what) {
   tcp_info info{};
   socklen_t len = sizeof info;
   if (::getsockopt(sock, SOL_TCP, TCP_INFO, &info, &len) < 0)
@@ -143,9 +150,9 @@ void peek_connection(int sock, image::InetSocket& s, const std::string& what) {
     throw Error(fmt::format("{}: {} is closing (TCP state {}), its FIN not yet acknowledged", what,
                             describe(s), info.tcpi_state),
                 hint);
-  if (int outq = ioctl_int(sock, SIOCOUTQ, "ioctl(SIOCOUTQ)", what); outq > 0)
-    throw Error(fmt::format("{}: {}: {} bytes the job sent are not yet acknowledged by its peer "
-                            "(whose receive buffer is full)",
+  if (int outq = ioctl_int(sock, SIOCOUTQ, "ioctl(SIOCOUTQ)", what); outq > 0 && !delivered)
+    throw Error(fmt::format("{}: {}: {} bytes the job sent have not reached its peer (whose "
+                            "receive buffer is full)",
                             what, describe(s), outq),
                 hint);
   if (info.tcpi_state == 5) s.shutdown |= 2;
@@ -167,6 +174,64 @@ void peek_connection(int sock, image::InetSocket& s, const std::string& what) {
   t.peeked = true;
   vlog("{}: {} saved without repair mode: {} bytes to read", what, describe(s), inq);
   s.tcp = std::move(t);
+}
+
+// One end of a connection saved without repair mode.
+struct PeekedEnd {
+  int sock;  // snap's copy
+  const image::InetSocket* s;
+};
+
+// Pushes out what the kernel holds back of a socket's data until an
+// acknowledgement comes (Nagle's algorithm, a cork): setting TCP_NODELAY or
+// clearing TCP_CORK sends it; each is set back as it was at once. TCP is a
+// byte stream: only when those bytes travel changes.
+void push_held_back(int sock) {
+  for (int opt : {TCP_NODELAY, TCP_CORK}) {
+    int was = 0;
+    socklen_t len = sizeof was;
+    if (::getsockopt(sock, SOL_TCP, opt, &was, &len) < 0) continue;
+    int flip = opt == TCP_NODELAY ? 1 : 0;
+    if (was == flip) continue;
+    ::setsockopt(sock, SOL_TCP, opt, &flip, sizeof flip);
+    ::setsockopt(sock, SOL_TCP, opt, &was, sizeof was);
+  }
+}
+
+// Settles the connections saved without repair mode (both ends stopped):
+// data held back for an acknowledgement is pushed out, then, for at most
+// 50 ms, the kernel is let deliver what is on its way. Returns, per end,
+// whether every byte it was given went out and arrived, in order, in its
+// peer's receive queue (or was read): then what still waits for its
+// acknowledgement is in what the peer's queue shows, and once no end holds
+// anything unsent, nothing more can come in. One whose peer's buffer is
+// full stays false.
+std::vector<bool> settle_peeked(const std::vector<PeekedEnd>& ends) {
+  using Key = std::tuple<std::string, uint16_t, std::string, uint16_t>;  // local, peer
+  auto key = [](const image::InetSocket& s, bool crossed) {
+    std::string local = unmapped_address(s.local), peer = unmapped_address(s.peer);
+    return crossed ? Key{peer, s.peer_port, local, s.local_port}
+                   : Key{local, s.local_port, peer, s.peer_port};
+  };
+  std::map<Key, size_t> index;
+  for (size_t i = 0; i < ends.size(); i++) index[key(*ends[i].s, false)] = i;
+  std::vector<bool> delivered(ends.size());
+  for (int round = 0; round < 50; round++) {
+    std::vector<std::optional<TcpCounters>> c(ends.size());
+    for (size_t i = 0; i < ends.size(); i++) c[i] = tcp_counters(ends[i].sock);
+    bool all = true;
+    for (size_t i = 0; i < ends.size(); i++) {
+      auto p = index.find(key(*ends[i].s, true));
+      const auto* theirs = p != index.end() && c[p->second] ? &*c[p->second] : nullptr;
+      delivered[i] = c[i] && theirs && c[i]->notsent == 0 &&
+                     c[i]->delivered_out() == theirs->received;
+      all = all && delivered[i];
+      if (round == 0 && c[i] && c[i]->notsent > 0) push_held_back(ends[i].sock);
+    }
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return delivered;
 }
 
 }  // namespace
@@ -236,7 +301,10 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
       if (::setsockopt(sock, SOL_TCP, TCP_REPAIR, &on, sizeof on) < 0) {
         int err = errno;
         if (err == EPERM && inside) {  // both ends in the job: saved without repair mode
+          // Its peer is stopped too: what comes in now is what the kernel
+          // still delivers of theirs (settle_peeked below), so it hears.
           r.held_.back().peeked = true;
+          hear_again(r.held_.back());
           peek.push_back({&f, sock, what});
           continue;
         }
@@ -252,7 +320,11 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
       todo.push_back({&f, sock, what});
     }
   for (auto& t : todo) read_connection(t.sock, *t.f->inet_socket, t.what);
-  for (auto& t : peek) peek_connection(t.sock, *t.f->inet_socket, t.what);
+  std::vector<PeekedEnd> ends;
+  for (auto& t : peek) ends.push_back({t.sock, &*t.f->inet_socket});
+  const std::vector<bool> delivered = settle_peeked(ends);
+  for (size_t i = 0; i < peek.size(); i++)
+    peek_connection(peek[i].sock, *peek[i].f->inet_socket, delivered[i], peek[i].what);
   for (auto& [f, first] : copies) {
     f->inet_socket->tcp = first->inet_socket->tcp;
     f->inet_socket->shutdown = first->inet_socket->shutdown;
@@ -280,21 +352,26 @@ void TcpRepair::leave() {
     if (h.repairing && h.reuseaddr &&
         ::setsockopt(h.sock.get(), SOL_SOCKET, SO_REUSEADDR, &h.reuseaddr, sizeof h.reuseaddr) < 0)
       warn("could not set SO_REUSEADDR back on a TCP socket: {}", std::strerror(errno));
-    if (!h.deaf) continue;
-    int rc;
-    if (h.job_filter.empty()) {
-      int unused = 0;  // the kernel wants an int it does not read
-      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
-    } else {
-      std::vector<sock_filter> prog(h.job_filter.size() / sizeof(sock_filter));
-      std::memcpy(prog.data(), h.job_filter.data(), prog.size() * sizeof(sock_filter));
-      sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
-      rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog);
-    }
-    if (rc < 0)
-      warn("could not take snap's filter off a TCP socket of the job: {}", std::strerror(errno));
+    hear_again(h);
   }
   held_.clear();
+}
+
+void TcpRepair::hear_again(Held& h) {
+  if (!h.deaf) return;
+  int rc;
+  if (h.job_filter.empty()) {
+    int unused = 0;  // the kernel wants an int it does not read
+    rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
+  } else {
+    std::vector<sock_filter> prog(h.job_filter.size() / sizeof(sock_filter));
+    std::memcpy(prog.data(), h.job_filter.data(), prog.size() * sizeof(sock_filter));
+    sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+    rc = ::setsockopt(h.sock.get(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog);
+  }
+  if (rc < 0)
+    warn("could not take snap's filter off a TCP socket of the job: {}", std::strerror(errno));
+  h.deaf = false;
 }
 
 void TcpRepair::keep_for_kill() {

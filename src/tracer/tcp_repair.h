@@ -66,6 +66,9 @@ class TcpRepair {
     bool deaf = false;
     std::vector<uint8_t> job_filter;
   };
+  // Takes snap's filter off (the job's own goes back on).
+  static void hear_again(Held& h);
+
   std::vector<Held> held_;
 };
 

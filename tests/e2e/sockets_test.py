@@ -364,6 +364,21 @@ def unix_dgram_to_outside(env):
 
 
 @case
+def tcp_stream_unacknowledged(env):
+    # A child streams to its busy parent over TCP (tests/programs/
+    # tcp_stream.py): at the dump what the child sent last is in the
+    # parent's receive queue but not acknowledged yet (a delayed ACK).
+    # Without CAP_NET_ADMIN (the nobody variant) that is no reason to refuse:
+    # every byte sent arrived in order (TCP_INFO's counters), so the peeked
+    # receive queue holds it. The output equals an uninterrupted run's.
+    lines, ticks = 2000, 30
+    argv = [sys.executable, env.src("tcp_stream.py"), str(lines), str(ticks)]
+    expected = [f"tick {i}" for i in range(1, ticks + 1)] + [
+        f"received {lines} lines, sum {lines * (lines + 1) // 2}, in order True", "child exit 0"]
+    dump_kill_restore(env, argv, "tcp_stream", 5, expected, tree=True)
+
+
+@case
 def tcp_port_in_time_wait(env):
     # A server (tests/programs/tcp_time_wait.py) whose listener has no
     # SO_REUSEADDR closed a connection just before the dump: that
