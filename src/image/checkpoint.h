@@ -223,7 +223,8 @@ struct UnixSocket {
 // An established TCP connection read in repair mode (TCP_REPAIR), both
 // ends of it in the image: restore makes the socket again in repair mode
 // with the same sequence numbers, options, window and queued data, so
-// neither end notices.
+// neither end notices. Or, saved by an ordinary user (`peeked`), only what
+// each end had not read: restore connects the two ends again and sends it.
 struct TcpConnection {
   uint32_t send_seq = 0;  // TCP_QUEUE_SEQ of the send queue: after its last byte (write_seq)
   uint32_t recv_seq = 0;  // of the receive queue: after the last byte received (rcv_nxt)
@@ -258,7 +259,7 @@ struct InetSocket {
   uint16_t local_port = 0, peer_port = 0;
   int shutdown = 0;  // sk_shutdown: 1 no more receives, 2 no more sends
   int backlog = 0;   // listening: the backlog listen() was given
-  std::optional<TcpConnection> tcp;  // an established TCP connection saved in repair mode
+  std::optional<TcpConnection> tcp;  // an established TCP connection (repair mode, or peeked)
 };
 
 // One socket option the job changed from what a new socket of the same

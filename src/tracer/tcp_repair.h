@@ -7,6 +7,14 @@
 // mode once read and the job goes on untouched. While they are read, a
 // socket filter that drops everything keeps packets of a peer that still
 // runs from changing them.
+//
+// Without CAP_NET_ADMIN, a connection whose two ends are both in the job
+// is saved without repair mode: the job is stopped, so once what the kernel
+// holds back is pushed out and delivered, each end's receive queue (peeked,
+// nothing taken) is all there is; the restore connects the two again
+// (restore/tcp_connection.h) and sends it. One with bytes that cannot go
+// out (the peer's buffer is full) is refused; with --kill these
+// connections end with a reset, leaving no TIME_WAIT on their ports.
 #pragma once
 
 #include <string>
@@ -34,9 +42,11 @@ class TcpRepair {
   TcpRepair() = default;
   // Puts every established (or half-closed) TCP connection of `procs` whose peer is in
   // `procs` too (any peer: `outside_peers`) into repair mode, then fills
-  // its inet_socket->tcp. Throws
-  // Error naming pid, fd and addresses when one cannot be read (no
-  // CAP_NET_ADMIN: EPERM); the sockets touched so far leave repair mode.
+  // its inet_socket->tcp; without CAP_NET_ADMIN, those whose peer is in
+  // `procs` are saved without it (peeked). Throws Error naming pid, fd and
+  // addresses when one cannot be read (no CAP_NET_ADMIN and a peer outside,
+  // or bytes that cannot be delivered); the sockets touched so far leave
+  // repair mode.
   static TcpRepair save(std::vector<image::Process>& procs, bool outside_peers = false);
   // Takes the sockets still held out of repair mode (SO_REUSEADDR as the
   // job had it), sending nothing: the job goes on as if never stopped.
