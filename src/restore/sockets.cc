@@ -130,16 +130,18 @@ bool time_wait_on(uint16_t port) {
 int bind_tcp(int sock, const sockaddr_storage& ss, socklen_t len, uint16_t port,
              const std::string& what) {
   int rc = ::bind(sock, reinterpret_cast<const sockaddr*>(&ss), len);
-  // A connection the job closed shortly before the dump lingers on the
-  // port (TIME_WAIT, a minute): where its socket did not allow reuse, no
+  // A connection closed lately lingers on the port (TIME_WAIT, a minute):
+  // one the job closed just before the dump, or, after a leave-running
+  // dump, the ended job's own. Where its socket did not allow reuse, no
   // bind can, without CAP_NET_ADMIN. Nothing of the job runs yet: wait.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
   bool said = false;
   while (rc < 0 && errno == EADDRINUSE && time_wait_on(port) &&
          std::chrono::steady_clock::now() < give_up) {
     if (!said)
-      warn("{}: port {} is held by a connection the job closed just before the checkpoint "
-           "(TIME_WAIT); waiting for the kernel to free it (at most a minute)",
+      warn("{}: port {} is held by a connection closed lately (TIME_WAIT: one the job closed "
+           "before the checkpoint, or the checkpointed job's own, if it ended since); waiting "
+           "for the kernel to free it (at most a minute)",
            what, port);
     said = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));

@@ -28,8 +28,9 @@ socklen_t inet_sockaddr(int family, const std::string& addr, uint16_t port, sock
 std::string printable(int family, const std::string& addr, uint16_t port);
 
 // bind() of a TCP socket to `ss` (port `port`); where a connection in
-// TIME_WAIT holds the port (one the job closed just before the dump) and
-// the kernel refuses, waits for it to go (at most a minute, saying so).
+// TIME_WAIT holds the port (one the job closed just before the dump, or
+// the ended job's own) and the kernel refuses, waits for it to go (at most
+// a minute, saying so).
 // Returns bind's result (errno set).
 int bind_tcp(int sock, const sockaddr_storage& ss, socklen_t len, uint16_t port,
              const std::string& what);

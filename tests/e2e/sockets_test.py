@@ -393,7 +393,7 @@ def tcp_port_in_time_wait(env):
     expected = [f"got tick {i}" for i in range(1, ticks + 1)] + ["child exit 0"]
 
     def waited(stderr):
-        expect("(TIME_WAIT); waiting for the kernel to free it" in stderr,
+        expect("is held by a connection closed lately (TIME_WAIT" in stderr,
                f"the restore waited for the port: {stderr.strip()}")
 
     dump_kill_restore(env, argv, "tcp_time_wait", 2, expected, tree=True, timeout=180,
