@@ -20,6 +20,8 @@ namespace snap::restore {
 
 namespace {
 
+constexpr int kSoBufLock = 72;  // SO_BUF_LOCK, Linux 5.14
+
 void set(int sock, int level, int name, const void* value, socklen_t len, const std::string& call,
          const std::string& what) {
   if (::setsockopt(sock, level, name, value, len) < 0)
@@ -44,7 +46,6 @@ void make_room(int sock, int name, int force, size_t bytes, const std::string& w
   // The kernel doubles what it is given and counts its overhead in it too.
   const size_t want = bytes * 2 + (64 << 10);
   if (static_cast<size_t>(now) >= want) return;
-  constexpr int kSoBufLock = 72;  // SO_BUF_LOCK, Linux 5.14
   int locks = 0;
   len = sizeof locks;
   const bool can_unlock = ::getsockopt(sock, SOL_SOCKET, kSoBufLock, &locks, &len) == 0;
@@ -203,12 +204,19 @@ ScopedFd bound_tcp_socket(const image::FileDesc& f, size_t incoming, const std::
   if (!sock) throw SysError(fmt::format("cannot restore {}: socket", what), errno);
   set_socket_options(sock.get(), f, what);  // some only before bind (IPV6_V6ONLY)
   set_int(sock.get(), SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)", what);
-  int rcvbuf = 0;
+  // Room for what its peer sends it before anyone reads (SO_RCVBUF: at
+  // most net.core.rmem_max without CAP_NET_ADMIN), the buffer's lock left
+  // as it was, so that the kernel goes on tuning one the job left to it.
+  int rcvbuf = 0, locks = 0;
   socklen_t olen = sizeof rcvbuf;
   ::getsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &olen);
-  if (incoming > static_cast<size_t>(rcvbuf) / 2) {  // at most net.core.rmem_max for an ordinary user
-    int want = static_cast<int>(std::min<size_t>(incoming, 1u << 30));
-    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+  const size_t want = incoming * 2 + (64 << 10);
+  olen = sizeof locks;
+  if (incoming && static_cast<size_t>(rcvbuf) < want &&
+      ::getsockopt(sock.get(), SOL_SOCKET, kSoBufLock, &locks, &olen) == 0) {
+    int size = static_cast<int>(std::min<size_t>(want, 1u << 30));
+    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    ::setsockopt(sock.get(), SOL_SOCKET, kSoBufLock, &locks, sizeof locks);
   }
   sockaddr_storage ss;
   socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
@@ -226,7 +234,7 @@ ScopedFd bound_tcp_socket(const image::FileDesc& f, size_t incoming, const std::
 
 // Sends all of `data` on `sock`, which its peer does not read yet: the
 // peer's receive buffer must take it.
-void send_all(int sock, const std::vector<uint8_t>& data, const std::string& what) {
+void send_unread(int sock, const std::vector<uint8_t>& data, const std::string& what) {
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::send(sock, data.data() + done, data.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -271,15 +279,26 @@ std::pair<ScopedFd, ScopedFd> make_tcp_pair(const image::FileDesc& client,
     throw SysError(fmt::format("cannot restore {}: connect to {}", what,
                                printable(c.family, c.peer, c.peer_port)),
                    errno);
-  ScopedFd theirs(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  sockaddr_storage from{};
+  socklen_t from_len = sizeof from;
+  ScopedFd theirs(::accept4(listener.get(), reinterpret_cast<sockaddr*>(&from), &from_len,
+                            SOCK_CLOEXEC));
   if (!theirs) throw SysError(fmt::format("cannot restore {}: accept", what), errno);
+  const uint16_t from_port = from.ss_family == AF_INET6
+                                 ? ntohs(reinterpret_cast<sockaddr_in6&>(from).sin6_port)
+                                 : ntohs(reinterpret_cast<sockaddr_in&>(from).sin_port);
+  if (from_port != c.local_port)  // someone else on this host connected first
+    throw Error(fmt::format("cannot restore {}: another connection came in on {} while it was "
+                            "listened on for a moment (from port {})",
+                            what, printable(s.family, s.local, s.local_port), from_port),
+                "restore again");
   // The accepted socket has the listener's options. Both keep SO_REUSEADDR
   // (whatever the job had: a connected socket never binds again), so that
   // the other connections and the listener of the image on the same port
   // can bind beside them.
   listener.reset();
-  send_all(mine.get(), to_server, what);
-  send_all(theirs.get(), to_client, what + "'s peer");
+  send_unread(mine.get(), to_server, what);
+  send_unread(theirs.get(), to_client, what + "'s peer");
   // Shut down as they were: a FIN one end sent, now after its data.
   for (auto [sock, f, peer] : {std::tuple{mine.get(), &c, &s}, std::tuple{theirs.get(), &s, &c}}) {
     int how = -1;

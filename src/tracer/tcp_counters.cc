@@ -15,7 +15,7 @@ std::optional<TcpCounters> tcp_counters(int sock) {
   if (len < offsetof(tcp_info, tcpi_bytes_retrans) + sizeof info.tcpi_bytes_retrans)
     return std::nullopt;
   return TcpCounters{info.tcpi_bytes_sent, info.tcpi_bytes_retrans, info.tcpi_bytes_received,
-                     info.tcpi_notsent_bytes};
+                     info.tcpi_notsent_bytes, info.tcpi_state};
 }
 
 }  // namespace snap

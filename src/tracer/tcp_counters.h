@@ -11,8 +11,9 @@ namespace snap {
 struct TcpCounters {
   uint64_t sent = 0;      // data bytes sent, retransmissions included
   uint64_t retrans = 0;   // of those, sent again
-  uint64_t received = 0;  // data bytes received in order (delivered to the receive queue)
+  uint64_t received = 0;  // bytes received in order (the receive queue's), a FIN counting one
   uint32_t notsent = 0;   // written by the job, not sent yet
+  int state = 0;          // TCP state (1 established, 5 FIN_WAIT2, ...)
   // Distinct bytes sent.
   uint64_t delivered_out() const { return sent - retrans; }
 };

@@ -223,8 +223,10 @@ std::vector<bool> settle_peeked(const std::vector<PeekedEnd>& ends) {
     for (size_t i = 0; i < ends.size(); i++) {
       auto p = index.find(key(*ends[i].s, true));
       const auto* theirs = p != index.end() && c[p->second] ? &*c[p->second] : nullptr;
+      // The peer counts a FIN this end sent as one byte received.
+      const uint64_t fin = fin_sent(c[i] ? c[i]->state : 0) ? 1 : 0;
       delivered[i] = c[i] && theirs && c[i]->notsent == 0 &&
-                     c[i]->delivered_out() == theirs->received;
+                     c[i]->delivered_out() + fin == theirs->received;
       all = all && delivered[i];
       if (round == 0 && c[i] && c[i]->notsent > 0) push_held_back(ends[i].sock);
     }

@@ -156,9 +156,10 @@ def tcp_connections(env):
     # uninterrupted run's. Without CAP_NET_ADMIN (the nobody variant) such
     # a job, with bytes in flight, is refused instead, naming pid, fd, the
     # connection and CAP_NET_ADMIN, and runs on untouched; the same job
-    # with a short blob (all of it waiting in the child's receive queue,
-    # nothing in flight) is saved without repair mode, and restored by
-    # connecting the sockets again and sending what waited.
+    # with a short blob (60 kB, all of it waiting in the child's receive
+    # queue, more than a fresh socket's buffer takes; nothing in flight) is
+    # saved without repair mode, and restored by connecting the sockets
+    # again and sending what waited.
     rounds = 8
     argv = [sys.executable, env.src("tcp_pair.py"), str(rounds), "200"]
     if tcp_repair_allowed():
@@ -177,8 +178,8 @@ def tcp_connections(env):
     expect(p.returncode == 0 and lines_of(out) == tcp_pair_expected(rounds),
            f"the job ran on untouched: {lines_of(out)}")
     print("ok   tcp_connections: bytes in flight refused without CAP_NET_ADMIN, job untouched")
-    dump_kill_restore(env, argv + ["20000"], "tcp_pair_short", 3,
-                      tcp_pair_expected(rounds, 20000), tree=True)
+    dump_kill_restore(env, argv + ["60000"], "tcp_pair_short", 3,
+                      tcp_pair_expected(rounds, 60000), tree=True)
 
 
 def killed_at_dump(env, job, name, lines):
