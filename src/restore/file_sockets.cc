@@ -9,7 +9,6 @@
 #include <map>
 #include <set>
 #include <string>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,24 +37,20 @@ using image::FdType;
 void FilePlanner::make_tcp_pairs() {
   if (tcp_close_) return;
   std::set<uint16_t> listened;  // ports listeners of the image hold
-  using Ends = std::tuple<std::string, uint16_t, std::string, uint16_t>;  // local, peer
-  std::map<Ends, std::pair<const Process*, const FileDesc*>> peeked;   // one fd of each socket
+  std::map<TcpEnds, std::pair<const Process*, const FileDesc*>> peeked;  // one fd of each socket
   for (const auto& p : ckpt_.processes)
     for (const auto& f : p.fds) {
       const auto& s = f.inet_socket;
       if (s && s->protocol == IPPROTO_TCP && s->state == 10) listened.insert(s->local_port);
       if (s && s->tcp && s->tcp->peeked)
-        peeked.try_emplace({unmapped_address(s->local), s->local_port, unmapped_address(s->peer),
-                            s->peer_port},
-                           &p, &f);
+        peeked.try_emplace(tcp_ends(*s), &p, &f);
     }
   std::set<uint64_t> made;  // socket inodes
-  for (const auto& [ends, at] : peeked) {
-    const auto [p, f] = at;
+  for (const auto& entry : peeked) {
+    const auto [p, f] = entry.second;
     if (made.count(f->inode)) continue;
-    const auto& [local, local_port, peer, peer_port] = ends;
-    const auto other = peeked.find({peer, peer_port, local, local_port});
     const auto& s = *f->inet_socket;
+    const auto other = peeked.find(tcp_ends(s, true));
     const std::string name = fmt::format("{} (TCP connection {} -> {})", fd_name(*p, *f),
                                          printable(s.family, s.local, s.local_port),
                                          printable(s.family, s.peer, s.peer_port));

@@ -207,21 +207,15 @@ void push_held_back(int sock) {
 // anything unsent, nothing more can come in. One whose peer's buffer is
 // full stays false.
 std::vector<bool> settle_peeked(const std::vector<PeekedEnd>& ends) {
-  using Key = std::tuple<std::string, uint16_t, std::string, uint16_t>;  // local, peer
-  auto key = [](const image::InetSocket& s, bool crossed) {
-    std::string local = unmapped_address(s.local), peer = unmapped_address(s.peer);
-    return crossed ? Key{peer, s.peer_port, local, s.local_port}
-                   : Key{local, s.local_port, peer, s.peer_port};
-  };
-  std::map<Key, size_t> index;
-  for (size_t i = 0; i < ends.size(); i++) index[key(*ends[i].s, false)] = i;
+  std::map<TcpEnds, size_t> index;
+  for (size_t i = 0; i < ends.size(); i++) index[tcp_ends(*ends[i].s)] = i;
   std::vector<bool> delivered(ends.size());
   for (int round = 0; round < 50; round++) {
     std::vector<std::optional<TcpCounters>> c(ends.size());
     for (size_t i = 0; i < ends.size(); i++) c[i] = tcp_counters(ends[i].sock);
     bool all = true;
     for (size_t i = 0; i < ends.size(); i++) {
-      auto p = index.find(key(*ends[i].s, true));
+      auto p = index.find(tcp_ends(*ends[i].s, true));
       const auto* theirs = p != index.end() && c[p->second] ? &*c[p->second] : nullptr;
       // The peer counts a FIN this end sent as one byte received.
       const uint64_t fin = fin_sent(c[i] ? c[i]->state : 0) ? 1 : 0;
@@ -246,14 +240,18 @@ std::string unmapped_address(const std::string& addr) {
   return addr.starts_with("::ffff:") && addr.find('.') != std::string::npos ? addr.substr(7) : addr;
 }
 
+TcpEnds tcp_ends(const image::InetSocket& s, bool crossed) {
+  std::string local = unmapped_address(s.local), peer = unmapped_address(s.peer);
+  return crossed ? TcpEnds{peer, s.peer_port, local, s.local_port}
+                 : TcpEnds{local, s.local_port, peer, s.peer_port};
+}
+
 bool tcp_peer_in_image(const std::vector<image::Process>& procs, const image::InetSocket& s) {
+  const TcpEnds peer = tcp_ends(s, true);
   for (const auto& p : procs)
     for (const auto& f : p.fds) {
       const auto& o = f.inet_socket;
-      if (o && o->protocol == IPPROTO_TCP && o->local_port == s.peer_port &&
-          o->peer_port == s.local_port && unmapped_address(o->local) == unmapped_address(s.peer) &&
-          unmapped_address(o->peer) == unmapped_address(s.local))
-        return true;
+      if (o && o->protocol == IPPROTO_TCP && tcp_ends(*o) == peer) return true;
     }
   return false;
 }

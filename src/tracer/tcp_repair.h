@@ -17,7 +17,9 @@
 // connections end with a reset, leaving no TIME_WAIT on their ports.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -32,6 +34,11 @@ bool tcp_repairable_state(int state);
 
 // "::ffff:127.0.0.1" and "127.0.0.1" are one address: the second.
 std::string unmapped_address(const std::string& addr);
+
+// A TCP socket's two ends as a key: local address and port, peer address
+// and port (IPv4-mapped addresses as IPv4); `crossed`: as its peer has them.
+using TcpEnds = std::tuple<std::string, uint16_t, std::string, uint16_t>;
+TcpEnds tcp_ends(const image::InetSocket& s, bool crossed = false);
 
 // Whether the other end of TCP connection `s` is a socket of `procs`
 // (addresses and ports crossed; IPv4-mapped IPv6 addresses as IPv4).
