@@ -134,17 +134,24 @@ int bind_tcp(int sock, const sockaddr_storage& ss, socklen_t len, uint16_t port,
   // one the job closed just before the dump, or, after a leave-running
   // dump, the ended job's own. Where its socket did not allow reuse, no
   // bind can, without CAP_NET_ADMIN. Nothing of the job runs yet: wait.
+  // The TIME_WAIT may end between a refused bind and the look at
+  // /proc/net/tcp that follows it: where none lingers any more, bind once
+  // more before giving up.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
   bool said = false;
-  while (rc < 0 && errno == EADDRINUSE && time_wait_on(port) &&
+  bool lingering = true;
+  while (rc < 0 && errno == EADDRINUSE && lingering &&
          std::chrono::steady_clock::now() < give_up) {
-    if (!said)
-      warn("{}: port {} is held by a connection closed lately (TIME_WAIT: one the job closed "
-           "before the checkpoint, or the checkpointed job's own, if it ended since); waiting "
-           "for the kernel to free it (at most a minute)",
-           what, port);
-    said = true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    lingering = time_wait_on(port);
+    if (lingering) {
+      if (!said)
+        warn("{}: port {} is held by a connection closed lately (TIME_WAIT: one the job closed "
+             "before the checkpoint, or the checkpointed job's own, if it ended since); waiting "
+             "for the kernel to free it (at most a minute)",
+             what, port);
+      said = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
     rc = ::bind(sock, reinterpret_cast<const sockaddr*>(&ss), len);
   }
   return rc;
