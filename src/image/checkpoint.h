@@ -496,6 +496,14 @@ struct Checkpoint {
   // Deleted files and memfds the processes hold (fds, mappings, cwds),
   // referred to by FileDesc::ghost, Mapping::ghost and Process::cwd_ghost.
   std::vector<GhostFile> ghost_files;
+  // The job's files in the node's temporary directories (/tmp, /var/tmp,
+  // /dev/shm, $TMPDIR) that a restore elsewhere, or after a site's
+  // cleanup, would find gone: directories (those holding what the job
+  // holds there), FIFOs and small regular files (with their contents) the
+  // job holds open. In the GhostFile shape (id > 0, kind Directory, Fifo or
+  // File, nlink as at the dump); sorted by path. Restore makes each one
+  // that is missing, and leaves one that is there as it is.
+  std::vector<GhostFile> temp_files;
   // Pseudo-terminals whose master the processes hold (FileDesc::pty).
   std::vector<Pty> ptys;
 };

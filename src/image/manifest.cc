@@ -379,6 +379,11 @@ std::string checkpoint_text(const Checkpoint& c) {
     for (const auto& g : c.ghost_files) ghosts.push_back(encode(g));
     cj["ghost_files"] = ghosts;
   }
+  if (!c.temp_files.empty()) {
+    ojson temps = ojson::array();
+    for (const auto& t : c.temp_files) temps.push_back(encode(t));
+    cj["temp_files"] = temps;
+  }
   if (!c.ptys.empty()) {
     ojson ptys = ojson::array();
     for (const auto& t : c.ptys) ptys.push_back(encode(t));

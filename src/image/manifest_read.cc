@@ -537,6 +537,7 @@ void decode_checkpoint(const Field& c, Checkpoint& cp) {
     });
   }
   if (auto g = c.opt("ghost_files")) cp.ghost_files = g->list(decode_ghost);
+  if (auto t = c.opt("temp_files")) cp.temp_files = t->list(decode_ghost);
   if (auto t = c.opt("ptys")) cp.ptys = t->list(decode_pty);
   cp.processes = c["processes"].list(decode_process);
 }

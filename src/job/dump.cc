@@ -29,6 +29,7 @@
 #include "tracer/fd_hints.h"
 #include "tracer/file_stamp.h"
 #include "tracer/ghost_files.h"
+#include "tracer/temp_files.h"
 #include "tracer/memory.h"
 #include "tracer/named_shm.h"
 #include "tracer/net_lock.h"
@@ -396,7 +397,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   netlock::NetworkLock network_lock;
   if (opts.kill) network_lock = lock_outside_connections(ckpt, pid);
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
-  mark_named_shared_memory(ckpt);  // files in /dev/shm the job maps: saved too
+  const auto temp_dirs = temp_roots(ckpt);
+  mark_named_shared_memory(ckpt, temp_dirs);  // files in /dev/shm or /tmp the job maps: saved too
+  collect_temp_files(ckpt, temp_dirs);  // what it holds in /tmp and its directories: where missing
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing");
   // The ids as the job sees them (its own pid namespace), read while the

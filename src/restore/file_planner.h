@@ -66,6 +66,7 @@ class FilePlanner {
   void raise_fd_limit();
   void index();
   void remake_ghosts();
+  void remake_temp_files();
   int ghost_fd(uint64_t id, const std::string& who);
   int ghost_description(const Process& p, const FileDesc& f);
   int keep(int fd, const std::string& what);
@@ -87,6 +88,7 @@ class FilePlanner {
   int socket(const Process& p, const FileDesc& f);
   void make_tcp_pairs();
   PassedFile passed_file(const Process& p);
+  void bound_name(const image::UnixSocket& u, const std::string& cwd);
   int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer);
   void connect_sockets();
 

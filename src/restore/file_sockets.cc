@@ -119,6 +119,7 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
     uint64_t deleted_inode = 0;
     ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
     if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+    bound_name(*u, p.cwd);
     ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
     int fd = keep(s.release(), "socket");
     pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
@@ -140,6 +141,7 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   uint64_t deleted_inode = 0;
   ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
   if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+  bound_name(*u, p.cwd);
   ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
   int fd = keep(s.release(), "socket");
   // Connected once every socket is bound: to itself, to a socket of the
@@ -152,6 +154,13 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
 
 // Files in flight on a socket of `p`: a pipe end is the object of that
 // end (shared with processes holding it); anything else is opened anew.
+// The socket file a bind to a path name made: removed again if the
+// restore fails (a deleted name's file is deleted anyway).
+void FilePlanner::bound_name(const image::UnixSocket& u, const std::string& cwd) {
+  if (u.name.empty() || u.name[0] == '@' || u.name_deleted) return;
+  out_.made_paths_.push_back(u.name[0] == '/' ? u.name : cwd + "/" + u.name);
+}
+
 PassedFile FilePlanner::passed_file(const Process& p) {
   return [this, &p](const FileDesc& d) {
     if (d.type == FdType::Pipe) return object_for(p, d);

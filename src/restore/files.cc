@@ -16,6 +16,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "restore/anon_fds.h"
 #include "restore/file_planner.h"
 #include "restore/ghosts.h"
@@ -39,6 +40,7 @@ void FilePlanner::run() {
   out_.base_ = highest + 1;
   raise_fd_limit();
   index();
+  remake_temp_files();  // before the ghosts, shared memory and fds that may be in them
   remake_ghosts();
   remake_named_shm();  // before any fd opens one by its path
   ptys_.emplace(ckpt_, [this](int fd, const std::string& what) { return keep(fd, what); },
@@ -125,6 +127,19 @@ void FilePlanner::remake_ghosts() {
     ghosts_[g.id] =
         keep(recreate_ghost(g, who, out_.warnings_, out_.holders_).release(), "remaking " + who);
   }
+}
+
+// What the job held in the node's temporary directories and is gone now
+// (another node, a site's cleanup), made again; what is there stays.
+void FilePlanner::remake_temp_files() {
+  size_t made = 0;
+  for (const auto& t : ckpt_.temp_files)
+    if (remake_temp_file(t, out_.warnings_)) {
+      out_.made_paths_.push_back(t.path);  // removed if the restore fails
+      made++;
+    }
+  if (made) vlog("made {} of the job's {} files and directories in temporary directories again",
+                 made, ckpt_.temp_files.size());
 }
 
 int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
@@ -442,7 +457,9 @@ OpenFiles OpenFiles::create(const image::Checkpoint& ckpt, image::ImageReader& i
 
 OpenFiles::~OpenFiles() {
   end_holders();
-  for (const auto& path : made_paths_) ::unlink(path.c_str());
+  // Innermost first: what was made in a directory made again goes before it.
+  for (auto it = made_paths_.rbegin(); it != made_paths_.rend(); ++it)
+    if (::unlink(it->c_str()) != 0 && errno == EISDIR) ::rmdir(it->c_str());
 }
 
 void OpenFiles::end_holders() {

@@ -87,8 +87,9 @@ class OpenFiles {
   // /proc/PID cwd (restore/ghosts.h), so it shows as deleted again.
   void end_holders();
   // Once the restored job runs: the files made again at paths where none
-  // was (shared memory files in /dev/shm) stay. Until then they are
-  // removed again if the restore fails.
+  // was (shared memory files in /dev/shm, the job's files and directories
+  // in temporary directories) stay. Until then they are removed again if
+  // the restore fails.
   void keep_made_files() { made_paths_.clear(); }
   OpenFiles() = default;
   OpenFiles(OpenFiles&&) = default;

@@ -162,33 +162,40 @@ ScopedFd make_memfd(const GhostFile& g, const std::string& who, std::vector<std:
   return fd;
 }
 
-ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
-  MissingParents parents(g.path, who);
-  std::string name = free_name(g.path);
-  ScopedFd fd;
+// A new file of g's kind (directory, FIFO or regular file) at `name`,
+// which must be free, opened as wanted_flags says.
+ScopedFd create_node(const GhostFile& g, const std::string& name, const std::string& who) {
   auto fail = [&](const char* what) {
     return SysError(fmt::format("cannot restore {}: {} {}", who, what, name), errno);
   };
+  ScopedFd fd;
   switch (g.kind) {
     case GhostFile::Kind::Directory:
       if (::mkdir(name.c_str(), 0700) != 0) throw fail("mkdir");
       fd.reset(::open(name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!fd) throw fail("open");
-      if (::rmdir(name.c_str()) != 0) throw fail("rmdir");
       break;
     case GhostFile::Kind::Fifo:
       if (::mkfifo(name.c_str(), 0600) != 0) throw fail("mkfifo");
       fd.reset(::open(name.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
-      if (!fd) throw fail("open");
-      if (::unlink(name.c_str()) != 0) throw fail("unlink");
       break;
     default:
       fd.reset(::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
       if (!fd) throw fail("create");
-      if (::unlink(name.c_str()) != 0) throw fail("unlink");
-      write_contents(fd.get(), g, who);
       break;
   }
+  if (!fd) throw fail("open");
+  return fd;
+}
+
+ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
+  MissingParents parents(g.path, who);
+  std::string name = free_name(g.path);
+  ScopedFd fd = create_node(g, name, who);
+  const bool dir = g.kind == GhostFile::Kind::Directory;
+  if ((dir ? ::rmdir(name.c_str()) : ::unlink(name.c_str())) != 0)
+    throw SysError(fmt::format("cannot restore {}: {} {}", who, dir ? "rmdir" : "unlink", name),
+                   errno);
+  if (g.kind == GhostFile::Kind::File) write_contents(fd.get(), g, who);
   set_attributes(fd.get(), g, who, warnings);
   return fd;
 }
@@ -240,6 +247,28 @@ ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warni
     throw;
   }
   return fd;
+}
+
+bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings) {
+  if (exists(t.path)) return false;
+  const std::string who = fmt::format("{} {} (in a temporary directory)",
+                                      t.kind == GhostFile::Kind::Directory ? "the directory"
+                                      : t.kind == GhostFile::Kind::Fifo    ? "the FIFO"
+                                                                           : "the file",
+                                      t.path);
+  ScopedFd fd;
+  try {
+    fd = create_node(t, t.path, who);
+  } catch (const SysError&) {
+    if (exists(dir_of(t.path))) throw;
+    throw Error(fmt::format("cannot restore {}: the directory {} is gone, and the image does not "
+                            "hold it",
+                            who, dir_of(t.path)),
+                "create it (the job's $TMPDIR, say) and restore again");
+  }
+  if (t.kind == GhostFile::Kind::File) write_contents(fd.get(), t, who);
+  set_attributes(fd.get(), t, who, warnings);
+  return true;
 }
 
 ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,

@@ -33,6 +33,13 @@ namespace snap::restore {
 ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
                         std::vector<std::string>& warnings, std::vector<pid_t>& holders);
 
+// A file of the job's temporary directories (image::Checkpoint::temp_files)
+// made again at its path, with its contents (a regular file), owner (where
+// snap may), mode and times, when nothing is at that path; false, and
+// nothing done, when something is. Its directory must exist (the list puts
+// directories first). Throws Error naming the file when it cannot be made.
+bool remake_temp_file(const image::GhostFile& t, std::vector<std::string>& warnings);
+
 // A shared memory file of the image (image::Mapping::named_shm) made again
 // at its path, empty, with its size, mode and (where snap may) owner:
 // created there, or where a file is left there (*was_there), beside it and

@@ -196,40 +196,15 @@ class GhostCollector {
       int seals = ::fcntl(fd.get(), F_GET_SEALS);
       if (seals > 0) g.seals = static_cast<uint32_t>(seals);
     }
-    uint64_t off = 0;
-    while (off < g.size) {
-      off_t data = ::lseek(fd.get(), static_cast<off_t>(off), SEEK_DATA);
-      if (data < 0 && errno == ENXIO) break;  // only a hole up to the end
-      off_t hole = data < 0 ? -1 : ::lseek(fd.get(), data, SEEK_HOLE);
-      if (data < 0 || hole < 0) {  // no SEEK_DATA here: everything is data
-        data = static_cast<off_t>(off);
-        hole = static_cast<off_t>(g.size);
-      }
-      uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), g.size);
-      read_extent(fd.get(), who, static_cast<uint64_t>(data), end, g);
-      off = end;
-    }
-  }
-
-  void read_extent(int fd, const std::string& who, uint64_t start, uint64_t end, GhostFile& g) {
-    total_ += end - start;
-    if (total_ > kMaxGhostBytes)
-      throw Error(fmt::format("{}: the deleted files and memfds of the job hold more than {} MiB "
-                              "of data, more than snap keeps in an image",
-                              who, kMaxGhostBytes >> 20),
-                  "let the job keep that much data in a file that still has a name (a restore "
-                  "reopens it there)");
-    image::GhostExtent e;
-    e.offset = start;
-    e.data.resize(end - start);
-    for (size_t done = 0; done < e.data.size();) {
-      ssize_t n = ::pread(fd, e.data.data() + done, e.data.size() - done,
-                          static_cast<off_t>(start + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw SysError("read the contents of " + who, n < 0 ? errno : EIO);
-      done += static_cast<size_t>(n);
-    }
-    g.data.push_back(std::move(e));
+    g.data = read_data_extents(fd.get(), g.size, who, [&](uint64_t bytes) {
+      total_ += bytes;
+      if (total_ > kMaxGhostBytes)
+        throw Error(fmt::format("{}: the deleted files and memfds of the job hold more than {} MiB "
+                                "of data, more than snap keeps in an image",
+                                who, kMaxGhostBytes >> 20),
+                    "let the job keep that much data in a file that still has a name (a restore "
+                    "reopens it there)");
+    });
   }
 
   image::Checkpoint& ckpt_;
@@ -240,5 +215,36 @@ class GhostCollector {
 }  // namespace
 
 void collect_ghost_files(image::Checkpoint& ckpt) { GhostCollector(ckpt).run(); }
+
+std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who,
+                                                  const std::function<void(uint64_t)>& before_each) {
+  std::vector<image::GhostExtent> out;
+  uint64_t off = 0;
+  while (off < size) {
+    off_t data = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole up to the end
+    off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
+    if (data < 0 || hole < 0) {  // no SEEK_DATA here: everything is data
+      data = static_cast<off_t>(off);
+      hole = static_cast<off_t>(size);
+    }
+    const uint64_t start = static_cast<uint64_t>(data);
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    if (before_each) before_each(end - start);
+    image::GhostExtent e;
+    e.offset = start;
+    e.data.resize(end - start);
+    for (size_t done = 0; done < e.data.size();) {
+      ssize_t n = ::pread(fd, e.data.data() + done, e.data.size() - done,
+                          static_cast<off_t>(start + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw SysError("read the contents of " + who, n < 0 ? errno : EIO);
+      done += static_cast<size_t>(n);
+    }
+    out.push_back(std::move(e));
+    off = end;
+  }
+  return out;
+}
 
 }  // namespace snap

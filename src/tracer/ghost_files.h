@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "image/checkpoint.h"
 
@@ -26,5 +29,13 @@ constexpr uint64_t kMaxGhostBytes = uint64_t{64} << 20;
 // a handle, more data than kMaxGhostBytes, a watched file deleted that no
 // fd or mapping holds).
 void collect_ghost_files(image::Checkpoint& ckpt);
+
+// The data extents of the first `size` bytes of the file open on `fd`
+// (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file
+// system cannot tell), read with pread. `before_each` (may be empty) is
+// told each extent's length before it is read, and may throw to refuse it.
+// Throws SysError naming `who` when a read fails.
+std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who,
+                                                  const std::function<void(uint64_t)>& before_each);
 
 }  // namespace snap

@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "base/scoped_fd.h"
+#include "tracer/temp_files.h"
 
 namespace snap {
 
@@ -45,7 +46,7 @@ bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
 
 }  // namespace
 
-void mark_named_shared_memory(image::Checkpoint& ckpt) {
+void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots) {
   std::map<std::pair<uint64_t, uint64_t>, std::vector<image::Mapping*>> files;  // (dev, inode)
   for (auto& p : ckpt.processes) {
     if (p.zombie) continue;
@@ -64,7 +65,8 @@ void mark_named_shared_memory(image::Checkpoint& ckpt) {
     ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     struct statfs fs {};
     struct stat st {};
-    if (!fd || ::fstatfs(fd.get(), &fs) != 0 || fs.f_type != TMPFS_MAGIC ||
+    if (!fd || ::fstatfs(fd.get(), &fs) != 0 ||
+        (fs.f_type != TMPFS_MAGIC && temp_root_of(path, temp_roots).empty()) ||
         ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<uint64_t>(st.st_dev) != key.first || static_cast<uint64_t>(st.st_ino) != key.second)
       continue;

@@ -475,6 +475,51 @@ def named_shm_cleaned_away(env):
 
 
 @case
+def temp_session_cleaned_away(env):
+    # A job with a session directory in its $TMPDIR (tests/programs/
+    # tmp_session.py: directories of modes 700 and 750, a small file and a
+    # FIFO it holds open, a file it maps MAP_SHARED, a unix socket bound
+    # there), dumped with --kill; then the whole $TMPDIR is removed, as on
+    # another node or after a site's cleanup. A restore that fails (a
+    # damaged block) leaves nothing behind; the restore makes what the job
+    # held there again and the job ends as an uninterrupted run.
+    tmpdir = env.path("tmpdir")
+    os.makedirs(tmpdir)
+    environ = dict(os.environ, TMPDIR=tmpdir)
+    argv = [sys.executable, env.src("tmp_session.py"), "40", "50"]
+    status, ref = uninterrupted(argv, timeout=120, environ=environ)
+    expect(status == 0 and len(ref) == 41 and ref[-1] == "done" and os.listdir(tmpdir) == [],
+           f"an uninterrupted run ends and removes its session: {status}, {ref[-2:]}")
+    out, ckpt = env.path("tmp_session.out"), env.path("tmp_session.ckpt")
+    p = start(argv, stdout_path=out, env=environ)
+    wait_lines(out, 8)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    shutil.rmtree(tmpdir)
+    before = lines_of(out)
+    bad = env.path("tmp_session_damaged.ckpt")
+    shutil.copytree(ckpt, bad)
+    pages = os.path.join(bad, "pages.bin")
+    with open(pages, "r+b") as f:
+        f.seek(os.path.getsize(pages) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    r = env.snap_run("restore", bad, check=False, timeout=120)
+    expect(r.returncode == 1 and "checksum" in r.stderr and not os.path.exists(tmpdir),
+           f"a failed restore leaves nothing behind (exit {r.returncode}, $TMPDIR there: "
+           f"{os.path.exists(tmpdir)}): {r.stderr.strip()[-200:]}")
+    r = env.snap_run("restore", "-v", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"restored with its $TMPDIR gone, it ends as an uninterrupted run (exit {r.returncode}, "
+           f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
+    expect("files and directories in temporary directories again" in r.stderr,
+           f"the restore says it made them again: {r.stderr.strip()[-300:]}")
+    expect(os.listdir(tmpdir) == [], f"the restored job removed its session: {os.listdir(tmpdir)}")
+    print(f"ok   tmp_session: continued from line {len(before)} with its $TMPDIR made again")
+
+
+@case
 def named_shm_leave_running(env):
     # The same job dumped while it runs on: it rewrites its segment, ends
     # and unlinks it; then another file is left at that path. The restore

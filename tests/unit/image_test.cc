@@ -483,6 +483,46 @@ TEST(Manifest, GhostFilesRoundTrip) {
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 
+// The job's files in temporary directories: their own list, in order,
+// apart from the ghosts; an image without them has no such key.
+TEST(Manifest, TempFilesRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  EXPECT_EQ(to_json(c).find("temp_files"), std::string::npos);
+  GhostFile dir;
+  dir.id = 1;
+  dir.kind = GhostFile::Kind::Directory;
+  dir.path = "/tmp/ompi.node.1000";
+  dir.mode = 040700;
+  dir.uid = 1000;
+  GhostFile file;
+  file.id = 2;
+  file.kind = GhostFile::Kind::File;
+  file.path = "/tmp/ompi.node.1000/hwloc.sm";
+  file.mode = 0100600;
+  file.size = 16384;
+  file.nlink = 1;
+  file.data = {{0, {1, 2, 3}}};
+  GhostFile fifo;
+  fifo.id = 3;
+  fifo.kind = GhostFile::Kind::Fifo;
+  fifo.path = "/tmp/ompi.node.1000/0/debugger_attach_fifo";
+  fifo.mode = 010644;
+  c.temp_files = {dir, file, fifo};
+
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  EXPECT_TRUE(back.ghost_files.empty());
+  ASSERT_EQ(back.temp_files.size(), 3u);
+  EXPECT_EQ(back.temp_files[0].kind, GhostFile::Kind::Directory);
+  EXPECT_EQ(back.temp_files[0].mode, 040700u);
+  EXPECT_EQ(back.temp_files[1].path, file.path);
+  EXPECT_EQ(back.temp_files[1].size, 16384u);
+  ASSERT_EQ(back.temp_files[1].data.size(), 1u);
+  EXPECT_EQ(back.temp_files[1].data[0].data, (std::vector<uint8_t>{1, 2, 3}));
+  EXPECT_EQ(back.temp_files[2].kind, GhostFile::Kind::Fifo);
+  EXPECT_EQ(to_json(back), json);
+}
+
 // A shared mapping of a file in /dev/shm: it counts as shared memory (its
 // pages are in the page store) and keeps its file's size, mode and owner.
 TEST(Manifest, NamedShmRoundTrip) {

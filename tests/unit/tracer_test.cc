@@ -27,6 +27,7 @@
 #include "tracer/registers.h"
 #include "tracer/remote.h"
 #include "tracer/task.h"
+#include "tracer/temp_files.h"
 
 using namespace snap;
 
@@ -48,6 +49,19 @@ TEST(NetworkLock, DropRuleMatchesWhatThePeerSends) {
   s.peer = "fd00::2";
   EXPECT_EQ(netlock::drop_rule(s),
             "ip6 saddr fd00::2 ip6 daddr fd00::1 tcp sport 5432 tcp dport 40000 drop");
+}
+
+// A path's temporary directory is the outermost one it lies strictly in,
+// whole path components only.
+TEST(TempFiles, OutermostRootWholeComponents) {
+  const std::vector<std::string> roots = {"/tmp", "/var/tmp", "/dev/shm", "/tmp/job.7", "/scratch/j"};
+  EXPECT_EQ(temp_root_of("/tmp/job.7/ompi/x", roots), "/tmp");
+  EXPECT_EQ(temp_root_of("/scratch/j/a", roots), "/scratch/j");
+  EXPECT_EQ(temp_root_of("/scratch/jx/a", roots), "");
+  EXPECT_EQ(temp_root_of("/tmpfoo/a", roots), "");
+  EXPECT_EQ(temp_root_of("/tmp", roots), "");
+  EXPECT_EQ(temp_root_of("/tmp/", roots), "");
+  EXPECT_EQ(temp_root_of("/home/u/tmp/a", roots), "");
 }
 
 TEST(ProcParse, MapsLinesWithPathsSpacesAndSpecials) {

@@ -1,0 +1,188 @@
+#include "tracer/temp_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/scoped_fd.h"
+#include "tracer/ghost_files.h"
+
+namespace snap {
+
+namespace {
+
+using image::GhostFile;
+
+const char* const kFixedRoots[] = {"/tmp", "/var/tmp", "/dev/shm"};
+
+bool is_fixed_root(const std::string& d) {
+  return std::find(std::begin(kFixedRoots), std::end(kFixedRoots), d) != std::end(kFixedRoots);
+}
+
+// "/a/b/" -> "/a/b"; empty for a relative or empty path.
+std::string clean_dir(std::string d) {
+  if (d.empty() || d[0] != '/') return {};
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d;
+}
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+
+int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
+
+void stat_into(const struct stat& st, GhostFile& f) {
+  f.mode = st.st_mode;
+  f.uid = st.st_uid;
+  f.gid = st.st_gid;
+  f.size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+  f.atime_ns = to_ns(st.st_atim);
+  f.mtime_ns = to_ns(st.st_mtim);
+  f.nlink = st.st_nlink;
+  f.dev = st.st_dev;
+  f.inode = st.st_ino;
+}
+
+class TempCollector {
+ public:
+  TempCollector(image::Checkpoint& ckpt, const std::vector<std::string>& roots)
+      : ckpt_(ckpt), roots_(roots) {}
+
+  void run() {
+    for (const auto& p : ckpt_.processes)
+      for (const auto& m : p.mappings)
+        if (m.named_shm) shm_paths_.insert(m.path);  // remade from the page store
+    for (const auto& p : ckpt_.processes) {
+      if (p.zombie) continue;
+      for (const auto& f : p.fds) fd(p.pid, f);
+      for (const auto& m : p.mappings)
+        if (m.named_shm) chain(parent_of(m.path));
+      if (auto cwd = clean_dir(p.cwd); !cwd.empty()) chain(cwd);
+    }
+    uint64_t id = 0;
+    for (auto& [path, f] : files_) {
+      f.id = ++id;
+      ckpt_.temp_files.push_back(std::move(f));
+    }
+  }
+
+ private:
+  void fd(pid_t pid, const image::FileDesc& f) {
+    if (f.ghost || f.path.ends_with(" (deleted)")) return;
+    if (f.unix_socket) {
+      if (f.unix_socket->name.starts_with("/")) chain(parent_of(f.unix_socket->name));
+      return;
+    }
+    if (f.type != image::FdType::Regular && f.type != image::FdType::Fifo &&
+        f.type != image::FdType::Directory)
+      return;
+    if (temp_root_of(f.path, roots_).empty() || shm_paths_.count(f.path)) return;
+    chain(parent_of(f.path));
+    if (files_.count(f.path)) return;
+    const std::string who = fmt::format("pid {} fd {} ({})", pid, f.fd, f.path);
+    const std::string link = fmt::format("/proc/{}/fd/{}", pid, f.fd);
+    struct stat st {};
+    if (::stat(link.c_str(), &st) != 0) return;
+    GhostFile t;
+    t.path = f.path;
+    stat_into(st, t);
+    if (S_ISDIR(st.st_mode)) {
+      t.kind = GhostFile::Kind::Directory;
+    } else if (S_ISFIFO(st.st_mode)) {
+      t.kind = GhostFile::Kind::Fifo;
+    } else if (S_ISREG(st.st_mode)) {
+      t.kind = GhostFile::Kind::File;
+      if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
+        vlog("{}: {} bytes in a temporary directory, more than snap keeps of such files: a "
+             "restore reopens it by its path",
+             who, t.size);
+        return;
+      }
+      ScopedFd in(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
+      if (!in) in.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!in) {
+        vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
+        return;
+      }
+      t.data = read_data_extents(in.get(), t.size, who, {});
+      total_ += t.size;
+    } else {
+      return;
+    }
+    files_.emplace(t.path, std::move(t));
+  }
+
+  // `dir` and every directory above it up to the outermost temporary
+  // directory it is in (that one too where it is a $TMPDIR of its own).
+  void chain(const std::string& dir) {
+    const std::string root = temp_root_of(dir, roots_);
+    if (root.empty()) {
+      if (std::count(roots_.begin(), roots_.end(), dir) && !is_fixed_root(dir)) directory(dir);
+      return;
+    }
+    for (std::string d = dir; d.size() > root.size(); d = parent_of(d)) directory(d);
+    if (!is_fixed_root(root)) directory(root);
+  }
+
+  void directory(const std::string& d) {
+    if (files_.count(d)) return;
+    struct stat st {};
+    if (::lstat(d.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    GhostFile t;
+    t.kind = GhostFile::Kind::Directory;
+    t.path = d;
+    stat_into(st, t);
+    files_.emplace(d, std::move(t));
+  }
+
+  image::Checkpoint& ckpt_;
+  const std::vector<std::string>& roots_;
+  std::set<std::string> shm_paths_;
+  std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
+  uint64_t total_ = 0;
+};
+
+}  // namespace
+
+std::vector<std::string> temp_roots(const image::Checkpoint& ckpt) {
+  std::vector<std::string> roots(std::begin(kFixedRoots), std::end(kFixedRoots));
+  for (const auto& p : ckpt.processes) {
+    if (p.zombie) continue;
+    std::ifstream in(fmt::format("/proc/{}/environ", p.pid), std::ios::binary);
+    std::string var;
+    while (std::getline(in, var, '\0'))
+      if (var.starts_with("TMPDIR=")) {
+        std::string d = clean_dir(var.substr(7));
+        if (d.size() > 1 && std::find(roots.begin(), roots.end(), d) == roots.end())
+          roots.push_back(d);
+      }
+  }
+  return roots;
+}
+
+std::string temp_root_of(const std::string& path, const std::vector<std::string>& roots) {
+  std::string best;
+  for (const auto& r : roots)
+    if (path.size() > r.size() + 1 && path.starts_with(r) && path[r.size()] == '/' &&
+        (best.empty() || r.size() < best.size()))
+      best = r;
+  return best;
+}
+
+void collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots) {
+  TempCollector(ckpt, roots).run();
+}
+
+}  // namespace snap

@@ -1,0 +1,41 @@
+// The job's own files in the node's temporary directories (/tmp, /var/tmp,
+// /dev/shm and each process's $TMPDIR): an MPI launcher's session
+// directory, a library's lock file or FIFO, the directory a unix socket is
+// bound in. A site cleans those after a job, and another node never had
+// them, so a restore there would find them gone. The image keeps what the
+// job holds of them, small enough to carry (image::Checkpoint::temp_files),
+// and a restore makes only what is missing again.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "image/checkpoint.h"
+
+namespace snap {
+
+// The most data of one such file the image keeps, and of all of them: a
+// larger file stays a file the restore reopens by its path.
+constexpr uint64_t kMaxTempFileBytes = uint64_t{1} << 20;
+constexpr uint64_t kMaxTempFilesBytes = uint64_t{16} << 20;
+
+// The temporary directories of ckpt's (host-pid) processes: /tmp, /var/tmp,
+// /dev/shm and every absolute $TMPDIR of their environments.
+std::vector<std::string> temp_roots(const image::Checkpoint& ckpt);
+
+// The outermost of `roots` that `path` lies strictly within, or empty.
+std::string temp_root_of(const std::string& path, const std::vector<std::string>& roots);
+
+// Fills ckpt.temp_files (sorted by path, so that a directory comes before
+// what it holds) from ckpt's stopped processes: every regular file (up to
+// kMaxTempFileBytes, its contents; kMaxTempFilesBytes in all), FIFO and
+// directory an fd of the job holds under one of `roots`, and every
+// directory between such a root and those files, the files of named shared
+// memory (Mapping::named_shm, whose pages the image holds anyway), the
+// names unix sockets are bound to, and the processes' working directories.
+// A $TMPDIR other than /tmp, /var/tmp and /dev/shm is itself one of the
+// directories. Files it cannot read stay files the restore reopens by
+// path (-v says which).
+void collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots);
+
+}  // namespace snap
