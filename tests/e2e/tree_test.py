@@ -6,6 +6,7 @@ restored, and must finish with output byte-identical to an uninterrupted run
 failure at one point is recorded and the next point still runs; the case
 fails at the end if any point failed.
 Usage: tree_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import glob
 import hashlib
 import os
 import re
@@ -320,9 +321,11 @@ def python_pool(env):
 def mpi_ring(env):
     # Open MPI's mpirun and two ranks (sockets between mpirun and the ranks,
     # shared memory in /dev/shm between the ranks, a deleted file opened
-    # O_NOFOLLOW in each), dumped at two points; before each restore the
-    # job's segments in /dev/shm are removed, as a site's cleanup after a
-    # job does (the image holds them).
+    # O_NOFOLLOW in each, PMIx's data stores mapped from its session
+    # directory in the temporary directory), dumped at two points; before
+    # each restore the job's segments in /dev/shm and its session directory
+    # are removed, as a site's cleanup after a job does, or as on another
+    # node (the image holds what the job held of them).
     if not os.path.exists(env.prog("mpi_ring")) or not shutil.which("mpirun"):
         raise Skip("no MPI here (Open MPI's mpicc and mpirun: scripts/setup installs them)")
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
@@ -331,12 +334,18 @@ def mpi_ring(env):
     expect(status == 0 and want["stdout"].startswith(b"step 1 token 2 sum 97\n") and
            want["stdout"].endswith(b"done\n"), "the reference ran its 40 steps")
     before = set(os.listdir("/dev/shm"))
+    sessions = os.path.join(os.environ.get("TMPDIR") or "/tmp", "ompi.*", "pid.*")
+    sessions_before = set(glob.glob(sessions))
 
     def clean_dev_shm():
         gone = sorted(set(os.listdir("/dev/shm")) - before)
         for f in gone:
             os.unlink(os.path.join("/dev/shm", f))
         print(f"     removed from /dev/shm: {gone}")
+        session = sorted(set(glob.glob(sessions)) - sessions_before)
+        for d in session:
+            shutil.rmtree(d)
+        print(f"     removed the session directory: {session}")
 
     dump_restore_points(env, "mpi", argv, [after_lines(8), after_lines(25)], status, want,
                         before_restore=clean_dev_shm)
