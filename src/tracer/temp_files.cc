@@ -61,9 +61,16 @@ class TempCollector {
       : ckpt_(ckpt), roots_(roots) {}
 
   void run() {
-    for (const auto& p : ckpt_.processes)
+    for (const auto& p : ckpt_.processes) {
       for (const auto& m : p.mappings)
         if (m.named_shm) shm_paths_.insert(m.path);  // remade from the page store
+      // An open by snap would break the job's lease on the file (and wait
+      // for the stopped job to give it up): such a file is not read.
+      for (const auto& f : p.fds)
+        if (std::any_of(f.locks.begin(), f.locks.end(),
+                        [](const image::FileLock& l) { return l.kind == image::LockKind::Lease; }))
+          leased_paths_.insert(f.path);
+    }
     for (const auto& p : ckpt_.processes) {
       if (p.zombie) continue;
       for (const auto& f : p.fds) fd(p.pid, f);
@@ -110,8 +117,15 @@ class TempCollector {
              who, t.size);
         return;
       }
-      ScopedFd in(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
-      if (!in) in.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC));
+      if (leased_paths_.count(f.path)) {
+        vlog("{}: the job holds a lease on it, which reading it would break: a restore reopens "
+             "it by its path",
+             who);
+        return;
+      }
+      // Not blocking on a lease someone else holds.
+      ScopedFd in(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME));
+      if (!in && errno != EWOULDBLOCK) in.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
       if (!in) {
         vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
         return;
@@ -149,7 +163,7 @@ class TempCollector {
 
   image::Checkpoint& ckpt_;
   const std::vector<std::string>& roots_;
-  std::set<std::string> shm_paths_;
+  std::set<std::string> shm_paths_, leased_paths_;
   std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
   uint64_t total_ = 0;
 };

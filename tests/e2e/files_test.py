@@ -254,7 +254,7 @@ def anon_fds_expected(limit, inotify=True):
     return [f"{i}: signal 10, timer every 150 ms, "
             + (f"inotify wd 2 (dir 2 file 3) created f{i}, " if inotify
                else "inotify wd 0 (dir 0 file 0) created -, ")
-            + "flock 1 posix 1 ofd 1" for i in range(1, limit + 1)]
+            + "flock 1 posix 1 ofd 1 lease write" for i in range(1, limit + 1)]
 
 
 @case
@@ -262,7 +262,8 @@ def signalfd_timerfd_inotify_locks(env):
     # An epoll over a signalfd (its mask; the signal sent through a pidfd of
     # the job's own), a timerfd (its period) and an inotify fd (its watches,
     # under their own numbers 2 and 3), with an flock, a POSIX and an OFD
-    # lock: all come back and the run continues
+    # lock and a write lease (its file in the test's directory under /tmp,
+    # which the dump must not open): all come back and the run continues
     # as if uninterrupted (the locks seen from other opens and /proc/locks).
     dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir")],
                       "anon_fds", 4, anon_fds_expected(12))
@@ -274,6 +275,22 @@ def signalfd_timerfd_locks(env):
     # file by its handle (CAP_DAC_READ_SEARCH), so the nobody variant runs this.
     dump_kill_restore(env, [env.prog("anon_fds"), "12", "150", env.path("anon_dir"),
                             "--no-inotify"], "anon_fds", 4, anon_fds_expected(12, False))
+
+
+@case
+def locks_leave_running(env):
+    # The same job (locks and a write lease on files in the test's directory
+    # under /tmp) dumped while it runs on: the dump must not open the leased
+    # file (any open breaks a write lease: the job would get SIGIO, lose the
+    # lease, and the dump wait 45 s for the stopped job to give it up). The
+    # job runs to its end holding all; restored, it ends as an uninterrupted run.
+    out, ckpt = env.path("locks_running.out"), env.path("locks_running.ckpt")
+    expected = anon_fds_expected(12, False)
+    p = start([env.prog("anon_fds"), "12", "150", env.path("locks_dir"), "--no-inotify"],
+              stdout_path=out)
+    wait_lines(out, 4)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, timeout=30)
+    runs_on_then_restores(env, p, out, ckpt, expected)
 
 
 @case

@@ -1,7 +1,9 @@
 /* An event loop over a signalfd, a timerfd and an inotify fd (one epoll),
- * holding an flock, a POSIX lock and an OFD lock. Each round it sends itself
+ * holding an flock, a POSIX lock, an OFD lock and a write lease (on a file
+ * in DIR, which may be a temporary directory: a dump must not break the
+ * lease by opening that file). Each round it sends itself
  * SIGUSR1 through a pidfd of its own and creates a file in DIR, waits until epoll reported all three
- * sources, and prints what each said, plus whether its locks are still held
+ * sources, and prints what each said, plus whether its locks and its lease are still held
  * (flock and OFD: a second open of the file is refused the lock; POSIX: a
  * /proc/locks line with its pid). A restored run must print exactly what an
  * uninterrupted one does.
@@ -143,6 +145,8 @@ int main(int argc, char **argv) {
   struct flock ol = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
   if (flock(lf, LOCK_EX | LOCK_NB) < 0 || fcntl(pf, F_SETLK, &pl) < 0 || fcntl(of, F_OFD_SETLK, &ol) < 0)
     die("locks");
+  int lease = open_in_dir("lease.file");
+  if (fcntl(lease, F_SETLEASE, F_WRLCK) < 0) die("F_SETLEASE");
   struct stat st;
   if (fstat(pf, &st) < 0) die("fstat");
 
@@ -191,9 +195,10 @@ int main(int argc, char **argv) {
     struct itimerspec now;
     if (timerfd_gettime(tfd, &now) < 0) die("timerfd_gettime");
     printf("%ld: signal %d, timer every %ld ms, inotify wd %d (dir %d file %d) created %s, "
-           "flock %d posix %d ofd %d%s\n",
+           "flock %d posix %d ofd %d lease %s%s\n",
            i, signo, now.it_interval.tv_sec * 1000 + now.it_interval.tv_nsec / 1000000, got_wd,
            wd_dir, wd_file, created, flock_held(), posix_held(st.st_ino), ofd_held(),
+           fcntl(lease, F_GETLEASE) == F_WRLCK ? "write" : "lost",
            unlink_watched ? (attrib_wd == wd_file ? ", deleted file's watch reports attrib" : ", no attrib")
                           : "");
   }
