@@ -16,7 +16,7 @@ namespace {
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
   o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--compress auto|always] "
-                "[--force] [--tcp-established] [-v]");
+                "[--force] [--tcp-established | --tcp-close] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -37,6 +37,10 @@ cxxopts::Options dump_options() {
        "closes silently, what the peer sends meanwhile is dropped (an nf_tables table the "
        "restore removes), and the peer carries on with the restored job if the restore is on "
        "this host")
+      ("tcp-close", "save TCP connections whose peer is outside the job as closed (nothing of "
+       "them is read; no privilege needed): the restored job finds each one closed (reads see "
+       "end of file, writes EPIPE), as if the peer had gone away, so a program that reconnects "
+       "(a license client, a Dask worker) goes on")
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -59,6 +63,9 @@ int run_dump(const cxxopts::ParseResult& args) {
   job::DumpOptions opts;
   opts.kill = args.count("kill") > 0;
   opts.tcp_established = args.count("tcp-established") > 0;
+  opts.tcp_close = args.count("tcp-close") > 0;
+  if (opts.tcp_established && opts.tcp_close)
+    throw UsageError("--tcp-established and --tcp-close contradict each other");
   if (args.count("memory-budget")) {
     if (opts.kill) throw UsageError("--memory-budget is for leave-running dumps (--kill stops the job)");
     opts.memory_budget = parse_size("--memory-budget", args["memory-budget"].as<std::string>());

@@ -42,7 +42,10 @@ void add_common(cxxopts::Options& o) {
       ("j,jobs", "threads reading and compressing memory at a checkpoint (default: the CPUs snap "
                  "may run on, at most 64)", cxxopts::value<unsigned>())
       ("compress", "which page blocks are lz4-compressed: auto (default: those the disk leaves "
-                   "time for) or always", cxxopts::value<std::string>());
+                   "time for) or always", cxxopts::value<std::string>())
+      ("tcp-close", "save the job's TCP connections to peers outside it as closed at each "
+                    "checkpoint (as snap dump --tcp-close; without it such a checkpoint fails "
+                    "and the job runs on): resumed, the job finds them closed and may reconnect");
 }
 
 cxxopts::Options run_options() {
@@ -99,6 +102,7 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
     if (opts.jobs == 0) throw UsageError("--jobs must be at least 1");
   }
   if (args.count("compress")) opts.compression = parse_compression(args["compress"].as<std::string>());
+  opts.tcp_close = args.count("tcp-close") > 0;
   return opts;
 }
 

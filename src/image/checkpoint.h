@@ -260,6 +260,10 @@ struct InetSocket {
   int shutdown = 0;  // sk_shutdown: 1 no more receives, 2 no more sends
   int backlog = 0;   // listening: the backlog listen() was given
   std::optional<TcpConnection> tcp;  // an established TCP connection (repair mode, or peeked)
+  // A TCP connection to a peer outside the job saved as closed (dump
+  // --tcp-close): nothing of it was read; restore makes a socket shut down
+  // both ways, as one whose peer went away.
+  bool closed = false;
 };
 
 // One socket option the job changed from what a new socket of the same

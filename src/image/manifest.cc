@@ -141,6 +141,7 @@ ojson encode(const FileDesc& f) {
                         {"state", s->state}, {"local", s->local}, {"local_port", s->local_port},
                         {"peer", s->peer}, {"peer_port", s->peer_port},
                         {"shutdown", s->shutdown}, {"backlog", s->backlog}};
+    if (s->closed) j["inet_socket"]["closed"] = true;
     if (const auto& t = s->tcp) {
       ojson jt = {{"send_seq", t->send_seq},     {"recv_seq", t->recv_seq},
                   {"send_queue", to_hex(t->send_queue)}, {"unsent", t->unsent},

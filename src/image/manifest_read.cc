@@ -295,6 +295,7 @@ FileDesc decode_fd(const Field& f) {
     s.peer_port = (*i)["peer_port"].as<uint16_t>();
     s.shutdown = (*i)["shutdown"].as<int>();
     s.backlog = (*i)["backlog"].as<int>();
+    if (auto c = i->opt("closed")) s.closed = c->as<bool>();
     if (auto t = i->opt("tcp")) {
       TcpConnection c;
       c.send_seq = (*t)["send_seq"].as<uint32_t>();

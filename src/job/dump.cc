@@ -388,10 +388,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What the processes share: unix sockets (open file descriptions below).
   collect_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
-  check_sockets_restorable(ckpt.processes, opts.tcp_established);  // before anything could be killed
+  check_sockets_restorable(ckpt.processes, opts.tcp_established, opts.tcp_close);  // before anything could be killed
   // Established TCP connections, read in repair mode; taken out of it when
   // the job goes on (or the dump fails), left in it when the job is killed.
   TcpRepair tcp_repair = TcpRepair::save(ckpt.processes, opts.tcp_established);
+  if (opts.tcp_close) mark_closed_outside_connections(ckpt.processes);
   // Taken while the sockets are in repair mode (alive, deaf); removed again
   // if the dump fails, kept when the job is killed.
   netlock::NetworkLock network_lock;

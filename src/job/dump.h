@@ -80,6 +80,10 @@ struct DumpOptions {
   // Save established TCP connections whose peer is outside the tree too
   // (else refused at dump; those with both ends in the tree always are).
   bool tcp_established = false;
+  // Save TCP connections whose peer is outside the tree as closed instead
+  // (nothing of them read, no privilege needed): the restored job finds
+  // them closed, as after its peer went away.
+  bool tcp_close = false;
   // A unix socket of the tree connected to a socket of snap's own (a
   // `snap checkpoint` waiting for snap run's answer): given the peer's
   // inode, the bytes the restored socket finds waiting (its peer then comes

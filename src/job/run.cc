@@ -198,6 +198,7 @@ class Runner {
       if (!kill) o.memory_budget = opts_.memory_budget;
       o.jobs = opts_.jobs;
       o.compression = opts_.compression;
+      o.tcp_close = opts_.tcp_close;
       auto r = dump_tree(root_, *sink, o);
       incremental_.committed(static_cast<uint64_t>(n));
       std::fprintf(stderr,

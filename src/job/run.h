@@ -28,6 +28,7 @@ struct RunOptions {
   // 0: the default.
   unsigned jobs = 0;
   image::Compression compression = image::Compression::kAuto;  // DumpOptions
+  bool tcp_close = false;  // DumpOptions: connections to outside saved as closed
   // A signal to snap run itself that means "checkpoint and stop" (like
   // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
   // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made

@@ -79,6 +79,11 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   if (f.inet_socket && f.inet_socket->tcp && f.inet_socket->tcp->peeked && !tcp_close_)
     throw Error(what + " was saved without repair mode, but was not connected again",
                 "the image is damaged");
+  if (f.inet_socket && f.inet_socket->closed) {  // saved so (dump --tcp-close)
+    ScopedFd s = make_closed_tcp_connection(f, what);
+    ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
+    return keep(s.release(), "socket");
+  }
   if (f.inet_socket && f.inet_socket->tcp) {
     if (!f.inet_socket->tcp->network_lock.empty()) network_locks_.insert(f.inet_socket->tcp->network_lock);
     // In repair mode until every socket exists (connect_sockets); or

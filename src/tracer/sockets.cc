@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <set>
 #include <fmt/core.h>
 
 #include "base/error.h"
@@ -422,7 +424,26 @@ void collect_sockets(std::vector<image::Process>& procs) {
   }
 }
 
-void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp_established) {
+void mark_closed_outside_connections(std::vector<image::Process>& procs) {
+  std::set<uint64_t> root_stdio;
+  if (!procs.empty())
+    for (const auto& f : procs[0].fds)
+      if (f.fd <= 2 && f.type == image::FdType::Socket) root_stdio.insert(f.inode);
+  for (auto& p : procs)
+    for (auto& f : p.fds) {
+      auto& s = f.inet_socket;
+      if (!s || s->protocol != IPPROTO_TCP || s->tcp || s->state == kTcpListen || s->state == 7 ||
+          root_stdio.count(f.inode) || tcp_peer_in_image(procs, *s))
+        continue;
+      s->closed = true;
+      vlog("pid {} fd {}: TCP connection {} -> {} saved as closed", p.pid, f.fd,
+           inet_address(s->local, s->local_port, s->family),
+           inet_address(s->peer, s->peer_port, s->family));
+    }
+}
+
+void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp_established,
+                              bool tcp_close) {
   std::map<uint64_t, const image::FileDesc*> in_image;
   for (const auto& p : procs)
     for (const auto& f : p.fds)
@@ -441,6 +462,7 @@ void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp
         const bool peer_here = tcp_peer_in_image(procs, *s);
         if (tcp_repairable_state(s->state) && (peer_here || tcp_established))
           continue;  // saved by TcpRepair
+        if (!peer_here && tcp_close) continue;  // saved as closed
         const std::string conn =
             fmt::format("{}: TCP connection {} -> {} ({})", what,
                         inet_address(s->local, s->local_port, s->family),
@@ -449,9 +471,9 @@ void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp
         if (!peer_here)
           throw Error(conn + ": its peer is outside the checkpointed processes and would not "
                              "know the new socket",
-                      "checkpoint the whole process tree, or when the job holds no open TCP "
-                      "connection to outside (close it, or let the job reconnect after a "
-                      "restore), or save it anyway with --tcp-established; nothing was killed");
+                      "checkpoint the whole process tree, or pass --tcp-close to save it as "
+                      "closed (a job that reconnects goes on after a restore), or save it whole "
+                      "with --tcp-established (needs CAP_NET_ADMIN); nothing was killed");
         throw Error(conn + ": snap restores established and half-closed TCP connections only "
                            "(not connecting or closing ones)",
                     "checkpoint when the connection is established or closed; nothing was killed");

@@ -72,7 +72,15 @@ void collect_sockets(std::vector<image::Process>& procs);
 // connected to a process outside the image, a socket of another family.
 // Sockets that are the root's stdio are snap restore's own and pass.
 // `tcp_established`: established TCP connections to a peer outside pass too.
+// `tcp_close`: TCP connections to a peer outside pass in any state (they
+// are saved as closed: mark_closed_outside_connections).
 void check_sockets_restorable(const std::vector<image::Process>& procs,
-                              bool tcp_established = false);
+                              bool tcp_established = false, bool tcp_close = false);
+
+// Marks every TCP connection of the processes whose peer is outside them
+// and that was not saved whole (InetSocket::tcp) as closed
+// (InetSocket::closed): restore makes it a socket shut down both ways. The
+// root's stdio is left alone (snap restore's own).
+void mark_closed_outside_connections(std::vector<image::Process>& procs);
 
 }  // namespace snap

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, _started, case, expect, lines_of, main, pid_alive, reap_orphans, start,
+from snaptest import (PingServer, Skip, _started, case, expect, lines_of, main, pid_alive, reap_orphans, start,
                       wait_for, wait_lines)
 
 
@@ -197,6 +197,31 @@ def checkpoint_kill_then_resume(env):
     r = env.snap_run("checkpoint", "--dir", ckpt, "--wait", check=False)
     expect(r.returncode == 1 and "no 'snap run' owns" in r.stderr,
            f"with no snap run, snap checkpoint says so: {r.stderr.strip()}")
+
+
+@case
+def run_tcp_close(env):
+    # snap run --tcp-close: a job holding a TCP connection to a server
+    # outside it (this test) is checkpointed (without the option each
+    # checkpoint would fail) and stopped; resumed, it finds the connection
+    # closed, connects again (tests/programs/tcp_reconnect.py) and finishes
+    # with the output of an uninterrupted run.
+    srv = PingServer()
+    ckpt, out = env.path("ck"), env.path("tcp.out")
+    argv = [sys.executable, env.src("tcp_reconnect.py"), str(srv.port), "12"]
+    r1 = Run(env, "run1", ckpt, argv, out, extra=["--tcp-close"])
+    wait_lines(out, 4)
+    r = env.snap_run("checkpoint", "--dir", ckpt, "--wait", "--kill", check=False)
+    expect(r.returncode == 0, f"the checkpoint was taken: {r.stderr.strip()}")
+    rc = r1.proc.wait(timeout=20)
+    expect(rc == 75 and srv.accepted == 1, f"the job was stopped (exit {rc}), one connection so far")
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--tcp-close"])
+    rc = r2.proc.wait(timeout=60)
+    expect(rc == 0 and lines_of(out) == [f"{i} pong {i}" for i in range(1, 13)],
+           f"resumed, it finished as an uninterrupted run (exit {rc}: {r2.stderr().strip()}; "
+           f"{lines_of(out)})")
+    expect(srv.accepted == 2, f"it connected again after the resume ({srv.accepted} connections)")
+    srv.close()
 
 
 @case

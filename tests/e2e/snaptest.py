@@ -199,6 +199,40 @@ def main():
 _started = []
 
 
+class PingServer:
+    """A TCP server outside the job on 127.0.0.1 (threads of this test):
+    answers each line "... N" with "pong N", on any number of connections;
+    `accepted` counts them."""
+    def __init__(self):
+        import socket
+        import threading
+        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _answer(conn):
+        with conn, conn.makefile("rwb", buffering=0) as f:
+            for line in f:
+                f.write(b"pong " + line.split()[-1] + b"\n")
+
+    def close(self):
+        self.srv.close()
+
+
 def start_job(env, name, argv, lines, timeout=30.0, **kw):
     """Starts argv with stdout to NAME.out and waits for its first `lines`
     lines; returns (process, output path)."""

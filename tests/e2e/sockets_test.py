@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
-                      wait_for, wait_lines)
+from snaptest import (PingServer, Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive,
+                      start, wait_for, wait_lines)
 from compare_runs import dump_kill_restore, expect_continued
 
 
@@ -235,6 +235,36 @@ def tcp_outside_peer(env):
     expect(r.returncode == 0, f"restored with --tcp-established ({r.stderr.strip()})")
     expected = [f"{i} pong {i}" for i in range(1, rounds + 1)]
     expect(lines_of(out) == expected, f"the job went on with the same server: {lines_of(out)}")
+    srv.close()
+
+
+@case
+def tcp_outside_peer_closed(env):
+    # A job talking to a server outside it (this test) that connects again
+    # when its connection fails (tests/programs/tcp_reconnect.py, as license
+    # clients and Dask workers do): dump --tcp-close (no privilege needed)
+    # saves the connection as closed; the restore needs no option, the job
+    # finds its connection closed, connects again and its output equals an
+    # uninterrupted run's. The server saw two connections: the job's first
+    # was not brought back.
+    srv = PingServer()
+    rounds = 10
+    out, ckpt = env.path("tcp_closed.out"), env.path("tcp_closed.ckpt")
+    p = start([sys.executable, env.src("tcp_reconnect.py"), str(srv.port), str(rounds)],
+              stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--tcp-close", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    expect(srv.accepted == 1, f"one connection before the restore ({srv.accepted})")
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expected = [f"{i} pong {i}" for i in range(1, rounds + 1)]
+    got = lines_of(out)  # the job's stderr goes there too
+    expect(r.returncode == 0 and [l for l in got if l != "reconnecting"] == expected,
+           f"restored, the job went on as an uninterrupted run (exit {r.returncode}, "
+           f"{r.stderr.strip()[-300:]}): {got}")
+    expect(srv.accepted == 2 and got.count("reconnecting") == 1,
+           f"it found its connection closed and made a new one ({srv.accepted} connections; "
+           f"{got})")
     srv.close()
 
 

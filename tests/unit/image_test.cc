@@ -401,10 +401,15 @@ TEST(Manifest, TcpConnectionRoundTrip) {
   g.inet_socket->tcp->network_lock.clear();
   g.inet_socket->tcp->peeked = true;  // saved without repair mode
   c.processes[0].fds.push_back(g);
+  FileDesc closed = f;  // dump --tcp-close: nothing of it read
+  closed.fd = 9;
+  closed.inet_socket->tcp.reset();
+  closed.inet_socket->closed = true;
+  c.processes[0].fds.push_back(closed);
 
   std::string json = to_json(c);
   Checkpoint back = checkpoint_from_json(json);
-  const auto& b = back.processes[0].fds[back.processes[0].fds.size() - 2];
+  const auto& b = back.processes[0].fds[back.processes[0].fds.size() - 3];
   ASSERT_TRUE(b.inet_socket && b.inet_socket->tcp);
   const auto& bt = *b.inet_socket->tcp;
   EXPECT_EQ(bt.send_seq, t.send_seq);
@@ -419,12 +424,17 @@ TEST(Manifest, TcpConnectionRoundTrip) {
   EXPECT_EQ(bt.timestamp, t.timestamp);
   EXPECT_EQ(bt.window, t.window);
   EXPECT_EQ(bt.network_lock, t.network_lock);
-  EXPECT_FALSE(back.processes[0].fds.back().inet_socket->tcp->window.has_value());
-  EXPECT_TRUE(back.processes[0].fds.back().inet_socket->tcp->network_lock.empty());
+  const auto& peeked = back.processes[0].fds[back.processes[0].fds.size() - 2];
+  EXPECT_FALSE(peeked.inet_socket->tcp->window.has_value());
+  EXPECT_TRUE(peeked.inet_socket->tcp->network_lock.empty());
   EXPECT_EQ(json.find("network_lock"), json.rfind("network_lock"));  // written only when there is one
   EXPECT_FALSE(bt.peeked);
-  EXPECT_TRUE(back.processes[0].fds.back().inet_socket->tcp->peeked);
+  EXPECT_TRUE(peeked.inet_socket->tcp->peeked);
   EXPECT_EQ(json.find("peeked"), json.rfind("peeked"));  // written only when set
+  const auto& cl = back.processes[0].fds.back();
+  EXPECT_TRUE(cl.inet_socket->closed && !cl.inet_socket->tcp);
+  EXPECT_FALSE(b.inet_socket->closed || peeked.inet_socket->closed);
+  EXPECT_EQ(json.find("\"closed\""), json.rfind("\"closed\""));  // written only when set
   EXPECT_EQ(to_json(back), json);
 
   // More unsent bytes than the queue holds: a damaged image.
