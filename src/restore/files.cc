@@ -132,14 +132,19 @@ void FilePlanner::remake_ghosts() {
 // What the job held in the node's temporary directories and is gone now
 // (another node, a site's cleanup), made again; what is there stays.
 void FilePlanner::remake_temp_files() {
-  size_t made = 0;
+  std::vector<const image::GhostFile*> made;
   for (const auto& t : ckpt_.temp_files)
     if (remake_temp_file(t, out_.warnings_)) {
       out_.made_paths_.push_back(t.path);  // removed if the restore fails
-      made++;
+      made.push_back(&t);
     }
-  if (made) vlog("made {} of the job's {} files and directories in temporary directories again",
-                 made, ckpt_.temp_files.size());
+  // Directories get their modes and times once everything in them is
+  // made (finish_made_directories).
+  for (const auto* t : made)
+    if (t->kind == image::GhostFile::Kind::Directory) out_.made_dirs_.push_back(*t);
+  if (!made.empty())
+    vlog("made {} of the job's {} files and directories in temporary directories again",
+         made.size(), ckpt_.temp_files.size());
 }
 
 int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
@@ -460,6 +465,14 @@ OpenFiles::~OpenFiles() {
   // Innermost first: what was made in a directory made again goes before it.
   for (auto it = made_paths_.rbegin(); it != made_paths_.rend(); ++it)
     if (::unlink(it->c_str()) != 0 && errno == EISDIR) ::rmdir(it->c_str());
+}
+
+void OpenFiles::finish_made_directories() {
+  std::vector<std::string> warnings;
+  for (auto it = made_dirs_.rbegin(); it != made_dirs_.rend(); ++it)
+    finish_temp_directory(*it, warnings);
+  for (const auto& w : warnings) warn("{}", w);
+  made_dirs_.clear();
 }
 
 void OpenFiles::end_holders() {

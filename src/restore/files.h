@@ -91,6 +91,11 @@ class OpenFiles {
   // in temporary directories) stay. Until then they are removed again if
   // the restore fails.
   void keep_made_files() { made_paths_.clear(); }
+  // Once the processes are rebuilt, just before they run: the directories
+  // made again in temporary directories get their modes and times
+  // (innermost first; until then they stay writable by their owner, so
+  // that everything in them can be made, and removed again on failure).
+  void finish_made_directories();
   OpenFiles() = default;
   OpenFiles(OpenFiles&&) = default;
   OpenFiles& operator=(OpenFiles&&) = default;
@@ -103,6 +108,7 @@ class OpenFiles {
   std::vector<std::string> warnings_;
   std::vector<pid_t> holders_;
   std::vector<std::string> made_paths_;
+  std::vector<image::GhostFile> made_dirs_;
   friend class FilePlanner;
 };
 

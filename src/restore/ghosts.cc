@@ -266,9 +266,24 @@ bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings) {
                             who, dir_of(t.path)),
                 "create it (the job's $TMPDIR, say) and restore again");
   }
-  if (t.kind == GhostFile::Kind::File) write_contents(fd.get(), t, who);
-  set_attributes(fd.get(), t, who, warnings);
+  try {
+    if (t.kind == GhostFile::Kind::File) write_contents(fd.get(), t, who);
+    if (t.kind == GhostFile::Kind::Directory)  // what goes in it is made first
+      set_owner_and_mode(fd.get(), t.uid, t.gid, t.mode | S_IRWXU, who, warnings);
+    else
+      set_attributes(fd.get(), t, who, warnings);
+  } catch (...) {
+    if (t.kind == GhostFile::Kind::Directory ? ::rmdir(t.path.c_str()) : ::unlink(t.path.c_str())) {}
+    throw;
+  }
   return true;
+}
+
+void finish_temp_directory(const GhostFile& t, std::vector<std::string>& warnings) {
+  const std::string who = fmt::format("the directory {} (in a temporary directory)", t.path);
+  ScopedFd fd(::open(t.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) throw SysError(fmt::format("cannot restore {}: open", who), errno);
+  set_attributes(fd.get(), t, who, warnings);
 }
 
 ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,

@@ -37,8 +37,14 @@ ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
 // made again at its path, with its contents (a regular file), owner (where
 // snap may), mode and times, when nothing is at that path; false, and
 // nothing done, when something is. Its directory must exist (the list puts
-// directories first). Throws Error naming the file when it cannot be made.
+// directories first). Throws Error naming the file when it cannot be made
+// (and leaves nothing there then). A directory stays writable by its owner,
+// and its times as they come, until finish_temp_directory: what goes in it
+// (files, shared memory, sockets' names) is made first.
 bool remake_temp_file(const image::GhostFile& t, std::vector<std::string>& warnings);
+
+// A directory remake_temp_file made, given its mode and times.
+void finish_temp_directory(const image::GhostFile& t, std::vector<std::string>& warnings);
 
 // A shared memory file of the image (image::Mapping::named_shm) made again
 // at its path, empty, with its size, mode and (where snap may) owner:

@@ -329,6 +329,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   steps.step("rebuild");
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();
+  files.finish_made_directories();
   tree.release();
   space.released();
   files.keep_made_files();

@@ -494,7 +494,7 @@ def named_shm_cleaned_away(env):
 @case
 def temp_session_cleaned_away(env):
     # A job with a session directory in its $TMPDIR (tests/programs/
-    # tmp_session.py: directories of modes 700 and 750, a small file and a
+    # tmp_session.py: directories of modes 700 and 550, a small file and a
     # FIFO it holds open, a file it maps MAP_SHARED, a unix socket bound
     # there), dumped with --kill; then the whole $TMPDIR is removed, as on
     # another node or after a site's cleanup. A restore that fails (a
@@ -512,6 +512,8 @@ def temp_session_cleaned_away(env):
     wait_lines(out, 8)
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
+    for d, _, _ in os.walk(tmpdir):  # as root cleans up: a read-only directory too
+        os.chmod(d, 0o700)
     shutil.rmtree(tmpdir)
     before = lines_of(out)
     bad = env.path("tmp_session_damaged.ckpt")

@@ -4,7 +4,7 @@ launchers and many libraries do, for snap's restore on another node (or
 after a site's cleanup): under $TMPDIR (or /tmp) it makes
 snap-session.PID/ (mode 700) holding a 16 KiB file it keeps open and
 rereads (topo.sm), a FIFO it keeps open and echoes through (0/attach_fifo,
-in a directory of mode 750), a 1 MiB file it maps MAP_SHARED and writes
+in a directory it then makes read-only, mode 550), a 1 MiB file it maps MAP_SHARED and writes
 (ds/seg) and a unix socket it listens on and connects to (ds/sock). Every
 INTERVAL_MS it changes the mapping and prints a line of checksums of all
 of them; at the end it removes the directory. The output is the same on
@@ -32,6 +32,7 @@ def main():
     fifo_path = os.path.join(session, "0", "attach_fifo")
     os.mkfifo(fifo_path, 0o644)
     fifo = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK)
+    os.chmod(os.path.join(session, "0"), 0o550)
     seg_fd = os.open(os.path.join(session, "ds", "seg"), os.O_RDWR | os.O_CREAT, 0o640)
     os.ftruncate(seg_fd, 1 << 20)
     seg = mmap.mmap(seg_fd, 1 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -55,6 +56,7 @@ def main():
             conn.close()
         print(f"tick {i} seg {zlib.crc32(seg):08x} topo {zlib.crc32(os.pread(topo, 16384, 0)):08x} "
               f"fifo {echo} sock {heard}", flush=True)
+    os.chmod(os.path.join(session, "0"), 0o750)
     shutil.rmtree(session)
     print("done", flush=True)
 
