@@ -95,9 +95,10 @@ class TempCollector {
     if (f.type != image::FdType::Regular && f.type != image::FdType::Fifo &&
         f.type != image::FdType::Directory)
       return;
+    // A job may hold one file open thousands of times: looked at once.
+    if (!seen_.insert(f.path).second) return;
     if (temp_root_of(f.path, roots_).empty() || shm_paths_.count(f.path)) return;
     chain(parent_of(f.path));
-    if (files_.count(f.path)) return;
     const std::string who = fmt::format("pid {} fd {} ({})", pid, f.fd, f.path);
     const std::string link = fmt::format("/proc/{}/fd/{}", pid, f.fd);
     struct stat st {};
@@ -146,24 +147,27 @@ class TempCollector {
       if (std::count(roots_.begin(), roots_.end(), dir) && !is_fixed_root(dir)) directory(dir);
       return;
     }
-    for (std::string d = dir; d.size() > root.size(); d = parent_of(d)) directory(d);
+    for (std::string d = dir; d.size() > root.size(); d = parent_of(d))
+      if (!directory(d)) return;  // there already, with what leads to it
     if (!is_fixed_root(root)) directory(root);
   }
 
-  void directory(const std::string& d) {
-    if (files_.count(d)) return;
+  // Records directory d; false when it was recorded before.
+  bool directory(const std::string& d) {
+    if (files_.count(d)) return false;
     struct stat st {};
-    if (::lstat(d.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    if (::lstat(d.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return true;
     GhostFile t;
     t.kind = GhostFile::Kind::Directory;
     t.path = d;
     stat_into(st, t);
     files_.emplace(d, std::move(t));
+    return true;
   }
 
   image::Checkpoint& ckpt_;
   const std::vector<std::string>& roots_;
-  std::set<std::string> shm_paths_, leased_paths_;
+  std::set<std::string> shm_paths_, leased_paths_, seen_;
   std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
   uint64_t total_ = 0;
 };
