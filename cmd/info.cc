@@ -230,6 +230,15 @@ void print_text(const ojson& j) {
                                             : "in the dumper's pid namespace");
   for (const auto& p : j["processes"]) print_process(p);
   print_tree_and_sharing(j);
+  if (!j["temp_files"].empty()) {
+    std::printf("\nin temporary directories (made again at restore where missing): %zu\n",
+                j["temp_files"].size());
+    for (const auto& t : j["temp_files"])
+      std::printf("  %-9s  %s  %12s  %s\n", t["kind"].get<std::string>().c_str(),
+                  t["mode"].get<std::string>().c_str(),
+                  t["kind"] == "file" ? (std::to_string(t["size"].get<uint64_t>()) + " B").c_str() : "",
+                  t["path"].get<std::string>().c_str());
+  }
 
   const auto& s = j["stats"];
   auto u = [&](const char* k) { return s[k].get<uint64_t>(); };

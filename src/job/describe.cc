@@ -24,6 +24,7 @@
 
 #include "base/error.h"
 #include "image/manifest.h"
+#include "image/manifest_names.h"
 #include "image/series.h"
 #include "job/describe_tree.h"
 #include "job/stop_site.h"
@@ -231,6 +232,21 @@ ojson ratio(uint64_t num, uint64_t den) {
   return static_cast<double>(num) / static_cast<double>(den);
 }
 
+// The job's files in temporary directories (Checkpoint::temp_files).
+ojson describe_temp_files(const image::Checkpoint& c) {
+  ojson out = ojson::array();
+  for (const auto& t : c.temp_files) {
+    uint64_t saved = 0;
+    for (const auto& e : t.data) saved += e.data.size();
+    out.push_back({{"kind", image::kGhostKindNames[static_cast<size_t>(t.kind)]},
+                   {"path", t.path},
+                   {"mode", fmt::format("{:04o}", t.mode & 07777)},
+                   {"size", t.size},
+                   {"saved_bytes", saved}});
+  }
+  return out;
+}
+
 ojson describe_stats(const image::ImageReader& img) {
   const auto s = img.stats();
   const uint64_t nonzero = s.pages - s.zero_pages;
@@ -290,6 +306,7 @@ ojson describe_image(image::ImageReader& img) {
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));
   describe_tree_and_sharing(c, j);
+  j["temp_files"] = describe_temp_files(c);
   j["stats"] = describe_stats(img);
   return j;
 }

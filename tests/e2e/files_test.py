@@ -512,6 +512,11 @@ def temp_session_cleaned_away(env):
     wait_lines(out, 8)
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
+    info = env.snap_run("info", ckpt).stdout
+    expect("in temporary directories (made again at restore where missing)" in info and
+           re.search(r"file +0600 +16384 B +\S+/topo.sm", info) and
+           re.search(r"fifo +0644 +\S+/0/attach_fifo", info),
+           f"snap info lists what the image holds of them: {info[info.find('in temporary'):][:600]}")
     for d, _, _ in os.walk(tmpdir):  # as root cleans up: a read-only directory too
         os.chmod(d, 0o700)
     shutil.rmtree(tmpdir)
