@@ -318,6 +318,33 @@ def python_pool(env):
 
 
 @case
+def python_manager(env):
+    # A multiprocessing.Manager (tests/programs/manager_job.py): its server
+    # process listens on a unix socket in a directory under $TMPDIR, here a
+    # directory of the test's, which is removed before each restore, as on
+    # another node or after a site's cleanup: the restore makes the
+    # directory chain again, the socket binds there, and the job ends as
+    # an uninterrupted run (and removes it).
+    tmpdir = env.path("manager-tmp")
+    argv = ["env", f"TMPDIR={tmpdir}", sys.executable, env.src("manager_job.py"), "40", "100"]
+
+    def fresh_tmpdir(d=None):
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        os.mkdir(tmpdir)
+
+    status, want, secs = reference_run(env, "manager", argv, setup=fresh_tmpdir)
+    expect(status == 0 and want["stdout"].endswith(b"40 1600 22140\nmanager done\n"),
+           "the reference ran its 40 items")
+
+    def remove_tmpdir():
+        print(f"     removed $TMPDIR: {sorted(os.listdir(tmpdir))}")
+        shutil.rmtree(tmpdir)
+
+    dump_restore_points(env, "manager", argv, [after_lines(8), after_lines(25)], status, want,
+                        setup=fresh_tmpdir, before_restore=remove_tmpdir)
+
+
+@case
 def mpi_ring(env):
     # Open MPI's mpirun and two ranks (sockets between mpirun and the ranks,
     # shared memory in /dev/shm between the ranks, a deleted file opened
