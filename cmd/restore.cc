@@ -97,7 +97,7 @@ int run_restore(const cxxopts::ParseResult& args) {
     const auto& ckpt = img.checkpoint();
     vlog("image opened: {} process(es), made {} on {}", ckpt.processes.size(), ckpt.created,
          ckpt.hostname);
-    space = restore::choose_pid_space(args.count("isolate") > 0);
+    space = restore::choose_pid_space(args.count("isolate") > 0, &ckpt);
     tree = restore::restore_tree(img, *space, opts);  // 2
   }
   release_free_heap();  // the image is closed: snap holds little while it waits

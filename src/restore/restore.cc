@@ -20,6 +20,7 @@
 #include "restore/address_space.h"
 #include "restore/credentials.h"
 #include "restore/files.h"
+#include "restore/ns_files.h"
 #include "restore/remote_page.h"
 #include "restore/signals.h"
 #include "restore/skeleton.h"
@@ -338,9 +339,16 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   return out;
 }
 
-std::unique_ptr<PidSpace> choose_pid_space(bool isolate) {
+std::unique_ptr<PidSpace> choose_pid_space(bool isolate, const image::Checkpoint* ckpt) {
   if (!isolate && ::geteuid() == 0) return make_host_pid_space();
-  return make_namespace_pid_space();
+  bool holds_mount_ns = false;
+  if (ckpt)
+    for (const auto& p : ckpt->processes)
+      for (const auto& f : p.fds) holds_mount_ns |= namespace_kind(f.path) == "mnt";
+  if (holds_mount_ns)
+    vlog("the job holds an fd on its mount namespace: it is restored in snap's, with the host's "
+         "/proc (a /proc/PID path of the job names another process there)");
+  return make_namespace_pid_space(!holds_mount_ns);
 }
 
 }  // namespace snap::restore

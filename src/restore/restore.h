@@ -54,7 +54,10 @@ struct RestoredTree {
 RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts);
 
 // The pid space a restore by this user uses: the host's for root (unless
-// `isolate`), else a fresh user + pid namespace.
-std::unique_ptr<PidSpace> choose_pid_space(bool isolate);
+// `isolate`), else a fresh user + pid namespace, with its own /proc in a
+// mount namespace of its own, unless `ckpt` (the image to restore, when
+// there is one) holds an fd on its mount namespace: that would then lead
+// to another one than the job's.
+std::unique_ptr<PidSpace> choose_pid_space(bool isolate, const image::Checkpoint* ckpt = nullptr);
 
 }  // namespace snap::restore

@@ -4,6 +4,7 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -110,10 +111,19 @@ void write_file(const std::string& path, const std::string& text) {
 // whatever ends in the namespace and ends with the root's status (which,
 // as the namespace's init, ends the rest too). It dies with snap until
 // snap says the tree is released ('r' on `ctl`).
-int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpawner& spawner) {
+int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpawner& spawner,
+              bool own_proc) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   char c = 0;
   if (::read(ctl, &c, 1) != 1 || c != 'm') return 127;  // the id maps are written
+  // The namespace's own /proc, in a mount namespace of its own: what the
+  // job holds or opens as /proc/PID (a /proc/self/... path resolved at the
+  // dump, an fd on a child's /proc/PID/stat) names its processes by the
+  // pids they have here. Where the kernel refuses, the host's stays.
+  own_proc = own_proc &&
+             ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+             ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0;
+  if (::write(ctl, own_proc ? "P" : "H", 1) != 1) return 127;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);
@@ -157,6 +167,8 @@ int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpaw
 
 class NamespacePidSpace : public PidSpace {
  public:
+  explicit NamespacePidSpace(bool own_proc) : own_proc_(own_proc) {}
+
   pid_t start_root(pid_t want, const std::function<int()>& child) override {
     int p[2];  // snap <-> init, both ways
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0) throw SysError("socketpair", errno);
@@ -164,12 +176,12 @@ class NamespacePidSpace : public PidSpace {
     ctl_.reset(p[1]);
     clone_args args;
     std::memset(&args, 0, sizeof args);
-    args.flags = CLONE_NEWUSER | CLONE_NEWPID;
+    args.flags = CLONE_NEWUSER | CLONE_NEWPID | (own_proc_ ? CLONE_NEWNS : 0);
     args.exit_signal = SIGCHLD;
     long rc = ::syscall(SYS_clone3, &args, sizeof args);
     if (rc == 0) {
       ctl_.reset();
-      ::_exit(init_main(ctl_read.get(), want, child, spawner_));
+      ::_exit(init_main(ctl_read.get(), want, child, spawner_, own_proc_));
     }
     if (rc < 0)
       throw SysError("clone3(CLONE_NEWUSER | CLONE_NEWPID)", errno,
@@ -188,8 +200,12 @@ class NamespacePidSpace : public PidSpace {
       ::waitpid(init_, nullptr, 0);
       throw;
     }
-    if (::write(ctl_.get(), "m", 1) != 1) throw SysError("starting the namespace's init", errno);
-    vlog("restore: new user and pid namespace, its init is pid {}", init_);
+    char proc = 0;
+    if (::write(ctl_.get(), "m", 1) != 1 || ::read(ctl_.get(), &proc, 1) != 1)
+      throw SysError("starting the namespace's init", errno);
+    vlog("restore: new user and pid namespace, its init is pid {}; {}", init_,
+         proc == 'P' ? "a mount namespace with its own /proc"
+                     : "the host's /proc: a /proc/PID path of the job names another process there");
     return init_;
   }
   pid_t root_parent() const override { return 1; }
@@ -240,6 +256,7 @@ class NamespacePidSpace : public PidSpace {
     }
   }
 
+  bool own_proc_;
   SetTidSpawner spawner_{false};
   pid_t init_ = -1;
   ScopedFd ctl_;
@@ -249,8 +266,8 @@ class NamespacePidSpace : public PidSpace {
 }  // namespace
 
 std::unique_ptr<PidSpace> make_host_pid_space() { return std::make_unique<HostPidSpace>(); }
-std::unique_ptr<PidSpace> make_namespace_pid_space() {
-  return std::make_unique<NamespacePidSpace>();
+std::unique_ptr<PidSpace> make_namespace_pid_space(bool own_proc) {
+  return std::make_unique<NamespacePidSpace>(own_proc);
 }
 
 }  // namespace snap::restore

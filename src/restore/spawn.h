@@ -59,8 +59,11 @@ class PidSpace {
 
 // The host's pid namespace (clone3 set_tid, CAP_CHECKPOINT_RESTORE).
 std::unique_ptr<PidSpace> make_host_pid_space();
-// A fresh user + pid namespace (any user whose kernel allows them).
-std::unique_ptr<PidSpace> make_namespace_pid_space();
+// A fresh user + pid namespace (any user whose kernel allows them). With
+// `own_proc`, also a mount namespace with the pid namespace's own /proc
+// (where the kernel allows it), so that /proc/PID names the tree's
+// processes by the pids they have there.
+std::unique_ptr<PidSpace> make_namespace_pid_space(bool own_proc = true);
 
 // "pid 1234 is in use by 'counter' (state S)" or empty when free.
 std::string describe_pid_user(pid_t pid);
