@@ -424,11 +424,16 @@ void collect_sockets(std::vector<image::Process>& procs) {
   }
 }
 
-void mark_closed_outside_connections(std::vector<image::Process>& procs) {
-  std::set<uint64_t> root_stdio;
+std::set<uint64_t> root_stdio_sockets(const std::vector<image::Process>& procs) {
+  std::set<uint64_t> out;
   if (!procs.empty())
     for (const auto& f : procs[0].fds)
-      if (f.fd <= 2 && f.type == image::FdType::Socket) root_stdio.insert(f.inode);
+      if (f.fd <= 2 && f.type == image::FdType::Socket) out.insert(f.inode);
+  return out;
+}
+
+void mark_closed_outside_connections(std::vector<image::Process>& procs) {
+  const std::set<uint64_t> root_stdio = root_stdio_sockets(procs);
   for (auto& p : procs)
     for (auto& f : p.fds) {
       auto& s = f.inet_socket;
@@ -449,10 +454,7 @@ void check_sockets_restorable(const std::vector<image::Process>& procs, bool tcp
     for (const auto& f : p.fds)
       if (f.type == image::FdType::Socket) in_image[f.inode] = &f;
   // The root's stdio leading outside is snap restore's own at restore.
-  std::map<uint64_t, bool> root_stdio;
-  if (!procs.empty())
-    for (const auto& f : procs[0].fds)
-      if (f.fd <= 2 && f.type == image::FdType::Socket) root_stdio[f.inode] = true;
+  const std::set<uint64_t> root_stdio = root_stdio_sockets(procs);
   for (const auto& p : procs)
     for (const auto& f : p.fds) {
       if (f.type != image::FdType::Socket || root_stdio.count(f.inode)) continue;

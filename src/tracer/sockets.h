@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,10 @@ void collect_sockets(std::vector<image::Process>& procs);
 // are saved as closed: mark_closed_outside_connections).
 void check_sockets_restorable(const std::vector<image::Process>& procs,
                               bool tcp_established = false, bool tcp_close = false);
+
+// The inodes of the sockets that are the root's (procs[0]) stdio: snap
+// restore's own at restore, left alone by the dump.
+std::set<uint64_t> root_stdio_sockets(const std::vector<image::Process>& procs);
 
 // Marks every TCP connection of the processes whose peer is outside them
 // and that was not saved whole (InetSocket::tcp) as closed

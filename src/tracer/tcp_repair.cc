@@ -267,10 +267,7 @@ TcpRepair TcpRepair::save(std::vector<image::Process>& procs, bool outside_peers
   std::map<uint64_t, image::FileDesc*> done;  // a socket's fds after the first share its facts
   std::vector<std::pair<image::FileDesc*, image::FileDesc*>> copies;
   // The root's stdio is snap restore's own at restore: left alone.
-  std::set<uint64_t> root_stdio;
-  if (!procs.empty())
-    for (const auto& f : procs[0].fds)
-      if (f.fd <= 2 && f.type == image::FdType::Socket) root_stdio.insert(f.inode);
+  const std::set<uint64_t> root_stdio = root_stdio_sockets(procs);
   // All in repair mode first, then all read: none of them sends meanwhile.
   for (auto& p : procs)
     for (auto& f : p.fds) {

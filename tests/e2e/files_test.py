@@ -439,6 +439,20 @@ def deleted_files_memfd(env):
     expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
 
 
+def damaged_copy(env, ckpt, name):
+    """A copy of image `ckpt` at NAME with one bit flipped in the middle of
+    pages.bin: its restore fails once it reads that block."""
+    bad = env.path(name)
+    shutil.copytree(ckpt, bad)
+    pages = os.path.join(bad, "pages.bin")
+    with open(pages, "r+b") as f:
+        f.seek(os.path.getsize(pages) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    return bad
+
+
 def named_shm_argv(env, tag):
     """named_shm on a segment of its own in /dev/shm: (argv, its path),
     the segment removed when this test ends, whatever happened."""
@@ -472,14 +486,7 @@ def named_shm_cleaned_away(env):
     before = lines_of(out)
     # A restore that fails (a damaged block) after making the segment again
     # removes it: nothing is left in /dev/shm.
-    bad = env.path("named_shm_damaged.ckpt")
-    shutil.copytree(ckpt, bad)
-    pages = os.path.join(bad, "pages.bin")
-    with open(pages, "r+b") as f:
-        f.seek(os.path.getsize(pages) // 2)
-        b = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([b[0] ^ 0x40]))
+    bad = damaged_copy(env, ckpt, "named_shm_damaged.ckpt")
     r = env.snap_run("restore", bad, check=False, timeout=120)
     expect(r.returncode == 1 and "checksum" in r.stderr and not os.path.exists(path),
            f"a failed restore leaves no segment behind (exit {r.returncode}, "
@@ -521,14 +528,7 @@ def temp_session_cleaned_away(env):
         os.chmod(d, 0o700)
     shutil.rmtree(tmpdir)
     before = lines_of(out)
-    bad = env.path("tmp_session_damaged.ckpt")
-    shutil.copytree(ckpt, bad)
-    pages = os.path.join(bad, "pages.bin")
-    with open(pages, "r+b") as f:
-        f.seek(os.path.getsize(pages) // 2)
-        b = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([b[0] ^ 0x40]))
+    bad = damaged_copy(env, ckpt, "tmp_session_damaged.ckpt")
     r = env.snap_run("restore", bad, check=False, timeout=120)
     expect(r.returncode == 1 and "checksum" in r.stderr and not os.path.exists(tmpdir),
            f"a failed restore leaves nothing behind (exit {r.returncode}, $TMPDIR there: "
