@@ -201,8 +201,13 @@ class NamespacePidSpace : public PidSpace {
       throw;
     }
     char proc = 0;
-    if (::write(ctl_.get(), "m", 1) != 1 || ::read(ctl_.get(), &proc, 1) != 1)
-      throw SysError("starting the namespace's init", errno);
+    ssize_t n = ::write(ctl_.get(), "m", 1) == 1 ? ::read(ctl_.get(), &proc, 1) : -1;
+    if (n != 1) {  // init is gone, or going: nothing of the job was started
+      int err = n == 0 ? EPIPE : errno;
+      ::kill(init_, SIGKILL);
+      ::waitpid(init_, nullptr, 0);
+      throw SysError("starting the namespace's init", err);
+    }
     vlog("restore: new user and pid namespace, its init is pid {}; {}", init_,
          proc == 'P' ? "a mount namespace with its own /proc"
                      : "the host's /proc: a /proc/PID path of the job names another process there");
