@@ -124,15 +124,7 @@ class GhostCollector {
 
     GhostFile g;
     g.id = ckpt_.ghost_files.size() + 1;
-    g.mode = st.st_mode;
-    g.uid = st.st_uid;
-    g.gid = st.st_gid;
-    g.size = static_cast<uint64_t>(st.st_size);
-    g.atime_ns = to_ns(st.st_atim);
-    g.mtime_ns = to_ns(st.st_mtim);
-    g.nlink = st.st_nlink;
-    g.dev = st.st_dev;
-    g.inode = st.st_ino;
+    fill_from_stat(st, g);
     if (is_memfd(shown) && S_ISREG(st.st_mode)) {
       g.kind = GhostFile::Kind::Memfd;
       g.path = strip_deleted(shown.substr(kMemfd.size()));
@@ -215,6 +207,18 @@ class GhostCollector {
 }  // namespace
 
 void collect_ghost_files(image::Checkpoint& ckpt) { GhostCollector(ckpt).run(); }
+
+void fill_from_stat(const struct stat& st, image::GhostFile& f) {
+  f.mode = st.st_mode;
+  f.uid = st.st_uid;
+  f.gid = st.st_gid;
+  f.size = static_cast<uint64_t>(st.st_size);
+  f.atime_ns = to_ns(st.st_atim);
+  f.mtime_ns = to_ns(st.st_mtim);
+  f.nlink = st.st_nlink;
+  f.dev = st.st_dev;
+  f.inode = st.st_ino;
+}
 
 std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who,
                                                   const std::function<void(uint64_t)>& before_each) {

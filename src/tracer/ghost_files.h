@@ -3,6 +3,8 @@
 // attributes go into the image, since restore cannot reopen them by name.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -29,6 +31,10 @@ constexpr uint64_t kMaxGhostBytes = uint64_t{64} << 20;
 // a handle, more data than kMaxGhostBytes, a watched file deleted that no
 // fd or mapping holds).
 void collect_ghost_files(image::Checkpoint& ckpt);
+
+// A file's stat (mode, owner, size, times, links, device and inode) into
+// the GhostFile that describes it.
+void fill_from_stat(const struct stat& st, image::GhostFile& f);
 
 // The data extents of the first `size` bytes of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file

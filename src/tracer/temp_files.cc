@@ -41,18 +41,10 @@ std::string parent_of(const std::string& path) {
   return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
 }
 
-int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
-
+// Only a regular file's size means anything here.
 void stat_into(const struct stat& st, GhostFile& f) {
-  f.mode = st.st_mode;
-  f.uid = st.st_uid;
-  f.gid = st.st_gid;
-  f.size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
-  f.atime_ns = to_ns(st.st_atim);
-  f.mtime_ns = to_ns(st.st_mtim);
-  f.nlink = st.st_nlink;
-  f.dev = st.st_dev;
-  f.inode = st.st_ino;
+  fill_from_stat(st, f);
+  if (!S_ISREG(st.st_mode)) f.size = 0;
 }
 
 class TempCollector {
