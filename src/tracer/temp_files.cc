@@ -105,9 +105,15 @@ class TempCollector {
     } else if (S_ISREG(st.st_mode)) {
       t.kind = GhostFile::Kind::File;
       if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
-        vlog("{}: {} bytes in a temporary directory, more than snap keeps of such files: a "
-             "restore reopens it by its path",
-             who, t.size);
+        // Node-local scratch or data staged there: a restore on another
+        // node, or after the directory is cleaned, refuses without it.
+        // Said at each dump, so that it is known before it is needed.
+        warn("{}: {:.1f} MiB in a temporary directory, more than the image keeps of such files "
+             "({} MiB each, {} MiB in all): a restore needs the file at that path again (where "
+             "it is gone, on another node or after a cleanup, the restore refuses before the job "
+             "runs; copy it back first)",
+             who, static_cast<double>(t.size) / (1 << 20), kMaxTempFileBytes >> 20,
+             kMaxTempFilesBytes >> 20);
         return;
       }
       if (leased_paths_.count(f.path)) {

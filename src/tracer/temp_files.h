@@ -35,7 +35,9 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 // names unix sockets are bound to, and the processes' working directories.
 // A $TMPDIR other than /tmp, /var/tmp and /dev/shm is itself one of the
 // directories. Files it cannot read stay files the restore reopens by
-// path (-v says which).
+// path (-v says which); so do larger regular files, and each of those is
+// named in a warning: node-local scratch or data staged there, which a
+// restore on another node needs copied back.
 void collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots);
 
 }  // namespace snap

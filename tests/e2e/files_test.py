@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
@@ -541,6 +542,45 @@ def temp_session_cleaned_away(env):
            f"the restore says it made them again: {r.stderr.strip()[-300:]}")
     expect(os.listdir(tmpdir) == [], f"the restored job removed its session: {os.listdir(tmpdir)}")
     print(f"ok   tmp_session: continued from line {len(before)} with its $TMPDIR made again")
+
+
+@case
+def temp_file_too_large_said(env):
+    # A job holding a 3 MiB scratch file in its $TMPDIR (tests/programs/
+    # scratch_file.py): more than the image keeps of such files. The dump
+    # says so, naming the file; a restore where it is gone (another node, a
+    # cleanup) refuses before the job runs and says to put it back; put
+    # back, the restore goes on and the job ends as an uninterrupted run.
+    tmpdir = env.path("scratch_tmpdir")
+    os.makedirs(tmpdir)
+    environ = dict(os.environ, TMPDIR=tmpdir)
+    argv = [sys.executable, env.src("scratch_file.py"), "3", "30", "50"]
+    status, ref = uninterrupted(argv, timeout=120, environ=environ)
+    expect(status == 0 and len(ref) == 31 and ref[-1] == "done",
+           f"an uninterrupted run ends: {status}, {ref[-2:]}")
+    out, ckpt = env.path("scratch_file.out"), env.path("scratch_file.ckpt")
+    p = start(argv, stdout_path=out, env=environ)
+    wait_lines(out, 5)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    data = os.path.join(tmpdir, "scratch", "data.bin")
+    expect(f"({data}): 3.0 MiB in a temporary directory, more than the image keeps" in r.stderr,
+           f"the dump says the image does not hold the scratch file: {r.stderr.strip()[-400:]}")
+    away = env.path("data.bin.away")
+    os.rename(data, away)
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    time.sleep(0.3)
+    expect(r.returncode != 0 and "put the file back" in r.stderr and data in r.stderr and
+           lines_of(out) == before and os.listdir(os.path.join(tmpdir, "scratch")) == [],
+           f"without the file the restore refuses before the job runs (exit {r.returncode}, "
+           f"{len(lines_of(out))} lines, was {len(before)}): {r.stderr.strip()[-300:]}")
+    os.rename(away, data)
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"with the file back the job ends as an uninterrupted run (exit {r.returncode}, "
+           f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
+    print(f"ok   temp_file_too_large_said: continued from line {len(before)} once the file was back")
 
 
 @case
