@@ -240,6 +240,21 @@ void print_text(const ojson& j) {
                   t["path"].get<std::string>().c_str());
   }
 
+  const auto& needed = j["needed_files"];
+  std::printf("\nfiles the restore opens at their paths, their contents not in the image: %zu "
+              "(and %llu files mapped: programs, libraries, read-only data)\n",
+              needed["files"].size(),
+              static_cast<unsigned long long>(needed["mapped_privately"].get<uint64_t>()));
+  for (const auto& f : needed["files"]) {
+    std::string by;
+    for (const auto& b : f["used_by"]) by += (by.empty() ? "" : ", ") + b.get<std::string>();
+    std::printf("  %s  %s  (%s)%s\n", f["path"].get<std::string>().c_str(),
+                f["size"].get<uint64_t>() ? size_text(f["size"].get<uint64_t>()).c_str() : "",
+                by.c_str(),
+                f["temp"].get<bool>() ? "  in a temporary directory: another node needs it copied"
+                                      : "");
+  }
+
   const auto& s = j["stats"];
   auto u = [&](const char* k) { return s[k].get<uint64_t>(); };
   std::printf("\nmemory and storage\n");

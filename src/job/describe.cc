@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -247,6 +248,52 @@ ojson describe_temp_files(const image::Checkpoint& c) {
   return out;
 }
 
+// The files a restore opens at their paths, the image holding none of
+// their contents: regular files the job holds open and files it maps
+// shared and writable, by path (the programs and libraries it maps, and
+// other private or read-only file maps, are only counted).
+// "temp": in a directory of the job's temporary directories (one
+// Checkpoint::temp_files lists), which another node or a cleanup loses.
+ojson describe_needed_files(const image::Checkpoint& c) {
+  std::set<std::string> carried, temp_dirs;
+  for (const auto& t : c.temp_files) {
+    if (t.kind == image::GhostFile::Kind::Directory) temp_dirs.insert(t.path);
+    else carried.insert(t.path);
+  }
+  auto parent = [](const std::string& path) { return path.substr(0, path.rfind('/')); };
+  std::map<std::string, ojson> files;
+  std::set<std::string> code;
+  auto need = [&](const std::string& path, uint64_t size, std::string by) {
+    if (path.empty() || path[0] != '/' || path.ends_with(" (deleted)") || carried.count(path)) return;
+    auto [it, fresh] = files.try_emplace(path, ojson{{"path", path},
+                                                     {"size", size},
+                                                     {"temp", temp_dirs.count(parent(path)) != 0},
+                                                     {"used_by", ojson::array()}});
+    it->second["used_by"].push_back(std::move(by));
+  };
+  for (const auto& p : c.processes) {
+    if (p.zombie) continue;
+    for (const auto& f : p.fds)
+      if (f.type == image::FdType::Regular && !f.ghost)
+        need(f.path, f.size, fmt::format("pid {} fd {}", p.pid, f.fd));
+    for (const auto& m : p.mappings) {
+      if (m.kind != image::MappingKind::File || image::is_shm_object(m)) continue;
+      // A data file the job writes through a shared mapping; read-only
+      // shared maps (locale caches and the like) are counted with the code.
+      if (m.shared && (m.prot & PROT_WRITE)) need(m.path, 0, fmt::format("pid {} maps it shared", p.pid));
+      else code.insert(m.path);
+    }
+  }
+  ojson out;
+  out["files"] = ojson::array();
+  for (auto& [path, f] : files) {
+    code.erase(path);
+    out["files"].push_back(std::move(f));
+  }
+  out["mapped_privately"] = code.size();  // programs, libraries, private file maps
+  return out;
+}
+
 ojson describe_stats(const image::ImageReader& img) {
   const auto s = img.stats();
   const uint64_t nonzero = s.pages - s.zero_pages;
@@ -307,6 +354,7 @@ ojson describe_image(image::ImageReader& img) {
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));
   describe_tree_and_sharing(c, j);
   j["temp_files"] = describe_temp_files(c);
+  j["needed_files"] = describe_needed_files(c);
   j["stats"] = describe_stats(img);
   return j;
 }

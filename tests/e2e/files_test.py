@@ -4,6 +4,7 @@ and their offsets, pipes and FIFOs with their data, epoll, signalfd, timerfd,
 inotify, AIO contexts, deleted files and memfds, terminals; and what must be
 refused. Each restored program must finish with the output of an
 uninterrupted run. Usage: files_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import json
 import os
 import re
 import shutil
@@ -566,6 +567,14 @@ def temp_file_too_large_said(env):
     data = os.path.join(tmpdir, "scratch", "data.bin")
     expect(f"({data}): 3.0 MiB in a temporary directory, more than the image keeps" in r.stderr,
            f"the dump says the image does not hold the scratch file: {r.stderr.strip()[-400:]}")
+    info = env.snap_run("info", ckpt).stdout
+    expect(re.search(r"files the restore opens at their paths, their contents not in the image: 1 "
+                     r"\(and \d+ files mapped", info) and
+           re.search(re.escape(data) + r"  3\.0 MiB .*\(pid \d+ fd 3\)  in a temporary directory", info),
+           f"snap info lists it as needed at its path: {info[info.find('files the restore'):][:400]}")
+    needed = json.loads(env.snap_run("info", "--json", ckpt).stdout)["needed_files"]["files"]
+    expect([(f["path"], f["size"], f["temp"]) for f in needed] == [(data, 3 << 20, True)],
+           f"snap info --json lists the one file the image needs: {needed}")
     away = env.path("data.bin.away")
     os.rename(data, away)
     before = lines_of(out)
