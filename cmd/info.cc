@@ -244,7 +244,7 @@ void print_text(const ojson& j) {
   std::printf("\nfiles the restore opens at their paths, their contents not in the image: %zu "
               "(and %llu files mapped: programs, libraries, read-only data)\n",
               needed["files"].size(),
-              static_cast<unsigned long long>(needed["mapped_privately"].get<uint64_t>()));
+              static_cast<unsigned long long>(needed["mapped_files"].get<uint64_t>()));
   for (const auto& f : needed["files"]) {
     std::string by;
     for (const auto& b : f["used_by"]) by += (by.empty() ? "" : ", ") + b.get<std::string>();

@@ -265,10 +265,10 @@ ojson describe_needed_files(const image::Checkpoint& c) {
   std::set<std::string> code;
   auto need = [&](const std::string& path, uint64_t size, std::string by) {
     if (path.empty() || path[0] != '/' || path.ends_with(" (deleted)") || carried.count(path)) return;
-    auto [it, fresh] = files.try_emplace(path, ojson{{"path", path},
-                                                     {"size", size},
-                                                     {"temp", temp_dirs.count(parent(path)) != 0},
-                                                     {"used_by", ojson::array()}});
+    auto it = files.try_emplace(path, ojson{{"path", path},
+                                            {"size", size},
+                                            {"temp", temp_dirs.count(parent(path)) != 0},
+                                            {"used_by", ojson::array()}}).first;
     it->second["used_by"].push_back(std::move(by));
   };
   for (const auto& p : c.processes) {
@@ -290,7 +290,7 @@ ojson describe_needed_files(const image::Checkpoint& c) {
     code.erase(path);
     out["files"].push_back(std::move(f));
   }
-  out["mapped_privately"] = code.size();  // programs, libraries, private file maps
+  out["mapped_files"] = code.size();  // programs, libraries, private or read-only file maps
   return out;
 }
 
