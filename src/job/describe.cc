@@ -30,6 +30,7 @@
 #include "job/describe_tree.h"
 #include "job/stop_site.h"
 #include "tracer/registers.h"
+#include "tracer/temp_files.h"
 
 namespace snap::job {
 
@@ -260,14 +261,13 @@ ojson describe_needed_files(const image::Checkpoint& c) {
     if (t.kind == image::GhostFile::Kind::Directory) temp_dirs.insert(t.path);
     else carried.insert(t.path);
   }
-  auto parent = [](const std::string& path) { return path.substr(0, path.rfind('/')); };
   std::map<std::string, ojson> files;
   std::set<std::string> code;
   auto need = [&](const std::string& path, uint64_t size, std::string by) {
     if (path.empty() || path[0] != '/' || path.ends_with(" (deleted)") || carried.count(path)) return;
     auto it = files.try_emplace(path, ojson{{"path", path},
                                             {"size", size},
-                                            {"temp", temp_dirs.count(parent(path)) != 0},
+                                            {"temp", temp_dirs.count(parent_of(path)) != 0},
                                             {"used_by", ojson::array()}}).first;
     it->second["used_by"].push_back(std::move(by));
   };

@@ -36,11 +36,6 @@ std::string clean_dir(std::string d) {
   return d;
 }
 
-std::string parent_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
-}
-
 // Only a regular file's size means anything here.
 void stat_into(const struct stat& st, GhostFile& f) {
   fill_from_stat(st, f);
@@ -186,6 +181,11 @@ std::vector<std::string> temp_roots(const image::Checkpoint& ckpt) {
       }
   }
   return roots;
+}
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
 }
 
 std::string temp_root_of(const std::string& path, const std::vector<std::string>& roots) {

@@ -23,6 +23,9 @@ constexpr uint64_t kMaxTempFilesBytes = uint64_t{16} << 20;
 // /dev/shm and every absolute $TMPDIR of their environments.
 std::vector<std::string> temp_roots(const image::Checkpoint& ckpt);
 
+// The directory an absolute `path` lies in ("/a/b" -> "/a", "/a" -> "/").
+std::string parent_of(const std::string& path);
+
 // The outermost of `roots` that `path` lies strictly within, or empty.
 std::string temp_root_of(const std::string& path, const std::vector<std::string>& roots);
 
