@@ -17,7 +17,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 7;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 8;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -25,6 +25,8 @@ constexpr uint32_t kFormatVersion = 7;  // 2: process trees; 3: checkpoint serie
                                         //    without page hashes
                                         // 7: no block headers in pages.bin, raw blocks
                                         //    of up to 4 MiB, pagemap.bin.lz4
+                                        // 8: files of temporary directories whose
+                                        //    contents are in the page store
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -390,7 +392,20 @@ struct GhostFile {
   std::vector<uint8_t> handle;
   uint32_t seals = 0;        // memfd: F_GET_SEALS
   std::vector<GhostExtent> data;  // File and Memfd with nlink 0: the contents
+  // Checkpoint::temp_files, a File: its contents are in the page store
+  // (pagemap tables of kFilePagesPid, below), not in data.
+  bool data_in_pages = false;
 };
+
+// The pagemap keys pages by (pid, mapping start). The contents of a file of
+// Checkpoint::temp_files that the page store holds (data_in_pages) are
+// keyed as pid kFilePagesPid and mapping start file_pages_start(id): the
+// file's byte `off` is at address file_pages_start(id) + off. No process
+// has pid 0, and a file stored this way is smaller than kFilePagesSpan.
+constexpr pid_t kFilePagesPid = 0;
+constexpr uint64_t kFilePagesSpan = uint64_t{1} << 44;  // 16 TiB
+constexpr uint64_t kMaxFilePagesId = (UINT64_MAX >> 44) - 1;
+constexpr uint64_t file_pages_start(uint64_t id) { return id * kFilePagesSpan; }
 
 struct MmLayout {
   uint64_t start_code = 0, end_code = 0, start_data = 0, end_data = 0;
@@ -503,8 +518,8 @@ struct Checkpoint {
   // The job's files in the node's temporary directories (/tmp, /var/tmp,
   // /dev/shm, $TMPDIR) that a restore elsewhere, or after a site's
   // cleanup, would find gone: directories (those holding what the job
-  // holds there), FIFOs and small regular files (with their contents) the
-  // job holds open. In the GhostFile shape (id > 0, kind Directory, Fifo or
+  // holds there), FIFOs and regular files the job holds open, with their
+  // contents (small ones in data, larger ones in the page store: data_in_pages). In the GhostFile shape (id > 0, kind Directory, Fifo or
   // File, nlink as at the dump); sorted by path. Restore makes each one
   // that is missing, and leaves one that is there as it is.
   std::vector<GhostFile> temp_files;

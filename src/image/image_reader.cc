@@ -22,6 +22,7 @@
 #include "image/manifest.h"
 #include "image/manifest_file.h"
 #include "image/pack.h"
+#include "image/pagemap_builder.h"
 #include "image/series.h"
 
 namespace snap::image {
@@ -172,6 +173,7 @@ class ImageReader::Impl {
     for (const auto& [key, runs] : tables_)
       for (const auto& r : runs) {
         s.pages += r.npages;
+        if (key.first == kFilePagesPid) s.file_pages += r.npages;
         if (r.kind == disk::kRunZero) s.zero_pages += r.npages;
         else if (r.kind == disk::kRunRepeat) refs.push_back(r.ref);
         else for (uint32_t i = 0; i < r.npages; ++i) refs.push_back(r.ref + i);
@@ -395,9 +397,8 @@ class ImageReader::Impl {
     if (pagemap_file_ == disk::kPagemapFile) return bytes;
     // No more than a table per mapping and a run per page.
     uint64_t most = sizeof(disk::PagemapHeader);
-    for (const auto& p : checkpoint_.processes)
-      for (const auto& m : p.mappings)
-        most += sizeof(disk::PagemapTable) + (m.end - m.start) / kPageSize * sizeof(disk::PagemapRun);
+    for (const auto& [key, r] : paged_ranges(checkpoint_))
+      most += sizeof(disk::PagemapTable) + (r.end - r.start) / kPageSize * sizeof(disk::PagemapRun);
     return lz4_unframe(f, bytes, most, kDamaged);
   }
 
@@ -407,15 +408,14 @@ class ImageReader::Impl {
     size_t off = 0;
     auto h = read_record<disk::PagemapHeader>(buf, off);
     if (std::memcmp(h.magic, disk::kPagemapMagic, sizeof h.magic) != 0) damaged(f, "bad magic");
-    // Every mapping by (pid, start): a table per mapping is looked up once.
-    std::map<std::pair<pid_t, uint64_t>, const Mapping*> mappings;
-    for (const auto& p : checkpoint_.processes)
-      for (const auto& m : p.mappings) mappings.emplace(std::pair{p.pid, m.start}, &m);
+    // Every mapping (and stored file) by (pid, start): a table per mapping
+    // is looked up once.
+    const auto ranges = paged_ranges(checkpoint_);
     for (uint64_t t = 0; t < h.ntables; ++t) {
       if (buf.size() - off < sizeof(disk::PagemapTable)) damaged(f, "truncated");
       auto table = read_record<disk::PagemapTable>(buf, off);
-      auto found = mappings.find({table.pid, table.mapping_start});
-      const Mapping* m = found == mappings.end() ? nullptr : found->second;
+      auto found = ranges.find({table.pid, table.mapping_start});
+      const PagedRange* m = found == ranges.end() ? nullptr : &found->second;
       if (!m)
         damaged(f, fmt::format("pid {} mapping {:#x} is not in the checkpoint", table.pid,
                                table.mapping_start));

@@ -241,6 +241,11 @@ class ImageWriter::Impl {
     pipe_->settle(lock, owed);
   }
 
+  void forget(pid_t pid, uint64_t mapping_start) {
+    std::lock_guard lock(mu_);
+    pagemap_.forget(pid, mapping_start);
+  }
+
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero) {
     if (!series_)
@@ -508,6 +513,7 @@ void ImageWriter::add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr
                                 size_t npages, bool missing_is_zero) {
   impl_->add_unchanged(pid, mapping_start, addr, npages, missing_is_zero);
 }
+void ImageWriter::forget(pid_t pid, uint64_t mapping_start) { impl_->forget(pid, mapping_start); }
 uint64_t ImageWriter::series_number() const { return impl_->number_; }
 std::optional<uint64_t> ImageWriter::base_number() const { return impl_->base_number_; }
 

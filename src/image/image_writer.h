@@ -83,12 +83,18 @@ class ImageWriter {
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero = false);
 
+  // Forgets the pages given for mapping `mapping_start` of `pid` (a file
+  // whose contents changed while they were read): they stay in pages.bin,
+  // referred to by nothing. Thread-safe.
+  void forget(pid_t pid, uint64_t mapping_start);
+
   // Waits for compression, writes pages.idx, pagemap.bin.lz4,
   // checkpoint.json.lz4 (with each Mapping's pages_dumped filled in from
   // what add_pages saw) and manifest.json,
   // fsyncs them and the directory, then moves the image into place at DIR.
   // Every (pid, mapping_start) given to add_pages must name a mapping of
-  // `c` that contains its pages. Call once; on failure the writer is spent
+  // `c` that contains its pages (or a file of c.temp_files stored in the
+  // page store: image::kFilePagesPid). Call once; on failure the writer is spent
   // and its destructor cleans up.
   //
   // In a series, commit() writes packs/N.idx, then the checkpoint into

@@ -248,6 +248,7 @@ ojson encode(const GhostFile& g) {
     j["handle"] = to_hex(g.handle);
   }
   if (g.seals) j["seals"] = g.seals;
+  if (g.data_in_pages) j["data_in_pages"] = true;
   ojson data = ojson::array();
   for (const auto& e : g.data) data.push_back({{"offset", e.offset}, {"data", to_hex(e.data)}});
   j["data"] = data;

@@ -41,6 +41,19 @@ void append(std::vector<uint8_t>& buf, const void* p, size_t n) {
 
 }  // namespace
 
+std::map<std::pair<pid_t, uint64_t>, PagedRange> paged_ranges(const Checkpoint& c) {
+  std::map<std::pair<pid_t, uint64_t>, PagedRange> out;
+  for (const auto& p : c.processes)
+    for (const auto& m : p.mappings) out.emplace(std::pair{p.pid, m.start}, PagedRange{m.start, m.end, &m});
+  for (const auto& t : c.temp_files)
+    if (t.data_in_pages && t.id <= kMaxFilePagesId && t.size < kFilePagesSpan) {
+      const uint64_t start = file_pages_start(t.id);
+      out.emplace(std::pair{kFilePagesPid, start},
+                  PagedRange{start, start + (t.size + kPageSize - 1) / kPageSize * kPageSize});
+    }
+  return out;
+}
+
 void PagemapBuilder::add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t ref) {
   if (!runs.empty()) {
     auto& r = runs.back();
@@ -70,17 +83,18 @@ std::vector<uint8_t> PagemapBuilder::serialize(Checkpoint& c) {
   std::memcpy(h.magic, disk::kPagemapMagic, sizeof h.magic);
   h.ntables = tables_.size();
   append(buf, &h, sizeof h);
-  std::map<std::pair<pid_t, uint64_t>, Mapping*> mappings;  // (pid, start) ->
+  const auto ranges = paged_ranges(c);
+  std::map<std::pair<pid_t, uint64_t>, Mapping*> mappings;  // whose pages_dumped to set
   for (auto& p : c.processes)
     for (auto& m : p.mappings) mappings.emplace(std::pair{p.pid, m.start}, &m);
   for (auto& [key, runs] : tables_) {
     auto [pid, start] = key;
-    auto it = mappings.find({pid, start});
-    if (it == mappings.end())
+    auto it = ranges.find({pid, start});
+    if (it == ranges.end())
       throw Error(fmt::format("image: pages were added for pid {}, mapping {:#x}, which the "
                               "checkpoint does not contain",
                               pid, start));
-    Mapping* m = it->second;
+    const PagedRange& m = it->second;
     std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.addr < b.addr; });
     merge_runs(runs);
     uint64_t end = start, npages = 0;
@@ -90,10 +104,10 @@ std::vector<uint8_t> PagemapBuilder::serialize(Checkpoint& c) {
       end = r.addr + uint64_t{r.npages} * kPageSize;
       npages += r.npages;
     }
-    if (end > m->end)
+    if (end > m.end)
       throw Error(fmt::format("image: pid {}: pages up to {:#x} lie outside mapping {:#x}-{:#x}",
-                              pid, end, m->start, m->end));
-    m->pages_dumped = npages;
+                              pid, end, m.start, m.end));
+    if (m.mapping) mappings.at(key)->pages_dumped = npages;
     disk::PagemapTable t{pid, static_cast<uint32_t>(runs.size()), start};
     append(buf, &t, sizeof t);
     append(buf, runs.data(), runs.size() * sizeof(disk::PagemapRun));

@@ -14,6 +14,17 @@
 
 namespace snap::image {
 
+// Where the pagemap of checkpoint `c` may hold pages, by its tables' key
+// (pid, mapping start): each mapping of each process, and each file of
+// c.temp_files whose contents are in the page store (kFilePagesPid). The
+// value is the end of the range; `mapping` the process's mapping (null for
+// a file).
+struct PagedRange {
+  uint64_t start = 0, end = 0;
+  const Mapping* mapping = nullptr;
+};
+std::map<std::pair<pid_t, uint64_t>, PagedRange> paged_ranges(const Checkpoint& c);
+
 class PagemapBuilder {
  public:
   using Runs = std::vector<disk::PagemapRun>;
@@ -23,6 +34,10 @@ class PagemapBuilder {
   // Appends one page reference to `runs`, extending the last run where the
   // page continues it.
   static void add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t ref);
+
+  // Forgets the runs of mapping `start` of `pid` (a file whose contents
+  // turned out unusable): their pages stay stored, unreferenced.
+  void forget(pid_t pid, uint64_t start) { tables_.erase({pid, start}); }
 
   // fn(run) for every run that refers to stored pages (all but zero runs).
   template <typename Fn>
@@ -35,8 +50,8 @@ class PagemapBuilder {
   // pagemap.bin (the writer compresses it into pagemap.bin.lz4): the tables sorted by (pid, mapping), each one's runs
   // sorted and joined where they continue each other (pages come in many
   // calls, from many threads). Sets every mapping's pages_dumped in `c`.
-  // Throws for pages of a mapping `c` does not have, outside it, or added
-  // twice.
+  // Throws for pages of a mapping (or stored file) `c` does not have,
+  // outside it, or added twice.
   std::vector<uint8_t> serialize(Checkpoint& c);
 
  private:

@@ -673,6 +673,55 @@ TEST(PageStore, DuplicatesStoredOnce) {
   r.verify_all();
 }
 
+// A file of the temporary directories whose contents are in the page store
+// (GhostFile::data_in_pages): its pages are keyed by kFilePagesPid and the
+// file's id, deduplicated with memory, read back by offset; forgotten pages
+// leave no table; pages for a file the checkpoint does not say is stored
+// are refused at commit, as are pages past its end.
+TEST(PageStore, FileContentsKeyedByTheirFile) {
+  TempDir t;
+  std::mt19937_64 rng(3);
+  Page a = random_page(rng), b = random_page(rng);
+  Checkpoint c = sample_checkpoint();
+  GhostFile file;
+  file.id = 2;
+  file.kind = GhostFile::Kind::File;
+  file.path = "/tmp/job/scratch.bin";
+  file.size = 2 * kPageSize + 100;  // three pages, the last one in part
+  file.data_in_pages = true;
+  c.temp_files = {file};
+  const uint64_t start = file_pages_start(2);
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    add(w, kPid, kStart, a);
+    w.add_pages(kFilePagesPid, start, start, a.data(), 1);  // the same as memory: stored once
+    w.add_pages(kFilePagesPid, start, start + 2 * kPageSize, b.data(), 1);
+    w.add_pages(kFilePagesPid, file_pages_start(5), file_pages_start(5), b.data(), 1);
+    w.forget(kFilePagesPid, file_pages_start(5));  // no such file: forgotten, so no table
+    w.commit(c);
+  }
+  auto r = ImageReader::open(t / "img");
+  ASSERT_EQ(r.checkpoint().temp_files.size(), 1u);
+  EXPECT_TRUE(r.checkpoint().temp_files[0].data_in_pages);
+  auto got = read_back(r, kFilePagesPid, start);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[start], a);
+  EXPECT_EQ(got[start + 2 * kPageSize], b);
+  EXPECT_EQ(r.stats().unique_pages, 2u);
+  EXPECT_EQ(r.stats().file_pages, 2u);
+  r.verify_all();
+
+  // Pages past the file's last page, or for a file not stored this way.
+  for (bool in_pages : {true, false}) {
+    TempDir u;
+    Checkpoint bad = c;
+    bad.temp_files[0].data_in_pages = in_pages;
+    auto w = ImageWriter::create(u / "img", false);
+    w.add_pages(kFilePagesPid, start, start + 3 * kPageSize, a.data(), 1);
+    EXPECT_NE(error_of([&] { w.commit(bad); }).find("image: "), std::string::npos) << in_pages;
+  }
+}
+
 TEST(PageStore, ZeroPagesNotStored) {
   TempDir t;
   std::vector<uint8_t> zeros(100 * kPageSize, 0);
