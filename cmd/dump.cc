@@ -16,7 +16,7 @@ namespace {
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
   o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--compress auto|always] "
-                "[--force] [--tcp-established | --tcp-close] [-v]");
+                "[--temp-files-max SIZE] [--force] [--tcp-established | --tcp-close] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -41,6 +41,10 @@ cxxopts::Options dump_options() {
        "them is read; no privilege needed): the restored job finds each one closed (reads see "
        "end of file, writes EPIPE), as if the peer had gone away, so a program that reconnects "
        "(a license client, a Dask worker) goes on")
+      ("temp-files-max", "most bytes of the job's larger files in temporary directories ($TMPDIR, "
+       "/tmp, /dev/shm: scratch a restore on another node would not find) the image keeps, "
+       "in all (SIZE: 512M, 20G; default 4G; 0: none): a file past it is reopened by its path "
+       "at restore, and the dump says so", cxxopts::value<std::string>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -75,14 +79,22 @@ int run_dump(const cxxopts::ParseResult& args) {
     if (opts.jobs == 0) throw UsageError("--jobs must be at least 1");
   }
   if (args.count("compress")) opts.compression = parse_compression(args["compress"].as<std::string>());
+  if (args.count("temp-files-max"))
+    opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };
   auto r = job::dump_tree(pid, sink, opts);
   progress.done();
+  const uint64_t file_bytes = r.stats.file_pages * 4096;
+  const std::string files =
+      file_bytes ? fmt::format(" and {:.1f} MiB of files in temporary directories",
+                               static_cast<double>(file_bytes) / (1 << 20))
+                 : "";
   std::fprintf(stderr,
-               "snap dump: pid %d: %zu process(es), %zu thread(s), %.1f MiB memory -> %.1f MiB "
+               "snap dump: pid %d: %zu process(es), %zu thread(s), %.1f MiB memory%s -> %.1f MiB "
                "image in %.2f s (frozen %.2f s)%s\n",
-               pid, r.processes, r.threads, static_cast<double>(r.stats.raw_bytes) / (1 << 20),
+               pid, r.processes, r.threads,
+               static_cast<double>(r.stats.raw_bytes - file_bytes) / (1 << 20), files.c_str(),
                static_cast<double>(r.stats.stored_bytes) / (1 << 20), r.seconds, r.frozen,
                opts.kill ? "; job killed" : "");
   if (!opts.kill)

@@ -234,10 +234,11 @@ void print_text(const ojson& j) {
     std::printf("\nin temporary directories (made again at restore where missing): %zu\n",
                 j["temp_files"].size());
     for (const auto& t : j["temp_files"])
-      std::printf("  %-9s  %s  %12s  %s\n", t["kind"].get<std::string>().c_str(),
+      std::printf("  %-9s  %s  %12s  %s%s\n", t["kind"].get<std::string>().c_str(),
                   t["mode"].get<std::string>().c_str(),
                   t["kind"] == "file" ? (std::to_string(t["size"].get<uint64_t>()) + " B").c_str() : "",
-                  t["path"].get<std::string>().c_str());
+                  t["path"].get<std::string>().c_str(),
+                  t["data_in_pages"].get<bool>() ? "  (its contents in the page store)" : "");
   }
 
   const auto& needed = j["needed_files"];
@@ -263,6 +264,9 @@ void print_text(const ojson& j) {
               static_cast<unsigned long long>(u("zero_pages")),
               static_cast<unsigned long long>(u("unique_pages")),
               static_cast<unsigned long long>(u("duplicate_pages")));
+  if (u("file_pages"))
+    std::printf("                  of them %s of files in temporary directories\n",
+                size_text(u("file_pages") * 4096).c_str());
   std::printf("  pages stored    %s in %llu blocks (%llu stored uncompressed)\n",
               size_text(u("stored_bytes")).c_str(), static_cast<unsigned long long>(u("blocks")),
               static_cast<unsigned long long>(u("raw_blocks")));

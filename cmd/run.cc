@@ -45,7 +45,10 @@ void add_common(cxxopts::Options& o) {
                    "time for) or always", cxxopts::value<std::string>())
       ("tcp-close", "save the job's TCP connections to peers outside it as closed at each "
                     "checkpoint (as snap dump --tcp-close; without it such a checkpoint fails "
-                    "and the job runs on): resumed, the job finds them closed and may reconnect");
+                    "and the job runs on): resumed, the job finds them closed and may reconnect")
+      ("temp-files-max", "most bytes of the job's larger files in temporary directories a "
+                         "checkpoint keeps, in all (as snap dump; default 4G; 0: none)",
+       cxxopts::value<std::string>());
 }
 
 cxxopts::Options run_options() {
@@ -103,6 +106,8 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
   }
   if (args.count("compress")) opts.compression = parse_compression(args["compress"].as<std::string>());
   opts.tcp_close = args.count("tcp-close") > 0;
+  if (args.count("temp-files-max"))
+    opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
   return opts;
 }
 

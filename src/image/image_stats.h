@@ -8,7 +8,7 @@ namespace snap::image {
 struct ImageStats {
   uint64_t pages = 0;            // pages recorded, all mappings of all processes
                                  // (and files' contents in the page store)
-  uint64_t file_pages = 0;       // of those, files' contents (the reader counts them)
+  uint64_t file_pages = 0;       // of those, files' contents
   uint64_t zero_pages = 0;       // recorded as zero, no data stored
   uint64_t unique_pages = 0;     // stored in pages.bin
   uint64_t duplicate_pages = 0;  // non-zero pages equal to an already stored page

@@ -202,6 +202,7 @@ class ImageWriter::Impl {
 
     std::unique_lock lock(mu_);
     check_usable();
+    if (pid == kFilePagesPid) stats_.file_pages += npages;
     auto& runs = pagemap_.runs(pid, mapping_start);
     for (size_t i = 0; i < npages; ++i) {
       const uint8_t* page = data + i * kPageSize;

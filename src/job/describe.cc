@@ -244,7 +244,8 @@ ojson describe_temp_files(const image::Checkpoint& c) {
                    {"path", t.path},
                    {"mode", fmt::format("{:04o}", t.mode & 07777)},
                    {"size", t.size},
-                   {"saved_bytes", saved}});
+                   {"saved_bytes", saved},
+                   {"data_in_pages", t.data_in_pages}});
   }
   return out;
 }
@@ -299,6 +300,7 @@ ojson describe_stats(const image::ImageReader& img) {
   const uint64_t nonzero = s.pages - s.zero_pages;
   ojson j;
   j["pages"] = s.pages;
+  j["file_pages"] = s.file_pages;
   j["zero_pages"] = s.zero_pages;
   j["unique_pages"] = s.unique_pages;
   j["duplicate_pages"] = s.duplicate_pages;

@@ -289,6 +289,9 @@ class PidViewSink : public DumpSink {
                  size_t npages) override {
     sink_.add_pages(view_.pid(pid), mapping_start, addr, data, npages);
   }
+  void forget(pid_t pid, uint64_t mapping_start) override {
+    sink_.forget(view_.pid(pid), mapping_start);
+  }
   void commit(const image::Checkpoint& c) override { sink_.commit(c); }
   image::ImageStats stats() const override { return sink_.stats(); }
   void set_jobs(unsigned n) override { sink_.set_jobs(n); }
@@ -400,7 +403,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
   const auto temp_dirs = temp_roots(ckpt);
   mark_named_shared_memory(ckpt, temp_dirs);  // files in /dev/shm or /tmp the job maps: saved too
-  collect_temp_files(ckpt, temp_dirs);  // what it holds in /tmp and its directories: where missing
+  // What it holds in /tmp and its directories, made again where missing;
+  // the larger files' contents are read once the memory is (step 4b).
+  TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max);
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing");
   // The ids as the job sees them (its own pid namespace), read while the
@@ -494,6 +499,15 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       warn("memory budget of {} MiB reached: the job was stopped again for {:.2f} s more "
            "until the rest of its memory was read", result.memory_budget >> 20,
            result.budget_frozen);
+  }
+  if (!temp_contents.empty()) {  // 4b
+    const uint64_t kept = temp_contents.store(
+        ckpt, [&](pid_t, uint64_t start, uint64_t addr, const uint8_t* data, size_t npages) {
+          store(image::kFilePagesPid, start, addr, data, npages);
+        }, [&](uint64_t start) { sink.forget(image::kFilePagesPid, start); });
+    vlog("{:.1f} MiB of files in temporary directories kept in the page store",
+         static_cast<double>(kept) / (1 << 20));
+    steps.step("files in temporary directories");
   }
   if (snapshot_flags.valid()) confirm_flag_hints(ckpt, snapshots, snapshot_flags.get());
   for (auto& s : snapshots)  // all read: their teardown overlaps the commit

@@ -38,6 +38,9 @@ class DumpSink {
   virtual ~DumpSink() = default;
   virtual void add_pages(pid_t pid, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
                          size_t npages) = 0;
+  // The pages added for mapping_start of pid are not to be used after all
+  // (image::ImageWriter::forget).
+  virtual void forget(pid_t pid, uint64_t mapping_start) = 0;
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
   // Threads that compress (DumpOptions::jobs) and which blocks they
@@ -61,6 +64,7 @@ class ImageSink : public DumpSink {
                  size_t npages) override {
     w_.add_pages(pid, mapping_start, addr, data, npages);
   }
+  void forget(pid_t pid, uint64_t mapping_start) override { w_.forget(pid, mapping_start); }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
   void set_jobs(unsigned n) override { w_.set_jobs(n); }
@@ -74,6 +78,8 @@ class Incremental;
 
 // The default worker count stops here, however many CPUs there are.
 inline constexpr unsigned kMaxJobs = 64;
+
+constexpr uint64_t kDefaultTempFilesMax = uint64_t{4} << 30;
 
 struct DumpOptions {
   bool kill = false;  // kill the whole tree once the image is committed
@@ -106,6 +112,12 @@ struct DumpOptions {
   // Which blocks are lz4-compressed (image::Compression): by default those
   // the disk leaves time for (auto), or all (always: the smallest image).
   image::Compression compression = image::Compression::kAuto;
+  // The most bytes of the job's larger files in temporary directories the
+  // image keeps, in the page store (tracer/temp_file_contents.h), all of
+  // them together: a file past it is reopened by its path at restore (and
+  // the dump says so). A dump with --kill before a time limit must finish
+  // in time, whatever the job left in /tmp.
+  uint64_t temp_files_max = kDefaultTempFilesMax;
   // Called as pages are stored (for a progress line), from one thread at a
   // time (not always the same one).
   std::function<void(const image::ImageStats&)> progress;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "image/image_writer.h"
+#include "job/dump.h"
 
 namespace snap::job {
 
@@ -29,6 +30,7 @@ struct RunOptions {
   unsigned jobs = 0;
   image::Compression compression = image::Compression::kAuto;  // DumpOptions
   bool tcp_close = false;  // DumpOptions: connections to outside saved as closed
+  uint64_t temp_files_max = kDefaultTempFilesMax;  // DumpOptions
   // A signal to snap run itself that means "checkpoint and stop" (like
   // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
   // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made

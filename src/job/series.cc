@@ -53,6 +53,7 @@ class SeriesWriterSink : public SeriesSink {
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
     w_.add_unchanged(pid, mapping_start, addr, npages, true);
   }
+  void forget(pid_t pid, uint64_t mapping_start) override { w_.forget(pid, mapping_start); }
   std::optional<uint64_t> base_number() const override { return w_.base_number(); }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }

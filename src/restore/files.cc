@@ -133,18 +133,44 @@ void FilePlanner::remake_ghosts() {
 // (another node, a site's cleanup), made again; what is there stays.
 void FilePlanner::remake_temp_files() {
   std::vector<const image::GhostFile*> made;
-  for (const auto& t : ckpt_.temp_files)
-    if (remake_temp_file(t, out_.warnings_)) {
+  uint64_t from_pages = 0;
+  for (const auto& t : ckpt_.temp_files) {
+    if (remake_temp_file(t, out_.warnings_, [&](int fd) { from_pages += fill_temp_file(fd, t); })) {
       out_.made_paths_.push_back(t.path);  // removed if the restore fails
       made.push_back(&t);
     }
+  }
   // Directories get their modes and times once everything in them is
   // made (finish_made_directories).
   for (const auto* t : made)
     if (t->kind == image::GhostFile::Kind::Directory) out_.made_dirs_.push_back(*t);
   if (!made.empty())
-    vlog("made {} of the job's {} files and directories in temporary directories again",
-         made.size(), ckpt_.temp_files.size());
+    vlog("made {} of the job's {} files and directories in temporary directories again ({:.1f} "
+         "MiB from the page store)",
+         made.size(), ckpt_.temp_files.size(), static_cast<double>(from_pages) / (1 << 20));
+}
+
+// The contents of file t of the temporary directories, from the page store
+// (image::GhostFile::data_in_pages), written into fd, its holes and zero
+// pages left holes. Returns the bytes written.
+uint64_t FilePlanner::fill_temp_file(int fd, const image::GhostFile& t) {
+  const uint64_t start = image::file_pages_start(t.id);
+  uint64_t written = 0;
+  img_.for_each_run(image::kFilePagesPid, start, [&](const image::PageRun& r) {
+    if (r.zero()) return;
+    const uint64_t off = r.addr - start, bytes = r.npages * image::kPageSize;
+    for (uint64_t done = 0; done < bytes;) {
+      ssize_t n = ::pwrite(fd, r.data + done, bytes - done, static_cast<off_t>(off + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        throw SysError(fmt::format("cannot restore the file {} (in a temporary directory): "
+                                   "writing its saved contents at offset {}", t.path, off + done),
+                       n < 0 ? errno : EIO);
+      done += static_cast<uint64_t>(n);
+    }
+    written += bytes;
+  });
+  return written;
 }
 
 int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {

@@ -70,6 +70,15 @@ std::string free_name(const std::string& path) {
   }
 }
 
+// Whether `path` is a regular file other than the saved file t: its size or
+// modification time differ from those at the dump.
+bool differs(const std::string& path, const GhostFile& t) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
+  return static_cast<uint64_t>(st.st_size) != t.size || mtime != t.mtime_ns;
+}
+
 void write_contents(int fd, const GhostFile& g, const std::string& who) {
   for (const auto& e : g.data)
     for (size_t done = 0; done < e.data.size();) {
@@ -249,8 +258,19 @@ ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warni
   return fd;
 }
 
-bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings) {
-  if (exists(t.path)) return false;
+bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings,
+                      const std::function<void(int fd)>& fill_from_pages) {
+  if (exists(t.path)) {
+    // Left as it is: it may be another process's file too (a log the job
+    // shares with its shell); the user knows whether to remove it.
+    if (t.kind == GhostFile::Kind::File && differs(t.path, t))
+      warnings.push_back(fmt::format(
+          "{} (in a temporary directory) changed since the dump (its size or modification "
+          "time): the restored job finds it as it is now; the image holds it as it was at the "
+          "dump, and removing it before the restore has that one made again",
+          t.path));
+    return false;
+  }
   const std::string who = fmt::format("{} {} (in a temporary directory)",
                                       t.kind == GhostFile::Kind::Directory ? "the directory"
                                       : t.kind == GhostFile::Kind::Fifo    ? "the FIFO"
@@ -267,7 +287,10 @@ bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings) {
                 "create it (the job's $TMPDIR, say) and restore again");
   }
   try {
-    if (t.kind == GhostFile::Kind::File) write_contents(fd.get(), t, who);
+    if (t.kind == GhostFile::Kind::File) {
+      if (t.data_in_pages) fill_from_pages(fd.get());
+      write_contents(fd.get(), t, who);
+    }
     if (t.kind == GhostFile::Kind::Directory)  // what goes in it is made first
       set_owner_and_mode(fd.get(), t.uid, t.gid, t.mode | S_IRWXU, who, warnings);
     else

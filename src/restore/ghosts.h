@@ -4,6 +4,7 @@
 // opened on (or mapped from) the fd made here.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,12 +37,19 @@ ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
 // A file of the job's temporary directories (image::Checkpoint::temp_files)
 // made again at its path, with its contents (a regular file), owner (where
 // snap may), mode and times, when nothing is at that path; false, and
-// nothing done, when something is. Its directory must exist (the list puts
+// nothing done, when something is (a regular file whose size or
+// modification time differ from the saved file's, as when the job wrote to
+// it after a dump it ran on from, is left too, but said in `warnings`: the
+// restored job finds it as it is, and removing it first has the saved one
+// made again; it may be another process's file too, as a log is). Its directory must exist (the list puts
 // directories first). Throws Error naming the file when it cannot be made
 // (and leaves nothing there then). A directory stays writable by its owner,
 // and its times as they come, until finish_temp_directory: what goes in it
-// (files, shared memory, sockets' names) is made first.
-bool remake_temp_file(const image::GhostFile& t, std::vector<std::string>& warnings);
+// (files, shared memory, sockets' names) is made first. A file whose
+// contents are in the page store (data_in_pages) gets them from
+// fill_from_pages(fd), before its size and times are set.
+bool remake_temp_file(const image::GhostFile& t, std::vector<std::string>& warnings,
+                      const std::function<void(int fd)>& fill_from_pages);
 
 // A directory remake_temp_file made, given its mode and times.
 void finish_temp_directory(const image::GhostFile& t, std::vector<std::string>& warnings);

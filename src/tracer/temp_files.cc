@@ -1,6 +1,7 @@
 #include "tracer/temp_files.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,13 +45,17 @@ void stat_into(const struct stat& st, GhostFile& f) {
 
 class TempCollector {
  public:
-  TempCollector(image::Checkpoint& ckpt, const std::vector<std::string>& roots)
-      : ckpt_(ckpt), roots_(roots) {}
+  TempCollector(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
+                TempFileContents& contents, uint64_t pages_max)
+      : ckpt_(ckpt), roots_(roots), contents_(contents), pages_max_(pages_max) {}
 
   void run() {
     for (const auto& p : ckpt_.processes) {
-      for (const auto& m : p.mappings)
+      for (const auto& m : p.mappings) {
         if (m.named_shm) shm_paths_.insert(m.path);  // remade from the page store
+        // Written through a mapping: no watch would see it change.
+        else if (m.shared && (m.prot & PROT_WRITE)) written_maps_.insert(m.path);
+      }
       // An open by snap would break the job's lease on the file (and wait
       // for the stopped job to give it up): such a file is not read.
       for (const auto& f : p.fds)
@@ -101,14 +106,31 @@ class TempCollector {
       t.kind = GhostFile::Kind::File;
       if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
         // Node-local scratch or data staged there: a restore on another
-        // node, or after the directory is cleaned, refuses without it.
-        // Said at each dump, so that it is known before it is needed.
-        warn("{}: {:.1f} MiB in a temporary directory, more than the image keeps of such files "
-             "({} MiB each, {} MiB in all): a restore needs the file at that path again (where "
-             "it is gone, on another node or after a cleanup, the restore refuses before the job "
-             "runs; copy it back first)",
-             who, static_cast<double>(t.size) / (1 << 20), kMaxTempFileBytes >> 20,
-             kMaxTempFilesBytes >> 20);
+        // node, or after the directory is cleaned, would refuse without
+        // it. Its contents go to the page store, read later
+        // (tracer/temp_file_contents.h); what cannot is said at each dump,
+        // so that it is known before it is needed.
+        std::string why;
+        if (leased_paths_.count(f.path))
+          why = "the job holds a lease on it, which reading it would break";
+        else if (written_maps_.count(f.path))
+          why = "the job writes it through a shared mapping";
+        else if (pages_total_ + t.size > pages_max_)
+          why = fmt::format("more than the {:.1f} GiB of such files a dump keeps: --temp-files-max",
+                            static_cast<double>(pages_max_) / (1 << 30));
+        else if (contents_.add(f.path, link, t.size, &why))
+          t.data_in_pages = true;
+        if (!t.data_in_pages) {
+          warn("{}: {:.1f} MiB in a temporary directory, not kept in the image ({}): a restore "
+               "needs the file at that path (where it is gone, on another node or after a "
+               "cleanup, the restore refuses before the job runs; copy it back first)",
+               who, static_cast<double>(t.size) / (1 << 20), why);
+          return;
+        }
+        vlog("{}: {:.1f} MiB in a temporary directory: its contents go to the page store", who,
+             static_cast<double>(t.size) / (1 << 20));
+        pages_total_ += t.size;
+        files_.emplace(t.path, std::move(t));
         return;
       }
       if (leased_paths_.count(f.path)) {
@@ -160,9 +182,12 @@ class TempCollector {
 
   image::Checkpoint& ckpt_;
   const std::vector<std::string>& roots_;
-  std::set<std::string> shm_paths_, leased_paths_, seen_;
+  TempFileContents& contents_;
+  std::set<std::string> shm_paths_, written_maps_, leased_paths_, seen_;
   std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
-  uint64_t total_ = 0;
+  uint64_t total_ = 0;  // of the contents kept in the checkpoint
+  const uint64_t pages_max_;
+  uint64_t pages_total_ = 0;  // of those left to the page store
 };
 
 }  // namespace
@@ -197,8 +222,11 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
   return best;
 }
 
-void collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots) {
-  TempCollector(ckpt, roots).run();
+TempFileContents collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
+                                    uint64_t pages_max) {
+  TempFileContents contents;
+  TempCollector(ckpt, roots, contents, pages_max).run();
+  return contents;
 }
 
 }  // namespace snap

@@ -11,11 +11,13 @@
 #include <vector>
 
 #include "image/checkpoint.h"
+#include "tracer/temp_file_contents.h"
 
 namespace snap {
 
-// The most data of one such file the image keeps, and of all of them: a
-// larger file stays a file the restore reopens by its path.
+// The most data of one such file the checkpoint's JSON keeps, and of all
+// of them: a larger file's contents go to the page store
+// (tracer/temp_file_contents.h).
 constexpr uint64_t kMaxTempFileBytes = uint64_t{1} << 20;
 constexpr uint64_t kMaxTempFilesBytes = uint64_t{16} << 20;
 
@@ -30,17 +32,22 @@ std::string parent_of(const std::string& path);
 std::string temp_root_of(const std::string& path, const std::vector<std::string>& roots);
 
 // Fills ckpt.temp_files (sorted by path, so that a directory comes before
-// what it holds) from ckpt's stopped processes: every regular file (up to
-// kMaxTempFileBytes, its contents; kMaxTempFilesBytes in all), FIFO and
-// directory an fd of the job holds under one of `roots`, and every
+// what it holds) from ckpt's stopped processes: every regular file, FIFO
+// and directory an fd of the job holds under one of `roots`, and every
 // directory between such a root and those files, the files of named shared
 // memory (Mapping::named_shm, whose pages the image holds anyway), the
 // names unix sockets are bound to, and the processes' working directories.
 // A $TMPDIR other than /tmp, /var/tmp and /dev/shm is itself one of the
-// directories. Files it cannot read stay files the restore reopens by
-// path (-v says which); so do larger regular files, and each of those is
-// named in a warning: node-local scratch or data staged there, which a
-// restore on another node needs copied back.
-void collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots);
+// directories. A regular file's contents (up to kMaxTempFileBytes,
+// kMaxTempFilesBytes in all) are read here; those of a larger one are left
+// to the returned TempFileContents (data_in_pages), whose store() the dump
+// calls once the memory is read. Files it cannot read stay files the
+// restore reopens by path (-v says which; a larger one, node-local scratch
+// or data staged there, is named in a warning: a restore on another node
+// needs it copied back).
+// Larger files are carried up to `pages_max` bytes in all, in the order
+// their fds come.
+TempFileContents collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
+                                    uint64_t pages_max);
 
 }  // namespace snap

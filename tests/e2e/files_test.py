@@ -20,7 +20,7 @@ from compare_runs import dump_kill_restore, reap_killed_children, runs_on_then_r
 
 @case
 def xz_file_to_file(env):
-    p, ref, out, ckpt = xz_dumped(env, "xz")
+    p, ref, out, ckpt, _ = xz_dumped(env, "xz")
     r = env.snap_run("restore", ckpt, timeout=300, check=False)
     expect(r.returncode == 0, f"restored xz exited 0 ({r.stderr.strip()})")
     with open(out, "rb") as f:
@@ -28,9 +28,10 @@ def xz_file_to_file(env):
     expect(got == ref, "xz output identical to an uninterrupted run (input and output offsets)")
 
 
-def xz_dumped(env, name):
-    """xz compressing a file into a file, dumped with --kill mid-stream: its
-    process, the output of an uninterrupted run, the output file, the image."""
+def xz_dumped(env, name, *dump_args):
+    """xz compressing a file into a file, dumped with --kill (and dump_args)
+    mid-stream: its process, the output of an uninterrupted run, the output
+    file, the image, the dump's stderr."""
     if not shutil.which("xz"):
         raise Skip("xz is not installed")
     import random
@@ -45,11 +46,11 @@ def xz_dumped(env, name):
     p = subprocess.Popen(["xz", "-T1", "-6", "-c", src], stdout=open(out, "wb"))
     wait_for(lambda: os.path.getsize(out) > 0 or p.poll() is not None, 60, "xz output")
     expect(p.poll() is None, "xz still running when dumped")
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    r = env.snap_run("dump", "--kill", *dump_args, "--pid", str(p.pid), "-o", ckpt)
     p.wait()
     partial = os.path.getsize(out)
     expect(0 < partial < len(ref), f"xz was stopped mid-stream ({partial} of {len(ref)} bytes)")
-    return p, ref, out, ckpt
+    return p, ref, out, ckpt, r.stderr
 
 
 @case
@@ -57,8 +58,15 @@ def changed_input_refused(env):
     # The file xz reads is cut short, then removed, between dump and restore:
     # each restore refuses, naming the fd and what changed, and starts
     # nothing; with the file back as it was, xz finishes as if never stopped.
-    p, ref, out, ckpt = xz_dumped(env, "changed")
+    # The file lies in the test's directory in /tmp, so the image would keep
+    # it (and a restore make it again): dumped with --temp-files-max 0, as a
+    # file elsewhere, which the dump names.
+    p, ref, out, ckpt, said = xz_dumped(env, "changed", "--temp-files-max", "0")
     src = env.path("changed-data.txt")
+    expect(re.search(re.escape(f"({src}): ") + r"[\d.]+ MiB in a temporary directory, not kept in "
+                     r"the image \(more than the 0\.0 GiB of such files a dump keeps: "
+                     r"--temp-files-max\)", said),
+           f"the dump names the input file it does not keep: {said.strip()[-300:]}")
     os.rename(src, src + ".orig")
     with open(src + ".orig", "rb") as f, open(src, "wb") as g:
         g.write(f.read(100))
@@ -545,51 +553,103 @@ def temp_session_cleaned_away(env):
     print(f"ok   tmp_session: continued from line {len(before)} with its $TMPDIR made again")
 
 
-@case
-def temp_file_too_large_said(env):
-    # A job holding a 3 MiB scratch file in its $TMPDIR (tests/programs/
-    # scratch_file.py): more than the image keeps of such files. The dump
-    # says so, naming the file; a restore where it is gone (another node, a
-    # cleanup) refuses before the job runs and says to put it back; put
-    # back, the restore goes on and the job ends as an uninterrupted run.
-    tmpdir = env.path("scratch_tmpdir")
+def scratch_job(env, name, *more):
+    """tests/programs/scratch_file.py with a 3 MiB scratch file in a $TMPDIR
+    of its own (and `more` arguments): argv, environment, the file's path,
+    an uninterrupted run's output."""
+    tmpdir = env.path(name + "_tmpdir")
     os.makedirs(tmpdir)
     environ = dict(os.environ, TMPDIR=tmpdir)
-    argv = [sys.executable, env.src("scratch_file.py"), "3", "30", "50"]
+    argv = [sys.executable, env.src("scratch_file.py"), "3", "30", "50", *more]
     status, ref = uninterrupted(argv, timeout=120, environ=environ)
     expect(status == 0 and len(ref) == 31 and ref[-1] == "done",
            f"an uninterrupted run ends: {status}, {ref[-2:]}")
+    shutil.rmtree(os.path.join(tmpdir, "scratch"))
+    return argv, environ, os.path.join(tmpdir, "scratch", "data.bin"), ref
+
+
+def expect_scratch_in_image(env, ckpt, data):
+    """snap info of ckpt lists the scratch file among the files in temporary
+    directories, its contents in the page store, and not among the files the
+    restore needs at their paths."""
+    info = env.snap_run("info", ckpt).stdout
+    expect(re.search(r"file +0644 +3145728 B +" + re.escape(data) + r"  \(its contents in the page store\)",
+                     info) and
+           re.search(r"of them 3\.0 MiB .*of files in temporary directories", info) and
+           "files the restore opens at their paths, their contents not in the image: 0 " in info,
+           f"snap info lists the file as held by the image: {info[info.find('in temporary'):][:900]}")
+    j = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    temp = [(t["path"], t["size"], t["data_in_pages"]) for t in j["temp_files"] if t["kind"] == "file"]
+    expect((data, 3 << 20, True) in temp and j["needed_files"]["files"] == [] and
+           j["stats"]["file_pages"] == 768,
+           f"snap info --json says so: {temp}, {j['needed_files']}, {j['stats']['file_pages']}")
+
+
+@case
+def temp_scratch_file_carried(env):
+    # A job holding a 3 MiB scratch file in its $TMPDIR (tests/programs/
+    # scratch_file.py): more than the checkpoint's JSON keeps of such files,
+    # so its contents go to the page store. Dumped with --kill; the file is
+    # then removed, as on another node or after a site's cleanup. The
+    # restore makes it again, byte for byte, and the job ends as an
+    # uninterrupted run.
+    argv, environ, data, ref = scratch_job(env, "scratch")
     out, ckpt = env.path("scratch_file.out"), env.path("scratch_file.ckpt")
     p = start(argv, stdout_path=out, env=environ)
     wait_lines(out, 5)
     r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
-    data = os.path.join(tmpdir, "scratch", "data.bin")
-    expect(f"({data}): 3.0 MiB in a temporary directory, more than the image keeps" in r.stderr,
-           f"the dump says the image does not hold the scratch file: {r.stderr.strip()[-400:]}")
-    info = env.snap_run("info", ckpt).stdout
-    expect(re.search(r"files the restore opens at their paths, their contents not in the image: 1 "
-                     r"\(and \d+ files mapped", info) and
-           re.search(re.escape(data) + r"  3\.0 MiB .*\(pid \d+ fd 3\)  in a temporary directory", info),
-           f"snap info lists it as needed at its path: {info[info.find('files the restore'):][:400]}")
-    needed = json.loads(env.snap_run("info", "--json", ckpt).stdout)["needed_files"]["files"]
-    expect([(f["path"], f["size"], f["temp"]) for f in needed] == [(data, 3 << 20, True)],
-           f"snap info --json lists the one file the image needs: {needed}")
-    away = env.path("data.bin.away")
-    os.rename(data, away)
+    expect("not kept in the image" not in r.stderr,
+           f"the dump keeps the scratch file: {r.stderr.strip()[-400:]}")
+    expect_scratch_in_image(env, ckpt, data)
+    with open(data, "rb") as f:
+        original = f.read()
+    shutil.rmtree(os.path.dirname(data))
     before = lines_of(out)
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    time.sleep(0.3)
-    expect(r.returncode != 0 and "put the file back" in r.stderr and data in r.stderr and
-           lines_of(out) == before and os.listdir(os.path.join(tmpdir, "scratch")) == [],
-           f"without the file the restore refuses before the job runs (exit {r.returncode}, "
-           f"{len(lines_of(out))} lines, was {len(before)}): {r.stderr.strip()[-300:]}")
-    os.rename(away, data)
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    r = env.snap_run("restore", "-v", ckpt, check=False, timeout=120)
     expect(r.returncode == 0 and lines_of(out) == ref,
-           f"with the file back the job ends as an uninterrupted run (exit {r.returncode}, "
+           f"with the file gone the job ends as an uninterrupted run (exit {r.returncode}, "
            f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
-    print(f"ok   temp_file_too_large_said: continued from line {len(before)} once the file was back")
+    expect("(3.0 MiB from the page store)" in r.stderr,
+           f"the restore says it made the file from the page store: {r.stderr.strip()[-300:]}")
+    with open(data, "rb") as f:
+        expect(f.read() == original, "the file made again is the file as it was")
+    print(f"ok   temp_scratch_file_carried: continued from line {len(before)}, the file made again")
+
+
+@case
+def temp_scratch_file_carried_leave_running(env):
+    # The same job dumped while it runs on (its file is read once it runs
+    # again, and kept because nothing wrote to it since the stop); at its
+    # end it overwrites part of the file and leaves it, as a job that goes on
+    # after a checkpoint and then fails would. A restore with that file
+    # there leaves it (it may be another process's file too) but says it
+    # changed and that removing it has the saved one made again (seen on a
+    # restore that then fails on a damaged block, so the job does not run on
+    # the changed file); removed, the restore makes it again as it was at the
+    # dump, and the job ends as an uninterrupted run.
+    argv, environ, data, ref = scratch_job(env, "scratch_running", "scribble")
+    out, ckpt = env.path("scratch_running.out"), env.path("scratch_running.ckpt")
+    p = start(argv, stdout_path=out, env=environ)
+    wait_lines(out, 5)
+    r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    expect("not kept in the image" not in r.stderr,
+           f"the dump keeps the scratch file: {r.stderr.strip()[-400:]}")
+    expect_scratch_in_image(env, ckpt, data)
+    p.wait()
+    with open(data, "rb") as f:
+        left = f.read()
+    bad = damaged_copy(env, ckpt, "scratch_running_damaged.ckpt")
+    r = env.snap_run("restore", bad, check=False, timeout=120)
+    with open(data, "rb") as f:
+        expect(r.returncode == 1 and "checksum" in r.stderr and f.read() == left and
+               f"{data} (in a temporary directory) changed since the dump" in r.stderr and
+               "removing it before the restore has that one made again" in r.stderr,
+               f"a restore leaves the changed file as it is and says so (exit {r.returncode}): "
+               f"{r.stderr.strip()[-400:]}")
+    os.unlink(data)
+    runs_on_then_restores(env, p, out, ckpt, ref)
+    print("ok   temp_scratch_file_carried_leave_running: made again as it was at the dump")
 
 
 @case

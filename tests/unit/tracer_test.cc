@@ -28,6 +28,7 @@
 #include "tracer/remote.h"
 #include "tracer/task.h"
 #include "tracer/temp_files.h"
+#include "temp_dir.h"
 
 using namespace snap;
 
@@ -62,6 +63,73 @@ TEST(TempFiles, OutermostRootWholeComponents) {
   EXPECT_EQ(temp_root_of("/tmp", roots), "");
   EXPECT_EQ(temp_root_of("/tmp/", roots), "");
   EXPECT_EQ(temp_root_of("/home/u/tmp/a", roots), "");
+}
+
+// The larger files of temporary directories (tracer/temp_file_contents.h):
+// read in whole pages (holes skipped, the last page padded with zeros) as
+// pages of their file; one written to or truncated after it was added is
+// forgotten and its entry removed; one left alone is kept, and so is one
+// removed since (snap's fd still reads it as it was at the stop).
+TEST(TempFiles, ContentsKeptOnlyWhenUnchangedSinceAdded) {
+  test_support::TempDir d;
+  const uint64_t size = 3 * image::kPageSize + 10;
+  std::vector<uint8_t> bytes(size);
+  for (size_t i = 0; i < size; i++) bytes[i] = static_cast<uint8_t>(i * 13 + 1);
+  auto make = [&](const std::string& name) {
+    const std::string path = d / name;
+    ScopedFd fd(::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600));
+    EXPECT_TRUE(fd.valid());
+    EXPECT_EQ(::pwrite(fd.get(), bytes.data(), image::kPageSize, 0), static_cast<ssize_t>(image::kPageSize));
+    // Page 1 is a hole.
+    EXPECT_EQ(::pwrite(fd.get(), bytes.data() + 2 * image::kPageSize, size - 2 * image::kPageSize,
+                       2 * image::kPageSize),
+              static_cast<ssize_t>(size - 2 * image::kPageSize));
+    return path;
+  };
+  const std::vector<std::string> names = {"kept", "written", "truncated", "removed"};
+  image::Checkpoint ckpt;
+  TempFileContents contents;
+  for (size_t i = 0; i < names.size(); i++) {
+    const std::string path = make(names[i]);
+    std::string why;
+    ASSERT_TRUE(contents.add(path, path, size, &why)) << why;
+    image::GhostFile t;
+    t.id = i + 1;
+    t.path = path;
+    t.size = size;
+    t.data_in_pages = true;
+    ckpt.temp_files.push_back(t);
+  }
+  EXPECT_TRUE(contents.has(d / "kept"));
+  {
+    ScopedFd fd(::open((d / "written").c_str(), O_WRONLY | O_CLOEXEC));
+    EXPECT_EQ(::pwrite(fd.get(), "x", 1, 5), 1);
+  }
+  EXPECT_EQ(::truncate((d / "truncated").c_str(), 100), 0);
+  EXPECT_EQ(::unlink((d / "removed").c_str()), 0);
+  std::map<uint64_t, std::map<uint64_t, std::vector<uint8_t>>> pages;  // start -> offset ->
+  std::vector<uint64_t> forgotten;
+  const uint64_t kept = contents.store(
+      ckpt, [&](pid_t pid, uint64_t start, uint64_t addr, const uint8_t* data, size_t n) {
+        EXPECT_EQ(pid, image::kFilePagesPid);
+        for (size_t i = 0; i < n; i++)
+          pages[start][addr - start + i * image::kPageSize].assign(
+              data + i * image::kPageSize, data + (i + 1) * image::kPageSize);
+      }, [&](uint64_t start) { forgotten.push_back(start); });
+  EXPECT_EQ(kept, 2 * size);
+  EXPECT_EQ(forgotten, (std::vector<uint64_t>{image::file_pages_start(2), image::file_pages_start(3)}));
+  ASSERT_EQ(ckpt.temp_files.size(), 2u);
+  EXPECT_EQ(ckpt.temp_files[0].path, d / "kept");
+  EXPECT_EQ(ckpt.temp_files[1].path, d / "removed");
+  EXPECT_EQ(pages[image::file_pages_start(4)], pages[image::file_pages_start(1)]);
+  const auto& got = pages[image::file_pages_start(1)];
+  ASSERT_EQ(got.size(), 3u);  // pages 0, 2 and 3; the hole not read
+  EXPECT_EQ(got.at(0), std::vector<uint8_t>(bytes.begin(), bytes.begin() + image::kPageSize));
+  EXPECT_EQ(got.at(2 * image::kPageSize),
+            std::vector<uint8_t>(bytes.begin() + 2 * image::kPageSize, bytes.begin() + 3 * image::kPageSize));
+  std::vector<uint8_t> last(bytes.begin() + 3 * image::kPageSize, bytes.end());
+  last.resize(image::kPageSize, 0);
+  EXPECT_EQ(got.at(3 * image::kPageSize), last);
 }
 
 TEST(ProcParse, MapsLinesWithPathsSpacesAndSpecials) {

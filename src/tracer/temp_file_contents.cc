@@ -1,0 +1,165 @@
+#include "tracer/temp_file_contents.h"
+
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+
+namespace snap {
+
+namespace {
+
+using image::kPageSize;
+
+// What says a watched file is no longer as it was at the stop: a write
+// (also truncate, fallocate, copy_file_range into it), or the watch ending
+// (its inode gone; snap's own fd should keep it, but later writes would
+// not show). Its removal alone changes nothing snap reads through that fd.
+constexpr uint32_t kChangeMask = IN_MODIFY | IN_DELETE_SELF;
+
+constexpr size_t kChunk = 1 << 20;  // read and stored at a time
+
+}  // namespace
+
+bool TempFileContents::add(const std::string& path, const std::string& link, uint64_t size,
+                           std::string* why) {
+  if (size >= image::kFilePagesSpan) {
+    *why = "too large for the page store";
+    return false;
+  }
+  if (!inotify_) {
+    inotify_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    if (!inotify_) {
+      *why = fmt::format("inotify_init1: {}", std::strerror(errno));
+      return false;
+    }
+  }
+  // Not blocking on a lease someone else holds.
+  ScopedFd fd(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME));
+  if (!fd) fd.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) {
+    *why = fmt::format("cannot open it: {}", std::strerror(errno));
+    return false;
+  }
+  // Watched through snap's own fd: the same inode, whatever its path now.
+  const std::string own = fmt::format("/proc/self/fd/{}", fd.get());
+  const int watch = ::inotify_add_watch(inotify_.get(), own.c_str(), kChangeMask);
+  if (watch < 0) {
+    *why = fmt::format("cannot watch it for changes (inotify_add_watch: {})", std::strerror(errno));
+    return false;
+  }
+  files_.push_back({path, size, std::move(fd), watch});
+  return true;
+}
+
+bool TempFileContents::has(const std::string& path) const {
+  return std::any_of(files_.begin(), files_.end(), [&](const File& f) { return f.path == path; });
+}
+
+bool TempFileContents::read_into(const File& f, uint64_t start, const PageSink& sink,
+                                 std::string* why) {
+  std::vector<uint8_t> buf(kChunk);
+  uint64_t next = 0;  // the first byte (a page's) not stored yet
+  while (next < f.size) {
+    off_t data = ::lseek(f.fd.get(), static_cast<off_t>(next), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // a hole to the end
+    off_t hole = data < 0 ? -1 : ::lseek(f.fd.get(), data, SEEK_HOLE);
+    if (data < 0 || hole < 0) {  // no SEEK_DATA here: all of it is data
+      data = static_cast<off_t>(next);
+      hole = static_cast<off_t>(f.size);
+    }
+    // Whole pages: a range's first page may hold the end of the one before.
+    uint64_t off = std::max(next, static_cast<uint64_t>(data) / kPageSize * kPageSize);
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), f.size);
+    while (off < end) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
+      size_t got = 0;
+      while (got < want) {
+        ssize_t n = ::pread(f.fd.get(), buf.data() + got, want - got, static_cast<off_t>(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          *why = fmt::format("reading it at offset {}: {}", off + got, std::strerror(errno));
+          return false;
+        }
+        if (n == 0) break;  // shorter now: the watch tells
+        got += static_cast<size_t>(n);
+      }
+      const size_t npages = (want + kPageSize - 1) / kPageSize;
+      std::memset(buf.data() + got, 0, npages * kPageSize - got);
+      sink(image::kFilePagesPid, start, start + off, buf.data(), npages);
+      off += npages * kPageSize;
+    }
+    next = std::max(next, off);
+  }
+  return true;
+}
+
+std::vector<bool> TempFileContents::changed() const {
+  std::vector<bool> out(files_.size(), false);
+  std::map<int, size_t> by_watch;
+  for (size_t i = 0; i < files_.size(); i++) by_watch[files_[i].watch] = i;
+  alignas(inotify_event) char buf[64 << 10];
+  for (;;) {
+    ssize_t n = ::read(inotify_.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EAGAIN: no more events
+    for (ssize_t at = 0; at < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+      at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+      if (e->mask & IN_Q_OVERFLOW) return std::vector<bool>(files_.size(), true);
+      if (auto it = by_watch.find(e->wd); it != by_watch.end()) out[it->second] = true;
+    }
+  }
+  return out;
+}
+
+uint64_t TempFileContents::store(image::Checkpoint& ckpt, const PageSink& sink,
+                                 const std::function<void(uint64_t)>& forget) {
+  std::map<std::string, const image::GhostFile*> entries;
+  for (auto& t : ckpt.temp_files)
+    if (t.data_in_pages) entries[t.path] = &t;
+  std::vector<std::string> failed(files_.size());
+  for (size_t i = 0; i < files_.size(); i++) {
+    const image::GhostFile* t = entries.at(files_[i].path);
+    if (t->id > image::kMaxFilePagesId) {  // beyond what the page store's keys allow
+      failed[i] = "too many files in temporary directories";
+      continue;
+    }
+    if (!read_into(files_[i], image::file_pages_start(t->id), sink, &failed[i]) && failed[i].empty())
+      failed[i] = "reading it failed";
+  }
+  const std::vector<bool> changes = changed();
+  uint64_t kept = 0;
+  std::set<std::string> dropped;
+  for (size_t i = 0; i < files_.size(); i++) {
+    const image::GhostFile* t = entries.at(files_[i].path);
+    if (changes[i] && failed[i].empty()) failed[i] = "it changed while the image was written";
+    if (failed[i].empty()) {
+      kept += files_[i].size;
+      continue;
+    }
+    // Not made again at restore, not even empty: reopened by its path.
+    forget(image::file_pages_start(t->id));
+    dropped.insert(t->path);
+    warn("{}: {:.1f} MiB in a temporary directory, not kept in the image ({}): a restore needs "
+         "the file at that path (where it is gone, on another node or after a cleanup, the "
+         "restore refuses before the job runs; copy it back first)",
+         files_[i].path, static_cast<double>(files_[i].size) / (1 << 20), failed[i]);
+  }
+  std::erase_if(ckpt.temp_files, [&](const image::GhostFile& t) {
+    return t.data_in_pages && dropped.count(t.path);
+  });
+  return kept;
+}
+
+}  // namespace snap
