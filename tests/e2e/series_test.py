@@ -200,6 +200,48 @@ def checkpoint_kill_then_resume(env):
 
 
 @case
+def scratch_file_carried(env):
+    # A job under snap run holding a 3 MiB scratch file in its $TMPDIR
+    # (tests/programs/scratch_file.py): each checkpoint keeps its contents in
+    # the series' page store, the second one referring to the pages the
+    # first stored; stopped by `snap checkpoint --kill`, its $TMPDIR emptied
+    # (a requeued job on another node), the same command resumes it with
+    # the file made again, and it ends as an uninterrupted run.
+    import json
+    import shutil
+    tmpdir = env.path("scratch_tmpdir")
+    os.makedirs(tmpdir)
+    argv = [sys.executable, env.src("scratch_file.py"), "3", "40", "50"]
+    ref = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, TMPDIR=tmpdir)).stdout.splitlines()
+    expect(len(ref) == 41 and ref[-1] == "done", f"an uninterrupted run ends: {ref[-2:]}")
+    shutil.rmtree(os.path.join(tmpdir, "scratch"))
+    ckpt, out = env.path("ck"), env.path("scratch.out")
+    os.environ["TMPDIR"] = tmpdir  # the job's (snap run passes its environment on)
+    try:
+        r1 = Run(env, "run1", ckpt, argv, out)
+        wait_lines(out, 5)
+        env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+        env.snap_run("checkpoint", "--dir", ckpt, "--wait", "--kill")
+        rc = r1.proc.wait(timeout=20)
+        expect(rc == 75, f"snap run exits 75 when a checkpoint stopped the job (got {rc})")
+        info = json.loads(env.snap_run("info", ckpt, "--json").stdout)
+        series = {c["number"]: c for c in info["series"]}
+        expect(info["stats"]["file_pages"] == 768 and series[2]["new_bytes"] < 0.5 * series[1]["new_bytes"],
+               f"both checkpoints keep the file, the second one adding little ({series[1]['new_bytes']} "
+               f"then {series[2]['new_bytes']} bytes new; {info['stats']['file_pages']} file pages)")
+        shutil.rmtree(tmpdir)
+        n = len(lines_of(out))
+        r2 = Run(env, "run2", ckpt, argv, out, "a")
+        rc = r2.proc.wait(timeout=60)
+    finally:
+        del os.environ["TMPDIR"]
+    expect(rc == 0 and lines_of(out) == ref,
+           f"resumed with its $TMPDIR gone, it ends as an uninterrupted run (exit {rc}, from line "
+           f"{n}: {r2.stderr().strip()[-300:]}; {lines_of(out)[-2:]})")
+
+
+@case
 def run_tcp_close(env):
     # snap run --tcp-close: a job holding a TCP connection to a server
     # outside it (this test) is checkpointed (without the option each
