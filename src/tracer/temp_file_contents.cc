@@ -62,10 +62,6 @@ bool TempFileContents::add(const std::string& path, const std::string& link, uin
   return true;
 }
 
-bool TempFileContents::has(const std::string& path) const {
-  return std::any_of(files_.begin(), files_.end(), [&](const File& f) { return f.path == path; });
-}
-
 bool TempFileContents::read_into(const File& f, uint64_t start, const PageSink& sink,
                                  std::string* why) {
   std::vector<uint8_t> buf(kChunk);
@@ -106,8 +102,9 @@ bool TempFileContents::read_into(const File& f, uint64_t start, const PageSink& 
 
 std::vector<bool> TempFileContents::changed() const {
   std::vector<bool> out(files_.size(), false);
-  std::map<int, size_t> by_watch;
-  for (size_t i = 0; i < files_.size(); i++) by_watch[files_[i].watch] = i;
+  // Two paths to one inode (hard links) share a watch.
+  std::multimap<int, size_t> by_watch;
+  for (size_t i = 0; i < files_.size(); i++) by_watch.emplace(files_[i].watch, i);
   alignas(inotify_event) char buf[64 << 10];
   for (;;) {
     ssize_t n = ::read(inotify_.get(), buf, sizeof buf);
@@ -117,7 +114,7 @@ std::vector<bool> TempFileContents::changed() const {
       const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
       at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
       if (e->mask & IN_Q_OVERFLOW) return std::vector<bool>(files_.size(), true);
-      if (auto it = by_watch.find(e->wd); it != by_watch.end()) out[it->second] = true;
+      for (auto [it, end] = by_watch.equal_range(e->wd); it != end; ++it) out[it->second] = true;
     }
   }
   return out;

@@ -32,15 +32,14 @@ class TempFileContents {
   // `path`) and starts watching it. False, with why in *why, where it
   // cannot be read or watched; the file is then not carried.
   bool add(const std::string& path, const std::string& link, uint64_t size, std::string* why);
-  // Whether `path` was added.
-  bool has(const std::string& path) const;
 
   // Reads every added file, in whole pages (the last one padded with zeros,
   // holes skipped), into `sink` as pages of pid image::kFilePagesPid,
   // mapping image::file_pages_start(id), the id being that of its entry in
   // ckpt.temp_files (found by path; each must have one, data_in_pages set).
-  // Then, for each file written to, truncated or removed since it was added
-  // (or one the read failed on), calls forget(mapping start), removes its
+  // Then, for each file written to or truncated since it was added (or
+  // whose watch ended, or one the read failed on), calls forget(mapping
+  // start), removes its
   // entry from ckpt.temp_files and warns, naming it: a restore needs it at
   // its path, as any file. Returns the bytes kept.
   uint64_t store(image::Checkpoint& ckpt, const PageSink& sink,
