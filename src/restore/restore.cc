@@ -264,10 +264,17 @@ void check_outside_connections(const image::Checkpoint& ckpt, const RestoreOptio
 }
 
 void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
+  // Files of temporary directories the image holds (a library compiled
+  // into /tmp): one that is gone is made again, as it was, before anything
+  // maps it.
+  std::set<std::string> kept;
+  for (const auto& t : ckpt.temp_files)
+    if (t.kind == image::GhostFile::Kind::File) kept.insert(t.path);
   std::string changed;
   size_t n = 0;
   for (const auto& [path, saved] : ckpt.code_files) {
     auto now = stamp_file(path);
+    if (!now && kept.count(path)) continue;
     std::string why = now ? stamp_change(saved, *now) : "gone";
     if (why.empty()) continue;
     if (allow_changed_code) {

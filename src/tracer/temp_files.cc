@@ -68,6 +68,7 @@ class TempCollector {
       for (const auto& f : p.fds) fd(p.pid, f);
       for (const auto& m : p.mappings)
         if (m.named_shm) chain(parent_of(m.path));
+        else mapped(p.pid, m);
       if (auto cwd = clean_dir(p.cwd); !cwd.empty()) chain(cwd);
     }
     uint64_t id = 0;
@@ -103,54 +104,91 @@ class TempCollector {
     } else if (S_ISFIFO(st.st_mode)) {
       t.kind = GhostFile::Kind::Fifo;
     } else if (S_ISREG(st.st_mode)) {
-      t.kind = GhostFile::Kind::File;
-      if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
-        // Node-local scratch or data staged there: a restore on another
-        // node, or after the directory is cleaned, would refuse without
-        // it. Its contents go to the page store, read later
-        // (tracer/temp_file_contents.h); what cannot is said at each dump,
-        // so that it is known before it is needed.
-        std::string why;
-        if (leased_paths_.count(f.path))
-          why = "the job holds a lease on it, which reading it would break";
-        else if (written_maps_.count(f.path))
-          why = "the job writes it through a shared mapping";
-        else if (pages_total_ + t.size > pages_max_)
-          why = fmt::format("more than the {:.1f} GiB of such files a dump keeps: --temp-files-max",
-                            static_cast<double>(pages_max_) / (1 << 30));
-        else if (contents_.add(f.path, link, t.size, &why))
-          t.data_in_pages = true;
-        if (!t.data_in_pages) {
-          warn("{}: {:.1f} MiB in a temporary directory, not kept in the image ({}): a restore "
-               "needs the file at that path (where it is gone, on another node or after a "
-               "cleanup, the restore refuses before the job runs; copy it back first)",
-               who, static_cast<double>(t.size) / (1 << 20), why);
-          return;
-        }
-        vlog("{}: {:.1f} MiB in a temporary directory: its contents go to the page store", who,
-             static_cast<double>(t.size) / (1 << 20));
-        pages_total_ += t.size;
-        files_.emplace(t.path, std::move(t));
-        return;
-      }
-      if (leased_paths_.count(f.path)) {
-        vlog("{}: the job holds a lease on it, which reading it would break: a restore reopens "
-             "it by its path",
-             who);
-        return;
-      }
-      // Not blocking on a lease someone else holds.
-      ScopedFd in(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME));
-      if (!in && errno != EWOULDBLOCK) in.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-      if (!in) {
-        vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
-        return;
-      }
-      t.data = read_data_extents(in.get(), t.size, who, {});
-      total_ += t.size;
+      regular(std::move(t), link, who);
+      return;
     } else {
       return;
     }
+    files_.emplace(t.path, std::move(t));
+  }
+
+  // A file mapping of a process: a file in a temporary directory it maps
+  // and does not write through the mapping (a joblib array in /dev/shm, a
+  // library compiled into /tmp, data mapped copy-on-write), kept as a file
+  // it holds open is, so that the mapping finds it again on another node.
+  // Opened by its path, and kept only where that still leads to the mapped
+  // file.
+  void mapped(pid_t pid, const image::Mapping& m) {
+    if (m.kind != image::MappingKind::File || m.named_shm || m.ghost ||
+        m.path.ends_with(" (deleted)") || (m.shared && (m.prot & PROT_WRITE)))
+      return;
+    if (!seen_.insert(m.path).second) return;
+    if (temp_root_of(m.path, roots_).empty() || shm_paths_.count(m.path)) return;
+    const std::string who = fmt::format("pid {} mapping {:#x} ({})", pid, m.start, m.path);
+    ScopedFd in(::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOATIME));
+    if (!in) in.reset(::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW));
+    struct stat st {};
+    if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<uint64_t>(st.st_dev) != m.dev || static_cast<uint64_t>(st.st_ino) != m.inode) {
+      vlog("{}: not the mapped file at that path now: a restore maps it by its path", who);
+      return;
+    }
+    chain(parent_of(m.path));
+    GhostFile t;
+    t.path = m.path;
+    stat_into(st, t);
+    regular(std::move(t), fmt::format("/proc/self/fd/{}", in.get()), who);
+  }
+
+  // A regular file `t` (stat filled in), which `link` opens: its contents
+  // kept in the checkpoint (up to kMaxTempFileBytes), or left to the page
+  // store (contents_), or, where neither can be, not kept (said).
+  void regular(GhostFile t, const std::string& link, const std::string& who) {
+    t.kind = GhostFile::Kind::File;
+    if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
+      // Node-local scratch or data staged there: a restore on another
+      // node, or after the directory is cleaned, would refuse without
+      // it. Its contents go to the page store, read later
+      // (tracer/temp_file_contents.h); what cannot is said at each dump,
+      // so that it is known before it is needed.
+      std::string why;
+      if (leased_paths_.count(t.path))
+        why = "the job holds a lease on it, which reading it would break";
+      else if (written_maps_.count(t.path))
+        why = "the job writes it through a shared mapping";
+      else if (pages_total_ + t.size > pages_max_)
+        why = fmt::format("more than the {:.1f} GiB of such files a dump keeps: --temp-files-max",
+                          static_cast<double>(pages_max_) / (1 << 30));
+      else if (contents_.add(t.path, link, t.size, &why))
+        t.data_in_pages = true;
+      if (!t.data_in_pages) {
+        warn("{}: {:.1f} MiB in a temporary directory, not kept in the image ({}): a restore "
+             "needs the file at that path (where it is gone, on another node or after a "
+             "cleanup, the restore refuses before the job runs; copy it back first)",
+             who, static_cast<double>(t.size) / (1 << 20), why);
+        return;
+      }
+      vlog("{}: {:.1f} MiB in a temporary directory: its contents go to the page store", who,
+           static_cast<double>(t.size) / (1 << 20));
+      pages_total_ += t.size;
+      files_.emplace(t.path, std::move(t));
+      return;
+    }
+    if (leased_paths_.count(t.path)) {
+      vlog("{}: the job holds a lease on it, which reading it would break: a restore reopens "
+           "it by its path",
+           who);
+      return;
+    }
+    // Not blocking on a lease someone else holds.
+    ScopedFd in(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME));
+    if (!in && errno != EWOULDBLOCK) in.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!in) {
+      vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
+      return;
+    }
+    t.data = read_data_extents(in.get(), t.size, who, {});
+    total_ += t.size;
     files_.emplace(t.path, std::move(t));
   }
 

@@ -33,7 +33,9 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 
 // Fills ckpt.temp_files (sorted by path, so that a directory comes before
 // what it holds) from ckpt's stopped processes: every regular file, FIFO
-// and directory an fd of the job holds under one of `roots`, and every
+// and directory an fd of the job holds under one of `roots`, every regular
+// file there a process maps without writing it through the mapping (where
+// its path still leads to the mapped file), and every
 // directory between such a root and those files, the files of named shared
 // memory (Mapping::named_shm, whose pages the image holds anyway), the
 // names unix sockets are bound to, and the processes' working directories.

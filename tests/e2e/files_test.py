@@ -618,6 +618,31 @@ def temp_scratch_file_carried(env):
 
 
 @case
+def temp_scratch_file_mapped(env):
+    # The same job mapping its scratch file copy-on-write and holding no fd
+    # on it (a data file, or a library, a job maps from /tmp): dumped with
+    # --kill, the image keeps the file; its directory removed, the restore
+    # makes it again before mapping it, and the job ends as an
+    # uninterrupted run.
+    argv, environ, data, ref = scratch_job(env, "scratch_mapped", "map")
+    out, ckpt = env.path("scratch_mapped.out"), env.path("scratch_mapped.ckpt")
+    p = start(argv, stdout_path=out, env=environ)
+    wait_lines(out, 5)
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    expect("not kept in the image" not in r.stderr,
+           f"the dump keeps the mapped file: {r.stderr.strip()[-400:]}")
+    expect_scratch_in_image(env, ckpt, data)
+    shutil.rmtree(os.path.dirname(data))
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"with the file gone the job ends as an uninterrupted run (exit {r.returncode}, "
+           f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
+    print(f"ok   temp_scratch_file_mapped: continued from line {len(before)}, the file made again")
+
+
+@case
 def temp_scratch_file_carried_leave_running(env):
     # The same job dumped while it runs on (its file is read once it runs
     # again, and kept because nothing wrote to it since the stop); at its
