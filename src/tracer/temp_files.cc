@@ -37,6 +37,12 @@ std::string clean_dir(std::string d) {
   return d;
 }
 
+// A shared mapping through which the job writes its file, or may once it
+// makes it writable (VmFlags "mw": the file was open for writing).
+bool may_write(const image::Mapping& m) {
+  return m.shared && ((m.prot & PROT_WRITE) || image::has_vmflag(m.vmflags, "mw"));
+}
+
 // Only a regular file's size means anything here.
 void stat_into(const struct stat& st, GhostFile& f) {
   fill_from_stat(st, f);
@@ -54,7 +60,7 @@ class TempCollector {
       for (const auto& m : p.mappings) {
         if (m.named_shm) shm_paths_.insert(m.path);  // remade from the page store
         // Written through a mapping: no watch would see it change.
-        else if (m.shared && (m.prot & PROT_WRITE)) written_maps_.insert(m.path);
+        else if (may_write(m)) written_maps_.insert(m.path);
       }
       // An open by snap would break the job's lease on the file (and wait
       // for the stopped job to give it up): such a file is not read.
@@ -120,7 +126,7 @@ class TempCollector {
   // file.
   void mapped(pid_t pid, const image::Mapping& m) {
     if (m.kind != image::MappingKind::File || m.named_shm || m.ghost ||
-        m.path.ends_with(" (deleted)") || (m.shared && (m.prot & PROT_WRITE)))
+        m.path.ends_with(" (deleted)") || may_write(m))
       return;
     if (!seen_.insert(m.path).second) return;
     if (temp_root_of(m.path, roots_).empty() || shm_paths_.count(m.path)) return;
