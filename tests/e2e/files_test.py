@@ -585,16 +585,13 @@ def expect_scratch_in_image(env, ckpt, data):
            f"snap info --json says so: {temp}, {j['needed_files']}, {j['stats']['file_pages']}")
 
 
-@case
-def temp_scratch_file_carried(env):
-    # A job holding a 3 MiB scratch file in its $TMPDIR (tests/programs/
-    # scratch_file.py): more than the checkpoint's JSON keeps of such files,
-    # so its contents go to the page store. Dumped with --kill; the file is
-    # then removed, as on another node or after a site's cleanup. The
-    # restore makes it again, byte for byte, and the job ends as an
-    # uninterrupted run.
-    argv, environ, data, ref = scratch_job(env, "scratch")
-    out, ckpt = env.path("scratch_file.out"), env.path("scratch_file.ckpt")
+def scratch_killed_and_made_again(env, name, *more):
+    """scratch_job(name, *more) dumped with --kill once it has printed 5
+    lines: the image holds its file; the file's directory removed (another
+    node, a site's cleanup), the restore makes it again, byte for byte, and
+    the job ends as an uninterrupted run. Returns the restore's stderr."""
+    argv, environ, data, ref = scratch_job(env, name, *more)
+    out, ckpt = env.path(name + ".out"), env.path(name + ".ckpt")
     p = start(argv, stdout_path=out, env=environ)
     wait_lines(out, 5)
     r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
@@ -610,36 +607,29 @@ def temp_scratch_file_carried(env):
     expect(r.returncode == 0 and lines_of(out) == ref,
            f"with the file gone the job ends as an uninterrupted run (exit {r.returncode}, "
            f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
-    expect("(3.0 MiB from the page store)" in r.stderr,
-           f"the restore says it made the file from the page store: {r.stderr.strip()[-300:]}")
     with open(data, "rb") as f:
         expect(f.read() == original, "the file made again is the file as it was")
-    print(f"ok   temp_scratch_file_carried: continued from line {len(before)}, the file made again")
+    print(f"ok   {name}: continued from line {len(before)}, the file made again")
+    return r.stderr
+
+
+@case
+def temp_scratch_file_carried(env):
+    # A job holding a 3 MiB scratch file in its $TMPDIR (tests/programs/
+    # scratch_file.py): more than the checkpoint's JSON keeps of such files,
+    # so its contents go to the page store, and the restore makes it again
+    # from there.
+    said = scratch_killed_and_made_again(env, "scratch_file")
+    expect("(3.0 MiB from the page store)" in said,
+           f"the restore says it made the file from the page store: {said.strip()[-300:]}")
 
 
 @case
 def temp_scratch_file_mapped(env):
-    # The same job mapping its scratch file copy-on-write and holding no fd
-    # on it (a data file, or a library, a job maps from /tmp): dumped with
-    # --kill, the image keeps the file; its directory removed, the restore
-    # makes it again before mapping it, and the job ends as an
-    # uninterrupted run.
-    argv, environ, data, ref = scratch_job(env, "scratch_mapped", "map")
-    out, ckpt = env.path("scratch_mapped.out"), env.path("scratch_mapped.ckpt")
-    p = start(argv, stdout_path=out, env=environ)
-    wait_lines(out, 5)
-    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    expect("not kept in the image" not in r.stderr,
-           f"the dump keeps the mapped file: {r.stderr.strip()[-400:]}")
-    expect_scratch_in_image(env, ckpt, data)
-    shutil.rmtree(os.path.dirname(data))
-    before = lines_of(out)
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    expect(r.returncode == 0 and lines_of(out) == ref,
-           f"with the file gone the job ends as an uninterrupted run (exit {r.returncode}, "
-           f"{r.stderr.strip()[-300:]}; {len(before)} lines before, {lines_of(out)[-2:]})")
-    print(f"ok   temp_scratch_file_mapped: continued from line {len(before)}, the file made again")
+    # The same job mapping its scratch file privately and holding no fd on
+    # it (a data file, or a library, a job maps from /tmp): the image keeps
+    # the file, and the restore makes it again before mapping it.
+    scratch_killed_and_made_again(env, "scratch_mapped", "map")
 
 
 @case
