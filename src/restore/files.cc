@@ -134,12 +134,11 @@ void FilePlanner::remake_ghosts() {
 void FilePlanner::remake_temp_files() {
   std::vector<const image::GhostFile*> made;
   uint64_t from_pages = 0;
-  for (const auto& t : ckpt_.temp_files) {
+  for (const auto& t : ckpt_.temp_files)
     if (remake_temp_file(t, out_.warnings_, [&](int fd) { from_pages += fill_temp_file(fd, t); })) {
       out_.made_paths_.push_back(t.path);  // removed if the restore fails
       made.push_back(&t);
     }
-  }
   // Directories get their modes and times once everything in them is
   // made (finish_made_directories).
   for (const auto* t : made)

@@ -31,8 +31,7 @@ constexpr size_t kChunk = 1 << 20;  // read and stored at a time
 
 }  // namespace
 
-bool TempFileContents::add(const std::string& path, const std::string& link, uint64_t size,
-                           std::string* why) {
+bool TempFileContents::add(const std::string& path, ScopedFd fd, uint64_t size, std::string* why) {
   if (size >= image::kFilePagesSpan) {
     *why = "too large for the page store";
     return false;
@@ -43,13 +42,6 @@ bool TempFileContents::add(const std::string& path, const std::string& link, uin
       *why = fmt::format("inotify_init1: {}", std::strerror(errno));
       return false;
     }
-  }
-  // Not blocking on a lease someone else holds.
-  ScopedFd fd(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME));
-  if (!fd) fd.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-  if (!fd) {
-    *why = fmt::format("cannot open it: {}", std::strerror(errno));
-    return false;
   }
   // Watched through snap's own fd: the same inode, whatever its path now.
   const std::string own = fmt::format("/proc/self/fd/{}", fd.get());

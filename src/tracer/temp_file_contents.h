@@ -28,10 +28,10 @@ class TempFileContents {
   TempFileContents(TempFileContents&&) noexcept = default;
   TempFileContents& operator=(TempFileContents&&) noexcept = default;
 
-  // While the job is stopped: opens `link` (/proc/PID/fd/N, on the file at
-  // `path`) and starts watching it. False, with why in *why, where it
-  // cannot be read or watched; the file is then not carried.
-  bool add(const std::string& path, const std::string& link, uint64_t size, std::string* why);
+  // While the job is stopped: keeps `fd`, open for reading on the file at
+  // `path`, and starts watching the file. False, with why in *why, where it
+  // cannot be watched; the file is then not carried.
+  bool add(const std::string& path, ScopedFd fd, uint64_t size, std::string* why);
 
   // Reads every added file, in whole pages (the last one padded with zeros,
   // holes skipped), into `sink` as pages of pid image::kFilePagesPid,

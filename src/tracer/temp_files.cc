@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <set>
@@ -35,6 +36,15 @@ std::string clean_dir(std::string d) {
   if (d.empty() || d[0] != '/') return {};
   while (d.size() > 1 && d.back() == '/') d.pop_back();
   return d;
+}
+
+// `path` opened for reading, without waiting on a lease someone else holds
+// and, where snap may, without touching its access time.
+ScopedFd open_for_reading(const std::string& path, int flags = 0) {
+  flags |= O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+  ScopedFd fd(::open(path.c_str(), flags | O_NOATIME));
+  if (!fd && errno != EWOULDBLOCK) fd.reset(::open(path.c_str(), flags));
+  return fd;
 }
 
 // A shared mapping through which the job writes its file, or may once it
@@ -110,7 +120,7 @@ class TempCollector {
     } else if (S_ISFIFO(st.st_mode)) {
       t.kind = GhostFile::Kind::Fifo;
     } else if (S_ISREG(st.st_mode)) {
-      regular(std::move(t), link, who);
+      regular(std::move(t), who, [&] { return open_for_reading(link); });
       return;
     } else {
       return;
@@ -131,8 +141,7 @@ class TempCollector {
     if (!seen_.insert(m.path).second) return;
     if (temp_root_of(m.path, roots_).empty() || shm_paths_.count(m.path)) return;
     const std::string who = fmt::format("pid {} mapping {:#x} ({})", pid, m.start, m.path);
-    ScopedFd in(::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOATIME));
-    if (!in) in.reset(::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW));
+    ScopedFd in = open_for_reading(m.path, O_NOFOLLOW);
     struct stat st {};
     if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<uint64_t>(st.st_dev) != m.dev || static_cast<uint64_t>(st.st_ino) != m.inode) {
@@ -143,13 +152,14 @@ class TempCollector {
     GhostFile t;
     t.path = m.path;
     stat_into(st, t);
-    regular(std::move(t), fmt::format("/proc/self/fd/{}", in.get()), who);
+    regular(std::move(t), who, [&] { return std::move(in); });
   }
 
-  // A regular file `t` (stat filled in), which `link` opens: its contents
-  // kept in the checkpoint (up to kMaxTempFileBytes), or left to the page
-  // store (contents_), or, where neither can be, not kept (said).
-  void regular(GhostFile t, const std::string& link, const std::string& who) {
+  // A regular file `t` (stat filled in), which `open` opens for reading
+  // (called only once a lease does not forbid it): its contents kept in the
+  // checkpoint (up to kMaxTempFileBytes), or left to the page store
+  // (contents_), or, where neither can be, not kept (said).
+  void regular(GhostFile t, const std::string& who, const std::function<ScopedFd()>& open) {
     t.kind = GhostFile::Kind::File;
     if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
       // Node-local scratch or data staged there: a restore on another
@@ -165,7 +175,9 @@ class TempCollector {
       else if (pages_total_ + t.size > pages_max_)
         why = fmt::format("more than the {:.1f} GiB of such files a dump keeps: --temp-files-max",
                           static_cast<double>(pages_max_) / (1 << 30));
-      else if (contents_.add(t.path, link, t.size, &why))
+      else if (ScopedFd in = open(); !in)
+        why = fmt::format("cannot open it: {}", std::strerror(errno));
+      else if (contents_.add(t.path, std::move(in), t.size, &why))
         t.data_in_pages = true;
       if (!t.data_in_pages) {
         warn("{}: {:.1f} MiB in a temporary directory, not kept in the image ({}): a restore "
@@ -186,9 +198,7 @@ class TempCollector {
            who);
       return;
     }
-    // Not blocking on a lease someone else holds.
-    ScopedFd in(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME));
-    if (!in && errno != EWOULDBLOCK) in.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    ScopedFd in = open();
     if (!in) {
       vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
       return;

@@ -95,7 +95,8 @@ TEST(TempFiles, ContentsKeptOnlyWhenUnchangedSinceAdded) {
     if (names[i] == "link") EXPECT_EQ(::link((d / "written").c_str(), path.c_str()), 0);
     else make(names[i]);
     std::string why;
-    ASSERT_TRUE(contents.add(path, path, size, &why)) << why;
+    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(contents.add(path, std::move(fd), size, &why)) << why;
     image::GhostFile t;
     t.id = i + 1;
     t.path = path;
