@@ -87,7 +87,7 @@ int run_dump(const cxxopts::ParseResult& args) {
   progress.done();
   const uint64_t file_bytes = r.stats.file_pages * 4096;
   const std::string files =
-      file_bytes ? fmt::format(" and {:.1f} MiB of files in temporary directories",
+      file_bytes ? fmt::format(" and {:.1f} MiB of files",
                                static_cast<double>(file_bytes) / (1 << 20))
                  : "";
   std::fprintf(stderr,

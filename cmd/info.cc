@@ -187,6 +187,16 @@ std::string short_size(uint64_t bytes) {
   return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1ull << 30));
 }
 
+// One file of the temporary directories or one deleted file or memfd.
+void print_file(const ojson& t, const char* more) {
+  const bool regular = t["kind"] == "file" || t["kind"] == "memfd";
+  std::printf("  %-9s  %s  %12s  %s%s%s\n", t["kind"].get<std::string>().c_str(),
+              t["mode"].get<std::string>().c_str(),
+              regular ? (std::to_string(t["size"].get<uint64_t>()) + " B").c_str() : "",
+              t["path"].get<std::string>().c_str(),
+              t["data_in_pages"].get<bool>() ? "  (its contents in the page store)" : "", more);
+}
+
 void print_series(const ojson& series) {
   std::printf("checkpoint series: %zu checkpoint(s)\n", series.size());
   std::printf("  %6s %-20s %10s %10s %10s %8s  %-12s %s\n", "number", "created", "memory",
@@ -233,12 +243,15 @@ void print_text(const ojson& j) {
   if (!j["temp_files"].empty()) {
     std::printf("\nin temporary directories (made again at restore where missing): %zu\n",
                 j["temp_files"].size());
-    for (const auto& t : j["temp_files"])
-      std::printf("  %-9s  %s  %12s  %s%s\n", t["kind"].get<std::string>().c_str(),
-                  t["mode"].get<std::string>().c_str(),
-                  t["kind"] == "file" ? (std::to_string(t["size"].get<uint64_t>()) + " B").c_str() : "",
-                  t["path"].get<std::string>().c_str(),
-                  t["data_in_pages"].get<bool>() ? "  (its contents in the page store)" : "");
+    for (const auto& t : j["temp_files"]) print_file(t, "");
+  }
+  if (!j["ghost_files"].empty()) {
+    std::printf("\ndeleted files and memfds (made again at restore): %zu\n",
+                j["ghost_files"].size());
+    for (const auto& g : j["ghost_files"])
+      print_file(g, g["links"].get<uint64_t>() > 0 && g["kind"] != "memfd"
+                        ? "  (another name still led to it: reopened by its handle)"
+                        : "");
   }
 
   const auto& needed = j["needed_files"];
@@ -265,7 +278,8 @@ void print_text(const ojson& j) {
               static_cast<unsigned long long>(u("unique_pages")),
               static_cast<unsigned long long>(u("duplicate_pages")));
   if (u("file_pages"))
-    std::printf("                  of them %s of files in temporary directories\n",
+    std::printf("                  of them %s of files (in temporary directories, deleted, "
+                "memfds)\n",
                 size_text(u("file_pages") * 4096).c_str());
   std::printf("  pages stored    %s in %llu blocks (%llu stored uncompressed)\n",
               size_text(u("stored_bytes")).c_str(), static_cast<unsigned long long>(u("blocks")),

@@ -5,6 +5,7 @@
 // kFormatVersion when a change would confuse an older reader.
 #pragma once
 
+#include <sys/mman.h>
 #include <sys/types.h>
 
 #include <array>
@@ -17,7 +18,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 8;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 9;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -27,6 +28,8 @@ constexpr uint32_t kFormatVersion = 8;  // 2: process trees; 3: checkpoint serie
                                         //    of up to 4 MiB, pagemap.bin.lz4
                                         // 8: files of temporary directories whose
                                         //    contents are in the page store
+                                        // 9: deleted files and memfds whose contents
+                                        //    are in the page store
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -117,6 +120,12 @@ inline bool has_vmflag(std::string_view vmflags, std::string_view flag) {
       return true;
   }
   return false;
+}
+
+// A shared mapping through which the job writes its file, or may once it
+// makes it writable (VmFlags "mw": the file was open for writing).
+inline bool may_write_file(const Mapping& m) {
+  return m.shared && ((m.prot & PROT_WRITE) || has_vmflag(m.vmflags, "mw"));
 }
 
 inline bool is_shm_object(const Mapping& m) {
@@ -392,20 +401,27 @@ struct GhostFile {
   std::vector<uint8_t> handle;
   uint32_t seals = 0;        // memfd: F_GET_SEALS
   std::vector<GhostExtent> data;  // File and Memfd with nlink 0: the contents
-  // Checkpoint::temp_files, a File: its contents are in the page store
-  // (pagemap tables of kFilePagesPid, below), not in data.
+  // Its contents are in the page store (pagemap tables of kFilePagesPid,
+  // below), not in data: a File of Checkpoint::temp_files (from version
+  // 8), a File or Memfd of Checkpoint::ghost_files with nlink 0 (from 9).
   bool data_in_pages = false;
 };
 
-// The pagemap keys pages by (pid, mapping start). The contents of a file of
-// Checkpoint::temp_files that the page store holds (data_in_pages) are
-// keyed as pid kFilePagesPid and mapping start file_pages_start(id): the
-// file's byte `off` is at address file_pages_start(id) + off. No process
-// has pid 0, and a file stored this way is smaller than kFilePagesSpan.
+// The pagemap keys pages by (pid, mapping start). The contents of a file
+// that the page store holds (GhostFile::data_in_pages) are keyed as pid
+// kFilePagesPid and mapping start file_pages_start(id) for an entry of
+// Checkpoint::temp_files, ghost_pages_start(id) for one of ghost_files:
+// the file's byte `off` is at that start + off. No process has pid 0, and
+// a file stored this way is smaller than kFilePagesSpan.
 constexpr pid_t kFilePagesPid = 0;
 constexpr uint64_t kFilePagesSpan = uint64_t{1} << 44;  // 16 TiB
-constexpr uint64_t kMaxFilePagesId = (UINT64_MAX >> 44) - 1;
+// Spans 1 .. kGhostPagesBase - 1 are those of temp_files, the ones above
+// those of ghost_files (span kGhostPagesBase + id).
+constexpr uint64_t kGhostPagesBase = uint64_t{1} << 19;
+constexpr uint64_t kMaxFilePagesId = kGhostPagesBase - 1;
+constexpr uint64_t kMaxGhostPagesId = (UINT64_MAX >> 44) - kGhostPagesBase;
 constexpr uint64_t file_pages_start(uint64_t id) { return id * kFilePagesSpan; }
+constexpr uint64_t ghost_pages_start(uint64_t id) { return (kGhostPagesBase + id) * kFilePagesSpan; }
 
 struct MmLayout {
   uint64_t start_code = 0, end_code = 0, start_data = 0, end_data = 0;

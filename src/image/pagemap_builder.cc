@@ -45,12 +45,17 @@ std::map<std::pair<pid_t, uint64_t>, PagedRange> paged_ranges(const Checkpoint& 
   std::map<std::pair<pid_t, uint64_t>, PagedRange> out;
   for (const auto& p : c.processes)
     for (const auto& m : p.mappings) out.emplace(std::pair{p.pid, m.start}, PagedRange{m.start, m.end, &m});
+  auto file = [&](uint64_t start, uint64_t size) {
+    out.emplace(std::pair{kFilePagesPid, start},
+                PagedRange{start, start + (size + kPageSize - 1) / kPageSize * kPageSize});
+  };
   for (const auto& t : c.temp_files)
-    if (t.data_in_pages && t.id <= kMaxFilePagesId && t.size < kFilePagesSpan) {
-      const uint64_t start = file_pages_start(t.id);
-      out.emplace(std::pair{kFilePagesPid, start},
-                  PagedRange{start, start + (t.size + kPageSize - 1) / kPageSize * kPageSize});
-    }
+    if (t.data_in_pages && t.id <= kMaxFilePagesId && t.size < kFilePagesSpan)
+      file(file_pages_start(t.id), t.size);
+  for (const auto& g : c.ghost_files)
+    if (g.data_in_pages && g.id <= kMaxGhostPagesId && g.size < kFilePagesSpan && g.nlink == 0 &&
+        (g.kind == GhostFile::Kind::File || g.kind == GhostFile::Kind::Memfd))
+      file(ghost_pages_start(g.id), g.size);
   return out;
 }
 

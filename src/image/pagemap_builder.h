@@ -16,7 +16,8 @@ namespace snap::image {
 
 // Where the pagemap of checkpoint `c` may hold pages, by its tables' key
 // (pid, mapping start): each mapping of each process, and each file of
-// c.temp_files whose contents are in the page store (kFilePagesPid). The
+// c.temp_files and c.ghost_files whose contents are in the page store
+// (kFilePagesPid). The
 // value is the end of the range; `mapping` the process's mapping (null for
 // a file).
 struct PagedRange {

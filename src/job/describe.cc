@@ -234,16 +234,18 @@ ojson ratio(uint64_t num, uint64_t den) {
   return static_cast<double>(num) / static_cast<double>(den);
 }
 
-// The job's files in temporary directories (Checkpoint::temp_files).
-ojson describe_temp_files(const image::Checkpoint& c) {
+// The job's files in temporary directories (Checkpoint::temp_files), or
+// its deleted files and memfds (Checkpoint::ghost_files).
+ojson describe_files(const std::vector<image::GhostFile>& list) {
   ojson out = ojson::array();
-  for (const auto& t : c.temp_files) {
+  for (const auto& t : list) {
     uint64_t saved = 0;
     for (const auto& e : t.data) saved += e.data.size();
     out.push_back({{"kind", image::kGhostKindNames[static_cast<size_t>(t.kind)]},
                    {"path", t.path},
                    {"mode", fmt::format("{:04o}", t.mode & 07777)},
                    {"size", t.size},
+                   {"links", t.nlink},
                    {"saved_bytes", saved},
                    {"data_in_pages", t.data_in_pages}});
   }
@@ -278,10 +280,12 @@ ojson describe_needed_files(const image::Checkpoint& c) {
       if (f.type == image::FdType::Regular && !f.ghost)
         need(f.path, f.size, fmt::format("pid {} fd {}", p.pid, f.fd));
     for (const auto& m : p.mappings) {
-      if (m.kind != image::MappingKind::File || image::is_shm_object(m)) continue;
-      // A data file the job writes through a shared mapping; read-only
-      // shared maps (locale caches and the like) are counted with the code.
-      if (m.shared && (m.prot & PROT_WRITE)) need(m.path, 0, fmt::format("pid {} maps it shared", p.pid));
+      if (m.kind != image::MappingKind::File || image::is_shm_object(m) || carried.count(m.path))
+        continue;
+      // A data file the job writes (or may write) through a shared mapping;
+      // read-only shared maps (locale caches and the like) are counted with
+      // the code.
+      if (image::may_write_file(m)) need(m.path, 0, fmt::format("pid {} maps it shared", p.pid));
       else code.insert(m.path);
     }
   }
@@ -355,7 +359,8 @@ ojson describe_image(image::ImageReader& img) {
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));
   describe_tree_and_sharing(c, j);
-  j["temp_files"] = describe_temp_files(c);
+  j["temp_files"] = describe_files(c.temp_files);
+  j["ghost_files"] = describe_files(c.ghost_files);
   j["needed_files"] = describe_needed_files(c);
   j["stats"] = describe_stats(img);
   return j;

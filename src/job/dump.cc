@@ -400,7 +400,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // if the dump fails, kept when the job is killed.
   netlock::NetworkLock network_lock;
   if (opts.kill) network_lock = lock_outside_connections(ckpt, pid);
-  collect_ghost_files(ckpt);  // deleted files and memfds: saved in the image
+  // Deleted files and memfds: saved in the image (the larger ones' contents
+  // once the pages can be stored, below).
+  const std::vector<PagedGhost> ghost_pages = collect_ghost_files(ckpt);
   const auto temp_dirs = temp_roots(ckpt);
   mark_named_shared_memory(ckpt, temp_dirs);  // files in /dev/shm or /tmp the job maps: saved too
   // What it holds in /tmp and its directories, made again where missing;
@@ -428,6 +430,19 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       if (lock) opts.progress(sink.stats());
     }
   };
+
+  // The larger deleted files and memfds, read while the job is stopped:
+  // they have no path a restore could find them by, and nothing would tell
+  // that the job wrote to them once it ran again.
+  if (!ghost_pages.empty()) {
+    const uint64_t bytes = store_ghost_pages(
+        ghost_pages, [&](pid_t, uint64_t start, uint64_t addr, const uint8_t* data, size_t npages) {
+          store(image::kFilePagesPid, start, addr, data, npages);
+        });
+    vlog("{:.1f} MiB of deleted files and memfds stored in the page store while the job was "
+         "stopped", static_cast<double>(bytes) / (1 << 20));
+    steps.step("deleted files and memfds");
+  }
 
   // Shared memory objects mapped more than once in the tree are read once.
   SharedMemoryPages shared;

@@ -67,7 +67,7 @@ class FilePlanner {
   void index();
   void remake_ghosts();
   void remake_temp_files();
-  uint64_t fill_temp_file(int fd, const image::GhostFile& t);
+  uint64_t fill_from_pages(int fd, uint64_t start, const std::string& who);
   int ghost_fd(uint64_t id, const std::string& who);
   int ghost_description(const Process& p, const FileDesc& f);
   int keep(int fd, const std::string& what);

@@ -124,8 +124,10 @@ void FilePlanner::remake_ghosts() {
   for (const auto& g : ckpt_.ghost_files) {
     std::string who = fmt::format("{} {}", g.kind == image::GhostFile::Kind::Memfd ? "memfd" : "deleted file",
                                   g.path);
-    ghosts_[g.id] =
-        keep(recreate_ghost(g, who, out_.warnings_, out_.holders_).release(), "remaking " + who);
+    ghosts_[g.id] = keep(recreate_ghost(g, who, out_.warnings_, out_.holders_, [&](int fd) {
+                           fill_from_pages(fd, image::ghost_pages_start(g.id), who);
+                         }).release(),
+                         "remaking " + who);
   }
 }
 
@@ -135,7 +137,10 @@ void FilePlanner::remake_temp_files() {
   std::vector<const image::GhostFile*> made;
   uint64_t from_pages = 0;
   for (const auto& t : ckpt_.temp_files)
-    if (remake_temp_file(t, out_.warnings_, [&](int fd) { from_pages += fill_temp_file(fd, t); })) {
+    if (remake_temp_file(t, out_.warnings_, [&](int fd) {
+          from_pages += fill_from_pages(fd, image::file_pages_start(t.id),
+                                        fmt::format("the file {} (in a temporary directory)", t.path));
+        })) {
       out_.made_paths_.push_back(t.path);  // removed if the restore fails
       made.push_back(&t);
     }
@@ -149,11 +154,11 @@ void FilePlanner::remake_temp_files() {
          made.size(), ckpt_.temp_files.size(), static_cast<double>(from_pages) / (1 << 20));
 }
 
-// The contents of file t of the temporary directories, from the page store
-// (image::GhostFile::data_in_pages), written into fd, its holes and zero
-// pages left holes. Returns the bytes written.
-uint64_t FilePlanner::fill_temp_file(int fd, const image::GhostFile& t) {
-  const uint64_t start = image::file_pages_start(t.id);
+// The contents of a file whose contents are in the page store
+// (image::GhostFile::data_in_pages) from mapping `start` of its pagemap
+// tables, written into fd, its holes and zero pages left holes. Returns the
+// bytes written.
+uint64_t FilePlanner::fill_from_pages(int fd, uint64_t start, const std::string& who) {
   uint64_t written = 0;
   img_.for_each_run(image::kFilePagesPid, start, [&](const image::PageRun& r) {
     if (r.zero()) return;
@@ -162,8 +167,8 @@ uint64_t FilePlanner::fill_temp_file(int fd, const image::GhostFile& t) {
       ssize_t n = ::pwrite(fd, r.data + done, bytes - done, static_cast<off_t>(off + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0)
-        throw SysError(fmt::format("cannot restore the file {} (in a temporary directory): "
-                                   "writing its saved contents at offset {}", t.path, off + done),
+        throw SysError(fmt::format("cannot restore {}: writing its saved contents at offset {}",
+                                   who, off + done),
                        n < 0 ? errno : EIO);
       done += static_cast<uint64_t>(n);
     }
@@ -183,11 +188,15 @@ int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
 // An fd on a deleted file or memfd: a new open file description of the
 // remade file (through /proc/self/fd), with the fd's flags and offset. But
 // O_NOFOLLOW (kept in an fd's flags: Open MPI opens its shared memory file
-// so): on /proc/self/fd's link it would refuse to follow it (ELOOP).
+// so): on /proc/self/fd's link it would refuse to follow it (ELOOP); and
+// O_TMPFILE (kept too: Python's tempfile.TemporaryFile opens so), which
+// would make another file (or, with its O_DIRECTORY, fail: ENOTDIR).
 int FilePlanner::ghost_description(const Process& p, const FileDesc& f) {
   std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
   if (f.type == FdType::Fifo) return fifo(p, f, path);
-  return reopen(p, f, path, f.flags & ~O_NOFOLLOW);
+  int flags = f.flags & ~O_NOFOLLOW;
+  if ((flags & O_TMPFILE) == O_TMPFILE) flags &= ~O_TMPFILE;
+  return reopen(p, f, path, flags);
 }
 
 int FilePlanner::keep(int fd, const std::string& what) {

@@ -161,9 +161,13 @@ ScopedFd open_by_handle(const GhostFile& g, const std::string& who) {
   return fd;
 }
 
-ScopedFd make_memfd(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
+using Fill = std::function<void(int fd)>;
+
+ScopedFd make_memfd(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,
+                    const Fill& fill_from_pages) {
   ScopedFd fd(::memfd_create(g.path.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throw SysError(fmt::format("cannot restore {}: memfd_create(\"{}\")", who, g.path), errno);
+  if (g.data_in_pages) fill_from_pages(fd.get());
   write_contents(fd.get(), g, who);
   set_attributes(fd.get(), g, who, warnings);
   if (g.seals && ::fcntl(fd.get(), F_ADD_SEALS, g.seals) != 0)
@@ -196,7 +200,8 @@ ScopedFd create_node(const GhostFile& g, const std::string& name, const std::str
   return fd;
 }
 
-ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings) {
+ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,
+                       const Fill& fill_from_pages) {
   MissingParents parents(g.path, who);
   std::string name = free_name(g.path);
   ScopedFd fd = create_node(g, name, who);
@@ -204,7 +209,10 @@ ScopedFd make_unlinked(const GhostFile& g, const std::string& who, std::vector<s
   if ((dir ? ::rmdir(name.c_str()) : ::unlink(name.c_str())) != 0)
     throw SysError(fmt::format("cannot restore {}: {} {}", who, dir ? "rmdir" : "unlink", name),
                    errno);
-  if (g.kind == GhostFile::Kind::File) write_contents(fd.get(), g, who);
+  if (g.kind == GhostFile::Kind::File) {
+    if (g.data_in_pages) fill_from_pages(fd.get());
+    write_contents(fd.get(), g, who);
+  }
   set_attributes(fd.get(), g, who, warnings);
   return fd;
 }
@@ -310,11 +318,11 @@ void finish_temp_directory(const GhostFile& t, std::vector<std::string>& warning
 }
 
 ScopedFd recreate_ghost(const GhostFile& g, const std::string& who, std::vector<std::string>& warnings,
-                        std::vector<pid_t>& holders) {
-  if (g.kind == GhostFile::Kind::Memfd) return make_memfd(g, who, warnings);
+                        std::vector<pid_t>& holders, const Fill& fill_from_pages) {
+  if (g.kind == GhostFile::Kind::Memfd) return make_memfd(g, who, warnings, fill_from_pages);
   if (g.kind == GhostFile::Kind::ProcDir) return make_proc_dir(g, who, holders);
   if (g.nlink > 0) return open_by_handle(g, who);
-  return make_unlinked(g, who, warnings);
+  return make_unlinked(g, who, warnings, fill_from_pages);
 }
 
 }  // namespace snap::restore

@@ -25,6 +25,8 @@ namespace snap::restore {
 //    set_tid; root, the pid free) holds the directory until the caller ends it.
 //  * One another link still led to at the dump: the same inode, opened by
 //    its handle (open_by_handle_at).
+// A file or memfd whose contents are in the page store (data_in_pages)
+// gets them from fill_from_pages(fd), before its size, seals and times.
 // Throws Error naming `who` and the file when it cannot be made. What is
 // not exact (an owner snap may not set) is added to `warnings`.
 // A /proc/PID directory (kind ProcDir) can only be entered while process
@@ -32,7 +34,8 @@ namespace snap::restore {
 // SIGKILL; the caller kills and reaps it once the restored processes are in
 // that directory, which then shows as deleted again.
 ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
-                        std::vector<std::string>& warnings, std::vector<pid_t>& holders);
+                        std::vector<std::string>& warnings, std::vector<pid_t>& holders,
+                        const std::function<void(int fd)>& fill_from_pages);
 
 // A file of the job's temporary directories (image::Checkpoint::temp_files)
 // made again at its path, with its contents (a regular file), owner (where

@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/scoped_fd.h"
+#include "tracer/file_pages.h"
 
 namespace snap {
 
@@ -42,7 +43,7 @@ class GhostCollector {
  public:
   explicit GhostCollector(image::Checkpoint& ckpt) : ckpt_(ckpt) {}
 
-  void run() {
+  std::vector<PagedGhost> run() {
     for (auto& p : ckpt_.processes) {
       if (p.zombie) continue;
       std::string proc = fmt::format("/proc/{}/", p.pid);
@@ -96,6 +97,7 @@ class GhostCollector {
     for (auto& p : ckpt_.processes)
       for (auto& f : p.fds)
         for (auto& w : f.inotify_watches) resolve_watch(p.pid, f.fd, w);
+    return std::move(paged_);
   }
 
  private:
@@ -188,25 +190,43 @@ class GhostCollector {
       int seals = ::fcntl(fd.get(), F_GET_SEALS);
       if (seals > 0) g.seals = static_cast<uint32_t>(seals);
     }
-    g.data = read_data_extents(fd.get(), g.size, who, [&](uint64_t bytes) {
-      total_ += bytes;
-      if (total_ > kMaxGhostBytes)
-        throw Error(fmt::format("{}: the deleted files and memfds of the job hold more than {} MiB "
-                                "of data, more than snap keeps in an image",
-                                who, kMaxGhostBytes >> 20),
-                    "let the job keep that much data in a file that still has a name (a restore "
-                    "reopens it there)");
-    });
+    // Larger ones to the page store, read once every ghost is known.
+    if (g.size > kMaxInlineGhostBytes || inline_ + g.size > kMaxInlineGhostsBytes) {
+      if (g.id > image::kMaxGhostPagesId || g.size >= image::kFilePagesSpan)
+        throw Error(fmt::format("{}: {}", who, g.size >= image::kFilePagesSpan
+                                                   ? "the file is too large for an image"
+                                                   : "too many deleted files and memfds"),
+                    "snap cannot save it");
+      g.data_in_pages = true;
+      paged_.push_back({g.id, g.size, std::move(fd), who});
+      return;
+    }
+    inline_ += g.size;
+    g.data = read_data_extents(fd.get(), g.size, who);
   }
 
   image::Checkpoint& ckpt_;
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> ids_;  // (dev, inode) -> ghost id
-  uint64_t total_ = 0;
+  uint64_t inline_ = 0;  // bytes of the files kept in the entries
+  std::vector<PagedGhost> paged_;
 };
 
 }  // namespace
 
-void collect_ghost_files(image::Checkpoint& ckpt) { GhostCollector(ckpt).run(); }
+std::vector<PagedGhost> collect_ghost_files(image::Checkpoint& ckpt) {
+  return GhostCollector(ckpt).run();
+}
+
+uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink& sink) {
+  uint64_t bytes = 0;
+  for (const auto& g : ghosts) {
+    std::string why;
+    if (!read_file_pages(g.fd.get(), g.size, image::ghost_pages_start(g.id), sink, &why))
+      throw Error(fmt::format("cannot save {}: {}", g.who, why));
+    bytes += g.size;
+  }
+  return bytes;
+}
 
 void fill_from_stat(const struct stat& st, image::GhostFile& f) {
   f.mode = st.st_mode;
@@ -220,8 +240,7 @@ void fill_from_stat(const struct stat& st, image::GhostFile& f) {
   f.inode = st.st_ino;
 }
 
-std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who,
-                                                  const std::function<void(uint64_t)>& before_each) {
+std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who) {
   std::vector<image::GhostExtent> out;
   uint64_t off = 0;
   while (off < size) {
@@ -234,7 +253,6 @@ std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const s
     }
     const uint64_t start = static_cast<uint64_t>(data);
     const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
-    if (before_each) before_each(end - start);
     image::GhostExtent e;
     e.offset = start;
     e.data.resize(end - start);

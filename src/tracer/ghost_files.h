@@ -6,31 +6,51 @@
 #include <sys/stat.h>
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "base/scoped_fd.h"
 #include "image/checkpoint.h"
+#include "tracer/memory.h"
 
 namespace snap {
 
-// The most data of unlinked files and memfds one image keeps (it is stored
-// in the manifest).
-constexpr uint64_t kMaxGhostBytes = uint64_t{64} << 20;
+// The most data of one unlinked file or memfd the checkpoint's JSON keeps,
+// and of all of them: a larger one goes to the page store
+// (image::GhostFile::data_in_pages).
+constexpr uint64_t kMaxInlineGhostBytes = uint64_t{1} << 20;
+constexpr uint64_t kMaxInlineGhostsBytes = uint64_t{16} << 20;
+
+// A deleted file or memfd whose contents go to the page store: its entry's
+// id, an fd snap opened on it, its size, and how errors name it.
+struct PagedGhost {
+  uint64_t id = 0;
+  uint64_t size = 0;
+  ScopedFd fd;
+  std::string who;
+};
 
 // Finds every fd, mapping and cwd of ckpt's (stopped, host-pid) processes
 // that refers to a deleted file or a memfd, saves each such file once into
-// ckpt.ghost_files (contents without holes, size, mode, owner, times,
-// seals; a handle instead of contents when another link still leads to it)
-// and sets FileDesc::ghost, Mapping::ghost and Process::cwd_ghost. A
+// ckpt.ghost_files (size, mode, owner, times, seals, and its contents
+// without holes: in the entry up to kMaxInlineGhostBytes, else left to the
+// page store; a handle instead of contents when another link still leads
+// to it) and sets FileDesc::ghost, Mapping::ghost and Process::cwd_ghost. A
 // private mapping of a memfd becomes a file mapping (only its copied pages
 // are saved). An inotify watch on a file no path led to gets the ghost of
-// its inode (InotifyWatch::ghost). Throws Error naming the pid, the fd or
-// mapping and the file (or watch)
-// when one cannot come back faithfully (a hugetlbfs memfd, a file without
-// a handle, more data than kMaxGhostBytes, a watched file deleted that no
-// fd or mapping holds).
-void collect_ghost_files(image::Checkpoint& ckpt);
+// its inode (InotifyWatch::ghost). Returns the files whose contents
+// store_ghost_pages must read, while the job is still stopped. Throws Error
+// naming the pid, the fd or mapping and the file (or watch) when one cannot
+// come back faithfully (a hugetlbfs memfd, a file without a handle, a
+// watched file deleted that no fd or mapping holds).
+std::vector<PagedGhost> collect_ghost_files(image::Checkpoint& ckpt);
+
+// Reads the contents of `ghosts` into `sink` as pages of pid
+// image::kFilePagesPid, mapping image::ghost_pages_start(id). The job must
+// still be stopped: nothing else would tell that it wrote to them
+// meanwhile. Throws SysError naming the file where a read fails. Returns
+// the bytes read.
+uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink& sink);
 
 // A file's stat (mode, owner, size, times, links, device and inode) into
 // the GhostFile that describes it.
@@ -38,10 +58,8 @@ void fill_from_stat(const struct stat& st, image::GhostFile& f);
 
 // The data extents of the first `size` bytes of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file
-// system cannot tell), read with pread. `before_each` (may be empty) is
-// told each extent's length before it is read, and may throw to refuse it.
-// Throws SysError naming `who` when a read fails.
-std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who,
-                                                  const std::function<void(uint64_t)>& before_each);
+// system cannot tell), read with pread. Throws SysError naming `who` when a
+// read fails.
+std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who);
 
 }  // namespace snap

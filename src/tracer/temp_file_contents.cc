@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "tracer/file_pages.h"
 
 namespace snap {
 
@@ -26,8 +27,6 @@ using image::kPageSize;
 // (its inode gone; snap's own fd should keep it, but later writes would
 // not show). Its removal alone changes nothing snap reads through that fd.
 constexpr uint32_t kChangeMask = IN_MODIFY | IN_DELETE_SELF;
-
-constexpr size_t kChunk = 1 << 20;  // read and stored at a time
 
 }  // namespace
 
@@ -51,44 +50,6 @@ bool TempFileContents::add(const std::string& path, ScopedFd fd, uint64_t size, 
     return false;
   }
   files_.push_back({path, size, std::move(fd), watch});
-  return true;
-}
-
-bool TempFileContents::read_into(const File& f, uint64_t start, const PageSink& sink,
-                                 std::string* why) {
-  std::vector<uint8_t> buf(kChunk);
-  uint64_t next = 0;  // the first byte (a page's) not stored yet
-  while (next < f.size) {
-    off_t data = ::lseek(f.fd.get(), static_cast<off_t>(next), SEEK_DATA);
-    if (data < 0 && errno == ENXIO) break;  // a hole to the end
-    off_t hole = data < 0 ? -1 : ::lseek(f.fd.get(), data, SEEK_HOLE);
-    if (data < 0 || hole < 0) {  // no SEEK_DATA here: all of it is data
-      data = static_cast<off_t>(next);
-      hole = static_cast<off_t>(f.size);
-    }
-    // Whole pages: a range's first page may hold the end of the one before.
-    uint64_t off = std::max(next, static_cast<uint64_t>(data) / kPageSize * kPageSize);
-    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), f.size);
-    while (off < end) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
-      size_t got = 0;
-      while (got < want) {
-        ssize_t n = ::pread(f.fd.get(), buf.data() + got, want - got, static_cast<off_t>(off + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          *why = fmt::format("reading it at offset {}: {}", off + got, std::strerror(errno));
-          return false;
-        }
-        if (n == 0) break;  // shorter now: the watch tells
-        got += static_cast<size_t>(n);
-      }
-      const size_t npages = (want + kPageSize - 1) / kPageSize;
-      std::memset(buf.data() + got, 0, npages * kPageSize - got);
-      sink(image::kFilePagesPid, start, start + off, buf.data(), npages);
-      off += npages * kPageSize;
-    }
-    next = std::max(next, off);
-  }
   return true;
 }
 
@@ -124,7 +85,8 @@ uint64_t TempFileContents::store(image::Checkpoint& ckpt, const PageSink& sink,
       failed[i] = "too many files in temporary directories";
       continue;
     }
-    if (!read_into(files_[i], image::file_pages_start(t->id), sink, &failed[i]) && failed[i].empty())
+    if (!read_file_pages(files_[i].fd.get(), files_[i].size, image::file_pages_start(t->id), sink,
+                         &failed[i]) && failed[i].empty())
       failed[i] = "reading it failed";
   }
   const std::vector<bool> changes = changed();

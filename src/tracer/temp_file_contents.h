@@ -54,8 +54,6 @@ class TempFileContents {
     ScopedFd fd;
     int watch = -1;
   };
-  // Reads f into sink; false (with why) where a read fails.
-  bool read_into(const File& f, uint64_t start, const PageSink& sink, std::string* why);
   // The watches that saw a change (all of them after a queue overflow).
   std::vector<bool> changed() const;
 

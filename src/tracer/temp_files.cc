@@ -47,12 +47,6 @@ ScopedFd open_for_reading(const std::string& path, int flags = 0) {
   return fd;
 }
 
-// A shared mapping through which the job writes its file, or may once it
-// makes it writable (VmFlags "mw": the file was open for writing).
-bool may_write(const image::Mapping& m) {
-  return m.shared && ((m.prot & PROT_WRITE) || image::has_vmflag(m.vmflags, "mw"));
-}
-
 // Only a regular file's size means anything here.
 void stat_into(const struct stat& st, GhostFile& f) {
   fill_from_stat(st, f);
@@ -70,7 +64,7 @@ class TempCollector {
       for (const auto& m : p.mappings) {
         if (m.named_shm) shm_paths_.insert(m.path);  // remade from the page store
         // Written through a mapping: no watch would see it change.
-        else if (may_write(m)) written_maps_.insert(m.path);
+        else if (image::may_write_file(m)) written_maps_.insert(m.path);
       }
       // An open by snap would break the job's lease on the file (and wait
       // for the stopped job to give it up): such a file is not read.
@@ -136,7 +130,7 @@ class TempCollector {
   // file.
   void mapped(pid_t pid, const image::Mapping& m) {
     if (m.kind != image::MappingKind::File || m.named_shm || m.ghost ||
-        m.path.ends_with(" (deleted)") || may_write(m))
+        m.path.ends_with(" (deleted)") || image::may_write_file(m))
       return;
     if (!seen_.insert(m.path).second) return;
     if (temp_root_of(m.path, roots_).empty() || shm_paths_.count(m.path)) return;
@@ -203,7 +197,7 @@ class TempCollector {
       vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
       return;
     }
-    t.data = read_data_extents(in.get(), t.size, who, {});
+    t.data = read_data_extents(in.get(), t.size, who);
     total_ += t.size;
     files_.emplace(t.path, std::move(t));
   }

@@ -575,7 +575,7 @@ def expect_scratch_in_image(env, ckpt, data):
     info = env.snap_run("info", ckpt).stdout
     expect(re.search(r"file +0644 +3145728 B +" + re.escape(data) + r"  \(its contents in the page store\)",
                      info) and
-           re.search(r"of them 3\.0 MiB .*of files in temporary directories", info) and
+           re.search(r"of them 3\.0 MiB .*of files \(in temporary directories", info) and
            "files the restore opens at their paths, their contents not in the image: 0 " in info,
            f"snap info lists the file as held by the image: {info[info.find('in temporary'):][:900]}")
     j = json.loads(env.snap_run("info", "--json", ckpt).stdout)
@@ -687,23 +687,67 @@ def named_shm_leave_running(env):
     expect(not os.path.exists(path), "the restored job unlinked its segment at its end")
 
 
+def big_ghosts_job(env, name):
+    """tests/programs/big_ghosts.py in a directory of its own: argv, the
+    directory, an uninterrupted run's output."""
+    ref_dir, job_dir = env.path(name + "_ref"), env.path(name + "_job")
+    os.makedirs(ref_dir)
+    os.makedirs(job_dir)
+    status, ref = uninterrupted([sys.executable, env.src("big_ghosts.py"), ref_dir, "12", "0"],
+                                timeout=120)
+    expect(status == 0 and len(ref) == 12, f"an uninterrupted run ends: {status}, {ref[-2:]}")
+    return [sys.executable, env.src("big_ghosts.py"), job_dir, "12", "0.3"], job_dir, ref
+
+
+def expect_big_ghosts_in_image(env, ckpt):
+    """snap info of ckpt lists the job's memfd and deleted files with their
+    contents in the page store."""
+    info = env.snap_run("info", ckpt).stdout
+    expect(re.search(r"memfd +0777 +75497472 B +snap-big  \(its contents in the page store\)", info)
+           and re.search(r"file +0640 +3145728 B +\S+/scratch  \(its contents in the page store\)",
+                         info)
+           and re.search(r"of them 55\.0 MiB .*of files", info),
+           f"snap info lists them in the page store: "
+           f"{info[info.find('deleted files and'):][:600]}")
+
+
 @case
-def deleted_file_too_large_refused(env):
-    # A memfd holding more than the 64 MiB of deleted-file data an image
-    # keeps: the dump refuses, naming the pid, the fd and the memfd, writes
-    # no image, and the job (dumped with --kill) runs on.
-    out = env.path("bigmemfd.out")
-    code = ("import os, sys, time\n"
-            "fd = os.memfd_create('big')\n"
-            "os.pwrite(fd, b'x' * (65 << 20), 0)\n"
-            "print(fd, flush=True)\n"
-            "time.sleep(120)\n")
-    p = start([sys.executable, "-c", code], stdout_path=out)
-    wait_lines(out, 1)
-    fd = lines_of(out)[0]
-    expect_dump_refused(env, p, "bigmemfd",
-                        [f"pid {p.pid} fd {fd} (/memfd:big (deleted))", "64 MiB"],
-                        "pid, fd and memfd")
+def deleted_files_large(env):
+    # A job holding a 72 MiB memfd (40 MiB of random bytes, a hole; its
+    # first MiB mapped shared), a 12 MiB TemporaryFile (O_TMPFILE) and an
+    # unlinked 3 MiB scratch file (tests/programs/big_ghosts.py): more than
+    # the checkpoint's JSON keeps, so their contents go to the page store.
+    # Dumped with --kill: snap info lists them so, the restore makes them
+    # again, and the job ends as an uninterrupted run (its digests of the
+    # three files' whole contents each round), leaving nothing behind.
+    argv, job_dir, ref = big_ghosts_job(env, "big_ghosts")
+    out, ckpt = env.path("big_ghosts.out"), env.path("big_ghosts.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    reap_killed_children()
+    expect_big_ghosts_in_image(env, ckpt)
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"restored, it ends as an uninterrupted run ({r.stderr.strip()[-400:]}; "
+           f"{lines_of(out)[-2:]})")
+    expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
+
+
+@case
+def deleted_files_large_leave_running(env):
+    # The same job dumped while it runs on: the files are read while it is
+    # stopped, so the image holds them as they were then, not as the job
+    # goes on writing them; after it ends, the restore continues it from
+    # the dump point and it ends as an uninterrupted run.
+    argv, _, ref = big_ghosts_job(env, "big_ghosts_running")
+    out, ckpt = env.path("big_ghosts_running.out"), env.path("big_ghosts_running.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    expect_big_ghosts_in_image(env, ckpt)
+    runs_on_then_restores(env, p, out, ckpt, ref)
 
 
 if __name__ == "__main__":

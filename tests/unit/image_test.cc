@@ -677,7 +677,8 @@ TEST(PageStore, DuplicatesStoredOnce) {
 // (GhostFile::data_in_pages): its pages are keyed by kFilePagesPid and the
 // file's id, deduplicated with memory, read back by offset; forgotten pages
 // leave no table; pages for a file the checkpoint does not say is stored
-// are refused at commit, as are pages past its end.
+// are refused at commit, as are pages past its end. A memfd of the same id
+// (ghost_files) has keys of its own.
 TEST(PageStore, FileContentsKeyedByTheirFile) {
   TempDir t;
   std::mt19937_64 rng(3);
@@ -690,12 +691,19 @@ TEST(PageStore, FileContentsKeyedByTheirFile) {
   file.size = 2 * kPageSize + 100;  // three pages, the last one in part
   file.data_in_pages = true;
   c.temp_files = {file};
-  const uint64_t start = file_pages_start(2);
+  GhostFile memfd = file;
+  memfd.kind = GhostFile::Kind::Memfd;
+  memfd.path = "big";
+  memfd.size = kPageSize;
+  c.ghost_files = {memfd};
+  const uint64_t start = file_pages_start(2), ghost = ghost_pages_start(2);
+  EXPECT_NE(start, ghost);
   {
     auto w = ImageWriter::create(t / "img", false);
     add(w, kPid, kStart, a);
     w.add_pages(kFilePagesPid, start, start, a.data(), 1);  // the same as memory: stored once
     w.add_pages(kFilePagesPid, start, start + 2 * kPageSize, b.data(), 1);
+    w.add_pages(kFilePagesPid, ghost, ghost, b.data(), 1);
     w.add_pages(kFilePagesPid, file_pages_start(5), file_pages_start(5), b.data(), 1);
     w.forget(kFilePagesPid, file_pages_start(5));  // no such file: forgotten, so no table
     w.commit(c);
@@ -707,9 +715,24 @@ TEST(PageStore, FileContentsKeyedByTheirFile) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[start], a);
   EXPECT_EQ(got[start + 2 * kPageSize], b);
+  auto in_memfd = read_back(r, kFilePagesPid, ghost);
+  ASSERT_EQ(in_memfd.size(), 1u);
+  EXPECT_EQ(in_memfd[ghost], b);
+  EXPECT_TRUE(r.checkpoint().ghost_files.at(0).data_in_pages);
   EXPECT_EQ(r.stats().unique_pages, 2u);
-  EXPECT_EQ(r.stats().file_pages, 2u);
+  EXPECT_EQ(r.stats().file_pages, 3u);
   r.verify_all();
+
+  // A deleted file another name still leads to keeps no contents.
+  {
+    TempDir u;
+    Checkpoint bad = c;
+    bad.ghost_files[0].kind = GhostFile::Kind::File;
+    bad.ghost_files[0].nlink = 1;
+    auto w = ImageWriter::create(u / "img", false);
+    w.add_pages(kFilePagesPid, ghost, ghost, a.data(), 1);
+    EXPECT_NE(error_of([&] { w.commit(bad); }).find("image: "), std::string::npos);
+  }
 
   // Pages past the file's last page, or for a file not stored this way.
   for (bool in_pages : {true, false}) {

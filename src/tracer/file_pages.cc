@@ -1,0 +1,56 @@
+#include "tracer/file_pages.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fmt/core.h>
+
+namespace snap {
+
+namespace {
+using image::kPageSize;
+constexpr size_t kChunk = 1 << 20;  // read and stored at a time
+}  // namespace
+
+bool read_file_pages(int fd, uint64_t size, uint64_t start, const PageSink& sink, std::string* why) {
+  std::vector<uint8_t> buf(kChunk);
+  uint64_t next = 0;  // the first byte (a page's) not stored yet
+  while (next < size) {
+    off_t data = ::lseek(fd, static_cast<off_t>(next), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // a hole to the end
+    off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
+    if (data < 0 || hole < 0) {  // no SEEK_DATA here: all of it is data
+      data = static_cast<off_t>(next);
+      hole = static_cast<off_t>(size);
+    }
+    // Whole pages: a range's first page may hold the end of the one before.
+    uint64_t off = std::max(next, static_cast<uint64_t>(data) / kPageSize * kPageSize);
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    while (off < end) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
+      size_t got = 0;
+      while (got < want) {
+        ssize_t n = ::pread(fd, buf.data() + got, want - got, static_cast<off_t>(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          *why = fmt::format("reading it at offset {}: {}", off + got, std::strerror(errno));
+          return false;
+        }
+        if (n == 0) break;  // shorter by now: the rest is zeros
+        got += static_cast<size_t>(n);
+      }
+      const size_t npages = (want + kPageSize - 1) / kPageSize;
+      std::memset(buf.data() + got, 0, npages * kPageSize - got);
+      sink(image::kFilePagesPid, start, start + off, buf.data(), npages);
+      off += npages * kPageSize;
+    }
+    next = std::max(next, off);
+  }
+  return true;
+}
+
+}  // namespace snap
