@@ -29,6 +29,16 @@ namespace {
 
 using image::FdType;
 
+// `flags` to open the file of saved fd f by: an fd on a file made with
+// O_TMPFILE keeps that in its flags (Python's tempfile.TemporaryFile opens
+// so; /proc names such a file "DIR/#INODE (deleted)", so it is a ghost, or
+// one reopened by its handle once linked), and opening with it would make
+// another file (or, with its O_DIRECTORY, fail on a file: ENOTDIR).
+int open_flags(const image::FileDesc& f, int flags) {
+  if (f.type == FdType::Regular && (flags & O_TMPFILE) == O_TMPFILE) flags &= ~O_TMPFILE;
+  return flags;
+}
+
 bool is_stdio(int fd) { return fd >= 0 && fd <= 2; }
 
 }  // namespace
@@ -188,15 +198,11 @@ int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
 // An fd on a deleted file or memfd: a new open file description of the
 // remade file (through /proc/self/fd), with the fd's flags and offset. But
 // O_NOFOLLOW (kept in an fd's flags: Open MPI opens its shared memory file
-// so): on /proc/self/fd's link it would refuse to follow it (ELOOP); and
-// O_TMPFILE (kept too: Python's tempfile.TemporaryFile opens so), which
-// would make another file (or, with its O_DIRECTORY, fail: ENOTDIR).
+// so): on /proc/self/fd's link it would refuse to follow it (ELOOP).
 int FilePlanner::ghost_description(const Process& p, const FileDesc& f) {
   std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
   if (f.type == FdType::Fifo) return fifo(p, f, path);
-  int flags = f.flags & ~O_NOFOLLOW;
-  if ((flags & O_TMPFILE) == O_TMPFILE) flags &= ~O_TMPFILE;
-  return reopen(p, f, path, flags);
+  return reopen(p, f, path, f.flags & ~O_NOFOLLOW);
 }
 
 int FilePlanner::keep(int fd, const std::string& what) {
@@ -352,7 +358,7 @@ int FilePlanner::pipe_description(const Process& p, const FileDesc& f, const Des
 }
 
 int FilePlanner::reopen(const Process& p, const FileDesc& f, const std::string& path, int flags) {
-  int fd = keep(::open(path.c_str(), flags & ~(O_CREAT | O_EXCL | O_TRUNC)),
+  int fd = keep(::open(path.c_str(), open_flags(f, flags) & ~(O_CREAT | O_EXCL | O_TRUNC)),
                 "cannot restore " + fd_name(p, f) + ": open");
   if (f.pos && ::lseek(fd, static_cast<off_t>(f.pos), SEEK_SET) < 0 && errno != ESPIPE)
     throw SysError("cannot restore " + fd_name(p, f) + ": lseek", errno);
