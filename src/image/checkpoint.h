@@ -464,6 +464,7 @@ struct Process {
   int32_t exit_status = 0;  // zombie: the status wait() returns (exit code / signal)
   std::string comm, exe, cwd, root;
   uint64_t cwd_ghost = 0;  // the cwd was removed: its GhostFile (kind Directory); 0: none
+  uint64_t exe_ghost = 0;  // the executable was deleted (rebuilt, say): its GhostFile; 0: none
   uint32_t umask = 022;
   uint32_t personality = 0;
   std::array<uint32_t, 4> uids{}, gids{};  // real, effective, saved, fs
@@ -529,7 +530,8 @@ struct Checkpoint {
   // older images, which are then not checked).
   std::map<std::string, FileStamp> code_files;
   // Deleted files and memfds the processes hold (fds, mappings, cwds),
-  // referred to by FileDesc::ghost, Mapping::ghost and Process::cwd_ghost.
+  // referred to by FileDesc::ghost, Mapping::ghost, Process::cwd_ghost and
+  // Process::exe_ghost.
   std::vector<GhostFile> ghost_files;
   // The job's files in the node's temporary directories (/tmp, /var/tmp,
   // /dev/shm, $TMPDIR) that a restore elsewhere, or after a site's

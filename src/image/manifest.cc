@@ -269,6 +269,7 @@ ojson encode(const Process& p) {
   j["exe"] = p.exe;
   j["cwd"] = p.cwd;
   if (p.cwd_ghost) j["cwd_ghost"] = p.cwd_ghost;
+  if (p.exe_ghost) j["exe_ghost"] = p.exe_ghost;
   j["root"] = p.root;
   j["umask"] = p.umask;
   j["personality"] = p.personality;

@@ -469,6 +469,7 @@ Process decode_process(const Field& f) {
   p.exe = f["exe"].as<std::string>();
   p.cwd = f["cwd"].as<std::string>();
   if (auto g = f.opt("cwd_ghost")) p.cwd_ghost = g->as<uint64_t>();
+  if (auto g = f.opt("exe_ghost")) p.exe_ghost = g->as<uint64_t>();
   p.root = f["root"].as<std::string>();
   p.umask = f["umask"].as<uint32_t>();
   p.personality = f["personality"].as<uint32_t>();

@@ -278,12 +278,15 @@ bool is_own_executable(const std::string& path) {
          a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-void set_mm_layout(SyscallBatch& batch, const image::Process& p) {
+void set_mm_layout(SyscallBatch& batch, const image::Process& p, int deleted_exe_fd) {
   // The kernel refuses to replace /proc/PID/exe while the old one is mapped:
   // when the job is snap itself (a `snap checkpoint` inside the job), the
-  // skeleton's exe is already the right one, and is kept (exe_fd -1).
+  // skeleton's exe is already the right one, and is kept (exe_fd -1). A
+  // deleted executable is the remade one the skeleton inherited.
   int exe_fd = -1;
-  if (!is_own_executable(p.exe)) {
+  if (deleted_exe_fd >= 0) {
+    exe_fd = deleted_exe_fd;
+  } else if (!is_own_executable(p.exe)) {
     batch.reserve(1, p.exe.size() + 1);
     batch.add("open " + p.exe, SYS_openat, static_cast<uint64_t>(AT_FDCWD), batch.put(p.exe).as_int(),
               O_RDONLY | O_CLOEXEC, 0);
@@ -361,14 +364,14 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   batch.reserve(files.shm.size() + files.ghosts.size(), 0);
   for (const auto& [key, fd] : files.shm)
     batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
-  for (const auto& [id, fd] : files.ghosts)
-    batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
+  for (const auto& [id, fd] : files.ghosts)  // a deleted executable's, once it is /proc/PID/exe
+    if (fd != files.exe_fd) batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));
   batch.run();
   steps.step("protections");
   restore_aio_rings(batch, p);
 
   // 4. brk, code/data/stack bounds, args, env, auxv and /proc/PID/exe.
-  set_mm_layout(batch, p);
+  set_mm_layout(batch, p, files.exe_fd);
   drop_vdso(rs, p.mappings);
   steps.step("layout");
   vlog("restore: pid {}: {} mappings created, {} MiB written; steps: {}", pid, p.mappings.size(),

@@ -76,6 +76,7 @@ void FilePlanner::run() {
       else if (is_shm_object(m))
         files.shm[shm_key(m)] = memfd_for(m);
     if (p.cwd_ghost) files.cwd_fd = ghost_fd(p.cwd_ghost, fmt::format("pid {} cwd", p.pid));
+    if (p.exe_ghost) files.exe_fd = ghost_fd(p.exe_ghost, fmt::format("pid {} exe", p.pid));
     files.ctty_fd = ptys_->ctty_of(p);
     files.fg_fd = ptys_->foreground_of(p);
   }
@@ -129,15 +130,25 @@ void FilePlanner::index() {
 }
 
 // Every deleted file and memfd of the image, made again (held by snap
-// until the skeletons inherit what they need of them).
+// until the skeletons inherit what they need of them). A deleted
+// executable is held read-only once made: the kernel makes a file a
+// process's /proc/PID/exe only while nothing has it open for writing.
 void FilePlanner::remake_ghosts() {
+  std::set<uint64_t> exes;
+  for (const auto& p : ckpt_.processes)
+    if (p.exe_ghost) exes.insert(p.exe_ghost);
   for (const auto& g : ckpt_.ghost_files) {
     std::string who = fmt::format("{} {}", g.kind == image::GhostFile::Kind::Memfd ? "memfd" : "deleted file",
                                   g.path);
-    ghosts_[g.id] = keep(recreate_ghost(g, who, out_.warnings_, out_.holders_, [&](int fd) {
-                           fill_from_pages(fd, image::ghost_pages_start(g.id), who);
-                         }).release(),
-                         "remaking " + who);
+    ScopedFd fd = recreate_ghost(g, who, out_.warnings_, out_.holders_, [&](int fd) {
+      fill_from_pages(fd, image::ghost_pages_start(g.id), who);
+    });
+    if (fd && exes.count(g.id)) {
+      ScopedFd ro(::open(fmt::format("/proc/self/fd/{}", fd.get()).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ro) throw SysError("cannot restore " + who + " (an executable): reopening it read-only", errno);
+      fd = std::move(ro);
+    }
+    ghosts_[g.id] = keep(fd.release(), "remaking " + who);
   }
 }
 

@@ -58,6 +58,7 @@ struct ProcessFiles {
   // it maps, by ghost id (restore/ghosts.h).
   std::map<uint64_t, int> ghosts;
   int cwd_fd = -1;  // a removed cwd: its remade directory (inherited), for fchdir
+  int exe_fd = -1;  // a deleted executable: its remade file (inherited), for PR_SET_MM
   // A pty of the image (restore/tty.h), inherited: the session leader takes
   // ctty_fd's as its controlling terminal; the leader of the foreground
   // group makes its group fg_fd's foreground group. -1: none.

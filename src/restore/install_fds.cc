@@ -63,6 +63,7 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
   }
   for (const auto& [key, fd] : files.shm) wanted.insert(fd);
   for (const auto& [id, fd] : files.ghosts) wanted.insert(fd);
+  if (files.exe_fd >= 0) wanted.insert(files.exe_fd);
   int next = 0;
   for (int fd : wanted) {
     if (fd > next) ::close_range(static_cast<unsigned>(next), static_cast<unsigned>(fd - 1), 0);

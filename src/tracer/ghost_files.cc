@@ -56,6 +56,11 @@ class GhostCollector {
       }
       if (is_deleted(p.cwd))
         p.cwd_ghost = ghost(proc + "cwd", fmt::format("pid {} cwd ({})", p.pid, p.cwd), p.cwd);
+      // An executable deleted (or rebuilt) while the job ran: /proc/PID/exe
+      // still opens it (no capability needed, unlike map_files), so its
+      // mappings below find it by device and inode.
+      if (is_deleted(p.exe))
+        p.exe_ghost = ghost(proc + "exe", fmt::format("pid {} exe ({})", p.pid, p.exe), p.exe);
     }
     // Mappings once every fd's file is known, in whichever process.
     for (auto& p : ckpt_.processes) {

@@ -35,7 +35,8 @@ struct PagedGhost {
 // ckpt.ghost_files (size, mode, owner, times, seals, and its contents
 // without holes: in the entry up to kMaxInlineGhostBytes, else left to the
 // page store; a handle instead of contents when another link still leads
-// to it) and sets FileDesc::ghost, Mapping::ghost and Process::cwd_ghost. A
+// to it) and sets FileDesc::ghost, Mapping::ghost, Process::cwd_ghost and
+// Process::exe_ghost. A
 // private mapping of a memfd becomes a file mapping (only its copied pages
 // are saved). An inotify watch on a file no path led to gets the ghost of
 // its inode (InotifyWatch::ghost). Returns the files whose contents

@@ -428,6 +428,30 @@ def changed_binary_refused(env):
 
 
 @case
+def rebuilt_while_running(env):
+    # The counter's binary is rebuilt while the job runs (the old file
+    # unlinked, a new one at its path, as a linker writes its output): the
+    # job still runs the deleted one. The dump keeps it (read through
+    # /proc/PID/exe, which needs no privilege), the restore makes it again
+    # as the job's executable, and the job ends as an uninterrupted run.
+    exe = env.path("rebuilt-counter")
+    shutil.copy(env.prog("counter"), exe)
+    out, ckpt = env.path("rebuilt.out"), env.path("rebuilt.ckpt")
+    p = start([exe, "20", "100"], stdout_path=out)
+    wait_lines(out, 3)
+    os.unlink(exe)
+    shutil.copy(env.prog("counter_static"), exe)  # another build of the program
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0 and lines_of(out) == [str(i) for i in range(1, 21)],
+           f"the job restores on its deleted binary and finishes ({r.stderr.strip()[-400:]}; "
+           f"{lines_of(out)[-2:]})")
+    left = [n for n in os.listdir(os.path.dirname(exe)) if n.startswith("rebuilt-counter")]
+    expect(left == ["rebuilt-counter"], f"the rebuilt binary is still there, nothing beside it: {left}")
+
+
+@case
 def without_vdso(env):
     # A job that unmapped its vDSO (tests/programs/no_vdso.c): the dump finds
     # a system call instruction in its code instead, and the restored job has
