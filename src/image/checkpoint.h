@@ -92,6 +92,12 @@ struct Mapping {
   // A mapping of a deleted file or a memfd: the GhostFile (by id) restore
   // maps instead of a path; 0: none.
   uint64_t ghost = 0;
+  // Every page of the mapping is in the page store, read through it: a
+  // private mapping of a deleted file no fd of the job holds, which snap
+  // could not open without CAP_CHECKPOINT_RESTORE (a library replaced
+  // while the job ran). Its kind is then Anonymous (path still the file's):
+  // restore makes it private anonymous memory holding those pages.
+  bool all_pages = false;
   // Kind Aio: the ring's size in events (struct aio_ring's nr).
   uint32_t aio_nr = 0;
   // A MAP_SHARED mapping of a file on tmpfs (/dev/shm: POSIX shared memory,

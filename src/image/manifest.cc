@@ -88,6 +88,7 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
     append_string(out, m.vmflags);
     fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{})", m.pages_dumped);
     if (m.ghost) fmt::format_to(std::back_inserter(out), R"(,"ghost":{})", m.ghost);
+    if (m.all_pages) out += R"(,"all_pages":true)";
     if (m.kind == MappingKind::Aio) fmt::format_to(std::back_inserter(out), R"(,"aio_nr":{})", m.aio_nr);
     if (m.named_shm)
       fmt::format_to(std::back_inserter(out),

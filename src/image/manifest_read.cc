@@ -208,6 +208,7 @@ Mapping decode_mapping(const Field& f) {
   m.vmflags = f["vmflags"].as<std::string>();
   m.pages_dumped = f["pages_dumped"].as<uint64_t>();
   if (auto g = f.opt("ghost")) m.ghost = g->as<uint64_t>();
+  if (auto a = f.opt("all_pages")) m.all_pages = a->as<bool>();
   if (auto n = f.opt("aio_nr")) m.aio_nr = n->as<uint32_t>();
   if (auto n = f.opt("named_shm"))
     m.named_shm = Mapping::NamedShm{(*n)["size"].as<uint64_t>(), (*n)["mode"].as<uint32_t>(),

@@ -85,12 +85,14 @@ class GhostCollector {
               fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end, m.path);
           struct stat st {};
           if (::stat(link.c_str(), &st) != 0 && (errno == EPERM || errno == EACCES)) {
-            // A private memfd mapping is saved as private memory then (all
-            // its pages); one of a deleted file cannot be.
-            if (m.kind != image::MappingKind::File) continue;
-            throw SysError("cannot save " + who + ": no fd holds the deleted file, and reading "
-                           "it through " + link + " needs CAP_CHECKPOINT_RESTORE",
-                           errno, "dump the job as root");
+            // Private (a shared one no fd holds was left above): a memfd
+            // mapping is saved as private memory then (all its pages), and
+            // so is one of a deleted file, every page read through it.
+            if (m.kind == image::MappingKind::File) {
+              m.kind = image::MappingKind::Anonymous;
+              m.all_pages = true;
+            }
+            continue;
           }
           m.ghost = ghost(link, who, m.path);
         }

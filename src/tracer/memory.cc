@@ -115,6 +115,10 @@ std::vector<uint64_t> shm_pages(pid_t pid, const image::Mapping& m) {
 
 void for_each_page_to_dump(pid_t pid, const image::Mapping& m, const std::function<void(uint64_t)>& fn,
                            PagemapWay way) {
+  if (m.all_pages) {  // a deleted file's pages too: read through the mapping
+    for (uint64_t a = m.start; a < m.end; a += image::kPageSize) fn(a);
+    return;
+  }
   if (image::is_shm_object(m)) {
     for (uint64_t a : shm_pages(pid, m)) fn(a);
     return;
@@ -151,6 +155,10 @@ constexpr uint64_t kScanReturned = kScanCategories | pagemap::kPageIsFile;
 // Like for_each_page_to_dump, a range at a time, the mapping's own walk.
 template <typename Fn>
 void for_each_range_to_dump(int fd, pid_t pid, const image::Mapping& m, Fn&& fn, PagemapWay way) {
+  if (m.all_pages) {  // a deleted file's pages too: read through the mapping
+    fn(m.start, m.end);
+    return;
+  }
   if (image::is_shm_object(m)) {
     for (uint64_t a : shm_pages(pid, m)) fn(a, a + image::kPageSize);
     return;
@@ -516,7 +524,9 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
     m.pages_dumped = 0;
     if (!mapping_has_content(m)) continue;
     std::optional<std::vector<uint64_t>> chosen;
-    if (choose) chosen = choose(m);
+    // Not a mapping read whole: what it held may not be in the previous
+    // checkpoint (the file was deleted since, its pages were the file's).
+    if (choose && !m.all_pages) chosen = choose(m);
     // Pages join the current batch, which goes to be read when full; the
     // range of the mapping covered so far is reported with it: from where
     // the previous batch ended (or the mapping's start) to its last page
@@ -544,7 +554,9 @@ MemoryStats dump_memory(pid_t pid, std::vector<image::Mapping>& mappings, const 
         cur.ctx = &ctx;
       }
     };
-    if (chosen || (shared && image::is_shm_object(m))) {
+    if (m.all_pages) {
+      add(m.start, m.end);
+    } else if (chosen || (shared && image::is_shm_object(m))) {
       auto pages = chosen ? std::move(*chosen) : pages_to_dump(pid, m);
       if (shared) shared->claim(m, pages);
       for (uint64_t a : pages) add(a, a + image::kPageSize);

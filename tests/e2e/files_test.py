@@ -427,6 +427,40 @@ def pty_queue_too_large_refused(env):
 
 
 @case
+def deleted_map_no_fd(env):
+    # A file the job maps privately, holds no fd on, and that is deleted
+    # while it runs (tests/programs/deleted_map.py: a library replaced under
+    # a running program). As root the dump saves the file (through
+    # /proc/PID/map_files); as an ordinary user, who may not open that, it
+    # saves every page of the mapping, read through it, as private memory
+    # (snap info shows it anonymous, all 65 pages dumped). Either way the
+    # restored job ends as an uninterrupted run: the pages it never wrote
+    # still hold the deleted file's bytes.
+    ref_dir, job_dir = env.path("deleted_map_ref"), env.path("deleted_map_job")
+    os.makedirs(ref_dir)
+    os.makedirs(job_dir)
+    status, ref = uninterrupted([sys.executable, env.src("deleted_map.py"), ref_dir, "12", "0"])
+    expect(status == 0 and len(ref) == 12, f"an uninterrupted run ends: {status}, {ref[-2:]}")
+    argv = [sys.executable, env.src("deleted_map.py"), job_dir, "12", "0.2"]
+    out, ckpt = env.path("deleted_map.out"), env.path("deleted_map.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    reap_killed_children()
+    j = json.loads(env.snap_run("info", "--json", ckpt).stdout)
+    m = [(m["kind"], m["pages_dumped"]) for m in j["processes"][0]["mappings"]
+         if m["path"] == os.path.join(job_dir, "data") + " (deleted)"]
+    want = ("anonymous", 65) if os.environ.get("SNAP_TEST_UNPRIVILEGED") else ("file", 3)
+    expect(len(m) == 1 and m[0][0] == want[0] and m[0][1] >= want[1],
+           f"the mapping is saved as {want[0]} ({m})")
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"restored, it ends as an uninterrupted run ({r.stderr.strip()[-400:]}; "
+           f"{lines_of(out)[-2:]})")
+
+
+@case
 def deleted_files_memfd(env):
     # A job writing to an unlinked sparse scratch file (two fds, a shared and
     # a private mapping), a sealed memfd (shared and private mappings), an
