@@ -426,6 +426,28 @@ def pty_queue_too_large_refused(env):
     print("ok   pty_big: refused at dump, the job kept its terminal's data")
 
 
+def dumped_after_3_lines(env, name, argv, *options):
+    """argv started with its stdout to NAME.out and dumped (with `options`)
+    to NAME.ckpt once it printed 3 lines: (the process, out, ckpt); with
+    --kill, ended and reaped."""
+    out, ckpt = env.path(name + ".out"), env.path(name + ".ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", *options, "--pid", str(p.pid), "-o", ckpt)
+    if "--kill" in options:
+        p.wait()
+        reap_killed_children()
+    return p, out, ckpt
+
+
+def restores_to(env, ckpt, out, ref):
+    """ckpt restores, and the job's output file `out` ends as `ref`."""
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref,
+           f"restored, it ends as an uninterrupted run ({r.stderr.strip()[-400:]}; "
+           f"{lines_of(out)[-2:]})")
+
+
 @case
 def deleted_map_no_fd(env):
     # A file the job maps privately, holds no fd on, and that is deleted
@@ -441,23 +463,16 @@ def deleted_map_no_fd(env):
     os.makedirs(job_dir)
     status, ref = uninterrupted([sys.executable, env.src("deleted_map.py"), ref_dir, "12", "0"])
     expect(status == 0 and len(ref) == 12, f"an uninterrupted run ends: {status}, {ref[-2:]}")
-    argv = [sys.executable, env.src("deleted_map.py"), job_dir, "12", "0.2"]
-    out, ckpt = env.path("deleted_map.out"), env.path("deleted_map.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 3)
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    reap_killed_children()
+    _, out, ckpt = dumped_after_3_lines(
+        env, "deleted_map", [sys.executable, env.src("deleted_map.py"), job_dir, "12", "0.2"],
+        "--kill")
     j = json.loads(env.snap_run("info", "--json", ckpt).stdout)
     m = [(m["kind"], m["pages_dumped"]) for m in j["processes"][0]["mappings"]
          if m["path"] == os.path.join(job_dir, "data") + " (deleted)"]
     want = ("anonymous", 65) if os.environ.get("SNAP_TEST_UNPRIVILEGED") else ("file", 3)
     expect(len(m) == 1 and m[0][0] == want[0] and m[0][1] >= want[1],
            f"the mapping is saved as {want[0]} ({m})")
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    expect(r.returncode == 0 and lines_of(out) == ref,
-           f"restored, it ends as an uninterrupted run ({r.stderr.strip()[-400:]}; "
-           f"{lines_of(out)[-2:]})")
+    restores_to(env, ckpt, out, ref)
 
 
 @case
@@ -755,17 +770,9 @@ def deleted_files_large(env):
     # again, and the job ends as an uninterrupted run (its digests of the
     # three files' whole contents each round), leaving nothing behind.
     argv, job_dir, ref = big_ghosts_job(env, "big_ghosts")
-    out, ckpt = env.path("big_ghosts.out"), env.path("big_ghosts.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 3)
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    reap_killed_children()
+    _, out, ckpt = dumped_after_3_lines(env, "big_ghosts", argv, "--kill")
     expect_big_ghosts_in_image(env, ckpt)
-    r = env.snap_run("restore", ckpt, check=False, timeout=120)
-    expect(r.returncode == 0 and lines_of(out) == ref,
-           f"restored, it ends as an uninterrupted run ({r.stderr.strip()[-400:]}; "
-           f"{lines_of(out)[-2:]})")
+    restores_to(env, ckpt, out, ref)
     expect(os.listdir(job_dir) == [], f"nothing left in the job's directory: {os.listdir(job_dir)}")
 
 
@@ -776,10 +783,7 @@ def deleted_files_large_leave_running(env):
     # goes on writing them; after it ends, the restore continues it from
     # the dump point and it ends as an uninterrupted run.
     argv, _, ref = big_ghosts_job(env, "big_ghosts_running")
-    out, ckpt = env.path("big_ghosts_running.out"), env.path("big_ghosts_running.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 3)
-    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    p, out, ckpt = dumped_after_3_lines(env, "big_ghosts_running", argv)
     expect_big_ghosts_in_image(env, ckpt)
     runs_on_then_restores(env, p, out, ckpt, ref)
 
