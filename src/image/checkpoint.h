@@ -5,6 +5,7 @@
 // kFormatVersion when a change would confuse an older reader.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/types.h>
 
@@ -412,6 +413,17 @@ struct GhostFile {
   // 8), a File or Memfd of Checkpoint::ghost_files with nlink 0 (from 9).
   bool data_in_pages = false;
 };
+
+// Whether the parts of ghost g the job maps shared come back from those
+// mappings' pages (restore/shared_memory.cc) rather than from g's own
+// contents, which then leave them out (from version 9): a file or memfd
+// without links whose seals let a restore write it once it is made (every
+// memfd made without MFD_ALLOW_SEALING has F_SEAL_SEAL alone).
+inline bool filled_from_mappings(const GhostFile& g) {
+  constexpr uint32_t kWriteSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+  return g.nlink == 0 && (g.kind == GhostFile::Kind::File || g.kind == GhostFile::Kind::Memfd) &&
+         (g.seals & kWriteSeals) == 0;
+}
 
 // The pagemap keys pages by (pid, mapping start). The contents of a file
 // that the page store holds (GhostFile::data_in_pages) are keyed as pid

@@ -1,6 +1,7 @@
 // FilePlanner's shared memory (restore/file_planner.h): each shared memory
 // object the image maps is one memfd, or for a file that was in /dev/shm
 // that file made again, sized and filled with its saved pages.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -66,20 +67,36 @@ void FilePlanner::fill_shared_memory() {
   // Each object's pages, from every mapping that saved some, read and
   // written by the workers that fill private memory (restore/fill.h).
   std::map<ShmKey, std::vector<std::pair<pid_t, const image::Mapping*>>> saved;
+  std::map<uint64_t, std::vector<std::pair<pid_t, const image::Mapping*>>> ghosts;
   for (const auto& p : ckpt_.processes)
     for (const auto& m : p.mappings)
-      // A deleted file or memfd has its contents from the image already.
-      if (is_shm_object(m) && m.pages_dumped && !m.ghost) saved[shm_key(m)].push_back({p.pid, &m});
+      if (is_shm_object(m) && m.pages_dumped)
+        (m.ghost ? ghosts[m.ghost] : saved[shm_key(m)]).push_back({p.pid, &m});
   auto t0 = std::chrono::steady_clock::now();
   uint64_t written = 0;
   for (const auto& [key, mappings] : saved) written += fill_file(shm_.at(key), mappings, img_, fill_);
+  // A deleted file or memfd the job mapped shared: the contents of what it
+  // mapped are the mappings' pages (the dump did not read them from the
+  // file again, from image version 9). Whole pages: its size is set again.
+  for (const auto& [id, mappings] : ghosts) {
+    const int held = ghost_fd(id, fmt::format("pid {} {}", mappings[0].first, mappings[0].second->path));
+    const auto& g = *std::find_if(ckpt_.ghost_files.begin(), ckpt_.ghost_files.end(),
+                                  [&](const image::GhostFile& f) { return f.id == id; });
+    if (!image::filled_from_mappings(g)) continue;  // all in the file already
+    // Written through an fd of its own: snap holds an executable read-only.
+    ScopedFd fd(::open(fmt::format("/proc/self/fd/{}", held).c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) throw SysError(fmt::format("cannot restore {}: reopening it to write", g.path), errno);
+    written += fill_file(fd.get(), mappings, img_, fill_);
+    if (::ftruncate(fd.get(), static_cast<off_t>(g.size)) < 0)
+      throw SysError(fmt::format("cannot restore {}: ftruncate to {} bytes", g.path, g.size), errno);
+  }
   // Whole pages were written: a shared memory file whose size is not a
   // multiple of the page size has it again.
   for (const auto& key : named)
     if (::ftruncate(shm_.at(key), static_cast<off_t>(size.at(key))) < 0)
       throw SysError(fmt::format("ftruncate of a shared memory file ({} bytes)", size.at(key)), errno);
-  if (!saved.empty())
-    vlog("restore: {} shared memory object(s): {} MiB written in {:.3f} s", saved.size(),
+  if (!saved.empty() || !ghosts.empty())
+    vlog("restore: {} shared memory object(s): {} MiB written in {:.3f} s", saved.size() + ghosts.size(),
          written >> 20,
          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }

@@ -16,20 +16,21 @@ using image::kPageSize;
 constexpr size_t kChunk = 1 << 20;  // read and stored at a time
 }  // namespace
 
-bool read_file_pages(int fd, uint64_t size, uint64_t start, const PageSink& sink, std::string* why) {
+bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,
+                     std::string* why) {
   std::vector<uint8_t> buf(kChunk);
-  uint64_t next = 0;  // the first byte (a page's) not stored yet
-  while (next < size) {
+  uint64_t next = from;  // the first byte (a page's) not stored yet
+  while (next < to) {
     off_t data = ::lseek(fd, static_cast<off_t>(next), SEEK_DATA);
     if (data < 0 && errno == ENXIO) break;  // a hole to the end
     off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
     if (data < 0 || hole < 0) {  // no SEEK_DATA here: all of it is data
       data = static_cast<off_t>(next);
-      hole = static_cast<off_t>(size);
+      hole = static_cast<off_t>(to);
     }
     // Whole pages: a range's first page may hold the end of the one before.
     uint64_t off = std::max(next, static_cast<uint64_t>(data) / kPageSize * kPageSize);
-    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), to);
     while (off < end) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
       size_t got = 0;

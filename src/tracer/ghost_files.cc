@@ -6,6 +6,8 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <fmt/core.h>
 #include <map>
 #include <utility>
@@ -44,6 +46,7 @@ class GhostCollector {
   explicit GhostCollector(image::Checkpoint& ckpt) : ckpt_(ckpt) {}
 
   std::vector<PagedGhost> run() {
+    find_mapped_shared();
     for (auto& p : ckpt_.processes) {
       if (p.zombie) continue;
       std::string proc = fmt::format("/proc/{}/", p.pid);
@@ -184,7 +187,41 @@ class GhostCollector {
     g.handle.assign(h->f_handle, h->f_handle + h->handle_bytes);
   }
 
-  // The data extents (SEEK_DATA / SEEK_HOLE: holes stay holes).
+  // Where the job maps deleted files and memfds shared: those pages are
+  // read as shared memory (tracer/memory.h: write-protected, with a
+  // leave-running dump, rather than read while the job is stopped), and a
+  // restore writes them into the remade file; its contents are not read
+  // there a second time.
+  void find_mapped_shared() {
+    for (const auto& p : ckpt_.processes)
+      for (const auto& m : p.mappings)
+        if (!p.zombie && m.shared && (is_deleted(m.path) || is_memfd(m.path)) &&
+            mapping_has_content(m))
+          mapped_[{m.dev, m.inode}].push_back({m.pgoff, m.pgoff + (m.end - m.start)});
+  }
+
+  // The parts of g's first `size` bytes that no shared mapping covers, in
+  // order. All of it for a memfd sealed against writes: a restore may not
+  // write into it once it is sealed again.
+  std::vector<std::pair<uint64_t, uint64_t>> unmapped(const GhostFile& g) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    auto it = mapped_.find({g.dev, g.inode});
+    if (it == mapped_.end() || !image::filled_from_mappings(g)) return {{0, g.size}};
+    auto covered = it->second;
+    std::sort(covered.begin(), covered.end());
+    uint64_t at = 0;
+    for (const auto& [a, b] : covered) {
+      if (a > at) out.push_back({at, std::min(a, g.size)});
+      at = std::max(at, b);
+      if (at >= g.size) break;
+    }
+    if (at < g.size) out.push_back({at, g.size});
+    std::erase_if(out, [](const auto& r) { return r.first >= r.second; });
+    return out;
+  }
+
+  // The data extents (SEEK_DATA / SEEK_HOLE: holes stay holes) outside the
+  // ranges the job maps shared.
   void save_contents(const std::string& link, const std::string& who, GhostFile& g) {
     ScopedFd fd(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
     if (!fd) fd.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC));
@@ -197,25 +234,39 @@ class GhostCollector {
       int seals = ::fcntl(fd.get(), F_GET_SEALS);
       if (seals > 0) g.seals = static_cast<uint32_t>(seals);
     }
+    auto ranges = unmapped(g);
+    uint64_t bytes = 0;
+    for (const auto& [a, b] : ranges) bytes += b - a;
     // Larger ones to the page store, read once every ghost is known.
-    if (g.size > kMaxInlineGhostBytes || inline_ + g.size > kMaxInlineGhostsBytes) {
+    if (bytes > kMaxInlineGhostBytes || inline_ + bytes > kMaxInlineGhostsBytes) {
       if (g.id > image::kMaxGhostPagesId || g.size >= image::kFilePagesSpan)
         throw Error(fmt::format("{}: {}", who, g.size >= image::kFilePagesSpan
                                                    ? "the file is too large for an image"
                                                    : "too many deleted files and memfds"),
                     "snap cannot save it");
       g.data_in_pages = true;
-      paged_.push_back({g.id, g.size, std::move(fd), who});
+      paged_.push_back({g.id, std::move(ranges), std::move(fd), who});
       return;
     }
-    inline_ += g.size;
-    g.data = read_data_extents(fd.get(), g.size, who);
+    inline_ += bytes;
+    for (const auto& e : read_data_extents(fd.get(), g.size, who))
+      for (const auto& [a, b] : ranges) {  // the parts of e in [a, b)
+        const uint64_t lo = std::max(a, e.offset), hi = std::min(b, e.offset + e.data.size());
+        if (lo >= hi) continue;
+        image::GhostExtent part;
+        part.offset = lo;
+        part.data.assign(e.data.begin() + static_cast<ptrdiff_t>(lo - e.offset),
+                         e.data.begin() + static_cast<ptrdiff_t>(hi - e.offset));
+        g.data.push_back(std::move(part));
+      }
   }
 
   image::Checkpoint& ckpt_;
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> ids_;  // (dev, inode) -> ghost id
   uint64_t inline_ = 0;  // bytes of the files kept in the entries
   std::vector<PagedGhost> paged_;
+  // (dev, inode) -> the byte ranges of the file the job maps shared
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<std::pair<uint64_t, uint64_t>>> mapped_;
 };
 
 }  // namespace
@@ -226,12 +277,13 @@ std::vector<PagedGhost> collect_ghost_files(image::Checkpoint& ckpt) {
 
 uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink& sink) {
   uint64_t bytes = 0;
-  for (const auto& g : ghosts) {
-    std::string why;
-    if (!read_file_pages(g.fd.get(), g.size, image::ghost_pages_start(g.id), sink, &why))
-      throw Error(fmt::format("cannot save {}: {}", g.who, why));
-    bytes += g.size;
-  }
+  for (const auto& g : ghosts)
+    for (const auto& [from, to] : g.ranges) {
+      std::string why;
+      if (!read_file_pages(g.fd.get(), from, to, image::ghost_pages_start(g.id), sink, &why))
+        throw Error(fmt::format("cannot save {}: {}", g.who, why));
+      bytes += to - from;
+    }
   return bytes;
 }
 

@@ -22,10 +22,11 @@ constexpr uint64_t kMaxInlineGhostBytes = uint64_t{1} << 20;
 constexpr uint64_t kMaxInlineGhostsBytes = uint64_t{16} << 20;
 
 // A deleted file or memfd whose contents go to the page store: its entry's
-// id, an fd snap opened on it, its size, and how errors name it.
+// id, the byte ranges to read (those no shared mapping of the job covers),
+// an fd snap opened on it, and how errors name it.
 struct PagedGhost {
   uint64_t id = 0;
-  uint64_t size = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
   ScopedFd fd;
   std::string who;
 };
@@ -34,7 +35,9 @@ struct PagedGhost {
 // that refers to a deleted file or a memfd, saves each such file once into
 // ckpt.ghost_files (size, mode, owner, times, seals, and its contents
 // without holes: in the entry up to kMaxInlineGhostBytes, else left to the
-// page store; a handle instead of contents when another link still leads
+// page store; not where the job maps it shared, since those pages are read
+// as shared memory and restore writes them into the file (a sealed memfd
+// excepted); a handle instead of contents when another link still leads
 // to it) and sets FileDesc::ghost, Mapping::ghost, Process::cwd_ghost and
 // Process::exe_ghost. A
 // private mapping of a memfd becomes a file mapping (only its copied pages

@@ -85,7 +85,7 @@ uint64_t TempFileContents::store(image::Checkpoint& ckpt, const PageSink& sink,
       failed[i] = "too many files in temporary directories";
       continue;
     }
-    if (!read_file_pages(files_[i].fd.get(), files_[i].size, image::file_pages_start(t->id), sink,
+    if (!read_file_pages(files_[i].fd.get(), 0, files_[i].size, image::file_pages_start(t->id), sink,
                          &failed[i]) && failed[i].empty())
       failed[i] = "reading it failed";
   }
