@@ -249,16 +249,8 @@ class GhostCollector {
       return;
     }
     inline_ += bytes;
-    for (const auto& e : read_data_extents(fd.get(), g.size, who))
-      for (const auto& [a, b] : ranges) {  // the parts of e in [a, b)
-        const uint64_t lo = std::max(a, e.offset), hi = std::min(b, e.offset + e.data.size());
-        if (lo >= hi) continue;
-        image::GhostExtent part;
-        part.offset = lo;
-        part.data.assign(e.data.begin() + static_cast<ptrdiff_t>(lo - e.offset),
-                         e.data.begin() + static_cast<ptrdiff_t>(hi - e.offset));
-        g.data.push_back(std::move(part));
-      }
+    for (const auto& [from, to] : ranges)
+      for (auto& e : read_data_extents(fd.get(), from, to, who)) g.data.push_back(std::move(e));
   }
 
   image::Checkpoint& ckpt_;
@@ -299,19 +291,20 @@ void fill_from_stat(const struct stat& st, image::GhostFile& f) {
   f.inode = st.st_ino;
 }
 
-std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who) {
+std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t from, uint64_t to,
+                                                  const std::string& who) {
   std::vector<image::GhostExtent> out;
-  uint64_t off = 0;
-  while (off < size) {
+  uint64_t off = from;
+  while (off < to) {
     off_t data = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
     if (data < 0 && errno == ENXIO) break;  // only a hole up to the end
     off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
     if (data < 0 || hole < 0) {  // no SEEK_DATA here: everything is data
       data = static_cast<off_t>(off);
-      hole = static_cast<off_t>(size);
+      hole = static_cast<off_t>(to);
     }
     const uint64_t start = static_cast<uint64_t>(data);
-    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), to);
     image::GhostExtent e;
     e.offset = start;
     e.data.resize(end - start);

@@ -60,10 +60,11 @@ uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink
 // the GhostFile that describes it.
 void fill_from_stat(const struct stat& st, image::GhostFile& f);
 
-// The data extents of the first `size` bytes of the file open on `fd`
+// The data extents of bytes [from, to) of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file
 // system cannot tell), read with pread. Throws SysError naming `who` when a
 // read fails.
-std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t size, const std::string& who);
+std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t from, uint64_t to,
+                                                  const std::string& who);
 
 }  // namespace snap

@@ -197,7 +197,7 @@ class TempCollector {
       vlog("{}: cannot read it ({}): a restore reopens it by its path", who, std::strerror(errno));
       return;
     }
-    t.data = read_data_extents(in.get(), t.size, who);
+    t.data = read_data_extents(in.get(), 0, t.size, who);
     total_ += t.size;
     files_.emplace(t.path, std::move(t));
   }
