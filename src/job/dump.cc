@@ -435,10 +435,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // they have no path a restore could find them by, and nothing would tell
   // that the job wrote to them once it ran again.
   if (!ghost_pages.empty()) {
-    const uint64_t bytes = store_ghost_pages(
-        ghost_pages, [&](pid_t, uint64_t start, uint64_t addr, const uint8_t* data, size_t npages) {
-          store(image::kFilePagesPid, start, addr, data, npages);
-        });
+    const uint64_t bytes = store_ghost_pages(ghost_pages, store);
     vlog("{:.1f} MiB of deleted files and memfds stored in the page store while the job was "
          "stopped", static_cast<double>(bytes) / (1 << 20));
     steps.step("deleted files and memfds");
@@ -517,9 +514,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   }
   if (!temp_contents.empty()) {  // 4b
     const uint64_t kept = temp_contents.store(
-        ckpt, [&](pid_t, uint64_t start, uint64_t addr, const uint8_t* data, size_t npages) {
-          store(image::kFilePagesPid, start, addr, data, npages);
-        }, [&](uint64_t start) { sink.forget(image::kFilePagesPid, start); });
+        ckpt, store, [&](uint64_t start) { sink.forget(image::kFilePagesPid, start); });
     vlog("{:.1f} MiB of files in temporary directories kept in the page store",
          static_cast<double>(kept) / (1 << 20));
     steps.step("files in temporary directories");

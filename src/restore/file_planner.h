@@ -103,7 +103,7 @@ class FilePlanner {
   bool allow_changed_;
   bool tcp_close_;  // TCP connections come back closed
   OpenFiles& out_;
-  FillOptions fill_;  // the workers that write shared memory (fill_file)
+  FillOptions fill_;  // the workers that write shared memory and files (fill_file)
   std::unordered_map<std::string, std::pair<struct stat, int>> stats_;  // stat_once
   std::map<uint64_t, PipeInfo> pipes_;
   std::map<uint64_t, const FileDesc*> sockets_;

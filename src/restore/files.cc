@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "restore/anon_fds.h"
+#include "restore/fill.h"
 #include "restore/file_planner.h"
 #include "restore/ghosts.h"
 #include "restore/ns_files.h"
@@ -180,22 +181,15 @@ void FilePlanner::remake_temp_files() {
 // tables, written into fd, its holes and zero pages left holes. Returns the
 // bytes written.
 uint64_t FilePlanner::fill_from_pages(int fd, uint64_t start, const std::string& who) {
-  uint64_t written = 0;
-  img_.for_each_run(image::kFilePagesPid, start, [&](const image::PageRun& r) {
-    if (r.zero()) return;
-    const uint64_t off = r.addr - start, bytes = r.npages * image::kPageSize;
-    for (uint64_t done = 0; done < bytes;) {
-      ssize_t n = ::pwrite(fd, r.data + done, bytes - done, static_cast<off_t>(off + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0)
-        throw SysError(fmt::format("cannot restore {}: writing its saved contents at offset {}",
-                                   who, off + done),
-                       n < 0 ? errno : EIO);
-      done += static_cast<uint64_t>(n);
-    }
-    written += bytes;
-  });
-  return written;
+  // The workers that fill shared memory files (restore/fill.h), the file
+  // taken as a mapping of it from offset 0.
+  image::Mapping whole;
+  whole.start = start;
+  try {
+    return fill_file(fd, {{image::kFilePagesPid, &whole}}, img_, fill_);
+  } catch (const SysError& e) {
+    throw Error(fmt::format("cannot restore {}: {}", who, e.what()), e.hint());
+  }
 }
 
 int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {

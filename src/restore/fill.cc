@@ -118,7 +118,7 @@ class Filler {
         for (uint64_t done = 0; done < bytes;) {
           ssize_t n = ::pwrite(fd_, src + done, bytes - done, static_cast<off_t>(off + done));
           if (n <= 0)
-            throw SysError(fmt::format("writing shared memory at offset {:#x}", off + done),
+            throw SysError(fmt::format("writing saved pages into the file at offset {:#x}", off + done),
                            n < 0 ? errno : EIO);
           done += static_cast<uint64_t>(n);
         }

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "base/error.h"
+#include "tracer/ghost_files.h"
 
 namespace snap::restore {
 
@@ -75,8 +76,9 @@ std::string free_name(const std::string& path) {
 bool differs(const std::string& path, const GhostFile& t) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
-  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
-  return static_cast<uint64_t>(st.st_size) != t.size || mtime != t.mtime_ns;
+  GhostFile now;
+  fill_from_stat(st, now);
+  return now.size != t.size || now.mtime_ns != t.mtime_ns;
 }
 
 void write_contents(int fd, const GhostFile& g, const std::string& who) {

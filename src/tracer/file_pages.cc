@@ -1,5 +1,6 @@
 #include "tracer/file_pages.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,13 @@ namespace {
 using image::kPageSize;
 constexpr size_t kChunk = 1 << 20;  // read and stored at a time
 }  // namespace
+
+ScopedFd open_for_reading(const std::string& path, int flags) {
+  flags |= O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+  ScopedFd fd(::open(path.c_str(), flags | O_NOATIME));
+  if (!fd && errno != EWOULDBLOCK) fd.reset(::open(path.c_str(), flags));
+  return fd;
+}
 
 bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,
                      std::string* why) {

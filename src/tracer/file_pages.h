@@ -6,9 +6,21 @@
 #include <cstdint>
 #include <string>
 
+#include "base/scoped_fd.h"
 #include "tracer/memory.h"
 
 namespace snap {
+
+// The most of one file's contents the checkpoint's JSON keeps (a scratch
+// file of tracer/temp_files.h, a deleted file of tracer/ghost_files.h), and
+// of all those of one list: a larger one goes to the page store.
+constexpr uint64_t kMaxInlineFileBytes = uint64_t{1} << 20;
+constexpr uint64_t kMaxInlineFilesBytes = uint64_t{16} << 20;
+
+// `path` opened for reading (with `flags` added), without waiting on a
+// lease someone else holds and, where snap may, without touching its
+// access time. Invalid (errno set) where it cannot be.
+ScopedFd open_for_reading(const std::string& path, int flags = 0);
 
 // Reads bytes [from, to) of the file open on `fd` into `sink` (`from` a
 // multiple of the page size), in whole pages (the last one padded with

@@ -223,8 +223,7 @@ class GhostCollector {
   // The data extents (SEEK_DATA / SEEK_HOLE: holes stay holes) outside the
   // ranges the job maps shared.
   void save_contents(const std::string& link, const std::string& who, GhostFile& g) {
-    ScopedFd fd(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
-    if (!fd) fd.reset(::open(link.c_str(), O_RDONLY | O_CLOEXEC));
+    ScopedFd fd = open_for_reading(link);
     if (!fd) throw SysError("open " + link + " to save " + who, errno);
     struct statfs fs {};
     if (::fstatfs(fd.get(), &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC)
@@ -238,7 +237,7 @@ class GhostCollector {
     uint64_t bytes = 0;
     for (const auto& [a, b] : ranges) bytes += b - a;
     // Larger ones to the page store, read once every ghost is known.
-    if (bytes > kMaxInlineGhostBytes || inline_ + bytes > kMaxInlineGhostsBytes) {
+    if (bytes > kMaxInlineFileBytes || inline_ + bytes > kMaxInlineFilesBytes) {
       if (g.id > image::kMaxGhostPagesId || g.size >= image::kFilePagesSpan)
         throw Error(fmt::format("{}: {}", who, g.size >= image::kFilePagesSpan
                                                    ? "the file is too large for an image"

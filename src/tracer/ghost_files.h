@@ -15,12 +15,6 @@
 
 namespace snap {
 
-// The most data of one unlinked file or memfd the checkpoint's JSON keeps,
-// and of all of them: a larger one goes to the page store
-// (image::GhostFile::data_in_pages).
-constexpr uint64_t kMaxInlineGhostBytes = uint64_t{1} << 20;
-constexpr uint64_t kMaxInlineGhostsBytes = uint64_t{16} << 20;
-
 // A deleted file or memfd whose contents go to the page store: its entry's
 // id, the byte ranges to read (those no shared mapping of the job covers),
 // an fd snap opened on it, and how errors name it.
@@ -34,7 +28,7 @@ struct PagedGhost {
 // Finds every fd, mapping and cwd of ckpt's (stopped, host-pid) processes
 // that refers to a deleted file or a memfd, saves each such file once into
 // ckpt.ghost_files (size, mode, owner, times, seals, and its contents
-// without holes: in the entry up to kMaxInlineGhostBytes, else left to the
+// without holes: in the entry up to kMaxInlineFileBytes, else left to the
 // page store; not where the job maps it shared, since those pages are read
 // as shared memory and restore writes them into the file (a sealed memfd
 // excepted); a handle instead of contents when another link still leads

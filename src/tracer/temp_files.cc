@@ -38,15 +38,6 @@ std::string clean_dir(std::string d) {
   return d;
 }
 
-// `path` opened for reading, without waiting on a lease someone else holds
-// and, where snap may, without touching its access time.
-ScopedFd open_for_reading(const std::string& path, int flags = 0) {
-  flags |= O_RDONLY | O_CLOEXEC | O_NONBLOCK;
-  ScopedFd fd(::open(path.c_str(), flags | O_NOATIME));
-  if (!fd && errno != EWOULDBLOCK) fd.reset(::open(path.c_str(), flags));
-  return fd;
-}
-
 // Only a regular file's size means anything here.
 void stat_into(const struct stat& st, GhostFile& f) {
   fill_from_stat(st, f);
@@ -151,11 +142,11 @@ class TempCollector {
 
   // A regular file `t` (stat filled in), which `open` opens for reading
   // (called only once a lease does not forbid it): its contents kept in the
-  // checkpoint (up to kMaxTempFileBytes), or left to the page store
+  // checkpoint (up to kMaxInlineFileBytes), or left to the page store
   // (contents_), or, where neither can be, not kept (said).
   void regular(GhostFile t, const std::string& who, const std::function<ScopedFd()>& open) {
     t.kind = GhostFile::Kind::File;
-    if (t.size > kMaxTempFileBytes || total_ + t.size > kMaxTempFilesBytes) {
+    if (t.size > kMaxInlineFileBytes || total_ + t.size > kMaxInlineFilesBytes) {
       // Node-local scratch or data staged there: a restore on another
       // node, or after the directory is cleaned, would refuse without
       // it. Its contents go to the page store, read later

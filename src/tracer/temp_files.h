@@ -11,15 +11,10 @@
 #include <vector>
 
 #include "image/checkpoint.h"
+#include "tracer/file_pages.h"
 #include "tracer/temp_file_contents.h"
 
 namespace snap {
-
-// The most data of one such file the checkpoint's JSON keeps, and of all
-// of them: a larger file's contents go to the page store
-// (tracer/temp_file_contents.h).
-constexpr uint64_t kMaxTempFileBytes = uint64_t{1} << 20;
-constexpr uint64_t kMaxTempFilesBytes = uint64_t{16} << 20;
 
 // The temporary directories of ckpt's (host-pid) processes: /tmp, /var/tmp,
 // /dev/shm and every absolute $TMPDIR of their environments.
@@ -40,8 +35,8 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 // memory (Mapping::named_shm, whose pages the image holds anyway), the
 // names unix sockets are bound to, and the processes' working directories.
 // A $TMPDIR other than /tmp, /var/tmp and /dev/shm is itself one of the
-// directories. A regular file's contents (up to kMaxTempFileBytes,
-// kMaxTempFilesBytes in all) are read here; those of a larger one are left
+// directories. A regular file's contents (up to kMaxInlineFileBytes,
+// kMaxInlineFilesBytes in all) are read here; those of a larger one are left
 // to the returned TempFileContents (data_in_pages), whose store() the dump
 // calls once the memory is read. Files it cannot read stay files the
 // restore reopens by path (-v says which; a larger one, node-local scratch
