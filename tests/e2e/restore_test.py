@@ -298,6 +298,32 @@ def openmp(env):
 
 
 @case
+def fortran_openmp(env):
+    # A Fortran job (tests/programs/heat.f90): OpenMP threads, a module's
+    # allocatable arrays, and results written through libgfortran's units,
+    # a formatted log and an unformatted stream file, whose buffers still
+    # hold what the job wrote when it is dumped (nothing flushed yet). Its
+    # stdout and both files end as an uninterrupted run's, byte for byte.
+    if not os.path.exists(env.prog("heat")):
+        raise Skip("no Fortran compiler with OpenMP here (heat was not built)")
+    envvars = dict(os.environ, OMP_NUM_THREADS="4")
+    ref_dir, run_dir = env.path("heat-ref"), env.path("heat-run")
+    os.mkdir(ref_dir)
+    os.mkdir(run_dir)
+    _, ref = uninterrupted([env.prog("heat"), "256", "30", "1", ref_dir], timeout=120,
+                           environ=envvars)
+    expect(ref[0] == "threads 4" and ref[-1] == "done" and len(ref) == 32,
+           f"an uninterrupted run uses 4 threads and ends: {ref[:1]} ... {ref[-1:]}")
+    dump_kill_restore(env, [env.prog("heat"), "256", "30", "60", run_dir], "heat", 10, ref,
+                      environ=envvars)
+    for name in ("heat.log", "heat.bin"):
+        with open(os.path.join(ref_dir, name), "rb") as a, open(os.path.join(run_dir, name), "rb") as b:
+            want, got = a.read(), b.read()
+        expect(got == want and want,
+               f"{name} as an uninterrupted run writes it ({len(got)} bytes, {len(want)} expected)")
+
+
+@case
 def signals_forwarded(env):
     import signal
     import time
