@@ -323,6 +323,40 @@ def fortran_openmp(env):
                f"{name} as an uninterrupted run writes it ({len(got)} bytes, {len(want)} expected)")
 
 
+def python_with_numpy():
+    """A Python that imports NumPy (this one, else Debian's), or None."""
+    for py in (sys.executable, "/usr/bin/python3"):
+        if os.path.exists(py) and subprocess.run([py, "-c", "import numpy"],
+                                                 capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+@case
+def numpy_blas_threads(env):
+    # A NumPy job (tests/programs/numpy_job.py) whose matrix products run in
+    # the BLAS's worker threads (OpenBLAS, from scripts/setup), dumped with
+    # --kill between products and, left running, in the middle of them: both
+    # images restore to the output of an uninterrupted run.
+    py = python_with_numpy()
+    if not py:
+        raise Skip("no Python with NumPy here (scripts/setup installs python3-numpy)")
+    job = env.src("numpy_job.py")
+    envvars = dict(os.environ, OPENBLAS_NUM_THREADS="4")
+    _, ref = uninterrupted([py, job, "384", "30", "1"], timeout=120, environ=envvars)
+    expect(len(ref) == 32 and ref[-1] == "done", f"an uninterrupted run ends: {ref[-1:]}")
+    expect(os.cpu_count() < 2 or ref[0] != "threads 1",
+           f"the BLAS runs its products in threads of its own: {ref[0]}")
+    dump_kill_restore(env, [py, job, "384", "30", "60"], "numpy", 10, ref, environ=envvars)
+    busy = [py, job, "768", "30", "0"]  # products back to back
+    _, ref = uninterrupted(busy, timeout=120, environ=envvars)
+    out, ckpt = env.path("numpy_busy.out"), env.path("numpy_busy.ckpt")
+    p = start(busy, stdout_path=out, env=envvars)
+    wait_lines(out, 5)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    runs_on_then_restores(env, p, out, ckpt, ref)
+
+
 @case
 def signals_forwarded(env):
     import signal
