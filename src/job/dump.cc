@@ -28,6 +28,7 @@
 #include "tracer/collect.h"
 #include "tracer/fd_hints.h"
 #include "tracer/file_stamp.h"
+#include "tracer/file_view.h"
 #include "tracer/ghost_files.h"
 #include "tracer/temp_files.h"
 #include "tracer/memory.h"
@@ -306,6 +307,35 @@ class PidViewSink : public DumpSink {
   const pidview::PidView& view_;
 };
 
+// Says what of a container a restore outside it would not give back: the
+// files a process in a mount namespace of its own uses that snap's own
+// namespace has elsewhere, or not at all, at their paths (the image keeps
+// those of temporary directories), and ids it sees otherwise than snap.
+void say_own_namespaces(const image::Checkpoint& ckpt, const FileViews& views) {
+  std::set<std::string> carried;
+  for (const auto& t : ckpt.temp_files) carried.insert(t.path);
+  for (const auto& p : ckpt.processes) {
+    if (p.zombie) continue;
+    if (auto uid = own_uid(p))
+      warn("pid {} runs in a user namespace of its own (a rootless container), as uid {} there "
+           "and uid {} here: a restore outside it gives it uid {} and none of its capabilities "
+           "there; dump and restore it inside the container to keep them",
+           p.pid, *uid, p.uids[1], p.uids[1]);
+    std::vector<std::string> far;
+    for (auto& path : paths_elsewhere(p, views))
+      if (!carried.count(path)) far.push_back(std::move(path));
+    if (far.empty()) continue;
+    std::string named;
+    for (size_t i = 0; i < far.size() && i < 3; i++) named += (i ? ", " : "") + far[i];
+    if (far.size() > 3) named += fmt::format(" and {} more", far.size() - 3);
+    warn("pid {} runs in a mount namespace of its own (a container, or a job's private /tmp): "
+         "{} file(s) it uses are not, for snap, at the paths the job knows them by ({}). A "
+         "restore here would not find them and refuses; restore inside the same container or "
+         "namespace (or one with those files at those paths)",
+         p.pid, far.size(), named);
+  }
+}
+
 }  // namespace
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
@@ -388,6 +418,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   }
   // Zombies last: each one's parent is a live process, listed already.
   for (pid_t z : tree.zombies()) ckpt.processes.push_back(collect_zombie(z));
+  // How each process names its files (its own, in a container), kept
+  // open for what is read once the job runs again.
+  const FileViews views = FileViews::open(ckpt);
   // What the processes share: unix sockets (open file descriptions below).
   collect_sockets(ckpt.processes);
   mark_control_connections(ckpt, opts);
@@ -404,10 +437,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // once the pages can be stored, below).
   const std::vector<PagedGhost> ghost_pages = collect_ghost_files(ckpt);
   const auto temp_dirs = temp_roots(ckpt);
-  mark_named_shared_memory(ckpt, temp_dirs);  // files in /dev/shm or /tmp the job maps: saved too
+  mark_named_shared_memory(ckpt, temp_dirs, views);  // files in /dev/shm or /tmp the job maps: saved too
   // What it holds in /tmp and its directories, made again where missing;
   // the larger files' contents are read once the memory is (step 4b).
-  TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max);
+  TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views);
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing");
   // The ids as the job sees them (its own pid namespace), read while the
@@ -488,7 +521,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   else if (all_taken(snapshots)) assign_file_ids(ckpt.processes, order_in_snapshots(ckpt, snapshots));
   // What identifies the code the memory runs with: the files the
   // mappings name (their stamps need no stopped job).
-  record_code_files(ckpt);
+  record_code_files(ckpt, views);
+  say_own_namespaces(ckpt, views);
   steps.step("fd hints confirmed, code files");
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4

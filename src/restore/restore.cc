@@ -288,7 +288,8 @@ void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
     throw Error(fmt::format("cannot restore: {} file(s) of the job's code changed since the dump:{}",
                             n, changed),
                 "put back the executable and libraries the job ran with (a rebuilt binary or an "
-                "updated library would make the restored job crash or compute wrong results); "
+                "updated library would make the restored job crash or compute wrong results); a "
+                "job that ran in a container is restored inside the same container; "
                 "--allow-changed-code runs it anyway");
 }
 
@@ -347,7 +348,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
 }
 
 std::unique_ptr<PidSpace> choose_pid_space(bool isolate, const image::Checkpoint* ckpt) {
-  if (!isolate && ::geteuid() == 0) return make_host_pid_space();
+  if (!isolate && may_choose_pids()) return make_host_pid_space();
   bool holds_mount_ns = false;
   if (ckpt)
     for (const auto& p : ckpt->processes)

@@ -1,10 +1,14 @@
 #include "restore/spawn.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/nsfs.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -271,6 +275,24 @@ class NamespacePidSpace : public PidSpace {
 }  // namespace
 
 std::unique_ptr<PidSpace> make_host_pid_space() { return std::make_unique<HostPidSpace>(); }
+
+bool may_choose_pids() {
+  if (::geteuid() != 0) return false;
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct caps[2]{};
+  if (::syscall(SYS_capget, &hdr, caps) != 0) return false;
+  auto effective = [&](int cap) { return (caps[cap / 32].effective >> (cap % 32)) & 1U; };
+  if (!effective(40 /* CAP_CHECKPOINT_RESTORE */) && !effective(CAP_SYS_ADMIN)) return false;
+  // The capabilities count in the user namespace that owns the pid
+  // namespace children are made in, and only there (or above).
+  ScopedFd pidns(::open("/proc/self/ns/pid_for_children", O_RDONLY | O_CLOEXEC));
+  if (!pidns) return true;  // no namespaces here: the host's
+  ScopedFd owner(::ioctl(pidns.get(), NS_GET_USERNS));
+  struct stat a {}, b {};
+  if (!owner) return errno != EPERM;  // EPERM: owned by a namespace above ours
+  return ::fstat(owner.get(), &a) == 0 && ::stat("/proc/self/ns/user", &b) == 0 &&
+         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
 std::unique_ptr<PidSpace> make_namespace_pid_space(bool own_proc) {
   return std::make_unique<NamespacePidSpace>(own_proc);
 }

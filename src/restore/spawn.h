@@ -59,6 +59,12 @@ class PidSpace {
 
 // The host's pid namespace (clone3 set_tid, CAP_CHECKPOINT_RESTORE).
 std::unique_ptr<PidSpace> make_host_pid_space();
+// Whether this process may choose the pids of its children (clone3
+// set_tid): root in the user namespace that owns its pid namespace, with
+// CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN. Not uid 0 of a user namespace
+// below it (a rootless container, `unshare -r`): that one owns no pid
+// namespace snap's children are made in.
+bool may_choose_pids();
 // A fresh user + pid namespace (any user whose kernel allows them). With
 // `own_proc`, also a mount namespace with the pid namespace's own /proc
 // (where the kernel allows it), so that /proc/PID names the tree's

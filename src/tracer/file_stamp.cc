@@ -72,14 +72,15 @@ std::string stamp_change(const image::FileStamp& saved, const image::FileStamp& 
   return {};
 }
 
-void record_code_files(image::Checkpoint& ckpt) {
-  auto add = [&](const std::string& path) {
-    if (path.empty() || path[0] != '/' || path.ends_with(" (deleted)") || ckpt.code_files.count(path))
-      return;
-    if (auto s = stamp_file(path)) ckpt.code_files[path] = *s;
-  };
+void record_code_files(image::Checkpoint& ckpt, const FileViews& views) {
   for (const auto& p : ckpt.processes) {
     if (p.zombie) continue;
+    auto add = [&](const std::string& path) {
+      if (path.empty() || path[0] != '/' || path.ends_with(" (deleted)") ||
+          ckpt.code_files.count(path))
+        return;
+      if (auto s = stamp_file(views.path(p.pid, path))) ckpt.code_files[path] = *s;
+    };
     add(p.exe);
     // Private file mappings: code, libraries, and data the job sees as
     // it was (its own changes are in the image). A shared mapping is the

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "image/checkpoint.h"
+#include "tracer/file_view.h"
 
 namespace snap {
 
@@ -19,7 +20,9 @@ std::optional<image::FileStamp> stamp_file(const std::string& path);
 std::string stamp_change(const image::FileStamp& saved, const image::FileStamp& now);
 
 // Stamps every executable and private file mapping of the checkpoint's
-// processes into ckpt.code_files (deleted files excluded).
-void record_code_files(image::Checkpoint& ckpt);
+// processes into ckpt.code_files (deleted files excluded), each file the
+// one its process names by that path (`views`): a restore where the path
+// leads to another file, or none, refuses.
+void record_code_files(image::Checkpoint& ckpt, const FileViews& views);
 
 }  // namespace snap

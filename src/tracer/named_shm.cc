@@ -46,14 +46,18 @@ bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
 
 }  // namespace
 
-void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots) {
+void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
+                              const FileViews& views) {
   std::map<std::pair<uint64_t, uint64_t>, std::vector<image::Mapping*>> files;  // (dev, inode)
+  std::map<std::pair<uint64_t, uint64_t>, pid_t> first_mapper;  // whose path is looked at
   for (auto& p : ckpt.processes) {
     if (p.zombie) continue;
     for (auto& m : p.mappings)
       if (m.kind == image::MappingKind::File && m.shared && !m.ghost && m.path.starts_with("/") &&
-          !m.path.ends_with(" (deleted)"))
+          !m.path.ends_with(" (deleted)")) {
         files[{m.dev, m.inode}].push_back(&m);
+        first_mapper.emplace(std::pair{m.dev, m.inode}, p.pid);
+      }
   }
   for (auto& [key, maps] : files) {
     // Memory the job may write: a file only ever mapped read-only (data
@@ -62,7 +66,8 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
                      [](const image::Mapping* m) { return image::has_vmflag(m->vmflags, "mw"); }))
       continue;
     const std::string& path = maps.front()->path;
-    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    ScopedFd fd(::open(views.path(first_mapper.at(key), path).c_str(),
+                       O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     struct statfs fs {};
     struct stat st {};
     if (!fd || ::fstatfs(fd.get(), &fs) != 0 ||

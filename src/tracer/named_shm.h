@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "image/checkpoint.h"
+#include "tracer/file_view.h"
 
 namespace snap {
 
@@ -23,7 +24,8 @@ namespace snap {
 // only in ranges that mappings of the tree map: sets
 // Mapping::named_shm (the file's size, mode and owner). A file with data
 // elsewhere stays a plain file mapping (-v says so): the image would not
-// hold all of it.
-void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots);
+// hold all of it. Paths are the processes' own (`views`).
+void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
+                              const FileViews& views);
 
 }  // namespace snap

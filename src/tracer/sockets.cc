@@ -233,7 +233,10 @@ namespace {
 // names were relative to the binder's working directory, taken to be the
 // process's current one.
 std::string socket_file(const image::Process& p, const std::string& name) {
-  if (name.empty() || name[0] == '@' || name[0] == '/') return name;
+  if (name.empty() || name[0] == '@') return name;
+  // bind() took the name from the process's own root (a container's, a
+  // chroot's) or working directory.
+  if (name[0] == '/') return fmt::format("/proc/{}/root{}", p.pid, name);
   return fmt::format("/proc/{}/cwd/{}", p.pid, name);
 }
 

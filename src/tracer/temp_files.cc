@@ -47,8 +47,8 @@ void stat_into(const struct stat& st, GhostFile& f) {
 class TempCollector {
  public:
   TempCollector(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
-                TempFileContents& contents, uint64_t pages_max)
-      : ckpt_(ckpt), roots_(roots), contents_(contents), pages_max_(pages_max) {}
+                TempFileContents& contents, uint64_t pages_max, const FileViews& views)
+      : ckpt_(ckpt), roots_(roots), contents_(contents), views_(views), pages_max_(pages_max) {}
 
   void run() {
     for (const auto& p : ckpt_.processes) {
@@ -68,9 +68,9 @@ class TempCollector {
       if (p.zombie) continue;
       for (const auto& f : p.fds) fd(p.pid, f);
       for (const auto& m : p.mappings)
-        if (m.named_shm) chain(parent_of(m.path));
+        if (m.named_shm) chain(p.pid, parent_of(m.path));
         else mapped(p.pid, m);
-      if (auto cwd = clean_dir(p.cwd); !cwd.empty()) chain(cwd);
+      if (auto cwd = clean_dir(p.cwd); !cwd.empty()) chain(p.pid, cwd);
     }
     uint64_t id = 0;
     for (auto& [path, f] : files_) {
@@ -83,7 +83,7 @@ class TempCollector {
   void fd(pid_t pid, const image::FileDesc& f) {
     if (f.ghost || f.path.ends_with(" (deleted)")) return;
     if (f.unix_socket) {
-      if (f.unix_socket->name.starts_with("/")) chain(parent_of(f.unix_socket->name));
+      if (f.unix_socket->name.starts_with("/")) chain(pid, parent_of(f.unix_socket->name));
       return;
     }
     if (f.type != image::FdType::Regular && f.type != image::FdType::Fifo &&
@@ -92,7 +92,7 @@ class TempCollector {
     // A job may hold one file open thousands of times: looked at once.
     if (!seen_.insert(f.path).second) return;
     if (temp_root_of(f.path, roots_).empty() || shm_paths_.count(f.path)) return;
-    chain(parent_of(f.path));
+    chain(pid, parent_of(f.path));
     const std::string who = fmt::format("pid {} fd {} ({})", pid, f.fd, f.path);
     const std::string link = fmt::format("/proc/{}/fd/{}", pid, f.fd);
     struct stat st {};
@@ -126,14 +126,14 @@ class TempCollector {
     if (!seen_.insert(m.path).second) return;
     if (temp_root_of(m.path, roots_).empty() || shm_paths_.count(m.path)) return;
     const std::string who = fmt::format("pid {} mapping {:#x} ({})", pid, m.start, m.path);
-    ScopedFd in = open_for_reading(m.path, O_NOFOLLOW);
+    ScopedFd in = open_for_reading(views_.path(pid, m.path), O_NOFOLLOW);
     struct stat st {};
     if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<uint64_t>(st.st_dev) != m.dev || static_cast<uint64_t>(st.st_ino) != m.inode) {
       vlog("{}: not the mapped file at that path now: a restore maps it by its path", who);
       return;
     }
-    chain(parent_of(m.path));
+    chain(pid, parent_of(m.path));
     GhostFile t;
     t.path = m.path;
     stat_into(st, t);
@@ -194,23 +194,24 @@ class TempCollector {
   }
 
   // `dir` and every directory above it up to the outermost temporary
-  // directory it is in (that one too where it is a $TMPDIR of its own).
-  void chain(const std::string& dir) {
+  // directory it is in (that one too where it is a $TMPDIR of its own), as
+  // process `pid` sees them.
+  void chain(pid_t pid, const std::string& dir) {
     const std::string root = temp_root_of(dir, roots_);
     if (root.empty()) {
-      if (std::count(roots_.begin(), roots_.end(), dir) && !is_fixed_root(dir)) directory(dir);
+      if (std::count(roots_.begin(), roots_.end(), dir) && !is_fixed_root(dir)) directory(pid, dir);
       return;
     }
     for (std::string d = dir; d.size() > root.size(); d = parent_of(d))
-      if (!directory(d)) return;  // there already, with what leads to it
-    if (!is_fixed_root(root)) directory(root);
+      if (!directory(pid, d)) return;  // there already, with what leads to it
+    if (!is_fixed_root(root)) directory(pid, root);
   }
 
   // Records directory d; false when it was recorded before.
-  bool directory(const std::string& d) {
+  bool directory(pid_t pid, const std::string& d) {
     if (files_.count(d)) return false;
     struct stat st {};
-    if (::lstat(d.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return true;
+    if (::lstat(views_.path(pid, d).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return true;
     GhostFile t;
     t.kind = GhostFile::Kind::Directory;
     t.path = d;
@@ -222,6 +223,7 @@ class TempCollector {
   image::Checkpoint& ckpt_;
   const std::vector<std::string>& roots_;
   TempFileContents& contents_;
+  const FileViews& views_;
   std::set<std::string> shm_paths_, written_maps_, leased_paths_, seen_;
   std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
   uint64_t total_ = 0;  // of the contents kept in the checkpoint
@@ -262,9 +264,9 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 }
 
 TempFileContents collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
-                                    uint64_t pages_max) {
+                                    uint64_t pages_max, const FileViews& views) {
   TempFileContents contents;
-  TempCollector(ckpt, roots, contents, pages_max).run();
+  TempCollector(ckpt, roots, contents, pages_max, views).run();
   return contents;
 }
 

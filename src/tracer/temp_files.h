@@ -12,6 +12,7 @@
 
 #include "image/checkpoint.h"
 #include "tracer/file_pages.h"
+#include "tracer/file_view.h"
 #include "tracer/temp_file_contents.h"
 
 namespace snap {
@@ -43,8 +44,8 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 // or data staged there, is named in a warning: a restore on another node
 // needs it copied back).
 // Larger files are carried up to `pages_max` bytes in all, in the order
-// their fds come.
+// their fds come. Paths are the processes' own (`views`).
 TempFileContents collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
-                                    uint64_t pages_max);
+                                    uint64_t pages_max, const FileViews& views);
 
 }  // namespace snap

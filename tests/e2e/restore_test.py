@@ -487,6 +487,89 @@ def changed_binary_refused(env):
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
 
 
+def in_mount_namespace(prefix, mounts, argv):
+    """argv run by `unshare` with PREFIX (its options), each (source,
+    target) of MOUNTS bind-mounted first, in that namespace only."""
+    binds = " && ".join(f"mount --bind '{a}' '{b}'" for a, b in mounts)
+    return ["unshare", *prefix, "--propagation", "private", "sh", "-c", f'{binds} && exec "$@"',
+            "sh", *argv]
+
+
+@case
+def container_mount_namespace(env):
+    # A job in a mount namespace of its own, as in a container (Apptainer,
+    # Slurm's job_container/tmpfs plugin): there the path of its executable
+    # leads to another program than in snap's namespace (a directory
+    # bind-mounted over the test programs' own). Dumped from outside with
+    # --kill, the dump names that file; a restore outside refuses before
+    # anything runs (it would map another program under the saved memory);
+    # the same restore inside a namespace with the same mount goes on to the
+    # end of an uninterrupted run.
+    if not shutil.which("unshare"):
+        raise Skip("no unshare here (util-linux)")
+    root = os.geteuid() == 0
+    # As uid 65534: a user namespace mapping that uid to itself, keeping
+    # its capabilities there to mount with (as Apptainer runs a container).
+    prefix = ["-m"] if root else ["-cm", "--keep-caps"]
+    progs = os.path.dirname(env.prog("counter"))
+    other = env.path("other")
+    os.mkdir(other)
+    shutil.copy(env.prog("counter_static"), os.path.join(other, "counter"))  # another build
+    seen = os.path.join(progs, "counter")
+    _, ref = uninterrupted([env.prog("counter_static"), "20", "1"])
+    out = env.path("ns.out")
+    p = start(in_mount_namespace(prefix, [(other, progs)], [seen, "20", "100"]), stdout_path=out)
+    wait_lines(out, 3)
+    expect(os.readlink(f"/proc/{p.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"),
+           "the job runs in a mount namespace of its own")
+    ckpt = env.path("ns.ckpt")
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    expect("runs in a mount namespace of its own" in r.stderr and f"({seen})" in r.stderr,
+           f"the dump names the file snap's namespace has elsewhere: {r.stderr.strip()}")
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 1 and seen in r.stderr and "changed since the dump" in r.stderr
+           and "container" in r.stderr,
+           f"a restore outside the job's namespace refuses, naming the file: {r.stderr.strip()}")
+    expect(lines_of(out) == before and not pid_alive(p.pid), "nothing was started")
+    r = subprocess.run(in_mount_namespace(prefix, [(other, progs)], [env.snap, "restore", ckpt]),
+                       capture_output=True, text=True, timeout=120)
+    expect(r.returncode == 0, f"restored inside such a namespace, the job ends: {r.stderr.strip()}")
+    expect_continued("ns", before, lines_of(out), ref)
+
+
+@case
+def container_user_namespace(env):
+    # A job dumped and restored inside a rootless container: a user
+    # namespace where the job and snap are uid 0 (`unshare -r`), and a
+    # mount namespace. snap, uid 0 there, may not choose pids in the pid
+    # namespace it makes processes in (that one belongs to the host): the
+    # restore makes a pid namespace of its own, and the job ends as an
+    # uninterrupted run.
+    if not shutil.which("unshare"):
+        raise Skip("no unshare here (util-linux)")
+    _, ref = uninterrupted([env.prog("counter"), "20", "1"])
+    out, ckpt = env.path("userns.out"), env.path("userns.ckpt")
+    script = f"""
+        : > '{out}'
+        {env.prog("counter")} 20 100 > '{out}' &
+        job=$!
+        while [ "$(wc -l < '{out}')" -lt 3 ]; do sleep 0.05; done
+        '{env.snap}' dump --kill --pid $job -o '{ckpt}' || exit 10
+        wait $job
+        wc -l < '{out}' > '{out}.before'
+        exec '{env.snap}' restore '{ckpt}'
+    """
+    r = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=120)
+    before = int(open(out + ".before").read()) if os.path.exists(out + ".before") else 0
+    expect(r.returncode == 0 and 3 <= before < 20,
+           f"dumped after {before} lines and restored, inside the namespace: exit {r.returncode}, "
+           f"{r.stderr.strip()}")
+    expect_continued("userns", lines_of(out)[:before], lines_of(out), ref)
+
+
 @case
 def rebuilt_while_running(env):
     # The counter's binary is rebuilt while the job runs (the old file
