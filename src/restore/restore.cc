@@ -203,6 +203,15 @@ void drop_capabilities(SyscallBatch& batch) {
             batch.put_value(none).as_int());
 }
 
+// A process that ran chrooted goes back under its root directory (its path
+// as snap saw it), once everything before has opened its files by their
+// full paths, and before it may give up the privilege chroot takes.
+void restore_root(SyscallBatch& batch, const image::Process& p) {
+  if (p.root.empty() || p.root == "/") return;
+  batch.reserve(1, p.root.size() + 1);
+  batch.add(fmt::format("chroot {}", p.root), SYS_chroot, batch.put(p.root).as_int());
+}
+
 // Each thread's own state runs in that thread, one batch of system calls
 // per thread; the threads come back to their saved registers.
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
@@ -233,6 +242,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
       batch.run(t);
       t.set_regs(Registers::from_bytes(p.threads[i].gpregs));
     }
+    restore_root(batch, p);
     queue_thread(batch, p.threads[0]);
     batch.run();
   }  // the batch area goes (munmap needs no privilege)

@@ -571,6 +571,48 @@ def container_user_namespace(env):
 
 
 @case
+def chrooted_job(env):
+    # A job started under chroot (its root a directory holding the static
+    # counter): restored, it is under that root again (/proc/PID/root), not
+    # the host's, and ends as an uninterrupted run. As uid 65534, chroot runs
+    # with the capabilities of a user namespace mapping that uid to itself.
+    if not shutil.which("chroot") or not shutil.which("unshare"):
+        raise Skip("no chroot or unshare here (coreutils, util-linux)")
+    root_dir = env.path("root")
+    os.mkdir(root_dir)
+    shutil.copy(env.prog("counter_static"), os.path.join(root_dir, "counter"))
+    job = ["/counter", "20", "100"]
+    prefix = [] if os.geteuid() == 0 else ["unshare", "-c", "--keep-caps"]
+    _, ref = uninterrupted([env.prog("counter_static"), "20", "1"])
+    out, ckpt = env.path("chroot.out"), env.path("chroot.ckpt")
+    p = start(prefix + ["chroot", root_dir] + job, stdout_path=out)
+    wait_lines(out, 3)
+    expect(os.readlink(f"/proc/{p.pid}/root") == root_dir, "the job runs chrooted")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    before = lines_of(out)
+    r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+
+    def roots():  # of the processes running the job's command line (other tests' too)
+        found = []
+        for d in os.listdir("/proc"):
+            try:
+                if d.isdigit() and open(f"/proc/{d}/cmdline").read().split("\0")[:3] == job:
+                    found.append(os.readlink(f"/proc/{d}/root"))
+            except OSError:
+                pass
+        return found
+    # Once it prints again, the restore has let it go.
+    wait_for(lambda: len(lines_of(out)) > len(before) or r.poll() is not None, 30,
+             "the restored job's next line")
+    found = roots()
+    _, err = r.communicate(timeout=60)
+    expect(root_dir in found, f"the restored job is under its root again: {found}")
+    expect(r.returncode == 0, f"the restored job ends: {err.strip()}")
+    expect_continued("chroot", before, lines_of(out), ref)
+
+
+@case
 def rebuilt_while_running(env):
     # The counter's binary is rebuilt while the job runs (the old file
     # unlinked, a new one at its path, as a linker writes its output): the
