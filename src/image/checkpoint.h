@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 9;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 10;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -31,8 +31,16 @@ constexpr uint32_t kFormatVersion = 9;  // 2: process trees; 3: checkpoint serie
                                         //    contents are in the page store
                                         // 9: deleted files and memfds whose contents
                                         //    are in the page store
+                                        // 10: processes' capability sets
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
+
+// A process's capability sets (/proc/PID/status CapInh, CapPrm, CapEff,
+// CapBnd, CapAmb), bit n for capability n.
+struct Capabilities {
+  uint64_t inheritable = 0, permitted = 0, effective = 0, bounding = 0, ambient = 0;
+  bool operator==(const Capabilities&) const = default;
+};
 
 // One thread's CPU state, captured while it was in a ptrace stop.
 struct ThreadState {
@@ -513,6 +521,10 @@ struct Process {
   std::optional<int32_t> oom_score_adj;  // /proc/PID/oom_score_adj
   std::optional<bool> thp_disabled;      // PR_GET_THP_DISABLE (status "THP_enabled: 0")
   std::optional<bool> no_new_privs;      // PR_GET_NO_NEW_PRIVS (status "NoNewPrivs")
+  // Its capability sets (format 10), where it shares the dumper's user
+  // namespace (elsewhere they mean another namespace's capabilities);
+  // absent: not recorded, and a restore leaves the ones the job's uid gives.
+  std::optional<Capabilities> caps;
 };
 
 // What identifies a file's contents: the executable and every file a job

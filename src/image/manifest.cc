@@ -323,6 +323,10 @@ ojson encode(const Process& p) {
   if (p.oom_score_adj) j["oom_score_adj"] = *p.oom_score_adj;
   if (p.thp_disabled) j["thp_disabled"] = *p.thp_disabled;
   if (p.no_new_privs) j["no_new_privs"] = *p.no_new_privs;
+  if (p.caps)
+    j["caps"] = {{"inheritable", p.caps->inheritable}, {"permitted", p.caps->permitted},
+                 {"effective", p.caps->effective}, {"bounding", p.caps->bounding},
+                 {"ambient", p.caps->ambient}};
   return j;
 }
 

@@ -501,6 +501,10 @@ Process decode_process(const Field& f) {
   if (auto d = f.opt("oom_score_adj")) p.oom_score_adj = d->as<int32_t>();
   if (auto d = f.opt("thp_disabled")) p.thp_disabled = d->as<bool>();
   if (auto d = f.opt("no_new_privs")) p.no_new_privs = d->as<bool>();
+  if (auto c = f.opt("caps"))
+    p.caps = Capabilities{(*c)["inheritable"].as<uint64_t>(), (*c)["permitted"].as<uint64_t>(),
+                          (*c)["effective"].as<uint64_t>(), (*c)["bounding"].as<uint64_t>(),
+                          (*c)["ambient"].as<uint64_t>()};
   return p;
 }
 

@@ -189,20 +189,6 @@ void join_groups(TreeUnderConstruction& tree, const TreePlan& plan, PidSpace& sp
 
 // One process: memory, threads, signal state, registers. Its tasks stay
 // stopped (tasks[0] the leader; the new threads are appended).
-// In a fresh namespace the skeletons had every capability there, which
-// the job did not: each thread drops them last.
-void drop_capabilities(SyscallBatch& batch) {
-  struct {
-    uint32_t version;
-    int32_t pid;
-  } header{0x20080522, 0};  // _LINUX_CAPABILITY_VERSION_3, this thread
-  uint32_t none[6] = {};
-  batch.reserve(1, sizeof header + sizeof none + 16);
-  uint64_t h = batch.put_value(header).as_int();
-  batch.add("capset (dropping the namespace's capabilities)", SYS_capset, h,
-            batch.put_value(none).as_int());
-}
-
 // A process that ran chrooted goes back under its root directory (its path
 // as snap saw it), once everything before has opened its files by their
 // full paths, and before it may give up the privilege chroot takes.
@@ -221,8 +207,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   Task& leader = *tasks[0];
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
     restore_thread_state(batch, p.pid, saved);
-    if (fresh_namespace) drop_capabilities(batch);
-    else restore_credentials(batch, p);  // last: it may give up root
+    restore_credentials(batch, p, fresh_namespace);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
   rebuild_address_space(rs, p, img, files, fill);

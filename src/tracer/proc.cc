@@ -285,7 +285,22 @@ void for_each_keyed_line(std::string_view text, Fn fn) {
 
 Status parse_status(std::string_view text) {
   Status s;
+  image::Capabilities caps;
+  int cap_sets = 0;
   for_each_keyed_line(text, [&](std::string_view key, const std::vector<std::string_view>& f) {
+    if (key.starts_with("Cap")) {
+      uint64_t* set = key == "CapInh"   ? &caps.inheritable
+                      : key == "CapPrm" ? &caps.permitted
+                      : key == "CapEff" ? &caps.effective
+                      : key == "CapBnd" ? &caps.bounding
+                      : key == "CapAmb" ? &caps.ambient
+                                        : nullptr;
+      if (set) {
+        *set = to_u64(f[0], 16);
+        cap_sets++;
+      }
+      return;
+    }
     if (key == "Name") s.name = std::string(f[0]);
     else if (key == "State") s.state = f[0][0];
     else if (key == "Umask") s.umask = static_cast<uint32_t>(to_u64(f[0], 8));
@@ -307,6 +322,7 @@ Status parse_status(std::string_view text) {
       for (size_t i = 0; i < 4; i++) dst[i] = static_cast<uint32_t>(to_u64(f[i]));
     }
   });
+  if (cap_sets == 5) s.caps = caps;
   return s;
 }
 
@@ -545,6 +561,13 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
 
 namespace {
 
+// Whether process `pid` is in snap's own user namespace.
+bool same_user_namespace(pid_t pid) {
+  struct stat a {}, b {};
+  return ::stat(pid_path(pid, "ns/user").c_str(), &a) == 0 && ::stat("/proc/self/ns/user", &b) == 0 &&
+         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 // The mappings of stopped process `pid`, their flags from `hints` where
 // they fit (tracer/vmflags.h). Most often /proc/PID/maps is the hints'
 // text line for line: then their entries are taken whole, nothing parsed
@@ -606,6 +629,9 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
                 "snap cannot restore seccomp filters yet");
   if (status.thp_enabled) p.thp_disabled = !*status.thp_enabled;
   p.no_new_privs = status.no_new_privs;
+  // Capabilities count in the process's own user namespace: recorded only
+  // where that is snap's, whose restore gives them back in the same sense.
+  if (same_user_namespace(pid)) p.caps = status.caps;
   if (auto uid = try_read_file(pid_path(pid, "loginuid")))
     p.loginuid = static_cast<uint32_t>(std::strtoul(uid->c_str(), nullptr, 10));
   if (auto adj = try_read_file(pid_path(pid, "oom_score_adj")))

@@ -72,6 +72,9 @@ struct Status {
   uint64_t rss_bytes = 0, swap_bytes = 0;  // "VmRSS:", "VmSwap:" (0 for a zombie)
   uint64_t locked_bytes = 0;               // "VmLck:": the size of its mlocked mappings
   int threads = 0;                         // "Threads:"
+  // "CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:" (hex); absent
+  // unless all five are shown.
+  std::optional<image::Capabilities> caps;
 };
 Status parse_status(std::string_view text);
 

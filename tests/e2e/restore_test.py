@@ -612,6 +612,50 @@ def chrooted_job(env):
     expect_continued("chroot", before, lines_of(out), ref)
 
 
+def capability_sets(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return [l.strip() for l in f if l.startswith("Cap")]
+
+
+@case
+def capabilities_kept(env):
+    # Jobs whose capabilities are not what their uid gives (setpriv): root
+    # with a smaller bounding set (as under a container runtime or a
+    # service manager), and uid 65534 holding one capability, ambient too.
+    # Restored by root, each has exactly its capability sets again, not
+    # root's full ones nor none, and ends as an uninterrupted run.
+    if os.geteuid() != 0:
+        raise Skip("needs root: only root makes a job with capabilities other than its uid's")
+    if not shutil.which("setpriv"):
+        raise Skip("no setpriv here (util-linux)")
+    _, ref = uninterrupted([env.prog("counter"), "20", "1"])
+    jobs = {
+        "root, bounding set without sys_admin and net_raw":
+            ["setpriv", "--bounding-set=-sys_admin,-net_raw"],
+        "uid 65534 holding net_bind_service":
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"],
+    }
+    for i, (what, prefix) in enumerate(jobs.items()):
+        out, ckpt = env.path(f"caps{i}.out"), env.path(f"caps{i}.ckpt")
+        os.chmod(env.tmp, 0o777)
+        p = start(prefix + [env.prog("counter"), "20", "100"], stdout_path=out)
+        wait_lines(out, 3)
+        saved = capability_sets(p.pid)
+        expect(saved != capability_sets(os.getpid()), f"{what}: not root's capabilities: {saved}")
+        env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+        p.wait()
+        before = lines_of(out)
+        r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: len(lines_of(out)) > len(before) or r.poll() is not None, 30,
+                 "the restored job's next line")
+        now = capability_sets(p.pid) if pid_alive(p.pid) else None
+        _, err = r.communicate(timeout=60)
+        expect(now == saved, f"{what}: the same capabilities again: {now} (saved {saved})")
+        expect(r.returncode == 0, f"{what}: the restored job ends: {err.strip()}")
+        expect_continued(f"caps{i}", before, lines_of(out), ref)
+
+
 @case
 def rebuilt_while_running(env):
     # The counter's binary is rebuilt while the job runs (the old file

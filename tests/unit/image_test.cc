@@ -179,6 +179,8 @@ TEST(Manifest, RoundTrip) {
 TEST(Manifest, TreeFieldsRoundTrip) {
   Checkpoint c = sample_checkpoint();
   c.processes[0].child_subreaper = 1;
+  // Capability sets wider than 32 bits (CAP_CHECKPOINT_RESTORE is 40).
+  c.processes[0].caps = Capabilities{1ull << 10, (1ull << 40) | 3, 3, 0x1ffffffffffull, 1ull << 10};
   c.processes[0].fds[0].file_id = 1;
   c.processes[1].fds[0].file_id = 1;
   FileDesc sock;
@@ -209,6 +211,8 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   ASSERT_EQ(back.processes.size(), 3u);
   EXPECT_EQ(back.processes[0].child_subreaper, 1);
   EXPECT_FALSE(back.processes[1].child_subreaper.has_value());
+  EXPECT_EQ(back.processes[0].caps, c.processes[0].caps);
+  EXPECT_FALSE(back.processes[1].caps.has_value());
   EXPECT_FALSE(back.processes[0].zombie);
   EXPECT_EQ(back.processes[0].fds[0].file_id, 1u);
   EXPECT_EQ(back.processes[1].fds[0].file_id, 1u);

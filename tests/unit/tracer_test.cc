@@ -198,6 +198,16 @@ TEST(ProcParse, StatousAndFdinfo) {
                               "Gid:\t10\t11\t12\t13\nVmLck:\t      16 kB\nVmRSS:\t    2048 kB\n"
                               "VmSwap:\t      12 kB\nThreads:\t257\n");
   EXPECT_EQ(s.name, "counter");
+  EXPECT_FALSE(s.caps.has_value());  // not all five shown: not known
+  auto c = proc::parse_status("Name:\tx\nCapInh:\t0000000000000400\nCapPrm:\t000001ffffffffff\n"
+                              "CapEff:\t0000000000000003\nCapBnd:\t000001fffffffdff\n"
+                              "CapAmb:\t0000000000000400\n").caps;
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->inheritable, 0x400u);
+  EXPECT_EQ(c->permitted, 0x1ffffffffffull);
+  EXPECT_EQ(c->effective, 3u);
+  EXPECT_EQ(c->bounding, 0x1fffffffdffull);
+  EXPECT_EQ(c->ambient, 0x400u);
   EXPECT_EQ(s.threads, 257);
   EXPECT_EQ(s.rss_bytes, 2048u << 10);
   EXPECT_EQ(s.swap_bytes, 12u << 10);
