@@ -43,9 +43,11 @@ uint64_t all_capabilities() {
   return all;
 }
 
-// snap restore's own capability sets.
-image::Capabilities own_capabilities() {
-  return proc::read_status(::getpid()).caps.value_or(image::Capabilities{});
+// snap restore's own capability sets (read once: they do not change).
+const image::Capabilities& own_capabilities() {
+  static const image::Capabilities own =
+      proc::read_status(::getpid()).caps.value_or(image::Capabilities{});
+  return own;
 }
 
 // What a thread of the job has once its ids are set, with no capability
@@ -200,7 +202,6 @@ void restore_credentials(SyscallBatch& batch, const image::Process& p, bool fres
     batch.add("prctl(PR_SET_KEEPCAPS, 0)", SYS_prctl, PR_SET_KEEPCAPS, 0);
   }
 }
-
 
 void adopt_login_uid(const image::Checkpoint& ckpt) {
   constexpr uint32_t kUnset = 4294967295u;

@@ -16,9 +16,10 @@ namespace snap::restore {
 // Throws Error naming the pid and the ids when the restoring user cannot
 // give the job its ids: in a fresh user namespace (an ordinary user, or
 // --isolate) only the caller's own uid and gid exist; elsewhere only root
-// can set other ids, and give only capabilities it has itself. Returns warnings for what comes back weaker without
-// changing what the job does: supplementary groups in a user namespace,
-// hard resource limits above what this user may set.
+// can set other ids, and give only capabilities it has itself. Returns
+// warnings for what comes back weaker without changing what the job does:
+// supplementary groups in a user namespace, hard resource limits above
+// what this user may set.
 std::vector<std::string> check_credentials(const image::Checkpoint& ckpt, bool fresh_namespace);
 
 // Queued for the thread itself, after everything that needs privilege: its saved

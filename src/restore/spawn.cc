@@ -278,11 +278,10 @@ std::unique_ptr<PidSpace> make_host_pid_space() { return std::make_unique<HostPi
 
 bool may_choose_pids() {
   if (::geteuid() != 0) return false;
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct caps[2]{};
-  if (::syscall(SYS_capget, &hdr, caps) != 0) return false;
-  auto effective = [&](int cap) { return (caps[cap / 32].effective >> (cap % 32)) & 1U; };
-  if (!effective(40 /* CAP_CHECKPOINT_RESTORE */) && !effective(CAP_SYS_ADMIN)) return false;
+  const auto caps = proc::read_status(::getpid()).caps;
+  const uint64_t wanted = (uint64_t{1} << 40) /* CAP_CHECKPOINT_RESTORE */ |
+                          (uint64_t{1} << CAP_SYS_ADMIN);
+  if (!caps || !(caps->effective & wanted)) return false;
   // The capabilities count in the user namespace that owns the pid
   // namespace children are made in, and only there (or above).
   ScopedFd pidns(::open("/proc/self/ns/pid_for_children", O_RDONLY | O_CLOEXEC));

@@ -47,12 +47,6 @@ std::string FileViews::path(pid_t pid, const std::string& path) const {
   return fmt::format("/proc/self/fd/{}{}", it->second.get(), path);
 }
 
-std::vector<pid_t> FileViews::own() const {
-  std::vector<pid_t> out;
-  for (const auto& [pid, fd] : roots_) out.push_back(pid);
-  return out;
-}
-
 std::vector<std::string> paths_elsewhere(const image::Process& p, const FileViews& views) {
   std::set<std::string> paths;
   auto consider = [&](const std::string& path) {

@@ -39,9 +39,6 @@ class FileViews {
   // root directory.
   std::string path(pid_t pid, const std::string& path) const;
 
-  // The processes whose view is their own, ascending.
-  std::vector<pid_t> own() const;
-
  private:
   std::map<pid_t, ScopedFd> roots_;  // O_PATH on /proc/PID/root
 };
