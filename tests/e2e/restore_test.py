@@ -487,6 +487,19 @@ def changed_binary_refused(env):
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
 
 
+def while_restored(env, ckpt, out, before, look):
+    """Restores ckpt (its job's stdout in OUT, BEFORE its lines at the dump);
+    once the job prints again (the restore has let it go) calls look().
+    Returns what look() returned, and the restore's exit status and stderr
+    once the job has ended."""
+    r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(lines_of(out)) > len(before) or r.poll() is not None, 30,
+             "the restored job's next line")
+    seen = look()
+    _, err = r.communicate(timeout=60)
+    return seen, r.returncode, err
+
+
 def in_mount_namespace(prefix, mounts, argv):
     """argv run by `unshare` with PREFIX (its options), each (source,
     target) of MOUNTS bind-mounted first, in that namespace only."""
@@ -591,8 +604,6 @@ def chrooted_job(env):
     env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
     p.wait()
     before = lines_of(out)
-    r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
-
     def roots():  # of the processes running the job's command line (other tests' too)
         found = []
         for d in os.listdir("/proc"):
@@ -602,13 +613,9 @@ def chrooted_job(env):
             except OSError:
                 pass
         return found
-    # Once it prints again, the restore has let it go.
-    wait_for(lambda: len(lines_of(out)) > len(before) or r.poll() is not None, 30,
-             "the restored job's next line")
-    found = roots()
-    _, err = r.communicate(timeout=60)
+    found, rc, err = while_restored(env, ckpt, out, before, roots)
     expect(root_dir in found, f"the restored job is under its root again: {found}")
-    expect(r.returncode == 0, f"the restored job ends: {err.strip()}")
+    expect(rc == 0, f"the restored job ends: {err.strip()}")
     expect_continued("chroot", before, lines_of(out), ref)
 
 
@@ -646,13 +653,10 @@ def capabilities_kept(env):
         env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
         p.wait()
         before = lines_of(out)
-        r = subprocess.Popen([env.snap, "restore", ckpt], stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: len(lines_of(out)) > len(before) or r.poll() is not None, 30,
-                 "the restored job's next line")
-        now = capability_sets(p.pid) if pid_alive(p.pid) else None
-        _, err = r.communicate(timeout=60)
+        now, rc, err = while_restored(
+            env, ckpt, out, before, lambda: capability_sets(p.pid) if pid_alive(p.pid) else None)
         expect(now == saved, f"{what}: the same capabilities again: {now} (saved {saved})")
-        expect(r.returncode == 0, f"{what}: the restored job ends: {err.strip()}")
+        expect(rc == 0, f"{what}: the restored job ends: {err.strip()}")
         expect_continued(f"caps{i}", before, lines_of(out), ref)
 
 
