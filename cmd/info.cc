@@ -108,6 +108,17 @@ void print_process(const ojson& p) {
   }
   std::printf("  exe  %s\n  cwd  %s\n", p["exe"].get<std::string>().c_str(),
               p["cwd"].get<std::string>().c_str());
+  if (const std::string root = str_or(p["root"], "/"); root != "/")
+    std::printf("  root %s (chrooted)\n", root.c_str());
+  if (p.contains("caps")) {
+    const auto& c = p["caps"];
+    auto set = [&](const char* k) { return c[k].get<std::string>(); };
+    if (set("permitted") != "0x0" || set("ambient") != "0x0" || set("inheritable") != "0x0")
+      std::printf("  capabilities: permitted %s, effective %s, inheritable %s, ambient %s, "
+                  "bounding %s\n",
+                  set("permitted").c_str(), set("effective").c_str(), set("inheritable").c_str(),
+                  set("ambient").c_str(), set("bounding").c_str());
+  }
   std::printf("  threads: %zu, where each stopped:\n", p["threads"].size());
   for (const auto& t : p["threads"]) print_thread(t);
 

@@ -151,6 +151,10 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
   j["exe"] = p.exe;
   j["cwd"] = p.cwd;
   j["root"] = p.root;
+  if (p.caps)
+    j["caps"] = {{"inheritable", hex(p.caps->inheritable)}, {"permitted", hex(p.caps->permitted)},
+                 {"effective", hex(p.caps->effective)}, {"bounding", hex(p.caps->bounding)},
+                 {"ambient", hex(p.caps->ambient)}};
   describe_tree_fields(p, j);
   j["threads"] = ojson::array();
   for (const auto& t : p.threads) j["threads"].push_back(describe_thread(t, loc, dis));
