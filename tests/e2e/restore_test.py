@@ -652,6 +652,10 @@ def capabilities_kept(env):
         expect(saved != capability_sets(os.getpid()), f"{what}: not root's capabilities: {saved}")
         env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
         p.wait()
+        prm = next(l.split()[1] for l in saved if l.startswith("CapPrm"))
+        info = env.snap_run("info", ckpt).stdout
+        expect(f"capabilities: permitted {int(prm, 16):#x}," in info,
+               f"{what}: snap info shows them: {[l for l in info.splitlines() if 'capab' in l]}")
         before = lines_of(out)
         now, rc, err = while_restored(
             env, ckpt, out, before, lambda: capability_sets(p.pid) if pid_alive(p.pid) else None)
