@@ -512,26 +512,25 @@ def in_mount_namespace(prefix, mounts, argv):
 def container_mount_namespace(env):
     # A job in a mount namespace of its own, as in a container (Apptainer,
     # Slurm's job_container/tmpfs plugin): there the path of its executable
-    # leads to another program than in snap's namespace (a directory
-    # bind-mounted over the test programs' own). Dumped from outside with
-    # --kill, the dump names that file; a restore outside refuses before
-    # anything runs (it would map another program under the saved memory);
-    # the same restore inside a namespace with the same mount goes on to the
-    # end of an uninterrupted run.
-    if not shutil.which("unshare"):
-        raise Skip("no unshare here (util-linux)")
+    # leads to another program than in snap's namespace (the static counter
+    # bind-mounted over /usr/bin/true, a path no temporary directory holds,
+    # whose file the image would carry). Dumped from outside with --kill,
+    # the dump names that file; a restore outside refuses before anything
+    # runs (it would map another program under the saved memory); the same
+    # restore inside a namespace with the same mount goes on to the end of
+    # an uninterrupted run.
+    seen = "/usr/bin/true"
+    if not shutil.which("unshare") or not os.path.isfile(seen):
+        raise Skip(f"no unshare (util-linux) or {seen} here")
     root = os.geteuid() == 0
     # As uid 65534: a user namespace mapping that uid to itself, keeping
     # its capabilities there to mount with (as Apptainer runs a container).
     prefix = ["-m"] if root else ["-cm", "--keep-caps"]
-    progs = os.path.dirname(env.prog("counter"))
-    other = env.path("other")
-    os.mkdir(other)
-    shutil.copy(env.prog("counter_static"), os.path.join(other, "counter"))  # another build
-    seen = os.path.join(progs, "counter")
+    other = env.path("counter")
+    shutil.copy(env.prog("counter_static"), other)  # another program at that path
     _, ref = uninterrupted([env.prog("counter_static"), "20", "1"])
     out = env.path("ns.out")
-    p = start(in_mount_namespace(prefix, [(other, progs)], [seen, "20", "100"]), stdout_path=out)
+    p = start(in_mount_namespace(prefix, [(other, seen)], [seen, "20", "100"]), stdout_path=out)
     wait_lines(out, 3)
     expect(os.readlink(f"/proc/{p.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"),
            "the job runs in a mount namespace of its own")
@@ -546,7 +545,7 @@ def container_mount_namespace(env):
            and "container" in r.stderr,
            f"a restore outside the job's namespace refuses, naming the file: {r.stderr.strip()}")
     expect(lines_of(out) == before and not pid_alive(p.pid), "nothing was started")
-    r = subprocess.run(in_mount_namespace(prefix, [(other, progs)], [env.snap, "restore", ckpt]),
+    r = subprocess.run(in_mount_namespace(prefix, [(other, seen)], [env.snap, "restore", ckpt]),
                        capture_output=True, text=True, timeout=120)
     expect(r.returncode == 0, f"restored inside such a namespace, the job ends: {r.stderr.strip()}")
     expect_continued("ns", before, lines_of(out), ref)
