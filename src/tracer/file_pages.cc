@@ -24,10 +24,9 @@ ScopedFd open_for_reading(const std::string& path, int flags) {
   return fd;
 }
 
-bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,
-                     std::string* why) {
-  std::vector<uint8_t> buf(kChunk);
-  uint64_t next = from;  // the first byte (a page's) not stored yet
+void for_each_data_range(int fd, uint64_t from, uint64_t to,
+                         const std::function<uint64_t(uint64_t, uint64_t)>& fn) {
+  uint64_t next = from;
   while (next < to) {
     off_t data = ::lseek(fd, static_cast<off_t>(next), SEEK_DATA);
     if (data < 0 && errno == ENXIO) break;  // a hole to the end
@@ -36,9 +35,18 @@ bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const P
       data = static_cast<off_t>(next);
       hole = static_cast<off_t>(to);
     }
+    next = fn(static_cast<uint64_t>(data), std::min<uint64_t>(static_cast<uint64_t>(hole), to));
+  }
+}
+
+bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,
+                     std::string* why) {
+  std::vector<uint8_t> buf(kChunk);
+  uint64_t next = from;  // the first byte (a page's) not stored yet
+  bool ok = true;
+  for_each_data_range(fd, from, to, [&](uint64_t data, uint64_t end) -> uint64_t {
     // Whole pages: a range's first page may hold the end of the one before.
-    uint64_t off = std::max(next, static_cast<uint64_t>(data) / kPageSize * kPageSize);
-    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), to);
+    uint64_t off = std::max(next, data / kPageSize * kPageSize);
     while (off < end) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
       size_t got = 0;
@@ -47,7 +55,8 @@ bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const P
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
           *why = fmt::format("reading it at offset {}: {}", off + got, std::strerror(errno));
-          return false;
+          ok = false;
+          return to;
         }
         if (n == 0) break;  // shorter by now: the rest is zeros
         got += static_cast<size_t>(n);
@@ -58,8 +67,9 @@ bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const P
       off += npages * kPageSize;
     }
     next = std::max(next, off);
-  }
-  return true;
+    return next;
+  });
+  return ok;
 }
 
 }  // namespace snap

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "base/scoped_fd.h"
@@ -21,6 +22,13 @@ constexpr uint64_t kMaxInlineFilesBytes = uint64_t{16} << 20;
 // lease someone else holds and, where snap may, without touching its
 // access time. Invalid (errno set) where it cannot be.
 ScopedFd open_for_reading(const std::string& path, int flags = 0);
+
+// Calls fn(start, end) for each stretch of data of the file open on `fd`
+// within [from, to), in order (SEEK_DATA and SEEK_HOLE: holes skipped; all
+// of it one stretch where the file system cannot tell holes). fn returns the
+// offset to look on from (at least `end`; `to` or more stops).
+void for_each_data_range(int fd, uint64_t from, uint64_t to,
+                         const std::function<uint64_t(uint64_t start, uint64_t end)>& fn);
 
 // Reads bytes [from, to) of the file open on `fd` into `sink` (`from` a
 // multiple of the page size), in whole pages (the last one padded with

@@ -24,12 +24,16 @@ bool same_file(const char* a, const char* b) {
 
 }  // namespace
 
+bool shares_namespace(pid_t pid, const char* kind) {
+  return same_file(fmt::format("/proc/{}/ns/{}", pid, kind).c_str(),
+                   fmt::format("/proc/self/ns/{}", kind).c_str());
+}
+
 FileViews FileViews::open(const image::Checkpoint& ckpt) {
   FileViews views;
   for (const auto& p : ckpt.processes) {
     if (p.zombie) continue;
-    const std::string ns = fmt::format("/proc/{}/ns/mnt", p.pid);
-    if (same_file(ns.c_str(), "/proc/self/ns/mnt")) continue;
+    if (shares_namespace(p.pid, "mnt")) continue;
     const std::string root = fmt::format("/proc/{}/root", p.pid);
     ScopedFd fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!fd)
@@ -72,8 +76,7 @@ std::vector<std::string> paths_elsewhere(const image::Process& p, const FileView
 }
 
 std::optional<uint32_t> own_uid(const image::Process& p) {
-  const std::string ns = fmt::format("/proc/{}/ns/user", p.pid);
-  if (p.zombie || same_file(ns.c_str(), "/proc/self/ns/user")) return std::nullopt;
+  if (p.zombie || shares_namespace(p.pid, "user")) return std::nullopt;
   // Each line: first id inside, first id here (snap's namespace), count.
   std::ifstream map(fmt::format("/proc/{}/uid_map", p.pid));
   const uint64_t uid = p.uids[1];

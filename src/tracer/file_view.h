@@ -23,6 +23,10 @@
 
 namespace snap {
 
+// Whether process `pid` is in snap's own namespace of `kind` ("mnt",
+// "user", ...: a name of /proc/PID/ns).
+bool shares_namespace(pid_t pid, const char* kind);
+
 class FileViews {
  public:
   FileViews() = default;

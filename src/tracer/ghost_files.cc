@@ -293,17 +293,7 @@ void fill_from_stat(const struct stat& st, image::GhostFile& f) {
 std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t from, uint64_t to,
                                                   const std::string& who) {
   std::vector<image::GhostExtent> out;
-  uint64_t off = from;
-  while (off < to) {
-    off_t data = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
-    if (data < 0 && errno == ENXIO) break;  // only a hole up to the end
-    off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
-    if (data < 0 || hole < 0) {  // no SEEK_DATA here: everything is data
-      data = static_cast<off_t>(off);
-      hole = static_cast<off_t>(to);
-    }
-    const uint64_t start = static_cast<uint64_t>(data);
-    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), to);
+  for_each_data_range(fd, from, to, [&](uint64_t start, uint64_t end) {
     image::GhostExtent e;
     e.offset = start;
     e.data.resize(end - start);
@@ -315,8 +305,8 @@ std::vector<image::GhostExtent> read_data_extents(int fd, uint64_t from, uint64_
       done += static_cast<size_t>(n);
     }
     out.push_back(std::move(e));
-    off = end;
-  }
+    return end;
+  });
   return out;
 }
 

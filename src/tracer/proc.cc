@@ -22,6 +22,7 @@
 #include "base/scoped_fd.h"
 #include "tracer/aio_rings.h"
 #include "tracer/fd_state.h"
+#include "tracer/file_view.h"
 #include "tracer/fd_table.h"
 
 namespace snap::proc {
@@ -561,13 +562,6 @@ std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
 
 namespace {
 
-// Whether process `pid` is in snap's own user namespace.
-bool same_user_namespace(pid_t pid) {
-  struct stat a {}, b {};
-  return ::stat(pid_path(pid, "ns/user").c_str(), &a) == 0 && ::stat("/proc/self/ns/user", &b) == 0 &&
-         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
-
 // The mappings of stopped process `pid`, their flags from `hints` where
 // they fit (tracer/vmflags.h). Most often /proc/PID/maps is the hints'
 // text line for line: then their entries are taken whole, nothing parsed
@@ -631,7 +625,7 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   p.no_new_privs = status.no_new_privs;
   // Capabilities count in the process's own user namespace: recorded only
   // where that is snap's, whose restore gives them back in the same sense.
-  if (same_user_namespace(pid)) p.caps = status.caps;
+  if (shares_namespace(pid, "user")) p.caps = status.caps;
   if (auto uid = try_read_file(pid_path(pid, "loginuid")))
     p.loginuid = static_cast<uint32_t>(std::strtoul(uid->c_str(), nullptr, 10));
   if (auto adj = try_read_file(pid_path(pid, "oom_score_adj")))
