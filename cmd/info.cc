@@ -95,6 +95,8 @@ void print_thread(const ojson& t) {
                 static_cast<unsigned long long>(t["sigaltstack"]["flags"].get<uint64_t>()));
   if (!t["rseq"].is_null())
     std::printf("      rseq at %s\n", t["rseq"]["addr"].get<std::string>().c_str());
+  if (!t["scheduling"].is_null())
+    std::printf("      scheduling %s\n", t["scheduling"].get<std::string>().c_str());
 }
 
 void print_process(const ojson& p) {

@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 10;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 11;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -32,6 +32,7 @@ constexpr uint32_t kFormatVersion = 10;  // 2: process trees; 3: checkpoint seri
                                         // 9: deleted files and memfds whose contents
                                         //    are in the page store
                                         // 10: processes' capability sets
+                                        // 11: threads' scheduling (policy, nice)
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -43,6 +44,18 @@ struct Capabilities {
 };
 
 // One thread's CPU state, captured while it was in a ptrace stop.
+// A thread's scheduling (sched_getattr): its policy (SCHED_OTHER, BATCH,
+// IDLE, FIFO, RR, DEADLINE), nice value, real-time priority and, for
+// SCHED_DEADLINE, its runtime, deadline and period in ns.
+struct Scheduling {
+  uint32_t policy = 0;  // SCHED_OTHER
+  bool reset_on_fork = false;
+  int32_t nice = 0;
+  uint32_t priority = 0;
+  uint64_t runtime = 0, deadline = 0, period = 0;
+  bool operator==(const Scheduling&) const = default;
+};
+
 struct ThreadState {
   pid_t tid = 0;
   std::string comm;             // the thread's name (PR_GET_NAME, by the parasite)
@@ -63,6 +76,9 @@ struct ThreadState {
   std::optional<std::array<uint64_t, 3>> rseq;
   // The thread's robust futex list: head address and length (get_robust_list).
   std::optional<std::array<uint64_t, 2>> robust_list;
+  // Absent: SCHED_OTHER at nice 0 (images of version 11 on; older ones
+  // did not record it).
+  std::optional<Scheduling> sched;
 };
 
 enum class MappingKind : uint8_t {

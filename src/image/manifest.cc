@@ -48,6 +48,19 @@ ojson encode(const ThreadState& t) {
   if (t.rseq) j["rseq"] = *t.rseq;
   if (!t.comm.empty()) j["comm"] = t.comm;
   if (t.robust_list) j["robust_list"] = *t.robust_list;
+  if (t.sched) {
+    ojson s;
+    s["policy"] = t.sched->policy;
+    if (t.sched->reset_on_fork) s["reset_on_fork"] = true;
+    s["nice"] = t.sched->nice;
+    s["priority"] = t.sched->priority;
+    if (t.sched->runtime || t.sched->deadline || t.sched->period) {
+      s["runtime"] = t.sched->runtime;
+      s["deadline"] = t.sched->deadline;
+      s["period"] = t.sched->period;
+    }
+    j["sched"] = s;
+  }
   return j;
 }
 

@@ -191,6 +191,17 @@ ThreadState decode_thread(const Field& f) {
   if (auto r = f.opt("rseq")) t.rseq = r->fixed_array<uint64_t, 3>();
   if (auto c = f.opt("comm")) t.comm = c->as<std::string>();
   if (auto r = f.opt("robust_list")) t.robust_list = r->fixed_array<uint64_t, 2>();
+  if (auto s = f.opt("sched")) {
+    Scheduling sc;
+    sc.policy = (*s)["policy"].as<uint32_t>();
+    if (auto r = s->opt("reset_on_fork")) sc.reset_on_fork = r->as<bool>();
+    sc.nice = (*s)["nice"].as<int32_t>();
+    sc.priority = (*s)["priority"].as<uint32_t>();
+    if (auto r = s->opt("runtime")) sc.runtime = r->as<uint64_t>();
+    if (auto r = s->opt("deadline")) sc.deadline = r->as<uint64_t>();
+    if (auto r = s->opt("period")) sc.period = r->as<uint64_t>();
+    t.sched = sc;
+  }
   return t;
 }
 

@@ -30,6 +30,7 @@
 #include "job/describe_tree.h"
 #include "job/stop_site.h"
 #include "tracer/registers.h"
+#include "tracer/scheduling.h"
 #include "tracer/temp_files.h"
 
 namespace snap::job {
@@ -137,6 +138,8 @@ ojson describe_thread(const image::ThreadState& t, Locator& loc, const Disassemb
                              {"sig", hex((*t.rseq)[2])}}
                      : ojson(nullptr);
   j["clear_child_tid"] = t.clear_child_tid ? ojson(hex(*t.clear_child_tid)) : ojson(nullptr);
+  // Absent from the image: the default (SCHED_OTHER, nice 0).
+  j["scheduling"] = t.sched ? ojson(describe_scheduling(*t.sched)) : ojson(nullptr);
   return j;
 }
 

@@ -22,6 +22,7 @@
 #include "restore/files.h"
 #include "restore/ns_files.h"
 #include "restore/remote_page.h"
+#include "restore/scheduling.h"
 #include "restore/signals.h"
 #include "restore/skeleton.h"
 #include "restore/threads.h"
@@ -203,6 +204,7 @@ void restore_root(SyscallBatch& batch, const image::Process& p) {
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                      image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
                      const FillOptions& fill) {
+  const uint32_t version = img.checkpoint().format_version;
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
@@ -238,6 +240,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     tasks[i]->set_xsave(p.threads[i].xsave);
     tasks[i]->set_signal_mask(p.threads[i].sigmask);
   }
+  restore_scheduling(tasks, p, version);  // from snap: the job's own rules apply
   vlog("restore: pid {} rebuilt ({} thread(s))", p.pid, tasks.size());
 }
 

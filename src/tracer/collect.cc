@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "tracer/proc.h"
+#include "tracer/scheduling.h"
 
 namespace snap {
 
@@ -29,6 +30,8 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
   size_t len = 0;
   if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) == 0 && head)
     ts.robust_list = std::array<uint64_t, 2>{head, len};
+  // Recorded only where it is not the default (SCHED_OTHER, nice 0).
+  if (auto sched = read_scheduling(t.tid()); sched != image::Scheduling{}) ts.sched = sched;
   ts.pending = t.pending_signals(false);
   if (leader) ts.pending_shared = t.pending_signals(true);
   // A signal the seize intercepted was already dequeued: keep it pending.

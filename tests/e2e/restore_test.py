@@ -6,6 +6,7 @@ images that must be refused. Descriptors are in files_test.py, sockets in
 sockets_test.py. Usage: restore_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -661,6 +662,107 @@ def capabilities_kept(env):
         expect(now == saved, f"{what}: the same capabilities again: {now} (saved {saved})")
         expect(rc == 0, f"{what}: the restored job ends: {err.strip()}")
         expect_continued(f"caps{i}", before, lines_of(out), ref)
+
+
+def scheduling_of(pid):
+    """Each thread's (policy with SCHED_RESET_ON_FORK, real-time priority,
+    nice), by tid order; None once the process has gone."""
+    try:
+        return [(os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
+                 os.getpriority(os.PRIO_PROCESS, tid))
+                for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))]
+    except OSError:
+        return None
+
+
+def running(exe):
+    """The pids of the processes running the program file `exe`."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and os.readlink(f"/proc/{d}/exe") == exe:
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
+@case
+def scheduling_kept(env):
+    # Jobs started under chrt and nice (a batch job made to yield to
+    # interactive work, as users do on a shared node): SCHED_BATCH at nice
+    # 7, SCHED_IDLE, and as root SCHED_RR priority 3 with reset-on-fork and
+    # a two-thread job with one thread reniced alone. Restored, each thread
+    # has its policy, priority and nice again, not snap restore's, and the
+    # job ends as an uninterrupted run. Last, a job at nice 0 restored by
+    # `nice -n 5 snap restore`: root gives it nice 0 back; an ordinary user
+    # may not lower a nice (RLIMIT_NICE 0), so the restore says what it
+    # could not give and the job runs on at nice 5.
+    if not shutil.which("chrt") or not shutil.which("renice"):
+        raise Skip("no chrt or renice here (util-linux)")
+    _, ref = uninterrupted([env.prog("counter"), "20", "1"])
+    jobs = {"SCHED_BATCH at nice 7": ["chrt", "-b", "0", "nice", "-n", "7"],
+            "SCHED_IDLE": ["chrt", "-i", "0"]}
+    if os.geteuid() == 0:
+        jobs["SCHED_RR priority 3, reset on fork"] = ["chrt", "-R", "-r", "3"]
+    jobs["nice 0, restored under nice 5"] = []
+    for i, (what, prefix) in enumerate(jobs.items()):
+        # A copy of the counter of its own: its restored process is found
+        # by its program (in a pid namespace of its own as uid 65534).
+        exe, out, ckpt = env.path(f"sched{i}-counter"), env.path(f"sched{i}.out"), env.path(f"sched{i}.ckpt")
+        shutil.copy(env.prog("counter"), exe)
+        p = start(prefix + [exe, "20", "100"], stdout_path=out)
+        wait_lines(out, 3)
+        saved = scheduling_of(p.pid)
+        env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+        p.wait()
+        if i == 0:
+            info = env.snap_run("info", ckpt).stdout
+            expect("scheduling SCHED_BATCH, nice 7" in info,
+                   f"snap info shows it: {[l for l in info.splitlines() if 'scheduling' in l]}")
+        before = lines_of(out)
+        restorer = ["nice", "-n", "5"] if not prefix else []
+        r = subprocess.Popen(restorer + [env.snap, "restore", ckpt], stderr=subprocess.PIPE,
+                             text=True)
+        wait_for(lambda: len(lines_of(out)) > len(before) or r.poll() is not None, 30,
+                 "the restored job's next line")
+        now = [scheduling_of(pid) for pid in running(exe)]
+        _, err = r.communicate(timeout=60)
+        expect(r.returncode == 0, f"{what}: the restored job ends: {err.strip()}")
+        expect_continued(f"sched{i}", before, lines_of(out), ref)
+        if prefix:
+            expect(saved != scheduling_of(os.getpid()), f"{what}: not snap's own: {saved}")
+            expect(now == [saved], f"{what}: the same scheduling again: {now} (saved {saved})")
+            continue
+        may_lower = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
+        if may_lower:
+            expect(now == [saved], f"{what}: nice 0 again: {now} (saved {saved})")
+        else:
+            expect(now == [[(0, 0, 5)]] and "ran with SCHED_OTHER, nice 0" in err
+                   and "it runs with SCHED_OTHER, nice 5" in err,
+                   f"{what}: the restore says it could not give nice 0, and the job runs at "
+                   f"nice 5: {now}; {err.strip()}")
+    if os.geteuid() != 0:
+        return
+
+    # One thread of two reniced alone (setpriority on its tid).
+    argv = [env.prog("memthreads"), "16", "30", "50"]
+    _, ref = uninterrupted(argv, timeout=120)
+    out, ckpt = env.path("sched-threads.out"), env.path("sched-threads.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{p.pid}/task"))
+    expect(len(tids) == 2, f"memthreads runs two threads: {tids}")
+    os.setpriority(os.PRIO_PROCESS, tids[1], 11)
+    saved = scheduling_of(p.pid)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    before = lines_of(out)
+    now, rc, err = while_restored(env, ckpt, out, before, lambda: scheduling_of(p.pid))
+    expect(now == saved and saved[1][2] == 11 and saved[0][2] == 0,
+           f"each thread its own nice again: {now} (saved {saved})")
+    expect(rc == 0, f"the two-thread job ends: {err.strip()}")
+    expect(lines_of(out) == ref, "the two-thread job's output is an uninterrupted run's")
 
 
 @case

@@ -1,0 +1,62 @@
+#include "restore/scheduling.h"
+
+#include <sched.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "tracer/scheduling.h"
+
+namespace snap::restore {
+
+namespace {
+
+constexpr uint32_t kFirstVersionWithScheduling = 11;
+constexpr int kLowestPriority = 19;  // the highest nice value
+
+bool real_time(uint32_t policy) {
+  return policy == SCHED_FIFO || policy == SCHED_RR || policy == SCHED_DEADLINE;
+}
+
+// The nearest to `wanted` the kernel lets snap give `tid`: the same policy
+// at a higher nice, or, for a real-time one, SCHED_OTHER at the nice the
+// thread had; nullopt where nothing is allowed (then it keeps what it has).
+std::optional<image::Scheduling> nearest_allowed(pid_t tid, const image::Scheduling& wanted) {
+  image::Scheduling base = wanted;
+  if (real_time(wanted.policy)) base = image::Scheduling{SCHED_OTHER, wanted.reset_on_fork, 0, 0};
+  for (int nice = base.nice; nice <= kLowestPriority; nice++) {
+    image::Scheduling s = base;
+    s.nice = nice;
+    if (set_scheduling(tid, s) == 0) return s;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void restore_scheduling(const std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
+                        uint32_t format_version) {
+  if (format_version < kFirstVersionWithScheduling) return;
+  for (size_t i = 0; i < tasks.size() && i < p.threads.size(); i++) {
+    const pid_t tid = tasks[i]->tid();
+    const image::Scheduling wanted = p.threads[i].sched.value_or(image::Scheduling{});
+    const image::Scheduling now = read_scheduling(tid);
+    if (now == wanted) continue;
+    const int err = set_scheduling(tid, wanted);
+    if (err == 0) continue;
+    if (err != EPERM && err != EINVAL && err != EBUSY)
+      throw SysError(fmt::format("pid {} thread {}: sched_setattr ({})", p.pid, p.threads[i].tid,
+                                 describe_scheduling(wanted)),
+                     err);
+    const auto given = nearest_allowed(tid, wanted);
+    warn("pid {} thread {} ran with {}; the kernel does not let this restore give it ({}): it "
+         "runs with {} (run snap restore as root, or raise the job's RLIMIT_NICE or "
+         "RLIMIT_RTPRIO, to give it back)",
+         p.pid, p.threads[i].tid, describe_scheduling(wanted), std::strerror(err),
+         describe_scheduling(given.value_or(now)));
+  }
+}
+
+}  // namespace snap::restore
