@@ -32,7 +32,8 @@ constexpr uint32_t kFormatVersion = 11;  // 2: process trees; 3: checkpoint seri
                                         // 9: deleted files and memfds whose contents
                                         //    are in the page store
                                         // 10: processes' capability sets
-                                        // 11: threads' scheduling (policy, nice)
+                                        // 11: threads' scheduling (policy, nice),
+                                        //     mappings' guard regions
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -123,6 +124,9 @@ struct Mapping {
   // while the job ran). Its kind is then Anonymous (path still the file's):
   // restore makes it private anonymous memory holding those pages.
   bool all_pages = false;
+  // Guard regions (MADV_GUARD_INSTALL, Linux 6.13): [start, end) ranges of
+  // pages where any access faults; restore installs them again.
+  std::vector<std::array<uint64_t, 2>> guards;
   // Kind Aio: the ring's size in events (struct aio_ring's nr).
   uint32_t aio_nr = 0;
   // A MAP_SHARED mapping of a file on tmpfs (/dev/shm: POSIX shared memory,

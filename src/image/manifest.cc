@@ -102,6 +102,13 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
     fmt::format_to(std::back_inserter(out), R"(,"pages_dumped":{})", m.pages_dumped);
     if (m.ghost) fmt::format_to(std::back_inserter(out), R"(,"ghost":{})", m.ghost);
     if (m.all_pages) out += R"(,"all_pages":true)";
+    if (!m.guards.empty()) {
+      out += R"(,"guards":[)";
+      for (size_t i = 0; i < m.guards.size(); i++)
+        fmt::format_to(std::back_inserter(out), "{}[{},{}]", i ? "," : "", m.guards[i][0],
+                       m.guards[i][1]);
+      out += ']';
+    }
     if (m.kind == MappingKind::Aio) fmt::format_to(std::back_inserter(out), R"(,"aio_nr":{})", m.aio_nr);
     if (m.named_shm)
       fmt::format_to(std::back_inserter(out),

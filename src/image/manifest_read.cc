@@ -220,12 +220,17 @@ Mapping decode_mapping(const Field& f) {
   m.pages_dumped = f["pages_dumped"].as<uint64_t>();
   if (auto g = f.opt("ghost")) m.ghost = g->as<uint64_t>();
   if (auto a = f.opt("all_pages")) m.all_pages = a->as<bool>();
+  if (auto g = f.opt("guards"))
+    m.guards = g->list(+[](const Field& r) { return r.fixed_array<uint64_t, 2>(); });
   if (auto n = f.opt("aio_nr")) m.aio_nr = n->as<uint32_t>();
   if (auto n = f.opt("named_shm"))
     m.named_shm = Mapping::NamedShm{(*n)["size"].as<uint64_t>(), (*n)["mode"].as<uint32_t>(),
                                     (*n)["uid"].as<uint32_t>(), (*n)["gid"].as<uint32_t>()};
   if (m.start % kPageSize || m.end % kPageSize || m.end <= m.start)
     f["end"].fail("mapping is not a non-empty page-aligned range");
+  for (const auto& [start, end] : m.guards)
+    if (start % kPageSize || end % kPageSize || start >= end || start < m.start || end > m.end)
+      f["guards"].fail("guard region is not a non-empty page-aligned range of its mapping");
   return m;
 }
 

@@ -30,6 +30,7 @@
 #include "tracer/file_stamp.h"
 #include "tracer/file_view.h"
 #include "tracer/ghost_files.h"
+#include "tracer/guard_regions.h"
 #include "tracer/temp_files.h"
 #include "tracer/memory.h"
 #include "tracer/named_shm.h"
@@ -191,8 +192,17 @@ void confirm_flag_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, Sna
   for (size_t i = 0; i < flags.size(); i++) {
     if (!flags[i]) continue;
     const auto* snap = snapshots[i].get();
-    proc::confirm_vmflags(ckpt.processes[i].pid, ckpt.processes[i].mappings, std::move(*flags[i]),
+    auto& mappings = ckpt.processes[i].mappings;
+    std::vector<bool> guarded;  // by the hint's flags: their guard regions were read while stopped
+    for (const auto& m : mappings) guarded.push_back(image::has_vmflag(m.vmflags, "gu"));
+    proc::confirm_vmflags(ckpt.processes[i].pid, mappings, std::move(*flags[i]),
                           [&](const image::Mapping& m) { return snap->read_from_job(m); });
+    // Guarded since the hint was read: the snapshot has the guards (a fork
+    // keeps them) as the job had them at the stop.
+    std::vector<image::Mapping*> late;
+    for (size_t k = 0; k < mappings.size(); k++)
+      if (!guarded[k] && image::has_vmflag(mappings[k].vmflags, "gu")) late.push_back(&mappings[k]);
+    record_guard_regions(snap->pid(), std::move(late));
   }
 }
 

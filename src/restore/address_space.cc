@@ -178,7 +178,8 @@ void add_madvise(SyscallBatch& batch, const Mapping& m) {
               has_flag(m, "lf") ? uint64_t{MLOCK_ONFAULT} : 0);
 }
 
-constexpr int kMapDroppable = 0x08;  // MAP_DROPPABLE, a mapping type of its own
+constexpr int kMapDroppable = 0x08;
+constexpr int kMadvGuardInstall = 102;  // Linux 6.13  // MAP_DROPPABLE, a mapping type of its own
 
 // How the file of a file mapping is opened to map it again: read-write for
 // a shared mapping that is writable, or may be made so by mprotect (VmFlags
@@ -361,6 +362,13 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
     batch.add("mprotect " + describe(m), SYS_mprotect, m.start, m.end - m.start,
               static_cast<uint64_t>(m.prot));
   }
+  // Guard regions last: their pages have no contents to fill.
+  for (const auto& m : p.mappings)
+    for (const auto& [start, end] : m.guards) {
+      batch.reserve(1, 0);
+      batch.add(fmt::format("madvise(MADV_GUARD_INSTALL) {:#x}-{:#x} of {}", start, end, describe(m)),
+                SYS_madvise, start, end - start, static_cast<uint64_t>(kMadvGuardInstall));
+    }
   batch.reserve(files.shm.size() + files.ghosts.size(), 0);
   for (const auto& [key, fd] : files.shm)
     batch.add("close", SyscallBatch::kMayFail, SYS_close, static_cast<uint64_t>(fd));

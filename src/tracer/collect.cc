@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "tracer/guard_regions.h"
 #include "tracer/proc.h"
 #include "tracer/scheduling.h"
 
@@ -42,6 +43,7 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
 image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints,
                                proc::FdHints* fd_hints) {
   image::Process out = proc::read_process(p.pid, hints, fd_hints);
+  record_guard_regions(p.pid, out.mappings);  // in the page tables only: while stopped
   for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));
   // A job-control stop is the whole process's: its leader says.
   if (!p.tasks.empty())

@@ -53,9 +53,10 @@ bool mapping_has_content(const image::Mapping& m) {
 
 bool is_pte_marker(uint64_t e) {
   // Swapped entries carry the swap type in bits 0-4 (MAX_SWAPFILES_SHIFT);
-  // the kernel's last type, SWP_PTE_MARKER, is 31.
+  // the kernel's last type, SWP_PTE_MARKER, is 31. Those bits read as 0
+  // without CAP_SYS_ADMIN: a guard region's marker has a bit of its own.
   constexpr uint64_t kSwapTypeMask = 0x1f, kPteMarkerType = 0x1f;
-  return (e & kSwapped) && (e & kSwapTypeMask) == kPteMarkerType;
+  return (e & kSwapped) && ((e & kSwapTypeMask) == kPteMarkerType || (e & pagemap::kGuardRegion));
 }
 
 namespace {

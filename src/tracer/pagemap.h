@@ -29,8 +29,12 @@ constexpr uint64_t kPageIsFile = 1 << 2;
 constexpr uint64_t kPageIsPresent = 1 << 3;
 constexpr uint64_t kPageIsSwapped = 1 << 4;
 
-// Raw entry bits.
+// Raw entry bits; kGuardRegion (PM_GUARD_REGION, Linux 6.15): a guard
+// region's page (MADV_GUARD_INSTALL), shown swapped too.
 constexpr uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62, kFilePage = 1ull << 61;
+constexpr uint64_t kGuardRegion = 1ull << 58;
+// PAGEMAP_SCAN's category of guard region pages (Linux 6.15).
+constexpr uint64_t kPageIsGuard = 1 << 8;
 
 // Entries read per pread of the chunked reads: 512 KiB.
 constexpr size_t kChunkEntries = 64 * 1024;

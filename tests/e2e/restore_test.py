@@ -879,6 +879,30 @@ def madvise_flags(env):
 
 
 @case
+def guard_regions(env):
+    # Guard regions (madvise MADV_GUARD_INSTALL, Linux 6.13; a thread
+    # library may guard stacks so) in an anonymous mapping, a private file
+    # mapping and a thread's stack: they live in the page tables only, no
+    # mapping of their own. Restored, a write faults on exactly the pages
+    # it faulted on before and the rest holds its data: the output is an
+    # uninterrupted run's; dumped with --kill, and left running.
+    data = env.path("guard_pages.data")
+    probe = subprocess.run([env.prog("guard_pages"), data, "1", "0"], capture_output=True, text=True)
+    if probe.returncode == 3:
+        raise Skip("this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13)")
+    expected = subprocess.run([env.prog("guard_pages"), data, "8", "0"], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+    expect(expected[0].split()[1:] and "G" in expected[0],
+           f"an uninterrupted run sees its guards: {expected[0]}")
+    dump_kill_restore(env, [env.prog("guard_pages"), data, "8", "200"], "guard_pages", 3, expected)
+    out, ckpt = env.path("guard_lr.out"), env.path("guard_lr.ckpt")
+    p = start([env.prog("guard_pages"), data, "8", "200"], stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    runs_on_then_restores(env, p, out, ckpt, expected)
+
+
+@case
 def shared_map_made_writable(env):
     # A MAP_SHARED file mapping, read-only at the dump, from a descriptor
     # opened read-write: the restored job can still mprotect it writable

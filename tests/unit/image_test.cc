@@ -175,6 +175,24 @@ TEST(Manifest, RoundTrip) {
   EXPECT_EQ(to_json(back), json);  // nothing lost anywhere
 }
 
+// Format 11: a mapping's guard regions; one outside its mapping is damage.
+TEST(Manifest, GuardRegionsRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  auto& m = c.processes[0].mappings[0];
+  m.guards = {{kStart + kPageSize, kStart + 3 * kPageSize}, {kStart + 9 * kPageSize, kStart + 10 * kPageSize}};
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  EXPECT_EQ(back.processes[0].mappings[0].guards, m.guards);
+  EXPECT_TRUE(back.processes[0].mappings[1].guards.empty());
+  EXPECT_EQ(json.find("guards"), json.rfind("guards"));  // written only where there are some
+  EXPECT_EQ(to_json(back), json);
+
+  m.guards = {{kStart - kPageSize, kStart + kPageSize}};  // begins before the mapping
+  EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
+  m.guards = {{kStart + kPageSize, kStart + kPageSize + 100}};  // not page-aligned
+  EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
+}
+
 // Format 2: zombies, child subreaper, shared open files, unix sockets.
 TEST(Manifest, TreeFieldsRoundTrip) {
   Checkpoint c = sample_checkpoint();
