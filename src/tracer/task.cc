@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -419,6 +421,42 @@ ChildKind classify_child(pid_t pid) {
   return st.exit_signal == 0 ? ChildKind::kSnapshotLeft : ChildKind::kJobZombie;
 }
 
+constexpr int kKcmpVm = 1;  // KCMP_VM
+
+// The child `pid` waits for in vfork() (or posix_spawn's clone with
+// CLONE_VFORK): one that shares its address space. Such a parent sleeps
+// uninterruptibly ('D') until that child runs a program or exits, and no
+// ptrace stop reaches it meanwhile. Only a 'D' process is asked (one read
+// of its stat otherwise).
+std::optional<pid_t> vfork_child(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!text || proc::parse_stat(*text).state != 'D') return std::nullopt;
+  for (pid_t c : proc::list_children(pid))
+    if (::syscall(SYS_kcmp, pid, c, kKcmpVm, 0, 0) == 0) return c;
+  return std::nullopt;
+}
+
+// A process in vfork() is stopped once its child has run its program,
+// normally at once; one whose child does not within a few seconds is
+// refused rather than waited for (the rest of the job would stay stopped).
+void await_vfork_done(pid_t pid) {
+  constexpr auto kPatience = std::chrono::seconds(3);
+  auto child = vfork_child(pid);
+  if (!child) return;
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (child && std::chrono::steady_clock::now() < deadline) {
+    ::usleep(10000);
+    child = vfork_child(pid);
+  }
+  if (child)
+    throw Error(fmt::format("pid {} is in vfork(): it waits for its child {} to run a program "
+                            "(exec) or exit, and cannot be stopped until then; {} has not for {} s",
+                            pid, *child, *child, kPatience.count()),
+                "dump again once that child has run its program or ended (a vfork child "
+                "normally does at once)");
+  vlog("pid {}: its vfork child has run its program", pid);
+}
+
 }  // namespace
 
 SeizedTree SeizedTree::seize(pid_t root) {
@@ -444,6 +482,7 @@ SeizedTree SeizedTree::seize(pid_t root) {
         break;  // a child exited and was reaped before we got to it
       }
       std::erase_if(tids, [&](pid_t tid) { return seized.count(tid) != 0; });
+      if (proc.tasks.empty()) await_vfork_done(pid);
       // All of them at once: the job's freeze starts with the first stop.
       Task::Stopped got = Task::seize_and_stop_all(tids, pid);
       for (auto& t : got.tasks) {

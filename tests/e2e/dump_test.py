@@ -7,6 +7,7 @@ import json
 import re
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -585,6 +586,28 @@ def posix_lock_on_mapped_file_refused(env):
     wait_lines(out, n + 2)
     expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
     job.kill()
+    job.wait()
+
+
+@case
+def vfork_child_refused(env):
+    """A process in vfork() whose child never runs a program sleeps
+    uninterruptibly: no ptrace stop reaches it. The dump waits a few
+    seconds for the child's exec, then refuses, naming both, instead of
+    hanging with the rest of the job stopped; the job runs on."""
+    job, out = start_job(env, "vfork_stuck", [env.prog("vfork_spawn"), "stuck", "100000", "50"], 2,
+                         start_new_session=True)
+    dest = env.path("vfork_stuck.ckpt")
+    t0 = time.monotonic()
+    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
+                       ["is in vfork()", "to run a program"], "a process in vfork")
+    took = time.monotonic() - t0
+    expect(took < 20, f"the refusal came after {took:.1f} s, not a hang")
+    expect(not os.path.exists(dest), "nothing written for the refused dump")
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
+    os.killpg(job.pid, signal.SIGKILL)
     job.wait()
 
 

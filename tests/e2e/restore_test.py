@@ -903,6 +903,17 @@ def guard_regions(env):
 
 
 @case
+def vfork_spawn(env):
+    # A job that starts a program each line with vfork() (as system() and
+    # Python's subprocess do), the child taking 300 ms before its exec: a
+    # dump that comes while the parent waits in vfork() waits for the exec
+    # (no ptrace stop reaches the parent before it), then goes on; restored,
+    # the job goes on starting programs, to an uninterrupted run's output.
+    expected = [str(i) for i in range(1, 9)]
+    dump_kill_restore(env, [env.prog("vfork_spawn"), "spawn", "8", "10"], "vfork_spawn", 3, expected)
+
+
+@case
 def shared_map_made_writable(env):
     # A MAP_SHARED file mapping, read-only at the dump, from a descriptor
     # opened read-write: the restored job can still mprotect it writable
