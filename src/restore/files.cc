@@ -204,8 +204,27 @@ int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
 // remade file (through /proc/self/fd), with the fd's flags and offset. But
 // O_NOFOLLOW (kept in an fd's flags: Open MPI opens its shared memory file
 // so): on /proc/self/fd's link it would refuse to follow it (ELOOP).
+// A memfd's first read-write description is memfd_create's own, as the
+// job's was: an open of /proc/self/fd counts as a writer of the file, and
+// while one holds it, running the memfd as a program (execveat(fd, "",
+// AT_EMPTY_PATH), as runtimes that keep their binary in a memfd do) fails
+// with ETXTBSY.
 int FilePlanner::ghost_description(const Process& p, const FileDesc& f) {
-  std::string path = fmt::format("/proc/self/fd/{}", ghost_fd(f.ghost, fd_name(p, f)));
+  const int remade = ghost_fd(f.ghost, fd_name(p, f));
+  const auto g = std::find_if(ckpt_.ghost_files.begin(), ckpt_.ghost_files.end(),
+                              [&](const image::GhostFile& x) { return x.id == f.ghost; });
+  if (g != ckpt_.ghost_files.end() && g->kind == image::GhostFile::Kind::Memfd &&
+      (f.flags & O_ACCMODE) == O_RDWR && memfd_own_given_.insert(f.ghost).second) {
+    const std::string what = "cannot restore " + fd_name(p, f);
+    int fd = keep(::fcntl(remade, F_DUPFD_CLOEXEC, 0), what + ": dup");
+    constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
+    if ((f.flags & kStatusFlags) && ::fcntl(fd, F_SETFL, f.flags & kStatusFlags) < 0)
+      throw SysError(what + ": fcntl(F_SETFL)", errno);
+    if (::lseek(fd, static_cast<off_t>(f.pos), SEEK_SET) < 0)
+      throw SysError(what + ": lseek", errno);
+    return fd;
+  }
+  std::string path = fmt::format("/proc/self/fd/{}", remade);
   if (f.type == FdType::Fifo) return fifo(p, f, path);
   return reopen(p, f, path, f.flags & ~O_NOFOLLOW);
 }

@@ -476,6 +476,18 @@ def deleted_map_no_fd(env):
 
 
 @case
+def memfd_run_as_program(env):
+    # A job that keeps a program in a memfd and runs it each line with
+    # execveat(fd, "", AT_EMPTY_PATH) (tests/programs/memfd_exec.c): the
+    # restored memfd is not held open for writing by anything but the
+    # job's own fd, so the exec still works (it failed with ETXTBSY when the
+    # fd was remade by an open of /proc/self/fd); the output is an
+    # uninterrupted run's.
+    expected = [f"{i} ran=7" for i in range(1, 9)]
+    dump_kill_restore(env, [env.prog("memfd_exec"), "8", "150"], "memfd_exec", 3, expected)
+
+
+@case
 def deleted_files_memfd(env):
     # A job writing to an unlinked sparse scratch file (two fds, a shared and
     # a private mapping), a sealed memfd (shared and private mappings), an
