@@ -249,6 +249,13 @@ struct UnixSocket {
   // unbound or not known), and whether that file was gone at dump time.
   uint64_t name_inode = 0;
   bool name_deleted = false;
+  // The socket file's permission bits and owner (a path name whose file
+  // was there at dump; version 11): restore gives the file it binds them.
+  struct NameFile {
+    uint32_t mode = 0, uid = 0, gid = 0;
+    bool operator==(const NameFile&) const = default;
+  };
+  std::optional<NameFile> name_file;
   // Connected (dgram) to a socket outside the image: that socket's name,
   // which restore connects to again.
   std::string peer_name;

@@ -144,6 +144,9 @@ ojson encode(const FileDesc& f) {
     if (u->backlog) ju["backlog"] = u->backlog;
     if (u->name_inode) ju["name_inode"] = u->name_inode;
     if (u->name_deleted) ju["name_deleted"] = true;
+    if (u->name_file)
+      ju["name_file"] = {{"mode", u->name_file->mode}, {"uid", u->name_file->uid},
+                         {"gid", u->name_file->gid}};
     if (!u->peer_name.empty()) ju["peer_name"] = u->peer_name;
     bool passed = false;
     for (const auto& m : u->queue_fds) passed |= !m.empty();

@@ -296,6 +296,9 @@ FileDesc decode_fd(const Field& f) {
     if (auto v = u->opt("backlog")) s.backlog = v->as<int>();
     if (auto v = u->opt("name_inode")) s.name_inode = v->as<uint64_t>();
     if (auto v = u->opt("name_deleted")) s.name_deleted = v->as<bool>();
+    if (auto v = u->opt("name_file"))
+      s.name_file = UnixSocket::NameFile{(*v)["mode"].as<uint32_t>(), (*v)["uid"].as<uint32_t>(),
+                                         (*v)["gid"].as<uint32_t>()};
     if (auto v = u->opt("peer_name")) s.peer_name = v->as<std::string>();
     if (auto v = u->opt("queue_fds")) s.queue_fds = v->list(decode_fd_list);
     d.unix_socket = std::move(s);

@@ -296,6 +296,24 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
   return sock;
 }
 
+namespace {
+
+// The socket file bind() made gets the mode and owner the job's had (a
+// bind makes it with snap's umask and ids: a root restore would leave a
+// file the job's user could not remove from a sticky /tmp).
+void give_name_file(const std::string& name, const image::UnixSocket::NameFile& nf,
+                    const std::string& what) {
+  struct stat st {};
+  if (::lstat(name.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  if ((st.st_uid != nf.uid || st.st_gid != nf.gid) && ::lchown(name.c_str(), nf.uid, nf.gid) != 0)
+    throw SysError(fmt::format("cannot restore {}: chown {} to {}:{}", what, name, nf.uid, nf.gid),
+                   errno);
+  if ((st.st_mode & 07777) != nf.mode && ::fchmodat(AT_FDCWD, name.c_str(), nf.mode, 0) != 0)
+    throw SysError(fmt::format("cannot restore {}: chmod {:o} {}", what, nf.mode, name), errno);
+}
+
+}  // namespace
+
 ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
                           uint64_t* deleted_inode, const PassedFile& passed) {
   const auto& u = *f.unix_socket;
@@ -336,6 +354,7 @@ ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, cons
                    err == EADDRINUSE ? "another socket holds this name now; stop its owner "
                                        "and restore again"
                                      : "");
+  if (u.name_file && is_path(u.name)) give_name_file(u.name, *u.name_file, what);
   if (u.state == kListen && ::listen(sock.get(), u.backlog) < 0)
     throw SysError(fmt::format("cannot restore {}: listen on {}", what, u.name), errno);
   if (!u.queue.empty()) {

@@ -289,6 +289,8 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
     struct stat st {};
     std::string file = socket_file(p, u.name);
     s.name_deleted = ::stat(file.c_str(), &st) != 0 || st.st_ino != u.vfs_inode;
+    if (!s.name_deleted)
+      s.name_file = image::UnixSocket::NameFile{st.st_mode & 07777, st.st_uid, st.st_gid};
   }
   if (u.state == kTcpListen) {
     s.backlog = static_cast<int>(u.wqueue);

@@ -28,6 +28,7 @@ rounds, interval, where = int(sys.argv[1]), int(sys.argv[2]) / 1000, sys.argv[3]
 dg_path = os.path.join(where, "dg.sock")
 dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 dg.bind(dg_path)
+os.chmod(dg_path, 0o640)  # its file's mode is the job's, not what a bind makes
 sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sender.sendto(b"first", dg_path)
 sender.sendto(b"second", dg_path)
@@ -82,7 +83,8 @@ for i in range(1, rounds + 1):
     print(f"round {i}", flush=True)
     time.sleep(interval)
 
-print("dgram:", dg.recv(100).decode(), dg.recv(100).decode(), dg.getsockname() == dg_path)
+print("dgram:", dg.recv(100).decode(), dg.recv(100).decode(), dg.getsockname() == dg_path,
+      oct(os.stat(dg_path).st_mode & 0o7777))
 print("closed peer:", left.recv(100).decode(), left.recv(100) == b"", "nonblocking",
       not left.getblocking())
 print("shut down:", sb.recv(100) == b"", end=" ")

@@ -216,6 +216,7 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   u.peer_inode = 5002;
   u.name = "@abstract\x01name";
   u.queue = {{'o', 'n', 'e'}, {}, {0, 0xff, 7}};
+  u.name_file = UnixSocket::NameFile{0640, 1000, 100};
   sock.unix_socket = u;
   c.processes[0].fds.push_back(sock);
   Process z;
@@ -248,6 +249,7 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   EXPECT_EQ(s.unix_socket->state, 1);
   EXPECT_EQ(s.unix_socket->peer_inode, 5002u);
   EXPECT_EQ(s.unix_socket->name, u.name);
+  EXPECT_EQ(s.unix_socket->name_file, u.name_file);
   EXPECT_EQ(s.unix_socket->queue, u.queue);
   const Process& bz = back.processes[2];
   EXPECT_TRUE(bz.zombie);
