@@ -186,10 +186,16 @@ int set_owner(int fd, const image::FileOwner& o, std::string* err) {
 
 int make_pidfd(const image::FileDesc& f, std::string* err) {
   // pidfd_open takes PIDFD_NONBLOCK (O_NONBLOCK) and PIDFD_THREAD (O_EXCL).
-  int fd = static_cast<int>(
-      ::syscall(SYS_pidfd_open, f.pidfd_pid, static_cast<unsigned>(f.flags & (O_NONBLOCK | O_EXCL))));
-  if (fd < 0) return fail(err, fmt::format("pidfd_open(pid {})", f.pidfd_pid));
-  return fd;
+  // A grandchild is made by its parent's skeleton, which runs beside this
+  // one: it may not exist yet (ESRCH), so it is waited for a while.
+  constexpr int kTries = 1000;  // 10 ms apart: 10 s
+  for (int i = 0;; i++) {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, f.pidfd_pid,
+                                        static_cast<unsigned>(f.flags & (O_NONBLOCK | O_EXCL))));
+    if (fd >= 0) return fd;
+    if (errno != ESRCH || i == kTries) return fail(err, fmt::format("pidfd_open(pid {})", f.pidfd_pid));
+    ::usleep(10000);
+  }
 }
 
 }  // namespace

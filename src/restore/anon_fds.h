@@ -18,9 +18,9 @@ bool is_anon_fd(const image::FileDesc& f);
 
 // A new signalfd, timerfd, inotify fd or pidfd (close-on-exec) with f's
 // state and status flags. -1 with *err set on failure.
-//  - pidfd: pidfd_open of the saved pid, which must exist by then (the
-//    process itself, its parent, a child: a skeleton's children are
-//    forked before it installs its fds);
+//  - pidfd: pidfd_open of the saved pid (the process itself, its parent,
+//    a child: a skeleton's children are forked before it installs its fds;
+//    a grandchild, made beside it by a child's skeleton, is waited for);
 //  - timerfd: armed with the time that was left at the dump (an absolute
 //    timer: now + that time, still absolute), its unread expirations set
 //    again (TFD_IOC_SET_TICKS);

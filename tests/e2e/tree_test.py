@@ -358,6 +358,21 @@ def proc_fds(env):
 
 
 @case
+def pidfds_on_descendants(env):
+    # A parent holding pidfds on its child and its grandchild (as asyncio's
+    # pidfd child watcher does; tests/programs/pidfd_tree.py): restored,
+    # they lead to the same processes again (the grandchild, made beside
+    # the parent by its child, is waited for before the parent's pidfd on
+    # it is opened), which run, and end when signalled through the pidfd.
+    argv = [sys.executable, env.src("pidfd_tree.py"), "30", "100"]
+    status, want, secs = reference_run(env, "pidfds", argv)
+    expect(status == 0 and want["stdout"].count(b"child runs True grandchild runs True") == 30
+           and b"grandchild ended True" in want["stdout"],
+           "the reference saw both run, then end")
+    dump_restore_points(env, "pidfds", argv, [after_lines(5), after_lines(20)], status, want)
+
+
+@case
 def mpi_ring(env):
     # Open MPI's mpirun and two ranks (sockets between mpirun and the ranks,
     # shared memory in /dev/shm between the ranks, a deleted file opened
