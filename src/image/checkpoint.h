@@ -127,8 +127,13 @@ struct Mapping {
   // Guard regions (MADV_GUARD_INSTALL, Linux 6.13): [start, end) ranges of
   // pages where any access faults; restore installs them again.
   std::vector<std::array<uint64_t, 2>> guards;
-  // Kind Aio: the ring's size in events (struct aio_ring's nr).
+  // Kind Aio: the ring's size in events (struct aio_ring's nr); where it
+  // was read to and written to (head, tail: slots, 0 to nr - 1; version
+  // 11), and the completed events the job had not collected yet, the
+  // 32-byte struct io_event of each slot from head to tail.
   uint32_t aio_nr = 0;
+  uint32_t aio_head = 0, aio_tail = 0;
+  std::vector<uint8_t> aio_events;
   // A MAP_SHARED mapping of a file on tmpfs (/dev/shm: POSIX shared memory,
   // MPI's shared-memory transports), all of whose data lies in the ranges
   // the job maps: memory a restore may find gone (another node, a cleaned

@@ -110,6 +110,9 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
       out += ']';
     }
     if (m.kind == MappingKind::Aio) fmt::format_to(std::back_inserter(out), R"(,"aio_nr":{})", m.aio_nr);
+    if (m.aio_head || m.aio_tail)
+      fmt::format_to(std::back_inserter(out), R"(,"aio_head":{},"aio_tail":{})", m.aio_head, m.aio_tail);
+    if (!m.aio_events.empty()) fmt::format_to(std::back_inserter(out), R"(,"aio_events":"{}")", to_hex(m.aio_events));
     if (m.named_shm)
       fmt::format_to(std::back_inserter(out),
                      R"(,"named_shm":{{"size":{},"mode":{},"uid":{},"gid":{}}})", m.named_shm->size,

@@ -223,6 +223,13 @@ Mapping decode_mapping(const Field& f) {
   if (auto g = f.opt("guards"))
     m.guards = g->list(+[](const Field& r) { return r.fixed_array<uint64_t, 2>(); });
   if (auto n = f.opt("aio_nr")) m.aio_nr = n->as<uint32_t>();
+  if (auto n = f.opt("aio_head")) m.aio_head = n->as<uint32_t>();
+  if (auto n = f.opt("aio_tail")) m.aio_tail = n->as<uint32_t>();
+  if (auto e = f.opt("aio_events")) m.aio_events = e->bytes();
+  if (m.kind == MappingKind::Aio &&
+      (m.aio_head >= std::max(m.aio_nr, 1u) || m.aio_tail >= std::max(m.aio_nr, 1u) ||
+       m.aio_events.size() != uint64_t{(m.aio_tail + m.aio_nr - m.aio_head) % std::max(m.aio_nr, 1u)} * 32))
+    f["aio_nr"].fail("AIO ring positions and events do not agree with its size");
   if (auto n = f.opt("named_shm"))
     m.named_shm = Mapping::NamedShm{(*n)["size"].as<uint64_t>(), (*n)["mode"].as<uint32_t>(),
                                     (*n)["uid"].as<uint32_t>(), (*n)["gid"].as<uint32_t>()};

@@ -1,5 +1,6 @@
 #include "restore/address_space.h"
 
+#include <linux/aio_abi.h>
 #include <linux/prctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -102,6 +103,66 @@ void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::v
   }
 }
 
+constexpr uint64_t kAioChunk = 64;  // requests per io_submit while placing a ring
+
+// A remade AIO ring (its context at m.start, empty at slot 0) brought to
+// where the job's was: the kernel keeps its own copy of the ring's tail, so
+// the ring is moved by requests, not by writing the header. Zero-byte
+// writes to /dev/null complete at once: `head` of them are submitted and
+// collected, then one more for each event the job had not collected, left
+// in the ring; their slots then get the job's events.
+void place_aio_ring(SyscallBatch& batch, const Mapping& m, uint64_t chunk) {
+  constexpr uint64_t kHeader = 32, kEvent = 32;
+  const uint32_t pending = (m.aio_tail + m.aio_nr - m.aio_head) % m.aio_nr;
+  const std::string what = fmt::format("placing the AIO ring {:#x} at head {}, tail {}", m.start,
+                                       m.aio_head, m.aio_tail);
+  batch.reserve(1, sizeof("/dev/null"));
+  batch.add(what + ": open /dev/null", SYS_openat, static_cast<uint64_t>(AT_FDCWD),
+            batch.put(std::string("/dev/null")).as_int(), O_WRONLY | O_CLOEXEC, 0);
+  const uint64_t devnull = static_cast<uint64_t>(batch.run().back());
+  auto submit = [&](uint64_t n, bool collect) {
+    std::vector<iocb> cbs(n);
+    for (auto& cb : cbs) {
+      std::memset(&cb, 0, sizeof cb);
+      cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+      cb.aio_fildes = static_cast<uint32_t>(devnull);
+    }
+    batch.reserve(2, n * (sizeof(iocb) + sizeof(uint64_t) + sizeof(io_event)));
+    const remote_addr at = batch.put(cbs.data(), n * sizeof(iocb));
+    std::vector<uint64_t> list(n);
+    for (uint64_t i = 0; i < n; i++) list[i] = at.as_int() + i * sizeof(iocb);
+    const remote_addr list_at = batch.put(list.data(), n * sizeof(uint64_t));
+    batch.add(what + ": io_submit", SYS_io_submit, m.start, n, list_at.as_int());
+    if (collect) {
+      std::vector<io_event> events(n);
+      const remote_addr events_at = batch.put(events.data(), n * sizeof(io_event));
+      batch.add(what + ": io_getevents", SYS_io_getevents, m.start, n, n, events_at.as_int(), 0);
+    }
+    const auto results = batch.run();
+    if (static_cast<uint64_t>(results[0]) != n ||
+        (collect && static_cast<uint64_t>(results[1]) != n))
+      throw Error(fmt::format("{}: {} request(s) submitted or collected of {}", what,
+                              collect ? std::min(results[0], results[1]) : results[0], n));
+  };
+  for (uint64_t done = 0; done < m.aio_head; done += chunk)
+    submit(std::min<uint64_t>(chunk, m.aio_head - done), true);
+  for (uint64_t done = 0; done < pending; done += chunk)
+    submit(std::min<uint64_t>(chunk, pending - done), false);
+  batch.reserve(1, 0);
+  batch.add(what + ": close /dev/null", SYS_close, devnull);
+  batch.run();
+  // The header now says head and tail; the slots between get the job's events.
+  uint32_t header[4] = {};
+  batch.read(remote_addr(m.start), header, sizeof header);  // id, nr, head, tail
+  if (header[2] != m.aio_head || header[3] != m.aio_tail)
+    throw Error(fmt::format("{}: the ring is at head {}, tail {}", what, header[2], header[3]));
+  for (uint32_t i = 0; i < pending; i++) {
+    const uint64_t slot = (m.aio_head + i) % m.aio_nr;
+    batch.write(remote_addr(m.start + kHeader + slot * kEvent),
+                m.aio_events.data() + uint64_t{i} * kEvent, kEvent);
+  }
+}
+
 // Each AIO context again: io_setup makes a ring of the saved size, which is
 // then moved where the job's was; the kernel names a context by its ring's
 // address, so the job's context id is valid again. The kernel sizes a ring
@@ -137,6 +198,7 @@ void restore_aio_rings(SyscallBatch& batch, const image::Process& p) {
     batch.add(fmt::format("mremap of the AIO ring {:#x} to {:#x}", ctx, m.start), SYS_mremap, ctx,
               len, len, MREMAP_MAYMOVE | MREMAP_FIXED, m.start);
     batch.run();
+    if (m.aio_head || m.aio_tail) place_aio_ring(batch, m, std::min<uint64_t>(ask, kAioChunk));
   }
 }
 

@@ -14,6 +14,8 @@ struct AioRingHeader {
   uint32_t id, nr, head, tail, magic;
 };
 constexpr uint32_t kAioRingMagic = 0xa10a10a1;
+// The ring: a 32-byte header, then nr struct io_event of 32 bytes.
+constexpr uint64_t kHeaderBytes = 32, kEventBytes = 32;
 }  // namespace
 
 void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings) {
@@ -24,12 +26,23 @@ void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings) {
     if (h.magic != kAioRingMagic)
       throw Error(fmt::format("pid {}: the AIO ring at {:#x} has no ring header (magic {:#x})", pid,
                               m.start, h.magic));
-    if (h.head != h.tail)
-      throw Error(fmt::format("pid {}: the AIO context {:#x} holds {} completed event(s) the job "
-                              "has not collected (io_getevents)",
-                              pid, m.start, (h.tail + h.nr - h.head) % h.nr),
-                  "snap cannot restore completed AIO events; dump when they are collected");
+    const uint64_t slots = (m.end - m.start - kHeaderBytes) / kEventBytes;
+    if (h.nr == 0 || h.nr > slots || h.head >= h.nr || h.tail >= h.nr)
+      throw Error(fmt::format("pid {}: the AIO ring at {:#x} is inconsistent (nr {}, head {}, "
+                              "tail {} in {} bytes)",
+                              pid, m.start, h.nr, h.head, h.tail, m.end - m.start));
     m.aio_nr = h.nr;
+    m.aio_head = h.head;
+    m.aio_tail = h.tail;
+    // The completed events the job has not collected, slot by slot (the
+    // ring wraps at nr).
+    const uint32_t pending = (h.tail + h.nr - h.head) % h.nr;
+    m.aio_events.resize(uint64_t{pending} * kEventBytes);
+    for (uint32_t i = 0; i < pending; i++) {
+      const uint64_t slot = (h.head + i) % h.nr;
+      read_remote(pid, remote_addr(m.start + kHeaderBytes + slot * kEventBytes),
+                  m.aio_events.data() + uint64_t{i} * kEventBytes, kEventBytes);
+    }
   }
 }
 

@@ -9,10 +9,9 @@
 
 namespace snap {
 
-// Fills aio_nr of every Aio mapping from its ring's header. Refuses (throws,
-// naming the pid and the context) a ring holding completed events the job
-// has not reaped yet: io_setup makes an empty ring, and the kernel keeps
-// its own copy of where the ring ends.
+// Fills aio_nr, aio_head, aio_tail and aio_events (the completed events the
+// job has not collected) of every Aio mapping from its ring. Throws, naming
+// the pid and the context, for a ring whose header makes no sense.
 void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings);
 
 }  // namespace snap

@@ -95,6 +95,10 @@ void SyscallBatch::read(remote_addr at, void* out, size_t n) const {
   read_remote(rs_.task().tid(), at, out, n);
 }
 
+void SyscallBatch::write(remote_addr at, const void* data, size_t n) const {
+  write_remote(rs_.task().tid(), at, data, n);
+}
+
 void SyscallBatch::run_queue(Task& task) {
   if (calls_.empty()) return;
   const pid_t tid = task.tid();

@@ -72,6 +72,8 @@ class SyscallBatch {
   // Reads back bytes the calls wrote into the arena (e.g. an id a call
   // stored through a pointer put()); valid until the next put().
   void read(remote_addr at, void* out, size_t n) const;
+  // Writes bytes into the target's memory (not the arena) at once.
+  void write(remote_addr at, const void* data, size_t n) const;
 
   RemoteRange range() const { return {base_, base_ + static_cast<int64_t>(footprint(arena_))}; }
 

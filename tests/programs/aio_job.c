@@ -3,8 +3,11 @@
  * of its own executable at offset 16*i through its AIO context and prints
  * them; the context is made once, before the loop, so a restored run uses
  * the context the dump saw. Usage: aio_job N INTERVAL_MS
- *        aio_job --uncollected: one read completes and is left in the ring
- *          (never io_getevents), prints "ready", and waits. */
+ *        aio_job --uncollected TICKS INTERVAL_MS: 130 reads submitted and
+ *          collected one by one (the ring wraps), then three more left
+ *          completed in the ring; prints the ring's head and tail, a line
+ *          per tick, then collects the three and prints them, and one more
+ *          read, and the ring's head and tail again. */
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <stdint.h>
@@ -37,12 +40,37 @@ int main(int argc, char **argv) {
   int fd = open("/proc/self/exe", O_RDONLY);
   if (fd < 0) return perror("open"), 1;
   if (argc > 1 && strcmp(argv[1], "--uncollected") == 0) {
-    static unsigned char buf[16];
-    if (submit_read(ctx, fd, buf, 0, 0) < 0) return perror("io_submit"), 1;
-    const volatile unsigned *ring = (const volatile unsigned *)ctx;  /* id, nr, head, tail */
-    while (ring[2] == ring[3]) usleep(1000);
-    printf("ready\n");
-    for (;;) pause();
+    long ticks = argc > 2 ? atol(argv[2]) : 5;
+    ms = argc > 3 ? atol(argv[3]) : 100;
+    static unsigned char bufs[4][16];
+    const volatile unsigned *ring = (const volatile unsigned *)ctx; /* id, nr, head, tail */
+    struct io_event ev[3];
+    for (long i = 0; i < 130; i++) {
+      if (submit_read(ctx, fd, bufs[0], 0, i) < 0) return perror("io_submit"), 1;
+      if (syscall(SYS_io_getevents, ctx, 1, 1, ev, NULL) != 1) return perror("io_getevents"), 1;
+    }
+    for (int k = 0; k < 3; k++)
+      if (submit_read(ctx, fd, bufs[k], 64 + 16 * k, 1001 + k) < 0) return perror("io_submit"), 1;
+    while ((ring[3] + ring[1] - ring[2]) % ring[1] != 3) usleep(1000);
+    printf("ring head %u tail %u\n", ring[2], ring[3]);
+    for (long t = 1; t <= ticks; t++) {
+      printf("tick %ld\n", t);
+      struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+    if (syscall(SYS_io_getevents, ctx, 3, 3, ev, NULL) != 3) return perror("io_getevents"), 1;
+    for (int k = 0; k < 3; k++) {
+      int which = (int)ev[k].data - 1001;
+      printf("event %d: data %lld res %lld own iocb %d bytes", k, (long long)ev[k].data,
+             (long long)ev[k].res, ev[k].obj != 0);
+      for (int b = 0; b < 16 && which >= 0 && which < 3; b++) printf(" %02x", bufs[which][b]);
+      printf("\n");
+    }
+    if (submit_read(ctx, fd, bufs[3], 256, 2001) < 0) return perror("io_submit"), 1;
+    if (syscall(SYS_io_getevents, ctx, 1, 1, ev, NULL) != 1) return perror("io_getevents"), 1;
+    printf("one more: data %lld res %lld; ring head %u tail %u\n", (long long)ev[0].data,
+           (long long)ev[0].res, ring[2], ring[3]);
+    return syscall(SYS_io_destroy, ctx) == 0 ? 0 : 1;
   }
   for (long i = 1; i <= n; i++) {
     unsigned char buf[16];

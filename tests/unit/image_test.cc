@@ -193,6 +193,29 @@ TEST(Manifest, GuardRegionsRoundTrip) {
   EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
 }
 
+// Format 11: an AIO ring's head, tail and uncollected events; events that do
+// not fill the slots from head to tail are damage.
+TEST(Manifest, AioRingRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  // An AIO ring with two events left uncollected across its wrap.
+  Mapping aio;
+  aio.start = 0x7f1000000000;
+  aio.end = aio.start + kPageSize;
+  aio.kind = MappingKind::Aio;
+  aio.aio_nr = 127;
+  aio.aio_head = 126;
+  aio.aio_tail = 1;
+  aio.aio_events.assign(64, 0xab);
+  c.processes[0].mappings.push_back(aio);
+  Checkpoint back = checkpoint_from_json(to_json(c));
+  const auto& a = back.processes[0].mappings.back();
+  EXPECT_EQ(a.aio_head, 126u);
+  EXPECT_EQ(a.aio_tail, 1u);
+  EXPECT_EQ(a.aio_events, aio.aio_events);
+  c.processes[0].mappings.back().aio_events.resize(32);  // one event for two slots: damaged
+  EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
+}
+
 // Format 2: zombies, child subreaper, shared open files, unix sockets.
 TEST(Manifest, TreeFieldsRoundTrip) {
   Checkpoint c = sample_checkpoint();
