@@ -240,8 +240,8 @@ void add_madvise(SyscallBatch& batch, const Mapping& m) {
               has_flag(m, "lf") ? uint64_t{MLOCK_ONFAULT} : 0);
 }
 
-constexpr int kMapDroppable = 0x08;
-constexpr int kMadvGuardInstall = 102;  // Linux 6.13  // MAP_DROPPABLE, a mapping type of its own
+constexpr int kMapDroppable = 0x08;  // MAP_DROPPABLE, a mapping type of its own
+constexpr int kMadvGuardInstall = 102;  // MADV_GUARD_INSTALL, Linux 6.13
 
 // How the file of a file mapping is opened to map it again: read-write for
 // a shared mapping that is writable, or may be made so by mprotect (VmFlags
