@@ -47,13 +47,15 @@ struct Capabilities {
 // One thread's CPU state, captured while it was in a ptrace stop.
 // A thread's scheduling (sched_getattr): its policy (SCHED_OTHER, BATCH,
 // IDLE, FIFO, RR, DEADLINE), nice value, real-time priority and, for
-// SCHED_DEADLINE, its runtime, deadline and period in ns.
+// SCHED_DEADLINE, its runtime, deadline and period in ns; and its I/O
+// priority (ioprio_get: class << 13 | level; 0: none set, it follows nice).
 struct Scheduling {
   uint32_t policy = 0;  // SCHED_OTHER
   bool reset_on_fork = false;
   int32_t nice = 0;
   uint32_t priority = 0;
   uint64_t runtime = 0, deadline = 0, period = 0;
+  uint32_t ioprio = 0;
   bool operator==(const Scheduling&) const = default;
 };
 

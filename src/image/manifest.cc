@@ -59,6 +59,7 @@ ojson encode(const ThreadState& t) {
       s["deadline"] = t.sched->deadline;
       s["period"] = t.sched->period;
     }
+    if (t.sched->ioprio) s["ioprio"] = t.sched->ioprio;
     j["sched"] = s;
   }
   return j;

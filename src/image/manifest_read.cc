@@ -200,6 +200,7 @@ ThreadState decode_thread(const Field& f) {
     if (auto r = s->opt("runtime")) sc.runtime = r->as<uint64_t>();
     if (auto r = s->opt("deadline")) sc.deadline = r->as<uint64_t>();
     if (auto r = s->opt("period")) sc.period = r->as<uint64_t>();
+    if (auto r = s->opt("ioprio")) sc.ioprio = r->as<uint32_t>();
     t.sched = sc;
   }
   return t;

@@ -24,8 +24,16 @@ bool real_time(uint32_t policy) {
 // at a higher nice, or, for a real-time one, SCHED_OTHER at the nice the
 // thread had; nullopt where nothing is allowed (then it keeps what it has).
 std::optional<image::Scheduling> nearest_allowed(pid_t tid, const image::Scheduling& wanted) {
+  constexpr uint32_t kIoClassRealtime = 1, kIoClassBestEffort = 2, kIoClassShift = 13;
   image::Scheduling base = wanted;
-  if (real_time(wanted.policy)) base = image::Scheduling{SCHED_OTHER, wanted.reset_on_fork, 0, 0};
+  if (real_time(wanted.policy)) {
+    base = image::Scheduling{};
+    base.policy = SCHED_OTHER;
+    base.reset_on_fork = wanted.reset_on_fork;
+    base.ioprio = wanted.ioprio;
+  }
+  if (base.ioprio >> kIoClassShift == kIoClassRealtime)  // needs CAP_SYS_ADMIN
+    base.ioprio = (kIoClassBestEffort << kIoClassShift) | (base.ioprio & 7);
   for (int nice = base.nice; nice <= kLowestPriority; nice++) {
     image::Scheduling s = base;
     s.nice = nice;

@@ -27,6 +27,9 @@ struct SchedAttr {
 };
 static_assert(sizeof(SchedAttr) == 48);
 
+constexpr int kIoprioWhoProcess = 1;  // IOPRIO_WHO_PROCESS: one thread, by tid
+constexpr int kIoprioClassShift = 13;
+
 }  // namespace
 
 image::Scheduling read_scheduling(pid_t tid) {
@@ -43,6 +46,9 @@ image::Scheduling read_scheduling(pid_t tid) {
     s.deadline = a.sched_deadline;
     s.period = a.sched_period;
   }
+  const long io = ::syscall(SYS_ioprio_get, kIoprioWhoProcess, tid);
+  if (io < 0) throw SysError(fmt::format("ioprio_get(thread {})", tid), errno);
+  s.ioprio = static_cast<uint32_t>(io);
   return s;
 }
 
@@ -56,7 +62,8 @@ int set_scheduling(pid_t tid, const image::Scheduling& s) {
   a.sched_runtime = s.runtime;
   a.sched_deadline = s.deadline;
   a.sched_period = s.period;
-  return ::syscall(SYS_sched_setattr, tid, &a, 0) == 0 ? 0 : errno;
+  if (::syscall(SYS_sched_setattr, tid, &a, 0) != 0) return errno;
+  return ::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, s.ioprio) == 0 ? 0 : errno;
 }
 
 std::string describe_scheduling(const image::Scheduling& s) {
@@ -78,6 +85,12 @@ std::string describe_scheduling(const image::Scheduling& s) {
   else
     out += fmt::format(", nice {}", s.nice);
   if (s.reset_on_fork) out += ", reset on fork";
+  if (s.ioprio) {
+    static const char* const kClasses[] = {"none", "realtime", "best-effort", "idle"};
+    const uint32_t cls = s.ioprio >> kIoprioClassShift, level = s.ioprio & 7;
+    out += fmt::format(", I/O {}", cls < 4 ? kClasses[cls] : "class ?");
+    if (cls == 1 || cls == 2) out += fmt::format(" level {}", level);
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
 // A thread's scheduling as the kernel keeps it (sched_getattr and
-// sched_setattr): any thread snap can see is read without a privilege;
+// sched_setattr, ioprio_get and ioprio_set): any thread snap can see is
+// read without a privilege;
 // setting one obeys the kernel's rules (the same owner; a lower nice or a
 // real-time policy within the thread's RLIMIT_NICE and RLIMIT_RTPRIO, or
 // CAP_SYS_NICE; SCHED_DEADLINE only with CAP_SYS_NICE).

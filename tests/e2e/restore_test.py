@@ -4,6 +4,7 @@ run (most with --kill), restored, and must finish with exactly the output of
 an uninterrupted run: processes, memory, threads, signals, settings, and
 images that must be refused. Descriptors are in files_test.py, sockets in
 sockets_test.py. Usage: restore_test.py SNAP PROGRAMS_BUILD PROGRAMS_SRC CASE"""
+import ctypes
 import os
 import re
 import resource
@@ -664,12 +665,21 @@ def capabilities_kept(env):
         expect_continued(f"caps{i}", before, lines_of(out), ref)
 
 
+def ioprio_of(tid):
+    """ioprio_get(IOPRIO_WHO_PROCESS, tid): class << 13 | level."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = libc.syscall(252, 1, tid)  # SYS_ioprio_get on x86_64
+    if r < 0:
+        raise OSError(ctypes.get_errno(), "ioprio_get")
+    return r
+
+
 def scheduling_of(pid):
     """Each thread's (policy with SCHED_RESET_ON_FORK, real-time priority,
-    nice), by tid order; None once the process has gone."""
+    nice, I/O priority), by tid order; None once the process has gone."""
     try:
         return [(os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
-                 os.getpriority(os.PRIO_PROCESS, tid))
+                 os.getpriority(os.PRIO_PROCESS, tid), ioprio_of(tid))
                 for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))]
     except OSError:
         return None
@@ -689,19 +699,19 @@ def running(exe):
 
 @case
 def scheduling_kept(env):
-    # Jobs started under chrt and nice (a batch job made to yield to
+    # Jobs started under chrt, nice and ionice (a batch job made to yield to
     # interactive work, as users do on a shared node): SCHED_BATCH at nice
-    # 7, SCHED_IDLE, and as root SCHED_RR priority 3 with reset-on-fork and
+    # 7 with idle I/O, SCHED_IDLE, and as root SCHED_RR priority 3 with reset-on-fork and
     # a two-thread job with one thread reniced alone. Restored, each thread
     # has its policy, priority and nice again, not snap restore's, and the
     # job ends as an uninterrupted run. Last, a job at nice 0 restored by
     # `nice -n 5 snap restore`: root gives it nice 0 back; an ordinary user
     # may not lower a nice (RLIMIT_NICE 0), so the restore says what it
     # could not give and the job runs on at nice 5.
-    if not shutil.which("chrt") or not shutil.which("renice"):
-        raise Skip("no chrt or renice here (util-linux)")
+    if not all(shutil.which(p) for p in ("chrt", "renice", "ionice")):
+        raise Skip("no chrt, renice or ionice here (util-linux)")
     _, ref = uninterrupted([env.prog("counter"), "20", "1"])
-    jobs = {"SCHED_BATCH at nice 7": ["chrt", "-b", "0", "nice", "-n", "7"],
+    jobs = {"SCHED_BATCH at nice 7, idle I/O": ["chrt", "-b", "0", "nice", "-n", "7", "ionice", "-c", "3"],
             "SCHED_IDLE": ["chrt", "-i", "0"]}
     if os.geteuid() == 0:
         jobs["SCHED_RR priority 3, reset on fork"] = ["chrt", "-R", "-r", "3"]
@@ -718,7 +728,7 @@ def scheduling_kept(env):
         p.wait()
         if i == 0:
             info = env.snap_run("info", ckpt).stdout
-            expect("scheduling SCHED_BATCH, nice 7" in info,
+            expect("scheduling SCHED_BATCH, nice 7, I/O idle" in info,
                    f"snap info shows it: {[l for l in info.splitlines() if 'scheduling' in l]}")
         before = lines_of(out)
         restorer = ["nice", "-n", "5"] if not prefix else []
@@ -738,7 +748,7 @@ def scheduling_kept(env):
         if may_lower:
             expect(now == [saved], f"{what}: nice 0 again: {now} (saved {saved})")
         else:
-            expect(now == [[(0, 0, 5)]] and "ran with SCHED_OTHER, nice 0" in err
+            expect(now == [[(0, 0, 5, 0)]] and "ran with SCHED_OTHER, nice 0" in err
                    and "it runs with SCHED_OTHER, nice 5" in err,
                    f"{what}: the restore says it could not give nice 0, and the job runs at "
                    f"nice 5: {now}; {err.strip()}")
