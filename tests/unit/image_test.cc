@@ -223,7 +223,7 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   // Capability sets wider than 32 bits (CAP_CHECKPOINT_RESTORE is 40).
   c.processes[0].caps = Capabilities{1ull << 10, (1ull << 40) | 3, 3, 0x1ffffffffffull, 1ull << 10};
   // Scheduling: a real-time thread, and a SCHED_DEADLINE one (its times).
-  c.processes[0].threads[0].sched = Scheduling{2, true, 0, 3, 0, 0, 0};  // SCHED_RR
+  c.processes[0].threads[0].sched = Scheduling{2, true, 0, 3, 0, 0, 0, (3 << 13) | 7};  // SCHED_RR, idle I/O
   c.processes[0].threads[1].sched = Scheduling{6, false, 0, 0, 10'000'000, 30'000'000, 0};
   c.processes[0].fds[0].file_id = 1;
   c.processes[1].fds[0].file_id = 1;
