@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "restore/fill.h"
 #include "restore/page_copier.h"
+#include "tracer/aio_rings.h"
 #include "tracer/batch.h"
 #include "tracer/proc.h"
 #include "tracer/task.h"
@@ -112,7 +113,6 @@ constexpr uint64_t kAioChunk = 64;  // requests per io_submit while placing a ri
 // collected, then one more for each event the job had not collected, left
 // in the ring; their slots then get the job's events.
 void place_aio_ring(SyscallBatch& batch, const Mapping& m, uint64_t chunk) {
-  constexpr uint64_t kHeader = 32, kEvent = 32;
   const uint32_t pending = (m.aio_tail + m.aio_nr - m.aio_head) % m.aio_nr;
   const std::string what = fmt::format("placing the AIO ring {:#x} at head {}, tail {}", m.start,
                                        m.aio_head, m.aio_tail);
@@ -158,8 +158,8 @@ void place_aio_ring(SyscallBatch& batch, const Mapping& m, uint64_t chunk) {
     throw Error(fmt::format("{}: the ring is at head {}, tail {}", what, header[2], header[3]));
   for (uint32_t i = 0; i < pending; i++) {
     const uint64_t slot = (m.aio_head + i) % m.aio_nr;
-    batch.write(remote_addr(m.start + kHeader + slot * kEvent),
-                m.aio_events.data() + uint64_t{i} * kEvent, kEvent);
+    batch.write(remote_addr(m.start + kAioRingHeaderBytes + slot * kAioEventBytes),
+                m.aio_events.data() + uint64_t{i} * kAioEventBytes, kAioEventBytes);
   }
 }
 
@@ -169,7 +169,6 @@ void place_aio_ring(SyscallBatch& batch, const Mapping& m, uint64_t chunk) {
 // for 2 * max(n, 4 * CPUs) + 2 events, rounded up to whole pages (128
 // events a page, less the header): n = (nr - 2) / 2 gives back nr's pages.
 void restore_aio_rings(SyscallBatch& batch, const image::Process& p) {
-  constexpr uint64_t kHeader = 32, kEvent = 32;
   for (const auto& m : p.mappings) {
     if (m.kind != MappingKind::Aio) continue;
     const uint64_t len = m.end - m.start;
@@ -184,7 +183,7 @@ void restore_aio_rings(SyscallBatch& batch, const image::Process& p) {
     uint32_t header[2] = {};  // id, nr
     batch.read(remote_addr(ctx), header, sizeof header);
     const uint64_t page = image::kPageSize;
-    const uint64_t got_len = (kHeader + header[1] * kEvent + page - 1) / page * page;
+    const uint64_t got_len = (kAioRingHeaderBytes + header[1] * kAioEventBytes + page - 1) / page * page;
     if (got_len != len) {
       batch.reserve(1, 0);
       batch.add("io_destroy", SyscallBatch::kMayFail, SYS_io_destroy, ctx);

@@ -46,11 +46,13 @@ std::optional<image::Scheduling> nearest_allowed(pid_t tid, const image::Schedul
 
 void restore_scheduling(const std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                         uint32_t format_version) {
-  if (format_version < kFirstVersionWithScheduling) return;
+  if (format_version < kFirstVersionWithScheduling || tasks.empty()) return;
+  // What every thread has until it is given its own: the leader's (snap
+  // restore's, inherited), its threads cloned from it before any is set.
+  const image::Scheduling now = read_scheduling(tasks[0]->tid());
   for (size_t i = 0; i < tasks.size() && i < p.threads.size(); i++) {
     const pid_t tid = tasks[i]->tid();
     const image::Scheduling wanted = p.threads[i].sched.value_or(image::Scheduling{});
-    const image::Scheduling now = read_scheduling(tid);
     if (now == wanted) continue;
     const int err = set_scheduling(tid, wanted);
     if (err == 0) continue;

@@ -14,8 +14,6 @@ struct AioRingHeader {
   uint32_t id, nr, head, tail, magic;
 };
 constexpr uint32_t kAioRingMagic = 0xa10a10a1;
-// The ring: a 32-byte header, then nr struct io_event of 32 bytes.
-constexpr uint64_t kHeaderBytes = 32, kEventBytes = 32;
 }  // namespace
 
 void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings) {
@@ -26,7 +24,7 @@ void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings) {
     if (h.magic != kAioRingMagic)
       throw Error(fmt::format("pid {}: the AIO ring at {:#x} has no ring header (magic {:#x})", pid,
                               m.start, h.magic));
-    const uint64_t slots = (m.end - m.start - kHeaderBytes) / kEventBytes;
+    const uint64_t slots = (m.end - m.start - kAioRingHeaderBytes) / kAioEventBytes;
     if (h.nr == 0 || h.nr > slots || h.head >= h.nr || h.tail >= h.nr)
       throw Error(fmt::format("pid {}: the AIO ring at {:#x} is inconsistent (nr {}, head {}, "
                               "tail {} in {} bytes)",
@@ -37,11 +35,11 @@ void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings) {
     // The completed events the job has not collected, slot by slot (the
     // ring wraps at nr).
     const uint32_t pending = (h.tail + h.nr - h.head) % h.nr;
-    m.aio_events.resize(uint64_t{pending} * kEventBytes);
+    m.aio_events.resize(uint64_t{pending} * kAioEventBytes);
     for (uint32_t i = 0; i < pending; i++) {
       const uint64_t slot = (h.head + i) % h.nr;
-      read_remote(pid, remote_addr(m.start + kHeaderBytes + slot * kEventBytes),
-                  m.aio_events.data() + uint64_t{i} * kEventBytes, kEventBytes);
+      read_remote(pid, remote_addr(m.start + kAioRingHeaderBytes + slot * kAioEventBytes),
+                  m.aio_events.data() + uint64_t{i} * kAioEventBytes, kAioEventBytes);
     }
   }
 }

@@ -49,9 +49,10 @@ void record_guard_regions(pid_t pid, std::vector<image::Mapping*> mappings) {
 }
 
 void record_guard_regions(pid_t pid, std::vector<image::Mapping>& mappings) {
-  std::vector<image::Mapping*> all;
-  for (auto& m : mappings) all.push_back(&m);
-  record_guard_regions(pid, std::move(all));
+  std::vector<image::Mapping*> marked;  // usually none: nothing is allocated
+  for (auto& m : mappings)
+    if (image::has_vmflag(m.vmflags, "gu")) marked.push_back(&m);
+  record_guard_regions(pid, std::move(marked));
 }
 
 }  // namespace snap
