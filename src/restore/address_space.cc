@@ -282,7 +282,23 @@ constexpr size_t kFilesPerRound = 64;
 // per round, the files of up to kFilesPerRound distinct paths are opened
 // (one batch), then the round's mappings are created, advised, and the
 // files closed (another).
-void create_mappings(SyscallBatch& batch, const image::Process& p, const ProcessFiles& pf) {
+// A mapping that comes from a parked range (cow_sharing.h): moved into
+// place, writable while it is filled (its protection comes at the end, as
+// for any filled mapping), then emptied where this process had zeros.
+void add_moved(SyscallBatch& batch, const Mapping& m, const InheritedMapping& from) {
+  const uint64_t len = m.end - m.start;
+  batch.reserve(1, 0);
+  batch.add(fmt::format("mremap of the range parked at {:#x} to {}", from.park, describe(m)),
+            SYS_mremap, from.park, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, m.start);
+  for (const auto& [start, end] : from.zero) {
+    batch.reserve(1, 0);
+    batch.add(fmt::format("madvise(MADV_DONTNEED) {:#x}-{:#x} of {}", start, end, describe(m)),
+              SYS_madvise, start, end - start, static_cast<uint64_t>(MADV_DONTNEED));
+  }
+}
+
+void create_mappings(SyscallBatch& batch, const image::Process& p, const ProcessFiles& pf,
+                     const std::map<uint64_t, InheritedMapping>* inherited) {
   const auto& ms = p.mappings;
   size_t i = 0;
   while (i < ms.size()) {
@@ -314,6 +330,13 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const Process
     for (size_t k = i; k < j; k++) {
       const Mapping& m = ms[k];
       if (is_kernel_mapping(m.kind)) continue;
+      if (inherited)
+        if (auto it = inherited->find(m.start); it != inherited->end()) {
+          add_moved(batch, m, it->second);
+          batch.reserve(10, 0);
+          add_madvise(batch, m);
+          continue;
+        }
       batch.reserve(10, 0);  // mmap, advice, lock
       int fd = -1;
       if (m.ghost) {
@@ -380,8 +403,26 @@ void set_mm_layout(SyscallBatch& batch, const image::Process& p, int deleted_exe
 
 }  // namespace
 
+// Unmaps [start, end) but the parts in `keep` (sorted, disjoint).
+void add_munmap_except(SyscallBatch& batch, const Mapping& m,
+                       const std::vector<std::pair<uint64_t, uint64_t>>& keep) {
+  uint64_t from = m.start;
+  auto drop = [&](uint64_t to) {
+    if (to <= from) return;
+    batch.reserve(1, 0);
+    batch.add(fmt::format("munmap {:#x}-{:#x} of the skeleton", from, to), SYS_munmap, from, to - from);
+  };
+  for (const auto& [s, e] : keep) {
+    if (e <= m.start || s >= m.end) continue;
+    drop(s);
+    from = std::max(from, e);
+  }
+  drop(m.end);
+}
+
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const ProcessFiles& files, const FillOptions& fill) {
+                           const ProcessFiles& files, const FillOptions& fill,
+                           const std::map<uint64_t, InheritedMapping>* inherited) {
   pid_t pid = rs.task().tid();
   StepTimes steps;
   auto now = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
@@ -392,11 +433,22 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   batch_area.kind = MappingKind::Vsyscall;  // kept, like the kernel's own
   now.push_back(batch_area);
 
-  // 1. Drop snap's own mappings (its code, heap, stack, libraries).
+  // 1. Drop snap's own mappings (its code, heap, stack, libraries), but
+  // the parked ranges this process takes its memory from.
+  std::vector<std::pair<uint64_t, uint64_t>> keep;
+  if (inherited)
+    for (const auto& m : p.mappings)
+      if (auto it = inherited->find(m.start); it != inherited->end())
+        keep.push_back({it->second.park, it->second.park + (m.end - m.start)});
+  std::sort(keep.begin(), keep.end());
   for (const auto& m : now) {
     if (is_kernel_mapping(m.kind)) continue;
-    batch.reserve(1, 0);
-    batch.add("munmap " + describe(m), SYS_munmap, m.start, m.end - m.start);
+    if (keep.empty()) {
+      batch.reserve(1, 0);
+      batch.add("munmap " + describe(m), SYS_munmap, m.start, m.end - m.start);
+    } else {
+      add_munmap_except(batch, m, keep);
+    }
   }
   batch.run();
   vlog("restore: unmapped {} mappings of the skeleton", now.size());
@@ -407,13 +459,13 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   // 3. Every saved mapping (writable where it gets content), then the
   // contents of all, then their protections.
   steps.step("skeleton's mappings dropped");
-  create_mappings(batch, p, files);
+  create_mappings(batch, p, files, inherited);
   steps.step("mappings created");
   uint64_t written = 0;
   {
     auto copier = PageCopier::open(rs, pid, p);
     steps.step("userfaultfd");
-    written = fill_memory(pid, p, img, fill, copier.get());
+    written = fill_memory(pid, p, img, fill, copier.get(), inherited);
   }  // its context closed: every mapping unregistered before more system calls
   steps.step("memory");
 

@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include <map>
+
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
 #include "restore/files.h"
@@ -21,9 +23,13 @@ namespace snap::restore {
 // memory objects are mapped from their memfds (`files.shm`: fds in the
 // process, closed at the end), whose contents OpenFiles wrote, and
 // mappings of deleted files and memfds from the remade files
-// (`files.ghosts`, closed at the end too). The caller's
-// RemoteSyscalls keeps working throughout (its syscall site follows the vDSO).
+// (`files.ghosts`, closed at the end too). Mappings in `inherited` (by
+// their start; cow_sharing.h) are moved from the ranges the skeleton holds
+// parked, which stay until then, and get only their own pages written. The
+// caller's RemoteSyscalls keeps working throughout (its syscall site
+// follows the vDSO).
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
-                           const ProcessFiles& files, const FillOptions& fill);
+                           const ProcessFiles& files, const FillOptions& fill,
+                           const std::map<uint64_t, InheritedMapping>* inherited = nullptr);
 
 }  // namespace snap::restore

@@ -190,13 +190,32 @@ bool fill_writes(const Mapping& m) {
   return m.pages_dumped > 0 && !image::is_shm_object(m) && !is_kernel_mapping(m.kind);
 }
 
+uint64_t fill_parked(pid_t pid, const image::Process& p,
+                     const std::vector<std::pair<const Mapping*, uint64_t>>& ranges,
+                     image::ImageReader& img, const FillOptions& opts) {
+  Filler filler(pid, img, std::clamp(opts.jobs, 1u, kMaxJobs), nullptr);
+  for (const auto& [m, park] : ranges)
+    img.for_each_piece(p.pid, m->start, [&](const PagePiece& piece) {
+      PagePiece pc = piece;
+      pc.addr = park + (pc.addr - m->start);
+      filler.add(*m, pc);
+    });
+  return filler.finish();
+}
+
 uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
-                     const FillOptions& opts, const PageCopier* copier) {
+                     const FillOptions& opts, const PageCopier* copier,
+                     const std::map<uint64_t, InheritedMapping>* inherited) {
   auto t0 = std::chrono::steady_clock::now();
   unsigned jobs = std::clamp(opts.jobs, 1u, kMaxJobs);
   Filler filler(pid, img, jobs, copier);
   for (const auto& m : p.mappings) {
     if (!fill_writes(m)) continue;
+    if (inherited)
+      if (auto it = inherited->find(m.start); it != inherited->end()) {
+        for (const auto& pc : it->second.writes) filler.add(m, pc);
+        continue;
+      }
     img.for_each_piece(p.pid, m.start, [&](const PagePiece& pc) { filler.add(m, pc); });
   }
   uint64_t written = filler.finish();

@@ -8,12 +8,14 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <utility>
 #include <vector>
 
 #include "base/cpus.h"
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
+#include "restore/cow_sharing.h"
 
 namespace snap::restore {
 
@@ -37,12 +39,24 @@ bool fill_writes(const image::Mapping& m);
 // Zero pages are written only where memory does not start as zeros (file
 // and shared mappings), not in fresh private anonymous memory. Returns the
 // bytes written. Pages in the mappings `copier` (if any) covers go through
-// it. Throws snap::Error naming the file and block on damaged data (and
-// SysError naming pid and address when a write fails), before the job has
-// run any of its own code; no thread outlives the call.
+// it. A mapping in `inherited` (by its start) holds the pages of the range
+// it was moved from: only its `writes` are written. Throws snap::Error
+// naming the file and block on damaged data (and SysError naming pid and
+// address when a write fails), before the job has run any of its own code;
+// no thread outlives the call.
 class PageCopier;
 uint64_t fill_memory(pid_t pid, const image::Process& p, image::ImageReader& img,
-                     const FillOptions& opts, const PageCopier* copier = nullptr);
+                     const FillOptions& opts, const PageCopier* copier = nullptr,
+                     const std::map<uint64_t, InheritedMapping>* inherited = nullptr);
+
+// Writes the saved pages of `p`'s mappings into the ranges of `pid` (a
+// skeleton) where they are parked: each pair a mapping of `p` and the
+// address its first page goes to. Zero pages are not written (the ranges
+// are fresh anonymous memory). Returns the bytes written; throws as
+// fill_memory.
+uint64_t fill_parked(pid_t pid, const image::Process& p,
+                     const std::vector<std::pair<const image::Mapping*, uint64_t>>& ranges,
+                     image::ImageReader& img, const FillOptions& opts);
 
 // Writes the saved pages of `mappings` (by the pid they are saved under),
 // all of one shared memory object, into `fd`, a fresh file of the object's

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <fmt/core.h>
 #include <map>
 #include <memory>
@@ -18,6 +19,8 @@
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "restore/address_space.h"
+#include "restore/cow_sharing.h"
+#include "restore/fill.h"
 #include "restore/credentials.h"
 #include "restore/files.h"
 #include "restore/ns_files.h"
@@ -87,8 +90,9 @@ class TreeUnderConstruction {
 
   void set_child(pid_t pid) { child_ = pid; }
 
-  // Reads the skeletons' reports until each has reported or ended.
-  void collect_reports(int fd) {
+  // Reads the skeletons' reports until each has reported or ended;
+  // `parked(pid)` for each that has parked ranges to fill.
+  void collect_reports(int fd, const std::function<void(pid_t)>& parked) {
     size_t expected = plan_.helpers.size();
     for (const auto& [pid, n] : plan_.nodes) expected += n.proc->zombie ? 0 : 1;
     std::string failures;
@@ -102,6 +106,10 @@ class TreeUnderConstruction {
       if (got < 0 && errno == EINTR) continue;
       if (got <= 0) break;  // every skeleton has reported or ended
       if (got != sizeof r) throw Error("garbled report from a restored process");
+      if (r.kind == SkeletonReport::kParked) {
+        parked(r.pid);
+        continue;
+      }
       if (r.kind == SkeletonReport::kFailed) {
         failures += fmt::format("{}restoring pid {}: {}", failures.empty() ? "" : "; ", r.pid,
                                 std::string(r.text, strnlen(r.text, sizeof r.text)));
@@ -203,7 +211,7 @@ void restore_root(SyscallBatch& batch, const image::Process& p) {
 // per thread; the threads come back to their saved registers.
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                      image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
-                     const FillOptions& fill) {
+                     const FillOptions& fill, const CowPlan& cow) {
   const uint32_t version = img.checkpoint().format_version;
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
@@ -212,7 +220,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     restore_credentials(batch, p, fresh_namespace);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-  rebuild_address_space(rs, p, img, files, fill);
+  rebuild_address_space(rs, p, img, files, fill, cow.inherited_by(p.pid));
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
@@ -302,6 +310,8 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   adopt_login_uid(ckpt);
   OpenFiles files = OpenFiles::create(ckpt, img, opts.allow_changed_files, opts.tcp_close, opts.fill);
   for (const auto& w : files.warnings()) warn("{}", w);
+  const CowPlan cow = plan_cow_sharing(ckpt, img, plan);
+  if (!cow.empty()) vlog("restore: {}", cow.summary());
   steps.step("checks and files");
 
   // The skeletons' reports come back on one pipe, above every fd they set up.
@@ -312,8 +322,35 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   if (!report_write) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
   report_write_low.reset();
 
+  // A pipe for each process that parks memory its children share: snap
+  // says on it when it has filled that memory.
+  std::map<pid_t, int> parked_go;
+  std::map<pid_t, ScopedFd> go_read, go_write;
+  for (const auto& p : ckpt.processes) {
+    if (cow.parked_by(p.pid).empty()) continue;
+    int go[2];
+    if (::pipe2(go, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
+    ScopedFd low_read(go[0]), low_write(go[1]);
+    go_read[p.pid] = ScopedFd(::fcntl(low_read.get(), F_DUPFD_CLOEXEC, files.base()));
+    go_write[p.pid] = ScopedFd(::fcntl(low_write.get(), F_DUPFD_CLOEXEC, files.base()));
+    if (!go_read[p.pid] || !go_write[p.pid]) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
+    parked_go[p.pid] = go_read[p.pid].get();
+  }
+  auto fill_parked_ranges = [&](pid_t pid) {
+    auto w = go_write.find(pid);
+    if (w == go_write.end()) throw Error(fmt::format("pid {} parked memory it had none to park", pid));
+    const image::Process& p = *plan.node(pid).proc;
+    std::vector<std::pair<const image::Mapping*, uint64_t>> ranges;
+    for (const auto& r : cow.parked_by(pid)) ranges.push_back({r.m, r.park});
+    uint64_t bytes = fill_parked(space.host_pid(pid), p, ranges, img, opts.fill);
+    vlog("restore: pid {}: {} MiB its children share written before it forks them", pid,
+         bytes >> 20);
+    if (::write(w->second.get(), "g", 1) != 1)
+      throw SysError(fmt::format("telling pid {} its shared memory is ready", pid), errno);
+  };
+
   TreeUnderConstruction tree(plan, space);
-  SkeletonContext ctx{plan, files, space.spawner(), report_write.get(), ::getpgrp()};
+  SkeletonContext ctx{plan, files, space.spawner(), report_write.get(), ::getpgrp(), cow, parked_go};
   RestoredTree out;
   out.child = space.start_root(plan.root, [&] {
     report_read.reset();
@@ -321,8 +358,10 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   });
   tree.set_child(out.child);
   report_write.reset();
+  go_read.clear();
   files.close_all();  // the skeletons hold them now
-  tree.collect_reports(report_read.get());
+  tree.collect_reports(report_read.get(), fill_parked_ranges);
+  go_write.clear();
   files.end_holders();  // every skeleton is in its cwd
   vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
   steps.step("skeletons");
@@ -332,7 +371,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   steps.step("seize");
   for (const auto& p : ckpt.processes)
     if (!p.zombie)
-      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill);
+      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill, cow);
   steps.step("rebuild");
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <fmt/core.h>
 
@@ -125,7 +126,7 @@ int write_own_proc_file(const char* name, const std::string& value) {
 // oom_score_adj, THP and no_new_privs, as the job had them. Empty, or what
 // failed: lowering oom_score_adj below what snap restore has needs
 // CAP_SYS_RESOURCE, and a restore without it must not give the job another.
-std::string set_process_settings(const image::Process& p) {
+std::string set_process_settings(const image::Process& p, bool thp_changed) {
   if (p.oom_score_adj) {
     std::string v = std::to_string(*p.oom_score_adj);
     if (int err = write_own_proc_file("oom_score_adj", v))
@@ -151,7 +152,8 @@ std::string set_process_settings(const image::Process& p) {
   for (uint32_t reg : {4u, 16u, 64u, 256u})
     if ((p.membarrier & reg) && ::syscall(SYS_membarrier, reg, 0, 0) < 0)
       return fmt::format("membarrier registration {}: {}", reg, std::strerror(errno));
-  if (p.thp_disabled && ::prctl(PR_SET_THP_DISABLE, *p.thp_disabled ? 1 : 0, 0, 0, 0) < 0)
+  if ((p.thp_disabled || thp_changed) &&
+      ::prctl(PR_SET_THP_DISABLE, p.thp_disabled.value_or(false) ? 1 : 0, 0, 0, 0) < 0)
     return fmt::format("prctl(PR_SET_THP_DISABLE): {}", std::strerror(errno));
   // Last: it only limits what an execve() may gain, never what snap does next.
   if (p.no_new_privs.value_or(false) && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -177,6 +179,22 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
   // Before any child: they inherit the controlling terminal.
   if (auto err = take_terminal(files.ctty_fd, files.fg_fd); !err.empty()) return fail(ctx, err);
   if (p.child_subreaper.value_or(0)) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  // Memory its children shared with it: in place before they are forked.
+  // Filled in small pages: a huge page for each page of a sparse range
+  // would take hundreds of times its memory. Every process below inherits
+  // that setting, and each takes its job's own with the rest below.
+  const bool thp_changed = !ctx.cow.empty();
+  if (const auto& parked = ctx.cow.parked_by(pid); !parked.empty()) {
+    if (::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0)
+      return fail(ctx, fmt::format("prctl(PR_SET_THP_DISABLE): {}", std::strerror(errno)));
+    if (auto err = map_parked_ranges(parked); !err.empty()) return fail(ctx, err);
+    report(ctx.report_fd, SkeletonReport::kParked);
+    char go = 0;
+    ssize_t n;
+    do n = ::read(ctx.parked_go.at(pid), &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1 || go != 'g') return fail(ctx, "snap did not fill the memory shared with its children");
+  }
 
   try {
     for (const auto& h : n.helpers)
@@ -210,7 +228,7 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
   ::umask(p.umask);
   set_rlimits(p);
   ::syscall(SYS_personality, static_cast<unsigned long>(p.personality));
-  if (auto err = set_process_settings(p); !err.empty()) return fail(ctx, err);
+  if (auto err = set_process_settings(p, thp_changed); !err.empty()) return fail(ctx, err);
   // glibc registered an rseq area in snap's TLS; the kernel writes to it on
   // every return to user space, so it must go before that memory does.
   unregister_rseq();

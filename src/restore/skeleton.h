@@ -9,8 +9,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 
+#include "restore/cow_sharing.h"
 #include "restore/files.h"
 #include "restore/spawn.h"
 #include "restore/tree.h"
@@ -19,7 +21,9 @@ namespace snap::restore {
 
 // What a skeleton tells snap, one record per write (atomic on a pipe).
 struct SkeletonReport {
-  enum Kind : int32_t { kReady = 1, kHelperReady = 2, kFailed = 3 };
+  // kParked: its parked ranges are mapped (cow_sharing.h); it waits for
+  // snap to fill them before forking its children.
+  enum Kind : int32_t { kReady = 1, kHelperReady = 2, kFailed = 3, kParked = 4 };
   int32_t pid = 0;
   Kind kind = kFailed;
   char text[248] = {};
@@ -32,6 +36,10 @@ struct SkeletonContext {
   PidSpawner& spawner;
   int report_fd;      // write end of the report pipe, above every target fd
   pid_t snap_pgid;    // the group of snap restore (for the root's outside group)
+  const CowPlan& cow;
+  // Per process that parks ranges: the read end of the pipe on which snap
+  // says (one byte, 'g') that it has filled them.
+  const std::map<pid_t, int>& parked_go;
 };
 
 // Body of the skeleton of live process `pid`, whose parent is `parent` (as

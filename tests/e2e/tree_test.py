@@ -373,6 +373,21 @@ def pidfds_on_descendants(env):
 
 
 @case
+def cow_shared_memory(env):
+    # A parent that fills 32 MiB, then forks 3 workers that read it (a pool
+    # forked after loading its data; tests/programs/cow_pool.c): each
+    # process checks every step that it still shares most of the data
+    # copy-on-write (the region's Private_Dirty under a quarter of it), and
+    # prints "shared 1" if so. Restored, the data is one copy again, not
+    # four: the parent's skeleton holds it before it forks the workers.
+    argv = [env.prog("cow_pool"), "40", "100", "32"]
+    status, want, secs = reference_run(env, "cow", argv)
+    expect(status == 0 and want["stdout"].count(b"shared 1 1 1 1\n") == 40
+           and want["stdout"].endswith(b"done\n"), "the reference shared its data every step")
+    dump_restore_points(env, "cow", argv, [after_lines(5), after_lines(25)], status, want)
+
+
+@case
 def mpi_ring(env):
     # Open MPI's mpirun and two ranks (sockets between mpirun and the ranks,
     # shared memory in /dev/shm between the ranks, a deleted file opened
