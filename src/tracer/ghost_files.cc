@@ -51,8 +51,12 @@ class GhostCollector {
       if (p.zombie) continue;
       std::string proc = fmt::format("/proc/{}/", p.pid);
       for (auto& f : p.fds) {
+        // Device nodes and symbolic links (an O_PATH fd) too: deleted, they
+        // are refused here, where the job runs on, rather than by the
+        // restore of an image that cannot bring them back.
         bool file_like = f.type == image::FdType::Regular || f.type == image::FdType::Directory ||
-                         f.type == image::FdType::Fifo;
+                         f.type == image::FdType::Fifo || f.type == image::FdType::CharDev ||
+                         (f.type == image::FdType::Other && f.path.starts_with("/"));
         if (!file_like || !(is_deleted(f.path) || is_memfd(f.path))) continue;
         f.ghost = ghost(proc + "fd/" + std::to_string(f.fd),
                         fmt::format("pid {} fd {} ({})", p.pid, f.fd, f.path), f.path);
@@ -147,8 +151,13 @@ class GhostCollector {
                : S_ISFIFO(st.st_mode) ? GhostFile::Kind::Fifo
                                       : GhostFile::Kind::File;
       if (!S_ISDIR(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISREG(st.st_mode))
-        throw Error(who + " is a deleted special file", "snap can only restore deleted regular "
-                                                        "files, directories and FIFOs");
+        throw Error(who + " is a deleted " +
+                        (S_ISLNK(st.st_mode)                           ? "symbolic link"
+                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "device node"
+                                                                        : "special file") +
+                        ": nothing leads to it any more, and a restore could not make it again",
+                    "snap restores deleted regular files, directories and FIFOs; close that fd, "
+                    "or keep a link to the file, before the dump");
     }
     // A directory that was removed has no links; one still linked elsewhere
     // is reopened by its handle.

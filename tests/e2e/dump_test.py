@@ -611,6 +611,50 @@ def vfork_child_refused(env):
     job.wait()
 
 
+# A job holding an fd on a symbolic link (O_PATH | O_NOFOLLOW) or a device
+# node it then deleted, then counting.
+SPECIAL_FILE_JOB = r"""
+import os, stat, sys, time
+path = os.path.join(sys.argv[1], "special")
+if sys.argv[2] == "link":
+    os.symlink("nowhere", path)
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+else:
+    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    fd = os.open(path, os.O_RDWR)
+os.unlink(path)
+for i in range(100000):
+    print(i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+@case
+def deleted_special_file_refused(env):
+    """An fd on a deleted symbolic link or device node: nothing leads to it
+    and snap cannot make it again, so the dump refuses, naming the fd, and
+    the job runs on (it wrote an image no restore could bring back)."""
+    kinds = [("link", "deleted symbolic link")]
+    if os.geteuid() == 0:
+        kinds.append(("dev", "deleted device node"))
+    else:
+        print("skip the device node: making one needs CAP_MKNOD")
+    for kind, words in kinds:
+        d = env.path(f"special_{kind}")
+        os.mkdir(d)
+        job, out = start_job(env, f"special_{kind}", [sys.executable, "-c", SPECIAL_FILE_JOB, d, kind],
+                             2, start_new_session=True)
+        dest = env.path(f"special_{kind}.ckpt")
+        expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
+                       [words, f"pid {job.pid} fd 3"], f"an fd on a {words}")
+        expect(not os.path.exists(dest), "nothing written for the refused dump")
+        n = len(lines_of(out))
+        wait_lines(out, n + 2)
+        expect(job.poll() is None, "the job runs on after the refusal")
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+
+
 def kill_restore_count_on(env, p, out, ckpt, count, timeout):
     """Kills manymaps job `p` (writing to `out`) mid-run, restores `ckpt` and
     checks that it counted on to `count` with every check it makes (its
