@@ -8,7 +8,8 @@
  * with data unique to each page, and writes every other page of a private
  * mapping of a 4 MiB file it makes in its cwd (cow_pool.data), forks 3
  * workers, and then every MS ms, for STEPS steps, each process rewrites one
- * page of its own and checks both regions: their checksum, and that it
+ * page of its own (a worker first makes one page of each region zero) and
+ * checks both regions: their checksum, and that it
  * still shares most of each (the region's Private_Dirty in
  * /proc/self/smaps under a quarter of its size; each process holds
  * privately only the pages it wrote). The workers report
@@ -129,6 +130,10 @@ int main(int argc, char **argv) {
       close(p[0]);
       close(release[1]);
       for (int j = 0; j < k; j++) close(from[j]);
+      /* A page of each region the worker makes zero: dropped from the
+       * anonymous one (it reads zeros again), zero-filled in the file's. */
+      madvise(region + (size_t)(k + 1) * 7 * PAGE, PAGE, MADV_DONTNEED);
+      memset(file_region + (size_t)(k + 1) * 2 * PAGE, 0, PAGE);
       for (int s = 1; s <= steps; s++) {
         sleep_ms(ms);
         rewrite_own_page(k + 1, s);
