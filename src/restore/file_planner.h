@@ -89,7 +89,7 @@ class FilePlanner {
   int socket(const Process& p, const FileDesc& f);
   void make_tcp_pairs();
   PassedFile passed_file(const Process& p);
-  void bound_name(const image::UnixSocket& u, const std::string& cwd);
+  ScopedFd make_named_unix_socket(const Process& p, const FileDesc& f, const std::string& what);
   int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer);
   void connect_sockets();
 
@@ -131,6 +131,7 @@ class FilePlanner {
     std::string what;
   };
   std::vector<DeletedName> deleted_names_;  // bound, to delete once connected to
+  std::vector<std::string> deleted_name_dirs_;  // made for them, removed after them
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description

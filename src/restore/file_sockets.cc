@@ -121,10 +121,7 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   // now, connected to it again (in the listener's accept order) later.
   if (u->pending_on && sockets_.count(u->pending_on)) {
     const auto& l = *sockets_[u->pending_on];
-    uint64_t deleted_inode = 0;
-    ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
-    if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
-    bound_name(*u, p.cwd);
+    ScopedFd s = make_named_unix_socket(p, f, what);
     ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
     int fd = keep(s.release(), "socket");
     pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
@@ -143,10 +140,7 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   if (u->peer_inode && !peer && u->type != SOCK_DGRAM)
     throw Error(what + " leads outside the checkpointed processes",
                 "snap restores connections between the processes of the image only");
-  uint64_t deleted_inode = 0;
-  ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, passed_file(p));
-  if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
-  bound_name(*u, p.cwd);
+  ScopedFd s = make_named_unix_socket(p, f, what);
   ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
   int fd = keep(s.release(), "socket");
   // Connected once every socket is bound: to itself, to a socket of the
@@ -157,14 +151,28 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   return fd;
 }
 
+// A unix socket of `p` bound to its name. The socket file the bind made is
+// removed again if the restore fails (a deleted name's once its peers have
+// connected, with the directories made again for it).
+ScopedFd FilePlanner::make_named_unix_socket(const Process& p, const FileDesc& f,
+                                             const std::string& what) {
+  const auto& u = *f.unix_socket;
+  uint64_t deleted_inode = 0;
+  std::vector<std::string> made_dirs;
+  ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, &made_dirs, passed_file(p));
+  if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
+  for (const auto& d : made_dirs) {
+    out_.made_paths_.push_back(d);
+    deleted_name_dirs_.push_back(d);
+  }
+  const std::string path = u.name.empty() || u.name[0] == '/' ? u.name : p.cwd + "/" + u.name;
+  if (!u.name.empty() && u.name[0] != '@' && (!u.name_deleted || !made_dirs.empty()))
+    out_.made_paths_.push_back(path);
+  return s;
+}
+
 // Files in flight on a socket of `p`: a pipe end is the object of that
 // end (shared with processes holding it); anything else is opened anew.
-// The socket file a bind to a path name made: removed again if the
-// restore fails (a deleted name's file is deleted anyway).
-void FilePlanner::bound_name(const image::UnixSocket& u, const std::string& cwd) {
-  if (u.name.empty() || u.name[0] == '@' || u.name_deleted) return;
-  out_.made_paths_.push_back(u.name[0] == '/' ? u.name : cwd + "/" + u.name);
-}
 
 PassedFile FilePlanner::passed_file(const Process& p) {
   return [this, &p](const FileDesc& d) {
@@ -217,6 +225,8 @@ void FilePlanner::connect_sockets() {
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
   for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
+  for (auto it = deleted_name_dirs_.rbegin(); it != deleted_name_dirs_.rend(); ++it)
+    ::rmdir(it->c_str());  // innermost first; one something else was put in stays
   for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);
   // What the peers sent while the job was down was dropped (the dump's
   // network lock, tracer/net_lock.h): now their connections exist again.

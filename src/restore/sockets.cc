@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <vector>
 #include <sstream>
 #include <thread>
 #include <fmt/core.h>
@@ -314,8 +315,34 @@ void give_name_file(const std::string& name, const image::UnixSocket::NameFile& 
 
 }  // namespace
 
+namespace {
+
+// The directories leading to `name` (relative to the working directory)
+// that are gone, made again (0700), outermost first; their paths, as
+// `cwd` makes them absolute, are added to `made`.
+void make_missing_dirs(const std::string& name, const std::string& cwd,
+                       std::vector<std::string>* made, const std::string& what) {
+  std::vector<std::string> missing;
+  for (size_t slash = name.rfind('/'); slash != std::string::npos && slash > 0;
+       slash = name.rfind('/', slash - 1)) {
+    std::string dir = name.substr(0, slash);
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0) break;
+    missing.push_back(dir);
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (::mkdir(it->c_str(), 0700) < 0 && errno != EEXIST)
+      throw SysError(fmt::format("cannot restore {}: mkdir {} to bind its deleted name", what, *it),
+                     errno);
+    made->push_back((*it)[0] == '/' ? *it : cwd + "/" + *it);
+  }
+}
+
+}  // namespace
+
 ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
-                          uint64_t* deleted_inode, const PassedFile& passed) {
+                          uint64_t* deleted_inode, std::vector<std::string>* made_dirs,
+                          const PassedFile& passed) {
   const auto& u = *f.unix_socket;
   ScopedFd sock(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
   if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, u.type), errno);
@@ -323,6 +350,10 @@ ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, cons
   if (u.name.empty()) return sock;
   InDirectory in(u.name, cwd, what);
   UnixAddress a = unix_address(u.name, what);
+  // A deleted name whose directory is gone too (a temporary directory the
+  // job removed once its peers had connected): the directory is made
+  // while peers connect, then removed with the name.
+  if (u.name_deleted && is_path(u.name)) make_missing_dirs(u.name, cwd, made_dirs, what);
   // A name deleted before the dump may have been taken by another file
   // since (another socket of the job bound there): that one is moved
   // aside while this socket binds and deletes its own file.

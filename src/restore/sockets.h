@@ -46,9 +46,12 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what);
 // queued on it sent to it again; not connected yet. A name whose file was
 // deleted before the dump is bound too: `deleted_inode` gets the inode of
 // the file it made, for delete_socket_name once peers have connected (0:
-// deleted already, another file was at that name).
+// deleted already, another file was at that name), and `made_dirs` the
+// directories leading to it that were gone and were made again for it
+// (absolute, outermost first), for the caller to remove after that.
 ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
-                          uint64_t* deleted_inode, const PassedFile& passed);
+                          uint64_t* deleted_inode, std::vector<std::string>* made_dirs,
+                          const PassedFile& passed);
 
 // Deletes the file at `f`'s name if it is still the one with `inode`.
 void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,

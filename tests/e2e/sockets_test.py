@@ -62,7 +62,8 @@ def unix_socket_states(env):
     # not what the restore's bind makes), a socket whose peer
     # wrote and closed, a pair shut down one way, listening sockets on a
     # deleted path and on an abstract name, a buffer size, O_NONBLOCK, a
-    # pipe end in flight (SCM_RIGHTS), an unbound socket bound after the
+    # sockets bound in a directory removed with their names, a pipe end in
+    # flight (SCM_RIGHTS), an unbound socket bound after the
     # restore, connections not yet accepted (stream, in their order, and
     # seqpacket). All checked by the program at
     # the end of its run, which must print what an uninterrupted run prints.
@@ -74,6 +75,7 @@ def unix_socket_states(env):
         "closed peer: last words True nonblocking True",
         "shut down: True send EPIPE",
         "deleted name: True True 1",
+        "gone directory: True True still False",
         "abstract: hello True",
         "rcvbuf kept: True",
         "passed fd: fd through",

@@ -46,6 +46,21 @@ hidden = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 hidden.bind(gone_path)
 hidden.listen(4)
 os.unlink(gone_path)
+# A listening socket and a bound datagram socket with a peer connected to
+# it, in a directory the job then removed with their names (a temporary
+# directory cleaned up once its peers had connected).
+gone_dir = os.path.join(where, "gone.d")
+os.mkdir(gone_dir)
+gone_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+gone_listener.bind(os.path.join(gone_dir, "listen.sock"))
+gone_listener.listen(1)
+gone_dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+gone_dg.bind(os.path.join(gone_dir, "dg.sock"))
+gone_peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+gone_peer.connect(os.path.join(gone_dir, "dg.sock"))
+for name in ("listen.sock", "dg.sock"):
+    os.unlink(os.path.join(gone_dir, name))
+os.rmdir(gone_dir)
 abstract = f"\0snap-unix-states-{os.getpid()}"
 ab = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 ab.bind(abstract)
@@ -95,6 +110,10 @@ except BrokenPipeError:
     print("send EPIPE")
 print("deleted name:", hidden.getsockname() == gone_path, not os.path.exists(gone_path),
       hidden.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+gone_peer.send(b"still")
+print("gone directory:", gone_listener.getsockname() == os.path.join(gone_dir, "listen.sock"),
+      gone_dg.getsockname() == os.path.join(gone_dir, "dg.sock"), gone_dg.recv(10).decode(),
+      os.path.exists(gone_dir))
 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 c.connect(abstract)
 c.sendall(b"hello")
