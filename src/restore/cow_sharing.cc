@@ -192,6 +192,7 @@ CowPlan plan_cow_sharing(const image::Checkpoint& ckpt, const image::ImageReader
   for (const auto& m : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
     used.push_back({m.start, m.end});
   ParkingLot lot(std::move(used));
+  std::map<std::pair<pid_t, uint64_t>, uint64_t> park_of;  // (owner, mapping start) -> park
 
   // Parents come before their children in the image: a process's own
   // inheritance is settled before its children look at its ranges.
@@ -209,17 +210,19 @@ CowPlan plan_cow_sharing(const image::Checkpoint& ckpt, const image::ImageReader
       if (cmp.shared < CowPlan::kMinSharedPages) continue;
       // The parent's range is parked once, for all its children.
       auto& parked = plan.parked_[parent.pid];
-      auto range = std::find_if(parked.begin(), parked.end(),
-                                [&](const ParkedRange& r) { return r.m->start == m.start; });
-      if (range == parked.end()) {
-        if (parked.size() == CowPlan::kMaxParked) continue;
-        parked.push_back({lot.take(m.end - m.start), it->second});
-        range = parked.end() - 1;
+      auto [at, fresh] = park_of.try_emplace({parent.pid, m.start}, 0);
+      if (fresh) {
+        if (parked.size() == CowPlan::kMaxParked) {
+          park_of.erase(at);
+          continue;
+        }
+        at->second = lot.take(m.end - m.start);
+        parked.push_back({at->second, it->second});
       }
       // A parent that takes this range from its own parent keeps that one
       // (shared further up); else it takes its own parked range back.
-      plan.inherited_[parent.pid].try_emplace(m.start, InheritedMapping{range->park, {}, {}});
-      cmp.child.park = range->park;
+      plan.inherited_[parent.pid].try_emplace(m.start, InheritedMapping{at->second, {}, {}});
+      cmp.child.park = at->second;
       plan.inherited_[c.pid].emplace(m.start, std::move(cmp.child));
       plan.shared_pages_ += cmp.shared;
     }
@@ -251,6 +254,30 @@ std::string map_parked_ranges(const std::vector<ParkedRange>& ranges) {
                          m.path.empty() ? "(anonymous)" : m.path, std::strerror(errno));
   }
   return {};
+}
+
+ParkedSignals::ParkedSignals(const CowPlan& cow, const image::Checkpoint& ckpt, int above) {
+  for (const auto& p : ckpt.processes) {
+    if (cow.parked_by(p.pid).empty()) continue;
+    int ends[2];
+    if (::pipe2(ends, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
+    ScopedFd low_read(ends[0]), low_write(ends[1]);
+    ScopedFd r(::fcntl(low_read.get(), F_DUPFD_CLOEXEC, above));
+    ScopedFd w(::fcntl(low_write.get(), F_DUPFD_CLOEXEC, above));
+    if (!r || !w) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
+    read_fds_[p.pid] = r.get();
+    read_[p.pid] = std::move(r);
+    write_[p.pid] = std::move(w);
+  }
+}
+
+void ParkedSignals::go(pid_t pid) {
+  auto w = write_.find(pid);
+  if (w == write_.end())
+    throw Error(fmt::format("pid {} reported memory to share it has none of", pid));
+  if (::write(w->second.get(), "g", 1) != 1)
+    throw SysError(fmt::format("telling pid {} that the memory its children share is there", pid),
+                   errno);
 }
 
 }  // namespace snap::restore

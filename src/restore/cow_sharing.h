@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
 
@@ -78,5 +79,23 @@ CowPlan plan_cow_sharing(const image::Checkpoint& ckpt, const image::ImageReader
 // In a skeleton: maps its parked ranges, empty (MAP_FIXED_NOREPLACE).
 // Empty, or what failed.
 std::string map_parked_ranges(const std::vector<ParkedRange>& ranges);
+
+// The pipes on which snap tells each skeleton that parks ranges that it
+// has filled them, made above fd `above` (above every fd of the job).
+class ParkedSignals {
+ public:
+  ParkedSignals(const CowPlan& cow, const image::Checkpoint& ckpt, int above);
+  // The read ends, by saved pid, for the skeletons to wait on ('g').
+  const std::map<pid_t, int>& read_ends() const { return read_fds_; }
+  // Once the skeletons hold them.
+  void close_read_ends() { read_.clear(); }
+  // Tells `pid` its ranges are filled. Throws naming it.
+  void go(pid_t pid);
+  void close() { write_.clear(); }
+
+ private:
+  std::map<pid_t, ScopedFd> read_, write_;
+  std::map<pid_t, int> read_fds_;
+};
 
 }  // namespace snap::restore

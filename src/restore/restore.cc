@@ -20,9 +20,9 @@
 #include "base/scoped_fd.h"
 #include "restore/address_space.h"
 #include "restore/cow_sharing.h"
-#include "restore/fill.h"
 #include "restore/credentials.h"
 #include "restore/files.h"
+#include "restore/fill.h"
 #include "restore/ns_files.h"
 #include "restore/remote_page.h"
 #include "restore/scheduling.h"
@@ -322,35 +322,21 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   if (!report_write) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
   report_write_low.reset();
 
-  // A pipe for each process that parks memory its children share: snap
-  // says on it when it has filled that memory.
-  std::map<pid_t, int> parked_go;
-  std::map<pid_t, ScopedFd> go_read, go_write;
-  for (const auto& p : ckpt.processes) {
-    if (cow.parked_by(p.pid).empty()) continue;
-    int go[2];
-    if (::pipe2(go, O_CLOEXEC) < 0) throw SysError("pipe2", errno);
-    ScopedFd low_read(go[0]), low_write(go[1]);
-    go_read[p.pid] = ScopedFd(::fcntl(low_read.get(), F_DUPFD_CLOEXEC, files.base()));
-    go_write[p.pid] = ScopedFd(::fcntl(low_write.get(), F_DUPFD_CLOEXEC, files.base()));
-    if (!go_read[p.pid] || !go_write[p.pid]) throw SysError("fcntl(F_DUPFD_CLOEXEC)", errno);
-    parked_go[p.pid] = go_read[p.pid].get();
-  }
+  // Memory the children of a process share with it: filled in its skeleton
+  // before it forks them, when it reports it has mapped the ranges.
+  ParkedSignals parked(cow, ckpt, files.base());
   auto fill_parked_ranges = [&](pid_t pid) {
-    auto w = go_write.find(pid);
-    if (w == go_write.end()) throw Error(fmt::format("pid {} parked memory it had none to park", pid));
-    const image::Process& p = *plan.node(pid).proc;
     std::vector<std::pair<const image::Mapping*, uint64_t>> ranges;
     for (const auto& r : cow.parked_by(pid)) ranges.push_back({r.m, r.park});
-    uint64_t bytes = fill_parked(space.host_pid(pid), p, ranges, img, opts.fill);
+    uint64_t bytes = fill_parked(space.host_pid(pid), *plan.node(pid).proc, ranges, img, opts.fill);
     vlog("restore: pid {}: {} MiB its children share written before it forks them", pid,
          bytes >> 20);
-    if (::write(w->second.get(), "g", 1) != 1)
-      throw SysError(fmt::format("telling pid {} its shared memory is ready", pid), errno);
+    parked.go(pid);
   };
 
   TreeUnderConstruction tree(plan, space);
-  SkeletonContext ctx{plan, files, space.spawner(), report_write.get(), ::getpgrp(), cow, parked_go};
+  SkeletonContext ctx{plan, files, space.spawner(), report_write.get(), ::getpgrp(), cow,
+                      parked.read_ends()};
   RestoredTree out;
   out.child = space.start_root(plan.root, [&] {
     report_read.reset();
@@ -358,10 +344,10 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   });
   tree.set_child(out.child);
   report_write.reset();
-  go_read.clear();
+  parked.close_read_ends();
   files.close_all();  // the skeletons hold them now
   tree.collect_reports(report_read.get(), fill_parked_ranges);
-  go_write.clear();
+  parked.close();
   files.end_holders();  // every skeleton is in its cwd
   vlog("restore: {} process(es) and {} helper(s) set up", plan.nodes.size(), plan.helpers.size());
   steps.step("skeletons");
