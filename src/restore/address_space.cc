@@ -278,10 +278,6 @@ void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
 // Files opened at once while mappings are created: well under any fd limit.
 constexpr size_t kFilesPerRound = 64;
 
-// Creates every saved mapping but the kernel's own, a few batches in all:
-// per round, the files of up to kFilesPerRound distinct paths are opened
-// (one batch), then the round's mappings are created, advised, and the
-// files closed (another).
 // A mapping that comes from a parked range (cow_sharing.h): moved into
 // place, writable while it is filled (its protection comes at the end, as
 // for any filled mapping), then emptied where this process had zeros.
@@ -297,6 +293,10 @@ void add_moved(SyscallBatch& batch, const Mapping& m, const InheritedMapping& fr
   }
 }
 
+// Creates every saved mapping but the kernel's own, a few batches in all:
+// per round, the files of up to kFilesPerRound distinct paths are opened
+// (one batch), then the round's mappings are created, advised, and the
+// files closed (another).
 void create_mappings(SyscallBatch& batch, const image::Process& p, const ProcessFiles& pf,
                      const std::map<uint64_t, InheritedMapping>* inherited) {
   const auto& ms = p.mappings;
@@ -401,8 +401,6 @@ void set_mm_layout(SyscallBatch& batch, const image::Process& p, int deleted_exe
   batch.run();
 }
 
-}  // namespace
-
 // Unmaps [start, end) but the parts in `keep` (sorted, disjoint).
 void add_munmap_except(SyscallBatch& batch, const Mapping& m,
                        const std::vector<std::pair<uint64_t, uint64_t>>& keep) {
@@ -419,6 +417,8 @@ void add_munmap_except(SyscallBatch& batch, const Mapping& m,
   }
   drop(m.end);
 }
+
+}  // namespace
 
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
                            const ProcessFiles& files, const FillOptions& fill,

@@ -14,9 +14,9 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
-#include <vector>
 #include <sstream>
 #include <thread>
+#include <vector>
 #include <fmt/core.h>
 
 #include "base/error.h"
@@ -312,10 +312,6 @@ void give_name_file(const std::string& name, const image::UnixSocket::NameFile& 
   if ((st.st_mode & 07777) != nf.mode && ::fchmodat(AT_FDCWD, name.c_str(), nf.mode, 0) != 0)
     throw SysError(fmt::format("cannot restore {}: chmod {:o} {}", what, nf.mode, name), errno);
 }
-
-}  // namespace
-
-namespace {
 
 // The directories leading to `name` (relative to the working directory)
 // that are gone, made again (0700), outermost first; their paths, as
