@@ -197,15 +197,21 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
   }
 
   try {
-    for (const auto& h : n.helpers)
-      ctx.spawner.spawn(h.pid, [&] { return helper_main(ctx, pid); }, 0);
+    // A group a child makes is made here too, at once: one made by the
+    // child alone may not exist yet when a later child (a zombie, which
+    // joins and ends at once) joins it. Both may; the second changes nothing.
+    for (const auto& h : n.helpers) {
+      pid_t helper = ctx.spawner.spawn(h.pid, [&] { return helper_main(ctx, pid); }, 0);
+      ::setpgid(helper, helper);
+    }
     std::vector<pid_t> zombies;
     for (const image::Process* c : n.children) {
       if (c->zombie) {
         ctx.spawner.spawn(c->pid, [&] { return zombie_main(ctx, *c); });
         zombies.push_back(c->pid);
       } else {
-        ctx.spawner.spawn(c->pid, [&] { return skeleton_main(ctx, c->pid, pid); });
+        pid_t child = ctx.spawner.spawn(c->pid, [&] { return skeleton_main(ctx, c->pid, pid); });
+        if (ctx.plan.node(c->pid).group_leader) ::setpgid(child, child);
       }
     }
     // Zombies are dead before snap traces this process: a SIGCHLD would be

@@ -480,24 +480,29 @@ def family(env):
 
 @case
 def zombie(env):
-    # Two children ended but unreaped at the dump; reaped after the restore
-    # with their pids and statuses (tests/programs/zombie.c).
+    # Children ended but unreaped at the dump; reaped after the restore
+    # with their pids and statuses (tests/programs/zombie.c), two of them
+    # in other process groups: a live child's, and one whose leader is gone
+    # (a restore that made that group only in the group's own process could
+    # let the zombie end before it existed, in its parent's group).
     argv = [env.prog("zombie"), "30", "100"]
     status, want, secs = reference_run(env, "zombie", argv)
     out = want["stdout"].decode()
     expect(status == 0 and "same pid yes, exited 42" in out
-           and "same pid yes, killed by signal 10" in out and "no other child: yes" in out,
-           "an uninterrupted zombie run reaps both children with their statuses")
+           and "same pid yes, killed by signal 10" in out and "no other child: yes" in out
+           and "zombie in a live child's group: yes" in out
+           and "zombie in a group whose leader is gone: yes" in out,
+           "an uninterrupted zombie run reaps its children with their statuses and groups")
 
-    def two_zombies(procs):
+    def four_zombies(procs):
         zombies = [q for q in procs if q.get("zombie")]
         statuses = sorted(q.get("exit_status") for q in zombies)
-        expect(statuses == [signal.SIGUSR1, 42 << 8],
-               f"the image records both unreaped children as zombies with their wait statuses "
+        expect(statuses == [signal.SIGUSR1, 7 << 8, 9 << 8, 42 << 8],
+               f"the image records the unreaped children as zombies with their wait statuses "
                f"(found {len(zombies)} zombies, statuses {statuses})")
 
     dump_restore_points(env, "zombie", argv, [after_lines(5), after_lines(25)], status, want,
-                        check_image=two_zombies)
+                        check_image=four_zombies)
 
 
 @case

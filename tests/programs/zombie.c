@@ -3,8 +3,11 @@
  * (waitid with WNOWAIT, which leaves them zombies), counts TICKS lines, one
  * every INTERVAL_MS, and only then reaps each with waitpid(pid) and prints
  * what it got. A restore must bring the zombies back with their pids and
- * wait statuses. Pids vary from run to run, so the output only says whether
- * they matched. Usage: zombie TICKS INTERVAL_MS */
+ * wait statuses. Two more zombies are in other process groups: one (status
+ * 7) in the group of a live child that leads it, one (status 9) in a group
+ * whose leader has exited and been reaped; the parent checks their groups
+ * before it reaps them. Pids vary from run to run, so the output only says
+ * whether they matched. Usage: zombie TICKS INTERVAL_MS */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,6 +42,21 @@ int main(int argc, char **argv) {
   struct timespec ts = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
   setvbuf(stdout, NULL, _IOLBF, 0);
 
+  /* A zombie in a group whose leader has exited and been reaped: forked
+   * first, so that a restore makes it right after that group. */
+  pid_t gone = fork();
+  if (gone == 0) {
+    setpgid(0, 0);
+    pause();
+    _exit(0);
+  }
+  setpgid(gone, gone);
+  pid_t orphaned = fork();
+  if (orphaned == 0) {
+    setpgid(0, gone);
+    _exit(9);
+  }
+  setpgid(orphaned, gone);
   pid_t first = fork();
   if (first == 0) _exit(42);
   pid_t second = fork();
@@ -51,6 +69,22 @@ int main(int argc, char **argv) {
     perror("fork");
     return 3;
   }
+  /* A live child leading its own group, and a zombie in that group. */
+  pid_t leader = fork();
+  if (leader == 0) {
+    setpgid(0, 0);
+    for (;;) pause();
+  }
+  setpgid(leader, leader);
+  pid_t member = fork();
+  if (member == 0) {
+    setpgid(0, leader);
+    _exit(7);
+  }
+  if (leader < 0 || member < 0 || gone < 0 || orphaned < 0) {
+    perror("fork");
+    return 3;
+  }
   /* Wait until both have ended, without reaping them. */
   siginfo_t si;
   memset(&si, 0, sizeof si);
@@ -59,6 +93,13 @@ int main(int argc, char **argv) {
     perror("waitid");
     return 3;
   }
+  if (waitid(P_PID, (id_t)member, &si, WEXITED | WNOWAIT) < 0 ||
+      waitid(P_PID, (id_t)orphaned, &si, WEXITED | WNOWAIT) < 0) {
+    perror("waitid");
+    return 3;
+  }
+  kill(gone, SIGKILL);
+  waitpid(gone, NULL, 0);
   printf("two children ended, not reaped yet\n");
   for (int i = 1; i <= ticks; i++) {
     printf("tick %d\n", i);
@@ -70,6 +111,16 @@ int main(int argc, char **argv) {
   st = 0;
   got = waitpid(second, &st, 0);
   describe("second", second, got, st);
+  printf("zombie in a live child's group: %s\n", getpgid(member) == leader ? "yes" : "NO");
+  printf("zombie in a group whose leader is gone: %s\n", getpgid(orphaned) == gone ? "yes" : "NO");
+  st = 0;
+  got = waitpid(member, &st, 0);
+  describe("in a live child's group", member, got, st);
+  st = 0;
+  got = waitpid(orphaned, &st, 0);
+  describe("in a group whose leader is gone", orphaned, got, st);
+  kill(leader, SIGKILL);
+  waitpid(leader, NULL, 0);
   got = waitpid(-1, &st, WNOHANG);
   printf("no other child: %s\n", got < 0 && errno == ECHILD ? "yes" : "NO");
   return 0;
