@@ -62,9 +62,9 @@ class PieceCursor {
       : zero_is_absent_(m.kind != MappingKind::File) {
     img.for_each_piece(pid, m.start, [&](const PagePiece& pc) { pieces_.push_back(pc); });
   }
+  // `addr` and those after it only (the cursor moves on).
   PageSource at(uint64_t addr) {
-    while (i_ < pieces_.size() && pieces_[i_].addr + uint64_t{pieces_[i_].npages} * kPageSize <= addr)
-      i_++;
+    skip_to(addr);
     if (i_ == pieces_.size() || pieces_[i_].addr > addr) return {};
     const PagePiece& pc = pieces_[i_];
     if (pc.kind == PagePiece::kZero)
@@ -72,8 +72,19 @@ class PieceCursor {
     uint32_t k = static_cast<uint32_t>((addr - pc.addr) / kPageSize);
     return {PageSource::kData, pc.block, pc.kind == PagePiece::kSeq ? pc.slot + k : pc.slot};
   }
+  // The first page from `addr` on that a piece covers; `end` if none (a
+  // reservation of terabytes is walked by its saved pages, not its size).
+  uint64_t next_saved(uint64_t addr, uint64_t end) {
+    skip_to(addr);
+    return i_ == pieces_.size() ? end : std::max(addr, pieces_[i_].addr);
+  }
 
  private:
+  void skip_to(uint64_t addr) {
+    while (i_ < pieces_.size() && pieces_[i_].addr + uint64_t{pieces_[i_].npages} * kPageSize <= addr)
+      i_++;
+  }
+
   const bool zero_is_absent_;
   std::vector<PagePiece> pieces_;
   size_t i_ = 0;
@@ -115,7 +126,9 @@ Comparison compare(const image::ImageReader& img, pid_t parent, pid_t child, con
   Comparison out;
   PieceCursor theirs(img, parent, m), own(img, child, m);
   auto& zero = out.child.zero;
-  for (uint64_t a = m.start; a < m.end; a += kPageSize) {
+  for (uint64_t a = m.start;; a += kPageSize) {
+    a = std::min(theirs.next_saved(a, m.end), own.next_saved(a, m.end));  // not saved in both: same
+    if (a >= m.end) break;
     const PageSource p = theirs.at(a), c = own.at(a);
     if (p == c) {
       out.shared += c.state == PageSource::kData;
