@@ -156,11 +156,13 @@ void place_aio_ring(SyscallBatch& batch, const Mapping& m, uint64_t chunk) {
   batch.read(remote_addr(m.start), header, sizeof header);  // id, nr, head, tail
   if (header[2] != m.aio_head || header[3] != m.aio_tail)
     throw Error(fmt::format("{}: the ring is at head {}, tail {}", what, header[2], header[3]));
-  for (uint32_t i = 0; i < pending; i++) {
-    const uint64_t slot = (m.aio_head + i) % m.aio_nr;
-    batch.write(remote_addr(m.start + kAioRingHeaderBytes + slot * kAioEventBytes),
-                m.aio_events.data() + uint64_t{i} * kAioEventBytes, kAioEventBytes);
-  }
+  // From head to the ring's end, then from its start.
+  const uint32_t first = std::min(pending, m.aio_nr - m.aio_head);
+  const auto slot = [&](uint64_t i) { return remote_addr(m.start + kAioRingHeaderBytes + i * kAioEventBytes); };
+  if (first) batch.write(slot(m.aio_head), m.aio_events.data(), uint64_t{first} * kAioEventBytes);
+  if (pending > first)
+    batch.write(slot(0), m.aio_events.data() + uint64_t{first} * kAioEventBytes,
+                uint64_t{pending - first} * kAioEventBytes);
 }
 
 // Each AIO context again: io_setup makes a ring of the saved size, which is
@@ -463,7 +465,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   steps.step("mappings created");
   uint64_t written = 0;
   {
-    auto copier = PageCopier::open(rs, pid, p);
+    auto copier = PageCopier::open(rs, pid, p, inherited);
     steps.step("userfaultfd");
     written = fill_memory(pid, p, img, fill, copier.get(), inherited);
   }  // its context closed: every mapping unregistered before more system calls

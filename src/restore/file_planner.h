@@ -139,6 +139,7 @@ class FilePlanner {
   std::map<ShmKey, int> shm_;
   std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file
   std::set<uint64_t> memfd_own_given_;  // memfds whose memfd_create description an fd has
+  std::set<uint64_t> memfds_;           // ghost ids of the remade memfds
   std::set<uint64_t> fifo_filled_;  // FIFOs (inode) whose unread data is back
   std::optional<PtyTable> ptys_;
 };

@@ -150,6 +150,7 @@ void FilePlanner::remake_ghosts() {
       fd = std::move(ro);
     }
     ghosts_[g.id] = keep(fd.release(), "remaking " + who);
+    if (g.kind == image::GhostFile::Kind::Memfd) memfds_.insert(g.id);
   }
 }
 
@@ -211,10 +212,8 @@ int FilePlanner::ghost_fd(uint64_t id, const std::string& who) {
 // with ETXTBSY.
 int FilePlanner::ghost_description(const Process& p, const FileDesc& f) {
   const int remade = ghost_fd(f.ghost, fd_name(p, f));
-  const auto g = std::find_if(ckpt_.ghost_files.begin(), ckpt_.ghost_files.end(),
-                              [&](const image::GhostFile& x) { return x.id == f.ghost; });
-  if (g != ckpt_.ghost_files.end() && g->kind == image::GhostFile::Kind::Memfd &&
-      (f.flags & O_ACCMODE) == O_RDWR && memfd_own_given_.insert(f.ghost).second) {
+  if (memfds_.count(f.ghost) && (f.flags & O_ACCMODE) == O_RDWR &&
+      memfd_own_given_.insert(f.ghost).second) {
     const std::string what = "cannot restore " + fd_name(p, f);
     int fd = keep(::fcntl(remade, F_DUPFD_CLOEXEC, 0), what + ": dup");
     constexpr int kStatusFlags = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;

@@ -48,10 +48,11 @@ PageCopier::PageCopier(ScopedFd uffd, pid_t pid, std::vector<std::pair<uint64_t,
     : uffd_(std::move(uffd)), pid_(pid), ranges_(std::move(ranges)) {}
 
 std::unique_ptr<PageCopier> PageCopier::open(RemoteSyscalls& rs, pid_t pid,
-                                             const image::Process& p) {
+                                             const image::Process& p,
+                                             const std::map<uint64_t, InheritedMapping>* skip) {
   std::vector<const Mapping*> wanted;
   for (const auto& m : p.mappings)
-    if (worth_copying(m)) wanted.push_back(&m);
+    if (worth_copying(m) && !(skip && skip->count(m.start))) wanted.push_back(&m);
   if (wanted.empty()) return nullptr;
   std::sort(wanted.begin(), wanted.end(),
             [](const Mapping* a, const Mapping* b) { return a->start < b->start; });

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "base/remote_ptr.h"
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
+#include "restore/cow_sharing.h"
 
 namespace snap {
 class RemoteSyscalls;
@@ -36,10 +38,13 @@ class PageCopier {
  public:
   // A context for the mappings of `p` worth one (private anonymous, enough
   // saved pages, no huge-page advice, not locked), registered in `pid`, the
-  // stopped process `rs` drives, whose mappings exist. nullptr where there
-  // is none, or the kernel refuses (then -v says why, and the fill writes
-  // as before).
-  static std::unique_ptr<PageCopier> open(RemoteSyscalls& rs, pid_t pid, const image::Process& p);
+  // stopped process `rs` drives, whose mappings exist. Mappings starting at
+  // an address in `skip` are left out (those holding pages already, moved
+  // from a parked range: a copy would find most of their pages there).
+  // nullptr where there is none, or the kernel refuses (then -v says why,
+  // and the fill writes as before).
+  static std::unique_ptr<PageCopier> open(RemoteSyscalls& rs, pid_t pid, const image::Process& p,
+                                          const std::map<uint64_t, InheritedMapping>* skip = nullptr);
   // With a context of snap's own making, registered on `ranges` (sorted,
   // disjoint); for tests.
   PageCopier(ScopedFd uffd, pid_t pid, std::vector<std::pair<uint64_t, uint64_t>> ranges);

@@ -1,5 +1,6 @@
 #include "tracer/aio_rings.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <fmt/core.h>
 
@@ -32,15 +33,16 @@ void read_aio_rings(pid_t pid, std::vector<image::Mapping>& mappings) {
     m.aio_nr = h.nr;
     m.aio_head = h.head;
     m.aio_tail = h.tail;
-    // The completed events the job has not collected, slot by slot (the
-    // ring wraps at nr).
+    // The completed events the job has not collected: from head to the
+    // ring's end, then from its start (it wraps at nr).
     const uint32_t pending = (h.tail + h.nr - h.head) % h.nr;
     m.aio_events.resize(uint64_t{pending} * kAioEventBytes);
-    for (uint32_t i = 0; i < pending; i++) {
-      const uint64_t slot = (h.head + i) % h.nr;
-      read_remote(pid, remote_addr(m.start + kAioRingHeaderBytes + slot * kAioEventBytes),
-                  m.aio_events.data() + uint64_t{i} * kAioEventBytes, kAioEventBytes);
-    }
+    const uint32_t first = std::min(pending, h.nr - h.head);
+    const auto slot = [&](uint64_t i) { return remote_addr(m.start + kAioRingHeaderBytes + i * kAioEventBytes); };
+    if (first) read_remote(pid, slot(h.head), m.aio_events.data(), uint64_t{first} * kAioEventBytes);
+    if (pending > first)
+      read_remote(pid, slot(0), m.aio_events.data() + uint64_t{first} * kAioEventBytes,
+                  uint64_t{pending - first} * kAioEventBytes);
   }
 }
 
