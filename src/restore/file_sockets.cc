@@ -99,7 +99,15 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
     return fd;
   }
   if (f.inet_socket) {
-    ScopedFd s = make_inet_socket(f, what);
+    const auto& mine = *f.inet_socket;
+    bool port_shared = false;  // with another listener or bound datagram socket
+    for (const auto& [inode, g] : sockets_) {
+      const auto& other = g->inet_socket;
+      port_shared |= inode != f.inode && other && !other->tcp && !other->closed &&
+                     other->protocol == mine.protocol && other->family == mine.family &&
+                     other->local == mine.local && other->local_port == mine.local_port;
+    }
+    ScopedFd s = make_inet_socket(f, what, port_shared);
     ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
     return keep(s.release(), "socket");
   }

@@ -21,6 +21,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "tracer/sock_options.h"
 
 namespace snap::restore {
 
@@ -102,9 +103,12 @@ void set_option(int sock, const image::SockOpt& o, const std::string& what) {
     std::memcpy(value.data(), &v, sizeof v);
   }
   if (::setsockopt(sock, o.level, o.name, value.data(), static_cast<socklen_t>(value.size())) < 0)
-    throw SysError(fmt::format("cannot restore {}: setsockopt(level {}, option {})", what, o.level,
-                               o.name),
-                   errno);
+    throw SysError(fmt::format("cannot restore {}: setsockopt({})", what,
+                               socket_option_name(o.level, o.name)),
+                   errno,
+                   errno == EPERM ? "the job had a privilege this restore lacks (SO_MARK, for "
+                                    "one, needs CAP_NET_ADMIN): restore as the user who could set it"
+                                  : "");
 }
 
 // Whether a TCP connection in TIME_WAIT has local port `port` (in this
@@ -181,8 +185,10 @@ std::string printable(int family, const std::string& addr, uint16_t port) {
   return family == AF_INET6 ? fmt::format("[{}]:{}", addr, port) : fmt::format("{}:{}", addr, port);
 }
 
-void set_socket_options(int sock, const image::FileDesc& f, const std::string& what) {
-  for (const auto& o : f.sock_options) set_option(sock, o, what);
+namespace {
+
+// The job's classic BPF filter, attached again.
+void attach_filter(int sock, const image::FileDesc& f, const std::string& what) {
   if (f.sock_filter.empty()) return;
   if (f.sock_filter.size() % sizeof(sock_filter))
     throw Error(fmt::format("{}: the socket filter in the image is {} bytes, not whole "
@@ -194,6 +200,19 @@ void set_socket_options(int sock, const image::FileDesc& f, const std::string& w
     throw SysError(fmt::format("cannot restore {}: setsockopt(SO_ATTACH_FILTER, {} instructions)",
                                what, prog.size()),
                    errno);
+}
+
+}  // namespace
+
+void set_socket_options(int sock, const image::FileDesc& f, const std::string& what) {
+  auto is_lock = [](const image::SockOpt& o) {
+    return o.level == SOL_SOCKET && o.name == SO_LOCK_FILTER;
+  };
+  for (const auto& o : f.sock_options)
+    if (!is_lock(o)) set_option(sock, o, what);
+  attach_filter(sock, f, what);
+  for (const auto& o : f.sock_options)  // the filter may not change afterwards
+    if (is_lock(o)) set_option(sock, o, what);
 }
 
 void shutdown_socket(int sock, int mask, const std::string& what) {
@@ -232,7 +251,7 @@ void send_queue(int from, const image::UnixSocket& q, const std::string& what,
   }
 }
 
-ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
+ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what, bool port_shared) {
   const auto& s = *f.inet_socket;
   ScopedFd sock(::socket(s.family, s.type | SOCK_CLOEXEC, s.protocol));
   if (!sock)
@@ -243,6 +262,21 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
   const bool any = s.local == "0.0.0.0" || s.local == "::";
   int reuse_was = 0;
   bool reuse_forced = false;
+  // Sockets of the job that share their port were bound with SO_REUSEPORT
+  // (the kernel allows no other way), whatever it says now: a job may
+  // clear it after bind, which keeps the group. So bound again, the
+  // option then set as the job had it.
+  int reuseport_was = 0;
+  if (port_shared && s.local_port) {
+    int on = 1;
+    socklen_t olen = sizeof reuseport_was;
+    ::getsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &reuseport_was, &olen);
+    if (::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0)
+      throw SysError(fmt::format("cannot restore {}: setsockopt(SO_REUSEPORT) to bind port {} "
+                                 "with the job's other sockets on it",
+                                 what, s.local_port),
+                     errno);
+  }
   if (s.local_port || !any) {
     sockaddr_storage ss;
     socklen_t len = inet_sockaddr(s.family, s.local, s.local_port, ss, what);
@@ -293,6 +327,10 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what) {
                      errno);
   }
   if (reuse_forced) ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuse_was, sizeof reuse_was);
+  if (port_shared && s.local_port && !reuseport_was &&
+      ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &reuseport_was, sizeof reuseport_was) < 0)
+    throw SysError(fmt::format("cannot restore {}: setsockopt(SO_REUSEPORT) off after bind", what),
+                   errno);
   shutdown_socket(sock.get(), s.shutdown, what);
   return sock;
 }

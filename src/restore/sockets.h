@@ -38,8 +38,10 @@ int bind_tcp(int sock, const sockaddr_storage& ss, socklen_t len, uint16_t port,
 void set_socket_options(int sock, const image::FileDesc& f, const std::string& what);
 
 // An AF_INET / AF_INET6 socket as `f` describes it: options, bind, listen
-// or connect (datagram), shutdown.
-ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what);
+// or connect (datagram), shutdown. `port_shared`: other sockets of the
+// image are bound to its address and port (SO_REUSEPORT).
+ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what,
+                          bool port_shared = false);
 
 // A unix socket of `f`, bound to its name (relative names under `cwd`, the
 // process's working directory) and listening if it was, with the messages

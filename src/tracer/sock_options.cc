@@ -4,6 +4,7 @@
 #include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,37 +20,87 @@ namespace snap {
 
 namespace {
 
-// Newer than some libc headers (Linux 5.14 and 5.7).
+// Newer than some libc headers (Linux 5.14, 5.7, 6.5 and 6.10).
 constexpr int kSoBufLock = 72;     // SO_BUF_LOCK
 constexpr int kIpv6Freebind = 78;  // IPV6_FREEBIND
+constexpr int kSoPassPidfd = 76;   // SO_PASSPIDFD
+constexpr int kSoRcvMark = 75;     // SO_RCVMARK
+constexpr int kIpLocalPortRange = 51;  // IP_LOCAL_PORT_RANGE
 
 struct OptionId {
   int level, name;
+  const char* text;
 };
+#define SNAP_OPT(level, name) \
+  { level, name, #name }
 
 // The options snap carries over. Each is compared with a new socket's, so
-// only what the job changed is recorded and set again.
+// only what the job set is recorded and set again. Left out: what the
+// kernel itself changes on a socket in use (SO_INCOMING_CPU, TCP_MAXSEG,
+// TCP_WINDOW_CLAMP, TCP_QUICKACK), and SO_LOCK_FILTER, handled with the
+// filter (it must come after it).
 constexpr OptionId kSocketOptions[] = {
-    {SOL_SOCKET, SO_REUSEADDR}, {SOL_SOCKET, SO_REUSEPORT}, {SOL_SOCKET, SO_KEEPALIVE},
-    {SOL_SOCKET, SO_BROADCAST}, {SOL_SOCKET, SO_RCVBUF},    {SOL_SOCKET, SO_SNDBUF},
-    {SOL_SOCKET, SO_RCVLOWAT},  {SOL_SOCKET, SO_RCVTIMEO},  {SOL_SOCKET, SO_SNDTIMEO},
-    {SOL_SOCKET, SO_PRIORITY},  {SOL_SOCKET, SO_LINGER},    {SOL_SOCKET, SO_OOBINLINE},
-    {SOL_SOCKET, SO_PASSCRED},  {SOL_SOCKET, SO_TIMESTAMP}, {SOL_SOCKET, SO_NO_CHECK},
-    {SOL_SOCKET, kSoBufLock},
+    SNAP_OPT(SOL_SOCKET, SO_REUSEADDR),   SNAP_OPT(SOL_SOCKET, SO_REUSEPORT),
+    SNAP_OPT(SOL_SOCKET, SO_KEEPALIVE),   SNAP_OPT(SOL_SOCKET, SO_BROADCAST),
+    SNAP_OPT(SOL_SOCKET, SO_RCVBUF),      SNAP_OPT(SOL_SOCKET, SO_SNDBUF),
+    SNAP_OPT(SOL_SOCKET, SO_RCVLOWAT),    SNAP_OPT(SOL_SOCKET, SO_RCVTIMEO),
+    SNAP_OPT(SOL_SOCKET, SO_SNDTIMEO),    SNAP_OPT(SOL_SOCKET, SO_PRIORITY),
+    SNAP_OPT(SOL_SOCKET, SO_LINGER),      SNAP_OPT(SOL_SOCKET, SO_OOBINLINE),
+    SNAP_OPT(SOL_SOCKET, SO_PASSCRED),    SNAP_OPT(SOL_SOCKET, SO_TIMESTAMP),
+    SNAP_OPT(SOL_SOCKET, SO_NO_CHECK),    {SOL_SOCKET, kSoBufLock, "SO_BUF_LOCK"},
+    SNAP_OPT(SOL_SOCKET, SO_DONTROUTE),   SNAP_OPT(SOL_SOCKET, SO_PASSSEC),
+    SNAP_OPT(SOL_SOCKET, SO_MARK),        SNAP_OPT(SOL_SOCKET, SO_BINDTODEVICE),
+    SNAP_OPT(SOL_SOCKET, SO_TIMESTAMPNS), SNAP_OPT(SOL_SOCKET, SO_RXQ_OVFL),
+    SNAP_OPT(SOL_SOCKET, SO_PEEK_OFF),    SNAP_OPT(SOL_SOCKET, SO_SELECT_ERR_QUEUE),
+    SNAP_OPT(SOL_SOCKET, SO_BUSY_POLL),   SNAP_OPT(SOL_SOCKET, SO_ZEROCOPY),
+    {SOL_SOCKET, kSoPassPidfd, "SO_PASSPIDFD"}, {SOL_SOCKET, kSoRcvMark, "SO_RCVMARK"},
 };
 constexpr OptionId kIpOptions[] = {
-    {SOL_IP, IP_FREEBIND}, {SOL_IP, IP_TOS}, {SOL_IP, IP_TTL}, {SOL_IP, IP_RECVERR},
-    {SOL_IP, IP_PKTINFO},  {SOL_IP, IP_MTU_DISCOVER},
+    SNAP_OPT(SOL_IP, IP_FREEBIND),       SNAP_OPT(SOL_IP, IP_TOS),
+    SNAP_OPT(SOL_IP, IP_TTL),            SNAP_OPT(SOL_IP, IP_RECVERR),
+    SNAP_OPT(SOL_IP, IP_PKTINFO),        SNAP_OPT(SOL_IP, IP_MTU_DISCOVER),
+    SNAP_OPT(SOL_IP, IP_OPTIONS),        SNAP_OPT(SOL_IP, IP_RECVOPTS),
+    SNAP_OPT(SOL_IP, IP_RETOPTS),        SNAP_OPT(SOL_IP, IP_RECVTTL),
+    SNAP_OPT(SOL_IP, IP_RECVTOS),        SNAP_OPT(SOL_IP, IP_MINTTL),
+    SNAP_OPT(SOL_IP, IP_NODEFRAG),       SNAP_OPT(SOL_IP, IP_TRANSPARENT),
+    SNAP_OPT(SOL_IP, IP_RECVORIGDSTADDR), SNAP_OPT(SOL_IP, IP_BIND_ADDRESS_NO_PORT),
+    {SOL_IP, kIpLocalPortRange, "IP_LOCAL_PORT_RANGE"},
 };
 constexpr OptionId kIpv6Options[] = {
-    {SOL_IPV6, IPV6_V6ONLY},      {SOL_IPV6, IPV6_UNICAST_HOPS},
-    {SOL_IPV6, IPV6_RECVPKTINFO}, {SOL_IPV6, kIpv6Freebind},
+    SNAP_OPT(SOL_IPV6, IPV6_V6ONLY),         SNAP_OPT(SOL_IPV6, IPV6_UNICAST_HOPS),
+    SNAP_OPT(SOL_IPV6, IPV6_RECVPKTINFO),    {SOL_IPV6, kIpv6Freebind, "IPV6_FREEBIND"},
+    SNAP_OPT(SOL_IPV6, IPV6_RECVHOPLIMIT),
+    SNAP_OPT(SOL_IPV6, IPV6_RECVTCLASS),     SNAP_OPT(SOL_IPV6, IPV6_TCLASS),
+    SNAP_OPT(SOL_IPV6, IPV6_MTU_DISCOVER),   SNAP_OPT(SOL_IPV6, IPV6_RECVERR),
+    SNAP_OPT(SOL_IPV6, IPV6_DONTFRAG),       SNAP_OPT(SOL_IPV6, IPV6_TRANSPARENT),
+    SNAP_OPT(SOL_IPV6, IPV6_AUTOFLOWLABEL),  SNAP_OPT(SOL_IPV6, IPV6_RECVORIGDSTADDR),
+    SNAP_OPT(SOL_IPV6, IPV6_MINHOPCOUNT),
+};
+// Multicast, for datagram sockets only: a stream socket refuses them, and
+// an accepted TCP socket reads the TTL of the peer's SYN as its own.
+constexpr OptionId kIpMulticastOptions[] = {
+    SNAP_OPT(SOL_IP, IP_MULTICAST_IF),   SNAP_OPT(SOL_IP, IP_MULTICAST_TTL),
+    SNAP_OPT(SOL_IP, IP_MULTICAST_LOOP), SNAP_OPT(SOL_IP, IP_MULTICAST_ALL),
+};
+constexpr OptionId kIpv6MulticastOptions[] = {
+    SNAP_OPT(SOL_IPV6, IPV6_MULTICAST_HOPS), SNAP_OPT(SOL_IPV6, IPV6_MULTICAST_LOOP),
+    SNAP_OPT(SOL_IPV6, IPV6_MULTICAST_IF),
 };
 constexpr OptionId kTcpOptions[] = {
-    {SOL_TCP, TCP_NODELAY},      {SOL_TCP, TCP_KEEPIDLE},     {SOL_TCP, TCP_KEEPINTVL},
-    {SOL_TCP, TCP_KEEPCNT},      {SOL_TCP, TCP_USER_TIMEOUT}, {SOL_TCP, TCP_DEFER_ACCEPT},
-    {SOL_TCP, TCP_CORK},
+    SNAP_OPT(SOL_TCP, TCP_NODELAY),       SNAP_OPT(SOL_TCP, TCP_KEEPIDLE),
+    SNAP_OPT(SOL_TCP, TCP_KEEPINTVL),     SNAP_OPT(SOL_TCP, TCP_KEEPCNT),
+    SNAP_OPT(SOL_TCP, TCP_USER_TIMEOUT),  SNAP_OPT(SOL_TCP, TCP_DEFER_ACCEPT),
+    SNAP_OPT(SOL_TCP, TCP_CORK),          SNAP_OPT(SOL_TCP, TCP_SYNCNT),
+    SNAP_OPT(SOL_TCP, TCP_LINGER2),       SNAP_OPT(SOL_TCP, TCP_CONGESTION),
+    SNAP_OPT(SOL_TCP, TCP_NOTSENT_LOWAT), SNAP_OPT(SOL_TCP, TCP_THIN_LINEAR_TIMEOUTS),
+    SNAP_OPT(SOL_TCP, TCP_FASTOPEN),      SNAP_OPT(SOL_TCP, TCP_FASTOPEN_CONNECT),
+    SNAP_OPT(SOL_TCP, TCP_INQ),
 };
+constexpr OptionId kUdpOptions[] = {
+    SNAP_OPT(SOL_UDP, UDP_SEGMENT),
+    SNAP_OPT(SOL_UDP, UDP_GRO),
+};
+#undef SNAP_OPT
 
 bool read_option(int sock, OptionId id, std::vector<uint8_t>& out) {
   uint8_t buf[64];
@@ -84,10 +135,34 @@ std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int typ
   compare(sock, fresh.get(), kSocketOptions, out);
   if (domain == AF_INET || domain == AF_INET6) compare(sock, fresh.get(), kIpOptions, out);
   if (domain == AF_INET6) compare(sock, fresh.get(), kIpv6Options, out);
+  if ((domain == AF_INET || domain == AF_INET6) && type != SOCK_STREAM)
+    compare(sock, fresh.get(), kIpMulticastOptions, out);
+  if (domain == AF_INET6 && type != SOCK_STREAM) compare(sock, fresh.get(), kIpv6MulticastOptions, out);
   if ((domain == AF_INET || domain == AF_INET6) && protocol == IPPROTO_TCP)
     compare(sock, fresh.get(), kTcpOptions, out);
+  if ((domain == AF_INET || domain == AF_INET6) && protocol == IPPROTO_UDP)
+    compare(sock, fresh.get(), kUdpOptions, out);
+  std::vector<uint8_t> locked;
+  if (read_option(sock, {SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER"}, locked) &&
+      locked != std::vector<uint8_t>(locked.size(), 0))
+    out.push_back({SOL_SOCKET, SO_LOCK_FILTER, std::move(locked)});
   return out;
 }
+
+std::string socket_option_name(int level, int name) {
+  auto find = [&](const auto& ids) -> const char* {
+    for (const auto& id : ids)
+      if (id.level == level && id.name == name) return id.text;
+    return nullptr;
+  };
+  for (const char* text : {find(kSocketOptions), find(kIpOptions), find(kIpv6Options),
+                           find(kIpMulticastOptions), find(kIpv6MulticastOptions),
+                           find(kTcpOptions), find(kUdpOptions)})
+    if (text) return text;
+  if (level == SOL_SOCKET && name == SO_LOCK_FILTER) return "SO_LOCK_FILTER";
+  return fmt::format("option {} of level {}", name, level);
+}
+
 
 std::vector<uint8_t> socket_filter(int sock, const std::string& what) {
   // SO_GET_FILTER counts in instructions: a first call with none asks how many.

@@ -14,7 +14,11 @@ namespace snap {
 
 // The options of `sock` (of `domain`, `type`, `protocol`) whose values
 // differ from those of a new socket of the same kind: what the job set.
+// SO_LOCK_FILTER among them is for after the filter (set_socket_options).
 std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int type, int protocol);
+
+// "SO_MARK", "TCP_CONGESTION": an option's name for messages.
+std::string socket_option_name(int level, int name);
 
 // The classic BPF program attached to `sock` (SO_GET_FILTER), as struct
 // sock_filter[]; empty when none.

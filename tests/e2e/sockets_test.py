@@ -88,6 +88,27 @@ def unix_socket_states(env):
 
 
 @case
+def socket_options(env):
+    # Options a job set on its sockets (tests/programs/sock_opts.py: TCP,
+    # IP, multicast, unix, a bound device, SO_MARK as root), a filter that
+    # drops everything, locked, and two listeners sharing one port, the
+    # first with SO_REUSEPORT cleared after bind: each read back at the
+    # end of the run. Before, the restored sockets had the defaults
+    # (silently), and the shared port made the restore fail at bind.
+    rounds = 6
+    names = ["TCP_CONGESTION", "TCP_NOTSENT_LOWAT", "TCP_SYNCNT", "TCP_LINGER2",
+             "TCP_THIN_LINEAR_TIMEOUTS", "SO_DONTROUTE", "IP_RECVTOS", "IP_MINTTL"]
+    names += ["SO_MARK"] if os.geteuid() == 0 else []
+    names += ["IP_MULTICAST_TTL", "IP_MULTICAST_LOOP", "IP_MULTICAST_ALL", "IP_RECVTTL",
+              "SO_RXQ_OVFL", "SO_TIMESTAMPNS", "SO_BINDTODEVICE", "SO_LOCK_FILTER",
+              "SO_PEEK_OFF", "SO_PASSSEC"]
+    expected = ([f"round {i}" for i in range(1, rounds + 1)] + [f"{n} kept" for n in names] +
+                ["filter drops", "shared port: 4 accepted, SO_REUSEPORT 0 1"])
+    dump_kill_restore(env, [sys.executable, env.src("sock_opts.py"), str(rounds), "200"],
+                      "sock_opts", 2, expected)
+
+
+@case
 def unix_pending_data_refused(env):
     # A connection not yet accepted that carries data: the data cannot be
     # read without accepting it, so the dump refuses, naming pid and fd,
