@@ -90,6 +90,8 @@ class FilePlanner {
   void make_tcp_pairs();
   PassedFile passed_file(const Process& p);
   ScopedFd make_named_unix_socket(const Process& p, const FileDesc& f, const std::string& what);
+  void note_bound_name(const FileDesc& f, const std::string& cwd, const std::string& what,
+                       const BoundName& bound);
   int socket_pair(const Process& p, const FileDesc& f, const FileDesc& peer);
   void connect_sockets();
 
@@ -110,6 +112,7 @@ class FilePlanner {
   struct LaterSocket {
     int fd;
     std::string to;  // connect to this name, if `connect`
+    uint64_t peer;   // the socket of the image it names (inode), or 0
     bool connect;
     int shutdown, status_flags;
     std::string cwd, what;
@@ -132,6 +135,9 @@ class FilePlanner {
   };
   std::vector<DeletedName> deleted_names_;  // bound, to delete once connected to
   std::vector<std::string> deleted_name_dirs_;  // made for them, removed after them
+  // By inode: a deleted name's file under a name of its own, and the cwd
+  // that name is relative to (sockets.h, BoundName::hidden).
+  std::map<uint64_t, std::pair<std::string, std::string>> hidden_names_;
   std::map<DescKey, int> external_;  // root's stdio: snap restore's fd
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description

@@ -120,11 +120,9 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   const bool self = peer == &f || (peer && peer->inode == f.inode);
   const bool mutual = peer && !self && peer->unix_socket &&
                       peer->unix_socket->peer_inode == f.inode;
-  // Two sockets connected to each other: one socketpair, unless they are
-  // named datagram sockets (each bound, then connected to the other).
-  if (mutual && (u->type != SOCK_DGRAM ||
-                 (u->name.empty() && peer->unix_socket->name.empty())))
-    return socket_pair(p, f, *peer);
+  // Two sockets connected to each other: one socketpair (datagram ones
+  // then bound to their names, which may be one and the same deleted name).
+  if (mutual) return socket_pair(p, f, *peer);
   // Its connection waits to be accepted by a listener of the image: made
   // now, connected to it again (in the listener's accept order) later.
   if (u->pending_on && sockets_.count(u->pending_on)) {
@@ -132,8 +130,8 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
     ScopedFd s = make_named_unix_socket(p, f, what);
     ::fcntl(s.get(), F_SETFL, (f.flags & kStatusFlags) & ~O_NONBLOCK);
     int fd = keep(s.release(), "socket");
-    pending_[f.inode] = {fd, l.unix_socket->name, true, u->shutdown, f.flags & kStatusFlags,
-                         socket_cwd_[u->pending_on], what};
+    pending_[f.inode] = {fd, l.unix_socket->name, u->pending_on, true, u->shutdown,
+                         f.flags & kStatusFlags, socket_cwd_[u->pending_on], what};
     return fd;
   }
   // Connected, and the peer was closed (a named datagram socket says
@@ -155,7 +153,8 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   // image or to one outside it, by name.
   std::string to = self ? u->name : peer ? peer->unix_socket->name : u->peer_name;
   if (u->peer_inode || u->shutdown || (f.flags & O_NONBLOCK))
-    later_.push_back({fd, to, u->peer_inode != 0, u->shutdown, f.flags & kStatusFlags, p.cwd, what});
+    later_.push_back({fd, to, self || peer ? u->peer_inode : 0, u->peer_inode != 0, u->shutdown,
+                      f.flags & kStatusFlags, p.cwd, what});
   return fd;
 }
 
@@ -164,19 +163,33 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
 // connected, with the directories made again for it).
 ScopedFd FilePlanner::make_named_unix_socket(const Process& p, const FileDesc& f,
                                              const std::string& what) {
+  BoundName bound;
+  ScopedFd s = make_unix_socket(f, p.cwd, what, &bound, passed_file(p));
+  note_bound_name(f, p.cwd, what, bound);
+  return s;
+}
+
+// What binding `f` to its name made: a deleted name's file to delete once
+// peers have connected, directories made for it, files to remove again if
+// the restore fails.
+void FilePlanner::note_bound_name(const FileDesc& f, const std::string& cwd,
+                                  const std::string& what, const BoundName& bound) {
   const auto& u = *f.unix_socket;
-  uint64_t deleted_inode = 0;
-  std::vector<std::string> made_dirs;
-  ScopedFd s = make_unix_socket(f, p.cwd, what, &deleted_inode, &made_dirs, passed_file(p));
-  if (deleted_inode) deleted_names_.push_back({&f, p.cwd, deleted_inode, what});
-  for (const auto& d : made_dirs) {
+  if (bound.deleted_inode) deleted_names_.push_back({&f, cwd, bound.deleted_inode, what});
+  for (const auto& d : bound.made_dirs) {
     out_.made_paths_.push_back(d);
     deleted_name_dirs_.push_back(d);
   }
-  const std::string path = u.name.empty() || u.name[0] == '/' ? u.name : p.cwd + "/" + u.name;
-  if (!u.name.empty() && u.name[0] != '@' && (!u.name_deleted || !made_dirs.empty()))
-    out_.made_paths_.push_back(path);
-  return s;
+  auto absolute = [&](const std::string& name) {
+    return name.empty() || name[0] == '/' ? name : cwd + "/" + name;
+  };
+  if (!bound.hidden.empty()) {
+    hidden_names_[f.inode] = {bound.hidden, cwd};
+    out_.made_paths_.push_back(absolute(bound.hidden));
+  }
+  if (!u.name.empty() && u.name[0] != '@' && (!u.name_deleted || !bound.made_dirs.empty()) &&
+      bound.hidden.empty())
+    out_.made_paths_.push_back(absolute(u.name));
 }
 
 // Files in flight on a socket of `p`: a pipe end is the object of that
@@ -197,6 +210,18 @@ int FilePlanner::socket_pair(const Process& p, const FileDesc& f, const FileDesc
   ScopedFd mine(sv[0]), theirs(sv[1]);
   set_socket_options(mine.get(), f, what);
   set_socket_options(theirs.get(), peer, what + "'s peer");
+  // Datagram sockets keep their names: a socket of a pair may bind (the
+  // kernel routes by peer, not by name, so two may share one deleted name).
+  const bool dgram = f.unix_socket->type == SOCK_DGRAM;
+  if (dgram)
+    for (auto [sock, d, who] : {std::tuple{mine.get(), &f, what},
+                                std::tuple{theirs.get(), &peer, what + "'s peer"}}) {
+      if (d->unix_socket->name.empty()) continue;
+      const std::string& cwd = socket_cwd_.at(d->inode);
+      BoundName bound;
+      bind_unix_name(sock, *d, cwd, who, &bound);
+      note_bound_name(*d, cwd, who, bound);
+    }
   // What waited to be read on one end was sent by the other.
   send_queue(theirs.get(), *f.unix_socket, what, passed_file(p));
   send_queue(mine.get(), *peer.unix_socket, what, passed_file(p));
@@ -205,7 +230,7 @@ int FilePlanner::socket_pair(const Process& p, const FileDesc& f, const FileDesc
   ::fcntl(mine.get(), F_SETFL, f.flags & kStatusFlags);
   ::fcntl(theirs.get(), F_SETFL, peer.flags & kStatusFlags);
   for (const auto* s : {&f, &peer})
-    if (!s->unix_socket->name.empty())
+    if (!dgram && !s->unix_socket->name.empty())
       out_.warnings_.push_back(fmt::format("pid {}: socket {} comes back connected, without "
                                            "its address {}",
                                            p.pid, s->path, s->unix_socket->name));
@@ -217,8 +242,17 @@ int FilePlanner::socket_pair(const Process& p, const FileDesc& f, const FileDesc
 
 // Connections and shutdowns of unix sockets, once all are bound.
 void FilePlanner::connect_sockets() {
+  // To a socket of the image by name, or by the name of its own a deleted
+  // name's file has (note_bound_name), which leads to it alone.
+  auto connect = [&](const LaterSocket& l) {
+    auto h = l.peer ? hidden_names_.find(l.peer) : hidden_names_.end();
+    if (h != hidden_names_.end())
+      connect_unix(l.fd, h->second.first, h->second.second, l.what);
+    else
+      connect_unix(l.fd, l.to, l.cwd, l.what);
+  };
   for (const auto& l : later_) {
-    if (l.connect) connect_unix(l.fd, l.to, l.cwd, l.what);
+    if (l.connect) connect(l);
     shutdown_socket(l.fd, l.shutdown, l.what);
     ::fcntl(l.fd, F_SETFL, l.status_flags);
   }
@@ -228,11 +262,19 @@ void FilePlanner::connect_sockets() {
       auto it = pending_.find(c);
       if (it == pending_.end()) continue;
       const auto& l = it->second;
-      connect_unix(l.fd, l.to, l.cwd, l.what);
+      connect(l);
       shutdown_socket(l.fd, l.shutdown, l.what);
       ::fcntl(l.fd, F_SETFL, l.status_flags);
     }
   for (const auto& d : deleted_names_) delete_socket_name(*d.f, d.cwd, d.inode, d.what);
+  for (const auto& [inode, h] : hidden_names_) {
+    const auto& [name, cwd] = h;
+    const std::string path = name[0] == '/' ? name : cwd + "/" + name;
+    if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+      throw SysError(fmt::format("cannot restore socket inode {}: unlink of {} (its deleted "
+                                 "name's file)", inode, path),
+                     errno);
+  }
   for (auto it = deleted_name_dirs_.rbegin(); it != deleted_name_dirs_.rend(); ++it)
     ::rmdir(it->c_str());  // innermost first; one something else was put in stays
   for (const auto& t : tcp_later_) leave_tcp_repair(t.fd, *t.f, t.what);

@@ -374,26 +374,22 @@ void make_missing_dirs(const std::string& name, const std::string& cwd,
 
 }  // namespace
 
-ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
-                          uint64_t* deleted_inode, std::vector<std::string>* made_dirs,
-                          const PassedFile& passed) {
+void bind_unix_name(int sock, const image::FileDesc& f, const std::string& cwd,
+                    const std::string& what, BoundName* bound) {
   const auto& u = *f.unix_socket;
-  ScopedFd sock(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
-  if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, u.type), errno);
-  set_socket_options(sock.get(), f, what);
-  if (u.name.empty()) return sock;
   InDirectory in(u.name, cwd, what);
   UnixAddress a = unix_address(u.name, what);
+  const bool deleted = u.name_deleted && is_path(u.name);
   // A deleted name whose directory is gone too (a temporary directory the
   // job removed once its peers had connected): the directory is made
   // while peers connect, then removed with the name.
-  if (u.name_deleted && is_path(u.name)) make_missing_dirs(u.name, cwd, made_dirs, what);
+  if (deleted) make_missing_dirs(u.name, cwd, &bound->made_dirs, what);
   // A name deleted before the dump may have been taken by another file
   // since (another socket of the job bound there): that one is moved
-  // aside while this socket binds and deletes its own file.
+  // aside while this socket binds and takes its own file away.
   std::string aside;
   struct stat st {};
-  if (u.name_deleted && is_path(u.name) && ::lstat(u.name.c_str(), &st) == 0) {
+  if (deleted && ::lstat(u.name.c_str(), &st) == 0) {
     aside = u.name + ".snap-aside";
     if (::rename(u.name.c_str(), aside.c_str()) < 0)
       throw SysError(fmt::format("cannot restore {}: move {} aside to bind its deleted name", what,
@@ -402,28 +398,50 @@ ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, cons
   } else if (is_path(u.name)) {
     clear_stale_socket_file(u.name, u.type, what);
   }
-  int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len);
+  int rc = ::bind(sock, reinterpret_cast<sockaddr*>(&a.sun), a.len);
   int err = errno;
-  if (!aside.empty()) {
-    if (rc == 0) ::unlink(u.name.c_str());
-    if (::rename(aside.c_str(), u.name.c_str()) < 0)
-      throw SysError(fmt::format("cannot restore {}: move {} back to {}", what, aside, u.name),
-                     errno);
+  // The file of a deleted name moves at once to a name of its own beside
+  // it, which the image's peers connect to (several sockets may have been
+  // bound to one name, each deleted in turn), removed once they have; or,
+  // where that name would not fit in an address, stays until then.
+  std::string file = u.name;
+  if (rc == 0 && deleted) {
+    const auto slash = u.name.rfind('/');
+    std::string hidden = fmt::format("{}.snap-{:x}", u.name.substr(0, slash + 1), f.inode);
+    if (hidden.size() < sizeof a.sun.sun_path && ::rename(u.name.c_str(), hidden.c_str()) == 0)
+      file = bound->hidden = hidden;
+    else if (!aside.empty())
+      ::unlink(u.name.c_str());
+    else if (::lstat(u.name.c_str(), &st) == 0)
+      bound->deleted_inode = st.st_ino;
   }
-  // The file of a deleted name is deleted once peers connected to it.
-  if (rc == 0 && aside.empty() && u.name_deleted && is_path(u.name) &&
-      ::lstat(u.name.c_str(), &st) == 0)
-    *deleted_inode = st.st_ino;
+  if (!aside.empty() && ::rename(aside.c_str(), u.name.c_str()) < 0)
+    throw SysError(fmt::format("cannot restore {}: move {} back to {}", what, aside, u.name), errno);
   if (rc < 0)
     throw SysError(fmt::format("cannot restore {}: bind to {}", what, u.name), err,
                    err == EADDRINUSE ? "another socket holds this name now; stop its owner "
                                        "and restore again"
                                      : "");
-  if (u.name_file && is_path(u.name)) give_name_file(u.name, *u.name_file, what);
+  if (u.name_file && is_path(u.name) && (file != u.name || aside.empty()))
+    give_name_file(file, *u.name_file, what);
+}
+
+ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
+                          BoundName* bound, const PassedFile& passed) {
+  const auto& u = *f.unix_socket;
+  ScopedFd sock(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
+  if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, u.type), errno);
+  set_socket_options(sock.get(), f, what);
+  if (u.name.empty()) return sock;
+  bind_unix_name(sock.get(), f, cwd, what, bound);
   if (u.state == kListen && ::listen(sock.get(), u.backlog) < 0)
     throw SysError(fmt::format("cannot restore {}: listen on {}", what, u.name), errno);
   if (!u.queue.empty()) {
-    // Messages that waited here: sent to it again from a socket of snap's.
+    // Messages that waited here: sent to it again from a socket of snap's
+    // (through the file of its own a deleted name has).
+    const std::string& at = bound->hidden.empty() ? u.name : bound->hidden;
+    InDirectory in(at, cwd, what);
+    UnixAddress a = unix_address(at, what);
     ScopedFd from(::socket(AF_UNIX, u.type | SOCK_CLOEXEC, 0));
     if (!from || ::connect(from.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len) < 0)
       throw SysError(fmt::format("cannot restore {}: connect to {} to queue its messages", what,

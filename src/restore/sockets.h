@@ -43,17 +43,32 @@ void set_socket_options(int sock, const image::FileDesc& f, const std::string& w
 ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what,
                           bool port_shared = false);
 
+// What binding a unix socket to its name made.
+struct BoundName {
+  // A deleted name's file, moved at once to a name of its own beside it
+  // (NAME's directory, ".snap-INODE"), which peers of the image connect
+  // to; removed once they have. Empty: not deleted, or that name would not
+  // fit in an address: then `deleted_inode` is the file's left at the name
+  // (0: another file is there), for delete_socket_name.
+  std::string hidden;
+  uint64_t deleted_inode = 0;
+  // The directories leading to a deleted name that were gone and were made
+  // again for it (absolute, outermost first), for the caller to remove
+  // after it.
+  std::vector<std::string> made_dirs;
+};
+
+// Binds `sock` to the name of unix socket `f` (not empty), as
+// make_unix_socket below does: neither listen nor queue.
+void bind_unix_name(int sock, const image::FileDesc& f, const std::string& cwd,
+                    const std::string& what, BoundName* bound);
+
 // A unix socket of `f`, bound to its name (relative names under `cwd`, the
 // process's working directory) and listening if it was, with the messages
 // queued on it sent to it again; not connected yet. A name whose file was
-// deleted before the dump is bound too: `deleted_inode` gets the inode of
-// the file it made, for delete_socket_name once peers have connected (0:
-// deleted already, another file was at that name), and `made_dirs` the
-// directories leading to it that were gone and were made again for it
-// (absolute, outermost first), for the caller to remove after that.
+// deleted before the dump is bound too (`bound` says how).
 ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, const std::string& what,
-                          uint64_t* deleted_inode, std::vector<std::string>* made_dirs,
-                          const PassedFile& passed);
+                          BoundName* bound, const PassedFile& passed);
 
 // Deletes the file at `f`'s name if it is still the one with `inode`.
 void delete_socket_name(const image::FileDesc& f, const std::string& cwd, uint64_t inode,

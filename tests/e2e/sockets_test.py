@@ -65,7 +65,9 @@ def unix_socket_states(env):
     # sockets bound in a directory removed with their names, a pipe end in
     # flight (SCM_RIGHTS), an unbound socket bound after the
     # restore, connections not yet accepted (stream, in their order, and
-    # seqpacket). All checked by the program at
+    # seqpacket), one name bound and deleted in turn by two datagram
+    # sockets each with its own peer, a datagram pair both bound to one
+    # deleted name, a deleted name a FIFO took. All checked by the program at
     # the end of its run, which must print what an uninterrupted run prints.
     where = env.path("unix_states")
     os.makedirs(where, exist_ok=True)
@@ -82,6 +84,9 @@ def unix_socket_states(env):
         "bound later: True",
         "pending: True one two back",
         "pending seqpacket: rec",
+        "one name, two sockets: ['to 0', 'to 1'] [True, True] False",
+        "named pair: ping [True, True] False",
+        "name taken by a FIFO: under True",
     ]
     dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
                       "unix_states", 3, expected)

@@ -7,6 +7,7 @@ unix_states.py --pending-data DIR: a connection that sent data waits to be
 accepted; prints "pending fd N", then sleeps."""
 import os
 import socket
+import stat
 import sys
 import time
 
@@ -93,6 +94,29 @@ sp_client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 sp_client.connect(sp_name)
 # An unbound, unconnected socket, bound later.
 later = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+# One name, bound and deleted in turn by two datagram sockets, each with a
+# peer connected to it; a datagram pair both bound to one name, deleted;
+# and a deleted name a FIFO took while a peer was connected to it.
+same = os.path.join(where, "same.sock")
+owners, talkers = [], []
+for _ in range(2):
+    owners.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    owners[-1].bind(same)
+    talkers.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    talkers[-1].connect(same)
+    os.unlink(same)
+pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+pair_name = os.path.join(where, "pair.sock")
+for s in pair:
+    s.bind(pair_name)
+    os.unlink(pair_name)
+fifo_path = os.path.join(where, "taken.sock")
+under = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+under.bind(fifo_path)
+over = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+over.connect(fifo_path)
+os.unlink(fifo_path)
+os.mkfifo(fifo_path)
 
 for i in range(1, rounds + 1):
     print(f"round {i}", flush=True)
@@ -136,6 +160,16 @@ print("pending:", a_from == os.path.join(where, "first.sock"), a.recv(10).decode
 spc, _ = sp.accept()
 sp_client.send(b"rec")
 print("pending seqpacket:", spc.recv(10).decode())
+for i, t in enumerate(talkers):
+    t.send(f"to {i}".encode())
+print("one name, two sockets:", [o.recv(10).decode() for o in owners],
+      [o.getsockname() == same for o in owners], os.path.exists(same))
+pair[0].send(b"ping")
+print("named pair:", pair[1].recv(10).decode(), [s.getsockname() == pair_name for s in pair],
+      os.path.exists(pair_name))
+over.send(b"under")
+print("name taken by a FIFO:", under.recv(10).decode(), stat.S_ISFIFO(os.stat(fifo_path).st_mode))
+os.unlink(fifo_path)
 os.unlink(wait_path)
 os.unlink(os.path.join(where, "first.sock"))
 os.unlink(later_path)
