@@ -226,7 +226,7 @@ int make_anon_fd(const image::FileDesc& f, std::string* err,
 
 int apply_fd_state(int fd, const image::FileDesc& f, std::string* err) {
   for (const auto& l : f.locks)
-    if (take_lock(fd, l, err) < 0) return -1;
+    if (l.kind != image::LockKind::Posix && take_lock(fd, l, err) < 0) return -1;
   if (f.owner && set_owner(fd, *f.owner, err) < 0) return -1;
   return 0;
 }

@@ -35,9 +35,10 @@ int make_anon_fd(const image::FileDesc& f, std::string* err,
 // Does `f` (an inotify fd) watch a deleted file (one that needs `ghosts`)?
 bool watches_ghost(const image::FileDesc& f);
 
-// Takes f's locks through `fd` (POSIX ones for the calling process), then
-// sets its owner and signal. 0, or -1 with *err set (naming what held a
-// lock in the way).
+// Takes f's OFD and flock locks and leases through `fd`, then sets its
+// owner and signal. 0, or -1 with *err set (naming what held a lock in the
+// way). POSIX locks are the process's, dropped by any close of the file in
+// it: the restore takes them once its mappings exist (take_posix_locks).
 int apply_fd_state(int fd, const image::FileDesc& f, std::string* err);
 
 // An eventfd with its saved counter and flags; -1 with errno on failure.

@@ -74,8 +74,7 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
   for (const auto& a : files.fds)
     for (const auto& t : a.epoll_targets)
       if (watch_again(a.target, t, err) < 0) return -1;
-  // Locks and owners last: a POSIX lock is the process's, and closing any
-  // of its fds of that file (snap's copies above) would have dropped it.
+  // Locks and owners last (POSIX locks later still: take_posix_locks).
   for (const auto& a : files.fds) {
     if (!a.file) continue;
     std::string why;

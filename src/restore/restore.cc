@@ -24,6 +24,7 @@
 #include "restore/files.h"
 #include "restore/fill.h"
 #include "restore/ns_files.h"
+#include "restore/posix_locks.h"
 #include "restore/remote_page.h"
 #include "restore/scheduling.h"
 #include "restore/signals.h"
@@ -224,6 +225,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
+    take_posix_locks(batch, p);  // after every close of a file in this process
     {
       RemotePage page(rs);
       for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));

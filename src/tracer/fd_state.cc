@@ -345,18 +345,4 @@ void read_fd_owner(int copy, image::FileDesc& fd) {
   fd.owner = o;
 }
 
-void check_posix_locks(const image::Process& p) {
-  for (const auto& f : p.fds) {
-    bool posix = std::any_of(f.locks.begin(), f.locks.end(),
-                             [](const auto& l) { return l.kind == image::LockKind::Posix; });
-    if (!posix) continue;
-    for (const auto& m : p.mappings)
-      if (m.kind == image::MappingKind::File && m.inode == f.inode && m.path == f.path)
-        throw Error(fmt::format("pid {} fd {} ({}) holds a POSIX lock on a file it also maps",
-                                p.pid, f.fd, f.path),
-                    "snap cannot restore a POSIX lock on a mapped file yet; an OFD lock "
-                    "(F_OFD_SETLK) or flock() would come back");
-  }
-}
-
 }  // namespace snap::proc

@@ -30,9 +30,4 @@ void fill_fd_state(pid_t pid, image::FileDesc& fd, const FdInfo& info);
 // `copy`, snap's copy of the fd (pidfd_getfd).
 void read_fd_owner(int copy, image::FileDesc& fd);
 
-// A POSIX lock on a file the process also maps cannot come back: restore
-// opens and closes mapped files inside the process, and any close drops
-// its POSIX locks on that file. Throws Error naming pid, fd and file.
-void check_posix_locks(const image::Process& p);
-
 }  // namespace snap::proc

@@ -665,7 +665,6 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   for (const auto& m : p.mappings)
     if (m.kind == image::MappingKind::Heap) p.mm.brk = m.end;
   p.fds = read_fds(pid, fd_hints);
-  check_posix_locks(p);
   return p;
 }
 

@@ -564,32 +564,6 @@ def bad_inputs(env):
 
 
 @case
-def posix_lock_on_mapped_file_refused(env):
-    """A POSIX lock on a file the process also maps is refused at dump
-    (snap cannot restore it yet), naming pid and fd; the job runs on, and
-    nothing is written."""
-    data = env.path("locked.data")
-    prog = ("import fcntl, mmap, sys, time\n"
-            "f = open(sys.argv[1], 'w+b'); f.write(b'x' * 4096); f.flush()\n"
-            "fcntl.lockf(f, fcntl.LOCK_EX)\n"
-            "m = mmap.mmap(f.fileno(), 4096)\n"
-            "i = 0\n"
-            "while True:\n"
-            "    i += 1; print(i, flush=True); time.sleep(0.05)\n")
-    job, out = start_job(env, "locked", [sys.executable, "-c", prog, data], 2)
-    dest = env.path("locked.ckpt")
-    r = expect_refused(env, ["--pid", str(job.pid), "-o", dest], 1,
-                       [f"pid {job.pid}", "POSIX lock on a file it also maps", data],
-                       "a POSIX lock on a mapped file")
-    expect(not os.path.exists(dest), "nothing written for the refused dump")
-    n = len(lines_of(out))
-    wait_lines(out, n + 2)
-    expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
-    job.kill()
-    job.wait()
-
-
-@case
 def vfork_child_refused(env):
     """A process in vfork() whose child never runs a program sleeps
     uninterruptibly: no ptrace stop reaches it. The dump waits a few

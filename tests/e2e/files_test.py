@@ -307,6 +307,26 @@ def locks_leave_running(env):
 
 
 @case
+def sqlite_wal_locks(env):
+    # SQLite in WAL mode (tests/programs/sqlite_wal.py): the job maps the
+    # -shm file it holds POSIX locks on, and holds a POSIX lock on a data
+    # file it maps. Such a dump was refused (the restore's open and close
+    # of each mapped file would have dropped the locks); now the locks are
+    # taken last. The restored job goes on, another process reads the
+    # database through its own connection, and a child finds the job
+    # holding its lock. Its output is an uninterrupted run's.
+    rounds = 10
+    where_ref, where = env.path("wal_ref"), env.path("wal")
+    os.makedirs(where_ref)
+    os.makedirs(where)
+    prog = [sys.executable, env.src("sqlite_wal.py"), str(rounds), "150"]
+    status, expected = uninterrupted(prog + [where_ref])
+    expect(status == 0 and len(expected) == rounds + 3,
+           f"an uninterrupted run ({status}, {expected[-3:]})")
+    dump_kill_restore(env, prog + [where], "sqlite_wal", 3, expected)
+
+
+@case
 def inotify_deleted_target(env):
     # A watch on a file the job unlinked but keeps open comes back on the
     # remade (and again unlinked) file: the job's fchmod through its fd is
