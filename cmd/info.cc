@@ -97,6 +97,8 @@ void print_thread(const ojson& t) {
     std::printf("      rseq at %s\n", t["rseq"]["addr"].get<std::string>().c_str());
   if (!t["scheduling"].is_null())
     std::printf("      scheduling %s\n", t["scheduling"].get<std::string>().c_str());
+  if (t.contains("cpus") && !t["cpus"].is_null())
+    std::printf("      bound to CPUs %s\n", t["cpus"].get<std::string>().c_str());
 }
 
 void print_process(const ojson& p) {
@@ -251,6 +253,8 @@ void print_text(const ojson& j) {
     std::printf("  pids as the job saw them, %s\n",
                 j["pid_namespace"] == "own" ? "in its own pid namespace"
                                             : "in the dumper's pid namespace");
+  if (j.contains("job_cpus") && !j["job_cpus"].is_null())
+    std::printf("  the job was given CPUs %s\n", j["job_cpus"].get<std::string>().c_str());
   for (const auto& p : j["processes"]) print_process(p);
   print_tree_and_sharing(j);
   if (!j["temp_files"].empty()) {

@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 11;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 12;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -34,6 +34,7 @@ constexpr uint32_t kFormatVersion = 11;  // 2: process trees; 3: checkpoint seri
                                         // 10: processes' capability sets
                                         // 11: threads' scheduling (policy, nice),
                                         //     mappings' guard regions
+                                        // 12: threads' CPU binding (affinity)
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -82,6 +83,11 @@ struct ThreadState {
   // Absent: SCHED_OTHER at nice 0 (images of version 11 on; older ones
   // did not record it).
   std::optional<Scheduling> sched;
+  // The CPUs the thread was bound to (sched_getaffinity), where that was
+  // not what the job was given (Checkpoint::job_cpus): taskset, numactl,
+  // an MPI launcher's or OpenMP's binding. Empty: not bound (or an image
+  // older than version 12).
+  std::vector<uint32_t> cpus;
 };
 
 enum class MappingKind : uint8_t {
@@ -590,6 +596,10 @@ struct Checkpoint {
   // saw them, differ from the host's), "host" when it ran in the dumper's
   // namespace; empty: not said (older images, recorded as the dumper saw it).
   std::string pid_namespace;
+  // The CPUs the job was given (its root's parent's affinity at the dump:
+  // the batch script's, snap run's), against which ThreadState::cpus is a
+  // binding; empty where not known (older images).
+  std::vector<uint32_t> job_cpus;
   // The executables and mapped files of all processes, by path (empty in
   // older images, which are then not checked).
   std::map<std::string, FileStamp> code_files;

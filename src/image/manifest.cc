@@ -9,6 +9,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "base/cpus.h"
 #include "base/error.h"
 #include "image/manifest_names.h"
 
@@ -62,6 +63,7 @@ ojson encode(const ThreadState& t) {
     if (t.sched->ioprio) s["ioprio"] = t.sched->ioprio;
     j["sched"] = s;
   }
+  if (!t.cpus.empty()) j["cpus"] = cpu_list_text(t.cpus);
   return j;
 }
 
@@ -402,6 +404,7 @@ std::string checkpoint_text(const Checkpoint& c) {
   if (c.series_number) cj["series_number"] = *c.series_number;
   if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
   if (!c.pid_namespace.empty()) cj["pid_namespace"] = c.pid_namespace;
+  if (!c.job_cpus.empty()) cj["job_cpus"] = cpu_list_text(c.job_cpus);
   if (!c.code_files.empty()) {
     ojson files = ojson::object();
     for (const auto& [path, st] : c.code_files)

@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 #include <simdjson.h>
 
+#include "base/cpus.h"
 #include "base/error.h"
 #include "image/manifest.h"
 #include "image/format.h"
@@ -174,6 +175,13 @@ class Field {
 };
 
 std::vector<uint8_t> decode_bytes(const Field& f) { return f.bytes(); }
+
+// "0-3,8" (base/cpus.h).
+std::vector<uint32_t> cpu_list(const Field& f, const char* what) {
+  auto cpus = parse_cpu_list(f.as<std::string>());
+  if (!cpus) f.fail(fmt::format("{} is not a CPU list", what));
+  return *cpus;
+}
 uint64_t decode_u64(const Field& f) { return f.as<uint64_t>(); }
 
 ThreadState decode_thread(const Field& f) {
@@ -203,6 +211,7 @@ ThreadState decode_thread(const Field& f) {
     if (auto r = s->opt("ioprio")) sc.ioprio = r->as<uint32_t>();
     t.sched = sc;
   }
+  if (auto c = f.opt("cpus")) t.cpus = cpu_list(*c, "cpus");
   return t;
 }
 
@@ -564,6 +573,7 @@ void decode_checkpoint(const Field& c, Checkpoint& cp) {
   if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
   if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
   if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();
+  if (auto j = c.opt("job_cpus")) cp.job_cpus = cpu_list(*j, "job_cpus");
   if (auto cf = c.opt("code_files")) {
     cf->for_each_member([&](std::string path, const Field& e) {
       cp.code_files[std::move(path)] = {e["size"].as<uint64_t>(), e["mtime_ns"].as<int64_t>(),

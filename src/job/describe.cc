@@ -23,6 +23,7 @@
 
 #include <fmt/core.h>
 
+#include "base/cpus.h"
 #include "base/error.h"
 #include "image/manifest.h"
 #include "image/manifest_names.h"
@@ -140,6 +141,8 @@ ojson describe_thread(const image::ThreadState& t, Locator& loc, const Disassemb
   j["clear_child_tid"] = t.clear_child_tid ? ojson(hex(*t.clear_child_tid)) : ojson(nullptr);
   // Absent from the image: the default (SCHED_OTHER, nice 0).
   j["scheduling"] = t.sched ? ojson(describe_scheduling(*t.sched)) : ojson(nullptr);
+  // Absent: not bound beyond what the job was given.
+  j["cpus"] = t.cpus.empty() ? ojson(nullptr) : ojson(cpu_list_text(t.cpus));
   return j;
 }
 
@@ -362,6 +365,7 @@ ojson describe_image(image::ImageReader& img) {
   j["series_number"] = c.series_number ? ojson(*c.series_number) : ojson(nullptr);
   j["changed_pages_by"] = c.changed_pages_by.empty() ? ojson(nullptr) : ojson(c.changed_pages_by);
   j["pid_namespace"] = c.pid_namespace.empty() ? ojson(nullptr) : ojson(c.pid_namespace);
+  j["job_cpus"] = c.job_cpus.empty() ? ojson(nullptr) : ojson(cpu_list_text(c.job_cpus));
   j["series"] = nullptr;
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));

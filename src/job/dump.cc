@@ -41,6 +41,7 @@
 #include "tracer/remote.h"
 #include "tracer/sharing.h"
 #include "tracer/sockets.h"
+#include "tracer/scheduling.h"
 #include "tracer/task.h"
 #include "tracer/tcp_repair.h"
 #include "tracer/tty.h"
@@ -507,6 +508,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.frozen = seconds_since(t0);
   steps.step("snapshot");
   vlog("job frozen for {:.3f} s", result.frozen);
+  record_cpu_binding(ckpt, pid);  // threads bound to fewer CPUs than the job was given
   if (!opts.kill) parasite::phase(pid, "job-released");  // the budget is watched from here
   if (held) {
     const size_t kept = held->bytes_held(), passed = held->bytes_passed_on();

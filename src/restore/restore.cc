@@ -251,6 +251,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     tasks[i]->set_signal_mask(p.threads[i].sigmask);
   }
   restore_scheduling(tasks, p, version);  // from snap: the job's own rules apply
+  restore_cpu_binding(tasks, p, img.checkpoint().job_cpus);
   vlog("restore: pid {} rebuilt ({} thread(s))", p.pid, tasks.size());
 }
 

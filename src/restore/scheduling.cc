@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -67,6 +68,41 @@ void restore_scheduling(const std::vector<std::unique_ptr<Task>>& tasks, const i
          p.pid, p.threads[i].tid, describe_scheduling(wanted), std::strerror(err),
          describe_scheduling(given.value_or(now)));
   }
+}
+
+std::optional<CpuList> cpus_here(const CpuList& bound, const CpuList& given, const CpuList& now) {
+  auto within = [](const CpuList& part, const CpuList& whole) {
+    return std::includes(whole.begin(), whole.end(), part.begin(), part.end());
+  };
+  if (bound.empty()) return std::nullopt;
+  if (given == now || (given.empty() && within(bound, now))) return bound;
+  if (given.size() != now.size() || !within(bound, given)) return std::nullopt;
+  CpuList out;
+  for (uint32_t c : bound)
+    out.push_back(now[static_cast<size_t>(std::lower_bound(given.begin(), given.end(), c) - given.begin())]);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
+                         const CpuList& given) {
+  const CpuList now = thread_cpus(0);  // what the restored threads inherit
+  std::vector<std::string> unplaced;
+  for (size_t i = 0; i < tasks.size() && i < p.threads.size(); i++) {
+    const auto& bound = p.threads[i].cpus;
+    if (bound.empty()) continue;
+    const auto here = cpus_here(bound, given, now);
+    const int err = here ? set_thread_cpus(tasks[i]->tid(), *here) : 0;
+    if (!here || err)
+      unplaced.push_back(fmt::format("thread {} to {}{}", p.threads[i].tid, cpu_list_text(bound),
+                                     err ? fmt::format(" ({})", std::strerror(err)) : ""));
+  }
+  if (unplaced.empty()) return;
+  warn("pid {}: {} thread(s) were bound to CPUs of the {} the job had ({}{}); this restore may use "
+       "{}, which they do not map to: they run on those, unbound (restore on a node and "
+       "allocation with as many CPUs to bind them again)",
+       p.pid, unplaced.size(), given.empty() ? std::string("?") : cpu_list_text(given),
+       unplaced.front(), unplaced.size() > 1 ? ", ..." : "", cpu_list_text(now));
 }
 
 }  // namespace snap::restore

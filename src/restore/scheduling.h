@@ -1,4 +1,4 @@
-// Each restored thread's scheduling: its policy (SCHED_BATCH, SCHED_IDLE, a
+// Each restored thread's scheduling and CPU binding: its policy (SCHED_BATCH, SCHED_IDLE, a
 // real-time one), nice value, priority and I/O priority (ionice), as the
 // image has them. The
 // threads start with snap restore's own; they get theirs once built, while
@@ -6,8 +6,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "base/cpus.h"
 #include "image/checkpoint.h"
 #include "tracer/task.h"
 
@@ -23,5 +25,20 @@ namespace snap::restore {
 // priority. Images older than version 11 did not record it: left as is.
 void restore_scheduling(const std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                         uint32_t format_version);
+
+// The CPUs a thread bound to `bound` of the `given` ones at the dump is
+// bound to where this restore may use `now`: the same CPUs where `now` is
+// `given` (the same node and allotment, or no allotment known and `bound`
+// within `now`); where `now` is as many other CPUs, the same ranks among
+// them (the 3rd CPU of the job's, the 3rd of these: an MPI rank or OpenMP
+// thread keeps its place in a new allocation); else nullopt.
+std::optional<CpuList> cpus_here(const CpuList& bound, const CpuList& given, const CpuList& now);
+
+// Binds each of `tasks` that was bound at the dump (ThreadState::cpus)
+// as cpus_here says, against the CPUs snap restore itself may use; threads
+// it cannot place stay with what they inherit (snap restore's), and a
+// warning says so, once per process.
+void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
+                         const CpuList& given);
 
 }  // namespace snap::restore

@@ -415,8 +415,11 @@ void bind_unix_name(int sock, const image::FileDesc& f, const std::string& cwd,
     else if (::lstat(u.name.c_str(), &st) == 0)
       bound->deleted_inode = st.st_ino;
   }
-  if (!aside.empty() && ::rename(aside.c_str(), u.name.c_str()) < 0)
-    throw SysError(fmt::format("cannot restore {}: move {} back to {}", what, aside, u.name), errno);
+  if (!aside.empty() && ::rename(aside.c_str(), u.name.c_str()) < 0) {
+    int e = errno;
+    if (!bound->hidden.empty()) ::unlink(bound->hidden.c_str());  // not noted anywhere yet
+    throw SysError(fmt::format("cannot restore {}: move {} back to {}", what, aside, u.name), e);
+  }
   if (rc < 0)
     throw SysError(fmt::format("cannot restore {}: bind to {}", what, u.name), err,
                    err == EADDRINUSE ? "another socket holds this name now; stop its owner "

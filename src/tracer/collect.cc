@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "base/cpus.h"
 #include "base/error.h"
 #include "tracer/guard_regions.h"
 #include "tracer/proc.h"
@@ -33,6 +34,7 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
     ts.robust_list = std::array<uint64_t, 2>{head, len};
   // Recorded only where it is not the default (SCHED_OTHER, nice 0).
   if (auto sched = read_scheduling(t.tid()); sched != image::Scheduling{}) ts.sched = sched;
+  ts.cpus = thread_cpus(t.tid());  // kept where a binding (record_cpu_binding)
   ts.pending = t.pending_signals(false);
   if (leader) ts.pending_shared = t.pending_signals(true);
   // A signal the seize intercepted was already dequeued: keep it pending.

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <fmt/core.h>
 
+#include "base/cpus.h"
 #include "base/error.h"
+#include "tracer/proc.h"
 
 namespace snap {
 
@@ -92,6 +94,19 @@ std::string describe_scheduling(const image::Scheduling& s) {
     if (cls == 1 || cls == 2) out += fmt::format(" level {}", level);
   }
   return out;
+}
+
+void record_cpu_binding(image::Checkpoint& ckpt, pid_t root) {
+  CpuList given;
+  if (auto stat = proc::try_read_file("/proc/" + std::to_string(root) + "/stat"))
+    given = thread_cpus(proc::parse_stat(*stat).ppid);
+  if (given.empty())
+    if (auto online = proc::try_read_file("/sys/devices/system/cpu/online"))
+      given = parse_cpu_list(*online).value_or(CpuList{});
+  ckpt.job_cpus = given;
+  for (auto& p : ckpt.processes)
+    for (auto& t : p.threads)
+      if (t.cpus == given) t.cpus.clear();
 }
 
 }  // namespace snap

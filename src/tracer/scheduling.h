@@ -24,4 +24,10 @@ int set_scheduling(pid_t tid, const image::Scheduling& s);
 // messages and snap info.
 std::string describe_scheduling(const image::Scheduling& s);
 
+// The CPUs the job rooted at `root` was given: its parent's affinity (the
+// batch script's, snap run's; a thread snap cannot read: every online
+// CPU) into ckpt.job_cpus; each thread's `cpus` (its affinity, as
+// collected) is kept only where it differs from that: a binding.
+void record_cpu_binding(image::Checkpoint& ckpt, pid_t root);
+
 }  // namespace snap

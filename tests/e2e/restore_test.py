@@ -698,6 +698,40 @@ def running(exe):
 
 
 @case
+def cpu_binding(env):
+    # A job whose threads are bound to CPUs (tests/programs/affinity.c: the
+    # main thread to the last CPU, a worker to the first, as OMP_PROC_BIND
+    # or an MPI launcher binds them; a third thread left as it started).
+    # Restored, each is bound as it was (before: all ran on every CPU, the
+    # binding lost without a word), and the unbound one has what it had.
+    # Then the same image restored by a snap restore allowed fewer CPUs
+    # (taskset): the bound threads cannot keep their places, run on what
+    # the restore has, and a warning says so.
+    status, expected = uninterrupted([env.prog("affinity"), "8", "200"])
+    if status == 77:
+        raise Skip("fewer than 2 CPUs here: no binding to tell from none")
+    expect(status == 0 and len(expected) == 8, f"an uninterrupted run ({status})")
+    dump_kill_restore(env, [env.prog("affinity"), "8", "200"], "affinity", 3, expected)
+    if not shutil.which("taskset"):
+        raise Skip("no taskset here (util-linux): the restore on fewer CPUs is not tried")
+    out, ckpt = env.path("affinity2.out"), env.path("affinity2.ckpt")
+    p = start([env.prog("affinity"), "8", "200"], stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    reap_killed_children()
+    first = sorted(os.sched_getaffinity(0))[0]
+    r = subprocess.run(["taskset", "-c", str(first), env.snap, "restore", ckpt],
+                       capture_output=True, text=True, timeout=60)
+    after = lines_of(out)[3:]
+    expect(r.returncode == 0 and "thread(s) were bound to CPUs" in r.stderr and
+           "unbound" in r.stderr, f"restored on one CPU, saying so ({r.stderr.strip()[-300:]})")
+    expect(after and all(f"main {first} worker {first} unbound {first} working 1" in l
+                         for l in after),
+           f"every thread runs on the one CPU the restore had: {after}")
+
+
+@case
 def scheduling_kept(env):
     # Jobs started under chrt, nice and ionice (a batch job made to yield to
     # interactive work, as users do on a shared node): SCHED_BATCH at nice

@@ -225,6 +225,9 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   // Scheduling: a real-time thread, and a SCHED_DEADLINE one (its times).
   c.processes[0].threads[0].sched = Scheduling{2, true, 0, 3, 0, 0, 0, (3 << 13) | 7};  // SCHED_RR, idle I/O
   c.processes[0].threads[1].sched = Scheduling{6, false, 0, 0, 10'000'000, 30'000'000, 0};
+  // CPU binding: one thread bound, against what the job was given.
+  c.job_cpus = {0, 1, 2, 3, 8};
+  c.processes[0].threads[1].cpus = {2, 3, 8};
   c.processes[0].fds[0].file_id = 1;
   c.processes[1].fds[0].file_id = 1;
   FileDesc sock;
@@ -261,6 +264,9 @@ TEST(Manifest, TreeFieldsRoundTrip) {
   EXPECT_EQ(back.processes[0].threads[0].sched, c.processes[0].threads[0].sched);
   EXPECT_EQ(back.processes[0].threads[1].sched, c.processes[0].threads[1].sched);
   EXPECT_FALSE(back.processes[1].threads[0].sched.has_value());
+  EXPECT_EQ(back.job_cpus, c.job_cpus);
+  EXPECT_EQ(back.processes[0].threads[1].cpus, c.processes[0].threads[1].cpus);
+  EXPECT_TRUE(back.processes[0].threads[0].cpus.empty());
   EXPECT_FALSE(back.processes[0].zombie);
   EXPECT_EQ(back.processes[0].fds[0].file_id, 1u);
   EXPECT_EQ(back.processes[1].fds[0].file_id, 1u);
