@@ -262,11 +262,16 @@ ScopedFd make_inet_socket(const image::FileDesc& f, const std::string& what, boo
   const bool any = s.local == "0.0.0.0" || s.local == "::";
   int reuse_was = 0;
   bool reuse_forced = false;
-  // Sockets of the job that share their port were bound with SO_REUSEPORT
-  // (the kernel allows no other way), whatever it says now: a job may
-  // clear it after bind, which keeps the group. So bound again, the
-  // option then set as the job had it.
-  int reuseport_was = 0;
+  // Listeners of the job that share their port were bound with
+  // SO_REUSEPORT (the kernel allows no other way), whatever it says now: a
+  // job may clear it after bind, which keeps the group. So bound again,
+  // the option then set as the job had it. Datagram sockets may share a
+  // port with SO_REUSEADDR instead (multicast receivers): those bind as
+  // they are, the unicast delivery of a SO_REUSEPORT group not theirs.
+  int reuseport_was = 0, reuseaddr = 0;
+  socklen_t rlen = sizeof reuseaddr;
+  ::getsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &reuseaddr, &rlen);
+  port_shared = port_shared && !(s.protocol != IPPROTO_TCP && reuseaddr);
   if (port_shared && s.local_port) {
     int on = 1;
     socklen_t olen = sizeof reuseport_was;
