@@ -114,6 +114,8 @@ void print_process(const ojson& p) {
               p["cwd"].get<std::string>().c_str());
   if (const std::string root = str_or(p["root"], "/"); root != "/")
     std::printf("  root %s (chrooted)\n", root.c_str());
+  if (p.contains("mempolicy") && !p["mempolicy"].is_null())
+    std::printf("  memory policy %s\n", p["mempolicy"].get<std::string>().c_str());
   if (p.contains("caps")) {
     const auto& c = p["caps"];
     auto set = [&](const char* k) { return c[k].get<std::string>(); };

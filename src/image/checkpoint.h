@@ -34,7 +34,8 @@ constexpr uint32_t kFormatVersion = 12;  // 2: process trees; 3: checkpoint seri
                                         // 10: processes' capability sets
                                         // 11: threads' scheduling (policy, nice),
                                         //     mappings' guard regions
-                                        // 12: threads' CPU binding (affinity)
+                                        // 12: threads' CPU binding (affinity),
+                                        //     processes' NUMA memory policy
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -533,6 +534,10 @@ struct Process {
   uint64_t exe_ghost = 0;  // the executable was deleted (rebuilt, say): its GhostFile; 0: none
   uint32_t umask = 022;
   uint32_t personality = 0;
+  // The NUMA memory policy of its main thread, as numa_maps writes it
+  // ("interleave:0-3", "bind:1"); empty: the default (or not recorded,
+  // before version 12). Restore gives it to every thread.
+  std::string mempolicy;
   std::array<uint32_t, 4> uids{}, gids{};  // real, effective, saved, fs
   std::optional<std::vector<uint32_t>> groups;  // supplementary groups (absent: not recorded)
   std::vector<Rlimit> rlimits;

@@ -303,6 +303,7 @@ ojson encode(const Process& p) {
   j["root"] = p.root;
   j["umask"] = p.umask;
   j["personality"] = p.personality;
+  if (!p.mempolicy.empty()) j["mempolicy"] = p.mempolicy;
   j["uids"] = p.uids;
   j["gids"] = p.gids;
   if (p.groups) j["groups"] = *p.groups;

@@ -510,6 +510,7 @@ Process decode_process(const Field& f) {
   p.root = f["root"].as<std::string>();
   p.umask = f["umask"].as<uint32_t>();
   p.personality = f["personality"].as<uint32_t>();
+  if (auto m = f.opt("mempolicy")) p.mempolicy = m->as<std::string>();
   p.uids = f["uids"].fixed_array<uint32_t, 4>();
   p.gids = f["gids"].fixed_array<uint32_t, 4>();
   if (auto g = f.opt("groups")) {

@@ -151,6 +151,7 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
   ojson j;
   j["pid"] = p.pid;
   j["ppid"] = p.ppid;
+  j["mempolicy"] = p.mempolicy.empty() ? ojson(nullptr) : ojson(p.mempolicy);
   j["pgid"] = p.pgid;
   j["sid"] = p.sid;
   j["comm"] = p.comm;

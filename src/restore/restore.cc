@@ -218,6 +218,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   Task& leader = *tasks[0];
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
     restore_thread_state(batch, p.pid, saved);
+    add_mempolicy(batch, p, saved.tid == p.pid);  // each thread's own; the leader's warns
     restore_credentials(batch, p, fresh_namespace);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));

@@ -1,6 +1,7 @@
 #include "restore/scheduling.h"
 
 #include <sched.h>
+#include <sys/syscall.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -8,6 +9,8 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "tracer/mempolicy.h"
+#include "tracer/proc.h"
 #include "tracer/scheduling.h"
 
 namespace snap::restore {
@@ -103,6 +106,31 @@ void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const 
        "allocation with as many CPUs to bind them again)",
        p.pid, unplaced.size(), given.empty() ? std::string("?") : cpu_list_text(given),
        unplaced.front(), unplaced.size() > 1 ? ", ..." : "", cpu_list_text(now));
+}
+
+void add_mempolicy(SyscallBatch& batch, const image::Process& p, bool warn_once) {
+  if (p.mempolicy.empty()) return;
+  const auto policy = parse_mempolicy(p.mempolicy);
+  const auto online = parse_cpu_list(proc::try_read_file("/sys/devices/system/node/online")
+                                         .value_or(""));  // node lists read like CPU lists
+  const bool here = policy && online &&
+                    std::includes(online->begin(), online->end(), policy->nodes.begin(),
+                                  policy->nodes.end());
+  if (!here) {
+    if (warn_once)
+      warn("pid {} ran with the memory policy {}; {}: it runs with the default policy", p.pid,
+           p.mempolicy, policy ? "this machine lacks some of its NUMA nodes" : "snap cannot read it");
+    return;
+  }
+  // set_mempolicy's nodemask: unsigned longs, maxnode one past the highest.
+  const uint64_t maxnode = policy->nodes.empty() ? 0 : policy->nodes.back() + 2;
+  std::vector<uint64_t> mask((maxnode + 63) / 64 + 1, 0);
+  for (uint32_t n : policy->nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
+  batch.reserve(1, mask.size() * sizeof(uint64_t));
+  const uint64_t at = batch.put(mask.data(), mask.size() * sizeof(uint64_t)).as_int();
+  batch.add(fmt::format("set_mempolicy({})", p.mempolicy), SYS_set_mempolicy,
+            static_cast<uint64_t>(policy->mode | policy->flags), policy->nodes.empty() ? 0 : at,
+            maxnode);
 }
 
 }  // namespace snap::restore

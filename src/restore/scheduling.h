@@ -11,6 +11,7 @@
 
 #include "base/cpus.h"
 #include "image/checkpoint.h"
+#include "tracer/batch.h"
 #include "tracer/task.h"
 
 namespace snap::restore {
@@ -33,6 +34,11 @@ void restore_scheduling(const std::vector<std::unique_ptr<Task>>& tasks, const i
 // them (the 3rd CPU of the job's, the 3rd of these: an MPI rank or OpenMP
 // thread keeps its place in a new allocation); else nullopt.
 std::optional<CpuList> cpus_here(const CpuList& bound, const CpuList& given, const CpuList& now);
+
+// Gives the thread `batch` runs in the process's NUMA memory policy
+// (set_mempolicy), where it had one and this machine has its nodes; else
+// a warning (once per process: `warn_once`), and the default policy.
+void add_mempolicy(SyscallBatch& batch, const image::Process& p, bool warn_once);
 
 // Binds each of `tasks` that was bound at the dump (ThreadState::cpus)
 // as cpus_here says, against the CPUs snap restore itself may use; threads

@@ -9,6 +9,7 @@
 #include "base/cpus.h"
 #include "base/error.h"
 #include "tracer/guard_regions.h"
+#include "tracer/mempolicy.h"
 #include "tracer/proc.h"
 #include "tracer/scheduling.h"
 
@@ -45,6 +46,7 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
 image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints,
                                proc::FdHints* fd_hints) {
   image::Process out = proc::read_process(p.pid, hints, fd_hints);
+  out.mempolicy = task_mempolicy(p.pid);
   record_guard_regions(p.pid, out.mappings);  // in the page tables only: while stopped
   for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));
   // A job-control stop is the whole process's: its leader says.

@@ -732,6 +732,21 @@ def cpu_binding(env):
 
 
 @case
+def memory_policy(env):
+    # A job started under a NUMA memory policy (tests/programs/mempolicy.c:
+    # MPOL_INTERLEAVE over its nodes, set before its worker thread starts,
+    # as `numactl --interleave` does): restored, both threads have it again
+    # (before: the default policy, silently), and the job ends as an
+    # uninterrupted run.
+    status, expected = uninterrupted([env.prog("mempolicy"), "8", "200"])
+    if status == 77:
+        raise Skip("this kernel has no NUMA memory policies")
+    expect(status == 0 and len(expected) == 8 and " mode 3 " in expected[-1],
+           f"an uninterrupted run ({status}, {expected[-1:]})")
+    dump_kill_restore(env, [env.prog("mempolicy"), "8", "200"], "mempolicy", 3, expected)
+
+
+@case
 def scheduling_kept(env):
     # Jobs started under chrt, nice and ionice (a batch job made to yield to
     # interactive work, as users do on a shared node): SCHED_BATCH at nice

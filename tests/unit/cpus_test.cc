@@ -1,9 +1,12 @@
-// CPU lists as the kernel writes them (base/cpus.h), and where a restore
-// binds a thread that was bound at the dump (restore/scheduling.h).
+// Where a job runs: CPU lists as the kernel writes them (base/cpus.h),
+// where a restore binds a thread that was bound at the dump
+// (restore/scheduling.h), NUMA memory policies as numa_maps writes them
+// (tracer/mempolicy.h).
 #include <gtest/gtest.h>
 
 #include "base/cpus.h"
 #include "restore/scheduling.h"
+#include "tracer/mempolicy.h"
 
 namespace snap {
 namespace {
@@ -47,6 +50,29 @@ TEST(CpusHere, NoPlaceForIt) {
   EXPECT_FALSE(restore::cpus_here({2}, {0, 1, 2, 3}, {0, 1}));         // fewer CPUs
   EXPECT_FALSE(restore::cpus_here({6}, {0, 1, 2, 3}, {4, 5, 6, 7}));   // outside what it had
   EXPECT_FALSE(restore::cpus_here({}, {0, 1}, {0, 1}));                // not bound
+}
+
+TEST(MemPolicy, AsNumaMapsWritesIt) {
+  auto p = parse_mempolicy("interleave:0-3");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->mode, 3);  // MPOL_INTERLEAVE
+  EXPECT_EQ(p->flags, 0);
+  EXPECT_EQ(p->nodes, (CpuList{0, 1, 2, 3}));
+  p = parse_mempolicy("bind=static:1");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->mode, 2);
+  EXPECT_EQ(p->flags, 1 << 15);  // MPOL_F_STATIC_NODES
+  EXPECT_EQ(p->nodes, CpuList{1});
+  p = parse_mempolicy("prefer (many):0,2");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->mode, 5);
+  EXPECT_EQ(p->nodes, (CpuList{0, 2}));
+  p = parse_mempolicy("local");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->mode, 4);
+  EXPECT_FALSE(parse_mempolicy("bind"));
+  EXPECT_FALSE(parse_mempolicy("sideways:0"));
+  EXPECT_FALSE(parse_mempolicy("interleave:x"));
 }
 
 }  // namespace
