@@ -10,7 +10,6 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "tracer/mempolicy.h"
-#include "tracer/proc.h"
 #include "tracer/scheduling.h"
 
 namespace snap::restore {
@@ -111,15 +110,15 @@ void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const 
 void add_mempolicy(SyscallBatch& batch, const image::Process& p, bool warn_once) {
   if (p.mempolicy.empty()) return;
   const auto policy = parse_mempolicy(p.mempolicy);
-  const auto online = parse_cpu_list(proc::try_read_file("/sys/devices/system/node/online")
-                                         .value_or(""));  // node lists read like CPU lists
-  const bool here = policy && online &&
-                    std::includes(online->begin(), online->end(), policy->nodes.begin(),
-                                  policy->nodes.end());
+  const CpuList allowed = allowed_memory_nodes();  // the restored threads inherit these
+  const bool here = policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
+                                            policy->nodes.end());
   if (!here) {
     if (warn_once)
       warn("pid {} ran with the memory policy {}; {}: it runs with the default policy", p.pid,
-           p.mempolicy, policy ? "this machine lacks some of its NUMA nodes" : "snap cannot read it");
+           p.mempolicy,
+           policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
+                  : std::string("snap cannot read it"));
     return;
   }
   // set_mempolicy's nodemask: unsigned longs, maxnode one past the highest.
@@ -128,7 +127,7 @@ void add_mempolicy(SyscallBatch& batch, const image::Process& p, bool warn_once)
   for (uint32_t n : policy->nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
   batch.reserve(1, mask.size() * sizeof(uint64_t));
   const uint64_t at = batch.put(mask.data(), mask.size() * sizeof(uint64_t)).as_int();
-  batch.add(fmt::format("set_mempolicy({})", p.mempolicy), SYS_set_mempolicy,
+  batch.add(fmt::format("set_mempolicy({})", p.mempolicy), SyscallBatch::kMayFail, SYS_set_mempolicy,
             static_cast<uint64_t>(policy->mode | policy->flags), policy->nodes.empty() ? 0 : at,
             maxnode);
 }

@@ -1,6 +1,7 @@
 #include "tracer/mempolicy.h"
 
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string_view>
@@ -68,6 +69,17 @@ std::optional<MemPolicy> parse_mempolicy(const std::string& text) {
   if (!nodes || nodes->empty()) return std::nullopt;
   p.nodes = *nodes;
   return p;
+}
+
+CpuList allowed_memory_nodes() {
+  constexpr unsigned long kMaxNode = 1024, kMemsAllowed = 4;  // MPOL_F_MEMS_ALLOWED
+  unsigned long mask[kMaxNode / (8 * sizeof(unsigned long))] = {};
+  CpuList out;
+  if (::syscall(SYS_get_mempolicy, nullptr, mask, kMaxNode, nullptr, kMemsAllowed) != 0) return out;
+  for (uint32_t n = 0; n < kMaxNode; n++)
+    if (mask[n / (8 * sizeof(unsigned long))] & (1ul << (n % (8 * sizeof(unsigned long)))))
+      out.push_back(n);
+  return out;
 }
 
 }  // namespace snap

@@ -27,4 +27,8 @@ struct MemPolicy {
 };
 std::optional<MemPolicy> parse_mempolicy(const std::string& text);
 
+// The NUMA nodes the calling thread may allocate on (get_mempolicy's
+// MPOL_F_MEMS_ALLOWED: its cpuset's); empty where the kernel has no NUMA.
+CpuList allowed_memory_nodes();
+
 }  // namespace snap
