@@ -20,7 +20,7 @@ namespace snap {
 
 namespace {
 
-// Newer than some libc headers (Linux 5.14, 5.7, 6.5 and 6.10).
+// Newer than some libc headers (Linux 5.7 to 6.5).
 constexpr int kSoBufLock = 72;     // SO_BUF_LOCK
 constexpr int kIpv6Freebind = 78;  // IPV6_FREEBIND
 constexpr int kSoPassPidfd = 76;   // SO_PASSPIDFD
