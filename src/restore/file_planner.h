@@ -127,6 +127,9 @@ class FilePlanner {
   std::set<std::string> network_locks_;  // the dump's, removed once they exist
   std::map<uint64_t, LaterSocket> pending_;  // by inode: to connect in accept order
   std::map<uint64_t, std::string> socket_cwd_;  // by inode: its process's cwd
+  // Listeners and bound datagram sockets (inodes) by protocol, family,
+  // address and port: more than one shares the port (SO_REUSEPORT).
+  std::map<std::tuple<int, int, std::string, uint16_t>, std::set<uint64_t>> bound_ports_;
   struct DeletedName {
     const FileDesc* f;
     std::string cwd;

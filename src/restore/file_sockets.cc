@@ -100,13 +100,8 @@ int FilePlanner::socket(const Process& p, const FileDesc& f) {
   }
   if (f.inet_socket) {
     const auto& mine = *f.inet_socket;
-    bool port_shared = false;  // with another listener or bound datagram socket
-    for (const auto& [inode, g] : sockets_) {
-      const auto& other = g->inet_socket;
-      port_shared |= inode != f.inode && other && !other->tcp && !other->closed &&
-                     other->protocol == mine.protocol && other->family == mine.family &&
-                     other->local == mine.local && other->local_port == mine.local_port;
-    }
+    auto bound = bound_ports_.find({mine.protocol, mine.family, mine.local, mine.local_port});
+    const bool port_shared = bound != bound_ports_.end() && bound->second.size() > 1;
     ScopedFd s = make_inet_socket(f, what, port_shared);
     ::fcntl(s.get(), F_SETFL, f.flags & kStatusFlags);
     return keep(s.release(), "socket");

@@ -106,6 +106,8 @@ void FilePlanner::index() {
       if (f.type == FdType::Socket && f.inode) {
         sockets_[f.inode] = &f;
         socket_cwd_[f.inode] = p.cwd;
+        if (const auto& s = f.inet_socket; s && !s->tcp && !s->closed && s->local_port)
+          bound_ports_[{s->protocol, s->family, s->local, s->local_port}].insert(f.inode);
       }
       // Pipe ends in flight on a socket count as held.
       if (f.unix_socket)

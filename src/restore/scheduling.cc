@@ -9,7 +9,6 @@
 
 #include "base/error.h"
 #include "base/log.h"
-#include "tracer/mempolicy.h"
 #include "tracer/scheduling.h"
 
 namespace snap::restore {
@@ -107,28 +106,29 @@ void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const 
        unplaced.front(), unplaced.size() > 1 ? ", ..." : "", cpu_list_text(now));
 }
 
-void add_mempolicy(SyscallBatch& batch, const image::Process& p, bool warn_once) {
-  if (p.mempolicy.empty()) return;
+std::optional<MemPolicy> mempolicy_here(const image::Process& p) {
+  if (p.mempolicy.empty()) return std::nullopt;
   const auto policy = parse_mempolicy(p.mempolicy);
   const CpuList allowed = allowed_memory_nodes();  // the restored threads inherit these
-  const bool here = policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
-                                            policy->nodes.end());
-  if (!here) {
-    if (warn_once)
-      warn("pid {} ran with the memory policy {}; {}: it runs with the default policy", p.pid,
-           p.mempolicy,
-           policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
-                  : std::string("snap cannot read it"));
-    return;
-  }
+  if (policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
+                              policy->nodes.end()))
+    return policy;
+  warn("pid {} ran with the memory policy {}; {}: it runs with the default policy", p.pid,
+       p.mempolicy,
+       policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
+              : std::string("snap cannot read it"));
+  return std::nullopt;
+}
+
+void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy) {
   // set_mempolicy's nodemask: unsigned longs, maxnode one past the highest.
-  const uint64_t maxnode = policy->nodes.empty() ? 0 : policy->nodes.back() + 2;
+  const uint64_t maxnode = policy.nodes.empty() ? 0 : policy.nodes.back() + 2;
   std::vector<uint64_t> mask((maxnode + 63) / 64 + 1, 0);
-  for (uint32_t n : policy->nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
+  for (uint32_t n : policy.nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
   batch.reserve(1, mask.size() * sizeof(uint64_t));
   const uint64_t at = batch.put(mask.data(), mask.size() * sizeof(uint64_t)).as_int();
-  batch.add(fmt::format("set_mempolicy({})", p.mempolicy), SyscallBatch::kMayFail, SYS_set_mempolicy,
-            static_cast<uint64_t>(policy->mode | policy->flags), policy->nodes.empty() ? 0 : at,
+  batch.add("set_mempolicy", SyscallBatch::kMayFail, SYS_set_mempolicy,
+            static_cast<uint64_t>(policy.mode | policy.flags), policy.nodes.empty() ? 0 : at,
             maxnode);
 }
 

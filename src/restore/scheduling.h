@@ -12,6 +12,7 @@
 #include "base/cpus.h"
 #include "image/checkpoint.h"
 #include "tracer/batch.h"
+#include "tracer/mempolicy.h"
 #include "tracer/task.h"
 
 namespace snap::restore {
@@ -35,10 +36,13 @@ void restore_scheduling(const std::vector<std::unique_ptr<Task>>& tasks, const i
 // thread keeps its place in a new allocation); else nullopt.
 std::optional<CpuList> cpus_here(const CpuList& bound, const CpuList& given, const CpuList& now);
 
-// Gives the thread `batch` runs in the process's NUMA memory policy
-// (set_mempolicy), where it had one and this machine has its nodes; else
-// a warning (once per process: `warn_once`), and the default policy.
-void add_mempolicy(SyscallBatch& batch, const image::Process& p, bool warn_once);
+// The process's NUMA memory policy as set_mempolicy takes it, where it had
+// one and this restore may allocate on its nodes (its cpuset's); else
+// nullopt, with a warning where it had one.
+std::optional<MemPolicy> mempolicy_here(const image::Process& p);
+
+// Gives the thread `batch` runs in `policy` (set_mempolicy).
+void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy);
 
 // Binds each of `tasks` that was bound at the dump (ThreadState::cpus)
 // as cpus_here says, against the CPUs snap restore itself may use; threads
