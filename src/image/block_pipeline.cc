@@ -143,6 +143,7 @@ void BlockPipeline::compress_and_write(std::unique_lock<std::mutex>& lock,
     lock.lock();
     for (int s : complete) {
       Slot& slot = slots_[static_cast<size_t>(s)];
+      if (slot.lz4) ++compressible_since_adjust_;
       // Cheap compression (lz4 fast on this data: mostly repeats) is
       // always worth it: it costs less than writing the bytes.
       if (!slot.lz4 || lz4_rate_ >= kCheapLz4) continue;
@@ -219,7 +220,14 @@ void BlockPipeline::write_ready_blocks() {
     if (adjust) {
       since_adjust_ = 0;
       bool behind = pressure.waited > 0.001 || pressure.unsynced > 2 * StagedFile::kSyncEvery;
-      share_ = behind ? std::min(1.0, share_ + kShareStep) : std::max(kMinShare, share_ - kShareStep);
+      // Few compressible blocks among the last ones (a job of mostly
+      // incompressible data, its libraries' and stacks' pages here and
+      // there): compressing them all costs the CPUs little, and stored raw
+      // they would make the image larger than it need be.
+      bool sparse = compressible_since_adjust_ < kAdjustBlocks / 4;
+      compressible_since_adjust_ = 0;
+      share_ = behind || sparse ? std::min(1.0, share_ + kShareStep)
+                                : std::max(kMinShare, share_ - kShareStep);
     }
     stored_bytes_ = out_->size();
     ++next_write_;

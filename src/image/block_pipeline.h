@@ -108,7 +108,9 @@ class BlockPipeline {
   Compression compression_ = Compression::kAlways;
   // kAuto: the share of compressible blocks compressed, adjusted every
   // kAdjustBlocks blocks written: up when the disk falls behind (compressing
-  // costs nothing then), down to kMinShare while it keeps up (the CPUs are
+  // costs nothing then) or when fewer than a quarter of the blocks since
+  // were compressible (compressing them costs little), down to kMinShare
+  // while the disk keeps up with mostly compressible blocks (the CPUs are
   // what the dump waits for); credit_ spreads it over the blocks.
   static constexpr double kMinShare = 0.125, kShareStep = 0.25;
   // Compressible blocks compressed faster than this (per thread, bytes/s)
@@ -119,6 +121,7 @@ class BlockPipeline {
   double share_ = 1.0, credit_ = 0;
   uint64_t skipped_ = 0;       // compressible blocks stored raw
   unsigned since_adjust_ = 0;  // the appending thread's
+  unsigned compressible_since_adjust_ = 0;  // blocks lz4 may shrink, since the last adjustment
   std::vector<Pack::Block> blocks_;  // once finished
 };
 
