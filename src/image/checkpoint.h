@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 12;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 13;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -36,6 +36,7 @@ constexpr uint32_t kFormatVersion = 12;  // 2: process trees; 3: checkpoint seri
                                         //     mappings' guard regions
                                         // 12: threads' CPU binding (affinity),
                                         //     processes' NUMA memory policy
+                                        // 13: mappings' NUMA memory policy
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -154,6 +155,10 @@ struct Mapping {
     uint32_t mode = 0, uid = 0, gid = 0;
   };
   std::optional<NamedShm> named_shm;
+  // Its NUMA memory policy of its own (mbind), as numa_maps writes it
+  // ("bind:0-1", "interleave:0-3"), where it differs from the process's
+  // (Process::mempolicy); empty: none (version 13).
+  std::string mempolicy;
 };
 
 // Whether a VmFlags list ("rd wr mr mw me dc") has `flag` ("dc"), as a

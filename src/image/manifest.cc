@@ -120,6 +120,10 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
       fmt::format_to(std::back_inserter(out),
                      R"(,"named_shm":{{"size":{},"mode":{},"uid":{},"gid":{}}})", m.named_shm->size,
                      m.named_shm->mode, m.named_shm->uid, m.named_shm->gid);
+    if (!m.mempolicy.empty()) {
+      out += R"(,"mempolicy":)";
+      append_string(out, m.mempolicy);
+    }
     out += '}';
   }
   out += "]";

@@ -236,6 +236,7 @@ Mapping decode_mapping(const Field& f) {
   if (auto n = f.opt("aio_head")) m.aio_head = n->as<uint32_t>();
   if (auto n = f.opt("aio_tail")) m.aio_tail = n->as<uint32_t>();
   if (auto e = f.opt("aio_events")) m.aio_events = e->bytes();
+  if (auto p = f.opt("mempolicy")) m.mempolicy = p->as<std::string>();
   if (m.kind == MappingKind::Aio &&
       (m.aio_head >= std::max(m.aio_nr, 1u) || m.aio_tail >= std::max(m.aio_nr, 1u) ||
        m.aio_events.size() != uint64_t{(m.aio_tail + m.aio_nr - m.aio_head) % std::max(m.aio_nr, 1u)} * 32))

@@ -212,7 +212,8 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
                              {"pgoff", hex(m.pgoff)},
                              {"path", m.path},
                              {"pages", (m.end - m.start) / image::kPageSize},
-                             {"pages_dumped", m.pages_dumped}});
+                             {"pages_dumped", m.pages_dumped},
+                             {"mempolicy", m.mempolicy.empty() ? ojson(nullptr) : ojson(m.mempolicy)}});
 
   j["fds"] = ojson::array();
   for (const auto& f : p.fds)

@@ -33,6 +33,7 @@
 #include "tracer/guard_regions.h"
 #include "tracer/temp_files.h"
 #include "tracer/memory.h"
+#include "tracer/mempolicy.h"
 #include "tracer/named_shm.h"
 #include "tracer/net_lock.h"
 #include "tracer/pid_view.h"
@@ -136,6 +137,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
     auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps);
     if (!snap) {
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
+      record_mapping_mempolicies(mapping_mempolicies(proc.pid), proc.mempolicy, proc.mappings);
       hints.fds.confirm(proc.pid, proc.fds, proc.pid);
     }
     snapshots.push_back(std::move(snap));
@@ -204,6 +206,24 @@ void confirm_flag_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, Sna
     for (size_t k = 0; k < mappings.size(); k++)
       if (!guarded[k] && image::has_vmflag(mappings[k].vmflags, "gu")) late.push_back(&mappings[k]);
     record_guard_regions(snap->pid(), std::move(late));
+  }
+}
+
+// Step 4c: each mapping's NUMA memory policy of its own (mbind), read from
+// its process's snapshot once the pages are read and released from it (the
+// kernel then has few pages to walk as it prints numa_maps; a fork keeps
+// the policies), or from the stopped job with --kill. A process whose
+// snapshot the kernel refused had them read while stopped (take_snapshots);
+// mappings kept out of a snapshot (thread stacks, sparse reservations,
+// MADV_DONTFORK) are not in its numa_maps and get none.
+void record_mempolicies(image::Checkpoint& ckpt, const Snapshots& snapshots, bool kill) {
+  for (size_t i = 0; i < ckpt.processes.size(); i++) {
+    auto& proc = ckpt.processes[i];
+    if (proc.zombie) continue;
+    const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
+    if (!snap && !kill) continue;
+    record_mapping_mempolicies(mapping_mempolicies(snap ? snap->pid() : proc.pid), proc.mempolicy,
+                               proc.mappings);
   }
 }
 
@@ -566,6 +586,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     steps.step("files in temporary directories");
   }
   if (snapshot_flags.valid()) confirm_flag_hints(ckpt, snapshots, snapshot_flags.get());
+  record_mempolicies(ckpt, snapshots, opts.kill);
+  steps.step("memory policies");
   for (auto& s : snapshots)  // all read: their teardown overlaps the commit
     if (s) s->end();
   ckpt.changed_pages_by = opts.incremental ? opts.incremental->method(sink.base_number())

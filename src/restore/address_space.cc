@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "restore/fill.h"
 #include "restore/page_copier.h"
+#include "restore/scheduling.h"
 #include "tracer/aio_rings.h"
 #include "tracer/batch.h"
 #include "tracer/proc.h"
@@ -302,6 +303,7 @@ void add_moved(SyscallBatch& batch, const Mapping& m, const InheritedMapping& fr
 void create_mappings(SyscallBatch& batch, const image::Process& p, const ProcessFiles& pf,
                      const std::map<uint64_t, InheritedMapping>* inherited) {
   const auto& ms = p.mappings;
+  const MappingPolicies policies(p);  // NUMA policies of their own
   size_t i = 0;
   while (i < ms.size()) {
     std::map<std::pair<std::string, int>, int> files;  // (path, flags) -> fd in the target
@@ -337,6 +339,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const Process
           add_moved(batch, m, it->second);
           batch.reserve(10, 0);
           add_madvise(batch, m);
+          policies.add_mbind(batch, m);
           continue;
         }
       batch.reserve(10, 0);  // mmap, advice, lock
@@ -350,6 +353,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const Process
       }
       add_mmap(batch, m, fd);
       add_madvise(batch, m);
+      policies.add_mbind(batch, m);
     }
     batch.reserve(files.size(), 0);
     for (const auto& [key, fd] : files) batch.add("close", SYS_close, static_cast<uint64_t>(fd));

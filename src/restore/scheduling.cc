@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -120,16 +121,61 @@ std::optional<MemPolicy> mempolicy_here(const image::Process& p) {
   return std::nullopt;
 }
 
-void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy) {
-  // set_mempolicy's nodemask: unsigned longs, maxnode one past the highest.
-  const uint64_t maxnode = policy.nodes.empty() ? 0 : policy.nodes.back() + 2;
-  std::vector<uint64_t> mask((maxnode + 63) / 64 + 1, 0);
+namespace {
+
+// A policy's nodemask put in the batch's arena (unsigned longs); `maxnode`:
+// one past the highest node, as set_mempolicy and mbind take it. Reserves
+// room for `calls` calls besides.
+uint64_t put_nodemask(SyscallBatch& batch, const MemPolicy& policy, size_t calls,
+                      uint64_t* maxnode) {
+  *maxnode = policy.nodes.empty() ? 0 : policy.nodes.back() + 2;
+  std::vector<uint64_t> mask((*maxnode + 63) / 64 + 1, 0);
   for (uint32_t n : policy.nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
-  batch.reserve(1, mask.size() * sizeof(uint64_t));
+  batch.reserve(calls, mask.size() * sizeof(uint64_t));
   const uint64_t at = batch.put(mask.data(), mask.size() * sizeof(uint64_t)).as_int();
+  return policy.nodes.empty() ? 0 : at;
+}
+
+}  // namespace
+
+void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy) {
+  uint64_t maxnode = 0;
+  const uint64_t mask = put_nodemask(batch, policy, 1, &maxnode);
   batch.add("set_mempolicy", SyscallBatch::kMayFail, SYS_set_mempolicy,
-            static_cast<uint64_t>(policy.mode | policy.flags), policy.nodes.empty() ? 0 : at,
-            maxnode);
+            static_cast<uint64_t>(policy.mode | policy.flags), mask, maxnode);
+}
+
+MappingPolicies::MappingPolicies(const image::Process& p) {
+  std::set<std::string> texts;
+  for (const auto& m : p.mappings)
+    if (!m.mempolicy.empty()) texts.insert(m.mempolicy);
+  if (texts.empty()) return;
+  const CpuList allowed = allowed_memory_nodes();
+  for (const auto& text : texts) {
+    const auto policy = parse_mempolicy(text);
+    if (policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
+                                policy->nodes.end())) {
+      usable_.emplace(text, *policy);
+      continue;
+    }
+    size_t n = std::count_if(p.mappings.begin(), p.mappings.end(),
+                             [&](const auto& m) { return m.mempolicy == text; });
+    warn("pid {}: {} mapping(s) had the memory policy {}; {}: they follow the process's policy",
+         p.pid, n, text,
+         policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
+                : std::string("snap cannot read it"));
+  }
+}
+
+void MappingPolicies::add_mbind(SyscallBatch& batch, const image::Mapping& m) const {
+  if (m.mempolicy.empty()) return;
+  auto it = usable_.find(m.mempolicy);
+  if (it == usable_.end()) return;
+  uint64_t maxnode = 0;
+  const uint64_t mask = put_nodemask(batch, it->second, 1, &maxnode);
+  batch.add(fmt::format("mbind({}) of {:#x}-{:#x}", m.mempolicy, m.start, m.end),
+            SyscallBatch::kMayFail, SYS_mbind, m.start, m.end - m.start,
+            static_cast<uint64_t>(it->second.mode | it->second.flags), mask, maxnode, 0);
 }
 
 }  // namespace snap::restore

@@ -5,7 +5,9 @@
 // still stopped.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 #include <optional>
 #include <vector>
 
@@ -43,6 +45,21 @@ std::optional<MemPolicy> mempolicy_here(const image::Process& p);
 
 // Gives the thread `batch` runs in `policy` (set_mempolicy).
 void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy);
+
+// The policies of a process's own mappings (Mapping::mempolicy) as mbind
+// takes them, each distinct one parsed and checked once against the nodes
+// this restore may allocate on; one it may not use or cannot read is left
+// out with a warning (such a mapping follows the process's policy).
+class MappingPolicies {
+ public:
+  explicit MappingPolicies(const image::Process& p);
+  // Gives mapping `m` its policy (mbind over the whole of it, before its
+  // pages are written: they are then placed by it), if it has one.
+  void add_mbind(SyscallBatch& batch, const image::Mapping& m) const;
+
+ private:
+  std::map<std::string, MemPolicy> usable_;
+};
 
 // Binds each of `tasks` that was bound at the dump (ThreadState::cpus)
 // as cpus_here says, against the CPUs snap restore itself may use; threads

@@ -4,9 +4,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <string_view>
 
 #include "base/scoped_fd.h"
+#include "tracer/proc.h"
 
 namespace snap {
 
@@ -16,6 +18,27 @@ namespace {
 constexpr int kMpolPreferred = 1, kMpolBind = 2, kMpolInterleave = 3, kMpolLocal = 4,
               kMpolPreferredMany = 5, kMpolWeightedInterleave = 6;
 constexpr int kMpolFStaticNodes = 1 << 15, kMpolFRelativeNodes = 1 << 14;
+
+// The policy field of a numa_maps line ("ADDRESS POLICY key=value..."),
+// "default" given as empty; "prefer (many)" and "weighted interleave" have
+// a space of their own. Sets `start` to the line's address.
+std::optional<std::string> line_policy(std::string_view line, uint64_t* start = nullptr) {
+  const size_t sp = line.find(' ');
+  if (sp == std::string_view::npos || sp == 0) return std::nullopt;
+  if (start) {
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(line.data(), line.data() + sp, v, 16);
+    if (ec != std::errc() || end != line.data() + sp) return std::nullopt;
+    *start = v;
+  }
+  std::string_view rest = line.substr(sp + 1);
+  size_t end = rest.find(' ');
+  if (rest.starts_with("prefer (many)") || rest.starts_with("weighted interleave"))
+    end = rest.find(' ', rest.find(' ') + 1);
+  std::string policy(rest.substr(0, end));
+  if (policy == "default") policy.clear();
+  return policy;
+}
 
 }  // namespace
 
@@ -27,17 +50,34 @@ std::string task_mempolicy(pid_t pid) {
   ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
   if (n <= 0) return {};
   std::string_view line(buf, static_cast<size_t>(n));
-  line = line.substr(0, line.find('\n'));
-  // "ADDRESS POLICY key=value..."; "prefer (many)" has a space of its own.
-  const size_t sp = line.find(' ');
-  if (sp == std::string_view::npos) return {};
-  std::string_view rest = line.substr(sp + 1);
-  size_t end = rest.find(' ');
-  if (rest.starts_with("prefer (many)") || rest.starts_with("weighted interleave")) {
-    end = rest.find(' ', rest.find(' ') + 1);
+  return line_policy(line.substr(0, line.find('\n'))).value_or(std::string());
+}
+
+std::map<uint64_t, std::string> numa_maps_policies(std::string_view text) {
+  std::map<uint64_t, std::string> out;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    uint64_t start = 0;
+    if (auto policy = line_policy(text.substr(0, nl), &start)) out[start] = std::move(*policy);
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
   }
-  std::string policy(rest.substr(0, end));
-  return policy == "default" ? std::string() : policy;
+  return out;
+}
+
+std::map<uint64_t, std::string> mapping_mempolicies(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/numa_maps");
+  return text ? numa_maps_policies(*text) : std::map<uint64_t, std::string>{};
+}
+
+void record_mapping_mempolicies(const std::map<uint64_t, std::string>& policies,
+                                const std::string& task_policy,
+                                std::vector<image::Mapping>& mappings) {
+  for (auto& m : mappings) {
+    auto it = policies.find(m.start);
+    if (it == policies.end()) continue;
+    m.mempolicy = it->second == task_policy ? std::string() : it->second;
+  }
 }
 
 std::optional<MemPolicy> parse_mempolicy(const std::string& text) {

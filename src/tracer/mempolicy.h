@@ -4,11 +4,15 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/cpus.h"
+#include "image/checkpoint.h"
 
 namespace snap {
 
@@ -18,6 +22,26 @@ namespace snap {
 // mapping); empty for the default policy, or where it cannot be read (a
 // kernel without NUMA).
 std::string task_mempolicy(pid_t pid);
+
+// The policies of `pid`'s mappings, by start address, as its numa_maps
+// shows them: a mapping's own (mbind: libnuma's numa_alloc_onnode, hwloc's
+// area binding, memkind) where it has one, else the task policy of the
+// process's main thread ("default" is given as an empty text). The kernel walks every present page of what it prints
+// (~10 ms a GiB resident): read it from a copy-on-write snapshot whose
+// pages were released, or from a job that is being killed anyway.
+// Empty where it cannot be read (a kernel without NUMA, the process gone).
+std::map<uint64_t, std::string> mapping_mempolicies(pid_t pid);
+// The same from numa_maps text.
+std::map<uint64_t, std::string> numa_maps_policies(std::string_view text);
+
+// Records in each of `mappings` the policy of its own that `policies`
+// (mapping_mempolicies of the process or of its snapshot) shows, where it
+// differs from `task_policy` (the process's, Process::mempolicy): a mapping
+// without one shows the task's. One whose start is not there (kept out of
+// a snapshot) keeps what it has.
+void record_mapping_mempolicies(const std::map<uint64_t, std::string>& policies,
+                                const std::string& task_policy,
+                                std::vector<image::Mapping>& mappings);
 
 // A policy text as set_mempolicy takes it: mode, flags and the nodes.
 struct MemPolicy {

@@ -747,6 +747,34 @@ def memory_policy(env):
 
 
 @case
+def mapping_memory_policies(env):
+    # Memory given NUMA policies of its own with mbind (libnuma's
+    # numa_alloc_onnode and numa_alloc_interleaved, hwloc, memkind;
+    # tests/programs/numa_regions.c: regions bound, interleaved, preferred,
+    # one bound in its middle only, a shared one bound): restored, each
+    # region has its policy again (before: the default, silently), whether
+    # the dump read them from the stopped job (--kill) or from its
+    # copy-on-write snapshot (the job running on), and the job ends as an
+    # uninterrupted run.
+    argv = [env.prog("numa_regions"), "10", "150"]
+    status, expected = uninterrupted([env.prog("numa_regions"), "10", "0"])
+    if status == 77:
+        raise Skip("this kernel has no NUMA memory policies")
+    expect(status == 0 and len(expected) == 10 and " bound 2/" in expected[-1]
+           and " interleaved 3/" in expected[-1] and " split-middle 2/" in expected[-1],
+           f"an uninterrupted run ({status}, {expected[-1:]})")
+    dump_kill_restore(env, argv, "numa_regions", 3, expected)
+    out, ckpt = env.path("numa_regions_running.out"), env.path("numa_regions_running.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, timeout=30)
+    info = env.snap_run("info", ckpt).stdout
+    expect(info.count("memory policy bind:") == 3 and "memory policy interleave:" in info,
+           f"snap info shows the regions' policies: {info.count('memory policy')} shown")
+    runs_on_then_restores(env, p, out, ckpt, expected)
+
+
+@case
 def scheduling_kept(env):
     # Jobs started under chrt, nice and ionice (a batch job made to yield to
     # interactive work, as users do on a shared node): SCHED_BATCH at nice

@@ -75,5 +75,32 @@ TEST(MemPolicy, AsNumaMapsWritesIt) {
   EXPECT_FALSE(parse_mempolicy("interleave:x"));
 }
 
+// Each mapping's policy from numa_maps; a mapping of no policy of its own
+// shows the task's, so only those that differ from it are recorded.
+TEST(MemPolicy, MappingsPoliciesFromNumaMaps) {
+  const std::string text =
+      "55d0c0a00000 interleave:0 file=/usr/bin/job mapped=2 N0=2 kernelpagesize_kB=4\n"
+      "7f0000000000 bind:0-1 anon=16 dirty=16 N0=8 N1=8 kernelpagesize_kB=4\n"
+      "7f0000100000 prefer (many):0,2 anon=1 dirty=1 N0=1 kernelpagesize_kB=4\n"
+      "7f0000200000 default\n"
+      "7ffd00000000 interleave:0 stack anon=3 dirty=3 N0=3 kernelpagesize_kB=4\n";
+  auto policies = numa_maps_policies(text);
+  ASSERT_EQ(policies.size(), 5u);
+  EXPECT_EQ(policies.at(0x7f0000000000), "bind:0-1");
+  EXPECT_EQ(policies.at(0x7f0000100000), "prefer (many):0,2");
+  EXPECT_EQ(policies.at(0x7f0000200000), "");
+  std::vector<image::Mapping> ms(5);
+  const uint64_t starts[] = {0x55d0c0a00000, 0x7f0000000000, 0x7f0000100000, 0x7f0000200000,
+                             0x7f0000300000};
+  for (size_t i = 0; i < ms.size(); i++) ms[i].start = starts[i];
+  ms[4].mempolicy = "bind:1";  // not in this numa_maps (kept out of a snapshot): kept
+  record_mapping_mempolicies(policies, "interleave:0", ms);
+  EXPECT_EQ(ms[0].mempolicy, "");  // the task's
+  EXPECT_EQ(ms[1].mempolicy, "bind:0-1");
+  EXPECT_EQ(ms[2].mempolicy, "prefer (many):0,2");
+  EXPECT_EQ(ms[3].mempolicy, "");  // default: nothing of its own
+  EXPECT_EQ(ms[4].mempolicy, "bind:1");
+}
+
 }  // namespace
 }  // namespace snap
