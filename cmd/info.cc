@@ -99,6 +99,8 @@ void print_thread(const ojson& t) {
     std::printf("      scheduling %s\n", t["scheduling"].get<std::string>().c_str());
   if (t.contains("cpus") && !t["cpus"].is_null())
     std::printf("      bound to CPUs %s\n", t["cpus"].get<std::string>().c_str());
+  if (t.contains("mempolicy") && !t["mempolicy"].is_null())
+    std::printf("      memory policy %s (its own)\n", t["mempolicy"].get<std::string>().c_str());
 }
 
 void print_process(const ojson& p) {

@@ -90,6 +90,11 @@ struct ThreadState {
   // an MPI launcher's or OpenMP's binding. Empty: not bound (or an image
   // older than version 12).
   std::vector<uint32_t> cpus;
+  // Its NUMA memory policy of its own, where it is not its process's
+  // (Process::mempolicy): "bind:1", or "default" for none where the
+  // process has one (libnuma's numa_set_membind or numa_set_preferred in a
+  // worker thread). Empty: the process's (version 13).
+  std::string mempolicy;
 };
 
 enum class MappingKind : uint8_t {

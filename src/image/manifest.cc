@@ -64,6 +64,7 @@ ojson encode(const ThreadState& t) {
     j["sched"] = s;
   }
   if (!t.cpus.empty()) j["cpus"] = cpu_list_text(t.cpus);
+  if (!t.mempolicy.empty()) j["mempolicy"] = t.mempolicy;
   return j;
 }
 

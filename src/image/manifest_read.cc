@@ -212,6 +212,7 @@ ThreadState decode_thread(const Field& f) {
     t.sched = sc;
   }
   if (auto c = f.opt("cpus")) t.cpus = cpu_list(*c, "cpus");
+  if (auto m = f.opt("mempolicy")) t.mempolicy = m->as<std::string>();
   return t;
 }
 

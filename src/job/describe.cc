@@ -143,6 +143,7 @@ ojson describe_thread(const image::ThreadState& t, Locator& loc, const Disassemb
   j["scheduling"] = t.sched ? ojson(describe_scheduling(*t.sched)) : ojson(nullptr);
   // Absent: not bound beyond what the job was given.
   j["cpus"] = t.cpus.empty() ? ojson(nullptr) : ojson(cpu_list_text(t.cpus));
+  j["mempolicy"] = t.mempolicy.empty() ? ojson(nullptr) : ojson(t.mempolicy);
   return j;
 }
 

@@ -33,6 +33,7 @@
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "parasite/embedded_blob.h"
+#include "tracer/mempolicy.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
@@ -532,9 +533,19 @@ ParasiteState run_parasite(SeizedTree::Proc& proc, const std::vector<image::File
 
 void apply_parasite_state(const ParasiteState& s, image::Process& out) {
   out.sigactions = s.sigactions;
+  // A thread's memory policy is kept where it is not the process's (read
+  // from numa_maps by collect_process).
+  const MemPolicy process =
+      out.mempolicy.empty() ? MemPolicy{} : parse_mempolicy(out.mempolicy).value_or(MemPolicy{});
   for (const auto& [tid, ts] : s.threads)
     for (auto& t : out.threads)
-      if (t.tid == tid) apply_thread_state(ts, t);
+      if (t.tid == tid) {
+        apply_thread_state(ts, t);
+        if (ts.mempolicy_status != 0) continue;
+        const MemPolicy own =
+            mempolicy_of(ts.mempolicy_mode, ts.mempolicy_nodes, SNAP_PARASITE_MEMPOLICY_WORDS);
+        if (!(own == process)) t.mempolicy = mempolicy_text(own);
+      }
   out.itimers = s.itimers;
   out.posix_timers = s.posix_timers;
   if (s.misc.pdeathsig_status == 0) out.pdeathsig = s.misc.pdeathsig;

@@ -70,6 +70,9 @@ struct snap_parasite_sigactions {
 };
 
 /* GET_THREAD_STATE payload (also the result of the per-thread entry). */
+/* The NUMA nodes a thread's memory policy is read for (get_mempolicy's
+ * maxnode; a machine with more nodes gets EINVAL, and no policy is read). */
+#define SNAP_PARASITE_MEMPOLICY_WORDS 8
 struct snap_parasite_thread_state {
   uint64_t ss_sp;
   uint64_t ss_size;
@@ -80,7 +83,10 @@ struct snap_parasite_thread_state {
   int32_t tid;                /* gettid() of the thread that ran it */
   char comm[16];              /* PR_GET_NAME, NUL-terminated */
   int32_t comm_status;
+  int32_t mempolicy_status;   /* of get_mempolicy (0: the two below are valid) */
+  int32_t mempolicy_mode;     /* MPOL_* with its flags (MPOL_F_STATIC_NODES ...) */
   int32_t pad;
+  uint64_t mempolicy_nodes[SNAP_PARASITE_MEMPOLICY_WORDS]; /* nodemask, nodes 0-511 */
 };
 
 struct snap_parasite_timeval_pair { /* struct itimerval, 64-bit */
@@ -185,7 +191,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_cmd, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_reply, 24);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_sigaction, 40);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_sigactions, 40 * 64);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 64);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_state, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_timeval_pair, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_posix_timer, 48);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_itimers, 112);
@@ -193,7 +199,7 @@ SNAP_PARASITE_ASSERT_SIZE(snap_parasite_misc, 32);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_pipe_peek, 16);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_args, 136);
 SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_args, 16);
-SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 88);
+SNAP_PARASITE_ASSERT_SIZE(snap_parasite_thread_slot, 160);
 #undef SNAP_PARASITE_ASSERT_SIZE
 
 #endif /* SNAP_PARASITE_PROTOCOL_H */

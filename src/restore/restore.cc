@@ -216,10 +216,13 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   const uint32_t version = img.checkpoint().format_version;
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
-  const auto mempolicy = mempolicy_here(p);  // each thread is given it
+  const auto mempolicy = mempolicy_here(p);  // each thread is given it, or its own
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
     restore_thread_state(batch, p.pid, saved);
-    if (mempolicy) add_mempolicy(batch, *mempolicy);
+    std::optional<MemPolicy> own;
+    if (!saved.mempolicy.empty()) own = thread_mempolicy_here(p, saved);
+    if (own) add_mempolicy(batch, *own);
+    else if (mempolicy) add_mempolicy(batch, *mempolicy);
     restore_credentials(batch, p, fresh_namespace);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));

@@ -107,18 +107,37 @@ void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const 
        unplaced.front(), unplaced.size() > 1 ? ", ..." : "", cpu_list_text(now));
 }
 
-std::optional<MemPolicy> mempolicy_here(const image::Process& p) {
-  if (p.mempolicy.empty()) return std::nullopt;
-  const auto policy = parse_mempolicy(p.mempolicy);
+namespace {
+
+// `text` as set_mempolicy takes it where this restore may allocate on its
+// nodes (its cpuset's); else nullopt, with a warning saying of `whom` and
+// what `instead`.
+std::optional<MemPolicy> usable_mempolicy(const std::string& text, const std::string& whom,
+                                          const char* instead) {
+  const auto policy = parse_mempolicy(text);
   const CpuList allowed = allowed_memory_nodes();  // the restored threads inherit these
   if (policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
                               policy->nodes.end()))
     return policy;
-  warn("pid {} ran with the memory policy {}; {}: it runs with the default policy", p.pid,
-       p.mempolicy,
+  warn("{} ran with the memory policy {}; {}: {}", whom, text,
        policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
-              : std::string("snap cannot read it"));
+              : std::string("snap cannot read it"),
+       instead);
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<MemPolicy> mempolicy_here(const image::Process& p) {
+  if (p.mempolicy.empty()) return std::nullopt;
+  return usable_mempolicy(p.mempolicy, fmt::format("pid {}", p.pid),
+                          "it runs with the default policy");
+}
+
+std::optional<MemPolicy> thread_mempolicy_here(const image::Process& p,
+                                               const image::ThreadState& t) {
+  return usable_mempolicy(t.mempolicy, fmt::format("thread {} of pid {}", t.tid, p.pid),
+                          "it runs with its process's");
 }
 
 namespace {

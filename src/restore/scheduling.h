@@ -43,6 +43,11 @@ std::optional<CpuList> cpus_here(const CpuList& bound, const CpuList& given, con
 // nullopt, with a warning where it had one.
 std::optional<MemPolicy> mempolicy_here(const image::Process& p);
 
+// A thread's policy of its own (ThreadState::mempolicy, not empty), checked
+// as mempolicy_here checks the process's.
+std::optional<MemPolicy> thread_mempolicy_here(const image::Process& p,
+                                               const image::ThreadState& t);
+
 // Gives the thread `batch` runs in `policy` (set_mempolicy).
 void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy);
 

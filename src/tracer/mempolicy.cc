@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <iterator>
 #include <string_view>
 
 #include "base/scoped_fd.h"
@@ -15,9 +16,10 @@ namespace snap {
 namespace {
 
 // The kernel's MPOL_* modes and flags (linux/mempolicy.h).
-constexpr int kMpolPreferred = 1, kMpolBind = 2, kMpolInterleave = 3, kMpolLocal = 4,
+constexpr int kMpolDefault = 0, kMpolPreferred = 1, kMpolBind = 2, kMpolInterleave = 3, kMpolLocal = 4,
               kMpolPreferredMany = 5, kMpolWeightedInterleave = 6;
-constexpr int kMpolFStaticNodes = 1 << 15, kMpolFRelativeNodes = 1 << 14;
+constexpr int kMpolFStaticNodes = 1 << 15, kMpolFRelativeNodes = 1 << 14,
+              kMpolFNumaBalancing = 1 << 13;
 
 // The policy field of a numa_maps line ("ADDRESS POLICY key=value..."),
 // "default" given as empty; "prefer (many)" and "weighted interleave" have
@@ -84,7 +86,8 @@ std::optional<MemPolicy> parse_mempolicy(const std::string& text) {
   static const std::pair<std::string_view, int> kModes[] = {
       {"prefer (many)", kMpolPreferredMany}, {"weighted interleave", kMpolWeightedInterleave},
       {"interleave", kMpolInterleave},       {"prefer", kMpolPreferred},
-      {"bind", kMpolBind},                   {"local", kMpolLocal}};
+      {"bind", kMpolBind},                   {"local", kMpolLocal},
+      {"default", kMpolDefault}};
   std::string_view t = text;
   MemPolicy p;
   bool found = false;
@@ -96,19 +99,59 @@ std::optional<MemPolicy> parse_mempolicy(const std::string& text) {
       break;
     }
   if (!found) return std::nullopt;
-  if (t.starts_with("=static")) {
-    p.flags |= kMpolFStaticNodes;
-    t.remove_prefix(7);
-  } else if (t.starts_with("=relative")) {
-    p.flags |= kMpolFRelativeNodes;
-    t.remove_prefix(9);
+  // "=static", "=relative", "=balancing", "=static|balancing".
+  if (t.starts_with("=")) {
+    t.remove_prefix(1);
+    for (bool more = true; more;) {
+      if (t.starts_with("static")) {
+        p.flags |= kMpolFStaticNodes;
+        t.remove_prefix(6);
+      } else if (t.starts_with("relative")) {
+        p.flags |= kMpolFRelativeNodes;
+        t.remove_prefix(8);
+      } else if (t.starts_with("balancing")) {
+        p.flags |= kMpolFNumaBalancing;
+        t.remove_prefix(9);
+      } else {
+        return std::nullopt;
+      }
+      more = t.starts_with("|");
+      if (more) t.remove_prefix(1);
+    }
   }
-  if (t.empty()) return p.mode == kMpolLocal ? std::optional<MemPolicy>(p) : std::nullopt;
+  if (t.empty())
+    return p.mode == kMpolLocal || p.mode == kMpolDefault ? std::optional<MemPolicy>(p)
+                                                          : std::nullopt;
+  if (p.mode == kMpolDefault) return std::nullopt;
   if (t[0] != ':') return std::nullopt;
   auto nodes = parse_cpu_list(t.substr(1));
   if (!nodes || nodes->empty()) return std::nullopt;
   p.nodes = *nodes;
   return p;
+}
+
+MemPolicy mempolicy_of(int mode_and_flags, const uint64_t* mask, size_t words) {
+  MemPolicy p;
+  p.flags = mode_and_flags & (kMpolFStaticNodes | kMpolFRelativeNodes | kMpolFNumaBalancing);
+  p.mode = mode_and_flags & ~p.flags;
+  for (uint32_t n = 0; n < words * 64; n++)
+    if (mask[n / 64] & (uint64_t{1} << (n % 64))) p.nodes.push_back(n);
+  return p;
+}
+
+std::string mempolicy_text(const MemPolicy& p) {
+  static const char* const kNames[] = {"default", "prefer", "bind", "interleave", "local",
+                                       "prefer (many)", "weighted interleave"};
+  std::string out = p.mode >= 0 && p.mode < static_cast<int>(std::size(kNames))
+                        ? kNames[p.mode]
+                        : "mode " + std::to_string(p.mode);  // parse_mempolicy refuses it
+  std::string flags;
+  if (p.flags & kMpolFStaticNodes) flags = "static";
+  else if (p.flags & kMpolFRelativeNodes) flags = "relative";
+  if (p.flags & kMpolFNumaBalancing) flags += flags.empty() ? "balancing" : "|balancing";
+  if (!flags.empty()) out += "=" + flags;
+  if (!p.nodes.empty()) out += ":" + cpu_list_text(p.nodes);
+  return out;
 }
 
 CpuList allowed_memory_nodes() {

@@ -46,10 +46,19 @@ void record_mapping_mempolicies(const std::map<uint64_t, std::string>& policies,
 // A policy text as set_mempolicy takes it: mode, flags and the nodes.
 struct MemPolicy {
   int mode = 0;    // MPOL_*
-  int flags = 0;   // MPOL_F_STATIC_NODES, MPOL_F_RELATIVE_NODES
+  int flags = 0;   // MPOL_F_STATIC_NODES, MPOL_F_RELATIVE_NODES, MPOL_F_NUMA_BALANCING
   CpuList nodes;   // node numbers (the same list format as CPUs)
 };
+// "default" is mode 0 (MPOL_DEFAULT).
 std::optional<MemPolicy> parse_mempolicy(const std::string& text);
+// A policy as get_mempolicy gives it: the mode with its flags ORed in, and
+// the nodemask (`words` 64-bit words).
+MemPolicy mempolicy_of(int mode_and_flags, const uint64_t* mask, size_t words);
+// The text of `p` as numa_maps writes it (parse_mempolicy's inverse).
+std::string mempolicy_text(const MemPolicy& p);
+inline bool operator==(const MemPolicy& a, const MemPolicy& b) {
+  return a.mode == b.mode && a.flags == b.flags && a.nodes == b.nodes;
+}
 
 // The NUMA nodes the calling thread may allocate on (get_mempolicy's
 // MPOL_F_MEMS_ALLOWED: its cpuset's); empty where the kernel has no NUMA.

@@ -734,14 +734,17 @@ def cpu_binding(env):
 @case
 def memory_policy(env):
     # A job started under a NUMA memory policy (tests/programs/mempolicy.c:
-    # MPOL_INTERLEAVE over its nodes, set before its worker thread starts,
-    # as `numactl --interleave` does): restored, both threads have it again
-    # (before: the default policy, silently), and the job ends as an
-    # uninterrupted run.
+    # MPOL_INTERLEAVE over its nodes, set before its worker threads start,
+    # as `numactl --interleave` does; one worker then prefers a node for
+    # itself, another takes the default for itself): restored, each thread
+    # has its policy again (before: the default policy, silently; then the
+    # process's for every thread), and the job ends as an uninterrupted run.
     status, expected = uninterrupted([env.prog("mempolicy"), "8", "200"])
     if status == 77:
         raise Skip("this kernel has no NUMA memory policies")
-    expect(status == 0 and len(expected) == 8 and " mode 3 " in expected[-1],
+    expect(status == 0 and len(expected) == 8 and "main mode 3 " in expected[-1]
+           and "worker0 mode 3 " in expected[-1] and "worker1 mode 1 " in expected[-1]
+           and "worker2 mode 0 " in expected[-1],
            f"an uninterrupted run ({status}, {expected[-1:]})")
     dump_kill_restore(env, [env.prog("mempolicy"), "8", "200"], "mempolicy", 3, expected)
 

@@ -75,6 +75,28 @@ TEST(MemPolicy, AsNumaMapsWritesIt) {
   EXPECT_FALSE(parse_mempolicy("interleave:x"));
 }
 
+// A thread's policy as get_mempolicy gives it, written as numa_maps writes
+// policies, and read back.
+TEST(MemPolicy, FromGetMempolicyToTextAndBack) {
+  uint64_t mask[8] = {0b1011, 0, 0, 0, 0, 0, 0, 1};  // nodes 0, 1, 3 and 448
+  MemPolicy p = mempolicy_of(3 | (1 << 15), mask, 8);  // MPOL_INTERLEAVE | MPOL_F_STATIC_NODES
+  EXPECT_EQ(p.mode, 3);
+  EXPECT_EQ(p.flags, 1 << 15);
+  EXPECT_EQ(p.nodes, (CpuList{0, 1, 3, 448}));
+  EXPECT_EQ(mempolicy_text(p), "interleave=static:0-1,3,448");
+  EXPECT_EQ(parse_mempolicy(mempolicy_text(p)), p);
+  uint64_t none[8] = {};
+  EXPECT_EQ(mempolicy_text(mempolicy_of(0, none, 8)), "default");
+  EXPECT_EQ(parse_mempolicy("default"), mempolicy_of(0, none, 8));
+  EXPECT_FALSE(parse_mempolicy("default:0"));
+  uint64_t one[8] = {2};
+  p = mempolicy_of(2 | (1 << 14) | (1 << 13), one, 8);  // bind, relative, NUMA balancing
+  EXPECT_EQ(mempolicy_text(p), "bind=relative|balancing:1");
+  EXPECT_EQ(parse_mempolicy("bind=relative|balancing:1"), p);
+  EXPECT_EQ(mempolicy_text(mempolicy_of(5, one, 8)), "prefer (many):1");
+  EXPECT_FALSE(parse_mempolicy(mempolicy_text(mempolicy_of(9, one, 8))));  // unknown mode
+}
+
 // Each mapping's policy from numa_maps; a mapping of no policy of its own
 // shows the task's, so only those that differ from it are recorded.
 TEST(MemPolicy, MappingsPoliciesFromNumaMaps) {

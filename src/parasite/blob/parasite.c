@@ -24,7 +24,7 @@ enum {
   NR_poll = 7, NR_rt_sigreturn = 15, NR_ioctl = 16, NR_socket = 41, NR_connect = 42,
   NR_sendto = 44, NR_recvfrom = 45, NR_getitimer = 36, NR_fcntl = 72,
   NR_umask = 95, NR_sigaltstack = 131, NR_prctl = 157, NR_gettid = 186,
-  NR_timer_gettime = 224, NR_timer_getoverrun = 225, NR_tee = 276,
+  NR_timer_gettime = 224, NR_get_mempolicy = 239, NR_timer_getoverrun = 225, NR_tee = 276,
   NR_pipe2 = 293, NR_membarrier = 324,
 };
 
@@ -245,6 +245,13 @@ static void collect_thread_state(struct snap_parasite_thread_state* s) {
   s->tid = (int32_t)sys0(NR_gettid);
   r = sys2(NR_prctl, 16 /* PR_GET_NAME */, s->comm);
   s->comm_status = (int32_t)(r < 0 ? r : 0);
+  /* Its NUMA memory policy: a thread may have one of its own (libnuma's
+   * numa_set_membind or numa_set_preferred in a worker). */
+  int mode = 0;
+  r = sys6(NR_get_mempolicy, (long)&mode, (long)s->mempolicy_nodes,
+           SNAP_PARASITE_MEMPOLICY_WORDS * 64, 0, 0, 0);
+  s->mempolicy_status = (int32_t)r;
+  s->mempolicy_mode = r == 0 ? mode : 0;
 }
 
 static long cmd_get_thread_state(int sock, const struct snap_parasite_cmd* c) {
