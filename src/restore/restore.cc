@@ -249,6 +249,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     batch.run();
   }  // the batch area goes (munmap needs no privilege)
   restore_ignored_sigtrap(rs, p);
+  requeue_sigtraps(rs, tasks, p);
   rs.set_final_regs(Registers::from_bytes(p.threads[0].gpregs));
   // Extended state and masks last: no more code runs before the job's.
   for (size_t i = 0; i < tasks.size(); i++) {

@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/core.h>
+#include <memory>
+#include <optional>
+#include <vector>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -36,6 +39,12 @@ struct KernelStack {  // stack_t
 
 timespec to_timespec(int64_t ns) { return {ns / 1000000000, ns % 1000000000}; }
 timeval to_timeval(int64_t ns) { return {ns / 1000000000, (ns % 1000000000) / 1000}; }
+
+int signo_of(const std::vector<uint8_t>& info) {
+  int signo = 0;
+  if (info.size() >= sizeof signo) std::memcpy(&signo, info.data(), sizeof signo);
+  return signo;
+}
 
 bool ignores_sigtrap(const image::Process& p) {
   return std::any_of(p.sigactions.begin(), p.sigactions.end(), [](const auto& a) {
@@ -153,7 +162,11 @@ void requeue_signals(SyscallBatch& batch, pid_t tgid, pid_t tid,
       batch.add("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(tgid),
                 static_cast<uint64_t>(tid), static_cast<uint64_t>(si.si_signo), at);
   };
-  for (const auto& info : queued) queue(info);
+  // A pending SIGTRAP waits for requeue_sigtraps: each batch runs with
+  // SIGTRAP unblocked (it ends on a breakpoint), so one queued now would
+  // be delivered inside the next batch.
+  for (const auto& info : queued)
+    if (signo_of(info) != SIGTRAP) queue(info);
 }
 
 }  // namespace
@@ -165,6 +178,43 @@ void restore_ignored_sigtrap(RemoteSyscalls& rs, const image::Process& p) {
     KernelSigaction k{a.handler, a.flags, a.restorer, a.mask};
     rs.checked("rt_sigaction(SIGTRAP, SIG_IGN)", SYS_rt_sigaction, SIGTRAP, page.put(k), 0, 8);
   }
+}
+
+void requeue_sigtraps(RemoteSyscalls& rs, const std::vector<std::unique_ptr<Task>>& tasks,
+                      const image::Process& p) {
+  const pid_t tgid = p.pid;
+  std::optional<RemotePage> page;  // the siginfo, in the process's memory
+  auto put = [&](const std::vector<uint8_t>& info) {
+    siginfo_t si;
+    std::memset(&si, 0, sizeof si);
+    std::memcpy(&si, info.data(), std::min(info.size(), sizeof si));
+    if (!page) page.emplace(rs);
+    return page->put(si);
+  };
+  // The kernel lets only the process itself queue a signal with a sender's
+  // code (a kill's SI_USER, a tgkill's SI_TKILL): the leader for the
+  // process, each thread for itself.
+  for (const auto& info : p.threads.at(0).pending_shared)
+    if (signo_of(info) == SIGTRAP)
+      rs.checked("rt_sigqueueinfo(SIGTRAP)", SYS_rt_sigqueueinfo, static_cast<uint64_t>(tgid),
+                 SIGTRAP, put(info));
+  for (size_t i = 0; i < p.threads.size() && i < tasks.size(); i++)
+    for (const auto& info : p.threads[i].pending) {
+      if (signo_of(info) != SIGTRAP) continue;
+      const uint64_t at = put(info);
+      auto queue = [&](RemoteSyscalls& in) {
+        in.checked(fmt::format("rt_tgsigqueueinfo({}, SIGTRAP)", p.threads[i].tid),
+                   SYS_rt_tgsigqueueinfo, static_cast<uint64_t>(tgid),
+                   static_cast<uint64_t>(p.threads[i].tid), SIGTRAP, at);
+      };
+      if (i == 0) {
+        queue(rs);
+      } else {
+        RemoteSyscalls in(*tasks[i], rs.syscall_site());
+        in.set_final_regs(Registers::from_bytes(p.threads[i].gpregs));
+        queue(in);
+      }
+    }
 }
 
 void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, SyscallBatch& batch,

@@ -7,10 +7,14 @@
 
 #include <sys/types.h>
 
+#include <memory>
+#include <vector>
+
 #include "image/checkpoint.h"
 #include "restore/remote_page.h"
 #include "tracer/batch.h"
 #include "tracer/remote.h"
+#include "tracer/task.h"
 
 namespace snap::restore {
 
@@ -22,6 +26,13 @@ namespace snap::restore {
 // batches run (the kernel resets an ignored SIGTRAP it forces, and each
 // batch ends on a breakpoint).
 void restore_ignored_sigtrap(RemoteSyscalls& rs, const image::Process& p);
+// A SIGTRAP pending for the process or one of its threads (sent while it
+// blocked it): queued once no more batches run (each runs with SIGTRAP
+// unblocked: one pending would be delivered inside it), by the leader
+// (`rs`) for the process and by each thread of `tasks` (in the order of
+// p.threads, stopped, every mask still blocking all) for itself.
+void requeue_sigtraps(RemoteSyscalls& rs, const std::vector<std::unique_ptr<Task>>& tasks,
+                      const image::Process& p);
 
 void restore_process_signals(RemoteSyscalls& rs, RemotePage& page, SyscallBatch& batch,
                              const image::Process& p);

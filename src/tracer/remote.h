@@ -69,6 +69,7 @@ class RemoteSyscalls {
 
   // The syscall site moved (restore moves the vDSO).
   void set_syscall_site(remote_addr site) { site_ = site; }
+  remote_addr syscall_site() const { return site_; }
   // Registers to put back on scope exit (default: those at entry).
   void set_final_regs(const Registers& r) { final_ = r; }
   // Stack pointer the thread has while it executes the calls (default: that
