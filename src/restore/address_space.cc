@@ -303,7 +303,13 @@ void add_moved(SyscallBatch& batch, const Mapping& m, const InheritedMapping& fr
 void create_mappings(SyscallBatch& batch, const image::Process& p, const ProcessFiles& pf,
                      const std::map<uint64_t, InheritedMapping>* inherited) {
   const auto& ms = p.mappings;
-  const MappingPolicies policies(p);  // NUMA policies of their own
+  std::vector<std::string> texts;  // NUMA policies of their own
+  for (const auto& m : ms) texts.push_back(m.mempolicy);
+  const OwnPolicies policies(p.pid, texts, "mapping(s)", "they follow the process's policy");
+  auto add_policy = [&](const Mapping& m) {
+    if (const MemPolicy* own = m.mempolicy.empty() ? nullptr : policies.find(m.mempolicy))
+      add_mbind(batch, m, *own);
+  };
   size_t i = 0;
   while (i < ms.size()) {
     std::map<std::pair<std::string, int>, int> files;  // (path, flags) -> fd in the target
@@ -339,7 +345,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const Process
           add_moved(batch, m, it->second);
           batch.reserve(10, 0);
           add_madvise(batch, m);
-          policies.add_mbind(batch, m);
+          add_policy(m);
           continue;
         }
       batch.reserve(10, 0);  // mmap, advice, lock
@@ -353,7 +359,7 @@ void create_mappings(SyscallBatch& batch, const image::Process& p, const Process
       }
       add_mmap(batch, m, fd);
       add_madvise(batch, m);
-      policies.add_mbind(batch, m);
+      add_policy(m);
     }
     batch.reserve(files.size(), 0);
     for (const auto& [key, fd] : files) batch.add("close", SYS_close, static_cast<uint64_t>(fd));

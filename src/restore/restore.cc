@@ -217,10 +217,12 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
   const auto mempolicy = mempolicy_here(p);  // each thread is given it, or its own
+  std::vector<std::string> own_policies;
+  for (const auto& t : p.threads) own_policies.push_back(t.mempolicy);
+  const OwnPolicies threads_own(p.pid, own_policies, "thread(s)", "they run with their process's");
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
     restore_thread_state(batch, p.pid, saved);
-    std::optional<MemPolicy> own;
-    if (!saved.mempolicy.empty()) own = thread_mempolicy_here(p, saved);
+    const MemPolicy* own = saved.mempolicy.empty() ? nullptr : threads_own.find(saved.mempolicy);
     if (own) add_mempolicy(batch, *own);
     else if (mempolicy) add_mempolicy(batch, *mempolicy);
     restore_credentials(batch, p, fresh_namespace);  // last: it may give up root

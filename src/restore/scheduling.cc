@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <set>
+#include <map>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -110,16 +110,15 @@ void restore_cpu_binding(const std::vector<std::unique_ptr<Task>>& tasks, const 
 namespace {
 
 // `text` as set_mempolicy takes it where this restore may allocate on its
-// nodes (its cpuset's); else nullopt, with a warning saying of `whom` and
-// what `instead`.
-std::optional<MemPolicy> usable_mempolicy(const std::string& text, const std::string& whom,
-                                          const char* instead) {
+// nodes (its cpuset's: `allowed`); else nullopt, with a warning: `whom`
+// had it, and what happens `instead`.
+std::optional<MemPolicy> usable_mempolicy(const std::string& text, const CpuList& allowed,
+                                          const std::string& whom, const char* instead) {
   const auto policy = parse_mempolicy(text);
-  const CpuList allowed = allowed_memory_nodes();  // the restored threads inherit these
   if (policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
                               policy->nodes.end()))
     return policy;
-  warn("{} ran with the memory policy {}; {}: {}", whom, text,
+  warn("{} had the memory policy {}; {}: {}", whom, text,
        policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
               : std::string("snap cannot read it"),
        instead);
@@ -130,14 +129,26 @@ std::optional<MemPolicy> usable_mempolicy(const std::string& text, const std::st
 
 std::optional<MemPolicy> mempolicy_here(const image::Process& p) {
   if (p.mempolicy.empty()) return std::nullopt;
-  return usable_mempolicy(p.mempolicy, fmt::format("pid {}", p.pid),
+  // The restored threads inherit these nodes.
+  return usable_mempolicy(p.mempolicy, allowed_memory_nodes(), fmt::format("pid {}", p.pid),
                           "it runs with the default policy");
 }
 
-std::optional<MemPolicy> thread_mempolicy_here(const image::Process& p,
-                                               const image::ThreadState& t) {
-  return usable_mempolicy(t.mempolicy, fmt::format("thread {} of pid {}", t.tid, p.pid),
-                          "it runs with its process's");
+OwnPolicies::OwnPolicies(pid_t pid, const std::vector<std::string>& texts, const char* what,
+                         const char* instead) {
+  std::map<std::string, size_t> count;
+  for (const auto& t : texts)
+    if (!t.empty()) count[t]++;
+  if (count.empty()) return;
+  const CpuList allowed = allowed_memory_nodes();
+  for (const auto& [text, n] : count)
+    if (auto p = usable_mempolicy(text, allowed, fmt::format("pid {}: {} {}", pid, n, what), instead))
+      usable_.emplace(text, *p);
+}
+
+const MemPolicy* OwnPolicies::find(const std::string& text) const {
+  auto it = usable_.find(text);
+  return it == usable_.end() ? nullptr : &it->second;
 }
 
 namespace {
@@ -164,37 +175,12 @@ void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy) {
             static_cast<uint64_t>(policy.mode | policy.flags), mask, maxnode);
 }
 
-MappingPolicies::MappingPolicies(const image::Process& p) {
-  std::set<std::string> texts;
-  for (const auto& m : p.mappings)
-    if (!m.mempolicy.empty()) texts.insert(m.mempolicy);
-  if (texts.empty()) return;
-  const CpuList allowed = allowed_memory_nodes();
-  for (const auto& text : texts) {
-    const auto policy = parse_mempolicy(text);
-    if (policy && std::includes(allowed.begin(), allowed.end(), policy->nodes.begin(),
-                                policy->nodes.end())) {
-      usable_.emplace(text, *policy);
-      continue;
-    }
-    size_t n = std::count_if(p.mappings.begin(), p.mappings.end(),
-                             [&](const auto& m) { return m.mempolicy == text; });
-    warn("pid {}: {} mapping(s) had the memory policy {}; {}: they follow the process's policy",
-         p.pid, n, text,
-         policy ? fmt::format("this restore may use NUMA nodes {} only", cpu_list_text(allowed))
-                : std::string("snap cannot read it"));
-  }
-}
-
-void MappingPolicies::add_mbind(SyscallBatch& batch, const image::Mapping& m) const {
-  if (m.mempolicy.empty()) return;
-  auto it = usable_.find(m.mempolicy);
-  if (it == usable_.end()) return;
+void add_mbind(SyscallBatch& batch, const image::Mapping& m, const MemPolicy& policy) {
   uint64_t maxnode = 0;
-  const uint64_t mask = put_nodemask(batch, it->second, 1, &maxnode);
+  const uint64_t mask = put_nodemask(batch, policy, 1, &maxnode);
   batch.add(fmt::format("mbind({}) of {:#x}-{:#x}", m.mempolicy, m.start, m.end),
             SyscallBatch::kMayFail, SYS_mbind, m.start, m.end - m.start,
-            static_cast<uint64_t>(it->second.mode | it->second.flags), mask, maxnode, 0);
+            static_cast<uint64_t>(policy.mode | policy.flags), mask, maxnode, 0);
 }
 
 }  // namespace snap::restore

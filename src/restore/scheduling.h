@@ -43,28 +43,29 @@ std::optional<CpuList> cpus_here(const CpuList& bound, const CpuList& given, con
 // nullopt, with a warning where it had one.
 std::optional<MemPolicy> mempolicy_here(const image::Process& p);
 
-// A thread's policy of its own (ThreadState::mempolicy, not empty), checked
-// as mempolicy_here checks the process's.
-std::optional<MemPolicy> thread_mempolicy_here(const image::Process& p,
-                                               const image::ThreadState& t);
-
 // Gives the thread `batch` runs in `policy` (set_mempolicy).
 void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy);
 
-// The policies of a process's own mappings (Mapping::mempolicy) as mbind
-// takes them, each distinct one parsed and checked once against the nodes
-// this restore may allocate on; one it may not use or cannot read is left
-// out with a warning (such a mapping follows the process's policy).
-class MappingPolicies {
+// The policies a process's threads or mappings have of their own
+// (ThreadState::mempolicy, Mapping::mempolicy: `texts`, empty ones for
+// none), each distinct one parsed and checked once against the nodes this
+// restore may allocate on; one it may not use or cannot read is left out,
+// with one warning for all the `what` ("thread(s)") that had it, saying
+// what they do `instead`.
+class OwnPolicies {
  public:
-  explicit MappingPolicies(const image::Process& p);
-  // Gives mapping `m` its policy (mbind over the whole of it, before its
-  // pages are written: they are then placed by it), if it has one.
-  void add_mbind(SyscallBatch& batch, const image::Mapping& m) const;
+  OwnPolicies(pid_t pid, const std::vector<std::string>& texts, const char* what,
+              const char* instead);
+  // The usable policy of that text, or nullptr.
+  const MemPolicy* find(const std::string& text) const;
 
  private:
   std::map<std::string, MemPolicy> usable_;
 };
+
+// Gives mapping `m` `policy` (mbind over the whole of it; before its pages
+// are written, they are then placed by it).
+void add_mbind(SyscallBatch& batch, const image::Mapping& m, const MemPolicy& policy);
 
 // Binds each of `tasks` that was bound at the dump (ThreadState::cpus)
 // as cpus_here says, against the CPUs snap restore itself may use; threads

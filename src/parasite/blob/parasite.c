@@ -24,7 +24,7 @@ enum {
   NR_poll = 7, NR_rt_sigreturn = 15, NR_ioctl = 16, NR_socket = 41, NR_connect = 42,
   NR_sendto = 44, NR_recvfrom = 45, NR_getitimer = 36, NR_fcntl = 72,
   NR_umask = 95, NR_sigaltstack = 131, NR_prctl = 157, NR_gettid = 186,
-  NR_timer_gettime = 224, NR_get_mempolicy = 239, NR_timer_getoverrun = 225, NR_tee = 276,
+  NR_timer_gettime = 224, NR_timer_getoverrun = 225, NR_get_mempolicy = 239, NR_tee = 276,
   NR_pipe2 = 293, NR_membarrier = 324,
 };
 
