@@ -16,11 +16,12 @@
 #include <stdint.h>
 
 #define SNAP_PARASITE_MAGIC 0x534e4150u /* "PANS" in memory: snap parasite */
-#define SNAP_PARASITE_VERSION 7u /* 2: GET_MISC has child_subreaper; 3: thread slots;
+#define SNAP_PARASITE_VERSION 8u /* 2: GET_MISC has child_subreaper; 3: thread slots;
                                     4: FINI waits for the host to hang up;
                                     5: thread entries wait on the service socket;
                                     6: thread state has the thread's name;
-                                    7: a thread slot tells when its thread left */
+                                    7: a thread slot tells when its thread left;
+                                    8: thread state has its NUMA memory policy */
 
 /* Limits the blob enforces; larger requests get -E2BIG. */
 #define SNAP_PARASITE_MAX_TIMERS 64u   /* POSIX timers per GET_ITIMERS */
