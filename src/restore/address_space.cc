@@ -477,6 +477,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   {
     auto copier = PageCopier::open(rs, pid, p, inherited);
     steps.step("userfaultfd");
+    const ThreadMempolicyScope placed(fill.placement);  // where the pages are allocated
     written = fill_memory(pid, p, img, fill, copier.get(), inherited);
   }  // its context closed: every mapping unregistered before more system calls
   steps.step("memory");

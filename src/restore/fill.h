@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "image/checkpoint.h"
 #include "image/image_reader.h"
 #include "restore/cow_sharing.h"
+#include "tracer/mempolicy.h"
 
 namespace snap::restore {
 
@@ -23,6 +25,11 @@ struct FillOptions {
   // Workers (`snap restore --jobs`); each is two threads, one reading
   // while the other writes (fill.cc).
   unsigned jobs = usable_cpus();
+  // The process's NUMA memory policy (mempolicy_here): the pages are
+  // allocated by snap's threads as they write them, under this policy
+  // where a mapping has none of its own, so they land where the job's
+  // policy would have put them (not where snap runs).
+  std::optional<MemPolicy> placement;
 };
 
 // [vdso], [vvar], [vvar_vclock], [vsyscall]: the kernel's, never created.

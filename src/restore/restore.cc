@@ -228,7 +228,9 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     restore_credentials(batch, p, fresh_namespace);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
-  rebuild_address_space(rs, p, img, files, fill, cow.inherited_by(p.pid));
+  FillOptions placed = fill;
+  placed.placement = mempolicy;  // its pages allocated under its policy
+  rebuild_address_space(rs, p, img, files, placed, cow.inherited_by(p.pid));
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);

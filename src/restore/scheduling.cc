@@ -175,6 +175,29 @@ void add_mempolicy(SyscallBatch& batch, const MemPolicy& policy) {
             static_cast<uint64_t>(policy.mode | policy.flags), mask, maxnode);
 }
 
+namespace {
+constexpr unsigned long kMaxNodes = 1024;  // get_mempolicy's and set_mempolicy's maxnode here
+}  // namespace
+
+ThreadMempolicyScope::ThreadMempolicyScope(const std::optional<MemPolicy>& policy)
+    : mask_(kMaxNodes / (8 * sizeof(unsigned long)), 0) {
+  if (!policy) return;
+  if (::syscall(SYS_get_mempolicy, &mode_, mask_.data(), kMaxNodes, nullptr, 0) != 0) return;
+  std::vector<unsigned long> want(mask_.size(), 0);
+  for (uint32_t n : policy->nodes)
+    if (n < kMaxNodes) want[n / (8 * sizeof(unsigned long))] |= 1ul << (n % (8 * sizeof(unsigned long)));
+  set_ = ::syscall(SYS_set_mempolicy, policy->mode | policy->flags,
+                   policy->nodes.empty() ? nullptr : want.data(), policy->nodes.empty() ? 0 : kMaxNodes) == 0;
+}
+
+ThreadMempolicyScope::~ThreadMempolicyScope() {
+  if (!set_) return;
+  // The mode as get_mempolicy gave it carries its flags; an empty mask
+  // (the default, local) is passed as none.
+  const bool empty = std::all_of(mask_.begin(), mask_.end(), [](unsigned long w) { return w == 0; });
+  (void)::syscall(SYS_set_mempolicy, mode_, empty ? nullptr : mask_.data(), empty ? 0 : kMaxNodes);
+}
+
 void add_mbind(SyscallBatch& batch, const image::Mapping& m, const MemPolicy& policy) {
   uint64_t maxnode = 0;
   const uint64_t mask = put_nodemask(batch, policy, 1, &maxnode);

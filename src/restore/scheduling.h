@@ -63,6 +63,24 @@ class OwnPolicies {
   std::map<std::string, MemPolicy> usable_;
 };
 
+// Gives the calling thread `policy` (if any) for the scope, and so every
+// thread it creates meanwhile (they inherit it), then its own back; nothing
+// where set_mempolicy refuses. The pages snap's threads allocate for a
+// restored process (UFFDIO_COPY, process_vm_writev) follow the mapping's
+// policy, else the allocating thread's.
+class ThreadMempolicyScope {
+ public:
+  explicit ThreadMempolicyScope(const std::optional<MemPolicy>& policy);
+  ~ThreadMempolicyScope();
+  ThreadMempolicyScope(const ThreadMempolicyScope&) = delete;
+  ThreadMempolicyScope& operator=(const ThreadMempolicyScope&) = delete;
+
+ private:
+  bool set_ = false;
+  int mode_ = 0;
+  std::vector<unsigned long> mask_;
+};
+
 // Gives mapping `m` `policy` (mbind over the whole of it; before its pages
 // are written, they are then placed by it).
 void add_mbind(SyscallBatch& batch, const image::Mapping& m, const MemPolicy& policy);

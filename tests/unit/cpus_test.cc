@@ -3,6 +3,10 @@
 // (restore/scheduling.h), NUMA memory policies as numa_maps writes them
 // (tracer/mempolicy.h).
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <thread>
 
 #include "base/cpus.h"
 #include "restore/scheduling.h"
@@ -95,6 +99,35 @@ TEST(MemPolicy, FromGetMempolicyToTextAndBack) {
   EXPECT_EQ(parse_mempolicy("bind=relative|balancing:1"), p);
   EXPECT_EQ(mempolicy_text(mempolicy_of(5, one, 8)), "prefer (many):1");
   EXPECT_FALSE(parse_mempolicy(mempolicy_text(mempolicy_of(9, one, 8))));  // unknown mode
+}
+
+// Restore fills a process's memory from snap's threads under the process's
+// policy: the scope gives it to the calling thread and to threads created
+// meanwhile (the fill's readers), then the thread's own back.
+TEST(MemPolicy, ThreadScopeGivesItAndTakesItBack) {
+  const CpuList allowed = allowed_memory_nodes();
+  if (allowed.empty()) GTEST_SKIP() << "this kernel has no NUMA policies";
+  auto mode_of_this_thread = [] {
+    int mode = -1;
+    unsigned long mask[1024 / 64] = {};
+    if (::syscall(SYS_get_mempolicy, &mode, mask, 1024, nullptr, 0) != 0) return -1;
+    return mode;
+  };
+  const int before = mode_of_this_thread();
+  ASSERT_NE(before, 3) << "the test runs under an interleave policy already";
+  MemPolicy interleave{3, 0, allowed};  // MPOL_INTERLEAVE over what this process may use
+  {
+    restore::ThreadMempolicyScope scope(interleave);
+    EXPECT_EQ(mode_of_this_thread(), 3);
+    int in_thread = -1;
+    std::thread([&] { in_thread = mode_of_this_thread(); }).join();
+    EXPECT_EQ(in_thread, 3) << "a thread created in the scope inherits it";
+  }
+  EXPECT_EQ(mode_of_this_thread(), before);
+  {
+    restore::ThreadMempolicyScope none(std::nullopt);
+    EXPECT_EQ(mode_of_this_thread(), before);
+  }
 }
 
 // Each mapping's policy from numa_maps; a mapping of no policy of its own

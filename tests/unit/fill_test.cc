@@ -159,7 +159,7 @@ TEST(FillMemory, EveryPageLandsAndZerosOnlyWhereMemoryIsNotFresh) {
   auto& [regions, t, proc, want, img, anon] = saved;
   for (unsigned jobs : {1u, 2u, 5u}) {
     Child child;
-    uint64_t written = fill_memory(child.pid(), proc, img, FillOptions{jobs});
+    uint64_t written = fill_memory(child.pid(), proc, img, FillOptions{jobs, {}});
     // Everything but the anonymous region's 100 zero pages.
     EXPECT_EQ(written, (2 * kPages - 100) * kPageSize) << jobs << " thread(s)";
     for (const auto& [addr, page] : want) {
@@ -240,7 +240,7 @@ TEST(FillMemory, ACopierFillsFreshPagesAndLeavesPresentOnesToTheWriter) {
       EXPECT_TRUE(copier.covers(remote_addr(anon_end - 1)));
       EXPECT_FALSE(copier.covers(remote_addr(anon_end)));
       EXPECT_FALSE(copier.covers(remote_addr(reinterpret_cast<uint64_t>(regions.file))));
-      written = fill_memory(child.pid(), proc, img, FillOptions{jobs}, &copier);
+      written = fill_memory(child.pid(), proc, img, FillOptions{jobs, {}}, &copier);
       copied = copier.copied();
     }  // closed: the region unregistered, so its untouched pages read as zeros
     EXPECT_EQ(written, (2 * kPages - 100) * kPageSize) << jobs << " worker(s)";
@@ -277,7 +277,7 @@ TEST(FillMemory, ADamagedBlockIsNamed) {
   auto img = image::ImageReader::open(t / "img");
   Child child;
   try {
-    fill_memory(child.pid(), proc, img, FillOptions{2});
+    fill_memory(child.pid(), proc, img, FillOptions{2, {}});
     ADD_FAILURE() << "a damaged block was written";
   } catch (const Error& e) {
     std::string msg = e.what();
