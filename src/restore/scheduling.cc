@@ -159,8 +159,7 @@ namespace {
 uint64_t put_nodemask(SyscallBatch& batch, const MemPolicy& policy, size_t calls,
                       uint64_t* maxnode) {
   *maxnode = policy.nodes.empty() ? 0 : policy.nodes.back() + 2;
-  std::vector<uint64_t> mask((*maxnode + 63) / 64 + 1, 0);
-  for (uint32_t n : policy.nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
+  const std::vector<uint64_t> mask = nodemask_of(policy.nodes, (*maxnode + 63) / 64 + 1);
   batch.reserve(calls, mask.size() * sizeof(uint64_t));
   const uint64_t at = batch.put(mask.data(), mask.size() * sizeof(uint64_t)).as_int();
   return policy.nodes.empty() ? 0 : at;
@@ -180,12 +179,11 @@ constexpr unsigned long kMaxNodes = 1024;  // get_mempolicy's and set_mempolicy'
 }  // namespace
 
 ThreadMempolicyScope::ThreadMempolicyScope(const std::optional<MemPolicy>& policy)
-    : mask_(kMaxNodes / (8 * sizeof(unsigned long)), 0) {
+    : mask_(kMaxNodes / 64, 0) {
   if (!policy) return;
   if (::syscall(SYS_get_mempolicy, &mode_, mask_.data(), kMaxNodes, nullptr, 0) != 0) return;
-  std::vector<unsigned long> want(mask_.size(), 0);
-  for (uint32_t n : policy->nodes)
-    if (n < kMaxNodes) want[n / (8 * sizeof(unsigned long))] |= 1ul << (n % (8 * sizeof(unsigned long)));
+  if (!policy->nodes.empty() && policy->nodes.back() >= kMaxNodes) return;
+  const std::vector<uint64_t> want = nodemask_of(policy->nodes, kMaxNodes / 64);
   set_ = ::syscall(SYS_set_mempolicy, policy->mode | policy->flags,
                    policy->nodes.empty() ? nullptr : want.data(), policy->nodes.empty() ? 0 : kMaxNodes) == 0;
 }
@@ -194,7 +192,7 @@ ThreadMempolicyScope::~ThreadMempolicyScope() {
   if (!set_) return;
   // The mode as get_mempolicy gave it carries its flags; an empty mask
   // (the default, local) is passed as none.
-  const bool empty = std::all_of(mask_.begin(), mask_.end(), [](unsigned long w) { return w == 0; });
+  const bool empty = std::all_of(mask_.begin(), mask_.end(), [](uint64_t w) { return w == 0; });
   (void)::syscall(SYS_set_mempolicy, mode_, empty ? nullptr : mask_.data(), empty ? 0 : kMaxNodes);
 }
 

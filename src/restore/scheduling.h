@@ -78,7 +78,7 @@ class ThreadMempolicyScope {
  private:
   bool set_ = false;
   int mode_ = 0;
-  std::vector<unsigned long> mask_;
+  std::vector<uint64_t> mask_;
 };
 
 // Gives mapping `m` `policy` (mbind over the whole of it; before its pages

@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <iterator>
 #include <string_view>
@@ -130,12 +131,25 @@ std::optional<MemPolicy> parse_mempolicy(const std::string& text) {
   return p;
 }
 
+CpuList nodes_of(const uint64_t* mask, size_t words) {
+  CpuList out;
+  for (uint32_t n = 0; n < words * 64; n++)
+    if (mask[n / 64] & (uint64_t{1} << (n % 64))) out.push_back(n);
+  return out;
+}
+
+std::vector<uint64_t> nodemask_of(const CpuList& nodes, size_t words) {
+  if (!nodes.empty()) words = std::max<size_t>(words, nodes.back() / 64 + 1);
+  std::vector<uint64_t> mask(words, 0);
+  for (uint32_t n : nodes) mask[n / 64] |= uint64_t{1} << (n % 64);
+  return mask;
+}
+
 MemPolicy mempolicy_of(int mode_and_flags, const uint64_t* mask, size_t words) {
   MemPolicy p;
   p.flags = mode_and_flags & (kMpolFStaticNodes | kMpolFRelativeNodes | kMpolFNumaBalancing);
   p.mode = mode_and_flags & ~p.flags;
-  for (uint32_t n = 0; n < words * 64; n++)
-    if (mask[n / 64] & (uint64_t{1} << (n % 64))) p.nodes.push_back(n);
+  p.nodes = nodes_of(mask, words);
   return p;
 }
 
@@ -156,13 +170,9 @@ std::string mempolicy_text(const MemPolicy& p) {
 
 CpuList allowed_memory_nodes() {
   constexpr unsigned long kMaxNode = 1024, kMemsAllowed = 4;  // MPOL_F_MEMS_ALLOWED
-  unsigned long mask[kMaxNode / (8 * sizeof(unsigned long))] = {};
-  CpuList out;
-  if (::syscall(SYS_get_mempolicy, nullptr, mask, kMaxNode, nullptr, kMemsAllowed) != 0) return out;
-  for (uint32_t n = 0; n < kMaxNode; n++)
-    if (mask[n / (8 * sizeof(unsigned long))] & (1ul << (n % (8 * sizeof(unsigned long)))))
-      out.push_back(n);
-  return out;
+  uint64_t mask[kMaxNode / 64] = {};
+  if (::syscall(SYS_get_mempolicy, nullptr, mask, kMaxNode, nullptr, kMemsAllowed) != 0) return {};
+  return nodes_of(mask, kMaxNode / 64);
 }
 
 }  // namespace snap

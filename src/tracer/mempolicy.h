@@ -51,6 +51,11 @@ struct MemPolicy {
 };
 // "default" is mode 0 (MPOL_DEFAULT).
 std::optional<MemPolicy> parse_mempolicy(const std::string& text);
+// A nodemask (get_mempolicy's, set_mempolicy's and mbind's: bit n for
+// node n, in 64-bit words) as a node list, and back (at least `words`).
+CpuList nodes_of(const uint64_t* mask, size_t words);
+std::vector<uint64_t> nodemask_of(const CpuList& nodes, size_t words);
+
 // A policy as get_mempolicy gives it: the mode with its flags ORed in, and
 // the nodemask (`words` 64-bit words).
 MemPolicy mempolicy_of(int mode_and_flags, const uint64_t* mask, size_t words);
