@@ -117,6 +117,11 @@ struct Mapping;
 // unlinked). Its pages are in the image; mappings with the same dev and
 // inode, in any process, are one object.
 bool is_shm_object(const Mapping& m);
+// The name restore gives the memfd it makes for anonymous shared memory
+// (maps: "/dev/zero (deleted)"), also a GhostFile's of kind Memfd when the
+// job held such memory as a file (an fd or a private mapping of it, opened
+// through /proc/PID/map_files).
+inline constexpr std::string_view kAnonShmemName = "snap-shm";
 
 struct Mapping {
   uint64_t start = 0, end = 0;  // [start, end), page aligned

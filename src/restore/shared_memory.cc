@@ -24,7 +24,7 @@ int FilePlanner::memfd_for(const image::Mapping& m) {
   ShmKey key = shm_key(m);
   if (auto it = shm_.find(key); it != shm_.end()) return it->second;
   // memfd names show in /proc/PID/maps: keep a memfd's own name.
-  std::string name = "snap-shm";
+  std::string name(image::kAnonShmemName);
   if (m.path.starts_with("/memfd:")) {
     name = m.path.substr(7);
     if (auto d = name.rfind(" (deleted)"); d != std::string::npos) name.resize(d);

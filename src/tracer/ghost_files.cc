@@ -27,6 +27,13 @@ constexpr std::string_view kMemfd = "/memfd:";
 
 bool is_deleted(const std::string& path) { return path.ends_with(kDeleted); }
 bool is_memfd(const std::string& path) { return path.starts_with(kMemfd); }
+// Anonymous shared memory (MAP_SHARED | MAP_ANONYMOUS) opened as a file:
+// /proc/PID/map_files of such a mapping gives an fd on its object, which
+// the job can map again, shared or private. As a memfd it comes back.
+constexpr std::string_view kAnonShmem = "/dev/zero (deleted)";
+bool is_anon_shmem(const std::string& path) { return path == kAnonShmem; }
+// A shared memory object restore makes as a memfd.
+bool memfd_like(const std::string& path) { return is_memfd(path) || is_anon_shmem(path); }
 
 std::string strip_deleted(std::string path) {
   if (is_deleted(path)) path.resize(path.size() - kDeleted.size());
@@ -69,45 +76,14 @@ class GhostCollector {
       if (is_deleted(p.exe))
         p.exe_ghost = ghost(proc + "exe", fmt::format("pid {} exe ({})", p.pid, p.exe), p.exe);
     }
-    // Mappings once every fd's file is known, in whichever process.
-    for (auto& p : ckpt_.processes) {
-      if (p.zombie) continue;
-      std::string proc = fmt::format("/proc/{}/", p.pid);
-      for (auto& m : p.mappings) {
-        bool deleted_file = m.kind == image::MappingKind::File && is_deleted(m.path);
-        if (!deleted_file && !is_memfd(m.path)) continue;
-        bool held = ids_.count({m.dev, m.inode}) > 0;
-        // A shared mapping of a deleted file or memfd no fd holds (an
-        // unlinked POSIX shared memory segment) stays what it was: shared
-        // memory, its pages in the page store however large, made again
-        // as a memfd (of the same name for a memfd).
-        if (m.shared && !held) continue;
-        // A file an fd holds too is known by the device and inode maps
-        // shows; else map_files leads to it (which needs CAP_CHECKPOINT_RESTORE).
-        if (auto it = ids_.find({m.dev, m.inode}); it != ids_.end()) {
-          m.ghost = it->second;
-        } else {
-          std::string link = proc + fmt::format("map_files/{:x}-{:x}", m.start, m.end);
-          std::string who =
-              fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end, m.path);
-          struct stat st {};
-          if (::stat(link.c_str(), &st) != 0 && (errno == EPERM || errno == EACCES)) {
-            // Private (a shared one no fd holds was left above): a memfd
-            // mapping is saved as private memory then (all its pages), and
-            // so is one of a deleted file, every page read through it.
-            if (m.kind == image::MappingKind::File) {
-              m.kind = image::MappingKind::Anonymous;
-              m.all_pages = true;
-            }
-            continue;
-          }
-          m.ghost = ghost(link, who, m.path);
-        }
-        // A private mapping of a memfd maps the file: the pages it has not
-        // copied yet follow the file's, as after the dump.
-        if (!m.shared) m.kind = image::MappingKind::File;
-      }
-    }
+    // Mappings once every fd's file is known, in whichever process; the
+    // private ones first, so that a shared mapping of a file only a private
+    // mapping holds too maps the same ghost, whichever comes first.
+    for (bool shared : {false, true})
+      for (auto& p : ckpt_.processes)
+        if (!p.zombie)
+          for (auto& m : p.mappings)
+            if (m.shared == shared) ghost_mapping(p, m);
     for (auto& p : ckpt_.processes)
       for (auto& f : p.fds)
         for (auto& w : f.inotify_watches) resolve_watch(p.pid, f.fd, w);
@@ -115,6 +91,44 @@ class GhostCollector {
   }
 
  private:
+  // A mapping of a deleted file, a memfd or anonymous shared memory opened
+  // as a file: the ghost it maps, where it has one.
+  void ghost_mapping(const image::Process& p, image::Mapping& m) {
+    const bool deleted_file = m.kind == image::MappingKind::File && is_deleted(m.path);
+    if (!deleted_file && !memfd_like(m.path)) return;
+    const bool held = ids_.count({m.dev, m.inode}) > 0;
+    // A shared mapping of a deleted file or memfd no fd or private mapping
+    // holds (an unlinked POSIX shared memory segment, anonymous shared
+    // memory) stays what it was: shared memory, its pages in the page store
+    // however large, made again as a memfd (of the same name for a memfd).
+    if (m.shared && !held) return;
+    // A file an fd holds too is known by the device and inode maps
+    // shows; else map_files leads to it (which needs CAP_CHECKPOINT_RESTORE).
+    if (auto it = ids_.find({m.dev, m.inode}); it != ids_.end()) {
+      m.ghost = it->second;
+    } else {
+      std::string link = fmt::format("/proc/{}/map_files/{:x}-{:x}", p.pid, m.start, m.end);
+      std::string who =
+          fmt::format("pid {} mapping {:#x}-{:#x} ({})", p.pid, m.start, m.end, m.path);
+      struct stat st {};
+      if (::stat(link.c_str(), &st) != 0 && (errno == EPERM || errno == EACCES)) {
+        // Private (a shared one no fd holds was left above): a memfd
+        // mapping is saved as private memory then (all its pages), and
+        // so is one of a deleted file, every page read through it.
+        if (m.kind == image::MappingKind::File) {
+          m.kind = image::MappingKind::Anonymous;
+          m.all_pages = true;
+        }
+        return;
+      }
+      m.ghost = ghost(link, who, m.path);
+    }
+    // A private mapping of a memfd (or of anonymous shared memory) maps the
+    // file: the pages it has not copied yet follow the file's, as after the
+    // dump.
+    if (!m.shared) m.kind = image::MappingKind::File;
+  }
+
   // An inotify watch on a file no path leads to: on the ghost of the same
   // inode when an fd or mapping of the job holds it (the watch is added
   // again on the remade file), else refused.
@@ -141,9 +155,11 @@ class GhostCollector {
     GhostFile g;
     g.id = ckpt_.ghost_files.size() + 1;
     fill_from_stat(st, g);
-    if (is_memfd(shown) && S_ISREG(st.st_mode)) {
+    if (memfd_like(shown) && S_ISREG(st.st_mode)) {
       g.kind = GhostFile::Kind::Memfd;
-      g.path = strip_deleted(shown.substr(kMemfd.size()));
+      // Anonymous shared memory gets the name restore gives such memory.
+      g.path = is_anon_shmem(shown) ? std::string(image::kAnonShmemName)
+                                    : strip_deleted(shown.substr(kMemfd.size()));
       g.nlink = 0;
     } else {
       g.path = strip_deleted(shown);

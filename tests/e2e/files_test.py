@@ -824,5 +824,39 @@ def deleted_files_large_leave_running(env):
     runs_on_then_restores(env, p, out, ckpt, ref)
 
 
+def anon_shm_file_job(env, name, *more):
+    """tests/programs/anon_shm_file (anonymous shared memory opened through
+    /proc/self/map_files and mapped again, shared and private): (argv, its
+    uninterrupted output). Opening map_files needs root."""
+    if os.environ.get("SNAP_TEST_UNPRIVILEGED") or os.geteuid() != 0:
+        raise Skip("the job opens /proc/self/map_files, which needs root")
+    argv = [env.prog("anon_shm_file"), "12", "150", *more]
+    status, ref = uninterrupted([env.prog("anon_shm_file"), "12", "0", *more])
+    expect(status == 0 and len(ref) == 12, f"an uninterrupted run ends: {status}, {ref[-2:]}")
+    return argv, ref
+
+
+@case
+def anon_shared_memory_as_file(env):
+    # The restored object is one again: the private mapping's pages the job
+    # had not written follow what the shared mappings write after the
+    # restore, its copied ones keep what the job wrote, and the fd reads the
+    # same object. The snap before (the private mapping restored as private
+    # memory, the fd as a file of its own) prints other sums from the
+    # restore on.
+    argv, ref = anon_shm_file_job(env, "anon_shm_file")
+    _, out, ckpt = dumped_after_3_lines(env, "anon_shm_file", argv, "--kill")
+    restores_to(env, ckpt, out, ref)
+
+
+@case
+def anon_shared_memory_as_file_leave_running(env):
+    # The same with the fd closed before the ticks (only the private mapping
+    # holds the object as a file), dumped while the job runs on.
+    argv, ref = anon_shm_file_job(env, "anon_shm_file_closed", "closed")
+    p, out, ckpt = dumped_after_3_lines(env, "anon_shm_file_closed", argv)
+    runs_on_then_restores(env, p, out, ckpt, ref)
+
+
 if __name__ == "__main__":
     main()
