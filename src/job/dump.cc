@@ -73,6 +73,18 @@ image::Checkpoint new_checkpoint() {
 
 namespace {
 
+// How long a deleted file or memfd must have been left unchanged before the
+// stop for a dump the job runs on from to read it after the freeze: a
+// minute (a file written that lately is likely written again while snap
+// reads it, which fails the dump); SNAP_QUIET_FILE_SECONDS sets it (tests).
+std::chrono::seconds quiet_file_time() {
+  static const std::chrono::seconds t = [] {
+    const char* s = std::getenv("SNAP_QUIET_FILE_SECONDS");
+    return std::chrono::seconds(s && *s ? std::strtol(s, nullptr, 10) : 60);
+  }();
+  return t;
+}
+
 // The parasite's part of step 2 (src/parasite): runs in the stopped process
 // and is removed again before its memory is read.
 void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
@@ -466,7 +478,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   if (opts.kill) network_lock = lock_outside_connections(ckpt, pid);
   // Deleted files and memfds: saved in the image (the larger ones' contents
   // once the pages can be stored, below).
-  const std::vector<PagedGhost> ghost_pages = collect_ghost_files(ckpt);
+  std::vector<PagedGhost> ghost_pages = collect_ghost_files(ckpt);
+  // Those not changed for a while, with a dump the job runs on from: read
+  // once its memory is (4c), off the freeze, and checked unchanged then.
+  std::vector<PagedGhost> quiet_ghosts;
+  if (!opts.kill) quiet_ghosts = take_quiet(ghost_pages, quiet_file_time());
   const auto temp_dirs = temp_roots(ckpt);
   mark_named_shared_memory(ckpt, temp_dirs, views);  // files in /dev/shm or /tmp the job maps: saved too
   // What it holds in /tmp and its directories, made again where missing;
@@ -584,6 +600,13 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     vlog("{:.1f} MiB of files in temporary directories kept in the page store",
          static_cast<double>(kept) / (1 << 20));
     steps.step("files in temporary directories");
+  }
+  if (!quiet_ghosts.empty()) {  // 4c
+    const uint64_t bytes = store_ghost_pages(quiet_ghosts, store);
+    for (const auto& g : quiet_ghosts) check_unchanged(g);
+    vlog("{:.1f} MiB of deleted files and memfds unchanged for {} s before the dump stored "
+         "while the job ran", static_cast<double>(bytes) / (1 << 20), quiet_file_time().count());
+    steps.step("quiet deleted files and memfds");
   }
   if (snapshot_flags.valid()) confirm_flag_hints(ckpt, snapshots, snapshot_flags.get());
   record_mempolicies(ckpt, snapshots, opts.kill);

@@ -4,6 +4,7 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -269,7 +270,9 @@ class GhostCollector {
                                                    : "too many deleted files and memfds"),
                     "snap cannot save it");
       g.data_in_pages = true;
-      paged_.push_back({g.id, std::move(ranges), std::move(fd), who});
+      PagedGhost paged{g.id, std::move(ranges), std::move(fd), who};
+      if (::fstat(paged.fd.get(), &paged.collected) != 0) throw SysError("fstat of " + who, errno);
+      paged_.push_back(std::move(paged));
       return;
     }
     inline_ += bytes;
@@ -301,6 +304,47 @@ uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink
       bytes += to - from;
     }
   return bytes;
+}
+
+std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono::seconds quiet) {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  auto quiet_fs = [](int fd) {
+    struct statfs fs {};
+    if (::fstatfs(fd, &fs) != 0) return false;
+    switch (fs.f_type) {
+      case TMPFS_MAGIC:
+      case EXT4_SUPER_MAGIC:  // ext2 and ext3 share it
+      case XFS_SUPER_MAGIC:
+      case BTRFS_SUPER_MAGIC:
+        return true;
+      default:
+        return false;
+    }
+  };
+  std::vector<PagedGhost> out;
+  std::erase_if(ghosts, [&](PagedGhost& g) {
+    const int64_t ctime_ns = to_ns(g.collected.st_ctim);
+    if (to_ns(now) - ctime_ns < std::chrono::nanoseconds(quiet).count() || !quiet_fs(g.fd.get()))
+      return false;
+    out.push_back(std::move(g));
+    return true;
+  });
+  return out;
+}
+
+void check_unchanged(const PagedGhost& g) {
+  struct stat now {};
+  if (::fstat(g.fd.get(), &now) != 0) throw SysError("fstat of " + g.who, errno);
+  const auto& was = g.collected;
+  if (to_ns(now.st_ctim) == to_ns(was.st_ctim) && to_ns(now.st_mtim) == to_ns(was.st_mtim) &&
+      now.st_size == was.st_size)
+    return;
+  throw Error(fmt::format("{} changed while snap read it with the job running again (it had "
+                          "not changed for a while before the dump, so snap read it after the "
+                          "job's freeze): the checkpoint would not hold it as it was at the stop",
+                          g.who),
+              "dump again: a file changed that lately is read while the job is stopped");
 }
 
 void fill_from_stat(const struct stat& st, image::GhostFile& f) {

@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct PagedGhost {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   ScopedFd fd;
   std::string who;
+  // Its fstat when collected (the job stopped): what check_unchanged()
+  // compares with.
+  struct stat collected {};
 };
 
 // Finds every fd, mapping and cwd of ckpt's (stopped, host-pid) processes
@@ -37,7 +41,8 @@ struct PagedGhost {
 // private mapping of a memfd becomes a file mapping (only its copied pages
 // are saved). An inotify watch on a file no path led to gets the ghost of
 // its inode (InotifyWatch::ghost). Returns the files whose contents
-// store_ghost_pages must read, while the job is still stopped. Throws Error
+// store_ghost_pages must read, while the job is still stopped (or those
+// take_quiet() leaves, later). Throws Error
 // naming the pid, the fd or mapping and the file (or watch) when one cannot
 // come back faithfully (a hugetlbfs memfd, a file without a handle, a
 // watched file deleted that no fd or mapping holds).
@@ -45,10 +50,25 @@ std::vector<PagedGhost> collect_ghost_files(image::Checkpoint& ckpt);
 
 // Reads the contents of `ghosts` into `sink` as pages of pid
 // image::kFilePagesPid, mapping image::ghost_pages_start(id). The job must
-// still be stopped: nothing else would tell that it wrote to them
-// meanwhile. Throws SysError naming the file where a read fails. Returns
-// the bytes read.
+// still be stopped, or the ghosts be ones take_quiet() gave and each be
+// checked with check_unchanged() once read. Throws SysError naming the file
+// where a read fails. Returns the bytes read.
 uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink& sink);
+
+// Moves out of `ghosts` those nothing changed for `quiet` before now (their
+// ctime that long past) on a file system whose stat tells every change at
+// once (tmpfs, which holds memfds, ext4, xfs, btrfs; not a network file
+// system, whose client may show cached attributes): a dump that lets the
+// job run again may read those afterwards, off the job's freeze. Any change
+// after the stop (a write, truncate, fallocate, chmod: by the job or anyone)
+// sets the ctime to a time after the stop, which the kernel's clock,
+// however coarse, tells from one `quiet` before it.
+std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono::seconds quiet);
+
+// Throws Error naming the file when its ctime, mtime or size is no longer
+// what it was when collected: the contents read may not be those of the
+// stop.
+void check_unchanged(const PagedGhost& g);
 
 // A file's stat (mode, owner, size, times, links, device and inode) into
 // the GhostFile that describes it.

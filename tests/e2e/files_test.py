@@ -858,5 +858,72 @@ def anon_shared_memory_as_file_leave_running(env):
     runs_on_then_restores(env, p, out, ckpt, ref)
 
 
+def quiet_scratch_job(env, name):
+    """tests/programs/quiet_scratch.py (24 MiB of an unlinked scratch file,
+    written once, then read each tick) in a directory of its own: (argv,
+    an uninterrupted run's output)."""
+    ref_dir, job_dir = env.path(name + "_ref"), env.path(name + "_job")
+    os.makedirs(ref_dir)
+    os.makedirs(job_dir)
+    script = env.src("quiet_scratch.py")
+    status, ref = uninterrupted([sys.executable, script, ref_dir, "24", "12", "0", "9"])
+    expect(status == 0 and len(ref) == 12, f"an uninterrupted run ends: {status}, {ref[-2:]}")
+    return [sys.executable, script, job_dir, "24", "12", "0.4", "9"], ref
+
+
+# What counts as quiet in these tests: a second (a minute otherwise).
+QUIET = dict(os.environ, SNAP_QUIET_FILE_SECONDS="1")
+
+
+@case
+def deleted_file_quiet_read_after_freeze(env):
+    # A deleted file the job has not changed for a while (here 1 s:
+    # SNAP_QUIET_FILE_SECONDS) is read once the job runs again, not while
+    # it is stopped, and checked unchanged after: the dump says so (-v), and
+    # the restore of that image, once the job ended, ends as an
+    # uninterrupted run (the snap before read it while the job was stopped).
+    argv, ref = quiet_scratch_job(env, "quiet_scratch")
+    out, ckpt = env.path("quiet_scratch.out"), env.path("quiet_scratch.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    d = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt, env=QUIET)
+    expect(re.search(r"24\.0 MiB of deleted files and memfds unchanged for 1 s before the dump "
+                     r"stored while the job ran", d.stderr),
+           f"the dump read the file after the freeze: "
+           f"{[l for l in d.stderr.splitlines() if 'deleted files' in l]}")
+    runs_on_then_restores(env, p, out, ckpt, ref)
+
+
+@case
+def deleted_file_changed_while_read_refused(env):
+    # The same file, written (the same bytes, so the job's output does not
+    # change) through /proc/PID/fd by someone else once the dump let the job
+    # go (snap holds still there: the phase job-released): the dump fails,
+    # naming the file, and leaves no image; the job runs on to its end.
+    argv, ref = quiet_scratch_job(env, "quiet_changed")
+    out, ckpt = env.path("quiet_changed.out"), env.path("quiet_changed.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    fd = next(f for f in os.listdir(f"/proc/{p.pid}/fd")
+              if os.readlink(f"/proc/{p.pid}/fd/{f}").endswith("scratch (deleted)"))
+    phases = env.path("quiet_changed.phases")
+    d = subprocess.Popen([env.snap, "dump", "--pid", str(p.pid), "-o", ckpt],
+                         env=dict(QUIET, SNAP_PHASE_LOG=phases, SNAP_PHASE_PAUSE="job-released"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(phases) and "job-released" in open(phases).read(), 60,
+             "snap let the job go")
+    with open(f"/proc/{p.pid}/fd/{fd}", "r+b") as f:
+        same = os.pread(f.fileno(), 4096, 8 << 20)
+        os.pwrite(f.fileno(), same, 8 << 20)
+    _, err = d.communicate(timeout=60)
+    expect(d.returncode == 1 and "scratch (deleted)) changed while snap read it" in err
+           and "dump again" in err, f"the dump failed, naming the file: {d.returncode} {err.strip()}")
+    expect(not os.path.exists(ckpt), "no image was left")
+    p.wait(timeout=60)
+    expect(p.returncode == 0 and lines_of(out) == ref,
+           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
+           f"{lines_of(out)[-2:]})")
+
+
 if __name__ == "__main__":
     main()
