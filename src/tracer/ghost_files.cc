@@ -272,6 +272,7 @@ class GhostCollector {
       g.data_in_pages = true;
       PagedGhost paged{g.id, std::move(ranges), std::move(fd), who};
       if (::fstat(paged.fd.get(), &paged.collected) != 0) throw SysError("fstat of " + who, errno);
+      paged.mapped_shared = mapped_.count({g.dev, g.inode}) > 0;
       paged_.push_back(std::move(paged));
       return;
     }
@@ -325,7 +326,8 @@ std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono:
   std::vector<PagedGhost> out;
   std::erase_if(ghosts, [&](PagedGhost& g) {
     const int64_t ctime_ns = to_ns(g.collected.st_ctim);
-    if (to_ns(now) - ctime_ns < std::chrono::nanoseconds(quiet).count() || !quiet_fs(g.fd.get()))
+    if (g.mapped_shared || to_ns(now) - ctime_ns < std::chrono::nanoseconds(quiet).count() ||
+        !quiet_fs(g.fd.get()))
       return false;
     out.push_back(std::move(g));
     return true;

@@ -27,6 +27,9 @@ struct PagedGhost {
   // Its fstat when collected (the job stopped): what check_unchanged()
   // compares with.
   struct stat collected {};
+  // The job maps some of it shared: a write through such a mapping may
+  // leave its ctime as it was (tmpfs), so take_quiet() leaves it.
+  bool mapped_shared = false;
 };
 
 // Finds every fd, mapping and cwd of ckpt's (stopped, host-pid) processes
@@ -56,7 +59,7 @@ std::vector<PagedGhost> collect_ghost_files(image::Checkpoint& ckpt);
 uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink& sink);
 
 // Moves out of `ghosts` those nothing changed for `quiet` before now (their
-// ctime that long past) on a file system whose stat tells every change at
+// ctime that long past), that the job does not map shared, on a file system whose stat tells every change at
 // once (tmpfs, which holds memfds, ext4, xfs, btrfs; not a network file
 // system, whose client may show cached attributes): a dump that lets the
 // job run again may read those afterwards, off the job's freeze. Any change
