@@ -80,6 +80,22 @@ int helper_main(const SkeletonContext& ctx, pid_t creator) {
   for (;;) ::pause();
 }
 
+// A session helper (restore/tree.h): starts the session, forks its members
+// as its creator's children, and ends; the creator reaps it.
+int session_helper_main(const SkeletonContext& ctx, const SessionHelper& h, pid_t creator) {
+  if (!bind_to_parent(creator)) return 127;
+  if (::setsid() < 0)
+    return fail(ctx, fmt::format("setsid for session {}: {}", h.pid, std::strerror(errno)));
+  try {
+    for (const image::Process* m : h.members)
+      ctx.spawner.spawn(m->pid, [&] { return skeleton_main(ctx, m->pid, creator); }, 0,
+                        /*clone_parent=*/true);
+  } catch (const std::exception& e) {
+    return fail(ctx, e.what());
+  }
+  return 0;
+}
+
 // A zombie: takes its ids and name, then ends as the original did, for its
 // parent to collect after the restore.
 int zombie_main(const SkeletonContext& ctx, const image::Process& z) {
@@ -203,6 +219,17 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
     for (const auto& h : n.helpers) {
       pid_t helper = ctx.spawner.spawn(h.pid, [&] { return helper_main(ctx, pid); }, 0);
       ::setpgid(helper, helper);
+    }
+    // Sessions whose leader had exited, with the members this process is
+    // the parent of: their helpers end once those exist, reaped here, before
+    // snap traces this process (no SIGCHLD is left for the job).
+    for (const auto& h : n.session_helpers) {
+      pid_t helper = ctx.spawner.spawn(h.pid, [&] { return session_helper_main(ctx, h, pid); });
+      int status = 0;
+      while (::waitpid(helper, &status, 0) < 0)
+        if (errno != EINTR) throw SysError(fmt::format("waitpid for session helper {}", h.pid), errno);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw Error(fmt::format("the helper of session {} failed", h.pid));
     }
     std::vector<pid_t> zombies;
     for (const image::Process* c : n.children) {

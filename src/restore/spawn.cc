@@ -43,7 +43,8 @@ pid_t own_pid() { return static_cast<pid_t>(::syscall(SYS_getpid)); }
 class SetTidSpawner : public PidSpawner {
  public:
   explicit SetTidSpawner(bool host) : host_(host) {}
-  pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal) override {
+  pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal,
+              bool clone_parent) override {
     if (host_ && want)
       if (auto who = describe_pid_user(want); !who.empty())
         throw Error("cannot restore: " + who,
@@ -51,7 +52,10 @@ class SetTidSpawner : public PidSpawner {
     pid_t tid = want;
     clone_args args;
     std::memset(&args, 0, sizeof args);
-    args.exit_signal = static_cast<uint64_t>(exit_signal);
+    // With CLONE_PARENT the child takes the caller's exit signal (clone3
+    // wants none given).
+    args.exit_signal = clone_parent ? 0 : static_cast<uint64_t>(exit_signal);
+    if (clone_parent) args.flags = CLONE_PARENT;
     if (want) {  // else any pid
       args.set_tid = reinterpret_cast<uint64_t>(&tid);
       args.set_tid_size = 1;
@@ -90,7 +94,7 @@ class HostPidSpace : public PidSpace {
  public:
   pid_t start_root(pid_t want, const std::function<int()>& child) override {
     parent_ = own_pid();
-    return spawner_.spawn(want, child, SIGCHLD);
+    return spawner_.spawn(want, child, SIGCHLD, false);
   }
   pid_t root_parent() const override { return parent_; }
   PidSpawner& spawner() override { return spawner_; }
@@ -135,7 +139,7 @@ int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpaw
   int sfd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
   pid_t root;
   try {
-    root = spawner.spawn(want, child, SIGCHLD);
+    root = spawner.spawn(want, child, SIGCHLD, false);
   } catch (const std::exception&) {
     return 127;  // the report pipe tells snap nothing: it sees the root missing
   }

@@ -28,9 +28,12 @@ class PidSpawner {
   // Creates a child with pid `want` (a fork of the caller) that runs
   // `child` and _exit()s with its result; the parent gets `exit_signal`
   // when it ends (0: none, and only a __WALL wait collects it). Returns the
-  // child's pid. Throws Error saying who holds the pid, or what privilege is
-  // missing.
-  virtual pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal = SIGCHLD) = 0;
+  // child's pid. With `clone_parent` the child is the caller's sibling
+  // instead (CLONE_PARENT: its parent's child, told with the caller's own
+  // exit signal; `exit_signal` is not used). Throws Error saying who holds the pid, or what privilege
+  // is missing.
+  virtual pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal = SIGCHLD,
+                      bool clone_parent = false) = 0;
 };
 
 class PidSpace {

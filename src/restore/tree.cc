@@ -20,6 +20,7 @@ std::vector<pid_t> TreePlan::all_ids() const {
     for (size_t i = 1; i < n.proc->threads.size(); i++) ids.push_back(n.proc->threads[i].tid);
   }
   for (const auto& h : helpers) ids.push_back(h.pid);
+  for (const auto& h : session_helpers) ids.push_back(h.pid);
   return ids;
 }
 
@@ -46,34 +47,76 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
     if (parent->second.proc->zombie)
       throw Error(fmt::format("{} has a zombie as its parent", name(p)), kHint);
   }
+  // Sessions whose leader had exited: a helper forks the processes of each
+  // whose parent is in another session.
+  std::map<pid_t, SessionHelper> sessions;
+  for (const auto& p : ckpt.processes) {
+    if (p.pid == root.pid || p.sid == p.pid) continue;
+    const image::Process& parent = *plan.nodes.at(p.ppid).proc;
+    if (p.sid == parent.sid) continue;
+    if (auto leader = plan.nodes.find(p.sid);
+        leader != plan.nodes.end() && leader->second.proc->sid == p.sid)
+      throw Error(fmt::format("{} is in session {}, which pid {} leads, but its parent {} is in "
+                              "session {} (it was given to that parent when its own ended)",
+                              name(p), p.sid, p.sid, parent.pid, parent.sid),
+                  "restoring a process outside the session of its parent whose session leader "
+                  "lives is not supported yet");
+    auto refuse = [&](const std::string& why) {
+      return Error(fmt::format("{} is in session {}, its parent {} in session {}, and the leader "
+                               "of session {} had exited before the dump; {}",
+                               name(p), p.sid, parent.pid, parent.sid, p.sid, why),
+                   "restoring such a session is not supported yet");
+    };
+    if (p.zombie) throw refuse("it is a zombie");
+    if (plan.nodes.count(p.sid)) throw refuse(fmt::format("pid {} is another process now", p.sid));
+    auto [it, fresh] = sessions.emplace(p.sid, SessionHelper{p.sid, parent.pid, {}});
+    if (!fresh && it->second.creator != parent.pid)
+      throw refuse(fmt::format("pid {} of the session has another parent ({})",
+                               it->second.members[0]->pid, it->second.creator));
+    it->second.members.push_back(&p);
+  }
+  auto forked_by_helper = [&](const image::Process& p) {
+    auto it = sessions.find(p.sid);
+    return it != sessions.end() && p.ppid == it->second.creator;
+  };
+
   // Live children first: a zombie child joins its group while it exists.
   for (bool zombies : {false, true})
     for (const auto& p : ckpt.processes)
-      if (p.pid != root.pid && p.zombie == zombies)
+      if (p.pid != root.pid && p.zombie == zombies && !forked_by_helper(p))
         plan.nodes.at(p.ppid).children.push_back(&p);
 
+  // The group each process is born in (then joins another, if its own is
+  // another): its own, its session helper's (the session's id), or the one
+  // its parent was born in; 0: snap restore's (the root's, when external).
+  std::map<pid_t, pid_t> born_in;
   std::map<pid_t, GroupHelper> helpers;
   for (const auto& p : ckpt.processes) {
     auto& n = plan.nodes.at(p.pid);
     const image::Process* parent = p.pid == root.pid ? nullptr : plan.nodes.at(p.ppid).proc;
-    // Sessions are inherited through fork, or made by setsid.
+    // Sessions are inherited through fork, or made by setsid (a session
+    // helper's for one whose leader had exited).
     if (p.sid == p.pid) {
       n.setsid = true;
+      born_in[p.pid] = p.pid;
       if (p.pgid != p.pid)
         throw Error(fmt::format("{} leads session {} but is in process group {}", name(p), p.sid,
                                 p.pgid),
                     kHint);
       continue;
     }
-    if (parent && p.sid != parent->sid)
-      throw Error(fmt::format("{} is in session {}, its parent {} in session {}, and the leader "
-                              "of session {} had exited before the dump",
-                              name(p), p.sid, parent->pid, parent->sid, p.sid),
-                  "restoring a session whose leader has exited is not supported yet");
+    born_in[p.pid] = p.pgid == p.pid   ? p.pid
+                     : !parent         ? 0
+                     : forked_by_helper(p) ? p.sid
+                                       : born_in.at(parent->pid);
     // Process groups: its own, the one outside the image the root was in,
-    // another process's, or one whose leader had exited (a helper holds it).
+    // another process's, the first of a session whose leader had exited
+    // (its helper's), or one whose leader had exited (a helper holds it).
     if (p.pgid == p.pid) {
       n.group_leader = true;
+    } else if (sessions.count(p.pgid) && p.sid == p.pgid) {
+      // Born in it, or joins it while a process born in it is there still.
+      if (born_in[p.pid] != p.pgid) n.join_group = p.pgid;
     } else if (p.pgid == plan.external_pgid && !plan.nodes.count(p.pgid)) {
       n.join_external_group = p.pid != root.pid;
     } else if (auto leader = plan.nodes.find(p.pgid); leader != plan.nodes.end()) {
@@ -95,6 +138,20 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
   for (const auto& [pgid, h] : helpers) {
     plan.helpers.push_back(h);
     plan.nodes.at(h.creator).helpers.push_back(h);
+  }
+  for (const auto& [sid, h] : sessions) {
+    // A process joining the session's first group finds it only if one
+    // born in it stays there; nothing holds it once its helper has ended.
+    bool held = false, joined = false;
+    for (const auto& p : ckpt.processes)
+      if (p.pgid == sid && p.sid == sid) (plan.nodes.at(p.pid).join_group ? joined : held) = true;
+    if (joined && !held)
+      throw Error(fmt::format("process group {} of session {}, whose leader had exited before the "
+                              "dump, holds only processes that were born in other groups",
+                              sid, sid),
+                  "restoring such a session is not supported yet");
+    plan.session_helpers.push_back(h);
+    plan.nodes.at(h.creator).session_helpers.push_back(h);
   }
   return plan;
 }

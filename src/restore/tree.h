@@ -23,6 +23,19 @@ struct GroupHelper {
   pid_t creator = 0;  // the process of the image that forks it (same session)
 };
 
+// A process that exists only during restore, for a session whose leader
+// had exited before the dump (a daemon that forked twice, a `setsid` whose
+// first process ended): it takes the session's id (its leader's pid),
+// starts the session with setsid(), forks the processes of the session
+// whose parent is outside it (with CLONE_PARENT: they are its creator's
+// children, as in the image, born in the session and its first group) and
+// ends; its creator reaps it before snap takes the tree over.
+struct SessionHelper {
+  pid_t pid = 0;      // = the session id
+  pid_t creator = 0;  // the parent, in the image, of the processes it forks
+  std::vector<const image::Process*> members;  // forked by it, in the image's order
+};
+
 struct TreePlan {
   struct Node {
     const image::Process* proc = nullptr;
@@ -35,6 +48,7 @@ struct TreePlan {
     bool join_external_group = false;
     std::vector<const image::Process*> children;  // forked by this process, live ones first
     std::vector<GroupHelper> helpers;             // forked by this process
+    std::vector<SessionHelper> session_helpers;   // forked by this process
   };
   std::map<pid_t, Node> nodes;  // every process of the image, by pid
   pid_t root = 0;
@@ -43,6 +57,7 @@ struct TreePlan {
   // snap restore's own instead. 0 when the root leads its own.
   pid_t external_sid = 0, external_pgid = 0;
   std::vector<GroupHelper> helpers;
+  std::vector<SessionHelper> session_helpers;
 
   const Node& node(pid_t pid) const { return nodes.at(pid); }
   // Every pid and tid the restore will take (processes, threads, helpers).
@@ -50,7 +65,9 @@ struct TreePlan {
 };
 
 // Throws Error naming the process when the image's tree is inconsistent or
-// its sessions cannot be rebuilt (a session whose leader had exited).
+// its sessions cannot be rebuilt (a session whose leader had exited whose
+// processes outside it have several parents, or whose id another process
+// of the image has now).
 TreePlan plan_tree(const image::Checkpoint& ckpt);
 
 }  // namespace snap::restore

@@ -541,6 +541,24 @@ def shell_jobs(env):
 
 
 @case
+def daemon_session(env):
+    # A daemon started the classic way under a subreaper root (fork, setsid,
+    # fork, the session's leader exits; tests/programs/daemon_tree.py) and
+    # its child: their session and group have no leader. A helper takes the
+    # session's id for the restore, forks the daemon as the root's child and
+    # ends: each says its session and group are still the ones the leader
+    # made, the leader gone, and the output is an uninterrupted run's (the
+    # snap before refused the restore: "restoring a session whose leader
+    # has exited is not supported yet").
+    argv = [sys.executable, env.src("daemon_tree.py"), "20", "0.1"]
+    status, want, secs = reference_run(env, "daemon_tree", argv)
+    out = want["stdout"].decode()
+    expect(status == 0 and "False" not in out and out.endswith("done, root True\n"),
+           f"an uninterrupted run passes its own checks: {out[-200:]!r}")
+    dump_restore_points(env, "daemon_tree", argv, [after_lines(3), after_lines(12)], status, want)
+
+
+@case
 def restored_tree_again(env):
     # A restored tree is dumped and restored again: family.c (socket pair,
     # shared memory and shared file offset) through two dump/restore cycles.

@@ -106,16 +106,70 @@ TEST(TreePlan, ThreadIdsAreAmongTheIdsToTake) {
   EXPECT_NE(std::find(ids.begin(), ids.end(), 501), ids.end());
 }
 
-TEST(TreePlan, RefusesASessionWhoseLeaderExited) {
-  // 602's parent is in session 600, 602 in session 610 whose leader is gone.
-  auto c = ckpt({proc(600, 1, 600, 600), proc(602, 600, 610, 610)});
-  try {
-    plan_tree(c);
-    FAIL() << "expected a refusal";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("pid 602"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("session 610"), std::string::npos) << e.what();
-  }
+TEST(TreePlan, SessionWhoseLeaderExitedGetsAHelperThatForksItsMembers) {
+  // A daemon that forked twice under subreaper 600: its first child 610
+  // made session 610 and exited; 612 (reparented to 600) is in group 610,
+  // its child 613 too, and 614 made a group of its own; 615 is in group 614.
+  auto c = ckpt({proc(600, 1, 600, 600), proc(612, 600, 610, 610), proc(613, 612, 610, 610),
+                 proc(614, 600, 614, 610), proc(615, 614, 614, 610), proc(601, 600, 600, 600)});
+  TreePlan plan = plan_tree(c);
+  ASSERT_EQ(plan.session_helpers.size(), 1u);
+  const SessionHelper& h = plan.session_helpers[0];
+  EXPECT_EQ(h.pid, 610);
+  EXPECT_EQ(h.creator, 600);
+  EXPECT_EQ(pids(h.members), (std::vector<pid_t>{612, 614}));
+  EXPECT_EQ(plan.node(600).session_helpers.size(), 1u);
+  // The helper forks them, not 600; 600 forks its other child.
+  EXPECT_EQ(pids(plan.node(600).children), (std::vector<pid_t>{601}));
+  EXPECT_EQ(pids(plan.node(612).children), (std::vector<pid_t>{613}));
+  // Born in the session's group (the helper's): nothing to join, and no
+  // group helper; 614 leads its own, 615 joins it (as any live leader's).
+  for (pid_t p : {612, 613}) EXPECT_EQ(plan.node(p).join_group, 0) << p;
+  EXPECT_TRUE(plan.node(614).group_leader);
+  EXPECT_EQ(plan.node(615).join_group, 614);
+  EXPECT_FALSE(plan.node(612).setsid);
+  EXPECT_TRUE(plan.helpers.empty());
+  auto ids = plan.all_ids();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 610), ids.end()) << "the helper's pid must be free too";
+}
+
+TEST(TreePlan, SessionWhoseLeaderExitedIsJoinedWhileOneBornInItStays) {
+  // 622 (forked by the helper) leads its own group; its child 623 is born
+  // there and joins group 620, which 624 (born in it) still holds.
+  auto c = ckpt({proc(600, 1, 600, 600), proc(622, 600, 622, 620), proc(623, 622, 620, 620),
+                 proc(624, 600, 620, 620)});
+  TreePlan plan = plan_tree(c);
+  EXPECT_EQ(plan.node(623).join_group, 620);
+  EXPECT_EQ(plan.node(624).join_group, 0);
+  // Without 624 nothing would hold group 620 once the helper ended.
+  EXPECT_THROW(plan_tree(ckpt({proc(600, 1, 600, 600), proc(622, 600, 622, 620),
+                               proc(623, 622, 620, 620)})),
+               Error);
+}
+
+TEST(TreePlan, RefusesSessionsWhoseLeaderExitedThatAHelperCannotMake) {
+  auto refused = [](image::Checkpoint c, const char* why) {
+    try {
+      plan_tree(c);
+      ADD_FAILURE() << "expected a refusal: " << why;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("session 610"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  // Members outside it with two parents: one helper cannot fork both.
+  refused(ckpt({proc(600, 1, 600, 600), proc(601, 600, 601, 601), proc(612, 600, 610, 610),
+                proc(613, 601, 610, 610)}),
+          "another parent");
+  // The session's id is another process's pid now.
+  refused(ckpt({proc(600, 1, 600, 600), proc(610, 600, 600, 600), proc(612, 600, 612, 610)}),
+          "pid 610 is another process");
+  // A zombie as its member.
+  refused(ckpt({proc(600, 1, 600, 600), proc(612, 600, 610, 610, true)}), "zombie");
+  // The leader lives (612 was given to subreaper 600 when its parent 611,
+  // which had left the session, ended): no helper can take its id.
+  refused(ckpt({proc(600, 1, 600, 600), proc(610, 600, 610, 610), proc(612, 600, 610, 610)}),
+          "which pid 610 leads");
 }
 
 TEST(TreePlan, RefusesInconsistentTrees) {
