@@ -423,35 +423,45 @@ ChildKind classify_child(pid_t pid) {
 
 constexpr int kKcmpVm = 1;  // KCMP_VM
 
-// The child `pid` waits for in vfork() (or posix_spawn's clone with
-// CLONE_VFORK): one that shares its address space. Such a parent sleeps
-// uninterruptibly ('D') until that child runs a program or exits, and no
-// ptrace stop reaches it meanwhile. Only a 'D' process is asked (one read
-// of its stat otherwise).
-std::optional<pid_t> vfork_child(pid_t pid) {
-  auto text = proc::try_read_file("/proc/" + std::to_string(pid) + "/stat");
-  if (!text || proc::parse_stat(*text).state != 'D') return std::nullopt;
-  for (pid_t c : proc::list_children(pid))
-    if (::syscall(SYS_kcmp, pid, c, kKcmpVm, 0, 0) == 0) return c;
+// A thread of `pid` (one of `tids`) in vfork() (or posix_spawn's clone
+// with CLONE_VFORK) and the child it waits for: one that shares its address
+// space. Such a thread sleeps uninterruptibly ('D') until that child runs a
+// program or exits, and no ptrace stop reaches it meanwhile. Only a 'D'
+// thread is asked (one read of its stat otherwise).
+struct VforkWait {
+  pid_t tid = 0, child = 0;
+};
+std::optional<VforkWait> vfork_child(pid_t pid, const std::vector<pid_t>& tids) {
+  for (pid_t tid : tids) {
+    // The state alone: a thread's stat is no process's (exit signal -1).
+    auto text = proc::try_read_file(fmt::format("/proc/{}/task/{}/stat", pid, tid));
+    const size_t close = text ? text->rfind(')') : std::string::npos;
+    if (close == std::string::npos || close + 2 >= text->size() || (*text)[close + 2] != 'D')
+      continue;
+    for (pid_t c : proc::list_children(pid, {tid}))
+      if (::syscall(SYS_kcmp, pid, c, kKcmpVm, 0, 0) == 0) return VforkWait{tid, c};
+  }
   return std::nullopt;
 }
 
-// A process in vfork() is stopped once its child has run its program,
-// normally at once; one whose child does not within a few seconds is
-// refused rather than waited for (the rest of the job would stay stopped).
-void await_vfork_done(pid_t pid) {
+// A process one of whose threads is in vfork() is stopped once the child has
+// run its program, normally at once; one whose child does not within a few
+// seconds is refused rather than waited for (the rest of the job would stay
+// stopped, or snap would wait for that thread's stop for ever).
+void await_vfork_done(pid_t pid, const std::vector<pid_t>& tids) {
   constexpr auto kPatience = std::chrono::seconds(3);
-  auto child = vfork_child(pid);
-  if (!child) return;
+  auto wait = vfork_child(pid, tids);
+  if (!wait) return;
   const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while (child && std::chrono::steady_clock::now() < deadline) {
+  while (wait && std::chrono::steady_clock::now() < deadline) {
     ::usleep(10000);
-    child = vfork_child(pid);
+    wait = vfork_child(pid, tids);
   }
-  if (child)
-    throw Error(fmt::format("pid {} is in vfork(): it waits for its child {} to run a program "
+  if (wait)
+    throw Error(fmt::format("pid {}{} is in vfork(): it waits for its child {} to run a program "
                             "(exec) or exit, and cannot be stopped until then; {} has not for {} s",
-                            pid, *child, *child, kPatience.count()),
+                            pid, wait->tid == pid ? "" : fmt::format(" (thread {})", wait->tid),
+                            wait->child, wait->child, kPatience.count()),
                 "dump again once that child has run its program or ended (a vfork child "
                 "normally does at once)");
   vlog("pid {}: its vfork child has run its program", pid);
@@ -482,7 +492,7 @@ SeizedTree SeizedTree::seize(pid_t root) {
         break;  // a child exited and was reaped before we got to it
       }
       std::erase_if(tids, [&](pid_t tid) { return seized.count(tid) != 0; });
-      if (proc.tasks.empty()) await_vfork_done(pid);
+      if (proc.tasks.empty()) await_vfork_done(pid, tids);
       // All of them at once: the job's freeze starts with the first stop.
       Task::Stopped got = Task::seize_and_stop_all(tids, pid);
       for (auto& t : got.tasks) {

@@ -585,6 +585,30 @@ def vfork_child_refused(env):
     job.wait()
 
 
+@case
+def vfork_in_thread_refused(env):
+    """The same with the vfork() made by a second thread of the job's child
+    while its leader runs on: the dump looks at every thread, waits a few
+    seconds, then refuses, naming the thread, instead of waiting for that
+    thread's stop for ever (the snap before hung there, the job's other
+    threads and processes stopped); the job runs on."""
+    job, out = start_job(env, "vfork_thread",
+                         [env.prog("vfork_spawn"), "thread-stuck", "100000", "50"], 2,
+                         start_new_session=True)
+    dest = env.path("vfork_thread.ckpt")
+    t0 = time.monotonic()
+    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
+                       ["(thread ", "is in vfork()", "to run a program"], "a thread in vfork")
+    took = time.monotonic() - t0
+    expect(took < 20, f"the refusal came after {took:.1f} s, not a hang")
+    expect(not os.path.exists(dest), "nothing written for the refused dump")
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+
+
 # A job holding an fd on a symbolic link (O_PATH | O_NOFOLLOW) or a device
 # node it then deleted, then counting.
 SPECIAL_FILE_JOB = r"""

@@ -4,7 +4,10 @@
  *   vfork_spawn spawn LIMIT INTERVAL_MS   each line, vfork a child that
  *       waits 300 ms before it runs /bin/true (a slow exec); then the line
  *   vfork_spawn stuck LIMIT INTERVAL_MS   first a child of its own vforks a
- *       grandchild that never runs a program; then a line per interval */
+ *       grandchild that never runs a program; then a line per interval
+ *   vfork_spawn thread-stuck LIMIT INTERVAL_MS   the same, from a second
+ *       thread of that child (its leader goes on running) */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,18 +22,30 @@ static void pause_ms(long ms) {
   while (nanosleep(&ts, &ts) != 0) {}
 }
 
+static void *vfork_stuck(void *arg) {
+  (void)arg;
+  if (vfork() == 0) {
+    /* Only system calls in a vfork child: it runs on its parent's stack. */
+    for (;;) syscall(SYS_pause);
+  }
+  return NULL;
+}
+
 int main(int argc, char **argv) {
-  if (argc != 4 || (strcmp(argv[1], "spawn") != 0 && strcmp(argv[1], "stuck") != 0)) {
-    fprintf(stderr, "usage: vfork_spawn spawn|stuck LIMIT INTERVAL_MS\n");
+  if (argc != 4 || (strcmp(argv[1], "spawn") != 0 && strcmp(argv[1], "stuck") != 0 &&
+                    strcmp(argv[1], "thread-stuck") != 0)) {
+    fprintf(stderr, "usage: vfork_spawn spawn|stuck|thread-stuck LIMIT INTERVAL_MS\n");
     return 2;
   }
   int spawn = strcmp(argv[1], "spawn") == 0, limit = atoi(argv[2]), interval = atoi(argv[3]);
   if (!spawn && fork() == 0) {
-    if (vfork() == 0) {
-      /* Only system calls in a vfork child: it runs on its parent's stack. */
-      for (;;) syscall(SYS_pause);
+    if (strcmp(argv[1], "stuck") == 0) {
+      vfork_stuck(NULL);
+      _exit(0);
     }
-    _exit(0);
+    pthread_t t;
+    pthread_create(&t, NULL, vfork_stuck, NULL);
+    for (;;) pause_ms(1000); /* the leader runs on */
   }
   for (int n = 1; n <= limit; n++) {
     if (spawn) {
