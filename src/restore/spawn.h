@@ -30,8 +30,8 @@ class PidSpawner {
   // when it ends (0: none, and only a __WALL wait collects it). Returns the
   // child's pid. With `clone_parent` the child is the caller's sibling
   // instead (CLONE_PARENT: its parent's child, told with the caller's own
-  // exit signal; `exit_signal` is not used). Throws Error saying who holds the pid, or what privilege
-  // is missing.
+  // exit signal; `exit_signal` is not used). Throws Error saying who holds
+  // the pid, or what privilege is missing.
   virtual pid_t spawn(pid_t want, const std::function<int()>& child, int exit_signal = SIGCHLD,
                       bool clone_parent = false) = 0;
 };

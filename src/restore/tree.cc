@@ -130,7 +130,14 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
                     kHint);
       n.join_group = p.pgid;
     } else {
-      // parent is set: the root's group is its own or external.
+      // parent is set: the root's group is its own or external. A helper
+      // makes the group in its creator's session: the parent's, unless a
+      // session helper forks this process.
+      if (forked_by_helper(p))
+        throw Error(fmt::format("{} is in process group {} of session {}, and the leaders of both "
+                                "had exited before the dump",
+                                name(p), p.pgid, p.sid),
+                    "restoring such a group is not supported yet");
       helpers.emplace(p.pgid, GroupHelper{p.pgid, parent->pid});
       n.join_group = p.pgid;
     }

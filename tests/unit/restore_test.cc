@@ -164,6 +164,10 @@ TEST(TreePlan, RefusesSessionsWhoseLeaderExitedThatAHelperCannotMake) {
   // The session's id is another process's pid now.
   refused(ckpt({proc(600, 1, 600, 600), proc(610, 600, 600, 600), proc(612, 600, 612, 610)}),
           "pid 610 is another process");
+  // Its group's leader gone too (group 611 of session 610): a group helper
+  // would make it in 600's session.
+  refused(ckpt({proc(600, 1, 600, 600), proc(612, 600, 611, 610), proc(613, 612, 610, 610)}),
+          "process group 611");
   // A zombie as its member.
   refused(ckpt({proc(600, 1, 600, 600), proc(612, 600, 610, 610, true)}), "zombie");
   // The leader lives (612 was given to subreaper 600 when its parent 611,
