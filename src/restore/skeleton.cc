@@ -231,6 +231,10 @@ int skeleton_main(const SkeletonContext& ctx, pid_t pid, pid_t parent) {
       if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         throw Error(fmt::format("the helper of session {} failed", h.pid));
     }
+    // Its parent's children in the session it leads (restore/tree.h).
+    for (const image::Process* s : n.siblings)
+      ctx.spawner.spawn(s->pid, [&] { return skeleton_main(ctx, s->pid, parent); }, 0,
+                        /*clone_parent=*/true);
     std::vector<pid_t> zombies;
     for (const image::Process* c : n.children) {
       if (c->zombie) {

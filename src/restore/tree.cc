@@ -1,6 +1,7 @@
 #include "restore/tree.h"
 
 #include <algorithm>
+#include <set>
 #include <fmt/core.h>
 
 #include "base/error.h"
@@ -47,20 +48,29 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
     if (parent->second.proc->zombie)
       throw Error(fmt::format("{} has a zombie as its parent", name(p)), kHint);
   }
-  // Sessions whose leader had exited: a helper forks the processes of each
-  // whose parent is in another session.
+  // Processes whose parent is in another session (given to a subreaper when
+  // their own parent ended): forked by the session's leader when it is that
+  // parent's child too, else, where the leader had exited, by a helper that
+  // takes the session's id.
   std::map<pid_t, SessionHelper> sessions;
+  std::set<pid_t> in_session;  // forked by their session's leader or helper
   for (const auto& p : ckpt.processes) {
     if (p.pid == root.pid || p.sid == p.pid) continue;
     const image::Process& parent = *plan.nodes.at(p.ppid).proc;
     if (p.sid == parent.sid) continue;
     if (auto leader = plan.nodes.find(p.sid);
-        leader != plan.nodes.end() && leader->second.proc->sid == p.sid)
-      throw Error(fmt::format("{} is in session {}, which pid {} leads, but its parent {} is in "
-                              "session {} (it was given to that parent when its own ended)",
-                              name(p), p.sid, p.sid, parent.pid, parent.sid),
-                  "restoring a process outside the session of its parent whose session leader "
-                  "lives is not supported yet");
+        leader != plan.nodes.end() && leader->second.proc->sid == p.sid) {
+      const image::Process& l = *leader->second.proc;
+      if (l.ppid != p.ppid || l.zombie || p.zombie || p.pid == root.pid)
+        throw Error(fmt::format("{} is in session {}, which pid {} leads, but its parent {} is in "
+                                "session {}, and {} is not that parent's {}",
+                                name(p), p.sid, p.sid, parent.pid, parent.sid, p.sid,
+                                l.zombie || p.zombie ? "live child" : "child"),
+                    "restoring such a session is not supported yet");
+      leader->second.siblings.push_back(&p);
+      in_session.insert(p.pid);
+      continue;
+    }
     auto refuse = [&](const std::string& why) {
       return Error(fmt::format("{} is in session {}, its parent {} in session {}, and the leader "
                                "of session {} had exited before the dump; {}",
@@ -74,21 +84,20 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
       throw refuse(fmt::format("pid {} of the session has another parent ({})",
                                it->second.members[0]->pid, it->second.creator));
     it->second.members.push_back(&p);
+    in_session.insert(p.pid);
   }
-  auto forked_by_helper = [&](const image::Process& p) {
-    auto it = sessions.find(p.sid);
-    return it != sessions.end() && p.ppid == it->second.creator;
-  };
+  auto forked_in_session = [&](const image::Process& p) { return in_session.count(p.pid) > 0; };
 
   // Live children first: a zombie child joins its group while it exists.
   for (bool zombies : {false, true})
     for (const auto& p : ckpt.processes)
-      if (p.pid != root.pid && p.zombie == zombies && !forked_by_helper(p))
+      if (p.pid != root.pid && p.zombie == zombies && !forked_in_session(p))
         plan.nodes.at(p.ppid).children.push_back(&p);
 
   // The group each process is born in (then joins another, if its own is
-  // another): its own, its session helper's (the session's id), or the one
-  // its parent was born in; 0: snap restore's (the root's, when external).
+  // another): its own, the session's first (its leader's or helper's, for
+  // one they fork), or the one its parent was born in; 0: snap restore's
+  // (the root's, when external).
   std::map<pid_t, pid_t> born_in;
   std::map<pid_t, GroupHelper> helpers;
   for (const auto& p : ckpt.processes) {
@@ -107,14 +116,14 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
     }
     born_in[p.pid] = p.pgid == p.pid   ? p.pid
                      : !parent         ? 0
-                     : forked_by_helper(p) ? p.sid
+                     : forked_in_session(p) ? p.sid
                                        : born_in.at(parent->pid);
     // Process groups: its own, the one outside the image the root was in,
     // another process's, the first of a session whose leader had exited
     // (its helper's), or one whose leader had exited (a helper holds it).
     if (p.pgid == p.pid) {
       n.group_leader = true;
-    } else if (sessions.count(p.pgid) && p.sid == p.pgid) {
+    } else if (sessions.count(p.pgid) && p.sid == p.pgid && !plan.nodes.count(p.pgid)) {
       // Born in it, or joins it while a process born in it is there still.
       if (born_in[p.pid] != p.pgid) n.join_group = p.pgid;
     } else if (p.pgid == plan.external_pgid && !plan.nodes.count(p.pgid)) {
@@ -133,10 +142,10 @@ TreePlan plan_tree(const image::Checkpoint& ckpt) {
       // parent is set: the root's group is its own or external. A helper
       // makes the group in its creator's session: the parent's, unless a
       // session helper forks this process.
-      if (forked_by_helper(p))
-        throw Error(fmt::format("{} is in process group {} of session {}, and the leaders of both "
-                                "had exited before the dump",
-                                name(p), p.pgid, p.sid),
+      if (forked_in_session(p))
+        throw Error(fmt::format("{} is in process group {} of session {}, whose leader had exited "
+                                "before the dump, and its parent {} is in another session",
+                                name(p), p.pgid, p.sid, p.ppid),
                     "restoring such a group is not supported yet");
       helpers.emplace(p.pgid, GroupHelper{p.pgid, parent->pid});
       n.join_group = p.pgid;

@@ -49,6 +49,10 @@ struct TreePlan {
     std::vector<const image::Process*> children;  // forked by this process, live ones first
     std::vector<GroupHelper> helpers;             // forked by this process
     std::vector<SessionHelper> session_helpers;   // forked by this process
+    // Processes of the session this process leads whose parent is its own
+    // parent (given to it when theirs ended, as to a subreaper): forked by
+    // this process with CLONE_PARENT, born in its session and group.
+    std::vector<const image::Process*> siblings;
   };
   std::map<pid_t, Node> nodes;  // every process of the image, by pid
   pid_t root = 0;

@@ -542,19 +542,22 @@ def shell_jobs(env):
 
 @case
 def daemon_session(env):
-    # A daemon started the classic way under a subreaper root (fork, setsid,
-    # fork, the session's leader exits; tests/programs/daemon_tree.py) and
-    # its child: their session and group have no leader. A helper takes the
-    # session's id for the restore, forks the daemon as the root's child and
-    # ends: each says its session and group are still the ones the leader
-    # made, the leader gone, and the output is an uninterrupted run's (the
-    # snap before refused the restore: "restoring a session whose leader
-    # has exited is not supported yet").
+    # Under a subreaper root (tests/programs/daemon_tree.py): a daemon
+    # started the classic way (fork, setsid, fork, the session's leader
+    # exits) and its child, in a session and group without a leader; and a
+    # worker given to the root when its parent ended, in the session of a
+    # leader that lives. For the first a helper takes the session's id and
+    # forks the daemon as the root's child, then ends; the leader forks the
+    # second as the root's child. Each says its session and group are the
+    # ones it started in, and whether their leader is there; the output is
+    # an uninterrupted run's (the snap before refused both restores).
     argv = [sys.executable, env.src("daemon_tree.py"), "20", "0.1"]
     status, want, secs = reference_run(env, "daemon_tree", argv)
     out = want["stdout"].decode()
-    expect(status == 0 and "False" not in out and out.endswith("done, root True\n"),
-           f"an uninterrupted run passes its own checks: {out[-200:]!r}")
+    expect(status == 0 and "kept=False" not in out and "session=False" not in out
+           and out.count("leader-gone=True") == 40 and out.count("leader-gone=False") == 40
+           and out.endswith("done\n"),
+           f"an uninterrupted run passes its own checks: {out[-300:]!r}")
     dump_restore_points(env, "daemon_tree", argv, [after_lines(3), after_lines(12)], status, want)
 
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""A job that starts a daemon the classic way (fork, setsid, fork again, the
-session's leader exits): the job's root is a child subreaper (as a
-container's init or `systemd --user` is), so the daemon is given to it and
-stays in the job, in a session and process group whose leader has exited.
-The daemon forks a child of its own. Every INTERVAL_S the root asks the
-daemon over a pipe; the daemon asks its child; the root prints one line per
-tick with what each saw of itself: its session and group still the one the
-exited leader made, its parent, and a count of the ticks it answered. The
+"""A job whose root is a child subreaper (as a container's init or `systemd
+--user` is) and that starts two sessions:
+  - a daemon, the classic way: fork, setsid, fork again, and the session's
+    leader exits; the daemon is given to the root and stays in the job, in
+    a session and process group whose leader has exited; it forks a child;
+  - a session whose leader lives (`setsid sh -c '(cmd &)'`): the leader's
+    child forks a worker and ends, so the worker is given to the root, in
+    the leader's session and group.
+Every INTERVAL_S the root asks each over a pipe (the daemon asks its child
+in turn) and prints one line per tick with what each saw of itself: its
+session and group still the ones it started in, whether that session's
+first process is still there, and a count of the ticks it answered. The
 output is the same on every run.
 Usage: daemon_tree.py TICKS INTERVAL_S"""
 import ctypes
@@ -32,44 +36,68 @@ def serve(requests, answers, below=None):
     os._exit(0)
 
 
+def channel():
+    """Two pipes: (request read, request write, answer read, answer write)."""
+    return (*os.pipe(), *os.pipe())
+
+
+def close_all(fds):
+    for fd in fds:
+        os.close(fd)
+
+
 def main():
     ticks, interval = int(sys.argv[1]), float(sys.argv[2])
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed")
-    req_r, req_w = os.pipe()
-    ans_r, ans_w = os.pipe()
-    leader = os.fork()
-    if leader == 0:
-        os.close(req_w)  # so that the daemon sees the root's end close
-        os.close(ans_r)
+    daemon, leader, worker = channel(), channel(), channel()
+    ends = lambda *cs: [fd for c in cs for fd in c]
+
+    first = os.fork()
+    if first == 0:  # forks the daemon and exits
+        close_all(ends(leader, worker) + [daemon[1], daemon[2]])
         os.setsid()
-        if os.fork() == 0:  # the daemon
-            creq_r, creq_w = os.pipe()
-            cans_r, cans_w = os.pipe()
-            if os.fork() == 0:  # its child
-                for fd in (req_r, ans_w, creq_w, cans_r):
-                    os.close(fd)
-                serve(creq_r, cans_w)
-            os.close(creq_r)
-            os.close(cans_w)
-            serve(req_r, ans_w, below=(creq_w, cans_r))
+        if os.fork() == 0:
+            below = channel()
+            if os.fork() == 0:  # the daemon's child
+                close_all([daemon[0], daemon[3], below[1], below[2]])
+                serve(below[0], below[3])
+            close_all([below[0], below[3]])
+            serve(daemon[0], daemon[3], below=(below[1], below[2]))
         os._exit(0)
-    os.close(req_r)
-    os.close(ans_w)
-    os.waitpid(leader, 0)  # the session's leader has exited and is reaped
-    root = os.getpid()
+    os.waitpid(first, 0)  # the daemon's session has lost its leader
+
+    lead = os.fork()
+    if lead == 0:  # leads a session; its child forks the worker and ends
+        close_all(ends(daemon) + [leader[1], leader[2], worker[1], worker[2]])
+        os.setsid()
+        middle = os.fork()
+        if middle == 0:
+            close_all([leader[0], leader[3]])
+            if os.fork() == 0:
+                serve(worker[0], worker[3])
+            os._exit(0)
+        close_all([worker[0], worker[3]])
+        os.waitpid(middle, 0)
+        serve(leader[0], leader[3])
+    close_all([daemon[0], daemon[3], leader[0], leader[3], worker[0], worker[3]])
+
     for t in range(1, ticks + 1):
         time.sleep(interval)
-        os.write(req_w, b"?")
-        print(f"tick {t}: {os.read(ans_r, 4096).decode()}", flush=True)
-    os.close(req_w)
-    for _ in range(2):
+        views = []
+        for c in (daemon, leader, worker):
+            os.write(c[1], b"?")
+            views.append(os.read(c[2], 4096).decode())
+        print(f"tick {t}: " + " || ".join(views), flush=True)
+    for c in (daemon, leader, worker):
+        os.close(c[1])
+    for _ in range(4):
         try:
             os.wait()
         except ChildProcessError:
             break
-    print(f"done, root {os.getpid() == root}", flush=True)
+    print("done", flush=True)
 
 
 if __name__ == "__main__":

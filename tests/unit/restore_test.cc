@@ -170,10 +170,26 @@ TEST(TreePlan, RefusesSessionsWhoseLeaderExitedThatAHelperCannotMake) {
           "process group 611");
   // A zombie as its member.
   refused(ckpt({proc(600, 1, 600, 600), proc(612, 600, 610, 610, true)}), "zombie");
-  // The leader lives (612 was given to subreaper 600 when its parent 611,
-  // which had left the session, ended): no helper can take its id.
-  refused(ckpt({proc(600, 1, 600, 600), proc(610, 600, 610, 610), proc(612, 600, 610, 610)}),
+  // The leader lives but is not the parent's child: it cannot fork 613 as
+  // 600's child.
+  refused(ckpt({proc(600, 1, 600, 600), proc(601, 600, 601, 601), proc(610, 601, 610, 610),
+                proc(613, 600, 610, 610)}),
           "which pid 610 leads");
+}
+
+TEST(TreePlan, SessionWhoseLeaderLivesForksItsParentsOtherChildren) {
+  // Under subreaper 600: 610 made session 610; its child 611 forked 612
+  // and ended, so 612 (group 610) and 614 (a group of its own, forked by
+  // 611 too) were given to 600. 610 forks them as 600's children.
+  auto c = ckpt({proc(600, 1, 600, 600), proc(610, 600, 610, 610), proc(612, 600, 610, 610),
+                 proc(614, 600, 614, 610), proc(615, 614, 614, 610)});
+  TreePlan plan = plan_tree(c);
+  EXPECT_EQ(pids(plan.node(610).siblings), (std::vector<pid_t>{612, 614}));
+  EXPECT_EQ(pids(plan.node(600).children), (std::vector<pid_t>{610}));
+  EXPECT_EQ(pids(plan.node(614).children), (std::vector<pid_t>{615}));
+  EXPECT_TRUE(plan.node(614).group_leader);
+  EXPECT_TRUE(plan.session_helpers.empty());
+  EXPECT_TRUE(plan.helpers.empty());
 }
 
 TEST(TreePlan, RefusesInconsistentTrees) {
