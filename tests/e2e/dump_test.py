@@ -563,18 +563,15 @@ def bad_inputs(env):
     expect(victim.poll() is None, "the victim kept running through all of it")
 
 
-@case
-def vfork_child_refused(env):
-    """A process in vfork() whose child never runs a program sleeps
-    uninterruptibly: no ptrace stop reaches it. The dump waits a few
-    seconds for the child's exec, then refuses, naming both, instead of
-    hanging with the rest of the job stopped; the job runs on."""
-    job, out = start_job(env, "vfork_stuck", [env.prog("vfork_spawn"), "stuck", "100000", "50"], 2,
+def vfork_refused(env, name, mode, words, what):
+    """vfork_spawn MODE (its child's vfork child never runs a program) is
+    refused at dump after a few seconds, with `words` in the message, not
+    waited for; nothing is written and the job runs on."""
+    job, out = start_job(env, name, [env.prog("vfork_spawn"), mode, "100000", "50"], 2,
                          start_new_session=True)
-    dest = env.path("vfork_stuck.ckpt")
+    dest = env.path(name + ".ckpt")
     t0 = time.monotonic()
-    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
-                       ["is in vfork()", "to run a program"], "a process in vfork")
+    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1, words, what)
     took = time.monotonic() - t0
     expect(took < 20, f"the refusal came after {took:.1f} s, not a hang")
     expect(not os.path.exists(dest), "nothing written for the refused dump")
@@ -583,6 +580,16 @@ def vfork_child_refused(env):
     expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
+
+
+@case
+def vfork_child_refused(env):
+    """A process in vfork() whose child never runs a program sleeps
+    uninterruptibly: no ptrace stop reaches it. The dump waits a few
+    seconds for the child's exec, then refuses, naming both, instead of
+    hanging with the rest of the job stopped; the job runs on."""
+    vfork_refused(env, "vfork_stuck", "stuck", ["is in vfork()", "to run a program"],
+                  "a process in vfork")
 
 
 @case
@@ -592,21 +599,8 @@ def vfork_in_thread_refused(env):
     seconds, then refuses, naming the thread, instead of waiting for that
     thread's stop for ever (the snap before hung there, the job's other
     threads and processes stopped); the job runs on."""
-    job, out = start_job(env, "vfork_thread",
-                         [env.prog("vfork_spawn"), "thread-stuck", "100000", "50"], 2,
-                         start_new_session=True)
-    dest = env.path("vfork_thread.ckpt")
-    t0 = time.monotonic()
-    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
-                       ["(thread ", "is in vfork()", "to run a program"], "a thread in vfork")
-    took = time.monotonic() - t0
-    expect(took < 20, f"the refusal came after {took:.1f} s, not a hang")
-    expect(not os.path.exists(dest), "nothing written for the refused dump")
-    n = len(lines_of(out))
-    wait_lines(out, n + 2)
-    expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    vfork_refused(env, "vfork_thread", "thread-stuck",
+                  ["(thread ", "is in vfork()", "to run a program"], "a thread in vfork")
 
 
 # A job holding an fd on a symbolic link (O_PATH | O_NOFOLLOW) or a device

@@ -871,6 +871,17 @@ def quiet_scratch_job(env, name):
     return [sys.executable, script, job_dir, "24", "12", "0.4", "9"], ref
 
 
+def quiet_scratch_started(env, name):
+    """quiet_scratch_job started with its stdout to NAME.out, once it
+    printed 3 lines: (the process, out, NAME.ckpt, the uninterrupted run's
+    output)."""
+    argv, ref = quiet_scratch_job(env, name)
+    out, ckpt = env.path(name + ".out"), env.path(name + ".ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+    return p, out, ckpt, ref
+
+
 # What counts as quiet in these tests: a second (a minute otherwise).
 QUIET = dict(os.environ, SNAP_QUIET_FILE_SECONDS="1")
 
@@ -882,10 +893,7 @@ def deleted_file_quiet_read_after_freeze(env):
     # it is stopped, and checked unchanged after: the dump says so (-v), and
     # the restore of that image, once the job ended, ends as an
     # uninterrupted run (the snap before read it while the job was stopped).
-    argv, ref = quiet_scratch_job(env, "quiet_scratch")
-    out, ckpt = env.path("quiet_scratch.out"), env.path("quiet_scratch.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 3)
+    p, out, ckpt, ref = quiet_scratch_started(env, "quiet_scratch")
     d = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt, env=QUIET)
     expect(re.search(r"24\.0 MiB of deleted files and memfds unchanged for 1 s before the dump "
                      r"stored while the job ran", d.stderr),
@@ -900,10 +908,7 @@ def deleted_file_changed_while_read_refused(env):
     # change) through /proc/PID/fd by someone else once the dump let the job
     # go (snap holds still there: the phase job-released): the dump fails,
     # naming the file, and leaves no image; the job runs on to its end.
-    argv, ref = quiet_scratch_job(env, "quiet_changed")
-    out, ckpt = env.path("quiet_changed.out"), env.path("quiet_changed.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 3)
+    p, out, ckpt, ref = quiet_scratch_started(env, "quiet_changed")
     fd = next(f for f in os.listdir(f"/proc/{p.pid}/fd")
               if os.readlink(f"/proc/{p.pid}/fd/{f}").endswith("scratch (deleted)"))
     phases = env.path("quiet_changed.phases")
