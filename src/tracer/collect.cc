@@ -8,6 +8,7 @@
 
 #include "base/cpus.h"
 #include "base/error.h"
+#include "tracer/devices.h"
 #include "tracer/guard_regions.h"
 #include "tracer/mempolicy.h"
 #include "tracer/proc.h"
@@ -46,6 +47,7 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
 image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hints,
                                proc::FdHints* fd_hints) {
   image::Process out = proc::read_process(p.pid, hints, fd_hints);
+  refuse_stateful_device_mappings(p.pid, out.mappings);  // (its fds: as they are read)
   out.mempolicy = task_mempolicy(p.pid);
   record_guard_regions(p.pid, out.mappings);  // in the page tables only: while stopped
   for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));

@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "base/parallel.h"
 #include "base/scoped_fd.h"
+#include "tracer/devices.h"
 #include "tracer/fd_hints.h"
 #include "tracer/fd_state.h"
 #include "tracer/proc.h"
@@ -161,6 +162,7 @@ FdRead read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Wa
     fd.size = static_cast<uint64_t>(st.st_size);
   }
   fd.type = classify_fd(fd.path, st);
+  if (fd.type == image::FdType::CharDev) refuse_stateful_device_fd(t.pid, fd.fd, fd.path, st.st_rdev);
   int err;
   std::string text = read_file_at(t.info_dir, name, &err);
   if (err == ENOENT) return FdRead::kClosed;

@@ -563,23 +563,31 @@ def bad_inputs(env):
     expect(victim.poll() is None, "the victim kept running through all of it")
 
 
-def vfork_refused(env, name, mode, words, what):
-    """vfork_spawn MODE (its child's vfork child never runs a program) is
-    refused at dump after a few seconds, with `words` in the message, not
-    waited for; nothing is written and the job runs on."""
-    job, out = start_job(env, name, [env.prog("vfork_spawn"), mode, "100000", "50"], 2,
-                         start_new_session=True)
+def job_refused(env, name, argv, words, what):
+    """argv started (in a session of its own) until it printed 2 lines, then
+    a --kill dump of it refused with `words` in the message: nothing
+    written, the job runs on (then it is killed). Returns how long the dump
+    took."""
+    job, out = start_job(env, name, argv, 2, start_new_session=True)
     dest = env.path(name + ".ckpt")
     t0 = time.monotonic()
-    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1, words, what)
+    r = expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
+                       [w.format(pid=job.pid) for w in words], what)
     took = time.monotonic() - t0
-    expect(took < 20, f"the refusal came after {took:.1f} s, not a hang")
     expect(not os.path.exists(dest), "nothing written for the refused dump")
     n = len(lines_of(out))
     wait_lines(out, n + 2)
     expect(job.poll() is None, f"the job runs on after the refusal ({r.stderr.strip()[-200:]})")
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
+    return took
+
+
+def vfork_refused(env, name, mode, words, what):
+    """vfork_spawn MODE (its child's vfork child never runs a program) is
+    refused at dump after a few seconds, not waited for."""
+    took = job_refused(env, name, [env.prog("vfork_spawn"), mode, "100000", "50"], words, what)
+    expect(took < 20, f"the refusal came after {took:.1f} s, not a hang")
 
 
 @case
@@ -634,17 +642,34 @@ def deleted_special_file_refused(env):
     for kind, words in kinds:
         d = env.path(f"special_{kind}")
         os.mkdir(d)
-        job, out = start_job(env, f"special_{kind}", [sys.executable, "-c", SPECIAL_FILE_JOB, d, kind],
-                             2, start_new_session=True)
-        dest = env.path(f"special_{kind}.ckpt")
-        expect_refused(env, ["--kill", "--pid", str(job.pid), "-o", dest], 1,
-                       [words, f"pid {job.pid} fd 3"], f"an fd on a {words}")
-        expect(not os.path.exists(dest), "nothing written for the refused dump")
-        n = len(lines_of(out))
-        wait_lines(out, n + 2)
-        expect(job.poll() is None, "the job runs on after the refusal")
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        job_refused(env, f"special_{kind}", [sys.executable, "-c", SPECIAL_FILE_JOB, d, kind],
+                    [words, "pid {pid} fd 3"], f"an fd on a {words}")
+
+
+# A job holding /dev/fuse open (as a FUSE server, squashfuse or sshfs, does),
+# then counting.
+FUSE_JOB = r"""
+import os, sys, time
+fd = os.open("/dev/fuse", os.O_RDWR)
+for i in range(100000):
+    print(i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+@case
+def device_with_driver_state_refused(env):
+    """An fd on a device whose state lives in its driver (here /dev/fuse,
+    the connection behind a FUSE mount; GPUs, RDMA adapters and MPI's
+    single-copy modules are the same kind, unit-tested by driver name):
+    a restore that reopened its path would give the job a fresh one, so the
+    dump refuses, naming the fd and the driver, and the job runs on (the
+    snap before dumped it and reopened /dev/fuse at restore)."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        raise Skip("opening /dev/fuse needs root and the fuse module")
+    job_refused(env, "fuse_fd", [sys.executable, "-c", FUSE_JOB],
+                ["pid {pid} fd 3 (/dev/fuse)", "FUSE file system", "driver fuse"],
+                "an fd on /dev/fuse")
 
 
 def kill_restore_count_on(env, p, out, ckpt, count, timeout):

@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 
 #include "base/error.h"
 #include "tracer/batch.h"
+#include "tracer/devices.h"
 #include "tracer/memory.h"
 #include "tracer/net_lock.h"
 #include "tracer/pagemap.h"
@@ -54,6 +56,35 @@ TEST(NetworkLock, DropRuleMatchesWhatThePeerSends) {
 
 // A path's temporary directory is the outermost one it lies strictly in,
 // whole path components only.
+TEST(StatefulDevices, GpusRdmaFuseByDriverNameOthersNot) {
+  // As /proc/devices and /proc/misc show them on a GPU node with InfiniBand
+  // (dynamic majors included) and XPMEM.
+  const std::string devices =
+      "Character devices:\n  1 mem\n  4 tty\n 10 misc\n195 nvidia-frontend\n226 drm\n"
+      "231 infiniband_verbs\n237 nvidia-uvm\n241 kfd\n\nBlock devices:\n  7 loop\n231 sd\n";
+  const std::string misc = "229 fuse\n 56 xpmem\n232 kvm\n200 tun\n 57 rdma_cm\n";
+  auto what = [&](unsigned maj, unsigned min) {
+    auto d = stateful_device(makedev(maj, min), devices, misc);
+    return d ? d->what : std::string();
+  };
+  EXPECT_NE(what(195, 0).find("a GPU or accelerator (driver nvidia-frontend)"), std::string::npos);
+  EXPECT_NE(what(237, 0).find("driver nvidia-uvm"), std::string::npos);
+  EXPECT_NE(what(226, 128).find("a GPU or accelerator (driver drm)"), std::string::npos);
+  EXPECT_NE(what(241, 0).find("driver kfd"), std::string::npos);
+  EXPECT_NE(what(231, 192).find("an RDMA adapter (driver infiniband_verbs"), std::string::npos);
+  EXPECT_NE(what(10, 57).find("an RDMA adapter (driver rdma_cm"), std::string::npos);
+  EXPECT_NE(what(10, 56).find("single-copy module of MPI (driver xpmem)"), std::string::npos);
+  EXPECT_NE(what(10, 229).find("FUSE"), std::string::npos);
+  EXPECT_NE(what(10, 232).find("virtual machine"), std::string::npos);
+  // Memory devices, terminals, an unattached TUN, an unknown number, and a
+  // block major that a character driver shares: nothing.
+  for (auto [maj, min] : {std::pair{1u, 3u}, {4u, 1u}, {10u, 200u}, {10u, 99u}, {7u, 0u}, {99u, 0u}})
+    EXPECT_EQ(what(maj, min), "") << maj << ":" << min;
+  auto d = stateful_device(makedev(231, 192), devices, misc);
+  ASSERT_TRUE(d);
+  EXPECT_NE(d->hint.find("TCP"), std::string::npos) << "the hint says what to do: " << d->hint;
+}
+
 TEST(TempFiles, OutermostRootWholeComponents) {
   const std::vector<std::string> roots = {"/tmp", "/var/tmp", "/dev/shm", "/tmp/job.7", "/scratch/j"};
   EXPECT_EQ(temp_root_of("/tmp/job.7/ompi/x", roots), "/tmp");
