@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -163,6 +164,15 @@ FdRead read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Wa
   }
   fd.type = classify_fd(fd.path, st);
   if (fd.type == image::FdType::CharDev) refuse_stateful_device_fd(t.pid, fd.fd, fd.path, st.st_rdev);
+  // A POSIX message queue (mq_open) looks like a regular file at "/NAME",
+  // which a restore would open in the root directory instead.
+  constexpr long kMqueueMagic = 0x19800202;  // the kernel's MQUEUE_MAGIC, not in its uapi headers
+  struct statfs fs {};
+  if (fd.type == image::FdType::Regular && copy && ::fstatfs(copy.get(), &fs) == 0 &&
+      fs.f_type == kMqueueMagic)
+    throw Error(fmt::format("pid {} fd {} ({}) is a POSIX message queue (mq_open)", t.pid, fd.fd,
+                            fd.path),
+                "snap cannot save message queues yet; close it (mq_close) before the dump");
   int err;
   std::string text = read_file_at(t.info_dir, name, &err);
   if (err == ENOENT) return FdRead::kClosed;

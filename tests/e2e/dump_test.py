@@ -657,6 +657,32 @@ for i in range(100000):
 """
 
 
+# A job holding a POSIX message queue (mq_open through ctypes), then
+# counting; the queue is removed when it ends.
+MQUEUE_JOB = r"""
+import ctypes, os, sys, time
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+name = b"/snap-test-%d" % os.getpid()
+q = rt.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None)
+if q < 0:
+    sys.exit("mq_open: " + os.strerror(ctypes.get_errno()))
+rt.mq_unlink(name)  # the fd keeps it
+for i in range(100000):
+    print(i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+@case
+def message_queue_refused(env):
+    """A POSIX message queue looks like a regular file at "/NAME" in
+    /proc/PID/fd; the dump refuses it, naming the fd, instead of saving a
+    file a restore would look for in the root directory (the snap before
+    dumped it and the restore failed, or opened another file)."""
+    job_refused(env, "mqueue", [sys.executable, "-c", MQUEUE_JOB],
+                ["pid {pid} fd 3 (/snap-test-", "POSIX message queue"], "a message queue")
+
+
 @case
 def device_with_driver_state_refused(env):
     """An fd on a device whose state lives in its driver (here /dev/fuse,
