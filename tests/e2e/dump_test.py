@@ -683,6 +683,51 @@ def message_queue_refused(env):
                 ["pid {pid} fd 3 (/snap-test-", "POSIX message queue"], "a message queue")
 
 
+# A job with 4 MiB of private memory from the hugetlb pool (MAP_HUGETLB,
+# through ctypes), written, then counting.
+HUGETLB_JOB = r"""
+import ctypes, mmap, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+MAP_HUGETLB = 0x40000
+addr = libc.mmap(None, 4 << 20, mmap.PROT_READ | mmap.PROT_WRITE,
+                 mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_HUGETLB, -1, 0)
+if addr in (None, ctypes.c_void_p(-1).value):
+    sys.exit("mmap(MAP_HUGETLB): " + __import__("os").strerror(ctypes.get_errno()))
+ctypes.memset(addr, 7, 4 << 20)
+for i in range(100000):
+    print(i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+@case
+def hugetlb_memory_refused(env):
+    """Memory from the hugetlb pool (MAP_HUGETLB; libhugetlbfs and Cray's
+    craype-hugepages modules give a job such memory) is refused at dump,
+    naming the mapping and saying to run without it (the snap before
+    refused it as "a memfd in huge pages"). The test gives the pool 4 huge
+    pages where it has none free (root), as it found it after."""
+    pool = "/proc/sys/vm/nr_hugepages"
+    free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("HugePages_Free")))
+    before = int(open(pool).read())
+    if free < 2:
+        if os.geteuid() != 0:
+            raise Skip("no free huge pages in the hugetlb pool, and only root may add some")
+        with open(pool, "w") as f:
+            f.write(str(before + 4))
+    try:
+        job_refused(env, "hugetlb", [sys.executable, "-c", HUGETLB_JOB],
+                    ["pid {pid} mapping", "huge pages of the hugetlb pool", "craype-hugepages"],
+                    "hugetlb memory")
+    finally:
+        if free < 2:
+            with open(pool, "w") as f:
+                f.write(str(before))
+
+
 @case
 def device_with_driver_state_refused(env):
     """An fd on a device whose state lives in its driver (here /dev/fuse,
