@@ -26,13 +26,13 @@ struct Family {
 
 const std::array<Family, 5>& families() {
   static const std::array<Family, 5> all{{
-      {{"nvidia*", "drm", "kfd", "accel", "dxg"},
+      {{"nvidia*", "drm", "kfd", "accel", "habanalabs", "dxg"},
        "a GPU or accelerator (driver {}): its memory and contexts live in the device and its "
        "driver, which snap cannot save",
        "dump the job where it holds no GPU context (before it starts using the GPU, or once it "
        "has released it), or checkpoint a part of the job that runs on CPUs"},
       {{"infiniband_verbs", "infiniband_mad", "infiniband_cm", "rdma_cm", "uverbs*", "hfi1", "qib",
-        "ipath", "cxi", "cxi*", "efa"},
+        "ipath", "cxi*"},
        "an RDMA adapter (driver {}: InfiniBand, Omni-Path, Slingshot): its queues and registered "
        "memory live in the adapter, which snap cannot save",
        "run the job's MPI (or other RDMA user) over TCP and shared memory for a checkpointable run "
