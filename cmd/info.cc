@@ -172,10 +172,14 @@ void print_process(const ojson& p) {
                 static_cast<unsigned long long>(m["pages"].get<uint64_t>()),
                 static_cast<unsigned long long>(m["pages_dumped"].get<uint64_t>()),
                 m["path"].get<std::string>().c_str());
-  for (const auto& m : p["mappings"])
+  for (const auto& m : p["mappings"]) {
     if (m.contains("mempolicy") && !m["mempolicy"].is_null())
       std::printf("    %s: memory policy %s\n", m["start"].get<std::string>().c_str(),
                   m["mempolicy"].get<std::string>().c_str());
+    if (m.value("hugetlb_page", uint64_t{0}))
+      std::printf("    %s: hugetlb memory in pages of %llu KiB\n", m["start"].get<std::string>().c_str(),
+                  static_cast<unsigned long long>(m["hugetlb_page"].get<uint64_t>() >> 10));
+  }
 
   std::printf("  fds: %zu\n", p["fds"].size());
   std::printf("    %4s %-9s %-28s %10s  %s\n", "fd", "type", "flags", "pos", "path");

@@ -165,6 +165,11 @@ struct Mapping {
     uint32_t mode = 0, uid = 0, gid = 0;
   };
   std::optional<NamedShm> named_shm;
+  // Private memory from the hugetlb pool (MAP_HUGETLB, a private mapping
+  // of a hugetlbfs file: libhugetlbfs, Cray's craype-hugepages): its huge
+  // page size in bytes, kind Anonymous, every page it holds saved; restore
+  // maps it MAP_HUGETLB of that size. 0: none.
+  uint64_t hugetlb_page = 0;
   // Its NUMA memory policy of its own (mbind), as numa_maps writes it
   // ("bind:0-1", "interleave:0-3"), where it differs from the process's
   // (Process::mempolicy); empty: none (version 13).

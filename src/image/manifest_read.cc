@@ -238,6 +238,12 @@ Mapping decode_mapping(const Field& f) {
   if (auto n = f.opt("aio_tail")) m.aio_tail = n->as<uint32_t>();
   if (auto e = f.opt("aio_events")) m.aio_events = e->bytes();
   if (auto p = f.opt("mempolicy")) m.mempolicy = p->as<std::string>();
+  if (auto h = f.opt("hugetlb_page")) {
+    m.hugetlb_page = h->as<uint64_t>();
+    if (m.hugetlb_page < 4096 || (m.hugetlb_page & (m.hugetlb_page - 1)) ||
+        (m.start | m.end) % m.hugetlb_page)
+      f["hugetlb_page"].fail("a huge page size is a power of two the mapping is aligned to");
+  }
   if (m.kind == MappingKind::Aio &&
       (m.aio_head >= std::max(m.aio_nr, 1u) || m.aio_tail >= std::max(m.aio_nr, 1u) ||
        m.aio_events.size() != uint64_t{(m.aio_tail + m.aio_nr - m.aio_head) % std::max(m.aio_nr, 1u)} * 32))

@@ -214,7 +214,8 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
                              {"path", m.path},
                              {"pages", (m.end - m.start) / image::kPageSize},
                              {"pages_dumped", m.pages_dumped},
-                             {"mempolicy", m.mempolicy.empty() ? ojson(nullptr) : ojson(m.mempolicy)}});
+                             {"mempolicy", m.mempolicy.empty() ? ojson(nullptr) : ojson(m.mempolicy)},
+                             {"hugetlb_page", m.hugetlb_page}});
 
   j["fds"] = ojson::array();
   for (const auto& f : p.fds)

@@ -65,7 +65,8 @@ std::vector<size_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>
   if (held > kMaxHeld) return out;
   for (size_t i = 0; i < mappings.size(); i++) {
     const auto& m = mappings[i];
-    if (is_private_anonymous(m) && m.end - m.start >= kMinSize && m.end - m.start >= kSpread * held)
+    if (is_private_anonymous(m) && !m.hugetlb_page && m.end - m.start >= kMinSize &&
+        m.end - m.start >= kSpread * held)
       out.push_back(i);
   }
   return out;
@@ -138,13 +139,13 @@ std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& 
 
 // Adjacent mappings joined into runs, ascending.
 std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::vector<size_t> idx,
-                             bool stacks) {
+                             bool stacks, bool hugetlb = false) {
   std::sort(idx.begin(), idx.end());
   idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
   std::vector<KeepOut> out;
   for (size_t i : idx) {
     const auto& m = mappings[i];
-    if (out.empty() || out.back().end != m.start) out.push_back({m.start, m.end, {}, stacks});
+    if (out.empty() || out.back().end != m.start) out.push_back({m.start, m.end, {}, stacks, hugetlb});
     out.back().end = m.end;
     out.back().mappings.push_back(m.start);
   }
@@ -155,7 +156,15 @@ std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::v
 
 std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
                               const std::vector<uint64_t>& thread_sps) {
-  std::vector<KeepOut> out = runs_of(mappings, sparse_mappings(pid, mappings), false);
+  // Hugetlb memory first: left in the snapshot, it may be lost there.
+  std::vector<size_t> hugetlb;
+  for (size_t i = 0; i < mappings.size(); i++)
+    if (mappings[i].hugetlb_page && is_private_anonymous(mappings[i])) hugetlb.push_back(i);
+  std::vector<KeepOut> out = runs_of(mappings, hugetlb, false, true);
+  for (auto& r : runs_of(mappings, sparse_mappings(pid, mappings), false)) {
+    if (out.size() >= kMaxKeepOut) break;
+    out.push_back(std::move(r));
+  }
   if (out.size() > kMaxKeepOut) out.resize(kMaxKeepOut);
   // Disjoint from the sparse reservations: stacks and guards are at most
   // kMaxStack, reservations at least 1 GiB.
@@ -202,7 +211,8 @@ KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepO
                      static_cast<int>(-e.dofork_rc));
     }
     out.kept_out.insert(out.kept_out.end(), runs[i].mappings.begin(), runs[i].mappings.end());
-    (runs[i].stacks ? out.stacks : out.sparse) += runs[i].mappings.size();
+    (runs[i].hugetlb ? out.hugetlb : runs[i].stacks ? out.stacks : out.sparse) +=
+        runs[i].mappings.size();
   }
   std::sort(out.kept_out.begin(), out.kept_out.end());
   return out;

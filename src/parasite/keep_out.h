@@ -1,7 +1,8 @@
 // Mappings kept out of a copy-on-write snapshot (snapshot.h) and read from
 // the stopped job instead, and the clone that keeps them out.
 //
-// Two kinds cost the fork more than reading them while stopped:
+// Three kinds cost the fork more than reading them while stopped, or risk
+// the snapshot's pages:
 //  - sparse reservations (1 GiB or more, 512 times the process's resident
 //    and swapped memory or more: a few pages spread over terabytes, as
 //    AddressSanitizer, Go or CUDA's unified memory make): the fork would copy
@@ -14,7 +15,11 @@
 //    the job's CPUs, before the job's main thread gets on (measured with 256
 //    threads: the fork 4.2 -> 1.8 ms, the main thread's stall after it
 //    21-25 -> 8 ms, scripts/bench/floor.c's threads mode with the stacks
-//    kept out).
+//    kept out);
+//  - private memory from the hugetlb pool (Mapping::hugetlb_page): a write
+//    by the job to a page it shares with the snapshot needs a free huge
+//    page for the copy, and where the pool has none the kernel takes the
+//    page from the snapshot, which then could not be read.
 //
 // They are kept out with MADV_DONTFORK around the clone, and given their
 // own flag back at once. The three steps run as one sequence inside the
@@ -42,7 +47,8 @@ class GuardedSyscalls;
 struct KeepOut {
   uint64_t start = 0, end = 0;        // one madvise: adjacent mappings joined
   std::vector<uint64_t> mappings;     // the starts of the mappings inside
-  bool stacks = false;                // thread stacks and guards, else sparse reservations
+  bool stacks = false;                // thread stacks and guards
+  bool hugetlb = false;               // hugetlb memory (else: sparse reservations)
 };
 
 // What to keep out of the snapshot of process `pid`, stopped: `mappings`
@@ -57,7 +63,8 @@ struct KeptOutClone {
   long rc = 0;                    // the clone's result in the job (-errno on failure)
   pid_t child = -1;               // the child, as snap sees it (rc > 0)
   std::vector<uint64_t> kept_out; // starts of the mappings the child lacks, sorted
-  size_t sparse = 0, stacks = 0;  // of them: sparse reservations, thread stacks and guards
+  size_t sparse = 0, stacks = 0;  // of them: sparse reservations, thread stacks and guards,
+  size_t hugetlb = 0;             // and hugetlb memory
 };
 
 // The leader (parked by `guarded`, PTRACE_O_TRACECLONE set) runs

@@ -76,6 +76,9 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
         if (got.stacks)
           vlog("pid {}: {} thread stack and guard mapping(s) kept out of the snapshot, read "
                "while stopped", leader.tid(), got.stacks);
+        if (got.hugetlb)
+          vlog("pid {}: {} mapping(s) of hugetlb memory kept out of the snapshot, read while "
+               "stopped", leader.tid(), got.hugetlb);
       }
     } catch (...) {
       set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);

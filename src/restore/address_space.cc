@@ -9,6 +9,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <fmt/core.h>
 #include <optional>
@@ -272,6 +273,9 @@ void add_mmap(SyscallBatch& batch, const Mapping& m, int fd) {
       flags |= MAP_ANONYMOUS;
       offset = 0;
     }
+    // From the hugetlb pool, of the same page size (MAP_HUGE_SHIFT: its log2).
+    if (m.hugetlb_page)
+      flags |= MAP_HUGETLB | (std::countr_zero(m.hugetlb_page) << MAP_HUGE_SHIFT);
   }
   batch.add("mmap " + describe(m), SyscallBatch::kReturnsFirstArg, SYS_mmap, m.start, len,
             static_cast<uint64_t>(prot), static_cast<uint64_t>(flags), static_cast<uint64_t>(fd),

@@ -30,14 +30,14 @@ constexpr int kMaxRetries = 100;
 // Memory the kernel lets a missing-mode context fill, and where filling it
 // page by page changes nothing the job sees: private anonymous (heap,
 // stacks too); not locked (mlock populated it already), not advised to
-// huge pages (a fault there takes one; a copy makes small ones), not
-// droppable.
+// huge pages (a fault there takes one; a copy makes small ones), not from
+// the hugetlb pool (copies there go by whole huge pages), not droppable.
 bool worth_copying(const Mapping& m) {
   if (m.shared || m.pages_dumped < kMinPages) return false;
   if (m.kind != MappingKind::Anonymous && m.kind != MappingKind::Heap &&
       m.kind != MappingKind::Stack)
     return false;
-  for (const char* flag : {"hg", "lo", "dp"})
+  for (const char* flag : {"hg", "ht", "lo", "dp"})
     if (image::has_vmflag(m.vmflags, flag)) return false;
   return true;
 }

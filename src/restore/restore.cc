@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <fmt/core.h>
@@ -312,12 +313,36 @@ void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
                 "--allow-changed-code runs it anyway");
 }
 
+// Private hugetlb memory is reserved from the pool when it is mapped: the
+// pool must have the pages free, of each size, before anything exists.
+void check_hugetlb_pool(const image::Checkpoint& ckpt) {
+  std::map<uint64_t, uint64_t> need;  // page size -> pages
+  for (const auto& p : ckpt.processes)
+    for (const auto& m : p.mappings)
+      if (m.hugetlb_page && !image::has_vmflag(m.vmflags, "nr"))
+        need[m.hugetlb_page] += (m.end - m.start) / m.hugetlb_page;
+  for (const auto& [size, pages] : need) {
+    const std::string path =
+        fmt::format("/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages", size >> 10);
+    auto text = proc::try_read_file(path);
+    const uint64_t free = text ? std::strtoull(text->c_str(), nullptr, 10) : 0;
+    if (free >= pages) continue;
+    throw Error(fmt::format("the image's hugetlb memory needs {} huge page(s) of {} KiB; this "
+                            "machine's pool has {}",
+                            pages, size >> 10, text ? fmt::format("{} free", free) : "none of that size"),
+                fmt::format("add them to the pool (as root: sysctl vm.nr_hugepages, or {}), or "
+                            "ask for a node with them",
+                            path.substr(0, path.rfind('/')) + "/nr_hugepages"));
+  }
+}
+
 RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts) {
   StepTimes steps;
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
   check_code_files(ckpt, opts.allow_changed_code);
   check_outside_connections(ckpt, opts);
+  check_hugetlb_pool(ckpt);
   if (!space.fresh()) check_ids_free(plan);
   for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
   adopt_login_uid(ckpt);

@@ -5,6 +5,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string_view>
+#include <optional>
+#include <map>
+#include <charconv>
 
 #include <fmt/core.h>
 
@@ -48,19 +52,72 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
 
 namespace {
 
-// Memory from the hugetlb pool (MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file,
-// as libhugetlbfs and Cray's craype-hugepages modules give a job): snap
-// does not save it yet. Said here, before anything else, in words a user
-// can act on.
-void refuse_hugetlb(pid_t pid, const std::vector<image::Mapping>& mappings) {
-  for (const auto& m : mappings)
-    if (image::has_vmflag(m.vmflags, "ht"))
-      throw Error(fmt::format("pid {} mapping {:#x}-{:#x} ({}) is memory in huge pages of the "
-                              "hugetlb pool (MAP_HUGETLB, SHM_HUGETLB or a hugetlbfs file)",
-                              pid, m.start, m.end, m.path.empty() ? "anonymous" : m.path),
-                  "snap cannot save hugetlb memory yet; for a checkpointable run, run the job "
-                  "without it (libhugetlbfs: HUGETLB_MORECORE unset; Cray: without a "
-                  "craype-hugepages module); transparent huge pages are fine");
+// The huge page size of each mapping from the hugetlb pool, by start, as
+// /proc/PID/numa_maps says it ("kernelpagesize_kB=2048"); empty without
+// NUMA support (then the pool's default size is theirs).
+std::map<uint64_t, uint64_t> hugetlb_page_sizes(pid_t pid) {
+  std::map<uint64_t, uint64_t> out;
+  auto text = proc::try_read_file(fmt::format("/proc/{}/numa_maps", pid));
+  if (!text) return out;
+  constexpr std::string_view kKey = "kernelpagesize_kB=";
+  size_t pos = 0;
+  while (pos < text->size()) {
+    size_t end = text->find('\n', pos);
+    if (end == std::string::npos) end = text->size();
+    std::string_view line(text->data() + pos, end - pos);
+    pos = end + 1;
+    if (line.find(" huge ") == std::string_view::npos) continue;
+    const size_t k = line.find(kKey);
+    uint64_t start = 0, kib = 0;
+    if (k == std::string_view::npos ||
+        std::from_chars(line.data(), line.data() + line.size(), start, 16).ec != std::errc() ||
+        std::from_chars(line.data() + k + kKey.size(), line.data() + line.size(), kib).ec !=
+            std::errc())
+      continue;
+    out[start] = kib << 10;
+  }
+  return out;
+}
+
+// The pool's default huge page size (/proc/meminfo Hugepagesize), 0 if none.
+uint64_t default_huge_page() {
+  auto text = proc::try_read_file("/proc/meminfo");
+  constexpr std::string_view kKey = "Hugepagesize:";
+  size_t k = text ? text->find(kKey) : std::string::npos;
+  if (k == std::string::npos) return 0;
+  k += kKey.size();
+  while (k < text->size() && (*text)[k] == ' ') k++;
+  uint64_t kib = 0;
+  std::from_chars(text->data() + k, text->data() + text->size(), kib);
+  return kib << 10;
+}
+
+// Memory from the hugetlb pool (MAP_HUGETLB, a hugetlbfs file, as
+// libhugetlbfs and Cray's craype-hugepages modules give a job): a private
+// mapping is saved as private memory of its huge page size, every page it
+// holds (a hugetlbfs file's pages as the mapping shows them); a shared one
+// (SHM_HUGETLB, MAP_SHARED) is refused, in words a user can act on.
+void prepare_hugetlb(pid_t pid, std::vector<image::Mapping>& mappings) {
+  std::optional<std::map<uint64_t, uint64_t>> sizes;
+  for (auto& m : mappings) {
+    if (!image::has_vmflag(m.vmflags, "ht")) continue;
+    const std::string who = fmt::format("pid {} mapping {:#x}-{:#x} ({})", pid, m.start, m.end,
+                                        m.path.empty() ? "anonymous" : m.path);
+    if (m.shared)
+      throw Error(who + " is shared memory in huge pages of the hugetlb pool (SHM_HUGETLB, "
+                        "MAP_SHARED with MAP_HUGETLB or of a hugetlbfs file)",
+                  "snap saves private hugetlb memory, not shared; for a checkpointable run, "
+                  "share memory without it (transparent huge pages are fine)");
+    if (!sizes) sizes = hugetlb_page_sizes(pid);
+    auto it = sizes->find(m.start);
+    const uint64_t page = it != sizes->end() ? it->second : default_huge_page();
+    if (page < 4096 || (page & (page - 1)) || (m.start | m.end) % page)
+      throw Error(who + " is memory in huge pages of the hugetlb pool whose page size snap "
+                        "cannot tell",
+                  "snap cannot save it");
+    m.kind = image::MappingKind::Anonymous;
+    m.hugetlb_page = page;
+  }
 }
 
 }  // namespace
@@ -69,7 +126,7 @@ image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hi
                                proc::FdHints* fd_hints) {
   image::Process out = proc::read_process(p.pid, hints, fd_hints);
   refuse_stateful_device_mappings(p.pid, out.mappings);  // (its fds: as they are read)
-  refuse_hugetlb(p.pid, out.mappings);
+  prepare_hugetlb(p.pid, out.mappings);
   out.mempolicy = task_mempolicy(p.pid);
   record_guard_regions(p.pid, out.mappings);  // in the page tables only: while stopped
   for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));

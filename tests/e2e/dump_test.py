@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import snaptest
-from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, start, start_job,
+from snaptest import (HugetlbPool, Skip, case, expect, lines_of, live_pid, main, pid_alive, start, start_job,
                       wait_for, wait_lines)
 
 
@@ -683,19 +683,19 @@ def message_queue_refused(env):
                 ["pid {pid} fd 3 (/snap-test-", "POSIX message queue"], "a message queue")
 
 
-# A job with 4 MiB of private memory from the hugetlb pool (MAP_HUGETLB,
-# through ctypes), written, then counting.
-HUGETLB_JOB = r"""
-import ctypes, mmap, sys, time
+# A job with 4 MiB of shared memory from the hugetlb pool (MAP_SHARED |
+# MAP_HUGETLB, through ctypes), written, then counting.
+HUGETLB_SHARED_JOB = r"""
+import ctypes, mmap, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                       ctypes.c_long]
 MAP_HUGETLB = 0x40000
 addr = libc.mmap(None, 4 << 20, mmap.PROT_READ | mmap.PROT_WRITE,
-                 mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_HUGETLB, -1, 0)
+                 mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_HUGETLB, -1, 0)
 if addr in (None, ctypes.c_void_p(-1).value):
-    sys.exit("mmap(MAP_HUGETLB): " + __import__("os").strerror(ctypes.get_errno()))
+    sys.exit("mmap(MAP_HUGETLB): " + os.strerror(ctypes.get_errno()))
 ctypes.memset(addr, 7, 4 << 20)
 for i in range(100000):
     print(i, flush=True)
@@ -704,28 +704,16 @@ for i in range(100000):
 
 
 @case
-def hugetlb_memory_refused(env):
-    """Memory from the hugetlb pool (MAP_HUGETLB; libhugetlbfs and Cray's
-    craype-hugepages modules give a job such memory) is refused at dump,
-    naming the mapping and saying to run without it (the snap before
-    refused it as "a memfd in huge pages"). The test gives the pool 4 huge
-    pages where it has none free (root), as it found it after."""
-    pool = "/proc/sys/vm/nr_hugepages"
-    free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("HugePages_Free")))
-    before = int(open(pool).read())
-    if free < 2:
-        if os.geteuid() != 0:
-            raise Skip("no free huge pages in the hugetlb pool, and only root may add some")
-        with open(pool, "w") as f:
-            f.write(str(before + 4))
-    try:
-        job_refused(env, "hugetlb", [sys.executable, "-c", HUGETLB_JOB],
-                    ["pid {pid} mapping", "huge pages of the hugetlb pool", "craype-hugepages"],
-                    "hugetlb memory")
-    finally:
-        if free < 2:
-            with open(pool, "w") as f:
-                f.write(str(before))
+def hugetlb_shared_memory_refused(env):
+    """Shared memory from the hugetlb pool (MAP_SHARED with MAP_HUGETLB,
+    SHM_HUGETLB) is refused at dump, naming the mapping and saying what to
+    do (private hugetlb memory is saved: restore-hugetlb_memory); the snap
+    before refused it as "a memfd in huge pages"."""
+    with HugetlbPool(2):
+        job_refused(env, "hugetlb_shared", [sys.executable, "-c", HUGETLB_SHARED_JOB],
+                    ["pid {pid} mapping", "shared memory in huge pages of the hugetlb pool",
+                     "transparent huge pages are fine"],
+                    "shared hugetlb memory")
 
 
 @case

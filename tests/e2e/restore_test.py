@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snaptest import (Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
+from snaptest import (HugetlbPool, Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
                       start_job, wait_for, wait_lines)
 from compare_runs import (dump_kill_restore, expect_continued, reap_killed_children,
                           runs_on_then_restores, uninterrupted)
@@ -761,6 +761,46 @@ def memory_policy(env):
            and "worker2 mode 0 " in expected[-1],
            f"an uninterrupted run ({status}, {expected[-1:]})")
     dump_kill_restore(env, [env.prog("mempolicy"), "8", "200"], "mempolicy", 3, expected)
+
+
+def hugetlb_expected(env):
+    """An uninterrupted run of hugetlb_job 12 ticks: its lines, each with
+    the huge page size of its memory (the pool's default)."""
+    status, expected = uninterrupted([env.prog("hugetlb_job"), "12", "0"])
+    expect(status == 0 and len(expected) == 12 and all(" KiB" in l and " page 4 KiB" not in l
+                                                        for l in expected),
+           f"an uninterrupted run in huge pages ({status}, {expected[-1:]})")
+    return expected
+
+
+@case
+def hugetlb_memory(env):
+    # 8 MiB of private memory from the hugetlb pool (MAP_HUGETLB;
+    # tests/programs/hugetlb_job.c), dumped with --kill and restored: its
+    # pages come back in huge pages of the same size (the job reads its own
+    # smaps each tick), and the output is an uninterrupted run's (the snap
+    # before refused the dump). Twice the job's pages in the pool: the
+    # reference run and the job.
+    with HugetlbPool(8):
+        expected = hugetlb_expected(env)
+        dump_kill_restore(env, [env.prog("hugetlb_job"), "12", "150"], "hugetlb", 3, expected)
+
+
+@case
+def hugetlb_memory_leave_running(env):
+    # The same dumped while the job runs on: that memory is kept out of the
+    # copy-on-write snapshot and read while the job is stopped (the dump
+    # says so with -v); the restore, once the job ended, continues it from
+    # the dump point.
+    with HugetlbPool(8):
+        expected = hugetlb_expected(env)
+        out, ckpt = env.path("hugetlb_running.out"), env.path("hugetlb_running.ckpt")
+        p = start([env.prog("hugetlb_job"), "12", "150"], stdout_path=out)
+        wait_lines(out, 3)
+        d = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+        expect("mapping(s) of hugetlb memory kept out of the snapshot" in d.stderr,
+               f"the dump kept it out of the snapshot: {d.stderr.strip()[-300:]}")
+        runs_on_then_restores(env, p, out, ckpt, expected)
 
 
 @case

@@ -233,6 +233,45 @@ class PingServer:
         self.srv.close()
 
 
+class HugetlbPool:
+    """`with HugetlbPool(n):` n pages of the default size in the hugetlb
+    pool for the block: root adds n (its own, so that tests running at once
+    do not share them) and takes them back after; anyone else needs n
+    free, or skips."""
+    PATH = "/proc/sys/vm/nr_hugepages"
+
+    def __init__(self, pages):
+        self.pages, self.added = pages, 0
+
+    def __enter__(self):
+        if os.geteuid() != 0 or os.environ.get("SNAP_TEST_UNPRIVILEGED"):
+            free = next((int(l.split()[1]) for l in open("/proc/meminfo")
+                         if l.startswith("HugePages_Free:")), 0)
+            if free >= self.pages:
+                return self
+            raise Skip(f"the hugetlb pool has {free} free page(s), {self.pages} needed, and only "
+                       "root may add some")
+        try:
+            before = int(open(self.PATH).read())
+            with open(self.PATH, "w") as f:
+                f.write(str(before + self.pages))
+        except OSError as e:
+            raise Skip(f"cannot add pages to the hugetlb pool here ({self.PATH}: {e.strerror})")
+        self.added = int(open(self.PATH).read()) - before
+        if self.added < self.pages:
+            self.__exit__()
+            raise Skip("the kernel could not give the hugetlb pool the pages this test needs")
+        return self
+
+    def __exit__(self, *exc):
+        if self.added:
+            before = int(open(self.PATH).read())
+            with open(self.PATH, "w") as f:
+                f.write(str(max(0, before - self.added)))
+            self.added = 0
+        return False
+
+
 def start_job(env, name, argv, lines, timeout=30.0, **kw):
     """Starts argv with stdout to NAME.out and waits for its first `lines`
     lines; returns (process, output path)."""

@@ -193,6 +193,26 @@ TEST(Manifest, GuardRegionsRoundTrip) {
   EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
 }
 
+// Hugetlb memory's page size; one the mapping is not aligned to, or not a
+// power of two, is damage.
+TEST(Manifest, HugetlbPageSizeRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  auto& m = c.processes[0].mappings[0];
+  m.start = 0x7f0000000000, m.end = m.start + (8 << 20);
+  m.hugetlb_page = 2 << 20;
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  EXPECT_EQ(back.processes[0].mappings[0].hugetlb_page, uint64_t{2} << 20);
+  EXPECT_EQ(back.processes[0].mappings[1].hugetlb_page, 0u);
+  EXPECT_EQ(json.find("hugetlb_page"), json.rfind("hugetlb_page"));  // written only where set
+  EXPECT_EQ(to_json(back), json);
+
+  m.hugetlb_page = 3 << 20;  // not a power of two
+  EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
+  m.hugetlb_page = 1 << 30;  // the mapping is not aligned to it
+  EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
+}
+
 // Format 11: an AIO ring's head, tail and uncollected events; events that do
 // not fill the slots from head to tail are damage.
 TEST(Manifest, AioRingRoundTrip) {
