@@ -52,33 +52,6 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
 
 namespace {
 
-// The huge page size of each mapping from the hugetlb pool, by start, as
-// /proc/PID/numa_maps says it ("kernelpagesize_kB=2048"); empty without
-// NUMA support (then the pool's default size is theirs).
-std::map<uint64_t, uint64_t> hugetlb_page_sizes(pid_t pid) {
-  std::map<uint64_t, uint64_t> out;
-  auto text = proc::try_read_file(fmt::format("/proc/{}/numa_maps", pid));
-  if (!text) return out;
-  constexpr std::string_view kKey = "kernelpagesize_kB=";
-  size_t pos = 0;
-  while (pos < text->size()) {
-    size_t end = text->find('\n', pos);
-    if (end == std::string::npos) end = text->size();
-    std::string_view line(text->data() + pos, end - pos);
-    pos = end + 1;
-    if (line.find(" huge ") == std::string_view::npos) continue;
-    const size_t k = line.find(kKey);
-    uint64_t start = 0, kib = 0;
-    if (k == std::string_view::npos ||
-        std::from_chars(line.data(), line.data() + line.size(), start, 16).ec != std::errc() ||
-        std::from_chars(line.data() + k + kKey.size(), line.data() + line.size(), kib).ec !=
-            std::errc())
-      continue;
-    out[start] = kib << 10;
-  }
-  return out;
-}
-
 // The pool's default huge page size (/proc/meminfo Hugepagesize), 0 if none.
 uint64_t default_huge_page() {
   auto text = proc::try_read_file("/proc/meminfo");
@@ -108,7 +81,10 @@ void prepare_hugetlb(pid_t pid, std::vector<image::Mapping>& mappings) {
                         "MAP_SHARED with MAP_HUGETLB or of a hugetlbfs file)",
                   "snap saves private hugetlb memory, not shared; for a checkpointable run, "
                   "share memory without it (transparent huge pages are fine)");
-    if (!sizes) sizes = hugetlb_page_sizes(pid);
+    // From numa_maps (absent without NUMA support: then the pool's default).
+    if (!sizes)
+      sizes = numa_maps_huge_page_sizes(
+          proc::try_read_file(fmt::format("/proc/{}/numa_maps", pid)).value_or(""));
     auto it = sizes->find(m.start);
     const uint64_t page = it != sizes->end() ? it->second : default_huge_page();
     if (page < 4096 || (page & (page - 1)) || (m.start | m.end) % page)

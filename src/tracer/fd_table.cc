@@ -165,11 +165,12 @@ FdRead read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Wa
   fd.type = classify_fd(fd.path, st);
   if (fd.type == image::FdType::CharDev) refuse_stateful_device_fd(t.pid, fd.fd, fd.path, st.st_rdev);
   // A POSIX message queue (mq_open) looks like a regular file at "/NAME",
-  // which a restore would open in the root directory instead.
+  // which a restore would open in the root directory instead. Only such a
+  // path is asked (fstatfs): not one more system call for every file.
   constexpr long kMqueueMagic = 0x19800202;  // the kernel's MQUEUE_MAGIC, not in its uapi headers
   struct statfs fs {};
-  if (fd.type == image::FdType::Regular && copy && ::fstatfs(copy.get(), &fs) == 0 &&
-      fs.f_type == kMqueueMagic)
+  if (fd.type == image::FdType::Regular && copy && fd.path.find('/', 1) == std::string::npos &&
+      ::fstatfs(copy.get(), &fs) == 0 && fs.f_type == kMqueueMagic)
     throw Error(fmt::format("pid {} fd {} ({}) is a POSIX message queue (mq_open)", t.pid, fd.fd,
                             fd.path),
                 "snap cannot save message queues yet; close it (mq_close) before the dump");

@@ -56,15 +56,43 @@ std::string task_mempolicy(pid_t pid) {
   return line_policy(line.substr(0, line.find('\n'))).value_or(std::string());
 }
 
-std::map<uint64_t, std::string> numa_maps_policies(std::string_view text) {
-  std::map<uint64_t, std::string> out;
+namespace {
+
+// Calls fn(start, policy, line) for each line of numa_maps text.
+template <typename Fn>
+void each_line(std::string_view text, Fn fn) {
   while (!text.empty()) {
     const size_t nl = text.find('\n');
+    const std::string_view line = text.substr(0, nl);
     uint64_t start = 0;
-    if (auto policy = line_policy(text.substr(0, nl), &start)) out[start] = std::move(*policy);
+    if (auto policy = line_policy(line, &start)) fn(start, std::move(*policy), line);
     if (nl == std::string_view::npos) break;
     text.remove_prefix(nl + 1);
   }
+}
+
+}  // namespace
+
+std::map<uint64_t, std::string> numa_maps_policies(std::string_view text) {
+  std::map<uint64_t, std::string> out;
+  each_line(text, [&](uint64_t start, std::string policy, std::string_view) {
+    out[start] = std::move(policy);
+  });
+  return out;
+}
+
+std::map<uint64_t, uint64_t> numa_maps_huge_page_sizes(std::string_view text) {
+  constexpr std::string_view kKey = "kernelpagesize_kB=";
+  std::map<uint64_t, uint64_t> out;
+  each_line(text, [&](uint64_t start, const std::string&, std::string_view line) {
+    const size_t k = line.find(kKey);
+    uint64_t kib = 0;
+    if (line.find(" huge ") == std::string_view::npos || k == std::string_view::npos ||
+        std::from_chars(line.data() + k + kKey.size(), line.data() + line.size(), kib).ec !=
+            std::errc())
+      return;
+    out[start] = kib << 10;
+  });
   return out;
 }
 

@@ -33,6 +33,9 @@ std::string task_mempolicy(pid_t pid);
 std::map<uint64_t, std::string> mapping_mempolicies(pid_t pid);
 // The same from numa_maps text.
 std::map<uint64_t, std::string> numa_maps_policies(std::string_view text);
+// The huge page size, in bytes, of each mapping from the hugetlb pool in
+// numa_maps text ("huge ... kernelpagesize_kB=2048"), by start address.
+std::map<uint64_t, uint64_t> numa_maps_huge_page_sizes(std::string_view text);
 
 // Records in each of `mappings` the policy of its own that `policies`
 // (mapping_mempolicies of the process or of its snapshot) shows, where it
