@@ -168,7 +168,9 @@ struct Mapping {
   // Private memory from the hugetlb pool (MAP_HUGETLB, a private mapping
   // of a hugetlbfs file: libhugetlbfs, Cray's craype-hugepages): its huge
   // page size in bytes, kind Anonymous, every page it holds saved; restore
-  // maps it MAP_HUGETLB of that size. 0: none.
+  // maps it MAP_HUGETLB of that size. Kind SharedAnon: anonymous shared
+  // memory from the pool (MAP_SHARED with MAP_HUGETLB, SHM_HUGETLB), whose
+  // object restore makes an MFD_HUGETLB memfd of that size. 0: none.
   uint64_t hugetlb_page = 0;
   // Its NUMA memory policy of its own (mbind), as numa_maps writes it
   // ("bind:0-1", "interleave:0-3"), where it differs from the process's

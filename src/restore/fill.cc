@@ -1,12 +1,18 @@
 #include "restore/fill.h"
 
+#include <linux/magic.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -58,11 +64,16 @@ class Filler {
       : pid_(pid), img_(img), jobs_(jobs), zeros_(pid), copier_(copier) {}
   // Into a file instead (a shared memory object's memfd): pieces given to
   // add_to_file carry file offsets where they carry addresses.
+  // `mapped`: the file mapped shared in snap, `size` bytes, written there
+  // rather than with pwrite (hugetlbfs has no write(2)); null: pwrite.
   struct IntoFile {
     int fd;
+    uint8_t* mapped = nullptr;
+    uint64_t size = 0;
   };
   Filler(IntoFile file, const image::ImageReader& img, unsigned jobs)
-      : pid_(-1), img_(img), jobs_(jobs), zeros_(-1), fd_(file.fd) {}
+      : pid_(-1), img_(img), jobs_(jobs), zeros_(-1), fd_(file.fd), mapped_(file.mapped),
+        mapped_size_(file.size) {}
 
   // A piece whose `addr` is the offset in the file; zero pieces are left
   // out (a fresh file reads as zeros).
@@ -115,6 +126,15 @@ class Filler {
     if (fd_ >= 0) {
       uint64_t written = 0;
       copies(b, pieces, [&](const uint8_t* src, uint64_t off, uint64_t bytes) {
+        if (mapped_) {
+          if (off > mapped_size_ || bytes > mapped_size_ - off)
+            throw Error(fmt::format("saved pages at offset {:#x} lie past the end of their "
+                                    "shared memory object ({} bytes)", off, mapped_size_),
+                        "the image is damaged; it cannot be restored");
+          std::memcpy(mapped_ + off, src, bytes);
+          written += bytes;
+          return;
+        }
         for (uint64_t done = 0; done < bytes;) {
           ssize_t n = ::pwrite(fd_, src + done, bytes - done, static_cast<off_t>(off + done));
           if (n <= 0)
@@ -165,13 +185,46 @@ class Filler {
   std::atomic<uint64_t> written_{0};
   const PageCopier* copier_ = nullptr;
   const int fd_ = -1;  // writing into this file, not into process pid_
+  uint8_t* const mapped_ = nullptr;  // through this mapping of it, if any
+  const uint64_t mapped_size_ = 0;
+};
+
+// A file mapped shared into snap for as long as it is filled.
+class MappedFile {
+ public:
+  MappedFile(int fd, uint64_t size) : size_(size) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+      throw SysError(fmt::format("mapping a shared memory object in huge pages ({} bytes) to fill it",
+                                 size),
+                     errno, "the hugetlb pool may lack the pages: see /proc/meminfo HugePages_Free");
+    data_ = static_cast<uint8_t*>(p);
+  }
+  ~MappedFile() { ::munmap(data_, size_); }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  uint8_t* data() const { return data_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
 };
 
 }  // namespace
 
 uint64_t fill_file(int fd, const std::vector<std::pair<pid_t, const image::Mapping*>>& mappings,
                    image::ImageReader& img, const FillOptions& opts) {
-  Filler filler(Filler::IntoFile{fd}, img, std::clamp(opts.jobs, 1u, kMaxJobs));
+  // hugetlbfs (a memfd in huge pages) has no write(2): its pages are
+  // written through a mapping of it (its size set already).
+  std::optional<MappedFile> map;
+  struct statfs fs{};
+  struct stat st{};
+  if (::fstatfs(fd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC && ::fstat(fd, &st) == 0 &&
+      st.st_size > 0)
+    map.emplace(fd, static_cast<uint64_t>(st.st_size));
+  Filler filler(Filler::IntoFile{fd, map ? map->data() : nullptr,
+                                 static_cast<uint64_t>(map ? st.st_size : 0)},
+                img, std::clamp(opts.jobs, 1u, kMaxJobs));
   for (const auto& [pid, m] : mappings)
     img.for_each_piece(pid, m->start, [&](const PagePiece& piece) {
       PagePiece pc = piece;

@@ -313,15 +313,28 @@ void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
                 "--allow-changed-code runs it anyway");
 }
 
-// Private hugetlb memory is reserved from the pool when it is mapped: the
-// pool must have the pages free, of each size, before anything exists.
-void check_hugetlb_pool(const image::Checkpoint& ckpt) {
-  std::map<uint64_t, uint64_t> need;  // page size -> pages
+std::map<uint64_t, uint64_t> hugetlb_pages_needed(const image::Checkpoint& ckpt) {
+  std::map<uint64_t, uint64_t> need;
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<uint64_t, uint64_t>> objects;  // dev, inode -> page, size
   for (const auto& p : ckpt.processes)
     for (const auto& m : p.mappings)
-      if (m.hugetlb_page && !image::has_vmflag(m.vmflags, "nr"))
+      if (m.hugetlb_page && image::is_shm_object(m)) {
+        auto& [page, size] = objects[{m.dev, m.inode}];
+        page = m.hugetlb_page;
+        size = std::max(size, m.pgoff + (m.end - m.start));
+      } else if (m.hugetlb_page && !image::has_vmflag(m.vmflags, "nr")) {
         need[m.hugetlb_page] += (m.end - m.start) / m.hugetlb_page;
-  for (const auto& [size, pages] : need) {
+      }
+  for (const auto& [key, object] : objects)
+    need[object.first] += (object.second + object.first - 1) / object.first;
+  return need;
+}
+
+// Hugetlb memory is reserved from the pool when it is mapped (a shared
+// object's whole size, once, as restore maps it to fill it): the pool must
+// have the pages free, of each size, before anything exists.
+void check_hugetlb_pool(const image::Checkpoint& ckpt) {
+  for (const auto& [size, pages] : hugetlb_pages_needed(ckpt)) {
     const std::string path =
         fmt::format("/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages", size >> 10);
     auto text = proc::try_read_file(path);

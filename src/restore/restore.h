@@ -39,6 +39,12 @@ void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code);
 // not in the image too, unless opts says what to do with such connections.
 void check_outside_connections(const image::Checkpoint& ckpt, const RestoreOptions& opts);
 
+// The huge pages of each size (bytes -> pages) the image's hugetlb memory
+// takes from the pool as restore maps it: each private mapping's (not a
+// MAP_NORESERVE one), each shared object's whole size once however many
+// mappings show it. restore_tree refuses where the pool has fewer free.
+std::map<uint64_t, uint64_t> hugetlb_pages_needed(const image::Checkpoint& ckpt);
+
 struct RestoredTree {
   pid_t child = -1;  // the caller's child to wait for: the root, or the namespace's init
   pid_t root = -1;   // the root as the caller sees it: where its signals go

@@ -2,10 +2,12 @@
 // object the image maps is one memfd, or for a file that was in /dev/shm
 // that file made again, sized and filled with its saved pages.
 #include <fcntl.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <set>
 #include <fmt/core.h>
@@ -29,7 +31,12 @@ int FilePlanner::memfd_for(const image::Mapping& m) {
     name = m.path.substr(7);
     if (auto d = name.rfind(" (deleted)"); d != std::string::npos) name.resize(d);
   }
-  int fd = keep(::memfd_create(name.c_str(), MFD_CLOEXEC), "memfd_create for " + m.path);
+  // Memory from the hugetlb pool comes back there, in pages of its size
+  // (MFD_HUGE_SHIFT: its log2).
+  unsigned flags = MFD_CLOEXEC;
+  if (m.hugetlb_page)
+    flags |= MFD_HUGETLB | (static_cast<unsigned>(std::countr_zero(m.hugetlb_page)) << MFD_HUGE_SHIFT);
+  int fd = keep(::memfd_create(name.c_str(), flags), "memfd_create for " + m.path);
   shm_[key] = fd;
   return fd;
 }

@@ -68,19 +68,21 @@ uint64_t default_huge_page() {
 // Memory from the hugetlb pool (MAP_HUGETLB, a hugetlbfs file, as
 // libhugetlbfs and Cray's craype-hugepages modules give a job): a private
 // mapping is saved as private memory of its huge page size, every page it
-// holds (a hugetlbfs file's pages as the mapping shows them); a shared one
-// (SHM_HUGETLB, MAP_SHARED) is refused, in words a user can act on.
+// holds (a hugetlbfs file's pages as the mapping shows them); anonymous
+// shared memory (MAP_SHARED with MAP_HUGETLB, SHM_HUGETLB, an MFD_HUGETLB
+// memfd only mappings hold) as a shared memory object of that page size. A
+// hugetlbfs file mapped shared is refused, in words a user can act on.
 void prepare_hugetlb(pid_t pid, std::vector<image::Mapping>& mappings) {
   std::optional<std::map<uint64_t, uint64_t>> sizes;
   for (auto& m : mappings) {
     if (!image::has_vmflag(m.vmflags, "ht")) continue;
     const std::string who = fmt::format("pid {} mapping {:#x}-{:#x} ({})", pid, m.start, m.end,
                                         m.path.empty() ? "anonymous" : m.path);
-    if (m.shared)
-      throw Error(who + " is shared memory in huge pages of the hugetlb pool (SHM_HUGETLB, "
-                        "MAP_SHARED with MAP_HUGETLB or of a hugetlbfs file)",
-                  "snap saves private hugetlb memory, not shared; for a checkpointable run, "
-                  "share memory without it (transparent huge pages are fine)");
+    if (m.shared && m.kind != image::MappingKind::SharedAnon)
+      throw Error(who + " is a file of a hugetlbfs mount mapped shared",
+                  "snap saves anonymous shared memory in huge pages (MAP_SHARED with MAP_HUGETLB, "
+                  "SHM_HUGETLB) and private hugetlb memory, not hugetlbfs files; for a "
+                  "checkpointable run, share the memory that way");
     // From numa_maps (absent without NUMA support: then the pool's default).
     if (!sizes)
       sizes = numa_maps_huge_page_sizes(
@@ -91,7 +93,7 @@ void prepare_hugetlb(pid_t pid, std::vector<image::Mapping>& mappings) {
       throw Error(who + " is memory in huge pages of the hugetlb pool whose page size snap "
                         "cannot tell",
                   "snap cannot save it");
-    m.kind = image::MappingKind::Anonymous;
+    if (!m.shared) m.kind = image::MappingKind::Anonymous;
     m.hugetlb_page = page;
   }
 }

@@ -255,8 +255,8 @@ class GhostCollector {
     if (::fstatfs(fd.get(), &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC)
       throw Error(who + " is a file in huge pages of the hugetlb pool (a hugetlbfs file or an "
                         "MFD_HUGETLB memfd) that no path leads to",
-                  "snap saves private hugetlb memory, not such files; close it (keeping only a "
-                  "private mapping of it) before the dump");
+                  "snap saves hugetlb memory that only mappings hold, not such files; close it "
+                  "(keeping its mappings) before the dump");
     if (g.kind == GhostFile::Kind::Memfd) {
       int seals = ::fcntl(fd.get(), F_GET_SEALS);
       if (seals > 0) g.seals = static_cast<uint32_t>(seals);

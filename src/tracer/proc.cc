@@ -511,8 +511,10 @@ image::MappingKind classify(const MapEntry& e) {
   if (p == "[vvar_vclock]") return K::VvarVclock;
   if (p == "[vsyscall]") return K::Vsyscall;
   if (p == "/[aio] (deleted)" && e.shared) return K::Aio;
+  // "/anon_hugepage (deleted)": MAP_ANONYMOUS with MAP_HUGETLB.
   bool anon_like = p.empty() || p.starts_with("[anon:") || p.starts_with("/dev/zero") ||
-                   p.starts_with("/SYSV") || p.starts_with("/memfd:");
+                   p.starts_with("/SYSV") || p.starts_with("/memfd:") ||
+                   p.starts_with("/anon_hugepage");
   if (anon_like) return e.shared ? K::SharedAnon : K::Anonymous;
   if (e.inode == 0) return e.shared ? K::SharedAnon : K::Anonymous;  // other [special] areas
   return K::File;

@@ -683,20 +683,18 @@ def message_queue_refused(env):
                 ["pid {pid} fd 3 (/snap-test-", "POSIX message queue"], "a message queue")
 
 
-# A job with 4 MiB of shared memory from the hugetlb pool (MAP_SHARED |
-# MAP_HUGETLB, through ctypes), written, then counting.
-HUGETLB_SHARED_JOB = r"""
-import ctypes, mmap, os, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_long]
-MAP_HUGETLB = 0x40000
-addr = libc.mmap(None, 4 << 20, mmap.PROT_READ | mmap.PROT_WRITE,
-                 mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_HUGETLB, -1, 0)
-if addr in (None, ctypes.c_void_p(-1).value):
-    sys.exit("mmap(MAP_HUGETLB): " + os.strerror(ctypes.get_errno()))
-ctypes.memset(addr, 7, 4 << 20)
+# A job holding a file in huge pages of the hugetlb pool, mapped shared
+# and written, then counting: an MFD_HUGETLB memfd (argv[1] "memfd") or a
+# file of the hugetlbfs mount at argv[1].
+HUGETLB_FILE_JOB = r"""
+import mmap, os, sys, time
+if sys.argv[1] == "memfd":
+    fd = os.memfd_create("snap-test-huge", os.MFD_HUGETLB)
+else:
+    fd = os.open(os.path.join(sys.argv[1], "data"), os.O_RDWR | os.O_CREAT, 0o600)
+os.ftruncate(fd, 2 << 20)
+m = mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED)
+m[:4096] = b"x" * 4096
 for i in range(100000):
     print(i, flush=True)
     time.sleep(0.05)
@@ -704,16 +702,31 @@ for i in range(100000):
 
 
 @case
-def hugetlb_shared_memory_refused(env):
-    """Shared memory from the hugetlb pool (MAP_SHARED with MAP_HUGETLB,
-    SHM_HUGETLB) is refused at dump, naming the mapping and saying what to
-    do (private hugetlb memory is saved: restore-hugetlb_memory); the snap
-    before refused it as "a memfd in huge pages"."""
-    with HugetlbPool(2):
-        job_refused(env, "hugetlb_shared", [sys.executable, "-c", HUGETLB_SHARED_JOB],
-                    ["pid {pid} mapping", "shared memory in huge pages of the hugetlb pool",
-                     "transparent huge pages are fine"],
-                    "shared hugetlb memory")
+def hugetlb_files_refused(env):
+    """Files in huge pages of the hugetlb pool are refused at dump, naming
+    them and saying what to do: an MFD_HUGETLB memfd the job holds an fd of
+    (nothing could make it again with its contents), and, as root, a file
+    of a hugetlbfs mount mapped shared (both the job's memory and a file
+    others may share). Hugetlb memory only mappings hold is saved
+    (restore-hugetlb_memory, restore-hugetlb_shared_memory)."""
+    with HugetlbPool(4):
+        job_refused(env, "hugetlb_memfd", [sys.executable, "-c", HUGETLB_FILE_JOB, "memfd"],
+                    ["pid {pid} fd ", "MFD_HUGETLB memfd", "keeping its mappings"],
+                    "a hugetlb memfd held by an fd")
+        if os.geteuid() != 0 or os.environ.get("SNAP_TEST_UNPRIVILEGED"):
+            print("part skipped: mounting hugetlbfs needs root")
+            return
+        mnt = env.path("hugetlbfs")
+        os.makedirs(mnt, exist_ok=True)
+        if subprocess.run(["mount", "-t", "hugetlbfs", "none", mnt]).returncode != 0:
+            print("part skipped: hugetlbfs cannot be mounted here")
+            return
+        try:
+            job_refused(env, "hugetlb_file", [sys.executable, "-c", HUGETLB_FILE_JOB, mnt],
+                        ["pid {pid} mapping", "/data)", "a file of a hugetlbfs mount mapped shared"],
+                        "a hugetlbfs file mapped shared")
+        finally:
+            subprocess.run(["umount", "-l", mnt])
 
 
 @case

@@ -763,12 +763,13 @@ def memory_policy(env):
     dump_kill_restore(env, [env.prog("mempolicy"), "8", "200"], "mempolicy", 3, expected)
 
 
-def hugetlb_expected(env):
+def hugetlb_expected(env, *mode):
     """An uninterrupted run of hugetlb_job 12 ticks: its lines, each with
     the huge page size of its memory (the pool's default)."""
-    status, expected = uninterrupted([env.prog("hugetlb_job"), "12", "0"])
+    status, expected = uninterrupted([env.prog("hugetlb_job"), "12", "0", *mode])
     expect(status == 0 and len(expected) == 12 and all(" KiB" in l and " page 4 KiB" not in l
-                                                        for l in expected),
+                                                        for l in expected)
+           and all(" sysv " in l for l in expected if mode),
            f"an uninterrupted run in huge pages ({status}, {expected[-1:]})")
     return expected
 
@@ -801,6 +802,39 @@ def hugetlb_memory_leave_running(env):
         expect("mapping(s) of hugetlb memory kept out of the snapshot" in d.stderr,
                f"the dump kept it out of the snapshot: {d.stderr.strip()[-300:]}")
         runs_on_then_restores(env, p, out, ckpt, expected)
+
+
+@case
+def hugetlb_shared_memory(env):
+    # Shared memory from the hugetlb pool, as MPI libraries built for huge
+    # pages share it between ranks (hugetlb_job ... shared: MAP_SHARED |
+    # MAP_ANONYMOUS | MAP_HUGETLB and a SysV SHM_HUGETLB segment, shared
+    # with a forked child that answers the parent through them each tick),
+    # dumped with --kill and restored: one object each again, shared by
+    # both processes (else the child never answers), in huge pages of the
+    # pool's size (each process reads its smaps), and the output is an
+    # uninterrupted run's (the snap before refused the dump). The pool has
+    # room for the reference run and the job: 7 pages each.
+    with HugetlbPool(14):
+        expected = hugetlb_expected(env, "shared")
+        dump_kill_restore(env, [env.prog("hugetlb_job"), "12", "150", "shared"], "hugetlb_shared",
+                          3, expected, tree=True)
+
+
+@case
+def hugetlb_shared_memory_leave_running(env):
+    # The same dumped while the job runs on (shared memory is read while
+    # the job is stopped), restored once the job ended.
+    with HugetlbPool(14):
+        expected = hugetlb_expected(env, "shared")
+        out, ckpt = env.path("hugetlb_shared_running.out"), env.path("hugetlb_shared_running.ckpt")
+        p = start([env.prog("hugetlb_job"), "12", "150", "shared"], stdout_path=out)
+        wait_lines(out, 3)
+        env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+        runs_on_then_restores(env, p, out, ckpt, expected)
+        info = env.snap_run("info", ckpt).stdout
+        expect("/anon_hugepage (deleted)" in info and "/SYSV" in info,
+               f"the image holds both objects: {info[-400:]}")
 
 
 @case

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "image/checkpoint.h"
+#include "restore/restore.h"
 #include "restore/tree.h"
 
 namespace snap::restore {
@@ -207,6 +208,44 @@ TEST(TreePlan, RefusesInconsistentTrees) {
   EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 700, 700), proc(700, 700, 700, 700)})), Error);
   // A session leader outside its own group cannot exist.
   EXPECT_THROW(plan_tree(ckpt({proc(700, 1, 701, 700)})), Error);
+}
+
+// The pool's pages a restore takes: a private hugetlb mapping's each (a
+// MAP_NORESERVE one none), a shared object's whole size once, however many
+// processes map it, and whatever part of it each maps.
+TEST(HugetlbPool, PagesNeededCountSharedObjectsOnce) {
+  constexpr uint64_t k2M = 2 << 20, k1G = 1 << 30;
+  auto mapping = [](uint64_t start, uint64_t size, uint64_t page, bool shared, uint64_t inode,
+                    uint64_t pgoff = 0) {
+    image::Mapping m;
+    m.start = start;
+    m.end = start + size;
+    m.hugetlb_page = page;
+    m.shared = shared;
+    m.kind = shared ? image::MappingKind::SharedAnon : image::MappingKind::Anonymous;
+    m.dev = 15;
+    m.inode = inode;
+    m.pgoff = pgoff;
+    m.vmflags = "rd wr mr mw me ht";
+    return m;
+  };
+  image::Checkpoint c;
+  image::Process a, b;
+  a.pid = 10;
+  b.pid = 11;
+  a.mappings = {mapping(0x40000000, 4 * k2M, k2M, false, 1),       // private: 4
+                mapping(0x50000000, 3 * k2M, k2M, true, 2),        // shared object 2: 3 ...
+                mapping(0x60000000, 2 * k1G, k1G, false, 3),       // private 1 GiB pages: 2
+                mapping(0x80000000, 8 * k2M, 0, false, 0)};        // not hugetlb
+  a.mappings.back().vmflags = "rd wr mr mw me";
+  b.mappings = {mapping(0x50000000, 3 * k2M, k2M, true, 2),        // ... the same object again
+                mapping(0x58000000, 2 * k2M, k2M, true, 2, 4 * k2M),  // ... to 6 pages in all
+                mapping(0x70000000, 5 * k2M, k2M, true, 4),        // shared object 4: 5
+                mapping(0x90000000, 64 * k2M, k2M, false, 5)};     // MAP_NORESERVE: none
+  b.mappings.back().vmflags += " nr";
+  c.processes = {a, b};
+  EXPECT_EQ(hugetlb_pages_needed(c), (std::map<uint64_t, uint64_t>{{k2M, 4 + 6 + 5}, {k1G, 2}}));
+  EXPECT_TRUE(hugetlb_pages_needed(image::Checkpoint{}).empty());
 }
 
 }  // namespace
