@@ -1340,8 +1340,10 @@ def shared_memory_released_during_dump(env):
     argv = [env.prog("shared_sweeps"), "2", "200", "punch"]
     p, out, ref = started_after_a_reference(env, argv, "punch", 2)
     ckpt = env.path("punch.ckpt")
+    # (snap pauses at a phase only while it logs its phases.)
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
-                     env=dict(os.environ, SNAP_PHASE_PAUSE="job-released"))
+                     env=dict(os.environ, SNAP_PHASE_LOG=env.path("punch.phases"),
+                              SNAP_PHASE_PAUSE="job-released"))
     if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
         # Read while the job is stopped (shared_memory_rewritten): faithful.
         expect(r.returncode == 0, f"the memory read while stopped is dumped: {r.stderr.strip()}")
