@@ -4,20 +4,17 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "tracer/registers.h"
 
 namespace snap::parasite {
 namespace {
 
 namespace L = sigframe_layout;
 
-// Kernel ABI constants (arch/x86/include/uapi/asm/sigcontext.h, ucontext.h,
-// include/linux/errno.h). Spelled out: the kernel-internal ERESTART* values
-// are not in any uapi header.
+// Kernel ABI constants (arch/x86/include/uapi/asm/sigcontext.h, ucontext.h).
 constexpr uint32_t kFpXstateMagic1 = 0x46505853;
 constexpr uint32_t kFpXstateMagic2 = 0x46505845;
 constexpr uint64_t kUcFpXstate = 0x1, kUcSigcontextSs = 0x2, kUcStrictRestoreSs = 0x4;
-constexpr int64_t kErestartsys = 512, kErestartnointr = 513, kErestartnohand = 514,
-                  kErestartRestartblock = 516;
 constexpr size_t kFxsaveSize = 512;
 constexpr size_t kXsaveHeaderSize = 64;
 constexpr size_t kSwReserved = 464;  // struct _fpx_sw_bytes inside the FXSAVE area
@@ -68,19 +65,12 @@ SigreturnFrame build_sigreturn_frame(const user_regs_struct& regs, std::span<con
                 kUcSigcontextSs | kUcStrictRestoreSs | (have_xstate ? kUcFpXstate : 0));
   // uc_link = 0; uc_stack = {0, 0, 0}: left zero on purpose (see header).
 
-  uint64_t rax = regs.rax, rip = regs.rip;
-  const auto ret = static_cast<int64_t>(regs.rax);
-  if (static_cast<int64_t>(regs.orig_rax) >= 0 &&
-      (ret == -kErestartsys || ret == -kErestartnointr || ret == -kErestartnohand ||
-       ret == -kErestartRestartblock)) {
-    // rt_sigreturn sets orig_rax = -1, so the kernel's own restart logic will
-    // not run afterwards: re-issue the call ourselves. For RESTARTBLOCK calls
-    // (nanosleep & co.) this restarts them with their original arguments;
-    // restart_syscall is useless here because rt_sigreturn disarms
-    // current->restart_block.
-    rax = regs.orig_rax;
-    rip -= 2;
-  }
+  // rt_sigreturn sets orig_rax = -1, so the kernel's own restart logic will
+  // not run afterwards: the call is re-issued with its original arguments
+  // (rt_sigreturn also disarms current->restart_block; a restart_syscall
+  // ends with EINTR: Registers::with_restart_applied).
+  const user_regs_struct applied = Registers(regs).with_restart_applied().raw();
+  const uint64_t rax = applied.rax, rip = applied.rip;
   const uint64_t gp[17] = {regs.r8,  regs.r9,  regs.r10, regs.r11, regs.r12, regs.r13,
                            regs.r14, regs.r15, regs.rdi, regs.rsi, regs.rbp, regs.rbx,
                            regs.rdx, rax,      regs.rcx, regs.rsp, rip};

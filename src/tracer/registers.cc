@@ -1,5 +1,9 @@
 #include "tracer/registers.h"
 
+#include <sys/syscall.h>
+
+#include <cerrno>
+
 #include "base/error.h"
 
 namespace snap {
@@ -46,9 +50,21 @@ bool Registers::in_restartable_syscall() const {
 Registers Registers::with_restart_applied() const {
   Registers r = *this;
   if (!in_restartable_syscall()) return r;
+  r.r_.orig_rax = static_cast<uint64_t>(-1);
+  if (r_.orig_rax == SYS_restart_syscall) {
+    // The kernel's own restart of a call stopped earlier (a futex wait,
+    // nanosleep or poll with a timeout, resumed after a SIGSTOP, a ptrace
+    // stop): what it resumes lives in the thread's restart_block, which
+    // whatever the thread runs before it resumes may replace (the
+    // parasite's poll does: the restart then polled the parasite's fd and
+    // the job's futex "returned" 1, or EFAULT), and no register tells which
+    // call it was. It ends as when a signal handler runs during such a
+    // call: with EINTR (nanosleep has written the time left already).
+    r.r_.rax = static_cast<uint64_t>(-static_cast<int64_t>(EINTR));
+    return r;
+  }
   r.r_.rax = r_.orig_rax;
   r.r_.rip -= kSyscallInsnLen;
-  r.r_.orig_rax = static_cast<uint64_t>(-1);
   return r;
 }
 

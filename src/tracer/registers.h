@@ -39,7 +39,10 @@ class Registers {
   // The same context with the restart made explicit: rip back on the
   // `syscall` instruction and rax = the syscall number, orig_rax = -1.
   // Resuming these registers from any stop re-issues the call with its
-  // original arguments, independent of kernel-internal restart state.
+  // original arguments, independent of kernel-internal restart state. A
+  // restart_syscall (the kernel's resumption of an earlier interrupted
+  // call, whose state only the kernel holds) ends with -EINTR instead, as
+  // if a signal handler had run.
   Registers with_restart_applied() const;
 
   user_regs_struct& raw() { return r_; }

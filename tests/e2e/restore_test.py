@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -835,6 +836,43 @@ def hugetlb_shared_memory_leave_running(env):
         info = env.snap_run("info", ckpt).stdout
         expect("/anon_hugepage (deleted)" in info and "/SYSV" in info,
                f"the image holds both objects: {info[-400:]}")
+
+
+@case
+def restarted_waits_leave_running(env):
+    # A job stopped and continued before the dump (SIGSTOP and SIGCONT, as
+    # Slurm's suspend and resume do) has threads in calls the kernel resumes
+    # through restart_syscall (tests/programs/restart_waits.c: a futex wait,
+    # a poll and a nanosleep with timeouts), whose state only the kernel
+    # holds. A dump that lets the job run on must leave them returning what
+    # the kernel may return: the snap before resumed them after its parasite
+    # had replaced that state, and the futex wait returned EFAULT (a JVM's
+    # pthread_cond_timedwait got 1 and glibc aborted the JVM: "The futex
+    # facility returned an unexpected error code"). The job ends as an
+    # uninterrupted run, and so does its restore from the dump point.
+    argv = [env.prog("restart_waits"), "30", "100"]
+    status, expected = uninterrupted([env.prog("restart_waits"), "30", "0"])
+    expect(status == 0 and len(expected) == 30, f"an uninterrupted run ({status}, {expected[-1:]})")
+    out, ckpt = env.path("restart_waits.out"), env.path("restart_waits.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 3)
+
+    def in_restart_syscall():
+        calls = []
+        for t in os.listdir(f"/proc/{p.pid}/task"):
+            try:
+                calls.append(open(f"/proc/{p.pid}/task/{t}/syscall").read().split()[0])
+            except (OSError, IndexError):
+                pass
+        return calls.count("219")  # __NR_restart_syscall
+
+    os.kill(p.pid, signal.SIGSTOP)
+    wait_for(lambda: open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T", 10,
+             "the job to stop")
+    os.kill(p.pid, signal.SIGCONT)
+    wait_for(lambda: in_restart_syscall() == 3, 10, "its three waiting threads in restart_syscall")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+    runs_on_then_restores(env, p, out, ckpt, expected)
 
 
 @case
