@@ -37,6 +37,18 @@ const MapEntry* find_at(const std::vector<MapEntry>& sorted, uint64_t start) {
   return it != sorted.end() && it->start == start ? &*it : nullptr;
 }
 
+// The entry of `sorted` that holds all of [start, end): the mapping itself,
+// or one the kernel merged it into after the mappings were read (snap's
+// userfaultfd registration of a grown neighbour, while the job was stopped,
+// gives both the same flags).
+const MapEntry* find_covering(const std::vector<MapEntry>& sorted, uint64_t start, uint64_t end) {
+  auto it = std::upper_bound(sorted.begin(), sorted.end(), start,
+                             [](uint64_t s, const MapEntry& e) { return s < e.start; });
+  if (it == sorted.begin()) return nullptr;
+  --it;
+  return it->start <= start && end <= it->end ? &*it : nullptr;
+}
+
 }  // namespace
 
 VmFlagsHints VmFlagsHints::read(const std::vector<pid_t>& pids) {
@@ -114,8 +126,7 @@ void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
   sort_by_start(snapshot);
   for (auto& m : mappings) {
     const bool from_job = read_from_job(m);
-    const MapEntry* c = find_at(snapshot, m.start);
-    if (c && c->end != m.end) c = nullptr;
+    const MapEntry* c = find_covering(snapshot, m.start, m.end);
     if (!from_job && (!c || image::has_vmflag(c->vmflags, "wf")))
       throw Error(fmt::format(
           "pid {}: mapping {:#x}-{:#x} became {} while snap was stopping the job, so its memory "

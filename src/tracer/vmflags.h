@@ -73,7 +73,10 @@ class VmFlagsHints {
 // from the job itself rather than from the snapshot. Throws when one read
 // from the snapshot is not there as it was in the job (it became
 // MADV_DONTFORK or MADV_WIPEONFORK between the hints and the stop): its
-// memory would be missing or zero, so the dump must not go on.
+// memory would be missing or zero, so the dump must not go on. A mapping
+// the snapshot shows merged with a neighbour (both given the same flags
+// after the mappings were read, as the write tracker's registration of a
+// grown neighbour does) is there as it was.
 void confirm_vmflags(pid_t pid, std::vector<image::Mapping>& mappings,
                      std::vector<MapEntry> snapshot,
                      const std::function<bool(const image::Mapping&)>& read_from_job);

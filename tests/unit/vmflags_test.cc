@@ -164,3 +164,28 @@ TEST(VmFlags, MemoryReadFromASnapshotThatLacksItIsAnError) {
   EXPECT_NO_THROW(proc::confirm_vmflags(7, maps, wiped, [](const image::Mapping&) { return true; }));
   EXPECT_EQ(maps[2].vmflags, "rd wr mr mw me ac wf");
 }
+
+// The write tracker registers a neighbour that grew since the last
+// checkpoint while the job is stopped, after its mappings were read: the
+// kernel merges the two, so the snapshot shows one mapping where the job's
+// list has two. Their memory is in the snapshot: no error (before, the
+// checkpoint failed, "became MADV_DONTFORK (or was remapped)"), each keeps
+// the snapshot's flags; a part the snapshot lacks is still an error.
+TEST(VmFlags, MappingsMergedInTheSnapshotAreThere) {
+  auto maps = stopped_maps(
+      "7f0000000000-7f0000100000 rw-p 00000000 00:00 0\n"
+      "7f0000100000-7f0000180000 rw-p 00000000 00:00 0\n");
+  for (auto& m : maps) m.vmflags = "rd wr mr mw me ac";
+  auto from_snapshot = [](const image::Mapping&) { return false; };
+  auto merged = proc::parse_smaps(
+      "7f0000000000-7f0000180000 rw-p 00000000 00:00 0\n"
+      "VmFlags: rd wr mr mw me ac hg\n");
+  auto copy = maps;
+  EXPECT_NO_THROW(proc::confirm_vmflags(7, copy, merged, from_snapshot));
+  EXPECT_EQ(copy[0].vmflags, "rd wr mr mw me ac hg");
+  EXPECT_EQ(copy[1].vmflags, "rd wr mr mw me ac hg");
+  auto shorter = proc::parse_smaps(
+      "7f0000000000-7f0000140000 rw-p 00000000 00:00 0\n"
+      "VmFlags: rd wr mr mw me ac\n");
+  EXPECT_THROW(proc::confirm_vmflags(7, maps, shorter, from_snapshot), Error);
+}
