@@ -203,7 +203,19 @@ void MemorySnapshot::release(pid_t job_pid) {
     GuardedSyscalls guarded(*leader);
     guarded.rs().syscall(SYS_wait4, static_cast<uint64_t>(own_pid_), 0, __WALL, 0);
   } catch (const std::exception& e) {
-    warn("could not collect snapshot process {} in pid {}: {}", child_, job_pid, e.what());
+    // A job that has ended meanwhile (ptrace refuses a zombie: EPERM): its
+    // children, this zombie with them, go to whoever reaps its orphans.
+    auto stat = proc::try_read_file(fmt::format("/proc/{}/stat", job_pid));
+    char state = 0;
+    if (stat) try {
+        state = proc::parse_stat(*stat).state;
+      } catch (const std::exception&) {
+      }
+    if (!stat || state == 'Z' || state == 'X')
+      vlog("snapshot process {} of pid {} left to be reaped with the job, which ended", child_,
+           job_pid);
+    else
+      warn("could not collect snapshot process {} in pid {}: {}", child_, job_pid, e.what());
   }
 }
 
