@@ -71,7 +71,8 @@ struct ThreadState {
   std::vector<std::vector<uint8_t>> pending;         // siginfo_t (128 B) each, private queue
   std::vector<std::vector<uint8_t>> pending_shared;  // same, process-wide queue (leader only)
   // The thread was stopped inside a system call that the kernel would have
-  // restarted (rax held -ERESTART*); restore re-issues syscall_nr.
+  // restarted (rax held -ERESTART*); restore re-issues syscall_nr (its
+  // registers say so), but a restart_syscall ends with EINTR.
   bool in_syscall = false;
   int64_t syscall_nr = -1;
   // Filled by the parasite (issue 4); absent when not collected.
