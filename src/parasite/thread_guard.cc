@@ -23,6 +23,7 @@
 #include "parasite/sigframe.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
+#include "tracer/rseq.h"
 
 namespace snap::parasite {
 
@@ -184,7 +185,8 @@ ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget, DeferFra
     xsave_ = std::move(known->xsave);
     mask_ = known->mask;
   } else {
-    orig = task.regs();
+    // Out of a restartable sequence it was stopped in (tracer/rseq.h).
+    orig = leave_rseq_critical_section(task, task.regs(), task.rseq_configuration());
     xsave_ = task.xsave();
     mask_ = task.signal_mask();
   }

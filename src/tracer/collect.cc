@@ -18,6 +18,7 @@
 #include "tracer/guard_regions.h"
 #include "tracer/mempolicy.h"
 #include "tracer/proc.h"
+#include "tracer/rseq.h"
 #include "tracer/scheduling.h"
 
 namespace snap {
@@ -26,7 +27,14 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
   const bool leader = t.tid() == pid;
   image::ThreadState ts;
   ts.tid = t.tid();
+  ts.rseq = t.rseq_configuration();
   Registers regs = t.regs();
+  // Stopped inside a restartable sequence: at its abort handler, before any
+  // code runs in the thread (tracer/rseq.h).
+  if (Registers out = leave_rseq_critical_section(t, regs, ts.rseq); out.ip() != regs.ip()) {
+    t.set_regs(out);
+    regs = out;
+  }
   // Saved with an interrupted restartable syscall made explicit, so restore
   // re-issues it (see Registers::with_restart_applied).
   ts.in_syscall = regs.in_restartable_syscall();
@@ -35,7 +43,6 @@ image::ThreadState collect_thread(Task& t, pid_t pid) {
   ts.xsave = t.xsave();
   ts.sigmask = t.signal_mask();
   t.keep_stop_state({regs, ts.xsave, ts.sigmask});  // for the parasite's guard of it
-  ts.rseq = t.rseq_configuration();
   uint64_t head = 0;
   size_t len = 0;
   if (::syscall(SYS_get_robust_list, t.tid(), &head, &len) == 0 && head)

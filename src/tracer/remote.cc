@@ -1,4 +1,5 @@
 #include "tracer/remote.h"
+#include "tracer/rseq.h"
 
 #include <capstone/capstone.h>
 #include <fcntl.h>
@@ -222,7 +223,12 @@ std::optional<remote_addr> find_syscall_ret_site(pid_t pid) {
 }
 
 RemoteSyscalls::RemoteSyscalls(Task& task, remote_addr syscall_site)
-    : task_(task), site_(syscall_site), final_(task.regs().with_restart_applied()) {}
+    : task_(task),
+      site_(syscall_site),
+      // Before any call runs in it: out of a restartable sequence it was
+      // stopped in (tracer/rseq.h).
+      final_(leave_rseq_critical_section(task, task.regs(), task.rseq_configuration())
+                 .with_restart_applied()) {}
 
 RemoteSyscalls::~RemoteSyscalls() {
   try {
