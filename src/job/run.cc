@@ -23,6 +23,7 @@
 #include "job/series.h"
 #include "restore/restore.h"
 #include "restore/spawn.h"
+#include "tracer/proc.h"
 
 namespace snap::job {
 
@@ -182,6 +183,18 @@ class Runner {
     return std::nullopt;
   }
 
+  // Whether the job's root has ended (a zombie, not yet waited for here).
+  bool job_ended() const {
+    auto stat = proc::try_read_file(fmt::format("/proc/{}/stat", root_));
+    if (!stat) return true;
+    try {
+      const char state = proc::parse_stat(*stat).state;
+      return state == 'Z' || state == 'X';
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
   // One checkpoint of the job, which keeps running (or, with kill, ends).
   // A failure is reported and the job goes on: the previous checkpoint stays
   // the latest.
@@ -212,7 +225,12 @@ class Runner {
       server_.answer_received(fmt::format("ok {}\n", n));
     } catch (const Error& e) {
       incremental_.failed();
-      warn("checkpoint {} failed, the job goes on: {}", n, e.what());
+      // A job that ended while it was being checkpointed (its last tick
+      // and the interval's checkpoint at once): its end is what counts.
+      if (job_ended())
+        vlog("checkpoint {} not taken: the job ended meanwhile ({})", n, e.what());
+      else
+        warn("checkpoint {} failed, the job goes on: {}", n, e.what());
       server_.answer_received(fmt::format("error {}\n", e.what()));
       schedule_next();
       return std::nullopt;
