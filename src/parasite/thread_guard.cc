@@ -186,7 +186,7 @@ ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget, DeferFra
     mask_ = known->mask;
   } else {
     // Out of a restartable sequence it was stopped in (tracer/rseq.h).
-    orig = leave_rseq_critical_section(task, task.regs(), task.rseq_configuration());
+    orig = leave_rseq_critical_section(task, task.regs(), read_rseq_state(task));
     xsave_ = task.xsave();
     mask_ = task.signal_mask();
   }

@@ -23,15 +23,15 @@
 
 namespace snap {
 
-image::ThreadState collect_thread(Task& t, pid_t pid) {
+image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq) {
   const bool leader = t.tid() == pid;
   image::ThreadState ts;
   ts.tid = t.tid();
-  ts.rseq = t.rseq_configuration();
+  ts.rseq = rseq.area;
   Registers regs = t.regs();
   // Stopped inside a restartable sequence: at its abort handler, before any
   // code runs in the thread (tracer/rseq.h).
-  if (Registers out = leave_rseq_critical_section(t, regs, ts.rseq); out.ip() != regs.ip()) {
+  if (Registers out = leave_rseq_critical_section(t, regs, rseq); out.ip() != regs.ip()) {
     t.set_regs(out);
     regs = out;
   }
@@ -114,7 +114,11 @@ image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hi
   prepare_hugetlb(p.pid, out.mappings);
   out.mempolicy = task_mempolicy(p.pid);
   record_guard_regions(p.pid, out.mappings);  // in the page tables only: while stopped
-  for (const auto& t : p.tasks) out.threads.push_back(collect_thread(*t, p.pid));
+  std::vector<const Task*> tasks;
+  for (const auto& t : p.tasks) tasks.push_back(t.get());
+  const std::vector<RseqState> rseq = read_rseq_states(p.pid, tasks);  // one call for all
+  for (size_t i = 0; i < p.tasks.size(); i++)
+    out.threads.push_back(collect_thread(*p.tasks[i], p.pid, rseq[i]));
   // A job-control stop is the whole process's: its leader says.
   if (!p.tasks.empty())
     if (auto sig = p.tasks[0]->job_control_stop()) out.stop_signal = *sig;

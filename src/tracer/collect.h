@@ -6,13 +6,16 @@
 #include "tracer/task.h"
 #include "tracer/vmflags.h"
 
+#include "tracer/rseq.h"
+
 namespace snap {
 
 // One thread of process `pid`: registers, extended state, signal mask,
 // queued signals (the process-wide queue with the leader), rseq, robust
 // list and name. The registers, extended state and mask stay with `t` too
 // (Task::keep_stop_state), for the parasite's guard of the thread.
-image::ThreadState collect_thread(Task& t, pid_t pid);
+// `rseq`: its rseq state as read_rseq_states read it at this stop.
+image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq);
 
 // /proc facts plus every thread's state, for a process of a SeizedTree;
 // mapping flags from `hints` where they fit (tracer/vmflags.h), fds from

@@ -227,7 +227,7 @@ RemoteSyscalls::RemoteSyscalls(Task& task, remote_addr syscall_site)
       site_(syscall_site),
       // Before any call runs in it: out of a restartable sequence it was
       // stopped in (tracer/rseq.h).
-      final_(leave_rseq_critical_section(task, task.regs(), task.rseq_configuration())
+      final_(leave_rseq_critical_section(task, task.regs(), read_rseq_state(task))
                  .with_restart_applied()) {}
 
 RemoteSyscalls::~RemoteSyscalls() {

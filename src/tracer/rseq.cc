@@ -1,5 +1,8 @@
 #include "tracer/rseq.h"
 
+#include <sys/uio.h>
+
+#include <algorithm>
 #include <cstddef>
 
 #include "base/error.h"
@@ -22,17 +25,47 @@ struct RseqCs {
 
 }  // namespace
 
+std::vector<RseqState> read_rseq_states(pid_t pid, const std::vector<const Task*>& tasks) {
+  std::vector<RseqState> out(tasks.size());
+  std::vector<iovec> local, remote;
+  std::vector<size_t> which;
+  for (size_t i = 0; i < tasks.size(); i++) {
+    out[i].area = tasks[i]->rseq_configuration();
+    if (!out[i].area) continue;
+    local.push_back({&out[i].cs, sizeof out[i].cs});
+    remote.push_back({reinterpret_cast<void*>((*out[i].area)[0] + kRseqCsOffset), sizeof(uint64_t)});
+    which.push_back(i);
+  }
+  constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
+  for (size_t k = 0; k < local.size(); k += kBatch) {
+    const size_t n = std::min(kBatch, local.size() - k);
+    const ssize_t got = ::process_vm_readv(pid, &local[k], n, &remote[k], n, 0);
+    if (got == static_cast<ssize_t>(n * sizeof(uint64_t))) continue;
+    for (size_t j = k; j < k + n; j++) {  // one by one: which could not be read
+      out[which[j]].cs = 0;
+      try {
+        read_remote(pid, remote_addr(reinterpret_cast<uint64_t>(remote[j].iov_base)),
+                    &out[which[j]].cs, sizeof(uint64_t));
+      } catch (const Error&) {
+        out[which[j]].cs = 0;
+      }
+    }
+  }
+  return out;
+}
+
+RseqState read_rseq_state(const Task& task) {
+  return read_rseq_states(task.tid(), {&task}).at(0);
+}
+
 Registers leave_rseq_critical_section(const Task& task, const Registers& regs,
-                                      const std::optional<std::array<uint64_t, 3>>& rseq) {
-  if (!rseq) return regs;
-  const uint64_t area = (*rseq)[0], sig = (*rseq)[2];
+                                      const RseqState& state) {
+  if (!state.area || !state.cs) return regs;
+  const uint64_t area = (*state.area)[0], sig = (*state.area)[2];
   const pid_t tid = task.tid();
   try {
-    uint64_t cs_at = 0;
-    read_remote(tid, remote_addr(area + kRseqCsOffset), &cs_at, sizeof cs_at);
-    if (!cs_at) return regs;
     RseqCs cs{};
-    read_remote(tid, remote_addr(cs_at), &cs, sizeof cs);
+    read_remote(tid, remote_addr(state.cs), &cs, sizeof cs);
     const uint64_t ip = regs.ip().as_int();
     if (!in_rseq_critical_section(ip, cs.start_ip, cs.post_commit_offset)) return regs;
     // The kernel checks the signature before the handler, and kills a
@@ -46,7 +79,7 @@ Registers leave_rseq_critical_section(const Task& task, const Registers& regs,
     out.set_ip(remote_addr(cs.abort_ip));
     return out;
   } catch (const Error&) {
-    return regs;  // an area or descriptor the kernel could not read either
+    return regs;  // a descriptor the kernel could not read either
   }
 }
 

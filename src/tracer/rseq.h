@@ -17,20 +17,34 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "tracer/registers.h"
 #include "tracer/task.h"
 
 namespace snap {
 
-// What a thread stopped at `regs`, whose rseq area is `rseq` (address,
-// length, signature: Task::rseq_configuration), would have if the kernel
+// A stopped thread's rseq area (address, length, signature:
+// Task::rseq_configuration) and the area's rseq_cs word as it was read.
+struct RseqState {
+  std::optional<std::array<uint64_t, 3>> area;
+  uint64_t cs = 0;  // the critical section descriptor's address; 0: in none
+};
+
+// The state of each of `tasks` (threads of process `pid`, stopped): their
+// rseq_cs words read with one system call (a thread whose word cannot be
+// read counts as in no section).
+std::vector<RseqState> read_rseq_states(pid_t pid, const std::vector<const Task*>& tasks);
+// The same for one thread.
+RseqState read_rseq_state(const Task& task);
+
+// What a thread stopped at `regs` in `state` would have if the kernel
 // aborted the critical section it is in: registers at the abort handler,
 // the area's rseq_cs cleared in the thread's memory. `regs` unchanged when
-// it is in none (or its area cannot be read: the kernel would then kill it
-// at its return to user space anyway).
+// it is in none (or its descriptor cannot be read: the kernel would then
+// kill it at its return to user space anyway).
 Registers leave_rseq_critical_section(const Task& task, const Registers& regs,
-                                      const std::optional<std::array<uint64_t, 3>>& rseq);
+                                      const RseqState& state);
 
 // Whether `ip` lies in the critical section [start_ip, start_ip +
 // post_commit_offset) of an rseq_cs descriptor, as the kernel tells.
