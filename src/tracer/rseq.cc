@@ -27,30 +27,33 @@ struct RseqCs {
 
 std::vector<RseqState> read_rseq_states(pid_t pid, const std::vector<const Task*>& tasks) {
   std::vector<RseqState> out(tasks.size());
-  std::vector<iovec> local, remote;
-  std::vector<size_t> which;
+  std::vector<size_t> which;  // the tasks with an area
   for (size_t i = 0; i < tasks.size(); i++) {
     out[i].area = tasks[i]->rseq_configuration();
-    if (!out[i].area) continue;
-    local.push_back({&out[i].cs, sizeof out[i].cs});
-    remote.push_back({reinterpret_cast<void*>((*out[i].area)[0] + kRseqCsOffset), sizeof(uint64_t)});
-    which.push_back(i);
+    if (out[i].area) which.push_back(i);
+  }
+  auto word_of = [&](size_t i) { return remote_addr((*out[i].area)[0] + kRseqCsOffset); };
+  std::vector<uint64_t> words(which.size(), 0);
+  std::vector<iovec> local(which.size()), remote(which.size());
+  for (size_t j = 0; j < which.size(); j++) {
+    local[j] = {&words[j], sizeof words[j]};
+    remote[j] = {reinterpret_cast<void*>(word_of(which[j]).as_int()), sizeof words[j]};
   }
   constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
-  for (size_t k = 0; k < local.size(); k += kBatch) {
-    const size_t n = std::min(kBatch, local.size() - k);
+  for (size_t k = 0; k < which.size(); k += kBatch) {
+    const size_t n = std::min(kBatch, which.size() - k);
     const ssize_t got = ::process_vm_readv(pid, &local[k], n, &remote[k], n, 0);
     if (got == static_cast<ssize_t>(n * sizeof(uint64_t))) continue;
     for (size_t j = k; j < k + n; j++) {  // one by one: which could not be read
-      out[which[j]].cs = 0;
+      words[j] = 0;
       try {
-        read_remote(pid, remote_addr(reinterpret_cast<uint64_t>(remote[j].iov_base)),
-                    &out[which[j]].cs, sizeof(uint64_t));
+        read_remote(pid, word_of(which[j]), &words[j], sizeof words[j]);
       } catch (const Error&) {
-        out[which[j]].cs = 0;
+        words[j] = 0;
       }
     }
   }
+  for (size_t j = 0; j < which.size(); j++) out[which[j]].cs = remote_addr(words[j]);
   return out;
 }
 
@@ -60,12 +63,12 @@ RseqState read_rseq_state(const Task& task) {
 
 Registers leave_rseq_critical_section(const Task& task, const Registers& regs,
                                       const RseqState& state) {
-  if (!state.area || !state.cs) return regs;
+  if (!state.area || state.cs.is_null()) return regs;
   const uint64_t area = (*state.area)[0], sig = (*state.area)[2];
   const pid_t tid = task.tid();
   try {
     RseqCs cs{};
-    read_remote(tid, remote_addr(state.cs), &cs, sizeof cs);
+    read_remote(tid, state.cs, &cs, sizeof cs);
     const uint64_t ip = regs.ip().as_int();
     if (!in_rseq_critical_section(ip, cs.start_ip, cs.post_commit_offset)) return regs;
     // The kernel checks the signature before the handler, and kills a

@@ -19,6 +19,7 @@
 #include <optional>
 #include <vector>
 
+#include "base/remote_ptr.h"
 #include "tracer/registers.h"
 #include "tracer/task.h"
 
@@ -28,7 +29,7 @@ namespace snap {
 // Task::rseq_configuration) and the area's rseq_cs word as it was read.
 struct RseqState {
   std::optional<std::array<uint64_t, 3>> area;
-  uint64_t cs = 0;  // the critical section descriptor's address; 0: in none
+  remote_addr cs;  // the critical section descriptor's address; null: in none
 };
 
 // The state of each of `tasks` (threads of process `pid`, stopped): their
