@@ -183,18 +183,6 @@ class Runner {
     return std::nullopt;
   }
 
-  // Whether the job's root has ended (a zombie, not yet waited for here).
-  bool job_ended() const {
-    auto stat = proc::try_read_file(fmt::format("/proc/{}/stat", root_));
-    if (!stat) return true;
-    try {
-      const char state = proc::parse_stat(*stat).state;
-      return state == 'Z' || state == 'X';
-    } catch (const std::exception&) {
-      return false;
-    }
-  }
-
   // One checkpoint of the job, which keeps running (or, with kill, ends).
   // A failure is reported and the job goes on: the previous checkpoint stays
   // the latest.
@@ -227,7 +215,7 @@ class Runner {
       incremental_.failed();
       // A job that ended while it was being checkpointed (its last tick
       // and the interval's checkpoint at once): its end is what counts.
-      if (job_ended())
+      if (proc::has_ended(root_))
         vlog("checkpoint {} not taken: the job ended meanwhile ({})", n, e.what());
       else
         warn("checkpoint {} failed, the job goes on: {}", n, e.what());

@@ -205,13 +205,7 @@ void MemorySnapshot::release(pid_t job_pid) {
   } catch (const std::exception& e) {
     // A job that has ended meanwhile (ptrace refuses a zombie: EPERM): its
     // children, this zombie with them, go to whoever reaps its orphans.
-    auto stat = proc::try_read_file(fmt::format("/proc/{}/stat", job_pid));
-    char state = 0;
-    if (stat) try {
-        state = proc::parse_stat(*stat).state;
-      } catch (const std::exception&) {
-      }
-    if (!stat || state == 'Z' || state == 'X')
+    if (proc::has_ended(job_pid))
       vlog("snapshot process {} of pid {} left to be reaped with the job, which ended", child_,
            job_pid);
     else

@@ -490,6 +490,17 @@ std::vector<MapEntry> read_smaps(pid_t pid, std::string* maps_text) {
   return parse_smaps(read_huge(pid_path(pid, "smaps")).view(), maps_text);
 }
 Stat read_stat(pid_t pid) { return parse_stat(read_file(pid_path(pid, "stat"))); }
+
+bool has_ended(pid_t pid) {
+  auto text = try_read_file(pid_path(pid, "stat"));
+  if (!text) return true;
+  try {
+    const char state = parse_stat(*text).state;
+    return state == 'Z' || state == 'X';
+  } catch (const std::exception&) {
+    return false;
+  }
+}
 Status read_status(pid_t pid) { return parse_status(read_file(pid_path(pid, "status"))); }
 
 std::vector<uint64_t> read_auxv(pid_t pid) {

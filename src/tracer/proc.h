@@ -131,6 +131,9 @@ std::vector<pid_t> list_children(pid_t pid, const std::vector<pid_t>& tids);
 std::vector<pid_t> list_tree(pid_t root);
 std::vector<MapEntry> read_smaps(pid_t pid, std::string* maps_text = nullptr);
 Stat read_stat(pid_t pid);
+// Whether process `pid` has ended: gone from /proc, or a zombie (dead, not
+// yet waited for). An unreadable stat counts as not ended.
+bool has_ended(pid_t pid);
 Status read_status(pid_t pid);
 std::vector<uint64_t> read_auxv(pid_t pid);
 
