@@ -322,11 +322,7 @@ void ThreadGuard::point_at(remote_addr entry, uint64_t arg, remote_addr sp) {
   task_.set_signal_mask(~uint64_t{0});
 }
 
-void ThreadGuard::resume() {
-  if (::ptrace(PTRACE_SYSCALL, task_.tid(), nullptr, nullptr) < 0)
-    throw SysError(fmt::format("ptrace(PTRACE_SYSCALL, pid {}) running the parasite", task_.tid()),
-                   errno);
-}
+void ThreadGuard::resume() { task_.resume(PTRACE_SYSCALL, "running the parasite"); }
 
 void ThreadGuard::fail_on_fault_or_death(int status) {
   const pid_t tid = task_.tid();
@@ -347,11 +343,7 @@ void ThreadGuard::fail_on_fault_or_death(int status) {
   }
 }
 
-void ThreadGuard::resume_free() {
-  if (::ptrace(PTRACE_CONT, task_.tid(), nullptr, nullptr) < 0)
-    throw SysError(fmt::format("ptrace(PTRACE_CONT, pid {}) running the parasite", task_.tid()),
-                   errno);
-}
+void ThreadGuard::resume_free() { task_.resume(PTRACE_CONT, "running the parasite"); }
 
 void ThreadGuard::interrupt() {
   if (::ptrace(PTRACE_INTERRUPT, task_.tid(), nullptr, nullptr) < 0)
@@ -370,14 +362,21 @@ bool ThreadGuard::on_free_stop(int status) {
     interrupted_ = false;
     return true;
   }
-  // A system-call stop left from the stepped start, a group stop (SIGSTOP:
-  // all other signals are blocked in the blob; the job sees it later), or
-  // the like: on, without stops.
-  if (WIFSTOPPED(status) && (status >> 16) == 0 && WSTOPSIG(status) != (SIGTRAP | 0x80))
-    warn("pid {}: signal {} arrived while the parasite ran; it is dropped", task_.tid(),
-         WSTOPSIG(status));
+  // A system-call stop left from the stepped start, a stop signal (all
+  // others are blocked in the blob), or the like: on, without stops.
+  hold_stop_signal(status);
   resume_free();
   return false;
+}
+
+void ThreadGuard::hold_stop_signal(int status) {
+  if (!WIFSTOPPED(status) || (status >> 16) != 0 || WSTOPSIG(status) == (SIGTRAP | 0x80)) return;
+  // A signal-delivery stop: a stop signal (SIGSTOP; the others are blocked
+  // in the blob) sent to the job while the parasite ran, Slurm's suspend
+  // say. Held back until the thread is let go, and the job stops then.
+  vlog("pid {}: signal {} arrived while the parasite ran: delivered when snap lets go",
+       task_.tid(), WSTOPSIG(status));
+  task_.hold_signal(WSTOPSIG(status));
 }
 
 bool ThreadGuard::on_stop(int status) {
@@ -406,12 +405,12 @@ bool ThreadGuard::on_stop(int status) {
     return true;
   }
   // A group stop or other event: go on. All signals are blocked; only
-  // SIGSTOP gets here. Let the job see it later.
+  // SIGSTOP gets here.
   if ((status >> 16) == PTRACE_EVENT_CLONE) {
     unsigned long msg = 0;
     if (::ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) == 0) cloned_ = static_cast<pid_t>(msg);
   }
-  if ((status >> 16) == 0) warn("pid {}: signal {} arrived while the parasite ran; it is dropped", tid, sig);
+  hold_stop_signal(status);
   resume();
   return false;
 }

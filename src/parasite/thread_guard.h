@@ -127,6 +127,9 @@ class ThreadGuard {
   void build_frame(const Registers& orig);
   void frame_not_written(const std::string& why);
   void resume();               // PTRACE_SYSCALL
+  // At a signal-delivery stop (a stop signal), the signal held back until
+  // the thread is let go (Task::hold_signal); any other stop: nothing.
+  void hold_stop_signal(int status);
   int wait_stop();             // the thread's next stop's wait status
   // Registers set for a call of `entry` (start()), then parked (all
   // signals blocked) if not yet.

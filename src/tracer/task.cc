@@ -334,6 +334,16 @@ std::optional<std::array<uint64_t, 3>> Task::rseq_configuration() const {
   return std::array<uint64_t, 3>{conf.rseq_abi_pointer, conf.rseq_abi_size, conf.signature};
 }
 
+void Task::resume(int request, const char* doing) {
+  stop_state_.reset();
+  resumed_ = true;
+  if (::ptrace(static_cast<enum __ptrace_request>(request), tid_, nullptr, nullptr) < 0)
+    throw SysError(fmt::format("ptrace({}, {}) {}",
+                               request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT",
+                               who(tid_), doing),
+                   errno);
+}
+
 int Task::resume_and_wait(int request) {
   stop_state_.reset();
   const char* name = request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT";

@@ -79,6 +79,14 @@ class Task {
   // kernel raised (SIGSEGV, SIGBUS, SIGILL, SIGFPE in code snap made the
   // thread run) throws Error with the address instead.
   int resume_and_wait(int request);
+  // PTRACE_SYSCALL/PTRACE_CONT without the wait, for a caller that waits
+  // itself (the parasite's threads, running free); throws SysError naming
+  // the request, the thread and `doing`.
+  void resume(int request, const char* doing);
+  // A signal-delivery stop of `sig` seen by such a caller: the signal is
+  // held back until detach, as resume_and_wait() holds it (a SIGSTOP of
+  // Slurm's suspend arriving while the parasite runs stops the job then).
+  void hold_signal(int sig) { intercept(sig); }
 
   // Leaves the thread to the kernel: detaches now, optionally delivering sig.
   void detach(int sig = 0);

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """End-to-end tests of the parasite in `snap dump`, on tests/programs/victim.
 
-Usage: parasite_test.py SNAP VICTIM (--manifest | --faults [--kills N] [--seed S])
+Usage: parasite_test.py SNAP VICTIM (--manifest | --stop-signals | --faults [--kills N] [--seed S])
 
 --manifest  dumps the running victim once and checks that the manifest
             records its handlers, sigaltstack, itimer, POSIX timer and pipe
             data, and that the victim keeps running correctly.
+--stop-signals  sends SIGSTOP to the victim at several phases of a dump
+            (each held 0.3 s), and checks that each dump succeeds, the victim
+            is stopped after it, and, continued, ends as an uninterrupted run.
 --faults    kills `snap dump` with SIGKILL at N (default 50) pseudo-random
             instants while it dumps the victim, and checks after each kill
             that the victim is untraced and running, and at the end that its
@@ -306,6 +309,46 @@ def test_faults(snap, victim_exe, work, kills, seed):
     v.check_output(rc)
 
 
+# Phases of a dump (parasite.h) at which snap holds still 0.3 s while a stop
+# signal reaches the job: the parasite running in the leader (its service,
+# its removal), the other threads about to run its thread entry, and the
+# job stopped with no code of snap's in it, before and after its snapshot.
+STOP_PHASES = ["parasite-service", "parasite-threads-ready", "parasite-cure",
+               "process-collected", "job-released"]
+
+
+def test_stop_signals(snap, victim_exe, work):
+    """A SIGSTOP sent to the job while snap dumps it (Slurm's suspend, a
+    user's kill -STOP) stops the job, whatever snap was doing then: the
+    dump completes and the job is found stopped after it; SIGCONT lets it
+    go on, and it ends as an uninterrupted run."""
+    n, interval = 60, 20
+    v = Victim(victim_exe, n, interval, work)
+    time.sleep(0.3)
+    for j, at in enumerate(STOP_PHASES):
+        log = os.path.join(work, f"stop{j}.log")
+        p = run_dump(snap, v.pid, os.path.join(work, f"stop{j}"), log, pause_at=at)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and p.poll() is None and not any(
+                name == at for _, name in read_phases(log)):
+            time.sleep(0.0002)
+        reached = any(name == at for _, name in read_phases(log))
+        os.kill(v.pid, signal.SIGSTOP)
+        _, err = p.communicate(timeout=60)
+        expect(reached, f"snap reached {at}")
+        expect(p.returncode == 0, f"the dump with a SIGSTOP at {at} succeeds ({err.strip()})")
+        deadline = time.monotonic() + 2
+        while v.status()[0][:1] != "T" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        state, tracer = v.status()
+        expect(state[:1] == "T" and tracer == 0,
+               f"the job is stopped, untraced, after a SIGSTOP at {at} (state {state}, tracer {tracer})")
+        os.kill(v.pid, signal.SIGCONT)
+        time.sleep(0.1)
+    rc = v.finish(n * interval / 1000 + 30)
+    v.check_output(rc)
+
+
 def main():
     if len(sys.argv) < 4:
         print(__doc__, file=sys.stderr)
@@ -321,6 +364,8 @@ def main():
         try:
             if "--manifest" in args:
                 test_manifest(snap, victim, work)
+            if "--stop-signals" in args:
+                test_stop_signals(snap, victim, work)
             if "--faults" in args:
                 test_faults(snap, victim, work, kills, seed)
         finally:
