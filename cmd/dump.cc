@@ -16,7 +16,7 @@ namespace {
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
   o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--compress auto|always] "
-                "[--temp-files-max SIZE] [--force] [--tcp-established | --tcp-close] [-v]");
+                "[--temp-files-max SIZE] [--shared-files-max SIZE] [--force] [--tcp-established | --tcp-close] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -45,6 +45,10 @@ cxxopts::Options dump_options() {
        "/tmp, /dev/shm: scratch a restore on another node would not find) the image keeps, "
        "in all (SIZE: 512M, 20G; default 4G; 0: none): a file past it is reopened by its path "
        "at restore, and the dump says so", cxxopts::value<std::string>())
+      ("shared-files-max", "most bytes of data files the job maps shared and may write (a "
+       "numpy.memmap array) the image keeps, in all (SIZE; default 4G; 0: none): what they "
+       "held at the dump is written back into them at restore; a file past it is left as the "
+       "restore finds it, and the dump says so", cxxopts::value<std::string>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -81,6 +85,8 @@ int run_dump(const cxxopts::ParseResult& args) {
   if (args.count("compress")) opts.compression = parse_compression(args["compress"].as<std::string>());
   if (args.count("temp-files-max"))
     opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
+  if (args.count("shared-files-max"))
+    opts.shared_files_max = parse_size("--shared-files-max", args["shared-files-max"].as<std::string>());
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };
   auto r = job::dump_tree(pid, sink, opts);

@@ -48,6 +48,9 @@ void add_common(cxxopts::Options& o) {
                     "and the job runs on): resumed, the job finds them closed and may reconnect")
       ("temp-files-max", "most bytes of the job's larger files in temporary directories a "
                          "checkpoint keeps, in all (as snap dump; default 4G; 0: none)",
+       cxxopts::value<std::string>())
+      ("shared-files-max", "most bytes of data files the job maps shared and may write a "
+                           "checkpoint keeps, in all (as snap dump; default 4G; 0: none)",
        cxxopts::value<std::string>());
 }
 
@@ -108,6 +111,8 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
   opts.tcp_close = args.count("tcp-close") > 0;
   if (args.count("temp-files-max"))
     opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
+  if (args.count("shared-files-max"))
+    opts.shared_files_max = parse_size("--shared-files-max", args["shared-files-max"].as<std::string>());
   return opts;
 }
 

@@ -166,6 +166,18 @@ struct Mapping {
     uint32_t mode = 0, uid = 0, gid = 0;
   };
   std::optional<NamedShm> named_shm;
+  // A MAP_SHARED mapping, that a mapping of the tree may write, of a
+  // regular file elsewhere (a numpy.memmap array, an out-of-core solver's
+  // file): what the job writes there is part of its state, and the file
+  // at a restore holds what the job wrote after the dump (it ran on, then
+  // died). So the data of the mapped range is in the page store as for
+  // anonymous shared memory, and restore writes it back into the file, in
+  // place, before the job maps it: the file's other bytes are left as
+  // they are. `size`: the file's size at the dump.
+  struct SavedFile {
+    uint64_t size = 0;
+  };
+  std::optional<SavedFile> saved_file;
   // Private memory from the hugetlb pool (MAP_HUGETLB, a private mapping
   // of a hugetlbfs file: libhugetlbfs, Cray's craype-hugepages): its huge
   // page size in bytes, kind Anonymous, every page it holds saved; restore
@@ -203,7 +215,7 @@ inline bool may_write_file(const Mapping& m) {
 inline bool is_shm_object(const Mapping& m) {
   return m.kind == MappingKind::SharedAnon ||
          (m.kind == MappingKind::File && m.shared &&
-          (m.path.ends_with(" (deleted)") || m.named_shm));
+          (m.path.ends_with(" (deleted)") || m.named_shm || m.saved_file));
 }
 
 enum class FdType : uint8_t {

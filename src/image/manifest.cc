@@ -121,6 +121,8 @@ void append_mappings(std::string& out, const std::vector<Mapping>& mappings) {
       fmt::format_to(std::back_inserter(out),
                      R"(,"named_shm":{{"size":{},"mode":{},"uid":{},"gid":{}}})", m.named_shm->size,
                      m.named_shm->mode, m.named_shm->uid, m.named_shm->gid);
+    if (m.saved_file)
+      fmt::format_to(std::back_inserter(out), R"(,"saved_file":{{"size":{}}})", m.saved_file->size);
     if (m.hugetlb_page) fmt::format_to(std::back_inserter(out), R"(,"hugetlb_page":{})", m.hugetlb_page);
     if (!m.mempolicy.empty()) {
       out += R"(,"mempolicy":)";

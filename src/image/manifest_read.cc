@@ -251,6 +251,11 @@ Mapping decode_mapping(const Field& f) {
   if (auto n = f.opt("named_shm"))
     m.named_shm = Mapping::NamedShm{(*n)["size"].as<uint64_t>(), (*n)["mode"].as<uint32_t>(),
                                     (*n)["uid"].as<uint32_t>(), (*n)["gid"].as<uint32_t>()};
+  if (auto n = f.opt("saved_file")) {
+    m.saved_file = Mapping::SavedFile{(*n)["size"].as<uint64_t>()};
+    if (m.kind != MappingKind::File || !m.shared || m.named_shm)
+      (*n)["size"].fail("a saved file is a shared mapping of a file that is not a named_shm");
+  }
   if (m.start % kPageSize || m.end % kPageSize || m.end <= m.start)
     f["end"].fail("mapping is not a non-empty page-aligned range");
   for (const auto& [start, end] : m.guards)

@@ -294,6 +294,11 @@ ojson describe_needed_files(const image::Checkpoint& c) {
       if (f.type == image::FdType::Regular && !f.ghost)
         need(f.path, f.size, fmt::format("pid {} fd {}", p.pid, f.fd));
     for (const auto& m : p.mappings) {
+      if (m.saved_file) {  // the mapped part is in the image, written back into it
+        need(m.path, m.saved_file->size,
+             fmt::format("pid {} maps it shared (what it maps is in the image)", p.pid));
+        continue;
+      }
       if (m.kind != image::MappingKind::File || image::is_shm_object(m) || carried.count(m.path))
         continue;
       // A data file the job writes (or may write) through a shared mapping;

@@ -484,7 +484,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   std::vector<PagedGhost> quiet_ghosts;
   if (!opts.kill) quiet_ghosts = take_quiet(ghost_pages, quiet_file_time());
   const auto temp_dirs = temp_roots(ckpt);
-  mark_named_shared_memory(ckpt, temp_dirs, views);  // files in /dev/shm or /tmp the job maps: saved too
+  // Files in /dev/shm or /tmp the job maps, and data files it writes through memory: saved too.
+  mark_named_shared_memory(ckpt, temp_dirs, views, opts.shared_files_max);
   // What it holds in /tmp and its directories, made again where missing;
   // the larger files' contents are read once the memory is (step 4b).
   TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views);

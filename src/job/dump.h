@@ -80,6 +80,7 @@ class Incremental;
 inline constexpr unsigned kMaxJobs = 64;
 
 constexpr uint64_t kDefaultTempFilesMax = uint64_t{4} << 30;
+constexpr uint64_t kDefaultSharedFilesMax = uint64_t{4} << 30;
 
 struct DumpOptions {
   bool kill = false;  // kill the whole tree once the image is committed
@@ -118,6 +119,11 @@ struct DumpOptions {
   // the dump says so). A dump with --kill before a time limit must finish
   // in time, whatever the job left in /tmp.
   uint64_t temp_files_max = kDefaultTempFilesMax;
+  // The most bytes of data files the job maps shared and may write
+  // (image::Mapping::saved_file) the image keeps, in all: each is read
+  // while the job is stopped. A file past it is left out (the dump warns):
+  // a restore finds it as it is then.
+  uint64_t shared_files_max = kDefaultSharedFilesMax;
   // Called as pages are stored (for a progress line), from one thread at a
   // time (not always the same one).
   std::function<void(const image::ImageStats&)> progress;

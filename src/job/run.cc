@@ -201,6 +201,7 @@ class Runner {
       o.compression = opts_.compression;
       o.tcp_close = opts_.tcp_close;
       o.temp_files_max = opts_.temp_files_max;
+      o.shared_files_max = opts_.shared_files_max;
       auto r = dump_tree(root_, *sink, o);
       incremental_.committed(static_cast<uint64_t>(n));
       std::fprintf(stderr,

@@ -99,6 +99,7 @@ class FilePlanner {
   int memfd_for(const image::Mapping& m);
   void remake_named_shm();
   void fill_shared_memory();
+  uint64_t put_back_saved_files();
 
   const image::Checkpoint& ckpt_;
   image::ImageReader& img_;

@@ -2,14 +2,19 @@
 // object the image maps is one memfd, or for a file that was in /dev/shm
 // that file made again, sized and filled with its saved pages.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <map>
 #include <set>
+#include <utility>
+#include <vector>
 #include <fmt/core.h>
 
 #include "base/error.h"
@@ -47,12 +52,143 @@ int FilePlanner::memfd_for(const image::Mapping& m) {
 void FilePlanner::remake_named_shm() {
   for (const auto& p : ckpt_.processes)
     for (const auto& m : p.mappings)
+      if (m.saved_file && !shm_.count(shm_key(m))) {
+        // A data file the job wrote through memory: written in place below
+        // (fill_shared_memory), the rest of it left as it is.
+        ScopedFd fd(::open(m.path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+          throw SysError(fmt::format("cannot restore pid {}: open {} to write back what the job "
+                                     "had written into it through a shared mapping",
+                                     p.pid, m.path),
+                         fd ? EINVAL : errno,
+                         "the job maps this file; it must be at its path, a regular file the "
+                         "restoring user may write");
+        shm_[shm_key(m)] = keep(fd.release(), "opening " + m.path);
+      }
+  for (const auto& p : ckpt_.processes)
+    for (const auto& m : p.mappings)
       if (m.named_shm && !shm_.count(shm_key(m))) {
         bool was_there = false;
         ScopedFd fd = make_named_shm(m, out_.warnings_, &was_there);
         if (!was_there) out_.made_paths_.push_back(m.path);  // removed if the restore fails
         shm_[shm_key(m)] = keep(fd.release(), "making " + m.path);
       }
+}
+
+namespace {
+
+using Range = std::pair<uint64_t, uint64_t>;  // [first byte, end) of a file
+
+// The parts of `ranges` (sorted, not overlapping) that `minus` (sorted,
+// not overlapping) does not cover.
+std::vector<Range> subtract(const std::vector<Range>& ranges, const std::vector<Range>& minus) {
+  std::vector<Range> out;
+  size_t j = 0;
+  for (auto [a, b] : ranges) {
+    while (j < minus.size() && minus[j].second <= a) j++;
+    for (size_t k = j; k < minus.size() && minus[k].first < b && a < b; k++) {
+      if (minus[k].first > a) out.push_back({a, minus[k].first});
+      a = std::max(a, minus[k].second);
+    }
+    if (a < b) out.push_back({a, b});
+  }
+  return out;
+}
+
+std::vector<Range> merged(std::vector<Range> r) {
+  std::sort(r.begin(), r.end());
+  std::vector<Range> out;
+  for (const auto& x : r)
+    if (!out.empty() && x.first <= out.back().second)
+      out.back().second = std::max(out.back().second, x.second);
+    else
+      out.push_back(x);
+  return out;
+}
+
+// Zeros [a, b) of the file open on `fd`: a hole where the file system
+// makes one, else written zeros.
+void zero_range(int fd, uint64_t a, uint64_t b, const std::string& path) {
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(a),
+                  static_cast<off_t>(b - a)) == 0)
+    return;
+  static const std::vector<uint8_t> zeros(1 << 20, 0);
+  for (uint64_t at = a; at < b;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(b - at, zeros.size()));
+    const ssize_t w = ::pwrite(fd, zeros.data(), n, static_cast<off_t>(at));
+    if (w <= 0)
+      throw SysError(fmt::format("cannot restore {}: writing zeros at offset {}", path, at), errno);
+    at += static_cast<uint64_t>(w);
+  }
+}
+
+}  // namespace
+
+// Each data file the job wrote through a shared mapping (saved_file) gets
+// back, in the ranges the job mapped, what it held at the dump: the saved
+// pages written, the rest of those ranges that holds data now (the job
+// wrote there after the dump) zeroed, as it was; its size, if it is
+// smaller now, as it was. Bytes outside the mapped ranges are left as they
+// are. Returns the bytes written.
+uint64_t FilePlanner::put_back_saved_files() {
+  std::map<ShmKey, std::vector<std::pair<pid_t, const image::Mapping*>>> files;
+  for (const auto& p : ckpt_.processes)
+    for (const auto& m : p.mappings)
+      if (m.saved_file) files[shm_key(m)].push_back({p.pid, &m});
+  uint64_t written = 0;
+  for (const auto& [key, mappings] : files) {
+    const int fd = shm_.at(key);
+    const image::Mapping& first = *mappings.front().second;
+    const uint64_t size = first.saved_file->size;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw SysError("fstat " + first.path, errno);
+    if (static_cast<uint64_t>(st.st_size) < size && ::ftruncate(fd, static_cast<off_t>(size)) != 0)
+      throw SysError(fmt::format("cannot restore {}: ftruncate to its {} bytes at the dump",
+                                 first.path, size), errno);
+    std::vector<Range> mapped, stored;
+    for (const auto& [pid, m] : mappings) {
+      mapped.push_back({m->pgoff, std::min(m->pgoff + (m->end - m->start), size)});
+      img_.for_each_piece(pid, m->start, [&](const image::PagePiece& pc) {
+        if (pc.kind == image::PagePiece::kZero) return;
+        const uint64_t at = m->pgoff + (pc.addr - m->start);
+        stored.push_back({at, at + uint64_t{pc.npages} * image::kPageSize});
+      });
+    }
+    const uint64_t bytes = fill_file(fd, mappings, img_, fill_);
+    written += bytes;
+    // Whole pages were written: a size that is not a multiple of the page
+    // size is set again (the larger of the dump's and the file's now).
+    const uint64_t keep_size = std::max<uint64_t>(static_cast<uint64_t>(st.st_size), size);
+    struct stat after {};
+    if (::fstat(fd, &after) == 0 && static_cast<uint64_t>(after.st_size) > keep_size &&
+        ::ftruncate(fd, static_cast<off_t>(keep_size)) != 0)
+      throw SysError(fmt::format("cannot restore {}: ftruncate to {} bytes", first.path, keep_size),
+                     errno);
+    // What holds data now in the mapped ranges but was not saved: zeros or
+    // a hole at the dump.
+    std::vector<Range> data;
+    for (uint64_t pos = 0; pos < keep_size;) {
+      const off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      if (d < 0) break;  // ENXIO: no data past pos
+      const off_t h = ::lseek(fd, d, SEEK_HOLE);
+      if (h < 0) break;
+      data.push_back({static_cast<uint64_t>(d), static_cast<uint64_t>(h)});
+      pos = static_cast<uint64_t>(h);
+    }
+    uint64_t zeroed = 0;
+    for (const auto& [a, b] : subtract(merged(mapped), merged(stored)))
+      for (const auto& [da, db] : data) {
+        const uint64_t x = std::max(a, da), y = std::min(b, db);
+        if (x < y) {
+          zero_range(fd, x, y, first.path);
+          zeroed += y - x;
+        }
+      }
+    vlog("restore: {}: what the job mapped of it put back as at the dump ({} MiB written, {} "
+         "KiB zeroed)", first.path, bytes >> 20, zeroed >> 10);
+  }
+  return written;
 }
 
 // Sizes every shared memory object and writes its saved pages.
@@ -64,7 +200,7 @@ void FilePlanner::fill_shared_memory() {
       if (m.named_shm) {
         named.insert(shm_key(m));
         size[shm_key(m)] = m.named_shm->size;
-      } else if (is_shm_object(m) && !m.ghost) {
+      } else if (is_shm_object(m) && !m.ghost && !m.saved_file) {
         auto& s = size[shm_key(m)];
         s = std::max(s, m.pgoff + (m.end - m.start));
       }
@@ -77,11 +213,12 @@ void FilePlanner::fill_shared_memory() {
   std::map<uint64_t, std::vector<std::pair<pid_t, const image::Mapping*>>> ghosts;
   for (const auto& p : ckpt_.processes)
     for (const auto& m : p.mappings)
-      if (is_shm_object(m) && m.pages_dumped)
+      if (is_shm_object(m) && m.pages_dumped && !m.saved_file)
         (m.ghost ? ghosts[m.ghost] : saved[shm_key(m)]).push_back({p.pid, &m});
   auto t0 = std::chrono::steady_clock::now();
   uint64_t written = 0;
   for (const auto& [key, mappings] : saved) written += fill_file(shm_.at(key), mappings, img_, fill_);
+  written += put_back_saved_files();
   // A deleted file or memfd the job mapped shared: the contents of what it
   // mapped are the mappings' pages (the dump did not read them from the
   // file again, from image version 9). Whole pages: its size is set again.

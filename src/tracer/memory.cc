@@ -102,14 +102,14 @@ ScopedFd open_named_shm(pid_t pid, const image::Mapping& m) {
 // process's page tables (another process, or write(), may have filled
 // them): its data ranges, from the object itself through
 // /proc/PID/map_files (which needs CAP_CHECKPOINT_RESTORE or
-// CAP_SYS_ADMIN), or for a file in /dev/shm its path (named_shm.h: it led
-// to the mapped file while the job was stopped). Without either, every page
+// CAP_SYS_ADMIN), or for a file in /dev/shm or a data file its path
+// (named_shm.h: it led to the mapped file while the job was stopped). Without either, every page
 // of the mapping.
 std::vector<uint64_t> shm_pages(pid_t pid, const image::Mapping& m) {
   std::vector<uint64_t> out;
   std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd && m.named_shm) fd = open_named_shm(pid, m);
+  if (!fd && (m.named_shm || m.saved_file)) fd = open_named_shm(pid, m);
   const auto first = static_cast<off_t>(m.pgoff), last = static_cast<off_t>(m.pgoff + (m.end - m.start));
   if (!fd) {
     for (uint64_t a = m.start; a < m.end; a += image::kPageSize) out.push_back(a);

@@ -47,7 +47,8 @@ bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
 }  // namespace
 
 void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
-                              const FileViews& views) {
+                              const FileViews& views, uint64_t saved_files_max) {
+  uint64_t saved_bytes = 0;  // of files marked saved_file
   std::map<std::pair<uint64_t, uint64_t>, std::vector<image::Mapping*>> files;  // (dev, inode)
   std::map<std::pair<uint64_t, uint64_t>, pid_t> first_mapper;  // whose path is looked at
   for (auto& p : ckpt.processes) {
@@ -70,10 +71,9 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
                        O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     struct statfs fs {};
     struct stat st {};
-    if (!fd || ::fstatfs(fd.get(), &fs) != 0 ||
-        (fs.f_type != TMPFS_MAGIC && temp_root_of(path, temp_roots).empty()) ||
-        ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
-        static_cast<uint64_t>(st.st_dev) != key.first || static_cast<uint64_t>(st.st_ino) != key.second)
+    if (!fd || ::fstatfs(fd.get(), &fs) != 0 || ::fstat(fd.get(), &st) != 0 ||
+        !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_dev) != key.first ||
+        static_cast<uint64_t>(st.st_ino) != key.second)
       continue;
     std::vector<Range> mapped;
     for (const auto* m : maps) mapped.push_back({m->pgoff, m->pgoff + (m->end - m->start)});
@@ -85,10 +85,26 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
       else
         merged.push_back(r);
     const auto size = static_cast<uint64_t>(st.st_size);
-    if (!data_within(fd.get(), size, merged)) {
-      vlog("{}: shared memory file with data outside what the job maps: mapped from the file "
-           "at restore, its contents not saved",
-           path);
+    if ((fs.f_type != TMPFS_MAGIC && temp_root_of(path, temp_roots).empty()) ||
+        !data_within(fd.get(), size, merged)) {
+      // A data file the job writes through memory (or shared memory with
+      // data outside what the job maps: the image would not hold all of
+      // it): the mapped part of it is saved, and written back into the
+      // file at restore.
+      uint64_t bytes = 0;
+      for (const auto& [a, b] : merged) bytes += std::min(b, size) - std::min(a, size);
+      if (saved_bytes + bytes > saved_files_max) {
+        warn("pid {} maps {} shared and may write it: its {:.1f} MiB mapped would pass the {:.1f} "
+             "GiB of such files a dump saves (--shared-files-max); not saved, a restore finds "
+             "the file as it is then",
+             first_mapper.at(key), path, static_cast<double>(bytes) / (1 << 20),
+             static_cast<double>(saved_files_max) / (1 << 30));
+        continue;
+      }
+      saved_bytes += bytes;
+      for (auto* m : maps) m->saved_file = image::Mapping::SavedFile{size};
+      vlog("{}: a file the job maps shared and may write: the {:.1f} MiB it maps saved in the "
+           "image, written back at restore", path, static_cast<double>(bytes) / (1 << 20));
       continue;
     }
     for (auto* m : maps)

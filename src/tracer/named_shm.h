@@ -6,7 +6,9 @@
 // up, finds it gone, and one after a leave-running dump finds what the job
 // wrote since.
 // So the image keeps its pages, as for anonymous shared memory
-// (image::Mapping::named_shm, image::is_shm_object).
+// (image::Mapping::named_shm, image::is_shm_object). So too for a data file
+// anywhere that the job maps shared and writes (image::Mapping::saved_file):
+// what it wrote there is part of its state at the dump.
 #pragma once
 
 #include <string>
@@ -22,10 +24,16 @@ namespace snap {
 // `temp_roots` (temp_roots()), still at its path, that
 // a mapping of the tree may write (VmFlags "mw"), with its data (SEEK_DATA)
 // only in ranges that mappings of the tree map: sets
-// Mapping::named_shm (the file's size, mode and owner). A file with data
-// elsewhere stays a plain file mapping (-v says so): the image would not
-// hold all of it. Paths are the processes' own (`views`).
+// Mapping::named_shm (the file's size, mode and owner). Paths are the
+// processes' own (`views`).
+// A writable MAP_SHARED mapping of a regular file elsewhere (a data file
+// the job writes through memory), or of such a file with data outside the
+// ranges the tree maps (the image would not hold all of it), gets
+// Mapping::saved_file instead: the data
+// of the ranges it maps is saved, up to `saved_files_max` bytes of such
+// files in all (past that, a file is left as a plain file mapping and the
+// dump warns, naming it).
 void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
-                              const FileViews& views);
+                              const FileViews& views, uint64_t saved_files_max);
 
 }  // namespace snap

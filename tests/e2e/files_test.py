@@ -771,6 +771,56 @@ def named_shm_leave_running(env):
     expect(not os.path.exists(path), "the restored job unlinked its segment at its end")
 
 
+@case
+def data_file_mapped_shared(env):
+    # A job whose data is a file it maps shared and writes through memory
+    # (tests/programs/mapped_data.c; numpy.memmap arrays, out-of-core
+    # solvers), with data outside the part it maps (a header it writes
+    # with pwrite: so not taken for shared memory although it lies under
+    # /tmp, as the tests' directories do), dumped
+    # while it runs on: it ends, having written on into the file after the
+    # dump, then the restore continues it from the dump point, and it must
+    # end as an uninterrupted run. The file then holds what the job wrote
+    # after the dump: the restore writes back what the job had mapped of it
+    # at the dump and zeroes what was a hole then (the snap before left the
+    # file as it found it, and the restored job printed other sums).
+    data_dir = env.path("mapped_data_dir")
+    os.makedirs(data_dir)
+    _, ref = uninterrupted([env.prog("mapped_data"), os.path.join(data_dir, "ref.dat"), "30", "60"],
+                           timeout=60)
+    expect(len(ref) == 30, f"an uninterrupted run prints 30 ticks: {ref[-2:]}")
+    out, ckpt = env.path("mapped_data.out"), env.path("mapped_data.ckpt")
+    p = start([env.prog("mapped_data"), os.path.join(data_dir, "job.dat"), "30", "60"],
+              stdout_path=out)
+    wait_lines(out, 6)
+    d = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+    expect("job.dat: a file the job maps shared and may write" in d.stderr,
+           f"the dump saved what the job maps of the file: {d.stderr.strip()[-300:]}")
+    runs_on_then_restores(env, p, out, ckpt, ref)
+    manifest = env.snap_run("info", "--manifest", ckpt).stdout
+    expect('"saved_file"' in manifest, "the manifest marks the mapping saved_file")
+
+
+@case
+def data_file_mapped_shared_over_limit(env):
+    # Past --shared-files-max the file is not saved: the dump warns, naming
+    # it, and the restored job finds the file as the job left it.
+    data_dir = env.path("mapped_over_dir")
+    os.makedirs(data_dir)
+    out, ckpt = env.path("mapped_over.out"), env.path("mapped_over.ckpt")
+    p = start([env.prog("mapped_data"), os.path.join(data_dir, "job.dat"), "30", "60"],
+              stdout_path=out)
+    wait_lines(out, 3)
+    d = env.snap_run("dump", "--shared-files-max", "64K", "--pid", str(p.pid), "-o", ckpt)
+    p.kill()
+    p.wait()
+    expect("job.dat shared and may write it" in d.stderr and "not saved" in d.stderr,
+           f"the dump warned, naming the file: {d.stderr.strip()[-300:]}")
+    manifest = env.snap_run("info", "--manifest", ckpt).stdout
+    expect('"saved_file"' not in manifest and "job.dat" in manifest,
+           "the image maps the file but holds none of it")
+
+
 def big_ghosts_job(env, name):
     """tests/programs/big_ghosts.py in a directory of its own: argv, the
     directory, an uninterrupted run's output."""

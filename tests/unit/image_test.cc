@@ -635,6 +635,27 @@ TEST(Manifest, NamedShmRoundTrip) {
   EXPECT_EQ(to_json(back), json);
 }
 
+// A data file the job maps shared and writes (numpy.memmap): shared memory
+// too (the mapped part's pages are in the page store), its size at the
+// dump kept; a manifest that marks anything else so is refused.
+TEST(Manifest, SavedFileRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  Mapping& m = c.processes[0].mappings[0];
+  m.kind = MappingKind::File;
+  m.shared = true;
+  m.path = "/home/u/run/field.dat";
+  EXPECT_FALSE(is_shm_object(m));
+  m.saved_file = Mapping::SavedFile{266340};
+  EXPECT_TRUE(is_shm_object(m));
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  ASSERT_TRUE(back.processes[0].mappings[0].saved_file.has_value());
+  EXPECT_EQ(back.processes[0].mappings[0].saved_file->size, 266340u);
+  EXPECT_EQ(to_json(back), json);
+  m.shared = false;  // a private mapping has nothing to write back
+  EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
+}
+
 TEST(Manifest, PtyFieldsRoundTrip) {
   Checkpoint c = sample_checkpoint();
   image::Pty t;
