@@ -148,9 +148,22 @@ class Runner {
         stop_signalled_ = false;
         std::fprintf(stderr, "snap run: %s received: checkpointing and stopping the job\n",
                      ::sigabbrev_np(opts_.checkpoint_signal));
-        if (auto code = checkpoint(true)) {
-          if (opts_.requeue) requeue();
-          return *code;
+        // The checkpoint before a time limit is the one that must not be
+        // lost to a passing state (a connection waiting to be accepted, a
+        // thread exiting): a failed one is tried again, a little later.
+        for (size_t attempt = 0;; attempt++) {
+          if (auto code = checkpoint(true)) {
+            if (opts_.requeue) requeue();
+            return *code;
+          }
+          if (!last_failed_ || attempt == std::size(kStopRetryDelays)) break;
+          const int delay = kStopRetryDelays[attempt];
+          std::fprintf(stderr, "snap run: trying the checkpoint again in %d s (%zu of %zu)\n",
+                       delay, attempt + 1, std::size(kStopRetryDelays));
+          if (auto code = wait_for(std::chrono::seconds(delay))) {  // the job ended meanwhile
+            server_.answer_all("error the job has ended\n");
+            return *code;
+          }
         }
       }
       bool requested = server_.poll_requests();
@@ -158,6 +171,23 @@ class Runner {
       if (requested || due) {
         if (auto code = checkpoint(server_.any_kill_requested())) return *code;
       }
+    }
+  }
+
+  // Seconds before each new try of a failed checkpoint on the stop signal.
+  static constexpr int kStopRetryDelays[] = {1, 2, 4};
+
+  // Waits `d`, forwarding signals meant for the job; the job's exit code
+  // if it ended meanwhile.
+  std::optional<int> wait_for(std::chrono::seconds d) {
+    const auto until = Clock::now() + d;
+    for (;;) {
+      if (auto code = handle_signals()) return code;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{signals_.fd(), POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
+        throw SysError("poll", errno);
     }
   }
 
@@ -189,6 +219,7 @@ class Runner {
   std::optional<int> checkpoint(bool kill) {
     std::unique_ptr<SeriesSink> sink;
     int n = 0;
+    last_failed_ = false;
     try {
       sink = SeriesSink::begin(opts_.dir, opts_.keep);
       n = sink->number();
@@ -214,6 +245,7 @@ class Runner {
       server_.answer_received(fmt::format("ok {}\n", n));
     } catch (const Error& e) {
       incremental_.failed();
+      last_failed_ = true;
       // A job that ended while it was being checkpointed (its last tick
       // and the interval's checkpoint at once): its end is what counts.
       if (proc::has_ended(root_))
@@ -277,6 +309,7 @@ class Runner {
   pid_t root_ = -1;   // the job's root, as snap sees it: what is dumped and signalled
   Clock::time_point next_{};
   bool stop_signalled_ = false;  // opts_.checkpoint_signal came
+  bool last_failed_ = false;     // the last checkpoint() failed
 };
 
 }  // namespace

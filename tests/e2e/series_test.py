@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -350,6 +351,62 @@ def watch_file(env):
     p.wait()
     w.wait(timeout=10)
     expect(w.returncode == 0, "snap watch --pid ends when the job does")
+
+
+# A job that serves TCP on the side (a Dask scheduler, a monitoring
+# endpoint): it listens, accepts (and closes) whatever waits every 5th
+# tick, prints ticks 1..30 every 0.5 s. Its port goes to argv[1].
+ACCEPTING_JOB = ("import os, socket, sys, time\n"
+                 "s = socket.socket()\n"
+                 "s.bind(('127.0.0.1', 0))\n"
+                 "s.listen(4)\n"
+                 "s.setblocking(False)\n"
+                 "with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+                 "    f.write(str(s.getsockname()[1]))\n"
+                 "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+                 "for i in range(1, 31):\n"
+                 "    if i % 5 == 0:\n"
+                 "        try:\n"
+                 "            s.accept()[0].close()\n"
+                 "        except BlockingIOError:\n"
+                 "            pass\n"
+                 "    print(i, flush=True)\n"
+                 "    time.sleep(0.5)\n")
+
+
+@case
+def stop_signal_checkpoint_retried(env):
+    # The checkpoint on the stop signal (Slurm's, before the time limit:
+    # `snap run --on-signal USR1`, as snap slurm runs) is the one that must
+    # not be lost to a passing state. Right after the job's accept of tick 5
+    # a client connects and leaves: the connection waits to be accepted
+    # until tick 10, 2.5 s later, and a checkpoint meanwhile fails (snap
+    # cannot save it). snap run tries again 1, then 2 s later: the third
+    # try comes after the accept and succeeds, the job is stopped (exit 75),
+    # and the same command resumes it to an uninterrupted run's output. The
+    # snap before tried once, and the job ran on to its end.
+    ckpt, out, port_file = env.path("ck"), env.path("r.out"), env.path("port")
+    argv = [sys.executable, "-c", ACCEPTING_JOB, port_file]
+    r1 = Run(env, "run1", ckpt, argv, out, extra=["--on-signal", "USR1"])
+    wait_lines(out, 5)
+    with open(port_file) as f:
+        port = int(f.read())
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.close()
+    r1.proc.send_signal(signal.SIGUSR1)
+    try:
+        rc = r1.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rc = None
+    err = r1.stderr()
+    expect(rc == 75, f"snap run stopped the job after a checkpoint (exit {rc}): {err.strip()[-600:]}")
+    expect("wait to be accepted" in err and "trying the checkpoint again in 1 s" in err,
+           f"the first try failed on the waiting connection and was tried again: {err.strip()[-600:]}")
+    expect(len(lines_of(out)) < 30, f"the job was stopped before its end ({len(lines_of(out))} lines)")
+    r2 = Run(env, "run2", ckpt, argv, out, "a")
+    rc = r2.proc.wait(timeout=60)
+    expect(rc == 0 and lines_of(out) == [str(i) for i in range(1, 31)],
+           f"resumed, it ends as an uninterrupted run (exit {rc}: {r2.stderr().strip()[-300:]})")
 
 
 @case
