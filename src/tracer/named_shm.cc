@@ -44,6 +44,29 @@ bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
   return true;
 }
 
+// The bytes of data (SEEK_DATA, in whole pages) of `fd` (size `size`)
+// within `mapped` (sorted, merged): what saving those ranges reads.
+uint64_t data_bytes_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
+  uint64_t total = 0;
+  for (auto [a, b] : mapped) {
+    b = std::min(b, size);
+    for (uint64_t pos = a; pos < b;) {
+      off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      if (data < 0) {
+        if (errno != ENXIO) total += b - pos;  // cannot tell: all of it
+        break;
+      }
+      if (static_cast<uint64_t>(data) >= b) break;
+      off_t hole = ::lseek(fd, data, SEEK_HOLE);
+      const uint64_t end = hole < 0 ? b : std::min(static_cast<uint64_t>(hole), b);
+      const uint64_t first = static_cast<uint64_t>(data) & ~uint64_t{image::kPageSize - 1};
+      total += ((end + image::kPageSize - 1) & ~uint64_t{image::kPageSize - 1}) - first;
+      pos = end;
+    }
+  }
+  return total;
+}
+
 }  // namespace
 
 void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
@@ -91,10 +114,10 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
       // data outside what the job maps: the image would not hold all of
       // it): the mapped part of it is saved, and written back into the
       // file at restore.
-      uint64_t bytes = 0;
-      for (const auto& [a, b] : merged) bytes += std::min(b, size) - std::min(a, size);
+      const uint64_t bytes = data_bytes_within(fd.get(), size, merged);
       if (saved_bytes + bytes > saved_files_max) {
-        warn("pid {} maps {} shared and may write it: its {:.1f} MiB mapped would pass the {:.1f} "
+        warn("pid {} maps {} shared and may write it: the {:.1f} MiB of data it maps would pass "
+             "the {:.1f} "
              "GiB of such files a dump saves (--shared-files-max); not saved, a restore finds "
              "the file as it is then",
              first_mapper.at(key), path, static_cast<double>(bytes) / (1 << 20),
@@ -103,8 +126,8 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
       }
       saved_bytes += bytes;
       for (auto* m : maps) m->saved_file = image::Mapping::SavedFile{size};
-      vlog("{}: a file the job maps shared and may write: the {:.1f} MiB it maps saved in the "
-           "image, written back at restore", path, static_cast<double>(bytes) / (1 << 20));
+      vlog("{}: a file the job maps shared and may write: the {:.1f} MiB of data it maps saved "
+           "in the image, written back at restore", path, static_cast<double>(bytes) / (1 << 20));
       continue;
     }
     for (auto* m : maps)

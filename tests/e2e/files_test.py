@@ -811,7 +811,7 @@ def data_file_mapped_shared_over_limit(env):
     p = start([env.prog("mapped_data"), os.path.join(data_dir, "job.dat"), "30", "60"],
               stdout_path=out)
     wait_lines(out, 3)
-    d = env.snap_run("dump", "--shared-files-max", "64K", "--pid", str(p.pid), "-o", ckpt)
+    d = env.snap_run("dump", "--shared-files-max", "8K", "--pid", str(p.pid), "-o", ckpt)
     p.kill()
     p.wait()
     expect("job.dat shared and may write it" in d.stderr and "not saved" in d.stderr,
