@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -72,6 +73,16 @@ uint64_t data_bytes_within(int fd, uint64_t size, const std::vector<Range>& mapp
 void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
                               const FileViews& views, uint64_t saved_files_max) {
   uint64_t saved_bytes = 0;  // of files marked saved_file
+  // Files an fd of the tree holds a lock on, by inode: SQLite's WAL index
+  // (the -shm file), a database's lock region. Such a file is coordinated
+  // with whoever else locks it, another process reading the database say,
+  // and goes with other files (the WAL, the database) that a restore does
+  // not put back: putting back this one alone would show them an index of
+  // another time. It is left as it is, as before.
+  std::set<uint64_t> locked;
+  for (const auto& p : ckpt.processes)
+    for (const auto& f : p.fds)
+      if (!f.locks.empty()) locked.insert(f.inode);
   std::map<std::pair<uint64_t, uint64_t>, std::vector<image::Mapping*>> files;  // (dev, inode)
   std::map<std::pair<uint64_t, uint64_t>, pid_t> first_mapper;  // whose path is looked at
   for (auto& p : ckpt.processes) {
@@ -114,6 +125,11 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
       // data outside what the job maps: the image would not hold all of
       // it): the mapped part of it is saved, and written back into the
       // file at restore.
+      if (locked.count(key.second)) {
+        vlog("{}: mapped shared and locked by the job: coordinated with whoever else locks it, "
+             "left as a restore finds it", path);
+        continue;
+      }
       const uint64_t bytes = data_bytes_within(fd.get(), size, merged);
       if (saved_bytes + bytes > saved_files_max) {
         warn("pid {} maps {} shared and may write it: the {:.1f} MiB of data it maps would pass "

@@ -31,7 +31,9 @@ namespace snap {
 // ranges the tree maps (the image would not hold all of it), gets
 // Mapping::saved_file instead: the data
 // of the ranges it maps is saved (its data pages: a sparse file costs what
-// it holds), up to `saved_files_max` bytes of such files in all (past that, a file is left as a plain file mapping and the
+// it holds), up to `saved_files_max` bytes of such files in all (not a
+// file an fd of the tree holds a lock on: SQLite's WAL index, coordinated
+// with other processes and with files a restore does not put back) (past that, a file is left as a plain file mapping and the
 // dump warns, naming it).
 void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::string>& temp_roots,
                               const FileViews& views, uint64_t saved_files_max);

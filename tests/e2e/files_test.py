@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -324,6 +325,28 @@ def sqlite_wal_locks(env):
     expect(status == 0 and len(expected) == rounds + 3,
            f"an uninterrupted run ({status}, {expected[-3:]})")
     dump_kill_restore(env, prog + [where], "sqlite_wal", 3, expected)
+    # The -shm file it maps shared and locks is not put back at restore (a
+    # data file mapped shared is: data_file_mapped_shared): it goes with the
+    # WAL and the database, which a restore leaves as they are. Checked
+    # where such a file is a data file, outside the temporary directories
+    # (in one, the whole -shm file is shared memory, remade at restore, as
+    # before): in a directory under root's home.
+    if os.geteuid() != 0:
+        return
+    home = tempfile.mkdtemp(prefix="snap-e2e-wal-", dir=os.path.expanduser("~"))
+    try:
+        p = start(prog + [home], stdout_path=env.path("sqlite_home.out"))
+        wait_lines(env.path("sqlite_home.out"), 3)
+        ckpt = env.path("sqlite_home.ckpt")
+        env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
+        p.wait()
+        manifest = json.loads(env.snap_run("info", "--manifest", ckpt).stdout)
+        shm = [m for q in manifest["checkpoint"]["processes"] for m in q["mappings"]
+               if m.get("path", "").endswith("-shm")]
+        expect(shm and not any("saved_file" in m or "named_shm" in m for m in shm),
+               f"the WAL index is mapped, not saved: {shm}")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @case
