@@ -119,17 +119,17 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
       else
         merged.push_back(r);
     const auto size = static_cast<uint64_t>(st.st_size);
+    if (locked.count(key.second)) {
+      vlog("{}: mapped shared and locked by the job: coordinated with whoever else locks it, "
+           "left as a restore finds it (or, in a temporary directory, as any file there)", path);
+      continue;
+    }
     if ((fs.f_type != TMPFS_MAGIC && temp_root_of(path, temp_roots).empty()) ||
         !data_within(fd.get(), size, merged)) {
       // A data file the job writes through memory (or shared memory with
       // data outside what the job maps: the image would not hold all of
       // it): the mapped part of it is saved, and written back into the
       // file at restore.
-      if (locked.count(key.second)) {
-        vlog("{}: mapped shared and locked by the job: coordinated with whoever else locks it, "
-             "left as a restore finds it", path);
-        continue;
-      }
       const uint64_t bytes = data_bytes_within(fd.get(), size, merged);
       if (saved_bytes + bytes > saved_files_max) {
         warn("pid {} maps {} shared and may write it: the {:.1f} MiB of data it maps would pass "

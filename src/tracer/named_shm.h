@@ -23,7 +23,8 @@ namespace snap {
 // processes whose file is a regular file on tmpfs or under one of
 // `temp_roots` (temp_roots()), still at its path, that
 // a mapping of the tree may write (VmFlags "mw"), with its data (SEEK_DATA)
-// only in ranges that mappings of the tree map: sets
+// only in ranges that mappings of the tree map, that no fd of the tree
+// holds a lock on (below): sets
 // Mapping::named_shm (the file's size, mode and owner). Paths are the
 // processes' own (`views`).
 // A writable MAP_SHARED mapping of a regular file elsewhere (a data file

@@ -326,11 +326,20 @@ def sqlite_wal_locks(env):
            f"an uninterrupted run ({status}, {expected[-3:]})")
     dump_kill_restore(env, prog + [where], "sqlite_wal", 3, expected)
     # The -shm file it maps shared and locks is not put back at restore (a
-    # data file mapped shared is: data_file_mapped_shared): it goes with the
-    # WAL and the database, which a restore leaves as they are. Checked
-    # where such a file is a data file, outside the temporary directories
-    # (in one, the whole -shm file is shared memory, remade at restore, as
-    # before): in a directory under root's home.
+    # data file mapped shared is: data_file_mapped_shared), nor remade as
+    # shared memory in a temporary directory (this job's: it is carried as
+    # the database is, remade only where gone): it goes with the WAL and
+    # the database, which a restore leaves as they are.
+    def wal_index_mappings(ckpt):
+        manifest = json.loads(env.snap_run("info", "--manifest", ckpt).stdout)
+        return [m for q in manifest["checkpoint"]["processes"] for m in q["mappings"]
+                if m.get("path", "").endswith("-shm")]
+
+    shm = wal_index_mappings(env.path("sqlite_wal.ckpt"))
+    expect(shm and not any("saved_file" in m or "named_shm" in m for m in shm),
+           f"in a temporary directory, the WAL index is mapped as a file: {shm}")
+    # Also outside the temporary directories, where such a file would be a
+    # data file: in a directory under root's home.
     if os.geteuid() != 0:
         return
     home = tempfile.mkdtemp(prefix="snap-e2e-wal-", dir=os.path.expanduser("~"))
@@ -340,9 +349,7 @@ def sqlite_wal_locks(env):
         ckpt = env.path("sqlite_home.ckpt")
         env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt)
         p.wait()
-        manifest = json.loads(env.snap_run("info", "--manifest", ckpt).stdout)
-        shm = [m for q in manifest["checkpoint"]["processes"] for m in q["mappings"]
-               if m.get("path", "").endswith("-shm")]
+        shm = wal_index_mappings(ckpt)
         expect(shm and not any("saved_file" in m or "named_shm" in m for m in shm),
                f"the WAL index is mapped, not saved: {shm}")
     finally:
