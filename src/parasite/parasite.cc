@@ -207,11 +207,28 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
     }
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!error) {
+  for (unsigned round = 1; !error; round++) {
     move_slot_heads(proc_.pid, slots_, heads, false);
     bool all = true;
     for (size_t i = 0; i < n && all; i++) all = !running[i] || heads[i].done;
     if (all) break;
+    // A thread not done yet may have stopped on its way (a SIGSTOP it took
+    // for the job, held back then; a fault, which throws): looked at every
+    // ~1 ms, and let go on.
+    if (round % 20 == 0)
+      for (size_t i = 0; i < n && !error; i++) {
+        if (!running[i] || heads[i].done) continue;
+        int status = 0;
+        const pid_t w = ::waitpid(proc_.tasks[i + 1]->tid(), &status, __WALL | WNOHANG);
+        if (w <= 0) continue;
+        try {
+          guards[i]->on_free_stop(status);
+        } catch (...) {
+          error = std::current_exception();
+          running[i] = false;  // put back by hand (a fault) or gone
+        }
+      }
+    if (error) break;
     if (std::chrono::steady_clock::now() > deadline) {
       size_t late = 0;
       for (size_t i = 0; i < n; i++) late += running[i] && !heads[i].done;

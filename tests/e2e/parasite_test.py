@@ -313,8 +313,12 @@ def test_faults(snap, victim_exe, work, kills, seed):
 # signal reaches the job: the parasite running in the leader (its service,
 # its removal), the other threads about to run its thread entry, and the
 # job stopped with no code of snap's in it, before and after its snapshot.
-STOP_PHASES = ["parasite-service", "parasite-threads-ready", "parasite-cure",
-               "process-collected", "job-released"]
+# "thread": the signal goes to one worker thread (tgkill), which takes it
+# while it runs the parasite's thread entry.
+STOP_PHASES = [("parasite-service", "process"), ("parasite-threads-ready", "process"),
+               ("parasite-threads-ready", "thread"), ("parasite-cure", "process"),
+               ("process-collected", "process"), ("job-released", "process")]
+SYS_TGKILL = 234
 
 
 def test_stop_signals(snap, victim_exe, work):
@@ -325,7 +329,9 @@ def test_stop_signals(snap, victim_exe, work):
     n, interval = 60, 20
     v = Victim(victim_exe, n, interval, work)
     time.sleep(0.3)
-    for j, at in enumerate(STOP_PHASES):
+    libc = ctypes.CDLL(None, use_errno=True)
+    worker = max(int(t) for t in os.listdir(f"/proc/{v.pid}/task"))
+    for j, (at, target) in enumerate(STOP_PHASES):
         log = os.path.join(work, f"stop{j}.log")
         p = run_dump(snap, v.pid, os.path.join(work, f"stop{j}"), log, pause_at=at)
         deadline = time.monotonic() + 10
@@ -333,9 +339,16 @@ def test_stop_signals(snap, victim_exe, work):
                 name == at for _, name in read_phases(log)):
             time.sleep(0.0002)
         reached = any(name == at for _, name in read_phases(log))
-        os.kill(v.pid, signal.SIGSTOP)
+        if target == "thread":
+            libc.syscall(SYS_TGKILL, v.pid, worker, signal.SIGSTOP)
+        else:
+            os.kill(v.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
         _, err = p.communicate(timeout=60)
+        at = f"{at} ({target})"
         expect(reached, f"snap reached {at}")
+        expect(time.monotonic() - t0 < 5, f"the dump with a SIGSTOP at {at} did not wait for a "
+                                          f"thread ({time.monotonic() - t0:.1f} s)")
         expect(p.returncode == 0, f"the dump with a SIGSTOP at {at} succeeds ({err.strip()})")
         deadline = time.monotonic() + 2
         while v.status()[0][:1] != "T" and time.monotonic() < deadline:
