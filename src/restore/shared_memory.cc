@@ -148,7 +148,8 @@ uint64_t FilePlanner::put_back_saved_files() {
                                  first.path, size), errno);
     std::vector<Range> mapped, stored;
     for (const auto& [pid, m] : mappings) {
-      mapped.push_back({m->pgoff, std::min(m->pgoff + (m->end - m->start), size)});
+      const uint64_t end = std::min(m->pgoff + (m->end - m->start), size);
+      if (m->pgoff < end) mapped.push_back({m->pgoff, end});
       img_.for_each_piece(pid, m->start, [&](const image::PagePiece& pc) {
         if (pc.kind == image::PagePiece::kZero) return;
         const uint64_t at = m->pgoff + (pc.addr - m->start);
@@ -165,25 +166,18 @@ uint64_t FilePlanner::put_back_saved_files() {
         ::ftruncate(fd, static_cast<off_t>(keep_size)) != 0)
       throw SysError(fmt::format("cannot restore {}: ftruncate to {} bytes", first.path, keep_size),
                      errno);
-    // What holds data now in the mapped ranges but was not saved: zeros or
-    // a hole at the dump.
-    std::vector<Range> data;
-    for (uint64_t pos = 0; pos < keep_size;) {
-      const off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
-      if (d < 0) break;  // ENXIO: no data past pos
-      const off_t h = ::lseek(fd, d, SEEK_HOLE);
-      if (h < 0) break;
-      data.push_back({static_cast<uint64_t>(d), static_cast<uint64_t>(h)});
-      pos = static_cast<uint64_t>(h);
-    }
+    // What holds data now in the mapped ranges but was not saved (zeros or
+    // a hole at the dump): zeroed.
     uint64_t zeroed = 0;
     for (const auto& [a, b] : subtract(merged(mapped), merged(stored)))
-      for (const auto& [da, db] : data) {
-        const uint64_t x = std::max(a, da), y = std::min(b, db);
-        if (x < y) {
-          zero_range(fd, x, y, first.path);
-          zeroed += y - x;
-        }
+      for (uint64_t pos = a; pos < b;) {
+        const off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+        if (d < 0 || static_cast<uint64_t>(d) >= b) break;  // ENXIO: no data past pos
+        const off_t h = ::lseek(fd, d, SEEK_HOLE);
+        const uint64_t y = h < 0 ? b : std::min<uint64_t>(static_cast<uint64_t>(h), b);
+        zero_range(fd, static_cast<uint64_t>(d), y, first.path);
+        zeroed += y - static_cast<uint64_t>(d);
+        pos = y;
       }
     vlog("restore: {}: what the job mapped of it put back as at the dump ({} MiB written, {} "
          "KiB zeroed)", first.path, bytes >> 20, zeroed >> 10);
