@@ -121,6 +121,18 @@ def run_dump(snap, pid, out_dir, phase_log, pause_at=None):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def dump_held_at(snap, pid, out_dir, log, at, timeout):
+    """A dump that holds still at phase `at` (SNAP_PHASE_PAUSE), waited
+    for until it is there (or `timeout` s, or its end): (the dump, whether
+    it reached `at`)."""
+    p = run_dump(snap, pid, out_dir, log, pause_at=at)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None and not any(
+            name == at for _, name in read_phases(log)):
+        time.sleep(0.0002)
+    return p, any(name == at for _, name in read_phases(log))
+
+
 def read_phases(path):
     try:
         with open(path) as f:
@@ -284,13 +296,8 @@ def test_faults(snap, victim_exe, work, kills, seed):
     # thread entry, none set off yet. Let go by the kernel, each must run
     # the entry, find snap gone and return to its own code.
     for j, at in enumerate(["parasite-threads-ready"] * 3):
-        log = os.path.join(work, f"pause{j}.log")
-        p = run_dump(snap, v.pid, os.path.join(work, f"p{j}"), log, pause_at=at)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and p.poll() is None and not any(
-                name == at for _, name in read_phases(log)):
-            time.sleep(0.0002)
-        reached = any(name == at for _, name in read_phases(log))
+        p, reached = dump_held_at(snap, v.pid, os.path.join(work, f"p{j}"),
+                                  os.path.join(work, f"pause{j}.log"), at, 5)
         p.send_signal(signal.SIGKILL)
         p.communicate()
         expect(reached, f"snap reached {at} before it was killed")
@@ -332,13 +339,8 @@ def test_stop_signals(snap, victim_exe, work):
     libc = ctypes.CDLL(None, use_errno=True)
     worker = max(int(t) for t in os.listdir(f"/proc/{v.pid}/task"))
     for j, (at, target) in enumerate(STOP_PHASES):
-        log = os.path.join(work, f"stop{j}.log")
-        p = run_dump(snap, v.pid, os.path.join(work, f"stop{j}"), log, pause_at=at)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and p.poll() is None and not any(
-                name == at for _, name in read_phases(log)):
-            time.sleep(0.0002)
-        reached = any(name == at for _, name in read_phases(log))
+        p, reached = dump_held_at(snap, v.pid, os.path.join(work, f"stop{j}"),
+                                  os.path.join(work, f"stop{j}.log"), at, 10)
         if target == "thread":
             libc.syscall(SYS_TGKILL, v.pid, worker, signal.SIGSTOP)
         else:

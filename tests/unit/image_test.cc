@@ -612,14 +612,20 @@ TEST(Manifest, TempFilesRoundTrip) {
   EXPECT_EQ(to_json(back), json);
 }
 
+// The sample's first mapping made a MAP_SHARED mapping of `path`.
+Mapping& shared_file_mapping(Checkpoint& c, const std::string& path) {
+  Mapping& m = c.processes[0].mappings[0];
+  m.kind = MappingKind::File;
+  m.shared = true;
+  m.path = path;
+  return m;
+}
+
 // A shared mapping of a file in /dev/shm: it counts as shared memory (its
 // pages are in the page store) and keeps its file's size, mode and owner.
 TEST(Manifest, NamedShmRoundTrip) {
   Checkpoint c = sample_checkpoint();
-  Mapping& m = c.processes[0].mappings[0];
-  m.kind = MappingKind::File;
-  m.shared = true;
-  m.path = "/dev/shm/vader_segment.0";
+  Mapping& m = shared_file_mapping(c, "/dev/shm/vader_segment.0");
   EXPECT_FALSE(is_shm_object(m));
   m.named_shm = Mapping::NamedShm{4194312, 0100600, 1000, 100};
   EXPECT_TRUE(is_shm_object(m));
@@ -640,10 +646,7 @@ TEST(Manifest, NamedShmRoundTrip) {
 // dump kept; a manifest that marks anything else so is refused.
 TEST(Manifest, SavedFileRoundTrip) {
   Checkpoint c = sample_checkpoint();
-  Mapping& m = c.processes[0].mappings[0];
-  m.kind = MappingKind::File;
-  m.shared = true;
-  m.path = "/home/u/run/field.dat";
+  Mapping& m = shared_file_mapping(c, "/home/u/run/field.dat");
   EXPECT_FALSE(is_shm_object(m));
   m.saved_file = Mapping::SavedFile{266340};
   EXPECT_TRUE(is_shm_object(m));
