@@ -73,6 +73,26 @@ image::Checkpoint new_checkpoint() {
 
 namespace {
 
+// `who` (a program, a pid) is srun: what snap cannot do, and what to do.
+Error srun_error(const std::string& who) {
+  return Error(fmt::format("{} is Slurm's srun: the tasks it starts run under the node's "
+                           "slurmstepd, not under srun, so snap would checkpoint srun and none of "
+                           "the work", who),
+               "put snap inside the step instead: 'srun snap run --dir DIR.$SLURM_PROCID -- "
+               "PROGRAM' checkpoints each task on its own (not an MPI job: its ranks are not "
+               "checkpointed together); run an MPI job on one node with mpirun under snap, which "
+               "checkpoints its ranks as one tree");
+}
+
+}  // namespace
+
+void refuse_srun(const std::string& program) {
+  const auto slash = program.rfind('/');
+  if (program.substr(slash == std::string::npos ? 0 : slash + 1) == "srun") throw srun_error(program);
+}
+
+namespace {
+
 // How long a deleted file or memfd must have been left unchanged before the
 // stop for a dump the job runs on from to read it after the freeze: a
 // minute (a file written that lately is likely written again while snap
@@ -443,6 +463,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       std::vector<pid_t> tids;
       for (const auto& t : p.tasks) tids.push_back(t->tid());
       refuse_thread_tables(p.pid, tids);  // the parasite's threads wait on the leader's fd too
+      if (auto comm = proc::try_read_file(fmt::format("/proc/{}/comm", p.pid));
+          comm && *comm == "srun\n")
+        throw srun_error(fmt::format("pid {}", p.pid));
     }
     refuse_shared_tables(pids);  // before anything is injected
   }

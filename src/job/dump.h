@@ -147,6 +147,12 @@ struct DumpResult {
 // left running as before, nothing committed) when any step fails.
 DumpResult dump_tree(pid_t pid, DumpSink& sink, const DumpOptions& opts);
 
+// Throws Error, saying what to do instead, when `program` (a path or a
+// name) is Slurm's srun: the tasks it starts are children of the node's
+// slurmstepd, not its own, so a checkpoint of srun holds a client of Slurm
+// and none of the work (a dump refuses a tree with srun in it so too).
+void refuse_srun(const std::string& program);
+
 // A Checkpoint with this snap's version, the time and the machine filled in.
 image::Checkpoint new_checkpoint();
 

@@ -102,6 +102,7 @@ class Runner {
       if (opts_.argv.empty())
         throw Error(opts_.dir + " holds no checkpoint and no program was given",
                     "start the job with 'snap run --dir " + opts_.dir + " -- PROGRAM ARGS...'");
+      refuse_srun(opts_.argv[0]);  // before it starts, not at the first checkpoint
       child_ = space_->start_root(0, [&]() -> int { exec_program(opts_.argv, signals_.original_mask()); });
       root_ = space_->fresh() ? find_root() : child_;
       space_->released();

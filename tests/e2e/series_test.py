@@ -410,6 +410,36 @@ def stop_signal_checkpoint_retried(env):
 
 
 @case
+def srun_refused(env):
+    # `snap slurm -- srun PROGRAM` (as `srun` is typed in most batch
+    # scripts): srun's tasks run under the node's slurmstepd, not under
+    # srun, so a checkpoint would hold srun and none of the work, and fail
+    # at the time limit on srun's connections to Slurm. snap run refuses it
+    # before anything starts, saying what to do; a dump of a tree with srun
+    # in it is refused too, the job left running. (A copy of the counter
+    # named srun stands in for it.)
+    fake = env.path("bin/srun")
+    os.makedirs(os.path.dirname(fake))
+    shutil.copy(env.prog("counter"), fake)
+    ckpt, out = env.path("ck"), env.path("s.out")
+    r = subprocess.run([env.snap, "run", "--dir", ckpt, "--", fake, "30", "100"],
+                       stdout=open(out, "w"), stderr=subprocess.PIPE, text=True, timeout=60)
+    expect(r.returncode != 0 and "is Slurm's srun" in r.stderr and "srun snap run" in r.stderr,
+           f"snap run refuses srun, saying what to do (exit {r.returncode}): {r.stderr.strip()}")
+    expect(lines_of(out) == [], "nothing was started")
+    p = start([fake, "30", "100"], stdout_path=out)
+    wait_lines(out, 2)
+    d = env.snap_run("dump", "--pid", str(p.pid), "-o", env.path("d.ckpt"), check=False)
+    expect(d.returncode != 0 and f"pid {p.pid} is Slurm's srun" in d.stderr,
+           f"snap dump refuses a tree with srun in it: {d.stderr.strip()}")
+    n = len(lines_of(out))
+    wait_lines(out, n + 2)
+    expect(p.poll() is None, "the job runs on")
+    p.kill()
+    p.wait()
+
+
+@case
 def failed_checkpoint_keeps_previous(env):
     # CKPT on a disk that fills up: the failed checkpoint leaves the job
     # running and the previous checkpoint intact and still `latest`.
