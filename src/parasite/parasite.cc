@@ -206,16 +206,21 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
       error = std::current_exception();
     }
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (unsigned round = 1; !error; round++) {
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + std::chrono::seconds(10);
+  auto next_look = started + std::chrono::milliseconds(5);
+  while (!error) {
     move_slot_heads(proc_.pid, slots_, heads, false);
     bool all = true;
     for (size_t i = 0; i < n && all; i++) all = !running[i] || heads[i].done;
     if (all) break;
     // A thread not done yet may have stopped on its way (a SIGSTOP it took
-    // for the job, held back then; a fault, which throws): looked at every
-    // ~1 ms, and let go on.
-    if (round % 20 == 0)
+    // for the job, held back then; a fault, which throws): looked at once
+    // the entries take longer than they do (5 ms), then every 5 ms, and
+    // let go on. (A waitpid walks all of snap's tracees: one a thread each
+    // time round would cost the freeze of a job with many threads.)
+    if (std::chrono::steady_clock::now() >= next_look) {
+      next_look = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
       for (size_t i = 0; i < n && !error; i++) {
         if (!running[i] || heads[i].done) continue;
         int status = 0;
@@ -228,6 +233,7 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
           running[i] = false;  // put back by hand (a fault) or gone
         }
       }
+    }
     if (error) break;
     if (std::chrono::steady_clock::now() > deadline) {
       size_t late = 0;
