@@ -176,6 +176,9 @@ void print_process(const ojson& p) {
     if (m.contains("mempolicy") && !m["mempolicy"].is_null())
       std::printf("    %s: memory policy %s\n", m["start"].get<std::string>().c_str(),
                   m["mempolicy"].get<std::string>().c_str());
+    if (m.value("saved_file", false))
+      std::printf("    %s: a data file mapped shared: what it maps is in the image, written back "
+                  "into it at restore\n", m["start"].get<std::string>().c_str());
     if (m.value("hugetlb_page", uint64_t{0}))
       std::printf("    %s: hugetlb memory in pages of %llu KiB\n", m["start"].get<std::string>().c_str(),
                   static_cast<unsigned long long>(m["hugetlb_page"].get<uint64_t>() >> 10));

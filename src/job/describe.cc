@@ -215,7 +215,8 @@ ojson describe_process(const image::Process& p, image::ImageReader& img, const D
                              {"pages", (m.end - m.start) / image::kPageSize},
                              {"pages_dumped", m.pages_dumped},
                              {"mempolicy", m.mempolicy.empty() ? ojson(nullptr) : ojson(m.mempolicy)},
-                             {"hugetlb_page", m.hugetlb_page}});
+                             {"hugetlb_page", m.hugetlb_page},
+                             {"saved_file", m.saved_file.has_value()}});
 
   j["fds"] = ojson::array();
   for (const auto& f : p.fds)

@@ -829,6 +829,9 @@ def data_file_mapped_shared(env):
     runs_on_then_restores(env, p, out, ckpt, ref)
     manifest = env.snap_run("info", "--manifest", ckpt).stdout
     expect('"saved_file"' in manifest, "the manifest marks the mapping saved_file")
+    info = env.snap_run("info", ckpt).stdout
+    expect("a data file mapped shared: what it maps is in the image" in info,
+           f"snap info says so: {info[-400:]}")
 
 
 @case
