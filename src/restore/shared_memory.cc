@@ -17,6 +17,7 @@
 #include <vector>
 #include <fmt/core.h>
 
+#include "base/byte_ranges.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "restore/file_planner.h"
@@ -78,35 +79,6 @@ void FilePlanner::remake_named_shm() {
 
 namespace {
 
-using Range = std::pair<uint64_t, uint64_t>;  // [first byte, end) of a file
-
-// The parts of `ranges` (sorted, not overlapping) that `minus` (sorted,
-// not overlapping) does not cover.
-std::vector<Range> subtract(const std::vector<Range>& ranges, const std::vector<Range>& minus) {
-  std::vector<Range> out;
-  size_t j = 0;
-  for (auto [a, b] : ranges) {
-    while (j < minus.size() && minus[j].second <= a) j++;
-    for (size_t k = j; k < minus.size() && minus[k].first < b && a < b; k++) {
-      if (minus[k].first > a) out.push_back({a, minus[k].first});
-      a = std::max(a, minus[k].second);
-    }
-    if (a < b) out.push_back({a, b});
-  }
-  return out;
-}
-
-std::vector<Range> merged(std::vector<Range> r) {
-  std::sort(r.begin(), r.end());
-  std::vector<Range> out;
-  for (const auto& x : r)
-    if (!out.empty() && x.first <= out.back().second)
-      out.back().second = std::max(out.back().second, x.second);
-    else
-      out.push_back(x);
-  return out;
-}
-
 // Zeros [a, b) of the file open on `fd`: a hole where the file system
 // makes one, else written zeros.
 void zero_range(int fd, uint64_t a, uint64_t b, const std::string& path) {
@@ -146,7 +118,7 @@ uint64_t FilePlanner::put_back_saved_files() {
     if (static_cast<uint64_t>(st.st_size) < size && ::ftruncate(fd, static_cast<off_t>(size)) != 0)
       throw SysError(fmt::format("cannot restore {}: ftruncate to its {} bytes at the dump",
                                  first.path, size), errno);
-    std::vector<Range> mapped, stored;
+    std::vector<ByteRange> mapped, stored;
     for (const auto& [pid, m] : mappings) {
       const uint64_t end = std::min(m->pgoff + (m->end - m->start), size);
       if (m->pgoff < end) mapped.push_back({m->pgoff, end});
@@ -169,7 +141,7 @@ uint64_t FilePlanner::put_back_saved_files() {
     // What holds data now in the mapped ranges but was not saved (zeros or
     // a hole at the dump): zeroed.
     uint64_t zeroed = 0;
-    for (const auto& [a, b] : subtract(merged(mapped), merged(stored)))
+    for (const auto& [a, b] : subtract_ranges(merge_ranges(mapped), merge_ranges(stored)))
       for (uint64_t pos = a; pos < b;) {
         const off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
         if (d < 0 || static_cast<uint64_t>(d) >= b) break;  // ENXIO: no data past pos

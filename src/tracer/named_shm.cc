@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/byte_ranges.h"
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "tracer/temp_files.h"
@@ -20,13 +21,11 @@ namespace snap {
 
 namespace {
 
-using Range = std::pair<uint64_t, uint64_t>;  // [first byte, end) of the file
-
 // Whether every data extent of `fd` (size `size`) lies within `mapped`
 // (sorted, merged), in whole pages.
-bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
+bool data_within(int fd, uint64_t size, const std::vector<ByteRange>& mapped) {
   auto covered = [&](uint64_t a, uint64_t b) {
-    auto it = std::upper_bound(mapped.begin(), mapped.end(), Range{a, UINT64_MAX});
+    auto it = std::upper_bound(mapped.begin(), mapped.end(), ByteRange{a, UINT64_MAX});
     if (it == mapped.begin()) return false;
     --it;
     return it->first <= a && b <= it->second;
@@ -47,7 +46,7 @@ bool data_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
 
 // The bytes of data (SEEK_DATA, in whole pages) of `fd` (size `size`)
 // within `mapped` (sorted, merged): what saving those ranges reads.
-uint64_t data_bytes_within(int fd, uint64_t size, const std::vector<Range>& mapped) {
+uint64_t data_bytes_within(int fd, uint64_t size, const std::vector<ByteRange>& mapped) {
   uint64_t total = 0;
   for (auto [a, b] : mapped) {
     b = std::min(b, size);
@@ -109,15 +108,9 @@ void mark_named_shared_memory(image::Checkpoint& ckpt, const std::vector<std::st
         !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_dev) != key.first ||
         static_cast<uint64_t>(st.st_ino) != key.second)
       continue;
-    std::vector<Range> mapped;
+    std::vector<ByteRange> mapped;
     for (const auto* m : maps) mapped.push_back({m->pgoff, m->pgoff + (m->end - m->start)});
-    std::sort(mapped.begin(), mapped.end());
-    std::vector<Range> merged;
-    for (const auto& r : mapped)
-      if (!merged.empty() && r.first <= merged.back().second)
-        merged.back().second = std::max(merged.back().second, r.second);
-      else
-        merged.push_back(r);
+    const std::vector<ByteRange> merged = merge_ranges(std::move(mapped));
     const auto size = static_cast<uint64_t>(st.st_size);
     if (locked.count(key.second)) {
       vlog("{}: mapped shared and locked by the job: coordinated with whoever else locks it, "

@@ -345,11 +345,8 @@ void Task::resume(int request, const char* doing) {
 }
 
 int Task::resume_and_wait(int request) {
-  stop_state_.reset();
-  const char* name = request == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT";
   for (;;) {
-    resumed_ = true;
-    ptrace_or_throw(static_cast<enum __ptrace_request>(request), tid_, nullptr, nullptr, name);
+    resume(request, "while snap works on it");
     int status = 0;
     pid_t r;
     do r = ::waitpid(tid_, &status, __WALL);
