@@ -341,6 +341,8 @@ def sqlite_wal_locks(env):
     # Also outside the temporary directories, where such a file would be a
     # data file: in a directory under root's home.
     if os.geteuid() != 0:
+        print("skip: the WAL index outside the temporary directories is checked as root only "
+              "(a directory under root's home)")
         return
     home = tempfile.mkdtemp(prefix="snap-e2e-wal-", dir=os.path.expanduser("~"))
     try:
