@@ -264,6 +264,9 @@ void print_text(const ojson& j) {
               j["created"].get<std::string>().c_str());
   std::printf("  host %s, kernel %s\n", j["hostname"].get<std::string>().c_str(),
               j["kernel_release"].get<std::string>().c_str());
+  if (j.contains("cpu") && !j["cpu"].is_null())
+    std::printf("  CPU %s, %zu features a restore needs\n",
+                j["cpu"]["model"].get<std::string>().c_str(), j["cpu"]["features"].size());
   if (!j["pid_namespace"].is_null())
     std::printf("  pids as the job saw them, %s\n",
                 j["pid_namespace"] == "own" ? "in its own pid namespace"

@@ -31,7 +31,7 @@ namespace {
 cxxopts::Options restore_options() {
   cxxopts::Options o("snap restore", "Restore a checkpointed process tree and let it continue.\n");
   o.custom_help("DIR [--detach] [--jobs N] [--allow-changed-files] [--allow-changed-code] "
-                "[--isolate] [--tcp-close] [--tcp-established] [-v]");
+                "[--allow-changed-cpu] [--isolate] [--tcp-close] [--tcp-established] [-v]");
   o.positional_help("DIR");
   o.add_options()
       ("dir", "image directory written by snap dump", cxxopts::value<std::string>())
@@ -42,6 +42,8 @@ cxxopts::Options restore_options() {
       ("isolate", "restore in a new user and pid namespace (what ordinary users always get)")
       ("allow-changed-code", "restore even if the executable or a library changed since the dump "
        "(the job will likely crash; warns)")
+      ("allow-changed-cpu", "restore even on a CPU without instructions or registers the dump's "
+       "CPU had (the job may stop on an invalid instruction; warns)")
       ("tcp-close", "bring the job's TCP connections back closed (reads see end of file, "
        "writes EPIPE) instead of connected")
       ("tcp-established", "let TCP connections to peers outside the image come back "
@@ -87,6 +89,7 @@ int run_restore(const cxxopts::ParseResult& args) {
   }
   opts.allow_changed_files = args.count("allow-changed-files") > 0;
   opts.allow_changed_code = args.count("allow-changed-code") > 0;
+  opts.allow_changed_cpu = args.count("allow-changed-cpu") > 0;
   opts.tcp_close = args.count("tcp-close") > 0;
   opts.tcp_established = args.count("tcp-established") > 0;
   advise_heap_huge_pages();

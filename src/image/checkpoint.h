@@ -616,12 +616,32 @@ struct FileStamp {
   std::string build_id;  // hex of the ELF NT_GNU_BUILD_ID note, or empty
 };
 
+// One state component of the XSAVE area in the standard (uncompacted)
+// format: CPUID leaf 0xD gives where it starts and its length. The offsets
+// of the AVX-512 and later components differ between CPUs (an Intel CPU
+// with MPX has them 256 bytes further than an AMD one).
+struct XsaveComponent {
+  uint32_t id = 0, offset = 0, size = 0;
+  bool operator==(const XsaveComponent&) const = default;
+};
+
+// The CPU a job ran on, as its code could see it (tracer/cpu_features.h).
+struct CpuInfo {
+  std::string vendor;                 // "GenuineIntel", "AuthenticAMD"
+  std::string model;                  // the brand string
+  std::vector<std::string> features;  // sorted: "avx2", "avx512f", "sha_ni"
+  uint64_t xcr0 = 0;                  // the XSAVE state components enabled
+  std::vector<XsaveComponent> xsave_layout;  // components 2 and up of xcr0, by id
+};
+
 struct Checkpoint {
   uint32_t format_version = kFormatVersion;
   std::string snap_version;
   std::string created;         // ISO 8601 UTC
   std::string hostname;
   std::string kernel_release;  // uname -r at dump time
+  // The dump machine's CPU; absent in older images (no CPU is compared).
+  std::optional<CpuInfo> cpu;
   // processes[0] is the root of the dumped tree; every other process's
   // parent (ppid) comes before it.
   std::vector<Process> processes;

@@ -410,6 +410,13 @@ std::string checkpoint_text(const Checkpoint& c) {
   cj["created"] = c.created;
   cj["hostname"] = c.hostname;
   cj["kernel_release"] = c.kernel_release;
+  if (c.cpu) {
+    ojson layout = ojson::array();
+    for (const auto& x : c.cpu->xsave_layout) layout.push_back({x.id, x.offset, x.size});
+    cj["cpu"] = {{"vendor", c.cpu->vendor}, {"model", c.cpu->model},
+                 {"features", c.cpu->features}, {"xcr0", c.cpu->xcr0},
+                 {"xsave_layout", layout}};
+  }
   if (c.series_number) cj["series_number"] = *c.series_number;
   if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
   if (!c.pid_namespace.empty()) cj["pid_namespace"] = c.pid_namespace;

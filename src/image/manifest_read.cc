@@ -579,11 +579,25 @@ simdjson::dom::element parse(simdjson::dom::parser& parser, std::string_view tex
   return e;
 }
 
+std::string decode_string(const Field& f) { return f.as<std::string>(); }
+
+XsaveComponent decode_xsave_component(const Field& f) {
+  auto a = f.fixed_array<uint32_t, 3>();
+  return {a[0], a[1], a[2]};
+}
+
+CpuInfo decode_cpu(const Field& f) {
+  return {f["vendor"].as<std::string>(), f["model"].as<std::string>(),
+          f["features"].list(decode_string), f["xcr0"].as<uint64_t>(),
+          f["xsave_layout"].list(decode_xsave_component)};
+}
+
 void decode_checkpoint(const Field& c, Checkpoint& cp) {
   cp.snap_version = c["snap_version"].as<std::string>();
   cp.created = c["created"].as<std::string>();
   cp.hostname = c["hostname"].as<std::string>();
   cp.kernel_release = c["kernel_release"].as<std::string>();
+  if (auto j = c.opt("cpu")) cp.cpu = decode_cpu(*j);
   if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
   if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
   if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();

@@ -376,6 +376,9 @@ ojson describe_image(image::ImageReader& img) {
   j["changed_pages_by"] = c.changed_pages_by.empty() ? ojson(nullptr) : ojson(c.changed_pages_by);
   j["pid_namespace"] = c.pid_namespace.empty() ? ojson(nullptr) : ojson(c.pid_namespace);
   j["job_cpus"] = c.job_cpus.empty() ? ojson(nullptr) : ojson(cpu_list_text(c.job_cpus));
+  j["cpu"] = c.cpu ? ojson{{"vendor", c.cpu->vendor}, {"model", c.cpu->model},
+                           {"features", c.cpu->features}}
+                   : ojson(nullptr);
   j["series"] = nullptr;
   j["processes"] = ojson::array();
   for (const auto& p : c.processes) j["processes"].push_back(describe_process(p, img, dis));

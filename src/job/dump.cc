@@ -25,6 +25,7 @@
 #include "parasite/shared_snapshot.h"
 #include "parasite/snapshot.h"
 #include "parasite/thread_guard.h"
+#include "tracer/cpu_features.h"
 #include "tracer/collect.h"
 #include "tracer/fd_hints.h"
 #include "tracer/file_stamp.h"
@@ -68,6 +69,7 @@ image::Checkpoint new_checkpoint() {
   ::uname(&u);
   c.hostname = u.nodename;
   c.kernel_release = u.release;
+  c.cpu = tracer::this_cpu();
   return c;
 }
 

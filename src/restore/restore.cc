@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 #include "restore/skeleton.h"
 #include "restore/threads.h"
 #include "restore/tree.h"
+#include "tracer/cpu_features.h"
 #include "tracer/file_stamp.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
@@ -211,6 +213,22 @@ void restore_root(SyscallBatch& batch, const image::Process& p) {
 
 // Each thread's own state runs in that thread, one batch of system calls
 // per thread; the threads come back to their saved registers.
+// A thread's saved extended state in this CPU's XSAVE layout and size (the
+// kernel takes exactly its own): moved where the dump's CPU placed its
+// components elsewhere (another vendor, another generation). State of a
+// component this CPU lacks is lost, saying so (only past check_cpu with
+// --allow-changed-cpu). Images without a CPU record go as they are.
+std::vector<uint8_t> xsave_for_here(const Task& t, const std::vector<uint8_t>& saved,
+                                    const std::optional<image::CpuInfo>& cpu) {
+  if (!cpu) return saved;
+  static const size_t size = t.xsave().size();  // the same for every thread
+  std::vector<std::string> dropped;
+  auto area = tracer::refit_xsave(saved, *cpu, tracer::this_cpu(), size, &dropped);
+  for (const auto& c : dropped)
+    warn("thread {}: its {} registers were in use; this CPU has none, they are lost", t.tid(), c);
+  return area;
+}
+
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                      image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
                      const FillOptions& fill, const CowPlan& cow) {
@@ -258,7 +276,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   rs.set_final_regs(Registers::from_bytes(p.threads[0].gpregs));
   // Extended state and masks last: no more code runs before the job's.
   for (size_t i = 0; i < tasks.size(); i++) {
-    tasks[i]->set_xsave(p.threads[i].xsave);
+    tasks[i]->set_xsave(xsave_for_here(*tasks[i], p.threads[i].xsave, img.checkpoint().cpu));
     tasks[i]->set_signal_mask(p.threads[i].sigmask);
   }
   restore_scheduling(tasks, p, version);  // from snap: the job's own rules apply
@@ -313,6 +331,30 @@ void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code) {
                 "--allow-changed-code runs it anyway");
 }
 
+void check_cpu(const image::Checkpoint& ckpt, bool allow_changed_cpu) {
+  if (!ckpt.cpu) return;
+  const auto& here = tracer::this_cpu();
+  const auto lacks = tracer::cpu_lacks(*ckpt.cpu, here);
+  if (lacks.empty()) return;
+  std::string list;
+  for (const auto& f : lacks) list += (list.empty() ? "" : ", ") + f;
+  utsname u{};
+  ::uname(&u);
+  const std::string where = fmt::format("dumped on {} ({}), restored on {} ({})", ckpt.hostname,
+                                        ckpt.cpu->model, u.nodename, here.model);
+  if (allow_changed_cpu) {
+    warn("this CPU lacks what the job's had: {} ({}); the job runs anyway and stops on an invalid "
+         "instruction if it uses one (--allow-changed-cpu)", list, where);
+    return;
+  }
+  throw Error(fmt::format("cannot restore: this CPU lacks {} feature(s) the job's CPU had: {} ({})",
+                          lacks.size(), list, where),
+              "a program picks its code for the CPU it starts on (glibc, BLAS and numpy choose "
+              "AVX-512 or AVX2 paths then): restore on a node with the same CPU (under Slurm, "
+              "the same partition, or --constraint with the node feature naming it); "
+              "--allow-changed-cpu restores anyway, and the job may stop on SIGILL");
+}
+
 std::map<uint64_t, uint64_t> hugetlb_pages_needed(const image::Checkpoint& ckpt) {
   std::map<uint64_t, uint64_t> need;
   std::map<std::pair<uint64_t, uint64_t>, std::pair<uint64_t, uint64_t>> objects;  // dev, inode -> page, size
@@ -354,6 +396,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   const auto& ckpt = img.checkpoint();
   TreePlan plan = plan_tree(ckpt);
   check_code_files(ckpt, opts.allow_changed_code);
+  check_cpu(ckpt, opts.allow_changed_cpu);
   check_outside_connections(ckpt, opts);
   check_hugetlb_pool(ckpt);
   if (!space.fresh()) check_ids_free(plan);

@@ -21,6 +21,9 @@ struct RestoreOptions {
   // Run the saved memory even against executables or libraries that
   // changed since the dump (it will likely crash): warn instead of refuse.
   bool allow_changed_code = false;
+  // Run it even on a CPU without instructions or register state the dump's
+  // CPU had (it may stop on SIGILL): warn instead of refuse.
+  bool allow_changed_cpu = false;
   // TCP connections of the image come back closed (as if the peer had gone).
   bool tcp_close = false;
   // TCP connections to peers outside the image (saved by dump
@@ -34,6 +37,11 @@ struct RestoreOptions {
 // differs from the image's stamp of it (unless allow_changed_code: then
 // warnings). Nothing is created before this check.
 void check_code_files(const image::Checkpoint& ckpt, bool allow_changed_code);
+
+// Throws Error naming every CPU feature and XSAVE state component of the
+// dump's CPU that this one lacks (unless allow_changed_cpu: then a
+// warning). Images without a CPU record pass.
+void check_cpu(const image::Checkpoint& ckpt, bool allow_changed_cpu);
 
 // Throws Error naming the first TCP connection of the image whose peer is
 // not in the image too, unless opts says what to do with such connections.

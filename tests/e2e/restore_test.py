@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (HugetlbPool, Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
@@ -502,6 +503,87 @@ def changed_binary_refused(env):
     r = env.snap_run("restore", ckpt, check=False, timeout=60)
     expect(r.returncode == 0 and lines_of(out) == [str(i) for i in range(1, 21)],
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
+
+
+# Features some x86 CPUs have and others lack: an image is given the first
+# of them this CPU lacks, as if dumped on such a CPU.
+OTHER_CPU_FEATURES = ["amx_tile", "amx_int8", "avx512_fp16", "avx512er", "avx512pf", "fma4",
+                      "xop", "tbm", "3dnow", "avx512_4vnniw"]
+
+
+@case
+def cpu_lacking_refused(env):
+    # A job dumped on a CPU with a feature this one lacks (a requeue onto an
+    # older node): its code may use it, so the restore refuses before
+    # anything runs, naming the feature and both CPUs; --allow-changed-cpu
+    # restores anyway, with a warning. This machine has one CPU: the image
+    # is given the other CPU's record (tests/e2e/image_json.cc).
+    out = env.path("cpu.out")
+    p = start([env.prog("counter"), "20", "100"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("cpu.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    c = env.checkpoint_json(ckpt)
+    cpu = c.get("cpu") or {}
+    expect("sse2" in cpu.get("features", []) and cpu.get("xcr0", 0) & 3 == 3,
+           f"the dump recorded this CPU's features and XSAVE state: {cpu}")
+    lacking = [f for f in OTHER_CPU_FEATURES if f not in cpu["features"]]
+    if not lacking:
+        raise Skip(f"this CPU has all of {OTHER_CPU_FEATURES}")
+    cpu["features"] = sorted(cpu["features"] + [lacking[0]])
+    cpu["model"] = "Another Test CPU"
+    env.put_checkpoint_json(ckpt, c)
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 1 and lacking[0] in r.stderr and "Another Test CPU" in r.stderr
+           and "--allow-changed-cpu" in r.stderr,
+           f"a restore on a CPU without {lacking[0]} is refused, naming it: {r.stderr.strip()}")
+    time.sleep(0.3)
+    expect(lines_of(out) == before and not pid_alive(p.pid), "nothing was started")
+    r = env.snap_run("restore", "--allow-changed-cpu", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0 and lacking[0] in r.stderr,
+           f"--allow-changed-cpu restores, warning: exit {r.returncode}, {r.stderr.strip()}")
+    expect_continued("cpu_lacking_refused", before, lines_of(out), [str(i) for i in range(1, 21)])
+
+
+@case
+def avx512_other_cpu_layout(env):
+    # The XSAVE area's standard format puts the AVX-512 state where the CPU
+    # says (CPUID leaf 0xD): Intel's 256 bytes further than AMD's, and the
+    # kernel takes only an area of its own CPU's size. A job dumped on the
+    # other kind (its image given a layout with those components 256 bytes
+    # further, each thread's area rewritten so) must get its zmm16-31 and
+    # k1-7 back where this CPU has them.
+    probe = subprocess.run([env.prog("avx512"), "0", "0"], capture_output=True, text=True)
+    if probe.returncode == 3:
+        raise Skip("this CPU has no AVX-512F")
+    out = env.path("layout.out")
+    p = start([env.prog("avx512"), "10", "200"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("layout.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    c = env.checkpoint_json(ckpt)
+    here = {x[0]: (x[1], x[2]) for x in c["cpu"]["xsave_layout"]}
+    other = {i: (o + 256 if i >= 5 else o, n) for i, (o, n) in here.items()}
+    size = max(o + n for o, n in other.values())
+    for proc in c["processes"]:
+        for t in proc["threads"]:
+            area = bytes.fromhex(t["xsave"])
+            moved = bytearray(size)
+            moved[:576] = area[:576]  # the legacy area and the XSAVE header
+            for i, (o, n) in other.items():
+                moved[o:o + n] = area[here[i][0]:here[i][0] + n]
+            t["xsave"] = moved.hex()
+    c["cpu"]["xsave_layout"] = [[i, o, n] for i, (o, n) in sorted(other.items())]
+    env.put_checkpoint_json(ckpt, c)
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 0, f"restored (exit {r.returncode}: {r.stderr.strip()})")
+    expect_continued("avx512_other_cpu_layout", before, lines_of(out),
+                     [f"round {i} ok" for i in range(1, 11)] + ["round 10 all ok"],
+                     "every round found its AVX-512 registers")
 
 
 def while_restored(env, ckpt, out, before, look):

@@ -39,6 +39,21 @@ class Env:
     def path(self, name):
         return os.path.join(self.tmp, name)
 
+    def checkpoint_json(self, ckpt):
+        """The image's checkpoint object (tests/e2e/image_json.cc)."""
+        p = subprocess.run([self.image_json(), ckpt], capture_output=True, text=True, check=True)
+        return json.loads(p.stdout)
+
+    def put_checkpoint_json(self, ckpt, obj):
+        """Makes `obj` the image's checkpoint, as if snap had written it."""
+        path = self.path("checkpoint-edit.json")
+        with open(path, "w") as f:
+            json.dump(obj, f)
+        subprocess.run([self.image_json(), ckpt, "--put", path], check=True)
+
+    def image_json(self):
+        return os.path.join(os.path.dirname(os.path.normpath(self.programs)), "e2e", "image-json")
+
     def snap_run(self, *args, timeout=120, check=True, **kw):
         p = subprocess.run([self.snap, *args], capture_output=True, text=True, timeout=timeout, **kw)
         if check and p.returncode != 0:

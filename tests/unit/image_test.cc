@@ -659,6 +659,21 @@ TEST(Manifest, SavedFileRoundTrip) {
   EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
 }
 
+TEST(Manifest, CpuRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  EXPECT_FALSE(checkpoint_from_json(to_json(c)).cpu.has_value());  // older images have none
+  c.cpu = CpuInfo{"GenuineIntel", "Intel(R) Xeon(R) Gold 6248", {"avx2", "avx512f", "sse2"}, 0x2e7,
+                  {{2, 576, 256}, {5, 1088, 64}, {6, 1152, 512}, {7, 1664, 1024}, {9, 2688, 8}}};
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  ASSERT_TRUE(back.cpu.has_value());
+  EXPECT_EQ(back.cpu->model, c.cpu->model);
+  EXPECT_EQ(back.cpu->features, c.cpu->features);
+  EXPECT_EQ(back.cpu->xcr0, 0x2e7u);
+  EXPECT_EQ(back.cpu->xsave_layout, c.cpu->xsave_layout);
+  EXPECT_EQ(to_json(back), json);
+}
+
 TEST(Manifest, PtyFieldsRoundTrip) {
   Checkpoint c = sample_checkpoint();
   image::Pty t;

@@ -21,6 +21,7 @@
 
 #include "base/error.h"
 #include "tracer/batch.h"
+#include "tracer/cpu_features.h"
 #include "tracer/devices.h"
 #include "tracer/memory.h"
 #include "tracer/net_lock.h"
@@ -920,4 +921,69 @@ TEST(SyscallBatch, RunsInTheTargetAndStopsAtTheFirstFailure) {
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+}
+
+namespace {
+image::CpuInfo cpu_with(std::vector<image::XsaveComponent> layout, uint64_t xcr0,
+                        std::vector<std::string> features = {"sse2"}) {
+  return {"v", "m", std::move(features), xcr0, std::move(layout)};
+}
+}  // namespace
+
+TEST(CpuFeatures, ThisCpuIsWhatCpuidSays) {
+  const auto& c = snap::tracer::this_cpu();
+  EXPECT_FALSE(c.vendor.empty());
+  EXPECT_TRUE(std::is_sorted(c.features.begin(), c.features.end()));
+  EXPECT_NE(std::find(c.features.begin(), c.features.end(), "sse2"), c.features.end());
+  EXPECT_EQ(c.xcr0 & 3, 3u);  // x87 and SSE on every x86_64 kernel
+  EXPECT_TRUE(snap::tracer::cpu_lacks(c, c).empty());
+}
+
+TEST(CpuFeatures, LacksNamesFeaturesThenStateComponents) {
+  auto saved = cpu_with({}, 0xe7, {"avx2", "avx512f", "sse2"});
+  auto here = cpu_with({}, 0x7, {"avx2", "sse2", "sha_ni"});
+  EXPECT_EQ(snap::tracer::cpu_lacks(saved, here),
+            (std::vector<std::string>{"avx512f", "XSAVE state avx512_opmask",
+                                      "XSAVE state avx512_zmm_hi256",
+                                      "XSAVE state avx512_hi16_zmm"}));
+  EXPECT_TRUE(snap::tracer::cpu_lacks(here, saved).size() == 1);  // sha_ni
+}
+
+TEST(CpuFeatures, XsaveMovedToAnotherLayout) {
+  // Intel's standard-format offsets to AMD's: every component in use moves,
+  // the legacy area stays, the header says what is there.
+  auto intel = cpu_with({{2, 576, 256}, {5, 1088, 64}, {6, 1152, 512}, {7, 1664, 1024}}, 0xe7);
+  auto amd = cpu_with({{2, 576, 256}, {5, 832, 64}, {6, 896, 512}, {7, 1408, 1024}}, 0xe7);
+  std::vector<uint8_t> area(2688, 0);
+  for (size_t i = 0; i < 512; i++) area[i] = static_cast<uint8_t>(i);
+  const uint64_t in_use = 0x87;  // x87, SSE, AVX, hi16_zmm (opmask in its initial state)
+  std::memcpy(area.data() + 512, &in_use, 8);
+  std::memset(area.data() + 576, 0x22, 256);
+  std::memset(area.data() + 1088, 0x55, 64);  // stale bytes of a component not in use
+  std::memset(area.data() + 1664, 0x77, 1024);
+  std::vector<std::string> dropped;
+  auto out = snap::tracer::refit_xsave(area, intel, amd, 2432, &dropped);
+  ASSERT_EQ(out.size(), 2432u);
+  EXPECT_TRUE(dropped.empty());
+  EXPECT_EQ(std::memcmp(out.data(), area.data(), 464), 0);
+  uint64_t header = 0, xcr0 = 0;
+  std::memcpy(&header, out.data() + 512, 8);
+  std::memcpy(&xcr0, out.data() + 464, 8);
+  EXPECT_EQ(header, in_use);
+  EXPECT_EQ(xcr0, 0xe7u);
+  EXPECT_EQ(out[576], 0x22);
+  EXPECT_EQ(out[832], 0);  // not in use: left in its initial state
+  EXPECT_EQ(out[1408], 0x77);
+  EXPECT_EQ(out[2431], 0x77);
+  // Back, and the same layout: nothing moves.
+  auto again = snap::tracer::refit_xsave(out, amd, amd, 2432, &dropped);
+  EXPECT_EQ(again, out);
+  // A CPU without AVX-512: its state in use is dropped, and named.
+  auto avx2 = cpu_with({{2, 576, 256}}, 0x7);
+  auto small = snap::tracer::refit_xsave(area, intel, avx2, 832, &dropped);
+  ASSERT_EQ(small.size(), 832u);
+  EXPECT_EQ(dropped, (std::vector<std::string>{"avx512_hi16_zmm"}));
+  std::memcpy(&header, small.data() + 512, 8);
+  EXPECT_EQ(header, 0x7u);
+  EXPECT_EQ(small[831], 0x22);
 }
