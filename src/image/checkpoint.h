@@ -642,6 +642,10 @@ struct Checkpoint {
   std::string kernel_release;  // uname -r at dump time
   // The dump machine's CPU; absent in older images (no CPU is compared).
   std::optional<CpuInfo> cpu;
+  // The dump kernel's vDSO image (what it maps as [vdso]); empty in older
+  // images. A restore under a kernel with another vDSO redirects the job's
+  // calls into it (restore/vdso.h).
+  std::vector<uint8_t> vdso;
   // processes[0] is the root of the dumped tree; every other process's
   // parent (ppid) comes before it.
   std::vector<Process> processes;

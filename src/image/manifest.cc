@@ -417,6 +417,7 @@ std::string checkpoint_text(const Checkpoint& c) {
                  {"features", c.cpu->features}, {"xcr0", c.cpu->xcr0},
                  {"xsave_layout", layout}};
   }
+  if (!c.vdso.empty()) cj["vdso"] = to_hex(c.vdso);
   if (c.series_number) cj["series_number"] = *c.series_number;
   if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
   if (!c.pid_namespace.empty()) cj["pid_namespace"] = c.pid_namespace;

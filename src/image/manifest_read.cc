@@ -598,6 +598,7 @@ void decode_checkpoint(const Field& c, Checkpoint& cp) {
   cp.hostname = c["hostname"].as<std::string>();
   cp.kernel_release = c["kernel_release"].as<std::string>();
   if (auto j = c.opt("cpu")) cp.cpu = decode_cpu(*j);
+  if (auto j = c.opt("vdso")) cp.vdso = j->bytes();
   if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
   if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
   if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();

@@ -26,6 +26,7 @@
 #include "parasite/snapshot.h"
 #include "parasite/thread_guard.h"
 #include "tracer/cpu_features.h"
+#include "tracer/vdso.h"
 #include "tracer/collect.h"
 #include "tracer/fd_hints.h"
 #include "tracer/file_stamp.h"
@@ -70,6 +71,12 @@ image::Checkpoint new_checkpoint() {
   c.hostname = u.nodename;
   c.kernel_release = u.release;
   c.cpu = tracer::this_cpu();
+  try {
+    const auto vdso = own_vdso().image();
+    c.vdso.assign(vdso.begin(), vdso.end());
+  } catch (const Error&) {
+    // snap runs without a vDSO (vdso=0): so did the job; nothing to record.
+  }
   return c;
 }
 

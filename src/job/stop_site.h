@@ -156,9 +156,10 @@ class Locator {
     return it->second.syms ? &*it->second.syms : nullptr;
   }
 
-  // The vDSO is not a file; its ELF image is the dumped mapping itself. When
-  // it was not dumped, snap's own vDSO stands in if the image was made under
-  // the kernel running now (same release, same size). Loaded once.
+  // The vDSO is not a file; its ELF image is the dumped mapping itself, or
+  // the image's record of the dump kernel's. In older images without
+  // either, snap's own vDSO stands in if the image was made under the kernel
+  // running now (same release, same size). Loaded once.
   const std::vector<uint8_t>* vdso_bytes(const Mapping& m) {
     if (vdso_tried_) return vdso_ ? &*vdso_ : nullptr;
     vdso_tried_ = true;
@@ -170,6 +171,11 @@ class Locator {
       pages += r.npages;
     });
     if (pages * image::kPageSize == bytes.size()) return &vdso_.emplace(std::move(bytes));
+    const auto& recorded = img_.checkpoint().vdso;  // the dump kernel's, in newer images
+    if (!recorded.empty() && recorded.size() <= bytes.size()) {
+      std::copy(recorded.begin(), recorded.end(), bytes.begin());
+      return &vdso_.emplace(std::move(bytes));
+    }
     utsname u{};
     ::uname(&u);
     const uint64_t own = ::getauxval(AT_SYSINFO_EHDR);

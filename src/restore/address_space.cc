@@ -19,6 +19,7 @@
 #include "restore/fill.h"
 #include "restore/page_copier.h"
 #include "restore/scheduling.h"
+#include "restore/vdso.h"
 #include "tracer/aio_rings.h"
 #include "tracer/batch.h"
 #include "tracer/proc.h"
@@ -34,76 +35,6 @@ using image::MappingKind;
 
 std::string describe(const Mapping& m) {
   return fmt::format("mapping {:#x}-{:#x} {}", m.start, m.end, m.path.empty() ? "(anonymous)" : m.path);
-}
-
-// A page-aligned range of `size` bytes free in both layouts.
-uint64_t find_free(const std::vector<Mapping>& a, const std::vector<Mapping>& b, uint64_t size) {
-  std::vector<std::pair<uint64_t, uint64_t>> used;
-  for (const auto& m : a) used.push_back({m.start, m.end});
-  for (const auto& m : b) used.push_back({m.start, m.end});
-  std::sort(used.begin(), used.end());
-  uint64_t cand = 0x10000000;  // well above mmap_min_addr and the usual non-PIE text
-  for (const auto& [s, e] : used) {
-    if (cand + size <= s) return cand;
-    cand = std::max<uint64_t>(cand, (e + 0xfffff) & ~uint64_t{0xfffff});
-  }
-  if (cand + size < 0x7ff000000000ull) return cand;
-  throw Error("no free address range for restore's system call batch area");
-}
-
-std::optional<Mapping> find_kind(const std::vector<Mapping>& ms, MappingKind k) {
-  for (const auto& m : ms)
-    if (m.kind == k) return m;
-  return std::nullopt;
-}
-
-// Moves [vvar], [vvar_vclock] and [vdso] to their saved addresses. They are
-// moved out of the way first, so the saved places may overlap the current ones.
-void move_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& now, const std::vector<Mapping>& saved) {
-  pid_t pid = rs.task().tid();
-  const MappingKind kinds[] = {MappingKind::Vvar, MappingKind::VvarVclock, MappingKind::Vdso};
-  std::vector<std::pair<Mapping, Mapping>> moves;  // (current, saved)
-  const bool job_had_none = !find_kind(saved, MappingKind::Vdso) &&
-                            !find_kind(saved, MappingKind::Vvar) &&
-                            !find_kind(saved, MappingKind::VvarVclock);
-  for (auto k : kinds) {
-    auto cur = find_kind(now, k);
-    auto want = find_kind(saved, k);
-    if (!cur && !want) continue;
-    if (job_had_none) {  // kept out of the job's way until drop_vdso
-      moves.push_back({*cur, *cur});
-      continue;
-    }
-    if (!cur || !want || cur->end - cur->start != want->end - want->start)
-      throw Error(fmt::format("the kernel's vDSO layout differs from the image's ({})",
-                              want ? want->path : cur->path),
-                  "restore on a machine running the same kernel as the dump");
-    moves.push_back({*cur, *want});
-  }
-  bool same = !job_had_none &&
-              std::all_of(moves.begin(), moves.end(), [](auto& m) { return m.first.start == m.second.start; });
-  if (!same) {
-    uint64_t total = 0;
-    for (auto& [cur, want] : moves) total += cur.end - cur.start;
-    uint64_t tmp = find_free(now, saved, total + 0x100000);
-    for (auto& [cur, want] : moves) {
-      uint64_t len = cur.end - cur.start;
-      rs.checked("mremap " + cur.path, SYS_mremap, cur.start, len, len,
-                 MREMAP_MAYMOVE | MREMAP_FIXED, tmp);
-      cur.start = tmp;
-      cur.end = tmp + len;
-      if (cur.kind == MappingKind::Vdso) rs.set_syscall_site(find_syscall_site(pid, remote_addr(tmp)));
-      tmp += len;
-    }
-    if (job_had_none) return;
-    for (auto& [cur, want] : moves) {
-      uint64_t len = cur.end - cur.start;
-      rs.checked("mremap " + cur.path, SYS_mremap, cur.start, len, len,
-                 MREMAP_MAYMOVE | MREMAP_FIXED, want.start);
-      if (cur.kind == MappingKind::Vdso)
-        rs.set_syscall_site(find_syscall_site(pid, remote_addr(want.start)));
-    }
-  }
 }
 
 constexpr uint64_t kAioChunk = 64;  // requests per io_submit while placing a ring
@@ -203,22 +134,6 @@ void restore_aio_rings(SyscallBatch& batch, const image::Process& p) {
     batch.run();
     if (m.aio_head || m.aio_tail) place_aio_ring(batch, m, std::min<uint64_t>(ask, kAioChunk));
   }
-}
-
-// A job that had unmapped its vDSO gets none: once its code is back, system
-// calls go through a `syscall` in it, and the skeleton's vDSO is unmapped.
-void drop_vdso(RemoteSyscalls& rs, const std::vector<Mapping>& saved) {
-  if (find_kind(saved, MappingKind::Vdso) || find_kind(saved, MappingKind::Vvar)) return;
-  pid_t pid = rs.task().tid();
-  auto site = find_code_syscall_site(pid);
-  if (!site) throw Error(fmt::format("pid {}: the job had no [vdso] and no system call instruction "
-                                     "in its code is left to use instead", pid));
-  rs.set_syscall_site(*site);
-  for (const auto& m : proc::read_mappings(pid, proc::MapDetail::kRangesOnly))
-    if (m.kind == MappingKind::Vdso || m.kind == MappingKind::Vvar ||
-        m.kind == MappingKind::VvarVclock)
-      rs.checked("munmap " + m.path, SYS_munmap, m.start, m.end - m.start);
-  vlog("restore: pid {} had no vDSO; the skeleton's is unmapped", pid);
 }
 
 bool has_flag(const Mapping& m, const char* flag) {
@@ -436,8 +351,23 @@ void add_munmap_except(SyscallBatch& batch, const Mapping& m,
 
 }  // namespace
 
+uint64_t find_free(const std::vector<Mapping>& a, const std::vector<Mapping>& b, uint64_t size) {
+  std::vector<std::pair<uint64_t, uint64_t>> used;
+  for (const auto& m : a) used.push_back({m.start, m.end});
+  for (const auto& m : b) used.push_back({m.start, m.end});
+  std::sort(used.begin(), used.end());
+  uint64_t cand = 0x10000000;  // well above mmap_min_addr and the usual non-PIE text
+  for (const auto& [s, e] : used) {
+    if (cand + size <= s) return cand;
+    cand = std::max<uint64_t>(cand, (e + 0xfffff) & ~uint64_t{0xfffff});
+  }
+  if (cand + size < 0x7ff000000000ull) return cand;
+  throw Error("no free address range for restore's system call batch area");
+}
+
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,
                            const ProcessFiles& files, const FillOptions& fill,
+                           const VdsoPlan& vdso,
                            const std::map<uint64_t, InheritedMapping>* inherited) {
   pid_t pid = rs.task().tid();
   StepTimes steps;
@@ -470,7 +400,7 @@ void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::I
   vlog("restore: unmapped {} mappings of the skeleton", now.size());
 
   // 2. The kernel's own mappings go where the job had them.
-  move_vdso(rs, now, p.mappings);
+  place_vdso(rs, now, p.mappings, vdso);
 
   // 3. Every saved mapping (writable where it gets content), then the
   // contents of all, then their protections.

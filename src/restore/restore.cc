@@ -33,6 +33,7 @@
 #include "restore/skeleton.h"
 #include "restore/threads.h"
 #include "restore/tree.h"
+#include "restore/vdso.h"
 #include "tracer/cpu_features.h"
 #include "tracer/file_stamp.h"
 #include "tracer/proc.h"
@@ -231,7 +232,7 @@ std::vector<uint8_t> xsave_for_here(const Task& t, const std::vector<uint8_t>& s
 
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                      image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
-                     const FillOptions& fill, const CowPlan& cow) {
+                     const FillOptions& fill, const CowPlan& cow, const VdsoPlan& vdso) {
   const uint32_t version = img.checkpoint().format_version;
   if (p.threads.empty()) throw Error(fmt::format("pid {} has no threads in the image", p.pid));
   Task& leader = *tasks[0];
@@ -249,7 +250,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
   FillOptions placed = fill;
   placed.placement = mempolicy;  // its pages allocated under its policy
-  rebuild_address_space(rs, p, img, files, placed, cow.inherited_by(p.pid));
+  rebuild_address_space(rs, p, img, files, placed, vdso, cow.inherited_by(p.pid));
   leader.set_signal_mask(~0ull);  // nothing is delivered until the end
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
@@ -397,6 +398,10 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   TreePlan plan = plan_tree(ckpt);
   check_code_files(ckpt, opts.allow_changed_code);
   check_cpu(ckpt, opts.allow_changed_cpu);
+  const VdsoPlan vdso = plan_vdso(ckpt);
+  if (vdso.proxied())
+    vlog("restore: this kernel's vDSO differs from the dump's ({}): the job's calls into it are "
+         "redirected", ckpt.kernel_release);
   check_outside_connections(ckpt, opts);
   check_hugetlb_pool(ckpt);
   if (!space.fresh()) check_ids_free(plan);
@@ -451,7 +456,8 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   steps.step("seize");
   for (const auto& p : ckpt.processes)
     if (!p.zombie)
-      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill, cow);
+      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill, cow,
+                      vdso);
   steps.step("rebuild");
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();

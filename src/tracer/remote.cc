@@ -20,6 +20,7 @@
 #include "base/scoped_fd.h"
 #include "tracer/proc.h"
 #include "tracer/task.h"
+#include "tracer/vdso.h"
 
 namespace snap {
 
@@ -63,27 +64,6 @@ void write_remote(pid_t pid, remote_addr dst, const void* src, size_t n) {
 }
 
 namespace {
-
-// The kernel maps the same vDSO into every process, so instruction offsets
-// are found once, with Capstone, in snap's own copy.
-struct OwnVdso {
-  const uint8_t* bytes = nullptr;
-  uint64_t base = 0, size = 0;
-};
-
-const OwnVdso& own_vdso() {
-  static const OwnVdso vdso = [] {
-    OwnVdso v;
-    v.base = getauxval(AT_SYSINFO_EHDR);
-    if (!v.base) throw Error("snap has no vDSO (AT_SYSINFO_EHDR missing)");
-    for (const auto& m : proc::read_mappings(::getpid(), proc::MapDetail::kRangesOnly))
-      if (m.kind == image::MappingKind::Vdso) v.size = m.end - m.start;
-    if (!v.size) throw Error("cannot find snap's own [vdso] mapping");
-    v.bytes = reinterpret_cast<const uint8_t*>(v.base);
-    return v;
-  }();
-  return vdso;
-}
 
 // The first offset in snap's vDSO where Capstone decodes a `syscall` whose
 // following instructions satisfy `accept` (given all decoded from there,

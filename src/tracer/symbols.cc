@@ -179,6 +179,13 @@ std::optional<uint64_t> ElfSymbols::find(std::string_view name) const {
   return std::nullopt;
 }
 
+std::vector<ElfSymbols::Sized> ElfSymbols::sized_symbols() const {
+  std::vector<Sized> out;
+  for (const auto& s : syms_)
+    if (s.size) out.push_back({s.name, s.value, s.size});
+  return out;
+}
+
 std::string format_symbol(const std::string& path, const SymbolHit& hit) {
   auto slash = path.rfind('/');
   std::string base = slash == std::string::npos ? path : path.substr(slash + 1);

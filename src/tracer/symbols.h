@@ -46,6 +46,13 @@ class ElfSymbols {
   // The value (ELF virtual address) of a defined symbol by name.
   std::optional<uint64_t> find(std::string_view name) const;
 
+  struct Sized {
+    std::string name;
+    uint64_t value = 0, size = 0;
+  };
+  // Every symbol with a size, by address.
+  std::vector<Sized> sized_symbols() const;
+
   const std::string& name() const { return name_; }
   // ".symtab", ".dynsym", or "" when the file has no symbols.
   const std::string& table() const { return table_; }

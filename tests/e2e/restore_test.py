@@ -586,6 +586,79 @@ def avx512_other_cpu_layout(env):
                      "every round found its AVX-512 registers")
 
 
+def as_if_from_another_kernel(c):
+    """Makes the image's record of the dump kernel's vDSO differ from this
+    kernel's, in a byte no code reads (e_ident[15], the ELF header's
+    padding): what a restore under another kernel finds. Returns the start
+    of the first process's [vdso] mapping."""
+    vdso = bytearray.fromhex(c.get("vdso", ""))
+    expect(vdso[:4] == b"\x7fELF", "the dump recorded the kernel's vDSO image")
+    vdso[15] ^= 0x5a
+    c["vdso"] = vdso.hex()
+    return next(m["start"] for m in c["processes"][0]["mappings"] if m["kind"] == "vdso")
+
+
+@case
+def vdso_of_another_kernel(env):
+    # A job restored under another kernel (a node updated between the
+    # checkpoint and the restore): that kernel's vDSO has its functions at
+    # other offsets, while glibc calls through pointers it took into the
+    # old one at start. Restore keeps this kernel's vDSO elsewhere and maps,
+    # where the job had its vDSO, the dump's image with each function
+    # jumping to this kernel's. The job checks every answer against the
+    # system call's (tests/programs/vdso_calls.c); the snap before moved
+    # this kernel's vDSO under the job's pointers whatever its layout.
+    out = env.path("vdso.out")
+    p = start([env.prog("vdso_calls"), "12", "200"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("vdso.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    c = env.checkpoint_json(ckpt)
+    saved_at = as_if_from_another_kernel(c)
+    env.put_checkpoint_json(ckpt, c)
+    before = lines_of(out)
+
+    def vdso_now():
+        with open(f"/proc/{p.pid}/maps") as f:
+            return [int(l.split("-")[0], 16) for l in f if l.rstrip().endswith("[vdso]")]
+    seen, rc, err = while_restored(env, ckpt, out, before, vdso_now)
+    expect(rc == 0, f"restored, and the job ended well (exit {rc}: {err.strip()})")
+    expect(len(seen) == 1 and seen[0] != saved_at,
+           f"this kernel's vDSO is elsewhere ({[hex(a) for a in seen]}), not at the job's "
+           f"{saved_at:#x}")
+    expect_continued("vdso_of_another_kernel", before, lines_of(out),
+                     [f"round {i} ok" for i in range(1, 13)] + ["all ok"],
+                     "every vDSO call agreed with its system call")
+
+
+@case
+def vdso_of_another_kernel_thread_inside_refused(env):
+    # A thread stopped inside the dump kernel's vDSO would go on in code
+    # this kernel does not have: refused before anything runs, naming the
+    # thread and the dump's kernel.
+    out = env.path("vdso_in.out")
+    p = start([env.prog("counter"), "20", "100"], stdout_path=out)
+    wait_lines(out, 3)
+    ckpt = env.path("vdso_in.ckpt")
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    c = env.checkpoint_json(ckpt)
+    saved_at = as_if_from_another_kernel(c)
+    t = c["processes"][0]["threads"][0]
+    regs = bytearray.fromhex(t["gpregs"])
+    regs[128:136] = (saved_at + 0x40).to_bytes(8, "little")  # user_regs_struct.rip
+    t["gpregs"] = regs.hex()
+    env.put_checkpoint_json(ckpt, c)
+    before = lines_of(out)
+    r = env.snap_run("restore", ckpt, check=False, timeout=60)
+    expect(r.returncode == 1 and "inside the vDSO" in r.stderr and c["kernel_release"] in r.stderr
+           and f"thread {t['tid']}" in r.stderr,
+           f"refused, naming the thread and the kernel: {r.stderr.strip()}")
+    time.sleep(0.3)
+    expect(lines_of(out) == before and not pid_alive(p.pid), "nothing was started")
+
+
 def while_restored(env, ckpt, out, before, look):
     """Restores ckpt (its job's stdout in OUT, BEFORE its lines at the dump);
     once the job prints again (the restore has let it go) calls look().

@@ -659,7 +659,7 @@ TEST(Manifest, SavedFileRoundTrip) {
   EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
 }
 
-TEST(Manifest, CpuRoundTrip) {
+TEST(Manifest, CpuAndVdsoRoundTrip) {
   Checkpoint c = sample_checkpoint();
   EXPECT_FALSE(checkpoint_from_json(to_json(c)).cpu.has_value());  // older images have none
   c.cpu = CpuInfo{"GenuineIntel", "Intel(R) Xeon(R) Gold 6248", {"avx2", "avx512f", "sse2"}, 0x2e7,
@@ -672,6 +672,9 @@ TEST(Manifest, CpuRoundTrip) {
   EXPECT_EQ(back.cpu->xcr0, 0x2e7u);
   EXPECT_EQ(back.cpu->xsave_layout, c.cpu->xsave_layout);
   EXPECT_EQ(to_json(back), json);
+  c.vdso = {0x7f, 'E', 'L', 'F', 2, 1, 1, 0};
+  back = checkpoint_from_json(to_json(c));
+  EXPECT_EQ(back.vdso, c.vdso);
 }
 
 TEST(Manifest, PtyFieldsRoundTrip) {

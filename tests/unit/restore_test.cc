@@ -2,6 +2,10 @@
 // sessions, process groups and their helpers, zombies; and the layouts it
 // must refuse before anything is created.
 #include <gtest/gtest.h>
+#include <sys/user.h>
+
+#include <cstddef>
+#include <cstring>
 
 #include <algorithm>
 
@@ -9,6 +13,8 @@
 #include "image/checkpoint.h"
 #include "restore/restore.h"
 #include "restore/tree.h"
+#include "restore/vdso.h"
+#include "tracer/vdso.h"
 
 namespace snap::restore {
 namespace {
@@ -246,6 +252,66 @@ TEST(HugetlbPool, PagesNeededCountSharedObjectsOnce) {
   c.processes = {a, b};
   EXPECT_EQ(hugetlb_pages_needed(c), (std::map<uint64_t, uint64_t>{{k2M, 4 + 6 + 5}, {k1G, 2}}));
   EXPECT_TRUE(hugetlb_pages_needed(image::Checkpoint{}).empty());
+}
+
+
+image::Checkpoint job_with_vdso(std::vector<uint8_t> vdso, uint64_t ip = 0x401000) {
+  image::Checkpoint c;
+  c.kernel_release = "6.1.0-test";
+  c.vdso = std::move(vdso);
+  image::Process p;
+  p.pid = 100;
+  image::Mapping m;
+  m.start = 0x7ffff7fc1000;
+  m.end = m.start + 0x2000;
+  m.kind = image::MappingKind::Vdso;
+  p.mappings.push_back(m);
+  image::ThreadState t;
+  t.tid = 100;
+  t.gpregs.assign(sizeof(user_regs_struct), 0);
+  std::memcpy(t.gpregs.data() + offsetof(user_regs_struct, rip), &ip, sizeof ip);
+  p.threads.push_back(t);
+  c.processes.push_back(p);
+  return c;
+}
+
+TEST(VdsoPlan, SameKernelMovesAnotherIsRedirectedOrRefused) {
+  const auto own = own_vdso().image();
+  std::vector<uint8_t> same(own.begin(), own.end());
+  EXPECT_FALSE(plan_vdso(job_with_vdso(same)).proxied());
+  EXPECT_FALSE(plan_vdso(job_with_vdso({})).proxied());  // an older image: moved, as before
+
+  auto other = same;
+  other[15] ^= 0x5a;  // ELF header padding: another kernel's image, same functions
+  const VdsoPlan plan = plan_vdso(job_with_vdso(other));
+  ASSERT_TRUE(plan.proxied());
+  const auto fns = vdso_functions(own);
+  const auto gettime = std::find_if(fns.begin(), fns.end(),
+                                    [](const auto& f) { return f.name == "__vdso_clock_gettime"; });
+  ASSERT_NE(gettime, fns.end());
+  EXPECT_TRUE(std::any_of(plan.jumps.begin(), plan.jumps.end(), [&](const auto& j) {
+    return j.from == gettime->offset && j.to == gettime->offset;
+  }));
+
+  // A thread stopped inside the old vDSO: refused, named.
+  try {
+    plan_vdso(job_with_vdso(other, 0x7ffff7fc1000 + gettime->offset + 3));
+    ADD_FAILURE() << "a thread inside the dump's vDSO was not refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("thread 100"), std::string::npos) << e.what();
+  }
+  // A function this kernel's vDSO lacks (its name changed in the old image): refused, named.
+  const std::string name = "__vdso_time";
+  auto at = std::search(other.begin(), other.end(), name.begin(), name.end());
+  ASSERT_NE(at, other.end());
+  at[8] = 'X';
+  try {
+    plan_vdso(job_with_vdso(other));
+    ADD_FAILURE() << "a function this kernel lacks was not refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("__vdso_tXme"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("6.1.0-test"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
