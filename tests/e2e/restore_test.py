@@ -1060,7 +1060,13 @@ def rseq_critical_sections(env):
     # running, held still 0.3 s at a stop (SNAP_PHASE_PAUSE): the job ends
     # as an uninterrupted run, and so does its restore from the dump point.
     argv = [env.prog("rseq_job"), "30", "100"]
-    status, expected = uninterrupted(argv)
+    for _ in range(3):
+        status, expected = uninterrupted(argv)
+        if status != 3:
+            break
+        # No snap in it: a break the kernel did not see (this virtual
+        # machine's host pausing it) is the machine's, seen once in 300 runs.
+        print("the uninterrupted run saw a break of over 100 ms that no abort followed; again")
     if status == 4:
         raise Skip("glibc registers no rseq area here")
     expect(status == 0 and len(expected) == 30, f"an uninterrupted run ({status}, {expected[-1:]})")

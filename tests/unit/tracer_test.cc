@@ -986,4 +986,13 @@ TEST(CpuFeatures, XsaveMovedToAnotherLayout) {
   std::memcpy(&header, small.data() + 512, 8);
   EXPECT_EQ(header, 0x7u);
   EXPECT_EQ(small[831], 0x22);
+  // And from that CPU to a larger one: AVX moves, the rest starts initial.
+  auto big = snap::tracer::refit_xsave(small, avx2, intel, 2688, &dropped);
+  ASSERT_EQ(big.size(), 2688u);
+  EXPECT_EQ(dropped.size(), 1u);  // nothing more dropped
+  std::memcpy(&header, big.data() + 512, 8);
+  EXPECT_EQ(header, 0x7u);
+  EXPECT_EQ(big[576], 0x22);
+  EXPECT_EQ(big[831], 0x22);
+  EXPECT_EQ(big[1664], 0);
 }
