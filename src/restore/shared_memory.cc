@@ -19,6 +19,7 @@
 
 #include "base/byte_ranges.h"
 #include "base/error.h"
+#include "base/file_extents.h"
 #include "base/log.h"
 #include "restore/file_planner.h"
 #include "restore/fill.h"
@@ -142,15 +143,11 @@ uint64_t FilePlanner::put_back_saved_files() {
     // a hole at the dump): zeroed.
     uint64_t zeroed = 0;
     for (const auto& [a, b] : subtract_ranges(merge_ranges(mapped), merge_ranges(stored)))
-      for (uint64_t pos = a; pos < b;) {
-        const off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
-        if (d < 0 || static_cast<uint64_t>(d) >= b) break;  // ENXIO: no data past pos
-        const off_t h = ::lseek(fd, d, SEEK_HOLE);
-        const uint64_t y = h < 0 ? b : std::min<uint64_t>(static_cast<uint64_t>(h), b);
-        zero_range(fd, static_cast<uint64_t>(d), y, first.path);
-        zeroed += y - static_cast<uint64_t>(d);
-        pos = y;
-      }
+      for_each_data_range(fd, a, b, [&](uint64_t data, uint64_t end) {
+        zero_range(fd, data, end, first.path);
+        zeroed += end - data;
+        return end;
+      });
     vlog("restore: {}: what the job mapped of it put back as at the dump ({} MiB written, {} "
          "KiB zeroed)", first.path, bytes >> 20, zeroed >> 10);
   }

@@ -10,6 +10,8 @@
 
 #include <fmt/core.h>
 
+#include "base/file_extents.h"
+
 namespace snap {
 
 namespace {
@@ -22,21 +24,6 @@ ScopedFd open_for_reading(const std::string& path, int flags) {
   ScopedFd fd(::open(path.c_str(), flags | O_NOATIME));
   if (!fd && errno != EWOULDBLOCK) fd.reset(::open(path.c_str(), flags));
   return fd;
-}
-
-void for_each_data_range(int fd, uint64_t from, uint64_t to,
-                         const std::function<uint64_t(uint64_t, uint64_t)>& fn) {
-  uint64_t next = from;
-  while (next < to) {
-    off_t data = ::lseek(fd, static_cast<off_t>(next), SEEK_DATA);
-    if (data < 0 && errno == ENXIO) break;  // a hole to the end
-    off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
-    if (data < 0 || hole < 0) {  // no SEEK_DATA here: all of it is data
-      data = static_cast<off_t>(next);
-      hole = static_cast<off_t>(to);
-    }
-    next = fn(static_cast<uint64_t>(data), std::min<uint64_t>(static_cast<uint64_t>(hole), to));
-  }
 }
 
 bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,

@@ -23,13 +23,6 @@ constexpr uint64_t kMaxInlineFilesBytes = uint64_t{16} << 20;
 // access time. Invalid (errno set) where it cannot be.
 ScopedFd open_for_reading(const std::string& path, int flags = 0);
 
-// Calls fn(start, end) for each stretch of data of the file open on `fd`
-// within [from, to), in order (SEEK_DATA and SEEK_HOLE: holes skipped; all
-// of it one stretch where the file system cannot tell holes). fn returns the
-// offset to look on from (at least `end`; `to` or more stops).
-void for_each_data_range(int fd, uint64_t from, uint64_t to,
-                         const std::function<uint64_t(uint64_t start, uint64_t end)>& fn);
-
 // Reads bytes [from, to) of the file open on `fd` into `sink` (`from` a
 // multiple of the page size), in whole pages (the last one padded with
 // zeros; holes, found with SEEK_DATA and SEEK_HOLE, skipped), as pages of

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "base/file_extents.h"
 #include "base/scoped_fd.h"
 #include "tracer/file_pages.h"
 

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/file_extents.h"
 #include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
 #include "tracer/pagemap.h"
@@ -110,20 +111,16 @@ std::vector<uint64_t> shm_pages(pid_t pid, const image::Mapping& m) {
   std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd && (m.named_shm || m.saved_file)) fd = open_named_shm(pid, m);
-  const auto first = static_cast<off_t>(m.pgoff), last = static_cast<off_t>(m.pgoff + (m.end - m.start));
+  const uint64_t first = m.pgoff, last = m.pgoff + (m.end - m.start);
   if (!fd) {
     for (uint64_t a = m.start; a < m.end; a += image::kPageSize) out.push_back(a);
     return out;
   }
-  for (off_t pos = first; pos < last;) {
-    off_t data = ::lseek(fd.get(), pos, SEEK_DATA);
-    if (data < 0 || data >= last) break;  // ENXIO: no data after pos
-    off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
-    if (hole < 0 || hole > last) hole = last;
-    for (off_t o = data & ~static_cast<off_t>(image::kPageSize - 1); o < hole; o += image::kPageSize)
-      out.push_back(m.start + static_cast<uint64_t>(o - first));
-    pos = hole;
-  }
+  for_each_data_range(fd.get(), first, last, [&](uint64_t data, uint64_t hole) {
+    for (uint64_t o = data & ~(image::kPageSize - 1); o < hole; o += image::kPageSize)
+      out.push_back(m.start + (o - first));
+    return hole;
+  });
   return out;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/byte_ranges.h"
+#include "base/file_extents.h"
 #include "base/log.h"
 #include "base/scoped_fd.h"
 #include "tracer/temp_files.h"
@@ -30,40 +31,26 @@ bool data_within(int fd, uint64_t size, const std::vector<ByteRange>& mapped) {
     --it;
     return it->first <= a && b <= it->second;
   };
-  for (uint64_t pos = 0; pos < size;) {
-    off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
-    if (data < 0) return errno == ENXIO;  // no data past pos; else: cannot tell
-    off_t hole = ::lseek(fd, data, SEEK_HOLE);
-    if (hole < 0) return false;
-    const uint64_t a = static_cast<uint64_t>(data) & ~uint64_t{image::kPageSize - 1};
-    const uint64_t b = (std::min<uint64_t>(static_cast<uint64_t>(hole), size) + image::kPageSize - 1) &
-                       ~uint64_t{image::kPageSize - 1};
-    if (!covered(a, b)) return false;
-    pos = static_cast<uint64_t>(hole);
-  }
-  return true;
+  bool within = true;
+  for_each_data_range(fd, 0, size, [&](uint64_t data, uint64_t hole) -> uint64_t {
+    const uint64_t a = data & ~uint64_t{image::kPageSize - 1};
+    const uint64_t b = (hole + image::kPageSize - 1) & ~uint64_t{image::kPageSize - 1};
+    within = covered(a, b);
+    return within ? hole : size;
+  });
+  return within;
 }
 
 // The bytes of data (SEEK_DATA, in whole pages) of `fd` (size `size`)
 // within `mapped` (sorted, merged): what saving those ranges reads.
 uint64_t data_bytes_within(int fd, uint64_t size, const std::vector<ByteRange>& mapped) {
   uint64_t total = 0;
-  for (auto [a, b] : mapped) {
-    b = std::min(b, size);
-    for (uint64_t pos = a; pos < b;) {
-      off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
-      if (data < 0) {
-        if (errno != ENXIO) total += b - pos;  // cannot tell: all of it
-        break;
-      }
-      if (static_cast<uint64_t>(data) >= b) break;
-      off_t hole = ::lseek(fd, data, SEEK_HOLE);
-      const uint64_t end = hole < 0 ? b : std::min(static_cast<uint64_t>(hole), b);
-      const uint64_t first = static_cast<uint64_t>(data) & ~uint64_t{image::kPageSize - 1};
+  for (auto [a, b] : mapped)
+    for_each_data_range(fd, a, std::min(b, size), [&](uint64_t data, uint64_t end) {
+      const uint64_t first = data & ~uint64_t{image::kPageSize - 1};
       total += ((end + image::kPageSize - 1) & ~uint64_t{image::kPageSize - 1}) - first;
-      pos = end;
-    }
-  }
+      return end;
+    });
   return total;
 }
 

@@ -1,0 +1,26 @@
+#include "base/file_extents.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace snap {
+
+void for_each_data_range(int fd, uint64_t from, uint64_t to,
+                         const std::function<uint64_t(uint64_t, uint64_t)>& fn) {
+  uint64_t next = from;
+  while (next < to) {
+    off_t data = ::lseek(fd, static_cast<off_t>(next), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // a hole to the end
+    off_t hole = data < 0 ? -1 : ::lseek(fd, data, SEEK_HOLE);
+    if (data < 0 || hole < 0) {  // no SEEK_DATA here: all of it is data
+      data = static_cast<off_t>(next);
+      hole = static_cast<off_t>(to);
+    }
+    if (static_cast<uint64_t>(data) >= to) break;
+    next = fn(static_cast<uint64_t>(data), std::min<uint64_t>(static_cast<uint64_t>(hole), to));
+  }
+}
+
+}  // namespace snap
