@@ -625,6 +625,15 @@ struct XsaveComponent {
   bool operator==(const XsaveComponent&) const = default;
 };
 
+// The job's monotonic and boot-time clocks (CLOCK_MONOTONIC,
+// CLOCK_BOOTTIME, ns) as it saw them when the dump ended. A restore gives
+// it a time namespace in which they go on from there: they count from the
+// node's boot, so another node, or this one rebooted, would have them jump,
+// backwards as often as not.
+struct JobClocks {
+  int64_t monotonic_ns = 0, boottime_ns = 0;
+};
+
 // The CPU a job ran on, as its code could see it (tracer/cpu_features.h).
 struct CpuInfo {
   std::string vendor;                 // "GenuineIntel", "AuthenticAMD"
@@ -646,6 +655,8 @@ struct Checkpoint {
   // images. A restore under a kernel with another vDSO redirects the job's
   // calls into it (restore/vdso.h).
   std::vector<uint8_t> vdso;
+  // Absent in older images (restored with the node's clocks, as before).
+  std::optional<JobClocks> clocks;
   // processes[0] is the root of the dumped tree; every other process's
   // parent (ppid) comes before it.
   std::vector<Process> processes;

@@ -418,6 +418,8 @@ std::string checkpoint_text(const Checkpoint& c) {
                  {"xsave_layout", layout}};
   }
   if (!c.vdso.empty()) cj["vdso"] = to_hex(c.vdso);
+  if (c.clocks)
+    cj["clocks"] = {{"monotonic_ns", c.clocks->monotonic_ns}, {"boottime_ns", c.clocks->boottime_ns}};
   if (c.series_number) cj["series_number"] = *c.series_number;
   if (!c.changed_pages_by.empty()) cj["changed_pages_by"] = c.changed_pages_by;
   if (!c.pid_namespace.empty()) cj["pid_namespace"] = c.pid_namespace;

@@ -599,6 +599,8 @@ void decode_checkpoint(const Field& c, Checkpoint& cp) {
   cp.kernel_release = c["kernel_release"].as<std::string>();
   if (auto j = c.opt("cpu")) cp.cpu = decode_cpu(*j);
   if (auto j = c.opt("vdso")) cp.vdso = j->bytes();
+  if (auto j = c.opt("clocks"))
+    cp.clocks = JobClocks{(*j)["monotonic_ns"].as<int64_t>(), (*j)["boottime_ns"].as<int64_t>()};
   if (auto n = c.opt("series_number")) cp.series_number = n->as<uint64_t>();
   if (auto b = c.opt("changed_pages_by")) cp.changed_pages_by = b->as<std::string>();
   if (auto n = c.opt("pid_namespace")) cp.pid_namespace = n->as<std::string>();

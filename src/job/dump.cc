@@ -25,6 +25,7 @@
 #include "parasite/shared_snapshot.h"
 #include "parasite/snapshot.h"
 #include "parasite/thread_guard.h"
+#include "tracer/clocks.h"
 #include "tracer/cpu_features.h"
 #include "tracer/vdso.h"
 #include "tracer/collect.h"
@@ -653,6 +654,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   std::vector<pid_t> host_pids;
   for (const auto& p : ckpt.processes) host_pids.push_back(p.pid);
   view.apply(ckpt);
+  // The job's clocks once its memory is all read: a restore's go on from
+  // here (a little later than its memory's last reading of them, never
+  // earlier).
+  ckpt.clocks = clocks_of(pid);
   sink.commit(ckpt);  // 5
   steps.step("commit");
   for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot

@@ -433,6 +433,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
     parked.go(pid);
   };
 
+  space.set_clocks(ckpt.clocks);
   TreeUnderConstruction tree(plan, space);
   SkeletonContext ctx{plan, files, space.spawner(), report_write.get(), ::getpgrp(), cow,
                       parked.read_ends()};

@@ -22,6 +22,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "tracer/clocks.h"
 #include "tracer/proc.h"
 
 namespace snap::restore {
@@ -94,6 +95,7 @@ class HostPidSpace : public PidSpace {
  public:
   pid_t start_root(pid_t want, const std::function<int()>& child) override {
     parent_ = own_pid();
+    enter_clocks();
     return spawner_.spawn(want, child, SIGCHLD, false);
   }
   pid_t root_parent() const override { return parent_; }
@@ -120,7 +122,7 @@ void write_file(const std::string& path, const std::string& text) {
 // as the namespace's init, ends the rest too). It dies with snap until
 // snap says the tree is released ('r' on `ctl`).
 int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpawner& spawner,
-              bool own_proc) {
+              bool own_proc, const std::function<void()>& enter_clocks) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   char c = 0;
   if (::read(ctl, &c, 1) != 1 || c != 'm') return 127;  // the id maps are written
@@ -137,6 +139,7 @@ int init_main(int ctl, pid_t want, const std::function<int()>& child, SetTidSpaw
   sigaddset(&set, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   int sfd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  enter_clocks();  // root of the namespace's user namespace here: it may
   pid_t root;
   try {
     root = spawner.spawn(want, child, SIGCHLD, false);
@@ -189,7 +192,8 @@ class NamespacePidSpace : public PidSpace {
     long rc = ::syscall(SYS_clone3, &args, sizeof args);
     if (rc == 0) {
       ctl_.reset();
-      ::_exit(init_main(ctl_read.get(), want, child, spawner_, own_proc_));
+      ::_exit(init_main(ctl_read.get(), want, child, spawner_, own_proc_,
+                        [this] { enter_clocks(); }));
     }
     if (rc < 0)
       throw SysError("clone3(CLONE_NEWUSER | CLONE_NEWPID)", errno,
@@ -277,6 +281,19 @@ class NamespacePidSpace : public PidSpace {
 };
 
 }  // namespace
+
+void PidSpace::enter_clocks() const {
+  if (!clocks_) return;
+  std::string why;
+  if (make_time_namespace(*clocks_, &why)) {
+    vlog("restore: the job's clocks go on from the dump's (monotonic {:.3f} s, boot time {:.3f} s)",
+         static_cast<double>(clocks_->monotonic_ns) / 1e9,
+         static_cast<double>(clocks_->boottime_ns) / 1e9);
+    return;
+  }
+  warn("the job's monotonic and boot-time clocks are this node's, not the dump's ({}): they "
+       "jump by the difference", why);
+}
 
 std::unique_ptr<PidSpace> make_host_pid_space() { return std::make_unique<HostPidSpace>(); }
 

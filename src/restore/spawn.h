@@ -16,9 +16,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/scoped_fd.h"
+#include "image/checkpoint.h"
 
 namespace snap::restore {
 
@@ -58,6 +60,18 @@ class PidSpace {
   virtual void released() {}
   // The saved → host pid pairs of the tree, for `snap restore -v`.
   virtual std::map<pid_t, pid_t> host_pids() { return {}; }
+  // The clocks the tree's processes are to read when it starts (a time
+  // namespace of its own, made by start_root); none: the node's.
+  void set_clocks(const std::optional<image::JobClocks>& clocks) { clocks_ = clocks; }
+
+ protected:
+  // In the process about to make the root: a time namespace for it where
+  // clocks_ says, else nothing (a kernel without them: the node's clocks,
+  // with a warning).
+  void enter_clocks() const;
+
+ private:
+  std::optional<image::JobClocks> clocks_;
 };
 
 // The host's pid namespace (clone3 set_tid, CAP_CHECKPOINT_RESTORE).

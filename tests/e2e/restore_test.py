@@ -659,6 +659,33 @@ def vdso_of_another_kernel_thread_inside_refused(env):
     expect(lines_of(out) == before and not pid_alive(p.pid), "nothing was started")
 
 
+@case
+def clocks_go_on(env):
+    # The monotonic and boot-time clocks count from the node's boot: restored
+    # on another node, or after a reboot, a job would find them elsewhere,
+    # often behind (a deadline hours away, a negative rate), and even here
+    # ahead by the time it spent as an image. A restore gives the job a time
+    # namespace in which they go on from the dump's. Twice: dumped 2 s
+    # before its restore, then dumped again in that namespace and restored
+    # 2 s later. The snap before: a jump of 2 s at each restore.
+    p, out = start_job(env, "clocks", [sys.executable, env.src("clock_steps.py"), "16", "200"], 3)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", env.path("clocks1"))
+    p.wait()
+    time.sleep(2)
+    r1 = subprocess.Popen([env.snap, "restore", env.path("clocks1")], stderr=subprocess.PIPE,
+                          text=True)
+    n = len(lines_of(out))
+    wait_lines(out, n + 3)
+    pid = live_pid(p.pid)
+    env.snap_run("dump", "--kill", "--pid", str(pid), "-o", env.path("clocks2"))
+    r1.wait(timeout=30)
+    time.sleep(2)
+    r2 = env.snap_run("restore", env.path("clocks2"), check=False, timeout=60)
+    expect(r2.returncode == 0, f"the second restore ran to the end ({r2.stderr.strip()})")
+    expect_continued("clocks_go_on", lines_of(out)[:n], lines_of(out),
+                     [f"{i} ok" for i in range(1, 17)], "no clock stepped back or jumped")
+
+
 def while_restored(env, ckpt, out, before, look):
     """Restores ckpt (its job's stdout in OUT, BEFORE its lines at the dump);
     once the job prints again (the restore has let it go) calls look().
