@@ -505,6 +505,19 @@ def changed_binary_refused(env):
            f"with the original binary back, the job restores and finishes ({r.stderr.strip()})")
 
 
+def killed_image(env, name, argv, lines):
+    """Runs argv with stdout to NAME.out and dumps it with --kill to NAME.ckpt
+    once it printed `lines` lines. Returns (process, output path, image,
+    the image's checkpoint object), for a test to give the image what
+    another machine would have written."""
+    out, ckpt = env.path(f"{name}.out"), env.path(f"{name}.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, lines)
+    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    p.wait()
+    return p, out, ckpt, env.checkpoint_json(ckpt)
+
+
 # Features some x86 CPUs have and others lack: an image is given the first
 # of them this CPU lacks, as if dumped on such a CPU.
 OTHER_CPU_FEATURES = ["amx_tile", "amx_int8", "avx512_fp16", "avx512er", "avx512pf", "fma4",
@@ -518,13 +531,7 @@ def cpu_lacking_refused(env):
     # anything runs, naming the feature and both CPUs; --allow-changed-cpu
     # restores anyway, with a warning. This machine has one CPU: the image
     # is given the other CPU's record (tests/e2e/image_json.cc).
-    out = env.path("cpu.out")
-    p = start([env.prog("counter"), "20", "100"], stdout_path=out)
-    wait_lines(out, 3)
-    ckpt = env.path("cpu.ckpt")
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    c = env.checkpoint_json(ckpt)
+    p, out, ckpt, c = killed_image(env, "cpu", [env.prog("counter"), "20", "100"], 3)
     cpu = c.get("cpu") or {}
     expect("sse2" in cpu.get("features", []) and cpu.get("xcr0", 0) & 3 == 3,
            f"the dump recorded this CPU's features and XSAVE state: {cpu}")
@@ -558,13 +565,7 @@ def avx512_other_cpu_layout(env):
     probe = subprocess.run([env.prog("avx512"), "0", "0"], capture_output=True, text=True)
     if probe.returncode == 3:
         raise Skip("this CPU has no AVX-512F")
-    out = env.path("layout.out")
-    p = start([env.prog("avx512"), "10", "200"], stdout_path=out)
-    wait_lines(out, 3)
-    ckpt = env.path("layout.ckpt")
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    c = env.checkpoint_json(ckpt)
+    p, out, ckpt, c = killed_image(env, "layout", [env.prog("avx512"), "10", "200"], 3)
     here = {x[0]: (x[1], x[2]) for x in c["cpu"]["xsave_layout"]}
     other = {i: (o + 256 if i >= 5 else o, n) for i, (o, n) in here.items()}
     size = max(o + n for o, n in other.values())
@@ -608,13 +609,7 @@ def vdso_of_another_kernel(env):
     # jumping to this kernel's. The job checks every answer against the
     # system call's (tests/programs/vdso_calls.c); the snap before moved
     # this kernel's vDSO under the job's pointers whatever its layout.
-    out = env.path("vdso.out")
-    p = start([env.prog("vdso_calls"), "12", "200"], stdout_path=out)
-    wait_lines(out, 3)
-    ckpt = env.path("vdso.ckpt")
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    c = env.checkpoint_json(ckpt)
+    p, out, ckpt, c = killed_image(env, "vdso", [env.prog("vdso_calls"), "12", "200"], 3)
     saved_at = as_if_from_another_kernel(c)
     env.put_checkpoint_json(ckpt, c)
     before = lines_of(out)
@@ -637,13 +632,7 @@ def vdso_of_another_kernel_thread_inside_refused(env):
     # A thread stopped inside the dump kernel's vDSO would go on in code
     # this kernel does not have: refused before anything runs, naming the
     # thread and the dump's kernel.
-    out = env.path("vdso_in.out")
-    p = start([env.prog("counter"), "20", "100"], stdout_path=out)
-    wait_lines(out, 3)
-    ckpt = env.path("vdso_in.ckpt")
-    env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
-    p.wait()
-    c = env.checkpoint_json(ckpt)
+    p, out, ckpt, c = killed_image(env, "vdso_in", [env.prog("counter"), "20", "100"], 3)
     saved_at = as_if_from_another_kernel(c)
     t = c["processes"][0]["threads"][0]
     regs = bytearray.fromhex(t["gpregs"])
