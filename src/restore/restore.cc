@@ -212,8 +212,6 @@ void restore_root(SyscallBatch& batch, const image::Process& p) {
   batch.add(fmt::format("chroot {}", p.root), SYS_chroot, batch.put(p.root).as_int());
 }
 
-// Each thread's own state runs in that thread, one batch of system calls
-// per thread; the threads come back to their saved registers.
 // A thread's saved extended state in this CPU's XSAVE layout and size (the
 // kernel takes exactly its own): moved where the dump's CPU placed its
 // components elsewhere (another vendor, another generation). State of a
@@ -230,6 +228,8 @@ std::vector<uint8_t> xsave_for_here(const Task& t, const std::vector<uint8_t>& s
   return area;
 }
 
+// Each thread's own state runs in that thread, one batch of system calls
+// per thread; the threads come back to their saved registers.
 void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Process& p,
                      image::ImageReader& img, const ProcessFiles& files, bool fresh_namespace,
                      const FillOptions& fill, const CowPlan& cow, const VdsoPlan& vdso) {
