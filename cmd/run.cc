@@ -51,7 +51,11 @@ void add_common(cxxopts::Options& o) {
        cxxopts::value<std::string>())
       ("shared-files-max", "most bytes of data files the job maps shared and may write a "
                            "checkpoint keeps, in all (as snap dump; default 4G; 0: none)",
-       cxxopts::value<std::string>());
+       cxxopts::value<std::string>())
+      ("allow-changed-code", "resume even if the executable or a library changed since the "
+                             "checkpoint (as snap restore; the job will likely crash; warns)")
+      ("allow-changed-cpu", "resume even on a CPU without instructions or registers the "
+                            "checkpoint's CPU had (as snap restore; warns)");
 }
 
 cxxopts::Options run_options() {
@@ -113,6 +117,8 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
     opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
   if (args.count("shared-files-max"))
     opts.shared_files_max = parse_size("--shared-files-max", args["shared-files-max"].as<std::string>());
+  opts.allow_changed_code = args.count("allow-changed-code") > 0;
+  opts.allow_changed_cpu = args.count("allow-changed-cpu") > 0;
   return opts;
 }
 

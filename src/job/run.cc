@@ -90,7 +90,10 @@ class Runner {
     advise_heap_huge_pages();
     bool resumed = false;
     if (auto img = open_latest_good(opts_.dir)) {
-      auto tree = restore::restore_tree(*img, *space_, restore::RestoreOptions{});
+      restore::RestoreOptions resume;
+      resume.allow_changed_code = opts_.allow_changed_code;
+      resume.allow_changed_cpu = opts_.allow_changed_cpu;
+      auto tree = restore::restore_tree(*img, *space_, resume);
       child_ = tree.child;
       root_ = tree.root;
       resumed = true;

@@ -41,6 +41,10 @@ struct RunOptions {
   // `scontrol requeue $SLURM_JOB_ID` when SLURM_JOB_ID is set, so that the
   // same batch script resumes the job on its next start.
   bool requeue = false;
+  // A resume's leave to run the job on changed code or a CPU lacking what
+  // the checkpoint's had (restore::RestoreOptions).
+  bool allow_changed_code = false;
+  bool allow_changed_cpu = false;
 };
 
 // The exit status of `snap run` when a checkpoint ended the job on request

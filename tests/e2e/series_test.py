@@ -135,6 +135,38 @@ def run_interval_resume(env):
 
 
 @case
+def resume_on_another_cpu(env):
+    # Requeued onto a node whose CPU lacks a feature the job's had (its
+    # latest checkpoint given such a CPU's record, tests/e2e/image_json.cc):
+    # the same snap run refuses to resume, exits 1 before anything runs and
+    # says what to do; with --allow-changed-cpu it resumes the job, which
+    # runs to its end.
+    ckpt, out = env.path("ck"), env.path("count.out")
+    argv = [sys.executable, env.src("counter.py"), "30", "200"]
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", "1"])
+    wait_for(lambda: checkpoints_made(r1) >= 1, 30, "a periodic checkpoint")
+    kill_everything(r1.proc, r1.err)
+    latest = os.path.join(ckpt, os.readlink(os.path.join(ckpt, "latest")))
+    c = env.checkpoint_json(latest)
+    c["cpu"]["features"] = sorted(c["cpu"]["features"] + ["avx512er"
+                                  if "avx512er" not in c["cpu"]["features"] else "fma4"])
+    env.put_checkpoint_json(latest, c)
+    before = lines_of(out)
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1"])
+    rc = wait_or_explain(r2, 60)
+    expect(rc == 1 and "this CPU lacks" in r2.stderr() and "--allow-changed-cpu" in r2.stderr(),
+           f"refused, saying what to do (exit {rc}: {r2.stderr().strip()})")
+    expect(lines_of(out) == before, "nothing ran")
+    r3 = Run(env, "run3", ckpt, argv, out, "a", extra=["--interval", "1", "--allow-changed-cpu"])
+    rc = wait_or_explain(r3, 60)
+    expect(rc == 0 and "resumed pid" in r3.stderr() and "this CPU lacks" in r3.stderr(),
+           f"--allow-changed-cpu resumed it, warning (exit {rc}: {r3.stderr().strip()})")
+    nums = [int(x) for x in lines_of(out)]
+    expect(nums[-1] == 30 and nums[len(before):] == list(range(nums[len(before)], 31)),
+           "the resumed job ran on to 30")
+
+
+@case
 def java_thread_pool(env):
     # A JVM (tests/programs/WorkPool.java: a pool of 8 threads, a parallel
     # stream, the garbage collector busy, a growing heap) checkpointed every
