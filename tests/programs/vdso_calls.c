@@ -3,7 +3,6 @@
  * vDSO once, at start, and checks each answer against the system call's:
  * a restored process whose vDSO calls land in the wrong code crashes or
  * prints BAD. Usage: vdso_calls ROUNDS INTERVAL_MS. */
-#define _GNU_SOURCE
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
