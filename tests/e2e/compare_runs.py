@@ -81,5 +81,5 @@ def runs_on_then_restores(env, p, out, ckpt, expected):
            f"the job ran on to its end after the dump (exit {p.returncode}, {lines_of(out)[-3:]})")
     r = env.snap_run("restore", ckpt, check=False, timeout=120)
     expect(r.returncode == 0 and lines_of(out) == expected,
-           f"restored from the dump point, it ends as an uninterrupted run ({r.stderr.strip()}; "
-           f"{lines_of(out)[-3:]})")
+           f"restored from the dump point, it ends as an uninterrupted run (exit {r.returncode}, "
+           f"{r.stderr.strip()}; {lines_of(out)[-3:]})")

@@ -1082,7 +1082,7 @@ def rseq_critical_sections(env):
             break
         # No snap in it: a break the kernel did not see (this virtual
         # machine's host pausing it) is the machine's, seen once in 300 runs.
-        print("the uninterrupted run saw a break of over 100 ms that no abort followed; again")
+        print("the uninterrupted run saw a break of over 200 ms that no abort followed; again")
     if status == 4:
         raise Skip("glibc registers no rseq area here")
     expect(status == 0 and len(expected) == 30, f"an uninterrupted run ({status}, {expected[-1:]})")

@@ -5,8 +5,10 @@
 // it saw between two reads. The kernel aborts a section whose thread was
 // preempted or stopped (it goes on at its abort handler, and starts again),
 // so a section that finishes has run without a break; one that finishes
-// after a gap of over 100 ms ran through a stop it should have been aborted
-// by: the job then says so and exits with status 3. The main thread prints
+// after a gap of over 200 ms ran through a stop it should have been aborted
+// by: the job then says so and exits with status 3. (A virtual machine's
+// host may pause it for 100 ms, unseen by its kernel: no abort follows; the
+// tests hold a dump's stops for 300 ms.) The main thread prints
 // "tick N" every INTERVAL_MS, TICKS times, then the job exits 0.
 // Exit status 4 (with a message): glibc registered no rseq area here.
 // usage: rseq_job TICKS INTERVAL_MS
@@ -18,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t limit;  // TSC ticks in 100 ms
+static uint64_t limit;  // TSC ticks in 200 ms
 
 static struct rseq *rseq_area(void) {
   char *tp;
@@ -83,7 +85,7 @@ static void run_sections(int rounds) {
     uint64_t gap = 0;
     if (critical_section(rs, 20000, &gap) && gap > limit) {
       fprintf(stderr, "rseq_job: a critical section finished after a break of %.0f ms: the "
-                      "kernel should have aborted it\n", gap * 100.0 / limit);
+                      "kernel should have aborted it\n", gap * 200.0 / limit);
       fflush(stderr);
       _exit(3);
     }
@@ -116,7 +118,7 @@ int main(int argc, char **argv) {
   const uint64_t c0 = tsc();
   struct timespec tenth = {0, 100000000};
   nanosleep(&tenth, NULL);
-  limit = (uint64_t)((tsc() - c0) * (0.1 / (now() - t0)));
+  limit = (uint64_t)((tsc() - c0) * (0.2 / (now() - t0)));
   pthread_t t;
   if (pthread_create(&t, NULL, worker, NULL) != 0) return 1;
   for (int k = 1; k <= ticks; k++) {
