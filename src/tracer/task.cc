@@ -286,10 +286,10 @@ std::vector<uint8_t> Task::xsave() const {
   }
 }
 
-void Task::set_xsave(const std::vector<uint8_t>& area) {
+void Task::set_xsave(std::span<const uint8_t> area) {
   stop_state_.reset();
-  std::vector<uint8_t> copy = area;
-  iovec iov{copy.data(), copy.size()};
+  // PTRACE_SETREGSET only reads the buffer; iovec merely lacks a const.
+  iovec iov{const_cast<uint8_t*>(area.data()), area.size()};
   ptrace_or_throw(PTRACE_SETREGSET, tid_, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
                   "PTRACE_SETREGSET NT_X86_XSTATE");
 }

@@ -11,6 +11,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,7 +46,7 @@ class Task {
   Registers regs() const;
   void set_regs(const Registers& r);
   std::vector<uint8_t> xsave() const;  // NT_X86_XSTATE, the kernel's length
-  void set_xsave(const std::vector<uint8_t>& area);
+  void set_xsave(std::span<const uint8_t> area);
   uint64_t signal_mask() const;
   void set_signal_mask(uint64_t mask);
   // Queued signals: the thread's own (shared=false) or its process's.

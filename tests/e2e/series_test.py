@@ -105,16 +105,25 @@ def checkpoints_made(run):
     return len(re.findall(r"snap run: checkpoint \d+:", run.stderr()))
 
 
+def killed_after_checkpoints(env, ckpt, argv, out, interval, checkpoints, timeout=30):
+    """A first `snap run --interval` of argv (appending to out), killed with
+    -9, it and everything it started, once it has made `checkpoints`
+    checkpoints and still runs the job."""
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", str(interval)])
+    wait_for(lambda: checkpoints_made(r1) >= checkpoints or r1.proc.poll() is not None, timeout,
+             f"{checkpoints} periodic checkpoint(s)")
+    expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()[-500:]})")
+    kill_everything(r1.proc, r1.err)
+    return r1
+
+
 @case
 def run_interval_resume(env):
     # The seeds' first wish: checkpoint every N seconds; after kill -9 of
     # everything, the same command resumes from the latest checkpoint.
     ckpt, out = env.path("ck"), env.path("count.out")
     argv = [sys.executable, env.src("counter.py"), "40", "200"]
-    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", "2"])
-    wait_for(lambda: checkpoints_made(r1) >= 2, 30, "two periodic checkpoints")
-    expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()})")
-    kill_everything(r1.proc, r1.err)
+    killed_after_checkpoints(env, ckpt, argv, out, interval=2, checkpoints=2)
     before = lines_of(out)
     k = int(before[-1])
     expect(k < 40, f"killed mid-run at {k}")
@@ -143,9 +152,7 @@ def resume_on_another_cpu(env):
     # runs to its end.
     ckpt, out = env.path("ck"), env.path("count.out")
     argv = [sys.executable, env.src("counter.py"), "30", "200"]
-    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", "1"])
-    wait_for(lambda: checkpoints_made(r1) >= 1, 30, "a periodic checkpoint")
-    kill_everything(r1.proc, r1.err)
+    killed_after_checkpoints(env, ckpt, argv, out, interval=1, checkpoints=1)
     latest = os.path.join(ckpt, os.readlink(os.path.join(ckpt, "latest")))
     c = env.checkpoint_json(latest)
     c["cpu"]["features"] = sorted(c["cpu"]["features"] + ["avx512er"
@@ -185,12 +192,8 @@ def java_thread_pool(env):
     expect(ref.returncode == 0 and len(expected) == 60, f"an uninterrupted run ({ref.returncode}, "
                                                          f"{ref.stderr.strip()[-300:]})")
     ckpt, out = env.path("ck"), env.path("java.out")
-    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", "1"])
-    wait_for(lambda: checkpoints_made(r1) >= 4 or r1.proc.poll() is not None, 120,
-             "four periodic checkpoints")
-    expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()[-500:]})")
+    r1 = killed_after_checkpoints(env, ckpt, argv, out, interval=1, checkpoints=4, timeout=120)
     expect("failed" not in r1.stderr(), f"every checkpoint succeeded: {r1.stderr().strip()[-500:]}")
-    kill_everything(r1.proc, r1.err)
     before = lines_of(out)
     k = len(before)
     expect(0 < k < 60 and before == expected[:k], f"killed mid-run after {k} lines, as the reference")
