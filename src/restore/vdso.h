@@ -36,8 +36,9 @@ struct VdsoPlan {
 
 // Decided before anything is created. Throws snap::Error when the job
 // cannot go on under this kernel's vDSO: a function of the dump's that this
-// one lacks, or a thread stopped inside the dump's (its next instruction is
-// in code this kernel does not have).
+// one lacks, or a thread saved inside the dump's (its next instruction is
+// in code this kernel does not have; a dump runs such a thread out first,
+// tracer/vdso.h, so only older images or one it could not run out have it).
 VdsoPlan plan_vdso(const image::Checkpoint& ckpt);
 
 // The skeleton's kernel mappings (`now`) placed for the job (`saved`) as

@@ -14,16 +14,19 @@
 
 #include "base/cpus.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "tracer/devices.h"
 #include "tracer/guard_regions.h"
 #include "tracer/mempolicy.h"
 #include "tracer/proc.h"
 #include "tracer/rseq.h"
 #include "tracer/scheduling.h"
+#include "tracer/vdso.h"
 
 namespace snap {
 
-image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq) {
+image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq,
+                                  const image::Mapping* vdso) {
   const bool leader = t.tid() == pid;
   image::ThreadState ts;
   ts.tid = t.tid();
@@ -34,6 +37,19 @@ image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq) {
   if (Registers out = leave_rseq_critical_section(t, regs, rseq); out.ip() != regs.ip()) {
     t.set_regs(out);
     regs = out;
+  }
+  // Inside the vDSO: run on to its caller (tracer/vdso.h).
+  if (vdso) {
+    size_t steps = 0;
+    if (auto out = step_out_of_vdso(t, regs, vdso->start, vdso->end, &steps)) {
+      vlog("pid {} thread {}: stopped inside the vDSO, ran {} instruction(s) on out of it", pid,
+           t.tid(), steps);
+      regs = *out;
+    } else if (steps) {
+      vlog("pid {} thread {}: still inside the vDSO after {} instructions; saved there (a "
+           "restore under another kernel refuses it)", pid, t.tid(), steps);
+      regs = t.regs();
+    }
   }
   // Saved with an interrupted restartable syscall made explicit, so restore
   // re-issues it (see Registers::with_restart_applied).
@@ -117,8 +133,11 @@ image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hi
   std::vector<const Task*> tasks;
   for (const auto& t : p.tasks) tasks.push_back(t.get());
   const std::vector<RseqState> rseq = read_rseq_states(p.pid, tasks);  // one call for all
+  const image::Mapping* vdso = nullptr;
+  for (const auto& m : out.mappings)
+    if (m.kind == image::MappingKind::Vdso) vdso = &m;
   for (size_t i = 0; i < p.tasks.size(); i++)
-    out.threads.push_back(collect_thread(*p.tasks[i], p.pid, rseq[i]));
+    out.threads.push_back(collect_thread(*p.tasks[i], p.pid, rseq[i], vdso));
   // A job-control stop is the whole process's: its leader says.
   if (!p.tasks.empty())
     if (auto sig = p.tasks[0]->job_control_stop()) out.stop_signal = *sig;

@@ -1,11 +1,14 @@
 #include "tracer/vdso.h"
 
 #include <sys/auxv.h>
+#include <sys/ptrace.h>
 #include <unistd.h>
 
 #include "base/error.h"
 #include "tracer/proc.h"
+#include "tracer/registers.h"
 #include "tracer/symbols.h"
+#include "tracer/task.h"
 
 namespace snap {
 
@@ -34,6 +37,25 @@ std::vector<VdsoFunction> vdso_functions(std::span<const uint8_t> image) {
     if (s.value >= *base && s.value - *base + s.size <= image.size())
       out.push_back({s.name, s.value - *base, s.size});
   return out;
+}
+
+std::optional<Registers> step_out_of_vdso(Task& t, const Registers& regs, uint64_t start,
+                                          uint64_t end, size_t* steps) {
+  if (steps) *steps = 0;
+  auto inside = [&](const Registers& r) { return r.ip().as_int() >= start && r.ip().as_int() < end; };
+  if (!inside(regs) || t.job_control_stop() || regs.in_restartable_syscall()) return std::nullopt;
+  // vDSO functions are short and loop only while the kernel updates the
+  // clock's data under them (a retry or two): a few hundred instructions.
+  for (size_t n = 1; n <= kMaxVdsoSteps; n++) {
+    t.resume_and_wait(PTRACE_SINGLESTEP);  // other signals are held until detach
+    Registers now = t.regs();
+    if (!inside(now)) {
+      if (steps) *steps = n;
+      return now;
+    }
+  }
+  if (steps) *steps = kMaxVdsoSteps;
+  return std::nullopt;
 }
 
 }  // namespace snap

@@ -5,11 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 namespace snap {
+
+class Registers;
+class Task;
 
 struct OwnVdso {
   const uint8_t* bytes = nullptr;
@@ -30,5 +34,18 @@ struct VdsoFunction {
 // (clock_gettime, __vdso_clock_gettime) each appear. Throws snap::Error when
 // `image` is not an ELF object.
 std::vector<VdsoFunction> vdso_functions(std::span<const uint8_t> image);
+
+// A thread stopped inside its process's vDSO ([start, end)), as a job
+// reading the clock in a tight loop often is, is run on one instruction at
+// a time until it has returned to its caller: its image then holds no
+// place in this kernel's vDSO code, which another kernel's differs from
+// (restore/vdso.h refuses such a thread). Returns the registers out there,
+// or nullopt where the thread is left as it is: outside the vDSO already,
+// in a job-control stop (it must not run), inside an interrupted system
+// call the step would restart, or still inside after kMaxVdsoSteps
+// instructions. `steps` gets the number of instructions run.
+std::optional<Registers> step_out_of_vdso(Task& t, const Registers& regs, uint64_t start,
+                                          uint64_t end, size_t* steps = nullptr);
+inline constexpr size_t kMaxVdsoSteps = 10000;
 
 }  // namespace snap

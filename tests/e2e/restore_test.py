@@ -649,6 +649,37 @@ def vdso_of_another_kernel_thread_inside_refused(env):
 
 
 @case
+def vdso_of_another_kernel_thread_stepped_out(env):
+    # Threads reading the clock in a tight loop spend most of their time
+    # inside the vDSO, where a dump finds them: it runs each on, one
+    # instruction at a time, until it has returned to its caller, so the
+    # image holds no place in the kernel's vDSO code and restores under
+    # another kernel (which the snap before refused: a thread stopped
+    # inside the vDSO). The job checks its clock never goes back and every
+    # vDSO call against the system call (tests/programs/vdso_calls.c).
+    out = env.path("vdso_spin.out")
+    p = start([env.prog("vdso_calls"), "15", "200", "2"], stdout_path=out)
+    wait_lines(out, 2)
+    ckpt = None
+    for i in range(15):  # each dump stops the spinners somewhere
+        d = env.path(f"vdso_spin{i}.ckpt")
+        r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", d)
+        if re.search(r"stopped inside the vDSO, ran \d+ instruction\(s\) on out of it", r.stderr):
+            ckpt = d
+            break
+    expect(ckpt is not None, "a dump found a spinning thread inside the vDSO and ran it out")
+    c = env.checkpoint_json(ckpt)
+    saved_at = as_if_from_another_kernel(c)
+    vdso = next(m for m in c["processes"][0]["mappings"] if m["kind"] == "vdso")
+    ips = [int.from_bytes(bytearray.fromhex(t["gpregs"])[128:136], "little")
+           for t in c["processes"][0]["threads"]]
+    expect(len(ips) == 3 and not any(vdso["start"] <= ip < vdso["end"] for ip in ips),
+           f"no thread saved inside the vDSO at {saved_at:#x}: {[hex(ip) for ip in ips]}")
+    env.put_checkpoint_json(ckpt, c)
+    runs_on_then_restores(env, p, out, ckpt, [f"round {i} ok" for i in range(1, 16)] + ["all ok"])
+
+
+@case
 def clocks_go_on(env):
     # The monotonic and boot-time clocks count from the node's boot: restored
     # on another node, or after a reboot, a job would find them elsewhere,

@@ -2,7 +2,11 @@
  * clock_getres, getcpu) through glibc, which found those functions in the
  * vDSO once, at start, and checks each answer against the system call's:
  * a restored process whose vDSO calls land in the wrong code crashes or
- * prints BAD. Usage: vdso_calls ROUNDS INTERVAL_MS. */
+ * prints BAD. Usage: vdso_calls ROUNDS INTERVAL_MS [SPINNERS].
+ * SPINNERS more threads read CLOCK_MONOTONIC in a tight loop (most of their
+ * time inside the vDSO, where a dump then finds them) and check it never
+ * goes back; the last line says BAD if it did. */
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +49,28 @@ static const char *check(void) {
   return NULL;
 }
 
+static volatile int went_back;
+
+static void *spin(void *arg) {
+  (void)arg;
+  long long last = 0;
+  for (;;) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (ns(&t) < last) went_back = 1;
+    last = ns(&t);
+  }
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 10;
   long interval_ms = argc > 2 ? atol(argv[2]) : 200;
+  int spinners = argc > 3 ? atoi(argv[3]) : 0;
+  for (int i = 0; i < spinners; i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, spin, NULL) != 0) return 2;
+  }
   int bad = 0;
   for (int r = 1; r <= rounds; r++) {
     const char *why = check();
@@ -57,6 +80,7 @@ int main(int argc, char **argv) {
     struct timespec d = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
     nanosleep(&d, NULL);
   }
+  if (went_back) bad++;
   printf("%s\n", bad ? "BAD" : "all ok");
   return bad ? 1 : 0;
 }
