@@ -43,6 +43,11 @@ const std::vector<std::string>& words_after_dashes();
 // UsageError naming `option`.
 uint64_t parse_size(const std::string& option, const std::string& text);
 
+// Paths given to `option` (--with-files), absolute (against the current
+// directory) and without a trailing slash. Throws UsageError on an empty one.
+std::vector<std::string> absolute_paths(const std::string& option,
+                                        const std::vector<std::string>& paths);
+
 // --compress: "auto" or "always" (image::Compression). Throws UsageError.
 image::Compression parse_compression(const std::string& text);
 

@@ -16,7 +16,7 @@ namespace {
 cxxopts::Options dump_options() {
   cxxopts::Options o("snap dump", "Checkpoint a running process and all its descendants.\n");
   o.custom_help("--pid PID -o DIR [--kill | --memory-budget SIZE] [--jobs N] [--compress auto|always] "
-                "[--temp-files-max SIZE] [--shared-files-max SIZE] [--force] [--tcp-established | --tcp-close] [-v]");
+                "[--temp-files-max SIZE] [--shared-files-max SIZE] [--with-files DIR]... [--force] [--tcp-established | --tcp-close] [-v]");
   o.add_options()
       ("p,pid", "process to checkpoint (with its threads and descendants)", cxxopts::value<int>())
       ("o,output", "image directory to write (created 0700)", cxxopts::value<std::string>())
@@ -49,6 +49,10 @@ cxxopts::Options dump_options() {
        "numpy.memmap array) the image keeps, in all (SIZE; default 4G; 0: none): what they "
        "held at the dump is written back into them at restore; a file past it is left as the "
        "restore finds it, and the dump says so", cxxopts::value<std::string>())
+      ("with-files", "a directory (or file) the job writes and reads again as it runs (an "
+       "outdir of restart or history files; repeatable): saved as it is at the dump, read "
+       "while the job is stopped, and put back by the restore over what is there then (files "
+       "added since are left)", cxxopts::value<std::vector<std::string>>())
       ("f,force", "replace an existing image at DIR (atomically, only once the new one is complete)")
       ("v,verbose", "log each step")
       ("h,help", "show this help");
@@ -87,6 +91,8 @@ int run_dump(const cxxopts::ParseResult& args) {
     opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
   if (args.count("shared-files-max"))
     opts.shared_files_max = parse_size("--shared-files-max", args["shared-files-max"].as<std::string>());
+  if (args.count("with-files"))
+    opts.with_files = absolute_paths("--with-files", args["with-files"].as<std::vector<std::string>>());
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };
   auto r = job::dump_tree(pid, sink, opts);

@@ -276,9 +276,11 @@ void print_text(const ojson& j) {
   for (const auto& p : j["processes"]) print_process(p);
   print_tree_and_sharing(j);
   if (!j["temp_files"].empty()) {
-    std::printf("\nin temporary directories (made again at restore where missing): %zu\n",
+    std::printf("\nin temporary directories (made again at restore where missing) and named by "
+                "--with-files (put back as they were): %zu\n",
                 j["temp_files"].size());
-    for (const auto& t : j["temp_files"]) print_file(t, "");
+    for (const auto& t : j["temp_files"])
+      print_file(t, t.value("put_back", false) ? "  (--with-files)" : "");
   }
   if (!j["ghost_files"].empty()) {
     std::printf("\ndeleted files and memfds (made again at restore): %zu\n",

@@ -3,6 +3,7 @@
 // reach the user.
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "base/error.h"
@@ -112,6 +113,18 @@ uint64_t parse_size(const std::string& option, const std::string& text) {
   else throw UsageError(option + ": unknown unit in " + text + " (use k, M, G or T)");
   if (shift && n > (~0ull >> shift)) throw UsageError(option + ": too large: " + text);
   return static_cast<uint64_t>(n) << shift;
+}
+
+std::vector<std::string> absolute_paths(const std::string& option,
+                                        const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
+  for (const auto& p : paths) {
+    if (p.empty()) throw UsageError(option + ": an empty path");
+    std::string a = std::filesystem::absolute(p).lexically_normal().string();
+    while (a.size() > 1 && a.back() == '/') a.pop_back();
+    out.push_back(a);
+  }
+  return out;
 }
 
 image::Compression parse_compression(const std::string& text) {

@@ -52,6 +52,9 @@ void add_common(cxxopts::Options& o) {
       ("shared-files-max", "most bytes of data files the job maps shared and may write a "
                            "checkpoint keeps, in all (as snap dump; default 4G; 0: none)",
        cxxopts::value<std::string>())
+      ("with-files", "a directory (or file) the job writes and reads again as it runs "
+       "(repeatable): saved at each checkpoint as it is then, and put back as it was when the "
+       "job resumes (as snap dump --with-files)", cxxopts::value<std::vector<std::string>>())
       ("allow-changed-code", "resume even if the executable or a library changed since the "
                              "checkpoint (as snap restore; the job will likely crash; warns)")
       ("allow-changed-cpu", "resume even on a CPU without instructions or registers the "
@@ -117,6 +120,8 @@ job::RunOptions common(const cxxopts::ParseResult& args) {
     opts.temp_files_max = parse_size("--temp-files-max", args["temp-files-max"].as<std::string>());
   if (args.count("shared-files-max"))
     opts.shared_files_max = parse_size("--shared-files-max", args["shared-files-max"].as<std::string>());
+  if (args.count("with-files"))
+    opts.with_files = absolute_paths("--with-files", args["with-files"].as<std::vector<std::string>>());
   opts.allow_changed_code = args.count("allow-changed-code") > 0;
   opts.allow_changed_cpu = args.count("allow-changed-cpu") > 0;
   return opts;

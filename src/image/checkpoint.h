@@ -496,6 +496,11 @@ struct GhostFile {
   // below), not in data: a File of Checkpoint::temp_files (from version
   // 8), a File or Memfd of Checkpoint::ghost_files with nlink 0 (from 9).
   bool data_in_pages = false;
+  // An entry of Checkpoint::temp_files under a path the user named for the
+  // job's files to go with each checkpoint (dump --with-files): restore
+  // puts it back as it was where a file is there but differs (size or
+  // modification time), not only where it is missing.
+  bool put_back = false;
 };
 
 // Whether the parts of ghost g the job maps shared come back from those

@@ -262,7 +262,8 @@ ojson describe_files(const std::vector<image::GhostFile>& list) {
                    {"size", t.size},
                    {"links", t.nlink},
                    {"saved_bytes", saved},
-                   {"data_in_pages", t.data_in_pages}});
+                   {"data_in_pages", t.data_in_pages},
+                   {"put_back", t.put_back}});
   }
   return out;
 }

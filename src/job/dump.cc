@@ -33,6 +33,7 @@
 #include "tracer/file_view.h"
 #include "tracer/ghost_files.h"
 #include "tracer/guard_regions.h"
+#include "tracer/kept_files.h"
 #include "tracer/memory.h"
 #include "tracer/mempolicy.h"
 #include "tracer/named_shm.h"
@@ -522,6 +523,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What it holds in /tmp and its directories, made again where missing;
   // the larger files' contents are read once the memory is (step 4b).
   TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views);
+  // The files the user named, as they are now (their larger contents
+  // stored below, still while the job is stopped).
+  const KeptFiles kept = collect_kept_files(ckpt, opts.with_files);
+  if (!opts.with_files.empty())
+    vlog("--with-files: {} file(s), {} directories, {:.1f} MiB, as they are at the stop",
+         kept.files, kept.directories, static_cast<double>(kept.bytes) / (1 << 20));
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing");
   // The ids as the job sees them (its own pid namespace), read while the
@@ -553,6 +560,10 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     vlog("{:.1f} MiB of deleted files and memfds stored in the page store while the job was "
          "stopped", static_cast<double>(bytes) / (1 << 20));
     steps.step("deleted files and memfds");
+  }
+  if (!kept.pages.empty()) {
+    store_kept_files(kept, store);
+    steps.step("files named by --with-files");
   }
 
   // Shared memory objects mapped more than once in the tree are read once.

@@ -124,6 +124,10 @@ struct DumpOptions {
   // while the job is stopped. A file past it is left out (the dump warns):
   // a restore finds it as it is then.
   uint64_t shared_files_max = kDefaultSharedFilesMax;
+  // Absolute paths of directories and files the job writes and reads
+  // again, saved as they are at the stop (read while the job is stopped)
+  // and put back by a restore (tracer/kept_files.h).
+  std::vector<std::string> with_files;
   // Called as pages are stored (for a progress line), from one thread at a
   // time (not always the same one).
   std::function<void(const image::ImageStats&)> progress;

@@ -237,6 +237,7 @@ class Runner {
       o.tcp_close = opts_.tcp_close;
       o.temp_files_max = opts_.temp_files_max;
       o.shared_files_max = opts_.shared_files_max;
+      o.with_files = opts_.with_files;
       auto r = dump_tree(root_, *sink, o);
       incremental_.committed(static_cast<uint64_t>(n));
       std::fprintf(stderr,

@@ -32,6 +32,7 @@ struct RunOptions {
   bool tcp_close = false;  // DumpOptions: connections to outside saved as closed
   uint64_t temp_files_max = kDefaultTempFilesMax;  // DumpOptions
   uint64_t shared_files_max = kDefaultSharedFilesMax;  // DumpOptions
+  std::vector<std::string> with_files;  // DumpOptions: absolute paths
   // A signal to snap run itself that means "checkpoint and stop" (like
   // `snap checkpoint --kill`) instead of being forwarded; 0: none. Slurm's
   // `--signal=B:USR1@T` reaches the batch shell, which `exec snap ...` made

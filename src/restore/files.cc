@@ -161,14 +161,26 @@ void FilePlanner::remake_ghosts() {
 void FilePlanner::remake_temp_files() {
   std::vector<const image::GhostFile*> made;
   uint64_t from_pages = 0;
-  for (const auto& t : ckpt_.temp_files)
-    if (remake_temp_file(t, out_.warnings_, [&](int fd) {
-          from_pages += fill_from_pages(fd, image::file_pages_start(t.id),
-                                        fmt::format("the file {} (in a temporary directory)", t.path));
-        })) {
+  size_t put_back = 0;
+  for (const auto& t : ckpt_.temp_files) {
+    auto fill = [&](int fd) {
+      from_pages += fill_from_pages(fd, image::file_pages_start(t.id),
+                                    fmt::format("the file {} ({})", t.path,
+                                                t.put_back ? "named by --with-files"
+                                                           : "in a temporary directory"));
+    };
+    // Those the user named go back as they were at the dump (not removed
+    // again if the restore fails: they are then as the checkpoint has them).
+    if (put_back_file(t, out_.warnings_, fill)) {
+      put_back++;
+      continue;
+    }
+    if (remake_temp_file(t, out_.warnings_, fill)) {
       out_.made_paths_.push_back(t.path);  // removed if the restore fails
       made.push_back(&t);
     }
+  }
+  if (put_back) vlog("put back {} file(s) named by --with-files as they were at the dump", put_back);
   // Directories get their modes and times once everything in them is
   // made (finish_made_directories).
   for (const auto* t : made)

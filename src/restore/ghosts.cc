@@ -268,6 +268,29 @@ ScopedFd make_named_shm(const image::Mapping& m, std::vector<std::string>& warni
   return fd;
 }
 
+bool put_back_file(const GhostFile& t, std::vector<std::string>& warnings,
+                   const std::function<void(int fd)>& fill_from_pages) {
+  if (!t.put_back || t.kind != GhostFile::Kind::File || !exists(t.path) || !differs(t.path, t))
+    return false;
+  const std::string who = fmt::format("the file {} (named by --with-files)", t.path);
+  // Beside it, then renamed over it: it is either as it was at the dump or
+  // as the restore found it, never half of each.
+  const std::string name = t.path + ".snap-put-back";
+  ::unlink(name.c_str());  // left by a restore killed in between
+  ScopedFd fd = create_node(t, name, who);
+  try {
+    if (t.data_in_pages) fill_from_pages(fd.get());
+    write_contents(fd.get(), t, who);
+    set_attributes(fd.get(), t, who, warnings);
+    if (::rename(name.c_str(), t.path.c_str()) != 0)
+      throw SysError(fmt::format("cannot restore {}: rename {} to it", who, name), errno);
+  } catch (...) {
+    ::unlink(name.c_str());
+    throw;
+  }
+  return true;
+}
+
 bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings,
                       const std::function<void(int fd)>& fill_from_pages) {
   if (exists(t.path)) {
@@ -281,11 +304,12 @@ bool remake_temp_file(const GhostFile& t, std::vector<std::string>& warnings,
           t.path));
     return false;
   }
-  const std::string who = fmt::format("{} {} (in a temporary directory)",
+  const std::string who = fmt::format("{} {} ({})",
                                       t.kind == GhostFile::Kind::Directory ? "the directory"
                                       : t.kind == GhostFile::Kind::Fifo    ? "the FIFO"
                                                                            : "the file",
-                                      t.path);
+                                      t.path,
+                                      t.put_back ? "named by --with-files" : "in a temporary directory");
   ScopedFd fd;
   try {
     fd = create_node(t, t.path, who);

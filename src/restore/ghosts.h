@@ -54,6 +54,16 @@ ScopedFd recreate_ghost(const image::GhostFile& g, const std::string& who,
 bool remake_temp_file(const image::GhostFile& t, std::vector<std::string>& warnings,
                       const std::function<void(int fd)>& fill_from_pages);
 
+// A file of temp_files the user named for the job's checkpoints
+// (image::GhostFile::put_back) that is at its path but differs from the
+// saved one (size or modification time): the saved one written beside it
+// and renamed over it. True when it was; false, and nothing done, where
+// the path is missing (remake_temp_file makes it), the file is as saved, or
+// the entry is no such file. Throws Error naming the file when it cannot be
+// written (the file at the path then stays as it was).
+bool put_back_file(const image::GhostFile& t, std::vector<std::string>& warnings,
+                   const std::function<void(int fd)>& fill_from_pages);
+
 // A directory remake_temp_file made, given its mode and times.
 void finish_temp_directory(const image::GhostFile& t, std::vector<std::string>& warnings);
 

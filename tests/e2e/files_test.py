@@ -55,6 +55,44 @@ def xz_dumped(env, name, *dump_args):
 
 
 @case
+def with_files_dump_restore(env):
+    # snap dump --with-files DIR: a path that is not there is refused before
+    # anything is written, naming it; a leave-running dump keeps DIR as it
+    # was at the stop. The job (tests/programs/history_file.py) runs on to
+    # its end, rewriting DIR; then a file of it is removed and one added.
+    # The restore puts DIR back as it was at the dump (the removed 2 MiB
+    # file made again from the page store), leaves the added one, and the
+    # job, resumed from the dump, ends as an uninterrupted run: with the
+    # files of its last step, it would print "stale" lines.
+    prog = env.src("history_file.py")
+    rc, ref = uninterrupted([sys.executable, prog, "24", "0", env.path("ref")])
+    expect(rc == 0 and len(ref) == 24, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    d, out, ckpt = env.path("work"), env.path("with_files.out"), env.path("with_files.ckpt")
+    p = start([sys.executable, prog, "24", "100", d], stdout_path=out)
+    wait_lines(out, 4)
+    missing = os.path.join(d, "missing")
+    r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", missing, check=False)
+    expect(r.returncode == 1 and f"--with-files {missing}" in r.stderr and not os.path.exists(ckpt)
+           and p.poll() is None, f"a missing path is refused, the job left running: {r.stderr.strip()}")
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", d)
+    info = env.snap_run("info", ckpt).stdout
+    listed = [next(w for w in l.split() if w.startswith("/")) for l in info.splitlines()
+              if l.endswith("(--with-files)")]
+    expect(f"{d}/state" in listed and f"{d}/frames/big.bin" in listed,
+           f"snap info lists the files: {listed}")
+    p.wait()
+    expect(p.returncode == 0 and lines_of(out) == ref, "the job ran on to its end after the dump")
+    os.unlink(os.path.join(d, "frames", "big.bin"))
+    with open(os.path.join(d, "added.txt"), "w") as f:
+        f.write("added after the dump\n")
+    r = env.snap_run("restore", "-v", ckpt, check=False, timeout=120)
+    expect(r.returncode == 0 and lines_of(out) == ref and "put back 1 file(s)" in r.stderr,
+           f"the state file put back, big.bin made again: the job ended as an uninterrupted run "
+           f"(exit {r.returncode}, {r.stderr.strip()[-400:]}; {lines_of(out)[-3:]})")
+    expect(os.path.exists(os.path.join(d, "added.txt")), "a file added since the dump is left")
+
+
+@case
 def changed_input_refused(env):
     # The file xz reads is cut short, then removed, between dump and restore:
     # each restore refuses, naming the fd and what changed, and starts

@@ -16,6 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (PingServer, Skip, _started, case, expect, lines_of, main, pid_alive, reap_orphans, start,
                       wait_for, wait_lines)
+from compare_runs import uninterrupted
 
 
 def started_pid(err_path):
@@ -105,13 +106,15 @@ def checkpoints_made(run):
     return len(re.findall(r"snap run: checkpoint \d+:", run.stderr()))
 
 
-def killed_after_checkpoints(env, ckpt, argv, out, interval, checkpoints, timeout=30):
-    """A first `snap run --interval` of argv (appending to out), killed with
-    -9, it and everything it started, once it has made `checkpoints`
-    checkpoints and still runs the job."""
-    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", str(interval)])
+def killed_after_checkpoints(env, ckpt, argv, out, interval, checkpoints, timeout=30, extra=(),
+                             linger=0):
+    """A first `snap run --interval` of argv (appending to out; `extra`
+    options too), killed with -9, it and everything it started, `linger` s
+    after it has made `checkpoints` checkpoints, still running the job."""
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["--interval", str(interval), *extra])
     wait_for(lambda: checkpoints_made(r1) >= checkpoints or r1.proc.poll() is not None, timeout,
              f"{checkpoints} periodic checkpoint(s)")
+    time.sleep(linger)
     expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()[-500:]})")
     kill_everything(r1.proc, r1.err)
     return r1
@@ -141,6 +144,39 @@ def run_interval_resume(env):
     # (2 s = 10 numbers, plus slack) repeats.
     expect(2 <= m <= k + 1, f"resumed at {m}, not from the start, with nothing missing (k = {k})")
     expect(k - m + 1 <= 13, f"{k - m + 1} numbers repeated, within what the 2 s interval explains")
+
+
+@case
+def with_files_put_back(env):
+    # A job that reads back, at every step, files it wrote at the step
+    # before and closed (tests/programs/history_file.py; Quantum ESPRESSO's
+    # molecular dynamics does so with its outdir): killed after it ran on
+    # past its latest checkpoint, it resumes from that checkpoint and must
+    # find those files as they were then. With --with-files DIR each
+    # checkpoint holds DIR (a 2 MiB file among them, in the page store) and
+    # the resume puts it back; its output equals an uninterrupted run's.
+    # Without the option, the resumed job finds the files of later steps.
+    prog = env.src("history_file.py")
+    rc, ref = uninterrupted([sys.executable, prog, "40", "0", env.path("ref")])
+    expect(rc == 0 and len(ref) == 40 and not any("stale" in l for l in ref),
+           f"an uninterrupted run ({rc}, {ref[-2:]})")
+    ckpt, out, d = env.path("ck"), env.path("history.out"), env.path("work")
+    argv = [sys.executable, prog, "40", "150", d]
+    killed_after_checkpoints(env, ckpt, argv, out, interval=1, checkpoints=2,
+                             extra=["--with-files", d], linger=0.7)
+    before = lines_of(out)
+    k = len(before)
+    expect(0 < k < 40 and before == ref[:k], f"killed mid-run after {k} steps, as the reference")
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1", "--with-files", d])
+    rc = wait_or_explain(r2, 60)
+    expect(rc == 0 and "resumed pid" in r2.stderr(),
+           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
+    after = lines_of(out)[k:]
+    m = 40 - len(after)  # the steps the checkpoint had done
+    expect(m < k, f"the job ran on past its checkpoint (step {m}) before it was killed (step {k}): "
+                  "the files it left were of later steps")
+    expect(after == ref[m:], f"resumed from step {m}, it printed what an uninterrupted run does "
+                             f"(no stale files): {[l for l in after if l not in ref][:3]}")
 
 
 @case

@@ -1,0 +1,151 @@
+#include "tracer/kept_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "tracer/file_pages.h"
+#include "tracer/ghost_files.h"
+
+namespace snap {
+
+namespace {
+
+namespace fs = std::filesystem;
+using image::GhostFile;
+
+std::string hint() {
+  return "--with-files names the directories and files the job writes and reads again; each "
+         "must be there and readable at every checkpoint";
+}
+
+class KeptCollector {
+ public:
+  explicit KeptCollector(image::Checkpoint& ckpt) : ckpt_(ckpt) {
+    for (auto& t : ckpt_.temp_files) {
+      next_id_ = std::max(next_id_, t.id + 1);
+      by_path_.emplace(t.path, &t);
+    }
+  }
+
+  void path(const std::string& root) {
+    struct stat st {};
+    if (::lstat(root.c_str(), &st) != 0)
+      throw SysError(fmt::format("--with-files {}: lstat", root), errno, hint());
+    if (!S_ISDIR(st.st_mode)) {
+      entry(root);
+      return;
+    }
+    entry(root);
+    std::error_code ec;
+    fs::recursive_directory_iterator it(root, fs::directory_options::none, ec), end;
+    for (; !ec && it != end; it.increment(ec)) entry(it->path().string());
+    if (ec)
+      throw Error(fmt::format("--with-files {}: listing it: {}", root, ec.message()), hint());
+  }
+
+  KeptFiles finish() {
+    // The new entries among the old, sorted by path: a directory before
+    // what it holds.
+    for (auto& g : added_) ckpt_.temp_files.push_back(std::move(g));
+    std::sort(ckpt_.temp_files.begin(), ckpt_.temp_files.end(),
+              [](const GhostFile& a, const GhostFile& b) { return a.path < b.path; });
+    return std::move(out_);
+  }
+
+ private:
+  void entry(const std::string& path) {
+    if (!seen_.insert(path).second) return;  // named twice, or inside another named path
+    if (auto it = by_path_.find(path); it != by_path_.end()) {
+      // Already held as a file of a temporary directory the job holds.
+      it->second->put_back = true;
+      count(*it->second);
+      return;
+    }
+    const std::string who = fmt::format("--with-files: {}", path);
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) throw SysError(who + ": lstat", errno, hint());
+    if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+      vlog("{}: not a regular file or directory (a symbolic link, FIFO, socket): left as a "
+           "restore finds it", who);
+      return;
+    }
+    if (next_id_ > image::kMaxFilePagesId)
+      throw Error(fmt::format("{}: more files than an image holds ({})", who, image::kMaxFilePagesId),
+                  hint());
+    GhostFile g;
+    g.id = next_id_++;
+    g.path = path;
+    g.put_back = true;
+    if (S_ISDIR(st.st_mode)) {
+      fill_from_stat(st, g);
+      g.kind = GhostFile::Kind::Directory;
+      g.size = 0;
+    } else {
+      ScopedFd in = open_for_reading(path, O_NOFOLLOW);
+      if (!in) throw SysError(who + ": open", errno, hint());
+      if (::fstat(in.get(), &st) != 0) throw SysError(who + ": fstat", errno, hint());
+      fill_from_stat(st, g);
+      g.kind = GhostFile::Kind::File;
+      if (g.size <= kMaxInlineFileBytes && inline_ + g.size <= kMaxInlineFilesBytes) {
+        g.data = read_data_extents(in.get(), 0, g.size, who);
+        inline_ += g.size;
+      } else {
+        if (g.size >= image::kFilePagesSpan)
+          throw Error(fmt::format("{}: {} bytes, too large for an image", who, g.size), hint());
+        g.data_in_pages = true;
+        out_.pages.push_back({g.id, g.size, std::move(in), path});
+      }
+    }
+    count(g);
+    added_.push_back(std::move(g));
+  }
+
+  void count(const GhostFile& g) {
+    if (g.kind == GhostFile::Kind::Directory) {
+      out_.directories++;
+    } else {
+      out_.files++;
+      out_.bytes += g.size;
+    }
+  }
+
+  image::Checkpoint& ckpt_;
+  uint64_t next_id_ = 1;
+  uint64_t inline_ = 0;
+  std::map<std::string, GhostFile*> by_path_;
+  std::set<std::string> seen_;
+  std::vector<GhostFile> added_;
+  KeptFiles out_;
+};
+
+}  // namespace
+
+KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths) {
+  KeptCollector c(ckpt);
+  for (const auto& p : paths) c.path(p);
+  return c.finish();
+}
+
+uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink) {
+  uint64_t bytes = 0;
+  for (const auto& k : kept.pages) {
+    std::string why;
+    if (!read_file_pages(k.fd.get(), 0, k.size, image::file_pages_start(k.id), sink, &why))
+      throw Error(fmt::format("--with-files: cannot save {}: {}", k.path, why), hint());
+    bytes += k.size;
+  }
+  return bytes;
+}
+
+}  // namespace snap
