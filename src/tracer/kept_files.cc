@@ -38,16 +38,18 @@ class KeptCollector {
     }
   }
 
-  void path(const std::string& root) {
+  void path(const std::string& named) {
+    // A named path that is a symbolic link (an outdir linked to scratch)
+    // means where it leads; links below it are left as they are.
+    std::error_code ec;
+    const std::string root = fs::canonical(named, ec).string();
+    if (ec)
+      throw Error(fmt::format("--with-files {}: {}", named, ec.message()), hint());
     struct stat st {};
     if (::lstat(root.c_str(), &st) != 0)
       throw SysError(fmt::format("--with-files {}: lstat", root), errno, hint());
-    if (!S_ISDIR(st.st_mode)) {
-      entry(root);
-      return;
-    }
     entry(root);
-    std::error_code ec;
+    if (!S_ISDIR(st.st_mode)) return;
     fs::recursive_directory_iterator it(root, fs::directory_options::none, ec), end;
     for (; !ec && it != end; it.increment(ec)) entry(it->path().string());
     if (ec)

@@ -57,8 +57,8 @@ def xz_dumped(env, name, *dump_args):
 @case
 def with_files_dump_restore(env):
     # snap dump --with-files DIR: a path that is not there is refused before
-    # anything is written, naming it; a leave-running dump keeps DIR as it
-    # was at the stop. The job (tests/programs/history_file.py) runs on to
+    # anything is written, naming it; a leave-running dump keeps DIR (named
+    # by a symbolic link to it) as it was at the stop. The job (tests/programs/history_file.py) runs on to
     # its end, rewriting DIR; then a file of it is removed and one added.
     # The restore puts DIR back as it was at the dump (the removed 2 MiB
     # file made again from the page store), leaves the added one, and the
@@ -74,7 +74,9 @@ def with_files_dump_restore(env):
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", missing, check=False)
     expect(r.returncode == 1 and f"--with-files {missing}" in r.stderr and not os.path.exists(ckpt)
            and p.poll() is None, f"a missing path is refused, the job left running: {r.stderr.strip()}")
-    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", d)
+    link = env.path("work-link")  # a named link means where it leads (an outdir on scratch)
+    os.symlink(d, link)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", link)
     info = env.snap_run("info", ckpt).stdout
     listed = [next(w for w in l.split() if w.startswith("/")) for l in info.splitlines()
               if l.endswith("(--with-files)")]
