@@ -43,8 +43,14 @@ class KeptCollector {
     // means where it leads; links below it are left as they are.
     std::error_code ec;
     const std::string root = fs::canonical(named, ec).string();
-    if (ec)
-      throw Error(fmt::format("--with-files {}: {}", named, ec.message()), hint());
+    if (ec == std::errc::no_such_file_or_directory) {
+      // Not made yet (the job makes its outdir as it starts), or gone: a
+      // checkpoint of a job without it has nothing of it to keep, and must
+      // not fail for it (the one before a Slurm time limit least of all).
+      warn("--with-files {}: not there at this checkpoint; nothing of it kept", named);
+      return;
+    }
+    if (ec) throw Error(fmt::format("--with-files {}: {}", named, ec.message()), hint());
     struct stat st {};
     if (::lstat(root.c_str(), &st) != 0)
       throw SysError(fmt::format("--with-files {}: lstat", root), errno, hint());

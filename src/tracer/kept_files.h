@@ -39,10 +39,12 @@ struct KeptFiles {
 // Adds every directory and regular file under each of `paths` (absolute; a
 // path may be a single file) to ckpt.temp_files with put_back set (an entry
 // there already gets it set), kept sorted by path; small files' contents
-// in the entry, larger ones' left to store_kept_files. Symbolic links and
-// other kinds of file are left out (said with -v). Throws Error naming the
-// path where one is missing or cannot be read: a checkpoint without them
-// would not restore faithfully.
+// in the entry, larger ones' left to store_kept_files. A named path that
+// is a symbolic link means where it leads; links and other kinds of file
+// under it are left out (said with -v). A named path that is not there
+// (not made yet) keeps nothing, with a warning. Throws Error naming the
+// path where one cannot be read: a checkpoint without it would not restore
+// faithfully.
 KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths);
 
 // Reads the contents of `kept.pages` into `sink` as pages of pid
