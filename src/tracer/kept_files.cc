@@ -25,8 +25,8 @@ namespace fs = std::filesystem;
 using image::GhostFile;
 
 std::string hint() {
-  return "--with-files names the directories and files the job writes and reads again; each "
-         "must be there and readable at every checkpoint";
+  return "--with-files names the directories and files the job writes and reads again; snap "
+         "must be able to read all of them at every checkpoint";
 }
 
 class KeptCollector {
