@@ -21,6 +21,7 @@
 #include "job/held_pages.h"
 #include "job/incremental.h"
 #include "job/memory_budget.h"
+#include "job/snapshot_steps.h"
 #include "parasite/parasite.h"
 #include "parasite/shared_snapshot.h"
 #include "parasite/snapshot.h"
@@ -123,16 +124,6 @@ void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
   parasite::apply_parasite_state(state, proc);
 }
 
-// Where read pages go: the image writer (and the progress line).
-using Store = std::function<void(pid_t owner, uint64_t mapping_start, uint64_t addr,
-                                 const uint8_t* data, size_t npages)>;
-
-// Pages read from wherever (the job or its snapshot) are stored as the job's.
-PageSink store_as(pid_t owner, const Store& store) {
-  return [owner, &store](pid_t, uint64_t mapping_start, uint64_t addr, const uint8_t* data,
-                         size_t npages) { store(owner, mapping_start, addr, data, npages); };
-}
-
 // What a leave-running dump holds of the pages it reads while the job is
 // stopped (held_pages.h): thread stacks alone may hold 16 MiB
 // (parasite/keep_out.cc).
@@ -140,178 +131,6 @@ constexpr size_t kHeldPagesMax = 32 << 20;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// What a leave-running dump reads before it stops the job, so as to read
-// less while it is stopped (tracer/vmflags.h, tracer/fd_hints.h).
-struct Hints {
-  proc::VmFlagsHints vmflags;
-  proc::FdHints fds;
-};
-
-// Whether every live process has a snapshot: then which fds share an open
-// file description is asked of the snapshots (their fd tables are the
-// job's when it was stopped) once the job runs again.
-bool all_taken(const Snapshots& snapshots) {
-  return !snapshots.empty() && std::all_of(snapshots.begin(), snapshots.end(),
-                                           [](const auto& s) { return s != nullptr; });
-}
-
-using SharedSnapshot = std::unique_ptr<parasite::SharedMemorySnapshot>;
-
-// Step 3: a copy-on-write snapshot of each (stopped) process, and, read right
-// away (into `held`, if any, stored once the job runs again), the few
-// mappings a snapshot does not show as they are. A process whose snapshot
-// the kernel refuses gets none (nullptr): its memory is then read here too,
-// while it is still stopped, and what it took from hints is checked against
-// itself. Anonymous shared memory is write-protected instead, where the
-// job allows it (`shm`, parasite/shared_snapshot.h), and read once it runs.
-Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
-                         SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages* held, SharedSnapshot& shm) {
-  Snapshots snapshots;
-  for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
-    auto& proc = ckpt.processes[i];
-    Task& leader = *tree.processes()[i].tasks[0];
-    parasite::MemorySnapshot::collect_leftovers(leader, tree.processes()[i].left_snapshots);
-    std::vector<uint64_t> sps;  // of the threads but the leader: their stacks are kept out
-    for (const auto& t : proc.threads)
-      if (t.tid != proc.pid) sps.push_back(Registers::from_bytes(t.gpregs).sp().as_int());
-    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps);
-    if (!snap) {
-      if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
-      record_mapping_mempolicies(mapping_mempolicies(proc.pid), proc.mempolicy, proc.mappings);
-      hints.fds.confirm(proc.pid, proc.fds, proc.pid);
-    }
-    snapshots.push_back(std::move(snap));
-  }
-  // After every clone: a snapshot child must not inherit the protection.
-  if (all_taken(snapshots)) {
-    std::vector<parasite::SharedMemorySnapshot::Process> procs;
-    for (size_t i = 0; i < snapshots.size(); i++)
-      procs.push_back({tree.processes()[i].tasks[0].get(), ckpt.processes[i].pid,
-                       snapshots[i]->pid(), &ckpt.processes[i].mappings});
-    std::string why;
-    shm = parasite::SharedMemorySnapshot::take(procs, store, &why);
-    if (!why.empty()) vlog("anonymous shared memory is read while the job is stopped: {}", why);
-  }
-  for (size_t i = 0; i < snapshots.size(); i++) {
-    auto& proc = ckpt.processes[i];
-    const auto* snap = snapshots[i].get();
-    dump_memory(proc.pid, proc.mappings,
-                held ? held->sink(proc.pid, store_as(proc.pid, store)) : store_as(proc.pid, store),
-                [&](const image::Mapping& m) {
-      return (!snap || snap->read_from_job(m)) && !(shm && shm->covers(proc.pid, m));
-    }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
-  }
-  return snapshots;
-}
-
-// Step 3b, the job running again: the fds taken from hints, checked
-// against each snapshot (tracer/fd_hints.h).
-void confirm_fd_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, const Hints& hints) {
-  for (size_t i = 0; i < snapshots.size(); i++)
-    if (snapshots[i])
-      hints.fds.confirm(ckpt.processes[i].pid, ckpt.processes[i].fds, snapshots[i]->pid());
-}
-
-// The mapping flags of each snapshot whose process took its flags from
-// hints (tracer/vmflags.h), by process index. Reading a whole smaps is the
-// costly part of checking them (20,000 mappings: ~40 ms), so it runs on a
-// thread of its own while step 4 reads the memory; confirm_flag_hints
-// checks them once both are done, before the snapshots end.
-using SnapshotFlags = std::vector<std::optional<std::vector<proc::MapEntry>>>;
-std::future<SnapshotFlags> read_snapshot_flags(const image::Checkpoint& ckpt,
-                                               const Snapshots& snapshots, const Hints& hints) {
-  std::vector<std::pair<size_t, pid_t>> which;  // process index, snapshot pid
-  for (size_t i = 0; i < snapshots.size(); i++)
-    if (snapshots[i] && hints.vmflags.applied(ckpt.processes[i].pid))
-      which.emplace_back(i, snapshots[i]->pid());
-  return std::async(std::launch::async, [which, n = snapshots.size()] {
-    SnapshotFlags out(n);
-    for (auto [i, pid] : which) out[i] = proc::read_smaps(pid);
-    return out;
-  });
-}
-
-void confirm_flag_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, SnapshotFlags flags) {
-  for (size_t i = 0; i < flags.size(); i++) {
-    if (!flags[i]) continue;
-    const auto* snap = snapshots[i].get();
-    auto& mappings = ckpt.processes[i].mappings;
-    std::vector<bool> guarded;  // by the hint's flags: their guard regions were read while stopped
-    for (const auto& m : mappings) guarded.push_back(image::has_vmflag(m.vmflags, "gu"));
-    proc::confirm_vmflags(ckpt.processes[i].pid, mappings, std::move(*flags[i]),
-                          [&](const image::Mapping& m) { return snap->read_from_job(m); });
-    // Guarded since the hint was read: the snapshot has the guards (a fork
-    // keeps them) as the job had them at the stop.
-    std::vector<image::Mapping*> late;
-    for (size_t k = 0; k < mappings.size(); k++)
-      if (!guarded[k] && image::has_vmflag(mappings[k].vmflags, "gu")) late.push_back(&mappings[k]);
-    record_guard_regions(snap->pid(), std::move(late));
-  }
-}
-
-// Step 4c: each mapping's NUMA memory policy of its own (mbind), read from
-// its process's snapshot once the pages are read and released from it (the
-// kernel then has few pages to walk as it prints numa_maps; a fork keeps
-// the policies), or from the stopped job with --kill. A process whose
-// snapshot the kernel refused had them read while stopped (take_snapshots);
-// mappings kept out of a snapshot (thread stacks, sparse reservations,
-// MADV_DONTFORK) are not in its numa_maps and get none.
-void record_mempolicies(image::Checkpoint& ckpt, const Snapshots& snapshots, bool kill) {
-  for (size_t i = 0; i < ckpt.processes.size(); i++) {
-    auto& proc = ckpt.processes[i];
-    if (proc.zombie) continue;
-    const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
-    if (!snap && !kill) continue;
-    record_mapping_mempolicies(mapping_mempolicies(snap ? snap->pid() : proc.pid), proc.mempolicy,
-                               proc.mappings);
-  }
-}
-
-// kcmp's order of open files, asked of each process's snapshot.
-FileOrder order_in_snapshots(const image::Checkpoint& ckpt, const Snapshots& snapshots) {
-  std::map<pid_t, pid_t> snapshot_of;
-  for (size_t i = 0; i < snapshots.size(); i++)
-    snapshot_of[ckpt.processes[i].pid] = snapshots[i]->pid();
-  return [snapshot_of](pid_t pid1, int fd1, pid_t pid2, int fd2) {
-    return open_file_order(snapshot_of.at(pid1), fd1, snapshot_of.at(pid2), fd2);
-  };
-}
-
-// Step 4: every page not read yet, from the snapshots (or from the stopped
-// processes themselves, with --kill, where there are no snapshots).
-void read_memory(image::Checkpoint& ckpt, const Snapshots& snapshots, const Store& store,
-                 SharedMemoryPages& shared, const std::function<PageChooser(pid_t)>& chooser,
-                 MemoryBudget* budget, MemoryReaders& readers, parasite::SharedMemorySnapshot* shm) {
-  for (size_t i = 0; i < ckpt.processes.size(); i++) {
-    auto& proc = ckpt.processes[i];
-    if (proc.zombie) continue;
-    const auto* snap = i < snapshots.size() ? snapshots[i].get() : nullptr;
-    bool stopped = snapshots.empty();  // --kill: read everything from the job
-    PageChooser choose = chooser(proc.pid);
-    if (shm)  // the write-protected shared memory: its pages as the shared snapshot chooses them
-      choose = [shm, pid = proc.pid, inner = std::move(choose)](const image::Mapping& m)
-          -> std::optional<std::vector<uint64_t>> {
-        if (shm->covers(pid, m)) return shm->pages(pid, m);
-        return inner ? inner(m) : std::nullopt;
-      };
-    auto mem = dump_memory(snap ? snap->pid() : proc.pid, proc.mappings,
-                           shm ? shm->sink(proc.pid, store_as(proc.pid, store))
-                               : store_as(proc.pid, store),
-                           [&](const image::Mapping& m) {
-                             return stopped || (snap && (!snap->read_from_job(m) ||
-                                                         (shm && shm->covers(proc.pid, m))));
-                           },
-                           snap ? ReadVia::kMemFile : ReadVia::kProcessVmReadv, &shared,
-                           choose, [&](const image::Mapping&, uint64_t start, uint64_t end) {
-                             if (snap && budget) budget->after_batch(*snapshots[i], start, end);
-                           }, &readers);
-    if (budget) budget->flush();  // before the next process's snapshot
-    vlog("pid {}: {} mappings, {} fds, {} threads, {} MiB of memory read", proc.pid,
-         proc.mappings.size(), proc.fds.size(), proc.threads.size(), mem.bytes() >> 20);
-  }
 }
 
 // With --kill: what the peers outside the image of the saved TCP
