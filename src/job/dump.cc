@@ -344,7 +344,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views);
   // The files the user named, as they are now (their larger contents
   // stored below, still while the job is stopped).
-  const KeptFiles kept = collect_kept_files(ckpt, opts.with_files);
+  const KeptFiles kept = collect_kept_files(
+      ckpt, opts.with_files,
+      opts.kill ? std::nullopt : std::optional<std::chrono::seconds>(quiet_file_time()));
   if (!opts.with_files.empty())
     vlog("--with-files: {} file(s), {} directories, {:.1f} MiB, as they are at the stop",
          kept.files, kept.directories, static_cast<double>(kept.bytes) / (1 << 20));
@@ -381,7 +383,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     steps.step("deleted files and memfds");
   }
   if (!kept.pages.empty()) {
-    store_kept_files(kept, store);
+    store_kept_files(kept, store, false);
     steps.step("files named by --with-files");
   }
 
@@ -464,6 +466,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     vlog("{:.1f} MiB of files in temporary directories kept in the page store",
          static_cast<double>(kept) / (1 << 20));
     steps.step("files in temporary directories");
+  }
+  if (!kept.pages.empty()) {  // 4c
+    if (const uint64_t bytes = store_kept_files(kept, store, true))
+      vlog("--with-files: {:.1f} MiB of files unchanged for {} s before the stop read after it",
+           static_cast<double>(bytes) / (1 << 20), quiet_file_time().count());
   }
   if (!quiet_ghosts.empty()) {  // 4c
     const uint64_t bytes = store_ghost_pages(quiet_ghosts, store);

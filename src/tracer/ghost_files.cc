@@ -310,28 +310,28 @@ uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink
   return bytes;
 }
 
-std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono::seconds quiet) {
+bool quiet_for(const struct stat& st, int fd, std::chrono::seconds quiet) {
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME, &now);
-  auto quiet_fs = [](int fd) {
-    struct statfs fs {};
-    if (::fstatfs(fd, &fs) != 0) return false;
-    switch (fs.f_type) {
-      case TMPFS_MAGIC:
-      case EXT4_SUPER_MAGIC:  // ext2 and ext3 share it
-      case XFS_SUPER_MAGIC:
-      case BTRFS_SUPER_MAGIC:
-        return true;
-      default:
-        return false;
-    }
-  };
+  if (to_ns(now) - to_ns(st.st_ctim) < std::chrono::nanoseconds(quiet).count())
+    return false;
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) return false;
+  switch (fs.f_type) {
+    case TMPFS_MAGIC:
+    case EXT4_SUPER_MAGIC:  // ext2 and ext3 share it
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono::seconds quiet) {
   std::vector<PagedGhost> out;
   std::erase_if(ghosts, [&](PagedGhost& g) {
-    const int64_t ctime_ns = to_ns(g.collected.st_ctim);
-    if (g.mapped_shared || to_ns(now) - ctime_ns < std::chrono::nanoseconds(quiet).count() ||
-        !quiet_fs(g.fd.get()))
-      return false;
+    if (g.mapped_shared || !quiet_for(g.collected, g.fd.get(), quiet)) return false;
     out.push_back(std::move(g));
     return true;
   });

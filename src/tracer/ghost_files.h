@@ -58,14 +58,18 @@ std::vector<PagedGhost> collect_ghost_files(image::Checkpoint& ckpt);
 // where a read fails. Returns the bytes read.
 uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink& sink);
 
-// Moves out of `ghosts` those nothing changed for `quiet` before now (their
-// ctime that long past), that the job does not map shared, on a file system whose stat tells every change at
-// once (tmpfs, which holds memfds, ext4, xfs, btrfs; not a network file
-// system, whose client may show cached attributes): a dump that lets the
-// job run again may read those afterwards, off the job's freeze. Any change
-// after the stop (a write, truncate, fallocate, chmod: by the job or anyone)
-// sets the ctime to a time after the stop, which the kernel's clock,
-// however coarse, tells from one `quiet` before it.
+// Whether nothing changed the file open on `fd` (its stat `st`) for `quiet`
+// before now (its ctime that long past), on a file system whose stat tells
+// every change at once (tmpfs, which holds memfds, ext4, xfs, btrfs; not a
+// network file system, whose client may show cached attributes). Any
+// change after the stop (a write, truncate, fallocate, chmod: by the job or
+// anyone) sets the ctime to a time after the stop, which the kernel's
+// clock, however coarse, tells from one `quiet` before it.
+bool quiet_for(const struct stat& st, int fd, std::chrono::seconds quiet);
+
+// Moves out of `ghosts` those quiet_for `quiet`, that the job does not map
+// shared: a dump that lets the job run again may read those afterwards,
+// off the job's freeze.
 std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono::seconds quiet);
 
 // Throws Error naming the file when its ctime, mtime or size is no longer

@@ -31,11 +31,16 @@ std::string hint() {
 
 class KeptCollector {
  public:
-  explicit KeptCollector(image::Checkpoint& ckpt) : ckpt_(ckpt) {
+  KeptCollector(image::Checkpoint& ckpt, std::optional<std::chrono::seconds> quiet)
+      : ckpt_(ckpt), quiet_(quiet) {
     for (auto& t : ckpt_.temp_files) {
       next_id_ = std::max(next_id_, t.id + 1);
       by_path_.emplace(t.path, &t);
     }
+    // Files the job may write through a mapping: no time of theirs tells.
+    for (const auto& p : ckpt_.processes)
+      for (const auto& m : p.mappings)
+        if (image::may_write_file(m)) mapped_written_.insert({m.dev, m.inode});
   }
 
   void path(const std::string& named) {
@@ -112,7 +117,9 @@ class KeptCollector {
         if (g.size >= image::kFilePagesSpan)
           throw Error(fmt::format("{}: {} bytes, too large for an image", who, g.size), hint());
         g.data_in_pages = true;
-        out_.pages.push_back({g.id, g.size, std::move(in), path});
+        const bool quiet = quiet_ && !mapped_written_.count({g.dev, g.inode}) &&
+                           quiet_for(st, in.get(), *quiet_);
+        out_.pages.push_back({g.id, g.size, std::move(in), path, st, quiet});
       }
     }
     count(g);
@@ -129,6 +136,8 @@ class KeptCollector {
   }
 
   image::Checkpoint& ckpt_;
+  std::optional<std::chrono::seconds> quiet_;
+  std::set<std::pair<uint64_t, uint64_t>> mapped_written_;  // (dev, inode)
   uint64_t next_id_ = 1;
   uint64_t inline_ = 0;
   std::map<std::string, GhostFile*> by_path_;
@@ -139,19 +148,33 @@ class KeptCollector {
 
 }  // namespace
 
-KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths) {
-  KeptCollector c(ckpt);
+KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths,
+                             std::optional<std::chrono::seconds> quiet) {
+  KeptCollector c(ckpt, quiet);
   for (const auto& p : paths) c.path(p);
   return c.finish();
 }
 
-uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink) {
+uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink, bool quiet) {
   uint64_t bytes = 0;
   for (const auto& k : kept.pages) {
+    if (k.quiet != quiet) continue;
     std::string why;
     if (!read_file_pages(k.fd.get(), 0, k.size, image::file_pages_start(k.id), sink, &why))
       throw Error(fmt::format("--with-files: cannot save {}: {}", k.path, why), hint());
     bytes += k.size;
+    if (!quiet) continue;
+    struct stat now {};
+    if (::fstat(k.fd.get(), &now) != 0)
+      throw SysError(fmt::format("--with-files: {}: fstat", k.path), errno);
+    if (now.st_size != k.collected.st_size || now.st_mtim.tv_sec != k.collected.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != k.collected.st_mtim.tv_nsec)
+      throw Error(fmt::format("--with-files: {} changed while snap read it with the job running "
+                              "again (it had not changed for a while before the stop, so snap "
+                              "read it after the freeze): the checkpoint would not hold it as it "
+                              "was at the stop",
+                              k.path),
+                  "checkpoint again: a file changed that lately is read while the job is stopped");
   }
   return bytes;
 }

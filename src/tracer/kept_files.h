@@ -6,12 +6,18 @@
 // not as it left them later; snap cannot tell which closed files a job
 // will read again, so the user names them.
 //
-// Each regular file and directory under such a path is read while the job
-// is stopped, into Checkpoint::temp_files (image::GhostFile::put_back), and
-// a restore puts each back as it was (restore/ghosts.h).
+// Each regular file and directory under such a path is read as it is at
+// the stop (while the job is stopped, or, a larger file nothing changed for
+// a while, after, checked unchanged) into Checkpoint::temp_files
+// (image::GhostFile::put_back), and a restore puts each back as it was
+// (restore/ghosts.h).
 #pragma once
 
+#include <sys/stat.h>
+
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,10 +34,15 @@ struct KeptFilePages {
   uint64_t size = 0;
   ScopedFd fd;
   std::string path;
+  struct stat collected {};  // at the stop
+  // Nothing changed it for a while before the stop (ghost_files.h
+  // quiet_for), and the job does not map it to write through: read once
+  // the job runs again, off its freeze, and checked unchanged then.
+  bool quiet = false;
 };
 
 struct KeptFiles {
-  std::vector<KeptFilePages> pages;  // for store_kept_files, while the job is stopped
+  std::vector<KeptFilePages> pages;  // for store_kept_files
   size_t files = 0, directories = 0;
   uint64_t bytes = 0;
 };
@@ -45,11 +56,20 @@ struct KeptFiles {
 // (not made yet) keeps nothing, with a warning. Throws Error naming the
 // path where one cannot be read: a checkpoint without it would not restore
 // faithfully.
-KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths);
+// `quiet`: how long a larger file must have been left unchanged to be read
+// after the stop (none with nullopt: a --kill dump, whose job stays
+// stopped).
+KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths,
+                             std::optional<std::chrono::seconds> quiet);
 
-// Reads the contents of `kept.pages` into `sink` as pages of pid
-// image::kFilePagesPid, mapping image::file_pages_start(id). The job must
-// still be stopped. Throws Error naming the file where a read fails.
-uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink);
+// Reads the contents of the files of `kept.pages` that are `quiet` (or
+// not) into `sink` as pages of pid image::kFilePagesPid, mapping
+// image::file_pages_start(id): the others while the job is still stopped,
+// the quiet ones once it runs again, each checked unchanged (its
+// modification time and size; a rename over its path leaves what snap read
+// through its fd as it was) after it is read. Throws Error naming the file
+// where a read fails or a quiet file changed (the checkpoint would not hold
+// it as it was at the stop). Returns the bytes read.
+uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink, bool quiet);
 
 }  // namespace snap

@@ -59,7 +59,8 @@ def with_files_dump_restore(env):
     # snap dump --with-files DIR: a path that is not there (not made yet)
     # keeps nothing and the dump says so, but does not fail (the checkpoint
     # before a time limit must not); a leave-running dump keeps DIR (named
-    # by a symbolic link to it) as it was at the stop. The job (tests/programs/history_file.py) runs on to
+    # by a symbolic link to it) as it was at the stop, a file that had not
+    # changed for a while (QUIET) read after the freeze. The job (tests/programs/history_file.py) runs on to
     # its end, rewriting DIR; then a file of it is removed and one added.
     # The restore puts DIR back as it was at the dump (the removed 2 MiB
     # file made again from the page store), leaves the added one, and the
@@ -78,7 +79,11 @@ def with_files_dump_restore(env):
            and p.poll() is None, f"a path not made yet keeps nothing, said: {r.stderr.strip()}")
     link = env.path("work-link")  # a named link means where it leads (an outdir on scratch)
     os.symlink(d, link)
-    env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", link)
+    time.sleep(1.2)  # input.bin, written at the start, is quiet by now (QUIET: 1 s)
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt, "--with-files", link, env=QUIET)
+    expect("--with-files: 2.0 MiB of files unchanged for 1 s before the stop read after it"
+           in r.stderr, f"the quiet input.bin was read after the freeze: "
+                        f"{[l for l in r.stderr.splitlines() if 'with-files' in l]}")
     info = env.snap_run("info", ckpt).stdout
     listed = [next(w for w in l.split() if w.startswith("/")) for l in info.splitlines()
               if l.endswith("(--with-files)")]
@@ -87,11 +92,13 @@ def with_files_dump_restore(env):
     p.wait()
     expect(p.returncode == 0 and lines_of(out) == ref, "the job ran on to its end after the dump")
     os.unlink(os.path.join(d, "frames", "big.bin"))
+    os.unlink(os.path.join(d, "input.bin"))
     with open(os.path.join(d, "added.txt"), "w") as f:
         f.write("added after the dump\n")
     r = env.snap_run("restore", "-v", ckpt, check=False, timeout=120)
     expect(r.returncode == 0 and lines_of(out) == ref and "put back 1 file(s)" in r.stderr,
-           f"the state file put back, big.bin made again: the job ended as an uninterrupted run "
+           f"the state file put back, big.bin and input.bin made again: the job ended as an "
+           f"uninterrupted run "
            f"(exit {r.returncode}, {r.stderr.strip()[-400:]}; {lines_of(out)[-3:]})")
     expect(os.path.exists(os.path.join(d, "added.txt")), "a file added since the dump is left")
 
@@ -1050,6 +1057,39 @@ def deleted_file_changed_while_read_refused(env):
     _, err = d.communicate(timeout=60)
     expect(d.returncode == 1 and "scratch (deleted)) changed while snap read it" in err
            and "dump again" in err, f"the dump failed, naming the file: {d.returncode} {err.strip()}")
+    expect(not os.path.exists(ckpt), "no image was left")
+    p.wait(timeout=60)
+    expect(p.returncode == 0 and lines_of(out) == ref,
+           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
+           f"{lines_of(out)[-2:]})")
+
+
+@case
+def with_files_quiet_changed_refused(env):
+    # A file of --with-files quiet before the stop (input.bin of
+    # tests/programs/history_file.py), written (the same bytes) by someone
+    # else once the dump let the job go: the dump fails, naming it, and
+    # leaves no image; the job runs on to its end.
+    prog = env.src("history_file.py")
+    rc, ref = uninterrupted([sys.executable, prog, "20", "0", env.path("ref")])
+    expect(rc == 0 and len(ref) == 20, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    d, out, ckpt = env.path("work"), env.path("quiet_kept.out"), env.path("quiet_kept.ckpt")
+    p = start([sys.executable, prog, "20", "100", d], stdout_path=out)
+    wait_lines(out, 2)
+    time.sleep(1.2)
+    phases = env.path("quiet_kept.phases")
+    r = subprocess.Popen([env.snap, "dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", d],
+                         env=dict(QUIET, SNAP_PHASE_LOG=phases, SNAP_PHASE_PAUSE="job-released"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(phases) and "job-released" in open(phases).read(), 60,
+             "snap let the job go")
+    path = os.path.join(d, "input.bin")
+    with open(path, "r+b") as f:
+        same = os.pread(f.fileno(), 4096, 1 << 20)
+        os.pwrite(f.fileno(), same, 1 << 20)
+    _, err = r.communicate(timeout=60)
+    expect(r.returncode == 1 and f"--with-files: {path} changed while snap read it" in err,
+           f"the dump failed, naming the file: {r.returncode} {err.strip()}")
     expect(not os.path.exists(ckpt), "no image was left")
     p.wait(timeout=60)
     expect(p.returncode == 0 and lines_of(out) == ref,

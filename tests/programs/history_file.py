@@ -7,7 +7,10 @@ JSON holds), checks both belong to the step before, advances x by a
 chaotic map, writes both back (to a new file renamed over the old, as
 careful programs do) and prints "step N x". Restored to a checkpoint, it
 must find the files as they were then: files of a later step make it print
-"stale" lines and other numbers. The output is the same on every run.
+"stale" lines and other numbers. DIR/input.bin, 2 MiB written once at
+the start (input the job reads at every step, not writing it again), must
+stay as it was: else the step says "input changed". The output is the same
+on every run.
 Usage: history_file.py STEPS INTERVAL_MS DIR"""
 import hashlib
 import os
@@ -31,6 +34,8 @@ def main():
     os.makedirs(os.path.join(d, "frames"), exist_ok=True)
     write(os.path.join(d, "state"), b"0 0.1234")
     write(os.path.join(d, "frames", "big.bin"), frame(0.1234))
+    write(os.path.join(d, "input.bin"), frame(0.5))
+    digest = hashlib.sha256(frame(0.5)).digest()
     for step in range(1, steps + 1):
         with open(os.path.join(d, "state"), "rb") as f:
             was, x = f.read().split()
@@ -39,6 +44,9 @@ def main():
             big = f.read()
         if was != step - 1 or big != frame(x):
             print(f"stale: step {step} found the files of step {was}", flush=True)
+        with open(os.path.join(d, "input.bin"), "rb") as f:
+            if hashlib.sha256(f.read()).digest() != digest:
+                print(f"input changed: step {step}", flush=True)
         x = 3.9 * x * (1 - x)
         write(os.path.join(d, "state"), f"{step} {x!r}".encode())
         write(os.path.join(d, "frames", "big.bin"), frame(x))
