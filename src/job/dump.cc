@@ -342,8 +342,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // What it holds in /tmp and its directories, made again where missing;
   // the larger files' contents are read once the memory is (step 4b).
   TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views);
-  // The files the user named, as they are now (their larger contents
-  // stored below, still while the job is stopped).
+  // The files the user named, as they are now (the larger ones' contents
+  // stored below while the job is stopped, or, those quiet for a while,
+  // once it runs again: 4c).
   const KeptFiles kept = collect_kept_files(
       ckpt, opts.with_files,
       opts.kill ? std::nullopt : std::optional<std::chrono::seconds>(quiet_file_time()));
@@ -383,7 +384,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     steps.step("deleted files and memfds");
   }
   if (!kept.pages.empty()) {
-    store_kept_files(kept, store, false);
+    const auto t = std::chrono::steady_clock::now();
+    if (const uint64_t bytes = store_kept_files(kept, store, false); bytes > (uint64_t{256} << 20))
+      warn("--with-files: {:.1f} MiB read while the job was stopped, {:.1f} s of its freeze: "
+           "name only the files it reads again (a file unchanged for {} s before a checkpoint is "
+           "read after the freeze)",
+           static_cast<double>(bytes) / (1 << 20), seconds_since(t), quiet_file_time().count());
     steps.step("files named by --with-files");
   }
 
