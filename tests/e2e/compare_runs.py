@@ -72,6 +72,15 @@ def uninterrupted(argv, timeout=60, environ=None):
     return r.returncode, r.stdout.splitlines()
 
 
+def ran_on_to_its_end(p, out, expected, timeout=120):
+    """The job p (its stdout in out), left running by a dump that failed or
+    was stopped, runs on to its end printing `expected`."""
+    p.wait(timeout=timeout)
+    expect(p.returncode == 0 and lines_of(out) == expected,
+           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
+           f"{lines_of(out)[-2:]})")
+
+
 def runs_on_then_restores(env, p, out, ckpt, expected):
     """After a dump that let the job run on: the job (p, its stdout in out)
     runs to its end printing `expected`, then the image ckpt restores and

@@ -16,7 +16,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (Skip, case, expect, expect_dump_refused, lines_of, main, pid_alive, start,
                       wait_for, wait_lines)
-from compare_runs import dump_kill_restore, reap_killed_children, runs_on_then_restores, uninterrupted
+from compare_runs import (dump_kill_restore, ran_on_to_its_end, reap_killed_children,
+                          runs_on_then_restores, uninterrupted)
 
 
 @case
@@ -54,6 +55,20 @@ def xz_dumped(env, name, *dump_args):
     return p, ref, out, ckpt, r.stderr
 
 
+def history_job_started(env, name, steps, lines_first):
+    """tests/programs/history_file.py run uninterrupted, then started again
+    on directory "work" (100 ms a step), its stdout in NAME.out, once it has
+    printed lines_first lines: (the process, work, NAME.out, NAME.ckpt, the
+    uninterrupted run's lines)."""
+    prog = env.src("history_file.py")
+    rc, ref = uninterrupted([sys.executable, prog, str(steps), "0", env.path("ref")])
+    expect(rc == 0 and len(ref) == steps, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    d, out, ckpt = env.path("work"), env.path(f"{name}.out"), env.path(f"{name}.ckpt")
+    p = start([sys.executable, prog, str(steps), "100", d], stdout_path=out)
+    wait_lines(out, lines_first)
+    return p, d, out, ckpt, ref
+
+
 @case
 def with_files_dump_restore(env):
     # snap dump --with-files DIR: a path that is not there (not made yet)
@@ -66,12 +81,7 @@ def with_files_dump_restore(env):
     # file made again from the page store), leaves the added one, and the
     # job, resumed from the dump, ends as an uninterrupted run: with the
     # files of its last step, it would print "stale" lines.
-    prog = env.src("history_file.py")
-    rc, ref = uninterrupted([sys.executable, prog, "24", "0", env.path("ref")])
-    expect(rc == 0 and len(ref) == 24, f"an uninterrupted run ({rc}, {ref[-2:]})")
-    d, out, ckpt = env.path("work"), env.path("with_files.out"), env.path("with_files.ckpt")
-    p = start([sys.executable, prog, "24", "100", d], stdout_path=out)
-    wait_lines(out, 4)
+    p, d, out, ckpt, ref = history_job_started(env, "with_files", 24, 4)
     missing = os.path.join(d, "missing")
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", env.path("missing.ckpt"), "--with-files",
                      missing, check=False)
@@ -1058,10 +1068,7 @@ def deleted_file_changed_while_read_refused(env):
     expect(d.returncode == 1 and "scratch (deleted)) changed while snap read it" in err
            and "dump again" in err, f"the dump failed, naming the file: {d.returncode} {err.strip()}")
     expect(not os.path.exists(ckpt), "no image was left")
-    p.wait(timeout=60)
-    expect(p.returncode == 0 and lines_of(out) == ref,
-           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
-           f"{lines_of(out)[-2:]})")
+    ran_on_to_its_end(p, out, ref, timeout=60)
 
 
 @case
@@ -1070,12 +1077,7 @@ def with_files_quiet_changed_refused(env):
     # tests/programs/history_file.py), written (the same bytes) by someone
     # else once the dump let the job go: the dump fails, naming it, and
     # leaves no image; the job runs on to its end.
-    prog = env.src("history_file.py")
-    rc, ref = uninterrupted([sys.executable, prog, "20", "0", env.path("ref")])
-    expect(rc == 0 and len(ref) == 20, f"an uninterrupted run ({rc}, {ref[-2:]})")
-    d, out, ckpt = env.path("work"), env.path("quiet_kept.out"), env.path("quiet_kept.ckpt")
-    p = start([sys.executable, prog, "20", "100", d], stdout_path=out)
-    wait_lines(out, 2)
+    p, d, out, ckpt, ref = history_job_started(env, "quiet_kept", 20, 2)
     time.sleep(1.2)
     phases = env.path("quiet_kept.phases")
     r = subprocess.Popen([env.snap, "dump", "--pid", str(p.pid), "-o", ckpt, "--with-files", d],
@@ -1091,10 +1093,7 @@ def with_files_quiet_changed_refused(env):
     expect(r.returncode == 1 and f"--with-files: {path} changed while snap read it" in err,
            f"the dump failed, naming the file: {r.returncode} {err.strip()}")
     expect(not os.path.exists(ckpt), "no image was left")
-    p.wait(timeout=60)
-    expect(p.returncode == 0 and lines_of(out) == ref,
-           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
-           f"{lines_of(out)[-2:]})")
+    ran_on_to_its_end(p, out, ref, timeout=60)
 
 
 if __name__ == "__main__":

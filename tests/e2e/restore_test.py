@@ -17,8 +17,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (HugetlbPool, Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
                       start_job, wait_for, wait_lines)
-from compare_runs import (dump_kill_restore, expect_continued, reap_killed_children,
-                          runs_on_then_restores, uninterrupted)
+from compare_runs import (dump_kill_restore, expect_continued, ran_on_to_its_end,
+                          reap_killed_children, runs_on_then_restores, uninterrupted)
 
 
 @case
@@ -1641,10 +1641,7 @@ def shared_memory_released_during_dump(env):
     expect(r.returncode == 1 and "MADV_REMOVE" in r.stderr and "--kill" in r.stderr,
            f"the dump refuses, says why and what to do (exit {r.returncode}): {r.stderr.strip()}")
     expect(not os.path.exists(ckpt), "the refused dump left no image")
-    p.wait(timeout=120)
-    expect(p.returncode == 0 and lines_of(out) == ref,
-           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
-           f"{lines_of(out)[-2:]})")
+    ran_on_to_its_end(p, out, ref, timeout=120)
     dump_kill_restore(env, argv, "punch_kill", 2, ref, tree=True)
 
 
@@ -1666,10 +1663,7 @@ def shared_memory_snap_killed_while_serving(env):
     d.kill()
     _, err = d.communicate(timeout=30)
     expect("write-protected" in err, f"the shared memory was write-protected: {err.strip()}")
-    p.wait(timeout=120)
-    expect(p.returncode == 0 and lines_of(out) == ref,
-           f"the job ran on to its end, as an uninterrupted run (exit {p.returncode}, "
-           f"{lines_of(out)[-2:]})")
+    ran_on_to_its_end(p, out, ref, timeout=120)
 
 
 @case
