@@ -362,7 +362,7 @@ uint64_t find_free(const std::vector<Mapping>& a, const std::vector<Mapping>& b,
     cand = std::max<uint64_t>(cand, (e + 0xfffff) & ~uint64_t{0xfffff});
   }
   if (cand + size < 0x7ff000000000ull) return cand;
-  throw Error("no free address range for restore's system call batch area");
+  throw Error(fmt::format("no free address range of {} bytes in the restored process", size));
 }
 
 void rebuild_address_space(RemoteSyscalls& rs, const image::Process& p, image::ImageReader& img,

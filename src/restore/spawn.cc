@@ -108,15 +108,6 @@ class HostPidSpace : public PidSpace {
   pid_t parent_ = 0;
 };
 
-void write_file(const std::string& path, const std::string& text) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) throw SysError("open " + path, errno);
-  ssize_t n = ::write(fd, text.data(), text.size());
-  int err = errno;
-  ::close(fd);
-  if (n != static_cast<ssize_t>(text.size())) throw SysError("write " + path, n < 0 ? err : EIO);
-}
-
 // pid 1 of the namespace: starts the root with its saved pid, then reaps
 // whatever ends in the namespace and ends with the root's status (which,
 // as the namespace's init, ends the rest too). It dies with snap until
@@ -204,9 +195,9 @@ class NamespacePidSpace : public PidSpace {
     // The caller's uid and gid, mapped to themselves.
     std::string base = "/proc/" + std::to_string(init_);
     try {
-      write_file(base + "/setgroups", "deny");
-      write_file(base + "/uid_map", fmt::format("{0} {0} 1\n", ::geteuid()));
-      write_file(base + "/gid_map", fmt::format("{0} {0} 1\n", ::getegid()));
+      proc::write_file(base + "/setgroups", "deny");
+      proc::write_file(base + "/uid_map", fmt::format("{0} {0} 1\n", ::geteuid()));
+      proc::write_file(base + "/gid_map", fmt::format("{0} {0} 1\n", ::getegid()));
     } catch (...) {
       ::kill(init_, SIGKILL);
       ::waitpid(init_, nullptr, 0);

@@ -101,7 +101,7 @@ VdsoPlan plan_vdso(const image::Checkpoint& ckpt) {
                               "this kernel's",
                               f.name, f.size),
                   kernel_hint(ckpt));
-    jumps.emplace(f.offset, VdsoPlan::Jump{f.offset, it->second, f.name});
+    jumps.emplace(f.offset, VdsoPlan::Jump{f.offset, it->second});
   }
   if (!lacking.empty())
     throw Error(fmt::format("this kernel's vDSO lacks what the job's kernel ({}) had: {}",
@@ -119,7 +119,7 @@ VdsoPlan plan_vdso(const image::Checkpoint& ckpt) {
                     kernel_hint(ckpt));
     }
   }
-  for (auto& [off, j] : jumps) plan.jumps.push_back(std::move(j));
+  for (const auto& [off, j] : jumps) plan.jumps.push_back(j);
   plan.proxy = ckpt.vdso;
   return plan;
 }

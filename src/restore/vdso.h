@@ -12,7 +12,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
 #include "image/checkpoint.h"
@@ -23,7 +22,6 @@ namespace snap::restore {
 struct VdsoPlan {
   struct Jump {
     uint64_t from = 0, to = 0;  // offsets: in the dump's image, in this kernel's
-    std::string name;
   };
   // Empty: the job's vDSO is this kernel's (or the image predates the
   // record, or the job had none): moved into place. Else the dump's image,

@@ -11,6 +11,7 @@
 
 #include <fmt/core.h>
 
+#include "base/error.h"
 #include "tracer/proc.h"
 
 namespace snap {
@@ -72,13 +73,10 @@ bool make_time_namespace(const image::JobClocks& want, std::string* why) {
   const std::string text =
       offset_line("monotonic", want.monotonic_ns - (now_ns(CLOCK_MONOTONIC) - own->monotonic_ns)) +
       offset_line("boottime", want.boottime_ns - (now_ns(CLOCK_BOOTTIME) - own->boottime_ns));
-  int fd = ::open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
-  ssize_t n = fd < 0 ? -1 : ::write(fd, text.data(), text.size());
-  const int err = errno;
-  if (fd >= 0) ::close(fd);
-  if (n != static_cast<ssize_t>(text.size())) {
-    *why = fmt::format("writing /proc/self/timens_offsets ({}): {}", text.substr(0, text.size() - 1),
-                       std::strerror(n < 0 ? err : EIO));
+  try {
+    proc::write_file("/proc/self/timens_offsets", text);
+  } catch (const SysError& e) {
+    *why = fmt::format("{} ({})", e.what(), text.substr(0, text.size() - 1));
     return false;
   }
   return true;

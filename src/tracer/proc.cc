@@ -180,6 +180,13 @@ std::optional<std::string> try_read_file(const std::string& path) {
   return text;
 }
 
+void write_file(const std::string& path, const std::string& text) {
+  ScopedFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) throw SysError("open " + path, errno);
+  const ssize_t n = ::write(fd.get(), text.data(), text.size());
+  if (n != static_cast<ssize_t>(text.size())) throw SysError("write " + path, n < 0 ? errno : EIO);
+}
+
 std::string read_file(const std::string& path) {
   int err;
   std::string text = read_all(AT_FDCWD, path.c_str(), &err);

@@ -18,6 +18,9 @@ namespace snap::proc {
 std::string read_file(const std::string& path);
 // Same, but nullopt when the file does not exist or cannot be read.
 std::optional<std::string> try_read_file(const std::string& path);
+// Writes `text` to the file in one write(2), as /proc and /sys files take
+// a setting (uid_map, timens_offsets); throws SysError naming the path.
+void write_file(const std::string& path, const std::string& text);
 // The whole file `name` in directory `dirfd` (AT_FDCWD: a path), or "" with
 // the errno that stopped reading it in *err. Only for /proc files the
 // kernel makes in one piece (single_open: fdinfo, stat, status), whose
