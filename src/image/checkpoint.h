@@ -501,7 +501,18 @@ struct GhostFile {
   // puts it back as it was where a file is there but differs (size or
   // modification time), not only where it is missing.
   bool put_back = false;
+  // put_back entries: the file's status change time (st_ctim), recorded
+  // only where it was at least kSettledNs before the file was read, so that
+  // any later change to the file has a later one, whatever the timestamp
+  // granularity of its file system; 0: not recorded. The next checkpoint of
+  // a series refers to this one's contents for a file that still has the
+  // same dev, inode, size, mtime and ctime instead of reading it again.
+  int64_t ctime_ns = 0;
 };
+
+// How long before it was read a kept file must have last changed for its
+// ctime to be recorded (GhostFile::ctime_ns).
+inline constexpr int64_t kSettledNs = int64_t{2} * 1000 * 1000 * 1000;
 
 // Whether the parts of ghost g the job maps shared come back from those
 // mappings' pages (restore/shared_memory.cc) rather than from g's own

@@ -247,8 +247,8 @@ class ImageWriter::Impl {
     pagemap_.forget(pid, mapping_start);
   }
 
-  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
-                     bool missing_is_zero) {
+  void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
+                     size_t npages, bool missing_is_zero) {
     if (!series_)
       throw Error(fmt::format("image {}: add_unchanged() needs a checkpoint series", dir_));
     if (!base_)
@@ -256,11 +256,12 @@ class ImageWriter::Impl {
                               "there is no previous checkpoint",
                               ckpt_, pid, addr),
                   "the first checkpoint of a series must store all pages");
-    if (addr % kPageSize || mapping_start % kPageSize || addr < mapping_start)
+    if (addr % kPageSize || base_addr % kPageSize || mapping_start % kPageSize ||
+        addr < mapping_start)
       throw Error(fmt::format("add_unchanged(pid {}, mapping {:#x}): address {:#x} is not a page "
                               "of the mapping",
                               pid, mapping_start, addr));
-    auto where = base_->locate(pid, addr, npages, missing_is_zero);  // throws naming the base
+    auto where = base_->locate(pid, base_addr, npages, missing_is_zero);  // throws naming the base
     std::unique_lock lock(mu_);
     check_usable();
     auto& runs = pagemap_.runs(pid, mapping_start);
@@ -391,6 +392,7 @@ class ImageWriter::Impl {
   std::string tmp_;
   uint64_t number_ = 0;  // series: N
   std::optional<uint64_t> base_number_;  // series: the checkpoint add_unchanged refers to
+  const Checkpoint* base_checkpoint() const { return base_ ? &base_->checkpoint() : nullptr; }
 
  private:
   std::optional<uint64_t> in_base(const Hash128& h) const {
@@ -512,7 +514,14 @@ ImageWriter ImageWriter::create_in_series(const std::string& ckpt_dir, SeriesOpt
 
 void ImageWriter::add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr,
                                 size_t npages, bool missing_is_zero) {
-  impl_->add_unchanged(pid, mapping_start, addr, npages, missing_is_zero);
+  impl_->add_unchanged(pid, mapping_start, addr, addr, npages, missing_is_zero);
+}
+void ImageWriter::add_earlier(pid_t pid, uint64_t mapping_start, uint64_t addr,
+                              uint64_t base_addr, size_t npages) {
+  impl_->add_unchanged(pid, mapping_start, addr, base_addr, npages, true);
+}
+const Checkpoint* ImageWriter::base_checkpoint() const {
+  return impl_->base_checkpoint();
 }
 void ImageWriter::forget(pid_t pid, uint64_t mapping_start) { impl_->forget(pid, mapping_start); }
 uint64_t ImageWriter::series_number() const { return impl_->number_; }

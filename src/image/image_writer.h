@@ -82,6 +82,11 @@ class ImageWriter {
   // written: it is zero). Thread-safe.
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages,
                      bool missing_is_zero = false);
+  // Series only: the npages pages of `pid` at `addr` are those the base
+  // stored for pid at `base_addr` (a file's contents the base keeps under
+  // another id); pages the base has none for are zero. Thread-safe.
+  void add_earlier(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
+                   size_t npages);
 
   // Forgets the pages given for mapping `mapping_start` of `pid` (a file
   // whose contents changed while they were read): they stay in pages.bin,
@@ -114,6 +119,8 @@ class ImageWriter {
   // image. A dumper whose dirty-page tracking started at another
   // checkpoint must give all pages with add_pages().
   std::optional<uint64_t> base_number() const;
+  // That checkpoint's manifest (nullptr where there is none).
+  const Checkpoint* base_checkpoint() const;
   const std::string& temp_dir() const;  // where the image is written until commit
 
  private:

@@ -288,6 +288,7 @@ ojson encode(const GhostFile& g) {
   if (g.seals) j["seals"] = g.seals;
   if (g.data_in_pages) j["data_in_pages"] = true;
   if (g.put_back) j["put_back"] = true;
+  if (g.ctime_ns) j["ctime_ns"] = g.ctime_ns;
   ojson data = ojson::array();
   for (const auto& e : g.data) data.push_back({{"offset", e.offset}, {"data", to_hex(e.data)}});
   j["data"] = data;

@@ -462,6 +462,7 @@ GhostFile decode_ghost(const Field& f) {
   g.data = f["data"].list(decode_ghost_extent);
   if (auto d = f.opt("data_in_pages")) g.data_in_pages = d->as<bool>();
   if (auto b = f.opt("put_back")) g.put_back = b->as<bool>();
+  if (auto c = f.opt("ctime_ns")) g.ctime_ns = c->as<int64_t>();
   if (g.id == 0) f["id"].fail("a ghost file's id must not be 0");
   return g;
 }

@@ -264,6 +264,7 @@ ojson describe_files(const std::vector<image::GhostFile>& list) {
                    {"saved_bytes", saved},
                    {"data_in_pages", t.data_in_pages},
                    {"put_back", t.put_back}});
+    if (t.ctime_ns) out.back()["ctime_ns"] = t.ctime_ns;
   }
   return out;
 }

@@ -194,6 +194,11 @@ class PidViewSink : public DumpSink {
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
     sink_.add_unchanged(view_.pid(pid), mapping_start, addr, npages);
   }
+  const image::Checkpoint* base_checkpoint() const override { return sink_.base_checkpoint(); }
+  void add_earlier(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
+                   size_t npages) override {
+    sink_.add_earlier(view_.pid(pid), mapping_start, addr, base_addr, npages);
+  }
 
  private:
   DumpSink& sink_;
@@ -347,10 +352,17 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // once it runs again: 4c).
   const KeptFiles kept = collect_kept_files(
       ckpt, opts.with_files,
-      opts.kill ? std::nullopt : std::optional<std::chrono::seconds>(quiet_file_time()));
+      opts.kill ? std::nullopt : std::optional<std::chrono::seconds>(quiet_file_time()),
+      outer_sink.base_checkpoint());
   if (!opts.with_files.empty())
-    vlog("--with-files: {} file(s), {} directories, {:.1f} MiB, as they are at the stop",
-         kept.files, kept.directories, static_cast<double>(kept.bytes) / (1 << 20));
+    vlog("--with-files: {} file(s), {} directories, {:.1f} MiB, as they are at the stop{}",
+         kept.files, kept.directories, static_cast<double>(kept.bytes) / (1 << 20),
+         kept.unchanged ? fmt::format("; {} file(s), {:.1f} MiB, as checkpoint {} kept them, not "
+                                      "read again",
+                                      kept.unchanged,
+                                      static_cast<double>(kept.unchanged_bytes) / (1 << 20),
+                                      outer_sink.base_number().value_or(0))
+                        : std::string());
   proc::collect_ptys(ckpt);  // after the refusals above: it reads the ptys' queues
   steps.step("sharing");
   // The ids as the job sees them (its own pid namespace), read while the
@@ -384,6 +396,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     steps.step("deleted files and memfds");
   }
   if (!kept.pages.empty()) {
+    refer_kept_files(kept, [&](uint64_t start, uint64_t base_start, size_t npages) {
+      sink.add_earlier(image::kFilePagesPid, start, start, base_start, npages);
+    });
     const auto t = std::chrono::steady_clock::now();
     if (const uint64_t bytes = store_kept_files(kept, store, false); bytes > (uint64_t{256} << 20))
       warn("--with-files: {:.1f} MiB read while the job was stopped, {:.1f} s of its freeze: "

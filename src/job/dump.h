@@ -54,6 +54,14 @@ class DumpSink {
     (void)pid, (void)mapping_start, (void)addr, (void)npages;
     throw Error("unchanged pages can only refer to an earlier checkpoint of a series");
   }
+  // That checkpoint's manifest, if there is one; and pages the same as
+  // those it stored for pid at base_addr (image::ImageWriter::add_earlier).
+  virtual const image::Checkpoint* base_checkpoint() const { return nullptr; }
+  virtual void add_earlier(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
+                           size_t npages) {
+    (void)pid, (void)mapping_start, (void)addr, (void)base_addr, (void)npages;
+    throw Error("pages can only refer to an earlier checkpoint of a series");
+  }
 };
 
 // A plain image directory (image::ImageWriter).

@@ -53,8 +53,13 @@ class SeriesWriterSink : public SeriesSink {
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, size_t npages) override {
     w_.add_unchanged(pid, mapping_start, addr, npages, true);
   }
+  void add_earlier(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
+                   size_t npages) override {
+    w_.add_earlier(pid, mapping_start, addr, base_addr, npages);
+  }
   void forget(pid_t pid, uint64_t mapping_start) override { w_.forget(pid, mapping_start); }
   std::optional<uint64_t> base_number() const override { return w_.base_number(); }
+  const image::Checkpoint* base_checkpoint() const override { return w_.base_checkpoint(); }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
   void set_jobs(unsigned n) override { w_.set_jobs(n); }

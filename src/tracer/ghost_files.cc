@@ -48,8 +48,6 @@ bool proc_pid_dir(const std::string& path) {
          path.find_first_not_of("0123456789", 6) == std::string::npos;
 }
 
-int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
-
 class GhostCollector {
  public:
   explicit GhostCollector(image::Checkpoint& ckpt) : ckpt_(ckpt) {}

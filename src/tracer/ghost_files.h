@@ -81,6 +81,9 @@ void check_unchanged(const PagedGhost& g);
 // the GhostFile that describes it.
 void fill_from_stat(const struct stat& st, image::GhostFile& f);
 
+// A file time as nanoseconds since the epoch.
+inline int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
+
 // The data extents of bytes [from, to) of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file
 // system cannot tell), read with pread. Throws SysError naming `who` when a

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -31,8 +32,15 @@ std::string hint() {
 
 class KeptCollector {
  public:
-  KeptCollector(image::Checkpoint& ckpt, std::optional<std::chrono::seconds> quiet)
+  KeptCollector(image::Checkpoint& ckpt, std::optional<std::chrono::seconds> quiet,
+                const image::Checkpoint* base)
       : ckpt_(ckpt), quiet_(quiet) {
+    if (base)
+      for (const auto& b : base->temp_files)
+        if (b.put_back && b.kind == GhostFile::Kind::File && b.ctime_ns) base_.emplace(b.path, &b);
+    timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    settled_before_ = to_ns(now) - image::kSettledNs;
     for (auto& t : ckpt_.temp_files) {
       next_id_ = std::max(next_id_, t.id + 1);
       by_path_.emplace(t.path, &t);
@@ -110,8 +118,15 @@ class KeptCollector {
       if (::fstat(in.get(), &st) != 0) throw SysError(who + ": fstat", errno, hint());
       fill_from_stat(st, g);
       g.kind = GhostFile::Kind::File;
+      if (to_ns(st.st_ctim) <= settled_before_) g.ctime_ns = to_ns(st.st_ctim);
+      const GhostFile* same = as_in_base(g, st);
       if (g.size <= kMaxInlineFileBytes && inline_ + g.size <= kMaxInlineFilesBytes) {
-        g.data = read_data_extents(in.get(), 0, g.size, who);
+        if (same && !same->data_in_pages) {
+          g.data = same->data;
+          unchanged(g);
+        } else {
+          g.data = read_data_extents(in.get(), 0, g.size, who);
+        }
         inline_ += g.size;
       } else {
         if (g.size >= image::kFilePagesSpan)
@@ -119,11 +134,31 @@ class KeptCollector {
         g.data_in_pages = true;
         const bool quiet = quiet_ && !mapped_written_.count({g.dev, g.inode}) &&
                            quiet_for(st, in.get(), *quiet_);
-        out_.pages.push_back({g.id, g.size, std::move(in), path, st, quiet});
+        const uint64_t base_id = same && same->data_in_pages ? same->id : 0;
+        if (base_id) unchanged(g);
+        out_.pages.push_back({g.id, g.size, std::move(in), path, st, quiet && !base_id, base_id});
       }
     }
     count(g);
     added_.push_back(std::move(g));
+  }
+
+  // The base's entry for the file `g` is, where it still holds what the
+  // file holds: the same file, size and times, its status change time
+  // recorded there (settled when it was read: any change since has a later
+  // one).
+  const GhostFile* as_in_base(const GhostFile& g, const struct stat& st) const {
+    auto it = base_.find(g.path);
+    if (it == base_.end()) return nullptr;
+    const GhostFile& b = *it->second;
+    const bool same = b.dev == g.dev && b.inode == g.inode && b.size == g.size &&
+                      b.mtime_ns == g.mtime_ns && b.ctime_ns == to_ns(st.st_ctim);
+    return same ? &b : nullptr;
+  }
+
+  void unchanged(const GhostFile& g) {
+    out_.unchanged++;
+    out_.unchanged_bytes += g.size;
   }
 
   void count(const GhostFile& g) {
@@ -137,6 +172,8 @@ class KeptCollector {
 
   image::Checkpoint& ckpt_;
   std::optional<std::chrono::seconds> quiet_;
+  std::map<std::string, const GhostFile*> base_;  // path -> the base's entry
+  int64_t settled_before_ = 0;  // a ctime before this is recorded (realtime ns)
   std::set<std::pair<uint64_t, uint64_t>> mapped_written_;  // (dev, inode)
   uint64_t next_id_ = 1;
   uint64_t inline_ = 0;
@@ -149,16 +186,28 @@ class KeptCollector {
 }  // namespace
 
 KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths,
-                             std::optional<std::chrono::seconds> quiet) {
-  KeptCollector c(ckpt, quiet);
+                             std::optional<std::chrono::seconds> quiet,
+                             const image::Checkpoint* base) {
+  KeptCollector c(ckpt, quiet, base);
   for (const auto& p : paths) c.path(p);
   return c.finish();
+}
+
+uint64_t refer_kept_files(const KeptFiles& kept, const EarlierPages& earlier) {
+  uint64_t bytes = 0;
+  for (const auto& k : kept.pages) {
+    if (!k.base_id) continue;
+    earlier(image::file_pages_start(k.id), image::file_pages_start(k.base_id),
+            (k.size + image::kPageSize - 1) / image::kPageSize);
+    bytes += k.size;
+  }
+  return bytes;
 }
 
 uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink, bool quiet) {
   uint64_t bytes = 0;
   for (const auto& k : kept.pages) {
-    if (k.quiet != quiet) continue;
+    if (k.quiet != quiet || k.base_id) continue;
     std::string why;
     if (!read_file_pages(k.fd.get(), 0, k.size, image::file_pages_start(k.id), sink, &why))
       throw Error(fmt::format("--with-files: cannot save {}: {}", k.path, why), hint());

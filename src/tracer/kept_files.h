@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,12 +40,19 @@ struct KeptFilePages {
   // quiet_for), and the job does not map it to write through: read once
   // the job runs again, off its freeze, and checked unchanged then.
   bool quiet = false;
+  // Not 0: the file is as the previous checkpoint of the series kept it
+  // under this id (image::GhostFile::ctime_ns): its pages refer to those,
+  // nothing is read.
+  uint64_t base_id = 0;
 };
 
 struct KeptFiles {
   std::vector<KeptFilePages> pages;  // for store_kept_files
   size_t files = 0, directories = 0;
   uint64_t bytes = 0;
+  // Of those, the files as the previous checkpoint kept them, not read.
+  size_t unchanged = 0;
+  uint64_t unchanged_bytes = 0;
 };
 
 // Adds every directory and regular file under each of `paths` (absolute; a
@@ -59,8 +67,20 @@ struct KeptFiles {
 // `quiet`: how long a larger file must have been left unchanged to be read
 // after the stop (none with nullopt: a --kill dump, whose job stays
 // stopped).
+// `base`: the previous checkpoint of a series, or nullptr: a file it kept
+// that is still the same (the same dev, inode, size, modification time and
+// the status change time it recorded, image::GhostFile::ctime_ns) is not
+// read again: a small one's contents are copied from its entry, a larger
+// one's pages refer to the base's (refer_kept_files).
 KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths,
-                             std::optional<std::chrono::seconds> quiet);
+                             std::optional<std::chrono::seconds> quiet,
+                             const image::Checkpoint* base = nullptr);
+
+// Gives each file of `kept.pages` that is as the base kept it (base_id) to
+// `earlier`: its pages at `start` (pid image::kFilePagesPid) are those the
+// base stored at `base_start`. Returns the bytes so referred to.
+using EarlierPages = std::function<void(uint64_t start, uint64_t base_start, size_t npages)>;
+uint64_t refer_kept_files(const KeptFiles& kept, const EarlierPages& earlier);
 
 // Reads the contents of the files of `kept.pages` that are `quiet` (or
 // not) into `sink` as pages of pid image::kFilePagesPid, mapping

@@ -180,6 +180,57 @@ def with_files_put_back(env):
 
 
 @case
+def with_files_unchanged_referred(env):
+    # A series with --with-files does not read again a named file that is
+    # still as the checkpoint before kept it (the same inode, size, times
+    # and status change time): its pages refer to that checkpoint's. A file
+    # rewritten in place behind the job's back with its size and
+    # modification time set back (only its status change time tells) is
+    # read again. After kill -9 and the named directory gone (another
+    # node's scratch), the resume puts back what the latest checkpoint
+    # held: the rewritten contents, and the job's own unchanged input,
+    # which its steps check, so its output equals an uninterrupted run's.
+    prog = env.src("history_file.py")
+    rc, ref = uninterrupted([sys.executable, prog, "40", "0", env.path("ref")])
+    expect(rc == 0 and len(ref) == 40, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    ckpt, out, d = env.path("ck"), env.path("history.out"), env.path("work")
+    os.makedirs(d)
+    notes = os.path.join(d, "notes.bin")  # the job never touches it
+    old, new = os.urandom(2 << 20), os.urandom(2 << 20)
+    with open(notes, "wb") as f:
+        f.write(old)
+    argv = [sys.executable, prog, "40", "300", d]
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["-v", "--interval", "1", "--with-files", d])
+    reused = lambda: re.findall(r"(\d+) file\(s\), [0-9.]+ MiB, as checkpoint \d+ kept them",
+                                r1.stderr())
+    wait_for(lambda: len(reused()) >= 2 or r1.proc.poll() is not None, 30,
+             "two checkpoints that referred to the one before for unchanged files")
+    expect(int(reused()[-1]) >= 2, f"the job's input and notes.bin not read again: {reused()}")
+    st = os.stat(notes)
+    with open(notes, "r+b") as f:  # in place: the same inode and size
+        f.write(new)
+    os.utime(notes, ns=(st.st_atime_ns, st.st_mtime_ns))
+    n = checkpoints_made(r1)
+    wait_for(lambda: checkpoints_made(r1) >= n + 2 or r1.proc.poll() is not None, 30,
+             "two checkpoints after notes.bin was rewritten")
+    expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()[-500:]})")
+    kill_everything(r1.proc, r1.err)
+    k = len(lines_of(out))
+    expect(0 < k < 40, f"killed mid-run after {k} steps")
+    shutil.rmtree(d)
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1", "--with-files", d])
+    rc = wait_or_explain(r2, 60)
+    expect(rc == 0 and "resumed pid" in r2.stderr(),
+           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
+    expect(lines_of(out) == ref, "its output equals an uninterrupted run's (its input put back "
+                                 f"as it was): {[l for l in lines_of(out) if l not in ref][:3]}")
+    with open(notes, "rb") as f:
+        got = f.read()
+    expect(got == new, "notes.bin came back as rewritten before the latest checkpoint"
+                       + (" (the older contents: it was not read again)" if got == old else ""))
+
+
+@case
 def resume_on_another_cpu(env):
     # Requeued onto a node whose CPU lacks a feature the job's had (its
     # latest checkpoint given such a CPU's record, tests/e2e/image_json.cc):

@@ -231,6 +231,68 @@ TEST(Series, UnchangedPagesFoundByAddressAcrossSplitMappings) {
   r.verify_all();
 }
 
+// A file kept with each checkpoint (dump --with-files) that has not changed
+// since the checkpoint before keeps its pages there, under another id: the
+// new checkpoint refers to them (add_earlier), a hole of the file stays a
+// hole, and the base's manifest (with the file's recorded ctime) is what
+// the dump compares the file with.
+TEST(Series, FilePagesReferToTheBaseUnderAnotherId) {
+  TempDir t;
+  const std::string ckpt = t / "ckpt";
+  const Page a = random_page(1), c = random_page(3), mem = random_page(9);
+  GhostFile file;
+  file.kind = GhostFile::Kind::File;
+  file.path = "/scratch/job/restart.bin";
+  file.size = 3 * kPageSize;  // its middle page a hole
+  file.data_in_pages = true;
+  file.put_back = true;
+  file.ctime_ns = 1'700'000'000'123'456'789;
+  {
+    auto w = ImageWriter::create_in_series(ckpt);
+    EXPECT_EQ(w.base_checkpoint(), nullptr);
+    std::string e = error_of([&] { w.add_earlier(kFilePagesPid, 0, 0, 0, 1); });
+    EXPECT_NE(e.find("no previous checkpoint"), std::string::npos) << e;
+    w.add_pages(kPid, kStart, kStart, mem.data(), 1);
+    file.id = 2;
+    const uint64_t s = file_pages_start(2);
+    w.add_pages(kFilePagesPid, s, s, a.data(), 1);
+    w.add_pages(kFilePagesPid, s, s + 2 * kPageSize, c.data(), 1);
+    Checkpoint cp = checkpoint_of(1);
+    cp.temp_files = {file};
+    w.commit(cp);
+  }
+  {
+    auto w = ImageWriter::create_in_series(ckpt);
+    ASSERT_NE(w.base_checkpoint(), nullptr);
+    ASSERT_EQ(w.base_checkpoint()->temp_files.size(), 1u);
+    EXPECT_EQ(w.base_checkpoint()->temp_files[0].ctime_ns, file.ctime_ns);
+    EXPECT_EQ(w.base_checkpoint()->temp_files[0].id, 2u);
+    w.add_unchanged(kPid, kStart, kStart, 1);
+    file.id = 5;  // another file came before it this time
+    const uint64_t s = file_pages_start(5);
+    w.add_earlier(kFilePagesPid, s, s, file_pages_start(2), 3);
+    Checkpoint cp = checkpoint_of(1);
+    cp.temp_files = {file};
+    w.commit(cp);
+    EXPECT_EQ(w.stats().unique_pages, 0u);
+    EXPECT_EQ(w.stats().unchanged_pages, 3u);  // the memory page and the file's two
+  }
+  auto r = ImageReader::open(ckpt);
+  EXPECT_EQ(r.checkpoint().temp_files.at(0).ctime_ns, file.ctime_ns);
+  std::map<uint64_t, Page> got;
+  const uint64_t s = file_pages_start(5);
+  r.for_each_run(kFilePagesPid, s, [&](const PageRun& run) {
+    for (size_t i = 0; i < run.npages; ++i)
+      got[run.addr + i * kPageSize] =
+          run.zero() ? Page{} : Page(run.data + i * kPageSize, run.data + (i + 1) * kPageSize);
+  });
+  EXPECT_EQ(got[s], a);
+  EXPECT_EQ(got[s + 2 * kPageSize], c);
+  EXPECT_TRUE(got[s + kPageSize].empty());  // the hole: zero or not stored
+  EXPECT_EQ(read_back(r).at(kStart), mem);
+  r.verify_all();
+}
+
 TEST(Series, KeepTwoCollectsOnlyWhatNobodyUses) {
   TempDir t;
   const std::string ckpt = t / "ckpt";
