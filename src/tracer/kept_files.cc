@@ -35,9 +35,15 @@ class KeptCollector {
   KeptCollector(image::Checkpoint& ckpt, std::optional<std::chrono::seconds> quiet,
                 const image::Checkpoint* base)
       : ckpt_(ckpt), quiet_(quiet) {
-    if (base)
+    if (base) {
       for (const auto& b : base->temp_files)
         if (b.put_back && b.kind == GhostFile::Kind::File && b.ctime_ns) base_.emplace(b.path, &b);
+      // A page the job had mapped writable then takes later writes without
+      // a fault, so without a new ctime: such files are read again.
+      for (const auto& p : base->processes)
+        for (const auto& m : p.mappings)
+          if (image::may_write_file(m)) base_mapped_written_.insert({m.dev, m.inode});
+    }
     timespec now {};
     ::clock_gettime(CLOCK_REALTIME, &now);
     settled_before_ = to_ns(now) - image::kSettledNs;
@@ -146,10 +152,12 @@ class KeptCollector {
   // The base's entry for the file `g` is, where it still holds what the
   // file holds: the same file, size and times, its status change time
   // recorded there (settled when it was read: any change since has a later
-  // one).
+  // one), and no process mapping it to write through, then or now.
   const GhostFile* as_in_base(const GhostFile& g, const struct stat& st) const {
     auto it = base_.find(g.path);
-    if (it == base_.end()) return nullptr;
+    if (it == base_.end() || mapped_written_.count({g.dev, g.inode}) ||
+        base_mapped_written_.count({g.dev, g.inode}))
+      return nullptr;
     const GhostFile& b = *it->second;
     const bool same = b.dev == g.dev && b.inode == g.inode && b.size == g.size &&
                       b.mtime_ns == g.mtime_ns && b.ctime_ns == to_ns(st.st_ctim);
@@ -174,7 +182,9 @@ class KeptCollector {
   std::optional<std::chrono::seconds> quiet_;
   std::map<std::string, const GhostFile*> base_;  // path -> the base's entry
   int64_t settled_before_ = 0;  // a ctime before this is recorded (realtime ns)
-  std::set<std::pair<uint64_t, uint64_t>> mapped_written_;  // (dev, inode)
+  // (dev, inode) of files the job may write through a mapping, now and in
+  // the base checkpoint
+  std::set<std::pair<uint64_t, uint64_t>> mapped_written_, base_mapped_written_;
   uint64_t next_id_ = 1;
   uint64_t inline_ = 0;
   std::map<std::string, GhostFile*> by_path_;
