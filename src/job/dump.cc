@@ -337,6 +337,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Deleted files and memfds: saved in the image (the larger ones' contents
   // once the pages can be stored, below).
   std::vector<PagedGhost> ghost_pages = collect_ghost_files(ckpt);
+  // Those as the checkpoint before kept them (a series): not read again.
+  const std::vector<EarlierPages> ghosts_before =
+      take_unchanged_ghosts(ckpt, ghost_pages, outer_sink.base_checkpoint());
   // Those not changed for a while, with a dump the job runs on from: read
   // once its memory is (4c), off the freeze, and checked unchanged then.
   std::vector<PagedGhost> quiet_ghosts;
@@ -386,6 +389,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     }
   };
 
+  for (const auto& e : ghosts_before)
+    sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
+  if (!ghosts_before.empty())
+    vlog("{} range(s) of deleted files and memfds as checkpoint {} kept them: not read again",
+         ghosts_before.size(), sink.base_number().value_or(0));
   // The larger deleted files and memfds, read while the job is stopped:
   // they have no path a restore could find them by, and nothing would tell
   // that the job wrote to them once it ran again.
@@ -396,9 +404,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     steps.step("deleted files and memfds");
   }
   if (!kept.pages.empty()) {
-    refer_kept_files(kept, [&](uint64_t start, uint64_t base_start, size_t npages) {
-      sink.add_earlier(image::kFilePagesPid, start, start, base_start, npages);
-    });
+    for (const auto& e : earlier_kept_files(kept))
+      sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
     const auto t = std::chrono::steady_clock::now();
     if (const uint64_t bytes = store_kept_files(kept, store, false); bytes > (uint64_t{256} << 20))
       warn("--with-files: {:.1f} MiB read while the job was stopped, {:.1f} s of its freeze: "

@@ -326,6 +326,42 @@ bool quiet_for(const struct stat& st, int fd, std::chrono::seconds quiet) {
   }
 }
 
+std::vector<EarlierPages> take_unchanged_ghosts(image::Checkpoint& ckpt,
+                                                std::vector<PagedGhost>& ghosts,
+                                                const image::Checkpoint* base) {
+  timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t settled_before = to_ns(now) - image::kSettledNs;
+  std::map<uint64_t, image::GhostFile*> entries;  // id -> this checkpoint's entry
+  for (auto& g : ckpt.ghost_files) entries[g.id] = &g;
+  std::map<std::pair<uint64_t, uint64_t>, const image::GhostFile*> before;  // (dev, inode)
+  if (base) {
+    for (const auto& g : base->ghost_files)
+      if (g.data_in_pages && g.ctime_ns) before[{g.dev, g.inode}] = &g;
+    for (const auto& p : base->processes)  // then read in part only, as shared memory
+      for (const auto& m : p.mappings)
+        if (m.shared) before.erase({m.dev, m.inode});
+  }
+  std::vector<EarlierPages> out;
+  std::erase_if(ghosts, [&](const PagedGhost& pg) {
+    image::GhostFile& g = *entries.at(pg.id);
+    const int64_t ctime = to_ns(pg.collected.st_ctim);
+    if (pg.mapped_shared || ctime > settled_before) return false;
+    g.ctime_ns = ctime;
+    auto it = before.find({g.dev, g.inode});
+    if (it == before.end()) return false;
+    const image::GhostFile& b = *it->second;
+    if (b.kind != g.kind || b.size != g.size || b.mtime_ns != g.mtime_ns || b.ctime_ns != ctime)
+      return false;
+    const uint64_t start = image::ghost_pages_start(g.id);
+    for (const auto& [from, to] : pg.ranges)
+      out.push_back({start, start + from, image::ghost_pages_start(b.id) + from,
+                     (to - from + image::kPageSize - 1) / image::kPageSize});
+    return true;
+  });
+  return out;
+}
+
 std::vector<PagedGhost> take_quiet(std::vector<PagedGhost>& ghosts, std::chrono::seconds quiet) {
   std::vector<PagedGhost> out;
   std::erase_if(ghosts, [&](PagedGhost& g) {

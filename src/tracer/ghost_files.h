@@ -67,6 +67,17 @@ uint64_t store_ghost_pages(const std::vector<PagedGhost>& ghosts, const PageSink
 // clock, however coarse, tells from one `quiet` before it.
 bool quiet_for(const struct stat& st, int fd, std::chrono::seconds quiet);
 
+// A checkpoint of a series: records in ckpt's entry of each of `ghosts`
+// that the job does not map shared its ctime (image::GhostFile::ctime_ns)
+// where it is settled, and moves out of `ghosts` those that are as the
+// previous checkpoint `base` kept them (the same dev, inode, size, mtime
+// and the ctime recorded there; mapped shared by no process of base
+// either): nothing of them is read, their pages are those base stored
+// (returned). Does nothing without a base but record.
+std::vector<EarlierPages> take_unchanged_ghosts(image::Checkpoint& ckpt,
+                                                std::vector<PagedGhost>& ghosts,
+                                                const image::Checkpoint* base);
+
 // Moves out of `ghosts` those quiet_for `quiet`, that the job does not map
 // shared: a dump that lets the job run again may read those afterwards,
 // off the job's freeze.

@@ -203,15 +203,14 @@ KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::str
   return c.finish();
 }
 
-uint64_t refer_kept_files(const KeptFiles& kept, const EarlierPages& earlier) {
-  uint64_t bytes = 0;
-  for (const auto& k : kept.pages) {
-    if (!k.base_id) continue;
-    earlier(image::file_pages_start(k.id), image::file_pages_start(k.base_id),
-            (k.size + image::kPageSize - 1) / image::kPageSize);
-    bytes += k.size;
-  }
-  return bytes;
+std::vector<EarlierPages> earlier_kept_files(const KeptFiles& kept) {
+  std::vector<EarlierPages> out;
+  for (const auto& k : kept.pages)
+    if (k.base_id)
+      out.push_back({image::file_pages_start(k.id), image::file_pages_start(k.id),
+                     image::file_pages_start(k.base_id),
+                     (k.size + image::kPageSize - 1) / image::kPageSize});
+  return out;
 }
 
 uint64_t store_kept_files(const KeptFiles& kept, const PageSink& sink, bool quiet) {

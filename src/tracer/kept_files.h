@@ -17,7 +17,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,16 +70,14 @@ struct KeptFiles {
 // that is still the same (the same dev, inode, size, modification time and
 // the status change time it recorded, image::GhostFile::ctime_ns) is not
 // read again: a small one's contents are copied from its entry, a larger
-// one's pages refer to the base's (refer_kept_files).
+// one's pages refer to the base's (earlier_kept_files).
 KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::string>& paths,
                              std::optional<std::chrono::seconds> quiet,
                              const image::Checkpoint* base = nullptr);
 
-// Gives each file of `kept.pages` that is as the base kept it (base_id) to
-// `earlier`: its pages at `start` (pid image::kFilePagesPid) are those the
-// base stored at `base_start`. Returns the bytes so referred to.
-using EarlierPages = std::function<void(uint64_t start, uint64_t base_start, size_t npages)>;
-uint64_t refer_kept_files(const KeptFiles& kept, const EarlierPages& earlier);
+// The pages of each file of `kept.pages` that is as the base kept it
+// (base_id): those the base stored for it.
+std::vector<EarlierPages> earlier_kept_files(const KeptFiles& kept);
 
 // Reads the contents of the files of `kept.pages` that are `quiet` (or
 // not) into `sink` as pages of pid image::kFilePagesPid, mapping

@@ -22,6 +22,14 @@ namespace snap {
 using PageSink = std::function<void(pid_t pid, uint64_t mapping_start, uint64_t addr,
                                     const uint8_t* data, size_t npages)>;
 
+// Pages of a file (pid image::kFilePagesPid) that the previous checkpoint of
+// a series stored already: the npages at `addr` of the file's pages keyed
+// `mapping_start` are those that checkpoint holds at `base_addr`.
+struct EarlierPages {
+  uint64_t mapping_start = 0, addr = 0, base_addr = 0;
+  size_t npages = 0;
+};
+
 // Does the image need this mapping's memory? (File-backed shared mappings
 // are the file; [vdso]/[vvar] come from the kernel; everything private or
 // anonymous does, but MAP_DROPPABLE memory, which may be lost anyway.)

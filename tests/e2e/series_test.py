@@ -277,6 +277,42 @@ def with_files_mapped_then_closed(env):
 
 
 @case
+def deleted_file_unchanged_referred(env):
+    # A job's unlinked scratch file that it wrote once and only reads (a
+    # Fortran STATUS='SCRATCH' table; tests/programs/quiet_scratch.py, 16
+    # MiB): a checkpoint of the series after the one that first recorded it
+    # settled does not read it again, its pages refer to that checkpoint's.
+    # Killed right after such a checkpoint and resumed from it, the job
+    # reads the file back as it was (each tick prints a digest of a MiB of
+    # it) and, past the tick where it rewrites part of the file, on as an
+    # uninterrupted run.
+    prog, d = env.src("quiet_scratch.py"), env.path("")
+    rc, ref = uninterrupted([sys.executable, prog, d, "16", "40", "0", "30"])
+    expect(rc == 0 and len(ref) == 40, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    ckpt, out = env.path("ck"), env.path("scratch.out")
+    argv = [sys.executable, prog, d, "16", "40", "0.3", "30"]
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["-v", "--interval", "1"])
+
+    def latest_referred():
+        err = r1.stderr()
+        made = re.findall(r"snap run: checkpoint (\d+):", err)
+        bases = re.findall(r"deleted files and memfds as checkpoint (\d+) kept them: not read again",
+                           err)
+        return bool(made) and str(int(made[-1]) - 1) in bases
+
+    wait_for(lambda: latest_referred() or r1.proc.poll() is not None, 30,
+             "a checkpoint that referred to the one before for the scratch file")
+    kill_everything(r1.proc, r1.err)
+    k = len(lines_of(out))
+    expect(0 < k < 30, f"killed after {k} ticks, before the rewrite at tick 30")
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1"])
+    rc = wait_or_explain(r2, 60)
+    expect(rc == 0 and "resumed pid" in r2.stderr(),
+           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
+    resumed_as_uninterrupted(out, k, ref)
+
+
+@case
 def resume_on_another_cpu(env):
     # Requeued onto a node whose CPU lacks a feature the job's had (its
     # latest checkpoint given such a CPU's record, tests/e2e/image_json.cc):
