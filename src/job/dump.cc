@@ -238,6 +238,7 @@ void say_own_namespaces(const image::Checkpoint& ckpt, const FileViews& views) {
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   StepTimes steps;
+  pidview::check_not_namespace_init(pid);
   // Mapping flags read while the job still runs (tracer/vmflags.h): reading
   // smaps walks every page. With --kill nothing is gained: the job stays
   // stopped to the end anyway.

@@ -392,9 +392,22 @@ void check_hugetlb_pool(const image::Checkpoint& ckpt) {
   }
 }
 
+// pid 1 of the job's own pid namespace (a container's init, dumped by an
+// older snap) cannot come back: pid 1 of a restore's namespace is snap's.
+void check_no_namespace_init(const image::Checkpoint& ckpt) {
+  for (const auto& p : ckpt.processes)
+    if (p.pid == 1)
+      throw Error("cannot restore: the image's pid 1 was the init of the job's pid namespace (a "
+                  "container's init: bwrap --unshare-pid, apptainer --pid, podman); a restore's "
+                  "pid namespace has an init of snap's own",
+                  "dump the job under that init instead (snap dump --pid of its child) and "
+                  "restore that image");
+}
+
 RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const RestoreOptions& opts) {
   StepTimes steps;
   const auto& ckpt = img.checkpoint();
+  check_no_namespace_init(ckpt);
   TreePlan plan = plan_tree(ckpt);
   check_code_files(ckpt, opts.allow_changed_code);
   check_cpu(ckpt, opts.allow_changed_cpu);

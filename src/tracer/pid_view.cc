@@ -132,6 +132,27 @@ pid_t own_pid(pid_t pid) {
   return ids.pid.empty() ? pid : ids.pid.back();
 }
 
+void check_not_namespace_init(pid_t pid) {
+  const std::string dir = "/proc/" + str(pid);
+  auto status = proc::try_read_file(dir + "/status");
+  if (!status) return;  // gone: the dump says so where it seizes it
+  const NsIds ids = parse_ns_ids(*status);
+  if (ids.pid.size() < 2 || ids.pid.back() != 1) return;
+  std::string children = proc::try_read_file(dir + "/task/" + str(pid) + "/children").value_or("");
+  while (!children.empty() && children.back() == ' ') children.pop_back();
+  throw Error("pid " + str(pid) + " is the init of its own pid namespace (pid 1 there: a "
+                  "container's init, as bwrap --unshare-pid, apptainer --pid or podman start "
+                  "one): a restore gives the job's pid namespace an init of snap's own, so it "
+                  "could not bring this one back",
+              children.empty()
+                  ? "dump the job that runs under it, once it has started"
+                  : "dump the job under it instead: snap dump --pid " +
+                        children.substr(0, children.find(' ')) +
+                        (children.find(' ') == std::string::npos
+                             ? ""
+                             : " (its children: " + children + "; snap dumps one tree)"));
+}
+
 PidView read_pid_view(const image::Checkpoint& c) {
   std::vector<ProcIds> procs;
   for (const auto& p : c.processes) {

@@ -73,6 +73,13 @@ class PidView {
   std::map<pid_t, pid_t> pgid_, sid_;  // host pid -> own-namespace pgid / sid
 };
 
+// Throws Error when `pid` (the root of a tree to dump) is the init of a pid
+// namespace below the dumper's (pid 1 there: a container's init, as
+// bwrap --unshare-pid, apptainer --pid or podman start one): a restore gives
+// the job's namespace an init of snap's own, so it could not bring this one
+// back; the hint names its children, the job to dump instead.
+void check_not_namespace_init(pid_t pid);
+
 // Reads the view of a stopped tree from /proc: `c` holds the host ids as
 // collected (processes with their threads, then zombies). Throws Error for
 // a tree that spans several pid namespaces.

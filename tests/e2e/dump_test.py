@@ -350,6 +350,28 @@ def pid_namespace_ids(env):
            f"a tree across pid namespaces is refused naming pid {sh}: {r.stderr.strip()}")
     expect(not os.path.exists(env.path("ns_across.ckpt")), "nothing written for the refused tree")
     expect(pid_alive(sh) and pid_alive(jobs["memthreads"]), "the refused tree runs on")
+    # sh is the namespace's init (a container's, as bwrap or apptainer --pid
+    # start one): a restore's namespace has snap's init as pid 1, so the
+    # dump refuses at once, naming a child to dump instead.
+    r = env.snap_run("dump", "--pid", str(sh), "-o", env.path("ns_init.ckpt"), check=False)
+    children = open(f"/proc/{sh}/task/{sh}/children").read().split()
+    expect(r.returncode == 1 and "init of its own pid namespace" in r.stderr
+           and f"snap dump --pid {children[0]}" in r.stderr,
+           f"the namespace's init is refused, naming a child to dump: {r.stderr.strip()}")
+    expect(not os.path.exists(env.path("ns_init.ckpt")), "nothing written for the refused init")
+    expect(pid_alive(sh) and pid_alive(jobs["memthreads"]), "the refused init and its jobs run on")
+    # An image whose pid 1 was such an init (an older snap wrote it) is
+    # refused by the restore before anything of the job runs.
+    ckpt = env.path("ns_memthreads.ckpt")
+    c = env.checkpoint_json(ckpt)
+    init = dict(c["processes"][0], pid=1, ppid=0, zombie=True, exit_status=0, mappings=[],
+                fds=[], threads=c["processes"][0]["threads"][:1])
+    init["threads"] = [dict(init["threads"][0], tid=1)]
+    c["processes"].append(init)  # no pages: a zombie's
+    env.put_checkpoint_json(ckpt, c)
+    r = env.snap_run("restore", "--isolate", ckpt, check=False)
+    expect(r.returncode == 1 and "pid 1 was the init of the job's pid namespace" in r.stderr,
+           f"the restore refuses an image with pid 1: {r.stderr.strip()}")
     # A job in snap's own namespace: host ids, as before.
     host_out = env.path("host_mem.out")
     p = start([env.prog("memthreads"), "16", "600", "100"], stdout_path=host_out)
