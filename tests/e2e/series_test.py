@@ -159,6 +159,24 @@ def resumed_as_uninterrupted(out, k, ref):
            f"{[l for l in after if l not in ref][:3]} ({len(after)} lines)")
 
 
+def killed_then_resumed(env, r1, ckpt, argv, out, ref, extra, before_resume=None):
+    """Kills the first run r1, it and everything it started, with -9; the
+    same snap run (options `extra`) resumes the job from its latest
+    checkpoint, and the job runs to its end printing the rest of `ref`
+    (resumed_as_uninterrupted). `before_resume` runs in between. Returns
+    the lines the first run printed."""
+    kill_everything(r1.proc, r1.err)
+    k = len(lines_of(out))
+    if before_resume:
+        before_resume()
+    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=extra)
+    rc = wait_or_explain(r2, 60)
+    expect(rc == 0 and "resumed pid" in r2.stderr(),
+           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
+    resumed_as_uninterrupted(out, k, ref)
+    return k
+
+
 @case
 def with_files_put_back(env):
     # A job that reads back, at every step, files it wrote at the step
@@ -228,15 +246,9 @@ def with_files_unchanged_referred(env):
     wait_for(lambda: checkpoints_made(r1) >= n + 2 or r1.proc.poll() is not None, 30,
              "two checkpoints after notes.bin was rewritten")
     expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()[-500:]})")
-    kill_everything(r1.proc, r1.err)
-    k = len(lines_of(out))
+    k = killed_then_resumed(env, r1, ckpt, argv, out, ref, ["--interval", "1", "--with-files", d],
+                            before_resume=lambda: shutil.rmtree(d))
     expect(0 < k < 40, f"killed mid-run after {k} steps")
-    shutil.rmtree(d)
-    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1", "--with-files", d])
-    rc = wait_or_explain(r2, 60)
-    expect(rc == 0 and "resumed pid" in r2.stderr(),
-           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
-    resumed_as_uninterrupted(out, k, ref)
     with open(notes, "rb") as f:
         got = f.read()
     expect(got == new, "notes.bin came back as rewritten before the latest checkpoint"
@@ -267,13 +279,7 @@ def with_files_mapped_then_closed(env):
     wait_for(lambda: checkpoints_made(r1) >= n + 2 or r1.proc.poll() is not None, 30,
              "two checkpoints after the unmap")
     expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr().strip()[-500:]})")
-    kill_everything(r1.proc, r1.err)
-    k = len(lines_of(out))
-    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1", "--with-files", d])
-    rc = wait_or_explain(r2, 60)
-    expect(rc == 0 and "resumed pid" in r2.stderr(),
-           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
-    resumed_as_uninterrupted(out, k, ref)
+    killed_then_resumed(env, r1, ckpt, argv, out, ref, ["--interval", "1", "--with-files", d])
 
 
 @case
@@ -302,14 +308,8 @@ def deleted_file_unchanged_referred(env):
 
     wait_for(lambda: latest_referred() or r1.proc.poll() is not None, 30,
              "a checkpoint that referred to the one before for the scratch file")
-    kill_everything(r1.proc, r1.err)
-    k = len(lines_of(out))
+    k = killed_then_resumed(env, r1, ckpt, argv, out, ref, ["--interval", "1"])
     expect(0 < k < 30, f"killed after {k} ticks, before the rewrite at tick 30")
-    r2 = Run(env, "run2", ckpt, argv, out, "a", extra=["--interval", "1"])
-    rc = wait_or_explain(r2, 60)
-    expect(rc == 0 and "resumed pid" in r2.stderr(),
-           f"resumed, and the job ran to its end (exit {rc}: {r2.stderr().strip()[-500:]})")
-    resumed_as_uninterrupted(out, k, ref)
 
 
 @case
