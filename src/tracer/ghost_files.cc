@@ -326,12 +326,22 @@ bool quiet_for(const struct stat& st, int fd, std::chrono::seconds quiet) {
   }
 }
 
+int64_t settled_ctime(const struct stat& st) {
+  timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t ctime = to_ns(st.st_ctim);
+  return ctime <= to_ns(now) - image::kSettledNs ? ctime : 0;
+}
+
+bool same_as_before(const image::GhostFile& before, const image::GhostFile& now, int64_t ctime) {
+  return before.ctime_ns && before.ctime_ns == ctime && before.kind == now.kind &&
+         before.dev == now.dev && before.inode == now.inode && before.size == now.size &&
+         before.mtime_ns == now.mtime_ns;
+}
+
 std::vector<EarlierPages> take_unchanged_ghosts(image::Checkpoint& ckpt,
                                                 std::vector<PagedGhost>& ghosts,
                                                 const image::Checkpoint* base) {
-  timespec now {};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  const int64_t settled_before = to_ns(now) - image::kSettledNs;
   std::map<uint64_t, image::GhostFile*> entries;  // id -> this checkpoint's entry
   for (auto& g : ckpt.ghost_files) entries[g.id] = &g;
   std::map<std::pair<uint64_t, uint64_t>, const image::GhostFile*> before;  // (dev, inode)
@@ -345,14 +355,12 @@ std::vector<EarlierPages> take_unchanged_ghosts(image::Checkpoint& ckpt,
   std::vector<EarlierPages> out;
   std::erase_if(ghosts, [&](const PagedGhost& pg) {
     image::GhostFile& g = *entries.at(pg.id);
-    const int64_t ctime = to_ns(pg.collected.st_ctim);
-    if (pg.mapped_shared || ctime > settled_before) return false;
+    const int64_t ctime = settled_ctime(pg.collected);
+    if (pg.mapped_shared || !ctime) return false;
     g.ctime_ns = ctime;
     auto it = before.find({g.dev, g.inode});
-    if (it == before.end()) return false;
+    if (it == before.end() || !same_as_before(*it->second, g, ctime)) return false;
     const image::GhostFile& b = *it->second;
-    if (b.kind != g.kind || b.size != g.size || b.mtime_ns != g.mtime_ns || b.ctime_ns != ctime)
-      return false;
     const uint64_t start = image::ghost_pages_start(g.id);
     for (const auto& [from, to] : pg.ranges)
       out.push_back({start, start + from, image::ghost_pages_start(b.id) + from,

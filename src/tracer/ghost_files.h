@@ -95,6 +95,17 @@ void fill_from_stat(const struct stat& st, image::GhostFile& f);
 // A file time as nanoseconds since the epoch.
 inline int64_t to_ns(const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
 
+// The ctime of the file stat()ed as `st` where it is settled, at least
+// image::kSettledNs before now (what image::GhostFile::ctime_ns records);
+// else 0.
+int64_t settled_ctime(const struct stat& st);
+
+// Whether `before`, a file's entry in the previous checkpoint of a series,
+// still holds what the file holds now (its entry `now`, its ctime now
+// `ctime`): the same kind, dev, inode, size and mtime, and the ctime
+// `before` recorded.
+bool same_as_before(const image::GhostFile& before, const image::GhostFile& now, int64_t ctime);
+
 // The data extents of bytes [from, to) of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file
 // system cannot tell), read with pread. Throws SysError naming `who` when a

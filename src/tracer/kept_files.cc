@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -44,9 +43,6 @@ class KeptCollector {
         for (const auto& m : p.mappings)
           if (image::may_write_file(m)) base_mapped_written_.insert({m.dev, m.inode});
     }
-    timespec now {};
-    ::clock_gettime(CLOCK_REALTIME, &now);
-    settled_before_ = to_ns(now) - image::kSettledNs;
     for (auto& t : ckpt_.temp_files) {
       next_id_ = std::max(next_id_, t.id + 1);
       by_path_.emplace(t.path, &t);
@@ -124,7 +120,7 @@ class KeptCollector {
       if (::fstat(in.get(), &st) != 0) throw SysError(who + ": fstat", errno, hint());
       fill_from_stat(st, g);
       g.kind = GhostFile::Kind::File;
-      if (to_ns(st.st_ctim) <= settled_before_) g.ctime_ns = to_ns(st.st_ctim);
+      g.ctime_ns = settled_ctime(st);
       const GhostFile* same = as_in_base(g, st);
       if (g.size <= kMaxInlineFileBytes && inline_ + g.size <= kMaxInlineFilesBytes) {
         if (same && !same->data_in_pages) {
@@ -158,10 +154,7 @@ class KeptCollector {
     if (it == base_.end() || mapped_written_.count({g.dev, g.inode}) ||
         base_mapped_written_.count({g.dev, g.inode}))
       return nullptr;
-    const GhostFile& b = *it->second;
-    const bool same = b.dev == g.dev && b.inode == g.inode && b.size == g.size &&
-                      b.mtime_ns == g.mtime_ns && b.ctime_ns == to_ns(st.st_ctim);
-    return same ? &b : nullptr;
+    return same_as_before(*it->second, g, to_ns(st.st_ctim)) ? it->second : nullptr;
   }
 
   void unchanged(const GhostFile& g) {
@@ -181,7 +174,6 @@ class KeptCollector {
   image::Checkpoint& ckpt_;
   std::optional<std::chrono::seconds> quiet_;
   std::map<std::string, const GhostFile*> base_;  // path -> the base's entry
-  int64_t settled_before_ = 0;  // a ctime before this is recorded (realtime ns)
   // (dev, inode) of files the job may write through a mapping, now and in
   // the base checkpoint
   std::set<std::pair<uint64_t, uint64_t>> mapped_written_, base_mapped_written_;
