@@ -501,11 +501,12 @@ struct GhostFile {
   // puts it back as it was where a file is there but differs (size or
   // modification time), not only where it is missing.
   bool put_back = false;
-  // put_back entries, and ghost files with data_in_pages that no shared
-  // mapping maps: the file's status change time (st_ctim), recorded
-  // only where it was at least kSettledNs before the file was read, so that
-  // any later change to the file has a later one, whatever the timestamp
-  // granularity of its file system; 0: not recorded. The next checkpoint of
+  // put_back entries, entries of temp_files with data_in_pages, and ghost
+  // files with data_in_pages that no shared mapping maps: the file's status
+  // change time (st_ctim), recorded only where it was at least kSettledNs
+  // before the file was read, so that any later change to the file has a
+  // later one, whatever the timestamp granularity of its file system; 0:
+  // not recorded. The next checkpoint of
   // a series refers to this one's contents for a file that still has the
   // same dev, inode, size, mtime and ctime instead of reading it again.
   int64_t ctime_ns = 0;

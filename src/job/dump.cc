@@ -350,7 +350,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   mark_named_shared_memory(ckpt, temp_dirs, views, opts.shared_files_max);
   // What it holds in /tmp and its directories, made again where missing;
   // the larger files' contents are read once the memory is (step 4b).
-  TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views);
+  // In a series, those as the checkpoint before kept them are not read again.
+  TempFileContents temp_contents = collect_temp_files(ckpt, temp_dirs, opts.temp_files_max, views,
+                                                      outer_sink.base_checkpoint());
   // The files the user named, as they are now (the larger ones' contents
   // stored below while the job is stopped, or, those quiet for a while,
   // once it runs again: 4c).
@@ -395,6 +397,13 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   if (!ghosts_before.empty())
     vlog("{} range(s) of deleted files and memfds as checkpoint {} kept them: not read again",
          ghosts_before.size(), sink.base_number().value_or(0));
+  for (const auto& e : temp_contents.earlier())
+    sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
+  if (!temp_contents.earlier().empty())
+    vlog("{} file(s) of temporary directories, {:.1f} MiB, as checkpoint {} kept them: not read "
+         "again", temp_contents.earlier().size(),
+         static_cast<double>(temp_contents.earlier_bytes()) / (1 << 20),
+         sink.base_number().value_or(0));
   // The larger deleted files and memfds, read while the job is stopped:
   // they have no path a restore could find them by, and nothing would tell
   // that the job wrote to them once it ran again.

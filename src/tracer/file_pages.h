@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/scoped_fd.h"
+#include "image/checkpoint.h"
 #include "tracer/memory.h"
 
 namespace snap {
@@ -31,5 +32,13 @@ ScopedFd open_for_reading(const std::string& path, int flags = 0);
 // with why in *why, where a read fails.
 bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,
                      std::string* why);
+
+// A series: the pages of a file of `size` bytes kept in the page store under
+// temp_files id `id` (image::file_pages_start) are those the checkpoint
+// before stored for it under `base_id`.
+inline EarlierPages file_as_before(uint64_t id, uint64_t base_id, uint64_t size) {
+  return {image::file_pages_start(id), image::file_pages_start(id), image::file_pages_start(base_id),
+          (size + image::kPageSize - 1) / image::kPageSize};
+}
 
 }  // namespace snap

@@ -339,6 +339,14 @@ bool same_as_before(const image::GhostFile& before, const image::GhostFile& now,
          before.mtime_ns == now.mtime_ns;
 }
 
+std::set<std::pair<uint64_t, uint64_t>> files_mapped_to_write(const image::Checkpoint& ckpt) {
+  std::set<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& p : ckpt.processes)
+    for (const auto& m : p.mappings)
+      if (image::may_write_file(m)) out.insert({m.dev, m.inode});
+  return out;
+}
+
 std::vector<EarlierPages> take_unchanged_ghosts(image::Checkpoint& ckpt,
                                                 std::vector<PagedGhost>& ghosts,
                                                 const image::Checkpoint* base) {

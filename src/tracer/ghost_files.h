@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/scoped_fd.h"
@@ -105,6 +107,12 @@ int64_t settled_ctime(const struct stat& st);
 // `ctime`): the same kind, dev, inode, size and mtime, and the ctime
 // `before` recorded.
 bool same_as_before(const image::GhostFile& before, const image::GhostFile& now, int64_t ctime);
+
+// (dev, inode) of every file a process of `ckpt` maps so that it may write
+// through the mapping (image::may_write_file): a page mapped writable takes
+// later writes without a fault, so without a new ctime, and no time of
+// such a file tells whether it changed, then or since.
+std::set<std::pair<uint64_t, uint64_t>> files_mapped_to_write(const image::Checkpoint& ckpt);
 
 // The data extents of bytes [from, to) of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file

@@ -39,18 +39,14 @@ class KeptCollector {
         if (b.put_back && b.kind == GhostFile::Kind::File && b.ctime_ns) base_.emplace(b.path, &b);
       // A page the job had mapped writable then takes later writes without
       // a fault, so without a new ctime: such files are read again.
-      for (const auto& p : base->processes)
-        for (const auto& m : p.mappings)
-          if (image::may_write_file(m)) base_mapped_written_.insert({m.dev, m.inode});
+      base_mapped_written_ = files_mapped_to_write(*base);
     }
     for (auto& t : ckpt_.temp_files) {
       next_id_ = std::max(next_id_, t.id + 1);
       by_path_.emplace(t.path, &t);
     }
     // Files the job may write through a mapping: no time of theirs tells.
-    for (const auto& p : ckpt_.processes)
-      for (const auto& m : p.mappings)
-        if (image::may_write_file(m)) mapped_written_.insert({m.dev, m.inode});
+    mapped_written_ = files_mapped_to_write(ckpt_);
   }
 
   void path(const std::string& named) {
@@ -198,10 +194,7 @@ KeptFiles collect_kept_files(image::Checkpoint& ckpt, const std::vector<std::str
 std::vector<EarlierPages> earlier_kept_files(const KeptFiles& kept) {
   std::vector<EarlierPages> out;
   for (const auto& k : kept.pages)
-    if (k.base_id)
-      out.push_back({image::file_pages_start(k.id), image::file_pages_start(k.id),
-                     image::file_pages_start(k.base_id),
-                     (k.size + image::kPageSize - 1) / image::kPageSize});
+    if (k.base_id) out.push_back(file_as_before(k.id, k.base_id, k.size));
   return out;
 }
 

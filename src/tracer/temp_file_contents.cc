@@ -53,6 +53,11 @@ bool TempFileContents::add(const std::string& path, ScopedFd fd, uint64_t size, 
   return true;
 }
 
+void TempFileContents::refer(uint64_t id, uint64_t base_id, uint64_t size) {
+  earlier_.push_back(file_as_before(id, base_id, size));
+  earlier_bytes_ += size;
+}
+
 std::vector<bool> TempFileContents::changed() const {
   std::vector<bool> out(files_.size(), false);
   // Two paths to one inode (hard links) share a watch.

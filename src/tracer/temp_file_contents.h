@@ -47,6 +47,13 @@ class TempFileContents {
 
   bool empty() const { return files_.empty(); }
 
+  // A series: a file that is as the checkpoint before kept it (its entry
+  // `id` of `size` bytes, the base's `base_id`): not read, its pages those
+  // the base stored (earlier()).
+  void refer(uint64_t id, uint64_t base_id, uint64_t size);
+  const std::vector<EarlierPages>& earlier() const { return earlier_; }
+  uint64_t earlier_bytes() const { return earlier_bytes_; }
+
  private:
   struct File {
     std::string path;
@@ -59,6 +66,8 @@ class TempFileContents {
 
   ScopedFd inotify_;
   std::vector<File> files_;
+  std::vector<EarlierPages> earlier_;
+  uint64_t earlier_bytes_ = 0;
 };
 
 }  // namespace snap

@@ -47,10 +47,19 @@ void stat_into(const struct stat& st, GhostFile& f) {
 class TempCollector {
  public:
   TempCollector(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
-                TempFileContents& contents, uint64_t pages_max, const FileViews& views)
-      : ckpt_(ckpt), roots_(roots), contents_(contents), views_(views), pages_max_(pages_max) {}
+                TempFileContents& contents, uint64_t pages_max, const FileViews& views,
+                const image::Checkpoint* base)
+      : ckpt_(ckpt), roots_(roots), contents_(contents), views_(views), pages_max_(pages_max) {
+    if (base) {
+      for (const auto& b : base->temp_files)
+        if (b.kind == GhostFile::Kind::File && b.data_in_pages && b.ctime_ns)
+          base_.emplace(b.path, &b);
+      base_mapped_written_ = files_mapped_to_write(*base);
+    }
+  }
 
   void run() {
+    mapped_written_ = files_mapped_to_write(ckpt_);
     for (const auto& p : ckpt_.processes) {
       for (const auto& m : p.mappings) {
         if (m.named_shm) shm_paths_.insert(m.path);  // remade from the page store
@@ -75,6 +84,8 @@ class TempCollector {
     uint64_t id = 0;
     for (auto& [path, f] : files_) {
       f.id = ++id;
+      if (auto it = as_in_base_.find(path); it != as_in_base_.end())
+        contents_.refer(f.id, it->second, f.size);
       ckpt_.temp_files.push_back(std::move(f));
     }
   }
@@ -105,7 +116,7 @@ class TempCollector {
     } else if (S_ISFIFO(st.st_mode)) {
       t.kind = GhostFile::Kind::Fifo;
     } else if (S_ISREG(st.st_mode)) {
-      regular(std::move(t), who, [&] { return open_for_reading(link); });
+      regular(std::move(t), st, who, [&] { return open_for_reading(link); });
       return;
     } else {
       return;
@@ -137,14 +148,17 @@ class TempCollector {
     GhostFile t;
     t.path = m.path;
     stat_into(st, t);
-    regular(std::move(t), who, [&] { return std::move(in); });
+    regular(std::move(t), st, who, [&] { return std::move(in); });
   }
 
-  // A regular file `t` (stat filled in), which `open` opens for reading
-  // (called only once a lease does not forbid it): its contents kept in the
-  // checkpoint (up to kMaxInlineFileBytes), or left to the page store
-  // (contents_), or, where neither can be, not kept (said).
-  void regular(GhostFile t, const std::string& who, const std::function<ScopedFd()>& open) {
+  // A regular file `t` (stat filled in from `st`), which `open` opens for
+  // reading (called only once a lease does not forbid it): its contents
+  // kept in the checkpoint (up to kMaxInlineFileBytes), or left to the page
+  // store (contents_; in a series, where the checkpoint before kept it as
+  // it still is, referred to there, not read), or, where neither can be,
+  // not kept (said).
+  void regular(GhostFile t, const struct stat& st, const std::string& who,
+               const std::function<ScopedFd()>& open) {
     t.kind = GhostFile::Kind::File;
     if (t.size > kMaxInlineFileBytes || total_ + t.size > kMaxInlineFilesBytes) {
       // Node-local scratch or data staged there: a restore on another
@@ -160,6 +174,8 @@ class TempCollector {
       else if (pages_total_ + t.size > pages_max_)
         why = fmt::format("more than the {:.1f} GiB of such files a dump keeps: --temp-files-max",
                           static_cast<double>(pages_max_) / (1 << 30));
+      else if (t.ctime_ns = settled_ctime(st); const GhostFile* b = as_in_base(t, st))
+        t.data_in_pages = as_in_base_.emplace(t.path, b->id).second;
       else if (ScopedFd in = open(); !in)
         why = fmt::format("cannot open it: {}", std::strerror(errno));
       else if (contents_.add(t.path, std::move(in), t.size, &why))
@@ -171,8 +187,9 @@ class TempCollector {
              who, static_cast<double>(t.size) / (1 << 20), why);
         return;
       }
-      vlog("{}: {:.1f} MiB in a temporary directory: its contents go to the page store", who,
-           static_cast<double>(t.size) / (1 << 20));
+      vlog("{}: {:.1f} MiB in a temporary directory: its contents go to the page store{}", who,
+           static_cast<double>(t.size) / (1 << 20),
+           as_in_base_.count(t.path) ? " (as the checkpoint before kept them, not read again)" : "");
       pages_total_ += t.size;
       files_.emplace(t.path, std::move(t));
       return;
@@ -191,6 +208,17 @@ class TempCollector {
     t.data = read_data_extents(in.get(), 0, t.size, who);
     total_ += t.size;
     files_.emplace(t.path, std::move(t));
+  }
+
+  // The base's entry for the file `t` (its stat `st`) where it still holds
+  // what the file holds (ghost_files.h same_as_before), and no process maps
+  // the file to write through, in the base or now.
+  const GhostFile* as_in_base(const GhostFile& t, const struct stat& st) const {
+    auto it = base_.find(t.path);
+    if (it == base_.end() || base_mapped_written_.count({t.dev, t.inode}) ||
+        mapped_written_.count({t.dev, t.inode}))
+      return nullptr;
+    return same_as_before(*it->second, t, to_ns(st.st_ctim)) ? it->second : nullptr;
   }
 
   // `dir` and every directory above it up to the outermost temporary
@@ -225,6 +253,12 @@ class TempCollector {
   TempFileContents& contents_;
   const FileViews& views_;
   std::set<std::string> shm_paths_, written_maps_, leased_paths_, seen_;
+  // A series: the checkpoint before's entries of larger files, by path, and
+  // the files it or this one maps to write through, by (dev, inode); the
+  // paths of those as it kept them, with its ids.
+  std::map<std::string, const GhostFile*> base_;
+  std::set<std::pair<uint64_t, uint64_t>> base_mapped_written_, mapped_written_;
+  std::map<std::string, uint64_t> as_in_base_;
   std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
   uint64_t total_ = 0;  // of the contents kept in the checkpoint
   const uint64_t pages_max_;
@@ -264,9 +298,10 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 }
 
 TempFileContents collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
-                                    uint64_t pages_max, const FileViews& views) {
+                                    uint64_t pages_max, const FileViews& views,
+                                    const image::Checkpoint* base) {
   TempFileContents contents;
-  TempCollector(ckpt, roots, contents, pages_max, views).run();
+  TempCollector(ckpt, roots, contents, pages_max, views, base).run();
   return contents;
 }
 

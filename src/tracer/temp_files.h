@@ -45,7 +45,13 @@ std::string temp_root_of(const std::string& path, const std::vector<std::string>
 // needs it copied back).
 // Larger files are carried up to `pages_max` bytes in all, in the order
 // their fds come. Paths are the processes' own (`views`).
+// `base`: the previous checkpoint of a series, or nullptr. A larger file's
+// entry records its settled ctime (image::GhostFile::ctime_ns); one that is
+// as the base kept it (the same dev, inode, size, mtime and that ctime;
+// mapped to write through neither then nor now) is not read again: its
+// pages refer to the base's (TempFileContents::earlier).
 TempFileContents collect_temp_files(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
-                                    uint64_t pages_max, const FileViews& views);
+                                    uint64_t pages_max, const FileViews& views,
+                                    const image::Checkpoint* base = nullptr);
 
 }  // namespace snap

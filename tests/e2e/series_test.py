@@ -313,6 +313,46 @@ def deleted_file_unchanged_referred(env):
 
 
 @case
+def temp_file_unchanged_referred(env):
+    # The same job with its scratch file left in a temporary directory
+    # (quiet_scratch.py keep, 16 MiB in the test's directory under /tmp),
+    # which snap keeps in each checkpoint: a checkpoint after the one that
+    # recorded the file settled refers to that one's pages, it does not
+    # read the file again. At tick 20 the job rewrites the file's first 4
+    # MiB; the checkpoints after it read the file again, and later ones
+    # refer to those. Killed right after such a checkpoint, the file then
+    # removed (a node's /tmp cleaned), the resume makes the file again from
+    # the latest checkpoint: the job's digests of the rewritten part (ticks
+    # 23, 26, 29, 32, 39, ...) and of the rest equal an uninterrupted run's.
+    prog, d = env.src("quiet_scratch.py"), env.path("")
+    rc, ref = uninterrupted([sys.executable, prog, d, "16", "60", "0", "20", "keep"])
+    expect(rc == 0 and len(ref) == 60, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    ckpt, out = env.path("ck"), env.path("scratch.out")
+    argv = [sys.executable, prog, d, "16", "60", "0.3", "20", "keep"]
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["-v", "--interval", "1"])
+
+    def latest_referred(after=0):
+        """The latest checkpoint (numbered above `after`) referred to the
+        one before it for the scratch file."""
+        err = r1.stderr()
+        made = [int(n) for n in re.findall(r"snap run: checkpoint (\d+):", err)]
+        bases = re.findall(r"file\(s\) of temporary directories, [0-9.]+ MiB, as checkpoint (\d+) "
+                           r"kept them: not read again", err)
+        return bool(made) and made[-1] > after and str(made[-1] - 1) in bases
+
+    wait_for(lambda: latest_referred() or r1.proc.poll() is not None, 30,
+             "a checkpoint that referred to the one before for the scratch file")
+    expect(len(lines_of(out)) < 20, f"referred before the rewrite ({len(lines_of(out))} ticks)")
+    wait_for(lambda: len(lines_of(out)) >= 20 or r1.proc.poll() is not None, 30, "the rewrite")
+    n = checkpoints_made(r1)
+    wait_for(lambda: latest_referred(after=n + 1) or r1.proc.poll() is not None, 30,
+             "a checkpoint after the rewrite that referred to the one before")
+    k = killed_then_resumed(env, r1, ckpt, argv, out, ref, ["--interval", "1"],
+                            before_resume=lambda: os.unlink(os.path.join(d, "scratch")))
+    expect(20 < k < 50, f"killed after {k} ticks, after the rewrite, with rewritten parts left")
+
+
+@case
 def resume_on_another_cpu(env):
     # Requeued onto a node whose CPU lacks a feature the job's had (its
     # latest checkpoint given such a CPU's record, tests/e2e/image_json.cc):
