@@ -318,17 +318,18 @@ def temp_file_unchanged_referred(env):
     # (quiet_scratch.py keep, 16 MiB in the test's directory under /tmp),
     # which snap keeps in each checkpoint: a checkpoint after the one that
     # recorded the file settled refers to that one's pages, it does not
-    # read the file again. At tick 20 the job rewrites the file's first 4
+    # read the file again. At tick 30 the job rewrites the file's first 4
     # MiB; the checkpoints after it read the file again, and later ones
     # refer to those. Killed right after such a checkpoint, the file then
     # removed (a node's /tmp cleaned), the resume makes the file again from
     # the latest checkpoint: the job's digests of the rewritten part (ticks
-    # 23, 26, 29, 32, 39, ...) and of the rest equal an uninterrupted run's.
+    # 32, 39, 42, 45, 48, 55, ...) and of the rest equal an uninterrupted
+    # run's.
     prog, d = env.src("quiet_scratch.py"), env.path("")
-    rc, ref = uninterrupted([sys.executable, prog, d, "16", "60", "0", "20", "keep"])
-    expect(rc == 0 and len(ref) == 60, f"an uninterrupted run ({rc}, {ref[-2:]})")
+    rc, ref = uninterrupted([sys.executable, prog, d, "16", "70", "0", "30", "keep"])
+    expect(rc == 0 and len(ref) == 70, f"an uninterrupted run ({rc}, {ref[-2:]})")
     ckpt, out = env.path("ck"), env.path("scratch.out")
-    argv = [sys.executable, prog, d, "16", "60", "0.3", "20", "keep"]
+    argv = [sys.executable, prog, d, "16", "70", "0.3", "30", "keep"]
     r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["-v", "--interval", "1"])
 
     def latest_referred(after=0):
@@ -342,14 +343,18 @@ def temp_file_unchanged_referred(env):
 
     wait_for(lambda: latest_referred() or r1.proc.poll() is not None, 30,
              "a checkpoint that referred to the one before for the scratch file")
-    expect(len(lines_of(out)) < 20, f"referred before the rewrite ({len(lines_of(out))} ticks)")
-    wait_for(lambda: len(lines_of(out)) >= 20 or r1.proc.poll() is not None, 30, "the rewrite")
+    expect(len(lines_of(out)) < 30, f"referred before the rewrite ({len(lines_of(out))} ticks)")
+    wait_for(lambda: len(lines_of(out)) >= 30 or r1.proc.poll() is not None, 30, "the rewrite")
     n = checkpoints_made(r1)
     wait_for(lambda: latest_referred(after=n + 1) or r1.proc.poll() is not None, 30,
              "a checkpoint after the rewrite that referred to the one before")
+    # What a checkpoint says comes before its "snap run: checkpoint K:" line.
+    said = re.split(r"snap run: checkpoint \d+:", r1.stderr())
+    expect("of temporary directories" not in said[n],
+           f"checkpoint {n + 1}, the first after the rewrite, read the file again: {said[n][-300:]}")
     k = killed_then_resumed(env, r1, ckpt, argv, out, ref, ["--interval", "1"],
                             before_resume=lambda: os.unlink(os.path.join(d, "scratch")))
-    expect(20 < k < 50, f"killed after {k} ticks, after the rewrite, with rewritten parts left")
+    expect(30 < k < 62, f"killed after {k} ticks, after the rewrite, with rewritten parts left")
 
 
 @case
