@@ -506,9 +506,9 @@ struct GhostFile {
   // change time (st_ctim), recorded only where it was at least kSettledNs
   // before the file was read, so that any later change to the file has a
   // later one, whatever the timestamp granularity of its file system; 0:
-  // not recorded. The next checkpoint of
-  // a series refers to this one's contents for a file that still has the
-  // same dev, inode, size, mtime and ctime instead of reading it again.
+  // not recorded. The next checkpoint of a series refers to this one's
+  // contents for a file that still has the same dev, inode, size, mtime and
+  // ctime instead of reading it again.
   int64_t ctime_ns = 0;
 };
 

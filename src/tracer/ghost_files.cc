@@ -347,6 +347,26 @@ std::set<std::pair<uint64_t, uint64_t>> files_mapped_to_write(const image::Check
   return out;
 }
 
+KeptBefore::KeptBefore(const image::Checkpoint* base, bool (*keeps)(const image::GhostFile&)) {
+  if (!base) return;
+  for (const auto& b : base->temp_files)
+    if (b.kind == image::GhostFile::Kind::File && b.ctime_ns && keeps(b))
+      entries_.emplace(b.path, &b);
+  // A page the job had mapped writable then takes later writes without a
+  // fault, so without a new ctime: such files are read again.
+  mapped_written_ = files_mapped_to_write(*base);
+}
+
+const image::GhostFile* KeptBefore::same(
+    const image::GhostFile& now, const struct stat& st,
+    const std::set<std::pair<uint64_t, uint64_t>>& mapped_now) const {
+  auto it = entries_.find(now.path);
+  if (it == entries_.end() || mapped_written_.count({now.dev, now.inode}) ||
+      mapped_now.count({now.dev, now.inode}))
+    return nullptr;
+  return same_as_before(*it->second, now, to_ns(st.st_ctim)) ? it->second : nullptr;
+}
+
 std::vector<EarlierPages> take_unchanged_ghosts(image::Checkpoint& ckpt,
                                                 std::vector<PagedGhost>& ghosts,
                                                 const image::Checkpoint* base) {

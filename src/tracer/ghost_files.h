@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -113,6 +114,25 @@ bool same_as_before(const image::GhostFile& before, const image::GhostFile& now,
 // later writes without a fault, so without a new ctime, and no time of
 // such a file tells whether it changed, then or since.
 std::set<std::pair<uint64_t, uint64_t>> files_mapped_to_write(const image::Checkpoint& ckpt);
+
+// What the previous checkpoint of a series kept of files by their paths
+// (its entries of Checkpoint::temp_files that `keeps` chooses, with
+// ctime_ns), for the next one to tell the files still as it kept them.
+class KeptBefore {
+ public:
+  KeptBefore() = default;  // no previous checkpoint: nothing is as it kept it
+  KeptBefore(const image::Checkpoint* base, bool (*keeps)(const image::GhostFile&));
+  // base's entry for the file `now` (stat()ed as `st`) where it still holds
+  // what the file holds (same_as_before), and no process maps the file to
+  // write through, in base or now (`mapped_now`: files_mapped_to_write of
+  // this checkpoint); else nullptr.
+  const image::GhostFile* same(const image::GhostFile& now, const struct stat& st,
+                               const std::set<std::pair<uint64_t, uint64_t>>& mapped_now) const;
+
+ private:
+  std::map<std::string, const image::GhostFile*> entries_;  // by path
+  std::set<std::pair<uint64_t, uint64_t>> mapped_written_;  // files_mapped_to_write(base)
+};
 
 // The data extents of bytes [from, to) of the file open on `fd`
 // (SEEK_DATA / SEEK_HOLE, so holes stay holes; everything where the file

@@ -33,14 +33,8 @@ class KeptCollector {
  public:
   KeptCollector(image::Checkpoint& ckpt, std::optional<std::chrono::seconds> quiet,
                 const image::Checkpoint* base)
-      : ckpt_(ckpt), quiet_(quiet) {
-    if (base) {
-      for (const auto& b : base->temp_files)
-        if (b.put_back && b.kind == GhostFile::Kind::File && b.ctime_ns) base_.emplace(b.path, &b);
-      // A page the job had mapped writable then takes later writes without
-      // a fault, so without a new ctime: such files are read again.
-      base_mapped_written_ = files_mapped_to_write(*base);
-    }
+      : ckpt_(ckpt), quiet_(quiet),
+        before_(base, [](const GhostFile& b) { return b.put_back; }) {
     for (auto& t : ckpt_.temp_files) {
       next_id_ = std::max(next_id_, t.id + 1);
       by_path_.emplace(t.path, &t);
@@ -117,7 +111,7 @@ class KeptCollector {
       fill_from_stat(st, g);
       g.kind = GhostFile::Kind::File;
       g.ctime_ns = settled_ctime(st);
-      const GhostFile* same = as_in_base(g, st);
+      const GhostFile* same = before_.same(g, st, mapped_written_);
       if (g.size <= kMaxInlineFileBytes && inline_ + g.size <= kMaxInlineFilesBytes) {
         if (same && !same->data_in_pages) {
           g.data = same->data;
@@ -141,18 +135,6 @@ class KeptCollector {
     added_.push_back(std::move(g));
   }
 
-  // The base's entry for the file `g` is, where it still holds what the
-  // file holds: the same file, size and times, its status change time
-  // recorded there (settled when it was read: any change since has a later
-  // one), and no process mapping it to write through, then or now.
-  const GhostFile* as_in_base(const GhostFile& g, const struct stat& st) const {
-    auto it = base_.find(g.path);
-    if (it == base_.end() || mapped_written_.count({g.dev, g.inode}) ||
-        base_mapped_written_.count({g.dev, g.inode}))
-      return nullptr;
-    return same_as_before(*it->second, g, to_ns(st.st_ctim)) ? it->second : nullptr;
-  }
-
   void unchanged(const GhostFile& g) {
     out_.unchanged++;
     out_.unchanged_bytes += g.size;
@@ -169,10 +151,10 @@ class KeptCollector {
 
   image::Checkpoint& ckpt_;
   std::optional<std::chrono::seconds> quiet_;
-  std::map<std::string, const GhostFile*> base_;  // path -> the base's entry
-  // (dev, inode) of files the job may write through a mapping, now and in
-  // the base checkpoint
-  std::set<std::pair<uint64_t, uint64_t>> mapped_written_, base_mapped_written_;
+  // What the base checkpoint kept of the named files (put_back entries).
+  KeptBefore before_;
+  // (dev, inode) of files the job may write through a mapping
+  std::set<std::pair<uint64_t, uint64_t>> mapped_written_;
   uint64_t next_id_ = 1;
   uint64_t inline_ = 0;
   std::map<std::string, GhostFile*> by_path_;

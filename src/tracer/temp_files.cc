@@ -49,14 +49,8 @@ class TempCollector {
   TempCollector(image::Checkpoint& ckpt, const std::vector<std::string>& roots,
                 TempFileContents& contents, uint64_t pages_max, const FileViews& views,
                 const image::Checkpoint* base)
-      : ckpt_(ckpt), roots_(roots), contents_(contents), views_(views), pages_max_(pages_max) {
-    if (base) {
-      for (const auto& b : base->temp_files)
-        if (b.kind == GhostFile::Kind::File && b.data_in_pages && b.ctime_ns)
-          base_.emplace(b.path, &b);
-      base_mapped_written_ = files_mapped_to_write(*base);
-    }
-  }
+      : ckpt_(ckpt), roots_(roots), contents_(contents), views_(views),
+        before_(base, [](const GhostFile& b) { return b.data_in_pages; }), pages_max_(pages_max) {}
 
   void run() {
     mapped_written_ = files_mapped_to_write(ckpt_);
@@ -174,7 +168,9 @@ class TempCollector {
       else if (pages_total_ + t.size > pages_max_)
         why = fmt::format("more than the {:.1f} GiB of such files a dump keeps: --temp-files-max",
                           static_cast<double>(pages_max_) / (1 << 30));
-      else if (t.ctime_ns = settled_ctime(st); const GhostFile* b = as_in_base(t, st))
+      // In a series, one as the checkpoint before kept it is not read.
+      else if (t.ctime_ns = settled_ctime(st);
+               const GhostFile* b = before_.same(t, st, mapped_written_))
         t.data_in_pages = as_in_base_.emplace(t.path, b->id).second;
       else if (ScopedFd in = open(); !in)
         why = fmt::format("cannot open it: {}", std::strerror(errno));
@@ -189,7 +185,8 @@ class TempCollector {
       }
       vlog("{}: {:.1f} MiB in a temporary directory: its contents go to the page store{}", who,
            static_cast<double>(t.size) / (1 << 20),
-           as_in_base_.count(t.path) ? " (as the checkpoint before kept them, not read again)" : "");
+           as_in_base_.count(t.path) ? " (as the checkpoint before kept them, not read again)"
+                                     : "");
       pages_total_ += t.size;
       files_.emplace(t.path, std::move(t));
       return;
@@ -208,17 +205,6 @@ class TempCollector {
     t.data = read_data_extents(in.get(), 0, t.size, who);
     total_ += t.size;
     files_.emplace(t.path, std::move(t));
-  }
-
-  // The base's entry for the file `t` (its stat `st`) where it still holds
-  // what the file holds (ghost_files.h same_as_before), and no process maps
-  // the file to write through, in the base or now.
-  const GhostFile* as_in_base(const GhostFile& t, const struct stat& st) const {
-    auto it = base_.find(t.path);
-    if (it == base_.end() || base_mapped_written_.count({t.dev, t.inode}) ||
-        mapped_written_.count({t.dev, t.inode}))
-      return nullptr;
-    return same_as_before(*it->second, t, to_ns(st.st_ctim)) ? it->second : nullptr;
   }
 
   // `dir` and every directory above it up to the outermost temporary
@@ -253,11 +239,11 @@ class TempCollector {
   TempFileContents& contents_;
   const FileViews& views_;
   std::set<std::string> shm_paths_, written_maps_, leased_paths_, seen_;
-  // A series: the checkpoint before's entries of larger files, by path, and
-  // the files it or this one maps to write through, by (dev, inode); the
-  // paths of those as it kept them, with its ids.
-  std::map<std::string, const GhostFile*> base_;
-  std::set<std::pair<uint64_t, uint64_t>> base_mapped_written_, mapped_written_;
+  // A series: what the checkpoint before kept of larger files in the page
+  // store; the files this one maps to write through, by (dev, inode); the
+  // paths of the files as it kept them, with its ids.
+  KeptBefore before_;
+  std::set<std::pair<uint64_t, uint64_t>> mapped_written_;
   std::map<std::string, uint64_t> as_in_base_;
   std::map<std::string, GhostFile> files_;  // by path: a directory before what it holds
   uint64_t total_ = 0;  // of the contents kept in the checkpoint
