@@ -316,13 +316,14 @@ def deleted_file_unchanged_referred(env):
 def temp_file_unchanged_referred(env):
     # The same job with its scratch file left in a temporary directory
     # (quiet_scratch.py keep, 16 MiB in the test's directory under /tmp),
-    # which snap keeps in each checkpoint: a checkpoint after the one that
-    # recorded the file settled refers to that one's pages, it does not
-    # read the file again. At tick 30 the job rewrites the file's first 4
-    # MiB; the checkpoints after it read the file again, and later ones
-    # refer to those. Killed right after such a checkpoint, the file then
-    # removed (a node's /tmp cleaned), the resume makes the file again from
-    # the latest checkpoint: the job's digests of the rewritten part (ticks
+    # which snap keeps in each checkpoint (here each one asked for with
+    # snap checkpoint): a checkpoint after the one that recorded the file
+    # settled refers to that one's pages, it does not read the file again.
+    # At tick 30 the job rewrites the file's first 4 MiB: the checkpoint
+    # right after reads it again, and later ones refer to the next that
+    # recorded it settled. Killed right after such a checkpoint, the file
+    # then removed (a node's /tmp cleaned), the resume makes the file again
+    # from that checkpoint: the job's digests of the rewritten part (ticks
     # 32, 39, 42, 45, 48, 55, ...) and of the rest equal an uninterrupted
     # run's.
     prog, d = env.src("quiet_scratch.py"), env.path("")
@@ -330,29 +331,29 @@ def temp_file_unchanged_referred(env):
     expect(rc == 0 and len(ref) == 70, f"an uninterrupted run ({rc}, {ref[-2:]})")
     ckpt, out = env.path("ck"), env.path("scratch.out")
     argv = [sys.executable, prog, d, "16", "70", "0.3", "30", "keep"]
-    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["-v", "--interval", "1"])
+    r1 = Run(env, "run1", ckpt, argv, out, "a", extra=["-v"])
+    referral = (r"file\(s\) of temporary directories, [0-9.]+ MiB, as checkpoint (\d+) kept them: "
+                r"not read again")
 
-    def latest_referred(after=0):
-        """The latest checkpoint (numbered above `after`) referred to the
-        one before it for the scratch file."""
-        err = r1.stderr()
-        made = [int(n) for n in re.findall(r"snap run: checkpoint (\d+):", err)]
-        bases = re.findall(r"file\(s\) of temporary directories, [0-9.]+ MiB, as checkpoint (\d+) "
-                           r"kept them: not read again", err)
-        return bool(made) and made[-1] > after and str(made[-1] - 1) in bases
+    def checkpoint():
+        """A checkpoint now; whether it referred to the one before for the
+        file (what a checkpoint says comes before its "checkpoint K:" line)."""
+        env.snap_run("checkpoint", "--dir", ckpt, "--wait")
+        said = re.split(r"snap run: checkpoint \d+:", r1.stderr())
+        expect(r1.proc.poll() is None, f"snap run keeps running the job ({r1.stderr()[-500:]})")
+        return re.search(referral, said[-2]) is not None
 
-    wait_for(lambda: latest_referred() or r1.proc.poll() is not None, 30,
-             "a checkpoint that referred to the one before for the scratch file")
-    expect(len(lines_of(out)) < 30, f"referred before the rewrite ({len(lines_of(out))} ticks)")
-    wait_for(lambda: len(lines_of(out)) >= 30 or r1.proc.poll() is not None, 30, "the rewrite")
-    n = checkpoints_made(r1)
-    wait_for(lambda: latest_referred(after=n + 1) or r1.proc.poll() is not None, 30,
-             "a checkpoint after the rewrite that referred to the one before")
-    # What a checkpoint says comes before its "snap run: checkpoint K:" line.
-    said = re.split(r"snap run: checkpoint \d+:", r1.stderr())
-    expect("of temporary directories" not in said[n],
-           f"checkpoint {n + 1}, the first after the rewrite, read the file again: {said[n][-300:]}")
-    k = killed_then_resumed(env, r1, ckpt, argv, out, ref, ["--interval", "1"],
+    wait_lines(out, 1)  # the file written
+    time.sleep(2.5)  # its ctime settled
+    expect(not checkpoint(), "the first checkpoint read the file")
+    expect(checkpoint(), "the next one referred to it for the unchanged file")
+    wait_for(lambda: len(lines_of(out)) >= 30, 30, "the rewrite")
+    expect(not checkpoint(), "the checkpoint right after the rewrite read the file again")
+    time.sleep(2.5)
+    checkpoint()
+    expect(checkpoint(), "a checkpoint after the one that read the rewritten file settled "
+                         "referred to it")
+    k = killed_then_resumed(env, r1, ckpt, argv, out, ref, [],
                             before_resume=lambda: os.unlink(os.path.join(d, "scratch")))
     expect(30 < k < 62, f"killed after {k} ticks, after the rewrite, with rewritten parts left")
 
