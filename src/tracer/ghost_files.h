@@ -120,7 +120,7 @@ std::set<std::pair<uint64_t, uint64_t>> files_mapped_to_write(const image::Check
 // ctime_ns), for the next one to tell the files still as it kept them.
 class KeptBefore {
  public:
-  KeptBefore() = default;  // no previous checkpoint: nothing is as it kept it
+  // `base`: the previous checkpoint, or nullptr (then nothing is as it kept it).
   KeptBefore(const image::Checkpoint* base, bool (*keeps)(const image::GhostFile&));
   // base's entry for the file `now` (stat()ed as `st`) where it still holds
   // what the file holds (same_as_before), and no process maps the file to
