@@ -392,13 +392,16 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     }
   };
 
-  for (const auto& e : ghosts_before)
-    sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
+  // File contents the checkpoint before stored already (a series).
+  auto refer_to_base = [&](const std::vector<EarlierPages>& pages) {
+    for (const auto& e : pages)
+      sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
+  };
+  refer_to_base(ghosts_before);
   if (!ghosts_before.empty())
     vlog("{} range(s) of deleted files and memfds as checkpoint {} kept them: not read again",
          ghosts_before.size(), sink.base_number().value_or(0));
-  for (const auto& e : temp_contents.earlier())
-    sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
+  refer_to_base(temp_contents.earlier());
   if (!temp_contents.earlier().empty())
     vlog("{} file(s) of temporary directories, {:.1f} MiB, as checkpoint {} kept them: not read "
          "again", temp_contents.earlier().size(),
@@ -414,8 +417,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     steps.step("deleted files and memfds");
   }
   if (!kept.pages.empty()) {
-    for (const auto& e : earlier_kept_files(kept))
-      sink.add_earlier(image::kFilePagesPid, e.mapping_start, e.addr, e.base_addr, e.npages);
+    refer_to_base(earlier_kept_files(kept));
     const auto t = std::chrono::steady_clock::now();
     if (const uint64_t bytes = store_kept_files(kept, store, false); bytes > (uint64_t{256} << 20))
       warn("--with-files: {:.1f} MiB read while the job was stopped, {:.1f} s of its freeze: "
