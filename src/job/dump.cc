@@ -246,7 +246,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   DumpResult result;
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
-    hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids)});
+    hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids),
+                        SeccompHints::read(pids)});
     size_t threads = 0;
     uint64_t resident = 0;
     for (pid_t p : pids)
@@ -299,6 +300,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       std::vector<pid_t> tids;
       for (const auto& t : p.tasks) tids.push_back(t->tid());
       refuse_thread_tables(p.pid, tids);  // the parasite's threads wait on the leader's fd too
+      (hints ? hints->seccomp : SeccompHints{}).refuse_threads(p.pid, tids);  // before the parasite
       if (auto comm = proc::try_read_file(fmt::format("/proc/{}/comm", p.pid));
           comm && *comm == "srun\n")
         throw srun_error(fmt::format("pid {}", p.pid));

@@ -21,6 +21,7 @@
 #include "tracer/fd_hints.h"
 #include "tracer/memory.h"
 #include "tracer/proc.h"
+#include "tracer/seccomp.h"
 #include "tracer/sharing.h"
 #include "tracer/task.h"
 #include "tracer/vmflags.h"
@@ -39,6 +40,7 @@ PageSink store_as(pid_t owner, const Store& store);
 struct Hints {
   proc::VmFlagsHints vmflags;
   proc::FdHints fds;
+  SeccompHints seccomp;
 };
 
 // Whether every live process has a snapshot: then which fds share an open

@@ -24,6 +24,7 @@
 #include "tracer/fd_state.h"
 #include "tracer/file_view.h"
 #include "tracer/fd_table.h"
+#include "tracer/seccomp.h"
 
 namespace snap::proc {
 
@@ -631,16 +632,7 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   p.uids = status.uids;
   p.gids = status.gids;
   p.groups = status.groups;
-  // A restored job has the seccomp filters snap restore has (it is a fork
-  // of it): the same as the job's when both run in one container. Filters
-  // the job installed itself would be lost.
-  auto self = read_status(::getpid());
-  if (status.seccomp != self.seccomp || status.seccomp_filters != self.seccomp_filters)
-    throw Error(fmt::format("pid {} runs under seccomp mode {} with {} filter(s), snap under mode "
-                            "{} with {}: the job set up seccomp itself",
-                            pid, status.seccomp, status.seccomp_filters, self.seccomp,
-                            self.seccomp_filters),
-                "snap cannot restore seccomp filters yet");
+  refuse_own_seccomp(pid, pid, status);  // tracer/seccomp.h
   if (status.thp_enabled) p.thp_disabled = !*status.thp_enabled;
   p.no_new_privs = status.no_new_privs;
   // Capabilities count in the process's own user namespace: recorded only

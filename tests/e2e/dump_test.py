@@ -633,6 +633,36 @@ def vfork_in_thread_refused(env):
                   ["(thread ", "is in vfork()", "to run a program"], "a thread in vfork")
 
 
+@case
+def seccomp_thread_refused(env):
+    """A second thread under seccomp of its own (a filter its leader lacks,
+    or strict mode): a restore would lose the filter, and the parasite's
+    system calls in a strict-mode thread kill it (the snap before dumped the
+    filter job as if nothing were lost, and left the strict one hung, its
+    thread killed). The dump refuses, naming the thread, before anything is
+    injected, whether it reads the threads while the job runs or, with
+    --kill, once it is stopped; the job, that thread included, runs on to
+    its end with every round trip through the thread answered."""
+    limit = 60
+    for mode in ("filter", "strict"):
+        for kill in (False, True):
+            what = f"{mode}{' --kill' if kill else ''}"
+            name = f"seccomp_{mode}{'_kill' if kill else ''}"
+            job, out = start_job(env, name, [env.prog("seccomp_thread"), mode, str(limit), "50"], 2,
+                                 start_new_session=True)
+            dest = env.path(name + ".ckpt")
+            args = (["--kill"] if kill else []) + ["--pid", str(job.pid), "-o", dest]
+            under = "strict mode" if mode == "strict" else "1 seccomp filter(s)"
+            expect_refused(env, args, 1, ["thread ", f"of pid {job.pid}", under,
+                                          "nothing was injected"], what)
+            expect(not os.path.exists(dest), f"{what}: nothing written for the refused dump")
+            job.wait(timeout=60)
+            lines = lines_of(out)
+            expect(lines == [f"{i} thread ok" for i in range(limit)] + ["DONE"],
+                   f"{what}: the job ran to its end through its seccomp'd thread "
+                   f"(exit {job.returncode}, last lines {lines[-2:]})")
+
+
 # A job holding an fd on a symbolic link (O_PATH | O_NOFOLLOW) or a device
 # node it then deleted, then counting.
 SPECIAL_FILE_JOB = r"""
