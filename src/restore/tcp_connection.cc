@@ -14,6 +14,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "restore/sockets.h"
 
 namespace snap::restore {
@@ -33,6 +34,10 @@ void set_int(int sock, int level, int name, int value, const std::string& call,
   set(sock, level, name, &value, sizeof value, call, what);
 }
 
+// The buffer size (as getsockopt shows it) that holds `bytes` queued: the
+// kernel doubles what it is given and counts its overhead in it too.
+size_t room_for(size_t bytes) { return bytes * 2 + (64 << 10); }
+
 // Room for `bytes` more in a socket buffer: it is grown (SO_*BUFFORCE).
 // One the job left to the kernel's tuning gets its lock taken off again
 // (SO_BUF_LOCK), so that the kernel goes on tuning it; one the job set is
@@ -43,8 +48,7 @@ void make_room(int sock, int name, int force, size_t bytes, const std::string& w
   socklen_t len = sizeof now;
   if (::getsockopt(sock, SOL_SOCKET, name, &now, &len) < 0)
     throw SysError(fmt::format("cannot restore {}: getsockopt(level 1, option {})", what, name), errno);
-  // The kernel doubles what it is given and counts its overhead in it too.
-  const size_t want = bytes * 2 + (64 << 10);
+  const size_t want = room_for(bytes);
   if (static_cast<size_t>(now) >= want) return;
   int locks = 0;
   len = sizeof locks;
@@ -112,11 +116,22 @@ ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what) 
           static_cast<int>(t.send_seq - static_cast<uint32_t>(t.send_queue.size())),
           "setsockopt(TCP_QUEUE_SEQ) of the send queue", what);
   select_queue(sock.get(), TCP_NO_QUEUE, what);
+  // The segment size is fixed when the socket connects, from the clamp it
+  // has then: the peer's MSS, given below with the repair options, comes
+  // too late for it (the socket would send 536-byte segments for the rest
+  // of its life, a hundredth of loopback's). The clamp is given as the
+  // socket's own TCP_MAXSEG for the connect (at most 32767, the kernel's
+  // limit for it; loopback's 65495 then gives half-size segments), and
+  // taken off again after: a connected socket never uses it again.
+  if (t.mss)
+    set_int(sock.get(), SOL_TCP, TCP_MAXSEG, static_cast<int>(std::min<uint32_t>(t.mss, 32767)),
+            "setsockopt(TCP_MAXSEG) for the connect", what);
   len = inet_sockaddr(s.family, s.peer, s.peer_port, ss, what);
   if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)  // no packet in repair mode
     throw SysError(fmt::format("cannot restore {}: connect (repair mode) to {}", what,
                                printable(s.family, s.peer, s.peer_port)),
                    errno);
+  if (t.mss) set_int(sock.get(), SOL_TCP, TCP_MAXSEG, 0, "setsockopt(TCP_MAXSEG, 0)", what);
   tcp_repair_opt opts[4];
   int n = 0;
   if (t.options & TCPI_OPT_SACK) opts[n++] = {TCPOPT_SACK_PERMITTED, 0};
@@ -177,11 +192,22 @@ void finish_tcp_connection(int sock, const image::FileDesc& f, const std::string
     send_all(sock, t.send_queue.data() + (t.send_queue.size() - t.unsent), t.unsent, "unsent send",
              what);
   // Buffer sizes the job set, as it set them (make_room may have grown them).
+  // A receive buffer whose queue it does not hold stays as grown: the
+  // window the socket offered on leaving repair mode came from it, and a
+  // buffer shrunk under its queue makes the kernel drop what comes in and
+  // close the window to zero behind data its peer already sent, whose
+  // acknowledgements it then drops as beyond that window: both ends wait
+  // for ever (seen with a job that set SO_RCVBUF after 15 MB had queued).
   for (const auto& o : f.sock_options)
     if (o.level == SOL_SOCKET && (o.name == SO_RCVBUF || o.name == SO_SNDBUF) &&
         o.value.size() == sizeof(int)) {
       int v;
       std::memcpy(&v, o.value.data(), sizeof v);
+      if (o.name == SO_RCVBUF && static_cast<size_t>(v) < room_for(t.recv_queue.size())) {
+        vlog("{}: receive buffer left at the size that holds its {} queued bytes, not the job's "
+             "{} bytes", what, t.recv_queue.size(), v);
+        continue;
+      }
       v /= 2;  // the kernel doubles what it is given
       set_int(sock, SOL_SOCKET, o.name, v, "setsockopt(SO_RCVBUF / SO_SNDBUF)", what);
     }
@@ -210,7 +236,7 @@ ScopedFd bound_tcp_socket(const image::FileDesc& f, size_t incoming, const std::
   int rcvbuf = 0, locks = 0;
   socklen_t olen = sizeof rcvbuf;
   ::getsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &olen);
-  const size_t want = incoming * 2 + (64 << 10);
+  const size_t want = room_for(incoming);
   olen = sizeof locks;
   if (incoming && static_cast<size_t>(rcvbuf) < want &&
       ::getsockopt(sock.get(), SOL_SOCKET, kSoBufLock, &locks, &olen) == 0) {

@@ -172,7 +172,7 @@ def tcp_pair_expected(rounds, blob_bytes=3200000):
     return [f"round {i}: pong {i} to ping {i}" for i in range(1, rounds + 1)] + [
         "half-closed: b'hello from a half-closed connection\\n'",
         f"blob {blob_bytes} bytes {digest}, answer b'answer to a half-closed connection\\n'",
-        "ticks in order: True", "child exit 0"]
+        "ticks in order: True", "segments as large as at the start (up to 32 KiB): True", "child exit 0"]
 
 
 @case
@@ -209,6 +209,25 @@ def tcp_connections(env):
     print("ok   tcp_connections: bytes in flight refused without CAP_NET_ADMIN, job untouched")
     dump_kill_restore(env, argv + ["60000"], "tcp_pair_short", 3,
                       tcp_pair_expected(rounds, 60000), tree=True)
+
+
+@case
+def tcp_receive_buffer_shrunk(env):
+    # A TCP connection inside the job whose receiving end set SO_RCVBUF
+    # small once megabytes had queued (tests/programs/tcp_rcvbuf_shrunk.py),
+    # dumped there: the restore puts the queue back in a buffer grown to
+    # hold it, and must leave it so. Shrunk back to the job's size under
+    # its queue (the snap before), the kernel dropped what the peer sent
+    # next and closed the window behind it, then dropped the peer's
+    # acknowledgements as beyond that window: the job hung for ever (as
+    # CRIU's ZDTM socket-tcpbuf-local did, 1 run in 10). Restored, the
+    # output equals an uninterrupted run's: the 1 MiB the parent sends
+    # afterwards on the same connection, and everything the child sent,
+    # arrive.
+    expected = ["ready", "child got 1048576 bytes, digest as sent: True",
+                "all the child sent arrived: True", "child exit 0"]
+    argv = [sys.executable, env.src("tcp_rcvbuf_shrunk.py")]
+    dump_kill_restore(env, argv, "tcp_rcvbuf_shrunk", 1, expected, tree=True, timeout=60)
 
 
 def killed_at_dump(env, job, name, lines):

@@ -7,7 +7,9 @@ end, and the parent pushes a 3 MiB blob over IPv6 that the child reads only
 at the end (so send and receive queues are full at any checkpoint). A
 third connection is half-closed by the child at once (its greeting and a
 FIN wait unread at the parent, which answers at the end). Prints
-one line per round, then what came through at the end; the same on every run.
+one line per round, then what came through at the end, and whether the
+parent's two connections still send segments as large as they had at the
+start (TCP_MAXSEG, up to 32 KiB); the same on every run.
 With BLOB_BYTES, the blob is that long instead (a short one is all in the
 child's receive queue at a checkpoint: nothing in flight).
 Usage: tcp_pair.py ROUNDS INTERVAL_MS [BLOB_BYTES]"""
@@ -68,6 +70,7 @@ def main():
     a4, _ = srv4.accept()
     a6, _ = srv6.accept()
     half, _ = srv4.accept()
+    mss = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) for s in (a4, a6)]
     r4 = a4.makefile("rb")
     for i in range(1, min(PINGS_AHEAD, rounds) + 1):
         a4.sendall(f"ping {i}\n".encode())
@@ -93,6 +96,11 @@ def main():
     ticks = read_to_eof(a6)
     want = "".join(f"tick {i}\n" for i in range(1, rounds + 1))
     print(f"ticks in order: {ticks.decode() == want}", flush=True)
+    # A restore can give a connection segments of 32767 bytes at most (the
+    # kernel's limit for TCP_MAXSEG): loopback's 65483 come back halved.
+    now = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) for s in (a4, a6)]
+    kept = all(n >= min(m, 32767 - 40) for n, m in zip(now, mss))
+    print(f"segments as large as at the start (up to 32 KiB): {kept}", flush=True)
     _, status = os.waitpid(pid, 0)
     print(f"child exit {status}", flush=True)
 
