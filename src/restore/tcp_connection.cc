@@ -122,16 +122,19 @@ ScopedFd make_tcp_connection(const image::FileDesc& f, const std::string& what) 
   // of its life, a hundredth of loopback's). The clamp is given as the
   // socket's own TCP_MAXSEG for the connect (at most 32767, the kernel's
   // limit for it; loopback's 65495 then gives half-size segments), and
-  // taken off again after: a connected socket never uses it again.
-  if (t.mss)
-    set_int(sock.get(), SOL_TCP, TCP_MAXSEG, static_cast<int>(std::min<uint32_t>(t.mss, 32767)),
-            "setsockopt(TCP_MAXSEG) for the connect", what);
+  // taken off again after: a connected socket never uses it again. Where
+  // the kernel refuses it (a peer's MSS under its 88), the connection comes
+  // back all the same, with small segments.
+  const int clamp = static_cast<int>(std::min<uint32_t>(t.mss, 32767));
+  const bool clamped = clamp >= 88 && ::setsockopt(sock.get(), SOL_TCP, TCP_MAXSEG, &clamp,
+                                                   sizeof clamp) == 0;
+  if (!clamped) vlog("{}: segment size {} not given for the connect", what, t.mss);
   len = inet_sockaddr(s.family, s.peer, s.peer_port, ss, what);
   if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0)  // no packet in repair mode
     throw SysError(fmt::format("cannot restore {}: connect (repair mode) to {}", what,
                                printable(s.family, s.peer, s.peer_port)),
                    errno);
-  if (t.mss) set_int(sock.get(), SOL_TCP, TCP_MAXSEG, 0, "setsockopt(TCP_MAXSEG, 0)", what);
+  if (clamped) set_int(sock.get(), SOL_TCP, TCP_MAXSEG, 0, "setsockopt(TCP_MAXSEG, 0)", what);
   tcp_repair_opt opts[4];
   int n = 0;
   if (t.options & TCPI_OPT_SACK) opts[n++] = {TCPOPT_SACK_PERMITTED, 0};
