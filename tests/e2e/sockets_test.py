@@ -220,10 +220,12 @@ def tcp_receive_buffer_shrunk(env):
     # its queue (the snap before), the kernel dropped what the peer sent
     # next and closed the window behind it, then dropped the peer's
     # acknowledgements as beyond that window: the job hung for ever (as
-    # CRIU's ZDTM socket-tcpbuf-local did, 1 run in 10). Restored, the
-    # output equals an uninterrupted run's: the 1 MiB the parent sends
-    # afterwards on the same connection, and everything the child sent,
-    # arrive.
+    # CRIU's ZDTM socket-tcpbuf-local did through it, 1 run in 10).
+    # Restored, the output equals an uninterrupted run's: the 1 MiB the
+    # parent sends afterwards on the same connection, and everything the
+    # child sent, arrive. A guard, not a sure reproduction: whether the
+    # peer sends past the shrunk buffer depends on the windows at the dump,
+    # and with the snap before this case hung in 1 of 9 runs here.
     expected = ["ready", "child got 1048576 bytes, digest as sent: True",
                 "all the child sent arrived: True", "child exit 0"]
     argv = [sys.executable, env.src("tcp_rcvbuf_shrunk.py")]
