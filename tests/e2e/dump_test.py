@@ -663,6 +663,28 @@ def seccomp_thread_refused(env):
                    f"(exit {job.returncode}, last lines {lines[-2:]})")
 
 
+RAW_SOCKET_JOB = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, int(sys.argv[1]))
+for i in range(100000):
+    print(i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+@case
+def raw_socket_refused(env):
+    """A raw IP socket (root's, CAP_NET_RAW) is refused at dump, naming the
+    fd and its protocol, and the job runs on: the snap before took a raw
+    socket of protocol TCP for a TCP connection and failed on it with
+    "getsockopt(TCP_INFO) ... Operation not supported", and a restore has
+    never made raw sockets."""
+    for proto, name in ((6, "tcp"), (1, "icmp")):
+        job_refused(env, f"raw_{name}", [sys.executable, "-c", RAW_SOCKET_JOB, str(proto)],
+                    ["pid {pid} fd ", f"a raw IP socket (SOCK_RAW, protocol {proto})",
+                     "nothing was killed"], f"a raw socket of protocol {proto}")
+
+
 # A job holding an fd on a symbolic link (O_PATH | O_NOFOLLOW) or a device
 # node it then deleted, then counting.
 SPECIAL_FILE_JOB = r"""
