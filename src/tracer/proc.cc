@@ -24,7 +24,6 @@
 #include "tracer/fd_state.h"
 #include "tracer/file_view.h"
 #include "tracer/fd_table.h"
-#include "tracer/seccomp.h"
 
 namespace snap::proc {
 
@@ -632,7 +631,6 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints, FdHints* fd_hints) {
   p.uids = status.uids;
   p.gids = status.gids;
   p.groups = status.groups;
-  refuse_own_seccomp(pid, pid, status);  // tracer/seccomp.h
   if (status.thp_enabled) p.thp_disabled = !*status.thp_enabled;
   p.no_new_privs = status.no_new_privs;
   // Capabilities count in the process's own user namespace: recorded only

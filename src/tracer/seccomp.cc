@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/parallel.h"
+#include "tracer/proc.h"
 
 namespace snap {
 
@@ -24,8 +25,8 @@ std::string under(const proc::Status& st) {
   return fmt::format("{} seccomp filter(s)", st.seccomp_filters);
 }
 
-}  // namespace
-
+// Throws, naming the thread, where `st` (a thread's /proc status) shows
+// another seccomp mode or filter count than snap's own.
 void refuse_own_seccomp(pid_t pid, pid_t tid, const proc::Status& st) {
   const proc::Status& self = own_status();
   if (st.seccomp == self.seccomp && st.seccomp_filters == self.seccomp_filters) return;
@@ -35,6 +36,8 @@ void refuse_own_seccomp(pid_t pid, pid_t tid, const proc::Status& st) {
                           under(st), under(self)),
               "snap cannot restore seccomp filters yet; nothing was injected into the job");
 }
+
+}  // namespace
 
 SeccompHints SeccompHints::read(const std::vector<pid_t>& pids) {
   SeccompHints h;

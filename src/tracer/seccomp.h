@@ -12,13 +12,7 @@
 #include <set>
 #include <vector>
 
-#include "tracer/proc.h"
-
 namespace snap {
-
-// Throws, naming the thread, where `st` (a thread's /proc status) shows
-// another seccomp mode or filter count than snap's own.
-void refuse_own_seccomp(pid_t pid, pid_t tid, const proc::Status& st);
 
 // Threads read while the job still runs (a leave-running dump's hints):
 // filters can only be added, never taken off, so a thread that differs
@@ -29,7 +23,8 @@ void refuse_own_seccomp(pid_t pid, pid_t tid, const proc::Status& st);
 class SeccompHints {
  public:
   static SeccompHints read(const std::vector<pid_t>& pids);
-  // Refuses (throws) a thread of process `pid` under seccomp of its own:
+  // Refuses (throws, naming it) a thread of process `pid`, its leader
+  // included, under seccomp of its own (the one place a dump checks it):
   // those read() saw as snap's are taken as they were, the others (threads
   // started since, every thread of a --kill dump without hints) are read
   // now, by two threads of snap's where there are many.

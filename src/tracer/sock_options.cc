@@ -205,14 +205,6 @@ std::pair<std::string, uint16_t> split(const sockaddr_storage& ss) {
 image::InetSocket describe_inet_socket(int sock, int domain, int type, int protocol,
                                        const std::string& what, InetDiags& diags,
                                        uint32_t& accept_queue, int& queued) {
-  // A raw socket (CAP_NET_RAW) is no connection and no datagram socket of
-  // its protocol: the TCP and UDP steps below would misread one of those
-  // protocols, and a restore has never made one.
-  if (type == SOCK_RAW)
-    throw Error(fmt::format("{}: a raw IP socket (SOCK_RAW, protocol {}); snap cannot restore raw "
-                            "sockets",
-                            what, protocol),
-                "close it before checkpointing; nothing was killed");
   image::InetSocket s;
   s.family = domain;
   s.type = type;

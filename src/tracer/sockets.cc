@@ -407,6 +407,14 @@ void collect_sockets(std::vector<image::Process>& procs) {
         f.unix_socket.emplace();
         describe_unix(p, d->second, diag, sock.get(), what, *f.unix_socket);
       } else if (domain == AF_INET || domain == AF_INET6) {
+        // A raw socket (CAP_NET_RAW) is no connection and no datagram
+        // socket of its protocol: describing it as one misreads it (TCP_INFO
+        // fails), and a restore has never made one.
+        if (type == SOCK_RAW)
+          throw Error(fmt::format("{}: a raw IP socket (SOCK_RAW, protocol {}); snap cannot "
+                                  "restore raw sockets",
+                                  what, protocol),
+                      "close it before checkpointing; nothing was killed");
         uint32_t pending = 0;
         int queued = 0;
         f.inet_socket = describe_inet_socket(sock.get(), domain, type, protocol, what, inet_diags,
