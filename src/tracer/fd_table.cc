@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
@@ -17,6 +18,7 @@
 
 #include "base/cpus.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "base/parallel.h"
 #include "base/scoped_fd.h"
 #include "tracer/devices.h"
@@ -134,6 +136,18 @@ bool read_from_hint(const Table& t, const char* name, image::FileDesc& fd, bool*
   return true;
 }
 
+// Events an inotify instance holds unread are lost to a restore: inotify
+// has no way to read them but to take them from the job, nor to queue one.
+// The watches come back; the dump says what does not.
+void say_queued_events(pid_t pid, int fd, int copy) {
+  int queued = 0;
+  if (::ioctl(copy, FIONREAD, &queued) == 0 && queued > 0)
+    warn("pid {} fd {} (inotify): {} byte(s) of events were queued unread at the dump and are "
+         "not in the image (inotify can neither show them without taking them from the job nor "
+         "be given them back): a restored job finds its watches, not those events",
+         pid, fd, queued);
+}
+
 // Fills `fd` (its number set) from the table, or from its hint; kClosed if
 // the process closed it meanwhile (only possible if not all its threads
 // are stopped). Epoll watches go to `watched`, for fd number `index` of the
@@ -192,6 +206,7 @@ FdRead read_fd(const Table& t, size_t index, image::FileDesc& fd, std::vector<Wa
     fd.epoll_targets.push_back(target_fd);
   }
   fill_fd_state(t.pid, fd, info);
+  if (fd.type == image::FdType::Inotify && copy) say_queued_events(t.pid, fd.fd, copy.get());
   if (copy) read_fd_owner(copy.get(), fd);  // before Linux 5.6: owners, pipe sizes not recorded
   if (t.copies && FdHints::can_hint(fd)) (*t.copies)[index] = std::move(copy);
   return FdRead::kWhole;

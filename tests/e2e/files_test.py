@@ -428,6 +428,33 @@ def inotify_deleted_target(env):
 
 
 @case
+def inotify_queued_events_said(env):
+    # An event queued unread at the dump (a file made in the watched
+    # directory before the first tick, read only at the end) cannot go into
+    # the image: inotify shows it only by taking it from the job and takes
+    # none back. The dump says so, naming pid and fd (the snap before lost
+    # it without a word); the restored job finds its watch again (the file
+    # it makes after its last tick is reported) and that one event gone, as
+    # the dump said.
+    d, out, ckpt = env.path("queued_dir"), env.path("queued.out"), env.path("queued.ckpt")
+    os.makedirs(d)
+    ticks = [f"tick {i}" for i in range(1, 13)]
+    p = start([env.prog("inotify_queued"), d, "12", "150"], stdout_path=out)
+    wait_lines(out, 3)
+    ifd = next(int(n) for n in os.listdir(f"/proc/{p.pid}/fd")
+               if os.readlink(f"/proc/{p.pid}/fd/{n}") == "anon_inode:inotify")
+    r = env.snap_run("dump", "--kill", "--pid", str(p.pid), "-o", ckpt)
+    said = f"pid {p.pid} fd {ifd} (inotify): 32 byte(s) of events were queued unread at the dump"
+    expect(said in r.stderr, f"the dump says the queued event is lost ({r.stderr.strip()})")
+    p.wait()
+    os.unlink(os.path.join(d, "early"))
+    r = env.snap_run("restore", ckpt, check=False)
+    expect(r.returncode == 0 and lines_of(out) == ticks + ["created late"],
+           f"restored, the job goes on with its watch and without the event ({r.returncode}, "
+           f"{r.stderr.strip()}; {lines_of(out)[-3:]}; uninterrupted: 'created early late')")
+
+
+@case
 def inotify_deleted_target_refused(env):
     # A watch on a deleted file that only a process outside the job holds
     # open cannot be added again: the dump refuses, naming pid, fd and
