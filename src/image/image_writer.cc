@@ -247,6 +247,13 @@ class ImageWriter::Impl {
     pagemap_.forget(pid, mapping_start);
   }
 
+  void forget_pages(pid_t pid, uint64_t mapping_start, const std::vector<ByteRange>& addrs) {
+    std::lock_guard lock(mu_);
+    const uint64_t n = pagemap_.forget_pages(pid, mapping_start, addrs);
+    stats_.pages -= n;  // given again: counted then
+    stats_.raw_bytes = stats_.pages * kPageSize;
+  }
+
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
                      size_t npages, bool missing_is_zero) {
     if (!series_)
@@ -524,6 +531,10 @@ const Checkpoint* ImageWriter::base_checkpoint() const {
   return impl_->base_checkpoint();
 }
 void ImageWriter::forget(pid_t pid, uint64_t mapping_start) { impl_->forget(pid, mapping_start); }
+void ImageWriter::forget_pages(pid_t pid, uint64_t mapping_start,
+                               const std::vector<ByteRange>& addrs) {
+  impl_->forget_pages(pid, mapping_start, addrs);
+}
 uint64_t ImageWriter::series_number() const { return impl_->number_; }
 std::optional<uint64_t> ImageWriter::base_number() const { return impl_->base_number_; }
 

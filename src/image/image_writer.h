@@ -9,7 +9,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "base/byte_ranges.h"
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
 #include "image/series.h"
@@ -92,6 +94,12 @@ class ImageWriter {
   // whose contents changed while they were read): they stay in pages.bin,
   // referred to by nothing. Thread-safe.
   void forget(pid_t pid, uint64_t mapping_start);
+  // Forgets the pages given for mapping `mapping_start` of `pid` at
+  // `addrs` (ascending, disjoint [first, end); pages never given are
+  // skipped), so that they can be given again: a data file's pages read
+  // while the job ran and written by it before the stop. What they stored
+  // stays in pages.bin, referred to by nothing. Thread-safe.
+  void forget_pages(pid_t pid, uint64_t mapping_start, const std::vector<ByteRange>& addrs);
 
   // Waits for compression, writes pages.idx, pagemap.bin.lz4,
   // checkpoint.json.lz4 (with each Mapping's pages_dumped filled in from

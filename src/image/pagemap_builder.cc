@@ -78,6 +78,41 @@ void PagemapBuilder::add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t
   runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
 }
 
+uint64_t PagemapBuilder::forget_pages(pid_t pid, uint64_t start,
+                                      const std::vector<ByteRange>& addrs) {
+  auto it = tables_.find({pid, start});
+  if (it == tables_.end() || addrs.empty()) return 0;
+  uint64_t forgotten = 0;
+  Runs kept;
+  kept.reserve(it->second.size());
+  // The part [a, b) of run r, as a run of its own.
+  auto keep = [&](const disk::PagemapRun& r, uint64_t a, uint64_t b) {
+    const uint64_t skip = (a - r.addr) / kPageSize;
+    const uint64_t ref = r.kind == disk::kRunSeq ? r.ref + skip : r.ref;
+    kept.push_back({a, ref, static_cast<uint32_t>((b - a) / kPageSize), r.kind});
+  };
+  for (const auto& r : it->second) {
+    const uint64_t end = r.addr + uint64_t{r.npages} * kPageSize;
+    // The first range to forget that ends after the run starts.
+    auto g = std::upper_bound(addrs.begin(), addrs.end(), r.addr,
+                              [](uint64_t a, const ByteRange& x) { return a < x.second; });
+    uint64_t a = r.addr;
+    while (a < end) {
+      if (g == addrs.end() || g->first >= end) {
+        keep(r, a, end);
+        break;
+      }
+      if (g->first > a) keep(r, a, g->first);
+      const uint64_t resume = std::min(end, g->second);
+      forgotten += (resume - std::max(a, g->first)) / kPageSize;
+      a = resume;
+      ++g;
+    }
+  }
+  it->second = std::move(kept);
+  return forgotten;
+}
+
 std::vector<uint8_t> PagemapBuilder::serialize(Checkpoint& c) {
   std::vector<uint8_t> buf;
   size_t nruns = 0;

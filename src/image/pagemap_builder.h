@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/byte_ranges.h"
 #include "image/checkpoint.h"
 #include "image/format.h"
 
@@ -39,6 +40,11 @@ class PagemapBuilder {
   // Forgets the runs of mapping `start` of `pid` (a file whose contents
   // turned out unusable): their pages stay stored, unreferenced.
   void forget(pid_t pid, uint64_t start) { tables_.erase({pid, start}); }
+  // Forgets the pages at `addrs` (ascending, disjoint [first, end)) of
+  // mapping `start` of `pid`, whichever runs hold them: pages read again
+  // since (a data file's pages read before the stop and written after).
+  // Returns how many pages it forgot.
+  uint64_t forget_pages(pid_t pid, uint64_t start, const std::vector<ByteRange>& addrs);
 
   // fn(run) for every run that refers to stored pages (all but zero runs).
   template <typename Fn>

@@ -18,6 +18,7 @@
 #include "base/heap.h"
 #include "base/huge_buffer.h"
 #include "base/log.h"
+#include "job/file_precopy.h"
 #include "job/held_pages.h"
 #include "job/incremental.h"
 #include "job/memory_budget.h"
@@ -186,6 +187,10 @@ class PidViewSink : public DumpSink {
   void forget(pid_t pid, uint64_t mapping_start) override {
     sink_.forget(view_.pid(pid), mapping_start);
   }
+  void forget_pages(pid_t pid, uint64_t mapping_start,
+                    const std::vector<ByteRange>& addrs) override {
+    sink_.forget_pages(view_.pid(pid), mapping_start, addrs);
+  }
   void commit(const image::Checkpoint& c) override { sink_.commit(c); }
   image::ImageStats stats() const override { return sink_.stats(); }
   void set_jobs(unsigned n) override { sink_.set_jobs(n); }
@@ -238,12 +243,28 @@ void say_own_namespaces(const image::Checkpoint& ckpt, const FileViews& views) {
 
 DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   StepTimes steps;
+  const auto started = std::chrono::steady_clock::now();
   pidview::check_not_namespace_init(pid);
   // Mapping flags read while the job still runs (tracer/vmflags.h): reading
   // smaps walks every page. With --kill nothing is gained: the job stays
   // stopped to the end anyway.
   std::optional<Hints> hints;
   DumpResult result;
+  // What the parasite's injection needs and can know before the job stops.
+  prepare_syscall_sites();
+  parasite::prepare_sigreturn_gadget();
+  // And what needs no stopped job: the sink's settings (before its first
+  // page, below), the reader threads, the checkpoint's own facts (its time
+  // stamp's first call reads the time zone file).
+  const unsigned jobs = opts.jobs ? opts.jobs : std::min(usable_cpus(), kMaxJobs);
+  outer_sink.set_jobs(jobs);
+  outer_sink.set_compression(opts.compression);
+  // Data files the job writes through a shared mapping: read now, as it
+  // runs (before the hints, which want to be fresh at the stop), and at
+  // the stop only the pages it wrote meanwhile.
+  FilePrecopy precopy;
+  if (!opts.kill) precopy = FilePrecopy::read(proc::list_tree(pid), outer_sink, opts.shared_files_max);
+  if (precopy.bytes_before()) steps.step("data files mapped shared, read while the job ran");
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
     hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids),
@@ -268,15 +289,6 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
                                    threads * (16 << 10),
                                31 << 20));
   }
-  // What the parasite's injection needs and can know before the job stops.
-  prepare_syscall_sites();
-  parasite::prepare_sigreturn_gadget();
-  // And what needs no stopped job: the reader threads, the sink's settings,
-  // the checkpoint's own facts (its time stamp's first call reads the time
-  // zone file).
-  const unsigned jobs = opts.jobs ? opts.jobs : std::min(usable_cpus(), kMaxJobs);
-  outer_sink.set_jobs(jobs);
-  outer_sink.set_compression(opts.compression);
   MemoryReaders readers(jobs);
   // Where pages read while the job is stopped wait until it runs again.
   // Without huge pages, filling the buffer would fault on every page while
@@ -350,6 +362,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   const auto temp_dirs = temp_roots(ckpt);
   // Files in /dev/shm or /tmp the job maps, and data files it writes through memory: saved too.
   mark_named_shared_memory(ckpt, temp_dirs, views, opts.shared_files_max);
+  precopy.settle(ckpt, outer_sink);
+  if (precopy.used())
+    vlog("data files mapped shared: {:.1f} MiB read while the job ran, {:.1f} MiB of it written "
+         "since, read again now", static_cast<double>(precopy.bytes_before()) / (1 << 20),
+         static_cast<double>(precopy.bytes_again()) / (1 << 20));
   // What it holds in /tmp and its directories, made again where missing;
   // the larger files' contents are read once the memory is (step 4b).
   // In a series, those as the checkpoint before kept them are not read again.
@@ -439,7 +456,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints,
-                               held ? &*held : nullptr, shm);
+                               held ? &*held : nullptr, shm, precopy);
     if (shm)
       vlog("{} MiB of anonymous shared memory write-protected in {} process(es): read once the "
            "job runs, each page before the job's first write to it", shm->stats().bytes >> 20,
@@ -552,7 +569,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   result.processes = ckpt.processes.size();
   result.method = ckpt.changed_pages_by;
   result.stats = sink.stats();
-  result.seconds = seconds_since(t0);
+  result.seconds = seconds_since(started);
   return result;
 }
 

@@ -41,6 +41,10 @@ class DumpSink {
   // The pages added for mapping_start of pid are not to be used after all
   // (image::ImageWriter::forget).
   virtual void forget(pid_t pid, uint64_t mapping_start) = 0;
+  // The pages at `addrs` (ascending, disjoint) of that mapping are not to
+  // be used: they are given again (image::ImageWriter::forget_pages).
+  virtual void forget_pages(pid_t pid, uint64_t mapping_start,
+                            const std::vector<ByteRange>& addrs) = 0;
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
   // Threads that compress (DumpOptions::jobs) and which blocks they
@@ -73,6 +77,10 @@ class ImageSink : public DumpSink {
     w_.add_pages(pid, mapping_start, addr, data, npages);
   }
   void forget(pid_t pid, uint64_t mapping_start) override { w_.forget(pid, mapping_start); }
+  void forget_pages(pid_t pid, uint64_t mapping_start,
+                    const std::vector<ByteRange>& addrs) override {
+    w_.forget_pages(pid, mapping_start, addrs);
+  }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }
   void set_jobs(unsigned n) override { w_.set_jobs(n); }
@@ -129,8 +137,9 @@ struct DumpOptions {
   uint64_t temp_files_max = kDefaultTempFilesMax;
   // The most bytes of data files the job maps shared and may write
   // (image::Mapping::saved_file) the image keeps, in all: each is read
-  // while the job is stopped. A file past it is left out (the dump warns):
-  // a restore finds it as it is then.
+  // while the job is stopped, or, with a dump the job runs on from, the
+  // larger ones while it runs (job/file_precopy.h). A file past it is left
+  // out (the dump warns): a restore finds it as it is then.
   uint64_t shared_files_max = kDefaultSharedFilesMax;
   // Absolute paths of directories and files the job writes and reads
   // again, saved as they are at the stop (read while the job is stopped)

@@ -58,6 +58,10 @@ class SeriesWriterSink : public SeriesSink {
     w_.add_earlier(pid, mapping_start, addr, base_addr, npages);
   }
   void forget(pid_t pid, uint64_t mapping_start) override { w_.forget(pid, mapping_start); }
+  void forget_pages(pid_t pid, uint64_t mapping_start,
+                    const std::vector<ByteRange>& addrs) override {
+    w_.forget_pages(pid, mapping_start, addrs);
+  }
   std::optional<uint64_t> base_number() const override { return w_.base_number(); }
   const image::Checkpoint* base_checkpoint() const override { return w_.base_checkpoint(); }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }

@@ -22,7 +22,7 @@ bool all_taken(const Snapshots& snapshots) {
 
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages* held, SharedSnapshot& shm) {
+                         HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -56,7 +56,9 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
                 held ? held->sink(proc.pid, store_as(proc.pid, store)) : store_as(proc.pid, store),
                 [&](const image::Mapping& m) {
       return (!snap || snap->read_from_job(m)) && !(shm && shm->covers(proc.pid, m));
-    }, ReadVia::kProcessVmReadv, &shared, {}, {}, &readers);
+    }, ReadVia::kProcessVmReadv, &shared, [&](const image::Mapping& m) {
+      return precopy.pages(proc.pid, m);
+    }, {}, &readers);
   }
   return snapshots;
 }

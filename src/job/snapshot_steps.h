@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "image/checkpoint.h"
+#include "job/file_precopy.h"
 #include "job/held_pages.h"
 #include "job/memory_budget.h"
 #include "parasite/shared_snapshot.h"
@@ -57,9 +58,11 @@ using SharedSnapshot = std::unique_ptr<parasite::SharedMemorySnapshot>;
 // while it is still stopped, and what it took from hints is checked against
 // itself. Anonymous shared memory is write-protected instead, where the
 // job allows it (`shm`, parasite/shared_snapshot.h), and read once it runs.
+// Data files the job maps shared that `precopy` read before the stop: only
+// their pages written since are read.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages* held, SharedSnapshot& shm);
+                         HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy);
 
 // Step 3b, the job running again: the fds taken from hints, checked
 // against each snapshot (tracer/fd_hints.h).

@@ -33,6 +33,7 @@ constexpr uint64_t kPageIsSwapped = 1 << 4;
 // region's page (MADV_GUARD_INSTALL), shown swapped too.
 constexpr uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62, kFilePage = 1ull << 61;
 constexpr uint64_t kGuardRegion = 1ull << 58;
+constexpr uint64_t kUffdWp = 1ull << 57;  // PM_UFFD_WP: write-protected (a page or a marker)
 // PAGEMAP_SCAN's category of guard region pages (Linux 6.15).
 constexpr uint64_t kPageIsGuard = 1 << 8;
 

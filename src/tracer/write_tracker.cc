@@ -197,6 +197,35 @@ WriteTracker WriteTracker::arm(RemoteSyscalls& rs, const std::vector<image::Mapp
   return t;
 }
 
+WriteTracker WriteTracker::arm_ranges(RemoteSyscalls& rs, const std::vector<PageRun>& ranges) {
+  const Support& sup = supported();
+  pid_t pid = tgid_of(rs.task().tid());
+  if (!sup.ok) throw Error(fmt::format("cannot track the writes of pid {}: {}", pid, sup.reason));
+  ScopedFd mine = uffd::create_in(rs, pid, O_CLOEXEC | O_NONBLOCK | kUffdUserModeOnly,
+                                  "seccomp or an LSM may forbid it in the job");
+  enable_features(mine.get(), wanted_features(sup.features));
+  WriteTracker t(pid, std::move(mine));
+  for (const auto& r : ranges)
+    if (t.arm_one(r.start, r.end, nullptr)) t.armed_.push_back(r);
+  return t;
+}
+
+std::vector<PageRun> WriteTracker::unprotected(uint64_t start, uint64_t end) const {
+  const std::string path = fmt::format("/proc/{}/pagemap", pid_);
+  ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pm) throw SysError("open " + path, errno);
+  std::vector<PageRun> out;
+  pagemap::read_chunks(pm.get(), path, start, end,
+                       [&](uint64_t at, const uint64_t* entries, size_t n) {
+                         for (size_t i = 0; i < n; i++)
+                           if (!(entries[i] & pagemap::kUffdWp)) {
+                             const uint64_t a = at + i * image::kPageSize;
+                             append_run(out, a, a + image::kPageSize);
+                           }
+                       });
+  return out;
+}
+
 bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
   if (int e = register_wp(uffd_.get(), start, end)) {
     if (why)

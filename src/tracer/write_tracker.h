@@ -129,6 +129,20 @@ class WriteTracker {
   // Ranges armed now, ascending.
   const std::vector<PageRun>& armed() const { return armed_; }
 
+  // Arms exactly `ranges` (whole mappings, ascending) of the process of
+  // `rs`'s stopped thread, whatever memory they map: shared file mappings
+  // too, whose pages other processes and write(2) may also change
+  // unseen (the caller rules those out). Only the one thread need be
+  // stopped, for the userfaultfd() call. A range the kernel refuses is
+  // left out of armed(). Throws as arm().
+  static WriteTracker arm_ranges(RemoteSyscalls& rs, const std::vector<PageRun>& ranges);
+  // With the process stopped: the pages of armed range [start, end) not
+  // write-protected any more, from /proc/PID/pagemap: those written since
+  // arming, and those whose page-table entry has gone since (a written
+  // page written back and reclaimed leaves no trace of its write): to be
+  // taken as written. Throws SysError when pagemap cannot be read.
+  std::vector<PageRun> unprotected(uint64_t start, uint64_t end) const;
+
   // Whether `m` is a kind of mapping this tracker arms.
   static bool trackable(const image::Mapping& m, std::string* why = nullptr);
 

@@ -794,6 +794,51 @@ TEST(PageStore, DuplicatesStoredOnce) {
   r.verify_all();
 }
 
+// Pages given, then forgotten at some addresses and given again there (a
+// data file's pages read while the job ran, some written by it before the
+// stop): each address reads back as given last, whether its first page was
+// stored, a duplicate (a run repeating one page), zero, or in the middle of
+// a run; pages given in a forgotten range where none were before are there
+// too, and addresses forgotten that were never given stay absent.
+TEST(PageStore, PagesForgottenAndGivenAgain) {
+  TempDir t;
+  std::mt19937_64 rng(11);
+  std::vector<Page> first, second;
+  for (int i = 0; i < 16; i++) first.push_back(random_page(rng));
+  for (int i = 0; i < 16; i++) second.push_back(random_page(rng));
+  Page a = random_page(rng);
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    std::vector<uint8_t> buf;
+    for (const auto& p : first) buf.insert(buf.end(), p.begin(), p.end());
+    w.add_pages(kPid, kStart, kStart, buf.data(), 16);  // one run of 16 stored pages
+    for (int i = 20; i < 24; i++) add(w, kPid, kStart + i * kPageSize, a);  // one page repeated
+    add(w, kPid, kStart + 30 * kPageSize, Page(kPageSize, 0));             // zero
+    const std::vector<ByteRange> gone = {{kStart + 3 * kPageSize, kStart + 5 * kPageSize},
+                                         {kStart + 15 * kPageSize, kStart + 22 * kPageSize},
+                                         {kStart + 30 * kPageSize, kStart + 31 * kPageSize},
+                                         {kStart + 40 * kPageSize, kStart + 41 * kPageSize}};
+    w.forget_pages(kPid, kStart, gone);
+    for (const auto& [from, to] : gone)
+      for (uint64_t addr = from; addr < to && addr < kStart + 32 * kPageSize; addr += kPageSize)
+        if (addr < kStart + 24 * kPageSize || addr == kStart + 30 * kPageSize)
+          add(w, kPid, addr, second[(addr - kStart) / kPageSize % 16]);
+    EXPECT_EQ(w.stats().pages, 21u - 6u + 10u);  // 6 forgotten, 10 given again (4 new)
+    w.commit(sample_checkpoint());
+  }
+  auto r = ImageReader::open(t / "img");
+  auto got = read_back(r, kPid, kStart);
+  ASSERT_EQ(got.size(), 25u);
+  for (int i = 0; i < 24; i++) {
+    const bool again = (i >= 3 && i < 5) || (i >= 15 && i < 22);
+    const Page& want = again ? second[i % 16] : i < 16 ? first[i] : a;
+    EXPECT_EQ(got[kStart + i * kPageSize], want) << i;
+  }
+  EXPECT_EQ(got[kStart + 30 * kPageSize], second[30 % 16]);
+  EXPECT_FALSE(got.count(kStart + 40 * kPageSize));
+  r.verify_all();
+}
+
 // A file of the temporary directories whose contents are in the page store
 // (GhostFile::data_in_pages): its pages are keyed by kFilePagesPid and the
 // file's id, deduplicated with memory, read back by offset; forgotten pages

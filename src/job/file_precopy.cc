@@ -1,0 +1,268 @@
+#include "job/file_precopy.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/file_extents.h"
+#include "base/log.h"
+#include "job/dump.h"
+#include "parasite/thread_guard.h"
+#include "tracer/pid_view.h"
+#include "tracer/proc.h"
+#include "tracer/remote.h"
+#include "tracer/task.h"
+
+namespace snap::job {
+
+namespace {
+
+constexpr uint64_t kPage = image::kPageSize;
+constexpr size_t kChunk = size_t{4} << 20;  // bytes a pread
+
+using FileKey = std::pair<uint64_t, uint64_t>;  // (dev, inode)
+
+// Whether `pid` sees the pids snap sees (the pages are stored under the
+// job's own pids, which are snap's only then).
+bool in_snaps_pid_namespace(pid_t pid) {
+  auto text = proc::try_read_file(fmt::format("/proc/{}/status", pid));
+  return text && pidview::parse_ns_ids(*text).pid.size() <= 1;
+}
+
+// The mapped file, opened by snap: a regular file, not on tmpfs, reached
+// by its path as the process names it (from its root) or as snap does.
+ScopedFd open_mapped_file(pid_t pid, const image::Mapping& m) {
+  for (const std::string& path : {fmt::format("/proc/{}/root{}", pid, m.path), m.path}) {
+    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    struct stat st {};
+    struct statfs fs {};
+    if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+        static_cast<uint64_t>(st.st_dev) == m.dev && static_cast<uint64_t>(st.st_ino) == m.inode)
+      return ::fstatfs(fd.get(), &fs) == 0 && fs.f_type != TMPFS_MAGIC ? std::move(fd)
+                                                                        : ScopedFd();
+  }
+  return {};
+}
+
+// The whole pages of data of `fd` within [from, to).
+uint64_t data_bytes(int fd, uint64_t from, uint64_t to) {
+  uint64_t total = 0;
+  for_each_data_range(fd, from, to, [&](uint64_t a, uint64_t b) {
+    total += std::min(to, (b + kPage - 1) & ~(kPage - 1)) - (a & ~(kPage - 1));
+    return b;
+  });
+  return total;
+}
+
+// Reads the data of mapping `m`'s file `fd` in the mapped range into
+// `sink` as `pid`'s pages of `m` (past the file's end, zeros, as the
+// mapping shows them). Returns the bytes read; throws SysError on a read
+// error.
+uint64_t read_into(int fd, pid_t pid, const image::Mapping& m, DumpSink& sink,
+                   std::vector<uint8_t>& buf) {
+  const uint64_t first = m.pgoff, last = m.pgoff + (m.end - m.start);
+  uint64_t total = 0;
+  for_each_data_range(fd, first, last, [&](uint64_t a, uint64_t b) {
+    a &= ~(kPage - 1);
+    b = std::min(last, (b + kPage - 1) & ~(kPage - 1));
+    for (uint64_t off = a; off < b; off += kChunk) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, b - off));
+      size_t got = 0;
+      while (got < n) {
+        ssize_t r = ::pread(fd, buf.data() + got, n - got, static_cast<off_t>(off + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) throw SysError(fmt::format("pread {} at {}", m.path, off + got), errno);
+        if (r == 0) break;
+        got += static_cast<size_t>(r);
+      }
+      std::fill(buf.begin() + static_cast<ptrdiff_t>(got), buf.begin() + static_cast<ptrdiff_t>(n),
+                uint8_t{0});
+      sink.add_pages(pid, m.start, m.start + (off - first), buf.data(), n / kPage);
+      total += n;
+    }
+    return b;
+  });
+  return total;
+}
+
+}  // namespace
+
+FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, uint64_t max_bytes) {
+  FilePrecopy out;
+  // The files mapped in the tree, and the writable shared mappings of them.
+  std::map<FileKey, int> mappings_of;
+  std::vector<std::pair<pid_t, image::Mapping>> writable;
+  for (pid_t pid : pids) {
+    std::vector<image::Mapping> maps;
+    try {
+      maps = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
+    } catch (const std::exception&) {
+      continue;  // gone: the stop will tell
+    }
+    for (auto& m : maps) {
+      if (m.kind != image::MappingKind::File) continue;
+      mappings_of[{m.dev, m.inode}]++;
+      if (m.shared && (m.prot & PROT_WRITE) && m.path.starts_with('/') &&
+          !m.path.ends_with(" (deleted)"))
+        writable.emplace_back(pid, std::move(m));
+    }
+  }
+  if (writable.empty()) return out;
+  if (!WriteTracker::supported().ok) {
+    vlog("data files mapped shared are read while the job is stopped: {}",
+         WriteTracker::supported().reason);
+    return out;
+  }
+
+  struct Candidate {
+    pid_t pid;
+    image::Mapping m;
+    ScopedFd fd;
+    int watch;
+  };
+  std::vector<Candidate> chosen;
+  uint64_t total = 0;
+  for (auto& [pid, m] : writable) {
+    if (mappings_of[{m.dev, m.inode}] != 1 || !in_snaps_pid_namespace(pid)) continue;
+    ScopedFd fd = open_mapped_file(pid, m);
+    if (!fd) continue;
+    const uint64_t bytes = data_bytes(fd.get(), m.pgoff, m.pgoff + (m.end - m.start));
+    // At the stop the mapping's whole page table is read (~10 ms a GiB of
+    // range here): a sparse one costs more so than its data while stopped.
+    if (bytes < kMinBytes || total + bytes > max_bytes || m.end - m.start > 16 * bytes) continue;
+    if (!out.inotify_) out.inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    const std::string self = fmt::format("/proc/self/fd/{}", fd.get());
+    const int watch = out.inotify_ ? ::inotify_add_watch(out.inotify_.get(), self.c_str(), IN_MODIFY)
+                                   : -1;
+    if (watch < 0) {
+      vlog("{}: read while the job is stopped (no inotify watch: {})", m.path,
+           std::strerror(errno));
+      continue;
+    }
+    total += bytes;
+    chosen.push_back({pid, std::move(m), std::move(fd), watch});
+  }
+  if (chosen.empty()) return out;
+
+  // Each process stopped for its userfaultfd() only; the write protection
+  // is set from snap while it runs again.
+  std::set<pid_t> tried;
+  for (const auto& c : chosen) {
+    if (!tried.insert(c.pid).second) continue;
+    std::vector<PageRun> ranges;
+    for (const auto& d : chosen)
+      if (d.pid == c.pid) ranges.push_back({d.m.start, d.m.end});
+    std::sort(ranges.begin(), ranges.end(),
+              [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
+    try {
+      // A system call seccomp forbids could kill the job: none is made in
+      // a leader under seccomp (the stop refuses or reads it all anyway).
+      if (proc::read_status(c.pid).seccomp != 0)
+        throw Error("it runs under seccomp: no system call is made in it before the stop");
+      auto task = Task::seize_and_stop(c.pid);
+      parasite::GuardedSyscalls guarded(*task);
+      out.trackers_.emplace(c.pid, WriteTracker::arm_ranges(guarded.rs(), ranges));
+    } catch (const std::exception& e) {
+      vlog("pid {}: its data files mapped shared are read while it is stopped: {}", c.pid,
+           e.what());
+    }
+  }
+
+  std::vector<uint8_t> buf(kChunk);
+  for (auto& c : chosen) {
+    auto t = out.trackers_.find(c.pid);
+    if (t == out.trackers_.end()) continue;
+    const auto& ranges = t->second.armed();
+    if (std::none_of(ranges.begin(), ranges.end(),
+                     [&](const PageRun& r) { return r.start == c.m.start && r.end == c.m.end; }))
+      continue;  // the kernel refused the range (another userfaultfd's, say)
+    uint64_t bytes = 0;
+    try {
+      bytes = read_into(c.fd.get(), c.pid, c.m, sink, buf);
+    } catch (const SysError& e) {
+      sink.forget(c.pid, c.m.start);
+      vlog("{}: read while the job is stopped: {}", c.m.path, e.what());
+      continue;
+    }
+    out.bytes_before_ += bytes;
+    out.files_.push_back({c.pid, std::move(c.m), c.watch, bytes, false, false, {}});
+  }
+  if (!out.files_.empty())
+    vlog("{} data file(s) mapped shared, {:.1f} MiB, read while the job ran; the pages it writes "
+         "meanwhile are read again while it is stopped",
+         out.files_.size(), static_cast<double>(out.bytes_before_) / (1 << 20));
+  return out;
+}
+
+void FilePrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
+  if (files_.empty()) return;
+  // What the watches saw: write(2), truncate, fallocate; an overflowed
+  // queue may have lost any.
+  alignas(inotify_event) char buf[4096];
+  for (ssize_t n; (n = ::read(inotify_.get(), buf, sizeof buf)) > 0;)
+    for (ssize_t off = 0; off < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + off);
+      for (auto& f : files_)
+        if ((e->mask & IN_Q_OVERFLOW) || f.watch == e->wd) f.changed = true;
+      off += static_cast<ssize_t>(sizeof *e + e->len);
+    }
+  std::map<FileKey, int> mappings_of;  // in the stopped tree
+  for (const auto& p : ckpt.processes)
+    for (const auto& m : p.mappings)
+      if (m.kind == image::MappingKind::File) mappings_of[{m.dev, m.inode}]++;
+  for (auto& f : files_) {
+    const image::Mapping* now = nullptr;
+    for (const auto& p : ckpt.processes)
+      if (p.pid == f.pid && !p.zombie)
+        for (const auto& m : p.mappings)
+          if (m.start == f.mapping.start) now = &m;
+    const char* why = nullptr;
+    if (f.changed)
+      why = "written other than through the mapping (write(2), truncate, fallocate)";
+    else if (!now || now->end != f.mapping.end || now->pgoff != f.mapping.pgoff ||
+             now->dev != f.mapping.dev || now->inode != f.mapping.inode || !now->shared)
+      why = "mapped otherwise since";
+    else if (!now->saved_file && !now->named_shm)
+      why = "not saved";
+    else if (mappings_of[{now->dev, now->inode}] != 1)
+      why = "mapped again since";
+    if (why) {
+      sink.forget(f.pid, f.mapping.start);
+      bytes_before_ -= f.bytes;
+      vlog("{}: what was read while the job ran is not used ({}){}", f.mapping.path, why,
+           now && (now->saved_file || now->named_shm) ? ": read while it is stopped" : "");
+      continue;
+    }
+    std::vector<ByteRange> written;
+    for (const auto& r : trackers_.at(f.pid).unprotected(f.mapping.start, f.mapping.end)) {
+      written.push_back({r.start, r.end});
+      for (uint64_t a = r.start; a < r.end; a += kPage) f.again.push_back(a);
+    }
+    sink.forget_pages(f.pid, f.mapping.start, written);
+    bytes_again_ += f.again.size() * kPage;
+    f.kept = true;
+    kept_++;
+  }
+  trackers_.clear();  // the protection goes with the userfaultfd
+  inotify_.reset();
+}
+
+std::optional<std::vector<uint64_t>> FilePrecopy::pages(pid_t pid, const image::Mapping& m) const {
+  for (const auto& f : files_)
+    if (f.kept && f.pid == pid && f.mapping.start == m.start) return f.again;
+  return std::nullopt;
+}
+
+}  // namespace snap::job
