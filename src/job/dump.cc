@@ -263,7 +263,9 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // runs (before the hints, which want to be fresh at the stop), and at
   // the stop only the pages it wrote meanwhile.
   FilePrecopy precopy;
-  if (!opts.kill) precopy = FilePrecopy::read(proc::list_tree(pid), outer_sink, opts.shared_files_max);
+  if (!opts.kill)
+    precopy = FilePrecopy::read(proc::list_tree(pid), outer_sink, opts.shared_files_max,
+                                opts.progress);
   if (precopy.bytes_before()) steps.step("data files mapped shared, read while the job ran");
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both

@@ -71,7 +71,8 @@ uint64_t data_bytes(int fd, uint64_t from, uint64_t to) {
 // mapping shows them). Returns the bytes read; throws SysError on a read
 // error.
 uint64_t read_into(int fd, pid_t pid, const image::Mapping& m, DumpSink& sink,
-                   std::vector<uint8_t>& buf) {
+                   std::vector<uint8_t>& buf,
+                   const std::function<void(const image::ImageStats&)>& progress) {
   const uint64_t first = m.pgoff, last = m.pgoff + (m.end - m.start);
   uint64_t total = 0;
   for_each_data_range(fd, first, last, [&](uint64_t a, uint64_t b) {
@@ -91,6 +92,7 @@ uint64_t read_into(int fd, pid_t pid, const image::Mapping& m, DumpSink& sink,
                 uint8_t{0});
       sink.add_pages(pid, m.start, m.start + (off - first), buf.data(), n / kPage);
       total += n;
+      if (progress) progress(sink.stats());
     }
     return b;
   });
@@ -99,7 +101,8 @@ uint64_t read_into(int fd, pid_t pid, const image::Mapping& m, DumpSink& sink,
 
 }  // namespace
 
-FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, uint64_t max_bytes) {
+FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, uint64_t max_bytes,
+                              const std::function<void(const image::ImageStats&)>& progress) {
   FilePrecopy out;
   // The files mapped in the tree, and the writable shared mappings of them.
   std::map<FileKey, int> mappings_of;
@@ -190,7 +193,7 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
       continue;  // the kernel refused the range (another userfaultfd's, say)
     uint64_t bytes = 0;
     try {
-      bytes = read_into(c.fd.get(), c.pid, c.m, sink, buf);
+      bytes = read_into(c.fd.get(), c.pid, c.m, sink, buf, progress);
     } catch (const SysError& e) {
       sink.forget(c.pid, c.m.start);
       vlog("{}: read while the job is stopped: {}", c.m.path, e.what());

@@ -32,6 +32,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -39,6 +40,7 @@
 
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
+#include "image/image_stats.h"
 #include "tracer/memory.h"
 #include "tracer/write_tracker.h"
 
@@ -57,9 +59,11 @@ class FilePrecopy {
 
   // Before the tree is seized, with the job running: reads the candidates
   // of `pids` into `sink`, up to `max_bytes` of data in all (what the dump
-  // would save of such files). Never throws: what cannot be read this way
-  // is read while stopped (-v says why).
-  static FilePrecopy read(const std::vector<pid_t>& pids, DumpSink& sink, uint64_t max_bytes);
+  // would save of such files), calling `progress` (if any) after each
+  // piece. Never throws but the sink's errors: what cannot be read this
+  // way is read while stopped (-v says why).
+  static FilePrecopy read(const std::vector<pid_t>& pids, DumpSink& sink, uint64_t max_bytes,
+                          const std::function<void(const image::ImageStats&)>& progress = {});
 
   // With the tree stopped, `ckpt`'s mappings collected and marked
   // (mark_named_shared_memory): keeps each mapping read before the stop or
