@@ -53,22 +53,8 @@ class Job {
   Job() {
     a_ = map(kA * kPage, -1);
     b_ = map(kB * kPage, -1);
-    char tmpl[] = "/tmp/snap-wt-XXXXXX";
-    ScopedFd f(::mkstemp(tmpl));
-    if (!f) throw SysError("mkstemp", errno);
-    ::unlink(tmpl);
-    std::vector<char> data(kC * kPage, 'f');
-    if (::write(f.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
-      throw SysError("write", errno);
-    c_ = map(kC * kPage, f.get());
-    char dtmpl[] = "/tmp/snap-wt-XXXXXX";
-    ScopedFd g(::mkstemp(dtmpl));
-    if (!g) throw SysError("mkstemp", errno);
-    ::unlink(dtmpl);
-    std::vector<char> ddata(kD * kPage, 'g');
-    if (::write(g.get(), ddata.data(), ddata.size()) != static_cast<ssize_t>(ddata.size()))
-      throw SysError("write", errno);
-    d_ = map(kD * kPage, g.get(), MAP_SHARED);
+    c_ = map(kC * kPage, unlinked_file(kC, 'f').get());
+    d_ = map(kD * kPage, unlinked_file(kD, 'g').get(), MAP_SHARED);
     int cmd[2], ack[2];
     check_sys(::pipe2(cmd, O_CLOEXEC), "pipe2");
     check_sys(::pipe2(ack, O_CLOEXEC), "pipe2");
@@ -115,6 +101,18 @@ class Job {
   void write_page(uint64_t addr, uint64_t value = 0x5a) { ask({'w', addr, value}); }
 
  private:
+  // An unlinked temporary file of `pages` pages of `fill`.
+  static ScopedFd unlinked_file(size_t pages, char fill) {
+    char tmpl[] = "/tmp/snap-wt-XXXXXX";
+    ScopedFd f(::mkstemp(tmpl));
+    if (!f) throw SysError("mkstemp", errno);
+    ::unlink(tmpl);
+    std::vector<char> data(pages * kPage, fill);
+    if (::write(f.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+      throw SysError("write", errno);
+    return f;
+  }
+
   // A mapping of its own: an inaccessible page after it keeps the kernel
   // from merging it with its neighbour.
   static uint64_t map(size_t len, int fd, int sharing = MAP_PRIVATE) {
