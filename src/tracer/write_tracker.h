@@ -36,7 +36,9 @@
 // read-only and PROT_NONE mappings, mappings registered with another
 // userfaultfd (the job's own), and anything mapped, moved (mremap), split
 // or merged (mprotect, munmap of a part) since it was armed; those are armed
-// at the next scan_and_rearm. A transparent huge page mapped by one
+// at the next scan_and_rearm. arm_ranges() arms given ranges whatever they
+// map, a data file mapped shared say (job/file_precopy.h), and
+// unprotected() reads what changed there. A transparent huge page mapped by one
 // page-table entry is protected as a whole: one written byte may report all
 // of its 2 MiB written (false positives only; re-protecting part of one
 // splits it). Arming inhibits khugepaged collapse of protected pages. Writes the CPU does not make through the job's page
