@@ -23,4 +23,14 @@ void for_each_data_range(int fd, uint64_t from, uint64_t to,
   }
 }
 
+uint64_t data_page_bytes(int fd, uint64_t from, uint64_t to) {
+  constexpr uint64_t kPage = 4096;
+  uint64_t total = 0;
+  for_each_data_range(fd, from, to, [&](uint64_t data, uint64_t end) {
+    total += ((end + kPage - 1) & ~(kPage - 1)) - (data & ~(kPage - 1));
+    return end;
+  });
+  return total;
+}
+
 }  // namespace snap

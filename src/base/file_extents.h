@@ -15,4 +15,8 @@ namespace snap {
 void for_each_data_range(int fd, uint64_t from, uint64_t to,
                          const std::function<uint64_t(uint64_t start, uint64_t end)>& fn);
 
+// The bytes of the whole pages that hold the data of the file open on
+// `fd` within [from, to): what reading that data a page at a time reads.
+uint64_t data_page_bytes(int fd, uint64_t from, uint64_t to);
+
 }  // namespace snap

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "job/dump.h"
 #include "parasite/thread_guard.h"
+#include "tracer/file_pages.h"
 #include "tracer/pid_view.h"
 #include "tracer/proc.h"
 #include "tracer/remote.h"
@@ -30,7 +31,6 @@ namespace snap::job {
 namespace {
 
 constexpr uint64_t kPage = image::kPageSize;
-constexpr size_t kChunk = size_t{4} << 20;  // bytes a pread
 
 using FileKey = std::pair<uint64_t, uint64_t>;  // (dev, inode)
 
@@ -41,62 +41,16 @@ bool in_snaps_pid_namespace(pid_t pid) {
   return text && pidview::parse_ns_ids(*text).pid.size() <= 1;
 }
 
-// The mapped file, opened by snap: a regular file, not on tmpfs, reached
-// by its path as the process names it (from its root) or as snap does.
-ScopedFd open_mapped_file(pid_t pid, const image::Mapping& m) {
-  for (const std::string& path : {fmt::format("/proc/{}/root{}", pid, m.path), m.path}) {
-    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-    struct stat st {};
-    struct statfs fs {};
-    if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
-        static_cast<uint64_t>(st.st_dev) == m.dev && static_cast<uint64_t>(st.st_ino) == m.inode)
-      return ::fstatfs(fd.get(), &fs) == 0 && fs.f_type != TMPFS_MAGIC ? std::move(fd)
-                                                                        : ScopedFd();
-  }
-  return {};
-}
-
-// The whole pages of data of `fd` within [from, to).
-uint64_t data_bytes(int fd, uint64_t from, uint64_t to) {
-  uint64_t total = 0;
-  for_each_data_range(fd, from, to, [&](uint64_t a, uint64_t b) {
-    total += std::min(to, (b + kPage - 1) & ~(kPage - 1)) - (a & ~(kPage - 1));
-    return b;
-  });
-  return total;
-}
-
-// Reads the data of mapping `m`'s file `fd` in the mapped range into
-// `sink` as `pid`'s pages of `m` (past the file's end, zeros, as the
-// mapping shows them). Returns the bytes read; throws SysError on a read
-// error.
-uint64_t read_into(int fd, pid_t pid, const image::Mapping& m, DumpSink& sink,
-                   std::vector<uint8_t>& buf,
-                   const std::function<void(const image::ImageStats&)>& progress) {
-  const uint64_t first = m.pgoff, last = m.pgoff + (m.end - m.start);
-  uint64_t total = 0;
-  for_each_data_range(fd, first, last, [&](uint64_t a, uint64_t b) {
-    a &= ~(kPage - 1);
-    b = std::min(last, (b + kPage - 1) & ~(kPage - 1));
-    for (uint64_t off = a; off < b; off += kChunk) {
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, b - off));
-      size_t got = 0;
-      while (got < n) {
-        ssize_t r = ::pread(fd, buf.data() + got, n - got, static_cast<off_t>(off + got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) throw SysError(fmt::format("pread {} at {}", m.path, off + got), errno);
-        if (r == 0) break;
-        got += static_cast<size_t>(r);
-      }
-      std::fill(buf.begin() + static_cast<ptrdiff_t>(got), buf.begin() + static_cast<ptrdiff_t>(n),
-                uint8_t{0});
-      sink.add_pages(pid, m.start, m.start + (off - first), buf.data(), n / kPage);
-      total += n;
-      if (progress) progress(sink.stats());
-    }
-    return b;
-  });
-  return total;
+// The mapped file, opened by snap (open_mapped_file), where it is a
+// regular file not on tmpfs.
+ScopedFd open_data_file(pid_t pid, const image::Mapping& m) {
+  ScopedFd fd = open_mapped_file(pid, m);
+  struct stat st {};
+  struct statfs fs {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      ::fstatfs(fd.get(), &fs) != 0 || fs.f_type == TMPFS_MAGIC)
+    return {};
+  return fd;
 }
 
 }  // namespace
@@ -139,9 +93,9 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
   uint64_t total = 0;
   for (auto& [pid, m] : writable) {
     if (mappings_of[{m.dev, m.inode}] != 1 || !in_snaps_pid_namespace(pid)) continue;
-    ScopedFd fd = open_mapped_file(pid, m);
+    ScopedFd fd = open_data_file(pid, m);
     if (!fd) continue;
-    const uint64_t bytes = data_bytes(fd.get(), m.pgoff, m.pgoff + (m.end - m.start));
+    const uint64_t bytes = data_page_bytes(fd.get(), m.pgoff, m.pgoff + (m.end - m.start));
     // At the stop the mapping's whole page table is read (~10 ms a GiB of
     // range here): a sparse one costs more so than its data while stopped.
     if (bytes < kMinBytes || total + bytes > max_bytes || m.end - m.start > 16 * bytes) continue;
@@ -183,7 +137,6 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
     }
   }
 
-  std::vector<uint8_t> buf(kChunk);
   for (auto& c : chosen) {
     auto t = out.trackers_.find(c.pid);
     if (t == out.trackers_.end()) continue;
@@ -191,12 +144,20 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
     if (std::none_of(ranges.begin(), ranges.end(),
                      [&](const PageRun& r) { return r.start == c.m.start && r.end == c.m.end; }))
       continue;  // the kernel refused the range (another userfaultfd's, say)
+    // The file's byte `off` as the mapping's page at start + off - pgoff
+    // (read_file_pages' address of byte 0, modulo 2^64).
     uint64_t bytes = 0;
-    try {
-      bytes = read_into(c.fd.get(), c.pid, c.m, sink, buf, progress);
-    } catch (const SysError& e) {
+    std::string why;
+    const PageSink as_mapping = [&](pid_t, uint64_t, uint64_t addr, const uint8_t* data,
+                                    size_t npages) {
+      sink.add_pages(c.pid, c.m.start, addr, data, npages);
+      bytes += npages * kPage;
+      if (progress) progress(sink.stats());
+    };
+    if (!read_file_pages(c.fd.get(), c.m.pgoff, c.m.pgoff + (c.m.end - c.m.start),
+                         c.m.start - c.m.pgoff, as_mapping, &why)) {
       sink.forget(c.pid, c.m.start);
-      vlog("{}: read while the job is stopped: {}", c.m.path, e.what());
+      vlog("{}: read while the job is stopped: {}", c.m.path, why);
       continue;
     }
     out.bytes_before_ += bytes;

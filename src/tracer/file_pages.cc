@@ -1,6 +1,7 @@
 #include "tracer/file_pages.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,17 @@ ScopedFd open_for_reading(const std::string& path, int flags) {
   ScopedFd fd(::open(path.c_str(), flags | O_NOATIME));
   if (!fd && errno != EWOULDBLOCK) fd.reset(::open(path.c_str(), flags));
   return fd;
+}
+
+ScopedFd open_mapped_file(pid_t pid, const image::Mapping& m) {
+  for (const std::string& path : {fmt::format("/proc/{}/root{}", pid, m.path), m.path}) {
+    ScopedFd fd = open_for_reading(path, O_NOFOLLOW);
+    struct stat st {};
+    if (fd && ::fstat(fd.get(), &st) == 0 && static_cast<uint64_t>(st.st_dev) == m.dev &&
+        static_cast<uint64_t>(st.st_ino) == m.inode)
+      return fd;
+  }
+  return {};
 }
 
 bool read_file_pages(int fd, uint64_t from, uint64_t to, uint64_t start, const PageSink& sink,

@@ -24,6 +24,12 @@ constexpr uint64_t kMaxInlineFilesBytes = uint64_t{16} << 20;
 // access time. Invalid (errno set) where it cannot be.
 ScopedFd open_for_reading(const std::string& path, int flags = 0);
 
+// The file that mapping `m` of process `pid` maps, opened for reading by
+// its path as the process names it (from its root: a container's) or as
+// snap does, where that still leads to the mapped file (the same device
+// and inode). Invalid where neither does.
+ScopedFd open_mapped_file(pid_t pid, const image::Mapping& m);
+
 // Reads bytes [from, to) of the file open on `fd` into `sink` (`from` a
 // multiple of the page size), in whole pages (the last one padded with
 // zeros; holes, found with SEEK_DATA and SEEK_HOLE, skipped), as pages of

@@ -19,6 +19,7 @@
 #include "base/file_extents.h"
 #include "base/huge_buffer.h"
 #include "base/scoped_fd.h"
+#include "tracer/file_pages.h"
 #include "tracer/pagemap.h"
 #include "tracer/remote.h"
 
@@ -85,20 +86,6 @@ std::vector<uint64_t> select_pages(const image::Mapping& m, const std::vector<ui
 
 namespace {
 
-// A named shared memory file by its path, as the process names it (from
-// its own root: a container's /dev/shm) or as snap does; only where that
-// still leads to the mapped file.
-ScopedFd open_named_shm(pid_t pid, const image::Mapping& m) {
-  for (const std::string& path : {fmt::format("/proc/{}/root{}", pid, m.path), m.path}) {
-    ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    struct stat st {};
-    if (fd && ::fstat(fd.get(), &st) == 0 && static_cast<uint64_t>(st.st_dev) == m.dev &&
-        static_cast<uint64_t>(st.st_ino) == m.inode)
-      return fd;
-  }
-  return {};
-}
-
 // A shared memory object's pages live in the object, not only in this
 // process's page tables (another process, or write(), may have filled
 // them): its data ranges, from the object itself through
@@ -110,7 +97,7 @@ std::vector<uint64_t> shm_pages(pid_t pid, const image::Mapping& m) {
   std::vector<uint64_t> out;
   std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd && (m.named_shm || m.saved_file)) fd = open_named_shm(pid, m);
+  if (!fd && (m.named_shm || m.saved_file)) fd = open_mapped_file(pid, m);
   const uint64_t first = m.pgoff, last = m.pgoff + (m.end - m.start);
   if (!fd) {
     for (uint64_t a = m.start; a < m.end; a += image::kPageSize) out.push_back(a);

@@ -45,12 +45,7 @@ bool data_within(int fd, uint64_t size, const std::vector<ByteRange>& mapped) {
 // within `mapped` (sorted, merged): what saving those ranges reads.
 uint64_t data_bytes_within(int fd, uint64_t size, const std::vector<ByteRange>& mapped) {
   uint64_t total = 0;
-  for (auto [a, b] : mapped)
-    for_each_data_range(fd, a, std::min(b, size), [&](uint64_t data, uint64_t end) {
-      const uint64_t first = data & ~uint64_t{image::kPageSize - 1};
-      total += ((end + image::kPageSize - 1) & ~uint64_t{image::kPageSize - 1}) - first;
-      return end;
-    });
+  for (auto [a, b] : mapped) total += data_page_bytes(fd, a, std::min(b, size));
   return total;
 }
 
