@@ -25,8 +25,7 @@
 
 namespace snap {
 
-image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq,
-                                  const image::Mapping* vdso) {
+image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq, VdsoCode* vdso) {
   const bool leader = t.tid() == pid;
   image::ThreadState ts;
   ts.tid = t.tid();
@@ -39,17 +38,19 @@ image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq,
     regs = out;
   }
   // Inside the vDSO: run on to its caller (tracer/vdso.h).
-  if (vdso) {
-    size_t steps = 0;
-    if (auto out = step_out_of_vdso(t, regs, vdso->start, vdso->end, &steps)) {
+  if (vdso && vdso->inside(regs.ip().as_int())) {
+    const VdsoExit exit = leave_vdso(t, regs, *vdso);
+    regs = exit.regs;
+    if (exit.left && exit.steps)
       vlog("pid {} thread {}: stopped inside the vDSO, ran {} instruction(s) on out of it", pid,
-           t.tid(), steps);
-      regs = *out;
-    } else if (steps) {
-      vlog("pid {} thread {}: still inside the vDSO after {} instructions; saved there (a "
-           "restore under another kernel refuses it)", pid, t.tid(), steps);
-      regs = t.regs();
-    }
+           t.tid(), exit.steps);
+    else if (exit.left)
+      vlog("pid {} thread {}: stopped inside the vDSO, ran on to its caller ({} return(s))", pid,
+           t.tid(), exit.returns);
+    else if (exit.steps || exit.returns)
+      vlog("pid {} thread {}: still inside the vDSO after {} return(s) and {} instruction(s); "
+           "saved there (a restore under another kernel refuses it)", pid, t.tid(), exit.returns,
+           exit.steps);
   }
   // Saved with an interrupted restartable syscall made explicit, so restore
   // re-issues it (see Registers::with_restart_applied).
@@ -133,11 +134,11 @@ image::Process collect_process(const SeizedTree::Proc& p, proc::VmFlagsHints* hi
   std::vector<const Task*> tasks;
   for (const auto& t : p.tasks) tasks.push_back(t.get());
   const std::vector<RseqState> rseq = read_rseq_states(p.pid, tasks);  // one call for all
-  const image::Mapping* vdso = nullptr;
+  std::optional<VdsoCode> vdso;
   for (const auto& m : out.mappings)
-    if (m.kind == image::MappingKind::Vdso) vdso = &m;
+    if (m.kind == image::MappingKind::Vdso) vdso.emplace(p.pid, m.start, m.end, out.mappings);
   for (size_t i = 0; i < p.tasks.size(); i++)
-    out.threads.push_back(collect_thread(*p.tasks[i], p.pid, rseq[i], vdso));
+    out.threads.push_back(collect_thread(*p.tasks[i], p.pid, rseq[i], vdso ? &*vdso : nullptr));
   // A job-control stop is the whole process's: its leader says.
   if (!p.tasks.empty())
     if (auto sig = p.tasks[0]->job_control_stop()) out.stop_signal = *sig;

@@ -7,6 +7,7 @@
 #include "tracer/vmflags.h"
 
 #include "tracer/rseq.h"
+#include "tracer/vdso.h"
 
 namespace snap {
 
@@ -15,10 +16,9 @@ namespace snap {
 // list and name. The registers, extended state and mask stay with `t` too
 // (Task::keep_stop_state), for the parasite's guard of the thread.
 // `rseq`: its rseq state as read_rseq_states read it at this stop. `vdso`:
-// the process's [vdso] mapping, if any; a thread stopped inside it is run
-// on out of it first (tracer/vdso.h).
-image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq,
-                                  const image::Mapping* vdso);
+// the process's [vdso], if any; a thread stopped inside it is run on out of
+// it first (tracer/vdso.h).
+image::ThreadState collect_thread(Task& t, pid_t pid, const RseqState& rseq, VdsoCode* vdso);
 
 // /proc facts plus every thread's state, for a process of a SeizedTree;
 // mapping flags from `hints` where they fit (tracer/vmflags.h), fds from

@@ -9,21 +9,22 @@
 #include <fmt/core.h>
 #include <memory>
 
+#include "base/error.h"
 #include "base/scoped_fd.h"
+#include "tracer/elf_handle.h"
 
 namespace snap {
 
 namespace {
 
-struct ElfCloser {
-  void operator()(Elf* e) const { elf_end(e); }
-};
-
 // The NT_GNU_BUILD_ID note of an ELF file, as hex; empty if none.
 std::string build_id(int fd) {
-  static const bool ok = elf_version(EV_CURRENT) != EV_NONE;
-  if (!ok) return {};
-  std::unique_ptr<Elf, ElfCloser> elf(elf_begin(fd, ELF_C_READ_MMAP, nullptr));
+  try {
+    init_libelf();
+  } catch (const Error&) {
+    return {};
+  }
+  ElfPtr elf(elf_begin(fd, ELF_C_READ_MMAP, nullptr));
   if (!elf || elf_kind(elf.get()) != ELF_K_ELF) return {};
   for (Elf_Scn* scn = nullptr; (scn = elf_nextscn(elf.get(), scn));) {
     GElf_Shdr sh;

@@ -11,25 +11,11 @@
 
 #include "base/error.h"
 #include "base/scoped_fd.h"
+#include "tracer/elf_handle.h"
 
 namespace snap {
 
 namespace {
-
-std::string elf_err() {
-  const char* m = elf_errmsg(-1);
-  return m ? m : "unknown libelf error";
-}
-
-struct ElfCloser {
-  void operator()(Elf* e) const { elf_end(e); }
-};
-using ElfPtr = std::unique_ptr<Elf, ElfCloser>;
-
-void init_libelf() {
-  static const bool ok = elf_version(EV_CURRENT) != EV_NONE;
-  if (!ok) throw Error("libelf initialization failed: " + elf_err());
-}
 
 // Among aliases at one address, prefer functions, then global over weak over
 // local names: that is the name a reader recognizes.
@@ -66,11 +52,11 @@ class ElfSymbols::Loader {
     };
     if (elf_kind(elf) != ELF_K_ELF) fail("not an ELF file");
     size_t nphdr = 0;
-    if (elf_getphdrnum(elf, &nphdr) != 0) fail("cannot count program headers: " + elf_err());
+    if (elf_getphdrnum(elf, &nphdr) != 0) fail("cannot count program headers: " + elf_error());
     for (size_t i = 0; i < nphdr; i++) {
       GElf_Phdr ph;
       if (!gelf_getphdr(elf, static_cast<int>(i), &ph))
-        fail(fmt::format("cannot read program header {}: {}", i, elf_err()));
+        fail(fmt::format("cannot read program header {}: {}", i, elf_error()));
       if (ph.p_type == PT_LOAD) out.loads_.push_back({ph.p_offset, ph.p_filesz, ph.p_vaddr, ph.p_memsz});
     }
 
@@ -79,7 +65,7 @@ class ElfSymbols::Loader {
     Elf_Scn* dynsym = nullptr;
     for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn; scn = elf_nextscn(elf, scn)) {
       GElf_Shdr sh;
-      if (!gelf_getshdr(scn, &sh)) fail("cannot read a section header: " + elf_err());
+      if (!gelf_getshdr(scn, &sh)) fail("cannot read a section header: " + elf_error());
       if (sh.sh_type == SHT_SYMTAB) symtab = scn;
       if (sh.sh_type == SHT_DYNSYM) dynsym = scn;
     }
@@ -88,13 +74,13 @@ class ElfSymbols::Loader {
     out.table_ = symtab ? ".symtab" : ".dynsym";
 
     GElf_Shdr sh;
-    if (!gelf_getshdr(scn, &sh)) fail("cannot read the symbol table header: " + elf_err());
+    if (!gelf_getshdr(scn, &sh)) fail("cannot read the symbol table header: " + elf_error());
     Elf_Data* data = elf_getdata(scn, nullptr);
-    if (!data || sh.sh_entsize == 0) fail("cannot read " + out.table_ + ": " + elf_err());
+    if (!data || sh.sh_entsize == 0) fail("cannot read " + out.table_ + ": " + elf_error());
     const size_t count = sh.sh_size / sh.sh_entsize;
     for (size_t i = 0; i < count; i++) {
       GElf_Sym s;
-      if (!gelf_getsym(data, static_cast<int>(i), &s)) fail("cannot read a symbol: " + elf_err());
+      if (!gelf_getsym(data, static_cast<int>(i), &s)) fail("cannot read a symbol: " + elf_error());
       if (!wanted(s)) continue;
       const char* name = elf_strptr(elf, sh.sh_link, s.st_name);
       if (!name || !*name) continue;
@@ -114,7 +100,7 @@ ElfSymbols ElfSymbols::open(const std::string& path) {
   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw SysError("open(" + path + ")", errno);
   ElfPtr elf(elf_begin(fd.get(), ELF_C_READ_MMAP, nullptr));
-  if (!elf) throw Error(fmt::format("{}: cannot read as ELF: {}", path, elf_err()));
+  if (!elf) throw Error(fmt::format("{}: cannot read as ELF: {}", path, elf_error()));
   ElfSymbols out;
   out.name_ = path;
   Loader::load(elf.get(), out);
@@ -126,7 +112,7 @@ ElfSymbols ElfSymbols::from_memory(std::span<const uint8_t> bytes, const std::st
   // libelf wants a mutable buffer and reads from it until elf_end.
   std::vector<char> copy(bytes.begin(), bytes.end());
   ElfPtr elf(elf_memory(copy.data(), copy.size()));
-  if (!elf) throw Error(fmt::format("{}: cannot read as ELF: {}", name, elf_err()));
+  if (!elf) throw Error(fmt::format("{}: cannot read as ELF: {}", name, elf_error()));
   ElfSymbols out;
   out.name_ = name;
   Loader::load(elf.get(), out);

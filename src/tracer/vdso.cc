@@ -1,14 +1,26 @@
 #include "tracer/vdso.h"
 
+#include <signal.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+
+#include <fmt/core.h>
 
 #include "base/error.h"
 #include "tracer/proc.h"
 #include "tracer/registers.h"
+#include "tracer/remote.h"
 #include "tracer/symbols.h"
 #include "tracer/task.h"
+#include "tracer/vdso_frames.h"
 
 namespace snap {
 
@@ -39,23 +51,201 @@ std::vector<VdsoFunction> vdso_functions(std::span<const uint8_t> image) {
   return out;
 }
 
-std::optional<Registers> step_out_of_vdso(Task& t, const Registers& regs, uint64_t start,
-                                          uint64_t end, size_t* steps) {
-  if (steps) *steps = 0;
-  auto inside = [&](const Registers& r) { return r.ip().as_int() >= start && r.ip().as_int() < end; };
-  if (!inside(regs) || t.job_control_stop() || regs.in_restartable_syscall()) return std::nullopt;
-  // vDSO functions are short and loop only while the kernel updates the
-  // clock's data under them (a retry or two): a few hundred instructions.
-  for (size_t n = 1; n <= kMaxVdsoSteps; n++) {
-    t.resume_and_wait(PTRACE_SINGLESTEP);  // other signals are held until detach
-    Registers now = t.regs();
-    if (!inside(now)) {
-      if (steps) *steps = n;
-      return now;
-    }
+VdsoCode::VdsoCode(pid_t pid, uint64_t start, uint64_t end,
+                   const std::vector<image::Mapping>& mappings)
+    : pid_(pid), start_(start), end_(end), mappings_(mappings) {}
+
+VdsoCode::~VdsoCode() = default;
+
+const VdsoFrames& VdsoCode::frames() {
+  if (!frames_) {
+    std::vector<uint8_t> image(end_ - start_);
+    read_remote(pid_, remote_addr(start_), image.data(), image.size());
+    frames_ = std::make_unique<VdsoFrames>(image, start_);
   }
-  if (steps) *steps = kMaxVdsoSteps;
-  return std::nullopt;
+  return *frames_;
+}
+
+bool VdsoCode::code_at(uint64_t addr) const {
+  if (inside(addr)) return true;
+  for (const auto& m : mappings_)
+    if (addr >= m.start && addr < m.end) return (m.prot & PROT_EXEC) != 0;
+  return false;
+}
+
+namespace {
+
+// Where the return address is swapped to: not canonical (bits 63 to 47,
+// or 56 with five-level page tables, differ), so a return there faults at
+// once whatever the process has mapped: at the return itself (its stack
+// pointer still at the slot) or at that address (past the return).
+constexpr uint64_t kNowhere = 0xdead'0000'0000'0000ULL;
+
+// si_code of a control-protection fault (a shadow stack's), which Debian
+// 12's headers do not name yet.
+constexpr int kSegvControlProtection = 10;
+
+// Whether a fault at the swapped return reaches snap alone, by the
+// thread's /proc status: SIGSEGV neither blocked in the thread nor ignored
+// by the process (for the fault the kernel would unblock it, or reset its
+// disposition), and no shadow stack (whose own check of the return would
+// fail it, and which snap cannot pop).
+bool return_may_fault(pid_t pid, pid_t tid) {
+  const auto text = proc::try_read_file(fmt::format("/proc/{}/task/{}/status", pid, tid));
+  if (!text) return false;
+  auto field = [&](std::string_view key) -> std::optional<std::string_view> {
+    const size_t k = text->find(fmt::format("\n{}:", key));
+    if (k == std::string::npos) return std::nullopt;
+    const size_t from = k + key.size() + 2, to = text->find('\n', from);
+    std::string_view v(text->data() + from, (to == std::string::npos ? text->size() : to) - from);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    return v;
+  };
+  auto has_segv = [&](std::string_view key) {
+    const auto v = field(key);
+    uint64_t set = 0;
+    if (!v || std::from_chars(v->data(), v->data() + v->size(), set, 16).ec != std::errc()) return true;
+    return ((set >> (SIGSEGV - 1)) & 1) != 0;
+  };
+  if (has_segv("SigBlk") || has_segv("SigIgn")) return false;
+  const auto features = field("x86_Thread_features");
+  return !features || features->find("shstk") == std::string_view::npos;
+}
+
+// The next stop of `tid`, which runs, within `ms`; nullopt when none came.
+std::optional<int> wait_stop_within(pid_t tid, int ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+    if (r == tid) return status;
+    if (r < 0 && errno != EINTR) throw SysError(fmt::format("waitpid(thread {})", tid), errno);
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    struct timespec pause = {0, 20 * 1000};
+    ::nanosleep(&pause, nullptr);
+  }
+}
+
+int wait_stop(pid_t tid) {
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(tid, &status, __WALL);
+    if (r == tid) return status;
+    if (r < 0 && errno != EINTR) throw SysError(fmt::format("waitpid(thread {})", tid), errno);
+  }
+}
+
+// Runs `t`, inside the vDSO, on to the return through `slot` (see
+// leave_vdso). The registers past that return, or nullopt where the thread
+// did not get there within kVdsoReturnWaitMs (it is stopped again where it
+// is) or a shadow stack refused the return (stopped at it). The slot holds
+// its return address again either way.
+std::optional<Registers> run_to_return(Task& t, remote_addr slot, uint64_t ret, VdsoCode& vdso) {
+  const pid_t tid = t.tid();
+  write_remote(tid, slot, &kNowhere, sizeof kNowhere);
+  bool swapped = true;
+  auto put_back = [&] {
+    if (swapped) write_remote(tid, slot, &ret, sizeof ret);
+    swapped = false;
+  };
+  try {
+    t.resume(PTRACE_CONT, "running it on out of the vDSO");
+    bool interrupted = false;
+    bool over = false;  // the return faulted
+    std::optional<Registers> out;
+    for (;;) {
+      std::optional<int> status = wait_stop_within(tid, interrupted ? 0 : kVdsoReturnWaitMs);
+      if (!status && !interrupted) {
+        // Not back yet: stopped where it is (one more stop to collect).
+        if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) < 0)
+          throw SysError(fmt::format("ptrace(PTRACE_INTERRUPT, thread {})", tid), errno);
+        interrupted = true;
+        continue;
+      }
+      if (!status) status = wait_stop(tid);
+      if (WIFEXITED(*status) || WIFSIGNALED(*status)) {
+        t.abandon();
+        swapped = false;
+        throw Error(fmt::format("thread {} ended while snap ran it out of the vDSO", tid));
+      }
+      const int sig = WSTOPSIG(*status), event = *status >> 16;
+      if (event == PTRACE_EVENT_STOP) {
+        // The interrupt: where it is now is where it stays.
+        put_back();
+        return out;
+      }
+      if (sig == SIGSEGV && !over) {
+        Registers now = t.regs();
+        siginfo_t si{};
+        ::ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si);
+        const bool past = now.ip().as_int() == kNowhere && now.sp() == slot + 8;
+        const bool at = vdso.inside(now.ip().as_int()) && now.sp() == slot;
+        if (!past && !at)
+          throw Error(fmt::format("thread {} faulted at {:#x} while snap ran it out of the vDSO",
+                                  tid, now.ip().as_int()));
+        // The fault is dropped: the thread is resumed later without it.
+        put_back();
+        over = true;
+        if (at && si.si_code == kSegvControlProtection) {
+          // A shadow stack's check failed the return: stopped before it.
+        } else {
+          now.set_ip(remote_addr(ret));
+          now.set_sp(slot + 8);
+          t.set_regs(now);
+          out = now;
+        }
+        if (!interrupted) return out;
+        // The interrupt is still to come: taken before the thread runs
+        // again, at its next resume, which gives it at once.
+        t.resume(PTRACE_CONT, "collecting the interrupt of the thread run out of the vDSO");
+        continue;
+      }
+      // Another signal arrived for the thread: held back until detach.
+      t.hold_signal(sig);
+      t.resume(PTRACE_CONT, "running it on out of the vDSO");
+    }
+  } catch (...) {
+    try {
+      put_back();
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+VdsoExit leave_vdso(Task& t, const Registers& regs, VdsoCode& vdso) {
+  VdsoExit out{regs};
+  if (!vdso.inside(regs.ip().as_int()) || t.job_control_stop() || regs.in_restartable_syscall())
+    return out;
+  // In one go, function by function (a helper returns into the vDSO).
+  const bool may_fault = return_may_fault(vdso.pid(), t.tid());
+  while (may_fault && out.returns < 4 && vdso.inside(out.regs.ip().as_int())) {
+    const auto slot = vdso.frames().return_slot(out.regs);
+    if (!slot) break;
+    uint64_t ret = 0;
+    read_remote(t.tid(), *slot, &ret, sizeof ret);
+    if (!vdso.code_at(ret)) break;  // not a return address: the rules misread
+    auto back = run_to_return(t, *slot, ret, vdso);
+    if (!back) {
+      out.regs = t.regs();  // stopped where it got to
+      break;
+    }
+    out.returns++;
+    out.regs = *back;
+  }
+  // One instruction at a time. vDSO functions are short and loop only while
+  // the kernel updates the clock's data under them (a retry or two): a few
+  // hundred instructions.
+  while (vdso.inside(out.regs.ip().as_int()) && !out.regs.in_restartable_syscall() &&
+         out.steps < kMaxVdsoSteps) {
+    t.resume_and_wait(PTRACE_SINGLESTEP);  // other signals are held until detach
+    out.steps++;
+    out.regs = t.regs();
+  }
+  out.left = !vdso.inside(out.regs.ip().as_int());
+  return out;
 }
 
 }  // namespace snap

@@ -648,26 +648,22 @@ def vdso_of_another_kernel_thread_inside_refused(env):
     expect(lines_of(out) == before and not pid_alive(p.pid), "nothing was started")
 
 
-@case
-def vdso_of_another_kernel_thread_stepped_out(env):
-    # Threads reading the clock in a tight loop spend most of their time
-    # inside the vDSO, where a dump finds them: it runs each on, one
-    # instruction at a time, until it has returned to its caller, so the
-    # image holds no place in the kernel's vDSO code and restores under
-    # another kernel (which the snap before refused: a thread stopped
-    # inside the vDSO). The job checks its clock never goes back and every
-    # vDSO call against the system call (tests/programs/vdso_calls.c).
-    out = env.path("vdso_spin.out")
-    p = start([env.prog("vdso_calls"), "15", "200", "2"], stdout_path=out)
+def threads_run_out_of_vdso(env, name, extra, said):
+    """Dumps vdso_calls with two threads spinning on the clock (extra: more
+    arguments) until a dump finds one inside the vDSO and says `said` (a
+    pattern), checks no thread was saved there, and restores the image as
+    if under another kernel: the job must end as an uninterrupted run."""
+    out = env.path(f"{name}.out")
+    p = start([env.prog("vdso_calls"), "15", "200", "2", *extra], stdout_path=out)
     wait_lines(out, 2)
     ckpt = None
     for i in range(15):  # each dump stops the spinners somewhere
-        d = env.path(f"vdso_spin{i}.ckpt")
+        d = env.path(f"{name}{i}.ckpt")
         r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", d)
-        if re.search(r"stopped inside the vDSO, ran \d+ instruction\(s\) on out of it", r.stderr):
+        if re.search(r"stopped inside the vDSO, " + said, r.stderr):
             ckpt = d
             break
-    expect(ckpt is not None, "a dump found a spinning thread inside the vDSO and ran it out")
+    expect(ckpt is not None, f"a dump found a spinning thread inside the vDSO and said: {said}")
     c = env.checkpoint_json(ckpt)
     saved_at = as_if_from_another_kernel(c)
     vdso = next(m for m in c["processes"][0]["mappings"] if m["kind"] == "vdso")
@@ -677,6 +673,30 @@ def vdso_of_another_kernel_thread_stepped_out(env):
            f"no thread saved inside the vDSO at {saved_at:#x}: {[hex(ip) for ip in ips]}")
     env.put_checkpoint_json(ckpt, c)
     runs_on_then_restores(env, p, out, ckpt, [f"round {i} ok" for i in range(1, 16)] + ["all ok"])
+
+
+@case
+def vdso_of_another_kernel_thread_run_out(env):
+    # Threads reading the clock in a tight loop spend most of their time
+    # inside the vDSO, where a dump finds them: it runs each on to its
+    # caller in one go (the return address swapped for one that faults, as
+    # the vDSO's call frame information says where it is), so the image
+    # holds no place in the kernel's vDSO code and restores under another
+    # kernel. The job checks every call wrote the time and returned 0, that
+    # its clock never goes back, and every vDSO call against the system
+    # call (tests/programs/vdso_calls.c), both in the job the dumps let run
+    # on and in the restored one. The snap before stepped them out one
+    # instruction at a time (100 to 500 stops a thread here).
+    threads_run_out_of_vdso(env, "vdso_run", [], r"ran on to its caller \(\d+ return\(s\)\)")
+
+
+@case
+def vdso_of_another_kernel_thread_stepped_out(env):
+    # The same with the spinning threads blocking SIGSEGV: the fault at the
+    # swapped return would make the kernel unblock it (and reset its
+    # handler), so the dump runs them on one instruction at a time instead.
+    threads_run_out_of_vdso(env, "vdso_spin", ["segv-blocked"],
+                            r"ran \d+ instruction\(s\) on out of it")
 
 
 @case

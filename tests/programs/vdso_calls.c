@@ -2,14 +2,17 @@
  * clock_getres, getcpu) through glibc, which found those functions in the
  * vDSO once, at start, and checks each answer against the system call's:
  * a restored process whose vDSO calls land in the wrong code crashes or
- * prints BAD. Usage: vdso_calls ROUNDS INTERVAL_MS [SPINNERS].
+ * prints BAD. Usage: vdso_calls ROUNDS INTERVAL_MS [SPINNERS [segv-blocked]].
  * SPINNERS more threads read CLOCK_MONOTONIC in a tight loop (most of their
- * time inside the vDSO, where a dump then finds them) and check it never
- * goes back; the last line says BAD if it did. */
+ * time inside the vDSO, where a dump then finds them) and check that each
+ * call returned 0 with the time written and that it never goes back; the
+ * last line says BAD if not. With "segv-blocked" they block SIGSEGV. */
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -52,12 +55,18 @@ static const char *check(void) {
 static volatile int went_back;
 
 static void *spin(void *arg) {
-  (void)arg;
+  if (arg) {
+    sigset_t segv;
+    sigemptyset(&segv);
+    sigaddset(&segv, SIGSEGV);
+    pthread_sigmask(SIG_BLOCK, &segv, NULL);
+  }
   long long last = 0;
   for (;;) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if (ns(&t) < last) went_back = 1;
+    struct timespec t = {-1, -1};
+    if (clock_gettime(CLOCK_MONOTONIC, &t) != 0 || t.tv_sec < 0 || t.tv_nsec < 0 ||
+        t.tv_nsec >= 1000000000L || ns(&t) < last)
+      went_back = 1;
     last = ns(&t);
   }
   return NULL;
@@ -67,9 +76,10 @@ int main(int argc, char **argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 10;
   long interval_ms = argc > 2 ? atol(argv[2]) : 200;
   int spinners = argc > 3 ? atoi(argv[3]) : 0;
+  int segv_blocked = argc > 4 && strcmp(argv[4], "segv-blocked") == 0;
   for (int i = 0; i < spinners; i++) {
     pthread_t t;
-    if (pthread_create(&t, NULL, spin, NULL) != 0) return 2;
+    if (pthread_create(&t, NULL, spin, segv_blocked ? &segv_blocked : NULL) != 0) return 2;
   }
   int bad = 0;
   for (int r = 1; r <= rounds; r++) {

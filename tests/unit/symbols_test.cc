@@ -1,6 +1,7 @@
 // Tests of ELF symbol lookup (src/tracer/symbols.h) on real binaries: this
 // test program itself, the libc it runs with, its own vDSO, and the
-// `counter` test program (path in SNAP_COUNTER, set by tests/unit/meson.build).
+// `counter` test program (path in SNAP_COUNTER, set by tests/unit/meson.build);
+// and of the vDSO's call frame information (src/tracer/vdso_frames.h).
 #include "tracer/symbols.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +14,9 @@
 
 #include "base/error.h"
 #include "tracer/proc.h"
+#include "tracer/registers.h"
+#include "tracer/vdso.h"
+#include "tracer/vdso_frames.h"
 
 // A function with a known name and body to look up in this very binary.
 extern "C" __attribute__((noinline, used)) int snap_symbols_test_target(int x) {
@@ -102,6 +106,33 @@ TEST(Symbols, ReadsTheVdsoFromMemory) {
   auto hit = syms.lookup(*value + 1);
   ASSERT_TRUE(hit);
   EXPECT_NE(hit->name.find("clock_gettime"), std::string::npos) << hit->name;
+}
+
+// At the first instruction of every function the vDSO exports, the return
+// address is where the call put it: at the stack pointer. Outside the
+// image there is no rule. (Read from this process's own vDSO, mapped where
+// it is: the CFI's link addresses are mapped to it.)
+TEST(VdsoFrames, ReturnAddressAtTheStackPointerOnEntry) {
+  const OwnVdso& own = own_vdso();
+  const VdsoFrames frames(own.image(), own.base);
+  const auto functions = vdso_functions(own.image());
+  ASSERT_FALSE(functions.empty());
+  for (const auto& f : functions) {
+    user_regs_struct r{};
+    r.rip = own.base + f.offset;
+    r.rsp = 0x7ffd'1234'5670;
+    r.rbp = 0x1000;  // no frame set up yet: unused
+    const auto slot = frames.return_slot(Registers(r));
+    ASSERT_TRUE(slot.has_value()) << f.name;
+    EXPECT_EQ(slot->as_int(), r.rsp) << f.name;
+  }
+  user_regs_struct r{};
+  r.rip = own.base + own.size;  // just past it
+  r.rsp = 0x7ffd'1234'5670;
+  EXPECT_FALSE(frames.return_slot(Registers(r)).has_value());
+  const VdsoFrames not_elf(std::vector<uint8_t>(4096, 0x90), own.base);
+  r.rip = own.base + 16;
+  EXPECT_FALSE(not_elf.return_slot(Registers(r)).has_value());
 }
 
 TEST(Symbols, ErrorsNameTheFile) {
