@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 13;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 14;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -37,6 +37,7 @@ constexpr uint32_t kFormatVersion = 13;  // 2: process trees; 3: checkpoint seri
                                         // 12: threads' CPU binding (affinity),
                                         //     processes' NUMA memory policy
                                         // 13: mappings' NUMA memory policy
+                                        // 14: datagrams' senders
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -313,6 +314,11 @@ struct UnixSocket {
   // passed (fd -1; empty: none, and in older images). Restore sends them
   // along again.
   std::vector<std::vector<FileDesc>> queue_fds;
+  // The name of the socket each message of `queue` came from (datagram
+  // sockets: "@name", a path, "" for an unnamed one), which recvfrom gives
+  // the job; empty: none named (and in images before version 14). Restore
+  // sends each message from a socket bound to that name.
+  std::vector<std::string> queue_senders;
   // Listening: the sockets whose connections wait to be accepted, by
   // inode, in the order accept() takes them (all in the image). Restore
   // connects them again in that order.

@@ -173,6 +173,7 @@ ojson encode(const FileDesc& f) {
       }
       ju["queue_fds"] = all;
     }
+    if (!u->queue_senders.empty()) ju["queue_senders"] = u->queue_senders;
   }
   if (const auto& s = f.inet_socket) {
     j["inet_socket"] = {{"family", s->family}, {"type", s->type}, {"protocol", s->protocol},

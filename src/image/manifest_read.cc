@@ -183,6 +183,7 @@ std::vector<uint32_t> cpu_list(const Field& f, const char* what) {
   return *cpus;
 }
 uint64_t decode_u64(const Field& f) { return f.as<uint64_t>(); }
+std::string decode_string(const Field& f) { return f.as<std::string>(); }
 
 ThreadState decode_thread(const Field& f) {
   ThreadState t;
@@ -331,6 +332,8 @@ FileDesc decode_fd(const Field& f) {
                                          (*v)["gid"].as<uint32_t>()};
     if (auto v = u->opt("peer_name")) s.peer_name = v->as<std::string>();
     if (auto v = u->opt("queue_fds")) s.queue_fds = v->list(decode_fd_list);
+    if (auto v = u->opt("queue_senders"))
+      s.queue_senders = v->list(decode_string);
     d.unix_socket = std::move(s);
   }
   if (auto i = f.opt("inet_socket")) {
@@ -581,7 +584,6 @@ simdjson::dom::element parse(simdjson::dom::parser& parser, std::string_view tex
   return e;
 }
 
-std::string decode_string(const Field& f) { return f.as<std::string>(); }
 
 XsaveComponent decode_xsave_component(const Field& f) {
   auto a = f.fixed_array<uint32_t, 3>();

@@ -70,6 +70,18 @@ class InDirectory {
   ScopedFd old_;
 };
 
+// Whether `path` is a socket file no socket answers on (left by a process
+// that is gone).
+bool stale_socket_file(const std::string& path, int type, const std::string& what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+  ScopedFd probe(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!probe) throw SysError("socket(AF_UNIX) to probe " + path, errno);
+  UnixAddress a = unix_address(path, what);
+  return ::connect(probe.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len) < 0 &&
+         errno == ECONNREFUSED;
+}
+
 // A socket file left at `path` by the checkpointed job, which is gone, is
 // removed; one that something still answers on is not.
 void clear_stale_socket_file(const std::string& path, int type, const std::string& what) {
@@ -80,11 +92,7 @@ void clear_stale_socket_file(const std::string& path, int type, const std::strin
                             "socket file",
                             what, path),
                 "move that file away and restore again");
-  ScopedFd probe(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!probe) throw SysError("socket(AF_UNIX) to probe " + path, errno);
-  UnixAddress a = unix_address(path, what);
-  if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len) == 0 ||
-      errno != ECONNREFUSED)
+  if (!stale_socket_file(path, type, what))
     throw Error(fmt::format("cannot restore {}: a live socket answers at {}", what, path),
                 "another process (a restored copy of this job?) listens there; stop it first");
   if (::unlink(path.c_str()) < 0 && errno != ENOENT)
@@ -223,8 +231,40 @@ void shutdown_socket(int sock, int mask, const std::string& what) {
     throw SysError(fmt::format("cannot restore {}: shutdown({})", what, (mask & 3) - 1), errno);
 }
 
+namespace {
+
+// A socket bound to `name` (a datagram's sender), or none where the name
+// is taken now (a socket holds it, a file other than a stale socket file is
+// at that path). `made`: the inode of the socket file the bind made where
+// the path was free, for the caller to remove again; a stale socket file
+// (the checkpointed sender's, say) is replaced, and the new one left there.
+ScopedFd bind_sender(int type, const std::string& name, const std::string& what,
+                     std::optional<ino_t>* made) {
+  UnixAddress a = unix_address(name, what);
+  ScopedFd sock(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!sock) throw SysError(fmt::format("cannot restore {}: socket(AF_UNIX, {})", what, type), errno);
+  bool replaced = false;
+  int rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len);
+  if (rc < 0 && errno == EADDRINUSE && is_path(name) && stale_socket_file(name, type, what) &&
+      ::unlink(name.c_str()) == 0) {
+    replaced = true;
+    rc = ::bind(sock.get(), reinterpret_cast<sockaddr*>(&a.sun), a.len);
+  }
+  if (rc < 0) {
+    if (errno == EADDRINUSE) return {};
+    throw SysError(fmt::format("cannot restore {}: bind to {}, the name a queued message came "
+                               "from", what, name),
+                   errno);
+  }
+  struct stat st {};
+  if (is_path(name) && !replaced && ::lstat(name.c_str(), &st) == 0) *made = st.st_ino;
+  return sock;
+}
+
+}  // namespace
+
 void send_queue(int from, const image::UnixSocket& q, const std::string& what,
-                const PassedFile& passed) {
+                const PassedFile& passed, const std::string* to, const std::string& cwd) {
   for (size_t i = 0; i < q.queue.size(); i++) {
     const auto& msg = q.queue[i];
     iovec iov{const_cast<uint8_t*>(msg.data()), msg.size()};
@@ -244,10 +284,41 @@ void send_queue(int from, const image::UnixSocket& q, const std::string& what,
       c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
       std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
     }
-    ssize_t n = ::sendmsg(from, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+    // A datagram that came from a named socket comes from one bound to that
+    // name again (recvfrom gives the job its sender), made for it and closed
+    // at once, its file removed; where the name is taken now, from snap's
+    // unnamed socket, and said.
+    int out = from;
+    ScopedFd named;
+    std::optional<ino_t> made;
+    const std::string sender = i < q.queue_senders.size() ? q.queue_senders[i] : "";
+    std::optional<InDirectory> in_sender;
+    UnixAddress dest;
+    if (to && !sender.empty()) {
+      in_sender.emplace(sender, cwd, what);
+      named = bind_sender(q.type, sender, what, &made);
+      if (named) {
+        out = named.get();
+        in_sender.reset();
+        dest = unix_address(*to, what);
+        h.msg_name = &dest.sun;
+        h.msg_namelen = dest.len;
+      } else {
+        warn("{}: a message queued on it came from {}, a name another socket or file holds now; "
+             "it comes back from an unnamed socket (the job's recvfrom gets no sender for it)",
+             what, sender);
+      }
+    }
+    ssize_t n = ::sendmsg(out, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const int err = errno;
+    if (made) {
+      InDirectory in(sender, cwd, what);
+      struct stat st {};
+      if (::lstat(sender.c_str(), &st) == 0 && st.st_ino == *made) ::unlink(sender.c_str());
+    }
     if (n != static_cast<ssize_t>(msg.size()))
       throw SysError(fmt::format("cannot put back the {} bytes queued on {}", msg.size(), what),
-                     n < 0 ? errno : EAGAIN);
+                     n < 0 ? err : EAGAIN);
   }
 }
 
@@ -455,7 +526,7 @@ ScopedFd make_unix_socket(const image::FileDesc& f, const std::string& cwd, cons
       throw SysError(fmt::format("cannot restore {}: connect to {} to queue its messages", what,
                                  u.name),
                      errno);
-    send_queue(from.get(), u, what, passed);
+    send_queue(from.get(), u, what, passed, &at, cwd);
   }
   return sock;
 }

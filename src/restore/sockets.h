@@ -87,8 +87,12 @@ ScopedFd make_orphan_unix_socket(const image::FileDesc& f, const std::string& wh
 void shutdown_socket(int sock, int mask, const std::string& what);
 
 // Sends `queue` from `from`, the other end of the socket that is to read it,
-// with the files passed along each message (`passed` makes them).
+// with the files passed along each message (`passed` makes them). With
+// `to` (the reading socket's name, relative to `cwd` where relative), a
+// datagram that came from a named socket (UnixSocket::queue_senders) is
+// sent from a socket bound to that name instead, where it is free.
 void send_queue(int from, const image::UnixSocket& q, const std::string& what,
-                const PassedFile& passed);
+                const PassedFile& passed, const std::string* to = nullptr,
+                const std::string& cwd = {});
 
 }  // namespace snap::restore

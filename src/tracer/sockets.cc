@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -26,6 +27,19 @@
 #include "tracer/tcp_repair.h"
 
 namespace snap {
+
+namespace {
+
+// A unix socket address's path as the kernel gives it (sock_diag, the
+// sender of a message): "@name" for the abstract namespace, the path
+// without its trailing NULs, or "" (unnamed).
+std::string unix_name(std::string raw) {
+  if (!raw.empty() && raw[0] == '\0') return "@" + raw.substr(1);
+  while (!raw.empty() && raw.back() == '\0') raw.pop_back();
+  return raw;
+}
+
+}  // namespace
 
 namespace {
 
@@ -51,16 +65,9 @@ bool parse_unix_diag(const uint8_t* buf, size_t len, std::vector<UnixDiag>& out)
     d.state = m.udiag_state;
     auto attr = [&](uint16_t type, const uint8_t* data, size_t data_len) {
       switch (type) {
-        case UNIX_DIAG_NAME: {
-          std::string raw(reinterpret_cast<const char*>(data), data_len);
-          if (!raw.empty() && raw[0] == '\0') {
-            d.name = "@" + raw.substr(1);
-          } else {
-            while (!raw.empty() && raw.back() == '\0') raw.pop_back();
-            d.name = raw;
-          }
+        case UNIX_DIAG_NAME:
+          d.name = unix_name(std::string(reinterpret_cast<const char*>(data), data_len));
           break;
-        }
         case UNIX_DIAG_PEER:
           if (data_len >= 4) d.peer_inode = u32_at(data);
           break;
@@ -142,10 +149,15 @@ class PeekOffset {
 // the dump refused (restore could not pass them again). Returns the
 // recvmsg result, or -errno.
 ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::string& what,
-                  std::vector<ScopedFd>* passed = nullptr) {
+                  std::vector<ScopedFd>* passed = nullptr, std::string* sender = nullptr) {
   iovec iov{data, len};
   alignas(cmsghdr) char control[1024];
+  sockaddr_un from{};
   msghdr msg{};
+  if (sender) {
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+  }
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
@@ -154,6 +166,10 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
   do n = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC | extra_flags);
   while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
+  if (sender) {
+    const size_t at = offsetof(sockaddr_un, sun_path);
+    *sender = msg.msg_namelen > at ? unix_name(std::string(from.sun_path, msg.msg_namelen - at)) : "";
+  }
   bool fds = false;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -179,7 +195,8 @@ ssize_t peek_once(int sock, void* data, size_t len, int extra_flags, const std::
 
 std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std::string& what,
                                                    bool shut_for_reading,
-                                                   std::vector<std::vector<ScopedFd>>* passed) {
+                                                   std::vector<std::vector<ScopedFd>>* passed,
+                                                   std::vector<std::string>* senders) {
   std::vector<std::vector<uint8_t>> out;
   PeekOffset offset(sock, what);
   if (type == SOCK_STREAM) {
@@ -209,12 +226,15 @@ std::vector<std::vector<uint8_t>> peek_unix_queue(int sock, int type, const std:
                          "the rest of the queue cannot be read without consuming it",
                   "let the job read its queue before checkpointing");
     std::vector<uint8_t> message(static_cast<size_t>(n));
-    ssize_t got = peek_once(sock, message.data(), message.size(), 0, what, passed ? &fds : nullptr);
+    std::string sender;
+    ssize_t got = peek_once(sock, message.data(), message.size(), 0, what, passed ? &fds : nullptr,
+                            senders && type == SOCK_DGRAM ? &sender : nullptr);
     if (got < 0) throw SysError("recv(MSG_PEEK) on " + what, static_cast<int>(-got));
     if (got != n)
       throw Error(fmt::format("{}: message of {} bytes peeked as {} bytes", what, n, got));
     out.push_back(std::move(message));
     if (passed) passed->push_back(std::move(fds));
+    if (senders) senders->push_back(std::move(sender));
   }
   return out;
 }
@@ -336,7 +356,12 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
   if (u.type != SOCK_DGRAM && u.state != 1) return;
   std::vector<std::vector<ScopedFd>> passed;
   s.queue = peek_unix_queue(sock, u.type, what, (u.shutdown & 1) != 0,
-                            u.type == SOCK_STREAM ? nullptr : &passed);
+                            u.type == SOCK_STREAM ? nullptr : &passed, &s.queue_senders);
+  // Kept where a message came from a named socket (a datagram's sender,
+  // which the receiver's recvfrom gives).
+  if (std::all_of(s.queue_senders.begin(), s.queue_senders.end(),
+                  [](const std::string& n) { return n.empty(); }))
+    s.queue_senders.clear();
   bool any = false;
   for (const auto& m : passed) any |= !m.empty();
   if (any)

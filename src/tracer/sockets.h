@@ -54,9 +54,12 @@ std::map<uint64_t, UnixDiag> query_unix_sockets();
 // shows as a byte count short of sock_diag's).
 // `passed` (datagram and seqpacket sockets): gets the files passed with
 // each message (SCM_RIGHTS), as fds of snap's, instead of a refusal.
+// `senders` (datagram sockets): gets the name of the socket each message
+// came from ("@name", a path, or "" where it had none).
 std::vector<std::vector<uint8_t>> peek_unix_queue(
     int sock, int type, const std::string& what, bool shut_for_reading = false,
-    std::vector<std::vector<ScopedFd>>* passed = nullptr);
+    std::vector<std::vector<ScopedFd>>* passed = nullptr,
+    std::vector<std::string>* senders = nullptr);
 
 // A copy of fd `fd` of process `pid` (pidfd_getfd): the same open file.
 ScopedFd copy_target_fd(pid_t pid, int fd);

@@ -67,8 +67,13 @@ def unix_socket_states(env):
     # restore, connections not yet accepted (stream, in their order, and
     # seqpacket), one name bound and deleted in turn by two datagram
     # sockets each with its own peer, a datagram pair both bound to one
-    # deleted name, a deleted name a FIFO took. All checked by the program at
-    # the end of its run, which must print what an uninterrupted run prints.
+    # deleted name, a deleted name a FIFO took, a bound datagram socket with
+    # messages from senders since closed, bound to an abstract name (twice)
+    # and a path (its file removed), an unnamed one and one still open,
+    # bound to a path: each message's sender as recvfrom gives it (the snap
+    # before gave none). All checked
+    # by the program at the end of its run, which must print what an
+    # uninterrupted run prints.
     where = env.path("unix_states")
     os.makedirs(where, exist_ok=True)
     rounds = 8
@@ -87,6 +92,8 @@ def unix_socket_states(env):
         "one name, two sockets: ['to 0', 'to 1'] [True, True] False",
         "named pair: ping [True, True] False",
         "name taken by a FIFO: under True",
+        "senders: [('a1', '@snap-unix-states-teller-PID'), ('a2', '@snap-unix-states-teller-PID'), "
+        "('p', 'teller.sock'), ('u', 'unnamed'), ('k', 'keeper.sock')] False True",
     ]
     dump_kill_restore(env, [sys.executable, env.src("unix_states.py"), str(rounds), "150", where],
                       "unix_states", 3, expected)

@@ -117,6 +117,26 @@ over = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 over.connect(fifo_path)
 os.unlink(fifo_path)
 os.mkfifo(fifo_path)
+# A bound datagram socket with messages from named senders, each closed
+# since (an abstract name twice, by two sockets in turn; a path, its file
+# removed), from an unnamed one and from one still open, bound to a path:
+# recvfrom gives each message's sender.
+heard_path = os.path.join(where, "heard.sock")
+heard = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+heard.bind(heard_path)
+teller_name = f"\0snap-unix-states-teller-{os.getpid()}"
+teller_path = os.path.join(where, "teller.sock")
+for name, text in ((teller_name, b"a1"), (teller_name, b"a2"), (teller_path, b"p"), (None, b"u")):
+    teller = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if name:
+        teller.bind(name)
+    teller.sendto(text, heard_path)
+    teller.close()
+os.unlink(teller_path)
+keeper = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # a sender still open
+keeper_path = os.path.join(where, "keeper.sock")
+keeper.bind(keeper_path)
+keeper.sendto(b"k", heard_path)
 
 for i in range(1, rounds + 1):
     print(f"round {i}", flush=True)
@@ -169,7 +189,21 @@ print("named pair:", pair[1].recv(10).decode(), [s.getsockname() == pair_name fo
       os.path.exists(pair_name))
 over.send(b"under")
 print("name taken by a FIFO:", under.recv(10).decode(), stat.S_ISFIFO(os.stat(fifo_path).st_mode))
+
+
+def sender(addr):
+    if not addr:
+        return "unnamed"
+    if isinstance(addr, bytes):  # abstract
+        return "@" + addr[1:].decode().replace(str(os.getpid()), "PID")
+    return os.path.basename(addr)
+
+
+print("senders:", [(m.decode(), sender(a)) for m, a in (heard.recvfrom(10) for _ in range(5))],
+      os.path.exists(teller_path), keeper.getsockname() == keeper_path)
 os.unlink(fifo_path)
+os.unlink(heard_path)
+os.unlink(keeper_path)
 os.unlink(wait_path)
 os.unlink(os.path.join(where, "first.sock"))
 os.unlink(later_path)

@@ -385,6 +385,7 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   in_flight.inode = 6100;
   in_flight.path = "pipe:[6100]";
   u.queue_fds = {{}, {in_flight}};
+  u.queue_senders = {"@teller", ""};
   lis.unix_socket = u;
   lis.sock_options = {{1, 2, {1, 0, 0, 0}}, {6, 4, {0x2c, 1, 0, 0}}};
   lis.sock_filter = {6, 0, 0, 0, 0xff, 0xff, 0, 0};
@@ -422,6 +423,7 @@ TEST(Manifest, SocketFieldsRoundTrip) {
   ASSERT_EQ(l.unix_socket->queue_fds[1].size(), 1u);
   EXPECT_EQ(l.unix_socket->queue_fds[1][0].type, FdType::Pipe);
   EXPECT_EQ(l.unix_socket->queue_fds[1][0].inode, 6100u);
+  EXPECT_EQ(l.unix_socket->queue_senders, (std::vector<std::string>{"@teller", ""}));
   ASSERT_EQ(l.sock_options.size(), 2u);
   EXPECT_EQ(l.sock_options[1].level, 6);
   EXPECT_EQ(l.sock_options[1].name, 4);
