@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "base/error.h"
+#include "tracer/elf_handle.h"
 
 namespace snap::parasite {
 namespace {
@@ -25,12 +26,6 @@ uint64_t page_up(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
 [[noreturn]] void fail(const std::string& what) {
   throw Error("parasite blob: " + what, kHint);
 }
-
-std::string elf_err() { return elf_errmsg(-1) ? elf_errmsg(-1) : "unknown libelf error"; }
-
-struct ElfCloser {
-  void operator()(Elf* e) const { elf_end(e); }
-};
 
 const char* reloc_name(uint32_t type) {
   switch (type) {
@@ -76,29 +71,29 @@ uint64_t LoadedBlob::symbol_offset(std::string_view name) const {
 LoadedBlob prepare_blob(std::span<const uint8_t> elf_bytes, remote_addr base) {
   if (base.as_int() % kPage)
     throw Error(fmt::format("parasite blob: load address {:#x} is not page aligned", base.as_int()));
-  if (elf_version(EV_CURRENT) == EV_NONE) fail("libelf initialization failed: " + elf_err());
+  init_libelf();
   // libelf wants a mutable buffer; keep our own copy alive for its lifetime.
   std::vector<char> copy(elf_bytes.begin(), elf_bytes.end());
-  std::unique_ptr<Elf, ElfCloser> elf(elf_memory(copy.data(), copy.size()));
-  if (!elf) fail("elf_memory: " + elf_err());
+  ElfPtr elf(elf_memory(copy.data(), copy.size()));
+  if (!elf) fail("elf_memory: " + elf_error());
   if (elf_kind(elf.get()) != ELF_K_ELF) fail("not an ELF file");
 
   GElf_Ehdr eh;
-  if (!gelf_getehdr(elf.get(), &eh)) fail("cannot read the ELF header: " + elf_err());
+  if (!gelf_getehdr(elf.get(), &eh)) fail("cannot read the ELF header: " + elf_error());
   if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB)
     fail("not a little-endian ELF64 file");
   if (eh.e_machine != EM_X86_64) fail(fmt::format("machine {} is not x86_64", eh.e_machine));
   if (eh.e_type != ET_DYN) fail(fmt::format("ELF type {} is not ET_DYN (position independent)", eh.e_type));
 
   size_t nphdr = 0;
-  if (elf_getphdrnum(elf.get(), &nphdr) != 0) fail("cannot count program headers: " + elf_err());
+  if (elf_getphdrnum(elf.get(), &nphdr) != 0) fail("cannot count program headers: " + elf_error());
 
   // Pass 1: the span of the PT_LOAD segments.
   std::vector<GElf_Phdr> loads;
   for (size_t i = 0; i < nphdr; i++) {
     GElf_Phdr ph;
     if (!gelf_getphdr(elf.get(), static_cast<int>(i), &ph))
-      fail(fmt::format("cannot read program header {}: {}", i, elf_err()));
+      fail(fmt::format("cannot read program header {}: {}", i, elf_error()));
     if (ph.p_type != PT_LOAD) continue;
     if (ph.p_filesz > ph.p_memsz)
       fail(fmt::format("segment {} has file size {:#x} > memory size {:#x}", i, ph.p_filesz, ph.p_memsz));
@@ -148,15 +143,15 @@ LoadedBlob prepare_blob(std::span<const uint8_t> elf_bytes, remote_addr base) {
   bool have_symbols = false;
   while ((scn = elf_nextscn(elf.get(), scn)) != nullptr) {
     GElf_Shdr sh;
-    if (!gelf_getshdr(scn, &sh)) fail("cannot read a section header: " + elf_err());
+    if (!gelf_getshdr(scn, &sh)) fail("cannot read a section header: " + elf_error());
     if (sh.sh_type == SHT_REL) fail("SHT_REL relocations are not supported (expected RELA)");
     if (sh.sh_type == SHT_RELA) {
       Elf_Data* d = elf_getdata(scn, nullptr);
-      if (!d || sh.sh_entsize == 0) fail("cannot read relocation section: " + elf_err());
+      if (!d || sh.sh_entsize == 0) fail("cannot read relocation section: " + elf_error());
       size_t n = sh.sh_size / sh.sh_entsize;
       for (size_t i = 0; i < n; i++) {
         GElf_Rela r;
-        if (!gelf_getrela(d, static_cast<int>(i), &r)) fail("cannot read relocation: " + elf_err());
+        if (!gelf_getrela(d, static_cast<int>(i), &r)) fail("cannot read relocation: " + elf_error());
         uint32_t type = GELF_R_TYPE(r.r_info);
         if (type == R_X86_64_NONE) continue;
         if (type != R_X86_64_RELATIVE)
@@ -172,11 +167,11 @@ LoadedBlob prepare_blob(std::span<const uint8_t> elf_bytes, remote_addr base) {
       }
     } else if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) {
       Elf_Data* d = elf_getdata(scn, nullptr);
-      if (!d || sh.sh_entsize == 0) fail("cannot read symbol table: " + elf_err());
+      if (!d || sh.sh_entsize == 0) fail("cannot read symbol table: " + elf_error());
       size_t n = sh.sh_size / sh.sh_entsize;
       for (size_t i = 1; i < n; i++) {
         GElf_Sym s;
-        if (!gelf_getsym(d, static_cast<int>(i), &s)) fail("cannot read symbol: " + elf_err());
+        if (!gelf_getsym(d, static_cast<int>(i), &s)) fail("cannot read symbol: " + elf_error());
         if (s.st_shndx == SHN_UNDEF || s.st_shndx == SHN_ABS) continue;
         int t = GELF_ST_TYPE(s.st_info);
         if (t != STT_FUNC && t != STT_OBJECT && t != STT_NOTYPE) continue;

@@ -323,6 +323,9 @@ Status parse_status(std::string_view text) {
     else if (key == "VmSwap") s.swap_bytes = to_u64(f[0]) << 10;
     else if (key == "VmLck") s.locked_bytes = to_u64(f[0]) << 10;
     else if (key == "Threads") s.threads = static_cast<int>(to_u64(f[0]));
+    else if (key == "SigBlk") s.sig_blocked = to_u64(f[0], 16);
+    else if (key == "SigIgn") s.sig_ignored = to_u64(f[0], 16);
+    else if (key == "x86_Thread_features") s.x86_thread_features.assign(f.begin(), f.end());
     else if (key == "Groups") {
       for (auto g : f) s.groups.push_back(static_cast<uint32_t>(to_u64(g)));
     } else if ((key == "Uid" || key == "Gid") && f.size() >= 4) {

@@ -75,6 +75,11 @@ struct Status {
   uint64_t rss_bytes = 0, swap_bytes = 0;  // "VmRSS:", "VmSwap:" (0 for a zombie)
   uint64_t locked_bytes = 0;               // "VmLck:": the size of its mlocked mappings
   int threads = 0;                         // "Threads:"
+  // "SigBlk:", "SigIgn:" (hex; bit n-1 for signal n): the thread's blocked
+  // signals, the process's ignored ones; absent: all.
+  uint64_t sig_blocked = ~0ULL, sig_ignored = ~0ULL;
+  // "x86_Thread_features:" ("shstk", "wrss"), from kernels that show it.
+  std::vector<std::string> x86_thread_features;
   // "CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:" (hex); absent
   // unless all five are shown.
   std::optional<image::Capabilities> caps;

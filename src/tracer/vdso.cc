@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
+#include <algorithm>
 #include <chrono>
 
 #include <fmt/core.h>
@@ -93,23 +93,11 @@ constexpr int kSegvControlProtection = 10;
 bool return_may_fault(pid_t pid, pid_t tid) {
   const auto text = proc::try_read_file(fmt::format("/proc/{}/task/{}/status", pid, tid));
   if (!text) return false;
-  auto field = [&](std::string_view key) -> std::optional<std::string_view> {
-    const size_t k = text->find(fmt::format("\n{}:", key));
-    if (k == std::string::npos) return std::nullopt;
-    const size_t from = k + key.size() + 2, to = text->find('\n', from);
-    std::string_view v(text->data() + from, (to == std::string::npos ? text->size() : to) - from);
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    return v;
-  };
-  auto has_segv = [&](std::string_view key) {
-    const auto v = field(key);
-    uint64_t set = 0;
-    if (!v || std::from_chars(v->data(), v->data() + v->size(), set, 16).ec != std::errc()) return true;
-    return ((set >> (SIGSEGV - 1)) & 1) != 0;
-  };
-  if (has_segv("SigBlk") || has_segv("SigIgn")) return false;
-  const auto features = field("x86_Thread_features");
-  return !features || features->find("shstk") == std::string_view::npos;
+  const proc::Status st = proc::parse_status(*text);
+  const uint64_t segv = 1ULL << (SIGSEGV - 1);
+  const auto& f = st.x86_thread_features;
+  return !(st.sig_blocked & segv) && !(st.sig_ignored & segv) &&
+         std::find(f.begin(), f.end(), "shstk") == f.end();
 }
 
 // The next stop of `tid`, which runs, within `ms`; nullopt when none came.

@@ -248,6 +248,13 @@ TEST(ProcParse, StatousAndFdinfo) {
   EXPECT_EQ(s.tracer_pid, 99);
   EXPECT_EQ(s.uids[1], 1001u);
   EXPECT_EQ(s.gids[3], 13u);
+  EXPECT_EQ(s.sig_blocked, ~0ULL);  // not shown: all, as far as anyone may rely
+  EXPECT_TRUE(s.x86_thread_features.empty());
+  auto sig = proc::parse_status("SigBlk:\t0000000000000400\nSigIgn:\t0000000000001000\n"
+                                "x86_Thread_features:\tshstk wrss\n");
+  EXPECT_EQ(sig.sig_blocked, 0x400u);  // SIGSEGV (11)
+  EXPECT_EQ(sig.sig_ignored, 0x1000u);
+  EXPECT_EQ(sig.x86_thread_features, (std::vector<std::string>{"shstk", "wrss"}));
   auto fi = proc::parse_fdinfo("pos:\t4096\nflags:\t02100002\nmnt_id:\t25\nino:\t777\n");
   EXPECT_EQ(fi.pos, 4096u);
   EXPECT_EQ(fi.flags, 02100002);
