@@ -39,10 +39,6 @@ std::string unix_name(std::string raw) {
   return raw;
 }
 
-}  // namespace
-
-namespace {
-
 constexpr int kTcpListen = 10;  // udiag_state of a listening socket
 
 uint32_t u32_at(const uint8_t* p) {

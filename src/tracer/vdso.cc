@@ -142,15 +142,15 @@ std::optional<Registers> run_to_return(Task& t, remote_addr slot, uint64_t ret, 
     bool over = false;  // the return faulted
     std::optional<Registers> out;
     for (;;) {
-      std::optional<int> status = wait_stop_within(tid, interrupted ? 0 : kVdsoReturnWaitMs);
-      if (!status && !interrupted) {
+      const std::optional<int> status =
+          interrupted ? wait_stop(tid) : wait_stop_within(tid, kVdsoReturnWaitMs);
+      if (!status) {
         // Not back yet: stopped where it is (one more stop to collect).
         if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) < 0)
           throw SysError(fmt::format("ptrace(PTRACE_INTERRUPT, thread {})", tid), errno);
         interrupted = true;
         continue;
       }
-      if (!status) status = wait_stop(tid);
       if (WIFEXITED(*status) || WIFSIGNALED(*status)) {
         t.abandon();
         swapped = false;
