@@ -101,6 +101,8 @@ void print_thread(const ojson& t) {
     std::printf("      bound to CPUs %s\n", t["cpus"].get<std::string>().c_str());
   if (t.contains("mempolicy") && !t["mempolicy"].is_null())
     std::printf("      memory policy %s (its own)\n", t["mempolicy"].get<std::string>().c_str());
+  if (t.contains("seccomp") && !t["seccomp"].is_null())
+    std::printf("      seccomp %s (its own)\n", t["seccomp"].get<std::string>().c_str());
 }
 
 void print_process(const ojson& p) {

@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 14;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 15;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -38,6 +38,7 @@ constexpr uint32_t kFormatVersion = 14;  // 2: process trees; 3: checkpoint seri
                                         //     processes' NUMA memory policy
                                         // 13: mappings' NUMA memory policy
                                         // 14: datagrams' senders
+                                        // 15: threads' seccomp filters
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 
@@ -61,6 +62,19 @@ struct Scheduling {
   uint64_t runtime = 0, deadline = 0, period = 0;
   uint32_t ioprio = 0;
   bool operator==(const Scheduling&) const = default;
+};
+
+// A thread's seccomp: strict mode, or its filters, oldest first, each as
+// the kernel holds it (PTRACE_SECCOMP_GET_FILTER: struct sock_filter
+// records, 8 bytes each) with the flags the kernel reports for it
+// (PTRACE_SECCOMP_GET_METADATA: SECCOMP_FILTER_FLAG_LOG).
+struct SeccompFilter {
+  std::vector<uint8_t> program;
+  uint64_t flags = 0;
+};
+struct Seccomp {
+  bool strict = false;
+  std::vector<SeccompFilter> filters;
 };
 
 struct ThreadState {
@@ -97,6 +111,10 @@ struct ThreadState {
   // process has one (libnuma's numa_set_membind or numa_set_preferred in a
   // worker thread). Empty: the process's (version 13).
   std::string mempolicy;
+  // Seccomp the thread set up itself (version 15): absent where it ran
+  // under the mode and filters snap ran under (none, or those of a
+  // container both ran in).
+  std::optional<Seccomp> seccomp;
 };
 
 enum class MappingKind : uint8_t {

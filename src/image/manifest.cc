@@ -65,6 +65,18 @@ ojson encode(const ThreadState& t) {
   }
   if (!t.cpus.empty()) j["cpus"] = cpu_list_text(t.cpus);
   if (!t.mempolicy.empty()) j["mempolicy"] = t.mempolicy;
+  if (t.seccomp) {
+    ojson sc;
+    if (t.seccomp->strict) sc["strict"] = true;
+    sc["filters"] = ojson::array();
+    for (const auto& f : t.seccomp->filters) {
+      ojson jf;
+      jf["program"] = to_hex(f.program);
+      if (f.flags) jf["flags"] = f.flags;
+      sc["filters"].push_back(jf);
+    }
+    j["seccomp"] = sc;
+  }
   return j;
 }
 

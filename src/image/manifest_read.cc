@@ -185,6 +185,16 @@ std::vector<uint32_t> cpu_list(const Field& f, const char* what) {
 uint64_t decode_u64(const Field& f) { return f.as<uint64_t>(); }
 std::string decode_string(const Field& f) { return f.as<std::string>(); }
 
+SeccompFilter decode_seccomp_filter(const Field& f) {
+  SeccompFilter filter;
+  filter.program = f["program"].bytes();
+  // struct sock_filter: 8 bytes; BPF_MAXINSNS (4096) a filter.
+  if (filter.program.empty() || filter.program.size() % 8 != 0 || filter.program.size() > 4096 * 8)
+    f["program"].fail("not 1 to 4096 instructions of 8 bytes");
+  if (auto flags = f.opt("flags")) filter.flags = flags->as<uint64_t>();
+  return filter;
+}
+
 ThreadState decode_thread(const Field& f) {
   ThreadState t;
   t.tid = f["tid"].as<pid_t>();
@@ -214,6 +224,12 @@ ThreadState decode_thread(const Field& f) {
   }
   if (auto c = f.opt("cpus")) t.cpus = cpu_list(*c, "cpus");
   if (auto m = f.opt("mempolicy")) t.mempolicy = m->as<std::string>();
+  if (auto s = f.opt("seccomp")) {
+    Seccomp sc;
+    if (auto r = s->opt("strict")) sc.strict = r->as<bool>();
+    sc.filters = (*s)["filters"].list(decode_seccomp_filter);
+    t.seccomp = sc;
+  }
   return t;
 }
 

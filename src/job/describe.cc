@@ -32,6 +32,7 @@
 #include "job/stop_site.h"
 #include "tracer/registers.h"
 #include "tracer/scheduling.h"
+#include "tracer/seccomp.h"
 #include "tracer/temp_files.h"
 
 namespace snap::job {
@@ -144,6 +145,7 @@ ojson describe_thread(const image::ThreadState& t, Locator& loc, const Disassemb
   // Absent: not bound beyond what the job was given.
   j["cpus"] = t.cpus.empty() ? ojson(nullptr) : ojson(cpu_list_text(t.cpus));
   j["mempolicy"] = t.mempolicy.empty() ? ojson(nullptr) : ojson(t.mempolicy);
+  j["seccomp"] = t.seccomp ? ojson(describe_seccomp(*t.seccomp)) : ojson(nullptr);
   return j;
 }
 

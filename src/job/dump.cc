@@ -307,6 +307,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   steps.step("seize");
   result.threads = tree.thread_count();
   vlog("stopped {} process(es), {} thread(s)", tree.processes().size(), tree.thread_count());
+  // Threads under seccomp of their own: their filters, by tid.
+  std::map<pid_t, image::Seccomp> own_seccomp;
   {
     std::vector<pid_t> pids;
     for (auto& p : tree.processes()) {
@@ -314,7 +316,13 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
       std::vector<pid_t> tids;
       for (const auto& t : p.tasks) tids.push_back(t->tid());
       refuse_thread_tables(p.pid, tids);  // the parasite's threads wait on the leader's fd too
-      (hints ? hints->seccomp : SeccompHints{}).refuse_threads(p.pid, tids);  // before the parasite
+      // Before the parasite: its calls go through the job's seccomp.
+      const auto own = (hints ? hints->seccomp : SeccompHints{}).own_threads(p.pid, tids);
+      for (const auto& [tid, mode] : own) own_seccomp[tid] = read_seccomp(p.pid, tid, mode);
+      if (!own.empty()) {
+        for (auto& t : p.tasks) t->suspend_seccomp();
+        vlog("pid {}: {} thread(s) under seccomp of their own, saved", p.pid, own.size());
+      }
       if (auto comm = proc::try_read_file(fmt::format("/proc/{}/comm", p.pid));
           comm && *comm == "srun\n")
         throw srun_error(fmt::format("pid {}", p.pid));
@@ -325,6 +333,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   for (auto& p : tree.processes()) {  // 2
     image::Process proc = collect_process(p, hints ? &hints->vmflags : nullptr,
                                           hints ? &hints->fds : nullptr);
+    for (auto& t : proc.threads)
+      if (auto it = own_seccomp.find(t.tid); it != own_seccomp.end()) t.seccomp = it->second;
     if (hints)
       vlog("pid {}: {} of {} fds read from hints", p.pid, hints->fds.applied(p.pid).size(),
            proc.fds.size());

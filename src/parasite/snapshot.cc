@@ -24,8 +24,12 @@ namespace snap::parasite {
 
 namespace {
 
-long set_options(pid_t tid, long options) {
-  return ::ptrace(PTRACE_SETOPTIONS, tid, nullptr, reinterpret_cast<void*>(options));
+// Back to the seize's options after the clone (never throws: on a way out).
+void seize_options(Task& leader) noexcept {
+  try {
+    leader.set_options(PTRACE_O_TRACESYSGOOD);
+  } catch (...) {
+  }
 }
 
 }  // namespace
@@ -57,8 +61,7 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
       vlog("pid {}: nothing is kept out of the snapshot (no way back for a keep-out sequence): "
            "thread stacks and sparse reservations stay in it", leader.tid());
     // Only for this call: report the clone so the child is born traced.
-    check_sys(set_options(leader.tid(), PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE),
-              "ptrace(PTRACE_SETOPTIONS)");
+    leader.set_options(PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE);
     long rc;
     try {
       if (runs.empty()) {
@@ -81,10 +84,10 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
                "stopped", leader.tid(), got.hugetlb);
       }
     } catch (...) {
-      set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
+      seize_options(leader);
       throw;
     }
-    set_options(leader.tid(), PTRACE_O_TRACESYSGOOD);
+    seize_options(leader);
     if (rc < 0) {
       vlog("pid {}: no copy-on-write snapshot ({}); reading memory while stopped", leader.tid(),
            std::strerror(static_cast<int>(-rc)));
@@ -97,7 +100,11 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
   int status = 0;
   while (::waitpid(child, &status, __WALL) < 0 && errno == EINTR) {}
   std::unique_ptr<MemorySnapshot> snap(new MemorySnapshot(child, std::move(kept_out)));
-  if (set_options(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD) < 0)
+  // A job under seccomp of its own: the child is too (discard() asks it
+  // for madvise).
+  const long suspend = leader.seccomp_suspended() ? PTRACE_O_SUSPEND_SECCOMP : 0;
+  if (::ptrace(PTRACE_SETOPTIONS, child, nullptr,
+               reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | suspend)) < 0)
     throw SysError("ptrace(PTRACE_SETOPTIONS, snapshot pid " + std::to_string(child) + ")", errno);
   vlog("pid {}: copy-on-write snapshot is pid {}", leader.tid(), child);
   return snap;

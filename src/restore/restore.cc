@@ -29,6 +29,7 @@
 #include "restore/posix_locks.h"
 #include "restore/remote_page.h"
 #include "restore/scheduling.h"
+#include "restore/seccomp.h"
 #include "restore/signals.h"
 #include "restore/skeleton.h"
 #include "restore/threads.h"
@@ -143,10 +144,10 @@ class TreeUnderConstruction {
       if (n.proc->zombie) continue;
       pid_t host = space_.host_pid(pid);
       auto t = Task::seize_and_stop(host);
-      if (::ptrace(PTRACE_SETOPTIONS, host, nullptr,
-                   reinterpret_cast<void*>(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD |
-                                           PTRACE_O_TRACECLONE)) < 0)
-        throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS, pid {})", pid), errno);
+      // Its seccomp, installed in the rebuild, must let snap's calls through
+      // (its threads inherit the option as they are created).
+      if (has_own_seccomp(*n.proc)) t->suspend_seccomp();
+      t->set_options(PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE);
       tasks_[pid].push_back(std::move(t));
     }
   }
@@ -240,11 +241,13 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   std::vector<std::string> own_policies;
   for (const auto& t : p.threads) own_policies.push_back(t.mempolicy);
   const OwnPolicies threads_own(p.pid, own_policies, "thread(s)", "they run with their process's");
+  const size_t shared_seccomp = shared_seccomp_filters(p);
   auto queue_thread = [&](SyscallBatch& batch, const image::ThreadState& saved) {
     restore_thread_state(batch, p.pid, saved);
     const MemPolicy* own = saved.mempolicy.empty() ? nullptr : threads_own.find(saved.mempolicy);
     if (own) add_mempolicy(batch, *own);
     else if (mempolicy) add_mempolicy(batch, *mempolicy);
+    add_seccomp(batch, p.pid, saved, shared_seccomp);  // while the thread may (CAP_SYS_ADMIN)
     restore_credentials(batch, p, fresh_namespace);  // last: it may give up root
   };
   RemoteSyscalls rs(leader, find_syscall_site(leader.tid()));
@@ -255,6 +258,10 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
   {
     SyscallBatch batch(rs, std::nullopt, 256 << 10);
     take_posix_locks(batch, p);  // after every close of a file in this process
+    if (shared_seccomp) {  // the threads inherit them
+      add_shared_seccomp(batch, p, shared_seccomp);
+      batch.run();
+    }
     {
       RemotePage page(rs);
       for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));
@@ -417,6 +424,7 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
          "redirected", ckpt.kernel_release);
   check_outside_connections(ckpt, opts);
   check_hugetlb_pool(ckpt);
+  check_seccomp(ckpt);
   if (!space.fresh()) check_ids_free(plan);
   for (const auto& w : check_credentials(ckpt, space.fresh())) warn("{}", w);
   adopt_login_uid(ckpt);

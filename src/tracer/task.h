@@ -89,6 +89,15 @@ class Task {
   // Slurm's suspend arriving while the parasite runs stops the job then).
   void hold_signal(int sig) { intercept(sig); }
 
+  // PTRACE_SETOPTIONS: `options`, plus PTRACE_O_SUSPEND_SECCOMP once
+  // suspend_seccomp() was called (tracer/seccomp.h). Throws SysError.
+  void set_options(long options);
+  // From now on the thread's seccomp lets the calls snap makes it run
+  // through, until detach (CAP_SYS_ADMIN): it set up seccomp itself. Its
+  // options become PTRACE_O_TRACESYSGOOD, the seize's.
+  void suspend_seccomp();
+  bool seccomp_suspended() const { return suspend_seccomp_; }
+
   // Leaves the thread to the kernel: detaches now, optionally delivering sig.
   void detach(int sig = 0);
   // Forgets the thread without touching it (it was killed or exited).
@@ -115,6 +124,7 @@ class Task {
   // Resumed since the intercepted stop: the signal cannot ride on the
   // detach any more and is queued again instead.
   bool resumed_ = false;
+  bool suspend_seccomp_ = false;
 };
 
 // Every thread of a process and of all its descendants, stopped.

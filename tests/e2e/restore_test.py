@@ -739,6 +739,50 @@ def while_restored(env, ckpt, out, before, look):
     return seen, r.returncode, err
 
 
+@case
+def seccomp_thread_kept(env):
+    """A second thread under seccomp of its own, dumped and restored by
+    root: two filters (each failing getppid() with its own errno, so that
+    their order shows), strict mode, or a filter the thread shares with its
+    leader, which adds another to both with SECCOMP_FILTER_FLAG_TSYNC after
+    the restore (refused where the threads no longer share the first). The parasite's calls and the
+    snapshot's go through them (the snap before refused such a job; it must
+    not kill the strict thread either); the restored thread is under them
+    again, in the same order, which it and its main thread check every round
+    (its /proc status), and the job ends as an uninterrupted run. With
+    --kill and with a dump that lets the job run on (which reads the
+    threads' seccomp while it runs, and the filters once it is stopped)."""
+    if os.geteuid() != 0:
+        raise Skip("needs root: only CAP_SYS_ADMIN reads a job's seccomp filters "
+                   "(nobody-dump-seccomp_thread_refused is the ordinary user's case)")
+    limit = 30
+    for mode in ("filter", "strict", "tsync"):
+        argv = [env.prog("seccomp_thread"), mode, str(limit), "50"]
+        expected = [f"{i} thread ok" for i in range(limit)] + ["DONE"]
+        dump_kill_restore(env, argv, f"seccomp_{mode}", 3, expected)
+        info = env.snap_run("info", env.path(f"seccomp_{mode}.ckpt")).stdout
+        shown = {"filter": "seccomp 2 filter(s), 8 instruction(s) (its own)",
+                 "strict": "seccomp strict mode (its own)",
+                 "tsync": "seccomp 1 filter(s), 4 instruction(s) (its own)"}[mode]
+        expect(shown in info, f"{mode}: snap info shows {shown!r}: "
+                              f"{[l.strip() for l in info.splitlines() if 'its own' in l]}")
+        ckpt = env.checkpoint_json(env.path(f"seccomp_{mode}.ckpt"))
+        own = [t.get("seccomp") for t in ckpt["processes"][0]["threads"]]
+        if mode == "tsync":
+            expect(all(t is not None and len(t["filters"]) == 1 for t in own),
+                   f"{mode}: the image holds the filter of both threads: {own}")
+        else:
+            want = {"strict": True, "filters": []} if mode == "strict" else None
+            expect(own[0] is None and own[1] is not None and
+                   (own[1] == want if want else len(own[1]["filters"]) == 2),
+                   f"{mode}: the image holds the second thread's seccomp, not the leader's: {own}")
+        out, dest = env.path(f"seccomp_{mode}_lr.out"), env.path(f"seccomp_{mode}_lr.ckpt")
+        p = start(argv, stdout_path=out)
+        wait_lines(out, 3)
+        env.snap_run("dump", "--pid", str(p.pid), "-o", dest)
+        runs_on_then_restores(env, p, out, dest, expected)
+
+
 def in_mount_namespace(prefix, mounts, argv):
     """argv run by `unshare` with PREFIX (its options), each (source,
     target) of MOUNTS bind-mounted first, in that namespace only."""

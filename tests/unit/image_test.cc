@@ -193,6 +193,35 @@ TEST(Manifest, GuardRegionsRoundTrip) {
   EXPECT_THROW(checkpoint_from_json(to_json(c)), Error);
 }
 
+// Format 15: a thread's own seccomp, its filters in their order with their
+// flags, or strict mode; a program of no whole instruction is damage.
+TEST(Manifest, SeccompRoundTrip) {
+  Checkpoint c = sample_checkpoint();
+  auto& t = c.processes[0].threads;
+  const std::vector<uint8_t> allow = {6, 0, 0, 0, 0, 0, 0xff, 0x7f};  // ret SECCOMP_RET_ALLOW
+  const std::vector<uint8_t> deny = {6, 0, 0, 0, 1, 0, 5, 0};         // ret SECCOMP_RET_ERRNO | 1
+  t[0].seccomp = Seccomp{false, {{allow, 0}, {deny, 2 /* SECCOMP_FILTER_FLAG_LOG */}}};
+  t[1].seccomp = Seccomp{true, {}};
+  std::string json = to_json(c);
+  Checkpoint back = checkpoint_from_json(json);
+  const auto& b = back.processes[0].threads;
+  ASSERT_TRUE(b[0].seccomp && b[1].seccomp);
+  EXPECT_FALSE(b[0].seccomp->strict);
+  ASSERT_EQ(b[0].seccomp->filters.size(), 2u);
+  EXPECT_EQ(b[0].seccomp->filters[0].program, allow);
+  EXPECT_EQ(b[0].seccomp->filters[0].flags, 0u);
+  EXPECT_EQ(b[0].seccomp->filters[1].program, deny);
+  EXPECT_EQ(b[0].seccomp->filters[1].flags, 2u);
+  EXPECT_TRUE(b[1].seccomp->strict);
+  EXPECT_TRUE(b[1].seccomp->filters.empty());
+  EXPECT_FALSE(back.processes[1].threads[0].seccomp.has_value());
+  EXPECT_EQ(to_json(back), json);
+
+  t[0].seccomp->filters[1].program.pop_back();  // 7 bytes: no whole instruction
+  std::string msg = error_of([&] { checkpoint_from_json(to_json(c)); });
+  EXPECT_NE(msg.find("seccomp.filters[1].program"), std::string::npos) << msg;
+}
+
 // Hugetlb memory's page size; one the mapping is not aligned to, or not a
 // power of two, is damage.
 TEST(Manifest, HugetlbPageSizeRoundTrip) {

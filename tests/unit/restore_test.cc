@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "image/checkpoint.h"
 #include "restore/restore.h"
+#include "restore/seccomp.h"
 #include "restore/tree.h"
 #include "restore/vdso.h"
 #include "tracer/vdso.h"
@@ -47,6 +48,32 @@ std::vector<pid_t> pids(const std::vector<const image::Process*>& v) {
   std::vector<pid_t> out;
   for (auto* p : v) out.push_back(p->pid);
   return out;
+}
+
+// The filters a process's threads have first, alike, go to its leader
+// before the threads are made (they share them, as TSYNC needs); a thread
+// without filters of its own, or in strict mode, shares none.
+TEST(Seccomp, ThreadsShareTheFiltersTheyAllHaveFirst) {
+  const image::SeccompFilter a{{6, 0, 0, 0, 0, 0, 0xff, 0x7f}, 0};
+  const image::SeccompFilter b{{6, 0, 0, 0, 1, 0, 5, 0}, 0};
+  const image::SeccompFilter b_logged{b.program, 2};
+  image::Process p;
+  p.threads.resize(3);
+  p.threads[0].seccomp = image::Seccomp{false, {a, b}};
+  p.threads[1].seccomp = image::Seccomp{false, {a, b, a}};
+  p.threads[2].seccomp = image::Seccomp{false, {a, b}};
+  EXPECT_EQ(shared_seccomp_filters(p), 2u);
+  p.threads[2].seccomp = image::Seccomp{false, {a, b_logged}};  // other flags: another filter
+  EXPECT_EQ(shared_seccomp_filters(p), 1u);
+  p.threads[2].seccomp = image::Seccomp{false, {b, a}};
+  EXPECT_EQ(shared_seccomp_filters(p), 0u);
+  p.threads[2].seccomp.reset();
+  EXPECT_EQ(shared_seccomp_filters(p), 0u);
+  p.threads[2].seccomp = image::Seccomp{true, {}};
+  EXPECT_EQ(shared_seccomp_filters(p), 0u);
+  EXPECT_TRUE(has_own_seccomp(p));
+  for (auto& t : p.threads) t.seccomp.reset();
+  EXPECT_FALSE(has_own_seccomp(p));
 }
 
 TEST(TreePlan, PipelineFromABatchScriptKeepsTheOutsideSessionAndGroup) {
