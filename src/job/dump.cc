@@ -468,11 +468,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints,
-                               held ? &*held : nullptr, shm, precopy);
+                               held ? &*held : nullptr, shm, precopy, views);
     if (shm)
-      vlog("{} MiB of anonymous shared memory write-protected in {} process(es): read once the "
-           "job runs, each page before the job's first write to it", shm->stats().bytes >> 20,
-           shm->stats().contexts);
+      vlog("{} MiB of shared memory (anonymous, or files on tmpfs) write-protected in {} "
+           "process(es): read once the job runs, each page before the job's first write to it",
+           shm->stats().bytes >> 20, shm->stats().contexts);
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again

@@ -1,7 +1,12 @@
 #include "job/snapshot_steps.h"
 
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "base/log.h"
 #include "parasite/snapshot.h"
@@ -20,9 +25,36 @@ bool all_taken(const Snapshots& snapshots) {
                                            [](const auto& s) { return s != nullptr; });
 }
 
+namespace {
+
+// The shared memory files of the checkpoint (Mapping::named_shm) that are
+// on tmpfs, as snap reaches them: a userfaultfd protects their mappings (a
+// file in a temporary directory on another file system cannot be).
+std::vector<parasite::SharedMemorySnapshot::File> tmpfs_files(const image::Checkpoint& ckpt,
+                                                              const FileViews& views) {
+  std::vector<parasite::SharedMemorySnapshot::File> out;
+  std::set<std::pair<uint64_t, uint64_t>> seen;
+  for (const auto& p : ckpt.processes)
+    for (const auto& m : p.mappings) {
+      if (!m.named_shm || !seen.insert({m.dev, m.inode}).second) continue;
+      const std::string path = views.path(p.pid, m.path);
+      struct statfs fs {};
+      struct stat st {};
+      if (::statfs(path.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC ||
+          ::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_dev) != m.dev ||
+          static_cast<uint64_t>(st.st_ino) != m.inode)
+        continue;  // read while the job is stopped
+      out.push_back({m.dev, m.inode, path});
+    }
+  return out;
+}
+
+}  // namespace
+
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy) {
+                         HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy,
+                         const FileViews& views) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -46,8 +78,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
       procs.push_back({tree.processes()[i].tasks[0].get(), ckpt.processes[i].pid,
                        snapshots[i]->pid(), &ckpt.processes[i].mappings});
     std::string why;
-    shm = parasite::SharedMemorySnapshot::take(procs, store, &why);
-    if (!why.empty()) vlog("anonymous shared memory is read while the job is stopped: {}", why);
+    shm = parasite::SharedMemorySnapshot::take(procs, store, &why, tmpfs_files(ckpt, views));
+    if (!why.empty()) vlog("shared memory (anonymous, or files on tmpfs) is read while the job is stopped: {}", why);
   }
   for (size_t i = 0; i < snapshots.size(); i++) {
     auto& proc = ckpt.processes[i];

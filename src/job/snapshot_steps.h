@@ -20,6 +20,7 @@
 #include "job/memory_budget.h"
 #include "parasite/shared_snapshot.h"
 #include "tracer/fd_hints.h"
+#include "tracer/file_view.h"
 #include "tracer/memory.h"
 #include "tracer/proc.h"
 #include "tracer/seccomp.h"
@@ -57,12 +58,14 @@ using SharedSnapshot = std::unique_ptr<parasite::SharedMemorySnapshot>;
 // the kernel refuses gets none (nullptr): its memory is then read here too,
 // while it is still stopped, and what it took from hints is checked against
 // itself. Anonymous shared memory is write-protected instead, where the
-// job allows it (`shm`, parasite/shared_snapshot.h), and read once it runs.
+// job allows it (`shm`, parasite/shared_snapshot.h: anonymous, and the
+// shared memory files on tmpfs, found through `views`), and read once it runs.
 // Data files the job maps shared that `precopy` read before the stop: only
 // their pages written since are read.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
-                         HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy);
+                         HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy,
+                         const FileViews& views);
 
 // Step 3b, the job running again: the fds taken from hints, checked
 // against each snapshot (tracer/fd_hints.h).

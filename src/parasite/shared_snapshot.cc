@@ -4,6 +4,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -102,7 +103,8 @@ const SharedMemorySnapshot::Owner* SharedMemorySnapshot::Object::owner_of(uint64
 }
 
 std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vector<Process>& procs,
-                                                                 Store store, std::string* why) {
+                                                                 Store store, std::string* why,
+                                                                 const std::vector<File>& files) {
   std::unique_ptr<SharedMemorySnapshot> ss(new SharedMemorySnapshot());
   ss->store_ = std::move(store);
   // An object some process maps MADV_DONTFORK is missing from that
@@ -110,13 +112,17 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
   std::set<std::pair<uint64_t, uint64_t>> not_forked;
   for (const auto& p : procs)
     for (const auto& m : *p.mappings)
-      if (coverable(m) && image::has_vmflag(m.vmflags, "dc") &&
+      if ((coverable(m) || m.named_shm) && image::has_vmflag(m.vmflags, "dc") &&
           not_forked.insert({m.dev, m.inode}).second)
         vlog("pid {}: shared memory {:#x}-{:#x} is MADV_DONTFORK: it is read while the job is "
              "stopped", p.pid, m.start, m.end);
   std::map<std::pair<uint64_t, uint64_t>, size_t> object_of;  // (dev, inode)
+  std::map<std::pair<uint64_t, uint64_t>, const File*> file_of;  // (dev, inode)
+  for (const auto& f : files) file_of.emplace(std::pair{f.dev, f.inode}, &f);
   auto covered = [&](const image::Mapping& m) {
-    return coverable(m) && !not_forked.count({m.dev, m.inode});
+    const bool kind = coverable(m) || (m.named_shm && file_of.count({m.dev, m.inode}) &&
+                                       !image::has_vmflag(m.vmflags, "ht") && mapping_has_content(m));
+    return kind && !not_forked.count({m.dev, m.inode});
   };
   for (const auto& p : procs)
     for (const auto& m : *p.mappings)
@@ -126,6 +132,18 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
     if (!refused().empty()) {
       *why = refused();
       return nullptr;
+    }
+    // The files first: from here a write(2) to one is seen.
+    for (const auto& [key, obj] : object_of) {
+      auto f = file_of.find(key);
+      if (f == file_of.end()) continue;
+      if (!ss->watch_) {
+        ss->watch_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+        if (!ss->watch_) throw SysError("inotify_init1", errno);
+      }
+      const int wd = ::inotify_add_watch(ss->watch_.get(), f->second->path.c_str(), IN_MODIFY);
+      if (wd < 0) throw SysError(fmt::format("inotify_add_watch({})", f->second->path), errno);
+      ss->watched_[wd] = f->second->path;
     }
     ss->objects_.resize(object_of.size());
     std::vector<std::pair<int, Segment>> to_protect;  // (uffd, range)
@@ -406,7 +424,7 @@ void SharedMemorySnapshot::on_remove(size_t view, uint64_t start, uint64_t end) 
       if (n >= o.saved.size() || o.saved[n] || !o.owner_of(n)) continue;
       if (error_.empty())
         error_ = fmt::format(
-            "the job released anonymous shared memory at {:#x}-{:#x} (madvise MADV_REMOVE or "
+            "the job released shared memory at {:#x}-{:#x} (madvise MADV_REMOVE or "
             "MADV_DONTNEED) before snap had read all of it; what it held at the stop may be "
             "gone, so it cannot be stored faithfully",
             start, end);
@@ -418,6 +436,20 @@ void SharedMemorySnapshot::on_remove(size_t view, uint64_t start, uint64_t end) 
 SharedMemorySnapshot::Stats SharedMemorySnapshot::finish() {
   stop();
   std::lock_guard lock(mu_);
+  if (watch_ && error_.empty()) {
+    // A file written other than through the protected mappings since the
+    // stop: what was stored of it may mix two instants.
+    alignas(inotify_event) char buf[4096];
+    const ssize_t n = ::read(watch_.get(), buf, sizeof buf);
+    if (n > 0) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf);
+      auto it = watched_.find(ev->wd);
+      error_ = fmt::format("{} was written (write, truncate or fallocate) while snap read it, "
+                           "after the job was let go: what was stored of it may not be as it "
+                           "was at the stop",
+                           it == watched_.end() ? "a shared memory file" : it->second);
+    }
+  }
   if (!error_.empty())
     throw Error("shared memory: " + error_,
                 "the job ran on unharmed; dump it again (or with --kill: the job stays stopped "

@@ -1,5 +1,8 @@
 // A snapshot of the job's anonymous shared memory (MAP_SHARED |
-// MAP_ANONYMOUS) that lets the job run again while snap reads it.
+// MAP_ANONYMOUS), and of its shared memory files on tmpfs (POSIX shared
+// memory in /dev/shm: MPI's shared-memory transports, Python's
+// multiprocessing.shared_memory), that lets the job run again while snap
+// reads it.
 //
 // A fork does not copy shared memory, so the copy-on-write snapshot
 // (snapshot.h) shows it live: without this, it is read while the job is
@@ -42,9 +45,15 @@
 // every context; the kernel then drops the protection and lets any waiting
 // thread go. If snap dies, its descriptors close and the same happens.
 //
-// Not covered (read while stopped): shared memory with a name (files,
-// memfds, System V segments: other processes or the job's descriptors write
-// it without faulting here), hugetlb, an object a process maps
+// Shared memory files on tmpfs are covered the same way, their mappings in
+// the job protected; what would change one without a fault there, a
+// write(2), truncate or fallocate of the file, is seen by an inotify watch
+// on each, and fails the dump (finish() throws), the job running on. Not
+// seen: a process outside the job writing one through a mapping of its own.
+//
+// Not covered (read while stopped): memfds and System V segments (the
+// job's descriptors write them without faulting here or telling inotify),
+// hugetlb, an object a process maps
 // MADV_DONTFORK (its snapshot child lacks it), a tree where a process has
 // no snapshot. Writes the CPU does not make through the job's page tables (DMA
 // into registered memory) are not seen, as with any snapshot.
@@ -85,12 +94,21 @@ class SharedMemorySnapshot {
   // Whether `m` is a kind of mapping this snapshot can cover.
   static bool coverable(const image::Mapping& m);
 
+  // A shared memory file on tmpfs the job maps (image::Mapping::named_shm),
+  // as the caller checked it: `path` as snap opens it.
+  struct File {
+    uint64_t dev = 0, inode = 0;
+    std::string path;
+  };
+
   // With every process of `procs` stopped and its snapshot taken: arms the
-  // coverable mappings and starts serving. nullptr when there are none, or
-  // (with `why` set) when they cannot all be armed: then nothing is left
-  // armed and the caller reads them while stopped.
+  // coverable mappings, and the mappings of `files`, and starts serving.
+  // nullptr when there are none, or (with `why` set) when they cannot all
+  // be armed: then nothing is left armed and the caller reads them while
+  // stopped.
   static std::unique_ptr<SharedMemorySnapshot> take(const std::vector<Process>& procs, Store store,
-                                                    std::string* why);
+                                                    std::string* why,
+                                                    const std::vector<File>& files = {});
   ~SharedMemorySnapshot();
   SharedMemorySnapshot(const SharedMemorySnapshot&) = delete;
   SharedMemorySnapshot& operator=(const SharedMemorySnapshot&) = delete;
@@ -165,6 +183,8 @@ class SharedMemorySnapshot {
   std::string error_;                         // the first failure
   Stats stats_;
   ScopedFd stop_fd_;  // eventfd: the serving thread returns
+  ScopedFd watch_;    // inotify on the covered files: a write(2) to one
+  std::map<int, std::string> watched_;  // by watch descriptor: the file's path
   std::thread server_;
   bool stopped_ = false;
 };

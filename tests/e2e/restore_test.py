@@ -1618,7 +1618,7 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
         # An ordinary user's job may only create a userfaultfd that does
         # not serve the kernel's own faults: snap reads the memory while
         # the job is stopped, as before, and says why.
-        expect("anonymous shared memory is read while the job is stopped" in r.stderr and
+        expect("shared memory (anonymous, or files on tmpfs) is read while the job is stopped" in r.stderr and
                "vm.unprivileged_userfaultfd" in r.stderr,
                f"without vm.unprivileged_userfaultfd the memory is read while stopped, and snap "
                f"says why: {r.stderr.strip()}")
@@ -1631,7 +1631,7 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
                f"the memory is read while stopped, and snap says why: {r.stderr.strip()}")
         runs_on_then_restores(env, p, out, ckpt, ref)
         return None
-    armed = re.search(r"(\d+) MiB of anonymous shared memory write-protected in (\d+) process", r.stderr)
+    armed = re.search(r"(\d+) MiB of shared memory \(anonymous, or files on tmpfs\) write-protected in (\d+) process", r.stderr)
     served = re.search(r"shared memory: (\d+) page\(s\) stored, (\d+) of them copied at the job's "
                        r"first write; (\d+) userfaultfd context", r.stderr)
     expect(armed and served and "read while the job is stopped" not in r.stderr,
@@ -1707,6 +1707,47 @@ def shared_memory_released_during_dump(env):
     expect(not os.path.exists(ckpt), "the refused dump left no image")
     ran_on_to_its_end(p, out, ref, timeout=120)
     dump_kill_restore(env, argv, "punch_kill", 2, ref, tree=True)
+
+
+@case
+def shared_memory_file_written_during_dump(env):
+    # The memory a file in /dev/shm (POSIX shared memory: MPI's
+    # shared-memory transports, Python's multiprocessing.shared_memory),
+    # 64 MiB, rewritten by one writer: its mappings are write-protected as
+    # anonymous shared memory is (the snap before read such a file while
+    # the job was stopped), and the image holds it as it was at the stop;
+    # the file, removed when the job ends, is made again by the restore.
+    shared_memory_rewritten(env, "shared_sweeps_file",
+                            [env.prog("shared_sweeps"), "64", "100", "file"], 2)
+
+
+@case
+def shared_memory_file_written_by_write_refused(env):
+    # The writer raises some pages of its /dev/shm file with pwrite(2), not
+    # through memory: no fault tells snap, but its inotify watch on the file
+    # does. While snap holds still after letting the job go, the writer
+    # writes pages snap has not read: the dump refuses (no image) rather
+    # than store a file of two instants, says what to do, and the job runs
+    # on unharmed to the end of an uninterrupted run; with --kill (the job
+    # stopped while its memory is read) it restores to that end.
+    argv = [env.prog("shared_sweeps"), "2", "6000", "file-write"]
+    p, out, ref = started_after_a_reference(env, argv, "file_write", 2)
+    ckpt = env.path("file_write.ckpt")
+    r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
+                     env=dict(os.environ, SNAP_PHASE_LOG=env.path("file_write.phases"),
+                              SNAP_PHASE_PAUSE="job-released"))
+    if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
+        # Read while the job is stopped (shared_memory_rewritten): faithful.
+        expect(r.returncode == 0, f"the memory read while stopped is dumped: {r.stderr.strip()}")
+        runs_on_then_restores(env, p, out, ckpt, ref)
+        return
+    expect(r.returncode == 1 and "/dev/shm/shared_sweeps." in r.stderr and
+           "was written (write, truncate or fallocate)" in r.stderr and "--kill" in r.stderr,
+           f"the dump refuses, names the file, says why and what to do (exit {r.returncode}): "
+           f"{r.stderr.strip()}")
+    expect(not os.path.exists(ckpt), "the refused dump left no image")
+    ran_on_to_its_end(p, out, ref, timeout=120)
+    dump_kill_restore(env, argv, "file_write_kill", 2, ref, tree=True)
 
 
 @case

@@ -22,8 +22,14 @@
  *               MADV_DONTFORK once the child runs
  *        punch: as one, and the writer frees each page (MADV_REMOVE: it
  *               reads as zeros) right before it raises it
+ *        file:  as one, the memory a file in /dev/shm (POSIX shared memory,
+ *               as MPI's shared-memory transports and Python's
+ *               multiprocessing.shared_memory make), removed at the end
+ *        file-write: as file, and the writer raises the first page of
+ *               every 64 with pwrite(2) on the file, not through memory
  * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
  * with "CORRUPT ..." on the first wrong page. */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +47,7 @@ static size_t pages;
 static uint64_t *upper;
 static size_t tail_from = 1;
 static int punch;
+static int file_fd = -1; /* file-write: the file, written with pwrite */
 
 static uint64_t *page_at(size_t p) {
   return p < tail_from ? mem + p * WORDS : upper + (p - tail_from) * WORDS;
@@ -84,6 +91,13 @@ static void sweep(uint64_t g) {
     uint64_t *w = page_at(p);
     if (w[0] != g - 1 || w[WORDS - 1] != g - 1) corrupt((long)p, (long)w[0], (long)(g - 1));
     if (punch && (madvise(w, 4096, MADV_REMOVE) || w[0] != 0)) _exit(1);
+    if (file_fd >= 0 && p % 64 == 0) {
+      off_t at = (off_t)p * 4096;
+      if (pwrite(file_fd, &g, sizeof g, at) != sizeof g ||
+          pwrite(file_fd, &g, sizeof g, at + 4096 - sizeof g) != sizeof g)
+        _exit(1);
+      continue;
+    }
     w[0] = g;
     w[WORDS - 1] = g;
     if (p % 64 == 63) {
@@ -106,7 +120,18 @@ int main(int argc, char **argv) {
   int split = strcmp(argv[3], "split") == 0, dontfork = strcmp(argv[3], "dontfork") == 0;
   punch = strcmp(argv[3], "punch") == 0;
   size_t first = 0; /* the parent's first mapped page at the end */
-  mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  int in_file = strcmp(argv[3], "file") == 0 || strcmp(argv[3], "file-write") == 0;
+  char name[64];
+  snprintf(name, sizeof name, "/dev/shm/shared_sweeps.%d", (int)getpid());
+  if (in_file) {
+    int fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)(pages * 4096))) return 1;
+    mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (strcmp(argv[3], "file-write") == 0) file_fd = fd;
+    else close(fd);
+  } else {
+    mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  }
   if (mem == MAP_FAILED) return 1;
   upper = mem + tail_from * WORDS;
   for (size_t p = 0; p < pages; p++) mem[p * WORDS] = mem[p * WORDS + WORDS - 1] = 0;
@@ -135,7 +160,10 @@ int main(int argc, char **argv) {
     }
     if (dontfork && madvise(mem, pages * 4096, MADV_DONTFORK)) return 1;
     int st;
-    if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
+    if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) {
+      if (in_file) unlink(name);
+      return 1;
+    }
   } else {
     for (uint64_t g = 1; g <= sweeps; g++) {
       pid_t c = fork();
@@ -147,6 +175,7 @@ int main(int argc, char **argv) {
       if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
     }
   }
+  if (in_file) unlink(name);
   for (size_t p = first; p < pages; p++)
     if (mem[p * WORDS] != sweeps) corrupt((long)p, (long)mem[p * WORDS], (long)sweeps);
   say("done\n", 0, 0, 0);
