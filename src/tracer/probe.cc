@@ -603,9 +603,10 @@ Result probe_shared_write_protect() {
   Result r{"shared_wp", "shared memory while the job runs", Need::kOptional, false, {}};
   std::string why = uffd::shared_write_protect_refused();
   r.ok = why.empty();
-  r.message = r.ok ? "leave-running dumps write-protect anonymous shared memory (userfaultfd) "
-                     "instead of reading it while the job is stopped"
-                   : why + ": such dumps read anonymous shared memory while the job is stopped";
+  r.message = r.ok ? "leave-running dumps write-protect shared memory (anonymous, and files in "
+                     "/dev/shm; userfaultfd) instead of reading it while the job is stopped"
+                   : why + ": such dumps read shared memory (anonymous, and files in /dev/shm) "
+                           "while the job is stopped";
   return r;
 }
 
