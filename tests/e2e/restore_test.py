@@ -1682,31 +1682,38 @@ def shared_memory_mapped_in_part(env):
                             [env.prog("shared_sweeps"), "32", "160", "split"], 2)
 
 
-@case
-def shared_memory_released_during_dump(env):
-    # The writer frees each page (MADV_REMOVE) right before it raises it, so
-    # while snap holds still after letting the job go, it frees pages snap
-    # has not read: what they held at the stop is gone. The dump refuses
-    # (no image) rather than store other contents, the job runs on unharmed
+def shared_memory_changed_refused(env, name, argv, said, what):
+    # The job changes its shared memory in a way snap cannot hold back while
+    # snap holds still after letting it go (SNAP_PHASE_PAUSE): the dump
+    # refuses (no image) rather than store other contents, its message has
+    # each of `said` (what happened, and --kill), the job runs on unharmed
     # to the end of an uninterrupted run, and a dump with --kill (the job
     # stopped while its memory is read) restores to that end.
-    argv = [env.prog("shared_sweeps"), "2", "200", "punch"]
-    p, out, ref = started_after_a_reference(env, argv, "punch", 2)
-    ckpt = env.path("punch.ckpt")
+    p, out, ref = started_after_a_reference(env, argv, name, 2)
+    ckpt = env.path(f"{name}.ckpt")
     # (snap pauses at a phase only while it logs its phases.)
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
-                     env=dict(os.environ, SNAP_PHASE_LOG=env.path("punch.phases"),
+                     env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
                               SNAP_PHASE_PAUSE="job-released"))
     if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
         # Read while the job is stopped (shared_memory_rewritten): faithful.
         expect(r.returncode == 0, f"the memory read while stopped is dumped: {r.stderr.strip()}")
         runs_on_then_restores(env, p, out, ckpt, ref)
         return
-    expect(r.returncode == 1 and "MADV_REMOVE" in r.stderr and "--kill" in r.stderr,
-           f"the dump refuses, says why and what to do (exit {r.returncode}): {r.stderr.strip()}")
+    expect(r.returncode == 1 and all(s in r.stderr for s in said + ["--kill"]),
+           f"the dump refuses, {what}, and says what to do (exit {r.returncode}): "
+           f"{r.stderr.strip()}")
     expect(not os.path.exists(ckpt), "the refused dump left no image")
     ran_on_to_its_end(p, out, ref, timeout=120)
-    dump_kill_restore(env, argv, "punch_kill", 2, ref, tree=True)
+    dump_kill_restore(env, argv, f"{name}_kill", 2, ref, tree=True)
+
+
+@case
+def shared_memory_released_during_dump(env):
+    # The writer frees each page (MADV_REMOVE) right before it raises it, so
+    # it frees pages snap has not read: what they held at the stop is gone.
+    shared_memory_changed_refused(env, "punch", [env.prog("shared_sweeps"), "2", "200", "punch"],
+                                  ["MADV_REMOVE"], "says why")
 
 
 @case
@@ -1725,29 +1732,11 @@ def shared_memory_file_written_during_dump(env):
 def shared_memory_file_written_by_write_refused(env):
     # The writer raises some pages of its /dev/shm file with pwrite(2), not
     # through memory: no fault tells snap, but its inotify watch on the file
-    # does. While snap holds still after letting the job go, the writer
-    # writes pages snap has not read: the dump refuses (no image) rather
-    # than store a file of two instants, says what to do, and the job runs
-    # on unharmed to the end of an uninterrupted run; with --kill (the job
-    # stopped while its memory is read) it restores to that end.
-    argv = [env.prog("shared_sweeps"), "2", "6000", "file-write"]
-    p, out, ref = started_after_a_reference(env, argv, "file_write", 2)
-    ckpt = env.path("file_write.ckpt")
-    r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
-                     env=dict(os.environ, SNAP_PHASE_LOG=env.path("file_write.phases"),
-                              SNAP_PHASE_PAUSE="job-released"))
-    if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
-        # Read while the job is stopped (shared_memory_rewritten): faithful.
-        expect(r.returncode == 0, f"the memory read while stopped is dumped: {r.stderr.strip()}")
-        runs_on_then_restores(env, p, out, ckpt, ref)
-        return
-    expect(r.returncode == 1 and "/dev/shm/shared_sweeps." in r.stderr and
-           "was written (write, truncate or fallocate)" in r.stderr and "--kill" in r.stderr,
-           f"the dump refuses, names the file, says why and what to do (exit {r.returncode}): "
-           f"{r.stderr.strip()}")
-    expect(not os.path.exists(ckpt), "the refused dump left no image")
-    ran_on_to_its_end(p, out, ref, timeout=120)
-    dump_kill_restore(env, argv, "file_write_kill", 2, ref, tree=True)
+    # does, and the dump refuses rather than store a file of two instants.
+    shared_memory_changed_refused(env, "file_write",
+                                  [env.prog("shared_sweeps"), "2", "6000", "file-write"],
+                                  ["/dev/shm/shared_sweeps.", "was written (write, truncate or fallocate)"],
+                                  "names the file, says why")
 
 
 @case
