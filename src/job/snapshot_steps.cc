@@ -79,7 +79,9 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
                        snapshots[i]->pid(), &ckpt.processes[i].mappings});
     std::string why;
     shm = parasite::SharedMemorySnapshot::take(procs, store, &why, tmpfs_files(ckpt, views));
-    if (!why.empty()) vlog("shared memory (anonymous, or files on tmpfs) is read while the job is stopped: {}", why);
+    if (!why.empty())
+      vlog("shared memory (anonymous, or files on tmpfs) is read while the job is stopped: {}",
+           why);
   }
   for (size_t i = 0; i < snapshots.size(); i++) {
     auto& proc = ckpt.processes[i];

@@ -38,7 +38,8 @@ void add_filters(SyscallBatch& batch, pid_t pid, const image::ThreadState& t, si
     const auto& f = filters[i];
     sock_fprog prog{};
     prog.len = static_cast<unsigned short>(f.program.size() / sizeof(sock_filter));
-    prog.filter = reinterpret_cast<sock_filter*>(batch.put(f.program.data(), f.program.size()).as_int());
+    const remote_addr code = batch.put(f.program.data(), f.program.size());
+    prog.filter = reinterpret_cast<sock_filter*>(code.as_int());
     batch.add(fmt::format("seccomp filter {} of thread {} of pid {}", i + 1, t.tid, pid),
               SYS_seccomp, SECCOMP_SET_MODE_FILTER, f.flags, batch.put_value(prog).as_int());
   }

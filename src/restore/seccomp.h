@@ -1,8 +1,9 @@
 // A job's own seccomp, installed again (tracer/seccomp.h): each thread's
 // filters, oldest first, or strict mode, queued in the thread itself (those
-// its threads share in their leader, before the threads) before its credentials, while snap's calls there still go through (the restored
-// processes are traced with PTRACE_O_SUSPEND_SECCOMP); the filters act
-// from the moment snap lets the job go.
+// all its process's threads share in the leader, before the threads are
+// made) before its credentials, while snap's calls there still go through
+// (the restored processes are traced with PTRACE_O_SUSPEND_SECCOMP); the
+// filters act from the moment snap lets the job go.
 #pragma once
 
 #include "image/checkpoint.h"

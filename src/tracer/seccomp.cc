@@ -41,8 +41,8 @@ bool own_seccomp(pid_t pid, pid_t tid, const proc::Status& st) {
   const proc::Status& self = own_status();
   if (st.seccomp == self.seccomp && st.seccomp_filters == self.seccomp_filters) return false;
   if (seccomp_savable()) return true;
-  throw Error(fmt::format("{} runs under {}, snap under {}: the job set up seccomp itself", who(pid, tid),
-                          under(st), under(self)),
+  throw Error(fmt::format("{} runs under {}, snap under {}: the job set up seccomp itself",
+                          who(pid, tid), under(st), under(self)),
               self.seccomp != 0
                   ? "snap cannot save a job's seccomp from under seccomp of its own; nothing was "
                     "injected into the job"
@@ -100,23 +100,25 @@ image::Seccomp read_seccomp(pid_t pid, pid_t tid, int mode) {
   // Index 0 is the oldest filter (the kernel counts from the end of the
   // chain it keeps newest first), as the image keeps them.
   for (unsigned long i = 0;; i++) {
-    long n = ::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, nullptr);
+    const long n = ::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, nullptr);
     if (n < 0 && errno == ENOENT && i > 0) break;
-    if (n <= 0)
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EINVAL;
       throw SysError(fmt::format("cannot read seccomp filter {} of {}: "
                                  "ptrace(PTRACE_SECCOMP_GET_FILTER)", i, who(pid, tid)),
-                     n < 0 ? errno : EINVAL,
-                     errno == EINVAL ? "this kernel cannot show seccomp filters "
+                     err,
+                     err == EINVAL   ? "this kernel cannot show seccomp filters "
                                        "(CONFIG_CHECKPOINT_RESTORE)"
+                     : err == EACCES ? "only root of the host (CAP_SYS_ADMIN outside any user "
+                                       "namespace) may read them"
                                      : "");
+    }
     image::SeccompFilter f;
     f.program.resize(static_cast<size_t>(n) * sizeof(sock_filter));
-    if (::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i,
-                 f.program.data()) != n)
+    if (::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, f.program.data()) != n)
       throw SysError(fmt::format("cannot read seccomp filter {} of {}", i, who(pid, tid)), errno);
     __ptrace_seccomp_metadata meta{i, 0};
-    if (::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof meta,
-                 &meta) < 0)
+    if (::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof meta, &meta) < 0)
       throw SysError(fmt::format("cannot read the flags of seccomp filter {} of {}: "
                                  "ptrace(PTRACE_SECCOMP_GET_METADATA)", i, who(pid, tid)),
                      errno);
