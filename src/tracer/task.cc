@@ -211,12 +211,13 @@ bool Task::await_interrupt_stop(bool leader) {
 
 void Task::set_options(long options) {
   if (suspend_seccomp_) options |= PTRACE_O_SUSPEND_SECCOMP;
-  if (::ptrace(PTRACE_SETOPTIONS, tid_, nullptr, reinterpret_cast<void*>(options)) < 0)
-    throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS) on {}", who(tid_)), errno,
-                   suspend_seccomp_ && errno == EPERM
-                       ? "letting snap's calls through the job's seccomp needs CAP_SYS_ADMIN "
-                         "and snap under no seccomp of its own"
-                       : "");
+  if (::ptrace(PTRACE_SETOPTIONS, tid_, nullptr, reinterpret_cast<void*>(options)) == 0) return;
+  const int err = errno;
+  throw SysError(fmt::format("ptrace(PTRACE_SETOPTIONS) on {}", who(tid_)), err,
+                 suspend_seccomp_ && err == EPERM
+                     ? "letting snap's calls through the job's seccomp needs CAP_SYS_ADMIN "
+                       "and snap under no seccomp of its own"
+                     : "");
 }
 
 void Task::suspend_seccomp() {
