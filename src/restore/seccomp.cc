@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include <fmt/core.h>
 
@@ -21,19 +22,20 @@ namespace {
 // sandboxes install (a few hundred instructions).
 constexpr size_t kMaxFilterBytes = 128 << 10;
 
-size_t filter_bytes(const image::Seccomp& s) {
+// The arena filters [from, to) take: their code and a sock_fprog each.
+size_t filter_bytes(const std::vector<image::SeccompFilter>& filters, size_t from, size_t to) {
   size_t n = 0;
-  for (const auto& f : s.filters) n += f.program.size() + sizeof(sock_fprog);
+  for (size_t i = from; i < to; i++) n += filters[i].program.size() + sizeof(sock_fprog);
   return n;
 }
+
+size_t filter_bytes(const image::Seccomp& s) { return filter_bytes(s.filters, 0, s.filters.size()); }
 
 // Queues filters [from, to) of thread `t` (which has them).
 void add_filters(SyscallBatch& batch, pid_t pid, const image::ThreadState& t, size_t from,
                  size_t to) {
   const auto& filters = t.seccomp->filters;
-  size_t bytes = 0;
-  for (size_t i = from; i < to; i++) bytes += filters[i].program.size() + sizeof(sock_fprog);
-  batch.reserve(to - from, bytes);
+  batch.reserve(to - from, filter_bytes(filters, from, to));
   for (size_t i = from; i < to; i++) {
     const auto& f = filters[i];
     sock_fprog prog{};
