@@ -292,6 +292,7 @@ Parasite::ThreadStates Parasite::run_thread_entries(int wait_fd, const std::func
     }
   }
   if (error) std::rethrow_exception(error);
+  ThreadGuard::put_back_under_frames(proc_.pid, guards);  // one call for all
   for (size_t i = 0; i < n; i++) {
     const snap_parasite_thread_state& got = heads[i].result;
     const Task& t = *proc_.tasks[i + 1];

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -50,9 +51,15 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
                                                      const std::vector<uint64_t>& thread_sps) {
   pid_t child = -1;
   std::vector<uint64_t> kept_out;
+  // The leader's sigreturn frame is in its memory when it forks: what the
+  // frame covers goes back into the child's copy too (thread_guard.h).
+  remote_addr frame;
+  std::vector<uint8_t> under_frame;
   {
     GuardedSyscalls guarded(leader);
     auto& rs = guarded.rs();
+    frame = guarded.guard().frame();
+    under_frame = guarded.guard().under_frame();
     // What to keep out, only where the sequence that does it has a way back.
     std::vector<KeepOut> runs;
     if (guarded.healing())
@@ -100,6 +107,17 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
   int status = 0;
   while (::waitpid(child, &status, __WALL) < 0 && errno == EINTR) {}
   std::unique_ptr<MemorySnapshot> snap(new MemorySnapshot(child, std::move(kept_out)));
+  if (!under_frame.empty()) {
+    // The child has the job's mappings, where the frame was written: one it
+    // cannot be written to now was kept out of it, and is read from the
+    // job, which has its bytes back already.
+    iovec local{under_frame.data(), under_frame.size()};
+    iovec remote{reinterpret_cast<void*>(frame.as_int()), under_frame.size()};
+    if (::process_vm_writev(child, &local, 1, &remote, 1, 0) !=
+        static_cast<ssize_t>(under_frame.size()))
+      vlog("pid {}: its sigreturn frame at {:#x} is not in its snapshot (kept out)", leader.tid(),
+           frame.as_int());
+  }
   // A job under seccomp of its own: the child is too (discard() asks it
   // for madvise).
   const long suspend = leader.seccomp_suspended() ? PTRACE_O_SUSPEND_SECCOMP : 0;

@@ -167,12 +167,34 @@ std::string regs_diff(const user_regs_struct& a, const user_regs_struct& b) {
 
 ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
     : ThreadGuard(task, gadget, DeferFrame{}) {
-  if (unwritten_.empty()) return;
+  if (!unwritten_.empty()) write_frame();
+}
+
+bool ThreadGuard::write_frame() {
   try {
-    write_remote(task.tid(), frame_, unwritten_.data(), unwritten_.size());
+    std::vector<uint8_t> under(unwritten_.size());
+    read_remote(task_.tid(), frame_, under.data(), under.size());
+    write_remote(task_.tid(), frame_, unwritten_.data(), unwritten_.size());
+    under_frame_ = std::move(under);
     unwritten_.clear();
+    return true;
   } catch (const Error& e) {
     frame_not_written(e.what());
+    return false;
+  }
+}
+
+void ThreadGuard::put_back_under_frame() noexcept {
+  if (under_frame_.empty()) return;
+  std::vector<uint8_t> under = std::move(under_frame_);
+  under_frame_.clear();
+  try {
+    write_remote(task_.tid(), frame_, under.data(), under.size());
+  } catch (const Error& e) {
+    if (!task_.let_go())
+      warn("pid {}: the {} bytes below its stack pointer that snap's sigreturn frame covered "
+           "could not be put back: {}",
+           task_.tid(), under.size(), e.what());
   }
 }
 
@@ -222,25 +244,42 @@ void ThreadGuard::write_frames(pid_t pid, const std::vector<std::unique_ptr<Thre
   constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
   for (size_t i = 0; i < todo.size(); i += kBatch) {
     const size_t k = std::min(kBatch, todo.size() - i);
-    std::vector<iovec> local(k), remote(k);
+    std::vector<iovec> local(k), remote(k), saved(k);
+    std::vector<std::vector<uint8_t>> under(k);
     size_t total = 0;
     for (size_t j = 0; j < k; j++) {
       ThreadGuard& g = *todo[i + j];
+      under[j].resize(g.unwritten_.size());
+      saved[j] = {under[j].data(), under[j].size()};
       local[j] = {g.unwritten_.data(), g.unwritten_.size()};
       remote[j] = {reinterpret_cast<void*>(g.frame_.as_int()), g.unwritten_.size()};
       total += g.unwritten_.size();
     }
-    const ssize_t done = ::process_vm_writev(pid, local.data(), k, remote.data(), k, 0);
-    if (done == static_cast<ssize_t>(total)) {
-      for (size_t j = 0; j < k; j++) todo[i + j]->unwritten_.clear();
+    // What the frames cover first (put back when the guards end), then the
+    // frames: one call each for all.
+    const bool read = ::process_vm_readv(pid, saved.data(), k, remote.data(), k, 0) ==
+                      static_cast<ssize_t>(total);
+    if (read && ::process_vm_writev(pid, local.data(), k, remote.data(), k, 0) ==
+                    static_cast<ssize_t>(total)) {
+      for (size_t j = 0; j < k; j++) {
+        todo[i + j]->under_frame_ = std::move(under[j]);
+        todo[i + j]->unwritten_.clear();
+      }
       continue;
     }
     // Some did not go (a frame past the end of its stack's mapping, or no
-    // process_vm_writev here): each on its own, as the constructor does.
+    // process_vm_writev here): each on its own, as the constructor does,
+    // with what it covered as read above where that read went through (a
+    // write that went part of the way changed some already).
     for (size_t j = 0; j < k; j++) {
       ThreadGuard& g = *todo[i + j];
+      if (!read) {
+        g.write_frame();
+        continue;
+      }
       try {
         write_remote(g.task_.tid(), g.frame_, g.unwritten_.data(), g.unwritten_.size());
+        g.under_frame_ = std::move(under[j]);
         g.unwritten_.clear();
       } catch (const Error& e) {
         g.frame_not_written(e.what());
@@ -249,12 +288,39 @@ void ThreadGuard::write_frames(pid_t pid, const std::vector<std::unique_ptr<Thre
   }
 }
 
+void ThreadGuard::put_back_under_frames(pid_t pid,
+                                        const std::vector<std::unique_ptr<ThreadGuard>>& guards) {
+  std::vector<ThreadGuard*> todo;
+  for (const auto& g : guards)
+    if (!g->parked_ && !g->under_frame_.empty()) todo.push_back(g.get());
+  constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
+  for (size_t i = 0; i < todo.size(); i += kBatch) {
+    const size_t k = std::min(kBatch, todo.size() - i);
+    std::vector<iovec> local(k), remote(k);
+    size_t total = 0;
+    for (size_t j = 0; j < k; j++) {
+      ThreadGuard& g = *todo[i + j];
+      local[j] = {g.under_frame_.data(), g.under_frame_.size()};
+      remote[j] = {reinterpret_cast<void*>(g.frame_.as_int()), g.under_frame_.size()};
+      total += g.under_frame_.size();
+    }
+    // Where not all went, the rest go one by one (the destructors).
+    if (::process_vm_writev(pid, local.data(), k, remote.data(), k, 0) !=
+        static_cast<ssize_t>(total))
+      return;
+    for (size_t j = 0; j < k; j++) todo[i + j]->under_frame_.clear();
+  }
+}
+
 ThreadGuard::~ThreadGuard() {
   try {
     release();
   } catch (const std::exception& e) {
+    // Not back in its own context: the frame may still lead it there.
     warn("pid {}: could not give the thread its state back: {}", task_.tid(), e.what());
+    return;
   }
+  put_back_under_frame();
 }
 
 void ThreadGuard::park() {

@@ -38,7 +38,13 @@ void prepare_sigreturn_gadget();
 // itself if snap dies: a complete rt_sigreturn frame for its original
 // context is written below its red zone, and while the guard is "parked" the
 // thread's registers point at an rt_sigreturn gadget with rsp at that frame.
-// The destructor gives the thread its original registers and signal mask.
+// The destructor gives the thread its original registers and signal mask,
+// then the bytes the frame covered: below the red zone of a thread's own
+// stack they are the ABI's to clobber, but a thread that waits in a signal
+// handler on an alternate stack may have little room left below it, and
+// the frame then covers the program's data under that stack (the kernel
+// itself never writes there). A thread that ran its own code since (it
+// left through the frame: forget()) keeps them as they are now.
 class ThreadGuard {
  public:
   // `sigreturn_gadget`: address of `mov $15, %eax/%rax; syscall` in the
@@ -53,6 +59,10 @@ class ThreadGuard {
   // its own; a guard whose frame cannot be written is left unprotected
   // (protected_by_frame() false), as the constructor leaves it.
   static void write_frames(pid_t pid, const std::vector<std::unique_ptr<ThreadGuard>>& guards);
+  // What the frames of `guards` covered, put back with one system call for
+  // all, for those released (each put back by its destructor otherwise).
+  static void put_back_under_frames(pid_t pid,
+                                    const std::vector<std::unique_ptr<ThreadGuard>>& guards);
   ~ThreadGuard();
   ThreadGuard(const ThreadGuard&) = delete;
   ThreadGuard& operator=(const ThreadGuard&) = delete;
@@ -69,6 +79,10 @@ class ThreadGuard {
   // executed with rsp here ends in rt_sigreturn.
   remote_addr frame() const { return frame_; }
   bool protected_by_frame() const { return gadget_.has_value(); }
+  // What the frame covers held before it was written (empty without a
+  // frame): a copy-on-write snapshot forked while it is there gets them
+  // back from MemorySnapshot (snapshot.cc), the job from the destructor.
+  const std::vector<uint8_t>& under_frame() const { return under_frame_; }
   const Registers& original_regs() const { return clean_; }  // restart applied
 
   // Runs the thread from `entry` (any code that ends in rt_sigreturn on this
@@ -106,7 +120,10 @@ class ThreadGuard {
   // The thread left the parasite on its own (its rt_sigreturn ran while it
   // ran free): its state is its own again, nothing of the guard's to put
   // back. The guard is spent.
-  void forget() { parked_ = false; }
+  void forget() {
+    parked_ = false;
+    under_frame_.clear();
+  }
   // The child the thread cloned while snap stepped it (wait_and_step()),
   // as snap sees it (PTRACE_EVENT_CLONE's message), if it did.
   std::optional<pid_t> cloned() const { return cloned_; }
@@ -124,6 +141,11 @@ class ThreadGuard {
   std::optional<pid_t> cloned_;
   std::function<void(const Registers&)> syscall_stop_;
   std::vector<uint8_t> unwritten_;  // the frame, until write_frames()
+  std::vector<uint8_t> under_frame_;  // what it covers, once written
+  // The frame written (under_frame_ read first); false where it cannot be.
+  bool write_frame();
+  // The bytes under the frame back, once the thread needs it no more.
+  void put_back_under_frame() noexcept;
   void build_frame(const Registers& orig);
   void frame_not_written(const std::string& why);
   void resume();               // PTRACE_SYSCALL

@@ -102,6 +102,8 @@ class Task {
   void detach(int sig = 0);
   // Forgets the thread without touching it (it was killed or exited).
   void abandon() { detached_ = true; }
+  // Detached or abandoned: snap no longer holds it.
+  bool let_go() const { return detached_; }
 
   // For a thread snap created itself (restore): takes over an already
   // ptrace-stopped child traced via PTRACE_TRACEME / seize.

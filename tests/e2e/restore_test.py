@@ -1351,6 +1351,28 @@ def sigtrap_ignored(env):
 
 
 @case
+def altstack_handler_data_kept(env):
+    # A thread waiting in a signal handler on a small alternate stack, the
+    # program's data right below it (tests/programs/altstack_handler.c):
+    # the sigreturn frame snap writes below a thread's stack pointer while
+    # it works in the job went below that stack into the data, and stayed
+    # (the job running on found it changed, and so did the restored one).
+    # The bytes go back, in the job and in its snapshot: the job runs on
+    # and the image restores with its data as it was, whether the waiting
+    # thread is a second one or the main thread (whose frame is in the
+    # job's memory when it forks the snapshot), with --kill and without.
+    for mode in ("thread", "main"):
+        argv = [env.prog("altstack_handler"), mode, "30", "60"]
+        expected = [f"{i} data ok" for i in range(30)] + ["DONE"]
+        dump_kill_restore(env, argv, f"altstack_{mode}", 4, expected)
+        out, dest = env.path(f"altstack_{mode}_lr.out"), env.path(f"altstack_{mode}_lr.ckpt")
+        p = start(argv, stdout_path=out)
+        wait_lines(out, 4)
+        env.snap_run("dump", "--pid", str(p.pid), "-o", dest)
+        runs_on_then_restores(env, p, out, dest, expected)
+
+
+@case
 def signal_during_restore(env):
     # A signal sent to the job's pid the moment it exists again, while
     # restore is still building the process (as a batch system or a test
