@@ -61,9 +61,13 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
     Task& leader = *tree.processes()[i].tasks[0];
     parasite::MemorySnapshot::collect_leftovers(leader, tree.processes()[i].left_snapshots);
     std::vector<uint64_t> sps;  // of the threads but the leader: their stacks are kept out
+    uint64_t leader_rseq = 0;
     for (const auto& t : proc.threads)
-      if (t.tid != proc.pid) sps.push_back(Registers::from_bytes(t.gpregs).sp().as_int());
-    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps);
+      if (t.tid != proc.pid)
+        sps.push_back(Registers::from_bytes(t.gpregs).sp().as_int());
+      else if (t.rseq)
+        leader_rseq = (*t.rseq)[0];
+    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps, leader_rseq);
     if (!snap) {
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       record_mapping_mempolicies(mapping_mempolicies(proc.pid), proc.mempolicy, proc.mappings);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include <fmt/core.h>
 
@@ -79,7 +80,8 @@ std::vector<size_t> sparse_mappings(pid_t pid, const std::vector<image::Mapping>
 // snapshot: after the release its thread faults only on the few pages it
 // writes, while reading it would lengthen the freeze by all it holds.
 std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& mappings,
-                                  const std::vector<uint64_t>& sps) {
+                                  const std::vector<uint64_t>& sps,
+                                  const std::function<bool(size_t)>& stays_in) {
   std::vector<size_t> stacks;
   for (uint64_t sp : sps) {
     auto it = std::upper_bound(mappings.begin(), mappings.end(), sp,
@@ -88,7 +90,7 @@ std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& 
     const size_t i = static_cast<size_t>(it - mappings.begin()) - 1;
     const auto& m = mappings[i];
     if (sp >= m.end || !is_private_anonymous(m) || m.end - m.start > kMaxStack ||
-        (m.prot & PROT_WRITE) == 0)
+        (m.prot & PROT_WRITE) == 0 || stays_in(i))
       continue;
     stacks.push_back(i);
   }
@@ -155,20 +157,25 @@ std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::v
 }  // namespace
 
 std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
-                              const std::vector<uint64_t>& thread_sps) {
+                              const std::vector<uint64_t>& thread_sps, uint64_t leader_rseq) {
+  auto holds_rseq = [&](size_t i) {
+    return leader_rseq >= mappings[i].start && leader_rseq < mappings[i].end;
+  };
   // Hugetlb memory first: left in the snapshot, it may be lost there.
   std::vector<size_t> hugetlb;
   for (size_t i = 0; i < mappings.size(); i++)
     if (mappings[i].hugetlb_page && is_private_anonymous(mappings[i])) hugetlb.push_back(i);
   std::vector<KeepOut> out = runs_of(mappings, hugetlb, false, true);
-  for (auto& r : runs_of(mappings, sparse_mappings(pid, mappings), false)) {
+  std::vector<size_t> sparse = sparse_mappings(pid, mappings);
+  std::erase_if(sparse, holds_rseq);
+  for (auto& r : runs_of(mappings, sparse, false)) {
     if (out.size() >= kMaxKeepOut) break;
     out.push_back(std::move(r));
   }
   if (out.size() > kMaxKeepOut) out.resize(kMaxKeepOut);
   // Disjoint from the sparse reservations: stacks and guards are at most
   // kMaxStack, reservations at least 1 GiB.
-  for (auto& r : runs_of(mappings, thread_stacks(pid, mappings, thread_sps), true)) {
+  for (auto& r : runs_of(mappings, thread_stacks(pid, mappings, thread_sps, holds_rseq), true)) {
     if (out.size() >= kMaxKeepOut) break;
     out.push_back(std::move(r));
   }

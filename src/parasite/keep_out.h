@@ -54,9 +54,15 @@ struct KeepOut {
 // What to keep out of the snapshot of process `pid`, stopped: `mappings`
 // (sorted by start), `thread_sps` the stack pointers of its threads but the
 // leader. Ascending, at most kMaxKeepOut runs (the sparse reservations
-// first, then the stacks as they fit).
+// first, then the stacks as they fit). Never a sparse reservation or stack
+// that holds `leader_rseq` (the leader's rseq area, 0 if none): each time
+// the child returns from a call snap has it make (releasing pages already
+// read) the kernel writes there, and kills it where that area is missing. A
+// "stack" can hold it where a thread runs on memory of its own (a small
+// alternate signal stack, a coroutine's) that the kernel merged with the
+// leader's thread-local storage.
 std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
-                              const std::vector<uint64_t>& thread_sps);
+                              const std::vector<uint64_t>& thread_sps, uint64_t leader_rseq = 0);
 inline constexpr size_t kMaxKeepOut = 120;
 
 struct KeptOutClone {

@@ -48,7 +48,8 @@ bool MemorySnapshot::read_from_job(const image::Mapping& m) const {
 
 std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
                                                      const std::vector<image::Mapping>& mappings,
-                                                     const std::vector<uint64_t>& thread_sps) {
+                                                     const std::vector<uint64_t>& thread_sps,
+                                                     uint64_t leader_rseq) {
   pid_t child = -1;
   std::vector<uint64_t> kept_out;
   // The leader's sigreturn frame is in its memory when it forks: what the
@@ -63,7 +64,7 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
     // What to keep out, only where the sequence that does it has a way back.
     std::vector<KeepOut> runs;
     if (guarded.healing())
-      runs = keep_out(leader.tid(), mappings, thread_sps);
+      runs = keep_out(leader.tid(), mappings, thread_sps, leader_rseq);
     else
       vlog("pid {}: nothing is kept out of the snapshot (no way back for a keep-out sequence): "
            "thread stacks and sparse reservations stay in it", leader.tid());

@@ -40,10 +40,12 @@ class MemorySnapshot {
   // Some mappings are kept out of the child and read from the job while
   // it is stopped instead (sparse reservations, the stacks of the threads
   // but the leader: keep_out.h says which and how). `mappings` are the
-  // process's, sorted; `thread_sps` the stack pointers of its other threads.
+  // process's, sorted; `thread_sps` the stack pointers of its other threads;
+  // `leader_rseq` the leader's rseq area, or 0 (its mapping stays in).
   static std::unique_ptr<MemorySnapshot> take(Task& leader,
                                               const std::vector<image::Mapping>& mappings,
-                                              const std::vector<uint64_t>& thread_sps);
+                                              const std::vector<uint64_t>& thread_sps,
+                                              uint64_t leader_rseq = 0);
   ~MemorySnapshot();  // kills and reaps the child if release() was not called
 
   pid_t pid() const { return child_; }
