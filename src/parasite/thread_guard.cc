@@ -170,17 +170,15 @@ ThreadGuard::ThreadGuard(Task& task, std::optional<remote_addr> gadget)
   if (!unwritten_.empty()) write_frame();
 }
 
-bool ThreadGuard::write_frame() {
+void ThreadGuard::write_frame() {
   try {
     std::vector<uint8_t> under(unwritten_.size());
     read_remote(task_.tid(), frame_, under.data(), under.size());
     write_remote(task_.tid(), frame_, unwritten_.data(), unwritten_.size());
     under_frame_ = std::move(under);
     unwritten_.clear();
-    return true;
   } catch (const Error& e) {
     frame_not_written(e.what());
-    return false;
   }
 }
 

@@ -142,8 +142,8 @@ class ThreadGuard {
   std::function<void(const Registers&)> syscall_stop_;
   std::vector<uint8_t> unwritten_;  // the frame, until write_frames()
   std::vector<uint8_t> under_frame_;  // what it covers, once written
-  // The frame written (under_frame_ read first); false where it cannot be.
-  bool write_frame();
+  // The frame written (under_frame_ read first), or frame_not_written().
+  void write_frame();
   // The bytes under the frame back, once the thread needs it no more.
   void put_back_under_frame() noexcept;
   void build_frame(const Registers& orig);
