@@ -1351,6 +1351,36 @@ def sigtrap_ignored(env):
 
 
 @case
+def go_static_job(env):
+    # A Go program (tests/programs/go_steps.go): statically linked, no C
+    # library, a runtime of its own (its threads, its signal handlers on
+    # alternate stacks, its own sigreturn code, which the parasite's way
+    # back uses), which no preloaded library could take. Built here with
+    # the Go toolchain (golang-go, which scripts/setup installs); each step
+    # prints a digest of the 2 MiB its goroutines rewrote, so the restored
+    # run's lines equal an uninterrupted run's only if it continued with
+    # the memory it had. With --kill, and with a dump it runs on from.
+    go = shutil.which("go")
+    if not go:
+        raise Skip("no Go toolchain here (scripts/setup installs golang-go)")
+    exe = env.path("go_steps")
+    build = subprocess.run([go, "build", "-o", exe, env.src("go_steps.go")], capture_output=True,
+                           text=True, timeout=300,
+                           env=dict(os.environ, HOME=env.path(""), GOCACHE=env.path("gocache"),
+                                    GOPATH=env.path("gopath"), CGO_ENABLED="0", GOFLAGS=""))
+    expect(build.returncode == 0, f"go build: {build.stderr.strip()}")
+    argv = [exe, "30", "60"]
+    status, expected = uninterrupted(argv, timeout=120)
+    expect(status == 0 and expected[-1:] == ["DONE"], f"an uninterrupted run ends: {expected[-2:]}")
+    dump_kill_restore(env, argv, "go_steps", 4, expected)
+    out, dest = env.path("go_steps_lr.out"), env.path("go_steps_lr.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 4)
+    env.snap_run("dump", "--pid", str(p.pid), "-o", dest)
+    runs_on_then_restores(env, p, out, dest, expected)
+
+
+@case
 def altstack_handler_data_kept(env):
     # A thread waiting in a signal handler on a small alternate stack, the
     # program's data right below it (tests/programs/altstack_handler.c):
