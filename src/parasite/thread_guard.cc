@@ -235,46 +235,54 @@ void ThreadGuard::frame_not_written(const std::string& why) {
   unwritten_.clear();
 }
 
+namespace {
+
+// Each of `local` to (`write`) or from its `remote` in process `pid`, 512
+// to a call (IOV_MAX is 1024): whether every byte moved.
+bool moved_all(pid_t pid, bool write, const std::vector<iovec>& local,
+               const std::vector<iovec>& remote) {
+  constexpr size_t kBatch = 512;
+  for (size_t i = 0; i < local.size(); i += kBatch) {
+    const size_t k = std::min(kBatch, local.size() - i);
+    size_t total = 0;
+    for (size_t j = i; j < i + k; j++) total += local[j].iov_len;
+    const ssize_t done = write ? ::process_vm_writev(pid, &local[i], k, &remote[i], k, 0)
+                               : ::process_vm_readv(pid, &local[i], k, &remote[i], k, 0);
+    if (done != static_cast<ssize_t>(total)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 void ThreadGuard::write_frames(pid_t pid, const std::vector<std::unique_ptr<ThreadGuard>>& guards) {
   std::vector<ThreadGuard*> todo;
   for (const auto& g : guards)
     if (!g->unwritten_.empty()) todo.push_back(g.get());
-  constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
-  for (size_t i = 0; i < todo.size(); i += kBatch) {
-    const size_t k = std::min(kBatch, todo.size() - i);
-    std::vector<iovec> local(k), remote(k), saved(k);
-    std::vector<std::vector<uint8_t>> under(k);
-    size_t total = 0;
-    for (size_t j = 0; j < k; j++) {
-      ThreadGuard& g = *todo[i + j];
-      under[j].resize(g.unwritten_.size());
-      saved[j] = {under[j].data(), under[j].size()};
-      local[j] = {g.unwritten_.data(), g.unwritten_.size()};
-      remote[j] = {reinterpret_cast<void*>(g.frame_.as_int()), g.unwritten_.size()};
-      total += g.unwritten_.size();
-    }
-    // What the frames cover first (put back when the guards end), then the
-    // frames: one call each for all.
-    const bool read = ::process_vm_readv(pid, saved.data(), k, remote.data(), k, 0) ==
-                      static_cast<ssize_t>(total);
-    if (read && ::process_vm_writev(pid, local.data(), k, remote.data(), k, 0) ==
-                    static_cast<ssize_t>(total)) {
-      for (size_t j = 0; j < k; j++) {
-        todo[i + j]->under_frame_ = std::move(under[j]);
-        todo[i + j]->unwritten_.clear();
-      }
-      continue;
-    }
-    // Some did not go (a frame past the end of its stack's mapping, or no
-    // process_vm_writev here): each on its own, as the constructor does,
-    // with what it covered as read above where that read went through (a
-    // write that went part of the way changed some already).
-    for (size_t j = 0; j < k; j++) {
-      ThreadGuard& g = *todo[i + j];
-      if (!read) {
-        g.write_frame();
-        continue;
-      }
+  std::vector<iovec> frames, saved, remote;
+  std::vector<std::vector<uint8_t>> under(todo.size());
+  for (size_t j = 0; j < todo.size(); j++) {
+    ThreadGuard& g = *todo[j];
+    under[j].resize(g.unwritten_.size());
+    saved.push_back({under[j].data(), under[j].size()});
+    frames.push_back({g.unwritten_.data(), g.unwritten_.size()});
+    remote.push_back({reinterpret_cast<void*>(g.frame_.as_int()), g.unwritten_.size()});
+  }
+  // What the frames cover first (put back when the guards end), then the
+  // frames: a call each for all.
+  const bool read = moved_all(pid, false, saved, remote);
+  const bool written = read && moved_all(pid, true, frames, remote);
+  for (size_t j = 0; j < todo.size(); j++) {
+    ThreadGuard& g = *todo[j];
+    if (written) {
+      g.under_frame_ = std::move(under[j]);
+      g.unwritten_.clear();
+    } else if (!read) {
+      g.write_frame();  // each on its own, as the constructor does
+    } else {
+      // Some did not go (a frame past the end of its stack's mapping, or
+      // no process_vm_writev here): each on its own, with what it covered
+      // as read above (a write that went part of the way changed some).
       try {
         write_remote(g.task_.tid(), g.frame_, g.unwritten_.data(), g.unwritten_.size());
         g.under_frame_ = std::move(under[j]);
@@ -289,25 +297,16 @@ void ThreadGuard::write_frames(pid_t pid, const std::vector<std::unique_ptr<Thre
 void ThreadGuard::put_back_under_frames(pid_t pid,
                                         const std::vector<std::unique_ptr<ThreadGuard>>& guards) {
   std::vector<ThreadGuard*> todo;
+  std::vector<iovec> local, remote;
   for (const auto& g : guards)
-    if (!g->parked_ && !g->under_frame_.empty()) todo.push_back(g.get());
-  constexpr size_t kBatch = 512;  // iovecs a call (IOV_MAX is 1024)
-  for (size_t i = 0; i < todo.size(); i += kBatch) {
-    const size_t k = std::min(kBatch, todo.size() - i);
-    std::vector<iovec> local(k), remote(k);
-    size_t total = 0;
-    for (size_t j = 0; j < k; j++) {
-      ThreadGuard& g = *todo[i + j];
-      local[j] = {g.under_frame_.data(), g.under_frame_.size()};
-      remote[j] = {reinterpret_cast<void*>(g.frame_.as_int()), g.under_frame_.size()};
-      total += g.under_frame_.size();
+    if (!g->parked_ && !g->under_frame_.empty()) {
+      todo.push_back(g.get());
+      local.push_back({g->under_frame_.data(), g->under_frame_.size()});
+      remote.push_back({reinterpret_cast<void*>(g->frame_.as_int()), g->under_frame_.size()});
     }
-    // Where not all went, the rest go one by one (the destructors).
-    if (::process_vm_writev(pid, local.data(), k, remote.data(), k, 0) !=
-        static_cast<ssize_t>(total))
-      return;
-    for (size_t j = 0; j < k; j++) todo[i + j]->under_frame_.clear();
-  }
+  // Where not all went, each goes again on its own (the destructors).
+  if (moved_all(pid, true, local, remote))
+    for (ThreadGuard* g : todo) g->under_frame_.clear();
 }
 
 ThreadGuard::~ThreadGuard() {
