@@ -129,6 +129,9 @@ void collect_parasite_state(SeizedTree::Proc& p, image::Process& proc) {
 // stopped (held_pages.h): thread stacks alone may hold 16 MiB
 // (parasite/keep_out.cc).
 constexpr size_t kHeldPagesMax = 32 << 20;
+// Of which faulted in before the stop (HeldPages): stacks of hundreds of
+// threads, what a job wrote of memory read before the stop.
+constexpr size_t kHeldPagesWarm = 4 << 20;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -296,7 +299,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Without huge pages, filling the buffer would fault on every page while
   // the job is stopped, which costs more than storing them there.
   std::optional<HeldPages> held;
-  if (!opts.kill && huge_pages_available()) held.emplace(kHeldPagesMax);
+  if (!opts.kill && huge_pages_available()) held.emplace(kHeldPagesMax, kHeldPagesWarm);
   vlog("{} thread(s) reading, {} compressing", readers.threads() ? readers.threads() : 1, jobs);
   image::Checkpoint ckpt = new_checkpoint();
   steps.step("hints");

@@ -1,5 +1,8 @@
 #include "job/held_pages.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -7,7 +10,12 @@
 
 namespace snap::job {
 
-HeldPages::HeldPages(size_t max_bytes) : buf_(max_bytes) { runs_.reserve(1024); }
+HeldPages::HeldPages(size_t max_bytes, size_t warm_bytes) : buf_(max_bytes) {
+  runs_.reserve(1024);
+  const size_t warm = std::min(warm_bytes, buf_.size());
+  if (warm && ::madvise(buf_.data(), warm, MADV_POPULATE_WRITE) != 0)  // Linux 5.14
+    for (size_t at = 0; at < warm; at += image::kPageSize) buf_.data()[at] = 0;
+}
 
 PageSink HeldPages::sink(pid_t owner, PageSink next) {
   return [this, owner, next = std::move(next)](pid_t pid, uint64_t mapping_start, uint64_t addr,

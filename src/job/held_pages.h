@@ -20,9 +20,11 @@ namespace snap::job {
 
 class HeldPages {
  public:
-  // Reserves (does not touch) `max_bytes` of address space, backed by huge
-  // pages where the kernel gives them: filling it faults once per 2 MiB.
-  explicit HeldPages(size_t max_bytes);
+  // Reserves `max_bytes` of address space, backed by huge pages where the
+  // kernel gives them: filling it faults once per 2 MiB. The first
+  // `warm_bytes` are faulted in now, before the job is stopped: a huge
+  // page's fault may have to compact memory first, milliseconds here.
+  HeldPages(size_t max_bytes, size_t warm_bytes);
 
   // A sink that holds each run of pages it gets, as `owner`'s, while the
   // bound has room, and passes it on to `next` once it has not. Reader

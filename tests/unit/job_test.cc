@@ -50,7 +50,7 @@ PageSink recorder(std::vector<Got>& into, std::mutex* mu = nullptr) {
 
 TEST(HeldPages, HoldsUpToTheBoundThenPassesOn) {
   // The bound is rounded up to 2 MiB: 512 pages.
-  job::HeldPages held(2 << 20);
+  job::HeldPages held(2 << 20, 2 << 20);  // all of it faulted in before
   std::vector<Got> at_once, later;
   PageSink sink = held.sink(7, recorder(at_once));
   auto a = pages(300, 1), b = pages(200, 50), c = pages(100, 90), d = pages(12, 200);
@@ -86,7 +86,7 @@ TEST(HeldPages, HoldsUpToTheBoundThenPassesOn) {
 }
 
 TEST(HeldPages, ReadersAddAtOnce) {
-  job::HeldPages held(4 << 20);  // 1024 pages
+  job::HeldPages held(4 << 20, 0);  // 1024 pages
   std::vector<Got> at_once, later;
   std::mutex mu;
   std::vector<std::thread> readers;
