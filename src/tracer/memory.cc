@@ -277,13 +277,19 @@ struct Batch {
   std::exception_ptr error;
 };
 
-// Reads one run through /proc/PID/mem: one pread for the run (the kernel
+// A pread of /proc/PID/mem copies all it asks for in one go in the kernel:
+// 4 MiB at once stalled a job running beside it 20-25 ms here (its 1 ms
+// loop), 256 KiB no more than the machine's own noise.
+constexpr size_t kMemFileRead = 256 << 10;
+
+// Reads one run through /proc/PID/mem, kMemFileRead at a time (the kernel
 // takes no pin, so a snapshot's pages are not copied).
 void read_run_mem_file(int mem_fd, pid_t pid, const PageRun& r, uint8_t* dst) {
   const size_t len = r.npages * image::kPageSize;
   size_t done = 0;
   while (done < len) {
-    ssize_t n = ::pread(mem_fd, dst + done, len - done, static_cast<off_t>(r.addr + done));
+    ssize_t n = ::pread(mem_fd, dst + done, std::min(len - done, kMemFileRead),
+                        static_cast<off_t>(r.addr + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0)
       throw SysError(fmt::format("read /proc/{}/mem at {:#x}", pid, r.addr + done), n < 0 ? errno : EIO);
