@@ -244,7 +244,13 @@ class ImageWriter::Impl {
 
   void forget(pid_t pid, uint64_t mapping_start) {
     std::lock_guard lock(mu_);
-    pagemap_.forget(pid, mapping_start);
+    stats_.pages -= pagemap_.forget(pid, mapping_start);  // given again, or not at all
+    stats_.raw_bytes = stats_.pages * kPageSize;
+  }
+
+  void move_pages(pid_t pid, uint64_t from, uint64_t to, const std::vector<ByteRange>& addrs) {
+    std::lock_guard lock(mu_);
+    pagemap_.move_pages(pid, from, to, addrs);
   }
 
   void forget_pages(pid_t pid, uint64_t mapping_start, const std::vector<ByteRange>& addrs) {
@@ -534,6 +540,10 @@ void ImageWriter::forget(pid_t pid, uint64_t mapping_start) { impl_->forget(pid,
 void ImageWriter::forget_pages(pid_t pid, uint64_t mapping_start,
                                const std::vector<ByteRange>& addrs) {
   impl_->forget_pages(pid, mapping_start, addrs);
+}
+void ImageWriter::move_pages(pid_t pid, uint64_t from, uint64_t to,
+                             const std::vector<ByteRange>& addrs) {
+  impl_->move_pages(pid, from, to, addrs);
 }
 uint64_t ImageWriter::series_number() const { return impl_->number_; }
 std::optional<uint64_t> ImageWriter::base_number() const { return impl_->base_number_; }

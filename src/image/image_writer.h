@@ -100,6 +100,11 @@ class ImageWriter {
   // while the job ran and written by it before the stop. What they stored
   // stays in pages.bin, referred to by nothing. Thread-safe.
   void forget_pages(pid_t pid, uint64_t mapping_start, const std::vector<ByteRange>& addrs);
+  // Moves the pages given for mapping `from` of `pid` at `addrs`
+  // (ascending, disjoint [first, end)) to mapping `to`: the mapping they
+  // were read in was split since, and they are in the part starting at
+  // `to` now (memory read before the stop). Thread-safe.
+  void move_pages(pid_t pid, uint64_t from, uint64_t to, const std::vector<ByteRange>& addrs);
 
   // Waits for compression, writes pages.idx, pagemap.bin.lz4,
   // checkpoint.json.lz4 (with each Mapping's pages_dumped filled in from

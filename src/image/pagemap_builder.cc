@@ -78,39 +78,66 @@ void PagemapBuilder::add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t
   runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
 }
 
+uint64_t PagemapBuilder::forget(pid_t pid, uint64_t start) {
+  auto it = tables_.find({pid, start});
+  if (it == tables_.end()) return 0;
+  uint64_t n = 0;
+  for (const auto& r : it->second) n += r.npages;
+  tables_.erase(it);
+  return n;
+}
+
 uint64_t PagemapBuilder::forget_pages(pid_t pid, uint64_t start,
                                       const std::vector<ByteRange>& addrs) {
   auto it = tables_.find({pid, start});
   if (it == tables_.end() || addrs.empty()) return 0;
-  uint64_t forgotten = 0;
-  Runs kept;
-  kept.reserve(it->second.size());
+  Runs within, rest;
+  const uint64_t n = cut(it->second, addrs, within, rest);
+  it->second = std::move(rest);
+  return n;
+}
+
+uint64_t PagemapBuilder::move_pages(pid_t pid, uint64_t from, uint64_t to,
+                                    const std::vector<ByteRange>& addrs) {
+  auto it = tables_.find({pid, from});
+  if (it == tables_.end() || addrs.empty() || from == to) return 0;
+  Runs within, rest;
+  const uint64_t n = cut(it->second, addrs, within, rest);
+  it->second = std::move(rest);
+  Runs& dst = tables_[{pid, to}];
+  dst.insert(dst.end(), within.begin(), within.end());
+  return n;
+}
+
+uint64_t PagemapBuilder::cut(const Runs& runs, const std::vector<ByteRange>& addrs, Runs& within,
+                             Runs& rest) {
+  uint64_t n = 0;
   // The part [a, b) of run r, as a run of its own.
-  auto keep = [&](const disk::PagemapRun& r, uint64_t a, uint64_t b) {
+  auto part = [](const disk::PagemapRun& r, uint64_t a, uint64_t b) {
     const uint64_t skip = (a - r.addr) / kPageSize;
     const uint64_t ref = r.kind == disk::kRunSeq ? r.ref + skip : r.ref;
-    kept.push_back({a, ref, static_cast<uint32_t>((b - a) / kPageSize), r.kind});
+    return disk::PagemapRun{a, ref, static_cast<uint32_t>((b - a) / kPageSize), r.kind};
   };
-  for (const auto& r : it->second) {
+  for (const auto& r : runs) {
     const uint64_t end = r.addr + uint64_t{r.npages} * kPageSize;
-    // The first range to forget that ends after the run starts.
+    // The first range that ends after the run starts.
     auto g = std::upper_bound(addrs.begin(), addrs.end(), r.addr,
                               [](uint64_t a, const ByteRange& x) { return a < x.second; });
     uint64_t a = r.addr;
     while (a < end) {
       if (g == addrs.end() || g->first >= end) {
-        keep(r, a, end);
+        rest.push_back(part(r, a, end));
         break;
       }
-      if (g->first > a) keep(r, a, g->first);
-      const uint64_t resume = std::min(end, g->second);
-      forgotten += (resume - std::max(a, g->first)) / kPageSize;
+      if (g->first > a) rest.push_back(part(r, a, g->first));
+      const uint64_t from = std::max(a, g->first), resume = std::min(end, g->second);
+      within.push_back(part(r, from, resume));
+      n += (resume - from) / kPageSize;
       a = resume;
       ++g;
     }
   }
-  it->second = std::move(kept);
-  return forgotten;
+  return n;
 }
 
 std::vector<uint8_t> PagemapBuilder::serialize(Checkpoint& c) {

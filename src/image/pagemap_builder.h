@@ -38,13 +38,18 @@ class PagemapBuilder {
   static void add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t ref);
 
   // Forgets the runs of mapping `start` of `pid` (a file whose contents
-  // turned out unusable): their pages stay stored, unreferenced.
-  void forget(pid_t pid, uint64_t start) { tables_.erase({pid, start}); }
+  // turned out unusable): their pages stay stored, unreferenced. Returns
+  // how many pages it forgot.
+  uint64_t forget(pid_t pid, uint64_t start);
   // Forgets the pages at `addrs` (ascending, disjoint [first, end)) of
   // mapping `start` of `pid`, whichever runs hold them: pages read again
   // since (a data file's pages read before the stop and written after).
   // Returns how many pages it forgot.
   uint64_t forget_pages(pid_t pid, uint64_t start, const std::vector<ByteRange>& addrs);
+  // Moves the pages at `addrs` (ascending, disjoint) of mapping `from` of
+  // `pid` to mapping `to` (a mapping split since its pages were given: the
+  // part they are in now starts elsewhere). Returns how many it moved.
+  uint64_t move_pages(pid_t pid, uint64_t from, uint64_t to, const std::vector<ByteRange>& addrs);
 
   // fn(run) for every run that refers to stored pages (all but zero runs).
   template <typename Fn>
@@ -62,6 +67,11 @@ class PagemapBuilder {
   std::vector<uint8_t> serialize(Checkpoint& c);
 
  private:
+  // `runs` cut at the edges of `addrs` (ascending, disjoint): the parts
+  // within them to `within`, the rest to `rest`; returns the pages within.
+  static uint64_t cut(const Runs& runs, const std::vector<ByteRange>& addrs, Runs& within,
+                      Runs& rest);
+
   std::map<std::pair<pid_t, uint64_t>, Runs> tables_;
 };
 

@@ -194,6 +194,10 @@ class PidViewSink : public DumpSink {
                     const std::vector<ByteRange>& addrs) override {
     sink_.forget_pages(view_.pid(pid), mapping_start, addrs);
   }
+  void move_pages(pid_t pid, uint64_t from, uint64_t to,
+                  const std::vector<ByteRange>& addrs) override {
+    sink_.move_pages(view_.pid(pid), from, to, addrs);
+  }
   void commit(const image::Checkpoint& c) override { sink_.commit(c); }
   image::ImageStats stats() const override { return sink_.stats(); }
   void set_jobs(unsigned n) override { sink_.set_jobs(n); }

@@ -45,6 +45,10 @@ class DumpSink {
   // be used: they are given again (image::ImageWriter::forget_pages).
   virtual void forget_pages(pid_t pid, uint64_t mapping_start,
                             const std::vector<ByteRange>& addrs) = 0;
+  // Those pages of mapping `from` belong to mapping `to` now
+  // (image::ImageWriter::move_pages).
+  virtual void move_pages(pid_t pid, uint64_t from, uint64_t to,
+                          const std::vector<ByteRange>& addrs) = 0;
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
   // Threads that compress (DumpOptions::jobs) and which blocks they
@@ -80,6 +84,10 @@ class ImageSink : public DumpSink {
   void forget_pages(pid_t pid, uint64_t mapping_start,
                     const std::vector<ByteRange>& addrs) override {
     w_.forget_pages(pid, mapping_start, addrs);
+  }
+  void move_pages(pid_t pid, uint64_t from, uint64_t to,
+                  const std::vector<ByteRange>& addrs) override {
+    w_.move_pages(pid, from, to, addrs);
   }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
   image::ImageStats stats() const override { return w_.stats(); }

@@ -62,6 +62,10 @@ class SeriesWriterSink : public SeriesSink {
                     const std::vector<ByteRange>& addrs) override {
     w_.forget_pages(pid, mapping_start, addrs);
   }
+  void move_pages(pid_t pid, uint64_t from, uint64_t to,
+                  const std::vector<ByteRange>& addrs) override {
+    w_.move_pages(pid, from, to, addrs);
+  }
   std::optional<uint64_t> base_number() const override { return w_.base_number(); }
   const image::Checkpoint* base_checkpoint() const override { return w_.base_checkpoint(); }
   void commit(const image::Checkpoint& c) override { w_.commit(c); }
