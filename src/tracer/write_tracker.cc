@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cstring>
 #include <fmt/core.h>
 
@@ -48,6 +50,11 @@ constexpr int kUffdUserModeOnly = uffd::kUserModeOnly;
 uint64_t wanted_features(uint64_t offered) {
   return kFeatureWpAsync | kFeatureWpUnpopulated | (offered & kFeatureWpHugetlbfsShmem);
 }
+
+// arm_mappings(populated): the pages protected per call, and the wait
+// between calls, so that a page fault of the process waiting gets in.
+constexpr uint64_t kProtectPiece = uint64_t{32} << 20;
+constexpr std::chrono::microseconds kProtectPause{100};
 
 // Appends [s, e) to `runs`, merging with the last run when adjacent.
 void append_run(std::vector<PageRun>& runs, uint64_t s, uint64_t e) {
@@ -177,6 +184,12 @@ const WriteTracker::Support& WriteTracker::supported() {
 }
 
 WriteTracker WriteTracker::arm(RemoteSyscalls& rs, const std::vector<image::Mapping>& mappings) {
+  WriteTracker t = open(rs);
+  t.arm_mappings(mappings);
+  return t;
+}
+
+WriteTracker WriteTracker::open(RemoteSyscalls& rs) {
   const Support& sup = supported();
   pid_t pid = tgid_of(rs.task().tid());
   if (!sup.ok)
@@ -186,15 +199,44 @@ WriteTracker WriteTracker::arm(RemoteSyscalls& rs, const std::vector<image::Mapp
                                   "seccomp or an LSM may forbid it in the job: incremental dumps "
                                   "compare page contents instead");
   enable_features(mine.get(), wanted_features(sup.features));
+  return WriteTracker(pid, std::move(mine));
+}
 
-  WriteTracker t(pid, std::move(mine));
+void WriteTracker::arm_mappings(const std::vector<image::Mapping>& mappings, bool populated) {
+  ScopedFd pm;
+  if (populated) pm.reset(::open(fmt::format("/proc/{}/pagemap", pid_).c_str(), O_RDONLY | O_CLOEXEC));
+  std::vector<PageRegion> regions;
   for (const auto& m : mappings) {
     // A refused range is reported untracked by the scans (with the reason).
-    if (trackable(m) && t.arm_one(m.start, m.end, nullptr)) t.armed_.push_back({m.start, m.end});
+    if (!trackable(m)) continue;
+    regions.clear();
+    if (!populated || !pm ||
+        pagemap_scan(pm.get(), m.start, m.end, 0, 0, kPageIsPresent | kPageIsSwapped, 0, regions)) {
+      if (arm_one(m.start, m.end, nullptr)) armed_.push_back({m.start, m.end});
+      continue;
+    }
+    if (register_wp(uffd_.get(), m.start, m.end)) continue;
+    bool ok = true;
+    for (size_t i = 0; ok && i < regions.size();) {  // adjacent regions joined
+      size_t j = i + 1;
+      while (j < regions.size() && regions[j].start == regions[j - 1].end) j++;
+      // A piece at a time: the process's page faults there wait for the
+      // call that protects their page (~30 ms a GiB of pages here).
+      for (uint64_t at = regions[i].start; ok && at < regions[j - 1].end; at += kProtectPiece) {
+        if (at > regions[i].start) std::this_thread::sleep_for(kProtectPause);
+        ok = write_protect(uffd_.get(), at, std::min(regions[j - 1].end, at + kProtectPiece)) == 0;
+      }
+      i = j;
+    }
+    if (ok) {
+      armed_.push_back({m.start, m.end});
+    } else {
+      uffdio_range r{m.start, m.end - m.start};
+      ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
+    }
   }
-  std::sort(t.armed_.begin(), t.armed_.end(),
+  std::sort(armed_.begin(), armed_.end(),
             [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
-  return t;
 }
 
 WriteTracker WriteTracker::arm_ranges(RemoteSyscalls& rs, const std::vector<PageRun>& ranges) {
@@ -226,6 +268,35 @@ std::vector<PageRun> WriteTracker::unprotected(uint64_t start, uint64_t end) con
   return out;
 }
 
+void WriteTracker::disarm(uint64_t piece, std::chrono::microseconds pause) {
+  for (const auto& r : armed_)
+    for (uint64_t at = r.start; at < r.end; at += piece) {
+      uffdio_range range{at, std::min(piece, r.end - at)};
+      ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);  // a range gone since: nothing to do
+      // A page fault of the process waiting for the lock gets it now (a
+      // writer taking it again at once would go first).
+      if (pause.count()) std::this_thread::sleep_for(pause);
+    }
+  armed_.clear();
+}
+
+uint64_t WriteTracker::written_pages(const std::vector<PageRun>& ranges) const {
+  const std::string path = fmt::format("/proc/{}/pagemap", pid_);
+  ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pm) throw SysError("open " + path, errno);
+  uint64_t n = 0;
+  std::vector<PageRegion> regions;
+  for (const auto& r : ranges) {
+    regions.clear();
+    // Populated and written (an unpopulated page shows as written).
+    if (int e = pagemap_scan(pm.get(), r.start, r.end, kScanCheckWpAsync, kPageIsWritten,
+                             kPageIsPresent | kPageIsSwapped, kPageIsWritten, regions))
+      throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, r.start, r.end), e);
+    for (const auto& g : regions) n += (g.end - g.start) / image::kPageSize;
+  }
+  return n;
+}
+
 bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
   if (int e = register_wp(uffd_.get(), start, end)) {
     if (why)
@@ -242,6 +313,60 @@ bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
   return true;
 }
 
+bool WriteTracker::armed_as(const image::Mapping& m, bool* overlaps) const {
+  // armed_ is ascending and disjoint: the first run ending after m.start.
+  auto a = std::upper_bound(armed_.begin(), armed_.end(), m.start,
+                            [](uint64_t s, const PageRun& r) { return s < r.end; });
+  if (overlaps) *overlaps = a != armed_.end() && a->start < m.end;
+  // Armed exactly: one armed range, or several adjacent ones the kernel
+  // has merged into one mapping since (their protection stays per page).
+  if (a == armed_.end() || a->start != m.start) return false;
+  while (a->end < m.end && a + 1 != armed_.end() && (a + 1)->start == a->end) ++a;
+  return a->end == m.end;
+}
+
+bool WriteTracker::armed_within(const image::Mapping& m) const {
+  auto a = std::upper_bound(armed_.begin(), armed_.end(), m.start,
+                            [](uint64_t s, const PageRun& r) { return s < r.end; });
+  if (a == armed_.end() || a->start > m.start) return false;
+  while (a->end < m.end && a + 1 != armed_.end() && (a + 1)->start == a->end) ++a;
+  return a->end >= m.end;
+}
+
+std::vector<std::optional<WriteTracker::Since>> WriteTracker::since_armed(
+    const std::vector<image::Mapping>& mappings) const {
+  const std::string path = fmt::format("/proc/{}/pagemap", pid_);
+  ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pm) throw SysError("open " + path, errno);
+  std::vector<std::optional<Since>> out;
+  std::vector<PageRegion> regions;
+  for (const auto& m : mappings) {
+    out.emplace_back();
+    if (!trackable(m) || !armed_within(m)) continue;
+    regions.clear();
+    // One walk: what is present or written (swapped out since: written,
+    // not present). CHECK_WPASYNC: EPERM when the range is no longer ours.
+    // (An unpopulated page without a marker shows as written: left out.)
+    // (Asked only of file mappings: it costs a look at each page.)
+    const bool file = m.kind == image::MappingKind::File;
+    int e = pagemap_scan(pm.get(), m.start, m.end, kScanCheckWpAsync, 0,
+                         kPageIsPresent | kPageIsSwapped,
+                         kPageIsPresent | kPageIsSwapped | kPageIsWritten | (file ? kPageIsFile : 0),
+                         regions);
+    if (e == EPERM) continue;  // unmapped and mapped again since
+    if (e) throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
+    Since s;
+    for (const auto& r : regions) {
+      if (r.categories & kPageIsWritten) append_run(s.written, r.start, r.end);
+      // A private file mapping's own pages are the copied-on-write ones.
+      if ((r.categories & kPageIsPresent) && !(file && (r.categories & kPageIsFile)))
+        append_run(s.present, r.start, r.end);
+    }
+    out.back() = std::move(s);
+  }
+  return out;
+}
+
 std::vector<RangeReport> WriteTracker::scan_and_rearm(const std::vector<image::Mapping>& mappings) {
   std::string path = fmt::format("/proc/{}/pagemap", pid_);
   ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -256,18 +381,8 @@ std::vector<RangeReport> WriteTracker::scan_and_rearm(const std::vector<image::M
     rep.end = m.end;
     std::string why;
     bool can = trackable(m, &why);
-    // armed_ is ascending and disjoint: the first run ending after m.start.
-    auto a = std::upper_bound(armed_.begin(), armed_.end(), m.start,
-                              [](uint64_t s, const PageRun& r) { return s < r.end; });
-    bool overlaps = a != armed_.end() && a->start < m.end;
-    // Armed exactly: one armed range, or several adjacent ones the kernel
-    // has merged into one mapping since (their protection stays per page).
-    bool exact = overlaps && a->start == m.start;
-    if (exact) {
-      auto b = a;
-      while (b->end < m.end && b + 1 != armed_.end() && (b + 1)->start == b->end) ++b;
-      exact = b->end == m.end;
-    }
+    bool overlaps = false;
+    const bool exact = armed_as(m, &overlaps);
     if (can && exact) {
       std::vector<PageRegion> regions;
       int e = pagemap_scan(pm.get(), m.start, m.end, kScanWpMatching | kScanCheckWpAsync,

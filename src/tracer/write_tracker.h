@@ -48,7 +48,9 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -113,6 +115,20 @@ class WriteTracker {
   // create a userfaultfd or the kernel lacks the features; the process is
   // then left as it was.
   static WriteTracker arm(RemoteSyscalls& rs, const std::vector<image::Mapping>& mappings);
+  // The same in two steps: open() needs the process's one thread stopped
+  // (it makes userfaultfd() there and takes the descriptor), arm_mappings()
+  // works from snap alone, also while the process runs again: a page it
+  // writes before its range is protected is simply not reported, so
+  // whatever reads the pages must read them after arm_mappings().
+  // `populated`: protect only the pages present or swapped out now, not
+  // the unpopulated ones (whose pte markers cost page-table pages, and time
+  // in every later walk and in the end of the tracking: ~20 ms a GiB of
+  // range here, the job's page faults waiting meanwhile). A page the job
+  // populates later is then reported written by since_armed() and
+  // written_pages(), whether it wrote or only read it (a false positive);
+  // scan_and_rearm() needs the markers.
+  static WriteTracker open(RemoteSyscalls& rs);
+  void arm_mappings(const std::vector<image::Mapping>& mappings, bool populated = false);
 
   WriteTracker(WriteTracker&&) noexcept = default;
   WriteTracker& operator=(WriteTracker&&) noexcept = default;
@@ -144,6 +160,31 @@ class WriteTracker {
   // page written back and reclaimed leaves no trace of its write): to be
   // taken as written. Throws SysError when pagemap cannot be read.
   std::vector<PageRun> unprotected(uint64_t start, uint64_t end) const;
+  // While the process runs or is stopped, without re-protecting: how many
+  // pages of armed `ranges` (ascending) were written since arming. Throws
+  // SysError when pagemap cannot be opened or scanned.
+  uint64_t written_pages(const std::vector<PageRun>& ranges) const;
+
+  // With the process stopped, without re-protecting anything: for each of
+  // `mappings` (ascending) that lies within armed ranges (as armed, or a
+  // part of one split off since: a split keeps the registration and the
+  // pages' protection), the pages written since arming (present or
+  // swapped out since) and its present pages (of a private file mapping,
+  // its own: copied on write); nullopt for any other (not armed, grown
+  // since, or unmapped and mapped again: the kernel says that range is not
+  // ours). One page-table walk a mapping. Throws SysError when pagemap
+  // cannot be opened or scanned.
+  struct Since {
+    std::vector<PageRun> written, present;
+  };
+  std::vector<std::optional<Since>> since_armed(const std::vector<image::Mapping>& mappings) const;
+
+  // Ends the tracking of every armed range a `piece` of bytes at a time:
+  // each call write-locks the process's mappings while it takes the
+  // protection off the pages of its piece (the process's page faults wait),
+  // where closing the descriptor would do all at once (~15 ms for 100 MiB
+  // of pages here). While the process runs.
+  void disarm(uint64_t piece, std::chrono::microseconds pause);
 
   // Whether `m` is a kind of mapping this tracker arms.
   static bool trackable(const image::Mapping& m, std::string* why = nullptr);
@@ -153,6 +194,11 @@ class WriteTracker {
   // UFFDIO_REGISTER (WP) + UFFDIO_WRITEPROTECT on [start, end); false (with
   // `why`) when the kernel refuses the range.
   bool arm_one(uint64_t start, uint64_t end, std::string* why);
+  // Whether `m` is armed exactly: one armed range, or adjacent ones the
+  // kernel merged since; `overlaps`: whether any armed range overlaps it.
+  bool armed_as(const image::Mapping& m, bool* overlaps = nullptr) const;
+  // Whether `m` lies within armed ranges (adjacent ones joined).
+  bool armed_within(const image::Mapping& m) const;
 
   pid_t pid_ = 0;
   ScopedFd uffd_;
