@@ -34,13 +34,6 @@ constexpr uint64_t kPage = image::kPageSize;
 
 using FileKey = std::pair<uint64_t, uint64_t>;  // (dev, inode)
 
-// Whether `pid` sees the pids snap sees (the pages are stored under the
-// job's own pids, which are snap's only then).
-bool in_snaps_pid_namespace(pid_t pid) {
-  auto text = proc::try_read_file(fmt::format("/proc/{}/status", pid));
-  return text && pidview::parse_ns_ids(*text).pid.size() <= 1;
-}
-
 // The mapped file, opened by snap (open_mapped_file), where it is a
 // regular file not on tmpfs.
 ScopedFd open_data_file(pid_t pid, const image::Mapping& m) {
@@ -92,7 +85,7 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
   std::vector<Candidate> chosen;
   uint64_t total = 0;
   for (auto& [pid, m] : writable) {
-    if (mappings_of[{m.dev, m.inode}] != 1 || !in_snaps_pid_namespace(pid)) continue;
+    if (mappings_of[{m.dev, m.inode}] != 1 || !pidview::sees_snaps_pids(pid)) continue;
     ScopedFd fd = open_data_file(pid, m);
     if (!fd) continue;
     const uint64_t bytes = data_page_bytes(fd.get(), m.pgoff, m.pgoff + (m.end - m.start));

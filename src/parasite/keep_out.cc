@@ -140,14 +140,25 @@ std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& 
 }
 
 // Adjacent mappings joined into runs, ascending.
+// A KeepOut of the kind `flag` says (none: sparse reservations).
+KeepOut kind(bool KeepOut::*flag = nullptr) {
+  KeepOut k;
+  if (flag) k.*flag = true;
+  return k;
+}
+
+// `of_kind`: a KeepOut with only its kind's flag set.
 std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::vector<size_t> idx,
-                             bool stacks, bool hugetlb = false) {
+                             const KeepOut& of_kind) {
   std::sort(idx.begin(), idx.end());
   idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
   std::vector<KeepOut> out;
   for (size_t i : idx) {
     const auto& m = mappings[i];
-    if (out.empty() || out.back().end != m.start) out.push_back({m.start, m.end, {}, stacks, hugetlb});
+    if (out.empty() || out.back().end != m.start) {
+      out.push_back(of_kind);
+      out.back().start = m.start;
+    }
     out.back().end = m.end;
     out.back().mappings.push_back(m.start);
   }
@@ -157,7 +168,8 @@ std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::v
 }  // namespace
 
 std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
-                              const std::vector<uint64_t>& thread_sps, uint64_t leader_rseq) {
+                              const std::vector<uint64_t>& thread_sps, uint64_t leader_rseq,
+                              const std::vector<uint64_t>& read_before) {
   auto holds_rseq = [&](size_t i) {
     return leader_rseq >= mappings[i].start && leader_rseq < mappings[i].end;
   };
@@ -165,17 +177,32 @@ std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mapp
   std::vector<size_t> hugetlb;
   for (size_t i = 0; i < mappings.size(); i++)
     if (mappings[i].hugetlb_page && is_private_anonymous(mappings[i])) hugetlb.push_back(i);
-  std::vector<KeepOut> out = runs_of(mappings, hugetlb, false, true);
+  std::vector<KeepOut> out = runs_of(mappings, hugetlb, kind(&KeepOut::hugetlb));
+  std::vector<bool> chosen(mappings.size());
+  for (size_t i : hugetlb) chosen[i] = true;
   std::vector<size_t> sparse = sparse_mappings(pid, mappings);
   std::erase_if(sparse, holds_rseq);
-  for (auto& r : runs_of(mappings, sparse, false)) {
+  for (auto& r : runs_of(mappings, sparse, kind())) {
     if (out.size() >= kMaxKeepOut) break;
     out.push_back(std::move(r));
   }
   if (out.size() > kMaxKeepOut) out.resize(kMaxKeepOut);
+  for (size_t i : sparse) chosen[i] = true;
   // Disjoint from the sparse reservations: stacks and guards are at most
   // kMaxStack, reservations at least 1 GiB.
-  for (auto& r : runs_of(mappings, thread_stacks(pid, mappings, thread_sps, holds_rseq), true)) {
+  const std::vector<size_t> stacks = thread_stacks(pid, mappings, thread_sps, holds_rseq);
+  for (auto& r : runs_of(mappings, stacks, kind(&KeepOut::stacks))) {
+    if (out.size() >= kMaxKeepOut) break;
+    out.push_back(std::move(r));
+  }
+  for (size_t i : stacks) chosen[i] = true;  // those left in stay there
+  std::vector<size_t> before;
+  for (size_t i = 0; i < mappings.size(); i++)
+    if (!chosen[i] && !holds_rseq(i) && !MemorySnapshot::differs_in_child(mappings[i]) &&
+        !mappings[i].hugetlb_page &&
+        std::binary_search(read_before.begin(), read_before.end(), mappings[i].start))
+      before.push_back(i);
+  for (auto& r : runs_of(mappings, before, kind(&KeepOut::read_before))) {
     if (out.size() >= kMaxKeepOut) break;
     out.push_back(std::move(r));
   }
@@ -218,8 +245,10 @@ KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepO
                      static_cast<int>(-e.dofork_rc));
     }
     out.kept_out.insert(out.kept_out.end(), runs[i].mappings.begin(), runs[i].mappings.end());
-    (runs[i].hugetlb ? out.hugetlb : runs[i].stacks ? out.stacks : out.sparse) +=
-        runs[i].mappings.size();
+    (runs[i].hugetlb       ? out.hugetlb
+     : runs[i].stacks      ? out.stacks
+     : runs[i].read_before ? out.read_before
+                           : out.sparse) += runs[i].mappings.size();
   }
   std::sort(out.kept_out.begin(), out.kept_out.end());
   return out;

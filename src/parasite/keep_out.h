@@ -1,7 +1,7 @@
 // Mappings kept out of a copy-on-write snapshot (snapshot.h) and read from
 // the stopped job instead, and the clone that keeps them out.
 //
-// Three kinds cost the fork more than reading them while stopped, or risk
+// Four kinds cost the fork more than reading them while stopped, or risk
 // the snapshot's pages:
 //  - sparse reservations (1 GiB or more, 512 times the process's resident
 //    and swapped memory or more: a few pages spread over terabytes, as
@@ -20,6 +20,10 @@
 //    by the job to a page it shares with the snapshot needs a free huge
 //    page for the copy, and where the pool has none the kernel takes the
 //    page from the snapshot, which then could not be read.
+//  - mappings read before the stop (job/memory_precopy.h) of which the job
+//    wrote little since: the fork would copy the page tables of all they
+//    hold (8 ms for 100 MiB of small pages here) for the few pages that
+//    are still to read.
 //
 // They are kept out with MADV_DONTFORK around the clone, and given their
 // own flag back at once. The three steps run as one sequence inside the
@@ -48,7 +52,8 @@ struct KeepOut {
   uint64_t start = 0, end = 0;        // one madvise: adjacent mappings joined
   std::vector<uint64_t> mappings;     // the starts of the mappings inside
   bool stacks = false;                // thread stacks and guards
-  bool hugetlb = false;               // hugetlb memory (else: sparse reservations)
+  bool hugetlb = false;               // hugetlb memory
+  bool read_before = false;           // read before the stop (else: sparse reservations)
 };
 
 // What to keep out of the snapshot of process `pid`, stopped: `mappings`
@@ -61,8 +66,13 @@ struct KeepOut {
 // "stack" can hold it where a thread runs on memory of its own (a small
 // alternate signal stack, a coroutine's) that the kernel merged with the
 // leader's thread-local storage.
+// `read_before`: the starts of mappings read before the stop of which
+// little is left to read (job/memory_precopy.h), kept out after the
+// others, as they fit: the fork would copy the page tables of all they
+// hold, for the few pages the job wrote since.
 std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mappings,
-                              const std::vector<uint64_t>& thread_sps, uint64_t leader_rseq = 0);
+                              const std::vector<uint64_t>& thread_sps, uint64_t leader_rseq = 0,
+                              const std::vector<uint64_t>& read_before = {});
 inline constexpr size_t kMaxKeepOut = 120;
 
 struct KeptOutClone {
@@ -70,7 +80,8 @@ struct KeptOutClone {
   pid_t child = -1;               // the child, as snap sees it (rc > 0)
   std::vector<uint64_t> kept_out; // starts of the mappings the child lacks, sorted
   size_t sparse = 0, stacks = 0;  // of them: sparse reservations, thread stacks and guards,
-  size_t hugetlb = 0;             // and hugetlb memory
+  size_t hugetlb = 0;             // hugetlb memory,
+  size_t read_before = 0;         // and memory read before the stop
 };
 
 // The leader (parked by `guarded`, PTRACE_O_TRACECLONE set) runs

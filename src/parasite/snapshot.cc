@@ -49,7 +49,8 @@ bool MemorySnapshot::read_from_job(const image::Mapping& m) const {
 std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
                                                      const std::vector<image::Mapping>& mappings,
                                                      const std::vector<uint64_t>& thread_sps,
-                                                     uint64_t leader_rseq) {
+                                                     uint64_t leader_rseq,
+                                                     const std::vector<uint64_t>& read_before) {
   pid_t child = -1;
   std::vector<uint64_t> kept_out;
   // The leader's sigreturn frame is in its memory when it forks: what the
@@ -64,7 +65,7 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
     // What to keep out, only where the sequence that does it has a way back.
     std::vector<KeepOut> runs;
     if (guarded.healing())
-      runs = keep_out(leader.tid(), mappings, thread_sps, leader_rseq);
+      runs = keep_out(leader.tid(), mappings, thread_sps, leader_rseq, read_before);
     else
       vlog("pid {}: nothing is kept out of the snapshot (no way back for a keep-out sequence): "
            "thread stacks and sparse reservations stay in it", leader.tid());
@@ -87,6 +88,9 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
         if (got.stacks)
           vlog("pid {}: {} thread stack and guard mapping(s) kept out of the snapshot, read "
                "while stopped", leader.tid(), got.stacks);
+        if (got.read_before)
+          vlog("pid {}: {} mapping(s) read before the stop kept out of the snapshot: what the job "
+               "wrote of them since is read while stopped", leader.tid(), got.read_before);
         if (got.hugetlb)
           vlog("pid {}: {} mapping(s) of hugetlb memory kept out of the snapshot, read while "
                "stopped", leader.tid(), got.hugetlb);

@@ -41,11 +41,14 @@ class MemorySnapshot {
   // it is stopped instead (sparse reservations, the stacks of the threads
   // but the leader: keep_out.h says which and how). `mappings` are the
   // process's, sorted; `thread_sps` the stack pointers of its other threads;
-  // `leader_rseq` the leader's rseq area, or 0 (its mapping stays in).
+  // `leader_rseq` the leader's rseq area, or 0 (its mapping stays in);
+  // `read_before` the starts of mappings read before the stop, to keep out
+  // as they fit (keep_out.h).
   static std::unique_ptr<MemorySnapshot> take(Task& leader,
                                               const std::vector<image::Mapping>& mappings,
                                               const std::vector<uint64_t>& thread_sps,
-                                              uint64_t leader_rseq = 0);
+                                              uint64_t leader_rseq = 0,
+                                              const std::vector<uint64_t>& read_before = {});
   ~MemorySnapshot();  // kills and reaps the child if release() was not called
 
   pid_t pid() const { return child_; }
@@ -64,6 +67,8 @@ class MemorySnapshot {
   // Whether `m` is read from the job itself while it is stopped: it differs
   // in the child, or it was kept out of this snapshot (see take()).
   bool read_from_job(const image::Mapping& m) const;
+  // The starts of the mappings kept out of the child, sorted.
+  const std::vector<uint64_t>& kept_out() const { return kept_out_; }
 
   // Drops [start, end) from the snapshot: the child (never run, ptrace-
   // stopped) executes madvise(MADV_DONTNEED) on its own copy; the job is

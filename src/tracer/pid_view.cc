@@ -132,6 +132,11 @@ pid_t own_pid(pid_t pid) {
   return ids.pid.empty() ? pid : ids.pid.back();
 }
 
+bool sees_snaps_pids(pid_t pid) {
+  auto text = proc::try_read_file("/proc/" + str(pid) + "/status");
+  return text && parse_ns_ids(*text).pid.size() <= 1;
+}
+
 void check_not_namespace_init(pid_t pid) {
   const std::string dir = "/proc/" + str(pid);
   auto status = proc::try_read_file(dir + "/status");

@@ -92,6 +92,10 @@ pid_t own_tid(pid_t pid, pid_t tid);
 // Process `pid` (host id, a zombie too) as it and its parent see it: what
 // a wait4() inside the job names it by. `pid` when /proc shows no NSpid.
 pid_t own_pid(pid_t pid);
+// Whether process `pid` sees the pids snap sees (no pid namespace of its
+// own): pages of what is read before the stop are stored under the job's
+// own pids, which are snap's then. False when it cannot be read.
+bool sees_snaps_pids(pid_t pid);
 
 // "signal/pid.123", "thread/tid.123" (/proc/PID/timers notify) with the
 // id translated by `view`; other texts ("none/pid.0") unchanged.
