@@ -28,6 +28,7 @@ constexpr uint64_t kPageIsWritten = 1 << 1;
 constexpr uint64_t kPageIsFile = 1 << 2;
 constexpr uint64_t kPageIsPresent = 1 << 3;
 constexpr uint64_t kPageIsSwapped = 1 << 4;
+constexpr uint64_t kPageIsPfnZero = 1 << 5;  // the shared zero page
 
 // Raw entry bits; kGuardRegion (PM_GUARD_REGION, Linux 6.15): a guard
 // region's page (MADV_GUARD_INSTALL), shown swapped too.

@@ -26,6 +26,7 @@ namespace snap {
 namespace {
 
 using pagemap::kPageIsFile;
+using pagemap::kPageIsPfnZero;
 using pagemap::kPageIsPresent;
 using pagemap::kPageIsSwapped;
 using pagemap::kPageIsWritten;
@@ -344,23 +345,40 @@ std::vector<std::optional<WriteTracker::Since>> WriteTracker::since_armed(
     out.emplace_back();
     if (!trackable(m) || !armed_within(m)) continue;
     regions.clear();
-    // One walk: what is present or written (swapped out since: written,
-    // not present). CHECK_WPASYNC: EPERM when the range is no longer ours.
+    // One walk: what is present or swapped, and written or not.
+    // CHECK_WPASYNC: EPERM when the range is no longer ours.
     // (An unpopulated page without a marker shows as written: left out.)
     // (Asked only of file mappings: it costs a look at each page.)
     const bool file = m.kind == image::MappingKind::File;
     int e = pagemap_scan(pm.get(), m.start, m.end, kScanCheckWpAsync, 0,
                          kPageIsPresent | kPageIsSwapped,
-                         kPageIsPresent | kPageIsSwapped | kPageIsWritten | (file ? kPageIsFile : 0),
+                         kPageIsPresent | kPageIsSwapped | kPageIsWritten | kPageIsPfnZero |
+                             (file ? kPageIsFile : 0),
                          regions);
     if (e == EPERM) continue;  // unmapped and mapped again since
     if (e) throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
     Since s;
     for (const auto& r : regions) {
-      if (r.categories & kPageIsWritten) append_run(s.written, r.start, r.end);
-      // A private file mapping's own pages are the copied-on-write ones.
-      if ((r.categories & kPageIsPresent) && !(file && (r.categories & kPageIsFile)))
-        append_run(s.present, r.start, r.end);
+      // The zero page: first read since, or read again after the job
+      // released what was there (its protection carried over from the
+      // released page's marker): changed without a write all the same.
+      if (r.categories & (kPageIsWritten | kPageIsPfnZero)) append_run(s.written, r.start, r.end);
+      if (r.categories & kPageIsSwapped) {
+        // Swapped out, or a pte marker (a page zapped since it was
+        // protected: nothing there): only the entries tell. Few, where only
+        // populated pages were protected.
+        pagemap::read_chunks(pm.get(), path, r.start, r.end,
+                             [&](uint64_t at, const uint64_t* entries, size_t n) {
+                               for (size_t i = 0; i < n; i++)
+                                 if (!is_pte_marker(entries[i])) {
+                                   const uint64_t a = at + i * image::kPageSize;
+                                   append_run(s.held, a, a + image::kPageSize);
+                                 }
+                             });
+      } else if (!(file && (r.categories & kPageIsFile))) {
+        // Present; a private file mapping's own pages are the copied-on-write ones.
+        append_run(s.held, r.start, r.end);
+      }
     }
     out.back() = std::move(s);
   }

@@ -169,13 +169,16 @@ class WriteTracker {
   // `mappings` (ascending) that lies within armed ranges (as armed, or a
   // part of one split off since: a split keeps the registration and the
   // pages' protection), the pages written since arming (present or
-  // swapped out since) and its present pages (of a private file mapping,
-  // its own: copied on write); nullopt for any other (not armed, grown
-  // since, or unmapped and mapped again: the kernel says that range is not
-  // ours). One page-table walk a mapping. Throws SysError when pagemap
-  // cannot be opened or scanned.
+  // swapped out since; and the zero page where it is mapped: a page
+  // released since and read again shows unwritten) and the pages that hold
+  // state now (present or
+  // swapped out, not a marker; of a private file mapping, its own: copied
+  // on write); nullopt for any other (not armed, grown since, or unmapped
+  // and mapped again: the kernel says that range is not ours). One
+  // page-table walk a mapping, and pagemap's entries where it shows pages
+  // swapped. Throws SysError when pagemap cannot be opened or scanned.
   struct Since {
-    std::vector<PageRun> written, present;
+    std::vector<PageRun> written, held;
   };
   std::vector<std::optional<Since>> since_armed(const std::vector<image::Mapping>& mappings) const;
 

@@ -870,6 +870,48 @@ TEST(PageStore, PagesForgottenAndGivenAgain) {
   r.verify_all();
 }
 
+// Pages given for one mapping, which was split since (memory read while the
+// job ran, then mprotect or munmap of a part): those of the part that
+// starts elsewhere now are moved to that part's mapping, whatever run they
+// were in (stored, a repeated page, zero), and read back there; what stays
+// reads back under the first part; addresses moved that were never given
+// stay absent.
+TEST(PageStore, PagesMovedToTheMappingSplitOff) {
+  TempDir t;
+  std::mt19937_64 rng(12);
+  std::vector<Page> pages;
+  for (int i = 0; i < 16; i++) pages.push_back(random_page(rng));
+  Page a = random_page(rng);
+  const uint64_t half = kStart + 12 * kPageSize;
+  Checkpoint c = sample_checkpoint();
+  ASSERT_GE(c.processes[0].mappings[0].end, kStart + 24 * kPageSize);
+  Mapping second = c.processes[0].mappings[0];
+  c.processes[0].mappings[0].end = half;
+  second.start = half;
+  c.processes[0].mappings.insert(c.processes[0].mappings.begin() + 1, second);
+  {
+    auto w = ImageWriter::create(t / "img", false);
+    std::vector<uint8_t> buf;
+    for (const auto& p : pages) buf.insert(buf.end(), p.begin(), p.end());
+    w.add_pages(kPid, kStart, kStart, buf.data(), 16);                       // stored, 0-15
+    for (int i = 16; i < 20; i++) add(w, kPid, kStart + i * kPageSize, a);  // repeated
+    add(w, kPid, kStart + 22 * kPageSize, Page(kPageSize, 0));             // zero
+    w.move_pages(kPid, kStart, half, {{half, kStart + 30 * kPageSize}});
+    EXPECT_EQ(w.stats().pages, 21u);
+    w.commit(c);
+  }
+  auto r = ImageReader::open(t / "img");
+  auto low = read_back(r, kPid, kStart), high = read_back(r, kPid, half);
+  ASSERT_EQ(low.size(), 12u);
+  for (int i = 0; i < 12; i++) EXPECT_EQ(low[kStart + i * kPageSize], pages[i]) << i;
+  ASSERT_EQ(high.size(), 9u);
+  for (int i = 12; i < 16; i++) EXPECT_EQ(high[kStart + i * kPageSize], pages[i]) << i;
+  for (int i = 16; i < 20; i++) EXPECT_EQ(high[kStart + i * kPageSize], a) << i;
+  EXPECT_EQ(high[kStart + 22 * kPageSize], Page{});  // zero
+  EXPECT_FALSE(high.count(kStart + 25 * kPageSize));
+  r.verify_all();
+}
+
 // A file of the temporary directories whose contents are in the page store
 // (GhostFile::data_in_pages): its pages are keyed by kFilePagesPid and the
 // file's id, deduplicated with memory, read back by offset; forgotten pages

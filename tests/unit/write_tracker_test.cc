@@ -330,11 +330,13 @@ TEST(WriteTracker, NewAndReshapedMappingsAreUntrackedThenArmed) {
 // the userfaultfd made with the job stopped, the mappings protected from
 // snap once it runs, only their populated pages. since_armed() then tells,
 // with the job stopped and nothing protected again, the pages written and
-// those present: a page zapped since is neither, a page first touched since
-// is written (read only, too: a false positive), a file page copied on
-// write is written; a mapping made or reshaped since has no report.
+// those that hold state: a page zapped since is neither, one zapped and
+// read again (the zero page) is written, a page first touched since is
+// written (read only, too: a false positive), a file page copied on write
+// is written; a mapping made since, or a part made read-only, has no
+// report, the part of a split mapping still armed has its own.
 // written_pages() counts while the job runs; disarm() ends it all.
-TEST(WriteTracker, ArmedWhileRunningTellsWrittenAndPresentPages) {
+TEST(WriteTracker, ArmedWhileRunningTellsWrittenAndHeldPages) {
   SKIP_UNLESS_SUPPORTED();
   Job job;
   std::optional<WriteTracker> t;
@@ -348,13 +350,15 @@ TEST(WriteTracker, ArmedWhileRunningTellsWrittenAndPresentPages) {
               runs_contain(t->armed(), job.c(0)));
   for (size_t p : {3, 10, 11}) job.write_page(job.a(p));
   EXPECT_EQ(job.ask({'d', job.a(20), 2 * kPage}), 0u);  // zapped: gone
+  EXPECT_EQ(job.ask({'d', job.a(50), kPage}), 0u);      // zapped, then read: the zero page,
+  EXPECT_EQ(job.ask({'g', job.a(50), 0}), 0u);          // changed: written
   job.write_page(job.b(5));                               // first touched, written
   EXPECT_EQ(job.ask({'g', job.b(7), 0}), 0u);             // first touched, read
   job.write_page(job.c(2));                               // copied on write
   // While it runs (A, B and C: its stack and data are armed too).
   EXPECT_EQ(t->written_pages(runs({{job.a(0), job.a(Job::kA)}, {job.b(0), job.b(Job::kB)},
                                    {job.c(0), job.c(Job::kC)}})),
-            3u + 2u + 1u);
+            4u + 2u + 1u);
   uint64_t fresh = 0;
   std::vector<std::optional<WriteTracker::Since>> since;
   std::vector<image::Mapping> maps;
@@ -368,12 +372,13 @@ TEST(WriteTracker, ArmedWhileRunningTellsWrittenAndPresentPages) {
   for (size_t i = 0; i < maps.size(); i++) at[maps[i].start] = since[i];
   ASSERT_TRUE(at[job.a(0)] && at[job.b(0)] && at[job.c(0)]);
   EXPECT_FALSE(at[fresh]) << "mapped after arming";
-  EXPECT_EQ(at[job.a(0)]->written, runs({{job.a(3), job.a(4)}, {job.a(10), job.a(12)}}));
-  EXPECT_EQ(at[job.a(0)]->present, runs({{job.a(0), job.a(20)}, {job.a(22), job.a(Job::kA)}}));
+  EXPECT_EQ(at[job.a(0)]->written,
+            runs({{job.a(3), job.a(4)}, {job.a(10), job.a(12)}, {job.a(50), job.a(51)}}));
+  EXPECT_EQ(at[job.a(0)]->held, runs({{job.a(0), job.a(20)}, {job.a(22), job.a(Job::kA)}}));
   EXPECT_EQ(at[job.b(0)]->written, runs({{job.b(5), job.b(6)}, {job.b(7), job.b(8)}}));
-  EXPECT_EQ(at[job.b(0)]->present, at[job.b(0)]->written);
+  EXPECT_EQ(at[job.b(0)]->held, at[job.b(0)]->written);
   EXPECT_EQ(at[job.c(0)]->written, runs({{job.c(2), job.c(3)}}));
-  EXPECT_EQ(at[job.c(0)]->present, runs({{job.c(1), job.c(3)}}));  // its own pages only
+  EXPECT_EQ(at[job.c(0)]->held, runs({{job.c(1), job.c(3)}}));  // its own pages only
   // Split since (mprotect of its first pages): the part made read-only
   // has no report, the rest, still armed and writable, has its own.
   EXPECT_EQ(job.ask({'p', job.a(0), 4 * kPage}), 0u);
@@ -386,8 +391,9 @@ TEST(WriteTracker, ArmedWhileRunningTellsWrittenAndPresentPages) {
   for (size_t i = 0; i < maps.size(); i++) at[maps[i].start] = since[i];
   EXPECT_FALSE(at[job.a(0)]);
   ASSERT_TRUE(at[job.a(4)]);
-  EXPECT_EQ(at[job.a(4)]->written, runs({{job.a(6), job.a(7)}, {job.a(10), job.a(12)}}));
-  EXPECT_EQ(at[job.a(4)]->present, runs({{job.a(4), job.a(20)}, {job.a(22), job.a(Job::kA)}}));
+  EXPECT_EQ(at[job.a(4)]->written,
+            runs({{job.a(6), job.a(7)}, {job.a(10), job.a(12)}, {job.a(50), job.a(51)}}));
+  EXPECT_EQ(at[job.a(4)]->held, runs({{job.a(4), job.a(20)}, {job.a(22), job.a(Job::kA)}}));
   t->disarm(8 * kPage, std::chrono::microseconds(0));
   EXPECT_TRUE(t->armed().empty());
   EXPECT_EQ(vmflags_at(job.pid(), job.b(0)).find("uw"), std::string::npos);
