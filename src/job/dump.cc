@@ -22,6 +22,7 @@
 #include "job/held_pages.h"
 #include "job/incremental.h"
 #include "job/memory_budget.h"
+#include "job/memory_precopy.h"
 #include "job/snapshot_steps.h"
 #include "parasite/parasite.h"
 #include "parasite/shared_snapshot.h"
@@ -274,6 +275,15 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     precopy = FilePrecopy::read(proc::list_tree(pid), outer_sink, opts.shared_files_max,
                                 opts.progress);
   if (precopy.bytes_before()) steps.step("data files mapped shared, read while the job ran");
+  MemoryReaders readers(jobs);
+  // Its private memory too, and at the stop only the pages it wrote
+  // meanwhile; a series that tracks writes itself reads only those anyway.
+  MemoryPrecopy memory_precopy;
+  if (!opts.kill && !opts.incremental) {
+    memory_precopy = MemoryPrecopy::read(proc::list_tree(pid), outer_sink, readers, opts.progress);
+    parasite::phase(pid, "memory-read-before-stop");
+    steps.step("memory read while the job ran");
+  }
   if (!opts.kill) {
     const std::vector<pid_t> pids = proc::list_tree(pid);  // listed once for both
     hints.emplace(Hints{proc::VmFlagsHints::read(pids), proc::FdHints::read(pids),
@@ -298,7 +308,6 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
                                    threads * (16 << 10),
                                31 << 20));
   }
-  MemoryReaders readers(jobs);
   // Where pages read while the job is stopped wait until it runs again.
   // Without huge pages, filling the buffer would fault on every page while
   // the job is stopped, which costs more than storing them there.
@@ -382,6 +391,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Files in /dev/shm or /tmp the job maps, and data files it writes through memory: saved too.
   mark_named_shared_memory(ckpt, temp_dirs, views, opts.shared_files_max);
   precopy.settle(ckpt, outer_sink);
+  memory_precopy.settle(ckpt, outer_sink);
   if (precopy.used())
     vlog("data files mapped shared: {:.1f} MiB read while the job ran, {:.1f} MiB of it written "
          "since, read again now", static_cast<double>(precopy.bytes_before()) / (1 << 20),
@@ -475,7 +485,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints,
-                               held ? &*held : nullptr, shm, precopy, views);
+                               held ? &*held : nullptr, shm, precopy, memory_precopy, views);
     if (shm)
       vlog("{} MiB of shared memory (anonymous, or files on tmpfs) write-protected in {} "
            "process(es): read once the job runs, each page before the job's first write to it",
@@ -483,6 +493,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
+    memory_precopy.end();  // the protection goes, in the background
     budget.emplace(result.memory_budget, std::move(live), snapshots);
   }
   result.frozen = seconds_since(t0);
@@ -518,7 +529,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   steps.step("fd hints confirmed, code files");
 
   read_memory(ckpt, snapshots, store, shared, [&](pid_t p) {  // 4
-    return opts.incremental ? opts.incremental->chooser(p, sink) : PageChooser{};
+    if (opts.incremental) return opts.incremental->chooser(p, sink);
+    if (!memory_precopy.used()) return PageChooser{};
+    return PageChooser([&memory_precopy, p](const image::Mapping& m) {
+      return memory_precopy.pages(p, m);
+    });
   }, budget ? &*budget : nullptr, readers, shm.get());
   if (shm) {
     const auto st = shm->finish();  // all read: the protection goes

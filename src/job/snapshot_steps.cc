@@ -54,7 +54,7 @@ std::vector<parasite::SharedMemorySnapshot::File> tmpfs_files(const image::Check
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
                          HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy,
-                         const FileViews& views) {
+                         const MemoryPrecopy& memory, const FileViews& views) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -67,7 +67,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
         sps.push_back(Registers::from_bytes(t.gpregs).sp().as_int());
       else if (t.rseq)
         leader_rseq = (*t.rseq)[0];
-    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps, leader_rseq);
+    auto snap = parasite::MemorySnapshot::take(leader, proc.mappings, sps, leader_rseq,
+                                               memory.keep_out(proc.pid));
     if (!snap) {
       if (hints.vmflags.applied(proc.pid)) proc::reread_vmflags(proc.pid, proc.mappings);
       record_mapping_mempolicies(mapping_mempolicies(proc.pid), proc.mempolicy, proc.mappings);
@@ -95,7 +96,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
                 [&](const image::Mapping& m) {
       return (!snap || snap->read_from_job(m)) && !(shm && shm->covers(proc.pid, m));
     }, ReadVia::kProcessVmReadv, &shared, [&](const image::Mapping& m) {
-      return precopy.pages(proc.pid, m);
+      if (auto pages = precopy.pages(proc.pid, m)) return pages;
+      return memory.pages(proc.pid, m);
     }, {}, &readers);
   }
   return snapshots;
@@ -146,6 +148,14 @@ void record_mempolicies(image::Checkpoint& ckpt, const Snapshots& snapshots, boo
     if (!snap && !kill) continue;
     record_mapping_mempolicies(mapping_mempolicies(snap ? snap->pid() : proc.pid), proc.mempolicy,
                                proc.mappings);
+    if (!snap || snap->kept_out().empty()) continue;
+    // Those kept out of the snapshot: from the job, running again (as it
+    // has them now, a policy it gave one since the stop included).
+    auto from_job = mapping_mempolicies(proc.pid);
+    std::erase_if(from_job, [&](const auto& p) {
+      return !std::binary_search(snap->kept_out().begin(), snap->kept_out().end(), p.first);
+    });
+    record_mapping_mempolicies(from_job, proc.mempolicy, proc.mappings);
   }
 }
 

@@ -17,6 +17,7 @@
 #include "image/checkpoint.h"
 #include "job/file_precopy.h"
 #include "job/held_pages.h"
+#include "job/memory_precopy.h"
 #include "job/memory_budget.h"
 #include "parasite/shared_snapshot.h"
 #include "tracer/fd_hints.h"
@@ -60,12 +61,14 @@ using SharedSnapshot = std::unique_ptr<parasite::SharedMemorySnapshot>;
 // itself. Anonymous shared memory is write-protected instead, where the
 // job allows it (`shm`, parasite/shared_snapshot.h: anonymous, and the
 // shared memory files on tmpfs, found through `views`), and read once it runs.
-// Data files the job maps shared that `precopy` read before the stop: only
-// their pages written since are read.
+// Data files the job maps shared that `precopy` read before the stop, and
+// private memory `memory` read before it: only their pages written since
+// are read; the mappings of which that is little are kept out of the
+// snapshot, and those pages read while the job is stopped.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
                          HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy,
-                         const FileViews& views);
+                         const MemoryPrecopy& memory, const FileViews& views);
 
 // Step 3b, the job running again: the fds taken from hints, checked
 // against each snapshot (tracer/fd_hints.h).
@@ -88,7 +91,8 @@ void confirm_flag_hints(image::Checkpoint& ckpt, const Snapshots& snapshots, Sna
 // the policies), or from the stopped job with --kill. A process whose
 // snapshot the kernel refused had them read while stopped (take_snapshots);
 // mappings kept out of a snapshot (thread stacks, sparse reservations,
-// MADV_DONTFORK) are not in its numa_maps and get none.
+// memory read before the stop) are not in its numa_maps: theirs are read
+// from the job, running again by then; MADV_DONTFORK ones get none.
 void record_mempolicies(image::Checkpoint& ckpt, const Snapshots& snapshots, bool kill);
 
 // kcmp's order of open files, asked of each process's snapshot.

@@ -1411,6 +1411,46 @@ def altstack_handler_data_kept(env):
 
 
 @case
+def memory_read_while_running(env):
+    # A dump that lets the job run on reads its private memory while it runs
+    # and, at the stop, only what it changed meanwhile (job/memory_precopy.h;
+    # the mappings of which little changed stay out of the copy-on-write
+    # snapshot). tests/programs/memory_churn.c rewrites pages (a few of a
+    # large region, all of a small one: that one stays in the snapshot),
+    # releases some (MADV_DONTNEED), maps and unmaps regions (one may go
+    # while snap reads it), grows its heap, splits a region by mprotect and
+    # moves one by mremap every 10 ms, and snap is
+    # held 0.3 s between reading its memory and stopping it (its phase
+    # hook), so that all of that happens in between. The job runs on to its
+    # end, and the image restores from the dump point and ends as an
+    # uninterrupted run: what was written since was read again, what was
+    # released since is zero, what was mapped, moved or split since was
+    # read in full.
+    argv = [env.prog("memory_churn"), "150", "10"]
+    status, expected = uninterrupted(argv)
+    expect(status == 0 and len(expected) == 150 and expected[-1].startswith("step 150 digest "),
+           f"an uninterrupted run ({status}, {expected[-1:]})")
+    out, ckpt = env.path("churn.out"), env.path("churn.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 10)
+    phases = env.path("churn.phases")
+    said = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
+                        env=dict(os.environ, SNAP_PHASE_LOG=phases,
+                                 SNAP_PHASE_PAUSE="memory-read-before-stop")).stderr
+    expect("memory-read-before-stop" in open(phases).read(),
+           "snap paused between reading the job's memory and stopping it")
+    m = re.search(r"memory read while the job ran: ([0-9.]+) MiB kept, ([0-9.]+) MiB written "
+                  r"since", said)
+    expect(m and float(m.group(1)) >= 16 and float(m.group(2)) >= 1,
+           f"most of the job's memory was read while it ran, and what it wrote in the 0.3 s "
+           f"before the stop read again: "
+           f"{m.group(0) if m else [l for l in said.splitlines() if 'memory' in l]}")
+    expect("read before the stop kept out of the snapshot" in said,
+           "mappings read before the stop were kept out of the snapshot")
+    runs_on_then_restores(env, p, out, ckpt, expected)
+
+
+@case
 def signal_during_restore(env):
     # A signal sent to the job's pid the moment it exists again, while
     # restore is still building the process (as a batch system or a test
