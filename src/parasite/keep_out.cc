@@ -139,7 +139,6 @@ std::vector<size_t> thread_stacks(pid_t pid, const std::vector<image::Mapping>& 
   return out;
 }
 
-// Adjacent mappings joined into runs, ascending.
 // A KeepOut of the kind `flag` says (none: sparse reservations).
 KeepOut kind(bool KeepOut::*flag = nullptr) {
   KeepOut k;
@@ -147,7 +146,7 @@ KeepOut kind(bool KeepOut::*flag = nullptr) {
   return k;
 }
 
-// `of_kind`: a KeepOut with only its kind's flag set.
+// Adjacent mappings joined into runs of `of_kind` (kind()), ascending.
 std::vector<KeepOut> runs_of(const std::vector<image::Mapping>& mappings, std::vector<size_t> idx,
                              const KeepOut& of_kind) {
   std::sort(idx.begin(), idx.end());

@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <cstring>
+#include <thread>
 #include <fmt/core.h>
 
 #include "base/error.h"
