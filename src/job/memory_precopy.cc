@@ -282,13 +282,14 @@ void MemoryPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
       again.insert(again.end(), written.begin(), written.end());
       again.insert(again.end(), unread.begin(), unread.end());
       again = merge_ranges(std::move(again));
+      const uint64_t n = bytes_of(again);
+      if (n > bytes_of(held) / 2) continue;  // mostly to read again: read as without this
       std::vector<ByteRange> forget = again;
       forget.push_back({m.end, UINT64_MAX});
       sink.forget_pages(pid, m.start, merge_ranges(std::move(forget)));
       std::vector<uint64_t>& pages = kept[m.start];
       for (const auto& [a, b] : again)
         for (uint64_t at = a; at < b; at += kPage) pages.push_back(at);
-      const uint64_t n = bytes_of(again);
       bytes_again_ += n;
       bytes_before_ += bytes_of(subtract_ranges(mine, again));
       if (n * kLeftShare <= bytes_of(held) && left + n <= kLeftMax) {

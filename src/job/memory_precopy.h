@@ -25,7 +25,9 @@
 //     but were not read (where the reading stopped, or failed), which are
 //     read: while the job is stopped for the mappings kept out of the
 //     snapshot (little to read: at most an eighth of what they hold,
-//     kLeftMax in all), from the snapshot for the others. What was read of anything else (mapped
+//     kLeftMax in all), from the snapshot for the others; a mapping with
+//     more than half of what it holds to read is read as without this
+//     (a list of its pages would cost snap 8 bytes a page). What was read of anything else (mapped
 //     again, moved, grown, made read-only since) is forgotten, and read as
 //     without this.
 //   once the job runs again (end): the protection taken off on a thread of
