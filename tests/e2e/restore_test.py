@@ -1447,6 +1447,9 @@ def memory_read_while_running(env):
            f"{m.group(0) if m else [l for l in said.splitlines() if 'memory' in l]}")
     expect("read before the stop kept out of the snapshot" in said,
            "mappings read before the stop were kept out of the snapshot")
+    flags = [l for l in open(f"/proc/{p.pid}/smaps") if l.startswith("VmFlags:")]
+    expect(flags and not any(" uw" in l for l in flags),
+           "once the dump returns, no mapping of the job is write-protected any more (no uw flag)")
     runs_on_then_restores(env, p, out, ckpt, expected)
 
 
