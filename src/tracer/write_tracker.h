@@ -169,24 +169,25 @@ class WriteTracker {
   // `mappings` (ascending) that lies within armed ranges (as armed, or a
   // part of one split off since: a split keeps the registration and the
   // pages' protection), the pages written since arming (present or
-  // swapped out since; and the zero page where it is mapped: a page
-  // released since and read again shows unwritten) and the pages that hold
-  // state now (present or
-  // swapped out, not a marker; of a private file mapping, its own: copied
-  // on write); nullopt for any other (not armed, grown since, or unmapped
-  // and mapped again: the kernel says that range is not ours). One
-  // page-table walk a mapping, and pagemap's entries where it shows pages
-  // swapped. Throws SysError when pagemap cannot be opened or scanned.
+  // swapped out since; and the zero page where it is mapped, which a page
+  // released since and read again may show unwritten) and the pages that
+  // hold state now (present or swapped out, not a marker; of a private
+  // file mapping, its own: copied on write); nullopt for any other (not
+  // armed, grown since, or unmapped and mapped again: the kernel says that
+  // range is not ours). One page-table walk a mapping, and pagemap's
+  // entries where it shows pages swapped. Throws SysError when pagemap
+  // cannot be opened or scanned.
   struct Since {
     std::vector<PageRun> written, held;
   };
   std::vector<std::optional<Since>> since_armed(const std::vector<image::Mapping>& mappings) const;
 
-  // Ends the tracking of every armed range a `piece` of bytes at a time:
-  // each call write-locks the process's mappings while it takes the
-  // protection off the pages of its piece (the process's page faults wait),
-  // where closing the descriptor would do all at once (~15 ms for 100 MiB
-  // of pages here). While the process runs.
+  // Ends the tracking of every armed range a `piece` of bytes at a time,
+  // waiting `pause` between pieces: each call write-locks the process's
+  // mappings while it takes the protection off the pages of its piece (the
+  // process's page faults wait, and get in during the pause), where closing
+  // the descriptor would do all at once (~15 ms for 100 MiB of pages here).
+  // While the process runs.
   void disarm(uint64_t piece, std::chrono::microseconds pause);
 
   // Whether `m` is a kind of mapping this tracker arms.
