@@ -243,13 +243,15 @@ void MemoryPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
     // munmap of a part: the kernel keeps the registration and the pages'
     // protection in each part): what was read of a part that starts
     // elsewhere now moves to that part's mapping.
+    for (auto& [start, runs] : p.given) runs = merge_ranges(std::move(runs));  // once: sorted
     for (size_t i = 0; i < since.size(); i++) {
       if (!since[i]) continue;
       const auto& m = now->mappings[i];
       std::vector<ByteRange> moved;
       for (auto& [start, runs] : p.given) {
-        if (start == m.start) continue;
-        runs = merge_ranges(std::move(runs));
+        if (start == m.start || runs.empty() || runs.front().first >= m.end ||
+            runs.back().second <= m.start)
+          continue;
         auto inside = subtract_ranges(runs, {{0, m.start}, {m.end, UINT64_MAX}});
         if (inside.empty()) continue;
         sink.move_pages(pid, start, m.start, inside);

@@ -68,6 +68,29 @@ int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags, u
   return pagemap::scan(pagemap_fd, start, end, flags, mask, anyof, ret_mask, out);
 }
 
+// The pages of region `r` (of mapping `m`, from a PAGEMAP_SCAN that returned
+// kPageIsSwapped, and kPageIsFile for a file mapping) that hold state,
+// appended to `held`: present ones (of a private file mapping, its own:
+// copied on write), and swapped ones but pte markers (arming leaves them
+// on unpopulated pages, zapping a protected page leaves one; PAGEMAP_SCAN
+// shows both as swapped: only pagemap's entries, read in bounded chunks,
+// tell them apart).
+void append_held(int pagemap_fd, const std::string& path, const image::Mapping& m,
+                 const PageRegion& r, std::vector<PageRun>& held) {
+  if (r.categories & kPageIsSwapped) {
+    pagemap::read_chunks(pagemap_fd, path, r.start, r.end,
+                         [&](uint64_t at, const uint64_t* entries, size_t n) {
+                           for (size_t i = 0; i < n; i++)
+                             if (!is_pte_marker(entries[i])) {
+                               const uint64_t a = at + i * image::kPageSize;
+                               append_run(held, a, a + image::kPageSize);
+                             }
+                         });
+  } else if (!(m.kind == image::MappingKind::File && (r.categories & kPageIsFile))) {
+    append_run(held, r.start, r.end);
+  }
+}
+
 // Pages of `a` that are also in `b` (both ascending and disjoint).
 std::vector<PageRun> intersect(const std::vector<PageRun>& a, const std::vector<PageRun>& b) {
   std::vector<PageRun> out;
@@ -363,22 +386,8 @@ std::vector<std::optional<WriteTracker::Since>> WriteTracker::since_armed(
       // released what was there (its protection carried over from the
       // released page's marker): changed without a write all the same.
       if (r.categories & (kPageIsWritten | kPageIsPfnZero)) append_run(s.written, r.start, r.end);
-      if (r.categories & kPageIsSwapped) {
-        // Swapped out, or a pte marker (a page zapped since it was
-        // protected: nothing there): only the entries tell. Few, where only
-        // populated pages were protected.
-        pagemap::read_chunks(pm.get(), path, r.start, r.end,
-                             [&](uint64_t at, const uint64_t* entries, size_t n) {
-                               for (size_t i = 0; i < n; i++)
-                                 if (!is_pte_marker(entries[i])) {
-                                   const uint64_t a = at + i * image::kPageSize;
-                                   append_run(s.held, a, a + image::kPageSize);
-                                 }
-                             });
-      } else if (!(file && (r.categories & kPageIsFile))) {
-        // Present; a private file mapping's own pages are the copied-on-write ones.
-        append_run(s.held, r.start, r.end);
-      }
+      // Markers: few, where only populated pages were protected.
+      append_held(pm.get(), path, m, r, s.held);
     }
     out.back() = std::move(s);
   }
@@ -418,27 +427,9 @@ std::vector<RangeReport> WriteTracker::scan_and_rearm(const std::vector<image::M
                          kPageIsPresent | kPageIsSwapped | kPageIsFile, regions);
         if (e)
           throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, m.start, m.end), e);
-        bool file = m.kind == image::MappingKind::File;
-        for (const auto& r : regions) {
-          if (r.categories & kPageIsSwapped) {
-            // Swapped out, or a pte marker (PAGEMAP_SCAN shows both as
-            // swapped): arming leaves markers on unpopulated pages, and
-            // zapping a private file page leaves one. Only pagemap tells.
-            // Read in bounded chunks: arming leaves a marker on every
-            // unpopulated page, so this region may be the whole mapping.
-            pagemap::read_chunks(pm.get(), path, r.start, r.end,
-                                 [&](uint64_t at, const uint64_t* entries, size_t n) {
-                                   for (size_t i = 0; i < n; i++)
-                                     if (!is_pte_marker(entries[i])) {
-                                       uint64_t a = at + i * image::kPageSize;
-                                       append_run(rep.resident, a, a + image::kPageSize);
-                                     }
-                                 });
-          } else if (!(file && (r.categories & kPageIsFile))) {
-            // Present; a private file mapping's own pages are the copied-on-write ones.
-            append_run(rep.resident, r.start, r.end);
-          }
-        }
+        // Arming leaves a marker on every unpopulated page, so a swapped
+        // region may be the whole mapping: its entries are read in chunks.
+        for (const auto& r : regions) append_held(pm.get(), path, m, r, rep.resident);
         // A page zapped since (MADV_DONTNEED) shows as written, but holds
         // nothing now: absent, not written.
         rep.written = intersect(rep.written, rep.resident);
