@@ -95,6 +95,7 @@ int run_dump(const cxxopts::ParseResult& args) {
     opts.with_files = absolute_paths("--with-files", args["with-files"].as<std::vector<std::string>>());
   if (progress.enabled())
     opts.progress = [&](const image::ImageStats& st) { progress.update(st.raw_bytes, st.stored_bytes); };
+  opts.hand_off_unprotect = true;  // snap exits next
   auto r = job::dump_tree(pid, sink, opts);
   progress.done();
   const uint64_t file_bytes = r.stats.file_pages * 4096;

@@ -230,12 +230,53 @@ def tail(*paths, n=3):
     return " / ".join(out)
 
 
-def run_measured(argv, logpath, watch=()):
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_subreaper(on):
+    """Makes this process the one that inherits orphaned descendants (or
+    not), so that it can wait for what a command leaves running."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
+
+
+def own_children():
+    """The pids whose parent is this process."""
+    me, out = str(os.getpid()), set()
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.rindex(")") + 2:].split()[1] == me:
+            out.add(int(p))
+    return out
+
+
+def run_measured(argv, logpath, watch=(), leftovers=False):
     """Runs argv with its output to logpath; returns (exit status, wall s,
     peak resident bytes of the biggest single process among it and the
     children it waited for: wait4's ru_maxrss). Past --step-limit it is
-    killed, and the threads of it and of `watch` (pids) are described."""
+    killed, and the threads of it and of `watch` (pids) are described.
+    With `leftovers`, processes it leaves running when it exits (snap dump's
+    child that unprotects the job's memory) are waited for before this
+    returns, outside the wall time: whatever they do to the job happens
+    before the job is asked for its report."""
     watch = list(watch)
+    before = own_children() if leftovers else set()
+    if leftovers:
+        set_subreaper(True)
+    try:
+        return _run_measured(argv, logpath, watch, before, leftovers)
+    finally:
+        if leftovers:
+            set_subreaper(False)
+
+
+def _run_measured(argv, logpath, watch, before, leftovers):
     with open(logpath, "w") as log:
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -252,6 +293,18 @@ def run_measured(argv, logpath, watch=()):
             timer.cancel()
         wall = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    if leftovers:
+        deadline = time.monotonic() + (STEP_LIMIT or 600)
+        while time.monotonic() < deadline:
+            left = own_children() - before - {proc.pid}
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            time.sleep(0.01)
     return proc.returncode, wall, usage.ru_maxrss * 1024
 
 

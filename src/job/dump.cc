@@ -590,6 +590,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   ckpt.clocks = clocks_of(pid);
   sink.commit(ckpt);  // 5
   steps.step("commit");
+  if (opts.hand_off_unprotect)
+    if (const auto h = memory_precopy.hand_off(); h.pid)
+      vlog("{:.1f} MiB of the job's memory read before the stop still write-protected: "
+           "unprotected by pid {} (a child of snap's) once this returns",
+           static_cast<double>(h.bytes) / (1 << 20), h.pid);
   for (size_t i = 0; i < snapshots.size(); i++)  // the job reaps its snapshot
     if (snapshots[i]) snapshots[i]->release(host_pids[i]);
   if (opts.kill) {

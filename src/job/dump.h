@@ -156,6 +156,11 @@ struct DumpOptions {
   // Called as pages are stored (for a progress line), from one thread at a
   // time (not always the same one).
   std::function<void(const image::ImageStats&)> progress;
+  // For a caller that exits once the dump returns (snap dump): memory read
+  // before the stop that is still write-protected once the image is
+  // committed is unprotected by a child process of snap's, rather than the
+  // dump waiting for it (job/memory_precopy.h, hand_off()).
+  bool hand_off_unprotect = false;
 };
 
 struct DumpResult {

@@ -31,7 +31,9 @@
 //     again, moved, grown, made read-only since) is forgotten, and read as
 //     without this.
 //   once the job runs again (end): the protection taken off on a thread of
-//     snap's, a piece at a time.
+//     snap's, a piece at a time; what is left of it when a `snap dump` has
+//     committed its image is left to a child process of snap's
+//     (hand_off), so that the command need not wait for it.
 // Costs: the job's first write to each page after arming takes a minor
 // fault, and its page faults may wait for one piece being protected or
 // unprotected (~1 ms); pages written after they were read are stored twice
@@ -52,6 +54,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -121,10 +124,21 @@ class MemoryPrecopy {
 
   // Once the job runs again: ends the tracking on a thread of its own,
   // while the dump goes on, a piece of each range at a time
-  // (WriteTracker::disarm: ~0.1 s a GiB of pages here), so that the job's
-  // page faults wait for no more than one piece. The destructor waits for
-  // that thread.
+  // (WriteTracker::disarm: ~0.4 s a GiB of pages here, most of it pauses
+  // between pieces), so that the job's page faults wait for no more than
+  // one piece. The destructor waits for that thread.
   void end();
+
+  // For a snap that is about to exit once its dump is done: what end() has
+  // not unprotected yet is unprotected by a child process of snap's (the
+  // same pieces, in a session of its own, no descriptor of snap's but the
+  // userfaultfds), so that snap need not wait for it. Returns its pid and
+  // the bytes left to it, {0, 0} when nothing was left.
+  struct HandedOff {
+    pid_t pid = 0;
+    uint64_t bytes = 0;
+  };
+  HandedOff hand_off();
 
  private:
   struct Process {
@@ -137,7 +151,10 @@ class MemoryPrecopy {
   std::map<pid_t, std::map<uint64_t, std::vector<uint64_t>>> kept_;
   std::map<pid_t, std::vector<uint64_t>> keep_out_;
   uint64_t bytes_before_ = 0, bytes_again_ = 0;
-  std::jthread ending_;  // end()'s; declared last: joined first
+  // end()'s: the trackers it works on, and its thread (declared last:
+  // joined first).
+  std::shared_ptr<std::map<pid_t, Process>> ending_trackers_;
+  std::jthread ending_;
 };
 
 }  // namespace snap::job

@@ -292,16 +292,21 @@ std::vector<PageRun> WriteTracker::unprotected(uint64_t start, uint64_t end) con
   return out;
 }
 
-void WriteTracker::disarm(uint64_t piece, std::chrono::microseconds pause) {
-  for (const auto& r : armed_)
-    for (uint64_t at = r.start; at < r.end; at += piece) {
-      uffdio_range range{at, std::min(piece, r.end - at)};
+bool WriteTracker::disarm(uint64_t piece, std::chrono::microseconds pause, std::stop_token stop) {
+  while (!armed_.empty()) {
+    PageRun& r = armed_.front();
+    while (r.start < r.end) {
+      if (stop.stop_requested()) return false;
+      uffdio_range range{r.start, std::min(piece, r.end - r.start)};
       ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);  // a range gone since: nothing to do
+      r.start += range.len;
       // A page fault of the process waiting for the lock gets it now (a
       // writer taking it again at once would go first).
       if (pause.count()) std::this_thread::sleep_for(pause);
     }
-  armed_.clear();
+    armed_.erase(armed_.begin());
+  }
+  return true;
 }
 
 uint64_t WriteTracker::written_pages(const std::vector<PageRun>& ranges) const {

@@ -51,6 +51,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -187,8 +188,12 @@ class WriteTracker {
   // mappings while it takes the protection off the pages of its piece (the
   // process's page faults wait, and get in during the pause), where closing
   // the descriptor would do all at once (~15 ms for 100 MiB of pages here).
-  // While the process runs.
-  void disarm(uint64_t piece, std::chrono::microseconds pause);
+  // While the process runs. With `stop` asked, returns false after the
+  // piece under way, armed() then being what is left; true once all ended.
+  // Allocates nothing (a forked child of a threaded process may call it).
+  bool disarm(uint64_t piece, std::chrono::microseconds pause, std::stop_token stop = {});
+  // The userfaultfd (for a child that goes on with disarm()).
+  int fd() const { return uffd_.get(); }
 
   // Whether `m` is a kind of mapping this tracker arms.
   static bool trackable(const image::Mapping& m, std::string* why = nullptr);
