@@ -322,9 +322,14 @@ void MemoryPrecopy::end() {
   trackers_.clear();
   ending_ = std::jthread([trackers = ending_trackers_](std::stop_token stop) {
     parasite::phase(trackers->begin()->first, "memory-unprotect");
-    for (auto& [pid, p] : *trackers)
-      if (!p.tracker.disarm(kDisarmPiece, kDisarmPause, stop)) return;
+    unprotect(*trackers, stop);
   });
+}
+
+bool MemoryPrecopy::unprotect(std::map<pid_t, Process>& trackers, std::stop_token stop) {
+  for (auto& [pid, p] : trackers)
+    if (!p.tracker.disarm(kDisarmPiece, kDisarmPause, stop)) return false;
+  return true;
 }
 
 MemoryPrecopy::HandedOff MemoryPrecopy::hand_off() {
@@ -343,9 +348,7 @@ MemoryPrecopy::HandedOff MemoryPrecopy::hand_off() {
   const pid_t child = ::fork();
   if (child < 0) {  // then snap waits after all
     if (null_fd >= 0) ::close(null_fd);
-    ending_ = std::jthread([trackers = ending_trackers_] {
-      for (auto& [pid, p] : *trackers) p.tracker.disarm(kDisarmPiece, kDisarmPause);
-    });
+    ending_ = std::jthread([trackers = ending_trackers_] { unprotect(*trackers, {}); });
     return {};
   }
   if (child == 0) {
@@ -360,7 +363,7 @@ MemoryPrecopy::HandedOff MemoryPrecopy::hand_off() {
       from = fd + 1;
     }
     ::close_range(static_cast<unsigned>(from), ~0U, 0);
-    for (auto& [pid, p] : *ending_trackers_) p.tracker.disarm(kDisarmPiece, kDisarmPause);
+    unprotect(*ending_trackers_, {});
     ::_exit(0);
   }
   if (null_fd >= 0) ::close(null_fd);

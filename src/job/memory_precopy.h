@@ -146,6 +146,10 @@ class MemoryPrecopy {
     std::map<uint64_t, std::vector<ByteRange>> given;  // mapping start -> pages given
     uint64_t bytes = 0;
   };
+  // Ends the tracking of each, a piece at a time (false: `stop` asked
+  // first). Allocates nothing.
+  static bool unprotect(std::map<pid_t, Process>& trackers, std::stop_token stop);
+
   std::map<pid_t, Process> trackers_;
   // settle(): per process, mapping start -> pages to read at the stop.
   std::map<pid_t, std::map<uint64_t, std::vector<uint64_t>>> kept_;
