@@ -97,16 +97,23 @@ def fields(line):
     return dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
 
 
+def direct_children(pid):
+    """The children of pid (of any of its threads)."""
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 def children(pid):
     """pid and its descendants, parents first."""
     out = [pid]
     for p in out:
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    out += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
+        out += direct_children(p)
     return out
 
 
@@ -242,18 +249,7 @@ def set_subreaper(on):
 
 def own_children():
     """The pids whose parent is this process."""
-    me, out = str(os.getpid()), set()
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        if st[st.rindex(")") + 2:].split()[1] == me:
-            out.add(int(p))
-    return out
+    return set(direct_children(os.getpid()))
 
 
 def run_measured(argv, logpath, watch=(), leftovers=False):
