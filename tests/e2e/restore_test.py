@@ -1452,12 +1452,7 @@ def memory_read_while_running(env):
     # at a time; once that child has ended, nothing of the job is.
     h = re.search(r"still write-protected: unprotected by pid (\d+)", said)
     if h:
-        deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/{h.group(1)}") and time.monotonic() < deadline:
-            with open(f"/proc/{h.group(1)}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-            time.sleep(0.05)
+        wait_for(lambda: not pid_alive(int(h.group(1))), 30, f"snap's child {h.group(1)} to end")
     flags = [l for l in open(f"/proc/{p.pid}/smaps") if l.startswith("VmFlags:")]
     expect(flags and not any(" uw" in l for l in flags),
            "once the dump (and the child that unprotects what it read before the stop, "
@@ -1491,17 +1486,7 @@ def memory_unprotected_after_snap_returns(env):
            f"the dump returned, leaving what was still write-protected to a child of snap's "
            f"(exit {r.returncode}: {h.group(0) if h else r.stderr.strip()[-300:]})")
     helper = int(h.group(2))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{helper}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-        except FileNotFoundError:
-            break
-        time.sleep(0.02)
-    else:
-        expect(False, f"snap's child {helper} ended within 30 s")
+    wait_for(lambda: not pid_alive(helper), 30, f"snap's child {helper} to end")
     flags = [l for l in open(f"/proc/{p.pid}/smaps") if l.startswith("VmFlags:")]
     expect(flags and not any(" uw" in l for l in flags),
            f"once snap's child {helper} has ended, no mapping of the job is write-protected "
