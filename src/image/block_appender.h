@@ -3,7 +3,8 @@
 // block table for pages.idx; the file's checksum for the manifest.
 // Consecutive blocks stored raw become one block of up to kRawBlockPages
 // pages, so that incompressible memory costs one index entry and one
-// checksum per 4 MiB rather than per 256 KiB. Internal to src/image.
+// checksum per 4 MiB rather than per 256 KiB; a raw block's checksum is
+// its pages' summed (kBlockPageSums). Internal to src/image.
 #pragma once
 
 #include <xxhash.h>
@@ -41,10 +42,8 @@ class BlockAppender {
   StagedFile::Pressure pressure() { return stage_.pressure(); }
 
  private:
-  void end_raw();
-
   StagedFile stage_;
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> file_sum_, raw_sum_;
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> file_sum_;
   std::vector<Pack::Block> blocks_;
   bool raw_open_ = false;  // blocks_.back() is raw and takes more pages
 };

@@ -230,6 +230,7 @@ void BlockPipeline::write_ready_blocks() {
                                 : std::max(kMinShare, share_ - kShareStep);
     }
     stored_bytes_ = out_->size();
+    raw_written_.push_back(slot.entry.flags & disk::kBlockRaw);  // block next_write_
     ++next_write_;
     free_.push_back(s);
     free_cv_.notify_all();

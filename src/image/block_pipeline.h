@@ -24,6 +24,7 @@
 #include "base/huge_buffer.h"
 #include "image/block_appender.h"
 #include "image/file_io.h"
+#include "image/format.h"
 #include "image/image_writer.h"
 #include "image/pack.h"
 
@@ -79,6 +80,12 @@ class BlockPipeline {
   // Once finished: the blocks as written.
   const std::vector<Pack::Block>& blocks() const { return blocks_; }
   bool direct() const { return out_->direct(); }
+  // Whether unique page `u` is in pages.bin already, in a block stored raw
+  // (so that its place can be written over: FreedPlaces).
+  bool written_raw(uint64_t u) const {
+    const uint64_t b = u / disk::kBlockPages;
+    return b < raw_written_.size() && raw_written_[b];
+  }
   uint64_t stored_bytes() const { return stored_bytes_; }
   // Compressible 64-page blocks left raw because the disk kept up (kAuto).
   uint64_t skipped() const { return skipped_; }
@@ -123,6 +130,7 @@ class BlockPipeline {
   unsigned since_adjust_ = 0;  // the appending thread's
   unsigned compressible_since_adjust_ = 0;  // blocks lz4 may shrink, since the last adjustment
   std::vector<Pack::Block> blocks_;  // once finished
+  std::vector<bool> raw_written_;    // per block written (kBlockPages each): stored raw
 };
 
 }  // namespace snap::image

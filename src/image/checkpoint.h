@@ -19,7 +19,7 @@
 
 namespace snap::image {
 
-constexpr uint32_t kFormatVersion = 15;  // 2: process trees; 3: checkpoint series (shared packs);
+constexpr uint32_t kFormatVersion = 16;  // 2: process trees; 3: checkpoint series (shared packs);
                                         // 4: eventfd counters, epoll instances;
                                         // 5: the rest of issue #14 (sockets, anon fds,
                                         //    locks, deleted files, stops, membarrier);
@@ -39,6 +39,8 @@ constexpr uint32_t kFormatVersion = 15;  // 2: process trees; 3: checkpoint seri
                                         // 13: mappings' NUMA memory policy
                                         // 14: datagrams' senders
                                         // 15: threads' seccomp filters
+                                        // 16: raw blocks summed page by page,
+                                        //     pages.bin's checksum of its blocks'
 constexpr uint32_t kOldestFormatVersion = 1;  // still read: what it lacks is optional
 constexpr uint64_t kPageSize = 4096;
 

@@ -30,6 +30,10 @@ inline constexpr uint64_t kRawBlockBytes = kRawBlockPages * kPageSize;
 
 inline constexpr uint32_t kBlockMagic = 0x42504E53;  // "SNPB"
 inline constexpr uint16_t kBlockRaw = 1;             // flags: stored uncompressed
+// flags, with kBlockRaw (from version 16): the block's checksum is the sum
+// of its pages' (raw_block_checksum, pack.h), so that a page written over
+// in place changes it by that page's terms alone.
+inline constexpr uint16_t kBlockPageSums = 2;
 
 // Precedes every block in pages.bin, to version 6 (the index entry holds
 // all of it from version 7, and pages.bin the stored bytes alone).
@@ -81,7 +85,7 @@ static_assert(sizeof(IndexPage) == 24);
 
 struct IndexBlock7 {
   uint64_t offset;      // of its stored bytes in pages.bin
-  uint64_t checksum;    // XXH3-64 of the stored bytes
+  uint64_t checksum;    // XXH3-64 of the stored bytes (kBlockPageSums: of its pages, summed)
   uint32_t stored_len;
   uint16_t npages;      // 1..kBlockPages (lz4), 1..kRawBlockPages (raw)
   uint16_t flags;

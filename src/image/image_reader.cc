@@ -212,8 +212,15 @@ class ImageReader::Impl {
                         kDamaged);
         }
       }
-      io::check_sum(p.data_path, p.data, io::sum_file(p.data_path));
+      // (From version 16 a plain image's is that of its blocks: checked on open.)
+      if (!sums_blocks(p)) io::check_sum(p.data_path, p.data, io::sum_file(p.data_path));
     }
+  }
+
+  // Whether the manifest's checksum of `p`'s data is blocks_checksum (a
+  // plain image from version 16) rather than the file's own.
+  bool sums_blocks(const Pack& p) const {
+    return p.name.empty() && checkpoint_.format_version >= 16;
   }
 
   void for_each_run(pid_t pid, uint64_t mapping_start,
@@ -355,7 +362,7 @@ class ImageReader::Impl {
       const bool raw = e.flags & disk::kBlockRaw;
       const uint32_t most = v7 && raw ? disk::kRawBlockPages : disk::kBlockPages;
       bool ok = e.offset == file_off && e.npages > 0 && e.npages <= most &&
-                !(e.flags & ~disk::kBlockRaw) &&
+                !(e.flags & ~(disk::kBlockRaw | (v7 && raw ? disk::kBlockPageSums : 0))) &&
                 (raw ? e.stored_len == uint64_t{e.npages} * kPageSize
                      : e.stored_len <= static_cast<uint32_t>(LZ4_compressBound(int{disk::kBlockRawBytes})));
       if (!v7 && b + 1 < h.nblocks && e.npages != disk::kBlockPages) ok = false;
@@ -369,6 +376,9 @@ class ImageReader::Impl {
     if (file_off != pk.data.size)
       damaged(f, fmt::format("blocks end at {}, {} has {} bytes", file_off, pk.data_path,
                              pk.data.size));
+    if (sums_blocks(pk) && blocks_checksum(pk.blocks) != pk.data.xxh3)
+      damaged(f, fmt::format("the checksums of its blocks do not match that of {} in {}",
+                             pk.data_path, disk::kManifestFile));
     if (!hashes) return;
     // Version 6 entries (block, slot) become unique page numbers.
     auto& index = pk.pages;

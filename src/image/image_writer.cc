@@ -24,6 +24,7 @@
 #include "image/block_pipeline.h"
 #include "image/file_io.h"
 #include "image/format.h"
+#include "image/freed_places.h"
 #include "image/image_dir.h"
 #include "image/image_reader.h"
 #include "image/lz4_frame.h"
@@ -219,23 +220,27 @@ class ImageWriter::Impl {
         PagemapBuilder::add(runs, page_addr, disk::kRunSeq, *f.earlier);
         continue;
       }
-      std::optional<uint64_t> known = table_.find(f.hash);
+      std::optional<uint64_t> known = find(f.hash);
       if (!known && !pipe_->has_room()) {
         // Waiting for a free block buffer: first the copies this call owes
         // and the blocks it completed (a block waiting for them could never
         // be written, nor any after it).
         pipe_->settle(lock, owed);
         pipe_->wait_for_room(lock);
-        known = table_.find(f.hash);  // stored by another thread meanwhile?
+        known = find(f.hash);  // stored by another thread meanwhile?
       }
       if (known) {
         ++stats_.duplicate_pages;
+        if (!series_) freed_.shared(*known);
         PagemapBuilder::add(runs, page_addr, disk::kRunSeq, *known);
         continue;
       }
-      const uint64_t ref = (new_slot_ << kPackShift) | pipe_->place(page, owed);
-      table_.insert(f.hash, ref);
-      ++stats_.unique_pages;
+      // A plain image's page takes the place of one forgotten, if any.
+      std::optional<uint64_t> place;
+      if (!series_) place = freed_.take(page, f.hash);
+      const uint64_t ref = place ? *place : (new_slot_ << kPackShift) | pipe_->place(page, owed);
+      table_.set(f.hash, ref);  // over an entry whose place another page took
+      if (!place) ++stats_.unique_pages;
       PagemapBuilder::add(runs, page_addr, disk::kRunSeq, ref);
     }
     stats_.raw_bytes = stats_.pages * kPageSize;
@@ -244,8 +249,10 @@ class ImageWriter::Impl {
 
   void forget(pid_t pid, uint64_t mapping_start) {
     std::lock_guard lock(mu_);
-    stats_.pages -= pagemap_.forget(pid, mapping_start);  // given again, or not at all
+    PagemapBuilder::Runs gone;
+    stats_.pages -= pagemap_.forget(pid, mapping_start, &gone);  // given again, or not at all
     stats_.raw_bytes = stats_.pages * kPageSize;
+    free_places(gone);
   }
 
   void move_pages(pid_t pid, uint64_t from, uint64_t to, const std::vector<ByteRange>& addrs) {
@@ -255,9 +262,11 @@ class ImageWriter::Impl {
 
   void forget_pages(pid_t pid, uint64_t mapping_start, const std::vector<ByteRange>& addrs) {
     std::lock_guard lock(mu_);
-    const uint64_t n = pagemap_.forget_pages(pid, mapping_start, addrs);
+    PagemapBuilder::Runs gone;
+    const uint64_t n = pagemap_.forget_pages(pid, mapping_start, addrs, &gone);
     stats_.pages -= n;  // given again: counted then
     stats_.raw_bytes = stats_.pages * kPageSize;
+    free_places(gone);
   }
 
   void add_unchanged(pid_t pid, uint64_t mapping_start, uint64_t addr, uint64_t base_addr,
@@ -302,15 +311,22 @@ class ImageWriter::Impl {
       spent_ = true;  // from here on a failure leaves the writer unusable
       pages_sum_ = pipe_->finish(lock);
       blocks_ = pipe_->blocks();
+      if (!series_) {  // FORMAT.md, version 16
+        freed_.write(pages_path_, blocks_);
+        pages_sum_.xxh3 = blocks_checksum(blocks_);
+      }
       stats_.blocks = blocks_.size();
       stats_.raw_blocks = static_cast<uint64_t>(std::ranges::count_if(
           blocks_, [](const Pack::Block& b) { return b.flags & disk::kBlockRaw; }));
       stats_.stored_bytes = pages_sum_.size;
     }
     steps.step("pages");
-    vlog("{}: {} MiB written{}; {} of {} blocks raw{}", pages_path_, pages_sum_.size >> 20,
+    vlog("{}: {} MiB written{}; {} of {} blocks raw{}{}", pages_path_, pages_sum_.size >> 20,
          pipe_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
          stats_.blocks,
+         freed_.taken() ? fmt::format("; {} pages written over pages given before and forgotten",
+                                      freed_.taken())
+                        : "",
          pipe_->skipped() ? fmt::format(" ({} blocks of 64 pages compressible, left raw: the disk "
                                         "kept up)", pipe_->skipped())
                           : "");
@@ -417,6 +433,23 @@ class ImageWriter::Impl {
     return (uint64_t{sp->pack} << kPackShift) | sp->page;
   }
 
+  // The page `h` is stored as, if any (a plain image's place that another
+  // page took since is not it).
+  std::optional<uint64_t> find(const Hash128& h) const {
+    std::optional<uint64_t> ref = table_.find(h);
+    if (ref && !series_ && freed_.stale(*ref, h)) ref.reset();
+    return ref;
+  }
+
+  // Pages of `runs` forgotten: a plain image's places that pages given
+  // later may take (FreedPlaces).
+  void free_places(const PagemapBuilder::Runs& runs) {
+    if (series_) return;
+    for (const auto& r : runs)
+      if (r.kind == disk::kRunSeq)
+        for (uint64_t u = r.ref; u < r.ref + r.npages; ++u) freed_.freed(u, pipe_->written_raw(u));
+  }
+
   void check_usable() {
     if (spent_) throw Error(fmt::format("image {}: writer already committed", dir_));
     pipe_->rethrow_if_failed();
@@ -430,7 +463,6 @@ class ImageWriter::Impl {
     // form is big-endian high then low: memcmp order is the order of
     // (hi, lo) as numbers.
     static_assert(sizeof(PageTable::Sorted) == sizeof(disk::IndexPage7));
-    const size_t n = table_.size();
     std::span<PageTable::Sorted> sorted;
     if (series_) sorted = table_.sorted_in_place();
     auto* pages = reinterpret_cast<disk::IndexPage7*>(sorted.data());
@@ -448,7 +480,10 @@ class ImageWriter::Impl {
     h.page_size = kPageSize;
     h.block_pages = disk::kBlockPages;
     h.nblocks = blocks_.size();
-    h.npages = n;
+    // (A plain image's table may hold hashes of pages whose places others
+    // took: FreedPlaces.)
+    h.npages = 0;
+    for (const Pack::Block& b : blocks_) h.npages += b.npages;
     std::vector<disk::IndexBlock7> table;
     table.reserve(blocks_.size());
     for (const Pack::Block& b : blocks_)
@@ -509,6 +544,7 @@ class ImageWriter::Impl {
   std::unique_ptr<BlockPipeline> pipe_;  // pages.bin (or the pack) as it is written
   PageTable table_;                      // hash -> ref, of the pages this image stores
   PagemapBuilder pagemap_;
+  FreedPlaces freed_;                    // plain images only
   ImageStats stats_;
   bool spent_ = false, committed_ = false;
 

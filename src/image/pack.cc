@@ -39,13 +39,29 @@ const uint8_t* decode_block(const Pack& pk, uint64_t b, const uint8_t* at, uint8
   }
   // The index's entries were checked on open: a raw block's stored length
   // is its pages', a compressed one holds at most kBlockPages.
-  if (XXH3_64bits(stored, e.stored_len) != checksum) bad("checksum mismatch");
+  const uint64_t sum = (e.flags & disk::kBlockPageSums)
+                           ? raw_block_checksum(stored, e.npages)
+                           : XXH3_64bits(stored, e.stored_len);
+  if (sum != checksum) bad("checksum mismatch");
   if (e.flags & disk::kBlockRaw) return stored;
   int n = LZ4_decompress_safe(reinterpret_cast<const char*>(stored), reinterpret_cast<char*>(out),
                               static_cast<int>(e.stored_len),
                               static_cast<int>(disk::kBlockRawBytes));
   if (n < 0 || static_cast<uint64_t>(n) != e.npages * kPageSize) bad("does not decompress");
   return out;
+}
+
+uint64_t raw_block_checksum(const uint8_t* pages, uint32_t npages) {
+  uint64_t sum = 0;
+  for (uint32_t i = 0; i < npages; ++i) sum += page_sum(pages + size_t{i} * kPageSize, i);
+  return sum;
+}
+
+uint64_t blocks_checksum(const std::vector<Pack::Block>& blocks) {
+  std::vector<uint64_t> sums;
+  sums.reserve(blocks.size());
+  for (const auto& b : blocks) sums.push_back(b.checksum);  // x86_64: little-endian
+  return XXH3_64bits(sums.data(), sums.size() * sizeof(uint64_t));
 }
 
 static_assert(kPackedBytes >= static_cast<size_t>(LZ4_COMPRESSBOUND(disk::kBlockRawBytes)));

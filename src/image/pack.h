@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <xxhash.h>
+
 #include "base/scoped_fd.h"
 #include "image/format.h"
 #include "image/manifest.h"
@@ -22,7 +24,8 @@ struct Pack {
   // One block as the index describes it, whichever the version.
   struct Block {
     uint64_t offset = 0;      // of its first byte in the data file (its header, to version 6)
-    uint64_t checksum = 0;    // of its stored bytes (version 7; to 6 it is in the header)
+    uint64_t checksum = 0;    // of its stored bytes (version 7; to 6 it is in the header;
+                            // kBlockPageSums: raw_block_checksum)
     uint32_t stored_len = 0;  // stored bytes, the header not counted
     uint32_t npages = 0;
     uint16_t flags = 0;
@@ -53,6 +56,19 @@ struct Pack {
 // holding the decompressed pages. Throws Error "FILE: block B (offset O):
 // what" on damage.
 const uint8_t* decode_block(const Pack& pk, uint64_t b, const uint8_t* at, uint8_t* out);
+
+// The checksum of a raw block of `npages` pages at `pages` whose flags have
+// kBlockPageSums: the sum (mod 2^64) of page_sum(page i, i). A page written
+// over in place changes it by the difference of its two terms.
+inline uint64_t page_sum(const uint8_t* page, uint32_t slot) {
+  return XXH3_64bits_withSeed(page, kPageSize, slot);
+}
+uint64_t raw_block_checksum(const uint8_t* pages, uint32_t npages);
+
+// A plain image's pages.bin checksum in its manifest, from version 16: the
+// XXH3-64 of its blocks' checksums (u64 little-endian, block 0 first).
+// Every block is checked against its own; this ties them to the manifest.
+uint64_t blocks_checksum(const std::vector<Pack::Block>& blocks);
 
 // Room for a block compressed by lz4 (LZ4_compressBound of a full block),
 // rounded to pages.

@@ -51,6 +51,19 @@ class PageTable {
     size_++;
   }
 
+  // `h` now refers to `ref`, whether it was in the table or not (a place
+  // it referred to that holds another page now: FreedPlaces).
+  void set(const Hash128& h, uint64_t ref) {
+    if (spent_) throw std::logic_error("PageTable::set after sorted_in_place");
+    Entry* e = entries();
+    for (size_t i = h.lo & mask(); e[i].ref1; i = (i + 1) & mask())
+      if (e[i].lo == h.lo && e[i].hi == h.hi) {
+        e[i].ref1 = ref + 1;
+        return;
+      }
+    insert(h, ref);
+  }
+
   size_t size() const { return size_; }
 
   // The entries moved to the front of the table's buffer and sorted by

@@ -78,22 +78,24 @@ void PagemapBuilder::add(Runs& runs, uint64_t addr, disk::RunKind kind, uint64_t
   runs.push_back({addr, kind == disk::kRunZero ? 0 : ref, 1, kind});
 }
 
-uint64_t PagemapBuilder::forget(pid_t pid, uint64_t start) {
+uint64_t PagemapBuilder::forget(pid_t pid, uint64_t start, Runs* gone) {
   auto it = tables_.find({pid, start});
   if (it == tables_.end()) return 0;
   uint64_t n = 0;
   for (const auto& r : it->second) n += r.npages;
+  if (gone) gone->insert(gone->end(), it->second.begin(), it->second.end());
   tables_.erase(it);
   return n;
 }
 
 uint64_t PagemapBuilder::forget_pages(pid_t pid, uint64_t start,
-                                      const std::vector<ByteRange>& addrs) {
+                                      const std::vector<ByteRange>& addrs, Runs* gone) {
   auto it = tables_.find({pid, start});
   if (it == tables_.end() || addrs.empty()) return 0;
   Runs within, rest;
   const uint64_t n = cut(it->second, addrs, within, rest);
   it->second = std::move(rest);
+  if (gone) gone->insert(gone->end(), within.begin(), within.end());
   return n;
 }
 

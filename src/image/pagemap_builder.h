@@ -40,12 +40,14 @@ class PagemapBuilder {
   // Forgets the runs of mapping `start` of `pid` (a file whose contents
   // turned out unusable): their pages stay stored, unreferenced. Returns
   // how many pages it forgot.
-  uint64_t forget(pid_t pid, uint64_t start);
+  // The runs forgotten are appended to `gone` (if given).
+  uint64_t forget(pid_t pid, uint64_t start, Runs* gone = nullptr);
   // Forgets the pages at `addrs` (ascending, disjoint [first, end)) of
   // mapping `start` of `pid`, whichever runs hold them: pages read again
   // since (a data file's pages read before the stop and written after).
   // Returns how many pages it forgot.
-  uint64_t forget_pages(pid_t pid, uint64_t start, const std::vector<ByteRange>& addrs);
+  uint64_t forget_pages(pid_t pid, uint64_t start, const std::vector<ByteRange>& addrs,
+                        Runs* gone = nullptr);
   // Moves the pages at `addrs` (ascending, disjoint) of mapping `from` of
   // `pid` to mapping `to` (a mapping split since its pages were given: the
   // part they are in now starts elsewhere). Returns how many it moved.

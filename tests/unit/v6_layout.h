@@ -1,9 +1,9 @@
 // For the image tests: rewrites a page store written today (FORMAT.md,
 // version 7) in the layout of version 6, as snap up to 0.1.0 of 2026-12-02
 // wrote it: a 32-byte header before every block, blocks of 64 pages (raw
-// ones split), 16-byte index entries, (block, slot) in the page hashes,
-// pagemap.bin uncompressed. Readers must still read such images (and
-// series whose older packs are such).
+// ones split and summed as a whole), 16-byte index entries, (block, slot)
+// in the page hashes, pagemap.bin uncompressed. Readers must still read
+// such images (and series whose older packs are such).
 #pragma once
 
 #include <xxhash.h>
@@ -68,8 +68,8 @@ inline std::pair<image::FileEntry, image::FileEntry> pack_to_v6(const std::strin
     for (uint32_t done = 0; done < e.npages; done += disk::kBlockPages) {
       uint32_t n = std::min<uint32_t>(disk::kBlockPages, e.npages - done);
       const char* p = stored + uint64_t{done} * image::kPageSize;
-      put(p, static_cast<uint32_t>(n * image::kPageSize), static_cast<uint16_t>(n), e.flags,
-          XXH3_64bits(p, n * image::kPageSize));
+      put(p, static_cast<uint32_t>(n * image::kPageSize), static_cast<uint16_t>(n),
+          disk::kBlockRaw, XXH3_64bits(p, n * image::kPageSize));
     }
   }
   disk::IndexHeader nh = h;
