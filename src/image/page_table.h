@@ -44,24 +44,21 @@ class PageTable {
     }
   }
 
-  // `h` must not be in the table yet.
-  void insert(const Hash128& h, uint64_t ref) {
-    if ((size_ + 1) * 4 > cap_ * 3) grow();
-    place(entries(), mask(), {h.lo, h.hi, ref + 1});
-    size_++;
-  }
-
-  // `h` now refers to `ref`, whether it was in the table or not (a place
-  // it referred to that holds another page now: FreedPlaces).
+  // `h` now refers to `ref`: added, or, where it was in the table already,
+  // changed (a place it referred to holds another page now: FreedPlaces).
+  // One probe; the table grows first where an addition might need it.
   void set(const Hash128& h, uint64_t ref) {
     if (spent_) throw std::logic_error("PageTable::set after sorted_in_place");
+    if ((size_ + 1) * 4 > cap_ * 3) grow();
     Entry* e = entries();
-    for (size_t i = h.lo & mask(); e[i].ref1; i = (i + 1) & mask())
+    size_t i = h.lo & mask();
+    for (; e[i].ref1; i = (i + 1) & mask())
       if (e[i].lo == h.lo && e[i].hi == h.hi) {
         e[i].ref1 = ref + 1;
         return;
       }
-    insert(h, ref);
+    e[i] = {h.lo, h.hi, ref + 1};
+    size_++;
   }
 
   size_t size() const { return size_; }

@@ -36,9 +36,12 @@
 //     (hand_off), so that the command need not wait for it.
 // Costs: the job's first write to each page after arming takes a minor
 // fault, and its page faults may wait for one piece being protected or
-// unprotected (~1 ms); pages written after they were read are stored twice
-// in the image (the first copy referred to by nothing), bounded by
-// kMaxRewritten; the dump reads that memory once more than it wrote.
+// unprotected (~1 ms); pages written after they were read are read again,
+// their new contents taking the places of the first copies in the page
+// store where those were stored raw (image/freed_places.h: up to 32 MiB a
+// dump), else stored twice (the first copy referred to by nothing), all
+// bounded by kMaxRewritten; the dump reads that memory once more than it
+// wrote.
 // Not for --kill dumps (the job stays stopped anyway) nor for series that
 // track writes themselves (job/incremental.h: one userfaultfd a range).
 // Candidates as for FilePrecopy: the job in snap's pid namespace, leaders
