@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 #include "image/pack.h"
 #include "image/page_table.h"
@@ -41,25 +42,29 @@ class FreedPlaces {
     auto it = now_.find(u);
     return it != now_.end() && !(it->second == h);
   }
-  // The one reference to unique page `u` was forgotten; `written_raw`: u
-  // is in a raw block pages.bin has already (BlockPipeline::written_raw).
-  void freed(uint64_t u, bool written_raw) {
-    if (written_raw && (u >= shared_.size() || !shared_[u])) free_.push_back(u);
-  }
+  // The page store the places are in (before freed()).
+  void set_file(std::string path) { path_ = std::move(path); }
+  // The one reference to unique page `u` was forgotten; `raw_offset`: where
+  // u is in pages.bin, if it is there already, in a raw block
+  // (BlockPipeline::raw_offset). Its place is read ahead (the commit reads
+  // it back: write()). Throws SysError when pages.bin cannot be opened.
+  void freed(uint64_t u, std::optional<uint64_t> raw_offset);
   // A place for the page at `page` (hash `h`), which is copied to be
   // written there at the commit; nullopt when none is free (or kMaxHeld
   // pages are held already).
   std::optional<uint64_t> take(const uint8_t* page, const Hash128& h);
 
-  // At the commit, with pages.bin (`path`) complete and `blocks` its
-  // blocks: writes the held pages over their places and updates their
-  // blocks' checksums. The file is fsynced by the caller. Throws SysError.
-  void write(const std::string& path, std::vector<Pack::Block>& blocks);
+  // At the commit, with pages.bin complete and `blocks` its blocks: writes
+  // the held pages over their places and updates their blocks' checksums.
+  // The file is fsynced by the caller. Throws SysError.
+  void write(std::vector<Pack::Block>& blocks);
 
   // Pages given places freed (that pages.bin does not store twice).
   uint64_t taken() const { return taken_; }
 
  private:
+  std::string path_;
+  ScopedFd fd_;                                    // path_, read and written
   std::vector<bool> shared_;                       // by unique page
   std::vector<uint64_t> free_;                     // freed places, maybe shared since
   std::unordered_map<uint64_t, Hash128> now_;      // taken place -> its page's hash

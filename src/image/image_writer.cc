@@ -86,6 +86,7 @@ class ImageWriter::Impl {
     pages_path_ = tmp_ + "/" + disk::kPagesFile;
     index_path_ = tmp_ + "/" + disk::kIndexFile;
     pages_fd_ = io::open_file(pages_path_, O_WRONLY | O_CREAT | O_EXCL);
+    freed_.set_file(pages_path_);
     start();
   }
 
@@ -312,15 +313,20 @@ class ImageWriter::Impl {
       pages_sum_ = pipe_->finish(lock);
       blocks_ = pipe_->blocks();
       if (!series_) {  // FORMAT.md, version 16
-        freed_.write(pages_path_, blocks_);
+        steps.step("pages");
+        if (freed_.taken()) {
+          freed_.write(blocks_);
+          steps.step("pages written over");
+        }
         pages_sum_.xxh3 = blocks_checksum(blocks_);
+      } else {
+        steps.step("pages");
       }
       stats_.blocks = blocks_.size();
       stats_.raw_blocks = static_cast<uint64_t>(std::ranges::count_if(
           blocks_, [](const Pack::Block& b) { return b.flags & disk::kBlockRaw; }));
       stats_.stored_bytes = pages_sum_.size;
     }
-    steps.step("pages");
     vlog("{}: {} MiB written{}; {} of {} blocks raw{}{}", pages_path_, pages_sum_.size >> 20,
          pipe_->direct() ? " around the page cache (O_DIRECT)" : "", stats_.raw_blocks,
          stats_.blocks,
@@ -447,7 +453,7 @@ class ImageWriter::Impl {
     if (series_) return;
     for (const auto& r : runs)
       if (r.kind == disk::kRunSeq)
-        for (uint64_t u = r.ref; u < r.ref + r.npages; ++u) freed_.freed(u, pipe_->written_raw(u));
+        for (uint64_t u = r.ref; u < r.ref + r.npages; ++u) freed_.freed(u, pipe_->raw_offset(u));
   }
 
   void check_usable() {
