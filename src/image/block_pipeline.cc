@@ -209,7 +209,6 @@ void BlockPipeline::write_ready_blocks() {
       done_.erase(it);
     }
     Slot& slot = slots_[static_cast<size_t>(s)];
-    const uint64_t offset = out_->size();
     out_->append(slot.entry, slot.stored);
 
     // Every 8 MiB of blocks: is the disk keeping up?
@@ -231,7 +230,7 @@ void BlockPipeline::write_ready_blocks() {
                                 : std::max(kMinShare, share_ - kShareStep);
     }
     stored_bytes_ = out_->size();
-    raw_offsets_.push_back((slot.entry.flags & disk::kBlockRaw) ? offset : kNotRaw);  // block next_write_
+    raw_written_.push_back(slot.entry.flags & disk::kBlockRaw);  // block next_write_
     ++next_write_;
     free_.push_back(s);
     free_cv_.notify_all();

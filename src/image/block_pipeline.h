@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,12 +80,11 @@ class BlockPipeline {
   // Once finished: the blocks as written.
   const std::vector<Pack::Block>& blocks() const { return blocks_; }
   bool direct() const { return out_->direct(); }
-  // Where unique page `u` is in pages.bin, if it is there already, in a
-  // block stored raw (so that its place can be written over: FreedPlaces).
-  std::optional<uint64_t> raw_offset(uint64_t u) const {
+  // Whether unique page `u` is in pages.bin already, in a block stored raw
+  // (so that its place can be written over: FreedPlaces).
+  bool written_raw(uint64_t u) const {
     const uint64_t b = u / disk::kBlockPages;
-    if (b >= raw_offsets_.size() || raw_offsets_[b] == kNotRaw) return std::nullopt;
-    return raw_offsets_[b] + u % disk::kBlockPages * kPageSize;
+    return b < raw_written_.size() && raw_written_[b];
   }
   uint64_t stored_bytes() const { return stored_bytes_; }
   // Compressible 64-page blocks left raw because the disk kept up (kAuto).
@@ -132,10 +130,7 @@ class BlockPipeline {
   unsigned since_adjust_ = 0;  // the appending thread's
   unsigned compressible_since_adjust_ = 0;  // blocks lz4 may shrink, since the last adjustment
   std::vector<Pack::Block> blocks_;  // once finished
-  // Per block written (kBlockPages each): its offset in the file where it
-  // was stored raw, else kNotRaw.
-  static constexpr uint64_t kNotRaw = ~uint64_t{0};
-  std::vector<uint64_t> raw_offsets_;
+  std::vector<bool> raw_written_;    // per block written (kBlockPages each): stored raw
 };
 
 }  // namespace snap::image

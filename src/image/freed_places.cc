@@ -3,26 +3,42 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include <fmt/core.h>
 
 #include "base/error.h"
-#include "base/scoped_fd.h"
+#include "base/parallel.h"
 #include "image/file_io.h"
 #include "image/format.h"
 
 namespace snap::image {
 
+namespace {
+// Threads reading the old pages at the commit: each read waits for the
+// disk (pages.bin was written around the page cache), so several at once.
+constexpr unsigned kReaders = 8;
+}  // namespace
+
+void FreedPlaces::reserve(size_t npages) {
+  npages = std::min(npages, kMaxHeld);
+  if (npages * kPageSize <= held_data_.size()) return;
+  HugeBuffer more(npages * kPageSize);
+  std::memset(more.data(), 0, more.size());  // touched now, not when a page comes
+  std::copy_n(held_data_.data(), held_.size() * kPageSize, more.data());
+  held_data_ = std::move(more);
+}
+
 std::optional<uint64_t> FreedPlaces::take(const uint8_t* page, const Hash128& h) {
-  if (held_.size() >= kMaxHeld) return std::nullopt;
+  if ((held_.size() + 1) * kPageSize > held_data_.size()) return std::nullopt;
   while (!free_.empty()) {
     const uint64_t u = free_.back();
     free_.pop_back();
     if (u < shared_.size() && shared_[u]) continue;  // found equal to a page since
-    held_.emplace_back(u, std::vector<uint8_t>(page, page + kPageSize));
+    std::copy_n(page, kPageSize, held_data_.data() + held_.size() * kPageSize);
+    held_.push_back(u);
     now_[u] = h;
     ++taken_;
     return u;
@@ -30,63 +46,54 @@ std::optional<uint64_t> FreedPlaces::take(const uint8_t* page, const Hash128& h)
   return std::nullopt;
 }
 
-void FreedPlaces::freed(uint64_t u, std::optional<uint64_t> raw_offset) {
-  if (!raw_offset || (u < shared_.size() && shared_[u])) return;
-  free_.push_back(u);
-  // Through the page cache (pages.bin is written around it: O_DIRECT wants
-  // aligned places); the caller's fsync of the file writes these out too.
-  if (!fd_) fd_ = io::open_file(path_, O_RDWR);
-  // The commit reads the old page (its checksum terms; and a place that is
-  // not aligned to the page cache's pages is read around anyway, to be
-  // written): asked for now, so that the disk serves it while the dump goes
-  // on rather than in a random read at the commit (O_DIRECT left none of
-  // it cached; a part not written yet is dropped from the cache when it is).
-  ::posix_fadvise(fd_.get(), static_cast<off_t>(*raw_offset & ~uint64_t{kPageSize - 1}),
-                  2 * kPageSize, POSIX_FADV_WILLNEED);
-}
-
 void FreedPlaces::write(std::vector<Pack::Block>& blocks) {
   if (held_.empty()) return;
   std::vector<uint64_t> first(blocks.size());  // per block: its first unique page
   for (size_t b = 1; b < blocks.size(); ++b) first[b] = first[b - 1] + blocks[b - 1].npages;
+  // A place taken more than once holds the last page given it.
+  std::unordered_map<uint64_t, size_t> last;  // place -> its last page held
+  for (size_t i = 0; i < held_.size(); ++i) last[held_[i]] = i;
   struct Place {
-    size_t block;
+    const uint8_t* page;
+    Pack::Block* block;
     uint32_t slot;
     off_t at;
+    uint64_t old_term = 0;  // page_sum of what the place holds now
   };
   std::vector<Place> places;
-  places.reserve(held_.size());
-  for (const auto& [u, page] : held_) {
+  places.reserve(last.size());
+  for (const auto& [u, i] : last) {
     const size_t b = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), u) -
                                          first.begin()) - 1;
-    const Pack::Block& blk = blocks[b];
+    Pack::Block& blk = blocks[b];
     const auto slot = static_cast<uint32_t>(u - first[b]);
     if (!(blk.flags & disk::kBlockPageSums) || slot >= blk.npages)
       throw Error(fmt::format("{}: page {} was to be written over in block {}, which is not a "
                               "raw block holding it",
                               path_, u, b));
-    places.push_back({b, slot, static_cast<off_t>(blk.offset + uint64_t{slot} * kPageSize)});
+    places.push_back({held_data_.data() + i * kPageSize, &blk, slot,
+                      static_cast<off_t>(blk.offset + uint64_t{slot} * kPageSize)});
   }
-  // In the file's order (the reads and the final fsync then go through it
-  // once; ~25 us a page here, most of it the write); a place taken twice
-  // keeps the order of its pages, and holds the last one given it.
-  std::vector<size_t> order(held_.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return places[a].at < places[b].at; });
-  std::vector<uint8_t> old(kPageSize);
-  for (size_t i : order) {
-    const std::vector<uint8_t>& page = held_[i].second;
-    Pack::Block& blk = blocks[places[i].block];
-    const uint32_t slot = places[i].slot;
-    const off_t at = places[i].at;
-    const uint64_t u = held_[i].first;
-    io::pread_exact(fd_.get(), old.data(), kPageSize, at, path_);
-    blk.checksum += page_sum(page.data(), slot) - page_sum(old.data(), slot);
-    const ssize_t n = ::pwrite(fd_.get(), page.data(), kPageSize, at);
+  std::sort(places.begin(), places.end(),
+            [](const Place& a, const Place& b) { return a.at < b.at; });
+  // Through the page cache (pages.bin was written around it: O_DIRECT wants
+  // aligned places); the caller's fsync of the file writes these out too.
+  ScopedFd fd = io::open_file(path_, O_RDWR);
+  // The old pages' checksum terms, read several at a time (which also brings
+  // the file's pages around a place that is not aligned to them into the
+  // cache, where the write below would read them one after another).
+  parallel_for(places.size(), std::min<unsigned>(kReaders, static_cast<unsigned>(places.size())),
+               [&](size_t i) {
+                 uint8_t old[kPageSize];
+                 io::pread_exact(fd.get(), old, kPageSize, places[i].at, path_);
+                 places[i].old_term = page_sum(old, places[i].slot);
+               });
+  // In the file's order (~25 us a page here, most of it ext4's write).
+  for (const Place& p : places) {
+    p.block->checksum += page_sum(p.page, p.slot) - p.old_term;
+    const ssize_t n = ::pwrite(fd.get(), p.page, kPageSize, p.at);
     if (n != static_cast<ssize_t>(kPageSize))
-      throw SysError(fmt::format("pwrite({}, page {} at offset {})", path_, u, at),
-                     n < 0 ? errno : EIO);
+      throw SysError(fmt::format("pwrite({} at offset {})", path_, p.at), n < 0 ? errno : EIO);
   }
   held_.clear();
 }

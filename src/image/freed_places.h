@@ -1,24 +1,24 @@
 // The places in pages.bin of pages a plain image's writer was given and then
 // told to forget (memory read before the stop and written again before it,
-// job/memory_precopy.h; a data file's pages likewise): pages given later
+// job/memory_precopy.h, which reserves room for them): pages given later
 // take them, instead of being appended, so that what was forgotten does not
 // stay in the image, referred to by nothing. Only a place in a raw block
-// already written (its block's checksum is its pages' sum: pack.h) and
-// referred to by one run of the pagemap (no deduplicated page shares it)
-// is taken. The pages that take places are held (kMaxHeld at most) and
-// written over them at the commit, once pages.bin is complete.
+// already appended (its block's checksum is its pages' sum: pack.h) and
+// referred to from one address only (no deduplicated page shares it) is
+// taken. The pages that take places are held (in room reserved for them
+// beforehand, kMaxHeld pages at most) and written over them at the commit,
+// once pages.bin is complete (~30 us a page here).
 // Internal to src/image (ImageWriter); guarded by the writer's mutex.
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "base/scoped_fd.h"
+#include "base/huge_buffer.h"
 #include "image/checkpoint.h"
 #include "image/pack.h"
 #include "image/page_table.h"
@@ -29,6 +29,13 @@ class FreedPlaces {
  public:
   // Pages held for the commit, at most (snap's memory: 32 MiB).
   static constexpr size_t kMaxHeld = 8192;
+
+  // Room for `npages` pages (kMaxHeld at most) to take places, made and
+  // touched now: pages are given places only within it, so that a page
+  // given while the job is stopped costs no page fault (~50 us each on
+  // this project's machine; a first touch of a huge page may compact
+  // memory). Without it no place is taken.
+  void reserve(size_t npages);
 
   // Unique page `u` is referred to again (a page found equal to it): its
   // place is never taken.
@@ -42,16 +49,16 @@ class FreedPlaces {
     auto it = now_.find(u);
     return it != now_.end() && !(it->second == h);
   }
-  // The page store the places are in (before freed()).
+  // The page store the places are in (before write()).
   void set_file(std::string path) { path_ = std::move(path); }
-  // The one reference to unique page `u` was forgotten; `raw_offset`: where
-  // u is in pages.bin, if it is there already, in a raw block
-  // (BlockPipeline::raw_offset). Its place is read ahead (the commit reads
-  // it back: write()). Throws SysError when pages.bin cannot be opened.
-  void freed(uint64_t u, std::optional<uint64_t> raw_offset);
+  // The one reference to unique page `u` was forgotten; `written_raw`: u
+  // is in pages.bin already, in a raw block (BlockPipeline::written_raw).
+  void freed(uint64_t u, bool written_raw) {
+    if (written_raw && (u >= shared_.size() || !shared_[u])) free_.push_back(u);
+  }
   // A place for the page at `page` (hash `h`), which is copied to be
-  // written there at the commit; nullopt when none is free (or kMaxHeld
-  // pages are held already).
+  // written there at the commit; nullopt when none is free or the room
+  // reserved is full.
   std::optional<uint64_t> take(const uint8_t* page, const Hash128& h);
 
   // At the commit, with pages.bin complete and `blocks` its blocks: writes
@@ -64,11 +71,11 @@ class FreedPlaces {
 
  private:
   std::string path_;
-  ScopedFd fd_;                                    // path_, read and written
   std::vector<bool> shared_;                       // by unique page
   std::vector<uint64_t> free_;                     // freed places, maybe shared since
   std::unordered_map<uint64_t, Hash128> now_;      // taken place -> its page's hash
-  std::deque<std::pair<uint64_t, std::vector<uint8_t>>> held_;  // place, page
+  std::vector<uint64_t> held_;                     // the place of each page held
+  HugeBuffer held_data_;                           // the pages held, in that order (reserve())
   uint64_t taken_ = 0;
 };
 

@@ -256,6 +256,12 @@ class ImageWriter::Impl {
     free_places(gone);
   }
 
+  void reserve_places(size_t npages) {
+    if (series_) return;
+    std::lock_guard lock(mu_);
+    freed_.reserve(npages);
+  }
+
   void move_pages(pid_t pid, uint64_t from, uint64_t to, const std::vector<ByteRange>& addrs) {
     std::lock_guard lock(mu_);
     pagemap_.move_pages(pid, from, to, addrs);
@@ -453,7 +459,7 @@ class ImageWriter::Impl {
     if (series_) return;
     for (const auto& r : runs)
       if (r.kind == disk::kRunSeq)
-        for (uint64_t u = r.ref; u < r.ref + r.npages; ++u) freed_.freed(u, pipe_->raw_offset(u));
+        for (uint64_t u = r.ref; u < r.ref + r.npages; ++u) freed_.freed(u, pipe_->written_raw(u));
   }
 
   void check_usable() {
@@ -583,6 +589,7 @@ void ImageWriter::forget_pages(pid_t pid, uint64_t mapping_start,
                                const std::vector<ByteRange>& addrs) {
   impl_->forget_pages(pid, mapping_start, addrs);
 }
+void ImageWriter::reserve_places(size_t npages) { impl_->reserve_places(npages); }
 void ImageWriter::move_pages(pid_t pid, uint64_t from, uint64_t to,
                              const std::vector<ByteRange>& addrs) {
   impl_->move_pages(pid, from, to, addrs);

@@ -49,6 +49,9 @@ class DumpSink {
   // (image::ImageWriter::move_pages).
   virtual void move_pages(pid_t pid, uint64_t from, uint64_t to,
                           const std::vector<ByteRange>& addrs) = 0;
+  // Room for pages given again to take the places of those forgotten
+  // (image::ImageWriter::reserve_places); none by default.
+  virtual void reserve_places(size_t npages) { (void)npages; }
   virtual void commit(const image::Checkpoint& c) = 0;
   virtual image::ImageStats stats() const = 0;
   // Threads that compress (DumpOptions::jobs) and which blocks they
@@ -81,6 +84,7 @@ class ImageSink : public DumpSink {
     w_.add_pages(pid, mapping_start, addr, data, npages);
   }
   void forget(pid_t pid, uint64_t mapping_start) override { w_.forget(pid, mapping_start); }
+  void reserve_places(size_t npages) override { w_.reserve_places(npages); }
   void forget_pages(pid_t pid, uint64_t mapping_start,
                     const std::vector<ByteRange>& addrs) override {
     w_.forget_pages(pid, mapping_start, addrs);

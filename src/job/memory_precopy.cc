@@ -97,6 +97,7 @@ MemoryPrecopy MemoryPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
                                   MemoryReaders& readers,
                                   const std::function<void(const image::ImageStats&)>& progress) {
   MemoryPrecopy out;
+  uint64_t rewritten_pages = 0;  // written again while they were read, in all
   if (!WriteTracker::supported().ok) {
     vlog("memory is read at the stop: {}", WriteTracker::supported().reason);
     return out;
@@ -210,6 +211,7 @@ MemoryPrecopy MemoryPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
           if (!failed.count(mapping_of.at(x.start))) ranges.push_back({x.start, x.end});
         const uint64_t read_now = bytes - before;
         const uint64_t rewritten = p.tracker.written_pages(ranges) * kPage;
+        rewritten_pages += rewritten / kPage;
         if (read_now >= kCheckBytes / 8 &&
             static_cast<double>(rewritten) > kMaxRewritten * static_cast<double>(read_now)) {
           vlog("pid {}: {:.1f} MiB of {:.1f} MiB written again while it was read: the rest of "
@@ -230,6 +232,12 @@ MemoryPrecopy MemoryPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
          static_cast<double>(p.bytes) / (1 << 20));
     out.trackers_.emplace(pid, std::move(p));
   }
+  // The pages written again by the stop are read again then, most of them
+  // while the job is stopped: room for them to take the places of their
+  // first copies (image/freed_places.h) is made now. As many as were
+  // written again while the memory was read, twice, for the time until
+  // the stop.
+  if (!out.trackers_.empty()) sink.reserve_places(2 * rewritten_pages + kReservedPages);
   return out;
 }
 

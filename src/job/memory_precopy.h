@@ -38,8 +38,9 @@
 // fault, and its page faults may wait for one piece being protected or
 // unprotected (~1 ms); pages written after they were read are read again,
 // their new contents taking the places of the first copies in the page
-// store where those were stored raw (image/freed_places.h: up to 32 MiB a
-// dump), else stored twice (the first copy referred to by nothing), all
+// store where those were stored raw (image/freed_places.h: in room reserved
+// at the end of read(), twice what was written again while it read, 32 MiB
+// at most), else stored twice (the first copy referred to by nothing), all
 // bounded by kMaxRewritten; the dump reads that memory once more than it
 // wrote.
 // Not for --kill dumps (the job stays stopped anyway) nor for series that
@@ -92,6 +93,9 @@ class MemoryPrecopy {
   // kLeftMax in all (what dump.cc holds while stopped).
   static constexpr uint64_t kLeftShare = 8;
   static constexpr uint64_t kLeftMax = uint64_t{32} << 20;
+  // Room reserved for pages read again at the stop to take the places of
+  // their first copies, beyond twice those written again while read: 1 MiB.
+  static constexpr uint64_t kReservedPages = 256;
 
   MemoryPrecopy() = default;
   MemoryPrecopy(MemoryPrecopy&&) noexcept = default;

@@ -876,7 +876,8 @@ TEST(PageStore, PagesForgottenAndGivenAgain) {
 // address shares the page (deduplicated); a page equal to what a place held
 // before is not taken for the page that holds it now. Every address reads
 // back as given last, the image checks whole, and a byte flipped in a
-// block written over is still caught.
+// block written over is still caught. (Room for the pages that take places
+// is reserved first, as memory read before the stop does.)
 TEST(PageStore, ForgottenPagesPlacesTakenByPagesGivenLater) {
   TempDir t;
   std::mt19937_64 rng(12);
@@ -890,6 +891,7 @@ TEST(PageStore, ForgottenPagesPlacesTakenByPagesGivenLater) {
     for (const auto& p : first) buf.insert(buf.end(), p.begin(), p.end());
     w.add_pages(kPid, kStart, kStart, buf.data(), 128);
     add(w, kPid, at(200), first[10]);  // shares page 10's place
+    w.reserve_places(3);               // room for the three that take places
     w.forget_pages(kPid, kStart, {{at(5), at(7)}, {at(10), at(11)}, {at(70), at(71)}});
     add(w, kPid, at(5), later[0]);
     add(w, kPid, at(6), later[1]);
