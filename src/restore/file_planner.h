@@ -79,6 +79,7 @@ class FilePlanner {
   bool check_file(const Process& p, const FileDesc& f);
   std::pair<struct stat, int> stat_once(const std::string& path);
   bool is_image_proc_file(const std::string& path) const;
+  bool names_image_thread(const std::string& path) const;
   int open_file(const Process& p, const FileDesc& f);
   void refill(const Process& p, const FileDesc& f, int write_fd, const std::vector<uint8_t>& data);
   void set_pipe_size(const Process& p, const FileDesc& f, int fd);

@@ -302,6 +302,7 @@ bool FilePlanner::own_file(const Process& p, const FileDesc& f, FdAction& a) {
   a.path = f.path;
   a.flags = f.flags;
   a.pos = f.pos;
+  a.after_threads = names_image_thread(f.path);
   return true;
 }
 
@@ -406,8 +407,9 @@ int FilePlanner::reopen(const Process& p, const FileDesc& f, const std::string& 
 // gone, and allowed (/dev/null stands in, with a warning).
 bool FilePlanner::check_file(const Process& p, const FileDesc& f) {
   // /proc/PID/... of a process of the image: there once the skeleton,
-  // which opens it itself, has that pid again.
-  if (is_image_proc_file(f.path)) return true;
+  // which opens it itself, has that pid again (a thread's once the
+  // process has made it: restore/thread_proc_files.h).
+  if (is_image_proc_file(f.path) || names_image_thread(f.path)) return true;
   if (f.path.ends_with(" (deleted)"))
     throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
                                 "does not hold it (an older snap took it)",
@@ -437,6 +439,23 @@ std::pair<struct stat, int> FilePlanner::stat_once(const std::string& path) {
   auto [it, fresh] = stats_.try_emplace(path);
   if (fresh && ::stat(path.c_str(), &it->second.first) != 0) it->second.second = errno;
   return it->second;
+}
+
+// /proc/TID/... or /proc/PID/task/TID/... (as /proc/thread-self resolves)
+// where TID is a thread of the image that is not its process's leader.
+bool FilePlanner::names_image_thread(const std::string& path) const {
+  if (!path.starts_with("/proc/")) return false;
+  std::vector<std::string> parts;
+  for (size_t i = 6; i <= path.size();) {
+    size_t j = std::min(path.find('/', i), path.size());
+    parts.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  const std::string& tid = parts.size() >= 3 && parts[1] == "task" ? parts[2] : parts[0];
+  for (const auto& q : ckpt_.processes)
+    for (size_t i = 1; i < q.threads.size(); i++)
+      if (std::to_string(q.threads[i].tid) == tid) return true;
+  return false;
 }
 
 bool FilePlanner::is_image_proc_file(const std::string& path) const {

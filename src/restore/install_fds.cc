@@ -46,13 +46,16 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
       wanted.insert(a.target);
       continue;
     }
+    const std::string path = a.after_threads ? "/dev/null" : a.path;  // its thread comes later
+    const int flags = a.after_threads ? O_RDONLY : a.flags & ~(O_CREAT | O_EXCL | O_TRUNC);
     int fd = a.eventfd ? make_eventfd(a.eventfd_count, a.eventfd_semaphore, a.flags)
              : a.epoll ? make_epoll(a.flags)
-                       : ::open(a.path.c_str(), (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC);
+                       : ::open(path.c_str(), flags | O_CLOEXEC);
     if (fd < 0)
-      return fail(a.eventfd ? "eventfd" : a.epoll ? "epoll_create1" : ("open " + a.path).c_str(),
+      return fail(a.eventfd ? "eventfd" : a.epoll ? "epoll_create1" : ("open " + path).c_str(),
                   a.target);
-    if (a.pos && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 && errno != ESPIPE)
+    if (a.pos && !a.after_threads && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 &&
+        errno != ESPIPE)
       return fail("lseek", a.target);
     if (fd != a.target) {
       if (::dup3(fd, a.target, a.cloexec ? O_CLOEXEC : 0) < 0) return fail("dup3", a.target);

@@ -32,6 +32,7 @@
 #include "restore/seccomp.h"
 #include "restore/signals.h"
 #include "restore/skeleton.h"
+#include "restore/thread_proc_files.h"
 #include "restore/threads.h"
 #include "restore/tree.h"
 #include "restore/vdso.h"
@@ -265,6 +266,7 @@ void rebuild_process(std::vector<std::unique_ptr<Task>>& tasks, const image::Pro
     {
       RemotePage page(rs);
       for (auto& t : create_threads(rs, page, p, !fresh_namespace)) tasks.push_back(std::move(t));
+      open_thread_proc_files(batch, p, files);
       restore_process_signals(rs, page, batch, p);
     }
     batch.run();
