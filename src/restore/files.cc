@@ -258,10 +258,20 @@ int FilePlanner::keep(int fd, const std::string& what) {
 // skeleton itself. False for what must be one object made by snap.
 bool FilePlanner::own_file(const Process& p, const FileDesc& f, FdAction& a) {
   DescKey key = desc_key(p, f);
+  // A /proc file of the job's own exists only once its process or thread
+  // does, which snap's objects precede: each fd of one shared description
+  // is opened by its holder, as a description of its own.
+  const bool job_proc = f.type == FdType::Regular &&
+                        (is_image_proc_file(f.path) || names_image_thread(f.path));
   // A watch on a deleted file is added on snap's fd on its remade ghost.
-  if (uses_[key] != 1 || external_.count(key) || f.ghost || namespace_kind(f.path) ||
-      watches_ghost(f))
+  if ((uses_[key] != 1 && !job_proc) || external_.count(key) || f.ghost ||
+      namespace_kind(f.path) || watches_ghost(f))
     return false;
+  if (uses_[key] != 1 && split_.insert(key).second)
+    out_.warnings_.push_back(fmt::format(
+        "{}: {} fds share this /proc file of the job; each comes back with a description of its "
+        "own (a read through one no longer moves the others' offset)",
+        fd_name(p, f), uses_[key]));
   switch (f.type) {
     case FdType::Regular:
       if (!check_file(p, f)) {

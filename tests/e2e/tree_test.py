@@ -347,12 +347,13 @@ def python_manager(env):
 @case
 def proc_fds(env):
     # fds on /proc/PID files of the job's own processes and threads
-    # (tests/programs/proc_fds.py: its own stat, opened as /proc/self/stat,
-    # its child's status, and a second thread's status and stat, opened as
-    # /proc/thread-self/status and /proc/TID/stat, which exist again only
-    # once the restore has made that thread) come back on the same
-    # processes' and thread's files, the stat's offset kept: as an
-    # ordinary user the restore runs in a pid namespace with its own /proc.
+    # (tests/programs/proc_fds.py: its own stat, opened as /proc/self/stat
+    # before the fork, so that its child shares it; its child's status; a
+    # second thread's status and stat, opened as /proc/thread-self/status
+    # and /proc/TID/stat, which exist again only once the restore has made
+    # that thread) come back on the same processes' and thread's files, the
+    # stat's offset kept: as an ordinary user the restore runs in a pid
+    # namespace with its own /proc.
     argv = [sys.executable, env.src("proc_fds.py"), "30", "100"]
     status, want, secs = reference_run(env, "procfds", argv)
     expect(status == 0 and want["stdout"].count(b"own stat True child status True "

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A parent and its child, the parent holding fds on /proc files of both
-(its own stat, opened as /proc/self/stat, and the child's status) and of
+(its own stat, opened as /proc/self/stat before the fork, so that the
+child holds it too, and the child's status) and of
 a second thread of its own (its status, opened as /proc/thread-self/status
 by that thread, which the kernel resolves to /proc/PID/task/TID/status,
 and its stat as /proc/TID/stat, whose offset stays past the tid): every
@@ -17,11 +18,11 @@ import time
 
 def main():
     ticks, interval = int(sys.argv[1]), int(sys.argv[2]) / 1000
+    own = os.open("/proc/self/stat", os.O_RDONLY)  # the child holds it too
     child = os.fork()
     if child == 0:
         while True:
             time.sleep(1)
-    own = os.open("/proc/self/stat", os.O_RDONLY)
     theirs = os.open(f"/proc/{child}/status", os.O_RDONLY)
     opened, held = threading.Event(), {}
 
