@@ -147,6 +147,7 @@ class FilePlanner {
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description
   std::set<DescKey> split_;       // shared /proc files of the job, said once each
+  std::set<pid_t> pids_, threads_;  // the image's processes; its threads but the leaders
   std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
   std::map<ShmKey, int> shm_;
   std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file

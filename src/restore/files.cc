@@ -12,8 +12,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <fmt/core.h>
+#include <optional>
+#include <string_view>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -96,6 +99,10 @@ void FilePlanner::raise_fd_limit() {
 
 void FilePlanner::index() {
   const Process& root = ckpt_.processes[0];
+  for (const auto& p : ckpt_.processes) {
+    pids_.insert(p.pid);
+    for (size_t i = 1; i < p.threads.size(); i++) threads_.insert(p.threads[i].tid);
+  }
   for (const auto& p : ckpt_.processes)
     for (const auto& f : p.fds) {
       if (f.type == FdType::Pipe) {
@@ -451,31 +458,38 @@ std::pair<struct stat, int> FilePlanner::stat_once(const std::string& path) {
   return it->second;
 }
 
+namespace {
+
+// The number `s` starts with, ended by its end or a '/', and what follows
+// it; none when it does not start so.
+std::optional<std::pair<pid_t, std::string_view>> leading_number(std::string_view s) {
+  pid_t n = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || (end != s.data() + s.size() && *end != '/')) return std::nullopt;
+  return std::pair{n, s.substr(static_cast<size_t>(end - s.data()))};
+}
+
+std::optional<std::pair<pid_t, std::string_view>> proc_number(std::string_view path) {
+  if (!path.starts_with("/proc/")) return std::nullopt;
+  return leading_number(path.substr(6));
+}
+
+}  // namespace
+
 // /proc/TID/... or /proc/PID/task/TID/... (as /proc/thread-self resolves)
 // where TID is a thread of the image that is not its process's leader.
 bool FilePlanner::names_image_thread(const std::string& path) const {
-  if (!path.starts_with("/proc/")) return false;
-  std::vector<std::string> parts;
-  for (size_t i = 6; i <= path.size();) {
-    size_t j = std::min(path.find('/', i), path.size());
-    parts.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  const std::string& tid = parts.size() >= 3 && parts[1] == "task" ? parts[2] : parts[0];
-  for (const auto& q : ckpt_.processes)
-    for (size_t i = 1; i < q.threads.size(); i++)
-      if (std::to_string(q.threads[i].tid) == tid) return true;
-  return false;
+  auto n = proc_number(path);
+  if (!n) return false;
+  if (threads_.count(n->first)) return true;
+  if (!n->second.starts_with("/task/")) return false;
+  auto t = leading_number(n->second.substr(6));
+  return t && threads_.count(t->first);
 }
 
 bool FilePlanner::is_image_proc_file(const std::string& path) const {
-  if (!path.starts_with("/proc/")) return false;
-  auto slash = path.find('/', 6);
-  std::string num = path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6);
-  if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
-  for (const auto& q : ckpt_.processes)
-    if (std::to_string(q.pid) == num) return true;
-  return false;
+  auto n = proc_number(path);
+  return n && pids_.count(n->first);
 }
 
 int FilePlanner::open_file(const Process& p, const FileDesc& f) {
