@@ -79,7 +79,9 @@ class FilePlanner {
   bool check_file(const Process& p, const FileDesc& f);
   std::pair<struct stat, int> stat_once(const std::string& path);
   bool is_image_proc_file(const std::string& path) const;
-  bool names_image_thread(const std::string& path) const;
+  // The pid of the process whose thread (not its leader) `path` is a /proc
+  // file of; 0 for any other path.
+  pid_t names_image_thread(const std::string& path) const;
   int open_file(const Process& p, const FileDesc& f);
   void refill(const Process& p, const FileDesc& f, int write_fd, const std::vector<uint8_t>& data);
   void set_pipe_size(const Process& p, const FileDesc& f, int fd);
@@ -147,7 +149,8 @@ class FilePlanner {
   std::map<DescKey, int> objects_;
   std::map<DescKey, int> uses_;  // fds of the whole tree per description
   std::set<DescKey> split_;       // shared /proc files of the job, said once each
-  std::set<pid_t> pids_, threads_;  // the image's processes; its threads but the leaders
+  std::set<pid_t> pids_;              // the image's processes
+  std::map<pid_t, pid_t> threads_;    // its threads but the leaders: their process
   std::map<DescKey, uint64_t> pipe_end_owner_;  // pipe end: the file_id that has pipe2()'s fd
   std::map<ShmKey, int> shm_;
   std::map<uint64_t, int> ghosts_;  // ghost id -> snap's fd on the remade file

@@ -101,7 +101,7 @@ void FilePlanner::index() {
   const Process& root = ckpt_.processes[0];
   for (const auto& p : ckpt_.processes) {
     pids_.insert(p.pid);
-    for (size_t i = 1; i < p.threads.size(); i++) threads_.insert(p.threads[i].tid);
+    for (size_t i = 1; i < p.threads.size(); i++) threads_[p.threads[i].tid] = p.pid;
   }
   for (const auto& p : ckpt_.processes)
     for (const auto& f : p.fds) {
@@ -269,7 +269,7 @@ bool FilePlanner::own_file(const Process& p, const FileDesc& f, FdAction& a) {
   // does, which snap's objects precede: each fd of one shared description
   // is opened by its holder, as a description of its own.
   const bool job_proc = f.type == FdType::Regular &&
-                        (is_image_proc_file(f.path) || names_image_thread(f.path));
+                        (is_image_proc_file(f.path) || names_image_thread(f.path) != 0);
   // A watch on a deleted file is added on snap's fd on its remade ghost.
   if ((uses_[key] != 1 && !job_proc) || external_.count(key) || f.ghost ||
       namespace_kind(f.path) || watches_ghost(f))
@@ -319,7 +319,7 @@ bool FilePlanner::own_file(const Process& p, const FileDesc& f, FdAction& a) {
   a.path = f.path;
   a.flags = f.flags;
   a.pos = f.pos;
-  a.after_threads = names_image_thread(f.path);
+  a.thread_of = names_image_thread(f.path);
   return true;
 }
 
@@ -426,7 +426,7 @@ bool FilePlanner::check_file(const Process& p, const FileDesc& f) {
   // /proc/PID/... of a process of the image: there once the skeleton,
   // which opens it itself, has that pid again (a thread's once the
   // process has made it: restore/thread_proc_files.h).
-  if (is_image_proc_file(f.path) || names_image_thread(f.path)) return true;
+  if (is_image_proc_file(f.path) || names_image_thread(f.path) != 0) return true;
   if (f.path.ends_with(" (deleted)"))
     throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
                                 "does not hold it (an older snap took it)",
@@ -478,13 +478,14 @@ std::optional<std::pair<pid_t, std::string_view>> proc_number(std::string_view p
 
 // /proc/TID/... or /proc/PID/task/TID/... (as /proc/thread-self resolves)
 // where TID is a thread of the image that is not its process's leader.
-bool FilePlanner::names_image_thread(const std::string& path) const {
+pid_t FilePlanner::names_image_thread(const std::string& path) const {
   auto n = proc_number(path);
-  if (!n) return false;
-  if (threads_.count(n->first)) return true;
-  if (!n->second.starts_with("/task/")) return false;
+  if (!n) return 0;
+  if (auto it = threads_.find(n->first); it != threads_.end()) return it->second;
+  if (!n->second.starts_with("/task/")) return 0;
   auto t = leading_number(n->second.substr(6));
-  return t && threads_.count(t->first);
+  auto it = t ? threads_.find(t->first) : threads_.end();
+  return it != threads_.end() ? it->second : 0;
 }
 
 bool FilePlanner::is_image_proc_file(const std::string& path) const {

@@ -39,9 +39,10 @@ struct FdAction {
   bool epoll = false;
   bool anon = false;  // a signalfd, timerfd or inotify fd (restore/anon_fds.h)
   // A /proc file of a thread that is not its process's leader (restore/
-  // thread_proc_files.h): /dev/null holds the number until the process
-  // opens `path` itself, once the rebuild has made its threads.
-  bool after_threads = false;
+  // thread_proc_files.h): the pid of that thread's process. /dev/null holds
+  // the number until the process opens `path` itself, once the rebuild has
+  // made that thread. 0: none.
+  pid_t thread_of = 0;
   // The saved fd: its anon state, locks and owner (set once it is in place).
   const image::FileDesc* file = nullptr;
   // An epoll (own or inherited): the fds it watches, registered once every

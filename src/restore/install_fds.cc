@@ -46,15 +46,15 @@ int install_fds(const ProcessFiles& files, int keep_fd, std::string* err) {
       wanted.insert(a.target);
       continue;
     }
-    const std::string path = a.after_threads ? "/dev/null" : a.path;  // its thread comes later
-    const int flags = a.after_threads ? O_RDONLY : a.flags & ~(O_CREAT | O_EXCL | O_TRUNC);
+    const std::string path = a.thread_of ? "/dev/null" : a.path;  // its thread comes later
+    const int flags = a.thread_of ? O_RDONLY : a.flags & ~(O_CREAT | O_EXCL | O_TRUNC);
     int fd = a.eventfd ? make_eventfd(a.eventfd_count, a.eventfd_semaphore, a.flags)
              : a.epoll ? make_epoll(a.flags)
                        : ::open(path.c_str(), flags | O_CLOEXEC);
     if (fd < 0)
       return fail(a.eventfd ? "eventfd" : a.epoll ? "epoll_create1" : ("open " + path).c_str(),
                   a.target);
-    if (a.pos && !a.after_threads && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 &&
+    if (a.pos && !a.thread_of && ::lseek(fd, static_cast<off_t>(a.pos), SEEK_SET) < 0 &&
         errno != ESPIPE)
       return fail("lseek", a.target);
     if (fd != a.target) {

@@ -478,10 +478,9 @@ RestoredTree restore_tree(image::ImageReader& img, PidSpace& space, const Restor
   tree.seize_all();
   join_groups(tree, plan, space);
   steps.step("seize");
-  for (const auto& p : ckpt.processes)
-    if (!p.zombie)
-      rebuild_process(tree.tasks(p.pid), p, img, files.of(p.pid), space.fresh(), opts.fill, cow,
-                      vdso);
+  for (const image::Process* p : rebuild_order(ckpt, files))
+    rebuild_process(tree.tasks(p->pid), *p, img, files.of(p->pid), space.fresh(), opts.fill, cow,
+                    vdso);
   steps.step("rebuild");
   out.root = space.host_pid(plan.root);
   out.host_pids = space.host_pids();

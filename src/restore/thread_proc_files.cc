@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <fmt/core.h>
+#include <functional>
+#include <map>
+#include <set>
 #include <utility>
-#include <vector>
 
 #include "restore/file_planner.h"
 
@@ -16,13 +18,12 @@ void open_thread_proc_files(SyscallBatch& batch, const image::Process& p,
                             const ProcessFiles& files) {
   std::vector<std::pair<const FdAction*, size_t>> opened;
   for (const auto& a : files.fds) {
-    if (!a.after_threads) continue;
+    if (!a.thread_of) continue;
     batch.reserve(1, a.path.size() + 1);
     const int flags = (a.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC;
     opened.emplace_back(
-        &a, batch.add(fmt::format("cannot restore {}: open (a thread's /proc file; the thread "
-                                  "must be restored before)",
-                                  fd_name(p, *a.file)),
+        &a, batch.add(fmt::format("cannot restore {}: open (a /proc file of a thread of pid {})",
+                                  fd_name(p, *a.file), a.thread_of),
                       SYS_openat, static_cast<uint64_t>(AT_FDCWD), batch.put(a.path).as_int(),
                       static_cast<uint64_t>(flags)));
   }
@@ -39,6 +40,25 @@ void open_thread_proc_files(SyscallBatch& batch, const image::Process& p,
       batch.add(fmt::format("lseek of {}", fd_name(p, *a->file)), SYS_lseek, target, a->pos,
                 SEEK_SET);
   }
+}
+
+std::vector<const image::Process*> rebuild_order(const image::Checkpoint& ckpt,
+                                                 const OpenFiles& files) {
+  std::map<pid_t, const image::Process*> live;
+  for (const auto& p : ckpt.processes)
+    if (!p.zombie) live[p.pid] = &p;
+  std::vector<const image::Process*> order;
+  std::set<pid_t> entered;
+  std::function<void(const image::Process&)> place = [&](const image::Process& p) {
+    if (!entered.insert(p.pid).second) return;  // placed already, or a cycle
+    for (const auto& a : files.of(p.pid).fds)
+      if (a.thread_of && a.thread_of != p.pid && live.count(a.thread_of))
+        place(*live.at(a.thread_of));
+    order.push_back(&p);
+  };
+  for (const auto& p : ckpt.processes)
+    if (!p.zombie) place(p);
+  return order;
 }
 
 }  // namespace snap::restore

@@ -348,17 +348,19 @@ def python_manager(env):
 def proc_fds(env):
     # fds on /proc/PID files of the job's own processes and threads
     # (tests/programs/proc_fds.py: its own stat, opened as /proc/self/stat
-    # before the fork, so that its child shares it; its child's status; a
-    # second thread's status and stat, opened as /proc/thread-self/status
-    # and /proc/TID/stat, which exist again only once the restore has made
-    # that thread) come back on the same processes' and thread's files, the
-    # stat's offset kept: as an ordinary user the restore runs in a pid
-    # namespace with its own /proc.
+    # before the fork, so that its child shares it; its child's status and
+    # the stat of the child's second thread; its own second thread's status
+    # and stat, opened as /proc/thread-self/status and /proc/TID/stat: a
+    # thread's exist again only once the restore has made that thread, the
+    # child's before the parent opens it) come back on the same processes'
+    # and threads' files, the stat's offset kept: as an ordinary user the
+    # restore runs in a pid namespace with its own /proc.
     argv = [sys.executable, env.src("proc_fds.py"), "30", "100"]
     status, want, secs = reference_run(env, "procfds", argv)
-    expect(status == 0 and want["stdout"].count(b"own stat True child status True "
-                                                b"thread status True thread stat True") == 30,
-           "the reference read the four files right each time")
+    expect(status == 0 and want["stdout"].count(b"own stat True child status True child thread "
+                                                b"stat True thread status True thread stat "
+                                                b"True") == 30,
+           "the reference read the five files right each time")
     dump_restore_points(env, "procfds", argv, [after_lines(5), after_lines(20)], status, want)
 
 
