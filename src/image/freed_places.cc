@@ -22,8 +22,8 @@ namespace {
 constexpr unsigned kReaders = 8;
 }  // namespace
 
-void FreedPlaces::reserve(size_t npages) {
-  npages = std::min(npages, kMaxHeld);
+void FreedPlaces::reserve(size_t extra) {
+  const size_t npages = std::min(held_data_.size() / kPageSize + extra, kMaxHeld);
   if (npages * kPageSize <= held_data_.size()) return;
   HugeBuffer more(npages * kPageSize);
   std::memset(more.data(), 0, more.size());  // touched now, not when a page comes

@@ -19,6 +19,7 @@
 #include "base/file_extents.h"
 #include "base/log.h"
 #include "job/dump.h"
+#include "job/memory_precopy.h"
 #include "parasite/thread_guard.h"
 #include "tracer/file_pages.h"
 #include "tracer/pid_view.h"
@@ -160,6 +161,13 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
     vlog("{} data file(s) mapped shared, {:.1f} MiB, read while the job ran; the pages it writes "
          "meanwhile are read again while it is stopped",
          out.files_.size(), static_cast<double>(out.bytes_before_) / (1 << 20));
+  // The pages written again by the stop are read again then, while the job
+  // is stopped: room for them to take the places of their first copies
+  // (image/freed_places.h), as the memory pre-copy makes for its own.
+  uint64_t rewritten = 0;  // while the files were read
+  for (const auto& f : out.files_)
+    rewritten += out.trackers_.at(f.pid).written_pages({{f.mapping.start, f.mapping.end}});
+  if (!out.files_.empty()) sink.reserve_places(2 * rewritten + MemoryPrecopy::kReservedPages);
   return out;
 }
 

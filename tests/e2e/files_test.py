@@ -963,15 +963,18 @@ def sweep_job(env, name, per_tick, extra=()):
 @case
 def data_file_read_while_running(env):
     # A job sweeping over a 128 MiB data file it maps shared
-    # (tests/programs/mapped_sweep.c: 4096 pages rewritten each tick) is
-    # dumped while it runs: the file's data is read as the job runs on,
-    # its pages write-protected first (an asynchronous userfaultfd: the
-    # job's writes are only noted), and with the job stopped only the pages
-    # it wrote meanwhile are read again. The job runs to its end; restored,
-    # it continues from the dump point and must end as an uninterrupted run
-    # (its last line sums the whole file). With that second reading left
-    # out, the restored job printed another sum in 3 of 3 runs here.
-    argv, ref = sweep_job(env, "sweep", 4096)
+    # (tests/programs/mapped_sweep.c: 4096 pages rewritten each tick, the
+    # rest of each page random bytes, stored raw) is dumped while it runs:
+    # the file's data is read as the job runs on, its pages write-protected
+    # first (an asynchronous userfaultfd: the job's writes are only noted),
+    # and with the job stopped only the pages it wrote meanwhile are read
+    # again, taking the places of their first copies in the page store
+    # (room reserved for them before the stop), not stored twice. The job
+    # runs to its end; restored, it continues from the dump point and must
+    # end as an uninterrupted run (its last line sums the whole file). With
+    # that second reading left out, the restored job printed another sum in
+    # 3 of 3 runs here.
+    argv, ref = sweep_job(env, "sweep", 4096, ["random"])
     out, ckpt = env.path("sweep.out"), env.path("sweep.ckpt")
     p = start(argv, stdout_path=out)
     wait_lines(out, 300)
@@ -979,6 +982,9 @@ def data_file_read_while_running(env):
     expect("128.0 MiB read while the job ran" in d.stderr and
            "written since, read again now" in d.stderr,
            f"the dump read the file while the job ran: {d.stderr.strip()[-600:]}")
+    over = re.search(r"(\d+) pages written over pages given before and forgotten", d.stderr)
+    expect(over and int(over.group(1)) > 0,
+           f"pages read again took their first copies' places: {over and over.group(0)}")
     runs_on_then_restores(env, p, out, ckpt, ref)
 
 

@@ -6,10 +6,12 @@
  * "tick I"; after the last tick it prints "sum S", S the sum over the pages
  * of each one's first word times its number plus one. With "pwrite", the
  * first of each tick's pages is written with pwrite(2) instead of through
- * the mapping. The sum depends only on the file's contents: a restore that
- * left the file as the job left it later, or a dump that kept a page as it
- * was before the job's last write to it, prints another.
- * Usage: mapped_sweep FILE MIB TICKS PER_TICK INTERVAL_MS [pwrite] */
+ * the mapping. With "random", the rest of each page holds pseudo-random
+ * bytes (data no compressor shrinks, as a file of doubles mostly is); the
+ * sum does not read them. The sum depends only on the file's contents: a
+ * restore that left the file as the job left it later, or a dump that kept
+ * a page as it was before the job's last write to it, prints another.
+ * Usage: mapped_sweep FILE MIB TICKS PER_TICK INTERVAL_MS [pwrite|random] */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,12 +25,13 @@ enum { kPage = 4096 };
 
 int main(int argc, char **argv) {
   if (argc != 6 && argc != 7) {
-    fprintf(stderr, "usage: mapped_sweep FILE MIB TICKS PER_TICK INTERVAL_MS [pwrite]\n");
+    fprintf(stderr, "usage: mapped_sweep FILE MIB TICKS PER_TICK INTERVAL_MS [pwrite|random]\n");
     return 2;
   }
   const size_t len = (size_t)atoi(argv[2]) << 20, pages = len / kPage;
   const int ticks = atoi(argv[3]), per_tick = atoi(argv[4]), interval_ms = atoi(argv[5]);
   const int use_pwrite = argc == 7 && !strcmp(argv[6], "pwrite");
+  const int random = argc == 7 && !strcmp(argv[6], "random");
   int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0644);
   char header[kPage] = "mapped_sweep data file\n";
   if (fd < 0 || pwrite(fd, header, sizeof header, 0) != sizeof header ||
@@ -41,7 +44,14 @@ int main(int argc, char **argv) {
     perror("mapped_sweep: mmap");
     return 1;
   }
-  for (size_t p = 0; p < pages; p++) *(int64_t *)(data + p * kPage) = (int64_t)p;
+  uint64_t x = 88172645463325252ull;  /* xorshift64 */
+  for (size_t p = 0; p < pages; p++) {
+    *(int64_t *)(data + p * kPage) = (int64_t)p;
+    for (size_t w = 1; random && w < kPage / 8; w++) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      ((uint64_t *)(data + p * kPage))[w] = x;
+    }
+  }
   struct timespec pause = {interval_ms / 1000, (long)(interval_ms % 1000) * 1000000};
   for (int i = 1; i <= ticks; i++) {
     for (int k = 0; k < per_tick; k++) {
