@@ -30,12 +30,13 @@ class FreedPlaces {
   // Pages held for the commit, at most (snap's memory: 32 MiB).
   static constexpr size_t kMaxHeld = 8192;
 
-  // Room for `npages` more pages (kMaxHeld in all at most) to take
-  // places, made and touched now (each pre-copy asks for its own): pages are given places only within it, so that a page
-  // given while the job is stopped costs no page fault (~50 us each on
-  // this project's machine; a first touch of a huge page may compact
-  // memory). Without it no place is taken.
-  void reserve(size_t npages);
+  // Room for `extra` more pages (kMaxHeld in all at most; each pre-copy
+  // asks for its own) to take places, made and touched now: pages are
+  // given places only within it, so that a page given while the job is
+  // stopped costs no page fault (~50 us each on this project's machine; a
+  // first touch of a huge page may compact memory). Without it no place is
+  // taken.
+  void reserve(size_t extra);
 
   // Unique page `u` is referred to again (a page found equal to it): its
   // place is never taken.

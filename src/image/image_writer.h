@@ -100,7 +100,7 @@ class ImageWriter {
   // while the job ran and written by it before the stop. What they stored
   // stays in pages.bin, referred to by nothing. Thread-safe.
   void forget_pages(pid_t pid, uint64_t mapping_start, const std::vector<ByteRange>& addrs);
-  // A plain image: room for `npages` pages given later to take the places
+  // A plain image: room for `npages` more pages given later to take the places
   // in pages.bin of pages forgotten (image/freed_places.h), made now,
   // before a stretch where a page fault of snap's would cost (the job
   // stopped). Without it pages forgotten stay in pages.bin, referred to by
