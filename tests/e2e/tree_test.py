@@ -64,7 +64,7 @@ def comm(pid):
     try:
         with open(f"/proc/{pid}/comm") as f:
             return f.read().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it ended, or ends while read
         return "?"
 
 
