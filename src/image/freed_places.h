@@ -1,6 +1,7 @@
 // The places in pages.bin of pages a plain image's writer was given and then
 // told to forget (memory read before the stop and written again before it,
-// job/memory_precopy.h, which reserves room for them): pages given later
+// job/memory_precopy.h; a data file's pages likewise, job/file_precopy.h;
+// each reserves room for them): pages given later
 // take them, instead of being appended, so that what was forgotten does not
 // stay in the image, referred to by nothing. Only a place in a raw block
 // already appended (its block's checksum is its pages' sum: pack.h) and

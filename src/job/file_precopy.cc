@@ -162,12 +162,11 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
          "meanwhile are read again while it is stopped",
          out.files_.size(), static_cast<double>(out.bytes_before_) / (1 << 20));
   // The pages written again by the stop are read again then, while the job
-  // is stopped: room for them to take the places of their first copies
-  // (image/freed_places.h), as the memory pre-copy makes for its own.
+  // is stopped: room for them to take the places of their first copies.
   uint64_t rewritten = 0;  // while the files were read
   for (const auto& f : out.files_)
     rewritten += out.trackers_.at(f.pid).written_pages({{f.mapping.start, f.mapping.end}});
-  if (!out.files_.empty()) sink.reserve_places(2 * rewritten + MemoryPrecopy::kReservedPages);
+  if (!out.files_.empty()) MemoryPrecopy::reserve_places_for(sink, rewritten);
   return out;
 }
 

@@ -234,11 +234,13 @@ MemoryPrecopy MemoryPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
   }
   // The pages written again by the stop are read again then, most of them
   // while the job is stopped: room for them to take the places of their
-  // first copies (image/freed_places.h) is made now. As many as were
-  // written again while the memory was read, twice, for the time until
-  // the stop.
-  if (!out.trackers_.empty()) sink.reserve_places(2 * rewritten_pages + kReservedPages);
+  // first copies is made now.
+  if (!out.trackers_.empty()) reserve_places_for(sink, rewritten_pages);
   return out;
+}
+
+void MemoryPrecopy::reserve_places_for(DumpSink& sink, uint64_t rewritten) {
+  sink.reserve_places(2 * rewritten + kReservedPages);
 }
 
 void MemoryPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {

@@ -96,6 +96,11 @@ class MemoryPrecopy {
   // Room reserved for pages read again at the stop to take the places of
   // their first copies, beyond twice those written again while read: 1 MiB.
   static constexpr uint64_t kReservedPages = 256;
+  // Makes that room in `sink` (image/freed_places.h) for a pre-copy (this
+  // one, or job/file_precopy.h's) whose job wrote `rewritten` of its pages
+  // again while they were read: twice as many, for the time until the
+  // stop, plus kReservedPages.
+  static void reserve_places_for(DumpSink& sink, uint64_t rewritten);
 
   MemoryPrecopy() = default;
   MemoryPrecopy(MemoryPrecopy&&) noexcept = default;

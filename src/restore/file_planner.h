@@ -79,6 +79,10 @@ class FilePlanner {
   bool check_file(const Process& p, const FileDesc& f);
   std::pair<struct stat, int> stat_once(const std::string& path);
   bool is_image_proc_file(const std::string& path) const;
+  // A /proc file of a process or thread of the image (either of the two).
+  bool is_job_proc_file(const std::string& path) const {
+    return is_image_proc_file(path) || names_image_thread(path) != 0;
+  }
   // The pid of the process whose thread (not its leader) `path` is a /proc
   // file of; 0 for any other path.
   pid_t names_image_thread(const std::string& path) const;

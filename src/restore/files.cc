@@ -268,8 +268,7 @@ bool FilePlanner::own_file(const Process& p, const FileDesc& f, FdAction& a) {
   // A /proc file of the job's own exists only once its process or thread
   // does, which snap's objects precede: each fd of one shared description
   // is opened by its holder, as a description of its own.
-  const bool job_proc = f.type == FdType::Regular &&
-                        (is_image_proc_file(f.path) || names_image_thread(f.path) != 0);
+  const bool job_proc = f.type == FdType::Regular && is_job_proc_file(f.path);
   // A watch on a deleted file is added on snap's fd on its remade ghost.
   if ((uses_[key] != 1 && !job_proc) || external_.count(key) || f.ghost ||
       namespace_kind(f.path) || watches_ghost(f))
@@ -426,7 +425,7 @@ bool FilePlanner::check_file(const Process& p, const FileDesc& f) {
   // /proc/PID/... of a process of the image: there once the skeleton,
   // which opens it itself, has that pid again (a thread's once the
   // process has made it: restore/thread_proc_files.h).
-  if (is_image_proc_file(f.path) || names_image_thread(f.path) != 0) return true;
+  if (is_job_proc_file(f.path)) return true;
   if (f.path.ends_with(" (deleted)"))
     throw Error(fd_name(p, f) + ": the file was deleted before the dump, and the image "
                                 "does not hold it (an older snap took it)",
