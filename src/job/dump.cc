@@ -302,10 +302,11 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
         opts.memory_budget ? *opts.memory_budget : default_memory_budget(resident, pid);
     // What collecting the mappings, fds and threads will allocate (text,
     // entries: ~400 bytes a mapping, ~1 KiB an fd; a thread's XSAVE area
-    // kept twice and its sigreturn frame, ~12 KiB), faulted in now rather
-    // than while the job is stopped (page faults are dear on a VM).
+    // kept twice and its sigreturn frame, ~12 KiB), and settling the
+    // pre-copy, faulted in now rather than while the job is stopped (page
+    // faults are dear on a VM).
     warm_heap(std::min<size_t>(hints->vmflags.mapping_count() * 512 + hints->fds.size() * 1024 +
-                                   threads * (16 << 10),
+                                   threads * (16 << 10) + memory_precopy.settle_heap_bytes(),
                                31 << 20));
   }
   // Where pages read while the job is stopped wait until it runs again.

@@ -243,6 +243,16 @@ void MemoryPrecopy::reserve_places_for(DumpSink& sink, uint64_t rewritten) {
   sink.reserve_places(2 * rewritten + kReservedPages);
 }
 
+size_t MemoryPrecopy::settle_heap_bytes() const {
+  // A mapping's runs go through some eight lists (the walk's, what was
+  // read, written, held, to read again ...), each grown by doubling.
+  constexpr size_t kPerRun = 16 * sizeof(ByteRange);
+  size_t runs = 0;
+  for (const auto& [pid, p] : trackers_)
+    for (const auto& [start, given] : p.given) runs += given.size();
+  return runs * kPerRun;
+}
+
 void MemoryPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
   uint64_t left = 0;  // to read while stopped, of the mappings kept out
   for (auto& [pid, p] : trackers_) {
