@@ -206,6 +206,12 @@ std::vector<KeepOut> keep_out(pid_t pid, const std::vector<image::Mapping>& mapp
     out.push_back(std::move(r));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.start < b.start; });
+  // Runs with nothing mapped between them: one madvise each pair.
+  for (size_t k = 1; k < out.size(); k++) {
+    auto next = std::lower_bound(mappings.begin(), mappings.end(), out[k - 1].end,
+                                 [](const image::Mapping& m, uint64_t at) { return m.start < at; });
+    out[k].after_hole = next != mappings.end() && next->start == out[k].start;
+  }
   return out;
 }
 
@@ -213,13 +219,24 @@ KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepO
   const pid_t tid = guarded.rs().task().tid();
   const size_t code = static_cast<size_t>(snap_keep_out_fork_end - snap_keep_out_fork_start);
   if (runs.size() > kMaxKeepOut) throw std::logic_error("keep-out sequence too large");
+  // The ranges the sequence gives madvise: runs [first, last] joined by holes.
+  struct Range {
+    size_t first = 0, last = 0, mappings = 0;
+  };
+  std::vector<Range> ranges;
+  for (size_t i = 0; i < runs.size(); i++) {
+    if (ranges.empty() || !runs[i].after_hole) ranges.push_back({i, i, 0});
+    ranges.back().last = i;
+    ranges.back().mappings += runs[i].mappings.size();
+  }
   // If snap dies before the sequence starts, its two pages are all it
   // leaves in the job (shared: the child has the job's shape of mappings).
-  std::vector<uint8_t> bytes(sizeof(SequenceHead) + runs.size() * sizeof(SequenceEntry));
-  SequenceHead head{runs.size(), guarded.guard().frame().as_int(), 0};
+  std::vector<uint8_t> bytes(sizeof(SequenceHead) + ranges.size() * sizeof(SequenceEntry));
+  SequenceHead head{ranges.size(), guarded.guard().frame().as_int(), 0};
   std::memcpy(bytes.data(), &head, sizeof head);
-  for (size_t i = 0; i < runs.size(); i++) {
-    SequenceEntry e{runs[i].start, runs[i].end - runs[i].start, 1, 1};
+  for (size_t i = 0; i < ranges.size(); i++) {
+    const uint64_t start = runs[ranges[i].first].start, end = runs[ranges[i].last].end;
+    SequenceEntry e{start, end - start, 1, 1};
     std::memcpy(bytes.data() + sizeof head + i * sizeof e, &e, sizeof e);
   }
   bytes = guarded.run_sequence(
@@ -230,24 +247,32 @@ KeptOutClone clone_keeping_out(GuardedSyscalls& guarded, const std::vector<KeepO
   std::memcpy(&head, bytes.data(), sizeof head);
   out.rc = static_cast<long>(head.clone_rc);
   if (out.rc > 0) out.child = guarded.guard().cloned().value_or(static_cast<pid_t>(out.rc));
-  for (size_t i = 0; i < runs.size(); i++) {
+  for (size_t i = 0; i < ranges.size(); i++) {
     SequenceEntry e;
     std::memcpy(&e, bytes.data() + sizeof head + i * sizeof e, sizeof e);
-    if (e.dontfork_rc != 0) continue;  // not kept out: in the child as usual
-    if (e.dofork_rc != 0) {
+    const Range& r = ranges[i];
+    // ENOMEM: holes in the range (every mapping was done); the same error
+    // twice: DOFORK stopped where DONTFORK did, having undone the rest.
+    const bool holes = r.last > r.first;
+    auto done = [&](int64_t rc) { return rc == 0 || (holes && rc == -ENOMEM); };
+    if (!done(e.dofork_rc) && e.dofork_rc != e.dontfork_rc) {
       if (out.child > 0) {  // born stopped and traced: never run
         ::kill(out.child, SIGKILL);
         while (::waitpid(out.child, nullptr, __WALL) < 0 && errno == EINTR) {}
       }
       throw SysError(fmt::format("pid {}: madvise(MADV_DOFORK) on {:#x}-{:#x} after the snapshot",
-                                 tid, runs[i].start, runs[i].end),
+                                 tid, runs[r.first].start, runs[r.last].end),
                      static_cast<int>(-e.dofork_rc));
     }
-    out.kept_out.insert(out.kept_out.end(), runs[i].mappings.begin(), runs[i].mappings.end());
-    (runs[i].hugetlb       ? out.hugetlb
-     : runs[i].stacks      ? out.stacks
-     : runs[i].read_before ? out.read_before
-                           : out.sparse) += runs[i].mappings.size();
+    if (!done(e.dontfork_rc) && r.mappings == 1) continue;  // not kept out: in the child as usual
+    out.ranges++;
+    for (size_t k = r.first; k <= r.last; k++) {
+      out.kept_out.insert(out.kept_out.end(), runs[k].mappings.begin(), runs[k].mappings.end());
+      (runs[k].hugetlb       ? out.hugetlb
+       : runs[k].stacks      ? out.stacks
+       : runs[k].read_before ? out.read_before
+                             : out.sparse) += runs[k].mappings.size();
+    }
   }
   std::sort(out.kept_out.begin(), out.kept_out.end());
   return out;

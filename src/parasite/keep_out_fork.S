@@ -1,6 +1,6 @@
 /* The sequence a copy-on-write snapshot runs inside the job's stopped
  * leader when ranges are kept out of it (parasite/snapshot.h): madvise
- * MADV_DONTFORK on each range, clone, MADV_DOFORK on each range marked,
+ * MADV_DONTFORK on each range, clone, MADV_DOFORK on each range,
  * then back to the thread's own context. It is never called in snap:
  * keep_out.cc copies the bytes between the two labels into a page of the
  * job, so the code uses only relative jumps and no data, and no stack.
@@ -13,8 +13,9 @@
  * In:  rdi = the data area: 0: n ranges; 8: rsp for the end (the guard's
  *      frame, whose first word is an rt_sigreturn gadget); 16: the clone's
  *      result (out); 24: n entries of four words: start, length, the
- *      DONTFORK result (out) and the DOFORK result (out; DOFORK only where
- *      DONTFORK returned 0).
+ *      DONTFORK result (out) and the DOFORK result (out; DOFORK on every
+ *      range: where DONTFORK failed part way, it undoes what it did; a
+ *      range keep_out.cc chose holds no mapping flagged so by the job).
  * The clone: no flags, exit signal 0, a stack pointer of 8: its child
  * leaves by exit(0) at once if it ever runs (snap holds it stopped). */
         .text
@@ -55,15 +56,13 @@ snap_keep_out_fork_start:
         xor     %r14d, %r14d
 4:      cmp     %r12, %r14
         jae     6f
-        cmpq    $0, 16(%r13)
-        jne     5f
         mov     0(%r13), %rdi
         mov     8(%r13), %rsi
         mov     $11, %edx               /* MADV_DOFORK */
         mov     $28, %eax
         syscall
         mov     %rax, 24(%r13)
-5:      add     $32, %r13
+        add     $32, %r13
         inc     %r14
         jmp     4b
 6:      mov     8(%rbx), %rsp

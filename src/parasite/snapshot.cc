@@ -94,6 +94,9 @@ std::unique_ptr<MemorySnapshot> MemorySnapshot::take(Task& leader,
         if (got.hugetlb)
           vlog("pid {}: {} mapping(s) of hugetlb memory kept out of the snapshot, read while "
                "stopped", leader.tid(), got.hugetlb);
+        if (got.ranges)
+          vlog("pid {}: {} mapping(s) kept out of the snapshot with {} madvise range(s)",
+               leader.tid(), kept_out.size(), got.ranges);
       }
     } catch (...) {
       seize_options(leader);

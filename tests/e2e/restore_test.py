@@ -1470,6 +1470,36 @@ def memory_read_while_running(env):
 
 
 @case
+def memory_arenas_kept_out_at_once(env):
+    # Mappings read before the stop with nothing but unmapped holes between
+    # them (Python's arenas, an allocator's large blocks) are kept out of
+    # the copy-on-write snapshot by one madvise each range of them
+    # (parasite/keep_out.h), where each took one, each a stop of the job's
+    # leader. tests/programs/arenas.c holds six such regions, three on each
+    # side of a small one that stays in the snapshot: two ranges. After the
+    # dump no mapping of the job is left MADV_DONTFORK, and the image
+    # restores and ends as an uninterrupted run (the small one read from the
+    # snapshot, the six from the job).
+    argv = [env.prog("arenas"), "150", "10"]
+    status, expected = uninterrupted(argv)
+    expect(status == 0 and len(expected) == 150 and expected[-1].startswith("step 150 digest "),
+           f"an uninterrupted run ({status}, {expected[-1:]})")
+    out, ckpt = env.path("arenas.out"), env.path("arenas.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 10)
+    said = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt).stderr
+    m = re.search(r"(\d+) mapping\(s\) read before the stop kept out of the snapshot", said)
+    r = re.search(r"(\d+) mapping\(s\) kept out of the snapshot with (\d+) madvise range\(s\)",
+                  said)
+    expect(m and int(m.group(1)) == 6 and r and int(r.group(1)) == 6 and int(r.group(2)) == 2,
+           "the six regions read before the stop were kept out of the snapshot with two madvise "
+           f"ranges: {[l for l in said.splitlines() if 'kept out' in l]}")
+    flags = [l for l in open(f"/proc/{p.pid}/smaps") if l.startswith("VmFlags:")]
+    expect(flags and not any(" dc" in l for l in flags),
+           "after the dump no mapping of the job is left MADV_DONTFORK (no dc flag)")
+    runs_on_then_restores(env, p, out, ckpt, expected)
+
+
 def memory_unprotected_after_snap_returns(env):
     # What a dump read of the job's memory before the stop is write-protected
     # until snap has unprotected it, a piece at a time once the job runs
