@@ -1500,6 +1500,7 @@ def memory_arenas_kept_out_at_once(env):
     runs_on_then_restores(env, p, out, ckpt, expected)
 
 
+@case
 def memory_unprotected_after_snap_returns(env):
     # What a dump read of the job's memory before the stop is write-protected
     # until snap has unprotected it, a piece at a time once the job runs
