@@ -31,15 +31,22 @@ namespace {
 constexpr uint64_t kPage = image::kPageSize;
 
 // Ending the tracking, the job's page faults wait for one piece at most;
-// between pieces snap waits a little, so that a fault waiting gets in
-// before snap's next piece (with no pause, the job of 1 GiB below stalled
-// 58-141 ms). A piece of 1 MiB: that job's longest stall over the whole dump
-// 15-16 ms here, against 23-41 ms with pieces of 8 MiB (a 1 ms loop
-// rewriting a page of 1 GiB of random data each time round, 3 dumps each;
-// ending then takes ~0.4 s a GiB, most of it the pauses, which snap's own
-// exit need not wait for: hand_off()).
+// between pieces snap waits, so that a fault waiting gets in before snap's
+// next piece (with no pause, the job of 1 GiB below stalled 58-141 ms). A
+// piece of 1 MiB: that job's longest stall over the whole dump 15-16 ms
+// here, against 23-41 ms with pieces of 8 MiB (a 1 ms loop rewriting a page
+// of 1 GiB of random data each time round, 3 dumps each). And each piece
+// costs the job more than its faults: its page tables change under it
+// (TLB flushes, and on a VM with shadow page tables all it touches next is
+// mapped again), so the pause leaves it time to get on. With 200 us, the
+// bench's python3 job (a 1 ms loop over 200 MiB of objects) ran 0.4 ms at
+// a time and went round once in 15-42 ms while snap ended the tracking,
+// longer than its freeze; with 1 ms, 9.6-11.6 ms, the freeze itself (and
+// the 1 GiB job above 12.5-15.7 ms against 14.7-40.6; 4 and 3 fresh jobs,
+// alternating). Ending then takes ~1.2 s a GiB, most of it the pauses,
+// which snap's own exit need not wait for: hand_off().
 constexpr uint64_t kDisarmPiece = uint64_t{1} << 20;
-constexpr std::chrono::microseconds kDisarmPause{200};
+constexpr std::chrono::microseconds kDisarmPause{1000};
 
 uint64_t bytes_of(const std::vector<ByteRange>& ranges) {
   uint64_t n = 0;

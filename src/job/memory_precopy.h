@@ -141,7 +141,7 @@ class MemoryPrecopy {
 
   // Once the job runs again: ends the tracking on a thread of its own,
   // while the dump goes on, a piece of each range at a time
-  // (WriteTracker::disarm: ~0.4 s a GiB of pages here, most of it pauses
+  // (WriteTracker::disarm: ~1.2 s a GiB of pages here, most of it pauses
   // between pieces), so that the job's page faults wait for no more than
   // one piece. The destructor waits for that thread.
   void end();
