@@ -72,6 +72,22 @@ def uninterrupted(argv, timeout=60, environ=None):
     return r.returncode, r.stdout.splitlines()
 
 
+def digest_job_started(env, name, argv, steps):
+    """A job that prints "step N digest X" for each of its `steps` steps
+    (memory_churn.c, arenas.c): its uninterrupted run, then the same job
+    started with its output in a file, past its 10th step. Returns (the
+    job, its output file, a checkpoint path for it, the uninterrupted
+    run's lines)."""
+    status, expected = uninterrupted(argv)
+    expect(status == 0 and len(expected) == steps and
+           expected[-1].startswith(f"step {steps} digest "),
+           f"an uninterrupted run ({status}, {expected[-1:]})")
+    out, ckpt = env.path(f"{name}.out"), env.path(f"{name}.ckpt")
+    p = start(argv, stdout_path=out)
+    wait_lines(out, 10)
+    return p, out, ckpt, expected
+
+
 def ran_on_to_its_end(p, out, expected, timeout=120):
     """The job p (its stdout in out), left running by a dump that failed or
     was stopped, runs on to its end printing `expected`."""

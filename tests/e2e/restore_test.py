@@ -17,8 +17,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snaptest import (HugetlbPool, Skip, case, expect, lines_of, live_pid, main, pid_alive, reap_orphans, start,
                       start_job, wait_for, wait_lines)
-from compare_runs import (dump_kill_restore, expect_continued, ran_on_to_its_end,
-                          reap_killed_children, runs_on_then_restores, uninterrupted)
+from compare_runs import (digest_job_started, dump_kill_restore, expect_continued,
+                          ran_on_to_its_end, reap_killed_children, runs_on_then_restores,
+                          uninterrupted)
 
 
 @case
@@ -1428,12 +1429,7 @@ def memory_read_while_running(env):
     # read in full, and what was read again took the place of what was read
     # first in the page store.
     argv = [env.prog("memory_churn"), "150", "10"]
-    status, expected = uninterrupted(argv)
-    expect(status == 0 and len(expected) == 150 and expected[-1].startswith("step 150 digest "),
-           f"an uninterrupted run ({status}, {expected[-1:]})")
-    out, ckpt = env.path("churn.out"), env.path("churn.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 10)
+    p, out, ckpt, expected = digest_job_started(env, "churn", argv, 150)
     phases = env.path("churn.phases")
     said = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
                         env=dict(os.environ, SNAP_PHASE_LOG=phases,
@@ -1481,12 +1477,7 @@ def memory_arenas_kept_out_at_once(env):
     # restores and ends as an uninterrupted run (the small one read from the
     # snapshot, the six from the job).
     argv = [env.prog("arenas"), "150", "10"]
-    status, expected = uninterrupted(argv)
-    expect(status == 0 and len(expected) == 150 and expected[-1].startswith("step 150 digest "),
-           f"an uninterrupted run ({status}, {expected[-1:]})")
-    out, ckpt = env.path("arenas.out"), env.path("arenas.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 10)
+    p, out, ckpt, expected = digest_job_started(env, "arenas", argv, 150)
     said = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt).stderr
     m = re.search(r"(\d+) mapping\(s\) read before the stop kept out of the snapshot", said)
     r = re.search(r"(\d+) mapping\(s\) kept out of the snapshot with (\d+) madvise range\(s\)",
@@ -1511,11 +1502,7 @@ def memory_unprotected_after_snap_returns(env):
     # then has nothing write-protected once the child has ended, runs on to
     # its end, and the image restores to end as an uninterrupted run.
     argv = [env.prog("memory_churn"), "150", "10"]
-    status, expected = uninterrupted(argv)
-    expect(status == 0 and len(expected) == 150, f"an uninterrupted run ({status}, {expected[-1:]})")
-    out, ckpt = env.path("unprot.out"), env.path("unprot.ckpt")
-    p = start(argv, stdout_path=out)
-    wait_lines(out, 10)
+    p, out, ckpt, expected = digest_job_started(env, "unprot", argv, 150)
     r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt, check=False,
                      env=dict(os.environ, SNAP_PHASE_LOG=env.path("unprot.phases"),
                               SNAP_PHASE_PAUSE="memory-unprotect"))

@@ -13,26 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { kPage = 4096, kWords = kPage / 8, kRegionPages = 128, kRegions = 6, kSlots = 14 };
+#include "page_fill.h"
 
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 31;
-  x *= 0x9e3779b97f4a7c15ull;
-  x ^= x >> 29;
-  x *= 0xbf58476d1ce4e5b9ull;
-  return x ^ (x >> 32);
-}
-
-static void fill(uint8_t *page, uint64_t id, uint64_t step) {
-  uint64_t *w = (uint64_t *)page;
-  for (int k = 0; k < kWords; k++) w[k] = mix(id * 1000003u + step * 7919u + (uint64_t)k);
-}
-
-static uint64_t digest(uint64_t h, const uint8_t *p, size_t len) {
-  const uint64_t *w = (const uint64_t *)p;
-  for (size_t k = 0; k < len / 8; k++) h = (h ^ w[k]) * 0x100000001b3ull;
-  return h;
-}
+enum { kPage = 4096, kRegionPages = 128, kRegions = 6, kSlots = 14 };
 
 int main(int argc, char **argv) {
   if (argc != 3) {

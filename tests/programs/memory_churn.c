@@ -17,27 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { kPage = 4096, kWords = kPage / 8, kBig = 8192, kHot = 256, kSlots = 8, kSlotPages = 16,
+#include "page_fill.h"
+
+enum { kPage = 4096, kBig = 8192, kHot = 256, kSlots = 8, kSlotPages = 16,
        kHeapMax = 200, kSplitPages = 64, kMovedMax = 64 };
-
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 31;
-  x *= 0x9e3779b97f4a7c15ull;
-  x ^= x >> 29;
-  x *= 0xbf58476d1ce4e5b9ull;
-  return x ^ (x >> 32);
-}
-
-static void fill(uint8_t *page, uint64_t id, uint64_t step) {
-  uint64_t *w = (uint64_t *)page;
-  for (int k = 0; k < kWords; k++) w[k] = mix(id * 1000003u + step * 7919u + (uint64_t)k);
-}
-
-static uint64_t digest(uint64_t h, const uint8_t *p, size_t len) {
-  const uint64_t *w = (const uint64_t *)p;
-  for (size_t k = 0; k < len / 8; k++) h = (h ^ w[k]) * 0x100000001b3ull;
-  return h;
-}
 
 static void *map(size_t len) {
   void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
