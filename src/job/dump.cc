@@ -23,6 +23,7 @@
 #include "job/incremental.h"
 #include "job/memory_budget.h"
 #include "job/memory_precopy.h"
+#include "job/shared_precopy.h"
 #include "job/snapshot_steps.h"
 #include "parasite/parasite.h"
 #include "parasite/shared_snapshot.h"
@@ -279,8 +280,12 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   // Its private memory too, and at the stop only the pages it wrote
   // meanwhile; a series that tracks writes itself reads only those anyway.
   MemoryPrecopy memory_precopy;
+  // And its shared memory: not write-protected at the stop then.
+  SharedPrecopy shared_precopy;
   if (!opts.kill && !opts.incremental) {
-    memory_precopy = MemoryPrecopy::read(proc::list_tree(pid), outer_sink, readers, opts.progress);
+    const std::vector<pid_t> pids = proc::list_tree(pid);
+    shared_precopy = SharedPrecopy::read(pids, outer_sink, opts.progress);
+    memory_precopy = MemoryPrecopy::read(pids, outer_sink, readers, opts.progress);
     parasite::phase(pid, "memory-read-before-stop");
     steps.step("memory read while the job ran");
   }
@@ -393,6 +398,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   mark_named_shared_memory(ckpt, temp_dirs, views, opts.shared_files_max);
   precopy.settle(ckpt, outer_sink);
   memory_precopy.settle(ckpt, outer_sink);
+  shared_precopy.settle(ckpt, outer_sink);
   if (precopy.used())
     vlog("data files mapped shared: {:.1f} MiB read while the job ran, {:.1f} MiB of it written "
          "since, read again now", static_cast<double>(precopy.bytes_before()) / (1 << 20),
@@ -486,7 +492,8 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     for (const auto& p : tree.processes()) live.push_back(p.pid);
     vlog("memory budget of the snapshots: {} MiB", result.memory_budget >> 20);
     snapshots = take_snapshots(tree, ckpt, store, shared, readers, *hints,
-                               held ? &*held : nullptr, shm, precopy, memory_precopy, views);
+                               held ? &*held : nullptr, shm, precopy, shared_precopy,
+                               memory_precopy, views);
     if (shm)
       vlog("{} MiB of shared memory (anonymous, or files on tmpfs) write-protected in {} "
            "process(es): read once the job runs, each page before the job's first write to it",
@@ -494,6 +501,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
+    memory_precopy.adopt(shared_precopy.take_trackers());
     memory_precopy.end();  // the protection goes, in the background
     budget.emplace(result.memory_budget, std::move(live), snapshots);
   }

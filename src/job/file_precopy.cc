@@ -122,9 +122,14 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
       // a leader under seccomp (the stop refuses or reads it all anyway).
       if (proc::read_status(c.pid).seccomp != 0)
         throw Error("it runs under seccomp: no system call is made in it before the stop");
-      auto task = Task::seize_and_stop(c.pid);
-      parasite::GuardedSyscalls guarded(*task);
-      out.trackers_.emplace(c.pid, WriteTracker::arm_ranges(guarded.rs(), ranges));
+      std::optional<WriteTracker> t;
+      {
+        auto task = Task::seize_and_stop(c.pid);
+        parasite::GuardedSyscalls guarded(*task);
+        t.emplace(WriteTracker::open(guarded.rs()));
+      }  // it runs again: protected from snap, a piece at a time
+      t->arm_exactly(ranges);
+      out.trackers_.emplace(c.pid, std::move(*t));
     } catch (const std::exception& e) {
       vlog("pid {}: its data files mapped shared are read while it is stopped: {}", c.pid,
            e.what());

@@ -343,19 +343,28 @@ void MemoryPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
          static_cast<double>(bytes_again_) / (1 << 20), static_cast<double>(left) / (1 << 20));
 }
 
+void MemoryPrecopy::adopt(std::vector<WriteTracker> trackers) {
+  for (auto& t : trackers) adopted_.push_back(std::move(t));
+}
+
 void MemoryPrecopy::end() {
-  if (trackers_.empty()) return;
-  ending_trackers_ = std::make_shared<std::map<pid_t, Process>>(std::move(trackers_));
+  if (trackers_.empty() && adopted_.empty()) return;
+  ending_trackers_ = std::make_shared<Ending>(Ending{std::move(trackers_), std::move(adopted_)});
   trackers_.clear();
-  ending_ = std::jthread([trackers = ending_trackers_](std::stop_token stop) {
-    parasite::phase(trackers->begin()->first, "memory-unprotect");
-    unprotect(*trackers, stop);
+  adopted_.clear();
+  ending_ = std::jthread([ending = ending_trackers_](std::stop_token stop) {
+    parasite::phase(ending->processes.empty() ? ending->adopted.front().pid()
+                                              : ending->processes.begin()->first,
+                    "memory-unprotect");
+    unprotect(*ending, stop);
   });
 }
 
-bool MemoryPrecopy::unprotect(std::map<pid_t, Process>& trackers, std::stop_token stop) {
-  for (auto& [pid, p] : trackers)
+bool MemoryPrecopy::unprotect(Ending& ending, std::stop_token stop) {
+  for (auto& [pid, p] : ending.processes)
     if (!p.tracker.disarm(kDisarmPiece, kDisarmPause, stop)) return false;
+  for (auto& t : ending.adopted)
+    if (!t.disarm(kDisarmPiece, kDisarmPause, stop)) return false;
   return true;
 }
 
@@ -365,17 +374,19 @@ MemoryPrecopy::HandedOff MemoryPrecopy::hand_off() {
   ending_.join();  // after the piece under way
   HandedOff out;
   std::vector<int> keep;  // the descriptors the child keeps: ascending
-  for (const auto& [pid, p] : *ending_trackers_) {
-    for (const auto& r : p.tracker.armed()) out.bytes += r.end - r.start;
-    if (!p.tracker.armed().empty()) keep.push_back(p.tracker.fd());
-  }
+  auto count = [&](const WriteTracker& t) {
+    for (const auto& r : t.armed()) out.bytes += r.end - r.start;
+    if (!t.armed().empty()) keep.push_back(t.fd());
+  };
+  for (const auto& [pid, p] : ending_trackers_->processes) count(p.tracker);
+  for (const auto& t : ending_trackers_->adopted) count(t);
   if (!out.bytes) return {};
   std::sort(keep.begin(), keep.end());
   const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   const pid_t child = ::fork();
   if (child < 0) {  // then snap waits after all
     if (null_fd >= 0) ::close(null_fd);
-    ending_ = std::jthread([trackers = ending_trackers_] { unprotect(*trackers, {}); });
+    ending_ = std::jthread([ending = ending_trackers_] { unprotect(*ending, {}); });
     return {};
   }
   if (child == 0) {

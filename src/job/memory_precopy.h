@@ -146,6 +146,10 @@ class MemoryPrecopy {
   // one piece. The destructor waits for that thread.
   void end();
 
+  // Write tracking of other memory (job/shared_precopy.h) that end() ends
+  // with this one's, the same way.
+  void adopt(std::vector<WriteTracker> trackers);
+
   // For a snap that is about to exit once its dump is done: what end() has
   // not unprotected yet is unprotected by a child process of snap's (the
   // same pieces, in a session of its own, no descriptor of snap's but the
@@ -163,18 +167,25 @@ class MemoryPrecopy {
     std::map<uint64_t, std::vector<ByteRange>> given;  // mapping start -> pages given
     uint64_t bytes = 0;
   };
+  // What end() works on: the trackers of this one's processes, and those
+  // adopted.
+  struct Ending {
+    std::map<pid_t, Process> processes;
+    std::vector<WriteTracker> adopted;
+  };
   // Ends the tracking of each, a piece at a time (false: `stop` asked
   // first). Allocates nothing.
-  static bool unprotect(std::map<pid_t, Process>& trackers, std::stop_token stop);
+  static bool unprotect(Ending& ending, std::stop_token stop);
 
   std::map<pid_t, Process> trackers_;
+  std::vector<WriteTracker> adopted_;
   // settle(): per process, mapping start -> pages to read at the stop.
   std::map<pid_t, std::map<uint64_t, std::vector<uint64_t>>> kept_;
   std::map<pid_t, std::vector<uint64_t>> keep_out_;
   uint64_t bytes_before_ = 0, bytes_again_ = 0;
   // end()'s: the trackers it works on, and its thread (declared last:
   // joined first).
-  std::shared_ptr<std::map<pid_t, Process>> ending_trackers_;
+  std::shared_ptr<Ending> ending_trackers_;
   std::jthread ending_;
 };
 

@@ -54,7 +54,8 @@ std::vector<parasite::SharedMemorySnapshot::File> tmpfs_files(const image::Check
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
                          HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy,
-                         const MemoryPrecopy& memory, const FileViews& views) {
+                         const SharedPrecopy& shared_before, const MemoryPrecopy& memory,
+                         const FileViews& views) {
   Snapshots snapshots;
   for (size_t i = 0; i < tree.processes().size(); i++) {  // the live ones, zombies come after
     auto& proc = ckpt.processes[i];
@@ -83,7 +84,8 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
       procs.push_back({tree.processes()[i].tasks[0].get(), ckpt.processes[i].pid,
                        snapshots[i]->pid(), &ckpt.processes[i].mappings});
     std::string why;
-    shm = parasite::SharedMemorySnapshot::take(procs, store, &why, tmpfs_files(ckpt, views));
+    shm = parasite::SharedMemorySnapshot::take(procs, store, &why, tmpfs_files(ckpt, views),
+                                               shared_before.kept());
     if (!why.empty())
       vlog("shared memory (anonymous, or files on tmpfs) is read while the job is stopped: {}",
            why);
@@ -97,6 +99,7 @@ Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store&
       return (!snap || snap->read_from_job(m)) && !(shm && shm->covers(proc.pid, m));
     }, ReadVia::kProcessVmReadv, &shared, [&](const image::Mapping& m) {
       if (auto pages = precopy.pages(proc.pid, m)) return pages;
+      if (auto pages = shared_before.pages(proc.pid, m)) return pages;
       return memory.pages(proc.pid, m);
     }, {}, &readers);
   }

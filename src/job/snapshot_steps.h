@@ -19,6 +19,7 @@
 #include "job/held_pages.h"
 #include "job/memory_precopy.h"
 #include "job/memory_budget.h"
+#include "job/shared_precopy.h"
 #include "parasite/shared_snapshot.h"
 #include "tracer/fd_hints.h"
 #include "tracer/file_view.h"
@@ -61,14 +62,16 @@ using SharedSnapshot = std::unique_ptr<parasite::SharedMemorySnapshot>;
 // itself. Anonymous shared memory is write-protected instead, where the
 // job allows it (`shm`, parasite/shared_snapshot.h: anonymous, and the
 // shared memory files on tmpfs, found through `views`), and read once it runs.
-// Data files the job maps shared that `precopy` read before the stop, and
-// private memory `memory` read before it: only their pages written since
-// are read; the mappings of which that is little are kept out of the
-// snapshot, and those pages read while the job is stopped.
+// Data files the job maps shared that `precopy` read before the stop,
+// shared memory `shared_before` read before it (neither write-protected
+// then), and private memory `memory` read before it: only their pages
+// written since are read; the mappings of which that is little are kept
+// out of the snapshot, and those pages read while the job is stopped.
 Snapshots take_snapshots(SeizedTree& tree, image::Checkpoint& ckpt, const Store& store,
                          SharedMemoryPages& shared, MemoryReaders& readers, const Hints& hints,
                          HeldPages* held, SharedSnapshot& shm, const FilePrecopy& precopy,
-                         const MemoryPrecopy& memory, const FileViews& views);
+                         const SharedPrecopy& shared_before, const MemoryPrecopy& memory,
+                         const FileViews& views);
 
 // Step 3b, the job running again: the fds taken from hints, checked
 // against each snapshot (tracer/fd_hints.h).

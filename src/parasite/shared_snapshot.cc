@@ -104,7 +104,8 @@ const SharedMemorySnapshot::Owner* SharedMemorySnapshot::Object::owner_of(uint64
 
 std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vector<Process>& procs,
                                                                  Store store, std::string* why,
-                                                                 const std::vector<File>& files) {
+                                                                 const std::vector<File>& files,
+                                                                 const std::set<std::pair<uint64_t, uint64_t>>& read_before) {
   std::unique_ptr<SharedMemorySnapshot> ss(new SharedMemorySnapshot());
   ss->store_ = std::move(store);
   // An object some process maps MADV_DONTFORK is missing from that
@@ -122,7 +123,7 @@ std::unique_ptr<SharedMemorySnapshot> SharedMemorySnapshot::take(const std::vect
   auto covered = [&](const image::Mapping& m) {
     const bool kind = coverable(m) || (m.named_shm && file_of.count({m.dev, m.inode}) &&
                                        !image::has_vmflag(m.vmflags, "ht") && mapping_has_content(m));
-    return kind && !not_forked.count({m.dev, m.inode});
+    return kind && !not_forked.count({m.dev, m.inode}) && !read_before.count({m.dev, m.inode});
   };
   for (const auto& p : procs)
     for (const auto& m : *p.mappings)

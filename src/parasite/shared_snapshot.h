@@ -66,6 +66,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -105,10 +106,12 @@ class SharedMemorySnapshot {
   // coverable mappings, and the mappings of `files`, and starts serving.
   // nullptr when there are none, or (with `why` set) when they cannot all
   // be armed: then nothing is left armed and the caller reads them while
-  // stopped.
-  static std::unique_ptr<SharedMemorySnapshot> take(const std::vector<Process>& procs, Store store,
-                                                    std::string* why,
-                                                    const std::vector<File>& files = {});
+  // stopped. The objects of `read_before` ((dev, inode): read before the
+  // stop, job/shared_precopy.h) are left alone.
+  static std::unique_ptr<SharedMemorySnapshot> take(
+      const std::vector<Process>& procs, Store store, std::string* why,
+      const std::vector<File>& files = {},
+      const std::set<std::pair<uint64_t, uint64_t>>& read_before = {});
   ~SharedMemorySnapshot();
   SharedMemorySnapshot(const SharedMemorySnapshot&) = delete;
   SharedMemorySnapshot& operator=(const SharedMemorySnapshot&) = delete;

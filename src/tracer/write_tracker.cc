@@ -271,25 +271,45 @@ WriteTracker WriteTracker::arm_ranges(RemoteSyscalls& rs, const std::vector<Page
                                   "seccomp or an LSM may forbid it in the job");
   enable_features(mine.get(), wanted_features(sup.features));
   WriteTracker t(pid, std::move(mine));
-  for (const auto& r : ranges)
-    if (t.arm_one(r.start, r.end, nullptr)) t.armed_.push_back(r);
+  t.arm_exactly(ranges);
   return t;
+}
+
+void WriteTracker::arm_exactly(const std::vector<PageRun>& ranges) {
+  for (const auto& r : ranges)
+    if (arm_one(r.start, r.end, nullptr)) armed_.push_back(r);
+  std::sort(armed_.begin(), armed_.end(),
+            [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
 }
 
 std::vector<PageRun> WriteTracker::unprotected(uint64_t start, uint64_t end) const {
   const std::string path = fmt::format("/proc/{}/pagemap", pid_);
   ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!pm) throw SysError("open " + path, errno);
+  // One walk: the entries there are (present, or swapped: markers too),
+  // written or not. Arming left an entry on every page (a marker where
+  // none was), so a page with none now lost its entry since: a page
+  // written and then zapped (MADV_DONTNEED, reclaim) gets no marker back.
+  std::vector<PageRegion> regions;
+  if (int e = pagemap_scan(pm.get(), start, end, 0, 0, kPageIsPresent | kPageIsSwapped,
+                           kPageIsPresent | kPageIsSwapped | kPageIsWritten, regions))
+    throw SysError(fmt::format("ioctl({}, PAGEMAP_SCAN, {:#x}-{:#x})", path, start, end), e);
   std::vector<PageRun> out;
-  pagemap::read_chunks(pm.get(), path, start, end,
-                       [&](uint64_t at, const uint64_t* entries, size_t n) {
-                         for (size_t i = 0; i < n; i++)
-                           if (!(entries[i] & pagemap::kUffdWp)) {
-                             const uint64_t a = at + i * image::kPageSize;
-                             append_run(out, a, a + image::kPageSize);
-                           }
-                       });
+  uint64_t at = start;
+  for (const auto& r : regions) {
+    if (r.start > at) append_run(out, at, r.start);  // no entry
+    if (r.categories & kPageIsWritten) append_run(out, r.start, r.end);
+    at = r.end;
+  }
+  if (at < end) append_run(out, at, end);
   return out;
+}
+
+void WriteTracker::protect_again(const std::vector<PageRun>& runs) {
+  for (const auto& r : runs)
+    if (int e = write_protect(uffd_.get(), r.start, r.end))
+      throw SysError(fmt::format("UFFDIO_WRITEPROTECT of {:#x}-{:#x} in pid {}", r.start, r.end,
+                                 pid_), e);
 }
 
 bool WriteTracker::disarm(uint64_t piece, std::chrono::microseconds pause, std::stop_token stop) {
@@ -333,11 +353,16 @@ bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
                          e == EBUSY ? " (the job's own userfaultfd watches it)" : "");
     return false;
   }
-  if (int e = write_protect(uffd_.get(), start, end)) {
-    uffdio_range r{start, end - start};
-    ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
-    if (why) *why = fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e));
-    return false;
+  // A piece at a time, as arm_mappings() does: the process's page faults
+  // there wait for the call that protects their page.
+  for (uint64_t at = start; at < end; at += kProtectPiece) {
+    if (at > start) std::this_thread::sleep_for(kProtectPause);
+    if (int e = write_protect(uffd_.get(), at, std::min(end, at + kProtectPiece))) {
+      uffdio_range r{start, end - start};
+      ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
+      if (why) *why = fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e));
+      return false;
+    }
   }
   return true;
 }

@@ -1770,10 +1770,11 @@ def started_after_a_reference(env, argv, name, lines_first):
     return p, out, ref
 
 
-def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=None):
+def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=None, before=False):
     # A dump that lets the job run on write-protects anonymous shared
     # memory instead of reading it while the job is stopped
-    # (parasite/shared_snapshot.h). The job's writer keeps rewriting every
+    # (parasite/shared_snapshot.h; or, `before`, reads it before the stop:
+    # job/shared_precopy.h). The job's writer keeps rewriting every
     # page, and checks before each write that the memory is exactly what its
     # own progress says; snap holds still 0.3 s right after letting the job
     # go, so the writer writes pages snap has not read yet. The job must run
@@ -1784,6 +1785,17 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
     r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
                      env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
                               SNAP_PHASE_PAUSE="job-released"))
+    if before:
+        # Read while the job ran, protected from snap meanwhile: at the stop
+        # only the pages written since are read (while stopped), nothing is
+        # write-protected then, and the image is as consistent.
+        kept = re.search(r"shared memory read while the job ran: ([0-9.]+) MiB kept, ([0-9.]+) MiB "
+                         r"written since", r.stderr)
+        expect(kept and float(kept.group(1)) > 0 and "write-protected in" not in r.stderr,
+               f"the shared memory was read before the stop, not write-protected at it: "
+               f"{r.stderr.strip()}")
+        runs_on_then_restores(env, p, out, ckpt, ref)
+        return None
     if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
         # An ordinary user's job may only create a userfaultfd that does
         # not serve the kernel's own faults: snap reads the memory while
@@ -1814,9 +1826,22 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
 
 @case
 def shared_memory_written_during_dump(env):
-    # One writer, 64 MiB: the readers and the writer's faults meet.
+    # One writer, 24 MiB (under SharedPrecopy::kMinBytes: protected at the
+    # stop): the readers and the writer's faults meet.
     shared_memory_rewritten(env, "shared_sweeps_one",
-                                      [env.prog("shared_sweeps"), "64", "100", "one"], 2)
+                                      [env.prog("shared_sweeps"), "24", "200", "one"], 2)
+
+
+@case
+def shared_memory_read_while_running(env):
+    # 64 MiB, one writer sweeping over it all the time: read before the
+    # stop (snap opens it through /proc/PID/map_files, which takes
+    # CAP_SYS_ADMIN: an ordinary user's is protected at the stop as above).
+    argv = [env.prog("shared_sweeps"), "64", "100", "one"]
+    if os.geteuid() != 0:
+        shared_memory_rewritten(env, "shared_sweeps_before", argv, 2)
+    else:
+        shared_memory_rewritten(env, "shared_sweeps_before", argv, 2, before=True)
 
 
 @case
@@ -1890,12 +1915,21 @@ def shared_memory_released_during_dump(env):
 def shared_memory_file_written_during_dump(env):
     # The memory a file in /dev/shm (POSIX shared memory: MPI's
     # shared-memory transports, Python's multiprocessing.shared_memory),
-    # 64 MiB, rewritten by one writer: its mappings are write-protected as
+    # 24 MiB, rewritten by one writer: its mappings are write-protected as
     # anonymous shared memory is (the snap before read such a file while
     # the job was stopped), and the image holds it as it was at the stop;
     # the file, removed when the job ends, is made again by the restore.
     shared_memory_rewritten(env, "shared_sweeps_file",
-                            [env.prog("shared_sweeps"), "64", "100", "file"], 2)
+                            [env.prog("shared_sweeps"), "24", "200", "file"], 2)
+
+
+@case
+def shared_memory_file_read_while_running(env):
+    # The same, 64 MiB: read before the stop, by an ordinary user's snap
+    # too (the file opened by its path; the tracking's userfaultfd serves
+    # no kernel faults, so it needs no vm.unprivileged_userfaultfd).
+    shared_memory_rewritten(env, "shared_sweeps_file_before",
+                            [env.prog("shared_sweeps"), "64", "100", "file"], 2, before=True)
 
 
 @case
@@ -1915,7 +1949,7 @@ def shared_memory_snap_killed_while_serving(env):
     # stored yet: the kernel closes snap's userfaultfds, which lifts the
     # protection and lets every waiting thread go. The job runs on to its
     # end, its memory never harmed (the writer checks every page it writes).
-    argv = [env.prog("shared_sweeps"), "64", "100", "one"]
+    argv = [env.prog("shared_sweeps"), "24", "200", "one"]  # protected at the stop
     p, out, ref = started_after_a_reference(env, argv, "shared_killed", 2)
     phases = env.path("shared_killed.phases")
     d = subprocess.Popen([env.snap, "dump", "-v", "--pid", str(p.pid), "-o",

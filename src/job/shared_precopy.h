@@ -1,0 +1,129 @@
+// Shared memory the job's processes map (MAP_SHARED | MAP_ANONYMOUS areas
+// shared across fork, System V segments, files on tmpfs such as /dev/shm:
+// MPI's shared-memory transports) read before the stop of a leave-running
+// dump. Without this, the stop write-protects every page of it in every
+// process that maps it (parasite/shared_snapshot.h): 12 ms of the freeze
+// for 512 MiB here, and on this VM the job then runs another 6-10 ms
+// before its own code does, its page tables being mapped again by the
+// hypervisor after so large a change made while it was stopped.
+//   before the stop: objects of at least kMinBytes of data that snap can
+//     open (a file's path; /proc/PID/map_files for the anonymous ones,
+//     which needs CAP_SYS_ADMIN), every mapping of each in the tree the
+//     same range of it, one in each process; an inotify watch on each
+//     (write(2), truncation, MADV_REMOVE and fallocate: what no page table
+//     shows); each of those processes stopped for one system call, a
+//     userfaultfd made in it and its mapping write-protected
+//     (tracer/write_tracker.h, asynchronous: the job's writes are not held
+//     up, the kernel only notes them, in each process's page tables); then
+//     the object's data read (pread) into the sink as the pages of the
+//     first process's mapping (the one that stores it: each page of a
+//     shared object is stored once); then, once, the pages written
+//     meanwhile protected again and read again, so that few are left for
+//     the stop. A job that wrote more than MemoryPrecopy::kMaxRewritten of
+//     it meanwhile: as without this.
+//   at the stop: an object still mapped only as armed, with no event on
+//     its watch, keeps what was read but for the pages no longer protected
+//     in some process (written since, or their entry zapped since: a
+//     written page zapped leaves no other trace), which are read again
+//     while the job is stopped. A page first filled since by a read (a
+//     hole then) holds zeros, as the hole read then did. An object with
+//     more than half of it written since, or mapped otherwise since (a new
+//     process, mremap, munmap), or changed other than through its
+//     mappings, is forgotten: its protection ends (while stopped) and the
+//     shared-memory snapshot takes it as without this.
+//   once the job runs again: the protection ends in the background with
+//     the private memory's (MemoryPrecopy::adopt, end).
+// Not seen, as for the snapshot: writes by a process outside the job that
+// maps the object too, and DMA into its pages.
+// Candidates as for FilePrecopy: the job in snap's pid namespace,
+// processes not under seccomp.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/byte_ranges.h"
+#include "base/scoped_fd.h"
+#include "image/checkpoint.h"
+#include "image/image_stats.h"
+#include "tracer/write_tracker.h"
+
+namespace snap::job {
+
+class DumpSink;
+
+class SharedPrecopy {
+ public:
+  // Less data than this in an object: write-protected at the stop (a few
+  // ms at most).
+  static constexpr uint64_t kMinBytes = uint64_t{32} << 20;
+
+  using Key = std::pair<uint64_t, uint64_t>;  // (dev, inode)
+
+  SharedPrecopy() = default;
+  SharedPrecopy(SharedPrecopy&&) noexcept = default;
+  SharedPrecopy& operator=(SharedPrecopy&&) noexcept = default;
+
+  // Before the tree is seized, with the job running: reads the candidate
+  // objects mapped by `pids` into `sink` (above). Never throws but the
+  // sink's errors: what cannot be read this way is taken at the stop as
+  // before (-v says why).
+  static SharedPrecopy read(const std::vector<pid_t>& pids, DumpSink& sink,
+                            const std::function<void(const image::ImageStats&)>& progress = {});
+
+  // With the tree stopped and `ckpt`'s mappings collected and marked
+  // (mark_named_shared_memory): keeps or forgets each object (above).
+  void settle(const image::Checkpoint& ckpt, DumpSink& sink);
+
+  // After settle(): the objects kept, which the shared-memory snapshot
+  // leaves alone.
+  std::set<Key> kept() const;
+  // The pages still to read, while stopped, of mapping `m` of `pid` if it
+  // maps an object kept (none but for the mapping that stores it), nullopt
+  // for any other.
+  std::optional<std::vector<uint64_t>> pages(pid_t pid, const image::Mapping& m) const;
+  // After settle(): the write tracking of the objects kept, to end once
+  // the job runs again (MemoryPrecopy::adopt).
+  std::vector<WriteTracker> take_trackers();
+
+  // Bytes read before the stop of the objects kept, and bytes to read
+  // again at the stop.
+  uint64_t bytes_before() const { return bytes_before_; }
+  uint64_t bytes_again() const { return bytes_again_; }
+  bool used() const { return bytes_before_ > 0; }
+
+ private:
+  struct Mapped {
+    pid_t pid = 0;
+    uint64_t start = 0, end = 0;
+    std::optional<WriteTracker> tracker;
+  };
+  struct Object {
+    Key key;
+    uint64_t pgoff = 0, len = 0;
+    std::string name;  // for messages
+    ScopedFd fd;
+    int watch = -1;
+    std::vector<Mapped> mapped;  // every mapping in the tree; the first stores the pages
+    std::vector<ByteRange> given;  // read before the stop, addresses in the first mapping
+    uint64_t bytes = 0;
+    bool changed = false;  // an event on its watch
+    bool kept = false;     // settle()
+    std::vector<uint64_t> again;  // settle(): to read while stopped
+  };
+  // Ends the protection of `o` and forgets what was read of it.
+  static void drop(Object& o, DumpSink& sink);
+
+  std::vector<Object> objects_;
+  ScopedFd inotify_;
+  uint64_t bytes_before_ = 0, bytes_again_ = 0;
+};
+
+}  // namespace snap::job
