@@ -501,6 +501,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
     if (!all_taken(snapshots)) assign_file_ids(ckpt.processes);  // the job's own, while stopped
     tcp_repair.leave();
     tree = SeizedTree();  // detach: the job runs again
+    memory_precopy.adopt(precopy.take_trackers());
     memory_precopy.adopt(shared_precopy.take_trackers());
     memory_precopy.end();  // the protection goes, in the background
     budget.emplace(result.memory_budget, std::move(live), snapshots);

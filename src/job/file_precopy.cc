@@ -224,8 +224,14 @@ void FilePrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
     f.kept = true;
     kept_++;
   }
-  trackers_.clear();  // the protection goes with the userfaultfd
   inotify_.reset();
+}
+
+std::vector<WriteTracker> FilePrecopy::take_trackers() {
+  std::vector<WriteTracker> out;
+  for (auto& [pid, t] : trackers_) out.push_back(std::move(t));
+  trackers_.clear();
+  return out;
 }
 
 std::optional<std::vector<uint64_t>> FilePrecopy::pages(pid_t pid, const image::Mapping& m) const {

@@ -7,9 +7,10 @@
 // again only the pages the job wrote meanwhile:
 //   before the stop: an inotify watch on each such file (write(2),
 //     truncation, fallocate: what no page table shows); its process stopped
-//     for one system call, a userfaultfd made in it and the mapping
-//     write-protected (tracer/write_tracker.h, asynchronous: the job's
-//     writes are not held up, the kernel only notes them); then the file's
+//     for one system call, a userfaultfd made in it, and, running again,
+//     the mapping write-protected from snap a piece at a time
+//     (tracer/write_tracker.h, asynchronous: the job's writes are not held
+//     up, the kernel only notes them); then the file's
 //     data in the mapped range read (pread) into the sink as the mapping's
 //     pages.
 //   at the stop: where nothing rules that reading out (the mapping is still
@@ -19,8 +20,10 @@
 //     write-protected are forgotten in the sink and read again while the
 //     job is stopped; elsewhere all its pages are forgotten and read while
 //     stopped, as without this.
+//   once the job runs again: the protection ends in the background with
+//     the private memory's (MemoryPrecopy::adopt, end).
 // Candidates: a writable MAP_SHARED mapping of a regular file not on tmpfs
-// (shared memory files have snapshots of their own), the file's only
+// (shared memory files: job/shared_precopy.h), the file's only
 // mapping in the tree, with at least kMinBytes of data in the mapped range
 // and no more than 16 times as long as that data; the job in snap's pid
 // namespace (pages are stored under the job's pids); a leader not under
@@ -69,8 +72,12 @@ class FilePrecopy {
   // With the tree stopped, `ckpt`'s mappings collected and marked
   // (mark_named_shared_memory): keeps each mapping read before the stop or
   // forgets its pages (above). Throws SysError when a kept mapping's
-  // pagemap cannot be read. The tracking ends here.
+  // pagemap cannot be read.
   void settle(const image::Checkpoint& ckpt, DumpSink& sink);
+  // After settle(): the write tracking, to end once the job runs again
+  // (MemoryPrecopy::adopt: ending it while stopped, as before, took the
+  // freeze of a job writing a 1 GiB file it maps from 21-24 to 16 ms here).
+  std::vector<WriteTracker> take_trackers();
 
   // For reading the stopped job's memory: the pages still to read of a
   // mapping kept by settle() (those written since it was read), nullopt
