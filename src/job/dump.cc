@@ -314,6 +314,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
                                    threads * (16 << 10) + memory_precopy.settle_heap_bytes(),
                                31 << 20));
   }
+  readers.warm();  // their buffers too
   // Where pages read while the job is stopped wait until it runs again.
   // Without huge pages, filling the buffer would fault on every page while
   // the job is stopped, which costs more than storing them there.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -358,7 +359,16 @@ class MemoryReaders::Impl {
  public:
   explicit Impl(unsigned n)
       : batch_pages_(n ? std::clamp<size_t>(kReadersPages / n, 256, kBatchPages) : kBatchPages) {
-    for (unsigned i = 0; i < n; i++) threads_.emplace_back([this] { loop(); });
+    buffers_.resize(n);
+    for (unsigned i = 0; i < n; i++) threads_.emplace_back([this, i] { loop(buffers_[i]); });
+  }
+  void warm() {
+    std::lock_guard lock(mu_);  // the readers take their next batch after this
+    for (auto& buf : buffers_)
+      if (!buf) {  // one a reader used is in already
+        buf = batch_buffer(batch_pages_);
+        std::memset(buf.data(), 0, buf.size());
+      }
   }
   size_t batch_pages() const { return batch_pages_; }
   ~Impl() {
@@ -398,8 +408,7 @@ class MemoryReaders::Impl {
   }
 
  private:
-  void loop() {
-    HugeBuffer buf;
+  void loop(HugeBuffer& buf) {
     for (;;) {
       Batch b;
       {
@@ -426,6 +435,7 @@ class MemoryReaders::Impl {
   std::condition_variable work_cv_, done_cv_;
   std::deque<Batch> queue_, done_;
   bool stopping_ = false;
+  std::vector<HugeBuffer> buffers_;  // by reader, before threads_: outlives them
   std::vector<std::thread> threads_;
 };
 
@@ -433,6 +443,7 @@ MemoryReaders::MemoryReaders(unsigned threads)
     : impl_(std::make_unique<Impl>(threads > 1 ? threads : 0)) {}
 MemoryReaders::~MemoryReaders() = default;
 unsigned MemoryReaders::threads() const { return impl_->threads(); }
+void MemoryReaders::warm() { impl_->warm(); }
 
 namespace {
 
