@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
-#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -93,10 +92,7 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
     // At the stop the mapping's whole page table is read (~10 ms a GiB of
     // range here): a sparse one costs more so than its data while stopped.
     if (bytes < kMinBytes || total + bytes > max_bytes || m.end - m.start > 16 * bytes) continue;
-    if (!out.inotify_) out.inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-    const std::string self = fmt::format("/proc/self/fd/{}", fd.get());
-    const int watch = out.inotify_ ? ::inotify_add_watch(out.inotify_.get(), self.c_str(), IN_MODIFY)
-                                   : -1;
+    const int watch = out.watch_.add(fd.get());
     if (watch < 0) {
       vlog("{}: read while the job is stopped (no inotify watch: {})", m.path,
            std::strerror(errno));
@@ -177,16 +173,8 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
 
 void FilePrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
   if (files_.empty()) return;
-  // What the watches saw: write(2), truncate, fallocate; an overflowed
-  // queue may have lost any.
-  alignas(inotify_event) char buf[4096];
-  for (ssize_t n; (n = ::read(inotify_.get(), buf, sizeof buf)) > 0;)
-    for (ssize_t off = 0; off < n;) {
-      const auto* e = reinterpret_cast<const inotify_event*>(buf + off);
-      for (auto& f : files_)
-        if ((e->mask & IN_Q_OVERFLOW) || f.watch == e->wd) f.changed = true;
-      off += static_cast<ssize_t>(sizeof *e + e->len);
-    }
+  // What the watches saw: write(2), truncate, fallocate.
+  for (auto& f : files_) f.changed = watch_.changed(f.watch);
   std::map<FileKey, int> mappings_of;  // in the stopped tree
   for (const auto& p : ckpt.processes)
     for (const auto& m : p.mappings)
@@ -224,7 +212,6 @@ void FilePrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
     f.kept = true;
     kept_++;
   }
-  inotify_.reset();
 }
 
 std::vector<WriteTracker> FilePrecopy::take_trackers() {

@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/change_watch.h"
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
@@ -95,15 +96,15 @@ class FilePrecopy {
   struct File {
     pid_t pid = 0;
     image::Mapping mapping;  // as read before the stop (range, offset, file)
-    int watch = -1;          // its inotify watch
+    int watch = -1;          // its ChangeWatch id
     uint64_t bytes = 0;      // read before the stop
-    bool changed = false;    // an inotify event: not kept
+    bool changed = false;    // its watch saw a change: not kept
     bool kept = false;       // settle(): read before the stop, but `again`
     std::vector<uint64_t> again;
   };
   std::vector<File> files_;
   std::map<pid_t, WriteTracker> trackers_;
-  ScopedFd inotify_;
+  ChangeWatch watch_;
   uint64_t bytes_before_ = 0, bytes_again_ = 0;
   size_t kept_ = 0;
 };

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
-#include <sys/inotify.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -104,6 +103,7 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
                                   const std::function<void(const image::ImageStats&)>& progress) {
   SharedPrecopy out;
   std::map<Key, std::vector<std::pair<pid_t, image::Mapping>>> mapped;
+  std::set<Key> privately;
   for (pid_t pid : pids) {
     std::vector<image::Mapping> maps;
     try {
@@ -111,9 +111,14 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
     } catch (const std::exception&) {
       continue;  // gone: the stop will tell
     }
-    for (auto& m : maps)
+    for (auto& m : maps) {
+      if (!m.shared && m.inode != 0) privately.insert({m.dev, m.inode});
       if (candidate(m)) mapped[{m.dev, m.inode}].emplace_back(pid, std::move(m));
+    }
   }
+  // Mapped privately too: its copied-on-write pages are the process's own,
+  // the others show the object (the stop would forget what was read).
+  std::erase_if(mapped, [&](const auto& kv) { return privately.count(kv.first) > 0; });
   if (mapped.empty()) return out;
   if (!WriteTracker::supported().ok) {
     vlog("shared memory is write-protected at the stop: {}", WriteTracker::supported().reason);
@@ -153,10 +158,7 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
       skip("a process mapping it runs under seccomp or in a pid namespace of its own");
       continue;
     }
-    if (!out.inotify_) out.inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-    const std::string self = fmt::format("/proc/self/fd/{}", fd.get());
-    const int watch =
-        out.inotify_ ? ::inotify_add_watch(out.inotify_.get(), self.c_str(), IN_MODIFY) : -1;
+    const int watch = out.watch_.add(fd.get());
     if (watch < 0) {
       skip(fmt::format("no inotify watch: {}", std::strerror(errno)));
       continue;
@@ -247,17 +249,8 @@ void SharedPrecopy::drop(Object& o, DumpSink& sink) {
 
 void SharedPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
   if (objects_.empty()) return;
-  // What the watches saw: write(2), truncate, fallocate and MADV_REMOVE;
-  // an overflowed queue may have lost any.
-  alignas(inotify_event) char buf[4096];
-  for (ssize_t n; (n = ::read(inotify_.get(), buf, sizeof buf)) > 0;)
-    for (ssize_t off = 0; off < n;) {
-      const auto* e = reinterpret_cast<const inotify_event*>(buf + off);
-      for (auto& o : objects_)
-        if ((e->mask & IN_Q_OVERFLOW) || o.watch == e->wd) o.changed = true;
-      off += static_cast<ssize_t>(sizeof *e + e->len);
-    }
-  inotify_.reset();
+  // What the watches saw: write(2), truncate, fallocate and MADV_REMOVE.
+  for (auto& o : objects_) o.changed = watch_.changed(o.watch);
   std::map<Key, std::vector<std::pair<pid_t, const image::Mapping*>>> now;  // the stopped tree's
   for (const auto& p : ckpt.processes)
     for (const auto& m : p.mappings) now[{m.dev, m.inode}].emplace_back(p.pid, &m);

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "base/byte_ranges.h"
+#include "base/change_watch.h"
 #include "base/scoped_fd.h"
 #include "image/checkpoint.h"
 #include "image/image_stats.h"
@@ -110,11 +111,11 @@ class SharedPrecopy {
     uint64_t pgoff = 0, len = 0;
     std::string name;  // for messages
     ScopedFd fd;
-    int watch = -1;
+    int watch = -1;  // its ChangeWatch id
     std::vector<Mapped> mapped;  // every mapping in the tree; the first stores the pages
     std::vector<ByteRange> given;  // read before the stop, addresses in the first mapping
     uint64_t bytes = 0;
-    bool changed = false;  // an event on its watch
+    bool changed = false;  // settle(): its watch saw a change
     bool kept = false;     // settle()
     std::vector<uint64_t> again;  // settle(): to read while stopped
   };
@@ -122,7 +123,7 @@ class SharedPrecopy {
   static void drop(Object& o, DumpSink& sink);
 
   std::vector<Object> objects_;
-  ScopedFd inotify_;
+  ChangeWatch watch_;
   uint64_t bytes_before_ = 0, bytes_again_ = 0;
 };
 
