@@ -54,13 +54,7 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
   // The files mapped in the tree, and the writable shared mappings of them.
   std::map<FileKey, int> mappings_of;
   std::vector<std::pair<pid_t, image::Mapping>> writable;
-  for (pid_t pid : pids) {
-    std::vector<image::Mapping> maps;
-    try {
-      maps = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
-    } catch (const std::exception&) {
-      continue;  // gone: the stop will tell
-    }
+  for (auto& [pid, maps] : proc::read_ranges_of(pids))
     for (auto& m : maps) {
       if (m.kind != image::MappingKind::File) continue;
       mappings_of[{m.dev, m.inode}]++;
@@ -68,7 +62,6 @@ FilePrecopy FilePrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink, ui
           !m.path.ends_with(" (deleted)"))
         writable.emplace_back(pid, std::move(m));
     }
-  }
   if (writable.empty()) return out;
   if (!WriteTracker::supported().ok) {
     vlog("data files mapped shared are read while the job is stopped: {}",

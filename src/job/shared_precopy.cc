@@ -104,18 +104,11 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
   SharedPrecopy out;
   std::map<Key, std::vector<std::pair<pid_t, image::Mapping>>> mapped;
   std::set<Key> privately;
-  for (pid_t pid : pids) {
-    std::vector<image::Mapping> maps;
-    try {
-      maps = proc::read_mappings(pid, proc::MapDetail::kRangesOnly);
-    } catch (const std::exception&) {
-      continue;  // gone: the stop will tell
-    }
+  for (auto& [pid, maps] : proc::read_ranges_of(pids))
     for (auto& m : maps) {
       if (!m.shared && m.inode != 0) privately.insert({m.dev, m.inode});
       if (candidate(m)) mapped[{m.dev, m.inode}].emplace_back(pid, std::move(m));
     }
-  }
   // Mapped privately too: its copied-on-write pages are the process's own,
   // the others show the object (the stop would forget what was read).
   std::erase_if(mapped, [&](const auto& kv) { return privately.count(kv.first) > 0; });

@@ -574,6 +574,17 @@ std::vector<image::Mapping> read_executable_mappings(pid_t pid) {
   return out;
 }
 
+std::vector<std::pair<pid_t, std::vector<image::Mapping>>> read_ranges_of(
+    const std::vector<pid_t>& pids) {
+  std::vector<std::pair<pid_t, std::vector<image::Mapping>>> out;
+  for (pid_t pid : pids) try {
+      out.emplace_back(pid, read_mappings(pid, MapDetail::kRangesOnly));
+    } catch (const std::exception&) {
+      // gone
+    }
+  return out;
+}
+
 std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail) {
   std::vector<image::Mapping> out;
   auto entries = detail == MapDetail::kWithVmFlags ? read_smaps(pid)

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "image/checkpoint.h"
@@ -159,6 +160,11 @@ image::Process read_process(pid_t pid, VmFlagsHints* hints = nullptr, FdHints* f
 // ranges, kinds and paths pass kRangesOnly to read the cheap /proc/PID/maps.
 enum class MapDetail { kWithVmFlags, kRangesOnly };
 std::vector<image::Mapping> read_mappings(pid_t pid, MapDetail detail = MapDetail::kWithVmFlags);
+// The ranges (kRangesOnly) of each of `pids` that still runs, for what is
+// read before a stop: a process gone meanwhile is left out (the stop
+// tells).
+std::vector<std::pair<pid_t, std::vector<image::Mapping>>> read_ranges_of(
+    const std::vector<pid_t>& pids);
 // Only the executable ones (PROT_EXEC), from /proc/PID/maps, without
 // building the others (a process may have tens of thousands).
 std::vector<image::Mapping> read_executable_mappings(pid_t pid);
