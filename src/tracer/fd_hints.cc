@@ -114,15 +114,20 @@ void FdHints::confirm(pid_t pid, std::vector<image::FileDesc>& fds, pid_t source
         throw SysError(fmt::format("pidfd_getfd(pid {}, fd {})", source, fd.fd), errno);
       copy = fresh.get();
     }
-    struct stat st {};
-    if (copy >= 0 ? ::fstat(copy, &st) != 0 : ::fstatat(fd_dir.get(), name, &st, 0) != 0)
-      throw SysError(fmt::format("pid {} fd {} ({}): fstat", pid, fd.fd, fd.path), errno);
-    if (st.st_nlink == 0)
-      throw Error(fmt::format("pid {} fd {} ({}): the file was deleted while snap read the job's "
-                              "fds",
-                              pid, fd.fd, fd.path),
-                  "dump again");
-    if (fd.type == image::FdType::Regular) fd.size = static_cast<uint64_t>(st.st_size);
+    // A name and size not read at the stop (an fd read from its fdinfo): a
+    // file deleted now may have been deleted before the stop, and could not
+    // be opened again by its path.
+    if (!h || !h->stat_at_stop) {
+      struct stat st {};
+      if (copy >= 0 ? ::fstat(copy, &st) != 0 : ::fstatat(fd_dir.get(), name, &st, 0) != 0)
+        throw SysError(fmt::format("pid {} fd {} ({}): fstat", pid, fd.fd, fd.path), errno);
+      if (st.st_nlink == 0)
+        throw Error(fmt::format("pid {} fd {} ({}): the file was deleted while snap read the "
+                                "job's fds",
+                                pid, fd.fd, fd.path),
+                    "dump again");
+      if (fd.type == image::FdType::Regular) fd.size = static_cast<uint64_t>(st.st_size);
+    }
     if (copy >= 0) read_fd_owner(copy, fd);  // before Linux 5.6: the hint's
   };
   parallel_for(todo.size(), fd_reader_threads(todo.size()), check);

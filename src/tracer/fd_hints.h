@@ -7,18 +7,20 @@
 // the life of the open file description. So a leave-running dump reads the
 // fd tables just before it stops the job (hints), and keeps its copies of
 // those fds (pidfd_getfd: each shares the job's open file description).
-// While the job is stopped, an fd whose hint is such a file costs three
+// While the job is stopped, an fd whose hint is such a file costs four
 // system calls: kcmp, that the job's fd is still the description of snap's
-// copy, and the offset and flags through the copy. A file that is or was
-// locked (its hint's fdinfo, /proc/locks now), a device, or an fd without
-// a copy reads its fdinfo instead (offset, flags, locks), and must be on
-// the hint's inode and mount. Anything else is read whole. Once the job
-// runs again, each fd that took its hint is checked against the
+// copy, and the offset, flags, size and link count through the copy (a
+// file deleted since the hint is read whole: a deleted file). A file that
+// is or was locked (its hint's fdinfo, /proc/locks now), a device, or an fd
+// without a copy reads its fdinfo instead (offset, flags, locks), and must
+// be on the hint's inode and mount. Anything else is read whole. Once the
+// job runs again, each fd that took its hint is checked against the
 // copy-on-write snapshot, whose fd table is the job's at the moment of its
-// fork, for what was not read: close-on-exec, that the file still has a
-// name (one deleted since the hint cannot be reopened by its path: the dump
-// fails), the owner (F_SETOWN) and the size. A file renamed between the
-// hint and the stop keeps the name it had at the hint.
+// fork, for what was not read: close-on-exec, the owner (F_SETOWN), and for
+// one read from its fdinfo the size and that the file still has a name
+// (deleted now, it may have been deleted before the stop and cannot be
+// reopened by its path: the dump fails). A file renamed between the hint
+// and the stop keeps the name it had at the hint.
 #pragma once
 
 #include <sys/types.h>
@@ -38,6 +40,7 @@ class FdHints {
   struct Hint {
     image::FileDesc fd;
     ScopedFd copy;  // snap's copy of it (pidfd_getfd), or none
+    bool stat_at_stop = false;  // its name and size read while the job was stopped
   };
 
   FdHints() = default;

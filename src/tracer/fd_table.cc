@@ -113,13 +113,19 @@ bool read_from_hint(const Table& t, const char* name, image::FileDesc& fd, bool*
     // Still snap's copy's open file description: its offset and flags.
     if (::syscall(SYS_kcmp, t.pid, ::getpid(), KCMP_FILE, fd.fd, hint->copy.get()) != 0)
       return false;  // another file, or none: read whole
+    // Its name and size as they are now, while the job is stopped: once it
+    // runs, it may close the file and rename another over it.
     off_t pos = ::lseek(hint->copy.get(), 0, SEEK_CUR);
     int flags = ::fcntl(hint->copy.get(), F_GETFL);
-    if (pos < 0 || flags < 0) return false;
+    struct stat st {};
+    if (pos < 0 || flags < 0 || ::fstat(hint->copy.get(), &st) != 0 || st.st_nlink == 0)
+      return false;  // deleted since the hint: read whole, as a deleted file
     const int cloexec = h.flags & O_CLOEXEC;  // the fd's own: confirmed later
     fd = std::move(hint->fd);
     fd.pos = static_cast<uint64_t>(pos);
     fd.flags = (flags & ~O_CLOEXEC) | cloexec;
+    if (fd.type == image::FdType::Regular) fd.size = static_cast<uint64_t>(st.st_size);
+    hint->stat_at_stop = true;
     return true;
   }
   int err;

@@ -198,6 +198,43 @@ def fd_offsets_leave_running(env):
           f"restored to the end")
 
 
+@case
+def hinted_file_replaced_after_the_stop(env):
+    # The file a job holds open, read from hints, replaced by another of the
+    # same bytes (renamed over it, as careful programs write) once the dump
+    # let the job go (snap holds still there: the phase job-released): the
+    # job's file was named at the stop, so the dump succeeds (snap before
+    # found it deleted then and failed). Killed and restored, the job goes
+    # on to its end with every fd as it expects.
+    out, ckpt, data = env.path("replaced.out"), env.path("replaced.ckpt"), env.path("replaced.dat")
+    rounds = 30
+    p = start([env.prog("fd_offsets"), data, "50", str(rounds), "50"], stdout_path=out)
+    wait_lines(out, 3)
+    phases = env.path("replaced.phases")
+    d = subprocess.Popen([env.snap, "dump", "-v", "--pid", str(p.pid), "-o", ckpt],
+                         env=dict(os.environ, SNAP_PHASE_LOG=phases,
+                                  SNAP_PHASE_PAUSE="job-released"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(phases) and "job-released" in open(phases).read(), 60,
+             "snap let the job go")
+    with open(data, "rb") as f, open(data + ".new", "wb") as g:
+        g.write(f.read())
+    os.replace(data + ".new", data)
+    _, err = d.communicate(timeout=60)
+    hinted = re.search(r"(\d+) of (\d+) fds read from hints", err)
+    expect(d.returncode == 0 and hinted and int(hinted.group(1)) >= 50,
+           f"the dump, its fds read from hints, succeeded: {d.returncode} {err.strip()[-400:]}")
+    at_dump = len(lines_of(out))
+    wait_lines(out, at_dump + 2)
+    p.kill()
+    p.wait()
+    r = env.snap_run("restore", ckpt, check=False, timeout=120)
+    got = lines_of(out)
+    expect(r.returncode == 0 and got == [f"{i} ok" for i in range(1, rounds + 1)],
+           f"restored from the dump point to the end (exit {r.returncode}; {r.stderr.strip()}; "
+           f"{[l for l in got if 'ok' not in l][:3] or got[-3:]})")
+
+
 def epoll_expected(limit):
     """What tests/programs/epoll_events prints, computed as it runs."""
     count, pending, out = 30, 0, []
