@@ -127,10 +127,45 @@ TEST(FdHints, AFileLockedSinceTheHintsHasItsLockRead) {
   EXPECT_EQ(f->locks[0].kind, image::LockKind::Flock);
 }
 
-TEST(FdHints, AFileDeletedSinceTheHintsFailsTheCheck) {
+TEST(FdHints, AFileDeletedBetweenTheHintsAndTheStopIsReadWhole) {
   TempDir dir;
   const std::string path = dir.path() + "/gone";
   ScopedFd file = open_file(path);
+  proc::FdHints hints = proc::FdHints::read({::getpid()});
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  auto fds = proc::read_fds(::getpid(), &hints);
+  EXPECT_FALSE(applied(hints, file.get()));
+  const auto* f = find_fd(fds, file.get());
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->path, path + " (deleted)");
+}
+
+TEST(FdHints, AFileDeletedAfterTheStopKeepsItsNameAndSizeThen) {
+  TempDir dir;
+  const std::string path = dir.path() + "/replaced";
+  ScopedFd file = open_file(path);
+  ASSERT_EQ(::write(file.get(), "0123456789", 10), 10);
+  proc::FdHints hints = proc::FdHints::read({::getpid()});
+  auto fds = proc::read_fds(::getpid(), &hints);
+  ASSERT_TRUE(applied(hints, file.get()));
+  // Once the job runs again: it grows the file, then renames another over it.
+  ASSERT_EQ(::write(file.get(), "abc", 3), 3);
+  ScopedFd other = open_file(path + ".new");
+  ASSERT_EQ(::rename((path + ".new").c_str(), path.c_str()), 0);
+  hints.confirm(::getpid(), fds, ::getpid());
+  const auto* f = find_fd(fds, file.get());
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->path, path);
+  EXPECT_EQ(f->size, 10u);
+}
+
+TEST(FdHints, AFileReadFromItsFdinfoAndDeletedSinceFailsTheCheck) {
+  // Locked at the hints: read from its fdinfo at the stop, its name checked
+  // afterwards, when a deletion may have been before the stop or after.
+  TempDir dir;
+  const std::string path = dir.path() + "/gone";
+  ScopedFd file = open_file(path);
+  ASSERT_EQ(::flock(file.get(), LOCK_EX), 0);
   proc::FdHints hints = proc::FdHints::read({::getpid()});
   auto fds = proc::read_fds(::getpid(), &hints);
   ASSERT_TRUE(applied(hints, file.get()));
