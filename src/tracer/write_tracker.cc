@@ -52,8 +52,8 @@ uint64_t wanted_features(uint64_t offered) {
   return kFeatureWpAsync | kFeatureWpUnpopulated | (offered & kFeatureWpHugetlbfsShmem);
 }
 
-// arm_mappings(populated): the pages protected per call, and the wait
-// between calls, so that a page fault of the process waiting gets in.
+// protect_in_pieces: the pages protected per call, and the wait between
+// calls, so that a page fault of the process waiting gets in.
 constexpr uint64_t kProtectPiece = uint64_t{32} << 20;
 constexpr std::chrono::microseconds kProtectPause{100};
 
@@ -244,12 +244,7 @@ void WriteTracker::arm_mappings(const std::vector<image::Mapping>& mappings, boo
     for (size_t i = 0; ok && i < regions.size();) {  // adjacent regions joined
       size_t j = i + 1;
       while (j < regions.size() && regions[j].start == regions[j - 1].end) j++;
-      // A piece at a time: the process's page faults there wait for the
-      // call that protects their page (~30 ms a GiB of pages here).
-      for (uint64_t at = regions[i].start; ok && at < regions[j - 1].end; at += kProtectPiece) {
-        if (at > regions[i].start) std::this_thread::sleep_for(kProtectPause);
-        ok = write_protect(uffd_.get(), at, std::min(regions[j - 1].end, at + kProtectPiece)) == 0;
-      }
+      ok = protect_in_pieces(regions[i].start, regions[j - 1].end) == 0;
       i = j;
     }
     if (ok) {
@@ -353,18 +348,23 @@ bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
                          e == EBUSY ? " (the job's own userfaultfd watches it)" : "");
     return false;
   }
-  // A piece at a time, as arm_mappings() does: the process's page faults
-  // there wait for the call that protects their page.
-  for (uint64_t at = start; at < end; at += kProtectPiece) {
-    if (at > start) std::this_thread::sleep_for(kProtectPause);
-    if (int e = write_protect(uffd_.get(), at, std::min(end, at + kProtectPiece))) {
-      uffdio_range r{start, end - start};
-      ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
-      if (why) *why = fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e));
-      return false;
-    }
+  if (int e = protect_in_pieces(start, end)) {
+    uffdio_range r{start, end - start};
+    ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
+    if (why) *why = fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e));
+    return false;
   }
   return true;
+}
+
+int WriteTracker::protect_in_pieces(uint64_t start, uint64_t end) {
+  // A piece at a time: the process's page faults there wait for the call
+  // that protects their page (~30 ms a GiB of pages here).
+  for (uint64_t at = start; at < end; at += kProtectPiece) {
+    if (at > start) std::this_thread::sleep_for(kProtectPause);
+    if (int e = write_protect(uffd_.get(), at, std::min(end, at + kProtectPiece))) return e;
+  }
+  return 0;
 }
 
 bool WriteTracker::armed_as(const image::Mapping& m, bool* overlaps) const {

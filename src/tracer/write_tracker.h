@@ -214,6 +214,9 @@ class WriteTracker {
   // UFFDIO_REGISTER (WP) + UFFDIO_WRITEPROTECT on [start, end); false (with
   // `why`) when the kernel refuses the range.
   bool arm_one(uint64_t start, uint64_t end, std::string* why);
+  // UFFDIO_WRITEPROTECT on registered [start, end), a piece at a time with
+  // a pause between pieces; 0, or the errno of the piece refused.
+  int protect_in_pieces(uint64_t start, uint64_t end);
   // Whether `m` is armed exactly: one armed range, or adjacent ones the
   // kernel merged since; `overlaps`: whether any armed range overlaps it.
   bool armed_as(const image::Mapping& m, bool* overlaps = nullptr) const;
