@@ -6,9 +6,14 @@
 #include <linux/sock_diag.h>
 #include <sys/socket.h>
 
+#include <netinet/in.h>
+
+#include <cerrno>
 #include <cstring>
-#include <fmt/core.h>
+#include <optional>
 #include <vector>
+
+#include <fmt/core.h>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -87,7 +92,77 @@ bool parse_inet_diag(const uint8_t* buf, size_t len, std::map<uint64_t, InetDiag
   });
 }
 
-const InetDiag* InetDiags::find(int family, int protocol, uint64_t inode) {
+namespace {
+
+// The inet_diag id of a socket at `local` connected to `peer` (or to none).
+void fill_id(inet_diag_sockid& id, const sockaddr_storage& local, const sockaddr_storage* peer) {
+  auto put = [](const sockaddr_storage& ss, __be16& port, __be32 (&addr)[4]) {
+    if (ss.ss_family == AF_INET) {
+      const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+      port = a.sin_port;
+      std::memcpy(&addr[0], &a.sin_addr, sizeof a.sin_addr);
+    } else {
+      const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+      port = a.sin6_port;
+      std::memcpy(addr, &a.sin6_addr, sizeof a.sin6_addr);
+    }
+  };
+  put(local, id.idiag_sport, id.idiag_src);
+  if (peer) put(*peer, id.idiag_dport, id.idiag_dst);
+  id.idiag_cookie[0] = id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+}
+
+// One socket, asked for by its id: its answer, or nothing where sock_diag
+// finds none (ENOENT) or cannot answer.
+std::optional<InetDiag> query_one(int family, int protocol, const sockaddr_storage& local,
+                                  const sockaddr_storage* peer) {
+  struct {
+    nlmsghdr h;
+    inet_diag_req_v2 r;
+  } req{};
+  req.h.nlmsg_len = sizeof req;
+  req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.h.nlmsg_flags = NLM_F_REQUEST;
+  req.h.nlmsg_seq = 1;
+  req.r.sdiag_family = static_cast<uint8_t>(family);
+  req.r.sdiag_protocol = static_cast<uint8_t>(protocol);
+  req.r.idiag_states = ~0u;
+  fill_id(req.r.id, local, peer);
+  ScopedFd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!nl) return std::nullopt;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(nl.get(), &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel),
+               sizeof kernel) < 0)
+    return std::nullopt;
+  std::vector<uint8_t> buf(8192);
+  ssize_t n;
+  do n = ::recv(nl.get(), buf.data(), buf.size(), 0);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return std::nullopt;
+  std::map<uint64_t, InetDiag> got;
+  try {
+    parse_inet_diag(buf.data(), static_cast<size_t>(n), got);
+  } catch (const Error&) {
+    return std::nullopt;  // ENOENT: in no table, or not this way
+  }
+  if (got.size() != 1) return std::nullopt;
+  return got.begin()->second;
+}
+
+}  // namespace
+
+const InetDiag* InetDiags::find(int family, int protocol, uint64_t inode,
+                                const sockaddr_storage* local, const sockaddr_storage* peer) {
+  if (local && protocol == IPPROTO_TCP && local->ss_family == family) {
+    if (auto it = looked_up_.find(inode); it != looked_up_.end()) return &it->second;
+    if (auto d = query_one(family, protocol, *local, peer); d && d->inode == inode)
+      return &(looked_up_[inode] = *d);
+  }
+  return from_dump(family, protocol, inode);
+}
+
+const InetDiag* InetDiags::from_dump(int family, int protocol, uint64_t inode) {
   auto key = std::make_pair(family, protocol);
   auto it = dumps_.find(key);
   if (it == dumps_.end()) {

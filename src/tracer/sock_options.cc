@@ -110,38 +110,57 @@ bool read_option(int sock, OptionId id, std::vector<uint8_t>& out) {
   return true;
 }
 
-template <size_t N>
-void compare(int sock, int fresh, const OptionId (&ids)[N], std::vector<image::SockOpt>& out) {
-  for (const auto& id : ids) {
-    std::vector<uint8_t> mine, theirs;
-    if (!read_option(sock, id, mine)) continue;  // not an option of this socket
-    if (read_option(fresh, id, theirs) && mine == theirs) continue;
-    out.push_back({id.level, id.name, std::move(mine)});
-  }
+// Calls fn(ids) for each table of options a socket of this kind has.
+template <typename Fn>
+void for_each_table(int domain, int type, int protocol, Fn fn) {
+  const bool inet = domain == AF_INET || domain == AF_INET6;
+  fn(kSocketOptions);
+  if (inet) fn(kIpOptions);
+  if (domain == AF_INET6) fn(kIpv6Options);
+  if (inet && type != SOCK_STREAM) fn(kIpMulticastOptions);
+  if (domain == AF_INET6 && type != SOCK_STREAM) fn(kIpv6MulticastOptions);
+  if (inet && protocol == IPPROTO_TCP) fn(kTcpOptions);
+  if (inet && protocol == IPPROTO_UDP) fn(kUdpOptions);
 }
 
 }  // namespace
 
-std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int type, int protocol) {
-  std::vector<image::SockOpt> out;
+const SocketDefaults::Kind& SocketDefaults::of(int domain, int type, int protocol) {
+  auto [it, added] = kinds_.try_emplace({domain, type, protocol});
+  if (!added) return it->second;
   // A new socket of the same kind has the defaults; without one (say, a
   // ping socket this user may not open) nothing is recorded.
   ScopedFd fresh(::socket(domain, type | SOCK_CLOEXEC, protocol));
   if (!fresh) {
     vlog("cannot open a socket ({}, {}, {}) to compare options with: {}", domain, type, protocol,
          std::strerror(errno));
-    return out;
+    return it->second;
   }
-  compare(sock, fresh.get(), kSocketOptions, out);
-  if (domain == AF_INET || domain == AF_INET6) compare(sock, fresh.get(), kIpOptions, out);
-  if (domain == AF_INET6) compare(sock, fresh.get(), kIpv6Options, out);
-  if ((domain == AF_INET || domain == AF_INET6) && type != SOCK_STREAM)
-    compare(sock, fresh.get(), kIpMulticastOptions, out);
-  if (domain == AF_INET6 && type != SOCK_STREAM) compare(sock, fresh.get(), kIpv6MulticastOptions, out);
-  if ((domain == AF_INET || domain == AF_INET6) && protocol == IPPROTO_TCP)
-    compare(sock, fresh.get(), kTcpOptions, out);
-  if ((domain == AF_INET || domain == AF_INET6) && protocol == IPPROTO_UDP)
-    compare(sock, fresh.get(), kUdpOptions, out);
+  Kind& k = it->second;
+  k.made = true;
+  for_each_table(domain, type, protocol, [&](const auto& ids) {
+    for (const auto& id : ids) {
+      std::vector<uint8_t> value;
+      if (read_option(fresh.get(), id, value)) k.values[{id.level, id.name}] = std::move(value);
+    }
+  });
+  return k;
+}
+
+std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int type, int protocol,
+                                                   SocketDefaults& defaults) {
+  std::vector<image::SockOpt> out;
+  const SocketDefaults::Kind& fresh = defaults.of(domain, type, protocol);
+  if (!fresh.made) return out;
+  for_each_table(domain, type, protocol, [&](const auto& ids) {
+    for (const auto& id : ids) {
+      std::vector<uint8_t> mine;
+      if (!read_option(sock, id, mine)) continue;  // not an option of this socket
+      auto it = fresh.values.find({id.level, id.name});
+      if (it != fresh.values.end() && it->second == mine) continue;
+      out.push_back({id.level, id.name, std::move(mine)});
+    }
+  });
   std::vector<uint8_t> locked;
   if (read_option(sock, {SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER"}, locked) &&
       locked != std::vector<uint8_t>(locked.size(), 0))
@@ -214,8 +233,10 @@ image::InetSocket describe_inet_socket(int sock, int domain, int type, int proto
   if (::getsockname(sock, reinterpret_cast<sockaddr*>(&ss), &len) < 0)
     throw SysError("getsockname on " + what, errno);
   std::tie(s.local, s.local_port) = split(ss);
+  const sockaddr_storage local = ss;
   len = sizeof ss;
-  if (::getpeername(sock, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+  const bool connected = ::getpeername(sock, reinterpret_cast<sockaddr*>(&ss), &len) == 0;
+  if (connected)
     std::tie(s.peer, s.peer_port) = split(ss);
   else if (errno != ENOTCONN)
     throw SysError("getpeername on " + what, errno);
@@ -235,7 +256,8 @@ image::InetSocket describe_inet_socket(int sock, int domain, int type, int proto
   }
   struct stat st {};
   if (::fstat(sock, &st) == 0 && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)) {
-    if (const InetDiag* d = diags.find(domain, protocol, st.st_ino)) s.shutdown = d->shutdown;
+    if (const InetDiag* d = diags.find(domain, protocol, st.st_ino, &local, connected ? &ss : nullptr))
+      s.shutdown = d->shutdown;
   }
   if (s.state != TCP_LISTEN && ::ioctl(sock, FIONREAD, &queued) < 0) queued = 0;
   return s;

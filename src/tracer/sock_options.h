@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "image/checkpoint.h"
@@ -12,10 +15,27 @@
 
 namespace snap {
 
+// The options of a new socket of each kind (domain, type, protocol), read
+// once per kind and kept for all the sockets of a dump: a new socket and
+// ~60 getsockopt calls, which each socket had cost while the job was
+// stopped.
+class SocketDefaults {
+ public:
+  struct Kind {
+    bool made = false;  // a new socket of it could be opened
+    std::map<std::pair<int, int>, std::vector<uint8_t>> values;  // (level, name)
+  };
+  const Kind& of(int domain, int type, int protocol);
+
+ private:
+  std::map<std::tuple<int, int, int>, Kind> kinds_;
+};
+
 // The options of `sock` (of `domain`, `type`, `protocol`) whose values
 // differ from those of a new socket of the same kind: what the job set.
 // SO_LOCK_FILTER among them is for after the filter (set_socket_options).
-std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int type, int protocol);
+std::vector<image::SockOpt> changed_socket_options(int sock, int domain, int type, int protocol,
+                                                   SocketDefaults& defaults);
 
 // "SO_MARK", "TCP_CONGESTION": an option's name for messages.
 std::string socket_option_name(int level, int name);
@@ -27,7 +47,7 @@ std::vector<uint8_t> socket_filter(int sock, const std::string& what);
 // Addresses, state, shutdown and backlog of an AF_INET / AF_INET6 socket.
 // `accept_queue` gets the connections a listening TCP socket has not
 // accepted yet; `queued` the bytes waiting to be read. `diags`: sock_diag's
-// answers, one dump per family and protocol for all the sockets of a dump.
+// answers for all the sockets of a dump.
 image::InetSocket describe_inet_socket(int sock, int domain, int type, int protocol,
                                        const std::string& what, InetDiags& diags,
                                        uint32_t& accept_queue, int& queued);

@@ -385,7 +385,8 @@ void describe_unix(const image::Process& p, const UnixDiag& u,
 void collect_sockets(std::vector<image::Process>& procs) {
   std::map<uint64_t, UnixDiag> diag;
   bool queried = false;
-  InetDiags inet_diags;  // one sock_diag dump per family and protocol
+  InetDiags inet_diags;  // by a lookup a TCP socket, else a dump per family and protocol
+  SocketDefaults defaults;  // a new socket's options, per kind
   // A socket's facts (and queue) once, for all its fds.
   std::map<uint64_t, const image::FileDesc*> done;
   for (auto& p : procs) {
@@ -452,7 +453,7 @@ void collect_sockets(std::vector<image::Process>& procs) {
       } else {
         continue;  // check_sockets_restorable refuses these
       }
-      f.sock_options = changed_socket_options(sock.get(), domain, type, protocol);
+      f.sock_options = changed_socket_options(sock.get(), domain, type, protocol, defaults);
       f.sock_filter = socket_filter(sock.get(), what);
     }
   }
