@@ -284,7 +284,7 @@ DumpResult dump_tree(pid_t pid, DumpSink& outer_sink, const DumpOptions& opts) {
   SharedPrecopy shared_precopy;
   if (!opts.kill && !opts.incremental) {
     const std::vector<pid_t> pids = proc::list_tree(pid);
-    shared_precopy = SharedPrecopy::read(pids, outer_sink, opts.progress);
+    shared_precopy = SharedPrecopy::read(pids, outer_sink, opts.shared_files_max, opts.progress);
     memory_precopy = MemoryPrecopy::read(pids, outer_sink, readers, opts.progress);
     parasite::phase(pid, "memory-read-before-stop");
     steps.step("memory read while the job ran");

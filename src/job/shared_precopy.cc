@@ -2,13 +2,16 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include <fmt/core.h>
 
@@ -43,9 +46,10 @@ bool candidate(const image::Mapping& m) {
          !m.path.ends_with(" (deleted)");
 }
 
-// The object `m` of `pid` maps, opened for reading where it is on tmpfs
-// (the anonymous ones through /proc/PID/map_files: CAP_SYS_ADMIN).
-ScopedFd open_object(pid_t pid, const image::Mapping& m, std::string* why) {
+// The object `m` of `pid` maps, opened for reading (the anonymous ones
+// through /proc/PID/map_files: CAP_SYS_ADMIN); `tmpfs`: whether it is on
+// tmpfs.
+ScopedFd open_object(pid_t pid, const image::Mapping& m, std::string* why, bool* tmpfs) {
   ScopedFd fd;
   if (m.kind == image::MappingKind::SharedAnon) {
     const std::string path = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, m.start, m.end);
@@ -56,10 +60,11 @@ ScopedFd open_object(pid_t pid, const image::Mapping& m, std::string* why) {
     if (!fd) *why = "its file cannot be opened";
   }
   struct statfs fs {};
-  if (fd && (::fstatfs(fd.get(), &fs) != 0 || fs.f_type != TMPFS_MAGIC)) {
+  if (fd && ::fstatfs(fd.get(), &fs) != 0) {
+    *why = fmt::format("fstatfs: {}", std::strerror(errno));
     fd.reset();
-    why->clear();  // a data file: FilePrecopy's
   }
+  *tmpfs = fd && fs.f_type == TMPFS_MAGIC;
   return fd;
 }
 
@@ -100,6 +105,7 @@ void read_again(int fd, const std::vector<ByteRange>& runs, uint64_t to_offset,
 }  // namespace
 
 SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink,
+                                  uint64_t files_max,
                                   const std::function<void(const image::ImageStats&)>& progress) {
   SharedPrecopy out;
   std::map<Key, std::vector<std::pair<pid_t, image::Mapping>>> mapped;
@@ -112,6 +118,14 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
   // Mapped privately too: its copied-on-write pages are the process's own,
   // the others show the object (the stop would forget what was read).
   std::erase_if(mapped, [&](const auto& kv) { return privately.count(kv.first) > 0; });
+  // A file no mapping may write now: not saved in the image (named_shm,
+  // saved_file), reading it would be for nothing.
+  std::erase_if(mapped, [](const auto& kv) {
+    return kv.second.front().second.kind == image::MappingKind::File &&
+           std::none_of(kv.second.begin(), kv.second.end(),
+                        [](const auto& pm) { return (pm.second.prot & PROT_WRITE) != 0; });
+  });
+  uint64_t files_bytes = 0;  // of files not on tmpfs
   if (mapped.empty()) return out;
   if (!WriteTracker::supported().ok) {
     vlog("shared memory is write-protected at the stop: {}", WriteTracker::supported().reason);
@@ -126,13 +140,25 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
            first.end, why);
     };
     std::string why;
-    ScopedFd fd = open_object(pid0, first, &why);
+    bool tmpfs = false;
+    ScopedFd fd = open_object(pid0, first, &why, &tmpfs);
     if (!fd) {
       if (!why.empty()) skip(why);
       continue;
     }
+    // A file elsewhere mapped once: a data file (FilePrecopy's), or read
+    // while the job is stopped.
+    if (!tmpfs && list.size() < 2) continue;
     const uint64_t len = first.end - first.start;
-    if (data_page_bytes(fd.get(), first.pgoff, first.pgoff + len) < kMinBytes) continue;
+    const uint64_t data = data_page_bytes(fd.get(), first.pgoff, first.pgoff + len);
+    if (data < min_bytes()) continue;
+    if (!tmpfs) {
+      if (files_bytes + data > files_max) {
+        skip("more data files mapped shared than --shared-files-max");
+        continue;
+      }
+      files_bytes += data;
+    }
     // Each page of it stored once, under the first mapping: every mapping
     // the same range of it, one in each process.
     std::set<pid_t> seen;
@@ -157,23 +183,25 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
       continue;
     }
     Object o{key, first.pgoff, len, name, std::move(fd), watch, {}, {}, 0, false, false, {}};
-    // Each process stopped for its userfaultfd() only; the write
-    // protection is set from snap while it runs again.
+    // Each process stopped for its userfaultfd() only (at its first
+    // object); the write protection is set from snap while it runs again.
     try {
       for (const auto& [pid, m] : list) {
-        std::optional<WriteTracker> t;
-        {
-          auto task = Task::seize_and_stop(pid);
-          parasite::GuardedSyscalls guarded(*task);
-          t.emplace(WriteTracker::open(guarded.rs()));
-        }  // it runs again
-        t->arm_exactly({{m.start, m.end}});
-        if (t->armed().empty())
-          throw Error(fmt::format("pid {}: the kernel refused to write-protect it", pid));
-        o.mapped.push_back({pid, m.start, m.end, std::move(t)});
+        const int err = out.tracker_of(pid).arm_range(m.start, m.end);
+        // A mapping that can never write (a file opened read-only, as
+        // PMIx's clients map its segments): nothing to track in it.
+        if (err == EPERM && !(m.prot & PROT_WRITE)) {
+          o.mapped.push_back({pid, m.start, m.end, false});
+          continue;
+        }
+        if (err)
+          throw Error(fmt::format("pid {}: the kernel refused to write-protect it: {}", pid,
+                                  std::strerror(err)));
+        o.mapped.push_back({pid, m.start, m.end, true});
       }
     } catch (const std::exception& e) {
-      skip(e.what());  // the protection set so far ends with its trackers
+      for (const auto& mp : o.mapped) out.trackers_.at(mp.pid).disarm_range(mp.start, mp.end);
+      skip(e.what());
       continue;
     }
     const pid_t owner = o.mapped.front().pid;
@@ -187,7 +215,7 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
     };
     // The object's byte `off` as the first mapping's page at start + off - pgoff.
     if (!read_file_pages(o.fd.get(), o.pgoff, o.pgoff + len, start - o.pgoff, as_mapping, &why)) {
-      sink.forget(owner, start);
+      out.drop(o, sink);
       skip(why);
       continue;
     }
@@ -200,7 +228,8 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
       std::vector<ByteRange> runs;  // as the first mapping's addresses
       std::vector<std::vector<PageRun>> written;
       for (const auto& mp : o.mapped) {
-        written.push_back(mp.tracker->unprotected(mp.start, mp.end));
+        written.push_back(mp.tracked ? out.trackers_.at(mp.pid).unprotected(mp.start, mp.end)
+                                     : std::vector<PageRun>{});
         again += runs_pages(written.back());
         for (const auto& r : written.back())
           runs.push_back({start + (r.start - mp.start), start + (r.end - mp.start)});
@@ -210,7 +239,8 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
         throw Error(fmt::format("{:.1f} MiB of {:.1f} MiB written again while it was read",
                                 static_cast<double>(again * kPage) / (1 << 20),
                                 static_cast<double>(o.bytes) / (1 << 20)));
-      for (size_t i = 0; i < o.mapped.size(); i++) o.mapped[i].tracker->protect_again(written[i]);
+      for (size_t i = 0; i < o.mapped.size(); i++)
+        if (o.mapped[i].tracked) out.trackers_.at(o.mapped[i].pid).protect_again(written[i]);
       runs = merge_ranges(std::move(runs));
       sink.forget_pages(owner, start, runs);
       read_again(o.fd.get(), runs, o.pgoff - start, [&](uint64_t addr, const uint8_t* data,
@@ -218,7 +248,7 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
         as_mapping(owner, start, addr, data, npages);
       });
     } catch (const std::exception& e) {
-      sink.forget(owner, start);
+      out.drop(o, sink);
       skip(e.what());
       continue;
     }
@@ -236,8 +266,27 @@ SharedPrecopy SharedPrecopy::read(const std::vector<pid_t>& pids, DumpSink& sink
 
 void SharedPrecopy::drop(Object& o, DumpSink& sink) {
   sink.forget(o.mapped.front().pid, o.mapped.front().start);
-  for (auto& mp : o.mapped) mp.tracker.reset();  // its protection ends
+  for (const auto& mp : o.mapped) trackers_.at(mp.pid).disarm_range(mp.start, mp.end);
   o.kept = false;
+}
+
+WriteTracker& SharedPrecopy::tracker_of(pid_t pid) {
+  if (auto it = trackers_.find(pid); it != trackers_.end()) return it->second;
+  std::optional<WriteTracker> t;
+  {
+    auto task = Task::seize_and_stop(pid);
+    parasite::GuardedSyscalls guarded(*task);
+    t.emplace(WriteTracker::open(guarded.rs()));
+  }  // it runs again
+  return trackers_.emplace(pid, std::move(*t)).first->second;
+}
+
+uint64_t SharedPrecopy::min_bytes() {
+  static const uint64_t bytes = [] {
+    const char* s = std::getenv("SNAP_SHARED_PRECOPY_MIN_BYTES");
+    return s && *s ? std::strtoull(s, nullptr, 10) : kMinBytes;
+  }();
+  return bytes;
 }
 
 void SharedPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
@@ -256,13 +305,16 @@ void SharedPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
                !std::all_of(maps.begin(), maps.end(), [&](const auto& pm) {
                  return pm.second->shared && pm.second->pgoff == o.pgoff &&
                         std::any_of(o.mapped.begin(), o.mapped.end(), [&](const Mapped& mp) {
+                          // One not tracked may still never write (unmapped
+                          // and mapped again writable, at the same place).
                           return mp.pid == pm.first && mp.start == pm.second->start &&
-                                 mp.end == pm.second->end;
+                                 mp.end == pm.second->end &&
+                                 (mp.tracked || !image::has_vmflag(pm.second->vmflags, "mw"));
                         });
                })) {
       why = "mapped otherwise since";
     } else if (maps.front().second->kind == image::MappingKind::File &&
-               !maps.front().second->named_shm) {
+               !maps.front().second->named_shm && !maps.front().second->saved_file) {
       why = "not saved";
     }
     const uint64_t start = o.mapped.front().start;
@@ -277,7 +329,7 @@ void SharedPrecopy::settle(const image::Checkpoint& ckpt, DumpSink& sink) {
         std::vector<std::vector<PageRun>> runs(o.mapped.size());
         parallel_for(o.mapped.size(), 2, [&](size_t i) {
           const Mapped& mp = o.mapped[i];
-          runs[i] = mp.tracker->unprotected(mp.start, mp.end);
+          if (mp.tracked) runs[i] = trackers_.at(mp.pid).unprotected(mp.start, mp.end);
         });
         for (size_t i = 0; i < runs.size(); i++)
           for (const auto& r : runs[i])
@@ -330,12 +382,9 @@ std::optional<std::vector<uint64_t>> SharedPrecopy::pages(pid_t pid,
 
 std::vector<WriteTracker> SharedPrecopy::take_trackers() {
   std::vector<WriteTracker> out;
-  for (auto& o : objects_)
-    for (auto& mp : o.mapped)
-      if (mp.tracker) {
-        out.push_back(std::move(*mp.tracker));
-        mp.tracker.reset();
-      }
+  for (auto& [pid, t] : trackers_)
+    if (!t.armed().empty()) out.push_back(std::move(t));
+  trackers_.clear();  // the others close here: nothing is armed in them
   return out;
 }
 

@@ -270,6 +270,16 @@ WriteTracker WriteTracker::arm_ranges(RemoteSyscalls& rs, const std::vector<Page
   return t;
 }
 
+int WriteTracker::arm_range(uint64_t start, uint64_t end) {
+  int err = 0;
+  if (!arm_one(start, end, nullptr, &err)) return err;
+  const PageRun r{start, end};
+  armed_.insert(std::upper_bound(armed_.begin(), armed_.end(), r,
+                                 [](const PageRun& a, const PageRun& b) { return a.start < b.start; }),
+                r);
+  return 0;
+}
+
 void WriteTracker::arm_exactly(const std::vector<PageRun>& ranges) {
   for (const auto& r : ranges)
     if (arm_one(r.start, r.end, nullptr)) armed_.push_back(r);
@@ -324,6 +334,15 @@ bool WriteTracker::disarm(uint64_t piece, std::chrono::microseconds pause, std::
   return true;
 }
 
+void WriteTracker::disarm_range(uint64_t start, uint64_t end) {
+  auto it = std::find_if(armed_.begin(), armed_.end(),
+                         [&](const PageRun& r) { return r.start == start && r.end == end; });
+  if (it == armed_.end()) return;
+  uffdio_range range{start, end - start};
+  ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);  // a range gone since: nothing to do
+  armed_.erase(it);
+}
+
 uint64_t WriteTracker::written_pages(const std::vector<PageRun>& ranges) const {
   const std::string path = fmt::format("/proc/{}/pagemap", pid_);
   ScopedFd pm(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -341,8 +360,9 @@ uint64_t WriteTracker::written_pages(const std::vector<PageRun>& ranges) const {
   return n;
 }
 
-bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
+bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why, int* err) {
   if (int e = register_wp(uffd_.get(), start, end)) {
+    if (err) *err = e;
     if (why)
       *why = fmt::format("UFFDIO_REGISTER: {}{}", std::strerror(e),
                          e == EBUSY ? " (the job's own userfaultfd watches it)" : "");
@@ -351,6 +371,7 @@ bool WriteTracker::arm_one(uint64_t start, uint64_t end, std::string* why) {
   if (int e = protect_in_pieces(start, end)) {
     uffdio_range r{start, end - start};
     ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r);
+    if (err) *err = e;
     if (why) *why = fmt::format("UFFDIO_WRITEPROTECT: {}", std::strerror(e));
     return false;
   }

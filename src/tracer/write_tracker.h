@@ -160,6 +160,10 @@ class WriteTracker {
   // (where protecting 512 MiB of shared memory while it is stopped stalls
   // it 20-25 ms here).
   void arm_exactly(const std::vector<PageRun>& ranges);
+  // One range so: 0, or the errno the kernel refused it with (EPERM: a
+  // mapping that can never write, without VM_MAYWRITE, as a read-only
+  // MAP_SHARED mapping of a file opened read-only).
+  int arm_range(uint64_t start, uint64_t end);
   // With the process stopped: the pages of armed range [start, end) not
   // write-protected any more, from one PAGEMAP_SCAN walk: those written
   // since arming, and those whose page-table entry has gone since (a
@@ -203,6 +207,9 @@ class WriteTracker {
   // piece under way, armed() then being what is left; true once all ended.
   // Allocates nothing (a forked child of a threaded process may call it).
   bool disarm(uint64_t piece, std::chrono::microseconds pause, std::stop_token stop = {});
+  // Ends the tracking of armed range [start, end) alone (as armed by
+  // arm_exactly), at once: the others stay armed.
+  void disarm_range(uint64_t start, uint64_t end);
   // The userfaultfd (for a child that goes on with disarm()).
   int fd() const { return uffd_.get(); }
 
@@ -213,7 +220,7 @@ class WriteTracker {
   WriteTracker(pid_t pid, ScopedFd uffd) : pid_(pid), uffd_(std::move(uffd)) {}
   // UFFDIO_REGISTER (WP) + UFFDIO_WRITEPROTECT on [start, end); false (with
   // `why`) when the kernel refuses the range.
-  bool arm_one(uint64_t start, uint64_t end, std::string* why);
+  bool arm_one(uint64_t start, uint64_t end, std::string* why, int* err = nullptr);
   // UFFDIO_WRITEPROTECT on registered [start, end), a piece at a time with
   // a pause between pieces; 0, or the errno of the piece refused.
   int protect_in_pieces(uint64_t start, uint64_t end);

@@ -1770,6 +1770,13 @@ def started_after_a_reference(env, argv, name, lines_first):
     return p, out, ref
 
 
+# For the tests of the shared-memory snapshot at the stop
+# (parasite/shared_snapshot.h): no object is read before the stop
+# (job/shared_precopy.h, which would take any of these that the writer lets
+# it read).
+SNAPSHOT_AT_THE_STOP = {"SNAP_SHARED_PRECOPY_MIN_BYTES": str(1 << 50)}
+
+
 def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=None, before=False):
     # A dump that lets the job run on write-protects anonymous shared
     # memory instead of reading it while the job is stopped
@@ -1784,7 +1791,8 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
     ckpt = env.path(f"{name}.ckpt")
     r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
                      env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
-                              SNAP_PHASE_PAUSE="job-released"))
+                              SNAP_PHASE_PAUSE="job-released",
+                              **({} if before else SNAPSHOT_AT_THE_STOP)))
     if before:
         # Read while the job ran, protected from snap meanwhile: at the stop
         # only the pages written since are read (while stopped), nothing is
@@ -1826,8 +1834,8 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
 
 @case
 def shared_memory_written_during_dump(env):
-    # One writer, 24 MiB (under SharedPrecopy::kMinBytes: protected at the
-    # stop): the readers and the writer's faults meet.
+    # One writer, 24 MiB, protected at the stop (SNAPSHOT_AT_THE_STOP): the
+    # readers and the writer's faults meet.
     shared_memory_rewritten(env, "shared_sweeps_one",
                                       [env.prog("shared_sweeps"), "24", "200", "one"], 2)
 
@@ -1889,7 +1897,7 @@ def shared_memory_changed_refused(env, name, argv, said, what):
     # (snap pauses at a phase only while it logs its phases.)
     r = env.snap_run("dump", "--pid", str(p.pid), "-o", ckpt, check=False,
                      env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
-                              SNAP_PHASE_PAUSE="job-released"))
+                              SNAP_PHASE_PAUSE="job-released", **SNAPSHOT_AT_THE_STOP))
     if os.geteuid() != 0 and open("/proc/sys/vm/unprivileged_userfaultfd").read().strip() == "0":
         # Read while the job is stopped (shared_memory_rewritten): faithful.
         expect(r.returncode == 0, f"the memory read while stopped is dumped: {r.stderr.strip()}")
@@ -1933,6 +1941,16 @@ def shared_memory_file_read_while_running(env):
 
 
 @case
+def shared_memory_temp_file_read_while_running(env):
+    # The same, in a file of the temporary directory (on a disk here; PMIx
+    # keeps its segments so, in its session directory), mapped by both
+    # processes: read before the stop too (the snap before read it while
+    # the job was stopped), and made again by the restore.
+    shared_memory_rewritten(env, "shared_sweeps_tmpfile_before",
+                            [env.prog("shared_sweeps"), "64", "100", "tmpfile"], 2, before=True)
+
+
+@case
 def shared_memory_file_written_by_write_refused(env):
     # The writer raises some pages of its /dev/shm file with pwrite(2), not
     # through memory: no fault tells snap, but its inotify watch on the file
@@ -1949,12 +1967,13 @@ def shared_memory_snap_killed_while_serving(env):
     # stored yet: the kernel closes snap's userfaultfds, which lifts the
     # protection and lets every waiting thread go. The job runs on to its
     # end, its memory never harmed (the writer checks every page it writes).
-    argv = [env.prog("shared_sweeps"), "24", "200", "one"]  # protected at the stop
+    argv = [env.prog("shared_sweeps"), "24", "200", "one"]
     p, out, ref = started_after_a_reference(env, argv, "shared_killed", 2)
     phases = env.path("shared_killed.phases")
     d = subprocess.Popen([env.snap, "dump", "-v", "--pid", str(p.pid), "-o",
                           env.path("shared_killed.ckpt")],
-                         env=dict(os.environ, SNAP_PHASE_LOG=phases, SNAP_PHASE_PAUSE="job-released"),
+                         env=dict(os.environ, SNAP_PHASE_LOG=phases, SNAP_PHASE_PAUSE="job-released",
+                                  **SNAPSHOT_AT_THE_STOP),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: os.path.exists(phases) and "job-released" in open(phases).read(), 60,
              "snap let the job go")
@@ -1977,7 +1996,7 @@ def shared_memory_snap_killed_making_its_context(env):
     phases = env.path("ctx_killed.phases")
     d = subprocess.Popen([env.snap, "dump", "--pid", str(p.pid), "-o", env.path("ctx_killed.ckpt")],
                          env=dict(os.environ, SNAP_PHASE_LOG=phases,
-                                  SNAP_PHASE_PAUSE="shared-uffd-created"),
+                                  SNAP_PHASE_PAUSE="shared-uffd-created", **SNAPSHOT_AT_THE_STOP),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: os.path.exists(phases) and "shared-uffd-created" in open(phases).read(), 60,
              "snap reached the moment the job's context exists")
@@ -2012,7 +2031,8 @@ def shared_memory_snap_killed_making_its_context(env):
             tracer = [l.split()[1] for l in f if l.startswith("TracerPid:")]
         expect(tracer == ["0"], f"pid {pid} is not traced any more ({tracer})")
     ckpt = env.path("ctx_next.ckpt")
-    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt)
+    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
+                     env=dict(os.environ, **SNAPSHOT_AT_THE_STOP))
     expect("write-protected" in r.stderr, f"the next dump write-protects it again: {r.stderr.strip()}")
     runs_on_then_restores(env, p, out, ckpt, ref)
 

@@ -27,6 +27,8 @@
  *               multiprocessing.shared_memory make), removed at the end
  *        file-write: as file, and the writer raises the first page of
  *               every 64 with pwrite(2) on the file, not through memory
+ *        tmpfile: as file, the file in $TMPDIR (or /tmp), as PMIx keeps its
+ *               shared segments in its session directory
  * Prints "ready", "sweep N" every 20 sweeps, then "done"; exit status 1
  * with "CORRUPT ..." on the first wrong page. */
 #include <fcntl.h>
@@ -120,9 +122,12 @@ int main(int argc, char **argv) {
   int split = strcmp(argv[3], "split") == 0, dontfork = strcmp(argv[3], "dontfork") == 0;
   punch = strcmp(argv[3], "punch") == 0;
   size_t first = 0; /* the parent's first mapped page at the end */
-  int in_file = strcmp(argv[3], "file") == 0 || strcmp(argv[3], "file-write") == 0;
-  char name[64];
-  snprintf(name, sizeof name, "/dev/shm/shared_sweeps.%d", (int)getpid());
+  int tmpfile = strcmp(argv[3], "tmpfile") == 0;
+  int in_file = strcmp(argv[3], "file") == 0 || strcmp(argv[3], "file-write") == 0 || tmpfile;
+  const char *tmp = getenv("TMPDIR");
+  char name[4096];
+  snprintf(name, sizeof name, "%s/shared_sweeps.%d",
+           tmpfile ? (tmp && *tmp ? tmp : "/tmp") : "/dev/shm", (int)getpid());
   if (in_file) {
     int fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 || ftruncate(fd, (off_t)(pages * 4096))) return 1;
