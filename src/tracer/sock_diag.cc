@@ -112,21 +112,29 @@ void fill_id(inet_diag_sockid& id, const sockaddr_storage& local, const sockaddr
   id.idiag_cookie[0] = id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 }
 
-// One socket, asked for by its id: its answer, or nothing where sock_diag
-// finds none (ENOENT) or cannot answer.
-std::optional<InetDiag> query_one(int family, int protocol, const sockaddr_storage& local,
-                                  const sockaddr_storage* peer) {
-  struct {
-    nlmsghdr h;
-    inet_diag_req_v2 r;
-  } req{};
+// An inet_diag request for sockets of `family` and `protocol` in every
+// state, with netlink `flags`.
+struct InetRequest {
+  nlmsghdr h;
+  inet_diag_req_v2 r;
+};
+InetRequest inet_request(int family, int protocol, uint16_t flags) {
+  InetRequest req{};
   req.h.nlmsg_len = sizeof req;
   req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.h.nlmsg_flags = NLM_F_REQUEST;
+  req.h.nlmsg_flags = flags;
   req.h.nlmsg_seq = 1;
   req.r.sdiag_family = static_cast<uint8_t>(family);
   req.r.sdiag_protocol = static_cast<uint8_t>(protocol);
   req.r.idiag_states = ~0u;
+  return req;
+}
+
+// One socket, asked for by its id: its answer, or nothing where sock_diag
+// finds none (ENOENT) or cannot answer.
+std::optional<InetDiag> query_one(int family, int protocol, const sockaddr_storage& local,
+                                  const sockaddr_storage* peer) {
+  InetRequest req = inet_request(family, protocol, NLM_F_REQUEST);
   fill_id(req.r.id, local, peer);
   ScopedFd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!nl) return std::nullopt;
@@ -167,17 +175,7 @@ const InetDiag* InetDiags::from_dump(int family, int protocol, uint64_t inode) {
   auto it = dumps_.find(key);
   if (it == dumps_.end()) {
     it = dumps_.emplace(key, std::map<uint64_t, InetDiag>{}).first;
-    struct {
-      nlmsghdr h;
-      inet_diag_req_v2 r;
-    } req{};
-    req.h.nlmsg_len = sizeof req;
-    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.h.nlmsg_seq = 1;
-    req.r.sdiag_family = static_cast<uint8_t>(family);
-    req.r.sdiag_protocol = static_cast<uint8_t>(protocol);
-    req.r.idiag_states = ~0u;
+    const InetRequest req = inet_request(family, protocol, NLM_F_REQUEST | NLM_F_DUMP);
     const std::string what = fmt::format("sockets of family {} protocol {}", family, protocol);
     std::map<uint64_t, InetDiag> all;
     try {
