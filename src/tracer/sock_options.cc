@@ -256,8 +256,8 @@ image::InetSocket describe_inet_socket(int sock, int domain, int type, int proto
   }
   struct stat st {};
   if (::fstat(sock, &st) == 0 && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)) {
-    if (const InetDiag* d = diags.find(domain, protocol, st.st_ino, &local, connected ? &ss : nullptr))
-      s.shutdown = d->shutdown;
+    const InetDiag* d = diags.find(domain, protocol, st.st_ino, &local, connected ? &ss : nullptr);
+    if (d) s.shutdown = d->shutdown;
   }
   if (s.state != TCP_LISTEN && ::ioctl(sock, FIONREAD, &queued) < 0) queued = 0;
   return s;

@@ -281,10 +281,7 @@ int WriteTracker::arm_range(uint64_t start, uint64_t end) {
 }
 
 void WriteTracker::arm_exactly(const std::vector<PageRun>& ranges) {
-  for (const auto& r : ranges)
-    if (arm_one(r.start, r.end, nullptr)) armed_.push_back(r);
-  std::sort(armed_.begin(), armed_.end(),
-            [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
+  for (const auto& r : ranges) arm_range(r.start, r.end);  // one refused is left out
 }
 
 std::vector<PageRun> WriteTracker::unprotected(uint64_t start, uint64_t end) const {
