@@ -1789,16 +1789,32 @@ def shared_memory_rewritten(env, name, argv, lines_first, read_while_stopped=Non
     # stop: the restored writer finds any page from another instant.
     p, out, ref = started_after_a_reference(env, argv, name, lines_first)
     ckpt = env.path(f"{name}.ckpt")
-    r = env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
-                     env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
-                              SNAP_PHASE_PAUSE="job-released",
-                              **({} if before else SNAPSHOT_AT_THE_STOP)))
+
+    def dump(ckpt):
+        return env.snap_run("dump", "-v", "--pid", str(p.pid), "-o", ckpt,
+                            env=dict(os.environ, SNAP_PHASE_LOG=env.path(f"{name}.phases"),
+                                     SNAP_PHASE_PAUSE="job-released",
+                                     **({} if before else SNAPSHOT_AT_THE_STOP)))
+    r = dump(ckpt)
     if before:
         # Read while the job ran, protected from snap meanwhile: at the stop
         # only the pages written since are read (while stopped), nothing is
         # write-protected then, and the image is as consistent.
         kept = re.search(r"shared memory read while the job ran: ([0-9.]+) MiB kept, ([0-9.]+) MiB "
                          r"written since", r.stderr)
+        # The writer's page faults on pages snap protects set its pace, and
+        # the share it rewrites while snap reads is near MemoryPrecopy::
+        # kMaxRewritten (6-9 % here alone, 15 % once in CI with another test
+        # on the other CPU): then snap rightly protects the memory at the
+        # stop instead. Dumped again (twice at most) to see the path tested.
+        for again in (1, 2):
+            if kept or "written again while it was read" not in r.stderr:
+                break
+            print(f"     dumped again: {re.search(r'[0-9.]+ MiB of [0-9.]+ MiB written again', r.stderr).group(0)}")
+            ckpt = env.path(f"{name}.{again}.ckpt")
+            r = dump(ckpt)
+            kept = re.search(r"shared memory read while the job ran: ([0-9.]+) MiB kept, ([0-9.]+) "
+                             r"MiB written since", r.stderr)
         expect(kept and float(kept.group(1)) > 0 and "write-protected in" not in r.stderr,
                f"the shared memory was read before the stop, not write-protected at it: "
                f"{r.stderr.strip()}")
